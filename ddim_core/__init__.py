@@ -1,0 +1,33 @@
+"""ddim-core: one numerically exact DDIM scheduler for every array backend.
+
+The core is pure functions over arrays, written against the Python array API standard:
+
+    import ddim_core as dc
+    plan = dc.make_plan(dc.DDIMConfig(timestep_spacing="trailing"), 50)
+    for t in plan.timesteps:
+        x = dc.step(plan, model(x, t), t, x).prev_sample
+"""
+
+from .config import DDIMConfig
+from .plans import FINAL, Plan, make_plan, spaced_timesteps
+from .schedules import Schedule, alphas_cumprod, betas, schedule
+from .steps import StepOutput, add_noise, get_velocity, inverse_step, step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FINAL",
+    "DDIMConfig",
+    "Plan",
+    "Schedule",
+    "StepOutput",
+    "add_noise",
+    "alphas_cumprod",
+    "betas",
+    "get_velocity",
+    "inverse_step",
+    "make_plan",
+    "schedule",
+    "spaced_timesteps",
+    "step",
+]

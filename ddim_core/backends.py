@@ -1,0 +1,94 @@
+"""Array namespaces and devices: the only module that imports array-api-compat.
+
+array-api-compat resolves NumPy, CuPy, PyTorch, JAX, Dask and array-api-strict without
+importing any of them (it looks at `type(x)`), so importing ddim_core imports no framework.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+Array = Any
+Namespace = Any
+
+
+def namespace(**arrays: Array) -> Namespace:
+    """The one array namespace of the named arrays (None values are skipped).
+
+    Raises TypeError naming the argument when a value is not an array, or when the arrays
+    come from different libraries; ValueError when they live on different devices.
+    """
+    found: list[tuple[str, Array, Namespace]] = []
+    for name, x in arrays.items():
+        if x is None:
+            continue
+        try:
+            xp = array_api_compat.array_namespace(x)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be an array (numpy, torch, jax, cupy, dask or array-api-strict), "
+                f"got {type(x).__name__}"
+            ) from None
+        found.append((name, x, xp))
+    if not found:
+        raise TypeError(f"expected at least one array among {list(arrays)}")
+    first_name, first, xp = found[0]
+    for name, x, other in found[1:]:
+        if other is not xp:
+            raise TypeError(
+                f"{name} is a {_library(other)} array but {first_name} is a {_library(xp)} "
+                "array; pass arrays from one library"
+            )
+        if device(x) != device(first):
+            raise ValueError(
+                f"{name} is on device {device(x)!r} but {first_name} is on {device(first)!r}; "
+                "move them to one device"
+            )
+    return xp
+
+
+def _library(xp: Namespace) -> str:
+    return str(xp.__name__).removeprefix("array_api_compat.")
+
+
+def device(x: Array) -> Any:
+    """The device an array lives on (array-api-compat's portable accessor)."""
+    return array_api_compat.device(x)
+
+
+def is_host_numpy(x: Array) -> bool:
+    """True for NumPy arrays: their values can be read without a device sync."""
+    return bool(array_api_compat.is_numpy_array(x))
+
+
+def is_real_floating(xp: Namespace, x: Array) -> bool:
+    return bool(xp.isdtype(x.dtype, "real floating"))
+
+
+def work_dtype(xp: Namespace, dtype: Any) -> Any:
+    """The dtype the arithmetic runs in: half-precision inputs are computed in float32."""
+    return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
+
+
+def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> Array:
+    """Move a host float64 table into `xp` on `device`, converted to `dtype` on the way.
+
+    Goes through Python floats so that no float64 array is ever created on the device
+    (array-api-strict's `no_float64` device and Apple MPS have none).
+    """
+    return xp.asarray(values.tolist(), dtype=dtype, device=device)
+
+
+def broadcast_to_sample(coefficient: Array, ndim: int, xp: Namespace) -> Array:
+    """Reshape per-sample coefficients of shape (B,) to (B, 1, ..., 1) for a sample of `ndim`."""
+    if coefficient.ndim == 0 or ndim <= 1:
+        return coefficient
+    return xp.reshape(coefficient, (coefficient.shape[0],) + (1,) * (ndim - 1))
+
+
+def flat_size(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)

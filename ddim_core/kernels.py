@@ -1,0 +1,142 @@
+"""The maths of one DDIM step (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models").
+
+Glossary, code name: paper (diffusers):
+    alpha_bar_t     abar_t, cumulative product of (1 - beta_s) for s <= t   (alpha_prod_t)
+    alpha_bar_prev  abar_{t-1}, the level the step moves to                  (alpha_prod_t_prev)
+    x_t             the current sample                                      (sample)
+    x_prev          x_{t-1}, the result of the step                         (prev_sample)
+    eps_pred        eps_theta(x_t), the predicted noise                     (pred_epsilon)
+    x0_pred         f_theta(x_t), the predicted clean sample, eq. (9)       (pred_original_sample)
+    sigma_t         eq. (16): eta * sqrt((1 - abar_{t-1}) / (1 - abar_t))
+                                      * sqrt(1 - abar_t / abar_{t-1})      (std_dev_t)
+    direction       sqrt(1 - abar_{t-1} - sigma_t^2), weight of eps_pred in eq. (12)
+
+Every step is one transfer from level a to level b, eq. (12):
+
+    x_b = sqrt(abar_b) * x0_pred + sqrt(1 - abar_b - sigma^2) * eps_pred + sigma * noise
+
+Forward DDIM moves to a less noisy b; inversion is the same map to a noisier b with sigma = 0.
+
+Coefficients are computed on the host in float64 as a table with one row per training timestep
+(columns below). A scalar timestep reads its row as Python floats (no device work); per-sample
+timesteps gather rows on the sample's device. The array functions take a keyword-only `xp`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .backends import Array, Namespace
+
+# Columns of a step coefficient table.
+SQRT_AB_FROM, SQRT_1M_AB_FROM, SQRT_AB_TO, DIRECTION, SIGMA = range(5)
+
+# 1 - abar_b - sigma^2 may round to a tiny negative number at eta = 1; below this it is an error.
+_DIRECTION_ROUNDING = 1e-12
+
+
+def transfer_coefficients(
+    alpha_bar_from: np.ndarray, alpha_bar_to: np.ndarray, eta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Host float64 table of (sqrt abar_a, sqrt(1 - abar_a), sqrt abar_b, direction, sigma).
+
+    Also returns `direction_sq`, 1 - abar_b - sigma^2 before clamping, for validation.
+    """
+    a, b = alpha_bar_from, alpha_bar_to
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = (1.0 - b) / (1.0 - a) * (1.0 - a / b)  # eq. (16) without eta
+    variance = np.where((a < b) & (a < 1.0), variance, 0.0)  # no noise when b is not cleaner
+    sigma = eta * np.sqrt(variance)
+    direction_sq = 1.0 - b - sigma**2
+    direction = np.sqrt(np.where(direction_sq < 0.0, 0.0, direction_sq))
+    table = np.stack([np.sqrt(a), np.sqrt(1.0 - a), np.sqrt(b), direction, sigma], axis=1)
+    return table, direction_sq
+
+
+def invalid_reason(
+    alpha_bar_from: float, direction_sq: float, prediction_type: str, eta: float
+) -> str | None:
+    """Why a step from level abar_a cannot be taken, or None. Host floats only."""
+    if prediction_type == "epsilon" and alpha_bar_from == 0.0:
+        return (
+            "alpha_bar = 0 there (zero terminal SNR), where prediction_type='epsilon' cannot "
+            "recover x_0 (division by sqrt(alpha_bar) = 0); use 'v_prediction' or 'sample'"
+        )
+    if prediction_type == "sample" and alpha_bar_from == 1.0:
+        return (
+            "alpha_bar = 1 there (the clean level), where prediction_type='sample' cannot "
+            "recover the noise (division by sqrt(1 - alpha_bar) = 0)"
+        )
+    if direction_sq < -_DIRECTION_ROUNDING:
+        return (
+            f"eta={eta} makes 1 - alpha_bar_prev - sigma_t^2 = {direction_sq:.3g} < 0 "
+            "(its square root would be NaN); use a smaller eta (eta <= 1 is always valid)"
+        )
+    return None
+
+
+def predict_x0_eps(
+    x_t: Array, model_output: Array, sqrt_ab: Any, sqrt_1m_ab: Any, prediction_type: str
+) -> tuple[Array, Array]:
+    """(x0_pred, eps_pred) from the model output, eq. (9); v as in Salimans & Ho 2022."""
+    if prediction_type == "epsilon":
+        return (x_t - sqrt_1m_ab * model_output) / sqrt_ab, model_output
+    if prediction_type == "sample":
+        return model_output, (x_t - sqrt_ab * model_output) / sqrt_1m_ab
+    v = model_output
+    return sqrt_ab * x_t - sqrt_1m_ab * v, sqrt_ab * v + sqrt_1m_ab * x_t
+
+
+def eps_from_x0(x_t: Array, x0_pred: Array, sqrt_ab: Any, sqrt_1m_ab: Any) -> Array:
+    """Re-derive eps_pred from a clipped x0_pred (GLIDE; diffusers' use_clipped_model_output)."""
+    return (x_t - sqrt_ab * x0_pred) / sqrt_1m_ab
+
+
+def transfer(
+    x0_pred: Array, eps_pred: Array, sqrt_ab_to: Any, direction: Any, sigma: Any, noise: Any
+) -> Array:
+    """Eq. (12): x_b = sqrt(abar_b) x0_pred + direction * eps_pred (+ sigma * noise)."""
+    x_b = sqrt_ab_to * x0_pred + direction * eps_pred
+    return x_b if noise is None else x_b + sigma * noise
+
+
+def clip(x0_pred: Array, limit: float, *, xp: Namespace) -> Array:
+    """Clip x0_pred to [-limit, limit] (diffusers' clip_sample)."""
+    return xp.clip(x0_pred, -limit, limit)
+
+
+def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) -> Array:
+    """Dynamic thresholding (Saharia et al. 2022, Imagen, sec. 2.3), per batch element.
+
+    s = the `ratio` quantile of |x0_pred| over each sample, clamped to [1, max_value];
+    x0_pred is clipped to [-s, s] and divided by s. Half precision is computed in float32.
+    """
+    dtype = x0_pred.dtype
+    batch = x0_pred.shape[0] if x0_pred.ndim >= 2 else 1
+    flat = xp.reshape(x0_pred, (batch, -1))
+    if xp.finfo(dtype).bits < 32:
+        flat = xp.astype(flat, xp.float32)
+    s = quantile(xp.abs(flat), ratio, xp=xp)
+    s = xp.minimum(xp.maximum(s, 1.0), max_value)  # torch.clamp(min=1, max=...) order
+    s = xp.reshape(s, (batch, 1))
+    flat = xp.minimum(xp.maximum(flat, -s), s) / s
+    return xp.astype(xp.reshape(flat, x0_pred.shape), dtype)
+
+
+def quantile(a: Array, q: float, *, xp: Namespace) -> Array:
+    """The q-quantile along the last axis with linear interpolation (torch.quantile's rule).
+
+    The array API has no quantile: sort, then interpolate between the two neighbouring order
+    statistics at position q * (n - 1), computed on the host.
+    """
+    n = a.shape[-1]
+    pos = q * (n - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    ordered = xp.sort(a, axis=-1)
+    low, high = ordered[..., lo], ordered[..., hi]
+    return low + frac * (high - low)

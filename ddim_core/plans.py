@@ -1,0 +1,175 @@
+"""Timestep plans: which timesteps N inference steps visit, and where each step goes.
+
+A plan is the descending list of timesteps t_0 > t_1 > ... > t_{N-1} and, for each, t_prev:
+the next timestep of the plan, the last step going to the final level (-1: alpha_bar = 1 with
+set_alpha_to_one, else alpha_bar_0). t_prev is read from the plan, never recomputed with a
+stride, so that every spacing is exact. The inverse plan is the mirror image: it walks the same
+pairs backwards, from t_prev up to t.
+
+`prev_timestep="stride"` (the diffusers-compatibility rule) instead takes
+t_prev = t - T // N, as diffusers' DDIMScheduler does; the two rules agree for "leading".
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+import itertools
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .config import DDIMConfig
+from .schedules import Schedule, schedule
+
+FINAL = -1  # t_prev of the last step: the clean level past t = 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Plan:
+    """The timesteps of one sampling run and the level each step moves to."""
+
+    config: DDIMConfig
+    schedule: Schedule
+    timesteps: tuple[int, ...]
+    prev_timesteps: tuple[int, ...]
+
+    @property
+    def num_inference_steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """(t, t_prev) for each forward step, in sampling order."""
+        return tuple(zip(self.timesteps, self.prev_timesteps, strict=True))
+
+    @property
+    def inverse_timesteps(self) -> tuple[int, ...]:
+        """The destination timestep of each inverse step, in inversion order (ascending)."""
+        return self.timesteps[::-1]
+
+    @property
+    def inverse_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(t_source, t_destination) for each inverse step: the forward pairs mirrored."""
+        return tuple((prev, t) for t, prev in reversed(self.pairs))
+
+    def prev_timestep(self, t: int) -> int:
+        """Where a forward step from `t` lands (FINAL = -1 for the clean level).
+
+        For a timestep outside the plan, the "plan" rule takes the largest plan timestep
+        below it, so per-sample timesteps between plan points stay well defined.
+        """
+        if self.config.prev_timestep == "stride":
+            prev = t - self.schedule.num_train_timesteps // self.num_inference_steps
+            return max(prev, FINAL)
+        ascending = self.inverse_timesteps
+        i = bisect.bisect_left(ascending, t)
+        return ascending[i - 1] if i > 0 else FINAL
+
+    def prev_table(self) -> np.ndarray:
+        """prev_timestep(t) for every t in [0, T), as a host int64 array."""
+        return _prev_table(self)
+
+
+def make_plan(
+    config: DDIMConfig,
+    num_inference_steps: int | None = None,
+    *,
+    timesteps: Sequence[int] | None = None,
+) -> Plan:
+    """The plan for `num_inference_steps` steps of `config`'s spacing, or for custom `timesteps`.
+
+    Plans are cached: the same arguments give the same Plan object.
+    """
+    if not isinstance(config, DDIMConfig):
+        raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
+    if (num_inference_steps is None) == (timesteps is None):
+        raise ValueError("give exactly one of num_inference_steps and timesteps")
+    if timesteps is not None:
+        return _plan(config, None, _custom_timesteps(timesteps, config.num_train_timesteps))
+    return _plan(config, _check_num_steps(num_inference_steps, config.num_train_timesteps), None)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(config: DDIMConfig, n: int | None, custom: tuple[int, ...] | None) -> Plan:
+    ts = custom if custom is not None else spaced_timesteps(config, n or 0)
+    sched = schedule(config)
+    plan = Plan(config, sched, ts, ())
+    prev = (
+        tuple(plan.prev_timestep(t) for t in ts)
+        if config.prev_timestep == "stride"
+        else ((*ts[1:], FINAL))
+    )
+    plan = dataclasses.replace(plan, prev_timesteps=prev)
+    _check_first_step(plan)
+    return plan
+
+
+def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
+    """diffusers' `set_timesteps` choice of n timesteps, descending (Lin et al. 2023, Table 2).
+
+    Matches diffusers 0.42 for every n, with one fix: for 62 of the 1000 step counts of a
+    1000-step model (n = 61, 103, ...) diffusers' "trailing" float `arange` yields n + 1
+    timesteps, the last one -1; that spurious entry is dropped here.
+    """
+    T = config.num_train_timesteps
+    _check_num_steps(n, T)
+    if config.timestep_spacing == "linspace":
+        ts = np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
+    elif config.timestep_spacing == "leading":
+        ts = (np.arange(n) * (T // n))[::-1].astype(np.int64) + config.steps_offset
+    else:  # trailing
+        ts = (np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1)[:n]
+    out = tuple(int(t) for t in ts)
+    if out[0] >= T:
+        raise ValueError(
+            f"steps_offset={config.steps_offset} moves the first timestep to {out[0]}, past "
+            f"num_train_timesteps - 1 = {T - 1}; use a smaller steps_offset or fewer steps"
+        )
+    return out
+
+
+def _check_num_steps(n: Any, T: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"num_inference_steps must be an integer, got {n!r}")
+    steps = int(n)
+    if not 1 <= steps <= T:
+        raise ValueError(f"num_inference_steps={steps} must be in [1, num_train_timesteps={T}]")
+    return steps
+
+
+def _custom_timesteps(timesteps: Sequence[int], T: int) -> tuple[int, ...]:
+    values = list(timesteps)
+    bad = [t for t in values if isinstance(t, bool) or not isinstance(t, numbers.Integral)]
+    if bad:
+        raise TypeError(f"timesteps must be integers, got {bad[0]!r}")
+    ts = tuple(int(t) for t in values)
+    if not ts:
+        raise ValueError("timesteps must not be empty")
+    out_of_range = [t for t in ts if not 0 <= t < T]
+    if out_of_range:
+        raise ValueError(f"timesteps must lie in [0, {T}); got {out_of_range[0]}")
+    if any(a <= b for a, b in itertools.pairwise(ts)):
+        raise ValueError(f"timesteps must be strictly decreasing, got {list(ts)}")
+    return ts
+
+
+def _check_first_step(plan: Plan) -> None:
+    """Epsilon prediction divides by sqrt(alpha_bar_t): impossible at a zero-SNR timestep."""
+    t = plan.timesteps[0]
+    if plan.config.prediction_type == "epsilon" and plan.schedule.alpha_bar(t) == 0.0:
+        raise ValueError(
+            f"timestep {t} has alpha_bar = 0 (rescale_betas_zero_snr=True), where "
+            "prediction_type='epsilon' cannot recover x_0 (division by zero); use "
+            "prediction_type='v_prediction' or 'sample'"
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _prev_table(plan: Plan) -> np.ndarray:
+    table = np.array([plan.prev_timestep(t) for t in range(plan.schedule.num_train_timesteps)])
+    table.setflags(write=False)
+    return table

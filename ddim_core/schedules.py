@@ -1,0 +1,152 @@
+"""Noise schedules: beta_t and alpha_bar_t = prod_{s<=t} (1 - beta_s).
+
+Tables are computed once per configuration, in float64, with array API functions on the host
+(NumPy through array-api-compat), and only cast where they meet a sample. `betas()` and
+`alphas_cumprod()` hand them out in any namespace, device and dtype, cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import array_api_compat.numpy as host_xp
+import numpy as np
+
+from . import backends
+from .backends import Array, Namespace
+from .config import DDIMConfig
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Schedule:
+    """Host float64 tables of one noise schedule.
+
+    alphas_cumprod[t] is alpha_bar_t for t in [0, T); `final_alpha_cumprod` is the level past
+    the last step (1.0 with set_alpha_to_one, else alpha_bar_0), used for t = -1.
+    """
+
+    betas: np.ndarray
+    alphas_cumprod: np.ndarray
+    final_alpha_cumprod: float
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    def alpha_bar(self, t: int) -> float:
+        """alpha_bar_t as a Python float; t = -1 is the final (clean) level."""
+        return self.final_alpha_cumprod if t < 0 else float(self.alphas_cumprod[t])
+
+    def levels(self, timesteps: np.ndarray) -> np.ndarray:
+        """alpha_bar for an integer array of timesteps, -1 meaning the final level."""
+        table = np.concatenate([self.alphas_cumprod, [self.final_alpha_cumprod]])
+        return table[np.where(timesteps < 0, table.shape[0] - 1, timesteps)]
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: Any, *, set_alpha_to_one: bool = True) -> Schedule:
+        """A schedule from a given alpha_bar table (e.g. another library's float32 table)."""
+        ab = np.array(alphas_cumprod, dtype=np.float64).reshape(-1)
+        if ab.size == 0 or not np.all((ab >= 0.0) & (ab <= 1.0)):
+            raise ValueError("alphas_cumprod must be a non-empty table of values in [0, 1]")
+        betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
+        final = 1.0 if set_alpha_to_one else float(ab[0])
+        return cls(betas=betas, alphas_cumprod=ab, final_alpha_cumprod=final)
+
+
+def schedule(config: DDIMConfig) -> Schedule:
+    """The (cached) host schedule of a config."""
+    return _schedule(
+        config.num_train_timesteps,
+        config.beta_start,
+        config.beta_end,
+        config.beta_schedule,
+        config.trained_betas,
+        config.rescale_betas_zero_snr,
+        config.set_alpha_to_one,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule(
+    n: int,
+    beta_start: float,
+    beta_end: float,
+    beta_schedule: str,
+    trained_betas: tuple[float, ...] | None,
+    rescale_zero_snr: bool,
+    set_alpha_to_one: bool,
+) -> Schedule:
+    xp: Namespace = host_xp
+    if trained_betas is not None:
+        b = xp.asarray(trained_betas, dtype=xp.float64)
+    elif beta_schedule == "linear":
+        b = _linear(n, beta_start, beta_end, xp=xp)
+    elif beta_schedule == "scaled_linear":
+        b = _linear(n, beta_start**0.5, beta_end**0.5, xp=xp) ** 2
+    else:
+        b = _squaredcos_cap_v2(n, xp=xp)
+    if rescale_zero_snr:
+        b = _rescale_zero_terminal_snr(b, xp=xp)
+    ab = xp.cumulative_prod(1.0 - b)
+    b.setflags(write=False)
+    ab.setflags(write=False)
+    final = 1.0 if set_alpha_to_one else float(ab[0])
+    return Schedule(betas=b, alphas_cumprod=ab, final_alpha_cumprod=final)
+
+
+def _linear(n: int, start: float, end: float, *, xp: Namespace) -> Array:
+    return xp.linspace(start, end, n, dtype=xp.float64)
+
+
+def _squaredcos_cap_v2(n: int, *, xp: Namespace, max_beta: float = 0.999) -> Array:
+    """Nichol & Dhariwal's cosine schedule, alpha_bar(t) = cos^2((t + s) / (1 + s) * pi / 2)."""
+
+    def f(t: Array) -> Array:
+        return xp.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    i = xp.arange(n, dtype=xp.float64)
+    return xp.minimum(1.0 - f((i + 1) / n) / f(i / n), max_beta)
+
+
+def _rescale_zero_terminal_snr(betas: Array, *, xp: Namespace) -> Array:
+    """Lin et al. 2023, Algorithm 1: shift sqrt(alpha_bar) so the last step has zero SNR."""
+    s = xp.sqrt(xp.cumulative_prod(1.0 - betas))
+    s0, s_last = s[0], s[-1]
+    s = (s - s_last) * s0 / (s0 - s_last)
+    ab = s**2
+    alphas = xp.concat([ab[:1], ab[1:] / ab[:-1]])
+    return 1.0 - alphas
+
+
+def betas(
+    config: DDIMConfig, *, xp: Namespace | None = None, device: Any = None, dtype: Any = None
+) -> Array:
+    """beta_t for t in [0, T) in namespace `xp` (NumPy by default), float64 unless `dtype`."""
+    return _table(schedule(config), "betas", xp, device, dtype)
+
+
+def alphas_cumprod(
+    config: DDIMConfig, *, xp: Namespace | None = None, device: Any = None, dtype: Any = None
+) -> Array:
+    """alpha_bar_t for t in [0, T) in namespace `xp` (NumPy by default), float64 unless `dtype`."""
+    return _table(schedule(config), "alphas_cumprod", xp, device, dtype)
+
+
+def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype: Any) -> Array:
+    xp = host_xp if xp is None else xp
+    dtype = xp.float64 if dtype is None else dtype
+    try:
+        return _cached_table(sched, name, xp, device, dtype)
+    except TypeError:  # an unhashable device object: convert without the cache
+        return backends.from_host(getattr(sched, name), xp, device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_table(sched: Schedule, name: str, xp: Namespace, device: Any, dtype: Any) -> Array:
+    table = backends.from_host(getattr(sched, name), xp, device=device, dtype=dtype)
+    if backends.is_host_numpy(table):
+        table.setflags(write=False)  # shared through the cache: keep it immutable
+    return table

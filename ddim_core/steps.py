@@ -1,0 +1,269 @@
+"""Public step functions: validate, resolve the namespace, look up coefficients, run the kernels.
+
+    plan = make_plan(DDIMConfig(), 50)
+    for t in plan.timesteps:
+        x = step(plan, model(x, t), t, x).prev_sample
+
+`timestep` is a Python int (coefficients are Python floats from the host table: no device work),
+or an integer array of shape () or (batch,) (coefficients gathered on the sample's device).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import backends, kernels
+from .backends import Array, Namespace
+from .config import DDIMConfig
+from .plans import Plan
+from .schedules import Schedule, schedule
+
+
+class StepOutput(NamedTuple):
+    """Result of one step; field names follow diffusers' DDIMSchedulerOutput."""
+
+    prev_sample: Array
+    pred_original_sample: Array
+
+
+def step(
+    plan: Plan,
+    model_output: Array,
+    timestep: Any,
+    sample: Array,
+    *,
+    eta: float = 0.0,
+    noise: Array | None = None,
+    use_clipped_model_output: bool = False,
+) -> StepOutput:
+    """One forward DDIM step x_t -> x_prev, eq. (12), with the plan's t_prev.
+
+    eta scales sigma_t (eq. 16): 0 is deterministic DDIM, 1 is DDPM-like. With eta > 0 the
+    caller supplies `noise`, a standard normal array shaped like `sample`.
+    """
+    eta = _check_eta(eta)
+    if eta > 0.0 and noise is None:
+        raise ValueError(f"eta={eta} > 0 needs a `noise` array (standard normal, like sample)")
+    noise = noise if eta > 0.0 else None
+    return _run(plan, model_output, timestep, sample, noise, eta, use_clipped_model_output, False)
+
+
+def inverse_step(plan: Plan, model_output: Array, timestep: Any, sample: Array) -> StepOutput:
+    """One DDIM inversion step from the level of t_prev up to `timestep` (deterministic).
+
+    As in diffusers' DDIMInverseScheduler and null-text inversion, `model_output` is the model
+    evaluated at the destination `timestep` on the source `sample`. `prev_sample` is the noisier
+    result. Without clipping, `inverse_step(step(x))` returns x given the same model output.
+    """
+    return _run(plan, model_output, timestep, sample, None, 0.0, False, True)
+
+
+def add_noise(
+    schedule_of: DDIMConfig | Schedule | Plan, original_samples: Array, noise: Array, timesteps: Any
+) -> Array:
+    """The forward process q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
+    xp = _arrays(original_samples=original_samples, noise=noise)
+    sched = _schedule_of(schedule_of)
+    sqrt_ab, sqrt_1m_ab = _coefficients(
+        ("noise", sched), sched, timesteps, original_samples, xp, None
+    )
+    x0, eps = _to_work(xp, original_samples, noise)
+    return _like(xp, sqrt_ab * x0 + sqrt_1m_ab * eps, original_samples)
+
+
+def get_velocity(
+    schedule_of: DDIMConfig | Schedule | Plan, sample: Array, noise: Array, timesteps: Any
+) -> Array:
+    """The v-prediction target v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0 (Salimans & Ho)."""
+    xp = _arrays(sample=sample, noise=noise)
+    sched = _schedule_of(schedule_of)
+    sqrt_ab, sqrt_1m_ab = _coefficients(("noise", sched), sched, timesteps, sample, xp, None)
+    x0, eps = _to_work(xp, sample, noise)
+    return _like(xp, sqrt_ab * eps - sqrt_1m_ab * x0, sample)
+
+
+def _run(
+    plan: Plan,
+    model_output: Array,
+    timestep: Any,
+    sample: Array,
+    noise: Array | None,
+    eta: float,
+    use_clipped_model_output: bool,
+    inverse: bool,
+) -> StepOutput:
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a Plan from make_plan(), got {type(plan).__name__}")
+    if not isinstance(use_clipped_model_output, bool):
+        raise TypeError(
+            f"use_clipped_model_output must be a bool, got {use_clipped_model_output!r}"
+        )
+    xp = _arrays(model_output=model_output, sample=sample, noise=noise)
+    key = ("inverse" if inverse else "forward", plan, eta)
+    c = _coefficients(key, plan.schedule, timestep, sample, xp, plan)
+    x_t, out, z = _to_work(xp, sample, model_output, noise)
+    cfg = plan.config
+    x0, eps = kernels.predict_x0_eps(
+        x_t, out, c[kernels.SQRT_AB_FROM], c[kernels.SQRT_1M_AB_FROM], cfg.prediction_type
+    )
+    if cfg.thresholding:
+        x0 = kernels.threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value, xp=xp)
+    elif cfg.clip_sample:
+        x0 = kernels.clip(x0, cfg.clip_sample_range, xp=xp)
+    if use_clipped_model_output:
+        eps = kernels.eps_from_x0(x_t, x0, c[kernels.SQRT_AB_FROM], c[kernels.SQRT_1M_AB_FROM])
+    x_b = kernels.transfer(
+        x0, eps, c[kernels.SQRT_AB_TO], c[kernels.DIRECTION], c[kernels.SIGMA], z
+    )
+    return StepOutput(_like(xp, x_b, sample), _like(xp, x0, sample))
+
+
+def _arrays(**arrays: Array | None) -> Namespace:
+    """Resolve the namespace and check dtypes and shapes against the first array."""
+    xp = backends.namespace(**arrays)
+    (first_name, first), *rest = [(n, a) for n, a in arrays.items() if a is not None]
+    for name, a in [(first_name, first), *rest]:
+        if not backends.is_real_floating(xp, a):
+            raise TypeError(f"{name} must be a real floating-point array, got dtype {a.dtype}")
+    for name, a in rest:
+        if tuple(a.shape) != tuple(first.shape):
+            raise ValueError(
+                f"{name} has shape {tuple(a.shape)} but {first_name} has shape "
+                f"{tuple(first.shape)}; they must be equal"
+            )
+    return xp
+
+
+def _to_work(xp: Namespace, first: Array, *rest: Array | None) -> list[Array | None]:
+    """Cast to the working dtype (float32 for half precision, else `first`'s dtype)."""
+    dtype = backends.work_dtype(xp, first.dtype)
+    return [a if a is None or a.dtype == dtype else xp.astype(a, dtype) for a in (first, *rest)]
+
+
+def _like(xp: Namespace, result: Array, sample: Array) -> Array:
+    return result if result.dtype == sample.dtype else xp.astype(result, sample.dtype)
+
+
+def _check_eta(eta: Any) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
+        raise TypeError(f"eta must be a real number, got {eta!r}")
+    value = float(eta)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"eta={eta} must be a finite number >= 0")
+    return value
+
+
+def _schedule_of(obj: DDIMConfig | Schedule | Plan) -> Schedule:
+    if isinstance(obj, Plan):
+        return obj.schedule
+    if isinstance(obj, Schedule):
+        return obj
+    if isinstance(obj, DDIMConfig):
+        return schedule(obj)
+    raise TypeError(f"expected a DDIMConfig, Schedule or Plan, got {type(obj).__name__}")
+
+
+# --- coefficients ------------------------------------------------------------------------------
+
+
+def _coefficients(
+    key: tuple[Any, ...], sched: Schedule, timestep: Any, sample: Array, xp: Namespace, plan: Any
+) -> list[Any]:
+    """The columns of the host table `key` at `timestep`: floats, or arrays on sample's device."""
+    table, reasons = _host_table(key)
+    T = sched.num_train_timesteps
+    if isinstance(timestep, numbers.Integral) and not isinstance(timestep, bool):
+        t = int(timestep)
+        _check_range("timestep", t, T)
+        _check_row(reasons, [t])
+        return [float(v) for v in table[t]]
+    t_arr = _check_timestep_array(timestep, sample, xp)
+    if backends.is_host_numpy(t_arr):  # free to read: check every value
+        values = np.asarray(t_arr).reshape(-1)
+        bad = values[(values < 0) | (values >= T)]
+        if bad.size:
+            _check_range("timestep", int(bad[0]), T)
+        _check_row(reasons, values.tolist())
+    elif plan is not None:  # device values cannot be read: check the plan's own timesteps
+        _check_row(reasons, list(plan.timesteps))
+    dtype = backends.work_dtype(xp, sample.dtype)
+    rows = xp.take(
+        _device_table(key, xp, backends.device(sample), dtype), xp.reshape(t_arr, (-1,)), axis=0
+    )
+    return [
+        backends.broadcast_to_sample(rows[:, k], sample.ndim, xp) for k in range(table.shape[1])
+    ]
+
+
+def _check_range(name: str, t: int, T: int) -> None:
+    if not 0 <= t < T:
+        raise ValueError(f"{name}={t} is outside [0, num_train_timesteps={T})")
+
+
+def _check_row(reasons: dict[int, str], timesteps: list[int]) -> None:
+    for t in timesteps:
+        if t in reasons:
+            raise ValueError(f"cannot step at timestep {t}: {reasons[t]}")
+
+
+def _check_timestep_array(timestep: Any, sample: Array, xp: Namespace) -> Array:
+    try:
+        backends.namespace(sample=sample, timestep=timestep)
+    except TypeError:
+        raise TypeError(
+            "timestep must be a Python int or an integer array of the sample's library, got "
+            f"{type(timestep).__name__}"
+        ) from None
+    if not xp.isdtype(timestep.dtype, "integral"):
+        raise TypeError(f"timestep array must have an integer dtype, got {timestep.dtype}")
+    batch = sample.shape[0] if sample.ndim else 1
+    if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch)):
+        raise ValueError(
+            f"timestep array has shape {tuple(timestep.shape)}; expected () or ({batch},), one "
+            "timestep per batch element"
+        )
+    return timestep
+
+
+@functools.lru_cache(maxsize=256)
+def _host_table(key: tuple[Any, ...]) -> tuple[np.ndarray, dict[int, str]]:
+    """Coefficient table (one row per training timestep) and the rows that cannot be used."""
+    kind = key[0]
+    if kind == "noise":
+        ab = key[1].alphas_cumprod
+        table = np.stack([np.sqrt(ab), np.sqrt(1.0 - ab)], axis=1)
+        table.setflags(write=False)
+        return table, {}
+    _, plan, eta = key
+    sched: Schedule = plan.schedule
+    t = np.arange(sched.num_train_timesteps)
+    prev = sched.levels(plan.prev_table())
+    here = sched.alphas_cumprod
+    a, b = (prev, here) if kind == "inverse" else (here, prev)
+    table, direction_sq = kernels.transfer_coefficients(a, b, eta)
+    table.setflags(write=False)
+    reasons = {}
+    for i in t.tolist():
+        reason = kernels.invalid_reason(
+            float(a[i]), float(direction_sq[i]), plan.config.prediction_type, eta
+        )
+        if reason is not None:
+            reasons[i] = reason
+    return table, reasons
+
+
+def _device_table(key: tuple[Any, ...], xp: Namespace, device: Any, dtype: Any) -> Array:
+    try:
+        return _cached_device_table(key, xp, device, dtype)
+    except TypeError:  # unhashable device
+        return backends.from_host(_host_table(key)[0], xp, device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_device_table(key: tuple[Any, ...], xp: Namespace, device: Any, dtype: Any) -> Array:
+    return backends.from_host(_host_table(key)[0], xp, device=device, dtype=dtype)

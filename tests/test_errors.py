@@ -1,0 +1,125 @@
+"""Bad input gets a ValueError/TypeError naming the argument, the value and what is allowed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ddim_core as dc
+
+PLAN = dc.make_plan(dc.DDIMConfig(), 10)
+X = np.zeros((2, 3, 4, 4))
+
+
+def test_integer_sample() -> None:
+    with pytest.raises(
+        TypeError, match="sample must be a real floating-point array, got dtype int64"
+    ):
+        dc.step(PLAN, X, 901 - 1, X.astype(np.int64))
+
+
+def test_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match=r"sample has shape \(2, 3, 4, 4\) but model_output has"):
+        dc.step(PLAN, X[:1], 900, X)
+
+
+def test_noise_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match="noise has shape"):
+        dc.step(PLAN, X, 900, X, eta=1.0, noise=X[0])
+
+
+def test_two_libraries() -> None:
+    torch = pytest.importorskip("torch")
+    with pytest.raises(
+        TypeError, match="sample is a torch array but model_output is a numpy array"
+    ):
+        dc.step(PLAN, X, 900, torch.zeros(X.shape, dtype=torch.float64))
+
+
+def test_two_devices() -> None:
+    xs = pytest.importorskip("array_api_strict")
+    a = xs.asarray(X.tolist(), device=xs.Device("device1"))
+    b = xs.asarray(X.tolist(), device=xs.Device("device2"))
+    with pytest.raises(ValueError, match=r"sample is on device .*device2.* but model_output is on"):
+        dc.step(PLAN, a, 900, b)
+
+
+def test_not_an_array() -> None:
+    with pytest.raises(TypeError, match=r"model_output must be an array .* got list"):
+        dc.step(PLAN, [0.0], 900, X)
+
+
+@pytest.mark.parametrize(
+    ("eta", "error"), [(-0.1, ValueError), (float("nan"), ValueError), ("1", TypeError)]
+)
+def test_bad_eta(eta, error) -> None:
+    with pytest.raises(error, match="eta"):
+        dc.step(PLAN, X, 900, X, eta=eta, noise=X)
+
+
+def test_eta_without_noise() -> None:
+    with pytest.raises(ValueError, match=r"eta=0\.5 > 0 needs a `noise` array"):
+        dc.step(PLAN, X, 900, X, eta=0.5)
+
+
+def test_eta_too_large_is_not_a_silent_nan() -> None:
+    with pytest.raises(ValueError, match=r"eta=3\.0 makes 1 - alpha_bar_prev - sigma_t"):
+        dc.step(PLAN, X, 900, X, eta=3.0, noise=X)
+
+
+@pytest.mark.parametrize("t", [-1, 1000])
+def test_timestep_out_of_range(t) -> None:
+    with pytest.raises(
+        ValueError, match=rf"timestep={t} is outside \[0, num_train_timesteps=1000\)"
+    ):
+        dc.step(PLAN, X, t, X)
+
+
+def test_timestep_array_out_of_range_on_host() -> None:
+    with pytest.raises(ValueError, match="timestep=1000 is outside"):
+        dc.step(PLAN, X, np.array([900, 1000]), X)
+
+
+def test_timestep_array_dtype_and_shape() -> None:
+    with pytest.raises(TypeError, match="timestep array must have an integer dtype"):
+        dc.step(PLAN, X, np.array([900.0, 800.0]), X)
+    with pytest.raises(ValueError, match=r"expected \(\) or \(2,\)"):
+        dc.step(PLAN, X, np.array([900, 800, 700]), X)
+    with pytest.raises(TypeError, match="timestep must be a Python int or an integer array"):
+        dc.step(PLAN, X, "900", X)
+
+
+def test_plan_type() -> None:
+    with pytest.raises(TypeError, match="plan must be a Plan"):
+        dc.step(dc.DDIMConfig(), X, 900, X)  # type: ignore[arg-type]
+
+
+def test_zero_snr_terminal_step_with_epsilon() -> None:
+    config = dc.DDIMConfig(rescale_betas_zero_snr=True)  # leading: first step is 900, allowed
+    plan = dc.make_plan(config, 10)
+    with pytest.raises(ValueError, match="cannot step at timestep 999: alpha_bar = 0"):
+        dc.step(plan, X, 999, X)
+    with pytest.raises(ValueError, match="cannot step at timestep 999"):
+        dc.step(plan, X, np.array([900, 999]), X)
+
+
+def test_no_nan_from_finite_input_at_eta_one() -> None:
+    """diffusers' float32 step gives NaN here (zero SNR, first step, eta = 1); ours does not."""
+    config = dc.DDIMConfig(
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        prediction_type="sample",
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+    )
+    plan = dc.make_plan(config, 10)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    out = dc.step(plan, x, 999, x, eta=1.0, noise=x)
+    assert np.isfinite(out.prev_sample).all()
+
+
+def test_schedule_argument_type() -> None:
+    with pytest.raises(TypeError, match="expected a DDIMConfig, Schedule or Plan"):
+        dc.add_noise("linear", X, X, 5)  # type: ignore[arg-type]

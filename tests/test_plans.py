@@ -1,0 +1,118 @@
+"""Timestep plans: spacings, offsets, custom lists, the inverse mirror (examples and properties)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ddim_core as dc
+
+
+def test_leading_plan_example() -> None:
+    plan = dc.make_plan(dc.DDIMConfig(steps_offset=1), 10)
+    assert plan.timesteps == (901, 801, 701, 601, 501, 401, 301, 201, 101, 1)
+    assert plan.prev_timesteps == (801, 701, 601, 501, 401, 301, 201, 101, 1, dc.FINAL)
+
+
+def test_trailing_plan_takes_prev_from_the_plan() -> None:
+    plan = dc.make_plan(dc.DDIMConfig(timestep_spacing="trailing"), 3)
+    assert plan.timesteps == (999, 666, 332)
+    assert plan.prev_timesteps == (666, 332, dc.FINAL)
+    stride = dc.make_plan(plan.config.replace(prev_timestep="stride"), 3)
+    assert stride.prev_timesteps == (666, 333, dc.FINAL)  # diffusers' 999 - 333 rule
+
+
+def test_inverse_plan_mirrors_forward() -> None:
+    plan = dc.make_plan(dc.DDIMConfig(timestep_spacing="linspace"), 4)
+    assert plan.inverse_timesteps == (0, 333, 666, 999)
+    assert plan.inverse_pairs == ((dc.FINAL, 0), (0, 333), (333, 666), (666, 999))
+
+
+def test_custom_timesteps_and_off_plan_prev() -> None:
+    plan = dc.make_plan(dc.DDIMConfig(), timesteps=[950, 500, 20])
+    assert plan.pairs == ((950, 500), (500, 20), (20, dc.FINAL))
+    assert plan.prev_timestep(700) == 500  # off the plan: the next plan timestep below
+    assert plan.prev_timestep(10) == dc.FINAL
+
+
+def test_plans_are_cached() -> None:
+    c = dc.DDIMConfig()
+    assert dc.make_plan(c, 25) is dc.make_plan(c, 25)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_inference_steps": 0}, ValueError, r"num_inference_steps=0 must be in \[1, "),
+        ({"num_inference_steps": 1001}, ValueError, "num_inference_steps=1001"),
+        ({"num_inference_steps": 2.5}, TypeError, "num_inference_steps must be an integer"),
+        ({}, ValueError, "exactly one of"),
+        ({"num_inference_steps": 5, "timesteps": [3, 2]}, ValueError, "exactly one of"),
+        ({"timesteps": [10, 10, 5]}, ValueError, "strictly decreasing"),
+        ({"timesteps": [5, 10]}, ValueError, "strictly decreasing"),
+        ({"timesteps": [1000, 5]}, ValueError, r"\[0, 1000\); got 1000"),
+        ({"timesteps": [5, -1]}, ValueError, "got -1"),
+        ({"timesteps": [5.0, 1]}, TypeError, "integers"),
+        ({"timesteps": []}, ValueError, "empty"),
+    ],
+)
+def test_bad_plans_are_named(kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        dc.make_plan(dc.DDIMConfig(), **kwargs)
+
+
+def test_steps_offset_past_the_end_is_rejected() -> None:
+    with pytest.raises(ValueError, match="steps_offset=1 moves the first timestep to 1000"):
+        dc.make_plan(dc.DDIMConfig(steps_offset=1), 1000)
+
+
+def test_zero_snr_epsilon_first_step_is_rejected() -> None:
+    config = dc.DDIMConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    with pytest.raises(ValueError, match="timestep 999 has alpha_bar = 0"):
+        dc.make_plan(config, 10)
+    dc.make_plan(config.replace(prediction_type="v_prediction"), 10)
+
+
+configs = st.builds(
+    dc.DDIMConfig,
+    num_train_timesteps=st.integers(2, 2000),
+    timestep_spacing=st.sampled_from(["leading", "trailing", "linspace"]),
+    steps_offset=st.integers(0, 1),
+    prev_timestep=st.sampled_from(["plan", "stride"]),
+    beta_schedule=st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]),
+    rescale_betas_zero_snr=st.booleans(),
+    prediction_type=st.just("v_prediction"),
+)
+
+
+@given(config=configs, data=st.data())
+def test_plan_properties(config: dc.DDIMConfig, data: st.DataObject) -> None:
+    T = config.num_train_timesteps
+    n = data.draw(st.integers(1, T))
+    try:
+        plan = dc.make_plan(config, n)
+    except ValueError as e:
+        assert "steps_offset" in str(e)
+        return
+    ts = plan.timesteps
+    assert len(ts) == n
+    assert all(0 <= t < T for t in ts)
+    assert all(a > b for a, b in itertools.pairwise(ts))
+    if config.prev_timestep == "plan":
+        assert plan.prev_timesteps == (*ts[1:], dc.FINAL)
+    assert all(prev < t for t, prev in plan.pairs)
+    assert plan.inverse_pairs == tuple((b, a) for a, b in reversed(plan.pairs))
+    assert [plan.prev_timestep(t) for t in ts] == list(plan.prev_timesteps)
+
+
+@given(config=configs)
+def test_alpha_bar_in_unit_interval_and_decreasing(config: dc.DDIMConfig) -> None:
+    ab = dc.schedule(config).alphas_cumprod
+    assert ab[0] <= 1.0 and ab[-1] >= 0.0
+    assert (ab[1:] < ab[:-1]).all()
+    assert (ab[:-1] > 0).all()
+    if not config.rescale_betas_zero_snr:
+        assert ab[-1] > 0

@@ -1,0 +1,166 @@
+"""step / inverse_step / add_noise / get_velocity on every backend against the NumPy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as ref
+from conftest import Backend, assert_close, make_rng
+
+import ddim_core as dc
+
+SHAPE = (3, 2, 4, 4)
+CONFIGS = {
+    "eps": dc.DDIMConfig(clip_sample=False),
+    "eps-clip": dc.DDIMConfig(clip_sample=True, clip_sample_range=1.5),
+    "v-threshold": dc.DDIMConfig(
+        prediction_type="v_prediction", thresholding=True, sample_max_value=2.0
+    ),
+    "sample-trailing": dc.DDIMConfig(
+        prediction_type="sample", timestep_spacing="trailing", clip_sample=False
+    ),
+    "zero-snr-v": dc.DDIMConfig(
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+    ),
+}
+
+
+def inputs(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = make_rng(seed)
+    return tuple(rng.standard_normal(SHAPE) for _ in range(3))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_step_matches_reference(backend: Backend, name: str, dtype: str) -> None:
+    plan = dc.make_plan(CONFIGS[name], 10)
+    x, out, noise = inputs()
+    eta = 0.7
+    for t in (plan.timesteps[0], plan.timesteps[4], plan.timesteps[-1]):
+        expected = ref.step(plan, out, t, x, eta=eta, noise=noise)
+        got = dc.step(
+            plan,
+            backend.array(out, dtype),
+            t,
+            backend.array(x, dtype),
+            eta=eta,
+            noise=backend.array(noise, dtype),
+        )
+        expected = _rounded_reference(plan, t, x, out, noise, eta, dtype)
+        for g, e in zip(got, expected, strict=True):
+            assert g.dtype == backend.array(x, dtype).dtype
+            assert_close(backend, g, e, dtype, scale=_scale(plan, t))
+
+
+def _rounded_reference(plan, t, x, out, noise, eta, dtype):
+    """The reference on inputs rounded to `dtype`, so input rounding is not counted as error."""
+    if dtype in ("float64", "float32"):
+        cast = np.dtype(dtype)
+        x, out, noise = (a.astype(cast).astype(np.float64) for a in (x, out, noise))
+    elif dtype == "float16":
+        x, out, noise = (a.astype(np.float16).astype(np.float64) for a in (x, out, noise))
+    else:
+        import ml_dtypes
+
+        x, out, noise = (a.astype(ml_dtypes.bfloat16).astype(np.float64) for a in (x, out, noise))
+    return ref.step(plan, out, t, x, eta=eta, noise=noise)
+
+
+def _scale(plan: dc.Plan, t: int) -> float:
+    """x0 = (x - sqrt(1-ab) eps) / sqrt(ab) amplifies rounding by 1/sqrt(ab) near pure noise."""
+    ab = plan.schedule.alpha_bar(t)
+    return 1.0 if ab == 0.0 else max(1.0, 1.0 / np.sqrt(ab))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_inverse_step_matches_reference(backend: Backend, name: str) -> None:
+    plan = dc.make_plan(CONFIGS[name], 10)
+    x, out, _ = inputs(1)
+    timesteps = plan.inverse_timesteps
+    if plan.config.prediction_type == "sample" and plan.config.set_alpha_to_one:
+        with pytest.raises(ValueError, match="prediction_type='sample' cannot recover the noise"):
+            dc.inverse_step(plan, backend.array(out), timesteps[0], backend.array(x))
+        timesteps = timesteps[1:]
+    for t in timesteps:
+        expected = ref.inverse_step(plan, out, t, x)
+        got = dc.inverse_step(plan, backend.array(out), t, backend.array(x))
+        for g, e in zip(got, expected, strict=True):
+            assert_close(backend, g, e, "float64")
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_per_sample_timesteps_gather_rows(backend: Backend, inverse: bool) -> None:
+    plan = dc.make_plan(CONFIGS["eps-clip"], 20)
+    x, out, noise = inputs(2)
+    ts = [plan.timesteps[0], plan.timesteps[7], plan.timesteps[-1]]
+    t_arr = backend.int_array(ts)
+    if inverse:
+        got = dc.inverse_step(plan, backend.array(out), t_arr, backend.array(x))
+    else:
+        got = dc.step(
+            plan, backend.array(out), t_arr, backend.array(x), eta=1.0, noise=backend.array(noise)
+        )
+    for i, t in enumerate(ts):
+        if inverse:
+            expected = ref.inverse_step(plan, out[i], t, x[i])
+        else:
+            expected = ref.step(plan, out[i], t, x[i], eta=1.0, noise=noise[i])
+        for g, e in zip(got, expected, strict=True):
+            if backend.has_values:
+                assert_close(backend, backend.array(backend.to_numpy(g)[i]), e, "float64")
+    assert_close(backend, got[0], np.zeros(SHAPE), "float64", scale=np.inf)
+
+
+def test_zero_d_timestep_array_equals_int(backend: Backend) -> None:
+    plan = dc.make_plan(CONFIGS["v-threshold"], 10)
+    x, out, _ = inputs(3)
+    t = plan.timesteps[3]
+    expected = ref.step(plan, out, t, x)
+    got = dc.step(plan, backend.array(out), backend.int_array(t), backend.array(x))
+    for g, e in zip(got, expected, strict=True):
+        assert_close(backend, g, e, "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_add_noise_and_velocity(backend: Backend, dtype: str) -> None:
+    cfg = CONFIGS["zero-snr-v"]
+    ab = dc.schedule(cfg).alphas_cumprod
+    x0, eps, _ = inputs(4)
+    ts = np.array([0, 500, 999])
+    a = ab[ts].reshape(-1, 1, 1, 1)
+    x0r, epsr = (v.astype(dtype).astype(np.float64) for v in (x0, eps))
+    noisy = dc.add_noise(
+        cfg, backend.array(x0, dtype), backend.array(eps, dtype), backend.int_array(ts)
+    )
+    assert_close(backend, noisy, np.sqrt(a) * x0r + np.sqrt(1 - a) * epsr, dtype)
+    v = dc.get_velocity(cfg, backend.array(x0, dtype), backend.array(eps, dtype), 999)
+    a999 = ab[999]
+    assert_close(backend, v, np.sqrt(a999) * epsr - np.sqrt(1 - a999) * x0r, dtype)
+
+
+def test_outputs_keep_device(backend: Backend) -> None:
+    plan = dc.make_plan(CONFIGS["eps"], 5)
+    x, out, _ = inputs()
+    xb = backend.array(x, "float32")
+    got = dc.step(plan, backend.array(out, "float32"), backend.int_array([980, 600, 0]), xb)
+    assert backend.device_of(got.prev_sample) == backend.device_of(xb)
+    assert got.prev_sample.dtype == xb.dtype
+
+
+def test_schedule_tables_in_any_namespace(backend: Backend) -> None:
+    import array_api_compat
+
+    cfg = CONFIGS["eps"]
+    xb = backend.array(np.zeros(2), "float32")
+    xp = array_api_compat.array_namespace(xb)
+    device = backend.device_of(xb)
+    ab = dc.alphas_cumprod(cfg, xp=xp, device=device, dtype=xb.dtype)
+    assert ab.dtype == xb.dtype and backend.device_of(ab) == device
+    assert_close(backend, ab, dc.schedule(cfg).alphas_cumprod, "float32")
+    assert dc.alphas_cumprod(cfg, xp=xp, device=device, dtype=xb.dtype) is ab  # cached
