@@ -8,8 +8,10 @@ The core is pure functions over arrays, written against the Python array API sta
         x = dc.step(plan, model(x, t), t, x).prev_sample
 """
 
+from .analytic import GaussianMixture
 from .config import DDIMConfig
 from .plans import FINAL, Plan, make_plan, spaced_timesteps
+from .sampling import StepInfo, invert, sample
 from .schedules import Schedule, alphas_cumprod, betas, schedule
 from .steps import StepOutput, add_noise, get_velocity, inverse_step, step
 
@@ -18,15 +20,19 @@ __version__ = "0.1.0"
 __all__ = [
     "FINAL",
     "DDIMConfig",
+    "GaussianMixture",
     "Plan",
     "Schedule",
+    "StepInfo",
     "StepOutput",
     "add_noise",
     "alphas_cumprod",
     "betas",
     "get_velocity",
     "inverse_step",
+    "invert",
     "make_plan",
+    "sample",
     "schedule",
     "spaced_timesteps",
     "step",

@@ -65,6 +65,14 @@ def is_host_numpy(x: Array) -> bool:
     return bool(array_api_compat.is_numpy_array(x))
 
 
+def materialize(x: Array) -> Array:
+    """Evaluate a lazy (Dask) array once per loop step, so later reads do not replay the
+    whole loop's graph; any other array is returned as it is."""
+    if array_api_compat.is_dask_array(x):
+        return x.persist()  # type: ignore[no-untyped-call]
+    return x
+
+
 def is_real_floating(xp: Namespace, x: Array) -> bool:
     return bool(xp.isdtype(x.dtype, "real floating"))
 

@@ -1,27 +1,50 @@
-"""The command line: `ddim-core demo` runs and reports convergence."""
+"""The command line: `ddim-core demo` (table and plot) and `plot-schedule`."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
 from ddim_core import cli
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-def test_demo_table_converges() -> None:
-    text = cli.demo([10, 100], "trailing", 400, 0)
-    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
-    assert [int(r[0]) for r in rows] == [10, 100]
-    std10, std100 = float(rows[0][2]), float(rows[1][2])
-    assert abs(std100 - 0.5) < abs(std10 - 0.5)  # DDIM's discretization error shrinks with N
-    assert float(rows[1][3]) < float(rows[0][3])  # and so does plain inversion's
+
+def test_demo_table() -> None:
+    table, results = cli.demo([10, 50], points=60)
+    rows = [line.split() for line in table.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [10, 50]
+    assert results["sample_error"][1] < results["sample_error"][0]
+    assert max(results["exact"]) <= 1e-5 < min(results["plain"])
+
+
+def _valid_png(path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+def test_demo_plot(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "demo.png"
+    assert cli.main(["demo", "--steps", "5", "10", "--points", "40", "--plot", str(out)]) == 0
+    assert _valid_png(out)
+
+
+def test_plot_schedule(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "schedule.png"
+    args = ["plot-schedule", str(out), "--beta-schedule", "scaled_linear", "--zero-snr"]
+    assert cli.main([*args, "--spacing", "trailing", "--steps", "20"]) == 0
+    assert _valid_png(out)
 
 
 def test_module_entry_point() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "ddim_core", "demo", "--steps", "5", "--points", "50"],
+        [sys.executable, "-m", "ddim_core", "demo", "--steps", "5", "--points", "30"],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "round trip" in out.stdout
+    assert "exact trip" in out.stdout

@@ -143,25 +143,14 @@ def test_step_parity(config: dc.DDIMConfig, precision: str) -> None:
         for eta, clipped in ((0.0, False), (0.5, True), (1.0, False)):
             ours = dc.step(plan, out, t, x, eta=eta, noise=noise, use_clipped_model_output=clipped)
             args = [torch.from_numpy(a) for a in (out, x, noise)]
-            theirs = scheduler.step(
-                args[0],
-                t,
-                args[1],
-                eta=eta,
-                use_clipped_model_output=clipped,
-                variance_noise=args[2],
-            )
-            theirs64 = None
-            if not float64:
-                a64 = [a.double() for a in args]
-                theirs64 = exact.step(
-                    a64[0],
-                    t,
-                    a64[1],
-                    eta=eta,
-                    use_clipped_model_output=clipped,
-                    variance_noise=a64[2],
+
+            def run(s, o, x_t, z, eta=eta, clipped=clipped, t=t):
+                return s.step(
+                    o, t, x_t, eta=eta, use_clipped_model_output=clipped, variance_noise=z
                 )
+
+            theirs = run(scheduler, *args)
+            theirs64 = None if float64 else run(exact, *(a.double() for a in args))
             for name in ("prev_sample", "pred_original_sample"):
                 _check(
                     getattr(ours, name),

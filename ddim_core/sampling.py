@@ -1,0 +1,255 @@
+"""Whole loops: `sample` runs the forward plan, `invert` the mirrored inverse plan.
+
+`model(x, t)` returns the model output in the config's prediction type; `t` is a Python int.
+Plain DDIM inversion evaluates the model at the destination timestep on the source sample, so
+sampling from its result does not return the input. `invert(..., fixed_point_iters=k)` solves
+each inverse step implicitly, find x_t with step(x_t) = x_source, by Anderson-accelerated
+fixed-point iteration (Walker & Ni 2011), so that sampling maps the result back onto the input.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+from . import backends
+from .backends import Array, Namespace
+from .config import DDIMConfig
+from .plans import Plan, make_plan
+from .steps import inverse_step, step
+
+Model = Callable[[Array, Any], Array]
+
+
+class StepInfo(NamedTuple):
+    """What a loop reports to `callback` after each step."""
+
+    step_index: int
+    timestep: int
+    sample: Array  # the sample after the step
+    pred_original_sample: Array
+    model_calls: int = 1
+    residual: float | None = None  # exact inversion: max |step(x_t) - x_source| reached
+
+
+def sample(
+    model: Model,
+    x: Array,
+    config: DDIMConfig,
+    num_inference_steps: int | None = None,
+    *,
+    eta: float = 0.0,
+    noise: Callable[[int, int], Array] | Sequence[Array] | None = None,
+    generator: Any = None,
+    timesteps: Sequence[int] | None = None,
+    callback: Callable[[StepInfo], Any] | None = None,
+    progress: bool = False,
+    check_finite: bool = True,
+) -> Array:
+    """DDIM sampling (Song et al. 2021, Algorithm eq. 12) from x = x_T down to x_0.
+
+    With eta > 0 the noise of step i is `noise(i, t)`, `noise[i]`, or drawn from `generator`
+    (a numpy.random.Generator; draws are made on the host and moved to the sample's device).
+    `check_finite` reads back one flag per step to stop at a model returning NaN/Inf.
+    """
+    plan = _plan(config, num_inference_steps, timesteps)
+    _check_model(model)
+    if eta > 0 and noise is None and generator is None:
+        raise ValueError(f"eta={eta} > 0 needs `noise` or `generator`")
+    xp = backends.namespace(x=x)
+    for i, t in enumerate(_progress(plan.timesteps, progress, "DDIM")):
+        out = _call(model, x, t, i, xp, check_finite)
+        z = _noise(noise, generator, i, t, x, xp) if eta > 0 else None
+        x, x0 = step(plan, out, t, x, eta=eta, noise=z)
+        x = backends.materialize(x)
+        if callback is not None:
+            callback(StepInfo(i, t, x, x0))
+    return x
+
+
+def invert(
+    model: Model,
+    x: Array,
+    config: DDIMConfig,
+    num_inference_steps: int | None = None,
+    *,
+    fixed_point_iters: int = 0,
+    tol: float | None = None,
+    eta: float = 0.0,
+    timesteps: Sequence[int] | None = None,
+    callback: Callable[[StepInfo], Any] | None = None,
+    progress: bool = False,
+    check_finite: bool = True,
+    history: int = 5,
+) -> Array:
+    """DDIM inversion from x = x_0 up to x_T along the mirrored plan.
+
+    fixed_point_iters = 0 is plain inversion (one model call per step). With k > 0 each step
+    is solved implicitly with at most k further model calls, stopping early once
+    max |step(x_t) - x_source| <= tol; the result of a step is never worse than plain inversion.
+    """
+    plan = _plan(config, num_inference_steps, timesteps)
+    _check_model(model)
+    if eta != 0:
+        raise ValueError(f"eta={eta}: inversion is deterministic, eta must be 0")
+    iters = _check_int("fixed_point_iters", fixed_point_iters)
+    if tol is not None and not (isinstance(tol, numbers.Real) and tol > 0):
+        raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
+    xp = backends.namespace(x=x)
+    for i, t in enumerate(_progress(plan.inverse_timesteps, progress, "DDIM inversion")):
+        out = _call(model, x, t, i, xp, check_finite)
+        y, x0 = inverse_step(plan, out, t, x)
+        calls, residual = 1, None
+        if iters:
+            y, more, residual = _solve(model, plan, t, x, y, iters, tol, history, xp, i)
+            calls += more
+        x = backends.materialize(y)
+        if callback is not None:
+            callback(StepInfo(i, t, x, x0, calls, residual))
+    return x
+
+
+def _solve(
+    model: Model,
+    plan: Plan,
+    t: int,
+    x_src: Array,
+    y: Array,
+    iters: int,
+    tol: float | None,
+    m: int,
+    xp: Namespace,
+    i: int,
+) -> tuple[Array, int, float]:
+    """Find y with step(plan, model(y, t), t, y) = x_src, per batch element.
+
+    g(y) = y - c (step(y) - x_src), c = sqrt(abar_t / abar_prev) the inverse of the step's
+    linear part, is the natural fixed-point map (for epsilon prediction, exactly plain
+    inversion with eps evaluated at y). Anderson mixing of the last `m` iterates makes it
+    converge where plain iteration does not; the best iterate per sample is kept.
+    """
+    ab_t, ab_prev = plan.schedule.alpha_bar(t), plan.schedule.alpha_bar(plan.prev_timestep(t))
+    c = math.sqrt(ab_t / ab_prev)
+    batch = y.shape[0]
+    best, best_res = y, None
+    g_hist: list[Array] = []
+    f_hist: list[Array] = []
+    calls = 0
+    residual = math.inf
+    for _ in range(iters):
+        x_prev = backends.materialize(step(plan, _call(model, y, t, i, xp, False), t, y)[0])
+        calls += 1
+        f = -c * (x_prev - x_src)  # g(y) - y
+        res = xp.max(xp.reshape(xp.abs(x_prev - x_src), (batch, -1)), axis=1)
+        better = res < best_res if best_res is not None else None
+        best = y if better is None else xp.where(_expand(better, y, xp), y, best)
+        best_res = res if better is None else xp.minimum(res, best_res)
+        best, best_res = backends.materialize(best), backends.materialize(best_res)
+        residual = float(xp.max(best_res))  # one host read per iteration, to stop early
+        if tol is not None and residual <= tol:
+            break
+        g_hist, f_hist = [*g_hist, y + f][-(m + 1) :], [*f_hist, f][-(m + 1) :]
+        y = backends.materialize(_anderson(g_hist, f_hist, xp))
+    return best, calls, residual
+
+
+def _anderson(g_hist: list[Array], f_hist: list[Array], xp: Namespace) -> Array:
+    """Anderson type-II step per batch element: y = g_k - dG gamma, gamma = argmin |f_k - dF gamma|.
+
+    The m x m normal equations are solved by a Cholesky factorisation written out over (batch,)
+    arrays, so no linalg extension is needed (Dask has no batched solve).
+    """
+    g_k, f_k = g_hist[-1], f_hist[-1]
+    if len(f_hist) < 2:
+        return g_k
+    batch = f_k.shape[0]
+
+    def flat(a: Array) -> Array:
+        return xp.reshape(a, (batch, -1))
+
+    dF = [flat(b - a) for a, b in itertools.pairwise(f_hist)]
+    dG = [b - a for a, b in itertools.pairwise(g_hist)]
+    gram = [[xp.sum(a * b, axis=1) for b in dF] for a in dF]
+    rhs = [xp.sum(a * flat(f_k), axis=1) for a in dF]
+    ridge = 1e-10 * sum(gram[i][i] for i in range(len(dF))) + 1e-300  # dF may be singular
+    gamma = _cholesky_solve(gram, rhs, ridge, xp)
+    return g_k - sum(_expand(c, g_k, xp) * d for c, d in zip(gamma, dG, strict=True))
+
+
+def _cholesky_solve(
+    a: list[list[Array]], b: list[Array], ridge: Array, xp: Namespace
+) -> list[Array]:
+    """Solve (a + ridge I) x = b for symmetric positive definite a, elementwise over the batch."""
+    k = len(b)
+    low: list[list[Any]] = [[None] * k for _ in range(k)]
+    for i in range(k):
+        for j in range(i + 1):
+            s = a[i][j] + (ridge if i == j else 0.0) - sum(low[i][p] * low[j][p] for p in range(j))
+            low[i][j] = xp.sqrt(xp.maximum(s, ridge)) if i == j else s / low[j][j]
+    y: list[Array] = []
+    for i in range(k):
+        y.append((b[i] - sum(low[i][p] * y[p] for p in range(i))) / low[i][i])
+    x: list[Array] = [None] * k
+    for i in reversed(range(k)):
+        x[i] = (y[i] - sum(low[p][i] * x[p] for p in range(i + 1, k))) / low[i][i]
+    return x
+
+
+def _expand(mask: Array, like: Array, xp: Namespace) -> Array:
+    return xp.reshape(mask, (mask.shape[0],) + (1,) * (like.ndim - 1))
+
+
+def _plan(config: DDIMConfig, n: int | None, timesteps: Sequence[int] | None) -> Plan:
+    return make_plan(config, n, timesteps=timesteps)
+
+
+def _check_model(model: Any) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
+
+
+def _check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name}={value} must be >= 0")
+    return int(value)
+
+
+def _call(model: Model, x: Array, t: int, i: int, xp: Namespace, check_finite: bool) -> Array:
+    """model(x, t), checked: same library, device, shape and a floating dtype; finite values."""
+    out = model(x, t)
+    where = f"model output at step {i} (timestep {t})"
+    try:
+        backends.namespace(x=x, model_output=out)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{where}: {e}") from None
+    if tuple(out.shape) != tuple(x.shape) or not backends.is_real_floating(xp, out):
+        raise ValueError(
+            f"{where} has shape {tuple(out.shape)} and dtype {out.dtype}; expected shape "
+            f"{tuple(x.shape)} and a floating dtype"
+        )
+    if check_finite and not bool(xp.all(xp.isfinite(out))):
+        raise ValueError(f"{where} contains NaN or Inf")
+    return out
+
+
+def _noise(noise: Any, generator: Any, i: int, t: int, x: Array, xp: Namespace) -> Array:
+    if noise is not None:
+        return noise(i, t) if callable(noise) else noise[i]
+    draw = generator.standard_normal(tuple(x.shape))
+    return backends.from_host(draw, xp, device=backends.device(x), dtype=x.dtype)
+
+
+def _progress(items: Sequence[int], enabled: bool, desc: str) -> Iterable[int]:
+    if not enabled:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError("progress=True needs tqdm: pip install 'ddim-core[progress]'") from None
+    bar: Iterable[int] = tqdm(items, desc=desc)
+    return bar

@@ -1,0 +1,111 @@
+"""Loops: sample / invert, exact inversion, the analytic mixture model."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import Backend, assert_close
+
+import ddim_core as dc
+from ddim_core.analytic import GaussianMixture
+from ddim_core.sampling import StepInfo, invert, sample
+
+CONFIG = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+MIXTURE = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]], [0.3, 0.3, 0.3], CONFIG)
+
+
+def test_exact_inversion_round_trip_target() -> None:
+    """N = 50, narrow well-separated mixture: exact <= 1e-5 with <= 8 calls per step."""
+    x0 = sample(MIXTURE, np.random.default_rng(0).standard_normal((300, 2)), CONFIG, 50)
+    plain = np.abs(sample(MIXTURE, invert(MIXTURE, x0, CONFIG, 50), CONFIG, 50) - x0).max()
+    infos: list[StepInfo] = []
+    z = invert(MIXTURE, x0, CONFIG, 50, fixed_point_iters=20, tol=1e-9, callback=infos.append)
+    exact = np.abs(sample(MIXTURE, z, CONFIG, 50) - x0).max()
+    calls = np.mean([i.model_calls for i in infos])
+    assert plain > 0.5
+    assert exact <= 1e-5
+    assert calls <= 8
+    assert all(i.residual is not None and i.residual <= 1e-7 for i in infos)
+
+
+def test_exact_inversion_is_never_worse_than_plain() -> None:
+    x0 = MIXTURE.sample_data(100, np.random.default_rng(1))
+    plain = invert(MIXTURE, x0, CONFIG, 10)
+    one = invert(MIXTURE, x0, CONFIG, 10, fixed_point_iters=1)
+    err = lambda z: np.abs(sample(MIXTURE, z, CONFIG, 10) - x0).max()  # noqa: E731
+    assert err(one) <= err(plain) * (1 + 1e-12)
+
+
+def test_sampling_error_is_first_order() -> None:
+    """Against the exact probability-flow solution for one Gaussian, error ~ 1/N."""
+    config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+    model = GaussianMixture.create([[1.5]], [0.5], config)
+    x_T = np.random.default_rng(2).standard_normal((200, 1))
+    exact = model.ode_solution(x_T, model.schedule.alpha_bar(999))
+    errors = [np.abs(sample(model, x_T, config, n) - exact).max() for n in (25, 50, 100, 200)]
+    ratios = [a / b for a, b in itertools.pairwise(errors)]
+    assert all(1.7 < r < 2.3 for r in ratios), (errors, ratios)
+
+
+def test_plain_inversion_error_shrinks_with_steps() -> None:
+    config = dc.DDIMConfig(clip_sample=False)
+    model = GaussianMixture.create([[1.5]], [0.5], config)
+    x0 = model.sample_data(100, np.random.default_rng(3))
+    errs = [
+        np.abs(sample(model, invert(model, x0, config, n), config, n) - x0).max()
+        for n in (10, 40, 160)
+    ]
+    assert errs[0] > errs[1] > errs[2]
+
+
+@pytest.mark.parametrize("prediction", ["sample", "v_prediction"])
+def test_exact_inversion_other_prediction_types(prediction: str) -> None:
+    # sample prediction cannot invert from alpha_bar = 1: end at alpha_bar_0 instead
+    config = CONFIG.replace(prediction_type=prediction, set_alpha_to_one=False)
+    model = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], config)
+    x0 = sample(model, np.random.default_rng(4).standard_normal((50, 2)), config, 30)
+    z = invert(model, x0, config, 30, fixed_point_iters=30, tol=1e-10)
+    assert np.abs(sample(model, z, config, 30) - x0).max() <= 1e-6
+
+
+def test_backends_agree_with_numpy(backend: Backend) -> None:
+    x_T = np.random.default_rng(5).standard_normal((4, 2))
+    expected = sample(MIXTURE, x_T, CONFIG, 5)
+    if not backend.has_values:
+        pytest.skip("check_finite reads values; meta has none")
+    got = sample(MIXTURE, backend.array(x_T), CONFIG, 5)
+    assert_close(backend, got, expected, "float64", scale=1e3)
+    inv = invert(MIXTURE, backend.array(expected), CONFIG, 5, fixed_point_iters=3)
+    reference = invert(MIXTURE, expected, CONFIG, 5, fixed_point_iters=3)
+    assert_close(backend, inv, reference, "float64", scale=1e3)
+
+
+def test_eta_with_generator_and_noise_list_agree() -> None:
+    x_T = np.random.default_rng(6).standard_normal((8, 2))
+    rng = np.random.default_rng(7)
+    noises = [rng.standard_normal((8, 2)) for _ in range(10)]
+    a = sample(MIXTURE, x_T, CONFIG, 10, eta=1.0, generator=np.random.default_rng(7))
+    b = sample(MIXTURE, x_T, CONFIG, 10, eta=1.0, noise=noises)
+    assert np.array_equal(a, b)
+
+
+def test_bad_loop_input() -> None:
+    x = np.zeros((4, 2))
+    with pytest.raises(TypeError, match="model must be callable"):
+        sample(None, x, CONFIG, 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"model output at step 0 \(timestep 999\) has shape"):
+        sample(lambda x, t: x[:1], x, CONFIG, 5)
+    with pytest.raises(ValueError, match=r"model output at step 2 \(timestep 599\) contains NaN"):
+        sample(lambda x, t: x * np.nan if t == 599 else x, x, CONFIG, 5)
+    with pytest.raises(TypeError, match="model output at step 0"):
+        sample(lambda x, t: [0.0], x, CONFIG, 5)
+    with pytest.raises(ValueError, match="fixed_point_iters=-1 must be >= 0"):
+        invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=-1)
+    with pytest.raises(ValueError, match="tol=0 must be a number > 0"):
+        invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=2, tol=0)
+    with pytest.raises(ValueError, match=r"eta=0\.5: inversion is deterministic"):
+        invert(MIXTURE, x, CONFIG, 5, eta=0.5)
+    with pytest.raises(ValueError, match="needs `noise` or `generator`"):
+        sample(MIXTURE, x, CONFIG, 5, eta=0.5)
