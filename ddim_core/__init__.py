@@ -8,6 +8,7 @@ The core is pure functions over arrays, written against the Python array API sta
         x = dc.step(plan, model(x, t), t, x).prev_sample
 """
 
+from . import functional
 from .analytic import GaussianMixture
 from .config import DDIMConfig
 from .plans import FINAL, Plan, make_plan, spaced_timesteps
@@ -28,6 +29,7 @@ __all__ = [
     "add_noise",
     "alphas_cumprod",
     "betas",
+    "functional",
     "get_velocity",
     "inverse_step",
     "invert",
