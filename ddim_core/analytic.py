@@ -14,6 +14,7 @@ on every backend; the parameters are host data, cast to the sample's dtype and d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 from . import backends
 from .backends import Array
 from .config import DDIMConfig
-from .schedules import Schedule, schedule
+from .schedules import Schedule, alphas_cumprod, schedule
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -78,10 +79,7 @@ class GaussianMixture:
     def posterior_means(self, x: Array, ab: Any) -> tuple[Array, Array]:
         """(E[eps | x_t], E[x_0 | x_t]) at level abar: a float, or a (batch, 1, 1) array."""
         xp = backends.namespace(x=x)
-        dtype, device = x.dtype, backends.device(x)
-        mu = backends.from_host(self.means, xp, device=device, dtype=dtype)  # (K, D)
-        var = backends.from_host(self.stds[:, None] ** 2, xp, device=device, dtype=dtype)  # (K, 1)
-        log_w = backends.from_host(np.log(self.weights)[:, None], xp, device=device, dtype=dtype)
+        mu, var, log_w = self._parameters(xp, backends.device(x), x.dtype)  # (K,D), (K,1), (K,1)
         sqrt_ab, sqrt_1m_ab = ab**0.5, (1.0 - ab) ** 0.5
         v = ab * var + (1.0 - ab)  # (K, 1) or (batch, K, 1)
         diff = x[:, None, :] - sqrt_ab * mu  # (batch, K, D)
@@ -94,12 +92,17 @@ class GaussianMixture:
         x0 = xp.sum(r * (mu + sqrt_ab * var * diff / v), axis=1)
         return eps, x0
 
+    def _parameters(self, xp: Any, device: Any, dtype: Any) -> tuple[Array, Array, Array]:
+        """Means, variances and log weights on the sample's device, converted once."""
+        try:
+            return _device_parameters(self, xp, device, dtype)
+        except TypeError:  # an unhashable device: convert without the cache
+            return _device_parameters.__wrapped__(self, xp, device, dtype)
+
     def _alpha_bar(self, t: Any, x: Array, xp: Any) -> Any:
         if isinstance(t, int | np.integer):
             return self.schedule.alpha_bar(int(t))
-        table = backends.from_host(
-            self.schedule.alphas_cumprod, xp, device=backends.device(x), dtype=x.dtype
-        )
+        table = alphas_cumprod(self.schedule, xp=xp, device=backends.device(x), dtype=x.dtype)
         return xp.reshape(xp.take(table, xp.reshape(t, (-1,)), axis=0), (-1, 1, 1))
 
     def ode_solution(self, x_T: np.ndarray, ab_T: float) -> np.ndarray:
@@ -114,3 +117,12 @@ class GaussianMixture:
         scale = s / math.sqrt(ab_T * s**2 + 1.0 - ab_T)
         x_0: np.ndarray = mu + scale * (x_T - math.sqrt(ab_T) * mu)
         return x_0
+
+
+@functools.lru_cache(maxsize=64)
+def _device_parameters(
+    mixture: GaussianMixture, xp: Any, device: Any, dtype: Any
+) -> tuple[Array, Array, Array]:
+    host = (mixture.means, mixture.stds[:, None] ** 2, np.log(mixture.weights)[:, None])
+    mu, var, log_w = (backends.from_host(a, xp, device=device, dtype=dtype) for a in host)
+    return mu, var, log_w

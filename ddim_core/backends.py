@@ -82,12 +82,27 @@ def work_dtype(xp: Namespace, dtype: Any) -> Any:
     return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
 
 
+def to_work_dtype(xp: Namespace, first: Array, *rest: Array | None) -> list[Array | None]:
+    """Cast to the working dtype of `first` (float32 for half precision, else its own)."""
+    dtype = work_dtype(xp, first.dtype)
+    return [a if a is None or a.dtype == dtype else xp.astype(a, dtype) for a in (first, *rest)]
+
+
+def cast(xp: Namespace, x: Array, dtype: Any) -> Array:
+    """`x` in `dtype`, without a copy when it already is."""
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
 def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> Array:
     """Move a host float64 table into `xp` on `device`, converted to `dtype` on the way.
 
-    Goes through Python floats so that no float64 array is ever created on the device
-    (array-api-strict's `no_float64` device and Apple MPS have none).
+    The cast happens on the host, so no float64 array is ever created on the device
+    (array-api-strict's `no_float64` device and Apple MPS have none): float32/float64 through a
+    host copy in that dtype, other dtypes (half precision) through Python floats.
     """
+    for host_dtype in (np.float32, np.float64):
+        if dtype == getattr(xp, host_dtype.__name__):
+            return xp.asarray(values.astype(host_dtype), dtype=dtype, device=device)
     return xp.asarray(values.tolist(), dtype=dtype, device=device)
 
 

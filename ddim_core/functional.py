@@ -13,7 +13,7 @@ whole loop runs under `jax.lax.scan` / `jax.jit` and `torch.compile(fullgraph=Tr
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from . import backends, kernels
 from .backends import Array
 from .config import DDIMConfig
 from .plans import make_plan
-from .steps import _host_table
+from .steps import _check_row, _host_table
 
 
 class DDIMState(NamedTuple):
@@ -44,9 +44,7 @@ def init(
     plan = make_plan(config, num_inference_steps)
     ts = np.array(plan.inverse_timesteps if inverse else plan.timesteps)
     table, reasons = _host_table(("inverse" if inverse else "forward", plan, float(eta)))
-    bad = [t for t in ts.tolist() if t in reasons]
-    if bad:
-        raise ValueError(f"cannot step at timestep {bad[0]}: {reasons[bad[0]]}")
+    _check_row(reasons, ts.tolist())
     xp = backends.namespace(like=like)
     device = backends.device(like)
     dtype = backends.work_dtype(xp, like.dtype)
@@ -72,32 +70,13 @@ def step(
 ) -> tuple[DDIMState, Array]:
     """One step of the plan `init` made (forward or inverse); returns (new state, x_prev)."""
     xp = backends.namespace(sample=sample, model_output=model_output, noise=noise)
+    x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
     c = _row(state.coefficients, state.index)
-    x0, eps = kernels.predict_x0_eps(
-        sample,
-        model_output,
-        c[kernels.SQRT_AB_FROM],
-        c[kernels.SQRT_1M_AB_FROM],
-        config.prediction_type,
-    )
-    if config.thresholding:
-        x0 = kernels.threshold(
-            x0, config.dynamic_thresholding_ratio, config.sample_max_value, xp=xp
-        )
-    elif config.clip_sample:
-        x0 = kernels.clip(x0, config.clip_sample_range, xp=xp)
-    x_prev = kernels.transfer(
-        x0, eps, c[kernels.SQRT_AB_TO], c[kernels.DIRECTION], c[kernels.SIGMA], noise
-    )
-    new_state = state._replace(index=state.index + 1)
-    return new_state, _cast(xp, x_prev, sample.dtype)
+    x_prev, _ = kernels.ddim_update(x_t, out, c, config, z, False, xp=xp)
+    return state._replace(index=state.index + 1), backends.cast(xp, x_prev, sample.dtype)
 
 
 def _row(table: Array, index: Array) -> Array:
     """table[index] as a gather: indexing with a 0-d array would read it back (torch.compile)."""
     xp = backends.namespace(table=table)
     return xp.take(table, xp.reshape(index, (1,)), axis=0)[0]
-
-
-def _cast(xp: Any, x: Array, dtype: Any) -> Array:
-    return x if x.dtype == dtype else xp.astype(x, dtype)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Array, Namespace
+from .config import DDIMConfig
 
 # Columns of a step coefficient table.
 SQRT_AB_FROM, SQRT_1M_AB_FROM, SQRT_AB_TO, DIRECTION, SIGMA = range(5)
@@ -76,6 +77,31 @@ def invalid_reason(
             "(its square root would be NaN); use a smaller eta (eta <= 1 is always valid)"
         )
     return None
+
+
+def ddim_update(
+    x_t: Array,
+    model_output: Array,
+    c: Any,
+    config: DDIMConfig,
+    noise: Array | None,
+    use_clipped_model_output: bool,
+    *,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """(x_b, x0_pred): eq. (12) from a model output, with the config's x0 clip or threshold.
+
+    `c` holds one row of a coefficient table (Python floats, or arrays that broadcast).
+    """
+    sqrt_ab, sqrt_1m_ab = c[SQRT_AB_FROM], c[SQRT_1M_AB_FROM]
+    x0, eps = predict_x0_eps(x_t, model_output, sqrt_ab, sqrt_1m_ab, config.prediction_type)
+    if config.thresholding:
+        x0 = threshold(x0, config.dynamic_thresholding_ratio, config.sample_max_value, xp=xp)
+    elif config.clip_sample:
+        x0 = clip(x0, config.clip_sample_range, xp=xp)
+    if use_clipped_model_output:
+        eps = eps_from_x0(x_t, x0, sqrt_ab, sqrt_1m_ab)
+    return transfer(x0, eps, c[SQRT_AB_TO], c[DIRECTION], c[SIGMA], noise), x0
 
 
 def predict_x0_eps(

@@ -55,7 +55,7 @@ def sample(
     (a numpy.random.Generator; draws are made on the host and moved to the sample's device).
     `check_finite` reads back one flag per step to stop at a model returning NaN/Inf.
     """
-    plan = _plan(config, num_inference_steps, timesteps)
+    plan = make_plan(config, num_inference_steps, timesteps=timesteps)
     _check_model(model)
     if eta > 0 and noise is None and generator is None:
         raise ValueError(f"eta={eta} > 0 needs `noise` or `generator`")
@@ -91,7 +91,7 @@ def invert(
     is solved implicitly with at most k further model calls, stopping early once
     max |step(x_t) - x_source| <= tol; the result of a step is never worse than plain inversion.
     """
-    plan = _plan(config, num_inference_steps, timesteps)
+    plan = make_plan(config, num_inference_steps, timesteps=timesteps)
     _check_model(model)
     if eta != 0:
         raise ValueError(f"eta={eta}: inversion is deterministic, eta must be 0")
@@ -134,7 +134,8 @@ def _solve(
     ab_t, ab_prev = plan.schedule.alpha_bar(t), plan.schedule.alpha_bar(plan.prev_timestep(t))
     c = math.sqrt(ab_t / ab_prev)
     batch = y.shape[0]
-    best, best_res = y, None
+    best = y
+    best_res = xp.full((batch,), math.inf, dtype=y.dtype, device=backends.device(y))
     g_hist: list[Array] = []
     f_hist: list[Array] = []
     calls = 0
@@ -144,9 +145,8 @@ def _solve(
         calls += 1
         f = -c * (x_prev - x_src)  # g(y) - y
         res = xp.max(xp.reshape(xp.abs(x_prev - x_src), (batch, -1)), axis=1)
-        better = res < best_res if best_res is not None else None
-        best = y if better is None else xp.where(_expand(better, y, xp), y, best)
-        best_res = res if better is None else xp.minimum(res, best_res)
+        best = xp.where(_expand(res < best_res, y, xp), y, best)
+        best_res = xp.minimum(res, best_res)
         best, best_res = backends.materialize(best), backends.materialize(best_res)
         residual = float(xp.max(best_res))  # one host read per iteration, to stop early
         if tol is not None and residual <= tol:
@@ -200,10 +200,6 @@ def _cholesky_solve(
 
 def _expand(mask: Array, like: Array, xp: Namespace) -> Array:
     return xp.reshape(mask, (mask.shape[0],) + (1,) * (like.ndim - 1))
-
-
-def _plan(config: DDIMConfig, n: int | None, timesteps: Sequence[int] | None) -> Plan:
-    return make_plan(config, n, timesteps=timesteps)
 
 
 def _check_model(model: Any) -> None:

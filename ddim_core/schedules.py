@@ -121,18 +121,37 @@ def _rescale_zero_terminal_snr(betas: Array, *, xp: Namespace) -> Array:
     return 1.0 - alphas
 
 
+def as_schedule(obj: Any) -> Schedule:
+    """The schedule of a DDIMConfig, a Schedule, or anything with a `.schedule` (a Plan)."""
+    if isinstance(obj, Schedule):
+        return obj
+    if isinstance(obj, DDIMConfig):
+        return schedule(obj)
+    if isinstance(getattr(obj, "schedule", None), Schedule):
+        return obj.schedule  # type: ignore[no-any-return]
+    raise TypeError(f"expected a DDIMConfig, Schedule or Plan, got {type(obj).__name__}")
+
+
 def betas(
-    config: DDIMConfig, *, xp: Namespace | None = None, device: Any = None, dtype: Any = None
+    config: DDIMConfig | Schedule,
+    *,
+    xp: Namespace | None = None,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Array:
     """beta_t for t in [0, T) in namespace `xp` (NumPy by default), float64 unless `dtype`."""
-    return _table(schedule(config), "betas", xp, device, dtype)
+    return _table(as_schedule(config), "betas", xp, device, dtype)
 
 
 def alphas_cumprod(
-    config: DDIMConfig, *, xp: Namespace | None = None, device: Any = None, dtype: Any = None
+    config: DDIMConfig | Schedule,
+    *,
+    xp: Namespace | None = None,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Array:
     """alpha_bar_t for t in [0, T) in namespace `xp` (NumPy by default), float64 unless `dtype`."""
-    return _table(schedule(config), "alphas_cumprod", xp, device, dtype)
+    return _table(as_schedule(config), "alphas_cumprod", xp, device, dtype)
 
 
 def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype: Any) -> Array:

@@ -21,7 +21,7 @@ from . import backends, kernels
 from .backends import Array, Namespace
 from .config import DDIMConfig
 from .plans import Plan
-from .schedules import Schedule, schedule
+from .schedules import Schedule, as_schedule
 
 
 class StepOutput(NamedTuple):
@@ -68,12 +68,12 @@ def add_noise(
 ) -> Array:
     """The forward process q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
     xp = _arrays(original_samples=original_samples, noise=noise)
-    sched = _schedule_of(schedule_of)
+    sched = as_schedule(schedule_of)
     sqrt_ab, sqrt_1m_ab = _coefficients(
         ("noise", sched), sched, timesteps, original_samples, xp, None
     )
-    x0, eps = _to_work(xp, original_samples, noise)
-    return _like(xp, sqrt_ab * x0 + sqrt_1m_ab * eps, original_samples)
+    x0, eps = backends.to_work_dtype(xp, original_samples, noise)
+    return backends.cast(xp, sqrt_ab * x0 + sqrt_1m_ab * eps, original_samples.dtype)
 
 
 def get_velocity(
@@ -81,10 +81,10 @@ def get_velocity(
 ) -> Array:
     """The v-prediction target v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0 (Salimans & Ho)."""
     xp = _arrays(sample=sample, noise=noise)
-    sched = _schedule_of(schedule_of)
+    sched = as_schedule(schedule_of)
     sqrt_ab, sqrt_1m_ab = _coefficients(("noise", sched), sched, timesteps, sample, xp, None)
-    x0, eps = _to_work(xp, sample, noise)
-    return _like(xp, sqrt_ab * eps - sqrt_1m_ab * x0, sample)
+    x0, eps = backends.to_work_dtype(xp, sample, noise)
+    return backends.cast(xp, sqrt_ab * eps - sqrt_1m_ab * x0, sample.dtype)
 
 
 def _run(
@@ -106,21 +106,9 @@ def _run(
     xp = _arrays(model_output=model_output, sample=sample, noise=noise)
     key = ("inverse" if inverse else "forward", plan, eta)
     c = _coefficients(key, plan.schedule, timestep, sample, xp, plan)
-    x_t, out, z = _to_work(xp, sample, model_output, noise)
-    cfg = plan.config
-    x0, eps = kernels.predict_x0_eps(
-        x_t, out, c[kernels.SQRT_AB_FROM], c[kernels.SQRT_1M_AB_FROM], cfg.prediction_type
-    )
-    if cfg.thresholding:
-        x0 = kernels.threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value, xp=xp)
-    elif cfg.clip_sample:
-        x0 = kernels.clip(x0, cfg.clip_sample_range, xp=xp)
-    if use_clipped_model_output:
-        eps = kernels.eps_from_x0(x_t, x0, c[kernels.SQRT_AB_FROM], c[kernels.SQRT_1M_AB_FROM])
-    x_b = kernels.transfer(
-        x0, eps, c[kernels.SQRT_AB_TO], c[kernels.DIRECTION], c[kernels.SIGMA], z
-    )
-    return StepOutput(_like(xp, x_b, sample), _like(xp, x0, sample))
+    x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
+    x_b, x0 = kernels.ddim_update(x_t, out, c, plan.config, z, use_clipped_model_output, xp=xp)
+    return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
 
 
 def _arrays(**arrays: Array | None) -> Namespace:
@@ -139,16 +127,6 @@ def _arrays(**arrays: Array | None) -> Namespace:
     return xp
 
 
-def _to_work(xp: Namespace, first: Array, *rest: Array | None) -> list[Array | None]:
-    """Cast to the working dtype (float32 for half precision, else `first`'s dtype)."""
-    dtype = backends.work_dtype(xp, first.dtype)
-    return [a if a is None or a.dtype == dtype else xp.astype(a, dtype) for a in (first, *rest)]
-
-
-def _like(xp: Namespace, result: Array, sample: Array) -> Array:
-    return result if result.dtype == sample.dtype else xp.astype(result, sample.dtype)
-
-
 def _check_eta(eta: Any) -> float:
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
         raise TypeError(f"eta must be a real number, got {eta!r}")
@@ -156,16 +134,6 @@ def _check_eta(eta: Any) -> float:
     if not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"eta={eta} must be a finite number >= 0")
     return value
-
-
-def _schedule_of(obj: DDIMConfig | Schedule | Plan) -> Schedule:
-    if isinstance(obj, Plan):
-        return obj.schedule
-    if isinstance(obj, Schedule):
-        return obj
-    if isinstance(obj, DDIMConfig):
-        return schedule(obj)
-    raise TypeError(f"expected a DDIMConfig, Schedule or Plan, got {type(obj).__name__}")
 
 
 # --- coefficients ------------------------------------------------------------------------------
