@@ -14,7 +14,6 @@ on every backend; the parameters are host data, cast to the sample's dtype and d
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -72,15 +71,14 @@ class GaussianMixture:
             return eps
         if self.prediction_type == "sample":
             return x0
-        if not isinstance(ab, float):
-            ab = xp.reshape(ab, (-1, 1))
-        return ab**0.5 * eps - (1.0 - ab) ** 0.5 * x0  # v
+        ab = xp.reshape(ab, (-1, 1))
+        return xp.sqrt(ab) * eps - xp.sqrt(1.0 - ab) * x0  # v
 
     def posterior_means(self, x: Array, ab: Any) -> tuple[Array, Array]:
-        """(E[eps | x_t], E[x_0 | x_t]) at level abar: a float, or a (batch, 1, 1) array."""
+        """(E[eps | x_t], E[x_0 | x_t]) at level abar, an array of shape (1 or batch, 1, 1)."""
         xp = backends.namespace(x=x)
         mu, var, log_w = self._parameters(xp, backends.device(x), x.dtype)  # (K,D), (K,1), (K,1)
-        sqrt_ab, sqrt_1m_ab = ab**0.5, (1.0 - ab) ** 0.5
+        sqrt_ab, sqrt_1m_ab = xp.sqrt(ab), xp.sqrt(1.0 - ab)
         v = ab * var + (1.0 - ab)  # (K, 1) or (batch, K, 1)
         diff = x[:, None, :] - sqrt_ab * mu  # (batch, K, D)
         log_r = (
@@ -94,15 +92,15 @@ class GaussianMixture:
 
     def _parameters(self, xp: Any, device: Any, dtype: Any) -> tuple[Array, Array, Array]:
         """Means, variances and log weights on the sample's device, converted once."""
-        try:
-            return _device_parameters(self, xp, device, dtype)
-        except TypeError:  # an unhashable device: convert without the cache
-            return _device_parameters.__wrapped__(self, xp, device, dtype)
+        return _device_parameters(self, xp, device, dtype)
 
-    def _alpha_bar(self, t: Any, x: Array, xp: Any) -> Any:
+    def _alpha_bar(self, t: Any, x: Array, xp: Any) -> Array:
+        """alpha_bar_t as a (1 or batch, 1, 1) array; an int t takes the same gather as an
+        array t, so both give bit-identical outputs."""
+        device = backends.device(x)
+        table = alphas_cumprod(self.schedule, xp=xp, device=device, dtype=x.dtype)
         if isinstance(t, int | np.integer):
-            return self.schedule.alpha_bar(int(t))
-        table = alphas_cumprod(self.schedule, xp=xp, device=backends.device(x), dtype=x.dtype)
+            t = xp.asarray([int(t)], device=device)
         return xp.reshape(xp.take(table, xp.reshape(t, (-1,)), axis=0), (-1, 1, 1))
 
     def ode_solution(self, x_T: np.ndarray, ab_T: float) -> np.ndarray:
@@ -119,10 +117,11 @@ class GaussianMixture:
         return x_0
 
 
-@functools.lru_cache(maxsize=64)
+@backends.device_cache
 def _device_parameters(
     mixture: GaussianMixture, xp: Any, device: Any, dtype: Any
 ) -> tuple[Array, Array, Array]:
     host = (mixture.means, mixture.stds[:, None] ** 2, np.log(mixture.weights)[:, None])
     mu, var, log_w = (backends.from_host(a, xp, device=device, dtype=dtype) for a in host)
     return mu, var, log_w
+

@@ -6,14 +6,18 @@ importing any of them (it looks at `type(x)`), so importing ddim_core imports no
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import array_api_compat
 import numpy as np
 
 Array = Any
 Namespace = Any
+R = TypeVar("R")
 
 
 def namespace(**arrays: Array) -> Namespace:
@@ -115,3 +119,39 @@ def broadcast_to_sample(coefficient: Array, ndim: int, xp: Namespace) -> Array:
 
 def flat_size(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+def device_cache(fn: Callable[..., R], maxsize: int = 256) -> Callable[..., R]:
+    """Cache device arrays built from host data, per (namespace, device, dtype, ...) arguments.
+
+    A result built while JAX traces (jit, scan) or torch.compile compiles is returned but not
+    kept: cached, it would leak a tracer into later calls. Unhashable arguments (some device
+    objects) skip the cache.
+    """
+    cache: dict[Any, R] = {}
+
+    @functools.wraps(fn)
+    def cached(*args: Any) -> R:
+        try:
+            return cache[args]
+        except KeyError:
+            pass
+        except TypeError:
+            return fn(*args)
+        result = fn(*args)
+        if len(cache) < maxsize and not _tracing(result):
+            cache[args] = result
+        return result
+
+    return cached
+
+
+def _tracing(result: Any) -> bool:
+    """True while a JAX trace or a torch.compile trace builds `result` (framework already
+    imported by the caller's arrays: nothing is imported here)."""
+    first = result[0] if isinstance(result, tuple) else result
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(first, jax.core.Tracer):
+        return True
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())

@@ -79,4 +79,4 @@ def step(
 def _row(table: Array, index: Array) -> Array:
     """table[index] as a gather: indexing with a 0-d array would read it back (torch.compile)."""
     xp = backends.namespace(table=table)
-    return xp.take(table, xp.reshape(index, (1,)), axis=0)[0]
+    return xp.take(table, xp.reshape(index, (1,)), axis=0)[0, ...]

@@ -157,13 +157,10 @@ def alphas_cumprod(
 def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype: Any) -> Array:
     xp = host_xp if xp is None else xp
     dtype = xp.float64 if dtype is None else dtype
-    try:
-        return _cached_table(sched, name, xp, device, dtype)
-    except TypeError:  # an unhashable device object: convert without the cache
-        return backends.from_host(getattr(sched, name), xp, device=device, dtype=dtype)
+    return _cached_table(sched, name, xp, device, dtype)
 
 
-@functools.lru_cache(maxsize=128)
+@backends.device_cache
 def _cached_table(sched: Schedule, name: str, xp: Namespace, device: Any, dtype: Any) -> Array:
     table = backends.from_host(getattr(sched, name), xp, device=device, dtype=dtype)
     if backends.is_host_numpy(table):

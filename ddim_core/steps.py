@@ -225,13 +225,6 @@ def _host_table(key: tuple[Any, ...]) -> tuple[np.ndarray, dict[int, str]]:
     return table, reasons
 
 
+@backends.device_cache
 def _device_table(key: tuple[Any, ...], xp: Namespace, device: Any, dtype: Any) -> Array:
-    try:
-        return _cached_device_table(key, xp, device, dtype)
-    except TypeError:  # unhashable device
-        return backends.from_host(_host_table(key)[0], xp, device=device, dtype=dtype)
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_device_table(key: tuple[Any, ...], xp: Namespace, device: Any, dtype: Any) -> Array:
     return backends.from_host(_host_table(key)[0], xp, device=device, dtype=dtype)

@@ -109,3 +109,14 @@ def test_bad_loop_input() -> None:
         invert(MIXTURE, x, CONFIG, 5, eta=0.5)
     with pytest.raises(ValueError, match="needs `noise` or `generator`"):
         sample(MIXTURE, x, CONFIG, 5, eta=0.5)
+
+
+def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tqdm")
+    x_T = np.random.default_rng(8).standard_normal((4, 2))
+    quiet = sample(MIXTURE, x_T, CONFIG, 5)
+    shown = sample(MIXTURE, x_T, CONFIG, 5, progress=True)
+    assert np.array_equal(quiet, shown)
+    invert(MIXTURE, shown, CONFIG, 5, progress=True)
+    err = capsys.readouterr().err
+    assert "DDIM: 100%" in err and "DDIM inversion: 100%" in err and "5/5" in err
