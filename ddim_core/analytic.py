@@ -124,4 +124,3 @@ def _device_parameters(
     host = (mixture.means, mixture.stds[:, None] ** 2, np.log(mixture.weights)[:, None])
     mu, var, log_w = (backends.from_host(a, xp, device=device, dtype=dtype) for a in host)
     return mu, var, log_w
-
