@@ -19,8 +19,8 @@ demo: venv
 	$(BIN)/ddim-core demo
 
 lint: venv
-	$(BIN)/ruff check ddim_core tests
-	$(BIN)/ruff format --check ddim_core tests
+	$(BIN)/ruff check ddim_core adapters tests
+	$(BIN)/ruff format --check ddim_core adapters tests
 
 typecheck: venv
 	$(BIN)/mypy

@@ -30,14 +30,7 @@ def namespace(**arrays: Array) -> Namespace:
     for name, x in arrays.items():
         if x is None:
             continue
-        try:
-            xp = array_api_compat.array_namespace(x)
-        except TypeError:
-            raise TypeError(
-                f"{name} must be an array (numpy, torch, jax, cupy, dask or array-api-strict), "
-                f"got {type(x).__name__}"
-            ) from None
-        found.append((name, x, xp))
+        found.append((name, x, _namespace_of(name, x)))
     if not found:
         raise TypeError(f"expected at least one array among {list(arrays)}")
     first_name, first, xp = found[0]
@@ -52,6 +45,23 @@ def namespace(**arrays: Array) -> Namespace:
                 f"{name} is on device {device(x)!r} but {first_name} is on {device(first)!r}; "
                 "move them to one device"
             )
+    return xp
+
+
+def _namespace_of(name: str, x: Array) -> Namespace:
+    """array-api-compat's namespace of `x`, else the one a plugin resolves."""
+    try:
+        return array_api_compat.array_namespace(x)
+    except TypeError:
+        pass
+    from . import plugins  # late: plugins imports this module
+
+    xp = plugins.array_namespace(x)
+    if xp is None:
+        raise TypeError(
+            f"{name} must be an array (numpy, torch, jax, cupy, dask, array-api-strict or one "
+            f"a ddim_core plugin resolves), got {type(x).__name__}"
+        )
     return xp
 
 

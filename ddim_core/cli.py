@@ -1,4 +1,4 @@
-"""`ddim-core` command line: `demo` and `plot-schedule`."""
+"""`ddim-core` command line: `demo`, `plot-schedule` and `plugins`."""
 
 from __future__ import annotations
 
@@ -119,6 +119,31 @@ def _pyplot() -> Any:
     return plt
 
 
+def plugins_table() -> str:
+    """The registered plugins, their hooks, and each adapter's host status."""
+    from . import plugins
+
+    rows = plugins.describe()
+    width = max([len(r["name"]) for r in rows] + [6])
+    dist_width = max([len(r["distribution"]) for r in rows] + [12])
+    lines = [f"{'plugin':<{width}}  {'distribution':<{dist_width}}  hooks"]
+    for r in rows:
+        hooks = ", ".join(r["hooks"]) or "-"
+        lines.append(f"{r['name']:<{width}}  {r['distribution']:<{dist_width}}  {hooks}")
+    lines.append("\nadapters:")
+    for r in rows:
+        if r["adapter"] is not None:
+            status = "importable" if r["host_importable"] else "not installed"
+            provides = ", ".join(r["adapter"].provides)
+            lines.append(
+                f"  {r['adapter'].name:<{width}}  host {r['adapter'].host}: {status}; "
+                f"provides {provides}"
+            )
+    blocked = ", ".join(plugins.blocked()) or "none"
+    lines.append(f"\nblocked by {plugins.BLOCK_ENV}: {blocked}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ddim-core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,8 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--spacing", default="leading", choices=TIMESTEP_SPACINGS)
     q.add_argument("--zero-snr", action="store_true", help="rescale_betas_zero_snr")
     q.add_argument("--steps", type=int, default=50)
+    sub.add_parser("plugins", help="list plugins, their hooks and adapter hosts")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "plugins":
+        print(plugins_table())
+    elif args.command == "demo":
         table, results = demo(args.steps, args.spacing, args.points, args.seed)
         print(table)
         if args.plot:

@@ -48,13 +48,20 @@ def transfer_coefficients(
     """
     a, b = alpha_bar_from, alpha_bar_to
     with np.errstate(divide="ignore", invalid="ignore"):
-        variance = (1.0 - b) / (1.0 - a) * (1.0 - a / b)  # eq. (16) without eta
+        variance = ddim_variance(a, b)
     variance = np.where((a < b) & (a < 1.0), variance, 0.0)  # no noise when b is not cleaner
     sigma = eta * np.sqrt(variance)
     direction_sq = 1.0 - b - sigma**2
     direction = np.sqrt(np.where(direction_sq < 0.0, 0.0, direction_sq))
     table = np.stack([np.sqrt(a), np.sqrt(1.0 - a), np.sqrt(b), direction, sigma], axis=1)
     return table, direction_sq
+
+
+def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:
+    """(sigma_t / eta)^2 of eq. (16) for a step from level abar_a to the cleaner abar_b
+    (diffusers' `_get_variance`). Host floats or float64 arrays."""
+    a, b = alpha_bar_from, alpha_bar_to
+    return (1.0 - b) / (1.0 - a) * (1.0 - a / b)
 
 
 def invalid_reason(

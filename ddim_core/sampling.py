@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from . import backends
+from . import backends, plugins
 from .backends import Array, Namespace
 from .config import DDIMConfig
 from .plans import Plan, make_plan
@@ -52,7 +52,8 @@ def sample(
     """DDIM sampling (Song et al. 2021, Algorithm eq. 12) from x = x_T down to x_0.
 
     With eta > 0 the noise of step i is `noise(i, t)`, `noise[i]`, or drawn from `generator`
-    (a numpy.random.Generator; draws are made on the host and moved to the sample's device).
+    by the backend plugins: a numpy.random.Generator (drawn on the host, moved to the sample's
+    device), a torch.Generator, a JAX PRNG key (folded with i), a cupy.random.Generator.
     `check_finite` reads back one flag per step to stop at a model returning NaN/Inf.
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
@@ -62,7 +63,7 @@ def sample(
     xp = backends.namespace(x=x)
     for i, t in enumerate(_progress(plan.timesteps, progress, "DDIM")):
         out = _call(model, x, t, i, xp, check_finite)
-        z = _noise(noise, generator, i, t, x, xp) if eta > 0 else None
+        z = _noise(noise, generator, i, t, x) if eta > 0 else None
         x, x0 = step(plan, out, t, x, eta=eta, noise=z)
         x = backends.materialize(x)
         if callback is not None:
@@ -233,11 +234,10 @@ def _call(model: Model, x: Array, t: int, i: int, xp: Namespace, check_finite: b
     return out
 
 
-def _noise(noise: Any, generator: Any, i: int, t: int, x: Array, xp: Namespace) -> Array:
+def _noise(noise: Any, generator: Any, i: int, t: int, x: Array) -> Array:
     if noise is not None:
         return noise(i, t) if callable(noise) else noise[i]
-    draw = generator.standard_normal(tuple(x.shape))
-    return backends.from_host(draw, xp, device=backends.device(x), dtype=x.dtype)
+    return plugins.standard_normal(generator, tuple(x.shape), like=x, draw=i)
 
 
 def _progress(items: Sequence[int], enabled: bool, desc: str) -> Iterable[int]:

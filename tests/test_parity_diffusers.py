@@ -130,7 +130,7 @@ def _check(ours, theirs, theirs64=None) -> None:
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
-@pytest.mark.parametrize("config", cases())
+@pytest.mark.parametrize("config", list(cases()))
 def test_step_parity(config: dc.DDIMConfig, precision: str) -> None:
     float64 = precision == "float64"
     dtype = np.float64 if float64 else np.float32

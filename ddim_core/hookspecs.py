@@ -1,0 +1,73 @@
+"""The hooks a ddim-core plugin can implement (pluggy project name "ddim_core").
+
+A plugin is any module or object with functions marked `@hookimpl` and named as below. It is
+registered through the `ddim_core` entry-point group, as the built-in backends and adapters are:
+
+    # pyproject.toml of a third-party package
+    [project.entry-points.ddim_core]
+    my_backend = "my_package.ddim_plugin"
+
+    # my_package/ddim_plugin.py
+    from ddim_core.hookspecs import hookimpl
+
+    @hookimpl
+    def ddim_core_standard_normal(generator, shape, like, draw):
+        if isinstance(generator, MyGenerator):
+            return generator.normal(shape, dtype=like.dtype)
+        return None  # not mine: the next plugin is asked
+
+Plugins are asked in turn, last registered first. For the `firstresult` hooks the first result
+that is not None wins; `ddim_core_adapter` collects one result per plugin. A plugin that raises
+in a hook is reported with a warning naming it and unregistered; the others keep working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "ddim_core"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapter:
+    """A host-framework adapter, as `ddim-core plugins` lists it.
+
+    name: short name ("diffusers"); host: the host's import name, checked for importability
+    without importing it; provides: what the adapter offers, for people to read; register:
+    adds DDIM to the host's own registry (imports the host; called by `register_adapters`).
+    """
+
+    name: str
+    host: str
+    provides: tuple[str, ...]
+    register: Callable[[], Any]
+
+
+@hookspec(firstresult=True)
+def ddim_core_array_namespace(array: Any) -> Any:
+    """The array-API namespace of `array`, a type array-api-compat does not know, or None.
+
+    Called only after array-api-compat has failed, so a plugin adding e.g. MLX arrays costs
+    nothing on the common backends. The namespace must follow the array API standard.
+    """
+
+
+@hookspec(firstresult=True)
+def ddim_core_standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int) -> Any:
+    """Standard normal noise of `shape` drawn from `generator`, or None if it is not yours.
+
+    The result lives in `like`'s namespace, on its device, in its dtype. `draw` counts the
+    draws of one loop (0, 1, ...): stateless generators (JAX keys) fold it in so that every
+    step gets fresh noise; stateful ones ignore it.
+    """
+
+
+@hookspec
+def ddim_core_adapter() -> Adapter | None:
+    """Describe the host-framework adapter this plugin provides (None if it provides none)."""

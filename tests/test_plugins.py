@@ -1,0 +1,365 @@
+"""The plugin system: entry-point loading, the hooks, broken plugins, blocking, the CLI.
+
+Third-party plugins are real distributions: a wheel built here and pip-installed into a
+temporary directory, then used from a subprocess with that directory on sys.path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ddim_core as dc
+from ddim_core import backends, hookspecs, plugins
+from ddim_core.hookspecs import Adapter, hookimpl
+
+INSTALLED = any(
+    ep.value.startswith("ddim_core.") for ep in importlib.metadata.entry_points(group="ddim_core")
+)
+needs_install = pytest.mark.skipif(not INSTALLED, reason="ddim-core's entry points not installed")
+
+THIRD_PARTY = """
+import numpy as np
+import array_api_compat.numpy as xp_numpy
+from ddim_core.hookspecs import Adapter, hookimpl
+
+REGISTERED = []
+
+class TinyArray:  # a type array-api-compat does not know
+    pass
+
+class HalfStepGenerator:  # noise = 0.5 * draw, to see which draw each step got
+    pass
+
+@hookimpl
+def ddim_core_array_namespace(array):
+    return xp_numpy if isinstance(array, TinyArray) else None
+
+@hookimpl
+def ddim_core_standard_normal(generator, shape, like, draw):
+    if isinstance(generator, HalfStepGenerator):
+        return np.full(shape, 0.5 * draw, dtype=like.dtype)
+    return None
+
+@hookimpl
+def ddim_core_adapter():
+    return Adapter("tiny", "json", ("tiny.sampler",), lambda: REGISTERED.append("tiny"))
+"""
+
+PIP_INSTALL = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
+BROKEN = "raise RuntimeError('this plugin is broken on import')\n"
+
+
+def _wheel(tmp: Path, name: str, source: str, entry_points: dict[str, str]) -> Path:
+    """A minimal pure-Python wheel with one module and `ddim_core` entry points."""
+    info = f"{name}-0.1.dist-info"
+    files = {
+        f"{name}.py": source,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+        f"{info}/entry_points.txt": "[ddim_core]\n"
+        + "".join(f"{k} = {v}\n" for k, v in entry_points.items()),
+    }
+    record = []
+    for path, text in files.items():
+        digest = hashlib.sha256(text.encode()).digest()
+        b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record.append(f"{path},sha256={b64},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    wheel = tmp / f"{name}-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with two third-party plugin distributions pip-installed into it."""
+    tmp = tmp_path_factory.mktemp("plugins")
+    target = tmp / "site"
+    wheels = [
+        _wheel(tmp, "ddim_tiny_plugin", THIRD_PARTY, {"tiny": "ddim_tiny_plugin"}),
+        _wheel(tmp, "ddim_broken_plugin", BROKEN, {"broken": "ddim_broken_plugin"}),
+    ]
+    subprocess.run(
+        [*PIP_INSTALL, "--target", str(target), *map(str, wheels)],
+        check=True,
+    )
+    return target
+
+
+def _run(site: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path, **env},
+        check=False,
+    )
+
+
+@pytest.fixture
+def fresh() -> object:
+    """A new plugin manager for the test, and another one after it."""
+    plugins.manager.cache_clear()
+    yield plugins.manager()
+    plugins.manager.cache_clear()
+
+
+# --- third-party and broken plugins (subprocess: a real installed distribution) --------------
+
+
+def test_third_party_plugin_is_discovered_and_each_hook_used(site: Path) -> None:
+    out = _run(
+        site,
+        """
+        import json, warnings
+        import numpy as np
+        import ddim_core as dc
+        from ddim_core import backends, plugins
+        import ddim_tiny_plugin as tiny
+
+        config = dc.DDIMConfig(clip_sample=False)
+        model = dc.GaussianMixture.create([[0.0]], [1.0], config)
+        x = np.random.default_rng(0).standard_normal((3, 1))
+        with_plugin = dc.sample(model, x, config, 4, eta=1.0, generator=tiny.HalfStepGenerator())
+        by_hand = dc.sample(model, x, config, 4, eta=1.0,
+                            noise=[np.full((3, 1), 0.5 * i) for i in range(4)])
+        registered = plugins.register_adapters("tiny")
+        print(json.dumps({
+            "names": [row["name"] for row in plugins.describe()],
+            "same": bool(np.array_equal(with_plugin, by_hand)),
+            "namespace": backends.namespace(x=tiny.TinyArray()).__name__,
+            "adapter": list(plugins.adapters()["tiny"].provides),
+            "registered": [registered, tiny.REGISTERED],
+        }))
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert "tiny" in result["names"]
+    assert result["same"]
+    assert result["namespace"] == "array_api_compat.numpy"
+    assert result["adapter"] == ["tiny.sampler"]
+    assert result["registered"] == [["tiny"], ["tiny"]]
+
+
+def test_broken_plugin_warns_by_name_and_the_rest_work(site: Path) -> None:
+    out = _run(
+        site,
+        """
+        import numpy as np
+        import ddim_core as dc
+        from ddim_core import plugins
+        z = plugins.standard_normal(np.random.default_rng(0), (2, 3), like=np.zeros((2, 3)))
+        print(sorted(row["name"] for row in plugins.describe()), z.shape)
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "PluginWarning: ddim-core plugin 'broken' failed to load" in out.stderr
+    assert "this plugin is broken on import" in out.stderr
+    assert "'tiny'" in out.stdout and "'broken'" not in out.stdout
+    assert "(2, 3)" in out.stdout
+
+
+def test_environment_variable_blocks_named_plugins(site: Path) -> None:
+    code = """
+        from ddim_core import plugins
+        print(sorted(row["name"] for row in plugins.describe()))
+        """
+    out = _run(site, code, DDIM_CORE_BLOCK_PLUGINS="broken, tiny")
+    assert out.returncode == 0, out.stderr
+    assert "PluginWarning" not in out.stderr
+    assert "'tiny'" not in out.stdout and "'broken'" not in out.stdout
+    assert "'numpy'" in out.stdout
+
+
+def test_cli_lists_plugins_hooks_and_hosts(site: Path) -> None:
+    out = _run(site, "from ddim_core.cli import main; main(['plugins'])")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "tiny" in text and "ddim_tiny_plugin 0.1" in text
+    assert "ddim_core_standard_normal" in text and "ddim_core_array_namespace" in text
+    assert "host json: importable" in text and "provides tiny.sampler" in text
+    assert "broken" not in text and "plugin 'broken' failed to load" in out.stderr
+    blocked = _run(
+        site, "from ddim_core.cli import main; main(['plugins'])", DDIM_CORE_BLOCK_PLUGINS="tiny"
+    )
+    assert "blocked by DDIM_CORE_BLOCK_PLUGINS: tiny" in blocked.stdout
+
+
+@needs_install
+def test_builtins_and_adapters_come_from_ddim_cores_own_entry_points() -> None:
+    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="ddim_core")}
+    for name in (*plugins.BUILTINS, "diffusers"):
+        assert eps[name].dist is not None and eps[name].dist.name == "ddim-core"
+    rows = {row["name"]: row for row in plugins.describe()}
+    assert rows["numpy"]["distribution"].startswith("ddim-core ")
+    assert rows["diffusers"]["adapter"].host == "diffusers"
+
+
+# --- in-process: hooks and failure handling ------------------------------------------------
+
+
+class _Raising:
+    @hookimpl
+    def ddim_core_standard_normal(self, generator, shape, like, draw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug in a plugin")
+
+
+def test_a_plugin_raising_in_a_hook_is_warned_about_and_unregistered(fresh) -> None:  # type: ignore[no-untyped-def]
+    fresh.register(_Raising(), name="raising")
+    like = np.zeros((2, 2))
+    with pytest.warns(plugins.PluginWarning, match="'raising' raised in ddim_core_standard_normal"):
+        z = plugins.standard_normal(np.random.default_rng(3), (2, 2), like=like)
+    np.testing.assert_array_equal(z, np.random.default_rng(3).standard_normal((2, 2)))
+    assert not fresh.has_plugin("raising")
+
+
+def test_array_namespace_hook_is_asked_only_for_unknown_arrays(fresh) -> None:  # type: ignore[no-untyped-def]
+    asked = []
+
+    class Resolver:
+        @hookimpl
+        def ddim_core_array_namespace(self, array):  # type: ignore[no-untyped-def]
+            asked.append(type(array).__name__)
+            return "custom-namespace" if isinstance(array, bytearray) else None
+
+    fresh.register(Resolver())
+    backends.namespace(x=np.zeros(2))
+    assert asked == []
+    assert backends.namespace(x=bytearray(2)) == "custom-namespace"
+    with pytest.raises(TypeError, match=r"x must be an array .* got str"):
+        backends.namespace(x="not an array")
+    assert asked == ["bytearray", "str"]
+
+
+def test_adapter_hook_and_register_adapters(fresh) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+
+    class Plugin:
+        @hookimpl
+        def ddim_core_adapter(self) -> Adapter:
+            return Adapter("fake", "json", ("fake.x",), lambda: calls.append("fake"))
+
+        @hookimpl
+        def ddim_core_array_namespace(self, array):  # type: ignore[no-untyped-def]
+            return None
+
+    class Missing:
+        @hookimpl
+        def ddim_core_adapter(self) -> Adapter:
+            return Adapter("missing", "no_such_host_package", (), lambda: calls.append("missing"))
+
+    fresh.register(Plugin(), name="fake")
+    fresh.register(Missing(), name="missing")
+    assert {"fake", "missing"} <= set(plugins.adapters())
+    assert "fake" in plugins.register_adapters() and calls == ["fake"]
+    with pytest.raises(ImportError, match="'missing' needs 'no_such_host_package'"):
+        plugins.register_adapters("missing")
+    with pytest.raises(ValueError, match="unknown adapter 'nope'"):
+        plugins.register_adapters("nope")
+    row = {r["name"]: r for r in plugins.describe()}["missing"]
+    assert row["host_importable"] is False
+
+
+def test_every_hookspec_is_documented_and_tested() -> None:
+    specs = [
+        n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
+    ]
+    tested = {  # each hook's own test here; the third-party test uses all three
+        "ddim_core_array_namespace": test_array_namespace_hook_is_asked_only_for_unknown_arrays,
+        "ddim_core_standard_normal": test_torch_generator_matches_diffusers_randn_tensor,
+        "ddim_core_adapter": test_adapter_hook_and_register_adapters,
+    }
+    assert sorted(specs) == sorted(tested)
+    for name in specs:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert len(doc) > 60, f"{name} needs a docstring saying what it returns"
+
+
+# --- built-in noise: one per backend -------------------------------------------------------
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch", "jax", "array_api_strict", "dask"])
+def test_numpy_generator_serves_every_backend(library: str) -> None:
+    mod = pytest.importorskip({"dask": "dask.array", "jax": "jax.numpy"}.get(library, library))
+    like = mod.zeros((2, 3), dtype=mod.float32)
+    z = plugins.standard_normal(np.random.default_rng(7), (2, 3), like=like)
+    assert backends.namespace(z=z) is backends.namespace(like=like)
+    assert z.dtype == like.dtype
+    expected = np.random.default_rng(7).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(z), expected)
+
+
+def test_torch_generator_matches_diffusers_randn_tensor() -> None:
+    torch = pytest.importorskip("torch")
+    randn_tensor = pytest.importorskip("diffusers.utils.torch_utils").randn_tensor
+    like = torch.zeros(3, 2, 4, dtype=torch.float64)
+    ours = plugins.standard_normal(torch.Generator().manual_seed(5), (3, 2, 4), like=like)
+    theirs = randn_tensor((3, 2, 4), generator=torch.Generator().manual_seed(5), dtype=like.dtype)
+    assert torch.equal(ours, theirs)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    ours = plugins.standard_normal(gens, (3, 2, 4), like=like)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    assert torch.equal(ours, randn_tensor((3, 2, 4), generator=gens, dtype=like.dtype))
+    with pytest.raises(TypeError, match="one per batch element"):
+        plugins.standard_normal(gens[:2], (3, 2, 4), like=like)
+    torch.manual_seed(11)
+    drawn = plugins.standard_normal(None, (2,), like=like)
+    torch.manual_seed(11)
+    assert torch.equal(drawn, torch.randn(2, dtype=like.dtype))
+
+
+def test_jax_key_folds_in_the_draw_index() -> None:
+    jax = pytest.importorskip("jax")
+    like = jax.numpy.zeros((4,), dtype=jax.numpy.float32)
+    for key in (jax.random.PRNGKey(0), jax.random.key(0)):
+        first = plugins.standard_normal(key, (4,), like=like, draw=0)
+        again = plugins.standard_normal(key, (4,), like=like, draw=0)
+        second = plugins.standard_normal(key, (4,), like=like, draw=1)
+        assert first.dtype == like.dtype
+        assert bool((first == again).all()) and not bool((first == second).all())
+
+
+def test_cupy_generator_draws_on_the_gpu() -> None:
+    cupy = pytest.importorskip("cupy")
+    try:
+        like = cupy.zeros((2, 2), dtype=cupy.float16)
+    except Exception as exc:  # cupy installed without a usable GPU
+        pytest.skip(f"no GPU: {exc}")
+    z = plugins.standard_normal(cupy.random.default_rng(0), (2, 2), like=like)
+    assert isinstance(z, cupy.ndarray) and z.dtype == like.dtype
+    ref = cupy.random.default_rng(0).standard_normal((2, 2), dtype=cupy.float32)
+    assert bool((z == ref.astype(cupy.float16)).all())
+
+
+def test_unknown_generator_is_a_clear_type_error() -> None:
+    with pytest.raises(TypeError, match=r"generator of type builtins\.object cannot draw noise"):
+        plugins.standard_normal(object(), (2,), like=np.zeros(2))
+
+
+def test_sample_with_a_torch_generator_uses_the_torch_plugin() -> None:
+    torch = pytest.importorskip("torch")
+    config = dc.DDIMConfig(clip_sample=False)
+    model = dc.GaussianMixture.create([[0.0]], [1.0], config)
+    x = torch.randn(3, 1, dtype=torch.float64)
+    got = dc.sample(model, x, config, 4, eta=0.5, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    noise = [torch.randn(3, 1, generator=g, dtype=torch.float64) for _ in range(4)]
+    assert torch.equal(got, dc.sample(model, x, config, 4, eta=0.5, noise=noise))
