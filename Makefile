@@ -9,9 +9,10 @@ export HYPOTHESIS_PROFILE ?= ci
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/test.in requirements/constraints.txt
+$(STAMP): pyproject.toml requirements/test.in requirements/nodeps.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements/test.in -c requirements/constraints.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements/nodeps.txt -c requirements/constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 

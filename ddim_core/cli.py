@@ -144,6 +144,26 @@ def plugins_table() -> str:
     return "\n".join(lines)
 
 
+def comfyui(action: str, comfyui_dir: str) -> int:
+    """`ddim-core comfyui install|uninstall COMFYUI_DIR`."""
+    try:
+        from ddim_comfyui import install
+    except ImportError:
+        raise SystemExit("the ComfyUI node pack (ddim_comfyui) is not installed") from None
+    try:
+        done = (
+            install.install(comfyui_dir) if action == "install" else install.uninstall(comfyui_dir)
+        )
+    except ValueError as e:
+        print(f"ddim-core comfyui {action}: {e}", file=sys.stderr)
+        return 2
+    if action == "install":
+        print(f"wrote {done}; restart ComfyUI to load the DDIM nodes")
+    else:
+        print(f"removed {done}" if done else "nothing to remove")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ddim-core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,9 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--zero-snr", action="store_true", help="rescale_betas_zero_snr")
     q.add_argument("--steps", type=int, default=50)
     sub.add_parser("plugins", help="list plugins, their hooks and adapter hosts")
+    c = sub.add_parser("comfyui", help="add or remove the ComfyUI node pack's shim folder")
+    c.add_argument("action", choices=["install", "uninstall"])
+    c.add_argument("comfyui_dir", metavar="COMFYUI_DIR")
     args = parser.parse_args(argv)
     if args.command == "plugins":
         print(plugins_table())
+    elif args.command == "comfyui":
+        return comfyui(args.action, args.comfyui_dir)
     elif args.command == "demo":
         table, results = demo(args.steps, args.spacing, args.points, args.seed)
         print(table)

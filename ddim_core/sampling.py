@@ -153,11 +153,11 @@ def _solve(
         if tol is not None and residual <= tol:
             break
         g_hist, f_hist = [*g_hist, y + f][-(m + 1) :], [*f_hist, f][-(m + 1) :]
-        y = backends.materialize(_anderson(g_hist, f_hist, xp))
+        y = backends.materialize(anderson_step(g_hist, f_hist, xp))
     return best, calls, residual
 
 
-def _anderson(g_hist: list[Array], f_hist: list[Array], xp: Namespace) -> Array:
+def anderson_step(g_hist: list[Array], f_hist: list[Array], xp: Namespace) -> Array:
     """Anderson type-II step per batch element: y = g_k - dG gamma, gamma = argmin |f_k - dF gamma|.
 
     The m x m normal equations are solved by a Cholesky factorisation written out over (batch,)

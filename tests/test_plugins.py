@@ -206,11 +206,12 @@ def test_cli_lists_plugins_hooks_and_hosts(site: Path) -> None:
 @needs_install
 def test_builtins_and_adapters_come_from_ddim_cores_own_entry_points() -> None:
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="ddim_core")}
-    for name in (*plugins.BUILTINS, "diffusers"):
+    for name in (*plugins.BUILTINS, "diffusers", "k-diffusion", "comfyui"):
         assert eps[name].dist is not None and eps[name].dist.name == "ddim-core"
     rows = {row["name"]: row for row in plugins.describe()}
     assert rows["numpy"]["distribution"].startswith("ddim-core ")
-    assert rows["diffusers"]["adapter"].host == "diffusers"
+    hosts = {name: rows[name]["adapter"].host for name in ("diffusers", "k-diffusion", "comfyui")}
+    assert hosts == {"diffusers": "diffusers", "k-diffusion": "k_diffusion", "comfyui": "comfy"}
 
 
 # --- in-process: hooks and failure handling ------------------------------------------------

@@ -1,0 +1,54 @@
+"""`ddim-core comfyui install|uninstall COMFYUI_DIR`: the shim folder in custom_nodes/.
+
+ComfyUI does not scan entry points; it imports each folder of `custom_nodes/`. The shim is a
+one-file package that imports the pip-installed `ddim_comfyui` (so it must be installed in the
+Python environment ComfyUI runs in). Its folder name is not an importable module name, so it
+can never shadow the real package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+SHIM_DIR = "ddim-core-comfyui"
+MARKER = "# ddim-core-comfyui shim (written by `ddim-core comfyui install`)"
+SHIM = f'''{MARKER}
+"""ddim-core's ComfyUI node pack; the nodes live in the pip-installed package ddim_comfyui.
+Remove with `ddim-core comfyui uninstall <this ComfyUI>`."""
+from ddim_comfyui.nodes import load as _load
+
+globals().update(_load())
+'''
+
+
+def _checkout(comfyui_dir: str | os.PathLike[str]) -> Path:
+    root = Path(comfyui_dir)
+    needed = [root / "comfy" / "samplers.py", root / "nodes.py", root / "custom_nodes"]
+    if not all(p.exists() for p in needed):
+        raise ValueError(
+            f"COMFYUI_DIR={str(comfyui_dir)!r} is not a ComfyUI checkout: expected "
+            "comfy/samplers.py, nodes.py and a custom_nodes/ folder in it"
+        )
+    return root
+
+
+def install(comfyui_dir: str | os.PathLike[str]) -> Path:
+    """Write (or refresh) the shim folder; returns its path."""
+    target = _checkout(comfyui_dir) / "custom_nodes" / SHIM_DIR
+    target.mkdir(exist_ok=True)
+    (target / "__init__.py").write_text(SHIM, encoding="utf-8")
+    return target
+
+
+def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
+    """Remove the shim folder (only one this command wrote); returns it, or None if absent."""
+    target = _checkout(comfyui_dir) / "custom_nodes" / SHIM_DIR
+    if not target.exists():
+        return None
+    init = target / "__init__.py"
+    if not init.is_file() or not init.read_text(encoding="utf-8").startswith(MARKER):
+        raise ValueError(f"{target} was not written by `ddim-core comfyui install`; left as is")
+    shutil.rmtree(target)
+    return target

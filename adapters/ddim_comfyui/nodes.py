@@ -1,0 +1,148 @@
+"""The thin ComfyUI layer: node classes built from `core.NODES` with the V3 API
+(`comfy_api.latest`) where the running ComfyUI has it, else the V1 mappings; never both.
+
+Imported only inside ComfyUI (by the shim folder `ddim-core comfyui install` writes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import comfy.samplers as samplers
+from comfy.k_diffusion import sampling as k_sampling
+
+from .core import (
+    NODES,
+    SAMPLER_NAMES,
+    NodeSpec,
+    Param,
+    run_node,
+    sample_ddim_core,
+    sample_ddim_core_inverse,
+)
+
+try:
+    from comfy_api.latest import ComfyExtension, io
+
+    HAVE_V3 = True
+except ImportError:  # a ComfyUI before the V3 node API
+    HAVE_V3 = False
+
+
+def register() -> list[str]:
+    """Offer "ddim_core" and "ddim_core_inverse" in ComfyUI's built-in sampler list (the
+    stock KSampler's menu); `comfy.samplers.ksampler(name)` finds them as
+    `comfy.k_diffusion.sampling.sample_<name>`. Idempotent."""
+    k_sampling.sample_ddim_core = sample_ddim_core
+    k_sampling.sample_ddim_core_inverse = sample_ddim_core_inverse
+    lists = [samplers.KSAMPLER_NAMES, samplers.SAMPLER_NAMES, samplers.KSampler.SAMPLERS]
+    for names in lists:
+        for name in SAMPLER_NAMES:
+            if name not in names:
+                names.append(name)
+    return list(SAMPLER_NAMES)
+
+
+def _result(spec: NodeSpec, inputs: dict[str, Any]) -> Any:
+    out = run_node(spec.node_id, **inputs)
+    if spec.output == "SAMPLER":
+        function, options = out
+        return samplers.KSAMPLER(function, extra_options=options)
+    return out
+
+
+# --- V3 ---------------------------------------------------------------------------------------
+
+
+def _v3_input(p: Param) -> Any:
+    if p.kind == "MODEL":
+        return io.Model.Input(p.name)
+    if p.kind == "SIGMAS":
+        return io.Sigmas.Input(p.name)
+    if p.kind == "COMBO":
+        return io.Combo.Input(p.name, options=list(p.options), default=p.default)
+    number = io.Int if p.kind == "INT" else io.Float
+    extra = {} if p.kind == "INT" else {"round": False}
+    return number.Input(
+        p.name,
+        default=p.default,
+        min=p.min,
+        max=p.max,
+        step=p.step,
+        tooltip=p.tooltip or None,
+        **extra,
+    )
+
+
+def _v3_node(spec: NodeSpec) -> type:
+    output = io.Sampler.Output() if spec.output == "SAMPLER" else io.Sigmas.Output()
+
+    def define_schema(cls: type, /) -> Any:
+        return io.Schema(
+            node_id=spec.node_id,
+            display_name=spec.display_name,
+            category=spec.category,
+            description=spec.description,
+            inputs=[_v3_input(p) for p in spec.inputs],
+            outputs=[output],
+        )
+
+    def execute(cls: type, /, **inputs: Any) -> Any:
+        return io.NodeOutput(_result(spec, inputs))
+
+    body = {"define_schema": classmethod(define_schema), "execute": classmethod(execute)}
+    return type(spec.node_id, (io.ComfyNode,), body)
+
+
+# --- V1 ---------------------------------------------------------------------------------------
+
+
+def _v1_input(p: Param) -> tuple[Any, ...]:
+    if p.kind in ("MODEL", "SIGMAS"):
+        return (p.kind,)
+    if p.kind == "COMBO":
+        return (list(p.options), {"default": p.default})
+    opts = {"default": p.default, "min": p.min, "max": p.max, "step": p.step}
+    if p.kind == "FLOAT":
+        opts["round"] = False
+    if p.tooltip:
+        opts["tooltip"] = p.tooltip
+    return (p.kind, opts)
+
+
+def _v1_node(spec: NodeSpec) -> type:
+    def input_types(cls: type, /) -> dict[str, Any]:
+        return {"required": {p.name: _v1_input(p) for p in spec.inputs}}
+
+    def run(self: Any, /, **inputs: Any) -> tuple[Any]:
+        return (_result(spec, inputs),)
+
+    body = {
+        "INPUT_TYPES": classmethod(input_types),
+        "RETURN_TYPES": (spec.output,),
+        "FUNCTION": "run",
+        "CATEGORY": spec.category,
+        "DESCRIPTION": spec.description,
+        "run": run,
+    }
+    return type(spec.node_id, (), body)
+
+
+def load() -> dict[str, Any]:
+    """The names a custom-node module exports: `comfy_entrypoint` (V3) or the V1 mappings."""
+    register()
+    if HAVE_V3:
+        node_list = [_v3_node(spec) for spec in NODES]
+
+        class DDIMCoreExtension(ComfyExtension):  # type: ignore[misc]
+            async def get_node_list(self) -> list[type]:
+                return node_list
+
+        async def comfy_entrypoint() -> Any:
+            return DDIMCoreExtension()
+
+        return {"comfy_entrypoint": comfy_entrypoint}
+    return {
+        "NODE_CLASS_MAPPINGS": {spec.node_id: _v1_node(spec) for spec in NODES},
+        "NODE_DISPLAY_NAME_MAPPINGS": {spec.node_id: spec.display_name for spec in NODES},
+    }

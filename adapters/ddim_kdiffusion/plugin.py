@@ -1,0 +1,25 @@
+"""The k-diffusion adapter's ddim_core plugin (k-diffusion is imported only on register())."""
+
+from __future__ import annotations
+
+from ddim_core.hookspecs import Adapter, hookimpl
+
+
+def _register() -> list[str]:
+    from .samplers import register
+
+    return register()
+
+
+@hookimpl
+def ddim_core_adapter() -> Adapter:
+    return Adapter(
+        name="k-diffusion",
+        host="k_diffusion",
+        provides=(
+            "ddim_kdiffusion.sample_ddim",
+            "ddim_kdiffusion.sample_ddim_inverse",
+            "ddim_kdiffusion.get_sigmas_ddim",
+        ),
+        register=_register,
+    )

@@ -1,0 +1,298 @@
+"""k-diffusion-style DDIM samplers, computed by ddim_core.
+
+k-diffusion works in variance-exploding coordinates: x_k = x / sqrt(abar), sigma =
+sqrt((1 - abar) / abar), and `model(x_k, sigma)` returns the denoised x0. One DDIM transfer
+between two levels is the core's (kernels.transfer_coefficients at abar = 1 / (1 + sigma^2)),
+applied to x_k * sqrt(abar) and scaled back. In these coordinates DDIM with eta = 0 is
+k-diffusion's `sample_euler`, and with 0 < eta <= 1 its `sample_euler_ancestral` given the same
+noise (the core's sigma_t / sqrt(abar_prev) is its sigma_up, the direction its sigma_down).
+
+The sigma levels are read to the host once per loop (one sync at the start); steps are then
+Python-float coefficients times arrays of any backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import ddim_core as dc
+from ddim_core import backends, kernels
+from ddim_core.kernels import DIRECTION, SIGMA, SQRT_1M_AB_FROM, SQRT_AB_FROM, SQRT_AB_TO
+from ddim_core.plugins import standard_normal
+from ddim_core.sampling import anderson_step
+
+Array = Any
+
+
+def sample_ddim(
+    model: Callable[..., Array],
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+    disable: bool | None = None,
+    eta: float = 0.0,
+    s_noise: float = 1.0,
+    noise_sampler: Callable[[Array, Array], Array] | None = None,
+) -> Array:
+    """DDIM sampling over descending `sigmas` (ending in 0 or the model's smallest sigma).
+
+    With eta > 0 the noise of each step is `noise_sampler(sigma, sigma_next) * s_noise`
+    (default: torch's global generator for torch tensors, as k-diffusion does).
+    """
+    extra_args = {} if extra_args is None else extra_args
+    levels = _levels(sigmas, ascending=False)
+    eta = _check_real("eta", eta)
+    s_noise = _check_real("s_noise", s_noise)
+    if eta > 0 and noise_sampler is None:
+        noise_sampler = _default_noise_sampler(x)
+    s_in = _ones_like_batch(x)
+    for i in _trange(len(levels) - 1, disable):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        if callback is not None:
+            callback(
+                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
+            )
+        c = _coefficients(levels[i], levels[i + 1], eta)
+        noise = None
+        if eta > 0 and levels[i + 1] > 0:
+            assert noise_sampler is not None
+            noise = noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise
+        x = _transfer(x, denoised, c, "sample", noise)
+    return x
+
+
+def sample_ddim_inverse(
+    model: Callable[..., Array],
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+    disable: bool | None = None,
+    fixed_point_iters: int = 0,
+    tol: float | None = None,
+) -> Array:
+    """DDIM inversion over ascending `sigmas` (may start at 0).
+
+    Plain inversion (fixed_point_iters = 0) evaluates the model at the destination level on
+    the source sample, as diffusers' DDIMInverseScheduler does. With k > 0 each step is solved
+    implicitly (find y whose forward DDIM step lands on the source) by Anderson-accelerated
+    fixed-point iteration with at most k more model calls, stopping once the largest residual
+    is <= tol; the best iterate per sample is kept.
+    """
+    extra_args = {} if extra_args is None else extra_args
+    levels = _levels(sigmas, ascending=True)
+    if isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, numbers.Integral):
+        raise TypeError(f"fixed_point_iters must be an integer, got {fixed_point_iters!r}")
+    if fixed_point_iters < 0:
+        raise ValueError(f"fixed_point_iters={fixed_point_iters} must be >= 0")
+    if tol is not None and not (isinstance(tol, numbers.Real) and tol > 0):
+        raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
+    s_in = _ones_like_batch(x)
+    for i in _trange(len(levels) - 1, disable):
+        src, dst = levels[i], levels[i + 1]
+        c = _coefficients(src, dst, 0.0, inverse=True)
+        eps_at = functools.partial(_eps_at, model, sigmas[i + 1] * s_in, dst, extra_args)
+        # the model sees the source sample expressed at the destination level
+        eps, denoised = eps_at(x * (c[SQRT_AB_FROM] / c[SQRT_AB_TO]))
+        if callback is not None:
+            sigma = sigmas[i + 1]
+            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+        y = _transfer(x, eps, c, "epsilon", None)
+        if fixed_point_iters:
+            y = _solve(x, y, src, dst, eps_at, fixed_point_iters, tol)
+        x = y
+    return x
+
+
+def get_sigmas_ddim(
+    alphas_cumprod_or_config: Any,
+    n: int,
+    spacing: str | None = None,
+    steps_offset: int | None = None,
+    set_alpha_to_one: bool | None = None,
+) -> Array:
+    """The sigmas of an n-step DDIM plan, descending, then the final level: 0 with
+    set_alpha_to_one, else sigma(abar_0), the model's smallest sigma.
+
+    Takes a DDIMConfig (its options are the defaults) or an alphas_cumprod table (e.g.
+    `model.inner_model.alphas_cumprod`; diffusers' defaults: leading, 0, True). The result is
+    in the table's library, device and dtype (NumPy float64 for a config).
+    """
+    if isinstance(alphas_cumprod_or_config, dc.DDIMConfig):
+        config, table = alphas_cumprod_or_config, None
+    else:
+        table = alphas_cumprod_or_config
+        xp = backends.namespace(alphas_cumprod=table)
+        size = int(table.shape[0]) if table.ndim == 1 else -1
+        config = dc.DDIMConfig(num_train_timesteps=max(size, 1))
+    changes = {"timestep_spacing": spacing, "steps_offset": steps_offset}
+    changes["set_alpha_to_one"] = set_alpha_to_one
+    config = config.replace(**{k: v for k, v in changes.items() if v is not None})
+    plan = dc.make_plan(config, n)
+    schedule = plan.schedule if table is None else _schedule_of(table, config)
+    ab = np.array([*(schedule.alpha_bar(t) for t in plan.timesteps), schedule.final_alpha_cumprod])
+    host = np.sqrt((1.0 - ab) / ab)
+    if table is None:
+        return host
+    return backends.from_host(host, xp, device=backends.device(table), dtype=table.dtype)
+
+
+def register() -> list[str]:
+    """Add the samplers to `k_diffusion.sampling`, where code looks samplers up by name."""
+    import k_diffusion.sampling as sampling
+
+    names = {
+        "sample_ddim": sample_ddim,
+        "sample_ddim_inverse": sample_ddim_inverse,
+        "get_sigmas_ddim": get_sigmas_ddim,
+    }
+    for name, fn in names.items():
+        setattr(sampling, name, fn)
+    return list(names)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
+    """The sigmas as host floats (one read), checked: 1-D, >= 2, finite, >= 0, monotonic."""
+    backends.namespace(sigmas=sigmas)
+    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+        raise ValueError(
+            f"sigmas must be a 1-D array of at least 2 levels, got shape {tuple(sigmas.shape)}"
+        )
+    levels = [float(s) for s in _host(sigmas)]
+    if not all(math.isfinite(s) and s >= 0 for s in levels):
+        raise ValueError(f"sigmas must be finite and >= 0, got {levels}")
+    pairs = list(itertools.pairwise(levels))
+    ok = all(a < b for a, b in pairs) if ascending else all(a > b for a, b in pairs)
+    if not ok:
+        order = "ascending (inversion)" if ascending else "descending (sampling)"
+        raise ValueError(f"sigmas must be strictly {order}, got {levels}")
+    return levels
+
+
+def _host(a: Array) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch
+        a = a.detach().cpu()
+    return np.asarray(a, dtype=np.float64)
+
+
+def _coefficients(
+    sigma_from: float, sigma_to: float, eta: float, inverse: bool = False
+) -> list[float]:
+    """One row of the core's transfer table between two sigma levels (host float64)."""
+    a, b = 1.0 / (1.0 + sigma_from**2), 1.0 / (1.0 + sigma_to**2)
+    table, direction_sq = kernels.transfer_coefficients(np.array([a]), np.array([b]), eta)
+    kind = "epsilon" if inverse else "sample"
+    reason = kernels.invalid_reason(a, float(direction_sq[0]), kind, eta)
+    if reason is not None:
+        raise ValueError(f"cannot step from sigma {sigma_from} to {sigma_to}: {reason}")
+    return [float(v) for v in table[0]]
+
+
+def _transfer(
+    x: Array, model_output: Array, c: list[float], kind: str, noise: Array | None
+) -> Array:
+    """x_k at level a -> x_k at level b: to VP (x * sqrt abar_a), the core's DDIM transfer,
+    back to VE (/ sqrt abar_b). `kind`: what model_output predicts ("sample" or "epsilon")."""
+    x_vp = x * c[SQRT_AB_FROM]
+    x0, eps = kernels.predict_x0_eps(x_vp, model_output, c[SQRT_AB_FROM], c[SQRT_1M_AB_FROM], kind)
+    x_b = kernels.transfer(x0, eps, c[SQRT_AB_TO], c[DIRECTION], c[SIGMA], noise)
+    return x_b / c[SQRT_AB_TO]
+
+
+def _solve(
+    x_src: Array,
+    y: Array,
+    src: float,
+    dst: float,
+    eps_at: Callable[[Array], tuple[Array, Array]],
+    iters: int,
+    tol: float | None,
+) -> Array:
+    """Find y with forward_step(y: dst -> src) = x_src, per batch element.
+
+    In VE coordinates the forward DDIM step is den + (src / dst) (y - den) and the natural
+    fixed-point map is g(y) = x_src + (dst - src) eps(y) (plain inversion with eps evaluated
+    at y), accelerated with the core's Anderson step. Residual: max |forward(y) - x_src|.
+    """
+    xp = backends.namespace(x=x_src)
+    batch = y.shape[0]
+    best, best_res = y, None
+    g_hist: list[Array] = []
+    f_hist: list[Array] = []
+    for _ in range(iters):
+        eps, den = eps_at(y)
+        forward = den + (src / dst) * (y - den)  # DDIM eta = 0 step dst -> src in VE
+        res = xp.max(xp.reshape(xp.abs(forward - x_src), (batch, -1)), axis=1)
+        if best_res is None:
+            best, best_res = y, res
+        else:
+            better = xp.reshape(res < best_res, (batch,) + (1,) * (y.ndim - 1))
+            best, best_res = xp.where(better, y, best), xp.minimum(res, best_res)
+        if tol is not None and float(xp.max(best_res)) <= tol:  # one host read per iteration
+            break
+        g = x_src + (dst - src) * eps
+        g_hist, f_hist = [*g_hist, g][-6:], [*f_hist, g - y][-6:]
+        y = anderson_step(g_hist, f_hist, xp)
+    return best
+
+
+def _eps_at(
+    model: Callable[..., Array], sigma: Array, level: float, extra_args: dict[str, Any], y: Array
+) -> tuple[Array, Array]:
+    """(eps, denoised) of the model at noise level `level` (sigma: its batch array) on y."""
+    denoised = model(y, sigma, **extra_args)
+    return (y - denoised) / level, denoised
+
+
+def _ones_like_batch(x: Array) -> Array:
+    xp = backends.namespace(x=x)
+    return xp.ones((x.shape[0],), dtype=x.dtype, device=backends.device(x))
+
+
+def _default_noise_sampler(x: Array) -> Callable[[Array, Array], Array]:
+    """k-diffusion's default: fresh standard normal noise like x from the global generator
+    (torch tensors; other libraries need an explicit noise_sampler)."""
+
+    def draw(sigma: Array, sigma_next: Array) -> Array:
+        try:
+            return standard_normal(None, tuple(x.shape), like=x)
+        except TypeError:
+            raise TypeError(
+                "eta > 0 needs noise_sampler=(sigma, sigma_next) -> noise for a "
+                f"{type(x).__module__}.{type(x).__qualname__} sample"
+            ) from None
+
+    return draw
+
+
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not (math.isfinite(float(value)) and float(value) >= 0):
+        raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+    return float(value)
+
+
+def _trange(n: int, disable: bool | None) -> Any:
+    if disable:
+        return range(n)
+    try:
+        from tqdm.auto import trange
+    except ImportError:
+        return range(n)
+    return trange(n, disable=disable)
+
+
+def _schedule_of(table: Array, config: dc.DDIMConfig) -> dc.Schedule:
+    return dc.Schedule.from_alphas_cumprod(_host(table), set_alpha_to_one=config.set_alpha_to_one)

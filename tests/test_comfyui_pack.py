@@ -1,0 +1,233 @@
+"""The ComfyUI node pack without ComfyUI: sampler functions, schedule, schemas, install command,
+and the V1 node layer against a stand-in `comfy` package. The real-ComfyUI run is
+tests/test_comfyui_integration.py (needs COMFYUI_PATH)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ddim_core as dc
+from ddim_core.cli import main
+from ddim_core.config import TIMESTEP_SPACINGS
+
+torch = pytest.importorskip("torch")
+from ddim_comfyui import core, install  # noqa: E402
+from ddim_kdiffusion import get_sigmas_ddim  # noqa: E402
+
+CONFIG = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+
+
+class ComfyStyleDenoiser:
+    """Like ComfyUI's KSamplerX0Inpaint: `denoise_mask` is a required argument; returns x0
+    from VE latents, using the exact epsilon of a Gaussian mixture."""
+
+    def __init__(self) -> None:
+        self.gm = dc.GaussianMixture.create([[0.5] * 4, [-0.5] * 4], [0.4, 0.6], CONFIG)
+        ab = dc.schedule(CONFIG).alphas_cumprod
+        self.log_sigmas = np.log(np.sqrt((1 - ab) / ab))
+        self.masks: list[object] = []
+
+    def __call__(self, x, sigma, denoise_mask, model_options={}, seed=None):  # type: ignore[no-untyped-def]  # noqa: B006
+        self.masks.append(denoise_mask)
+        t = int(np.abs(np.log(float(sigma[0])) - self.log_sigmas).argmin())
+        c_in = 1 / (1 + sigma[:, None] ** 2) ** 0.5
+        return x - sigma[:, None] * self.gm(x * c_in, t)
+
+
+def test_sampler_forwards_extra_args_and_equals_the_core_loop() -> None:
+    model = ComfyStyleDenoiser()
+    sigmas = get_sigmas_ddim(CONFIG, 10).astype(np.float64)
+    sigmas_t = torch.from_numpy(sigmas)
+    noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mask = object()
+    steps: list[int] = []
+    out = core.sample_ddim_core(
+        model,
+        noise * (1 + sigmas_t[0] ** 2) ** 0.5,  # ComfyUI's noise_scaling at max denoise
+        sigmas_t,
+        extra_args={"denoise_mask": mask, "model_options": {}, "seed": 3},
+        callback=lambda d: steps.append(d["i"]),
+        disable=True,
+    )
+    expected = dc.sample(model.gm, noise, CONFIG, 10)
+    assert float((out - expected).abs().max()) <= 1e-9
+    assert model.masks == [mask] * 10 and steps == list(range(10))
+    with pytest.raises(TypeError, match="denoise_mask"):
+        core.sample_ddim_core(model, noise, sigmas_t, disable=True)
+
+
+def test_inverse_sampler_takes_either_order_and_inverts() -> None:
+    model = ComfyStyleDenoiser()
+    down = torch.from_numpy(get_sigmas_ddim(CONFIG, 10))
+    x0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    args = {"denoise_mask": None}
+    up = core.run_node("DDIMCoreFlipSigmas", sigmas=down)
+    assert float(up[0]) == 0.0 and torch.equal(up, down.flip(0))
+    a = core.sample_ddim_core_inverse(model, x0, up, extra_args=args, disable=True)
+    b = core.sample_ddim_core_inverse(model, x0, down, extra_args=args, disable=True)
+    assert torch.equal(a, b)
+    fn, options = core.run_node("DDIMCoreInversionSampler", fixed_point_iters=20, tol=1e-10)
+    z = fn(model, x0, up, extra_args=args, disable=True, **options)
+    back = core.sample_ddim_core(model, z, down, extra_args=args, disable=True)
+    assert float((back - x0).abs().max()) <= 1e-5
+
+
+class FakeModel:
+    def __init__(self, model_sampling: object) -> None:
+        self.model_sampling = model_sampling
+
+    def get_model_object(self, name: str) -> object:
+        assert name == "model_sampling"
+        return self.model_sampling
+
+
+def test_schedule_node_uses_the_models_own_sigmas() -> None:
+    ab = dc.schedule(
+        dc.DDIMConfig(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    )
+    sigmas = torch.tensor(np.sqrt((1 - ab.alphas_cumprod) / ab.alphas_cumprod), dtype=torch.float32)
+    model = FakeModel(types.SimpleNamespace(sigmas=sigmas))
+    out = core.run_node(
+        "DDIMCoreSchedule", model=model, steps=10, spacing="leading", steps_offset=1, denoise=1.0
+    )
+    assert out.dtype == torch.float32 and out.shape == (11,) and float(out[-1]) == 0.0
+    timesteps = dc.make_plan(dc.DDIMConfig(steps_offset=1), 10).timesteps  # 901, 801, ..., 1
+    assert torch.equal(out[:-1], sigmas[list(timesteps)])
+    half = core.run_node(
+        "DDIMCoreSchedule", model=model, steps=5, spacing="trailing", steps_offset=0, denoise=0.5
+    )
+    full = core.run_node(
+        "DDIMCoreSchedule", model=model, steps=10, spacing="trailing", steps_offset=0, denoise=1.0
+    )
+    assert torch.equal(half, full[-6:])
+    empty = core.run_node(
+        "DDIMCoreSchedule", model=model, steps=5, spacing="trailing", steps_offset=0, denoise=0.0
+    )
+    assert empty.shape == (0,)
+    with pytest.raises(ValueError, match="discrete noise schedule"):
+        core.ddim_sigmas(FakeModel(object()), 10, "trailing", 0, 1.0)
+
+
+def test_node_schemas_as_data() -> None:
+    ids = [n.node_id for n in core.NODES]
+    assert len(set(ids)) == 4
+    for node in core.NODES:
+        assert node.category.startswith("sampling/custom_sampling/")
+        assert node.output in ("SAMPLER", "SIGMAS") and node.description
+        for p in node.inputs:
+            assert p.kind in ("INT", "FLOAT", "COMBO", "MODEL", "SIGMAS")
+            if p.kind in ("INT", "FLOAT"):
+                assert p.min <= p.default <= p.max
+    spacing = next(p for n in core.NODES for p in n.inputs if p.name == "spacing")
+    assert spacing.options == TIMESTEP_SPACINGS
+    fn, options = core.run_node("DDIMCoreSampler", eta=0.5, s_noise=0.9)
+    assert fn is core.sample_ddim_core and options == {"eta": 0.5, "s_noise": 0.9}
+    with pytest.raises(ValueError, match="unknown node"):
+        core.run_node("Nope")
+
+
+def _fake_comfyui(root: Path) -> Path:
+    (root / "comfy").mkdir(parents=True)
+    (root / "comfy" / "samplers.py").write_text("")
+    (root / "nodes.py").write_text("")
+    (root / "custom_nodes").mkdir()
+    return root
+
+
+def test_install_and_uninstall_on_a_fake_checkout(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    root = _fake_comfyui(tmp_path / "ComfyUI")
+    assert main(["comfyui", "install", str(root)]) == 0
+    shim = root / "custom_nodes" / install.SHIM_DIR / "__init__.py"
+    assert "from ddim_comfyui.nodes import load" in shim.read_text()
+    assert main(["comfyui", "install", str(root)]) == 0  # refresh
+    assert main(["comfyui", "uninstall", str(root)]) == 0
+    assert not shim.parent.exists()
+    assert "nothing to remove" not in capsys.readouterr().out
+    assert main(["comfyui", "uninstall", str(root)]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
+
+
+def test_install_refuses_what_is_not_comfyui(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["comfyui", "install", str(tmp_path)]) == 2
+    assert "is not a ComfyUI checkout" in capsys.readouterr().err
+    assert main(["comfyui", "uninstall", str(tmp_path)]) == 2
+    root = _fake_comfyui(tmp_path / "ComfyUI")
+    foreign = root / "custom_nodes" / install.SHIM_DIR
+    foreign.mkdir()
+    (foreign / "__init__.py").write_text("# someone else's\n")
+    assert main(["comfyui", "uninstall", str(root)]) == 2
+    assert foreign.exists()
+
+
+@pytest.fixture
+def fake_comfy(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """A stand-in `comfy` package with what nodes.py uses, and no `comfy_api` (so V1)."""
+
+    class KSAMPLER:
+        def __init__(self, sampler_function, extra_options={}, inpaint_options={}):  # type: ignore[no-untyped-def]  # noqa: B006
+            self.sampler_function, self.extra_options = sampler_function, extra_options
+
+    names = ["euler"]
+    samplers = types.ModuleType("comfy.samplers")
+    samplers.KSAMPLER = KSAMPLER  # type: ignore[attr-defined]
+    samplers.KSAMPLER_NAMES = list(names)  # type: ignore[attr-defined]
+    samplers.SAMPLER_NAMES = [*names, "ddim"]  # type: ignore[attr-defined]
+    samplers.KSampler = types.SimpleNamespace(SAMPLERS=samplers.SAMPLER_NAMES)  # type: ignore[attr-defined]
+    k_sampling = types.ModuleType("comfy.k_diffusion.sampling")
+    comfy, k_diffusion = types.ModuleType("comfy"), types.ModuleType("comfy.k_diffusion")
+    comfy.samplers, comfy.k_diffusion = samplers, k_diffusion  # type: ignore[attr-defined]
+    k_diffusion.sampling = k_sampling  # type: ignore[attr-defined]
+    modules = {
+        "comfy": comfy,
+        "comfy.samplers": samplers,
+        "comfy.k_diffusion": k_diffusion,
+        "comfy.k_diffusion.sampling": k_sampling,
+        "comfy_api": None,  # import fails: a ComfyUI without the V3 API
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "ddim_comfyui.nodes", raising=False)
+    nodes = importlib.import_module("ddim_comfyui.nodes")
+    yield types.SimpleNamespace(nodes=nodes, samplers=samplers, k_sampling=k_sampling)
+    sys.modules.pop("ddim_comfyui.nodes", None)
+
+
+def test_v1_nodes_and_sampler_list_registration(fake_comfy) -> None:  # type: ignore[no-untyped-def]
+    exported = fake_comfy.nodes.load()
+    assert set(exported) == {"NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"}
+    assert "comfy_entrypoint" not in exported
+    classes = exported["NODE_CLASS_MAPPINGS"]
+    assert list(classes) == [n.node_id for n in core.NODES]
+    sampler_cls = classes["DDIMCoreSampler"]
+    spec = sampler_cls.INPUT_TYPES()["required"]
+    assert spec["eta"] == (
+        "FLOAT",
+        {
+            "default": 0.0,
+            "min": 0.0,
+            "max": 1.0,
+            "step": 0.01,
+            "round": False,
+            "tooltip": "0: deterministic DDIM, 1: DDPM-like",
+        },
+    )
+    assert sampler_cls.RETURN_TYPES == ("SAMPLER",)
+    assert sampler_cls.CATEGORY == "sampling/custom_sampling/samplers"
+    (sampler,) = getattr(sampler_cls(), sampler_cls.FUNCTION)(eta=0.3, s_noise=1.0)
+    assert isinstance(sampler, fake_comfy.samplers.KSAMPLER)
+    assert sampler.sampler_function is core.sample_ddim_core
+    schedule = classes["DDIMCoreSchedule"].INPUT_TYPES()["required"]
+    assert schedule["spacing"] == (list(TIMESTEP_SPACINGS), {"default": "trailing"})
+    assert schedule["model"] == ("MODEL",)
+    for names in (fake_comfy.samplers.KSAMPLER_NAMES, fake_comfy.samplers.KSampler.SAMPLERS):
+        assert names[-2:] == ["ddim_core", "ddim_core_inverse"]
+    fake_comfy.nodes.register()  # idempotent
+    assert fake_comfy.samplers.SAMPLER_NAMES.count("ddim_core") == 1
+    assert fake_comfy.k_sampling.sample_ddim_core is core.sample_ddim_core
+    assert fake_comfy.k_sampling.sample_ddim_core_inverse is core.sample_ddim_core_inverse
