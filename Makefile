@@ -20,8 +20,8 @@ demo: venv
 	$(BIN)/ddim-core demo
 
 lint: venv
-	$(BIN)/ruff check ddim_core adapters tests
-	$(BIN)/ruff format --check ddim_core adapters tests
+	$(BIN)/ruff check ddim_core adapters tests benchmarks
+	$(BIN)/ruff format --check ddim_core adapters tests benchmarks
 
 typecheck: venv
 	$(BIN)/mypy

@@ -6,9 +6,12 @@ importing any of them (it looks at `type(x)`), so importing ddim_core imports no
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import math
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +29,11 @@ def namespace(**arrays: Array) -> Namespace:
     Raises TypeError naming the argument when a value is not an array, or when the arrays
     come from different libraries; ValueError when they live on different devices.
     """
+    values = [x for x in arrays.values() if x is not None]
+    if values:
+        xp = fast_namespace(*values)
+        if xp is not None:
+            return xp
     found: list[tuple[str, Array, Namespace]] = []
     for name, x in arrays.items():
         if x is None:
@@ -48,12 +56,44 @@ def namespace(**arrays: Array) -> Namespace:
     return xp
 
 
+_NAMESPACES: dict[type, Namespace] = {}  # array-api-compat's answer depends on the type only
+# Types whose device check is cheap: NumPy (always the CPU) and torch (`.device` compares).
+_SAME_DEVICE: dict[type, Callable[[Array, tuple[Array | None, ...]], bool]] = {}
+
+
+def fast_namespace(first: Array, *others: Array | None) -> Namespace | None:
+    """`namespace` for arrays of one already-seen NumPy or torch type on one device (a dict
+    lookup and a device compare), else None: then call `namespace` for the full checks."""
+    kind = type(first)
+    same_device = _SAME_DEVICE.get(kind)
+    if same_device is None:
+        return None
+    for x in others:
+        if x is not None and type(x) is not kind:
+            return None
+    return _NAMESPACES[kind] if same_device(first, others) else None
+
+
+def _torch_same_device(first: Array, others: tuple[Array | None, ...]) -> bool:
+    device = first.device
+    return all(not (x is not None and x.device != device) for x in others)
+
+
 def _namespace_of(name: str, x: Array) -> Namespace:
-    """array-api-compat's namespace of `x`, else the one a plugin resolves."""
+    """array-api-compat's namespace of `x` (cached per type), else the one a plugin resolves."""
+    xp = _NAMESPACES.get(type(x))
+    if xp is not None:
+        return xp
     try:
-        return array_api_compat.array_namespace(x)
+        xp = _NAMESPACES[type(x)] = array_api_compat.array_namespace(x)
     except TypeError:
         pass
+    else:
+        if type(x) is np.ndarray:
+            _SAME_DEVICE[np.ndarray] = lambda first, others: True  # always the CPU
+        elif array_api_compat.is_torch_array(x):
+            _SAME_DEVICE[type(x)] = _torch_same_device
+        return xp
     from . import plugins  # late: plugins imports this module
 
     xp = plugins.array_namespace(x)
@@ -87,8 +127,20 @@ def materialize(x: Array) -> Array:
     return x
 
 
+# per array type, then dtype (one dict per library: torch.compile compares only torch dtypes)
+REAL_FLOATING: dict[type, dict[Any, bool]] = {}
+
+
 def is_real_floating(xp: Namespace, x: Array) -> bool:
-    return bool(xp.isdtype(x.dtype, "real floating"))
+    """Whether x's dtype is real floating (cached per array type and dtype)."""
+    known = REAL_FLOATING.setdefault(type(x), {})
+    try:
+        return known[x.dtype]
+    except (KeyError, TypeError):  # new dtype, or an unhashable one
+        answer = bool(xp.isdtype(x.dtype, "real floating"))
+    with contextlib.suppress(TypeError):
+        known[x.dtype] = answer
+    return answer
 
 
 def work_dtype(xp: Namespace, dtype: Any) -> Any:
@@ -131,6 +183,38 @@ def flat_size(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
+_REGISTRY: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+_UIDS = itertools.count()
+
+
+def register(obj: Any) -> int:
+    """A process-unique integer for a host object (plans, schedules), so that host_constant
+    functions can take it as a plain int; `registered(uid)` returns the object while alive."""
+    uid = next(_UIDS)
+    _REGISTRY[uid] = obj
+    return uid
+
+
+def registered(uid: int) -> Any:
+    return _REGISTRY[uid]
+
+
+def host_constant(fn: Callable[..., R]) -> Callable[..., R]:
+    """Mark a host-only function (Python and NumPy on host data, no array arguments) so that
+    torch.compile runs it eagerly while tracing and keeps its result as a constant, instead of
+    tracing its NumPy code into the graph. This sets the marker that
+    `torch.compiler.assume_constant_result` sets, without importing torch. jax.jit needs
+    nothing: it only traces array operations."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+def compiling() -> bool:
+    """True while torch.compile traces (torch already imported by the caller's arrays)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
 def device_cache(fn: Callable[..., R], maxsize: int = 256) -> Callable[..., R]:
     """Cache device arrays built from host data, per (namespace, device, dtype, ...) arguments.
 
@@ -163,5 +247,4 @@ def _tracing(result: Any) -> bool:
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(first, jax.core.Tracer):
         return True
-    torch = sys.modules.get("torch")
-    return torch is not None and bool(torch.compiler.is_compiling())
+    return compiling()

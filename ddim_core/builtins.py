@@ -1,12 +1,15 @@
-"""Built-in backend plugins: standard normal noise from each library's own generator.
+"""Built-in backend plugins: standard normal noise from each library's own generator, and fused
+step kernels (torch eager, numba for NumPy, a CuPy ElementwiseKernel).
 
 Registered through ddim-core's own `ddim_core` entry points (see pyproject.toml), as a third
-party's plugin would be. No framework is imported here: a generator of a library can only
-exist once that library is imported, so each plugin looks it up in `sys.modules`.
+party's plugin would be. No framework is imported here: a generator or array of a library can
+only exist once that library is imported, so each plugin looks it up in `sys.modules` (numba,
+an optional extra, is imported on first use).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from typing import Any
 
@@ -97,7 +100,124 @@ class CupyNoise:
             return generator.standard_normal(shape, dtype=dtype).astype(like.dtype, copy=False)
 
 
+class TorchFused:
+    """torch tensors, float32/float64. On the CPU with numba installed: numba's single pass on
+    the tensors' memory (zero-copy NumPy views). Elsewhere (GPU, autograd, no numba): eager,
+    the fewest kernels, in place on the outputs, so a step allocates its two outputs and
+    nothing else (nothing with `out`)."""
+
+    @hookimpl
+    def ddim_core_step_kernel(self, sample: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(sample, torch.Tensor):
+            return None
+        if sample.dtype not in (torch.float32, torch.float64):
+            return None
+        if importlib.util.find_spec("numba") is not None:
+            return _torch_step_numba
+        return _torch_step
+
+
+def _torch_step_numba(x: Any, m: Any, z: Any, c: list[float], clip: float | None, out: Any) -> Any:
+    """numba's pass for plain contiguous CPU tensors; anything else goes to the eager kernel."""
+    inputs = (x, m) if z is None else (x, m, z)
+    plain = x.device.type == "cpu" and all(
+        a.is_contiguous() and not a.requires_grad for a in inputs
+    )
+    if out is not None:
+        plain = plain and all(o.is_contiguous() and o.dtype == x.dtype for o in out)
+        if not plain or _aliases(out, inputs):
+            return _torch_step(x, m, z, c, clip, out)
+    if not plain:
+        return _torch_step(x, m, z, c, clip, out)
+    from . import _numba
+
+    torch = sys.modules["torch"]
+    prev, x0 = (torch.empty_like(x), torch.empty_like(x)) if out is None else out
+    z_view = None if z is None else z.numpy()
+    _numba.run(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
+    return prev, x0
+
+
+def _torch_step(x: Any, m: Any, z: Any, c: list[float], clip: float | None, out: Any) -> Any:
+    ax, am, k0, kx, km, sigma = c
+    mul = sys.modules["torch"].mul
+    prev_buf = x0_buf = None
+    if out is not None:
+        if _aliases(out, (x, m, z)):
+            return None
+        prev_buf, x0_buf = out
+    if ax == 0.0 and am == 1.0 and clip is None and x0_buf is None:
+        x0 = m  # sample prediction: x0_pred is the model output itself
+    else:
+        x0 = mul(x, ax, out=x0_buf) if ax else mul(m, am, out=x0_buf)
+        if ax and am:
+            x0.add_(m, alpha=am)
+        if clip is not None:
+            x0.clamp_(-clip, clip)
+    # x_prev = K0 x0 + KX x + KM m (+ NOISE z): one multiply, then in-place adds
+    if k0:
+        prev = mul(x0, k0, out=prev_buf)
+        if kx:
+            prev.add_(x, alpha=kx)
+    else:
+        prev = mul(x, kx, out=prev_buf)
+    if km:
+        prev.add_(m, alpha=km)
+    if z is not None and sigma:
+        prev.add_(z, alpha=sigma)
+    return prev, x0
+
+
+def _aliases(out: Any, inputs: tuple[Any, ...]) -> bool:
+    """An output buffer sharing memory with an input would be read after being written."""
+    ptrs = {a.data_ptr() for a in inputs if a is not None}
+    return any(o.data_ptr() in ptrs for o in out)
+
+
+class NumbaFused:
+    """NumPy float32/float64 with numba installed: one pass over memory reading x_t, the model
+    output (and noise), writing both outputs; parallel over 2^16 elements and up."""
+
+    @hookimpl
+    def ddim_core_step_kernel(self, sample: Any) -> Any:
+        if not isinstance(sample, np.ndarray) or sample.dtype not in (np.float32, np.float64):
+            return None
+        if importlib.util.find_spec("numba") is None:
+            return None
+        from . import _numba
+
+        return _numba.step
+
+
+class CupyFused:
+    """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype)."""
+
+    @hookimpl
+    def ddim_core_step_kernel(self, sample: Any) -> Any:
+        cupy = sys.modules.get("cupy")
+        if cupy is None or not isinstance(sample, cupy.ndarray):
+            return None
+        if sample.dtype not in (cupy.float32, cupy.float64):
+            return None
+        from . import _cupy
+
+        return _cupy.step
+
+
 numpy = NumpyNoise()
 torch = TorchNoise()
 jax = JaxNoise()
 cupy = CupyNoise()
+numba = NumbaFused()
+torch_fused = TorchFused()
+cupy_fused = CupyFused()
+PLUGINS = {
+    "numpy": numpy,
+    "torch": torch,
+    "jax": jax,
+    "cupy": cupy,
+    "numba": numba,
+    "torch-fused": torch_fused,
+    "cupy-fused": cupy_fused,
+}

@@ -68,6 +68,19 @@ def ddim_core_standard_normal(generator: Any, shape: tuple[int, ...], like: Any,
     """
 
 
+@hookspec(firstresult=True)
+def ddim_core_step_kernel(sample: Any) -> Any:
+    """A fused DDIM step for arrays of `sample`'s type and dtype, or None.
+
+    Asked once per array type and dtype (the answer is cached). The kernel is called as
+    `kernel(x_t, model_output, noise, c, clip, out)` with c the six Python floats of a row of
+    `kernels.linear_form` (AX, AM, K0, KX, KM, NOISE), clip the clip range r or None, noise
+    an array or None, and out None or a pair of arrays (x_prev, x0_pred) to write into. It
+    returns (x_prev, x0_pred) in the sample's dtype, or None for inputs it does not take (the
+    reference array-API path then runs). Kernels must equal the reference to rounding.
+    """
+
+
 @hookspec
 def ddim_core_adapter() -> Adapter | None:
     """Describe the host-framework adapter this plugin provides (None if it provides none)."""

@@ -35,6 +35,11 @@ from .config import DDIMConfig
 # Columns of a step coefficient table.
 SQRT_AB_FROM, SQRT_1M_AB_FROM, SQRT_AB_TO, DIRECTION, SIGMA = range(5)
 
+# Columns of the linear form of a step, for fused kernels (`linear_form`):
+#     x0_pred = AX * x_t + AM * model_output        (then clipped to [-r, r] with clip_sample)
+#     x_b     = K0 * x0_pred + KX * x_t + KM * model_output + NOISE * noise
+AX, AM, K0, KX, KM, NOISE = range(6)
+
 # 1 - abar_b - sigma^2 may round to a tiny negative number at eta = 1; below this it is an error.
 _DIRECTION_ROUNDING = 1e-12
 
@@ -55,6 +60,33 @@ def transfer_coefficients(
     direction = np.sqrt(np.where(direction_sq < 0.0, 0.0, direction_sq))
     table = np.stack([np.sqrt(a), np.sqrt(1.0 - a), np.sqrt(b), direction, sigma], axis=1)
     return table, direction_sq
+
+
+def linear_form(
+    table: np.ndarray, prediction_type: str, clipped: bool, use_clipped_model_output: bool
+) -> np.ndarray:
+    """The step table (columns above) rewritten as two linear maps of (x_t, model_output).
+
+    Without clipping x_b does not need x0_pred (K0 = 0): x_b = KX x_t + KM model_output. With
+    clipping, eps_pred is the unclipped one (KX, KM: direction times eps's weights) or, with
+    use_clipped_model_output, re-derived from the clipped x0_pred (K0 and KX only). Host
+    float64; rows that invalid_reason rejects may hold inf/nan and are never used.
+    """
+    sa, s1, sb, d, sigma = (table[:, k] for k in range(5))
+    one, zero = np.ones_like(sa), np.zeros_like(sa)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ax, am, ex, em = {  # x0_pred = ax x + am m; eps_pred = ex x + em m
+            "epsilon": (1.0 / sa, -s1 / sa, zero, one),
+            "sample": (zero, one, 1.0 / s1, -sa / s1),
+            "v_prediction": (sa, -s1, s1, sa),
+        }[prediction_type]
+        if clipped and use_clipped_model_output:
+            k0, kx, km = sb - d * sa / s1, d / s1, zero
+        elif clipped:
+            k0, kx, km = sb, d * ex, d * em
+        else:
+            k0, kx, km = zero, sb * ax + d * ex, sb * am + d * em
+    return np.stack(np.broadcast_arrays(ax, am, k0, kx, km, sigma), axis=1)
 
 
 def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import backends
 from .config import DDIMConfig
 from .schedules import Schedule, schedule
 
@@ -36,6 +37,11 @@ class Plan:
     schedule: Schedule
     timesteps: tuple[int, ...]
     prev_timesteps: tuple[int, ...]
+
+    uid: int = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uid", backends.register(self))  # see backends.host_constant
 
     @property
     def num_inference_steps(self) -> int:
@@ -74,6 +80,7 @@ class Plan:
         return _prev_table(self)
 
 
+@backends.host_constant
 def make_plan(
     config: DDIMConfig,
     num_inference_steps: int | None = None,

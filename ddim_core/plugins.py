@@ -22,9 +22,12 @@ from . import hookspecs
 from .hookspecs import PROJECT, Adapter
 
 BLOCK_ENV = "DDIM_CORE_BLOCK_PLUGINS"
-# The built-in backend plugins, registered directly when ddim-core runs from a source tree
-# whose entry points are not installed.
-BUILTINS = ("numpy", "torch", "jax", "cupy")
+# The built-in backend plugins (builtins.PLUGINS), registered directly when ddim-core runs from
+# a source tree whose entry points are not installed.
+BUILTINS = ("numpy", "torch", "jax", "cupy", "numba", "torch-fused", "cupy-fused")
+
+
+_kernels: dict[tuple[int, type, Any], Any] = {}  # step_kernel's answers
 
 
 class PluginWarning(UserWarning):
@@ -34,6 +37,7 @@ class PluginWarning(UserWarning):
 @functools.cache
 def manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, with every unblocked entry point loaded."""
+    _kernels.clear()  # kernels found by an earlier manager
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in blocked():
@@ -44,8 +48,8 @@ def manager() -> pluggy.PluginManager:
     if not any(pm.has_plugin(name) or pm.is_blocked(name) for name in BUILTINS):
         from . import builtins
 
-        for name in BUILTINS:
-            pm.register(getattr(builtins, name), name=name)
+        for name, plugin in builtins.PLUGINS.items():
+            pm.register(plugin, name=name)
     return pm
 
 
@@ -125,6 +129,16 @@ def standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int
     return z
 
 
+def step_kernel(sample: Any) -> Any:
+    """The fused step kernel a plugin offers for `sample`'s type and dtype (cached), or None."""
+    key = (id(manager()), type(sample), sample.dtype)
+    try:
+        return _kernels[key]
+    except KeyError:
+        kernel = _kernels[key] = call("ddim_core_step_kernel", first=True, sample=sample)
+        return kernel
+
+
 def adapters() -> dict[str, Adapter]:
     """Every registered adapter, by name."""
     return {a.name: a for a in call("ddim_core_adapter", first=False)}
@@ -142,7 +156,8 @@ def register_adapters(*names: str) -> list[str]:
     """Register DDIM into the named hosts' registries (all importable hosts when none named).
 
     Returns the names registered. Naming an unknown adapter or one whose host is not
-    installed raises ValueError / ImportError.
+    installed raises ValueError / ImportError, and a named adapter's error propagates; with
+    no names, an adapter whose registration fails is warned about and skipped.
     """
     known = adapters()
     unknown = [n for n in names if n not in known]
@@ -155,7 +170,13 @@ def register_adapters(*names: str) -> list[str]:
             if names:
                 raise ImportError(f"adapter {adapter.name!r} needs {adapter.host!r} installed")
             continue
-        adapter.register()
+        try:
+            adapter.register()
+        except Exception as exc:
+            if names:
+                raise
+            _warn(adapter.name, "failed to register into its host", exc)
+            continue
         done.append(adapter.name)
     return done
 

@@ -32,7 +32,7 @@ class StepInfo(NamedTuple):
     sample: Array  # the sample after the step
     pred_original_sample: Array
     model_calls: int = 1
-    residual: float | None = None  # exact inversion: max |step(x_t) - x_source| reached
+    residual: float | None = None  # exact inversion: max |step(x_t) - x_source| (when read)
 
 
 def sample(
@@ -47,14 +47,16 @@ def sample(
     timesteps: Sequence[int] | None = None,
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool = False,
-    check_finite: bool = True,
+    check_finite: bool | None = None,
 ) -> Array:
     """DDIM sampling (Song et al. 2021, Algorithm eq. 12) from x = x_T down to x_0.
 
     With eta > 0 the noise of step i is `noise(i, t)`, `noise[i]`, or drawn from `generator`
     by the backend plugins: a numpy.random.Generator (drawn on the host, moved to the sample's
     device), a torch.Generator, a JAX PRNG key (folded with i), a cupy.random.Generator.
-    `check_finite` reads back one flag per step to stop at a model returning NaN/Inf.
+    `check_finite=True` reads back one flag per step to stop at a model returning NaN/Inf;
+    None (default) checks only host NumPy arrays, where the read is free, so that loops over
+    device arrays never wait on the device.
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
     _check_model(model)
@@ -83,14 +85,15 @@ def invert(
     timesteps: Sequence[int] | None = None,
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool = False,
-    check_finite: bool = True,
+    check_finite: bool | None = None,
     history: int = 5,
 ) -> Array:
     """DDIM inversion from x = x_0 up to x_T along the mirrored plan.
 
     fixed_point_iters = 0 is plain inversion (one model call per step). With k > 0 each step
     is solved implicitly with at most k further model calls, stopping early once
-    max |step(x_t) - x_source| <= tol; the result of a step is never worse than plain inversion.
+    max |step(x_t) - x_source| <= tol (one host read per iteration, only when tol is given);
+    the result of a step is never worse than plain inversion.
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
     _check_model(model)
@@ -124,7 +127,7 @@ def _solve(
     m: int,
     xp: Namespace,
     i: int,
-) -> tuple[Array, int, float]:
+) -> tuple[Array, int, float | None]:
     """Find y with step(plan, model(y, t), t, y) = x_src, per batch element.
 
     g(y) = y - c (step(y) - x_src), c = sqrt(abar_t / abar_prev) the inverse of the step's
@@ -140,7 +143,7 @@ def _solve(
     g_hist: list[Array] = []
     f_hist: list[Array] = []
     calls = 0
-    residual = math.inf
+    residual: float | None = None
     for _ in range(iters):
         x_prev = backends.materialize(step(plan, _call(model, y, t, i, xp, False), t, y)[0])
         calls += 1
@@ -149,9 +152,10 @@ def _solve(
         best = xp.where(_expand(res < best_res, y, xp), y, best)
         best_res = xp.minimum(res, best_res)
         best, best_res = backends.materialize(best), backends.materialize(best_res)
-        residual = float(xp.max(best_res))  # one host read per iteration, to stop early
-        if tol is not None and residual <= tol:
-            break
+        if tol is not None or backends.is_host_numpy(best_res):
+            residual = float(xp.max(best_res))  # a host read: only to stop early, or free
+            if tol is not None and residual <= tol:
+                break
         g_hist, f_hist = [*g_hist, y + f][-(m + 1) :], [*f_hist, f][-(m + 1) :]
         y = backends.materialize(anderson_step(g_hist, f_hist, xp))
     return best, calls, residual
@@ -216,7 +220,9 @@ def _check_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _call(model: Model, x: Array, t: int, i: int, xp: Namespace, check_finite: bool) -> Array:
+def _call(
+    model: Model, x: Array, t: int, i: int, xp: Namespace, check_finite: bool | None
+) -> Array:
     """model(x, t), checked: same library, device, shape and a floating dtype; finite values."""
     out = model(x, t)
     where = f"model output at step {i} (timestep {t})"
@@ -229,6 +235,8 @@ def _call(model: Model, x: Array, t: int, i: int, xp: Namespace, check_finite: b
             f"{where} has shape {tuple(out.shape)} and dtype {out.dtype}; expected shape "
             f"{tuple(x.shape)} and a floating dtype"
         )
+    if check_finite is None:
+        check_finite = backends.is_host_numpy(out)
     if check_finite and not bool(xp.all(xp.isfinite(out))):
         raise ValueError(f"{where} contains NaN or Inf")
     return out

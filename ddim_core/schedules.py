@@ -32,6 +32,11 @@ class Schedule:
     alphas_cumprod: np.ndarray
     final_alpha_cumprod: float
 
+    uid: int = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uid", backends.register(self))  # see backends.host_constant
+
     @property
     def num_train_timesteps(self) -> int:
         return int(self.alphas_cumprod.shape[0])

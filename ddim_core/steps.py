@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import backends, kernels
+from . import backends, kernels, plugins
 from .backends import Array, Namespace
 from .config import DDIMConfig
 from .plans import Plan
@@ -40,27 +40,39 @@ def step(
     eta: float = 0.0,
     noise: Array | None = None,
     use_clipped_model_output: bool = False,
+    out: tuple[Array, Array] | None = None,
 ) -> StepOutput:
     """One forward DDIM step x_t -> x_prev, eq. (12), with the plan's t_prev.
 
     eta scales sigma_t (eq. 16): 0 is deterministic DDIM, 1 is DDPM-like. With eta > 0 the
     caller supplies `noise`, a standard normal array shaped like `sample`.
+    `out=(x_prev, x0_pred)`: arrays to write the results into (fused kernels only: torch,
+    NumPy with numba, CuPy; scalar timestep, no thresholding; they must not overlap inputs).
     """
     eta = _check_eta(eta)
     if eta > 0.0 and noise is None:
         raise ValueError(f"eta={eta} > 0 needs a `noise` array (standard normal, like sample)")
     noise = noise if eta > 0.0 else None
-    return _run(plan, model_output, timestep, sample, noise, eta, use_clipped_model_output, False)
+    return _run(
+        plan, model_output, timestep, sample, noise, eta, use_clipped_model_output, False, out
+    )
 
 
-def inverse_step(plan: Plan, model_output: Array, timestep: Any, sample: Array) -> StepOutput:
+def inverse_step(
+    plan: Plan,
+    model_output: Array,
+    timestep: Any,
+    sample: Array,
+    *,
+    out: tuple[Array, Array] | None = None,
+) -> StepOutput:
     """One DDIM inversion step from the level of t_prev up to `timestep` (deterministic).
 
     As in diffusers' DDIMInverseScheduler and null-text inversion, `model_output` is the model
     evaluated at the destination `timestep` on the source `sample`. `prev_sample` is the noisier
     result. Without clipping, `inverse_step(step(x))` returns x given the same model output.
     """
-    return _run(plan, model_output, timestep, sample, None, 0.0, False, True)
+    return _run(plan, model_output, timestep, sample, None, 0.0, False, True, out)
 
 
 def add_noise(
@@ -94,21 +106,91 @@ def _run(
     sample: Array,
     noise: Array | None,
     eta: float,
-    use_clipped_model_output: bool,
+    use_clipped: bool,
     inverse: bool,
+    out: tuple[Array, Array] | None,
 ) -> StepOutput:
     if not isinstance(plan, Plan):
         raise TypeError(f"plan must be a Plan from make_plan(), got {type(plan).__name__}")
-    if not isinstance(use_clipped_model_output, bool):
-        raise TypeError(
-            f"use_clipped_model_output must be a bool, got {use_clipped_model_output!r}"
-        )
-    xp = _arrays(model_output=model_output, sample=sample, noise=noise)
+    if not isinstance(use_clipped, bool):
+        raise TypeError(f"use_clipped_model_output must be a bool, got {use_clipped!r}")
+    xp = _step_arrays(model_output, sample, noise)
     key = ("inverse" if inverse else "forward", plan, eta)
+    scalar_t = isinstance(timestep, numbers.Integral) and not isinstance(timestep, bool)
+    if scalar_t and not plan.config.thresholding:
+        fused = _fused(key, plan, int(timestep), sample, model_output, noise, use_clipped, out)
+        if fused is not None:
+            return fused
+    if out is not None:
+        raise TypeError(
+            "out= needs a fused kernel (torch, NumPy with numba, CuPy; float32/float64, a Python "
+            "int timestep, no thresholding, C-contiguous non-overlapping buffers)"
+        )
     c = _coefficients(key, plan.schedule, timestep, sample, xp, plan)
-    x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
-    x_b, x0 = kernels.ddim_update(x_t, out, c, plan.config, z, use_clipped_model_output, xp=xp)
+    x_t, m, z = backends.to_work_dtype(xp, sample, model_output, noise)
+    x_b, x0 = kernels.ddim_update(x_t, m, c, plan.config, z, use_clipped, xp=xp)
     return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
+
+
+def _fused(
+    key: tuple[Any, ...],
+    plan: Plan,
+    t: int,
+    sample: Array,
+    model_output: Array,
+    noise: Array | None,
+    use_clipped: bool,
+    out: tuple[Array, Array] | None,
+) -> StepOutput | None:
+    """The step by a plugin's fused kernel, or None where none applies (then the reference)."""
+    if backends.compiling():  # torch.compile fuses the reference itself
+        return None
+    kernel = plugins.step_kernel(sample)
+    if kernel is None or model_output.dtype != sample.dtype:
+        return None
+    if noise is not None and noise.dtype != sample.dtype:
+        return None
+    row_key = (key, t, use_clipped)
+    found = _FUSED_ROWS.get(row_key)
+    if found is None:  # first use of this (plan, eta, t): validate and keep the row
+        config = plan.config
+        clip = config.clip_sample_range if config.clip_sample else None
+        row = list(_host_row(key, t, (clip is not None, use_clipped)))
+        if len(_FUSED_ROWS) > 65536:
+            _FUSED_ROWS.clear()
+        found = _FUSED_ROWS[row_key] = (row, clip)
+    result = kernel(sample, model_output, noise, found[0], found[1], out)
+    return None if result is None else StepOutput._make(result)
+
+
+# (kind, plan, eta), t, use_clipped -> (linear-form row, clip range): the fused path's
+# coefficients, validated once per plan and timestep
+_FUSED_ROWS: dict[tuple[Any, ...], tuple[list[float], float | None]] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_table(key: tuple[Any, ...], clipped: bool, use_clipped: bool) -> np.ndarray:
+    plan: Plan = key[1]
+    table = kernels.linear_form(
+        _host_table(key)[0], plan.config.prediction_type, clipped, use_clipped
+    )
+    table.setflags(write=False)
+    return table
+
+
+def _step_arrays(model_output: Array, sample: Array, noise: Array | None) -> Namespace:
+    """`_arrays` for a step, with a quick path for NumPy/torch arrays of one dtype and shape."""
+    xp = backends.fast_namespace(sample, model_output, noise)
+    if xp is not None:
+        dtype, shape = sample.dtype, sample.shape
+        if (
+            backends.REAL_FLOATING.get(type(sample), {}).get(dtype)
+            and model_output.dtype == dtype
+            and model_output.shape == shape
+            and (noise is None or (noise.dtype == dtype and noise.shape == shape))
+        ):
+            return xp
+    return _arrays(model_output=model_output, sample=sample, noise=noise)
 
 
 def _arrays(**arrays: Array | None) -> Namespace:
@@ -119,7 +201,7 @@ def _arrays(**arrays: Array | None) -> Namespace:
         if not backends.is_real_floating(xp, a):
             raise TypeError(f"{name} must be a real floating-point array, got dtype {a.dtype}")
     for name, a in rest:
-        if tuple(a.shape) != tuple(first.shape):
+        if a.shape != first.shape and tuple(a.shape) != tuple(first.shape):
             raise ValueError(
                 f"{name} has shape {tuple(a.shape)} but {first_name} has shape "
                 f"{tuple(first.shape)}; they must be equal"
@@ -128,6 +210,8 @@ def _arrays(**arrays: Array | None) -> Namespace:
 
 
 def _check_eta(eta: Any) -> float:
+    if type(eta) is float and 0.0 <= eta < math.inf:  # the common case, checked quickly
+        return eta
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
         raise TypeError(f"eta must be a real number, got {eta!r}")
     value = float(eta)
@@ -143,13 +227,10 @@ def _coefficients(
     key: tuple[Any, ...], sched: Schedule, timestep: Any, sample: Array, xp: Namespace, plan: Any
 ) -> list[Any]:
     """The columns of the host table `key` at `timestep`: floats, or arrays on sample's device."""
+    if isinstance(timestep, numbers.Integral) and not isinstance(timestep, bool):
+        return list(_host_row(key, int(timestep)))
     table, reasons = _host_table(key)
     T = sched.num_train_timesteps
-    if isinstance(timestep, numbers.Integral) and not isinstance(timestep, bool):
-        t = int(timestep)
-        _check_range("timestep", t, T)
-        _check_row(reasons, [t])
-        return [float(v) for v in table[t]]
     t_arr = _check_timestep_array(timestep, sample, xp)
     if backends.is_host_numpy(t_arr):  # free to read: check every value
         values = np.asarray(t_arr).reshape(-1)
@@ -166,6 +247,34 @@ def _coefficients(
     return [
         backends.broadcast_to_sample(rows[:, k], sample.ndim, xp) for k in range(table.shape[1])
     ]
+
+
+def _host_row(
+    key: tuple[Any, ...], t: int, linear: tuple[bool, bool] | None = None
+) -> tuple[float, ...]:
+    """Row t of the step table `key` (or of its linear form for (clipped, use_clipped)) as
+    Python floats, after checking that t is in range and the step can be taken."""
+    kind, of, *eta = key
+    return _host_row_of(kind, of.uid, *eta, t=t, linear=linear)
+
+
+@backends.host_constant  # plain arguments: torch.compile runs it eagerly, keeps the result
+def _host_row_of(
+    kind: str, uid: int, *eta: float, t: int, linear: tuple[bool, bool] | None
+) -> tuple[float, ...]:
+    return _cached_row(kind, uid, eta, t, linear)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_row(
+    kind: str, uid: int, eta: tuple[float, ...], t: int, linear: tuple[bool, bool] | None
+) -> tuple[float, ...]:
+    key = (kind, backends.registered(uid), *eta)
+    table, reasons = _host_table(key)
+    _check_range("timestep", t, table.shape[0])
+    _check_row(reasons, [t])
+    rows = table if linear is None else _linear_table(key, *linear)
+    return tuple(rows[t].tolist())
 
 
 def _check_range(name: str, t: int, T: int) -> None:

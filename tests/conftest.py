@@ -8,9 +8,11 @@ shape, dtype and device only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -174,3 +176,23 @@ def assert_close(
 
 def make_rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+@contextlib.contextmanager
+def reference_path() -> Iterator[None]:
+    """Run ddim_core's reference array-API step: the fused-kernel plugins blocked."""
+    from ddim_core import plugins
+
+    saved = os.environ.get(plugins.BLOCK_ENV)
+    os.environ[plugins.BLOCK_ENV] = ",".join(
+        filter(None, [saved, "numba", "torch-fused", "cupy-fused"])
+    )
+    plugins.manager.cache_clear()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[plugins.BLOCK_ENV]
+        else:
+            os.environ[plugins.BLOCK_ENV] = saved
+        plugins.manager.cache_clear()

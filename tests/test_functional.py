@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import reference_path
 
 import ddim_core as dc
 from ddim_core import functional as F
@@ -25,12 +26,15 @@ def _loop(state, x, model, n, config=CONFIG):
     "config", [CONFIG, CONFIG.replace(thresholding=True, sample_max_value=3.0)]
 )
 def test_functional_equals_imperative(config: dc.DDIMConfig) -> None:
+    """Bit for bit against the reference path (the fused kernels: tests/test_fused.py)."""
     model = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], config)
-    expected = dc.sample(model, X_T, config, 10)
+    with reference_path():
+        expected = dc.sample(model, X_T, config, 10)
+        inverted = dc.invert(model, expected, config, 10)
     got = _loop(F.init(config, 10, like=X_T), X_T, model, 10, config)
     assert np.array_equal(got, expected)
     inv = _loop(F.init(config, 10, like=X_T, inverse=True), expected, model, 10, config)
-    assert np.array_equal(inv, dc.invert(model, expected, config, 10))
+    assert np.array_equal(inv, inverted)
 
 
 def test_jax_jit_scan_equals_eager() -> None:

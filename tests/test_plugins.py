@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -267,16 +268,61 @@ def test_adapter_hook_and_register_adapters(fresh) -> None:  # type: ignore[no-u
         def ddim_core_adapter(self) -> Adapter:
             return Adapter("missing", "no_such_host_package", (), lambda: calls.append("missing"))
 
+    class Broken:
+        @hookimpl
+        def ddim_core_adapter(self) -> Adapter:
+            return Adapter("broken", "json", (), lambda: 1 / 0)
+
     fresh.register(Plugin(), name="fake")
     fresh.register(Missing(), name="missing")
+    fresh.register(Broken(), name="broken")
+    with pytest.warns(plugins.PluginWarning, match="'broken' failed to register"):
+        plugins.register_adapters()
+    with pytest.raises(ZeroDivisionError):
+        plugins.register_adapters("broken")
+    calls.clear()
     assert {"fake", "missing"} <= set(plugins.adapters())
-    assert "fake" in plugins.register_adapters() and calls == ["fake"]
+    with warnings.catch_warnings():  # hosts installed here but unusable are warned about
+        warnings.simplefilter("ignore", plugins.PluginWarning)
+        assert "fake" in plugins.register_adapters()
+    assert calls == ["fake"]
     with pytest.raises(ImportError, match="'missing' needs 'no_such_host_package'"):
         plugins.register_adapters("missing")
     with pytest.raises(ValueError, match="unknown adapter 'nope'"):
         plugins.register_adapters("nope")
     row = {r["name"]: r for r in plugins.describe()}["missing"]
     assert row["host_importable"] is False
+
+
+def test_step_kernel_hook_is_used_and_may_decline(fresh) -> None:  # type: ignore[no-untyped-def]
+    """A plugin's kernel gets the linear-form row; returning None runs the reference."""
+    calls = []
+
+    class Kernel:
+        @hookimpl
+        def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+            if not isinstance(sample, np.ndarray):
+                return None
+
+            def kernel(x, m, z, c, clip, out):  # type: ignore[no-untyped-def]
+                calls.append((tuple(c), clip, out))
+                if x.shape[0] == 3:
+                    return None  # declined: the reference path runs
+                ax, am, k0, kx, km, _sigma = c
+                x0 = np.clip(ax * x + am * m, -clip, clip) if clip else ax * x + am * m
+                return k0 * x0 + kx * x + km * m, x0
+
+            return kernel
+
+    fresh.register(Kernel(), name="test-kernel")
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=False), 10)
+    x, m = np.random.default_rng(0).standard_normal((2, 2, 4))
+    got = dc.step(plan, m, 500, x)
+    row = dc.steps._linear_table(("forward", plan, 0.0), False, False)[500]
+    assert calls == [(tuple(row.tolist()), None, None)]
+    np.testing.assert_allclose(got.prev_sample, row[3] * x + row[4] * m)
+    x3, m3 = np.ones((3, 2)), np.ones((3, 2))
+    assert np.isfinite(dc.step(plan, m3, 500, x3).prev_sample).all() and len(calls) == 2
 
 
 def test_every_hookspec_is_documented_and_tested() -> None:
@@ -287,6 +333,7 @@ def test_every_hookspec_is_documented_and_tested() -> None:
         "ddim_core_array_namespace": test_array_namespace_hook_is_asked_only_for_unknown_arrays,
         "ddim_core_standard_normal": test_torch_generator_matches_diffusers_randn_tensor,
         "ddim_core_adapter": test_adapter_hook_and_register_adapters,
+        "ddim_core_step_kernel": test_step_kernel_hook_is_used_and_may_decline,
     }
     assert sorted(specs) == sorted(tested)
     for name in specs:

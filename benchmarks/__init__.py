@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks [--smoke] [--out DIR]` (see benchmarks/run.py)."""

@@ -1,0 +1,36 @@
+"""The benchmark suite runs (smoke mode: tiny shapes, few repeats), so it never rots.
+Timings are reported, never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+ROOT = Path(__file__).parent.parent
+
+
+def test_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["meta"]["smoke"] is True
+    rows = data["steps"]
+    assert {r["library"] for r in rows} == {"torch", "numpy"}
+    assert {r["direction"] for r in rows} == {"forward", "inverse"}
+    for r in rows:
+        assert r["times_us"]["floor"] > 0 and r["times_us"]["ddim-core"] > 0
+        assert "ddim-core/floor" in r["ratios"] and "ddim-core/diffusers" in r["ratios"]
+    assert {lp["library"] for lp in data["loops"]} == {"torch", "numpy"}
+    table = (tmp_path / "results.md").read_text()
+    assert "| torch | 1x4x8x8 | for | 0 | off |" in table
+    assert "50-step loop" in table

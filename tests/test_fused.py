@@ -1,0 +1,177 @@
+"""Fused step kernels (torch eager, numba, CuPy) equal the reference array-API path.
+
+The kernels fold the step into two linear maps (kernels.linear_form) with float64
+coefficients; the reference rounds after every operation. Both must agree with the float64
+result on the same inputs to within 8 ulps of the size of the terms that are summed
+(|AX x| + |AM m| for x0, and likewise for x_prev): where x0 = (x - s1 eps) / sqrt(abar)
+cancels (t near T), a tolerance relative to the result would not hold for either.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import ddim_core as dc
+from ddim_core import plugins
+
+FUSED = ("numba", "torch-fused", "cupy-fused")
+
+
+@pytest.fixture
+def reference(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Call fn with the fused plugins blocked (a fresh manager), then restore."""
+
+    def run(fn):  # type: ignore[no-untyped-def]
+        with monkeypatch.context() as m:
+            m.setenv(plugins.BLOCK_ENV, ",".join(FUSED))
+            plugins.manager.cache_clear()
+            try:
+                return fn()
+            finally:
+                plugins.manager.cache_clear()
+
+    return run
+
+
+def _libraries() -> list:  # type: ignore[type-arg]
+    libs = [
+        pytest.param(
+            "numpy",
+            marks=pytest.mark.skipif(
+                __import__("importlib").util.find_spec("numba") is None,
+                reason="numba not installed",
+            ),
+        )
+    ]
+    libs += ["torch", "torch-eager", "cupy"]  # torch: numba's pass on the CPU when installed
+    return libs
+
+
+def _arrays(library: str, dtype: str, shape: tuple[int, ...], n: int):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    host = [rng.standard_normal(shape).astype(dtype) * 2 for _ in range(n)]
+    if library == "numpy":
+        return host
+    if library == "torch-eager":  # autograd inputs take the eager kernel (GPU's path too)
+        torch = pytest.importorskip("torch")
+        return [torch.from_numpy(a).requires_grad_() for a in host]
+    mod = pytest.importorskip(library)
+    if library == "cupy":
+        try:
+            return [mod.asarray(a) for a in host]
+        except Exception as exc:
+            pytest.skip(f"no GPU: {exc}")
+    return [mod.from_numpy(a) for a in host]
+
+
+def _host(a):  # type: ignore[no-untyped-def]
+    if hasattr(a, "get"):
+        return a.get()
+    if hasattr(a, "detach"):
+        a = a.detach()
+    return np.asarray(a.cpu() if hasattr(a, "cpu") else a)
+
+
+CONFIGS = [
+    dc.DDIMConfig(
+        prediction_type=p, clip_sample=c, timestep_spacing="trailing", clip_sample_range=1.5
+    )
+    for p, c in itertools.product(("epsilon", "sample", "v_prediction"), (False, True))
+]
+
+
+@pytest.mark.parametrize("library", _libraries())
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: f"{c.prediction_type}-clip{int(c.clip_sample)}"
+)
+def test_fused_equals_reference(library: str, dtype: str, config: dc.DDIMConfig, reference) -> None:  # type: ignore[no-untyped-def]
+    plan = dc.make_plan(config, 10)
+    x, m, z = _arrays(library, dtype, (2, 3, 5, 7), 3)
+    assert plugins.step_kernel(x) is not None
+    runs = []
+    for t, eta, clipped in itertools.product(plan.timesteps, (0.0, 0.7), (False, True)):
+        args = {"eta": eta, "noise": z, "use_clipped_model_output": clipped}
+        # (sample prediction cannot invert from the clean level: tested in test_errors)
+        invertible = not (config.prediction_type == "sample" and t == plan.timesteps[-1])
+        runs.append((t, eta, clipped, args, invertible))
+
+    def both(t, args, invertible):  # type: ignore[no-untyped-def]
+        cases = [(False, dc.step(plan, m, t, x, **args))]
+        return cases + ([(True, dc.inverse_step(plan, m, t, x))] if invertible else [])
+
+    fused = [both(t, args, inv) for t, _, _, args, inv in runs]
+    ref = reference(lambda: [both(t, args, inv) for t, _, _, args, inv in runs])
+    host = [_host(a).astype(np.float64) for a in (x, m, z)]
+    for (t, eta, clipped, _, _), got_cases, want_cases in zip(runs, fused, ref, strict=True):
+        for (inverse, got), (_, want) in zip(got_cases, want_cases, strict=True):
+            e, bounds = _exact_and_bounds(plan, t, host, eta, clipped, inverse, dtype)
+            for a, b, e_k, bound in zip(got, want, e, bounds, strict=True):
+                a, b = _host(a), _host(b)
+                assert a.dtype == b.dtype == np.dtype(dtype)
+                assert np.all(np.abs(a - e_k) <= bound), (t, eta, clipped, inverse)
+                assert np.all(np.abs(b - e_k) <= bound), (t, eta, clipped, inverse)
+
+
+def _exact_and_bounds(plan, t, host, eta, clipped, inverse, dtype):  # type: ignore[no-untyped-def]
+    """float64 results on the inputs, and 8 ulps (of dtype) of the summed terms' size."""
+    x, m, z = host
+    eta = 0.0 if inverse else eta
+    noise = z if eta > 0 else None
+    if inverse:
+        exact = dc.inverse_step(plan, m, t, x)
+    else:
+        exact = dc.step(plan, m, t, x, eta=eta, noise=z, use_clipped_model_output=clipped)
+    key = ("inverse" if inverse else "forward", plan, eta)
+    clip = plan.config.clip_sample
+    ax, am, k0, kx, km, sigma = dc.steps._linear_table(key, clip, clipped and not inverse)[t]
+    size0 = np.abs(ax * x) + np.abs(am * m)
+    size = np.abs(k0) * (np.abs(exact[1]) + size0) + np.abs(kx * x) + np.abs(km * m)
+    if noise is not None:
+        size = size + np.abs(sigma * noise)
+    ulp = np.finfo(dtype).eps
+    return [exact.prev_sample, exact.pred_original_sample], [8 * ulp * size, 8 * ulp * size0]
+
+
+@pytest.mark.parametrize("library", [lib for lib in _libraries() if lib != "torch-eager"])
+def test_out_buffers_are_written_and_returned(library: str) -> None:
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x, m, prev, x0 = _arrays(library, "float32", (1, 4, 8, 8), 4)
+    got = dc.step(plan, m, 500, x, out=(prev, x0))
+    assert got.prev_sample is prev and got.pred_original_sample is x0
+    again = dc.step(plan, m, 500, x)
+    assert np.allclose(_host(prev), _host(again.prev_sample), rtol=1e-6, atol=1e-7)
+    with pytest.raises(TypeError, match="out= needs a fused kernel"):
+        dc.step(plan, m, 500, x, out=(x, x0))  # overlaps the input: no kernel takes it
+
+
+def test_out_needs_a_fused_kernel() -> None:
+    strict = pytest.importorskip("array_api_strict")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x = strict.zeros((2, 2))
+    with pytest.raises(TypeError, match="out= needs a fused kernel"):
+        dc.step(plan, x, 500, x, out=(strict.zeros((2, 2)), strict.zeros((2, 2))))
+
+
+@pytest.mark.parametrize("contiguous", [True, False], ids=["numba", "eager"])
+def test_torch_fused_allocates_only_its_outputs(contiguous: bool) -> None:
+    torch = pytest.importorskip("torch")
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
+    x, m, z = (torch.randn(1, 4, 64, 64) for _ in range(3))
+    if not contiguous:  # the eager kernels (also the GPU's path)
+        x, m, z = (a.transpose(2, 3) for a in (x, m, z))
+    dc.step(plan, m, 500, x, eta=1.0, noise=z)  # warm up caches
+    with torch.profiler.profile(profile_memory=True) as prof:
+        dc.step(plan, m, 500, x, eta=1.0, noise=z)
+    # top-level ops' allocations; torch also wraps each Python-float coefficient in a 0-d
+    # tensor (a few bytes, freed at once): every array-sized allocation is one of the outputs
+    nbytes = x.numel() * x.element_size()
+    big = [
+        e.cpu_memory_usage
+        for e in prof.events()
+        if e.cpu_parent is None and e.cpu_memory_usage >= 1024
+    ]
+    assert big == [nbytes, nbytes]
