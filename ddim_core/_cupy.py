@@ -12,7 +12,7 @@ _KERNEL = cupy.ElementwiseKernel(
     "T prev, T x0",
     """
     double a = ax * (double)x + am * (double)m;
-    if (clip) a = min(max(a, -r), r);
+    if (clip) a = a < -r ? -r : (a > r ? r : a);  // keeps NaN, as the reference does
     x0 = (T)a;
     double b = k0 * a + kx * (double)x + km * (double)m;
     if (noise) b += sigma * (double)z;

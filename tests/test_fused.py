@@ -175,3 +175,15 @@ def test_torch_fused_allocates_only_its_outputs(contiguous: bool) -> None:
         if e.cpu_parent is None and e.cpu_memory_usage >= 1024
     ]
     assert big == [nbytes, nbytes]
+
+
+@pytest.mark.parametrize("library", [lib for lib in _libraries() if lib != "torch-eager"])
+def test_nan_propagates_through_clipping_like_the_reference(library: str, reference) -> None:  # type: ignore[no-untyped-def]
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
+    x, m = _arrays(library, "float32", (1, 2, 3, 4), 2)
+    x[0, 0, 0, 0] = float("nan")
+    fused = dc.step(plan, m, 500, x)
+    ref = reference(lambda: dc.step(plan, m, 500, x))
+    for a, b in zip(fused, ref, strict=True):
+        np.testing.assert_array_equal(np.isnan(_host(a)), np.isnan(_host(b)))
+        assert np.isnan(_host(a)[0, 0, 0, 0])
