@@ -172,6 +172,16 @@ def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> 
     return xp.asarray(values.tolist(), dtype=dtype, device=device)
 
 
+def to_host(x: Any, dtype: Any = np.float64) -> np.ndarray:
+    """A NumPy copy of configuration data (tables, sigma lists, timesteps) given as an array
+    of any library or a sequence: an explicit host read, never made on the step path."""
+    if hasattr(x, "detach"):  # torch: leave autograd and the device
+        x = x.detach().cpu()
+    elif hasattr(x, "get") and not isinstance(x, np.ndarray):  # CuPy
+        x = x.get()
+    return np.asarray(x, dtype=dtype)
+
+
 def broadcast_to_sample(coefficient: Array, ndim: int, xp: Namespace) -> Array:
     """Reshape per-sample coefficients of shape (B,) to (B, 1, ..., 1) for a sample of `ndim`."""
     if coefficient.ndim == 0 or ndim <= 1:

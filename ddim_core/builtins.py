@@ -124,10 +124,9 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: list[float], clip: float | None
     plain = x.device.type == "cpu" and all(
         a.is_contiguous() and not a.requires_grad for a in inputs
     )
-    if out is not None:
-        plain = plain and all(o.is_contiguous() and o.dtype == x.dtype for o in out)
-        if not plain or _aliases(out, inputs):
-            return _torch_step(x, m, z, c, clip, out)
+    if plain and out is not None:
+        plain = all(o.is_contiguous() and o.dtype == x.dtype for o in out)
+        plain = plain and not _aliases(out, inputs)
     if not plain:
         return _torch_step(x, m, z, c, clip, out)
     from . import _numba
@@ -176,8 +175,8 @@ def _aliases(out: Any, inputs: tuple[Any, ...]) -> bool:
 
 
 class NumbaFused:
-    """NumPy float32/float64 with numba installed: one pass over memory reading x_t, the model
-    output (and noise), writing both outputs; parallel over 2^16 elements and up."""
+    """NumPy float32/float64 with numba installed: one parallel pass over memory reading x_t,
+    the model output (and noise), writing both outputs."""
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:

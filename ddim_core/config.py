@@ -125,6 +125,16 @@ class DDIMConfig:
         return cls.from_dict(data)
 
 
+def check_nonnegative(name: str, value: Any) -> float:
+    """A finite real number >= 0 (eta, s_noise), else TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0.0):
+        raise ValueError(f"{name}={value} must be a finite number >= 0")
+    return number
+
+
 def _unalias(key: str, value: Any) -> Any:
     if isinstance(value, str):
         name = value.lstrip(":")  # Bumblebee atoms may arrive as ":quadratic"

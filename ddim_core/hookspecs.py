@@ -24,6 +24,7 @@ in a hook is reported with a warning naming it and unregistered; the others keep
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -40,13 +41,23 @@ class Adapter:
 
     name: short name ("diffusers"); host: the host's import name, checked for importability
     without importing it; provides: what the adapter offers, for people to read; register:
-    adds DDIM to the host's own registry (imports the host; called by `register_adapters`).
+    adds DDIM to the host's own registry (imports the host; called by `register_adapters`),
+    a callable or a "module:function" string.
     """
 
     name: str
     host: str
     provides: tuple[str, ...]
-    register: Callable[[], Any]
+    register: Callable[[], Any] | str
+
+    def run_register(self) -> Any:
+        """Call `register`; a "module:function" string is imported first, so a plugin module
+        can name its host-importing registration without importing anything itself."""
+        target = self.register
+        if isinstance(target, str):
+            module, _, attr = target.partition(":")
+            target = getattr(importlib.import_module(module), attr)
+        return target()
 
 
 @hookspec(firstresult=True)

@@ -27,7 +27,7 @@ BLOCK_ENV = "DDIM_CORE_BLOCK_PLUGINS"
 BUILTINS = ("numpy", "torch", "jax", "cupy", "numba", "torch-fused", "cupy-fused")
 
 
-_kernels: dict[tuple[int, type, Any], Any] = {}  # step_kernel's answers
+_kernels: dict[tuple[type, Any], Any] = {}  # step_kernel's answers, per array type and dtype
 
 
 class PluginWarning(UserWarning):
@@ -131,7 +131,8 @@ def standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int
 
 def step_kernel(sample: Any) -> Any:
     """The fused step kernel a plugin offers for `sample`'s type and dtype (cached), or None."""
-    key = (id(manager()), type(sample), sample.dtype)
+    manager()  # a new manager (after cache_clear) empties this cache first
+    key = (type(sample), sample.dtype)
     try:
         return _kernels[key]
     except KeyError:
@@ -171,7 +172,7 @@ def register_adapters(*names: str) -> list[str]:
                 raise ImportError(f"adapter {adapter.name!r} needs {adapter.host!r} installed")
             continue
         try:
-            adapter.register()
+            adapter.run_register()
         except Exception as exc:
             if names:
                 raise

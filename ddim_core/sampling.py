@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from . import backends, plugins
 from .backends import Array, Namespace
 from .config import DDIMConfig
-from .plans import Plan, make_plan
+from .plans import make_plan
 from .steps import inverse_step, step
 
 Model = Callable[[Array, Any], Array]
@@ -99,16 +99,22 @@ def invert(
     _check_model(model)
     if eta != 0:
         raise ValueError(f"eta={eta}: inversion is deterministic, eta must be 0")
-    iters = _check_int("fixed_point_iters", fixed_point_iters)
-    if tol is not None and not (isinstance(tol, numbers.Real) and tol > 0):
-        raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
+    iters = check_fixed_point(fixed_point_iters, tol)
     xp = backends.namespace(x=x)
     for i, t in enumerate(_progress(plan.inverse_timesteps, progress, "DDIM inversion")):
         out = _call(model, x, t, i, xp, check_finite)
         y, x0 = inverse_step(plan, out, t, x)
         calls, residual = 1, None
         if iters:
-            y, more, residual = _solve(model, plan, t, x, y, iters, tol, history, xp, i)
+
+            def forward(y: Array, t: int = t, i: int = i) -> Array:
+                return step(plan, _call(model, y, t, i, xp, False), t, y)[0]
+
+            # the inverse of the step's linear part: sqrt(abar_t / abar_prev)
+            c = math.sqrt(
+                plan.schedule.alpha_bar(t) / plan.schedule.alpha_bar(plan.prev_timestep(t))
+            )
+            y, more, residual = solve_implicit(forward, x, y, iters, tol, c=c, history=history)
             calls += more
         x = backends.materialize(y)
         if callback is not None:
@@ -116,27 +122,33 @@ def invert(
     return x
 
 
-def _solve(
-    model: Model,
-    plan: Plan,
-    t: int,
+def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
+    """Validate exact-inversion options: an integer >= 0 and a tolerance > 0 or None."""
+    iters = _check_int("fixed_point_iters", fixed_point_iters)
+    if tol is not None and not (isinstance(tol, numbers.Real) and float(tol) > 0):
+        raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
+    return iters
+
+
+def solve_implicit(
+    forward: Callable[[Array], Array],
     x_src: Array,
     y: Array,
     iters: int,
     tol: float | None,
-    m: int,
-    xp: Namespace,
-    i: int,
+    *,
+    c: float = 1.0,
+    history: int = 5,
 ) -> tuple[Array, int, float | None]:
-    """Find y with step(plan, model(y, t), t, y) = x_src, per batch element.
+    """Find y with forward(y) = x_src per batch element, from the guess y (plain inversion).
 
-    g(y) = y - c (step(y) - x_src), c = sqrt(abar_t / abar_prev) the inverse of the step's
-    linear part, is the natural fixed-point map (for epsilon prediction, exactly plain
-    inversion with eps evaluated at y). Anderson mixing of the last `m` iterates makes it
-    converge where plain iteration does not; the best iterate per sample is kept.
+    The fixed-point map g(y) = y - c (forward(y) - x_src), with c the inverse of forward's
+    linear part, is plain inversion with the model evaluated at y. Anderson mixing of the
+    last `history` iterates (Walker & Ni 2011) makes it converge where plain iteration does
+    not; the best iterate per sample is kept. Returns (best, forward calls, max residual);
+    the residual is read to the host only to stop at `tol`, or when free (NumPy), else None.
     """
-    ab_t, ab_prev = plan.schedule.alpha_bar(t), plan.schedule.alpha_bar(plan.prev_timestep(t))
-    c = math.sqrt(ab_t / ab_prev)
+    xp = backends.namespace(x_src=x_src, y=y)
     batch = y.shape[0]
     best = y
     best_res = xp.full((batch,), math.inf, dtype=y.dtype, device=backends.device(y))
@@ -145,10 +157,10 @@ def _solve(
     calls = 0
     residual: float | None = None
     for _ in range(iters):
-        x_prev = backends.materialize(step(plan, _call(model, y, t, i, xp, False), t, y)[0])
+        x_fwd = backends.materialize(forward(y))
         calls += 1
-        f = -c * (x_prev - x_src)  # g(y) - y
-        res = xp.max(xp.reshape(xp.abs(x_prev - x_src), (batch, -1)), axis=1)
+        f = -c * (x_fwd - x_src)  # g(y) - y
+        res = xp.max(xp.reshape(xp.abs(x_fwd - x_src), (batch, -1)), axis=1)
         best = xp.where(_expand(res < best_res, y, xp), y, best)
         best_res = xp.minimum(res, best_res)
         best, best_res = backends.materialize(best), backends.materialize(best_res)
@@ -156,12 +168,13 @@ def _solve(
             residual = float(xp.max(best_res))  # a host read: only to stop early, or free
             if tol is not None and residual <= tol:
                 break
-        g_hist, f_hist = [*g_hist, y + f][-(m + 1) :], [*f_hist, f][-(m + 1) :]
-        y = backends.materialize(anderson_step(g_hist, f_hist, xp))
+        g_hist = [*g_hist, y + f][-(history + 1) :]
+        f_hist = [*f_hist, f][-(history + 1) :]
+        y = backends.materialize(_anderson(g_hist, f_hist, xp))
     return best, calls, residual
 
 
-def anderson_step(g_hist: list[Array], f_hist: list[Array], xp: Namespace) -> Array:
+def _anderson(g_hist: list[Array], f_hist: list[Array], xp: Namespace) -> Array:
     """Anderson type-II step per batch element: y = g_k - dG gamma, gamma = argmin |f_k - dF gamma|.
 
     The m x m normal equations are solved by a Cholesky factorisation written out over (batch,)

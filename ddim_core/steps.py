@@ -19,7 +19,7 @@ import numpy as np
 
 from . import backends, kernels, plugins
 from .backends import Array, Namespace
-from .config import DDIMConfig
+from .config import DDIMConfig, check_nonnegative
 from .plans import Plan
 from .schedules import Schedule, as_schedule
 
@@ -212,12 +212,7 @@ def _arrays(**arrays: Array | None) -> Namespace:
 def _check_eta(eta: Any) -> float:
     if type(eta) is float and 0.0 <= eta < math.inf:  # the common case, checked quickly
         return eta
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
-        raise TypeError(f"eta must be a real number, got {eta!r}")
-    value = float(eta)
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"eta={eta} must be a finite number >= 0")
-    return value
+    return check_nonnegative("eta", eta)
 
 
 # --- coefficients ------------------------------------------------------------------------------
@@ -261,13 +256,6 @@ def _host_row(
 @backends.host_constant  # plain arguments: torch.compile runs it eagerly, keeps the result
 def _host_row_of(
     kind: str, uid: int, *eta: float, t: int, linear: tuple[bool, bool] | None
-) -> tuple[float, ...]:
-    return _cached_row(kind, uid, eta, t, linear)
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_row(
-    kind: str, uid: int, eta: tuple[float, ...], t: int, linear: tuple[bool, bool] | None
 ) -> tuple[float, ...]:
     key = (kind, backends.registered(uid), *eta)
     table, reasons = _host_table(key)

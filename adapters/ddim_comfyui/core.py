@@ -159,7 +159,7 @@ def run_node(node_id: str, **inputs: Any) -> tuple[Any, dict[str, Any]] | Any:
     if node_id == "DDIMCoreSampler":
         return sample_ddim_core, {"eta": inputs["eta"], "s_noise": inputs["s_noise"]}
     if node_id == "DDIMCoreInversionSampler":
-        options = {"fixed_point_iters": inputs["fixed_point_iters"], "tol": inputs["tol"] or None}
+        options = {"fixed_point_iters": inputs["fixed_point_iters"], "tol": inputs["tol"]}
         return sample_ddim_core_inverse, options
     if node_id == "DDIMCoreSchedule":
         return ddim_sigmas(**inputs)

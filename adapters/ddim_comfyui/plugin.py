@@ -5,12 +5,6 @@ from __future__ import annotations
 from ddim_core.hookspecs import Adapter, hookimpl
 
 
-def _register() -> list[str]:
-    from .nodes import register
-
-    return register()
-
-
 @hookimpl
 def ddim_core_adapter() -> Adapter:
     return Adapter(
@@ -20,5 +14,5 @@ def ddim_core_adapter() -> Adapter:
             "nodes: DDIM Sampler, DDIM Inversion Sampler, DDIM Schedule, Flip to Inversion Sigmas",
             "KSampler samplers: ddim_core, ddim_core_inverse",
         ),
-        register=_register,
+        register="ddim_comfyui.nodes:register",
     )

@@ -5,17 +5,11 @@ from __future__ import annotations
 from ddim_core.hookspecs import Adapter, hookimpl
 
 
-def _register() -> list[str]:
-    from .schedulers import register
-
-    return register()
-
-
 @hookimpl
 def ddim_core_adapter() -> Adapter:
     return Adapter(
         name="diffusers",
         host="diffusers",
         provides=("ddim_diffusers.DDIMScheduler", "ddim_diffusers.DDIMInverseScheduler"),
-        register=_register,
+        register="ddim_diffusers.schedulers:register",
     )

@@ -79,7 +79,7 @@ class _DDIMSchedulerBase(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
     @alphas_cumprod.setter
     def alphas_cumprod(self, value: Any) -> None:
-        table = _host_float64(value)
+        table = backends.to_host(value)
         if _same_table(table, value, self._schedule.alphas_cumprod):  # moved or cast: keep exact
             self._alphas_cumprod = value
             return
@@ -88,11 +88,8 @@ class _DDIMSchedulerBase(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             dataclasses.replace(given, final_alpha_cumprod=self._schedule.final_alpha_cumprod)
         )
 
-    def _boundary_level(self) -> Any:
-        return self._boundary
-
     def _set_boundary_level(self, value: Any) -> None:
-        level = float(_host_float64(value).reshape(()))
+        level = float(backends.to_host(value).reshape(()))
         if not _same_table(
             np.asarray(level), value, np.asarray(self._schedule.final_alpha_cumprod)
         ):
@@ -183,7 +180,7 @@ class DDIMScheduler(_DDIMSchedulerBase):
     @property
     def final_alpha_cumprod(self) -> Any:
         """alpha_bar after the last step: 1 with set_alpha_to_one, else alpha_bar_0."""
-        return self._boundary_level()
+        return self._boundary
 
     @final_alpha_cumprod.setter
     def final_alpha_cumprod(self, value: Any) -> None:
@@ -286,7 +283,7 @@ class DDIMInverseScheduler(_DDIMSchedulerBase):
     @property
     def initial_alpha_cumprod(self) -> Any:
         """alpha_bar before the first inverse step: 1 with set_alpha_to_one, else alpha_bar_0."""
-        return self._boundary_level()
+        return self._boundary
 
     @initial_alpha_cumprod.setter
     def initial_alpha_cumprod(self, value: Any) -> None:
@@ -342,7 +339,7 @@ def _ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
             f"choose one of {BETA_SCHEDULES} or pass trained_betas"
         )
     if betas is not None:
-        kwargs["trained_betas"] = tuple(_host_float64(betas).reshape(-1).tolist())
+        kwargs["trained_betas"] = tuple(backends.to_host(betas).reshape(-1).tolist())
     return dc.DDIMConfig(**kwargs)
 
 
@@ -366,22 +363,10 @@ def _timestep_for(timestep: Any, sample: Any) -> Any:
             return timestep.to(backends.device(sample))
     except TypeError:
         pass
-    host = _host_int64(timestep)
+    host = backends.to_host(timestep, np.int64)
     if host.ndim == 0:
         return int(host)
     return xp.asarray(host, device=backends.device(sample))
-
-
-def _host_float64(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch
-        value = value.detach().cpu()
-    return np.asarray(value, dtype=np.float64)
-
-
-def _host_int64(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-    return np.asarray(value).astype(np.int64)
 
 
 def _same_table(table: np.ndarray, given: Any, exact: np.ndarray) -> bool:

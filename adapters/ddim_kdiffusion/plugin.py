@@ -5,12 +5,6 @@ from __future__ import annotations
 from ddim_core.hookspecs import Adapter, hookimpl
 
 
-def _register() -> list[str]:
-    from .samplers import register
-
-    return register()
-
-
 @hookimpl
 def ddim_core_adapter() -> Adapter:
     return Adapter(
@@ -21,5 +15,5 @@ def ddim_core_adapter() -> Adapter:
             "ddim_kdiffusion.sample_ddim_inverse",
             "ddim_kdiffusion.get_sigmas_ddim",
         ),
-        register=_register,
+        register="ddim_kdiffusion.samplers:register",
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +23,10 @@ import numpy as np
 
 import ddim_core as dc
 from ddim_core import backends, kernels
+from ddim_core.config import check_nonnegative
 from ddim_core.kernels import DIRECTION, SIGMA, SQRT_1M_AB_FROM, SQRT_AB_FROM, SQRT_AB_TO
 from ddim_core.plugins import standard_normal
-from ddim_core.sampling import anderson_step
+from ddim_core.sampling import check_fixed_point, solve_implicit
 
 Array = Any
 
@@ -49,10 +49,11 @@ def sample_ddim(
     """
     extra_args = {} if extra_args is None else extra_args
     levels = _levels(sigmas, ascending=False)
-    eta = _check_real("eta", eta)
-    s_noise = _check_real("s_noise", s_noise)
+    eta = check_nonnegative("eta", eta)
+    s_noise = check_nonnegative("s_noise", s_noise)
     if eta > 0 and noise_sampler is None:
         noise_sampler = _default_noise_sampler(x)
+    rows = _coefficients(levels, eta, inverse=False)
     s_in = _ones_like_batch(x)
     for i in _trange(len(levels) - 1, disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
@@ -60,7 +61,7 @@ def sample_ddim(
             callback(
                 {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
             )
-        c = _coefficients(levels[i], levels[i + 1], eta)
+        c = rows[i]
         noise = None
         if eta > 0 and levels[i + 1] > 0:
             assert noise_sampler is not None
@@ -89,16 +90,11 @@ def sample_ddim_inverse(
     """
     extra_args = {} if extra_args is None else extra_args
     levels = _levels(sigmas, ascending=True)
-    if isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, numbers.Integral):
-        raise TypeError(f"fixed_point_iters must be an integer, got {fixed_point_iters!r}")
-    if fixed_point_iters < 0:
-        raise ValueError(f"fixed_point_iters={fixed_point_iters} must be >= 0")
-    if tol is not None and not (isinstance(tol, numbers.Real) and tol > 0):
-        raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
+    iters = check_fixed_point(fixed_point_iters, tol)
+    rows = _coefficients(levels, 0.0, inverse=True)
     s_in = _ones_like_batch(x)
     for i in _trange(len(levels) - 1, disable):
-        src, dst = levels[i], levels[i + 1]
-        c = _coefficients(src, dst, 0.0, inverse=True)
+        src, dst, c = levels[i], levels[i + 1], rows[i]
         eps_at = functools.partial(_eps_at, model, sigmas[i + 1] * s_in, dst, extra_args)
         # the model sees the source sample expressed at the destination level
         eps, denoised = eps_at(x * (c[SQRT_AB_FROM] / c[SQRT_AB_TO]))
@@ -106,8 +102,13 @@ def sample_ddim_inverse(
             sigma = sigmas[i + 1]
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         y = _transfer(x, eps, c, "epsilon", None)
-        if fixed_point_iters:
-            y = _solve(x, y, src, dst, eps_at, fixed_point_iters, tol)
+        if iters:
+            # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y),
+            # whose linear part is the identity (c = 1)
+            def forward(y: Array, eps_at: Any = eps_at, step: float = dst - src) -> Array:
+                return y - step * eps_at(y)[0]
+
+            y = solve_implicit(forward, x, y, iters, tol)[0]
         x = y
     return x
 
@@ -169,7 +170,7 @@ def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
         raise ValueError(
             f"sigmas must be a 1-D array of at least 2 levels, got shape {tuple(sigmas.shape)}"
         )
-    levels = [float(s) for s in _host(sigmas)]
+    levels = [float(s) for s in backends.to_host(sigmas)]
     if not all(math.isfinite(s) and s >= 0 for s in levels):
         raise ValueError(f"sigmas must be finite and >= 0, got {levels}")
     pairs = list(itertools.pairwise(levels))
@@ -180,23 +181,17 @@ def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
     return levels
 
 
-def _host(a: Array) -> np.ndarray:
-    if hasattr(a, "detach"):  # torch
-        a = a.detach().cpu()
-    return np.asarray(a, dtype=np.float64)
-
-
-def _coefficients(
-    sigma_from: float, sigma_to: float, eta: float, inverse: bool = False
-) -> list[float]:
-    """One row of the core's transfer table between two sigma levels (host float64)."""
-    a, b = 1.0 / (1.0 + sigma_from**2), 1.0 / (1.0 + sigma_to**2)
-    table, direction_sq = kernels.transfer_coefficients(np.array([a]), np.array([b]), eta)
+def _coefficients(levels: list[float], eta: float, *, inverse: bool) -> list[list[float]]:
+    """The core's transfer rows between consecutive sigma levels (host float64, computed and
+    checked once per loop): abar = 1 / (1 + sigma^2)."""
+    ab = 1.0 / (1.0 + np.asarray(levels) ** 2)
+    table, direction_sq = kernels.transfer_coefficients(ab[:-1], ab[1:], eta)
     kind = "epsilon" if inverse else "sample"
-    reason = kernels.invalid_reason(a, float(direction_sq[0]), kind, eta)
-    if reason is not None:
-        raise ValueError(f"cannot step from sigma {sigma_from} to {sigma_to}: {reason}")
-    return [float(v) for v in table[0]]
+    for i, (a, d_sq) in enumerate(zip(ab[:-1].tolist(), direction_sq.tolist(), strict=True)):
+        reason = kernels.invalid_reason(a, d_sq, kind, eta)
+        if reason is not None:
+            raise ValueError(f"cannot step from sigma {levels[i]} to {levels[i + 1]}: {reason}")
+    return [list(map(float, row)) for row in table.tolist()]
 
 
 def _transfer(
@@ -208,43 +203,6 @@ def _transfer(
     x0, eps = kernels.predict_x0_eps(x_vp, model_output, c[SQRT_AB_FROM], c[SQRT_1M_AB_FROM], kind)
     x_b = kernels.transfer(x0, eps, c[SQRT_AB_TO], c[DIRECTION], c[SIGMA], noise)
     return x_b / c[SQRT_AB_TO]
-
-
-def _solve(
-    x_src: Array,
-    y: Array,
-    src: float,
-    dst: float,
-    eps_at: Callable[[Array], tuple[Array, Array]],
-    iters: int,
-    tol: float | None,
-) -> Array:
-    """Find y with forward_step(y: dst -> src) = x_src, per batch element.
-
-    In VE coordinates the forward DDIM step is den + (src / dst) (y - den) and the natural
-    fixed-point map is g(y) = x_src + (dst - src) eps(y) (plain inversion with eps evaluated
-    at y), accelerated with the core's Anderson step. Residual: max |forward(y) - x_src|.
-    """
-    xp = backends.namespace(x=x_src)
-    batch = y.shape[0]
-    best, best_res = y, None
-    g_hist: list[Array] = []
-    f_hist: list[Array] = []
-    for _ in range(iters):
-        eps, den = eps_at(y)
-        forward = den + (src / dst) * (y - den)  # DDIM eta = 0 step dst -> src in VE
-        res = xp.max(xp.reshape(xp.abs(forward - x_src), (batch, -1)), axis=1)
-        if best_res is None:
-            best, best_res = y, res
-        else:
-            better = xp.reshape(res < best_res, (batch,) + (1,) * (y.ndim - 1))
-            best, best_res = xp.where(better, y, best), xp.minimum(res, best_res)
-        if tol is not None and float(xp.max(best_res)) <= tol:  # one host read per iteration
-            break
-        g = x_src + (dst - src) * eps
-        g_hist, f_hist = [*g_hist, g][-6:], [*f_hist, g - y][-6:]
-        y = anderson_step(g_hist, f_hist, xp)
-    return best
 
 
 def _eps_at(
@@ -276,14 +234,6 @@ def _default_noise_sampler(x: Array) -> Callable[[Array, Array], Array]:
     return draw
 
 
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not (math.isfinite(float(value)) and float(value) >= 0):
-        raise ValueError(f"{name}={value!r} must be a finite number >= 0")
-    return float(value)
-
-
 def _trange(n: int, disable: bool | None) -> Any:
     if disable:
         return range(n)
@@ -295,4 +245,6 @@ def _trange(n: int, disable: bool | None) -> Any:
 
 
 def _schedule_of(table: Array, config: dc.DDIMConfig) -> dc.Schedule:
-    return dc.Schedule.from_alphas_cumprod(_host(table), set_alpha_to_one=config.set_alpha_to_one)
+    return dc.Schedule.from_alphas_cumprod(
+        backends.to_host(table), set_alpha_to_one=config.set_alpha_to_one
+    )
