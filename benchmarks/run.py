@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 import ddim_core as dc
-from ddim_core import plugins, steps
+from ddim_core import coefficients, plugins
 
 SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64), (1, 4, 128, 128), (8, 4, 128, 128), (16, 4, 128, 128)]
 SMOKE_SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64)]
@@ -162,8 +162,8 @@ def bench_step(
         fns["adapter"] = lambda: adapter.step(t_m, T, t_x)
     noisy = bool(eta) and direction == "forward"
     kernel = plugins.step_kernel(x)
-    key = ("forward" if direction == "forward" else "inverse", plan, eta if noisy else 0.0)
-    row = list(steps._host_row(key, T, (clip, False)))
+    key = coefficients.StepKey(plan, eta if noisy else 0.0, direction != "forward")
+    row = coefficients.linear_row(key, T, clip, False)
     fns["kernel"] = lambda: kernel(x, m, z if noisy else None, row, 1.0 if clip else None, None)
     fns["floor"] = _floor(t_x, t_m, t_z if noisy else None, t_o1, t_o2)
     if eta and direction == "forward":

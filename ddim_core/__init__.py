@@ -8,7 +8,10 @@ The core is pure functions over arrays, written against the Python array API sta
         x = dc.step(plan, model(x, t), t, x).prev_sample
 """
 
-from . import functional
+from . import (
+    functional,
+    plugins,  # noqa: F401  (installs the plugins' array-namespace fallback into backends)
+)
 from .analytic import GaussianMixture
 from .config import DDIMConfig
 from .plans import FINAL, Plan, make_plan, spaced_timesteps

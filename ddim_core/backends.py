@@ -1,26 +1,33 @@
-"""Array namespaces and devices: the only module that imports array-api-compat.
+"""Array namespaces, devices and dtypes, host/device transfers, and the host-side helpers
+the step path relies on (object ids, host constants, device caches). The one module of
+ddim_core that imports array-api-compat.
 
 array-api-compat resolves NumPy, CuPy, PyTorch, JAX, Dask and array-api-strict without
 importing any of them (it looks at `type(x)`), so importing ddim_core imports no framework.
+Arrays it does not know go to one fallback resolver, which `plugins` installs when imported
+(the `ddim_core_array_namespace` hook); this module imports nothing else of ddim_core.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
-import math
 import sys
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import array_api_compat
+import array_api_compat.numpy
 import numpy as np
 
 Array = Any
 Namespace = Any
 R = TypeVar("R")
+
+HOST_XP: Namespace = array_api_compat.numpy  # NumPy's array-API namespace: host tables
 
 
 def namespace(**arrays: Array) -> Namespace:
@@ -79,6 +86,20 @@ def _torch_same_device(first: Array, others: tuple[Array | None, ...]) -> bool:
     return all(not (x is not None and x.device != device) for x in others)
 
 
+def _no_fallback(x: Array) -> Namespace | None:
+    return None
+
+
+_namespace_fallback: Callable[[Array], Namespace | None] = _no_fallback
+
+
+def set_namespace_fallback(resolve: Callable[[Array], Namespace | None]) -> None:
+    """Install the resolver `namespace` asks for an array array-api-compat does not know; it
+    returns a namespace or None. `plugins` installs its `array_namespace` when imported."""
+    global _namespace_fallback
+    _namespace_fallback = resolve
+
+
 def _namespace_of(name: str, x: Array) -> Namespace:
     """array-api-compat's namespace of `x` (cached per type), else the one a plugin resolves."""
     xp = _NAMESPACES.get(type(x))
@@ -94,9 +115,7 @@ def _namespace_of(name: str, x: Array) -> Namespace:
         elif array_api_compat.is_torch_array(x):
             _SAME_DEVICE[type(x)] = _torch_same_device
         return xp
-    from . import plugins  # late: plugins imports this module
-
-    xp = plugins.array_namespace(x)
+    xp = _namespace_fallback(x)
     if xp is None:
         raise TypeError(
             f"{name} must be an array (numpy, torch, jax, cupy, dask, array-api-strict or one "
@@ -189,10 +208,6 @@ def broadcast_to_sample(coefficient: Array, ndim: int, xp: Namespace) -> Array:
     return xp.reshape(coefficient, (coefficient.shape[0],) + (1,) * (ndim - 1))
 
 
-def flat_size(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)
-
-
 _REGISTRY: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 _UIDS = itertools.count()
 
@@ -207,6 +222,17 @@ def register(obj: Any) -> int:
 
 def registered(uid: int) -> Any:
     return _REGISTRY[uid]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Registered:
+    """Base of frozen host-data classes (Schedule, Plan): a process-unique `uid`, registered
+    on construction, through which host_constant functions reach the object."""
+
+    uid: int = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uid", register(self))
 
 
 def host_constant(fn: Callable[..., R]) -> Callable[..., R]:

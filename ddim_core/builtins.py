@@ -100,7 +100,7 @@ class CupyNoise:
             return generator.standard_normal(shape, dtype=dtype).astype(like.dtype, copy=False)
 
 
-class TorchFused:
+class TorchKernel:
     """torch tensors, float32/float64. On the CPU with numba installed: numba's single pass on
     the tensors' memory (zero-copy NumPy views). Elsewhere (GPU, autograd, no numba): eager,
     the fewest kernels, in place on the outputs, so a step allocates its two outputs and
@@ -174,7 +174,7 @@ def _aliases(out: Any, inputs: tuple[Any, ...]) -> bool:
     return any(o.data_ptr() in ptrs for o in out)
 
 
-class NumbaFused:
+class NumbaKernel:
     """NumPy float32/float64 with numba installed: one parallel pass over memory reading x_t,
     the model output (and noise), writing both outputs."""
 
@@ -189,7 +189,7 @@ class NumbaFused:
         return _numba.step
 
 
-class CupyFused:
+class CupyKernel:
     """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype)."""
 
     @hookimpl
@@ -204,19 +204,20 @@ class CupyFused:
         return _cupy.step
 
 
-numpy = NumpyNoise()
-torch = TorchNoise()
-jax = JaxNoise()
-cupy = CupyNoise()
-numba = NumbaFused()
-torch_fused = TorchFused()
-cupy_fused = CupyFused()
+numpy_noise = NumpyNoise()
+torch_noise = TorchNoise()
+jax_noise = JaxNoise()
+cupy_noise = CupyNoise()
+numba_kernel = NumbaKernel()
+torch_kernel = TorchKernel()
+cupy_kernel = CupyKernel()
+# by entry-point name (pyproject.toml), for a source tree whose entry points are not installed
 PLUGINS = {
-    "numpy": numpy,
-    "torch": torch,
-    "jax": jax,
-    "cupy": cupy,
-    "numba": numba,
-    "torch-fused": torch_fused,
-    "cupy-fused": cupy_fused,
+    "numpy": numpy_noise,
+    "torch": torch_noise,
+    "jax": jax_noise,
+    "cupy": cupy_noise,
+    "numba": numba_kernel,
+    "torch-fused": torch_kernel,
+    "cupy-fused": cupy_kernel,
 }

@@ -1,4 +1,5 @@
-"""`ddim-core` command line: `demo`, `plot-schedule` and `plugins`."""
+"""`ddim-core` command line: `demo`, `plot-schedule`, `plugins`, and the adapters' own
+commands, e.g. `ddim-core comfyui install|uninstall COMFYUI_DIR` (the ComfyUI node pack's)."""
 
 from __future__ import annotations
 
@@ -135,36 +136,39 @@ def plugins_table() -> str:
         if r["adapter"] is not None:
             status = "importable" if r["host_importable"] else "not installed"
             provides = ", ".join(r["adapter"].provides)
+            command = f"; command: ddim-core {r['adapter'].name}" if r["adapter"].command else ""
             lines.append(
                 f"  {r['adapter'].name:<{width}}  host {r['adapter'].host}: {status}; "
-                f"provides {provides}"
+                f"provides {provides}{command}"
             )
     blocked = ", ".join(plugins.blocked()) or "none"
     lines.append(f"\nblocked by {plugins.BLOCK_ENV}: {blocked}")
     return "\n".join(lines)
 
 
-def comfyui(action: str, comfyui_dir: str) -> int:
-    """`ddim-core comfyui install|uninstall COMFYUI_DIR`."""
-    try:
-        from ddim_comfyui import install
-    except ImportError:
-        raise SystemExit("the ComfyUI node pack (ddim_comfyui) is not installed") from None
-    try:
-        done = (
-            install.install(comfyui_dir) if action == "install" else install.uninstall(comfyui_dir)
+COMMANDS = ("demo", "plot-schedule", "plugins")  # any other first argument names an adapter
+
+
+def adapter_command(name: str, args: list[str]) -> int:
+    """`ddim-core NAME ARGS...`: the command line of the adapter NAME (its `command`, found
+    through the plugins, so the core imports no adapter)."""
+    from . import plugins
+
+    commands = {a.name: a for a in plugins.adapters().values() if a.command is not None}
+    if name not in commands:
+        print(
+            f"ddim-core: error: unknown command {name!r}; commands: {', '.join(COMMANDS)}; "
+            f"from adapters: {', '.join(sorted(commands)) or 'none'} (see `ddim-core plugins`)",
+            file=sys.stderr,
         )
-    except ValueError as e:
-        print(f"ddim-core comfyui {action}: {e}", file=sys.stderr)
         return 2
-    if action == "install":
-        print(f"wrote {done}; restart ComfyUI to load the DDIM nodes")
-    else:
-        print(f"removed {done}" if done else "nothing to remove")
-    return 0
+    return commands[name].run_command(args, prog=f"ddim-core {name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        return adapter_command(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="ddim-core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="sample and invert a 2-D Gaussian mixture (NumPy)")
@@ -180,15 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--spacing", default="leading", choices=TIMESTEP_SPACINGS)
     q.add_argument("--zero-snr", action="store_true", help="rescale_betas_zero_snr")
     q.add_argument("--steps", type=int, default=50)
-    sub.add_parser("plugins", help="list plugins, their hooks and adapter hosts")
-    c = sub.add_parser("comfyui", help="add or remove the ComfyUI node pack's shim folder")
-    c.add_argument("action", choices=["install", "uninstall"])
-    c.add_argument("comfyui_dir", metavar="COMFYUI_DIR")
+    sub.add_parser("plugins", help="list plugins, their hooks, adapter hosts and commands")
     args = parser.parse_args(argv)
     if args.command == "plugins":
         print(plugins_table())
-    elif args.command == "comfyui":
-        return comfyui(args.action, args.comfyui_dir)
     elif args.command == "demo":
         table, results = demo(args.steps, args.spacing, args.points, args.seed)
         print(table)

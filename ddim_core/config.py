@@ -7,12 +7,14 @@ checkpoint round-trips. Bumblebee's names and values are accepted as aliases on 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import numbers
 import os
+import textwrap
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -34,41 +36,209 @@ _VALUE_ALIASES: dict[str, dict[Any, Any]] = {
 }
 
 
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """An integer in [low, high] (either bound optional), else TypeError/ValueError naming `name`.
+
+    bool is not an integer here; NumPy and other `numbers.Integral` integers are, as int.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    number = int(value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        if high is None:
+            allowed = f">= {low}"
+        elif low is None:
+            allowed = f"<= {high}"
+        else:
+            allowed = f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {allowed}, got {number}")
+    return number
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """True or False (not 0/1, not a string), else TypeError naming `name`."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """A finite real number >= 0 (eta, s_noise), else TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0.0):
+        raise ValueError(f"{name}={value} must be a finite number >= 0")
+    return number
+
+
+def _unalias(key: str, value: Any) -> Any:
+    if isinstance(value, str):
+        name = value.lstrip(":")  # Bumblebee atoms may arrive as ":quadratic"
+        return _VALUE_ALIASES.get(key, {}).get(name, value)
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, one of {options}; got {value!r}")
+        if value not in options:
+            raise ValueError(f"{name}={value!r} is not supported; choose one of {options}")
+        return value
+
+    return check
+
+
+def _real(low: float, high: float, *, low_open: bool = True, high_open: bool = True) -> Any:
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+
+    def check(name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        v = float(value)
+        above = v > low if low_open else v >= low
+        below = v < high if high_open else v <= high
+        if not math.isfinite(v) or not (above and below):
+            raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}")
+        return v
+
+    return check
+
+
+def _betas(name: str, value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of floats or None, got {type(value).__name__}")
+    try:
+        betas = tuple(float(b) for b in value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a sequence of real numbers: {e}") from None
+    bad = [b for b in betas if not 0.0 < b < 1.0]
+    if not betas or bad:
+        raise ValueError(f"{name} must be a non-empty sequence of values in (0, 1); got {bad[:3]}")
+    return betas
+
+
+def _option(default: Any, check: Callable[[str, Any], Any], doc: str) -> Any:
+    """A DDIMConfig field declared once: its default, its check and its one-line description."""
+    return dataclasses.field(default=default, metadata={"check": check, "doc": doc})
+
+
 @dataclasses.dataclass(frozen=True)
 class DDIMConfig:
-    """Options of a DDIM scheduler, with diffusers' names and defaults.
+    """Options of a DDIM scheduler, with diffusers' names and defaults, validated on creation."""
 
-    `prev_timestep` is ours: "plan" takes t_prev from the timestep plan (correct for every
-    spacing); "stride" reproduces diffusers' `t - num_train_timesteps // num_inference_steps`.
-    """
-
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    beta_schedule: str = "linear"
-    trained_betas: tuple[float, ...] | None = None
-    clip_sample: bool = True
-    set_alpha_to_one: bool = True
-    steps_offset: int = 0
-    prediction_type: str = "epsilon"
-    thresholding: bool = False
-    dynamic_thresholding_ratio: float = 0.995
-    clip_sample_range: float = 1.0
-    sample_max_value: float = 1.0
-    timestep_spacing: str = "leading"
-    rescale_betas_zero_snr: bool = False
-    prev_timestep: str = "plan"
+    num_train_timesteps: int = _option(
+        1000,
+        functools.partial(check_int, low=1),
+        "number of diffusion steps T the model was trained with (timesteps 0 .. T - 1); >= 1",
+    )
+    beta_start: float = _option(
+        0.0001,
+        _real(0.0, 1.0),
+        'beta at t = 0 of "linear" and "scaled_linear" (unused by "squaredcos_cap_v2"); in (0, 1)',
+    )
+    beta_end: float = _option(
+        0.02,
+        _real(0.0, 1.0),
+        'beta at t = T - 1 of "linear" and "scaled_linear" (unused by "squaredcos_cap_v2"); '
+        "in (0, 1)",
+    )
+    beta_schedule: str = _option(
+        "linear",
+        _choice(BETA_SCHEDULES),
+        '"linear": betas evenly spaced from beta_start to beta_end; "scaled_linear": sqrt(beta) '
+        'evenly spaced (Stable Diffusion); "squaredcos_cap_v2": the cosine schedule of Nichol '
+        "& Dhariwal 2021, betas capped at 0.999",
+    )
+    trained_betas: tuple[float, ...] | None = _option(
+        None,
+        _betas,
+        "betas taken as given, one per training timestep, each in (0, 1); they override "
+        "beta_start, beta_end and beta_schedule",
+    )
+    clip_sample: bool = _option(
+        True,
+        check_bool,
+        "clip the predicted x_0 to [-clip_sample_range, clip_sample_range] (ignored when "
+        "thresholding is on)",
+    )
+    set_alpha_to_one: bool = _option(
+        True,
+        check_bool,
+        "alpha_bar of the clean level where sampling ends and inversion starts (t = -1): "
+        "True takes 1, False takes alpha_bar_0",
+    )
+    steps_offset: int = _option(
+        0,
+        functools.partial(check_int, low=0),
+        'added to every inference timestep of the "leading" spacing (Stable Diffusion uses 1); '
+        ">= 0",
+    )
+    prediction_type: str = _option(
+        "epsilon",
+        _choice(PREDICTION_TYPES),
+        'what the model predicts: "epsilon" the noise, "sample" x_0, "v_prediction" '
+        "v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022)",
+    )
+    thresholding: bool = _option(
+        False,
+        check_bool,
+        "dynamic thresholding of the predicted x_0 (Saharia et al. 2022, Imagen) instead of "
+        "clip_sample; for pixel-space models, not latent ones",
+    )
+    dynamic_thresholding_ratio: float = _option(
+        0.995,
+        _real(0.0, 1.0, high_open=False),
+        "quantile of |x_0| per sample that sets the dynamic threshold s; in (0, 1]",
+    )
+    clip_sample_range: float = _option(
+        1.0,
+        _real(0.0, math.inf),
+        "bound of clip_sample: x_0 is clipped to [-clip_sample_range, clip_sample_range]; > 0",
+    )
+    sample_max_value: float = _option(
+        1.0,
+        _real(0.0, math.inf),
+        "largest dynamic threshold: s is clamped to [1, sample_max_value]; > 0",
+    )
+    timestep_spacing: str = _option(
+        "leading",
+        _choice(TIMESTEP_SPACINGS),
+        "which N of the T timesteps inference visits, k = 0 .. N - 1 (Lin et al. 2023, "
+        'table 2): "leading" k * (T // N) + steps_offset; "trailing" round(T - k * T / N) - 1; '
+        '"linspace" round(linspace(0, T - 1, N))',
+    )
+    rescale_betas_zero_snr: bool = _option(
+        False,
+        check_bool,
+        "rescale betas so the last training timestep has zero SNR (Lin et al. 2023, "
+        'algorithm 1); for models trained so, with "trailing" spacing',
+    )
+    prev_timestep: str = _option(
+        "plan",
+        _choice(PREV_TIMESTEP_RULES),
+        'not in diffusers: "plan" takes t_prev from the timestep plan (exact for every '
+        'spacing); "stride" reproduces diffusers\' t - num_train_timesteps // num_inference_steps',
+    )
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            object.__setattr__(self, field.name, _VALIDATORS[field.name](field.name, value))
+            check = field.metadata["check"]
+            object.__setattr__(self, field.name, check(field.name, getattr(self, field.name)))
         betas = self.trained_betas
         if betas is not None and len(betas) != self.num_train_timesteps:
             raise ValueError(
                 f"trained_betas has {len(betas)} values but num_train_timesteps is "
                 f"{self.num_train_timesteps}; they must agree"
             )
+
+    @classmethod
+    def options(cls) -> tuple[tuple[str, Any, str], ...]:
+        """(name, default, description) of every option, in declaration order."""
+        return tuple((f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls))
 
     def replace(self, **changes: Any) -> DDIMConfig:
         """A copy with some options changed (validated again)."""
@@ -125,97 +295,21 @@ class DDIMConfig:
         return cls.from_dict(data)
 
 
-def check_nonnegative(name: str, value: Any) -> float:
-    """A finite real number >= 0 (eta, s_noise), else TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    number = float(value)
-    if not (math.isfinite(number) and number >= 0.0):
-        raise ValueError(f"{name}={value} must be a finite number >= 0")
-    return number
+def _options_section(cls: type[DDIMConfig]) -> str:
+    """The options part of `help(DDIMConfig)`, written from the field declarations."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        indent = " " * 8
+        doc = textwrap.fill(
+            f.metadata["doc"],
+            92,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        rows.append(f"    {f.name}: {f.type} = {f.default!r}\n{doc}")
+    return "Options (name: type = default):\n\n" + "\n".join(rows)
 
 
-def _unalias(key: str, value: Any) -> Any:
-    if isinstance(value, str):
-        name = value.lstrip(":")  # Bumblebee atoms may arrive as ":quadratic"
-        return _VALUE_ALIASES.get(key, {}).get(name, value)
-    return value
-
-
-def _choice(options: tuple[str, ...]) -> Any:
-    def check(name: str, value: Any) -> str:
-        if not isinstance(value, str):
-            raise TypeError(f"{name} must be a string, one of {options}; got {value!r}")
-        if value not in options:
-            raise ValueError(f"{name}={value!r} is not supported; choose one of {options}")
-        return value
-
-    return check
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _int(low: int) -> Any:
-    def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an integer, got {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
-        return int(value)
-
-    return check
-
-
-def _real(low: float, high: float, *, low_open: bool = True, high_open: bool = True) -> Any:
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-
-    def check(name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-        v = float(value)
-        above = v > low if low_open else v >= low
-        below = v < high if high_open else v <= high
-        if not math.isfinite(v) or not (above and below):
-            raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}")
-        return v
-
-    return check
-
-
-def _betas(name: str, value: Any) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{name} must be a sequence of floats or None, got {type(value).__name__}")
-    try:
-        betas = tuple(float(b) for b in value)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be a sequence of real numbers: {e}") from None
-    bad = [b for b in betas if not 0.0 < b < 1.0]
-    if not betas or bad:
-        raise ValueError(f"{name} must be a non-empty sequence of values in (0, 1); got {bad[:3]}")
-    return betas
-
-
-_VALIDATORS: dict[str, Any] = {
-    "num_train_timesteps": _int(1),
-    "beta_start": _real(0.0, 1.0),
-    "beta_end": _real(0.0, 1.0),
-    "beta_schedule": _choice(BETA_SCHEDULES),
-    "trained_betas": _betas,
-    "clip_sample": _bool,
-    "set_alpha_to_one": _bool,
-    "steps_offset": _int(0),
-    "prediction_type": _choice(PREDICTION_TYPES),
-    "thresholding": _bool,
-    "dynamic_thresholding_ratio": _real(0.0, 1.0, high_open=False),
-    "clip_sample_range": _real(0.0, math.inf),
-    "sample_max_value": _real(0.0, math.inf),
-    "timestep_spacing": _choice(TIMESTEP_SPACINGS),
-    "rescale_betas_zero_snr": _bool,
-    "prev_timestep": _choice(PREV_TIMESTEP_RULES),
-}
+DDIMConfig.__doc__ = f"{(DDIMConfig.__doc__ or '').rstrip()}\n\n{_options_section(DDIMConfig)}\n"

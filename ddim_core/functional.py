@@ -1,55 +1,107 @@
-"""Functional init/step API: the state holds only arrays and a step index.
+"""Functional DDIM in Bumblebee's shape: a static scheduler, a state of arrays, pure steps.
 
-    state = init(config, 50, like=x)
-    for _ in range(50):
-        t = timestep(state)
-        state, x = step(state, x, model(x, t), config=config)
+    scheduler = Scheduler(DDIMConfig(), 50)
+    state = init(scheduler, like=x)
+    for t in scheduler.timesteps:
+        state, x = step(scheduler, state, model(x, t), x)
 
-Every coefficient is precomputed by `init` (host float64, cast once to the sample's dtype and
-device), so `step` is pure array code with no Python branch on values and no host read: a
-whole loop runs under `jax.lax.scan` / `jax.jit` and `torch.compile(fullgraph=True)`.
-`config` is static (hashable), as Bumblebee passes its scheduler to `step`.
+`Scheduler` is frozen and hashable: what does not change during a loop (pass it as a static
+argument to jax.jit). The state holds only arrays: the plan's coefficient rows, cast once by
+`init` to the sample's dtype and device, its timesteps and the step index. So `step` is pure
+array code with no Python branch on values and no host read, and a whole loop runs under
+`jax.lax.scan` / `jax.jit`, `torch.compile(fullgraph=True)` and on torch's meta device.
+
+Nothing can be mismatched: each scheduler has its own state type, so a state used with another
+scheduler is a TypeError (checked on the type, also while tracing), and eta > 0 without noise
+is a ValueError at trace time.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
 import numpy as np
 
-from . import backends, kernels
+from . import backends, coefficients, kernels
 from .backends import Array
-from .config import DDIMConfig
-from .plans import make_plan
-from .steps import _check_row, _host_table
+from .coefficients import Row, StepKey
+from .config import DDIMConfig, check_bool
+from .plans import Plan, make_plan
+from .steps import check_eta
 
 
 class DDIMState(NamedTuple):
-    """Arrays only (a JAX pytree): per-step coefficients, timesteps, and the step index."""
+    """Arrays only (a JAX pytree): the plan's Rows, timesteps and the index of the next step.
 
-    coefficients: Array  # (N, 5): the kernels' columns for each step of the plan
-    timesteps: Array  # (N,) integer
+    `init` returns an instance of a subclass made for its scheduler (see `step`).
+    """
+
+    coefficients: Array  # (N, 5): the Row of each step of the plan, in the work dtype
+    timesteps: Array  # (N,) integer: the timestep of each step (inversion: the destination)
     index: Array  # () integer: the next step
 
 
-def init(
-    config: DDIMConfig,
-    num_inference_steps: int,
-    *,
-    like: Array,
-    inverse: bool = False,
-    eta: float = 0.0,
-) -> DDIMState:
-    """State for the forward plan (or, with `inverse=True`, the mirrored inverse plan)."""
-    plan = make_plan(config, num_inference_steps)
-    ts = np.array(plan.inverse_timesteps if inverse else plan.timesteps)
-    table, reasons = _host_table(("inverse" if inverse else "forward", plan, float(eta)))
-    _check_row(reasons, ts.tolist())
+@dataclasses.dataclass(frozen=True)
+class Scheduler:
+    """The static part of a DDIM loop: config, step count (or custom timesteps) and options.
+
+    `timesteps` reads back as the tuple of timesteps the loop visits, in order (ascending
+    when `inverse`); given, in that same order, it is a custom plan (then
+    `num_inference_steps` may be None). `inverse=True` walks the mirrored plan (eta = 0).
+    """
+
+    config: DDIMConfig
+    num_inference_steps: int | None = None
+    _: dataclasses.KW_ONLY
+    eta: float = 0.0
+    inverse: bool = False
+    use_clipped_model_output: bool = False
+    timesteps: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        set_ = functools.partial(object.__setattr__, self)
+        set_("eta", check_eta(self.eta))
+        set_("inverse", check_bool("inverse", self.inverse))
+        use_clipped = check_bool("use_clipped_model_output", self.use_clipped_model_output)
+        set_("use_clipped_model_output", use_clipped)
+        if self.inverse and self.eta:
+            raise ValueError(f"eta={self.eta}: inversion is deterministic, eta must be 0")
+        if self.timesteps is None:
+            plan = make_plan(self.config, self.num_inference_steps)
+        else:
+            plan = make_plan(self.config, timesteps=self._descending(tuple(self.timesteps)))
+            if self.num_inference_steps not in (None, plan.num_inference_steps):
+                raise ValueError(
+                    f"num_inference_steps={self.num_inference_steps} but {plan.num_inference_steps}"
+                    " timesteps were given; give one of them, or both in agreement"
+                )
+        set_("num_inference_steps", plan.num_inference_steps)
+        set_("timesteps", plan.inverse_timesteps if self.inverse else plan.timesteps)
+
+    @property
+    def plan(self) -> Plan:
+        """The timestep plan of the loop (`make_plan` caches it)."""
+        return make_plan(self.config, timesteps=self._descending(self.timesteps or ()))
+
+    def _descending(self, visits: tuple[int, ...]) -> tuple[int, ...]:
+        return visits[::-1] if self.inverse else visits
+
+
+def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
+    """The state before the first step, on `like`'s device, in its working dtype."""
+    if not isinstance(scheduler, Scheduler):
+        raise TypeError(f"scheduler must be a functional.Scheduler, got {type(scheduler).__name__}")
+    plan = scheduler.plan
+    found = coefficients.table(StepKey(plan, scheduler.eta, scheduler.inverse))
+    ts = np.array(scheduler.timesteps, dtype=np.int64)
+    coefficients.check_timesteps(found, ts.tolist())
     xp = backends.namespace(like=like)
     device = backends.device(like)
     dtype = backends.work_dtype(xp, like.dtype)
-    return DDIMState(
-        coefficients=backends.from_host(table[ts], xp, device=device, dtype=dtype),
+    return _state_type(scheduler)(
+        coefficients=backends.from_host(found.values[ts], xp, device=device, dtype=dtype),
         timesteps=xp.asarray(ts.tolist(), device=device),
         index=xp.asarray(0, device=device),
     )
@@ -57,26 +109,47 @@ def init(
 
 def timestep(state: DDIMState) -> Array:
     """The timestep of the next step, a 0-d integer array."""
-    return _row(state.timesteps, state.index)
+    return _at(state.timesteps, state.index)
 
 
 def step(
+    scheduler: Scheduler,
     state: DDIMState,
-    sample: Array,
     model_output: Array,
+    sample: Array,
     *,
-    config: DDIMConfig,
     noise: Array | None = None,
 ) -> tuple[DDIMState, Array]:
-    """One step of the plan `init` made (forward or inverse); returns (new state, x_prev)."""
+    """The next step of the scheduler's plan; returns (new state, x_prev).
+
+    The argument order of `ddim_core.step(plan, model_output, timestep, sample)`. With
+    eta > 0, `noise` is a standard normal array shaped like `sample`.
+    """
+    made_for = getattr(type(state), "scheduler", None)  # a class attribute: no array read
+    if made_for is not scheduler and made_for != scheduler:
+        raise TypeError(
+            f"state was not made by init() for this scheduler ({scheduler!r}); "
+            "call init(scheduler, like=x) and pass its state"
+        )
+    if scheduler.eta > 0.0 and noise is None:
+        raise ValueError(f"scheduler.eta={scheduler.eta} > 0 needs `noise` (standard normal)")
+    noise = noise if scheduler.eta > 0.0 else None
     xp = backends.namespace(sample=sample, model_output=model_output, noise=noise)
     x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
-    c = _row(state.coefficients, state.index)
-    x_prev, _ = kernels.ddim_update(x_t, out, c, config, z, False, xp=xp)
+    values = _at(state.coefficients, state.index)
+    row = Row(*(values[k] for k in range(len(Row._fields))))
+    use_clipped = scheduler.use_clipped_model_output
+    x_prev, _ = kernels.ddim_update(x_t, out, row, scheduler.config, z, use_clipped, xp=xp)
     return state._replace(index=state.index + 1), backends.cast(xp, x_prev, sample.dtype)
 
 
-def _row(table: Array, index: Array) -> Array:
-    """table[index] as a gather: indexing with a 0-d array would read it back (torch.compile)."""
-    xp = backends.namespace(table=table)
-    return xp.take(table, xp.reshape(index, (1,)), axis=0)[0, ...]
+@functools.cache
+def _state_type(scheduler: Scheduler) -> type[DDIMState]:
+    """A DDIMState subclass of its own per scheduler (equal schedulers share it)."""
+    return type("DDIMState", (DDIMState,), {"__slots__": (), "scheduler": scheduler})
+
+
+def _at(values: Array, index: Array) -> Array:
+    """values[index] as a gather: indexing with a 0-d array would read it back (torch.compile)."""
+    xp = backends.namespace(values=values)
+    return xp.take(values, xp.reshape(index, (1,)), axis=0)[0, ...]

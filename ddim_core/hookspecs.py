@@ -16,9 +16,13 @@ registered through the `ddim_core` entry-point group, as the built-in backends a
             return generator.normal(shape, dtype=like.dtype)
         return None  # not mine: the next plugin is asked
 
-Plugins are asked in turn, last registered first. For the `firstresult` hooks the first result
-that is not None wins; `ddim_core_adapter` collects one result per plugin. A plugin that raises
-in a hook is reported with a warning naming it and unregistered; the others keep working.
+Hooks are called through pluggy: plugins are asked in turn, last registered first (pluggy's
+`tryfirst`/`trylast` and `wrapper=True` work as pluggy documents them). For the `firstresult`
+hooks the first result that is not None wins and later plugins are not asked;
+`ddim_core_adapter` collects one result per plugin. A plugin that raises in a hook is reported
+with a warning naming it and unregistered, and the call goes on as if it had never been
+registered; a plugin implementing a `ddim_core_*` hook not declared here (a misspelling) is
+reported and unregistered when the plugins are loaded.
 """
 
 from __future__ import annotations
@@ -42,22 +46,38 @@ class Adapter:
     name: short name ("diffusers"); host: the host's import name, checked for importability
     without importing it; provides: what the adapter offers, for people to read; register:
     adds DDIM to the host's own registry (imports the host; called by `register_adapters`),
-    a callable or a "module:function" string.
+    a callable or a "module:function" string; command: the adapter's own command line, or
+    None: a callable or "module:function" string called as `command(args, prog)` by
+    `ddim-core NAME ARGS...` (with prog "ddim-core NAME"), returning the exit status, e.g. the
+    ComfyUI pack's `ddim-core comfyui install COMFYUI_DIR`. The core imports no adapter: both
+    are resolved only when used.
     """
 
     name: str
     host: str
     provides: tuple[str, ...]
     register: Callable[[], Any] | str
+    command: Callable[[list[str], str], int] | str | None = None
 
     def run_register(self) -> Any:
         """Call `register`; a "module:function" string is imported first, so a plugin module
         can name its host-importing registration without importing anything itself."""
-        target = self.register
-        if isinstance(target, str):
-            module, _, attr = target.partition(":")
-            target = getattr(importlib.import_module(module), attr)
-        return target()
+        return _resolve(self.register)()
+
+    def run_command(self, args: list[str], prog: str) -> int:
+        """Run `command` with the command-line arguments after the adapter's name."""
+        if self.command is None:
+            raise ValueError(f"adapter {self.name!r} has no command line")
+        return int(_resolve(self.command)(args, prog))
+
+
+def _resolve(target: Callable[..., Any] | str) -> Callable[..., Any]:
+    """A callable, or the function a "module:function" string names (imported now)."""
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return function
 
 
 @hookspec(firstresult=True)

@@ -16,10 +16,9 @@ Every step is one transfer from level a to level b, eq. (12):
     x_b = sqrt(abar_b) * x0_pred + sqrt(1 - abar_b - sigma^2) * eps_pred + sigma * noise
 
 Forward DDIM moves to a less noisy b; inversion is the same map to a noisier b with sigma = 0.
-
-Coefficients are computed on the host in float64 as a table with one row per training timestep
-(columns below). A scalar timestep reads its row as Python floats (no device work); per-sample
-timesteps gather rows on the sample's device. The array functions take a keyword-only `xp`.
+The coefficients of a step (a `coefficients.Row`) are computed in `coefficients`; the functions
+here apply them. Array functions take a keyword-only `xp`; coefficients may be Python floats
+or arrays that broadcast against the sample.
 """
 
 from __future__ import annotations
@@ -27,101 +26,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .backends import Array, Namespace
 from .config import DDIMConfig
-
-# Columns of a step coefficient table.
-SQRT_AB_FROM, SQRT_1M_AB_FROM, SQRT_AB_TO, DIRECTION, SIGMA = range(5)
-
-# Columns of the linear form of a step, for fused kernels (`linear_form`):
-#     x0_pred = AX * x_t + AM * model_output        (then clipped to [-r, r] with clip_sample)
-#     x_b     = K0 * x0_pred + KX * x_t + KM * model_output + NOISE * noise
-AX, AM, K0, KX, KM, NOISE = range(6)
-
-# 1 - abar_b - sigma^2 may round to a tiny negative number at eta = 1; below this it is an error.
-_DIRECTION_ROUNDING = 1e-12
-
-
-def transfer_coefficients(
-    alpha_bar_from: np.ndarray, alpha_bar_to: np.ndarray, eta: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Host float64 table of (sqrt abar_a, sqrt(1 - abar_a), sqrt abar_b, direction, sigma).
-
-    Also returns `direction_sq`, 1 - abar_b - sigma^2 before clamping, for validation.
-    """
-    a, b = alpha_bar_from, alpha_bar_to
-    with np.errstate(divide="ignore", invalid="ignore"):
-        variance = ddim_variance(a, b)
-    variance = np.where((a < b) & (a < 1.0), variance, 0.0)  # no noise when b is not cleaner
-    sigma = eta * np.sqrt(variance)
-    direction_sq = 1.0 - b - sigma**2
-    direction = np.sqrt(np.where(direction_sq < 0.0, 0.0, direction_sq))
-    table = np.stack([np.sqrt(a), np.sqrt(1.0 - a), np.sqrt(b), direction, sigma], axis=1)
-    return table, direction_sq
-
-
-def linear_form(
-    table: np.ndarray, prediction_type: str, clipped: bool, use_clipped_model_output: bool
-) -> np.ndarray:
-    """The step table (columns above) rewritten as two linear maps of (x_t, model_output).
-
-    Without clipping x_b does not need x0_pred (K0 = 0): x_b = KX x_t + KM model_output. With
-    clipping, eps_pred is the unclipped one (KX, KM: direction times eps's weights) or, with
-    use_clipped_model_output, re-derived from the clipped x0_pred (K0 and KX only). Host
-    float64; rows that invalid_reason rejects may hold inf/nan and are never used.
-    """
-    sa, s1, sb, d, sigma = (table[:, k] for k in range(5))
-    one, zero = np.ones_like(sa), np.zeros_like(sa)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ax, am, ex, em = {  # x0_pred = ax x + am m; eps_pred = ex x + em m
-            "epsilon": (1.0 / sa, -s1 / sa, zero, one),
-            "sample": (zero, one, 1.0 / s1, -sa / s1),
-            "v_prediction": (sa, -s1, s1, sa),
-        }[prediction_type]
-        if clipped and use_clipped_model_output:
-            k0, kx, km = sb - d * sa / s1, d / s1, zero
-        elif clipped:
-            k0, kx, km = sb, d * ex, d * em
-        else:
-            k0, kx, km = zero, sb * ax + d * ex, sb * am + d * em
-    return np.stack(np.broadcast_arrays(ax, am, k0, kx, km, sigma), axis=1)
-
-
-def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:
-    """(sigma_t / eta)^2 of eq. (16) for a step from level abar_a to the cleaner abar_b
-    (diffusers' `_get_variance`). Host floats or float64 arrays."""
-    a, b = alpha_bar_from, alpha_bar_to
-    return (1.0 - b) / (1.0 - a) * (1.0 - a / b)
-
-
-def invalid_reason(
-    alpha_bar_from: float, direction_sq: float, prediction_type: str, eta: float
-) -> str | None:
-    """Why a step from level abar_a cannot be taken, or None. Host floats only."""
-    if prediction_type == "epsilon" and alpha_bar_from == 0.0:
-        return (
-            "alpha_bar = 0 there (zero terminal SNR), where prediction_type='epsilon' cannot "
-            "recover x_0 (division by sqrt(alpha_bar) = 0); use 'v_prediction' or 'sample'"
-        )
-    if prediction_type == "sample" and alpha_bar_from == 1.0:
-        return (
-            "alpha_bar = 1 there (the clean level), where prediction_type='sample' cannot "
-            "recover the noise (division by sqrt(1 - alpha_bar) = 0)"
-        )
-    if direction_sq < -_DIRECTION_ROUNDING:
-        return (
-            f"eta={eta} makes 1 - alpha_bar_prev - sigma_t^2 = {direction_sq:.3g} < 0 "
-            "(its square root would be NaN); use a smaller eta (eta <= 1 is always valid)"
-        )
-    return None
 
 
 def ddim_update(
     x_t: Array,
     model_output: Array,
-    c: Any,
+    row: Any,
     config: DDIMConfig,
     noise: Array | None,
     use_clipped_model_output: bool,
@@ -130,9 +42,11 @@ def ddim_update(
 ) -> tuple[Array, Array]:
     """(x_b, x0_pred): eq. (12) from a model output, with the config's x0 clip or threshold.
 
-    `c` holds one row of a coefficient table (Python floats, or arrays that broadcast).
+    `row` is a `coefficients.Row` (sqrt_ab_from, sqrt_1m_ab_from, sqrt_ab_to, direction,
+    sigma); only `config`'s prediction_type, clip_sample(_range) and thresholding options
+    are read.
     """
-    sqrt_ab, sqrt_1m_ab = c[SQRT_AB_FROM], c[SQRT_1M_AB_FROM]
+    sqrt_ab, sqrt_1m_ab = row.sqrt_ab_from, row.sqrt_1m_ab_from
     x0, eps = predict_x0_eps(x_t, model_output, sqrt_ab, sqrt_1m_ab, config.prediction_type)
     if config.thresholding:
         x0 = threshold(x0, config.dynamic_thresholding_ratio, config.sample_max_value, xp=xp)
@@ -140,7 +54,7 @@ def ddim_update(
         x0 = clip(x0, config.clip_sample_range, xp=xp)
     if use_clipped_model_output:
         eps = eps_from_x0(x_t, x0, sqrt_ab, sqrt_1m_ab)
-    return transfer(x0, eps, c[SQRT_AB_TO], c[DIRECTION], c[SIGMA], noise), x0
+    return transfer(x0, eps, row.sqrt_ab_to, row.direction, row.sigma, noise), x0
 
 
 def predict_x0_eps(
@@ -166,6 +80,33 @@ def transfer(
     """Eq. (12): x_b = sqrt(abar_b) x0_pred + direction * eps_pred (+ sigma * noise)."""
     x_b = sqrt_ab_to * x0_pred + direction * eps_pred
     return x_b if noise is None else x_b + sigma * noise
+
+
+def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:
+    """(sigma_t / eta)^2 of eq. (16) for a step from level abar_a to the cleaner abar_b
+    (diffusers' `_get_variance`). Host floats or float64 arrays."""
+    a, b = alpha_bar_from, alpha_bar_to
+    return (1.0 - b) / (1.0 - a) * (1.0 - a / b)
+
+
+def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
+    """Why eq. (9) cannot be solved at level `alpha_bar` for this prediction type, or None.
+
+    epsilon divides by sqrt(abar) (zero terminal SNR: abar = 0); sample divides by
+    sqrt(1 - abar) (the clean level abar = 1). Host floats only.
+    """
+    if prediction_type == "epsilon" and alpha_bar == 0.0:
+        return (
+            "alpha_bar = 0 there (zero terminal SNR, rescale_betas_zero_snr=True), where "
+            "prediction_type='epsilon' cannot recover x_0 (division by sqrt(alpha_bar) = 0); "
+            "use 'v_prediction' or 'sample'"
+        )
+    if prediction_type == "sample" and alpha_bar == 1.0:
+        return (
+            "alpha_bar = 1 there (the clean level), where prediction_type='sample' cannot "
+            "recover the noise (division by sqrt(1 - alpha_bar) = 0)"
+        )
+    return None
 
 
 def clip(x0_pred: Array, limit: float, *, xp: Namespace) -> Array:

@@ -16,32 +16,26 @@ import bisect
 import dataclasses
 import functools
 import itertools
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from . import backends
-from .config import DDIMConfig
+from . import backends, kernels
+from .config import DDIMConfig, check_int
 from .schedules import Schedule, schedule
 
 FINAL = -1  # t_prev of the last step: the clean level past t = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Plan:
+class Plan(backends.Registered):
     """The timesteps of one sampling run and the level each step moves to."""
 
     config: DDIMConfig
     schedule: Schedule
     timesteps: tuple[int, ...]
     prev_timesteps: tuple[int, ...]
-
-    uid: int = dataclasses.field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "uid", backends.register(self))  # see backends.host_constant
 
     @property
     def num_inference_steps(self) -> int:
@@ -140,20 +134,11 @@ def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
 
 
 def _check_num_steps(n: Any, T: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"num_inference_steps must be an integer, got {n!r}")
-    steps = int(n)
-    if not 1 <= steps <= T:
-        raise ValueError(f"num_inference_steps={steps} must be in [1, num_train_timesteps={T}]")
-    return steps
+    return check_int("num_inference_steps", n, low=1, high=T)
 
 
 def _custom_timesteps(timesteps: Sequence[int], T: int) -> tuple[int, ...]:
-    values = list(timesteps)
-    bad = [t for t in values if isinstance(t, bool) or not isinstance(t, numbers.Integral)]
-    if bad:
-        raise TypeError(f"timesteps must be integers, got {bad[0]!r}")
-    ts = tuple(int(t) for t in values)
+    ts = tuple(check_int("timesteps", t) for t in timesteps)
     if not ts:
         raise ValueError("timesteps must not be empty")
     out_of_range = [t for t in ts if not 0 <= t < T]
@@ -165,14 +150,11 @@ def _custom_timesteps(timesteps: Sequence[int], T: int) -> tuple[int, ...]:
 
 
 def _check_first_step(plan: Plan) -> None:
-    """Epsilon prediction divides by sqrt(alpha_bar_t): impossible at a zero-SNR timestep."""
+    """Refuse a plan whose first step cannot recover x_0 (zero SNR with epsilon prediction)."""
     t = plan.timesteps[0]
-    if plan.config.prediction_type == "epsilon" and plan.schedule.alpha_bar(t) == 0.0:
-        raise ValueError(
-            f"timestep {t} has alpha_bar = 0 (rescale_betas_zero_snr=True), where "
-            "prediction_type='epsilon' cannot recover x_0 (division by zero); use "
-            "prediction_type='v_prediction' or 'sample'"
-        )
+    reason = kernels.unrecoverable(plan.schedule.alpha_bar(t), plan.config.prediction_type)
+    if reason is not None:
+        raise ValueError(f"cannot step at timestep {t}: {reason}")
 
 
 @functools.lru_cache(maxsize=256)

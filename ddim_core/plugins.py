@@ -1,9 +1,11 @@
-"""The plugin manager: loads the `ddim_core` entry points and calls hooks defensively.
+"""The plugin manager: loads the `ddim_core` entry points and calls hooks through pluggy.
 
 Built-in backends and adapters are entry points of the ddim-core distribution itself, loaded
-the same way as a third party's. A plugin that fails to import, fails pluggy's validation or
-raises in a hook is reported with a `PluginWarning` naming it and left out; the core keeps
-working. `DDIM_CORE_BLOCK_PLUGINS=name1,name2` blocks plugins by entry-point name.
+the same way as a third party's. Hooks are called by pluggy (firstresult, ordering, wrappers
+as pluggy defines them); each hook implementation is guarded when it is registered, so a
+plugin that fails to import, fails pluggy's validation (`check_pending()` included) or raises
+in a hook is reported with a `PluginWarning` naming it and left out; the core keeps working.
+`DDIM_CORE_BLOCK_PLUGINS=name1,name2` blocks plugins by entry-point name.
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ import importlib.metadata
 import importlib.util
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import backends, builtins, hookspecs
 from .hookspecs import PROJECT, Adapter
 
 BLOCK_ENV = "DDIM_CORE_BLOCK_PLUGINS"
-# The built-in backend plugins (builtins.PLUGINS), registered directly when ddim-core runs from
-# a source tree whose entry points are not installed.
-BUILTINS = ("numpy", "torch", "jax", "cupy", "numba", "torch-fused", "cupy-fused")
+# The built-in backend plugins, registered directly when ddim-core runs from a source tree
+# whose entry points are not installed.
+BUILTINS = tuple(builtins.PLUGINS)
 
 
 _kernels: dict[tuple[type, Any], Any] = {}  # step_kernel's answers, per array type and dtype
@@ -34,11 +36,59 @@ class PluginWarning(UserWarning):
     """A plugin could not be loaded or raised in a hook, and was left out."""
 
 
+class _PluginFailed(Exception):
+    """A hook implementation raised; the original exception is the __cause__."""
+
+    def __init__(self, plugin: str, hook: str) -> None:
+        super().__init__(plugin, hook)
+        self.plugin, self.hook = plugin, hook
+
+
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, each hook implementation guarded as it is registered: an exception it
+    raises comes out of the hook call as `_PluginFailed` naming the plugin, for `call`."""
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        name = super().register(plugin, name)
+        if name is not None:  # None: blocked
+            for caller in self.get_hookcallers(plugin) or []:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:  # pluggy reads `function` at each call
+                        guarded = _guard(impl, caller.name)
+                        impl.function = guarded  # type: ignore[misc]  # declared Final
+        return name
+
+
+def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
+    """`impl.function`, raising `_PluginFailed` for any exception of its own (for a wrapper,
+    also those of its code after the yield)."""
+    fn: Callable[..., Any] = impl.function
+    plugin = impl.plugin_name
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _PluginFailed:  # another plugin's, in a hook this one called
+            raise
+        except Exception as exc:
+            raise _PluginFailed(plugin, hook) from exc
+
+    def guarded_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        try:
+            return (yield from fn(*args, **kwargs))
+        except _PluginFailed:
+            raise
+        except Exception as exc:
+            raise _PluginFailed(plugin, hook) from exc
+
+    return functools.wraps(fn)(guarded_wrapper if impl.wrapper or impl.hookwrapper else guarded)
+
+
 @functools.cache
 def manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager, with every unblocked entry point loaded."""
+    """The process-wide plugin manager, with every unblocked entry point loaded and checked."""
     _kernels.clear()  # kernels found by an earlier manager
-    pm = pluggy.PluginManager(PROJECT)
+    pm = _Manager(PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in blocked():
         pm.set_blocked(name)
@@ -46,10 +96,9 @@ def manager() -> pluggy.PluginManager:
         if not (pm.is_blocked(ep.name) or pm.has_plugin(ep.name)):
             _load(pm, ep)
     if not any(pm.has_plugin(name) or pm.is_blocked(name) for name in BUILTINS):
-        from . import builtins
-
         for name, plugin in builtins.PLUGINS.items():
             pm.register(plugin, name=name)
+    _check_pending(pm)
     return pm
 
 
@@ -65,7 +114,20 @@ def _load(pm: pluggy.PluginManager, ep: importlib.metadata.EntryPoint) -> None:
         _warn(ep.name, f"failed to load from {ep.value!r}", exc)
 
 
-def _warn(name: str, what: str, exc: BaseException) -> None:
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    """pluggy's `check_pending()`: a plugin implementing a hook that hookspecs does not
+    declare (a misspelled name) is warned about and unregistered."""
+    while True:
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            _warn(pm.get_name(exc.plugin) or repr(exc.plugin), "failed validation", exc)
+            pm.unregister(exc.plugin)
+        else:
+            return
+
+
+def _warn(name: str, what: str, exc: BaseException | None) -> None:
     warnings.warn(
         f"ddim-core plugin {name!r} {what}: {type(exc).__name__}: {exc}; it is skipped "
         f"(set {BLOCK_ENV}={name} to silence this)",
@@ -74,48 +136,39 @@ def _warn(name: str, what: str, exc: BaseException) -> None:
     )
 
 
-def call(hook: str, *, first: bool, **kwargs: Any) -> Any:
-    """Call `hook` on every plugin, last registered first, skipping None results.
+def call(hook: str, only: str | None = None, **kwargs: Any) -> Any:
+    """`pm.hook.<hook>(**kwargs)`: for a firstresult hook the first result that is not None
+    (or None), else the list of results; `only` asks just the plugin of that name.
 
-    first=True returns the first result (or None); first=False returns the list of results.
+    A plugin that raises is warned about by name and unregistered, and the hook is called
+    again without it, so the result is as if that plugin had never been registered.
     """
-    results = []
-    for _, result in _results(hook, kwargs):
-        if result is not None:
-            if first:
-                return result
-            results.append(result)
-    return None if first else results
-
-
-def _results(hook: str, kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """(plugin name, result) per implementation; a plugin that raises is warned about and
-    unregistered."""
     pm = manager()
-    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+    while True:
+        caller = getattr(pm.hook, hook)
+        if only is not None:
+            others = [p for p in pm.get_plugins() if pm.get_name(p) != only]
+            caller = pm.subset_hook_caller(hook, others)
         try:
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-        except Exception as exc:
-            _warn(impl.plugin_name, f"raised in {hook}", exc)
-            pm.unregister(name=impl.plugin_name)
-            continue
-        yield impl.plugin_name, result
+            return caller(**kwargs)
+        except _PluginFailed as failed:
+            _warn(failed.plugin, f"raised in {failed.hook}", failed.__cause__)
+            pm.unregister(name=failed.plugin)
 
 
 def array_namespace(array: Any) -> Any:
     """The namespace a plugin resolves for an array array-api-compat does not know, or None."""
-    return call("ddim_core_array_namespace", first=True, array=array)
+    return call("ddim_core_array_namespace", array=array)
+
+
+# backends asks this for arrays array-api-compat does not know (backends imports no plugin code)
+backends.set_namespace_fallback(array_namespace)
 
 
 def standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int = 0) -> Any:
     """Standard normal noise of `shape` from `generator`, in `like`'s namespace/device/dtype."""
     z = call(
-        "ddim_core_standard_normal",
-        first=True,
-        generator=generator,
-        shape=tuple(shape),
-        like=like,
-        draw=draw,
+        "ddim_core_standard_normal", generator=generator, shape=tuple(shape), like=like, draw=draw
     )
     if z is None:
         raise TypeError(
@@ -136,13 +189,13 @@ def step_kernel(sample: Any) -> Any:
     try:
         return _kernels[key]
     except KeyError:
-        kernel = _kernels[key] = call("ddim_core_step_kernel", first=True, sample=sample)
+        kernel = _kernels[key] = call("ddim_core_step_kernel", sample=sample)
         return kernel
 
 
 def adapters() -> dict[str, Adapter]:
     """Every registered adapter, by name."""
-    return {a.name: a for a in call("ddim_core_adapter", first=False)}
+    return {a.name: a for a in call("ddim_core_adapter")}
 
 
 def host_importable(adapter: Adapter) -> bool:
@@ -189,13 +242,13 @@ def describe() -> list[dict[str, Any]]:
         ep.name: f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
         for ep in importlib.metadata.entry_points(group=PROJECT)
     }
-    by_plugin = dict(_results("ddim_core_adapter", {}))
     rows = []
-    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
-        if plugin is None:  # blocked
+    for name in sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None):
+        adapter = next(iter(call("ddim_core_adapter", only=name)), None)
+        plugin = pm.get_plugin(name)
+        if plugin is None:  # raised in ddim_core_adapter: warned about and unregistered
             continue
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
-        adapter = by_plugin.get(name)
         rows.append(
             {
                 "name": name,

@@ -15,9 +15,10 @@ import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from . import backends, plugins
+from . import backends, coefficients, plugins
 from .backends import Array, Namespace
-from .config import DDIMConfig
+from .coefficients import StepKey
+from .config import DDIMConfig, check_int
 from .plans import make_plan
 from .steps import inverse_step, step
 
@@ -110,10 +111,9 @@ def invert(
             def forward(y: Array, t: int = t, i: int = i) -> Array:
                 return step(plan, _call(model, y, t, i, xp, False), t, y)[0]
 
-            # the inverse of the step's linear part: sqrt(abar_t / abar_prev)
-            c = math.sqrt(
-                plan.schedule.alpha_bar(t) / plan.schedule.alpha_bar(plan.prev_timestep(t))
-            )
+            # the inverse of the step's linear part: sqrt(abar_t) / sqrt(abar_prev)
+            row = coefficients.row(StepKey(plan, 0.0, True), t)
+            c = row.sqrt_ab_to / row.sqrt_ab_from
             y, more, residual = solve_implicit(forward, x, y, iters, tol, c=c, history=history)
             calls += more
         x = backends.materialize(y)
@@ -124,7 +124,7 @@ def invert(
 
 def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
     """Validate exact-inversion options: an integer >= 0 and a tolerance > 0 or None."""
-    iters = _check_int("fixed_point_iters", fixed_point_iters)
+    iters = check_int("fixed_point_iters", fixed_point_iters, low=0)
     if tol is not None and not (isinstance(tol, numbers.Real) and float(tol) > 0):
         raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
     return iters
@@ -161,7 +161,7 @@ def solve_implicit(
         calls += 1
         f = -c * (x_fwd - x_src)  # g(y) - y
         res = xp.max(xp.reshape(xp.abs(x_fwd - x_src), (batch, -1)), axis=1)
-        best = xp.where(_expand(res < best_res, y, xp), y, best)
+        best = xp.where(backends.broadcast_to_sample(res < best_res, y.ndim, xp), y, best)
         best_res = xp.minimum(res, best_res)
         best, best_res = backends.materialize(best), backends.materialize(best_res)
         if tol is not None or backends.is_host_numpy(best_res):
@@ -194,7 +194,9 @@ def _anderson(g_hist: list[Array], f_hist: list[Array], xp: Namespace) -> Array:
     rhs = [xp.sum(a * flat(f_k), axis=1) for a in dF]
     ridge = 1e-10 * sum(gram[i][i] for i in range(len(dF))) + 1e-300  # dF may be singular
     gamma = _cholesky_solve(gram, rhs, ridge, xp)
-    return g_k - sum(_expand(c, g_k, xp) * d for c, d in zip(gamma, dG, strict=True))
+    return g_k - sum(
+        backends.broadcast_to_sample(c, g_k.ndim, xp) * d for c, d in zip(gamma, dG, strict=True)
+    )
 
 
 def _cholesky_solve(
@@ -216,21 +218,9 @@ def _cholesky_solve(
     return x
 
 
-def _expand(mask: Array, like: Array, xp: Namespace) -> Array:
-    return xp.reshape(mask, (mask.shape[0],) + (1,) * (like.ndim - 1))
-
-
 def _check_model(model: Any) -> None:
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
-
-
-def _check_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name}={value} must be >= 0")
-    return int(value)
 
 
 def _call(

@@ -12,7 +12,6 @@ import functools
 import math
 from typing import Any
 
-import array_api_compat.numpy as host_xp
 import numpy as np
 
 from . import backends
@@ -21,7 +20,7 @@ from .config import DDIMConfig
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Schedule:
+class Schedule(backends.Registered):
     """Host float64 tables of one noise schedule.
 
     alphas_cumprod[t] is alpha_bar_t for t in [0, T); `final_alpha_cumprod` is the level past
@@ -31,11 +30,6 @@ class Schedule:
     betas: np.ndarray
     alphas_cumprod: np.ndarray
     final_alpha_cumprod: float
-
-    uid: int = dataclasses.field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "uid", backends.register(self))  # see backends.host_constant
 
     @property
     def num_train_timesteps(self) -> int:
@@ -84,7 +78,7 @@ def _schedule(
     rescale_zero_snr: bool,
     set_alpha_to_one: bool,
 ) -> Schedule:
-    xp: Namespace = host_xp
+    xp: Namespace = backends.HOST_XP
     if trained_betas is not None:
         b = xp.asarray(trained_betas, dtype=xp.float64)
     elif beta_schedule == "linear":
@@ -160,7 +154,7 @@ def alphas_cumprod(
 
 
 def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype: Any) -> Array:
-    xp = host_xp if xp is None else xp
+    xp = backends.HOST_XP if xp is None else xp
     dtype = xp.float64 if dtype is None else dtype
     return _cached_table(sched, name, xp, device, dtype)
 

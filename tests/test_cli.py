@@ -1,4 +1,5 @@
-"""The command line: `ddim-core demo` (table and plot) and `plot-schedule`."""
+"""The command line: `ddim-core demo` (table and plot), `plot-schedule`, and the adapters'
+commands reached through the plugins (`ddim-core comfyui ...`: tests/test_comfyui_pack.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sys
 
 import pytest
 
-from ddim_core import cli
+from ddim_core import cli, plugins
+from ddim_core.hookspecs import Adapter, hookimpl
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -48,3 +50,35 @@ def test_module_entry_point() -> None:
         check=True,
     )
     assert "exact trip" in out.stdout
+
+
+@pytest.fixture
+def fresh() -> object:
+    """A new plugin manager for the test, and another one after it."""
+    plugins.manager.cache_clear()
+    yield plugins.manager()
+    plugins.manager.cache_clear()
+
+
+def test_an_adapters_command_is_reached_through_the_plugins(fresh, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`ddim-core NAME ARGS...` runs the command of the adapter NAME: the core names no
+    adapter package, it finds the command as a plugin's `Adapter.command`."""
+    calls = []
+
+    def command(args: list[str], prog: str) -> int:
+        calls.append((args, prog))
+        return 3
+
+    class Plugin:
+        @hookimpl
+        def ddim_core_adapter(self) -> Adapter:
+            return Adapter("fake", "json", ("fake.x",), lambda: None, command=command)
+
+    fresh.register(Plugin(), name="fake")
+    assert cli.main(["fake", "install", "--flag", "DIR"]) == 3
+    assert calls == [(["install", "--flag", "DIR"], "ddim-core fake")]
+    assert cli.main(["plugins"]) == 0
+    assert "provides fake.x; command: ddim-core fake" in capsys.readouterr().out
+    assert cli.main(["nope", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'nope'" in err and "fake" in err and len(calls) == 1

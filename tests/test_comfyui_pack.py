@@ -5,6 +5,8 @@ tests/test_comfyui_integration.py (needs COMFYUI_PATH)."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -21,6 +23,8 @@ from ddim_comfyui import core, install  # noqa: E402
 from ddim_kdiffusion import get_sigmas_ddim  # noqa: E402
 
 CONFIG = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+INSTALLED = any(ep.name == "comfyui" for ep in importlib.metadata.entry_points(group="ddim_core"))
+needs_install = pytest.mark.skipif(not INSTALLED, reason="ddim-core's entry points not installed")
 
 
 class ComfyStyleDenoiser:
@@ -142,27 +146,60 @@ def _fake_comfyui(root: Path) -> Path:
 
 def test_install_and_uninstall_on_a_fake_checkout(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     root = _fake_comfyui(tmp_path / "ComfyUI")
-    assert main(["comfyui", "install", str(root)]) == 0
+    assert install.main(["install", str(root)]) == 0
     shim = root / "custom_nodes" / install.SHIM_DIR / "__init__.py"
     assert "from ddim_comfyui.nodes import load" in shim.read_text()
-    assert main(["comfyui", "install", str(root)]) == 0  # refresh
-    assert main(["comfyui", "uninstall", str(root)]) == 0
+    assert install.main(["install", str(root)]) == 0  # refresh
+    assert install.main(["uninstall", str(root)]) == 0
     assert not shim.parent.exists()
     assert "nothing to remove" not in capsys.readouterr().out
-    assert main(["comfyui", "uninstall", str(root)]) == 0
+    assert install.main(["uninstall", str(root)]) == 0
     assert "nothing to remove" in capsys.readouterr().out
 
 
 def test_install_refuses_what_is_not_comfyui(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    assert main(["comfyui", "install", str(tmp_path)]) == 2
+    assert install.main(["install", str(tmp_path)]) == 2
+    assert "python -m ddim_comfyui install: " in capsys.readouterr().err
+    assert install.main(["uninstall", str(tmp_path)]) == 2
     assert "is not a ComfyUI checkout" in capsys.readouterr().err
-    assert main(["comfyui", "uninstall", str(tmp_path)]) == 2
     root = _fake_comfyui(tmp_path / "ComfyUI")
     foreign = root / "custom_nodes" / install.SHIM_DIR
     foreign.mkdir()
     (foreign / "__init__.py").write_text("# someone else's\n")
-    assert main(["comfyui", "uninstall", str(root)]) == 2
+    assert install.main(["uninstall", str(root)]) == 2
     assert foreign.exists()
+
+
+def test_python_m_ddim_comfyui_installs_and_uninstalls(tmp_path: Path) -> None:
+    root = _fake_comfyui(tmp_path / "ComfyUI")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "ddim_comfyui", *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    out = run("install", str(root))
+    assert out.returncode == 0, out.stderr
+    assert "restart ComfyUI" in out.stdout
+    assert (root / "custom_nodes" / install.SHIM_DIR / "__init__.py").is_file()
+    out = run("uninstall", str(root))
+    assert out.returncode == 0 and "removed" in out.stdout
+    assert not (root / "custom_nodes" / install.SHIM_DIR).exists()
+    out = run("install", str(tmp_path))
+    assert out.returncode == 2 and "is not a ComfyUI checkout" in out.stderr
+    assert run("reinstall", str(root)).returncode == 2  # argparse: invalid choice
+
+
+@needs_install
+def test_ddim_core_comfyui_runs_the_node_packs_command(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`ddim-core comfyui install|uninstall DIR`: the comfyui adapter's command, with the
+    messages and exit statuses of `python -m ddim_comfyui` under the name `ddim-core comfyui`."""
+    root = _fake_comfyui(tmp_path / "ComfyUI")
+    assert main(["comfyui", "install", str(root)]) == 0
+    assert (root / "custom_nodes" / install.SHIM_DIR / "__init__.py").is_file()
+    assert main(["comfyui", "uninstall", str(root)]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert main(["comfyui", "install", str(tmp_path)]) == 2
+    assert "ddim-core comfyui install: COMFYUI_DIR=" in capsys.readouterr().err
 
 
 @pytest.fixture

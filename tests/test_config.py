@@ -1,12 +1,16 @@
-"""DDIMConfig: defaults, validation, JSON in diffusers' keys, Bumblebee aliases."""
+"""DDIMConfig: defaults, validation, JSON in diffusers' keys, Bumblebee aliases, option docs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pydoc
 
+import numpy as np
 import pytest
 
 from ddim_core import DDIMConfig
+from ddim_core.config import check_bool, check_int
 
 
 def test_defaults_are_diffusers_defaults() -> None:
@@ -98,3 +102,99 @@ def test_bad_options_are_named(kwargs, error, match) -> None:
 def test_from_dict_rejects_non_mapping() -> None:
     with pytest.raises(TypeError, match="mapping"):
         DDIMConfig.from_dict([("beta_start", 0.1)])  # type: ignore[arg-type]
+
+
+def test_every_option_is_declared_once_with_a_check_and_a_doc() -> None:
+    fields = dataclasses.fields(DDIMConfig)
+    assert [name for name, _, _ in DDIMConfig.options()] == [f.name for f in fields]
+    for f, (name, default, doc) in zip(fields, DDIMConfig.options(), strict=True):
+        assert callable(f.metadata["check"]), name
+        assert isinstance(doc, str) and doc.strip() and "\n" not in doc, name
+        assert default == f.default
+        assert f.metadata["check"](name, default) == default  # every default passes its check
+    assert dict((n, d) for n, d, _ in DDIMConfig.options()) == DDIMConfig().to_dict()
+
+
+@pytest.mark.parametrize(
+    "text", [DDIMConfig.__doc__, pydoc.render_doc(DDIMConfig, renderer=pydoc.plaintext)]
+)
+def test_help_lists_every_option_with_its_description(text: str | None) -> None:
+    def words(s: str) -> str:  # ignore line wrapping and pydoc's " |  " margin
+        return " ".join(s.replace("|", " ").split())
+
+    assert text is not None
+    for f in dataclasses.fields(DDIMConfig):
+        entry = f"{f.name}: {f.type} = {f.default!r} {f.metadata['doc']}"
+        assert words(entry) in words(text), f.name
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(DDIMConfig)])
+def test_every_option_runs_its_check(name: str) -> None:
+    with pytest.raises(TypeError, match=name):
+        DDIMConfig(**{name: object()})
+
+
+def test_option_docs_say_what_they_mean() -> None:
+    docs = {name: doc for name, _, doc in DDIMConfig.options()}
+    assert "[-clip_sample_range, clip_sample_range]" in docs["clip_sample"]
+    assert "t - num_train_timesteps // num_inference_steps" in docs["prev_timestep"]
+    for name, values in [
+        ("beta_schedule", ("linear", "scaled_linear", "squaredcos_cap_v2")),
+        ("prediction_type", ("epsilon", "sample", "v_prediction")),
+        ("timestep_spacing", ("leading", "trailing", "linspace")),
+        ("prev_timestep", ("plan", "stride")),
+    ]:
+        assert all(f'"{value}"' in docs[name] for value in values), name
+
+
+@pytest.mark.parametrize("value", [1, 7, np.int64(7), np.uint8(7), np.int32(-3)])
+def test_check_int_accepts_integers_and_returns_int(value) -> None:
+    out = check_int("n", value)
+    assert type(out) is int and out == int(value)
+
+
+@pytest.mark.parametrize(
+    "value", [True, False, np.bool_(True), 1.0, np.float64(1.0), "1", None, 1j]
+)
+def test_check_int_rejects_non_integers(value) -> None:
+    with pytest.raises(TypeError, match=r"^n must be an integer, got "):
+        check_int("n", value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "value", "message"),
+    [
+        ({"low": 1}, 0, "n must be >= 1, got 0"),
+        ({"low": 0}, np.int64(-2), "n must be >= 0, got -2"),
+        ({"high": 10}, 11, "n must be <= 10, got 11"),
+        ({"low": 1, "high": 10}, 0, r"n must be in \[1, 10\], got 0"),
+        ({"low": 1, "high": 10}, 11, r"n must be in \[1, 10\], got 11"),
+    ],
+)
+def test_check_int_out_of_range_names_value_and_range(kwargs, value, message) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        check_int("n", value, **kwargs)
+
+
+def test_check_int_bounds_are_inclusive() -> None:
+    assert check_int("n", 1, low=1, high=10) == 1
+    assert check_int("n", 10, low=1, high=10) == 10
+    assert check_int("n", 5, low=5, high=5) == 5
+
+
+def test_check_bool_accepts_only_bools() -> None:
+    assert check_bool("flag", True) is True and check_bool("flag", False) is False
+    for value in (1, 0, "yes", None, np.bool_(True)):
+        with pytest.raises(TypeError, match="flag must be True or False"):
+            check_bool("flag", value)
+
+
+def test_integer_options_take_numpy_integers_as_int() -> None:
+    c = DDIMConfig(num_train_timesteps=np.int64(500), steps_offset=np.int32(1))
+    assert type(c.num_train_timesteps) is int and type(c.steps_offset) is int
+    assert c == DDIMConfig(num_train_timesteps=500, steps_offset=1)
+
+
+def test_replace_validates_again() -> None:
+    with pytest.raises(ValueError, match="steps_offset must be >= 0"):
+        DDIMConfig().replace(steps_offset=-1)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import reference_path
+from helpers import reference_path
 from test_parity_diffusers import _check, cases, diffusers_config
 
 import ddim_core as dc

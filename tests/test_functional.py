@@ -1,11 +1,12 @@
-"""Functional init/step: equals the imperative loops; runs under jax.jit + lax.scan and
-torch.compile(fullgraph=True); runs on torch's meta device (no host reads)."""
+"""Functional Scheduler/init/step: equals the imperative loops; nothing can be mismatched; runs
+under jax.jit + lax.scan and torch.compile(fullgraph=True); runs on torch's meta device (no host
+reads)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import reference_path
+from helpers import reference_path
 
 import ddim_core as dc
 from ddim_core import functional as F
@@ -16,9 +17,10 @@ MODEL = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], CONFIG)
 X_T = np.random.default_rng(0).standard_normal((8, 2))
 
 
-def _loop(state, x, model, n, config=CONFIG):
-    for _ in range(n):
-        state, x = F.step(state, x, model(x, F.timestep(state)), config=config)
+def _loop(scheduler, state, x, model, noise=None):
+    for i in range(scheduler.num_inference_steps):
+        z = None if noise is None else noise[i]
+        state, x = F.step(scheduler, state, model(x, F.timestep(state)), x, noise=z)
     return x
 
 
@@ -31,46 +33,106 @@ def test_functional_equals_imperative(config: dc.DDIMConfig) -> None:
     with reference_path():
         expected = dc.sample(model, X_T, config, 10)
         inverted = dc.invert(model, expected, config, 10)
-    got = _loop(F.init(config, 10, like=X_T), X_T, model, 10, config)
-    assert np.array_equal(got, expected)
-    inv = _loop(F.init(config, 10, like=X_T, inverse=True), expected, model, 10, config)
-    assert np.array_equal(inv, inverted)
+    forward = F.Scheduler(config, 10)
+    assert _loop(forward, F.init(forward, like=X_T), X_T, model).tolist() == expected.tolist()
+    inverse = F.Scheduler(config, 10, inverse=True)
+    got = _loop(inverse, F.init(inverse, like=X_T), expected, model)
+    assert np.array_equal(got, inverted)
 
 
+def test_eta_and_use_clipped_model_output_equal_imperative() -> None:
+    config = CONFIG.replace(clip_sample=True, clip_sample_range=1.5)
+    scheduler = F.Scheduler(config, 10, eta=0.7, use_clipped_model_output=True)
+    noise = np.random.default_rng(1).standard_normal((10, *X_T.shape))
+    got = _loop(scheduler, F.init(scheduler, like=X_T), X_T, MODEL, noise)
+    with reference_path():
+        expected = dc.sample(lambda x, t: MODEL(x, t), X_T, config, 10, eta=0.7, noise=list(noise))
+        plan = dc.make_plan(config, 10)
+        x = X_T
+        for i, t in enumerate(plan.timesteps):
+            x = dc.step(
+                plan, MODEL(x, t), t, x, eta=0.7, noise=noise[i], use_clipped_model_output=True
+            ).prev_sample
+    assert np.array_equal(got, x)
+    assert not np.array_equal(got, expected)  # use_clipped_model_output matters here
+
+
+def test_scheduler_is_hashable_and_reads_back_its_timesteps() -> None:
+    a, b = F.Scheduler(CONFIG, 5), F.Scheduler(CONFIG, 5)
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a.timesteps == dc.make_plan(CONFIG, 5).timesteps
+    inv = F.Scheduler(CONFIG, 5, inverse=True)
+    assert inv.timesteps == a.timesteps[::-1]
+    custom = F.Scheduler(CONFIG, timesteps=(900, 500, 100))
+    assert custom.num_inference_steps == 3 and custom.timesteps == (900, 500, 100)
+    assert F.Scheduler(CONFIG, timesteps=(100, 500, 900), inverse=True).timesteps == (100, 500, 900)
+    with pytest.raises(ValueError, match="num_inference_steps=4 but 3 timesteps"):
+        F.Scheduler(CONFIG, 4, timesteps=(900, 500, 100))
+
+
+def test_nothing_can_be_mismatched() -> None:
+    a, b = F.Scheduler(CONFIG, 5), F.Scheduler(CONFIG.replace(prediction_type="v_prediction"), 5)
+    state = F.init(a, like=X_T)
+    with pytest.raises(TypeError, match="state was not made by init"):
+        F.step(b, state, X_T, X_T)
+    same = F.Scheduler(CONFIG, 5)  # an equal scheduler shares the state type
+    F.step(same, state, X_T, X_T)
+    noisy = F.Scheduler(CONFIG, 5, eta=1.0)
+    with pytest.raises(ValueError, match="needs `noise`"):
+        F.step(noisy, F.init(noisy, like=X_T), X_T, X_T)
+    with pytest.raises(ValueError, match="inversion is deterministic"):
+        F.Scheduler(CONFIG, 5, inverse=True, eta=0.5)
+    with pytest.raises(TypeError, match="inverse must be True or False"):
+        F.Scheduler(CONFIG, 5, inverse=1)
+    with pytest.raises(TypeError, match="scheduler must be a functional\\.Scheduler"):
+        F.init(CONFIG, like=X_T)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
 def test_jax_jit_scan_equals_eager() -> None:
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
+    scheduler = F.Scheduler(CONFIG, 10)
 
     @jax.jit
     def run(x):
         def body(carry, _):
             state, x = carry
-            state, x = F.step(state, x, MODEL(x, F.timestep(state)), config=CONFIG)
-            return (state, x), None
+            return F.step(scheduler, state, MODEL(x, F.timestep(state)), x), None
 
-        (_, x), _ = jax.lax.scan(body, (F.init(CONFIG, 10, like=x), x), None, length=10)
+        (_, x), _ = jax.lax.scan(body, (F.init(scheduler, like=x), x), None, length=10)
         return x
 
     expected = dc.sample(MODEL, X_T, CONFIG, 10)
     np.testing.assert_allclose(np.asarray(run(jnp.asarray(X_T))), expected, rtol=0, atol=1e-12)
+
+    @jax.jit
+    def noisy(x):  # eta > 0 without noise is refused while tracing
+        s = F.Scheduler(CONFIG, 10, eta=1.0)
+        return F.step(s, F.init(s, like=x), x, x)
+
+    with pytest.raises(ValueError, match="needs `noise`"):
+        noisy(jnp.asarray(X_T))
 
 
 def _torch_model(x, t):
     return 0.5 * x * (1 + t.to(x.dtype) / 1000)
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_equals_eager() -> None:
     torch = pytest.importorskip("torch")
     x = torch.from_numpy(X_T)
-    state = F.init(CONFIG, 3, like=x)
-    eager = _loop(state, x, _torch_model, 3)
-    compiled = torch.compile(lambda s, x: _loop(s, x, _torch_model, 3), fullgraph=True)(state, x)
-    assert torch.equal(compiled, eager)
+    scheduler = F.Scheduler(CONFIG, 3)
+    state = F.init(scheduler, like=x)
+    eager = _loop(scheduler, state, x, _torch_model)
+    compiled = torch.compile(lambda s, x: _loop(scheduler, s, x, _torch_model), fullgraph=True)
+    assert torch.equal(compiled(state, x), eager)
 
 
 def test_meta_device_loop_never_reads_values() -> None:
     torch = pytest.importorskip("torch")
     x = torch.empty((4, 3, 8, 8), device="meta", dtype=torch.float16)
-    state = F.init(CONFIG.replace(thresholding=True), 5, like=x)
-    out = _loop(state, x, _torch_model, 5, CONFIG.replace(thresholding=True))
+    scheduler = F.Scheduler(CONFIG.replace(thresholding=True), 5)
+    out = _loop(scheduler, F.init(scheduler, like=x), x, _torch_model)
     assert out.device.type == "meta" and out.dtype == torch.float16 and out.shape == x.shape

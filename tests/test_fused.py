@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import ddim_core as dc
-from ddim_core import plugins
+from ddim_core import coefficients, plugins
 
 FUSED = ("numba", "torch-fused", "cupy-fused")
 
@@ -125,9 +125,9 @@ def _exact_and_bounds(plan, t, host, eta, clipped, inverse, dtype):  # type: ign
         exact = dc.inverse_step(plan, m, t, x)
     else:
         exact = dc.step(plan, m, t, x, eta=eta, noise=z, use_clipped_model_output=clipped)
-    key = ("inverse" if inverse else "forward", plan, eta)
+    key = coefficients.StepKey(plan, eta, inverse)
     clip = plan.config.clip_sample
-    ax, am, k0, kx, km, sigma = dc.steps._linear_table(key, clip, clipped and not inverse)[t]
+    ax, am, k0, kx, km, sigma = coefficients.linear_row(key, t, clip, clipped and not inverse)
     size0 = np.abs(ax * x) + np.abs(am * m)
     size = np.abs(k0) * (np.abs(exact[1]) + size0) + np.abs(kx * x) + np.abs(km * m)
     if noise is not None:

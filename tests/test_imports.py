@@ -1,10 +1,15 @@
-"""Importing ddim_core imports no array framework besides NumPy (einops/array-api-compat rule)."""
+"""Importing ddim_core imports no array framework besides NumPy (einops/array-api-compat rule),
+and the import graph of ddim_core has no cycle, no adapter and one array-api-compat importer."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import ddim_core
 
 FRAMEWORKS = ["torch", "jax", "cupy", "dask", "array_api_strict", "tensorflow", "mlx", "diffusers"]
 
@@ -29,3 +34,87 @@ def test_loading_every_plugin_pulls_in_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+# --- the import graph of ddim_core, read from the source -----------------------------------
+
+CORE = Path(ddim_core.__file__).parent
+ADAPTERS = {"ddim_diffusers", "ddim_kdiffusion", "ddim_comfyui"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, at top level or inside functions, as absolute names (a
+    `from package import name` counts as importing the submodule when there is one)."""
+    package = "ddim_core"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package if node.level else ""  # ddim_core is flat: level 1 is the package
+            module = ".".join(filter(None, [base, node.module or ""]))
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                is_core_module = (CORE / f"{sub.removeprefix('ddim_core.')}.py").exists()
+                found.add(sub if sub.startswith("ddim_core.") and is_core_module else module)
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found.add(str(node.args[0].value))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for path in sorted(CORE.glob("*.py")):
+        name = "ddim_core" if path.stem == "__init__" else f"ddim_core.{path.stem}"
+        graph[name] = _imports(path)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle among the graph's own modules (as a path), or None."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return None
+        for other in sorted(graph[node] & graph.keys()):
+            cycle = visit(other, [*path, node])
+            if cycle:
+                return cycle
+        done.add(node)
+        return None
+
+    return next(filter(None, (visit(node, []) for node in graph)), None)
+
+
+def test_no_import_cycle_inside_ddim_core() -> None:
+    """No module imports, even lazily inside a function, a module that imports it back
+    (each submodule implicitly loads the package first: `ddim_core/__init__` is not counted as
+    imported by them, only a `from ddim_core import name` of a name that is no submodule)."""
+    graph = _graph()
+    assert {"ddim_core.backends", "ddim_core._numba"} <= graph["ddim_core.builtins"]  # lazy too
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c", "numpy"}, "c": {"a"}, "d": {"a"}}
+    assert _cycle(graph) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_core_imports_no_adapter_and_array_api_compat_in_one_module() -> None:
+    graph = _graph()
+    for module, imported in graph.items():
+        tops = {name.partition(".")[0] for name in imported}
+        assert not tops & ADAPTERS, f"{module} imports {sorted(tops & ADAPTERS)}"
+        if module != "ddim_core.backends":
+            assert "array_api_compat" not in tops, f"{module} imports array_api_compat"
+    assert "array_api_compat" in {n.partition(".")[0] for n in graph["ddim_core.backends"]}

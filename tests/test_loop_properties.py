@@ -5,7 +5,7 @@ functional loop equals the imperative one, and jax.jit equals eager."""
 from __future__ import annotations
 
 import numpy as np
-from conftest import Backend, reference_path
+from helpers import Backend, reference_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,10 +89,10 @@ def test_plain_inversion_error_shrinks_as_steps_grow(problem, seed: int, backend
 def test_functional_loop_equals_imperative(problem, steps, seed, backend, inverse) -> None:
     model, config = problem
     x = backend.array(_data(model, seed, 8))
-    state = F.init(config, steps, like=x, inverse=inverse)
-    got = x
+    scheduler = F.Scheduler(config, steps, inverse=inverse)
+    state, got = F.init(scheduler, like=x), x
     for _ in range(steps):
-        state, got = F.step(state, got, model(got, F.timestep(state)), config=config)
+        state, got = F.step(scheduler, state, model(got, F.timestep(state)), got)
     loop = dc.invert if inverse else dc.sample
     with reference_path():  # bit for bit: the same maths as the reference path
         expected = loop(model, x, config, steps)
@@ -107,12 +107,14 @@ def test_jax_jit_scan_equals_eager(problem, steps: int, seed: int) -> None:
     model, config = problem
     x = jax.numpy.asarray(_data(model, seed, 8))
 
+    scheduler = F.Scheduler(config, steps)
+
     def body(carry, _):
         state, y = carry
-        return F.step(state, y, model(y, F.timestep(state)), config=config), None
+        return F.step(scheduler, state, model(y, F.timestep(state)), y), None
 
     run = jax.jit(
-        lambda y: jax.lax.scan(body, (F.init(config, steps, like=y), y), None, length=steps)[0][1]
+        lambda y: jax.lax.scan(body, (F.init(scheduler, like=y), y), None, length=steps)[0][1]
     )
     eager = dc.sample(model, x, config, steps)
     # XLA fuses and reorders float64 arithmetic: agreement is to rounding of the largest

@@ -46,8 +46,8 @@ def test_plans_are_cached() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"num_inference_steps": 0}, ValueError, r"num_inference_steps=0 must be in \[1, "),
-        ({"num_inference_steps": 1001}, ValueError, "num_inference_steps=1001"),
+        ({"num_inference_steps": 0}, ValueError, r"must be in \[1, 1000\], got 0"),
+        ({"num_inference_steps": 1001}, ValueError, "num_inference_steps must be in .*, got 1001"),
         ({"num_inference_steps": 2.5}, TypeError, "num_inference_steps must be an integer"),
         ({}, ValueError, "exactly one of"),
         ({"num_inference_steps": 5, "timesteps": [3, 2]}, ValueError, "exactly one of"),
@@ -55,7 +55,7 @@ def test_plans_are_cached() -> None:
         ({"timesteps": [5, 10]}, ValueError, "strictly decreasing"),
         ({"timesteps": [1000, 5]}, ValueError, r"\[0, 1000\); got 1000"),
         ({"timesteps": [5, -1]}, ValueError, "got -1"),
-        ({"timesteps": [5.0, 1]}, TypeError, "integers"),
+        ({"timesteps": [5.0, 1]}, TypeError, "timesteps must be an integer, got 5.0"),
         ({"timesteps": []}, ValueError, "empty"),
     ],
 )
@@ -71,7 +71,7 @@ def test_steps_offset_past_the_end_is_rejected() -> None:
 
 def test_zero_snr_epsilon_first_step_is_rejected() -> None:
     config = dc.DDIMConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
-    with pytest.raises(ValueError, match="timestep 999 has alpha_bar = 0"):
+    with pytest.raises(ValueError, match="cannot step at timestep 999: alpha_bar = 0 there"):
         dc.make_plan(config, 10)
     dc.make_plan(config.replace(prediction_type="v_prediction"), 10)
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import ddim_core as dc
-from ddim_core import backends, hookspecs, plugins
+from ddim_core import backends, coefficients, hookspecs, plugins
 from ddim_core.hookspecs import Adapter, hookimpl
 
 INSTALLED = any(
@@ -59,6 +59,18 @@ def ddim_core_adapter():
     return Adapter("tiny", "json", ("tiny.sampler",), lambda: REGISTERED.append("tiny"))
 """
 
+TYPO = """
+from ddim_core.hookspecs import hookimpl
+
+@hookimpl
+def ddim_core_standard_normel(generator, shape, like, draw):  # misspelled: no such hook
+    raise AssertionError("never called")
+
+@hookimpl
+def ddim_core_array_namespace(array):  # a real hook: not asked once the plugin is left out
+    raise AssertionError("never called")
+"""
+
 PIP_INSTALL = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
 BROKEN = "raise RuntimeError('this plugin is broken on import')\n"
 
@@ -89,12 +101,14 @@ def _wheel(tmp: Path, name: str, source: str, entry_points: dict[str, str]) -> P
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory with two third-party plugin distributions pip-installed into it."""
+    """A directory with three third-party plugin distributions pip-installed into it: one
+    working, one broken on import, one implementing a hook that does not exist."""
     tmp = tmp_path_factory.mktemp("plugins")
     target = tmp / "site"
     wheels = [
         _wheel(tmp, "ddim_tiny_plugin", THIRD_PARTY, {"tiny": "ddim_tiny_plugin"}),
         _wheel(tmp, "ddim_broken_plugin", BROKEN, {"broken": "ddim_broken_plugin"}),
+        _wheel(tmp, "ddim_typo_plugin", TYPO, {"typo": "ddim_typo_plugin"}),
     ]
     subprocess.run(
         [*PIP_INSTALL, "--target", str(target), *map(str, wheels)],
@@ -178,15 +192,38 @@ def test_broken_plugin_warns_by_name_and_the_rest_work(site: Path) -> None:
     assert "(2, 3)" in out.stdout
 
 
+def test_a_plugin_implementing_an_unknown_hook_is_warned_about_and_left_out(site: Path) -> None:
+    """check_pending() after loading: a misspelled hook name is reported naming the plugin,
+    which is unregistered (its real hooks are not asked either); the others keep working."""
+    out = _run(
+        site,
+        """
+        import numpy as np
+        from ddim_core import backends, plugins
+        import ddim_tiny_plugin as tiny
+        z = plugins.standard_normal(np.random.default_rng(0), (2, 3), like=np.zeros((2, 3)))
+        print(sorted(row["name"] for row in plugins.describe()), z.shape)
+        print(backends.namespace(x=tiny.TinyArray()).__name__)
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "PluginWarning: ddim-core plugin 'typo' failed validation" in out.stderr
+    assert "unknown hook 'ddim_core_standard_normel'" in out.stderr
+    assert "raised in" not in out.stderr and "AssertionError" not in out.stderr
+    assert "'typo'" not in out.stdout and "'tiny'" in out.stdout and "(2, 3)" in out.stdout
+    assert "array_api_compat.numpy" in out.stdout
+
+
 def test_environment_variable_blocks_named_plugins(site: Path) -> None:
     code = """
         from ddim_core import plugins
         print(sorted(row["name"] for row in plugins.describe()))
         """
-    out = _run(site, code, DDIM_CORE_BLOCK_PLUGINS="broken, tiny")
+    out = _run(site, code, DDIM_CORE_BLOCK_PLUGINS="broken, tiny,typo")
     assert out.returncode == 0, out.stderr
     assert "PluginWarning" not in out.stderr
-    assert "'tiny'" not in out.stdout and "'broken'" not in out.stdout
+    for name in ("'tiny'", "'broken'", "'typo'"):
+        assert name not in out.stdout
     assert "'numpy'" in out.stdout
 
 
@@ -231,6 +268,67 @@ def test_a_plugin_raising_in_a_hook_is_warned_about_and_unregistered(fresh) -> N
         z = plugins.standard_normal(np.random.default_rng(3), (2, 2), like=like)
     np.testing.assert_array_equal(z, np.random.default_rng(3).standard_normal((2, 2)))
     assert not fresh.has_plugin("raising")
+
+
+class _Answer:
+    """Resolves every array to `answer`, recording that it was asked."""
+
+    def __init__(self, answer: str, asked: list[str]) -> None:
+        self.answer, self.asked = answer, asked
+
+    @hookimpl
+    def ddim_core_array_namespace(self, array):  # type: ignore[no-untyped-def]
+        self.asked.append(self.answer)
+        return self.answer
+
+
+def test_firstresult_hooks_give_the_last_registered_answer_and_ask_no_further(fresh) -> None:  # type: ignore[no-untyped-def]
+    asked: list[str] = []
+    fresh.register(_Answer("first", asked), name="first")
+    fresh.register(_Answer("second", asked), name="second")
+    assert plugins.array_namespace(bytearray(1)) == "second"
+    assert asked == ["second"]
+
+
+def test_a_raising_plugin_is_left_out_and_the_call_answered_without_it(fresh) -> None:  # type: ignore[no-untyped-def]
+    """The result is the one the call would give had the plugin never been registered."""
+    asked: list[str] = []
+
+    class Raising:
+        @hookimpl
+        def ddim_core_array_namespace(self, array):  # type: ignore[no-untyped-def]
+            asked.append("raising")
+            raise RuntimeError("bug in a plugin")
+
+    fresh.register(_Answer("next", asked), name="next")
+    fresh.register(Raising(), name="raising")
+    with pytest.warns(plugins.PluginWarning, match="'raising' raised in ddim_core_array_namespace"):
+        assert plugins.array_namespace(bytearray(1)) == "next"
+    assert asked == ["raising", "next"]
+    assert not fresh.has_plugin("raising") and fresh.has_plugin("next")
+    assert plugins.array_namespace(bytearray(1)) == "next"  # no second warning: it is gone
+
+
+def test_wrappers_run_as_pluggy_defines_them_and_a_raising_one_is_left_out(fresh) -> None:  # type: ignore[no-untyped-def]
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def ddim_core_array_namespace(self, array):  # type: ignore[no-untyped-def]
+            answer = yield
+            return f"wrapped {answer}"
+
+    class BrokenWrapper:
+        @hookimpl(wrapper=True)
+        def ddim_core_array_namespace(self, array):  # type: ignore[no-untyped-def]
+            yield
+            raise RuntimeError("bug after the yield")
+
+    fresh.register(_Answer("inner", []), name="inner")
+    fresh.register(Wrapper(), name="wrapper")
+    assert plugins.array_namespace(bytearray(1)) == "wrapped inner"
+    fresh.register(BrokenWrapper(), name="broken-wrapper")
+    with pytest.warns(plugins.PluginWarning, match="'broken-wrapper' raised"):
+        assert plugins.array_namespace(bytearray(1)) == "wrapped inner"
+    assert not fresh.has_plugin("broken-wrapper")
 
 
 def test_array_namespace_hook_is_asked_only_for_unknown_arrays(fresh) -> None:  # type: ignore[no-untyped-def]
@@ -318,8 +416,8 @@ def test_step_kernel_hook_is_used_and_may_decline(fresh) -> None:  # type: ignor
     plan = dc.make_plan(dc.DDIMConfig(clip_sample=False), 10)
     x, m = np.random.default_rng(0).standard_normal((2, 2, 4))
     got = dc.step(plan, m, 500, x)
-    row = dc.steps._linear_table(("forward", plan, 0.0), False, False)[500]
-    assert calls == [(tuple(row.tolist()), None, None)]
+    row = coefficients.linear_row(coefficients.StepKey(plan, 0.0, False), 500, False, False)
+    assert calls == [(tuple(row), None, None)]
     np.testing.assert_allclose(got.prev_sample, row[3] * x + row[4] * m)
     x3, m3 = np.ones((3, 2)), np.ones((3, 2))
     assert np.isfinite(dc.step(plan, m3, 500, x3).prev_sample).all() and len(calls) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import reference as ref
-from conftest import Backend
+from helpers import Backend
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import Backend, assert_close
+from helpers import Backend, assert_close
 
 import ddim_core as dc
 from ddim_core.analytic import GaussianMixture
@@ -103,7 +103,7 @@ def test_bad_loop_input() -> None:
         sample(lambda x, t: x * np.nan if t == 599 else x, x, CONFIG, 5)
     with pytest.raises(TypeError, match="model output at step 0"):
         sample(lambda x, t: [0.0], x, CONFIG, 5)
-    with pytest.raises(ValueError, match="fixed_point_iters=-1 must be >= 0"):
+    with pytest.raises(ValueError, match="fixed_point_iters must be >= 0, got -1"):
         invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=-1)
     with pytest.raises(ValueError, match="tol=0 must be a number > 0"):
         invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=2, tol=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference as ref
-from conftest import Backend, assert_close, make_rng
+from helpers import Backend, assert_close, make_rng
 
 import ddim_core as dc
 

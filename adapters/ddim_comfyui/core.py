@@ -91,12 +91,23 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class NodeSpec:
+    """One node: its schema, and `run`, what it computes from its inputs (see `run_node`)."""
+
     node_id: str
     display_name: str
     category: str
     inputs: tuple[Param, ...]
     output: str  # SAMPLER or SIGMAS
     description: str
+    run: Callable[..., Any]
+
+
+def _sampler(eta: float, s_noise: float) -> tuple[Any, dict[str, Any]]:
+    return sample_ddim_core, {"eta": eta, "s_noise": s_noise}
+
+
+def _inversion_sampler(fixed_point_iters: int, tol: float) -> tuple[Any, dict[str, Any]]:
+    return sample_ddim_core_inverse, {"fixed_point_iters": fixed_point_iters, "tol": tol}
 
 
 NODES = (
@@ -112,6 +123,7 @@ NODES = (
         ),
         "SAMPLER",
         "DDIM (Song et al. 2021) computed by ddim-core; eta = 0 is deterministic.",
+        _sampler,
     ),
     NodeSpec(
         "DDIMCoreInversionSampler",
@@ -126,6 +138,7 @@ NODES = (
         "SAMPLER",
         "DDIM inversion from a clean latent up the sigmas (ascending, e.g. from Flip to "
         "Inversion Sigmas); fixed-point refinement makes sampling return the input.",
+        _inversion_sampler,
     ),
     NodeSpec(
         "DDIMCoreSchedule",
@@ -141,6 +154,7 @@ NODES = (
         "SIGMAS",
         "The sigmas of diffusers' DDIM timesteps (leading / trailing / linspace) on the model's "
         "own schedule, ending in 0.",
+        ddim_sigmas,
     ),
     NodeSpec(
         "DDIMCoreFlipSigmas",
@@ -149,20 +163,18 @@ NODES = (
         (Param("sigmas", "SIGMAS"),),
         "SIGMAS",
         "Reverse sampling sigmas for the DDIM Inversion Sampler (keeps a first sigma of 0).",
+        flip_sigmas,
     ),
 )
+
+
+_BY_ID = {spec.node_id: spec for spec in NODES}
 
 
 def run_node(node_id: str, **inputs: Any) -> tuple[Any, dict[str, Any]] | Any:
     """What a node computes: (sampler function, its options) for the sampler nodes, SIGMAS for
     the others. The comfy layer wraps sampler functions in comfy.samplers.KSAMPLER."""
-    if node_id == "DDIMCoreSampler":
-        return sample_ddim_core, {"eta": inputs["eta"], "s_noise": inputs["s_noise"]}
-    if node_id == "DDIMCoreInversionSampler":
-        options = {"fixed_point_iters": inputs["fixed_point_iters"], "tol": inputs["tol"]}
-        return sample_ddim_core_inverse, options
-    if node_id == "DDIMCoreSchedule":
-        return ddim_sigmas(**inputs)
-    if node_id == "DDIMCoreFlipSigmas":
-        return flip_sigmas(inputs["sigmas"])
-    raise ValueError(f"unknown node {node_id!r}; known: {[n.node_id for n in NODES]}")
+    spec = _BY_ID.get(node_id)
+    if spec is None:
+        raise ValueError(f"unknown node {node_id!r}; known: {list(_BY_ID)}")
+    return spec.run(**inputs)

@@ -1,4 +1,5 @@
-"""`ddim-core comfyui install|uninstall COMFYUI_DIR`: the shim folder in custom_nodes/.
+"""`python -m ddim_comfyui install|uninstall COMFYUI_DIR`, also reached as `ddim-core comfyui
+install|uninstall COMFYUI_DIR` (the adapter's `command`): the shim folder in custom_nodes/.
 
 ComfyUI does not scan entry points; it imports each folder of `custom_nodes/`. The shim is a
 one-file package that imports the pip-installed `ddim_comfyui` (so it must be installed in the
@@ -8,8 +9,11 @@ can never shadow the real package.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 SHIM_DIR = "ddim-core-comfyui"
@@ -52,3 +56,26 @@ def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
         raise ValueError(f"{target} was not written by `ddim-core comfyui install`; left as is")
     shutil.rmtree(target)
     return target
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ddim_comfyui") -> int:
+    """The command line: 0 when done, 2 when COMFYUI_DIR is not a ComfyUI checkout or its
+    shim folder was not written by this command (the message goes to stderr)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Add or remove the ComfyUI node pack's shim folder."
+    )
+    parser.add_argument("action", choices=["install", "uninstall"])
+    parser.add_argument("comfyui_dir", metavar="COMFYUI_DIR")
+    args = parser.parse_args(argv)
+    try:
+        done = (
+            install(args.comfyui_dir) if args.action == "install" else uninstall(args.comfyui_dir)
+        )
+    except ValueError as e:
+        print(f"{prog} {args.action}: {e}", file=sys.stderr)
+        return 2
+    if args.action == "install":
+        print(f"wrote {done}; restart ComfyUI to load the DDIM nodes")
+    else:
+        print(f"removed {done}" if done else "nothing to remove")
+    return 0

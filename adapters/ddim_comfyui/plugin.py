@@ -15,4 +15,5 @@ def ddim_core_adapter() -> Adapter:
             "KSampler samplers: ddim_core, ddim_core_inverse",
         ),
         register="ddim_comfyui.nodes:register",
+        command="ddim_comfyui.install:main",  # ddim-core comfyui install|uninstall COMFYUI_DIR
     )

@@ -2,7 +2,7 @@
 
 k-diffusion works in variance-exploding coordinates: x_k = x / sqrt(abar), sigma =
 sqrt((1 - abar) / abar), and `model(x_k, sigma)` returns the denoised x0. One DDIM transfer
-between two levels is the core's (kernels.transfer_coefficients at abar = 1 / (1 + sigma^2)),
+between two levels is the core's (a coefficients.Row at abar = 1 / (1 + sigma^2)),
 applied to x_k * sqrt(abar) and scaled back. In these coordinates DDIM with eta = 0 is
 k-diffusion's `sample_euler`, and with 0 < eta <= 1 its `sample_euler_ancestral` given the same
 noise (the core's sigma_t / sqrt(abar_prev) is its sigma_up, the direction its sigma_down).
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 import ddim_core as dc
-from ddim_core import backends, kernels
+from ddim_core import backends, coefficients, kernels
+from ddim_core.coefficients import LevelsKey, Row
 from ddim_core.config import check_nonnegative
-from ddim_core.kernels import DIRECTION, SIGMA, SQRT_1M_AB_FROM, SQRT_AB_FROM, SQRT_AB_TO
 from ddim_core.plugins import standard_normal
 from ddim_core.sampling import check_fixed_point, solve_implicit
 
@@ -66,7 +66,7 @@ def sample_ddim(
         if eta > 0 and levels[i + 1] > 0:
             assert noise_sampler is not None
             noise = noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise
-        x = _transfer(x, denoised, c, "sample", noise)
+        x = _transfer(x, denoised, c, _SAMPLE, noise)
     return x
 
 
@@ -97,11 +97,11 @@ def sample_ddim_inverse(
         src, dst, c = levels[i], levels[i + 1], rows[i]
         eps_at = functools.partial(_eps_at, model, sigmas[i + 1] * s_in, dst, extra_args)
         # the model sees the source sample expressed at the destination level
-        eps, denoised = eps_at(x * (c[SQRT_AB_FROM] / c[SQRT_AB_TO]))
+        eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
         if callback is not None:
             sigma = sigmas[i + 1]
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-        y = _transfer(x, eps, c, "epsilon", None)
+        y = _transfer(x, eps, c, _INVERSE, None)
         if iters:
             # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y),
             # whose linear part is the identity (c = 1)
@@ -181,28 +181,32 @@ def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
     return levels
 
 
-def _coefficients(levels: list[float], eta: float, *, inverse: bool) -> list[list[float]]:
-    """The core's transfer rows between consecutive sigma levels (host float64, computed and
-    checked once per loop): abar = 1 / (1 + sigma^2)."""
-    ab = 1.0 / (1.0 + np.asarray(levels) ** 2)
-    table, direction_sq = kernels.transfer_coefficients(ab[:-1], ab[1:], eta)
-    kind = "epsilon" if inverse else "sample"
-    for i, (a, d_sq) in enumerate(zip(ab[:-1].tolist(), direction_sq.tolist(), strict=True)):
-        reason = kernels.invalid_reason(a, d_sq, kind, eta)
-        if reason is not None:
-            raise ValueError(f"cannot step from sigma {levels[i]} to {levels[i + 1]}: {reason}")
-    return [list(map(float, row)) for row in table.tolist()]
+def _coefficients(levels: list[float], eta: float, *, inverse: bool) -> list[Row]:
+    """The core's Rows between consecutive sigma levels (host float64, computed and checked
+    once per loop): abar = 1 / (1 + sigma^2)."""
+    ab = (1.0 / (1.0 + np.asarray(levels) ** 2)).tolist()
+    kind = _INVERSE if inverse else _SAMPLE
+    found = coefficients.table(LevelsKey(tuple(ab[:-1]), tuple(ab[1:]), eta, kind.prediction_type))
+    if found.invalid:
+        i = min(found.invalid)
+        raise ValueError(
+            f"cannot step from sigma {levels[i]} to {levels[i + 1]}: {found.invalid[i]}"
+        )
+    return [Row(*values) for values in found.values.tolist()]
 
 
-def _transfer(
-    x: Array, model_output: Array, c: list[float], kind: str, noise: Array | None
-) -> Array:
-    """x_k at level a -> x_k at level b: to VP (x * sqrt abar_a), the core's DDIM transfer,
-    back to VE (/ sqrt abar_b). `kind`: what model_output predicts ("sample" or "epsilon")."""
-    x_vp = x * c[SQRT_AB_FROM]
-    x0, eps = kernels.predict_x0_eps(x_vp, model_output, c[SQRT_AB_FROM], c[SQRT_1M_AB_FROM], kind)
-    x_b = kernels.transfer(x0, eps, c[SQRT_AB_TO], c[DIRECTION], c[SIGMA], noise)
-    return x_b / c[SQRT_AB_TO]
+# What the model output predicts in each direction, without clipping: the denoised x0 when
+# sampling, eps (derived from the denoised) when inverting.
+_SAMPLE = dc.DDIMConfig(prediction_type="sample", clip_sample=False)
+_INVERSE = dc.DDIMConfig(prediction_type="epsilon", clip_sample=False)
+
+
+def _transfer(x: Array, model_output: Array, c: Row, kind: dc.DDIMConfig, noise: Any) -> Array:
+    """x_k at level a -> x_k at level b: to VP (x * sqrt abar_a), the core's DDIM update,
+    back to VE (/ sqrt abar_b)."""
+    xp = backends.namespace(x=x)
+    x_b, _ = kernels.ddim_update(x * c.sqrt_ab_from, model_output, c, kind, noise, False, xp=xp)
+    return x_b / c.sqrt_ab_to
 
 
 def _eps_at(

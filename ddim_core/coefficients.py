@@ -1,0 +1,239 @@
+"""The one home of step coefficients: typed rows, their host tables, the fused linear form.
+
+Every number a step multiplies by is computed here, on the host, in float64, once per plan:
+
+    step(plan, out, t, x)          -> row(key, t): a Row of Python floats (no device work)
+    step(plan, out, t_array, x)    -> gather(key, t_array, like): the rows on x's device
+    fused kernels                  -> linear_row(key, t, clipped, use_clipped): a LinearRow
+    add_noise / get_velocity       -> noise_row(schedule, t) / noise_gather(...)
+
+`table(key)` computes a whole table (one row per training timestep): alpha_bar_prev from the
+plan, sigma_t by eq. (16), the direction weight of eq. (12), and which rows cannot be used.
+Caches live beside the functions they serve, keyed by typed keys (`StepKey`, `LevelsKey`).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import backends, kernels
+from .backends import Array, Namespace
+from .plans import Plan
+from .schedules import Schedule
+
+# 1 - abar_b - sigma^2 may round to a tiny negative number at eta = 1; below this it is an error.
+DIRECTION_ROUNDING = 1e-12
+
+
+class Row(NamedTuple):
+    """The coefficients of one transfer from level abar_a to level abar_b, eq. (12).
+
+    Python floats (scalar timestep) or arrays broadcasting against the sample (per-sample).
+    """
+
+    sqrt_ab_from: Any  # sqrt(abar_a): eq. (9) at the level the step leaves
+    sqrt_1m_ab_from: Any  # sqrt(1 - abar_a)
+    sqrt_ab_to: Any  # sqrt(abar_b): the weight of x0_pred
+    direction: Any  # sqrt(1 - abar_b - sigma^2): the weight of eps_pred
+    sigma: Any  # sigma_t of eq. (16), 0 for inversion: the weight of the noise
+
+
+class LinearRow(NamedTuple):
+    """A step rewritten as two linear maps of (x_t, model_output), for fused kernels:
+
+    x0_pred = ax * x_t + am * model_output      (then clipped to [-r, r] with clip_sample)
+    x_b     = k0 * x0_pred + kx * x_t + km * model_output + noise * z
+    """
+
+    ax: float
+    am: float
+    k0: float
+    kx: float
+    km: float
+    noise: float
+
+
+class StepKey(NamedTuple):
+    """What the coefficients of a plan's steps depend on."""
+
+    plan: Plan
+    eta: float
+    inverse: bool  # False: t -> t_prev (sampling); True: t_prev -> t (inversion)
+
+
+class LevelsKey(NamedTuple):
+    """Transfers between given alpha_bar levels (k-diffusion sigma lists): row i goes from
+    alpha_bar_from[i] to alpha_bar_to[i]."""
+
+    alpha_bar_from: tuple[float, ...]
+    alpha_bar_to: tuple[float, ...]
+    eta: float
+    prediction_type: str
+
+
+class Table(NamedTuple):
+    """Host float64 rows (one Row per training timestep, read-only) and the rows that cannot
+    be used, with the reason."""
+
+    values: np.ndarray
+    invalid: Mapping[int, str]
+
+
+@functools.lru_cache(maxsize=256)
+def table(key: StepKey | LevelsKey) -> Table:
+    """Every Row of a plan (indexed by timestep t), or of given level pairs, with validity."""
+    if isinstance(key, StepKey):
+        sched, plan = key.plan.schedule, key.plan
+        alpha_bar_t = sched.alphas_cumprod
+        alpha_bar_prev = sched.levels(plan.prev_table())  # the plan's t_prev, never a stride
+        a, b = (alpha_bar_prev, alpha_bar_t) if key.inverse else (alpha_bar_t, alpha_bar_prev)
+        prediction_type = plan.config.prediction_type
+    else:
+        a, b = np.array(key.alpha_bar_from), np.array(key.alpha_bar_to)
+        prediction_type = key.prediction_type
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = kernels.ddim_variance(a, b)
+    variance = np.where((a < b) & (a < 1.0), variance, 0.0)  # no noise when b is not cleaner
+    sigma = key.eta * np.sqrt(variance)  # sigma_t, eq. (16)
+    direction_sq = 1.0 - b - sigma**2
+    direction = np.sqrt(np.where(direction_sq < 0.0, 0.0, direction_sq))
+    values = np.stack([np.sqrt(a), np.sqrt(1.0 - a), np.sqrt(b), direction, sigma], axis=1)
+    values.setflags(write=False)
+    invalid = {}
+    for i in np.flatnonzero(direction_sq < -DIRECTION_ROUNDING).tolist():
+        invalid[i] = (
+            f"eta={key.eta} makes 1 - alpha_bar_prev - sigma_t^2 = {direction_sq[i]:.3g} < 0 "
+            "(its square root would be NaN); use a smaller eta (eta <= 1 is always valid)"
+        )
+    for level in (0.0, 1.0):
+        reason = kernels.unrecoverable(level, prediction_type)
+        if reason is not None:
+            invalid.update({i: reason for i in np.flatnonzero(a == level).tolist()})
+    return Table(values, invalid)
+
+
+def row(key: StepKey, t: int) -> Row:
+    """The Row of a step from timestep `t` (inverse: up to `t`) as Python floats.
+
+    Raises ValueError when t is outside [0, num_train_timesteps) or the step cannot be taken
+    there (zero-SNR level with epsilon prediction, eta too large).
+    """
+    return Row(*_host_row(key.plan.uid, key.eta, key.inverse, t))
+
+
+@backends.host_constant  # plain arguments: torch.compile runs it eagerly, keeps the floats
+def _host_row(uid: int, eta: float, inverse: bool, t: int) -> tuple[float, ...]:
+    found = table(StepKey(backends.registered(uid), eta, inverse))
+    check_timesteps(found, [t])
+    return tuple(found.values[t].tolist())
+
+
+def check_timesteps(found: Table, timesteps: list[int]) -> None:
+    """ValueError for the first timestep outside the table or in a row that cannot be used."""
+    size = found.values.shape[0]
+    for t in timesteps:
+        if not 0 <= t < size:
+            raise ValueError(f"timestep={t} is outside [0, num_train_timesteps={size})")
+        if t in found.invalid:
+            raise ValueError(f"cannot step at timestep {t}: {found.invalid[t]}")
+
+
+def gather(key: StepKey, timesteps: Array, like: Array, xp: Namespace) -> Row:
+    """The Rows of per-sample `timesteps` (an integer array on like's device), gathered on the
+    device from the plan's table and shaped to broadcast against `like`. Not range-checked:
+    the caller checks what it can read."""
+    return Row(*_gather(key, timesteps, like, xp))
+
+
+def noise_row(schedule: Schedule, t: int) -> tuple[float, ...]:
+    """(sqrt(abar_t), sqrt(1 - abar_t)) of the forward process q(x_t | x_0), as floats."""
+    return _host_noise_row(schedule.uid, t)
+
+
+@backends.host_constant
+def _host_noise_row(uid: int, t: int) -> tuple[float, ...]:
+    values = noise_table(backends.registered(uid))
+    check_timesteps(Table(values, {}), [t])
+    return tuple(values[t].tolist())
+
+
+def noise_gather(schedule: Schedule, timesteps: Array, like: Array, xp: Namespace) -> list[Array]:
+    """`noise_row` for an integer array of timesteps, gathered on like's device."""
+    return _gather(schedule, timesteps, like, xp)
+
+
+@functools.lru_cache(maxsize=64)
+def noise_table(schedule: Schedule) -> np.ndarray:
+    """Columns (sqrt(abar_t), sqrt(1 - abar_t)) for every training timestep (host float64)."""
+    ab = schedule.alphas_cumprod
+    values = np.stack([np.sqrt(ab), np.sqrt(1.0 - ab)], axis=1)
+    values.setflags(write=False)
+    return values
+
+
+def _gather(key: StepKey | Schedule, timesteps: Array, like: Array, xp: Namespace) -> list[Array]:
+    dtype = backends.work_dtype(xp, like.dtype)
+    values = device_table(key, xp, backends.device(like), dtype)
+    rows = xp.take(values, xp.reshape(timesteps, (-1,)), axis=0)
+    return [backends.broadcast_to_sample(rows[:, k], like.ndim, xp) for k in range(values.shape[1])]
+
+
+@backends.device_cache
+def device_table(key: StepKey | Schedule, xp: Namespace, device: Any, dtype: Any) -> Array:
+    """A step table (`StepKey`) or noise table (`Schedule`) on a device, in `dtype`, cached."""
+    values = noise_table(key) if isinstance(key, Schedule) else table(key).values
+    return backends.from_host(values, xp, device=device, dtype=dtype)
+
+
+# --- the linear form, for fused kernels --------------------------------------------------------
+
+
+def linear_row(key: StepKey, t: int, clipped: bool, use_clipped: bool) -> LinearRow:
+    """The LinearRow of a step from `t` (checked like `row`), cached per plan and timestep."""
+    found = _LINEAR_ROWS.get((key, t, clipped, use_clipped))
+    if found is None:
+        found = linear_form(row(key, t), key.plan.config.prediction_type, clipped, use_clipped)
+        if len(_LINEAR_ROWS) > 65536:
+            _LINEAR_ROWS.clear()
+        _LINEAR_ROWS[(key, t, clipped, use_clipped)] = found
+    return found
+
+
+_LINEAR_ROWS: dict[tuple[StepKey, int, bool, bool], LinearRow] = {}
+
+
+def linear_form(c: Row, prediction_type: str, clipped: bool, use_clipped: bool) -> LinearRow:
+    """A Row rewritten as two linear maps of (x_t, model_output), derived from eq. (9).
+
+    Eq. (9) is linear in (x_t, model_output): evaluating `kernels.predict_x0_eps` (and
+    `kernels.eps_from_x0`) at the unit vectors gives its weights, so no formula is written
+    twice. Without clipping x_b does not need x0_pred (k0 = 0); with clipping, eps_pred is
+    the unclipped one or, with use_clipped, re-derived from the clipped x0_pred (km = 0).
+    Works on float rows and on float64 column arrays alike.
+    """
+    sa, s1, sb, d = c.sqrt_ab_from, c.sqrt_1m_ab_from, c.sqrt_ab_to, c.direction
+    one, zero = _unit(sa)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ax, ex = kernels.predict_x0_eps(one, zero, sa, s1, prediction_type)
+        am, em = kernels.predict_x0_eps(zero, one, sa, s1, prediction_type)
+        if clipped and use_clipped:  # eps_pred = fx x_t + f0 x0_pred
+            fx = kernels.eps_from_x0(one, zero, sa, s1)
+            f0 = kernels.eps_from_x0(zero, one, sa, s1)
+            k0, kx, km = sb + d * f0, d * fx, zero
+        elif clipped:
+            k0, kx, km = sb, d * ex, d * em
+        else:
+            k0, kx, km = zero, sb * ax + d * ex, sb * am + d * em
+    return LinearRow(ax, am, k0, kx, km, c.sigma)
+
+
+def _unit(like: Any) -> tuple[Any, Any]:
+    """(1, 0) as floats, or as float64 arrays shaped like `like`."""
+    if isinstance(like, numbers.Real):
+        return 1.0, 0.0
+    return np.ones_like(like), np.zeros_like(like)
