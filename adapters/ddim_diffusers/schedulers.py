@@ -242,9 +242,10 @@ class DDIMScheduler(_DDIMSchedulerBase):
 class DDIMInverseScheduler(_DDIMSchedulerBase):
     """DDIM inversion (x_0 -> x_T): diffusers' DDIMInverseScheduler API.
 
-    `step(model_output, timestep, sample)` moves from the level of the previous plan timestep
-    (stride rule: timestep - T // N; the clean level before the first) up to `timestep`, with
-    the model evaluated at `timestep` on `sample`, as diffusers does.
+    `step(model_output, timestep, sample)` moves from the level of the plan timestep before
+    `timestep` (the clean level before the first; with prev_timestep="stride", diffusers'
+    timestep - T // N instead) up to `timestep`, with the model evaluated at `timestep` on
+    `sample`, as diffusers does. The inverse plan mirrors the forward plan.
     """
 
     _compatibles: list[str] = []  # as diffusers' DDIMInverseScheduler  # noqa: RUF012
