@@ -163,7 +163,7 @@ def bench_step(
     noisy = bool(eta) and direction == "forward"
     kernel = plugins.step_kernel(x)
     key = coefficients.StepKey(plan, eta if noisy else 0.0, direction != "forward")
-    row = coefficients.linear_row(key, T, clip, False)
+    row = coefficients.fused_row(key, T, False)
     fns["kernel"] = lambda: kernel(x, m, z if noisy else None, row, 1.0 if clip else None, None)
     fns["floor"] = _floor(t_x, t_m, t_z if noisy else None, t_o1, t_o2)
     if eta and direction == "forward":

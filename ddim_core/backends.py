@@ -138,6 +138,16 @@ def is_host_numpy(x: Array) -> bool:
     return bool(array_api_compat.is_numpy_array(x))
 
 
+def host_integers(x: Array) -> list[int] | None:
+    """The values of an integer array the host reads for free: NumPy, or a torch tensor on the
+    CPU outside torch.compile. None for anything else: reading a device array waits for it."""
+    if isinstance(x, np.ndarray):
+        return list(x.reshape(-1).tolist())
+    if array_api_compat.is_torch_array(x) and x.device.type == "cpu" and not compiling():
+        return list(x.reshape(-1).tolist())
+    return None
+
+
 def materialize(x: Array) -> Array:
     """Evaluate a lazy (Dask) array once per loop step, so later reads do not replay the
     whole loop's graph; any other array is returned as it is."""

@@ -1,10 +1,12 @@
 """The one home of step coefficients: typed rows, their host tables, the fused linear form.
 
-Every number a step multiplies by is computed here, on the host, in float64, once per plan:
+Every number a step multiplies by is computed here, on the host, in float64, once per plan
+(eq. (9)'s weights come from `kernels.eq9`):
 
     step(plan, out, t, x)          -> row(key, t): a Row of Python floats (no device work)
     step(plan, out, t_array, x)    -> gather(key, t_array, like): the rows on x's device
-    fused kernels                  -> linear_row(key, t, clipped, use_clipped): a LinearRow
+    fused kernels                  -> fused_row(key, t, use_clipped): a FusedRow (floats), or
+                                      fused_gather(...) on the device for array timesteps
     add_noise / get_velocity       -> noise_row(schedule, t) / noise_gather(...)
 
 `table(key)` computes a whole table (one row per training timestep): alpha_bar_prev from the
@@ -15,7 +17,6 @@ Caches live beside the functions they serve, keyed by typed keys (`StepKey`, `Le
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -43,19 +44,29 @@ class Row(NamedTuple):
     sigma: Any  # sigma_t of eq. (16), 0 for inversion: the weight of the noise
 
 
-class LinearRow(NamedTuple):
-    """A step rewritten as two linear maps of (x_t, model_output), for fused kernels:
+class FusedRow(NamedTuple):
+    """A step as fused kernels compute it: eq. (9)'s weights and eq. (12)'s, applied in the
+    reference path's order, so a kernel computing in float64 equals it bit for bit:
 
-    x0_pred = ax * x_t + am * model_output      (then clipped to [-r, r] with clip_sample)
-    x_b     = k0 * x0_pred + kx * x_t + km * model_output + noise * z
+        x0_pred  = (x0_x * x_t - x0_m * model_output) / x0_div     (then clipped to [-r, r])
+        eps_pred = (eps_x * x_t - eps_m * u) / eps_div             (u: model_output, or the
+                                                                     clipped x0_pred when
+                                                                     eps_from_x0)
+        x_b      = sqrt_ab_to * x0_pred + direction * eps_pred + sigma * noise
+
+    Python floats (scalar timestep) or arrays on the sample's device (`fused_gather`).
     """
 
-    ax: float
-    am: float
-    k0: float
-    kx: float
-    km: float
-    noise: float
+    x0_x: Any
+    x0_m: Any
+    x0_div: Any
+    eps_x: Any
+    eps_m: Any
+    eps_div: Any
+    sqrt_ab_to: Any
+    direction: Any
+    sigma: Any
+    eps_from_x0: bool  # use_clipped_model_output: eps_pred re-derived from the clipped x0_pred
 
 
 class StepKey(NamedTuple):
@@ -190,50 +201,47 @@ def device_table(key: StepKey | Schedule, xp: Namespace, device: Any, dtype: Any
     return backends.from_host(values, xp, device=device, dtype=dtype)
 
 
-# --- the linear form, for fused kernels --------------------------------------------------------
+# --- the fused form, for fused kernels ----------------------------------------------------------
 
 
-def linear_row(key: StepKey, t: int, clipped: bool, use_clipped: bool) -> LinearRow:
-    """The LinearRow of a step from `t` (checked like `row`), cached per plan and timestep."""
-    found = _LINEAR_ROWS.get((key, t, clipped, use_clipped))
+def fused_row(key: StepKey, t: int, use_clipped: bool) -> FusedRow:
+    """The FusedRow of a step from `t` (checked like `row`), cached per plan and timestep."""
+    found = _FUSED_ROWS.get((key, t, use_clipped))
     if found is None:
-        found = linear_form(row(key, t), key.plan.config.prediction_type, clipped, use_clipped)
-        if len(_LINEAR_ROWS) > 65536:
-            _LINEAR_ROWS.clear()
-        _LINEAR_ROWS[(key, t, clipped, use_clipped)] = found
+        found = fused_form(row(key, t), key.plan.config.prediction_type, use_clipped)
+        if len(_FUSED_ROWS) > 65536:
+            _FUSED_ROWS.clear()
+        _FUSED_ROWS[(key, t, use_clipped)] = found
     return found
 
 
-_LINEAR_ROWS: dict[tuple[StepKey, int, bool, bool], LinearRow] = {}
+_FUSED_ROWS: dict[tuple[StepKey, int, bool], FusedRow] = {}
 
 
-def linear_form(c: Row, prediction_type: str, clipped: bool, use_clipped: bool) -> LinearRow:
-    """A Row rewritten as two linear maps of (x_t, model_output), derived from eq. (9).
-
-    Eq. (9) is linear in (x_t, model_output): evaluating `kernels.predict_x0_eps` (and
-    `kernels.eps_from_x0`) at the unit vectors gives its weights, so no formula is written
-    twice. Without clipping x_b does not need x0_pred (k0 = 0); with clipping, eps_pred is
-    the unclipped one or, with use_clipped, re-derived from the clipped x0_pred (km = 0).
-    Works on float rows and on float64 column arrays alike.
-    """
-    sa, s1, sb, d = c.sqrt_ab_from, c.sqrt_1m_ab_from, c.sqrt_ab_to, c.direction
-    one, zero = _unit(sa)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ax, ex = kernels.predict_x0_eps(one, zero, sa, s1, prediction_type)
-        am, em = kernels.predict_x0_eps(zero, one, sa, s1, prediction_type)
-        if clipped and use_clipped:  # eps_pred = fx x_t + f0 x0_pred
-            fx = kernels.eps_from_x0(one, zero, sa, s1)
-            f0 = kernels.eps_from_x0(zero, one, sa, s1)
-            k0, kx, km = sb + d * f0, d * fx, zero
-        elif clipped:
-            k0, kx, km = sb, d * ex, d * em
-        else:
-            k0, kx, km = zero, sb * ax + d * ex, sb * am + d * em
-    return LinearRow(ax, am, k0, kx, km, c.sigma)
+def fused_form(c: Row, prediction_type: str, use_clipped: bool) -> FusedRow:
+    """A Row with eq. (9)'s weights (`kernels.eq9`): everything a fused kernel multiplies by."""
+    w_x0, w_eps = kernels.eq9(c.sqrt_ab_from, c.sqrt_1m_ab_from, prediction_type)
+    if use_clipped:
+        w_eps = kernels.eps_from_x0_weights(c.sqrt_ab_from, c.sqrt_1m_ab_from)
+    return FusedRow(*w_x0, *w_eps, c.sqrt_ab_to, c.direction, c.sigma, use_clipped)
 
 
-def _unit(like: Any) -> tuple[Any, Any]:
-    """(1, 0) as floats, or as float64 arrays shaped like `like`."""
-    if isinstance(like, numbers.Real):
-        return 1.0, 0.0
-    return np.ones_like(like), np.zeros_like(like)
+def fused_gather(
+    key: StepKey, timesteps: Array, use_clipped: bool, like: Array, xp: Namespace
+) -> FusedRow:
+    """`fused_row` for an integer array of timesteps on like's device (0-d or (batch,)): the
+    rows gathered on the device, shaped to broadcast against `like`; no host read."""
+    dtype = backends.work_dtype(xp, like.dtype)
+    values = _fused_device_table(key, use_clipped, xp, backends.device(like), dtype)
+    rows = xp.take(values, xp.reshape(timesteps, (-1,)), axis=0)
+    columns = [backends.broadcast_to_sample(rows[:, k], like.ndim, xp) for k in range(9)]
+    return FusedRow._make([*columns, use_clipped])
+
+
+@backends.device_cache
+def _fused_device_table(
+    key: StepKey, use_clipped: bool, xp: Namespace, device: Any, dtype: Any
+) -> Array:
+    columns = fused_form(Row(*table(key).values.T), key.plan.config.prediction_type, use_clipped)
+    values = np.stack(np.broadcast_arrays(*columns[:9]), axis=1)
+    return backends.from_host(values, xp, device=device, dtype=dtype)

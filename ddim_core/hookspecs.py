@@ -104,11 +104,14 @@ def ddim_core_step_kernel(sample: Any) -> Any:
     """A fused DDIM step for arrays of `sample`'s type and dtype, or None.
 
     Asked once per array type and dtype (the answer is cached). The kernel is called as
-    `kernel(x_t, model_output, noise, c, clip, out)` with c the six Python floats of a row of
-    `kernels.linear_form` (AX, AM, K0, KX, KM, NOISE), clip the clip range r or None, noise
+    `kernel(x_t, model_output, noise, c, clip, out)` with c a `coefficients.FusedRow` (Python
+    floats for a scalar timestep; 0-d or (batch, 1, ...) arrays on the sample's device for a
+    timestep array that cannot be read without a sync), clip the clip range r or None, noise
     an array or None, and out None or a pair of arrays (x_prev, x0_pred) to write into. It
     returns (x_prev, x0_pred) in the sample's dtype, or None for inputs it does not take (the
-    reference array-API path then runs). Kernels must equal the reference to rounding.
+    reference array-API path then runs). Kernels must equal the reference to rounding; one
+    that computes the FusedRow's formulas in float64 in their order equals it bit for bit on
+    float64 samples.
     """
 
 

@@ -57,21 +57,57 @@ def ddim_update(
     return transfer(x0, eps, row.sqrt_ab_to, row.direction, row.sigma, noise), x0
 
 
+def eq9(sqrt_ab: Any, sqrt_1m_ab: Any, prediction_type: str) -> tuple[Weights, Weights]:
+    """Eq. (9) as weights: x0_pred and eps_pred are each `affine(x_t, model_output, w)`.
+
+    epsilon: x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar); sample: eps = (x_t - sqrt(abar)
+    x0) / sqrt(1 - abar); v (Salimans & Ho 2022): x0 = sqrt(abar) x_t - sqrt(1 - abar) v and
+    eps = sqrt(abar) v + sqrt(1 - abar) x_t. The reference step applies these weights and the
+    fused kernels take the same ones (`coefficients.fused_form`), in the same order.
+    """
+    if prediction_type == "epsilon":
+        return (1.0, sqrt_1m_ab, sqrt_ab), (0.0, -1.0, 1.0)
+    if prediction_type == "sample":
+        return (0.0, -1.0, 1.0), (1.0, sqrt_ab, sqrt_1m_ab)
+    return (sqrt_ab, sqrt_1m_ab, 1.0), (sqrt_1m_ab, -sqrt_ab, 1.0)
+
+
+Weights = tuple[Any, Any, Any]  # (a, b, c) of (a * x - b * u) / c
+
+
+def affine(x: Array, u: Array, w: Weights) -> Array:
+    """(a x - b u) / c for w = (a, b, c), leaving out the multiplications by 0 and 1 and the
+    division by 1 that structural weights (Python floats) ask for: exact for finite values."""
+    a, b, c = w
+    if _is(a, 0.0):
+        num = u if _is(b, -1.0) else -b * u
+    else:
+        num = x if _is(a, 1.0) else a * x
+        num = num - b * u
+    return num if _is(c, 1.0) else num / c
+
+
+def _is(weight: Any, value: float) -> bool:
+    return isinstance(weight, float) and weight == value
+
+
 def predict_x0_eps(
     x_t: Array, model_output: Array, sqrt_ab: Any, sqrt_1m_ab: Any, prediction_type: str
 ) -> tuple[Array, Array]:
-    """(x0_pred, eps_pred) from the model output, eq. (9); v as in Salimans & Ho 2022."""
-    if prediction_type == "epsilon":
-        return (x_t - sqrt_1m_ab * model_output) / sqrt_ab, model_output
-    if prediction_type == "sample":
-        return model_output, (x_t - sqrt_ab * model_output) / sqrt_1m_ab
-    v = model_output
-    return sqrt_ab * x_t - sqrt_1m_ab * v, sqrt_ab * v + sqrt_1m_ab * x_t
+    """(x0_pred, eps_pred) from the model output, eq. (9)."""
+    w_x0, w_eps = eq9(sqrt_ab, sqrt_1m_ab, prediction_type)
+    return affine(x_t, model_output, w_x0), affine(x_t, model_output, w_eps)
 
 
 def eps_from_x0(x_t: Array, x0_pred: Array, sqrt_ab: Any, sqrt_1m_ab: Any) -> Array:
-    """Re-derive eps_pred from a clipped x0_pred (GLIDE; diffusers' use_clipped_model_output)."""
-    return (x_t - sqrt_ab * x0_pred) / sqrt_1m_ab
+    """Re-derive eps_pred from a clipped x0_pred (GLIDE; diffusers' use_clipped_model_output):
+    (x_t - sqrt(abar) x0_pred) / sqrt(1 - abar)."""
+    return affine(x_t, x0_pred, eps_from_x0_weights(sqrt_ab, sqrt_1m_ab))
+
+
+def eps_from_x0_weights(sqrt_ab: Any, sqrt_1m_ab: Any) -> Weights:
+    """The weights of `eps_from_x0`: eps_pred = affine(x_t, x0_pred, w)."""
+    return (1.0, sqrt_ab, sqrt_1m_ab)
 
 
 def transfer(

@@ -7,7 +7,7 @@
 `timestep` is a Python int (coefficients are Python floats from the host table: no device work),
 or an integer array of shape () or (batch,) (coefficients gathered on the sample's device).
 Every coefficient comes from `coefficients`; the maths of a step is `kernels.ddim_update`, or a
-plugin's fused kernel running `coefficients.linear_form` of the same row.
+plugin's fused kernel computing `coefficients.fused_form` of the same row.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 import numbers
 from typing import Any, NamedTuple
-
-import numpy as np
 
 from . import backends, coefficients, kernels, plugins
 from .backends import Array, Namespace
@@ -113,31 +111,58 @@ def _dispatch(
     use_clipped: bool,
     out: tuple[Array, Array] | None,
 ) -> StepOutput:
-    """A plugin's fused kernel where one applies, else the reference array-API step."""
+    """A plugin's fused kernel where one applies, else the reference array-API step.
+
+    A timestep the host can read for free (a Python int; a NumPy or CPU torch array holding
+    one value) takes its row as Python floats; other timestep arrays (on an accelerator, or
+    one per sample) take rows gathered on the sample's device, with no host read.
+    """
     xp = _step_arrays(model_output, sample, noise)
     config = key.plan.config
-    scalar_t = isinstance(timestep, numbers.Integral) and not isinstance(timestep, bool)
-    if scalar_t and not config.thresholding and not backends.compiling():
-        # torch.compile fuses the reference itself
-        kernel = plugins.step_kernel(sample)
-        if kernel is not None and _same_dtype(sample, model_output, noise):
-            clip = config.clip_sample_range if config.clip_sample else None
-            c = coefficients.linear_row(key, int(timestep), clip is not None, use_clipped)
-            fused = kernel(sample, model_output, noise, c, clip, out)
-            if fused is not None:
-                return StepOutput(*fused)
+    t, t_arr = _timestep(key, timestep, sample, xp)
+    fusable = not config.thresholding and not backends.compiling()  # compile fuses the reference
+    kernel = (
+        plugins.step_kernel(sample)
+        if fusable and _same_dtype(sample, model_output, noise)
+        else None
+    )
+    if kernel is not None:
+        if t is not None:
+            c = coefficients.fused_row(key, t, use_clipped)
+        else:
+            c = coefficients.fused_gather(key, t_arr, use_clipped, sample, xp)
+        clip = config.clip_sample_range if config.clip_sample else None
+        fused = kernel(sample, model_output, noise, c, clip, out)
+        if fused is not None:
+            return StepOutput(*fused)
     if out is not None:
         raise TypeError(
-            "out= needs a fused kernel (torch, NumPy with numba, CuPy; float32/float64, a Python "
-            "int timestep, no thresholding, C-contiguous non-overlapping buffers)"
+            "out= needs a fused kernel (torch, NumPy with numba, CuPy; float32/float64, no "
+            "thresholding, C-contiguous buffers that do not overlap the inputs)"
         )
-    if scalar_t:
-        row = coefficients.row(key, int(timestep))
-    else:
-        row = coefficients.gather(key, _checked_timesteps(key, timestep, sample, xp), sample, xp)
+    row = coefficients.row(key, t) if t is not None else coefficients.gather(key, t_arr, sample, xp)
     x_t, m, z = backends.to_work_dtype(xp, sample, model_output, noise)
     x_b, x0 = kernels.ddim_update(x_t, m, row, config, z, use_clipped, xp=xp)
     return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
+
+
+def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tuple[int | None, Any]:
+    """(t, None) for a timestep the host reads for free (checked), else (None, the array),
+    checked where it can be read: device values cannot be read without a sync, so then the
+    plan's own timesteps are checked instead."""
+    if isinstance(timestep, numbers.Integral) and not isinstance(timestep, bool):
+        return int(timestep), None
+    t_arr = _timestep_array(timestep, sample, xp)
+    values = backends.host_integers(t_arr)
+    found = coefficients.table(key)
+    if values is None:
+        steps = key.plan.inverse_timesteps if key.inverse else key.plan.timesteps
+        coefficients.check_timesteps(found, list(steps))
+        return None, t_arr
+    coefficients.check_timesteps(found, values)
+    if values and all(v == values[0] for v in values):
+        return values[0], None
+    return None, t_arr
 
 
 def _noise_coefficients(
@@ -147,23 +172,14 @@ def _noise_coefficients(
     if isinstance(timesteps, numbers.Integral) and not isinstance(timesteps, bool):
         return coefficients.noise_row(sched, int(timesteps))
     t_arr = _timestep_array(timesteps, sample, xp)
-    if backends.is_host_numpy(t_arr):
-        found = coefficients.Table(coefficients.noise_table(sched), {})
-        coefficients.check_timesteps(found, np.asarray(t_arr).reshape(-1).tolist())
+    values = backends.host_integers(t_arr)
+    if values is not None:
+        coefficients.check_timesteps(
+            coefficients.Table(coefficients.noise_table(sched), {}), values
+        )
+        if values and all(v == values[0] for v in values):
+            return coefficients.noise_row(sched, values[0])
     return coefficients.noise_gather(sched, t_arr, sample, xp)
-
-
-def _checked_timesteps(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> Array:
-    """A timestep array checked where its values can be read for free (NumPy); device values
-    cannot be read without a sync, so then the plan's own timesteps are checked instead."""
-    t_arr = _timestep_array(timestep, sample, xp)
-    found = coefficients.table(key)
-    if backends.is_host_numpy(t_arr):
-        coefficients.check_timesteps(found, np.asarray(t_arr).reshape(-1).tolist())
-    else:
-        steps = key.plan.inverse_timesteps if key.inverse else key.plan.timesteps
-        coefficients.check_timesteps(found, list(steps))
-    return t_arr
 
 
 def _timestep_array(timestep: Any, sample: Array, xp: Namespace) -> Array:

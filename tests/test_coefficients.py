@@ -1,5 +1,5 @@
-"""The coefficients module: tables against the paper's formulas, rows against tables, the fused
-linear form derived from eq. (9) against the explicit formulas of ddim-core 0.1."""
+"""The coefficients module: tables against the paper's formulas, rows against tables, eq. (9)'s
+weights against the textbook formulas, the fused form against the reference step."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import ddim_core as dc
-from ddim_core import backends, coefficients
-from ddim_core.coefficients import LinearRow, Row, StepKey
+from ddim_core import backends, coefficients, kernels
+from ddim_core.coefficients import FusedRow, Row, StepKey
 
 CONFIGS = [
     dc.DDIMConfig(),
@@ -19,48 +19,56 @@ CONFIGS = [
 ]
 
 
-def _explicit_linear_form(c, prediction_type, clipped, use_clipped):
-    """ddim-core 0.1's `kernels.linear_form`, written out: the formulas the derivation replaces."""
-    sa, s1, sb, d, sigma = (np.asarray(v, dtype=np.float64) for v in c)
-    one, zero = np.ones_like(sa), np.zeros_like(sa)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ax, am, ex, em = {
-            "epsilon": (1.0 / sa, -s1 / sa, zero, one),
-            "sample": (zero, one, 1.0 / s1, -sa / s1),
-            "v_prediction": (sa, -s1, s1, sa),
-        }[prediction_type]
-        if clipped and use_clipped:
-            k0, kx, km = sb - d * sa / s1, d / s1, zero
-        elif clipped:
-            k0, kx, km = sb, d * ex, d * em
-        else:
-            k0, kx, km = zero, sb * ax + d * ex, sb * am + d * em
-    return np.stack(np.broadcast_arrays(ax, am, k0, kx, km, sigma), axis=1)
+def _textbook_x0_eps(x, m, sa, s1, prediction_type):
+    """Eq. (9) as ddim-core 0.1 and diffusers write it."""
+    if prediction_type == "epsilon":
+        return (x - s1 * m) / sa, m
+    if prediction_type == "sample":
+        return m, (x - sa * m) / s1
+    return sa * x - s1 * m, sa * m + s1 * x
+
+
+def _apply_fused_row(c, x, m, clip, z):
+    """FusedRow's docstring, term by term, in NumPy float64 (what the kernels compute)."""
+    x0 = (c.x0_x * x - c.x0_m * m) / c.x0_div
+    if clip is not None:
+        x0 = np.clip(x0, -clip, clip)
+    eps = (c.eps_x * x - c.eps_m * (x0 if c.eps_from_x0 else m)) / c.eps_div
+    x_b = c.sqrt_ab_to * x0 + c.direction * eps
+    return (x_b if z is None else x_b + c.sigma * z), x0
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_eq9_weights_are_the_textbook_formulas(prediction_type) -> None:
+    """kernels.eq9 applied by kernels.affine equals eq. (9) as written, bit for bit."""
+    rng = np.random.default_rng(0)
+    x, m = rng.standard_normal((2, 1000)) * 3
+    for ab in (1e-6, 0.3, 0.999):
+        sa, s1 = float(np.sqrt(ab)), float(np.sqrt(1 - ab))
+        got = kernels.predict_x0_eps(x, m, sa, s1, prediction_type)
+        want = _textbook_x0_eps(x, m, sa, s1, prediction_type)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.prediction_type)
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 @pytest.mark.parametrize("inverse", [False, True])
-@pytest.mark.parametrize("clipped", [False, True])
-def test_linear_form_is_the_explicit_one(config, eta, inverse, clipped) -> None:
-    """Bit for bit where eq. (9)'s weights enter once; with use_clipped_model_output the
-    derivation rounds d * (1 / s1) where 0.1 rounded d / s1: within 2 ulps of the terms."""
-    key = StepKey(dc.make_plan(config, 20), 0.0 if inverse else eta, inverse)
+@pytest.mark.parametrize("clip", [None, 1.5])
+def test_fused_form_equals_the_reference_step(config, eta, inverse, clip) -> None:
+    """The FusedRow, applied as its docstring says, equals kernels.ddim_update bit for bit."""
+    config = config.replace(clip_sample=clip is not None, clip_sample_range=clip or 1.0)
+    plan = dc.make_plan(config, 20)
+    key = StepKey(plan, 0.0 if inverse else eta, inverse)
     found = coefficients.table(key)
-    usable = [t for t in range(found.values.shape[0]) if t not in found.invalid]
-    for use_clipped in (False, True) if clipped and not inverse else (False,):
-        explicit = _explicit_linear_form(
-            found.values[usable].T, config.prediction_type, clipped, use_clipped
-        )
-        derived = np.array([coefficients.linear_row(key, t, clipped, use_clipped) for t in usable])
-        if not use_clipped:
-            assert np.array_equal(derived, explicit)
-            continue
-        # k0 = sb - d sa / s1 cancels: compare with the size of its terms
-        sa, s1, sb, d = found.values[usable, :4].T
-        scale = np.stack([np.abs(sb) + np.abs(d * sa / s1), np.abs(d / s1)], axis=1)
-        assert np.all(np.abs(derived[:, 2:4] - explicit[:, 2:4]) <= 2 * np.spacing(scale))
-        assert np.array_equal(derived[:, [0, 1, 4, 5]], explicit[:, [0, 1, 4, 5]])
+    rng = np.random.default_rng(1)
+    x, m, z = rng.standard_normal((3, 64)) * 2
+    z = z if key.eta else None
+    for t in [t for t in plan.timesteps if t not in found.invalid]:
+        for use_clipped in (False, True) if clip and not inverse else (False,):
+            row = coefficients.row(key, t)
+            want = kernels.ddim_update(x, m, row, config, z, use_clipped, xp=backends.HOST_XP)
+            got = _apply_fused_row(coefficients.fused_row(key, t, use_clipped), x, m, clip, z)
+            assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True)), t
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.prediction_type)
@@ -78,7 +86,7 @@ def test_table_is_the_paper(config) -> None:
         assert inverse == Row(np.sqrt(b), np.sqrt(1 - b), np.sqrt(a), np.sqrt(1 - a), 0.0)
 
 
-def test_row_gather_and_linear_row_agree() -> None:
+def test_row_gather_and_fused_row_agree() -> None:
     plan = dc.make_plan(dc.DDIMConfig(), 10)
     key = StepKey(plan, 1.0, False)
     rows = coefficients.gather(key, np.array(plan.timesteps), np.zeros((10, 3)), backends.HOST_XP)
@@ -86,8 +94,9 @@ def test_row_gather_and_linear_row_agree() -> None:
         row = coefficients.row(key, t)
         assert isinstance(row, Row) and all(type(v) is float for v in row)
         assert tuple(float(col[k, 0]) for col in rows) == tuple(row)
-        linear = coefficients.linear_row(key, t, False, False)
-        assert isinstance(linear, LinearRow) and linear.noise == row.sigma
+        fused = coefficients.fused_row(key, t, False)
+        assert isinstance(fused, FusedRow) and fused.sigma == row.sigma
+        assert fused.sqrt_ab_to == row.sqrt_ab_to and fused.x0_div == row.sqrt_ab_from
 
 
 def test_unusable_rows_name_the_reason() -> None:

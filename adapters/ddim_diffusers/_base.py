@@ -44,8 +44,10 @@ def register_to_config(init: Callable[..., None]) -> Callable[..., None]:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         options = {k: v for k, v in bound.arguments.items() if k != "self"}
-        extra = options.pop("kwargs", {})
-        self._config = FrozenConfig({**options, **extra})
+        options.pop("kwargs", None)
+        ignore = set(getattr(self, "ignore_for_config", ()))
+        self._config = FrozenConfig()
+        self.register_to_config(**{k: v for k, v in options.items() if k not in ignore})
         init(self, *args, **kwargs)
 
     return wrapped
@@ -58,6 +60,10 @@ class ConfigMixin:
     @property
     def config(self) -> FrozenConfig:
         return self._config
+
+    def register_to_config(self, **options: Any) -> None:
+        """Add options to the config (as diffusers' ConfigMixin does)."""
+        self._config = FrozenConfig({**self._config, **options})
 
     @classmethod
     def from_config(cls: type[C], config: Mapping[str, Any] | None = None, **kwargs: Any) -> C:

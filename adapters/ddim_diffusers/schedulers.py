@@ -53,6 +53,14 @@ class _DDIMSchedulerBase(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     order = 1
     _inverse = False
 
+    def register_to_config(self, **options: Any) -> None:
+        """diffusers' config registration, except that prev_timestep enters the config only
+        when it is not the default: our scheduler_config.json then loads into diffusers' own
+        classes without a warning, and a "stride" config still reads back as "stride"."""
+        if options.get("prev_timestep") == "plan":
+            del options["prev_timestep"]
+        super().register_to_config(**options)  # type: ignore[no-untyped-call]
+
     def _setup(self, options: dict[str, Any]) -> None:
         self._ddim_config = _ddim_config(type(self).__name__, options)
         self._schedule = dc.schedule(self._ddim_config)
@@ -250,6 +258,8 @@ class DDIMInverseScheduler(_DDIMSchedulerBase):
 
     _compatibles: list[str] = []  # as diffusers' DDIMInverseScheduler  # noqa: RUF012
     _inverse = True
+    ignore_for_config = ["kwargs"]  # noqa: RUF012 (as diffusers')
+    _deprecated_kwargs = ["set_alpha_to_zero"]  # noqa: RUF012 (as diffusers')
 
     @register_to_config  # type: ignore[untyped-decorator]
     def __init__(
@@ -304,17 +314,33 @@ def register() -> list[str]:
 
     They become `diffusers.DDIMCoreScheduler` / `diffusers.DDIMCoreInverseScheduler` (also in
     `diffusers.schedulers`), so a model_index.json or script naming them loads them; and
-    every diffusers scheduler compatible with DDIMScheduler lists DDIMCoreScheduler in its
-    `compatibles`, the list UIs offer for swapping schedulers. Idempotent.
+    every diffusers scheduler compatible with DDIMScheduler, whether imported already or later
+    (diffusers imports them lazily), lists DDIMCoreScheduler in its `compatibles`, the list
+    UIs offer for swapping schedulers. Idempotent.
     """
     import diffusers
     import diffusers.schedulers
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin as Mixin
 
     names = {"DDIMCoreScheduler": DDIMScheduler, "DDIMCoreInverseScheduler": DDIMInverseScheduler}
     for name, cls in names.items():
         for module in (diffusers, diffusers.schedulers):
             setattr(module, name, cls)
-    for value in vars(diffusers.schedulers).values():
+    original = Mixin.__dict__["_get_compatibles"].__func__
+    if not getattr(original, "_ddim_core", False):
+
+        def _get_compatibles(cls: type) -> list[type]:
+            found = list(original(cls))
+            peers = getattr(cls, "_compatibles", [])
+            if ("DDIMScheduler" in peers or cls.__name__ == "DDIMScheduler") and (
+                DDIMScheduler not in found
+            ):
+                found.append(DDIMScheduler)
+            return found
+
+        _get_compatibles._ddim_core = True  # type: ignore[attr-defined]
+        Mixin._get_compatibles = classmethod(_get_compatibles)  # type: ignore[assignment]
+    for value in vars(diffusers.schedulers).values():  # the lists of classes already imported
         peers = getattr(value, "_compatibles", None)
         if (
             isinstance(peers, list)
@@ -323,6 +349,13 @@ def register() -> list[str]:
         ):
             peers.append("DDIMCoreScheduler")
     return list(names)
+
+
+# save_pretrained records a component's class under its module: the package, whose plain
+# import is enough for DiffusionPipeline.from_pretrained to find it again (it resolves
+# libraries it does not know from sys.modules; the names load lazily from there)
+for _cls in (DDIMScheduler, DDIMInverseScheduler, DDIMSchedulerOutput):
+    _cls.__module__ = "ddim_diffusers"
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""When the numba kernel's parallel loop pays, and what a busy machine does to it.
+
+    .venv/bin/python -m benchmarks.threads [--busy 2] [--out DIR]
+
+For step sizes from 1x4x8x8 to 32x4x128x128 (float32, clip on, eta 0): the median time of one
+fused step with the serial loop, with the parallel loop (all the threads this process may use),
+and of the reference array-API path (the fused plugins blocked), first on the machine as it is,
+then beside `--busy` CPU-bound processes. `_numba.PARALLEL_MIN` is chosen from the quiet run
+(the smallest size where parallel beats serial by 10 %); the busy run checks that the fused path
+is never slower than the reference there. Writes threads.md / threads.json into --out
+(default: a temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import ddim_core as dc
+from ddim_core import _numba, plugins
+
+SHAPES = [
+    (1, 4, 8, 8),
+    (1, 4, 64, 64),
+    (1, 4, 128, 128),
+    (4, 4, 128, 128),
+    (8, 4, 128, 128),
+    (16, 4, 128, 128),
+    (32, 4, 128, 128),
+]
+
+
+def _spin(stop: Any) -> None:
+    while not stop.is_set():
+        sum(range(10000))
+
+
+def _median_us(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
+    fn()
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    inner = max(1, int(budget_s / repeats / max(time.perf_counter() - t0, 1e-7)))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter_ns() - t0) / inner / 1e3)
+    return statistics.median(times)
+
+
+def measure(repeats: int, budget_s: float) -> list[dict[str, Any]]:
+    config = dc.DDIMConfig(clip_sample=True)
+    plan = dc.make_plan(config, 50)
+    rows = []
+    for shape in SHAPES:
+        x, m = (np.random.default_rng(i).standard_normal(shape, dtype=np.float32) for i in (0, 1))
+
+        def step(x: np.ndarray = x, m: np.ndarray = m) -> Any:
+            return dc.step(plan, m, 500, x)
+
+        times = {}
+        saved = _numba.PARALLEL_MIN
+        try:
+            for name, threshold in (("serial", 1 << 62), ("parallel", 0)):
+                _numba.PARALLEL_MIN = threshold
+                times[name] = _median_us(step, repeats, budget_s)
+        finally:
+            _numba.PARALLEL_MIN = saved
+        times["fused"] = _median_us(step, repeats, budget_s)
+        with _reference_path():
+            times["reference"] = _median_us(step, repeats, budget_s)
+        rows.append({"shape": shape, "elements": int(np.prod(shape)), **times})
+        print("x".join(map(str, shape)), {k: round(v, 1) for k, v in times.items()}, flush=True)
+    return rows
+
+
+class _reference_path:
+    """The reference array-API step: ddim-core's fused plugins blocked (DDIM_CORE_BLOCK_PLUGINS)."""
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.get(plugins.BLOCK_ENV)
+        os.environ[plugins.BLOCK_ENV] = "numba,torch-fused,cupy-fused"
+        plugins.manager.cache_clear()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is None:
+            del os.environ[plugins.BLOCK_ENV]
+        else:
+            os.environ[plugins.BLOCK_ENV] = self.saved
+        plugins.manager.cache_clear()
+
+
+def suggested_threshold(rows: list[dict[str, Any]]) -> int | None:
+    """The smallest size from which parallel beats serial by 10 % at every larger size."""
+    best = None
+    for r in reversed(rows):
+        if r["parallel"] * 1.1 > r["serial"]:
+            break
+        best = r["elements"]
+    return best
+
+
+def markdown(quiet: list[dict[str, Any]], busy: list[dict[str, Any]], n_busy: int) -> str:
+    lines = [
+        f"numba kernel, float32, clip on, eta 0; {_numba.THREADS} threads for the parallel loop; "
+        f"PARALLEL_MIN = {_numba.PARALLEL_MIN} elements; microseconds per step (median).",
+        "",
+        "| load | shape | serial | parallel | fused (as shipped) | reference | fused / reference |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for load, rows in (("quiet", quiet), (f"{n_busy} busy processes", busy)):
+        for r in rows:
+            lines.append(
+                f"| {load} | {'x'.join(map(str, r['shape']))} | {r['serial']:.1f} | "
+                f"{r['parallel']:.1f} | {r['fused']:.1f} | {r['reference']:.1f} | "
+                f"{r['fused'] / r['reference']:.2f} |"
+            )
+    lines += ["", f"suggested PARALLEL_MIN from the quiet run: {suggested_threshold(quiet)}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.threads", description=__doc__)
+    parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes beside the run")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--out", default=None, help="directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    quiet = measure(args.repeats, 0.3)
+    stop = multiprocessing.Event()
+    spinners = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(args.busy)]
+    for p in spinners:
+        p.start()
+    try:
+        busy = measure(args.repeats, 0.3)
+    finally:
+        stop.set()
+        for p in spinners:
+            p.join()
+    text = markdown(quiet, busy, args.busy)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="ddim-threads-"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "threads.md").write_text(text)
+    (out / "threads.json").write_text(json.dumps({"quiet": quiet, "busy": busy}, indent=1))
+    print(text)
+    print(f"wrote {out / 'threads.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
