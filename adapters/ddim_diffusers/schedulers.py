@@ -59,6 +59,11 @@ class _DDIMSchedulerBase(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         classes without a warning, and a "stride" config still reads back as "stride"."""
         if options.get("prev_timestep") == "plan":
             del options["prev_timestep"]
+        defaults = options.get("_use_default_values")
+        if isinstance(defaults, list) and "prev_timestep" in defaults:
+            options["_use_default_values"] = [k for k in defaults if k != "prev_timestep"]
+            if not options["_use_default_values"]:
+                del options["_use_default_values"]
         super().register_to_config(**options)  # type: ignore[no-untyped-call]
 
     def _setup(self, options: dict[str, Any]) -> None:
