@@ -19,6 +19,7 @@ import dataclasses
 import json
 import platform
 import statistics
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -29,6 +30,8 @@ import numpy as np
 
 import ddim_core as dc
 from ddim_core import coefficients, plugins
+
+from . import pipeline
 
 SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64), (1, 4, 128, 128), (8, 4, 128, 128), (16, 4, 128, 128)]
 SMOKE_SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64)]
@@ -211,6 +214,13 @@ def bench_loop(library: str, shape: tuple[int, ...], repeats: int) -> dict[str, 
     return {k: v / 1e3 for k, v in _timer(fns, repeats, 0.5).items()}
 
 
+PIPELINE_HEADER = (
+    "The pipeline call pattern (`for t in scheduler.timesteps: scheduler.step(out, t, x)`, t a "
+    "0-d int64 tensor, diffusers' default config: clip_sample on), torch CPU float32, "
+    f"{pipeline.STEPS} steps, microseconds per step; eta 1 draws from a torch.Generator:\n\n"
+)
+
+
 def markdown(rows: list[Row], loops: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"ddim-core benchmark: {meta['machine']}; torch {meta['torch']}, numpy {meta['numpy']}, "
@@ -267,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, few repeats (CI)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="directory for results.md / results.json (default: benchmarks/results, or a "
+        "temporary directory with --smoke, so a smoke run never overwrites the committed results)",
+    )
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
     import diffusers
@@ -291,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"{rows[-1].times_us['ddim-core']:.1f} us",
                             flush=True,
                         )
+    pipeline_rows = pipeline.run(args.smoke, repeats)
     loop_shape = (1, 4, 8, 8) if args.smoke else (1, 4, 64, 64)
     loops = [
         {"library": lib, "shape": loop_shape, **bench_loop(lib, loop_shape, repeats)}
@@ -304,15 +320,21 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": repeats,
         "smoke": args.smoke,
     }
-    out = Path(args.out)
+    if args.out is None:
+        default = Path(__file__).parent / "results"
+        out = Path(tempfile.mkdtemp(prefix="ddim-bench-")) if args.smoke else default
+    else:
+        out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(markdown(rows, loops, meta))
+    text = PIPELINE_HEADER + pipeline.markdown(pipeline_rows) + "\n" + markdown(rows, loops, meta)
+    (out / "results.md").write_text(text)
     data = {
         "meta": meta,
+        "pipeline": pipeline_rows,
         "steps": [dataclasses.asdict(r) | {"ratios": r.ratios()} for r in rows],
         "loops": loops,
     }
     (out / "results.json").write_text(json.dumps(data, indent=1))
-    print(markdown(rows, loops, meta))
+    print(text)
     print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
     return 0

@@ -156,17 +156,23 @@ def materialize(x: Array) -> Array:
     return x
 
 
-# per array type, then dtype (one dict per library: torch.compile compares only torch dtypes)
-REAL_FLOATING: dict[type, dict[Any, bool]] = {}
+# per kind, array type, then dtype (one dict per library: torch.compile compares only torch
+# dtypes)
+_DTYPE_KINDS: dict[tuple[str, type], dict[Any, bool]] = {}
 
 
 def is_real_floating(xp: Namespace, x: Array) -> bool:
     """Whether x's dtype is real floating (cached per array type and dtype)."""
-    known = REAL_FLOATING.setdefault(type(x), {})
+    return is_kind(xp, x, "real floating")
+
+
+def is_kind(xp: Namespace, x: Array, kind: str) -> bool:
+    """`xp.isdtype(x.dtype, kind)`, cached per array type and dtype."""
+    known = _DTYPE_KINDS.setdefault((kind, type(x)), {})
     try:
         return known[x.dtype]
     except (KeyError, TypeError):  # new dtype, or an unhashable one
-        answer = bool(xp.isdtype(x.dtype, "real floating"))
+        answer = bool(xp.isdtype(x.dtype, kind))
     with contextlib.suppress(TypeError):
         known[x.dtype] = answer
     return answer

@@ -190,7 +190,7 @@ def _timestep_array(timestep: Any, sample: Array, xp: Namespace) -> Array:
             "timestep must be a Python int or an integer array of the sample's library, got "
             f"{type(timestep).__name__}"
         ) from None
-    if not xp.isdtype(timestep.dtype, "integral"):
+    if not backends.is_kind(xp, timestep, "integral"):
         raise TypeError(f"timestep array must have an integer dtype, got {timestep.dtype}")
     batch = sample.shape[0] if sample.ndim else 1
     if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch)):
@@ -218,8 +218,8 @@ def _step_arrays(model_output: Array, sample: Array, noise: Array | None) -> Nam
     if xp is not None:
         dtype, shape = sample.dtype, sample.shape
         if (
-            backends.REAL_FLOATING.get(type(sample), {}).get(dtype)
-            and model_output.dtype == dtype
+            model_output.dtype == dtype
+            and backends.is_real_floating(xp, sample)
             and model_output.shape == shape
             and (noise is None or (noise.dtype == dtype and noise.shape == shape))
         ):

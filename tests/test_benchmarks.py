@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 ROOT = Path(__file__).parent.parent
@@ -34,3 +35,25 @@ def test_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert "| torch | 1x4x8x8 | for | 0 | off |" in table
     assert "50-step loop" in table
+    pipe = data["pipeline"]
+    assert {r["eta"] for r in pipe} == {0.0, 1.0}
+    for r in pipe:
+        assert {"ddim_diffusers", "diffusers", "floor", "normal draw"} <= set(r["us"])
+    assert "| 1x4x8x8 | 0 |" in table and "pipeline call pattern" in table
+
+
+def test_smoke_run_never_overwrites_the_committed_results() -> None:
+    committed = ROOT / "benchmarks" / "results" / "results.json"
+    before = committed.read_bytes() if committed.exists() else None
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert (committed.read_bytes() if committed.exists() else None) == before
+    written = Path(done.stdout.strip().splitlines()[-1].split(" and ")[-1])
+    assert (
+        written.name == "results.json" and written.exists() and written.parent != committed.parent
+    )

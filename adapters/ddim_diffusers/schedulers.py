@@ -394,6 +394,10 @@ def _timestep_for(timestep: Any, sample: Any) -> Any:
     device (diffusers' `timesteps.to(sample.device)`) is brought to the sample's."""
     if isinstance(timestep, int | np.integer):
         return int(timestep)
+    if type(timestep) is type(sample) and getattr(timestep, "device", 0) == getattr(
+        sample, "device", 1
+    ):
+        return timestep  # the pipeline's case: one library, one device
     xp = backends.namespace(sample=sample)
     try:
         if backends.namespace(timestep=timestep) is xp:

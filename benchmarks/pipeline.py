@@ -1,0 +1,113 @@
+"""The call pattern of a diffusers pipeline, timed: what users get.
+
+A pipeline calls `scheduler.step(noise_pred, t, latents)` for `t in scheduler.timesteps` (0-d
+int64 tensors) with diffusers' default config (clip_sample on). One loop of 50 steps with a
+fixed model output, per-step microseconds (median over repeats): `ddim_diffusers`'s
+DDIMScheduler against diffusers' own, eager and with its `step` under torch.compile (compile
+time reported apart), at eta 0 and at eta 1 with a torch.Generator; the memory floor of one
+step (read x_t and the model output, write two outputs) and one normal draw, in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+SHAPES = [(1, 4, 64, 64), (8, 4, 128, 128), (16, 4, 128, 128)]
+SMOKE_SHAPES = [(1, 4, 8, 8)]
+STEPS = 50
+
+
+def _loop(scheduler: Any, step: Callable[..., Any], out: Any, x: Any, eta: float, gen: Any) -> Any:
+    kwargs = {"eta": eta, "generator": gen} if eta else {}
+    for t in scheduler.timesteps:
+        x = step(out, t, x, **kwargs).prev_sample
+    return x
+
+
+def _median_us_per_step(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - t0) / STEPS / 1e3)
+    return statistics.median(times)
+
+
+def bench(shape: tuple[int, ...], eta: float, repeats: int, compiled: bool) -> dict[str, Any]:
+    import ddim_diffusers
+    import diffusers
+    import torch
+
+    ours, theirs = ddim_diffusers.DDIMScheduler(), diffusers.DDIMScheduler()
+    for s in (ours, theirs):
+        s.set_timesteps(STEPS)
+    g = torch.Generator().manual_seed(0)
+    x, out = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    gen = torch.Generator().manual_seed(1)
+    fns: dict[str, Callable[[], Any]] = {
+        "ddim_diffusers": lambda: _loop(ours, ours.step, out, x, eta, gen),
+        "diffusers": lambda: _loop(theirs, theirs.step, out, x, eta, gen),
+    }
+    result: dict[str, Any] = {"shape": shape, "eta": eta}
+    if compiled:
+        step = torch.compile(theirs.step)
+        t0 = time.perf_counter()
+        _loop(theirs, step, out, x, eta, gen)
+        result["compile_s"] = time.perf_counter() - t0
+        fns["diffusers compiled"] = lambda: _loop(theirs, step, out, x, eta, gen)
+    o1, o2 = torch.empty_like(x), torch.empty_like(x)
+    fns["floor"] = lambda: [(o1.copy_(x), o2.copy_(out)) for _ in range(STEPS)]
+    fns["normal draw"] = lambda: [torch.randn(shape, generator=gen) for _ in range(STEPS)]
+    names = list(fns)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):  # interleaved: machine noise hits all alike
+        for n in names:
+            samples[n].append(_median_us_per_step(fns[n], 1))
+    result["us"] = {n: statistics.median(v) for n, v in samples.items()}
+    return result
+
+
+def run(smoke: bool, repeats: int, compiled: bool = True) -> list[dict[str, Any]]:
+    import torch
+
+    torch.set_grad_enabled(False)
+    rows = []
+    for shape in SMOKE_SHAPES if smoke else SHAPES:
+        for eta in (0.0, 1.0):
+            rows.append(bench(shape, eta, repeats, compiled and not smoke))
+            us = rows[-1]["us"]
+            print(
+                f"pipeline {shape} eta={eta}: {us['ddim_diffusers']:.1f} us/step "
+                f"(diffusers {us['diffusers']:.1f})",
+                flush=True,
+            )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| shape | eta | ddim_diffusers | diffusers | diffusers compiled | floor | normal draw "
+        "| ours / diffusers | ours / compiled | ours / floor | compile s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        us = r["us"]
+        comp = us.get("diffusers compiled")
+        ours = us["ddim_diffusers"]
+        vs_compiled = "-" if comp is None else f"{ours / comp:.2f}"
+        lines.append(
+            f"| {'x'.join(map(str, r['shape']))} | {r['eta']:g} | {us['ddim_diffusers']:.1f} | "
+            f"{us['diffusers']:.1f} | {'-' if comp is None else f'{comp:.1f}'} | "
+            f"{us['floor']:.1f} | {us['normal draw']:.1f} | "
+            f"{us['ddim_diffusers'] / us['diffusers']:.2f} | "
+            f"{vs_compiled} | "
+            f"{us['ddim_diffusers'] / us['floor']:.2f} | "
+            f"{r.get('compile_s', float('nan')):.1f} |"
+        )
+    return "\n".join(lines) + "\n"
