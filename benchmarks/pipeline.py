@@ -27,27 +27,32 @@ def _loop(scheduler: Any, step: Callable[..., Any], out: Any, x: Any, eta: float
     return x
 
 
-def _median_us_per_step(fn: Callable[[], Any], repeats: int) -> float:
+def _median_us_per_step(fn: Callable[[], Any], repeats: int, sync: Callable[[], Any]) -> float:
     fn()
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter_ns()
         fn()
+        sync()
         times.append((time.perf_counter_ns() - t0) / STEPS / 1e3)
     return statistics.median(times)
 
 
-def bench(shape: tuple[int, ...], eta: float, repeats: int, compiled: bool) -> dict[str, Any]:
+def bench(
+    shape: tuple[int, ...], eta: float, repeats: int, compiled: bool, device: str = "cpu"
+) -> dict[str, Any]:
     import ddim_diffusers
     import diffusers
     import torch
 
     ours, theirs = ddim_diffusers.DDIMScheduler(), diffusers.DDIMScheduler()
     for s in (ours, theirs):
-        s.set_timesteps(STEPS)
+        s.set_timesteps(STEPS, device=device)
     g = torch.Generator().manual_seed(0)
-    x, out = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-    gen = torch.Generator().manual_seed(1)
+    x, out = (torch.randn(shape, generator=g).to(device) for _ in range(2))
+    gen = torch.Generator(device).manual_seed(1)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     fns: dict[str, Callable[[], Any]] = {
         "ddim_diffusers": lambda: _loop(ours, ours.step, out, x, eta, gen),
         "diffusers": lambda: _loop(theirs, theirs.step, out, x, eta, gen),
@@ -61,26 +66,31 @@ def bench(shape: tuple[int, ...], eta: float, repeats: int, compiled: bool) -> d
         fns["diffusers compiled"] = lambda: _loop(theirs, step, out, x, eta, gen)
     o1, o2 = torch.empty_like(x), torch.empty_like(x)
     fns["floor"] = lambda: [(o1.copy_(x), o2.copy_(out)) for _ in range(STEPS)]
-    fns["normal draw"] = lambda: [torch.randn(shape, generator=gen) for _ in range(STEPS)]
+    fns["normal draw"] = lambda: [
+        torch.randn(shape, generator=gen, device=device) for _ in range(STEPS)
+    ]
     names = list(fns)
     samples: dict[str, list[float]] = {n: [] for n in names}
     for fn in fns.values():
         fn()
     for _ in range(repeats):  # interleaved: machine noise hits all alike
         for n in names:
-            samples[n].append(_median_us_per_step(fns[n], 1))
+            samples[n].append(_median_us_per_step(fns[n], 1, sync))
     result["us"] = {n: statistics.median(v) for n, v in samples.items()}
+    result["device"] = device
     return result
 
 
-def run(smoke: bool, repeats: int, compiled: bool = True) -> list[dict[str, Any]]:
+def run(
+    smoke: bool, repeats: int, compiled: bool = True, device: str = "cpu"
+) -> list[dict[str, Any]]:
     import torch
 
     torch.set_grad_enabled(False)
     rows = []
     for shape in SMOKE_SHAPES if smoke else SHAPES:
         for eta in (0.0, 1.0):
-            rows.append(bench(shape, eta, repeats, compiled and not smoke))
+            rows.append(bench(shape, eta, repeats, compiled and not smoke, device))
             us = rows[-1]["us"]
             print(
                 f"pipeline {shape} eta={eta}: {us['ddim_diffusers']:.1f} us/step "

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# GPU checks: the CuPy and torch-CUDA tests and the benchmark, on a machine with an NVIDIA GPU.
+#
+#   make gpu-wheels      # here (with network): wheels of what a GPU box may lack -> .gpu-wheels/
+#   make test-gpu        # there (offline): installs them, runs the tests and the benchmark
+#
+# The GPU machine's Python is expected to have torch (CUDA), CuPy, JAX, pytest and hypothesis;
+# array-api-compat, array-api-strict, pluggy, diffusers (and its pure-Python dependencies) and
+# ddim-core itself are installed from .gpu-wheels/ without touching the network. Results go to
+# benchmarks/results/gpu/ (commit them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python3}
+WHEELS=.gpu-wheels
+OUT=benchmarks/results/gpu
+[ -d "$WHEELS" ] || { echo "no $WHEELS/: run 'make gpu-wheels' on a machine with network" >&2; exit 2; }
+"$PY" -c "import torch, cupy; assert torch.cuda.is_available(), 'torch sees no CUDA device'"
+TARGET=$(mktemp -d)
+"$PY" -m pip install --quiet --no-index --no-deps --find-links "$WHEELS" --target "$TARGET" \
+    -r requirements/gpu.txt "$WHEELS"/ddim_core-*.whl
+export PYTHONPATH="$PWD:$PWD/adapters:$TARGET${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/device.csv" || true
+# the GPU backends of the matrix (cupy, torch:cuda) and the fused-kernel and no-sync tests
+"$PY" -m pytest -q -p no:cacheprovider -k "cupy or cuda or fused or no_sync or pipeline_path" \
+    tests 2>&1 | tee "$OUT/tests.txt"
+"$PY" -m benchmarks.gpu --out "$OUT" 2>&1 | tee "$OUT/benchmark.txt"
