@@ -12,8 +12,10 @@ from . import (
     functional,
     plugins,  # noqa: F401  (installs the plugins' array-namespace fallback into backends)
 )
-from .analytic import GaussianMixture
+from .analytic import GaussianMixture, guided
 from .config import DDIMConfig
+from .guidance import rescale_noise_cfg
+from .interpolation import slerp
 from .plans import FINAL, Plan, make_plan, spaced_timesteps
 from .sampling import StepInfo, invert, sample
 from .schedules import Schedule, alphas_cumprod, betas, schedule
@@ -34,11 +36,14 @@ __all__ = [
     "betas",
     "functional",
     "get_velocity",
+    "guided",
     "inverse_step",
     "invert",
     "make_plan",
+    "rescale_noise_cfg",
     "sample",
     "schedule",
+    "slerp",
     "spaced_timesteps",
     "step",
 ]

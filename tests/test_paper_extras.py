@@ -1,0 +1,183 @@
+"""The DDIM paper's and the seeds' extras: the guided test bed and its exact ODE, guidance
+rescale, spherical interpolation of x_T, and the quadratic timestep selection."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from helpers import Backend, assert_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ddim_core as dc
+from ddim_core.analytic import GaussianMixture, guided
+
+CONFIG = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+UNCOND = GaussianMixture.create([[1.0, -1.0]], [0.8], CONFIG)
+COND = GaussianMixture.create([[2.0, 0.5]], [0.3], CONFIG)
+
+
+# --- the guided test bed -----------------------------------------------------------------
+
+
+def test_guided_is_classifier_free_guidance_of_the_two_models() -> None:
+    x = np.random.default_rng(0).standard_normal((5, 2))
+    u, c = UNCOND(x, 500), COND(x, 500)
+    np.testing.assert_allclose(guided(UNCOND, COND, 7.5)(x, 500), u + 7.5 * (c - u))
+    np.testing.assert_array_equal(guided(UNCOND, COND, 1.0)(x, 500), c)
+    rescaled = guided(UNCOND, COND, 7.5, rescale=0.7)(x, 500)
+    np.testing.assert_allclose(rescaled, dc.rescale_noise_cfg(u + 7.5 * (c - u), c, 0.7))
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 7.5])
+def test_guided_ode_solution_is_the_limit_of_ddim(scale: float) -> None:
+    """DDIM is first order: against the exact guided flow map its error halves as N doubles."""
+    model = guided(UNCOND, COND, scale)
+    x_T = np.random.default_rng(1).standard_normal((50, 2))
+    exact = model.ode_solution(x_T, model.cond.schedule.alpha_bar(999))
+    errors = [np.abs(dc.sample(model, x_T, CONFIG, n) - exact).max() for n in (50, 100, 200)]
+    ratios = [a / b for a, b in itertools.pairwise(errors)]
+    assert all(1.8 < r < 2.2 for r in ratios), (errors, ratios)
+
+
+def test_guided_ode_of_equal_stds_is_a_single_gaussian_at_the_guided_mean() -> None:
+    """With equal stds the guided eps is a Gaussian's eps at mean (1 - w) mu_u + w mu_c."""
+    other = GaussianMixture.create([[0.0, 3.0]], [0.3], CONFIG)
+    mean = -2.0 * COND.means[0] + 3.0 * other.means[0]
+    shifted = GaussianMixture.create([mean], [0.3], CONFIG)
+    x_T = np.random.default_rng(2).standard_normal((20, 2))
+    ab = level(999)
+    for ab_0 in (1.0, 0.9):
+        np.testing.assert_allclose(
+            guided(COND, other, 3.0).ode_solution(x_T, ab, ab_0),
+            shifted.ode_solution(x_T, ab, ab_0),
+            rtol=1e-13,
+            atol=1e-13,
+        )
+
+
+def level(t: int) -> float:
+    return COND.schedule.alpha_bar(t)
+
+
+def test_ode_solution_composes_over_intermediate_levels() -> None:
+    model = guided(UNCOND, COND, 3.0)
+    x_T = np.random.default_rng(3).standard_normal((10, 2))
+    ab_T, ab_mid = level(999), level(300)
+    direct = model.ode_solution(x_T, ab_T)
+    two = model.ode_solution(model.ode_solution(x_T, ab_T, ab_mid), ab_mid)
+    np.testing.assert_allclose(two, direct, rtol=1e-12, atol=1e-12)
+
+
+def test_ode_solution_only_where_known() -> None:
+    mixture = GaussianMixture.create([[0.0], [2.0]], [0.3, 0.3], CONFIG)
+    assert not guided(mixture, mixture.component(0), 3.0).exact
+    assert not guided(UNCOND, COND, 3.0, rescale=0.5).exact
+    with pytest.raises(ValueError, match="two single-Gaussian"):
+        guided(mixture, mixture.component(0), 3.0).ode_solution(np.zeros((1, 1)), 0.5)
+    with pytest.raises(ValueError, match=r"rescale=1.5 must be in \[0, 1\]"):
+        guided(UNCOND, COND, 3.0, rescale=1.5)
+    with pytest.raises(TypeError, match="scale must be a finite real number"):
+        guided(UNCOND, COND, math.nan)
+
+
+# --- guidance rescale --------------------------------------------------------------------
+
+
+def reference_rescale(guided_out: np.ndarray, cond: np.ndarray, phi: float) -> np.ndarray:
+    """Lin et al. 2023, eq. 15-16, per sample over the non-batch axes."""
+    axes = tuple(range(1, guided_out.ndim))
+    std_c = cond.std(axis=axes, keepdims=True)
+    std_g = guided_out.std(axis=axes, keepdims=True)
+    return phi * guided_out * std_c / std_g + (1 - phi) * guided_out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_rescale_noise_cfg_on_every_backend(backend: Backend, dtype: str) -> None:
+    rng = np.random.default_rng(4)
+    g, c = rng.standard_normal((3, 4, 5)) * 3.0, rng.standard_normal((3, 4, 5))
+    got = dc.rescale_noise_cfg(backend.array(g, dtype), backend.array(c, dtype), 0.7)
+    inputs = [
+        backend.to_numpy(backend.array(a, dtype)) if backend.has_values else a for a in (g, c)
+    ]
+    assert got.dtype == backend.array(g, dtype).dtype
+    assert_close(backend, got, reference_rescale(*inputs, 0.7), dtype, scale=10.0)
+
+
+def test_rescale_keeps_the_conditional_spread() -> None:
+    rng = np.random.default_rng(5)
+    g, c = rng.standard_normal((4, 16)) * 5.0 + 1.0, rng.standard_normal((4, 16))
+    np.testing.assert_allclose(dc.rescale_noise_cfg(g, c, 1.0).std(axis=1), c.std(axis=1))
+    assert dc.rescale_noise_cfg(g, c, 0.0) is g
+    flat = np.ones((2, 8))  # zero spread: left as it is, not divided by zero
+    np.testing.assert_array_equal(dc.rescale_noise_cfg(flat, c[:2, :8], 0.7), flat)
+    with pytest.raises(ValueError, match="guidance_rescale=-1"):
+        dc.rescale_noise_cfg(g, c, -1.0)
+    with pytest.raises(ValueError, match="must be equal"):
+        dc.rescale_noise_cfg(g, c[:, :8], 0.5)
+
+
+# --- slerp -------------------------------------------------------------------------------
+
+
+def reference_slerp(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
+    """Song et al. 2021, eq. 67, per row."""
+    out = []
+    for u, v in zip(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1), strict=True):
+        theta = math.acos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1))
+        w_a, w_b = math.sin((1 - alpha) * theta), math.sin(alpha * theta)
+        out.append((w_a * u + w_b * v) / math.sin(theta))
+    return np.reshape(out, a.shape)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_slerp_on_every_backend(backend: Backend, dtype: str) -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((3, 4, 8)), rng.standard_normal((3, 4, 8))
+    x_a, x_b = backend.array(a, dtype), backend.array(b, dtype)
+    got = dc.slerp(x_a, x_b, 0.3)
+    assert got.dtype == x_a.dtype
+    if backend.has_values:  # the reference from the inputs as the backend rounded them
+        a, b = backend.to_numpy(x_a), backend.to_numpy(x_b)
+    assert_close(backend, got, reference_slerp(a, b, 0.3), dtype, scale=10.0)
+
+
+@settings(max_examples=30)
+@given(
+    alpha=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+    scale=st.floats(0.1, 10.0),
+)
+def test_slerp_walks_the_great_circle(alpha: float, seed: int, scale: float) -> None:
+    """Endpoints at 0 and 1; the angle to x_a grows as alpha theta; equal norms are kept."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((2, 16))
+    b = rng.standard_normal((2, 16))
+    b = b / np.linalg.norm(b, axis=1, keepdims=True) * np.linalg.norm(a, axis=1, keepdims=True)
+    a, b = a * scale, b * scale
+    np.testing.assert_allclose(dc.slerp(a, b, 0.0), a, atol=1e-12 * scale)
+    np.testing.assert_allclose(dc.slerp(a, b, 1.0), b, atol=1e-12 * scale)
+    x = dc.slerp(a, b, alpha)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), np.linalg.norm(a, axis=1), rtol=1e-12)
+    cos = lambda u, v: np.sum(u * v, axis=1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)  # noqa: E731
+    theta = np.arccos(np.clip(cos(a, b), -1, 1))
+    np.testing.assert_allclose(np.arccos(np.clip(cos(a, x), -1, 1)), alpha * theta, atol=1e-7)
+
+
+def test_slerp_degenerate_pairs_and_arguments() -> None:
+    a = np.array([[1.0, 2.0, 3.0]])
+    np.testing.assert_allclose(dc.slerp(a, 2.0 * a, 0.5), 1.5 * a)  # parallel: the chord
+    np.testing.assert_allclose(dc.slerp(a, -a, 0.25), 0.5 * a)  # opposite: the chord
+    np.testing.assert_allclose(dc.slerp(a, np.zeros_like(a), 0.5), 0.5 * a)  # zero: the chord
+    per_sample = dc.slerp(np.ones((2, 3)), -np.ones((2, 3)) + 0.1, np.array([0.0, 1.0]))
+    np.testing.assert_allclose(per_sample, [[1.0] * 3, [-0.9] * 3])
+    assert dc.slerp(a[0], a[0], 0.5).shape == (3,)
+    with pytest.raises(ValueError, match="must be equal"):
+        dc.slerp(a, np.ones((1, 2)), 0.5)
+    with pytest.raises(ValueError, match=r"alpha has shape \(3,\)"):
+        dc.slerp(np.ones((2, 3)), np.ones((2, 3)), np.zeros(3))
+    with pytest.raises(TypeError, match="alpha must be a number or an array"):
+        dc.slerp(a, a, "0.5")
