@@ -43,7 +43,7 @@ def demo(
         x_0 = sample(model, x_T, config, n)
         plain = np.abs(sample(model, invert(model, x_0, config, n), config, n) - x_0).max()
         infos: list[StepInfo] = []
-        z = invert(model, x_0, config, n, fixed_point_iters=20, tol=1e-9, callback=infos.append)
+        z = invert(model, x_0, config, n, fixed_point_iters=30, tol=1e-9, callback=infos.append)
         exact = np.abs(sample(model, z, config, n) - x_0).max()
         elapsed = time.perf_counter() - start
         calls = np.mean([i.model_calls for i in infos])

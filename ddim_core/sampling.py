@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from . import backends, coefficients, plugins
+from . import backends, coefficients, implicit, plugins
 from .backends import Array, Namespace
 from .coefficients import StepKey
 from .config import DDIMConfig, check_int
@@ -87,35 +87,46 @@ def invert(
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool = False,
     check_finite: bool | None = None,
-    history: int = 5,
+    history: int = 3,
 ) -> Array:
     """DDIM inversion from x = x_0 up to x_T along the mirrored plan.
 
     fixed_point_iters = 0 is plain inversion (one model call per step). With k > 0 each step
-    is solved implicitly with at most k further model calls, stopping early once
-    max |step(x_t) - x_source| <= tol (one host read per iteration, only when tol is given);
-    the result of a step is never worse than plain inversion.
+    is solved implicitly, so that the forward step maps the result back onto its source
+    (`ddim_core.implicit`): the step itself, taken from a warm start extrapolated from the
+    previous steps (at the first step: plain inversion), then k refinements, each one further
+    model call that measures the latest iterate and refines it by an Anderson update over the
+    last `history` iterates. So 1 + k model calls per step; the returned k-th refinement is the
+    one iterate no call measured, kept where the iteration was still improving (else the best
+    measured iterate). With `tol` the max residual |step(x_t) - x_source| of each measured
+    iterate is read on the host and the step stops at the first iterate within tol (fewer
+    calls). The callback's StepInfo reports model calls and that residual per step (read only
+    with `tol`, or for NumPy arrays where reading is free).
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
     _check_model(model)
     if eta != 0:
         raise ValueError(f"eta={eta}: inversion is deterministic, eta must be 0")
     iters = check_fixed_point(fixed_point_iters, tol)
+    history = check_int("history", history, low=1)
     xp = backends.namespace(x=x)
+    trail = implicit.Trail()
     for i, t in enumerate(_progress(plan.inverse_timesteps, progress, "DDIM inversion")):
-        out = _call(model, x, t, i, xp, check_finite)
-        y, x0 = inverse_step(plan, out, t, x)
-        calls, residual = 1, None
         if iters:
+            counter = itertools.count()
 
-            def forward(y: Array, t: int = t, i: int = i) -> Array:
-                return step(plan, _call(model, y, t, i, xp, False), t, y)[0]
+            def forward(y: Array, t: int = t, i: int = i, n: Any = counter) -> tuple[Array, Array]:
+                check = check_finite if next(n) == 0 else False  # the solver's own iterates: no
+                return step(plan, _call(model, y, t, i, xp, check), t, y)
 
-            # the inverse of the step's linear part: sqrt(abar_t) / sqrt(abar_prev)
             row = coefficients.row(StepKey(plan, 0.0, True), t)
-            c = row.sqrt_ab_to / row.sqrt_ab_from
-            y, more, residual = solve_implicit(forward, x, y, iters, tol, c=c, history=history)
-            calls += more
+            c = implicit.vp_preconditioner(row)
+            frame = implicit.frame(row)
+            solved = implicit.solve_step(forward, x, frame, iters, tol, trail, c=c, history=history)
+            y, x0, calls, residual, trail = solved
+        else:
+            y, x0 = inverse_step(plan, _call(model, x, t, i, xp, check_finite), t, x)
+            calls, residual = 1, None
         x = backends.materialize(y)
         if callback is not None:
             callback(StepInfo(i, t, x, x0, calls, residual))

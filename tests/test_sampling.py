@@ -30,12 +30,16 @@ def test_exact_inversion_round_trip_target() -> None:
     assert all(i.residual is not None and i.residual <= 1e-7 for i in infos)
 
 
-def test_exact_inversion_is_never_worse_than_plain() -> None:
+def test_one_refinement_beats_plain_inversion() -> None:
+    """k = 1: the step taken from the warm start, then one refinement (two model calls per
+    step). Measured: 5.0e-3 against plain inversion's 2.2 (N = 50). The warm start replaces
+    plain inversion's point of evaluation, so at N = 10 on this narrow mixture, where the first
+    inverse steps need ~20 refinements, one refinement is not better than plain inversion."""
     x0 = MIXTURE.sample_data(100, np.random.default_rng(1))
-    plain = invert(MIXTURE, x0, CONFIG, 10)
-    one = invert(MIXTURE, x0, CONFIG, 10, fixed_point_iters=1)
-    err = lambda z: np.abs(sample(MIXTURE, z, CONFIG, 10) - x0).max()  # noqa: E731
-    assert err(one) <= err(plain) * (1 + 1e-12)
+    plain = invert(MIXTURE, x0, CONFIG, 50)
+    one = invert(MIXTURE, x0, CONFIG, 50, fixed_point_iters=1)
+    err = lambda z: np.abs(sample(MIXTURE, z, CONFIG, 50) - x0).max()  # noqa: E731
+    assert err(one) <= 1e-2 * err(plain)
 
 
 def test_sampling_error_is_first_order() -> None:

@@ -1,0 +1,313 @@
+"""Exact DDIM inversion: each inverse step solved implicitly, at few model calls per step.
+
+Inverting a DDIM step means finding x_t whose forward step lands on the source sample:
+F(x_t) = x_s. In VE coordinates (a sample times `scale`: 1 / sqrt(abar) for DDIM's samples;
+sigma = sqrt((1 - abar) / abar)) the forward step is x_s = x_t - h eps(x_t), h = sigma_t -
+sigma_s, so the inverse step is the implicit equation
+
+    x_t = x_s + h eps(x_t)            (backward Euler of the probability-flow ODE)
+
+whose fixed-point iteration, started at x_s, is plain DDIM inversion. Three things make it
+cheap and safe:
+
+1. A warm start from the previous steps ("the previous step's correction"): the eps a step
+   solved for, (x_t - x_s) / h, moves smoothly along the inversion, so each step starts from
+   x_s + h eps_pred, eps_pred extrapolated linearly in sigma from the last two steps'
+   (`Trail`; the extrapolation reaches at most twice the last change, for the steps near a
+   zero-SNR end where sigma runs off to 1e4). The first step starts from x_s.
+2. Anderson acceleration (type II; Walker & Ni 2011) of the fixed-point map
+   g(x) = x - c (F(x) - x_s): a multisecant quasi-Newton update from the step's last
+   `history` iterates. c is the inverse of F's slope for data of unit variance,
+   1 / cos(theta_t - theta_s) with theta = atan(sigma) the DDIM angle (`Frame.c`): it stays
+   right up to a zero-SNR end, where holding eps fixed would give c = 0. The small
+   least-squares problem is solved per sample by modified Gram-Schmidt (no normal equations,
+   which square the condition number, and no factorisation that can divide by zero); a
+   column that is numerically dependent on the others, or too small to carry more than
+   rounding, is dropped.
+3. Safeguards: an update that is not finite or is longer than `CAP` plain steps becomes the
+   plain step; every measured iterate's residual max |F(x) - x_s| is kept per sample with the
+   best iterate; the last refinement (which no call measures) is returned only where the
+   iteration was still improving and it is finite, else the best measured iterate.
+
+Counting: with `refinements = k`, the first model call is the step itself, taken at the warm
+start (at the first step it is plain inversion's call, and its fixed-point update is plain
+inversion); each of the k further calls measures the latest iterate and refines it. So a step
+costs 1 + k model calls, and returns the k-th refinement of the plain step's result, unless
+`tol` is given: then every measured residual is read on the host, and the step stops at (and
+returns) the first iterate whose residual is <= tol.
+
+Half precision is iterated in float32 and measured at the iterates rounded to the sample's
+dtype (what the sampler will see). Everything is array-API code over the batch: no host read
+unless `tol` is given (or the arrays are NumPy's, where reading is free).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+from . import backends
+from .backends import Array, Namespace
+from .coefficients import Row
+
+CAP = 10.0  # the longest update accepted, in plain (fixed-point) steps
+REACH = 2.0  # the warm start extrapolates at most this many times the last change of eps
+
+
+class Frame(NamedTuple):
+    """One inverse step from noise level sigma_from up to sigma_to. A sample times `scale_*`
+    is its VE form (1 / sqrt(abar) for DDIM's samples, 1 for k-diffusion's)."""
+
+    scale_from: float
+    scale_to: float
+    sigma_from: float
+    sigma_to: float
+
+    @property
+    def h(self) -> float:
+        """sigma_to - sigma_from: the step in sigma."""
+        return self.sigma_to - self.sigma_from
+
+    @property
+    def c(self) -> float:
+        """The preconditioner: the inverse of the forward step's slope in the samples'
+        coordinates for unit-variance data, 1 / cos(theta_to - theta_from) for VP samples."""
+        return preconditioner(self.scale_from, self.scale_to, self.sigma_from, self.sigma_to)
+
+
+def preconditioner(scale_from: float, scale_to: float, sigma_from: float, sigma_to: float) -> float:
+    """1 / F'(x) for data N(0, I): F is then linear, VP slope cos(theta_to - theta_from) with
+    theta = atan(sigma); a sample times scale times cos(theta) is its VP form. sigma_to may be
+    inf (a zero-SNR end; then scale_to * cos(theta_to) is taken as 1)."""
+    theta_from, theta_to = math.atan(sigma_from), math.atan(sigma_to)
+    vp_from = scale_from * math.cos(theta_from)
+    vp_to = scale_to * math.cos(theta_to) if math.isfinite(sigma_to) else 1.0
+    return vp_from / (vp_to * math.cos(theta_to - theta_from))
+
+
+def frame(row: Row) -> Frame | None:
+    """The frame of a DDIM inverse step from its `coefficients.Row` (eta = 0: `direction` is
+    sqrt(1 - abar_to)); None when abar_to = 0 (a zero-SNR end, which has no VE form) or when
+    the step does not move up (abar_to = abar_from: the step from alpha_bar_0 to t = 0 when
+    set_alpha_to_one is False, whose forward step is the identity but for clipping)."""
+    if row.sqrt_ab_to <= 0.0:
+        return None
+    scale_from, scale_to = 1.0 / row.sqrt_ab_from, 1.0 / row.sqrt_ab_to
+    found = Frame(scale_from, scale_to, row.sqrt_1m_ab_from * scale_from, row.direction * scale_to)
+    return found if found.h > 0.0 else None
+
+
+def vp_preconditioner(row: Row) -> float:
+    """`Frame.c` of a DDIM inverse step (VP samples) from its Row, also where it has no frame:
+    1 / (sqrt(abar_from abar_to) + sqrt((1 - abar_from) (1 - abar_to)))."""
+    return 1.0 / float(row.sqrt_ab_from * row.sqrt_ab_to + row.sqrt_1m_ab_from * row.direction)
+
+
+class Trail(NamedTuple):
+    """What an inverse step hands to the next: the sigma and the solved eps
+    ((x_t - x_s) / h in VE form, in the work dtype) of the last two steps."""
+
+    sigmas: tuple[float, ...] = ()
+    eps: tuple[Array, ...] = ()
+
+    def extend(self, sigma: float, eps: Array) -> Trail:
+        return Trail((*self.sigmas, sigma)[-2:], (*self.eps, eps)[-2:])
+
+
+def warm_start(x_src: Array, frame: Frame | None, trail: Trail) -> Array:
+    """x_s + h eps_pred (in the samples' coordinates), eps_pred extrapolated linearly in sigma
+    from the trail, by at most REACH times its last change; x_s itself when the trail is
+    empty (the first step: plain inversion's point)."""
+    if frame is None or not trail.eps:
+        return x_src
+    eps = trail.eps[-1]
+    if len(trail.eps) == 2:
+        (s0, s1), (e0, e1) = trail.sigmas, trail.eps
+        eps = e1 + min((frame.sigma_to - s1) / (s1 - s0), REACH) * (e1 - e0)
+    return (x_src * frame.scale_from + frame.h * eps) / frame.scale_to
+
+
+def solved_eps(x_src: Array, x_t: Array, frame: Frame) -> Array:
+    """The eps a solved step implies, (x_t - x_s) / h in VE form (h > 0)."""
+    return (x_t * frame.scale_to - x_src * frame.scale_from) / frame.h
+
+
+class Solution(NamedTuple):
+    """One solved inverse step: the result, the x0_pred of the best measured iterate, the model
+    calls it took, the max residual of the best measured iterate (None unless read), and the
+    trail for the next step."""
+
+    x_t: Array
+    x0: Array
+    calls: int
+    residual: float | None
+    trail: Trail
+
+
+def solve_step(
+    forward: Callable[[Array], tuple[Array, Array]],
+    x_src: Array,
+    frame: Frame | None,
+    refinements: int,
+    tol: float | None,
+    trail: Trail | None = None,
+    *,
+    c: float | None = None,
+    history: int = 3,
+) -> Solution:
+    """Find x_t with forward(x_t) = x_src per batch element: the warm start, then `refinements`
+    Anderson refinements of the plain step (1 + refinements calls of `forward`, fewer when the
+    residual reaches `tol`; see the module docstring).
+
+    `forward` maps a sample at the destination level to the source level (one model call),
+    returning (x_prev, x0_pred) as `steps.step` does.
+    `c` is the preconditioner (`Frame.c` by default). Without a frame (see `frame`) the step
+    starts from x_src and hands the trail on unchanged; then `c` must be given.
+    """
+    xp = backends.namespace(x_src=x_src)
+    trail = Trail() if trail is None else trail
+    dtype = x_src.dtype
+    work = backends.work_dtype(xp, dtype)
+    src = backends.cast(xp, x_src, work)
+    if c is None:
+        if frame is None:
+            raise ValueError("a step without a frame needs its preconditioner c")
+        c = frame.c
+    y = backends.cast(xp, warm_start(src, frame, trail), dtype)
+    best, best_x0, best_res, improving = y, None, None, None
+    ys: list[Array] = []
+    rs: list[Array] = []
+    residual: float | None = None
+    calls = 0
+    for _ in range(refinements + 1):
+        x_prev, x0 = forward(y)
+        x_fwd = backends.cast(xp, backends.materialize(x_prev), work)
+        calls += 1
+        res = _max_abs(x_fwd - src, xp)
+        if best_res is None:
+            best_x0, best_res, improving = x0, res, xp.isfinite(res)
+        else:
+            improving = res < best_res
+            mask = _sample_mask(improving, y.ndim, xp)
+            best, best_x0 = xp.where(mask, y, best), xp.where(mask, x0, best_x0)
+            best_res = xp.where(improving, res, best_res)
+        best, best_x0, best_res = (backends.materialize(a) for a in (best, best_x0, best_res))
+        if tol is not None or backends.is_host_numpy(best_res):
+            residual = float(xp.max(best_res))  # a host read: only to stop early, or free
+            if tol is not None and residual <= tol:
+                return _solution(best, best_x0, calls, residual, src, frame, trail, xp)
+        ys = [*ys, backends.cast(xp, y, work)][-(history + 1) :]
+        rs = [*rs, c * (x_fwd - src)][-(history + 1) :]  # g(y) = y - r: the plain step
+        y = backends.cast(xp, backends.materialize(anderson(ys, rs, xp)), dtype)
+    # the last refinement, which no call measures: only where the iteration still improved
+    keep = improving & xp.all(xp.reshape(xp.isfinite(y), (y.shape[0], -1)), axis=1)
+    x_t = backends.materialize(xp.where(_sample_mask(keep, y.ndim, xp), y, best))
+    return _solution(x_t, best_x0, calls, residual, src, frame, trail, xp)
+
+
+def _solution(
+    x_t: Array,
+    x0: Array,
+    calls: int,
+    residual: float | None,
+    src: Array,
+    frame: Frame | None,
+    trail: Trail,
+    xp: Namespace,
+) -> Solution:
+    if frame is None:
+        return Solution(x_t, x0, calls, residual, trail)
+    eps = solved_eps(src, backends.cast(xp, x_t, src.dtype), frame)
+    return Solution(x_t, x0, calls, residual, trail.extend(frame.sigma_to, eps))
+
+
+def anderson(ys: list[Array], rs: list[Array], xp: Namespace) -> Array:
+    """Anderson's type-II update (Walker & Ni 2011, eq. 2.1 with mixing 1) per batch element,
+    for the fixed-point map g(y) = y - r(y), from iterates `ys` and residuals `rs` (oldest
+    first): gamma = argmin |r_k - dR gamma|, y_new = y_k - r_k - (dY - dR) gamma, dY and dR
+    the consecutive differences. One iterate: the plain step y_k - r_k.
+
+    Safeguards: differences within rounding of the iterates are left out; the least squares is
+    solved by `lstsq_mgs`; an update that is not finite or is longer than CAP plain steps is
+    replaced by the plain step.
+    """
+    y_k, r_k = ys[-1], rs[-1]
+    plain = y_k - r_k
+    if len(ys) < 2:
+        return plain
+    batch = y_k.shape[0]
+
+    def flat(a: Array) -> Array:
+        return xp.reshape(a, (batch, -1))
+
+    noise = 16.0 * xp.finfo(y_k.dtype).eps * (1.0 + _max_abs(y_k, xp))
+    d_y: list[Array] = []
+    d_r: list[Array] = []
+    for j in reversed(range(len(ys) - 1)):  # newest first: they win where columns conflict
+        dy = flat(ys[j + 1] - ys[j])
+        usable = _max_abs(dy, xp) > noise
+        d_y.append(dy)
+        dr = flat(rs[j + 1] - rs[j])
+        d_r.append(xp.where(_column(usable, xp), dr, xp.zeros_like(dr)))
+    gamma = lstsq_mgs(d_r, flat(r_k), xp)
+    step = -flat(r_k)
+    for g, dy, dr in zip(gamma, d_y, d_r, strict=True):
+        step = step - _column(g, xp) * (dy - dr)
+    length, plain_length = _norm(step, xp), _norm(flat(r_k), xp)
+    ok = xp.isfinite(length) & (length <= CAP * plain_length)
+    return xp.where(_sample_mask(ok, y_k.ndim, xp), y_k + xp.reshape(step, y_k.shape), plain)
+
+
+def lstsq_mgs(columns: list[Array], rhs: Array, xp: Namespace) -> list[Array]:
+    """Per row of the batch, the coefficients gamma_j minimising |rhs - sum_j gamma_j a_j| for
+    columns a_j of shape (batch, D), by modified Gram-Schmidt and back substitution.
+
+    A column whose part orthogonal to the columns before it is below sqrt(eps) of its own
+    norm (numerically dependent, or zero) is dropped: its gamma is 0. So no division by zero,
+    and no gamma blows up on a near-singular problem.
+    """
+    m = len(columns)
+    rel = math.sqrt(float(xp.finfo(rhs.dtype).eps))
+    basis: list[Array] = []
+    kept: list[Array] = []
+    r: list[list[Array]] = [[xp.zeros_like(rhs[:, 0])] * m for _ in range(m)]
+    for j, v in enumerate(columns):
+        size = _norm(v, xp)
+        for i, q in enumerate(basis):
+            r[i][j] = xp.sum(q * v, axis=1)
+            v = v - _column(r[i][j], xp) * q
+        rest = _norm(v, xp)
+        ok = rest > rel * size
+        r[j][j] = xp.where(ok, rest, xp.ones_like(rest))
+        q = v / _column(r[j][j], xp)
+        basis.append(xp.where(_column(ok, xp), q, xp.zeros_like(q)))
+        kept.append(ok)
+    z = [xp.sum(q * rhs, axis=1) for q in basis]
+    gamma: list[Array] = [z[0]] * m
+    for j in reversed(range(m)):
+        s = z[j]
+        for p in range(j + 1, m):
+            s = s - r[j][p] * gamma[p]
+        gamma[j] = xp.where(kept[j], s / r[j][j], xp.zeros_like(s))
+    return gamma
+
+
+def _norm(a: Array, xp: Namespace) -> Array:
+    """Euclidean norm of each row of a (batch, D) array."""
+    return xp.sqrt(xp.sum(a * a, axis=1))
+
+
+def _max_abs(d: Array, xp: Namespace) -> Array:
+    """max |d| over each batch element, NaN counted as +inf."""
+    m = xp.max(xp.reshape(xp.abs(d), (d.shape[0], -1)), axis=1)
+    return xp.where(xp.isnan(m), xp.full_like(m, math.inf), m)
+
+
+def _column(v: Array, xp: Namespace) -> Array:
+    """A (batch,) array as a (batch, 1) column."""
+    return xp.reshape(v, (v.shape[0], 1))
+
+
+def _sample_mask(mask: Array, ndim: int, xp: Namespace) -> Array:
+    return backends.broadcast_to_sample(mask, ndim, xp)

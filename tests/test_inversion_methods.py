@@ -1,0 +1,207 @@
+"""Exact DDIM inversion under classifier-free guidance (`ddim_core.implicit`), on the guided test
+bed of issue 14: three Gaussians in 2-D (std 0.3, means 4 apart), the conditional model one of
+them, Stable Diffusion's schedule; round trips over guidance, step count, dtype and backend."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from helpers import Backend
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ddim_core as dc
+from ddim_core import implicit
+from ddim_core.analytic import GaussianMixture, Guided, guided
+from ddim_core.backends import HOST_XP
+from ddim_core.sampling import StepInfo
+
+SD = dc.DDIMConfig(
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    beta_end=0.012,
+    steps_offset=1,
+    set_alpha_to_one=False,
+    clip_sample=False,
+)
+MIXTURE = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]], [0.3, 0.3, 0.3], SD)
+COND = MIXTURE.component(0)
+BACKENDS = [
+    Backend("numpy", "numpy"),
+    Backend("torch", "torch"),
+    Backend("jax", "jax"),
+    Backend("array_api_strict", "array_api_strict"),
+]
+EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+TOL = {"float64": 1e-12, "float32": 2e-6, "float16": None, "bfloat16": None}
+
+
+def round_trip_bound(dtype: str, x0: np.ndarray) -> float:
+    """The issue's targets: float64 1e-9, float32 1e-5; half precision 4 ulps of the data's
+    scale (the ulp of max |x_0|)."""
+    if dtype in ("float64", "float32"):
+        return {"float64": 1e-9, "float32": 1e-5}[dtype]
+    return 4 * 2.0 ** np.floor(np.log2(np.abs(x0).max())) * EPS[dtype]
+
+
+def model(scale: float) -> Guided:
+    return guided(MIXTURE, COND, scale)
+
+
+def round_trip(m, x0, n, **options):
+    infos: list[StepInfo] = []
+    z = dc.invert(m, x0, SD, n, callback=infos.append, **options)
+    return dc.sample(m, z, SD, n), infos
+
+
+def error(back, x0, backend: Backend = BACKENDS[0]) -> float:
+    return float(np.abs(backend.to_numpy(back) - backend.to_numpy(x0)).max())
+
+
+def guided_samples(scale: float, n: int, backend: Backend, dtype: str, size: int = 16):
+    """Samples the guided sampler itself produced, in `dtype`: an exact inverse exists."""
+    x_T = np.random.default_rng(int(scale * 10) + n).standard_normal((size, 2))
+    return dc.sample(model(scale), backend.array(x_T, dtype), SD, n)
+
+
+@pytest.mark.parametrize("scale", [3.0, 7.5])
+@pytest.mark.parametrize("n", [20, 50])
+def test_float32_guided_samples_round_trip_at_three_calls(scale: float, n: int) -> None:
+    """Target: float32, guided samples, 1e-5 at <= 3 model calls per step (k = 2)."""
+    x0 = guided_samples(scale, n, BACKENDS[0], "float32", size=64)
+    back, infos = round_trip(model(scale), x0, n, fixed_point_iters=2)
+    assert error(back, x0) <= 1e-5
+    assert [i.model_calls for i in infos] == [3] * n
+
+
+@pytest.mark.parametrize("scale", [3.0, 7.5])
+def test_two_calls_per_step_at_fifty_steps(scale: float) -> None:
+    """k = 1 (the step from the warm start, then one refinement): two model calls per step."""
+    x0 = guided_samples(scale, 50, BACKENDS[0], "float32", size=64)
+    back, infos = round_trip(model(scale), x0, 50, fixed_point_iters=1)
+    assert error(back, x0) <= 1e-5
+    assert all(i.model_calls == 2 for i in infos)
+
+
+def test_float64_real_data_without_guidance_at_two_calls() -> None:
+    """Target: float64, guidance 1, N = 50, real data of the conditioned class: <= 1e-9 at two
+    model calls per step (the conditional model is one Gaussian: each step is linear)."""
+    x0 = COND.sample_data(64, np.random.default_rng(0))
+    back, infos = round_trip(model(1.0), x0, 50, fixed_point_iters=1)
+    assert error(back, x0) <= 1e-9
+    assert all(i.model_calls == 2 for i in infos)
+
+
+def test_float64_real_data_guidance_3_with_tol() -> None:
+    """Target: float64, guidance 3, N = 50, real data: <= 1e-9. With tol the step stops once
+    every sample's residual is within it; a few points near the class boundary need many
+    iterations, and the batch shares each call: about 5.8 calls per step (not the target 3)."""
+    x0 = COND.sample_data(64, np.random.default_rng(0))
+    back, infos = round_trip(model(3.0), x0, 50, fixed_point_iters=30, tol=1e-11)
+    assert error(back, x0) <= 1e-9
+    assert all(i.residual is not None and i.residual <= 1e-11 for i in infos)
+    assert np.mean([i.model_calls for i in infos]) <= 6.5
+
+
+@settings(max_examples=16)
+@given(
+    scale=st.sampled_from([1.0, 3.0, 7.5]),
+    n=st.integers(20, 50),
+    dtype=st.sampled_from(["float64", "float32", "float16", "bfloat16"]),
+    backend=st.sampled_from(BACKENDS),
+)
+def test_round_trips_over_guidance_steps_dtypes_backends(scale, n, dtype, backend) -> None:
+    """On the guided sampler's own samples every dtype returns to x_0: float64 to 1e-9,
+    float32 to 1e-5, half precision (solved in float32 inside) to 4 ulps of the data."""
+    if not backend.supports(dtype):
+        return
+    x0 = guided_samples(scale, n, backend, dtype)
+    options = {"fixed_point_iters": 6, "tol": TOL[dtype]}
+    back, infos = round_trip(model(scale), x0, n, **options)
+    assert back.dtype == x0.dtype
+    assert error(back, x0, backend) <= round_trip_bound(dtype, backend.to_numpy(x0))
+    assert all(1 < i.model_calls <= 7 for i in infos)
+
+
+def test_no_solver_warning_and_no_nan_on_degenerate_models() -> None:
+    """Linear, constant and zero models make the Anderson least squares singular (equal or
+    zero residual differences): the columns are dropped, no warning, a finite result."""
+    x0 = np.random.default_rng(1).standard_normal((8, 3))
+    models = [lambda x, t: 0.5 * x, lambda x, t: x * 0.0 + 1.0, lambda x, t: x * 0.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for m in models:
+            z = dc.invert(m, x0, SD, 10, fixed_point_iters=5, tol=1e-300)
+            assert np.all(np.isfinite(z))
+
+
+def test_a_model_failing_on_the_solvers_iterates_leaves_no_nan() -> None:
+    """A model that returns NaN (or Inf) on some iterates: those are never returned."""
+    m = model(3.0)
+    x0 = COND.sample_data(16, np.random.default_rng(2))
+    calls = {"n": 0}
+
+    def flaky(x, t):
+        calls["n"] += 1
+        out = m(x, t)
+        if calls["n"] % 3 == 2:  # the first refinement's call, at every step
+            bad = np.where(np.arange(x.shape[0]) % 2 == 0, np.nan, np.inf)[:, None]
+            return out + bad
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the model's own inf - inf
+        z = dc.invert(flaky, x0, SD, 20, fixed_point_iters=2, check_finite=False)
+    assert np.all(np.isfinite(z))
+
+
+def test_calls_and_residuals_through_the_callback() -> None:
+    """Without tol: exactly 1 + k calls per step; torch arrays are not read (residual None);
+    with tol the residual is read and the step stops early."""
+    torch = pytest.importorskip("torch")
+    x0 = COND.sample_data(8, np.random.default_rng(3))
+    m = model(3.0)
+    infos: list[StepInfo] = []
+    dc.invert(m, torch.from_numpy(x0), SD, 20, fixed_point_iters=4, callback=infos.append)
+    assert [(i.model_calls, i.residual) for i in infos] == [(5, None)] * 20
+    infos.clear()
+    dc.invert(m, x0, SD, 20, fixed_point_iters=30, tol=1e-6, callback=infos.append)
+    assert all(i.residual <= 1e-6 and i.model_calls < 31 for i in infos)
+    assert np.mean([i.model_calls for i in infos]) < 6
+
+
+def test_zero_snr_end_without_a_ve_frame() -> None:
+    """Up to alpha_bar = 0 (zero terminal SNR, v prediction) the last step has no VE form: it
+    is solved from the source with the x0-held preconditioner and still closes the trip."""
+    config = dc.DDIMConfig(
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        prediction_type="v_prediction",
+        clip_sample=False,
+    )
+    mixture = GaussianMixture.create([[-1.0, 0.5], [1.0, -0.5]], [0.4, 0.4], config)
+    plan = dc.make_plan(config, 20)
+    assert plan.schedule.alpha_bar(plan.timesteps[0]) == 0.0
+    x0 = mixture.sample_data(16, np.random.default_rng(4))
+    z = dc.invert(mixture, x0, config, 20, fixed_point_iters=8, tol=1e-12)
+    assert np.abs(dc.sample(mixture, z, config, 20) - x0).max() <= 1e-9
+
+
+def test_warm_start_extrapolates_the_solved_eps() -> None:
+    """The warm start is x_s + h eps_pred, eps_pred linear in sigma through the last two
+    solved steps; without a trail it is the source (plain inversion's point)."""
+    x_src = np.ones((2, 2))
+    frame = implicit.Frame(1.0, 1.0, 2.0, 3.0)
+    assert implicit.warm_start(x_src, frame, implicit.Trail()) is x_src
+    trail = implicit.Trail().extend(1.0, np.full((2, 2), 0.5)).extend(2.0, np.full((2, 2), 1.0))
+    np.testing.assert_allclose(implicit.warm_start(x_src, frame, trail), 1.0 + 1.0 * 1.5)
+
+
+def test_lstsq_mgs_drops_dependent_columns() -> None:
+    a = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])[None].repeat(3, 0)  # (3, 2, 3)
+    cols = [a[:, 0], a[:, 1], a[:, 0] * 2.0, np.zeros_like(a[:, 0])]
+    rhs = np.array([[1.0, 2.0, 3.0]] * 3)
+    gamma = implicit.lstsq_mgs(cols, rhs, HOST_XP)
+    np.testing.assert_allclose([g[0] for g in gamma], [1.0, 2.0, 0.0, 0.0])
