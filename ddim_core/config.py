@@ -19,7 +19,8 @@ from typing import Any
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace", "quadratic")
+DIFFUSERS_SPACINGS = TIMESTEP_SPACINGS[:3]
 PREV_TIMESTEP_RULES = ("plan", "stride")
 
 # Bumblebee (elixir-nx) names -> ours; values that say what they mean -> diffusers' values.
@@ -209,7 +210,9 @@ class DDIMConfig:
         _choice(TIMESTEP_SPACINGS),
         "which N of the T timesteps inference visits, k = 0 .. N - 1 (Lin et al. 2023, "
         'table 2): "leading" k * (T // N) + steps_offset; "trailing" round(T - k * T / N) - 1; '
-        '"linspace" round(linspace(0, T - 1, N))',
+        '"linspace" round(linspace(0, T - 1, N)); not in diffusers: "quadratic" '
+        "floor(0.8 T k^2 / (N - 1)^2) + steps_offset (Song et al. 2021, appendix D.2), a "
+        "timestep that repeats its predecessor moved up by one",
     )
     rescale_betas_zero_snr: bool = _option(
         False,
@@ -228,6 +231,11 @@ class DDIMConfig:
         for field in dataclasses.fields(self):
             check = field.metadata["check"]
             object.__setattr__(self, field.name, check(field.name, getattr(self, field.name)))
+        if self.prev_timestep == "stride" and self.timestep_spacing not in DIFFUSERS_SPACINGS:
+            raise ValueError(
+                f'prev_timestep="stride" reproduces diffusers, which has no '
+                f'timestep_spacing="{self.timestep_spacing}"; use prev_timestep="plan"'
+            )
         betas = self.trained_betas
         if betas is not None and len(betas) != self.num_train_timesteps:
             raise ValueError(
