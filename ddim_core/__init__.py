@@ -11,6 +11,7 @@ The core is pure functions over arrays, written against the Python array API sta
 from . import (
     functional,
     plugins,  # noqa: F401  (installs the plugins' array-namespace fallback into backends)
+    reversible,
 )
 from .analytic import GaussianMixture, guided
 from .config import DDIMConfig
@@ -41,6 +42,7 @@ __all__ = [
     "invert",
     "make_plan",
     "rescale_noise_cfg",
+    "reversible",
     "sample",
     "schedule",
     "slerp",
