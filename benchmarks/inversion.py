@@ -218,6 +218,43 @@ def _measured(target: dict[str, Any]) -> str:
     return f"{'failing' if failing else 'worst'}: {size} ({where}); up to {calls:.2f} calls/step"
 
 
+SUMMARY_METHODS = (
+    "plain DDIM inversion",
+    "Anderson 0.1 (k=20, tol)",
+    "exact k=1",
+    "exact k=2",
+    "exact k=30, tol",
+)
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """The README's table: guided samples at N = 20 and 50, w = 3 and 7.5, then the
+    reversible samplers on real data at w = 7.5, N = 20."""
+    keyed = {(r["data"], r["method"], r["guidance"], r["steps"], r["dtype"]): r for r in rows}
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+    out = [
+        "| x_0 | method | w | N | " + " | ".join(dtypes) + " |",
+        "| --- | --- | ---: | ---: |" + " ---: |" * len(dtypes),
+    ]
+
+    def line(kind: str, method: str, w: float, n: int) -> None:
+        found = [keyed.get((kind, method, w, n, d)) for d in dtypes]
+        if any(found):
+            cells = [
+                "" if r is None else f"{r['error']:.1e} @ {r['calls_per_step']:.2f}" for r in found
+            ]
+            out.append(f"| {kind} | {method} | {w:g} | {n} | " + " | ".join(cells) + " |")
+
+    for method in SUMMARY_METHODS:
+        for n in (20, 50):
+            for w in (3.0, 7.5):
+                line("samples", method, w, n)
+    for method in METHODS:
+        if method not in SUMMARY_METHODS:
+            line("real", method, 7.5, 20)
+    return out
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# Inversion under guidance (`python -m benchmarks.inversion`)",
@@ -232,6 +269,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    lines += ["## Summary (round trip @ model calls per step)", "", *summary(rows), ""]
     dtypes = [d for d in DTYPES if any(r["dtype"] == d for r in rows)]
     for kind in ("samples", "real"):
         lines += [f"## x_0: {kind}", ""]
