@@ -22,6 +22,11 @@ _EXPORTS = {
     "DDIMInverseScheduler": ".schedulers",
     "DDIMSchedulerOutput": ".schedulers",
     "register": ".schedulers",
+    # inversion through a pipeline's UNet under guidance
+    "ddim_config": ".inversion",
+    "guided_unet": ".inversion",
+    "invert_latents": ".inversion",
+    "sample_latents": ".inversion",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,0 +1,181 @@
+"""Invert latents through a diffusers pipeline's UNet under classifier-free guidance.
+
+    from ddim_diffusers import invert_latents, sample_latents
+
+    embeds = dict(prompt_embeds=cond, negative_prompt_embeds=uncond, guidance_scale=7.5)
+    noise = invert_latents(pipe, latents, num_inference_steps=50, **embeds)
+    again = sample_latents(pipe, noise, num_inference_steps=50, **embeds)   # == latents
+
+The UNet runs as diffusers' pipelines run it: the unconditional and conditional halves in one
+batch of 2B, combined by `ddim_core.guided`'s formula, with the optional guidance rescale.
+The schedule is the pipeline scheduler's config (its diffusers keys), so inversion and
+sampling visit the same timesteps. Any array library the UNet takes (torch; MindSpore through
+its ddim_core plugin). Methods: "exact" DDIM inversion (`ddim_core.invert` with
+`fixed_point_iters`, 1 + k UNet calls per step), "plain" DDIM inversion (diffusers'
+DDIMInverseScheduler's result), and the samplers that invert exactly by construction,
+"edict", "bdia", "belm" (`ddim_core.reversible`: `invert_latents` returns their state, which
+`sample_latents` takes back).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import ddim_core as dc
+from ddim_core import backends, guidance, reversible
+
+METHODS = ("exact", "plain", "edict", "bdia", "belm")
+_REVERSIBLE = ("edict", "bdia", "belm")
+
+
+def guided_unet(
+    unet: Any,
+    prompt_embeds: Any,
+    negative_prompt_embeds: Any = None,
+    guidance_scale: float = 7.5,
+    guidance_rescale: float = 0.0,
+    **unet_kwargs: Any,
+) -> Callable[[Any, Any], Any]:
+    """model(x, t) for ddim_core's loops: the UNet's output (the scheduler's prediction type)
+    under classifier-free guidance, uncond and cond in one batch of 2B (guidance_scale 1 or no
+    negative embeddings: the conditional UNet alone). Embeddings with batch 1 serve every
+    latent."""
+
+    def model(x: Any, t: Any) -> Any:
+        cond = _batch(prompt_embeds, x.shape[0])
+        if negative_prompt_embeds is None or guidance_scale == 1.0:
+            return unet(x, t, encoder_hidden_states=cond, **unet_kwargs).sample
+        uncond = _batch(negative_prompt_embeds, x.shape[0])
+        both = unet(
+            _concat(x, x), t, encoder_hidden_states=_concat(uncond, cond), **unet_kwargs
+        ).sample
+        out_uncond, out_cond = both[: x.shape[0]], both[x.shape[0] :]
+        out = guidance.cfg(out_uncond, out_cond, guidance_scale)
+        if guidance_rescale > 0.0:
+            out = guidance.rescale_noise_cfg(out, out_cond, guidance_rescale)
+        return out
+
+    return model
+
+
+def ddim_config(scheduler_or_config: Any) -> dc.DDIMConfig:
+    """The DDIMConfig of a pipeline's scheduler (ours, diffusers' DDIM, or any scheduler whose
+    config has the schedule's keys, e.g. Stable Diffusion's PNDMScheduler), or of a config
+    mapping; keys DDIMConfig does not have are left out."""
+    found = getattr(scheduler_or_config, "_ddim_config", None)
+    if isinstance(found, dc.DDIMConfig):
+        return found
+    config = getattr(scheduler_or_config, "config", scheduler_or_config)
+    known = {f.name for f in dataclasses.fields(dc.DDIMConfig)}
+    return dc.DDIMConfig.from_dict({k: v for k, v in dict(config).items() if k in known})
+
+
+def invert_latents(
+    pipe: Any,
+    latents: Any,
+    *,
+    prompt_embeds: Any,
+    negative_prompt_embeds: Any = None,
+    guidance_scale: float = 7.5,
+    guidance_rescale: float = 0.0,
+    num_inference_steps: int = 50,
+    method: str = "exact",
+    fixed_point_iters: int = 2,
+    tol: float | None = None,
+    callback: Callable[[dc.StepInfo], Any] | None = None,
+    progress: bool = False,
+    **method_options: Any,
+) -> Any:
+    """x_T for clean `latents` (already scaled by the VAE's scaling factor), or a reversible
+    method's state. `pipe` is a pipeline (or anything with `.unet` and `.scheduler`).
+
+    "exact" (default): 1 + fixed_point_iters UNet calls per step, fewer with `tol`;
+    "plain": one call; "edict" (2 calls, p=0.93), "bdia" (1 call, gamma=1.0), "belm" (1
+    call); `method_options` go to the method (e.g. precision="float64" for the reversible
+    ones, history= for "exact").
+    """
+    config, model = _setup(
+        pipe, prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
+    )
+    method = _check_method(method)
+    n = num_inference_steps
+    if method in _REVERSIBLE:
+        invert = getattr(reversible, f"invert_{method}")
+        return invert(
+            model, latents, config, n, callback=callback, progress=progress, **method_options
+        )
+    iters = 0 if method == "plain" else fixed_point_iters
+    return dc.invert(
+        model,
+        latents,
+        config,
+        n,
+        fixed_point_iters=iters,
+        tol=tol if iters else None,
+        callback=callback,
+        progress=progress,
+        **method_options,
+    )
+
+
+def sample_latents(
+    pipe: Any,
+    noise: Any,
+    *,
+    prompt_embeds: Any,
+    negative_prompt_embeds: Any = None,
+    guidance_scale: float = 7.5,
+    guidance_rescale: float = 0.0,
+    num_inference_steps: int = 50,
+    method: str = "exact",
+    callback: Callable[[dc.StepInfo], Any] | None = None,
+    progress: bool = False,
+    **method_options: Any,
+) -> Any:
+    """Clean latents from `invert_latents`' result (x_T, or a reversible method's state) by
+    the same method's sampler (DDIM for "exact" and "plain"), same guidance, same steps."""
+    config, model = _setup(
+        pipe, prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
+    )
+    method = _check_method(method)
+    n = num_inference_steps
+    if method in _REVERSIBLE:
+        sample = getattr(reversible, f"sample_{method}")
+        return sample(
+            model, noise, config, n, callback=callback, progress=progress, **method_options
+        )
+    return dc.sample(
+        model, noise, config, n, callback=callback, progress=progress, **method_options
+    )
+
+
+def _setup(
+    pipe: Any, prompt_embeds: Any, negative: Any, scale: float, rescale: float
+) -> tuple[dc.DDIMConfig, Callable[[Any, Any], Any]]:
+    config = ddim_config(pipe.scheduler)
+    return config, guided_unet(pipe.unet, prompt_embeds, negative, scale, rescale)
+
+
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: choose one of {METHODS}")
+    return method
+
+
+def _batch(embeds: Any, size: int) -> Any:
+    """Embeddings for `size` latents: as given, or a batch of 1 repeated."""
+    if embeds.shape[0] == size:
+        return embeds
+    if embeds.shape[0] != 1:
+        raise ValueError(
+            f"prompt embeddings have batch {embeds.shape[0]}; expected 1 or the latents' {size}"
+        )
+    xp = backends.namespace(prompt_embeds=embeds)
+    return xp.broadcast_to(embeds, (size, *embeds.shape[1:]))
+
+
+def _concat(a: Any, b: Any) -> Any:
+    xp = backends.namespace(a=a, b=b)
+    return xp.concat([a, b], axis=0)

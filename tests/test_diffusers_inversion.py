@@ -1,0 +1,135 @@
+"""Inversion through a diffusers UNet under classifier-free guidance (`ddim_diffusers.inversion`):
+a small random-weight UNet2DConditionModel (no download) with prompt embeddings, Stable
+Diffusion's scheduler config; every method's round trip, calls per step, guidance as diffusers'
+pipelines compute it."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+import ddim_diffusers as dd  # noqa: E402
+
+import ddim_core as dc  # noqa: E402
+
+SD_SCHEDULER = {  # Stable Diffusion 1.x's scheduler_config.json (a PNDMScheduler's keys)
+    "_class_name": "PNDMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "clip_sample": False,
+}
+
+
+class Pipe:
+    """What the helpers read of a pipeline: `.unet` and `.scheduler`."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.unet = diffusers.UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=8,
+            attention_head_dim=2,
+            norm_num_groups=4,
+        ).eval()
+        with torch.no_grad():  # a tame random model: small outputs, so exact inverses exist
+            self.unet.conv_out.weight.mul_(0.1)
+            self.unet.conv_out.bias.mul_(0.1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.scheduler = diffusers.PNDMScheduler.from_config(SD_SCHEDULER)
+
+
+PIPE = Pipe()
+GEN = torch.Generator().manual_seed(1)
+COND = torch.randn(1, 5, 8, generator=GEN)
+UNCOND = torch.randn(1, 5, 8, generator=GEN)
+LATENTS = torch.randn(2, 4, 8, 8, generator=GEN) * 0.5
+GUIDED = {"prompt_embeds": COND, "negative_prompt_embeds": UNCOND, "guidance_scale": 7.5}
+
+
+def test_the_schedule_is_the_pipelines() -> None:
+    config = dd.ddim_config(PIPE.scheduler)
+    assert (config.beta_schedule, config.steps_offset, config.set_alpha_to_one) == (
+        "scaled_linear",
+        1,
+        False,
+    )
+    assert dd.ddim_config(dd.DDIMScheduler(timestep_spacing="trailing")).timestep_spacing == (
+        "trailing"
+    )
+
+
+@torch.no_grad()
+def test_guidance_is_the_pipelines() -> None:
+    """uncond + w (cond - uncond), the halves of one 2B batch, and the rescale."""
+    model = dd.guided_unet(PIPE.unet, COND, UNCOND, 7.5, guidance_rescale=0.7)
+    x = LATENTS
+    cond = PIPE.unet(x, 500, encoder_hidden_states=COND.expand(2, 5, 8)).sample
+    uncond = PIPE.unet(x, 500, encoder_hidden_states=UNCOND.expand(2, 5, 8)).sample
+    guided = uncond + 7.5 * (cond - uncond)
+    expected = dc.rescale_noise_cfg(guided, cond, 0.7)
+    torch.testing.assert_close(model(x, 500), expected, rtol=1e-4, atol=1e-5)
+    plain = dd.guided_unet(PIPE.unet, COND, None, 7.5)(x, 500)
+    torch.testing.assert_close(plain, cond, rtol=1e-5, atol=1e-6)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    ("method", "options", "calls", "bound"),
+    [
+        ("plain", {}, [1] * 10, 0.4),  # measured 4.3e-1: plain inversion does not return
+        ("exact", {"fixed_point_iters": 2}, [3] * 10, 1e-1),  # 8.2e-2
+        ("exact", {"fixed_point_iters": 20, "tol": 1e-6}, None, 3e-5),  # 7.3e-6
+        ("edict", {}, [2] * 10, 5e-6),  # 1.2e-6
+        ("bdia", {}, [1] * 10, 5e-6),  # 8.9e-7
+        ("belm", {}, [1] * 10, 5e-6),  # 9.5e-7
+        ("bdia", {"precision": "float64"}, [1] * 10, 0.0),
+        ("edict", {"precision": "float64"}, [2] * 10, 0.0),
+    ],
+)
+def test_round_trips_through_the_unet(method, options, calls, bound) -> None:
+    """Guidance 3, 10 steps, float32. A random UNet is harder to invert than a trained
+    denoiser at high noise: exact DDIM inversion needs up to 21 calls in the last steps."""
+    guided = {**GUIDED, "guidance_scale": 3.0}
+    infos: list[dc.StepInfo] = []
+    noise = dd.invert_latents(
+        PIPE,
+        LATENTS,
+        num_inference_steps=10,
+        method=method,
+        callback=infos.append,
+        **options,
+        **guided,
+    )
+    back = dd.sample_latents(PIPE, noise, num_inference_steps=10, method=method, **guided)
+    assert back.dtype == LATENTS.dtype and back.shape == LATENTS.shape
+    if calls is not None:
+        assert [i.model_calls for i in infos] == calls
+    error = float((back - LATENTS).abs().max())
+    if method == "plain":
+        assert error > 1e-2
+    else:
+        assert error <= bound, error
+
+
+def test_bad_method_and_embeddings() -> None:
+    with pytest.raises(ValueError, match="method='ddpm'"):
+        dd.invert_latents(PIPE, LATENTS, method="ddpm", **GUIDED)
+    model = dd.guided_unet(PIPE.unet, torch.zeros(3, 5, 8))
+    with pytest.raises(ValueError, match="prompt embeddings have batch 3"):
+        model(LATENTS, 10)
