@@ -10,6 +10,11 @@ def ddim_core_adapter() -> Adapter:
     return Adapter(
         name="diffusers",
         host="diffusers",
-        provides=("ddim_diffusers.DDIMScheduler", "ddim_diffusers.DDIMInverseScheduler"),
+        provides=(
+            "ddim_diffusers.DDIMScheduler",
+            "ddim_diffusers.DDIMInverseScheduler",
+            "ddim_diffusers.invert_latents",
+            "ddim_diffusers.sample_latents",
+        ),
         register="ddim_diffusers.schedulers:register",
     )
