@@ -1,0 +1,254 @@
+"""k-diffusion-style samplers that invert exactly: EDICT, BDIA and BELM over sigma lists.
+
+    state = sample_bdia_inverse(model, x0, sigmas.flip(0))   # ascending: 0 .. sigma_max
+    x0_again = sample_bdia(model, state, sigmas)               # descending; == x0
+
+k-diffusion's conventions: `model(x, sigma * s_in, **extra_args)` returns the denoised x0 from
+VE latents, callback dicts (x, i, sigma, sigma_hat, denoised), tqdm's `disable`. The maths is
+`ddim_core.reversible`'s: the sigma list becomes a plan over its own levels (abar = 1 / (1 +
+sigma^2), one timestep per level) and the denoiser an eps model, so the adapter only
+translates. `sample_*` take a plain x_T (x * sigma_max) or the state an inverse returned (a
+tuple of VE latents, which remembers its dtype); the inverses return that state.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import ddim_core as dc
+from ddim_core import backends, reversible
+from ddim_core.sampling import StepInfo
+
+from .samplers import _levels
+
+Array = Any
+Denoiser = Callable[..., Array]
+Callback = Callable[[dict[str, Any]], Any] | None
+
+
+def sample_edict(
+    model: Denoiser,
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callback = None,
+    disable: bool | None = None,
+    p: float = 0.93,
+    precision: str | None = None,
+) -> Array:
+    """EDICT (Wallace et al. 2023) over descending sigmas; 2 model calls per step."""
+    return _sample("edict", model, x, sigmas, extra_args, callback, disable, precision, p=p)
+
+
+def sample_edict_inverse(
+    model: Denoiser,
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callback = None,
+    disable: bool | None = None,
+    p: float = 0.93,
+    precision: str | None = None,
+) -> reversible.State:
+    """EDICT inversion over ascending sigmas: the state (x_T, y_T) for `sample_edict`."""
+    return _invert("edict", model, x, sigmas, extra_args, callback, disable, precision, p=p)
+
+
+def sample_bdia(
+    model: Denoiser,
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callback = None,
+    disable: bool | None = None,
+    gamma: float = 1.0,
+    precision: str | None = None,
+) -> Array:
+    """BDIA-DDIM (Zhang et al. 2023) over descending sigmas; 1 model call per step."""
+    return _sample("bdia", model, x, sigmas, extra_args, callback, disable, precision, gamma=gamma)
+
+
+def sample_bdia_inverse(
+    model: Denoiser,
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callback = None,
+    disable: bool | None = None,
+    gamma: float = 1.0,
+    precision: str | None = None,
+) -> reversible.State:
+    """BDIA inversion over ascending sigmas: the state (x_T, x at the next sigma)."""
+    return _invert("bdia", model, x, sigmas, extra_args, callback, disable, precision, gamma=gamma)
+
+
+def sample_belm(
+    model: Denoiser,
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callback = None,
+    disable: bool | None = None,
+    precision: str | None = None,
+) -> Array:
+    """O-BELM (Wang et al. 2024) over descending sigmas; 1 model call per step."""
+    return _sample("belm", model, x, sigmas, extra_args, callback, disable, precision)
+
+
+def sample_belm_inverse(
+    model: Denoiser,
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callback = None,
+    disable: bool | None = None,
+    precision: str | None = None,
+) -> reversible.State:
+    """O-BELM inversion over ascending sigmas: the state (x_T, x at the next sigma)."""
+    return _invert("belm", model, x, sigmas, extra_args, callback, disable, precision)
+
+
+# --- translation -----------------------------------------------------------------------------
+
+
+class _Levels:
+    """A descending sigma list as a ddim_core plan: level k (sigma_k) is timestep N - k of a
+    schedule whose alpha_bar table holds the levels (index 0: the final level when it is not
+    clean); the final level is abar = 1 (set_alpha_to_one) when the last sigma is 0."""
+
+    def __init__(self, sigmas: list[float]) -> None:
+        self.sigmas = sigmas
+        n = len(sigmas) - 1
+        ab = 1.0 / (1.0 + np.asarray(sigmas) ** 2)
+        clean = sigmas[-1] == 0.0
+        table = ab[:-1][::-1] if clean else ab[::-1]  # ascending t: the least noisy first
+        self.config = _config(tuple(table.tolist()), clean)
+        first = len(table) - 1
+        self.timesteps = tuple(range(first, first - n, -1))
+        self.scales = np.sqrt(ab).tolist()  # VP = VE * sqrt(abar), per level
+
+    def plan(self) -> dc.Plan:
+        return dc.make_plan(self.config, timesteps=self.timesteps)
+
+    def level(self, t: int) -> int:
+        """The level index of timestep t."""
+        return self.timesteps[0] - t
+
+
+@functools.lru_cache(maxsize=64)
+def _config(table: tuple[float, ...], clean: bool) -> dc.DDIMConfig:
+    ab = np.asarray(table)
+    betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
+    return dc.DDIMConfig(
+        num_train_timesteps=len(table),
+        trained_betas=tuple(betas.tolist()),
+        set_alpha_to_one=clean,
+        clip_sample=False,
+        prediction_type="epsilon",
+    )
+
+
+def _eps_model(
+    model: Denoiser, levels: _Levels, extra_args: dict[str, Any], x_like: Array, dtype: Any
+) -> Callable[[Array, int], Array]:
+    """The denoiser as ddim_core's eps model on VP samples: eps = (x_ve - D(x_ve, sigma)) /
+    sigma at the timestep's level; sigma * s_in in the samples' dtype, as the latents."""
+    xp = backends.namespace(x=x_like)
+    s_in = xp.ones((x_like.shape[0],), dtype=dtype, device=backends.device(x_like))
+
+    def eps(x_vp: Array, t: int) -> Array:
+        k = levels.level(t)
+        sigma = levels.sigmas[k]
+        x_ve = x_vp / levels.scales[k]
+        denoised = model(x_ve, s_in * sigma, **extra_args)
+        return (x_ve - denoised) / sigma
+
+    return eps
+
+
+def _report(levels: _Levels, callback: Callback, inverse: bool) -> Callable[[StepInfo], Any] | None:
+    """k-diffusion's callback dict from a StepInfo: x in VE at the level reached."""
+    if callback is None:
+        return None
+    n = len(levels.sigmas) - 1
+
+    def report(info: StepInfo) -> None:
+        k = levels.level(info.timestep) if inverse else info.step_index + 1
+        sigma = levels.sigmas[min(k, n)]
+        x = info.sample / levels.scales[min(k, n)]
+        callback(
+            {
+                "x": x,
+                "i": info.step_index,
+                "sigma": sigma,
+                "sigma_hat": sigma,
+                "denoised": info.pred_original_sample,
+            }
+        )
+
+    return report
+
+
+def _sample(
+    name: str,
+    model: Denoiser,
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None,
+    callback: Callback,
+    disable: bool | None,
+    precision: str | None,
+    **options: Any,
+) -> Array:
+    levels = _Levels(_levels(sigmas, ascending=False))
+    if isinstance(x, tuple):
+        first, second = x
+        second_scale = levels.scales[0 if name == "edict" else 1]
+        dtype = getattr(x, "dtype", first.dtype)
+        state: Any = reversible.State(first * levels.scales[0], second * second_scale, dtype)
+        like = first
+    else:
+        state, like, dtype = x * levels.scales[0], x, x.dtype
+    sample = getattr(reversible, f"sample_{name}")
+    x0 = sample(
+        _eps_model(model, levels, extra_args or {}, like, dtype),
+        state,
+        levels.config,
+        timesteps=levels.timesteps,
+        callback=_report(levels, callback, inverse=False),
+        progress=not disable,
+        precision=precision,
+        **options,
+    )
+    return x0 / levels.scales[-1]
+
+
+def _invert(
+    name: str,
+    model: Denoiser,
+    x: Array,
+    sigmas: Array,
+    extra_args: dict[str, Any] | None,
+    callback: Callback,
+    disable: bool | None,
+    precision: str | None,
+    **options: Any,
+) -> reversible.State:
+    levels = _Levels(_levels(sigmas, ascending=True)[::-1])
+    invert = getattr(reversible, f"invert_{name}")
+    state = invert(
+        _eps_model(model, levels, extra_args or {}, x, x.dtype),
+        x * levels.scales[-1],
+        levels.config,
+        timesteps=levels.timesteps,
+        callback=_report(levels, callback, inverse=True),
+        progress=not disable,
+        precision=precision,
+        **options,
+    )
+    second_scale = levels.scales[0 if name == "edict" else 1]
+    return reversible.State(state[0] / levels.scales[0], state[1] / second_scale, state.dtype)
