@@ -1,0 +1,92 @@
+"""The Unsampler without ComfyUI (`ddim_comfyui.unsampler`): a clean latent inverted up a DDIM
+schedule and sampled back, by every method, with ComfyUI's sampler signature and a guided
+denoiser on VE latents; where end_at_step stops; the reversible SAMPLER functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ddim_comfyui import unsampler as U
+from ddim_kdiffusion import get_sigmas_ddim, sample_ddim
+
+import ddim_core as dc
+
+torch = pytest.importorskip("torch")
+CONFIG = dc.DDIMConfig(
+    beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False
+)
+MIXTURE = dc.GaussianMixture.create(
+    [[-1.0, 0.5, 0.0, 0.2], [1.0, -0.5, 0.3, 0.0]], [0.4, 0.4], CONFIG
+)
+GUIDED = dc.guided(MIXTURE, MIXTURE.component(0), 3.0)
+TABLE = torch.from_numpy(MIXTURE.schedule.alphas_cumprod)
+
+
+def denoiser(x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
+    """A CFG-guided denoiser as ComfyUI's samplers see it (x0 from VE latents); checks that
+    extra_args (ComfyUI's denoise_mask, seed) arrive untouched."""
+    assert extra_args == {"denoise_mask": None, "seed": 7}
+    s = float(sigma[0])
+    ab = 1.0 / (1.0 + s * s)
+    t = int(torch.argmin((TABLE - ab).abs()))
+    return x - s * GUIDED(x * ab**0.5, t)
+
+
+SIGMAS = torch.from_numpy(get_sigmas_ddim(CONFIG, 20, spacing="trailing"))
+EXTRA = {"denoise_mask": None, "seed": 7}
+LATENT = torch.from_numpy(MIXTURE.component(0).sample_data(6, np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize(
+    ("method", "bound"), [("ddim_exact", 1e-6), ("edict", 1e-10), ("bdia", 1e-10), ("belm", 1e-10)]
+)
+def test_unsample_then_resample_returns_the_latent(method: str, bound: float) -> None:
+    up = U.inversion_sigmas(SIGMAS, 0)
+    assert float(up[0]) == 0.0 and float(up[-1]) == float(SIGMAS[0])
+    noised, info = U.unsample(denoiser, LATENT, up, method, EXTRA, disable=True)
+    assert torch.equal(info["sigmas"], SIGMAS)
+    back = U.resample(denoiser, noised, info, EXTRA, disable=True)
+    assert float((back - LATENT).abs().max()) <= bound
+
+
+def test_exact_by_default_and_plain_on_request() -> None:
+    up = U.inversion_sigmas(SIGMAS, 0)
+    exact, _ = U.unsample(denoiser, LATENT, up, extra_args=EXTRA, disable=True)
+    plain, _ = U.unsample(denoiser, LATENT, up, "ddim_plain", EXTRA, disable=True)
+
+    def err(z: torch.Tensor) -> float:
+        return float((sample_ddim(denoiser, z, SIGMAS, EXTRA, disable=True) - LATENT).abs().max())
+
+    assert err(exact) <= 1e-6 < 1e-2 < err(plain)
+
+
+def test_end_at_step_stops_where_a_sampler_starts() -> None:
+    """end_at_step = 5: the latent is noised to the level of sampling step 5, so sampling the
+    last 15 steps (KSamplerAdvanced start_at_step=5, add_noise off) returns it."""
+    up = U.inversion_sigmas(SIGMAS, 5)
+    assert len(up) == 16 and float(up[-1]) == float(SIGMAS[5])
+    noised, _ = U.unsample(denoiser, LATENT, up, extra_args=EXTRA, disable=True)
+    back = sample_ddim(denoiser, noised, SIGMAS[5:], EXTRA, disable=True)
+    assert float((back - LATENT).abs().max()) <= 1e-6
+    assert len(U.inversion_sigmas(SIGMAS, 99)) == 2  # at least one step
+
+
+def test_reversible_sampler_functions_sample_from_noise() -> None:
+    """BDIA and BELM land near DDIM's sample; EDICT's mixing diverges at these coarse steps
+    (docs/inversion-methods.md), but stays finite."""
+    x_T = (
+        torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        * SIGMAS[0]
+    )
+    ddim = sample_ddim(denoiser, x_T, SIGMAS, EXTRA, disable=True)
+    for fn in (U.sample_bdia_core, U.sample_belm_core):
+        out = fn(denoiser, x_T, SIGMAS, EXTRA, disable=True)
+        assert out.shape == x_T.shape and float((out - ddim).abs().max()) < 0.5
+    assert bool(
+        torch.isfinite(U.sample_edict_core(denoiser, x_T, SIGMAS, EXTRA, disable=True)).all()
+    )
+
+
+def test_bad_method() -> None:
+    with pytest.raises(ValueError, match="method='euler'"):
+        U.unsample(denoiser, LATENT, SIGMAS.flip(0), "euler")
