@@ -14,14 +14,17 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
+import threading
 import warnings
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
 from . import backends, builtins, hookspecs
 from .hookspecs import PROJECT, Adapter
+
+T = TypeVar("T")
 
 BLOCK_ENV = "DDIM_CORE_BLOCK_PLUGINS"
 # The built-in backend plugins, registered directly when ddim-core runs from a source tree
@@ -84,7 +87,28 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
     return functools.wraps(fn)(guarded_wrapper if impl.wrapper or impl.hookwrapper else guarded)
 
 
-@functools.cache
+def _built_once(build: Callable[[], T]) -> Any:
+    """`build()` called once per process, also when many threads ask at once (a cache alone
+    would let each of them build it); `cache_clear()` forgets it, `builds` counts builds."""
+    lock = threading.Lock()
+    box: list[T] = []
+
+    @functools.wraps(build)
+    def get() -> T:
+        if box:
+            return box[0]
+        with lock:
+            if not box:
+                box.append(build())
+                get.builds += 1  # type: ignore[attr-defined]
+            return box[0]
+
+    get.cache_clear = box.clear  # type: ignore[attr-defined]
+    get.builds = 0  # type: ignore[attr-defined]
+    return get
+
+
+@_built_once
 def manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, with every unblocked entry point loaded and checked."""
     _kernels.clear()  # kernels found by an earlier manager

@@ -13,6 +13,7 @@ Same constructor arguments, defaults, attributes and methods as diffusers 0.42's
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 from typing import Any
 
@@ -37,6 +38,15 @@ NOT_SET = (
     "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the "
     "scheduler"
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlanState:
+    """What set_timesteps sets: the plan, its step count and the timesteps tensor."""
+
+    plan: dc.Plan | None
+    num_inference_steps: int | None
+    timesteps: Any
 
 
 @dataclasses.dataclass
@@ -69,12 +79,59 @@ class _DDIMSchedulerBase(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     def _setup(self, options: dict[str, Any]) -> None:
         self._ddim_config = _ddim_config(type(self).__name__, options)
         self._schedule = dc.schedule(self._ddim_config)
-        self._plan: dc.Plan | None = None
+        self._local = threading.local()
+        every = np.arange(self._ddim_config.num_train_timesteps)
+        self._shared = _PlanState(
+            None, None, _int_array(every[:: -1 if not self._inverse else 1], None)
+        )
         self._refresh_tables()
         self.init_noise_sigma = 1.0
-        self.num_inference_steps: int | None = None
-        every = np.arange(self._ddim_config.num_train_timesteps)
-        self.timesteps = _int_array(every if self._inverse else every[::-1], None)
+
+    # --- the plan: per thread --------------------------------------------------------------
+    # diffusers keeps the plan in the scheduler, so threads sharing one (serving engines)
+    # overwrite each other's set_timesteps. Here each thread sees the plan it set; a thread
+    # that set none sees the last one set by any thread, so one thread alone behaves exactly
+    # as diffusers' scheduler does.
+
+    def _state(self) -> _PlanState:
+        state: _PlanState | None = getattr(self._local, "state", None)
+        return self._shared if state is None else state
+
+    def _set_state(self, **changes: Any) -> None:
+        state = dataclasses.replace(self._state(), **changes)
+        self._local.state = self._shared = state
+
+    @property
+    def _plan(self) -> dc.Plan | None:
+        return self._state().plan
+
+    @property
+    def num_inference_steps(self) -> int | None:
+        """The number of steps of the plan set by `set_timesteps` (None before)."""
+        return self._state().num_inference_steps
+
+    @num_inference_steps.setter
+    def num_inference_steps(self, value: int | None) -> None:
+        self._set_state(num_inference_steps=value)
+
+    @property
+    def timesteps(self) -> Any:
+        """The timesteps the loop visits, a torch tensor (NumPy without diffusers)."""
+        return self._state().timesteps
+
+    @timesteps.setter
+    def timesteps(self, value: Any) -> None:
+        self._set_state(timesteps=value)
+
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy, pickle: the calling thread's plan
+        state = dict(self.__dict__)
+        state["_shared"] = self._state()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     # --- tables ------------------------------------------------------------------------------
 
@@ -112,7 +169,7 @@ class _DDIMSchedulerBase(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._schedule = schedule
         self._refresh_tables()
         if self._plan is not None:
-            self._plan = self._with_schedule(self._plan)
+            self._set_state(plan=self._with_schedule(self._plan))
 
     def _with_schedule(self, plan: dc.Plan) -> dc.Plan:
         if plan.schedule is self._schedule:
@@ -138,11 +195,14 @@ class _DDIMSchedulerBase(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if timesteps is not None:
             custom = [int(t) for t in timesteps]
             custom = custom[::-1] if self._inverse else custom
-        plan = dc.make_plan(self._ddim_config, num_inference_steps, timesteps=custom)
-        self._plan = self._with_schedule(plan)
-        self.num_inference_steps = plan.num_inference_steps
+        plan = self._with_schedule(
+            dc.make_plan(self._ddim_config, num_inference_steps, timesteps=custom)
+        )
         order = plan.inverse_timesteps if self._inverse else plan.timesteps
-        self.timesteps = _int_array(np.asarray(order, dtype=np.int64), device)
+        timesteps = _int_array(np.asarray(order, dtype=np.int64), device)
+        self._set_state(
+            plan=plan, num_inference_steps=plan.num_inference_steps, timesteps=timesteps
+        )
 
     def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
         """q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, per-sample timesteps."""
