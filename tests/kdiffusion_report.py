@@ -13,23 +13,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddim_kdiffusion as dk
-import test_kdiffusion_adapter as t
+import kdiffusion_loader
+from helpers import rel
+from parity import kdiffusion_denoiser, kdiffusion_x_T
 
 
 def main() -> None:
+    k_sampling, _ = kdiffusion_loader.load()
     for dtype in (torch.float64, torch.float32):
         euler = ancestral = 0.0
         for spacing in ("leading", "trailing", "linspace"):
             for n in (10, 50):
-                model, _, table = t._denoiser(dtype)
+                model, _, table = kdiffusion_denoiser(dtype)
                 sigmas = dk.get_sigmas_ddim(table, n, spacing=spacing)
-                x = t._x_T(sigmas, dtype)
+                x = kdiffusion_x_T(sigmas, dtype)
                 ours = dk.sample_ddim(model, x, sigmas, disable=True)
-                theirs = t.K_SAMPLING.sample_euler(model, x, sigmas, disable=True)
-                euler = max(euler, t._rel(ours, theirs))
+                theirs = k_sampling.sample_euler(model, x, sigmas, disable=True)
+                euler = max(euler, rel(ours, theirs))
                 for eta in (0.3, 1.0):
                     outs = []
-                    for sampler in (dk.sample_ddim, t.K_SAMPLING.sample_euler_ancestral):
+                    for sampler in (dk.sample_ddim, k_sampling.sample_euler_ancestral):
                         gen = torch.Generator().manual_seed(5)
 
                         def noise(s, s_next, gen=gen, shape=x.shape, dtype=dtype):  # type: ignore[no-untyped-def]
@@ -38,7 +41,7 @@ def main() -> None:
                         outs.append(
                             sampler(model, x, sigmas, disable=True, eta=eta, noise_sampler=noise)
                         )
-                    ancestral = max(ancestral, t._rel(outs[0], outs[1]))
+                    ancestral = max(ancestral, rel(outs[0], outs[1]))
         print(
             f"{dtype}: sample_ddim(eta=0) vs sample_euler: {euler:.2e}; "
             f"eta 0.3/1 vs sample_euler_ancestral: {ancestral:.2e}"

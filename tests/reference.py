@@ -58,3 +58,16 @@ def inverse_step(plan, out, t, x):
     x0, eps = x0_eps(x, out, ab_src, plan.config.prediction_type)
     x0 = process_x0(plan, x0)
     return np.sqrt(ab_dst) * x0 + np.sqrt(1 - ab_dst) * eps, x0
+
+
+def per_sample(plan, out, timesteps, x, eta=0.0, noise=None, inverse=False):
+    """`step` (or `inverse_step`) of sample i from timesteps[i], stacked: a step with an array
+    of per-sample timesteps."""
+    rows = []
+    for i, t in enumerate(timesteps):
+        if inverse:
+            rows.append(inverse_step(plan, out[i], t, x[i]))
+        else:
+            z = None if noise is None else noise[i]
+            rows.append(step(plan, out[i], t, x[i], eta=eta, noise=z))
+    return tuple(np.stack(parts) for parts in zip(*rows, strict=True))

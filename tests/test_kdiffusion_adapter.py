@@ -11,6 +11,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from helpers import TOLERANCE, rel
 
 import ddim_core as dc
 
@@ -18,44 +19,26 @@ torch = pytest.importorskip("torch")
 if importlib.util.find_spec("k_diffusion") is None:  # never imports its heavy __init__
     pytest.skip("k-diffusion is not installed", allow_module_level=True)
 import kdiffusion_loader  # noqa: E402
+from parity import KD_CONFIG as CONFIG  # noqa: E402
+from parity import kdiffusion_denoiser, kdiffusion_x_T  # noqa: E402
 
-K_SAMPLING, K_EXTERNAL = kdiffusion_loader.load()
+K_SAMPLING, _ = kdiffusion_loader.load()
 import ddim_kdiffusion as dk  # noqa: E402
 
-CONFIG = dc.DDIMConfig(clip_sample=False)
-MEANS, STDS = [[0.5] * 4, [-0.5] * 4], [0.4, 0.6]
-LIMIT = {torch.float64: 1e-9, torch.float32: 1e-5}
-
-
-def _rel(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    return float(((ours.double() - theirs.double()).abs() / (1 + theirs.double().abs())).max())
-
-
-def _denoiser(dtype: torch.dtype, table: torch.Tensor | None = None):  # type: ignore[no-untyped-def]
-    """k-diffusion's wrapper around the analytic epsilon model on the given alpha_bar table."""
-    if table is None:
-        table = torch.from_numpy(dc.schedule(CONFIG).alphas_cumprod).to(dtype)
-    schedule = dc.Schedule.from_alphas_cumprod(table.double().numpy())
-    gm = dc.GaussianMixture.create(MEANS, STDS, CONFIG)
-    gm = type(gm)(gm.means, gm.stds, gm.weights, schedule, "epsilon")
-    return K_EXTERNAL.DiscreteEpsDDPMDenoiser(gm, table, quantize=True), gm, table
-
-
-def _x_T(sigmas: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=dtype) * sigmas[0]
+LIMIT = {torch.float64: 1e-9, torch.float32: TOLERANCE["float32"]}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 @pytest.mark.parametrize("n", [10, 50])
 def test_eta_zero_is_sample_euler(dtype: torch.dtype, spacing: str, n: int) -> None:
-    model, _, table = _denoiser(dtype)
+    model, _, table = kdiffusion_denoiser(dtype)
     sigmas = dk.get_sigmas_ddim(table, n, spacing=spacing)
-    x = _x_T(sigmas, dtype)
+    x = kdiffusion_x_T(sigmas, dtype)
     ours = dk.sample_ddim(model, x, sigmas, disable=True)
     theirs = K_SAMPLING.sample_euler(model, x, sigmas, disable=True)
     assert ours.dtype == dtype
-    assert _rel(ours, theirs) <= LIMIT[dtype]
+    assert rel(ours, theirs) <= LIMIT[dtype]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -63,9 +46,9 @@ def test_eta_zero_is_sample_euler(dtype: torch.dtype, spacing: str, n: int) -> N
 def test_eta_positive_is_sample_euler_ancestral_given_the_same_noise(
     dtype: torch.dtype, eta: float
 ) -> None:
-    model, _, table = _denoiser(dtype)
+    model, _, table = kdiffusion_denoiser(dtype)
     sigmas = dk.get_sigmas_ddim(table, 20, spacing="trailing")
-    x = _x_T(sigmas, dtype)
+    x = kdiffusion_x_T(sigmas, dtype)
     outs = []
     for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
         gen = torch.Generator().manual_seed(5)
@@ -76,7 +59,7 @@ def test_eta_positive_is_sample_euler_ancestral_given_the_same_noise(
         outs.append(
             sampler(model, x, sigmas, disable=True, eta=eta, s_noise=0.9, noise_sampler=noise)
         )
-    assert _rel(outs[0], outs[1]) <= LIMIT[dtype]
+    assert rel(outs[0], outs[1]) <= LIMIT[dtype]
 
 
 def test_equals_diffusers_ddim_scheduler_on_the_same_timesteps() -> None:
@@ -85,14 +68,14 @@ def test_equals_diffusers_ddim_scheduler_on_the_same_timesteps() -> None:
     sched.alphas_cumprod = sched.alphas_cumprod.double()
     sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
     sched.set_timesteps(25)
-    model, gm, _ = _denoiser(torch.float64, sched.alphas_cumprod)
+    model, gm, _ = kdiffusion_denoiser(torch.float64, sched.alphas_cumprod)
     sigmas = dk.get_sigmas_ddim(sched.alphas_cumprod, 25, spacing="leading")
-    x = _x_T(sigmas, torch.float64)
+    x = kdiffusion_x_T(sigmas, torch.float64)
     ours = dk.sample_ddim(model, x, sigmas, disable=True)
     x_vp = x / (1 + sigmas[0] ** 2) ** 0.5
     for t in sched.timesteps:
         x_vp = sched.step(gm(x_vp, int(t)), t, x_vp).prev_sample
-    assert _rel(ours, x_vp) <= 1e-9
+    assert rel(ours, x_vp) <= 1e-9
 
 
 def test_inverse_equals_diffusers_ddim_inverse_scheduler() -> None:
@@ -101,7 +84,7 @@ def test_inverse_equals_diffusers_ddim_inverse_scheduler() -> None:
     inv.alphas_cumprod = inv.alphas_cumprod.double()
     inv.initial_alpha_cumprod = inv.initial_alpha_cumprod.double()
     inv.set_timesteps(25)
-    model, gm, _ = _denoiser(torch.float64, inv.alphas_cumprod)
+    model, gm, _ = kdiffusion_denoiser(torch.float64, inv.alphas_cumprod)
     sigmas = dk.get_sigmas_ddim(inv.alphas_cumprod, 25).flip(0)  # 0, then ascending
     assert float(sigmas[0]) == 0.0
     x0 = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -110,7 +93,7 @@ def test_inverse_equals_diffusers_ddim_inverse_scheduler() -> None:
     x_vp = x0
     for t in inv.timesteps:
         x_vp = inv.step(gm(x_vp, int(t)), t, x_vp).prev_sample
-    assert _rel(ours / (1 + sigmas[-1] ** 2) ** 0.5, x_vp) <= 1e-9
+    assert rel(ours / (1 + sigmas[-1] ** 2) ** 0.5, x_vp) <= 1e-9
 
 
 def test_exact_inversion_round_trips_on_numpy_without_torch_arrays() -> None:
@@ -150,13 +133,18 @@ def test_sigmas_of_a_plan() -> None:
     table = torch.from_numpy(ab).float()
     as_torch = dk.get_sigmas_ddim(table, 5, spacing="trailing")
     assert as_torch.dtype == torch.float32 and float(as_torch[-1]) == 0.0
+    ab32 = table.double().numpy()  # the float32 table's own values
+    on_table = [np.sqrt((1 - ab32[t]) / ab32[t]) for t in plan.timesteps]
+    assert rel(as_torch[:-1], np.array(on_table)) <= TOLERANCE["float32"]
 
 
 def test_callback_and_progress() -> None:
-    model, _, table = _denoiser(torch.float64)
+    model, _, table = kdiffusion_denoiser(torch.float64)
     sigmas = dk.get_sigmas_ddim(table, 4)
     seen: list[dict] = []
-    dk.sample_ddim(model, _x_T(sigmas, torch.float64), sigmas, callback=seen.append, disable=True)
+    dk.sample_ddim(
+        model, kdiffusion_x_T(sigmas, torch.float64), sigmas, callback=seen.append, disable=True
+    )
     assert [d["i"] for d in seen] == [0, 1, 2, 3]
     assert set(seen[0]) == {"x", "i", "sigma", "sigma_hat", "denoised"}
     assert torch.equal(seen[1]["sigma"], sigmas[1])

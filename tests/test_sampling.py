@@ -49,17 +49,6 @@ def test_sampling_error_is_first_order() -> None:
     assert all(1.7 < r < 2.3 for r in ratios), (errors, ratios)
 
 
-def test_plain_inversion_error_shrinks_with_steps() -> None:
-    config = dc.DDIMConfig(clip_sample=False)
-    model = GaussianMixture.create([[1.5]], [0.5], config)
-    x0 = model.sample_data(100, np.random.default_rng(3))
-    errs = [
-        np.abs(sample(model, invert(model, x0, config, n), config, n) - x0).max()
-        for n in (10, 40, 160)
-    ]
-    assert errs[0] > errs[1] > errs[2]
-
-
 @pytest.mark.parametrize("prediction", ["sample", "v_prediction"])
 def test_exact_inversion_other_prediction_types(prediction: str) -> None:
     # sample prediction cannot invert from alpha_bar = 1: end at alpha_bar_0 instead
@@ -71,13 +60,11 @@ def test_exact_inversion_other_prediction_types(prediction: str) -> None:
 
 
 def test_backends_agree_with_numpy(backend: Backend) -> None:
+    """The loops on every backend against the same loops on NumPy (torch:meta: shape and
+    device, the loops having run without reading a value)."""
     x_T = np.random.default_rng(5).standard_normal((4, 2))
     expected = sample(MIXTURE, x_T, CONFIG, 5)
     got = sample(MIXTURE, backend.array(x_T), CONFIG, 5)
-    if not backend.has_values:  # meta: the loops ran without reading a value
-        inv = invert(MIXTURE, got, CONFIG, 5, fixed_point_iters=3)
-        assert tuple(inv.shape) == x_T.shape and str(inv.device) == "meta"
-        return
     assert_close(backend, got, expected, "float64", scale=1e3)
     inv = invert(MIXTURE, backend.array(expected), CONFIG, 5, fixed_point_iters=3)
     reference = invert(MIXTURE, expected, CONFIG, 5, fixed_point_iters=3)
