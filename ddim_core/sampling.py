@@ -3,8 +3,9 @@
 `model(x, t)` returns the model output in the config's prediction type; `t` is a Python int.
 Plain DDIM inversion evaluates the model at the destination timestep on the source sample, so
 sampling from its result does not return the input. `invert(..., fixed_point_iters=k)` solves
-each inverse step implicitly, find x_t with step(x_t) = x_source, by Anderson-accelerated
-fixed-point iteration (Walker & Ni 2011), so that sampling maps the result back onto the input.
+each inverse step implicitly, find x_t with step(x_t) = x_source, by up to k refinements of
+Anderson-accelerated fixed-point iteration (Walker & Ni 2011), so that sampling maps the result
+back onto the input.
 """
 
 from __future__ import annotations
@@ -92,9 +93,11 @@ def invert(
     """DDIM inversion from x = x_0 up to x_T along the mirrored plan.
 
     fixed_point_iters = 0 is plain inversion (one model call per step). With k > 0 each step
-    is solved implicitly with at most k further model calls, stopping early once
-    max |step(x_t) - x_source| <= tol (one host read per iteration, only when tol is given);
-    the result of a step is never worse than plain inversion.
+    is solved implicitly by up to k refinements of the plain result (see `solve_implicit`):
+    at most k + 2 model calls per step (the plain step, then one per iterate measured: the
+    plain result and each refinement), fewer once max |step(x_t) - x_source| <= tol (one host
+    read per iterate, only when tol is given). The result of a step is the best iterate
+    measured, so never worse than plain inversion; k = 1 already refines.
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
     _check_model(model)
@@ -123,7 +126,8 @@ def invert(
 
 
 def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
-    """Validate exact-inversion options: an integer >= 0 and a tolerance > 0 or None."""
+    """Validate exact-inversion options: a number of refinements (an integer >= 0) and a
+    tolerance > 0 or None; returns the number of refinements."""
     iters = check_int("fixed_point_iters", fixed_point_iters, low=0)
     if tol is not None and not (isinstance(tol, numbers.Real) and float(tol) > 0):
         raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
@@ -134,20 +138,27 @@ def solve_implicit(
     forward: Callable[[Array], Array],
     x_src: Array,
     y: Array,
-    iters: int,
+    refinements: int,
     tol: float | None,
     *,
     c: float = 1.0,
     history: int = 5,
 ) -> tuple[Array, int, float | None]:
-    """Find y with forward(y) = x_src per batch element, from the guess y (plain inversion).
+    """Find y with forward(y) = x_src per batch element by up to `refinements` refinements of
+    the guess y (plain inversion).
 
     The fixed-point map g(y) = y - c (forward(y) - x_src), with c the inverse of forward's
     linear part, is plain inversion with the model evaluated at y. Anderson mixing of the
     last `history` iterates (Walker & Ni 2011) makes it converge where plain iteration does
-    not; the best iterate per sample is kept. Returns (best, forward calls, max residual);
-    the residual is read to the host only to stop at `tol`, or when free (NumPy), else None.
+    not. Every iterate is measured by one forward call, the guess first: k refinements cost
+    k + 1 calls, fewer when an iterate's max residual |forward(y) - x_src| is <= tol (then it
+    stops there); 0 refinements return the guess without a call. The best iterate per sample
+    is kept, so the result is never worse than the guess. Returns (best, forward calls, max
+    residual of best); the residual is read to the host only to stop at `tol`, or when free
+    (NumPy), else None.
     """
+    if refinements == 0:
+        return y, 0, None
     xp = backends.namespace(x_src=x_src, y=y)
     batch = y.shape[0]
     best = y
@@ -156,10 +167,9 @@ def solve_implicit(
     f_hist: list[Array] = []
     calls = 0
     residual: float | None = None
-    for _ in range(iters):
+    for k in range(refinements + 1):  # measure the guess, then each refinement
         x_fwd = backends.materialize(forward(y))
         calls += 1
-        f = -c * (x_fwd - x_src)  # g(y) - y
         res = xp.max(xp.reshape(xp.abs(x_fwd - x_src), (batch, -1)), axis=1)
         best = xp.where(backends.broadcast_to_sample(res < best_res, y.ndim, xp), y, best)
         best_res = xp.minimum(res, best_res)
@@ -168,9 +178,12 @@ def solve_implicit(
             residual = float(xp.max(best_res))  # a host read: only to stop early, or free
             if tol is not None and residual <= tol:
                 break
+        if k == refinements:
+            break
+        f = -c * (x_fwd - x_src)  # g(y) - y
         g_hist = [*g_hist, y + f][-(history + 1) :]
         f_hist = [*f_hist, f][-(history + 1) :]
-        y = backends.materialize(_anderson(g_hist, f_hist, xp))
+        y = backends.materialize(_anderson(g_hist, f_hist, xp))  # refinement k + 1
     return best, calls, residual
 
 

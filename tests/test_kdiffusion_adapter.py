@@ -8,6 +8,9 @@ k-diffusion's own `DiscreteEpsDDPMDenoiser(..., quantize=True)`.
 from __future__ import annotations
 
 import importlib.util
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,7 +111,7 @@ def test_exact_inversion_round_trips_on_numpy_without_torch_arrays() -> None:
         ab = schedule.alphas_cumprod[t][:, None]
         return gm(x * np.sqrt(ab), t)  # x0 prediction on the VP sample
 
-    sigmas = dk.get_sigmas_ddim(CONFIG, 20, spacing="trailing")
+    sigmas = dk.get_sigmas_ddim(CONFIG, 20, spacing="trailing", xp=np)
     x0 = dk.sample_ddim(
         denoiser,
         np.random.default_rng(0).standard_normal((50, 2)) * sigmas[0],
@@ -126,9 +129,10 @@ def test_exact_inversion_round_trips_on_numpy_without_torch_arrays() -> None:
 
 def test_sigmas_of_a_plan() -> None:
     plan = dc.make_plan(CONFIG.replace(timestep_spacing="trailing", set_alpha_to_one=False), 5)
-    sigmas = dk.get_sigmas_ddim(CONFIG, 5, spacing="trailing", set_alpha_to_one=False)
+    sigmas = dk.get_sigmas_ddim(CONFIG, 5, spacing="trailing", set_alpha_to_one=False, xp=np)
     ab = plan.schedule.alphas_cumprod
     expected = [np.sqrt((1 - ab[t]) / ab[t]) for t in (*plan.timesteps, 0)]
+    assert isinstance(sigmas, np.ndarray) and sigmas.dtype == np.float64
     np.testing.assert_allclose(sigmas, expected, rtol=1e-15)
     table = torch.from_numpy(ab).float()
     as_torch = dk.get_sigmas_ddim(table, 5, spacing="trailing")
@@ -136,6 +140,122 @@ def test_sigmas_of_a_plan() -> None:
     ab32 = table.double().numpy()  # the float32 table's own values
     on_table = [np.sqrt((1 - ab32[t]) / ab32[t]) for t in plan.timesteps]
     assert rel(as_torch[:-1], np.array(on_table)) <= TOLERANCE["float32"]
+
+
+def test_sigmas_are_a_tensor_on_the_device_asked_for_like_k_diffusions() -> None:
+    """A config gives what k-diffusion's get_sigmas_* give: a tensor in torch's default dtype
+    on `device` (CPU by default); a table gives its own library, device and dtype."""
+    theirs = K_SAMPLING.get_sigmas_karras(5, 0.03, 14.6)
+    ours = dk.get_sigmas_ddim(CONFIG, 5)
+    assert type(ours) is type(theirs) and (ours.dtype, ours.device) == (theirs.dtype, theirs.device)
+    exact = dk.get_sigmas_ddim(CONFIG, 5, xp=np)
+    assert torch.equal(ours, torch.from_numpy(exact).float())
+    wide = dk.get_sigmas_ddim(CONFIG, 5, dtype=torch.float64)
+    assert np.array_equal(wide.numpy(), exact)
+    on_meta = dk.get_sigmas_ddim(CONFIG, 5, device="meta")
+    assert on_meta.device.type == "meta" and on_meta.shape == (6,)
+    table = torch.from_numpy(dc.schedule(CONFIG).alphas_cumprod)  # float64
+    from_table = dk.get_sigmas_ddim(table, 5, device="meta")
+    assert from_table.device.type == "meta" and from_table.dtype == torch.float64
+    assert np.array_equal(dk.get_sigmas_ddim(table, 5, xp=np), exact)
+
+
+def _requires_grad_denoiser() -> tuple[torch.nn.Parameter, Callable[..., torch.Tensor]]:
+    weight = torch.nn.Parameter(torch.tensor(0.9, dtype=torch.float64))
+    return weight, lambda x, sigma: weight * x / (1 + sigma[:, None] ** 2)
+
+
+def test_samplers_build_no_autograd_graph_like_k_diffusions() -> None:
+    """k-diffusion's samplers run under torch.no_grad(): a model with parameters that require
+    grad gives an output without a graph (and no memory kept for one)."""
+    _, model = _requires_grad_denoiser()
+    sigmas = dk.get_sigmas_ddim(CONFIG, 5, dtype=torch.float64)
+    x = torch.ones(2, 3, dtype=torch.float64) * sigmas[0]
+    assert model(x, sigmas[:1].expand(2)).requires_grad  # outside the samplers: a graph
+    theirs = K_SAMPLING.sample_euler(model, x, sigmas, disable=True)
+    outs = [
+        dk.sample_ddim(model, x, sigmas, disable=True),
+        dk.sample_ddim(model, x, sigmas, disable=True, eta=1.0),
+        dk.sample_ddim_inverse(model, x, sigmas.flip(0), disable=True),
+        dk.sample_ddim_inverse(model, x, sigmas.flip(0), disable=True, fixed_point_iters=2),
+    ]
+    assert not theirs.requires_grad
+    assert all(not out.requires_grad and out.grad_fn is None for out in outs)
+    assert torch.is_grad_enabled()
+
+
+def _counting(model: Callable[..., Any]) -> Any:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counted.calls += 1  # type: ignore[attr-defined]
+        return model(*args, **kwargs)
+
+    counted.calls = 0  # type: ignore[attr-defined]
+    return counted
+
+
+def test_repeated_sigmas_are_zero_length_steps_as_in_k_diffusion() -> None:
+    """A repeated sigma (ComfyUI's `simple` schedule at many steps and low denoise) is the
+    identity: sample_euler and sample_euler_ancestral take it, and so do ours, with the same
+    result as without the repeat and one model call per distinct level."""
+    model, _, table = kdiffusion_denoiser(torch.float64)
+    sigmas = dk.get_sigmas_ddim(table, 6, spacing="trailing")
+    repeated = sigmas[[0, 1, 1, 2, 3, 3, 3, 4, 5, 6]]
+    x = kdiffusion_x_T(sigmas, torch.float64)
+    counted, seen = _counting(model), []
+    ours = dk.sample_ddim(counted, x, repeated, disable=True, callback=seen.append)
+    assert [d["i"] for d in seen] == list(range(9)) and counted.calls == 6
+    assert torch.equal(ours, dk.sample_ddim(model, x, sigmas, disable=True))
+    at_zero = sigmas[[0, 1, 2, 3, 4, 5, 6, 6]]  # (k-diffusion's Euler divides by 0 there)
+    assert torch.equal(ours, dk.sample_ddim(model, x, at_zero, disable=True))
+    assert rel(ours, K_SAMPLING.sample_euler(model, x, repeated, disable=True)) <= LIMIT[x.dtype]
+    outs = []
+    for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
+        gen = torch.Generator().manual_seed(3)
+
+        def noise(sigma, sigma_next, gen=gen):  # type: ignore[no-untyped-def]
+            return torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+        outs.append(sampler(model, x, repeated, disable=True, eta=1.0, noise_sampler=noise))
+    assert rel(outs[0], outs[1]) <= LIMIT[x.dtype]  # one noise stream, read alike
+    up = at_zero.flip(0)[[0, 1, 1, 2, 3, 4, 4, 5, 6, 7]]
+    x0 = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for k in (0, 3):
+        a = dk.sample_ddim_inverse(model, x0, up, disable=True, fixed_point_iters=k)
+        b = dk.sample_ddim_inverse(model, x0, sigmas.flip(0), disable=True, fixed_point_iters=k)
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse])
+@pytest.mark.parametrize("levels", [[7.5], []])
+def test_one_sigma_or_none_makes_no_step(sampler: Any, levels: list[float]) -> None:
+    """What SplitSigmas gives at the last step; k-diffusion's samplers return x as is."""
+    counted = _counting(lambda x, s: x)
+    x = torch.ones(2, 3)
+    sigmas = torch.tensor(levels)
+    assert sampler(counted, x, sigmas, disable=True) is x and counted.calls == 0
+    assert K_SAMPLING.sample_euler(counted, x, sigmas, disable=True) is x
+
+
+def test_tol_means_what_it_means_in_core_invert() -> None:
+    """The residual is measured on the VP sample, as ddim_core.invert measures it: the same
+    fixed_point_iters and tol make the same model calls in both."""
+    config = CONFIG.replace(timestep_spacing="trailing")
+    model, gm, table = kdiffusion_denoiser(torch.float64)
+    sigmas = dk.get_sigmas_ddim(table, 10, spacing="trailing")
+    x0 = gm.sample_data(8, np.random.default_rng(2))
+    for k, tol in ((1, None), (4, None), (20, 1e-4), (20, 1e-8)):
+        infos: list[dc.StepInfo] = []
+        dc.invert(gm, x0, config, 10, fixed_point_iters=k, tol=tol, callback=infos.append)
+        counted = _counting(model)
+        dk.sample_ddim_inverse(
+            counted,
+            torch.from_numpy(x0),
+            sigmas.flip(0),
+            disable=True,
+            fixed_point_iters=k,
+            tol=tol,
+        )
+        assert counted.calls == sum(i.model_calls for i in infos), (k, tol)
 
 
 def test_callback_and_progress() -> None:
@@ -159,24 +279,27 @@ def test_register_adds_the_samplers_to_k_diffusion_sampling() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sigmas", "kwargs", "match"),
+    ("sigmas", "match"),
     [
-        ([1.0, 2.0], {}, "strictly descending"),
-        ([1.0], {}, "at least 2"),
-        ([1.0, -0.5], {}, "finite and >= 0"),
-        ([1.0, 1.0, 0.0], {}, "strictly descending"),
+        ([1.0, 2.0], r"descending \(sampling\), got sigmas\[0\] = 1.0 then sigmas\[1\] = 2.0"),
+        ([1.0, -0.5], r"finite and >= 0, got sigmas\[1\] = -0.5"),
+        ([3.0, float("nan"), 0.0], r"finite and >= 0, got sigmas\[1\] = nan"),
+        ([[1.0, 0.0]], r"a 1-D array, got shape \(1, 2\)"),
     ],
 )
-def test_bad_sigmas(sigmas: list[float], kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=f"sigmas.*{match}"):
-        dk.sample_ddim(lambda x, s: x, np.zeros((1, 2)), np.asarray(sigmas), **kwargs)
+def test_bad_sigmas(sigmas: list[float], match: str) -> None:
+    with pytest.raises(ValueError, match=f"sigmas must be {match}"):
+        dk.sample_ddim(lambda x, s: x, np.zeros((1, 2)), np.asarray(sigmas))
 
 
 def test_bad_inverse_arguments() -> None:
     up = np.asarray([0.0, 1.0])
-    with pytest.raises(ValueError, match="strictly ascending"):
+    with pytest.raises(ValueError, match=r"ascending \(inversion\)"):
         dk.sample_ddim_inverse(lambda x, s: x, np.zeros((1, 2)), up[::-1].copy())
     with pytest.raises(ValueError, match="fixed_point_iters must be >= 0, got -1"):
         dk.sample_ddim_inverse(lambda x, s: x, np.zeros((1, 2)), up, fixed_point_iters=-1)
     with pytest.raises(TypeError, match="eta > 0 needs noise_sampler"):
         dk.sample_ddim(lambda x, s: x, np.zeros((1, 2)), np.asarray([1.0, 0.5]), eta=1.0)
+    with pytest.raises(ImportError, match="pass xp=numpy"), pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "torch", None)
+        dk.get_sigmas_ddim(CONFIG, 5)

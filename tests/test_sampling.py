@@ -38,6 +38,19 @@ def test_exact_inversion_is_never_worse_than_plain() -> None:
     assert err(one) <= err(plain) * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_fixed_point_iters_counts_refinements(k: int) -> None:
+    """k refinements, each measured: k + 2 model calls per step without tol (the plain step,
+    the plain result measured, then each refinement); one refinement already improves."""
+    x0 = MIXTURE.sample_data(100, np.random.default_rng(1))
+    infos: list[StepInfo] = []
+    z = invert(MIXTURE, x0, CONFIG, 10, fixed_point_iters=k, callback=infos.append)
+    assert [i.model_calls for i in infos] == [k + 2] * 10
+    err = lambda z: np.abs(sample(MIXTURE, z, CONFIG, 10) - x0).max()  # noqa: E731
+    fewer = invert(MIXTURE, x0, CONFIG, 10, fixed_point_iters=k - 1)
+    assert err(z) < err(fewer)
+
+
 def test_sampling_error_is_first_order() -> None:
     """Against the exact probability-flow solution for one Gaussian, error ~ 1/N."""
     config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")

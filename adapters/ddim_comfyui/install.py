@@ -39,8 +39,11 @@ def _checkout(comfyui_dir: str | os.PathLike[str]) -> Path:
 
 
 def install(comfyui_dir: str | os.PathLike[str]) -> Path:
-    """Write (or refresh) the shim folder; returns its path."""
+    """Write (or refresh) the shim folder; returns its path. A same-named folder this command
+    did not write is left as is (ValueError)."""
     target = _checkout(comfyui_dir) / "custom_nodes" / SHIM_DIR
+    if target.exists():
+        _check_ours(target)
     target.mkdir(exist_ok=True)
     (target / "__init__.py").write_text(SHIM, encoding="utf-8")
     return target
@@ -51,11 +54,17 @@ def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
     target = _checkout(comfyui_dir) / "custom_nodes" / SHIM_DIR
     if not target.exists():
         return None
-    init = target / "__init__.py"
-    if not init.is_file() or not init.read_text(encoding="utf-8").startswith(MARKER):
-        raise ValueError(f"{target} was not written by `ddim-core comfyui install`; left as is")
+    _check_ours(target)
     shutil.rmtree(target)
     return target
+
+
+def _check_ours(target: Path) -> None:
+    """Raise ValueError unless `target` is a shim folder written by `install`."""
+    init = target / "__init__.py"
+    ours = target.is_dir() and init.is_file()
+    if not ours or not init.read_text(encoding="utf-8").startswith(MARKER):
+        raise ValueError(f"{target} was not written by `ddim-core comfyui install`; left as is")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ddim_comfyui") -> int:

@@ -12,7 +12,7 @@ def ddim_core_adapter() -> Adapter:
         host="comfy",
         provides=(
             "nodes: DDIM Sampler, DDIM Inversion Sampler, DDIM Schedule, Flip to Inversion Sigmas",
-            "KSampler samplers: ddim_core, ddim_core_inverse",
+            "KSampler sampler: ddim_core",
         ),
         register="ddim_comfyui.nodes:register",
         command="ddim_comfyui.install:main",  # ddim-core comfyui install|uninstall COMFYUI_DIR

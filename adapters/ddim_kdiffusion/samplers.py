@@ -8,14 +8,18 @@ k-diffusion's `sample_euler`, and with 0 < eta <= 1 its `sample_euler_ancestral`
 noise (the core's sigma_t / sqrt(abar_prev) is its sigma_up, the direction its sigma_down).
 
 The sigma levels are read to the host once per loop (one sync at the start); steps are then
-Python-float coefficients times arrays of any backend.
+Python-float coefficients times arrays of any backend. Sigma lists are those k-diffusion's (and
+ComfyUI's) samplers take: a repeated sigma is a zero-length step, the identity, and a list of
+one sigma (or none) makes no step. For torch tensors the samplers run under torch.no_grad(), as
+k-diffusion's do; torch is never imported here (a torch tensor means torch is loaded).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import itertools
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -42,31 +46,40 @@ def sample_ddim(
     s_noise: float = 1.0,
     noise_sampler: Callable[[Array, Array], Array] | None = None,
 ) -> Array:
-    """DDIM sampling over descending `sigmas` (ending in 0 or the model's smallest sigma).
+    """DDIM sampling (Song et al. 2021, eq. 12) down descending `sigmas` (ending in 0 or the
+    model's smallest sigma; repeats allowed).
 
-    With eta > 0 the noise of each step is `noise_sampler(sigma, sigma_next) * s_noise`
-    (default: torch's global generator for torch tensors, as k-diffusion does).
+    A zero-length step (a repeated sigma) is the identity; its model output (which the
+    callback gets) serves the next step, which starts from the same sample and level. With
+    eta > 0 the noise of each step into a level > 0 is `noise_sampler(sigma, sigma_next) *
+    s_noise` (default: torch's global generator for torch tensors, as k-diffusion does); a
+    zero-length step draws its noise too and discards it, as k-diffusion's
+    sample_euler_ancestral does, so both read one noise stream alike.
     """
     extra_args = {} if extra_args is None else extra_args
     levels = _levels(sigmas, ascending=False)
     eta = check_nonnegative("eta", eta)
     s_noise = check_nonnegative("s_noise", s_noise)
+    if len(levels) < 2:
+        return x  # no step
     if eta > 0 and noise_sampler is None:
         noise_sampler = _default_noise_sampler(x)
     rows = _coefficients(levels, eta, inverse=False)
     s_in = _ones_like_batch(x)
-    for i in _trange(len(levels) - 1, disable):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback(
-                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
-            )
-        c = rows[i]
-        noise = None
-        if eta > 0 and levels[i + 1] > 0:
-            assert noise_sampler is not None
-            noise = noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise
-        x = _transfer(x, denoised, c, _SAMPLE, noise)
+    denoised = None  # the model at (x, sigmas[i]), kept over a zero-length step
+    with _no_grad(x):
+        for i in _trange(len(levels) - 1, disable):
+            if denoised is None:
+                denoised = model(x, sigmas[i] * s_in, **extra_args)
+            _report(callback, x, i, sigmas[i], denoised)
+            z = None
+            if eta > 0 and levels[i + 1] > 0:
+                assert noise_sampler is not None
+                z = noise_sampler(sigmas[i], sigmas[i + 1])
+            if levels[i + 1] == levels[i]:
+                continue  # zero-length: x, its level and so the model output stay
+            noise = None if z is None else z * s_noise
+            x, denoised = _transfer(x, denoised, rows[i], _SAMPLE, noise), None
     return x
 
 
@@ -80,36 +93,49 @@ def sample_ddim_inverse(
     fixed_point_iters: int = 0,
     tol: float | None = None,
 ) -> Array:
-    """DDIM inversion over ascending `sigmas` (may start at 0).
+    """DDIM inversion up ascending `sigmas` (may start at 0; repeats allowed).
 
-    Plain inversion (fixed_point_iters = 0) evaluates the model at the destination level on
-    the source sample, as diffusers' DDIMInverseScheduler does. With k > 0 each step is solved
-    implicitly (find y whose forward DDIM step lands on the source) by Anderson-accelerated
-    fixed-point iteration with at most k more model calls, stopping once the largest residual
-    is <= tol; the best iterate per sample is kept.
+    Plain inversion (fixed_point_iters = 0, one model call per step) evaluates the model at the
+    destination level on the source sample, as diffusers' DDIMInverseScheduler does. With
+    k > 0 each step is solved implicitly (find y whose forward DDIM step lands on the source)
+    by up to k Anderson-accelerated refinements (`ddim_core.sampling.solve_implicit`): at most
+    k + 2 model calls per step (the plain step, then one per iterate measured: the plain
+    result and each refinement), fewer once the largest residual is <= tol. The residual is
+    measured on the VP sample (x * sqrt(abar) = x / sqrt(1 + sigma^2)), as ddim_core.invert
+    measures it, so a tol means the same in both; the best iterate per sample is kept. A
+    zero-length step is the identity (one model call, for the callback).
     """
     extra_args = {} if extra_args is None else extra_args
     levels = _levels(sigmas, ascending=True)
     iters = check_fixed_point(fixed_point_iters, tol)
+    if len(levels) < 2:
+        return x  # no step
     rows = _coefficients(levels, 0.0, inverse=True)
     s_in = _ones_like_batch(x)
-    for i in _trange(len(levels) - 1, disable):
-        src, dst, c = levels[i], levels[i + 1], rows[i]
-        eps_at = functools.partial(_eps_at, model, sigmas[i + 1] * s_in, dst, extra_args)
-        # the model sees the source sample expressed at the destination level
-        eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
-        if callback is not None:
+    with _no_grad(x):
+        for i in _trange(len(levels) - 1, disable):
+            src, dst, c = levels[i], levels[i + 1], rows[i]
             sigma = sigmas[i + 1]
-            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-        y = _transfer(x, eps, c, _INVERSE, None)
-        if iters:
-            # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y),
-            # whose linear part is the identity (c = 1)
-            def forward(y: Array, eps_at: Any = eps_at, step: float = dst - src) -> Array:
-                return y - step * eps_at(y)[0]
+            if dst == src:  # zero-length: the identity
+                _report(callback, x, i, sigma, model(x, sigma * s_in, **extra_args))
+                continue
+            eps_at = functools.partial(_eps_at, model, sigma * s_in, dst, extra_args)
+            # the model sees the source sample expressed at the destination level
+            eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
+            _report(callback, x, i, sigma, denoised)
+            y = _transfer(x, eps, c, _INVERSE, None)
+            if iters:
+                # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y),
+                # whose linear part is the identity; times s = sqrt(abar_src) it is in VP units
+                s = c.sqrt_ab_from
 
-            y = solve_implicit(forward, x, y, iters, tol)[0]
-        x = y
+                def forward(
+                    y: Array, eps_at: Any = eps_at, h: float = dst - src, s: float = s
+                ) -> Array:
+                    return (y - h * eps_at(y)[0]) * s
+
+                y = solve_implicit(forward, x * s, y, iters, tol, c=1.0 / s)[0]
+            x = y
     return x
 
 
@@ -119,19 +145,30 @@ def get_sigmas_ddim(
     spacing: str | None = None,
     steps_offset: int | None = None,
     set_alpha_to_one: bool | None = None,
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    xp: Any = None,
 ) -> Array:
     """The sigmas of an n-step DDIM plan, descending, then the final level: 0 with
     set_alpha_to_one, else sigma(abar_0), the model's smallest sigma.
 
-    Takes a DDIMConfig (its options are the defaults) or an alphas_cumprod table (e.g.
-    `model.inner_model.alphas_cumprod`; diffusers' defaults: leading, 0, True). The result is
-    in the table's library, device and dtype (NumPy float64 for a config).
+    Takes an alphas_cumprod table (e.g. `model.inner_model.alphas_cumprod`; diffusers'
+    defaults: leading, 0, True) or a DDIMConfig (its options are the defaults). Computed on the
+    host in float64, converted once, and returned like k-diffusion's `get_sigmas_*`: an array
+    on `device`.
+    - From a table: in the table's library, on its device and in its dtype, unless `device`
+      or `dtype` say otherwise.
+    - From a config: a torch tensor, on `device` (default: torch's default device, the CPU),
+      in torch's default dtype (float32) unless `dtype` says otherwise.
+    - `xp` picks another library, e.g. `xp=numpy` for a NumPy float64 array: a module or array
+      namespace with `asarray`; `device` and `dtype` are then its own (default: its defaults).
     """
     if isinstance(alphas_cumprod_or_config, dc.DDIMConfig):
         config, table = alphas_cumprod_or_config, None
     else:
         table = alphas_cumprod_or_config
-        xp = backends.namespace(alphas_cumprod=table)
+        table_xp = backends.namespace(alphas_cumprod=table)
         size = int(table.shape[0]) if table.ndim == 1 else -1
         config = dc.DDIMConfig(num_train_timesteps=max(size, 1))
     changes = {"timestep_spacing": spacing, "steps_offset": steps_offset}
@@ -141,9 +178,14 @@ def get_sigmas_ddim(
     schedule = plan.schedule if table is None else _schedule_of(table, config)
     ab = np.array([*(schedule.alpha_bar(t) for t in plan.timesteps), schedule.final_alpha_cumprod])
     host = np.sqrt((1.0 - ab) / ab)
-    if table is None:
-        return host
-    return backends.from_host(host, xp, device=backends.device(table), dtype=table.dtype)
+    if table is not None and xp is None:
+        device = backends.device(table) if device is None else device
+        dtype = table.dtype if dtype is None else dtype
+        return backends.from_host(host, table_xp, device=device, dtype=dtype)
+    out_xp = _result_namespace(xp)
+    if dtype is None:  # the library's default floating dtype
+        dtype = out_xp.asarray(0.0, device=device).dtype
+    return backends.from_host(host, out_xp, device=device, dtype=dtype)
 
 
 def register() -> list[str]:
@@ -164,31 +206,34 @@ def register() -> list[str]:
 
 
 def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
-    """The sigmas as host floats (one read), checked: 1-D, >= 2, finite, >= 0, monotonic."""
+    """The sigmas as host floats (one read), checked: 1-D, finite, >= 0, and descending for
+    sampling or ascending for inversion, repeats allowed (zero-length steps)."""
     backends.namespace(sigmas=sigmas)
-    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
-        raise ValueError(
-            f"sigmas must be a 1-D array of at least 2 levels, got shape {tuple(sigmas.shape)}"
-        )
+    if sigmas.ndim != 1:
+        raise ValueError(f"sigmas must be a 1-D array, got shape {tuple(sigmas.shape)}")
     levels = [float(s) for s in backends.to_host(sigmas)]
-    if not all(math.isfinite(s) and s >= 0 for s in levels):
-        raise ValueError(f"sigmas must be finite and >= 0, got {levels}")
-    pairs = list(itertools.pairwise(levels))
-    ok = all(a < b for a, b in pairs) if ascending else all(a > b for a, b in pairs)
-    if not ok:
-        order = "ascending (inversion)" if ascending else "descending (sampling)"
-        raise ValueError(f"sigmas must be strictly {order}, got {levels}")
+    for i, s in enumerate(levels):
+        if not (math.isfinite(s) and s >= 0):
+            raise ValueError(f"sigmas must be finite and >= 0, got sigmas[{i}] = {s}")
+    for i in range(len(levels) - 1):
+        a, b = levels[i], levels[i + 1]
+        if (a > b) if ascending else (a < b):
+            order = "ascending (inversion)" if ascending else "descending (sampling)"
+            raise ValueError(
+                f"sigmas must be {order}, got sigmas[{i}] = {a} then sigmas[{i + 1}] = {b}"
+            )
     return levels
 
 
 def _coefficients(levels: list[float], eta: float, *, inverse: bool) -> list[Row]:
     """The core's Rows between consecutive sigma levels (host float64, computed and checked
-    once per loop): abar = 1 / (1 + sigma^2)."""
+    once per loop): abar = 1 / (1 + sigma^2). Zero-length steps take no row (never checked)."""
     ab = (1.0 / (1.0 + np.asarray(levels) ** 2)).tolist()
     kind = _INVERSE if inverse else _SAMPLE
     found = coefficients.table(LevelsKey(tuple(ab[:-1]), tuple(ab[1:]), eta, kind.prediction_type))
-    if found.invalid:
-        i = min(found.invalid)
+    invalid = [i for i in found.invalid if levels[i] != levels[i + 1]]
+    if invalid:
+        i = min(invalid)
         raise ValueError(
             f"cannot step from sigma {levels[i]} to {levels[i + 1]}: {found.invalid[i]}"
         )
@@ -207,6 +252,39 @@ def _transfer(x: Array, model_output: Array, c: Row, kind: dc.DDIMConfig, noise:
     xp = backends.namespace(x=x)
     x_b, _ = kernels.ddim_update(x * c.sqrt_ab_from, model_output, c, kind, noise, False, xp=xp)
     return x_b / c.sqrt_ab_to
+
+
+def _report(
+    callback: Callable[[dict[str, Any]], Any] | None,
+    x: Array,
+    i: int,
+    sigma: Array,
+    denoised: Array,
+) -> None:
+    """k-diffusion's callback dict (sigma_hat = sigma: no churn)."""
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+
+
+def _no_grad(x: Array) -> Any:
+    """torch.no_grad() for a torch tensor, as k-diffusion's samplers run, else nothing."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
+def _result_namespace(lib: Any) -> Any:
+    """The array namespace of `lib` (a module or namespace with asarray); torch when None."""
+    if lib is None:
+        try:
+            import torch as lib
+        except ImportError:
+            raise ImportError(
+                "get_sigmas_ddim(config, ...) returns a torch tensor, as k-diffusion's "
+                "get_sigmas_* do, and torch is not installed; pass xp=numpy for NumPy"
+            ) from None
+    return backends.namespace(xp=lib.asarray(0.0))
 
 
 def _eps_at(
