@@ -138,14 +138,75 @@ def is_host_numpy(x: Array) -> bool:
     return bool(array_api_compat.is_numpy_array(x))
 
 
+def writable(x: Array) -> bool:
+    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays)."""
+    flags = getattr(x, "flags", None)
+    if isinstance(x, np.ndarray) and flags is not None:
+        return bool(flags.writeable)
+    return not array_api_compat.is_jax_array(x)
+
+
+def overlaps(a: Array, b: Array) -> bool:
+    """Whether two arrays may share memory (NumPy's bounds check; for torch, CuPy and other
+    libraries exposing a data pointer, the byte ranges their strides can reach)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.may_share_memory(a, b))
+    span_a, span_b = _byte_span(a), _byte_span(b)
+    if span_a is None or span_b is None:
+        return a is b
+    return span_a[0] < span_b[1] and span_b[0] < span_a[1]
+
+
+def _byte_span(x: Array) -> tuple[int, int] | None:
+    """[first, last) byte addresses an array's elements occupy, or None when unknown."""
+    if hasattr(x, "data_ptr") and hasattr(x, "stride"):  # torch
+        if x.numel() == 0:
+            return (0, 0)
+        size = x.element_size()
+        start = x.data_ptr()
+        reach = sum((n - 1) * st for n, st in zip(x.shape, x.stride(), strict=True) if n)
+        low = start + min(0, reach) * size
+        return (low, start + max(0, reach) * size + size)
+    data = getattr(x, "data", None)
+    ptr = getattr(data, "ptr", None)  # CuPy
+    if isinstance(ptr, int) and hasattr(x, "strides"):
+        reach = sum((n - 1) * st for n, st in zip(x.shape, x.strides, strict=True) if n)
+        return (ptr + min(0, reach), ptr + max(0, reach) + x.itemsize)
+    return None
+
+
 def host_integers(x: Array) -> list[int] | None:
-    """The values of an integer array the host reads for free: NumPy, or a torch tensor on the
-    CPU outside torch.compile. None for anything else: reading a device array waits for it."""
+    """The values of an integer array the host reads for free: NumPy, a torch tensor on the
+    CPU outside torch.compile, a concrete JAX array on the CPU. None for anything else:
+    reading a device array waits for it, a lazy one computes it, a traced one has none."""
     if isinstance(x, np.ndarray):
         return list(x.reshape(-1).tolist())
     if array_api_compat.is_torch_array(x) and x.device.type == "cpu" and not compiling():
         return list(x.reshape(-1).tolist())
+    jax_on_cpu = array_api_compat.is_jax_array(x) and not _tracing(x)
+    if jax_on_cpu and all(d.platform == "cpu" for d in x.devices()):
+        return list(np.asarray(x).reshape(-1).tolist())
     return None
+
+
+def check_range_on_device(x: Array, size: int, message: str) -> Array:
+    """x, with 0 <= x < size checked where x lives, without waiting for it: torch's
+    asynchronous device assert (reported at the next synchronisation), a Dask check that runs
+    with the graph. Other libraries (JAX under jit) have no such check: a value out of range
+    there gathers NaN (JAX) and is documented."""
+    if array_api_compat.is_torch_array(x):
+        torch = sys.modules["torch"]
+        torch._assert_async(((x >= 0) & (x < size)).all(), message)
+    elif array_api_compat.is_dask_array(x):
+        lazy: Any = x  # (dask's own annotations do not know the block function's extras)
+        return lazy.map_blocks(_check_block, size, message, dtype=x.dtype)
+    return x
+
+
+def _check_block(block: np.ndarray, size: int, message: str) -> np.ndarray:
+    if block.size and not (int(block.min()) >= 0 and int(block.max()) < size):
+        raise ValueError(f"{message}: got {block.min()}..{block.max()}")
+    return block
 
 
 def materialize(x: Array) -> Array:

@@ -118,6 +118,8 @@ def _dispatch(
     one per sample) take rows gathered on the sample's device, with no host read.
     """
     xp = _step_arrays(model_output, sample, noise)
+    if out is not None:
+        _check_out(out, xp, sample, model_output, noise)
     config = key.plan.config
     t, t_arr = _timestep(key, timestep, sample, xp)
     fusable = not config.thresholding and not backends.compiling()  # compile fuses the reference
@@ -146,6 +148,38 @@ def _dispatch(
     return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
 
 
+def _check_out(out: Any, xp: Namespace, sample: Array, *inputs: Array | None) -> None:
+    """`out=(x_prev, x0_pred)`: two writable arrays of the sample's library, device, shape
+    and dtype that share no memory with the inputs or each other (else a kernel would write
+    outside a buffer, or read what it has overwritten)."""
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        raise TypeError(
+            f"out must be a pair (x_prev, x0_pred) of arrays, got {type(out).__name__}"
+            + (f" of length {len(out)}" if isinstance(out, tuple | list) else "")
+        )
+    for name, buf in zip(("out[0]", "out[1]"), out, strict=True):
+        try:
+            backends.namespace(sample=sample, **{name.replace("[", "_").rstrip("]"): buf})
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}: {e}") from None
+        if tuple(buf.shape) != tuple(sample.shape) or buf.dtype != sample.dtype:
+            raise ValueError(
+                f"{name} has shape {tuple(buf.shape)} and dtype {buf.dtype}; it must match the "
+                f"sample: shape {tuple(sample.shape)}, dtype {sample.dtype}"
+            )
+        if not backends.writable(buf):
+            raise ValueError(f"{name} is read-only; out= buffers must be writable")
+        for other_name, other in (
+            ("sample", sample),
+            ("model_output", inputs[0]),
+            ("noise", inputs[1]),
+        ):
+            if other is not None and backends.overlaps(buf, other):
+                raise ValueError(f"{name} shares memory with {other_name}; use a separate buffer")
+    if backends.overlaps(out[0], out[1]):
+        raise ValueError("out[0] and out[1] share memory; use two separate buffers")
+
+
 def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tuple[int | None, Any]:
     """(t, None) for a timestep the host reads for free (checked), else (None, the array),
     checked where it can be read: device values cannot be read without a sync, so then the
@@ -155,14 +189,18 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
     t_arr = _timestep_array(timestep, sample, xp)
     values = backends.host_integers(t_arr)
     found = coefficients.table(key)
-    if values is None:
+    if values is None:  # on a device: checked there, asynchronously, where the backend can
         steps = key.plan.inverse_timesteps if key.inverse else key.plan.timesteps
         coefficients.check_timesteps(found, list(steps))
-        return None, t_arr
+        size = found.values.shape[0]
+        return None, backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
     coefficients.check_timesteps(found, values)
     if values and all(v == values[0] for v in values):
         return values[0], None
     return None, t_arr
+
+
+_RANGE = "a timestep is outside [0, num_train_timesteps={size})"
 
 
 def _noise_coefficients(
@@ -173,7 +211,10 @@ def _noise_coefficients(
         return coefficients.noise_row(sched, int(timesteps))
     t_arr = _timestep_array(timesteps, sample, xp)
     values = backends.host_integers(t_arr)
-    if values is not None:
+    if values is None:
+        size = sched.num_train_timesteps
+        t_arr = backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
+    else:
         coefficients.check_timesteps(
             coefficients.Table(coefficients.noise_table(sched), {}), values
         )
