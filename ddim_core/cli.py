@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nwrote {args.plot}")
     else:
         if args.config:
-            config = DDIMConfig.from_json(args.config)
+            config = DDIMConfig.from_file(args.config)
         else:
             config = DDIMConfig(
                 beta_schedule=args.beta_schedule,

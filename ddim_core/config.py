@@ -17,6 +17,9 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+# Tables are host float64 arrays of T entries; real models use T <= 4000.
+MAX_TRAIN_TIMESTEPS = 1_000_000
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
@@ -132,8 +135,9 @@ class DDIMConfig:
 
     num_train_timesteps: int = _option(
         1000,
-        functools.partial(check_int, low=1),
-        "number of diffusion steps T the model was trained with (timesteps 0 .. T - 1); >= 1",
+        functools.partial(check_int, low=1, high=MAX_TRAIN_TIMESTEPS),
+        "number of diffusion steps T the model was trained with (timesteps 0 .. T - 1); "
+        f"1 .. {MAX_TRAIN_TIMESTEPS}",
     )
     beta_start: float = _option(
         0.0001,
@@ -229,6 +233,11 @@ class DDIMConfig:
             check = field.metadata["check"]
             object.__setattr__(self, field.name, check(field.name, getattr(self, field.name)))
         betas = self.trained_betas
+        if self.rescale_betas_zero_snr and self.num_train_timesteps < 2:
+            raise ValueError(
+                "rescale_betas_zero_snr=True needs num_train_timesteps >= 2 (it shifts the "
+                "schedule between its first and last level), got 1"
+            )
         if betas is not None and len(betas) != self.num_train_timesteps:
             raise ValueError(
                 f"trained_betas has {len(betas)} values but num_train_timesteps is "
@@ -286,13 +295,81 @@ class DDIMConfig:
         return text
 
     @classmethod
-    def from_json(cls, source: str | os.PathLike[str]) -> DDIMConfig:
-        """From JSON text, or from a path to a JSON file (e.g. `scheduler_config.json`)."""
-        if isinstance(source, os.PathLike) or not str(source).lstrip().startswith("{"):
-            with open(source, encoding="utf-8") as f:
-                source = f.read()
-        data = json.loads(source)
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes) -> DDIMConfig:
+        """From JSON text (a `scheduler_config.json`'s content); for a file, `from_file`.
+
+        Raises TypeError for a path (use `from_file`), ValueError for text that is not one
+        JSON object of options (see `load_json_object`) or for a bad option value.
+        """
+        if isinstance(text, os.PathLike):
+            raise TypeError(f"from_json takes JSON text; for the file {text!r} use from_file")
+        return cls.from_dict(load_json_object(text, "DDIMConfig.from_json text"))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> DDIMConfig:
+        """From a JSON file, e.g. a diffusers checkpoint's `scheduler/scheduler_config.json`."""
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        with open(path, "rb") as f:
+            return cls.from_dict(load_json_object(f.read(), str(path)))
+
+
+# Bounds for configuration files: a scheduler config is a flat object of a few dozen keys.
+JSON_MAX_BYTES = 1 << 24  # trained_betas for 10**6 steps fit
+JSON_MAX_DEPTH = 32
+JSON_MAX_DIGITS = 64
+
+
+def load_json_object(text: str | bytes, where: str) -> dict[str, Any]:
+    """Parse configuration JSON safely: one object, at most JSON_MAX_BYTES bytes, nested at
+    most JSON_MAX_DEPTH deep, integers of at most JSON_MAX_DIGITS digits; a UTF-8 BOM is
+    allowed. Raises TypeError / ValueError naming `where` and what is wrong. Nothing in it is
+    executed or followed (a string is never read as a path to another file)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where} is not UTF-8 text: {e}") from None
+    if not isinstance(text, str):
+        raise TypeError(f"{where} must be JSON text (str or bytes), got {type(text).__name__}")
+    text = text.removeprefix("\ufeff")
+    if len(text) > JSON_MAX_BYTES:
+        raise ValueError(f"{where} is {len(text)} characters; a config is at most {JSON_MAX_BYTES}")
+    if _depth(text) > JSON_MAX_DEPTH:
+        raise ValueError(f"{where} nests deeper than {JSON_MAX_DEPTH} levels; a config is flat")
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > JSON_MAX_DIGITS:
+            raise ValueError(f"{where} holds an integer of {len(digits)} digits")
+        return int(digits)
+
+    try:
+        data = json.loads(text, parse_int=parse_int)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{where} is not valid JSON ({e}); from_json takes JSON text, from_file a path"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must hold a JSON object of options, got {type(data).__name__}")
+    return data
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings (checked before parsing: json's own
+    recursion would fail with RecursionError far deeper)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _options_section(cls: type[DDIMConfig]) -> str:

@@ -207,7 +207,7 @@ def test_config_round_trips_through_diffusers(tmp_path) -> None:
     theirs.save_pretrained(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # _class_name and _diffusers_version are not "unknown"
-        back = dc.DDIMConfig.from_json(tmp_path / "scheduler_config.json")
+        back = dc.DDIMConfig.from_file(tmp_path / "scheduler_config.json")
     assert back == config
     config.to_json(tmp_path / "ours.json")
     again = diffusers.DDIMScheduler.from_config(
