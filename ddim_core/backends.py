@@ -128,6 +128,23 @@ def _library(xp: Namespace) -> str:
     return str(xp.__name__).removeprefix("array_api_compat.")
 
 
+def as_namespace(xp: Any) -> Namespace:
+    """An array-API namespace from what a user passes as `xp=`: a compliant namespace (NumPy
+    2, jax.numpy, array_api_strict, array_api_compat.*) or a library module whose arrays
+    array-api-compat knows (torch, cupy, dask.array). TypeError for anything else."""
+    if isinstance(xp, str) or not callable(getattr(xp, "asarray", None)):
+        raise TypeError(
+            f"xp must be an array namespace or library module (numpy, torch, jax.numpy, "
+            f"cupy, dask.array, array_api_strict), got {xp!r}"
+        )
+    try:
+        return _namespace_of("xp", xp.asarray(0))
+    except Exception as e:
+        raise TypeError(
+            f"xp={getattr(xp, '__name__', xp)!r} is not an array namespace: {e}"
+        ) from None
+
+
 def device(x: Array) -> Any:
     """The device an array lives on (array-api-compat's portable accessor)."""
     return array_api_compat.device(x)

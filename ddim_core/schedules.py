@@ -154,9 +154,18 @@ def alphas_cumprod(
 
 
 def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype: Any) -> Array:
-    xp = backends.HOST_XP if xp is None else xp
+    xp = backends.HOST_XP if xp is None else backends.as_namespace(xp)
     dtype = xp.float64 if dtype is None else dtype
-    return _cached_table(sched, name, xp, device, dtype)
+    try:
+        floating = bool(xp.isdtype(dtype, "real floating"))
+    except Exception:
+        floating = False
+    if not floating:
+        raise TypeError(f"dtype must be a real floating dtype of {xp.__name__}, got {dtype!r}")
+    try:
+        return _cached_table(sched, name, xp, device, dtype)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"device={device!r} is not a device of {xp.__name__} ({e})") from None
 
 
 @backends.device_cache
