@@ -5,7 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: venv demo test lint typecheck pytest clean gpu-wheels test-gpu
+# MindSpore and mindone need NumPy 1.x: they get an environment of their own
+MS_VENV  := .venv-mindspore
+MS_BIN   := $(MS_VENV)/bin
+MS_STAMP := $(MS_VENV)/.installed
+
+.PHONY: venv demo test lint typecheck pytest clean venv-mindspore test-mindspore gpu-wheels test-gpu
 
 venv: $(STAMP)
 
@@ -44,5 +49,17 @@ gpu-wheels:
 test-gpu:
 	bash benchmarks/gpu/run.sh
 
+venv-mindspore: $(MS_STAMP)
+
+$(MS_STAMP): pyproject.toml requirements/mindspore.txt
+	$(PYTHON) -m venv $(MS_VENV)
+	$(MS_BIN)/pip install --quiet --no-deps -r requirements/mindspore.txt
+	$(MS_BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+# The backend-matrix tests on MindSpore tensors and parity with mindone.diffusers' schedulers
+test-mindspore: venv-mindspore
+	$(MS_BIN)/python -m pytest -q --confcutdir=tests/mindspore -p no:cacheprovider tests/mindspore
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(MS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -63,16 +63,20 @@ class GaussianMixture:
         return self.means[k] + self.stds[k, None] * rng.standard_normal((n, self.dim))
 
     def __call__(self, x: Array, t: Any) -> Array:
-        """The exact model output at timestep t for samples x of shape (batch, D)."""
+        """The exact model output at timestep t for samples x of shape (batch, D), computed
+        in float32 for half-precision x (as the steps are) and returned in x's dtype."""
         xp = backends.namespace(x=x)
-        ab = self._alpha_bar(t, x, xp)
-        eps, x0 = self.posterior_means(x, ab)
+        (x_w,) = backends.to_work_dtype(xp, x)
+        ab = self._alpha_bar(t, x_w, xp)
+        eps, x0 = self.posterior_means(x_w, ab)
         if self.prediction_type == "epsilon":
-            return eps
-        if self.prediction_type == "sample":
-            return x0
-        ab = xp.reshape(ab, (-1, 1))
-        return xp.sqrt(ab) * eps - xp.sqrt(1.0 - ab) * x0  # v
+            out = eps
+        elif self.prediction_type == "sample":
+            out = x0
+        else:
+            ab = xp.reshape(ab, (-1, 1))
+            out = xp.sqrt(ab) * eps - xp.sqrt(1.0 - ab) * x0  # v
+        return backends.cast(xp, out, x.dtype)
 
     def posterior_means(self, x: Array, ab: Any) -> tuple[Array, Array]:
         """(E[eps | x_t], E[x_0 | x_t]) at level abar, an array of shape (1 or batch, 1, 1)."""

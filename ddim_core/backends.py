@@ -26,6 +26,7 @@ import numpy as np
 Array = Any
 Namespace = Any
 R = TypeVar("R")
+S = TypeVar("S", bound=tuple[Any, ...])
 
 HOST_XP: Namespace = array_api_compat.numpy  # NumPy's array-API namespace: host tables
 
@@ -270,6 +271,24 @@ def to_work_dtype(xp: Namespace, first: Array, *rest: Array | None) -> list[Arra
 def cast(xp: Namespace, x: Array, dtype: Any) -> Array:
     """`x` in `dtype`, without a copy when it already is."""
     return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def exact_scalars(xp: Namespace, values: S, like: Array) -> S:
+    """Host floats (a tuple or NamedTuple; other items pass through) as operands that lose
+    nothing in arithmetic with `like`.
+
+    The array API converts a Python float to the array's dtype, so the floats are returned as
+    they are, except for a float64 `like` of a library that rounds Python floats to float32
+    instead (its namespace says so with `rounds_python_floats = True`: MindSpore): then 0-d
+    arrays of like's dtype on its device, made without reading anything back.
+    """
+    if not getattr(xp, "rounds_python_floats", False) or like.dtype != xp.float64:
+        return values
+    where = device(like)
+    items = [
+        xp.asarray(v, dtype=like.dtype, device=where) if isinstance(v, float) else v for v in values
+    ]
+    return values._make(items) if hasattr(values, "_make") else type(values)(items)
 
 
 def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> Array:

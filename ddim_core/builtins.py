@@ -1,5 +1,6 @@
-"""Built-in backend plugins: standard normal noise from each library's own generator, and fused
-step kernels (torch eager, numba for NumPy, a CuPy ElementwiseKernel).
+"""Built-in backend plugins: standard normal noise from each library's own generator, fused
+step kernels (torch eager, numba for NumPy, a CuPy ElementwiseKernel), and MindSpore tensors
+(their array namespace, `_mindspore`, and their noise).
 
 Registered through ddim-core's own `ddim_core` entry points (see pyproject.toml), as a third
 party's plugin would be. No framework is imported here: a generator or array of a library can
@@ -229,6 +230,62 @@ class CupyKernel:
         return _cupy.step
 
 
+class MindSporeBackend:
+    """MindSpore tensors, which array-api-compat does not know: their array namespace
+    (`_mindspore`, imported on the first MindSpore tensor) and their noise.
+
+    Noise for a MindSpore sample: a mindspore.Generator, None (MindSpore's default generator,
+    seeded by `mindspore.manual_seed`), or a list with one generator per batch element
+    (mindspore.Generator or numpy Generator, as mindone's `randn_tensor` takes). A single numpy
+    Generator is `NumpyNoise`'s. MindSpore 2.10 has no CPU kernel for generator-driven normal
+    draws, so a mindspore.Generator keys a NumPy Philox stream with its (seed, offset) and
+    advances its offset: reproducible from `manual_seed`, the same numbers on every device.
+    """
+
+    @hookimpl
+    def ddim_core_array_namespace(self, array: Any) -> Any:
+        mindspore = sys.modules.get("mindspore")
+        if mindspore is None or not isinstance(array, mindspore.Tensor):
+            return None
+        from . import _mindspore
+
+        return _mindspore
+
+    @hookimpl
+    def ddim_core_standard_normal(
+        self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
+    ) -> Any:
+        mindspore = sys.modules.get("mindspore")
+        if mindspore is None or not isinstance(like, mindspore.Tensor):
+            return None
+        if generator is None:
+            generator = mindspore.default_generator
+        gens = generator if isinstance(generator, list | tuple) else [generator]
+        kinds = (mindspore.Generator, np.random.Generator, np.random.RandomState)
+        if isinstance(generator, kinds[1:]) or not all(isinstance(g, kinds) for g in gens):
+            return None  # a single numpy Generator: NumpyNoise's
+        if len(gens) == 1:
+            values = _host_normal(mindspore, gens[0], shape)
+        elif shape and len(gens) == shape[0]:
+            rows = (1, *shape[1:])
+            values = np.concatenate([_host_normal(mindspore, g, rows) for g in gens], axis=0)
+        else:
+            return None  # a list needs one generator per batch element
+        from . import _mindspore
+
+        return _mindspore.asarray(values, dtype=like.dtype, device=like.device)
+
+
+def _host_normal(mindspore: Any, generator: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """float64 standard normals on the host from a numpy or a mindspore Generator."""
+    if isinstance(generator, mindspore.Generator):
+        # MindSpore's own random ops read and advance the generator the same way
+        seed, offset = (int(v) for v in generator._step(mindspore.tensor(1, mindspore.int64)))
+        generator = np.random.Generator(np.random.Philox(key=seed % 2**64, counter=offset))
+    values: np.ndarray = generator.standard_normal(shape)
+    return values
+
+
 numpy_noise = NumpyNoise()
 torch_noise = TorchNoise()
 jax_noise = JaxNoise()
@@ -236,6 +293,7 @@ cupy_noise = CupyNoise()
 numba_kernel = NumbaKernel()
 torch_kernel = TorchKernel()
 cupy_kernel = CupyKernel()
+mindspore_backend = MindSporeBackend()
 # by entry-point name (pyproject.toml), for a source tree whose entry points are not installed
 PLUGINS = {
     "numpy": numpy_noise,
@@ -245,4 +303,5 @@ PLUGINS = {
     "numba": numba_kernel,
     "torch-fused": torch_kernel,
     "cupy-fused": cupy_kernel,
+    "mindspore": mindspore_backend,
 }

@@ -85,7 +85,10 @@ def ddim_core_array_namespace(array: Any) -> Any:
     """The array-API namespace of `array`, a type array-api-compat does not know, or None.
 
     Called only after array-api-compat has failed, so a plugin adding e.g. MLX arrays costs
-    nothing on the common backends. The namespace must follow the array API standard.
+    nothing on the common backends. The namespace must follow the array API standard. One
+    whose library rounds Python floats below float64 in arithmetic with float64 arrays sets
+    `rounds_python_floats = True`: the core then passes its coefficients to float64 arrays as
+    0-d arrays (`backends.exact_scalars`; the built-in MindSpore namespace does).
     """
 
 

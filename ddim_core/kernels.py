@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import backends
 from .backends import Array, Namespace
 from .config import DDIMConfig
 
@@ -46,6 +47,7 @@ def ddim_update(
     sigma); only `config`'s prediction_type, clip_sample(_range) and thresholding options
     are read.
     """
+    row = backends.exact_scalars(xp, row, x_t)  # float64 on MindSpore: 0-d arrays
     sqrt_ab, sqrt_1m_ab = row.sqrt_ab_from, row.sqrt_1m_ab_from
     x0, eps = predict_x0_eps(x_t, model_output, sqrt_ab, sqrt_1m_ab, config.prediction_type)
     if config.thresholding:
@@ -181,4 +183,5 @@ def quantile(a: Array, q: float, *, xp: Namespace) -> Array:
     frac = pos - lo
     ordered = xp.sort(a, axis=-1)
     low, high = ordered[..., lo], ordered[..., hi]
+    (frac,) = backends.exact_scalars(xp, (frac,), a)
     return low + frac * (high - low)

@@ -160,6 +160,7 @@ def solve_implicit(
     if refinements == 0:
         return y, 0, None
     xp = backends.namespace(x_src=x_src, y=y)
+    (c,) = backends.exact_scalars(xp, (c,), y)
     batch = y.shape[0]
     best = y
     best_res = xp.full((batch,), math.inf, dtype=y.dtype, device=backends.device(y))
@@ -205,7 +206,8 @@ def _anderson(g_hist: list[Array], f_hist: list[Array], xp: Namespace) -> Array:
     dG = [b - a for a, b in itertools.pairwise(g_hist)]
     gram = [[xp.sum(a * b, axis=1) for b in dF] for a in dF]
     rhs = [xp.sum(a * flat(f_k), axis=1) for a in dF]
-    ridge = 1e-10 * sum(gram[i][i] for i in range(len(dF))) + 1e-300  # dF may be singular
+    scale, tiny = backends.exact_scalars(xp, (1e-10, 1e-300), f_k)
+    ridge = scale * sum(gram[i][i] for i in range(len(dF))) + tiny  # dF may be singular
     gamma = _cholesky_solve(gram, rhs, ridge, xp)
     return g_k - sum(
         backends.broadcast_to_sample(c, g_k.ndim, xp) * d for c, d in zip(gamma, dG, strict=True)

@@ -82,6 +82,7 @@ def add_noise(
     xp = _arrays(original_samples=original_samples, noise=noise)
     sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, original_samples, xp)
     x0, eps = backends.to_work_dtype(xp, original_samples, noise)
+    sqrt_ab, sqrt_1m_ab = backends.exact_scalars(xp, (sqrt_ab, sqrt_1m_ab), x0)
     return backends.cast(xp, sqrt_ab * x0 + sqrt_1m_ab * eps, original_samples.dtype)
 
 
@@ -92,6 +93,7 @@ def get_velocity(
     xp = _arrays(sample=sample, noise=noise)
     sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, sample, xp)
     x0, eps = backends.to_work_dtype(xp, sample, noise)
+    sqrt_ab, sqrt_1m_ab = backends.exact_scalars(xp, (sqrt_ab, sqrt_1m_ab), x0)
     return backends.cast(xp, sqrt_ab * eps - sqrt_1m_ab * x0, sample.dtype)
 
 
