@@ -53,6 +53,13 @@ class GaussianMixture:
             raise ValueError("weights must be K positive numbers")
         return cls(mu, s, w / w.sum(), schedule(config), config.prediction_type)
 
+    def __repr__(self) -> str:
+        k, d = self.means.shape
+        return (
+            f"GaussianMixture(K={k} components in D={d} dimensions, {self.means.dtype}, "
+            f"prediction_type={self.prediction_type!r}, T={self.schedule.num_train_timesteps})"
+        )
+
     @property
     def dim(self) -> int:
         return int(self.means.shape[1])

@@ -235,6 +235,17 @@ class DDIMConfig:
                 f"{self.num_train_timesteps}; they must agree"
             )
 
+    def __repr__(self) -> str:
+        """The options that differ from their defaults (trained_betas summarised)."""
+        changed = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            shown = f"<{len(value)} values>" if f.name == "trained_betas" else repr(value)
+            changed.append(f"{f.name}={shown}")
+        return f"DDIMConfig({', '.join(changed)})"
+
     @classmethod
     def options(cls) -> tuple[tuple[str, Any, str], ...]:
         """(name, default, description) of every option, in declaration order."""

@@ -37,8 +37,17 @@ class Plan(backends.Registered):
     timesteps: tuple[int, ...]
     prev_timesteps: tuple[int, ...]
 
+    def __repr__(self) -> str:
+        ts, prev = self.timesteps, self.prev_timesteps
+        return (
+            f"Plan(N={len(ts)}, timesteps {ts[0]} -> {ts[-1]}, t_prev {prev[0]} -> {prev[-1]}, "
+            f"T={self.schedule.num_train_timesteps}, {self.schedule.alphas_cumprod.dtype}, "
+            f"{self.config!r})"
+        )
+
     @property
     def num_inference_steps(self) -> int:
+        """N, the number of steps."""
         return len(self.timesteps)
 
     @property

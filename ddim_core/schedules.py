@@ -31,8 +31,16 @@ class Schedule(backends.Registered):
     alphas_cumprod: np.ndarray
     final_alpha_cumprod: float
 
+    def __repr__(self) -> str:
+        ab = self.alphas_cumprod
+        return (
+            f"Schedule(T={ab.shape[0]}, {ab.dtype}, alpha_bar {ab[0]:.6g} at t=0 -> "
+            f"{ab[-1]:.6g} at t={ab.shape[0] - 1}, final_alpha_cumprod={self.final_alpha_cumprod:g})"
+        )
+
     @property
     def num_train_timesteps(self) -> int:
+        """T, the number of training timesteps (the length of the tables)."""
         return int(self.alphas_cumprod.shape[0])
 
     def alpha_bar(self, t: int) -> float:
