@@ -4,7 +4,9 @@ step kernels (torch eager, numba for NumPy, a CuPy ElementwiseKernel).
 Registered through ddim-core's own `ddim_core` entry points (see pyproject.toml), as a third
 party's plugin would be. No framework is imported here: a generator or array of a library can
 only exist once that library is imported, so each plugin looks it up in `sys.modules` (numba,
-an optional extra, is imported on first use).
+an optional extra, is imported on first use). Each plugin names the library it serves in
+`requires`, which `ddim-core plugins` checks with `importlib.util.find_spec` (nothing is
+imported).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class NumpyNoise:
     """numpy.random.Generator / RandomState: drawn in float64 on the host, then moved to the
     sample's library, device and dtype (so it serves every backend, reproducibly)."""
 
+    requires = ("numpy",)  # shown by `ddim-core plugins`, checked without importing
+
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
@@ -38,6 +42,8 @@ class TorchNoise:
     """torch.Generator, or one per batch element, as diffusers' `randn_tensor` draws: on the
     generator's device (a CPU generator for a GPU sample draws on the CPU), in the sample's
     dtype, then moved to the sample's device. None draws from torch's global generator."""
+
+    requires = ("torch",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
@@ -68,6 +74,8 @@ class JaxNoise:
     """A JAX PRNG key (typed or raw uint32): `jax.random.normal(fold_in(key, draw))`, so every
     draw of a loop is distinct and the whole loop stays a pure function of the key."""
 
+    requires = ("jax",)  # shown by `ddim-core plugins`, checked without importing
+
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
@@ -85,6 +93,8 @@ class JaxNoise:
 class CupyNoise:
     """cupy.random.Generator / RandomState, drawn on the sample's GPU in its dtype (float32 or
     float64; half precision is drawn in float32 and cast)."""
+
+    requires = ("cupy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
@@ -105,6 +115,8 @@ class TorchKernel:
     the tensors' memory (zero-copy NumPy views). Elsewhere (GPU, autograd, no numba): eager,
     the fewest kernels, in place on the outputs, so a step allocates its two outputs and
     nothing else (nothing with `out`)."""
+
+    requires = ("torch",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
@@ -178,6 +190,8 @@ class NumbaKernel:
     """NumPy float32/float64 with numba installed: one parallel pass over memory reading x_t,
     the model output (and noise), writing both outputs."""
 
+    requires = ("numba",)  # shown by `ddim-core plugins`, checked without importing
+
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
         if not isinstance(sample, np.ndarray) or sample.dtype not in (np.float32, np.float64):
@@ -191,6 +205,8 @@ class NumbaKernel:
 
 class CupyKernel:
     """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype)."""
+
+    requires = ("cupy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:

@@ -199,11 +199,56 @@ def adapters() -> dict[str, Adapter]:
 
 
 def host_importable(adapter: Adapter) -> bool:
-    """Whether the adapter's host framework can be imported (checked without importing it)."""
+    """Whether the adapter's host framework can be imported (checked without importing it).
+
+    Parameters
+    ----------
+    adapter : Adapter
+        An adapter, as `adapters()` returns them.
+
+    Returns
+    -------
+    bool
+        True when `importlib.util.find_spec(adapter.host)` finds the host.
+
+    Examples
+    --------
+    >>> host_importable(Adapter("json", "json", (), register=lambda: None))
+    True
+    """
+    return importable(adapter.host)
+
+
+def importable(module: str) -> bool:
+    """Whether `module` can be imported, found with `importlib.util.find_spec` (a top-level
+    name is never imported; for a dotted name its parent packages are).
+
+    Examples
+    --------
+    >>> importable("json"), importable("no_such_module_here")
+    (True, False)
+    """
     try:
-        return importlib.util.find_spec(adapter.host) is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def requirements(plugin: object) -> dict[str, bool]:
+    """The libraries a plugin object declares in its `requires` attribute (a tuple of import
+    names), each with whether it can be imported (`importable`: nothing is imported).
+
+    Examples
+    --------
+    >>> class Plugin:
+    ...     requires = ("json", "no_such_module_here")
+    >>> requirements(Plugin())
+    {'json': True, 'no_such_module_here': False}
+    """
+    names = getattr(plugin, "requires", ())
+    if isinstance(names, str):
+        names = (names,)
+    return {str(name): importable(str(name)) for name in names}
 
 
 def register_adapters(*names: str) -> list[str]:
@@ -236,7 +281,22 @@ def register_adapters(*names: str) -> list[str]:
 
 
 def describe() -> list[dict[str, Any]]:
-    """One row per registered plugin: name, distribution, hooks, adapter and host status."""
+    """One row per registered plugin, sorted by name.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``distribution`` ("ddim-core 0.1.0"), ``hooks`` (the hook names it
+        implements), ``requires`` (library -> importable, from the plugin's `requires` and an
+        adapter's host; checked without importing), ``adapter`` (its `Adapter` or None) and
+        ``host_importable`` (None for a plugin that is no adapter).
+
+    Examples
+    --------
+    >>> rows = {row["name"]: row for row in describe()}
+    >>> rows["numpy"]["requires"], rows["numpy"]["hooks"]
+    ({'numpy': True}, ['ddim_core_standard_normal'])
+    """
     pm = manager()
     dists = {
         ep.name: f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
@@ -249,11 +309,15 @@ def describe() -> list[dict[str, Any]]:
         if plugin is None:  # raised in ddim_core_adapter: warned about and unregistered
             continue
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+        needs = requirements(plugin)
+        if adapter is not None:
+            needs.setdefault(adapter.host, host_importable(adapter))
         rows.append(
             {
                 "name": name,
                 "distribution": dists.get(name, "ddim-core (source tree)"),
                 "hooks": hooks,
+                "requires": needs,
                 "adapter": adapter,
                 "host_importable": host_importable(adapter) if adapter else None,
             }

@@ -35,7 +35,8 @@ class Schedule(backends.Registered):
         ab = self.alphas_cumprod
         return (
             f"Schedule(T={ab.shape[0]}, {ab.dtype}, alpha_bar {ab[0]:.6g} at t=0 -> "
-            f"{ab[-1]:.6g} at t={ab.shape[0] - 1}, final_alpha_cumprod={self.final_alpha_cumprod:g})"
+            f"{ab[-1]:.6g} at t={ab.shape[0] - 1}, "
+            f"final_alpha_cumprod={self.final_alpha_cumprod:g})"
         )
 
     @property
