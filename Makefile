@@ -39,7 +39,7 @@ $(DOCS_STAMP): requirements/docs.txt
 # Strict: any warning (a broken link, a docstring that does not match its signature, a public
 # name missing from the API reference) fails the build. Figures are drawn by docs/hooks.py.
 docs: $(DOCS_STAMP)
-	$(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
 
 docs-serve: $(DOCS_STAMP)
 	$(DOCS_VENV)/bin/mkdocs serve
