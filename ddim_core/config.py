@@ -37,9 +37,34 @@ _VALUE_ALIASES: dict[str, dict[Any, Any]] = {
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """An integer in [low, high] (either bound optional), else TypeError/ValueError naming `name`.
+    """An integer in [low, high] (either bound optional).
 
     bool is not an integer here; NumPy and other `numbers.Integral` integers are, as int.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+    low, high : int, optional
+        Inclusive bounds.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    TypeError
+        Not an integer.
+    ValueError
+        Out of bounds.
+
+    Examples
+    --------
+    >>> check_int("steps", 5, low=1)
+    5
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -56,14 +81,60 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """True or False (not 0/1, not a string), else TypeError naming `name`."""
+    """True or False (not 0/1, not a string).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    TypeError
+        Anything but a bool.
+
+    Examples
+    --------
+    >>> check_bool("clip_sample", False)
+    False
+    """
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 
 def check_nonnegative(name: str, value: Any) -> float:
-    """A finite real number >= 0 (eta, s_noise), else TypeError/ValueError naming `name`."""
+    """A finite real number >= 0 (eta, s_noise).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        Not a real number.
+    ValueError
+        Negative, NaN or infinite.
+
+    Examples
+    --------
+    >>> check_nonnegative("eta", 1)
+    1.0
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     number = float(value)
@@ -128,7 +199,31 @@ def _option(default: Any, check: Callable[[str, Any], Any], doc: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class DDIMConfig:
-    """Options of a DDIM scheduler, with diffusers' names and defaults, validated on creation."""
+    """Options of a DDIM scheduler, with diffusers' names and defaults, validated on creation.
+
+    Frozen and hashable. Each option is declared once, with its check and its description
+    (listed below, and by `DDIMConfig.options()`); the repr shows the options that differ
+    from their defaults.
+
+    Raises
+    ------
+    TypeError
+        An option of the wrong type (bool and int are not interchangeable).
+    ValueError
+        An option with a bad value, or `trained_betas` whose length is not
+        `num_train_timesteps`.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> config = dc.DDIMConfig(beta_schedule="scaled_linear", timestep_spacing="trailing")
+    >>> config
+    DDIMConfig(beta_schedule='scaled_linear', timestep_spacing='trailing')
+    >>> dc.DDIMConfig.from_json(config.to_json()) == config
+    True
+    >>> dc.DDIMConfig.from_dict({"beta_schedule": ":quadratic"}).beta_schedule  # Bumblebee
+    'scaled_linear'
+    """
 
     num_train_timesteps: int = _option(
         1000,
@@ -248,15 +343,35 @@ class DDIMConfig:
 
     @classmethod
     def options(cls) -> tuple[tuple[str, Any, str], ...]:
-        """(name, default, description) of every option, in declaration order."""
+        """(name, default, description) of every option, in declaration order.
+
+        Returns
+        -------
+        tuple of (str, object, str)
+        """
         return tuple((f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls))
 
     def replace(self, **changes: Any) -> DDIMConfig:
-        """A copy with some options changed (validated again)."""
+        """A copy with some options changed (validated again).
+
+        Parameters
+        ----------
+        **changes
+            Options by name.
+
+        Returns
+        -------
+        DDIMConfig
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Options under diffusers' `scheduler_config.json` keys (plus ours)."""
+        """The options under diffusers' `scheduler_config.json` keys (plus ours).
+
+        Returns
+        -------
+        dict
+        """
         out = dataclasses.asdict(self)
         if self.trained_betas is not None:
             out["trained_betas"] = list(self.trained_betas)
@@ -268,6 +383,22 @@ class DDIMConfig:
 
         Keys starting with "_" (`_class_name`, `_diffusers_version`) are metadata and ignored
         silently.
+
+        Parameters
+        ----------
+        data : mapping
+            Option names (or Bumblebee's aliases) to values.
+
+        Returns
+        -------
+        DDIMConfig
+
+        Raises
+        ------
+        TypeError
+            `data` is not a mapping, or an option has the wrong type.
+        ValueError
+            An option has a bad value.
         """
         if not isinstance(data, Mapping):
             raise TypeError(f"config data must be a mapping, got {type(data).__name__}")
@@ -289,7 +420,17 @@ class DDIMConfig:
         return cls(**kwargs)
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """JSON text in diffusers' format; also written to `path` when given."""
+        """JSON text in diffusers' format; also written to `path` when given.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            A file to write.
+
+        Returns
+        -------
+        str
+        """
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
@@ -298,7 +439,17 @@ class DDIMConfig:
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str]) -> DDIMConfig:
-        """From JSON text, or from a path to a JSON file (e.g. `scheduler_config.json`)."""
+        """From JSON text, or from a path to a JSON file (e.g. `scheduler_config.json`).
+
+        Parameters
+        ----------
+        source : str or path-like
+            JSON text (starting with "{") or a file path.
+
+        Returns
+        -------
+        DDIMConfig
+        """
         if isinstance(source, os.PathLike) or not str(source).lstrip().startswith("{"):
             with open(source, encoding="utf-8") as f:
                 source = f.read()
