@@ -20,7 +20,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 FENCE = re.compile(
-    r"(?:^<!-- snippet: (?P<directive>[^>]*?) -->\n)?^```(?P<lang>\w*)[^\n]*\n(?P<code>.*?)^```\s*$",
+    r"(?:^<!-- snippet: (?P<directive>[^>]*?) -->\n)?"
+    r"^```(?P<lang>\w*)[^\n]*\n(?P<code>.*?)^```\s*$",
     re.MULTILINE | re.DOTALL,
 )
 RUN_LANGS = {"python", "sh", "bash"}
