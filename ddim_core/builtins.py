@@ -23,7 +23,15 @@ from .hookspecs import hookimpl
 
 class NumpyNoise:
     """numpy.random.Generator / RandomState: drawn in float64 on the host, then moved to the
-    sample's library, device and dtype (so it serves every backend, reproducibly)."""
+    sample's library, device and dtype (so it serves every backend, reproducibly).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = NumpyNoise().ddim_core_standard_normal(np.random.default_rng(0), (2,), np.zeros(2), 0)
+    >>> z.shape, z.dtype
+    ((2,), dtype('float64'))
+    """
 
     requires = ("numpy",)  # shown by `ddim-core plugins`, checked without importing
 
@@ -31,6 +39,23 @@ class NumpyNoise:
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         if not isinstance(generator, np.random.Generator | np.random.RandomState):
             return None
         values = generator.standard_normal(shape)
@@ -41,7 +66,15 @@ class NumpyNoise:
 class TorchNoise:
     """torch.Generator, or one per batch element, as diffusers' `randn_tensor` draws: on the
     generator's device (a CPU generator for a GPU sample draws on the CPU), in the sample's
-    dtype, then moved to the sample's device. None draws from torch's global generator."""
+    dtype, then moved to the sample's device. None draws from torch's global generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> TorchNoise().ddim_core_standard_normal(g, (2,), torch.zeros(2), 0).shape
+    torch.Size([2])
+    """
 
     requires = ("torch",)  # shown by `ddim-core plugins`, checked without importing
 
@@ -49,6 +82,23 @@ class TorchNoise:
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(like, torch.Tensor):
             return None
@@ -72,7 +122,14 @@ class TorchNoise:
 
 class JaxNoise:
     """A JAX PRNG key (typed or raw uint32): `jax.random.normal(fold_in(key, draw))`, so every
-    draw of a loop is distinct and the whole loop stays a pure function of the key."""
+    draw of a loop is distinct and the whole loop stays a pure function of the key.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> JaxNoise().ddim_core_standard_normal(jax.random.key(0), (2,), jnp.zeros(2), 0).shape
+    (2,)
+    """
 
     requires = ("jax",)  # shown by `ddim-core plugins`, checked without importing
 
@@ -80,6 +137,23 @@ class JaxNoise:
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         jax = sys.modules.get("jax")
         if jax is None or not isinstance(generator, jax.Array) or not isinstance(like, jax.Array):
             return None
@@ -92,7 +166,14 @@ class JaxNoise:
 
 class CupyNoise:
     """cupy.random.Generator / RandomState, drawn on the sample's GPU in its dtype (float32 or
-    float64; half precision is drawn in float32 and cast)."""
+    float64; half precision is drawn in float32 and cast).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> CupyNoise().ddim_core_standard_normal(None, (2,), np.zeros(2), 0) is None  # not CuPy
+    True
+    """
 
     requires = ("cupy",)  # shown by `ddim-core plugins`, checked without importing
 
@@ -100,6 +181,23 @@ class CupyNoise:
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         cupy = sys.modules.get("cupy")
         if cupy is None or not isinstance(like, cupy.ndarray):
             return None
@@ -114,12 +212,30 @@ class TorchKernel:
     """torch tensors, float32/float64. On the CPU with numba installed: numba's single pass on
     the tensors' memory (zero-copy NumPy views). Elsewhere (GPU, autograd, no numba): eager,
     the fewest kernels, in place on the outputs, so a step allocates its two outputs and
-    nothing else (nothing with `out`)."""
+    nothing else (nothing with `out`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> callable(TorchKernel().ddim_core_step_kernel(torch.zeros(2)))
+    True
+    """
 
     requires = ("torch",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(sample, torch.Tensor):
             return None
@@ -188,12 +304,31 @@ def _aliases(out: Any, inputs: tuple[Any, ...]) -> bool:
 
 class NumbaKernel:
     """NumPy float32/float64 with numba installed: one parallel pass over memory reading x_t,
-    the model output (and noise), writing both outputs."""
+    the model output (and noise), writing both outputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kernel = NumbaKernel().ddim_core_step_kernel(np.zeros(2))  # None without numba
+    >>> kernel is None or callable(kernel)
+    True
+    """
 
     requires = ("numba",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         if not isinstance(sample, np.ndarray) or sample.dtype not in (np.float32, np.float64):
             return None
         if importlib.util.find_spec("numba") is None:
@@ -204,12 +339,30 @@ class NumbaKernel:
 
 
 class CupyKernel:
-    """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype)."""
+    """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> CupyKernel().ddim_core_step_kernel(np.zeros(2)) is None  # not CuPy
+    True
+    """
 
     requires = ("cupy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         cupy = sys.modules.get("cupy")
         if cupy is None or not isinstance(sample, cupy.ndarray):
             return None

@@ -141,6 +141,11 @@ def plot_demo(results: dict[str, Any], path: str) -> None:
     ------
     SystemExit
         matplotlib is not installed (the `plot` extra).
+
+    Examples
+    --------
+    >>> _, results = demo([5, 10], points=20)
+    >>> plot_demo(results, "demo.png")  # doctest: +SKIP
     """
     plt = _pyplot()
     samples = results["samples"]
@@ -193,6 +198,10 @@ def plot_schedule(config: DDIMConfig, num_inference_steps: int, path: str) -> No
         `num_inference_steps` outside [1, num_train_timesteps].
     SystemExit
         matplotlib is not installed (the `plot` extra).
+
+    Examples
+    --------
+    >>> plot_schedule(DDIMConfig(timestep_spacing="trailing"), 20, "schedule.svg")  # doctest: +SKIP
     """
     plan = make_plan(config, num_inference_steps)
     plt = _pyplot()
@@ -229,10 +238,15 @@ def _pyplot() -> Any:
 
 
 def plugins_table() -> str:
-    """The `ddim-core plugins` report: each registered plugin with its distribution, the
-    libraries it needs and whether they can be imported (found with
-    `importlib.util.find_spec`, never imported), its hooks; then each adapter's host and
-    what it provides, and the plugins blocked by the environment.
+    """The `ddim-core plugins` report.
+
+    Each registered plugin with its distribution, the libraries it needs and whether they can
+    be imported (found with `importlib.util.find_spec`, never imported) and its hooks; then
+    each adapter's host and what it provides, and the plugins blocked by the environment.
+
+    Returns
+    -------
+    str
 
     Examples
     --------
@@ -281,8 +295,28 @@ COMMANDS = ("demo", "plot-schedule", "plugins")  # any other first argument name
 
 
 def adapter_command(name: str, args: list[str]) -> int:
-    """`ddim-core NAME ARGS...`: the command line of the adapter NAME (its `command`, found
-    through the plugins, so the core imports no adapter)."""
+    """`ddim-core NAME ARGS...`: the command line of the adapter NAME.
+
+    The command is the adapter's `Adapter.command`, found through the plugins, so the core
+    imports no adapter.
+
+    Parameters
+    ----------
+    name : str
+        The adapter's name.
+    args : list of str
+        The arguments after it.
+
+    Returns
+    -------
+    int
+        The command's exit status; 2 (after one line on stderr) for an unknown name.
+
+    Examples
+    --------
+    >>> adapter_command("no-such-adapter", [])
+    2
+    """
     from . import plugins
 
     commands = {a.name: a for a in plugins.adapters().values() if a.command is not None}
@@ -301,11 +335,25 @@ class ArgumentParser(argparse.ArgumentParser):
 
     `commands` holds the subcommands' parsers by name, so that a check made after parsing
     reports its error under the subcommand's name.
+
+    Examples
+    --------
+    >>> parser = ArgumentParser(prog="demo")
+    >>> _ = parser.add_argument("--n", type=int)
+    >>> parser.parse_args(["--n", "x"])  # doctest: +SKIP
+    demo: error: argument --n: invalid int value: 'x' (see demo --help)
     """
 
     commands: dict[str, ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
+        """Print `message` as one line naming the program, then exit with status 2.
+
+        Parameters
+        ----------
+        message : str
+            argparse's message (it names the argument).
+        """
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
