@@ -41,7 +41,22 @@ NOT_SET = (
 
 @dataclasses.dataclass
 class DDIMSchedulerOutput(BaseOutput):
-    """prev_sample: x_{t-1} (x_t for inversion); pred_original_sample: the predicted x_0."""
+    """What `DDIMScheduler.step` returns with ``return_dict=True``.
+
+    Attributes
+    ----------
+    prev_sample : array
+        x_{t-1} (x_t for inversion).
+    pred_original_sample : array
+        The predicted x_0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = DDIMSchedulerOutput(prev_sample=np.zeros(2), pred_original_sample=np.ones(2))
+    >>> out[0] is out.prev_sample  # indexes like a tuple, as diffusers' outputs do
+    True
+    """
 
     prev_sample: Any
     pred_original_sample: Any = None
@@ -151,7 +166,24 @@ class _DDIMSchedulerBase(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
 
 class DDIMScheduler(_DDIMSchedulerBase):
-    """Denoising diffusion implicit models (Song et al. 2021): diffusers' DDIMScheduler API."""
+    """Denoising diffusion implicit models (Song et al. 2021): diffusers' `DDIMScheduler` API,
+    computed by ddim_core.
+
+    The constructor takes diffusers 0.42's arguments with its defaults (see `DDIMConfig` for
+    each option's meaning), plus `prev_timestep`: "plan" (default, t_prev from the plan, exact
+    for every spacing) or "stride" (diffusers' rule).
+
+    Examples
+    --------
+    >>> import torch
+    >>> scheduler = DDIMScheduler(timestep_spacing="trailing", clip_sample=False)
+    >>> scheduler.set_timesteps(10)
+    >>> x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    >>> for t in scheduler.timesteps:
+    ...     x = scheduler.step(0.1 * x, t, x).prev_sample     # 0.1 * x: a stand-in model
+    >>> x.shape
+    torch.Size([1, 4, 8, 8])
+    """
 
     _compatibles = COMPATIBLES
 
@@ -199,9 +231,35 @@ class DDIMScheduler(_DDIMSchedulerBase):
     ) -> Any:
         """One DDIM step from `timestep` to the plan's previous timestep, eq. (12).
 
-        With eta > 0 the noise is `variance_noise`, or drawn from `generator` (a
-        torch.Generator or a list of them, a numpy Generator, a JAX key, ...; None: torch's
-        global generator) in model_output's dtype, as diffusers' `randn_tensor` does.
+        Parameters
+        ----------
+        model_output : array
+            The model's output at (sample, timestep), in the configured prediction type.
+        timestep : int or integer array
+            A timestep of `self.timesteps` (a 0-d tensor is fine), or one per batch element.
+        sample : array
+            x_t: a torch tensor, or a NumPy, JAX, CuPy, Dask or array-api-strict array.
+        eta : float, default 0.0
+            0: deterministic DDIM; > 0 adds noise.
+        use_clipped_model_output : bool, default False
+            Re-derive eps_pred from the clipped x0_pred.
+        generator : optional
+            With eta > 0: a torch.Generator (or one per batch element), a NumPy Generator, a JAX
+            key, ...; None draws from torch's global generator (as diffusers' `randn_tensor`).
+        variance_noise : array, optional
+            The noise itself, instead of a generator.
+        return_dict : bool
+            True (default with diffusers installed): a `DDIMSchedulerOutput`; False: a tuple.
+
+        Returns
+        -------
+        DDIMSchedulerOutput or tuple
+            (prev_sample, pred_original_sample).
+
+        Raises
+        ------
+        ValueError
+            `set_timesteps` was not called, or both `generator` and `variance_noise` were given.
         """
         plan = self._require_plan()
         noise = None
@@ -240,12 +298,20 @@ class DDIMScheduler(_DDIMSchedulerBase):
 
 
 class DDIMInverseScheduler(_DDIMSchedulerBase):
-    """DDIM inversion (x_0 -> x_T): diffusers' DDIMInverseScheduler API.
+    """DDIM inversion (x_0 -> x_T): diffusers' `DDIMInverseScheduler` API.
 
     `step(model_output, timestep, sample)` moves from the level of the plan timestep before
     `timestep` (the clean level before the first; with prev_timestep="stride", diffusers'
     timestep - T // N instead) up to `timestep`, with the model evaluated at `timestep` on
     `sample`, as diffusers does. The inverse plan mirrors the forward plan.
+
+    Examples
+    --------
+    >>> import torch
+    >>> inverse = DDIMInverseScheduler(clip_sample=False)
+    >>> inverse.set_timesteps(5)
+    >>> inverse.timesteps.tolist()
+    [0, 200, 400, 600, 800]
     """
 
     _compatibles: list[str] = []  # as diffusers' DDIMInverseScheduler  # noqa: RUF012
@@ -293,7 +359,23 @@ class DDIMInverseScheduler(_DDIMSchedulerBase):
     def step(
         self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = RETURN_DICT
     ) -> Any:
-        """One DDIM inversion step up to `timestep` (deterministic)."""
+        """One DDIM inversion step up to `timestep` (deterministic).
+
+        Parameters
+        ----------
+        model_output : array
+            The model's output at (sample, timestep).
+        timestep : int or integer array
+            The destination timestep.
+        sample : array
+            The less noisy sample.
+        return_dict : bool
+            As in `DDIMScheduler.step`.
+
+        Returns
+        -------
+        DDIMSchedulerOutput or tuple
+        """
         plan = self._require_plan()
         out = dc.inverse_step(plan, model_output, _timestep_for(timestep, sample), sample)
         return _output(out, return_dict)
@@ -303,9 +385,19 @@ def register() -> list[str]:
     """Make the classes visible where diffusers looks schedulers up by name.
 
     They become `diffusers.DDIMCoreScheduler` / `diffusers.DDIMCoreInverseScheduler` (also in
-    `diffusers.schedulers`), so a model_index.json or script naming them loads them; and
-    every diffusers scheduler compatible with DDIMScheduler lists DDIMCoreScheduler in its
+    `diffusers.schedulers`), so a model_index.json or script naming them loads them; and every
+    diffusers scheduler compatible with DDIMScheduler lists DDIMCoreScheduler in its
     `compatibles`, the list UIs offer for swapping schedulers. Idempotent.
+
+    Returns
+    -------
+    list of str
+        The names registered.
+
+    Examples
+    --------
+    >>> register()  # doctest: +SKIP
+    ['DDIMCoreScheduler', 'DDIMCoreInverseScheduler']
     """
     import diffusers
     import diffusers.schedulers

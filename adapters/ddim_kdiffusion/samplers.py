@@ -42,10 +42,45 @@ def sample_ddim(
     s_noise: float = 1.0,
     noise_sampler: Callable[[Array, Array], Array] | None = None,
 ) -> Array:
-    """DDIM sampling over descending `sigmas` (ending in 0 or the model's smallest sigma).
+    """DDIM sampling over descending `sigmas`, with k-diffusion's sampler signature.
 
-    With eta > 0 the noise of each step is `noise_sampler(sigma, sigma_next) * s_noise`
-    (default: torch's global generator for torch tensors, as k-diffusion does).
+    Parameters
+    ----------
+    model : callable
+        ``model(x, sigma * s_in, **extra_args)`` returning the denoised x_0 (k-diffusion's
+        convention: VE latents x / sqrt(alpha_bar)).
+    x : array
+        The starting latent, x_T * sigmas[0] (any array library).
+    sigmas : array
+        Descending, ending in 0 or the model's smallest sigma (e.g. `get_sigmas_ddim`).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with a dict ``x, i, sigma, sigma_hat, denoised`` per step.
+    disable : bool, optional
+        Disable the tqdm progress bar.
+    eta : float, default 0.0
+        0 equals k-diffusion's `sample_euler`; 0 < eta <= 1 its `sample_euler_ancestral`.
+    s_noise : float, default 1.0
+        Scale of the added noise.
+    noise_sampler : callable, optional
+        ``noise_sampler(sigma, sigma_next) -> noise``; default: torch's global generator.
+
+    Returns
+    -------
+    array
+        The sample at the last sigma.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False)
+    >>> sigmas = get_sigmas_ddim(config, 10)
+    >>> def denoiser(x, sigma):  # a model whose data is all zeros
+    ...     return np.zeros_like(x)
+    >>> x = sample_ddim(denoiser, np.ones((2, 3)) * sigmas[0], sigmas, disable=True)
+    >>> float(np.abs(x).max())
+    0.0
     """
     extra_args = {} if extra_args is None else extra_args
     levels = _levels(sigmas, ascending=False)
@@ -82,11 +117,43 @@ def sample_ddim_inverse(
 ) -> Array:
     """DDIM inversion over ascending `sigmas` (may start at 0).
 
-    Plain inversion (fixed_point_iters = 0) evaluates the model at the destination level on
+    Plain inversion (``fixed_point_iters=0``) evaluates the model at the destination level on
     the source sample, as diffusers' DDIMInverseScheduler does. With k > 0 each step is solved
-    implicitly (find y whose forward DDIM step lands on the source) by Anderson-accelerated
-    fixed-point iteration with at most k more model calls, stopping once the largest residual
-    is <= tol; the best iterate per sample is kept.
+    implicitly (find y whose forward DDIM step lands on the source) with at most k more model
+    calls, stopping once the largest residual is <= tol.
+
+    Parameters
+    ----------
+    model : callable
+        As in `sample_ddim`.
+    x : array
+        The clean latent.
+    sigmas : array
+        Ascending (e.g. `get_sigmas_ddim(...)` reversed).
+    extra_args, callback, disable
+        As in `sample_ddim`.
+    fixed_point_iters : int, default 0
+        Extra model calls per step for the exact solve.
+    tol : float, optional
+        Stop a step's solve below this residual.
+
+    Returns
+    -------
+    array
+        The latent at the last (largest) sigma.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 10)
+    >>> def denoiser(x, sigma):
+    ...     return 0.5 * x / (1.0 + sigma[:, None] ** 2)
+    >>> x0 = np.ones((1, 2))
+    >>> z = sample_ddim_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True,
+    ...                         fixed_point_iters=20, tol=1e-12)
+    >>> back = sample_ddim(denoiser, z, sigmas, disable=True)
+    >>> bool(np.abs(back - x0).max() < 1e-9)
+    True
     """
     extra_args = {} if extra_args is None else extra_args
     levels = _levels(sigmas, ascending=True)
@@ -120,12 +187,36 @@ def get_sigmas_ddim(
     steps_offset: int | None = None,
     set_alpha_to_one: bool | None = None,
 ) -> Array:
-    """The sigmas of an n-step DDIM plan, descending, then the final level: 0 with
-    set_alpha_to_one, else sigma(abar_0), the model's smallest sigma.
+    """The sigmas of an n-step DDIM plan, descending, then the final level.
 
-    Takes a DDIMConfig (its options are the defaults) or an alphas_cumprod table (e.g.
-    `model.inner_model.alphas_cumprod`; diffusers' defaults: leading, 0, True). The result is
-    in the table's library, device and dtype (NumPy float64 for a config).
+    The final level is 0 with set_alpha_to_one, else sigma(alpha_bar_0), the model's smallest
+    sigma. sigma = sqrt((1 - alpha_bar) / alpha_bar) at each plan timestep.
+
+    Parameters
+    ----------
+    alphas_cumprod_or_config : DDIMConfig or array
+        A config (its options are the defaults) or an alphas_cumprod table (e.g.
+        `model.inner_model.alphas_cumprod`; diffusers' defaults: leading, 0, True).
+    n : int
+        The number of steps.
+    spacing : str, optional
+        "leading", "trailing" or "linspace".
+    steps_offset : int, optional
+        Added to the leading spacing's timesteps.
+    set_alpha_to_one : bool, optional
+        Whether the last sigma is 0.
+
+    Returns
+    -------
+    array
+        n + 1 sigmas, in the table's library, device and dtype (NumPy float64 for a config).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 4, spacing="trailing")
+    >>> sigmas.shape, float(sigmas[-1])
+    ((5,), 0.0)
     """
     if isinstance(alphas_cumprod_or_config, dc.DDIMConfig):
         config, table = alphas_cumprod_or_config, None
@@ -147,7 +238,18 @@ def get_sigmas_ddim(
 
 
 def register() -> list[str]:
-    """Add the samplers to `k_diffusion.sampling`, where code looks samplers up by name."""
+    """Add the samplers to `k_diffusion.sampling`, where code looks samplers up by name.
+
+    Returns
+    -------
+    list of str
+        The names added.
+
+    Examples
+    --------
+    >>> register()  # doctest: +SKIP
+    ['sample_ddim', 'sample_ddim_inverse', 'get_sigmas_ddim']
+    """
     import k_diffusion.sampling as sampling
 
     names = {
