@@ -387,11 +387,14 @@ def _parser() -> ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"ddim-core {__version__}", help="print the version"
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of the commands below"
+    )
     p = sub.add_parser(
         "demo",
         help="sample and invert a 2-D Gaussian mixture (NumPy only)",
-        description=demo.__doc__.split("\n\n")[0],  # type: ignore[union-attr]
+        description="Sample a 2-D Gaussian mixture with DDIM, then invert the samples plainly "
+        "and exactly; one row per step count, printed as it is computed.",
     )
     p.add_argument(
         "--steps",
