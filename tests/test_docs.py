@@ -6,8 +6,9 @@ Code blocks: ```python blocks run, each in a fresh namespace (self-contained), t
 one page in one subprocess, in a temporary folder; ```sh blocks run with bash there, with this
 environment's `python` and `ddim-core` first on PATH. A block preceded by
 `<!-- snippet: skip REASON -->` is not run (the reason is reported); a block importing a host
-that cannot be installed here (ComfyUI, MindSpore) is skipped naming it. Output (```text) is
-not code.
+that cannot be installed here (ComfyUI, MindSpore) is skipped naming it, and so is a shell
+block that installs packages or builds an environment (pip, uv, conda, apt-get, make).
+Output (```text) is not code.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ FENCE = re.compile(
     re.MULTILINE | re.DOTALL,
 )
 RUN_LANGS = {"python", "sh", "bash"}
+# Shell lines that install packages or build environments never run in the tests.
+INSTALLS = re.compile(r"^\s*(?:\S*pip3?|uv|conda|apt-get|make)\b.*", re.MULTILINE)
 # Hosts no test environment can install (ComfyUI is not on PyPI; mindone needs its own venv).
 UNINSTALLABLE = {"comfy", "comfy_api", "mindspore", "mindone"}
 PACKAGES = {"ddim_core": ROOT / "ddim_core"} | {
@@ -98,8 +101,13 @@ def test_code_blocks_run(page: Path, tmp_path: Path) -> None:
         if lang not in RUN_LANGS:
             continue
         host = _missing_host(code) if lang == "python" else None
-        if skip is not None or host is not None:
-            reason = skip or f"needs {host}, which cannot be installed here"
+        installs = lang != "python" and INSTALLS.search(code) is not None
+        if skip is not None or host is not None or installs:
+            reason = skip or (
+                f"needs {host}, which cannot be installed here"
+                if host
+                else "installs packages or builds an environment"
+            )
             assert reason, f"{page}:{line}: a skipped block must say why"
             skipped.append(f"{page.name}:{line}: {reason}")
             continue
@@ -274,3 +282,10 @@ def test_block_extraction(tmp_path: Path) -> None:
         (7, "sh", "nvidia-smi\n", "needs a GPU"),
         (10, "text", "output\n", None),
     ]
+
+
+def test_install_commands_never_run() -> None:
+    assert INSTALLS.search("pip install 'ddim-core[plot]'")
+    assert INSTALLS.search("ddim-core plugins\n.venv/bin/pip install x")
+    assert INSTALLS.search("make demo")
+    assert not INSTALLS.search("ddim-core demo --steps 5\necho make")
