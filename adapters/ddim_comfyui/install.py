@@ -9,7 +9,6 @@ can never shadow the real package.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -129,11 +128,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ddim_comfyui"
     >>> main(["install", "/no/such/ComfyUI"])
     2
     """
-    parser = argparse.ArgumentParser(
+    from ddim_core.cli import ArgumentParser  # a bad argument: one line, exit status 2
+
+    parser = ArgumentParser(
         prog=prog, description="Add or remove the ComfyUI node pack's shim folder."
     )
-    parser.add_argument("action", choices=["install", "uninstall"])
-    parser.add_argument("comfyui_dir", metavar="COMFYUI_DIR")
+    parser.add_argument(
+        "action",
+        choices=["install", "uninstall"],
+        help="write custom_nodes/ddim-core-comfyui, or remove it",
+    )
+    parser.add_argument("comfyui_dir", metavar="COMFYUI_DIR", help="a ComfyUI checkout")
     args = parser.parse_args(argv)
     try:
         done = (
