@@ -28,7 +28,36 @@ from .schedules import Schedule, alphas_cumprod, schedule
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GaussianMixture:
-    """Isotropic Gaussian mixture in D dimensions; `model(x, t)` predicts in `prediction_type`."""
+    """The exact denoiser of isotropic Gaussian-mixture data in D dimensions.
+
+    Calling it, ``model(x, t)``, returns the exact model output at timestep t for samples x
+    of shape (batch, D), in `prediction_type`, on any array backend: a perfectly trained
+    network, so that what remains in a result is the sampler's own error. Build it with
+    `create`.
+
+    Attributes
+    ----------
+    means : numpy.ndarray
+        (K, D) component means.
+    stds : numpy.ndarray
+        (K,) component standard deviations.
+    weights : numpy.ndarray
+        (K,) mixture weights, summing to 1.
+    schedule : Schedule
+        The noise schedule the model was "trained" with.
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction".
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig()
+    >>> model = dc.GaussianMixture.create([[0.0, 0.0], [3.0, 0.0]], [0.5, 0.5], config)
+    >>> model
+    GaussianMixture(K=2 components in D=2 dimensions, float64, prediction_type='epsilon', T=1000)
+    >>> model(np.zeros((4, 2)), 500).shape
+    (4, 2)
+    """
 
     means: np.ndarray  # (K, D)
     stds: np.ndarray  # (K,)
@@ -44,6 +73,28 @@ class GaussianMixture:
         config: DDIMConfig,
         weights: Sequence[float] | None = None,
     ) -> GaussianMixture:
+        """A mixture from its parameters, with `config`'s schedule and prediction type.
+
+        Parameters
+        ----------
+        means : sequence of sequences of float
+            (K, D) component means.
+        stds : sequence of float
+            K positive standard deviations.
+        config : DDIMConfig
+            The schedule and prediction type of the model.
+        weights : sequence of float, optional
+            K positive weights (normalised); equal when None.
+
+        Returns
+        -------
+        GaussianMixture
+
+        Raises
+        ------
+        ValueError
+            Shapes that do not agree, or non-positive stds or weights.
+        """
         mu = np.asarray(means, dtype=np.float64)
         s = np.asarray(stds, dtype=np.float64).reshape(-1)
         if mu.ndim != 2 or s.shape[0] != mu.shape[0] or not np.all(s > 0):
@@ -53,12 +104,33 @@ class GaussianMixture:
             raise ValueError("weights must be K positive numbers")
         return cls(mu, s, w / w.sum(), schedule(config), config.prediction_type)
 
+    def __repr__(self) -> str:
+        k, d = self.means.shape
+        return (
+            f"GaussianMixture(K={k} components in D={d} dimensions, {self.means.dtype}, "
+            f"prediction_type={self.prediction_type!r}, T={self.schedule.num_train_timesteps})"
+        )
+
     @property
     def dim(self) -> int:
+        """D, the dimension of the data."""
         return int(self.means.shape[1])
 
     def sample_data(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n draws of x_0 (NumPy, float64)."""
+        """n draws of x_0 (NumPy, float64).
+
+        Parameters
+        ----------
+        n : int
+            How many.
+        rng : numpy.random.Generator
+            The generator to draw with.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, D).
+        """
         k = rng.choice(self.weights.shape[0], size=n, p=self.weights)
         return self.means[k] + self.stds[k, None] * rng.standard_normal((n, self.dim))
 
@@ -79,7 +151,22 @@ class GaussianMixture:
         return backends.cast(xp, out, x.dtype)
 
     def posterior_means(self, x: Array, ab: Any) -> tuple[Array, Array]:
-        """(E[eps | x_t], E[x_0 | x_t]) at level abar, an array of shape (1 or batch, 1, 1)."""
+        """(E[eps | x_t], E[x_0 | x_t]) at level alpha_bar.
+
+        Parameters
+        ----------
+        x : array
+            (batch, D) samples.
+        ab : array
+            alpha_bar, of shape (1 or batch, 1, 1).
+
+        Returns
+        -------
+        eps : array
+            (batch, D).
+        x0 : array
+            (batch, D).
+        """
         xp = backends.namespace(x=x)
         mu, var, log_w = self._parameters(xp, backends.device(x), x.dtype)  # (K,D), (K,1), (K,1)
         sqrt_ab, sqrt_1m_ab = xp.sqrt(ab), xp.sqrt(1.0 - ab)
@@ -108,10 +195,27 @@ class GaussianMixture:
         return xp.reshape(xp.take(table, xp.reshape(t, (-1,)), axis=0), (-1, 1, 1))
 
     def ode_solution(self, x_T: np.ndarray, ab_T: float) -> np.ndarray:
-        """Exact probability-flow ODE map from level abar_T to the data, for one component.
+        """The exact probability-flow ODE map from level alpha_bar_T to the data, for one Gaussian.
 
         For a single Gaussian N(mu, s^2 I) the DDIM ODE is linear:
-        x_0 = mu + s (x_T - sqrt(abar_T) mu) / sqrt(abar_T s^2 + 1 - abar_T).
+        x_0 = mu + s (x_T - sqrt(alpha_bar_T) mu) / sqrt(alpha_bar_T s^2 + 1 - alpha_bar_T).
+
+        Parameters
+        ----------
+        x_T : numpy.ndarray
+            Samples at level `ab_T`.
+        ab_T : float
+            alpha_bar of the starting level.
+
+        Returns
+        -------
+        numpy.ndarray
+            x_0.
+
+        Raises
+        ------
+        ValueError
+            The mixture has more than one component.
         """
         if self.means.shape[0] != 1:
             raise ValueError("the closed-form ODE solution is for a single Gaussian")

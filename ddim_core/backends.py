@@ -34,8 +34,28 @@ HOST_XP: Namespace = array_api_compat.numpy  # NumPy's array-API namespace: host
 def namespace(**arrays: Array) -> Namespace:
     """The one array namespace of the named arrays (None values are skipped).
 
-    Raises TypeError naming the argument when a value is not an array, or when the arrays
-    come from different libraries; ValueError when they live on different devices.
+    Parameters
+    ----------
+    **arrays : array or None
+        Arrays by argument name (the names appear in error messages).
+
+    Returns
+    -------
+    namespace
+        array-api-compat's namespace (or a plugin's, for arrays it does not know).
+
+    Raises
+    ------
+    TypeError
+        A value that is not an array, no array at all, or arrays of different libraries.
+    ValueError
+        Arrays on different devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> namespace(sample=np.zeros(2), noise=None).__name__
+    'array_api_compat.numpy'
     """
     values = [x for x in arrays.values() if x is not None]
     if values:
@@ -71,7 +91,24 @@ _SAME_DEVICE: dict[type, Callable[[Array, tuple[Array | None, ...]], bool]] = {}
 
 def fast_namespace(first: Array, *others: Array | None) -> Namespace | None:
     """`namespace` for arrays of one already-seen NumPy or torch type on one device (a dict
-    lookup and a device compare), else None: then call `namespace` for the full checks."""
+    lookup and a device compare), else None: then call `namespace` for the full checks.
+
+    Parameters
+    ----------
+    first : array
+    *others : array or None
+
+    Returns
+    -------
+    namespace or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _ = namespace(x=np.zeros(1))  # seen once
+    >>> fast_namespace(np.zeros(1), None).__name__
+    'array_api_compat.numpy'
+    """
     kind = type(first)
     same_device = _SAME_DEVICE.get(kind)
     if same_device is None:
@@ -95,8 +132,21 @@ _namespace_fallback: Callable[[Array], Namespace | None] = _no_fallback
 
 
 def set_namespace_fallback(resolve: Callable[[Array], Namespace | None]) -> None:
-    """Install the resolver `namespace` asks for an array array-api-compat does not know; it
-    returns a namespace or None. `plugins` installs its `array_namespace` when imported."""
+    """Install the resolver `namespace` asks for an array array-api-compat does not know.
+
+    `plugins` installs its `array_namespace` (the `ddim_core_array_namespace` hook) when
+    imported; this module imports nothing else of ddim_core.
+
+    Parameters
+    ----------
+    resolve : callable
+        ``resolve(array) -> namespace or None``.
+
+    Examples
+    --------
+    >>> import ddim_core.plugins
+    >>> set_namespace_fallback(ddim_core.plugins.array_namespace)  # what plugins does
+    """
     global _namespace_fallback
     _namespace_fallback = resolve
 
@@ -147,12 +197,42 @@ def as_namespace(xp: Any) -> Namespace:
 
 
 def device(x: Array) -> Any:
-    """The device an array lives on (array-api-compat's portable accessor)."""
+    """The device an array lives on (array-api-compat's portable accessor).
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    object
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> device(np.zeros(1))
+    'cpu'
+    """
     return array_api_compat.device(x)
 
 
 def is_host_numpy(x: Array) -> bool:
-    """True for NumPy arrays: their values can be read without a device sync."""
+    """True for NumPy arrays: their values can be read without a device sync.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_host_numpy(np.zeros(1))
+    True
+    """
     return bool(array_api_compat.is_numpy_array(x))
 
 
@@ -229,7 +309,23 @@ def _check_block(block: np.ndarray, size: int, message: str) -> np.ndarray:
 
 def materialize(x: Array) -> Array:
     """Evaluate a lazy (Dask) array once per loop step, so later reads do not replay the
-    whole loop's graph; any other array is returned as it is."""
+    whole loop's graph; any other array is returned as it is.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros(1)
+    >>> materialize(x) is x
+    True
+    """
     if array_api_compat.is_dask_array(x):
         return x.persist()  # type: ignore[no-untyped-call]
     return x
@@ -241,12 +337,48 @@ _DTYPE_KINDS: dict[tuple[str, type], dict[Any, bool]] = {}
 
 
 def is_real_floating(xp: Namespace, x: Array) -> bool:
-    """Whether x's dtype is real floating (cached per array type and dtype)."""
+    """Whether x's dtype is real floating (cached per array type and dtype).
+
+    Parameters
+    ----------
+    xp : namespace
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> is_real_floating(xp, np.zeros(1)), is_real_floating(xp, np.zeros(1, dtype=int))
+    (True, False)
+    """
     return is_kind(xp, x, "real floating")
 
 
 def is_kind(xp: Namespace, x: Array, kind: str) -> bool:
-    """`xp.isdtype(x.dtype, kind)`, cached per array type and dtype."""
+    """`xp.isdtype(x.dtype, kind)`, cached per array type and dtype.
+
+    Parameters
+    ----------
+    xp : namespace
+    x : array
+    kind : str
+        A kind of `isdtype`: "real floating", "integral", ...
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> is_kind(xp, np.zeros(1, dtype=int), "integral")
+    True
+    """
     known = _DTYPE_KINDS.setdefault((kind, type(x)), {})
     try:
         return known[x.dtype]
@@ -258,18 +390,72 @@ def is_kind(xp: Namespace, x: Array, kind: str) -> bool:
 
 
 def work_dtype(xp: Namespace, dtype: Any) -> Any:
-    """The dtype the arithmetic runs in: half-precision inputs are computed in float32."""
+    """The dtype the arithmetic runs in: half-precision inputs are computed in float32.
+
+    Parameters
+    ----------
+    xp : namespace
+    dtype : dtype
+
+    Returns
+    -------
+    dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> work_dtype(xp, xp.float16)
+    <class 'numpy.float32'>
+    """
     return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
 
 
 def to_work_dtype(xp: Namespace, first: Array, *rest: Array | None) -> list[Array | None]:
-    """Cast to the working dtype of `first` (float32 for half precision, else its own)."""
+    """Cast to the working dtype of `first` (float32 for half precision, else its own).
+
+    Parameters
+    ----------
+    xp : namespace
+    first : array
+    *rest : array or None
+
+    Returns
+    -------
+    list of array or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> [a.dtype for a in to_work_dtype(xp, np.zeros(1, np.float16), np.zeros(1))]
+    [dtype('float32'), dtype('float32')]
+    """
     dtype = work_dtype(xp, first.dtype)
     return [a if a is None or a.dtype == dtype else xp.astype(a, dtype) for a in (first, *rest)]
 
 
 def cast(xp: Namespace, x: Array, dtype: Any) -> Array:
-    """`x` in `dtype`, without a copy when it already is."""
+    """`x` in `dtype`, without a copy when it already is.
+
+    Parameters
+    ----------
+    xp : namespace
+    x : array
+    dtype : dtype
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> x = np.zeros(1)
+    >>> cast(xp, x, xp.float64) is x
+    True
+    """
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
@@ -297,6 +483,26 @@ def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> 
     The cast happens on the host, so no float64 array is ever created on the device
     (array-api-strict's `no_float64` device and Apple MPS have none): float32/float64 through a
     host copy in that dtype, other dtypes (half precision) through Python floats.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+    xp : namespace
+    device : object
+        Keyword-only.
+    dtype : dtype
+        Keyword-only.
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from_host(np.ones(2), xp, device="cpu", dtype=xp.float32).dtype
+    dtype('float32')
     """
     for host_dtype in (np.float32, np.float64):
         if dtype == getattr(xp, host_dtype.__name__):
@@ -306,7 +512,22 @@ def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> 
 
 def to_host(x: Any, dtype: Any = np.float64) -> np.ndarray:
     """A NumPy copy of configuration data (tables, sigma lists, timesteps) given as an array
-    of any library or a sequence: an explicit host read, never made on the step path."""
+    of any library or a sequence: an explicit host read, never made on the step path.
+
+    Parameters
+    ----------
+    x : array or sequence
+    dtype : numpy dtype, default float64
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Examples
+    --------
+    >>> to_host([1, 2]).dtype
+    dtype('float64')
+    """
     if hasattr(x, "detach"):  # torch: leave autograd and the device
         x = x.detach().cpu()
     elif hasattr(x, "get") and not isinstance(x, np.ndarray):  # CuPy
@@ -315,7 +536,25 @@ def to_host(x: Any, dtype: Any = np.float64) -> np.ndarray:
 
 
 def broadcast_to_sample(coefficient: Array, ndim: int, xp: Namespace) -> Array:
-    """Reshape per-sample coefficients of shape (B,) to (B, 1, ..., 1) for a sample of `ndim`."""
+    """Reshape per-sample coefficients of shape (B,) to (B, 1, ..., 1) for a sample of `ndim`.
+
+    Parameters
+    ----------
+    coefficient : array
+    ndim : int
+    xp : namespace
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> broadcast_to_sample(np.ones(2), 4, xp).shape
+    (2, 1, 1, 1)
+    """
     if coefficient.ndim == 0 or ndim <= 1:
         return coefficient
     return xp.reshape(coefficient, (coefficient.shape[0],) + (1,) * (ndim - 1))
@@ -326,21 +565,66 @@ _UIDS = itertools.count()
 
 
 def register(obj: Any) -> int:
-    """A process-unique integer for a host object (plans, schedules), so that host_constant
-    functions can take it as a plain int; `registered(uid)` returns the object while alive."""
+    """A process-unique integer for a host object (plans, schedules), so that `host_constant`
+    functions can take it as a plain int; `registered(uid)` returns the object while alive.
+
+    Parameters
+    ----------
+    obj : object
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> class Thing: pass
+    >>> thing = Thing()
+    >>> registered(register(thing)) is thing
+    True
+    """
     uid = next(_UIDS)
     _REGISTRY[uid] = obj
     return uid
 
 
 def registered(uid: int) -> Any:
+    """The object `register` gave `uid` to.
+
+    Parameters
+    ----------
+    uid : int
+
+    Returns
+    -------
+    object
+
+    Raises
+    ------
+    KeyError
+        The object is gone (weakly held).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> registered(plan.uid) is plan
+    True
+    """
     return _REGISTRY[uid]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Registered:
-    """Base of frozen host-data classes (Schedule, Plan): a process-unique `uid`, registered
-    on construction, through which host_constant functions reach the object."""
+    """Base of frozen host-data classes (Schedule, Plan): a process-unique `uid`, registered on
+    construction, through which `host_constant` functions reach the object.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> isinstance(dc.make_plan(dc.DDIMConfig(), 10), Registered)
+    True
+    """
 
     uid: int = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -353,13 +637,41 @@ def host_constant(fn: Callable[..., R]) -> Callable[..., R]:
     torch.compile runs it eagerly while tracing and keeps its result as a constant, instead of
     tracing its NumPy code into the graph. This sets the marker that
     `torch.compiler.assume_constant_result` sets, without importing torch. jax.jit needs
-    nothing: it only traces array operations."""
+    nothing: it only traces array operations.
+
+    Parameters
+    ----------
+    fn : callable
+
+    Returns
+    -------
+    callable
+        `fn` itself, marked.
+
+    Examples
+    --------
+    >>> @host_constant
+    ... def answer() -> int:
+    ...     return 42
+    >>> answer()
+    42
+    """
     fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
     return fn
 
 
 def compiling() -> bool:
-    """True while torch.compile traces (torch already imported by the caller's arrays)."""
+    """True while torch.compile traces (torch already imported by the caller's arrays).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> compiling()
+    False
+    """
     torch = sys.modules.get("torch")
     return torch is not None and bool(torch.compiler.is_compiling())
 
@@ -370,6 +682,25 @@ def device_cache(fn: Callable[..., R], maxsize: int = 256) -> Callable[..., R]:
     A result built while JAX traces (jit, scan) or torch.compile compiles is returned but not
     kept: cached, it would leak a tracer into later calls. Unhashable arguments (some device
     objects) skip the cache.
+
+    Parameters
+    ----------
+    fn : callable
+    maxsize : int, default 256
+
+    Returns
+    -------
+    callable
+
+    Examples
+    --------
+    >>> calls = []
+    >>> @device_cache
+    ... def table(n):
+    ...     calls.append(n)
+    ...     return [0] * n
+    >>> table(3) is table(3), calls
+    (True, [3])
     """
     cache: dict[Any, R] = {}
 

@@ -5,7 +5,9 @@ step kernels (torch eager, numba for NumPy, a CuPy ElementwiseKernel), and MindS
 Registered through ddim-core's own `ddim_core` entry points (see pyproject.toml), as a third
 party's plugin would be. No framework is imported here: a generator or array of a library can
 only exist once that library is imported, so each plugin looks it up in `sys.modules` (numba,
-an optional extra, is imported on first use).
+an optional extra, is imported on first use). Each plugin names the library it serves in
+`requires`, which `ddim-core plugins` checks with `importlib.util.find_spec` (nothing is
+imported).
 """
 
 from __future__ import annotations
@@ -22,12 +24,39 @@ from .hookspecs import hookimpl
 
 class NumpyNoise:
     """numpy.random.Generator / RandomState: drawn in float64 on the host, then moved to the
-    sample's library, device and dtype (so it serves every backend, reproducibly)."""
+    sample's library, device and dtype (so it serves every backend, reproducibly).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = NumpyNoise().ddim_core_standard_normal(np.random.default_rng(0), (2,), np.zeros(2), 0)
+    >>> z.shape, z.dtype
+    ((2,), dtype('float64'))
+    """
+
+    requires = ("numpy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         if not isinstance(generator, np.random.Generator | np.random.RandomState):
             return None
         values = generator.standard_normal(shape)
@@ -38,12 +67,39 @@ class NumpyNoise:
 class TorchNoise:
     """torch.Generator, or one per batch element, as diffusers' `randn_tensor` draws: on the
     generator's device (a CPU generator for a GPU sample draws on the CPU), in the sample's
-    dtype, then moved to the sample's device. None draws from torch's global generator."""
+    dtype, then moved to the sample's device. None draws from torch's global generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> TorchNoise().ddim_core_standard_normal(g, (2,), torch.zeros(2), 0).shape
+    torch.Size([2])
+    """
+
+    requires = ("torch",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(like, torch.Tensor):
             return None
@@ -67,12 +123,38 @@ class TorchNoise:
 
 class JaxNoise:
     """A JAX PRNG key (typed or raw uint32): `jax.random.normal(fold_in(key, draw))`, so every
-    draw of a loop is distinct and the whole loop stays a pure function of the key."""
+    draw of a loop is distinct and the whole loop stays a pure function of the key.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> JaxNoise().ddim_core_standard_normal(jax.random.key(0), (2,), jnp.zeros(2), 0).shape
+    (2,)
+    """
+
+    requires = ("jax",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         jax = sys.modules.get("jax")
         if jax is None or not isinstance(generator, jax.Array) or not isinstance(like, jax.Array):
             return None
@@ -85,12 +167,38 @@ class JaxNoise:
 
 class CupyNoise:
     """cupy.random.Generator / RandomState, drawn on the sample's GPU in its dtype (float32 or
-    float64; half precision is drawn in float32 and cast)."""
+    float64; half precision is drawn in float32 and cast).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> CupyNoise().ddim_core_standard_normal(None, (2,), np.zeros(2), 0) is None  # not CuPy
+    True
+    """
+
+    requires = ("cupy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         cupy = sys.modules.get("cupy")
         if cupy is None or not isinstance(like, cupy.ndarray):
             return None
@@ -105,10 +213,30 @@ class TorchKernel:
     """torch tensors, float32/float64. On the CPU with numba installed: numba's single pass on
     the tensors' memory (zero-copy NumPy views). Elsewhere (GPU, autograd, no numba): eager,
     the fewest kernels, in place on the outputs, so a step allocates its two outputs and
-    nothing else (nothing with `out`)."""
+    nothing else (nothing with `out`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> callable(TorchKernel().ddim_core_step_kernel(torch.zeros(2)))
+    True
+    """
+
+    requires = ("torch",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(sample, torch.Tensor):
             return None
@@ -196,10 +324,32 @@ NUMBA_MIN_ELEMENTS = 1 << 14
 
 class NumbaKernel:
     """NumPy float32/float64 with numba installed: one pass over memory reading x_t, the model
-    output (and noise), writing both outputs."""
+    output (and noise), writing both outputs (steps below NUMBA_MIN_ELEMENTS, without out=,
+    are left to the reference path).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kernel = NumbaKernel().ddim_core_step_kernel(np.zeros(2))  # None without numba
+    >>> kernel is None or callable(kernel)
+    True
+    """
+
+    requires = ("numba",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         if not isinstance(sample, np.ndarray) or sample.dtype not in (np.float32, np.float64):
             return None
         if importlib.util.find_spec("numba") is None:
@@ -216,10 +366,30 @@ def _numpy_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) ->
 
 
 class CupyKernel:
-    """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype)."""
+    """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> CupyKernel().ddim_core_step_kernel(np.zeros(2)) is None  # not CuPy
+    True
+    """
+
+    requires = ("cupy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         cupy = sys.modules.get("cupy")
         if cupy is None or not isinstance(sample, cupy.ndarray):
             return None

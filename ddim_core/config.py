@@ -40,9 +40,34 @@ _VALUE_ALIASES: dict[str, dict[Any, Any]] = {
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """An integer in [low, high] (either bound optional), else TypeError/ValueError naming `name`.
+    """An integer in [low, high] (either bound optional).
 
     bool is not an integer here; NumPy and other `numbers.Integral` integers are, as int.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+    low, high : int, optional
+        Inclusive bounds.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    TypeError
+        Not an integer.
+    ValueError
+        Out of bounds.
+
+    Examples
+    --------
+    >>> check_int("steps", 5, low=1)
+    5
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -59,14 +84,60 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """True or False (not 0/1, not a string), else TypeError naming `name`."""
+    """True or False (not 0/1, not a string).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    TypeError
+        Anything but a bool.
+
+    Examples
+    --------
+    >>> check_bool("clip_sample", False)
+    False
+    """
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 
 def check_nonnegative(name: str, value: Any) -> float:
-    """A finite real number >= 0 (eta, s_noise), else TypeError/ValueError naming `name`."""
+    """A finite real number >= 0 (eta, s_noise).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        Not a real number.
+    ValueError
+        Negative, NaN or infinite.
+
+    Examples
+    --------
+    >>> check_nonnegative("eta", 1)
+    1.0
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     number = float(value)
@@ -131,7 +202,31 @@ def _option(default: Any, check: Callable[[str, Any], Any], doc: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class DDIMConfig:
-    """Options of a DDIM scheduler, with diffusers' names and defaults, validated on creation."""
+    """Options of a DDIM scheduler, with diffusers' names and defaults, validated on creation.
+
+    Frozen and hashable. Each option is declared once, with its check and its description
+    (listed below, and by `DDIMConfig.options()`); the repr shows the options that differ
+    from their defaults.
+
+    Raises
+    ------
+    TypeError
+        An option of the wrong type (bool and int are not interchangeable).
+    ValueError
+        An option with a bad value, or `trained_betas` whose length is not
+        `num_train_timesteps`.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> config = dc.DDIMConfig(beta_schedule="scaled_linear", timestep_spacing="trailing")
+    >>> config
+    DDIMConfig(beta_schedule='scaled_linear', timestep_spacing='trailing')
+    >>> dc.DDIMConfig.from_json(config.to_json()) == config
+    True
+    >>> dc.DDIMConfig.from_dict({"beta_schedule": ":quadratic"}).beta_schedule  # Bumblebee
+    'scaled_linear'
+    """
 
     num_train_timesteps: int = _option(
         1000,
@@ -244,17 +339,48 @@ class DDIMConfig:
                 f"{self.num_train_timesteps}; they must agree"
             )
 
+    def __repr__(self) -> str:
+        """The options that differ from their defaults (trained_betas summarised)."""
+        changed = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            shown = f"<{len(value)} values>" if f.name == "trained_betas" else repr(value)
+            changed.append(f"{f.name}={shown}")
+        return f"DDIMConfig({', '.join(changed)})"
+
     @classmethod
     def options(cls) -> tuple[tuple[str, Any, str], ...]:
-        """(name, default, description) of every option, in declaration order."""
+        """(name, default, description) of every option, in declaration order.
+
+        Returns
+        -------
+        tuple of (str, object, str)
+        """
         return tuple((f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls))
 
     def replace(self, **changes: Any) -> DDIMConfig:
-        """A copy with some options changed (validated again)."""
+        """A copy with some options changed (validated again).
+
+        Parameters
+        ----------
+        **changes
+            Options by name.
+
+        Returns
+        -------
+        DDIMConfig
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Options under diffusers' `scheduler_config.json` keys (plus ours)."""
+        """The options under diffusers' `scheduler_config.json` keys (plus ours).
+
+        Returns
+        -------
+        dict
+        """
         out = dataclasses.asdict(self)
         if self.trained_betas is not None:
             out["trained_betas"] = list(self.trained_betas)
@@ -266,6 +392,22 @@ class DDIMConfig:
 
         Keys starting with "_" (`_class_name`, `_diffusers_version`) are metadata and ignored
         silently.
+
+        Parameters
+        ----------
+        data : mapping
+            Option names (or Bumblebee's aliases) to values.
+
+        Returns
+        -------
+        DDIMConfig
+
+        Raises
+        ------
+        TypeError
+            `data` is not a mapping, or an option has the wrong type.
+        ValueError
+            An option has a bad value.
         """
         if not isinstance(data, Mapping):
             raise TypeError(f"config data must be a mapping, got {type(data).__name__}")
@@ -287,7 +429,17 @@ class DDIMConfig:
         return cls(**kwargs)
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """JSON text in diffusers' format; also written to `path` when given."""
+        """JSON text in diffusers' format; also written to `path` when given.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            A file to write.
+
+        Returns
+        -------
+        str
+        """
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
@@ -298,8 +450,26 @@ class DDIMConfig:
     def from_json(cls, text: str | bytes) -> DDIMConfig:
         """From JSON text (a `scheduler_config.json`'s content); for a file, `from_file`.
 
-        Raises TypeError for a path (use `from_file`), ValueError for text that is not one
-        JSON object of options (see `load_json_object`) or for a bad option value.
+        Parameters
+        ----------
+        text : str or bytes
+            One JSON object of options (diffusers' or Bumblebee's keys).
+
+        Returns
+        -------
+        DDIMConfig
+
+        Raises
+        ------
+        TypeError
+            `text` is a path (use `from_file`) or not text.
+        ValueError
+            Not one JSON object of options (see `load_json_object`), or a bad option value.
+
+        Examples
+        --------
+        >>> DDIMConfig.from_json('{"timestep_spacing": "trailing"}').timestep_spacing
+        'trailing'
         """
         if isinstance(text, os.PathLike):
             raise TypeError(f"from_json takes JSON text; for the file {text!r} use from_file")
@@ -307,7 +477,34 @@ class DDIMConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> DDIMConfig:
-        """From a JSON file, e.g. a diffusers checkpoint's `scheduler/scheduler_config.json`."""
+        """From a JSON file, e.g. a diffusers checkpoint's `scheduler/scheduler_config.json`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file.
+
+        Returns
+        -------
+        DDIMConfig
+
+        Raises
+        ------
+        TypeError
+            `path` is not a str or path-like.
+        OSError
+            The file cannot be read.
+        ValueError
+            Its content is not one JSON object of valid options.
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "scheduler_config.json")
+        >>> _ = DDIMConfig(steps_offset=1).to_json(path)
+        >>> DDIMConfig.from_file(path).steps_offset
+        1
+        """
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         with open(path, "rb") as f:
@@ -321,10 +518,38 @@ JSON_MAX_DIGITS = 64
 
 
 def load_json_object(text: str | bytes, where: str) -> dict[str, Any]:
-    """Parse configuration JSON safely: one object, at most JSON_MAX_BYTES bytes, nested at
-    most JSON_MAX_DEPTH deep, integers of at most JSON_MAX_DIGITS digits; a UTF-8 BOM is
-    allowed. Raises TypeError / ValueError naming `where` and what is wrong. Nothing in it is
-    executed or followed (a string is never read as a path to another file)."""
+    """Parse configuration JSON safely: one object, at most JSON_MAX_BYTES characters,
+    nested at most JSON_MAX_DEPTH deep, integers of at most JSON_MAX_DIGITS digits; a UTF-8
+    BOM is allowed. Nothing in it is executed or followed (a string is never read as a path
+    to another file).
+
+    Parameters
+    ----------
+    text : str or bytes
+        The JSON text.
+    where : str
+        What the text is, for error messages (a file name).
+
+    Returns
+    -------
+    dict
+        The object's keys and values.
+
+    Raises
+    ------
+    TypeError
+        `text` is not str or bytes.
+    ValueError
+        Not UTF-8, too large, too deep, not JSON, or not one object.
+
+    Examples
+    --------
+    >>> load_json_object('{"steps_offset": 1}', "example")
+    {'steps_offset': 1}
+    >>> load_json_object("[1, 2]", "example")
+    Traceback (most recent call last):
+    ValueError: example must hold a JSON object of options, got list
+    """
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")

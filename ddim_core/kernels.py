@@ -43,9 +43,37 @@ def ddim_update(
 ) -> tuple[Array, Array]:
     """(x_b, x0_pred): eq. (12) from a model output, with the config's x0 clip or threshold.
 
-    `row` is a `coefficients.Row` (sqrt_ab_from, sqrt_1m_ab_from, sqrt_ab_to, direction,
-    sigma); only `config`'s prediction_type, clip_sample(_range) and thresholding options
-    are read.
+    Parameters
+    ----------
+    x_t : array
+        The sample at level a (work dtype).
+    model_output : array
+        The model output in the config's prediction type.
+    row : coefficients.Row
+        The step's coefficients (floats or broadcasting arrays).
+    config : DDIMConfig
+        Only prediction_type, clip_sample(_range) and the thresholding options are read.
+    noise : array or None
+        Standard normal noise (weighted by ``row.sigma``), or None.
+    use_clipped_model_output : bool
+        Re-derive eps_pred from the clipped x0_pred.
+    xp : array namespace
+        The arrays' namespace (keyword-only).
+
+    Returns
+    -------
+    x_b : array
+    x0_pred : array
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp, ddim_core as dc
+    >>> from ddim_core.coefficients import Row
+    >>> config = dc.DDIMConfig(clip_sample=False)
+    >>> x_b, x0 = ddim_update(np.ones(2), np.zeros(2), Row(0.5, 0.75**0.5, 1.0, 0.0, 0.0),
+    ...                       config, None, False, xp=xp)
+    >>> x0, x_b  # eps = 0: x0 = x_t / sqrt(alpha_bar_t), and the clean level keeps it
+    (array([2., 2.]), array([2., 2.]))
     """
     row = backends.exact_scalars(xp, row, x_t)  # float64 on MindSpore: 0-d arrays
     sqrt_ab, sqrt_1m_ab = row.sqrt_ab_from, row.sqrt_1m_ab_from
@@ -115,14 +143,52 @@ def eps_from_x0_weights(sqrt_ab: Any, sqrt_1m_ab: Any) -> Weights:
 def transfer(
     x0_pred: Array, eps_pred: Array, sqrt_ab_to: Any, direction: Any, sigma: Any, noise: Any
 ) -> Array:
-    """Eq. (12): x_b = sqrt(abar_b) x0_pred + direction * eps_pred (+ sigma * noise)."""
+    """Eq. (12): x_b = sqrt(alpha_bar_b) x0_pred + direction * eps_pred (+ sigma * noise).
+
+    Parameters
+    ----------
+    x0_pred, eps_pred : array
+        Eq. (9)'s predictions.
+    sqrt_ab_to : float or array
+        sqrt(alpha_bar_b).
+    direction : float or array
+        sqrt(1 - alpha_bar_b - sigma^2).
+    sigma : float or array
+        sigma_t of eq. (16).
+    noise : array or None
+        Standard normal noise, or None.
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> transfer(2.0, 1.0, 0.5, 0.5, 0.0, None)
+    1.5
+    """
     x_b = sqrt_ab_to * x0_pred + direction * eps_pred
     return x_b if noise is None else x_b + sigma * noise
 
 
 def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:
-    """(sigma_t / eta)^2 of eq. (16) for a step from level abar_a to the cleaner abar_b
-    (diffusers' `_get_variance`). Host floats or float64 arrays."""
+    """(sigma_t / eta)^2 of eq. (16) for a step from level alpha_bar_a to the cleaner
+    alpha_bar_b (diffusers' `_get_variance`).
+
+    Parameters
+    ----------
+    alpha_bar_from, alpha_bar_to : float or numpy.ndarray
+        The two levels (host floats or float64 arrays).
+
+    Returns
+    -------
+    float or numpy.ndarray
+
+    Examples
+    --------
+    >>> ddim_variance(0.5, 1.0)  # to the clean level: no variance
+    0.0
+    """
     a, b = alpha_bar_from, alpha_bar_to
     return (1.0 - b) / (1.0 - a) * (1.0 - a / b)
 
@@ -130,8 +196,24 @@ def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:
 def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
     """Why eq. (9) cannot be solved at level `alpha_bar` for this prediction type, or None.
 
-    epsilon divides by sqrt(abar) (zero terminal SNR: abar = 0); sample divides by
-    sqrt(1 - abar) (the clean level abar = 1). Host floats only.
+    epsilon divides by sqrt(alpha_bar) (zero terminal SNR: alpha_bar = 0); sample divides by
+    sqrt(1 - alpha_bar) (the clean level alpha_bar = 1). Host floats only.
+
+    Parameters
+    ----------
+    alpha_bar : float
+        The level.
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction".
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
+    >>> unrecoverable(0.0, "v_prediction") is None, unrecoverable(0.0, "epsilon") is None
+    (True, False)
     """
     if prediction_type == "epsilon" and alpha_bar == 0.0:
         return (
@@ -148,7 +230,24 @@ def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
 
 
 def clip(x0_pred: Array, limit: float, *, xp: Namespace) -> Array:
-    """Clip x0_pred to [-limit, limit] (diffusers' clip_sample)."""
+    """Clip x0_pred to [-limit, limit] (diffusers' clip_sample).
+
+    Parameters
+    ----------
+    x0_pred : array
+    limit : float
+    xp : array namespace
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> clip(np.array([-3.0, 0.5, 3.0]), 1.0, xp=xp)
+    array([-1. ,  0.5,  1. ])
+    """
     return xp.clip(x0_pred, -limit, limit)
 
 
@@ -157,6 +256,26 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
 
     s = the `ratio` quantile of |x0_pred| over each sample, clamped to [1, max_value];
     x0_pred is clipped to [-s, s] and divided by s. Half precision is computed in float32.
+
+    Parameters
+    ----------
+    x0_pred : array
+        (batch, ...).
+    ratio : float
+        The quantile, in (0, 1].
+    max_value : float
+        The largest threshold.
+    xp : array namespace
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> threshold(np.array([[0.5, 4.0]]), 1.0, 2.0, xp=xp)
+    array([[0.25, 1.  ]])
     """
     dtype = x0_pred.dtype
     batch = x0_pred.shape[0] if x0_pred.ndim >= 2 else 1
@@ -175,6 +294,24 @@ def quantile(a: Array, q: float, *, xp: Namespace) -> Array:
 
     The array API has no quantile: sort, then interpolate between the two neighbouring order
     statistics at position q * (n - 1), computed on the host.
+
+    Parameters
+    ----------
+    a : array
+    q : float
+        In [0, 1].
+    xp : array namespace
+
+    Returns
+    -------
+    array
+        `a` without its last axis.
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> quantile(np.array([1.0, 2.0, 3.0, 4.0]), 0.5, xp=xp)
+    np.float64(2.5)
     """
     n = a.shape[-1]
     pos = q * (n - 1)

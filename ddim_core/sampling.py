@@ -27,7 +27,31 @@ Model = Callable[[Array, Any], Array]
 
 
 class StepInfo(NamedTuple):
-    """What a loop reports to `callback` after each step."""
+    """What a loop reports to `callback` after each step.
+
+    Attributes
+    ----------
+    step_index : int
+        0 for the first step.
+    timestep : int
+        The step's timestep (inversion: its destination).
+    sample : array
+        The sample after the step.
+    pred_original_sample : array
+        x0_pred of the step.
+    model_calls : int
+        Model calls the step made (exact inversion: one plus the solver's).
+    residual : float or None
+        Exact inversion: max |step(x_t) - x_source| when it was read to the host, else None.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> infos = []
+    >>> x = dc.sample(lambda x, t: 0.5 * x, np.ones(2), dc.DDIMConfig(), 3, callback=infos.append)
+    >>> [(i.step_index, i.timestep) for i in infos]
+    [(0, 666), (1, 333), (2, 0)]
+    """
 
     step_index: int
     timestep: int
@@ -51,14 +75,59 @@ def sample(
     progress: bool = False,
     check_finite: bool | None = None,
 ) -> Array:
-    """DDIM sampling (Song et al. 2021, Algorithm eq. 12) from x = x_T down to x_0.
+    """DDIM sampling (Song et al. 2021, eq. 12) from x = x_T down to x_0.
 
-    With eta > 0 the noise of step i is `noise(i, t)`, `noise[i]`, or drawn from `generator`
-    by the backend plugins: a numpy.random.Generator (drawn on the host, moved to the sample's
-    device), a torch.Generator, a JAX PRNG key (folded with i), a cupy.random.Generator.
-    `check_finite=True` reads back one flag per step to stop at a model returning NaN/Inf;
-    None (default) checks only host NumPy arrays, where the read is free, so that loops over
-    device arrays never wait on the device.
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array``: the model output in the config's prediction type, for a
+        sample `x` and a Python int timestep `t`; same shape, library and device as `x`.
+    x : array
+        x_T, e.g. standard normal noise (any array-API library).
+    config : DDIMConfig
+        The scheduler options.
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    eta : float, default 0.0
+        0 is deterministic DDIM; > 0 adds noise (needs `noise` or `generator`).
+    noise : callable or sequence of arrays, optional
+        The noise of step i: ``noise(i, t)`` or ``noise[i]``.
+    generator : optional
+        Draws the noise through the backend plugins: a ``numpy.random.Generator`` (any
+        library: drawn on the host, moved to the sample's device), a ``torch.Generator``, a
+        JAX PRNG key (folded with i), a ``cupy.random.Generator``.
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing.
+    callback : callable, optional
+        Called with a `StepInfo` after each step.
+    progress : bool, default False
+        Show a tqdm progress bar (the `progress` extra).
+    check_finite : bool, optional
+        Read one flag per step to stop at a model output with NaN or Inf. None (default)
+        checks host NumPy arrays only, where the read is free, so that device loops never
+        wait on the device.
+
+    Returns
+    -------
+    array
+        x_0, in the library, device and dtype of `x`.
+
+    Raises
+    ------
+    TypeError
+        `model` is not callable, or returns an array of another library.
+    ValueError
+        eta > 0 without noise; a model output of the wrong shape or with NaN/Inf; a bad plan.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> model = dc.GaussianMixture.create([[0.0, 0.0]], [0.5], config)  # exact denoiser
+    >>> x_T = np.random.default_rng(0).standard_normal((100, 2))
+    >>> x_0 = dc.sample(model, x_T, config, 20)
+    >>> bool(0.3 < x_0.std() < 0.7)
+    True
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
     _check_model(model)
@@ -92,12 +161,65 @@ def invert(
 ) -> Array:
     """DDIM inversion from x = x_0 up to x_T along the mirrored plan.
 
-    fixed_point_iters = 0 is plain inversion (one model call per step). With k > 0 each step
-    is solved implicitly by up to k refinements of the plain result (see `solve_implicit`):
-    at most k + 2 model calls per step (the plain step, then one per iterate measured: the
-    plain result and each refinement), fewer once max |step(x_t) - x_source| <= tol (one host
-    read per iterate, only when tol is given). The result of a step is the best iterate
-    measured, so never worse than plain inversion; k = 1 already refines.
+    Plain inversion (``fixed_point_iters=0``) evaluates the model at the destination timestep
+    on the source sample: one model call per step, and sampling from the result does not
+    return exactly to `x`. With ``fixed_point_iters=k`` each step is solved implicitly (find
+    x_t whose forward step lands on the source) by up to k refinements of the plain result
+    (see `solve_implicit`): at most k + 2 model calls per step (the plain step, then one per
+    iterate measured: the plain result and each refinement), fewer once
+    max |step(x_t) - x_source| <= tol (one host read per iterate, only when tol is given). The
+    result of a step is the best iterate measured, so never worse than plain inversion; k = 1
+    already refines.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array`` as in `sample`.
+    x : array
+        x_0, the sample to invert.
+    config : DDIMConfig
+        The scheduler options.
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    fixed_point_iters : int, default 0
+        Refinements per step for the implicit solve (0: plain inversion).
+    tol : float, optional
+        Stop a step's solve once its residual is <= tol (one host read per iterate, only
+        when given).
+    eta : float, default 0.0
+        Must be 0: inversion is deterministic.
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing (walked backwards).
+    callback : callable, optional
+        Called with a `StepInfo` (model calls, residual) after each step.
+    progress : bool, default False
+        Show a tqdm progress bar.
+    check_finite : bool, optional
+        As in `sample`.
+    history : int, default 5
+        Iterates the Anderson acceleration mixes.
+
+    Returns
+    -------
+    array
+        x_T, in the library, device and dtype of `x`.
+
+    Raises
+    ------
+    ValueError
+        eta != 0, fixed_point_iters < 0, tol <= 0, or as `sample`.
+    TypeError
+        As `sample`.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> model = dc.GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], config)
+    >>> x_0 = dc.sample(model, np.random.default_rng(0).standard_normal((50, 2)), config, 20)
+    >>> z = dc.invert(model, x_0, config, 20, fixed_point_iters=20, tol=1e-10)
+    >>> bool(np.abs(dc.sample(model, z, config, 20) - x_0).max() < 1e-6)
+    True
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
     _check_model(model)
@@ -126,8 +248,31 @@ def invert(
 
 
 def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
-    """Validate exact-inversion options: a number of refinements (an integer >= 0) and a
-    tolerance > 0 or None; returns the number of refinements."""
+    """Validate the exact-inversion options: a number of refinements (an integer >= 0) and a
+    tolerance > 0 or None.
+
+    Parameters
+    ----------
+    fixed_point_iters : int
+        Refinements per step; must be an integer >= 0.
+    tol : float or None
+        Must be a number > 0, or None.
+
+    Returns
+    -------
+    int
+        `fixed_point_iters` as an int.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the bad option.
+
+    Examples
+    --------
+    >>> check_fixed_point(10, 1e-6)
+    10
+    """
     iters = check_int("fixed_point_iters", fixed_point_iters, low=0)
     if tol is not None and not (isinstance(tol, numbers.Real) and float(tol) > 0):
         raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
@@ -153,9 +298,41 @@ def solve_implicit(
     not. Every iterate is measured by one forward call, the guess first: k refinements cost
     k + 1 calls, fewer when an iterate's max residual |forward(y) - x_src| is <= tol (then it
     stops there); 0 refinements return the guess without a call. The best iterate per sample
-    is kept, so the result is never worse than the guess. Returns (best, forward calls, max
-    residual of best); the residual is read to the host only to stop at `tol`, or when free
-    (NumPy), else None.
+    is kept, so the result is never worse than the guess.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(y) -> array``: the forward step whose input is sought.
+    x_src : array
+        The target of the forward step.
+    y : array
+        The first guess (plain inversion's result), shape (batch, ...).
+    refinements : int
+        At most this many refinements (refinements + 1 calls of `forward`).
+    tol : float or None
+        Stop once the largest residual is <= tol (a host read per iterate when given).
+    c : float, default 1.0
+        The inverse of forward's linear part.
+    history : int, default 5
+        Iterates mixed by Anderson acceleration.
+
+    Returns
+    -------
+    best : array
+        The best iterate per batch element.
+    calls : int
+        Calls of `forward` made.
+    residual : float or None
+        The largest residual of `best`, when it was read (tol given, or NumPy), else None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, calls, residual = solve_implicit(lambda y: y + 0.1 * np.sin(y), np.ones((1, 3)),
+    ...                                     np.ones((1, 3)), 20, 1e-12)
+    >>> bool(residual <= 1e-12), calls < 21
+    (True, True)
     """
     if refinements == 0:
         return y, 0, None

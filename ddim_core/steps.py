@@ -25,7 +25,23 @@ from .schedules import Schedule, as_schedule
 
 
 class StepOutput(NamedTuple):
-    """Result of one step; field names follow diffusers' DDIMSchedulerOutput."""
+    """Result of one step; field names follow diffusers' `DDIMSchedulerOutput`.
+
+    Attributes
+    ----------
+    prev_sample : array
+        x_prev: the sample after the step (for inversion: the noisier sample).
+    pred_original_sample : array
+        x0_pred, the predicted clean sample of eq. (9) (after clipping or thresholding).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> out = dc.step(plan, np.zeros(3), plan.timesteps[0], np.ones(3))
+    >>> out.prev_sample.shape, out.pred_original_sample.shape
+    ((3,), (3,))
+    """
 
     prev_sample: Array
     pred_original_sample: Array
@@ -42,12 +58,57 @@ def step(
     use_clipped_model_output: bool = False,
     out: tuple[Array, Array] | None = None,
 ) -> StepOutput:
-    """One forward DDIM step x_t -> x_prev, eq. (12), with the plan's t_prev.
+    """One forward DDIM step x_t -> x_prev, eq. (12), to the plan's t_prev.
 
-    eta scales sigma_t (eq. 16): 0 is deterministic DDIM, 1 is DDPM-like. With eta > 0 the
-    caller supplies `noise`, a standard normal array shaped like `sample`.
-    `out=(x_prev, x0_pred)`: arrays to write the results into (fused kernels only: torch,
-    NumPy with numba, CuPy; scalar timestep, no thresholding; they must not overlap inputs).
+    Parameters
+    ----------
+    plan : Plan
+        From `make_plan`: the config and, for each timestep, the level the step moves to.
+    model_output : array
+        The model's output at (sample, timestep), in the config's prediction type
+        (epsilon, sample or v), same shape, library and device as `sample`.
+    timestep : int or integer array
+        A Python int (coefficients are Python floats read from the host table: no device
+        work, no sync), or an integer array of shape () or (batch,) in the sample's library,
+        one timestep per batch element (coefficients gathered on the sample's device).
+    sample : array
+        x_t, any array-API array (NumPy, torch, JAX, CuPy, Dask, array-api-strict), real
+        floating dtype. The outputs keep its library, device and dtype.
+    eta : float, default 0.0
+        Scales sigma_t of eq. (16): 0 is deterministic DDIM, 1 is DDPM-like.
+    noise : array, optional
+        Standard normal noise shaped like `sample`; required when eta > 0.
+    use_clipped_model_output : bool, default False
+        Re-derive eps_pred from the clipped x0_pred (diffusers' option of the same name).
+    out : tuple of two arrays, optional
+        Buffers to write (x_prev, x0_pred) into; only fused kernels take them (torch, NumPy
+        with numba, CuPy; a Python int timestep, no thresholding, no overlap with the inputs).
+
+    Returns
+    -------
+    StepOutput
+        ``(prev_sample, pred_original_sample)``.
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries, a non-floating dtype, a timestep that is neither an int
+        nor an integer array, or `out` where no fused kernel applies.
+    ValueError
+        eta > 0 without `noise`, shapes that differ, a timestep outside
+        [0, num_train_timesteps), or a step that cannot be taken there (epsilon prediction at
+        a zero-SNR level; eta so large that 1 - alpha_bar_prev - sigma_t^2 < 0).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(timestep_spacing="trailing"), 10)
+    >>> x = np.random.default_rng(0).standard_normal((2, 3))
+    >>> for t in plan.timesteps:
+    ...     eps = 0.5 * x                      # a stand-in for model(x, t)
+    ...     x = dc.step(plan, eps, t, x).prev_sample
+    >>> x.shape, x.dtype
+    ((2, 3), dtype('float64'))
     """
     eta = check_eta(eta)
     if eta > 0.0 and noise is None:
@@ -67,9 +128,42 @@ def inverse_step(
 ) -> StepOutput:
     """One DDIM inversion step from the level of t_prev up to `timestep` (deterministic).
 
-    As in diffusers' DDIMInverseScheduler and null-text inversion, `model_output` is the model
-    evaluated at the destination `timestep` on the source `sample`. `prev_sample` is the noisier
-    result. Without clipping, `inverse_step(step(x))` returns x given the same model output.
+    As in diffusers' `DDIMInverseScheduler` and null-text inversion, `model_output` is the
+    model evaluated at the destination `timestep` on the source `sample`. Without clipping,
+    `inverse_step` undoes `step` given the same model output.
+
+    Parameters
+    ----------
+    plan : Plan
+        The plan whose mirrored pairs are walked (`plan.inverse_timesteps` in order).
+    model_output : array
+        The model's output at (sample, timestep), in the config's prediction type.
+    timestep : int or integer array
+        The destination timestep (see `step` for the two forms).
+    sample : array
+        The less noisy sample at the level of the plan timestep below `timestep`.
+    out : tuple of two arrays, optional
+        Buffers for (x_next, x0_pred), as in `step`.
+
+    Returns
+    -------
+    StepOutput
+        ``prev_sample`` is the noisier sample.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `step`.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(clip_sample=False), 10)
+    >>> x0, eps = np.ones(4), np.full(4, 0.1)
+    >>> t = plan.inverse_timesteps[0]
+    >>> x1 = dc.inverse_step(plan, eps, t, x0).prev_sample
+    >>> np.allclose(dc.step(plan, eps, t, x1).prev_sample, x0)  # the same output undoes it
+    True
     """
     key = StepKey(_check_plan(plan), 0.0, True)
     return _dispatch(key, model_output, timestep, sample, None, False, out)
@@ -78,7 +172,37 @@ def inverse_step(
 def add_noise(
     schedule_of: DDIMConfig | Schedule | Plan, original_samples: Array, noise: Array, timesteps: Any
 ) -> Array:
-    """The forward process q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
+    """The forward process q(x_t | x_0): sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise.
+
+    Parameters
+    ----------
+    schedule_of : DDIMConfig, Schedule or Plan
+        Where the alpha_bar table comes from.
+    original_samples : array
+        x_0.
+    noise : array
+        Standard normal noise, same shape, library and device.
+    timesteps : int or integer array
+        One timestep, or one per batch element (shape () or (batch,)).
+
+    Returns
+    -------
+    array
+        x_t, in the dtype of `original_samples`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `step`, and for a timestep outside [0, num_train_timesteps).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig()
+    >>> x_t = dc.add_noise(config, np.ones(3), np.zeros(3), 999)
+    >>> np.allclose(x_t, np.sqrt(dc.alphas_cumprod(config)[999]))
+    True
+    """
     xp = _arrays(original_samples=original_samples, noise=noise)
     sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, original_samples, xp)
     x0, eps = backends.to_work_dtype(xp, original_samples, noise)
@@ -89,7 +213,37 @@ def add_noise(
 def get_velocity(
     schedule_of: DDIMConfig | Schedule | Plan, sample: Array, noise: Array, timesteps: Any
 ) -> Array:
-    """The v-prediction target v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0 (Salimans & Ho)."""
+    """The v-prediction target v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x_0
+    (Salimans & Ho 2022).
+
+    Parameters
+    ----------
+    schedule_of : DDIMConfig, Schedule or Plan
+        Where the alpha_bar table comes from.
+    sample : array
+        x_0.
+    noise : array
+        The noise, same shape, library and device.
+    timesteps : int or integer array
+        One timestep, or one per batch element.
+
+    Returns
+    -------
+    array
+        v, in the dtype of `sample`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `add_noise`.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> v = dc.get_velocity(dc.DDIMConfig(), np.zeros(2), np.ones(2), 0)
+    >>> np.allclose(v, np.sqrt(dc.alphas_cumprod(dc.DDIMConfig())[0]))
+    True
+    """
     xp = _arrays(sample=sample, noise=noise)
     sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, sample, xp)
     x0, eps = backends.to_work_dtype(xp, sample, noise)
@@ -98,7 +252,29 @@ def get_velocity(
 
 
 def check_eta(eta: Any) -> float:
-    """eta as a float, a finite number >= 0 (TypeError/ValueError naming it otherwise)."""
+    """eta as a float: a finite number >= 0.
+
+    Parameters
+    ----------
+    eta : real number
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        Not a real number (bool included).
+    ValueError
+        Negative, NaN or infinite.
+
+    Examples
+    --------
+    >>> check_eta(1)
+    1.0
+    """
     if type(eta) is float and 0.0 <= eta < math.inf:  # the common case, checked quickly
         return eta
     return check_nonnegative("eta", eta)

@@ -1,4 +1,5 @@
-"""Print the k-diffusion adapter's parity figures: `.venv/bin/python tests/kdiffusion_report.py`.
+"""Print the k-diffusion adapter's parity figures (README, docs/accuracy.md; checked by
+tests/test_figures.py): `.venv/bin/python tests/kdiffusion_report.py`.
 
 The same comparisons as tests/test_kdiffusion_adapter.py (which asserts the bounds), reporting
 the largest relative difference |ours - theirs| / (1 + |theirs|) of each.
@@ -18,8 +19,10 @@ from helpers import rel
 from parity import kdiffusion_denoiser, kdiffusion_x_T
 
 
-def main() -> None:
+def measure() -> dict[str, float]:
+    """Largest relative differences: `euler64`, `ancestral64`, `euler32`, `ancestral32`."""
     k_sampling, _ = kdiffusion_loader.load()
+    out = {}
     for dtype in (torch.float64, torch.float32):
         euler = ancestral = 0.0
         for spacing in ("leading", "trailing", "linspace"):
@@ -42,9 +45,17 @@ def main() -> None:
                             sampler(model, x, sigmas, disable=True, eta=eta, noise_sampler=noise)
                         )
                     ancestral = max(ancestral, rel(outs[0], outs[1]))
+        bits = 64 if dtype == torch.float64 else 32
+        out[f"euler{bits}"], out[f"ancestral{bits}"] = euler, ancestral
+    return out
+
+
+def main() -> None:
+    f = measure()
+    for bits in (64, 32):
         print(
-            f"{dtype}: sample_ddim(eta=0) vs sample_euler: {euler:.2e}; "
-            f"eta 0.3/1 vs sample_euler_ancestral: {ancestral:.2e}"
+            f"float{bits}: sample_ddim(eta=0) vs sample_euler: {f[f'euler{bits}']:.2e}; "
+            f"eta 0.3/1 vs sample_euler_ancestral: {f[f'ancestral{bits}']:.2e}"
         )
 
 

@@ -1,4 +1,5 @@
-"""Print the parity figures quoted in the README: `.venv/bin/python tests/parity_report.py`.
+"""Print the parity figures quoted in the README and docs/accuracy.md:
+`.venv/bin/python tests/parity_report.py` (tests/test_figures.py checks the quoted ones).
 
 Runs the forward-step cases of test_parity_diffusers.test_step_parity (stride rule, 10 steps,
 eta 0 and 1; the fixtures of tests/parity.py) and reports the largest differences; the tests
@@ -21,7 +22,9 @@ from helpers import rel
 import ddim_core as dc
 
 
-def main() -> None:
+def measure() -> dict[str, float]:
+    """The figures: cases, float64 max abs difference, float32 max relative errors (ours and
+    diffusers' own, against diffusers' float64 maths), and diffusers' float32 NaN cases."""
     worst64 = worst32 = own = 0.0
     cases = nans = 0
     for sched, spacing, pred, proc in itertools.product(
@@ -59,11 +62,23 @@ def main() -> None:
                 nans += int(not finite.all())
                 own = max(own, rel(d32[finite], d64[finite]))
                 cases += 1
-    print(f"{cases} forward step cases")
-    print(f"float64, same table: max |ours - diffusers| = {worst64:.2e}")
+    return {
+        "cases": cases,
+        "float64": worst64,
+        "float32_ours": worst32,
+        "float32_diffusers": own,
+        "nans": nans,
+    }
+
+
+def main() -> None:
+    f = measure()
+    print(f"{f['cases']} forward step cases")
+    print(f"float64, same table: max |ours - diffusers| = {f['float64']:.2e}")
     print(
-        f"float32: max relative error vs diffusers' float64 maths: ours {worst32:.2e}, "
-        f"diffusers' float32 {own:.2e} (plus {nans} cases where diffusers' float32 gave NaN)"
+        f"float32: max relative error vs diffusers' float64 maths: ours "
+        f"{f['float32_ours']:.2e}, diffusers' float32 {f['float32_diffusers']:.2e} (plus "
+        f"{f['nans']} cases where diffusers' float32 gave NaN)"
     )
 
 

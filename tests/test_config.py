@@ -81,7 +81,11 @@ def test_bumblebee_aliases() -> None:
         ({"prediction_type": "eps"}, ValueError, "prediction_type='eps'.*v_prediction"),
         ({"timestep_spacing": "uniform"}, ValueError, "timestep_spacing='uniform'.*trailing"),
         ({"prev_timestep": "next"}, ValueError, "prev_timestep='next'"),
-        ({"num_train_timesteps": 0}, ValueError, r"num_train_timesteps must be in \[1, 1000000\], got 0"),
+        (
+            {"num_train_timesteps": 0},
+            ValueError,
+            r"num_train_timesteps must be in \[1, 1000000\], got 0",
+        ),
         ({"num_train_timesteps": 10.0}, TypeError, "num_train_timesteps must be an integer"),
         ({"steps_offset": -1}, ValueError, "steps_offset must be >= 0, got -1"),
         ({"clip_sample": "yes"}, TypeError, "clip_sample must be True or False"),

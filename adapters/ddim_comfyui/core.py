@@ -78,11 +78,34 @@ def sample_ddim_core_inverse(
     fixed_point_iters: int = INVERSION_ITERS,
     tol: float | None = INVERSION_TOL,
 ) -> Any:
-    """DDIM inversion for ComfyUI (`ddim_kdiffusion.sample_ddim_inverse`), exact by default: up
-    to `fixed_point_iters` refinements per step, at most fixed_point_iters + 2 model calls,
-    fewer once the residual is <= tol (None or 0: every refinement). Ascending sigmas are
-    walked as they are; descending ones (a stock scheduler's) in reverse, from the clean end
-    up to the noisiest level."""
+    """DDIM inversion for ComfyUI (`ddim_kdiffusion.sample_ddim_inverse`), exact by default.
+
+    Ascending sigmas are walked as they are; descending ones (a stock scheduler's) in reverse,
+    from the clean end up to the noisiest level.
+
+    Parameters
+    ----------
+    model, x, sigmas, extra_args, callback, disable
+        As `ddim_kdiffusion.sample_ddim_inverse` (ComfyUI's sampler signature).
+    fixed_point_iters : int, default INVERSION_ITERS
+        Refinements per step: at most fixed_point_iters + 2 model calls per step.
+    tol : float, optional
+        Stop refining once the residual is <= tol; None or 0: every refinement.
+
+    Returns
+    -------
+    array
+        The inverted latent, at the noisiest sigma.
+
+    Examples
+    --------
+    >>> import torch, ddim_core as dc
+    >>> from ddim_kdiffusion import get_sigmas_ddim
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 5)  # descending
+    >>> z = sample_ddim_core_inverse(lambda x, s: 0 * x, torch.zeros(1, 2), sigmas, disable=True)
+    >>> z.shape
+    torch.Size([1, 2])
+    """
     if len(sigmas) >= 2 and float(sigmas[0]) > float(sigmas[-1]):
         sigmas = flip_sigmas(sigmas)
     return sample_ddim_inverse(
@@ -96,6 +119,36 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     alpha_bar is recovered from `model_sampling.sigmas` as 1 / (1 + sigma^2) in float64. With
     denoise < 1 the plan has int(steps / denoise) steps and the last steps + 1 sigmas are kept,
     as ComfyUI's BasicScheduler does.
+
+    Parameters
+    ----------
+    model : ComfyUI MODEL
+        Anything with ``get_model_object("model_sampling").sigmas``.
+    steps : int
+    spacing : str
+        "leading", "trailing" or "linspace".
+    steps_offset : int
+    denoise : float
+        In [0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        float32 on the CPU, as ComfyUI's schedulers return.
+
+    Raises
+    ------
+    ValueError
+        The model has no discrete schedule.
+
+    Examples
+    --------
+    >>> import torch, types, ddim_core as dc
+    >>> ab = torch.from_numpy(dc.alphas_cumprod(dc.DDIMConfig()))
+    >>> sampling = types.SimpleNamespace(sigmas=((1 - ab) / ab).sqrt())
+    >>> model = types.SimpleNamespace(get_model_object=lambda name: sampling)
+    >>> ddim_sigmas(model, 4, "trailing", 0, 1.0).shape
+    torch.Size([5])
     """
     model_sampling = model.get_model_object("model_sampling")
     table = getattr(model_sampling, "sigmas", None)
@@ -115,9 +168,25 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
 
 
 def flip_sigmas(sigmas: Any) -> Any:
-    """Descending sampling sigmas as ascending inversion sigmas. A first sigma of 0 stays 0:
-    the DDIM inverse evaluates the model at the destination level (ComfyUI's FlipSigmas
-    moves it to 0.0001 because Euler from 0 divides by zero)."""
+    """Descending sampling sigmas as ascending inversion sigmas.
+
+    A first sigma of 0 stays 0: the DDIM inverse evaluates the model at the destination level
+    (ComfyUI's FlipSigmas moves it to 0.0001 because Euler from 0 divides by zero).
+
+    Parameters
+    ----------
+    sigmas : torch.Tensor
+
+    Returns
+    -------
+    torch.Tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> flip_sigmas(torch.tensor([2.0, 1.0, 0.0])).tolist()
+    [0.0, 1.0, 2.0]
+    """
     return sigmas.flip(0)
 
 
@@ -126,7 +195,24 @@ def flip_sigmas(sigmas: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """One node input. kind: INT, FLOAT, COMBO, MODEL, SIGMAS."""
+    """One node input.
+
+    Attributes
+    ----------
+    name : str
+    kind : str
+        INT, FLOAT, COMBO, MODEL or SIGMAS.
+    default, min, max, step : optional
+        Widget settings.
+    options : tuple of str
+        A COMBO's choices.
+    tooltip : str
+
+    Examples
+    --------
+    >>> Param("eta", "FLOAT", 0.0, 0.0, 1.0, 0.01).kind
+    'FLOAT'
+    """
 
     name: str
     kind: str
@@ -140,7 +226,13 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class NodeSpec:
-    """One node: its schema, and `run`, what it computes from its inputs (see `run_node`)."""
+    """One node: its schema, and `run`, what it computes from its inputs (see `run_node`).
+
+    Examples
+    --------
+    >>> [spec.node_id for spec in NODES]
+    ['DDIMCoreSampler', 'DDIMCoreInversionSampler', 'DDIMCoreSchedule', 'DDIMCoreFlipSigmas']
+    """
 
     node_id: str
     display_name: str
@@ -289,7 +381,30 @@ _BY_ID = {spec.node_id: spec for spec in NODES}
 
 def run_node(node_id: str, **inputs: Any) -> tuple[Any, dict[str, Any]] | Any:
     """What a node computes: (sampler function, its options) for the sampler nodes, SIGMAS for
-    the others. The comfy layer wraps sampler functions in comfy.samplers.KSAMPLER."""
+    the others. The comfy layer wraps sampler functions in `comfy.samplers.KSAMPLER`.
+
+    Parameters
+    ----------
+    node_id : str
+        A `NodeSpec.node_id`.
+    **inputs
+        The node's inputs by name.
+
+    Returns
+    -------
+    tuple or torch.Tensor
+
+    Raises
+    ------
+    ValueError
+        An unknown node.
+
+    Examples
+    --------
+    >>> function, options = run_node("DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    >>> function.__name__, options
+    ('sample_ddim', {'eta': 0.0, 's_noise': 1.0})
+    """
     spec = _BY_ID.get(node_id)
     if spec is None:
         raise ValueError(f"unknown node {node_id!r}; known: {list(_BY_ID)}")

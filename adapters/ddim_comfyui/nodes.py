@@ -22,9 +22,21 @@ except ImportError:  # a ComfyUI before the V3 node API
 
 
 def register() -> list[str]:
-    """Offer "ddim_core" in ComfyUI's built-in sampler list (the stock KSampler's menu);
+    """Offer "ddim_core" in ComfyUI's built-in sampler list (the stock KSampler's menu).
+
     `comfy.samplers.ksampler(name)` finds it as `comfy.k_diffusion.sampling.sample_ddim_core`.
-    Inversion is not offered there: the stock KSampler adds noise first. Idempotent."""
+    Inversion is not offered there: the stock KSampler adds noise first. Idempotent.
+
+    Returns
+    -------
+    list of str
+        The sampler names added.
+
+    Examples
+    --------
+    >>> register()  # doctest: +SKIP
+    ['ddim_core']
+    """
     k_sampling.sample_ddim_core = sample_ddim_core
     lists = [samplers.KSAMPLER_NAMES, samplers.SAMPLER_NAMES, samplers.KSampler.SAMPLERS]
     for names in lists:
@@ -119,7 +131,22 @@ def _v1_node(spec: NodeSpec) -> type:
 
 
 def load() -> dict[str, Any]:
-    """The names a custom-node module exports: `comfy_entrypoint` (V3) or the V1 mappings."""
+    """The names a custom-node module exports: `comfy_entrypoint` (V3) or the V1 mappings.
+
+    Also calls `register`. The shim folder `ddim-core comfyui install` writes does
+    ``globals().update(load())``.
+
+    Returns
+    -------
+    dict
+        ``{"comfy_entrypoint": ...}`` with ComfyUI's V3 API, else ``NODE_CLASS_MAPPINGS`` and
+        ``NODE_DISPLAY_NAME_MAPPINGS``.
+
+    Examples
+    --------
+    >>> sorted(load())  # doctest: +SKIP
+    ['comfy_entrypoint']
+    """
     register()
     if HAVE_V3:
         node_list = [_v3_node(spec) for spec in NODES]

@@ -7,6 +7,17 @@ from ddim_core.hookspecs import Adapter, hookimpl
 
 @hookimpl
 def ddim_core_adapter() -> Adapter:
+    """The `ddim_core_adapter` hook: describes the ComfyUI adapter (host `comfy`).
+
+    Returns
+    -------
+    Adapter
+
+    Examples
+    --------
+    >>> ddim_core_adapter().host
+    'comfy'
+    """
     return Adapter(
         name="comfyui",
         host="comfy",

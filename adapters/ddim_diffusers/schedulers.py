@@ -31,7 +31,22 @@ from ._scheduling import ForwardScheduler, InverseScheduler
 
 @dataclasses.dataclass
 class DDIMSchedulerOutput(BaseOutput):
-    """prev_sample: x_{t-1} (x_t for inversion); pred_original_sample: the predicted x_0."""
+    """What `DDIMScheduler.step` returns with ``return_dict=True``.
+
+    Attributes
+    ----------
+    prev_sample : array
+        x_{t-1} (x_t for inversion).
+    pred_original_sample : array
+        The predicted x_0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = DDIMSchedulerOutput(prev_sample=np.zeros(2), pred_original_sample=np.ones(2))
+    >>> out[0] is out.prev_sample  # indexes like a tuple, as diffusers' outputs do
+    True
+    """
 
     prev_sample: Any
     pred_original_sample: Any = None
@@ -69,9 +84,35 @@ class DDIMScheduler(_DiffusersTables, ForwardScheduler, SchedulerMixin, ConfigMi
     ) -> Any:
         """One DDIM step from `timestep` to the plan's previous timestep, eq. (12).
 
-        With eta > 0 the noise is `variance_noise`, or drawn from `generator` (a
-        torch.Generator or a list of them, a numpy Generator, a JAX key, ...; None: torch's
-        global generator) in model_output's dtype, as diffusers' `randn_tensor` does.
+        Parameters
+        ----------
+        model_output : array
+            The model's output at (sample, timestep), in the configured prediction type.
+        timestep : int or integer array
+            A timestep of `self.timesteps` (a 0-d tensor is fine), or one per batch element.
+        sample : array
+            x_t: a torch tensor, or a NumPy, JAX, CuPy, Dask or array-api-strict array.
+        eta : float, default 0.0
+            0: deterministic DDIM; > 0 adds noise.
+        use_clipped_model_output : bool, default False
+            Re-derive eps_pred from the clipped x0_pred.
+        generator : optional
+            With eta > 0: a torch.Generator (or one per batch element), a NumPy Generator, a JAX
+            key, ...; None draws from torch's global generator (as diffusers' `randn_tensor`).
+        variance_noise : array, optional
+            The noise itself, instead of a generator.
+        return_dict : bool
+            True (default with diffusers installed): a `DDIMSchedulerOutput`; False: a tuple.
+
+        Returns
+        -------
+        DDIMSchedulerOutput or tuple
+            (prev_sample, pred_original_sample).
+
+        Raises
+        ------
+        ValueError
+            `set_timesteps` was not called, or both `generator` and `variance_noise` were given.
         """
         return self._step(
             model_output,

@@ -46,8 +46,8 @@ def sample_ddim(
     s_noise: float = 1.0,
     noise_sampler: Callable[[Array, Array], Array] | None = None,
 ) -> Array:
-    """DDIM sampling (Song et al. 2021, eq. 12) down descending `sigmas` (ending in 0 or the
-    model's smallest sigma; repeats allowed).
+    """DDIM sampling (Song et al. 2021, eq. 12) down descending `sigmas`, with k-diffusion's
+    sampler signature.
 
     A zero-length step (a repeated sigma) is the identity; its model output (which the
     callback gets) serves the next step, which starts from the same sample and level. With
@@ -55,6 +55,45 @@ def sample_ddim(
     s_noise` (default: torch's global generator for torch tensors, as k-diffusion does); a
     zero-length step draws its noise too and discards it, as k-diffusion's
     sample_euler_ancestral does, so both read one noise stream alike.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, sigma * s_in, **extra_args)`` returning the denoised x_0 (k-diffusion's
+        convention: VE latents x / sqrt(alpha_bar)).
+    x : array
+        The starting latent, x_T * sigmas[0] (any array library).
+    sigmas : array
+        Descending (repeats allowed), ending in 0 or the model's smallest sigma (e.g.
+        `get_sigmas_ddim`).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with a dict ``x, i, sigma, sigma_hat, denoised`` per step.
+    disable : bool, optional
+        Disable the tqdm progress bar.
+    eta : float, default 0.0
+        0 equals k-diffusion's `sample_euler`; 0 < eta <= 1 its `sample_euler_ancestral`.
+    s_noise : float, default 1.0
+        Scale of the added noise.
+    noise_sampler : callable, optional
+        ``noise_sampler(sigma, sigma_next) -> noise``; default: torch's global generator.
+
+    Returns
+    -------
+    array
+        The sample at the last sigma.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False)
+    >>> sigmas = get_sigmas_ddim(config, 10, xp=np)
+    >>> def denoiser(x, sigma):  # a model whose data is all zeros
+    ...     return np.zeros_like(x)
+    >>> x = sample_ddim(denoiser, np.ones((2, 3)) * sigmas[0], sigmas, disable=True)
+    >>> float(np.abs(x).max())
+    0.0
     """
     extra_args = {} if extra_args is None else extra_args
     levels = _levels(sigmas, ascending=False)
@@ -104,6 +143,39 @@ def sample_ddim_inverse(
     measured on the VP sample (x * sqrt(abar) = x / sqrt(1 + sigma^2)), as ddim_core.invert
     measures it, so a tol means the same in both; the best iterate per sample is kept. A
     zero-length step is the identity (one model call, for the callback).
+
+    Parameters
+    ----------
+    model : callable
+        As in `sample_ddim`.
+    x : array
+        The clean latent.
+    sigmas : array
+        Ascending (e.g. `get_sigmas_ddim(...)` reversed).
+    extra_args, callback, disable
+        As in `sample_ddim`.
+    fixed_point_iters : int, default 0
+        Refinements per step for the exact solve (at most k + 2 model calls per step).
+    tol : float, optional
+        Stop a step's solve once its residual is <= tol.
+
+    Returns
+    -------
+    array
+        The latent at the last (largest) sigma.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 10, xp=np)
+    >>> def denoiser(x, sigma):
+    ...     return 0.5 * x / (1.0 + sigma[:, None] ** 2)
+    >>> x0 = np.ones((1, 2))
+    >>> z = sample_ddim_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True,
+    ...                         fixed_point_iters=20, tol=1e-12)
+    >>> back = sample_ddim(denoiser, z, sigmas, disable=True)
+    >>> bool(np.abs(back - x0).max() < 1e-9)
+    True
     """
     extra_args = {} if extra_args is None else extra_args
     levels = _levels(sigmas, ascending=True)
@@ -150,19 +222,44 @@ def get_sigmas_ddim(
     dtype: Any = None,
     xp: Any = None,
 ) -> Array:
-    """The sigmas of an n-step DDIM plan, descending, then the final level: 0 with
-    set_alpha_to_one, else sigma(abar_0), the model's smallest sigma.
+    """The sigmas of an n-step DDIM plan, descending, then the final level.
 
-    Takes an alphas_cumprod table (e.g. `model.inner_model.alphas_cumprod`; diffusers'
-    defaults: leading, 0, True) or a DDIMConfig (its options are the defaults). Computed on the
+    The final level is 0 with set_alpha_to_one, else sigma(alpha_bar_0), the model's smallest
+    sigma; sigma = sqrt((1 - alpha_bar) / alpha_bar) at each plan timestep. Computed on the
     host in float64, converted once, and returned like k-diffusion's `get_sigmas_*`: an array
     on `device`.
-    - From a table: in the table's library, on its device and in its dtype, unless `device`
-      or `dtype` say otherwise.
-    - From a config: a torch tensor, on `device` (default: torch's default device, the CPU),
-      in torch's default dtype (float32) unless `dtype` says otherwise.
-    - `xp` picks another library, e.g. `xp=numpy` for a NumPy float64 array: a module or array
-      namespace with `asarray`; `device` and `dtype` are then its own (default: its defaults).
+
+    Parameters
+    ----------
+    alphas_cumprod_or_config : DDIMConfig or array
+        An alphas_cumprod table (e.g. `model.inner_model.alphas_cumprod`; diffusers'
+        defaults: leading, 0, True) or a config (its options are the defaults).
+    n : int
+        The number of steps.
+    spacing : str, optional
+        "leading", "trailing" or "linspace".
+    steps_offset : int, optional
+        Added to the leading spacing's timesteps.
+    set_alpha_to_one : bool, optional
+        Whether the last sigma is 0.
+    device, dtype : optional
+        Where and in what dtype the result lives. From a table: the table's library, device
+        and dtype by default. From a config: a torch tensor on torch's default device in its
+        default dtype (float32).
+    xp : module or array namespace, optional
+        Another library, e.g. ``xp=numpy`` for a NumPy float64 array.
+
+    Returns
+    -------
+    array
+        n + 1 sigmas.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 4, spacing="trailing", xp=np)
+    >>> sigmas.shape, float(sigmas[-1])
+    ((5,), 0.0)
     """
     if isinstance(alphas_cumprod_or_config, dc.DDIMConfig):
         config, table = alphas_cumprod_or_config, None
@@ -189,7 +286,18 @@ def get_sigmas_ddim(
 
 
 def register() -> list[str]:
-    """Add the samplers to `k_diffusion.sampling`, where code looks samplers up by name."""
+    """Add the samplers to `k_diffusion.sampling`, where code looks samplers up by name.
+
+    Returns
+    -------
+    list of str
+        The names added.
+
+    Examples
+    --------
+    >>> register()  # doctest: +SKIP
+    ['sample_ddim', 'sample_ddim_inverse', 'get_sigmas_ddim']
+    """
     import k_diffusion.sampling as sampling
 
     names = {
