@@ -92,16 +92,24 @@ class GaussianMixture:
 
         Raises
         ------
+        TypeError
+            `config` is not a DDIMConfig, or parameters that are not numbers.
         ValueError
-            Shapes that do not agree, or non-positive stds or weights.
+            Shapes that do not agree, non-finite or too large values (their squares must be
+            finite), or non-positive stds or weights.
         """
-        mu = np.asarray(means, dtype=np.float64)
-        s = np.asarray(stds, dtype=np.float64).reshape(-1)
-        if mu.ndim != 2 or s.shape[0] != mu.shape[0] or not np.all(s > 0):
-            raise ValueError("means must be (K, D) and stds K positive numbers")
-        w = np.full(mu.shape[0], 1.0 / mu.shape[0]) if weights is None else np.asarray(weights)
+        if not isinstance(config, DDIMConfig):
+            raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
+        mu = _parameter("means", means)
+        s = _parameter("stds", stds).reshape(-1)
+        if mu.ndim != 2 or mu.size == 0 or s.shape[0] != mu.shape[0] or not np.all(s > 0):
+            raise ValueError(
+                f"means must be (K, D) and stds K positive numbers; got means of shape "
+                f"{mu.shape} and stds of shape {s.shape}"
+            )
+        w = np.ones_like(s) if weights is None else _parameter("weights", weights).reshape(-1)
         if w.shape != s.shape or not np.all(w > 0):
-            raise ValueError("weights must be K positive numbers")
+            raise ValueError(f"weights must be {s.shape[0]} positive numbers, got {w.tolist()}")
         return cls(mu, s, w / w.sum(), schedule(config), config.prediction_type)
 
     def __repr__(self) -> str:
@@ -138,6 +146,12 @@ class GaussianMixture:
         """The exact model output at timestep t for samples x of shape (batch, D), computed
         in float32 for half-precision x (as the steps are) and returned in x's dtype."""
         xp = backends.namespace(x=x)
+        if not backends.is_real_floating(xp, x) or x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(
+                f"x must be a real floating array of shape (batch, {self.dim}), got shape "
+                f"{tuple(x.shape)} and dtype {x.dtype}"
+            )
+        t = self._check_t(t, x, xp)
         (x_w,) = backends.to_work_dtype(xp, x)
         ab = self._alpha_bar(t, x_w, xp)
         eps, x0 = self.posterior_means(x_w, ab)
@@ -184,6 +198,29 @@ class GaussianMixture:
     def _parameters(self, xp: Any, device: Any, dtype: Any) -> tuple[Array, Array, Array]:
         """Means, variances and log weights on the sample's device, converted once."""
         return _device_parameters(self, xp, device, dtype)
+
+    def _check_t(self, t: Any, x: Array, xp: Any) -> Any:
+        """An int in [0, T), or an integer array of the sample's library (range-checked where
+        its values are free to read, on its device otherwise)."""
+        size = self.schedule.num_train_timesteps
+        if isinstance(t, int | np.integer) and not isinstance(t, bool | np.bool_):
+            if not 0 <= int(t) < size:
+                raise ValueError(f"t={t} is outside [0, num_train_timesteps={size})")
+            return int(t)
+        try:
+            backends.namespace(x=x, t=t)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"t must be an int or an integer array like x: {e}") from None
+        if not backends.is_kind(xp, t, "integral") or t.ndim > 1:
+            raise TypeError(f"t must be an integer scalar or (batch,) array, got {t.dtype}")
+        values = backends.host_integers(t)
+        if values is not None:
+            bad = [v for v in values if not 0 <= v < size]
+            if bad:
+                raise ValueError(f"t={bad[0]} is outside [0, num_train_timesteps={size})")
+            return t
+        message = f"t is outside [0, num_train_timesteps={size})"
+        return backends.check_range_on_device(t, size, message)
 
     def _alpha_bar(self, t: Any, x: Array, xp: Any) -> Array:
         """alpha_bar_t as a (1 or batch, 1, 1) array; an int t takes the same gather as an
@@ -232,3 +269,15 @@ def _device_parameters(
     host = (mixture.means, mixture.stds[:, None] ** 2, np.log(mixture.weights)[:, None])
     mu, var, log_w = (backends.from_host(a, xp, device=device, dtype=dtype) for a in host)
     return mu, var, log_w
+
+
+def _parameter(name: str, values: Any) -> np.ndarray:
+    """Host float64 parameters, finite and small enough that their squares are (the
+    responsibilities square distances); TypeError/ValueError naming `name` otherwise."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be numbers in a regular (rectangular) shape: {e}") from None
+    if not np.all(np.isfinite(array)) or np.any(np.abs(array) > 1e150):
+        raise ValueError(f"{name} must be finite numbers of magnitude <= 1e150")
+    return array

@@ -29,7 +29,7 @@ from .backends import Array
 from .coefficients import Row, StepKey
 from .config import DDIMConfig, check_bool
 from .plans import Plan, make_plan
-from .steps import check_eta
+from .steps import check_eta, checked_arrays
 
 
 class DDIMState(NamedTuple):
@@ -265,7 +265,7 @@ def step(
     if scheduler.eta > 0.0 and noise is None:
         raise ValueError(f"scheduler.eta={scheduler.eta} > 0 needs `noise` (standard normal)")
     noise = noise if scheduler.eta > 0.0 else None
-    xp = backends.namespace(sample=sample, model_output=model_output, noise=noise)
+    xp = checked_arrays(sample=sample, model_output=model_output, noise=noise)
     x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
     values = _at(state.coefficients, state.index)
     row = Row(*(values[k] for k in range(len(Row._fields))))

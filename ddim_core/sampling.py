@@ -21,7 +21,7 @@ from .backends import Array, Namespace
 from .coefficients import StepKey
 from .config import DDIMConfig, check_int
 from .plans import make_plan
-from .steps import inverse_step, step
+from .steps import check_eta, inverse_step, step
 
 Model = Callable[[Array, Any], Array]
 
@@ -130,9 +130,12 @@ def sample(
     True
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
-    _check_model(model)
+    _check_loop(model, x, callback)
+    eta = check_eta(eta)
     if eta > 0 and noise is None and generator is None:
         raise ValueError(f"eta={eta} > 0 needs `noise` or `generator`")
+    if eta > 0 and noise is not None and not callable(noise):
+        _check_noise_list(noise, plan.num_inference_steps)
     xp = backends.namespace(x=x)
     for i, t in enumerate(_progress(plan.timesteps, progress, "DDIM")):
         out = _call(model, x, t, i, xp, check_finite)
@@ -222,10 +225,11 @@ def invert(
     True
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
-    _check_model(model)
-    if eta != 0:
+    _check_loop(model, x, callback)
+    if check_eta(eta) != 0:
         raise ValueError(f"eta={eta}: inversion is deterministic, eta must be 0")
     iters = check_fixed_point(fixed_point_iters, tol)
+    history = check_int("history", history, low=1)
     xp = backends.namespace(x=x)
     for i, t in enumerate(_progress(plan.inverse_timesteps, progress, "DDIM inversion")):
         out = _call(model, x, t, i, xp, check_finite)
@@ -410,9 +414,29 @@ def _cholesky_solve(
     return x
 
 
-def _check_model(model: Any) -> None:
+def _check_loop(model: Any, x: Any, callback: Any) -> None:
+    """The arguments every loop takes: a callable model and callback, an array x."""
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable with a StepInfo, got {callback!r}")
+    if x is None:
+        raise TypeError("x must be an array (the starting sample), got None")
+    xp = backends.namespace(x=x)
+    if not backends.is_real_floating(xp, x):
+        raise TypeError(f"x must be a real floating-point array, got dtype {x.dtype}")
+
+
+def _check_noise_list(noise: Any, n: int) -> None:
+    try:
+        size = len(noise)
+    except TypeError:
+        raise TypeError(
+            f"noise must be a sequence of {n} arrays or a callable noise(i, t), got "
+            f"{type(noise).__name__}"
+        ) from None
+    if size < n:
+        raise ValueError(f"noise has {size} arrays but the plan takes {n} steps; give one per step")
 
 
 def _call(
@@ -421,6 +445,8 @@ def _call(
     """model(x, t), checked: same library, device, shape and a floating dtype; finite values."""
     out = model(x, t)
     where = f"model output at step {i} (timestep {t})"
+    if out is None:
+        raise TypeError(f"{where} is None; the model must return an array shaped like x")
     try:
         backends.namespace(x=x, model_output=out)
     except (TypeError, ValueError) as e:

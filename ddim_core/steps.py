@@ -203,6 +203,7 @@ def add_noise(
     >>> np.allclose(x_t, np.sqrt(dc.alphas_cumprod(config)[999]))
     True
     """
+    _require(original_samples=original_samples, noise=noise)
     xp = _arrays(original_samples=original_samples, noise=noise)
     sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, original_samples, xp)
     x0, eps = backends.to_work_dtype(xp, original_samples, noise)
@@ -244,6 +245,7 @@ def get_velocity(
     >>> np.allclose(v, np.sqrt(dc.alphas_cumprod(dc.DDIMConfig())[0]))
     True
     """
+    _require(sample=sample, noise=noise)
     xp = _arrays(sample=sample, noise=noise)
     sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, sample, xp)
     x0, eps = backends.to_work_dtype(xp, sample, noise)
@@ -295,6 +297,7 @@ def _dispatch(
     one value) takes its row as Python floats; other timestep arrays (on an accelerator, or
     one per sample) take rows gathered on the sample's device, with no host read.
     """
+    _require(sample=sample, model_output=model_output)
     xp = _step_arrays(model_output, sample, noise)
     if out is not None:
         _check_out(out, xp, sample, model_output, noise)
@@ -444,6 +447,43 @@ def _step_arrays(model_output: Array, sample: Array, noise: Array | None) -> Nam
         ):
             return xp
     return _arrays(model_output=model_output, sample=sample, noise=noise)
+
+
+def checked_arrays(sample: Array, model_output: Array, noise: Array | None = None) -> Namespace:
+    """The namespace of a step's arrays, checked: sample and model_output given, one library
+    and device, real floating dtypes, equal shapes (TypeError / ValueError naming them).
+
+    Parameters
+    ----------
+    sample, model_output : array
+    noise : array, optional
+
+    Returns
+    -------
+    namespace
+
+    Raises
+    ------
+    TypeError
+        None, another library, or a dtype that is not real floating.
+    ValueError
+        Another device or shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> checked_arrays(np.zeros((1, 3)), np.zeros((2, 3)))
+    Traceback (most recent call last):
+    ValueError: model_output has shape (2, 3) but sample has shape (1, 3); they must be equal
+    """
+    _require(sample=sample, model_output=model_output)
+    return _arrays(sample=sample, model_output=model_output, noise=noise)
+
+
+def _require(**arrays: Array | None) -> None:
+    for name, a in arrays.items():
+        if a is None:
+            raise TypeError(f"{name} must be an array, got None")
 
 
 def _arrays(**arrays: Array | None) -> Namespace:

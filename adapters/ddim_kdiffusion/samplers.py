@@ -20,7 +20,7 @@ import contextlib
 import functools
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -95,7 +95,7 @@ def sample_ddim(
     >>> float(np.abs(x).max())
     0.0
     """
-    extra_args = {} if extra_args is None else extra_args
+    extra_args = _check_call(model, x, extra_args, callback)
     levels = _levels(sigmas, ascending=False)
     eta = check_nonnegative("eta", eta)
     s_noise = check_nonnegative("s_noise", s_noise)
@@ -109,7 +109,7 @@ def sample_ddim(
     with _no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             if denoised is None:
-                denoised = model(x, sigmas[i] * s_in, **extra_args)
+                denoised = _denoised(model, x, sigmas[i] * s_in, extra_args)
             _report(callback, x, i, sigmas[i], denoised)
             z = None
             if eta > 0 and levels[i + 1] > 0:
@@ -117,7 +117,7 @@ def sample_ddim(
                 z = noise_sampler(sigmas[i], sigmas[i + 1])
             if levels[i + 1] == levels[i]:
                 continue  # zero-length: x, its level and so the model output stay
-            noise = None if z is None else z * s_noise
+            noise = None if z is None else _checked_noise(z, x) * s_noise
             x, denoised = _transfer(x, denoised, rows[i], _SAMPLE, noise), None
     return x
 
@@ -177,7 +177,7 @@ def sample_ddim_inverse(
     >>> bool(np.abs(back - x0).max() < 1e-9)
     True
     """
-    extra_args = {} if extra_args is None else extra_args
+    extra_args = _check_call(model, x, extra_args, callback)
     levels = _levels(sigmas, ascending=True)
     iters = check_fixed_point(fixed_point_iters, tol)
     if len(levels) < 2:
@@ -189,7 +189,7 @@ def sample_ddim_inverse(
             src, dst, c = levels[i], levels[i + 1], rows[i]
             sigma = sigmas[i + 1]
             if dst == src:  # zero-length: the identity
-                _report(callback, x, i, sigma, model(x, sigma * s_in, **extra_args))
+                _report(callback, x, i, sigma, _denoised(model, x, sigma * s_in, extra_args))
                 continue
             eps_at = functools.partial(_eps_at, model, sigma * s_in, dst, extra_args)
             # the model sees the source sample expressed at the destination level
@@ -274,6 +274,12 @@ def get_sigmas_ddim(
     plan = dc.make_plan(config, n)
     schedule = plan.schedule if table is None else _schedule_of(table, config)
     ab = np.array([*(schedule.alpha_bar(t) for t in plan.timesteps), schedule.final_alpha_cumprod])
+    if np.any(ab <= 0.0):
+        raise ValueError(
+            "the plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite: "
+            "k-diffusion's VE samplers cannot start there; sample with ddim_core.sample, or "
+            "use a schedule without rescale_betas_zero_snr"
+        )
     host = np.sqrt((1.0 - ab) / ab)
     if table is not None and xp is None:
         device = backends.device(table) if device is None else device
@@ -313,6 +319,50 @@ def register() -> list[str]:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+MAX_SIGMA = 1e150  # alpha_bar = 1 / (1 + sigma^2) must be computable in float64
+
+
+def _check_call(model: Any, x: Array, extra_args: Any, callback: Any) -> dict[str, Any]:
+    """A sampler's arguments besides sigmas: callable model and callback, a real floating x,
+    a mapping of extra_args (returned as a dict)."""
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x, sigma, **extra_args), got {model!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable with a dict, got {callback!r}")
+    if extra_args is not None and not isinstance(extra_args, Mapping):
+        raise TypeError(f"extra_args must be a mapping (a dict), got {type(extra_args).__name__}")
+    if x is None:
+        raise TypeError("x must be an array, got None")
+    if not backends.is_real_floating(backends.namespace(x=x), x):
+        raise TypeError(f"x must be a real floating-point array, got dtype {x.dtype}")
+    return {} if extra_args is None else dict(extra_args)
+
+
+def _denoised(model: Callable[..., Array], x: Array, sigma: Array, extra: dict[str, Any]) -> Array:
+    """model(x, sigma, **extra), checked: an array of x's library, device and shape."""
+    out = model(x, sigma, **extra)
+    try:
+        backends.namespace(x=x, denoised=out)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"the model's output: {e}") from None
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(
+            f"the model returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}; "
+            "it must return the denoised x, shaped like x"
+        )
+    return out
+
+
+def _checked_noise(z: Array, x: Array) -> Array:
+    try:
+        backends.namespace(x=x, noise=z)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"noise_sampler's output: {e}") from None
+    if tuple(z.shape) != tuple(x.shape):
+        raise ValueError(f"noise_sampler returned shape {tuple(z.shape)}; x has {tuple(x.shape)}")
+    return z
+
+
 def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
     """The sigmas as host floats (one read), checked: 1-D, finite, >= 0, and descending for
     sampling or ascending for inversion, repeats allowed (zero-length steps)."""
@@ -323,6 +373,10 @@ def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
     for i, s in enumerate(levels):
         if not (math.isfinite(s) and s >= 0):
             raise ValueError(f"sigmas must be finite and >= 0, got sigmas[{i}] = {s}")
+        if s > MAX_SIGMA:
+            raise ValueError(
+                f"sigmas[{i}] = {s} is above {MAX_SIGMA:g}: 1 + sigma^2 overflows float64"
+            )
     for i in range(len(levels) - 1):
         a, b = levels[i], levels[i + 1]
         if (a > b) if ascending else (a < b):
@@ -399,7 +453,7 @@ def _eps_at(
     model: Callable[..., Array], sigma: Array, level: float, extra_args: dict[str, Any], y: Array
 ) -> tuple[Array, Array]:
     """(eps, denoised) of the model at noise level `level` (sigma: its batch array) on y."""
-    denoised = model(y, sigma, **extra_args)
+    denoised = _denoised(model, y, sigma, extra_args)
     return (y - denoised) / level, denoised
 
 
@@ -435,6 +489,15 @@ def _trange(n: int, disable: bool | None) -> Any:
 
 
 def _schedule_of(table: Array, config: dc.DDIMConfig) -> dc.Schedule:
-    return dc.Schedule.from_alphas_cumprod(
-        backends.to_host(table), set_alpha_to_one=config.set_alpha_to_one
-    )
+    host = backends.to_host(table)
+    if host.ndim != 1 or host.size < 2:
+        raise ValueError(
+            f"alphas_cumprod must be a 1-D table of at least 2 levels, got shape {host.shape}"
+        )
+    if np.any(np.diff(host) > 0):
+        i = int(np.flatnonzero(np.diff(host) > 0)[0])
+        raise ValueError(
+            f"alphas_cumprod must not increase with t, got {host[i]} then {host[i + 1]} at "
+            f"t = {i}, {i + 1}"
+        )
+    return dc.Schedule.from_alphas_cumprod(host, set_alpha_to_one=config.set_alpha_to_one)
