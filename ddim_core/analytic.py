@@ -208,6 +208,8 @@ class GaussianMixture:
                 raise ValueError(f"t={t} is outside [0, num_train_timesteps={size})")
             return int(t)
         try:
+            if t is None:
+                raise TypeError("got None")
             backends.namespace(x=x, t=t)
         except (TypeError, ValueError) as e:
             raise TypeError(f"t must be an int or an integer array like x: {e}") from None

@@ -238,6 +238,10 @@ def _check_num_steps(n: Any, T: int) -> int:
 
 
 def _custom_timesteps(timesteps: Sequence[int], T: int) -> tuple[int, ...]:
+    if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__iter__"):
+        raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+    if getattr(timesteps, "ndim", 1) != 1:
+        raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")  # type: ignore[attr-defined]
     ts = tuple(check_int("timesteps", t) for t in timesteps)
     if not ts:
         raise ValueError("timesteps must not be empty")

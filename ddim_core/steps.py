@@ -406,6 +406,8 @@ def _noise_coefficients(
 
 def _timestep_array(timestep: Any, sample: Array, xp: Namespace) -> Array:
     try:
+        if timestep is None:
+            raise TypeError
         backends.namespace(sample=sample, timestep=timestep)
     except TypeError:
         raise TypeError(

@@ -266,8 +266,8 @@ def get_sigmas_ddim(
     else:
         table = alphas_cumprod_or_config
         table_xp = backends.namespace(alphas_cumprod=table)
-        size = int(table.shape[0]) if table.ndim == 1 else -1
-        config = dc.DDIMConfig(num_train_timesteps=max(size, 1))
+        size = _check_table(backends.to_host(table)).shape[0]
+        config = dc.DDIMConfig(num_train_timesteps=size)
     changes = {"timestep_spacing": spacing, "steps_offset": steps_offset}
     changes["set_alpha_to_one"] = set_alpha_to_one
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
@@ -489,7 +489,12 @@ def _trange(n: int, disable: bool | None) -> Any:
 
 
 def _schedule_of(table: Array, config: dc.DDIMConfig) -> dc.Schedule:
-    host = backends.to_host(table)
+    host = _check_table(backends.to_host(table))
+    return dc.Schedule.from_alphas_cumprod(host, set_alpha_to_one=config.set_alpha_to_one)
+
+
+def _check_table(host: np.ndarray) -> np.ndarray:
+    """An alphas_cumprod table: 1-D, at least 2 levels, not increasing with t."""
     if host.ndim != 1 or host.size < 2:
         raise ValueError(
             f"alphas_cumprod must be a 1-D table of at least 2 levels, got shape {host.shape}"
@@ -500,4 +505,4 @@ def _schedule_of(table: Array, config: dc.DDIMConfig) -> dc.Schedule:
             f"alphas_cumprod must not increase with t, got {host[i]} then {host[i + 1]} at "
             f"t = {i}, {i + 1}"
         )
-    return dc.Schedule.from_alphas_cumprod(host, set_alpha_to_one=config.set_alpha_to_one)
+    return host
