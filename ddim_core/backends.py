@@ -182,7 +182,34 @@ def _library(xp: Namespace) -> str:
 def as_namespace(xp: Any) -> Namespace:
     """An array-API namespace from what a user passes as `xp=`: a compliant namespace (NumPy
     2, jax.numpy, array_api_strict, array_api_compat.*) or a library module whose arrays
-    array-api-compat knows (torch, cupy, dask.array). TypeError for anything else."""
+    array-api-compat knows (torch, cupy, dask.array).
+
+    Parameters
+    ----------
+    xp : namespace or module
+        What the user passed; the namespace is that of ``xp.asarray(0)``.
+
+    Returns
+    -------
+    namespace
+        array-api-compat's namespace (or a plugin's) for that library.
+
+    Raises
+    ------
+    TypeError
+        `xp` has no callable `asarray` (a string, None, ...), or its arrays are none that
+        array-api-compat or a plugin resolves.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy
+    >>> as_namespace(np) is as_namespace(array_api_compat.numpy) is HOST_XP
+    True
+    >>> as_namespace("numpy")
+    Traceback (most recent call last):
+    TypeError: xp must be an array namespace or library module ...
+    """
     if isinstance(xp, str) or not callable(getattr(xp, "asarray", None)):
         raise TypeError(
             f"xp must be an array namespace or library module (numpy, torch, jax.numpy, "
@@ -237,7 +264,24 @@ def is_host_numpy(x: Array) -> bool:
 
 
 def writable(x: Array) -> bool:
-    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays)."""
+    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays), True for
+    any other array (an `out=` buffer is then written).
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros(2)
+    >>> writable(x), writable(np.broadcast_to(x, (3, 2)))
+    (True, False)
+    """
     flags = getattr(x, "flags", None)
     if isinstance(x, np.ndarray) and flags is not None:
         return bool(flags.writeable)
@@ -246,7 +290,26 @@ def writable(x: Array) -> bool:
 
 def overlaps(a: Array, b: Array) -> bool:
     """Whether two arrays may share memory (NumPy's bounds check; for torch, CuPy and other
-    libraries exposing a data pointer, the byte ranges their strides can reach)."""
+    libraries exposing a data pointer, the byte ranges their strides can reach). Arrays of
+    other libraries overlap only when they are the same object.
+
+    Parameters
+    ----------
+    a, b : array
+        Two arrays of one library.
+
+    Returns
+    -------
+    bool
+        False only when no element of `a` can share memory with one of `b`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros(4)
+    >>> overlaps(x[:2], x[2:]), overlaps(x[:3], x[2:]), overlaps(x, np.zeros(4))
+    (False, True, False)
+    """
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return bool(np.may_share_memory(a, b))
     span_a, span_b = _byte_span(a), _byte_span(b)
@@ -276,7 +339,24 @@ def _byte_span(x: Array) -> tuple[int, int] | None:
 def host_integers(x: Array) -> list[int] | None:
     """The values of an integer array the host reads for free: NumPy, a torch tensor on the
     CPU outside torch.compile, a concrete JAX array on the CPU. None for anything else:
-    reading a device array waits for it, a lazy one computes it, a traced one has none."""
+    reading a device array waits for it, a lazy one computes it, a traced one has none.
+
+    Parameters
+    ----------
+    x : array
+        An integer array of any shape.
+
+    Returns
+    -------
+    list of int or None
+        Its values, flattened in C order, or None when reading them is not free.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> host_integers(np.array([[999, 979], [959, 939]]))
+    [999, 979, 959, 939]
+    """
     if isinstance(x, np.ndarray):
         return list(x.reshape(-1).tolist())
     if array_api_compat.is_torch_array(x) and x.device.type == "cpu" and not compiling():
@@ -291,7 +371,31 @@ def check_range_on_device(x: Array, size: int, message: str) -> Array:
     """x, with 0 <= x < size checked where x lives, without waiting for it: torch's
     asynchronous device assert (reported at the next synchronisation), a Dask check that runs
     with the graph. Other libraries (JAX under jit) have no such check: a value out of range
-    there gathers NaN (JAX) and is documented."""
+    there gathers NaN (JAX) and is documented. Values the host reads for free are checked
+    there instead (`host_integers`).
+
+    Parameters
+    ----------
+    x : array
+        Integer indices (timesteps).
+    size : int
+        The exclusive upper bound (the table length).
+    message : str
+        What the failed check says (torch's assert; Dask's ValueError, followed by the range).
+
+    Returns
+    -------
+    array
+        `x` itself (torch and the rest), or for Dask a lazy array that checks each block when
+        computed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.array([999, 0])
+    >>> check_range_on_device(t, 1000, "timestep out of range") is t
+    True
+    """
     if array_api_compat.is_torch_array(x):
         torch = sys.modules["torch"]
         torch._assert_async(((x >= 0) & (x < size)).all(), message)
@@ -467,6 +571,26 @@ def exact_scalars(xp: Namespace, values: S, like: Array) -> S:
     they are, except for a float64 `like` of a library that rounds Python floats to float32
     instead (its namespace says so with `rounds_python_floats = True`: MindSpore): then 0-d
     arrays of like's dtype on its device, made without reading anything back.
+
+    Parameters
+    ----------
+    xp : namespace
+        The namespace of `like`.
+    values : tuple
+        Host floats (a coefficient row); items that are not floats pass through.
+    like : array
+        The array the values will be combined with.
+
+    Returns
+    -------
+    tuple
+        Of the same type as `values` (a NamedTuple stays one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> exact_scalars(HOST_XP, (0.5, 2), np.zeros(1))  # NumPy keeps float64 operands exact
+    (0.5, 2)
     """
     if not getattr(xp, "rounds_python_floats", False) or like.dtype != xp.float64:
         return values

@@ -410,10 +410,31 @@ class MindSporeBackend:
     Generator is `NumpyNoise`'s. MindSpore 2.10 has no CPU kernel for generator-driven normal
     draws, so a mindspore.Generator keys a NumPy Philox stream with its (seed, offset) and
     advances its offset: reproducible from `manual_seed`, the same numbers on every device.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> backend = MindSporeBackend()  # answers nothing for arrays that are not MindSpore's
+    >>> backend.ddim_core_array_namespace(np.zeros(2)) is None
+    True
+    >>> backend.ddim_core_standard_normal(None, (2,), np.zeros(2), 0) is None
+    True
     """
 
     @hookimpl
     def ddim_core_array_namespace(self, array: Any) -> Any:
+        """The `hookspecs.ddim_core_array_namespace` hook: `ddim_core._mindspore` for a
+        MindSpore tensor, else None (mindspore is never imported here).
+
+        Parameters
+        ----------
+        array : object
+            An array array-api-compat does not know.
+
+        Returns
+        -------
+        module or None
+        """
         mindspore = sys.modules.get("mindspore")
         if mindspore is None or not isinstance(array, mindspore.Tensor):
             return None
@@ -425,6 +446,27 @@ class MindSporeBackend:
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise for a MindSpore sample from a
+        mindspore.Generator, None (the default generator) or one generator per batch element,
+        else None.
+
+        Parameters
+        ----------
+        generator : object
+            A mindspore.Generator, None, or a list of mindspore or numpy generators, one per
+            batch element (``shape[0]``).
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's device and dtype.
+        draw : int
+            The draw's index within a loop (unused: each generator advances itself).
+
+        Returns
+        -------
+        mindspore.Tensor or None
+            float64 normals drawn on the host, as `like`'s dtype on its device.
+        """
         mindspore = sys.modules.get("mindspore")
         if mindspore is None or not isinstance(like, mindspore.Tensor):
             return None

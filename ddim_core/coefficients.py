@@ -77,6 +77,14 @@ class FusedRow(NamedTuple):
         x_b      = sqrt_ab_to * x0_pred + direction * eps_pred + sigma * noise
 
     Python floats (scalar timestep) or arrays on the sample's device (`fused_gather`).
+
+    Examples
+    --------
+    >>> r = fused_form(Row(0.6, 0.8, 1.0, 0.0, 0.0), "epsilon", False)
+    >>> r.x0_x, r.x0_m, r.x0_div  # x0_pred = (x_t - 0.8 eps) / 0.6
+    (1.0, 0.8, 0.6)
+    >>> r.eps_x, r.eps_m, r.eps_div  # eps_pred = the model output itself
+    (0.0, -1.0, 1.0)
     """
 
     x0_x: Any
@@ -444,7 +452,35 @@ def device_table(key: StepKey | Schedule, xp: Namespace, device: Any, dtype: Any
 
 
 def fused_row(key: StepKey, t: int, use_clipped: bool) -> FusedRow:
-    """The FusedRow of a step from `t` (checked like `row`), cached per plan and timestep."""
+    """The FusedRow of a step from `t` (checked like `row`), cached per plan and timestep.
+
+    Parameters
+    ----------
+    key : StepKey
+        The plan, eta and direction.
+    t : int
+        The timestep.
+    use_clipped : bool
+        use_clipped_model_output: eps_pred re-derived from the clipped x0_pred.
+
+    Returns
+    -------
+    FusedRow
+        Python floats.
+
+    Raises
+    ------
+    ValueError
+        As `row`: t outside [0, num_train_timesteps), or a step that cannot be taken there.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> fused = fused_row(key, 900, False)
+    >>> fused == fused_form(row(key, 900), "epsilon", False), fused_row(key, 900, False) is fused
+    (True, True)
+    """
     found = _FUSED_ROWS.get((key, t, use_clipped))
     if found is None:
         found = fused_form(row(key, t), key.plan.config.prediction_type, use_clipped)
@@ -458,7 +494,27 @@ _FUSED_ROWS: dict[tuple[StepKey, int, bool], FusedRow] = {}
 
 
 def fused_form(c: Row, prediction_type: str, use_clipped: bool) -> FusedRow:
-    """A Row with eq. (9)'s weights (`kernels.eq9`): everything a fused kernel multiplies by."""
+    """A Row with eq. (9)'s weights (`kernels.eq9`): everything a fused kernel multiplies by.
+
+    Parameters
+    ----------
+    c : Row
+        The step's coefficients (floats, or host arrays with one entry per row).
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction".
+    use_clipped : bool
+        Take eps_pred's weights from `kernels.eps_from_x0_weights` (applied to the clipped
+        x0_pred) instead of eq. (9).
+
+    Returns
+    -------
+    FusedRow
+
+    Examples
+    --------
+    >>> fused_form(Row(0.6, 0.8, 1.0, 0.0, 0.0), "epsilon", True)[3:6]  # (x_t - 0.6 x0) / 0.8
+    (1.0, 0.6, 0.8)
+    """
     w_x0, w_eps = kernels.eq9(c.sqrt_ab_from, c.sqrt_1m_ab_from, prediction_type)
     if use_clipped:
         w_eps = kernels.eps_from_x0_weights(c.sqrt_ab_from, c.sqrt_1m_ab_from)
@@ -469,7 +525,37 @@ def fused_gather(
     key: StepKey, timesteps: Array, use_clipped: bool, like: Array, xp: Namespace
 ) -> FusedRow:
     """`fused_row` for an integer array of timesteps on like's device (0-d or (batch,)): the
-    rows gathered on the device, shaped to broadcast against `like`; no host read."""
+    rows gathered on the device, shaped to broadcast against `like`; no host read.
+
+    Not range-checked, like `gather`: the caller checks what it can read without a sync.
+
+    Parameters
+    ----------
+    key : StepKey
+        The plan, eta and direction.
+    timesteps : array
+        Integers on `like`'s device, shape () or (batch,).
+    use_clipped : bool
+        use_clipped_model_output.
+    like : array
+        The sample: its library, device and (work) dtype.
+    xp : array namespace
+        The sample's namespace.
+
+    Returns
+    -------
+    FusedRow
+        Nine arrays of shape (batch, 1, ..., 1) in like's work dtype, and `use_clipped`.
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> import ddim_core as dc
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> fused = fused_gather(key, np.array([900, 800]), False, np.zeros((2, 3)), xp)
+    >>> fused.x0_div.shape, float(fused.x0_div[0, 0]) == fused_row(key, 900, False).x0_div
+    ((2, 1), True)
+    """
     dtype = backends.work_dtype(xp, like.dtype)
     values = _fused_device_table(key, use_clipped, xp, backends.device(like), dtype)
     rows = xp.take(values, xp.reshape(timesteps, (-1,)), axis=0)

@@ -222,5 +222,5 @@ def ddim_core_adapter() -> Adapter | None:
     --------
     >>> from ddim_core import plugins
     >>> sorted(plugins.adapters())
-    ['comfyui', 'diffusers', 'k-diffusion']
+    ['comfyui', 'diffusers', 'k-diffusion', 'mindone']
     """

@@ -94,6 +94,30 @@ def eq9(sqrt_ab: Any, sqrt_1m_ab: Any, prediction_type: str) -> tuple[Weights, W
     x0) / sqrt(1 - abar); v (Salimans & Ho 2022): x0 = sqrt(abar) x_t - sqrt(1 - abar) v and
     eps = sqrt(abar) v + sqrt(1 - abar) x_t. The reference step applies these weights and the
     fused kernels take the same ones (`coefficients.fused_form`), in the same order.
+
+    Parameters
+    ----------
+    sqrt_ab : float or array
+        sqrt(alpha_bar_t) of the level the step leaves.
+    sqrt_1m_ab : float or array
+        sqrt(1 - alpha_bar_t).
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction" (any other value is taken as "v_prediction";
+        `DDIMConfig` admits no other).
+
+    Returns
+    -------
+    w_x0 : tuple
+        (a, b, c) with x0_pred = (a x_t - b model_output) / c.
+    w_eps : tuple
+        (a, b, c) with eps_pred = (a x_t - b model_output) / c.
+
+    Examples
+    --------
+    >>> eq9(0.6, 0.8, "epsilon")  # x0 = (x_t - 0.8 eps) / 0.6; eps is the model output
+    ((1.0, 0.8, 0.6), (0.0, -1.0, 1.0))
+    >>> eq9(0.6, 0.8, "v_prediction")
+    ((0.6, 0.8, 1.0), (0.8, -0.6, 1.0))
     """
     if prediction_type == "epsilon":
         return (1.0, sqrt_1m_ab, sqrt_ab), (0.0, -1.0, 1.0)
@@ -107,7 +131,31 @@ Weights = tuple[Any, Any, Any]  # (a, b, c) of (a * x - b * u) / c
 
 def affine(x: Array, u: Array, w: Weights) -> Array:
     """(a x - b u) / c for w = (a, b, c), leaving out the multiplications by 0 and 1 and the
-    division by 1 that structural weights (Python floats) ask for: exact for finite values."""
+    division by 1 that structural weights (Python floats) ask for: exact for finite values.
+
+    Parameters
+    ----------
+    x : array
+        The sample x_t.
+    u : array
+        The model output (or the clipped x0_pred, for `eps_from_x0`).
+    w : tuple
+        (a, b, c): Python floats or arrays broadcasting against `x` (from `eq9` or
+        `eps_from_x0_weights`).
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x, u = np.array([1.0, 2.0]), np.array([0.5, -0.5])
+    >>> affine(x, u, (1.0, 0.8, 0.6))  # (x - 0.8 u) / 0.6
+    array([1., 4.])
+    >>> affine(x, u, (0.0, -1.0, 1.0)) is u  # the structural weights of "u itself"
+    True
+    """
     a, b, c = w
     if _is(a, 0.0):
         num = u if _is(b, -1.0) else -b * u
@@ -124,19 +172,84 @@ def _is(weight: Any, value: float) -> bool:
 def predict_x0_eps(
     x_t: Array, model_output: Array, sqrt_ab: Any, sqrt_1m_ab: Any, prediction_type: str
 ) -> tuple[Array, Array]:
-    """(x0_pred, eps_pred) from the model output, eq. (9)."""
+    """(x0_pred, eps_pred) from the model output, eq. (9) (the weights of `eq9`).
+
+    Parameters
+    ----------
+    x_t : array
+        The sample at level alpha_bar_t.
+    model_output : array
+        The model output in `prediction_type`.
+    sqrt_ab, sqrt_1m_ab : float or array
+        sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t).
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction".
+
+    Returns
+    -------
+    x0_pred : array
+    eps_pred : array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x0, eps = predict_x0_eps(np.array([1.0, 2.0]), np.array([0.5, -0.5]), 0.6, 0.8,
+    ...                          "v_prediction")
+    >>> x0, eps
+    (array([0.2, 1.6]), array([1.1, 1.3]))
+    >>> 0.6 * x0 + 0.8 * eps  # x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
+    array([1., 2.])
+    """
     w_x0, w_eps = eq9(sqrt_ab, sqrt_1m_ab, prediction_type)
     return affine(x_t, model_output, w_x0), affine(x_t, model_output, w_eps)
 
 
 def eps_from_x0(x_t: Array, x0_pred: Array, sqrt_ab: Any, sqrt_1m_ab: Any) -> Array:
     """Re-derive eps_pred from a clipped x0_pred (GLIDE; diffusers' use_clipped_model_output):
-    (x_t - sqrt(abar) x0_pred) / sqrt(1 - abar)."""
+    (x_t - sqrt(abar) x0_pred) / sqrt(1 - abar).
+
+    Parameters
+    ----------
+    x_t : array
+        The sample at level alpha_bar_t.
+    x0_pred : array
+        The (clipped or thresholded) predicted clean sample.
+    sqrt_ab, sqrt_1m_ab : float or array
+        sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t).
+
+    Returns
+    -------
+    array
+        eps_pred.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x_t = np.array([1.0, 2.0])
+    >>> eps_from_x0(x_t, np.array([1.0, 4.0]), 0.6, 0.8)  # unclipped: the model's eps back
+    array([ 0.5, -0.5])
+    """
     return affine(x_t, x0_pred, eps_from_x0_weights(sqrt_ab, sqrt_1m_ab))
 
 
 def eps_from_x0_weights(sqrt_ab: Any, sqrt_1m_ab: Any) -> Weights:
-    """The weights of `eps_from_x0`: eps_pred = affine(x_t, x0_pred, w)."""
+    """The weights of `eps_from_x0`: eps_pred = affine(x_t, x0_pred, w).
+
+    Parameters
+    ----------
+    sqrt_ab, sqrt_1m_ab : float or array
+        sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t).
+
+    Returns
+    -------
+    tuple
+        (1.0, sqrt_ab, sqrt_1m_ab).
+
+    Examples
+    --------
+    >>> eps_from_x0_weights(0.6, 0.8)
+    (1.0, 0.6, 0.8)
+    """
     return (1.0, sqrt_ab, sqrt_1m_ab)
 
 

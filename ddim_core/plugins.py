@@ -214,7 +214,7 @@ def call(hook: str, only: str | None = None, **kwargs: Any) -> Any:
     Examples
     --------
     >>> sorted(a.name for a in call("ddim_core_adapter"))
-    ['comfyui', 'diffusers', 'k-diffusion']
+    ['comfyui', 'diffusers', 'k-diffusion', 'mindone']
     """
     pm = manager()
     while True:

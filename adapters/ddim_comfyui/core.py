@@ -46,7 +46,39 @@ def sample_ddim_core(
     one standard normal draw like x per step from a torch.Generator on x's device seeded with
     ComfyUI's seed (`extra_args["seed"]`), as ComfyUI's ancestral samplers draw theirs. So a
     seed gives one result (with DisableNoise too), and eta = 1 equals euler_ancestral given
-    the same seed. Without a seed: torch's global generator, as there."""
+    the same seed. Without a seed: torch's global generator, as there.
+
+    Parameters
+    ----------
+    model, x, sigmas, extra_args, callback, disable
+        As `ddim_kdiffusion.sample_ddim` (ComfyUI's sampler signature); ``extra_args["seed"]``,
+        if there, seeds the noise.
+    eta : float, default 0.0
+        0 is deterministic DDIM; 1 equals euler_ancestral given the same seed.
+    s_noise : float, default 1.0
+        Scale of the added noise.
+    noise_sampler : callable, optional
+        ``noise_sampler(sigma, sigma_next) -> noise``; default: `seeded_noise_sampler` of x
+        and the seed.
+
+    Returns
+    -------
+    array
+        The sample at the last sigma.
+
+    Examples
+    --------
+    >>> import torch, ddim_core as dc
+    >>> from ddim_kdiffusion import get_sigmas_ddim
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 5)
+    >>> def model(x, sigma, **extra_args):  # the exact denoiser of N(0, 1) data
+    ...     return x / (1 + sigma**2)
+    >>> def run(seed):
+    ...     x = torch.ones(1, 3) * sigmas[0]
+    ...     return sample_ddim_core(model, x, sigmas, {"seed": seed}, disable=True, eta=1.0)
+    >>> torch.equal(run(7), run(7)), torch.equal(run(7), run(8))
+    (True, False)
+    """
     if eta > 0 and noise_sampler is None:
         noise_sampler = seeded_noise_sampler(x, (extra_args or {}).get("seed"))
     return sample_ddim(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler)
@@ -54,7 +86,30 @@ def sample_ddim_core(
 
 def seeded_noise_sampler(x: Any, seed: int | None) -> Callable[[Any, Any], Any] | None:
     """noise_sampler(sigma, sigma_next) drawing standard normal noise like the torch tensor x
-    from a generator on x's device seeded with `seed`; None without a seed or a torch x."""
+    from a generator on x's device seeded with `seed`; None without a seed or a torch x.
+
+    Parameters
+    ----------
+    x : array
+        The latent: the noise's shape, device and dtype.
+    seed : int or None
+        ComfyUI's seed.
+
+    Returns
+    -------
+    callable or None
+        ``draw(sigma, sigma_next) -> noise`` (the sigmas are ignored), one draw after another
+        from the one seeded generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> draw = seeded_noise_sampler(torch.zeros(2, 3), 0)
+    >>> torch.equal(draw(1.0, 0.5), torch.randn(2, 3, generator=torch.Generator().manual_seed(0)))
+    True
+    >>> seeded_noise_sampler(torch.zeros(2, 3), None) is None
+    True
+    """
     torch = sys.modules.get("torch")
     if seed is None or torch is None or not isinstance(x, torch.Tensor):
         return None
@@ -144,7 +199,7 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     Examples
     --------
     >>> import torch, types, ddim_core as dc
-    >>> ab = torch.from_numpy(dc.alphas_cumprod(dc.DDIMConfig()))
+    >>> ab = torch.tensor(dc.alphas_cumprod(dc.DDIMConfig()))
     >>> sampling = types.SimpleNamespace(sigmas=((1 - ab) / ab).sqrt())
     >>> model = types.SimpleNamespace(get_model_object=lambda name: sampling)
     >>> ddim_sigmas(model, 4, "trailing", 0, 1.0).shape
@@ -403,7 +458,7 @@ def run_node(node_id: str, **inputs: Any) -> tuple[Any, dict[str, Any]] | Any:
     --------
     >>> function, options = run_node("DDIMCoreSampler", eta=0.0, s_noise=1.0)
     >>> function.__name__, options
-    ('sample_ddim', {'eta': 0.0, 's_noise': 1.0})
+    ('sample_ddim_core', {'eta': 0.0, 's_noise': 1.0})
     """
     spec = _BY_ID.get(node_id)
     if spec is None:

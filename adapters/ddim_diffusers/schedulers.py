@@ -66,7 +66,26 @@ class _DiffusersTables:
 
 
 class DDIMScheduler(_DiffusersTables, ForwardScheduler, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
-    """Denoising diffusion implicit models (Song et al. 2021): diffusers' DDIMScheduler API."""
+    """Denoising diffusion implicit models (Song et al. 2021): diffusers' DDIMScheduler API.
+
+    The constructor takes diffusers' options (`DDIMConfig`'s, under the same names) and
+    `prev_timestep`; `from_config`, `from_pretrained`, `save_pretrained` and `compatibles`
+    are the host's (diffusers', or the stand-ins without it).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> scheduler = DDIMScheduler(clip_sample=False, timestep_spacing="trailing")
+    >>> scheduler.set_timesteps(4)
+    >>> scheduler.timesteps.tolist()
+    [999, 749, 499, 249]
+    >>> x = np.ones((1, 2))  # x_T, a NumPy array: any array library steps
+    >>> for t in scheduler.timesteps:
+    ...     x = scheduler.step(np.zeros_like(x), t, x, return_dict=False)[0]  # eps_pred = 0
+    >>> alpha_bar_T = dc.schedule(dc.DDIMConfig()).alpha_bar(999)
+    >>> bool(np.allclose(x, 1 / np.sqrt(alpha_bar_T), rtol=1e-12))  # x_0 = x_T / sqrt(abar_T)
+    True
+    """
 
     _compatibles = COMPATIBLES
     __init__ = register_to_config(ForwardScheduler.__init__)  # type: ignore[no-untyped-call]
@@ -127,7 +146,30 @@ class DDIMScheduler(_DiffusersTables, ForwardScheduler, SchedulerMixin, ConfigMi
 
 
 class DDIMInverseScheduler(_DiffusersTables, InverseScheduler, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
-    """DDIM inversion (x_0 -> x_T): diffusers' DDIMInverseScheduler API (see InverseScheduler)."""
+    """DDIM inversion (x_0 -> x_T): diffusers' DDIMInverseScheduler API (see InverseScheduler).
+
+    Its timesteps are the forward plan's, ascending; each step goes up from the level of the
+    plan timestep before `timestep` (the clean level before the first) to `timestep`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> forward = DDIMScheduler(clip_sample=False, timestep_spacing="trailing")
+    >>> inverse = DDIMInverseScheduler.from_config(forward.config)
+    >>> forward.set_timesteps(4)
+    >>> inverse.set_timesteps(4)
+    >>> inverse.timesteps.tolist()
+    [249, 499, 749, 999]
+    >>> x0 = np.array([[0.5, -0.5]])
+    >>> z = x0
+    >>> for t in inverse.timesteps:  # a model whose output does not depend on x: exact
+    ...     z = inverse.step(np.zeros_like(z), t, z, return_dict=False)[0]
+    >>> x = z
+    >>> for t in forward.timesteps:
+    ...     x = forward.step(np.zeros_like(x), t, x, return_dict=False)[0]
+    >>> float(np.abs(x - x0).max()) < 1e-12
+    True
+    """
 
     _compatibles: list[str] = []  # as diffusers' DDIMInverseScheduler  # noqa: RUF012
     __init__ = register_to_config(InverseScheduler.__init__)  # type: ignore[no-untyped-call]
@@ -135,7 +177,29 @@ class DDIMInverseScheduler(_DiffusersTables, InverseScheduler, SchedulerMixin, C
     def step(
         self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = RETURN_DICT
     ) -> Any:
-        """One DDIM inversion step up to `timestep` (deterministic)."""
+        """One DDIM inversion step up to `timestep` (deterministic), eq. (12) with sigma = 0.
+
+        Parameters
+        ----------
+        model_output : array
+            The model's output at (sample, timestep), in the configured prediction type.
+        timestep : int or integer array
+            A timestep of `self.timesteps`, or one per batch element.
+        sample : array
+            The sample at the level the step leaves (x_0 before the first step).
+        return_dict : bool
+            True (default with diffusers installed): a `DDIMSchedulerOutput`; False: a tuple.
+
+        Returns
+        -------
+        DDIMSchedulerOutput or tuple
+            (prev_sample, pred_original_sample): prev_sample is the sample at `timestep`.
+
+        Raises
+        ------
+        ValueError
+            `set_timesteps` was not called.
+        """
         return self._step(model_output, timestep, sample, return_dict)
 
 
@@ -147,6 +211,19 @@ def register() -> list[str]:
     every diffusers scheduler compatible with DDIMScheduler, whether imported already or later
     (diffusers imports them lazily), lists DDIMCoreScheduler in its `compatibles`, the list
     UIs offer for swapping schedulers. Idempotent.
+
+    Returns
+    -------
+    list of str
+        The names added: ``["DDIMCoreScheduler", "DDIMCoreInverseScheduler"]``.
+
+    Examples
+    --------
+    >>> import diffusers  # doctest: +SKIP
+    >>> register()  # doctest: +SKIP
+    ['DDIMCoreScheduler', 'DDIMCoreInverseScheduler']
+    >>> diffusers.DDIMCoreScheduler is DDIMScheduler  # doctest: +SKIP
+    True
     """
     import diffusers
     import diffusers.schedulers

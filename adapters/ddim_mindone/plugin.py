@@ -7,6 +7,17 @@ from ddim_core.hookspecs import Adapter, hookimpl
 
 @hookimpl
 def ddim_core_adapter() -> Adapter:
+    """The `ddim_core_adapter` hook: describes the mindone adapter (host `mindone`).
+
+    Returns
+    -------
+    Adapter
+
+    Examples
+    --------
+    >>> ddim_core_adapter().host
+    'mindone'
+    """
     return Adapter(
         name="mindone",
         host="mindone",
