@@ -421,6 +421,8 @@ class MindSporeBackend:
     True
     """
 
+    requires = ("mindspore",)  # shown by `ddim-core plugins`, checked without importing
+
     @hookimpl
     def ddim_core_array_namespace(self, array: Any) -> Any:
         """The `hookspecs.ddim_core_array_namespace` hook: `ddim_core._mindspore` for a

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("mkdocs.hooks.ddim_core")
 
-PACKAGES = ("ddim_core", "ddim_diffusers", "ddim_kdiffusion", "ddim_comfyui")
+PACKAGES = ("ddim_core", "ddim_diffusers", "ddim_kdiffusion", "ddim_comfyui", "ddim_mindone")
 GENERATED = re.compile(r"^<!-- generated: ([\w-]+) -->$", re.MULTILINE)
 
 

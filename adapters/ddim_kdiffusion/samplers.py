@@ -254,6 +254,12 @@ def get_sigmas_ddim(
     array
         n + 1 sigmas.
 
+    Raises
+    ------
+    ValueError
+        The plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite; or a
+        table that is not 1-D, has fewer than 2 levels or increases with t.
+
     Examples
     --------
     >>> import numpy as np, ddim_core as dc
