@@ -263,7 +263,6 @@ def test_docstrings_numpy_style(module: str, path: Path) -> None:
 DOCTEST_MODULES = [m for m, _ in MODULES if m != "ddim_comfyui.nodes"]  # imports comfy
 
 
-@pytest.mark.parametrize("module", DOCTEST_MODULES)
 class _PackageFinder(doctest.DocTestFinder):
     """doctest's finder, also taking the classes a module defines under its package's name
     (ddim_diffusers' schedulers set `__module__ = "ddim_diffusers"` for saved pipelines)."""
@@ -275,6 +274,7 @@ class _PackageFinder(doctest.DocTestFinder):
         return super()._from_module(module, obj)  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("module", DOCTEST_MODULES)
 def test_docstring_examples_run(module: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
     mod = importlib.import_module(module)
