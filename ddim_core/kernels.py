@@ -361,6 +361,7 @@ def clip(x0_pred: Array, limit: float, *, xp: Namespace) -> Array:
     >>> clip(np.array([-3.0, 0.5, 3.0]), 1.0, xp=xp)
     array([-1. ,  0.5,  1. ])
     """
+    limit = min(limit, float(xp.finfo(x0_pred.dtype).max))  # 1e300 for float32: no overflow
     return xp.clip(x0_pred, -limit, limit)
 
 
@@ -391,6 +392,8 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     array([[0.25, 1.  ]])
     """
     dtype = x0_pred.dtype
+    if math.prod(x0_pred.shape) == 0:
+        return x0_pred  # an empty batch: nothing to threshold
     batch = x0_pred.shape[0] if x0_pred.ndim >= 2 else 1
     flat = xp.reshape(x0_pred, (batch, -1))
     if xp.finfo(dtype).bits < 32:

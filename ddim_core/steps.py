@@ -314,7 +314,7 @@ def _dispatch(
             c = coefficients.fused_row(key, t, use_clipped)
         else:
             c = coefficients.fused_gather(key, t_arr, use_clipped, sample, xp)
-        clip = config.clip_sample_range if config.clip_sample else None
+        clip = _clip_range(config, xp, sample) if config.clip_sample else None
         fused = kernel(sample, model_output, noise, c, clip, out)
         if fused is not None:
             return StepOutput(*fused)
@@ -480,6 +480,11 @@ def checked_arrays(sample: Array, model_output: Array, noise: Array | None = Non
     """
     _require(sample=sample, model_output=model_output)
     return _arrays(sample=sample, model_output=model_output, noise=noise)
+
+
+def _clip_range(config: DDIMConfig, xp: Namespace, sample: Array) -> float:
+    """clip_sample_range, at most the sample dtype's largest value (1e300 stays a no-op)."""
+    return min(config.clip_sample_range, float(xp.finfo(sample.dtype).max))
 
 
 def _require(**arrays: Array | None) -> None:

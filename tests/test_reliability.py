@@ -451,3 +451,57 @@ def test_kdiffusion_hostile(arg: str, value: Any) -> None:
 
 def test_hostile_case_counts_are_recorded() -> None:
     assert sum(HOSTILE_CASES.values()) >= 300 and len(HOSTILE_CASES) == 6
+
+
+def test_diffusers_adapter_takes_no_coerced_input(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import ddim_diffusers as dd
+
+    x = torch.ones(2, 3)
+    s = dd.DDIMScheduler()
+    s.set_timesteps(10)
+    for t in (900.7, "900", True, torch.tensor(900.0)):
+        with pytest.raises(TypeError, match="timestep"):
+            s.step(x, t, x)
+    with pytest.raises(ValueError, match="outside"):
+        s.step(x, torch.tensor(-5), x)
+    for ts in ([900.7, 500.2], [True, False], "ab"):
+        with pytest.raises(TypeError, match="timesteps"):
+            s.set_timesteps(timesteps=ts)
+    s.set_timesteps(timesteps=torch.tensor([900, 500]))
+    assert s.timesteps.tolist() == [900, 500]
+    assert len(dd.DDIMScheduler(num_train_timesteps=1).betas) == 1  # was a negative-stride error
+    with pytest.raises(TypeError, match="trained_betas"):
+        dd.DDIMScheduler(trained_betas="abc")
+    with pytest.raises(ValueError, match="trained_betas must be 1-D"):
+        dd.DDIMScheduler(num_train_timesteps=2, trained_betas=[[0.1], [0.2]])
+    s.set_timesteps(10, device="meta")
+    with pytest.raises(ValueError, match="set_timesteps\\(device="):
+        s.step(x, s.timesteps[0], x)
+    # a scheduler_config.json holding a JSON string naming another directory is not followed
+    other = tmp_path / "other"
+    dd.DDIMScheduler(timestep_spacing="trailing").save_pretrained(other)
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(str(other)))
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        dd.DDIMScheduler.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_empty_batches_and_huge_clip_ranges(lib: str) -> None:
+    make = (lambda *s: np.zeros(s)) if lib == "numpy" else (lambda *s: torch.zeros(*s))
+    for config in (
+        dc.DDIMConfig(thresholding=True),
+        dc.DDIMConfig(),
+        dc.DDIMConfig(clip_sample=False),
+    ):
+        plan = dc.make_plan(config, 10)
+        x = make(0, 3)
+        assert tuple(dc.step(plan, x, 900, x).prev_sample.shape) == (0, 3)
+        assert tuple(dc.sample(lambda y, t: y, x, config, 5).shape) == (0, 3)
+    huge = dc.make_plan(dc.DDIMConfig(clip_sample_range=1e300), 10)
+    x = make(2, 3) + 1
+    x = x.astype(np.float32) if lib == "numpy" else x.float()
+    got = dc.step(huge, x, 900, x).prev_sample
+    want = reference.step(huge, np.ones((2, 3)), 900, np.ones((2, 3)))[0]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)

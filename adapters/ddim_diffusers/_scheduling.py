@@ -11,6 +11,7 @@ computes comes from ddim_core, and no behaviour is written twice.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import warnings
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 import ddim_core as dc
 from ddim_core import backends, kernels
-from ddim_core.config import BETA_SCHEDULES
+from ddim_core.config import BETA_SCHEDULES, check_int, load_json_object
 from ddim_core.plugins import standard_normal
 
 NOT_SET = (
@@ -55,6 +56,14 @@ class SchedulerCore:
 
     order = 1
     _inverse = False
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike[str]) -> dict[str, Any]:
+        """The host's config-file reader, made safe: one JSON object of bounded size, depth and
+        integers, nothing followed (a JSON string naming another directory is an error, where
+        diffusers would load that directory's config, or ask the Hub)."""
+        with open(json_file, "rb") as f:
+            return load_json_object(f.read(), os.fspath(json_file))
 
     def register_to_config(self, **options: Any) -> None:
         """The host's config registration, except that prev_timestep enters the config only
@@ -185,7 +194,7 @@ class SchedulerCore:
         `timesteps` tensor lives."""
         custom = None
         if timesteps is not None:
-            custom = [int(t) for t in timesteps]
+            custom = _custom_timesteps(timesteps)
             custom = custom[::-1] if self._inverse else custom
         plan = self._with_schedule(
             dc.make_plan(self._ddim_config, num_inference_steps, timesteps=custom)
@@ -379,14 +388,40 @@ def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
             f"choose one of {BETA_SCHEDULES} or pass trained_betas"
         )
     if betas is not None:
-        kwargs["trained_betas"] = tuple(backends.to_host(betas).reshape(-1).tolist())
+        try:
+            host = backends.to_host(betas)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"trained_betas must be a 1-D sequence of floats: {e}") from None
+        if host.ndim != 1:
+            raise ValueError(f"trained_betas must be 1-D, got shape {host.shape}")
+        kwargs["trained_betas"] = tuple(host.tolist())
     return dc.DDIMConfig(**kwargs)
+
+
+def _custom_timesteps(timesteps: Any) -> list[int]:
+    """set_timesteps(timesteps=...): integers (a list, or an integer array of any library)."""
+    if hasattr(timesteps, "dtype"):
+        host = backends.to_host(timesteps, None)
+        if host.dtype.kind not in "iu" or host.ndim != 1:
+            raise TypeError(
+                f"timesteps must be a 1-D sequence of integers, got dtype {host.dtype} and "
+                f"shape {host.shape}"
+            )
+        return [int(t) for t in host.tolist()]
+    if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__iter__"):
+        raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+    return [check_int("timesteps", t) for t in timesteps]
 
 
 def timestep_for(timestep: Any, sample: Any) -> Any:
     """A timestep the core takes with `sample`: Python ints as they are; an array of another
     library (torch `scheduler.timesteps` entries with NumPy or JAX samples) or on another
     device (diffusers' `timesteps.to(sample.device)`) is brought to the sample's."""
+    if isinstance(timestep, bool | np.bool_ | float | str | bytes) or timestep is None:
+        raise TypeError(
+            f"timestep must be an integer (an int, or an integer array of one or one per "
+            f"sample), got {timestep!r}"
+        )
     if isinstance(timestep, int | np.integer):
         return int(timestep)
     if type(timestep) is type(sample) and getattr(timestep, "device", 0) == getattr(
@@ -398,10 +433,19 @@ def timestep_for(timestep: Any, sample: Any) -> Any:
         if backends.namespace(timestep=timestep) is xp:
             if backends.device(timestep) == backends.device(sample):
                 return timestep
-            return timestep.to(backends.device(sample))
+            try:
+                return timestep.to(backends.device(sample))
+            except (NotImplementedError, RuntimeError) as e:
+                raise ValueError(
+                    f"timestep is on {backends.device(timestep)} and sample on "
+                    f"{backends.device(sample)}, and it cannot be moved ({e}); call "
+                    "set_timesteps(device=...) with the sample's device"
+                ) from None
     except TypeError:
         pass
-    host = backends.to_host(timestep, np.int64)
+    host = backends.to_host(timestep, None)
+    if host.dtype.kind not in "iu":
+        raise TypeError(f"timestep must have an integer dtype, got {host.dtype}")
     if host.ndim == 0:
         return int(host)
     return xp.asarray(host, device=backends.device(sample))

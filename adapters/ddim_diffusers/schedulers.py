@@ -270,7 +270,7 @@ for _cls in (DDIMScheduler, DDIMInverseScheduler, DDIMSchedulerOutput):
 
 def _float_array(values: np.ndarray) -> Any:
     """A float32 table: a torch tensor with diffusers (as diffusers' own), else NumPy."""
-    table = np.ascontiguousarray(values, dtype=np.float32)
+    table = np.array(values, dtype=np.float32)  # a copy: positive strides for torch
     if HAVE_DIFFUSERS:
         import torch
 
@@ -279,7 +279,7 @@ def _float_array(values: np.ndarray) -> Any:
 
 
 def _int_array(values: np.ndarray, device: Any) -> Any:
-    values = np.ascontiguousarray(values, dtype=np.int64)
+    values = np.array(values, dtype=np.int64)  # a copy: positive strides for torch
     if HAVE_DIFFUSERS:
         import torch
 
