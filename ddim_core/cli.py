@@ -11,14 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from .analytic import GaussianMixture
+from .analytic import DEMO_MEANS, DEMO_STDS, GaussianMixture
 from .config import TIMESTEP_SPACINGS, DDIMConfig
 from .plans import make_plan
 from .sampling import StepInfo, invert, sample
 
-# Narrow, well separated components: plain inversion fails near the boundaries between them.
-MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]]
-STDS = [0.3, 0.3, 0.3]
+MEANS, STDS = DEMO_MEANS, DEMO_STDS
 
 
 def demo(
@@ -148,6 +146,16 @@ def plugins_table() -> str:
 
 COMMANDS = ("demo", "plot-schedule", "plugins")  # any other first argument names an adapter
 
+# Dataset commands: their arguments are parsed in ddim_core.distributed (imported when used).
+DATASET_COMMANDS = ("invert-dataset", "sample-dataset")
+
+
+def dataset_command(name: str, args: list[str]) -> int:
+    """`ddim-core invert-dataset|sample-dataset ...` (ddim_core.distributed.command)."""
+    from .distributed import command
+
+    return command(name, args)
+
 
 def adapter_command(name: str, args: list[str]) -> int:
     """`ddim-core NAME ARGS...`: the command line of the adapter NAME (its `command`, found
@@ -157,7 +165,8 @@ def adapter_command(name: str, args: list[str]) -> int:
     commands = {a.name: a for a in plugins.adapters().values() if a.command is not None}
     if name not in commands:
         print(
-            f"ddim-core: error: unknown command {name!r}; commands: {', '.join(COMMANDS)}; "
+            f"ddim-core: error: unknown command {name!r}; commands: "
+            f"{', '.join(COMMANDS + DATASET_COMMANDS)}; "
             f"from adapters: {', '.join(sorted(commands)) or 'none'} (see `ddim-core plugins`)",
             file=sys.stderr,
         )
@@ -167,6 +176,8 @@ def adapter_command(name: str, args: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DATASET_COMMANDS:
+        return dataset_command(argv[0], argv[1:])
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         return adapter_command(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="ddim-core", description=__doc__)
