@@ -277,10 +277,17 @@ class Job:
     seed: int | None
     source: str
     target: str
+    target_name: str  # as the caller gave it (for the report)
     items: int
+    item_shape: tuple[int, ...]
+    dtype: str  # the source's, and the result's
     chunk: int
     run_digest: bytes  # sha256 of the run record
     token: bytes  # this run's 16 random bytes: tells "done by this run" from "done before"
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.items // self.chunk)
 
 
 class ChunkResult(NamedTuple):
@@ -301,12 +308,10 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     done or not done, never half done.
     """
     start = time.perf_counter()
-    zarr = _zarr()
+    source, result, done = _arrays(job)
     a, b = index * job.chunk, min((index + 1) * job.chunk, job.items)
-    x = np.ascontiguousarray(_open_source(job.source)[a:b])
+    x = np.ascontiguousarray(source[a:b])
     record = job.run_digest + _chunk_digest(job.run_digest, index, a, b, x)
-    group = zarr.open_group(store=job.target, mode="r+")
-    done = group["done"]
     row = np.asarray(done[index], dtype=np.uint8).tobytes()
     if row[:64] == record:
         replayed = row[64:] == job.token
@@ -320,9 +325,28 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     y = _import(job.function)(
         counted, x if prepare is None else prepare(x), job.config, job.n, **options
     )
-    group["result"][a:b] = backends.to_host(y, dtype=x.dtype)
+    result[a:b] = backends.to_host(y, dtype=x.dtype)
     done[index] = np.frombuffer(record + job.token, dtype=np.uint8)
     return ChunkResult(index, True, counted.calls, time.perf_counter() - start, built)
+
+
+def _arrays(job: Job) -> tuple[Any, Any, Any]:
+    """(source, result, done) of a job: Zarr handles opened once per worker and layout (a
+    .npy source is mapped again each time: the file may have been rewritten)."""
+    layout = (job.items, job.item_shape, job.dtype, job.chunk)
+    if job.source.endswith(".npy"):
+        source = _open_source(job.source, layout)
+    else:
+        source = _open_cached(job.source, layout, "source")
+    result, done = (_open_cached(job.target, layout, name) for name in ("result", "done"))
+    return source, result, done
+
+
+@functools.lru_cache(maxsize=64)
+def _open_cached(path: str, layout: tuple[Any, ...], what: str) -> Any:
+    if what == "source":
+        return _open_source(path, layout)
+    return _zarr().open_group(store=path, mode="r+")[what]
 
 
 class _Counted:
@@ -382,18 +406,54 @@ def _run(
     seed: int | None,
     options: dict[str, Any],
 ) -> Report:
-    if not isinstance(config, DDIMConfig):
-        raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
     if not (client is None or isinstance(client, (str, _dask().Client))):
         raise TypeError(
             "client must be a distributed.Client, a scheduler address or None, got "
             f"{type(client).__name__}"
         )
-    make_plan(config, n, timesteps=options.get("timesteps"))  # checks n and timesteps
     if workers is not None:
         workers = check_int("workers", workers, low=1)
+    job = prepare(
+        kind,
+        model_factory,
+        source,
+        target,
+        config,
+        n,
+        chunk=chunk,
+        method=method,
+        model_id=model_id,
+        seed=seed,
+        **options,
+    )
+    with _client(client, workers) as dask_client:
+        return _submit(dask_client, job, resources, progress)
+
+
+def prepare(
+    kind: str,
+    model_factory: str | Callable[[DDIMConfig], Any] | None,
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    config: DDIMConfig,
+    n: int | None = None,
+    *,
+    chunk: int | None = None,
+    method: str = DEFAULT_METHOD,
+    model_id: str | None = None,
+    seed: int | None = None,
+    **loop_options: Any,
+) -> Job:
+    """Check a run's arguments, create the target (or check the existing one's layout) and
+    record the run: the Job whose chunks `run_chunk(job, c)` computes, c < job.chunks, on a
+    worker, or in this process (to debug one chunk, or to time the work without Dask)."""
+    if kind not in METHODS:
+        raise ValueError(f"kind must be one of {sorted(METHODS)}, got {kind!r}")
+    if not isinstance(config, DDIMConfig):
+        raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
+    make_plan(config, n, timesteps=loop_options.get("timesteps"))  # checks n and timesteps
     factory, identity = _model_spec(model_factory, model_id)
-    function, options, recorded = _method(kind, method, options)
+    function, options, recorded = _method(kind, method, loop_options)
     source_path, shape, dtype = _source(source)
     target_path = _location(target)
     if _same_place(source_path, target_path):
@@ -424,35 +484,29 @@ def _run(
         "chunk": chunk,
     }
     _prepare_target(target_path, str(target), layout, run, run_digest.hex(), shape, dtype)
-    job = Job(
-        kind,
-        factory,
-        identity,
-        config,
-        n,
-        function,
-        options,
-        seed,
-        source_path,
-        target_path,
-        items,
-        chunk,
-        run_digest,
-        uuid.uuid4().bytes,
+    return Job(
+        kind=kind,
+        factory=factory,
+        model_id=identity,
+        config=config,
+        n=n,
+        function=function,
+        options=options,
+        seed=seed,
+        source=source_path,
+        target=target_path,
+        target_name=str(target),
+        items=items,
+        item_shape=shape[1:],
+        dtype=dtype.str,
+        chunk=chunk,
+        run_digest=run_digest,
+        token=uuid.uuid4().bytes,
     )
-    chunks = -(-items // chunk)
-    with _client(client, workers) as dask_client:
-        return _submit(dask_client, job, chunks, resources, progress, str(target))
 
 
-def _submit(
-    client: Any,
-    job: Job,
-    chunks: int,
-    resources: Mapping[str, float] | None,
-    progress: bool,
-    target: str,
-) -> Report:
+def _submit(client: Any, job: Job, resources: Mapping[str, float] | None, progress: bool) -> Report:
+    chunks = job.chunks
     bar = _bar(chunks, job.kind, progress)
     keys = [f"ddim-core-{job.kind}-{job.token.hex()}-{c}" for c in range(chunks)]
     start = time.perf_counter()
@@ -483,7 +537,7 @@ def _submit(
     steps = len(make_plan(job.config, job.n, timesteps=job.options.get("timesteps")).timesteps)
     report = Report(
         kind=job.kind,
-        target=target,
+        target=job.target_name,
         items=job.items,
         chunks=chunks,
         computed=len(done),
@@ -733,10 +787,21 @@ def _same_place(a: str, b: str) -> bool:
     return os.path.normpath(a) == os.path.normpath(b)
 
 
-def _open_source(path: str) -> Any:
-    if path.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    return _zarr().open_array(store=path, mode="r")
+def _open_source(path: str, layout: tuple[Any, ...] | None = None) -> Any:
+    """The source array (a .npy file mapped, or a Zarr array), checked against `layout`."""
+    array = (
+        np.load(path, mmap_mode="r")
+        if path.endswith(".npy")
+        else _zarr().open_array(store=path, mode="r")
+    )
+    if layout is not None:
+        items, item_shape, dtype, _ = layout
+        if (tuple(array.shape), np.dtype(array.dtype).str) != ((items, *item_shape), dtype):
+            raise ValueError(
+                f"source {path} changed during the run: shape {tuple(array.shape)}, dtype "
+                f"{array.dtype}; the run started with {(items, *item_shape)}, {np.dtype(dtype)}"
+            )
+    return array
 
 
 def _source(source: str | os.PathLike[str]) -> tuple[str, tuple[int, ...], np.dtype[Any]]:
@@ -951,6 +1016,7 @@ __all__ = [
     "analytic_model",
     "done_records",
     "invert_dataset",
+    "prepare",
     "register_method",
     "run_chunk",
     "sample_dataset",
