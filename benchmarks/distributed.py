@@ -115,7 +115,7 @@ def _on_cluster(
 
 
 def run(smoke: bool, repeats: int, out: Path) -> dict[str, Any]:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     workloads = SMOKE if smoke else WORKLOADS
     steps = 3 if smoke else 20
@@ -145,13 +145,7 @@ def run(smoke: bool, repeats: int, out: Path) -> dict[str, Any]:
                 }
             )
         for n_workers in (1, 2):
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            )
+            cluster = distributed.local_cluster(n_workers, silence_logs=logging.ERROR)
             with cluster, Client(cluster) as client:
                 for row in rows:
                     source, _ = sources[row["workload"]]

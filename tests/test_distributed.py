@@ -31,6 +31,7 @@ from ddim_core.distributed import (  # noqa: E402
     analytic_model,
     done_records,
     invert_dataset,
+    local_cluster,
     sample_dataset,
 )
 
@@ -41,15 +42,9 @@ MODEL_ID = "analytic-mixture"
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    )
+    cluster = local_cluster(2, silence_logs=logging.ERROR)
     with cluster, Client(cluster, timeout="60s") as c:
         c.wait_for_workers(2, timeout=60)
         yield c
