@@ -9,14 +9,17 @@ default), float32, 20 steps of plain DDIM inversion, trailing spacing:
     latents  256 latents of 4x64x64 in chunks of 8
 
 For each, the best of `--repeats` runs of:
-- loop: `ddim_core.invert` over the same chunks in this process, arrays in memory;
-- in process: `run_chunk` for every chunk in this process, no Dask: the loop plus reading the
+- loop: `ddim_core.invert` over the same chunks in a new process, arrays in memory;
+- in process: `run_chunk` for every chunk in that process, no Dask: the loop plus reading the
   chunk from Zarr, hashing it, writing the result and the record;
-- 1 worker / 2 workers: `invert_dataset` on a LocalCluster of that many worker processes (one
-  thread each), started and warmed up (imports, the model built) before the timing;
-- rerun: the same call again with every chunk done (what checking a chunk costs).
-Per-chunk overhead = (time with 1 worker - loop time) / chunks. Writes distributed.md and
-distributed.json into --out (default: a temporary directory).
+- 1 worker / 2 workers: `invert_dataset` on a `local_cluster` of that many worker processes
+  (one thread each), started and warmed up (imports, the model built) before the timing;
+- rerun: the same call again with every chunk done (what checking a chunk costs);
+- the loop and 2 workers again with glibc's malloc told to keep freed memory (TUNED_MALLOC).
+Per-chunk overhead = (time with 1 worker - loop time) / chunks. The loops run in new processes
+because glibc's malloc adapts to what a process did before: after one big allocation, the
+latents loop runs 5x faster in the same process. Writes distributed.md and distributed.json
+into --out (default: a temporary directory).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -114,55 +118,88 @@ def _on_cluster(
     }
 
 
+# glibc kept from returning freed memory to the system: big temporaries stay mapped
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 25), "MALLOC_TRIM_THRESHOLD_": str(1 << 28)}
+
+
+def _local(name: str, smoke: bool, repeats: int) -> dict[str, float]:
+    """loop and in-process times of one workload, in this (fresh) process."""
+    spec = (SMOKE if smoke else WORKLOADS)[name]
+    steps = 3 if smoke else 20
+    root = Path(tempfile.mkdtemp(prefix="ddim-dist-bench-"))
+    try:
+        source, x = _source(root, name, spec)
+        loop_s = _best(lambda: _loop(x, spec["chunk"], steps), repeats)
+        local_s = _best(lambda: _in_process(source, root, spec["chunk"], steps), repeats)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"loop_s": loop_s, "in_process_s": local_s}
+
+
+def _local_in_subprocess(
+    name: str, smoke: bool, repeats: int, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """`_local` in a new process, whose allocator starts as fresh as a new worker's."""
+    args = [sys.executable, "-m", "benchmarks.distributed", "--local", name, "--repeats"]
+    args += [str(repeats), *(["--smoke"] if smoke else [])]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean, **(env or {})},
+        cwd=Path(__file__).parent.parent,
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def run(smoke: bool, repeats: int, out: Path) -> dict[str, Any]:
     from distributed import Client
 
     workloads = SMOKE if smoke else WORKLOADS
     steps = 3 if smoke else 20
     rows: list[dict[str, Any]] = []
+    for name, spec in workloads.items():
+        rows.append(
+            {
+                "workload": name,
+                "item": "x".join(map(str, spec["item"])),
+                "items": spec["items"],
+                "chunk": spec["chunk"],
+                "chunks": -(-spec["items"] // spec["chunk"]),
+                "steps": steps,
+                **_local_in_subprocess(name, smoke, repeats),
+                "tuned": _local_in_subprocess(name, smoke, repeats, TUNED_MALLOC),
+                "workers": {},
+            }
+        )
     root = Path(tempfile.mkdtemp(prefix="ddim-dist-bench-"))
     try:
-        sources = {name: _source(root, name, spec) for name, spec in workloads.items()}
-        for name, spec in workloads.items():
-            source, x = sources[name]
-            chunks = -(-spec["items"] // spec["chunk"])
-            loop_s = _best(lambda x=x, spec=spec: _loop(x, spec["chunk"], steps), repeats)
-            local_s = _best(
-                lambda source=source, spec=spec: _in_process(source, root, spec["chunk"], steps),
-                repeats,
+        sources = {name: _source(root, name, spec)[0] for name, spec in workloads.items()}
+        for n_workers, environ in ((1, None), (2, None), (2, TUNED_MALLOC)):
+            cluster = distributed.local_cluster(
+                n_workers, environ=environ, silence_logs=logging.ERROR
             )
-            rows.append(
-                {
-                    "workload": name,
-                    "item": "x".join(map(str, spec["item"])),
-                    "items": spec["items"],
-                    "chunk": spec["chunk"],
-                    "chunks": chunks,
-                    "steps": steps,
-                    "loop_s": loop_s,
-                    "in_process_s": local_s,
-                    "workers": {},
-                }
-            )
-        for n_workers in (1, 2):
-            cluster = distributed.local_cluster(n_workers, silence_logs=logging.ERROR)
             with cluster, Client(cluster) as client:
                 for row in rows:
-                    source, _ = sources[row["workload"]]
+                    source = sources[row["workload"]]
                     warm = root / "warm.zarr"  # imports, numba kernels, the model: once
                     distributed.invert_dataset(
                         None, source, warm, CONFIG, steps, client=client, chunk=row["chunk"]
                     )
                     shutil.rmtree(warm)
-                    row["workers"][n_workers] = _on_cluster(
-                        client, source, root, row["chunk"], steps, repeats
-                    )
+                    measured = _on_cluster(client, source, root, row["chunk"], steps, repeats)
+                    where = row["tuned"] if environ else row
+                    where["workers"] = {**where.get("workers", {}), n_workers: measured}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for row in rows:
         one, two = row["workers"][1], row["workers"][2]
-        row["loop_items_per_s"] = row["items"] / row["loop_s"]
-        row["in_process_items_per_s"] = row["items"] / row["in_process_s"]
+        for part in (row, row["tuned"]):
+            part["loop_items_per_s"] = row["items"] / part["loop_s"]
+            part["in_process_items_per_s"] = row["items"] / part["in_process_s"]
         row["overhead_ms_per_chunk"] = 1e3 * (one["seconds"] - row["loop_s"]) / row["chunks"]
         row["io_ms_per_chunk"] = 1e3 * (row["in_process_s"] - row["loop_s"]) / row["chunks"]
         row["rerun_ms_per_chunk"] = 1e3 * two["rerun_s"] / row["chunks"]
@@ -209,30 +246,45 @@ def _markdown(data: dict[str, Any]) -> str:
         f"best of {meta['repeats']}. Model: the analytic Gaussian mixture; "
         f"{meta['config']}." + (" SMOKE RUN: tiny sizes, not a measurement." * meta["smoke"]),
         "",
-        "| workload | items | chunk | chunks | steps | loop items/s | in process items/s "
-        "| 1 worker items/s | 2 workers items/s | 2 / 1 workers | overhead ms/chunk (1 worker "
-        "- loop) | of which I/O + records | rerun, all done, 2 workers: ms/chunk |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: |",
+        "Items per second:",
+        "",
+        "| workload | items | chunk | chunks | steps | loop | in process | 1 worker | 2 workers "
+        "| 2 / 1 workers | tuned malloc: loop | tuned malloc: 2 workers |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in data["rows"]:
-        one, two = r["workers"][1], r["workers"][2]
+        one, two, tuned = r["workers"][1], r["workers"][2], r["tuned"]
         lines.append(
             f"| {r['workload']} ({r['item']}) | {r['items']} | {r['chunk']} | {r['chunks']} | "
             f"{r['steps']} | {r['loop_items_per_s']:.4g} | {r['in_process_items_per_s']:.4g} | "
             f"{one['items_per_s']:.4g} | {two['items_per_s']:.4g} | "
-            f"{r['speedup_2_workers']:.2f} | {r['overhead_ms_per_chunk']:.1f} | "
-            f"{r['io_ms_per_chunk']:.1f} | {r['rerun_ms_per_chunk']:.1f} |"
+            f"{r['speedup_2_workers']:.2f} | {tuned['loop_items_per_s']:.4g} | "
+            f"{tuned['workers'][2]['items_per_s']:.4g} |"
         )
     lines += [
         "",
-        "*loop*: `ddim_core.invert` over the same chunks in one process, arrays in memory. *in "
-        "process*: `run_chunk` for each chunk without Dask (the loop plus Zarr reads and "
-        "writes, hashing, the record). *1 / 2 workers*: `invert_dataset` on a warm "
-        "LocalCluster of that many processes (one thread each); items/s over the run's wall "
-        "time, cluster start excluded. *overhead*: (1-worker time - loop time) / chunks; *I/O + "
-        "records*: (in-process time - loop time) / chunks. *rerun*: the same call with every "
-        "chunk done (read, hash, compare).",
+        "Milliseconds per chunk:",
+        "",
+        "| workload | loop | overhead: 1 worker - loop | of which I/O + records (in process "
+        "- loop) | rerun with every chunk done (2 workers) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['workload']} ({r['item']}) | {1e3 * r['loop_s'] / r['chunks']:.1f} | "
+            f"{r['overhead_ms_per_chunk']:.1f} | {r['io_ms_per_chunk']:.1f} | "
+            f"{r['rerun_ms_per_chunk']:.1f} |"
+        )
+    lines += [
+        "",
+        "*loop*: `ddim_core.invert` over the same chunks in a new process, arrays in memory. "
+        "*in process*: `run_chunk` for each chunk in that process, without Dask (the loop plus "
+        "Zarr reads and writes, hashing, the record). *1 / 2 workers*: `invert_dataset` on a "
+        "warm `local_cluster` of that many processes (one thread each); items/s over the run's "
+        "wall time, cluster start excluded. *tuned malloc*: the same with "
+        f"{', '.join(f'{k}={v}' for k, v in TUNED_MALLOC.items())} in the environment (glibc "
+        "then keeps freed memory mapped: the analytic model's big temporaries stop costing "
+        "page faults). Machine noise on this shared 2-core VM is large; compare within a run.",
         "",
     ]
     return "\n".join(lines)
@@ -243,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, help="where to write (default: a temporary dir)")
+    parser.add_argument("--local", choices=sorted(WORKLOADS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.local:  # one workload's in-process timings, as JSON (run by _local_in_subprocess)
+        print(json.dumps(_local(args.local, args.smoke, 1 if args.smoke else args.repeats)))
+        return 0
     out = args.out or Path(tempfile.mkdtemp(prefix="ddim-dist-results-"))
     data = run(args.smoke, 1 if args.smoke else args.repeats, out)
     print(_markdown(data))
