@@ -11,15 +11,16 @@ default), float32, 20 steps of plain DDIM inversion, trailing spacing:
 For each, the best of `--repeats` runs of:
 - loop: `ddim_core.invert` over the same chunks in a new process, arrays in memory;
 - in process: `run_chunk` for every chunk in that process, no Dask: the loop plus reading the
-  chunk from Zarr, hashing it, writing the result and the record;
+  chunk from Zarr, hashing it, writing the result and the record (interleaved with the loop);
 - 1 worker / 2 workers: `invert_dataset` on a `local_cluster` of that many worker processes
   (one thread each), started and warmed up (imports, the model built) before the timing;
 - rerun: the same call again with every chunk done (what checking a chunk costs);
-- the loop and 2 workers again with glibc's malloc told to keep freed memory (TUNED_MALLOC).
-Per-chunk overhead = (time with 1 worker - loop time) / chunks. The loops run in new processes
-because glibc's malloc adapts to what a process did before: after one big allocation, the
-latents loop runs 5x faster in the same process. Writes distributed.md and distributed.json
-into --out (default: a temporary directory).
+all of it twice: with glibc's malloc as it comes, and told to keep freed memory mapped
+(TUNED_MALLOC), which takes page faults out of the comparison. Per-chunk overhead = (time with
+1 worker - loop time) / chunks. The loops run in new processes because glibc's malloc adapts
+to what a process did before: after one big allocation, the latents loop runs 5x faster in the
+same process. Writes distributed.md and distributed.json into --out (default: a temporary
+directory).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,6 @@ SMOKE = {
     "points": {"item": (2,), "items": 64, "chunk": 16},
     "latents": {"item": (4, 8, 8), "items": 8, "chunk": 2},
 }
-
-
-def _best(fn: Callable[[], float], repeats: int) -> float:
-    return min(fn() for _ in range(repeats))
 
 
 def _source(root: Path, name: str, spec: dict[str, Any]) -> tuple[Path, np.ndarray]:
@@ -129,11 +125,13 @@ def _local(name: str, smoke: bool, repeats: int) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="ddim-dist-bench-"))
     try:
         source, x = _source(root, name, spec)
-        loop_s = _best(lambda: _loop(x, spec["chunk"], steps), repeats)
-        local_s = _best(lambda: _in_process(source, root, spec["chunk"], steps), repeats)
+        loops, local = [], []
+        for _ in range(repeats):  # interleaved: machine noise hits both alike
+            loops.append(_loop(x, spec["chunk"], steps))
+            local.append(_in_process(source, root, spec["chunk"], steps))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"loop_s": loop_s, "in_process_s": local_s}
+    return {"loop_s": min(loops), "in_process_s": min(local)}
 
 
 def _local_in_subprocess(
@@ -160,51 +158,54 @@ def run(smoke: bool, repeats: int, out: Path) -> dict[str, Any]:
 
     workloads = SMOKE if smoke else WORKLOADS
     steps = 3 if smoke else 20
+    load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     for name, spec in workloads.items():
-        rows.append(
-            {
-                "workload": name,
-                "item": "x".join(map(str, spec["item"])),
-                "items": spec["items"],
-                "chunk": spec["chunk"],
-                "chunks": -(-spec["items"] // spec["chunk"]),
-                "steps": steps,
-                **_local_in_subprocess(name, smoke, repeats),
-                "tuned": _local_in_subprocess(name, smoke, repeats, TUNED_MALLOC),
-                "workers": {},
-            }
-        )
+        row: dict[str, Any] = {
+            "workload": name,
+            "item": "x".join(map(str, spec["item"])),
+            "items": spec["items"],
+            "chunk": spec["chunk"],
+            "chunks": -(-spec["items"] // spec["chunk"]),
+            "steps": steps,
+        }
+        for malloc, env in (("default", None), ("tuned", TUNED_MALLOC)):
+            row[malloc] = {**_local_in_subprocess(name, smoke, repeats, env), "workers": {}}
+        rows.append(row)
     root = Path(tempfile.mkdtemp(prefix="ddim-dist-bench-"))
     try:
         sources = {name: _source(root, name, spec)[0] for name, spec in workloads.items()}
-        for n_workers, environ in ((1, None), (2, None), (2, TUNED_MALLOC)):
-            cluster = distributed.local_cluster(
-                n_workers, environ=environ, silence_logs=logging.ERROR
-            )
-            with cluster, Client(cluster) as client:
-                for row in rows:
-                    source = sources[row["workload"]]
-                    warm = root / "warm.zarr"  # imports, numba kernels, the model: once
-                    distributed.invert_dataset(
-                        None, source, warm, CONFIG, steps, client=client, chunk=row["chunk"]
-                    )
-                    shutil.rmtree(warm)
-                    measured = _on_cluster(client, source, root, row["chunk"], steps, repeats)
-                    where = row["tuned"] if environ else row
-                    where["workers"] = {**where.get("workers", {}), n_workers: measured}
+        # default first: a nanny leaves its workers' environment in this process's
+        for malloc, environ in (("default", None), ("tuned", TUNED_MALLOC)):
+            for n_workers in (1, 2):
+                cluster = distributed.local_cluster(
+                    n_workers, environ=environ, silence_logs=logging.ERROR
+                )
+                with cluster, Client(cluster) as client:
+                    for row in rows:
+                        source = sources[row["workload"]]
+                        warm = root / "warm.zarr"  # imports, numba kernels, the model: once
+                        distributed.invert_dataset(
+                            None, source, warm, CONFIG, steps, client=client, chunk=row["chunk"]
+                        )
+                        shutil.rmtree(warm)
+                        row[malloc]["workers"][n_workers] = _on_cluster(
+                            client, source, root, row["chunk"], steps, repeats
+                        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for row in rows:
-        one, two = row["workers"][1], row["workers"][2]
-        for part in (row, row["tuned"]):
+        for part in (row["default"], row["tuned"]):
+            one, two = part["workers"][1], part["workers"][2]
             part["loop_items_per_s"] = row["items"] / part["loop_s"]
             part["in_process_items_per_s"] = row["items"] / part["in_process_s"]
-        row["overhead_ms_per_chunk"] = 1e3 * (one["seconds"] - row["loop_s"]) / row["chunks"]
-        row["io_ms_per_chunk"] = 1e3 * (row["in_process_s"] - row["loop_s"]) / row["chunks"]
-        row["rerun_ms_per_chunk"] = 1e3 * two["rerun_s"] / row["chunks"]
-        row["speedup_2_workers"] = two["items_per_s"] / one["items_per_s"]
-    data = {"meta": _meta(smoke, repeats), "rows": rows}
+            part["loop_ms_per_chunk"] = 1e3 * part["loop_s"] / row["chunks"]
+            part["overhead_ms_per_chunk"] = 1e3 * (one["seconds"] - part["loop_s"]) / row["chunks"]
+            part["io_ms_per_chunk"] = 1e3 * (part["in_process_s"] - part["loop_s"]) / row["chunks"]
+            part["rerun_ms_per_chunk"] = 1e3 * two["rerun_s"] / row["chunks"]
+            part["speedup_2_workers"] = two["items_per_s"] / one["items_per_s"]
+    meta = {**_meta(smoke, repeats), "load_before": load_before, "load_after": os.getloadavg()}
+    data = {"meta": meta, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "distributed.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / "distributed.md").write_text(_markdown(data))
@@ -233,58 +234,56 @@ def _meta(smoke: bool, repeats: int) -> dict[str, Any]:
         "zarr": zarr.__version__,
         "model": distributed.DEFAULT_MODEL,
         "config": "trailing spacing, clip_sample off, float32, plain DDIM inversion",
+        "steps": 3 if smoke else 20,
     }
 
 
 def _markdown(data: dict[str, Any]) -> str:
     meta = data["meta"]
+    load = "load average (1, 5, 15 min) {} before, {} after".format(
+        *(", ".join(f"{v:.1f}" for v in meta[k]) for k in ("load_before", "load_after"))
+    )
     lines = [
         "# Dataset inversion on dask.distributed (`python -m benchmarks.distributed`)",
         "",
-        f"Commit {meta['commit']}, {meta['date']}, {meta['cpus']} cores, Python "
+        f"Commit {meta['commit']}, {meta['date']}, {meta['cpus']} cores ({load}), Python "
         f"{meta['python']}, NumPy {meta['numpy']}, dask {meta['dask']}, zarr {meta['zarr']}; "
         f"best of {meta['repeats']}. Model: the analytic Gaussian mixture; "
         f"{meta['config']}." + (" SMOKE RUN: tiny sizes, not a measurement." * meta["smoke"]),
         "",
-        "Items per second:",
-        "",
-        "| workload | items | chunk | chunks | steps | loop | in process | 1 worker | 2 workers "
-        "| 2 / 1 workers | tuned malloc: loop | tuned malloc: 2 workers |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | items | chunk | chunks | malloc | loop items/s | in process items/s "
+        "| 1 worker items/s | 2 workers items/s | 2 / 1 workers | loop ms/chunk | overhead "
+        "ms/chunk (1 worker - loop) | I/O + records ms/chunk (in process - loop) | rerun, all "
+        "done, ms/chunk |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
     ]
     for r in data["rows"]:
-        one, two, tuned = r["workers"][1], r["workers"][2], r["tuned"]
-        lines.append(
-            f"| {r['workload']} ({r['item']}) | {r['items']} | {r['chunk']} | {r['chunks']} | "
-            f"{r['steps']} | {r['loop_items_per_s']:.4g} | {r['in_process_items_per_s']:.4g} | "
-            f"{one['items_per_s']:.4g} | {two['items_per_s']:.4g} | "
-            f"{r['speedup_2_workers']:.2f} | {tuned['loop_items_per_s']:.4g} | "
-            f"{tuned['workers'][2]['items_per_s']:.4g} |"
-        )
+        for malloc in ("tuned", "default"):
+            p = r[malloc]
+            one, two = p["workers"][1], p["workers"][2]
+            lines.append(
+                f"| {r['workload']} ({r['item']}) | {r['items']} | {r['chunk']} | {r['chunks']} "
+                f"| {malloc} | {p['loop_items_per_s']:.4g} | {p['in_process_items_per_s']:.4g} | "
+                f"{one['items_per_s']:.4g} | {two['items_per_s']:.4g} | "
+                f"{p['speedup_2_workers']:.2f} | {p['loop_ms_per_chunk']:.1f} | "
+                f"{p['overhead_ms_per_chunk']:.1f} | {p['io_ms_per_chunk']:.1f} | "
+                f"{p['rerun_ms_per_chunk']:.1f} |"
+            )
     lines += [
         "",
-        "Milliseconds per chunk:",
-        "",
-        "| workload | loop | overhead: 1 worker - loop | of which I/O + records (in process "
-        "- loop) | rerun with every chunk done (2 workers) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for r in data["rows"]:
-        lines.append(
-            f"| {r['workload']} ({r['item']}) | {1e3 * r['loop_s'] / r['chunks']:.1f} | "
-            f"{r['overhead_ms_per_chunk']:.1f} | {r['io_ms_per_chunk']:.1f} | "
-            f"{r['rerun_ms_per_chunk']:.1f} |"
-        )
-    lines += [
-        "",
-        "*loop*: `ddim_core.invert` over the same chunks in a new process, arrays in memory. "
-        "*in process*: `run_chunk` for each chunk in that process, without Dask (the loop plus "
-        "Zarr reads and writes, hashing, the record). *1 / 2 workers*: `invert_dataset` on a "
-        "warm `local_cluster` of that many processes (one thread each); items/s over the run's "
-        "wall time, cluster start excluded. *tuned malloc*: the same with "
-        f"{', '.join(f'{k}={v}' for k, v in TUNED_MALLOC.items())} in the environment (glibc "
-        "then keeps freed memory mapped: the analytic model's big temporaries stop costing "
-        "page faults). Machine noise on this shared 2-core VM is large; compare within a run.",
+        f"{meta['steps']} steps. *loop*: `ddim_core.invert` over the same chunks in a new "
+        "process, arrays in memory. *in process*: `run_chunk` for each chunk in that process, "
+        "without Dask (the loop plus Zarr reads and writes, hashing, the record), interleaved "
+        "with the loop. *1 / 2 workers*: `invert_dataset` on a warm `local_cluster` of that "
+        "many processes (one thread each); items/s over the run's wall time, cluster start "
+        "excluded. *rerun*: the same call with every chunk done (2 workers). *malloc tuned*: "
+        f"{', '.join(f'{k}={v}' for k, v in TUNED_MALLOC.items())} in the environment of the "
+        "loop's process and of the workers (glibc keeps freed memory mapped, so the analytic "
+        "model's big temporaries stop costing page faults, and times stop depending on what "
+        "the process allocated before); *default*: glibc's own rules (what `local_cluster` "
+        "gives). The machine is a shared 2-core VM: with other work on it, 2 workers cannot "
+        "beat 1, and single figures move by 2x between runs; compare within a row.",
         "",
     ]
     return "\n".join(lines)
