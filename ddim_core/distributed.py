@@ -547,7 +547,7 @@ def _submit(client: Any, job: Job, resources: Mapping[str, float] | None, progre
         items_per_second=done_items / seconds if seconds > 0 else 0.0,
         model_calls_per_step=(sum(calls) / (len(calls) * steps) if calls else None),
         model_loads=sum(r.model_built for r in results),
-        workers=len(client.scheduler_info().get("workers", {})),
+        workers=len(client.nthreads()),
     )
     if progress:
         print(report.summary())
