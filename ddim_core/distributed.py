@@ -138,14 +138,17 @@ class Report:
     workers: int
 
     def summary(self) -> str:
-        """One line, e.g. `invert-dataset: 8 chunks, 6 computed, 2 skipped, 1 retry; ...`."""
+        """One line: `invert-dataset: 8 chunks (1000 items), 6 computed, 2 skipped, 1 retried;
+        2.10 s, 357.1 items/s, 1.00 model calls per step, 2 model loads on 2 workers -> T`."""
         retries = "?" if self.retries is None else str(self.retries)
         calls = "-" if self.model_calls_per_step is None else f"{self.model_calls_per_step:.2f}"
+        loads = f"{self.model_loads} model load{'' if self.model_loads == 1 else 's'}"
+        workers = f"{self.workers} worker{'' if self.workers == 1 else 's'}"
         return (
             f"{self.kind}-dataset: {self.chunks} chunks ({self.items} items), "
             f"{self.computed} computed, {self.skipped} skipped, {retries} retried; "
             f"{self.seconds:.2f} s, {self.items_per_second:.1f} items/s, {calls} model calls "
-            f"per step, {self.model_loads} model loads on {self.workers} workers -> {self.target}"
+            f"per step, {loads} on {workers} -> {self.target}"
         )
 
 
