@@ -188,8 +188,9 @@ def invert_dataset(
         "module:function"; `loop_options` are passed to it (`fixed_point_iters`, `tol`, ...),
         and its defaults apply as in a single-process call.
     resources: Dask resources each task needs, e.g. {"GPU": 1} with one worker per GPU.
-    model_id: the model's identity in the records (default: the factory's name; pass a new
-        one when the weights behind the same name change, so that chunks are recomputed).
+    model_id: the model's identity in the records and in the workers' model cache (default:
+        the factory's name; pass a new one when the weights behind the same name change, so
+        that chunks are recomputed).
     progress: a progress bar (tqdm, on stderr) and a summary line at the end.
     """
     return _run(
@@ -364,9 +365,11 @@ class _Counted:
         return self.model(x, t)
 
 
-# Per-worker cache: each worker process builds each (model, config) once, even when it runs
-# several tasks at a time (one lock: a second thread waits for the first build).
-_MODELS: dict[tuple[str, DDIMConfig], Any] = {}
+# Per-worker cache: each worker process builds a model once per (model id, config), even when
+# it runs several tasks at a time (one lock: a second thread waits for the first build). One
+# config per model id is kept, so that a run with another config frees the last one's
+# weights (a GPU holds one copy, not one per config ever run).
+_MODELS: dict[str, tuple[DDIMConfig, Any]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -374,17 +377,18 @@ def worker_model(
     factory: str | Callable[[DDIMConfig], Any], model_id: str, config: DDIMConfig
 ) -> tuple[Any, bool]:
     """(the model, whether this call built it) from this process's cache."""
-    key = (model_id, config)
     with _MODELS_LOCK:
-        if key in _MODELS:
-            return _MODELS[key], False
+        cached = _MODELS.get(model_id)
+        if cached is not None and cached[0] == config:
+            return cached[1], False
+        _MODELS.pop(model_id, None)
         build = _import(factory) if isinstance(factory, str) else factory
         model = build(config)
         if not callable(model):
             raise TypeError(
                 f"model factory {model_id} returned {type(model).__name__}, not a model(x, t)"
             )
-        _MODELS[key] = model
+        _MODELS[model_id] = (config, model)
         return model, True
 
 

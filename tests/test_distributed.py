@@ -105,6 +105,9 @@ class DyingFactory:
 def test_a_killed_worker_costs_only_its_chunks_and_reruns_compute_only_what_changed(
     client: Any, tmp_path: Path
 ) -> None:
+    """One of two worker processes is SIGKILLed in the middle of a chunk: the run completes,
+    equal to the single-process loop chunk by chunk; reruns compute exactly the chunks whose
+    record is lost or whose input, config or loop options changed."""
     x = np.random.default_rng(0).standard_normal((96, 2))
     source, target = tmp_path / "x.npy", tmp_path / "z.zarr"
     np.save(source, x)
@@ -154,7 +157,7 @@ def test_a_killed_worker_costs_only_its_chunks_and_reruns_compute_only_what_chan
     assert run(config=leading).computed == 12
     assert np.array_equal(
         result(target),
-        chunked(lambda c, xs: dc.invert(model_of(leading), xs, leading, steps), x, chunk),
+        chunked(lambda c, xs: dc.invert(analytic_model(leading), xs, leading, steps), x, chunk),
     )
     exact = run(config=leading, fixed_point_iters=2)
     assert exact.computed == 12 and exact.model_calls_per_step == 3.0  # 1 plain + 2 solver
@@ -164,10 +167,6 @@ def test_a_killed_worker_costs_only_its_chunks_and_reruns_compute_only_what_chan
     assert records[0]["config"]["timestep_spacing"] == "leading"
     assert records[0]["model"] == MODEL_ID and records[0]["steps"] == steps
     assert run(config=leading, fixed_point_iters=2).computed == 0
-
-
-def model_of(config: dc.DDIMConfig) -> Any:
-    return analytic_model(config)
 
 
 def test_sampling_seeds_noise_from_the_chunk_index(client: Any, tmp_path: Path) -> None:
@@ -359,3 +358,23 @@ def test_importing_pulls_in_neither_dask_nor_zarr() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_each_worker_builds_a_model_once_per_config() -> None:
+    """The per-process cache: one build per (model id, config); another config replaces it."""
+    from ddim_core import distributed
+
+    built: list[dc.DDIMConfig] = []
+
+    def factory(config: dc.DDIMConfig) -> Any:
+        built.append(config)
+        return analytic_model(config)
+
+    leading = CONFIG.replace(timestep_spacing="leading")
+    first, fresh = distributed.worker_model(factory, "cache-test", CONFIG)
+    assert fresh and distributed.worker_model(factory, "cache-test", CONFIG) == (first, False)
+    assert distributed.worker_model(factory, "cache-test", leading)[1]
+    assert distributed.worker_model(factory, "cache-test", CONFIG)[1]  # replaced, built again
+    assert built == [CONFIG, leading, CONFIG]
+    with pytest.raises(TypeError, match="returned int, not a model"):
+        distributed.worker_model(lambda config: 3, "cache-test-bad", CONFIG)
