@@ -1010,6 +1010,13 @@ def command(name: str, argv: Sequence[str]) -> int:
     except (ValueError, TypeError, ImportError, OSError) as e:
         print(f"ddim-core {name}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"ddim-core {name}: interrupted; the chunks done are kept: run the same command "
+            "again to go on",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

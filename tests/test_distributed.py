@@ -378,3 +378,29 @@ def test_each_worker_builds_a_model_once_per_config() -> None:
     assert built == [CONFIG, leading, CONFIG]
     with pytest.raises(TypeError, match="returned int, not a model"):
         distributed.worker_model(lambda config: 3, "cache-test-bad", CONFIG)
+
+
+def test_the_committed_benchmark_page_is_its_json() -> None:
+    """benchmarks/results/distributed.md is what distributed.json renders to, and the
+    benchmark's in-process part runs (the clusters are exercised by the tests above)."""
+    root = Path(__file__).parent.parent
+    sys.path.insert(0, str(root))
+    try:
+        from benchmarks import distributed as bench
+    finally:
+        sys.path.remove(str(root))
+    results = root / "benchmarks" / "results"
+    data = json.loads((results / "distributed.json").read_text())
+    data["rows"] = [
+        {
+            **r,
+            **{
+                m: {**r[m], "workers": {int(k): v for k, v in r[m]["workers"].items()}}
+                for m in ("default", "tuned")
+            },
+        }
+        for r in data["rows"]
+    ]
+    assert bench._markdown(data) == (results / "distributed.md").read_text()
+    timings = bench._local("points", smoke=True, repeats=1)
+    assert timings["loop_s"] > 0 and timings["in_process_s"] > 0
