@@ -404,3 +404,15 @@ def test_the_committed_benchmark_page_is_its_json() -> None:
     assert bench._markdown(data) == (results / "distributed.md").read_text()
     timings = bench._local("points", smoke=True, repeats=1)
     assert timings["loop_s"] > 0 and timings["in_process_s"] > 0
+
+
+def test_without_a_client_a_local_cluster_is_started_and_closed(
+    tmp_path: Path, npy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = within_timeout(
+        invert_dataset, None, npy, tmp_path / "z.zarr", CONFIG, 3, workers=1, progress=True
+    )
+    assert (report.workers, report.computed, report.model_loads) == (1, 1, 1)
+    out, err = capsys.readouterr()
+    assert out.strip() == report.summary() and "1 model load on 1 worker" in out
+    assert "invert-dataset: 100%" in err  # the bar
