@@ -282,8 +282,9 @@ def _markdown(data: dict[str, Any]) -> str:
         "loop's process and of the workers (glibc keeps freed memory mapped, so the analytic "
         "model's big temporaries stop costing page faults, and times stop depending on what "
         "the process allocated before); *default*: glibc's own rules (what `local_cluster` "
-        "gives). The machine is a shared 2-core VM: with other work on it, 2 workers cannot "
-        "beat 1, and single figures move by 2x between runs; compare within a row.",
+        "gives). The machine is a shared 2-core VM: 2 workers share its cores with the "
+        "scheduler and with other work, and single figures move by up to 2x between runs; "
+        "compare within a row.",
         "",
     ]
     return "\n".join(lines)
