@@ -25,6 +25,11 @@ from .backends import Array
 from .config import DDIMConfig
 from .schedules import Schedule, alphas_cumprod, schedule
 
+# The demo's data (`ddim-core demo`, the default model of ddim_core.distributed): narrow, well
+# separated components in 2-D, where plain inversion fails near the boundaries between them.
+DEMO_MEANS = ((-2.0, 0.0), (2.0, 0.0), (0.0, 3.5))
+DEMO_STDS = (0.3, 0.3, 0.3)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GaussianMixture:

@@ -18,14 +18,12 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .analytic import GaussianMixture
+from .analytic import DEMO_MEANS, DEMO_STDS, GaussianMixture
 from .config import BETA_SCHEDULES, TIMESTEP_SPACINGS, DDIMConfig
 from .plans import make_plan
 from .sampling import StepInfo, invert, sample
 
-# Narrow, well separated components: plain inversion fails near the boundaries between them.
-MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]]
-STDS = [0.3, 0.3, 0.3]
+MEANS, STDS = DEMO_MEANS, DEMO_STDS  # narrow, well separated: plain inversion fails between them
 DEMO_STEPS = (10, 20, 50, 100, 200)
 DEMO_COLUMNS = ("steps", "sample error", "plain trip", "exact trip", "calls/step", "time s")
 
@@ -293,6 +291,34 @@ def plugins_table() -> str:
 
 COMMANDS = ("demo", "plot-schedule", "plugins")  # any other first argument names an adapter
 
+# Dataset commands: their arguments are parsed in ddim_core.distributed (imported when used).
+DATASET_COMMANDS = ("invert-dataset", "sample-dataset")
+
+
+def dataset_command(name: str, args: list[str]) -> int:
+    """`ddim-core invert-dataset|sample-dataset ...`: parsed and run by
+    `ddim_core.distributed.command` (dask.distributed and zarr are imported only then).
+
+    Parameters
+    ----------
+    name : str
+        "invert-dataset" or "sample-dataset".
+    args : list of str
+        The arguments after it.
+
+    Returns
+    -------
+    int
+        The exit status: 0 when done, 2 after a one-line error.
+
+    Examples
+    --------
+    >>> dataset_command("invert-dataset", ["--help"])  # doctest: +SKIP
+    """
+    from .distributed import command
+
+    return command(name, args)
+
 
 def adapter_command(name: str, args: list[str]) -> int:
     """`ddim-core NAME ARGS...`: the command line of the adapter NAME.
@@ -322,7 +348,8 @@ def adapter_command(name: str, args: list[str]) -> int:
     commands = {a.name: a for a in plugins.adapters().values() if a.command is not None}
     if name not in commands:
         print(
-            f"ddim-core: error: unknown command {name!r}; commands: {', '.join(COMMANDS)}; "
+            f"ddim-core: error: unknown command {name!r}; commands: "
+            f"{', '.join(COMMANDS + DATASET_COMMANDS)}; "
             f"from adapters: {', '.join(sorted(commands)) or 'none'} (see `ddim-core plugins`)",
             file=sys.stderr,
         )
@@ -542,6 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DATASET_COMMANDS:
+        return dataset_command(argv[0], argv[1:])
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         return adapter_command(argv[0], argv[1:])
     parser = _parser()
