@@ -988,7 +988,7 @@ def command(name: str, argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     try:
         options = _cli_options(args, kind)
-        config = DDIMConfig.from_json(args.config) if args.config else DDIMConfig()
+        config = DDIMConfig.from_file(args.config) if args.config else DDIMConfig()
         run = invert_dataset if kind == "invert" else sample_dataset
         extra = {} if kind == "invert" else {"seed": args.seed}
         run(

@@ -122,7 +122,7 @@ def test_a_config_that_cannot_be_read_or_conflicts(tmp_path, monkeypatch, capsys
     (tmp_path / "wrong.json").write_text('{"beta_schedule": "cosine"}')
     (tmp_path / "good.json").write_text('{"beta_schedule": "scaled_linear"}')
     cases = [
-        (["--config", "bad.json"], "argument --config: cannot read"),
+        (["--config", "bad.json"], "argument --config: 'bad.json': bad.json is not valid JSON"),
         (["--config", "wrong.json"], "argument --config:"),
         (["--config", "good.json", "--spacing", "trailing"], "argument --spacing: not allowed"),
         (["--config", "good.json", "--zero-snr"], "argument --zero-snr: not allowed"),
