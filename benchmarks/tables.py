@@ -85,3 +85,23 @@ def meta_line(data: dict[str, Any]) -> str:
         f"{m['diffusers']}; float32, median of {m['repeats']} interleaved repeats, "
         "microseconds per step."
     )
+
+
+def pipeline_table(data: dict[str, Any]) -> str:
+    """The pipeline call pattern (diffusers' default config, clip on; `t` from
+    `scheduler.timesteps`): ddim_diffusers against diffusers eager and compiled, per step."""
+    lines = [
+        "| shape | eta | ddim_diffusers | diffusers | diffusers compiled | floor "
+        "| ours / diffusers | ours / compiled | ours / floor | compile s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data.get("pipeline", []):
+        us = r["us"]
+        ours, comp = us["ddim_diffusers"], us.get("diffusers compiled")
+        lines.append(
+            f"| {_shape(r)} | {r['eta']:g} | {ours:.0f} | {us['diffusers']:.0f} | "
+            f"{'-' if comp is None else f'{comp:.0f}'} | {us['floor']:.0f} | "
+            f"{ours / us['diffusers']:.2f} | {'-' if comp is None else f'{ours / comp:.2f}'} | "
+            f"{ours / us['floor']:.2f} | {r.get('compile_s', float('nan')):.1f} |"
+        )
+    return "\n".join(lines)

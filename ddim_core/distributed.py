@@ -74,8 +74,40 @@ _CHUNK_BYTES = 4 << 20  # the default chunk holds about this much source data
 
 
 def register_method(kind: str, name: str, function: str) -> None:
-    """Make `method=name` run `function` ("module:function", importable on the workers, with
-    the signature of `ddim_core.invert` / `ddim_core.sample`) in `kind` ("invert"/"sample")."""
+    """Make `method=name` run `function` in the dataset runs of `kind`.
+
+    The registry is `METHODS`, per process: register in the process that calls
+    `invert_dataset` / `sample_dataset` (the workers receive the "module:function" string, not
+    the name).
+
+    Parameters
+    ----------
+    kind : str
+        "invert" (for `invert_dataset`) or "sample" (for `sample_dataset`).
+    name : str
+        The method's name, as given to `method=`.
+    function : str
+        "module:function", importable on the workers, with the signature of
+        `ddim_core.invert` / `ddim_core.sample`:
+        ``fn(model, x, config, num_inference_steps, **options) -> array``.
+
+    Raises
+    ------
+    ValueError
+        `kind` is neither "invert" nor "sample", or `function` is not "module:function".
+
+    Examples
+    --------
+    >>> from ddim_core.distributed import METHODS, register_method
+    >>> register_method("invert", "plain", "ddim_core.sampling:invert")
+    >>> METHODS["invert"]["plain"]
+    'ddim_core.sampling:invert'
+    >>> del METHODS["invert"]["plain"]
+    >>> register_method("edit", "plain", "ddim_core.sampling:invert")
+    Traceback (most recent call last):
+        ...
+    ValueError: kind must be one of ['invert', 'sample'], got 'edit'
+    """
     if kind not in METHODS:
         raise ValueError(f"kind must be one of {sorted(METHODS)}, got {kind!r}")
     _check_spec("method", function)
@@ -91,13 +123,53 @@ def analytic_model(config: DDIMConfig) -> Callable[[Array, Any], Array]:
 
     Items of D values are points in D dimensions; the 2-D means are repeated over the
     dimensions, so 2-D points get exactly the demo's mixture.
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        The scheduler options the model's outputs are exact for (prediction type, schedule).
+
+    Returns
+    -------
+    ItemMixture
+        ``model(x, t)`` for `x` of shape (batch, *item), in any array-API library.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> from ddim_core.distributed import analytic_model
+    >>> model = analytic_model(dc.DDIMConfig(timestep_spacing="trailing"))
+    >>> x = np.random.default_rng(0).standard_normal((3, 4, 8, 8)).astype(np.float32)
+    >>> out = model(x, 999)  # items of 4x8x8 values: points in 256 dimensions
+    >>> out.shape, out.dtype
+    ((3, 4, 8, 8), dtype('float32'))
     """
     return ItemMixture(config)
 
 
 @dataclasses.dataclass(frozen=True)
 class ItemMixture:
-    """`model(x, t)` for x of shape (batch, *item): the mixture in prod(item) dimensions."""
+    """`model(x, t)` for x of shape (batch, *item): the mixture in prod(item) dimensions.
+
+    What `analytic_model` returns: the exact denoiser of the demo's Gaussian mixture
+    (`ddim_core.analytic.GaussianMixture`), its 2-D means repeated over the item's values.
+    Frozen and picklable, so it travels to Dask workers.
+
+    Attributes
+    ----------
+    config : DDIMConfig
+        The scheduler options the outputs are exact for.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> from ddim_core.distributed import ItemMixture
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> model = ItemMixture(config)
+    >>> x_0 = dc.sample(model, np.random.default_rng(0).standard_normal((4, 2)), config, 10)
+    >>> x_0.shape
+    (4, 2)
+    """
 
     config: DDIMConfig
 
@@ -119,10 +191,48 @@ def _mixture(config: DDIMConfig, dim: int) -> GaussianMixture:
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """What a dataset run did. `items_per_second` counts computed items over the run's wall
-    time (cluster start excluded); `model_calls_per_step` is per chunk and step (None when
-    nothing was computed); `retries` counts chunks run again because their worker died (None
-    when the scheduler could not be asked); `model_loads` counts factory calls on workers."""
+    """What a dataset run did: what `invert_dataset` and `sample_dataset` return.
+
+    Attributes
+    ----------
+    kind : str
+        "invert" or "sample".
+    target : str
+        The target, as the caller gave it.
+    items : int
+        Items in the source.
+    chunks : int
+        Chunks (tasks) of the run.
+    computed : int
+        Chunks computed by this run.
+    skipped : int
+        Chunks already done with the same inputs by an earlier run.
+    retries : int or None
+        Chunks run again because their worker died (None when the scheduler could not be
+        asked).
+    seconds : float
+        The run's wall time, cluster start excluded.
+    items_per_second : float
+        Computed items over `seconds`.
+    model_calls_per_step : float or None
+        Model calls per chunk and step (exact inversion makes more than one); None when
+        nothing was computed.
+    model_loads : int
+        Model factory calls on the workers (one per worker, unless a worker kept the model
+        of an earlier run).
+    workers : int
+        Workers (threads) of the cluster.
+
+    Examples
+    --------
+    >>> from ddim_core.distributed import Report
+    >>> report = Report("invert", "noise.zarr", items=1000, chunks=4, computed=3, skipped=1,
+    ...                 retries=0, seconds=2.0, items_per_second=375.0,
+    ...                 model_calls_per_step=1.0, model_loads=2, workers=2)
+    >>> print(report.summary())
+    invert-dataset: 4 chunks (1000 items), 3 computed, 1 skipped, 0 retried; 2.00 s,
+    375.0 items/s, 1.00 model calls per step, 2 model loads on 2 workers -> noise.zarr
+    """
 
     kind: str
     target: str
@@ -138,8 +248,15 @@ class Report:
     workers: int
 
     def summary(self) -> str:
-        """One line: `invert-dataset: 8 chunks (1000 items), 6 computed, 2 skipped, 1 retried;
-        2.10 s, 357.1 items/s, 1.00 model calls per step, 2 model loads on 2 workers -> T`."""
+        """The report in one line, as `progress=True` prints it at the end of a run.
+
+        Returns
+        -------
+        str
+            E.g. ``invert-dataset: 8 chunks (1000 items), 6 computed, 2 skipped, 1 retried;
+            2.10 s, 357.1 items/s, 1.00 model calls per step, 2 model loads on 2 workers ->
+            noise.zarr`` ("?" retried when unknown, "-" model calls when nothing was computed).
+        """
         retries = "?" if self.retries is None else str(self.retries)
         calls = "-" if self.model_calls_per_step is None else f"{self.model_calls_per_step:.2f}"
         loads = f"{self.model_loads} model load{'' if self.model_loads == 1 else 's'}"
@@ -173,25 +290,98 @@ def invert_dataset(
 ) -> Report:
     """DDIM-invert every item of `source` into the Zarr group `target`, chunk by chunk.
 
-    model_factory: "module:function" or a picklable callable; each worker calls
-        `factory(config)` once and keeps the model it returns (`model(x, t)`, as in
-        `ddim_core.invert`). None: the analytic mixture (`analytic_model`).
-    source: a Zarr array (a path or URL the workers can read), a .npy file, or the target of
-        an earlier run (its result); items on the first axis, any floating dtype.
-    target: a Zarr group, created when missing.
-    config, n: as in `ddim_core.invert(model, x, config, n)`.
-    client: a `distributed.Client`, a scheduler address, or None for a LocalCluster of
-        `workers` processes (one thread each; default: one per core). With a client or an
-        address, `workers` waits until that many workers are connected.
-    chunk: items per task (and per Zarr chunk of the result); default: about 4 MiB of source.
-    method: a name in `METHODS["invert"]` (default "ddim": `ddim_core.invert`) or
-        "module:function"; `loop_options` are passed to it (`fixed_point_iters`, `tol`, ...),
-        and its defaults apply as in a single-process call.
-    resources: Dask resources each task needs, e.g. {"GPU": 1} with one worker per GPU.
-    model_id: the model's identity in the records and in the workers' model cache (default:
-        the factory's name; pass a new one when the weights behind the same name change, so
-        that chunks are recomputed).
-    progress: a progress bar (tqdm, on stderr) and a summary line at the end.
+    Each chunk of `chunk` items is one Dask task running `ddim_core.invert` (or `method`) on
+    its items; a chunk already done with the same inputs (config, steps, method, options,
+    model, input bytes) is skipped, so a rerun computes only what is missing or changed. The
+    result is ``zarr.open_group(target)["result"]``; `done_records` says what each chunk was
+    made from.
+
+    Parameters
+    ----------
+    model_factory : str, callable or None
+        "module:function" or a picklable callable; each worker calls ``factory(config)`` once
+        and keeps the model it returns (``model(x, t)``, as in `ddim_core.invert`). None: the
+        analytic mixture (`analytic_model`).
+    source : str or path-like
+        A Zarr array (a path or URL the workers can read; an array in a group is
+        GROUP/NAME), a .npy file, or the target of an earlier run (its result); items on the
+        first axis, any floating dtype (the result keeps it).
+    target : str or path-like
+        A Zarr group, created when missing (not the source).
+    config : DDIMConfig
+        The scheduler options, as in ``ddim_core.invert(model, x, config, n)``.
+    n : int, optional
+        The number of inference steps; give this or the loop option `timesteps`.
+    client : distributed.Client, str or None, optional
+        A `distributed.Client`, a scheduler address, or None for a `local_cluster` of
+        `workers` processes (one thread each; default: one per core), closed at the end.
+    chunk : int, optional
+        Items per task (and per Zarr chunk of the result): the batch the model sees.
+        Default: about 4 MiB of source.
+    method : str, default "ddim"
+        A name in ``METHODS["invert"]`` ("ddim": `ddim_core.invert`), a name the default
+        loop takes as its `method` option, or "module:function".
+    workers : int, optional
+        Without a client, the LocalCluster's size; with a client or an address, wait until
+        that many workers are connected.
+    resources : mapping of str to float, optional
+        Dask resources each task needs, e.g. ``{"GPU": 1}`` with one worker per GPU.
+    model_id : str, optional
+        The model's identity in the records and in the workers' model cache (default: the
+        factory's name; pass a new one when the weights behind the same name change, so that
+        chunks are recomputed).
+    progress : bool, default False
+        A progress bar of chunks (tqdm, on stderr) and `Report.summary` printed at the end.
+    **loop_options : Any
+        Passed to the method (`fixed_point_iters`, `tol`, `history`, `timesteps`,
+        `check_finite`, ...); its defaults apply as in a single-process call. `callback` is
+        refused: it would run on the workers.
+
+    Returns
+    -------
+    Report
+        What the run did: chunks computed and skipped, retries, speed, model loads.
+
+    Raises
+    ------
+    TypeError
+        `client`, `config` or `model_factory` of the wrong kind (or a factory that cannot be
+        pickled); `n`, `chunk` or `workers` not an integer; a loop option refused, unknown to
+        the method, or not plain data to be recorded; a source that is not floating point.
+    ValueError
+        `n`, `chunk` or `workers` out of range; an unknown method; a source that cannot be
+        read as an array; a target that is the source, that ddim-core did not write, or that
+        holds another layout (kind, items, item shape, dtype, chunk).
+    FileNotFoundError
+        The source does not exist.
+    ImportError
+        dask.distributed or zarr (the `distributed` extra) is missing, or the model factory
+        or method cannot be imported.
+
+    Examples
+    --------
+    A cluster of one thread in this process; a second run finds every chunk done:
+
+    >>> import numpy as np, zarr, ddim_core as dc
+    >>> from distributed import Client
+    >>> from ddim_core.distributed import invert_dataset, local_cluster
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> np.save("points.npy", np.random.default_rng(0).standard_normal((8, 2)))
+    >>> with local_cluster(1, processes=False) as cluster, Client(cluster) as client:
+    ...     first = invert_dataset(None, "points.npy", "points-noise.zarr", config, 10,
+    ...                            client=client, chunk=4, fixed_point_iters=3)
+    ...     again = invert_dataset(None, "points.npy", "points-noise.zarr", config, 10,
+    ...                            client=client, chunk=4, fixed_point_iters=3)
+    >>> (first.chunks, first.computed), (again.computed, again.skipped)
+    ((2, 2), (0, 2))
+    >>> zarr.open_group("points-noise.zarr", mode="r")["result"].shape
+    (8, 2)
+
+    On a cluster, with a model the workers import:
+
+    >>> report = invert_dataset("my_models:load", "latents.zarr", "noise.zarr", config, 50,
+    ...                         client="tcp://scheduler:8786", chunk=16,
+    ...                         fixed_point_iters=10)  # doctest: +SKIP
     """
     return _run(
         "invert",
@@ -234,7 +424,82 @@ def sample_dataset(
     As `invert_dataset`, with `ddim_core.sample` (eta, timesteps, ...) as the default method.
     Chunk c's step noise (eta > 0) is drawn from `numpy.random.default_rng((seed, c))`: chunk
     c equals `ddim_core.sample(model, x[c * chunk:(c + 1) * chunk], config, n,
-    generator=numpy.random.default_rng((seed, c)), **loop_options)` bit for bit.
+    generator=numpy.random.default_rng((seed, c)), **loop_options)` bit for bit, whichever
+    worker ran it.
+
+    Parameters
+    ----------
+    model_factory : str, callable or None
+        As in `invert_dataset`: "module:function", a picklable ``factory(config) -> model``,
+        or None for `analytic_model`.
+    source : str or path-like
+        x_T: a Zarr array, a .npy file, or the target of an earlier run (e.g. of
+        `invert_dataset`); items on the first axis, any floating dtype.
+    target : str or path-like
+        A Zarr group, created when missing (not the source).
+    config : DDIMConfig
+        The scheduler options, as in ``ddim_core.sample(model, x, config, n)``.
+    n : int, optional
+        The number of inference steps; give this or the loop option `timesteps`.
+    client : distributed.Client, str or None, optional
+        As in `invert_dataset`.
+    chunk : int, optional
+        Items per task; default: about 4 MiB of source. Part of the noise's seeding: the
+        same `seed` with another `chunk` draws other noise (eta > 0).
+    method : str, default "ddim"
+        A name in ``METHODS["sample"]`` ("ddim": `ddim_core.sample`) or "module:function".
+    workers : int, optional
+        As in `invert_dataset`.
+    resources : mapping of str to float, optional
+        Dask resources each task needs, e.g. ``{"GPU": 1}``.
+    model_id : str, optional
+        As in `invert_dataset`.
+    progress : bool, default False
+        A progress bar of chunks and `Report.summary` printed at the end.
+    seed : int, default 0
+        The noise seed (>= 0), recorded: another seed recomputes every chunk.
+    **loop_options : Any
+        Passed to the method (`eta`, `timesteps`, `check_finite`, ...). `callback`, `noise`
+        and `generator` are refused: the noise comes from `seed`.
+
+    Returns
+    -------
+    Report
+        What the run did.
+
+    Raises
+    ------
+    TypeError
+        As `invert_dataset`; `seed` not an integer.
+    ValueError
+        As `invert_dataset`; `seed` < 0.
+    FileNotFoundError
+        The source does not exist.
+    ImportError
+        dask.distributed or zarr is missing, or the model factory or method cannot be
+        imported.
+
+    Examples
+    --------
+    Chunk 1 of the run is the single-process loop on items 4 to 8 with the noise of
+    ``default_rng((seed, 1))``, bit for bit:
+
+    >>> import numpy as np, zarr, ddim_core as dc
+    >>> from distributed import Client
+    >>> from ddim_core.distributed import analytic_model, local_cluster, sample_dataset
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> x_T = np.random.default_rng(1).standard_normal((8, 2))
+    >>> np.save("x_T.npy", x_T)
+    >>> with local_cluster(1, processes=False) as cluster, Client(cluster) as client:
+    ...     report = sample_dataset(None, "x_T.npy", "samples.zarr", config, 10,
+    ...                             client=client, chunk=4, seed=7, eta=0.5)
+    >>> report.computed
+    2
+    >>> samples = zarr.open_group("samples.zarr", mode="r")["result"][...]
+    >>> loop = dc.sample(analytic_model(config), x_T[4:8], config, 10, eta=0.5,
+    ...                  generator=np.random.default_rng((7, 1)))
+    >>> bool((samples[4:8] == loop).all())
+    True
     """
     seed = check_int("seed", seed, low=0)
     return _run(
@@ -257,7 +522,38 @@ def sample_dataset(
 
 
 def done_records(target: str | os.PathLike[str]) -> list[dict[str, Any] | None]:
-    """What each chunk of `target` was made from (its run record), None where not done."""
+    """What each chunk of `target` was made from (its run record), None where not done.
+
+    Parameters
+    ----------
+    target : str or path-like
+        The target of a dataset run (a Zarr group ddim-core wrote).
+
+    Returns
+    -------
+    list of dict or None
+        Per chunk, in order: the record of the run that computed it (``format``, ``kind``,
+        ``method``, ``function``, ``options`` with their defaults, ``config``, ``steps``,
+        ``model``, ``seed``), or None while the chunk is not done.
+
+    Raises
+    ------
+    ValueError
+        `target` is a Zarr group that ddim-core did not write.
+    ImportError
+        zarr is missing.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> from ddim_core.distributed import done_records, prepare, run_chunk
+    >>> np.save("items.npy", np.zeros((6, 2)))
+    >>> job = prepare("invert", None, "items.npy", "records.zarr", dc.DDIMConfig(), 10, chunk=3)
+    >>> _ = run_chunk(job, 0)  # chunk 1 is not computed
+    >>> [None if r is None else (r["kind"], r["steps"], r["model"]) for r in done_records(
+    ...     "records.zarr")]
+    [('invert', 10, 'ddim_core.distributed:analytic_model'), None]
+    """
     group = _zarr().open_group(store=_location(target), mode="r")
     runs = _meta(group, str(target))["runs"]
     rows = np.asarray(group["done"][...])
@@ -269,7 +565,56 @@ def done_records(target: str | os.PathLike[str]) -> list[dict[str, Any] | None]:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """Everything a task needs, the same for every chunk of a run (small and picklable)."""
+    """Everything a task needs, the same for every chunk of a run (small and picklable).
+
+    Made by `prepare`; `run_chunk(job, c)` computes chunk c, for c < `chunks`.
+
+    Attributes
+    ----------
+    kind : str
+        "invert" or "sample".
+    factory : str or callable
+        The model factory as it travels to the workers ("module:function" or a callable).
+    model_id : str
+        The model's identity in the records and in the workers' model cache.
+    config : DDIMConfig
+        The scheduler options.
+    n : int or None
+        The number of inference steps.
+    function : str
+        "module:function" of the loop.
+    options : mapping
+        The loop options as the caller gave them (plus `method` for names passed on).
+    seed : int or None
+        The noise seed (`sample_dataset`), None for inversion.
+    source : str
+        The source's absolute path or URL (a target's result array for an earlier run).
+    target : str
+        The target's absolute path or URL.
+    target_name : str
+        The target as the caller gave it (for the report).
+    items : int
+        Items in the source.
+    item_shape : tuple of int
+        The shape of one item.
+    dtype : str
+        The source's (and the result's) dtype, as ``numpy.dtype.str``.
+    chunk : int
+        Items per chunk.
+    run_digest : bytes
+        sha256 of the run record.
+    token : bytes
+        This run's 16 random bytes: tell "done by this run" from "done before".
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> from ddim_core.distributed import prepare
+    >>> np.save("ten.npy", np.zeros((10, 2), dtype=np.float32))
+    >>> job = prepare("invert", None, "ten.npy", "ten-noise.zarr", dc.DDIMConfig(), 10, chunk=4)
+    >>> job.kind, job.items, job.item_shape, job.dtype, job.chunk, job.chunks
+    ('invert', 10, (2,), '<f4', 4, 3)
+    """
 
     kind: str
     factory: str | Callable[[DDIMConfig], Any]
@@ -291,11 +636,39 @@ class Job:
 
     @property
     def chunks(self) -> int:
+        """The number of chunks (tasks): ``ceil(items / chunk)``."""
         return -(-self.items // self.chunk)
 
 
 class ChunkResult(NamedTuple):
-    """What a task reports back (small: the chunk itself stays in the target)."""
+    """What a task reports back (small: the chunk itself stays in the target).
+
+    Attributes
+    ----------
+    chunk : int
+        The chunk's index.
+    computed : bool
+        Whether this run computed the chunk (False: done before, with the same inputs). A
+        chunk whose report was lost with its worker, replayed after it was done, counts as
+        computed.
+    model_calls : int or None
+        Model calls the chunk made; None when it was not computed here.
+    seconds : float
+        The task's wall time.
+    model_built : bool
+        Whether the task called the model factory (the first task of a worker, per model
+        and config).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> from ddim_core.distributed import prepare, run_chunk
+    >>> np.save("four.npy", np.zeros((4, 2)))
+    >>> job = prepare("sample", None, "four.npy", "four-out.zarr", dc.DDIMConfig(), 5)
+    >>> result = run_chunk(job, 0)
+    >>> result.chunk, result.computed, result.model_calls
+    (0, True, 5)
+    """
 
     chunk: int
     computed: bool  # by this run (a chunk whose result was lost with its worker is replayed)
@@ -307,9 +680,43 @@ class ChunkResult(NamedTuple):
 def run_chunk(job: Job, index: int) -> ChunkResult:
     """Compute chunk `index` of `job` unless its record says it is done with the same inputs.
 
-    The result is written whole before the record, and both Zarr writes replace files
-    atomically (temp file + rename), so a worker killed at any point leaves the chunk either
-    done or not done, never half done.
+    The task a dataset run submits once per chunk; called directly, it computes one chunk in
+    this process (to debug a chunk, or to time the work without Dask). The result is written
+    whole before the record, and both Zarr writes replace files atomically (temp file +
+    rename), so a worker killed at any point leaves the chunk either done or not done, never
+    half done.
+
+    Parameters
+    ----------
+    job : Job
+        The run, from `prepare`.
+    index : int
+        The chunk, 0 <= index < ``job.chunks``: items ``index * job.chunk`` up to
+        ``(index + 1) * job.chunk``.
+
+    Returns
+    -------
+    ChunkResult
+        Whether the chunk was computed (or was done already), its model calls and time.
+
+    Examples
+    --------
+    >>> import numpy as np, zarr, ddim_core as dc
+    >>> from ddim_core.distributed import analytic_model, prepare, run_chunk
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> x_0 = np.random.default_rng(0).standard_normal((6, 2))
+    >>> np.save("x_0.npy", x_0)
+    >>> job = prepare("invert", None, "x_0.npy", "x_T.zarr", config, 10, chunk=3)
+    >>> [run_chunk(job, c).computed for c in range(job.chunks)]
+    [True, True]
+    >>> run_chunk(job, 1).computed  # done by this job before: computed by this run
+    True
+    >>> job = prepare("invert", None, "x_0.npy", "x_T.zarr", config, 10, chunk=3)  # a rerun
+    >>> run_chunk(job, 1).computed
+    False
+    >>> x_T = zarr.open_group("x_T.zarr", mode="r")["result"][...]
+    >>> bool((x_T[:3] == dc.invert(analytic_model(config), x_0[:3], config, 10)).all())
+    True
     """
     start = time.perf_counter()
     source, result, done = _arrays(job)
@@ -376,7 +783,46 @@ _MODELS_LOCK = threading.Lock()
 def worker_model(
     factory: str | Callable[[DDIMConfig], Any], model_id: str, config: DDIMConfig
 ) -> tuple[Any, bool]:
-    """(the model, whether this call built it) from this process's cache."""
+    """(the model, whether this call built it) from this process's cache.
+
+    A worker builds a model once per model id and config, even when it runs several tasks at
+    a time (a second thread waits for the first build); a new config for the same id
+    replaces the cached model, so that its weights are freed.
+
+    Parameters
+    ----------
+    factory : str or callable
+        "module:function" or a callable; ``factory(config)`` returns ``model(x, t)``.
+    model_id : str
+        The cache key (a run's `Job.model_id`).
+    config : DDIMConfig
+        The scheduler options the factory is called with.
+
+    Returns
+    -------
+    tuple
+        (model, built): the cached or new model, and whether this call built it.
+
+    Raises
+    ------
+    TypeError
+        The factory returned something that is not callable.
+    ImportError
+        The factory "module:function" cannot be imported.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core.distributed import analytic_model, worker_model
+    >>> config = dc.DDIMConfig()
+    >>> model, built = worker_model(analytic_model, "docstring-example", config)
+    >>> built, worker_model(analytic_model, "docstring-example", config) == (model, False)
+    (True, True)
+    >>> worker_model(lambda config: 42, "not-a-model", config)
+    Traceback (most recent call last):
+        ...
+    TypeError: model factory not-a-model returned int, not a model(x, t)
+    """
     with _MODELS_LOCK:
         cached = _MODELS.get(model_id)
         if cached is not None and cached[0] == config:
@@ -453,7 +899,77 @@ def prepare(
 ) -> Job:
     """Check a run's arguments, create the target (or check the existing one's layout) and
     record the run: the Job whose chunks `run_chunk(job, c)` computes, c < job.chunks, on a
-    worker, or in this process (to debug one chunk, or to time the work without Dask)."""
+    worker, or in this process (to debug one chunk, or to time the work without Dask).
+
+    What `invert_dataset` and `sample_dataset` do before they start Dask; no cluster is
+    needed.
+
+    Parameters
+    ----------
+    kind : str
+        "invert" or "sample".
+    model_factory : str, callable or None
+        As in `invert_dataset`.
+    source : str or path-like
+        As in `invert_dataset`.
+    target : str or path-like
+        As in `invert_dataset`.
+    config : DDIMConfig
+        The scheduler options.
+    n : int, optional
+        The number of inference steps; give this or the loop option `timesteps`.
+    chunk : int, optional
+        Items per chunk; default: about 4 MiB of source.
+    method : str, default "ddim"
+        As in `invert_dataset` / `sample_dataset`.
+    model_id : str, optional
+        As in `invert_dataset`.
+    seed : int, optional
+        The noise seed of a "sample" run (`sample_dataset` passes 0 by default); None for
+        inversion.
+    **loop_options : Any
+        The method's options, as in `invert_dataset`.
+
+    Returns
+    -------
+    Job
+        The run, ready for `run_chunk`.
+
+    Raises
+    ------
+    ValueError
+        An unknown `kind` or method; a bad plan (`n`, `timesteps`); `chunk` < 1; a source
+        that cannot be read as an array; a target that is the source, that ddim-core did not
+        write, or that holds another layout.
+    TypeError
+        `config` is not a DDIMConfig; a bad model factory, `model_id`, `chunk` or loop
+        option; a source that is not floating point.
+    FileNotFoundError
+        The source does not exist.
+    ImportError
+        zarr (or, for a callable factory, dask.distributed) is missing, or the factory or
+        method cannot be imported.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> from ddim_core.distributed import prepare, run_chunk
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> x_0 = np.random.default_rng(0).standard_normal((5, 4, 8, 8)).astype(np.float32)
+    >>> np.save("latents.npy", x_0)
+    >>> job = prepare("invert", None, "latents.npy", "latents-noise.zarr", config, 10,
+    ...               chunk=2, fixed_point_iters=2)
+    >>> job.chunks, job.function, dict(job.options)
+    (3, 'ddim_core.sampling:invert', {'fixed_point_iters': 2})
+    >>> run_chunk(job, 2).computed  # the last chunk, one item, in this process
+    True
+    >>> prepare("invert", None, "latents.npy", "latents-noise.zarr", config, 10, chunk=3)
+    Traceback (most recent call last):
+        ...
+    ValueError: target latents-noise.zarr holds invert results for 5 items of shape (4, 8, 8)
+    in float32, chunks of 2; this run makes invert results for 5 items of shape (4, 8, 8) in
+    float32, chunks of 3. Choose another target, or delete this one to start again
+    """
     if kind not in METHODS:
         raise ValueError(f"kind must be one of {sorted(METHODS)}, got {kind!r}")
     if not isinstance(config, DDIMConfig):
@@ -585,9 +1101,33 @@ def local_cluster(
     Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in their workers, which turns off glibc's
     dynamic mmap threshold: every temporary array over 128 KiB is then mapped and unmapped
     again, and the analytic model on 4x64x64 latents runs 2x slower than in a plain process
-    (measured here); this cluster leaves it unset. `environ` adds variables to the workers'
-    environment before they start (glibc reads MALLOC_* only then; a value None unsets one);
-    `kwargs` go to LocalCluster (e.g. silence_logs, memory_limit).
+    (measured here); this cluster leaves it unset.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes; default: one per core.
+    environ : mapping of str to value, optional
+        Variables added to the workers' environment before they start (glibc reads MALLOC_*
+        only then; a value None unsets one).
+    **kwargs : Any
+        Passed on to `distributed.LocalCluster`, over the defaults above (e.g.
+        ``processes=False`` for threads of this process, ``silence_logs``,
+        ``memory_limit``).
+
+    Returns
+    -------
+    distributed.LocalCluster
+        The cluster, started; close it (or use it as a context manager) when done.
+
+    Examples
+    --------
+    >>> from distributed import Client
+    >>> from ddim_core.distributed import local_cluster
+    >>> with local_cluster(2, processes=False) as cluster, Client(cluster) as client:
+    ...     threads = client.nthreads()
+    >>> sorted(threads.values())
+    [1, 1]
     """
     import dask
 
@@ -938,7 +1478,34 @@ def _describe(layout: Mapping[str, Any]) -> str:
 
 
 def command(name: str, argv: Sequence[str]) -> int:
-    """`ddim-core invert-dataset|sample-dataset SOURCE TARGET ...` (called by ddim_core.cli)."""
+    """`ddim-core invert-dataset|sample-dataset SOURCE TARGET ...` (called by ddim_core.cli).
+
+    A progress bar and the summary line unless ``--quiet``; ``ddim-core invert-dataset
+    --help`` lists the options.
+
+    Parameters
+    ----------
+    name : str
+        "invert-dataset" or "sample-dataset".
+    argv : sequence of str
+        The arguments after it.
+
+    Returns
+    -------
+    int
+        The exit status: 0 when done; 2 after a one-line error on stderr (a missing source, a
+        bad option: before any cluster is started); 130 when interrupted (the chunks done are
+        kept). argparse exits by itself for ``--help`` (0) and bad arguments (2).
+
+    Examples
+    --------
+    >>> from ddim_core.distributed import command
+    >>> command("invert-dataset", ["missing.npy", "out.zarr", "--steps", "10", "--quiet"])
+    2
+    >>> command("invert-dataset", ["latents.zarr", "noise.zarr", "--steps", "50",
+    ...                            "--scheduler", "tcp://scheduler:8786"])  # doctest: +SKIP
+    0
+    """
     kind = name.removesuffix("-dataset")
     parser = argparse.ArgumentParser(
         prog=f"ddim-core {name}",

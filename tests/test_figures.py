@@ -128,6 +128,13 @@ def test_readme_benchmark_table_is_results_json() -> None:
         assert block.strip() == tables.readme_table(_results())
 
 
+def test_readme_pipeline_table_is_results_json() -> None:
+    from benchmarks import tables
+
+    for block in _blocks("benchmark-pipeline"):
+        assert block.strip() == tables.pipeline_table(_results())
+
+
 def test_demo_output() -> None:
     from ddim_core import cli
 
