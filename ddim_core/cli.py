@@ -1,4 +1,4 @@
-"""`ddim-core` command line: `demo`, `plot-schedule`, `plugins`, and the adapters' own
+"""`ddim-core` command line: `demo`, `plot-schedule`, `plugins`, `check`, and the adapters' own
 commands, e.g. `ddim-core comfyui install|uninstall COMFYUI_DIR` (the ComfyUI node pack's)."""
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def plugins_table() -> str:
     return "\n".join(lines)
 
 
-COMMANDS = ("demo", "plot-schedule", "plugins")  # any other first argument names an adapter
+COMMANDS = ("demo", "plot-schedule", "plugins", "check")  # any other names an adapter
 
 
 def adapter_command(name: str, args: list[str]) -> int:
@@ -167,6 +167,10 @@ def adapter_command(name: str, args: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "check":  # the conformance suite (needs Hypothesis): its own parser
+        from .testing.conformance import main as check
+
+        return check(argv[1:])
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         return adapter_command(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="ddim-core", description=__doc__)
@@ -185,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--zero-snr", action="store_true", help="rescale_betas_zero_snr")
     q.add_argument("--steps", type=int, default=50)
     sub.add_parser("plugins", help="list plugins, their hooks, adapter hosts and commands")
+    sub.add_parser("check", help="check a scheduler or sampler (module:attr) against exact DDIM")
     args = parser.parse_args(argv)
     if args.command == "plugins":
         print(plugins_table())

@@ -94,7 +94,7 @@ def assert_array_close(
     finite = np.isfinite(want)
     bad = finite & ~np.isfinite(got)
     if bad.any():
-        i = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
         raise AssertionError(
             f"{what}{list(i)} = {got[i]} where exact DDIM gives {want[i]:.8g}; "
             f"{int(bad.sum())} of {bad.size} elements not finite{where}"
@@ -103,7 +103,7 @@ def assert_array_close(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(bound > 0, err / bound, np.where(err > 0, np.inf, 0.0))
     if ratio.size and float(ratio.max()) > 1.0:
-        i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        i = tuple(int(k) for k in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
         raise AssertionError(
             f"{what}{list(i)} = {got[i]:.8g} but exact DDIM gives {want[i]:.8g}: off by "
             f"{err[i]:.2g} (relative {err[i] / max(abs(want[i]), 1e-300):.2g}), "

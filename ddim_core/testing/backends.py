@@ -226,9 +226,10 @@ def round_to(values: Any, dtype: str) -> np.ndarray:
         except ImportError:
             import torch
 
-            return torch.from_numpy(values).bfloat16().double().numpy()
-        return values.astype(ml_dtypes.bfloat16).astype(np.float64)
-    return values.astype(dtype).astype(np.float64)
+            rounded: np.ndarray = torch.from_numpy(values).bfloat16().double().numpy()
+            return rounded
+        return np.asarray(values.astype(ml_dtypes.bfloat16), dtype=np.float64)
+    return np.asarray(values.astype(dtype), dtype=np.float64)
 
 
 def dtype_name(dtype: Any) -> str:

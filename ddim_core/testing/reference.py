@@ -27,6 +27,33 @@ from ddim_core.config import DDIMConfig
 from ddim_core.schedules import Schedule
 from ddim_core.schedules import schedule as config_schedule
 
+__all__ = [
+    "FINAL",
+    "Plan",
+    "ReferenceInverseScheduler",
+    "ReferenceScheduler",
+    "StepOutput",
+    "config_schedule",
+    "inverse_step",
+    "invert",
+    "kdiffusion_invert",
+    "kdiffusion_sample",
+    "level",
+    "magnitude",
+    "make_plan",
+    "per_sample",
+    "process_x0",
+    "sample",
+    "schedule_from_table",
+    "sigma",
+    "sigmas",
+    "spaced_timesteps",
+    "step",
+    "threshold",
+    "transfer",
+    "x0_eps",
+]
+
 FINAL = -1  # t_prev of the last step: the clean level past t = 0
 
 Model = Callable[[np.ndarray, Any], np.ndarray]
@@ -106,7 +133,11 @@ def make_plan(
     config's float64 table or on `schedule`."""
     if (n is None) == (timesteps is None):
         raise ValueError("give exactly one of n and timesteps")
-    ts = spaced_timesteps(config, n) if timesteps is None else tuple(map(int, timesteps))
+    if timesteps is None:
+        assert n is not None
+        ts = spaced_timesteps(config, n)
+    else:
+        ts = tuple(int(t) for t in timesteps)
     table = config_schedule(config) if schedule is None else schedule
     plan = Plan(config, table, ts, ())
     return dataclasses.replace(plan, prev_timesteps=tuple(plan.prev_timestep(t) for t in ts))
@@ -142,7 +173,8 @@ def threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
     flat = x0.reshape(x0.shape[0], -1)
     s = np.quantile(np.abs(flat), ratio, axis=1, method="linear")
     s = np.minimum(np.maximum(s, 1.0), max_value)[:, None]
-    return (np.clip(flat, -s, s) / s).reshape(x0.shape)
+    out: np.ndarray = (np.clip(flat, -s, s) / s).reshape(x0.shape)
+    return out
 
 
 def process_x0(config: Any, x0: np.ndarray) -> np.ndarray:
@@ -151,7 +183,8 @@ def process_x0(config: Any, x0: np.ndarray) -> np.ndarray:
     if cfg.thresholding:
         return threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
     if cfg.clip_sample:
-        return np.clip(x0, -cfg.clip_sample_range, cfg.clip_sample_range)
+        clipped: np.ndarray = np.clip(x0, -cfg.clip_sample_range, cfg.clip_sample_range)
+        return clipped
     return x0
 
 
@@ -181,6 +214,8 @@ def transfer(
     s = sigma(ab_from, ab_to, eta)
     x_to = np.sqrt(ab_to) * x0 + np.sqrt(max(1 - ab_to - s**2, 0.0)) * eps
     if s > 0:
+        if noise is None:
+            raise ValueError(f"eta={eta} > 0 needs noise")
         x_to = x_to + s * noise
     return x_to, x0
 
@@ -311,7 +346,7 @@ KModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def kdiffusion_sample(
     model: KModel,
     x: np.ndarray,
-    sigmas: Sequence[float],
+    sigmas: Sequence[float] | np.ndarray,
     *,
     eta: float = 0.0,
     noise: Sequence[np.ndarray | None] | None = None,
@@ -333,7 +368,9 @@ def kdiffusion_sample(
     return x
 
 
-def kdiffusion_invert(model: KModel, x: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
+def kdiffusion_invert(
+    model: KModel, x: np.ndarray, sigmas: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Plain DDIM inversion up ascending `sigmas` in k-diffusion's form: the model at the
     destination level on the source sample (scaled to that level), as diffusers' inverse
     scheduler evaluates it."""
@@ -477,7 +514,7 @@ class ReferenceScheduler:
                 rng = generator if generator is not None else np.random.default_rng()
                 noise = rng.standard_normal(x.shape)
         result = self._apply(plan, out, timestep, x, eta, noise, bool(use_clipped_model_output))
-        return StepOutput(*result) if return_dict else tuple(result)
+        return _output(result, sample, return_dict)
 
     def _apply(
         self,
@@ -523,4 +560,11 @@ class ReferenceInverseScheduler(ReferenceScheduler):
             result = per_sample(plan, out, ts.tolist(), x, inverse=True)
         else:
             result = inverse_step(plan, out, int(ts[0]), x)
-        return StepOutput(*result) if return_dict else tuple(result)
+        return _output(result, sample, return_dict)
+
+
+def _output(result: tuple[np.ndarray, np.ndarray], sample: Any, return_dict: bool) -> Any:
+    """The float64 results rounded once to the sample's dtype."""
+    dtype = np.asarray(sample).dtype
+    prev, x0 = (np.asarray(a, dtype=dtype if dtype.kind == "f" else np.float64) for a in result)
+    return StepOutput(prev, x0) if return_dict else (prev, x0)

@@ -42,11 +42,19 @@ CI = settings(
 )
 DEV = settings(max_examples=200, deadline=None)  # profile "ddim-core-dev": more, random
 
-# One strategy per option, over realistic valid values (the checks accept more).
+
+def _or_default(name: str, values: SearchStrategy[Any]) -> SearchStrategy[Any]:
+    """The option's default or `values`: counterexamples shrink to the default."""
+    default = next(f.default for f in dataclasses.fields(dc.DDIMConfig) if f.name == name)
+    return st.one_of(st.just(default), values)
+
+
+# One strategy per option, over realistic valid values (the checks accept more), each
+# shrinking to the default (the first of a sampled_from is the default).
 OPTIONS: dict[str, SearchStrategy[Any]] = {
-    "num_train_timesteps": st.integers(2, 2000),
-    "beta_start": st.floats(1e-5, 2e-3),
-    "beta_end": st.floats(5e-3, 4e-2),
+    "num_train_timesteps": _or_default("num_train_timesteps", st.integers(2, 2000)),
+    "beta_start": _or_default("beta_start", st.floats(1e-5, 2e-3)),
+    "beta_end": _or_default("beta_end", st.floats(5e-3, 4e-2)),
     "beta_schedule": st.sampled_from(BETA_SCHEDULES),
     "trained_betas": st.none(),  # drawn with num_train_timesteps: see `configs`
     "clip_sample": st.booleans(),
@@ -54,9 +62,9 @@ OPTIONS: dict[str, SearchStrategy[Any]] = {
     "steps_offset": st.integers(0, 1),
     "prediction_type": st.sampled_from(PREDICTION_TYPES),
     "thresholding": st.booleans(),
-    "dynamic_thresholding_ratio": st.floats(0.5, 1.0),
-    "clip_sample_range": st.floats(0.5, 4.0),
-    "sample_max_value": st.floats(1.0, 4.0),
+    "dynamic_thresholding_ratio": _or_default("dynamic_thresholding_ratio", st.floats(0.5, 1.0)),
+    "clip_sample_range": _or_default("clip_sample_range", st.floats(0.5, 4.0)),
+    "sample_max_value": _or_default("sample_max_value", st.floats(1.0, 4.0)),
     "timestep_spacing": st.sampled_from(TIMESTEP_SPACINGS),
     "rescale_betas_zero_snr": st.booleans(),
     "prev_timestep": st.sampled_from(PREV_TIMESTEP_RULES),
