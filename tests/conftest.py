@@ -13,7 +13,7 @@ from ddim_core.testing.strategies import CI, DEV
 
 # Installed, ddim-core registers this plugin through its pytest11 entry point (named after the
 # module, so that naming it here again is a no-op); from a source checkout, this loads it.
-pytest_plugins = ["ddim_core.testing.pytest_plugin"]
+pytest_plugins = ["ddim_core.testing.pytest_plugin", "pytester"]
 
 settings.register_profile("ci", CI)
 settings.register_profile("dev", DEV)

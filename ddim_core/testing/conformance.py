@@ -90,7 +90,10 @@ class Report:
             f"target: {self.name} ({self.kind}, {self.backend} arrays)"
         )
         if fmt == "markdown":
-            return f"{self.markdown()}\n\n{self.summary()}"
+            head = (
+                f"`ddim-core check {self.target}`: {self.name} ({self.kind}, {self.backend} arrays)"
+            )
+            return f"{head}\n\n{self.markdown()}\n\n{self.summary()}"
         return f"{head}\n\n{self.table()}\n\n{self.summary()}"
 
 

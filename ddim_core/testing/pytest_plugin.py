@@ -38,6 +38,7 @@ def backend_params(*, module: str | None = None) -> list[Any]:
     return params
 
 
+@pytest.hookimpl(tryfirst=True)  # before Hypothesis' plugin loads --hypothesis-profile
 def pytest_configure(config: pytest.Config) -> None:
     if importlib.util.find_spec("hypothesis") is None:
         return
