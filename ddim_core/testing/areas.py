@@ -23,7 +23,7 @@ from ddim_core import kernels
 from ddim_core.config import DDIMConfig
 
 from . import reference
-from .assertions import TOLERANCE, assert_step_close, describe, rel
+from .assertions import TOLERANCE, assert_step_close, describe, n_steps, rel
 from .backends import to_numpy
 from .strategies import configs, etas
 from .suite import FAIL, NA, PASS, UNSUPPORTED, AllUnsupported, Divergence, Finding, search
@@ -552,8 +552,8 @@ def nan_inf(target: Scheduler) -> Finding:
                     (plan.prev_timestep(t), t) if target.inverse else (t, plan.prev_timestep(t))
                 )
                 first = (
-                    f"{describe(config)}, {n} steps, {arrow} {src} -> {dst}, eta={eta}, {dtype}: "
-                    f"{kind} in {n_bad} of {values.size} elements of prev_sample"
+                    f"{describe(config)}, {n_steps(n)}, {arrow} {src} -> {dst}, eta={eta}, "
+                    f"{dtype}: {kind} in {n_bad} of {values.size} elements of prev_sample"
                 )
     if first:
         return Finding(area, FAIL, f"{first}; {bad} of {total} steps not finite")
@@ -629,8 +629,9 @@ def host_syncs(target: Scheduler) -> Finding:
             return Finding(
                 area,
                 FAIL,
-                f"eta={eta}: step(..., t, sample) with t from timesteps on the sample's device "
-                f"reads a value back to the host: {cause}",
+                (f"eta={eta}: " if eta else "")
+                + "step(..., t, sample) with t from timesteps on the sample's device reads a "
+                f"value back to the host: {cause}",
             )
     return Finding(area, PASS, "a loop on torch's meta device")
 
@@ -667,16 +668,14 @@ def thread_safety(target: Scheduler) -> Finding:
     try:
         for _ in range(3):
             results, errors = _in_threads(lambda i: loop(shared, steps[i]), THREADS)
-            if errors:
-                return Finding(
-                    area, FAIL, f"threads sharing one instance: {describe_error(errors[0])}"
-                )
-            if not all(np.array_equal(a, s) for a, s in zip(results, serial, strict=True)):
+            same = all(np.array_equal(a, s) for a, s in zip(results, serial, strict=True))
+            if errors or not same:  # which, and how, varies from run to run: not reported
                 return Finding(
                     area,
                     FAIL,
                     f"{THREADS} threads sharing one instance, each set_timesteps(n) with its "
-                    "own n then n steps: results differ from the same loops run serially",
+                    "own n then n steps, get other results than the same loops run serially, "
+                    "or raise",
                 )
     finally:
         sys.setswitchinterval(interval)

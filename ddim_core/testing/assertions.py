@@ -66,6 +66,11 @@ def describe(config: DDIMConfig) -> str:
     return f"DDIMConfig({', '.join(parts)})"
 
 
+def n_steps(n: int) -> str:
+    """ "1 step", "10 steps"."""
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
 def _is_meta(x: Any) -> bool:
     return bool(getattr(x, "is_meta", False))
 
@@ -153,7 +158,7 @@ def assert_step_close(
         want, want_x0 = reference.transfer(plan.config, m[i], a, b, x[i], **kw)
         size, size_x0 = reference.magnitude(plan.config, m[i], a, b, x[i], **kw)
         context = (
-            f"{describe(plan.config)}, {plan.num_inference_steps} steps, "
+            f"{describe(plan.config)}, {n_steps(plan.num_inference_steps)}, "
             f"{'inverse step' if inverse else 'step'} {src} -> {dst}, eta={eta}, "
             f"{dtype_name(dtype)}, shape {tuple(x.shape)}"
             + (f", sample {i.start}" if len(ts) > 1 else "")
@@ -193,7 +198,7 @@ def assert_timesteps_equal(
     shown = "nothing" if i >= len(have) else str(have[i])
     expect = "nothing" if i >= len(want) else str(want[i])
     raise AssertionError(
-        f"{describe(config)}, {n} steps{' (inverse)' if inverse else ''}: timesteps[{i}] is "
+        f"{describe(config)}, {n_steps(n)}{' (inverse)' if inverse else ''}: timesteps[{i}] is "
         f"{shown}, the plan has {expect} ({len(have)} timesteps, the plan {len(want)})"
     )
 

@@ -147,13 +147,17 @@ def backend(name: str) -> Backend:
     return Backend(name, name)
 
 
-def runnable(*, dtype: str = "float64", exclude: Collection[str] = ()) -> list[Backend]:
+def runnable(
+    *, dtype: str = "float64", exclude: Collection[str] = (), only: Collection[str] | None = None
+) -> list[Backend]:
     """The BACKENDS to draw from with Hypothesis' `st.sampled_from` (which cannot skip a single
     example): those that run here, hold values (not torch:meta) and support `dtype`, minus
-    `exclude` (names)."""
+    `exclude` (names), among `only` (names) when given."""
     out = []
     for b in BACKENDS:
-        if b.name in exclude or not b.has_values or b.unavailable() is not None:
+        if b.name in exclude or (only is not None and b.name not in only):
+            continue
+        if not b.has_values or b.unavailable() is not None:
             continue
         try:
             importlib.import_module(b.module)

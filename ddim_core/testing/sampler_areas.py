@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from ddim_core.config import DDIMConfig
 
 from . import reference
-from .assertions import TOLERANCE, assert_array_close, describe, rel
+from .assertions import TOLERANCE, assert_array_close, describe, n_steps, rel
 from .backends import round_to, to_numpy
 from .strategies import configs, etas
 from .suite import FAIL, NA, PASS, UNSUPPORTED, AllUnsupported, Divergence, Finding, search
@@ -108,7 +108,7 @@ def loop_matches(
         exact = reference.kdiffusion_invert(model, x, sig)
     else:
         exact = reference.kdiffusion_sample(model, x, sig, eta=eta, noise=draws)
-    context = f"{describe(config)}, {n} steps, mu={mu:.3g}, s={s:.3g}, eta={eta}, {dtype}"
+    context = f"{describe(config)}, {n_steps(n)}, mu={mu:.3g}, s={s:.3g}, eta={eta}, {dtype}"
     if str(got.dtype).rpartition(".")[2] != dtype:
         raise Divergence(f"{context}: a {dtype} loop returns {got.dtype}")
     try:
@@ -178,7 +178,7 @@ def inverse_mirror(target: Sampler) -> Finding:
         error = rel(back, x0)
         if not error <= TOLERANCE["float64"] * n * (1 + sig[-1]):
             raise Divergence(
-                f"{describe(config)}, {n} steps: sampling down the same sigmas after inverting "
+                f"{describe(config)}, {n_steps(n)}: sampling down the same sigmas after inverting "
                 f"returns x_0 off by {error:.2g} (relative)"
             )
 
@@ -243,7 +243,7 @@ def nan_inf(target: Sampler) -> Finding:
             return Finding(
                 area,
                 FAIL,
-                f"{describe(config)}, {n} steps, eta={eta}, {dtype}: {kind} in "
+                f"{describe(config)}, {n_steps(n)}, eta={eta}, {dtype}: {kind} in "
                 f"{int((~np.isfinite(values)).sum())} of {values.size} elements",
             )
     return Finding(area, PASS, f"{total} loops finite")

@@ -234,9 +234,12 @@ def etas() -> SearchStrategy[float]:
     return st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0))
 
 
-def backends(dtype: str = "float64", exclude: Sequence[str] = ()) -> SearchStrategy[Backend]:
-    """A backend of the matrix (library and device) that runs here and holds `dtype`."""
-    found = runnable(dtype=dtype, exclude=exclude)
+def backends(
+    dtype: str = "float64", exclude: Sequence[str] = (), only: Sequence[str] | None = None
+) -> SearchStrategy[Backend]:
+    """A backend of the matrix (library and device) that runs here and holds `dtype`; `only`
+    (names) limits the choice, and the libraries imported, to those."""
+    found = runnable(dtype=dtype, exclude=exclude, only=only)
     if not found:
         raise ValueError(f"no backend runs {dtype} here")
     return st.sampled_from(found)
@@ -288,8 +291,10 @@ def _step_inputs(
     dtype_strategy: SearchStrategy[str] | None,
     scales: tuple[float, ...],
 ) -> StepInputs:
-    backend = draw(backend_strategy or backends(dtype="float32"), label="backend")
-    dtype = draw(dtype_strategy or dtypes(backend), label="dtype")
+    if backend_strategy is None:
+        backend_strategy = backends(dtype="float32")
+    backend = draw(backend_strategy, label="backend")
+    dtype = draw(dtypes(backend) if dtype_strategy is None else dtype_strategy, label="dtype")
     assume(backend.supports(dtype))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
     scale = draw(st.sampled_from(scales), label="scale")
