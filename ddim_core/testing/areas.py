@@ -32,17 +32,7 @@ from .targets import Crash, Scheduler, Unsupported, describe_error
 
 SHAPE = (2, 3, 4, 4)
 SPACINGS = ("leading", "trailing", "linspace")
-SCHEDULES: dict[str, dict[str, Any]] = {
-    "linear": {},
-    "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
-    "squaredcos_cap_v2": {"beta_schedule": "squaredcos_cap_v2"},
-    "zero SNR": {
-        "beta_schedule": "scaled_linear",
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "rescale_betas_zero_snr": True,
-    },
-}
+SCHEDULES = reference.SCHEDULES
 # what the value areas vary besides what each fixes
 VARY = (
     "beta_schedule",

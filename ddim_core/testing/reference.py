@@ -29,6 +29,7 @@ from ddim_core.schedules import schedule as config_schedule
 
 __all__ = [
     "FINAL",
+    "SCHEDULES",
     "Plan",
     "ReferenceInverseScheduler",
     "ReferenceScheduler",
@@ -55,6 +56,20 @@ __all__ = [
 ]
 
 FINAL = -1  # t_prev of the last step: the clean level past t = 0
+
+# The schedules of real models, as DDIMConfig options: DDPM's linear, Stable Diffusion's
+# scaled_linear, the cosine schedule, and zero terminal SNR (Lin et al. 2023) on SD's betas.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "linear": {},
+    "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    "squaredcos_cap_v2": {"beta_schedule": "squaredcos_cap_v2"},
+    "zero_snr": {
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "rescale_betas_zero_snr": True,
+    },
+}
 
 Model = Callable[[np.ndarray, Any], np.ndarray]
 
