@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import Flaky, Unsatisfiable
 from hypothesis.strategies import SearchStrategy
 
 from ddim_core.config import DDIMConfig
@@ -61,6 +61,10 @@ def search(
         run()
     except (Divergence, Crash) as e:
         return str(e)
+    except Flaky as e:  # an example failed once and passed when run again
+        inner = getattr(e, "exceptions", None)  # FlakyFailure groups the failures seen
+        first = inner[0] if inner else e
+        return f"not deterministic: the same input fails, then passes ({first})"
     except Unsatisfiable:
         raise AllUnsupported from None
     return None
