@@ -1,5 +1,6 @@
-"""`ddim-core` command line: `demo`, `plot-schedule`, `plugins`, and the adapters' own
-commands, e.g. `ddim-core comfyui install|uninstall COMFYUI_DIR` (the ComfyUI node pack's).
+"""`ddim-core` command line: `demo`, `plot-schedule`, `plugins`, `check`, `invert-dataset`,
+`sample-dataset`, and the adapters' own commands, e.g. `ddim-core comfyui install|uninstall
+COMFYUI_DIR` (the ComfyUI node pack's).
 
 A bad argument ends the command with one line naming it on stderr and exit status 2, never a
 traceback; `--plot` and `plot-schedule` check for matplotlib before computing anything.
@@ -289,7 +290,7 @@ def plugins_table() -> str:
     return "\n".join(lines)
 
 
-COMMANDS = ("demo", "plot-schedule", "plugins")  # any other first argument names an adapter
+COMMANDS = ("demo", "plot-schedule", "plugins", "check")  # any other names an adapter
 
 # Dataset commands: their arguments are parsed in ddim_core.distributed (imported when used).
 DATASET_COMMANDS = ("invert-dataset", "sample-dataset")
@@ -569,6 +570,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "check":  # the conformance suite (needs Hypothesis): its own parser
+        from .testing.conformance import main as check
+
+        return check(argv[1:])
     if argv and argv[0] in DATASET_COMMANDS:
         return dataset_command(argv[0], argv[1:])
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):

@@ -17,18 +17,9 @@ import pytest
 from helpers import TOLERANCE, to_numpy
 
 import ddim_core as dc
+from ddim_core.testing import reference
 
-SCHEDULES: dict[str, dict[str, Any]] = {
-    "linear": {},
-    "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
-    "squaredcos_cap_v2": {"beta_schedule": "squaredcos_cap_v2"},
-    "zero_snr": {
-        "beta_schedule": "scaled_linear",
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "rescale_betas_zero_snr": True,
-    },
-}
+SCHEDULES = reference.SCHEDULES
 PROCESSING: dict[str, dict[str, Any]] = {
     "none": {"clip_sample": False},
     "clip": {"clip_sample": True},

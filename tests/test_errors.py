@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference
 from helpers import TOLERANCE, rel
 
 import ddim_core as dc
+from ddim_core.testing import reference
 
 PLAN = dc.make_plan(dc.DDIMConfig(), 10)
 X = np.zeros((2, 3, 4, 4))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import ddim_core as dc
 from ddim_core import functional as F
 from ddim_core.analytic import GaussianMixture
+from ddim_core.testing.strategies import problems
 
 pytestmark = pytest.mark.slow
 
@@ -25,25 +26,6 @@ PROCESSING = [
     {"clip_sample": True, "clip_sample_range": 1.5},
     {"thresholding": True, "sample_max_value": 3.0},
 ]
-
-
-@st.composite
-def problems(draw: st.DrawFn, max_components: int = 3) -> tuple[GaussianMixture, dc.DDIMConfig]:
-    """A random mixture (std >= 0.3) and a config; sample prediction ends at alpha_bar_0."""
-    prediction = draw(st.sampled_from(["epsilon", "sample", "v_prediction"]))
-    config = dc.DDIMConfig(
-        beta_schedule=draw(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"])),
-        timestep_spacing=draw(st.sampled_from(["leading", "trailing", "linspace"])),
-        prediction_type=prediction,
-        set_alpha_to_one=prediction != "sample",
-        clip_sample=False,
-    )
-    k = draw(st.integers(1, max_components))
-    dim = draw(st.integers(1, 3))
-    coords = st.floats(-3.0, 3.0, allow_nan=False)
-    means = draw(st.lists(st.lists(coords, min_size=dim, max_size=dim), min_size=k, max_size=k))
-    stds = draw(st.lists(st.floats(0.3, 1.0), min_size=k, max_size=k))
-    return GaussianMixture.create(means, stds, config), config
 
 
 def _data(model: GaussianMixture, seed: int, n: int = 16) -> np.ndarray:

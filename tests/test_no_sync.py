@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference as ref
 from helpers import TOLERANCE, Backend, assert_close, backend_params, make_rng, rel
 
 import ddim_core as dc
 from ddim_core import functional as F
+from ddim_core.testing import reference as ref
 
 torch = pytest.importorskip("torch")
 CONFIG = dc.DDIMConfig(clip_sample=True, timestep_spacing="trailing")

@@ -19,10 +19,10 @@ import warnings
 
 import numpy as np
 import pytest
-import reference
 from helpers import TOLERANCE, rel
 
 import ddim_core as dc
+from ddim_core.testing import reference
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

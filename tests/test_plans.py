@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ddim_core as dc
+from ddim_core.testing import strategies as dst
 
 
 def test_leading_plan_example() -> None:
@@ -95,15 +96,14 @@ def test_zero_snr_epsilon_first_step_is_rejected() -> None:
     dc.make_plan(config.replace(prediction_type="v_prediction"), 10)
 
 
-configs = st.builds(
-    dc.DDIMConfig,
-    num_train_timesteps=st.integers(2, 2000),
-    timestep_spacing=st.sampled_from(["leading", "trailing", "linspace"]),
-    steps_offset=st.integers(0, 1),
-    prev_timestep=st.sampled_from(["plan", "stride"]),
-    beta_schedule=st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-    rescale_betas_zero_snr=st.booleans(),
-    prediction_type=st.just("v_prediction"),
+configs = dst.configs(
+    "num_train_timesteps",
+    "timestep_spacing",
+    "steps_offset",
+    "prev_timestep",
+    "beta_schedule",
+    "rescale_betas_zero_snr",
+    prediction_type="v_prediction",
 )
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import reference
 from helpers import Backend, to_numpy
 
 import ddim_core as dc
 from ddim_core import backends, coefficients, hookspecs, plugins
 from ddim_core.hookspecs import Adapter, hookimpl
+from ddim_core.testing import reference
 
 INSTALLED = any(
     ep.value.startswith("ddim_core.") for ep in importlib.metadata.entry_points(group="ddim_core")

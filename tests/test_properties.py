@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import numpy as np
-import reference as ref
 from helpers import Backend, runnable, to_numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
 import ddim_core as dc
+from ddim_core.testing import reference as ref
+from ddim_core.testing import strategies as dst
 
-configs = st.builds(
-    dc.DDIMConfig,
-    beta_schedule=st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-    timestep_spacing=st.sampled_from(["leading", "trailing", "linspace"]),
-    prediction_type=st.sampled_from(["epsilon", "sample", "v_prediction"]),
-    set_alpha_to_one=st.booleans(),
-    prev_timestep=st.sampled_from(["plan", "stride"]),
-    clip_sample=st.just(False),
+configs = dst.configs(
+    "beta_schedule",
+    "timestep_spacing",
+    "prediction_type",
+    "set_alpha_to_one",
+    "prev_timestep",
+    clip_sample=False,
 )
 
 
 def _draw(data: st.DataObject, config: dc.DDIMConfig) -> tuple[dc.Plan, int]:
     n = data.draw(st.integers(1, 200), label="steps")
     plan = dc.make_plan(config, n)
-    t = data.draw(st.sampled_from(plan.timesteps), label="t")
+    t = data.draw(dst.timesteps(plan), label="t")
     return plan, t
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference as ref
 from helpers import Backend, assert_close, make_rng
 
 import ddim_core as dc
+from ddim_core.testing import reference as ref
 
 SHAPE = (3, 2, 4, 4)
 CONFIGS = {
