@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ddim_core as dc
 from ddim_core import builtins, functional
+from ddim_core.testing import reference
 
 torch = pytest.importorskip("torch")
 
