@@ -13,7 +13,6 @@ import sys
 import mindspore
 import numpy as np
 import pytest
-import reference as ref
 from conftest import MindSporeBackend
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,6 +21,7 @@ import ddim_core as dc
 from ddim_core import _mindspore as xp
 from ddim_core import backends, plugins
 from ddim_core import functional as F
+from ddim_core.testing import reference as ref
 
 MS = MindSporeBackend()
 FLOATS = ["float64", "float32", "float16", "bfloat16"]
@@ -183,7 +183,7 @@ def test_kdiffusion_samplers_run_on_mindspore() -> None:
     from ddim_kdiffusion import get_sigmas_ddim, sample_ddim
 
     cfg = dc.DDIMConfig(clip_sample=False)
-    sigmas = get_sigmas_ddim(cfg, 10)
+    sigmas = get_sigmas_ddim(cfg, 10, xp=np)
     ab = dc.schedule(cfg).alphas_cumprod
 
     def denoiser(x, sigma):  # type: ignore[no-untyped-def]
