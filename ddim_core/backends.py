@@ -26,6 +26,7 @@ import numpy as np
 Array = Any
 Namespace = Any
 R = TypeVar("R")
+S = TypeVar("S", bound=tuple[Any, ...])
 
 HOST_XP: Namespace = array_api_compat.numpy  # NumPy's array-API namespace: host tables
 
@@ -33,8 +34,28 @@ HOST_XP: Namespace = array_api_compat.numpy  # NumPy's array-API namespace: host
 def namespace(**arrays: Array) -> Namespace:
     """The one array namespace of the named arrays (None values are skipped).
 
-    Raises TypeError naming the argument when a value is not an array, or when the arrays
-    come from different libraries; ValueError when they live on different devices.
+    Parameters
+    ----------
+    **arrays : array or None
+        Arrays by argument name (the names appear in error messages).
+
+    Returns
+    -------
+    namespace
+        array-api-compat's namespace (or a plugin's, for arrays it does not know).
+
+    Raises
+    ------
+    TypeError
+        A value that is not an array, no array at all, or arrays of different libraries.
+    ValueError
+        Arrays on different devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> namespace(sample=np.zeros(2), noise=None).__name__
+    'array_api_compat.numpy'
     """
     values = [x for x in arrays.values() if x is not None]
     if values:
@@ -70,7 +91,24 @@ _SAME_DEVICE: dict[type, Callable[[Array, tuple[Array | None, ...]], bool]] = {}
 
 def fast_namespace(first: Array, *others: Array | None) -> Namespace | None:
     """`namespace` for arrays of one already-seen NumPy or torch type on one device (a dict
-    lookup and a device compare), else None: then call `namespace` for the full checks."""
+    lookup and a device compare), else None: then call `namespace` for the full checks.
+
+    Parameters
+    ----------
+    first : array
+    *others : array or None
+
+    Returns
+    -------
+    namespace or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _ = namespace(x=np.zeros(1))  # seen once
+    >>> fast_namespace(np.zeros(1), None).__name__
+    'array_api_compat.numpy'
+    """
     kind = type(first)
     same_device = _SAME_DEVICE.get(kind)
     if same_device is None:
@@ -94,8 +132,21 @@ _namespace_fallback: Callable[[Array], Namespace | None] = _no_fallback
 
 
 def set_namespace_fallback(resolve: Callable[[Array], Namespace | None]) -> None:
-    """Install the resolver `namespace` asks for an array array-api-compat does not know; it
-    returns a namespace or None. `plugins` installs its `array_namespace` when imported."""
+    """Install the resolver `namespace` asks for an array array-api-compat does not know.
+
+    `plugins` installs its `array_namespace` (the `ddim_core_array_namespace` hook) when
+    imported; this module imports nothing else of ddim_core.
+
+    Parameters
+    ----------
+    resolve : callable
+        ``resolve(array) -> namespace or None``.
+
+    Examples
+    --------
+    >>> import ddim_core.plugins
+    >>> set_namespace_fallback(ddim_core.plugins.array_namespace)  # what plugins does
+    """
     global _namespace_fallback
     _namespace_fallback = resolve
 
@@ -128,29 +179,257 @@ def _library(xp: Namespace) -> str:
     return str(xp.__name__).removeprefix("array_api_compat.")
 
 
+def as_namespace(xp: Any) -> Namespace:
+    """An array-API namespace from what a user passes as `xp=`: a compliant namespace (NumPy
+    2, jax.numpy, array_api_strict, array_api_compat.*) or a library module whose arrays
+    array-api-compat knows (torch, cupy, dask.array).
+
+    Parameters
+    ----------
+    xp : namespace or module
+        What the user passed; the namespace is that of ``xp.asarray(0)``.
+
+    Returns
+    -------
+    namespace
+        array-api-compat's namespace (or a plugin's) for that library.
+
+    Raises
+    ------
+    TypeError
+        `xp` has no callable `asarray` (a string, None, ...), or its arrays are none that
+        array-api-compat or a plugin resolves.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy
+    >>> as_namespace(np) is as_namespace(array_api_compat.numpy) is HOST_XP
+    True
+    >>> as_namespace("numpy")
+    Traceback (most recent call last):
+    TypeError: xp must be an array namespace or library module ...
+    """
+    if isinstance(xp, str) or not callable(getattr(xp, "asarray", None)):
+        raise TypeError(
+            f"xp must be an array namespace or library module (numpy, torch, jax.numpy, "
+            f"cupy, dask.array, array_api_strict), got {xp!r}"
+        )
+    try:
+        return _namespace_of("xp", xp.asarray(0))
+    except Exception as e:
+        raise TypeError(
+            f"xp={getattr(xp, '__name__', xp)!r} is not an array namespace: {e}"
+        ) from None
+
+
 def device(x: Array) -> Any:
-    """The device an array lives on (array-api-compat's portable accessor)."""
+    """The device an array lives on (array-api-compat's portable accessor).
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    object
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> device(np.zeros(1))
+    'cpu'
+    """
     return array_api_compat.device(x)
 
 
 def is_host_numpy(x: Array) -> bool:
-    """True for NumPy arrays: their values can be read without a device sync."""
+    """True for NumPy arrays: their values can be read without a device sync.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_host_numpy(np.zeros(1))
+    True
+    """
     return bool(array_api_compat.is_numpy_array(x))
 
 
+def writable(x: Array) -> bool:
+    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays), True for
+    any other array (an `out=` buffer is then written).
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros(2)
+    >>> writable(x), writable(np.broadcast_to(x, (3, 2)))
+    (True, False)
+    """
+    flags = getattr(x, "flags", None)
+    if isinstance(x, np.ndarray) and flags is not None:
+        return bool(flags.writeable)
+    return not array_api_compat.is_jax_array(x)
+
+
+def overlaps(a: Array, b: Array) -> bool:
+    """Whether two arrays may share memory (NumPy's bounds check; for torch, CuPy and other
+    libraries exposing a data pointer, the byte ranges their strides can reach). Arrays of
+    other libraries overlap only when they are the same object.
+
+    Parameters
+    ----------
+    a, b : array
+        Two arrays of one library.
+
+    Returns
+    -------
+    bool
+        False only when no element of `a` can share memory with one of `b`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros(4)
+    >>> overlaps(x[:2], x[2:]), overlaps(x[:3], x[2:]), overlaps(x, np.zeros(4))
+    (False, True, False)
+    """
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.may_share_memory(a, b))
+    span_a, span_b = _byte_span(a), _byte_span(b)
+    if span_a is None or span_b is None:
+        return a is b
+    return span_a[0] < span_b[1] and span_b[0] < span_a[1]
+
+
+def _byte_span(x: Array) -> tuple[int, int] | None:
+    """[first, last) byte addresses an array's elements occupy, or None when unknown."""
+    if hasattr(x, "data_ptr") and hasattr(x, "stride"):  # torch
+        if x.numel() == 0:
+            return (0, 0)
+        size = x.element_size()
+        start = x.data_ptr()
+        reach = sum((n - 1) * st for n, st in zip(x.shape, x.stride(), strict=True) if n)
+        low = start + min(0, reach) * size
+        return (low, start + max(0, reach) * size + size)
+    data = getattr(x, "data", None)
+    ptr = getattr(data, "ptr", None)  # CuPy
+    if isinstance(ptr, int) and hasattr(x, "strides"):
+        reach = sum((n - 1) * st for n, st in zip(x.shape, x.strides, strict=True) if n)
+        return (ptr + min(0, reach), ptr + max(0, reach) + x.itemsize)
+    return None
+
+
 def host_integers(x: Array) -> list[int] | None:
-    """The values of an integer array the host reads for free: NumPy, or a torch tensor on the
-    CPU outside torch.compile. None for anything else: reading a device array waits for it."""
+    """The values of an integer array the host reads for free: NumPy, a torch tensor on the
+    CPU outside torch.compile, a concrete JAX array on the CPU. None for anything else:
+    reading a device array waits for it, a lazy one computes it, a traced one has none.
+
+    Parameters
+    ----------
+    x : array
+        An integer array of any shape.
+
+    Returns
+    -------
+    list of int or None
+        Its values, flattened in C order, or None when reading them is not free.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> host_integers(np.array([[999, 979], [959, 939]]))
+    [999, 979, 959, 939]
+    """
     if isinstance(x, np.ndarray):
         return list(x.reshape(-1).tolist())
     if array_api_compat.is_torch_array(x) and x.device.type == "cpu" and not compiling():
         return list(x.reshape(-1).tolist())
+    jax_on_cpu = array_api_compat.is_jax_array(x) and not _tracing(x)
+    if jax_on_cpu and all(d.platform == "cpu" for d in x.devices()):
+        return list(np.asarray(x).reshape(-1).tolist())
     return None
+
+
+def check_range_on_device(x: Array, size: int, message: str) -> Array:
+    """x, with 0 <= x < size checked where x lives, without waiting for it: torch's
+    asynchronous device assert (reported at the next synchronisation), a Dask check that runs
+    with the graph. Other libraries (JAX under jit) have no such check: a value out of range
+    there gathers NaN (JAX) and is documented. Values the host reads for free are checked
+    there instead (`host_integers`).
+
+    Parameters
+    ----------
+    x : array
+        Integer indices (timesteps).
+    size : int
+        The exclusive upper bound (the table length).
+    message : str
+        What the failed check says (torch's assert; Dask's ValueError, followed by the range).
+
+    Returns
+    -------
+    array
+        `x` itself (torch and the rest), or for Dask a lazy array that checks each block when
+        computed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.array([999, 0])
+    >>> check_range_on_device(t, 1000, "timestep out of range") is t
+    True
+    """
+    if array_api_compat.is_torch_array(x):
+        torch = sys.modules["torch"]
+        torch._assert_async(((x >= 0) & (x < size)).all(), message)
+    elif array_api_compat.is_dask_array(x):
+        lazy: Any = x  # (dask's own annotations do not know the block function's extras)
+        return lazy.map_blocks(_check_block, size, message, dtype=x.dtype)
+    return x
+
+
+def _check_block(block: np.ndarray, size: int, message: str) -> np.ndarray:
+    if block.size and not (int(block.min()) >= 0 and int(block.max()) < size):
+        raise ValueError(f"{message}: got {block.min()}..{block.max()}")
+    return block
 
 
 def materialize(x: Array) -> Array:
     """Evaluate a lazy (Dask) array once per loop step, so later reads do not replay the
-    whole loop's graph; any other array is returned as it is."""
+    whole loop's graph; any other array is returned as it is.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros(1)
+    >>> materialize(x) is x
+    True
+    """
     if array_api_compat.is_dask_array(x):
         return x.persist()  # type: ignore[no-untyped-call]
     return x
@@ -162,12 +441,48 @@ _DTYPE_KINDS: dict[tuple[str, type], dict[Any, bool]] = {}
 
 
 def is_real_floating(xp: Namespace, x: Array) -> bool:
-    """Whether x's dtype is real floating (cached per array type and dtype)."""
+    """Whether x's dtype is real floating (cached per array type and dtype).
+
+    Parameters
+    ----------
+    xp : namespace
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> is_real_floating(xp, np.zeros(1)), is_real_floating(xp, np.zeros(1, dtype=int))
+    (True, False)
+    """
     return is_kind(xp, x, "real floating")
 
 
 def is_kind(xp: Namespace, x: Array, kind: str) -> bool:
-    """`xp.isdtype(x.dtype, kind)`, cached per array type and dtype."""
+    """`xp.isdtype(x.dtype, kind)`, cached per array type and dtype.
+
+    Parameters
+    ----------
+    xp : namespace
+    x : array
+    kind : str
+        A kind of `isdtype`: "real floating", "integral", ...
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> is_kind(xp, np.zeros(1, dtype=int), "integral")
+    True
+    """
     known = _DTYPE_KINDS.setdefault((kind, type(x)), {})
     try:
         return known[x.dtype]
@@ -179,19 +494,111 @@ def is_kind(xp: Namespace, x: Array, kind: str) -> bool:
 
 
 def work_dtype(xp: Namespace, dtype: Any) -> Any:
-    """The dtype the arithmetic runs in: half-precision inputs are computed in float32."""
+    """The dtype the arithmetic runs in: half-precision inputs are computed in float32.
+
+    Parameters
+    ----------
+    xp : namespace
+    dtype : dtype
+
+    Returns
+    -------
+    dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> work_dtype(xp, xp.float16)
+    <class 'numpy.float32'>
+    """
     return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
 
 
 def to_work_dtype(xp: Namespace, first: Array, *rest: Array | None) -> list[Array | None]:
-    """Cast to the working dtype of `first` (float32 for half precision, else its own)."""
+    """Cast to the working dtype of `first` (float32 for half precision, else its own).
+
+    Parameters
+    ----------
+    xp : namespace
+    first : array
+    *rest : array or None
+
+    Returns
+    -------
+    list of array or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> [a.dtype for a in to_work_dtype(xp, np.zeros(1, np.float16), np.zeros(1))]
+    [dtype('float32'), dtype('float32')]
+    """
     dtype = work_dtype(xp, first.dtype)
     return [a if a is None or a.dtype == dtype else xp.astype(a, dtype) for a in (first, *rest)]
 
 
 def cast(xp: Namespace, x: Array, dtype: Any) -> Array:
-    """`x` in `dtype`, without a copy when it already is."""
+    """`x` in `dtype`, without a copy when it already is.
+
+    Parameters
+    ----------
+    xp : namespace
+    x : array
+    dtype : dtype
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> x = np.zeros(1)
+    >>> cast(xp, x, xp.float64) is x
+    True
+    """
     return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def exact_scalars(xp: Namespace, values: S, like: Array) -> S:
+    """Host floats (a tuple or NamedTuple; other items pass through) as operands that lose
+    nothing in arithmetic with `like`.
+
+    The array API converts a Python float to the array's dtype, so the floats are returned as
+    they are, except for a float64 `like` of a library that rounds Python floats to float32
+    instead (its namespace says so with `rounds_python_floats = True`: MindSpore): then 0-d
+    arrays of like's dtype on its device, made without reading anything back.
+
+    Parameters
+    ----------
+    xp : namespace
+        The namespace of `like`.
+    values : tuple
+        Host floats (a coefficient row); items that are not floats pass through.
+    like : array
+        The array the values will be combined with.
+
+    Returns
+    -------
+    tuple
+        Of the same type as `values` (a NamedTuple stays one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> exact_scalars(HOST_XP, (0.5, 2), np.zeros(1))  # NumPy keeps float64 operands exact
+    (0.5, 2)
+    """
+    if not getattr(xp, "rounds_python_floats", False) or like.dtype != xp.float64:
+        return values
+    where = device(like)
+    items = [
+        xp.asarray(v, dtype=like.dtype, device=where) if isinstance(v, float) else v for v in values
+    ]
+    return values._make(items) if hasattr(values, "_make") else type(values)(items)
 
 
 def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> Array:
@@ -200,6 +607,26 @@ def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> 
     The cast happens on the host, so no float64 array is ever created on the device
     (array-api-strict's `no_float64` device and Apple MPS have none): float32/float64 through a
     host copy in that dtype, other dtypes (half precision) through Python floats.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+    xp : namespace
+    device : object
+        Keyword-only.
+    dtype : dtype
+        Keyword-only.
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from_host(np.ones(2), xp, device="cpu", dtype=xp.float32).dtype
+    dtype('float32')
     """
     for host_dtype in (np.float32, np.float64):
         if dtype == getattr(xp, host_dtype.__name__):
@@ -209,7 +636,22 @@ def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> 
 
 def to_host(x: Any, dtype: Any = np.float64) -> np.ndarray:
     """A NumPy copy of configuration data (tables, sigma lists, timesteps) given as an array
-    of any library or a sequence: an explicit host read, never made on the step path."""
+    of any library or a sequence: an explicit host read, never made on the step path.
+
+    Parameters
+    ----------
+    x : array or sequence
+    dtype : numpy dtype, default float64
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Examples
+    --------
+    >>> to_host([1, 2]).dtype
+    dtype('float64')
+    """
     if hasattr(x, "detach"):  # torch: leave autograd and the device
         x = x.detach().cpu()
     elif hasattr(x, "get") and not isinstance(x, np.ndarray):  # CuPy
@@ -218,7 +660,25 @@ def to_host(x: Any, dtype: Any = np.float64) -> np.ndarray:
 
 
 def broadcast_to_sample(coefficient: Array, ndim: int, xp: Namespace) -> Array:
-    """Reshape per-sample coefficients of shape (B,) to (B, 1, ..., 1) for a sample of `ndim`."""
+    """Reshape per-sample coefficients of shape (B,) to (B, 1, ..., 1) for a sample of `ndim`.
+
+    Parameters
+    ----------
+    coefficient : array
+    ndim : int
+    xp : namespace
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> broadcast_to_sample(np.ones(2), 4, xp).shape
+    (2, 1, 1, 1)
+    """
     if coefficient.ndim == 0 or ndim <= 1:
         return coefficient
     return xp.reshape(coefficient, (coefficient.shape[0],) + (1,) * (ndim - 1))
@@ -229,21 +689,66 @@ _UIDS = itertools.count()
 
 
 def register(obj: Any) -> int:
-    """A process-unique integer for a host object (plans, schedules), so that host_constant
-    functions can take it as a plain int; `registered(uid)` returns the object while alive."""
+    """A process-unique integer for a host object (plans, schedules), so that `host_constant`
+    functions can take it as a plain int; `registered(uid)` returns the object while alive.
+
+    Parameters
+    ----------
+    obj : object
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> class Thing: pass
+    >>> thing = Thing()
+    >>> registered(register(thing)) is thing
+    True
+    """
     uid = next(_UIDS)
     _REGISTRY[uid] = obj
     return uid
 
 
 def registered(uid: int) -> Any:
+    """The object `register` gave `uid` to.
+
+    Parameters
+    ----------
+    uid : int
+
+    Returns
+    -------
+    object
+
+    Raises
+    ------
+    KeyError
+        The object is gone (weakly held).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> registered(plan.uid) is plan
+    True
+    """
     return _REGISTRY[uid]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Registered:
-    """Base of frozen host-data classes (Schedule, Plan): a process-unique `uid`, registered
-    on construction, through which host_constant functions reach the object."""
+    """Base of frozen host-data classes (Schedule, Plan): a process-unique `uid`, registered on
+    construction, through which `host_constant` functions reach the object.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> isinstance(dc.make_plan(dc.DDIMConfig(), 10), Registered)
+    True
+    """
 
     uid: int = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -256,13 +761,41 @@ def host_constant(fn: Callable[..., R]) -> Callable[..., R]:
     torch.compile runs it eagerly while tracing and keeps its result as a constant, instead of
     tracing its NumPy code into the graph. This sets the marker that
     `torch.compiler.assume_constant_result` sets, without importing torch. jax.jit needs
-    nothing: it only traces array operations."""
+    nothing: it only traces array operations.
+
+    Parameters
+    ----------
+    fn : callable
+
+    Returns
+    -------
+    callable
+        `fn` itself, marked.
+
+    Examples
+    --------
+    >>> @host_constant
+    ... def answer() -> int:
+    ...     return 42
+    >>> answer()
+    42
+    """
     fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
     return fn
 
 
 def compiling() -> bool:
-    """True while torch.compile traces (torch already imported by the caller's arrays)."""
+    """True while torch.compile traces (torch already imported by the caller's arrays).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> compiling()
+    False
+    """
     torch = sys.modules.get("torch")
     return torch is not None and bool(torch.compiler.is_compiling())
 
@@ -273,6 +806,25 @@ def device_cache(fn: Callable[..., R], maxsize: int = 256) -> Callable[..., R]:
     A result built while JAX traces (jit, scan) or torch.compile compiles is returned but not
     kept: cached, it would leak a tracer into later calls. Unhashable arguments (some device
     objects) skip the cache.
+
+    Parameters
+    ----------
+    fn : callable
+    maxsize : int, default 256
+
+    Returns
+    -------
+    callable
+
+    Examples
+    --------
+    >>> calls = []
+    >>> @device_cache
+    ... def table(n):
+    ...     calls.append(n)
+    ...     return [0] * n
+    >>> table(3) is table(3), calls
+    (True, [3])
     """
     cache: dict[Any, R] = {}
 

@@ -1,10 +1,13 @@
-"""Built-in backend plugins: standard normal noise from each library's own generator, and fused
-step kernels (torch eager, numba for NumPy, a CuPy ElementwiseKernel).
+"""Built-in backend plugins: standard normal noise from each library's own generator, fused
+step kernels (torch eager, numba for NumPy, a CuPy ElementwiseKernel), and MindSpore tensors
+(their array namespace, `_mindspore`, and their noise).
 
 Registered through ddim-core's own `ddim_core` entry points (see pyproject.toml), as a third
 party's plugin would be. No framework is imported here: a generator or array of a library can
 only exist once that library is imported, so each plugin looks it up in `sys.modules` (numba,
-an optional extra, is imported on first use).
+an optional extra, is imported on first use). Each plugin names the library it serves in
+`requires`, which `ddim-core plugins` checks with `importlib.util.find_spec` (nothing is
+imported).
 """
 
 from __future__ import annotations
@@ -21,12 +24,39 @@ from .hookspecs import hookimpl
 
 class NumpyNoise:
     """numpy.random.Generator / RandomState: drawn in float64 on the host, then moved to the
-    sample's library, device and dtype (so it serves every backend, reproducibly)."""
+    sample's library, device and dtype (so it serves every backend, reproducibly).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = NumpyNoise().ddim_core_standard_normal(np.random.default_rng(0), (2,), np.zeros(2), 0)
+    >>> z.shape, z.dtype
+    ((2,), dtype('float64'))
+    """
+
+    requires = ("numpy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         if not isinstance(generator, np.random.Generator | np.random.RandomState):
             return None
         values = generator.standard_normal(shape)
@@ -37,12 +67,39 @@ class NumpyNoise:
 class TorchNoise:
     """torch.Generator, or one per batch element, as diffusers' `randn_tensor` draws: on the
     generator's device (a CPU generator for a GPU sample draws on the CPU), in the sample's
-    dtype, then moved to the sample's device. None draws from torch's global generator."""
+    dtype, then moved to the sample's device. None draws from torch's global generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> TorchNoise().ddim_core_standard_normal(g, (2,), torch.zeros(2), 0).shape
+    torch.Size([2])
+    """
+
+    requires = ("torch",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(like, torch.Tensor):
             return None
@@ -66,12 +123,38 @@ class TorchNoise:
 
 class JaxNoise:
     """A JAX PRNG key (typed or raw uint32): `jax.random.normal(fold_in(key, draw))`, so every
-    draw of a loop is distinct and the whole loop stays a pure function of the key."""
+    draw of a loop is distinct and the whole loop stays a pure function of the key.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> JaxNoise().ddim_core_standard_normal(jax.random.key(0), (2,), jnp.zeros(2), 0).shape
+    (2,)
+    """
+
+    requires = ("jax",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         jax = sys.modules.get("jax")
         if jax is None or not isinstance(generator, jax.Array) or not isinstance(like, jax.Array):
             return None
@@ -84,12 +167,38 @@ class JaxNoise:
 
 class CupyNoise:
     """cupy.random.Generator / RandomState, drawn on the sample's GPU in its dtype (float32 or
-    float64; half precision is drawn in float32 and cast)."""
+    float64; half precision is drawn in float32 and cast).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> CupyNoise().ddim_core_standard_normal(None, (2,), np.zeros(2), 0) is None  # not CuPy
+    True
+    """
+
+    requires = ("cupy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_standard_normal(
         self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
     ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
+
+        Parameters
+        ----------
+        generator : object
+            The generator a loop or adapter was given.
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's library, device and dtype.
+        draw : int
+            The draw's index within a loop.
+
+        Returns
+        -------
+        array or None
+        """
         cupy = sys.modules.get("cupy")
         if cupy is None or not isinstance(like, cupy.ndarray):
             return None
@@ -104,10 +213,30 @@ class TorchKernel:
     """torch tensors, float32/float64. On the CPU with numba installed: numba's single pass on
     the tensors' memory (zero-copy NumPy views). Elsewhere (GPU, autograd, no numba): eager,
     the fewest kernels, in place on the outputs, so a step allocates its two outputs and
-    nothing else (nothing with `out`)."""
+    nothing else (nothing with `out`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> callable(TorchKernel().ddim_core_step_kernel(torch.zeros(2)))
+    True
+    """
+
+    requires = ("torch",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(sample, torch.Tensor):
             return None
@@ -122,7 +251,8 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
     """numba's pass for plain contiguous CPU tensors with a row of floats; anything else goes
     to the eager kernel."""
     inputs = (x, m) if z is None else (x, m, z)
-    plain = isinstance(c.x0_x, float) and x.device.type == "cpu"
+    large = out is not None or x.numel() >= NUMBA_MIN_ELEMENTS
+    plain = large and isinstance(c.x0_x, float) and x.device.type == "cpu"
     plain = plain and all(a.is_contiguous() and not a.requires_grad for a in inputs)
     if plain and out is not None:
         plain = all(o.is_contiguous() and o.dtype == x.dtype for o in out)
@@ -186,26 +316,80 @@ def _aliases(out: Any, inputs: tuple[Any, ...]) -> bool:
     return any(o.data_ptr() in ptrs for o in out)
 
 
+# Steps smaller than this (elements) leave numba alone unless out= asks for a fused kernel: the
+# reference costs ~40 us more per step there, while importing numba and loading its cached
+# compiled loop costs ~1 s once per process (measured with `ddim-core demo`, 300 x 2 points).
+NUMBA_MIN_ELEMENTS = 1 << 14
+
+
 class NumbaKernel:
-    """NumPy float32/float64 with numba installed: one parallel pass over memory reading x_t,
-    the model output (and noise), writing both outputs."""
+    """NumPy float32/float64 with numba installed: one pass over memory reading x_t, the model
+    output (and noise), writing both outputs (steps below NUMBA_MIN_ELEMENTS, without out=,
+    are left to the reference path).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kernel = NumbaKernel().ddim_core_step_kernel(np.zeros(2))  # None without numba
+    >>> kernel is None or callable(kernel)
+    True
+    """
+
+    requires = ("numba",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         if not isinstance(sample, np.ndarray) or sample.dtype not in (np.float32, np.float64):
             return None
         if importlib.util.find_spec("numba") is None:
             return None
-        from . import _numba
+        return _numpy_step
 
-        return _numba.step
+
+def _numpy_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
+    if out is None and x.size < NUMBA_MIN_ELEMENTS:
+        return None  # the reference path, without importing numba
+    from . import _numba
+
+    return _numba.step(x, m, z, c, clip, out)
 
 
 class CupyKernel:
-    """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype)."""
+    """CuPy float32/float64: one ElementwiseKernel pass (compiled once per dtype).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> CupyKernel().ddim_core_step_kernel(np.zeros(2)) is None  # not CuPy
+    True
+    """
+
+    requires = ("cupy",)  # shown by `ddim-core plugins`, checked without importing
 
     @hookimpl
     def ddim_core_step_kernel(self, sample: Any) -> Any:
+        """The `hookspecs.ddim_core_step_kernel` hook: a fused step for `sample`'s type, or None.
+
+        Parameters
+        ----------
+        sample : array
+            An array of the type and dtype asked about.
+
+        Returns
+        -------
+        callable or None
+        """
         cupy = sys.modules.get("cupy")
         if cupy is None or not isinstance(sample, cupy.ndarray):
             return None
@@ -216,6 +400,106 @@ class CupyKernel:
         return _cupy.step
 
 
+class MindSporeBackend:
+    """MindSpore tensors, which array-api-compat does not know: their array namespace
+    (`_mindspore`, imported on the first MindSpore tensor) and their noise.
+
+    Noise for a MindSpore sample: a mindspore.Generator, None (MindSpore's default generator,
+    seeded by `mindspore.manual_seed`), or a list with one generator per batch element
+    (mindspore.Generator or numpy Generator, as mindone's `randn_tensor` takes). A single numpy
+    Generator is `NumpyNoise`'s. MindSpore 2.10 has no CPU kernel for generator-driven normal
+    draws, so a mindspore.Generator keys a NumPy Philox stream with its (seed, offset) and
+    advances its offset: reproducible from `manual_seed`, the same numbers on every device.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> backend = MindSporeBackend()  # answers nothing for arrays that are not MindSpore's
+    >>> backend.ddim_core_array_namespace(np.zeros(2)) is None
+    True
+    >>> backend.ddim_core_standard_normal(None, (2,), np.zeros(2), 0) is None
+    True
+    """
+
+    requires = ("mindspore",)  # shown by `ddim-core plugins`, checked without importing
+
+    @hookimpl
+    def ddim_core_array_namespace(self, array: Any) -> Any:
+        """The `hookspecs.ddim_core_array_namespace` hook: `ddim_core._mindspore` for a
+        MindSpore tensor, else None (mindspore is never imported here).
+
+        Parameters
+        ----------
+        array : object
+            An array array-api-compat does not know.
+
+        Returns
+        -------
+        module or None
+        """
+        mindspore = sys.modules.get("mindspore")
+        if mindspore is None or not isinstance(array, mindspore.Tensor):
+            return None
+        from . import _mindspore
+
+        return _mindspore
+
+    @hookimpl
+    def ddim_core_standard_normal(
+        self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
+    ) -> Any:
+        """The `hookspecs.ddim_core_standard_normal` hook: noise for a MindSpore sample from a
+        mindspore.Generator, None (the default generator) or one generator per batch element,
+        else None.
+
+        Parameters
+        ----------
+        generator : object
+            A mindspore.Generator, None, or a list of mindspore or numpy generators, one per
+            batch element (``shape[0]``).
+        shape : tuple of int
+            The noise's shape.
+        like : array
+            The sample: the noise's device and dtype.
+        draw : int
+            The draw's index within a loop (unused: each generator advances itself).
+
+        Returns
+        -------
+        mindspore.Tensor or None
+            float64 normals drawn on the host, as `like`'s dtype on its device.
+        """
+        mindspore = sys.modules.get("mindspore")
+        if mindspore is None or not isinstance(like, mindspore.Tensor):
+            return None
+        if generator is None:
+            generator = mindspore.default_generator
+        gens = generator if isinstance(generator, list | tuple) else [generator]
+        kinds = (mindspore.Generator, np.random.Generator, np.random.RandomState)
+        if isinstance(generator, kinds[1:]) or not all(isinstance(g, kinds) for g in gens):
+            return None  # a single numpy Generator: NumpyNoise's
+        if len(gens) == 1:
+            values = _host_normal(mindspore, gens[0], shape)
+        elif shape and len(gens) == shape[0]:
+            rows = (1, *shape[1:])
+            values = np.concatenate([_host_normal(mindspore, g, rows) for g in gens], axis=0)
+        else:
+            return None  # a list needs one generator per batch element
+        from . import _mindspore
+
+        return _mindspore.asarray(values, dtype=like.dtype, device=like.device)
+
+
+def _host_normal(mindspore: Any, generator: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """float64 standard normals on the host from a numpy or a mindspore Generator."""
+    if isinstance(generator, mindspore.Generator):
+        # MindSpore's own random ops read and advance the generator the same way
+        seed, offset = (int(v) for v in generator._step(mindspore.tensor(1, mindspore.int64)))
+        generator = np.random.Generator(np.random.Philox(key=seed % 2**64, counter=offset))
+    values: np.ndarray = generator.standard_normal(shape)
+    return values
+
+
 numpy_noise = NumpyNoise()
 torch_noise = TorchNoise()
 jax_noise = JaxNoise()
@@ -223,6 +507,7 @@ cupy_noise = CupyNoise()
 numba_kernel = NumbaKernel()
 torch_kernel = TorchKernel()
 cupy_kernel = CupyKernel()
+mindspore_backend = MindSporeBackend()
 # by entry-point name (pyproject.toml), for a source tree whose entry points are not installed
 PLUGINS = {
     "numpy": numpy_noise,
@@ -232,4 +517,5 @@ PLUGINS = {
     "numba": numba_kernel,
     "torch-fused": torch_kernel,
     "cupy-fused": cupy_kernel,
+    "mindspore": mindspore_backend,
 }

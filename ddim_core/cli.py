@@ -1,34 +1,101 @@
-"""`ddim-core` command line: `demo`, `plot-schedule`, `plugins`, and the adapters' own
-commands, e.g. `ddim-core comfyui install|uninstall COMFYUI_DIR` (the ComfyUI node pack's)."""
+"""`ddim-core` command line: `demo`, `plot-schedule`, `plugins`, `check`, `invert-dataset`,
+`sample-dataset`, and the adapters' own commands, e.g. `ddim-core comfyui install|uninstall
+COMFYUI_DIR` (the ComfyUI node pack's).
+
+A bad argument ends the command with one line naming it on stderr and exit status 2, never a
+traceback; `--plot` and `plot-schedule` check for matplotlib before computing anything.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 
-from .analytic import GaussianMixture
-from .config import TIMESTEP_SPACINGS, DDIMConfig
+from .analytic import DEMO_MEANS, DEMO_STDS, GaussianMixture
+from .config import BETA_SCHEDULES, TIMESTEP_SPACINGS, DDIMConfig
 from .plans import make_plan
 from .sampling import StepInfo, invert, sample
 
-# Narrow, well separated components: plain inversion fails near the boundaries between them.
-MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]]
-STDS = [0.3, 0.3, 0.3]
+MEANS, STDS = DEMO_MEANS, DEMO_STDS  # narrow, well separated: plain inversion fails between them
+DEMO_STEPS = (10, 20, 50, 100, 200)
+DEMO_COLUMNS = ("steps", "sample error", "plain trip", "exact trip", "calls/step", "time s")
 
 
 def demo(
-    steps: Sequence[int], spacing: str = "trailing", points: int = 300, seed: int = 0
+    steps: Sequence[int],
+    spacing: str = "trailing",
+    points: int = 300,
+    seed: int = 0,
+    *,
+    echo: Callable[[str], Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Sample a 2-D Gaussian mixture with DDIM, then invert the samples plainly and exactly."""
+    """Sample a 2-D Gaussian mixture with DDIM, then invert the samples plainly and exactly.
+
+    The model is the mixture's exact denoiser (`GaussianMixture`), so every error in the table
+    is the sampler's own. For each step count N: the sampling error against the 1000-step
+    result, the round trip `max |sample(invert(x_0)) - x_0|` of plain and of exact inversion
+    (`fixed_point_iters=30, tol=1e-9`), and the model calls per exact inverse step.
+
+    Parameters
+    ----------
+    steps : sequence of int
+        Step counts N, each in [1, 1000].
+    spacing : {"trailing", "leading", "linspace"}
+        The timestep spacing of the plans.
+    points : int
+        How many 2-D points to sample.
+    seed : int
+        Seed of the NumPy generator that draws x_T.
+    echo : callable, optional
+        Called with the header, then with each row as soon as it is computed (the command
+        line passes `print`).
+
+    Returns
+    -------
+    table : str
+        The header and one row per step count.
+    results : dict
+        ``steps``, ``sample_error``, ``plain``, ``exact`` (lists, one value per step count)
+        and ``samples`` (step count -> the (points, 2) samples).
+
+    Raises
+    ------
+    ValueError
+        A step count outside [1, 1000], or a bad spacing.
+
+    Examples
+    --------
+    >>> table, results = demo([10, 20], points=20)
+    >>> results["steps"]
+    [10.0, 20.0]
+    >>> results["exact"][0] < 1e-5 < results["plain"][0]
+    True
+    """
     config = DDIMConfig(timestep_spacing=spacing, clip_sample=False)
+    for n in steps:
+        make_plan(config, n)  # checks every step count before any work
     model = GaussianMixture.create(MEANS, STDS, config)
     rng = np.random.default_rng(seed)
     x_T = rng.standard_normal((points, 2))
+    header = (
+        f"DDIM on a 2-D mixture of {len(STDS)} Gaussians (std 0.3, means 4 apart) with its exact "
+        f"denoiser; {points} points, {spacing} spacing, float64.\n"
+        "sample error: max |x_0 - x_0 at 1000 steps| (first order: ~1/N).\n"
+        "round trip: max |sample(invert(x_0)) - x_0|, plain DDIM inversion and exact "
+        "(Anderson fixed point); calls: model calls per exact inverse step.\n\n"
+        f"{DEMO_COLUMNS[0]:>5}  {DEMO_COLUMNS[1]:>12}  {DEMO_COLUMNS[2]:>10}  "
+        f"{DEMO_COLUMNS[3]:>10}  {DEMO_COLUMNS[4]:>10}  {DEMO_COLUMNS[5]:>7}"
+    )
+    if echo is not None:
+        echo(header)
     reference = sample(model, x_T, config, config.num_train_timesteps)  # the converged flow map
     rows: list[str] = []
     results: dict[str, Any] = {
@@ -51,44 +118,92 @@ def demo(
         rows.append(
             f"{n:>5}  {err:12.2e}  {plain:10.2e}  {exact:10.2e}  {calls:10.2f}  {elapsed:7.2f}"
         )
+        if echo is not None:
+            echo(rows[-1])
         for key, value in (("steps", n), ("sample_error", err), ("plain", plain), ("exact", exact)):
             results[key].append(float(value))
         results["samples"][n] = x_0
-    header = (
-        f"DDIM on a 2-D mixture of {len(STDS)} Gaussians (std 0.3, means 4 apart) with its exact "
-        f"denoiser; {points} points, {spacing} spacing, float64.\n"
-        "sample error: max |x_0 - x_0 at 1000 steps| (first order: ~1/N).\n"
-        "round trip: max |sample(invert(x_0)) - x_0|, plain DDIM inversion and exact "
-        "(Anderson fixed point); calls: model calls per exact inverse step.\n\n"
-        f"{'steps':>5}  {'sample error':>12}  {'plain trip':>10}  {'exact trip':>10}  "
-        f"{'calls/step':>10}  {'time s':>7}"
-    )
     return header + "\n" + "\n".join(rows), results
 
 
 def plot_demo(results: dict[str, Any], path: str) -> None:
+    """Draw the demo's samples (one panel per step count) and its errors against steps.
+
+    Parameters
+    ----------
+    results : dict
+        The second value `demo` returns.
+    path : str
+        The image file to write (PNG, SVG, PDF: any format matplotlib writes).
+
+    Raises
+    ------
+    SystemExit
+        matplotlib is not installed (the `plot` extra).
+
+    Examples
+    --------
+    >>> _, results = demo([5, 10], points=20)
+    >>> plot_demo(results, "demo.png")  # doctest: +SKIP
+    """
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
-    for n, x in results["samples"].items():
-        left.scatter(x[:, 0], x[:, 1], s=4, label=f"{n} steps")
-    left.set(title="DDIM samples", aspect="equal")
-    left.legend(markerscale=3)
+    samples = results["samples"]
+    n = len(samples)
+    fig = plt.figure(figsize=(max(3.0 * n, 9.0), 7.5))
+    grid = fig.add_gridspec(2, n, height_ratios=(1.0, 1.1))
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(n, 2)))
+    first = None
+    for k, (steps, x) in enumerate(samples.items()):
+        ax = fig.add_subplot(grid[0, k], sharex=first, sharey=first)
+        first = first or ax
+        ax.scatter(x[:, 0], x[:, 1], s=3, color=colors[k])
+        ax.set(title=f"{steps} steps", xlabel="x[0]", aspect="equal")
+        if k == 0:
+            ax.set_ylabel("x[1]")
+        else:
+            ax.tick_params(labelleft=False)
+    right = fig.add_subplot(grid[1, :])
     steps = results["steps"]
-    right.loglog(steps, results["sample_error"], "o-", label="sampling error")
+    right.loglog(steps, results["sample_error"], "o-", label="sampling error vs 1000 steps")
     right.loglog(steps, results["plain"], "s-", label="plain inversion round trip")
-    right.loglog(
-        steps, np.maximum(results["exact"], 1e-17), "^-", label="exact inversion round trip"
-    )
-    right.set(xlabel="steps", ylabel="max abs error", title="error against steps")
+    exact = np.maximum(results["exact"], 1e-17)
+    right.loglog(steps, exact, "^-", label="exact inversion round trip")
+    right.set(xlabel="steps N", ylabel="max abs error", title="error against steps")
+    right.set_xticks(steps, [str(int(s)) for s in steps])
+    right.tick_params(axis="x", which="minor", labelbottom=False)
+    right.grid(True, which="major", alpha=0.3)
     right.legend()
+    fig.suptitle("ddim-core demo: a 2-D Gaussian mixture sampled with DDIM")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_schedule(config: DDIMConfig, num_inference_steps: int, path: str) -> None:
-    """alpha_bar, SNR (log scale) and the timesteps a plan visits, to PNG."""
-    plt = _pyplot()
+    """Draw alpha_bar, the SNR (log scale) and the timesteps a plan visits.
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        The schedule and spacing to draw.
+    num_inference_steps : int
+        N, the number of plan timesteps to mark.
+    path : str
+        The image file to write.
+
+    Raises
+    ------
+    ValueError
+        `num_inference_steps` outside [1, num_train_timesteps].
+    SystemExit
+        matplotlib is not installed (the `plot` extra).
+
+    Examples
+    --------
+    >>> plot_schedule(DDIMConfig(timestep_spacing="trailing"), 20, "schedule.svg")  # doctest: +SKIP
+    """
     plan = make_plan(config, num_inference_steps)
+    plt = _pyplot()
     ab = plan.schedule.alphas_cumprod
     t = np.arange(ab.shape[0])
     with np.errstate(divide="ignore"):
@@ -107,6 +222,7 @@ def plot_schedule(config: DDIMConfig, num_inference_steps: int, path: str) -> No
     bottom.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _pyplot() -> Any:
@@ -121,16 +237,44 @@ def _pyplot() -> Any:
 
 
 def plugins_table() -> str:
-    """The registered plugins, their hooks, and each adapter's host status."""
+    """The `ddim-core plugins` report.
+
+    Each registered plugin with its distribution, the libraries it needs and whether they can
+    be imported (found with `importlib.util.find_spec`, never imported) and its hooks; then
+    each adapter's host and what it provides, and the plugins blocked by the environment.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> table = plugins_table()
+    >>> "numpy: importable" in table, "blocked by DDIM_CORE_BLOCK_PLUGINS" in table
+    (True, True)
+    """
     from . import plugins
 
     rows = plugins.describe()
+    needs = {
+        r["name"]: ", ".join(
+            f"{lib}: {'importable' if ok else 'not installed'}" for lib, ok in r["requires"].items()
+        )
+        or "-"
+        for r in rows
+    }
     width = max([len(r["name"]) for r in rows] + [6])
     dist_width = max([len(r["distribution"]) for r in rows] + [12])
-    lines = [f"{'plugin':<{width}}  {'distribution':<{dist_width}}  hooks"]
+    needs_width = max([len(v) for v in needs.values()] + [5])
+    lines = [
+        f"{'plugin':<{width}}  {'distribution':<{dist_width}}  {'needs':<{needs_width}}  hooks"
+    ]
     for r in rows:
         hooks = ", ".join(r["hooks"]) or "-"
-        lines.append(f"{r['name']:<{width}}  {r['distribution']:<{dist_width}}  {hooks}")
+        lines.append(
+            f"{r['name']:<{width}}  {r['distribution']:<{dist_width}}  "
+            f"{needs[r['name']]:<{needs_width}}  {hooks}"
+        )
     lines.append("\nadapters:")
     for r in rows:
         if r["adapter"] is not None:
@@ -146,18 +290,67 @@ def plugins_table() -> str:
     return "\n".join(lines)
 
 
-COMMANDS = ("demo", "plot-schedule", "plugins")  # any other first argument names an adapter
+COMMANDS = ("demo", "plot-schedule", "plugins", "check")  # any other names an adapter
+
+# Dataset commands: their arguments are parsed in ddim_core.distributed (imported when used).
+DATASET_COMMANDS = ("invert-dataset", "sample-dataset")
+
+
+def dataset_command(name: str, args: list[str]) -> int:
+    """`ddim-core invert-dataset|sample-dataset ...`: parsed and run by
+    `ddim_core.distributed.command` (dask.distributed and zarr are imported only then).
+
+    Parameters
+    ----------
+    name : str
+        "invert-dataset" or "sample-dataset".
+    args : list of str
+        The arguments after it.
+
+    Returns
+    -------
+    int
+        The exit status: 0 when done, 2 after a one-line error.
+
+    Examples
+    --------
+    >>> dataset_command("invert-dataset", ["--help"])  # doctest: +SKIP
+    """
+    from .distributed import command
+
+    return command(name, args)
 
 
 def adapter_command(name: str, args: list[str]) -> int:
-    """`ddim-core NAME ARGS...`: the command line of the adapter NAME (its `command`, found
-    through the plugins, so the core imports no adapter)."""
+    """`ddim-core NAME ARGS...`: the command line of the adapter NAME.
+
+    The command is the adapter's `Adapter.command`, found through the plugins, so the core
+    imports no adapter.
+
+    Parameters
+    ----------
+    name : str
+        The adapter's name.
+    args : list of str
+        The arguments after it.
+
+    Returns
+    -------
+    int
+        The command's exit status; 2 (after one line on stderr) for an unknown name.
+
+    Examples
+    --------
+    >>> adapter_command("no-such-adapter", [])
+    2
+    """
     from . import plugins
 
     commands = {a.name: a for a in plugins.adapters().values() if a.command is not None}
     if name not in commands:
         print(
-            f"ddim-core: error: unknown command {name!r}; commands: {', '.join(COMMANDS)}; "
+            f"ddim-core: error: unknown command {name!r}; commands: "
+            f"{', '.join(COMMANDS + DATASET_COMMANDS)}; "
             f"from adapters: {', '.join(sorted(commands)) or 'none'} (see `ddim-core plugins`)",
             file=sys.stderr,
         )
@@ -165,45 +358,252 @@ def adapter_command(name: str, args: list[str]) -> int:
     return commands[name].run_command(args, prog=f"ddim-core {name}")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported as one line on stderr (exit status 2).
+
+    `commands` holds the subcommands' parsers by name, so that a check made after parsing
+    reports its error under the subcommand's name.
+
+    Examples
+    --------
+    >>> parser = ArgumentParser(prog="demo")
+    >>> _ = parser.add_argument("--n", type=int)
+    >>> parser.parse_args(["--n", "x"])  # doctest: +SKIP
+    demo: error: argument --n: invalid int value: 'x' (see demo --help)
+    """
+
+    commands: dict[str, ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        """Print `message` as one line naming the program, then exit with status 2.
+
+        Parameters
+        ----------
+        message : str
+            argparse's message (it names the argument).
+        """
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _image_path(text: str) -> str:
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder {folder!r} does not exist")
+    if not os.path.splitext(text)[1]:
+        raise argparse.ArgumentTypeError(f"{text!r} has no extension (.png, .svg, .pdf, ...)")
+    return text
+
+
+def _parser() -> ArgumentParser:
+    from . import __version__
+
+    parser = ArgumentParser(prog="ddim-core", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--version", action="version", version=f"ddim-core {__version__}", help="print the version"
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of the commands below"
+    )
+    p = sub.add_parser(
+        "demo",
+        help="sample and invert a 2-D Gaussian mixture (NumPy only)",
+        description="Sample a 2-D Gaussian mixture with DDIM, then invert the samples plainly "
+        "and exactly; one row per step count, printed as it is computed.",
+    )
+    p.add_argument(
+        "--steps",
+        type=_int_range(1, 1000),
+        nargs="+",
+        default=list(DEMO_STEPS),
+        metavar="N",
+        help="step counts to compare, each in [1, 1000] (default: %(default)s)",
+    )
+    p.add_argument(
+        "--spacing",
+        default="trailing",
+        choices=TIMESTEP_SPACINGS,
+        help="timestep spacing of the plans (default: %(default)s)",
+    )
+    p.add_argument(
+        "--points",
+        type=_int_range(1),
+        default=300,
+        help="number of 2-D points to sample (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_int_range(0),
+        default=0,
+        help="seed of the NumPy generator drawing x_T (default: %(default)s)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        type=_image_path,
+        help="also draw the samples and the errors against steps to this image (needs "
+        "matplotlib: pip install 'ddim-core[plot]')",
+    )
+    q = sub.add_parser(
+        "plot-schedule",
+        help="draw alpha_bar, the SNR and a plan's timesteps to an image",
+        description="Draw alpha_bar, the SNR and the timesteps of a plan to an image. The "
+        "schedule comes from --config, or from --beta-schedule, --spacing and --zero-snr "
+        "(not both).",
+    )
+    q.add_argument("output", metavar="FILE.png", type=_image_path, help="the image to write")
+    q.add_argument(
+        "--config",
+        metavar="JSON",
+        help="a diffusers scheduler_config.json to draw (then --beta-schedule, --spacing and "
+        "--zero-snr are not allowed)",
+    )
+    q.add_argument(
+        "--beta-schedule",
+        choices=BETA_SCHEDULES,
+        help="beta schedule (default: linear)",
+    )
+    q.add_argument(
+        "--spacing", choices=TIMESTEP_SPACINGS, help="timestep spacing (default: leading)"
+    )
+    q.add_argument(
+        "--zero-snr",
+        action="store_true",
+        default=None,
+        help="rescale the betas to zero terminal SNR (with v-prediction)",
+    )
+    q.add_argument(
+        "--steps",
+        type=_int_range(1),
+        default=50,
+        metavar="N",
+        help="number of plan timesteps to mark, at most num_train_timesteps (default: %(default)s)",
+    )
+    parser.commands = {"demo": p, "plot-schedule": q}
+    parser.commands["plugins"] = sub.add_parser(
+        "plugins",
+        help="list plugins, their hooks and whether their libraries can be imported",
+        description="List the registered plugins, their hooks, the libraries they need and "
+        "whether those can be imported (checked without importing them), and each adapter's "
+        "host and command.",
+    )
+    return parser
+
+
+def _schedule_config(args: argparse.Namespace, parser: ArgumentParser) -> DDIMConfig:
+    """The config of `plot-schedule`: from --config, or from the other options (not both)."""
+    if args.config is None:
+        zero_snr = bool(args.zero_snr)
+        return DDIMConfig(
+            beta_schedule=args.beta_schedule or "linear",
+            timestep_spacing=args.spacing or "leading",
+            rescale_betas_zero_snr=zero_snr,
+            prediction_type="v_prediction" if zero_snr else "epsilon",
+        )
+    given = [
+        flag
+        for flag, value in (
+            ("--beta-schedule", args.beta_schedule),
+            ("--spacing", args.spacing),
+            ("--zero-snr", args.zero_snr),
+        )
+        if value is not None
+    ]
+    if given:
+        parser.error(f"argument {given[0]}: not allowed with --config (the config sets it)")
+    try:
+        return DDIMConfig.from_file(os.fspath(args.config))
+    except FileNotFoundError:
+        parser.error(f"argument --config: no such file: {args.config!r}")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        parser.error(f"argument --config: cannot read {args.config!r}: {e}")
+    except (TypeError, ValueError) as e:
+        parser.error(f"argument --config: {args.config!r}: {e}")
+
+
+def _need_matplotlib(parser: ArgumentParser, option: str, path: str) -> None:
+    """Before any work: matplotlib is installed and writes images of `path`'s extension."""
+    if importlib.util.find_spec("matplotlib") is None:
+        parser.error(
+            f"{option} needs matplotlib, which is not installed: pip install 'ddim-core[plot]'"
+        )
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if os.path.splitext(path)[1][1:].lower() not in formats:
+        parser.error(
+            f"argument {option}: matplotlib cannot write {path!r}; use one of {sorted(formats)}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `ddim-core` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default: `sys.argv[1:]`). A first argument
+        that is not a built-in command names an adapter's command (`ddim-core comfyui ...`).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 2 for a bad argument (after one line on stderr).
+
+    Examples
+    --------
+    >>> main(["demo", "--steps", "5", "--points", "10"])  # doctest: +ELLIPSIS
+    DDIM on a 2-D mixture ...
+    0
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "check":  # the conformance suite (needs Hypothesis): its own parser
+        from .testing.conformance import main as check
+
+        return check(argv[1:])
+    if argv and argv[0] in DATASET_COMMANDS:
+        return dataset_command(argv[0], argv[1:])
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         return adapter_command(argv[0], argv[1:])
-    parser = argparse.ArgumentParser(prog="ddim-core", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="sample and invert a 2-D Gaussian mixture (NumPy)")
-    p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 200])
-    p.add_argument("--spacing", default="trailing", choices=TIMESTEP_SPACINGS)
-    p.add_argument("--points", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", metavar="FILE.png", help="draw samples and errors to a PNG")
-    q = sub.add_parser("plot-schedule", help="alpha_bar, SNR and plan timesteps to a PNG")
-    q.add_argument("output", metavar="FILE.png")
-    q.add_argument("--config", help="a scheduler_config.json to read")
-    q.add_argument("--beta-schedule", default="linear")
-    q.add_argument("--spacing", default="leading", choices=TIMESTEP_SPACINGS)
-    q.add_argument("--zero-snr", action="store_true", help="rescale_betas_zero_snr")
-    q.add_argument("--steps", type=int, default=50)
-    sub.add_parser("plugins", help="list plugins, their hooks, adapter hosts and commands")
+    parser = _parser()
     args = parser.parse_args(argv)
+    sub = parser.commands[args.command]
     if args.command == "plugins":
         print(plugins_table())
     elif args.command == "demo":
-        table, results = demo(args.steps, args.spacing, args.points, args.seed)
-        print(table)
+        if args.plot:
+            _need_matplotlib(sub, "--plot", args.plot)
+        _, results = demo(
+            args.steps, args.spacing, args.points, args.seed, echo=lambda s: print(s, flush=True)
+        )
         if args.plot:
             plot_demo(results, args.plot)
             print(f"\nwrote {args.plot}")
     else:
-        if args.config:
-            config = DDIMConfig.from_json(args.config)
-        else:
-            config = DDIMConfig(
-                beta_schedule=args.beta_schedule,
-                timestep_spacing=args.spacing,
-                rescale_betas_zero_snr=args.zero_snr,
-                prediction_type="v_prediction" if args.zero_snr else "epsilon",
+        _need_matplotlib(sub, "FILE.png", args.output)
+        config = _schedule_config(args, sub)
+        if args.steps > config.num_train_timesteps:
+            sub.error(
+                f"argument --steps: must be <= num_train_timesteps = "
+                f"{config.num_train_timesteps}, got {args.steps}"
             )
+        try:
+            make_plan(config, args.steps)
+        except ValueError as e:  # e.g. a first step at zero SNR with epsilon prediction
+            sub.error(f"argument --steps: cannot plan {args.steps} steps of this schedule: {e}")
         plot_schedule(config, args.steps, args.output)
         print(f"wrote {args.output}")
     return 0

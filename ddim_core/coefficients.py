@@ -1,4 +1,4 @@
-"""The one home of step coefficients: typed rows, their host tables, the fused linear form.
+"""The one home of step coefficients: typed rows, their host tables, the fused form.
 
 Every number a step multiplies by is computed here, on the host, in float64, once per plan
 (eq. (9)'s weights come from `kernels.eq9`):
@@ -32,9 +32,31 @@ DIRECTION_ROUNDING = 1e-12
 
 
 class Row(NamedTuple):
-    """The coefficients of one transfer from level abar_a to level abar_b, eq. (12).
+    """The coefficients of one transfer from level alpha_bar_a to level alpha_bar_b, eq. (12).
 
     Python floats (scalar timestep) or arrays broadcasting against the sample (per-sample).
+
+    Attributes
+    ----------
+    sqrt_ab_from : float or array
+        sqrt(alpha_bar_a): eq. (9) at the level the step leaves.
+    sqrt_1m_ab_from : float or array
+        sqrt(1 - alpha_bar_a).
+    sqrt_ab_to : float or array
+        sqrt(alpha_bar_b): the weight of x0_pred.
+    direction : float or array
+        sqrt(1 - alpha_bar_b - sigma^2): the weight of eps_pred.
+    sigma : float or array
+        sigma_t of eq. (16), 0 for inversion: the weight of the noise.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core.coefficients import StepKey
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> r = row(key, 900)
+    >>> round(r.sqrt_ab_to ** 2, 6) == round(dc.schedule(dc.DDIMConfig()).alpha_bar(800), 6)
+    True
     """
 
     sqrt_ab_from: Any  # sqrt(abar_a): eq. (9) at the level the step leaves
@@ -55,6 +77,14 @@ class FusedRow(NamedTuple):
         x_b      = sqrt_ab_to * x0_pred + direction * eps_pred + sigma * noise
 
     Python floats (scalar timestep) or arrays on the sample's device (`fused_gather`).
+
+    Examples
+    --------
+    >>> r = fused_form(Row(0.6, 0.8, 1.0, 0.0, 0.0), "epsilon", False)
+    >>> r.x0_x, r.x0_m, r.x0_div  # x0_pred = (x_t - 0.8 eps) / 0.6
+    (1.0, 0.8, 0.6)
+    >>> r.eps_x, r.eps_m, r.eps_div  # eps_pred = the model output itself
+    (0.0, -1.0, 1.0)
     """
 
     x0_x: Any
@@ -70,7 +100,25 @@ class FusedRow(NamedTuple):
 
 
 class StepKey(NamedTuple):
-    """What the coefficients of a plan's steps depend on."""
+    """What the coefficients of a plan's steps depend on.
+
+    Attributes
+    ----------
+    plan : Plan
+        The plan.
+    eta : float
+        The eta of eq. (16).
+    inverse : bool
+        False: t -> t_prev (sampling); True: t_prev -> t (inversion).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core.coefficients import StepKey
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> table(key).values.shape
+    (1000, 5)
+    """
 
     plan: Plan
     eta: float
@@ -79,7 +127,14 @@ class StepKey(NamedTuple):
 
 class LevelsKey(NamedTuple):
     """Transfers between given alpha_bar levels (k-diffusion sigma lists): row i goes from
-    alpha_bar_from[i] to alpha_bar_to[i]."""
+    `alpha_bar_from[i]` to `alpha_bar_to[i]`.
+
+    Examples
+    --------
+    >>> from ddim_core.coefficients import LevelsKey, table
+    >>> table(LevelsKey((0.5,), (0.9,), 0.0, "epsilon")).values.shape
+    (1, 5)
+    """
 
     alpha_bar_from: tuple[float, ...]
     alpha_bar_to: tuple[float, ...]
@@ -88,8 +143,25 @@ class LevelsKey(NamedTuple):
 
 
 class Table(NamedTuple):
-    """Host float64 rows (one Row per training timestep, read-only) and the rows that cannot
-    be used, with the reason."""
+    """Host float64 rows (one `Row` per training timestep, read-only) and the rows that cannot
+    be used, with the reason.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        (rows, 5) float64, the fields of `Row` in order.
+    invalid : mapping of int to str
+        Row index -> why a step there cannot be taken.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core.coefficients import StepKey
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> found = table(key)
+    >>> found.values.dtype, dict(found.invalid)
+    (dtype('float64'), {})
+    """
 
     values: np.ndarray
     invalid: Mapping[int, str]
@@ -97,7 +169,28 @@ class Table(NamedTuple):
 
 @functools.lru_cache(maxsize=256)
 def table(key: StepKey | LevelsKey) -> Table:
-    """Every Row of a plan (indexed by timestep t), or of given level pairs, with validity."""
+    """Every `Row` of a plan (indexed by timestep t), or of given level pairs, with validity.
+
+    alpha_bar_prev comes from the plan's t_prev (never a stride), sigma_t from eq. (16), the
+    direction weight from eq. (12). Cached per key.
+
+    Parameters
+    ----------
+    key : StepKey or LevelsKey
+        What the table is for.
+
+    Returns
+    -------
+    Table
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core.coefficients import StepKey
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> table(key) is table(key)
+    True
+    """
     if isinstance(key, StepKey):
         sched, plan = key.plan.schedule, key.plan
         alpha_bar_t = sched.alphas_cumprod
@@ -129,10 +222,32 @@ def table(key: StepKey | LevelsKey) -> Table:
 
 
 def row(key: StepKey, t: int) -> Row:
-    """The Row of a step from timestep `t` (inverse: up to `t`) as Python floats.
+    """The `Row` of a step from timestep `t` (inverse: up to `t`) as Python floats.
 
-    Raises ValueError when t is outside [0, num_train_timesteps) or the step cannot be taken
-    there (zero-SNR level with epsilon prediction, eta too large).
+    Parameters
+    ----------
+    key : StepKey
+        The plan, eta and direction.
+    t : int
+        The timestep.
+
+    Returns
+    -------
+    Row
+
+    Raises
+    ------
+    ValueError
+        t outside [0, num_train_timesteps), or a step that cannot be taken there
+        (zero-SNR level with epsilon prediction, eta too large).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core.coefficients import StepKey
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> row(key, 900).sigma
+    0.0
     """
     return Row(*_host_row(key.plan.uid, key.eta, key.inverse, t))
 
@@ -145,7 +260,27 @@ def _host_row(uid: int, eta: float, inverse: bool, t: int) -> tuple[float, ...]:
 
 
 def check_timesteps(found: Table, timesteps: list[int]) -> None:
-    """ValueError for the first timestep outside the table or in a row that cannot be used."""
+    """Check timesteps against a table.
+
+    Parameters
+    ----------
+    found : Table
+        The table.
+    timesteps : list of int
+        The timesteps to check.
+
+    Raises
+    ------
+    ValueError
+        For the first timestep outside the table or in a row that cannot be used.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core.coefficients import StepKey
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> check_timesteps(table(key), [0, 999])
+    """
     size = found.values.shape[0]
     for t in timesteps:
         if not 0 <= t < size:
@@ -155,14 +290,60 @@ def check_timesteps(found: Table, timesteps: list[int]) -> None:
 
 
 def gather(key: StepKey, timesteps: Array, like: Array, xp: Namespace) -> Row:
-    """The Rows of per-sample `timesteps` (an integer array on like's device), gathered on the
-    device from the plan's table and shaped to broadcast against `like`. Not range-checked:
-    the caller checks what it can read."""
+    """The Rows of per-sample `timesteps`, gathered on the device from the plan's table.
+
+    Not range-checked: the caller checks what it can read without a sync.
+
+    Parameters
+    ----------
+    key : StepKey
+        The plan, eta and direction.
+    timesteps : array
+        Integers on `like`'s device, shape () or (batch,).
+    like : array
+        The sample: its library, device and dtype; the rows broadcast against it.
+    xp : array namespace
+        The sample's namespace.
+
+    Returns
+    -------
+    Row
+        Arrays of shape (batch, 1, ..., 1).
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> import ddim_core as dc
+    >>> from ddim_core.coefficients import StepKey
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> r = gather(key, np.array([900, 800]), np.zeros((2, 3)), xp)
+    >>> r.sqrt_ab_to.shape
+    (2, 1)
+    """
     return Row(*_gather(key, timesteps, like, xp))
 
 
 def noise_row(schedule: Schedule, t: int) -> tuple[float, ...]:
-    """(sqrt(abar_t), sqrt(1 - abar_t)) of the forward process q(x_t | x_0), as floats."""
+    """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) of the forward process q(x_t | x_0).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The schedule.
+    t : int
+        The timestep.
+
+    Returns
+    -------
+    tuple of float
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> a, b = noise_row(dc.schedule(dc.DDIMConfig()), 500)
+    >>> round(a * a + b * b, 12)
+    1.0
+    """
     return _host_noise_row(schedule.uid, t)
 
 
@@ -174,13 +355,54 @@ def _host_noise_row(uid: int, t: int) -> tuple[float, ...]:
 
 
 def noise_gather(schedule: Schedule, timesteps: Array, like: Array, xp: Namespace) -> list[Array]:
-    """`noise_row` for an integer array of timesteps, gathered on like's device."""
+    """`noise_row` for an integer array of timesteps, gathered on `like`'s device.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The schedule.
+    timesteps : array
+        Integers, shape () or (batch,).
+    like : array
+        The sample.
+    xp : array namespace
+        The sample's namespace.
+
+    Returns
+    -------
+    list of array
+        The two columns, shaped to broadcast against `like`.
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp, ddim_core as dc
+    >>> cols = noise_gather(dc.schedule(dc.DDIMConfig()), np.array([1, 2]), np.zeros((2, 3)), xp)
+    >>> [c.shape for c in cols]
+    [(2, 1), (2, 1)]
+    """
     return _gather(schedule, timesteps, like, xp)
 
 
 @functools.lru_cache(maxsize=64)
 def noise_table(schedule: Schedule) -> np.ndarray:
-    """Columns (sqrt(abar_t), sqrt(1 - abar_t)) for every training timestep (host float64)."""
+    """Columns (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) for every training timestep.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The schedule.
+
+    Returns
+    -------
+    numpy.ndarray
+        (T, 2) host float64, read-only, cached.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> noise_table(dc.schedule(dc.DDIMConfig())).shape
+    (1000, 2)
+    """
     ab = schedule.alphas_cumprod
     values = np.stack([np.sqrt(ab), np.sqrt(1.0 - ab)], axis=1)
     values.setflags(write=False)
@@ -196,7 +418,32 @@ def _gather(key: StepKey | Schedule, timesteps: Array, like: Array, xp: Namespac
 
 @backends.device_cache
 def device_table(key: StepKey | Schedule, xp: Namespace, device: Any, dtype: Any) -> Array:
-    """A step table (`StepKey`) or noise table (`Schedule`) on a device, in `dtype`, cached."""
+    """A step table (`StepKey`) or noise table (`Schedule`) on a device, in `dtype`, cached.
+
+    Parameters
+    ----------
+    key : StepKey or Schedule
+        Which table.
+    xp : array namespace
+        The target library.
+    device : object
+        The target device.
+    dtype : object
+        The target dtype (cast on the host).
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> import ddim_core as dc
+    >>> from ddim_core.coefficients import StepKey
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> device_table(key, xp, "cpu", xp.float32).dtype
+    dtype('float32')
+    """
     values = noise_table(key) if isinstance(key, Schedule) else table(key).values
     return backends.from_host(values, xp, device=device, dtype=dtype)
 
@@ -205,7 +452,35 @@ def device_table(key: StepKey | Schedule, xp: Namespace, device: Any, dtype: Any
 
 
 def fused_row(key: StepKey, t: int, use_clipped: bool) -> FusedRow:
-    """The FusedRow of a step from `t` (checked like `row`), cached per plan and timestep."""
+    """The FusedRow of a step from `t` (checked like `row`), cached per plan and timestep.
+
+    Parameters
+    ----------
+    key : StepKey
+        The plan, eta and direction.
+    t : int
+        The timestep.
+    use_clipped : bool
+        use_clipped_model_output: eps_pred re-derived from the clipped x0_pred.
+
+    Returns
+    -------
+    FusedRow
+        Python floats.
+
+    Raises
+    ------
+    ValueError
+        As `row`: t outside [0, num_train_timesteps), or a step that cannot be taken there.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> fused = fused_row(key, 900, False)
+    >>> fused == fused_form(row(key, 900), "epsilon", False), fused_row(key, 900, False) is fused
+    (True, True)
+    """
     found = _FUSED_ROWS.get((key, t, use_clipped))
     if found is None:
         found = fused_form(row(key, t), key.plan.config.prediction_type, use_clipped)
@@ -219,7 +494,27 @@ _FUSED_ROWS: dict[tuple[StepKey, int, bool], FusedRow] = {}
 
 
 def fused_form(c: Row, prediction_type: str, use_clipped: bool) -> FusedRow:
-    """A Row with eq. (9)'s weights (`kernels.eq9`): everything a fused kernel multiplies by."""
+    """A Row with eq. (9)'s weights (`kernels.eq9`): everything a fused kernel multiplies by.
+
+    Parameters
+    ----------
+    c : Row
+        The step's coefficients (floats, or host arrays with one entry per row).
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction".
+    use_clipped : bool
+        Take eps_pred's weights from `kernels.eps_from_x0_weights` (applied to the clipped
+        x0_pred) instead of eq. (9).
+
+    Returns
+    -------
+    FusedRow
+
+    Examples
+    --------
+    >>> fused_form(Row(0.6, 0.8, 1.0, 0.0, 0.0), "epsilon", True)[3:6]  # (x_t - 0.6 x0) / 0.8
+    (1.0, 0.6, 0.8)
+    """
     w_x0, w_eps = kernels.eq9(c.sqrt_ab_from, c.sqrt_1m_ab_from, prediction_type)
     if use_clipped:
         w_eps = kernels.eps_from_x0_weights(c.sqrt_ab_from, c.sqrt_1m_ab_from)
@@ -230,7 +525,37 @@ def fused_gather(
     key: StepKey, timesteps: Array, use_clipped: bool, like: Array, xp: Namespace
 ) -> FusedRow:
     """`fused_row` for an integer array of timesteps on like's device (0-d or (batch,)): the
-    rows gathered on the device, shaped to broadcast against `like`; no host read."""
+    rows gathered on the device, shaped to broadcast against `like`; no host read.
+
+    Not range-checked, like `gather`: the caller checks what it can read without a sync.
+
+    Parameters
+    ----------
+    key : StepKey
+        The plan, eta and direction.
+    timesteps : array
+        Integers on `like`'s device, shape () or (batch,).
+    use_clipped : bool
+        use_clipped_model_output.
+    like : array
+        The sample: its library, device and (work) dtype.
+    xp : array namespace
+        The sample's namespace.
+
+    Returns
+    -------
+    FusedRow
+        Nine arrays of shape (batch, 1, ..., 1) in like's work dtype, and `use_clipped`.
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> import ddim_core as dc
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> fused = fused_gather(key, np.array([900, 800]), False, np.zeros((2, 3)), xp)
+    >>> fused.x0_div.shape, float(fused.x0_div[0, 0]) == fused_row(key, 900, False).x0_div
+    ((2, 1), True)
+    """
     dtype = backends.work_dtype(xp, like.dtype)
     values = _fused_device_table(key, use_clipped, xp, backends.device(like), dtype)
     rows = xp.take(values, xp.reshape(timesteps, (-1,)), axis=0)

@@ -17,6 +17,9 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+# Tables are host float64 arrays of T entries; real models use T <= 4000.
+MAX_TRAIN_TIMESTEPS = 1_000_000
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace", "quadratic")
@@ -38,9 +41,34 @@ _VALUE_ALIASES: dict[str, dict[Any, Any]] = {
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """An integer in [low, high] (either bound optional), else TypeError/ValueError naming `name`.
+    """An integer in [low, high] (either bound optional).
 
     bool is not an integer here; NumPy and other `numbers.Integral` integers are, as int.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+    low, high : int, optional
+        Inclusive bounds.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    TypeError
+        Not an integer.
+    ValueError
+        Out of bounds.
+
+    Examples
+    --------
+    >>> check_int("steps", 5, low=1)
+    5
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -57,14 +85,60 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """True or False (not 0/1, not a string), else TypeError naming `name`."""
+    """True or False (not 0/1, not a string).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    TypeError
+        Anything but a bool.
+
+    Examples
+    --------
+    >>> check_bool("clip_sample", False)
+    False
+    """
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 
 def check_nonnegative(name: str, value: Any) -> float:
-    """A finite real number >= 0 (eta, s_noise), else TypeError/ValueError naming `name`."""
+    """A finite real number >= 0 (eta, s_noise).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        Not a real number.
+    ValueError
+        Negative, NaN or infinite.
+
+    Examples
+    --------
+    >>> check_nonnegative("eta", 1)
+    1.0
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     number = float(value)
@@ -129,12 +203,37 @@ def _option(default: Any, check: Callable[[str, Any], Any], doc: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class DDIMConfig:
-    """Options of a DDIM scheduler, with diffusers' names and defaults, validated on creation."""
+    """Options of a DDIM scheduler, with diffusers' names and defaults, validated on creation.
+
+    Frozen and hashable. Each option is declared once, with its check and its description
+    (listed below, and by `DDIMConfig.options()`); the repr shows the options that differ
+    from their defaults.
+
+    Raises
+    ------
+    TypeError
+        An option of the wrong type (bool and int are not interchangeable).
+    ValueError
+        An option with a bad value, or `trained_betas` whose length is not
+        `num_train_timesteps`.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> config = dc.DDIMConfig(beta_schedule="scaled_linear", timestep_spacing="trailing")
+    >>> config
+    DDIMConfig(beta_schedule='scaled_linear', timestep_spacing='trailing')
+    >>> dc.DDIMConfig.from_json(config.to_json()) == config
+    True
+    >>> dc.DDIMConfig.from_dict({"beta_schedule": ":quadratic"}).beta_schedule  # Bumblebee
+    'scaled_linear'
+    """
 
     num_train_timesteps: int = _option(
         1000,
-        functools.partial(check_int, low=1),
-        "number of diffusion steps T the model was trained with (timesteps 0 .. T - 1); >= 1",
+        functools.partial(check_int, low=1, high=MAX_TRAIN_TIMESTEPS),
+        "number of diffusion steps T the model was trained with (timesteps 0 .. T - 1); "
+        f"1 .. {MAX_TRAIN_TIMESTEPS}",
     )
     beta_start: float = _option(
         0.0001,
@@ -237,23 +336,59 @@ class DDIMConfig:
                 f'timestep_spacing="{self.timestep_spacing}"; use prev_timestep="plan"'
             )
         betas = self.trained_betas
+        if self.rescale_betas_zero_snr and self.num_train_timesteps < 2:
+            raise ValueError(
+                "rescale_betas_zero_snr=True needs num_train_timesteps >= 2 (it shifts the "
+                "schedule between its first and last level), got 1"
+            )
         if betas is not None and len(betas) != self.num_train_timesteps:
             raise ValueError(
                 f"trained_betas has {len(betas)} values but num_train_timesteps is "
                 f"{self.num_train_timesteps}; they must agree"
             )
 
+    def __repr__(self) -> str:
+        """The options that differ from their defaults (trained_betas summarised)."""
+        changed = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            shown = f"<{len(value)} values>" if f.name == "trained_betas" else repr(value)
+            changed.append(f"{f.name}={shown}")
+        return f"DDIMConfig({', '.join(changed)})"
+
     @classmethod
     def options(cls) -> tuple[tuple[str, Any, str], ...]:
-        """(name, default, description) of every option, in declaration order."""
+        """(name, default, description) of every option, in declaration order.
+
+        Returns
+        -------
+        tuple of (str, object, str)
+        """
         return tuple((f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls))
 
     def replace(self, **changes: Any) -> DDIMConfig:
-        """A copy with some options changed (validated again)."""
+        """A copy with some options changed (validated again).
+
+        Parameters
+        ----------
+        **changes
+            Options by name.
+
+        Returns
+        -------
+        DDIMConfig
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Options under diffusers' `scheduler_config.json` keys (plus ours)."""
+        """The options under diffusers' `scheduler_config.json` keys (plus ours).
+
+        Returns
+        -------
+        dict
+        """
         out = dataclasses.asdict(self)
         if self.trained_betas is not None:
             out["trained_betas"] = list(self.trained_betas)
@@ -265,6 +400,22 @@ class DDIMConfig:
 
         Keys starting with "_" (`_class_name`, `_diffusers_version`) are metadata and ignored
         silently.
+
+        Parameters
+        ----------
+        data : mapping
+            Option names (or Bumblebee's aliases) to values.
+
+        Returns
+        -------
+        DDIMConfig
+
+        Raises
+        ------
+        TypeError
+            `data` is not a mapping, or an option has the wrong type.
+        ValueError
+            An option has a bad value.
         """
         if not isinstance(data, Mapping):
             raise TypeError(f"config data must be a mapping, got {type(data).__name__}")
@@ -286,7 +437,17 @@ class DDIMConfig:
         return cls(**kwargs)
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """JSON text in diffusers' format; also written to `path` when given."""
+        """JSON text in diffusers' format; also written to `path` when given.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            A file to write.
+
+        Returns
+        -------
+        str
+        """
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
@@ -294,13 +455,154 @@ class DDIMConfig:
         return text
 
     @classmethod
-    def from_json(cls, source: str | os.PathLike[str]) -> DDIMConfig:
-        """From JSON text, or from a path to a JSON file (e.g. `scheduler_config.json`)."""
-        if isinstance(source, os.PathLike) or not str(source).lstrip().startswith("{"):
-            with open(source, encoding="utf-8") as f:
-                source = f.read()
-        data = json.loads(source)
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes) -> DDIMConfig:
+        """From JSON text (a `scheduler_config.json`'s content); for a file, `from_file`.
+
+        Parameters
+        ----------
+        text : str or bytes
+            One JSON object of options (diffusers' or Bumblebee's keys).
+
+        Returns
+        -------
+        DDIMConfig
+
+        Raises
+        ------
+        TypeError
+            `text` is a path (use `from_file`) or not text.
+        ValueError
+            Not one JSON object of options (see `load_json_object`), or a bad option value.
+
+        Examples
+        --------
+        >>> DDIMConfig.from_json('{"timestep_spacing": "trailing"}').timestep_spacing
+        'trailing'
+        """
+        if isinstance(text, os.PathLike):
+            raise TypeError(f"from_json takes JSON text; for the file {text!r} use from_file")
+        return cls.from_dict(load_json_object(text, "DDIMConfig.from_json text"))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> DDIMConfig:
+        """From a JSON file, e.g. a diffusers checkpoint's `scheduler/scheduler_config.json`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file.
+
+        Returns
+        -------
+        DDIMConfig
+
+        Raises
+        ------
+        TypeError
+            `path` is not a str or path-like.
+        OSError
+            The file cannot be read.
+        ValueError
+            Its content is not one JSON object of valid options.
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "scheduler_config.json")
+        >>> _ = DDIMConfig(steps_offset=1).to_json(path)
+        >>> DDIMConfig.from_file(path).steps_offset
+        1
+        """
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        with open(path, "rb") as f:
+            return cls.from_dict(load_json_object(f.read(), str(path)))
+
+
+# Bounds for configuration files: a scheduler config is a flat object of a few dozen keys.
+JSON_MAX_BYTES = 1 << 24  # trained_betas for 10**6 steps fit
+JSON_MAX_DEPTH = 32
+JSON_MAX_DIGITS = 64
+
+
+def load_json_object(text: str | bytes, where: str) -> dict[str, Any]:
+    """Parse configuration JSON safely: one object, at most JSON_MAX_BYTES characters,
+    nested at most JSON_MAX_DEPTH deep, integers of at most JSON_MAX_DIGITS digits; a UTF-8
+    BOM is allowed. Nothing in it is executed or followed (a string is never read as a path
+    to another file).
+
+    Parameters
+    ----------
+    text : str or bytes
+        The JSON text.
+    where : str
+        What the text is, for error messages (a file name).
+
+    Returns
+    -------
+    dict
+        The object's keys and values.
+
+    Raises
+    ------
+    TypeError
+        `text` is not str or bytes.
+    ValueError
+        Not UTF-8, too large, too deep, not JSON, or not one object.
+
+    Examples
+    --------
+    >>> load_json_object('{"steps_offset": 1}', "example")
+    {'steps_offset': 1}
+    >>> load_json_object("[1, 2]", "example")
+    Traceback (most recent call last):
+    ValueError: example must hold a JSON object of options, got list
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where} is not UTF-8 text: {e}") from None
+    if not isinstance(text, str):
+        raise TypeError(f"{where} must be JSON text (str or bytes), got {type(text).__name__}")
+    text = text.removeprefix("\ufeff")
+    if len(text) > JSON_MAX_BYTES:
+        raise ValueError(f"{where} is {len(text)} characters; a config is at most {JSON_MAX_BYTES}")
+    if _depth(text) > JSON_MAX_DEPTH:
+        raise ValueError(f"{where} nests deeper than {JSON_MAX_DEPTH} levels; a config is flat")
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > JSON_MAX_DIGITS:
+            raise ValueError(f"{where} holds an integer of {len(digits)} digits")
+        return int(digits)
+
+    try:
+        data = json.loads(text, parse_int=parse_int)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{where} is not valid JSON ({e}); from_json takes JSON text, from_file a path"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must hold a JSON object of options, got {type(data).__name__}")
+    return data
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings (checked before parsing: json's own
+    recursion would fail with RecursionError far deeper)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _options_section(cls: type[DDIMConfig]) -> str:

@@ -29,13 +29,30 @@ from .backends import Array
 from .coefficients import Row, StepKey
 from .config import DDIMConfig, check_bool
 from .plans import Plan, make_plan
-from .steps import check_eta
+from .steps import check_eta, checked_arrays
 
 
 class DDIMState(NamedTuple):
-    """Arrays only (a JAX pytree): the plan's Rows, timesteps and the index of the next step.
+    """The loop's state: arrays only (a JAX pytree), made by `init`.
 
-    `init` returns an instance of a subclass made for its scheduler (see `step`).
+    `init` returns an instance of a subclass made for its scheduler, so a state used with
+    another scheduler is a TypeError (see `step`).
+
+    Attributes
+    ----------
+    coefficients : array
+        (N, 5): the `coefficients.Row` of each step of the plan, in the work dtype.
+    timesteps : array
+        (N,) integer: the timestep of each step (inversion: the destination).
+    index : array
+        () integer: the next step.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> state = init(Scheduler(dc.DDIMConfig(), 4), like=np.zeros(2))
+    >>> state.coefficients.shape, int(state.index)
+    ((4, 5), 0)
     """
 
     coefficients: Array  # (N, 5): the Row of each step of the plan, in the work dtype
@@ -47,9 +64,36 @@ class DDIMState(NamedTuple):
 class Scheduler:
     """The static part of a DDIM loop: config, step count (or custom timesteps) and options.
 
-    `timesteps` reads back as the tuple of timesteps the loop visits, in order (ascending
-    when `inverse`); given, in that same order, it is a custom plan (then
-    `num_inference_steps` may be None). `inverse=True` walks the mirrored plan (eta = 0).
+    Frozen and hashable: pass it as a static argument to `jax.jit`.
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        The scheduler options.
+    num_inference_steps : int, optional
+        N (may be None when `timesteps` is given).
+    eta : float, default 0.0
+        0: deterministic; > 0 needs `noise` at every `step`.
+    inverse : bool, default False
+        Walk the mirrored plan (inversion; eta must be 0).
+    use_clipped_model_output : bool, default False
+        As in `ddim_core.step`.
+    timesteps : tuple of int, optional
+        A custom plan, in visiting order (ascending when `inverse`). Reads back as the tuple
+        of timesteps the loop visits.
+
+    Raises
+    ------
+    ValueError
+        inverse with eta > 0, or `num_inference_steps` disagreeing with `timesteps`.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> Scheduler(dc.DDIMConfig(timestep_spacing="trailing"), 4).timesteps
+    (999, 749, 499, 249)
+    >>> Scheduler(dc.DDIMConfig(timestep_spacing="trailing"), 4, inverse=True).timesteps
+    (249, 499, 749, 999)
     """
 
     config: DDIMConfig
@@ -90,7 +134,35 @@ class Scheduler:
 
 
 def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
-    """The state before the first step, on `like`'s device, in its working dtype."""
+    """The state before the first step, on `like`'s device, in its working dtype.
+
+    Parameters
+    ----------
+    scheduler : Scheduler
+        The loop's static part.
+    like : array
+        A sample (or an array of its library, device and dtype).
+
+    Returns
+    -------
+    DDIMState
+        Coefficient rows cast once to the work dtype (float32 for half precision), the
+        timesteps and index 0.
+
+    Raises
+    ------
+    TypeError
+        `scheduler` is not a `Scheduler`.
+    ValueError
+        A plan step that cannot be taken (as `ddim_core.step`).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> state = init(Scheduler(dc.DDIMConfig(), 10), like=np.zeros(3, dtype=np.float32))
+    >>> state.coefficients.dtype
+    dtype('float32')
+    """
     if not isinstance(scheduler, Scheduler):
         raise TypeError(f"scheduler must be a functional.Scheduler, got {type(scheduler).__name__}")
     plan = scheduler.plan
@@ -108,7 +180,23 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
 
 
 def timestep(state: DDIMState) -> Array:
-    """The timestep of the next step, a 0-d integer array."""
+    """The timestep of the next step, a 0-d integer array.
+
+    Parameters
+    ----------
+    state : DDIMState
+        A state from `init` or `step`.
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> int(timestep(init(Scheduler(dc.DDIMConfig(), 10), like=np.zeros(1))))
+    900
+    """
     return _at(state.timesteps, state.index)
 
 
@@ -120,10 +208,53 @@ def step(
     *,
     noise: Array | None = None,
 ) -> tuple[DDIMState, Array]:
-    """The next step of the scheduler's plan; returns (new state, x_prev).
+    """The next step of the scheduler's plan: pure array code, no host read.
 
-    The argument order of `ddim_core.step(plan, model_output, timestep, sample)`. With
-    eta > 0, `noise` is a standard normal array shaped like `sample`.
+    Runs under `jax.jit` + `jax.lax.scan`, `torch.compile(fullgraph=True)` and on torch's
+    meta device. The argument order of `ddim_core.step(plan, model_output, timestep,
+    sample)`.
+
+    Parameters
+    ----------
+    scheduler : Scheduler
+        The scheduler `state` was made for.
+    state : DDIMState
+        From `init` or the previous `step`.
+    model_output : array
+        The model's output at (sample, `timestep(state)`).
+    sample : array
+        x_t.
+    noise : array, optional
+        Standard normal noise like `sample`; required when ``scheduler.eta > 0``.
+
+    Returns
+    -------
+    state : DDIMState
+        With the index advanced.
+    prev_sample : array
+        x_prev, in the sample's dtype.
+
+    Raises
+    ------
+    TypeError
+        `state` was made by `init` for another scheduler.
+    ValueError
+        eta > 0 without `noise` (at trace time under jit).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> scheduler = Scheduler(dc.DDIMConfig(clip_sample=False), 10)
+    >>> x = np.ones(3)
+    >>> state = init(scheduler, like=x)
+    >>> for t in scheduler.timesteps:
+    ...     state, x = step(scheduler, state, 0.5 * x, x)
+    >>> plan = dc.make_plan(dc.DDIMConfig(clip_sample=False), 10)
+    >>> y = np.ones(3)
+    >>> for t in plan.timesteps:
+    ...     y = dc.step(plan, 0.5 * y, t, y).prev_sample
+    >>> bool(np.allclose(x, y))
+    True
     """
     made_for = getattr(type(state), "scheduler", None)  # a class attribute: no array read
     if made_for is not scheduler and made_for != scheduler:
@@ -134,7 +265,7 @@ def step(
     if scheduler.eta > 0.0 and noise is None:
         raise ValueError(f"scheduler.eta={scheduler.eta} > 0 needs `noise` (standard normal)")
     noise = noise if scheduler.eta > 0.0 else None
-    xp = backends.namespace(sample=sample, model_output=model_output, noise=noise)
+    xp = checked_arrays(sample=sample, model_output=model_output, noise=noise)
     x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
     values = _at(state.coefficients, state.index)
     row = Row(*(values[k] for k in range(len(Row._fields))))

@@ -43,14 +43,29 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 class Adapter:
     """A host-framework adapter, as `ddim-core plugins` lists it.
 
-    name: short name ("diffusers"); host: the host's import name, checked for importability
-    without importing it; provides: what the adapter offers, for people to read; register:
-    adds DDIM to the host's own registry (imports the host; called by `register_adapters`),
-    a callable or a "module:function" string; command: the adapter's own command line, or
-    None: a callable or "module:function" string called as `command(args, prog)` by
-    `ddim-core NAME ARGS...` (with prog "ddim-core NAME"), returning the exit status, e.g. the
-    ComfyUI pack's `ddim-core comfyui install COMFYUI_DIR`. The core imports no adapter: both
-    are resolved only when used.
+    The core imports no adapter: `register` and `command` may be "module:function" strings,
+    resolved only when used.
+
+    Attributes
+    ----------
+    name : str
+        Short name ("diffusers"); also the `ddim-core NAME ...` command of `command`.
+    host : str
+        The host's import name, checked for importability without importing it.
+    provides : tuple of str
+        What the adapter offers, for people to read.
+    register : callable or str
+        Adds DDIM to the host's own registry (imports the host; called by
+        `plugins.register_adapters`).
+    command : callable or str, optional
+        The adapter's command line, called as ``command(args, prog)`` by
+        `ddim-core NAME ARGS...` and returning the exit status.
+
+    Examples
+    --------
+    >>> adapter = Adapter("demo", "json", ("nothing",), register="json:dumps")
+    >>> adapter.run_register.__name__, adapter.command is None
+    ('run_register', True)
     """
 
     name: str
@@ -60,12 +75,38 @@ class Adapter:
     command: Callable[[list[str], str], int] | str | None = None
 
     def run_register(self) -> Any:
-        """Call `register`; a "module:function" string is imported first, so a plugin module
-        can name its host-importing registration without importing anything itself."""
+        """Call `register`; a "module:function" string is imported first.
+
+        So a plugin module can name its host-importing registration without importing
+        anything itself.
+
+        Returns
+        -------
+        object
+            What `register` returns (the adapters return the names they registered).
+        """
         return _resolve(self.register)()
 
     def run_command(self, args: list[str], prog: str) -> int:
-        """Run `command` with the command-line arguments after the adapter's name."""
+        """Run `command` with the command-line arguments after the adapter's name.
+
+        Parameters
+        ----------
+        args : list of str
+            The arguments after `ddim-core NAME`.
+        prog : str
+            The program name for messages ("ddim-core NAME").
+
+        Returns
+        -------
+        int
+            The exit status.
+
+        Raises
+        ------
+        ValueError
+            The adapter has no command.
+        """
         if self.command is None:
             raise ValueError(f"adapter {self.name!r} has no command line")
         return int(_resolve(self.command)(args, prog))
@@ -84,8 +125,26 @@ def _resolve(target: Callable[..., Any] | str) -> Callable[..., Any]:
 def ddim_core_array_namespace(array: Any) -> Any:
     """The array-API namespace of `array`, a type array-api-compat does not know, or None.
 
-    Called only after array-api-compat has failed, so a plugin adding e.g. MLX arrays costs
-    nothing on the common backends. The namespace must follow the array API standard.
+    Called only after array-api-compat has failed, so a plugin adding e.g. MLX or MindSpore
+    arrays costs nothing on the common backends. The namespace must follow the array API
+    standard. One whose library rounds Python floats below float64 in arithmetic with float64
+    arrays sets `rounds_python_floats = True`: the core then passes its coefficients to float64
+    arrays as 0-d arrays (`backends.exact_scalars`; the built-in MindSpore namespace does).
+
+    Parameters
+    ----------
+    array : object
+        The array to resolve.
+
+    Returns
+    -------
+    namespace or None
+
+    Examples
+    --------
+    >>> from ddim_core import plugins
+    >>> plugins.array_namespace(object()) is None  # no plugin knows a plain object
+    True
     """
 
 
@@ -93,9 +152,28 @@ def ddim_core_array_namespace(array: Any) -> Any:
 def ddim_core_standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int) -> Any:
     """Standard normal noise of `shape` drawn from `generator`, or None if it is not yours.
 
-    The result lives in `like`'s namespace, on its device, in its dtype. `draw` counts the
-    draws of one loop (0, 1, ...): stateless generators (JAX keys) fold it in so that every
-    step gets fresh noise; stateful ones ignore it.
+    Parameters
+    ----------
+    generator : object
+        What the user passed (`sample(generator=...)`, an adapter's `generator=`).
+    shape : tuple of int
+        The noise's shape.
+    like : array
+        The result lives in its namespace, on its device, in its dtype.
+    draw : int
+        Counts the draws of one loop (0, 1, ...): stateless generators (JAX keys) fold it in
+        so that every step gets fresh noise; stateful ones ignore it.
+
+    Returns
+    -------
+    array or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ddim_core import plugins
+    >>> plugins.standard_normal(np.random.default_rng(0), (3,), like=np.zeros(3)).shape
+    (3,)
     """
 
 
@@ -104,17 +182,45 @@ def ddim_core_step_kernel(sample: Any) -> Any:
     """A fused DDIM step for arrays of `sample`'s type and dtype, or None.
 
     Asked once per array type and dtype (the answer is cached). The kernel is called as
-    `kernel(x_t, model_output, noise, c, clip, out)` with c a `coefficients.FusedRow` (Python
-    floats for a scalar timestep; 0-d or (batch, 1, ...) arrays on the sample's device for a
-    timestep array that cannot be read without a sync), clip the clip range r or None, noise
-    an array or None, and out None or a pair of arrays (x_prev, x0_pred) to write into. It
-    returns (x_prev, x0_pred) in the sample's dtype, or None for inputs it does not take (the
-    reference array-API path then runs). Kernels must equal the reference to rounding; one
-    that computes the FusedRow's formulas in float64 in their order equals it bit for bit on
-    float64 samples.
+    ``kernel(x_t, model_output, noise, c, clip, out)`` with `c` a `coefficients.FusedRow`
+    (Python floats for a scalar timestep; 0-d or (batch, 1, ...) arrays on the sample's device
+    for a timestep array that cannot be read without a sync), `clip` the clip range r or None,
+    `noise` an array or None, and `out` None or a pair of arrays (x_prev, x0_pred) to write
+    into. It returns (x_prev, x0_pred) in the sample's dtype, or None for inputs it does not
+    take (the reference array-API path then runs). Kernels must equal the reference to
+    rounding; one that computes the FusedRow's formulas in float64 in their order equals it
+    bit for bit on float64 samples.
+
+    Parameters
+    ----------
+    sample : array
+        An array of the type and dtype asked about.
+
+    Returns
+    -------
+    callable or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ddim_core import plugins
+    >>> kernel = plugins.step_kernel(np.zeros(2))  # numba's, when numba is installed
+    >>> kernel is None or callable(kernel)
+    True
     """
 
 
 @hookspec
 def ddim_core_adapter() -> Adapter | None:
-    """Describe the host-framework adapter this plugin provides (None if it provides none)."""
+    """Describe the host-framework adapter this plugin provides (None if it provides none).
+
+    Returns
+    -------
+    Adapter or None
+
+    Examples
+    --------
+    >>> from ddim_core import plugins
+    >>> sorted(plugins.adapters())
+    ['comfyui', 'diffusers', 'k-diffusion', 'mindone']
+    """

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import backends
 from .backends import Array, Namespace
 from .config import DDIMConfig
 
@@ -42,10 +43,39 @@ def ddim_update(
 ) -> tuple[Array, Array]:
     """(x_b, x0_pred): eq. (12) from a model output, with the config's x0 clip or threshold.
 
-    `row` is a `coefficients.Row` (sqrt_ab_from, sqrt_1m_ab_from, sqrt_ab_to, direction,
-    sigma); only `config`'s prediction_type, clip_sample(_range) and thresholding options
-    are read.
+    Parameters
+    ----------
+    x_t : array
+        The sample at level a (work dtype).
+    model_output : array
+        The model output in the config's prediction type.
+    row : coefficients.Row
+        The step's coefficients (floats or broadcasting arrays).
+    config : DDIMConfig
+        Only prediction_type, clip_sample(_range) and the thresholding options are read.
+    noise : array or None
+        Standard normal noise (weighted by ``row.sigma``), or None.
+    use_clipped_model_output : bool
+        Re-derive eps_pred from the clipped x0_pred.
+    xp : array namespace
+        The arrays' namespace (keyword-only).
+
+    Returns
+    -------
+    x_b : array
+    x0_pred : array
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp, ddim_core as dc
+    >>> from ddim_core.coefficients import Row
+    >>> config = dc.DDIMConfig(clip_sample=False)
+    >>> x_b, x0 = ddim_update(np.ones(2), np.zeros(2), Row(0.5, 0.75**0.5, 1.0, 0.0, 0.0),
+    ...                       config, None, False, xp=xp)
+    >>> x0, x_b  # eps = 0: x0 = x_t / sqrt(alpha_bar_t), and the clean level keeps it
+    (array([2., 2.]), array([2., 2.]))
     """
+    row = backends.exact_scalars(xp, row, x_t)  # float64 on MindSpore: 0-d arrays
     sqrt_ab, sqrt_1m_ab = row.sqrt_ab_from, row.sqrt_1m_ab_from
     x0, eps = predict_x0_eps(x_t, model_output, sqrt_ab, sqrt_1m_ab, config.prediction_type)
     if config.thresholding:
@@ -64,6 +94,30 @@ def eq9(sqrt_ab: Any, sqrt_1m_ab: Any, prediction_type: str) -> tuple[Weights, W
     x0) / sqrt(1 - abar); v (Salimans & Ho 2022): x0 = sqrt(abar) x_t - sqrt(1 - abar) v and
     eps = sqrt(abar) v + sqrt(1 - abar) x_t. The reference step applies these weights and the
     fused kernels take the same ones (`coefficients.fused_form`), in the same order.
+
+    Parameters
+    ----------
+    sqrt_ab : float or array
+        sqrt(alpha_bar_t) of the level the step leaves.
+    sqrt_1m_ab : float or array
+        sqrt(1 - alpha_bar_t).
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction" (any other value is taken as "v_prediction";
+        `DDIMConfig` admits no other).
+
+    Returns
+    -------
+    w_x0 : tuple
+        (a, b, c) with x0_pred = (a x_t - b model_output) / c.
+    w_eps : tuple
+        (a, b, c) with eps_pred = (a x_t - b model_output) / c.
+
+    Examples
+    --------
+    >>> eq9(0.6, 0.8, "epsilon")  # x0 = (x_t - 0.8 eps) / 0.6; eps is the model output
+    ((1.0, 0.8, 0.6), (0.0, -1.0, 1.0))
+    >>> eq9(0.6, 0.8, "v_prediction")
+    ((0.6, 0.8, 1.0), (0.8, -0.6, 1.0))
     """
     if prediction_type == "epsilon":
         return (1.0, sqrt_1m_ab, sqrt_ab), (0.0, -1.0, 1.0)
@@ -77,7 +131,31 @@ Weights = tuple[Any, Any, Any]  # (a, b, c) of (a * x - b * u) / c
 
 def affine(x: Array, u: Array, w: Weights) -> Array:
     """(a x - b u) / c for w = (a, b, c), leaving out the multiplications by 0 and 1 and the
-    division by 1 that structural weights (Python floats) ask for: exact for finite values."""
+    division by 1 that structural weights (Python floats) ask for: exact for finite values.
+
+    Parameters
+    ----------
+    x : array
+        The sample x_t.
+    u : array
+        The model output (or the clipped x0_pred, for `eps_from_x0`).
+    w : tuple
+        (a, b, c): Python floats or arrays broadcasting against `x` (from `eq9` or
+        `eps_from_x0_weights`).
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x, u = np.array([1.0, 2.0]), np.array([0.5, -0.5])
+    >>> affine(x, u, (1.0, 0.8, 0.6))  # (x - 0.8 u) / 0.6
+    array([1., 4.])
+    >>> affine(x, u, (0.0, -1.0, 1.0)) is u  # the structural weights of "u itself"
+    True
+    """
     a, b, c = w
     if _is(a, 0.0):
         num = u if _is(b, -1.0) else -b * u
@@ -94,33 +172,136 @@ def _is(weight: Any, value: float) -> bool:
 def predict_x0_eps(
     x_t: Array, model_output: Array, sqrt_ab: Any, sqrt_1m_ab: Any, prediction_type: str
 ) -> tuple[Array, Array]:
-    """(x0_pred, eps_pred) from the model output, eq. (9)."""
+    """(x0_pred, eps_pred) from the model output, eq. (9) (the weights of `eq9`).
+
+    Parameters
+    ----------
+    x_t : array
+        The sample at level alpha_bar_t.
+    model_output : array
+        The model output in `prediction_type`.
+    sqrt_ab, sqrt_1m_ab : float or array
+        sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t).
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction".
+
+    Returns
+    -------
+    x0_pred : array
+    eps_pred : array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x0, eps = predict_x0_eps(np.array([1.0, 2.0]), np.array([0.5, -0.5]), 0.6, 0.8,
+    ...                          "v_prediction")
+    >>> x0, eps
+    (array([0.2, 1.6]), array([1.1, 1.3]))
+    >>> 0.6 * x0 + 0.8 * eps  # x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
+    array([1., 2.])
+    """
     w_x0, w_eps = eq9(sqrt_ab, sqrt_1m_ab, prediction_type)
     return affine(x_t, model_output, w_x0), affine(x_t, model_output, w_eps)
 
 
 def eps_from_x0(x_t: Array, x0_pred: Array, sqrt_ab: Any, sqrt_1m_ab: Any) -> Array:
     """Re-derive eps_pred from a clipped x0_pred (GLIDE; diffusers' use_clipped_model_output):
-    (x_t - sqrt(abar) x0_pred) / sqrt(1 - abar)."""
+    (x_t - sqrt(abar) x0_pred) / sqrt(1 - abar).
+
+    Parameters
+    ----------
+    x_t : array
+        The sample at level alpha_bar_t.
+    x0_pred : array
+        The (clipped or thresholded) predicted clean sample.
+    sqrt_ab, sqrt_1m_ab : float or array
+        sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t).
+
+    Returns
+    -------
+    array
+        eps_pred.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x_t = np.array([1.0, 2.0])
+    >>> eps_from_x0(x_t, np.array([1.0, 4.0]), 0.6, 0.8)  # unclipped: the model's eps back
+    array([ 0.5, -0.5])
+    """
     return affine(x_t, x0_pred, eps_from_x0_weights(sqrt_ab, sqrt_1m_ab))
 
 
 def eps_from_x0_weights(sqrt_ab: Any, sqrt_1m_ab: Any) -> Weights:
-    """The weights of `eps_from_x0`: eps_pred = affine(x_t, x0_pred, w)."""
+    """The weights of `eps_from_x0`: eps_pred = affine(x_t, x0_pred, w).
+
+    Parameters
+    ----------
+    sqrt_ab, sqrt_1m_ab : float or array
+        sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t).
+
+    Returns
+    -------
+    tuple
+        (1.0, sqrt_ab, sqrt_1m_ab).
+
+    Examples
+    --------
+    >>> eps_from_x0_weights(0.6, 0.8)
+    (1.0, 0.6, 0.8)
+    """
     return (1.0, sqrt_ab, sqrt_1m_ab)
 
 
 def transfer(
     x0_pred: Array, eps_pred: Array, sqrt_ab_to: Any, direction: Any, sigma: Any, noise: Any
 ) -> Array:
-    """Eq. (12): x_b = sqrt(abar_b) x0_pred + direction * eps_pred (+ sigma * noise)."""
+    """Eq. (12): x_b = sqrt(alpha_bar_b) x0_pred + direction * eps_pred (+ sigma * noise).
+
+    Parameters
+    ----------
+    x0_pred, eps_pred : array
+        Eq. (9)'s predictions.
+    sqrt_ab_to : float or array
+        sqrt(alpha_bar_b).
+    direction : float or array
+        sqrt(1 - alpha_bar_b - sigma^2).
+    sigma : float or array
+        sigma_t of eq. (16).
+    noise : array or None
+        Standard normal noise, or None.
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> transfer(2.0, 1.0, 0.5, 0.5, 0.0, None)
+    1.5
+    """
     x_b = sqrt_ab_to * x0_pred + direction * eps_pred
     return x_b if noise is None else x_b + sigma * noise
 
 
 def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:
-    """(sigma_t / eta)^2 of eq. (16) for a step from level abar_a to the cleaner abar_b
-    (diffusers' `_get_variance`). Host floats or float64 arrays."""
+    """(sigma_t / eta)^2 of eq. (16) for a step from level alpha_bar_a to the cleaner
+    alpha_bar_b (diffusers' `_get_variance`).
+
+    Parameters
+    ----------
+    alpha_bar_from, alpha_bar_to : float or numpy.ndarray
+        The two levels (host floats or float64 arrays).
+
+    Returns
+    -------
+    float or numpy.ndarray
+
+    Examples
+    --------
+    >>> ddim_variance(0.5, 1.0)  # to the clean level: no variance
+    0.0
+    """
     a, b = alpha_bar_from, alpha_bar_to
     return (1.0 - b) / (1.0 - a) * (1.0 - a / b)
 
@@ -128,8 +309,24 @@ def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:
 def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
     """Why eq. (9) cannot be solved at level `alpha_bar` for this prediction type, or None.
 
-    epsilon divides by sqrt(abar) (zero terminal SNR: abar = 0); sample divides by
-    sqrt(1 - abar) (the clean level abar = 1). Host floats only.
+    epsilon divides by sqrt(alpha_bar) (zero terminal SNR: alpha_bar = 0); sample divides by
+    sqrt(1 - alpha_bar) (the clean level alpha_bar = 1). Host floats only.
+
+    Parameters
+    ----------
+    alpha_bar : float
+        The level.
+    prediction_type : str
+        "epsilon", "sample" or "v_prediction".
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
+    >>> unrecoverable(0.0, "v_prediction") is None, unrecoverable(0.0, "epsilon") is None
+    (True, False)
     """
     if prediction_type == "epsilon" and alpha_bar == 0.0:
         return (
@@ -146,7 +343,25 @@ def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
 
 
 def clip(x0_pred: Array, limit: float, *, xp: Namespace) -> Array:
-    """Clip x0_pred to [-limit, limit] (diffusers' clip_sample)."""
+    """Clip x0_pred to [-limit, limit] (diffusers' clip_sample).
+
+    Parameters
+    ----------
+    x0_pred : array
+    limit : float
+    xp : array namespace
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> clip(np.array([-3.0, 0.5, 3.0]), 1.0, xp=xp)
+    array([-1. ,  0.5,  1. ])
+    """
+    limit = min(limit, float(xp.finfo(x0_pred.dtype).max))  # 1e300 for float32: no overflow
     return xp.clip(x0_pred, -limit, limit)
 
 
@@ -155,8 +370,30 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
 
     s = the `ratio` quantile of |x0_pred| over each sample, clamped to [1, max_value];
     x0_pred is clipped to [-s, s] and divided by s. Half precision is computed in float32.
+
+    Parameters
+    ----------
+    x0_pred : array
+        (batch, ...).
+    ratio : float
+        The quantile, in (0, 1].
+    max_value : float
+        The largest threshold.
+    xp : array namespace
+
+    Returns
+    -------
+    array
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> threshold(np.array([[0.5, 4.0]]), 1.0, 2.0, xp=xp)
+    array([[0.25, 1.  ]])
     """
     dtype = x0_pred.dtype
+    if math.prod(x0_pred.shape) == 0:
+        return x0_pred  # an empty batch: nothing to threshold
     batch = x0_pred.shape[0] if x0_pred.ndim >= 2 else 1
     flat = xp.reshape(x0_pred, (batch, -1))
     if xp.finfo(dtype).bits < 32:
@@ -173,6 +410,24 @@ def quantile(a: Array, q: float, *, xp: Namespace) -> Array:
 
     The array API has no quantile: sort, then interpolate between the two neighbouring order
     statistics at position q * (n - 1), computed on the host.
+
+    Parameters
+    ----------
+    a : array
+    q : float
+        In [0, 1].
+    xp : array namespace
+
+    Returns
+    -------
+    array
+        `a` without its last axis.
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> quantile(np.array([1.0, 2.0, 3.0, 4.0]), 0.5, xp=xp)
+    np.float64(2.5)
     """
     n = a.shape[-1]
     pos = q * (n - 1)
@@ -181,4 +436,5 @@ def quantile(a: Array, q: float, *, xp: Namespace) -> Array:
     frac = pos - lo
     ordered = xp.sort(a, axis=-1)
     low, high = ordered[..., lo], ordered[..., hi]
+    (frac,) = backends.exact_scalars(xp, (frac,), a)
     return low + frac * (high - low)

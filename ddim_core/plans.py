@@ -30,15 +30,47 @@ FINAL = -1  # t_prev of the last step: the clean level past t = 0
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Plan(backends.Registered):
-    """The timesteps of one sampling run and the level each step moves to."""
+    """The timesteps of one sampling run and the level each step moves to.
+
+    Made by `make_plan` (cached); frozen.
+
+    Attributes
+    ----------
+    config : DDIMConfig
+        The options the plan was made from.
+    schedule : Schedule
+        The host alpha_bar tables.
+    timesteps : tuple of int
+        t_0 > t_1 > ... > t_{N-1}, in sampling order.
+    prev_timesteps : tuple of int
+        For each timestep, where its forward step lands (`FINAL` = -1 for the clean level).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(timestep_spacing="trailing"), 3)
+    >>> plan.pairs
+    ((999, 666), (666, 332), (332, -1))
+    >>> plan.inverse_pairs
+    ((-1, 332), (332, 666), (666, 999))
+    """
 
     config: DDIMConfig
     schedule: Schedule
     timesteps: tuple[int, ...]
     prev_timesteps: tuple[int, ...]
 
+    def __repr__(self) -> str:
+        ts, prev = self.timesteps, self.prev_timesteps
+        return (
+            f"Plan(N={len(ts)}, timesteps {ts[0]} -> {ts[-1]}, t_prev {prev[0]} -> {prev[-1]}, "
+            f"T={self.schedule.num_train_timesteps}, {self.schedule.alphas_cumprod.dtype}, "
+            f"{self.config!r})"
+        )
+
     @property
     def num_inference_steps(self) -> int:
+        """N, the number of steps."""
         return len(self.timesteps)
 
     @property
@@ -57,10 +89,20 @@ class Plan(backends.Registered):
         return tuple((prev, t) for t, prev in reversed(self.pairs))
 
     def prev_timestep(self, t: int) -> int:
-        """Where a forward step from `t` lands (FINAL = -1 for the clean level).
+        """Where a forward step from `t` lands (`FINAL` = -1 for the clean level).
 
-        For a timestep outside the plan, the "plan" rule takes the largest plan timestep
-        below it, so per-sample timesteps between plan points stay well defined.
+        For a timestep outside the plan, the "plan" rule takes the largest plan timestep below it,
+        so per-sample timesteps between plan points stay well defined; the "stride" rule takes
+        t - T // N as diffusers does.
+
+        Parameters
+        ----------
+        t : int
+            A timestep in [0, num_train_timesteps).
+
+        Returns
+        -------
+        int
         """
         if self.config.prev_timestep == "stride":
             prev = t - self.schedule.num_train_timesteps // self.num_inference_steps
@@ -70,7 +112,13 @@ class Plan(backends.Registered):
         return ascending[i - 1] if i > 0 else FINAL
 
     def prev_table(self) -> np.ndarray:
-        """prev_timestep(t) for every t in [0, T), as a host int64 array."""
+        """`prev_timestep(t)` for every t in [0, T).
+
+        Returns
+        -------
+        numpy.ndarray
+            Host int64, read-only.
+        """
         return _prev_table(self)
 
 
@@ -84,6 +132,35 @@ def make_plan(
     """The plan for `num_inference_steps` steps of `config`'s spacing, or for custom `timesteps`.
 
     Plans are cached: the same arguments give the same Plan object.
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        Spacing, steps_offset, prev_timestep rule and schedule.
+    num_inference_steps : int, optional
+        N in [1, num_train_timesteps].
+    timesteps : sequence of int, optional
+        Custom timesteps, strictly decreasing, in [0, num_train_timesteps).
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    TypeError
+        `config` is not a DDIMConfig, or a timestep is not an integer.
+    ValueError
+        Neither or both of `num_inference_steps` and `timesteps`; out of range values; a first
+        step that cannot be taken (epsilon prediction at zero terminal SNR).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> dc.make_plan(dc.DDIMConfig(), 4).timesteps
+    (750, 500, 250, 0)
+    >>> dc.make_plan(dc.DDIMConfig(), timesteps=[900, 500, 100]).prev_timesteps
+    (500, 100, -1)
     """
     if not isinstance(config, DDIMConfig):
         raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
@@ -110,12 +187,35 @@ def _plan(config: DDIMConfig, n: int | None, custom: tuple[int, ...] | None) -> 
 
 
 def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
-    """diffusers' `set_timesteps` choice of n timesteps, descending (Lin et al. 2023, Table 2),
+    """diffusers' `set_timesteps` choice of n timesteps, descending (Lin et al. 2023, table 2),
     or the DDIM paper's "quadratic" one (`quadratic_timesteps`, not in diffusers).
 
     Matches diffusers 0.42 for every n, with one fix: for 62 of the 1000 step counts of a
     1000-step model (n = 61, 103, ...) diffusers' "trailing" float `arange` yields n + 1
     timesteps, the last one -1; that spurious entry is dropped here.
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        Its `timestep_spacing`, `steps_offset` and `num_train_timesteps` are read.
+    n : int
+        The number of timesteps, in [1, num_train_timesteps].
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ValueError
+        n out of range, or a steps_offset that moves the first timestep past T - 1.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> [spaced_timesteps(dc.DDIMConfig(timestep_spacing=s), 4)
+    ...  for s in ("leading", "trailing", "linspace")]
+    [(750, 500, 250, 0), (999, 749, 499, 249), (999, 666, 333, 0)]
     """
     T = config.num_train_timesteps
     _check_num_steps(n, T)
@@ -156,6 +256,10 @@ def _check_num_steps(n: Any, T: int) -> int:
 
 
 def _custom_timesteps(timesteps: Sequence[int], T: int) -> tuple[int, ...]:
+    if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__iter__"):
+        raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+    if getattr(timesteps, "ndim", 1) != 1:
+        raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")  # type: ignore[attr-defined]
     ts = tuple(check_int("timesteps", t) for t in timesteps)
     if not ts:
         raise ValueError("timesteps must not be empty")

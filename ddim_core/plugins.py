@@ -14,14 +14,17 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
+import threading
 import warnings
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
 from . import backends, builtins, hookspecs
 from .hookspecs import PROJECT, Adapter
+
+T = TypeVar("T")
 
 BLOCK_ENV = "DDIM_CORE_BLOCK_PLUGINS"
 # The built-in backend plugins, registered directly when ddim-core runs from a source tree
@@ -33,7 +36,14 @@ _kernels: dict[tuple[type, Any], Any] = {}  # step_kernel's answers, per array t
 
 
 class PluginWarning(UserWarning):
-    """A plugin could not be loaded or raised in a hook, and was left out."""
+    """A plugin could not be loaded, failed validation or raised in a hook, and was left out.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", PluginWarning)  # silence plugin reports
+    """
 
 
 class _PluginFailed(Exception):
@@ -84,9 +94,43 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
     return functools.wraps(fn)(guarded_wrapper if impl.wrapper or impl.hookwrapper else guarded)
 
 
-@functools.cache
+def _built_once(build: Callable[[], T]) -> Any:
+    """`build()` called once per process, also when many threads ask at once (a cache alone
+    would let each of them build it); `cache_clear()` forgets it, `builds` counts builds."""
+    lock = threading.Lock()
+    box: list[T] = []
+
+    @functools.wraps(build)
+    def get() -> T:
+        if box:
+            return box[0]
+        with lock:
+            if not box:
+                box.append(build())
+                get.builds += 1  # type: ignore[attr-defined]
+            return box[0]
+
+    get.cache_clear = box.clear  # type: ignore[attr-defined]
+    get.builds = 0  # type: ignore[attr-defined]
+    return get
+
+
+@_built_once
 def manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager, with every unblocked entry point loaded and checked."""
+    """The process-wide plugin manager, with every unblocked entry point loaded and checked.
+
+    Built once (cached); `manager.cache_clear()` makes the next call build a new one (after
+    changing `DDIM_CORE_BLOCK_PLUGINS`, for example).
+
+    Returns
+    -------
+    pluggy.PluginManager
+
+    Examples
+    --------
+    >>> manager().has_plugin("numpy")
+    True
+    """
     _kernels.clear()  # kernels found by an earlier manager
     pm = _Manager(PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -103,7 +147,18 @@ def manager() -> pluggy.PluginManager:
 
 
 def blocked() -> list[str]:
-    """Plugin names blocked by the environment variable."""
+    """Plugin names blocked by the environment variable `DDIM_CORE_BLOCK_PLUGINS`.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> import os
+    >>> blocked() == [n for n in os.environ.get(BLOCK_ENV, "").split(",") if n]
+    True
+    """
     return [n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()]
 
 
@@ -137,11 +192,29 @@ def _warn(name: str, what: str, exc: BaseException | None) -> None:
 
 
 def call(hook: str, only: str | None = None, **kwargs: Any) -> Any:
-    """`pm.hook.<hook>(**kwargs)`: for a firstresult hook the first result that is not None
-    (or None), else the list of results; `only` asks just the plugin of that name.
+    """Call a hook through pluggy, leaving out any plugin that raises.
 
-    A plugin that raises is warned about by name and unregistered, and the hook is called
-    again without it, so the result is as if that plugin had never been registered.
+    For a firstresult hook the first result that is not None (or None), else the list of
+    results. A plugin that raises is warned about by name and unregistered, and the hook is
+    called again without it, so the result is as if that plugin had never been registered.
+
+    Parameters
+    ----------
+    hook : str
+        The hook's name (``"ddim_core_..."``).
+    only : str, optional
+        Ask just the plugin of that name.
+    **kwargs
+        The hook's arguments, by name.
+
+    Returns
+    -------
+    object or list
+
+    Examples
+    --------
+    >>> sorted(a.name for a in call("ddim_core_adapter"))
+    ['comfyui', 'diffusers', 'k-diffusion', 'mindone']
     """
     pm = manager()
     while True:
@@ -157,7 +230,21 @@ def call(hook: str, only: str | None = None, **kwargs: Any) -> Any:
 
 
 def array_namespace(array: Any) -> Any:
-    """The namespace a plugin resolves for an array array-api-compat does not know, or None."""
+    """The namespace a plugin resolves for an array array-api-compat does not know, or None.
+
+    Parameters
+    ----------
+    array : object
+
+    Returns
+    -------
+    namespace or None
+
+    Examples
+    --------
+    >>> array_namespace(object()) is None
+    True
+    """
     return call("ddim_core_array_namespace", array=array)
 
 
@@ -166,7 +253,36 @@ backends.set_namespace_fallback(array_namespace)
 
 
 def standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int = 0) -> Any:
-    """Standard normal noise of `shape` from `generator`, in `like`'s namespace/device/dtype."""
+    """Standard normal noise of `shape` from `generator`, in `like`'s namespace, device, dtype.
+
+    Parameters
+    ----------
+    generator : object
+        A numpy Generator, torch.Generator (or one per batch element), JAX key, CuPy
+        Generator, or anything a plugin draws from; None draws from torch's global generator
+        for torch samples.
+    shape : tuple of int
+        The noise's shape.
+    like : array
+        The sample.
+    draw : int, default 0
+        The draw's index within a loop.
+
+    Returns
+    -------
+    array
+
+    Raises
+    ------
+    TypeError
+        No plugin can draw from this generator for this sample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> standard_normal(np.random.default_rng(0), (2, 3), like=np.zeros((2, 3))).shape
+    (2, 3)
+    """
     z = call(
         "ddim_core_standard_normal", generator=generator, shape=tuple(shape), like=like, draw=draw
     )
@@ -183,7 +299,22 @@ def standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int
 
 
 def step_kernel(sample: Any) -> Any:
-    """The fused step kernel a plugin offers for `sample`'s type and dtype (cached), or None."""
+    """The fused step kernel a plugin offers for `sample`'s type and dtype (cached), or None.
+
+    Parameters
+    ----------
+    sample : array
+
+    Returns
+    -------
+    callable or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> step_kernel(np.zeros(2, dtype=np.int64)) is None  # no kernel for integers
+    True
+    """
     manager()  # a new manager (after cache_clear) empties this cache first
     key = (type(sample), sample.dtype)
     try:
@@ -194,24 +325,116 @@ def step_kernel(sample: Any) -> Any:
 
 
 def adapters() -> dict[str, Adapter]:
-    """Every registered adapter, by name."""
+    """Every registered adapter, by name.
+
+    Returns
+    -------
+    dict of str to Adapter
+
+    Examples
+    --------
+    >>> adapters()["diffusers"].host
+    'diffusers'
+    """
     return {a.name: a for a in call("ddim_core_adapter")}
 
 
 def host_importable(adapter: Adapter) -> bool:
-    """Whether the adapter's host framework can be imported (checked without importing it)."""
+    """Whether the adapter's host framework can be imported (checked without importing it).
+
+    Parameters
+    ----------
+    adapter : Adapter
+        An adapter, as `adapters()` returns them.
+
+    Returns
+    -------
+    bool
+        True when `importlib.util.find_spec(adapter.host)` finds the host.
+
+    Examples
+    --------
+    >>> host_importable(Adapter("json", "json", (), register=lambda: None))
+    True
+    """
+    return importable(adapter.host)
+
+
+def importable(module: str) -> bool:
+    """Whether `module` can be imported, found with `importlib.util.find_spec` (a top-level name
+    is never imported; for a dotted name its parent packages are).
+
+    Parameters
+    ----------
+    module : str
+        An import name.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> importable("json"), importable("no_such_module_here")
+    (True, False)
+    """
     try:
-        return importlib.util.find_spec(adapter.host) is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def requirements(plugin: object) -> dict[str, bool]:
+    """The libraries a plugin object declares in its `requires` attribute (a tuple of import
+    names), each with whether it can be imported (`importable`: nothing is imported).
+
+    Parameters
+    ----------
+    plugin : object
+        A registered plugin.
+
+    Returns
+    -------
+    dict of str to bool
+
+    Examples
+    --------
+    >>> class Plugin:
+    ...     requires = ("json", "no_such_module_here")
+    >>> requirements(Plugin())
+    {'json': True, 'no_such_module_here': False}
+    """
+    names = getattr(plugin, "requires", ())
+    if isinstance(names, str):
+        names = (names,)
+    return {str(name): importable(str(name)) for name in names}
 
 
 def register_adapters(*names: str) -> list[str]:
     """Register DDIM into the named hosts' registries (all importable hosts when none named).
 
-    Returns the names registered. Naming an unknown adapter or one whose host is not
-    installed raises ValueError / ImportError, and a named adapter's error propagates; with
-    no names, an adapter whose registration fails is warned about and skipped.
+    Parameters
+    ----------
+    *names : str
+        Adapter names ("diffusers", "k-diffusion", "comfyui"); none: every adapter whose host
+        can be imported.
+
+    Returns
+    -------
+    list of str
+        The adapters registered.
+
+    Raises
+    ------
+    ValueError
+        An unknown adapter name.
+    ImportError
+        A named adapter's host is not installed (with no names: skipped).
+
+    Examples
+    --------
+    >>> register_adapters("diffusers")  # doctest: +SKIP
+    ['diffusers']
     """
     known = adapters()
     unknown = [n for n in names if n not in known]
@@ -236,7 +459,22 @@ def register_adapters(*names: str) -> list[str]:
 
 
 def describe() -> list[dict[str, Any]]:
-    """One row per registered plugin: name, distribution, hooks, adapter and host status."""
+    """One row per registered plugin, sorted by name.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``distribution`` ("ddim-core 0.1.0"), ``hooks`` (the hook names it
+        implements), ``requires`` (library -> importable, from the plugin's `requires` and an
+        adapter's host; checked without importing), ``adapter`` (its `Adapter` or None) and
+        ``host_importable`` (None for a plugin that is no adapter).
+
+    Examples
+    --------
+    >>> rows = {row["name"]: row for row in describe()}
+    >>> rows["numpy"]["requires"], rows["numpy"]["hooks"]
+    ({'numpy': True}, ['ddim_core_standard_normal'])
+    """
     pm = manager()
     dists = {
         ep.name: f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
@@ -249,11 +487,15 @@ def describe() -> list[dict[str, Any]]:
         if plugin is None:  # raised in ddim_core_adapter: warned about and unregistered
             continue
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+        needs = requirements(plugin)
+        if adapter is not None:
+            needs.setdefault(adapter.host, host_importable(adapter))
         rows.append(
             {
                 "name": name,
                 "distribution": dists.get(name, "ddim-core (source tree)"),
                 "hooks": hooks,
+                "requires": needs,
                 "adapter": adapter,
                 "host_importable": host_importable(adapter) if adapter else None,
             }

@@ -46,7 +46,7 @@ from .backends import Array, Namespace
 from .coefficients import Row, StepKey
 from .config import DDIMConfig, check_nonnegative
 from .plans import FINAL, Plan, make_plan
-from .sampling import Model, StepInfo, _call, _check_model, _progress
+from .sampling import Model, StepInfo, _call, _check_loop, _progress
 from .steps import inverse_step, step
 
 Callback = Callable[[StepInfo], Any] | None
@@ -93,9 +93,9 @@ def sample_edict(
     sequence). 2 model calls per step.
     """
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
-    _check_model(model)
-    _check_linear(plan, "EDICT")
     x, y = _pair(state)
+    _check_loop(model, x, callback)
+    _check_linear(plan, "EDICT")
     xp = backends.namespace(x=x, y=y)
     work, dtype = _dtypes(xp, x.dtype, precision, _samples_dtype(state, dtype))
     x, y = backends.cast(xp, x, work), backends.cast(xp, y, work)
@@ -134,7 +134,7 @@ def invert_edict(
     Returns the state (x_T, y_T); `sample_edict` maps it back onto x_0. 2 calls per step.
     """
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
-    _check_model(model)
+    _check_loop(model, x_0, callback)
     _check_linear(plan, "EDICT")
     xp = backends.namespace(x_0=x_0)
     work, dtype = _dtypes(xp, x_0.dtype, precision, None)
@@ -179,7 +179,7 @@ def sample_bdia(
     1 model call per step; uses `steps.step` with all the config's options.
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
-    _check_model(model)
+    _check_loop(model, _pair(state)[0], callback)
     z_prev, z, xp, dtype = _start(model, state, plan, callback, check_finite, precision, dtype)
     for i, t in _steps(plan, progress, "BDIA"):
         out = _evaluate(model, z, t, i, xp, check_finite, dtype)
@@ -212,7 +212,7 @@ def invert_bdia(
     rounding in z_0 (by up to (1 / gamma)^N); sampling damps it back.
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
-    _check_model(model)
+    _check_loop(model, x_0, callback)
 
     def update(z_next: Array, z: Array, out: Array, i: int, t: int) -> tuple[Array, Array]:
         forward, x0 = step(plan, out, t, z)
@@ -250,7 +250,7 @@ def sample_belm(
     skipped. 1 model call per step. Needs abar > 0 at every timestep (no zero-SNR end).
     """
     plan = _plan(config, num_inference_steps, timesteps)
-    _check_model(model)
+    _check_loop(model, _pair(state)[0], callback)
     _check_linear(plan, "BELM")
     z_prev, z, xp, dtype = _start(model, state, plan, callback, check_finite, precision, dtype)
     for i, t in _steps(plan, progress, "BELM"):
@@ -277,7 +277,7 @@ def invert_belm(
     """O-BELM inversion: z_{N-1} by plain DDIM inversion of x_0, then `sample_belm`'s step
     solved for z_{k-1} (explicit: divide by (h / H)^2). Returns (z_0, z_1); 1 call per step."""
     plan = _plan(config, num_inference_steps, timesteps)
-    _check_model(model)
+    _check_loop(model, x_0, callback)
     _check_linear(plan, "BELM")
 
     def update(z_next: Array, z: Array, out: Array, i: int, t: int) -> tuple[Array, Array]:

@@ -3,8 +3,8 @@
 `model(x, t)` returns the model output in the config's prediction type; `t` is a Python int.
 Plain DDIM inversion evaluates the model at the destination timestep on the source sample, so
 sampling from its result does not return the input. `invert(..., fixed_point_iters=k)` solves
-each inverse step implicitly, find x_t with step(x_t) = x_source, by Anderson-accelerated
-fixed-point iteration (Walker & Ni 2011), so that sampling maps the result back onto the input.
+each inverse step implicitly, find x_t with step(x_t) = x_source (`ddim_core.implicit`: a warm
+start, then k Anderson refinements), so that sampling maps the result back onto the input.
 """
 
 from __future__ import annotations
@@ -20,13 +20,37 @@ from .backends import Array, Namespace
 from .coefficients import StepKey
 from .config import DDIMConfig, check_int
 from .plans import make_plan
-from .steps import inverse_step, step
+from .steps import check_eta, inverse_step, step
 
 Model = Callable[[Array, Any], Array]
 
 
 class StepInfo(NamedTuple):
-    """What a loop reports to `callback` after each step."""
+    """What a loop reports to `callback` after each step.
+
+    Attributes
+    ----------
+    step_index : int
+        0 for the first step.
+    timestep : int
+        The step's timestep (inversion: its destination).
+    sample : array
+        The sample after the step.
+    pred_original_sample : array
+        x0_pred of the step.
+    model_calls : int
+        Model calls the step made (exact inversion: one plus the solver's).
+    residual : float or None
+        Exact inversion: max |step(x_t) - x_source| when it was read to the host, else None.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> infos = []
+    >>> x = dc.sample(lambda x, t: 0.5 * x, np.ones(2), dc.DDIMConfig(), 3, callback=infos.append)
+    >>> [(i.step_index, i.timestep) for i in infos]
+    [(0, 666), (1, 333), (2, 0)]
+    """
 
     step_index: int
     timestep: int
@@ -50,19 +74,67 @@ def sample(
     progress: bool = False,
     check_finite: bool | None = None,
 ) -> Array:
-    """DDIM sampling (Song et al. 2021, Algorithm eq. 12) from x = x_T down to x_0.
+    """DDIM sampling (Song et al. 2021, eq. 12) from x = x_T down to x_0.
 
-    With eta > 0 the noise of step i is `noise(i, t)`, `noise[i]`, or drawn from `generator`
-    by the backend plugins: a numpy.random.Generator (drawn on the host, moved to the sample's
-    device), a torch.Generator, a JAX PRNG key (folded with i), a cupy.random.Generator.
-    `check_finite=True` reads back one flag per step to stop at a model returning NaN/Inf;
-    None (default) checks only host NumPy arrays, where the read is free, so that loops over
-    device arrays never wait on the device.
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array``: the model output in the config's prediction type, for a
+        sample `x` and a Python int timestep `t`; same shape, library and device as `x`.
+    x : array
+        x_T, e.g. standard normal noise (any array-API library).
+    config : DDIMConfig
+        The scheduler options.
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    eta : float, default 0.0
+        0 is deterministic DDIM; > 0 adds noise (needs `noise` or `generator`).
+    noise : callable or sequence of arrays, optional
+        The noise of step i: ``noise(i, t)`` or ``noise[i]``.
+    generator : optional
+        Draws the noise through the backend plugins: a ``numpy.random.Generator`` (any
+        library: drawn on the host, moved to the sample's device), a ``torch.Generator``, a
+        JAX PRNG key (folded with i), a ``cupy.random.Generator``.
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing.
+    callback : callable, optional
+        Called with a `StepInfo` after each step.
+    progress : bool, default False
+        Show a tqdm progress bar (the `progress` extra).
+    check_finite : bool, optional
+        Read one flag per step to stop at a model output with NaN or Inf. None (default)
+        checks host NumPy arrays only, where the read is free, so that device loops never
+        wait on the device.
+
+    Returns
+    -------
+    array
+        x_0, in the library, device and dtype of `x`.
+
+    Raises
+    ------
+    TypeError
+        `model` is not callable, or returns an array of another library.
+    ValueError
+        eta > 0 without noise; a model output of the wrong shape or with NaN/Inf; a bad plan.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> model = dc.GaussianMixture.create([[0.0, 0.0]], [0.5], config)  # exact denoiser
+    >>> x_T = np.random.default_rng(0).standard_normal((100, 2))
+    >>> x_0 = dc.sample(model, x_T, config, 20)
+    >>> bool(0.3 < x_0.std() < 0.7)
+    True
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
-    _check_model(model)
+    _check_loop(model, x, callback)
+    eta = check_eta(eta)
     if eta > 0 and noise is None and generator is None:
         raise ValueError(f"eta={eta} > 0 needs `noise` or `generator`")
+    if eta > 0 and noise is not None and not callable(noise):
+        _check_noise_list(noise, plan.num_inference_steps)
     xp = backends.namespace(x=x)
     for i, t in enumerate(_progress(plan.timesteps, progress, "DDIM")):
         out = _call(model, x, t, i, xp, check_finite)
@@ -91,21 +163,73 @@ def invert(
 ) -> Array:
     """DDIM inversion from x = x_0 up to x_T along the mirrored plan.
 
-    fixed_point_iters = 0 is plain inversion (one model call per step). With k > 0 each step
-    is solved implicitly, so that the forward step maps the result back onto its source
-    (`ddim_core.implicit`): the step itself, taken from a warm start extrapolated from the
-    previous steps (at the first step: plain inversion), then k refinements, each one further
-    model call that measures the latest iterate and refines it by an Anderson update over the
-    last `history` iterates. So 1 + k model calls per step; the returned k-th refinement is the
+    Plain inversion (``fixed_point_iters=0``) evaluates the model at the destination timestep
+    on the source sample: one model call per step, and sampling from the result does not
+    return exactly to `x`. With ``fixed_point_iters=k`` each step is solved implicitly, so that
+    the forward step maps the result back onto its source (`ddim_core.implicit`): the step
+    itself, taken from a warm start extrapolated from the previous steps (at the first step:
+    plain inversion), then k refinements, each one further model call that measures the latest
+    iterate and refines it by an Anderson update over the last `history` iterates. So
+    1 + k model calls per step, and k = 1 already refines; the returned k-th refinement is the
     one iterate no call measured, kept where the iteration was still improving (else the best
     measured iterate). With `tol` the max residual |step(x_t) - x_source| of each measured
-    iterate is read on the host and the step stops at the first iterate within tol (fewer
-    calls). The callback's StepInfo reports model calls and that residual per step (read only
-    with `tol`, or for NumPy arrays where reading is free).
+    iterate is read on the host (the only host read) and the step stops at the first iterate
+    within tol.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array`` as in `sample`.
+    x : array
+        x_0, the sample to invert.
+    config : DDIMConfig
+        The scheduler options.
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    fixed_point_iters : int, default 0
+        Refinements per step after the plain step (0: plain inversion); 1 + k model calls.
+    tol : float, optional
+        Stop a step at the first measured iterate whose residual is <= tol (one host read
+        per iterate, only when given).
+    eta : float, default 0.0
+        Must be 0: inversion is deterministic.
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing (walked backwards).
+    callback : callable, optional
+        Called with a `StepInfo` (model calls, residual) after each step.
+    progress : bool, default False
+        Show a tqdm progress bar.
+    check_finite : bool, optional
+        As in `sample` (the model's first call of a step; the solver's own iterates are not
+        checked).
+    history : int, default 3
+        Iterates the Anderson update combines.
+
+    Returns
+    -------
+    array
+        x_T, in the library, device and dtype of `x`.
+
+    Raises
+    ------
+    ValueError
+        eta != 0, fixed_point_iters < 0, tol <= 0, or as `sample`.
+    TypeError
+        As `sample`.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    >>> model = dc.GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], config)
+    >>> x_0 = dc.sample(model, np.random.default_rng(0).standard_normal((50, 2)), config, 20)
+    >>> z = dc.invert(model, x_0, config, 20, fixed_point_iters=20, tol=1e-10)
+    >>> bool(np.abs(dc.sample(model, z, config, 20) - x_0).max() < 1e-6)
+    True
     """
     plan = make_plan(config, num_inference_steps, timesteps=timesteps)
-    _check_model(model)
-    if eta != 0:
+    _check_loop(model, x, callback)
+    if check_eta(eta) != 0:
         raise ValueError(f"eta={eta}: inversion is deterministic, eta must be 0")
     iters = check_fixed_point(fixed_point_iters, tol)
     history = check_int("history", history, low=1)
@@ -134,7 +258,31 @@ def invert(
 
 
 def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
-    """Validate exact-inversion options: an integer >= 0 and a tolerance > 0 or None."""
+    """Validate the exact-inversion options: a number of refinements (an integer >= 0) and a
+    tolerance > 0 or None.
+
+    Parameters
+    ----------
+    fixed_point_iters : int
+        Refinements per step; must be an integer >= 0.
+    tol : float or None
+        Must be a number > 0, or None.
+
+    Returns
+    -------
+    int
+        `fixed_point_iters` as an int.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the bad option.
+
+    Examples
+    --------
+    >>> check_fixed_point(10, 1e-6)
+    10
+    """
     iters = check_int("fixed_point_iters", fixed_point_iters, low=0)
     if tol is not None and not (isinstance(tol, numbers.Real) and float(tol) > 0):
         raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
@@ -145,21 +293,61 @@ def solve_implicit(
     forward: Callable[[Array], Array],
     x_src: Array,
     y: Array,
-    iters: int,
+    refinements: int,
     tol: float | None,
     *,
     c: float = 1.0,
     history: int = 5,
 ) -> tuple[Array, int, float | None]:
-    """Find y with forward(y) = x_src per batch element, from the guess y (plain inversion).
+    """Find y with forward(y) = x_src per batch element by up to `refinements` refinements of
+    the guess y (plain inversion).
 
     The fixed-point map g(y) = y - c (forward(y) - x_src), with c the inverse of forward's
     linear part, is plain inversion with the model evaluated at y. Anderson mixing of the
     last `history` iterates (Walker & Ni 2011) makes it converge where plain iteration does
-    not; the best iterate per sample is kept. Returns (best, forward calls, max residual);
-    the residual is read to the host only to stop at `tol`, or when free (NumPy), else None.
+    not. Every iterate is measured by one forward call, the guess first: k refinements cost
+    k + 1 calls, fewer when an iterate's max residual |forward(y) - x_src| is <= tol (then it
+    stops there); 0 refinements return the guess without a call. The best iterate per sample
+    is kept, so the result is never worse than the guess.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(y) -> array``: the forward step whose input is sought.
+    x_src : array
+        The target of the forward step.
+    y : array
+        The first guess (plain inversion's result), shape (batch, ...).
+    refinements : int
+        At most this many refinements (refinements + 1 calls of `forward`).
+    tol : float or None
+        Stop once the largest residual is <= tol (a host read per iterate when given).
+    c : float, default 1.0
+        The inverse of forward's linear part.
+    history : int, default 5
+        Iterates mixed by Anderson acceleration.
+
+    Returns
+    -------
+    best : array
+        The best iterate per batch element.
+    calls : int
+        Calls of `forward` made.
+    residual : float or None
+        The largest residual of `best`, when it was read (tol given, or NumPy), else None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, calls, residual = solve_implicit(lambda y: y + 0.1 * np.sin(y), np.ones((1, 3)),
+    ...                                     np.ones((1, 3)), 20, 1e-12)
+    >>> bool(residual <= 1e-12), calls < 21
+    (True, True)
     """
+    if refinements == 0:
+        return y, 0, None
     xp = backends.namespace(x_src=x_src, y=y)
+    (c,) = backends.exact_scalars(xp, (c,), y)
     batch = y.shape[0]
     best = y
     best_res = xp.full((batch,), math.inf, dtype=y.dtype, device=backends.device(y))
@@ -167,10 +355,9 @@ def solve_implicit(
     f_hist: list[Array] = []
     calls = 0
     residual: float | None = None
-    for _ in range(iters):
+    for k in range(refinements + 1):  # measure the guess, then each refinement
         x_fwd = backends.materialize(forward(y))
         calls += 1
-        f = -c * (x_fwd - x_src)  # g(y) - y
         res = xp.max(xp.reshape(xp.abs(x_fwd - x_src), (batch, -1)), axis=1)
         best = xp.where(backends.broadcast_to_sample(res < best_res, y.ndim, xp), y, best)
         best_res = xp.minimum(res, best_res)
@@ -179,9 +366,12 @@ def solve_implicit(
             residual = float(xp.max(best_res))  # a host read: only to stop early, or free
             if tol is not None and residual <= tol:
                 break
+        if k == refinements:
+            break
+        f = -c * (x_fwd - x_src)  # g(y) - y
         g_hist = [*g_hist, y + f][-(history + 1) :]
         f_hist = [*f_hist, f][-(history + 1) :]
-        y = backends.materialize(_anderson(g_hist, f_hist, xp))
+        y = backends.materialize(_anderson(g_hist, f_hist, xp))  # refinement k + 1
     return best, calls, residual
 
 
@@ -203,7 +393,8 @@ def _anderson(g_hist: list[Array], f_hist: list[Array], xp: Namespace) -> Array:
     dG = [b - a for a, b in itertools.pairwise(g_hist)]
     gram = [[xp.sum(a * b, axis=1) for b in dF] for a in dF]
     rhs = [xp.sum(a * flat(f_k), axis=1) for a in dF]
-    ridge = 1e-10 * sum(gram[i][i] for i in range(len(dF))) + 1e-300  # dF may be singular
+    scale, tiny = backends.exact_scalars(xp, (1e-10, 1e-300), f_k)
+    ridge = scale * sum(gram[i][i] for i in range(len(dF))) + tiny  # dF may be singular
     gamma = _cholesky_solve(gram, rhs, ridge, xp)
     return g_k - sum(
         backends.broadcast_to_sample(c, g_k.ndim, xp) * d for c, d in zip(gamma, dG, strict=True)
@@ -229,9 +420,29 @@ def _cholesky_solve(
     return x
 
 
-def _check_model(model: Any) -> None:
+def _check_loop(model: Any, x: Any, callback: Any) -> None:
+    """The arguments every loop takes: a callable model and callback, an array x."""
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable with a StepInfo, got {callback!r}")
+    if x is None:
+        raise TypeError("x must be an array (the starting sample), got None")
+    xp = backends.namespace(x=x)
+    if not backends.is_real_floating(xp, x):
+        raise TypeError(f"x must be a real floating-point array, got dtype {x.dtype}")
+
+
+def _check_noise_list(noise: Any, n: int) -> None:
+    try:
+        size = len(noise)
+    except TypeError:
+        raise TypeError(
+            f"noise must be a sequence of {n} arrays or a callable noise(i, t), got "
+            f"{type(noise).__name__}"
+        ) from None
+    if size < n:
+        raise ValueError(f"noise has {size} arrays but the plan takes {n} steps; give one per step")
 
 
 def _call(
@@ -240,6 +451,8 @@ def _call(
     """model(x, t), checked: same library, device, shape and a floating dtype; finite values."""
     out = model(x, t)
     where = f"model output at step {i} (timestep {t})"
+    if out is None:
+        raise TypeError(f"{where} is None; the model must return an array shaped like x")
     try:
         backends.namespace(x=x, model_output=out)
     except (TypeError, ValueError) as e:

@@ -23,30 +23,91 @@ from .config import DDIMConfig
 class Schedule(backends.Registered):
     """Host float64 tables of one noise schedule.
 
-    alphas_cumprod[t] is alpha_bar_t for t in [0, T); `final_alpha_cumprod` is the level past
-    the last step (1.0 with set_alpha_to_one, else alpha_bar_0), used for t = -1.
+    Attributes
+    ----------
+    betas : numpy.ndarray
+        beta_t for t in [0, T).
+    alphas_cumprod : numpy.ndarray
+        alpha_bar_t = prod_{s <= t} (1 - beta_s).
+    final_alpha_cumprod : float
+        The level past the last step, used for t = -1: 1.0 with set_alpha_to_one, else
+        alpha_bar_0.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> s = dc.schedule(dc.DDIMConfig())
+    >>> s.num_train_timesteps, s.alpha_bar(-1), round(s.alpha_bar(999), 6)
+    (1000, 1.0, 4e-05)
     """
 
     betas: np.ndarray
     alphas_cumprod: np.ndarray
     final_alpha_cumprod: float
 
+    def __repr__(self) -> str:
+        ab = self.alphas_cumprod
+        return (
+            f"Schedule(T={ab.shape[0]}, {ab.dtype}, alpha_bar {ab[0]:.6g} at t=0 -> "
+            f"{ab[-1]:.6g} at t={ab.shape[0] - 1}, "
+            f"final_alpha_cumprod={self.final_alpha_cumprod:g})"
+        )
+
     @property
     def num_train_timesteps(self) -> int:
+        """T, the number of training timesteps (the length of the tables)."""
         return int(self.alphas_cumprod.shape[0])
 
     def alpha_bar(self, t: int) -> float:
-        """alpha_bar_t as a Python float; t = -1 is the final (clean) level."""
+        """alpha_bar_t as a Python float; t = -1 is the final (clean) level.
+
+        Parameters
+        ----------
+        t : int
+            A timestep in [-1, T).
+
+        Returns
+        -------
+        float
+        """
         return self.final_alpha_cumprod if t < 0 else float(self.alphas_cumprod[t])
 
     def levels(self, timesteps: np.ndarray) -> np.ndarray:
-        """alpha_bar for an integer array of timesteps, -1 meaning the final level."""
+        """alpha_bar for an integer array of timesteps, -1 meaning the final level.
+
+        Parameters
+        ----------
+        timesteps : numpy.ndarray
+            Integers in [-1, T).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, shaped like `timesteps`.
+        """
         table = np.concatenate([self.alphas_cumprod, [self.final_alpha_cumprod]])
         return table[np.where(timesteps < 0, table.shape[0] - 1, timesteps)]
 
     @classmethod
     def from_alphas_cumprod(cls, alphas_cumprod: Any, *, set_alpha_to_one: bool = True) -> Schedule:
-        """A schedule from a given alpha_bar table (e.g. another library's float32 table)."""
+        """A schedule from a given alpha_bar table (e.g. another library's float32 table).
+
+        Parameters
+        ----------
+        alphas_cumprod : array-like
+            alpha_bar_t for t in [0, T), values in [0, 1].
+        set_alpha_to_one : bool, default True
+            The final level: 1, or alpha_bar_0.
+
+        Returns
+        -------
+        Schedule
+
+        Raises
+        ------
+        ValueError
+            An empty table or values outside [0, 1].
+        """
         ab = np.array(alphas_cumprod, dtype=np.float64).reshape(-1)
         if ab.size == 0 or not np.all((ab >= 0.0) & (ab <= 1.0)):
             raise ValueError("alphas_cumprod must be a non-empty table of values in [0, 1]")
@@ -56,7 +117,23 @@ class Schedule(backends.Registered):
 
 
 def schedule(config: DDIMConfig) -> Schedule:
-    """The (cached) host schedule of a config."""
+    """The host schedule of a config (cached).
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        Its beta options are read.
+
+    Returns
+    -------
+    Schedule
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> schedule(dc.DDIMConfig()) is schedule(dc.DDIMConfig())
+    True
+    """
     return _schedule(
         config.num_train_timesteps,
         config.beta_start,
@@ -121,7 +198,27 @@ def _rescale_zero_terminal_snr(betas: Array, *, xp: Namespace) -> Array:
 
 
 def as_schedule(obj: Any) -> Schedule:
-    """The schedule of a DDIMConfig, a Schedule, or anything with a `.schedule` (a Plan)."""
+    """The schedule of a DDIMConfig, a Schedule, or anything with a `.schedule` (a Plan).
+
+    Parameters
+    ----------
+    obj : DDIMConfig, Schedule or Plan
+
+    Returns
+    -------
+    Schedule
+
+    Raises
+    ------
+    TypeError
+        Anything else.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> as_schedule(dc.make_plan(dc.DDIMConfig(), 10)) is schedule(dc.DDIMConfig())
+    True
+    """
     if isinstance(obj, Schedule):
         return obj
     if isinstance(obj, DDIMConfig):
@@ -138,7 +235,32 @@ def betas(
     device: Any = None,
     dtype: Any = None,
 ) -> Array:
-    """beta_t for t in [0, T) in namespace `xp` (NumPy by default), float64 unless `dtype`."""
+    """beta_t for t in [0, T), in namespace `xp` (NumPy by default), float64 unless `dtype`.
+
+    Parameters
+    ----------
+    config : DDIMConfig or Schedule
+        Where the table comes from.
+    xp : array namespace, optional
+        e.g. ``array_api_compat.torch`` or ``jax.numpy``; NumPy when None.
+    device : optional
+        The device to put the table on.
+    dtype : optional
+        The table's dtype (default float64; cast on the host, so no float64 array is made on
+        a device that has none).
+
+    Returns
+    -------
+    array
+        Cached per (schedule, namespace, device, dtype): do not modify it.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> b = betas(dc.DDIMConfig())
+    >>> b.shape, float(b[0]), float(b[-1])
+    ((1000,), 0.0001, 0.02)
+    """
     return _table(as_schedule(config), "betas", xp, device, dtype)
 
 
@@ -149,14 +271,47 @@ def alphas_cumprod(
     device: Any = None,
     dtype: Any = None,
 ) -> Array:
-    """alpha_bar_t for t in [0, T) in namespace `xp` (NumPy by default), float64 unless `dtype`."""
+    """alpha_bar_t for t in [0, T), in namespace `xp` (NumPy by default), float64 unless `dtype`.
+
+    Parameters
+    ----------
+    config : DDIMConfig or Schedule
+        Where the table comes from.
+    xp : array namespace, optional
+        NumPy when None.
+    device : optional
+        The device to put the table on.
+    dtype : optional
+        The table's dtype (default float64).
+
+    Returns
+    -------
+    array
+        Cached: do not modify it.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> ab = alphas_cumprod(dc.DDIMConfig(), dtype=np.float32)
+    >>> ab.dtype, bool(ab[0] > ab[-1])
+    (dtype('float32'), True)
+    """
     return _table(as_schedule(config), "alphas_cumprod", xp, device, dtype)
 
 
 def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype: Any) -> Array:
-    xp = backends.HOST_XP if xp is None else xp
+    xp = backends.HOST_XP if xp is None else backends.as_namespace(xp)
     dtype = xp.float64 if dtype is None else dtype
-    return _cached_table(sched, name, xp, device, dtype)
+    try:
+        floating = bool(xp.isdtype(dtype, "real floating"))
+    except Exception:
+        floating = False
+    if not floating:
+        raise TypeError(f"dtype must be a real floating dtype of {xp.__name__}, got {dtype!r}")
+    try:
+        return _cached_table(sched, name, xp, device, dtype)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"device={device!r} is not a device of {xp.__name__} ({e})") from None
 
 
 @backends.device_cache

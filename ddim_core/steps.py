@@ -25,7 +25,23 @@ from .schedules import Schedule, as_schedule
 
 
 class StepOutput(NamedTuple):
-    """Result of one step; field names follow diffusers' DDIMSchedulerOutput."""
+    """Result of one step; field names follow diffusers' `DDIMSchedulerOutput`.
+
+    Attributes
+    ----------
+    prev_sample : array
+        x_prev: the sample after the step (for inversion: the noisier sample).
+    pred_original_sample : array
+        x0_pred, the predicted clean sample of eq. (9) (after clipping or thresholding).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> out = dc.step(plan, np.zeros(3), plan.timesteps[0], np.ones(3))
+    >>> out.prev_sample.shape, out.pred_original_sample.shape
+    ((3,), (3,))
+    """
 
     prev_sample: Array
     pred_original_sample: Array
@@ -42,12 +58,57 @@ def step(
     use_clipped_model_output: bool = False,
     out: tuple[Array, Array] | None = None,
 ) -> StepOutput:
-    """One forward DDIM step x_t -> x_prev, eq. (12), with the plan's t_prev.
+    """One forward DDIM step x_t -> x_prev, eq. (12), to the plan's t_prev.
 
-    eta scales sigma_t (eq. 16): 0 is deterministic DDIM, 1 is DDPM-like. With eta > 0 the
-    caller supplies `noise`, a standard normal array shaped like `sample`.
-    `out=(x_prev, x0_pred)`: arrays to write the results into (fused kernels only: torch,
-    NumPy with numba, CuPy; scalar timestep, no thresholding; they must not overlap inputs).
+    Parameters
+    ----------
+    plan : Plan
+        From `make_plan`: the config and, for each timestep, the level the step moves to.
+    model_output : array
+        The model's output at (sample, timestep), in the config's prediction type
+        (epsilon, sample or v), same shape, library and device as `sample`.
+    timestep : int or integer array
+        A Python int (coefficients are Python floats read from the host table: no device
+        work, no sync), or an integer array of shape () or (batch,) in the sample's library,
+        one timestep per batch element (coefficients gathered on the sample's device).
+    sample : array
+        x_t, any array-API array (NumPy, torch, JAX, CuPy, Dask, array-api-strict), real
+        floating dtype. The outputs keep its library, device and dtype.
+    eta : float, default 0.0
+        Scales sigma_t of eq. (16): 0 is deterministic DDIM, 1 is DDPM-like.
+    noise : array, optional
+        Standard normal noise shaped like `sample`; required when eta > 0.
+    use_clipped_model_output : bool, default False
+        Re-derive eps_pred from the clipped x0_pred (diffusers' option of the same name).
+    out : tuple of two arrays, optional
+        Buffers to write (x_prev, x0_pred) into; only fused kernels take them (torch, NumPy
+        with numba, CuPy; a Python int timestep, no thresholding, no overlap with the inputs).
+
+    Returns
+    -------
+    StepOutput
+        ``(prev_sample, pred_original_sample)``.
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries, a non-floating dtype, a timestep that is neither an int
+        nor an integer array, or `out` where no fused kernel applies.
+    ValueError
+        eta > 0 without `noise`, shapes that differ, a timestep outside
+        [0, num_train_timesteps), or a step that cannot be taken there (epsilon prediction at
+        a zero-SNR level; eta so large that 1 - alpha_bar_prev - sigma_t^2 < 0).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(timestep_spacing="trailing"), 10)
+    >>> x = np.random.default_rng(0).standard_normal((2, 3))
+    >>> for t in plan.timesteps:
+    ...     eps = 0.5 * x                      # a stand-in for model(x, t)
+    ...     x = dc.step(plan, eps, t, x).prev_sample
+    >>> x.shape, x.dtype
+    ((2, 3), dtype('float64'))
     """
     eta = check_eta(eta)
     if eta > 0.0 and noise is None:
@@ -67,9 +128,42 @@ def inverse_step(
 ) -> StepOutput:
     """One DDIM inversion step from the level of t_prev up to `timestep` (deterministic).
 
-    As in diffusers' DDIMInverseScheduler and null-text inversion, `model_output` is the model
-    evaluated at the destination `timestep` on the source `sample`. `prev_sample` is the noisier
-    result. Without clipping, `inverse_step(step(x))` returns x given the same model output.
+    As in diffusers' `DDIMInverseScheduler` and null-text inversion, `model_output` is the
+    model evaluated at the destination `timestep` on the source `sample`. Without clipping,
+    `inverse_step` undoes `step` given the same model output.
+
+    Parameters
+    ----------
+    plan : Plan
+        The plan whose mirrored pairs are walked (`plan.inverse_timesteps` in order).
+    model_output : array
+        The model's output at (sample, timestep), in the config's prediction type.
+    timestep : int or integer array
+        The destination timestep (see `step` for the two forms).
+    sample : array
+        The less noisy sample at the level of the plan timestep below `timestep`.
+    out : tuple of two arrays, optional
+        Buffers for (x_next, x0_pred), as in `step`.
+
+    Returns
+    -------
+    StepOutput
+        ``prev_sample`` is the noisier sample.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `step`.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(clip_sample=False), 10)
+    >>> x0, eps = np.ones(4), np.full(4, 0.1)
+    >>> t = plan.inverse_timesteps[0]
+    >>> x1 = dc.inverse_step(plan, eps, t, x0).prev_sample
+    >>> np.allclose(dc.step(plan, eps, t, x1).prev_sample, x0)  # the same output undoes it
+    True
     """
     key = StepKey(_check_plan(plan), 0.0, True)
     return _dispatch(key, model_output, timestep, sample, None, False, out)
@@ -78,25 +172,111 @@ def inverse_step(
 def add_noise(
     schedule_of: DDIMConfig | Schedule | Plan, original_samples: Array, noise: Array, timesteps: Any
 ) -> Array:
-    """The forward process q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
+    """The forward process q(x_t | x_0): sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise.
+
+    Parameters
+    ----------
+    schedule_of : DDIMConfig, Schedule or Plan
+        Where the alpha_bar table comes from.
+    original_samples : array
+        x_0.
+    noise : array
+        Standard normal noise, same shape, library and device.
+    timesteps : int or integer array
+        One timestep, or one per batch element (shape () or (batch,)).
+
+    Returns
+    -------
+    array
+        x_t, in the dtype of `original_samples`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `step`, and for a timestep outside [0, num_train_timesteps).
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig()
+    >>> x_t = dc.add_noise(config, np.ones(3), np.zeros(3), 999)
+    >>> np.allclose(x_t, np.sqrt(dc.alphas_cumprod(config)[999]))
+    True
+    """
+    _require(original_samples=original_samples, noise=noise)
     xp = _arrays(original_samples=original_samples, noise=noise)
     sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, original_samples, xp)
     x0, eps = backends.to_work_dtype(xp, original_samples, noise)
+    sqrt_ab, sqrt_1m_ab = backends.exact_scalars(xp, (sqrt_ab, sqrt_1m_ab), x0)
     return backends.cast(xp, sqrt_ab * x0 + sqrt_1m_ab * eps, original_samples.dtype)
 
 
 def get_velocity(
     schedule_of: DDIMConfig | Schedule | Plan, sample: Array, noise: Array, timesteps: Any
 ) -> Array:
-    """The v-prediction target v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0 (Salimans & Ho)."""
+    """The v-prediction target v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x_0
+    (Salimans & Ho 2022).
+
+    Parameters
+    ----------
+    schedule_of : DDIMConfig, Schedule or Plan
+        Where the alpha_bar table comes from.
+    sample : array
+        x_0.
+    noise : array
+        The noise, same shape, library and device.
+    timesteps : int or integer array
+        One timestep, or one per batch element.
+
+    Returns
+    -------
+    array
+        v, in the dtype of `sample`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `add_noise`.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> v = dc.get_velocity(dc.DDIMConfig(), np.zeros(2), np.ones(2), 0)
+    >>> np.allclose(v, np.sqrt(dc.alphas_cumprod(dc.DDIMConfig())[0]))
+    True
+    """
+    _require(sample=sample, noise=noise)
     xp = _arrays(sample=sample, noise=noise)
     sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, sample, xp)
     x0, eps = backends.to_work_dtype(xp, sample, noise)
+    sqrt_ab, sqrt_1m_ab = backends.exact_scalars(xp, (sqrt_ab, sqrt_1m_ab), x0)
     return backends.cast(xp, sqrt_ab * eps - sqrt_1m_ab * x0, sample.dtype)
 
 
 def check_eta(eta: Any) -> float:
-    """eta as a float, a finite number >= 0 (TypeError/ValueError naming it otherwise)."""
+    """eta as a float: a finite number >= 0.
+
+    Parameters
+    ----------
+    eta : real number
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        Not a real number (bool included).
+    ValueError
+        Negative, NaN or infinite.
+
+    Examples
+    --------
+    >>> check_eta(1)
+    1.0
+    """
     if type(eta) is float and 0.0 <= eta < math.inf:  # the common case, checked quickly
         return eta
     return check_nonnegative("eta", eta)
@@ -117,7 +297,10 @@ def _dispatch(
     one value) takes its row as Python floats; other timestep arrays (on an accelerator, or
     one per sample) take rows gathered on the sample's device, with no host read.
     """
+    _require(sample=sample, model_output=model_output)
     xp = _step_arrays(model_output, sample, noise)
+    if out is not None:
+        _check_out(out, xp, sample, model_output, noise)
     config = key.plan.config
     t, t_arr = _timestep(key, timestep, sample, xp)
     fusable = not config.thresholding and not backends.compiling()  # compile fuses the reference
@@ -131,7 +314,7 @@ def _dispatch(
             c = coefficients.fused_row(key, t, use_clipped)
         else:
             c = coefficients.fused_gather(key, t_arr, use_clipped, sample, xp)
-        clip = config.clip_sample_range if config.clip_sample else None
+        clip = _clip_range(config, xp, sample) if config.clip_sample else None
         fused = kernel(sample, model_output, noise, c, clip, out)
         if fused is not None:
             return StepOutput(*fused)
@@ -146,6 +329,38 @@ def _dispatch(
     return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
 
 
+def _check_out(out: Any, xp: Namespace, sample: Array, *inputs: Array | None) -> None:
+    """`out=(x_prev, x0_pred)`: two writable arrays of the sample's library, device, shape
+    and dtype that share no memory with the inputs or each other (else a kernel would write
+    outside a buffer, or read what it has overwritten)."""
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        raise TypeError(
+            f"out must be a pair (x_prev, x0_pred) of arrays, got {type(out).__name__}"
+            + (f" of length {len(out)}" if isinstance(out, tuple | list) else "")
+        )
+    for name, buf in zip(("out[0]", "out[1]"), out, strict=True):
+        try:
+            backends.namespace(sample=sample, **{name.replace("[", "_").rstrip("]"): buf})
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}: {e}") from None
+        if tuple(buf.shape) != tuple(sample.shape) or buf.dtype != sample.dtype:
+            raise ValueError(
+                f"{name} has shape {tuple(buf.shape)} and dtype {buf.dtype}; it must match the "
+                f"sample: shape {tuple(sample.shape)}, dtype {sample.dtype}"
+            )
+        if not backends.writable(buf):
+            raise ValueError(f"{name} is read-only; out= buffers must be writable")
+        for other_name, other in (
+            ("sample", sample),
+            ("model_output", inputs[0]),
+            ("noise", inputs[1]),
+        ):
+            if other is not None and backends.overlaps(buf, other):
+                raise ValueError(f"{name} shares memory with {other_name}; use a separate buffer")
+    if backends.overlaps(out[0], out[1]):
+        raise ValueError("out[0] and out[1] share memory; use two separate buffers")
+
+
 def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tuple[int | None, Any]:
     """(t, None) for a timestep the host reads for free (checked), else (None, the array),
     checked where it can be read: device values cannot be read without a sync, so then the
@@ -155,14 +370,18 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
     t_arr = _timestep_array(timestep, sample, xp)
     values = backends.host_integers(t_arr)
     found = coefficients.table(key)
-    if values is None:
+    if values is None:  # on a device: checked there, asynchronously, where the backend can
         steps = key.plan.inverse_timesteps if key.inverse else key.plan.timesteps
         coefficients.check_timesteps(found, list(steps))
-        return None, t_arr
+        size = found.values.shape[0]
+        return None, backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
     coefficients.check_timesteps(found, values)
     if values and all(v == values[0] for v in values):
         return values[0], None
     return None, t_arr
+
+
+_RANGE = "a timestep is outside [0, num_train_timesteps={size})"
 
 
 def _noise_coefficients(
@@ -173,7 +392,10 @@ def _noise_coefficients(
         return coefficients.noise_row(sched, int(timesteps))
     t_arr = _timestep_array(timesteps, sample, xp)
     values = backends.host_integers(t_arr)
-    if values is not None:
+    if values is None:
+        size = sched.num_train_timesteps
+        t_arr = backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
+    else:
         coefficients.check_timesteps(
             coefficients.Table(coefficients.noise_table(sched), {}), values
         )
@@ -184,6 +406,8 @@ def _noise_coefficients(
 
 def _timestep_array(timestep: Any, sample: Array, xp: Namespace) -> Array:
     try:
+        if timestep is None:
+            raise TypeError
         backends.namespace(sample=sample, timestep=timestep)
     except TypeError:
         raise TypeError(
@@ -225,6 +449,48 @@ def _step_arrays(model_output: Array, sample: Array, noise: Array | None) -> Nam
         ):
             return xp
     return _arrays(model_output=model_output, sample=sample, noise=noise)
+
+
+def checked_arrays(sample: Array, model_output: Array, noise: Array | None = None) -> Namespace:
+    """The namespace of a step's arrays, checked: sample and model_output given, one library
+    and device, real floating dtypes, equal shapes (TypeError / ValueError naming them).
+
+    Parameters
+    ----------
+    sample, model_output : array
+    noise : array, optional
+
+    Returns
+    -------
+    namespace
+
+    Raises
+    ------
+    TypeError
+        None, another library, or a dtype that is not real floating.
+    ValueError
+        Another device or shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> checked_arrays(np.zeros((1, 3)), np.zeros((2, 3)))
+    Traceback (most recent call last):
+    ValueError: model_output has shape (2, 3) but sample has shape (1, 3); they must be equal
+    """
+    _require(sample=sample, model_output=model_output)
+    return _arrays(sample=sample, model_output=model_output, noise=noise)
+
+
+def _clip_range(config: DDIMConfig, xp: Namespace, sample: Array) -> float:
+    """clip_sample_range, at most the sample dtype's largest value (1e300 stays a no-op)."""
+    return min(config.clip_sample_range, float(xp.finfo(sample.dtype).max))
+
+
+def _require(**arrays: Array | None) -> None:
+    for name, a in arrays.items():
+        if a is None:
+            raise TypeError(f"{name} must be an array, got None")
 
 
 def _arrays(**arrays: Array | None) -> Namespace:

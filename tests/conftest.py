@@ -1,33 +1,25 @@
-"""Hypothesis profiles and the backend fixture (the matrix itself: helpers.BACKENDS)."""
+"""ddim-core's own pytest plugin (fixtures `backend`, `xp`, `device`, `reference_scheduler`;
+the matrix itself: ddim_core.testing.backends.BACKENDS) and the Hypothesis profile: `ci`
+(derandomized, bounded; the default) or `dev` (HYPOTHESIS_PROFILE=dev, more examples)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 
-import pytest
-from helpers import Backend, backend_params
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    max_examples=30,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
-)
-settings.register_profile("dev", max_examples=200, deadline=None)
+from ddim_core.testing.strategies import CI, DEV
+
+# Installed, ddim-core registers this plugin through its pytest11 entry point (named after the
+# module, so that naming it here again is a no-op); from a source checkout, this loads it.
+pytest_plugins = ["ddim_core.testing.pytest_plugin", "pytester"]
+
+settings.register_profile("ci", CI)
+settings.register_profile("dev", DEV)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 if importlib.util.find_spec("jax") is not None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-
-
-@pytest.fixture(params=backend_params())
-def backend(request: pytest.FixtureRequest) -> Backend:
-    b: Backend = request.param
-    b.lib  # skips when the library is not installed
-    return b

@@ -1,7 +1,9 @@
-"""Print the parity figures quoted in the README: `.venv/bin/python tests/parity_report.py`.
+"""Print the parity figures quoted in the README and docs/accuracy.md:
+`.venv/bin/python tests/parity_report.py` (tests/test_figures.py checks the quoted ones).
 
 Runs the forward-step cases of test_parity_diffusers.test_step_parity (stride rule, 10 steps,
-eta 0 and 1) and reports the largest differences; the tests assert the bounds.
+eta 0 and 1; the fixtures of tests/parity.py) and reports the largest differences; the tests
+assert the bounds.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_parity_diffusers as parity
+import parity
+from helpers import rel
 
 import ddim_core as dc
 
 
-def main() -> None:
+def measure() -> dict[str, float]:
+    """The figures: cases, float64 max abs difference, float32 max relative errors (ours and
+    diffusers' own, against diffusers' float64 maths), and diffusers' float32 NaN cases."""
     worst64 = worst32 = own = 0.0
     cases = nans = 0
     for sched, spacing, pred, proc in itertools.product(
@@ -37,8 +42,11 @@ def main() -> None:
             prediction_type=pred,
             prev_timestep="stride",
         )
-        s32, s64 = parity._scheduler(config, False), parity._scheduler(config, True)
-        plan = parity._plan(config, s32)
+        s32, s64 = (
+            parity.diffusers_scheduler(config, False),
+            parity.diffusers_scheduler(config, True),
+        )
+        plan = parity.plan_on_their_table(config, s32)
         rng = np.random.default_rng(0)
         for t in plan.timesteps:
             x, out, z = (rng.standard_normal(parity.SHAPE) for _ in range(3))
@@ -49,20 +57,29 @@ def main() -> None:
                 ours64 = dc.step(plan, out, t, x, eta=eta, noise=z).prev_sample
                 ours32 = dc.step(plan, f32[1], t, f32[0], eta=eta, noise=f32[2]).prev_sample
                 worst64 = max(worst64, float(np.abs(ours64 - d64).max()))
-                worst32 = max(worst32, float(_rel(ours32.astype(np.float64), d64).max()))
-                nans += int(np.isnan(d32).any())
-                own = max(own, float(np.nanmax(_rel(d32, d64))))
+                worst32 = max(worst32, rel(ours32, d64))
+                finite = np.isfinite(d32)  # diffusers' float32 NaNs are counted apart
+                nans += int(not finite.all())
+                own = max(own, rel(d32[finite], d64[finite]))
                 cases += 1
-    print(f"{cases} forward step cases")
-    print(f"float64, same table: max |ours - diffusers| = {worst64:.2e}")
+    return {
+        "cases": cases,
+        "float64": worst64,
+        "float32_ours": worst32,
+        "float32_diffusers": own,
+        "nans": nans,
+    }
+
+
+def main() -> None:
+    f = measure()
+    print(f"{f['cases']} forward step cases")
+    print(f"float64, same table: max |ours - diffusers| = {f['float64']:.2e}")
     print(
-        f"float32: max relative error vs diffusers' float64 maths: ours {worst32:.2e}, "
-        f"diffusers' float32 {own:.2e} (plus {nans} cases where diffusers' float32 gave NaN)"
+        f"float32: max relative error vs diffusers' float64 maths: ours "
+        f"{f['float32_ours']:.2e}, diffusers' float32 {f['float32_diffusers']:.2e} (plus "
+        f"{f['nans']} cases where diffusers' float32 gave NaN)"
     )
-
-
-def _rel(a, ref):
-    return np.abs(a - ref) / (1 + np.abs(ref))
 
 
 def _run(scheduler, out, t, x, z, eta):

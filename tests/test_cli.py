@@ -82,3 +82,126 @@ def test_an_adapters_command_is_reached_through_the_plugins(fresh, capsys) -> No
     assert cli.main(["nope", "x"]) == 2
     err = capsys.readouterr().err
     assert "unknown command 'nope'" in err and "fake" in err and len(calls) == 1
+
+
+# --- bad arguments, --version, help, plots, plugins ------------------------------------------
+
+BAD = [
+    (["demo", "--steps", "0"], "argument --steps"),
+    (["demo", "--steps", "x"], "argument --steps"),
+    (["demo", "--points", "0"], "argument --points"),
+    (["demo", "--seed", "-1"], "argument --seed"),
+    (["demo", "--plot", "out.nosuchformat"], "argument --plot"),
+    (["demo", "--plot", "/no/such/folder/out.png"], "argument --plot"),
+    (["plot-schedule", "out.png", "--beta-schedule", "cosine"], "argument --beta-schedule"),
+    (["plot-schedule", "out.png", "--config", "missing.json"], "argument --config"),
+    (["plot-schedule", "out.png", "--steps", "5000"], "argument --steps"),
+    (["plot-schedule", "out"], "argument FILE.png"),
+    (["demo", "--bogus"], "--bogus"),
+    ([], "COMMAND"),
+]
+
+
+@pytest.mark.parametrize("argv,names", BAD, ids=[" ".join(a) or "nothing" for a, _ in BAD])
+def test_a_bad_argument_is_one_line_naming_it(argv, names, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.splitlines()
+    assert len(lines) == 1 and names in lines[0] and "error:" in lines[0]
+
+
+def test_a_config_that_cannot_be_read_or_conflicts(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "wrong.json").write_text('{"beta_schedule": "cosine"}')
+    (tmp_path / "good.json").write_text('{"beta_schedule": "scaled_linear"}')
+    cases = [
+        (["--config", "bad.json"], "argument --config: 'bad.json': bad.json is not valid JSON"),
+        (["--config", "wrong.json"], "argument --config:"),
+        (["--config", "good.json", "--spacing", "trailing"], "argument --spacing: not allowed"),
+        (["--config", "good.json", "--zero-snr"], "argument --zero-snr: not allowed"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["plot-schedule", "out.png", *extra])
+        err = capsys.readouterr().err.splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out.png").exists()
+    assert cli.main(["plot-schedule", "out.png", "--config", "good.json"]) == 0
+
+
+def test_the_command_line_prints_no_traceback_for_bad_arguments() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ddim_core", "demo", "--steps", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+
+
+def test_version(capsys) -> None:  # type: ignore[no-untyped-def]
+    import ddim_core
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ddim-core {ddim_core.__version__}"
+
+
+def test_every_option_has_help_text() -> None:
+    parser = cli._parser()
+    for name, sub in parser.commands.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"ddim-core {name} {action.option_strings or action.dest}"
+    for action in parser._actions:
+        assert action.help, action.option_strings
+
+
+def test_plot_checks_matplotlib_before_computing(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    real = cli.importlib.util.find_spec
+    monkeypatch.setattr(
+        cli.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real(name, *a),
+    )
+    monkeypatch.setattr(cli, "demo", lambda *a, **k: pytest.fail("computed before checking"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--plot", "out.png"])
+    assert exit_.value.code == 2
+    assert "needs matplotlib" in capsys.readouterr().err
+
+
+def test_demo_prints_each_row_as_it_is_computed() -> None:
+    lines: list[str] = []
+    cli.demo([5, 10], points=20, echo=lines.append)
+    assert lines[0].startswith("DDIM on a 2-D mixture")
+    assert [line.split()[0] for line in lines[1:]] == ["5", "10"]
+
+
+def test_plugins_show_whether_their_libraries_import(fresh, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    imported = set(sys.modules)
+
+    class Plugin:
+        requires = ("no_such_library_here",)
+
+        @hookimpl
+        def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+            return None
+
+    fresh.register(Plugin(), name="needs-missing")
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("needs-missing"))
+    assert "no_such_library_here: not installed" in row
+    assert "numpy: importable" in out
+    for name in ("cupy", "jax", "torch", "numba"):  # checked, never imported
+        if name not in imported:
+            assert name not in sys.modules

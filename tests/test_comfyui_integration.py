@@ -2,26 +2,34 @@
 
 Run it with a Python that has ComfyUI's requirements and ddim-core installed:
     COMFYUI_PATH=/path/to/ComfyUI python -m pytest tests/test_comfyui_integration.py
-`ddim-core comfyui install` writes the shim into that checkout (removed again at the end);
-ComfyUI's own loader loads it; the nodes' samplers run through comfy.samplers.KSAMPLER with
-ComfyUI's own ModelSamplingDiscrete and an analytic model, against ddim_core.sample.
+`ddim-core comfyui install` writes the shim into that checkout unless one is there already
+(and removes only the one it wrote, at the end); ComfyUI's own loader loads it. The graphs run
+through ComfyUI's own nodes (SamplerCustomAdvanced, SamplerCustom, the stock KSampler,
+DisableNoise, RandomNoise, BasicScheduler, SplitSigmas) on a real ModelPatcher whose diffusion
+model is analytic: the exact eps of a Gaussian mixture at every latent pixel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from helpers import TOLERANCE, rel
 
 import ddim_core as dc
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout")
+needs_comfyui = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a checkout")
 # ComfyUI's default discrete schedule (SD 1.x): "linear" in sqrt space = diffusers' scaled_linear
 CONFIG = dc.DDIMConfig(
     beta_schedule="scaled_linear",
@@ -30,68 +38,141 @@ CONFIG = dc.DDIMConfig(
     clip_sample=False,
     timestep_spacing="trailing",
 )
+MEANS, STDS = [[0.5] * 4, [-0.5] * 4], [0.4, 0.6]
+
+
+@contextlib.contextmanager
+def shim_in(comfyui_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """The pack's shim folder in a checkout: written by `install` unless one is there already,
+    and removed afterwards only if written here (a user's own install stays)."""
+    from ddim_comfyui import install
+
+    existed = (Path(comfyui_dir) / "custom_nodes" / install.SHIM_DIR).exists()
+    shim = install.install(comfyui_dir)  # refreshes our own, refuses a foreign folder
+    try:
+        yield shim
+    finally:
+        if not existed:
+            install.uninstall(comfyui_dir)
+
+
+@contextlib.contextmanager
+def _torchvision_stub() -> Iterator[None]:
+    """ComfyUI imports torchvision at the top of a few model modules these tests never build;
+    PyPI's torchvision cannot be installed beside a CPU torch wheel. Where it is missing, an
+    empty stand-in is importable while ComfyUI loads, and removed again afterwards."""
+    if importlib.util.find_spec("torchvision") is not None:
+        yield
+        return
+    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+    stubs = {name: types.ModuleType(name) for name in names}
+    for name, stub in stubs.items():
+        stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    stubs["torchvision"].transforms = stubs["torchvision.transforms"]  # type: ignore[attr-defined]
+    sys.modules.update(stubs)
+    try:
+        yield
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")
 def comfy() -> Iterator[types.SimpleNamespace]:
-    from ddim_comfyui import install
-
     assert COMFYUI_PATH is not None
     sys.path.insert(0, COMFYUI_PATH)
-    shim = install.install(COMFYUI_PATH)
     try:
-        import comfy.cli_args
-        import torch
+        with shim_in(COMFYUI_PATH) as shim:
+            with _torchvision_stub():
+                import comfy.cli_args
+                import torch
 
-        if not torch.cuda.is_available():
-            comfy.cli_args.args.cpu = True  # ComfyUI's --cpu, before model_management loads
-        import comfy.model_sampling
-        import comfy.samplers
-        import nodes
+                if not torch.cuda.is_available():
+                    comfy.cli_args.args.cpu = True  # ComfyUI's --cpu, before model_management
+                import comfy.model_base
+                import comfy.model_patcher
+                import comfy.samplers
+                import comfy.supported_models_base
+                import comfy_extras.nodes_custom_sampler as custom
+                import nodes
 
-        loaded = asyncio.run(nodes.load_custom_node(str(shim), module_parent="custom_nodes"))
-        yield types.SimpleNamespace(
-            loaded=loaded, nodes=nodes, samplers=comfy.samplers, model_sampling=comfy.model_sampling
-        )
+            loaded = asyncio.run(nodes.load_custom_node(str(shim), module_parent="custom_nodes"))
+            yield types.SimpleNamespace(
+                loaded=loaded,
+                nodes=nodes,
+                samplers=comfy.samplers,
+                custom=custom,
+                model_base=comfy.model_base,
+                model_patcher=comfy.model_patcher,
+                models_base=comfy.supported_models_base,
+            )
     finally:
-        install.uninstall(COMFYUI_PATH)
         sys.path.remove(COMFYUI_PATH)
 
 
-class AnalyticModel:
-    """What KSAMPLER.sample gets as model_wrap: `inner_model.model_sampling`, and a call that
-    returns the denoised x0 (ComfyUI's EPS convention: x - sigma * eps(x * c_in, t))."""
+class AnalyticUNet:
+    """A diffusion model for ComfyUI's BaseModel: eps of a 4-D Gaussian mixture at each pixel
+    (the channels), from ComfyUI's c_in-scaled input and timestep; counts its calls."""
 
-    def __init__(self, comfy: types.SimpleNamespace) -> None:
-        ms_mod = comfy.model_sampling
+    def __init__(self) -> None:
+        import torch
 
-        class ModelSampling(ms_mod.ModelSamplingDiscrete, ms_mod.EPS):
-            pass
-
-        self.model_sampling = ModelSampling()
-        self.inner_model = types.SimpleNamespace(model_sampling=self.model_sampling)
-        self.gm = dc.GaussianMixture.create([[0.5] * 4, [-0.5] * 4], [0.4, 0.6], CONFIG)
+        self.gm = dc.GaussianMixture.create(MEANS, STDS, CONFIG)
         self.calls = 0
+        self.dtype = torch.float32  # what BaseModel.get_dtype reads
 
-    def get_model_object(self, name: str) -> object:
-        return getattr(self, name)
-
-    def __call__(self, x, sigma, model_options=None, seed=None):  # type: ignore[no-untyped-def]
+    def __call__(self, xc, t, context=None, control=None, transformer_options=None, **kw):  # type: ignore[no-untyped-def]
         self.calls += 1
-        t = round(float(self.model_sampling.timestep(sigma)[0]))
-        c_in = (1 + sigma[:, None] ** 2) ** -0.5
-        eps = self.gm(x.double() * c_in.double(), t).to(x.dtype)
-        return x - sigma[:, None] * eps
+        b, c, h, w = xc.shape
+        (step,) = {round(float(v)) for v in t}
+        flat = xc.double().permute(0, 2, 3, 1).reshape(-1, c)
+        eps = self.gm(flat, step).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return eps.to(xc.dtype)
+
+    def latent(self, hw: int, seed: int) -> Any:
+        """Clean data as a (1, 4, hw, hw) latent."""
+        import torch
+
+        data = self.gm.sample_data(hw * hw, np.random.default_rng(seed))
+        return torch.from_numpy(data).float().reshape(1, hw, hw, 4).permute(0, 3, 1, 2)
 
 
-def _execute(comfy: types.SimpleNamespace, node_id: str, **inputs):  # type: ignore[no-untyped-def]
-    node = comfy.nodes.NODE_CLASS_MAPPINGS[node_id]
-    return node.execute(**inputs).args[0]
+def _model(comfy: types.SimpleNamespace) -> Any:
+    """A ComfyUI ModelPatcher (EPS, SD 1.x discrete schedule) around an AnalyticUNet."""
+    import torch
+
+    cpu = torch.device("cpu")
+    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
+    base = comfy.model_base.BaseModel(config, device=cpu)
+    base.diffusion_model = AnalyticUNet()
+    return comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
 
 
-def _schedule(comfy: types.SimpleNamespace, model: AnalyticModel, steps: int):  # type: ignore[no-untyped-def]
+def _cond() -> Any:
+    import torch
+
+    return [[torch.zeros(1, 1, 8), {}]]
+
+
+def _node(comfy: types.SimpleNamespace, node_id: str, **inputs: Any) -> Any:
+    """Run one of the pack's (V3) nodes as ComfyUI does; its single output."""
+    return comfy.nodes.NODE_CLASS_MAPPINGS[node_id].execute(**inputs).args[0]
+
+
+def _advanced(
+    comfy: types.SimpleNamespace, model: Any, noise: Any, sampler: Any, sigmas: Any, x: Any
+) -> Any:
+    """SamplerCustomAdvanced with BasicGuider: the latent out."""
+    guider = comfy.custom.BasicGuider().get_guider(model, _cond())[0]
+    out = comfy.custom.SamplerCustomAdvanced().sample(
+        noise, guider, sampler, sigmas, {"samples": x}
+    )
+    return out[0]["samples"]
+
+
+def _schedule(comfy: types.SimpleNamespace, model: Any, steps: int) -> Any:
     """The DDIM Schedule node: trailing spacing on the model's own sigmas."""
-    return _execute(
+    return _node(
         comfy,
         "DDIMCoreSchedule",
         model=model,
@@ -102,6 +183,7 @@ def _schedule(comfy: types.SimpleNamespace, model: AnalyticModel, steps: int):  
     )
 
 
+@needs_comfyui
 def test_pack_loads_with_comfyuis_loader_as_v3_nodes(comfy) -> None:  # type: ignore[no-untyped-def]
     assert comfy.loaded is True
     from comfy_api.latest import io
@@ -114,60 +196,162 @@ def test_pack_loads_with_comfyuis_loader_as_v3_nodes(comfy) -> None:  # type: ig
     ):
         node = comfy.nodes.NODE_CLASS_MAPPINGS[node_id]
         assert issubclass(node, io.ComfyNode)
-        assert node.GET_SCHEMA().category.startswith("sampling/custom_sampling/")
-    assert {"ddim_core", "ddim_core_inverse"} <= set(comfy.samplers.KSampler.SAMPLERS)
+        schema = node.GET_SCHEMA()
+        assert schema.category.startswith("sampling/custom_sampling/")
+        assert all(i.tooltip for i in schema.inputs), node_id
+    assert "ddim_core" in comfy.samplers.KSampler.SAMPLERS
+    assert "ddim_core_inverse" not in comfy.samplers.KSampler.SAMPLERS  # it adds noise first
 
 
-def test_ddim_sampler_and_schedule_through_comfy_samplers(comfy) -> None:  # type: ignore[no-untyped-def]
+@needs_comfyui
+def test_ddim_sampler_and_schedule_equal_ddim_core(comfy) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    model = AnalyticModel(comfy)
+    model = _model(comfy)
+    unet = model.model.diffusion_model
     sigmas = _schedule(comfy, model, 10)
-    noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
-    expected = dc.sample(model.gm, noise.double(), CONFIG, 10)
-    steps: list[int] = []
+    empty = torch.zeros(1, 4, 4, 4)
+    noise = comfy.custom.RandomNoise().get_noise(3)[0]
+    x_T = noise.generate_noise({"samples": empty})
+    flat = x_T.double().permute(0, 2, 3, 1).reshape(-1, 4)
+    expected = dc.sample(unet.gm, flat, CONFIG, 10).reshape(1, 4, 4, 4).permute(0, 3, 1, 2)
     for sampler in (
-        _execute(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0),
+        _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0),
         comfy.samplers.sampler_object("ddim_core"),  # the stock KSampler's lookup
     ):
-        out = sampler.sample(
-            model,
-            sigmas,
-            {},
-            lambda i, den, x, total: steps.append(i),
-            noise,
-            latent_image=torch.zeros_like(noise),
-            denoise_mask=None,
-        )
-        assert float(((out.double() - expected).abs() / (1 + expected.abs())).max()) <= 1e-5
-    assert steps == list(range(10)) * 2
+        unet.calls = 0
+        out = _advanced(comfy, model, noise, sampler, sigmas, empty)
+        assert rel(out, expected) <= TOLERANCE["float32"]
+        assert unet.calls == 10
 
 
-def test_inversion_round_trip_through_comfy_samplers(comfy) -> None:  # type: ignore[no-untyped-def]
+@needs_comfyui
+def test_eta_noise_comes_from_the_seed_like_euler_ancestral(comfy) -> None:  # type: ignore[no-untyped-def]
+    """Identical runs with DisableNoise (seed 0) and with add_noise on, and DDIM at eta 1
+    equal to euler_ancestral given the same seed."""
+    model = _model(comfy)
+    unet = model.model.diffusion_model
+    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "normal", 20, 1.0)[0]
+    x = unet.latent(8, seed=1)
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    for eta in (0.5, 1.0):
+        ddim = _node(comfy, "DDIMCoreSampler", eta=eta, s_noise=1.0)
+        first = _advanced(comfy, model, off, ddim, sigmas, x)
+        assert bool((_advanced(comfy, model, off, ddim, sigmas, x) == first).all())
+        runs = [
+            comfy.custom.SamplerCustom().sample(
+                model, True, 42, 1.0, _cond(), _cond(), ddim, sigmas, {"samples": x}
+            )[0]["samples"]
+            for _ in range(2)
+        ]
+        assert bool((runs[0] == runs[1]).all())
+    ddim = _node(comfy, "DDIMCoreSampler", eta=1.0, s_noise=1.0)
+    ancestral = comfy.samplers.sampler_object("euler_ancestral")
+    for noise in (off, comfy.custom.RandomNoise().get_noise(42)[0]):
+        ours = _advanced(comfy, model, noise, ddim, sigmas, x)
+        theirs = _advanced(comfy, model, noise, ancestral, sigmas, x)
+        assert rel(ours, theirs) <= TOLERANCE["float32"]
+
+
+@needs_comfyui
+def test_inversion_is_exact_by_default(comfy) -> None:  # type: ignore[no-untyped-def]
+    """DDIM Schedule -> Flip -> DDIM Inversion Sampler with its defaults in
+    SamplerCustomAdvanced (DisableNoise), then the DDIM Sampler back: the input again."""
+    from ddim_comfyui import core
+
+    model = _model(comfy)
+    unet = model.model.diffusion_model
+    down = _schedule(comfy, model, 20)
+    up = _node(comfy, "DDIMCoreFlipSigmas", sigmas=down)
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    forward = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    x0 = unet.latent(8, seed=3)
+    schema = comfy.nodes.NODE_CLASS_MAPPINGS["DDIMCoreInversionSampler"].GET_SCHEMA()
+    defaults = {i.id: i.default for i in schema.inputs}
+    assert defaults == {"fixed_point_iters": core.INVERSION_ITERS, "tol": core.INVERSION_TOL}
+    trips, calls = {}, {}
+    for label, options in (
+        ("exact", defaults),
+        ("one refinement", {"fixed_point_iters": 1, "tol": 0.0}),
+        ("plain", {"fixed_point_iters": 0, "tol": 0.0}),
+    ):
+        inverse = _node(comfy, "DDIMCoreInversionSampler", **options)
+        unet.calls = 0
+        z = _advanced(comfy, model, off, inverse, up, x0)
+        calls[label] = unet.calls
+        back = _advanced(comfy, model, off, forward, down, z)
+        trips[label] = float((back - x0).abs().max())
+    assert trips["exact"] <= 1e-5 < 1e-2 < trips["one refinement"] < trips["plain"]
+    assert calls["plain"] == 20 and calls["one refinement"] == 20 * 3
+    assert 20 < calls["exact"] <= 20 * (core.INVERSION_ITERS + 2)
+
+
+@needs_comfyui
+def test_sigma_lists_comfyuis_samplers_accept(comfy) -> None:  # type: ignore[no-untyped-def]
+    """Repeated sigmas (the stock KSampler's `simple` schedule at 500 steps, denoise 0.3), one
+    sigma (SplitSigmas at the last step), and a NaN sigma's clear error."""
     import torch
 
-    model = AnalyticModel(comfy)
-    down = _schedule(comfy, model, 10)
-    up = _execute(comfy, "DDIMCoreFlipSigmas", sigmas=down)
-    x0 = dc.sample(
-        model.gm,
-        torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64),
-        CONFIG,
-        10,
-    ).float()
-    inverse = _execute(comfy, "DDIMCoreInversionSampler", fixed_point_iters=20, tol=1e-6)
-    zeros = torch.zeros_like(x0)
-    z = inverse.sample(model, up, {}, None, zeros, latent_image=x0, denoise_mask=None)
-    forward = _execute(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
-    # sampling starts from the inverted latent itself: no noise added (ComfyUI's add_noise off)
-    back = forward.sample(model, down, {}, None, zeros, latent_image=z, denoise_mask=None)
-    assert float((back - x0).abs().max()) <= 1e-4
-    assert bool(torch.isfinite(z).all())
+    model = _model(comfy)
+    unet = model.model.diffusion_model
+    x = unet.latent(4, seed=4)
+    outs, calls = {}, {}
+    for name in ("euler", "ddim_core"):
+        unet.calls = 0
+        ksampler = comfy.nodes.KSampler()
+        outs[name] = ksampler.sample(
+            model, 7, 500, 1.0, name, "simple", _cond(), _cond(), {"samples": x}, denoise=0.3
+        )[0]["samples"]
+        calls[name] = unet.calls
+    sigmas = comfy.samplers.calculate_sigmas(
+        model.get_model_object("model_sampling"), "simple", 1666
+    )
+    assert len(set(sigmas[-501:].tolist())) < 500  # repeats: zero-length steps
+    assert float((outs["ddim_core"] - outs["euler"]).abs().max()) <= 1e-5
+    assert calls["euler"] == 500 and calls["ddim_core"] < 500  # a repeat costs no call
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    normal = comfy.custom.BasicScheduler().get_sigmas(model, "normal", 20, 1.0)[0]
+    last = comfy.custom.SplitSigmas().get_sigmas(normal, 20)[1]
+    assert last.shape == (1,)
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    unet.calls = 0
+    assert torch.equal(_advanced(comfy, model, off, ddim, last, x), x) and unet.calls == 0
+    broken = normal.clone()
+    broken[3] = float("nan")
+    with pytest.raises(ValueError, match=r"sigmas must be finite and >= 0, got sigmas\[3\] = nan"):
+        _advanced(comfy, model, off, ddim, broken, x)
 
 
+@needs_comfyui
 def test_install_refuses_the_checkouts_parent() -> None:
     from ddim_comfyui import install
 
     assert COMFYUI_PATH is not None
     with pytest.raises(ValueError, match="not a ComfyUI checkout"):
         install.install(Path(COMFYUI_PATH).parent)
+
+
+def test_shim_in_removes_only_the_shim_it_wrote(tmp_path: Path) -> None:
+    """What the fixture above does to a checkout (runs without ComfyUI): a user's installed
+    shim stays, and a foreign folder of that name is refused and kept."""
+    from ddim_comfyui import install
+
+    root = tmp_path / "ComfyUI"
+    (root / "comfy").mkdir(parents=True)
+    (root / "comfy" / "samplers.py").write_text("")
+    (root / "nodes.py").write_text("")
+    (root / "custom_nodes").mkdir()
+    target = root / "custom_nodes" / install.SHIM_DIR
+    with shim_in(root) as shim:
+        assert shim == target and target.is_dir()
+    assert not target.exists()
+    install.install(root)  # the user's own
+    with shim_in(root):
+        pass
+    assert (target / "__init__.py").is_file()
+    install.uninstall(root)
+    target.mkdir()
+    (target / "__init__.py").write_text("# someone else's\n")
+    with pytest.raises(ValueError, match="left as is"), shim_in(root):
+        pass
+    assert (target / "__init__.py").read_text() == "# someone else's\n"

@@ -4,6 +4,7 @@ tests/test_comfyui_integration.py (needs COMFYUI_PATH)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import subprocess
@@ -46,8 +47,7 @@ class ComfyStyleDenoiser:
 
 def test_sampler_forwards_extra_args_and_equals_the_core_loop() -> None:
     model = ComfyStyleDenoiser()
-    sigmas = get_sigmas_ddim(CONFIG, 10).astype(np.float64)
-    sigmas_t = torch.from_numpy(sigmas)
+    sigmas_t = get_sigmas_ddim(CONFIG, 10, dtype=torch.float64)
     noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     mask = object()
     steps: list[int] = []
@@ -66,9 +66,9 @@ def test_sampler_forwards_extra_args_and_equals_the_core_loop() -> None:
         core.sample_ddim_core(model, noise, sigmas_t, disable=True)
 
 
-def test_inverse_sampler_takes_either_order_and_inverts() -> None:
+def test_inverse_sampler_takes_either_order_and_inverts_exactly_by_default() -> None:
     model = ComfyStyleDenoiser()
-    down = torch.from_numpy(get_sigmas_ddim(CONFIG, 10))
+    down = get_sigmas_ddim(CONFIG, 10, dtype=torch.float64)
     x0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     args = {"denoise_mask": None}
     up = core.run_node("DDIMCoreFlipSigmas", sigmas=down)
@@ -76,10 +76,44 @@ def test_inverse_sampler_takes_either_order_and_inverts() -> None:
     a = core.sample_ddim_core_inverse(model, x0, up, extra_args=args, disable=True)
     b = core.sample_ddim_core_inverse(model, x0, down, extra_args=args, disable=True)
     assert torch.equal(a, b)
-    fn, options = core.run_node("DDIMCoreInversionSampler", fixed_point_iters=20, tol=1e-10)
-    z = fn(model, x0, up, extra_args=args, disable=True, **options)
-    back = core.sample_ddim_core(model, z, down, extra_args=args, disable=True)
-    assert float((back - x0).abs().max()) <= 1e-5
+    defaults = {p.name: p.default for p in _node("DDIMCoreInversionSampler").inputs}
+    assert defaults == {"fixed_point_iters": core.INVERSION_ITERS, "tol": core.INVERSION_TOL}
+    fn, options = core.run_node("DDIMCoreInversionSampler", **defaults)
+    for sampler in (functools.partial(fn, **options), core.sample_ddim_core_inverse):
+        calls = len(model.masks)
+        z = sampler(model, x0, up, extra_args=args, disable=True)
+        calls = len(model.masks) - calls
+        back = core.sample_ddim_core(model, z, down, extra_args=args, disable=True)
+        assert float((back - x0).abs().max()) <= 1e-5
+        assert 10 < calls <= 10 * (core.INVERSION_ITERS + 2)
+    plain = core.sample_ddim_core_inverse(model, x0, up, args, None, True, fixed_point_iters=0)
+    back = core.sample_ddim_core(model, plain, down, extra_args=args, disable=True)
+    assert float((back - x0).abs().max()) > 1e-2
+
+
+def test_eta_noise_comes_from_comfyuis_seed() -> None:
+    """ComfyUI passes its seed in extra_args["seed"] (DisableNoise: 0) and its ancestral
+    samplers draw one torch.randn like x per step from a generator on x's device seeded with
+    it. Ours draw the same, so runs repeat and eta = 1 equals euler_ancestral's maths."""
+    model = ComfyStyleDenoiser()
+    sigmas = get_sigmas_ddim(CONFIG, 10, dtype=torch.float64)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def run(seed: int | None, **kw: object) -> torch.Tensor:
+        extra = {"denoise_mask": None, "seed": seed}
+        return core.sample_ddim_core(model, x * 10, sigmas, extra, None, True, 1.0, **kw)
+
+    first = run(5)
+    torch.manual_seed(1)  # the global generator plays no part
+    assert torch.equal(run(5), first) and not torch.equal(run(6), first)
+    gen = torch.Generator().manual_seed(5)
+    draws = lambda s, s_next: torch.randn(x.size(), generator=gen, dtype=x.dtype)  # noqa: E731
+    assert torch.equal(run(None, noise_sampler=draws), first)
+    torch.manual_seed(2)
+    unseeded = run(None)
+    torch.manual_seed(2)
+    assert torch.equal(run(None), unseeded)  # no seed: torch's global generator, as ComfyUI
+    assert core.seeded_noise_sampler(np.zeros((1, 2)), 5) is None
 
 
 class FakeModel:
@@ -118,6 +152,10 @@ def test_schedule_node_uses_the_models_own_sigmas() -> None:
         core.ddim_sigmas(FakeModel(object()), 10, "trailing", 0, 1.0)
 
 
+def _node(node_id: str) -> core.NodeSpec:
+    return next(n for n in core.NODES if n.node_id == node_id)
+
+
 def test_node_schemas_as_data() -> None:
     ids = [n.node_id for n in core.NODES]
     assert len(set(ids)) == 4
@@ -126,8 +164,15 @@ def test_node_schemas_as_data() -> None:
         assert node.output in ("SAMPLER", "SIGMAS") and node.description
         for p in node.inputs:
             assert p.kind in ("INT", "FLOAT", "COMBO", "MODEL", "SIGMAS")
+            assert len(p.tooltip) > 20, f"{node.node_id}.{p.name} has no tooltip"
             if p.kind in ("INT", "FLOAT"):
                 assert p.min <= p.default <= p.max
+                steps = p.default / p.step  # a widget shows (and steps by) multiples of step
+                assert abs(steps - round(steps)) < 1e-9, f"{p.name}: {p.default} / {p.step}"
+    iters = next(
+        p for p in _node("DDIMCoreInversionSampler").inputs if p.name == "fixed_point_iters"
+    )
+    assert "fixed_point_iters + 2" in iters.tooltip  # the call cost
     spacing = next(p for n in core.NODES for p in n.inputs if p.name == "spacing")
     assert spacing.options == TIMESTEP_SPACINGS
     fn, options = core.run_node("DDIMCoreSampler", eta=0.5, s_noise=0.9)
@@ -168,6 +213,17 @@ def test_install_refuses_what_is_not_comfyui(tmp_path: Path, capsys) -> None:  #
     (foreign / "__init__.py").write_text("# someone else's\n")
     assert install.main(["uninstall", str(root)]) == 2
     assert foreign.exists()
+    assert install.main(["install", str(root)]) == 2
+    assert "was not written by `ddim-core comfyui install`; left as is" in capsys.readouterr().err
+    assert (foreign / "__init__.py").read_text() == "# someone else's\n"
+    (foreign / "__init__.py").unlink()
+    assert install.main(["install", str(root)]) == 2  # an empty folder of that name
+    assert list(foreign.iterdir()) == []
+    foreign.rmdir()
+    foreign.write_text("a file\n")
+    assert install.main(["install", str(root)]) == 2
+    assert install.main(["uninstall", str(root)]) == 2
+    assert foreign.read_text() == "a file\n"
 
 
 def test_python_m_ddim_comfyui_installs_and_uninstalls(tmp_path: Path) -> None:
@@ -243,6 +299,7 @@ def test_v1_nodes_and_sampler_list_registration(fake_comfy) -> None:  # type: ig
     assert list(classes) == [n.node_id for n in core.NODES]
     sampler_cls = classes["DDIMCoreSampler"]
     spec = sampler_cls.INPUT_TYPES()["required"]
+    eta = next(p for p in _node("DDIMCoreSampler").inputs if p.name == "eta")
     assert spec["eta"] == (
         "FLOAT",
         {
@@ -251,7 +308,7 @@ def test_v1_nodes_and_sampler_list_registration(fake_comfy) -> None:  # type: ig
             "max": 1.0,
             "step": 0.01,
             "round": False,
-            "tooltip": "0: deterministic DDIM, 1: DDPM-like",
+            "tooltip": eta.tooltip,
         },
     )
     assert sampler_cls.RETURN_TYPES == ("SAMPLER",)
@@ -260,11 +317,18 @@ def test_v1_nodes_and_sampler_list_registration(fake_comfy) -> None:  # type: ig
     assert isinstance(sampler, fake_comfy.samplers.KSAMPLER)
     assert sampler.sampler_function is core.sample_ddim_core
     schedule = classes["DDIMCoreSchedule"].INPUT_TYPES()["required"]
-    assert schedule["spacing"] == (list(TIMESTEP_SPACINGS), {"default": "trailing"})
-    assert schedule["model"] == ("MODEL",)
+    tips = {p.name: p.tooltip for p in _node("DDIMCoreSchedule").inputs}
+    assert schedule["spacing"] == (
+        list(TIMESTEP_SPACINGS),
+        {"default": "trailing", "tooltip": tips["spacing"]},
+    )
+    assert schedule["model"] == ("MODEL", {"tooltip": tips["model"]})
+    for node_class in classes.values():
+        for value in node_class.INPUT_TYPES()["required"].values():
+            assert value[1]["tooltip"]
     for names in (fake_comfy.samplers.KSAMPLER_NAMES, fake_comfy.samplers.KSampler.SAMPLERS):
-        assert names[-2:] == ["ddim_core", "ddim_core_inverse"]
+        assert names[-1] == "ddim_core" and "ddim_core_inverse" not in names  # adds noise first
     fake_comfy.nodes.register()  # idempotent
     assert fake_comfy.samplers.SAMPLER_NAMES.count("ddim_core") == 1
     assert fake_comfy.k_sampling.sample_ddim_core is core.sample_ddim_core
-    assert fake_comfy.k_sampling.sample_ddim_core_inverse is core.sample_ddim_core_inverse
+    assert not hasattr(fake_comfy.k_sampling, "sample_ddim_core_inverse")

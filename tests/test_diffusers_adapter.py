@@ -1,9 +1,10 @@
-"""ddim_diffusers against the installed diffusers: interface, config files, registry, numbers.
+"""ddim_diffusers against the installed diffusers: interface, config files, registry, numbers
+(the adapter's add_noise / get_velocity: test_parity_diffusers.py).
 
-Tolerances (as in test_parity_diffusers): float64 runs give both schedulers diffusers' float32
-alpha_bar table cast to float64 and must agree to 1e-10; float32 runs use each side's own
-table and must agree to 1e-5 * (1 + |diffusers|), up to diffusers' own float32 error where the
-single-step test measures it.
+Tolerances (tests/parity.py): float64 runs give both schedulers diffusers' float32 alpha_bar
+table cast to float64 and must agree to 1e-10; float32 runs use each side's own table and must
+agree to 1e-5 * (1 + |diffusers|), up to diffusers' own float32 error where the single-step
+test measures it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import reference_path
-from test_parity_diffusers import _check, cases, diffusers_config
+from helpers import TOLERANCE, reference_path, rel
 
 import ddim_core as dc
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 import ddim_diffusers as dd  # noqa: E402
+from parity import FLOAT64_LIMIT, assert_parity, cases, diffusers_config, share_tables  # noqa: E402
 
 CLASSES = [
     (dd.DDIMScheduler, diffusers.DDIMScheduler),
@@ -33,26 +34,10 @@ CLASSES = [
 ]
 
 
-def _rel(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    return float(((ours.double() - theirs.double()).abs() / (1 + theirs.double().abs())).max())
-
-
-def _share_tables(ours, theirs) -> None:  # type: ignore[no-untyped-def]
-    """Both schedulers on diffusers' float32 table cast to float64 (diffusers' float64 maths)."""
-    boundary = (
-        "initial_alpha_cumprod"
-        if hasattr(theirs, "initial_alpha_cumprod")
-        else ("final_alpha_cumprod")
-    )
-    theirs.alphas_cumprod = theirs.alphas_cumprod.double()
-    setattr(theirs, boundary, getattr(theirs, boundary).double())
-    ours.alphas_cumprod = theirs.alphas_cumprod
-    setattr(ours, boundary, getattr(theirs, boundary))
-
-
-def _mixture(config: dict) -> object:
+def _mixture(config: dict) -> tuple[dc.GaussianMixture, object]:
+    """The analytic mixture of the numbers tests, and its model called with diffusers' t."""
     gm = dc.GaussianMixture.create([[0.5] * 4, [-0.5] * 4], [0.4, 0.6], dc.DDIMConfig(**config))
-    return lambda x, t: gm(x, int(t))
+    return gm, lambda x, t: gm(x, int(t))
 
 
 # --- interface ---------------------------------------------------------------------------
@@ -101,12 +86,12 @@ def test_same_attributes_before_and_after_set_timesteps(ours, theirs) -> None:  
 
 def test_private_members_published_code_calls() -> None:
     a, b = dd.DDIMScheduler(set_alpha_to_one=False), diffusers.DDIMScheduler(set_alpha_to_one=False)
-    _share_tables(a, b)  # diffusers' float32 arithmetic loses 1.6e-4 relative at (20, 0)
+    share_tables(a, b)  # diffusers' float32 arithmetic loses 1.6e-4 relative at (20, 0)
     for t, prev in ((999, 979), (500, 480), (20, 0), (10, -10)):
         ours = a._get_variance(t, prev)
         assert ours.dtype == torch.float32  # diffusers' table dtype
         assert float(ours) == pytest.approx(float(b._get_variance(t, prev)), rel=2**-23)
-    x = torch.randn(2, 3, 8, 8) * 3
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
     cfg = {"thresholding": True, "sample_max_value": 2.0, "dynamic_thresholding_ratio": 0.9}
     a, b = dd.DDIMScheduler(**cfg), diffusers.DDIMScheduler(**cfg)
     assert torch.allclose(a._threshold_sample(x), b._threshold_sample(x), rtol=1e-6, atol=1e-6)
@@ -190,7 +175,7 @@ def test_register_makes_the_classes_loadable_by_name(tmp_path: Path) -> None:
     pipe = diffusers.DDPMPipeline(unet=_unet(), scheduler=dd.DDIMScheduler())
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["scheduler"] == ["ddim_diffusers.schedulers", "DDIMScheduler"]
+    assert index["scheduler"] == ["ddim_diffusers", "DDIMScheduler"]
     assert isinstance(diffusers.DDPMPipeline.from_pretrained(tmp_path).scheduler, dd.DDIMScheduler)
     index["scheduler"] = ["diffusers", "DDIMCoreScheduler"]  # a config naming the alias
     (tmp_path / "model_index.json").write_text(json.dumps(index))
@@ -211,9 +196,9 @@ def test_step_parity_every_core_config(config: dc.DDIMConfig, precision: str) ->
     theirs = diffusers.DDIMScheduler(**diffusers_config(config))
     exact = diffusers.DDIMScheduler(**diffusers_config(config))
     ours = dd.DDIMScheduler(**diffusers_config(config), prev_timestep="stride")
-    _share_tables(ours, exact)
+    share_tables(ours, exact)
     if float64:
-        _share_tables(ours, theirs)
+        share_tables(ours, theirs)
     for s in (theirs, exact, ours):
         s.set_timesteps(10)
     gen = torch.Generator().manual_seed(0)
@@ -223,11 +208,13 @@ def test_step_parity_every_core_config(config: dc.DDIMConfig, precision: str) ->
             kw = {"eta": eta, "use_clipped_model_output": clipped, "variance_noise": z}
             mine = ours.step(out, t, x, **kw)
             if float64:
-                _check(mine.prev_sample, theirs.step(out, t, x, **kw).prev_sample)
+                assert_parity(mine.prev_sample, theirs.step(out, t, x, **kw).prev_sample)
                 continue
             ref = exact.step(out.double(), t, x.double(), **{**kw, "variance_noise": z.double()})
-            _check(mine.prev_sample, theirs.step(out, t, x, **kw).prev_sample, ref.prev_sample)
-            _check(
+            assert_parity(
+                mine.prev_sample, theirs.step(out, t, x, **kw).prev_sample, ref.prev_sample
+            )
+            assert_parity(
                 mine.pred_original_sample,
                 theirs.step(out, t, x, **kw).pred_original_sample,
                 ref.pred_original_sample,
@@ -245,8 +232,8 @@ def test_full_loops_with_the_same_torch_generator(
     cfg = {"timestep_spacing": spacing, "clip_sample": False}
     theirs, ours = diffusers.DDIMScheduler(**cfg), dd.DDIMScheduler(**cfg, prev_timestep="stride")
     if dtype == torch.float64:
-        _share_tables(ours, theirs)
-    model = _mixture(cfg)
+        share_tables(ours, theirs)
+    _, model = _mixture(cfg)
     results = []
     for s in (theirs, ours):
         s.set_timesteps(steps)
@@ -255,40 +242,14 @@ def test_full_loops_with_the_same_torch_generator(
         for t in s.timesteps:
             x = s.step(model(x, t), t, x, eta=eta, generator=gen).prev_sample
         results.append(x)
-    limit = 1e-10 if dtype == torch.float64 else 1e-5
-    assert _rel(results[1], results[0]) <= limit
-
-
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_plan_rule_equals_stride_where_they_agree_and_the_core_everywhere(spacing: str) -> None:
-    cfg = {"timestep_spacing": spacing, "clip_sample": False}
-    plan_s, stride_s = dd.DDIMScheduler(**cfg), dd.DDIMScheduler(**cfg, prev_timestep="stride")
-    core = dc.make_plan(dc.DDIMConfig(**cfg), 7)
-    x, out = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
-    for s in (plan_s, stride_s):
-        s.set_timesteps(7)
-    for t in plan_s.timesteps.tolist():
-        a, b = plan_s.step(out, t, x).prev_sample, stride_s.step(out, t, x).prev_sample
-        assert torch.equal(a, dc.step(core, out, t, x).prev_sample)
-        agree = core.prev_timestep(t) == stride_s._require_plan().prev_timestep(t)
-        assert torch.equal(a, b) == agree
-
-
-def test_add_noise_and_get_velocity_parity() -> None:
-    for dtype, limit in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
-        ours, theirs = dd.DDIMScheduler(), diffusers.DDIMScheduler()
-        if dtype == torch.float64:
-            _share_tables(ours, theirs)
-        x, z = torch.randn(4, 3, 8, 8, dtype=dtype), torch.randn(4, 3, 8, 8, dtype=dtype)
-        t = torch.tensor([0, 10, 500, 999])
-        assert _rel(ours.add_noise(x, z, t), theirs.add_noise(x, z, t)) <= limit
-        assert _rel(ours.get_velocity(x, z, t), theirs.get_velocity(x, z, t)) <= limit
+    limit = FLOAT64_LIMIT if dtype == torch.float64 else TOLERANCE["float32"]
+    assert rel(results[1], results[0]) <= limit
 
 
 def test_inversion_loop_then_sampling_back() -> None:
     cfg = {"clip_sample": False, "set_alpha_to_one": False}
-    model = _mixture(cfg)
-    x0 = torch.randn(8, 4, dtype=torch.float64)
+    gm, model = _mixture(cfg)
+    x0 = torch.from_numpy(gm.sample_data(8, np.random.default_rng(0)))  # seeded, from the data
     finals = []
     for inv_cls, fwd_cls, extra in (
         (diffusers.DDIMInverseScheduler, diffusers.DDIMScheduler, {}),
@@ -304,7 +265,7 @@ def test_inversion_loop_then_sampling_back() -> None:
         for t in fwd.timesteps:
             x = fwd.step(model(x, t), t, x).prev_sample
         assert float((x - x0).abs().max()) < 0.1  # plain inversion: close, not exact
-    assert _rel(finals[1], finals[0]) <= 1e-5  # independent float32-built tables
+    assert rel(finals[1], finals[0]) <= TOLERANCE["float32"]  # independent float32 tables
 
 
 def test_per_sample_timesteps_and_other_array_libraries() -> None:
@@ -327,7 +288,7 @@ def test_per_sample_timesteps_and_other_array_libraries() -> None:
     np.testing.assert_array_equal(first.prev_sample, expected)
     jnp = pytest.importorskip("jax.numpy")
     jx = s.step(jnp.asarray(out), 500, jnp.asarray(x)).prev_sample
-    np.testing.assert_allclose(np.asarray(jx), dc.step(plan, out, 500, x).prev_sample, rtol=1e-6)
+    assert rel(jx, dc.step(plan, out, 500, x).prev_sample) <= TOLERANCE["float64"]
 
 
 # --- a real pipeline -----------------------------------------------------------------------
@@ -352,7 +313,7 @@ def _pipeline_images(unet, cls, eta: float, share64: bool) -> np.ndarray:  # typ
     pipe.scheduler = cls.from_config(pipe.scheduler.config)  # DDIMPipeline converts in init
     assert type(pipe.scheduler) is cls
     if share64:
-        _share_tables(pipe.scheduler, diffusers.DDIMScheduler())
+        share_tables(pipe.scheduler, diffusers.DDIMScheduler())
     pipe.set_progress_bar_config(disable=True)
     out = pipe(
         batch_size=2,

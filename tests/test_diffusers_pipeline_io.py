@@ -69,7 +69,7 @@ def test_saved_pipeline_reloads_with_our_class_in_a_fresh_process(tmp_path: Path
         s = pipe.scheduler
         assert type(s) is ddim_diffusers.DDIMScheduler, type(s)
         assert s.config.timestep_spacing == "trailing"
-        assert s._ddim_config.prev_timestep == {rule!r}
+        assert s.config.get("prev_timestep", "plan") == {rule!r}  # "plan": not written
         pipe.set_progress_bar_config(disable=True)
         out = pipe(batch_size=1, generator=torch.Generator().manual_seed(0),
                    num_inference_steps=5, output_type="np")
@@ -100,7 +100,7 @@ def test_our_config_loads_into_diffusers_without_warnings(tmp_path: Path, ours, 
     assert theirs.config.timestep_spacing == back.config.timestep_spacing == "trailing"
     stride = ours(prev_timestep="stride")
     stride.save_pretrained(tmp_path / "stride")
-    assert ours.from_pretrained(tmp_path / "stride")._ddim_config.prev_timestep == "stride"
+    assert ours.from_pretrained(tmp_path / "stride").config["prev_timestep"] == "stride"
 
 
 def test_inverse_scheduler_takes_deprecated_kwargs_as_diffusers_does() -> None:
@@ -108,7 +108,9 @@ def test_inverse_scheduler_takes_deprecated_kwargs_as_diffusers_does() -> None:
         s = dd.DDIMInverseScheduler.from_config(
             dd.DDIMInverseScheduler().config, set_alpha_to_zero=False
         )
-    assert s.config.set_alpha_to_one is False or s._ddim_config.set_alpha_to_one is False
+    # as diffusers: set_alpha_to_zero=False means set_alpha_to_one=False, the level before the
+    # first step is alpha_bar_0 (diffusers' config keeps set_alpha_to_one's default)
+    assert float(s.initial_alpha_cumprod) == float(s.alphas_cumprod[0]) < 1.0
     assert "kwargs" not in s.config and "set_alpha_to_zero" not in s.config
 
 

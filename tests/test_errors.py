@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import TOLERANCE, rel
 
 import ddim_core as dc
+from ddim_core.testing import reference
 
 PLAN = dc.make_plan(dc.DDIMConfig(), 10)
 X = np.zeros((2, 3, 4, 4))
@@ -118,6 +120,9 @@ def test_no_nan_from_finite_input_at_eta_one() -> None:
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     out = dc.step(plan, x, 999, x, eta=1.0, noise=x)
     assert np.isfinite(out.prev_sample).all()
+    x64 = x.astype(np.float64)
+    expected = reference.step(plan, x64, 999, x64, eta=1.0, noise=x64)
+    assert rel(out.prev_sample, expected[0]) <= TOLERANCE["float32"]
 
 
 def test_schedule_argument_type() -> None:

@@ -1,10 +1,11 @@
 """Fused step kernels (torch eager, numba, CuPy) equal the reference array-API path.
 
-The kernels fold the step into two linear maps (kernels.linear_form) with float64
-coefficients; the reference rounds after every operation. Both must agree with the float64
-result on the same inputs to within 8 ulps of the size of the terms that are summed
-(|AX x| + |AM m| for x0, and likewise for x_prev): where x0 = (x - s1 eps) / sqrt(abar)
-cancels (t near T), a tolerance relative to the result would not hold for either.
+The kernels compute a `coefficients.FusedRow` in float64 in the reference's order of operations;
+the reference rounds after every operation in the sample's dtype. Both must agree with the
+float64 result on the same inputs to within 8 ulps of the size of the terms that are summed
+(|x0_x x| + |x0_m m|, over |x0_div|, for x0, and likewise for x_prev): where
+x0 = (x - s1 eps) / sqrt(abar) cancels (t near T), a tolerance relative to the result would not
+hold for either. On float64 samples the kernels equal the reference bit for bit.
 """
 
 from __future__ import annotations
@@ -13,27 +14,17 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import reference_path, to_numpy
 
 import ddim_core as dc
-from ddim_core import coefficients, plugins
-
-FUSED = ("numba", "torch-fused", "cupy-fused")
+from ddim_core import builtins, coefficients, plugins
 
 
-@pytest.fixture
-def reference(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Call fn with the fused plugins blocked (a fresh manager), then restore."""
-
-    def run(fn):  # type: ignore[no-untyped-def]
-        with monkeypatch.context() as m:
-            m.setenv(plugins.BLOCK_ENV, ",".join(FUSED))
-            plugins.manager.cache_clear()
-            try:
-                return fn()
-            finally:
-                plugins.manager.cache_clear()
-
-    return run
+@pytest.fixture(autouse=True)
+def _numba_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests use small arrays; the numba kernel must run on them too (by default it
+    leaves steps below builtins.NUMBA_MIN_ELEMENTS to the reference path)."""
+    monkeypatch.setattr(builtins, "NUMBA_MIN_ELEMENTS", 0)
 
 
 def _libraries() -> list:  # type: ignore[type-arg]
@@ -67,14 +58,6 @@ def _arrays(library: str, dtype: str, shape: tuple[int, ...], n: int):  # type: 
     return [mod.from_numpy(a) for a in host]
 
 
-def _host(a):  # type: ignore[no-untyped-def]
-    if hasattr(a, "get"):
-        return a.get()
-    if hasattr(a, "detach"):
-        a = a.detach()
-    return np.asarray(a.cpu() if hasattr(a, "cpu") else a)
-
-
 CONFIGS = [
     dc.DDIMConfig(
         prediction_type=p, clip_sample=c, timestep_spacing="trailing", clip_sample_range=1.5
@@ -88,7 +71,7 @@ CONFIGS = [
 @pytest.mark.parametrize(
     "config", CONFIGS, ids=lambda c: f"{c.prediction_type}-clip{int(c.clip_sample)}"
 )
-def test_fused_equals_reference(library: str, dtype: str, config: dc.DDIMConfig, reference) -> None:  # type: ignore[no-untyped-def]
+def test_fused_equals_reference(library: str, dtype: str, config: dc.DDIMConfig) -> None:
     plan = dc.make_plan(config, 10)
     x, m, z = _arrays(library, dtype, (2, 3, 5, 7), 3)
     assert plugins.step_kernel(x) is not None
@@ -104,14 +87,17 @@ def test_fused_equals_reference(library: str, dtype: str, config: dc.DDIMConfig,
         return cases + ([(True, dc.inverse_step(plan, m, t, x))] if invertible else [])
 
     fused = [both(t, args, inv) for t, _, _, args, inv in runs]
-    ref = reference(lambda: [both(t, args, inv) for t, _, _, args, inv in runs])
-    host = [_host(a).astype(np.float64) for a in (x, m, z)]
+    with reference_path():
+        ref = [both(t, args, inv) for t, _, _, args, inv in runs]
+    host = [to_numpy(a) for a in (x, m, z)]
     for (t, eta, clipped, _, _), got_cases, want_cases in zip(runs, fused, ref, strict=True):
         for (inverse, got), (_, want) in zip(got_cases, want_cases, strict=True):
             e, bounds = _exact_and_bounds(plan, t, host, eta, clipped, inverse, dtype)
             for a, b, e_k, bound in zip(got, want, e, bounds, strict=True):
-                a, b = _host(a), _host(b)
+                a, b = to_numpy(a, dtype=None), to_numpy(b, dtype=None)
                 assert a.dtype == b.dtype == np.dtype(dtype)
+                if dtype == "float64" and library != "torch-eager":
+                    assert np.array_equal(a, b), (t, eta, clipped, inverse)
                 assert np.all(np.abs(a - e_k) <= bound), (t, eta, clipped, inverse)
                 assert np.all(np.abs(b - e_k) <= bound), (t, eta, clipped, inverse)
 
@@ -126,12 +112,13 @@ def _exact_and_bounds(plan, t, host, eta, clipped, inverse, dtype):  # type: ign
     else:
         exact = dc.step(plan, m, t, x, eta=eta, noise=z, use_clipped_model_output=clipped)
     key = coefficients.StepKey(plan, eta, inverse)
-    clip = plan.config.clip_sample
-    ax, am, k0, kx, km, sigma = coefficients.linear_row(key, t, clip, clipped and not inverse)
-    size0 = np.abs(ax * x) + np.abs(am * m)
-    size = np.abs(k0) * (np.abs(exact[1]) + size0) + np.abs(kx * x) + np.abs(km * m)
+    c = coefficients.fused_row(key, t, clipped and not inverse)
+    size0 = (np.abs(c.x0_x * x) + np.abs(c.x0_m * m)) / abs(c.x0_div)
+    u = np.abs(exact.pred_original_sample) if c.eps_from_x0 else np.abs(m)
+    size_eps = (np.abs(c.eps_x * x) + np.abs(c.eps_m) * u) / abs(c.eps_div)
+    size = abs(c.sqrt_ab_to) * size0 + abs(c.direction) * size_eps
     if noise is not None:
-        size = size + np.abs(sigma * noise)
+        size = size + np.abs(c.sigma * noise)
     ulp = np.finfo(dtype).eps
     return [exact.prev_sample, exact.pred_original_sample], [8 * ulp * size, 8 * ulp * size0]
 
@@ -143,9 +130,9 @@ def test_out_buffers_are_written_and_returned(library: str) -> None:
     got = dc.step(plan, m, 500, x, out=(prev, x0))
     assert got.prev_sample is prev and got.pred_original_sample is x0
     again = dc.step(plan, m, 500, x)
-    assert np.allclose(_host(prev), _host(again.prev_sample), rtol=1e-6, atol=1e-7)
-    with pytest.raises(TypeError, match="out= needs a fused kernel"):
-        dc.step(plan, m, 500, x, out=(x, x0))  # overlaps the input: no kernel takes it
+    assert np.allclose(to_numpy(prev), to_numpy(again.prev_sample), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="out\\[0\\] shares memory with sample"):
+        dc.step(plan, m, 500, x, out=(x, x0))  # a kernel would read what it overwrote
 
 
 def test_out_needs_a_fused_kernel() -> None:
@@ -178,12 +165,13 @@ def test_torch_fused_allocates_only_its_outputs(contiguous: bool) -> None:
 
 
 @pytest.mark.parametrize("library", [lib for lib in _libraries() if lib != "torch-eager"])
-def test_nan_propagates_through_clipping_like_the_reference(library: str, reference) -> None:  # type: ignore[no-untyped-def]
+def test_nan_propagates_through_clipping_like_the_reference(library: str) -> None:
     plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
     x, m = _arrays(library, "float32", (1, 2, 3, 4), 2)
     x[0, 0, 0, 0] = float("nan")
     fused = dc.step(plan, m, 500, x)
-    ref = reference(lambda: dc.step(plan, m, 500, x))
+    with reference_path():
+        ref = dc.step(plan, m, 500, x)
     for a, b in zip(fused, ref, strict=True):
-        np.testing.assert_array_equal(np.isnan(_host(a)), np.isnan(_host(b)))
-        assert np.isnan(_host(a)[0, 0, 0, 0])
+        np.testing.assert_array_equal(np.isnan(to_numpy(a)), np.isnan(to_numpy(b)))
+        assert np.isnan(to_numpy(a)[0, 0, 0, 0])

@@ -1,5 +1,6 @@
 """Importing ddim_core imports no array framework besides NumPy (einops/array-api-compat rule),
-and the import graph of ddim_core has no cycle, no adapter and one array-api-compat importer."""
+nor, for ddim_core.testing, Hypothesis or pytest; the import graph of ddim_core (its testing
+subpackage included) has no cycle, no adapter and one array-api-compat importer."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ def test_import_pulls_in_no_framework() -> None:
     code = (
         "import sys, json, ddim_core, ddim_core.cli\n"
         f"print(json.dumps([m for m in {FRAMEWORKS!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_the_testing_toolkit_imports_hypothesis_and_pytest_only_when_used() -> None:
+    """ddim_core.testing and its modules that need neither (the reference, assertions, backend
+    matrix, targets, the check's report) import no framework, Hypothesis or pytest."""
+    modules = "reference, assertions, backends, targets, findings, conformance"
+    code = (
+        "import sys, json, ddim_core.testing\n"
+        f"from ddim_core.testing import {modules}\n"
+        f"print(json.dumps([m for m in {[*FRAMEWORKS, 'hypothesis', 'pytest']!r} "
+        "if m in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
@@ -42,21 +57,31 @@ CORE = Path(ddim_core.__file__).parent
 ADAPTERS = {"ddim_diffusers", "ddim_kdiffusion", "ddim_comfyui"}
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module `path` imports, at top level or inside functions, as absolute names (a
-    `from package import name` counts as importing the submodule when there is one)."""
-    package = "ddim_core"
+def _is_core_module(name: str) -> bool:
+    """Whether `name` (ddim_core.x.y) is a module or package of ddim_core."""
+    if not name.startswith("ddim_core."):
+        return False
+    relative = Path(*name.split(".")[1:])
+    return (CORE / relative).with_suffix(".py").exists() or (
+        CORE / relative / "__init__.py"
+    ).exists()
+
+
+def _imports(path: Path, package: str = "ddim_core") -> set[str]:
+    """Every module `path` (a module of `package`) imports, at top level or inside functions,
+    as absolute names (a `from package import name` counts as importing the submodule when
+    there is one)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package if node.level else ""  # ddim_core is flat: level 1 is the package
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
             module = ".".join(filter(None, [base, node.module or ""]))
             for alias in node.names:
                 sub = f"{module}.{alias.name}"
-                is_core_module = (CORE / f"{sub.removeprefix('ddim_core.')}.py").exists()
-                found.add(sub if sub.startswith("ddim_core.") and is_core_module else module)
+                found.add(sub if _is_core_module(sub) else module)
         elif (
             isinstance(node, ast.Call)
             and getattr(node.func, "attr", getattr(node.func, "id", None))
@@ -70,9 +95,12 @@ def _imports(path: Path) -> set[str]:
 
 def _graph() -> dict[str, set[str]]:
     graph = {}
-    for path in sorted(CORE.glob("*.py")):
-        name = "ddim_core" if path.stem == "__init__" else f"ddim_core.{path.stem}"
-        graph[name] = _imports(path)
+    for path in sorted(CORE.rglob("*.py")):
+        parts = ["ddim_core", *path.relative_to(CORE).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        package = ".".join(parts if path.stem == "__init__" else parts[:-1])
+        graph[".".join(parts)] = _imports(path, package)
     return graph
 
 
@@ -100,8 +128,27 @@ def test_no_import_cycle_inside_ddim_core() -> None:
     (each submodule implicitly loads the package first: `ddim_core/__init__` is not counted as
     imported by them, only a `from ddim_core import name` of a name that is no submodule)."""
     graph = _graph()
-    assert {"ddim_core.backends", "ddim_core._numba"} <= graph["ddim_core.builtins"]  # lazy too
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_graph_covers_the_testing_subpackage() -> None:
+    graph = _graph()
+    assert "ddim_core.testing.conformance" in graph["ddim_core.cli"]
+    assert "ddim_core.testing.reference" in graph["ddim_core.testing.assertions"]
+    assert "ddim_core.config" in graph["ddim_core.testing.reference"]
+
+
+def test_the_import_reader_sees_lazy_imports(tmp_path: Path) -> None:
+    """Imports inside functions and import_module calls count, relative ones resolved."""
+    source = tmp_path / "lazy.py"
+    source.write_text(
+        "def f():\n"
+        "    from . import backends\n"
+        "    from .plans import Plan\n"
+        "    import importlib\n"
+        "    return importlib.import_module('ddim_core.kernels')\n"
+    )
+    assert {"ddim_core.backends", "ddim_core.plans", "ddim_core.kernels"} <= _imports(source)
 
 
 def test_the_cycle_check_finds_a_cycle() -> None:

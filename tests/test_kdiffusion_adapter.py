@@ -8,9 +8,13 @@ k-diffusion's own `DiscreteEpsDDPMDenoiser(..., quantize=True)`.
 from __future__ import annotations
 
 import importlib.util
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
+from helpers import TOLERANCE, rel
 
 import ddim_core as dc
 
@@ -18,44 +22,26 @@ torch = pytest.importorskip("torch")
 if importlib.util.find_spec("k_diffusion") is None:  # never imports its heavy __init__
     pytest.skip("k-diffusion is not installed", allow_module_level=True)
 import kdiffusion_loader  # noqa: E402
+from parity import KD_CONFIG as CONFIG  # noqa: E402
+from parity import kdiffusion_denoiser, kdiffusion_x_T  # noqa: E402
 
-K_SAMPLING, K_EXTERNAL = kdiffusion_loader.load()
+K_SAMPLING, _ = kdiffusion_loader.load()
 import ddim_kdiffusion as dk  # noqa: E402
 
-CONFIG = dc.DDIMConfig(clip_sample=False)
-MEANS, STDS = [[0.5] * 4, [-0.5] * 4], [0.4, 0.6]
-LIMIT = {torch.float64: 1e-9, torch.float32: 1e-5}
-
-
-def _rel(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    return float(((ours.double() - theirs.double()).abs() / (1 + theirs.double().abs())).max())
-
-
-def _denoiser(dtype: torch.dtype, table: torch.Tensor | None = None):  # type: ignore[no-untyped-def]
-    """k-diffusion's wrapper around the analytic epsilon model on the given alpha_bar table."""
-    if table is None:
-        table = torch.from_numpy(dc.schedule(CONFIG).alphas_cumprod).to(dtype)
-    schedule = dc.Schedule.from_alphas_cumprod(table.double().numpy())
-    gm = dc.GaussianMixture.create(MEANS, STDS, CONFIG)
-    gm = type(gm)(gm.means, gm.stds, gm.weights, schedule, "epsilon")
-    return K_EXTERNAL.DiscreteEpsDDPMDenoiser(gm, table, quantize=True), gm, table
-
-
-def _x_T(sigmas: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=dtype) * sigmas[0]
+LIMIT = {torch.float64: 1e-9, torch.float32: TOLERANCE["float32"]}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 @pytest.mark.parametrize("n", [10, 50])
 def test_eta_zero_is_sample_euler(dtype: torch.dtype, spacing: str, n: int) -> None:
-    model, _, table = _denoiser(dtype)
+    model, _, table = kdiffusion_denoiser(dtype)
     sigmas = dk.get_sigmas_ddim(table, n, spacing=spacing)
-    x = _x_T(sigmas, dtype)
+    x = kdiffusion_x_T(sigmas, dtype)
     ours = dk.sample_ddim(model, x, sigmas, disable=True)
     theirs = K_SAMPLING.sample_euler(model, x, sigmas, disable=True)
     assert ours.dtype == dtype
-    assert _rel(ours, theirs) <= LIMIT[dtype]
+    assert rel(ours, theirs) <= LIMIT[dtype]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -63,9 +49,9 @@ def test_eta_zero_is_sample_euler(dtype: torch.dtype, spacing: str, n: int) -> N
 def test_eta_positive_is_sample_euler_ancestral_given_the_same_noise(
     dtype: torch.dtype, eta: float
 ) -> None:
-    model, _, table = _denoiser(dtype)
+    model, _, table = kdiffusion_denoiser(dtype)
     sigmas = dk.get_sigmas_ddim(table, 20, spacing="trailing")
-    x = _x_T(sigmas, dtype)
+    x = kdiffusion_x_T(sigmas, dtype)
     outs = []
     for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
         gen = torch.Generator().manual_seed(5)
@@ -76,7 +62,7 @@ def test_eta_positive_is_sample_euler_ancestral_given_the_same_noise(
         outs.append(
             sampler(model, x, sigmas, disable=True, eta=eta, s_noise=0.9, noise_sampler=noise)
         )
-    assert _rel(outs[0], outs[1]) <= LIMIT[dtype]
+    assert rel(outs[0], outs[1]) <= LIMIT[dtype]
 
 
 def test_equals_diffusers_ddim_scheduler_on_the_same_timesteps() -> None:
@@ -85,14 +71,14 @@ def test_equals_diffusers_ddim_scheduler_on_the_same_timesteps() -> None:
     sched.alphas_cumprod = sched.alphas_cumprod.double()
     sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
     sched.set_timesteps(25)
-    model, gm, _ = _denoiser(torch.float64, sched.alphas_cumprod)
+    model, gm, _ = kdiffusion_denoiser(torch.float64, sched.alphas_cumprod)
     sigmas = dk.get_sigmas_ddim(sched.alphas_cumprod, 25, spacing="leading")
-    x = _x_T(sigmas, torch.float64)
+    x = kdiffusion_x_T(sigmas, torch.float64)
     ours = dk.sample_ddim(model, x, sigmas, disable=True)
     x_vp = x / (1 + sigmas[0] ** 2) ** 0.5
     for t in sched.timesteps:
         x_vp = sched.step(gm(x_vp, int(t)), t, x_vp).prev_sample
-    assert _rel(ours, x_vp) <= 1e-9
+    assert rel(ours, x_vp) <= 1e-9
 
 
 def test_inverse_equals_diffusers_ddim_inverse_scheduler() -> None:
@@ -101,7 +87,7 @@ def test_inverse_equals_diffusers_ddim_inverse_scheduler() -> None:
     inv.alphas_cumprod = inv.alphas_cumprod.double()
     inv.initial_alpha_cumprod = inv.initial_alpha_cumprod.double()
     inv.set_timesteps(25)
-    model, gm, _ = _denoiser(torch.float64, inv.alphas_cumprod)
+    model, gm, _ = kdiffusion_denoiser(torch.float64, inv.alphas_cumprod)
     sigmas = dk.get_sigmas_ddim(inv.alphas_cumprod, 25).flip(0)  # 0, then ascending
     assert float(sigmas[0]) == 0.0
     x0 = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -110,7 +96,7 @@ def test_inverse_equals_diffusers_ddim_inverse_scheduler() -> None:
     x_vp = x0
     for t in inv.timesteps:
         x_vp = inv.step(gm(x_vp, int(t)), t, x_vp).prev_sample
-    assert _rel(ours / (1 + sigmas[-1] ** 2) ** 0.5, x_vp) <= 1e-9
+    assert rel(ours / (1 + sigmas[-1] ** 2) ** 0.5, x_vp) <= 1e-9
 
 
 def test_exact_inversion_round_trips_on_numpy_without_torch_arrays() -> None:
@@ -125,7 +111,7 @@ def test_exact_inversion_round_trips_on_numpy_without_torch_arrays() -> None:
         ab = schedule.alphas_cumprod[t][:, None]
         return gm(x * np.sqrt(ab), t)  # x0 prediction on the VP sample
 
-    sigmas = dk.get_sigmas_ddim(CONFIG, 20, spacing="trailing")
+    sigmas = dk.get_sigmas_ddim(CONFIG, 20, spacing="trailing", xp=np)
     x0 = dk.sample_ddim(
         denoiser,
         np.random.default_rng(0).standard_normal((50, 2)) * sigmas[0],
@@ -143,20 +129,142 @@ def test_exact_inversion_round_trips_on_numpy_without_torch_arrays() -> None:
 
 def test_sigmas_of_a_plan() -> None:
     plan = dc.make_plan(CONFIG.replace(timestep_spacing="trailing", set_alpha_to_one=False), 5)
-    sigmas = dk.get_sigmas_ddim(CONFIG, 5, spacing="trailing", set_alpha_to_one=False)
+    sigmas = dk.get_sigmas_ddim(CONFIG, 5, spacing="trailing", set_alpha_to_one=False, xp=np)
     ab = plan.schedule.alphas_cumprod
     expected = [np.sqrt((1 - ab[t]) / ab[t]) for t in (*plan.timesteps, 0)]
+    assert isinstance(sigmas, np.ndarray) and sigmas.dtype == np.float64
     np.testing.assert_allclose(sigmas, expected, rtol=1e-15)
     table = torch.from_numpy(ab).float()
     as_torch = dk.get_sigmas_ddim(table, 5, spacing="trailing")
     assert as_torch.dtype == torch.float32 and float(as_torch[-1]) == 0.0
+    ab32 = table.double().numpy()  # the float32 table's own values
+    on_table = [np.sqrt((1 - ab32[t]) / ab32[t]) for t in plan.timesteps]
+    assert rel(as_torch[:-1], np.array(on_table)) <= TOLERANCE["float32"]
+
+
+def test_sigmas_are_a_tensor_on_the_device_asked_for_like_k_diffusions() -> None:
+    """A config gives what k-diffusion's get_sigmas_* give: a tensor in torch's default dtype
+    on `device` (CPU by default); a table gives its own library, device and dtype."""
+    theirs = K_SAMPLING.get_sigmas_karras(5, 0.03, 14.6)
+    ours = dk.get_sigmas_ddim(CONFIG, 5)
+    assert type(ours) is type(theirs) and (ours.dtype, ours.device) == (theirs.dtype, theirs.device)
+    exact = dk.get_sigmas_ddim(CONFIG, 5, xp=np)
+    assert torch.equal(ours, torch.from_numpy(exact).float())
+    wide = dk.get_sigmas_ddim(CONFIG, 5, dtype=torch.float64)
+    assert np.array_equal(wide.numpy(), exact)
+    on_meta = dk.get_sigmas_ddim(CONFIG, 5, device="meta")
+    assert on_meta.device.type == "meta" and on_meta.shape == (6,)
+    table = torch.from_numpy(dc.schedule(CONFIG).alphas_cumprod)  # float64
+    from_table = dk.get_sigmas_ddim(table, 5, device="meta")
+    assert from_table.device.type == "meta" and from_table.dtype == torch.float64
+    assert np.array_equal(dk.get_sigmas_ddim(table, 5, xp=np), exact)
+
+
+def _requires_grad_denoiser() -> tuple[torch.nn.Parameter, Callable[..., torch.Tensor]]:
+    weight = torch.nn.Parameter(torch.tensor(0.9, dtype=torch.float64))
+    return weight, lambda x, sigma: weight * x / (1 + sigma[:, None] ** 2)
+
+
+def test_samplers_build_no_autograd_graph_like_k_diffusions() -> None:
+    """k-diffusion's samplers run under torch.no_grad(): a model with parameters that require
+    grad gives an output without a graph (and no memory kept for one)."""
+    _, model = _requires_grad_denoiser()
+    sigmas = dk.get_sigmas_ddim(CONFIG, 5, dtype=torch.float64)
+    x = torch.ones(2, 3, dtype=torch.float64) * sigmas[0]
+    assert model(x, sigmas[:1].expand(2)).requires_grad  # outside the samplers: a graph
+    theirs = K_SAMPLING.sample_euler(model, x, sigmas, disable=True)
+    outs = [
+        dk.sample_ddim(model, x, sigmas, disable=True),
+        dk.sample_ddim(model, x, sigmas, disable=True, eta=1.0),
+        dk.sample_ddim_inverse(model, x, sigmas.flip(0), disable=True),
+        dk.sample_ddim_inverse(model, x, sigmas.flip(0), disable=True, fixed_point_iters=2),
+    ]
+    assert not theirs.requires_grad
+    assert all(not out.requires_grad and out.grad_fn is None for out in outs)
+    assert torch.is_grad_enabled()
+
+
+def _counting(model: Callable[..., Any]) -> Any:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counted.calls += 1  # type: ignore[attr-defined]
+        return model(*args, **kwargs)
+
+    counted.calls = 0  # type: ignore[attr-defined]
+    return counted
+
+
+def test_repeated_sigmas_are_zero_length_steps_as_in_k_diffusion() -> None:
+    """A repeated sigma (ComfyUI's `simple` schedule at many steps and low denoise) is the
+    identity: sample_euler and sample_euler_ancestral take it, and so do ours, with the same
+    result as without the repeat and one model call per distinct level."""
+    model, _, table = kdiffusion_denoiser(torch.float64)
+    sigmas = dk.get_sigmas_ddim(table, 6, spacing="trailing")
+    repeated = sigmas[[0, 1, 1, 2, 3, 3, 3, 4, 5, 6]]
+    x = kdiffusion_x_T(sigmas, torch.float64)
+    counted, seen = _counting(model), []
+    ours = dk.sample_ddim(counted, x, repeated, disable=True, callback=seen.append)
+    assert [d["i"] for d in seen] == list(range(9)) and counted.calls == 6
+    assert torch.equal(ours, dk.sample_ddim(model, x, sigmas, disable=True))
+    at_zero = sigmas[[0, 1, 2, 3, 4, 5, 6, 6]]  # (k-diffusion's Euler divides by 0 there)
+    assert torch.equal(ours, dk.sample_ddim(model, x, at_zero, disable=True))
+    assert rel(ours, K_SAMPLING.sample_euler(model, x, repeated, disable=True)) <= LIMIT[x.dtype]
+    outs = []
+    for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
+        gen = torch.Generator().manual_seed(3)
+
+        def noise(sigma, sigma_next, gen=gen):  # type: ignore[no-untyped-def]
+            return torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+        outs.append(sampler(model, x, repeated, disable=True, eta=1.0, noise_sampler=noise))
+    assert rel(outs[0], outs[1]) <= LIMIT[x.dtype]  # one noise stream, read alike
+    up = at_zero.flip(0)[[0, 1, 1, 2, 3, 4, 4, 5, 6, 7]]
+    x0 = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for k in (0, 3):
+        a = dk.sample_ddim_inverse(model, x0, up, disable=True, fixed_point_iters=k)
+        b = dk.sample_ddim_inverse(model, x0, sigmas.flip(0), disable=True, fixed_point_iters=k)
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse])
+@pytest.mark.parametrize("levels", [[7.5], []])
+def test_one_sigma_or_none_makes_no_step(sampler: Any, levels: list[float]) -> None:
+    """What SplitSigmas gives at the last step; k-diffusion's samplers return x as is."""
+    counted = _counting(lambda x, s: x)
+    x = torch.ones(2, 3)
+    sigmas = torch.tensor(levels)
+    assert sampler(counted, x, sigmas, disable=True) is x and counted.calls == 0
+    assert K_SAMPLING.sample_euler(counted, x, sigmas, disable=True) is x
+
+
+def test_tol_means_what_it_means_in_core_invert() -> None:
+    """The residual is measured on the VP sample, as ddim_core.invert measures it: the same
+    fixed_point_iters and tol make the same model calls in both."""
+    config = CONFIG.replace(timestep_spacing="trailing")
+    model, gm, table = kdiffusion_denoiser(torch.float64)
+    sigmas = dk.get_sigmas_ddim(table, 10, spacing="trailing")
+    x0 = gm.sample_data(8, np.random.default_rng(2))
+    for k, tol in ((1, None), (4, None), (20, 1e-4), (20, 1e-8)):
+        infos: list[dc.StepInfo] = []
+        dc.invert(gm, x0, config, 10, fixed_point_iters=k, tol=tol, callback=infos.append)
+        counted = _counting(model)
+        dk.sample_ddim_inverse(
+            counted,
+            torch.from_numpy(x0),
+            sigmas.flip(0),
+            disable=True,
+            fixed_point_iters=k,
+            tol=tol,
+        )
+        assert counted.calls == sum(i.model_calls for i in infos), (k, tol)
 
 
 def test_callback_and_progress() -> None:
-    model, _, table = _denoiser(torch.float64)
+    model, _, table = kdiffusion_denoiser(torch.float64)
     sigmas = dk.get_sigmas_ddim(table, 4)
     seen: list[dict] = []
-    dk.sample_ddim(model, _x_T(sigmas, torch.float64), sigmas, callback=seen.append, disable=True)
+    dk.sample_ddim(
+        model, kdiffusion_x_T(sigmas, torch.float64), sigmas, callback=seen.append, disable=True
+    )
     assert [d["i"] for d in seen] == [0, 1, 2, 3]
     assert set(seen[0]) == {"x", "i", "sigma", "sigma_hat", "denoised"}
     assert torch.equal(seen[1]["sigma"], sigmas[1])
@@ -171,24 +279,27 @@ def test_register_adds_the_samplers_to_k_diffusion_sampling() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sigmas", "kwargs", "match"),
+    ("sigmas", "match"),
     [
-        ([1.0, 2.0], {}, "strictly descending"),
-        ([1.0], {}, "at least 2"),
-        ([1.0, -0.5], {}, "finite and >= 0"),
-        ([1.0, 1.0, 0.0], {}, "strictly descending"),
+        ([1.0, 2.0], r"descending \(sampling\), got sigmas\[0\] = 1.0 then sigmas\[1\] = 2.0"),
+        ([1.0, -0.5], r"finite and >= 0, got sigmas\[1\] = -0.5"),
+        ([3.0, float("nan"), 0.0], r"finite and >= 0, got sigmas\[1\] = nan"),
+        ([[1.0, 0.0]], r"a 1-D array, got shape \(1, 2\)"),
     ],
 )
-def test_bad_sigmas(sigmas: list[float], kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=f"sigmas.*{match}"):
-        dk.sample_ddim(lambda x, s: x, np.zeros((1, 2)), np.asarray(sigmas), **kwargs)
+def test_bad_sigmas(sigmas: list[float], match: str) -> None:
+    with pytest.raises(ValueError, match=f"sigmas must be {match}"):
+        dk.sample_ddim(lambda x, s: x, np.zeros((1, 2)), np.asarray(sigmas))
 
 
 def test_bad_inverse_arguments() -> None:
     up = np.asarray([0.0, 1.0])
-    with pytest.raises(ValueError, match="strictly ascending"):
+    with pytest.raises(ValueError, match=r"ascending \(inversion\)"):
         dk.sample_ddim_inverse(lambda x, s: x, np.zeros((1, 2)), up[::-1].copy())
     with pytest.raises(ValueError, match="fixed_point_iters must be >= 0, got -1"):
         dk.sample_ddim_inverse(lambda x, s: x, np.zeros((1, 2)), up, fixed_point_iters=-1)
     with pytest.raises(TypeError, match="eta > 0 needs noise_sampler"):
         dk.sample_ddim(lambda x, s: x, np.zeros((1, 2)), np.asarray([1.0, 0.5]), eta=1.0)
+    with pytest.raises(ImportError, match="pass xp=numpy"), pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "torch", None)
+        dk.get_sigmas_ddim(CONFIG, 5)

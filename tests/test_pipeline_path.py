@@ -5,11 +5,14 @@ read, and equal the reference path."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
 import ddim_core as dc
-from ddim_core import _numba, plugins
+from ddim_core import builtins, plugins
+from ddim_core.hookspecs import hookimpl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("numba")
@@ -18,21 +21,46 @@ CONFIG = dc.DDIMConfig(clip_sample=True, timestep_spacing="trailing")
 PLAN = dc.make_plan(CONFIG, 20)
 
 
+@pytest.fixture(autouse=True)
+def _numba_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests use small arrays; the numba kernel must run on them too (by default it
+    leaves steps below builtins.NUMBA_MIN_ELEMENTS to the reference path)."""
+    monkeypatch.setattr(builtins, "NUMBA_MIN_ELEMENTS", 0)
+
+
+class _CountFusedSteps:
+    """A hook wrapper around the step kernels the plugins offer: counts the fused steps taken
+    (a kernel call that does not decline)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    @hookimpl(wrapper=True)
+    def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+        kernel = yield
+        if kernel is None:
+            return None
+
+        def counting(*args):  # type: ignore[no-untyped-def]
+            out = kernel(*args)
+            if out is not None:
+                self.calls.append(1)
+            return out
+
+        return counting
+
+
 @pytest.fixture
-def numba_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    run = _numba.run
-
-    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        return run(*args, **kwargs)
-
-    monkeypatch.setattr(_numba, "run", counting)
-    return calls
+def fused_calls() -> Iterator[list[int]]:
+    plugins.manager.cache_clear()
+    counter = _CountFusedSteps()
+    plugins.manager().register(counter, name="count-fused-steps")
+    yield counter.calls
+    plugins.manager.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_tensor_timesteps_take_the_fused_path(dtype, numba_calls: list[int]) -> None:
+def test_tensor_timesteps_take_the_fused_path(dtype, fused_calls: list[int]) -> None:
     g = torch.Generator().manual_seed(0)
     x, m, z = (torch.randn(2, 4, 8, 8, generator=g, dtype=dtype) for _ in range(3))
     timesteps = torch.tensor(PLAN.timesteps)
@@ -46,7 +74,7 @@ def test_tensor_timesteps_take_the_fused_path(dtype, numba_calls: list[int]) -> 
         assert torch.equal(dc.step(PLAN, m, batch, x).prev_sample, dc.step(PLAN, m, int(t), x)[0])
         inv = dc.inverse_step(PLAN, m, t, x)
         assert torch.equal(inv.prev_sample, dc.inverse_step(PLAN, m, int(t), x).prev_sample)
-    assert len(numba_calls) == 8 * len(timesteps)  # every step above ran the fused pass
+    assert len(fused_calls) == 8 * len(timesteps)  # every step above ran the fused pass
     assert torch.equal(
         dc.add_noise(CONFIG, x, z, timesteps[3]), dc.add_noise(CONFIG, x, z, int(timesteps[3]))
     )
@@ -66,9 +94,10 @@ def test_per_sample_and_device_rows_equal_the_reference() -> None:
             want = dc.step(PLAN, m, t, x, **kw)
         for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13, atol=1e-13)
-    meta = [a.to("meta") for a in (x, m, z)]
-    out = dc.step(PLAN, meta[1], t.to("meta"), meta[0], eta=1.0, noise=meta[2])
-    assert out.prev_sample.device.type == "meta" and out.prev_sample.shape == x.shape
+    meta = [a.to("meta") for a in (x, m, z)]  # the last CPU step above, with no values
+    out = dc.step(PLAN, meta[1], t.to("meta"), meta[0], **{**kw, "noise": meta[2]})
+    for a, b in zip(out, got, strict=True):
+        assert a.device.type == "meta" and a.shape == b.shape and a.dtype == b.dtype
     kernel = plugins.step_kernel(meta[0])
     assert kernel is not None  # the meta step above went through it, reading nothing
 
@@ -78,3 +107,21 @@ def test_a_timestep_array_out_of_range_on_the_host_is_an_error() -> None:
     for bad in (torch.tensor(1000), torch.tensor([-1, 900])):
         with pytest.raises(ValueError, match="outside"):
             dc.step(PLAN, x, bad, x)
+
+
+def test_small_numpy_steps_never_import_numba() -> None:
+    """A first step pays no numba start-up (~1 s) where the kernel would save microseconds."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, ddim_core as dc\n"
+        "p = dc.make_plan(dc.DDIMConfig(), 10)\n"
+        "x = np.ones((300, 2))\n"
+        "dc.sample(lambda x, t: 0.1 * x, x, dc.DDIMConfig(), 10)\n"
+        "dc.step(p, x, 900, x)\n"
+        "assert 'numba' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import ddim_core as dc
+from ddim_core.testing import strategies as dst
 
 
 def test_leading_plan_example() -> None:
@@ -23,6 +25,24 @@ def test_trailing_plan_takes_prev_from_the_plan() -> None:
     assert plan.prev_timesteps == (666, 332, dc.FINAL)
     stride = dc.make_plan(plan.config.replace(prev_timestep="stride"), 3)
     assert stride.prev_timesteps == (666, 333, dc.FINAL)  # diffusers' 999 - 333 rule
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_plan_and_stride_rules_step_alike_exactly_where_they_agree(spacing: str) -> None:
+    """The two prev_timestep rules visit the same timesteps; a step is the same bit for bit
+    where they name the same t_prev and differs where they do not; leading: always the same."""
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 10, 50, 61, 250, 1000):
+        plan = dc.make_plan(dc.DDIMConfig(timestep_spacing=spacing, clip_sample=False), n)
+        stride = dc.make_plan(plan.config.replace(prev_timestep="stride"), n)
+        assert plan.timesteps == stride.timesteps
+        agree = [a == b for a, b in zip(plan.prev_timesteps, stride.prev_timesteps, strict=True)]
+        if spacing == "leading":
+            assert all(agree)
+        for t, same in zip(plan.timesteps, agree, strict=True):
+            x, out = rng.standard_normal((2, 4))
+            a, b = dc.step(plan, out, t, x), dc.step(stride, out, t, x)
+            assert np.array_equal(a.prev_sample, b.prev_sample) == same, (n, t)
 
 
 def test_inverse_plan_mirrors_forward() -> None:
@@ -76,15 +96,14 @@ def test_zero_snr_epsilon_first_step_is_rejected() -> None:
     dc.make_plan(config.replace(prediction_type="v_prediction"), 10)
 
 
-configs = st.builds(
-    dc.DDIMConfig,
-    num_train_timesteps=st.integers(2, 2000),
-    timestep_spacing=st.sampled_from(["leading", "trailing", "linspace"]),
-    steps_offset=st.integers(0, 1),
-    prev_timestep=st.sampled_from(["plan", "stride"]),
-    beta_schedule=st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-    rescale_betas_zero_snr=st.booleans(),
-    prediction_type=st.just("v_prediction"),
+configs = dst.configs(
+    "num_train_timesteps",
+    "timestep_spacing",
+    "steps_offset",
+    "prev_timestep",
+    "beta_schedule",
+    "rescale_betas_zero_snr",
+    prediction_type="v_prediction",
 )
 
 

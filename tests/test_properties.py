@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import numpy as np
-import reference as ref
-from helpers import Backend
+from helpers import Backend, runnable, to_numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
 import ddim_core as dc
+from ddim_core.testing import reference as ref
+from ddim_core.testing import strategies as dst
 
-configs = st.builds(
-    dc.DDIMConfig,
-    beta_schedule=st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-    timestep_spacing=st.sampled_from(["leading", "trailing", "linspace"]),
-    prediction_type=st.sampled_from(["epsilon", "sample", "v_prediction"]),
-    set_alpha_to_one=st.booleans(),
-    prev_timestep=st.sampled_from(["plan", "stride"]),
-    clip_sample=st.just(False),
+configs = dst.configs(
+    "beta_schedule",
+    "timestep_spacing",
+    "prediction_type",
+    "set_alpha_to_one",
+    "prev_timestep",
+    clip_sample=False,
 )
 
 
 def _draw(data: st.DataObject, config: dc.DDIMConfig) -> tuple[dc.Plan, int]:
     n = data.draw(st.integers(1, 200), label="steps")
     plan = dc.make_plan(config, n)
-    t = data.draw(st.sampled_from(plan.timesteps), label="t")
+    t = data.draw(dst.timesteps(plan), label="t")
     return plan, t
 
 
@@ -47,12 +47,7 @@ def test_inverse_step_undoes_step(config: dc.DDIMConfig, data: st.DataObject, se
         assert np.abs(back - x).max() <= tol * scale * (1 + np.abs(x).max())
 
 
-BACKENDS = [
-    Backend("torch", "torch"),
-    Backend("jax", "jax"),
-    Backend("dask", "dask.array"),
-    Backend("array_api_strict", "array_api_strict"),
-]
+BACKENDS = runnable()  # helpers.BACKENDS that run here and hold values
 
 
 @given(
@@ -73,4 +68,4 @@ def test_every_backend_agrees_with_numpy(
         plan, backend.array(out), t, backend.array(x), eta=eta, noise=backend.array(noise)
     )
     for g, e in zip(got, expected, strict=True):
-        np.testing.assert_allclose(backend.to_numpy(g), e, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(to_numpy(g), e, rtol=1e-10, atol=1e-10)

@@ -1,5 +1,5 @@
 """ddim-core's ComfyUI node pack: DDIM Sampler, DDIM Inversion Sampler, DDIM Schedule and Flip to
-Inversion Sigmas, plus "ddim_core" / "ddim_core_inverse" in the stock KSampler's sampler list.
+Inversion Sigmas, plus "ddim_core" in the stock KSampler's sampler list.
 
 ComfyUI loads packs only from `custom_nodes/` folders, so `python -m ddim_comfyui install DIR`
 (also `ddim-core comfyui install DIR`) writes a small shim folder there that imports

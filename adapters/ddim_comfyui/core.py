@@ -2,23 +2,125 @@
 
 ComfyUI's samplers have k-diffusion's signature and see a model that returns the denoised x0
 from VE-scaled latents (x / sqrt(alpha_bar), sigma = sqrt((1 - alpha_bar) / alpha_bar)); its
-`extra_args` carry the required `denoise_mask`, forwarded to the model untouched.
+`extra_args` carry the required `denoise_mask`, forwarded to the model untouched, and the
+`seed` its ancestral samplers draw their noise from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from ddim_kdiffusion import get_sigmas_ddim, sample_ddim, sample_ddim_inverse
 
 from ddim_core.config import TIMESTEP_SPACINGS
+from ddim_core.plugins import standard_normal
 
-SAMPLER_NAMES = ("ddim_core", "ddim_core_inverse")
+# The stock KSampler's list: sampling only. It always adds noise before sampling, so inversion
+# (SamplerCustom / SamplerCustomAdvanced with the DDIM Inversion Sampler) is not offered there.
+KSAMPLER_NAMES = ("ddim_core",)
 CATEGORY = "sampling/custom_sampling"
 
-sample_ddim_core = sample_ddim
+# Exact inversion by default: refinements per step, and the residual that ends them early
+# (measured in ComfyUI at 20 steps: tol 1e-6 is float32's floor, reached in 5.5 model calls
+# per step on average; 8 refinements cap a step at 10 calls where it is out of reach, as with a
+# half-precision model).
+INVERSION_ITERS = 8
+INVERSION_TOL = 1e-6
+
+
+def sample_ddim_core(
+    model: Callable[..., Any],
+    x: Any,
+    sigmas: Any,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+    disable: bool | None = None,
+    eta: float = 0.0,
+    s_noise: float = 1.0,
+    noise_sampler: Callable[[Any, Any], Any] | None = None,
+) -> Any:
+    """`ddim_kdiffusion.sample_ddim` with ComfyUI's noise: for eta > 0 without a noise_sampler,
+    one standard normal draw like x per step from a torch.Generator on x's device seeded with
+    ComfyUI's seed (`extra_args["seed"]`), as ComfyUI's ancestral samplers draw theirs. So a
+    seed gives one result (with DisableNoise too), and eta = 1 equals euler_ancestral given
+    the same seed. Without a seed: torch's global generator, as there.
+
+    Parameters
+    ----------
+    model, x, sigmas, extra_args, callback, disable
+        As `ddim_kdiffusion.sample_ddim` (ComfyUI's sampler signature); ``extra_args["seed"]``,
+        if there, seeds the noise.
+    eta : float, default 0.0
+        0 is deterministic DDIM; 1 equals euler_ancestral given the same seed.
+    s_noise : float, default 1.0
+        Scale of the added noise.
+    noise_sampler : callable, optional
+        ``noise_sampler(sigma, sigma_next) -> noise``; default: `seeded_noise_sampler` of x
+        and the seed.
+
+    Returns
+    -------
+    array
+        The sample at the last sigma.
+
+    Examples
+    --------
+    >>> import torch, ddim_core as dc
+    >>> from ddim_kdiffusion import get_sigmas_ddim
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 5)
+    >>> def model(x, sigma, **extra_args):  # the exact denoiser of N(0, 1) data
+    ...     return x / (1 + sigma**2)
+    >>> def run(seed):
+    ...     x = torch.ones(1, 3) * sigmas[0]
+    ...     return sample_ddim_core(model, x, sigmas, {"seed": seed}, disable=True, eta=1.0)
+    >>> torch.equal(run(7), run(7)), torch.equal(run(7), run(8))
+    (True, False)
+    """
+    if eta > 0 and noise_sampler is None:
+        noise_sampler = seeded_noise_sampler(x, (extra_args or {}).get("seed"))
+    return sample_ddim(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler)
+
+
+def seeded_noise_sampler(x: Any, seed: int | None) -> Callable[[Any, Any], Any] | None:
+    """noise_sampler(sigma, sigma_next) drawing standard normal noise like the torch tensor x
+    from a generator on x's device seeded with `seed`; None without a seed or a torch x.
+
+    Parameters
+    ----------
+    x : array
+        The latent: the noise's shape, device and dtype.
+    seed : int or None
+        ComfyUI's seed.
+
+    Returns
+    -------
+    callable or None
+        ``draw(sigma, sigma_next) -> noise`` (the sigmas are ignored), one draw after another
+        from the one seeded generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> draw = seeded_noise_sampler(torch.zeros(2, 3), 0)
+    >>> torch.equal(draw(1.0, 0.5), torch.randn(2, 3, generator=torch.Generator().manual_seed(0)))
+    True
+    >>> seeded_noise_sampler(torch.zeros(2, 3), None) is None
+    True
+    """
+    torch = sys.modules.get("torch")
+    if seed is None or torch is None or not isinstance(x, torch.Tensor):
+        return None
+    generator = torch.Generator(device=x.device)
+    generator.manual_seed(seed)
+    shape = tuple(x.shape)
+
+    def draw(sigma: Any, sigma_next: Any) -> Any:
+        return standard_normal(generator, shape, like=x)
+
+    return draw
 
 
 def sample_ddim_core_inverse(
@@ -28,12 +130,37 @@ def sample_ddim_core_inverse(
     extra_args: dict[str, Any] | None = None,
     callback: Callable[[dict[str, Any]], Any] | None = None,
     disable: bool | None = None,
-    fixed_point_iters: int = 0,
-    tol: float | None = None,
+    fixed_point_iters: int = INVERSION_ITERS,
+    tol: float | None = INVERSION_TOL,
 ) -> Any:
-    """DDIM inversion for ComfyUI: ascending sigmas as they are; descending ones (a stock
-    scheduler's, e.g. in KSamplerAdvanced with add_noise off) are walked in reverse, from the
-    clean end up to the noisiest level."""
+    """DDIM inversion for ComfyUI (`ddim_kdiffusion.sample_ddim_inverse`), exact by default.
+
+    Ascending sigmas are walked as they are; descending ones (a stock scheduler's) in reverse,
+    from the clean end up to the noisiest level.
+
+    Parameters
+    ----------
+    model, x, sigmas, extra_args, callback, disable
+        As `ddim_kdiffusion.sample_ddim_inverse` (ComfyUI's sampler signature).
+    fixed_point_iters : int, default INVERSION_ITERS
+        Refinements per step: at most fixed_point_iters + 2 model calls per step.
+    tol : float, optional
+        Stop refining once the residual is <= tol; None or 0: every refinement.
+
+    Returns
+    -------
+    array
+        The inverted latent, at the noisiest sigma.
+
+    Examples
+    --------
+    >>> import torch, ddim_core as dc
+    >>> from ddim_kdiffusion import get_sigmas_ddim
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 5)  # descending
+    >>> z = sample_ddim_core_inverse(lambda x, s: 0 * x, torch.zeros(1, 2), sigmas, disable=True)
+    >>> z.shape
+    torch.Size([1, 2])
+    """
     if len(sigmas) >= 2 and float(sigmas[0]) > float(sigmas[-1]):
         sigmas = flip_sigmas(sigmas)
     return sample_ddim_inverse(
@@ -47,6 +174,36 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     alpha_bar is recovered from `model_sampling.sigmas` as 1 / (1 + sigma^2) in float64. With
     denoise < 1 the plan has int(steps / denoise) steps and the last steps + 1 sigmas are kept,
     as ComfyUI's BasicScheduler does.
+
+    Parameters
+    ----------
+    model : ComfyUI MODEL
+        Anything with ``get_model_object("model_sampling").sigmas``.
+    steps : int
+    spacing : str
+        "leading", "trailing" or "linspace".
+    steps_offset : int
+    denoise : float
+        In [0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        float32 on the CPU, as ComfyUI's schedulers return.
+
+    Raises
+    ------
+    ValueError
+        The model has no discrete schedule.
+
+    Examples
+    --------
+    >>> import torch, types, ddim_core as dc
+    >>> ab = torch.tensor(dc.alphas_cumprod(dc.DDIMConfig()))
+    >>> sampling = types.SimpleNamespace(sigmas=((1 - ab) / ab).sqrt())
+    >>> model = types.SimpleNamespace(get_model_object=lambda name: sampling)
+    >>> ddim_sigmas(model, 4, "trailing", 0, 1.0).shape
+    torch.Size([5])
     """
     model_sampling = model.get_model_object("model_sampling")
     table = getattr(model_sampling, "sigmas", None)
@@ -66,9 +223,25 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
 
 
 def flip_sigmas(sigmas: Any) -> Any:
-    """Descending sampling sigmas as ascending inversion sigmas. A first sigma of 0 stays 0:
-    the DDIM inverse evaluates the model at the destination level (ComfyUI's FlipSigmas
-    moves it to 0.0001 because Euler from 0 divides by zero)."""
+    """Descending sampling sigmas as ascending inversion sigmas.
+
+    A first sigma of 0 stays 0: the DDIM inverse evaluates the model at the destination level
+    (ComfyUI's FlipSigmas moves it to 0.0001 because Euler from 0 divides by zero).
+
+    Parameters
+    ----------
+    sigmas : torch.Tensor
+
+    Returns
+    -------
+    torch.Tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> flip_sigmas(torch.tensor([2.0, 1.0, 0.0])).tolist()
+    [0.0, 1.0, 2.0]
+    """
     return sigmas.flip(0)
 
 
@@ -77,7 +250,24 @@ def flip_sigmas(sigmas: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """One node input. kind: INT, FLOAT, COMBO, MODEL, SIGMAS."""
+    """One node input.
+
+    Attributes
+    ----------
+    name : str
+    kind : str
+        INT, FLOAT, COMBO, MODEL or SIGMAS.
+    default, min, max, step : optional
+        Widget settings.
+    options : tuple of str
+        A COMBO's choices.
+    tooltip : str
+
+    Examples
+    --------
+    >>> Param("eta", "FLOAT", 0.0, 0.0, 1.0, 0.01).kind
+    'FLOAT'
+    """
 
     name: str
     kind: str
@@ -86,12 +276,18 @@ class Param:
     max: float | None = None
     step: float | None = None
     options: tuple[str, ...] = ()
-    tooltip: str = ""
+    tooltip: str = ""  # shown on hover in ComfyUI; every input has one
 
 
 @dataclasses.dataclass(frozen=True)
 class NodeSpec:
-    """One node: its schema, and `run`, what it computes from its inputs (see `run_node`)."""
+    """One node: its schema, and `run`, what it computes from its inputs (see `run_node`).
+
+    Examples
+    --------
+    >>> [spec.node_id for spec in NODES]
+    ['DDIMCoreSampler', 'DDIMCoreInversionSampler', 'DDIMCoreSchedule', 'DDIMCoreFlipSigmas']
+    """
 
     node_id: str
     display_name: str
@@ -117,9 +313,25 @@ NODES = (
         f"{CATEGORY}/samplers",
         (
             Param(
-                "eta", "FLOAT", 0.0, 0.0, 1.0, 0.01, tooltip="0: deterministic DDIM, 1: DDPM-like"
+                "eta",
+                "FLOAT",
+                0.0,
+                0.0,
+                1.0,
+                0.01,
+                tooltip="Noise added back per step: 0 is deterministic DDIM; 1 equals "
+                "euler_ancestral given the same seed. The noise comes from the seed, as in "
+                "ComfyUI's ancestral samplers (with DisableNoise too).",
             ),
-            Param("s_noise", "FLOAT", 1.0, 0.0, 100.0, 0.01, tooltip="scale of the added noise"),
+            Param(
+                "s_noise",
+                "FLOAT",
+                1.0,
+                0.0,
+                100.0,
+                0.01,
+                tooltip="Scale of the noise added back when eta > 0.",
+            ),
         ),
         "SAMPLER",
         "DDIM (Song et al. 2021) computed by ddim-core; eta = 0 is deterministic.",
@@ -130,14 +342,34 @@ NODES = (
         "DDIM Inversion Sampler (ddim-core)",
         f"{CATEGORY}/samplers",
         (
-            Param("fixed_point_iters", "INT", 0, 0, 100, 1, tooltip="0: plain DDIM inversion"),
             Param(
-                "tol", "FLOAT", 0.0, 0.0, 1.0, 0.0001, tooltip="stop refining below this; 0: off"
+                "fixed_point_iters",
+                "INT",
+                INVERSION_ITERS,
+                0,
+                100,
+                1,
+                tooltip="Refinements per step that make the inversion exact (sampling the "
+                "result gives the input back). Model calls per step: 1 for plain DDIM inversion "
+                "(0), else at most fixed_point_iters + 2 (one per refinement, one to measure "
+                "the plain step), fewer once within tol.",
+            ),
+            Param(
+                "tol",
+                "FLOAT",
+                INVERSION_TOL,
+                0.0,
+                1.0,
+                1e-6,
+                tooltip="Stop refining a step once its largest error (the forward step of the "
+                "result against the input, at the clean latent's scale) is at most tol; 0 runs "
+                "every refinement.",
             ),
         ),
         "SAMPLER",
         "DDIM inversion from a clean latent up the sigmas (ascending, e.g. from Flip to "
-        "Inversion Sigmas); fixed-point refinement makes sampling return the input.",
+        "Inversion Sigmas), exact by default: sampling the result returns the input. Use it in "
+        "SamplerCustom (add_noise off) or SamplerCustomAdvanced (DisableNoise).",
         _inversion_sampler,
     ),
     NodeSpec(
@@ -145,11 +377,36 @@ NODES = (
         "DDIM Schedule (ddim-core)",
         f"{CATEGORY}/schedulers",
         (
-            Param("model", "MODEL"),
-            Param("steps", "INT", 20, 1, 10000, 1),
-            Param("spacing", "COMBO", "trailing", options=TIMESTEP_SPACINGS),
-            Param("steps_offset", "INT", 0, 0, 1000, 1, tooltip="leading spacing only"),
-            Param("denoise", "FLOAT", 1.0, 0.0, 1.0, 0.01),
+            Param("model", "MODEL", tooltip="The model whose own noise schedule is used."),
+            Param("steps", "INT", 20, 1, 10000, 1, tooltip="Number of DDIM steps."),
+            Param(
+                "spacing",
+                "COMBO",
+                "trailing",
+                options=TIMESTEP_SPACINGS,
+                tooltip="Where the timesteps fall, as diffusers' timestep_spacing: trailing "
+                "starts at the noisiest level; leading and linspace are the older rules.",
+            ),
+            Param(
+                "steps_offset",
+                "INT",
+                0,
+                0,
+                1000,
+                1,
+                tooltip="Shift of every timestep (diffusers' steps_offset; leading spacing "
+                "only, 1 for Stable Diffusion 1.x).",
+            ),
+            Param(
+                "denoise",
+                "FLOAT",
+                1.0,
+                0.0,
+                1.0,
+                0.01,
+                tooltip="Fraction of the schedule to run, from its clean end (as "
+                "BasicScheduler's denoise): < 1 keeps the last steps of int(steps / denoise).",
+            ),
         ),
         "SIGMAS",
         "The sigmas of diffusers' DDIM timesteps (leading / trailing / linspace) on the model's "
@@ -160,7 +417,13 @@ NODES = (
         "DDIMCoreFlipSigmas",
         "Flip to Inversion Sigmas (ddim-core)",
         f"{CATEGORY}/sigmas",
-        (Param("sigmas", "SIGMAS"),),
+        (
+            Param(
+                "sigmas",
+                "SIGMAS",
+                tooltip="Sampling sigmas (descending, e.g. from DDIM Schedule) to reverse.",
+            ),
+        ),
         "SIGMAS",
         "Reverse sampling sigmas for the DDIM Inversion Sampler (keeps a first sigma of 0).",
         flip_sigmas,
@@ -173,7 +436,30 @@ _BY_ID = {spec.node_id: spec for spec in NODES}
 
 def run_node(node_id: str, **inputs: Any) -> tuple[Any, dict[str, Any]] | Any:
     """What a node computes: (sampler function, its options) for the sampler nodes, SIGMAS for
-    the others. The comfy layer wraps sampler functions in comfy.samplers.KSAMPLER."""
+    the others. The comfy layer wraps sampler functions in `comfy.samplers.KSAMPLER`.
+
+    Parameters
+    ----------
+    node_id : str
+        A `NodeSpec.node_id`.
+    **inputs
+        The node's inputs by name.
+
+    Returns
+    -------
+    tuple or torch.Tensor
+
+    Raises
+    ------
+    ValueError
+        An unknown node.
+
+    Examples
+    --------
+    >>> function, options = run_node("DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    >>> function.__name__, options
+    ('sample_ddim_core', {'eta': 0.0, 's_noise': 1.0})
+    """
     spec = _BY_ID.get(node_id)
     if spec is None:
         raise ValueError(f"unknown node {node_id!r}; known: {list(_BY_ID)}")

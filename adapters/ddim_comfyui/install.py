@@ -9,7 +9,6 @@ can never shadow the real package.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -39,33 +38,116 @@ def _checkout(comfyui_dir: str | os.PathLike[str]) -> Path:
 
 
 def install(comfyui_dir: str | os.PathLike[str]) -> Path:
-    """Write (or refresh) the shim folder; returns its path."""
+    """Write (or refresh) the shim folder custom_nodes/ddim-core-comfyui. A same-named
+    folder this command did not write is left as is.
+
+    Parameters
+    ----------
+    comfyui_dir : str or path-like
+        A ComfyUI checkout.
+
+    Returns
+    -------
+    pathlib.Path
+        The shim folder.
+
+    Raises
+    ------
+    ValueError
+        `comfyui_dir` is not a ComfyUI checkout, or the folder was not written by `install`.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> for part in ("comfy", "custom_nodes"):
+    ...     Path("ComfyUI", part).mkdir(parents=True, exist_ok=True)
+    >>> for part in ("comfy/samplers.py", "nodes.py"):
+    ...     Path("ComfyUI", part).touch()
+    >>> install("ComfyUI").name
+    'ddim-core-comfyui'
+    >>> uninstall("ComfyUI").name
+    'ddim-core-comfyui'
+    """
     target = _checkout(comfyui_dir) / "custom_nodes" / SHIM_DIR
+    if target.exists():
+        _check_ours(target)
     target.mkdir(exist_ok=True)
     (target / "__init__.py").write_text(SHIM, encoding="utf-8")
     return target
 
 
 def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
-    """Remove the shim folder (only one this command wrote); returns it, or None if absent."""
+    """Remove the shim folder (only one this command wrote).
+
+    Parameters
+    ----------
+    comfyui_dir : str or path-like
+        A ComfyUI checkout.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder removed, or None if there was none.
+
+    Raises
+    ------
+    ValueError
+        Not a ComfyUI checkout, or the folder was not written by `install`.
+
+    Examples
+    --------
+    >>> uninstall("not-comfyui")  # doctest: +SKIP
+    Traceback (most recent call last):
+    ValueError: COMFYUI_DIR='not-comfyui' is not a ComfyUI checkout: ...
+    """
     target = _checkout(comfyui_dir) / "custom_nodes" / SHIM_DIR
     if not target.exists():
         return None
-    init = target / "__init__.py"
-    if not init.is_file() or not init.read_text(encoding="utf-8").startswith(MARKER):
-        raise ValueError(f"{target} was not written by `ddim-core comfyui install`; left as is")
+    _check_ours(target)
     shutil.rmtree(target)
     return target
 
 
+def _check_ours(target: Path) -> None:
+    """Raise ValueError unless `target` is a shim folder written by `install`."""
+    init = target / "__init__.py"
+    ours = target.is_dir() and init.is_file()
+    if not ours or not init.read_text(encoding="utf-8").startswith(MARKER):
+        raise ValueError(f"{target} was not written by `ddim-core comfyui install`; left as is")
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ddim_comfyui") -> int:
-    """The command line: 0 when done, 2 when COMFYUI_DIR is not a ComfyUI checkout or its
-    shim folder was not written by this command (the message goes to stderr)."""
-    parser = argparse.ArgumentParser(
+    """The command line: `python -m ddim_comfyui install|uninstall COMFYUI_DIR`.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: sys.argv[1:]).
+    prog : str
+        The program name for messages.
+
+    Returns
+    -------
+    int
+        0 when done; 2 (after one line on stderr) when COMFYUI_DIR is not a ComfyUI checkout
+        or its shim folder was not written by this command.
+
+    Examples
+    --------
+    >>> main(["install", "/no/such/ComfyUI"])
+    2
+    """
+    from ddim_core.cli import ArgumentParser  # a bad argument: one line, exit status 2
+
+    parser = ArgumentParser(
         prog=prog, description="Add or remove the ComfyUI node pack's shim folder."
     )
-    parser.add_argument("action", choices=["install", "uninstall"])
-    parser.add_argument("comfyui_dir", metavar="COMFYUI_DIR")
+    parser.add_argument(
+        "action",
+        choices=["install", "uninstall"],
+        help="write custom_nodes/ddim-core-comfyui, or remove it",
+    )
+    parser.add_argument("comfyui_dir", metavar="COMFYUI_DIR", help="a ComfyUI checkout")
     args = parser.parse_args(argv)
     try:
         done = (

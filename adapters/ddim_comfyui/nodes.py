@@ -11,15 +11,7 @@ from typing import Any
 import comfy.samplers as samplers
 from comfy.k_diffusion import sampling as k_sampling
 
-from .core import (
-    NODES,
-    SAMPLER_NAMES,
-    NodeSpec,
-    Param,
-    run_node,
-    sample_ddim_core,
-    sample_ddim_core_inverse,
-)
+from .core import KSAMPLER_NAMES, NODES, NodeSpec, Param, run_node, sample_ddim_core
 
 try:
     from comfy_api.latest import ComfyExtension, io
@@ -30,17 +22,28 @@ except ImportError:  # a ComfyUI before the V3 node API
 
 
 def register() -> list[str]:
-    """Offer "ddim_core" and "ddim_core_inverse" in ComfyUI's built-in sampler list (the
-    stock KSampler's menu); `comfy.samplers.ksampler(name)` finds them as
-    `comfy.k_diffusion.sampling.sample_<name>`. Idempotent."""
+    """Offer "ddim_core" in ComfyUI's built-in sampler list (the stock KSampler's menu).
+
+    `comfy.samplers.ksampler(name)` finds it as `comfy.k_diffusion.sampling.sample_ddim_core`.
+    Inversion is not offered there: the stock KSampler adds noise first. Idempotent.
+
+    Returns
+    -------
+    list of str
+        The sampler names added.
+
+    Examples
+    --------
+    >>> register()  # doctest: +SKIP
+    ['ddim_core']
+    """
     k_sampling.sample_ddim_core = sample_ddim_core
-    k_sampling.sample_ddim_core_inverse = sample_ddim_core_inverse
     lists = [samplers.KSAMPLER_NAMES, samplers.SAMPLER_NAMES, samplers.KSampler.SAMPLERS]
     for names in lists:
-        for name in SAMPLER_NAMES:
+        for name in KSAMPLER_NAMES:
             if name not in names:
                 names.append(name)
-    return list(SAMPLER_NAMES)
+    return list(KSAMPLER_NAMES)
 
 
 def _result(spec: NodeSpec, inputs: dict[str, Any]) -> Any:
@@ -56,11 +59,11 @@ def _result(spec: NodeSpec, inputs: dict[str, Any]) -> Any:
 
 def _v3_input(p: Param) -> Any:
     if p.kind == "MODEL":
-        return io.Model.Input(p.name)
+        return io.Model.Input(p.name, tooltip=p.tooltip)
     if p.kind == "SIGMAS":
-        return io.Sigmas.Input(p.name)
+        return io.Sigmas.Input(p.name, tooltip=p.tooltip)
     if p.kind == "COMBO":
-        return io.Combo.Input(p.name, options=list(p.options), default=p.default)
+        return io.Combo.Input(p.name, options=list(p.options), default=p.default, tooltip=p.tooltip)
     number = io.Int if p.kind == "INT" else io.Float
     extra = {} if p.kind == "INT" else {"round": False}
     return number.Input(
@@ -69,7 +72,7 @@ def _v3_input(p: Param) -> Any:
         min=p.min,
         max=p.max,
         step=p.step,
-        tooltip=p.tooltip or None,
+        tooltip=p.tooltip,
         **extra,
     )
 
@@ -99,14 +102,13 @@ def _v3_node(spec: NodeSpec) -> type:
 
 def _v1_input(p: Param) -> tuple[Any, ...]:
     if p.kind in ("MODEL", "SIGMAS"):
-        return (p.kind,)
+        return (p.kind, {"tooltip": p.tooltip})
     if p.kind == "COMBO":
-        return (list(p.options), {"default": p.default})
+        return (list(p.options), {"default": p.default, "tooltip": p.tooltip})
     opts = {"default": p.default, "min": p.min, "max": p.max, "step": p.step}
     if p.kind == "FLOAT":
         opts["round"] = False
-    if p.tooltip:
-        opts["tooltip"] = p.tooltip
+    opts["tooltip"] = p.tooltip
     return (p.kind, opts)
 
 
@@ -129,7 +131,22 @@ def _v1_node(spec: NodeSpec) -> type:
 
 
 def load() -> dict[str, Any]:
-    """The names a custom-node module exports: `comfy_entrypoint` (V3) or the V1 mappings."""
+    """The names a custom-node module exports: `comfy_entrypoint` (V3) or the V1 mappings.
+
+    Also calls `register`. The shim folder `ddim-core comfyui install` writes does
+    ``globals().update(load())``.
+
+    Returns
+    -------
+    dict
+        ``{"comfy_entrypoint": ...}`` with ComfyUI's V3 API, else ``NODE_CLASS_MAPPINGS`` and
+        ``NODE_DISPLAY_NAME_MAPPINGS``.
+
+    Examples
+    --------
+    >>> sorted(load())  # doctest: +SKIP
+    ['comfy_entrypoint']
+    """
     register()
     if HAVE_V3:
         node_list = [_v3_node(spec) for spec in NODES]

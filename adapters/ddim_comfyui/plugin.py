@@ -7,12 +7,23 @@ from ddim_core.hookspecs import Adapter, hookimpl
 
 @hookimpl
 def ddim_core_adapter() -> Adapter:
+    """The `ddim_core_adapter` hook: describes the ComfyUI adapter (host `comfy`).
+
+    Returns
+    -------
+    Adapter
+
+    Examples
+    --------
+    >>> ddim_core_adapter().host
+    'comfy'
+    """
     return Adapter(
         name="comfyui",
         host="comfy",
         provides=(
             "nodes: DDIM Sampler, DDIM Inversion Sampler, DDIM Schedule, Flip to Inversion Sigmas",
-            "KSampler samplers: ddim_core, ddim_core_inverse",
+            "KSampler sampler: ddim_core",
         ),
         register="ddim_comfyui.nodes:register",
         command="ddim_comfyui.install:main",  # ddim-core comfyui install|uninstall COMFYUI_DIR

@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from ddim_core.config import load_json_object
+
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 C = TypeVar("C", bound="ConfigMixin")
 
@@ -94,11 +96,8 @@ class ConfigMixin:
                 f"no {cls.config_name} in {folder!r}; without diffusers installed only local "
                 "directories can be loaded"
             )
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-        return data
+        with open(path, "rb") as f:
+            return load_json_object(f.read(), path)
 
     def save_config(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> None:
         os.makedirs(save_directory, exist_ok=True)

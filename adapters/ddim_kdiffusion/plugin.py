@@ -7,6 +7,17 @@ from ddim_core.hookspecs import Adapter, hookimpl
 
 @hookimpl
 def ddim_core_adapter() -> Adapter:
+    """The `ddim_core_adapter` hook: describes the k-diffusion adapter (host `k_diffusion`).
+
+    Returns
+    -------
+    Adapter
+
+    Examples
+    --------
+    >>> ddim_core_adapter().host
+    'k_diffusion'
+    """
     return Adapter(
         name="k-diffusion",
         host="k_diffusion",

@@ -8,15 +8,19 @@ k-diffusion's `sample_euler`, and with 0 < eta <= 1 its `sample_euler_ancestral`
 noise (the core's sigma_t / sqrt(abar_prev) is its sigma_up, the direction its sigma_down).
 
 The sigma levels are read to the host once per loop (one sync at the start); steps are then
-Python-float coefficients times arrays of any backend.
+Python-float coefficients times arrays of any backend. Sigma lists are those k-diffusion's (and
+ComfyUI's) samplers take: a repeated sigma is a zero-length step, the identity, and a list of
+one sigma (or none) makes no step. For torch tensors the samplers run under torch.no_grad(), as
+k-diffusion's do; torch is never imported here (a torch tensor means torch is loaded).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import itertools
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -42,31 +46,79 @@ def sample_ddim(
     s_noise: float = 1.0,
     noise_sampler: Callable[[Array, Array], Array] | None = None,
 ) -> Array:
-    """DDIM sampling over descending `sigmas` (ending in 0 or the model's smallest sigma).
+    """DDIM sampling (Song et al. 2021, eq. 12) down descending `sigmas`, with k-diffusion's
+    sampler signature.
 
-    With eta > 0 the noise of each step is `noise_sampler(sigma, sigma_next) * s_noise`
-    (default: torch's global generator for torch tensors, as k-diffusion does).
+    A zero-length step (a repeated sigma) is the identity; its model output (which the
+    callback gets) serves the next step, which starts from the same sample and level. With
+    eta > 0 the noise of each step into a level > 0 is `noise_sampler(sigma, sigma_next) *
+    s_noise` (default: torch's global generator for torch tensors, as k-diffusion does); a
+    zero-length step draws its noise too and discards it, as k-diffusion's
+    sample_euler_ancestral does, so both read one noise stream alike.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, sigma * s_in, **extra_args)`` returning the denoised x_0 (k-diffusion's
+        convention: VE latents x / sqrt(alpha_bar)).
+    x : array
+        The starting latent, x_T * sigmas[0] (any array library).
+    sigmas : array
+        Descending (repeats allowed), ending in 0 or the model's smallest sigma (e.g.
+        `get_sigmas_ddim`).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with a dict ``x, i, sigma, sigma_hat, denoised`` per step.
+    disable : bool, optional
+        Disable the tqdm progress bar.
+    eta : float, default 0.0
+        0 equals k-diffusion's `sample_euler`; 0 < eta <= 1 its `sample_euler_ancestral`.
+    s_noise : float, default 1.0
+        Scale of the added noise.
+    noise_sampler : callable, optional
+        ``noise_sampler(sigma, sigma_next) -> noise``; default: torch's global generator.
+
+    Returns
+    -------
+    array
+        The sample at the last sigma.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False)
+    >>> sigmas = get_sigmas_ddim(config, 10, xp=np)
+    >>> def denoiser(x, sigma):  # a model whose data is all zeros
+    ...     return np.zeros_like(x)
+    >>> x = sample_ddim(denoiser, np.ones((2, 3)) * sigmas[0], sigmas, disable=True)
+    >>> float(np.abs(x).max())
+    0.0
     """
-    extra_args = {} if extra_args is None else extra_args
+    extra_args = _check_call(model, x, extra_args, callback)
     levels = _levels(sigmas, ascending=False)
     eta = check_nonnegative("eta", eta)
     s_noise = check_nonnegative("s_noise", s_noise)
+    if len(levels) < 2:
+        return x  # no step
     if eta > 0 and noise_sampler is None:
         noise_sampler = _default_noise_sampler(x)
     rows = _coefficients(levels, eta, inverse=False)
     s_in = _ones_like_batch(x)
-    for i in _trange(len(levels) - 1, disable):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback(
-                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
-            )
-        c = rows[i]
-        noise = None
-        if eta > 0 and levels[i + 1] > 0:
-            assert noise_sampler is not None
-            noise = noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise
-        x = _transfer(x, denoised, c, _SAMPLE, noise)
+    denoised = None  # the model at (x, sigmas[i]), kept over a zero-length step
+    with _no_grad(x):
+        for i in _trange(len(levels) - 1, disable):
+            if denoised is None:
+                denoised = _denoised(model, x, sigmas[i] * s_in, extra_args)
+            _report(callback, x, i, sigmas[i], denoised)
+            z = None
+            if eta > 0 and levels[i + 1] > 0:
+                assert noise_sampler is not None
+                z = noise_sampler(sigmas[i], sigmas[i + 1])
+            if levels[i + 1] == levels[i]:
+                continue  # zero-length: x, its level and so the model output stay
+            noise = None if z is None else _checked_noise(z, x) * s_noise
+            x, denoised = _transfer(x, denoised, rows[i], _SAMPLE, noise), None
     return x
 
 
@@ -80,36 +132,82 @@ def sample_ddim_inverse(
     fixed_point_iters: int = 0,
     tol: float | None = None,
 ) -> Array:
-    """DDIM inversion over ascending `sigmas` (may start at 0).
+    """DDIM inversion up ascending `sigmas` (may start at 0; repeats allowed).
 
-    Plain inversion (fixed_point_iters = 0) evaluates the model at the destination level on
-    the source sample, as diffusers' DDIMInverseScheduler does. With k > 0 each step is solved
-    implicitly (find y whose forward DDIM step lands on the source) by Anderson-accelerated
-    fixed-point iteration with at most k more model calls, stopping once the largest residual
-    is <= tol; the best iterate per sample is kept.
+    Plain inversion (fixed_point_iters = 0, one model call per step) evaluates the model at the
+    destination level on the source sample, as diffusers' DDIMInverseScheduler does. With
+    k > 0 each step is solved implicitly (find y whose forward DDIM step lands on the source)
+    by up to k Anderson-accelerated refinements (`ddim_core.sampling.solve_implicit`): at most
+    k + 2 model calls per step (the plain step, then one per iterate measured: the plain
+    result and each refinement), fewer once the largest residual is <= tol. The residual is
+    measured on the VP sample (x * sqrt(abar) = x / sqrt(1 + sigma^2)), as ddim_core.invert
+    measures it, so a tol means the same in both; the best iterate per sample is kept. A
+    zero-length step is the identity (one model call, for the callback).
+
+    Parameters
+    ----------
+    model : callable
+        As in `sample_ddim`.
+    x : array
+        The clean latent.
+    sigmas : array
+        Ascending (e.g. `get_sigmas_ddim(...)` reversed).
+    extra_args, callback, disable
+        As in `sample_ddim`.
+    fixed_point_iters : int, default 0
+        Refinements per step for the exact solve (at most k + 2 model calls per step).
+    tol : float, optional
+        Stop a step's solve once its residual is <= tol.
+
+    Returns
+    -------
+    array
+        The latent at the last (largest) sigma.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 10, xp=np)
+    >>> def denoiser(x, sigma):
+    ...     return 0.5 * x / (1.0 + sigma[:, None] ** 2)
+    >>> x0 = np.ones((1, 2))
+    >>> z = sample_ddim_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True,
+    ...                         fixed_point_iters=20, tol=1e-12)
+    >>> back = sample_ddim(denoiser, z, sigmas, disable=True)
+    >>> bool(np.abs(back - x0).max() < 1e-9)
+    True
     """
-    extra_args = {} if extra_args is None else extra_args
+    extra_args = _check_call(model, x, extra_args, callback)
     levels = _levels(sigmas, ascending=True)
     iters = check_fixed_point(fixed_point_iters, tol)
+    if len(levels) < 2:
+        return x  # no step
     rows = _coefficients(levels, 0.0, inverse=True)
     s_in = _ones_like_batch(x)
-    for i in _trange(len(levels) - 1, disable):
-        src, dst, c = levels[i], levels[i + 1], rows[i]
-        eps_at = functools.partial(_eps_at, model, sigmas[i + 1] * s_in, dst, extra_args)
-        # the model sees the source sample expressed at the destination level
-        eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
-        if callback is not None:
+    with _no_grad(x):
+        for i in _trange(len(levels) - 1, disable):
+            src, dst, c = levels[i], levels[i + 1], rows[i]
             sigma = sigmas[i + 1]
-            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-        y = _transfer(x, eps, c, _INVERSE, None)
-        if iters:
-            # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y),
-            # whose linear part is the identity (c = 1)
-            def forward(y: Array, eps_at: Any = eps_at, step: float = dst - src) -> Array:
-                return y - step * eps_at(y)[0]
+            if dst == src:  # zero-length: the identity
+                _report(callback, x, i, sigma, _denoised(model, x, sigma * s_in, extra_args))
+                continue
+            eps_at = functools.partial(_eps_at, model, sigma * s_in, dst, extra_args)
+            # the model sees the source sample expressed at the destination level
+            eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
+            _report(callback, x, i, sigma, denoised)
+            y = _transfer(x, eps, c, _INVERSE, None)
+            if iters:
+                # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y),
+                # whose linear part is the identity; times s = sqrt(abar_src) it is in VP units
+                s = c.sqrt_ab_from
 
-            y = solve_implicit(forward, x, y, iters, tol)[0]
-        x = y
+                def forward(
+                    y: Array, eps_at: Any = eps_at, h: float = dst - src, s: float = s
+                ) -> Array:
+                    return (y - h * eps_at(y)[0]) * s
+
+                y = solve_implicit(forward, x * s, y, iters, tol, c=1.0 / s)[0]
+            x = y
     return x
 
 
@@ -119,35 +217,99 @@ def get_sigmas_ddim(
     spacing: str | None = None,
     steps_offset: int | None = None,
     set_alpha_to_one: bool | None = None,
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    xp: Any = None,
 ) -> Array:
-    """The sigmas of an n-step DDIM plan, descending, then the final level: 0 with
-    set_alpha_to_one, else sigma(abar_0), the model's smallest sigma.
+    """The sigmas of an n-step DDIM plan, descending, then the final level.
 
-    Takes a DDIMConfig (its options are the defaults) or an alphas_cumprod table (e.g.
-    `model.inner_model.alphas_cumprod`; diffusers' defaults: leading, 0, True). The result is
-    in the table's library, device and dtype (NumPy float64 for a config).
+    The final level is 0 with set_alpha_to_one, else sigma(alpha_bar_0), the model's smallest
+    sigma; sigma = sqrt((1 - alpha_bar) / alpha_bar) at each plan timestep. Computed on the
+    host in float64, converted once, and returned like k-diffusion's `get_sigmas_*`: an array
+    on `device`.
+
+    Parameters
+    ----------
+    alphas_cumprod_or_config : DDIMConfig or array
+        An alphas_cumprod table (e.g. `model.inner_model.alphas_cumprod`; diffusers'
+        defaults: leading, 0, True) or a config (its options are the defaults).
+    n : int
+        The number of steps.
+    spacing : str, optional
+        "leading", "trailing" or "linspace".
+    steps_offset : int, optional
+        Added to the leading spacing's timesteps.
+    set_alpha_to_one : bool, optional
+        Whether the last sigma is 0.
+    device, dtype : optional
+        Where and in what dtype the result lives. From a table: the table's library, device
+        and dtype by default. From a config: a torch tensor on torch's default device in its
+        default dtype (float32).
+    xp : module or array namespace, optional
+        Another library, e.g. ``xp=numpy`` for a NumPy float64 array.
+
+    Returns
+    -------
+    array
+        n + 1 sigmas.
+
+    Raises
+    ------
+    ValueError
+        The plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite; or a
+        table that is not 1-D, has fewer than 2 levels or increases with t.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> sigmas = get_sigmas_ddim(dc.DDIMConfig(), 4, spacing="trailing", xp=np)
+    >>> sigmas.shape, float(sigmas[-1])
+    ((5,), 0.0)
     """
     if isinstance(alphas_cumprod_or_config, dc.DDIMConfig):
         config, table = alphas_cumprod_or_config, None
     else:
         table = alphas_cumprod_or_config
-        xp = backends.namespace(alphas_cumprod=table)
-        size = int(table.shape[0]) if table.ndim == 1 else -1
-        config = dc.DDIMConfig(num_train_timesteps=max(size, 1))
+        table_xp = backends.namespace(alphas_cumprod=table)
+        size = _check_table(backends.to_host(table)).shape[0]
+        config = dc.DDIMConfig(num_train_timesteps=size)
     changes = {"timestep_spacing": spacing, "steps_offset": steps_offset}
     changes["set_alpha_to_one"] = set_alpha_to_one
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
     plan = dc.make_plan(config, n)
     schedule = plan.schedule if table is None else _schedule_of(table, config)
     ab = np.array([*(schedule.alpha_bar(t) for t in plan.timesteps), schedule.final_alpha_cumprod])
+    if np.any(ab <= 0.0):
+        raise ValueError(
+            "the plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite: "
+            "k-diffusion's VE samplers cannot start there; sample with ddim_core.sample, or "
+            "use a schedule without rescale_betas_zero_snr"
+        )
     host = np.sqrt((1.0 - ab) / ab)
-    if table is None:
-        return host
-    return backends.from_host(host, xp, device=backends.device(table), dtype=table.dtype)
+    if table is not None and xp is None:
+        device = backends.device(table) if device is None else device
+        dtype = table.dtype if dtype is None else dtype
+        return backends.from_host(host, table_xp, device=device, dtype=dtype)
+    out_xp = _result_namespace(xp)
+    if dtype is None:  # the library's default floating dtype
+        dtype = out_xp.asarray(0.0, device=device).dtype
+    return backends.from_host(host, out_xp, device=device, dtype=dtype)
 
 
 def register() -> list[str]:
-    """Add the samplers to `k_diffusion.sampling`, where code looks samplers up by name."""
+    """Add the samplers to `k_diffusion.sampling`, where code looks samplers up by name.
+
+    Returns
+    -------
+    list of str
+        The names added.
+
+    Examples
+    --------
+    >>> register()  # doctest: +SKIP
+    ['sample_ddim', 'sample_ddim_inverse', 'get_sigmas_ddim']
+    """
     import k_diffusion.sampling as sampling
 
     names = {
@@ -163,32 +325,83 @@ def register() -> list[str]:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
-    """The sigmas as host floats (one read), checked: 1-D, >= 2, finite, >= 0, monotonic."""
-    backends.namespace(sigmas=sigmas)
-    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+MAX_SIGMA = 1e150  # alpha_bar = 1 / (1 + sigma^2) must be computable in float64
+
+
+def _check_call(model: Any, x: Array, extra_args: Any, callback: Any) -> dict[str, Any]:
+    """A sampler's arguments besides sigmas: callable model and callback, a real floating x,
+    a mapping of extra_args (returned as a dict)."""
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x, sigma, **extra_args), got {model!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable with a dict, got {callback!r}")
+    if extra_args is not None and not isinstance(extra_args, Mapping):
+        raise TypeError(f"extra_args must be a mapping (a dict), got {type(extra_args).__name__}")
+    if x is None:
+        raise TypeError("x must be an array, got None")
+    if not backends.is_real_floating(backends.namespace(x=x), x):
+        raise TypeError(f"x must be a real floating-point array, got dtype {x.dtype}")
+    return {} if extra_args is None else dict(extra_args)
+
+
+def _denoised(model: Callable[..., Array], x: Array, sigma: Array, extra: dict[str, Any]) -> Array:
+    """model(x, sigma, **extra), checked: an array of x's library, device and shape."""
+    out = model(x, sigma, **extra)
+    try:
+        backends.namespace(x=x, denoised=out)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"the model's output: {e}") from None
+    if tuple(out.shape) != tuple(x.shape):
         raise ValueError(
-            f"sigmas must be a 1-D array of at least 2 levels, got shape {tuple(sigmas.shape)}"
+            f"the model returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}; "
+            "it must return the denoised x, shaped like x"
         )
+    return out
+
+
+def _checked_noise(z: Array, x: Array) -> Array:
+    try:
+        backends.namespace(x=x, noise=z)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"noise_sampler's output: {e}") from None
+    if tuple(z.shape) != tuple(x.shape):
+        raise ValueError(f"noise_sampler returned shape {tuple(z.shape)}; x has {tuple(x.shape)}")
+    return z
+
+
+def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
+    """The sigmas as host floats (one read), checked: 1-D, finite, >= 0, and descending for
+    sampling or ascending for inversion, repeats allowed (zero-length steps)."""
+    backends.namespace(sigmas=sigmas)
+    if sigmas.ndim != 1:
+        raise ValueError(f"sigmas must be a 1-D array, got shape {tuple(sigmas.shape)}")
     levels = [float(s) for s in backends.to_host(sigmas)]
-    if not all(math.isfinite(s) and s >= 0 for s in levels):
-        raise ValueError(f"sigmas must be finite and >= 0, got {levels}")
-    pairs = list(itertools.pairwise(levels))
-    ok = all(a < b for a, b in pairs) if ascending else all(a > b for a, b in pairs)
-    if not ok:
-        order = "ascending (inversion)" if ascending else "descending (sampling)"
-        raise ValueError(f"sigmas must be strictly {order}, got {levels}")
+    for i, s in enumerate(levels):
+        if not (math.isfinite(s) and s >= 0):
+            raise ValueError(f"sigmas must be finite and >= 0, got sigmas[{i}] = {s}")
+        if s > MAX_SIGMA:
+            raise ValueError(
+                f"sigmas[{i}] = {s} is above {MAX_SIGMA:g}: 1 + sigma^2 overflows float64"
+            )
+    for i in range(len(levels) - 1):
+        a, b = levels[i], levels[i + 1]
+        if (a > b) if ascending else (a < b):
+            order = "ascending (inversion)" if ascending else "descending (sampling)"
+            raise ValueError(
+                f"sigmas must be {order}, got sigmas[{i}] = {a} then sigmas[{i + 1}] = {b}"
+            )
     return levels
 
 
 def _coefficients(levels: list[float], eta: float, *, inverse: bool) -> list[Row]:
     """The core's Rows between consecutive sigma levels (host float64, computed and checked
-    once per loop): abar = 1 / (1 + sigma^2)."""
+    once per loop): abar = 1 / (1 + sigma^2). Zero-length steps take no row (never checked)."""
     ab = (1.0 / (1.0 + np.asarray(levels) ** 2)).tolist()
     kind = _INVERSE if inverse else _SAMPLE
     found = coefficients.table(LevelsKey(tuple(ab[:-1]), tuple(ab[1:]), eta, kind.prediction_type))
-    if found.invalid:
-        i = min(found.invalid)
+    invalid = [i for i in found.invalid if levels[i] != levels[i + 1]]
+    if invalid:
+        i = min(invalid)
         raise ValueError(
             f"cannot step from sigma {levels[i]} to {levels[i + 1]}: {found.invalid[i]}"
         )
@@ -209,11 +422,44 @@ def _transfer(x: Array, model_output: Array, c: Row, kind: dc.DDIMConfig, noise:
     return x_b / c.sqrt_ab_to
 
 
+def _report(
+    callback: Callable[[dict[str, Any]], Any] | None,
+    x: Array,
+    i: int,
+    sigma: Array,
+    denoised: Array,
+) -> None:
+    """k-diffusion's callback dict (sigma_hat = sigma: no churn)."""
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+
+
+def _no_grad(x: Array) -> Any:
+    """torch.no_grad() for a torch tensor, as k-diffusion's samplers run, else nothing."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
+def _result_namespace(lib: Any) -> Any:
+    """The array namespace of `lib` (a module or namespace with asarray); torch when None."""
+    if lib is None:
+        try:
+            import torch as lib
+        except ImportError:
+            raise ImportError(
+                "get_sigmas_ddim(config, ...) returns a torch tensor, as k-diffusion's "
+                "get_sigmas_* do, and torch is not installed; pass xp=numpy for NumPy"
+            ) from None
+    return backends.namespace(xp=lib.asarray(0.0))
+
+
 def _eps_at(
     model: Callable[..., Array], sigma: Array, level: float, extra_args: dict[str, Any], y: Array
 ) -> tuple[Array, Array]:
     """(eps, denoised) of the model at noise level `level` (sigma: its batch array) on y."""
-    denoised = model(y, sigma, **extra_args)
+    denoised = _denoised(model, y, sigma, extra_args)
     return (y - denoised) / level, denoised
 
 
@@ -249,6 +495,20 @@ def _trange(n: int, disable: bool | None) -> Any:
 
 
 def _schedule_of(table: Array, config: dc.DDIMConfig) -> dc.Schedule:
-    return dc.Schedule.from_alphas_cumprod(
-        backends.to_host(table), set_alpha_to_one=config.set_alpha_to_one
-    )
+    host = _check_table(backends.to_host(table))
+    return dc.Schedule.from_alphas_cumprod(host, set_alpha_to_one=config.set_alpha_to_one)
+
+
+def _check_table(host: np.ndarray) -> np.ndarray:
+    """An alphas_cumprod table: 1-D, at least 2 levels, not increasing with t."""
+    if host.ndim != 1 or host.size < 2:
+        raise ValueError(
+            f"alphas_cumprod must be a 1-D table of at least 2 levels, got shape {host.shape}"
+        )
+    if np.any(np.diff(host) > 0):
+        i = int(np.flatnonzero(np.diff(host) > 0)[0])
+        raise ValueError(
+            f"alphas_cumprod must not increase with t, got {host[i]} then {host[i + 1]} at "
+            f"t = {i}, {i + 1}"
+        )
+    return host

@@ -1,0 +1,459 @@
+"""The diffusers scheduler API over ddim_core, for any host: what diffusers' classes
+(`ddim_diffusers.schedulers`) and mindone.diffusers' (`ddim_mindone.schedulers`) share.
+
+A host class puts one of `ForwardScheduler` / `InverseScheduler` before its host's
+SchedulerMixin and ConfigMixin, decorates `__init__` with the host's `register_to_config`,
+defines the public `step` with the host's `return_dict` default, and says how tables and
+outputs are made (`_float_table`, `_int_table`, `_output_class`). So every number a step
+computes comes from ddim_core, and no behaviour is written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+
+import ddim_core as dc
+from ddim_core import backends, kernels
+from ddim_core.config import BETA_SCHEDULES, check_int, load_json_object
+from ddim_core.plugins import standard_normal
+
+NOT_SET = (
+    "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the "
+    "scheduler"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlanState:
+    """What set_timesteps sets: the plan, its step count and the timesteps table."""
+
+    plan: dc.Plan | None
+    num_inference_steps: int | None
+    timesteps: Any
+
+
+class SchedulerCore:
+    """What the forward and inverse schedulers share: schedule, plan, tables, noise maths.
+
+    Hosts define `_float_table(values)` (a float32 table: betas, alphas_cumprod, ...),
+    `_int_table(values, device)` (the int64 `timesteps`) and `_output_class` (the
+    `(prev_sample, pred_original_sample)` dataclass `step` returns with return_dict=True).
+    """
+
+    _output_class: Any
+
+    def _float_table(self, values: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def _int_table(self, values: np.ndarray, device: Any) -> Any:
+        raise NotImplementedError
+
+    order = 1
+    _inverse = False
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike[str]) -> dict[str, Any]:
+        """The host's config-file reader, made safe: one JSON object of bounded size, depth and
+        integers, nothing followed (a JSON string naming another directory is an error, where
+        diffusers would load that directory's config, or ask the Hub)."""
+        with open(json_file, "rb") as f:
+            return load_json_object(f.read(), os.fspath(json_file))
+
+    def register_to_config(self, **options: Any) -> None:
+        """The host's config registration, except that prev_timestep enters the config only
+        when it is not the default: our scheduler_config.json then loads into the host's own
+        classes without a warning, and a "stride" config still reads back as "stride"."""
+        if options.get("prev_timestep") == "plan":
+            del options["prev_timestep"]
+        defaults = options.get("_use_default_values")
+        if isinstance(defaults, list) and "prev_timestep" in defaults:
+            options["_use_default_values"] = [k for k in defaults if k != "prev_timestep"]
+            if not options["_use_default_values"]:
+                del options["_use_default_values"]
+        super().register_to_config(**options)  # type: ignore[misc]
+
+    def _setup(self, options: dict[str, Any]) -> None:
+        self._ddim_config = ddim_config(type(self).__name__, options)
+        self._schedule = dc.schedule(self._ddim_config)
+        self._local = threading.local()
+        every = np.arange(self._ddim_config.num_train_timesteps)
+        order = every if self._inverse else every[::-1]
+        self._shared = _PlanState(None, None, self._int_table(order, None))
+        self._refresh_tables()
+        self.init_noise_sigma = 1.0
+
+    # --- the plan: per thread --------------------------------------------------------------
+    # diffusers keeps the plan in the scheduler, so threads sharing one (serving engines)
+    # overwrite each other's set_timesteps. Here each thread sees the plan it set; a thread
+    # that set none sees the last one set by any thread, so one thread alone behaves exactly
+    # as diffusers' scheduler does.
+
+    def _state(self) -> _PlanState:
+        state: _PlanState | None = getattr(self._local, "state", None)
+        return self._shared if state is None else state
+
+    def _set_state(self, **changes: Any) -> None:
+        state = dataclasses.replace(self._state(), **changes)
+        self._local.state = self._shared = state
+
+    @property
+    def _plan(self) -> dc.Plan | None:
+        return self._state().plan
+
+    @property
+    def num_inference_steps(self) -> int | None:
+        """The number of steps of the plan set by `set_timesteps` (None before)."""
+        return self._state().num_inference_steps
+
+    @num_inference_steps.setter
+    def num_inference_steps(self, value: int | None) -> None:
+        self._set_state(num_inference_steps=value)
+
+    @property
+    def timesteps(self) -> Any:
+        """The timesteps the loop visits, in the host's integer table type."""
+        return self._state().timesteps
+
+    @timesteps.setter
+    def timesteps(self, value: Any) -> None:
+        self._set_state(timesteps=value)
+
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy, pickle: the calling thread's plan
+        state = dict(self.__dict__)
+        state["_shared"] = self._state()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    # --- tables ------------------------------------------------------------------------------
+
+    def _refresh_tables(self) -> None:
+        s = self._schedule
+        self.betas = self._float_table(s.betas)
+        self.alphas = self._float_table(1.0 - s.betas)
+        self._alphas_cumprod = self._float_table(s.alphas_cumprod)
+        self._boundary = self._float_table(np.asarray(s.final_alpha_cumprod))
+
+    @property
+    def alphas_cumprod(self) -> Any:
+        """alpha_bar_t for every training timestep (float32, as diffusers)."""
+        return self._alphas_cumprod
+
+    @alphas_cumprod.setter
+    def alphas_cumprod(self, value: Any) -> None:
+        table = backends.to_host(value)
+        if _same_table(table, value, self._schedule.alphas_cumprod):  # moved or cast: keep exact
+            self._alphas_cumprod = value
+            return
+        given = dc.Schedule.from_alphas_cumprod(table)
+        self._use_schedule(
+            dataclasses.replace(given, final_alpha_cumprod=self._schedule.final_alpha_cumprod)
+        )
+
+    def _set_boundary_level(self, value: Any) -> None:
+        level = float(backends.to_host(value).reshape(()))
+        if not _same_table(
+            np.asarray(level), value, np.asarray(self._schedule.final_alpha_cumprod)
+        ):
+            self._use_schedule(dataclasses.replace(self._schedule, final_alpha_cumprod=level))
+
+    def _use_schedule(self, schedule: dc.Schedule) -> None:
+        self._schedule = schedule
+        self._refresh_tables()
+        if self._plan is not None:
+            self._set_state(plan=self._with_schedule(self._plan))
+
+    def _with_schedule(self, plan: dc.Plan) -> dc.Plan:
+        if plan.schedule is self._schedule:
+            return plan
+        return dc.Plan(plan.config, self._schedule, plan.timesteps, plan.prev_timesteps)
+
+    # --- diffusers API -----------------------------------------------------------------------
+
+    def scale_model_input(self, sample: Any, timestep: Any = None) -> Any:
+        """DDIM does not scale the model input (diffusers' interface)."""
+        return sample
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: Any = None,
+        timesteps: list[int] | None = None,
+    ) -> None:
+        """Choose the plan: `num_inference_steps` with the configured spacing, or explicit
+        `timesteps` (in the order the scheduler runs them). `device`: where the torch
+        `timesteps` tensor lives."""
+        custom = None
+        if timesteps is not None:
+            custom = _custom_timesteps(timesteps)
+            custom = custom[::-1] if self._inverse else custom
+        plan = self._with_schedule(
+            dc.make_plan(self._ddim_config, num_inference_steps, timesteps=custom)
+        )
+        order = plan.inverse_timesteps if self._inverse else plan.timesteps
+        timesteps = self._int_table(np.asarray(order, dtype=np.int64), device)
+        self._set_state(
+            plan=plan, num_inference_steps=plan.num_inference_steps, timesteps=timesteps
+        )
+
+    def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
+        """q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, per-sample timesteps."""
+        return dc.add_noise(
+            self._schedule, original_samples, noise, timestep_for(timesteps, original_samples)
+        )
+
+    def get_velocity(self, sample: Any, noise: Any, timesteps: Any) -> Any:
+        """The v-prediction target sqrt(abar_t) noise - sqrt(1 - abar_t) x_0."""
+        return dc.get_velocity(self._schedule, sample, noise, timestep_for(timesteps, sample))
+
+    def __len__(self) -> int:
+        return int(self._ddim_config.num_train_timesteps)
+
+    def _output(self, out: dc.StepOutput, return_dict: bool) -> Any:
+        if return_dict:
+            return self._output_class(prev_sample=out.prev_sample, pred_original_sample=out[1])
+        return (out.prev_sample, out.pred_original_sample)
+
+    def _require_plan(self) -> dc.Plan:
+        if self._plan is None:
+            raise ValueError(NOT_SET)
+        return self._plan
+
+
+class ForwardScheduler(SchedulerCore):
+    """DDIMScheduler's behaviour (Song et al. 2021); `__init__` lists its options."""
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: Any = None,
+        clip_sample: bool = True,
+        set_alpha_to_one: bool = True,
+        steps_offset: int = 0,
+        prediction_type: str = "epsilon",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        clip_sample_range: float = 1.0,
+        sample_max_value: float = 1.0,
+        timestep_spacing: str = "leading",
+        rescale_betas_zero_snr: bool = False,
+        prev_timestep: str = "plan",
+    ) -> None:
+        self._setup(dict(locals()))
+
+    @property
+    def final_alpha_cumprod(self) -> Any:
+        """alpha_bar after the last step: 1 with set_alpha_to_one, else alpha_bar_0."""
+        return self._boundary
+
+    @final_alpha_cumprod.setter
+    def final_alpha_cumprod(self, value: Any) -> None:
+        self._set_boundary_level(value)
+
+    def _step(
+        self,
+        model_output: Any,
+        timestep: Any,
+        sample: Any,
+        eta: float,
+        use_clipped_model_output: bool | None,
+        generator: Any,
+        variance_noise: Any,
+        return_dict: bool,
+    ) -> Any:
+        """One DDIM step from `timestep` to the plan's previous timestep, eq. (12).
+
+        With eta > 0 the noise is `variance_noise`, or drawn from `generator` (a
+        torch.Generator or a list of them, a numpy Generator, a JAX key, ...; None: torch's
+        global generator) in model_output's dtype, as diffusers' `randn_tensor` does.
+        """
+        plan = self._require_plan()
+        noise = None
+        if eta > 0:
+            if variance_noise is not None and generator is not None:
+                raise ValueError(
+                    "Cannot pass both generator and variance_noise. Please make sure that "
+                    "either `generator` or `variance_noise` stays `None`."
+                )
+            noise = variance_noise
+            if noise is None:
+                noise = standard_normal(generator, tuple(model_output.shape), like=model_output)
+        out = dc.step(
+            plan,
+            model_output,
+            timestep_for(timestep, sample),
+            sample,
+            eta=eta,
+            noise=noise,
+            # DDIMPipeline passes None, which diffusers reads as False
+            use_clipped_model_output=bool(use_clipped_model_output or False),
+        )
+        return self._output(out, return_dict)
+
+    def _get_variance(self, timestep: Any, prev_timestep: Any) -> Any:
+        """sigma_t^2 / eta^2 of eq. (16) between two timesteps (prev < 0: the final level)."""
+        a = self._schedule.alpha_bar(int(timestep))
+        b = self._schedule.alpha_bar(max(int(prev_timestep), dc.FINAL))
+        return self._float_table(np.asarray(kernels.ddim_variance(a, b)))
+
+    def _threshold_sample(self, sample: Any) -> Any:
+        """Dynamic thresholding of a predicted x_0 (Imagen), per batch element."""
+        c = self._ddim_config
+        xp = backends.namespace(sample=sample)
+        return kernels.threshold(sample, c.dynamic_thresholding_ratio, c.sample_max_value, xp=xp)
+
+
+class InverseScheduler(SchedulerCore):
+    """DDIM inversion (x_0 -> x_T): diffusers' DDIMInverseScheduler API.
+
+    `step(model_output, timestep, sample)` moves from the level of the plan timestep before
+    `timestep` (the clean level before the first; with prev_timestep="stride", diffusers'
+    timestep - T // N instead) up to `timestep`, with the model evaluated at `timestep` on
+    `sample`, as diffusers does. The inverse plan mirrors the forward plan.
+    """
+
+    _inverse = True
+    ignore_for_config = ["kwargs"]  # noqa: RUF012 (as diffusers')
+    _deprecated_kwargs = ["set_alpha_to_zero"]  # noqa: RUF012 (as diffusers')
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: Any = None,
+        clip_sample: bool = True,
+        set_alpha_to_one: bool = True,
+        steps_offset: int = 0,
+        prediction_type: str = "epsilon",
+        clip_sample_range: float = 1.0,
+        timestep_spacing: str = "leading",
+        rescale_betas_zero_snr: bool = False,
+        prev_timestep: str = "plan",
+        **kwargs: Any,
+    ) -> None:
+        options = dict(locals())
+        extra = options.pop("kwargs")
+        if extra.get("set_alpha_to_zero") is not None:
+            warnings.warn(
+                "The `set_alpha_to_zero` argument is deprecated. Please use `set_alpha_to_one` "
+                "instead.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            options["set_alpha_to_one"] = extra["set_alpha_to_zero"]
+        self._setup(options)
+
+    @property
+    def initial_alpha_cumprod(self) -> Any:
+        """alpha_bar before the first inverse step: 1 with set_alpha_to_one, else alpha_bar_0."""
+        return self._boundary
+
+    @initial_alpha_cumprod.setter
+    def initial_alpha_cumprod(self, value: Any) -> None:
+        self._set_boundary_level(value)
+
+    def _step(self, model_output: Any, timestep: Any, sample: Any, return_dict: bool) -> Any:
+        """One DDIM inversion step up to `timestep` (deterministic)."""
+        plan = self._require_plan()
+        out = dc.inverse_step(plan, model_output, timestep_for(timestep, sample), sample)
+        return self._output(out, return_dict)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
+    """The core config of the constructor options, rejecting what diffusers rejects the way
+    diffusers does (an unknown beta_schedule is NotImplementedError)."""
+    fields = {f.name for f in dataclasses.fields(dc.DDIMConfig)}
+    kwargs = {k: v for k, v in options.items() if k in fields}
+    betas = kwargs.get("trained_betas")
+    if betas is None and kwargs.get("beta_schedule") not in BETA_SCHEDULES:
+        raise NotImplementedError(
+            f"beta_schedule={kwargs.get('beta_schedule')!r} is not implemented for {class_name}; "
+            f"choose one of {BETA_SCHEDULES} or pass trained_betas"
+        )
+    if betas is not None:
+        try:
+            host = backends.to_host(betas)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"trained_betas must be a 1-D sequence of floats: {e}") from None
+        if host.ndim != 1:
+            raise ValueError(f"trained_betas must be 1-D, got shape {host.shape}")
+        kwargs["trained_betas"] = tuple(host.tolist())
+    return dc.DDIMConfig(**kwargs)
+
+
+def _custom_timesteps(timesteps: Any) -> list[int]:
+    """set_timesteps(timesteps=...): integers (a list, or an integer array of any library)."""
+    if hasattr(timesteps, "dtype"):
+        host = backends.to_host(timesteps, None)
+        if host.dtype.kind not in "iu" or host.ndim != 1:
+            raise TypeError(
+                f"timesteps must be a 1-D sequence of integers, got dtype {host.dtype} and "
+                f"shape {host.shape}"
+            )
+        return [int(t) for t in host.tolist()]
+    if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__iter__"):
+        raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+    return [check_int("timesteps", t) for t in timesteps]
+
+
+def timestep_for(timestep: Any, sample: Any) -> Any:
+    """A timestep the core takes with `sample`: Python ints as they are; an array of another
+    library (torch `scheduler.timesteps` entries with NumPy or JAX samples) or on another
+    device (diffusers' `timesteps.to(sample.device)`) is brought to the sample's."""
+    if isinstance(timestep, bool | np.bool_ | float | str | bytes) or timestep is None:
+        raise TypeError(
+            f"timestep must be an integer (an int, or an integer array of one or one per "
+            f"sample), got {timestep!r}"
+        )
+    if isinstance(timestep, int | np.integer):
+        return int(timestep)
+    if type(timestep) is type(sample) and getattr(timestep, "device", 0) == getattr(
+        sample, "device", 1
+    ):
+        return timestep  # the pipeline's case: one library, one device
+    xp = backends.namespace(sample=sample)
+    try:
+        if backends.namespace(timestep=timestep) is xp:
+            if backends.device(timestep) == backends.device(sample):
+                return timestep
+            try:
+                return timestep.to(backends.device(sample))
+            except (NotImplementedError, RuntimeError) as e:
+                raise ValueError(
+                    f"timestep is on {backends.device(timestep)} and sample on "
+                    f"{backends.device(sample)}, and it cannot be moved ({e}); call "
+                    "set_timesteps(device=...) with the sample's device"
+                ) from None
+    except TypeError:
+        pass
+    host = backends.to_host(timestep, None)
+    if host.dtype.kind not in "iu":
+        raise TypeError(f"timestep must have an integer dtype, got {host.dtype}")
+    if host.ndim == 0:
+        return int(host)
+    return xp.asarray(host, device=backends.device(sample))
+
+
+def _same_table(table: np.ndarray, given: Any, exact: np.ndarray) -> bool:
+    """Whether `given` (as float64 `table`) is `exact` rounded to given's dtype."""
+    if table.shape != exact.shape:
+        return False
+    rounded = exact.astype(np.float32) if "float32" in str(given.dtype).lower() else exact
+    return bool(np.array_equal(table, rounded.astype(np.float64)))

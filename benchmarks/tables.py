@@ -1,0 +1,107 @@
+"""The tables the README and the docs quote, rendered from `benchmarks/results/results.json`.
+
+Only reads the JSON (no ddim_core, no torch), so the docs build can import it. The README's
+table is checked against `readme_table` by tests/test_figures.py; the docs' performance page
+is filled in by the docs build (docs/hooks.py) from `steps_table` and `loops_table`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results" / "results.json"
+
+
+def load(path: str | Path = RESULTS) -> dict[str, Any]:
+    """The benchmark results: ``meta``, ``steps`` (one row per case) and ``loops``."""
+    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data
+
+
+def _shape(row: dict[str, Any]) -> str:
+    return "x".join(str(n) for n in row["shape"])
+
+
+def readme_table(data: dict[str, Any]) -> str:
+    """Forward steps without clipping, eta 0 and 1: the README's summary table."""
+    lines = [
+        "| library | shape | step | ddim-core | out= | diffusers | floor | core / diffusers "
+        "| core / floor | out= / floor | extra memory (core) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data["steps"]:
+        if r["direction"] != "forward" or r["clip"]:
+            continue
+        t, q = r["times_us"], r["ratios"]
+        mib = r["peak_extra_bytes"]["ddim-core"] / 2**20
+        lines.append(
+            f"| {r['library']} | {_shape(r)} | eta {r['eta']:g} | {t['ddim-core']:.0f} | "
+            f"{t['ddim-core out=']:.0f} | {t['diffusers']:.0f} | {t['floor']:.0f} | "
+            f"{q['ddim-core/diffusers']:.2f} | {q['ddim-core/floor']:.2f} | "
+            f"{q['ddim-core out=/floor']:.2f} | {mib:.2f} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def steps_table(data: dict[str, Any]) -> str:
+    """Every measured step: both directions, eta, clipping, every implementation."""
+    lines = [
+        "| library | shape | direction | eta | clip | ddim-core | out= | kernel | adapter "
+        "| diffusers | floor | core / diffusers | core / floor |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data["steps"]:
+        t, q = r["times_us"], r["ratios"]
+        lines.append(
+            f"| {r['library']} | {_shape(r)} | {r['direction']} | {r['eta']:g} | "
+            f"{'on' if r['clip'] else 'off'} | {t['ddim-core']:.1f} | {t['ddim-core out=']:.1f} | "
+            f"{t['kernel']:.1f} | {t['adapter']:.1f} | {t['diffusers']:.1f} | {t['floor']:.1f} | "
+            f"{q['ddim-core/diffusers']:.2f} | {q['ddim-core/floor']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def loops_table(data: dict[str, Any]) -> str:
+    """The 50-step loops with a trivial model, in milliseconds per loop."""
+    lines = [
+        "| library | shape | ddim-core (ms) | diffusers (ms) | ratio |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for lp in data["loops"]:
+        lines.append(
+            f"| {lp['library']} | {_shape(lp)} | {lp['ddim-core']:.1f} | {lp['diffusers']:.1f} | "
+            f"{lp['ddim-core'] / lp['diffusers']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def meta_line(data: dict[str, Any]) -> str:
+    """Where and how the results were measured, in one sentence."""
+    m = data["meta"]
+    return (
+        f"Measured on {m['machine']} with torch {m['torch']}, NumPy {m['numpy']} and diffusers "
+        f"{m['diffusers']}; float32, median of {m['repeats']} interleaved repeats, "
+        "microseconds per step."
+    )
+
+
+def pipeline_table(data: dict[str, Any]) -> str:
+    """The pipeline call pattern (diffusers' default config, clip on; `t` from
+    `scheduler.timesteps`): ddim_diffusers against diffusers eager and compiled, per step."""
+    lines = [
+        "| shape | eta | ddim_diffusers | diffusers | diffusers compiled | floor "
+        "| ours / diffusers | ours / compiled | ours / floor | compile s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data.get("pipeline", []):
+        us = r["us"]
+        ours, comp = us["ddim_diffusers"], us.get("diffusers compiled")
+        lines.append(
+            f"| {_shape(r)} | {r['eta']:g} | {ours:.0f} | {us['diffusers']:.0f} | "
+            f"{'-' if comp is None else f'{comp:.0f}'} | {us['floor']:.0f} | "
+            f"{ours / us['diffusers']:.2f} | {'-' if comp is None else f'{ours / comp:.2f}'} | "
+            f"{ours / us['floor']:.2f} | {r.get('compile_s', float('nan')):.1f} |"
+        )
+    return "\n".join(lines)

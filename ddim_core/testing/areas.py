@@ -1,0 +1,711 @@
+"""The conformance areas of a diffusers-style scheduler class (forward or inverse), each a
+function of the wrapped target returning a `Finding`.
+
+Value areas compare in float64 on the scheduler's own alpha_bar table, promoted to float64
+(the maths of a step; its tables are the dtypes area's), at steps where the plan's t_prev and
+diffusers' stride rule t - T // N agree, so that a wrong t_prev shows once, under previous
+timestep. The reference is `reference`; tolerances are `assertions`'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from ddim_core import kernels
+from ddim_core.config import DDIMConfig
+
+from . import reference
+from .assertions import TOLERANCE, assert_step_close, describe, n_steps, rel
+from .backends import to_numpy
+from .strategies import configs, etas
+from .suite import FAIL, NA, PASS, UNSUPPORTED, AllUnsupported, Divergence, Finding, search
+from .suite import inputs as draw_inputs
+from .targets import Crash, Scheduler, Unsupported, describe_error
+
+SHAPE = (2, 3, 4, 4)
+SPACINGS = ("leading", "trailing", "linspace")
+SCHEDULES = reference.SCHEDULES
+# what the value areas vary besides what each fixes
+VARY = (
+    "beta_schedule",
+    "beta_start",
+    "beta_end",
+    "trained_betas",
+    "num_train_timesteps",
+    "set_alpha_to_one",
+    "steps_offset",
+    "timestep_spacing",
+    "rescale_betas_zero_snr",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A configured instance with its plan set, and exact DDIM's plan on its table."""
+
+    instance: Any
+    plan: reference.Plan
+    steps: tuple[int, ...]  # the timesteps the value areas step from (or up to, inverting)
+
+
+def setup(target: Scheduler, config: DDIMConfig, n: int, *, own: bool = True) -> Setup:
+    """Build and set_timesteps(n) the target; with `own` (the value areas) promote its tables
+    to float64 and take exact DDIM on them, else (dtypes, NaN/Inf) on exact tables.
+    Unsupported when it rejects them or when no step is comparable (see `comparable`)."""
+    instance = target.make(config)
+    target.set_timesteps(instance, n)
+    if own:
+        target.promote(instance)
+    table = target.table(instance, config) if own else reference.config_schedule(config)
+    try:
+        plan = reference.make_plan(config, n, schedule=table)
+    except ValueError as e:  # no exact plan (steps_offset past the end): nothing to compare
+        raise Unsupported(str(e)) from None
+    steps = comparable(plan, target.inverse)
+    if not steps:
+        raise Unsupported("no comparable step")
+    return Setup(instance, plan, steps)
+
+
+def stride_prev(plan: reference.Plan, t: int) -> int:
+    """diffusers' t_prev: t - T // N (the clean level below 0)."""
+    return max(t - plan.config.num_train_timesteps // plan.num_inference_steps, reference.FINAL)
+
+
+def comparable(plan: reference.Plan, inverse: bool) -> tuple[int, ...]:
+    """Plan timesteps whose step both t_prev rules agree on and eq. (9) can take (not epsilon
+    at alpha_bar 0, not sample prediction from alpha_bar 1)."""
+    found = []
+    for t, prev in plan.pairs:
+        source = reference.level(plan, prev if inverse else t)
+        if prev != stride_prev(plan, t) or t >= plan.config.num_train_timesteps:
+            continue
+        if kernels.unrecoverable(source, plan.config.prediction_type) is None:
+            found.append(t)
+    return tuple(found)
+
+
+def step_matches(
+    target: Scheduler,
+    s: Setup,
+    t: int,
+    seed: int,
+    *,
+    dtype: str = "float64",
+    scale: float = 1.0,
+    eta: float = 0.0,
+    use_clipped: bool = False,
+) -> None:
+    """One step of the target from t on seeded inputs equals exact DDIM's (Divergence)."""
+    x, m, z = draw_inputs(seed, SHAPE, dtype, scale)
+    b = target.backend
+    got = target.step(
+        s.instance,
+        b.array(m, dtype),
+        t,
+        b.array(x, dtype),
+        eta=eta,
+        noise=b.array(z, dtype) if eta else None,
+        use_clipped=use_clipped,
+    )
+    try:
+        assert_step_close(
+            got,
+            s.plan,
+            m,
+            t,
+            x,
+            eta=eta,
+            noise=z,
+            use_clipped_model_output=use_clipped,
+            inverse=target.inverse,
+            dtype=dtype,
+        )
+    except AssertionError as e:
+        raise Divergence(str(e)) from None
+
+
+def _value_cases(**fixed: Any) -> st.SearchStrategy[Any]:
+    """(config, steps, seed, which step) for the value areas."""
+    return st.tuples(
+        configs(*VARY, **fixed),
+        st.integers(1, 50),
+        st.integers(0, 2**16),
+        st.integers(0, 2**16),
+    )
+
+
+def _run(
+    area: str,
+    target: Scheduler,
+    prop: Callable[[Any], None],
+    strategy: st.SearchStrategy[Any],
+    checked: str,
+    examples: int = 40,
+) -> Finding:
+    try:
+        found = search(prop, strategy, examples=examples)
+    except AllUnsupported:
+        return Finding(area, UNSUPPORTED, f"takes none of the inputs drawn ({checked})")
+    return Finding(area, FAIL, found) if found else Finding(area, PASS, checked)
+
+
+# --- timesteps ---------------------------------------------------------------------------------
+
+
+def timesteps(target: Scheduler) -> Finding:
+    """set_timesteps(N) for every N of a 1000-step model, every spacing, steps_offset 0 and 1,
+    then random num_train_timesteps: the timesteps are exact DDIM's plan (mirrored to invert)."""
+    area = "timesteps"
+    failures: list[tuple[str, int, str]] = []  # (spacing, N, message)
+    counted: dict[tuple[str, int], int] = {}
+    skipped: list[str] = []
+    for spacing, offset in itertools.product(SPACINGS, (0, 1)):
+        config = DDIMConfig(timestep_spacing=spacing, steps_offset=offset)
+        try:
+            instance = target.make(config)
+            target.set_timesteps(instance, 10)
+        except Unsupported as e:
+            skipped.append(f"{spacing}: {e}")
+            continue
+        for n in range(1, config.num_train_timesteps + 1):
+            message = _timesteps_differ(target, instance, config, n)
+            if message is not None:
+                counted[spacing, offset] = counted.get((spacing, offset), 0) + 1
+                failures.append((spacing, n, message))
+    note = f" (not taken: {'; '.join(sorted(set(skipped)))})" if skipped else ""
+    if failures:
+        spacing, n, message = failures[0]
+        counts = ", ".join(
+            f"{s} steps_offset={o}: {k}" for (s, o), k in sorted(counted.items(), key=str)
+        )
+        return Finding(
+            area, FAIL, f"{message}; step counts N in 1..1000 that differ: {counts}{note}"
+        )
+
+    def prop(case: tuple[DDIMConfig, int]) -> None:
+        config, n = case
+        instance = target.make(config)
+        message = _timesteps_differ(target, instance, config, min(n, config.num_train_timesteps))
+        if message is not None:
+            raise Divergence(message)
+
+    strategy = st.tuples(
+        configs("num_train_timesteps", "timestep_spacing", "steps_offset"), st.integers(1, 2000)
+    )
+    checked = "every N of T = 1000, every spacing, steps_offset 0 and 1; random T" + note
+    return _run(area, target, prop, strategy, checked)
+
+
+def _timesteps_differ(target: Scheduler, instance: Any, config: DDIMConfig, n: int) -> str | None:
+    try:
+        want = list(reference.spaced_timesteps(config, n))
+    except ValueError:
+        return None  # no exact plan: nothing to compare
+    try:
+        have = target.set_timesteps(instance, n)
+    except Unsupported as e:
+        return f"{describe(config)}: set_timesteps({n}) raises {e}"
+    want = want[::-1] if target.inverse else want
+    if have == want:
+        return None
+    case = f"{describe(config)}, N={n}"
+    extra = [t for t in have if t not in want]
+    if len(have) != len(want) and extra:
+        return f"{case}: {len(have)} timesteps, not {len(want)}: {extra} not in the plan"
+    i = next((k for k, (a, b) in enumerate(zip(have, want, strict=False)) if a != b), None)
+    i = min(len(have), len(want)) if i is None else i
+    got = str(have[i]) if i < len(have) else "nothing"
+    exact = str(want[i]) if i < len(want) else "nothing"
+    return f"{case}: timesteps[{i}] = {got}, the plan has {exact} ({len(have)} timesteps)"
+
+
+# --- previous timestep -------------------------------------------------------------------------
+
+
+def previous_timestep(target: Scheduler) -> Finding:
+    """Where each step of a whole plan goes (forward: its t_prev; inverse: the level it
+    starts from), read off a probe step, for every spacing: the plan's next timestep."""
+    area = "previous timestep"
+    found, checked = [], []
+    for spacing in SPACINGS:
+        strategy = st.tuples(st.just(spacing), st.integers(1, 1000), st.integers(0, 1))
+        try:
+            message = search(lambda case: _probe_plan(target, *case), strategy, examples=20)
+        except AllUnsupported:
+            continue
+        checked.append(spacing)
+        if message:
+            found.append(message)
+    if found:
+        return Finding(area, FAIL, "; ".join(found))
+    if not checked:
+        return Finding(area, UNSUPPORTED, "takes no spacing")
+    what = "starts from" if target.inverse else "goes to"
+    return Finding(area, PASS, f"each step {what} the plan's next timestep ({', '.join(checked)})")
+
+
+def _probe_plan(target: Scheduler, spacing: str, n: int, offset: int) -> None:
+    """epsilon prediction, model output 0, sample sqrt(alpha_bar) / 2 at the source level:
+    x0_pred = 1/2 exactly, and the step lands on sqrt(alpha_bar_dest) / 2, which names the
+    level the target used (forward: its t_prev; inverse: its source level)."""
+    config = DDIMConfig(timestep_spacing=spacing, steps_offset=offset)
+    instance = target.make(config)
+    ts = target.set_timesteps(instance, n)
+    target.promote(instance)
+    table = target.table(instance, config)
+    try:
+        plan = reference.make_plan(config, n, schedule=table)
+    except ValueError as e:
+        raise Unsupported(str(e)) from None
+    levels = np.concatenate([table.alphas_cumprod, [table.final_alpha_cumprod]])
+    zeros = target.backend.array(np.zeros((1, 2, 1, 1)))
+    for t in plan.inverse_timesteps if target.inverse else plan.timesteps:
+        if t not in ts:
+            continue  # the timesteps area reports this
+        prev = plan.prev_timestep(t)
+        source = prev if target.inverse else t
+        x = np.full((1, 2, 1, 1), 0.5 * np.sqrt(reference.level(plan, source)))
+        out = to_numpy(target.step(instance, zeros, t, target.backend.array(x))[0])
+        if target.inverse:  # out = sqrt(ab_t) x / sqrt(ab_source')
+            measured = reference.level(plan, t) * (x[0, 0, 0, 0] / out[0, 0, 0, 0]) ** 2
+        else:  # out = sqrt(ab_prev') / 2
+            measured = (2.0 * out[0, 0, 0, 0]) ** 2
+        expected = reference.level(plan, prev)
+        if abs(measured - expected) <= 1e-9 * max(expected, 1e-300):
+            continue
+        landed = int(np.argmin(np.abs(levels - measured)))
+        landed = reference.FINAL if landed == len(levels) - 1 else landed
+        if reference.level(plan, landed) == expected:
+            continue  # two timesteps at one level (alpha_bar_0 and the final level)
+        case = f"{spacing}, N={n}" + (f", steps_offset={offset}" if offset else "")
+        if target.inverse:
+            raise Divergence(
+                f"{case}: the inverse step to t={t} starts from t={landed}'s level; "
+                f"the forward plan steps {t} -> {prev}"
+            )
+        raise Divergence(
+            f"{case}: the step from t={t} goes to t={landed}; the plan's next timestep is {prev}"
+        )
+
+
+# --- step values -------------------------------------------------------------------------------
+
+
+def step_values(target: Scheduler, prediction: str) -> Finding:
+    """float64 steps of random configs in one prediction type, eta 0, no clipping."""
+    area = f"step values: {prediction}"
+
+    def prop(case: tuple[DDIMConfig, int, int, int]) -> None:
+        config, n, seed, pick = case
+        s = setup(target, config, n)
+        step_matches(target, s, s.steps[pick % len(s.steps)], seed)
+
+    strategy = _value_cases(prediction_type=prediction, clip_sample=False)
+    return _run(area, target, prop, strategy, "random configs, float64")
+
+
+def clipping(target: Scheduler) -> Finding:
+    """clip_sample (random ranges) and dynamic thresholding (random ratio and bound), inputs
+    of scale 1 and 3, with use_clipped_model_output."""
+    area = "clipping and thresholding"
+    processing = st.one_of(
+        st.fixed_dictionaries(
+            {"clip_sample": st.just(True), "clip_sample_range": st.floats(0.5, 3)}
+        ),
+        st.fixed_dictionaries(
+            {
+                "thresholding": st.just(True),
+                "clip_sample": st.booleans(),
+                "dynamic_thresholding_ratio": st.floats(0.5, 1.0),
+                "sample_max_value": st.floats(1.0, 3.0),
+            }
+        ),
+    )
+
+    def prop(case: Any) -> None:
+        (config, n, seed, pick), options, scale, clipped = case
+        s = setup(target, config.replace(**options), n)
+        t = s.steps[pick % len(s.steps)]
+        step_matches(target, s, t, seed, scale=scale, use_clipped=clipped and not target.inverse)
+
+    strategy = st.tuples(
+        _value_cases(prediction_type=configs().map(lambda c: c.prediction_type)),
+        processing,
+        st.sampled_from([1.0, 3.0]),
+        st.booleans(),
+    )
+    return _run(area, target, prop, strategy, "clip_sample and thresholding, float64")
+
+
+def eta_noise(target: Scheduler) -> Finding:
+    """eta in (0, 1] with given noise (variance_noise), with and without
+    use_clipped_model_output."""
+    area = "eta noise"
+    if target.inverse:
+        return Finding(area, NA, "inversion is deterministic")
+    if "variance_noise" not in target.step_params:
+        return Finding(area, UNSUPPORTED, "step takes no variance_noise")
+
+    def prop(case: Any) -> None:
+        (config, n, seed, pick), eta, clipped = case
+        s = setup(target, config, n)
+        step_matches(target, s, s.steps[pick % len(s.steps)], seed, eta=eta, use_clipped=clipped)
+
+    strategy = st.tuples(
+        _value_cases(prediction_type=configs().map(lambda c: c.prediction_type)),
+        etas().filter(lambda e: e > 0),
+        st.booleans(),
+    )
+    return _run(area, target, prop, strategy, "eta in (0, 1], float64")
+
+
+# --- inverse mirror ----------------------------------------------------------------------------
+
+
+def inverse_mirror(target: Scheduler) -> Finding:
+    """Invert with the target, then sample with exact DDIM along the forward plan, with a model
+    whose output depends on t only (each inverse step is then the exact inverse of a forward
+    step): x_0 comes back."""
+    area = "inverse mirror"
+    if not target.inverse:
+        return Finding(area, NA, "a forward scheduler (check its inverse class)")
+
+    def prop(case: tuple[DDIMConfig, int, int]) -> None:
+        config, n, seed = case
+        instance = target.make(config)
+        ts = target.set_timesteps(instance, n)
+        target.promote(instance)
+        try:
+            plan = reference.make_plan(config, n, schedule=target.table(instance, config))
+        except ValueError as e:
+            raise Unsupported(str(e)) from None
+        x0, _, _ = draw_inputs(seed, SHAPE)
+
+        def eps(t: int) -> np.ndarray:
+            return np.random.default_rng([seed, t + 1]).standard_normal(SHAPE)
+
+        b = target.backend
+        x = b.array(x0)
+        for t in ts:
+            x = target.step(instance, b.array(eps(t)), t, x)[0]
+        back = reference.sample(lambda y, t: eps(t), to_numpy(x), plan)
+        ab = min(reference.level(plan, t) for t in plan.timesteps)
+        limit = TOLERANCE["float64"] * len(ts) / np.sqrt(ab)
+        error = rel(back, x0)
+        if not error <= limit:
+            raise Divergence(
+                f"{describe(config)}, N={n}: sampling after inverting returns x_0 off by "
+                f"{error:.2g} (relative; tolerance {limit:.2g})"
+            )
+
+    mirror_configs = configs(*VARY, clip_sample=False, rescale_betas_zero_snr=False)
+    strategy = st.tuples(mirror_configs, st.integers(1, 50), st.integers(0, 2**16))
+    return _run(area, target, prop, strategy, "inverting then sampling returns x_0, float64")
+
+
+# --- dtypes ------------------------------------------------------------------------------------
+
+
+def dtypes(target: Scheduler) -> Finding:
+    """alpha_bar tables within 1 ulp of exact in their own dtype; float32 (and float16,
+    bfloat16 where the library has them) steps on the target's own tables against exact
+    DDIM, in the input's dtype."""
+    area = "dtypes"
+    problems = []
+    table = _table_error(target)
+    if table:
+        problems.append(table)
+    halves = [d for d in ("float16", "bfloat16") if target.backend.supports(d)]
+    for dtype in ("float32", *halves):
+
+        def prop(case: Any, dtype: str = dtype) -> None:
+            (config, n, seed, pick), eta = case
+            s = setup(target, config, n, own=False)
+            t = s.steps[pick % len(s.steps)]
+            _same_dtype(target, s, t, dtype)
+            step_matches(target, s, t, seed, dtype=dtype, eta=0.0 if target.inverse else eta)
+
+        strategy = st.tuples(
+            _value_cases(
+                prediction_type=configs().map(lambda c: c.prediction_type), clip_sample=False
+            ),
+            st.sampled_from([0.0, 1.0]),
+        )
+        try:
+            found = search(prop, strategy, examples=15)
+        except AllUnsupported:
+            continue
+        if found:
+            problems.append(found)
+    if problems:
+        return Finding(area, FAIL, "; ".join(problems))
+    return Finding(area, PASS, f"tables; float32{''.join(', ' + d for d in halves)} steps")
+
+
+def _same_dtype(target: Scheduler, s: Setup, t: int, dtype: str) -> None:
+    b = target.backend
+    x = b.array(np.zeros(SHAPE), dtype)
+    out = target.step(s.instance, x, t, x)[0]
+    if str(out.dtype) != str(x.dtype):
+        raise Divergence(f"a {dtype} step returns {out.dtype}")
+
+
+def _table_error(target: Scheduler) -> str | None:
+    """The worst alpha_bar table entry over the SCHEDULES, when off by more than 1 ulp."""
+    worst: tuple[float, str, int, float, float, str] | None = None
+    for name, options in SCHEDULES.items():
+        config = DDIMConfig(**options)
+        try:
+            instance = target.make(config)
+        except Unsupported:
+            continue
+        values = getattr(instance, "alphas_cumprod", None)
+        if values is None:
+            return None
+        dtype = str(getattr(values, "dtype", "float64")).rpartition(".")[2]
+        have = to_numpy(values)
+        exact = reference.config_schedule(config).alphas_cumprod
+        if have.shape != exact.shape:
+            return f"{name}: alphas_cumprod has {have.size} entries, T = {exact.size}"
+        ulp = np.spacing(np.abs(exact).astype(np.float32 if "32" in dtype else np.float64))
+        ulp = ulp.astype(np.float64)
+        error = np.abs(have - exact)
+        if np.all(error <= ulp):
+            continue
+        relative = np.where(exact > 0, error / np.where(exact > 0, exact, 1.0), error)
+        t = int(np.argmax(relative))
+        if worst is None or relative[t] > worst[0]:
+            worst = (float(relative[t]), name, t, float(have[t]), float(exact[t]), dtype)
+    if worst is None:
+        return None
+    rel_error, name, t, have_t, exact_t, dtype = worst
+    return (
+        f"{dtype} alphas_cumprod off by up to {rel_error:.2g} relative ({name}: "
+        f"alphas_cumprod[{t}] = {have_t:.9g}, exact {exact_t:.9g})"
+    )
+
+
+# --- NaN / Inf ---------------------------------------------------------------------------------
+
+
+def nan_inf(target: Scheduler) -> Finding:
+    """The first two and the last step of plans of 1 to 50 steps of every schedule (zero SNR
+    included), spacing and prediction type, eta 0 and 1, float64 and float32: finite wherever
+    exact DDIM is. Swept in order of the step count, so the first counterexample found is
+    the one with the fewest steps."""
+    area = "NaN/Inf"
+    total, bad, first = 0, 0, None
+    b = target.backend
+    instances: dict[DDIMConfig, Any] = {}
+    for n, options, spacing, prediction in itertools.product(
+        range(1, 51), SCHEDULES.values(), SPACINGS, ("epsilon", "sample", "v_prediction")
+    ):
+        config = DDIMConfig(
+            **options, timestep_spacing=spacing, prediction_type=prediction, clip_sample=False
+        )
+        try:
+            if config not in instances:
+                instances[config] = target.make(config)
+            instance = instances[config]
+            target.set_timesteps(instance, n)
+            plan = reference.make_plan(config, n)
+        except (Unsupported, ValueError):
+            continue
+        steps = comparable(plan, target.inverse)
+        picked = sorted(set(steps[:2] + steps[-1:]), key=steps.index)
+        etas = (0.0, 1.0) if not target.inverse else (0.0,)
+        for t, dtype, eta in itertools.product(picked, ("float32", "float64"), etas):
+            total += 1
+            x, m, z = draw_inputs(t, SHAPE, dtype)
+            noise = b.array(z, dtype) if eta else None
+            out = target.step(
+                instance, b.array(m, dtype), t, b.array(x, dtype), eta=eta, noise=noise
+            )
+            values = to_numpy(out[0])
+            if np.all(np.isfinite(values)):
+                continue
+            bad += 1
+            if first is None:
+                n_bad = int((~np.isfinite(values)).sum())
+                kind = "NaN" if np.isnan(values).any() else "Inf"
+                arrow = "inverse step" if target.inverse else "step"
+                src, dst = (
+                    (plan.prev_timestep(t), t) if target.inverse else (t, plan.prev_timestep(t))
+                )
+                first = (
+                    f"{describe(config)}, {n_steps(n)}, {arrow} {src} -> {dst}, eta={eta}, "
+                    f"{dtype}: {kind} in {n_bad} of {values.size} elements of prev_sample"
+                )
+    if first:
+        return Finding(area, FAIL, f"{first}; {bad} of {total} steps not finite")
+    return Finding(area, PASS, f"{total} steps finite")
+
+
+# --- per-sample timesteps ----------------------------------------------------------------------
+
+
+def per_sample_timesteps(target: Scheduler) -> Finding:
+    """A step with an integer array of one timestep per batch element (each sample from its
+    own t), against exact DDIM per sample."""
+    area = "per-sample timesteps"
+    b = target.backend
+    try:
+        s = setup(target, DDIMConfig(clip_sample=False), 10)
+        ts = b.int_array(list(s.steps[:2]))
+        x = b.array(np.ones((2, 3, 4, 4)))
+        target.step(s.instance, x, ts, x)
+    except (Crash, Unsupported) as e:
+        cause = describe_error(e.__cause__) if e.__cause__ else str(e)
+        return Finding(area, UNSUPPORTED, f"step with an array of timesteps: {cause}")
+
+    def prop(case: Any) -> None:
+        (config, n, seed, _), picks = case
+        s = setup(target, config, n)
+        chosen = [s.steps[p % len(s.steps)] for p in picks]
+        x, m, _ = draw_inputs(seed, SHAPE)
+        got = target.step(s.instance, b.array(m), b.int_array(chosen), b.array(x))
+        try:
+            assert_step_close(got, s.plan, m, np.asarray(chosen), x, inverse=target.inverse)
+        except AssertionError as e:
+            raise Divergence(f"timesteps {chosen}: {e}") from None
+
+    strategy = st.tuples(
+        _value_cases(prediction_type=configs().map(lambda c: c.prediction_type)),
+        st.lists(st.integers(0, 2**16), min_size=SHAPE[0], max_size=SHAPE[0]),
+    )
+    return _run(area, target, prop, strategy, "one timestep per sample, float64")
+
+
+# --- host syncs --------------------------------------------------------------------------------
+
+
+def host_syncs(target: Scheduler) -> Finding:
+    """A 10-step loop on torch's meta device (no values: any read back to the host raises),
+    timesteps from set_timesteps(device='meta') as a pipeline passes them, eta 0 and 1."""
+    area = "host syncs"
+    if target.backend.module != "torch":
+        return Finding(area, NA, f"needs torch tensors ({target.backend.name} arrays)")
+    import torch
+
+    meta = torch.device("meta")
+    device = {"device": meta} if "device" in target.set_timesteps_params else {}
+    for eta in (0.0, 1.0) if not target.inverse else (0.0,):
+        try:
+            instance = target.make(DDIMConfig())
+            target.set_timesteps(instance, 10, **device)
+        except Unsupported as e:
+            return Finding(area, UNSUPPORTED, str(e))
+        ts = instance.timesteps
+        if ts.device != meta:
+            ts = ts.to(meta)
+        x = torch.zeros(SHAPE, device=meta)
+        try:
+            for t in ts:
+                out = target.step(instance, x, t, x, eta=eta, noise=x if eta else None)[0]
+                if out.device != meta or tuple(out.shape) != SHAPE:
+                    raise Divergence(f"step returns {tuple(out.shape)} on {out.device}")
+                x = out
+        except Crash as e:
+            cause = describe_error(e.__cause__) if e.__cause__ else str(e)
+            return Finding(
+                area,
+                FAIL,
+                (f"eta={eta}: " if eta else "")
+                + "step(..., t, sample) with t from timesteps on the sample's device reads a "
+                f"value back to the host: {cause}",
+            )
+    return Finding(area, PASS, "a loop on torch's meta device")
+
+
+# --- thread safety -----------------------------------------------------------------------------
+
+THREADS = 8
+
+
+def thread_safety(target: Scheduler) -> Finding:
+    """One instance shared by threads, each calling set_timesteps(n) with its own n and
+    running its loop, against the same loops run one after another."""
+    area = "thread safety"
+    b = target.backend
+    steps = [4 + 3 * i for i in range(THREADS)]
+    x0 = b.array(np.random.default_rng(0).standard_normal(SHAPE))
+
+    def loop(instance: Any, n: int) -> np.ndarray:
+        ts = target.set_timesteps(instance, n)
+        x = x0
+        for t in ts:
+            out = b.array(0.1 * to_numpy(x) + 0.001 * t)
+            x = target.step(instance, out, t, x)[0]
+        return to_numpy(x)
+
+    try:
+        config = DDIMConfig(clip_sample=False)
+        serial = [loop(target.make(config), n) for n in steps]
+        shared = target.make(config)
+    except Unsupported as e:
+        return Finding(area, UNSUPPORTED, str(e))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: races show in every run
+    try:
+        for _ in range(3):
+            results, errors = _in_threads(lambda i: loop(shared, steps[i]), THREADS)
+            same = all(np.array_equal(a, s) for a, s in zip(results, serial, strict=True))
+            if errors or not same:  # which, and how, varies from run to run: not reported
+                return Finding(
+                    area,
+                    FAIL,
+                    f"{THREADS} threads sharing one instance, each set_timesteps(n) with its "
+                    "own n then n steps, get other results than the same loops run serially, "
+                    "or raise",
+                )
+    finally:
+        sys.setswitchinterval(interval)
+    return Finding(area, PASS, f"{THREADS} threads, each its own plan, 3 rounds")
+
+
+def _in_threads(fn: Callable[[int], Any], n: int) -> tuple[list[Any], list[BaseException]]:
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = fn(i)
+        except BaseException as exc:
+            errors.append(exc.__cause__ if isinstance(exc, Crash) and exc.__cause__ else exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results, errors
+
+
+def all_areas(target: Scheduler) -> list[Callable[[], Finding]]:
+    """The areas in report order, each ready to run."""
+    return [
+        lambda: timesteps(target),
+        lambda: previous_timestep(target),
+        lambda: step_values(target, "epsilon"),
+        lambda: step_values(target, "sample"),
+        lambda: step_values(target, "v_prediction"),
+        lambda: clipping(target),
+        lambda: eta_noise(target),
+        lambda: inverse_mirror(target),
+        lambda: dtypes(target),
+        lambda: nan_inf(target),
+        lambda: per_sample_timesteps(target),
+        lambda: host_syncs(target),
+        lambda: thread_safety(target),
+    ]

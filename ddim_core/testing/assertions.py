@@ -1,0 +1,211 @@
+"""Assertions against exact DDIM whose tolerances scale with the dtype and with the magnitude of
+what a step adds up, and whose failures say which config, timestep and element, and by how
+much.
+
+    assert_step_close(my_scheduler.step(m, t, x), plan, m, t, x)   # arrays of any backend
+
+The bound is elementwise: |got - exact| <= TOLERANCE[dtype] * scale * (|exact| + magnitude).
+`assert_array_close` takes magnitude 1 by default, i.e. max |got - exact| / (1 + |exact|);
+the step assertions take the magnitude of the step's terms (`reference.magnitude`), so a
+result that cancels to nearly 0 is held to what its inputs allow, and nothing looser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ddim_core.config import DDIMConfig
+
+from . import reference
+from .backends import dtype_name, to_numpy
+
+# Largest error per unit of magnitude, per dtype: float64 ~ 4500 ulp, float32 ~ 84 ulp,
+# float16 ~ 2 ulp, bfloat16 ~ 2.5 ulp (half precision is computed in float32, then rounded).
+TOLERANCE: dict[str, float] = {
+    "float64": 1e-12,
+    "float32": 1e-5,
+    "float16": 2e-3,
+    "bfloat16": 2e-2,
+}
+
+
+def tolerance(dtype: Any) -> float:
+    """TOLERANCE of a dtype given by name or as any library's dtype object."""
+    name = dtype_name(dtype)
+    if name not in TOLERANCE:
+        raise ValueError(f"no tolerance for dtype {name!r}; floating dtypes: {list(TOLERANCE)}")
+    return TOLERANCE[name]
+
+
+def rel(ours: Any, theirs: Any) -> float:
+    """The largest relative difference max |ours - theirs| / (1 + |theirs|), elementwise, of two
+    arrays of any backend of the same shape (float64). NaN when either holds a NaN, so that
+    `rel(...) <= limit` fails."""
+    a, b = to_numpy(ours), to_numpy(theirs)
+    assert a.shape == b.shape, f"shapes differ: {a.shape} and {b.shape}"
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / (1.0 + np.abs(b))))
+
+
+def describe(config: DDIMConfig) -> str:
+    """A config as its non-default options: DDIMConfig(timestep_spacing='trailing', ...)."""
+    parts = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value == field.default:
+            continue
+        if field.name == "trained_betas":
+            parts.append(f"trained_betas=<{len(value)} values>")
+        else:
+            parts.append(f"{field.name}={value!r}")
+    return f"DDIMConfig({', '.join(parts)})"
+
+
+def n_steps(n: int) -> str:
+    """ "1 step", "10 steps"."""
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
+def _is_meta(x: Any) -> bool:
+    return bool(getattr(x, "is_meta", False))
+
+
+def assert_array_close(
+    actual: Any,
+    expected: Any,
+    dtype: Any = None,
+    *,
+    scale: float = 1.0,
+    magnitude: Any = 1.0,
+    what: str = "value",
+    context: str = "",
+) -> None:
+    """|actual - expected| <= tolerance(dtype) * scale * (|expected| + magnitude) elementwise,
+    and actual finite wherever expected is. dtype: actual's unless given. On torch's meta
+    device (no values) the shape only. A failure names the worst element and the margin."""
+    shape = tuple(getattr(actual, "shape", np.shape(actual)))
+    where = f" ({context})" if context else ""
+    assert shape == np.shape(expected), f"{what}: shape {shape}, expected {np.shape(expected)}"
+    if _is_meta(actual):
+        return
+    got, want = to_numpy(actual), np.asarray(to_numpy(expected), dtype=np.float64)
+    tol = tolerance(dtype if dtype is not None else getattr(actual, "dtype", "float64")) * scale
+    bound = tol * (np.abs(want) + np.broadcast_to(np.asarray(magnitude, np.float64), want.shape))
+    finite = np.isfinite(want)
+    bad = finite & ~np.isfinite(got)
+    if bad.any():
+        i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
+        raise AssertionError(
+            f"{what}{list(i)} = {got[i]} where exact DDIM gives {want[i]:.8g}; "
+            f"{int(bad.sum())} of {bad.size} elements not finite{where}"
+        )
+    err = np.where(finite, np.abs(got - want), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bound > 0, err / bound, np.where(err > 0, np.inf, 0.0))
+    if ratio.size and float(ratio.max()) > 1.0:
+        i = tuple(int(k) for k in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+        raise AssertionError(
+            f"{what}{list(i)} = {got[i]:.8g} but exact DDIM gives {want[i]:.8g}: off by "
+            f"{err[i]:.2g} (relative {err[i] / max(abs(want[i]), 1e-300):.2g}), "
+            f"{ratio[i]:.3g} x the tolerance {bound[i]:.2g}{where}"
+        )
+
+
+def assert_step_close(
+    got: Any,
+    plan: Any,
+    model_output: Any,
+    timestep: Any,
+    sample: Any,
+    *,
+    eta: float = 0.0,
+    noise: Any = None,
+    use_clipped_model_output: bool = False,
+    inverse: bool = False,
+    dtype: Any = None,
+    scale: float = 1.0,
+) -> None:
+    """A step's result (prev_sample, or a (prev_sample, pred_original_sample) pair or output
+    object) equals exact DDIM's step of the same inputs, arrays of any backend, within
+    tolerance(dtype) * scale * (|exact| + magnitude of the step's terms).
+
+    `plan`: a `reference.Plan` or `ddim_core.Plan` (its t_prev and table are used), or a
+    `(config, num_inference_steps)` pair. `timestep`: an int, or one per sample.
+    """
+    if isinstance(plan, tuple):
+        plan = reference.make_plan(*plan)
+    prev, x0 = _outputs(got)
+    dtype = dtype if dtype is not None else getattr(prev, "dtype", "float64")
+    x, m = to_numpy(sample), to_numpy(model_output)
+    z = None if noise is None or eta == 0 or inverse else to_numpy(noise)
+    ts = [int(t) for t in np.asarray(to_numpy(timestep, np.int64)).reshape(-1)]
+    if len(ts) == 1:
+        rows: list[Any] = [(slice(None), ts[0])]
+    else:
+        rows = [(slice(i, i + 1), t) for i, t in enumerate(ts)]
+        prev, x0 = (a if a is None or _is_meta(a) else to_numpy(a, None) for a in (prev, x0))
+    for i, t in rows:
+        src, dst = (plan.prev_timestep(t), t) if inverse else (t, plan.prev_timestep(t))
+        a, b = reference.level(plan, src), reference.level(plan, dst)
+        kw: dict[str, Any] = {"eta": 0.0 if inverse else eta, "noise": None}
+        kw["use_clipped"] = use_clipped_model_output
+        kw["noise"] = None if z is None else z[i]
+        want, want_x0 = reference.transfer(plan.config, m[i], a, b, x[i], **kw)
+        size, size_x0 = reference.magnitude(plan.config, m[i], a, b, x[i], **kw)
+        context = (
+            f"{describe(plan.config)}, {n_steps(plan.num_inference_steps)}, "
+            f"{'inverse step' if inverse else 'step'} {src} -> {dst}, eta={eta}, "
+            f"{dtype_name(dtype)}, shape {tuple(x.shape)}"
+            + (f", sample {i.start}" if len(ts) > 1 else "")
+        )
+        for name, value, exact, size_ in (
+            ("prev_sample", prev, want, size),
+            ("pred_original_sample", x0, want_x0, size_x0),
+        ):
+            if value is None:
+                continue
+            part = value if len(ts) == 1 or _is_meta(value) else value[i]
+            assert_array_close(
+                part, exact, dtype, scale=scale, magnitude=size_, what=name, context=context
+            )
+
+
+def assert_inverse_step_close(
+    got: Any, plan: Any, model_output: Any, timestep: Any, sample: Any, **kwargs: Any
+) -> None:
+    """`assert_step_close` of an inverse step: from the level of the plan's t_prev of
+    `timestep` up to `timestep`, the model evaluated at `timestep` on the source sample."""
+    assert_step_close(got, plan, model_output, timestep, sample, inverse=True, **kwargs)
+
+
+def assert_timesteps_equal(
+    got: Sequence[int] | Any, config: DDIMConfig, n: int, *, inverse: bool = False
+) -> None:
+    """The timesteps a scheduler visits for n steps of `config` are exact DDIM's plan (the
+    forward plan mirrored for inversion); a failure names the first differing index."""
+    want = list(reference.spaced_timesteps(config, n))
+    want = want[::-1] if inverse else want
+    have = [int(t) for t in np.asarray(to_numpy(got, np.int64)).reshape(-1)]
+    if have == want:
+        return
+    i = next((k for k, (a, b) in enumerate(zip(have, want, strict=False)) if a != b), None)
+    i = min(len(have), len(want)) if i is None else i
+    shown = "nothing" if i >= len(have) else str(have[i])
+    expect = "nothing" if i >= len(want) else str(want[i])
+    raise AssertionError(
+        f"{describe(config)}, {n_steps(n)}{' (inverse)' if inverse else ''}: timesteps[{i}] is "
+        f"{shown}, the plan has {expect} ({len(have)} timesteps, the plan {len(want)})"
+    )
+
+
+def _outputs(got: Any) -> tuple[Any, Any]:
+    if hasattr(got, "prev_sample"):
+        return got.prev_sample, getattr(got, "pred_original_sample", None)
+    if isinstance(got, tuple | list):
+        return got[0], (got[1] if len(got) > 1 else None)
+    return got, None

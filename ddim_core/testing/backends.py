@@ -1,0 +1,244 @@
+"""The backend matrix: array libraries and devices a test runs on, each making arrays from NumPy
+float64 references (`Backend.array`) and read back with `to_numpy`, so that only the function
+under test runs on the backend ("backend isolation", as scipy tests).
+
+torch's `meta` device has no values: any host read raises, which proves the code under test
+never syncs; array-api-strict's `device1` and `no_float64` devices check device handling and
+that no float64 array is made on a device without float64. Libraries are imported when a
+backend is first used, never by importing this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import sys
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+class Unavailable(RuntimeError):
+    """A backend (library, device or dtype) that cannot run here; under pytest a skip."""
+
+
+def skip(reason: str) -> None:
+    """pytest.skip under pytest (imported already), else raise Unavailable."""
+    pytest = sys.modules.get("pytest")
+    if pytest is not None:
+        pytest.skip(reason)
+    raise Unavailable(reason)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """An array library (a module), optionally one of its devices, and what it needs to run
+    beyond the library itself (`requires`: "cuda" for torch's CUDA device, "cupy-gpu")."""
+
+    name: str
+    module: str
+    device: str | None = None
+    requires: str | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def lib(self) -> Any:
+        """The library's module (skips, or raises Unavailable, when it is not installed)."""
+        try:
+            return importlib.import_module(self.module)
+        except ImportError:
+            skip(f"{self.module} is not installed")
+            raise  # unreachable: skip() raises
+
+    @property
+    def has_values(self) -> bool:
+        """False for torch's meta device, whose arrays have shapes but no values."""
+        return self.device != "meta"
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run here (library missing, no GPU), or None."""
+        if importlib.util.find_spec(self.module.partition(".")[0]) is None:
+            return f"{self.module} is not installed"
+        if self.requires is not None and not _requirement_met(self.requires):
+            return f"{self.name} needs {self.requires}"
+        return None
+
+    def supports(self, dtype: str) -> bool:
+        """Whether arrays of `dtype` can be made here (bfloat16: torch and JAX; float16: not
+        array-api-strict; float64: not on `no_float64`, and JAX only with x64 enabled)."""
+        if dtype == "bfloat16":
+            return self.module in ("torch", "jax")
+        if dtype == "float64":
+            if self.module == "jax":
+                return _jax_x64()
+            return self.device != "no_float64"
+        if dtype == "float16":
+            return self.module != "array_api_strict"  # the standard has no float16
+        return True
+
+    def dtype(self, name: str) -> Any:
+        """The library's dtype object called `name`."""
+        if self.module == "jax":
+            return getattr(self.lib.numpy, name)
+        return getattr(self.lib, name)
+
+    def array(self, values: Any, dtype: str = "float64") -> Any:
+        """A backend array holding `values` (NumPy float64 or int64) converted to `dtype`."""
+        values = np.asarray(values)
+        if not self.supports(dtype):
+            skip(f"{self.name} has no {dtype}")
+        lib = self.lib
+        if self.module == "torch":
+            t = lib.from_numpy(values.copy())
+            return t.to(device=self.device or "cpu", dtype=self.dtype(dtype))
+        if self.module == "jax":
+            host = values.astype(np.float64 if dtype == "bfloat16" else dtype)
+            return lib.numpy.asarray(host, dtype=self.dtype(dtype))
+        if self.module == "dask.array":
+            chunks = (1, *values.shape[1:]) if values.ndim else ()
+            return lib.from_array(values.astype(dtype), chunks=chunks)
+        if self.module == "array_api_strict":
+            device = lib.Device(self.device) if self.device else None
+            return lib.asarray(values.tolist(), dtype=self.dtype(dtype), device=device)
+        if self.module in ("numpy", "cupy"):
+            return lib.asarray(values.astype(dtype))
+        # another library (e.g. MindSpore): its `tensor` or `asarray` of the NumPy values
+        make = getattr(lib, "tensor", None) or lib.asarray
+        return make(values.astype(dtype))
+
+    def int_array(self, values: Any) -> Any:
+        """An int64 backend array of `values`."""
+        return self.array(np.asarray(values, dtype=np.int64), "int64")
+
+    def device_of(self, x: Any) -> Any:
+        """The device of an array of this backend."""
+        from ddim_core import backends
+
+        return backends.device(x)
+
+
+BACKENDS = [
+    Backend("numpy", "numpy"),
+    Backend("array_api_strict", "array_api_strict"),
+    Backend("array_api_strict:device1", "array_api_strict", "device1"),
+    Backend("array_api_strict:no_float64", "array_api_strict", "no_float64"),
+    Backend("torch", "torch"),
+    Backend("torch:meta", "torch", "meta"),
+    Backend("torch:cuda", "torch", "cuda", requires="cuda"),
+    Backend("jax", "jax"),
+    Backend("dask", "dask.array"),
+    Backend("cupy", "cupy", requires="cupy-gpu"),
+]
+
+
+def backend(name: str) -> Backend:
+    """The backend of the matrix called `name`, or a plain one for another library's module
+    (e.g. "mindspore")."""
+    for b in BACKENDS:
+        if b.name == name:
+            return b
+    return Backend(name, name)
+
+
+def runnable(
+    *, dtype: str = "float64", exclude: Collection[str] = (), only: Collection[str] | None = None
+) -> list[Backend]:
+    """The BACKENDS to draw from with Hypothesis' `st.sampled_from` (which cannot skip a single
+    example): those that run here, hold values (not torch:meta) and support `dtype`, minus
+    `exclude` (names), among `only` (names) when given."""
+    out = []
+    for b in BACKENDS:
+        if b.name in exclude or (only is not None and b.name not in only):
+            continue
+        if not b.has_values or b.unavailable() is not None:
+            continue
+        try:
+            importlib.import_module(b.module)
+        except ImportError:
+            continue
+        if b.supports(dtype):
+            out.append(b)
+    return out
+
+
+@functools.cache
+def _requirement_met(requirement: str) -> bool:
+    try:
+        if requirement == "cuda":
+            import torch
+
+            return bool(torch.cuda.is_available())
+        if requirement == "cupy-gpu":
+            import cupy
+
+            return bool(cupy.cuda.runtime.getDeviceCount())
+    except Exception:
+        return False
+    raise ValueError(f"unknown backend requirement {requirement!r}")
+
+
+def _jax_x64() -> bool:
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return False  # JAX without x64 makes float32 of float64 requests
+    return bool(jax.config.read("jax_enable_x64"))
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+def to_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
+    """The values of an array of any backend (NumPy, torch incl. autograd and GPU tensors, JAX,
+    Dask, CuPy, array-api-strict on any device, MindSpore) as a NumPy array in `dtype`: float64,
+    the reference dtype, unless given; None keeps the array's dtype (bfloat16, which NumPy
+    lacks, becomes float32). torch's meta tensors have no values: reading one raises."""
+    module = type(x).__module__
+    if module.startswith("torch"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        x = x.resolve_conj().numpy()
+    elif module.startswith("dask"):
+        x = x.compute()
+    elif module.startswith("cupy"):
+        x = x.get()
+    elif module.startswith("array_api_strict"):
+        strict = sys.modules["array_api_strict"]
+        x = x.to_device(strict.Device())
+    elif hasattr(x, "asnumpy"):  # MindSpore
+        x = x.asnumpy()
+    out = np.asarray(x)
+    if dtype is None:
+        return out.astype(np.float32) if "bfloat16" in str(out.dtype) else out
+    return out.astype(dtype)
+
+
+def round_to(values: Any, dtype: str) -> np.ndarray:
+    """float64 `values` rounded to `dtype` and back to float64: what an array of that dtype
+    holds, so that a reference computed from them does not count input rounding as error."""
+    values = np.asarray(values, dtype=np.float64)
+    if dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            import torch
+
+            rounded: np.ndarray = torch.from_numpy(values).bfloat16().double().numpy()
+            return rounded
+        return np.asarray(values.astype(ml_dtypes.bfloat16), dtype=np.float64)
+    return np.asarray(values.astype(dtype), dtype=np.float64)
+
+
+def dtype_name(dtype: Any) -> str:
+    """ "float32" for np.float32, torch.float32, jnp.float32, "float32", an array's dtype..."""
+    if isinstance(dtype, type):  # a scalar type: np.float32, jnp.float32
+        dtype = np.dtype(dtype)
+    name = str(getattr(dtype, "name", dtype)).rpartition(".")[2]
+    return name.lower()  # MindSpore's Float32, BFloat16

@@ -1,0 +1,585 @@
+"""NumPy float64 reference of DDIM (Song, Meng & Ermon 2021), written from the paper's equations.
+
+Independent of ddim_core's step code: the only thing taken from ddim_core is the float64
+alpha_bar table of a config (`ddim_core.schedule`, checked against diffusers' by the project's
+tests); another table can be given (`make_plan(..., schedule=...)`).
+
+    plan = reference.make_plan(config, 10)
+    for t in plan.timesteps:
+        x, x0 = reference.step(plan, model(x, t), t, x)
+
+Functions take any plan with `.config`, `.schedule` (alphas_cumprod, final_alpha_cumprod) and
+`.prev_timestep(t)`: this module's `Plan` or ddim_core's. Arrays are NumPy float64.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ddim_core.config import DDIMConfig
+from ddim_core.schedules import Schedule
+from ddim_core.schedules import schedule as config_schedule
+
+__all__ = [
+    "FINAL",
+    "SCHEDULES",
+    "Plan",
+    "ReferenceInverseScheduler",
+    "ReferenceScheduler",
+    "StepOutput",
+    "config_schedule",
+    "inverse_step",
+    "invert",
+    "kdiffusion_invert",
+    "kdiffusion_sample",
+    "level",
+    "magnitude",
+    "make_plan",
+    "per_sample",
+    "process_x0",
+    "sample",
+    "schedule_from_table",
+    "sigma",
+    "sigmas",
+    "spaced_timesteps",
+    "step",
+    "threshold",
+    "transfer",
+    "x0_eps",
+]
+
+FINAL = -1  # t_prev of the last step: the clean level past t = 0
+
+# The schedules of real models, as DDIMConfig options: DDPM's linear, Stable Diffusion's
+# scaled_linear, the cosine schedule, and zero terminal SNR (Lin et al. 2023) on SD's betas.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "linear": {},
+    "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    "squaredcos_cap_v2": {"beta_schedule": "squaredcos_cap_v2"},
+    "zero_snr": {
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "rescale_betas_zero_snr": True,
+    },
+}
+
+Model = Callable[[np.ndarray, Any], np.ndarray]
+
+
+# --- timesteps and plans ---------------------------------------------------------------------
+
+
+def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
+    """The n timesteps of config's spacing, descending (Lin et al. 2023, table 2), as diffusers'
+    `set_timesteps` computes them (a float `arange` for "trailing"), without the spurious last
+    -1 that diffusers' trailing spacing gives for 62 of 1000 step counts.
+
+    ValueError where no plan exists: n outside [1, T], or steps_offset past T - 1.
+    """
+    T = config.num_train_timesteps
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= T:
+        raise ValueError(f"num_inference_steps must be an integer in [1, {T}], got {n!r}")
+    if config.timestep_spacing == "leading":
+        ts = [k * (T // n) + config.steps_offset for k in reversed(range(n))]
+    elif config.timestep_spacing == "trailing":
+        ts = (np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1)[:n].tolist()
+    else:  # linspace
+        ts = np.linspace(0, T - 1, n).round()[::-1].astype(np.int64).tolist()
+    if ts[0] >= T:
+        raise ValueError(f"steps_offset={config.steps_offset} moves timestep {ts[0]} past T - 1")
+    return tuple(int(t) for t in ts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The timesteps of one run and the level each step moves to (t_prev; FINAL = -1 is the
+    clean level: alpha_bar 1 with set_alpha_to_one, else alpha_bar_0)."""
+
+    config: DDIMConfig
+    schedule: Schedule
+    timesteps: tuple[int, ...]
+    prev_timesteps: tuple[int, ...]
+
+    @property
+    def num_inference_steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """(t, t_prev) of each forward step, in sampling order."""
+        return tuple(zip(self.timesteps, self.prev_timesteps, strict=True))
+
+    @property
+    def inverse_timesteps(self) -> tuple[int, ...]:
+        """The destination of each inverse step, ascending: the forward plan mirrored."""
+        return self.timesteps[::-1]
+
+    @property
+    def inverse_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(source, destination) of each inverse step: the forward pairs mirrored."""
+        return tuple((prev, t) for t, prev in reversed(self.pairs))
+
+    def prev_timestep(self, t: int) -> int:
+        """Where a forward step from t lands: the next plan timestep below t (FINAL past the
+        last), or with config.prev_timestep == "stride" diffusers' t - T // N."""
+        if self.config.prev_timestep == "stride":
+            return max(t - self.config.num_train_timesteps // self.num_inference_steps, FINAL)
+        ascending = self.inverse_timesteps
+        i = bisect.bisect_left(ascending, t)
+        return ascending[i - 1] if i > 0 else FINAL
+
+
+def make_plan(
+    config: DDIMConfig,
+    n: int | None = None,
+    *,
+    timesteps: Sequence[int] | None = None,
+    schedule: Schedule | None = None,
+) -> Plan:
+    """The plan of n steps of config's spacing (or of custom descending `timesteps`), on
+    config's float64 table or on `schedule`."""
+    if (n is None) == (timesteps is None):
+        raise ValueError("give exactly one of n and timesteps")
+    if timesteps is None:
+        assert n is not None
+        ts = spaced_timesteps(config, n)
+    else:
+        ts = tuple(int(t) for t in timesteps)
+    table = config_schedule(config) if schedule is None else schedule
+    plan = Plan(config, table, ts, ())
+    return dataclasses.replace(plan, prev_timesteps=tuple(plan.prev_timestep(t) for t in ts))
+
+
+def level(plan: Any, t: int) -> float:
+    """alpha_bar_t of the plan's table; t < 0 is the final (clean) level."""
+    s = plan.schedule
+    return float(s.final_alpha_cumprod) if t < 0 else float(s.alphas_cumprod[t])
+
+
+def schedule_from_table(alphas_cumprod: Any, final_alpha_cumprod: float) -> Schedule:
+    """A Schedule on a given alpha_bar table (e.g. another library's), read in float64."""
+    ab = np.asarray(alphas_cumprod, dtype=np.float64).reshape(-1)
+    betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
+    return Schedule(betas=betas, alphas_cumprod=ab, final_alpha_cumprod=float(final_alpha_cumprod))
+
+
+# --- one step ----------------------------------------------------------------------------------
+
+
+def x0_eps(x: np.ndarray, out: np.ndarray, ab: float, prediction: str) -> tuple[Any, Any]:
+    """Eq. (9): (x0_pred, eps_pred) from the model output at level ab."""
+    if prediction == "epsilon":
+        return (x - np.sqrt(1 - ab) * out) / np.sqrt(ab), out
+    if prediction == "sample":
+        return out, (x - np.sqrt(ab) * out) / np.sqrt(1 - ab)
+    return np.sqrt(ab) * x - np.sqrt(1 - ab) * out, np.sqrt(ab) * out + np.sqrt(1 - ab) * x
+
+
+def threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
+    """Dynamic thresholding (Saharia et al. 2022), per batch element."""
+    flat = x0.reshape(x0.shape[0], -1)
+    s = np.quantile(np.abs(flat), ratio, axis=1, method="linear")
+    s = np.minimum(np.maximum(s, 1.0), max_value)[:, None]
+    out: np.ndarray = (np.clip(flat, -s, s) / s).reshape(x0.shape)
+    return out
+
+
+def process_x0(config: Any, x0: np.ndarray) -> np.ndarray:
+    """The config's thresholding, else its clip_sample, else nothing. `config` may be a plan."""
+    cfg = getattr(config, "config", config)
+    if cfg.thresholding:
+        return threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
+    if cfg.clip_sample:
+        clipped: np.ndarray = np.clip(x0, -cfg.clip_sample_range, cfg.clip_sample_range)
+        return clipped
+    return x0
+
+
+def sigma(ab_from: float, ab_to: float, eta: float) -> float:
+    """Eq. (16): eta * sqrt((1 - ab_to) / (1 - ab_from)) * sqrt(1 - ab_from / ab_to)."""
+    if eta == 0:
+        return 0.0
+    return float(eta * np.sqrt((1 - ab_to) / (1 - ab_from) * (1 - ab_from / ab_to)))
+
+
+def transfer(
+    config: DDIMConfig,
+    out: np.ndarray,
+    ab_from: float,
+    ab_to: float,
+    x: np.ndarray,
+    *,
+    eta: float = 0.0,
+    noise: np.ndarray | None = None,
+    use_clipped: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. (12) from level ab_from to ab_to: (x_to, x0_pred)."""
+    x0, eps = x0_eps(x, out, ab_from, config.prediction_type)
+    x0 = process_x0(config, x0)
+    if use_clipped:
+        eps = (x - np.sqrt(ab_from) * x0) / np.sqrt(1 - ab_from)
+    s = sigma(ab_from, ab_to, eta)
+    x_to = np.sqrt(ab_to) * x0 + np.sqrt(max(1 - ab_to - s**2, 0.0)) * eps
+    if s > 0:
+        if noise is None:
+            raise ValueError(f"eta={eta} > 0 needs noise")
+        x_to = x_to + s * noise
+    return x_to, x0
+
+
+def step(
+    plan: Any,
+    out: np.ndarray,
+    t: int,
+    x: np.ndarray,
+    eta: float = 0.0,
+    noise: np.ndarray | None = None,
+    use_clipped: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A forward step from t to the plan's t_prev, eq. (12) with sigma from eq. (16):
+    (x_prev, x0_pred)."""
+    ab_t, ab_prev = level(plan, t), level(plan, plan.prev_timestep(t))
+    return transfer(
+        plan.config, out, ab_t, ab_prev, x, eta=eta, noise=noise, use_clipped=use_clipped
+    )
+
+
+def inverse_step(plan: Any, out: np.ndarray, t: int, x: np.ndarray) -> tuple[Any, Any]:
+    """From the level of prev_timestep(t) up to t, the model evaluated at t on the source
+    sample (diffusers' and null-text inversion's convention): (x_t, x0_pred)."""
+    return transfer(plan.config, out, level(plan, plan.prev_timestep(t)), level(plan, t), x)
+
+
+def per_sample(
+    plan: Any,
+    out: np.ndarray,
+    timesteps: Sequence[int],
+    x: np.ndarray,
+    eta: float = 0.0,
+    noise: np.ndarray | None = None,
+    inverse: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`step` (or `inverse_step`) of sample i from timesteps[i], stacked: a step with an array
+    of per-sample timesteps."""
+    rows = []
+    for i, t in enumerate(timesteps):
+        if inverse:
+            rows.append(inverse_step(plan, out[i : i + 1], t, x[i : i + 1]))
+        else:
+            z = None if noise is None else noise[i : i + 1]
+            rows.append(step(plan, out[i : i + 1], t, x[i : i + 1], eta=eta, noise=z))
+    x_prev, x0 = (np.concatenate(parts) for parts in zip(*rows, strict=True))
+    return x_prev, x0
+
+
+def magnitude(
+    config: DDIMConfig,
+    out: np.ndarray,
+    ab_from: float,
+    ab_to: float,
+    x: np.ndarray,
+    *,
+    eta: float = 0.0,
+    noise: np.ndarray | None = None,
+    use_clipped: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The size of the terms `transfer` adds up, elementwise, for x_to and x0_pred: the same
+    formulas on absolute values with every difference made a sum. Rounding in any correct
+    implementation is a few units of its dtype's precision times this, so tolerances scale
+    with it (a result that cancels to nearly 0 is not held to a bound it cannot meet)."""
+    a, b = np.abs(np.asarray(x, dtype=np.float64)), np.abs(np.asarray(out, dtype=np.float64))
+    s0, s1 = np.sqrt(ab_from), np.sqrt(1 - ab_from)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if config.prediction_type == "epsilon":
+            x0, eps = (a + s1 * b) / s0, b
+        elif config.prediction_type == "sample":
+            x0, eps = b, (a + s0 * b) / s1
+        else:
+            x0, eps = s0 * a + s1 * b, s0 * b + s1 * a
+        if config.thresholding:
+            x0 = np.minimum(x0, 1.0)  # clip(x0, -s, s) / s with s >= 1
+        elif config.clip_sample:
+            x0 = np.minimum(x0, config.clip_sample_range)
+        if use_clipped:
+            eps = (a + s0 * x0) / s1
+    s = sigma(ab_from, ab_to, eta)
+    total = np.sqrt(ab_to) * x0 + np.sqrt(max(1 - ab_to - s**2, 0.0)) * eps
+    if s > 0 and noise is not None:
+        total = total + s * np.abs(noise)
+    return np.asarray(total), np.asarray(x0)
+
+
+# --- loops -------------------------------------------------------------------------------------
+
+
+def sample(
+    model: Model,
+    x_T: np.ndarray,
+    plan: Any,
+    *,
+    eta: float = 0.0,
+    noise: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """DDIM sampling along the plan: x = step(plan, model(x, t), t, x) for each t; with eta > 0
+    noise[i] is the standard normal draw of step i."""
+    x = np.asarray(x_T, dtype=np.float64)
+    for i, t in enumerate(plan.timesteps):
+        z = None if noise is None else noise[i]
+        x = step(plan, np.asarray(model(x, t), dtype=np.float64), t, x, eta=eta, noise=z)[0]
+    return x
+
+
+def invert(model: Model, x_0: np.ndarray, plan: Any) -> np.ndarray:
+    """Plain DDIM inversion along the mirrored plan, the model at the destination timestep."""
+    x = np.asarray(x_0, dtype=np.float64)
+    for t in plan.inverse_timesteps:
+        x = inverse_step(plan, np.asarray(model(x, t), dtype=np.float64), t, x)[0]
+    return x
+
+
+def sigmas(plan: Any) -> np.ndarray:
+    """k-diffusion's sigmas of a plan, sqrt((1 - abar) / abar) at each timestep, then the final
+    level (0 with set_alpha_to_one)."""
+    ab = np.array([*(level(plan, t) for t in plan.timesteps), level(plan, FINAL)])
+    return np.asarray(np.sqrt((1.0 - ab) / ab))
+
+
+_DENOISED = DDIMConfig(prediction_type="sample", clip_sample=False)
+_EPSILON = DDIMConfig(prediction_type="epsilon", clip_sample=False)
+
+KModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def kdiffusion_sample(
+    model: KModel,
+    x: np.ndarray,
+    sigmas: Sequence[float] | np.ndarray,
+    *,
+    eta: float = 0.0,
+    noise: Sequence[np.ndarray | None] | None = None,
+) -> np.ndarray:
+    """DDIM down descending `sigmas` in k-diffusion's variance-exploding form: x_k =
+    x / sqrt(abar), sigma = sqrt((1 - abar) / abar), `model(x_k, sigma * ones(batch))` the
+    denoised x_0. With eta > 0 noise[i] is step i's draw (steps into sigma 0 take none). A
+    repeated sigma is a zero-length step."""
+    x = np.asarray(x, dtype=np.float64)
+    ones = np.ones(x.shape[0])
+    for i, (a, b) in enumerate(itertools.pairwise(float(s) for s in sigmas)):
+        if a == b:
+            continue
+        ab_a, ab_b = 1.0 / (1.0 + a * a), 1.0 / (1.0 + b * b)
+        denoised = np.asarray(model(x, a * ones), dtype=np.float64)
+        z = None if noise is None or b == 0 else noise[i]
+        x_vp = transfer(_DENOISED, denoised, ab_a, ab_b, x * np.sqrt(ab_a), eta=eta, noise=z)[0]
+        x = x_vp / np.sqrt(ab_b)
+    return x
+
+
+def kdiffusion_invert(
+    model: KModel, x: np.ndarray, sigmas: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """Plain DDIM inversion up ascending `sigmas` in k-diffusion's form: the model at the
+    destination level on the source sample (scaled to that level), as diffusers' inverse
+    scheduler evaluates it."""
+    x = np.asarray(x, dtype=np.float64)
+    ones = np.ones(x.shape[0])
+    for a, b in itertools.pairwise(float(s) for s in sigmas):
+        if a == b:
+            continue
+        ab_a, ab_b = 1.0 / (1.0 + a * a), 1.0 / (1.0 + b * b)
+        y = x * np.sqrt(ab_a) / np.sqrt(ab_b)  # the source sample at the destination's scale
+        eps = (y - np.asarray(model(y, b * ones), dtype=np.float64)) / b
+        x = transfer(_EPSILON, eps, ab_a, ab_b, x * np.sqrt(ab_a))[0] / np.sqrt(ab_b)
+    return x
+
+
+# --- diffusers' API on the reference ---------------------------------------------------------
+
+
+class _State(NamedTuple):
+    """What set_timesteps sets, per thread."""
+
+    num_inference_steps: int | None
+    timesteps: np.ndarray
+    plan: Plan | None
+
+
+class StepOutput(NamedTuple):
+    """diffusers' DDIMSchedulerOutput fields."""
+
+    prev_sample: np.ndarray
+    pred_original_sample: np.ndarray
+
+
+class ReferenceScheduler:
+    """diffusers' `DDIMScheduler` API computed by this module: NumPy float64, t_prev from the
+    plan, a thread-safe shared instance (each thread steps on the plan it set). Assigning
+    `alphas_cumprod` makes it step on that table. Checks itself conformant:
+    `ddim-core check ddim_core.testing.reference:ReferenceScheduler`."""
+
+    order = 1
+    init_noise_sigma = 1.0
+    _inverse = False
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: Any = None,
+        clip_sample: bool = True,
+        set_alpha_to_one: bool = True,
+        steps_offset: int = 0,
+        prediction_type: str = "epsilon",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        clip_sample_range: float = 1.0,
+        sample_max_value: float = 1.0,
+        timestep_spacing: str = "leading",
+        rescale_betas_zero_snr: bool = False,
+    ) -> None:
+        options = dict(locals())
+        del options["self"]
+        if trained_betas is not None:
+            options["trained_betas"] = tuple(np.asarray(trained_betas, dtype=np.float64).tolist())
+        self.config = DDIMConfig(**options)
+        s = config_schedule(self.config)
+        self.alphas_cumprod: Any = s.alphas_cumprod  # read-only; assign a table to change it
+        self._boundary = np.float64(s.final_alpha_cumprod)
+        self._local = threading.local()
+        every = np.arange(self.config.num_train_timesteps, dtype=np.int64)
+        self._last = _State(None, every if self._inverse else every[::-1], None)
+
+    @property
+    def final_alpha_cumprod(self) -> Any:
+        return self._boundary
+
+    @final_alpha_cumprod.setter
+    def final_alpha_cumprod(self, value: Any) -> None:
+        self._boundary = np.float64(value)
+
+    def _state(self) -> _State:
+        state: _State = getattr(self._local, "state", self._last)
+        return state
+
+    @property
+    def num_inference_steps(self) -> int | None:
+        return self._state().num_inference_steps
+
+    @property
+    def timesteps(self) -> np.ndarray:
+        return self._state().timesteps
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: Any = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        """The plan of num_inference_steps steps, or of custom `timesteps` (run order)."""
+        custom = None if timesteps is None else [int(t) for t in timesteps]
+        if custom is not None and self._inverse:
+            custom = custom[::-1]
+        plan = make_plan(self.config, num_inference_steps, timesteps=custom)
+        order = plan.inverse_timesteps if self._inverse else plan.timesteps
+        state = _State(plan.num_inference_steps, np.asarray(order, dtype=np.int64), plan)
+        self._last = self._local.state = state
+
+    def _plan(self) -> Plan:
+        """The plan set by this thread (else the last one set), on the current table."""
+        plan = self._state().plan
+        if plan is None:
+            raise ValueError("call set_timesteps first")
+        s = plan.schedule
+        if s.alphas_cumprod is not self.alphas_cumprod or s.final_alpha_cumprod != self._boundary:
+            table = np.asarray(self.alphas_cumprod, dtype=np.float64)
+            ab = schedule_from_table(table, float(self._boundary))
+            ab = dataclasses.replace(ab, alphas_cumprod=self.alphas_cumprod)
+            plan = dataclasses.replace(plan, schedule=ab)
+        return plan
+
+    def step(
+        self,
+        model_output: Any,
+        timestep: Any,
+        sample: Any,
+        eta: float = 0.0,
+        use_clipped_model_output: bool = False,
+        generator: Any = None,
+        variance_noise: Any = None,
+        return_dict: bool = True,
+    ) -> Any:
+        """One forward step (eta > 0: `variance_noise` or a draw from a NumPy `generator`)."""
+        plan = self._plan()
+        out, x = np.asarray(model_output, np.float64), np.asarray(sample, np.float64)
+        noise = None
+        if eta > 0:
+            if variance_noise is not None:
+                noise = np.asarray(variance_noise, np.float64)
+            else:
+                rng = generator if generator is not None else np.random.default_rng()
+                noise = rng.standard_normal(x.shape)
+        result = self._apply(plan, out, timestep, x, eta, noise, bool(use_clipped_model_output))
+        return _output(result, sample, return_dict)
+
+    def _apply(
+        self,
+        plan: Plan,
+        out: np.ndarray,
+        timestep: Any,
+        x: np.ndarray,
+        eta: float,
+        noise: np.ndarray | None,
+        use_clipped: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ts = np.asarray(timestep).reshape(-1)
+        if ts.size > 1:
+            return per_sample(plan, out, ts.tolist(), x, eta=eta, noise=noise)
+        t = int(ts[0])
+        if self._inverse:
+            return inverse_step(plan, out, t, x)
+        return step(plan, out, t, x, eta=eta, noise=noise, use_clipped=use_clipped)
+
+
+class ReferenceInverseScheduler(ReferenceScheduler):
+    """diffusers' `DDIMInverseScheduler` API on the reference: the mirrored plan, each step from
+    the forward plan's t_prev up to t with the model evaluated at t."""
+
+    _inverse = True
+
+    @property
+    def initial_alpha_cumprod(self) -> Any:
+        return self._boundary
+
+    @initial_alpha_cumprod.setter
+    def initial_alpha_cumprod(self, value: Any) -> None:
+        self._boundary = np.float64(value)
+
+    def step(  # type: ignore[override]
+        self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = True
+    ) -> Any:
+        """One inverse step up to `timestep`."""
+        plan = self._plan()
+        out, x = np.asarray(model_output, np.float64), np.asarray(sample, np.float64)
+        ts = np.asarray(timestep).reshape(-1)
+        if ts.size > 1:
+            result = per_sample(plan, out, ts.tolist(), x, inverse=True)
+        else:
+            result = inverse_step(plan, out, int(ts[0]), x)
+        return _output(result, sample, return_dict)
+
+
+def _output(result: tuple[np.ndarray, np.ndarray], sample: Any, return_dict: bool) -> Any:
+    """The float64 results rounded once to the sample's dtype."""
+    dtype = np.asarray(sample).dtype
+    prev, x0 = (np.asarray(a, dtype=dtype if dtype.kind == "f" else np.float64) for a in result)
+    return StepOutput(prev, x0) if return_dict else (prev, x0)

@@ -1,0 +1,350 @@
+"""The conformance areas of a k-diffusion-style sampler function `fn(model, x, sigmas, ...)`.
+
+The model is the exact denoiser of Gaussian data N(mu, s^2 I) in k-diffusion's form
+(`model(x, sigma * ones(batch))` returns E[x_0 | x]), with drawn mu and s; sigmas are those
+of a DDIM plan (`reference.sigmas`), descending to 0 to sample and ascending from 0 to
+invert. Loops are compared with `reference.kdiffusion_sample` / `kdiffusion_invert` within
+TOLERANCE[dtype] * steps * (|exact| + 1 + sigma_max): each step rounds iterates as large as
+sigma_max in this form.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from ddim_core.config import DDIMConfig
+
+from . import reference
+from .assertions import TOLERANCE, assert_array_close, describe, n_steps, rel
+from .backends import round_to, to_numpy
+from .strategies import configs, etas
+from .suite import FAIL, NA, PASS, UNSUPPORTED, AllUnsupported, Divergence, Finding, search
+from .targets import Crash, Sampler, Unsupported, describe_error
+
+SHAPE = (2, 3, 4, 4)
+VARY = ("beta_schedule", "beta_start", "beta_end", "timestep_spacing", "steps_offset")
+
+
+def gaussian_denoiser(mu: float, s: float) -> Callable[..., Any]:
+    """E[x_0 | x] for x_0 ~ N(mu, s^2 I) and x = x_0 + sigma * noise, on any backend."""
+
+    def model(x: Any, sigma: Any, **extra_args: Any) -> Any:
+        sig = sigma.reshape((-1,) + (1,) * (len(x.shape) - 1))
+        return mu + (s * s) / (s * s + sig * sig) * (x - mu)
+
+    return model
+
+
+def t_only_denoiser(seed: int, shape: tuple[int, ...]) -> Callable[..., Any]:
+    """A denoiser whose implied noise (x - D) / sigma depends on sigma only: each inverse
+    step is then the exact inverse of a forward one."""
+
+    def eps(level: float) -> np.ndarray:
+        return np.random.default_rng([seed, round(level * 1e6)]).standard_normal(shape)
+
+    def model(x: Any, sigma: Any, **extra_args: Any) -> Any:
+        level = float(to_numpy(sigma).reshape(-1)[0])
+        if isinstance(x, np.ndarray):
+            return x - level * eps(level)
+        return x - level * _like(x, eps(level))
+
+    return model
+
+
+def _like(x: Any, values: np.ndarray) -> Any:
+    module = type(x).__module__
+    if module.startswith("torch"):
+        import torch
+
+        return torch.from_numpy(values).to(device=x.device, dtype=x.dtype)
+    return np.asarray(values, dtype=x.dtype)
+
+
+def _sigmas(config: DDIMConfig, n: int, inverse: bool) -> np.ndarray:
+    try:
+        plan = reference.make_plan(config, n)
+    except ValueError as e:
+        raise Unsupported(str(e)) from None
+    sig = reference.sigmas(plan)
+    return sig[::-1].copy() if inverse else sig
+
+
+def loop_matches(
+    target: Sampler,
+    config: DDIMConfig,
+    n: int,
+    seed: int,
+    mu: float,
+    s: float,
+    *,
+    dtype: str = "float64",
+    eta: float = 0.0,
+) -> None:
+    """The target's loop over a plan's sigmas equals exact DDIM's (Divergence)."""
+    b = target.backend
+    sig = _sigmas(config, n, target.inverse)
+    rng = np.random.default_rng(seed)
+    start = sig[0] if not target.inverse else 1.0
+    x = round_to(start * rng.standard_normal(SHAPE), dtype)
+    draws = [round_to(rng.standard_normal(SHAPE), dtype) for _ in range(n)]
+    calls = iter(range(n))
+
+    def noise_sampler(sigma: Any, sigma_next: Any) -> Any:
+        return b.array(draws[next(calls)], dtype)
+
+    sigma_dtype = "float32" if dtype in ("float16", "bfloat16") else dtype
+    model = gaussian_denoiser(mu, s)
+    got = target.run(
+        model, b.array(x, dtype), b.array(sig, sigma_dtype), eta=eta, noise_sampler=noise_sampler
+    )
+    if target.inverse:
+        exact = reference.kdiffusion_invert(model, x, sig)
+    else:
+        exact = reference.kdiffusion_sample(model, x, sig, eta=eta, noise=draws)
+    context = f"{describe(config)}, {n_steps(n)}, mu={mu:.3g}, s={s:.3g}, eta={eta}, {dtype}"
+    if str(got.dtype).rpartition(".")[2] != dtype:
+        raise Divergence(f"{context}: a {dtype} loop returns {got.dtype}")
+    try:
+        # rounding of iterates as large as sigma_max * noise, at most once per step
+        size = 1.0 + float(sig.max())
+        assert_array_close(got, exact, dtype, scale=n, magnitude=size, what="x", context=context)
+    except AssertionError as e:
+        raise Divergence(str(e)) from None
+
+
+def _cases() -> st.SearchStrategy[Any]:
+    return st.tuples(
+        configs(*VARY, clip_sample=False),
+        st.integers(1, 30),
+        st.integers(0, 2**16),
+        st.floats(-1.0, 1.0),
+        st.floats(0.3, 2.0),
+    )
+
+
+def _run(area: str, prop: Callable[[Any], None], strategy: Any, checked: str) -> Finding:
+    try:
+        found = search(prop, strategy, examples=30)
+    except AllUnsupported:
+        return Finding(area, UNSUPPORTED, f"takes none of the inputs drawn ({checked})")
+    return Finding(area, FAIL, found) if found else Finding(area, PASS, checked)
+
+
+def step_values(target: Sampler) -> Finding:
+    area = "step values: sample"
+    what = "invert" if target.inverse else "sample"
+
+    def prop(case: Any) -> None:
+        loop_matches(target, *case)
+
+    return _run(area, prop, _cases(), f"{what} with an exact Gaussian denoiser, float64")
+
+
+def eta_noise(target: Sampler) -> Finding:
+    area = "eta noise"
+    if target.inverse:
+        return Finding(area, NA, "inversion is deterministic")
+    if not {"eta", "noise_sampler"} <= target.params:
+        return Finding(area, UNSUPPORTED, "takes no eta and noise_sampler")
+
+    def prop(case: Any) -> None:
+        args, eta = case
+        loop_matches(target, *args, eta=eta)
+
+    strategy = st.tuples(_cases(), etas().filter(lambda e: e > 0))
+    return _run(area, prop, strategy, "eta in (0, 1], noise from noise_sampler, float64")
+
+
+def inverse_mirror(target: Sampler) -> Finding:
+    area = "inverse mirror"
+    if not target.inverse:
+        return Finding(area, NA, "a forward sampler (check the inverse one)")
+
+    def prop(case: Any) -> None:
+        config, n, seed, _, _ = case
+        sig = _sigmas(config, n, True)
+        model = t_only_denoiser(seed, SHAPE)
+        x0 = np.random.default_rng(seed).standard_normal(SHAPE)
+        b = target.backend
+        z = to_numpy(target.run(model, b.array(x0), b.array(sig)))
+        back = reference.kdiffusion_sample(model, z, sig[::-1])
+        error = rel(back, x0)
+        if not error <= TOLERANCE["float64"] * n * (1 + sig[-1]):
+            raise Divergence(
+                f"{describe(config)}, {n_steps(n)}: sampling down the same sigmas after inverting "
+                f"returns x_0 off by {error:.2g} (relative)"
+            )
+
+    return _run(area, prop, _cases(), "inverting then sampling returns x_0, float64")
+
+
+def dtypes(target: Sampler) -> Finding:
+    area = "dtypes"
+    found = []
+    halves = [d for d in ("float16", "bfloat16") if target.backend.supports(d)]
+    for dtype in ("float32", *halves):
+
+        def prop(case: Any, dtype: str = dtype) -> None:
+            loop_matches(target, *case, dtype=dtype)
+
+        try:
+            message = search(prop, _cases(), examples=15)
+        except AllUnsupported:
+            continue
+        if message:
+            found.append(message)
+    if found:
+        return Finding(area, FAIL, "; ".join(found))
+    return Finding(area, PASS, f"float32{''.join(', ' + d for d in halves)} loops")
+
+
+def nan_inf(target: Sampler) -> Finding:
+    """Loops of 1 to 30 steps of every schedule, spacing and eta 0 / 1, float32 and float64,
+    from sigma_max up to 1e4: finite."""
+    area = "NaN/Inf"
+    b = target.backend
+    total = 0
+    for n, schedule, spacing, dtype, eta in itertools.product(
+        range(1, 31),
+        ("linear", "scaled_linear", "squaredcos_cap_v2"),
+        ("leading", "trailing", "linspace"),
+        ("float32", "float64"),
+        (0.0, 1.0) if not target.inverse else (0.0,),
+    ):
+        config = DDIMConfig(beta_schedule=schedule, timestep_spacing=spacing)
+        sig = _sigmas(config, n, target.inverse)
+        x = round_to(
+            np.random.default_rng(n).standard_normal(SHAPE)
+            * (sig.max() if not target.inverse else 1),
+            dtype,
+        )
+        ones = b.array(np.ones(SHAPE), dtype)
+        try:
+            got = target.run(
+                gaussian_denoiser(0.0, 1.0),
+                b.array(x, dtype),
+                b.array(sig, dtype),
+                eta=eta,
+                noise_sampler=functools.partial(_constant, ones),
+            )
+        except Unsupported:
+            continue
+        total += 1
+        values = to_numpy(got)
+        if not np.all(np.isfinite(values)):
+            kind = "NaN" if np.isnan(values).any() else "Inf"
+            return Finding(
+                area,
+                FAIL,
+                f"{describe(config)}, {n_steps(n)}, eta={eta}, {dtype}: {kind} in "
+                f"{int((~np.isfinite(values)).sum())} of {values.size} elements",
+            )
+    return Finding(area, PASS, f"{total} loops finite")
+
+
+HOST_READS = frozenset(
+    ("item", "tolist", "numpy", "cpu", "__array__", "__bool__", "__float__", "__int__", "__index__")
+)
+
+
+def _constant(value: Any, *args: Any) -> Any:
+    return value
+
+
+def host_syncs(target: Sampler) -> Finding:
+    """Loops of 5 and 10 steps on torch tensors that record every read back to the host (a
+    sync on a GPU): reading the sigmas once before the loop is fine, reads that grow with the
+    number of steps are not."""
+    area = "host syncs"
+    if target.backend.module != "torch":
+        return Finding(area, NA, f"needs torch tensors ({target.backend.name} arrays)")
+    import torch
+
+    reads: list[str] = []
+
+    class Recorded(torch.Tensor):
+        @classmethod
+        def __torch_function__(
+            cls, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            name = getattr(func, "__name__", "")
+            if name in HOST_READS:
+                reads.append(name)
+            return super().__torch_function__(func, types, args, kwargs or {})  # type: ignore[no-untyped-call]
+
+    counts = []
+    for n in (5, 10):
+        sig = torch.from_numpy(_sigmas(DDIMConfig(), n, target.inverse)).as_subclass(Recorded)
+        x = torch.zeros(SHAPE, dtype=sig.dtype).as_subclass(Recorded)
+        reads.clear()
+        try:
+            target.run(gaussian_denoiser(0.0, 1.0), x, sig)
+        except Crash as e:
+            cause = describe_error(e.__cause__) if e.__cause__ else str(e)
+            return Finding(area, UNSUPPORTED, f"fails on a torch.Tensor subclass: {cause}")
+        counts.append((len(reads), sorted(set(reads))))
+    (five, _), (ten, names) = counts
+    if ten > five:
+        return Finding(
+            area,
+            FAIL,
+            f"reads back to the host {five} times in 5 steps and {ten} in 10 "
+            f"({', '.join(names)}): a sync per step on a GPU",
+        )
+    return Finding(area, PASS, f"{ten} host reads per loop, none per step")
+
+
+def thread_safety(target: Sampler) -> Finding:
+    from .areas import THREADS, _in_threads
+
+    area = "thread safety"
+    b = target.backend
+    config = DDIMConfig()
+    jobs = [(_sigmas(config, 3 + i, target.inverse), i) for i in range(THREADS)]
+
+    def run(i: int) -> np.ndarray:
+        sig, seed = jobs[i]
+        x = np.random.default_rng(seed).standard_normal(SHAPE)
+        model = gaussian_denoiser(0.1 * seed, 1.0)
+        return to_numpy(target.run(model, b.array(x), b.array(sig)))
+
+    serial = [run(i) for i in range(THREADS)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        results, errors = _in_threads(run, THREADS)
+    finally:
+        sys.setswitchinterval(interval)
+    if errors:
+        return Finding(area, FAIL, f"concurrent calls: {describe_error(errors[0])}")
+    if not all(np.array_equal(a, s) for a, s in zip(results, serial, strict=True)):
+        return Finding(area, FAIL, "concurrent calls give other results than serial ones")
+    return Finding(area, PASS, f"{THREADS} concurrent calls")
+
+
+def all_areas(target: Sampler) -> list[Callable[[], Finding]]:
+    """The areas in report order (those of schedulers, some not applicable)."""
+    sigmas = "a sampler takes the caller's sigmas"
+    denoised = "k-diffusion models return the denoised x_0: see step values: sample"
+    return [
+        lambda: Finding("timesteps", NA, sigmas),
+        lambda: Finding("previous timestep", NA, sigmas),
+        lambda: Finding("step values: epsilon", NA, denoised),
+        lambda: step_values(target),
+        lambda: Finding("step values: v_prediction", NA, denoised),
+        lambda: Finding("clipping and thresholding", NA, "k-diffusion samplers do not clip"),
+        lambda: eta_noise(target),
+        lambda: inverse_mirror(target),
+        lambda: dtypes(target),
+        lambda: nan_inf(target),
+        lambda: Finding("per-sample timesteps", NA, "the batch shares the sigmas"),
+        lambda: host_syncs(target),
+        lambda: thread_safety(target),
+    ]

@@ -1,0 +1,323 @@
+"""Hypothesis strategies for DDIM: configs (every option; valid combinations, and invalid ones
+for error tests), plans, timesteps, step inputs per backend, dtype and device, and Gaussian
+mixture problems; `CI`, the bounded and derandomized settings. Needs Hypothesis
+(`pip install 'ddim-core[testing]'`).
+
+    from hypothesis import given
+    from ddim_core.testing import strategies as dst
+
+    @given(plan=dst.plans(dst.configs("timestep_spacing", clip_sample=False)), data=st.data())
+    def test_my_step(plan, data): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, assume, settings
+from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
+
+import ddim_core as dc
+from ddim_core.config import (
+    BETA_SCHEDULES,
+    PREDICTION_TYPES,
+    PREV_TIMESTEP_RULES,
+    TIMESTEP_SPACINGS,
+)
+
+from .backends import FLOAT_DTYPES, Backend, round_to, runnable
+
+# Bounded and derandomized: the same examples on every run, for CI (profile "ddim-core-ci").
+CI = settings(
+    derandomize=True,
+    max_examples=30,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+)
+DEV = settings(max_examples=200, deadline=None)  # profile "ddim-core-dev": more, random
+
+
+def _or_default(name: str, values: SearchStrategy[Any]) -> SearchStrategy[Any]:
+    """The option's default or `values`: counterexamples shrink to the default."""
+    default = next(f.default for f in dataclasses.fields(dc.DDIMConfig) if f.name == name)
+    return st.one_of(st.just(default), values)
+
+
+# One strategy per option, over realistic valid values (the checks accept more), each
+# shrinking to the default (the first of a sampled_from is the default).
+OPTIONS: dict[str, SearchStrategy[Any]] = {
+    "num_train_timesteps": _or_default("num_train_timesteps", st.integers(2, 2000)),
+    "beta_start": _or_default("beta_start", st.floats(1e-5, 2e-3)),
+    "beta_end": _or_default("beta_end", st.floats(5e-3, 4e-2)),
+    "beta_schedule": st.sampled_from(BETA_SCHEDULES),
+    "trained_betas": st.none(),  # drawn with num_train_timesteps: see `configs`
+    "clip_sample": st.booleans(),
+    "set_alpha_to_one": st.booleans(),
+    "steps_offset": st.integers(0, 1),
+    "prediction_type": st.sampled_from(PREDICTION_TYPES),
+    "thresholding": st.booleans(),
+    "dynamic_thresholding_ratio": _or_default("dynamic_thresholding_ratio", st.floats(0.5, 1.0)),
+    "clip_sample_range": _or_default("clip_sample_range", st.floats(0.5, 4.0)),
+    "sample_max_value": _or_default("sample_max_value", st.floats(1.0, 4.0)),
+    "timestep_spacing": st.sampled_from(TIMESTEP_SPACINGS),
+    "rescale_betas_zero_snr": st.booleans(),
+    "prev_timestep": st.sampled_from(PREV_TIMESTEP_RULES),
+}
+ORDER = tuple(f.name for f in dataclasses.fields(dc.DDIMConfig))
+
+
+def configs(*vary: str, **fixed: Any) -> SearchStrategy[dc.DDIMConfig]:
+    """DDIMConfigs varying the options named in `vary` (all options when none are named; the
+    rest keep their defaults), with `fixed` options set to a value or drawn from a strategy.
+
+    Valid combinations: trained_betas (drawn for 1 config in 10) have num_train_timesteps
+    values; zero SNR draws sample or v prediction (epsilon cannot take the first step of a
+    trailing plan there) unless prediction_type is fixed.
+    """
+    unknown = sorted(set(vary) - set(ORDER))
+    if unknown:
+        raise ValueError(f"unknown options {unknown}; options: {list(ORDER)}")
+    names = set(vary or (set(ORDER) - set(fixed)))
+    return _configs(frozenset(names), tuple(fixed.items()))
+
+
+def all_configs() -> SearchStrategy[dc.DDIMConfig]:
+    """`configs()`: every option varies."""
+    return configs()
+
+
+@st.composite
+def _configs(
+    draw: st.DrawFn, vary: frozenset[str], fixed: tuple[tuple[str, Any], ...]
+) -> dc.DDIMConfig:
+    given = dict(fixed)
+    options: dict[str, Any] = {}
+    for name in ORDER:
+        if name in given:
+            value = given[name]
+            options[name] = draw(value) if isinstance(value, SearchStrategy) else value
+        elif name in vary and name != "trained_betas":
+            options[name] = draw(OPTIONS[name], label=name)
+    if options.get("rescale_betas_zero_snr"):
+        if "prediction_type" in vary and "prediction_type" not in given:
+            options["prediction_type"] = draw(st.sampled_from(["v_prediction", "sample"]))
+        options["num_train_timesteps"] = max(options.get("num_train_timesteps", 1000), 2)
+    custom = "trained_betas" in vary and "trained_betas" not in given
+    if custom and draw(st.integers(0, 9), label="trained_betas?") == 9:
+        options["trained_betas"] = draw(betas(options.get("num_train_timesteps", 1000)))
+    return dc.DDIMConfig(**options)
+
+
+def betas(n: int) -> SearchStrategy[tuple[float, ...]]:
+    """n betas in (0, 1): a linear ramp with seeded jitter (a custom table, trained_betas)."""
+
+    def build(low: float, high: float, seed: int) -> tuple[float, ...]:
+        ramp = np.linspace(low, high, n)
+        jitter = 1.0 + 0.2 * (np.random.default_rng(seed).random(n) - 0.5)
+        return tuple((ramp * jitter).tolist())
+
+    return st.builds(build, st.floats(1e-5, 1e-3), st.floats(5e-3, 3e-2), st.integers(0, 2**16))
+
+
+@dataclasses.dataclass(frozen=True)
+class InvalidConfig:
+    """Options DDIMConfig must reject, the error it must raise and the option it must name."""
+
+    options: dict[str, Any]
+    error: type[Exception]
+    option: str
+
+
+_NAN, _INF = math.nan, math.inf
+# (option, bad value, error): one per rule each option's check enforces.
+INVALID: tuple[tuple[str, Any, type[Exception]], ...] = (
+    ("num_train_timesteps", 0, ValueError),
+    ("num_train_timesteps", -5, ValueError),
+    ("num_train_timesteps", 2.5, TypeError),
+    ("num_train_timesteps", True, TypeError),
+    ("num_train_timesteps", "1000", TypeError),
+    ("beta_start", 0.0, ValueError),
+    ("beta_start", 1.0, ValueError),
+    ("beta_start", -0.1, ValueError),
+    ("beta_start", _NAN, ValueError),
+    ("beta_start", "0.1", TypeError),
+    ("beta_end", 1.5, ValueError),
+    ("beta_end", _INF, ValueError),
+    ("beta_end", True, TypeError),
+    ("beta_schedule", "cosine", ValueError),
+    ("beta_schedule", 3, TypeError),
+    ("trained_betas", (), ValueError),
+    ("trained_betas", (0.5, 1.5), ValueError),
+    ("trained_betas", (0.0, 0.1), ValueError),
+    ("trained_betas", "abc", TypeError),
+    ("trained_betas", 0.5, TypeError),
+    ("trained_betas", (0.01, 0.02, 0.03), ValueError),  # not num_train_timesteps values
+    ("clip_sample", 1, TypeError),
+    ("clip_sample", "yes", TypeError),
+    ("set_alpha_to_one", None, TypeError),
+    ("steps_offset", -1, ValueError),
+    ("steps_offset", 0.5, TypeError),
+    ("prediction_type", "x0", ValueError),
+    ("prediction_type", None, TypeError),
+    ("thresholding", "no", TypeError),
+    ("dynamic_thresholding_ratio", 0.0, ValueError),
+    ("dynamic_thresholding_ratio", 1.5, ValueError),
+    ("clip_sample_range", 0.0, ValueError),
+    ("clip_sample_range", -1.0, ValueError),
+    ("sample_max_value", 0.0, ValueError),
+    ("sample_max_value", _NAN, ValueError),
+    ("timestep_spacing", "middle", ValueError),
+    ("rescale_betas_zero_snr", 0, TypeError),
+    ("prev_timestep", "diffusers", ValueError),
+)
+
+
+def invalid_configs() -> SearchStrategy[InvalidConfig]:
+    """A valid config's options with one option made invalid (`INVALID`): for error tests,
+    `pytest.raises(bad.error, match=bad.option): DDIMConfig(**bad.options)`."""
+
+    def spoil(config: dc.DDIMConfig, bad: tuple[str, Any, type[Exception]]) -> InvalidConfig:
+        options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        name, value, error = bad
+        if name == "trained_betas" and value == (0.01, 0.02, 0.03):
+            options["num_train_timesteps"] = 1000
+        options[name] = value
+        return InvalidConfig(options, error, name)
+
+    return st.builds(spoil, configs(), st.sampled_from(INVALID))
+
+
+def plans(
+    configs: SearchStrategy[dc.DDIMConfig] | None = None,
+    steps: SearchStrategy[int] | None = None,
+) -> SearchStrategy[dc.Plan]:
+    """ddim_core plans of drawn configs (default: every option) and step counts (default:
+    1 .. num_train_timesteps); combinations without a plan (steps_offset past T - 1, zero SNR
+    with epsilon prediction at the first step) are rejected."""
+    return _plans(all_configs() if configs is None else configs, steps)
+
+
+@st.composite
+def _plans(
+    draw: st.DrawFn, configs: SearchStrategy[dc.DDIMConfig], steps: SearchStrategy[int] | None
+) -> dc.Plan:
+    config = draw(configs)
+    n = draw(st.integers(1, config.num_train_timesteps) if steps is None else steps, label="steps")
+    try:
+        return dc.make_plan(config, min(n, config.num_train_timesteps))
+    except ValueError:
+        assume(False)
+        raise  # unreachable
+
+
+def timesteps(plan: Any, *, off_plan: bool = False) -> SearchStrategy[int]:
+    """A timestep of the plan; with off_plan any t in [0, T) (per-sample timesteps may fall
+    between plan timesteps)."""
+    if off_plan:
+        return st.integers(0, plan.config.num_train_timesteps - 1)
+    return st.sampled_from(plan.timesteps)
+
+
+def per_sample_timesteps(plan: Any, batch: int) -> SearchStrategy[list[int]]:
+    """`batch` timesteps of the plan, one per sample (repeats allowed)."""
+    return st.lists(st.sampled_from(plan.timesteps), min_size=batch, max_size=batch)
+
+
+def etas() -> SearchStrategy[float]:
+    """eta in [0, 1]: 0 (DDIM), 1 (DDPM-like) and values between."""
+    return st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0))
+
+
+def backends(
+    dtype: str = "float64", exclude: Sequence[str] = (), only: Sequence[str] | None = None
+) -> SearchStrategy[Backend]:
+    """A backend of the matrix (library and device) that runs here and holds `dtype`; `only`
+    (names) limits the choice, and the libraries imported, to those."""
+    found = runnable(dtype=dtype, exclude=exclude, only=only)
+    if not found:
+        raise ValueError(f"no backend runs {dtype} here")
+    return st.sampled_from(found)
+
+
+def dtypes(backend: Backend) -> SearchStrategy[str]:
+    """A floating dtype the backend holds."""
+    return st.sampled_from([d for d in FLOAT_DTYPES if backend.supports(d)])
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInputs:
+    """A step's sample, model output and noise as NumPy float64 values already rounded to
+    `dtype` (what the reference takes), and the backend that holds them (`arrays()`)."""
+
+    backend: Backend
+    dtype: str
+    sample: np.ndarray
+    model_output: np.ndarray
+    noise: np.ndarray
+
+    def arrays(self) -> tuple[Any, Any, Any]:
+        """(sample, model_output, noise) as arrays of the backend, in `dtype`, on its device."""
+        make = self.backend.array
+        return (
+            make(self.sample, self.dtype),
+            make(self.model_output, self.dtype),
+            make(self.noise, self.dtype),
+        )
+
+
+def step_inputs(
+    shape: tuple[int, ...] = (2, 3, 4, 4),
+    *,
+    backends: SearchStrategy[Backend] | None = None,
+    dtypes: SearchStrategy[str] | None = None,
+    scales: Sequence[float] = (1.0,),
+) -> SearchStrategy[StepInputs]:
+    """Standard normal sample, model output and noise of `shape` times a drawn scale, on a drawn
+    backend (default: every runnable one) in a dtype it holds (default: any)."""
+    return _step_inputs(shape, backends, dtypes, tuple(scales))
+
+
+@st.composite
+def _step_inputs(
+    draw: st.DrawFn,
+    shape: tuple[int, ...],
+    backend_strategy: SearchStrategy[Backend] | None,
+    dtype_strategy: SearchStrategy[str] | None,
+    scales: tuple[float, ...],
+) -> StepInputs:
+    if backend_strategy is None:
+        backend_strategy = backends(dtype="float32")
+    backend = draw(backend_strategy, label="backend")
+    dtype = draw(dtypes(backend) if dtype_strategy is None else dtype_strategy, label="dtype")
+    assume(backend.supports(dtype))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
+    scale = draw(st.sampled_from(scales), label="scale")
+    x, m, z = (round_to(scale * rng.standard_normal(shape), dtype) for _ in range(3))
+    return StepInputs(backend, dtype, x, m, z)
+
+
+@st.composite
+def problems(draw: st.DrawFn, max_components: int = 3) -> tuple[dc.GaussianMixture, dc.DDIMConfig]:
+    """A random Gaussian mixture (1 .. max_components components, std >= 0.3, 1 to 3
+    dimensions) with its exact denoiser as the model, and a config (no clipping) it predicts
+    in; sample prediction ends at alpha_bar_0."""
+    prediction = draw(st.sampled_from(PREDICTION_TYPES))
+    config = dc.DDIMConfig(
+        beta_schedule=draw(st.sampled_from(BETA_SCHEDULES)),
+        timestep_spacing=draw(st.sampled_from(TIMESTEP_SPACINGS)),
+        prediction_type=prediction,
+        set_alpha_to_one=prediction != "sample",
+        clip_sample=False,
+    )
+    k = draw(st.integers(1, max_components))
+    dim = draw(st.integers(1, 3))
+    coords = st.floats(-3.0, 3.0, allow_nan=False)
+    means = draw(st.lists(st.lists(coords, min_size=dim, max_size=dim), min_size=k, max_size=k))
+    stds = draw(st.lists(st.floats(0.3, 1.0), min_size=k, max_size=k))
+    return dc.GaussianMixture.create(means, stds, config), config

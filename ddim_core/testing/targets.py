@@ -1,0 +1,310 @@
+"""What `ddim-core check` runs: a target named `module:attr`, loaded and wrapped so that the
+conformance suite drives every kind the same way.
+
+- "scheduler": a diffusers-style scheduler class: `cls(**options)`, `set_timesteps(n)`,
+  `timesteps`, `step(model_output, t, sample, eta=..., variance_noise=...,
+  use_clipped_model_output=..., return_dict=False)`.
+- "inverse": a diffusers-style inverse scheduler class (its `step` takes no eta):
+  `step(model_output, t, sample)` moves from the level of the forward plan's t_prev up to t.
+- "sampler" / "inverse-sampler": a k-diffusion-style function `fn(model, x, sigmas, ...)`,
+  `model(x, sigma * ones(batch))` returning the denoised x_0; sigmas descend to sample and
+  ascend to invert (a name containing "inverse" marks an inverse sampler).
+
+Options a class does not take (missing from its constructor) are left at their defaults;
+configs that need them, and inputs the target rejects (constructor or set_timesteps raises),
+are skipped as unsupported. An exception from `step` is a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ddim_core.config import DDIMConfig
+from ddim_core.schedules import Schedule, schedule
+
+from . import reference
+from .backends import Backend, backend, to_numpy
+
+KINDS = ("scheduler", "inverse", "sampler", "inverse-sampler")
+DEFAULTS = DDIMConfig()
+
+
+class Unsupported(Exception):
+    """The target rejects this input (an option it lacks, a constructor or set_timesteps that
+    raises): the example is skipped, not failed."""
+
+
+class Crash(AssertionError):
+    """The target raised where it must not (in step, or when sharing an instance)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """`TypeName: first line of the message` (at most 160 characters)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def load(spec: str) -> Any:
+    """The object `module:attr` names (attr may be dotted)."""
+    module_name, colon, attr = spec.partition(":")
+    if not colon or not module_name or not attr:
+        raise ValueError(
+            f"TARGET must be written module:attr (e.g. diffusers:DDIMScheduler), got {spec!r}"
+        )
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def guess_kind(obj: Any) -> str:
+    """scheduler / inverse (a class whose step takes no eta) / sampler / inverse-sampler."""
+    if inspect.isclass(obj):
+        if not (hasattr(obj, "step") and hasattr(obj, "set_timesteps")):
+            raise ValueError(f"{obj.__qualname__} has no step and set_timesteps: not a scheduler")
+        params = _parameters(getattr(obj, "step"))  # noqa: B009 (a class mypy cannot see into)
+        return "scheduler" if "eta" in params else "inverse"
+    if callable(obj):
+        name = getattr(obj, "__name__", "")
+        return "inverse-sampler" if "inverse" in name.lower() else "sampler"
+    raise ValueError(f"{obj!r} is neither a scheduler class nor a sampler function")
+
+
+def _parameters(fn: Any) -> dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
+# --- diffusers-style scheduler classes ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Scheduler:
+    """A diffusers-style scheduler class, forward or inverse, on one array library."""
+
+    cls: Any
+    inverse: bool
+    backend: Backend
+
+    def __post_init__(self) -> None:
+        init = _parameters(self.cls.__init__)
+        self.options = {
+            name
+            for name, p in init.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self"
+        }
+        self.step_params = set(_parameters(self.cls.step))
+        self.set_timesteps_params = set(_parameters(self.cls.set_timesteps))
+
+    @property
+    def name(self) -> str:
+        return f"{self.cls.__module__}.{self.cls.__qualname__}"
+
+    def accepts(self, config: DDIMConfig) -> bool:
+        """Whether every option of `config` that differs from the default is one the class
+        takes (ddim-core's own prev_timestep must be "plan": exact DDIM)."""
+        if config.prev_timestep != "plan":
+            return False
+        return all(name in self.options for name in _changed(config) if name != "prev_timestep")
+
+    def make(self, config: DDIMConfig) -> Any:
+        """An instance configured as `config` (Unsupported when the class rejects it)."""
+        if not self.accepts(config):
+            missing = sorted(n for n in _changed(config) if n not in self.options)
+            raise Unsupported(f"takes no {', '.join(missing) or 'prev_timestep'}")
+        kwargs = {
+            name: getattr(config, name)
+            for name in _changed(config)
+            if name in self.options and name != "prev_timestep"
+        }
+        if kwargs.get("trained_betas") is not None:
+            kwargs["trained_betas"] = list(kwargs["trained_betas"])
+        try:
+            return self.cls(**kwargs)
+        except Exception as e:
+            raise Unsupported(describe_error(e)) from None
+
+    def set_timesteps(self, instance: Any, n: int, device: Any = None) -> list[int]:
+        """set_timesteps(n) (Unsupported when it raises); the timesteps it sets (none read
+        when `device` is given: they may have no values there)."""
+        kwargs = {"device": device} if device is not None else {}
+        try:
+            instance.set_timesteps(n, **kwargs)
+        except Exception as e:
+            raise Unsupported(describe_error(e)) from None
+        return [] if device is not None else self.timesteps(instance)
+
+    def timesteps(self, instance: Any) -> list[int]:
+        return [int(t) for t in np.asarray(to_numpy(instance.timesteps, np.int64)).reshape(-1)]
+
+    def step(
+        self,
+        instance: Any,
+        model_output: Any,
+        t: Any,
+        sample: Any,
+        *,
+        eta: float = 0.0,
+        noise: Any = None,
+        use_clipped: bool = False,
+    ) -> tuple[Any, Any]:
+        """(prev_sample, pred_original_sample or None) of one step; a forward step's eta,
+        noise (passed as variance_noise) and use_clipped_model_output where given."""
+        kwargs: dict[str, Any] = {}
+        if not self.inverse:
+            if eta:
+                if "variance_noise" not in self.step_params:
+                    raise Unsupported("step takes no variance_noise")
+                kwargs.update(eta=eta, variance_noise=noise)
+            if use_clipped:
+                if "use_clipped_model_output" not in self.step_params:
+                    raise Unsupported("step takes no use_clipped_model_output")
+                kwargs["use_clipped_model_output"] = True
+        if "return_dict" in self.step_params:
+            kwargs["return_dict"] = False
+        try:
+            result = instance.step(model_output, t, sample, **kwargs)
+        except Unsupported:
+            raise
+        except Exception as e:
+            raise Crash(f"step raises {describe_error(e)}") from e
+        if hasattr(result, "prev_sample"):
+            return result.prev_sample, getattr(result, "pred_original_sample", None)
+        if isinstance(result, tuple | list):
+            return result[0], (result[1] if len(result) > 1 else None)
+        return result, None
+
+    @property
+    def boundary_name(self) -> str:
+        return "initial_alpha_cumprod" if self.inverse else "final_alpha_cumprod"
+
+    def table(self, instance: Any, config: DDIMConfig) -> Schedule:
+        """The alpha_bar table the instance steps on (its `alphas_cumprod` and final /
+        initial level, read in float64), or exact DDIM's when it has none."""
+        exact = schedule(config)
+        values = getattr(instance, "alphas_cumprod", None)
+        if values is None:
+            return exact
+        ab = to_numpy(values).reshape(-1)
+        if ab.shape != exact.alphas_cumprod.shape:
+            return exact
+        boundary = getattr(instance, self.boundary_name, None)
+        final = (
+            exact.final_alpha_cumprod
+            if boundary is None
+            else float(to_numpy(boundary).reshape(-1)[0])
+        )
+        return reference.schedule_from_table(ab, final)
+
+    def promote(self, instance: Any) -> None:
+        """Its tables in float64 where it lets them be assigned (torch or NumPy), so that the
+        value areas compare the maths of a step, not the precision of its tables."""
+        for name in ("alphas_cumprod", self.boundary_name):
+            value = getattr(instance, name, None)
+            if value is None:
+                continue
+            try:
+                if hasattr(value, "double"):
+                    setattr(instance, name, value.double())
+                elif isinstance(value, np.ndarray | np.floating):
+                    setattr(instance, name, np.asarray(value, dtype=np.float64))
+            except Exception:
+                pass
+
+
+def _changed(config: DDIMConfig) -> list[str]:
+    return [
+        f.name
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) != getattr(DEFAULTS, f.name)
+    ]
+
+
+# --- k-diffusion-style sampler functions ------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Sampler:
+    """A k-diffusion-style sampler function `fn(model, x, sigmas, ...)`."""
+
+    fn: Callable[..., Any]
+    inverse: bool
+    backend: Backend
+
+    def __post_init__(self) -> None:
+        self.params = set(_parameters(self.fn))
+
+    @property
+    def name(self) -> str:
+        return f"{getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', self.fn)}"
+
+    def run(
+        self,
+        model: Callable[..., Any],
+        x: Any,
+        sigmas: Any,
+        *,
+        eta: float = 0.0,
+        noise_sampler: Callable[[Any, Any], Any] | None = None,
+    ) -> Any:
+        kwargs: dict[str, Any] = {}
+        if "disable" in self.params:
+            kwargs["disable"] = True
+        if eta:
+            if "eta" not in self.params or "noise_sampler" not in self.params:
+                raise Unsupported("takes no eta and noise_sampler")
+            kwargs.update(eta=eta, noise_sampler=noise_sampler)
+        elif "eta" in self.params:
+            kwargs["eta"] = 0.0  # ancestral samplers default to eta = 1
+        try:
+            return self.fn(model, x, sigmas, **kwargs)
+        except Unsupported:
+            raise
+        except Exception as e:
+            raise Crash(f"raises {describe_error(e)}") from e
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def wrap(obj: Any, kind: str | None = None, backend_name: str | None = None) -> Scheduler | Sampler:
+    """The target wrapped for the suite; kind and array library guessed unless given."""
+    kind = kind or guess_kind(obj)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind in ("scheduler", "inverse"):
+        chosen = backend(backend_name) if backend_name else _scheduler_backend(obj)
+        return Scheduler(obj, kind == "inverse", chosen)
+    chosen = backend(backend_name) if backend_name else _default_backend()
+    return Sampler(obj, kind == "inverse-sampler", chosen)
+
+
+def _scheduler_backend(cls: Any) -> Backend:
+    """The array library of the class's `timesteps` after set_timesteps(10)."""
+    try:
+        instance = cls()
+        instance.set_timesteps(10)
+        module = type(instance.timesteps).__module__.partition(".")[0]
+    except Exception:
+        return _default_backend()
+    return backend(module)
+
+
+def _default_backend() -> Backend:
+    """torch when installed (diffusers and k-diffusion take torch tensors), else NumPy."""
+    if importlib.util.find_spec("torch") is not None:
+        return backend("torch")
+    return backend("numpy")

@@ -1,0 +1,209 @@
+"""`ddim-core check`: what it finds in diffusers 0.42, that ddim-core's own classes (and the
+reference, and the k-diffusion samplers) conform, that a step off by a relative 1e-4 fails,
+and that docs/testing.md holds the reports the check prints."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from ddim_core import cli
+from ddim_core.testing.conformance import AREAS, Report, check, main
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+import ddim_diffusers as dd  # noqa: E402
+from ddim_diffusers.schedulers import DDIMSchedulerOutput  # noqa: E402
+
+
+class OffByARelative1e4(dd.DDIMScheduler):
+    """ddim-core's drop-in scheduler with prev_sample scaled by 1 + 1e-4."""
+
+    def step(  # type: ignore[override]
+        self,
+        model_output: Any,
+        timestep: Any,
+        sample: Any,
+        eta: float = 0.0,
+        use_clipped_model_output: bool = False,
+        generator: Any = None,
+        variance_noise: Any = None,
+        return_dict: bool = True,
+    ) -> Any:
+        out = super().step(
+            model_output,
+            timestep,
+            sample,
+            eta,
+            use_clipped_model_output,
+            generator,
+            variance_noise,
+            return_dict=True,
+        )
+        prev = out.prev_sample * (1 + 1e-4)
+        if return_dict:
+            return DDIMSchedulerOutput(prev, out.pred_original_sample)
+        return prev, out.pred_original_sample
+
+
+@functools.cache
+def report(target: str) -> Report:
+    return check(target)
+
+
+def verdicts(r: Report) -> dict[str, str]:
+    return {f.area: f.verdict for f in r.findings}
+
+
+def detail(r: Report, area: str) -> str:
+    return next(f.detail for f in r.findings if f.area == area)
+
+
+def test_a_step_off_by_a_relative_1e4_fails() -> None:
+    r = check(OffByARelative1e4, areas=["step values: epsilon", "eta noise"])
+    assert verdicts(r) == {"step values: epsilon": "FAIL", "eta noise": "FAIL"}
+    assert "(relative 0.0001)" in detail(r, "step values: epsilon")
+    assert not r.conformant
+
+
+def test_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ddim-core check` exits 0 when conformant, 1 when not, 2 for a bad target."""
+    spec = f"{__name__}:OffByARelative1e4"
+    assert cli.main(["check", spec, "--area", "step values: sample"]) == 1
+    out = capsys.readouterr().out
+    assert "step values: sample  FAIL" in out and "conformant: no (1 areas fail" in out
+    assert cli.main(["check", "ddim_diffusers:DDIMScheduler", "--area", "step values: sample"]) == 0
+    assert "conformant: yes" in capsys.readouterr().out
+    assert cli.main(["check", "ddim_diffusers:Nope"]) == 2
+    assert "has no attribute 'Nope'" in capsys.readouterr().err
+    assert cli.main(["check", "no_colon"]) == 2
+    assert "module:attr" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["x:y", "--area", "no such area"])
+
+
+def test_the_reference_scheduler_conforms_in_the_value_areas() -> None:
+    chosen = ["step values: v_prediction", "clipping and thresholding", "per-sample timesteps"]
+    r = check("ddim_core.testing.reference:ReferenceScheduler", areas=chosen)
+    assert r.backend == "numpy" and r.conformant, r.text()
+
+
+@pytest.mark.slow
+def test_diffusers_scheduler_divergences() -> None:
+    r = report("diffusers:DDIMScheduler")
+    assert {a for a, v in verdicts(r).items() if v == "FAIL"} == {
+        "timesteps",
+        "previous timestep",
+        "dtypes",
+        "NaN/Inf",
+        "host syncs",
+        "thread safety",
+    }, r.text()
+    assert verdicts(r)["per-sample timesteps"] == "unsupported"
+    assert all(
+        verdicts(r)[f"step values: {p}"] == "pass" for p in ("epsilon", "sample", "v_prediction")
+    )
+    # the 62 trailing step counts with a spurious -1
+    assert "N=61: 62 timesteps, not 61: [-1] not in the plan" in detail(r, "timesteps")
+    assert "trailing steps_offset=0: 62" in detail(r, "timesteps")
+    # the stride rule: trailing when N does not divide T, and linspace
+    prev = detail(r, "previous timestep")
+    assert (
+        "trailing, N=3: the step from t=666 goes to t=333; the plan's next timestep is 332" in prev
+    )
+    assert "linspace, N=2" in prev
+    # float32 tables up to 3.8e-5 off; NaN at eta = 1 on a zero-SNR trailing schedule
+    assert "float32 alphas_cumprod off by up to 3.8e-05" in detail(r, "dtypes")
+    nan = detail(r, "NaN/Inf")
+    assert (
+        "rescale_betas_zero_snr=True" in nan
+        and "trailing" in nan
+        and "eta=1.0, float32: NaN" in nan
+    )
+
+
+@pytest.mark.slow
+def test_diffusers_inverse_scheduler_does_not_mirror_the_forward_plan() -> None:
+    r = report("diffusers:DDIMInverseScheduler")
+    failing = {a for a, v in verdicts(r).items() if v == "FAIL"}
+    assert {"previous timestep", "inverse mirror", "timesteps"} <= failing, r.text()
+    assert "trailing, N=3: the inverse step to t=666 starts from t=333's level" in detail(
+        r, "previous timestep"
+    )
+    assert "sampling after inverting returns x_0 off by" in detail(r, "inverse mirror")
+    assert "linspace" in detail(r, "timesteps")  # not taken: reported, not failed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "target",
+    [
+        "ddim_diffusers:DDIMScheduler",
+        "ddim_diffusers:DDIMInverseScheduler",
+        "ddim_core.testing.reference:ReferenceScheduler",
+        "ddim_core.testing.reference:ReferenceInverseScheduler",
+        "ddim_kdiffusion:sample_ddim",
+        "ddim_kdiffusion:sample_ddim_inverse",
+    ],
+)
+def test_ddim_core_conforms(target: str) -> None:
+    r = report(target)
+    assert r.conformant, r.text()
+    assert [f.area for f in r.findings] == list(AREAS)
+    assert "FAIL" not in r.text()
+
+
+@pytest.mark.slow
+def test_a_step_off_by_a_relative_1e4_fails_the_whole_check() -> None:
+    r = check(OffByARelative1e4)
+    failing = {a for a, v in verdicts(r).items() if v == "FAIL"}
+    assert {f"step values: {p}" for p in ("epsilon", "sample", "v_prediction")} <= failing
+    assert {"clipping and thresholding", "eta noise", "dtypes"} <= failing
+
+
+@pytest.mark.slow
+def test_kdiffusion_euler_is_ddim() -> None:
+    """k-diffusion's sample_euler is DDIM with eta = 0 and sample_euler_ancestral DDIM with eta
+    given the same noise (DESIGN.md), when sigmas are taken at the DDIM timesteps."""
+    import kdiffusion_loader
+
+    sampling, _ = kdiffusion_loader.load()
+    euler = check(sampling.sample_euler, areas=["step values: sample"])
+    ancestral = check(sampling.sample_euler_ancestral, areas=["step values: sample", "eta noise"])
+    assert euler.conformant and ancestral.conformant, euler.text() + ancestral.text()
+
+
+@pytest.mark.slow
+def test_the_docs_page_holds_the_reports_the_check_prints() -> None:
+    """docs/testing.md's reports are `ddim-core check TARGET --format markdown` now; rewrite
+    them with `python tests/docs_reports.py`."""
+    import docs_reports
+
+    found = docs_reports.blocks(docs_reports.PAGE.read_text(encoding="utf-8"))
+    assert sorted(found) == sorted(docs_reports.TARGETS)
+    for target in docs_reports.TARGETS:
+        assert found[target] == report(target).text("markdown"), (
+            f"docs/testing.md's report of {target} is out of date: run python tests/docs_reports.py"
+        )
+
+
+def test_the_check_runs_as_a_command() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ddim_core",
+            "check",
+            "ddim_diffusers:DDIMScheduler",
+            "--area",
+            "timesteps",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "timesteps  pass" in out.stdout

@@ -1,0 +1,419 @@
+"""Dataset-scale loops on dask.distributed (ddim_core.distributed): a LocalCluster of two worker
+processes, one of them killed mid-run; results equal the single-process loop on the same
+chunks bit for bit; reruns compute only chunks not done or made from something else; bad
+inputs fail before any work with errors that say what is wrong."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+
+import ddim_core as dc  # noqa: E402
+from ddim_core import cli  # noqa: E402
+from ddim_core.distributed import (  # noqa: E402
+    METHODS,
+    analytic_model,
+    done_records,
+    invert_dataset,
+    local_cluster,
+    sample_dataset,
+)
+
+CONFIG = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+RUN_TIMEOUT_S = 120  # a run that hangs fails the test instead of the suite
+MODEL_ID = "analytic-mixture"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    from distributed import Client
+
+    cluster = local_cluster(2, silence_logs=logging.ERROR)
+    with cluster, Client(cluster, timeout="60s") as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c
+
+
+def within_timeout(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args, **kwargs).result(timeout=RUN_TIMEOUT_S)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def chunked(loop: Callable[..., np.ndarray], x: np.ndarray, chunk: int) -> np.ndarray:
+    """The single-process loop over the same chunks: loop(chunk_index, items)."""
+    return np.concatenate(
+        [loop(c, x[a : a + chunk]) for c, a in enumerate(range(0, len(x), chunk))]
+    )
+
+
+def result(target: Path) -> np.ndarray:
+    return np.asarray(zarr.open_group(store=str(target), mode="r")["result"][...])
+
+
+# --- a model that kills its worker -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DyingFactory:
+    """factory(config): the analytic model, which kills its worker process (SIGKILL) at its
+    `after`-th call; only once per test (the first worker to create `marker`), never in the
+    test process."""
+
+    marker: str
+    after: int
+    test_pid: int
+
+    def __call__(self, config: dc.DDIMConfig) -> Callable[[Any, Any], Any]:
+        model = analytic_model(config)
+        calls = iter(range(1, 1 << 30))
+        lock = threading.Lock()
+
+        def dying(x: Any, t: Any) -> Any:
+            with lock:
+                n = next(calls)
+            if n == self.after and os.getpid() != self.test_pid:
+                try:
+                    os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return model(x, t)
+
+        return dying
+
+
+def test_a_killed_worker_costs_only_its_chunks_and_reruns_compute_only_what_changed(
+    client: Any, tmp_path: Path
+) -> None:
+    """One of two worker processes is SIGKILLed in the middle of a chunk: the run completes,
+    equal to the single-process loop chunk by chunk; reruns compute exactly the chunks whose
+    record is lost or whose input, config or loop options changed."""
+    x = np.random.default_rng(0).standard_normal((96, 2))
+    source, target = tmp_path / "x.npy", tmp_path / "z.zarr"
+    np.save(source, x)
+    chunk, steps = 8, 10  # 12 chunks of 10 model calls: a worker dies in its second chunk
+    dying = DyingFactory(str(tmp_path / "killed"), after=15, test_pid=os.getpid())
+    model = analytic_model(CONFIG)
+
+    def run(factory: Any = None, config: dc.DDIMConfig = CONFIG, **options: Any) -> Any:
+        return within_timeout(
+            invert_dataset,
+            factory,
+            source,
+            target,
+            config,
+            steps,
+            client=client,
+            chunk=chunk,
+            model_id=MODEL_ID,
+            **options,
+        )
+
+    report = run(dying)
+    assert (tmp_path / "killed").exists(), "no worker was killed"
+    expected = chunked(lambda c, xs: dc.invert(model, xs, CONFIG, steps), x, chunk)
+    assert np.array_equal(result(target), expected)  # bit for bit
+    assert (report.chunks, report.computed, report.skipped) == (12, 12, 0)
+    # the chunk running on the dead worker (and one queued behind it) ran again elsewhere
+    assert report.retries in (1, 2)
+    assert report.model_calls_per_step == 1.0 and report.items_per_second > 0
+
+    rerun = run()  # the plain analytic factory under the same model identity
+    assert (rerun.computed, rerun.skipped, rerun.retries, rerun.model_loads) == (0, 12, 0, 0)
+    assert np.array_equal(result(target), expected)
+
+    # a lost record and a changed input: exactly those two chunks again
+    done = zarr.open_group(store=str(target), mode="r+")["done"]
+    done[3] = np.zeros(done.shape[1], dtype=np.uint8)
+    x[40:48] += 1.0  # chunk 5
+    np.save(source, x)
+    again = run()
+    assert (again.computed, again.skipped) == (2, 10)
+    expected = chunked(lambda c, xs: dc.invert(model, xs, CONFIG, steps), x, chunk)
+    assert np.array_equal(result(target), expected)
+
+    # a changed config, or a changed option of the loop, recomputes everything
+    leading = CONFIG.replace(timestep_spacing="leading")
+    assert run(config=leading).computed == 12
+    assert np.array_equal(
+        result(target),
+        chunked(lambda c, xs: dc.invert(analytic_model(leading), xs, leading, steps), x, chunk),
+    )
+    exact = run(config=leading, fixed_point_iters=2)
+    # 1 plain call, then one per iterate measured: the plain result and 2 refinements
+    assert exact.computed == 12 and exact.model_calls_per_step == 4.0
+    records = done_records(target)
+    assert len(records) == 12
+    assert all(r is not None and r["options"]["fixed_point_iters"] == 2 for r in records)
+    assert records[0]["config"]["timestep_spacing"] == "leading"
+    assert records[0]["model"] == MODEL_ID and records[0]["steps"] == steps
+    assert run(config=leading, fixed_point_iters=2).computed == 0
+
+
+def test_sampling_seeds_noise_from_the_chunk_index(client: Any, tmp_path: Path) -> None:
+    """Zarr in, Zarr out, 4x8x8 float32 items, eta > 0: chunk c's noise comes from
+    default_rng((seed, c)), whichever worker runs it."""
+    x_T = np.random.default_rng(1).standard_normal((40, 4, 8, 8)).astype(np.float32)
+    source, target = tmp_path / "noise.zarr", tmp_path / "samples.zarr"
+    zarr.create_array(store=str(source), shape=x_T.shape, chunks=(10, 4, 8, 8), dtype="float32")
+    zarr.open_array(store=str(source), mode="r+")[...] = x_T
+    model = analytic_model(CONFIG)
+
+    def run(seed: int) -> Any:
+        return within_timeout(
+            sample_dataset,
+            None,
+            source,
+            target,
+            CONFIG,
+            8,
+            client=client,
+            chunk=16,
+            seed=seed,
+            eta=0.5,
+        )
+
+    def expected(seed: int) -> np.ndarray:
+        def loop(c: int, xs: np.ndarray) -> np.ndarray:
+            g = np.random.default_rng((seed, c))
+            return dc.sample(model, xs, CONFIG, 8, eta=0.5, generator=g)
+
+        return chunked(loop, x_T, 16)
+
+    report = run(7)
+    assert (report.chunks, report.computed, report.items) == (3, 3, 40)
+    assert report.model_calls_per_step == 1.0
+    out = result(target)
+    assert out.dtype == np.float32 and np.array_equal(out, expected(7))
+    assert run(7).computed == 0
+    assert run(8).computed == 3  # another seed is another noise
+    assert np.array_equal(result(target), expected(8))
+
+
+def test_command_line(client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.random.default_rng(2).standard_normal((30, 2)).astype(np.float32)
+    source, target = tmp_path / "x.npy", tmp_path / "z.zarr"
+    np.save(source, x)
+    config = tmp_path / "scheduler_config.json"
+    CONFIG.to_json(config)
+    args = [str(source), str(target), "--steps", "6", "--chunk", "10", "--config", str(config)]
+    address = ["--scheduler", client.scheduler.address]
+    exact = ["--tol", "1e-6", "--fixed-point-iters", "3"]
+    assert within_timeout(cli.main, ["invert-dataset", *args, *address, *exact]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("invert-dataset: 3 chunks (30 items), 3 computed, 0 skipped")
+    model = analytic_model(CONFIG)
+    expected = chunked(
+        lambda c, xs: dc.invert(model, xs, CONFIG, 6, fixed_point_iters=3, tol=1e-6), x, 10
+    )
+    assert np.array_equal(result(target), expected)
+    out = tmp_path / "samples.zarr"
+    sample = [str(target), str(out), "--steps", "6", "--chunk", "10", "--config", str(config)]
+    assert within_timeout(cli.main, ["sample-dataset", *sample, *address, "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    back = chunked(lambda c, z: dc.sample(model, z, CONFIG, 6), expected, 10)
+    assert np.array_equal(result(out), back)
+
+    # errors: one line, exit status 2, before any cluster is started
+    rc = cli.main(["invert-dataset", str(tmp_path / "missing.npy"), str(target), "--steps", "5"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "does not exist" in err
+    rc = cli.main(["sample-dataset", *sample, "--resources", "GPU"])
+    assert rc == 2 and "--resources 'GPU' must be NAME=VALUE" in capsys.readouterr().err
+
+
+# --- bad inputs: clear errors before any work --------------------------------------------------
+
+
+@pytest.fixture
+def npy(tmp_path: Path) -> Path:
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((10, 2)))
+    return path
+
+
+def _invert(source: Any, target: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("client", "tcp://127.0.0.1:1")  # never reached: errors come first
+    factory, config, n = (
+        kwargs.pop("factory", None),
+        kwargs.pop("config", CONFIG),
+        kwargs.pop("n", 5),
+    )
+    return invert_dataset(factory, source, target, config, n, **kwargs)
+
+
+class Unpicklable:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, config: dc.DDIMConfig) -> Any:
+        return analytic_model(config)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"config": {"timestep_spacing": "trailing"}}, TypeError, "config must be a DDIMConfig"),
+        ({"n": 0}, ValueError, "num_inference_steps"),
+        ({"chunk": 0}, ValueError, "chunk must be >= 1"),
+        ({"chunk": 2.5}, TypeError, "chunk must be an integer"),
+        ({"workers": 0}, ValueError, "workers must be >= 1"),
+        ({"method": "nope"}, ValueError, "unknown invert method 'nope'; known: ddim"),
+        ({"callback": print}, TypeError, "callback= is not supported for datasets"),
+        ({"progres": True}, TypeError, "bad loop options"),
+        ({"fixed_point_iters": 2, "tol": -1.0}, ValueError, "tol=-1.0 must be a number > 0"),
+        ({"factory": "no_colon"}, ValueError, "must be 'module:function'"),
+        ({"factory": "no_such_module_17:load"}, ImportError, "cannot import 'no_such_module_17'"),
+        ({"factory": "ddim_core:no_such_factory"}, ImportError, "has no 'no_such_factory'"),
+        ({"factory": 42}, TypeError, "model_factory must be"),
+        ({"factory": Unpicklable()}, TypeError, "cannot be pickled"),
+        ({"client": 3.5}, TypeError, "client must be a distributed.Client"),
+    ],
+)
+def test_bad_arguments(npy: Path, kwargs: dict[str, Any], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        _invert(npy, npy.parent / "out.zarr", **kwargs)
+    assert not (npy.parent / "out.zarr").exists()  # nothing was written
+
+
+def test_bad_sources_and_targets(tmp_path: Path, npy: Path) -> None:
+    out = tmp_path / "out.zarr"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _invert(tmp_path / "missing.npy", out)
+    np.save(tmp_path / "ints.npy", np.zeros((4, 2), dtype=np.int64))
+    with pytest.raises(TypeError, match="dtype int64; expected floating point"):
+        _invert(tmp_path / "ints.npy", out)
+    np.save(tmp_path / "scalar.npy", np.float64(1.0))
+    with pytest.raises(ValueError, match="items go on a first axis"):
+        _invert(tmp_path / "scalar.npy", out)
+    zarr.open_group(store=str(tmp_path / "group.zarr"), mode="w").create_array(
+        "x", shape=(4, 2), dtype="float64"
+    )
+    with pytest.raises(ValueError, match="give the array inside it as GROUP/NAME"):
+        _invert(tmp_path / "group.zarr", out)
+    with pytest.raises(ValueError, match="is the source"):
+        _invert(tmp_path / "group.zarr" / "x", tmp_path / "group.zarr" / "x")
+    with pytest.raises(ValueError, match="ddim-core did not write"):
+        _invert(npy, tmp_path / "group.zarr")
+    with pytest.raises(TypeError, match="noise= is not supported"):
+        sample_dataset(None, npy, out, CONFIG, 5, noise=[np.zeros((10, 2))])
+
+
+def test_a_target_of_another_layout_is_refused(client: Any, tmp_path: Path, npy: Path) -> None:
+    target = tmp_path / "z.zarr"
+    within_timeout(invert_dataset, None, npy, target, CONFIG, 3, client=client, chunk=5)
+    with pytest.raises(ValueError, match=r"holds invert results for 10 items .* chunks of 5"):
+        invert_dataset(None, npy, target, CONFIG, 3, client=client, chunk=4)
+    with pytest.raises(ValueError, match="holds invert results"):
+        sample_dataset(None, npy, target, CONFIG, 3, client=client, chunk=5)
+
+
+def test_methods_plug_in_by_name(client: Any, tmp_path: Path, npy: Path) -> None:
+    """A method registered by name runs with its own defaults recorded (issue 14's solvers
+    register here, or ride on `method=` of ddim_core.invert once it takes one)."""
+    assert METHODS["invert"]["ddim"] == "ddim_core.sampling:invert"
+    target = tmp_path / "z.zarr"
+    report = within_timeout(
+        invert_dataset,
+        None,
+        npy,
+        target,
+        CONFIG,
+        4,
+        client=client,
+        method=f"{__name__}:twice_inverted",
+    )
+    assert report.computed == 1 and report.model_calls_per_step == 2.0
+    assert done_records(target)[0]["options"] == {"scale": 1.0}
+
+
+def twice_inverted(model: Any, x: Any, config: Any, n: Any, *, scale: float = 1.0) -> Any:
+    """A method for the test: plain inversion, twice."""
+    return dc.invert(model, dc.invert(model, x, config, n), config, n) * scale
+
+
+def test_importing_pulls_in_neither_dask_nor_zarr() -> None:
+    code = (
+        "import sys, json, ddim_core, ddim_core.cli, ddim_core.distributed\n"
+        "print(json.dumps([m for m in ('dask', 'distributed', 'zarr') if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_each_worker_builds_a_model_once_per_config() -> None:
+    """The per-process cache: one build per (model id, config); another config replaces it."""
+    from ddim_core import distributed
+
+    built: list[dc.DDIMConfig] = []
+
+    def factory(config: dc.DDIMConfig) -> Any:
+        built.append(config)
+        return analytic_model(config)
+
+    leading = CONFIG.replace(timestep_spacing="leading")
+    first, fresh = distributed.worker_model(factory, "cache-test", CONFIG)
+    assert fresh and distributed.worker_model(factory, "cache-test", CONFIG) == (first, False)
+    assert distributed.worker_model(factory, "cache-test", leading)[1]
+    assert distributed.worker_model(factory, "cache-test", CONFIG)[1]  # replaced, built again
+    assert built == [CONFIG, leading, CONFIG]
+    with pytest.raises(TypeError, match="returned int, not a model"):
+        distributed.worker_model(lambda config: 3, "cache-test-bad", CONFIG)
+
+
+def test_the_committed_benchmark_page_is_its_json() -> None:
+    """benchmarks/results/distributed.md is what distributed.json renders to, and the
+    benchmark's in-process part runs (the clusters are exercised by the tests above)."""
+    root = Path(__file__).parent.parent
+    sys.path.insert(0, str(root))
+    try:
+        from benchmarks import distributed as bench
+    finally:
+        sys.path.remove(str(root))
+    results = root / "benchmarks" / "results"
+    data = json.loads((results / "distributed.json").read_text())
+    data["rows"] = [
+        {
+            **r,
+            **{
+                m: {**r[m], "workers": {int(k): v for k, v in r[m]["workers"].items()}}
+                for m in ("default", "tuned")
+            },
+        }
+        for r in data["rows"]
+    ]
+    assert bench._markdown(data) == (results / "distributed.md").read_text()
+    timings = bench._local("points", smoke=True, repeats=1)
+    assert timings["loop_s"] > 0 and timings["in_process_s"] > 0
+
+
+def test_without_a_client_a_local_cluster_is_started_and_closed(
+    tmp_path: Path, npy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = within_timeout(
+        invert_dataset, None, npy, tmp_path / "z.zarr", CONFIG, 3, workers=1, progress=True
+    )
+    assert (report.workers, report.computed, report.model_loads) == (1, 1, 1)
+    out, err = capsys.readouterr()
+    assert out.strip() == report.summary() and "1 model load on 1 worker" in out
+    assert "invert-dataset: 100%" in err  # the bar

@@ -1,0 +1,145 @@
+"""Every figure the README and docs/ quote is checked against the script that computes it.
+
+A measured number is written with a marker right after it, `3.6e-12<!--fig:parity.float64-->`
+(invisible on GitHub and on the site); it must equal a fresh run of its script, formatted with
+the digits it is written with. Whole blocks follow a `<!-- figures: NAME -->` line: the README's
+benchmark table (from benchmarks/results/results.json) and the demo's output (every column but
+the times). The docs build draws the rest (tables and plots) from the code itself.
+
+Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff.*`), diffusers'
+own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`), `ddim-core demo`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+MARKER = re.compile(r"([-+]?\d[\d.]*(?:e[-+]?\d+)?)`?<!--fig:([\w.]+)-->")
+BLOCK = re.compile(r"^<!-- figures: ([\w-]+) -->\n(.*?)(?:\n\n|\Z)", re.MULTILINE | re.DOTALL)
+
+
+def quoted(prefix: str) -> list[tuple[str, str, str]]:
+    """(page, key, written) of every marked figure whose key starts with `prefix.`."""
+    out = []
+    for page in PAGES:
+        for written, key in MARKER.findall(page.read_text(encoding="utf-8")):
+            if key.startswith(prefix + "."):
+                out.append((page.name, key, written))
+    return out
+
+
+def like(written: str, value: float) -> str:
+    """`value` with the digits and notation of `written`."""
+    if "e" in written:
+        digits = len(written.split("e")[0].partition(".")[2])
+        return f"{value:.{digits}e}"
+    if "." in written:
+        return f"{value:.{len(written.partition('.')[2])}f}"
+    return str(round(value))
+
+
+def check(prefix: str, figures: dict[str, Any]) -> None:
+    found = quoted(prefix)
+    assert found, f"no figure marked {prefix}.* in README.md or docs/"
+    wrong = []
+    for page, key, written in found:
+        computed = like(written, figures[key.split(".", 1)[1]])
+        if computed != written:
+            wrong.append(f"{page}: {key} is written {written}, computed {computed}")
+    assert wrong == []
+
+
+def test_markers_name_known_figures() -> None:
+    known = {"parity", "kdiff", "plans", "bench"}
+    for page in PAGES:
+        for _, key in MARKER.findall(page.read_text(encoding="utf-8")):
+            assert key.split(".")[0] in known, f"{page.name}: unknown figure {key}"
+
+
+def test_parity_figures() -> None:
+    pytest.importorskip("diffusers")
+    import parity_report
+
+    check("parity", parity_report.measure())
+
+
+def test_kdiffusion_figures() -> None:
+    pytest.importorskip("torch")
+    import kdiffusion_report
+
+    check("kdiff", kdiffusion_report.measure())
+
+
+def test_plan_figures() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DDIMScheduler(timestep_spacing="trailing")
+    extra = []
+    for n in range(1, 1001):
+        scheduler.set_timesteps(n)
+        if len(scheduler.timesteps) != n:
+            extra.append(n)
+    check("plans", {"trailing_extra": len(extra), "trailing_first": extra[0]})
+
+
+@functools.cache
+def _results() -> dict[str, Any]:
+    from benchmarks import tables
+
+    return tables.load()
+
+
+def test_benchmark_figures() -> None:
+    loops = {lp["library"]: lp for lp in _results()["loops"]}
+    check(
+        "bench",
+        {
+            "loop_torch": loops["torch"]["ddim-core"],
+            "loop_numpy": loops["numpy"]["ddim-core"],
+            "loop_diffusers": loops["torch"]["diffusers"],
+            "ratio_torch": loops["torch"]["ddim-core"] / loops["torch"]["diffusers"],
+            "ratio_numpy": loops["numpy"]["ddim-core"] / loops["numpy"]["diffusers"],
+        },
+    )
+
+
+def _blocks(name: str) -> list[str]:
+    out = []
+    for page in PAGES:
+        for found, text in BLOCK.findall(page.read_text(encoding="utf-8")):
+            if found == name:
+                out.append(text)
+    assert out, f"no `<!-- figures: {name} -->` block"
+    return out
+
+
+def test_readme_benchmark_table_is_results_json() -> None:
+    from benchmarks import tables
+
+    for block in _blocks("benchmark-readme"):
+        assert block.strip() == tables.readme_table(_results())
+
+
+def test_readme_pipeline_table_is_results_json() -> None:
+    from benchmarks import tables
+
+    for block in _blocks("benchmark-pipeline"):
+        assert block.strip() == tables.pipeline_table(_results())
+
+
+def test_demo_output() -> None:
+    from ddim_core import cli
+
+    table, _ = cli.demo(cli.DEMO_STEPS)
+    fresh = [line.split()[:5] for line in table.splitlines() if line.strip()[:1].isdigit()]
+    for block in _blocks("demo"):
+        rows = [line.split()[:5] for line in block.splitlines() if line.strip()[:1].isdigit()]
+        assert rows == fresh

@@ -1,0 +1,90 @@
+"""What a user installs: the wheel and the sdist built from this tree (`python -m build`).
+
+The wheel carries LICENSE and a py.typed marker in every import package; its metadata has the
+license, classifiers, keywords and project URLs, and the version is ddim_core.__version__ (the
+one source). The sdist leaves the tests out (they need the repository: README, docs/, the
+pinned test environment). `all` installs every extra but cupy (it needs CUDA).
+"""
+
+from __future__ import annotations
+
+import email
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import tomllib
+
+import ddim_core
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("ddim_core", "ddim_diffusers", "ddim_kdiffusion", "ddim_comfyui", "ddim_mindone")
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("build")
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def test_wheel_carries_license_and_py_typed(dist: Path) -> None:
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    for package in PACKAGES:
+        assert f"{package}/py.typed" in names
+    assert not any(n.startswith("tests/") for n in names)
+
+
+def test_wheel_metadata(dist: Path) -> None:
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        meta_name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = email.message_from_bytes(z.read(meta_name))
+    assert meta["Version"] == ddim_core.__version__
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert "Typing :: Typed" in meta.get_all("Classifier")
+    assert "ddim" in meta["Keywords"].split(",")
+    urls = meta.get_all("Project-URL")
+    assert any(u.startswith("Homepage, https://github.com/ddim-core/ddim-core") for u in urls)
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text  # the full text
+
+
+def test_sdist_builds_the_package_and_leaves_the_tests_out(dist: Path) -> None:
+    (sdist,) = dist.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
+    top = names[0].split("/")[0]
+    assert f"{top}/LICENSE" in names and f"{top}/pyproject.toml" in names
+    assert f"{top}/ddim_core/py.typed" in names
+    assert not any("/tests/" in n for n in names)
+
+
+def test_version_has_one_source() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"]
+    assert project["project"]["dynamic"] == ["version"]
+    attr = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attr == "ddim_core.__version__"
+
+
+def test_all_extra_has_every_extra_that_installs_here() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    (spec,) = extras["all"]
+    included = set(spec.partition("[")[2].rstrip("]").split(","))
+    # cupy needs CUDA; mindspore and mindone need NumPy 1.x (their own environment)
+    assert included == set(extras) - {"all", "cupy", "mindspore", "mindone"}

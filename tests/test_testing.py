@@ -1,0 +1,237 @@
+"""ddim_core.testing, the toolkit users property-test their own schedulers with: strategies,
+the NumPy float64 reference, the magnitude-scaled assertions and the pytest plugin."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ddim_core as dc
+from ddim_core.testing import (
+    BACKENDS,
+    TOLERANCE,
+    Backend,
+    assert_array_close,
+    assert_inverse_step_close,
+    assert_step_close,
+    assert_timesteps_equal,
+    reference,
+    tolerance,
+)
+from ddim_core.testing import strategies as dst
+from ddim_core.testing.backends import dtype_name, round_to, to_numpy
+
+
+def test_every_option_has_a_strategy_and_an_invalid_value() -> None:
+    names = [f.name for f in dataclasses.fields(dc.DDIMConfig)]
+    assert sorted(dst.OPTIONS) == sorted(names)
+    assert {name for name, _, _ in dst.INVALID} == set(names)
+
+
+@given(config=dst.configs(), data=st.data())
+def test_configs_are_valid_combinations(config: dc.DDIMConfig, data: st.DataObject) -> None:
+    """Every drawn config makes plans, except where steps_offset pushes past T - 1."""
+    n = data.draw(st.integers(1, config.num_train_timesteps))
+    try:
+        plan = dc.make_plan(config, n)
+    except ValueError as e:
+        assert "steps_offset" in str(e)
+        return
+    assert plan.num_inference_steps == n
+    if config.trained_betas is not None:
+        assert len(config.trained_betas) == config.num_train_timesteps
+
+
+def test_configs_vary_only_what_is_named() -> None:
+    @given(dst.configs("timestep_spacing", clip_sample=False, steps_offset=st.just(1)))
+    def check(config: dc.DDIMConfig) -> None:
+        assert config.replace(timestep_spacing="leading") == dc.DDIMConfig(
+            clip_sample=False, steps_offset=1
+        )
+
+    check()
+    with pytest.raises(ValueError, match="unknown options"):
+        dst.configs("num_steps")
+
+
+@given(bad=dst.invalid_configs())
+def test_invalid_configs_are_rejected_naming_the_option(bad: dst.InvalidConfig) -> None:
+    with pytest.raises(bad.error, match=bad.option):
+        dc.DDIMConfig(**bad.options)
+
+
+@given(plan=dst.plans(steps=st.integers(1, 100)), data=st.data())
+def test_the_reference_steps_as_ddim_core_does(plan: dc.Plan, data: st.DataObject) -> None:
+    """Two independent codings of eq. (12) agree to float64 precision, plan rule or stride."""
+    t = data.draw(dst.timesteps(plan))
+    prediction = plan.config.prediction_type
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    x, out, z = rng.standard_normal((3, 2, 3, 4))
+    eta = data.draw(dst.etas())
+    got = dc.step(plan, out, t, x, eta=eta, noise=z)
+    assert_step_close(got, plan, out, t, x, eta=eta, noise=z)
+    own = reference.make_plan(plan.config, plan.num_inference_steps)
+    assert_step_close(got, own, out, t, x, eta=eta, noise=z)
+    if prediction != "sample" or plan.schedule.alpha_bar(plan.prev_timestep(t)) < 1:
+        inv = dc.inverse_step(plan, out, t, x)
+        assert_inverse_step_close(inv, plan, out, t, x)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_reference_timesteps_are_ddim_cores_for_every_step_count(spacing: str, offset: int) -> None:
+    config = dc.DDIMConfig(timestep_spacing=spacing, steps_offset=offset)
+    for n in range(1, 1001):
+        try:
+            want = dc.spaced_timesteps(config, n)
+        except ValueError:
+            with pytest.raises(ValueError):
+                reference.spaced_timesteps(config, n)
+            continue
+        assert reference.spaced_timesteps(config, n) == want
+        if n % 37 == 1:
+            assert (
+                reference.make_plan(config, n).prev_timesteps
+                == dc.make_plan(config, n).prev_timesteps
+            )
+            assert_timesteps_equal(np.asarray(want), config, n)
+            assert_timesteps_equal(list(want)[::-1], config, n, inverse=True)
+
+
+def test_timestep_failures_name_the_index() -> None:
+    config = dc.DDIMConfig(timestep_spacing="trailing")
+    have = [*reference.spaced_timesteps(config, 61), -1]  # diffusers' spurious entry
+    with pytest.raises(
+        AssertionError, match=r"61 steps: timesteps\[61\] is -1, the plan has nothing"
+    ):
+        assert_timesteps_equal(have, config, 61)
+
+
+@given(inputs=dst.step_inputs(scales=(1.0, 1e-3, 1e3)), data=st.data())
+def test_ddim_core_passes_its_own_assertions_on_every_backend_and_dtype(
+    inputs: dst.StepInputs, data: st.DataObject
+) -> None:
+    config = data.draw(dst.configs("timestep_spacing", "prediction_type", "thresholding"))
+    plan = dc.make_plan(config, 10)
+    t = data.draw(dst.timesteps(plan))
+    eta = data.draw(dst.etas())
+    x, m, z = inputs.arrays()
+    got = dc.step(plan, m, t, x, eta=eta, noise=z)
+    assert str(got.prev_sample.dtype) == str(x.dtype)
+    assert_step_close(got, plan, m, t, x, eta=eta, noise=z)
+
+
+def test_a_failure_names_config_timestep_element_and_size() -> None:
+    config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    plan = dc.make_plan(config, 10)
+    x, m = np.random.default_rng(0).standard_normal((2, 2, 4)).astype(np.float32)
+    good = dc.step(plan, m, 899, x)
+    assert_step_close(good, plan, m, 899, x)
+    off = good.prev_sample.copy()
+    off[1, 2] *= 1 + 1e-4
+    with pytest.raises(AssertionError) as info:
+        assert_step_close(off, plan, m, 899, x)
+    message = str(info.value)
+    for part in (
+        "prev_sample[1, 2] = ",
+        "off by ",
+        "relative 0.0001",
+        "x the tolerance",
+        "DDIMConfig(clip_sample=False, timestep_spacing='trailing'), 10 steps, step 899 -> 799",
+        "float32",
+    ):
+        assert part in message, message
+
+
+def test_tolerances_scale_with_dtype_and_magnitude() -> None:
+    assert tolerance("float32") == tolerance(np.float32) == TOLERANCE["float32"] == 1e-5
+    assert dtype_name(np.dtype("float16")) == "float16"
+    # |got - exact| <= tol * (|exact| + magnitude): a result that cancels to ~0 may be off by
+    # rounding of its terms, no more
+    assert_array_close(np.array([1e-6 + 5e-6]), np.array([1e-6]), "float32", magnitude=1.0)
+    with pytest.raises(AssertionError, match="x the tolerance"):
+        assert_array_close(np.array([1e-6 + 5e-6]), np.array([1e-6]), "float32", magnitude=0.1)
+    with pytest.raises(AssertionError, match="not finite"):
+        assert_array_close(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), "float64")
+
+
+def test_magnitude_bounds_the_rounding_of_float32_steps() -> None:
+    """A float32 computation of eq. (12) with exact coefficients stays within a few ulp of the
+    magnitude, far inside TOLERANCE["float32"] times it."""
+    rng = np.random.default_rng(1)
+    config = dc.DDIMConfig(prediction_type="sample", clip_sample=False)
+    for ab_from, ab_to in ((0.01, 0.3), (0.9999, 1.0), (0.5, 0.6)):
+        x, m = (round_to(rng.standard_normal(64), "float32") for _ in range(2))
+        exact, _ = reference.transfer(config, m, ab_from, ab_to, x)
+        size, _ = reference.magnitude(config, m, ab_from, ab_to, x)
+        x32, m32 = x.astype(np.float32), m.astype(np.float32)
+        eps = (x32 - np.float32(np.sqrt(ab_from)) * m32) / np.float32(np.sqrt(1 - ab_from))
+        got = np.float32(np.sqrt(ab_to)) * m32 + np.float32(np.sqrt(1 - ab_to)) * eps
+        assert np.all(np.abs(got - exact) <= 8 * 2.0**-24 * (np.abs(exact) + size))
+
+
+def test_the_reference_scheduler_has_diffusers_api(reference_scheduler) -> None:  # type: ignore[no-untyped-def]
+    s = reference_scheduler(timestep_spacing="trailing", clip_sample=False)
+    s.set_timesteps(3)
+    assert s.timesteps.tolist() == [999, 666, 332]
+    x = np.ones((1, 4))
+    out = s.step(0.5 * x, 666, x)
+    plan = dc.make_plan(dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False), 3)
+    assert np.array_equal(out.prev_sample, reference.step(plan, 0.5 * x, 666, x)[0])
+    inverse = reference_scheduler(inverse=True, timestep_spacing="trailing", clip_sample=False)
+    inverse.set_timesteps(3)
+    assert inverse.timesteps.tolist() == [332, 666, 999]
+    back = inverse.step(0.5 * x, 666, out.prev_sample).prev_sample
+    np.testing.assert_allclose(back, x, rtol=1e-12)
+
+
+def test_xp_and_device_fixtures(backend: Backend, xp, device) -> None:  # type: ignore[no-untyped-def]
+    """`xp.asarray(..., device=device)` makes arrays of the backend, where it makes them."""
+    a = xp.asarray([1.0, 2.0], device=device)
+    assert str(backend.device_of(a)) == str(device)
+    assert type(a) is type(backend.array([1.0, 2.0], "float32"))
+    if backend.has_values:
+        np.testing.assert_array_equal(to_numpy(a), [1.0, 2.0])
+
+
+def test_the_plugin_serves_a_users_test_suite(pytester: pytest.Pytester) -> None:
+    """A user's tests get the fixtures and the bounded profile from the plugin alone."""
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import numpy as np
+            import ddim_core as dc
+            from hypothesis import given, settings
+            from ddim_core.testing import assert_step_close
+            from ddim_core.testing import strategies as dst
+
+            def test_profile():
+                assert settings().derandomize and settings().max_examples == 30
+
+            def test_reference_scheduler(reference_scheduler):
+                s = reference_scheduler(clip_sample=False)
+                s.set_timesteps(10)
+                x = np.ones((2, 3))
+                plan = (dc.DDIMConfig(clip_sample=False), 10)
+                assert_step_close(s.step(x, 900, x), plan, x, 900, x)
+
+            def test_backend(backend, xp, device):
+                x = backend.array([1.0, -1.0], "float32")
+                assert xp.abs(x).shape == (2,)
+
+            @given(plan=dst.plans(dst.configs("timestep_spacing", clip_sample=False)))
+            def test_plans(plan):
+                assert len(plan.timesteps) == plan.num_inference_steps
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "ddim_core.testing.pytest_plugin", "--hypothesis-profile=ddim-core-ci", "-q"
+    )
+    here = [b for b in BACKENDS if b.unavailable() is None]
+    result.assert_outcomes(passed=3 + len(here), skipped=len(BACKENDS) - len(here))
