@@ -57,12 +57,15 @@ REACH = 2.0  # the warm start extrapolates at most this many times the last chan
 
 class Frame(NamedTuple):
     """One inverse step from noise level sigma_from up to sigma_to. A sample times `scale_*`
-    is its VE form (1 / sqrt(abar) for DDIM's samples, 1 for k-diffusion's)."""
+    is its VE form (1 / sqrt(abar) for DDIM's samples, 1 for k-diffusion's); `start` takes the
+    source sample to the destination's coordinates at the same VP point (plain inversion's
+    point of evaluation: 1 when both are VP samples)."""
 
     scale_from: float
     scale_to: float
     sigma_from: float
     sigma_to: float
+    start: float = 1.0
 
     @property
     def h(self) -> float:
@@ -117,10 +120,10 @@ class Trail(NamedTuple):
 
 def warm_start(x_src: Array, frame: Frame | None, trail: Trail) -> Array:
     """x_s + h eps_pred (in the samples' coordinates), eps_pred extrapolated linearly in sigma
-    from the trail, by at most REACH times its last change; x_s itself when the trail is
-    empty (the first step: plain inversion's point)."""
+    from the trail, by at most REACH times its last change; x_s itself (times `Frame.start`)
+    when the trail is empty (the first step: plain inversion's point)."""
     if frame is None or not trail.eps:
-        return x_src
+        return x_src if frame is None or frame.start == 1.0 else x_src * frame.start
     eps = trail.eps[-1]
     if len(trail.eps) == 2:
         (s0, s1), (e0, e1) = trail.sigmas, trail.eps

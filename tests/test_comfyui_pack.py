@@ -172,7 +172,7 @@ def test_node_schemas_as_data() -> None:
     iters = next(
         p for p in _node("DDIMCoreInversionSampler").inputs if p.name == "fixed_point_iters"
     )
-    assert "fixed_point_iters + 2" in iters.tooltip  # the call cost
+    assert "fixed_point_iters + 1" in iters.tooltip  # the call cost
     spacing = next(p for n in core.NODES for p in n.inputs if p.name == "spacing")
     assert spacing.options == TIMESTEP_SPACINGS
     fn, options = core.run_node("DDIMCoreSampler", eta=0.5, s_noise=0.9)

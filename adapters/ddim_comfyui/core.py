@@ -24,9 +24,9 @@ KSAMPLER_NAMES = ("ddim_core",)
 CATEGORY = "sampling/custom_sampling"
 
 # Exact inversion by default: refinements per step, and the residual that ends them early
-# (measured in ComfyUI at 20 steps: tol 1e-6 is float32's floor, reached in 5.5 model calls
-# per step on average; 8 refinements cap a step at 10 calls where it is out of reach, as with a
-# half-precision model).
+# (tol 1e-6 is about float32's floor; on the guided test bed of benchmarks/inversion.py,
+# float32 at 20 and 50 steps reaches 2e-6 in 3.1 to 3.8 model calls per step on average;
+# 8 refinements cap a step at 9 calls where it is out of reach, as with a half-precision model).
 INVERSION_ITERS = 8
 INVERSION_TOL = 1e-6
 
@@ -143,7 +143,7 @@ def sample_ddim_core_inverse(
     model, x, sigmas, extra_args, callback, disable
         As `ddim_kdiffusion.sample_ddim_inverse` (ComfyUI's sampler signature).
     fixed_point_iters : int, default INVERSION_ITERS
-        Refinements per step: at most fixed_point_iters + 2 model calls per step.
+        Refinements per step: at most fixed_point_iters + 1 model calls per step.
     tol : float, optional
         Stop refining once the residual is <= tol; None or 0: every refinement.
 
@@ -351,8 +351,8 @@ NODES = (
                 1,
                 tooltip="Refinements per step that make the inversion exact (sampling the "
                 "result gives the input back). Model calls per step: 1 for plain DDIM inversion "
-                "(0), else at most fixed_point_iters + 2 (one per refinement, one to measure "
-                "the plain step), fewer once within tol.",
+                "(0), else at most fixed_point_iters + 1 (the step, then one per refinement), "
+                "fewer once within tol.",
             ),
             Param(
                 "tol",

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 import ddim_core as dc
-from ddim_core import backends, coefficients, kernels
+from ddim_core import backends, coefficients, implicit, kernels
 from ddim_core.coefficients import LevelsKey, Row
 from ddim_core.config import check_nonnegative
 from ddim_core.plugins import standard_normal
-from ddim_core.sampling import check_fixed_point, solve_implicit
+from ddim_core.sampling import check_fixed_point
 
 Array = Any
 
@@ -137,12 +137,11 @@ def sample_ddim_inverse(
     Plain inversion (fixed_point_iters = 0, one model call per step) evaluates the model at the
     destination level on the source sample, as diffusers' DDIMInverseScheduler does. With
     k > 0 each step is solved implicitly (find y whose forward DDIM step lands on the source)
-    by up to k Anderson-accelerated refinements (`ddim_core.sampling.solve_implicit`): at most
-    k + 2 model calls per step (the plain step, then one per iterate measured: the plain
-    result and each refinement), fewer once the largest residual is <= tol. The residual is
-    measured on the VP sample (x * sqrt(abar) = x / sqrt(1 + sigma^2)), as ddim_core.invert
-    measures it, so a tol means the same in both; the best iterate per sample is kept. A
-    zero-length step is the identity (one model call, for the callback).
+    by `ddim_core.implicit`, as `ddim_core.invert` does: the step from a warm start, then k
+    refinements, 1 + k model calls per step, fewer once the largest residual is <= tol. The
+    residual is measured on the VP sample (x * sqrt(abar) = x / sqrt(1 + sigma^2)), as
+    ddim_core.invert measures it, so a tol means the same in both. A zero-length step is the
+    identity (one model call, for the callback).
 
     Parameters
     ----------
@@ -155,7 +154,7 @@ def sample_ddim_inverse(
     extra_args, callback, disable
         As in `sample_ddim`.
     fixed_point_iters : int, default 0
-        Refinements per step for the exact solve (at most k + 2 model calls per step).
+        Refinements per step for the exact solve (1 + k model calls per step).
     tol : float, optional
         Stop a step's solve once its residual is <= tol.
 
@@ -184,6 +183,7 @@ def sample_ddim_inverse(
         return x  # no step
     rows = _coefficients(levels, 0.0, inverse=True)
     s_in = _ones_like_batch(x)
+    trail = implicit.Trail()
     with _no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             src, dst, c = levels[i], levels[i + 1], rows[i]
@@ -192,22 +192,26 @@ def sample_ddim_inverse(
                 _report(callback, x, i, sigma, _denoised(model, x, sigma * s_in, extra_args))
                 continue
             eps_at = functools.partial(_eps_at, model, sigma * s_in, dst, extra_args)
-            # the model sees the source sample expressed at the destination level
-            eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
-            _report(callback, x, i, sigma, denoised)
-            y = _transfer(x, eps, c, _INVERSE, None)
-            if iters:
-                # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y),
-                # whose linear part is the identity; times s = sqrt(abar_src) it is in VP units
-                s = c.sqrt_ab_from
+            if not iters:
+                # the model sees the source sample expressed at the destination level
+                eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
+                _report(callback, x, i, sigma, denoised)
+                x = _transfer(x, eps, c, _INVERSE, None)
+                continue
+            # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y); the
+            # source and the residual in VP units (times s = sqrt(abar_src)), as ddim_core.invert
+            s = c.sqrt_ab_from
 
-                def forward(
-                    y: Array, eps_at: Any = eps_at, h: float = dst - src, s: float = s
-                ) -> Array:
-                    return (y - h * eps_at(y)[0]) * s
+            def forward(
+                y: Array, eps_at: Any = eps_at, h: float = dst - src, s: float = s
+            ) -> tuple[Array, Array]:
+                eps, denoised = eps_at(y)
+                return (y - h * eps) * s, denoised
 
-                y = solve_implicit(forward, x * s, y, iters, tol, c=1.0 / s)[0]
-            x = y
+            frame = implicit.Frame(1.0 / s, 1.0, src, dst, start=1.0 / c.sqrt_ab_to)
+            solved = implicit.solve_step(forward, x * s, frame, iters, tol, trail)
+            _report(callback, x, i, sigma, solved.x0)
+            x, trail = solved.x_t, solved.trail
     return x
 
 
