@@ -134,7 +134,25 @@ class GaussianMixture:
         return int(self.means.shape[1])
 
     def component(self, k: int) -> GaussianMixture:
-        """Component k alone (weight 1): the conditional model of class k."""
+        """Component k alone (weight 1): the conditional model of class k.
+
+        Parameters
+        ----------
+        k : int
+            The component's index.
+
+        Returns
+        -------
+        GaussianMixture
+            One Gaussian, on the same schedule and prediction type.
+
+        Examples
+        --------
+        >>> import ddim_core as dc
+        >>> mixture = dc.GaussianMixture.create([[-2.0], [2.0]], [0.3, 0.3], dc.DDIMConfig())
+        >>> mixture.component(1).means.tolist()
+        [[2.0]]
+        """
         return dataclasses.replace(
             self, means=self.means[k : k + 1], stds=self.stds[k : k + 1], weights=np.ones(1)
         )
@@ -293,7 +311,18 @@ Model = Callable[[Array, Any], Array]
 class Guided:
     """Classifier-free guidance of two models (Ho & Salimans 2022), optionally rescaled (Lin et
     al. 2023): `model(x, t)` = uncond + scale (cond - uncond), in their prediction type. Two
-    model calls inside (one at scale 1), counted as one model call by the loops."""
+    model calls inside (one at scale 1), counted as one model call by the loops. Made by
+    `guided`.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False)
+    >>> mixture = dc.GaussianMixture.create([[-2.0], [2.0]], [0.3, 0.3], config)
+    >>> model = dc.guided(mixture, mixture.component(0), 7.5)
+    >>> model(np.zeros((1, 1)), 500).shape
+    (1, 1)
+    """
 
     uncond: Model
     cond: Model
@@ -321,7 +350,27 @@ class Guided:
 
     def ode_solution(self, x_T: np.ndarray, ab_T: float, ab_0: float = 1.0) -> np.ndarray:
         """The exact probability-flow ODE map of the guided model from level abar_T to abar_0
-        (host NumPy float64), for two single Gaussians without rescale (see `_guided_flow`)."""
+        (host NumPy float64), for two single Gaussians without rescale (see `_guided_flow`).
+
+        Parameters
+        ----------
+        x_T : numpy.ndarray
+            Samples at level `ab_T`.
+        ab_T : float
+            alpha_bar of the starting level.
+        ab_0 : float, default 1.0
+            alpha_bar of the end level (1: the data).
+
+        Returns
+        -------
+        numpy.ndarray
+            The samples at level `ab_0`.
+
+        Raises
+        ------
+        ValueError
+            Not two single Gaussians of one schedule, or a rescale (`exact` is False).
+        """
         if not self.exact:
             raise ValueError(
                 "the exact ODE solution of a guided model is known for two single-Gaussian "
@@ -337,7 +386,42 @@ class Guided:
 
 def guided(uncond: Model, cond: Model, scale: float, *, rescale: float = 0.0) -> Guided:
     """The classifier-free-guided model of `uncond` and `cond` at guidance `scale` (1: cond
-    alone), with guidance rescale `rescale` in [0, 1] (`ddim_core.rescale_noise_cfg`)."""
+    alone), with guidance rescale `rescale` in [0, 1] (`ddim_core.rescale_noise_cfg`).
+
+    Parameters
+    ----------
+    uncond, cond : callable
+        Models ``model(x, t) -> array`` of one prediction type (e.g. a `GaussianMixture` and
+        one of its components).
+    scale : float
+        The guidance scale w.
+    rescale : float, default 0.0
+        Guidance rescale phi in [0, 1].
+
+    Returns
+    -------
+    Guided
+        The guided model; `Guided.ode_solution` where the exact ODE is known.
+
+    Raises
+    ------
+    TypeError
+        Models that are not callable, or a scale that is not a finite number.
+    ValueError
+        A rescale outside [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+    >>> u = dc.GaussianMixture.create([[0.0]], [1.0], config)
+    >>> c = dc.GaussianMixture.create([[2.0]], [0.5], config)
+    >>> model = dc.guided(u, c, 3.0)
+    >>> x_T = np.zeros((1, 1))
+    >>> exact = model.ode_solution(x_T, model.cond.schedule.alpha_bar(999))
+    >>> bool(abs(dc.sample(model, x_T, config, 200) - exact).max() < 0.01)
+    True
+    """
     if not (callable(uncond) and callable(cond)):
         raise TypeError("uncond and cond must be models callable as model(x, t)")
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):

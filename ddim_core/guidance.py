@@ -15,7 +15,26 @@ from .config import check_nonnegative
 
 
 def cfg(uncond: Array, cond: Array, scale: float) -> Array:
-    """Classifier-free guidance: uncond + scale * (cond - uncond); scale 1 is `cond` itself."""
+    """Classifier-free guidance (Ho & Salimans 2022): uncond + scale * (cond - uncond).
+
+    Parameters
+    ----------
+    uncond, cond : array
+        The model's unconditional and conditional outputs (any prediction type, any backend).
+    scale : float
+        The guidance scale w; 1 returns `cond` itself.
+
+    Returns
+    -------
+    array
+        The guided output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cfg(np.zeros(2), np.ones(2), 7.5)
+    array([7.5, 7.5])
+    """
     return cond if scale == 1.0 else uncond + scale * (cond - uncond)
 
 
@@ -27,6 +46,36 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     The arguments of diffusers' pipelines' `rescale_noise_cfg`, on any backend. A guided output
     with zero spread (std 0) is left as it is rather than divided by zero. Half precision is
     computed in float32.
+
+    Parameters
+    ----------
+    noise_guided : array
+        The guided output, shape (batch, ...).
+    noise_cond : array
+        The conditional output, same shape.
+    guidance_rescale : float
+        phi in [0, 1]: 0 returns `noise_guided` itself, 1 the fully rescaled output.
+
+    Returns
+    -------
+    array
+        In `noise_guided`'s library, device and dtype.
+
+    Raises
+    ------
+    ValueError
+        A negative or non-finite `guidance_rescale`, shapes that differ, or no axis beyond
+        the batch.
+    TypeError
+        Arrays of different libraries, or a non-number `guidance_rescale`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> guided = np.array([[0.0, 4.0]])
+    >>> cond = np.array([[0.0, 2.0]])
+    >>> rescale_noise_cfg(guided, cond, 1.0)   # the conditional spread, std 1
+    array([[0., 2.]])
     """
     phi = check_nonnegative("guidance_rescale", guidance_rescale)
     xp = backends.namespace(noise_guided=noise_guided, noise_cond=noise_cond)
@@ -44,11 +93,11 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
         return noise_guided
     work = backends.work_dtype(xp, noise_guided.dtype)
     guided, cond = backends.cast(xp, noise_guided, work), backends.cast(xp, noise_cond, work)
-    rescaled = guided * std_ratio(cond, guided, xp=xp)
+    rescaled = guided * _std_ratio(cond, guided, xp=xp)
     return backends.cast(xp, phi * rescaled + (1.0 - phi) * guided, noise_guided.dtype)
 
 
-def std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:
+def _std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:
     """std(a) / std(b) per sample (over every axis but the first, kept for broadcasting); 1
     where std(b) = 0. The ratio of population and of sample standard deviations is the same."""
     axes = tuple(range(1, a.ndim))

@@ -59,7 +59,14 @@ class Frame(NamedTuple):
     """One inverse step from noise level sigma_from up to sigma_to. A sample times `scale_*`
     is its VE form (1 / sqrt(abar) for DDIM's samples, 1 for k-diffusion's); `start` takes the
     source sample to the destination's coordinates at the same VP point (plain inversion's
-    point of evaluation: 1 when both are VP samples)."""
+    point of evaluation: 1 when both are VP samples).
+
+    Examples
+    --------
+    >>> f = Frame(1.0, 1.0, 0.5, 0.7)   # k-diffusion's VE samples, sigma 0.5 -> 0.7
+    >>> round(f.h, 12), round(f.c, 6)
+    (0.2, 1.103704)
+    """
 
     scale_from: float
     scale_to: float
@@ -76,10 +83,12 @@ class Frame(NamedTuple):
     def c(self) -> float:
         """The preconditioner: the inverse of the forward step's slope in the samples'
         coordinates for unit-variance data, 1 / cos(theta_to - theta_from) for VP samples."""
-        return preconditioner(self.scale_from, self.scale_to, self.sigma_from, self.sigma_to)
+        return _preconditioner(self.scale_from, self.scale_to, self.sigma_from, self.sigma_to)
 
 
-def preconditioner(scale_from: float, scale_to: float, sigma_from: float, sigma_to: float) -> float:
+def _preconditioner(
+    scale_from: float, scale_to: float, sigma_from: float, sigma_to: float
+) -> float:
     """1 / F'(x) for data N(0, I): F is then linear, VP slope cos(theta_to - theta_from) with
     theta = atan(sigma); a sample times scale times cos(theta) is its VP form. sigma_to may be
     inf (a zero-SNR end; then scale_to * cos(theta_to) is taken as 1)."""
@@ -93,7 +102,26 @@ def frame(row: Row) -> Frame | None:
     """The frame of a DDIM inverse step from its `coefficients.Row` (eta = 0: `direction` is
     sqrt(1 - abar_to)); None when abar_to = 0 (a zero-SNR end, which has no VE form) or when
     the step does not move up (abar_to = abar_from: the step from alpha_bar_0 to t = 0 when
-    set_alpha_to_one is False, whose forward step is the identity but for clipping)."""
+    set_alpha_to_one is False, whose forward step is the identity but for clipping).
+
+    Parameters
+    ----------
+    row : coefficients.Row
+        The inverse step's row (`coefficients.row(StepKey(plan, 0.0, True), t)`).
+
+    Returns
+    -------
+    Frame or None
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core import coefficients
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> row = coefficients.row(coefficients.StepKey(plan, 0.0, True), plan.timesteps[-1])
+    >>> frame(row).sigma_from   # from the clean level (set_alpha_to_one)
+    0.0
+    """
     if row.sqrt_ab_to <= 0.0:
         return None
     scale_from, scale_to = 1.0 / row.sqrt_ab_from, 1.0 / row.sqrt_ab_to
@@ -103,25 +131,85 @@ def frame(row: Row) -> Frame | None:
 
 def vp_preconditioner(row: Row) -> float:
     """`Frame.c` of a DDIM inverse step (VP samples) from its Row, also where it has no frame:
-    1 / (sqrt(abar_from abar_to) + sqrt((1 - abar_from) (1 - abar_to)))."""
+    1 / (sqrt(abar_from abar_to) + sqrt((1 - abar_from) (1 - abar_to))).
+
+    Parameters
+    ----------
+    row : coefficients.Row
+        The inverse step's row.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> from ddim_core import coefficients
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> row = coefficients.row(coefficients.StepKey(plan, 0.0, True), plan.timesteps[0])
+    >>> round(vp_preconditioner(row), 6) == round(frame(row).c, 6)
+    True
+    """
     return 1.0 / float(row.sqrt_ab_from * row.sqrt_ab_to + row.sqrt_1m_ab_from * row.direction)
 
 
 class Trail(NamedTuple):
     """What an inverse step hands to the next: the sigma and the solved eps
-    ((x_t - x_s) / h in VE form, in the work dtype) of the last two steps."""
+    ((x_t - x_s) / h in VE form, in the work dtype) of the last two steps.
+
+    Examples
+    --------
+    >>> Trail().extend(0.5, "e0").extend(0.7, "e1").extend(0.9, "e2").sigmas
+    (0.7, 0.9)
+    """
 
     sigmas: tuple[float, ...] = ()
     eps: tuple[Array, ...] = ()
 
     def extend(self, sigma: float, eps: Array) -> Trail:
+        """The trail with a solved step's sigma and eps appended (the last two kept).
+
+        Parameters
+        ----------
+        sigma : float
+            The step's destination sigma.
+        eps : array
+            The eps it solved for.
+
+        Returns
+        -------
+        Trail
+        """
         return Trail((*self.sigmas, sigma)[-2:], (*self.eps, eps)[-2:])
 
 
 def warm_start(x_src: Array, frame: Frame | None, trail: Trail) -> Array:
     """x_s + h eps_pred (in the samples' coordinates), eps_pred extrapolated linearly in sigma
     from the trail, by at most REACH times its last change; x_s itself (times `Frame.start`)
-    when the trail is empty (the first step: plain inversion's point)."""
+    when the trail is empty (the first step: plain inversion's point).
+
+    Parameters
+    ----------
+    x_src : array
+        The source sample (work dtype).
+    frame : Frame or None
+        The step; None: the source itself.
+    trail : Trail
+        The last steps' solved eps.
+
+    Returns
+    -------
+    array
+        The first iterate, in the destination's coordinates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> trail = Trail().extend(1.0, np.array([0.5])).extend(2.0, np.array([1.0]))
+    >>> warm_start(np.array([1.0]), Frame(1.0, 1.0, 2.0, 3.0), trail)   # 1 + 1 * 1.5
+    array([2.5])
+    """
     if frame is None or not trail.eps:
         return x_src if frame is None or frame.start == 1.0 else x_src * frame.start
     eps = trail.eps[-1]
@@ -131,7 +219,7 @@ def warm_start(x_src: Array, frame: Frame | None, trail: Trail) -> Array:
     return (x_src * frame.scale_from + frame.h * eps) / frame.scale_to
 
 
-def solved_eps(x_src: Array, x_t: Array, frame: Frame) -> Array:
+def _solved_eps(x_src: Array, x_t: Array, frame: Frame) -> Array:
     """The eps a solved step implies, (x_t - x_s) / h in VE form (h > 0)."""
     return (x_t * frame.scale_to - x_src * frame.scale_from) / frame.h
 
@@ -139,7 +227,13 @@ def solved_eps(x_src: Array, x_t: Array, frame: Frame) -> Array:
 class Solution(NamedTuple):
     """One solved inverse step: the result, the x0_pred of the best measured iterate, the model
     calls it took, the max residual of the best measured iterate (None unless read), and the
-    trail for the next step."""
+    trail for the next step. Returned by `solve_step`.
+
+    Examples
+    --------
+    >>> Solution(x_t=1.0, x0=1.0, calls=2, residual=None, trail=Trail()).calls
+    2
+    """
 
     x_t: Array
     x0: Array
@@ -167,6 +261,45 @@ def solve_step(
     returning (x_prev, x0_pred) as `steps.step` does.
     `c` is the preconditioner (`Frame.c` by default). Without a frame (see `frame`) the step
     starts from x_src and hands the trail on unchanged; then `c` must be given.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(y) -> (x_prev, x0_pred)``: the forward step from the destination level.
+    x_src : array
+        The source sample (the target of the forward step).
+    frame : Frame or None
+        The step's levels and coordinates.
+    refinements : int
+        k: refinements after the plain step (1 + k calls of `forward`).
+    tol : float or None
+        Stop at the first measured iterate whose max residual is <= tol (a host read per
+        iterate, only when given).
+    trail : Trail, optional
+        The previous steps' solved eps (the warm start).
+    c : float, optional
+        The preconditioner; `frame.c` when not given.
+    history : int, default 3
+        Iterates the Anderson update combines.
+
+    Returns
+    -------
+    Solution
+
+    Raises
+    ------
+    ValueError
+        No frame and no `c`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = Frame(1.0, 1.0, 0.0, 0.5)             # VE samples, sigma 0 -> 0.5
+    >>> def forward(y):                           # DDIM's step back for eps(y) = y / 2
+    ...     return y - 0.5 * (y / 2), y
+    >>> out = solve_step(forward, np.array([[1.0]]), f, 2, None)
+    >>> out.calls, bool(abs(forward(out.x_t)[0] - 1.0).max() < 1e-12)
+    (3, True)
     """
     xp = backends.namespace(x_src=x_src)
     trail = Trail() if trail is None else trail
@@ -202,7 +335,7 @@ def solve_step(
                 return _solution(best, best_x0, calls, residual, src, frame, trail, xp)
         ys = [*ys, backends.cast(xp, y, work)][-(history + 1) :]
         rs = [*rs, c * (x_fwd - src)][-(history + 1) :]  # g(y) = y - r: the plain step
-        y = backends.cast(xp, backends.materialize(anderson(ys, rs, xp)), dtype)
+        y = backends.cast(xp, backends.materialize(_anderson(ys, rs, xp)), dtype)
     # the last refinement, which no call measures: only where the iteration still improved
     keep = improving & xp.all(xp.reshape(xp.isfinite(y), (y.shape[0], -1)), axis=1)
     x_t = backends.materialize(xp.where(_sample_mask(keep, y.ndim, xp), y, best))
@@ -221,11 +354,11 @@ def _solution(
 ) -> Solution:
     if frame is None:
         return Solution(x_t, x0, calls, residual, trail)
-    eps = solved_eps(src, backends.cast(xp, x_t, src.dtype), frame)
+    eps = _solved_eps(src, backends.cast(xp, x_t, src.dtype), frame)
     return Solution(x_t, x0, calls, residual, trail.extend(frame.sigma_to, eps))
 
 
-def anderson(ys: list[Array], rs: list[Array], xp: Namespace) -> Array:
+def _anderson(ys: list[Array], rs: list[Array], xp: Namespace) -> Array:
     """Anderson's type-II update (Walker & Ni 2011, eq. 2.1 with mixing 1) per batch element,
     for the fixed-point map g(y) = y - r(y), from iterates `ys` and residuals `rs` (oldest
     first): gamma = argmin |r_k - dR gamma|, y_new = y_k - r_k - (dY - dR) gamma, dY and dR
@@ -269,6 +402,28 @@ def lstsq_mgs(columns: list[Array], rhs: Array, xp: Namespace) -> list[Array]:
     A column whose part orthogonal to the columns before it is below sqrt(eps) of its own
     norm (numerically dependent, or zero) is dropped: its gamma is 0. So no division by zero,
     and no gamma blows up on a near-singular problem.
+
+    Parameters
+    ----------
+    columns : list of array
+        m arrays of shape (batch, D), the columns in order of priority.
+    rhs : array
+        Shape (batch, D).
+    xp : namespace
+        The arrays' array API namespace.
+
+    Returns
+    -------
+    list of array
+        m arrays of shape (batch,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ddim_core.backends import HOST_XP
+    >>> e1, e2 = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    >>> [g.tolist() for g in lstsq_mgs([e1, e2, 2 * e1], np.array([[3.0, 4.0]]), HOST_XP)]
+    [[3.0], [4.0], [0.0]]
     """
     m = len(columns)
     rel = math.sqrt(float(xp.finfo(rhs.dtype).eps))

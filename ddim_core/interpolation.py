@@ -27,6 +27,31 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     the arc); exactly opposite samples (theta = pi) and a zero sample have no single great
     circle and give their linear interpolation too. Half precision is computed in float32.
     Samples of shape (D,) are one batch element.
+
+    Parameters
+    ----------
+    x_a, x_b : array
+        Samples of one shape, library, device and real floating dtype.
+    alpha : float or array
+        0 gives x_a, 1 gives x_b; an array of shape () or (batch,) interpolates per sample.
+
+    Returns
+    -------
+    array
+        In x_a's library, device and dtype.
+
+    Raises
+    ------
+    ValueError
+        Shapes that differ, or an alpha array of another shape.
+    TypeError
+        Dtypes that differ or are not real floating, or an alpha of another kind.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> slerp(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), 0.5).round(4)
+    array([[0.7071, 0.7071]])
     """
     xp = backends.namespace(x_a=x_a, x_b=x_b)
     if tuple(x_a.shape) != tuple(x_b.shape):

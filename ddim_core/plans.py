@@ -241,7 +241,25 @@ def quadratic_timesteps(T: int, n: int) -> list[int]:
     tau_k = floor(c k^2) with c such that the last is 0.8 T, c = 0.8 T / (n - 1)^2, computed in
     integers. Where floor(c k^2) does not exceed its predecessor (c (2k - 1) < 1, for
     n > sqrt(0.8 T) + 1) the timestep is moved up to predecessor + 1, so the plan stays strictly
-    increasing; the paper's schedule otherwise."""
+    increasing; the paper's schedule otherwise.
+
+    Parameters
+    ----------
+    T : int
+        num_train_timesteps.
+    n : int
+        The number of timesteps, in [1, T].
+
+    Returns
+    -------
+    list of int
+        Ascending; `spaced_timesteps` adds steps_offset and reverses them.
+
+    Examples
+    --------
+    >>> quadratic_timesteps(1000, 10)
+    [0, 9, 39, 88, 158, 246, 355, 483, 632, 800]
+    """
     if n == 1:
         return [0]
     taus: list[int] = []

@@ -55,7 +55,15 @@ Callback = Callable[[StepInfo], Any] | None
 class State(tuple):  # type: ignore[type-arg]
     """What sampling needs to return exactly to x_0: a pair of arrays (EDICT's two sequences,
     or two consecutive samples), in the arithmetic dtype, and `dtype`, the samples' dtype (the
-    model is called in it and x_0 is returned in it)."""
+    model is called in it and x_0 is returned in it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> state = State(np.zeros(2), np.ones(2), np.float32)
+    >>> len(state), state.dtype
+    (2, <class 'numpy.float32'>)
+    """
 
     dtype: Any
 
@@ -91,6 +99,48 @@ def sample_edict(
 
     `state` is (x_T, y_T) from `invert_edict`, or one x_T for both. Returns x_0 (the x
     sequence). 2 model calls per step.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array`` in the config's prediction type (called in the samples'
+        dtype).
+    state : State, tuple of two arrays, or array
+        What the inverse returned, or a plain x_T.
+    config : DDIMConfig
+        The scheduler options (the inverse's).
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    p : float, default 0.93
+        EDICT's mixing weight, in (0, 1].
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing.
+    callback : callable, optional
+        Called with a `StepInfo` after each step (model_calls per step).
+    progress : bool, default False
+        Show a tqdm progress bar.
+    check_finite : bool, optional
+        As in `ddim_core.sample`.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (default: the state's).
+    dtype : dtype, optional
+        The samples' dtype: the model is called in it and x_0 returned in it (default: the
+        State's, else the arrays').
+
+    Returns
+    -------
+    array
+        x_0.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+    >>> model = dc.GaussianMixture.create([[1.0]], [0.5], config)
+    >>> x_0 = np.array([[0.5], [1.5]])
+    >>> state = dc.reversible.invert_edict(model, x_0, config, 10)
+    >>> bool(np.abs(dc.reversible.sample_edict(model, state, config, 10) - x_0).max() < 1e-12)
+    True
     """
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
     x, y = _pair(state)
@@ -132,6 +182,45 @@ def invert_edict(
         y  = (y' - b_t eps(x', t)) / a_t,    x = (x' - b_t eps(y, t)) / a_t.
 
     Returns the state (x_T, y_T); `sample_edict` maps it back onto x_0. 2 calls per step.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array`` in the config's prediction type (called in x_0's dtype).
+    x_0 : array
+        The clean sample.
+    config : DDIMConfig
+        The scheduler options.
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    p : float, default 0.93
+        EDICT's mixing weight, in (0, 1].
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing (walked backwards).
+    callback : callable, optional
+        Called with a `StepInfo` after each step (model_calls per step).
+    progress : bool, default False
+        Show a tqdm progress bar.
+    check_finite : bool, optional
+        As in `ddim_core.sample`.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (default: x_0's, float32 for half precision); the state is
+        returned in it.
+
+    Returns
+    -------
+    State
+        (x_T, y_T), in the arithmetic dtype, remembering x_0's dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+    >>> model = dc.GaussianMixture.create([[1.0]], [0.5], config)
+    >>> x_0 = np.array([[0.5]], dtype=np.float32)
+    >>> state = dc.reversible.invert_edict(model, x_0, config, 10, precision="float64")
+    >>> state[0].dtype, state.dtype
+    (dtype('float64'), dtype('float32'))
     """
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
     _check_loop(model, x_0, callback)
@@ -177,6 +266,48 @@ def sample_bdia(
     gamma in (0, 1] (gamma = 0 would be DDIM, which this cannot invert). From a state
     (z_0, z_1) of `invert_bdia` the first step is skipped; from a plain x_T it is DDIM's.
     1 model call per step; uses `steps.step` with all the config's options.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array`` in the config's prediction type (called in the samples'
+        dtype).
+    state : State, tuple of two arrays, or array
+        What the inverse returned, or a plain x_T.
+    config : DDIMConfig
+        The scheduler options (the inverse's).
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    gamma : float, default 1.0
+        BDIA's gamma, in (0, 1].
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing.
+    callback : callable, optional
+        Called with a `StepInfo` after each step (model_calls per step).
+    progress : bool, default False
+        Show a tqdm progress bar.
+    check_finite : bool, optional
+        As in `ddim_core.sample`.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (default: the state's).
+    dtype : dtype, optional
+        The samples' dtype: the model is called in it and x_0 returned in it (default: the
+        State's, else the arrays').
+
+    Returns
+    -------
+    array
+        x_0.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+    >>> model = dc.GaussianMixture.create([[1.0]], [0.5], config)
+    >>> x_0 = np.array([[0.5], [1.5]])
+    >>> state = dc.reversible.invert_bdia(model, x_0, config, 10)
+    >>> bool(np.abs(dc.reversible.sample_bdia(model, state, config, 10) - x_0).max() < 1e-12)
+    True
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
     _check_loop(model, _pair(state)[0], callback)
@@ -210,6 +341,45 @@ def invert_bdia(
 
     Returns (z_0, z_1) = (x_T, x_{T-1}); 1 model call per step. Division by gamma amplifies
     rounding in z_0 (by up to (1 / gamma)^N); sampling damps it back.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array`` in the config's prediction type (called in x_0's dtype).
+    x_0 : array
+        The clean sample.
+    config : DDIMConfig
+        The scheduler options.
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    gamma : float, default 1.0
+        BDIA's gamma, in (0, 1].
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing (walked backwards).
+    callback : callable, optional
+        Called with a `StepInfo` after each step (model_calls per step).
+    progress : bool, default False
+        Show a tqdm progress bar.
+    check_finite : bool, optional
+        As in `ddim_core.sample`.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (default: x_0's, float32 for half precision); the state is
+        returned in it.
+
+    Returns
+    -------
+    State
+        (z_0, z_1) = (x_T, x at the next level), in the arithmetic dtype, remembering x_0's dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+    >>> model = dc.GaussianMixture.create([[1.0]], [0.5], config)
+    >>> x_0 = np.array([[0.5]], dtype=np.float32)
+    >>> state = dc.reversible.invert_bdia(model, x_0, config, 10, precision="float64")
+    >>> state[0].dtype, state.dtype
+    (dtype('float64'), dtype('float32'))
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
     _check_loop(model, x_0, callback)
@@ -248,6 +418,46 @@ def sample_belm(
 
     the first step DDIM's. From a state (z_0, z_1) of `invert_belm` the first step is
     skipped. 1 model call per step. Needs abar > 0 at every timestep (no zero-SNR end).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array`` in the config's prediction type (called in the samples'
+        dtype).
+    state : State, tuple of two arrays, or array
+        What the inverse returned, or a plain x_T.
+    config : DDIMConfig
+        The scheduler options (the inverse's).
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing.
+    callback : callable, optional
+        Called with a `StepInfo` after each step (model_calls per step).
+    progress : bool, default False
+        Show a tqdm progress bar.
+    check_finite : bool, optional
+        As in `ddim_core.sample`.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (default: the state's).
+    dtype : dtype, optional
+        The samples' dtype: the model is called in it and x_0 returned in it (default: the
+        State's, else the arrays').
+
+    Returns
+    -------
+    array
+        x_0.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+    >>> model = dc.GaussianMixture.create([[1.0]], [0.5], config)
+    >>> x_0 = np.array([[0.5], [1.5]])
+    >>> state = dc.reversible.invert_belm(model, x_0, config, 10)
+    >>> bool(np.abs(dc.reversible.sample_belm(model, state, config, 10) - x_0).max() < 1e-12)
+    True
     """
     plan = _plan(config, num_inference_steps, timesteps)
     _check_loop(model, _pair(state)[0], callback)
@@ -275,7 +485,45 @@ def invert_belm(
     precision: str | None = None,
 ) -> State:
     """O-BELM inversion: z_{N-1} by plain DDIM inversion of x_0, then `sample_belm`'s step
-    solved for z_{k-1} (explicit: divide by (h / H)^2). Returns (z_0, z_1); 1 call per step."""
+    solved for z_{k-1} (explicit: divide by (h / H)^2). Returns (z_0, z_1); 1 call per step.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> array`` in the config's prediction type (called in x_0's dtype).
+    x_0 : array
+        The clean sample.
+    config : DDIMConfig
+        The scheduler options.
+    num_inference_steps : int, optional
+        N; give this or `timesteps`.
+    timesteps : sequence of int, optional
+        A custom plan, strictly decreasing (walked backwards).
+    callback : callable, optional
+        Called with a `StepInfo` after each step (model_calls per step).
+    progress : bool, default False
+        Show a tqdm progress bar.
+    check_finite : bool, optional
+        As in `ddim_core.sample`.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (default: x_0's, float32 for half precision); the state is
+        returned in it.
+
+    Returns
+    -------
+    State
+        (z_0, z_1) = (x_T, x at the next level), in the arithmetic dtype, remembering x_0's dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, ddim_core as dc
+    >>> config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
+    >>> model = dc.GaussianMixture.create([[1.0]], [0.5], config)
+    >>> x_0 = np.array([[0.5]], dtype=np.float32)
+    >>> state = dc.reversible.invert_belm(model, x_0, config, 10, precision="float64")
+    >>> state[0].dtype, state.dtype
+    (dtype('float64'), dtype('float32'))
+    """
     plan = _plan(config, num_inference_steps, timesteps)
     _check_loop(model, x_0, callback)
     _check_linear(plan, "BELM")

@@ -148,7 +148,7 @@ def draw_roundtrip(plt: Any) -> Any:
     ax.loglog(steps, results["sample_error"], "o-", label="sampling error vs 1000 steps")
     ax.loglog(steps, results["plain"], "s-", label="plain inversion: max |sample(invert(x)) - x|")
     exact = np.maximum(results["exact"], 1e-17)
-    ax.loglog(steps, exact, "^-", label="exact inversion (fixed_point_iters=20, tol=1e-9)")
+    ax.loglog(steps, exact, "^-", label="exact inversion (fixed_point_iters=30, tol=1e-9)")
     ax.set(
         xlabel="steps N",
         ylabel="max abs error",

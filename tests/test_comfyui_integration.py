@@ -282,8 +282,8 @@ def test_inversion_is_exact_by_default(comfy) -> None:  # type: ignore[no-untype
         back = _advanced(comfy, model, off, forward, down, z)
         trips[label] = float((back - x0).abs().max())
     assert trips["exact"] <= 1e-5 < 1e-2 < trips["one refinement"] < trips["plain"]
-    assert calls["plain"] == 20 and calls["one refinement"] == 20 * 3
-    assert 20 < calls["exact"] <= 20 * (core.INVERSION_ITERS + 2)
+    assert calls["plain"] == 20 and calls["one refinement"] == 20 * 2
+    assert 20 < calls["exact"] <= 20 * (core.INVERSION_ITERS + 1)
 
 
 @needs_comfyui

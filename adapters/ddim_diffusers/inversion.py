@@ -41,7 +41,42 @@ def guided_unet(
     """model(x, t) for ddim_core's loops: the UNet's output (the scheduler's prediction type)
     under classifier-free guidance, uncond and cond in one batch of 2B (guidance_scale 1 or no
     negative embeddings: the conditional UNet alone). Embeddings with batch 1 serve every
-    latent."""
+    latent.
+
+    Parameters
+    ----------
+    unet : callable
+        ``unet(x, t, encoder_hidden_states=...).sample`` (a diffusers UNet).
+    prompt_embeds : array
+        The conditional embeddings, batch 1 or the latents'.
+    negative_prompt_embeds : array, optional
+        The unconditional ones; None: no guidance.
+    guidance_scale : float, default 7.5
+        w.
+    guidance_rescale : float, default 0.0
+        Lin et al.'s phi (`ddim_core.rescale_noise_cfg`).
+    **unet_kwargs
+        Passed to the UNet.
+
+    Returns
+    -------
+    callable
+        ``model(x, t)`` for ddim_core's loops.
+
+    Examples
+    --------
+    >>> import types, numpy as np
+    >>> import ddim_diffusers as dd
+    >>> def unet(x, t, encoder_hidden_states):       # a stand-in for pipe.unet
+    ...     bias = encoder_hidden_states.reshape(-1, 1, 1, 1)
+    ...     return types.SimpleNamespace(sample=0.1 * x + bias)
+    >>> pipe = types.SimpleNamespace(unet=unet, scheduler=dd.DDIMScheduler(clip_sample=False))
+    >>> cond, uncond = np.full((1, 1, 1), 0.2), np.zeros((1, 1, 1))
+    >>> embeds = dict(prompt_embeds=cond, negative_prompt_embeds=uncond, guidance_scale=3.0)
+    >>> model = guided_unet(pipe.unet, cond, uncond, 3.0)
+    >>> model(np.zeros((2, 1, 1, 1)), 10).ravel().round(6).tolist()   # 0 + 3 * (0.2 - 0)
+    [0.6, 0.6]
+    """
 
     def model(x: Any, t: Any) -> Any:
         cond = _batch(prompt_embeds, x.shape[0])
@@ -63,7 +98,22 @@ def guided_unet(
 def ddim_config(scheduler_or_config: Any) -> dc.DDIMConfig:
     """The DDIMConfig of a pipeline's scheduler (ours, diffusers' DDIM, or any scheduler whose
     config has the schedule's keys, e.g. Stable Diffusion's PNDMScheduler), or of a config
-    mapping; keys DDIMConfig does not have are left out."""
+    mapping; keys DDIMConfig does not have are left out.
+
+    Parameters
+    ----------
+    scheduler_or_config : scheduler or mapping
+        A pipeline's scheduler, or its config.
+
+    Returns
+    -------
+    DDIMConfig
+
+    Examples
+    --------
+    >>> ddim_config({"beta_schedule": "scaled_linear", "skip_prk_steps": True}).beta_schedule
+    'scaled_linear'
+    """
     found = getattr(scheduler_or_config, "_ddim_config", None)
     if isinstance(found, dc.DDIMConfig):
         return found
@@ -95,6 +145,50 @@ def invert_latents(
     "plain": one call; "edict" (2 calls, p=0.93), "bdia" (1 call, gamma=1.0), "belm" (1
     call); `method_options` go to the method (e.g. precision="float64" for the reversible
     ones, history= for "exact").
+
+    Parameters
+    ----------
+    pipe : pipeline
+        Anything with `.unet` and `.scheduler`.
+    latents : array
+        Clean latents.
+    prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
+        As in `guided_unet`.
+    num_inference_steps : int, default 50
+        N.
+    method : str, default "exact"
+        One of METHODS.
+    fixed_point_iters : int, default 2
+        Refinements per step of "exact".
+    tol : float, optional
+        Its residual tolerance (one host read per iterate).
+    callback : callable, optional
+        Called with a `ddim_core.StepInfo` after each step.
+    progress : bool, default False
+        Show a progress bar.
+    **method_options
+        Passed to the method's function.
+
+    Returns
+    -------
+    array or ddim_core.reversible.State
+        x_T, or the reversible method's state.
+
+    Examples
+    --------
+    >>> import types, numpy as np
+    >>> import ddim_diffusers as dd
+    >>> def unet(x, t, encoder_hidden_states):       # a stand-in for pipe.unet
+    ...     bias = encoder_hidden_states.reshape(-1, 1, 1, 1)
+    ...     return types.SimpleNamespace(sample=0.1 * x + bias)
+    >>> pipe = types.SimpleNamespace(unet=unet, scheduler=dd.DDIMScheduler(clip_sample=False))
+    >>> cond, uncond = np.full((1, 1, 1), 0.2), np.zeros((1, 1, 1))
+    >>> embeds = dict(prompt_embeds=cond, negative_prompt_embeds=uncond, guidance_scale=3.0)
+    >>> x_0 = np.ones((1, 1, 1, 1))
+    >>> z = invert_latents(pipe, x_0, num_inference_steps=10, **embeds)
+    >>> back = sample_latents(pipe, z, num_inference_steps=10, **embeds)
+    >>> bool(np.abs(back - x_0).max() < 1e-6)
+    True
     """
     config, model = _setup(
         pipe, prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
@@ -135,7 +229,46 @@ def sample_latents(
     **method_options: Any,
 ) -> Any:
     """Clean latents from `invert_latents`' result (x_T, or a reversible method's state) by
-    the same method's sampler (DDIM for "exact" and "plain"), same guidance, same steps."""
+    the same method's sampler (DDIM for "exact" and "plain"), same guidance, same steps.
+
+    Parameters
+    ----------
+    pipe : pipeline
+        Anything with `.unet` and `.scheduler`.
+    noise : array or ddim_core.reversible.State
+        What `invert_latents` returned (or any x_T for "exact" / "plain").
+    prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
+        As in `guided_unet`.
+    num_inference_steps : int, default 50
+        N.
+    method : str, default "exact"
+        The method `invert_latents` used.
+    callback : callable, optional
+        Called with a `ddim_core.StepInfo` after each step.
+    progress : bool, default False
+        Show a progress bar.
+    **method_options
+        Passed to the method's function.
+
+    Returns
+    -------
+    array
+        Clean latents.
+
+    Examples
+    --------
+    >>> import types, numpy as np
+    >>> import ddim_diffusers as dd
+    >>> def unet(x, t, encoder_hidden_states):       # a stand-in for pipe.unet
+    ...     bias = encoder_hidden_states.reshape(-1, 1, 1, 1)
+    ...     return types.SimpleNamespace(sample=0.1 * x + bias)
+    >>> pipe = types.SimpleNamespace(unet=unet, scheduler=dd.DDIMScheduler(clip_sample=False))
+    >>> cond, uncond = np.full((1, 1, 1), 0.2), np.zeros((1, 1, 1))
+    >>> embeds = dict(prompt_embeds=cond, negative_prompt_embeds=uncond, guidance_scale=3.0)
+    >>> state = invert_latents(pipe, np.ones((1, 1, 1, 1)), method="bdia", **embeds)
+    >>> sample_latents(pipe, state, method="bdia", **embeds).round(9).ravel().tolist()
+    [1.0]
+    """
     config, model = _setup(
         pipe, prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
     )

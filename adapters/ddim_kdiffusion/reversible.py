@@ -40,7 +40,43 @@ def sample_edict(
     p: float = 0.93,
     precision: str | None = None,
 ) -> Array:
-    """EDICT (Wallace et al. 2023) over descending sigmas; 2 model calls per step."""
+    """EDICT (Wallace et al. 2023) over descending sigmas; 2 model calls per step.
+
+    Parameters
+    ----------
+    model : callable
+        k-diffusion's denoiser, ``model(x, sigma * s_in, **extra_args) -> x0``.
+    x : array or tuple
+        x_T (VE latents, e.g. noise * sigma_max), or the state an inverse returned.
+    sigmas : array
+        Descending sigmas (ending in 0 or the smallest level).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+    disable : bool, optional
+        Disable the progress bar.
+    p : float, default 0.93
+        EDICT's mixing weight.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (`ddim_core.reversible`).
+
+    Returns
+    -------
+    array
+        x_0 (VE latents at the last sigma).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sigmas = np.array([2.0, 1.0, 0.5, 0.0])
+    >>> def denoiser(x, sigma):
+    ...     return x / (1.0 + sigma[:, None] ** 2)
+    >>> x0 = np.array([[0.3, -0.2]])
+    >>> state = sample_edict_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True)
+    >>> bool(np.abs(sample_edict(denoiser, state, sigmas, disable=True) - x0).max() < 1e-12)
+    True
+    """
     return _sample("edict", model, x, sigmas, extra_args, callback, disable, precision, p=p)
 
 
@@ -54,7 +90,42 @@ def sample_edict_inverse(
     p: float = 0.93,
     precision: str | None = None,
 ) -> reversible.State:
-    """EDICT inversion over ascending sigmas: the state (x_T, y_T) for `sample_edict`."""
+    """EDICT inversion over ascending sigmas: the state (x_T, y_T) for `sample_edict`.
+
+    Parameters
+    ----------
+    model : callable
+        k-diffusion's denoiser, ``model(x, sigma * s_in, **extra_args) -> x0``.
+    x : array
+        The clean latent (at the first sigma).
+    sigmas : array
+        Ascending sigmas (e.g. `get_sigmas_ddim(...)` reversed).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+    disable : bool, optional
+        Disable the progress bar.
+    p : float, default 0.93
+        EDICT's mixing weight.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype; the state is returned in it.
+
+    Returns
+    -------
+    ddim_core.reversible.State
+        (x_T, y_T) in VE latents, for the matching sampler.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def denoiser(x, sigma):
+    ...     return x / (1.0 + sigma[:, None] ** 2)
+    >>> up = np.array([0.0, 0.5, 1.0])
+    >>> state = sample_edict_inverse(denoiser, np.ones((1, 2)), up, disable=True)
+    >>> len(state)
+    2
+    """
     return _invert("edict", model, x, sigmas, extra_args, callback, disable, precision, p=p)
 
 
@@ -68,7 +139,43 @@ def sample_bdia(
     gamma: float = 1.0,
     precision: str | None = None,
 ) -> Array:
-    """BDIA-DDIM (Zhang et al. 2023) over descending sigmas; 1 model call per step."""
+    """BDIA-DDIM (Zhang et al. 2023) over descending sigmas; 1 model call per step.
+
+    Parameters
+    ----------
+    model : callable
+        k-diffusion's denoiser, ``model(x, sigma * s_in, **extra_args) -> x0``.
+    x : array or tuple
+        x_T (VE latents, e.g. noise * sigma_max), or the state an inverse returned.
+    sigmas : array
+        Descending sigmas (ending in 0 or the smallest level).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+    disable : bool, optional
+        Disable the progress bar.
+    gamma : float, default 1.0
+        BDIA's gamma.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (`ddim_core.reversible`).
+
+    Returns
+    -------
+    array
+        x_0 (VE latents at the last sigma).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sigmas = np.array([2.0, 1.0, 0.5, 0.0])
+    >>> def denoiser(x, sigma):
+    ...     return x / (1.0 + sigma[:, None] ** 2)
+    >>> x0 = np.array([[0.3, -0.2]])
+    >>> state = sample_bdia_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True)
+    >>> bool(np.abs(sample_bdia(denoiser, state, sigmas, disable=True) - x0).max() < 1e-12)
+    True
+    """
     return _sample("bdia", model, x, sigmas, extra_args, callback, disable, precision, gamma=gamma)
 
 
@@ -82,7 +189,42 @@ def sample_bdia_inverse(
     gamma: float = 1.0,
     precision: str | None = None,
 ) -> reversible.State:
-    """BDIA inversion over ascending sigmas: the state (x_T, x at the next sigma)."""
+    """BDIA inversion over ascending sigmas: the state (x_T, x at the next sigma).
+
+    Parameters
+    ----------
+    model : callable
+        k-diffusion's denoiser, ``model(x, sigma * s_in, **extra_args) -> x0``.
+    x : array
+        The clean latent (at the first sigma).
+    sigmas : array
+        Ascending sigmas (e.g. `get_sigmas_ddim(...)` reversed).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+    disable : bool, optional
+        Disable the progress bar.
+    gamma : float, default 1.0
+        BDIA's gamma.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype; the state is returned in it.
+
+    Returns
+    -------
+    ddim_core.reversible.State
+        (x_T, x at the next sigma) in VE latents, for the matching sampler.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def denoiser(x, sigma):
+    ...     return x / (1.0 + sigma[:, None] ** 2)
+    >>> up = np.array([0.0, 0.5, 1.0])
+    >>> state = sample_bdia_inverse(denoiser, np.ones((1, 2)), up, disable=True)
+    >>> len(state)
+    2
+    """
     return _invert("bdia", model, x, sigmas, extra_args, callback, disable, precision, gamma=gamma)
 
 
@@ -95,7 +237,41 @@ def sample_belm(
     disable: bool | None = None,
     precision: str | None = None,
 ) -> Array:
-    """O-BELM (Wang et al. 2024) over descending sigmas; 1 model call per step."""
+    """O-BELM (Wang et al. 2024) over descending sigmas; 1 model call per step.
+
+    Parameters
+    ----------
+    model : callable
+        k-diffusion's denoiser, ``model(x, sigma * s_in, **extra_args) -> x0``.
+    x : array or tuple
+        x_T (VE latents, e.g. noise * sigma_max), or the state an inverse returned.
+    sigmas : array
+        Descending sigmas (ending in 0 or the smallest level).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+    disable : bool, optional
+        Disable the progress bar.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype (`ddim_core.reversible`).
+
+    Returns
+    -------
+    array
+        x_0 (VE latents at the last sigma).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sigmas = np.array([2.0, 1.0, 0.5, 0.0])
+    >>> def denoiser(x, sigma):
+    ...     return x / (1.0 + sigma[:, None] ** 2)
+    >>> x0 = np.array([[0.3, -0.2]])
+    >>> state = sample_belm_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True)
+    >>> bool(np.abs(sample_belm(denoiser, state, sigmas, disable=True) - x0).max() < 1e-12)
+    True
+    """
     return _sample("belm", model, x, sigmas, extra_args, callback, disable, precision)
 
 
@@ -108,7 +284,40 @@ def sample_belm_inverse(
     disable: bool | None = None,
     precision: str | None = None,
 ) -> reversible.State:
-    """O-BELM inversion over ascending sigmas: the state (x_T, x at the next sigma)."""
+    """O-BELM inversion over ascending sigmas: the state (x_T, x at the next sigma).
+
+    Parameters
+    ----------
+    model : callable
+        k-diffusion's denoiser, ``model(x, sigma * s_in, **extra_args) -> x0``.
+    x : array
+        The clean latent (at the first sigma).
+    sigmas : array
+        Ascending sigmas (e.g. `get_sigmas_ddim(...)` reversed).
+    extra_args : dict, optional
+        Passed to the model.
+    callback : callable, optional
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+    disable : bool, optional
+        Disable the progress bar.
+    precision : {None, "float32", "float64"}, optional
+        The arithmetic dtype; the state is returned in it.
+
+    Returns
+    -------
+    ddim_core.reversible.State
+        (x_T, x at the next sigma) in VE latents, for the matching sampler.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def denoiser(x, sigma):
+    ...     return x / (1.0 + sigma[:, None] ** 2)
+    >>> up = np.array([0.0, 0.5, 1.0])
+    >>> state = sample_belm_inverse(denoiser, np.ones((1, 2)), up, disable=True)
+    >>> len(state)
+    2
+    """
     return _invert("belm", model, x, sigmas, extra_args, callback, disable, precision)
 
 
