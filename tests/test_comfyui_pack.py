@@ -20,7 +20,7 @@ from ddim_core.cli import main
 from ddim_core.config import TIMESTEP_SPACINGS
 
 torch = pytest.importorskip("torch")
-from ddim_comfyui import core, install  # noqa: E402
+from ddim_comfyui import core, install, unsampler  # noqa: E402
 from ddim_kdiffusion import get_sigmas_ddim  # noqa: E402
 
 CONFIG = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
@@ -296,7 +296,10 @@ def test_v1_nodes_and_sampler_list_registration(fake_comfy) -> None:  # type: ig
     assert set(exported) == {"NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"}
     assert "comfy_entrypoint" not in exported
     classes = exported["NODE_CLASS_MAPPINGS"]
-    assert list(classes) == [n.node_id for n in core.NODES]
+    assert list(classes) == [n.node_id for n in (*core.NODES, *unsampler.NODES)]
+    unsampler_cls = classes["DDIMCoreUnsampler"]
+    assert unsampler_cls.RETURN_TYPES == ("LATENT",)
+    assert unsampler_cls.INPUT_TYPES()["required"]["positive"][0] == "CONDITIONING"
     sampler_cls = classes["DDIMCoreSampler"]
     spec = sampler_cls.INPUT_TYPES()["required"]
     eta = next(p for p in _node("DDIMCoreSampler").inputs if p.name == "eta")

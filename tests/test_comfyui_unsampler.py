@@ -32,7 +32,7 @@ def denoiser(x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor
     return x - s * GUIDED(x * ab**0.5, t)
 
 
-SIGMAS = torch.from_numpy(get_sigmas_ddim(CONFIG, 20, spacing="trailing"))
+SIGMAS = torch.from_numpy(get_sigmas_ddim(CONFIG, 20, spacing="trailing", xp=np))
 EXTRA = {"denoise_mask": None, "seed": 7}
 LATENT = torch.from_numpy(MIXTURE.component(0).sample_data(6, np.random.default_rng(0)))
 

@@ -28,7 +28,7 @@ def denoiser(x_ve: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 
 def test_the_same_samples_as_the_core_on_the_plans_sigmas() -> None:
-    sigmas = get_sigmas_ddim(CONFIG, 20)
+    sigmas = get_sigmas_ddim(CONFIG, 20, xp=np)
     x_T = np.random.default_rng(0).standard_normal((8, 2))
     for name in METHODS:
         ours = getattr(kr, f"sample_{name}")(denoiser, x_T * sigmas[0], sigmas, disable=True)
@@ -40,7 +40,7 @@ def test_the_same_samples_as_the_core_on_the_plans_sigmas() -> None:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_exact_round_trip_over_flipped_sigmas(name: str) -> None:
-    sigmas = get_sigmas_ddim(CONFIG, 20)
+    sigmas = get_sigmas_ddim(CONFIG, 20, xp=np)
     x0 = MIXTURE.component(0).sample_data(8, np.random.default_rng(1))
     seen: list[dict] = []
     state = getattr(kr, f"sample_{name}_inverse")(
@@ -60,7 +60,7 @@ def test_exact_round_trip_over_flipped_sigmas(name: str) -> None:
 
 def test_float64_arithmetic_for_a_float32_model() -> None:
     torch = pytest.importorskip("torch")
-    sigmas = torch.from_numpy(get_sigmas_ddim(CONFIG, 20))
+    sigmas = torch.from_numpy(get_sigmas_ddim(CONFIG, 20, xp=np))
 
     def model(x, sigma):  # type: ignore[no-untyped-def]
         return torch.from_numpy(denoiser(x.double().numpy(), sigma.double().numpy())).float()

@@ -256,7 +256,7 @@ class Param:
     ----------
     name : str
     kind : str
-        INT, FLOAT, COMBO, MODEL or SIGMAS.
+        INT, FLOAT, COMBO, MODEL, SIGMAS, CONDITIONING or LATENT.
     default, min, max, step : optional
         Widget settings.
     options : tuple of str
@@ -293,7 +293,7 @@ class NodeSpec:
     display_name: str
     category: str
     inputs: tuple[Param, ...]
-    output: str  # SAMPLER or SIGMAS
+    output: str  # SAMPLER, SIGMAS or LATENT
     description: str
     run: Callable[..., Any]
 

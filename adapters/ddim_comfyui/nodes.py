@@ -1,5 +1,6 @@
-"""The thin ComfyUI layer: node classes built from `core.NODES` with the V3 API
-(`comfy_api.latest`) where the running ComfyUI has it, else the V1 mappings; never both.
+"""The thin ComfyUI layer: node classes built from `core.NODES` and `unsampler.NODES` with the
+V3 API (`comfy_api.latest`) where the running ComfyUI has it, else the V1 mappings; never both.
+The LATENT nodes (Unsampler, Resampler) run their sampler functions through `_guide`.
 
 Imported only inside ComfyUI (by the shim folder `ddim-core comfyui install` writes).
 """
@@ -11,7 +12,8 @@ from typing import Any
 import comfy.samplers as samplers
 from comfy.k_diffusion import sampling as k_sampling
 
-from .core import KSAMPLER_NAMES, NODES, NodeSpec, Param, run_node, sample_ddim_core
+from . import unsampler
+from .core import KSAMPLER_NAMES, NODES, NodeSpec, Param, sample_ddim_core
 
 try:
     from comfy_api.latest import ComfyExtension, io
@@ -46,8 +48,48 @@ def register() -> list[str]:
     return list(KSAMPLER_NAMES)
 
 
+ALL_NODES = (*NODES, *unsampler.NODES)
+
+
+def _guide(
+    model: Any,
+    positive: Any,
+    negative: Any,
+    cfg: float,
+    latent: dict[str, Any],
+    function: Any,
+    sigmas: Any,
+) -> Any:
+    """Run `function` (a sampler function) as SamplerCustom runs a SAMPLER: ComfyUI's CFG on
+    the model, the latent's noise mask, a preview callback; no noise is added (the latent is
+    where the sigmas start)."""
+    import comfy.sample
+    import comfy.utils
+    import latent_preview
+    import torch
+
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = torch.zeros(samples.size(), dtype=samples.dtype, layout=samples.layout, device="cpu")
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+    return comfy.sample.sample_custom(
+        model,
+        noise,
+        cfg,
+        samplers.KSAMPLER(function),
+        sigmas,
+        positive,
+        negative,
+        samples,
+        noise_mask=latent.get("noise_mask"),
+        callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+        seed=0,
+    )
+
+
 def _result(spec: NodeSpec, inputs: dict[str, Any]) -> Any:
-    out = run_node(spec.node_id, **inputs)
+    extra = {"guide": _guide} if spec.output == "LATENT" else {}
+    out = spec.run(**inputs, **extra)
     if spec.output == "SAMPLER":
         function, options = out
         return samplers.KSAMPLER(function, extra_options=options)
@@ -62,6 +104,10 @@ def _v3_input(p: Param) -> Any:
         return io.Model.Input(p.name, tooltip=p.tooltip)
     if p.kind == "SIGMAS":
         return io.Sigmas.Input(p.name, tooltip=p.tooltip)
+    if p.kind == "CONDITIONING":
+        return io.Conditioning.Input(p.name, tooltip=p.tooltip)
+    if p.kind == "LATENT":
+        return io.Latent.Input(p.name, tooltip=p.tooltip)
     if p.kind == "COMBO":
         return io.Combo.Input(p.name, options=list(p.options), default=p.default, tooltip=p.tooltip)
     number = io.Int if p.kind == "INT" else io.Float
@@ -78,7 +124,8 @@ def _v3_input(p: Param) -> Any:
 
 
 def _v3_node(spec: NodeSpec) -> type:
-    output = io.Sampler.Output() if spec.output == "SAMPLER" else io.Sigmas.Output()
+    outputs = {"SAMPLER": io.Sampler, "SIGMAS": io.Sigmas, "LATENT": io.Latent}
+    output = outputs[spec.output].Output()
 
     def define_schema(cls: type, /) -> Any:
         return io.Schema(
@@ -101,7 +148,7 @@ def _v3_node(spec: NodeSpec) -> type:
 
 
 def _v1_input(p: Param) -> tuple[Any, ...]:
-    if p.kind in ("MODEL", "SIGMAS"):
+    if p.kind in ("MODEL", "SIGMAS", "CONDITIONING", "LATENT"):
         return (p.kind, {"tooltip": p.tooltip})
     if p.kind == "COMBO":
         return (list(p.options), {"default": p.default, "tooltip": p.tooltip})
@@ -149,7 +196,7 @@ def load() -> dict[str, Any]:
     """
     register()
     if HAVE_V3:
-        node_list = [_v3_node(spec) for spec in NODES]
+        node_list = [_v3_node(spec) for spec in ALL_NODES]
 
         class DDIMCoreExtension(ComfyExtension):  # type: ignore[misc]
             async def get_node_list(self) -> list[type]:
@@ -160,6 +207,6 @@ def load() -> dict[str, Any]:
 
         return {"comfy_entrypoint": comfy_entrypoint}
     return {
-        "NODE_CLASS_MAPPINGS": {spec.node_id: _v1_node(spec) for spec in NODES},
-        "NODE_DISPLAY_NAME_MAPPINGS": {spec.node_id: spec.display_name for spec in NODES},
+        "NODE_CLASS_MAPPINGS": {spec.node_id: _v1_node(spec) for spec in ALL_NODES},
+        "NODE_DISPLAY_NAME_MAPPINGS": {spec.node_id: spec.display_name for spec in ALL_NODES},
     }

@@ -22,7 +22,8 @@ def ddim_core_adapter() -> Adapter:
         name="comfyui",
         host="comfy",
         provides=(
-            "nodes: DDIM Sampler, DDIM Inversion Sampler, DDIM Schedule, Flip to Inversion Sigmas",
+            "nodes: DDIM Sampler, DDIM Inversion Sampler, DDIM Schedule, Flip to Inversion Sigmas, "
+            "EDICT / BDIA / BELM Sampler, Unsampler, Resampler",
             "KSampler sampler: ddim_core",
         ),
         register="ddim_comfyui.nodes:register",

@@ -301,3 +301,292 @@ def sample_belm_core(
     (1, 2)
     """
     return kr.sample_belm(model, x, sigmas, extra_args, callback, disable)
+
+
+# --- the nodes, as data (nodes.py builds ComfyUI's classes and gives `guide`) -----------------
+
+Guide = Callable[..., Any]  # guide(model, positive, negative, cfg, latent, function, sigmas)
+
+
+def run_unsampler(
+    model: Any,
+    steps: int,
+    end_at_step: int,
+    cfg: float,
+    method: str,
+    spacing: str,
+    positive: Any,
+    negative: Any,
+    latent_image: dict[str, Any],
+    fixed_point_iters: int,
+    tol: float,
+    *,
+    guide: Guide,
+) -> dict[str, Any]:
+    """The Unsampler node: the latent noised up the model's DDIM schedule to `end_at_step`'s
+    level by `unsample` under classifier-free guidance, what resampling needs kept in the
+    latent dict (`STATE_KEY`).
+
+    Parameters
+    ----------
+    model : ModelPatcher
+        ComfyUI's MODEL (its discrete schedule: `core.ddim_sigmas`).
+    steps, end_at_step : int
+        The DDIM schedule's steps, and the step a sampler will start at (0: to sigma_max).
+    cfg : float
+        Classifier-free guidance scale.
+    method : str
+        One of METHODS ("ddim_exact" by default in the node).
+    spacing : str
+        The schedule's timestep spacing.
+    positive, negative : CONDITIONING
+        As in KSampler.
+    latent_image : LATENT
+        The latent dict (its "samples" and optional "noise_mask").
+    fixed_point_iters : int
+        Refinements per step of "ddim_exact".
+    tol : float
+        Its tolerance (0: every refinement).
+    guide : callable
+        Runs a sampler function under ComfyUI's CFG (given by `ddim_comfyui.nodes`).
+
+    Returns
+    -------
+    dict
+        The LATENT: the noised "samples" and `STATE_KEY`.
+
+    Examples
+    --------
+    >>> latent = run_unsampler  # doctest: +SKIP  (runs inside ComfyUI: see nodes.py)
+    """
+    from .core import ddim_sigmas
+
+    sigmas = ddim_sigmas(model, steps, spacing, 0, 1.0)
+    up = inversion_sigmas(sigmas, end_at_step)
+    info: dict[str, Any] = {}
+
+    def function(
+        m: Denoiser,
+        x: Any,
+        s: Any,
+        extra_args: Any = None,
+        callback: Any = None,
+        disable: Any = None,
+    ) -> Any:
+        z, found = unsample(
+            m, x, s, method, extra_args, callback, disable, fixed_point_iters, tol or None
+        )
+        info.update(found)
+        return z
+
+    samples = guide(model, positive, negative, cfg, latent_image, function, up)
+    return {**latent_image, "samples": samples, STATE_KEY: info}
+
+
+def run_resampler(
+    model: Any, cfg: float, positive: Any, negative: Any, latent: dict[str, Any], *, guide: Guide
+) -> dict[str, Any]:
+    """The Resampler node: the Unsampler's latent sampled back by the same method (DDIM for
+    the DDIM methods), the same schedule, under the given guidance.
+
+    Parameters
+    ----------
+    model : ModelPatcher
+        ComfyUI's MODEL.
+    cfg : float
+        Classifier-free guidance scale (the Unsampler's, for the latent back).
+    positive, negative : CONDITIONING
+        As in KSampler.
+    latent : LATENT
+        The Unsampler's output.
+    guide : callable
+        Runs a sampler function under ComfyUI's CFG (given by `ddim_comfyui.nodes`).
+
+    Returns
+    -------
+    dict
+        The LATENT back.
+
+    Raises
+    ------
+    ValueError
+        A latent that did not come from the Unsampler.
+
+    Examples
+    --------
+    >>> latent = run_resampler  # doctest: +SKIP  (runs inside ComfyUI: see nodes.py)
+    """
+    info = latent.get(STATE_KEY)
+    if not isinstance(info, dict) or "method" not in info:
+        raise ValueError("the Resampler takes the latent an Unsampler (ddim-core) returned")
+
+    def function(
+        m: Denoiser,
+        x: Any,
+        s: Any,
+        extra_args: Any = None,
+        callback: Any = None,
+        disable: Any = None,
+    ) -> Any:
+        return resample(m, x, info, extra_args, callback, disable)
+
+    samples = guide(model, positive, negative, cfg, latent, function, info["sigmas"])
+    out = {k: v for k, v in latent.items() if k != STATE_KEY}
+    return {**out, "samples": samples}
+
+
+def _edict_sampler(p: float) -> tuple[Any, dict[str, Any]]:
+    return sample_edict_core, {"p": p}
+
+
+def _bdia_sampler(gamma: float) -> tuple[Any, dict[str, Any]]:
+    return sample_bdia_core, {"gamma": gamma}
+
+
+def _belm_sampler() -> tuple[Any, dict[str, Any]]:
+    return sample_belm_core, {}
+
+
+def _nodes() -> tuple[Any, ...]:
+    from ddim_core.config import TIMESTEP_SPACINGS
+
+    from .core import CATEGORY, NodeSpec, Param
+
+    model = Param("model", "MODEL", tooltip="The model to invert with (its own schedule).")
+    positive = Param("positive", "CONDITIONING", tooltip="The prompt's conditioning.")
+    negative = Param("negative", "CONDITIONING", tooltip="The negative prompt's conditioning.")
+    cfg = Param("cfg", "FLOAT", 1.0, 0.0, 100.0, 0.1, tooltip="Classifier-free guidance scale.")
+    return (
+        NodeSpec(
+            "DDIMCoreEDICTSampler",
+            "EDICT Sampler (ddim-core)",
+            f"{CATEGORY}/samplers",
+            (
+                Param(
+                    "p",
+                    "FLOAT",
+                    0.93,
+                    0.5,
+                    1.0,
+                    0.01,
+                    tooltip="EDICT's mixing weight (0.93 in the paper).",
+                ),
+            ),
+            "SAMPLER",
+            "EDICT (Wallace et al. 2023) from noise: two coupled sequences, 2 model calls per "
+            "step; exactly invertible (Unsampler with method edict).",
+            _edict_sampler,
+        ),
+        NodeSpec(
+            "DDIMCoreBDIASampler",
+            "BDIA Sampler (ddim-core)",
+            f"{CATEGORY}/samplers",
+            (
+                Param(
+                    "gamma",
+                    "FLOAT",
+                    1.0,
+                    0.01,
+                    1.0,
+                    0.01,
+                    tooltip="BDIA's gamma (1: the most accurate, and stable to invert).",
+                ),
+            ),
+            "SAMPLER",
+            "BDIA-DDIM (Zhang et al. 2023) from noise: 1 model call per step; exactly "
+            "invertible (Unsampler with method bdia).",
+            _bdia_sampler,
+        ),
+        NodeSpec(
+            "DDIMCoreBELMSampler",
+            "BELM Sampler (ddim-core)",
+            f"{CATEGORY}/samplers",
+            (),
+            "SAMPLER",
+            "O-BELM (Wang et al. 2024) from noise: second order, 1 model call per step; exactly "
+            "invertible (Unsampler with method belm).",
+            _belm_sampler,
+        ),
+        NodeSpec(
+            "DDIMCoreUnsampler",
+            "Unsampler (ddim-core)",
+            f"{CATEGORY}/inversion",
+            (
+                model,
+                Param("steps", "INT", 20, 1, 10000, 1, tooltip="Steps of the DDIM schedule."),
+                Param(
+                    "end_at_step",
+                    "INT",
+                    0,
+                    0,
+                    10000,
+                    1,
+                    tooltip="Stop noising at the level where sampling starts at this step "
+                    "(KSamplerAdvanced's start_at_step); 0: all the way to pure noise.",
+                ),
+                cfg,
+                Param(
+                    "method",
+                    "COMBO",
+                    "ddim_exact",
+                    options=METHODS,
+                    tooltip="ddim_exact: DDIM inversion solved exactly, DDIM sampling returns "
+                    "the latent; ddim_plain: one model call per step, inexact; edict, bdia, "
+                    "belm: exact by construction, sample back with the Resampler.",
+                ),
+                Param(
+                    "spacing",
+                    "COMBO",
+                    "trailing",
+                    options=TIMESTEP_SPACINGS,
+                    tooltip="The DDIM schedule's timestep spacing (as DDIM Schedule's).",
+                ),
+                positive,
+                negative,
+                Param("latent_image", "LATENT", tooltip="The clean latent to invert."),
+                Param(
+                    "fixed_point_iters",
+                    "INT",
+                    EXACT_ITERS,
+                    0,
+                    100,
+                    1,
+                    tooltip="ddim_exact: refinements per step (at most this + 1 model calls "
+                    "per step).",
+                ),
+                Param(
+                    "tol",
+                    "FLOAT",
+                    EXACT_TOL,
+                    0.0,
+                    1.0,
+                    1e-6,
+                    tooltip="ddim_exact: stop refining a step once its error is at most tol.",
+                ),
+            ),
+            "LATENT",
+            "Invert a latent to the noise a sampler turns back into it (as ComfyUI_Noise's "
+            "Unsampler, exact by default). Sample it back with the Resampler, or for "
+            "ddim_exact with any DDIM sampler on the same schedule.",
+            run_unsampler,
+        ),
+        NodeSpec(
+            "DDIMCoreResampler",
+            "Resampler (ddim-core)",
+            f"{CATEGORY}/inversion",
+            (
+                model,
+                cfg,
+                positive,
+                negative,
+                Param("latent", "LATENT", tooltip="The Unsampler's output."),
+            ),
+            "LATENT",
+            "Sample an Unsampler's latent back by the method and schedule it was inverted with "
+            "(edit the conditioning to edit the image).",
+            run_resampler,
+        ),
+    )
+
+
+NODES = _nodes()

@@ -25,6 +25,7 @@ def ddim_core_adapter() -> Adapter:
             "ddim_kdiffusion.sample_ddim",
             "ddim_kdiffusion.sample_ddim_inverse",
             "ddim_kdiffusion.get_sigmas_ddim",
+            "ddim_kdiffusion.sample_edict / sample_bdia / sample_belm (and _inverse)",
         ),
         register="ddim_kdiffusion.samplers:register",
     )

@@ -311,16 +311,21 @@ def register() -> list[str]:
 
     Examples
     --------
-    >>> register()  # doctest: +SKIP
+    >>> register()[:3]  # doctest: +SKIP
     ['sample_ddim', 'sample_ddim_inverse', 'get_sigmas_ddim']
     """
     import k_diffusion.sampling as sampling
+
+    from . import reversible
 
     names = {
         "sample_ddim": sample_ddim,
         "sample_ddim_inverse": sample_ddim_inverse,
         "get_sigmas_ddim": get_sigmas_ddim,
     }
+    for method in ("edict", "bdia", "belm"):  # samplers that invert exactly
+        for name in (f"sample_{method}", f"sample_{method}_inverse"):
+            names[name] = getattr(reversible, name)
     for name, fn in names.items():
         setattr(sampling, name, fn)
     return list(names)

@@ -1,0 +1,131 @@
+"""The Unsampler, Resampler and reversible sampler nodes inside a real ComfyUI (runs when
+COMFYUI_PATH points to a checkout; see tests/test_comfyui_integration.py for the set-up, whose
+fixtures and analytic model these tests share)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_comfyui_integration import (  # noqa: F401  (comfy is a fixture)
+    _advanced,
+    _cond,
+    _model,
+    _node,
+    _schedule,
+    comfy,
+    needs_comfyui,
+)
+
+NEW_NODES = (
+    "DDIMCoreUnsampler",
+    "DDIMCoreResampler",
+    "DDIMCoreEDICTSampler",
+    "DDIMCoreBDIASampler",
+    "DDIMCoreBELMSampler",
+)
+
+
+def _unsample(comfy: Any, model: Any, x: Any, method: str, end_at_step: int = 0) -> Any:  # noqa: F811  # noqa: F811
+    return _node(
+        comfy,
+        "DDIMCoreUnsampler",
+        model=model,
+        steps=20,
+        end_at_step=end_at_step,
+        cfg=3.0,
+        method=method,
+        spacing="trailing",
+        positive=_cond(),
+        negative=_cond(),
+        latent_image={"samples": x},
+        fixed_point_iters=8,
+        tol=1e-6,
+    )
+
+
+@needs_comfyui
+def test_the_nodes_load_as_v3_nodes_with_tooltips(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from comfy_api.latest import io
+
+    for node_id in NEW_NODES:
+        node = comfy.nodes.NODE_CLASS_MAPPINGS[node_id]
+        assert issubclass(node, io.ComfyNode)
+        schema = node.GET_SCHEMA()
+        assert all(i.tooltip for i in schema.inputs), node_id
+    schema = comfy.nodes.NODE_CLASS_MAPPINGS["DDIMCoreUnsampler"].GET_SCHEMA()
+    defaults = {i.id: getattr(i, "default", None) for i in schema.inputs}
+    assert defaults["method"] == "ddim_exact" and defaults["end_at_step"] == 0
+
+
+@needs_comfyui
+@pytest.mark.parametrize(
+    ("method", "bound"), [("ddim_exact", 1e-5), ("edict", 1e-5), ("bdia", 1e-5), ("belm", 1e-5)]
+)
+def test_unsampler_then_resampler_returns_the_latent(comfy, method: str, bound: float) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    model = _model(comfy)
+    x0 = model.model.diffusion_model.latent(8, seed=5)
+    noised = _unsample(comfy, model, x0, method)
+    back = _node(
+        comfy,
+        "DDIMCoreResampler",
+        model=model,
+        cfg=3.0,
+        positive=_cond(),
+        negative=_cond(),
+        latent=noised,
+    )
+    assert "ddim_core_inversion" not in back
+    assert float((back["samples"] - x0).abs().max()) <= bound
+
+
+@needs_comfyui
+def test_plain_unsampling_does_not_return(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    model = _model(comfy)
+    x0 = model.model.diffusion_model.latent(8, seed=6)
+    noised = _unsample(comfy, model, x0, "ddim_plain")
+    back = _node(
+        comfy,
+        "DDIMCoreResampler",
+        model=model,
+        cfg=3.0,
+        positive=_cond(),
+        negative=_cond(),
+        latent=noised,
+    )
+    assert float((back["samples"] - x0).abs().max()) > 1e-2
+
+
+@needs_comfyui
+def test_exact_unsampling_returns_through_comfyuis_own_sampler_nodes(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """ddim_exact's latent sampled back by SamplerCustomAdvanced with the DDIM Sampler on the
+    same schedule (DisableNoise): from step 0, and from end_at_step = 5 over the last 15."""
+    model = _model(comfy)
+    x0 = model.model.diffusion_model.latent(8, seed=7)
+    down = _schedule(comfy, model, 20)
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    for start in (0, 5):
+        noised = _unsample(comfy, model, x0, "ddim_exact", end_at_step=start)
+        back = _advanced(comfy, model, off, ddim, down[start:], noised["samples"])
+        assert float((back - x0).abs().max()) <= 1e-5, start
+
+
+@needs_comfyui
+def test_reversible_sampler_nodes_sample(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    import torch
+
+    model = _model(comfy)
+    down = _schedule(comfy, model, 20)
+    noise = comfy.custom.RandomNoise().get_noise(3)[0]
+    empty = torch.zeros(1, 4, 4, 4)
+    ddim = _advanced(
+        comfy, model, noise, _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0), down, empty
+    )
+    for node_id, inputs in (("DDIMCoreBDIASampler", {"gamma": 1.0}), ("DDIMCoreBELMSampler", {})):
+        out = _advanced(comfy, model, noise, _node(comfy, node_id, **inputs), down, empty)
+        assert float((out - ddim).abs().max()) < 0.5, node_id
+    edict = _advanced(
+        comfy, model, noise, _node(comfy, "DDIMCoreEDICTSampler", p=0.93), down, empty
+    )
+    assert bool(torch.isfinite(edict).all())
