@@ -40,3 +40,15 @@ def test_committed_results_hold_the_full_grid() -> None:
     assert {r["guidance"] for r in rows} == {1.0, 3.0, 7.5}
     assert {r["steps"] for r in rows} == {10, 20, 50}
     assert all(r["finite"] for r in rows)
+
+
+def test_readme_table_is_the_committed_results() -> None:
+    """The README's table (after `<!-- figures: inversion -->`) is benchmarks/results'
+    summary, as `python -m benchmarks.inversion` writes it."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.inversion import summary
+
+    data = json.loads((ROOT / "benchmarks" / "results" / "inversion.json").read_text())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- figures: inversion -->\n", 1)[1].split("\n\n", 1)[0]
+    assert block == "\n".join(summary(data["rows"]))

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import Backend, assert_close
+from helpers import Backend, assert_close, to_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,7 +101,7 @@ def test_rescale_noise_cfg_on_every_backend(backend: Backend, dtype: str) -> Non
     g, c = rng.standard_normal((3, 4, 5)) * 3.0, rng.standard_normal((3, 4, 5))
     got = dc.rescale_noise_cfg(backend.array(g, dtype), backend.array(c, dtype), 0.7)
     inputs = [
-        backend.to_numpy(backend.array(a, dtype)) if backend.has_values else a for a in (g, c)
+        to_numpy(backend.array(a, dtype)) if backend.has_values else a for a in (g, c)
     ]
     assert got.dtype == backend.array(g, dtype).dtype
     assert_close(backend, got, reference_rescale(*inputs, 0.7), dtype, scale=10.0)
@@ -141,7 +141,7 @@ def test_slerp_on_every_backend(backend: Backend, dtype: str) -> None:
     got = dc.slerp(x_a, x_b, 0.3)
     assert got.dtype == x_a.dtype
     if backend.has_values:  # the reference from the inputs as the backend rounded them
-        a, b = backend.to_numpy(x_a), backend.to_numpy(x_b)
+        a, b = to_numpy(x_a), to_numpy(x_b)
     assert_close(backend, got, reference_slerp(a, b, 0.3), dtype, scale=10.0)
 
 
