@@ -100,9 +100,7 @@ def test_rescale_noise_cfg_on_every_backend(backend: Backend, dtype: str) -> Non
     rng = np.random.default_rng(4)
     g, c = rng.standard_normal((3, 4, 5)) * 3.0, rng.standard_normal((3, 4, 5))
     got = dc.rescale_noise_cfg(backend.array(g, dtype), backend.array(c, dtype), 0.7)
-    inputs = [
-        to_numpy(backend.array(a, dtype)) if backend.has_values else a for a in (g, c)
-    ]
+    inputs = [to_numpy(backend.array(a, dtype)) if backend.has_values else a for a in (g, c)]
     assert got.dtype == backend.array(g, dtype).dtype
     assert_close(backend, got, reference_rescale(*inputs, 0.7), dtype, scale=10.0)
 
