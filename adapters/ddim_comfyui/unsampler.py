@@ -357,7 +357,8 @@ def run_unsampler(
 
     Examples
     --------
-    >>> latent = run_unsampler  # doctest: +SKIP  (runs inside ComfyUI: see nodes.py)
+    >>> run_unsampler.__name__  # it runs inside ComfyUI, given `guide` by nodes.py
+    'run_unsampler'
     """
     from .core import ddim_sigmas
 
@@ -414,7 +415,8 @@ def run_resampler(
 
     Examples
     --------
-    >>> latent = run_resampler  # doctest: +SKIP  (runs inside ComfyUI: see nodes.py)
+    >>> run_resampler.__name__  # it runs inside ComfyUI, given `guide` by nodes.py
+    'run_resampler'
     """
     info = latent.get(STATE_KEY)
     if not isinstance(info, dict) or "method" not in info:

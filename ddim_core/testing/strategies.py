@@ -25,9 +25,9 @@ from hypothesis.strategies import SearchStrategy
 import ddim_core as dc
 from ddim_core.config import (
     BETA_SCHEDULES,
+    DIFFUSERS_SPACINGS,
     PREDICTION_TYPES,
     PREV_TIMESTEP_RULES,
-    TIMESTEP_SPACINGS,
 )
 
 from .backends import FLOAT_DTYPES, Backend, round_to, runnable
@@ -65,7 +65,9 @@ OPTIONS: dict[str, SearchStrategy[Any]] = {
     "dynamic_thresholding_ratio": _or_default("dynamic_thresholding_ratio", st.floats(0.5, 1.0)),
     "clip_sample_range": _or_default("clip_sample_range", st.floats(0.5, 4.0)),
     "sample_max_value": _or_default("sample_max_value", st.floats(1.0, 4.0)),
-    "timestep_spacing": st.sampled_from(TIMESTEP_SPACINGS),
+    # diffusers' spacings: the toolkit checks against diffusers' semantics (ddim_core's own
+    # "quadratic" is tested in its tests)
+    "timestep_spacing": st.sampled_from(DIFFUSERS_SPACINGS),
     "rescale_betas_zero_snr": st.booleans(),
     "prev_timestep": st.sampled_from(PREV_TIMESTEP_RULES),
 }
@@ -310,7 +312,7 @@ def problems(draw: st.DrawFn, max_components: int = 3) -> tuple[dc.GaussianMixtu
     prediction = draw(st.sampled_from(PREDICTION_TYPES))
     config = dc.DDIMConfig(
         beta_schedule=draw(st.sampled_from(BETA_SCHEDULES)),
-        timestep_spacing=draw(st.sampled_from(TIMESTEP_SPACINGS)),
+        timestep_spacing=draw(st.sampled_from(DIFFUSERS_SPACINGS)),
         prediction_type=prediction,
         set_alpha_to_one=prediction != "sample",
         clip_sample=False,
