@@ -344,7 +344,7 @@ class Guided:
             and isinstance(u, GaussianMixture)
             and isinstance(c, GaussianMixture)
             and u.means.shape[0] == c.means.shape[0] == 1
-            and u.schedule is c.schedule
+            and _same_schedule(u.schedule, c.schedule)
             and u.prediction_type == c.prediction_type
         )
 
@@ -496,3 +496,11 @@ def _parameter(name: str, values: Any) -> np.ndarray:
     if not np.all(np.isfinite(array)) or np.any(np.abs(array) > 1e150):
         raise ValueError(f"{name} must be finite numbers of magnitude <= 1e150")
     return array
+
+
+def _same_schedule(a: Schedule, b: Schedule) -> bool:
+    # Equal tables, not identity: the schedule cache may have rebuilt one of them.
+    return a is b or (
+        a.final_alpha_cumprod == b.final_alpha_cumprod
+        and np.array_equal(a.alphas_cumprod, b.alphas_cumprod)
+    )
