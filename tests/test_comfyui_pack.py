@@ -283,6 +283,8 @@ def fake_comfy(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
         "comfy.k_diffusion.sampling": k_sampling,
         "comfy_api": None,  # import fails: a ComfyUI without the V3 API
     }
+    # a real ComfyUI loaded earlier in the run leaves its V3 submodules importable: hide them too
+    modules.update(dict.fromkeys(n for n in list(sys.modules) if n.startswith("comfy_api.")))
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delitem(sys.modules, "ddim_comfyui.nodes", raising=False)
