@@ -12,9 +12,9 @@ the same inputs both ways and the round trip is exact to the last bit of the sam
 
 Everything is array-API arithmetic (+, -, * on arrays and host scalars), so it runs on every
 backend and in every floating dtype, without FMA. Host constants enter rounded to the working
-dtype (`Constant`), split once on the host. Exact while no partial product overflows or underflows (normal numbers with |x| below about
-2^996 in float64, 2^115 in float32; a subnormal element is off by at most the smallest
-subnormal).
+dtype (`Constant`), split once on the host. Exact while no partial product overflows or
+underflows (normal numbers with |x| below about 2^996 in float64, 2^115 in float32; a
+subnormal element is off by at most the smallest subnormal).
 """
 
 from __future__ import annotations
