@@ -109,6 +109,15 @@ class Pair(NamedTuple):
 def bits(xp: Namespace, dtype: Any) -> int:
     """The width of a floating dtype (32 or 64; half precision is not a working dtype).
 
+    Parameters
+    ----------
+    xp : namespace
+    dtype : dtype
+
+    Returns
+    -------
+    int
+
     Examples
     --------
     >>> import numpy as np
@@ -266,6 +275,11 @@ def combine(terms: list[tuple[Constant, Pair | Array]], xp: Namespace) -> Pair:
     Returns
     -------
     Pair
+
+    Raises
+    ------
+    ValueError
+        No terms.
 
     Examples
     --------

@@ -95,15 +95,17 @@ def test_float64_real_data_without_guidance_at_two_calls() -> None:
 
 
 def test_float64_real_data_guidance_3_with_tol() -> None:
-    """Target: float64, guidance 3, N = 50, real data: <= 1e-9. With tol the step stops once
-    every sample's residual is within it; a few points near the class boundary need many
-    iterations, and the batch shares each call: 6.1 calls per step on the benchmark's 200
-    points (not the target 3; with k = 2, three calls, the trip is 7e-2)."""
+    """Target: float64, guidance 3, N = 50, real data: <= 1e-9 at <= 3 calls, not met. With
+    tol the step stops once every sample's residual is within it; points whose inverse path
+    bends between the classes need more iterations at a few steps, and the batch shares each
+    call: 5.86 calls per step on the benchmark's 200 points (3.86 inverting one point at a
+    time), 4.78 on these 64 (6.1 and 4.9 with the first-order warm start); with k = 2, three
+    calls, the trip is 8e-2 on the benchmark's points."""
     x0 = COND.sample_data(64, np.random.default_rng(0))
     back, infos = round_trip(model(3.0), x0, 50, fixed_point_iters=30, tol=1e-11)
     assert error(back, x0) <= 1e-9
     assert all(i.residual is not None and i.residual <= 1e-11 for i in infos)
-    assert np.mean([i.model_calls for i in infos]) <= 6.5
+    assert np.mean([i.model_calls for i in infos]) <= 5.0
 
 
 @settings(max_examples=16)
