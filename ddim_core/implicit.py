@@ -14,10 +14,12 @@ cheap and safe:
    solved for, (x_t - x_s) / h, moves smoothly along the inversion, so each step starts from
    x_s + h eps_pred, eps_pred extrapolated to second order from the last three steps' (`Trail`)
    in the DDIM angle theta = atan(sigma), which stays bounded up to a zero-SNR end where sigma
-   runs off to 1e4 (with two steps, or where the step in theta is more than REACH times the
-   last one: linearly, reaching at most REACH times the last change). The first step starts
-   from x_s. Second order instead of first cut the warm start's residual about fivefold and
-   the round trip at guidance 3, N = 50, float64, 1 + 2 calls from 1.7e-9 to 3e-10.
+   runs off to 1e4 (with two steps, where the step in theta is more than REACH times the
+   last one, or where the last two spacings differ by more than REACH: linearly, reaching at
+   most REACH times the last change; where not finite: the last solved eps). The first step
+   starts from x_s. Second order instead of first cut the warm start's residual about
+   fivefold and the round trip at guidance 3, N = 50, float64, 1 + 2 calls from 1.7e-9 to
+   3e-10.
 2. Anderson acceleration (type II; Walker & Ni 2011) of the fixed-point map
    g(x) = x - c (F(x) - x_s): a multisecant quasi-Newton update from the step's last
    `history` iterates. c is the inverse of F's slope for data of unit variance,
@@ -225,21 +227,30 @@ def warm_start(x_src: Array, frame: Frame | None, trail: Trail) -> Array:
 
 
 def _extrapolated(trail: Trail, frame: Frame) -> Array:
-    """eps at the frame's destination, extrapolated from the trail in theta = atan(sigma)."""
+    """eps at the frame's destination, extrapolated from the trail in theta = atan(sigma):
+    quadratic where the last two spacings and the step ahead are within REACH of each other
+    (uneven nodes make Lagrange weights large), else linear capped at REACH; where the
+    extrapolation is not finite, the last solved eps."""
     eps = trail.eps[-1]
     if len(trail.eps) < 2:
         return eps
+    xp = backends.namespace(eps=eps)
     thetas = [math.atan(s) for s in trail.sigmas]
     target = math.atan(frame.sigma_to) if math.isfinite(frame.sigma_to) else math.pi / 2
     reach = (target - thetas[-1]) / (thetas[-1] - thetas[-2])
-    if len(trail.eps) == 2 or reach > REACH:
+    even = len(thetas) == 3 and (
+        1.0 / REACH <= (thetas[2] - thetas[1]) / (thetas[1] - thetas[0]) <= REACH
+    )
+    if not even or reach > REACH:
         e0, e1 = trail.eps[-2:]
-        return e1 + min(reach, REACH) * (e1 - e0)
-    (t0, t1, t2), (e0, e1, e2) = thetas, trail.eps
-    w0 = (target - t1) * (target - t2) / ((t0 - t1) * (t0 - t2))
-    w1 = (target - t0) * (target - t2) / ((t1 - t0) * (t1 - t2))
-    w2 = (target - t0) * (target - t1) / ((t2 - t0) * (t2 - t1))
-    return w0 * e0 + w1 * e1 + w2 * e2
+        guess = e1 + min(reach, REACH) * (e1 - e0)
+    else:
+        (t0, t1, t2), (e0, e1, e2) = thetas, trail.eps
+        w0 = (target - t1) * (target - t2) / ((t0 - t1) * (t0 - t2))
+        w1 = (target - t0) * (target - t2) / ((t1 - t0) * (t1 - t2))
+        w2 = (target - t0) * (target - t1) / ((t2 - t0) * (t2 - t1))
+        guess = w0 * e0 + w1 * e1 + w2 * e2
+    return xp.where(xp.isfinite(guess), guess, eps)
 
 
 def _solved_eps(x_src: Array, x_t: Array, frame: Frame) -> Array:

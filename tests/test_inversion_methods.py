@@ -255,3 +255,22 @@ def test_lstsq_mgs_drops_dependent_columns() -> None:
     rhs = np.array([[1.0, 2.0, 3.0]] * 3)
     gamma = implicit.lstsq_mgs(cols, rhs, HOST_XP)
     np.testing.assert_allclose([g[0] for g in gamma], [1.0, 2.0, 0.0, 0.0])
+
+
+def test_warm_start_falls_back_on_uneven_or_non_finite_trails() -> None:
+    """Uneven spacings (the Lagrange weights would be large) take the linear extrapolation;
+    a non-finite extrapolation takes the last solved eps, so the warm start stays finite."""
+    x_src = np.zeros((1, 2))
+    frame = implicit.Frame(1.0, 1.0, 2.0, 2.1)
+    uneven = implicit.Trail()
+    for s, e in ((1.0, 0.0), (1.999, 1.0), (2.0, 2.0)):  # spacings 0.46 and 0.0002 in theta
+        uneven = uneven.extend(s, np.full((1, 2), e))
+    theta = np.arctan([1.999, 2.0, 2.1])
+    reach = min((theta[2] - theta[1]) / (theta[1] - theta[0]), implicit.REACH)
+    np.testing.assert_allclose(implicit.warm_start(x_src, frame, uneven), 0.1 * (2.0 + reach))
+    bad = implicit.Trail()
+    for s, e in ((1.0, 1.7e308), (1.5, -1.7e308), (2.0, 1.7e308)):  # overflows
+        bad = bad.extend(s, np.full((1, 2), e))
+    with np.errstate(over="ignore", invalid="ignore"):
+        start = implicit.warm_start(x_src, frame, bad)
+    np.testing.assert_allclose(start, 0.1 * 1.7e308)
