@@ -84,6 +84,10 @@ class State(tuple):  # type: ignore[type-arg]
         state.lo = lo
         return state
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle (and copy) with the dtype and the low words."""
+        return (State, (self[0], self[1], self.dtype, self.lo))
+
     def scaled(self, first: float, second: float, *, divide: bool = False) -> State:
         """The state with its arrays times (or divided by) host constants, in compensated
         arithmetic: dividing by the factors a scaling used returns the same state, low words

@@ -212,3 +212,14 @@ def test_bad_options() -> None:
     )
     with pytest.raises(ValueError, match="BELM needs alpha_bar > 0"):
         R.invert_belm(COND, x, zero_snr, 5)
+
+
+def test_state_pickles_with_its_dtype_and_low_words() -> None:
+    import pickle
+
+    x0 = real_data(8).astype(np.float32)
+    state = R.invert_bdia(guided(MIXTURE, COND, 3.0), x0, SD, 10)
+    again = pickle.loads(pickle.dumps(state))
+    assert again.dtype == state.dtype and again.lo is not None
+    np.testing.assert_array_equal(again.lo[0], state.lo[0])
+    np.testing.assert_array_equal(R.sample_bdia(guided(MIXTURE, COND, 3.0), again, SD, 10), x0)
