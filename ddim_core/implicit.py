@@ -12,9 +12,14 @@ cheap and safe:
 
 1. A warm start from the previous steps ("the previous step's correction"): the eps a step
    solved for, (x_t - x_s) / h, moves smoothly along the inversion, so each step starts from
-   x_s + h eps_pred, eps_pred extrapolated linearly in sigma from the last two steps'
-   (`Trail`; the extrapolation reaches at most twice the last change, for the steps near a
-   zero-SNR end where sigma runs off to 1e4). The first step starts from x_s.
+   x_s + h eps_pred, eps_pred extrapolated to second order from the last three steps' (`Trail`)
+   in the DDIM angle theta = atan(sigma), which stays bounded up to a zero-SNR end where sigma
+   runs off to 1e4 (with two steps, where the step in theta is more than REACH times the
+   last one, or where the last two spacings differ by more than REACH: linearly, reaching at
+   most REACH times the last change; where not finite: the last solved eps). The first step
+   starts from x_s. Second order instead of first cut the warm start's residual about
+   fivefold and the round trip at guidance 3, N = 50, float64, 1 + 2 calls from 1.7e-9 to
+   3e-10.
 2. Anderson acceleration (type II; Walker & Ni 2011) of the fixed-point map
    g(x) = x - c (F(x) - x_s): a multisecant quasi-Newton update from the step's last
    `history` iterates. c is the inverse of F's slope for data of unit variance,
@@ -156,19 +161,19 @@ def vp_preconditioner(row: Row) -> float:
 
 class Trail(NamedTuple):
     """What an inverse step hands to the next: the sigma and the solved eps
-    ((x_t - x_s) / h in VE form, in the work dtype) of the last two steps.
+    ((x_t - x_s) / h in VE form, in the work dtype) of the last three steps.
 
     Examples
     --------
-    >>> Trail().extend(0.5, "e0").extend(0.7, "e1").extend(0.9, "e2").sigmas
-    (0.7, 0.9)
+    >>> Trail().extend(0.5, "e0").extend(0.7, "e1").extend(0.9, "e2").extend(1.1, "e3").sigmas
+    (0.7, 0.9, 1.1)
     """
 
     sigmas: tuple[float, ...] = ()
     eps: tuple[Array, ...] = ()
 
     def extend(self, sigma: float, eps: Array) -> Trail:
-        """The trail with a solved step's sigma and eps appended (the last two kept).
+        """The trail with a solved step's sigma and eps appended (the last three kept).
 
         Parameters
         ----------
@@ -181,13 +186,15 @@ class Trail(NamedTuple):
         -------
         Trail
         """
-        return Trail((*self.sigmas, sigma)[-2:], (*self.eps, eps)[-2:])
+        return Trail((*self.sigmas, sigma)[-3:], (*self.eps, eps)[-3:])
 
 
 def warm_start(x_src: Array, frame: Frame | None, trail: Trail) -> Array:
-    """x_s + h eps_pred (in the samples' coordinates), eps_pred extrapolated linearly in sigma
-    from the trail, by at most REACH times its last change; x_s itself (times `Frame.start`)
-    when the trail is empty (the first step: plain inversion's point).
+    """x_s + h eps_pred (in the samples' coordinates), eps_pred extrapolated from the trail in
+    theta = atan(sigma): quadratically through its last three points, or linearly through the
+    last two (by at most REACH times their change) when it has two or the step in theta is
+    more than REACH times the trail's last; x_s itself (times `Frame.start`) when the trail is
+    empty (the first step: plain inversion's point).
 
     Parameters
     ----------
@@ -206,17 +213,44 @@ def warm_start(x_src: Array, frame: Frame | None, trail: Trail) -> Array:
     Examples
     --------
     >>> import numpy as np
-    >>> trail = Trail().extend(1.0, np.array([0.5])).extend(2.0, np.array([1.0]))
-    >>> warm_start(np.array([1.0]), Frame(1.0, 1.0, 2.0, 3.0), trail)   # 1 + 1 * 1.5
-    array([2.5])
+    >>> theta = np.arctan([0.5, 1.0, 2.0])            # eps linear in theta: exact
+    >>> trail = Trail()
+    >>> for s, t in zip([0.5, 1.0, 2.0], theta):
+    ...     trail = trail.extend(s, np.array([t]))
+    >>> bool(np.isclose(warm_start(np.array([1.0]), Frame(1.0, 1.0, 2.0, 3.0), trail)[0],
+    ...                 1.0 + np.arctan(3.0)))
+    True
     """
     if frame is None or not trail.eps:
         return x_src if frame is None or frame.start == 1.0 else x_src * frame.start
+    return (x_src * frame.scale_from + frame.h * _extrapolated(trail, frame)) / frame.scale_to
+
+
+def _extrapolated(trail: Trail, frame: Frame) -> Array:
+    """eps at the frame's destination, extrapolated from the trail in theta = atan(sigma):
+    quadratic where the last two spacings and the step ahead are within REACH of each other
+    (uneven nodes make Lagrange weights large), else linear capped at REACH; where the
+    extrapolation is not finite, the last solved eps."""
     eps = trail.eps[-1]
-    if len(trail.eps) == 2:
-        (s0, s1), (e0, e1) = trail.sigmas, trail.eps
-        eps = e1 + min((frame.sigma_to - s1) / (s1 - s0), REACH) * (e1 - e0)
-    return (x_src * frame.scale_from + frame.h * eps) / frame.scale_to
+    if len(trail.eps) < 2:
+        return eps
+    xp = backends.namespace(eps=eps)
+    thetas = [math.atan(s) for s in trail.sigmas]
+    target = math.atan(frame.sigma_to) if math.isfinite(frame.sigma_to) else math.pi / 2
+    reach = (target - thetas[-1]) / (thetas[-1] - thetas[-2])
+    even = len(thetas) == 3 and (
+        1.0 / REACH <= (thetas[2] - thetas[1]) / (thetas[1] - thetas[0]) <= REACH
+    )
+    if not even or reach > REACH:
+        e0, e1 = trail.eps[-2:]
+        guess = e1 + min(reach, REACH) * (e1 - e0)
+    else:
+        (t0, t1, t2), (e0, e1, e2) = thetas, trail.eps
+        w0 = (target - t1) * (target - t2) / ((t0 - t1) * (t0 - t2))
+        w1 = (target - t0) * (target - t2) / ((t1 - t0) * (t1 - t2))
+        w2 = (target - t0) * (target - t1) / ((t2 - t0) * (t2 - t1))
+        guess = w0 * e0 + w1 * e1 + w2 * e2
+    return xp.where(xp.isfinite(guess), guess, eps)
 
 
 def _solved_eps(x_src: Array, x_t: Array, frame: Frame) -> Array:

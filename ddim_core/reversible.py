@@ -25,14 +25,19 @@ check_finite); they are deterministic, so they take no noise. EDICT and BELM ste
 model's eps (eq. 9), so they refuse clip_sample and thresholding; BDIA steps with
 `steps.step`, any option.
 
-Precision: the arithmetic runs in the samples' working dtype (float32 for half precision), or
-in `precision` ("float32" or "float64", where the backend has it). `invert_*` returns the state
-in the arithmetic dtype as a `State`, which remembers the samples' dtype: the model is always
-called in that dtype and `sample_*` returns x_0 in it. Rounding is amplified by the sampler
-itself: a guided model's Jacobian is large near class boundaries, and at guidance 7.5, 20
-steps, real data, float32 arithmetic returns within 3.5e-4 to 8.6e-4 of x_0 (half precision with
-float32 arithmetic: up to 0.7). With precision="float64" the model still runs in the samples'
-dtype and the round trip returns x_0 to the last bit in every dtype measured.
+Precision: the states are carried in compensated arithmetic (`ddim_core.compensated`: each
+array as hi + lo, about twice the working precision) in the samples' working dtype (float32
+for half precision), or in `precision` ("float32" or "float64", where the backend has it).
+The model is called on hi, in the samples' dtype. The updates are affine, so the inverse
+reproduces every state to about 2^-2p, its hi bit for bit: the model sees the same inputs both
+ways and the guided model's Jacobian never gets to amplify the updates' rounding. `invert_*`
+returns the state as a `State` (hi arrays, with the low words in `State.lo`), which remembers
+the samples' dtype; `sample_*` returns x_0 in it. Measured at guidance 7.5, 20 steps, real
+data: x_0 back bit for bit in float64, float32, float16 and bfloat16 (plain float arithmetic
+gave 3.5e-12..5.4e-12 in float64 and 3.5e-4..8.6e-4 in float32). A plain tuple of the arrays
+(low words dropped) starts one rounding off, which the guided sampler amplifies. The cost:
+a few dozen elementwise operations per update instead of a handful (no model call, no host
+read); so the default needs no float64, which some devices lack.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import backends, coefficients, kernels
+from . import compensated as cw
 from .backends import Array, Namespace
 from .coefficients import Row, StepKey
 from .config import DDIMConfig, check_nonnegative
@@ -54,23 +60,73 @@ Callback = Callable[[StepInfo], Any] | None
 
 class State(tuple):  # type: ignore[type-arg]
     """What sampling needs to return exactly to x_0: a pair of arrays (EDICT's two sequences,
-    or two consecutive samples), in the arithmetic dtype, and `dtype`, the samples' dtype (the
-    model is called in it and x_0 is returned in it).
+    or two consecutive samples), in the arithmetic dtype; `dtype`, the samples' dtype (the
+    model is called in it and x_0 is returned in it); and `lo`, the low words of the two
+    arrays (the state in compensated arithmetic is first + lo[0], second + lo[1]; see
+    `ddim_core.compensated`), or None.
 
     Examples
     --------
     >>> import numpy as np
     >>> state = State(np.zeros(2), np.ones(2), np.float32)
-    >>> len(state), state.dtype
-    (2, <class 'numpy.float32'>)
+    >>> len(state), state.dtype, state.lo
+    (2, <class 'numpy.float32'>, None)
     """
 
     dtype: Any
+    lo: tuple[Array, Array] | None
 
-    def __new__(cls, first: Array, second: Array, dtype: Any) -> State:
+    def __new__(
+        cls, first: Array, second: Array, dtype: Any, lo: tuple[Array, Array] | None = None
+    ) -> State:
         state = super().__new__(cls, (first, second))
         state.dtype = dtype
+        state.lo = lo
         return state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle (and copy) with the dtype and the low words."""
+        return (State, (self[0], self[1], self.dtype, self.lo))
+
+    def scaled(self, first: float, second: float, *, divide: bool = False) -> State:
+        """The state with its arrays times (or divided by) host constants, in compensated
+        arithmetic: dividing by the factors a scaling used returns the same state, low words
+        included, to about 2^-2p.
+
+        Parameters
+        ----------
+        first, second : float
+            The factors of the two arrays (nonzero).
+        divide : bool, default False
+            Divide by the factors instead.
+
+        Returns
+        -------
+        State
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> state = State(np.array([0.7]), np.array([0.3]), np.float64)
+        >>> there = state.scaled(1 / 3, 1.0)
+        >>> float(there.lo[0][0]) != 0.0   # 0.7 fl(1/3) needs more than one float
+        True
+        >>> back = there.scaled(1 / 3, 1.0, divide=True)
+        >>> back[0].tolist(), abs(float(back.lo[0][0])) < 1e-30
+        ([0.7], True)
+        """
+        xp = backends.namespace(first=self[0], second=self[1])
+        k = _constants(xp, self[0].dtype)
+        lo = (None, None) if self.lo is None else self.lo
+        pairs = [
+            _materialized(cw.divide(pair, k(f), xp) if divide else cw.scale(k(f), pair, xp))
+            for f, pair in zip(
+                (first, second),
+                (cw.Pair.of(hi, xp, low) for hi, low in zip(self, lo, strict=True)),
+                strict=True,
+            )
+        ]
+        return State(pairs[0].hi, pairs[1].hi, self.dtype, (pairs[0].lo, pairs[1].lo))
 
 
 # --- EDICT ---------------------------------------------------------------------------------
@@ -143,23 +199,22 @@ def sample_edict(
     True
     """
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
-    x, y = _pair(state)
-    _check_loop(model, x, callback)
+    _check_loop(model, _pair(state)[0], callback)
     _check_linear(plan, "EDICT")
-    xp = backends.namespace(x=x, y=y)
-    work, dtype = _dtypes(xp, x.dtype, precision, _samples_dtype(state, dtype))
-    x, y = backends.cast(xp, x, work), backends.cast(xp, y, work)
+    x, y, xp, work, dtype = _state_pairs(state, precision, dtype)
+    k = _constants(xp, work)
+    p_, q_ = k(mix), k(1.0 - mix)
     for i, t in enumerate(_progress(plan.timesteps, progress, "EDICT")):
         c = _forward_row(plan, t)
-        a, b = _linear(c)
-        eps_y, x0 = _eps(model, y, t, i, c, plan, xp, check_finite, dtype)
-        x_mid = a * x + b * eps_y
-        eps_x, _ = _eps(model, x_mid, t, i, c, plan, xp, check_finite, dtype)
-        y_mid = a * y + b * eps_x
-        x = backends.materialize(mix * x_mid + (1.0 - mix) * y_mid)
-        y = backends.materialize(mix * y_mid + (1.0 - mix) * x)
-        _report(callback, i, t, x, x0, 2, xp, dtype)
-    return backends.cast(xp, x, dtype)
+        a, b = (k(v) for v in _linear(c))
+        eps_y, x0 = _eps(model, y.hi, t, i, c, plan, xp, check_finite, dtype)
+        x_mid = cw.combine([(a, x), (b, eps_y)], xp)
+        eps_x, _ = _eps(model, x_mid.hi, t, i, c, plan, xp, check_finite, dtype)
+        y_mid = cw.combine([(a, y), (b, eps_x)], xp)
+        x = cw.combine([(p_, x_mid), (q_, y_mid)], xp)
+        y = cw.combine([(p_, y_mid), (q_, x)], xp)
+        _report(callback, i, t, x.hi, x0, 2, xp, dtype)
+    return backends.cast(xp, x.hi, dtype)
 
 
 def invert_edict(
@@ -227,18 +282,22 @@ def invert_edict(
     _check_linear(plan, "EDICT")
     xp = backends.namespace(x_0=x_0)
     work, dtype = _dtypes(xp, x_0.dtype, precision, None)
-    x = y = backends.cast(xp, x_0, work)
+    k = _constants(xp, work)
+    p_, minus_q = k(mix), k(-(1.0 - mix))
+    one = k(1.0)
+    x = y = cw.Pair.of(backends.cast(xp, x_0, work), xp)
     for i, t in enumerate(_progress(plan.inverse_timesteps, progress, "EDICT inversion")):
         c = _forward_row(plan, t)
-        a, b = _linear(c)
-        y_mid = (y - (1.0 - mix) * x) / mix
-        x_mid = (x - (1.0 - mix) * y_mid) / mix
-        eps_x, x0 = _eps(model, x_mid, t, i, c, plan, xp, check_finite, dtype)
-        y = backends.materialize((y_mid - b * eps_x) / a)
-        eps_y, _ = _eps(model, y, t, i, c, plan, xp, check_finite, dtype)
-        x = backends.materialize((x_mid - b * eps_y) / a)
-        _report(callback, i, t, x, x0, 2, xp, dtype)
-    return State(x, y, dtype)
+        a, b = (k(v) for v in _linear(c))
+        minus_b = k(-b.value)
+        y_mid = cw.divide(cw.combine([(one, y), (minus_q, x)], xp), p_, xp)
+        x_mid = cw.divide(cw.combine([(one, x), (minus_q, y_mid)], xp), p_, xp)
+        eps_x, x0 = _eps(model, x_mid.hi, t, i, c, plan, xp, check_finite, dtype)
+        y = _materialized(cw.divide(cw.combine([(one, y_mid), (minus_b, eps_x)], xp), a, xp))
+        eps_y, _ = _eps(model, y.hi, t, i, c, plan, xp, check_finite, dtype)
+        x = _materialized(cw.divide(cw.combine([(one, x_mid), (minus_b, eps_y)], xp), a, xp))
+        _report(callback, i, t, x.hi, x0, 2, xp, dtype)
+    return State(x.hi, y.hi, dtype, (x.lo, y.lo))
 
 
 # --- BDIA ----------------------------------------------------------------------------------
@@ -311,14 +370,18 @@ def sample_bdia(
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
     _check_loop(model, _pair(state)[0], callback)
-    z_prev, z, xp, dtype = _start(model, state, plan, callback, check_finite, precision, dtype)
+    z_prev, z, xp, work, dtype = _start(
+        model, state, plan, callback, check_finite, precision, dtype
+    )
+    k = _constants(xp, work)
+    g_, minus_g, one = k(g), k(-g), k(1.0)
     for i, t in _steps(plan, progress, "BDIA"):
-        out = _evaluate(model, z, t, i, xp, check_finite, dtype)
-        forward, x0 = step(plan, out, t, z)
-        back = inverse_step(plan, out, plan.timesteps[i - 1], z).prev_sample
-        z_prev, z = z, backends.materialize(g * z_prev + forward - g * back)
-        _report(callback, i, t, z, x0, 1, xp, dtype)
-    return backends.cast(xp, z, dtype)
+        out = _evaluate(model, z.hi, t, i, xp, check_finite, dtype)
+        forward, x0 = step(plan, out, t, z.hi)
+        back = inverse_step(plan, out, plan.timesteps[i - 1], z.hi).prev_sample
+        z_prev, z = z, cw.combine([(g_, z_prev), (one, forward), (minus_g, back)], xp)
+        _report(callback, i, t, z.hi, x0, 1, xp, dtype)
+    return backends.cast(xp, z.hi, dtype)
 
 
 def invert_bdia(
@@ -384,10 +447,14 @@ def invert_bdia(
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
     _check_loop(model, x_0, callback)
 
-    def update(z_next: Array, z: Array, out: Array, i: int, t: int) -> tuple[Array, Array]:
-        forward, x0 = step(plan, out, t, z)
-        back = inverse_step(plan, out, plan.timesteps[i - 1], z).prev_sample
-        return (z_next - forward + g * back) / g, x0
+    def update(
+        z_next: cw.Pair, z: cw.Pair, out: Array, i: int, t: int, k: Constants, xp: Namespace
+    ) -> tuple[cw.Pair, Array]:
+        forward, x0 = step(plan, out, t, z.hi)
+        back = inverse_step(plan, out, plan.timesteps[i - 1], z.hi).prev_sample
+        one = k(1.0)
+        rest = cw.combine([(one, z_next), (k(-1.0), forward), (k(g), back)], xp)
+        return cw.divide(rest, k(g), xp), x0
 
     return _invert_two_step(
         model, x_0, plan, update, progress, callback, check_finite, "BDIA", precision
@@ -462,14 +529,17 @@ def sample_belm(
     plan = _plan(config, num_inference_steps, timesteps)
     _check_loop(model, _pair(state)[0], callback)
     _check_linear(plan, "BELM")
-    z_prev, z, xp, dtype = _start(model, state, plan, callback, check_finite, precision, dtype)
+    z_prev, z, xp, work, dtype = _start(
+        model, state, plan, callback, check_finite, precision, dtype
+    )
+    k = _constants(xp, work)
     for i, t in _steps(plan, progress, "BELM"):
         c = _forward_row(plan, t)
-        eps, x0 = _eps(model, z, t, i, c, plan, xp, check_finite, dtype)
-        (a, b, e), (s_prev, s, s_next) = _belm(plan, i), _scales(plan, i)
-        z_prev, z = z, backends.materialize(s_next * (a * z_prev / s_prev + b * z / s + e * eps))
-        _report(callback, i, t, z, x0, 1, xp, dtype)
-    return backends.cast(xp, z, dtype)
+        eps, x0 = _eps(model, z.hi, t, i, c, plan, xp, check_finite, dtype)
+        a, b, e = (k(v) for v in _belm_weights(plan, i))
+        z_prev, z = z, cw.combine([(a, z_prev), (b, z), (e, eps)], xp)
+        _report(callback, i, t, z.hi, x0, 1, xp, dtype)
+    return backends.cast(xp, z.hi, dtype)
 
 
 def invert_belm(
@@ -528,13 +598,16 @@ def invert_belm(
     _check_loop(model, x_0, callback)
     _check_linear(plan, "BELM")
 
-    def update(z_next: Array, z: Array, out: Array, i: int, t: int) -> tuple[Array, Array]:
+    def update(
+        z_next: cw.Pair, z: cw.Pair, out: Array, i: int, t: int, k: Constants, xp: Namespace
+    ) -> tuple[cw.Pair, Array]:
         c = _forward_row(plan, t)
         x0, eps = kernels.predict_x0_eps(
-            z, out, c.sqrt_ab_from, c.sqrt_1m_ab_from, plan.config.prediction_type
+            z.hi, out, c.sqrt_ab_from, c.sqrt_1m_ab_from, plan.config.prediction_type
         )
-        (a, b, e), (s_prev, s, s_next) = _belm(plan, i), _scales(plan, i)
-        return s_prev * (z_next / s_next - b * z / s - e * eps) / a, x0
+        a, b, e = _belm_weights(plan, i)
+        rest = cw.combine([(k(1.0), z_next), (k(-b), z), (k(-e), eps)], xp)
+        return cw.divide(rest, k(a), xp), x0
 
     return _invert_two_step(
         model, x_0, plan, update, progress, callback, check_finite, "BELM", precision
@@ -548,6 +621,13 @@ def _belm(plan: Plan, i: int) -> tuple[float, float, float]:
     h, big_h = s - s_next, s_prev - s
     a = (h / big_h) ** 2
     return a, 1.0 - a, -h * (h + big_h) / big_h
+
+
+def _belm_weights(plan: Plan, i: int) -> tuple[float, float, float]:
+    """`sample_belm`'s step on the samples themselves, z_{k+1} = A z_{k-1} + B z_k + E eps:
+    O-BELM's VE weights times the levels' scales."""
+    (a, b, e), (s_prev, s, s_next) = _belm(plan, i), _scales(plan, i)
+    return s_next * a / s_prev, s_next * b / s, s_next * e
 
 
 def _sigma(plan: Plan, k: int) -> float:
@@ -573,7 +653,7 @@ def _invert_two_step(
     model: Model,
     x_0: Array,
     plan: Plan,
-    update: Callable[[Array, Array, Array, int, int], tuple[Array, Array]],
+    update: Callable[..., tuple[cw.Pair, Array]],
     progress: bool,
     callback: Callback,
     check_finite: bool | None,
@@ -581,22 +661,25 @@ def _invert_two_step(
     precision: str | None,
 ) -> State:
     """Invert a two-step sampler: z_{N-1} by plain DDIM inversion of z_N = x_0, then
-    z_{k-1} = update(z_{k+1}, z_k, model(z_k, L_k)) for k = N-1 .. 1 (step index i = k)."""
+    z_{k-1} = update(z_{k+1}, z_k, model(z_k, L_k), ...) for k = N-1 .. 1 (step index i = k),
+    the states compensated pairs (the model and `update`'s transfers see z_k's hi)."""
     xp = backends.namespace(x_0=x_0)
     work, dtype = _dtypes(xp, x_0.dtype, precision, None)
+    k = _constants(xp, work)
     n = plan.num_inference_steps
-    z_next = backends.cast(xp, x_0, work)
+    z_next = cw.Pair.of(backends.cast(xp, x_0, work), xp)
     last = plan.timesteps[-1]
-    out = _evaluate(model, z_next, last, 0, xp, check_finite, dtype)
-    z, x0 = inverse_step(plan, out, last, z_next)
-    _report(callback, 0, last, z, x0, 1, xp, dtype)
+    out = _evaluate(model, z_next.hi, last, 0, xp, check_finite, dtype)
+    first, x0 = inverse_step(plan, out, last, z_next.hi)
+    z = cw.Pair.of(backends.materialize(first), xp)
+    _report(callback, 0, last, z.hi, x0, 1, xp, dtype)
     for j, i in enumerate(_progress(list(range(n - 1, 0, -1)), progress, f"{name} inversion")):
         t = plan.timesteps[i]
-        out = _evaluate(model, z, t, j + 1, xp, check_finite, dtype)
-        z_prev, x0 = update(z_next, z, out, i, t)
-        z_next, z = z, backends.materialize(z_prev)
-        _report(callback, j + 1, plan.timesteps[i - 1], z, x0, 1, xp, dtype)
-    return State(z, z_next, dtype)
+        out = _evaluate(model, z.hi, t, j + 1, xp, check_finite, dtype)
+        z_prev, x0 = update(z_next, z, out, i, t, k, xp)
+        z_next, z = z, _materialized(z_prev)
+        _report(callback, j + 1, plan.timesteps[i - 1], z.hi, x0, 1, xp, dtype)
+    return State(z.hi, z_next.hi, dtype, (z.lo, z_next.lo))
 
 
 def _start(
@@ -607,21 +690,51 @@ def _start(
     check_finite: bool | None,
     precision: str | None,
     dtype: Any,
-) -> tuple[Array, Array, Namespace, Any]:
-    """(z_0, z_1) in the work dtype, the namespace and the samples' dtype, to start a two-step
-    sampler at k = 1: the state's pair, or x_T and one DDIM step from it."""
+) -> tuple[cw.Pair, cw.Pair, Namespace, Any, Any]:
+    """(z_0, z_1) as compensated pairs in the work dtype, the namespace, the work dtype and
+    the samples' dtype, to start a two-step sampler at k = 1: the state's pair, or x_T and one
+    DDIM step from it."""
     if isinstance(state, tuple):
-        z_prev, z = _pair(state)
-        xp = backends.namespace(z_0=z_prev, z_1=z)
-        work, dtype = _dtypes(xp, z.dtype, precision, _samples_dtype(state, dtype))
-        return backends.cast(xp, z_prev, work), backends.cast(xp, z, work), xp, dtype
+        z_prev, z, xp, work, dtype = _state_pairs(state, precision, dtype)
+        return z_prev, z, xp, work, dtype
     xp = backends.namespace(x_T=state)
     work, dtype = _dtypes(xp, state.dtype, precision, dtype)
     t = plan.timesteps[0]
     z_prev = backends.cast(xp, state, work)
     z, x0 = step(plan, _evaluate(model, z_prev, t, 0, xp, check_finite, dtype), t, z_prev)
     _report(callback, 0, t, z, x0, 1, xp, dtype)
-    return z_prev, z, xp, dtype
+    return cw.Pair.of(z_prev, xp), cw.Pair.of(backends.materialize(z), xp), xp, work, dtype
+
+
+def _state_pairs(
+    state: State | tuple[Array, Array] | Array, precision: str | None, dtype: Any
+) -> tuple[cw.Pair, cw.Pair, Namespace, Any, Any]:
+    """A state (or one x_T for both) as two compensated pairs in the work dtype (a State's low
+    words included), the namespace, the work dtype and the samples' dtype."""
+    first, second = _pair(state)
+    xp = backends.namespace(first=first, second=second)
+    work, dtype = _dtypes(xp, second.dtype, precision, _samples_dtype(state, dtype))
+    lo = getattr(state, "lo", None) if isinstance(state, State) else None
+    pairs = [
+        cw.Pair.of(
+            backends.cast(xp, hi, work), xp, None if lo is None else backends.cast(xp, lo[j], work)
+        )
+        for j, hi in enumerate((first, second))
+    ]
+    return pairs[0], pairs[1], xp, work, dtype
+
+
+Constants = Callable[[float], cw.Constant]
+
+
+def _constants(xp: Namespace, work: Any) -> Constants:
+    """Host constants rounded to the work dtype and split (`compensated.Constant`)."""
+    width = cw.bits(xp, work)
+    return lambda value: cw.Constant.of(value, width)
+
+
+def _materialized(pair: cw.Pair) -> cw.Pair:
+    return cw.Pair(backends.materialize(pair.hi), backends.materialize(pair.lo))
 
 
 def _steps(plan: Plan, progress: bool, name: str) -> list[tuple[int, int]]:

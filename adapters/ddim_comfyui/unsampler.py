@@ -117,7 +117,7 @@ def unsample(
     if method in REVERSIBLE:
         invert = getattr(kr, f"sample_{method}_inverse")
         state = invert(model, x, sigmas, args, callback, disable)
-        info |= {"partner": state[1], "dtype": state.dtype}
+        info |= {"partner": state[1], "dtype": state.dtype, "lo": state.lo}  # lo: exactness
         return state[0], info
     iters = fixed_point_iters if method == "ddim_exact" else 0
     z = sample_ddim_inverse(
@@ -165,7 +165,7 @@ def resample(
     """
     method, sigmas, args = _check_method(info["method"]), info["sigmas"], extra_args or {}
     if method in REVERSIBLE:
-        state = State(x, info["partner"], info["dtype"])
+        state = State(x, info["partner"], info["dtype"], info.get("lo"))
         return getattr(kr, f"sample_{method}")(model, state, sigmas, args, callback, disable)
     return sample_ddim(model, x, sigmas, args, callback, disable)
 

@@ -418,7 +418,9 @@ def _sample(
         first, second = x
         second_scale = levels.scales[0 if name == "edict" else 1]
         dtype = getattr(x, "dtype", first.dtype)
-        state: Any = reversible.State(first * levels.scales[0], second * second_scale, dtype)
+        lo = getattr(x, "lo", None)
+        kept = reversible.State(first, second, dtype, lo)
+        state: Any = kept.scaled(levels.scales[0], second_scale)  # compensated
         like = first
     else:
         state, like, dtype = x * levels.scales[0], x, x.dtype
@@ -449,7 +451,7 @@ def _invert(
 ) -> reversible.State:
     levels = _Levels(_levels(sigmas, ascending=True)[::-1])
     invert = getattr(reversible, f"invert_{name}")
-    state = invert(
+    state: reversible.State = invert(
         _eps_model(model, levels, extra_args or {}, x, x.dtype),
         x * levels.scales[-1],
         levels.config,
@@ -460,4 +462,4 @@ def _invert(
         **options,
     )
     second_scale = levels.scales[0 if name == "edict" else 1]
-    return reversible.State(state[0] / levels.scales[0], state[1] / second_scale, state.dtype)
+    return state.scaled(levels.scales[0], second_scale, divide=True)  # compensated
