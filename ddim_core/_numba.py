@@ -118,28 +118,33 @@ def step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
 
 def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) -> None:
     """The pass itself, on C-contiguous arrays of one shape, outputs not overlapping inputs."""
-    flat = x.reshape(-1)
+    flat = x.ravel()  # views: the arrays are C-contiguous
     noise = z is not None
     parallel = flat.shape[0] >= PARALLEL_MIN and THREADS > 1
     if parallel:
         numba.set_num_threads(THREADS)
-    zf = z.reshape(-1) if noise else flat
+    zf = z.ravel() if noise else flat
     if x.dtype == np.float32:
+        k, r = folded(c), _limit32(clip)
         loop = _parallel32 if parallel else _serial32
-        r = np.float32(np.inf if clip is None else clip)  # the limit as the reference rounds it
-        k = folded(c)
-        loop(flat, m.reshape(-1), zf, prev.reshape(-1), x0.reshape(-1), k, r, noise, c.eps_from_x0)
+        loop(flat, m.ravel(), zf, prev.ravel(), x0.ravel(), k, r, noise, c.eps_from_x0)
         return
     loop = _parallel if parallel else _serial
     loop(
         flat,
-        m.reshape(-1),
+        m.ravel(),
         zf,
-        prev.reshape(-1),
-        x0.reshape(-1),
+        prev.ravel(),
+        x0.ravel(),
         c[:9],
         clip is not None,
         0.0 if clip is None else float(clip),
         noise,
         bool(c.eps_from_x0),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _limit32(clip: float | None) -> np.float32:
+    """The clip limit as the reference applies it to float32 (rounded; no clip: inf)."""
+    return np.float32(np.inf if clip is None else clip)

@@ -249,23 +249,36 @@ class TorchKernel:
 
 def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
     """numba's pass for plain contiguous CPU tensors with a row of floats; anything else goes
-    to the eager kernel."""
-    inputs = (x, m) if z is None else (x, m, z)
-    large = out is not None or x.numel() >= NUMBA_MIN_ELEMENTS
-    plain = large and isinstance(c.x0_x, float) and x.device.type == "cpu"
-    plain = plain and all(a.is_contiguous() and not a.requires_grad for a in inputs)
+    to the eager kernel. Checks cheapest first: this runs once per pipeline step."""
+    plain = (out is not None or x.numel() >= NUMBA_MIN_ELEMENTS) and type(c.x0_x) is float
+    plain = plain and x.is_cpu and x.is_contiguous() and m.is_contiguous()
+    plain = plain and not (x.requires_grad or m.requires_grad)
+    if plain and z is not None:
+        plain = z.is_contiguous() and not z.requires_grad
     if plain and out is not None:
         plain = all(o.is_contiguous() and o.dtype == x.dtype for o in out)
-        plain = plain and not _aliases(out, inputs)
+        plain = plain and not _aliases(out, (x, m, z))
     if not plain:
         return _torch_step(x, m, z, c, clip, out)
+    numba_pass = _NUMBA.get("run") or _load_numba()
+    if out is None:
+        torch = sys.modules["torch"]
+        prev, x0 = torch.empty_like(x), torch.empty_like(x)
+    else:
+        prev, x0 = out
+    z_view = None if z is None else z.numpy()
+    numba_pass(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
+    return prev, x0
+
+
+_NUMBA: dict[str, Any] = {}  # ddim_core._numba's pass, once imported (numba loads on first use)
+
+
+def _load_numba() -> Any:
     from . import _numba
 
-    torch = sys.modules["torch"]
-    prev, x0 = (torch.empty_like(x), torch.empty_like(x)) if out is None else out
-    z_view = None if z is None else z.numpy()
-    _numba.run(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
-    return prev, x0
+    _NUMBA["run"] = _numba.run
+    return _numba.run
 
 
 def _torch_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
