@@ -121,7 +121,7 @@ def fast_namespace(first: Array, *others: Array | None) -> Namespace | None:
 
 def _torch_same_device(first: Array, others: tuple[Array | None, ...]) -> bool:
     device = first.device
-    for x in others:
+    for x in others:  # noqa: SIM110 (a loop, not all(...): this runs on every step)
         if x is not None and x.device != device:
             return False
     return True
