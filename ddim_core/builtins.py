@@ -103,6 +103,9 @@ class TorchNoise:
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(like, torch.Tensor):
             return None
+        if type(generator) is torch.Generator and generator.device == like.device:
+            # the pipeline's case, quickly: one generator where the sample is (as `_draw`)
+            return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
         if generator is None:
             return torch.randn(shape, device=like.device, dtype=like.dtype)
         gens = generator if isinstance(generator, list | tuple) else [generator]
