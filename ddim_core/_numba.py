@@ -24,9 +24,14 @@ import numba
 import numpy as np
 
 # Elements per step from which the parallel loop runs. On this project's 2-core machines it
-# never beat the serial loop by 10 % up to 32x4x128x128 (2M elements; benchmarks/threads.py):
-# the pass is memory-bound, and beside busy processes the threads only contend. Larger steps,
-# or machines with more cores and memory channels, may gain from it.
+# never beat the serial loop by 10 % up to 32x4x128x128 (2M elements; benchmarks/threads.py,
+# the loops alone, with out= buffers). float32 loop, no busy process started (another job
+# shared the machine): serial 127 / parallel 129 us at 8x4x128x128, 341 / 359 at 16x,
+# 875 / 853 at 32x (the float64 loop: 867 / 824 at 16x); beside two busy processes the
+# parallel loop was slower at 1x4x64x64 (43 against 17 us) and erratic above. The float32
+# pass runs at the speed of a one-thread copy of its two arrays (95 against 97 us for two
+# np.copyto at 8x4x128x128): memory-bound, and beside busy processes the threads only
+# contend. Larger steps, or machines with more cores and memory channels, may gain from it.
 PARALLEL_MIN = 1 << 22
 THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))  # type: ignore[attr-defined]
 
