@@ -131,8 +131,8 @@ def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) 
     zf = z.ravel() if noise else flat
     if x.dtype == np.float32:
         k, r = folded(c), _limit32(clip)
-        loop = _parallel32 if parallel else _serial32
-        loop(flat, m.ravel(), zf, prev.ravel(), x0.ravel(), k, r, noise, c.eps_from_x0)
+        loop32 = _parallel32 if parallel else _serial32
+        loop32(flat, m.ravel(), zf, prev.ravel(), x0.ravel(), k, r, noise, c.eps_from_x0)
         return
     loop = _parallel if parallel else _serial
     loop(
@@ -150,6 +150,6 @@ def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) 
 
 
 @functools.lru_cache(maxsize=64)
-def _limit32(clip: float | None) -> np.float32:
+def _limit32(clip: float | None) -> Any:
     """The clip limit as the reference applies it to float32 (rounded; no clip: inf)."""
     return np.float32(np.inf if clip is None else clip)

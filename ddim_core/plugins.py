@@ -263,11 +263,12 @@ def _direct(
     call on the per-step hooks (noise). Else None: pluggy calls it."""
     found = _direct_calls.get(hook)
     if found is not None and found[0] == pm.version and found[1] is pm:  # type: ignore[attr-defined]
-        return found[2]
+        direct: list[tuple[Callable[..., Any], tuple[str, ...]]] | None = found[2]
+        return direct
     caller = getattr(pm.hook, hook)
     impls = caller.get_hookimpls()
     spec = caller.spec
-    plain = spec is not None and spec.opts.get("firstresult") and not pm.monitored
+    plain = spec is not None and spec.opts.get("firstresult") and not pm.monitored  # type: ignore[attr-defined]
     plain = plain and not any(i.wrapper or i.hookwrapper for i in impls)
     direct = [(i.function, tuple(i.argnames)) for i in reversed(impls)] if plain else None
     _direct_calls[hook] = (pm.version, pm, direct)  # type: ignore[attr-defined]

@@ -486,7 +486,8 @@ def _direct_matches(cls: Any) -> bool:
     if names != ["prev_sample", "pred_original_sample"]:
         return False
     a, b = object(), object()
-    built, direct = cls(prev_sample=a, pred_original_sample=b), _direct(cls, a, b)
+    make: Any = cls  # narrowed to a dataclass type above; it is the output class
+    built, direct = make(prev_sample=a, pred_original_sample=b), _direct(cls, a, b)
     same_items = list(built.items()) == list(direct.items())
     return same_items and vars(built) == vars(direct) and built.to_tuple() == direct.to_tuple()
 
