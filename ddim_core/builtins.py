@@ -73,7 +73,7 @@ class TorchNoise:
     --------
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
-    >>> TorchNoise().ddim_core_standard_normal(g, (2,), torch.zeros(2), 0).shape
+    >>> TorchNoise().ddim_core_standard_normal(g, (2,), torch.zeros(2), 0, None).shape
     torch.Size([2])
     """
 
@@ -81,7 +81,7 @@ class TorchNoise:
 
     @hookimpl
     def ddim_core_standard_normal(
-        self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
+        self, generator: Any, shape: tuple[int, ...], like: Any, draw: int, out: Any
     ) -> Any:
         """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
 
@@ -95,6 +95,9 @@ class TorchNoise:
             The sample: the noise's library, device and dtype.
         draw : int
             The draw's index within a loop.
+        out : tensor or None
+            A buffer to draw into (a contiguous tensor of the sample's dtype and device and of
+            `shape`, used when one generator draws on the sample's device), or None.
 
         Returns
         -------
@@ -104,9 +107,14 @@ class TorchNoise:
         if torch is None or not isinstance(like, torch.Tensor):
             return None
         if type(generator) is torch.Generator and generator.device == like.device:
-            # the pipeline's case, quickly: one generator where the sample is (as `_draw`)
+            # the pipeline's case, quickly: one generator where the sample is (as `_draw`),
+            # into `out` when it is a plain buffer for these draws (the same numbers)
+            if _plain_buffer(torch, out, shape, like):
+                return torch.randn(shape, generator=generator, out=out)
             return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
         if generator is None:
+            if _plain_buffer(torch, out, shape, like):
+                return torch.randn(shape, out=out)
             return torch.randn(shape, device=like.device, dtype=like.dtype)
         gens = generator if isinstance(generator, list | tuple) else [generator]
         if not all(isinstance(g, torch.Generator) for g in gens):
@@ -122,6 +130,13 @@ class TorchNoise:
         device = generator.device if generator.device.type != like.device.type else like.device
         z = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
         return z.to(like.device)
+
+
+def _plain_buffer(torch: Any, out: Any, shape: tuple[int, ...], like: Any) -> bool:
+    """Whether `out` is a torch tensor to draw `like`'s noise into in place."""
+    if type(out) is not torch.Tensor or out.dtype != like.dtype or out.device != like.device:
+        return False
+    return tuple(out.shape) == shape and out.is_contiguous() and not out.requires_grad
 
 
 class JaxNoise:

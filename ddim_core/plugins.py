@@ -301,7 +301,9 @@ def array_namespace(array: Any) -> Any:
 backends.set_namespace_fallback(array_namespace)
 
 
-def standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int = 0) -> Any:
+def standard_normal(
+    generator: Any, shape: tuple[int, ...], like: Any, draw: int = 0, out: Any = None
+) -> Any:
     """Standard normal noise of `shape` from `generator`, in `like`'s namespace, device, dtype.
 
     Parameters
@@ -316,6 +318,9 @@ def standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int
         The sample.
     draw : int, default 0
         The draw's index within a loop.
+    out : array, optional
+        A buffer like `like`, of `shape`, that plugins may draw into (and return) instead of
+        allocating: pass one only if its previous contents are no longer needed.
 
     Returns
     -------
@@ -333,7 +338,12 @@ def standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int
     (2, 3)
     """
     z = call(
-        "ddim_core_standard_normal", generator=generator, shape=tuple(shape), like=like, draw=draw
+        "ddim_core_standard_normal",
+        generator=generator,
+        shape=tuple(shape),
+        like=like,
+        draw=draw,
+        out=out,
     )
     if z is None:
         raise TypeError(
