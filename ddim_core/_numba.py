@@ -32,6 +32,10 @@ import numpy as np
 # pass runs at the speed of a one-thread copy of its two arrays (95 against 97 us for two
 # np.copyto at 8x4x128x128): memory-bound, and beside busy processes the threads only
 # contend. Larger steps, or machines with more cores and memory channels, may gain from it.
+# Open: these timings are of the loops as cached on disk. In one quiet window a freshly
+# compiled (uncached) parallel float32 loop ran 1.6-2x faster than a fresh serial one at
+# 0.5-1M elements, while the cached parallel loop never beat the cached serial one (numba
+# issue #8085, "cache=True slow for parallel target"); re-measure on a quiet machine.
 PARALLEL_MIN = 1 << 22
 THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))  # type: ignore[attr-defined]
 
