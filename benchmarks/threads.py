@@ -3,12 +3,18 @@
     .venv/bin/python -m benchmarks.threads [--busy 2] [--out DIR]
 
 For step sizes from 1x4x8x8 to 32x4x128x128 (float32, clip on, eta 0): the median time of one
-fused step with the serial loop, with the parallel loop (all the threads this process may use),
-and of the reference array-API path (the fused plugins blocked), first on the machine as it is,
-then beside `--busy` CPU-bound processes. `_numba.PARALLEL_MIN` is chosen from the quiet run
-(the smallest size where parallel beats serial by 10 %); the busy run checks that the fused path
-is never slower than the reference there. Writes threads.md / threads.json into --out
-(default: a temporary directory).
+fused step with the serial loop and with the parallel loop (all the threads this process may
+use), both writing into `out=` buffers (the loops alone), and of a step as shipped, fused and on
+the reference array-API path (the fused plugins blocked), each allocating its outputs; first on
+the machine as it is, then beside `--busy` CPU-bound processes. `_numba.PARALLEL_MIN` is chosen
+from the quiet run (the smallest size from which parallel beats serial by 10 %); the busy run
+checks that the fused path is never slower than the reference there.
+
+Before timing, arrays of the largest size are allocated and freed once: glibc's malloc adapts
+its mmap and trim thresholds to the largest block it has freed, and until then every step of
+a few MB pays fresh page faults for its outputs (a process that has run a model has long since
+adapted). Without this the first (quiet) run would pay them and the busy run not. Writes
+threads.md / threads.json into --out (default: a temporary directory).
 """
 
 from __future__ import annotations
@@ -60,7 +66,16 @@ def _median_us(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
     return statistics.median(times)
 
 
+def settle_allocator() -> None:
+    """Allocate and free outputs of the largest step, so that malloc's thresholds are those of
+    a process that has handled such arrays (see the module docstring)."""
+    for _ in range(2):
+        blocks = [np.ones(SHAPES[-1], dtype=np.float32) for _ in range(4)]
+        del blocks
+
+
 def measure(repeats: int, budget_s: float) -> list[dict[str, Any]]:
+    settle_allocator()
     config = dc.DDIMConfig(clip_sample=True)
     plan = dc.make_plan(config, 50)
     rows = []
@@ -70,12 +85,17 @@ def measure(repeats: int, budget_s: float) -> list[dict[str, Any]]:
         def step(x: np.ndarray = x, m: np.ndarray = m) -> Any:
             return dc.step(plan, m, 500, x)
 
+        out = (np.empty_like(x), np.empty_like(x))
+
+        def step_out(x: np.ndarray = x, m: np.ndarray = m, out: Any = out) -> Any:
+            return dc.step(plan, m, 500, x, out=out)
+
         times = {}
         saved = _numba.PARALLEL_MIN
         try:
             for name, threshold in (("serial", 1 << 62), ("parallel", 0)):
                 _numba.PARALLEL_MIN = threshold
-                times[name] = _median_us(step, repeats, budget_s)
+                times[name] = _median_us(step_out, repeats, budget_s)
         finally:
             _numba.PARALLEL_MIN = saved
         times["fused"] = _median_us(step, repeats, budget_s)
@@ -117,7 +137,8 @@ def markdown(quiet: list[dict[str, Any]], busy: list[dict[str, Any]], n_busy: in
         f"numba kernel, float32, clip on, eta 0; {_numba.THREADS} threads for the parallel loop; "
         f"PARALLEL_MIN = {_numba.PARALLEL_MIN} elements; microseconds per step (median).",
         "",
-        "| load | shape | serial | parallel | fused (as shipped) | reference | fused / reference |",
+        "| load | shape | serial (out=) | parallel (out=) | fused (as shipped) | reference "
+        "| fused / reference |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for load, rows in (("quiet", quiet), (f"{n_busy} busy processes", busy)):

@@ -1,15 +1,22 @@
 """The numba step kernel: one pass over memory (imported only when numba is installed and a CPU
 step asks for it).
 
-The pass computes a `coefficients.FusedRow` in float64 in the reference path's order, so a
-float64 step equals the reference bit for bit. Compiled once per dtype for a serial and a
-parallel loop and cached on disk (numba's cache=True). The parallel loop runs only where the
-work pays for the threads (`PARALLEL_MIN` elements, measured by benchmarks/threads.py) and with
-at most as many threads as this process may run on, so a busy machine is not oversubscribed.
+float64 samples: the pass computes a `coefficients.FusedRow` in float64 in the reference path's
+order, so a float64 step equals the reference bit for bit. float32 samples: the pass computes
+in float32 (as the reference does) with the row folded into multipliers (`folded`: no
+division, eq. (12)'s weights applied to x_t, the model output and x0_pred directly), a loop
+LLVM vectorises: 3.5 us at 1x4x64x64 where the float64 loop takes 12 us, about the time of
+copying two arrays (the serial pass alone). Within 1.8 ulps of the summed terms on
+tests/test_fused.py's cases (the reference path: 2.1; the test allows 8).
+Compiled once per dtype for a serial and a parallel loop and cached on disk (numba's
+cache=True). The parallel loop runs only where the work pays for the threads (`PARALLEL_MIN`
+elements, measured by benchmarks/threads.py) and with at most as many threads as this process
+may run on, so a busy machine is not oversubscribed.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -17,9 +24,18 @@ import numba
 import numpy as np
 
 # Elements per step from which the parallel loop runs. On this project's 2-core machines it
-# never beat the serial loop by 10 % up to 32x4x128x128 (2M elements; benchmarks/threads.py):
-# the pass is memory-bound, and beside busy processes the threads only contend. Larger steps,
-# or machines with more cores and memory channels, may gain from it.
+# never beat the serial loop by 10 % up to 32x4x128x128 (2M elements; benchmarks/threads.py,
+# the loops alone, with out= buffers). float32 loop, no busy process started (another job
+# shared the machine): serial 127 / parallel 129 us at 8x4x128x128, 341 / 359 at 16x,
+# 875 / 853 at 32x (the float64 loop: 867 / 824 at 16x); beside two busy processes the
+# parallel loop was slower at 1x4x64x64 (43 against 17 us) and erratic above. The float32
+# pass runs at the speed of a one-thread copy of its two arrays (95 against 97 us for two
+# np.copyto at 8x4x128x128): memory-bound, and beside busy processes the threads only
+# contend. Larger steps, or machines with more cores and memory channels, may gain from it.
+# Open: these timings are of the loops as cached on disk. In one quiet window a freshly
+# compiled (uncached) parallel float32 loop ran 1.6-2x faster than a fresh serial one at
+# 0.5-1M elements, while the cached parallel loop never beat the cached serial one (numba
+# issue #8085, "cache=True slow for parallel target"); re-measure on a quiet machine.
 PARALLEL_MIN = 1 << 22
 THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))  # type: ignore[attr-defined]
 
@@ -41,8 +57,54 @@ def _step_loop(x, m, z, prev, x0, c, clip, r, noise, reclip):  # type: ignore[no
         prev[i] = b
 
 
+def _folded_loop(x, m, z, prev, x0, k, r, noise, reclip):  # type: ignore[no-untyped-def]
+    # x0 = ax x - am m, clipped to [-r, r] (r = inf: no clip); x_b = ca x0 + cx x + cm m
+    # (+ s z). Comparisons with NaN are false, so NaN stays NaN, as in the reference's clip.
+    ax, am, ca, cx, cm, s = k[0], k[1], k[2], k[3], k[4], k[5]
+    lo = -r
+    for i in numba.prange(x.shape[0]):
+        xi = x[i]
+        mi = m[i]
+        a = ax * xi - am * mi
+        a = lo if a < lo else a
+        a = r if a > r else a
+        b = ca * a + cx * xi
+        if not reclip:  # eps_pred from the model output (else from the clipped x0_pred)
+            b = b + cm * mi
+        if noise:
+            b = b + s * z[i]
+        x0[i] = a
+        prev[i] = b
+
+
 _serial = numba.njit(cache=True, nogil=True)(_step_loop)
 _parallel = numba.njit(cache=True, nogil=True, parallel=True)(_step_loop)
+_serial32 = numba.njit(cache=True, nogil=True)(_folded_loop)
+_parallel32 = numba.njit(cache=True, nogil=True, parallel=True)(_folded_loop)
+
+
+@functools.lru_cache(maxsize=4096)
+def folded(c: Any) -> np.ndarray:
+    """A FusedRow of Python floats as float32 multipliers (ax, am, ca, cx, cm, s), computed in
+    float64 and rounded once:
+
+        x0_pred = ax x_t - am m                    (then clipped)
+        x_b     = ca x0_pred + cx x_t + cm m + s z
+
+    with eq. (12)'s eps_pred weights distributed over x_t and u (the model output m, or the
+    clipped x0_pred when `c.eps_from_x0`).
+
+    Examples
+    --------
+    >>> from ddim_core.coefficients import Row, fused_form
+    >>> folded(fused_form(Row(0.6, 0.8, 0.5, 0.25, 0.0), "epsilon", False)).tolist()
+    [1.6666666269302368, 1.3333333730697632, 0.5, 0.0, 0.25, 0.0]
+    """
+    x0_x, x0_m, x0_div, eps_x, eps_m, eps_div, sb, d, sigma = c[:9]
+    k = d / eps_div
+    ca, cm = (sb - k * eps_m, 0.0) if c.eps_from_x0 else (sb, -k * eps_m)
+    values = (x0_x / x0_div, x0_m / x0_div, ca, k * eps_x, cm, sigma)
+    return np.array(values, dtype=np.float32)
 
 
 def step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
@@ -65,20 +127,33 @@ def step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
 
 def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) -> None:
     """The pass itself, on C-contiguous arrays of one shape, outputs not overlapping inputs."""
-    flat = x.reshape(-1)
+    flat = x.ravel()  # views: the arrays are C-contiguous
     noise = z is not None
-    loop = _parallel if flat.shape[0] >= PARALLEL_MIN and THREADS > 1 else _serial
-    if loop is _parallel:
+    parallel = flat.shape[0] >= PARALLEL_MIN and THREADS > 1
+    if parallel:
         numba.set_num_threads(THREADS)
+    zf = z.ravel() if noise else flat
+    if x.dtype == np.float32:
+        k, r = folded(c), _limit32(clip)
+        loop32 = _parallel32 if parallel else _serial32
+        loop32(flat, m.ravel(), zf, prev.ravel(), x0.ravel(), k, r, noise, c.eps_from_x0)
+        return
+    loop = _parallel if parallel else _serial
     loop(
         flat,
-        m.reshape(-1),
-        z.reshape(-1) if noise else flat,
-        prev.reshape(-1),
-        x0.reshape(-1),
+        m.ravel(),
+        zf,
+        prev.ravel(),
+        x0.ravel(),
         c[:9],
         clip is not None,
         0.0 if clip is None else float(clip),
         noise,
         bool(c.eps_from_x0),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _limit32(clip: float | None) -> Any:
+    """The clip limit as the reference applies it to float32 (rounded; no clip: inf)."""
+    return np.float32(np.inf if clip is None else clip)

@@ -121,7 +121,10 @@ def fast_namespace(first: Array, *others: Array | None) -> Namespace | None:
 
 def _torch_same_device(first: Array, others: tuple[Array | None, ...]) -> bool:
     device = first.device
-    return all(not (x is not None and x.device != device) for x in others)
+    for x in others:  # noqa: SIM110 (a loop, not all(...): this runs on every step)
+        if x is not None and x.device != device:
+            return False
+    return True
 
 
 def _no_fallback(x: Array) -> Namespace | None:
@@ -365,6 +368,33 @@ def host_integers(x: Array) -> list[int] | None:
     if jax_on_cpu and all(d.platform == "cpu" for d in x.devices()):
         return list(np.asarray(x).reshape(-1).tolist())
     return None
+
+
+def host_int(x: Array) -> int | None:
+    """The value of a 0-d integer array the host reads for free (`host_integers` of one
+    value, quickly: what a pipeline's `for t in scheduler.timesteps` gives), else None.
+
+    Parameters
+    ----------
+    x : array
+        A 0-d array whose dtype the caller has checked is integral.
+
+    Returns
+    -------
+    int or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> host_int(np.array(981))
+    981
+    """
+    if isinstance(x, np.ndarray):
+        return int(x)
+    if x.__class__.__module__ == "torch" and x.is_cpu and not compiling():
+        return int(x.item())
+    values = host_integers(x)
+    return None if values is None else values[0]
 
 
 def check_range_on_device(x: Array, size: int, message: str) -> Array:

@@ -73,7 +73,7 @@ class TorchNoise:
     --------
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
-    >>> TorchNoise().ddim_core_standard_normal(g, (2,), torch.zeros(2), 0).shape
+    >>> TorchNoise().ddim_core_standard_normal(g, (2,), torch.zeros(2), 0, None).shape
     torch.Size([2])
     """
 
@@ -81,7 +81,7 @@ class TorchNoise:
 
     @hookimpl
     def ddim_core_standard_normal(
-        self, generator: Any, shape: tuple[int, ...], like: Any, draw: int
+        self, generator: Any, shape: tuple[int, ...], like: Any, draw: int, out: Any
     ) -> Any:
         """The `hookspecs.ddim_core_standard_normal` hook: noise from `generator`, or None.
 
@@ -95,6 +95,9 @@ class TorchNoise:
             The sample: the noise's library, device and dtype.
         draw : int
             The draw's index within a loop.
+        out : tensor or None
+            A buffer to draw into (a contiguous tensor of the sample's dtype and device and of
+            `shape`, used when one generator draws on the sample's device), or None.
 
         Returns
         -------
@@ -103,7 +106,15 @@ class TorchNoise:
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(like, torch.Tensor):
             return None
+        if type(generator) is torch.Generator and generator.device == like.device:
+            # the pipeline's case, quickly: one generator where the sample is (as `_draw`),
+            # into `out` when it is a plain buffer for these draws (the same numbers)
+            if _plain_buffer(torch, out, shape, like):
+                return torch.randn(shape, generator=generator, out=out)
+            return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
         if generator is None:
+            if _plain_buffer(torch, out, shape, like):
+                return torch.randn(shape, out=out)
             return torch.randn(shape, device=like.device, dtype=like.dtype)
         gens = generator if isinstance(generator, list | tuple) else [generator]
         if not all(isinstance(g, torch.Generator) for g in gens):
@@ -119,6 +130,13 @@ class TorchNoise:
         device = generator.device if generator.device.type != like.device.type else like.device
         z = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
         return z.to(like.device)
+
+
+def _plain_buffer(torch: Any, out: Any, shape: tuple[int, ...], like: Any) -> bool:
+    """Whether `out` is a torch tensor to draw `like`'s noise into in place."""
+    if type(out) is not torch.Tensor or out.dtype != like.dtype or out.device != like.device:
+        return False
+    return tuple(out.shape) == shape and out.is_contiguous() and not out.requires_grad
 
 
 class JaxNoise:
@@ -249,23 +267,36 @@ class TorchKernel:
 
 def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
     """numba's pass for plain contiguous CPU tensors with a row of floats; anything else goes
-    to the eager kernel."""
-    inputs = (x, m) if z is None else (x, m, z)
-    large = out is not None or x.numel() >= NUMBA_MIN_ELEMENTS
-    plain = large and isinstance(c.x0_x, float) and x.device.type == "cpu"
-    plain = plain and all(a.is_contiguous() and not a.requires_grad for a in inputs)
+    to the eager kernel. Checks cheapest first: this runs once per pipeline step."""
+    plain = (out is not None or x.numel() >= NUMBA_MIN_ELEMENTS) and type(c.x0_x) is float
+    plain = plain and x.is_cpu and x.is_contiguous() and m.is_contiguous()
+    plain = plain and not (x.requires_grad or m.requires_grad)
+    if plain and z is not None:
+        plain = z.is_contiguous() and not z.requires_grad
     if plain and out is not None:
         plain = all(o.is_contiguous() and o.dtype == x.dtype for o in out)
-        plain = plain and not _aliases(out, inputs)
+        plain = plain and not _aliases(out, (x, m, z))
     if not plain:
         return _torch_step(x, m, z, c, clip, out)
+    numba_pass = _NUMBA.get("run") or _load_numba()
+    if out is None:
+        torch = sys.modules["torch"]
+        prev, x0 = torch.empty_like(x), torch.empty_like(x)
+    else:
+        prev, x0 = out
+    z_view = None if z is None else z.numpy()
+    numba_pass(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
+    return prev, x0
+
+
+_NUMBA: dict[str, Any] = {}  # ddim_core._numba's pass, once imported (numba loads on first use)
+
+
+def _load_numba() -> Any:
     from . import _numba
 
-    torch = sys.modules["torch"]
-    prev, x0 = (torch.empty_like(x), torch.empty_like(x)) if out is None else out
-    z_view = None if z is None else z.numpy()
-    _numba.run(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
-    return prev, x0
+    _NUMBA["run"] = _numba.run
+    return _numba.run
 
 
 def _torch_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:

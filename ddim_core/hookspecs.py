@@ -149,7 +149,9 @@ def ddim_core_array_namespace(array: Any) -> Any:
 
 
 @hookspec(firstresult=True)
-def ddim_core_standard_normal(generator: Any, shape: tuple[int, ...], like: Any, draw: int) -> Any:
+def ddim_core_standard_normal(
+    generator: Any, shape: tuple[int, ...], like: Any, draw: int, out: Any
+) -> Any:
     """Standard normal noise of `shape` drawn from `generator`, or None if it is not yours.
 
     Parameters
@@ -163,6 +165,11 @@ def ddim_core_standard_normal(generator: Any, shape: tuple[int, ...], like: Any,
     draw : int
         Counts the draws of one loop (0, 1, ...): stateless generators (JAX keys) fold it in
         so that every step gets fresh noise; stateful ones ignore it.
+    out : array or None
+        A buffer like `like` (library, device, dtype; C-contiguous, of `shape`) that the noise
+        may be drawn into, to return (a caller that draws every step reuses one: no
+        allocation, no page faults); an implementation may ignore it and return a new array.
+        An implementation that does not take `out` is called without it (pluggy).
 
     Returns
     -------

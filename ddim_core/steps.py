@@ -297,7 +297,8 @@ def _dispatch(
     one value) takes its row as Python floats; other timestep arrays (on an accelerator, or
     one per sample) take rows gathered on the sample's device, with no host read.
     """
-    _require(sample=sample, model_output=model_output)
+    if sample is None or model_output is None:
+        _require(sample=sample, model_output=model_output)
     xp = _step_arrays(model_output, sample, noise)
     if out is not None:
         _check_out(out, xp, sample, model_output, noise)
@@ -365,6 +366,16 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
     """(t, None) for a timestep the host reads for free (checked), else (None, the array),
     checked where it can be read: device values cannot be read without a sync, so then the
     plan's own timesteps are checked instead."""
+    if isinstance(timestep, int) and not isinstance(timestep, bool):
+        return int(timestep), None
+    if (
+        getattr(timestep, "ndim", None) == 0
+        and backends.fast_namespace(sample, timestep) is xp
+        and backends.is_kind(xp, timestep, "integral")
+    ):  # the pipeline's 0-d timestep on the sample's device: read as an int where that is free
+        value = backends.host_int(timestep)
+        if value is not None:
+            return value, None  # checked as an int is (coefficients.row)
     if isinstance(timestep, numbers.Integral) and not isinstance(timestep, bool):
         return int(timestep), None
     t_arr = _timestep_array(timestep, sample, xp)
@@ -484,7 +495,20 @@ def checked_arrays(sample: Array, model_output: Array, noise: Array | None = Non
 
 def _clip_range(config: DDIMConfig, xp: Namespace, sample: Array) -> float:
     """clip_sample_range, at most the sample dtype's largest value (1e300 stays a no-op)."""
-    return min(config.clip_sample_range, float(xp.finfo(sample.dtype).max))
+    key = (config.clip_sample_range, sample.dtype)
+    try:
+        found = _CLIP_RANGES.get(key)
+    except TypeError:  # an unhashable dtype
+        return min(config.clip_sample_range, float(xp.finfo(sample.dtype).max))
+    if found is None:
+        found = min(config.clip_sample_range, float(xp.finfo(sample.dtype).max))
+        if len(_CLIP_RANGES) > 1024:
+            _CLIP_RANGES.clear()
+        _CLIP_RANGES[key] = found
+    return found
+
+
+_CLIP_RANGES: dict[tuple[float, Any], float] = {}  # (range, dtype): range within the dtype
 
 
 def _require(**arrays: Array | None) -> None:

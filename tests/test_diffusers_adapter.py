@@ -405,3 +405,61 @@ def test_works_without_diffusers_and_returns_tuples(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_step_output_is_the_output_its_constructor_builds() -> None:
+    """`step` builds diffusers' DDIMSchedulerOutput directly (its checks cost ~4 us a step):
+    the object equals one from the constructor in type, items, attributes, indexing, to_tuple
+    and pickling; a class built differently is constructed as usual."""
+    import pickle
+
+    from ddim_diffusers import _scheduling
+
+    torch = pytest.importorskip("torch")
+    scheduler = dd.DDIMScheduler()
+    scheduler.set_timesteps(10)
+    x = torch.randn(1, 4, 8, 8)
+    got = scheduler.step(x, scheduler.timesteps[0], x)
+    built = dd.schedulers.DDIMSchedulerOutput(
+        prev_sample=got.prev_sample, pred_original_sample=got.pred_original_sample
+    )
+    assert type(got) is type(built)
+    assert list(got.items()) == list(built.items()) and vars(got) == vars(built)
+    assert got[0] is built[0] and got["pred_original_sample"] is built.pred_original_sample
+    assert got.to_tuple() == built.to_tuple()
+    again = pickle.loads(pickle.dumps(got))
+    assert list(again.keys()) == ["prev_sample", "pred_original_sample"]
+    assert torch.equal(again.prev_sample, got.prev_sample)
+
+    class Other(dd.schedulers.DDIMSchedulerOutput):
+        def __post_init__(self) -> None:  # builds something else: the constructor is used
+            super().__post_init__()
+            self.extra = 1
+
+    other = _scheduling.make_output(Other, got.prev_sample, got.pred_original_sample)
+    assert type(other) is Other and other.extra == 1
+
+
+def test_eta_noise_is_drawn_into_one_buffer_with_the_numbers_of_fresh_draws() -> None:
+    """With eta > 0 and a torch.Generator, each step draws into this thread's noise buffer:
+    the same numbers as a fresh `torch.randn` from the same generator (diffusers' draws), no
+    output aliases it, and a new shape or dtype gets a new buffer."""
+    torch = pytest.importorskip("torch")
+    scheduler = dd.DDIMScheduler()
+    scheduler.set_timesteps(5)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    g, g_ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    a = b = x
+    buffers = set()
+    for t in scheduler.timesteps:
+        out = scheduler.step(a, t, a, eta=1.0, generator=g)
+        z = torch.randn(a.shape, generator=g_ref, dtype=a.dtype)
+        ref = scheduler.step(b, t, b, eta=1.0, variance_noise=z)
+        assert torch.equal(out.prev_sample, ref.prev_sample)
+        buf = scheduler._local.noise
+        buffers.add(buf.data_ptr())
+        assert buf.data_ptr() not in {out.prev_sample.data_ptr(), out[1].data_ptr()}
+        a, b = out.prev_sample, ref.prev_sample
+    assert len(buffers) == 1
+    scheduler.step(a.double(), scheduler.timesteps[0], a.double(), eta=1.0, generator=g)
+    assert scheduler._local.noise.dtype == torch.float64

@@ -175,3 +175,64 @@ def test_nan_propagates_through_clipping_like_the_reference(library: str) -> Non
     for a, b in zip(fused, ref, strict=True):
         np.testing.assert_array_equal(np.isnan(to_numpy(a)), np.isnan(to_numpy(b)))
         assert np.isnan(to_numpy(a)[0, 0, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "library", [lib for lib in _libraries() if lib not in ("torch-eager", "cupy")]
+)
+def test_numba_computes_float32_in_float32_and_float64_in_float64(
+    library: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """float32 samples take the folded float32 loop (vectorised), float64 samples the float64
+    loop that equals the reference bit for bit; the tests above check both against it."""
+    from ddim_core import _numba
+
+    calls: list[str] = []
+    for name in ("_serial", "_parallel", "_serial32", "_parallel32"):
+        monkeypatch.setattr(_numba, name, lambda *args, name=name: calls.append(name))
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
+    for dtype, loop in (("float32", "_serial32"), ("float64", "_serial")):
+        x, m = _arrays(library, dtype, (1, 4, 8, 8), 2)
+        dc.step(plan, m, 500, x)
+        assert calls == [loop]
+        calls.clear()
+
+
+def test_folded_multipliers_give_the_row() -> None:
+    pytest.importorskip("numba")
+    from ddim_core import _numba
+
+    c = coefficients.fused_form(coefficients.Row(0.6, 0.8, 0.5, 0.25, 0.1), "epsilon", False)
+    ax, am, ca, cx, cm, s = _numba.folded(c).tolist()
+    # x0 = (x - 0.8 m) / 0.6; x_b = 0.5 x0 + 0.25 m + 0.1 z (eps_pred is m itself)
+    assert np.allclose([ax, am, ca, cx, cm, s], [1 / 0.6, 0.8 / 0.6, 0.5, 0.0, 0.25, 0.1])
+    c = coefficients.fused_form(coefficients.Row(0.6, 0.8, 0.5, 0.25, 0.1), "epsilon", True)
+    reclip = _numba.folded(c).tolist()
+    # eps from the clipped x0: (x - 0.6 x0) / 0.8, so x_b = (0.5 - 0.25 * 0.75) x0 + 0.3125 x
+    assert np.allclose(reclip, [1 / 0.6, 0.8 / 0.6, 0.5 - 0.25 * 0.75, 0.3125, 0.0, 0.1])
+
+
+@pytest.mark.parametrize("library", [lib for lib in _libraries() if lib != "torch-eager"])
+@pytest.mark.parametrize("clipped", [False, True], ids=["eps", "reclip"])
+def test_float32_clip_limit_and_non_finite_inputs_like_the_reference(
+    library: str, clipped: bool
+) -> None:
+    """The clip limit is the reference's (1.1 rounded to float32, hit exactly); NaN stays NaN
+    and an infinite model output gives what the reference gives (finite where eps_pred is
+    re-derived from the clipped x0_pred)."""
+    config = dc.DDIMConfig(clip_sample=True, clip_sample_range=1.1)
+    plan = dc.make_plan(config, 10)
+    x, m = _arrays(library, "float32", (2, 4, 8, 8), 2)
+    x[0, 0, 0, 0] = float("nan")
+    m[0, 0, 0, 1] = float("inf")
+    m[1, 0, 0, 1] = -float("inf")
+    fused = dc.step(plan, m, 500, x, use_clipped_model_output=clipped)
+    with reference_path():
+        ref = dc.step(plan, m, 500, x, use_clipped_model_output=clipped)
+    for a, b in zip(fused, ref, strict=True):
+        a, b = to_numpy(a, dtype=None), to_numpy(b, dtype=None)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+    x0 = to_numpy(fused.pred_original_sample, dtype=None)
+    assert np.nanmax(x0) == np.nanmax(to_numpy(ref.pred_original_sample, dtype=None))
+    assert np.nanmax(x0) == np.float32(1.1) and np.nanmin(x0) == -np.float32(1.1)

@@ -311,6 +311,34 @@ def test_a_raising_plugin_is_left_out_and_the_call_answered_without_it(fresh) ->
     assert plugins.array_namespace(bytearray(1)) == "next"  # no second warning: it is gone
 
 
+def test_firstresult_calls_follow_registrations_order_and_monitoring(fresh) -> None:  # type: ignore[no-untyped-def]
+    """Firstresult hooks are called in a loop where that is what pluggy does: the loop sees
+    plugins registered or unregistered between calls, pluggy's tryfirst/trylast order, and
+    a monitored manager calls through pluggy (its monitor sees every call)."""
+    asked: list[str] = []
+    fresh.register(_Answer("first", asked), name="first")
+    assert plugins.array_namespace(bytearray(1)) == "first"
+
+    class Last(_Answer):
+        @hookimpl(trylast=True)
+        def ddim_core_array_namespace(self, array):  # type: ignore[no-untyped-def]
+            self.asked.append(self.answer)
+            return self.answer
+
+    fresh.register(Last("last", asked), name="last")  # registered last, asked last
+    fresh.register(_Answer("second", asked), name="second")
+    assert plugins.array_namespace(bytearray(1)) == "second"
+    fresh.unregister(name="second")
+    assert plugins.array_namespace(bytearray(1)) == "first"
+    fresh.unregister(name="first")
+    assert plugins.array_namespace(bytearray(1)) == "last"
+    assert asked == ["first", "second", "first", "last"]
+    seen: list[str] = []
+    fresh.add_hookcall_monitoring(lambda name, impls, kwargs: seen.append(name), lambda *a: None)
+    assert plugins.array_namespace(bytearray(1)) == "last"
+    assert seen == ["ddim_core_array_namespace"]
+
+
 def test_wrappers_run_as_pluggy_defines_them_and_a_raising_one_is_left_out(fresh) -> None:  # type: ignore[no-untyped-def]
     class Wrapper:
         @hookimpl(wrapper=True)
