@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import types
 from typing import Any
 
 import numba
@@ -77,10 +78,23 @@ def _folded_loop(x, m, z, prev, x0, k, r, noise, reclip):  # type: ignore[no-unt
         prev[i] = b
 
 
-_serial = numba.njit(cache=True, nogil=True)(_step_loop)
-_parallel = numba.njit(cache=True, nogil=True, parallel=True)(_step_loop)
-_serial32 = numba.njit(cache=True, nogil=True)(_folded_loop)
-_parallel32 = numba.njit(cache=True, nogil=True, parallel=True)(_folded_loop)
+def _named(fn: Any, name: str) -> Any:
+    """`fn` under another name. numba's disk cache keys a function by its name, line and
+    bytecode, not by `parallel`: one function compiled both ways loads whichever loop was cached
+    first for both (the parallel loop ran serial code, or the serial loop parallel code)."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name)
+    copy.__qualname__ = name
+    return copy
+
+
+_step_serial = numba.njit(cache=True, nogil=True)(_named(_step_loop, "_step_serial"))
+_step_parallel = numba.njit(cache=True, nogil=True, parallel=True)(
+    _named(_step_loop, "_step_parallel")
+)
+_folded_serial = numba.njit(cache=True, nogil=True)(_named(_folded_loop, "_folded_serial"))
+_folded_parallel = numba.njit(cache=True, nogil=True, parallel=True)(
+    _named(_folded_loop, "_folded_parallel")
+)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -135,10 +149,10 @@ def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) 
     zf = z.ravel() if noise else flat
     if x.dtype == np.float32:
         k, r = folded(c), _limit32(clip)
-        loop32 = _parallel32 if parallel else _serial32
+        loop32 = _folded_parallel if parallel else _folded_serial
         loop32(flat, m.ravel(), zf, prev.ravel(), x0.ravel(), k, r, noise, c.eps_from_x0)
         return
-    loop = _parallel if parallel else _serial
+    loop = _step_parallel if parallel else _step_serial
     loop(
         flat,
         m.ravel(),

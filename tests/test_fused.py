@@ -188,10 +188,10 @@ def test_numba_computes_float32_in_float32_and_float64_in_float64(
     from ddim_core import _numba
 
     calls: list[str] = []
-    for name in ("_serial", "_parallel", "_serial32", "_parallel32"):
+    for name in ("_step_serial", "_step_parallel", "_folded_serial", "_folded_parallel"):
         monkeypatch.setattr(_numba, name, lambda *args, name=name: calls.append(name))
     plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
-    for dtype, loop in (("float32", "_serial32"), ("float64", "_serial")):
+    for dtype, loop in (("float32", "_folded_serial"), ("float64", "_step_serial")):
         x, m = _arrays(library, dtype, (1, 4, 8, 8), 2)
         dc.step(plan, m, 500, x)
         assert calls == [loop]
@@ -236,3 +236,52 @@ def test_float32_clip_limit_and_non_finite_inputs_like_the_reference(
     x0 = to_numpy(fused.pred_original_sample, dtype=None)
     assert np.nanmax(x0) == np.nanmax(to_numpy(ref.pred_original_sample, dtype=None))
     assert np.nanmax(x0) == np.float32(1.1) and np.nanmin(x0) == -np.float32(1.1)
+
+
+_LOOP_KINDS = """
+import sys
+import warnings
+import numpy as np
+from ddim_core import _numba
+warnings.simplefilter("ignore")  # numba: "Inspection disabled for cached code"
+loops = [_numba._step_serial, _numba._folded_serial]
+if sys.argv[1] == "parallel":
+    loops = [_numba._step_parallel, _numba._folded_parallel]
+for loop in loops:
+    folded = "folded" in loop.py_func.__name__
+    x = np.ones(8, dtype=np.float32 if folded else np.float64)
+    args = (x, x, x, x.copy(), x.copy())
+    if folded:
+        extra = (np.ones(6, np.float32), np.float32(1), False, False)
+    else:
+        extra = ((1.0,) * 9, False, 0.0, False, False)
+    loop(*args, *extra)
+    hit = sum(loop.stats.cache_hits.values()) > 0
+    parfor = "parfor" in "".join(loop.inspect_llvm().values())
+    print(loop.py_func.__name__, "loaded" if hit else ("parallel" if parfor else "serial"))
+"""
+
+
+@pytest.mark.slow
+def test_numba_disk_cache_keeps_serial_and_parallel_loops_apart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """numba's disk cache keys a function by name, line and bytecode, not by `parallel`: with
+    the serial loops cached first, a later process's parallel loops must compile their own
+    parallel code (not load the serial code and run serially), and each loop then loads its own."""
+    pytest.importorskip("numba")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run(kind: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", _LOOP_KINDS, kind], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split("\n")[:-1]
+
+    assert run("serial") == ["_step_serial serial", "_folded_serial serial"]
+    assert run("parallel") == ["_step_parallel parallel", "_folded_parallel parallel"]
+    assert run("serial") == ["_step_serial loaded", "_folded_serial loaded"]
+    assert run("parallel") == ["_step_parallel loaded", "_folded_parallel loaded"]
