@@ -43,7 +43,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     Raises
     ------
     ValueError
-        Shapes that differ, or an alpha array of another shape.
+        Shapes that differ, an alpha array of another shape, or a NaN or infinite alpha
+        number (alpha arrays are not read on the host).
     TypeError
         Dtypes that differ or are not real floating, or an alpha of another kind.
 
@@ -98,6 +99,8 @@ def _alpha(alpha: Any, like: Array, xp: Any) -> Array:
     """alpha as a (batch,) array in the work dtype on like's device."""
     batch = like.shape[0]
     if isinstance(alpha, int | float) and not isinstance(alpha, bool):
+        if not math.isfinite(alpha):
+            raise ValueError(f"alpha={alpha!r} must be a finite number (0: x_a, 1: x_b)")
         return xp.full((batch,), float(alpha), dtype=like.dtype, device=backends.device(like))
     try:
         backends.namespace(x=like, alpha=alpha)

@@ -133,3 +133,7 @@ def test_bad_method_and_embeddings() -> None:
     model = dd.guided_unet(PIPE.unet, torch.zeros(3, 5, 8))
     with pytest.raises(ValueError, match="prompt embeddings have batch 3"):
         model(LATENTS, 10)
+    with pytest.raises(ValueError, match="guidance_scale=nan must be a finite number"):
+        dd.guided_unet(PIPE.unet, COND, UNCOND, float("nan"))
+    with pytest.raises(ValueError, match=r"guidance_rescale=1.5 must be in \[0, 1\]"):
+        dd.invert_latents(PIPE, LATENTS, **{**GUIDED, "guidance_rescale": 1.5})

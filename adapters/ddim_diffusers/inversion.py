@@ -63,6 +63,13 @@ def guided_unet(
     callable
         ``model(x, t)`` for ddim_core's loops.
 
+    Raises
+    ------
+    TypeError
+        A `guidance_scale` or `guidance_rescale` that is not a real number.
+    ValueError
+        A NaN or infinite `guidance_scale`, or a `guidance_rescale` outside [0, 1].
+
     Examples
     --------
     >>> import types, numpy as np
@@ -77,6 +84,8 @@ def guided_unet(
     >>> model(np.zeros((2, 1, 1, 1)), 10).ravel().round(6).tolist()   # 0 + 3 * (0.2 - 0)
     [0.6, 0.6]
     """
+    guidance_scale = guidance.check_scale("guidance_scale", guidance_scale)
+    guidance_rescale = guidance.check_rescale("guidance_rescale", guidance_rescale)
 
     def model(x: Any, t: Any) -> Any:
         cond = _batch(prompt_embeds, x.shape[0])
