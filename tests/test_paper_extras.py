@@ -198,7 +198,7 @@ def test_slerp_degenerate_pairs_and_arguments() -> None:
     with pytest.raises(TypeError, match="alpha must be a number or an array"):
         dc.slerp(a, a, "0.5")
     for bad in (math.nan, math.inf):
-        with pytest.raises(ValueError, match="alpha=.* must be a finite number"):
+        with pytest.raises(ValueError, match=r"alpha=.* must be a finite number"):
             dc.slerp(a, a, bad)
 
 

@@ -237,12 +237,12 @@ def test_mismatched_states_are_refused() -> None:
     assert pickle.loads(pickle.dumps(bdia)).origin == bdia.origin
     with pytest.raises(ValueError, match="sample_edict got a state made by invert_bdia"):
         R.sample_edict(COND, bdia, SD, 5)
-    with pytest.raises(ValueError, match="with gamma=0.5.*with gamma=1.0"):
+    with pytest.raises(ValueError, match=r"with gamma=0.5.*with gamma=1.0"):
         R.sample_bdia(COND, bdia, SD, 5)
     with pytest.raises(ValueError, match=r"timesteps \(801, 601, 401, 201, 1\).*timesteps \(901"):
         R.sample_bdia(COND, bdia, SD, 10, gamma=0.5)
     edict = R.invert_edict(COND, x0, SD, 5, p=0.9)
-    with pytest.raises(ValueError, match="with p=0.9; .* with p=0.93"):
+    with pytest.raises(ValueError, match=r"with p=0.9; .* with p=0.93"):
         R.sample_edict(COND, edict, SD, 5)
     with pytest.raises(ValueError, match="made by invert_edict"):
         R.sample_belm(COND, edict.scaled(1.0, 1.0), SD, 5)
@@ -251,5 +251,5 @@ def test_mismatched_states_are_refused() -> None:
         R.sample_bdia(COND, (x0, x0[:2]), SD, 5)
     with pytest.raises(ValueError, match="share one shape and dtype"):
         R.sample_belm(COND, (x0, x0.astype(np.float32)), SD, 5)
-    with pytest.raises(TypeError, match="dtype must be a real floating dtype .* got 'float32'"):
+    with pytest.raises(TypeError, match=r"dtype must be a real floating dtype .* got 'float32'"):
         R.sample_belm(COND, x0, SD, 5, dtype="float32")
