@@ -249,3 +249,16 @@ def test_quadratic_spacing_samples_to_first_order_and_inverts() -> None:
 def test_quadratic_spacing_has_no_diffusers_stride() -> None:
     with pytest.raises(ValueError, match='diffusers, which has no timestep_spacing="quadratic"'):
         dc.DDIMConfig(timestep_spacing="quadratic", prev_timestep="stride")
+
+
+def test_guided_ode_solution_refuses_levels_outside_0_1() -> None:
+    """alpha_bar = 0 (a zero-SNR schedule's first level) was a ZeroDivisionError."""
+    model = guided(UNCOND, COND, 3.0)
+    for bad in (0.0, -0.5, 1.5, math.nan):
+        with pytest.raises(ValueError, match=r"ab_T=.* must be in \(0, 1\]"):
+            model.ode_solution(np.zeros((1, 2)), bad)
+    with pytest.raises(ValueError, match=r"ab_0=0.0 must be in \(0, 1\]"):
+        model.ode_solution(np.zeros((1, 2)), 0.5, 0.0)
+    with pytest.raises(ValueError, match=r"ab_T=0.0 must be in \(0, 1\]"):
+        COND.ode_solution(np.zeros((1, 2)), 0.0, 0.5)
+    np.testing.assert_allclose(COND.ode_solution(np.zeros((1, 2)), 0.0), COND.means)
