@@ -293,7 +293,7 @@ class GaussianMixture:
         ------
         ValueError
             The mixture has more than one component.
-        
+
         Examples
         --------
         >>> import numpy as np, ddim_core as dc
@@ -378,7 +378,7 @@ class Guided:
         ValueError
             Not two single Gaussians of one schedule, or a rescale (`exact` is False); a level
             outside (0, 1] (alpha_bar = 0, a zero-SNR end, included).
-        
+
         Examples
         --------
         >>> import numpy as np, ddim_core as dc
