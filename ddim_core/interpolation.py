@@ -70,7 +70,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     if one:
         a, b = xp.reshape(a, (1, -1)), xp.reshape(b, (1, -1))
     t = _alpha(alpha, a, xp)
-    flat_a, flat_b = xp.reshape(a, (a.shape[0], -1)), xp.reshape(b, (b.shape[0], -1))
+    rows = (a.shape[0], math.prod(a.shape[1:]))  # not -1: an empty batch has no such size
+    flat_a, flat_b = xp.reshape(a, rows), xp.reshape(b, rows)
     u_a, u_b = _unit(flat_a, xp), _unit(flat_b, xp)
     theta = 2.0 * xp.atan2(_norm(u_a - u_b, xp), _norm(u_a + u_b, xp))
     arc = (theta > 0) & (theta < math.pi) & (_norm(flat_a, xp) > 0) & (_norm(flat_b, xp) > 0)

@@ -197,6 +197,7 @@ def test_slerp_degenerate_pairs_and_arguments() -> None:
         dc.slerp(np.ones((2, 3)), np.ones((2, 3)), np.zeros(3))
     with pytest.raises(TypeError, match="alpha must be a number or an array"):
         dc.slerp(a, a, "0.5")
+    assert dc.slerp(np.ones((0, 2, 3)), np.ones((0, 2, 3)), 0.5).shape == (0, 2, 3)
     for bad in (math.nan, math.inf):
         with pytest.raises(ValueError, match=r"alpha=.* must be a finite number"):
             dc.slerp(a, a, bad)
