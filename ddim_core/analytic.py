@@ -293,6 +293,13 @@ class GaussianMixture:
         ------
         ValueError
             The mixture has more than one component.
+
+        Examples
+        --------
+        >>> import numpy as np, ddim_core as dc
+        >>> one = dc.GaussianMixture.create([[2.0]], [0.5], dc.DDIMConfig())
+        >>> one.ode_solution(np.zeros((1, 1)), 0.0).tolist()   # from pure noise 0: the mean
+        [[2.0]]
         """
         if self.means.shape[0] != 1:
             raise ValueError("the closed-form ODE solution is for a single Gaussian")
@@ -369,7 +376,18 @@ class Guided:
         Raises
         ------
         ValueError
-            Not two single Gaussians of one schedule, or a rescale (`exact` is False).
+            Not two single Gaussians of one schedule, or a rescale (`exact` is False); a level
+            outside (0, 1] (alpha_bar = 0, a zero-SNR end, included).
+
+        Examples
+        --------
+        >>> import numpy as np, ddim_core as dc
+        >>> config = dc.DDIMConfig()
+        >>> u = dc.GaussianMixture.create([[0.0]], [1.0], config)
+        >>> c = dc.GaussianMixture.create([[2.0]], [1.0], config)
+        >>> x = dc.guided(u, c, 3.0).ode_solution(np.zeros((1, 1)), 1e-12)  # nearly pure noise
+        >>> x.round(4).tolist()   # the guided mean, 0 + 3 (2 - 0)
+        [[6.0]]
         """
         if not self.exact:
             raise ValueError(
@@ -456,6 +474,12 @@ def _guided_flow(
     (s the smaller std: the integrand's poles at +-i s sit pi / 2 away from the real axis), to
     float64 rounding.
     """
+    for name, ab in (("ab_T", ab_T), ("ab_0", ab_0)):
+        if not 0.0 < ab <= 1.0:  # host floats; also refuses NaN
+            raise ValueError(
+                f"{name}={ab!r} must be in (0, 1]: the VE form has no level alpha_bar = 0 (a "
+                "zero-SNR end); start from the next level"
+            )
     s = min(s_u, s_c)
     sig_T, sig_0 = math.sqrt((1.0 - ab_T) / ab_T), math.sqrt((1.0 - ab_0) / ab_0)
 

@@ -9,6 +9,10 @@ outputs of any prediction type and any backend; no host read.
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
 from . import backends
 from .backends import Array, Namespace
 from .config import check_nonnegative
@@ -29,13 +33,55 @@ def cfg(uncond: Array, cond: Array, scale: float) -> Array:
     array
         The guided output.
 
+    Raises
+    ------
+    TypeError
+        A `scale` that is not a real number (an array included: the scale is a host number).
+    ValueError
+        A NaN or infinite `scale`.
+
     Examples
     --------
     >>> import numpy as np
     >>> cfg(np.zeros(2), np.ones(2), 7.5)
     array([7.5, 7.5])
     """
-    return cond if scale == 1.0 else uncond + scale * (cond - uncond)
+    w = check_scale("scale", scale)
+    return cond if w == 1.0 else uncond + w * (cond - uncond)
+
+
+def check_scale(name: str, value: Any) -> float:
+    """A guidance scale: a finite real host number (any sign; 1 is the conditional model alone).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        Not a real number (a bool, a string or an array).
+    ValueError
+        NaN or infinite.
+
+    Examples
+    --------
+    >>> check_scale("guidance_scale", 7.5)
+    7.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    scale = float(value)
+    if not math.isfinite(scale):
+        raise ValueError(f"{name}={value!r} must be a finite number")
+    return scale
 
 
 def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: float) -> Array:
@@ -64,10 +110,11 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     Raises
     ------
     ValueError
-        A negative or non-finite `guidance_rescale`, shapes that differ, or no axis beyond
-        the batch.
+        A `guidance_rescale` outside [0, 1] or non-finite, shapes that differ, or no axis
+        beyond the batch.
     TypeError
-        Arrays of different libraries, or a non-number `guidance_rescale`.
+        Arrays of different libraries or not real floating, or a non-number
+        `guidance_rescale`.
 
     Examples
     --------
@@ -77,8 +124,11 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     >>> rescale_noise_cfg(guided, cond, 1.0)   # the conditional spread, std 1
     array([[0., 2.]])
     """
-    phi = check_nonnegative("guidance_rescale", guidance_rescale)
+    phi = check_rescale("guidance_rescale", guidance_rescale)
     xp = backends.namespace(noise_guided=noise_guided, noise_cond=noise_cond)
+    for name, x in (("noise_guided", noise_guided), ("noise_cond", noise_cond)):
+        if not backends.is_real_floating(xp, x):
+            raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
     if tuple(noise_guided.shape) != tuple(noise_cond.shape):
         raise ValueError(
             f"noise_guided has shape {tuple(noise_guided.shape)} but noise_cond has shape "
@@ -95,6 +145,38 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     guided, cond = backends.cast(xp, noise_guided, work), backends.cast(xp, noise_cond, work)
     rescaled = guided * _std_ratio(cond, guided, xp=xp)
     return backends.cast(xp, phi * rescaled + (1.0 - phi) * guided, noise_guided.dtype)
+
+
+def check_rescale(name: str, value: Any) -> float:
+    """A guidance rescale phi: a real number in [0, 1] (Lin et al. 2023, eq. 16).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        Not a real number.
+    ValueError
+        Outside [0, 1], NaN or infinite.
+
+    Examples
+    --------
+    >>> check_rescale("guidance_rescale", 0.7)
+    0.7
+    """
+    phi = check_nonnegative(name, value)
+    if phi > 1.0:
+        raise ValueError(f"{name}={value!r} must be in [0, 1]")
+    return phi
 
 
 def _std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:

@@ -185,6 +185,15 @@ class Trail(NamedTuple):
         Returns
         -------
         Trail
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> trail = Trail()
+        >>> for k in range(4):
+        ...     trail = trail.extend(float(k), np.array([k]))
+        >>> trail.sigmas
+        (1.0, 2.0, 3.0)
         """
         return Trail((*self.sigmas, sigma)[-3:], (*self.eps, eps)[-3:])
 

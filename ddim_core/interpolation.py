@@ -43,7 +43,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     Raises
     ------
     ValueError
-        Shapes that differ, or an alpha array of another shape.
+        Shapes that differ, an alpha array of another shape, or a NaN or infinite alpha
+        number (alpha arrays are not read on the host).
     TypeError
         Dtypes that differ or are not real floating, or an alpha of another kind.
 
@@ -69,7 +70,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     if one:
         a, b = xp.reshape(a, (1, -1)), xp.reshape(b, (1, -1))
     t = _alpha(alpha, a, xp)
-    flat_a, flat_b = xp.reshape(a, (a.shape[0], -1)), xp.reshape(b, (b.shape[0], -1))
+    rows = (a.shape[0], math.prod(a.shape[1:]))  # not -1: an empty batch has no such size
+    flat_a, flat_b = xp.reshape(a, rows), xp.reshape(b, rows)
     u_a, u_b = _unit(flat_a, xp), _unit(flat_b, xp)
     theta = 2.0 * xp.atan2(_norm(u_a - u_b, xp), _norm(u_a + u_b, xp))
     arc = (theta > 0) & (theta < math.pi) & (_norm(flat_a, xp) > 0) & (_norm(flat_b, xp) > 0)
@@ -98,6 +100,8 @@ def _alpha(alpha: Any, like: Array, xp: Any) -> Array:
     """alpha as a (batch,) array in the work dtype on like's device."""
     batch = like.shape[0]
     if isinstance(alpha, int | float) and not isinstance(alpha, bool):
+        if not math.isfinite(alpha):
+            raise ValueError(f"alpha={alpha!r} must be a finite number (0: x_a, 1: x_b)")
         return xp.full((batch,), float(alpha), dtype=like.dtype, device=backends.device(like))
     try:
         backends.namespace(x=like, alpha=alpha)

@@ -56,6 +56,7 @@ from .sampling import Model, StepInfo, _call, _check_loop, _progress
 from .steps import inverse_step, step
 
 Callback = Callable[[StepInfo], Any] | None
+Origin = tuple[str, tuple[int, ...], float | None]
 
 
 class State(tuple):  # type: ignore[type-arg]
@@ -63,7 +64,9 @@ class State(tuple):  # type: ignore[type-arg]
     or two consecutive samples), in the arithmetic dtype; `dtype`, the samples' dtype (the
     model is called in it and x_0 is returned in it); and `lo`, the low words of the two
     arrays (the state in compensated arithmetic is first + lo[0], second + lo[1]; see
-    `ddim_core.compensated`), or None.
+    `ddim_core.compensated`), or None; and `origin`, what made it (method, timesteps, p or
+    gamma) when `invert_*` did, or None: `sample_*` refuse a state made by another method,
+    plan or parameter, which would return something else than x_0 without a sign.
 
     Examples
     --------
@@ -75,18 +78,25 @@ class State(tuple):  # type: ignore[type-arg]
 
     dtype: Any
     lo: tuple[Array, Array] | None
+    origin: Origin | None
 
     def __new__(
-        cls, first: Array, second: Array, dtype: Any, lo: tuple[Array, Array] | None = None
+        cls,
+        first: Array,
+        second: Array,
+        dtype: Any,
+        lo: tuple[Array, Array] | None = None,
+        origin: Origin | None = None,
     ) -> State:
         state = super().__new__(cls, (first, second))
         state.dtype = dtype
         state.lo = lo
+        state.origin = origin
         return state
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle (and copy) with the dtype and the low words."""
-        return (State, (self[0], self[1], self.dtype, self.lo))
+        """Pickle (and copy) with the dtype, the low words and the origin."""
+        return (State, (self[0], self[1], self.dtype, self.lo, self.origin))
 
     def scaled(self, first: float, second: float, *, divide: bool = False) -> State:
         """The state with its arrays times (or divided by) host constants, in compensated
@@ -126,7 +136,8 @@ class State(tuple):  # type: ignore[type-arg]
                 strict=True,
             )
         ]
-        return State(pairs[0].hi, pairs[1].hi, self.dtype, (pairs[0].lo, pairs[1].lo))
+        lows = (pairs[0].lo, pairs[1].lo)
+        return State(pairs[0].hi, pairs[1].hi, self.dtype, lows, self.origin)
 
 
 # --- EDICT ---------------------------------------------------------------------------------
@@ -201,6 +212,7 @@ def sample_edict(
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
     _check_loop(model, _pair(state)[0], callback)
     _check_linear(plan, "EDICT")
+    _check_origin(state, ("edict", plan.timesteps, mix), "sample_edict")
     x, y, xp, work, dtype = _state_pairs(state, precision, dtype)
     k = _constants(xp, work)
     p_, q_ = k(mix), k(1.0 - mix)
@@ -297,7 +309,7 @@ def invert_edict(
         eps_y, _ = _eps(model, y.hi, t, i, c, plan, xp, check_finite, dtype)
         x = _materialized(cw.divide(cw.combine([(one, x_mid), (minus_b, eps_y)], xp), a, xp))
         _report(callback, i, t, x.hi, x0, 2, xp, dtype)
-    return State(x.hi, y.hi, dtype, (x.lo, y.lo))
+    return State(x.hi, y.hi, dtype, (x.lo, y.lo), ("edict", plan.timesteps, mix))
 
 
 # --- BDIA ----------------------------------------------------------------------------------
@@ -370,6 +382,7 @@ def sample_bdia(
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
     _check_loop(model, _pair(state)[0], callback)
+    _check_origin(state, ("bdia", plan.timesteps, g), "sample_bdia")
     z_prev, z, xp, work, dtype = _start(
         model, state, plan, callback, check_finite, precision, dtype
     )
@@ -456,8 +469,9 @@ def invert_bdia(
         rest = cw.combine([(one, z_next), (k(-1.0), forward), (k(g), back)], xp)
         return cw.divide(rest, k(g), xp), x0
 
+    origin = ("bdia", plan.timesteps, g)
     return _invert_two_step(
-        model, x_0, plan, update, progress, callback, check_finite, "BDIA", precision
+        model, x_0, plan, update, progress, callback, check_finite, origin, precision
     )
 
 
@@ -529,6 +543,7 @@ def sample_belm(
     plan = _plan(config, num_inference_steps, timesteps)
     _check_loop(model, _pair(state)[0], callback)
     _check_linear(plan, "BELM")
+    _check_origin(state, ("belm", plan.timesteps, None), "sample_belm")
     z_prev, z, xp, work, dtype = _start(
         model, state, plan, callback, check_finite, precision, dtype
     )
@@ -609,8 +624,9 @@ def invert_belm(
         rest = cw.combine([(k(1.0), z_next), (k(-b), z), (k(-e), eps)], xp)
         return cw.divide(rest, k(a), xp), x0
 
+    origin = ("belm", plan.timesteps, None)
     return _invert_two_step(
-        model, x_0, plan, update, progress, callback, check_finite, "BELM", precision
+        model, x_0, plan, update, progress, callback, check_finite, origin, precision
     )
 
 
@@ -657,12 +673,13 @@ def _invert_two_step(
     progress: bool,
     callback: Callback,
     check_finite: bool | None,
-    name: str,
+    origin: Origin,
     precision: str | None,
 ) -> State:
     """Invert a two-step sampler: z_{N-1} by plain DDIM inversion of z_N = x_0, then
     z_{k-1} = update(z_{k+1}, z_k, model(z_k, L_k), ...) for k = N-1 .. 1 (step index i = k),
     the states compensated pairs (the model and `update`'s transfers see z_k's hi)."""
+    name = origin[0].upper()
     xp = backends.namespace(x_0=x_0)
     work, dtype = _dtypes(xp, x_0.dtype, precision, None)
     k = _constants(xp, work)
@@ -679,7 +696,7 @@ def _invert_two_step(
         z_prev, x0 = update(z_next, z, out, i, t, k, xp)
         z_next, z = z, _materialized(z_prev)
         _report(callback, j + 1, plan.timesteps[i - 1], z.hi, x0, 1, xp, dtype)
-    return State(z.hi, z_next.hi, dtype, (z.lo, z_next.lo))
+    return State(z.hi, z_next.hi, dtype, (z.lo, z_next.lo), origin)
 
 
 def _start(
@@ -713,6 +730,11 @@ def _state_pairs(
     words included), the namespace, the work dtype and the samples' dtype."""
     first, second = _pair(state)
     xp = backends.namespace(first=first, second=second)
+    if tuple(first.shape) != tuple(second.shape) or first.dtype != second.dtype:
+        raise ValueError(
+            f"a state's two arrays must share one shape and dtype, got {tuple(first.shape)} "
+            f"{first.dtype} and {tuple(second.shape)} {second.dtype}"
+        )
     work, dtype = _dtypes(xp, second.dtype, precision, _samples_dtype(state, dtype))
     lo = getattr(state, "lo", None) if isinstance(state, State) else None
     pairs = [
@@ -799,8 +821,14 @@ def _dtypes(xp: Namespace, given: Any, precision: str | None, dtype: Any) -> tup
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
     samples = given if dtype is None else dtype
-    if not xp.isdtype(samples, "real floating"):
-        raise TypeError(f"dtype must be a real floating dtype, got {samples}")
+    try:
+        floating = xp.isdtype(samples, "real floating")
+    except (TypeError, ValueError):
+        floating = False
+    if not floating:
+        raise TypeError(
+            f"dtype must be a real floating dtype of the arrays' library, got {samples!r}"
+        )
     work = getattr(xp, precision) if precision else backends.work_dtype(xp, given)
     return work, samples
 
@@ -834,6 +862,26 @@ def _check_gamma(gamma: Any) -> float:
     if not 0.0 < value <= 1.0:
         raise ValueError(f"gamma={gamma} must be in (0, 1] (gamma = 0 is DDIM, not invertible)")
     return value
+
+
+def _check_origin(state: Any, expected: Origin, where: str) -> None:
+    """A State made by `invert_*` must come from the same method, plan and parameter."""
+    origin = getattr(state, "origin", None) if isinstance(state, State) else None
+    if origin is None:
+        return
+    method, timesteps, option = origin
+    if (method, tuple(timesteps), option) != (expected[0], tuple(expected[1]), expected[2]):
+        raise ValueError(
+            f"{where} got a state made by invert_{method} over timesteps {tuple(timesteps)}"
+            f"{_option(method, option)}; it returns to x_0 only with invert_{expected[0]}'s "
+            f"own plan and parameter: timesteps {tuple(expected[1])}"
+            f"{_option(expected[0], expected[2])}"
+        )
+
+
+def _option(method: str, value: float | None) -> str:
+    name = {"edict": "p", "bdia": "gamma"}.get(method)
+    return "" if name is None else f" with {name}={value}"
 
 
 def _check_linear(plan: Plan, name: str) -> None:

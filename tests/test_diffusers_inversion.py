@@ -86,6 +86,9 @@ def test_guidance_is_the_pipelines() -> None:
     torch.testing.assert_close(model(x, 500), expected, rtol=1e-4, atol=1e-5)
     plain = dd.guided_unet(PIPE.unet, COND, None, 7.5)(x, 500)
     torch.testing.assert_close(plain, cond, rtol=1e-5, atol=1e-6)
+    for scale in (1.0, 0.5, 0.0):  # diffusers' pipelines guide only above 1
+        unguided = dd.guided_unet(PIPE.unet, COND, UNCOND, scale)(x, 500)
+        torch.testing.assert_close(unguided, cond, rtol=1e-5, atol=1e-6)
 
 
 @torch.no_grad()
@@ -133,3 +136,7 @@ def test_bad_method_and_embeddings() -> None:
     model = dd.guided_unet(PIPE.unet, torch.zeros(3, 5, 8))
     with pytest.raises(ValueError, match="prompt embeddings have batch 3"):
         model(LATENTS, 10)
+    with pytest.raises(ValueError, match="guidance_scale=nan must be a finite number"):
+        dd.guided_unet(PIPE.unet, COND, UNCOND, float("nan"))
+    with pytest.raises(ValueError, match=r"guidance_rescale=1.5 must be in \[0, 1\]"):
+        dd.invert_latents(PIPE, LATENTS, **{**GUIDED, "guidance_rescale": 1.5})

@@ -38,6 +38,27 @@ def test_the_same_samples_as_the_core_on_the_plans_sigmas() -> None:
         np.testing.assert_allclose(ours, core, rtol=1e-9, atol=1e-9, err_msg=name)
 
 
+@pytest.mark.parametrize("name", ["bdia", "belm"])
+def test_sampling_callback_is_k_diffusions(name: str) -> None:
+    """As k-diffusion's samplers: called before each update with the step's input x at
+    sigmas[i] and the denoiser's output there (was: the output x at sigmas[i + 1])."""
+    sigmas = get_sigmas_ddim(CONFIG, 10, xp=np)
+    x_T = np.random.default_rng(2).standard_normal((4, 2)) * sigmas[0]
+    seen: list[dict] = []
+    getattr(kr, f"sample_{name}")(denoiser, x_T, sigmas, callback=seen.append, disable=True)
+    assert [d["i"] for d in seen] == list(range(10))
+    assert [d["sigma"] for d in seen] == sigmas[:-1].tolist()
+    assert seen[0]["x"] is x_T
+    for d in seen:
+        sigma = np.full(4, d["sigma"])
+        np.testing.assert_allclose(d["denoised"], denoiser(d["x"], sigma), rtol=1e-12, atol=1e-12)
+    state = getattr(kr, f"sample_{name}_inverse")(denoiser, x_T / sigmas[0], sigmas[::-1].copy())
+    seen.clear()
+    getattr(kr, f"sample_{name}")(denoiser, state, sigmas, callback=seen.append, disable=True)
+    assert [d["i"] for d in seen] == list(range(1, 10))  # step 0 is in the state
+    assert seen[0]["x"] is state[1] and seen[0]["sigma"] == sigmas[1]
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_exact_round_trip_over_flipped_sigmas(name: str) -> None:
     sigmas = get_sigmas_ddim(CONFIG, 20, xp=np)

@@ -118,6 +118,24 @@ def test_rescale_keeps_the_conditional_spread() -> None:
         dc.rescale_noise_cfg(g, c[:, :8], 0.5)
 
 
+def test_guidance_refuses_bad_scales_and_rescales() -> None:
+    """A NaN scale or a rescale outside [0, 1] is an error naming the argument, never a
+    silent NaN; integer outputs are a TypeError, not a backend's AttributeError."""
+    g, c = np.ones((1, 4)), np.arange(4.0)[None]
+    with pytest.raises(ValueError, match="scale=nan must be a finite number"):
+        dc.guidance.cfg(g, c, math.nan)
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        dc.guidance.cfg(g, c, np.array([2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"guidance_rescale=1.5 must be in \[0, 1\]"):
+        dc.rescale_noise_cfg(g, c, 1.5)
+    with pytest.raises(TypeError, match="noise_guided must be a real floating array"):
+        dc.rescale_noise_cfg(np.ones((1, 4), dtype=np.int64), c, 0.5)
+    model = guided(UNCOND, COND, 3.0)
+    broken = type(model)(UNCOND, COND, math.nan)  # Guided built directly, unchecked
+    with pytest.raises(ValueError, match="scale=nan"):
+        broken(np.zeros((1, UNCOND.dim)), 500)
+
+
 # --- slerp -------------------------------------------------------------------------------
 
 
@@ -179,6 +197,10 @@ def test_slerp_degenerate_pairs_and_arguments() -> None:
         dc.slerp(np.ones((2, 3)), np.ones((2, 3)), np.zeros(3))
     with pytest.raises(TypeError, match="alpha must be a number or an array"):
         dc.slerp(a, a, "0.5")
+    assert dc.slerp(np.ones((0, 2, 3)), np.ones((0, 2, 3)), 0.5).shape == (0, 2, 3)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match=r"alpha=.* must be a finite number"):
+            dc.slerp(a, a, bad)
 
 
 # --- quadratic timesteps -----------------------------------------------------------------
@@ -228,3 +250,16 @@ def test_quadratic_spacing_samples_to_first_order_and_inverts() -> None:
 def test_quadratic_spacing_has_no_diffusers_stride() -> None:
     with pytest.raises(ValueError, match='diffusers, which has no timestep_spacing="quadratic"'):
         dc.DDIMConfig(timestep_spacing="quadratic", prev_timestep="stride")
+
+
+def test_guided_ode_solution_refuses_levels_outside_0_1() -> None:
+    """alpha_bar = 0 (a zero-SNR schedule's first level) was a ZeroDivisionError."""
+    model = guided(UNCOND, COND, 3.0)
+    for bad in (0.0, -0.5, 1.5, math.nan):
+        with pytest.raises(ValueError, match=r"ab_T=.* must be in \(0, 1\]"):
+            model.ode_solution(np.zeros((1, 2)), bad)
+    with pytest.raises(ValueError, match=r"ab_0=0.0 must be in \(0, 1\]"):
+        model.ode_solution(np.zeros((1, 2)), 0.5, 0.0)
+    with pytest.raises(ValueError, match=r"ab_T=0.0 must be in \(0, 1\]"):
+        COND.ode_solution(np.zeros((1, 2)), 0.0, 0.5)
+    np.testing.assert_allclose(COND.ode_solution(np.zeros((1, 2)), 0.0), COND.means)

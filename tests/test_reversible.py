@@ -223,3 +223,33 @@ def test_state_pickles_with_its_dtype_and_low_words() -> None:
     assert again.dtype == state.dtype and again.lo is not None
     np.testing.assert_array_equal(again.lo[0], state.lo[0])
     np.testing.assert_array_equal(R.sample_bdia(guided(MIXTURE, COND, 3.0), again, SD, 10), x0)
+
+
+def test_mismatched_states_are_refused() -> None:
+    """A state from another method, plan or parameter, or two arrays that do not pair, is an
+    error naming what made it, not an x_0 far from the data (BDIA's state through EDICT's
+    sampler gave 7.8e2 for data of scale 2)."""
+    import pickle
+
+    x0 = real_data(4)
+    bdia = R.invert_bdia(COND, x0, SD, 5, gamma=0.5)
+    assert bdia.origin == ("bdia", dc.make_plan(SD, 5).timesteps, 0.5)
+    assert pickle.loads(pickle.dumps(bdia)).origin == bdia.origin
+    with pytest.raises(ValueError, match="sample_edict got a state made by invert_bdia"):
+        R.sample_edict(COND, bdia, SD, 5)
+    with pytest.raises(ValueError, match=r"with gamma=0.5.*with gamma=1.0"):
+        R.sample_bdia(COND, bdia, SD, 5)
+    with pytest.raises(ValueError, match=r"timesteps \(801, 601, 401, 201, 1\).*timesteps \(901"):
+        R.sample_bdia(COND, bdia, SD, 10, gamma=0.5)
+    edict = R.invert_edict(COND, x0, SD, 5, p=0.9)
+    with pytest.raises(ValueError, match=r"with p=0.9; .* with p=0.93"):
+        R.sample_edict(COND, edict, SD, 5)
+    with pytest.raises(ValueError, match="made by invert_edict"):
+        R.sample_belm(COND, edict.scaled(1.0, 1.0), SD, 5)
+    np.testing.assert_array_equal(R.sample_bdia(COND, bdia, SD, 5, gamma=0.5), x0)
+    with pytest.raises(ValueError, match=r"share one shape and dtype, got \(4, 2\) float64 and"):
+        R.sample_bdia(COND, (x0, x0[:2]), SD, 5)
+    with pytest.raises(ValueError, match="share one shape and dtype"):
+        R.sample_belm(COND, (x0, x0.astype(np.float32)), SD, 5)
+    with pytest.raises(TypeError, match=r"dtype must be a real floating dtype .* got 'float32'"):
+        R.sample_belm(COND, x0, SD, 5, dtype="float32")

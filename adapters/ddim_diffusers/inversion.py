@@ -39,7 +39,8 @@ def guided_unet(
     **unet_kwargs: Any,
 ) -> Callable[[Any, Any], Any]:
     """model(x, t) for ddim_core's loops: the UNet's output (the scheduler's prediction type)
-    under classifier-free guidance, uncond and cond in one batch of 2B (guidance_scale 1 or no
+    under classifier-free guidance, uncond and cond in one batch of 2B (guidance_scale <= 1,
+    as diffusers' pipelines' `do_classifier_free_guidance`, or no
     negative embeddings: the conditional UNet alone). Embeddings with batch 1 serve every
     latent.
 
@@ -52,7 +53,7 @@ def guided_unet(
     negative_prompt_embeds : array, optional
         The unconditional ones; None: no guidance.
     guidance_scale : float, default 7.5
-        w.
+        w; at most 1: no guidance, the conditional UNet alone (as diffusers' pipelines).
     guidance_rescale : float, default 0.0
         Lin et al.'s phi (`ddim_core.rescale_noise_cfg`).
     **unet_kwargs
@@ -62,6 +63,13 @@ def guided_unet(
     -------
     callable
         ``model(x, t)`` for ddim_core's loops.
+
+    Raises
+    ------
+    TypeError
+        A `guidance_scale` or `guidance_rescale` that is not a real number.
+    ValueError
+        A NaN or infinite `guidance_scale`, or a `guidance_rescale` outside [0, 1].
 
     Examples
     --------
@@ -77,10 +85,12 @@ def guided_unet(
     >>> model(np.zeros((2, 1, 1, 1)), 10).ravel().round(6).tolist()   # 0 + 3 * (0.2 - 0)
     [0.6, 0.6]
     """
+    guidance_scale = guidance.check_scale("guidance_scale", guidance_scale)
+    guidance_rescale = guidance.check_rescale("guidance_rescale", guidance_rescale)
 
     def model(x: Any, t: Any) -> Any:
         cond = _batch(prompt_embeds, x.shape[0])
-        if negative_prompt_embeds is None or guidance_scale == 1.0:
+        if negative_prompt_embeds is None or guidance_scale <= 1.0:
             return unet(x, t, encoder_hidden_states=cond, **unet_kwargs).sample
         uncond = _batch(negative_prompt_embeds, x.shape[0])
         both = unet(

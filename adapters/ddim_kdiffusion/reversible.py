@@ -379,25 +379,31 @@ def _eps_model(
     return eps
 
 
-def _report(levels: _Levels, callback: Callback, inverse: bool) -> Callable[[StepInfo], Any] | None:
-    """k-diffusion's callback dict from a StepInfo: x in VE at the level reached."""
+def _report(
+    levels: _Levels, callback: Callback, inverse: bool, start: Array
+) -> Callable[[StepInfo], Any] | None:
+    """k-diffusion's callback dict from a StepInfo, as its samplers call it before each
+    update: x the step's input (VE; `start` for the first step reported), sigma its level when
+    sampling (sigmas[i]), the level reached when inverting (as `sample_ddim_inverse`),
+    denoised the model's x0 of the step."""
     if callback is None:
         return None
     n = len(levels.sigmas) - 1
+    current = [start]
 
     def report(info: StepInfo) -> None:
-        k = levels.level(info.timestep) if inverse else info.step_index + 1
-        sigma = levels.sigmas[min(k, n)]
-        x = info.sample / levels.scales[min(k, n)]
+        reached = min(levels.level(info.timestep) if inverse else info.step_index + 1, n)
+        sigma = levels.sigmas[reached if inverse else info.step_index]
         callback(
             {
-                "x": x,
+                "x": current[0],
                 "i": info.step_index,
                 "sigma": sigma,
                 "sigma_hat": sigma,
                 "denoised": info.pred_original_sample,
             }
         )
+        current[0] = info.sample / levels.scales[reached]
 
     return report
 
@@ -421,16 +427,16 @@ def _sample(
         lo = getattr(x, "lo", None)
         kept = reversible.State(first, second, dtype, lo)
         state: Any = kept.scaled(levels.scales[0], second_scale)  # compensated
-        like = first
+        like, start = first, (first if name == "edict" else second)
     else:
-        state, like, dtype = x * levels.scales[0], x, x.dtype
+        state, like, dtype, start = x * levels.scales[0], x, x.dtype, x
     sample = getattr(reversible, f"sample_{name}")
     x0 = sample(
         _eps_model(model, levels, extra_args or {}, like, dtype),
         state,
         levels.config,
         timesteps=levels.timesteps,
-        callback=_report(levels, callback, inverse=False),
+        callback=_report(levels, callback, False, start),
         progress=not disable,
         precision=precision,
         **options,
@@ -456,7 +462,7 @@ def _invert(
         x * levels.scales[-1],
         levels.config,
         timesteps=levels.timesteps,
-        callback=_report(levels, callback, inverse=True),
+        callback=_report(levels, callback, True, x),
         progress=not disable,
         precision=precision,
         **options,
