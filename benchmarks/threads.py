@@ -4,11 +4,12 @@
 
 For step sizes from 1x4x8x8 to 32x4x128x128 (float32, clip on, eta 0): the median time of one
 fused step with the serial loop and with the parallel loop (all the threads this process may
-use), both writing into `out=` buffers (the loops alone), and of a step as shipped, fused and on
-the reference array-API path (the fused plugins blocked), each allocating its outputs; first on
-the machine as it is, then beside `--busy` CPU-bound processes. `_numba.PARALLEL_MIN` is chosen
-from the quiet run (the smallest size from which parallel beats serial by 10 %); the busy run
-checks that the fused path is never slower than the reference there.
+use, whatever the load: the stall guard off), both writing into `out=` buffers (the loops
+alone), and of a step as shipped, fused and on the reference array-API path (the fused plugins
+blocked), each allocating its outputs; first on the machine as it is, then beside `--busy`
+CPU-bound processes. `_numba.PARALLEL_MIN` is chosen from the quiet run (the smallest size from
+which parallel beats serial by 10 %); the busy run checks that the fused path is never slower
+than the reference there.
 
 Before timing, arrays of the largest size are allocated and freed once: glibc's malloc adapts
 its mmap and trim thresholds to the largest block it has freed, and until then every step of
@@ -91,19 +92,23 @@ def measure(repeats: int, budget_s: float) -> list[dict[str, Any]]:
             return dc.step(plan, m, 500, x, out=out)
 
         times = {}
-        saved = _numba.PARALLEL_MIN
-        try:
-            for name, threshold in (("serial", 1 << 62), ("parallel", 0)):
-                _numba.PARALLEL_MIN = threshold
+        saved = _numba._choose
+        try:  # each loop forced, whatever the load and the stall guard
+            for name, parallel in (("serial", False), ("parallel", True)):
+                _numba._choose = _forced(parallel)
                 times[name] = _median_us(step_out, repeats, budget_s)
         finally:
-            _numba.PARALLEL_MIN = saved
+            _numba._choose = saved
         times["fused"] = _median_us(step, repeats, budget_s)
         with _reference_path():
             times["reference"] = _median_us(step, repeats, budget_s)
         rows.append({"shape": shape, "elements": int(np.prod(shape)), **times})
         print("x".join(map(str, shape)), {k: round(v, 1) for k, v in times.items()}, flush=True)
     return rows
+
+
+def _forced(parallel: bool) -> Callable[..., bool]:
+    return lambda *args: parallel and _numba._PARALLEL.acquire()
 
 
 class _reference_path:

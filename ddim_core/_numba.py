@@ -11,34 +11,71 @@ tests/test_fused.py's cases (the reference path: 2.1; the test allows 8).
 Compiled once per dtype for a serial and a parallel loop and cached on disk (numba's
 cache=True). The parallel loop runs only where the work pays for the threads (`PARALLEL_MIN`
 elements, measured by benchmarks/threads.py) and with at most as many threads as this process
-may run on, so a busy machine is not oversubscribed.
+may run on, one parallel step at a time, and backs off to the serial loop for a while after a
+parallel step that stalled (a busy machine: see BACKOFF_RATIO).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
+import threading
+import time
 import types
 from typing import Any
 
 import numba
 import numpy as np
 
-# Elements per step from which the parallel loop runs. On this project's 2-core machines it
-# never beat the serial loop by 10 % up to 32x4x128x128 (2M elements; benchmarks/threads.py,
-# the loops alone, with out= buffers). float32 loop, no busy process started (another job
-# shared the machine): serial 127 / parallel 129 us at 8x4x128x128, 341 / 359 at 16x,
-# 875 / 853 at 32x (the float64 loop: 867 / 824 at 16x); beside two busy processes the
-# parallel loop was slower at 1x4x64x64 (43 against 17 us) and erratic above. The float32
-# pass runs at the speed of a one-thread copy of its two arrays (95 against 97 us for two
-# np.copyto at 8x4x128x128): memory-bound, and beside busy processes the threads only
-# contend. Larger steps, or machines with more cores and memory channels, may gain from it.
-# Open: these timings are of the loops as cached on disk. In one quiet window a freshly
-# compiled (uncached) parallel float32 loop ran 1.6-2x faster than a fresh serial one at
-# 0.5-1M elements, while the cached parallel loop never beat the cached serial one (numba
-# issue #8085, "cache=True slow for parallel target"); re-measure on a quiet machine.
-PARALLEL_MIN = 1 << 22
+# Elements per step from which the parallel loop may run (benchmarks/threads.py, float32, the
+# loops alone on out= buffers, 2-core machine, quiet: serial / parallel 30 / 25 us at
+# 1x4x128x128 (65,536 elements), 126 / 88 at 8x4x128x128, 308 / 155 at 16x, 857 / 473 at 32x;
+# smaller steps lose to the threads' start-up). Beside busy processes a parallel loop waits a
+# whole scheduler time slice (8 ms) for its worker: 8,000 us where serial takes 71 at
+# 4x4x128x128. Hence the guard below.
+PARALLEL_MIN = 1 << 16
 THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))  # type: ignore[attr-defined]
+# The parallel loop's guard: a parallel step slower than BACKOFF_RATIO x the serial loop's
+# best time per element (a stall: a worker thread waiting for a CPU) sends the steps of the
+# next seconds to the serial loop (BACKOFF_S, doubled after each stall in a row up to
+# BACKOFF_MAX_S), then the parallel loop is tried again. Stalls cost 10-300x the serial step
+# (a scheduler time slice), a parallel step that pays 0.5-0.8x (up to about 1.5x where fresh
+# output memory faults in), so the ratio tells them apart. (The load average cannot tell: it
+# counts this process's own worker threads, which spin after each parallel step.)
+BACKOFF_RATIO = 3.0
+BACKOFF_S = 1.0
+BACKOFF_MAX_S = 64.0
+_backoff_s = [BACKOFF_S]
+_serial_ns: dict[int, float] = {}  # per itemsize: the serial loop's best ns per element
+_backoff_until = [0.0]
+_loaded: set[tuple[bool, int]] = set()  # (parallel, itemsize) of the loops run once
+# One parallel step at a time: steps from other threads meanwhile run serially (their threads
+# are the parallelism; and numba's workqueue layer must not be entered concurrently).
+_PARALLEL = threading.Lock()
+
+
+def _choose(n: int, itemsize: int, now: float) -> bool:
+    """Whether a step of n elements runs the parallel loop (holding _PARALLEL if so)."""
+    ready = _serial_ns.get(itemsize, math.inf) < math.inf and now >= _backoff_until[0]
+    return n >= PARALLEL_MIN and THREADS > 1 and ready and _PARALLEL.acquire(blocking=False)
+
+
+def _observe(parallel: bool, n: int, itemsize: int, elapsed: float) -> None:
+    """Record a step's time (perf_counter seconds): the serial best, or a stall. A loop's first
+    step (it loads the loop and starts the threads) is not counted."""
+    if (parallel, itemsize) not in _loaded:
+        _loaded.add((parallel, itemsize))
+        _serial_ns.setdefault(itemsize, math.inf)
+        return
+    per = elapsed * 1e9 / n
+    if not parallel:
+        _serial_ns[itemsize] = min(per, _serial_ns[itemsize])
+    elif per > BACKOFF_RATIO * _serial_ns[itemsize]:
+        _backoff_until[0] = time.perf_counter() + _backoff_s[0]
+        _backoff_s[0] = min(2.0 * _backoff_s[0], BACKOFF_MAX_S)
+    else:
+        _backoff_s[0] = BACKOFF_S
 
 
 def _step_loop(x, m, z, prev, x0, c, clip, r, noise, reclip):  # type: ignore[no-untyped-def]
@@ -135,36 +172,54 @@ def step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
             return None
         if any(np.may_share_memory(o, a) for o in out for a in arrays):
             return None
-    run(x, m, z, c, clip, prev, x0)
+    run(x, m, z, c, clip, prev, x0, fresh=out is None)
     return prev, x0
 
 
-def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) -> None:
-    """The pass itself, on C-contiguous arrays of one shape, outputs not overlapping inputs."""
-    flat = x.ravel()  # views: the arrays are C-contiguous
+def run(
+    x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any, fresh: bool = True
+) -> None:
+    """The pass itself, on C-contiguous arrays of one shape, outputs not overlapping inputs.
+    `fresh`: the outputs were just allocated (their pages fault in on first write, which threads
+    contend on: the parallel loop took 2,900 us where the serial one takes 860 at 32x4x128x128),
+    so only outputs a caller gave (out=) may take the parallel loop."""
+    n, itemsize = x.size, x.dtype.itemsize
+    start = time.perf_counter()
+    parallel = not fresh and _choose(n, itemsize, start)
+    try:
+        if parallel:
+            numba.set_num_threads(THREADS)
+        _pass(x, m, z, c, clip, prev, x0, parallel)
+    finally:
+        if parallel:
+            _PARALLEL.release()
+    _observe(parallel, n, itemsize, time.perf_counter() - start)
+
+
+def _pass(
+    x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any, parallel: bool
+) -> None:
+    flat = x.ravel()
     noise = z is not None
-    parallel = flat.shape[0] >= PARALLEL_MIN and THREADS > 1
-    if parallel:
-        numba.set_num_threads(THREADS)
     zf = z.ravel() if noise else flat
     if x.dtype == np.float32:
         k, r = folded(c), _limit32(clip)
         loop32 = _folded_parallel if parallel else _folded_serial
         loop32(flat, m.ravel(), zf, prev.ravel(), x0.ravel(), k, r, noise, c.eps_from_x0)
-        return
-    loop = _step_parallel if parallel else _step_serial
-    loop(
-        flat,
-        m.ravel(),
-        zf,
-        prev.ravel(),
-        x0.ravel(),
-        c[:9],
-        clip is not None,
-        0.0 if clip is None else float(clip),
-        noise,
-        bool(c.eps_from_x0),
-    )
+    else:
+        loop = _step_parallel if parallel else _step_serial
+        loop(
+            flat,
+            m.ravel(),
+            zf,
+            prev.ravel(),
+            x0.ravel(),
+            c[:9],
+            clip is not None,
+            0.0 if clip is None else float(clip),
+            noise,
+            bool(c.eps_from_x0),
+        )
 
 
 @functools.lru_cache(maxsize=64)

@@ -285,3 +285,59 @@ def test_numba_disk_cache_keeps_serial_and_parallel_loops_apart(tmp_path) -> Non
     assert run("parallel") == ["_step_parallel parallel", "_folded_parallel parallel"]
     assert run("serial") == ["_step_serial loaded", "_folded_serial loaded"]
     assert run("parallel") == ["_step_parallel loaded", "_folded_parallel loaded"]
+
+
+def test_numba_parallel_loop_only_on_given_buffers_and_backs_off_after_a_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fresh outputs never take the parallel loop; given buffers do once the serial loop has a
+    time per element, until a parallel step stalls (> BACKOFF_RATIO x serial): then the serial
+    loop for BACKOFF_S, doubled per stall in a row, reset by a parallel step that pays."""
+    pytest.importorskip("numba")
+    from ddim_core import _numba
+
+    clock = [100.0]
+    monkeypatch.setattr(_numba.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_numba, "THREADS", 2)
+    monkeypatch.setattr(_numba, "_serial_ns", {})
+    monkeypatch.setattr(_numba, "_backoff_until", [0.0])
+    monkeypatch.setattr(_numba, "_backoff_s", [_numba.BACKOFF_S])
+    monkeypatch.setattr(_numba, "_loaded", set())
+    n = _numba.PARALLEL_MIN
+
+    def choose() -> bool:
+        chosen = _numba._choose(n, 4, clock[0])
+        if chosen:
+            _numba._PARALLEL.release()
+        return chosen
+
+    assert not _numba._choose(n - 1, 4, clock[0])
+    _numba._observe(False, n, 4, 1.0)  # the serial loop's first step (loading it): not counted
+    assert not choose()
+    _numba._observe(False, n, 4, n * 1e-9)  # 1 ns per element
+    assert choose()
+    _numba._observe(True, n, 4, 1.0)  # the parallel loop's first step: not counted
+    _numba._observe(True, n, 4, n * 0.6e-9)  # pays
+    assert choose()
+    _numba._observe(True, n, 4, n * 10e-9)  # a stall
+    assert not choose()
+    clock[0] += _numba.BACKOFF_S
+    assert choose()
+    _numba._observe(True, n, 4, n * 10e-9)  # a stall again: twice as long
+    clock[0] += _numba.BACKOFF_S
+    assert not choose()
+    clock[0] += _numba.BACKOFF_S
+    assert choose()
+    _numba._observe(True, n, 4, n * 0.6e-9)
+    assert _numba._backoff_s == [_numba.BACKOFF_S]
+
+    x = np.ones(n, np.float32)
+    chosen: list[bool] = []
+    monkeypatch.setattr(_numba, "_choose", lambda *args: chosen.append(True) or False)
+    c = coefficients.fused_row(
+        coefficients.StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False), 500, False
+    )
+    _numba.step(x, x, None, c, None, None)
+    assert chosen == []  # fresh outputs: not even asked
+    _numba.step(x, x, None, c, None, (np.empty_like(x), np.empty_like(x)))
+    assert chosen == [True]
