@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import ddim_core as dc
-from ddim_core import _numba, plugins
+from ddim_core import _numba, builtins, plugins
 
 SHAPES = [
     (1, 4, 8, 8),
@@ -153,7 +153,13 @@ def markdown(quiet: list[dict[str, Any]], busy: list[dict[str, Any]], n_busy: in
                 f"{r['parallel']:.1f} | {r['fused']:.1f} | {r['reference']:.1f} | "
                 f"{r['fused'] / r['reference']:.2f} |"
             )
-    lines += ["", f"suggested PARALLEL_MIN from the quiet run: {suggested_threshold(quiet)}"]
+    lines += [
+        "",
+        f"Steps under {builtins.NUMBA_MIN_ELEMENTS} elements run the reference path on both sides "
+        "(numba is not even imported): their ratio is the machine's noise.",
+        "",
+        f"suggested PARALLEL_MIN from the quiet run: {suggested_threshold(quiet)}",
+    ]
     return "\n".join(lines) + "\n"
 
 

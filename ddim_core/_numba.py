@@ -172,20 +172,15 @@ def step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
             return None
         if any(np.may_share_memory(o, a) for o in out for a in arrays):
             return None
-    run(x, m, z, c, clip, prev, x0, fresh=out is None)
+    run(x, m, z, c, clip, prev, x0)
     return prev, x0
 
 
-def run(
-    x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any, fresh: bool = True
-) -> None:
-    """The pass itself, on C-contiguous arrays of one shape, outputs not overlapping inputs.
-    `fresh`: the outputs were just allocated (their pages fault in on first write, which threads
-    contend on: the parallel loop took 2,900 us where the serial one takes 860 at 32x4x128x128),
-    so only outputs a caller gave (out=) may take the parallel loop."""
+def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) -> None:
+    """The pass itself, on C-contiguous arrays of one shape, outputs not overlapping inputs."""
     n, itemsize = x.size, x.dtype.itemsize
     start = time.perf_counter()
-    parallel = not fresh and _choose(n, itemsize, start)
+    parallel = _choose(n, itemsize, start)
     try:
         if parallel:
             numba.set_num_threads(THREADS)

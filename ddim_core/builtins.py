@@ -285,7 +285,7 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
     else:
         prev, x0 = out
     z_view = None if z is None else z.numpy()
-    numba_pass(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy(), out is None)
+    numba_pass(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
     return prev, x0
 
 

@@ -287,11 +287,11 @@ def test_numba_disk_cache_keeps_serial_and_parallel_loops_apart(tmp_path) -> Non
     assert run("parallel") == ["_step_parallel loaded", "_folded_parallel loaded"]
 
 
-def test_numba_parallel_loop_only_on_given_buffers_and_backs_off_after_a_stall(
+def test_numba_parallel_loop_backs_off_after_a_stall(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Fresh outputs never take the parallel loop; given buffers do once the serial loop has a
-    time per element, until a parallel step stalls (> BACKOFF_RATIO x serial): then the serial
+    """Large steps take the parallel loop once the serial loop has a time per element, until
+    a parallel step stalls (> BACKOFF_RATIO x serial): then the serial
     loop for BACKOFF_S, doubled per stall in a row, reset by a parallel step that pays."""
     pytest.importorskip("numba")
     from ddim_core import _numba
@@ -330,14 +330,3 @@ def test_numba_parallel_loop_only_on_given_buffers_and_backs_off_after_a_stall(
     assert choose()
     _numba._observe(True, n, 4, n * 0.6e-9)
     assert _numba._backoff_s == [_numba.BACKOFF_S]
-
-    x = np.ones(n, np.float32)
-    chosen: list[bool] = []
-    monkeypatch.setattr(_numba, "_choose", lambda *args: chosen.append(True) or False)
-    c = coefficients.fused_row(
-        coefficients.StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False), 500, False
-    )
-    _numba.step(x, x, None, c, None, None)
-    assert chosen == []  # fresh outputs: not even asked
-    _numba.step(x, x, None, c, None, (np.empty_like(x), np.empty_like(x)))
-    assert chosen == [True]
