@@ -55,6 +55,15 @@ _loaded: set[tuple[bool, int]] = set()  # (parallel, itemsize) of the loops run 
 _PARALLEL = threading.Lock()
 
 
+def _serial_after_fork() -> None:
+    # A forked child may not start OpenMP threads its parent ran (numba's omp layer terminates
+    # the process: "fork() called from a process already using GNU OpenMP"): serial for good.
+    _backoff_until[0] = math.inf
+
+
+os.register_at_fork(after_in_child=_serial_after_fork)
+
+
 def _choose(n: int, itemsize: int, now: float) -> bool:
     """Whether a step of n elements runs the parallel loop (holding _PARALLEL if so)."""
     ready = _serial_ns.get(itemsize, math.inf) < math.inf and now >= _backoff_until[0]

@@ -330,3 +330,46 @@ def test_numba_parallel_loop_backs_off_after_a_stall(
     assert choose()
     _numba._observe(True, n, 4, n * 0.6e-9)
     assert _numba._backoff_s == [_numba.BACKOFF_S]
+
+
+_FORK_AFTER_PARALLEL = """
+import multiprocessing
+import numpy as np
+import ddim_core as dc
+from ddim_core import _numba
+plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 50)
+x = np.ones(_numba.PARALLEL_MIN, np.float32)
+out = (np.empty_like(x), np.empty_like(x))
+ran = []
+_numba._observe = lambda parallel, *args: ran.append(parallel)
+_numba._serial_ns[4] = 1.0  # the parallel loop may run at once
+for _ in range(3):
+    dc.step(plan, x, 500, x, out=out)
+assert ran[-1], ran  # the parent ran the parallel loop (its threads started)
+
+
+def child():
+    dc.step(plan, x, 500, x, out=out)
+    assert ran[-1] is False
+
+
+process = multiprocessing.get_context("fork").Process(target=child)
+process.start()
+process.join(60)
+print(process.exitcode)
+"""
+
+
+@pytest.mark.slow
+def test_numba_forked_child_steps_serially() -> None:
+    """After the parent ran the parallel loop, a forked child's step runs the serial loop
+    (numba's OpenMP layer terminates a forked child that starts its threads)."""
+    pytest.importorskip("numba")
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_AFTER_PARALLEL], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"], done.stderr
