@@ -43,6 +43,7 @@ read); so the default needs no float64, which some devices lack.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -830,7 +831,19 @@ def _dtypes(xp: Namespace, given: Any, precision: str | None, dtype: Any) -> tup
             f"dtype must be a real floating dtype of the arrays' library, got {samples!r}"
         )
     work = getattr(xp, precision) if precision else backends.work_dtype(xp, given)
+    if precision == "float64" and not _has_float64(xp):
+        raise ValueError(
+            "precision='float64': this array library makes float32 of float64 here (JAX: "
+            "enable jax_enable_x64); use precision=None for the compensated default"
+        )
     return work, samples
+
+
+def _has_float64(xp: Namespace) -> bool:
+    """Whether float64 arrays are float64 (JAX without x64 makes float32 of them, warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(xp.asarray(0.0, dtype=xp.float64).dtype == xp.float64)
 
 
 def _samples_dtype(state: State | Array, dtype: Any) -> Any:

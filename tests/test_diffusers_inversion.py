@@ -140,3 +140,6 @@ def test_bad_method_and_embeddings() -> None:
         dd.guided_unet(PIPE.unet, COND, UNCOND, float("nan"))
     with pytest.raises(ValueError, match=r"guidance_rescale=1.5 must be in \[0, 1\]"):
         dd.invert_latents(PIPE, LATENTS, **{**GUIDED, "guidance_rescale": 1.5})
+    for method, options in (("bdia", {"fixed_point_iters": 3}), ("plain", {"tol": 1e-6})):
+        with pytest.raises(ValueError, match=f"method={method!r} takes neither"):
+            dd.invert_latents(PIPE, LATENTS, method=method, **options, **GUIDED)

@@ -111,3 +111,25 @@ def test_float32_round_trip_with_the_default_precision(name: str) -> None:
     back = getattr(kr, f"sample_{name}")(model, state, sigmas, disable=True)
     ulp = 2.0 ** np.floor(np.log2(float(x0.abs().max()))) * 2.0**-23
     assert float((back - x0).abs().max()) <= 4 * ulp
+
+
+@pytest.mark.parametrize("isatty", [False, True])
+def test_progress_bar_as_k_diffusions_disable(
+    isatty: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tqdm's reading of `disable`: True never, False always, None on a terminal only."""
+    pytest.importorskip("tqdm")
+    shown: list[bool] = []
+    real = reversible.sample_bdia
+
+    def spy(*args, progress, **kwargs):  # type: ignore[no-untyped-def]
+        shown.append(progress)
+        return real(*args, progress=False, **kwargs)
+
+    monkeypatch.setattr(reversible, "sample_bdia", spy)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: isatty)
+    sigmas = get_sigmas_ddim(CONFIG, 4, xp=np)
+    x = np.ones((1, 2)) * sigmas[0]
+    for disable in (True, False, None):
+        kr.sample_bdia(denoiser, x, sigmas, disable=disable)
+    assert shown == [False, True, isatty]

@@ -253,3 +253,12 @@ def test_mismatched_states_are_refused() -> None:
         R.sample_belm(COND, (x0, x0.astype(np.float32)), SD, 5)
     with pytest.raises(TypeError, match=r"dtype must be a real floating dtype .* got 'float32'"):
         R.sample_belm(COND, x0, SD, 5, dtype="float32")
+
+
+def test_float64_precision_where_the_library_makes_float32_of_it() -> None:
+    """JAX without x64 turns float64 requests into float32 (with a warning): precision="float64"
+    would silently be float32 arithmetic, so it is refused, naming the fix."""
+    jax = pytest.importorskip("jax")
+    x0 = jax.numpy.ones((2, 2), dtype=jax.numpy.float32)
+    with jax.enable_x64(False), pytest.raises(ValueError, match="enable jax_enable_x64"):
+        R.invert_bdia(guided(MIXTURE, COND, 3.0), x0, SD, 5, precision="float64")

@@ -142,7 +142,7 @@ def invert_latents(
     guidance_rescale: float = 0.0,
     num_inference_steps: int = 50,
     method: str = "exact",
-    fixed_point_iters: int = 2,
+    fixed_point_iters: int | None = None,
     tol: float | None = None,
     callback: Callable[[dc.StepInfo], Any] | None = None,
     progress: bool = False,
@@ -168,10 +168,10 @@ def invert_latents(
         N.
     method : str, default "exact"
         One of METHODS.
-    fixed_point_iters : int, default 2
-        Refinements per step of "exact".
+    fixed_point_iters : int, optional
+        Refinements per step of "exact" (default 2); other methods take none.
     tol : float, optional
-        Its residual tolerance (one host read per iterate).
+        The residual tolerance of "exact" (one host read per iterate).
     callback : callable, optional
         Called with a `ddim_core.StepInfo` after each step.
     progress : bool, default False
@@ -205,12 +205,17 @@ def invert_latents(
     )
     method = _check_method(method)
     n = num_inference_steps
+    if method != "exact" and (fixed_point_iters is not None or tol is not None):
+        raise ValueError(
+            f"fixed_point_iters={fixed_point_iters!r}, tol={tol!r}: these refine "
+            f'method="exact"; method={method!r} takes neither'
+        )
     if method in _REVERSIBLE:
         invert = getattr(reversible, f"invert_{method}")
         return invert(
             model, latents, config, n, callback=callback, progress=progress, **method_options
         )
-    iters = 0 if method == "plain" else fixed_point_iters
+    iters = 0 if method == "plain" else (2 if fixed_point_iters is None else fixed_point_iters)
     return dc.invert(
         model,
         latents,

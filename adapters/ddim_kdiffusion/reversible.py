@@ -14,6 +14,8 @@ tuple of VE latents, which remembers its dtype); the inverses return that state.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -437,7 +439,7 @@ def _sample(
         levels.config,
         timesteps=levels.timesteps,
         callback=_report(levels, callback, False, start),
-        progress=not disable,
+        progress=_shows_progress(disable),
         precision=precision,
         **options,
     )
@@ -463,9 +465,17 @@ def _invert(
         levels.config,
         timesteps=levels.timesteps,
         callback=_report(levels, callback, True, x),
-        progress=not disable,
+        progress=_shows_progress(disable),
         precision=precision,
         **options,
     )
     second_scale = levels.scales[0 if name == "edict" else 1]
     return state.scaled(levels.scales[0], second_scale, divide=True)  # compensated
+
+
+def _shows_progress(disable: bool | None) -> bool:
+    """tqdm's reading of k-diffusion's `disable` (None: a bar on a terminal only; no tqdm, no
+    bar)."""
+    if disable or importlib.util.find_spec("tqdm") is None:
+        return False
+    return disable is False or sys.stderr.isatty()
