@@ -133,3 +133,16 @@ def test_progress_bar_as_k_diffusions_disable(
     for disable in (True, False, None):
         kr.sample_bdia(denoiser, x, sigmas, disable=disable)
     assert shown == [False, True, isatty]
+
+
+def test_a_state_from_another_method_or_sigma_list_is_refused() -> None:
+    """The core's origin check reaches k-diffusion's samplers: a BDIA state into sample_edict,
+    or over another sigma list, is a ValueError (it returned garbage silently)."""
+    sigmas = get_sigmas_ddim(CONFIG, 6, xp=np)
+    x0 = np.array([[0.3, -0.2]])
+    state = kr.sample_bdia_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True)
+    with pytest.raises(ValueError, match="made by invert_bdia"):
+        kr.sample_edict(denoiser, state, sigmas, disable=True)
+    with pytest.raises(ValueError, match="made by invert_bdia"):
+        kr.sample_bdia(denoiser, state, get_sigmas_ddim(CONFIG, 7, xp=np), disable=True)
+    assert np.array_equal(kr.sample_bdia(denoiser, state, sigmas, disable=True), x0)

@@ -426,8 +426,8 @@ def _sample(
         first, second = x
         second_scale = levels.scales[0 if name == "edict" else 1]
         dtype = getattr(x, "dtype", first.dtype)
-        lo = getattr(x, "lo", None)
-        kept = reversible.State(first, second, dtype, lo)
+        lo, origin = getattr(x, "lo", None), getattr(x, "origin", None)
+        kept = reversible.State(first, second, dtype, lo, origin)  # sample_* checks the origin
         state: Any = kept.scaled(levels.scales[0], second_scale)  # compensated
         like, start = first, (first if name == "edict" else second)
     else:
