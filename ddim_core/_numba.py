@@ -197,7 +197,8 @@ def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) 
     finally:
         if parallel:
             _PARALLEL.release()
-    _observe(parallel, n, itemsize, time.perf_counter() - start)
+    if n >= PARALLEL_MIN:  # the sizes the guard decides for (an empty batch has no rate)
+        _observe(parallel, n, itemsize, time.perf_counter() - start)
 
 
 def _pass(
