@@ -184,6 +184,12 @@ def invert_latents(
     array or ddim_core.reversible.State
         x_T, or the reversible method's state.
 
+    Raises
+    ------
+    ValueError
+        An unknown method, `fixed_point_iters` or `tol` with a method other than "exact", bad
+        guidance numbers or embeddings (see `guided_unet`).
+
     Examples
     --------
     >>> import types, numpy as np
