@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import backends
 from .backends import Array, Namespace
@@ -230,9 +230,13 @@ def warm_start(x_src: Array, frame: Frame | None, trail: Trail) -> Array:
     ...                 1.0 + np.arctan(3.0)))
     True
     """
-    if frame is None or not trail.eps:
-        return x_src if frame is None or frame.start == 1.0 else x_src * frame.start
-    return (x_src * frame.scale_from + frame.h * _extrapolated(trail, frame)) / frame.scale_to
+    if frame is None or (not trail.eps and frame.start == 1.0):
+        return x_src
+    xp = backends.namespace(x_src=x_src)
+    start, scale_from, scale_to, h = _exact(xp, x_src, frame.start, *frame[:2], frame.h)
+    if not trail.eps:
+        return x_src * start
+    return (x_src * scale_from + h * _extrapolated(trail, frame)) / scale_to
 
 
 def _extrapolated(trail: Trail, frame: Frame) -> Array:
@@ -252,19 +256,32 @@ def _extrapolated(trail: Trail, frame: Frame) -> Array:
     )
     if not even or reach > REACH:
         e0, e1 = trail.eps[-2:]
-        guess = e1 + min(reach, REACH) * (e1 - e0)
+        (k,) = _exact(xp, eps, min(reach, REACH))
+        guess = e1 + k * (e1 - e0)
     else:
         (t0, t1, t2), (e0, e1, e2) = thetas, trail.eps
-        w0 = (target - t1) * (target - t2) / ((t0 - t1) * (t0 - t2))
-        w1 = (target - t0) * (target - t2) / ((t1 - t0) * (t1 - t2))
-        w2 = (target - t0) * (target - t1) / ((t2 - t0) * (t2 - t1))
+        w0, w1, w2 = _exact(
+            xp,
+            eps,
+            (target - t1) * (target - t2) / ((t0 - t1) * (t0 - t2)),
+            (target - t0) * (target - t2) / ((t1 - t0) * (t1 - t2)),
+            (target - t0) * (target - t1) / ((t2 - t0) * (t2 - t1)),
+        )
         guess = w0 * e0 + w1 * e1 + w2 * e2
     return xp.where(xp.isfinite(guess), guess, eps)
 
 
 def _solved_eps(x_src: Array, x_t: Array, frame: Frame) -> Array:
     """The eps a solved step implies, (x_t - x_s) / h in VE form (h > 0)."""
-    return (x_t * frame.scale_to - x_src * frame.scale_from) / frame.h
+    xp = backends.namespace(x_t=x_t)
+    scale_from, scale_to, h = _exact(xp, x_t, *frame[:2], frame.h)
+    return (x_t * scale_to - x_src * scale_from) / h
+
+
+def _exact(xp: Namespace, like: Array, *values: float) -> tuple[Any, ...]:
+    """Host floats as operands that lose nothing against `like` (`backends.exact_scalars`:
+    MindSpore rounds Python floats to float32 against float64 tensors)."""
+    return backends.exact_scalars(xp, values, like)
 
 
 class Solution(NamedTuple):
@@ -353,6 +370,7 @@ def solve_step(
         if frame is None:
             raise ValueError("a step without a frame needs its preconditioner c")
         c = frame.c
+    (c_work,) = _exact(xp, src, c)
     y = backends.cast(xp, warm_start(src, frame, trail), dtype)
     best, best_x0, best_res, improving = y, None, None, None
     ys: list[Array] = []
@@ -377,7 +395,7 @@ def solve_step(
             if tol is not None and residual <= tol:
                 return _solution(best, best_x0, calls, residual, src, frame, trail, xp)
         ys = [*ys, backends.cast(xp, y, work)][-(history + 1) :]
-        rs = [*rs, c * (x_fwd - src)][-(history + 1) :]  # g(y) = y - r: the plain step
+        rs = [*rs, c_work * (x_fwd - src)][-(history + 1) :]  # g(y) = y - r: the plain step
         y = backends.cast(xp, backends.materialize(_anderson(ys, rs, xp)), dtype)
     # the last refinement, which no call measures: only where the iteration still improved
     keep = improving & xp.all(xp.reshape(xp.isfinite(y), (y.shape[0], -1)), axis=1)
