@@ -147,11 +147,18 @@ def _split(x: Array, factor: Any) -> tuple[Array, Array]:
     return hi, x - hi
 
 
-def _two_prod(c: Constant, x: Array, factor: Any) -> tuple[Array, Array]:
+def _two_prod(c: Constant, x: Array, xp: Namespace) -> tuple[Array, Array]:
     """p + e = c x exactly, p = fl(c x) (Dekker's product, no FMA)."""
+    c, factor = _exact(xp, c, x), _factor(xp, x)
     p = c.value * x
     x_hi, x_lo = _split(x, factor)
     return p, ((c.hi * x_hi - p) + c.hi * x_lo + c.lo * x_hi) + c.lo * x_lo
+
+
+def _exact(xp: Namespace, c: Constant, like: Array) -> Constant:
+    """c's parts as operands exact in `like`'s dtype (`backends.exact_scalars`: MindSpore
+    rounds Python floats to float32 against float64 tensors)."""
+    return backends.exact_scalars(xp, c, like)
 
 
 def _factor(xp: Namespace, like: Array) -> Any:
@@ -208,8 +215,8 @@ def scale(c: Constant, a: Pair, xp: Namespace) -> Pair:
     >>> p.hi.tolist(), p.lo.tolist()   # 3 fl(1/3) = 1 - 2^-54, which one float cannot hold
     ([1.0], [-5.551115123125783e-17])
     """
-    p, e = _two_prod(c, a.hi, _factor(xp, a.hi))
-    return Pair(*_fast_two_sum(p, e + c.value * a.lo))
+    p, e = _two_prod(c, a.hi, xp)
+    return Pair(*_fast_two_sum(p, e + _exact(xp, c, a.lo).value * a.lo))
 
 
 def product(c: Constant, x: Array, xp: Namespace) -> Pair:
@@ -232,7 +239,7 @@ def product(c: Constant, x: Array, xp: Namespace) -> Pair:
     >>> product(Constant.of(1 / 3, 64), np.array([3.0]), xp).lo.tolist()
     [-5.551115123125783e-17]
     """
-    return Pair(*_two_prod(c, x, _factor(xp, x)))
+    return Pair(*_two_prod(c, x, xp))
 
 
 def divide(a: Pair, c: Constant, xp: Namespace) -> Pair:
@@ -257,10 +264,11 @@ def divide(a: Pair, c: Constant, xp: Namespace) -> Pair:
     >>> q.hi.tolist(), abs(float(q.lo[0])) < 1e-30
     ([0.7], True)
     """
-    q1 = a.hi / c.value
-    p, e = _two_prod(c, q1, _factor(xp, q1))
+    value = _exact(xp, c, a.hi).value
+    q1 = a.hi / value
+    p, e = _two_prod(c, q1, xp)
     r = add(a, Pair(-p, -e), xp)
-    q2 = (r.hi + r.lo) / c.value
+    q2 = (r.hi + r.lo) / value
     return Pair(*_fast_two_sum(q1, q2))
 
 
