@@ -46,10 +46,19 @@ THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0)
 BACKOFF_RATIO = 3.0
 BACKOFF_S = 1.0
 BACKOFF_MAX_S = 64.0
-_backoff_s = [BACKOFF_S]
-_serial_ns: dict[int, float] = {}  # per itemsize: the serial loop's best ns per element
-_backoff_until = [0.0]
-_loaded: set[tuple[bool, int]] = set()  # (parallel, itemsize) of the loops run once
+
+
+class _Guard:
+    """The guard's state, one per process."""
+
+    def __init__(self) -> None:
+        self.serial_ns: dict[int, float] = {}  # per itemsize: the serial loop's best ns/element
+        self.backoff_until = 0.0  # perf_counter time until which steps run serially
+        self.backoff_s = BACKOFF_S  # the next back-off
+        self.loaded: set[tuple[bool, int]] = set()  # (parallel, itemsize) of loops run once
+
+
+_guard = _Guard()
 # One parallel step at a time: steps from other threads meanwhile run serially (their threads
 # are the parallelism; and numba's workqueue layer must not be entered concurrently).
 _PARALLEL = threading.Lock()
@@ -58,7 +67,7 @@ _PARALLEL = threading.Lock()
 def _serial_after_fork() -> None:
     # A forked child may not start OpenMP threads its parent ran (numba's omp layer terminates
     # the process: "fork() called from a process already using GNU OpenMP"): serial for good.
-    _backoff_until[0] = math.inf
+    _guard.backoff_until = math.inf
 
 
 os.register_at_fork(after_in_child=_serial_after_fork)
@@ -66,25 +75,25 @@ os.register_at_fork(after_in_child=_serial_after_fork)
 
 def _choose(n: int, itemsize: int, now: float) -> bool:
     """Whether a step of n elements runs the parallel loop (holding _PARALLEL if so)."""
-    ready = _serial_ns.get(itemsize, math.inf) < math.inf and now >= _backoff_until[0]
+    ready = _guard.serial_ns.get(itemsize, math.inf) < math.inf and now >= _guard.backoff_until
     return n >= PARALLEL_MIN and THREADS > 1 and ready and _PARALLEL.acquire(blocking=False)
 
 
 def _observe(parallel: bool, n: int, itemsize: int, elapsed: float) -> None:
     """Record a step's time (perf_counter seconds): the serial best, or a stall. A loop's first
     step (it loads the loop and starts the threads) is not counted."""
-    if (parallel, itemsize) not in _loaded:
-        _loaded.add((parallel, itemsize))
-        _serial_ns.setdefault(itemsize, math.inf)
+    if (parallel, itemsize) not in _guard.loaded:
+        _guard.loaded.add((parallel, itemsize))
+        _guard.serial_ns.setdefault(itemsize, math.inf)
         return
     per = elapsed * 1e9 / n
     if not parallel:
-        _serial_ns[itemsize] = min(per, _serial_ns[itemsize])
-    elif per > BACKOFF_RATIO * _serial_ns[itemsize]:
-        _backoff_until[0] = time.perf_counter() + _backoff_s[0]
-        _backoff_s[0] = min(2.0 * _backoff_s[0], BACKOFF_MAX_S)
+        _guard.serial_ns[itemsize] = min(per, _guard.serial_ns[itemsize])
+    elif per > BACKOFF_RATIO * _guard.serial_ns[itemsize]:
+        _guard.backoff_until = time.perf_counter() + _guard.backoff_s
+        _guard.backoff_s = min(2.0 * _guard.backoff_s, BACKOFF_MAX_S)
     else:
-        _backoff_s[0] = BACKOFF_S
+        _guard.backoff_s = BACKOFF_S
 
 
 def _step_loop(x, m, z, prev, x0, c, clip, r, noise, reclip):  # type: ignore[no-untyped-def]

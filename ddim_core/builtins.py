@@ -12,6 +12,7 @@ imported).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from typing import Any
@@ -278,25 +279,22 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
         plain = plain and not _aliases(out, (x, m, z))
     if not plain:
         return _torch_step(x, m, z, c, clip, out)
-    numba_pass = _NUMBA.get("run") or _load_numba()
     if out is None:
         torch = sys.modules["torch"]
         prev, x0 = torch.empty_like(x), torch.empty_like(x)
     else:
         prev, x0 = out
     z_view = None if z is None else z.numpy()
-    numba_pass(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
+    _numba().run(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
     return prev, x0
 
 
-_NUMBA: dict[str, Any] = {}  # ddim_core._numba's pass, once imported (numba loads on first use)
-
-
-def _load_numba() -> Any:
+@functools.cache
+def _numba() -> Any:
+    """ddim_core._numba, imported on first use (numba loads then), then from this cache."""
     from . import _numba
 
-    _NUMBA["run"] = _numba.run
-    return _numba.run
+    return _numba
 
 
 def _torch_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
@@ -391,9 +389,7 @@ class NumbaKernel:
 def _numpy_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
     if out is None and x.size < NUMBA_MIN_ELEMENTS:
         return None  # the reference path, without importing numba
-    from . import _numba
-
-    return _numba.step(x, m, z, c, clip, out)
+    return _numba().step(x, m, z, c, clip, out)
 
 
 class CupyKernel:

@@ -254,24 +254,22 @@ def call(hook: str, only: str | None = None, **kwargs: Any) -> Any:
             pm.unregister(name=failed.plugin)
 
 
-def _direct(
-    pm: pluggy.PluginManager, hook: str
-) -> list[tuple[Callable[..., Any], tuple[str, ...]]] | None:
+def _direct(pm: _Manager, hook: str) -> list[tuple[Callable[..., Any], tuple[str, ...]]] | None:
     """A firstresult hook's implementations as (function, argument names), in the order pluggy
     calls them (last registered first, tryfirst/trylast sorted), when calling them in a loop
     is what pluggy does (no wrappers, no call monitoring): the loop saves pluggy's ~2 us per
     call on the per-step hooks (noise). Else None: pluggy calls it."""
     found = _direct_calls.get(hook)
-    if found is not None and found[0] == pm.version and found[1] is pm:  # type: ignore[attr-defined]
+    if found is not None and found[0] == pm.version and found[1] is pm:
         direct: list[tuple[Callable[..., Any], tuple[str, ...]]] | None = found[2]
         return direct
     caller = getattr(pm.hook, hook)
     impls = caller.get_hookimpls()
     spec = caller.spec
-    plain = spec is not None and spec.opts.get("firstresult") and not pm.monitored  # type: ignore[attr-defined]
+    plain = spec is not None and spec.opts.get("firstresult") and not pm.monitored
     plain = plain and not any(i.wrapper or i.hookwrapper for i in impls)
     direct = [(i.function, tuple(i.argnames)) for i in reversed(impls)] if plain else None
-    _direct_calls[hook] = (pm.version, pm, direct)  # type: ignore[attr-defined]
+    _direct_calls[hook] = (pm.version, pm, direct)
     return direct
 
 

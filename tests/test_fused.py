@@ -299,10 +299,7 @@ def test_numba_parallel_loop_backs_off_after_a_stall(
     clock = [100.0]
     monkeypatch.setattr(_numba.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(_numba, "THREADS", 2)
-    monkeypatch.setattr(_numba, "_serial_ns", {})
-    monkeypatch.setattr(_numba, "_backoff_until", [0.0])
-    monkeypatch.setattr(_numba, "_backoff_s", [_numba.BACKOFF_S])
-    monkeypatch.setattr(_numba, "_loaded", set())
+    monkeypatch.setattr(_numba, "_guard", _numba._Guard())
     n = _numba.PARALLEL_MIN
 
     def choose() -> bool:
@@ -329,7 +326,7 @@ def test_numba_parallel_loop_backs_off_after_a_stall(
     clock[0] += _numba.BACKOFF_S
     assert choose()
     _numba._observe(True, n, 4, n * 0.6e-9)
-    assert _numba._backoff_s == [_numba.BACKOFF_S]
+    assert _numba._guard.backoff_s == _numba.BACKOFF_S
 
 
 _FORK_AFTER_PARALLEL = """
@@ -342,7 +339,7 @@ x = np.ones(_numba.PARALLEL_MIN, np.float32)
 out = (np.empty_like(x), np.empty_like(x))
 ran = []
 _numba._observe = lambda parallel, *args: ran.append(parallel)
-_numba._serial_ns[4] = 1.0  # the parallel loop may run at once
+_numba._guard.serial_ns[4] = 1.0  # the parallel loop may run at once
 for _ in range(3):
     dc.step(plan, x, 500, x, out=out)
 assert ran[-1], ran  # the parent ran the parallel loop (its threads started)
