@@ -63,7 +63,7 @@ test: lint typecheck pytest
 
 # GPU checks (CuPy, torch CUDA, benchmark) on a machine with an NVIDIA GPU, offline: fetch the
 # wheels here, carry .gpu-wheels/ along, run `make test-gpu` there (see benchmarks/gpu/run.sh).
-GPU_PYVER ?= 311
+GPU_PYVER ?= 312
 gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYVER) \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

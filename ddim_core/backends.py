@@ -428,11 +428,43 @@ def check_range_on_device(x: Array, size: int, message: str) -> Array:
     """
     if array_api_compat.is_torch_array(x):
         torch = sys.modules["torch"]
-        torch._assert_async(((x >= 0) & (x < size)).all(), message)
+        ok = (x >= 0) & (x < size)
+        torch._assert_async(ok if ok.ndim == 0 else ok.all(), message)  # (0-d: one launch less)
     elif array_api_compat.is_dask_array(x):
         lazy: Any = x  # (dask's own annotations do not know the block function's extras)
         return lazy.map_blocks(_check_block, size, message, dtype=x.dtype)
     return x
+
+
+def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
+    """`table[indices]` along axis 0 for checked, non-negative integer indices of any shape
+    (flattened): torch's `index_select` directly, where array-api-compat's `take` adds three
+    kernels to wrap negative indices (one launch each, per GPU step).
+
+    Parameters
+    ----------
+    table : array
+        At least one dimension.
+    indices : array
+        Integers in [0, table.shape[0]), already checked.
+    xp : namespace
+
+    Returns
+    -------
+    array
+        Shape (indices.size, *table.shape[1:]).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> take_rows(np.arange(6).reshape(3, 2), np.asarray(2), xp).tolist()
+    [[4, 5]]
+    """
+    flat = xp.reshape(indices, (-1,))
+    if array_api_compat.is_torch_array(table):
+        return sys.modules["torch"].index_select(table, 0, flat)
+    return xp.take(table, flat, axis=0)
 
 
 def _check_block(block: np.ndarray, size: int, message: str) -> np.ndarray:
@@ -785,6 +817,12 @@ class Registered:
     def __post_init__(self) -> None:
         object.__setattr__(self, "uid", register(self))
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled or copied: a uid of its own. The pickled one belongs to another object (in
+        # another process, whatever that process registered under that number).
+        self.__dict__.update(state)
+        object.__setattr__(self, "uid", register(self))
+
 
 def host_constant(fn: Callable[..., R]) -> Callable[..., R]:
     """Mark a host-only function (Python and NumPy on host data, no array arguments) so that
@@ -834,8 +872,8 @@ def device_cache(fn: Callable[..., R], maxsize: int = 256) -> Callable[..., R]:
     """Cache device arrays built from host data, per (namespace, device, dtype, ...) arguments.
 
     A result built while JAX traces (jit, scan) or torch.compile compiles is returned but not
-    kept: cached, it would leak a tracer into later calls. Unhashable arguments (some device
-    objects) skip the cache.
+    kept: cached, it would leak a tracer into later calls. A device object that is not hashable
+    (CuPy's) is keyed by its type and integer `id`; other unhashable arguments skip the cache.
 
     Parameters
     ----------
@@ -860,18 +898,41 @@ def device_cache(fn: Callable[..., R], maxsize: int = 256) -> Callable[..., R]:
 
     @functools.wraps(fn)
     def cached(*args: Any) -> R:
+        if compiling():  # nothing is kept while tracing; torch < 2.13 cannot trace the lookup
+            return fn(*args)
+        key: Any = args
         try:
-            return cache[args]
+            return cache[key]
         except KeyError:
             pass
         except TypeError:
-            return fn(*args)
+            key = _device_key(args)
+            if key is None:
+                return fn(*args)
+            if key in cache:
+                return cache[key]
         result = fn(*args)
         if len(cache) < maxsize and not _tracing(result):
-            cache[args] = result
+            cache[key] = result
         return result
 
     return cached
+
+
+def _device_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """`args` with each unhashable device object (CuPy's `Device` defines `==` but no hash)
+    replaced by (type, id); None where another argument is unhashable."""
+    key = []
+    for a in args:
+        try:
+            hash(a)
+        except TypeError:
+            index = getattr(a, "id", None)
+            if type(index) is not int:
+                return None
+            a = (type(a), index)
+        key.append(a)
+    return tuple(key)
 
 
 def _tracing(result: Any) -> bool:

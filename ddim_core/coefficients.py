@@ -412,7 +412,7 @@ def noise_table(schedule: Schedule) -> np.ndarray:
 def _gather(key: StepKey | Schedule, timesteps: Array, like: Array, xp: Namespace) -> list[Array]:
     dtype = backends.work_dtype(xp, like.dtype)
     values = device_table(key, xp, backends.device(like), dtype)
-    rows = xp.take(values, xp.reshape(timesteps, (-1,)), axis=0)
+    rows = backends.take_rows(values, timesteps, xp)
     return [backends.broadcast_to_sample(rows[:, k], like.ndim, xp) for k in range(values.shape[1])]
 
 
@@ -557,16 +557,46 @@ def fused_gather(
     ((2, 1), True)
     """
     dtype = backends.work_dtype(xp, like.dtype)
-    values = _fused_device_table(key, use_clipped, xp, backends.device(like), dtype)
-    rows = xp.take(values, xp.reshape(timesteps, (-1,)), axis=0)
-    columns = [backends.broadcast_to_sample(rows[:, k], like.ndim, xp) for k in range(9)]
+    values = fused_device_table(key, use_clipped, xp, backends.device(like), dtype)
+    rows = backends.take_rows(values, timesteps, xp)
+    rows = xp.reshape(rows, (rows.shape[0], 9, *([1] * max(like.ndim - 1, 0))))
+    columns = [rows[:, k, ...] for k in range(9)]
+    if like.ndim == 0:
+        columns = [xp.reshape(col, ()) for col in columns]
     return FusedRow._make([*columns, use_clipped])
 
 
 @backends.device_cache
-def _fused_device_table(
+def fused_device_table(
     key: StepKey, use_clipped: bool, xp: Namespace, device: Any, dtype: Any
 ) -> Array:
+    """The first nine `FusedRow` fields of every timestep's row, as a (T, 9) array of `xp` on
+    `device` in `dtype` (cached per plan, direction, eta, device and dtype): what
+    `fused_gather` takes rows from, and what a kernel's device-table form reads itself.
+
+    Parameters
+    ----------
+    key : StepKey
+        The plan, eta and direction.
+    use_clipped : bool
+        use_clipped_model_output.
+    xp : array namespace
+    device : device of xp
+    dtype : real floating dtype of xp
+
+    Returns
+    -------
+    array
+        Shape (num_train_timesteps, 9).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import ddim_core as dc
+    >>> key = StepKey(dc.make_plan(dc.DDIMConfig(), 10), 0.0, False)
+    >>> fused_device_table(key, False, np, "cpu", np.float64).shape
+    (1000, 9)
+    """
     columns = fused_form(Row(*table(key).values.T), key.plan.config.prediction_type, use_clipped)
     values = np.stack(np.broadcast_arrays(*columns[:9]), axis=1)
     return backends.from_host(values, xp, device=device, dtype=dtype)

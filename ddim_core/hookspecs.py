@@ -198,6 +198,12 @@ def ddim_core_step_kernel(sample: Any) -> Any:
     rounding; one that computes the FusedRow's formulas in float64 in their order equals it
     bit for bit on float64 samples.
 
+    A kernel may also have a device-table form, ``kernel.gather(x_t, model_output, noise,
+    table, timesteps, eps_from_x0, clip, out)``: `table` the (T, 9) float64 array of every
+    timestep's first nine FusedRow fields on the sample's device
+    (`coefficients.fused_device_table`), `timesteps` the checked integer array; the kernel then
+    reads each element's row itself (CuPy's: one launch where gathering costs more).
+
     Parameters
     ----------
     sample : array

@@ -122,7 +122,6 @@ class Plan(backends.Registered):
         return _prev_table(self)
 
 
-@backends.host_constant
 def make_plan(
     config: DDIMConfig,
     num_inference_steps: int | None = None,
@@ -164,11 +163,28 @@ def make_plan(
     """
     if not isinstance(config, DDIMConfig):
         raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
-    if (num_inference_steps is None) == (timesteps is None):
+    # The options as plain values: torch.compile before 2.13 cannot hand a dataclass to a
+    # host_constant function ("can't reconstruct arbitrary frozen dataclass instances").
+    options = tuple(getattr(config, name) for name in _OPTIONS)
+    return _make_plan(options, num_inference_steps, timesteps)
+
+
+_OPTIONS = tuple(f.name for f in dataclasses.fields(DDIMConfig))
+
+
+@backends.host_constant
+def _make_plan(options: tuple[Any, ...], n: int | None, timesteps: Sequence[int] | None) -> Plan:
+    config = _config(options)
+    if (n is None) == (timesteps is None):
         raise ValueError("give exactly one of num_inference_steps and timesteps")
     if timesteps is not None:
         return _plan(config, None, _custom_timesteps(timesteps, config.num_train_timesteps))
-    return _plan(config, _check_num_steps(num_inference_steps, config.num_train_timesteps), None)
+    return _plan(config, _check_num_steps(n, config.num_train_timesteps), None)
+
+
+@functools.lru_cache(maxsize=256)
+def _config(options: tuple[Any, ...]) -> DDIMConfig:
+    return DDIMConfig(**dict(zip(_OPTIONS, options, strict=True)))
 
 
 @functools.lru_cache(maxsize=256)

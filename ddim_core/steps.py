@@ -311,12 +311,8 @@ def _dispatch(
         else None
     )
     if kernel is not None:
-        if t is not None:
-            c = coefficients.fused_row(key, t, use_clipped)
-        else:
-            c = coefficients.fused_gather(key, t_arr, use_clipped, sample, xp)
         clip = _clip_range(config, xp, sample) if config.clip_sample else None
-        fused = kernel(sample, model_output, noise, c, clip, out)
+        fused = _fused(kernel, key, (t, t_arr), model_output, sample, noise, use_clipped, clip, out)
         if fused is not None:
             return StepOutput(*fused)
     if out is not None:
@@ -328,6 +324,34 @@ def _dispatch(
     x_t, m, z = backends.to_work_dtype(xp, sample, model_output, noise)
     x_b, x0 = kernels.ddim_update(x_t, m, row, config, z, use_clipped, xp=xp)
     return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
+
+
+def _fused(
+    kernel: Any,
+    key: StepKey,
+    timestep: tuple[int | None, Any],
+    model_output: Array,
+    sample: Array,
+    noise: Array | None,
+    use_clipped: bool,
+    clip: float | None,
+    out: tuple[Array, Array] | None,
+) -> Any:
+    """(x_prev, x0_pred), or None where the kernel declines: the kernel's step from a row of
+    host floats, or for a timestep array from its device-table form (`kernel.gather`: the row
+    read in the kernel's own pass) where it has one, else from rows gathered on the device."""
+    t, t_arr = timestep
+    if t is not None:
+        c = coefficients.fused_row(key, t, use_clipped)
+        return kernel(sample, model_output, noise, c, clip, out)
+    xp = backends.namespace(sample=sample)
+    gather = getattr(kernel, "gather", None)
+    if gather is not None:
+        where = backends.device(sample)
+        table = coefficients.fused_device_table(key, use_clipped, xp, where, xp.float64)
+        return gather(sample, model_output, noise, table, t_arr, use_clipped, clip, out)
+    c = coefficients.fused_gather(key, t_arr, use_clipped, sample, xp)
+    return kernel(sample, model_output, noise, c, clip, out)
 
 
 def _check_out(out: Any, xp: Namespace, sample: Array, *inputs: Array | None) -> None:

@@ -135,6 +135,15 @@ def test_readme_pipeline_table_is_results_json() -> None:
         assert block.strip() == tables.pipeline_table(_results())
 
 
+def test_gpu_tables_are_the_gpu_run() -> None:
+    """The GPU tables in docs/ are benchmarks/results/gpu/gpu.md's (`make test-gpu`)."""
+    text = (ROOT / "benchmarks" / "results" / "gpu" / "gpu.md").read_text(encoding="utf-8")
+    tables = [chunk.strip() for chunk in text.split("\n\n") if chunk.strip().startswith("|")]
+    for name, table in zip(("gpu-pipeline", "gpu-steps"), tables, strict=True):
+        for block in _blocks(name):
+            assert block.strip() == table
+
+
 def test_demo_output() -> None:
     from ddim_core import cli
 

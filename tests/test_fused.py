@@ -370,3 +370,30 @@ def test_numba_forked_child_steps_serially() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0"], done.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cupy_device_timesteps_read_their_row_in_the_kernel(dtype: str) -> None:
+    """A timestep array on the GPU (0-d, as pipelines pass, or one per sample) takes the
+    kernel's device-table form: one launch, float64 results equal to the reference path's
+    bit for bit, float32 within rounding; a timestep out of range gives NaN, never a
+    wrapped row (CuPy's take wraps)."""
+    cupy = pytest.importorskip("cupy")
+    plan = dc.make_plan(CONFIGS[3], 10)  # sample prediction, clip on
+    x, m, z = _arrays("cupy", dtype, (2, 3, 5, 7), 3)
+    assert getattr(plugins.step_kernel(x), "gather", None) is not None
+    ts = [cupy.asarray(plan.timesteps[2]), cupy.asarray([plan.timesteps[1], plan.timesteps[6]])]
+    for t, kw in itertools.product(ts, ({}, {"eta": 0.7, "noise": z})):
+        for clipped in (False, True):
+            got = dc.step(plan, m, t, x, use_clipped_model_output=clipped, **kw)
+            with reference_path():
+                want = dc.step(plan, m, t, x, use_clipped_model_output=clipped, **kw)
+            for a, b in zip(got, want, strict=True):
+                a, b = to_numpy(a, dtype=None), to_numpy(b, dtype=None)
+                if dtype == "float64":
+                    assert np.array_equal(a, b)
+                else:
+                    np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-6)
+    bad = cupy.asarray([plan.timesteps[1], 1000])
+    prev, x0 = (to_numpy(a) for a in dc.step(plan, m, bad, x))
+    assert np.isfinite(prev[0]).all() and np.isnan(prev[1]).all() and np.isnan(x0[1]).all()

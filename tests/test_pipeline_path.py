@@ -125,3 +125,27 @@ def test_small_numpy_steps_never_import_numba() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_pipeline_timesteps_on_a_device_are_known_on_the_host(inverse: bool) -> None:
+    """`for t in scheduler.timesteps: scheduler.step(out, t, x)` on an accelerator: each t is
+    a view into the table set_timesteps built, so its value is the host's (no device read,
+    the fused path with host coefficients). Anything else (a copy, a slice, the table changed
+    in place) stays a device array. `meta` stands in for a device whose values cannot be read."""
+    ddim_diffusers = pytest.importorskip("ddim_diffusers")
+    cls = ddim_diffusers.DDIMInverseScheduler if inverse else ddim_diffusers.DDIMScheduler
+    scheduler = cls(clip_sample=True)
+    scheduler.set_timesteps(10, device="meta")
+    x = torch.empty(1, 4, 8, 8, device="meta")
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
+    want = list(plan.inverse_timesteps if inverse else plan.timesteps)
+    assert [scheduler._timestep_for(t, x) for t in scheduler.timesteps] == want
+    assert [scheduler._timestep_for(scheduler.timesteps[i], x) for i in range(10)] == want
+    for t in scheduler.timesteps:  # the whole loop runs on meta tensors: nothing is read
+        x = scheduler.step(torch.empty_like(x), t, x).prev_sample
+    assert x.device.type == "meta"
+    for other in (scheduler.timesteps.clone()[0], scheduler.timesteps[1:2]):
+        assert isinstance(scheduler._timestep_for(other, x), torch.Tensor)
+    scheduler.timesteps.add_(0)  # changed in place: its values are no longer the host's
+    assert isinstance(scheduler._timestep_for(scheduler.timesteps[0], x), torch.Tensor)

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ddim_core as dc
+from ddim_core.backends import registered
 from ddim_core.testing import strategies as dst
 
 
@@ -135,3 +136,31 @@ def test_alpha_bar_in_unit_interval_and_decreasing(config: dc.DDIMConfig) -> Non
     assert (ab[:-1] > 0).all()
     if not config.rescale_betas_zero_snr:
         assert ab[-1] > 0
+
+
+def test_an_unpickled_plan_in_another_process_steps_with_its_own_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Plans reach their tables through a process-unique uid; an unpickled plan takes a new
+    one (the pickled number is another plan's in the loading process: a 10-step plan read
+    there stepped with a 50-step plan's rows)."""
+    import pickle
+    import subprocess
+    import sys
+
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    path = tmp_path / "plan.pkl"
+    path.write_bytes(pickle.dumps(plan))
+    code = (
+        "import pickle, sys, numpy as np, ddim_core as dc\n"
+        "other = dc.make_plan(dc.DDIMConfig(), 50)\n"
+        "plan = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "x, m = np.ones((1, 2)), np.zeros((1, 2))\n"
+        "print(repr(float(dc.step(plan, m, plan.timesteps[0], x)[0][0, 0])))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    want = float(dc.step(plan, np.zeros((1, 2)), plan.timesteps[0], np.ones((1, 2)))[0][0, 0])
+    assert float(run.stdout) == want
+    copied = pickle.loads(pickle.dumps(plan))
+    assert copied.uid != plan.uid and copied.timesteps == plan.timesteps
+    assert registered(copied.uid) is copied and registered(plan.uid) is plan

@@ -165,3 +165,29 @@ def test_schedule_tables_in_any_namespace(backend: Backend) -> None:
     assert ab.dtype == xb.dtype and backend.device_of(ab) == device
     assert_close(backend, ab, dc.schedule(cfg).alphas_cumprod, "float32")
     assert dc.alphas_cumprod(cfg, xp=xp, device=device, dtype=xb.dtype) is ab  # cached
+
+
+def test_device_tables_are_cached_for_unhashable_devices() -> None:
+    """CuPy's Device defines == without a hash: tables on it are still built once (keyed by
+    the device's type and id), not rebuilt and uploaded at every step."""
+    from ddim_core import backends
+
+    class Device:  # like cupy.cuda.Device
+        __hash__ = None  # type: ignore[assignment]
+
+        def __init__(self, index: int) -> None:
+            self.id = index
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Device) and other.id == self.id
+
+    calls: list[int] = []
+
+    @backends.device_cache
+    def table(device: Device, sizes: tuple[int, ...] | list[int]) -> list[int]:
+        calls.append(device.id)
+        return [device.id] * len(sizes)
+
+    assert table(Device(0), (1, 1)) is table(Device(0), (1, 1))
+    assert table(Device(1), (1, 1)) == [1, 1] and calls == [0, 1]
+    assert table(Device(0), [1, 1]) == [0, 0] and calls == [0, 1, 0]  # a list: uncached

@@ -38,6 +38,8 @@ class _PlanState:
     plan: dc.Plan | None
     num_inference_steps: int | None
     timesteps: Any
+    # the table set_timesteps built, its host values and the table's version counter then
+    built: tuple[Any, tuple[int, ...], int] | None = None
 
 
 class SchedulerCore:
@@ -203,9 +205,21 @@ class SchedulerCore:
         )
         order = plan.inverse_timesteps if self._inverse else plan.timesteps
         timesteps = self._int_table(np.asarray(order, dtype=np.int64), device)
+        built = (timesteps, tuple(order), getattr(timesteps, "_version", 0))
         self._set_state(
-            plan=plan, num_inference_steps=plan.num_inference_steps, timesteps=timesteps
+            plan=plan,
+            num_inference_steps=plan.num_inference_steps,
+            timesteps=timesteps,
+            built=built,
         )
+
+    def _timestep_for(self, timestep: Any, sample: Any) -> Any:
+        """`timestep_for`, except that an element of the `timesteps` table set_timesteps built
+        (the pipeline's `for t in scheduler.timesteps`) is the Python int it holds: known on
+        the host, so a GPU step reads no device value and takes the fused path with host
+        coefficients. A table modified in place (its version counter moved) is not trusted."""
+        known = _built_value(self._state().built, timestep)
+        return timestep_for(timestep, sample) if known is None else known
 
     def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
         """q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, per-sample timesteps."""
@@ -320,7 +334,7 @@ class ForwardScheduler(SchedulerCore):
         out = dc.step(
             plan,
             model_output,
-            timestep_for(timestep, sample),
+            self._timestep_for(timestep, sample),
             sample,
             eta=eta,
             noise=noise,
@@ -396,7 +410,7 @@ class InverseScheduler(SchedulerCore):
     def _step(self, model_output: Any, timestep: Any, sample: Any, return_dict: bool) -> Any:
         """One DDIM inversion step up to `timestep` (deterministic)."""
         plan = self._require_plan()
-        out = dc.inverse_step(plan, model_output, timestep_for(timestep, sample), sample)
+        out = dc.inverse_step(plan, model_output, self._timestep_for(timestep, sample), sample)
         return self._output(out, return_dict)
 
 
@@ -438,6 +452,28 @@ def _custom_timesteps(timesteps: Any) -> list[int]:
     if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__iter__"):
         raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
     return [check_int("timesteps", t) for t in timesteps]
+
+
+def _built_value(built: tuple[Any, tuple[int, ...], int] | None, timestep: Any) -> int | None:
+    """The host value of `timestep` when it is a 0-d view into the built table (torch's
+    `_base`, `storage_offset` and shared `_version` say so without reading the device), else
+    None.
+
+    Examples
+    --------
+    >>> import torch
+    >>> table = torch.tensor([999, 500, 1])
+    >>> built = (table, (999, 500, 1), table._version)
+    >>> [_built_value(built, t) for t in table], _built_value(built, table[1:2])
+    ([999, 500, 1], None)
+    """
+    if built is None or getattr(timestep, "_base", None) is not built[0]:
+        return None
+    table, values, version = built
+    if timestep.ndim != 0 or timestep._version != version or table.ndim != 1:
+        return None
+    i, rest = divmod(timestep.storage_offset() - table.storage_offset(), table.stride(0) or 1)
+    return values[i] if rest == 0 and 0 <= i < len(values) else None
 
 
 def timestep_for(timestep: Any, sample: Any) -> Any:

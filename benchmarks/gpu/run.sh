@@ -5,7 +5,7 @@
 #   make test-gpu        # there (offline): installs them, runs the tests and the benchmark
 #
 # The GPU machine's Python is expected to have torch (CUDA), CuPy, JAX, pytest and hypothesis;
-# array-api-compat, array-api-strict, pluggy, diffusers (and its pure-Python dependencies) and
+# array-api-compat, array-api-strict, pluggy, diffusers (and those of its dependencies it lacks) and
 # ddim-core itself are installed from .gpu-wheels/ without touching the network. Results go to
 # benchmarks/results/gpu/ (commit them).
 set -euo pipefail
@@ -16,12 +16,39 @@ OUT=benchmarks/results/gpu
 [ -d "$WHEELS" ] || { echo "no $WHEELS/: run 'make gpu-wheels' on a machine with network" >&2; exit 2; }
 "$PY" -c "import torch, cupy; assert torch.cuda.is_available(), 'torch sees no CUDA device'"
 TARGET=$(mktemp -d)
+# The packages under test at their pins always; their dependencies only where the machine lacks
+# them (a newer huggingface_hub shadowing the machine's own breaks its transformers and peft,
+# which diffusers imports when they are there).
+WANT=$("$PY" - <<'PYEOF'
+import importlib.metadata as md
+import re
+
+always = {"array-api-compat", "array-api-strict", "diffusers", "pluggy"}
+for line in open("requirements/gpu.txt"):
+    req = line.split("#")[0].strip()
+    if not req:
+        continue
+    name = re.split("[=<>!~ ]", req)[0].lower().replace("_", "-")
+    try:
+        md.version(name)
+        have = True
+    except md.PackageNotFoundError:
+        have = False
+    if name in always or not have:
+        print(req)
+PYEOF
+)
+# shellcheck disable=SC2086  # one requirement per word
 "$PY" -m pip install --quiet --no-index --no-deps --find-links "$WHEELS" --target "$TARGET" \
-    -r requirements/gpu.txt "$WHEELS"/ddim_core-*.whl
+    $WANT "$WHEELS"/ddim_core-*.whl
+echo "installed from $WHEELS:" $WANT
 export PYTHONPATH="$PWD:$PWD/adapters:$TARGET${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/device.csv" || true
 # the GPU backends of the matrix (cupy, torch:cuda) and the fused-kernel and no-sync tests
+# (the benchmark runs whatever the tests say; the exit status is the tests')
+status=0
 "$PY" -m pytest -q -p no:cacheprovider -k "cupy or cuda or fused or no_sync or pipeline_path" \
-    tests 2>&1 | tee "$OUT/tests.txt"
+    tests 2>&1 | tee "$OUT/tests.txt" || status=$?
 "$PY" -m benchmarks.gpu --out "$OUT" 2>&1 | tee "$OUT/benchmark.txt"
+exit "$status"
