@@ -149,3 +149,20 @@ def test_pipeline_timesteps_on_a_device_are_known_on_the_host(inverse: bool) -> 
         assert isinstance(scheduler._timestep_for(other, x), torch.Tensor)
     scheduler.timesteps.add_(0)  # changed in place: its values are no longer the host's
     assert isinstance(scheduler._timestep_for(scheduler.timesteps[0], x), torch.Tensor)
+
+
+def test_pipeline_timesteps_built_in_inference_mode_step() -> None:
+    """A table built under torch.inference_mode tracks no version: its entries stay arrays
+    (read on the host where that is free) and the loop gives the int loop's result."""
+    ddim_diffusers = pytest.importorskip("ddim_diffusers")
+    reference, scheduler = ddim_diffusers.DDIMScheduler(), ddim_diffusers.DDIMScheduler()
+    reference.set_timesteps(10)
+    want = got = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    for t in reference.timesteps.tolist():
+        want = reference.step(0.1 * want, t, want).prev_sample
+    with torch.inference_mode():
+        scheduler.set_timesteps(10)
+        assert scheduler._state().built is None
+        for t in scheduler.timesteps:
+            got = scheduler.step(0.1 * got, t, got).prev_sample
+    assert torch.equal(got, want)

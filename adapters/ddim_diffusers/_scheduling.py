@@ -205,7 +205,8 @@ class SchedulerCore:
         )
         order = plan.inverse_timesteps if self._inverse else plan.timesteps
         timesteps = self._int_table(np.asarray(order, dtype=np.int64), device)
-        built = (timesteps, tuple(order), getattr(timesteps, "_version", 0))
+        version = _version(timesteps)
+        built = None if version is None else (timesteps, tuple(order), version)
         self._set_state(
             plan=plan,
             num_inference_steps=plan.num_inference_steps,
@@ -470,10 +471,20 @@ def _built_value(built: tuple[Any, tuple[int, ...], int] | None, timestep: Any) 
     if built is None or getattr(timestep, "_base", None) is not built[0]:
         return None
     table, values, version = built
-    if timestep.ndim != 0 or timestep._version != version or table.ndim != 1:
+    if timestep.ndim != 0 or _version(timestep) != version or table.ndim != 1:
         return None
     i, rest = divmod(timestep.storage_offset() - table.storage_offset(), table.stride(0) or 1)
     return values[i] if rest == 0 and 0 <= i < len(values) else None
+
+
+def _version(table: Any) -> int | None:
+    """torch's in-place modification counter of `table` (shared by its views); None where
+    there is none (not torch; an inference-mode tensor, which tracks no version)."""
+    try:
+        version = table._version
+    except (AttributeError, RuntimeError):
+        return None
+    return version if type(version) is int else None
 
 
 def timestep_for(timestep: Any, sample: Any) -> Any:
