@@ -463,7 +463,10 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
     """
     flat = xp.reshape(indices, (-1,))
     if array_api_compat.is_torch_array(table):
-        return sys.modules["torch"].index_select(table, 0, flat)
+        torch = sys.modules["torch"]
+        if flat.dtype not in (torch.int64, torch.int32):  # what index_select takes
+            flat = flat.to(torch.int64)
+        return torch.index_select(table, 0, flat)
     return xp.take(table, flat, axis=0)
 
 

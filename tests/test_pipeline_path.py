@@ -151,6 +151,20 @@ def test_pipeline_timesteps_on_a_device_are_known_on_the_host(inverse: bool) -> 
     assert isinstance(scheduler._timestep_for(scheduler.timesteps[0], x), torch.Tensor)
 
 
+def test_pipeline_timesteps_on_the_cpu_are_read_as_they_are() -> None:
+    """On the CPU a timestep is read where it is (free): a write torch's version counter does
+    not see (through a NumPy view, or `.data`) is taken as it is."""
+    ddim_diffusers = pytest.importorskip("ddim_diffusers")
+    scheduler = ddim_diffusers.DDIMScheduler()
+    scheduler.set_timesteps(10)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    scheduler.timesteps.numpy()[0] = 500
+    scheduler.timesteps.data[1] = 400
+    for i, t in enumerate((500, 400)):
+        got = scheduler.step(0.1 * x, scheduler.timesteps[i], x).prev_sample
+        assert torch.equal(got, scheduler.step(0.1 * x, t, x).prev_sample)
+
+
 def test_pipeline_timesteps_built_in_inference_mode_step() -> None:
     """A table built under torch.inference_mode tracks no version: its entries stay arrays
     (read on the host where that is free) and the loop gives the int loop's result."""
@@ -166,3 +180,15 @@ def test_pipeline_timesteps_built_in_inference_mode_step() -> None:
         for t in scheduler.timesteps:
             got = scheduler.step(0.1 * got, t, got).prev_sample
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.uint8, torch.int32])
+def test_narrow_integer_timestep_arrays_on_a_device_gather_their_rows(dtype) -> None:  # type: ignore[no-untyped-def]
+    """torch's index_select takes int32/int64 indices only: narrower integer timesteps are
+    widened first (they raised from inside torch). `meta` stands in for a GPU."""
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.tensor([PLAN.timesteps[-3], PLAN.timesteps[-2]], dtype=dtype)  # (uint8: < 256)
+    out = dc.step(PLAN, x.to("meta"), t.to("meta"), x.to("meta"))
+    assert out[0].shape == x.shape and out[0].device.type == "meta"
+    noisy = dc.add_noise(PLAN, x.to("meta"), x.to("meta"), t.to("meta"))
+    assert noisy.shape == x.shape

@@ -215,12 +215,19 @@ class SchedulerCore:
         )
 
     def _timestep_for(self, timestep: Any, sample: Any) -> Any:
-        """`timestep_for`, except that an element of the `timesteps` table set_timesteps built
-        (the pipeline's `for t in scheduler.timesteps`) is the Python int it holds: known on
-        the host, so a GPU step reads no device value and takes the fused path with host
-        coefficients. A table modified in place (its version counter moved) is not trusted."""
-        known = _built_value(self._state().built, timestep)
-        return timestep_for(timestep, sample) if known is None else known
+        """`timestep_for`, except that on an accelerator an element of the `timesteps` table
+        set_timesteps built (the pipeline's `for t in scheduler.timesteps`) is the Python int
+        it holds: known on the host, so the step reads no device value and takes the fused
+        path with host coefficients. A table written in place is not trusted (its version
+        counter moved); a write torch's counter does not see (through `.data` or DLPack) is
+        not seen here either, as autograd does not see it. A CPU value is read as it is (a
+        read is free there), and nothing is assumed while torch.compile traces."""
+        device = getattr(getattr(timestep, "device", None), "type", "cpu")
+        if device != "cpu" and not backends.compiling():
+            known = _built_value(self._state().built, timestep)
+            if known is not None:
+                return known
+        return timestep_for(timestep, sample)
 
     def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
         """q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, per-sample timesteps."""
