@@ -258,13 +258,14 @@ class GaussianMixture:
         return backends.check_range_on_device(t, size, message)
 
     def _alpha_bar(self, t: Any, x: Array, xp: Any) -> Array:
-        """alpha_bar_t as a (1 or batch, 1, 1) array; an int t takes the same gather as an
-        array t, so both give bit-identical outputs."""
+        """alpha_bar_t as a (1 or batch, 1, 1) array: the same table entry for an int t (an
+        index, no host-to-device copy) as for an array t (a gather), so both give
+        bit-identical outputs."""
         device = backends.device(x)
         table = alphas_cumprod(self.schedule, xp=xp, device=device, dtype=x.dtype)
         if isinstance(t, int | np.integer):
-            t = xp.asarray([int(t)], device=device)
-        return xp.reshape(xp.take(table, xp.reshape(t, (-1,)), axis=0), (-1, 1, 1))
+            return xp.reshape(table[int(t)], (1, 1, 1))
+        return xp.reshape(backends.take_rows(table, t, xp), (-1, 1, 1))
 
     def ode_solution(self, x_T: np.ndarray, ab_T: float, ab_0: float = 1.0) -> np.ndarray:
         """The exact probability-flow ODE map from level alpha_bar_T to level alpha_bar_0 (the
