@@ -360,8 +360,8 @@ def host_integers(x: Array) -> list[int] | None:
     >>> host_integers(np.array([[999, 979], [959, 939]]))
     [999, 979, 959, 939]
     """
-    if isinstance(x, np.ndarray):
-        return list(x.reshape(-1).tolist())
+    if isinstance(x, (np.ndarray, np.generic)):  # (a tuple: torch.compile traces it)
+        return list(np.reshape(x, -1).tolist())
     if array_api_compat.is_torch_array(x) and x.device.type == "cpu" and not compiling():
         return list(x.reshape(-1).tolist())
     jax_on_cpu = array_api_compat.is_jax_array(x) and not _tracing(x)
@@ -719,6 +719,8 @@ def to_host(x: Any, dtype: Any = np.float64) -> np.ndarray:
     """
     if hasattr(x, "detach"):  # torch: leave autograd and the device
         x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: widen exactly
+            x = x.float()
     elif hasattr(x, "get") and not isinstance(x, np.ndarray):  # CuPy
         x = x.get()
     return np.asarray(x, dtype=dtype)

@@ -66,9 +66,10 @@ class NumpyNoise:
 
 
 class TorchNoise:
-    """torch.Generator, or one per batch element, as diffusers' `randn_tensor` draws: on the
-    generator's device (a CPU generator for a GPU sample draws on the CPU), in the sample's
-    dtype, then moved to the sample's device. None draws from torch's global generator.
+    """torch.Generator, or a list with one per batch element (extra ones unused), as diffusers'
+    `randn_tensor` draws: on the generator's device (a CPU generator for a GPU sample draws on
+    the CPU), in the sample's dtype, then moved to the sample's device. None draws from
+    torch's global generator.
 
     Examples
     --------
@@ -120,10 +121,11 @@ class TorchNoise:
         gens = generator if isinstance(generator, list | tuple) else [generator]
         if not all(isinstance(g, torch.Generator) for g in gens):
             return None
-        if len(gens) != 1 and (not shape or len(gens) != shape[0]):
-            return None  # a list needs one generator per batch element
-        rows = (1, *shape[1:]) if len(gens) > 1 else shape
-        parts = [self._draw(torch, g, rows, like) for g in gens]
+        per_sample = _per_sample(gens, shape)
+        if per_sample is None:
+            return None
+        rows = (1, *shape[1:]) if len(per_sample) > 1 else shape
+        parts = [self._draw(torch, g, rows, like) for g in per_sample]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
     @staticmethod
@@ -131,6 +133,17 @@ class TorchNoise:
         device = generator.device if generator.device.type != like.device.type else like.device
         z = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
         return z.to(like.device)
+
+
+def _per_sample(gens: list[Any] | tuple[Any, ...], shape: tuple[int, ...]) -> list[Any] | None:
+    """One generator for the whole draw, or the first `batch` of a list (diffusers'
+    randn_tensor draws sample i from generator i and ignores the rest); None for a shorter
+    list (the caller's error then says what a list needs)."""
+    if len(gens) == 1:
+        return list(gens)
+    if not shape or len(gens) < shape[0]:
+        return None
+    return list(gens[: shape[0]])
 
 
 def _plain_buffer(torch: Any, out: Any, shape: tuple[int, ...], like: Any) -> bool:
@@ -505,13 +518,14 @@ class MindSporeBackend:
         kinds = (mindspore.Generator, np.random.Generator, np.random.RandomState)
         if isinstance(generator, kinds[1:]) or not all(isinstance(g, kinds) for g in gens):
             return None  # a single numpy Generator: NumpyNoise's
-        if len(gens) == 1:
-            values = _host_normal(mindspore, gens[0], shape)
-        elif shape and len(gens) == shape[0]:
-            rows = (1, *shape[1:])
-            values = np.concatenate([_host_normal(mindspore, g, rows) for g in gens], axis=0)
+        per_sample = _per_sample(gens, shape)
+        if per_sample is None:
+            return None
+        if len(per_sample) == 1:
+            values = _host_normal(mindspore, per_sample[0], shape)
         else:
-            return None  # a list needs one generator per batch element
+            rows = (1, *shape[1:])
+            values = np.concatenate([_host_normal(mindspore, g, rows) for g in per_sample])
         from . import _mindspore
 
         return _mindspore.asarray(values, dtype=like.dtype, device=like.device)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -112,6 +112,11 @@ class Scheduler:
         set_("use_clipped_model_output", use_clipped)
         if self.inverse and self.eta:
             raise ValueError(f"eta={self.eta}: inversion is deterministic, eta must be 0")
+        if self.inverse and use_clipped:
+            raise ValueError(
+                "use_clipped_model_output=True: inversion steps have no such option "
+                "(ddim_core.inverse_step); it applies to forward steps only"
+            )
         if self.timesteps is None:
             plan = make_plan(self.config, self.num_inference_steps)
         else:
@@ -170,6 +175,8 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
     ts = np.array(scheduler.timesteps, dtype=np.int64)
     coefficients.check_timesteps(found, ts.tolist())
     xp = backends.namespace(like=like)
+    if not backends.is_real_floating(xp, like):
+        raise TypeError(f"like must be a real floating-point array, got dtype {like.dtype}")
     device = backends.device(like)
     dtype = backends.work_dtype(xp, like.dtype)
     return _state_type(scheduler)(
@@ -266,6 +273,7 @@ def step(
         raise ValueError(f"scheduler.eta={scheduler.eta} > 0 needs `noise` (standard normal)")
     noise = noise if scheduler.eta > 0.0 else None
     xp = checked_arrays(sample=sample, model_output=model_output, noise=noise)
+    _check_state(state, sample, xp)
     x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
     values = _at(state.coefficients, state.index)
     row = Row(*(values[k] for k in range(len(Row._fields))))
@@ -274,10 +282,39 @@ def step(
     return state._replace(index=state.index + 1), backends.cast(xp, x_prev, sample.dtype)
 
 
+def _check_state(state: DDIMState, sample: Array, xp: Any) -> None:
+    """The state's arrays are of the sample's library and work dtype (static facts, no value
+    read), and where the index is free to read (host arrays), a step of the plan remains."""
+    try:
+        backends.namespace(sample=sample, state=state.coefficients)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"state and sample: {e}; call init(scheduler, like=sample)") from None
+    want = backends.work_dtype(xp, sample.dtype)
+    if state.coefficients.dtype != want:
+        raise TypeError(
+            f"state was made for {state.coefficients.dtype} work and the sample is "
+            f"{sample.dtype} (works in {want}); call init(scheduler, like=sample)"
+        )
+    index = backends.host_integers(state.index)
+    steps = state.timesteps.shape[0]
+    if index is not None and not 0 <= index[0] < steps:
+        raise ValueError(f"state.index={index[0]}: the plan has {steps} steps, all taken")
+
+
 @functools.cache
 def _state_type(scheduler: Scheduler) -> type[DDIMState]:
-    """A DDIMState subclass of its own per scheduler (equal schedulers share it)."""
-    return type("DDIMState", (DDIMState,), {"__slots__": (), "scheduler": scheduler})
+    """A DDIMState subclass of its own per scheduler (equal schedulers share it). It pickles
+    as (scheduler, arrays) and is rebuilt from them (pickle cannot find a made class by name)."""
+
+    def reduce(state: DDIMState) -> tuple[Any, ...]:
+        return _rebuild_state, (scheduler, tuple(state))
+
+    namespace = {"__slots__": (), "scheduler": scheduler, "__reduce__": reduce}
+    return type("DDIMState", (DDIMState,), namespace)
+
+
+def _rebuild_state(scheduler: Scheduler, arrays: tuple[Array, ...]) -> DDIMState:
+    return _state_type(scheduler)(*arrays)
 
 
 def _at(values: Array, index: Array) -> Array:

@@ -363,6 +363,21 @@ def solve_step(
     """
     xp = backends.namespace(x_src=x_src)
     trail = Trail() if trail is None else trail
+    if 0 in tuple(x_src.shape):  # nothing to solve (and no model call): as empty a result
+        return Solution(x_src, x_src, 0, None, trail)
+    if x_src.ndim == 0:  # one value: solved as a batch of one
+        lifted = solve_step(
+            lambda y: tuple(xp.reshape(a, (1,)) for a in forward(xp.reshape(y, ()))),
+            xp.reshape(x_src, (1,)),
+            frame,
+            refinements,
+            tol,
+            trail,
+            c=c,
+            history=history,
+        )
+        x_t, x0 = (xp.reshape(a, ()) for a in lifted[:2])
+        return lifted._replace(x_t=x_t, x0=x0)
     dtype = x_src.dtype
     work = backends.work_dtype(xp, dtype)
     src = backends.cast(xp, x_src, work)

@@ -399,7 +399,9 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     if xp.finfo(dtype).bits < 32:
         flat = xp.astype(flat, xp.float32)
     s = quantile(xp.abs(flat), ratio, xp=xp)
-    s = xp.minimum(xp.maximum(s, 1.0), max_value)  # torch.clamp(min=1, max=...) order
+    # torch.clamp(min=1, max=...) order; clip, not maximum(s, 1.0): array-api-compat's
+    # scalar promotion there calls torch.result_type, which torch.compile cannot trace
+    s = xp.clip(s, min=1.0, max=max_value)
     s = xp.reshape(s, (batch, 1))
     flat = xp.minimum(xp.maximum(flat, -s), s) / s
     return xp.astype(xp.reshape(flat, x0_pred.shape), dtype)

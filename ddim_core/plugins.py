@@ -351,6 +351,11 @@ def standard_normal(
             "with one per batch element (torch samples), a JAX PRNG key (JAX samples), "
             "cupy.random.Generator (CuPy samples); other generators need a plugin (see "
             "ddim_core.hookspecs)"
+            + (
+                f"; got a list of {len(generator)} for noise of shape {tuple(shape)}"
+                if isinstance(generator, list | tuple)
+                else ""
+            )
         )
     return z
 

@@ -101,3 +101,56 @@ def test_torch_compile_fullgraph_equals_eager() -> None:
     eager = _loop(scheduler, state, x, _torch_model)
     compiled = torch.compile(lambda s, x: _loop(scheduler, s, x, _torch_model), fullgraph=True)
     assert torch.equal(compiled(state, x), eager)
+
+
+def test_state_pickles_and_steps_in_another_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A state (a class made per scheduler) pickles, for checkpoints and worker processes."""
+    import pickle
+    import subprocess
+    import sys
+
+    scheduler = F.Scheduler(dc.DDIMConfig(), 5)
+    x = np.ones((2, 3))
+    state = F.init(scheduler, like=x)
+    state, y = F.step(scheduler, state, 0.1 * x, x)
+    again = pickle.loads(pickle.dumps(state))
+    assert type(again) is type(state) and int(again.index) == 1
+    path = tmp_path / "state.pkl"
+    path.write_bytes(pickle.dumps((scheduler, state, y)))
+    code = (
+        "import pickle, sys, numpy as np\n"
+        "from ddim_core import functional as F\n"
+        "scheduler, state, y = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "state, y = F.step(scheduler, state, 0.1 * y, y)\n"
+        "print(repr(float(y[0, 0])), int(state.index))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    _, want = F.step(scheduler, state, 0.1 * y, y)
+    assert run.stdout.split() == [repr(float(want[0, 0])), "2"]
+
+
+def test_state_and_sample_must_agree() -> None:
+    """A state of another library or work dtype, a step past the plan's end and an integer
+    `like` are clear errors (they gave silent float32 coefficients, raw backend errors)."""
+    torch = pytest.importorskip("torch")
+    scheduler = F.Scheduler(dc.DDIMConfig(), 2)
+    x = np.ones(3)
+    with pytest.raises(TypeError, match="float32 work and the sample is float64"):
+        F.step(scheduler, F.init(scheduler, like=x.astype(np.float32)), x, x)
+    with pytest.raises(TypeError, match="state is a torch array but sample is a numpy array"):
+        F.step(scheduler, F.init(scheduler, like=torch.ones(3, dtype=torch.float64)), x, x)
+    state = F.init(scheduler, like=x)
+    for _ in range(2):
+        state, x = F.step(scheduler, state, 0.1 * x, x)
+    with pytest.raises(ValueError, match=r"state\.index=2: the plan has 2 steps"):
+        F.step(scheduler, state, 0.1 * x, x)
+    with pytest.raises(TypeError, match="like must be a real floating-point array"):
+        F.init(scheduler, like=np.ones(3, dtype=np.int64))
+
+
+def test_inverse_scheduler_refuses_use_clipped_model_output() -> None:
+    """Inversion steps have no use_clipped_model_output (ddim_core.inverse_step): the
+    functional inverse loop divided by sqrt(1 - alpha_bar) = 0 at its first step (NaN)."""
+    with pytest.raises(ValueError, match="use_clipped_model_output=True: inversion"):
+        F.Scheduler(dc.DDIMConfig(), 5, inverse=True, use_clipped_model_output=True)

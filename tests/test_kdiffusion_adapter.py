@@ -303,3 +303,22 @@ def test_bad_inverse_arguments() -> None:
     with pytest.raises(ImportError, match="pass xp=numpy"), pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "torch", None)
         dk.get_sigmas_ddim(CONFIG, 5)
+
+
+def test_bfloat16_sigmas_and_tables_are_taken() -> None:
+    """A model cast to bfloat16 has a bfloat16 alphas_cumprod and gives bfloat16 sigmas: they
+    are read on the host through float32 (NumPy has no bfloat16; it raised a TypeError)."""
+    table = torch.as_tensor(np.array(dc.schedule(CONFIG).alphas_cumprod)).to(torch.bfloat16)
+    sigmas = dk.get_sigmas_ddim(table, 10)
+    wide = dk.get_sigmas_ddim(table.float(), 10)
+    assert sigmas.dtype == torch.bfloat16 and torch.equal(sigmas, wide.to(torch.bfloat16))
+    x = torch.randn(1, 2, generator=torch.Generator().manual_seed(0)) * float(sigmas[0])
+
+    def denoiser(x, sigma, **kwargs):  # type: ignore[no-untyped-def]
+        return x / (1 + sigma.reshape(-1, 1) ** 2)
+
+    got = dk.sample_ddim(denoiser, x.to(torch.bfloat16), sigmas, disable=True)
+    want = dk.sample_ddim(denoiser, x.to(torch.bfloat16), sigmas.float(), disable=True)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    back = dk.sample_ddim_inverse(denoiser, got, sigmas.flip(0), disable=True)
+    assert back.dtype == torch.bfloat16 and bool(torch.isfinite(back).all())

@@ -118,3 +118,25 @@ def test_jax_jit_loops() -> None:
     eager_noisy = dc.sample(MODEL, x, CONFIG, 10, eta=1.0, generator=key)
     assert rel(noisy, eager_noisy) <= TOLERANCE["float64"]
     assert rel(eager_noisy, eager) > 1e-3  # the key's noise was drawn
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_with_thresholding() -> None:
+    """Dynamic thresholding compiles too (its clamp of s to [1, max] used array-api-compat's
+    scalar promotion, which calls torch.result_type: a graph break)."""
+    config = CONFIG.replace(thresholding=True)
+    plan = dc.make_plan(config, 10)
+    x = torch.from_numpy(X)
+    m = torch.from_numpy(OUT)
+    scheduler = F.Scheduler(config, 10)
+    state = F.init(scheduler, like=x)
+
+    def one(x, m):  # type: ignore[no-untyped-def]
+        return dc.step(plan, m, 900, x).prev_sample
+
+    def functional(state, m, x):  # type: ignore[no-untyped-def]
+        return F.step(scheduler, state, m, x)[1]
+
+    assert rel(torch.compile(one, fullgraph=True)(x, m), one(x, m)) <= TOLERANCE["float64"]
+    compiled = torch.compile(functional, fullgraph=True)(state, m, x)
+    assert rel(compiled, functional(state, m, x)) <= TOLERANCE["float64"]

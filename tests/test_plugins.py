@@ -497,8 +497,13 @@ def test_torch_generator_matches_diffusers_randn_tensor() -> None:
     ours = plugins.standard_normal(gens, (3, 2, 4), like=like)
     gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
     assert torch.equal(ours, randn_tensor((3, 2, 4), generator=gens, dtype=like.dtype))
-    with pytest.raises(TypeError, match="one per batch element"):
+    with pytest.raises(TypeError, match=r"one per batch element.*a list of 2 for noise of shape"):
         plugins.standard_normal(gens[:2], (3, 2, 4), like=like)
+    # a longer list: the first batch-size generators, as randn_tensor (it ignores the rest)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    ours = plugins.standard_normal(gens, (2, 2, 4), like=like)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    assert torch.equal(ours, randn_tensor((2, 2, 4), generator=gens, dtype=like.dtype))
     torch.manual_seed(11)
     drawn = plugins.standard_normal(None, (2,), like=like)
     torch.manual_seed(11)

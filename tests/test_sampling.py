@@ -127,3 +127,30 @@ def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     invert(MIXTURE, shown, CONFIG, 5, progress=True)
     err = capsys.readouterr().err
     assert "DDIM: 100%" in err and "DDIM inversion: 100%" in err and "5/5" in err
+
+
+@pytest.mark.parametrize("shape", [(0, 2), (0,), (2, 0), ()])
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_exact_inversion_of_empty_batches_and_single_values(shape, lib) -> None:  # type: ignore[no-untyped-def]
+    """Exact inversion takes what plain inversion takes: an empty batch comes back empty (no
+    model call), a 0-d sample is solved as one value and samples back to itself (they raised
+    reshape and reduction errors from inside the backend)."""
+    config = dc.DDIMConfig(clip_sample=False)
+    mixture = GaussianMixture.create([[1.0]], [0.5], config)
+
+    def model(x, t):  # type: ignore[no-untyped-def]
+        return mixture(x.reshape(-1, 1), t).reshape(x.shape)
+
+    if lib == "torch":
+        torch = pytest.importorskip("torch")
+        x = torch.full(shape, 0.3, dtype=torch.float64)
+    else:
+        x = np.full(shape, 0.3)
+    infos: list[StepInfo] = []
+    for kw in ({"fixed_point_iters": 2}, {"fixed_point_iters": 8, "tol": 1e-12}):
+        z = dc.invert(model, x, config, 10, callback=infos.append, **kw)
+        assert tuple(z.shape) == shape and z.dtype == x.dtype
+        if 0 not in shape:
+            back = dc.sample(model, z, config, 10)
+            assert float(abs(back - x)) <= 1e-12
+    assert all(info.model_calls == 0 for info in infos) == (0 in shape)
