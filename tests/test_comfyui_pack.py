@@ -116,6 +116,28 @@ def test_eta_noise_comes_from_comfyuis_seed() -> None:
     assert core.seeded_noise_sampler(np.zeros((1, 2)), 5) is None
 
 
+def test_eta_above_0_is_refused_on_rectified_flow_models(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ComfyUI's denoiser wraps the model whose model_sampling is a CONST for rectified-flow
+    models (SD3, Flux); DDIM's stochastic step is not theirs, so eta > 0 is an error there."""
+    CONST = type("CONST", (), {})
+    monkeypatch.setitem(sys.modules, "comfy.model_sampling", types.SimpleNamespace(CONST=CONST))
+    flow = types.SimpleNamespace(
+        model_sampling=CONST(), model_type=types.SimpleNamespace(name="FLOW")
+    )
+    model = ComfyStyleDenoiser()
+    model.inner_model = types.SimpleNamespace(inner_model=flow)  # type: ignore[attr-defined]
+    sigmas = get_sigmas_ddim(CONFIG, 10, dtype=torch.float64)
+    x = torch.ones(3, 4, dtype=torch.float64)
+    extra = {"denoise_mask": None, "seed": 0}
+    with pytest.raises(
+        ValueError, match=r"eta=0\.3 > 0 .*\(model_type FLOW.*eta 0.*euler_ancestral"
+    ):
+        core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)
+    assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.0)).all()
+    flow.model_sampling = object()  # an EPS / V model: any eta
+    assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)).all()
+
+
 class FakeModel:
     def __init__(self, model_sampling: object) -> None:
         self.model_sampling = model_sampling
