@@ -174,6 +174,30 @@ def test_schedule_node_uses_the_models_own_sigmas() -> None:
         core.ddim_sigmas(FakeModel(object()), 10, "trailing", 0, 1.0)
 
 
+def test_schedule_caps_its_plan_at_the_training_timesteps() -> None:
+    """Like ComfyUI's ddim_uniform: more steps than the model's 1000 training timesteps, or
+    steps / denoise above them, give the 1000-step plan (all of it, or its last steps)."""
+    ab = dc.schedule(dc.DDIMConfig()).alphas_cumprod
+    sigmas = torch.tensor(np.sqrt((1 - ab) / ab), dtype=torch.float32)
+    model = FakeModel(types.SimpleNamespace(sigmas=sigmas))
+
+    def schedule(steps: int, denoise: float) -> torch.Tensor:
+        return core.run_node(
+            "DDIMCoreSchedule",
+            model=model,
+            steps=steps,
+            spacing="trailing",
+            steps_offset=0,
+            denoise=denoise,
+        )
+
+    full = schedule(1000, 1.0)
+    assert full.shape == (1001,)
+    assert torch.equal(schedule(1001, 1.0), full) and torch.equal(schedule(10000, 1.0), full)
+    assert torch.equal(schedule(20, 0.01), full[-21:])  # int(20 / 0.01) = 2000 steps
+    assert torch.equal(schedule(20, 0.02), full[-21:])  # exactly 1000
+
+
 def _node(node_id: str) -> core.NodeSpec:
     return next(n for n in core.NODES if n.node_id == node_id)
 

@@ -203,7 +203,9 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
 
     alpha_bar is recovered from `model_sampling.sigmas` as 1 / (1 + sigma^2) in float64. With
     denoise < 1 the plan has int(steps / denoise) steps and the last steps + 1 sigmas are kept,
-    as ComfyUI's BasicScheduler does.
+    as ComfyUI's BasicScheduler does. The plan has at most one step per training timestep (len
+    of the table, 1000 for SD): more steps, or steps / denoise above that, give the plan of
+    that many (all of it, or its last steps), as ComfyUI's ddim_uniform caps its steps.
 
     Parameters
     ----------
@@ -244,7 +246,7 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
         )
     if denoise <= 0.0:
         return table.new_zeros((0,))
-    total = steps if denoise >= 1.0 else int(steps / denoise)
+    total = min(steps if denoise >= 1.0 else int(steps / denoise), table.shape[0])
     alphas_cumprod = 1.0 / (1.0 + table.double() ** 2)
     sigmas = get_sigmas_ddim(
         alphas_cumprod, total, spacing=spacing, steps_offset=steps_offset, set_alpha_to_one=True
@@ -409,7 +411,16 @@ NODES = (
         f"{CATEGORY}/schedulers",
         (
             Param("model", "MODEL", tooltip="The model whose own noise schedule is used."),
-            Param("steps", "INT", 20, 1, 10000, 1, tooltip="Number of DDIM steps."),
+            Param(
+                "steps",
+                "INT",
+                20,
+                1,
+                10000,
+                1,
+                tooltip="Number of DDIM steps; at most the model's training timesteps (1000 "
+                "for SD): more run that many, as ComfyUI's ddim_uniform.",
+            ),
             Param(
                 "spacing",
                 "COMBO",
@@ -436,7 +447,8 @@ NODES = (
                 1.0,
                 0.01,
                 tooltip="Fraction of the schedule to run, from its clean end (as "
-                "BasicScheduler's denoise): < 1 keeps the last steps of int(steps / denoise).",
+                "BasicScheduler's denoise): < 1 keeps the last steps of int(steps / denoise), "
+                "a plan of at most the model's training timesteps (1000 for SD).",
             ),
         ),
         "SIGMAS",

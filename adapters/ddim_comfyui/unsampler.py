@@ -515,7 +515,16 @@ def _nodes() -> tuple[Any, ...]:
             f"{CATEGORY}/inversion",
             (
                 model,
-                Param("steps", "INT", 20, 1, 10000, 1, tooltip="Steps of the DDIM schedule."),
+                Param(
+                    "steps",
+                    "INT",
+                    20,
+                    1,
+                    10000,
+                    1,
+                    tooltip="Steps of the DDIM schedule; at most the model's training "
+                    "timesteps (1000 for SD): more run that many, as DDIM Schedule's.",
+                ),
                 Param(
                     "end_at_step",
                     "INT",
