@@ -253,6 +253,49 @@ def test_eta_noise_comes_from_the_seed_like_euler_ancestral(comfy) -> None:  # t
         assert rel(ours, theirs) <= TOLERANCE["float32"]
 
 
+class FlowNet:
+    """A rectified-flow diffusion model (ComfyUI's FLOW: x = (1 - s) x0 + s eps, timestep
+    s * 1000, output eps - x0): exact for N(0, 0.5^2) data at every latent value."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.dtype = torch.float32
+
+    def __call__(self, xc, t, **kw):  # type: ignore[no-untyped-def]
+        s = (t.double() / 1000).reshape(-1, 1, 1, 1)
+        x = xc.double()
+        x0 = (1 - s) * 0.25 * x / ((1 - s) ** 2 * 0.25 + s**2)  # E[x0 | x]
+        return ((x - x0) / s).to(xc.dtype)
+
+
+@needs_comfyui
+def test_rectified_flow_models_take_eta_0_and_refuse_eta_above(comfy) -> None:  # type: ignore[no-untyped-def]
+    """On a FLOW model (model_sampling CONST) DDIM at eta 0 equals euler; eta > 0 is a clear
+    error (DDIM's stochastic step is not ComfyUI's RF euler_ancestral there)."""
+    import torch
+
+    cpu = torch.device("cpu")
+    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
+    flow = comfy.model_base.ModelType.FLOW
+    base = comfy.model_base.BaseModel(config, model_type=flow, device=cpu)
+    base.diffusion_model = FlowNet()
+    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
+    noise = comfy.custom.RandomNoise().get_noise(42)[0]
+    empty = torch.zeros(1, 4, 8, 8)
+    ours = _advanced(
+        comfy, model, noise, _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0), sigmas, empty
+    )
+    theirs = _advanced(comfy, model, noise, comfy.samplers.sampler_object("euler"), sigmas, empty)
+    assert rel(ours, theirs) <= TOLERANCE["float32"]
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.5, s_noise=1.0)
+    with pytest.raises(
+        ValueError, match=r"eta=0\.5 > 0 .*\(model_type FLOW.*eta 0.*euler_ancestral"
+    ):
+        _advanced(comfy, model, noise, ddim, sigmas, empty)
+
+
 @needs_comfyui
 def test_inversion_is_exact_by_default(comfy) -> None:  # type: ignore[no-untyped-def]
     """DDIM Schedule -> Flip -> DDIM Inversion Sampler with its defaults in

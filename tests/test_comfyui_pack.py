@@ -116,6 +116,28 @@ def test_eta_noise_comes_from_comfyuis_seed() -> None:
     assert core.seeded_noise_sampler(np.zeros((1, 2)), 5) is None
 
 
+def test_eta_above_0_is_refused_on_rectified_flow_models(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ComfyUI's denoiser wraps the model whose model_sampling is a CONST for rectified-flow
+    models (SD3, Flux); DDIM's stochastic step is not theirs, so eta > 0 is an error there."""
+    CONST = type("CONST", (), {})
+    monkeypatch.setitem(sys.modules, "comfy.model_sampling", types.SimpleNamespace(CONST=CONST))
+    flow = types.SimpleNamespace(
+        model_sampling=CONST(), model_type=types.SimpleNamespace(name="FLOW")
+    )
+    model = ComfyStyleDenoiser()
+    model.inner_model = types.SimpleNamespace(inner_model=flow)  # type: ignore[attr-defined]
+    sigmas = get_sigmas_ddim(CONFIG, 10, dtype=torch.float64)
+    x = torch.ones(3, 4, dtype=torch.float64)
+    extra = {"denoise_mask": None, "seed": 0}
+    with pytest.raises(
+        ValueError, match=r"eta=0\.3 > 0 .*\(model_type FLOW.*eta 0.*euler_ancestral"
+    ):
+        core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)
+    assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.0)).all()
+    flow.model_sampling = object()  # an EPS / V model: any eta
+    assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)).all()
+
+
 class FakeModel:
     def __init__(self, model_sampling: object) -> None:
         self.model_sampling = model_sampling
@@ -150,6 +172,30 @@ def test_schedule_node_uses_the_models_own_sigmas() -> None:
     assert empty.shape == (0,)
     with pytest.raises(ValueError, match="discrete noise schedule"):
         core.ddim_sigmas(FakeModel(object()), 10, "trailing", 0, 1.0)
+
+
+def test_schedule_caps_its_plan_at_the_training_timesteps() -> None:
+    """Like ComfyUI's ddim_uniform: more steps than the model's 1000 training timesteps, or
+    steps / denoise above them, give the 1000-step plan (all of it, or its last steps)."""
+    ab = dc.schedule(dc.DDIMConfig()).alphas_cumprod
+    sigmas = torch.tensor(np.sqrt((1 - ab) / ab), dtype=torch.float32)
+    model = FakeModel(types.SimpleNamespace(sigmas=sigmas))
+
+    def schedule(steps: int, denoise: float) -> torch.Tensor:
+        return core.run_node(
+            "DDIMCoreSchedule",
+            model=model,
+            steps=steps,
+            spacing="trailing",
+            steps_offset=0,
+            denoise=denoise,
+        )
+
+    full = schedule(1000, 1.0)
+    assert full.shape == (1001,)
+    assert torch.equal(schedule(1001, 1.0), full) and torch.equal(schedule(10000, 1.0), full)
+    assert torch.equal(schedule(20, 0.01), full[-21:])  # int(20 / 0.01) = 2000 steps
+    assert torch.equal(schedule(20, 0.02), full[-21:])  # exactly 1000
 
 
 def _node(node_id: str) -> core.NodeSpec:

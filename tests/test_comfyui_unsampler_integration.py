@@ -27,6 +27,7 @@ NEW_NODES = (
 
 
 def _unsample(comfy: Any, model: Any, x: Any, method: str, end_at_step: int = 0) -> Any:  # noqa: F811  # noqa: F811
+    """The Unsampler on x: a latent's samples, or a whole LATENT dict."""
     return _node(
         comfy,
         "DDIMCoreUnsampler",
@@ -38,7 +39,7 @@ def _unsample(comfy: Any, model: Any, x: Any, method: str, end_at_step: int = 0)
         spacing="trailing",
         positive=_cond(),
         negative=_cond(),
-        latent_image={"samples": x},
+        latent_image=x if isinstance(x, dict) else {"samples": x},
         fixed_point_iters=8,
         tol=1e-6,
     )
@@ -77,6 +78,32 @@ def test_unsampler_then_resampler_returns_the_latent(comfy, method: str, bound: 
     )
     assert "ddim_core_inversion" not in back
     assert float((back["samples"] - x0).abs().max()) <= bound
+
+
+@needs_comfyui
+@pytest.mark.parametrize("method", ["ddim_exact", "bdia"])
+def test_a_noise_mask_keeps_the_latent_outside_it(comfy, method: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """With SetLatentNoiseMask's mask, Unsampler -> Resampler gives the latent back: inside
+    the mask by the round trip, outside it because ComfyUI keeps the input there."""
+    import torch
+
+    model = _model(comfy)
+    x0 = model.model.diffusion_model.latent(4, seed=5)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :] = 1.0  # the top half is unsampled and resampled
+    latent = {"samples": x0, "noise_mask": mask}
+    noised = _unsample(comfy, model, latent, method)
+    back = _node(
+        comfy,
+        "DDIMCoreResampler",
+        model=model,
+        cfg=3.0,
+        positive=_cond(),
+        negative=_cond(),
+        latent=noised,
+    )["samples"]
+    assert float((back[..., :2, :] - x0[..., :2, :]).abs().max()) <= 1e-5
+    assert torch.equal(back[..., 2:, :], x0[..., 2:, :])
 
 
 @needs_comfyui

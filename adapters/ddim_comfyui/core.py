@@ -54,7 +54,8 @@ def sample_ddim_core(
         As `ddim_kdiffusion.sample_ddim` (ComfyUI's sampler signature); ``extra_args["seed"]``,
         if there, seeds the noise.
     eta : float, default 0.0
-        0 is deterministic DDIM; 1 equals euler_ancestral given the same seed.
+        0 is deterministic DDIM; 1 equals euler_ancestral given the same seed. Only 0 on a
+        rectified-flow model (model_sampling CONST).
     s_noise : float, default 1.0
         Scale of the added noise.
     noise_sampler : callable, optional
@@ -65,6 +66,11 @@ def sample_ddim_core(
     -------
     array
         The sample at the last sigma.
+
+    Raises
+    ------
+    ValueError
+        eta > 0 on a rectified-flow model (see `_check_not_rectified_flow`).
 
     Examples
     --------
@@ -79,9 +85,33 @@ def sample_ddim_core(
     >>> torch.equal(run(7), run(7)), torch.equal(run(7), run(8))
     (True, False)
     """
+    if eta > 0:
+        _check_not_rectified_flow(model, eta)
     if eta > 0 and noise_sampler is None:
         noise_sampler = seeded_noise_sampler(x, (extra_args or {}).get("seed"))
     return sample_ddim(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler)
+
+
+def _check_not_rectified_flow(model: Any, eta: float) -> None:
+    """Refuse eta > 0 on a rectified-flow model (ComfyUI's model_sampling CONST: SD3, Flux).
+
+    `sample_ddim`'s stochastic step is DDIM's in VE coordinates; a flow latent is (1 - s) x0 +
+    s eps, so that step adds the wrong noise there. DDIM's own eta on a flow (the same step
+    after x / (1 - s)) is not ComfyUI's RF euler_ancestral either, whose intermediate level is
+    s_next^2 / s in flow coordinates where DDIM's is sigma_next^2 / sigma in VE ones. eta = 0
+    is exact on both (it is euler there).
+    """
+    const = getattr(sys.modules.get("comfy.model_sampling"), "CONST", None)
+    while const is not None and model is not None:  # KSamplerX0Inpaint -> CFGGuider -> model
+        sampling = getattr(model, "model_sampling", None)
+        if isinstance(sampling, const):
+            kind = getattr(getattr(model, "model_type", None), "name", "?")
+            raise ValueError(
+                f"DDIM Sampler: eta={eta} > 0 is not supported on a rectified-flow model "
+                f"(model_type {kind}, model_sampling CONST: SD3, Flux, ...); use eta 0 "
+                "(deterministic DDIM, which equals euler there) or ComfyUI's euler_ancestral"
+            )
+        model = getattr(model, "inner_model", None)
 
 
 def seeded_noise_sampler(x: Any, seed: int | None) -> Callable[[Any, Any], Any] | None:
@@ -173,7 +203,9 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
 
     alpha_bar is recovered from `model_sampling.sigmas` as 1 / (1 + sigma^2) in float64. With
     denoise < 1 the plan has int(steps / denoise) steps and the last steps + 1 sigmas are kept,
-    as ComfyUI's BasicScheduler does.
+    as ComfyUI's BasicScheduler does. The plan has at most one step per training timestep (len
+    of the table, 1000 for SD): more steps, or steps / denoise above that, give the plan of
+    that many (all of it, or its last steps), as ComfyUI's ddim_uniform caps its steps.
 
     Parameters
     ----------
@@ -214,7 +246,7 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
         )
     if denoise <= 0.0:
         return table.new_zeros((0,))
-    total = steps if denoise >= 1.0 else int(steps / denoise)
+    total = min(steps if denoise >= 1.0 else int(steps / denoise), table.shape[0])
     alphas_cumprod = 1.0 / (1.0 + table.double() ** 2)
     sigmas = get_sigmas_ddim(
         alphas_cumprod, total, spacing=spacing, steps_offset=steps_offset, set_alpha_to_one=True
@@ -321,7 +353,8 @@ NODES = (
                 0.01,
                 tooltip="Noise added back per step: 0 is deterministic DDIM; 1 equals "
                 "euler_ancestral given the same seed. The noise comes from the seed, as in "
-                "ComfyUI's ancestral samplers (with DisableNoise too).",
+                "ComfyUI's ancestral samplers (with DisableNoise too). Rectified-flow models "
+                "(SD3, Flux): 0 only.",
             ),
             Param(
                 "s_noise",
@@ -378,7 +411,16 @@ NODES = (
         f"{CATEGORY}/schedulers",
         (
             Param("model", "MODEL", tooltip="The model whose own noise schedule is used."),
-            Param("steps", "INT", 20, 1, 10000, 1, tooltip="Number of DDIM steps."),
+            Param(
+                "steps",
+                "INT",
+                20,
+                1,
+                10000,
+                1,
+                tooltip="Number of DDIM steps; at most the model's training timesteps (1000 "
+                "for SD): more run that many, as ComfyUI's ddim_uniform.",
+            ),
             Param(
                 "spacing",
                 "COMBO",
@@ -405,7 +447,8 @@ NODES = (
                 1.0,
                 0.01,
                 tooltip="Fraction of the schedule to run, from its clean end (as "
-                "BasicScheduler's denoise): < 1 keeps the last steps of int(steps / denoise).",
+                "BasicScheduler's denoise): < 1 keeps the last steps of int(steps / denoise), "
+                "a plan of at most the model's training timesteps (1000 for SD).",
             ),
         ),
         "SIGMAS",

@@ -59,10 +59,12 @@ def _guide(
     latent: dict[str, Any],
     function: Any,
     sigmas: Any,
+    start: Any = None,
 ) -> Any:
     """Run `function` (a sampler function) as SamplerCustom runs a SAMPLER: ComfyUI's CFG on
-    the model, the latent's noise mask, a preview callback; no noise is added (the latent is
-    where the sigmas start)."""
+    the model, the latent's noise mask, a preview callback; no noise is added. The sampler
+    starts at the latent's samples, or at `start` (samples as a node returns them) if given;
+    outside the noise mask ComfyUI keeps the latent's samples."""
     import comfy.sample
     import comfy.utils
     import latent_preview
@@ -71,6 +73,10 @@ def _guide(
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = torch.zeros(samples.size(), dtype=samples.dtype, layout=samples.layout, device="cpu")
     callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+    if start is not None:
+        function = _starting_at(
+            model, comfy.sample.fix_empty_latent_channels(model, start), function
+        )
     return comfy.sample.sample_custom(
         model,
         noise,
@@ -85,6 +91,19 @@ def _guide(
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
         seed=0,
     )
+
+
+def _starting_at(model: Any, start: Any, function: Any) -> Any:
+    """`function` from `start` rather than from the x ComfyUI made of the latent image: `start`
+    taken into the model's latent space and scaled to the first sigma as ComfyUI scales a
+    latent image (with no noise)."""
+
+    def run(m: Any, x: Any, sigmas: Any, *args: Any, **kwargs: Any) -> Any:
+        image = model.model.process_latent_in(start.to(x))
+        scaling = model.get_model_object("model_sampling").noise_scaling
+        return function(m, scaling(sigmas[0], x.new_zeros(x.shape), image), sigmas, *args, **kwargs)
+
+    return run
 
 
 def _result(spec: NodeSpec, inputs: dict[str, Any]) -> Any:

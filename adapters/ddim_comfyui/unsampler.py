@@ -305,7 +305,9 @@ def sample_belm_core(
 
 # --- the nodes, as data (nodes.py builds ComfyUI's classes and gives `guide`) -----------------
 
-Guide = Callable[..., Any]  # guide(model, positive, negative, cfg, latent, function, sigmas)
+# guide(model, positive, negative, cfg, latent, function, sigmas, start=None): `function` run
+# from latent["samples"] (or `start`) with latent["samples"] kept outside a noise mask
+Guide = Callable[..., Any]
 
 
 def run_unsampler(
@@ -353,7 +355,8 @@ def run_unsampler(
     Returns
     -------
     dict
-        The LATENT: the noised "samples" and `STATE_KEY`.
+        The LATENT: the noised "samples" and `STATE_KEY` (with the input's samples, "clean",
+        which a noise mask keeps when resampling).
 
     Examples
     --------
@@ -381,6 +384,7 @@ def run_unsampler(
         return z
 
     samples = guide(model, positive, negative, cfg, latent_image, function, up)
+    info["clean"] = latent_image["samples"]
     return {**latent_image, "samples": samples, STATE_KEY: info}
 
 
@@ -388,7 +392,8 @@ def run_resampler(
     model: Any, cfg: float, positive: Any, negative: Any, latent: dict[str, Any], *, guide: Guide
 ) -> dict[str, Any]:
     """The Resampler node: the Unsampler's latent sampled back by the same method (DDIM for
-    the DDIM methods), the same schedule, under the given guidance.
+    the DDIM methods), the same schedule, under the given guidance. Outside a noise mask the
+    Unsampler's input is kept (the model sees it there, as it did while unsampling).
 
     Parameters
     ----------
@@ -419,7 +424,7 @@ def run_resampler(
     'run_resampler'
     """
     info = latent.get(STATE_KEY)
-    if not isinstance(info, dict) or "method" not in info:
+    if not isinstance(info, dict) or not {"method", "clean"} <= info.keys():
         raise ValueError("the Resampler takes the latent an Unsampler (ddim-core) returned")
 
     def function(
@@ -432,7 +437,10 @@ def run_resampler(
     ) -> Any:
         return resample(m, x, info, extra_args, callback, disable)
 
-    samples = guide(model, positive, negative, cfg, latent, function, info["sigmas"])
+    kept = {**latent, "samples": info["clean"]}
+    samples = guide(
+        model, positive, negative, cfg, kept, function, info["sigmas"], start=latent["samples"]
+    )
     out = {k: v for k, v in latent.items() if k != STATE_KEY}
     return {**out, "samples": samples}
 
@@ -515,7 +523,16 @@ def _nodes() -> tuple[Any, ...]:
             f"{CATEGORY}/inversion",
             (
                 model,
-                Param("steps", "INT", 20, 1, 10000, 1, tooltip="Steps of the DDIM schedule."),
+                Param(
+                    "steps",
+                    "INT",
+                    20,
+                    1,
+                    10000,
+                    1,
+                    tooltip="Steps of the DDIM schedule; at most the model's training "
+                    "timesteps (1000 for SD): more run that many, as DDIM Schedule's.",
+                ),
                 Param(
                     "end_at_step",
                     "INT",
