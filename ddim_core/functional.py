@@ -301,10 +301,11 @@ def _check_state(state: DDIMState, sample: Array, xp: Any) -> None:
         raise ValueError(f"state.index={index[0]}: the plan has {steps} steps, all taken")
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # bounded: a process making schedulers without end
 def _state_type(scheduler: Scheduler) -> type[DDIMState]:
-    """A DDIMState subclass of its own per scheduler (equal schedulers share it). It pickles
-    as (scheduler, arrays) and is rebuilt from them (pickle cannot find a made class by name)."""
+    """A DDIMState subclass of its own per scheduler (equal schedulers share it while cached;
+    `step` compares schedulers by value). It pickles as (scheduler, arrays) and is rebuilt
+    from them (pickle cannot find a made class by name)."""
 
     def reduce(state: DDIMState) -> tuple[Any, ...]:
         return _rebuild_state, (scheduler, tuple(state))

@@ -154,3 +154,18 @@ def test_inverse_scheduler_refuses_use_clipped_model_output() -> None:
     functional inverse loop divided by sqrt(1 - alpha_bar) = 0 at its first step (NaN)."""
     with pytest.raises(ValueError, match="use_clipped_model_output=True: inversion"):
         F.Scheduler(dc.DDIMConfig(), 5, inverse=True, use_clipped_model_output=True)
+
+
+def test_states_outlive_the_bounded_class_cache() -> None:
+    """State classes are cached per scheduler up to a bound (no leak in a process that makes
+    schedulers without end); a state whose class left the cache still steps."""
+    from ddim_core.functional import _state_type
+
+    scheduler = F.Scheduler(dc.DDIMConfig(), 3)
+    x = np.ones(2)
+    state = F.init(scheduler, like=x)
+    for n in range(4, 4 + _state_type.cache_info().maxsize + 1):
+        F.init(F.Scheduler(dc.DDIMConfig(), n), like=x)
+    assert type(F.init(scheduler, like=x)) is not type(state)  # evicted: a new class
+    state, y = F.step(scheduler, state, 0.1 * x, x)
+    assert int(state.index) == 1 and y.shape == x.shape
