@@ -7,7 +7,9 @@ stride, so that every spacing is exact. The inverse plan is the mirror image: it
 pairs backwards, from t_prev up to t.
 
 `prev_timestep="stride"` (the diffusers-compatibility rule) instead takes
-t_prev = t - T // N, as diffusers' DDIMScheduler does; the two rules agree for "leading".
+t_prev = t - T // N, as diffusers' DDIMScheduler does; the two rules agree for "leading"
+except where T // N <= steps_offset, whose last step the stride rule takes to
+steps_offset - T // N >= 0 and the plan to the final level.
 """
 
 from __future__ import annotations

@@ -164,3 +164,25 @@ def test_an_unpickled_plan_in_another_process_steps_with_its_own_rows(tmp_path) 
     copied = pickle.loads(pickle.dumps(plan))
     assert copied.uid != plan.uid and copied.timesteps == plan.timesteps
     assert registered(copied.uid) is copied and registered(plan.uid) is plan
+
+
+def test_leading_rules_agree_except_where_the_stride_reaches_the_offset() -> None:
+    """What README and docs/accuracy.md say of the two t_prev rules with leading spacing:
+    they agree for every N unless T // N <= steps_offset, where only the last step differs
+    (the stride rule to steps_offset - T // N, the plan to the final level)."""
+    for offset in (0, 1):
+        config = dc.DDIMConfig(steps_offset=offset)
+        for n in range(1, 1001):
+            try:
+                plan = dc.make_plan(config, n)
+            except ValueError:  # leading with an offset cannot take every N
+                continue
+            stride = dc.make_plan(config.replace(prev_timestep="stride"), n)
+            if 1000 // n > offset:
+                assert plan.prev_timesteps == stride.prev_timesteps, n
+            else:
+                assert plan.prev_timesteps[:-1] == stride.prev_timesteps[:-1], n
+                assert (plan.prev_timesteps[-1], stride.prev_timesteps[-1]) == (
+                    -1,
+                    offset - 1000 // n,
+                ), n
