@@ -403,6 +403,8 @@ def _image_path(text: str) -> str:
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"folder {folder!r} does not exist")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give an image file to write")
     if not os.path.splitext(text)[1]:
         raise argparse.ArgumentTypeError(f"{text!r} has no extension (.png, .svg, .pdf, ...)")
     return text
@@ -500,7 +502,25 @@ def _parser() -> ArgumentParser:
         "whether those can be imported (checked without importing them), and each adapter's "
         "host and command.",
     )
+    # Parsed by their own parsers (main hands them their arguments): listed here for --help.
+    sub.add_parser("check", help="property-test a scheduler or sampler against exact DDIM")
+    sub.add_parser(
+        "invert-dataset", help="DDIM-invert every item of a Zarr or .npy array, on dask.distributed"
+    )
+    sub.add_parser(
+        "sample-dataset",
+        help="DDIM-sample from every item of a Zarr or .npy array, on dask.distributed",
+    )
+    for name in _adapter_commands():
+        sub.add_parser(name, help=f"the {name} adapter's command (see ddim-core {name} --help)")
     return parser
+
+
+def _adapter_commands() -> list[str]:
+    """The names of the adapters' commands (found through the plugins; nothing imported)."""
+    from . import plugins
+
+    return sorted(a.name for a in plugins.adapters().values() if a.command is not None)
 
 
 def _schedule_config(args: argparse.Namespace, parser: ArgumentParser) -> DDIMConfig:

@@ -146,6 +146,29 @@ def test_the_command_line_prints_no_traceback_for_bad_arguments() -> None:
     assert done.stderr.strip().count("\n") == 0
 
 
+def test_an_image_path_that_is_a_folder_is_refused_up_front(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.png").mkdir()
+    for argv, option in (
+        (["demo", "--steps", "2", "--plot", "d.png"], "argument --plot"),
+        (["plot-schedule", "d.png"], "argument FILE.png"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        out = capsys.readouterr()
+        assert exit_.value.code == 2 and out.out == ""
+        assert out.err.count("\n") == 1 and f"{option}: 'd.png' is a folder" in out.err
+
+
+def test_help_lists_every_command(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0] for line in lines if line.startswith(" " * 4) and line.strip()}
+    assert listed >= {*cli.COMMANDS, *cli.DATASET_COMMANDS, "comfyui"}
+
+
 def test_version(capsys) -> None:  # type: ignore[no-untyped-def]
     import ddim_core
 

@@ -272,6 +272,29 @@ def test_install_refuses_what_is_not_comfyui(tmp_path: Path, capsys) -> None:  #
     assert foreign.read_text() == "a file\n"
 
 
+def test_install_reports_odd_checkouts_in_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """custom_nodes a file, a shim folder that is a link to an installed one, or whose
+    __init__.py is not UTF-8: exit status 2 and one line, never a traceback."""
+    root = _fake_comfyui(tmp_path / "ComfyUI")
+    (root / "custom_nodes").rmdir()
+    (root / "custom_nodes").write_text("")
+    assert install.main(["install", str(root)]) == 2
+    assert "is not a ComfyUI checkout" in capsys.readouterr().err
+    other = _fake_comfyui(tmp_path / "Other")
+    linked = _fake_comfyui(tmp_path / "Linked")
+    shim = install.install(other)
+    (linked / "custom_nodes" / install.SHIM_DIR).symlink_to(shim)
+    for action in ("uninstall", "install"):
+        assert install.main([action, str(linked)]) == 2
+        assert "was not written by" in capsys.readouterr().err
+    assert (shim / "__init__.py").is_file()
+    (shim / "__init__.py").write_bytes(b"\xff\xfe\x00bad")
+    for action in ("install", "uninstall"):
+        assert install.main([action, str(other)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "was not written by" in err[0]
+
+
 def test_python_m_ddim_comfyui_installs_and_uninstalls(tmp_path: Path) -> None:
     root = _fake_comfyui(tmp_path / "ComfyUI")
 

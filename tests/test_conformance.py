@@ -13,6 +13,8 @@ import pytest
 
 from ddim_core import cli
 from ddim_core.testing.conformance import AREAS, Report, check, main
+from ddim_core.testing.reference import ReferenceInverseScheduler, ReferenceScheduler
+from ddim_core.testing.targets import guess_kind
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -84,6 +86,56 @@ def test_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "module:attr" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["x:y", "--area", "no such area"])
+
+
+class RaisingStep(ReferenceScheduler):
+    """The reference scheduler, except that step raises."""
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+
+def sample_raising(model: Any, x: Any, sigmas: Any) -> Any:
+    raise RuntimeError("boom")
+
+
+def test_a_target_that_raises_fails_the_areas_it_raises_in() -> None:
+    """The areas that run the target outside Hypothesis (NaN/Inf, thread safety) report its
+    exception as a FAIL, as the others do; the rest of the report is still made."""
+    areas = ["NaN/Inf", "thread safety"]
+    for target in (RaisingStep, sample_raising):
+        r = check(target, backend="numpy", areas=areas)
+        assert verdicts(r) == dict.fromkeys(areas, "FAIL"), r.text()
+        assert all("RuntimeError: boom" in f.detail for f in r.findings)
+
+
+def test_the_kind_is_guessed_from_the_name_not_from_a_missing_eta() -> None:
+    """A forward scheduler whose step takes no eta (Euler) is no inverse scheduler."""
+    assert guess_kind(diffusers.EulerDiscreteScheduler) == "scheduler"
+    assert guess_kind(diffusers.DDIMInverseScheduler) == "inverse"
+    assert guess_kind(ReferenceInverseScheduler) == "inverse"
+    assert guess_kind(dd.DDIMScheduler) == "scheduler"
+
+
+BAD_TARGETS = [
+    (["ddim_diffusers:DDIMScheduler", "--backend", "foo"], "backend 'foo' cannot run here"),
+    (["ddim_kdiffusion:sample_ddim", "--kind", "scheduler"], "is not a scheduler class"),
+    (["ddim_diffusers:DDIMScheduler", "--kind", "sampler"], "needs a sampler function"),
+    (["raises_on_import:X"], "cannot import 'raises_on_import': RuntimeError: no"),
+    (["bad_syntax:X"], "cannot import 'bad_syntax': SyntaxError"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_TARGETS, ids=[" ".join(a) for a, _ in BAD_TARGETS])
+def test_a_target_that_cannot_be_checked_is_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    (tmp_path / "raises_on_import.py").write_text("raise RuntimeError('no')\n")
+    (tmp_path / "bad_syntax.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cli.main(["check", *args, "--area", "timesteps"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and message in out.err, out.err
 
 
 def test_the_reference_scheduler_conforms_in_the_value_areas() -> None:

@@ -28,8 +28,8 @@ globals().update(_load())
 
 def _checkout(comfyui_dir: str | os.PathLike[str]) -> Path:
     root = Path(comfyui_dir)
-    needed = [root / "comfy" / "samplers.py", root / "nodes.py", root / "custom_nodes"]
-    if not all(p.exists() for p in needed):
+    files = [root / "comfy" / "samplers.py", root / "nodes.py"]
+    if not (all(p.is_file() for p in files) and (root / "custom_nodes").is_dir()):
         raise ValueError(
             f"COMFYUI_DIR={str(comfyui_dir)!r} is not a ComfyUI checkout: expected "
             "comfy/samplers.py, nodes.py and a custom_nodes/ folder in it"
@@ -69,7 +69,7 @@ def install(comfyui_dir: str | os.PathLike[str]) -> Path:
     'ddim-core-comfyui'
     """
     target = _checkout(comfyui_dir) / "custom_nodes" / SHIM_DIR
-    if target.exists():
+    if target.exists() or target.is_symlink():
         _check_ours(target)
     target.mkdir(exist_ok=True)
     (target / "__init__.py").write_text(SHIM, encoding="utf-8")
@@ -101,7 +101,7 @@ def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
     ValueError: COMFYUI_DIR='not-comfyui' is not a ComfyUI checkout: ...
     """
     target = _checkout(comfyui_dir) / "custom_nodes" / SHIM_DIR
-    if not target.exists():
+    if not (target.exists() or target.is_symlink()):
         return None
     _check_ours(target)
     shutil.rmtree(target)
@@ -109,10 +109,11 @@ def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
 
 
 def _check_ours(target: Path) -> None:
-    """Raise ValueError unless `target` is a shim folder written by `install`."""
+    """Raise ValueError unless `target` is a shim folder written by `install` (a folder, not
+    a link to one, whose __init__.py starts with MARKER)."""
     init = target / "__init__.py"
-    ours = target.is_dir() and init.is_file()
-    if not ours or not init.read_text(encoding="utf-8").startswith(MARKER):
+    ours = not target.is_symlink() and target.is_dir() and init.is_file()
+    if not ours or not init.read_bytes().startswith(MARKER.encode()):
         raise ValueError(f"{target} was not written by `ddim-core comfyui install`; left as is")
 
 
@@ -129,8 +130,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ddim_comfyui"
     Returns
     -------
     int
-        0 when done; 2 (after one line on stderr) when COMFYUI_DIR is not a ComfyUI checkout
-        or its shim folder was not written by this command.
+        0 when done; 2 (after one line on stderr) when COMFYUI_DIR is not a ComfyUI checkout,
+        its shim folder was not written by this command, or the file system refuses.
 
     Examples
     --------
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ddim_comfyui"
         done = (
             install(args.comfyui_dir) if args.action == "install" else uninstall(args.comfyui_dir)
         )
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: e.g. custom_nodes/ not writable
         print(f"{prog} {args.action}: {e}", file=sys.stderr)
         return 2
     if args.action == "install":

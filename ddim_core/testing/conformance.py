@@ -19,11 +19,11 @@ import importlib.util
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .findings import FAIL, Finding
-from .targets import KINDS, Sampler, Scheduler, load, wrap
+from .findings import FAIL, UNSUPPORTED, Finding
+from .targets import KINDS, Crash, Sampler, Scheduler, Unsupported, load, wrap
 
 AREAS = (
     "timesteps",
@@ -122,12 +122,25 @@ def check(
         assert isinstance(wrapped, Sampler)
         runs = sampler_areas.all_areas(wrapped)
         kind_name = "inverse sampler" if wrapped.inverse else "sampler"
-    chosen = [name in (areas or AREAS) for name in AREAS]
-    findings = tuple(run() for run, keep in zip(runs, chosen, strict=True) if keep)
+    findings = tuple(
+        _run_area(name, run)
+        for name, run in zip(AREAS, runs, strict=True)
+        if name in (areas or AREAS)
+    )
     spec = target if isinstance(target, str) else wrapped.name
     return Report(
         spec, wrapped.name, kind_name, wrapped.backend.name, findings, time.perf_counter() - start
     )
+
+
+def _run_area(area: str, run: Callable[[], Finding]) -> Finding:
+    """The area's finding; a target that raises where it must not (Crash) fails the area."""
+    try:
+        return run()
+    except Crash as e:
+        return Finding(area, FAIL, str(e))
+    except Unsupported as e:
+        return Finding(area, UNSUPPORTED, str(e))
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> int:

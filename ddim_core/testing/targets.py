@@ -4,8 +4,9 @@ conformance suite drives every kind the same way.
 - "scheduler": a diffusers-style scheduler class: `cls(**options)`, `set_timesteps(n)`,
   `timesteps`, `step(model_output, t, sample, eta=..., variance_noise=...,
   use_clipped_model_output=..., return_dict=False)`.
-- "inverse": a diffusers-style inverse scheduler class (its `step` takes no eta):
-  `step(model_output, t, sample)` moves from the level of the forward plan's t_prev up to t.
+- "inverse": a diffusers-style inverse scheduler class (guessed from "Inverse" in its name; its
+  `step` takes no eta): `step(model_output, t, sample)` moves from the level of the forward
+  plan's t_prev up to t.
 - "sampler" / "inverse-sampler": a k-diffusion-style function `fn(model, x, sigmas, ...)`,
   `model(x, sigma * ones(batch))` returning the denoised x_0; sigmas descend to sample and
   ascend to invert (a name containing "inverse" marks an inverse sampler).
@@ -30,7 +31,7 @@ from ddim_core.config import DDIMConfig
 from ddim_core.schedules import Schedule, schedule
 
 from . import reference
-from .backends import Backend, backend, to_numpy
+from .backends import BACKENDS, Backend, backend, to_numpy
 
 KINDS = ("scheduler", "inverse", "sampler", "inverse-sampler")
 DEFAULTS = DDIMConfig()
@@ -53,13 +54,17 @@ def describe_error(exc: BaseException) -> str:
 
 
 def load(spec: str) -> Any:
-    """The object `module:attr` names (attr may be dotted)."""
+    """The object `module:attr` names (attr may be dotted); ValueError when the module
+    cannot be imported (it raises, or has a syntax error) or lacks attr."""
     module_name, colon, attr = spec.partition(":")
     if not colon or not module_name or not attr:
         raise ValueError(
             f"TARGET must be written module:attr (e.g. diffusers:DDIMScheduler), got {spec!r}"
         )
-    obj: Any = importlib.import_module(module_name)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, SyntaxError, or whatever the module raises
+        raise ValueError(f"cannot import {module_name!r}: {describe_error(e)}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -69,16 +74,23 @@ def load(spec: str) -> Any:
 
 
 def guess_kind(obj: Any) -> str:
-    """scheduler / inverse (a class whose step takes no eta) / sampler / inverse-sampler."""
+    """scheduler / inverse (a class with "inverse" in its name) / sampler / inverse-sampler
+    (a function with "inverse" in its name). A step without eta is no evidence: many forward
+    schedulers (Euler, DPM-Solver) take none."""
     if inspect.isclass(obj):
-        if not (hasattr(obj, "step") and hasattr(obj, "set_timesteps")):
-            raise ValueError(f"{obj.__qualname__} has no step and set_timesteps: not a scheduler")
-        params = _parameters(getattr(obj, "step"))  # noqa: B009 (a class mypy cannot see into)
-        return "scheduler" if "eta" in params else "inverse"
+        _need_scheduler(obj)
+        return "inverse" if "inverse" in obj.__name__.lower() else "scheduler"
     if callable(obj):
         name = getattr(obj, "__name__", "")
         return "inverse-sampler" if "inverse" in name.lower() else "sampler"
     raise ValueError(f"{obj!r} is neither a scheduler class nor a sampler function")
+
+
+def _need_scheduler(obj: Any, kind: str | None = None) -> None:
+    if not (inspect.isclass(obj) and hasattr(obj, "step") and hasattr(obj, "set_timesteps")):
+        name = getattr(obj, "__qualname__", repr(obj))
+        given = f"kind={kind!r}: " if kind else ""
+        raise ValueError(f"{given}{name} is not a scheduler class (with step and set_timesteps)")
 
 
 def _parameters(fn: Any) -> dict[str, inspect.Parameter]:
@@ -281,15 +293,28 @@ class Sampler:
 
 
 def wrap(obj: Any, kind: str | None = None, backend_name: str | None = None) -> Scheduler | Sampler:
-    """The target wrapped for the suite; kind and array library guessed unless given."""
+    """The target wrapped for the suite; kind and array library guessed unless given.
+    ValueError for a kind the target does not fit, or a backend that cannot run here."""
     kind = kind or guess_kind(obj)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    given = _given_backend(backend_name) if backend_name else None
     if kind in ("scheduler", "inverse"):
-        chosen = backend(backend_name) if backend_name else _scheduler_backend(obj)
-        return Scheduler(obj, kind == "inverse", chosen)
-    chosen = backend(backend_name) if backend_name else _default_backend()
-    return Sampler(obj, kind == "inverse-sampler", chosen)
+        _need_scheduler(obj, kind)
+        return Scheduler(obj, kind == "inverse", given or _scheduler_backend(obj))
+    if inspect.isclass(obj) or not callable(obj):
+        raise ValueError(f"kind={kind!r} needs a sampler function, got {obj!r}")
+    return Sampler(obj, kind == "inverse-sampler", given or _default_backend())
+
+
+def _given_backend(name: str) -> Backend:
+    """The backend called `name` (one of BACKENDS, or an installed library's module)."""
+    chosen = backend(name)
+    why = chosen.unavailable()
+    if why is not None:
+        known = ", ".join(b.name for b in BACKENDS)
+        raise ValueError(f"backend {name!r} cannot run here ({why}); backends: {known}")
+    return chosen
 
 
 def _scheduler_backend(cls: Any) -> Backend:
