@@ -458,6 +458,7 @@ subtract = _binary("subtract", lambda a, b: a - b)
 multiply = _binary("multiply", lambda a, b: a * b)
 divide = _binary("divide", lambda a, b: a / b)
 pow = _binary("pow", ops.pow)
+atan2 = _binary("atan2", ops.atan2)
 maximum = _binary("maximum", ops.maximum)
 minimum = _binary("minimum", ops.minimum)
 less = _binary("less", ops.less)
@@ -522,6 +523,29 @@ def prod(
 @_via_float32
 def mean(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
     return ops.mean(x, _axis(axis, x.ndim), keepdims)
+
+
+@_via_float32
+def var(
+    x: Tensor, /, *, axis: Any = None, correction: float = 0.0, keepdims: builtins.bool = False
+) -> Tensor:
+    """The variance over `axis`: the mean squared deviation with N - correction in the
+    denominator (N: the number of elements reduced), as the array API's `var`."""
+    axes = tuple(range(x.ndim)) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+    _axis(axes, x.ndim)
+    if not axes:  # nothing reduced: each element is its own mean
+        return x - x
+    deviation = x - ops.mean(x, axes, True)
+    n = math.prod(x.shape[a] for a in axes)
+    return ops.sum(deviation * deviation, axes, keepdims) / _operand(n - correction, x)
+
+
+@_via_float32
+def std(
+    x: Tensor, /, *, axis: Any = None, correction: float = 0.0, keepdims: builtins.bool = False
+) -> Tensor:
+    """The standard deviation over `axis`: the square root of `var`."""
+    return ops.sqrt(var(x, axis=axis, correction=correction, keepdims=keepdims))
 
 
 @_via_float32

@@ -341,8 +341,9 @@ def _byte_span(x: Array) -> tuple[int, int] | None:
 
 def host_integers(x: Array) -> list[int] | None:
     """The values of an integer array the host reads for free: NumPy, a torch tensor on the
-    CPU outside torch.compile, a concrete JAX array on the CPU. None for anything else:
-    reading a device array waits for it, a lazy one computes it, a traced one has none.
+    CPU outside torch.compile, a concrete JAX array on the CPU, a MindSpore tensor on the
+    CPU. None for anything else: reading a device array waits for it, a lazy one computes it,
+    a traced one has none.
 
     Parameters
     ----------
@@ -367,6 +368,9 @@ def host_integers(x: Array) -> list[int] | None:
     jax_on_cpu = array_api_compat.is_jax_array(x) and not _tracing(x)
     if jax_on_cpu and all(d.platform == "cpu" for d in x.devices()):
         return list(np.asarray(x).reshape(-1).tolist())
+    mindspore = sys.modules.get("mindspore")  # (its device: "CPU", "Ascend:0", "GPU:0")
+    if mindspore and isinstance(x, mindspore.Tensor) and str(x.device).partition(":")[0] == "CPU":
+        return list(x.asnumpy().reshape(-1).tolist())
     return None
 
 

@@ -47,7 +47,10 @@ def cfg(uncond: Array, cond: Array, scale: float) -> Array:
     array([7.5, 7.5])
     """
     w = check_scale("scale", scale)
-    return cond if w == 1.0 else uncond + w * (cond - uncond)
+    if w == 1.0:
+        return cond
+    (w_exact,) = backends.exact_scalars(backends.namespace(uncond=uncond, cond=cond), (w,), cond)
+    return uncond + w_exact * (cond - uncond)
 
 
 def check_scale(name: str, value: Any) -> float:
@@ -144,7 +147,8 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     work = backends.work_dtype(xp, noise_guided.dtype)
     guided, cond = backends.cast(xp, noise_guided, work), backends.cast(xp, noise_cond, work)
     rescaled = guided * _std_ratio(cond, guided, xp=xp)
-    return backends.cast(xp, phi * rescaled + (1.0 - phi) * guided, noise_guided.dtype)
+    phi_exact, keep = backends.exact_scalars(xp, (phi, 1.0 - phi), guided)
+    return backends.cast(xp, phi_exact * rescaled + keep * guided, noise_guided.dtype)
 
 
 def check_rescale(name: str, value: Any) -> float:

@@ -5,8 +5,10 @@ pipelines compute it."""
 
 from __future__ import annotations
 
+import types
 import warnings
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -14,6 +16,7 @@ diffusers = pytest.importorskip("diffusers")
 import ddim_diffusers as dd  # noqa: E402
 
 import ddim_core as dc  # noqa: E402
+from ddim_core import reversible  # noqa: E402
 
 SD_SCHEDULER = {  # Stable Diffusion 1.x's scheduler_config.json (a PNDMScheduler's keys)
     "_class_name": "PNDMScheduler",
@@ -134,7 +137,7 @@ def test_bad_method_and_embeddings() -> None:
     with pytest.raises(ValueError, match="method='ddpm'"):
         dd.invert_latents(PIPE, LATENTS, method="ddpm", **GUIDED)
     model = dd.guided_unet(PIPE.unet, torch.zeros(3, 5, 8))
-    with pytest.raises(ValueError, match="prompt embeddings have batch 3"):
+    with pytest.raises(ValueError, match="prompt_embeds has batch 3; expected 1 or the batch"):
         model(LATENTS, 10)
     with pytest.raises(ValueError, match="guidance_scale=nan must be a finite number"):
         dd.guided_unet(PIPE.unet, COND, UNCOND, float("nan"))
@@ -143,3 +146,30 @@ def test_bad_method_and_embeddings() -> None:
     for method, options in (("bdia", {"fixed_point_iters": 3}), ("plain", {"tol": 1e-6})):
         with pytest.raises(ValueError, match=f"method={method!r} takes neither"):
             dd.invert_latents(PIPE, LATENTS, method=method, **options, **GUIDED)
+
+
+def test_embeddings_are_checked_before_the_unet_runs() -> None:
+    """None, another library than the latents' (the UNet's), a batch that fits neither 1 nor
+    the latents: errors naming the argument, before any UNet call."""
+    calls: list[object] = []
+    pipe = types.SimpleNamespace(unet=lambda *a, **k: calls.append(a), scheduler=PIPE.scheduler)
+    none = {**GUIDED, "prompt_embeds": None}
+    for fn in (dd.invert_latents, dd.sample_latents):
+        with pytest.raises(TypeError, match="prompt_embeds=None: pass the conditional"):
+            fn(pipe, LATENTS, num_inference_steps=3, **none)
+    with pytest.raises(TypeError, match="prompt_embeds=None"):
+        dd.guided_unet(pipe.unet, None)
+    with pytest.raises(TypeError, match="prompt_embeds is a torch array but latents is a numpy"):
+        dd.invert_latents(pipe, LATENTS.numpy(), num_inference_steps=3, **GUIDED)
+    numpy_state = reversible.State(LATENTS.numpy(), LATENTS.numpy(), np.float32)
+    with pytest.raises(TypeError, match="prompt_embeds is a torch array but noise is a numpy"):
+        dd.sample_latents(pipe, numpy_state, method="bdia", num_inference_steps=2, **GUIDED)
+    bad = {**GUIDED, "negative_prompt_embeds": torch.zeros(3, 5, 8)}
+    message = "negative_prompt_embeds has batch 3; expected 1 or the batch of latents, 2"
+    with pytest.raises(ValueError, match=message):
+        dd.invert_latents(pipe, LATENTS, num_inference_steps=3, **bad)
+    with pytest.raises(ValueError, match="negative_prompt_embeds has batch 3"):
+        dd.guided_unet(pipe.unet, COND, torch.zeros(3, 5, 8))(LATENTS, 10)
+    with pytest.raises(ValueError, match="prompt_embeds is a 0-d array"):
+        dd.guided_unet(pipe.unet, torch.tensor(1.0))
+    assert not calls

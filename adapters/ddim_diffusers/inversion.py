@@ -67,9 +67,12 @@ def guided_unet(
     Raises
     ------
     TypeError
-        A `guidance_scale` or `guidance_rescale` that is not a real number.
+        `prompt_embeds` None or not an array, embeddings of two libraries, or a
+        `guidance_scale` or `guidance_rescale` that is not a real number.
     ValueError
-        A NaN or infinite `guidance_scale`, or a `guidance_rescale` outside [0, 1].
+        A NaN or infinite `guidance_scale`, a `guidance_rescale` outside [0, 1], embeddings
+        without a batch axis or on two devices; when the model is called, embeddings whose
+        batch is neither 1 nor the latents'.
 
     Examples
     --------
@@ -87,12 +90,15 @@ def guided_unet(
     """
     guidance_scale = guidance.check_scale("guidance_scale", guidance_scale)
     guidance_rescale = guidance.check_rescale("guidance_rescale", guidance_rescale)
+    _check_embeddings(
+        {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+    )
 
     def model(x: Any, t: Any) -> Any:
-        cond = _batch(prompt_embeds, x.shape[0])
+        cond = _batch("prompt_embeds", prompt_embeds, x.shape[0])
         if negative_prompt_embeds is None or guidance_scale <= 1.0:
             return unet(x, t, encoder_hidden_states=cond, **unet_kwargs).sample
-        uncond = _batch(negative_prompt_embeds, x.shape[0])
+        uncond = _batch("negative_prompt_embeds", negative_prompt_embeds, x.shape[0])
         both = unet(
             _concat(x, x), t, encoder_hidden_states=_concat(uncond, cond), **unet_kwargs
         ).sample
@@ -186,9 +192,13 @@ def invert_latents(
 
     Raises
     ------
+    TypeError
+        `prompt_embeds` None, or latents and embeddings that are not arrays of one library
+        (the UNet's), or guidance numbers that are not real numbers.
     ValueError
         An unknown method, `fixed_point_iters` or `tol` with a method other than "exact", bad
-        guidance numbers or embeddings (see `guided_unet`).
+        guidance numbers, embeddings whose batch is neither 1 nor the latents' (see
+        `guided_unet`).
 
     Examples
     --------
@@ -207,7 +217,12 @@ def invert_latents(
     True
     """
     config, model = _setup(
-        pipe, prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
+        pipe,
+        {"latents": latents},
+        prompt_embeds,
+        negative_prompt_embeds,
+        guidance_scale,
+        guidance_rescale,
     )
     method = _check_method(method)
     n = num_inference_steps
@@ -276,6 +291,11 @@ def sample_latents(
     array
         Clean latents.
 
+    Raises
+    ------
+    TypeError, ValueError
+        As `invert_latents`, for `noise` in place of `latents`.
+
     Examples
     --------
     >>> import types, numpy as np
@@ -290,8 +310,14 @@ def sample_latents(
     >>> sample_latents(pipe, state, method="bdia", **embeds).round(9).ravel().tolist()
     [1.0]
     """
+    sample_array = noise[0] if isinstance(noise, reversible.State) else noise
     config, model = _setup(
-        pipe, prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
+        pipe,
+        {"noise": sample_array},
+        prompt_embeds,
+        negative_prompt_embeds,
+        guidance_scale,
+        guidance_rescale,
     )
     method = _check_method(method)
     n = num_inference_steps
@@ -306,10 +332,37 @@ def sample_latents(
 
 
 def _setup(
-    pipe: Any, prompt_embeds: Any, negative: Any, scale: float, rescale: float
+    pipe: Any,
+    sample: dict[str, Any],
+    prompt_embeds: Any,
+    negative: Any,
+    scale: float,
+    rescale: float,
 ) -> tuple[dc.DDIMConfig, Callable[[Any, Any], Any]]:
+    """The schedule and the guided model, after checking the sample (latents or noise, by
+    name) and the embeddings up front: one library and device, batches that fit."""
     config = ddim_config(pipe.scheduler)
-    return config, guided_unet(pipe.unet, prompt_embeds, negative, scale, rescale)
+    model = guided_unet(pipe.unet, prompt_embeds, negative, scale, rescale)
+    embeds = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative}
+    backends.namespace(**sample, **embeds)  # one library (the UNet's) and device
+    ((name, x),) = sample.items()
+    for key, value in embeds.items():
+        if value is not None and x.ndim:
+            _batch(key, value, x.shape[0], name)
+    return config, model
+
+
+def _check_embeddings(embeds: dict[str, Any]) -> None:
+    """prompt_embeds given; embeddings arrays of one library and device, with a batch axis."""
+    if embeds["prompt_embeds"] is None:
+        raise TypeError(
+            "prompt_embeds=None: pass the conditional text embeddings, an array of batch 1 or "
+            "the latents' (e.g. from the pipeline's encode_prompt)"
+        )
+    backends.namespace(**embeds)
+    for name, value in embeds.items():
+        if value is not None and value.ndim == 0:
+            raise ValueError(f"{name} is a 0-d array; expected a batch axis (batch, tokens, dim)")
 
 
 def _check_method(method: str) -> str:
@@ -318,15 +371,15 @@ def _check_method(method: str) -> str:
     return method
 
 
-def _batch(embeds: Any, size: int) -> Any:
+def _batch(name: str, embeds: Any, size: int, of: str = "latents") -> Any:
     """Embeddings for `size` latents: as given, or a batch of 1 repeated."""
     if embeds.shape[0] == size:
         return embeds
     if embeds.shape[0] != 1:
         raise ValueError(
-            f"prompt embeddings have batch {embeds.shape[0]}; expected 1 or the latents' {size}"
+            f"{name} has batch {embeds.shape[0]}; expected 1 or the batch of {of}, {size}"
         )
-    xp = backends.namespace(prompt_embeds=embeds)
+    xp = backends.namespace(**{name: embeds})
     return xp.broadcast_to(embeds, (size, *embeds.shape[1:]))
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import ddim_core as dc
 from ddim_core import _mindspore as xp
-from ddim_core import backends, plugins
+from ddim_core import backends, guidance, plugins
 from ddim_core import functional as F
 from ddim_core.testing import reference as ref
 
@@ -262,6 +262,8 @@ UNARY = {
     "astype": (lambda v: v, lambda x: xp.astype(xp.astype(x, xp.float64), x.dtype)),
     "isfinite": (np.isfinite, xp.isfinite),
     "all": (lambda v: np.all(v > -3), lambda x: xp.all(x > -3)),
+    "std": (lambda v: v.std(axis=-1), lambda x: xp.std(x, axis=-1)),
+    "atan2": (lambda v: np.arctan2(v, 1.5 - v), lambda x: xp.atan2(x, xp.subtract(1.5, x))),
     "getitem": (lambda v: v[..., 1], lambda x: x[..., 1]),
 }
 
@@ -281,6 +283,75 @@ def test_every_namespace_function_on_every_dtype(name: str, dtype: str) -> None:
         assert got.dtype == x.dtype
     tol = {"float64": 1e-15, "float32": 1e-6, "float16": 2e-3, "bfloat16": 2e-2}[dtype]
     np.testing.assert_allclose(read(got), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"axis": 1}, {"axis": (1, 2), "keepdims": True}, {"axis": -1, "correction": 1}],
+)
+def test_std_and_var_agree_with_numpy_in_float64(options: dict) -> None:
+    """The array API's std / var: axis (int or tuple), keepdims, correction (NumPy's ddof)."""
+    host = np.random.default_rng(8).standard_normal((2, 3, 4)) * 3 + 1
+    numpy_options = {("ddof" if k == "correction" else k): v for k, v in options.items()}
+    for name in ("std", "var"):
+        got = getattr(xp, name)(MS.array(host), **options)
+        want = getattr(np, name)(host, **numpy_options)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(read(got), want, rtol=1e-14, atol=0)
+
+
+def test_atan2_takes_python_scalars_and_keeps_float64() -> None:
+    y = np.array([1.0, -1.0, 0.0, 1e-300])
+    got = xp.atan2(MS.array(y), -0.5)
+    assert got.dtype == xp.float64
+    np.testing.assert_allclose(read(got), np.arctan2(y, -0.5), rtol=1e-15, atol=0)
+
+
+def test_slerp_and_guidance_rescale_equal_numpy() -> None:
+    """ddim_core.slerp (atan2), cfg and rescale_noise_cfg (std) run on MindSpore tensors, as
+    exact in float64 as NumPy (w and phi are not rounded to float32), and so does
+    ddim_diffusers' inversion with guidance_rescale."""
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    got = dc.slerp(MS.array(a), MS.array(b), 0.3)
+    np.testing.assert_allclose(read(got), dc.slerp(a, b, 0.3), rtol=1e-13, atol=1e-13)
+    got = guidance.cfg(MS.array(a), MS.array(b), 7.3)
+    np.testing.assert_allclose(read(got), guidance.cfg(a, b, 7.3), rtol=1e-14, atol=1e-14)
+    got = dc.rescale_noise_cfg(MS.array(a), MS.array(b), 0.7)
+    np.testing.assert_allclose(read(got), dc.rescale_noise_cfg(a, b, 0.7), rtol=1e-13, atol=1e-13)
+
+    import types
+
+    import ddim_diffusers as dd
+
+    def unet(x: object, t: object, encoder_hidden_states: object) -> object:
+        bias = encoder_hidden_states.reshape(-1, 1, 1, 1)  # type: ignore[attr-defined]
+        return types.SimpleNamespace(sample=x / 10 + bias)  # (not 0.1: see above)
+
+    pipe = types.SimpleNamespace(unet=unet, scheduler=dd.DDIMScheduler(clip_sample=False))
+    cond, uncond = np.full((1, 1, 1), 0.2), np.zeros((1, 1, 1))
+    x_0 = rng.standard_normal((2, 1, 2, 2))
+    options = dict(guidance_scale=3.0, guidance_rescale=0.7, num_inference_steps=5)
+    want = dd.invert_latents(pipe, x_0, prompt_embeds=cond, negative_prompt_embeds=uncond,
+                             **options)  # fmt: skip
+    got = dd.invert_latents(pipe, MS.array(x_0), prompt_embeds=MS.array(cond),
+                            negative_prompt_embeds=MS.array(uncond), **options)  # fmt: skip
+    np.testing.assert_allclose(read(got), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("timesteps", [[-1, 900], [900, 1000]])
+def test_timesteps_out_of_range_raise_as_on_numpy(timesteps: list[int]) -> None:
+    """A CPU tensor's timesteps are read on the host for free and checked there: a negative
+    one does not wrap to row 999, 1000 is not a Gather error."""
+    t = MS.int_array(timesteps)
+    assert backends.host_integers(t) == timesteps
+    bad = min(timesteps) if min(timesteps) < 0 else max(timesteps)
+    message = rf"timestep={bad} is outside \[0, num_train_timesteps=1000\)"
+    x, m = MS.array(np.zeros((2, 3))), MS.array(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=message):
+        dc.add_noise(MIXTURE_CONFIG, x, m, t)
+    with pytest.raises(ValueError, match=message):
+        dc.step(dc.make_plan(MIXTURE_CONFIG, 10), m, t, x)
 
 
 def test_sort_keeps_float64_values() -> None:

@@ -207,6 +207,20 @@ def test_add_noise_agrees_with_mindone() -> None:
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("timesteps", [[-1, 900], [900, 1000]])
+def test_timesteps_out_of_range_raise_where_mindone_wraps_or_fails_in_a_kernel(
+    timesteps: list[int],
+) -> None:
+    """A CPU timestep tensor is checked on the host: -1 is not row 999, 1000 no Gather error."""
+    _, mine = _pair(SD, 10)
+    x = _tensor(np.zeros(SHAPE), mindspore.float32)
+    t = mindspore.tensor(np.array(timesteps, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"is outside \[0, num_train_timesteps=1000\)"):
+        mine.add_noise(x, x, t)
+    with pytest.raises(ValueError, match=r"is outside \[0, num_train_timesteps=1000\)"):
+        mine.step(x, t, x)
+
+
 # --- the API ---------------------------------------------------------------------------------
 
 
