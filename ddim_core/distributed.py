@@ -34,6 +34,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import logging
 import math
 import os
 import sys
@@ -350,13 +351,19 @@ def invert_dataset(
         the method, or not plain data to be recorded; a source that is not floating point.
     ValueError
         `n`, `chunk` or `workers` out of range; an unknown method; a source that cannot be
-        read as an array; a target that is the source, that ddim-core did not write, or that
-        holds another layout (kind, items, item shape, dtype, chunk).
+        read as an array; a target that is or holds the source, that ddim-core did not
+        write, or that holds another layout (kind, items, item shape, dtype, chunk); a chunk
+        of the source holding NaN or Inf (unless ``check_finite=False``), found when the
+        chunk runs.
     FileNotFoundError
         The source does not exist.
     ImportError
         dask.distributed or zarr (the `distributed` extra) is missing, or the model factory
         or method cannot be imported.
+    RuntimeError
+        The model factory raised on a worker (its error, named with the factory). An error
+        of the model or the loop in a chunk stops the run with that error, as in a
+        single-process call.
 
     Examples
     --------
@@ -478,6 +485,8 @@ def sample_dataset(
     ImportError
         dask.distributed or zarr is missing, or the model factory or method cannot be
         imported.
+    RuntimeError
+        As `invert_dataset`: the model factory raised on a worker.
 
     Examples
     --------
@@ -699,6 +708,14 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     ChunkResult
         Whether the chunk was computed (or was done already), its model calls and time.
 
+    Raises
+    ------
+    ValueError
+        The chunk's source items hold NaN or Inf (unless the option ``check_finite=False``).
+    RuntimeError
+        The model factory raised (`worker_model`). The loop's and the model's own errors
+        pass through as they are.
+
     Examples
     --------
     >>> import numpy as np, zarr, ddim_core as dc
@@ -727,6 +744,14 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     if row[:64] == record:
         replayed = row[64:] == job.token
         return ChunkResult(index, replayed, None, time.perf_counter() - start, False)
+    if job.options.get("check_finite") is not False and not np.isfinite(x).all():
+        bad = a + int(np.argmin(np.isfinite(x.reshape(len(x), -1)).all(axis=1)))
+        unfinished = " (an earlier run's result is NaN where its chunks are not done yet)"
+        raise ValueError(
+            f"source {job.source} has NaN or Inf in item {bad}"
+            f"{unfinished if job.source.endswith('/result') else ''}; fix the source, or pass "
+            "check_finite=False to give the model these items anyway"
+        )
     model, built = worker_model(job.factory, job.model_id, job.config)
     counted = _Counted(model)
     prepare = getattr(model, "asarray", None)  # a model that runs on a device moves x there
@@ -809,6 +834,8 @@ def worker_model(
         The factory returned something that is not callable.
     ImportError
         The factory "module:function" cannot be imported.
+    RuntimeError
+        The factory raised: its error, named with the factory (the original is the cause).
 
     Examples
     --------
@@ -829,7 +856,10 @@ def worker_model(
             return cached[1], False
         _MODELS.pop(model_id, None)
         build = _import(factory) if isinstance(factory, str) else factory
-        model = build(config)
+        try:
+            model = build(config)
+        except Exception as e:
+            raise RuntimeError(f"model factory {model_id} failed: {e!r}") from e
         if not callable(model):
             raise TypeError(
                 f"model factory {model_id} returned {type(model).__name__}, not a model(x, t)"
@@ -858,6 +888,7 @@ def _run(
     progress: bool,
     seed: int | None,
     options: dict[str, Any],
+    cluster_options: Mapping[str, Any] | None = None,
 ) -> Report:
     if not (client is None or isinstance(client, (str, _dask().Client))):
         raise TypeError(
@@ -879,7 +910,7 @@ def _run(
         seed=seed,
         **options,
     )
-    with _client(client, workers) as dask_client:
+    with _client(client, workers, cluster_options or {}) as dask_client:
         return _submit(dask_client, job, resources, progress)
 
 
@@ -939,8 +970,8 @@ def prepare(
     ------
     ValueError
         An unknown `kind` or method; a bad plan (`n`, `timesteps`); `chunk` < 1; a source
-        that cannot be read as an array; a target that is the source, that ddim-core did not
-        write, or that holds another layout.
+        that cannot be read as an array; a target that is or holds the source, that
+        ddim-core did not write, or that holds another layout.
     TypeError
         `config` is not a DDIMConfig; a bad model factory, `model_id`, `chunk` or loop
         option; a source that is not floating point.
@@ -980,7 +1011,10 @@ def prepare(
     source_path, shape, dtype = _source(source)
     target_path = _location(target)
     if _same_place(source_path, target_path):
-        raise ValueError(f"target {target_path} is the source: write the result elsewhere")
+        raise ValueError(
+            f"target {target_path} is or holds the source ({source_path}): write the result "
+            "elsewhere"
+        )
     items = shape[0]
     default_chunk = _CHUNK_BYTES // max(1, math.prod(shape[1:]) * dtype.itemsize)
     chunk = min(items, max(1, default_chunk)) if chunk is None else check_int("chunk", chunk)
@@ -1147,14 +1181,14 @@ class _client:
     """The Dask client to use, as a context: a LocalCluster of our own (closed at the end),
     a connection to an address (closed, the cluster left running), or the caller's client."""
 
-    def __init__(self, client: Any, workers: int | None) -> None:
-        self.given, self.workers = client, workers
+    def __init__(self, client: Any, workers: int | None, options: Mapping[str, Any]) -> None:
+        self.given, self.workers, self.options = client, workers, options
         self.owned: list[Any] = []
 
     def __enter__(self) -> Any:
         dask = _dask()
         if self.given is None:
-            cluster = local_cluster(self.workers)
+            cluster = local_cluster(self.workers, **self.options)
             self.owned.append(cluster)
             client = dask.Client(cluster)
             self.owned.append(client)
@@ -1352,8 +1386,11 @@ def _location(path: str | os.PathLike[str]) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def _same_place(a: str, b: str) -> bool:
-    return os.path.normpath(a) == os.path.normpath(b)
+def _same_place(source: str, target: str) -> bool:
+    """Whether the source is the target or lies inside it (an earlier run's result, read
+    from the group this run writes)."""
+    source, target = os.path.normpath(source), os.path.normpath(target)
+    return source == target or source.startswith(target.rstrip("/") + "/")
 
 
 def _open_source(path: str, layout: tuple[Any, ...] | None = None) -> Any:
@@ -1494,8 +1531,9 @@ def command(name: str, argv: Sequence[str]) -> int:
     -------
     int
         The exit status: 0 when done; 2 after a one-line error on stderr (a missing source, a
-        bad option: before any cluster is started); 130 when interrupted (the chunks done are
-        kept). argparse exits by itself for ``--help`` (0) and bad arguments (2).
+        bad option: before any cluster is started; a model or factory that raised, a source
+        with NaN: when the run stops); 130 when interrupted (the chunks done are kept).
+        argparse exits by itself for ``--help`` (0) and bad arguments (2).
 
     Examples
     --------
@@ -1556,9 +1594,8 @@ def command(name: str, argv: Sequence[str]) -> int:
     try:
         options = _cli_options(args, kind)
         config = DDIMConfig.from_file(args.config) if args.config else DDIMConfig()
-        run = invert_dataset if kind == "invert" else sample_dataset
-        extra = {} if kind == "invert" else {"seed": args.seed}
-        run(
+        _run(
+            kind,
             args.model,
             args.source,
             args.target,
@@ -1571,11 +1608,16 @@ def command(name: str, argv: Sequence[str]) -> int:
             resources=_pairs(args.resources, float, "--resources") or None,
             model_id=args.model_id,
             progress=not args.quiet,
-            **extra,
-            **options,
+            seed=None if kind == "invert" else check_int("--seed", args.seed, low=0),
+            options=options,
+            # the error comes back as one line: no worker log of it (with its traceback)
+            cluster_options={"silence_logs": logging.CRITICAL},
         )
     except (ValueError, TypeError, ImportError, OSError) as e:
         print(f"ddim-core {name}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the model's or its factory's errors, Dask's (KilledWorker)
+        print(f"ddim-core {name}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

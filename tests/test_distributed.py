@@ -242,6 +242,97 @@ def test_command_line(client: Any, tmp_path: Path, capsys: pytest.CaptureFixture
     assert rc == 2 and "--resources 'GPU' must be NAME=VALUE" in capsys.readouterr().err
 
 
+# --- errors during the run: one clear line ---------------------------------------------------
+
+
+def failing_factory(config: dc.DDIMConfig) -> Any:
+    """A model factory whose weights are missing (on the workers: a "module:function")."""
+    raise RuntimeError("weights not found")
+
+
+def failing_model(config: dc.DDIMConfig) -> Any:
+    def model(x: Any, t: Any) -> Any:
+        raise RuntimeError("CUDA out of memory")
+
+    return model
+
+
+def test_a_failing_factory_or_model_is_one_line_and_status_2(
+    client: Any, tmp_path: Path, npy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [str(npy), str(tmp_path / "z.zarr"), "--steps", "3", "--quiet"]
+    address = ["--scheduler", client.scheduler.address]
+    for factory, says in [
+        (
+            "failing_factory",
+            "RuntimeError: model factory test_distributed:failing_factory "
+            "failed: RuntimeError('weights not found')",
+        ),
+        ("failing_model", "RuntimeError: CUDA out of memory"),
+    ]:
+        model = ["--model", f"{__name__}:{factory}"]
+        assert within_timeout(cli.main, ["invert-dataset", *args, *address, *model]) == 2
+        assert capsys.readouterr().err == f"ddim-core invert-dataset: error: {says}\n"
+    with pytest.raises(RuntimeError, match=r"model factory .*failing_factory#.* failed") as caught:
+        invert_dataset(failing_factory, npy, tmp_path / "api.zarr", CONFIG, 3, client=client)
+    assert "weights not found" in str(caught.value)
+
+
+def test_the_command_s_own_cluster_logs_no_worker_traceback(tmp_path: Path, npy: Path) -> None:
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    command = [sys.executable, "-m", "ddim_core", "invert-dataset", str(npy)]
+    command += [str(tmp_path / "z.zarr"), "--steps", "3", "--workers", "1", "--quiet"]
+    command += ["--model", "test_distributed:failing_factory"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "ddim-core invert-dataset: error: RuntimeError: model factory "
+        "test_distributed:failing_factory failed: RuntimeError('weights not found')"
+    ]
+
+
+def test_nan_in_the_source_is_blamed_on_the_source(client: Any, tmp_path: Path) -> None:
+    from ddim_core.distributed import prepare, run_chunk
+
+    x = np.random.default_rng(3).standard_normal((8, 2))
+    x[5, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(ValueError, match=r"source .*x\.npy has NaN or Inf in item 5; fix"):
+        within_timeout(
+            invert_dataset,
+            None,
+            tmp_path / "x.npy",
+            tmp_path / "z.zarr",
+            CONFIG,
+            3,
+            client=client,
+            chunk=4,
+        )
+    # a target half done (chunk 1 not yet): its result is NaN there, and the error says why
+    np.save(tmp_path / "ok.npy", np.nan_to_num(x))
+    run_chunk(
+        prepare("invert", None, tmp_path / "ok.npy", tmp_path / "h.zarr", CONFIG, 3, chunk=4), 0
+    )
+    job = prepare("sample", None, tmp_path / "h.zarr", tmp_path / "s.zarr", CONFIG, 3, chunk=4)
+    run_chunk(job, 0)
+    with pytest.raises(ValueError, match=r"item 4 .*earlier run's result is NaN where its chunks"):
+        run_chunk(job, 1)
+    # check_finite=False gives the model the items anyway, as in a single-process loop
+    report = within_timeout(
+        invert_dataset,
+        None,
+        tmp_path / "x.npy",
+        tmp_path / "z.zarr",
+        CONFIG,
+        3,
+        client=client,
+        chunk=4,
+        check_finite=False,
+    )
+    assert report.computed == 2 and np.isnan(result(tmp_path / "z.zarr")[4:]).any()
+
+
 # --- bad inputs: clear errors before any work --------------------------------------------------
 
 
@@ -311,8 +402,16 @@ def test_bad_sources_and_targets(tmp_path: Path, npy: Path) -> None:
     )
     with pytest.raises(ValueError, match="give the array inside it as GROUP/NAME"):
         _invert(tmp_path / "group.zarr", out)
-    with pytest.raises(ValueError, match="is the source"):
+    with pytest.raises(ValueError, match="is or holds the source"):
         _invert(tmp_path / "group.zarr" / "x", tmp_path / "group.zarr" / "x")
+    with pytest.raises(ValueError, match=r"is or holds the source \(.*group\.zarr/x\)"):
+        _invert(tmp_path / "group.zarr" / "x", tmp_path / "group.zarr")
+    # an earlier run's target as both source and target: it would overwrite its own input
+    from ddim_core.distributed import prepare
+
+    prepare("invert", None, npy, tmp_path / "noise.zarr", CONFIG, 5)
+    with pytest.raises(ValueError, match=r"is or holds the source \(.*noise\.zarr/result\)"):
+        _invert(tmp_path / "noise.zarr", tmp_path / "noise.zarr")
     with pytest.raises(ValueError, match="ddim-core did not write"):
         _invert(npy, tmp_path / "group.zarr")
     with pytest.raises(TypeError, match="noise= is not supported"):
