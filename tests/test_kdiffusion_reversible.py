@@ -180,10 +180,17 @@ def test_one_sigma_is_no_step_and_a_repeat_is_refused(name: str) -> None:
         assert sample(never, x, sigmas) is x and invert(never, x, sigmas) is x
     with pytest.raises(ValueError, match="a state needs at least 2 sigmas"):
         sample(never, (x, x), np.array([1.5]))
-    with pytest.raises(ValueError, match=r"distinct sigmas, got sigmas\[1\] = sigmas\[2\] = 1.0"):
+    with pytest.raises(ValueError, match=r"distinct sigmas, got sigmas\[1\] = 1.0 and sigmas\[2\]"):
         sample(denoiser, x, np.array([2.0, 1.0, 1.0, 0.0]))
-    with pytest.raises(ValueError, match=r"distinct sigmas, got sigmas\[0\] = sigmas\[1\] = 0.0"):
+    with pytest.raises(ValueError, match=r"distinct sigmas, got sigmas\[0\] = 0.0 and sigmas\[1\]"):
         invert(denoiser, x, np.array([0.0, 0.0, 1.0]))
+    # sigma 1e-9 is alpha_bar = 1 in float64, as sample_ddim says (was about trained_betas)
+    for sigmas in ([2.0, 1.0, 1e-9, 0.0], [2.0, 1.0, 1e-9]):
+        with pytest.raises(ValueError, match=r"sigmas\[2\] = 1e-09 is alpha_bar .* = 1"):
+            sample(denoiser, x, np.array(sigmas))
+        with pytest.raises(ValueError, match=r"sigmas\[\d\] = 1e-09 is alpha_bar .* = 1"):
+            invert(denoiser, x, np.array(sigmas[::-1]))
+    assert np.isfinite(sample(denoiser, x, np.array([2.0, 1.0, 1e-7, 0.0]))).all()
 
 
 @pytest.mark.parametrize("name", METHODS)

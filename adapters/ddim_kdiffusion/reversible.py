@@ -546,14 +546,23 @@ def _invert(
 
 
 def _stepped(sigmas: Array, name: str, *, ascending: bool) -> list[float]:
-    """`_levels`, strictly monotone: a repeated sigma (a zero-length step) has no place in a
-    two-step reversible sampler, whose steps need distinct levels."""
+    """`_levels` as distinct noise levels in float64, abar = 1 / (1 + sigma^2): a repeated
+    sigma (a zero-length step) has no place in a two-step reversible sampler, and neither has
+    a positive sigma whose abar rounds to 1 (below about 1.5e-8: the clean level, or two
+    sigmas that are one level)."""
     levels = _levels(sigmas, ascending=ascending)
-    for i in range(len(levels) - 1):
-        if levels[i] == levels[i + 1]:
+    ab = (1.0 / (1.0 + np.asarray(levels) ** 2)).tolist()
+    where = f"sample_{name}{'_inverse' if ascending else ''}"
+    for i, (s, a) in enumerate(zip(levels, ab, strict=True)):
+        if s > 0 and a == 1.0:
             raise ValueError(
-                f"sample_{name}{'_inverse' if ascending else ''} needs distinct sigmas, got "
-                f"sigmas[{i}] = sigmas[{i + 1}] = {levels[i]}; drop the repeat"
+                f"{where}: sigmas[{i}] = {s} is alpha_bar = 1 / (1 + sigma^2) = 1 in float64, "
+                "the clean level; use 0 (or a sigma above 1.5e-8)"
+            )
+        if i and ab[i - 1] == a:
+            raise ValueError(
+                f"{where} needs distinct sigmas, got sigmas[{i - 1}] = {levels[i - 1]} and "
+                f"sigmas[{i}] = {s}, one level in float64; drop the repeat"
             )
     return levels
 
