@@ -228,3 +228,20 @@ def test_callback_sigma_is_an_element_of_the_given_sigmas(name: str) -> None:
     getattr(kr, f"sample_{name}")(denoiser, state, sigmas, callback=seen.append)
     assert all(isinstance(d["sigma"], np.floating) for d in seen)
     assert all(d["sigma"] == sigmas[d["i"]] for d in seen)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_callback_x_is_in_the_samples_dtype_from_a_state(name: str) -> None:
+    """From a state (kept in the arithmetic dtype, float32 for float16 data), the first
+    callback's x was that float32 array, the later ones float16."""
+    torch = pytest.importorskip("torch")
+    sigmas = torch.from_numpy(get_sigmas_ddim(CONFIG, 4, xp=np))
+
+    def model(x, sigma):  # type: ignore[no-untyped-def]
+        return torch.from_numpy(denoiser(x.double().numpy(), sigma.double().numpy())).to(x.dtype)
+
+    x0 = torch.tensor([[0.3, -0.2]], dtype=torch.float16)
+    state = getattr(kr, f"sample_{name}_inverse")(model, x0, sigmas.flip(0))
+    seen: list[dict] = []
+    getattr(kr, f"sample_{name}")(model, state, sigmas, callback=seen.append)
+    assert {d["x"].dtype for d in seen} == {torch.float16}

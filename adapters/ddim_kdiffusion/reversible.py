@@ -496,6 +496,7 @@ def _sample(
         kept = reversible.State(first, second, dtype, lo, origin)  # sample_* checks the origin
         state: Any = kept.scaled(levels.scales[0], second_scale)  # compensated
         like, start = first, (first if name == "edict" else second)
+        start = backends.cast(backends.namespace(x=start), start, dtype)  # as later steps' x
     else:
         state, like, dtype, start = x * levels.scales[0], x, x.dtype, x
     sample = getattr(reversible, f"sample_{name}")
