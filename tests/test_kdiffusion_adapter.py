@@ -8,6 +8,7 @@ k-diffusion's own `DiscreteEpsDDPMDenoiser(..., quantize=True)`.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -322,3 +323,21 @@ def test_bfloat16_sigmas_and_tables_are_taken() -> None:
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
     back = dk.sample_ddim_inverse(denoiser, got, sigmas.flip(0), disable=True)
     assert back.dtype == torch.bfloat16 and bool(torch.isfinite(back).all())
+
+
+def test_a_dtype_that_is_not_real_floating_is_refused() -> None:
+    """dtype=torch.int64 (or an integer table) truncated the sigmas to 17, 3, 0, ... without a
+    word; a dtype of another library and an xp that is no library were its own errors."""
+    config = dc.DDIMConfig()
+    for dtype in (torch.int64, torch.bool, torch.complex64, np.float32):
+        with pytest.raises(
+            TypeError, match=rf"dtype must be a real floating dtype.*{re.escape(str(dtype))}"
+        ):
+            dk.get_sigmas_ddim(config, 4, dtype=dtype)
+    with pytest.raises(TypeError, match=r"dtype must be a real floating dtype.*int64"):
+        dk.get_sigmas_ddim(config, 4, xp=np, dtype=np.int64)
+    with pytest.raises(TypeError, match="the alphas_cumprod table's dtype must be"):
+        dk.get_sigmas_ddim(torch.tensor([1, 1, 0]), 2)
+    with pytest.raises(TypeError, match=r"xp must be an array library.*got 3"):
+        dk.get_sigmas_ddim(config, 4, xp=3)
+    assert dk.get_sigmas_ddim(config, 4, xp=np, dtype="float32").dtype == np.float32

@@ -4,6 +4,8 @@ round trips, k-diffusion's callback; any array backend (NumPy here, torch where 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from ddim_kdiffusion import get_sigmas_ddim
@@ -143,6 +145,103 @@ def test_a_state_from_another_method_or_sigma_list_is_refused() -> None:
     state = kr.sample_bdia_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True)
     with pytest.raises(ValueError, match="made by invert_bdia"):
         kr.sample_edict(denoiser, state, sigmas, disable=True)
-    with pytest.raises(ValueError, match="made by invert_bdia"):
+    with pytest.raises(ValueError, match="made by sample_bdia_inverse over other sigmas"):
         kr.sample_bdia(denoiser, state, get_sigmas_ddim(CONFIG, 7, xp=np), disable=True)
     assert np.array_equal(kr.sample_bdia(denoiser, state, sigmas, disable=True), x0)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_state_over_other_sigmas_of_the_same_length_is_refused(name: str) -> None:
+    """Every sigma list of one length became the same core timesteps, so a state made over
+    the trailing list was taken over the leading one and returned garbage (x0 ~ 40 here)."""
+    sigmas = get_sigmas_ddim(CONFIG, 6, xp=np)
+    other = get_sigmas_ddim(CONFIG.replace(timestep_spacing="leading"), 6, xp=np)
+    x0 = np.array([[0.3, -0.2]])
+    state = getattr(kr, f"sample_{name}_inverse")(denoiser, x0, sigmas[::-1].copy())
+    with pytest.raises(ValueError, match="over other sigmas"):
+        getattr(kr, f"sample_{name}")(denoiser, state, other, disable=True)
+    copied = copy.deepcopy(state)  # the origin travels with the state
+    assert np.array_equal(getattr(kr, f"sample_{name}")(denoiser, copied, sigmas), x0)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_one_sigma_is_no_step_and_a_repeat_is_refused(name: str) -> None:
+    """As k-diffusion's samplers (ComfyUI's SplitSigmas at the end gives one sigma): x back,
+    no model call; was `ValueError: timesteps must not be empty`. A repeated sigma is a
+    zero-length step that no two-step sampler can take: a ValueError naming it (was one about
+    trained_betas)."""
+    sample, invert = getattr(kr, f"sample_{name}"), getattr(kr, f"sample_{name}_inverse")
+    x = np.array([[0.3, -0.2]])
+
+    def never(x, sigma):  # type: ignore[no-untyped-def]
+        raise AssertionError("no step calls the model")
+
+    for sigmas in (np.array([1.5]), np.array([0.0]), np.zeros(0)):
+        assert sample(never, x, sigmas) is x and invert(never, x, sigmas) is x
+    with pytest.raises(ValueError, match="a state needs at least 2 sigmas"):
+        sample(never, (x, x), np.array([1.5]))
+    with pytest.raises(ValueError, match=r"distinct sigmas, got sigmas\[1\] = 1.0 and sigmas\[2\]"):
+        sample(denoiser, x, np.array([2.0, 1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"distinct sigmas, got sigmas\[0\] = 0.0 and sigmas\[1\]"):
+        invert(denoiser, x, np.array([0.0, 0.0, 1.0]))
+    # sigma 1e-9 is alpha_bar = 1 in float64, as sample_ddim says (was about trained_betas)
+    for sigmas in ([2.0, 1.0, 1e-9, 0.0], [2.0, 1.0, 1e-9]):
+        with pytest.raises(ValueError, match=r"sigmas\[2\] = 1e-09 is alpha_bar .* = 1"):
+            sample(denoiser, x, np.array(sigmas))
+        with pytest.raises(ValueError, match=r"sigmas\[\d\] = 1e-09 is alpha_bar .* = 1"):
+            invert(denoiser, x, np.array(sigmas[::-1]))
+    assert np.isfinite(sample(denoiser, x, np.array([2.0, 1.0, 1e-7, 0.0]))).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_bad_arguments_are_named_as_sample_ddim_names_them(name: str) -> None:
+    """model, callback, extra_args and x were passed on unchecked (`'int' object is not
+    callable`, `argument after ** must be a mapping`)."""
+    sigmas = get_sigmas_ddim(CONFIG, 3, xp=np)
+    x = np.ones((1, 2))
+    for fn in (getattr(kr, f"sample_{name}"), getattr(kr, f"sample_{name}_inverse")):
+        s = sigmas if fn.__name__ == f"sample_{name}" else sigmas[::-1].copy()
+        with pytest.raises(TypeError, match="model must be callable"):
+            fn(5, x, s)
+        with pytest.raises(TypeError, match="callback must be callable"):
+            fn(denoiser, x, s, callback=3)
+        with pytest.raises(TypeError, match="extra_args must be a mapping"):
+            fn(denoiser, x, s, extra_args=[1])
+        with pytest.raises(TypeError, match="real floating-point"):
+            fn(denoiser, np.ones((1, 2), dtype=np.int64), s)
+    with pytest.raises(ValueError, match="a state is a pair of arrays, got 3 items"):
+        getattr(kr, f"sample_{name}")(denoiser, (x, x, x), sigmas)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_callback_sigma_is_an_element_of_the_given_sigmas(name: str) -> None:
+    """k-diffusion's callbacks get sigmas[i], an array (ComfyUI code calls `.item()` on it),
+    as sample_ddim's do; these gave a Python float."""
+    sigmas = get_sigmas_ddim(CONFIG, 4, xp=np)
+    up = sigmas[::-1].copy()
+    seen: list[dict] = []
+    x0 = np.array([[0.3, -0.2]])
+    state = getattr(kr, f"sample_{name}_inverse")(denoiser, x0, up, callback=seen.append)
+    assert all(isinstance(d["sigma"], np.floating) for d in seen)
+    assert [d["sigma"] for d in seen] == up[1:].tolist()
+    seen.clear()
+    getattr(kr, f"sample_{name}")(denoiser, state, sigmas, callback=seen.append)
+    assert all(isinstance(d["sigma"], np.floating) for d in seen)
+    assert all(d["sigma"] == sigmas[d["i"]] for d in seen)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_callback_x_is_in_the_samples_dtype_from_a_state(name: str) -> None:
+    """From a state (kept in the arithmetic dtype, float32 for float16 data), the first
+    callback's x was that float32 array, the later ones float16."""
+    torch = pytest.importorskip("torch")
+    sigmas = torch.from_numpy(get_sigmas_ddim(CONFIG, 4, xp=np))
+
+    def model(x, sigma):  # type: ignore[no-untyped-def]
+        return torch.from_numpy(denoiser(x.double().numpy(), sigma.double().numpy())).to(x.dtype)
+
+    x0 = torch.tensor([[0.3, -0.2]], dtype=torch.float16)
+    state = getattr(kr, f"sample_{name}_inverse")(model, x0, sigmas.flip(0))
+    seen: list[dict] = []
+    getattr(kr, f"sample_{name}")(model, state, sigmas, callback=seen.append)
+    assert {d["x"].dtype for d in seen} == {torch.float16}

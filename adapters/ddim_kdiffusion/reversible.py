@@ -25,7 +25,7 @@ import ddim_core as dc
 from ddim_core import backends, reversible
 from ddim_core.sampling import StepInfo
 
-from .samplers import _levels
+from .samplers import _check_call, _levels
 
 Array = Any
 Denoiser = Callable[..., Array]
@@ -51,11 +51,13 @@ def sample_edict(
     x : array or tuple
         x_T (VE latents, e.g. noise * sigma_max), or the state an inverse returned.
     sigmas : array
-        Descending sigmas (ending in 0 or the smallest level).
+        Descending distinct sigmas (ending in 0 or the smallest level); a state's own,
+        flipped. One sigma makes no step (x is returned).
     extra_args : dict, optional
         Passed to the model.
     callback : callable, optional
-        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) per step; sigma is
+        an element of `sigmas`.
     disable : bool, optional
         Disable the progress bar.
     p : float, default 0.93
@@ -67,6 +69,13 @@ def sample_edict(
     -------
     array
         x_0 (VE latents at the last sigma).
+
+    Raises
+    ------
+    ValueError
+        A repeated sigma, or a state made by another method, parameter or sigma list.
+    TypeError
+        A model or callback that is not callable, extra_args not a mapping, x not floating.
 
     Examples
     --------
@@ -91,7 +100,7 @@ def sample_edict_inverse(
     disable: bool | None = None,
     p: float = 0.93,
     precision: str | None = None,
-) -> reversible.State:
+) -> reversible.State | Array:
     """EDICT inversion over ascending sigmas: the state (x_T, y_T) for `sample_edict`.
 
     Parameters
@@ -101,11 +110,13 @@ def sample_edict_inverse(
     x : array
         The clean latent (at the first sigma).
     sigmas : array
-        Ascending sigmas (e.g. `get_sigmas_ddim(...)` reversed).
+        Ascending distinct sigmas (e.g. `get_sigmas_ddim(...)` reversed). One sigma makes no
+        step (x itself is returned).
     extra_args : dict, optional
         Passed to the model.
     callback : callable, optional
-        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) per step; sigma is
+        an element of `sigmas`.
     disable : bool, optional
         Disable the progress bar.
     p : float, default 0.93
@@ -116,7 +127,14 @@ def sample_edict_inverse(
     Returns
     -------
     ddim_core.reversible.State
-        (x_T, y_T) in VE latents, for the matching sampler.
+        (x_T, y_T) in VE latents, for the matching sampler (x itself for one sigma).
+
+    Raises
+    ------
+    ValueError
+        A repeated sigma, or sigmas that are not ascending.
+    TypeError
+        A model or callback that is not callable, extra_args not a mapping, x not floating.
 
     Examples
     --------
@@ -150,11 +168,13 @@ def sample_bdia(
     x : array or tuple
         x_T (VE latents, e.g. noise * sigma_max), or the state an inverse returned.
     sigmas : array
-        Descending sigmas (ending in 0 or the smallest level).
+        Descending distinct sigmas (ending in 0 or the smallest level); a state's own,
+        flipped. One sigma makes no step (x is returned).
     extra_args : dict, optional
         Passed to the model.
     callback : callable, optional
-        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) per step; sigma is
+        an element of `sigmas`.
     disable : bool, optional
         Disable the progress bar.
     gamma : float, default 1.0
@@ -166,6 +186,13 @@ def sample_bdia(
     -------
     array
         x_0 (VE latents at the last sigma).
+
+    Raises
+    ------
+    ValueError
+        A repeated sigma, or a state made by another method, parameter or sigma list.
+    TypeError
+        A model or callback that is not callable, extra_args not a mapping, x not floating.
 
     Examples
     --------
@@ -190,7 +217,7 @@ def sample_bdia_inverse(
     disable: bool | None = None,
     gamma: float = 1.0,
     precision: str | None = None,
-) -> reversible.State:
+) -> reversible.State | Array:
     """BDIA inversion over ascending sigmas: the state (x_T, x at the next sigma).
 
     Parameters
@@ -200,11 +227,13 @@ def sample_bdia_inverse(
     x : array
         The clean latent (at the first sigma).
     sigmas : array
-        Ascending sigmas (e.g. `get_sigmas_ddim(...)` reversed).
+        Ascending distinct sigmas (e.g. `get_sigmas_ddim(...)` reversed). One sigma makes no
+        step (x itself is returned).
     extra_args : dict, optional
         Passed to the model.
     callback : callable, optional
-        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) per step; sigma is
+        an element of `sigmas`.
     disable : bool, optional
         Disable the progress bar.
     gamma : float, default 1.0
@@ -215,7 +244,15 @@ def sample_bdia_inverse(
     Returns
     -------
     ddim_core.reversible.State
-        (x_T, x at the next sigma) in VE latents, for the matching sampler.
+        (x_T, x at the next sigma) in VE latents, for the matching sampler (x itself for
+        one sigma).
+
+    Raises
+    ------
+    ValueError
+        A repeated sigma, or sigmas that are not ascending.
+    TypeError
+        A model or callback that is not callable, extra_args not a mapping, x not floating.
 
     Examples
     --------
@@ -248,11 +285,13 @@ def sample_belm(
     x : array or tuple
         x_T (VE latents, e.g. noise * sigma_max), or the state an inverse returned.
     sigmas : array
-        Descending sigmas (ending in 0 or the smallest level).
+        Descending distinct sigmas (ending in 0 or the smallest level); a state's own,
+        flipped. One sigma makes no step (x is returned).
     extra_args : dict, optional
         Passed to the model.
     callback : callable, optional
-        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) per step; sigma is
+        an element of `sigmas`.
     disable : bool, optional
         Disable the progress bar.
     precision : {None, "float32", "float64"}, optional
@@ -262,6 +301,13 @@ def sample_belm(
     -------
     array
         x_0 (VE latents at the last sigma).
+
+    Raises
+    ------
+    ValueError
+        A repeated sigma, or a state made by another method, parameter or sigma list.
+    TypeError
+        A model or callback that is not callable, extra_args not a mapping, x not floating.
 
     Examples
     --------
@@ -285,7 +331,7 @@ def sample_belm_inverse(
     callback: Callback = None,
     disable: bool | None = None,
     precision: str | None = None,
-) -> reversible.State:
+) -> reversible.State | Array:
     """O-BELM inversion over ascending sigmas: the state (x_T, x at the next sigma).
 
     Parameters
@@ -295,11 +341,13 @@ def sample_belm_inverse(
     x : array
         The clean latent (at the first sigma).
     sigmas : array
-        Ascending sigmas (e.g. `get_sigmas_ddim(...)` reversed).
+        Ascending distinct sigmas (e.g. `get_sigmas_ddim(...)` reversed). One sigma makes no
+        step (x itself is returned).
     extra_args : dict, optional
         Passed to the model.
     callback : callable, optional
-        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) after each step.
+        Called with k-diffusion's dict (x, i, sigma, sigma_hat, denoised) per step; sigma is
+        an element of `sigmas`.
     disable : bool, optional
         Disable the progress bar.
     precision : {None, "float32", "float64"}, optional
@@ -308,7 +356,15 @@ def sample_belm_inverse(
     Returns
     -------
     ddim_core.reversible.State
-        (x_T, x at the next sigma) in VE latents, for the matching sampler.
+        (x_T, x at the next sigma) in VE latents, for the matching sampler (x itself for
+        one sigma).
+
+    Raises
+    ------
+    ValueError
+        A repeated sigma, or sigmas that are not ascending.
+    TypeError
+        A model or callback that is not callable, extra_args not a mapping, x not floating.
 
     Examples
     --------
@@ -382,12 +438,13 @@ def _eps_model(
 
 
 def _report(
-    levels: _Levels, callback: Callback, inverse: bool, start: Array
+    levels: _Levels, callback: Callback, inverse: bool, start: Array, sigmas: Array
 ) -> Callable[[StepInfo], Any] | None:
     """k-diffusion's callback dict from a StepInfo, as its samplers call it before each
     update: x the step's input (VE; `start` for the first step reported), sigma its level when
-    sampling (sigmas[i]), the level reached when inverting (as `sample_ddim_inverse`),
-    denoised the model's x0 of the step."""
+    sampling (sigmas[i]), the level reached when inverting (as `sample_ddim_inverse`), an
+    element of the caller's `sigmas` as k-diffusion's (not a Python float); denoised the
+    model's x0 of the step."""
     if callback is None:
         return None
     n = len(levels.sigmas) - 1
@@ -395,7 +452,7 @@ def _report(
 
     def report(info: StepInfo) -> None:
         reached = min(levels.level(info.timestep) if inverse else info.step_index + 1, n)
-        sigma = levels.sigmas[reached if inverse else info.step_index]
+        sigma = sigmas[n - reached if inverse else info.step_index]  # inverting: ascending
         callback(
             {
                 "x": current[0],
@@ -421,24 +478,34 @@ def _sample(
     precision: str | None,
     **options: Any,
 ) -> Array:
-    levels = _Levels(_levels(sigmas, ascending=False))
-    if isinstance(x, tuple):
+    state_given = isinstance(x, tuple)
+    if state_given and len(x) != 2:
+        raise ValueError(f"sample_{name}: a state is a pair of arrays, got {len(x)} items")
+    extra = _check_call(model, x[0] if state_given else x, extra_args, callback)
+    descending = _stepped(sigmas, name, ascending=False)
+    if len(descending) < 2:
+        if state_given:
+            raise ValueError(f"sample_{name}: a state needs at least 2 sigmas, got {len(sigmas)}")
+        return x  # no step, as k-diffusion's samplers
+    levels = _Levels(descending)
+    if state_given:
         first, second = x
         second_scale = levels.scales[0 if name == "edict" else 1]
         dtype = getattr(x, "dtype", first.dtype)
-        lo, origin = getattr(x, "lo", None), getattr(x, "origin", None)
+        lo, origin = getattr(x, "lo", None), _core_origin(name, x, levels)
         kept = reversible.State(first, second, dtype, lo, origin)  # sample_* checks the origin
         state: Any = kept.scaled(levels.scales[0], second_scale)  # compensated
         like, start = first, (first if name == "edict" else second)
+        start = backends.cast(backends.namespace(x=start), start, dtype)  # as later steps' x
     else:
         state, like, dtype, start = x * levels.scales[0], x, x.dtype, x
     sample = getattr(reversible, f"sample_{name}")
     x0 = sample(
-        _eps_model(model, levels, extra_args or {}, like, dtype),
+        _eps_model(model, levels, extra, like, dtype),
         state,
         levels.config,
         timesteps=levels.timesteps,
-        callback=_report(levels, callback, False, start),
+        callback=_report(levels, callback, False, start, sigmas),
         progress=_shows_progress(disable),
         precision=precision,
         **options,
@@ -456,21 +523,77 @@ def _invert(
     disable: bool | None,
     precision: str | None,
     **options: Any,
-) -> reversible.State:
-    levels = _Levels(_levels(sigmas, ascending=True)[::-1])
+) -> reversible.State | Array:
+    extra = _check_call(model, x, extra_args, callback)
+    ascending = _stepped(sigmas, name, ascending=True)
+    if len(ascending) < 2:
+        return x  # no step: sample_* over the same sigma returns x too
+    levels = _Levels(ascending[::-1])
     invert = getattr(reversible, f"invert_{name}")
     state: reversible.State = invert(
-        _eps_model(model, levels, extra_args or {}, x, x.dtype),
+        _eps_model(model, levels, extra, x, x.dtype),
         x * levels.scales[-1],
         levels.config,
         timesteps=levels.timesteps,
-        callback=_report(levels, callback, True, x),
+        callback=_report(levels, callback, True, x, sigmas),
         progress=_shows_progress(disable),
         precision=precision,
         **options,
     )
     second_scale = levels.scales[0 if name == "edict" else 1]
-    return state.scaled(levels.scales[0], second_scale, divide=True)  # compensated
+    ve = state.scaled(levels.scales[0], second_scale, divide=True)  # compensated
+    option = None if state.origin is None else state.origin[2]
+    return reversible.State(ve[0], ve[1], ve.dtype, ve.lo, (name, _key(levels.sigmas), option))
+
+
+def _stepped(sigmas: Array, name: str, *, ascending: bool) -> list[float]:
+    """`_levels` as distinct noise levels in float64, abar = 1 / (1 + sigma^2): a repeated
+    sigma (a zero-length step) has no place in a two-step reversible sampler, and neither has
+    a positive sigma whose abar rounds to 1 (below about 1.5e-8: the clean level, or two
+    sigmas that are one level)."""
+    levels = _levels(sigmas, ascending=ascending)
+    ab = (1.0 / (1.0 + np.asarray(levels) ** 2)).tolist()
+    where = f"sample_{name}{'_inverse' if ascending else ''}"
+    for i, (s, a) in enumerate(zip(levels, ab, strict=True)):
+        if s > 0 and a == 1.0:
+            raise ValueError(
+                f"{where}: sigmas[{i}] = {s} is alpha_bar = 1 / (1 + sigma^2) = 1 in float64, "
+                "the clean level; use 0 (or a sigma above 1.5e-8)"
+            )
+        if i and ab[i - 1] == a:
+            raise ValueError(
+                f"{where} needs distinct sigmas, got sigmas[{i - 1}] = {levels[i - 1]} and "
+                f"sigmas[{i}] = {s}, one level in float64; drop the repeat"
+            )
+    return levels
+
+
+# The adapter's states name the sigma list in their origin (method, key, option), where the
+# core's name timesteps: the key is the levels' float64 bits, as the core's Origin holds ints.
+# Every sigma list of one length maps to the same timesteps, so the core alone cannot tell a
+# state made over other sigmas of that length.
+
+
+def _key(sigmas: list[float]) -> tuple[int, ...]:
+    """The descending levels as exact ints (their float64 bit patterns)."""
+    return tuple(np.asarray(sigmas, dtype=np.float64).view(np.int64).tolist())
+
+
+def _core_origin(name: str, state: tuple[Array, Array], levels: _Levels) -> Any:
+    """The core's origin for a state given to sample_<name> over `levels`, once its sigma
+    list is checked to be the one it was made over; None for a state without an origin."""
+    origin = getattr(state, "origin", None) if isinstance(state, reversible.State) else None
+    if origin is None:
+        return None
+    method, key, option = origin
+    if tuple(key) != _key(levels.sigmas):
+        made = np.asarray(key, dtype=np.int64).view(np.float64)[::-1].tolist()
+        raise ValueError(
+            f"sample_{name} got a state made by sample_{method}_inverse over other sigmas "
+            f"{made}; it returns to x_0 only over those sigmas, flipped, not over "
+            f"{levels.sigmas}"
+        )
+    return method, levels.timesteps, option  # the core checks the method and option
 
 
 def _shows_progress(disable: bool | None) -> bool:

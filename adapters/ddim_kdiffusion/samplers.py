@@ -263,6 +263,9 @@ def get_sigmas_ddim(
     ValueError
         The plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite; or a
         table that is not 1-D, has fewer than 2 levels or increases with t.
+    TypeError
+        A `dtype` (or, without one, a table's dtype) that is not real floating in the
+        result's library, or an `xp` that is not an array library.
 
     Examples
     --------
@@ -293,12 +296,12 @@ def get_sigmas_ddim(
     host = np.sqrt((1.0 - ab) / ab)
     if table is not None and xp is None:
         device = backends.device(table) if device is None else device
-        dtype = table.dtype if dtype is None else dtype
-        return backends.from_host(host, table_xp, device=device, dtype=dtype)
+        of_table, dtype = dtype is None, table.dtype if dtype is None else dtype
+        return _converted(host, table_xp, device, dtype, of_table)
     out_xp = _result_namespace(xp)
     if dtype is None:  # the library's default floating dtype
         dtype = out_xp.asarray(0.0, device=device).dtype
-    return backends.from_host(host, out_xp, device=device, dtype=dtype)
+    return _converted(host, out_xp, device, dtype)
 
 
 def register() -> list[str]:
@@ -461,7 +464,26 @@ def _result_namespace(lib: Any) -> Any:
                 "get_sigmas_ddim(config, ...) returns a torch tensor, as k-diffusion's "
                 "get_sigmas_* do, and torch is not installed; pass xp=numpy for NumPy"
             ) from None
+    if not callable(getattr(lib, "asarray", None)):
+        raise TypeError(f"xp must be an array library (a module with asarray), got {lib!r}")
     return backends.namespace(xp=lib.asarray(0.0))
+
+
+def _converted(host: np.ndarray, xp: Any, device: Any, dtype: Any, of_table: bool = False) -> Any:
+    """The host sigmas in `xp` on `device`, in `dtype`, checked: a real floating dtype of
+    `xp` (an integer dtype truncated the sigmas to 17, 3, 0, ...)."""
+    where = "the alphas_cumprod table's dtype" if of_table else "dtype"
+    try:
+        out = backends.from_host(host, xp, device=device, dtype=dtype)
+        floating = backends.is_real_floating(xp, out)
+    except TypeError:  # not a dtype of xp's library
+        floating = False
+    if not floating:
+        raise TypeError(
+            f"{where} must be a real floating dtype of {xp.__name__}, got {dtype!r}; "
+            "pass dtype= (e.g. float32)"
+        )
+    return out
 
 
 def _eps_at(
