@@ -1530,9 +1530,10 @@ def command(name: str, argv: Sequence[str]) -> int:
     Returns
     -------
     int
-        The exit status: 0 when done; 2 after a one-line error on stderr (a missing source, a
-        bad option: before any cluster is started; a model or factory that raised, a source
-        with NaN: when the run stops); 130 when interrupted (the chunks done are kept).
+        The exit status: 0 when done; 2 after a one-line error on stderr for bad input (a
+        missing source, a bad option: before any cluster is started; a source with NaN: when
+        the run meets it); 1 after a one-line error when the run fails (a model or its factory
+        raised, a worker died); 130 when interrupted (the chunks done are kept).
         argparse exits by itself for ``--help`` (0) and bad arguments (2).
 
     Examples
@@ -1616,9 +1617,9 @@ def command(name: str, argv: Sequence[str]) -> int:
     except (ValueError, TypeError, ImportError, OSError) as e:
         print(f"ddim-core {name}: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # the model's or its factory's errors, Dask's (KilledWorker)
+    except Exception as e:  # the run failed: the model's or its factory's errors, Dask's
         print(f"ddim-core {name}: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print(
             f"ddim-core {name}: interrupted; the chunks done are kept: run the same command "

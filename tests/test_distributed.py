@@ -257,7 +257,7 @@ def failing_model(config: dc.DDIMConfig) -> Any:
     return model
 
 
-def test_a_failing_factory_or_model_is_one_line_and_status_2(
+def test_a_failing_factory_or_model_is_one_line_and_status_1(
     client: Any, tmp_path: Path, npy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = [str(npy), str(tmp_path / "z.zarr"), "--steps", "3", "--quiet"]
@@ -271,7 +271,7 @@ def test_a_failing_factory_or_model_is_one_line_and_status_2(
         ("failing_model", "RuntimeError: CUDA out of memory"),
     ]:
         model = ["--model", f"{__name__}:{factory}"]
-        assert within_timeout(cli.main, ["invert-dataset", *args, *address, *model]) == 2
+        assert within_timeout(cli.main, ["invert-dataset", *args, *address, *model]) == 1
         assert capsys.readouterr().err == f"ddim-core invert-dataset: error: {says}\n"
     with pytest.raises(RuntimeError, match=r"model factory .*failing_factory#.* failed") as caught:
         invert_dataset(failing_factory, npy, tmp_path / "api.zarr", CONFIG, 3, client=client)
@@ -285,7 +285,7 @@ def test_the_command_s_own_cluster_logs_no_worker_traceback(tmp_path: Path, npy:
     command += [str(tmp_path / "z.zarr"), "--steps", "3", "--workers", "1", "--quiet"]
     command += ["--model", "test_distributed:failing_factory"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert done.stderr.splitlines() == [
         "ddim-core invert-dataset: error: RuntimeError: model factory "
         "test_distributed:failing_factory failed: RuntimeError('weights not found')"
