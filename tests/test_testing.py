@@ -190,6 +190,26 @@ def test_the_reference_scheduler_has_diffusers_api(reference_scheduler) -> None:
     np.testing.assert_allclose(back, x, rtol=1e-12)
 
 
+def test_the_reference_scheduler_clips_per_sample_timesteps_as_int_ones() -> None:
+    """use_clipped_model_output applies to an array of per-sample timesteps too (it was
+    dropped there), as in ddim_core.step and the reference's int-timestep path."""
+    s = reference.ReferenceScheduler(clip_sample=True, clip_sample_range=0.5)
+    s.set_timesteps(10)
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True, clip_sample_range=0.5), 10)
+    x, out = 3 * np.random.default_rng(0).standard_normal((2, 2, 4))
+    ts = np.array([int(s.timesteps[0]), int(s.timesteps[3])])
+    got = s.step(out, ts, x, use_clipped_model_output=True).prev_sample
+    one = [
+        s.step(out[i : i + 1], int(t), x[i : i + 1], use_clipped_model_output=True)
+        for i, t in enumerate(ts)
+    ]
+    np.testing.assert_array_equal(got, np.concatenate([o.prev_sample for o in one]))
+    core = dc.step(plan, out, ts, x, use_clipped_model_output=True).prev_sample
+    np.testing.assert_allclose(got, core, rtol=1e-12, atol=1e-12)
+    unclipped = s.step(out, ts, x).prev_sample
+    assert np.abs(got - unclipped).max() > 0.1
+
+
 def test_xp_and_device_fixtures(backend: Backend, xp, device) -> None:  # type: ignore[no-untyped-def]
     """`xp.asarray(..., device=device)` makes arrays of the backend, where it makes them."""
     a = xp.asarray([1.0, 2.0], device=device)

@@ -266,6 +266,7 @@ def per_sample(
     eta: float = 0.0,
     noise: np.ndarray | None = None,
     inverse: bool = False,
+    use_clipped: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`step` (or `inverse_step`) of sample i from timesteps[i], stacked: a step with an array
     of per-sample timesteps."""
@@ -275,7 +276,8 @@ def per_sample(
             rows.append(inverse_step(plan, out[i : i + 1], t, x[i : i + 1]))
         else:
             z = None if noise is None else noise[i : i + 1]
-            rows.append(step(plan, out[i : i + 1], t, x[i : i + 1], eta=eta, noise=z))
+            one = step(plan, out[i : i + 1], t, x[i : i + 1], eta, z, use_clipped=use_clipped)
+            rows.append(one)
     x_prev, x0 = (np.concatenate(parts) for parts in zip(*rows, strict=True))
     return x_prev, x0
 
@@ -543,7 +545,9 @@ class ReferenceScheduler:
     ) -> tuple[np.ndarray, np.ndarray]:
         ts = np.asarray(timestep).reshape(-1)
         if ts.size > 1:
-            return per_sample(plan, out, ts.tolist(), x, eta=eta, noise=noise)
+            return per_sample(
+                plan, out, ts.tolist(), x, eta=eta, noise=noise, use_clipped=use_clipped
+            )
         t = int(ts[0])
         if self._inverse:
             return inverse_step(plan, out, t, x)
