@@ -160,6 +160,17 @@ def test_tolerances_scale_with_dtype_and_magnitude() -> None:
         assert_array_close(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), "float64")
 
 
+@pytest.mark.parametrize(
+    ("got", "exact"),
+    [(1.0, np.nan), (1.0, np.inf), (np.nan, np.inf), (-np.inf, np.inf), (np.inf, np.nan)],
+)
+def test_a_non_finite_exact_value_is_matched_only_by_itself(got: float, exact: float) -> None:
+    """NaN matches NaN and +/-Inf the same Inf; anything else there fails (it passed)."""
+    assert_array_close(np.array([2.0, exact]), np.array([2.0, exact]), "float64")
+    with pytest.raises(AssertionError, match=r"value\[1\] = .* where exact DDIM gives"):
+        assert_array_close(np.array([2.0, got]), np.array([2.0, exact]), "float64")
+
+
 def test_magnitude_bounds_the_rounding_of_float32_steps() -> None:
     """A float32 computation of eq. (12) with exact coefficients stays within a few ulp of the
     magnitude, far inside TOLERANCE["float32"] times it."""

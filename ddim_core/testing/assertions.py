@@ -86,8 +86,9 @@ def assert_array_close(
     context: str = "",
 ) -> None:
     """|actual - expected| <= tolerance(dtype) * scale * (|expected| + magnitude) elementwise,
-    and actual finite wherever expected is. dtype: actual's unless given. On torch's meta
-    device (no values) the shape only. A failure names the worst element and the margin."""
+    actual finite wherever expected is, and the same NaN, +Inf or -Inf wherever expected is
+    not. dtype: actual's unless given. On torch's meta device (no values) the shape only. A
+    failure names the worst element and the margin."""
     shape = tuple(getattr(actual, "shape", np.shape(actual)))
     where = f" ({context})" if context else ""
     assert shape == np.shape(expected), f"{what}: shape {shape}, expected {np.shape(expected)}"
@@ -97,15 +98,17 @@ def assert_array_close(
     tol = tolerance(dtype if dtype is not None else getattr(actual, "dtype", "float64")) * scale
     bound = tol * (np.abs(want) + np.broadcast_to(np.asarray(magnitude, np.float64), want.shape))
     finite = np.isfinite(want)
-    bad = finite & ~np.isfinite(got)
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    bad = np.where(finite, ~np.isfinite(got), ~same)
     if bad.any():
         i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
         raise AssertionError(
             f"{what}{list(i)} = {got[i]} where exact DDIM gives {want[i]:.8g}; "
-            f"{int(bad.sum())} of {bad.size} elements not finite{where}"
+            f"{int(bad.sum())} of {bad.size} elements not finite where exact DDIM is, or "
+            f"not its NaN/Inf{where}"
         )
-    err = np.where(finite, np.abs(got - want), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.where(finite, np.abs(got - want), 0.0)
         ratio = np.where(bound > 0, err / bound, np.where(err > 0, np.inf, 0.0))
     if ratio.size and float(ratio.max()) > 1.0:
         i = tuple(int(k) for k in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
