@@ -139,12 +139,44 @@ def check_nonnegative(name: str, value: Any) -> float:
     >>> check_nonnegative("eta", 1)
     1.0
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    number = float(value)
-    if not (math.isfinite(number) and number >= 0.0):
+    number = check_real(name, value)
+    if number < 0.0:
         raise ValueError(f"{name}={value} must be a finite number >= 0")
     return number
+
+
+def check_real(name: str, value: Any) -> float:
+    """A finite real host number, any sign (a guidance scale, an interpolation weight).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        Not a real number (a bool, a string or an array).
+    ValueError
+        NaN or infinite.
+
+    Examples
+    --------
+    >>> check_real("guidance_scale", 7.5)
+    7.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    scale = float(value)
+    if not math.isfinite(scale):
+        raise ValueError(f"{name}={value!r} must be a finite number")
+    return scale
 
 
 def _unalias(key: str, value: Any) -> Any:

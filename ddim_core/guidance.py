@@ -9,13 +9,11 @@ outputs of any prediction type and any backend; no host read.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 from . import backends
 from .backends import Array, Namespace
-from .config import check_nonnegative
+from .config import check_nonnegative, check_real
 
 
 def cfg(uncond: Array, cond: Array, scale: float) -> Array:
@@ -46,45 +44,11 @@ def cfg(uncond: Array, cond: Array, scale: float) -> Array:
     >>> cfg(np.zeros(2), np.ones(2), 7.5)
     array([7.5, 7.5])
     """
-    w = check_scale("scale", scale)
+    w = check_real("scale", scale)
     if w == 1.0:
         return cond
     (w_exact,) = backends.exact_scalars(backends.namespace(uncond=uncond, cond=cond), (w,), cond)
     return uncond + w_exact * (cond - uncond)
-
-
-def check_scale(name: str, value: Any) -> float:
-    """A guidance scale: a finite real host number (any sign; 1 is the conditional model alone).
-
-    Parameters
-    ----------
-    name : str
-        The argument's name, for the error message.
-    value : object
-        The value to check.
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    TypeError
-        Not a real number (a bool, a string or an array).
-    ValueError
-        NaN or infinite.
-
-    Examples
-    --------
-    >>> check_scale("guidance_scale", 7.5)
-    7.5
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    scale = float(value)
-    if not math.isfinite(scale):
-        raise ValueError(f"{name}={value!r} must be a finite number")
-    return scale
 
 
 def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: float) -> Array:

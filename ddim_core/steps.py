@@ -312,7 +312,8 @@ def _dispatch(
     )
     if kernel is not None:
         clip = _clip_range(config, xp, sample) if config.clip_sample else None
-        fused = _fused(kernel, key, (t, t_arr), model_output, sample, noise, use_clipped, clip, out)
+        arrays = (model_output, sample, noise)
+        fused = _fused(kernel, key, (t, t_arr), arrays, use_clipped, clip, out, xp)
         if fused is not None:
             return StepOutput(*fused)
     if out is not None:
@@ -330,21 +331,20 @@ def _fused(
     kernel: Any,
     key: StepKey,
     timestep: tuple[int | None, Any],
-    model_output: Array,
-    sample: Array,
-    noise: Array | None,
+    arrays: tuple[Array, Array, Array | None],
     use_clipped: bool,
     clip: float | None,
     out: tuple[Array, Array] | None,
+    xp: Namespace,
 ) -> Any:
     """(x_prev, x0_pred), or None where the kernel declines: the kernel's step from a row of
     host floats, or for a timestep array from its device-table form (`kernel.gather`: the row
     read in the kernel's own pass) where it has one, else from rows gathered on the device."""
     t, t_arr = timestep
+    model_output, sample, noise = arrays
     if t is not None:
         c = coefficients.fused_row(key, t, use_clipped)
         return kernel(sample, model_output, noise, c, clip, out)
-    xp = backends.namespace(sample=sample)
     gather = getattr(kernel, "gather", None)
     if gather is not None:
         where = backends.device(sample)

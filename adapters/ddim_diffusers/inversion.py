@@ -25,6 +25,7 @@ from typing import Any
 
 import ddim_core as dc
 from ddim_core import backends, guidance, reversible
+from ddim_core.config import check_real
 
 METHODS = ("exact", "plain", "edict", "bdia", "belm")
 _REVERSIBLE = ("edict", "bdia", "belm")
@@ -88,7 +89,7 @@ def guided_unet(
     >>> model(np.zeros((2, 1, 1, 1)), 10).ravel().round(6).tolist()   # 0 + 3 * (0.2 - 0)
     [0.6, 0.6]
     """
-    guidance_scale = guidance.check_scale("guidance_scale", guidance_scale)
+    guidance_scale = check_real("guidance_scale", guidance_scale)
     guidance_rescale = guidance.check_rescale("guidance_rescale", guidance_rescale)
     _check_embeddings(
         {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
