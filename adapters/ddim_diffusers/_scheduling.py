@@ -25,6 +25,8 @@ from ddim_core import backends, kernels
 from ddim_core.config import BETA_SCHEDULES, check_int, load_json_object
 from ddim_core.plugins import standard_normal
 
+from . import _buffers
+
 NOT_SET = (
     "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the "
     "scheduler"
@@ -270,6 +272,12 @@ class SchedulerCore:
             self._local.noise = buf
         return buf
 
+    def _out_buffers(self, model_output: Any, sample: Any, noise: Any) -> Any:
+        """Reused output buffers for this step (`_buffers`), or None: fresh outputs."""
+        if self._ddim_config.thresholding or backends.compiling():
+            return None  # no fused kernel to write into them
+        return _buffers.outputs(self._local, model_output, sample, noise)
+
     def _require_plan(self) -> dc.Plan:
         if self._plan is None:
             raise ValueError(NOT_SET)
@@ -348,6 +356,7 @@ class ForwardScheduler(SchedulerCore):
             noise=noise,
             # DDIMPipeline passes None, which diffusers reads as False
             use_clipped_model_output=bool(use_clipped_model_output or False),
+            out=self._out_buffers(model_output, sample, noise),
         )
         return self._output(out, return_dict)
 
@@ -418,7 +427,10 @@ class InverseScheduler(SchedulerCore):
     def _step(self, model_output: Any, timestep: Any, sample: Any, return_dict: bool) -> Any:
         """One DDIM inversion step up to `timestep` (deterministic)."""
         plan = self._require_plan()
-        out = dc.inverse_step(plan, model_output, self._timestep_for(timestep, sample), sample)
+        t = self._timestep_for(timestep, sample)
+        out = dc.inverse_step(
+            plan, model_output, t, sample, out=self._out_buffers(model_output, sample, None)
+        )
         return self._output(out, return_dict)
 
 

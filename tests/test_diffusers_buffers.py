@@ -1,0 +1,207 @@
+"""ddim_diffusers' steps write into reused CPU buffers (ddim_diffusers._buffers): the pipeline
+call pattern reuses a few, every output equals a fresh step's, and a buffer anything still holds
+(the output, a view, a NumPy array, a DLPack capsule, its storage) is never written again."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ddim_diffusers as dd
+import pytest
+from ddim_diffusers import _buffers
+
+import ddim_core as dc
+
+torch = pytest.importorskip("torch")
+
+SHAPE = (8, 4, 32, 32)  # float32: exactly _buffers.MIN_BYTES
+
+
+def _scheduler(cls: Any = dd.DDIMScheduler, steps: int = 10) -> Any:
+    scheduler = cls()
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def _pairs(seed: int = 0) -> tuple[Any, Any]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
+
+
+def _fresh(scheduler: Any, eps: Any, t: Any, x: Any, **kwargs: Any) -> Any:
+    """The same step with fresh outputs (ddim_core's own, no pool)."""
+    plan = scheduler._plan
+    return dc.step(plan, eps, int(t), x, **kwargs)
+
+
+def test_pipeline_pattern_reuses_a_few_buffers_and_equals_fresh_steps() -> None:
+    scheduler = _scheduler(steps=20)
+    x, eps = _pairs()
+    seen = set()
+    for t in scheduler.timesteps:
+        ref = _fresh(scheduler, eps, t, x)
+        out = scheduler.step(eps, t, x)
+        assert torch.equal(out.prev_sample, ref.prev_sample)
+        assert torch.equal(out.pred_original_sample, ref.pred_original_sample)
+        seen |= {out.prev_sample.data_ptr(), out.pred_original_sample.data_ptr()}
+        x = out.prev_sample
+    assert len(seen) <= 4  # `out` holds both outputs of the last step while the next runs
+    assert len(scheduler._local.pool.bufs) <= _buffers.SIZE
+
+
+def test_inverse_steps_take_the_pool_too() -> None:
+    scheduler = _scheduler(dd.DDIMInverseScheduler)
+    x, eps = _pairs(1)
+    seen = set()
+    for t in scheduler.timesteps:
+        ref = dc.inverse_step(scheduler._plan, eps, int(t), x)
+        out = scheduler.step(eps, t, x)
+        assert torch.equal(out.prev_sample, ref.prev_sample)
+        seen.add(out.prev_sample.data_ptr())
+        x = out.prev_sample
+    assert len(seen) <= 3
+
+
+def _keep(kind: str, x0: Any) -> Callable[[], Any]:
+    """Hold `x0` (a step's pred_original_sample) the way `kind` says, and only that way; the
+    closure reads the held values back as a tensor."""
+    if kind == "view":
+        view = x0[1:]
+        return lambda: view
+    if kind == "numpy":
+        array = x0.numpy()
+        return lambda: torch.from_numpy(array)
+    if kind == "dlpack":
+        capsule = torch.utils.dlpack.to_dlpack(x0)
+        return lambda: torch.utils.dlpack.from_dlpack(capsule)
+    if kind == "storage":
+        storage = x0.untyped_storage()
+        return lambda: torch.empty(0).set_(storage, 0, SHAPE)
+    return lambda: x0
+
+
+@pytest.mark.parametrize("kind", ["tensor", "view", "numpy", "dlpack", "storage"])
+def test_a_held_output_is_never_written_again(kind: str) -> None:
+    """Whatever still refers to a step's x0 buffer keeps its numbers through later steps."""
+    scheduler = _scheduler()
+    x, eps = _pairs(2)
+    held = []
+    for t in scheduler.timesteps:
+        out = scheduler.step(eps, t, x)
+        x0 = out.pred_original_sample
+        expected = x0[1:].clone() if kind == "view" else x0.clone()
+        held.append((_keep(kind, x0), expected))
+        x = out.prev_sample
+        del out, x0
+    for read, expected in held:
+        assert torch.equal(read(), expected)
+
+
+def test_return_dict_false_tuples_are_held_too() -> None:
+    scheduler = _scheduler()
+    x, eps = _pairs(8)
+    held = []
+    for t in scheduler.timesteps:
+        pair = scheduler.step(eps, t, x, return_dict=False)
+        held.append((pair, pair[1].clone()))
+        x = pair[0]
+    assert all(torch.equal(pair[1], value) for pair, value in held)
+
+
+def test_outputs_held_by_the_caller_keep_the_pool_bounded() -> None:
+    """A caller keeping every output (a callback storing x0 predictions) makes the pool
+    allocate afresh; it never keeps more than SIZE buffers of its own."""
+    scheduler = _scheduler(steps=30)
+    x, eps = _pairs(3)
+    kept = []
+    for t in scheduler.timesteps:
+        out = scheduler.step(eps, t, x)
+        kept.append(out)
+        x = out.prev_sample
+    ptrs = {o.pred_original_sample.data_ptr() for o in kept}
+    assert len(ptrs) == len(kept)
+    assert len(scheduler._local.pool.bufs) == _buffers.SIZE
+
+
+def test_threads_have_their_own_pools() -> None:
+    scheduler = _scheduler(steps=20)
+    results: dict[int, Any] = {}
+
+    def run(seed: int) -> None:
+        x, eps = _pairs(seed)
+        for t in scheduler.timesteps:
+            x = scheduler.step(eps, t, x).prev_sample
+        results[seed] = x
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (4, 5)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for seed in (4, 5):
+        x, eps = _pairs(seed)
+        for t in scheduler.timesteps:
+            x = _fresh(scheduler, eps, t, x).prev_sample
+        assert torch.equal(results[seed], x)
+
+
+def test_inference_mode_and_plain_buffers_are_kept_apart() -> None:
+    """A buffer made under torch.inference_mode cannot be written outside it: the pool is
+    keyed by the mode."""
+    scheduler = _scheduler()
+    x, eps = _pairs(6)
+    t = scheduler.timesteps[0]
+    with torch.inference_mode():
+        a = scheduler.step(eps, t, x).prev_sample
+    b = scheduler.step(eps, t, x).prev_sample
+    assert a.is_inference() and not b.is_inference()
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["small", "grad", "float16", "mixed", "strided", "thresholding"],
+)
+def test_steps_outside_the_plain_case_allocate_as_before(case: str) -> None:
+    scheduler = dd.DDIMScheduler(thresholding=case == "thresholding")
+    scheduler.set_timesteps(10)
+    x, eps = _pairs(7)
+    if case == "small":
+        x, eps = x[:1, :1], eps[:1, :1]
+    elif case == "grad":
+        eps.requires_grad_(True)
+    elif case == "float16":
+        x, eps = x.half(), eps.half()
+    elif case == "mixed":
+        eps = eps.double()
+    elif case == "strided":
+        x = x.transpose(2, 3)
+    assert scheduler._out_buffers(eps, x, None) is None
+    out = scheduler.step(eps, scheduler.timesteps[0], x)
+    assert getattr(scheduler._local, "pool", None) is None
+    assert out.prev_sample.shape == x.shape
+
+
+@pytest.mark.parametrize("shape", [(1,), (17,), (1, 4, 64, 64), (2, 3, 5, 7)])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("seeded", ["generator", "global"])
+def test_noise_drawn_into_a_buffer_has_randns_numbers(
+    shape: tuple[int, ...], dtype: str, seeded: str
+) -> None:
+    """The torch plugin draws into a buffer with `normal_`: torch.randn's numbers exactly."""
+    from ddim_core.plugins import standard_normal
+
+    dt = getattr(torch, dtype)
+    like, buf = torch.zeros(shape, dtype=dt), torch.empty(shape, dtype=dt)
+    if seeded == "generator":
+        z = standard_normal(torch.Generator().manual_seed(5), shape, like=like, out=buf)
+        ref = torch.randn(shape, generator=torch.Generator().manual_seed(5), dtype=dt)
+    else:
+        torch.manual_seed(5)
+        z = standard_normal(None, shape, like=like, out=buf)
+        torch.manual_seed(5)
+        ref = torch.randn(shape, dtype=dt)
+    assert z.data_ptr() == buf.data_ptr()
+    assert torch.equal(z, ref)
