@@ -245,3 +245,16 @@ def test_callback_x_is_in_the_samples_dtype_from_a_state(name: str) -> None:
     seen: list[dict] = []
     getattr(kr, f"sample_{name}")(model, state, sigmas, callback=seen.append)
     assert {d["x"].dtype for d in seen} == {torch.float16}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_jump_no_beta_can_hold_is_refused_by_name(name: str) -> None:
+    """sigmas 1e9 -> 1: the alpha_bar ratio 2e-18 makes the step's beta 1 in float64, which
+    no schedule holds (was a ValueError about trained_betas); 1e8 -> 1 still steps."""
+    sample, invert = getattr(kr, f"sample_{name}"), getattr(kr, f"sample_{name}_inverse")
+    x = np.array([[0.3, -0.2]])
+    with pytest.raises(ValueError, match=r"sigmas\[0\] = 1000000000.0 and sigmas\[1\] = 1.0 are"):
+        sample(denoiser, x * 1e9, np.array([1e9, 1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"sigmas\[1\] = 1.0 and sigmas\[2\] = 1000000000.0 are"):
+        invert(denoiser, x, np.array([0.0, 1.0, 1e9]))
+    assert np.isfinite(sample(denoiser, x * 1e8, np.array([1e8, 1.0, 0.0]))).all()

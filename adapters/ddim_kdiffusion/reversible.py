@@ -565,6 +565,13 @@ def _stepped(sigmas: Array, name: str, *, ascending: bool) -> list[float]:
                 f"{where} needs distinct sigmas, got sigmas[{i - 1}] = {levels[i - 1]} and "
                 f"sigmas[{i}] = {s}, one level in float64; drop the repeat"
             )
+        if i and 1.0 - min(a, ab[i - 1]) / max(a, ab[i - 1]) == 1.0:
+            raise ValueError(
+                f"{where}: sigmas[{i - 1}] = {levels[i - 1]} and sigmas[{i}] = {s} are too far "
+                "apart for one step: the ratio of their alpha_bar = 1 / (1 + sigma^2) rounds "
+                "the step's beta to 1 in float64 (it needs a ratio above about 1e-16); put "
+                "levels between them"
+            )
     return levels
 
 
