@@ -205,3 +205,22 @@ def test_noise_drawn_into_a_buffer_has_randns_numbers(
         ref = torch.randn(shape, dtype=dt)
     assert z.data_ptr() == buf.data_ptr()
     assert torch.equal(z, ref)
+
+
+def test_no_pool_where_the_fused_kernels_are_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDIM_CORE_BLOCK_PLUGINS=torch-fused leaves no kernel to write into buffers: steps
+    allocate (was TypeError: out= needs a fused kernel)."""
+    from ddim_core import plugins
+
+    monkeypatch.setenv("DDIM_CORE_BLOCK_PLUGINS", "torch-fused")
+    plugins.manager.cache_clear()
+    try:
+        scheduler = _scheduler()
+        x, eps = _pairs(9)
+        out = scheduler.step(eps, scheduler.timesteps[0], x)
+        ref = _fresh(scheduler, eps, scheduler.timesteps[0], x)
+        assert torch.allclose(out.prev_sample, ref.prev_sample, rtol=0, atol=1e-6)
+        assert getattr(scheduler._local, "pool", None) is None
+    finally:
+        monkeypatch.delenv("DDIM_CORE_BLOCK_PLUGINS")
+        plugins.manager.cache_clear()

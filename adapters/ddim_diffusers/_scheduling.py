@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 import ddim_core as dc
-from ddim_core import backends, kernels
+from ddim_core import backends, kernels, plugins
 from ddim_core.config import BETA_SCHEDULES, check_int, load_json_object
 from ddim_core.plugins import standard_normal
 
@@ -276,6 +276,8 @@ class SchedulerCore:
         """Reused output buffers for this step (`_buffers`), or None: fresh outputs."""
         if self._ddim_config.thresholding or backends.compiling():
             return None  # no fused kernel to write into them
+        if plugins.step_kernel(sample) is None:  # e.g. blocked (DDIM_CORE_BLOCK_PLUGINS)
+            return None
         return _buffers.outputs(self._local, model_output, sample, noise)
 
     def _require_plan(self) -> dc.Plan:
