@@ -224,3 +224,15 @@ def test_no_pool_where_the_fused_kernels_are_blocked(monkeypatch: pytest.MonkeyP
     finally:
         monkeypatch.delenv("DDIM_CORE_BLOCK_PLUGINS")
         plugins.manager.cache_clear()
+
+
+def test_buffers_are_made_on_the_samples_device_whatever_the_default() -> None:
+    scheduler = _scheduler()
+    x, eps = _pairs(10)
+    torch.set_default_device("meta")
+    try:
+        out = scheduler.step(eps, scheduler.timesteps[0], x)
+    finally:
+        torch.set_default_device(None)
+    assert out.prev_sample.device.type == "cpu"
+    assert torch.equal(out.prev_sample, _fresh(scheduler, eps, scheduler.timesteps[0], x)[0])
