@@ -47,7 +47,7 @@ class OutputPool:
             if _holders(buf) == free:
                 return buf.detach()
         torch = sys.modules["torch"]
-        buf = torch.empty(like.shape, dtype=like.dtype, )
+        buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
         _holders(buf)  # the storage object exists from here on: count it alike every time
         self.bufs.append((buf, _holders(buf)))
         del self.bufs[:-SIZE]  # buffers still held elsewhere are forgotten, not reused
