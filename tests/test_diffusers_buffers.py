@@ -99,6 +99,29 @@ def test_a_held_output_is_never_written_again(kind: str) -> None:
         assert torch.equal(read(), expected)
 
 
+@pytest.mark.parametrize("strategy", ["fd", "filename"])
+def test_an_output_shared_with_another_process_is_never_written_again(strategy: str) -> None:
+    """A torch.multiprocessing queue moves a tensor's storage into shared memory
+    (`share_memory_()`) and the receiver maps it by handle, holding nothing here: once the
+    sender drops the output, its buffer was reused and the receiver's numbers changed."""
+    scheduler = _scheduler()
+    x, eps = _pairs(11)
+    received = []
+    for t in scheduler.timesteps:
+        out = scheduler.step(eps, t, x)
+        storage = out.pred_original_sample.share_memory_().untyped_storage()
+        if strategy == "fd":  # what the receiving process rebuilds from the handle
+            mapped = torch.UntypedStorage._new_shared_fd_cpu(*storage._share_fd_cpu_())
+        else:
+            mapped = torch.UntypedStorage._new_shared_filename_cpu(*storage._share_filename_cpu_())
+        view = torch.empty(0).set_(mapped, 0, SHAPE)
+        received.append((view, out.pred_original_sample.clone()))
+        x = out.prev_sample
+        del out, storage
+    for view, expected in received:
+        assert torch.equal(view, expected)
+
+
 def test_return_dict_false_tuples_are_held_too() -> None:
     scheduler = _scheduler()
     x, eps = _pairs(8)

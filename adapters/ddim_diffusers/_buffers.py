@@ -7,7 +7,9 @@ otherwise at the memory floor (benchmarks/pipeline.py). So `ddim_diffusers` step
 buffers of their own and hand out a `detach()`ed alias of each. A buffer is reused only when
 its storage is held by nothing but the pool: no tensor, view, NumPy array, DLPack capsule or
 storage object anywhere (torch counts the tensors sharing a storage; Python counts the
-storage object's holders). Its numbers never change while a user can see them.
+storage object's holders), and only while its storage still has the memory it was made with:
+`share_memory_()` moves it into shared memory that another process may map without any count
+here (a `torch.multiprocessing` queue). Its numbers never change while a user can see them.
 
 Only plain, contiguous float32/float64 CPU tensors without grad, outside torch.compile, take
 this path (accelerators have caching allocators already); each thread keeps its own pool of
@@ -24,10 +26,10 @@ SIZE = 4  # a pipeline step needs two free buffers while the last step's sample 
 MIN_BYTES = 1 << 17  # smaller blocks come from malloc's bins: no page faults to save
 
 
-def _holders(buf: Any) -> tuple[int, int]:
-    """(tensors sharing buf's storage, Python references to its storage object)."""
+def _holders(buf: Any) -> tuple[int, int, int]:
+    """(tensors sharing buf's storage, Python references to its storage object, its memory)."""
     storage = buf.untyped_storage()
-    return _use_count(storage._cdata), sys.getrefcount(storage)
+    return _use_count(storage._cdata), sys.getrefcount(storage), storage.data_ptr()
 
 
 def _use_count(cdata: int) -> int:
@@ -39,7 +41,7 @@ class OutputPool:
 
     def __init__(self, key: tuple[Any, ...]) -> None:
         self.key = key
-        self.bufs: list[tuple[Any, tuple[int, int]]] = []  # (buffer, its holders when free)
+        self.bufs: list[tuple[Any, tuple[int, int, int]]] = []  # (buffer, its holders when free)
 
     def take(self, like: Any) -> Any:
         """A free buffer shaped like `like` (a new one if none is free), as a detached alias."""
