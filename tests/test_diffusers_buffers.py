@@ -249,6 +249,18 @@ def test_no_pool_where_the_fused_kernels_are_blocked(monkeypatch: pytest.MonkeyP
         plugins.manager.cache_clear()
 
 
+def test_no_pool_where_torch_cannot_count_storage_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch without torch._C._storage_Use_Count cannot tell a free buffer from a held one:
+    steps allocate their outputs as before."""
+    monkeypatch.delattr(torch._C, "_storage_Use_Count")
+    scheduler = _scheduler()
+    x, eps = _pairs(12)
+    t = scheduler.timesteps[0]
+    out = scheduler.step(eps, t, x)
+    assert getattr(scheduler._local, "pool", None) is None
+    assert torch.equal(out.prev_sample, _fresh(scheduler, eps, t, x).prev_sample)
+
+
 def test_buffers_are_made_on_the_samples_device_whatever_the_default() -> None:
     scheduler = _scheduler()
     x, eps = _pairs(10)
