@@ -207,6 +207,25 @@ def test_steps_outside_the_plain_case_allocate_as_before(case: str) -> None:
     assert out.prev_sample.shape == x.shape
 
 
+@pytest.mark.parametrize("sparse", ["model_output", "variance_noise"])
+def test_sparse_inputs_allocate_as_before(sparse: str) -> None:
+    """A sparse model_output or variance_noise has no data pointer for out='s overlap check:
+    pooled steps raised 'Cannot access data pointer of Tensor that doesn't have storage',
+    where fresh outputs worked."""
+    scheduler = _scheduler()
+    x, eps = _pairs(13)
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(14))
+    if sparse == "model_output":
+        eps = eps.to_sparse()
+    else:
+        noise = noise.to_sparse()
+    t = scheduler.timesteps[0]
+    out = scheduler.step(eps, t, x, eta=0.5, variance_noise=noise)
+    assert getattr(scheduler._local, "pool", None) is None
+    ref = _fresh(scheduler, eps, t, x, eta=0.5, noise=noise)
+    assert torch.equal(out.prev_sample, ref.prev_sample)
+
+
 @pytest.mark.parametrize("shape", [(1,), (17,), (1, 4, 64, 64), (2, 3, 5, 7)])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("seeded", ["generator", "global"])

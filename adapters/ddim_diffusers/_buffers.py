@@ -11,9 +11,10 @@ storage object's holders), and only while its storage still has the memory it wa
 `share_memory_()` moves it into shared memory that another process may map without any count
 here (a `torch.multiprocessing` queue). Its numbers never change while a user can see them.
 
-Only plain, contiguous float32/float64 CPU tensors without grad, outside torch.compile, take
-this path (accelerators have caching allocators already); each thread keeps its own pool of
-at most `SIZE` buffers of one shape, dtype and inference mode.
+Only plain, contiguous float32/float64 CPU tensors without grad (and inputs that are not
+sparse), outside torch.compile, take this path (accelerators have caching allocators
+already); each thread keeps its own pool of at most `SIZE` buffers of one shape, dtype and
+inference mode.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def outputs(local: threading.local, model_output: Any, sample: Any, noise: Any) 
     if model_output.dtype != sample.dtype or model_output.shape != sample.shape:
         return None
     if noise is not None and (type(noise) is not torch.Tensor or noise.dtype != sample.dtype):
+        return None
+    dense = torch.strided  # sparse tensors have no data pointer for out='s overlap check
+    if sample.layout != dense or model_output.layout != dense:
+        return None
+    if noise is not None and noise.layout != dense:
         return None
     if sample.numel() * sample.element_size() < MIN_BYTES or not sample.is_contiguous():
         return None
