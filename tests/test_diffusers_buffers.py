@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ddim_diffusers as dd
+import numpy as np
 import pytest
 from ddim_diffusers import _buffers
 
@@ -79,10 +80,42 @@ def _keep(kind: str, x0: Any) -> Callable[[], Any]:
     if kind == "storage":
         storage = x0.untyped_storage()
         return lambda: torch.empty(0).set_(storage, 0, SHAPE)
+    if kind == "memoryview":  # of a NumPy view
+        buffer = memoryview(x0.numpy()[1:])
+        return lambda: torch.from_numpy(np.asarray(buffer))
+    if kind == "from_dlpack":
+        tensor = torch.from_dlpack(x0)
+        return lambda: tensor
+    if kind == "as_strided":
+        strided = x0.as_strided((100,), (7,), 3)
+        return lambda: strided
+    if kind == "autograd":  # saved for backward of w * x0
+        w = torch.ones(SHAPE, requires_grad=True)
+        with torch.enable_grad():
+            loss = (w * x0).sum()
+        return lambda: torch.autograd.grad(loss, w, retain_graph=True)[0]
+    if kind == "swapped":
+        other = torch.zeros(SHAPE)
+        torch.utils.swap_tensors(other, x0)
+        return lambda: other
     return lambda: x0
 
 
-@pytest.mark.parametrize("kind", ["tensor", "view", "numpy", "dlpack", "storage"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "tensor",
+        "view",
+        "numpy",
+        "dlpack",
+        "storage",
+        "memoryview",
+        "from_dlpack",
+        "as_strided",
+        "autograd",
+        "swapped",
+    ],
+)
 def test_a_held_output_is_never_written_again(kind: str) -> None:
     """Whatever still refers to a step's x0 buffer keeps its numbers through later steps."""
     scheduler = _scheduler()
@@ -91,7 +124,7 @@ def test_a_held_output_is_never_written_again(kind: str) -> None:
     for t in scheduler.timesteps:
         out = scheduler.step(eps, t, x)
         x0 = out.pred_original_sample
-        expected = x0[1:].clone() if kind == "view" else x0.clone()
+        expected = _keep(kind, x0.clone())()  # read once: a DLPack capsule is consumed
         held.append((_keep(kind, x0), expected))
         x = out.prev_sample
         del out, x0
