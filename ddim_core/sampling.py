@@ -40,7 +40,8 @@ class StepInfo(NamedTuple):
     model_calls : int
         Model calls the step made (exact inversion: one plus the solver's).
     residual : float or None
-        Exact inversion: max |step(x_t) - x_source| when it was read to the host, else None.
+        Exact inversion: max |step(x_t) - x_source| when it was read to the host, else None
+        (with `tol`, where the step stopped on a predicted residual, the prediction).
 
     Examples
     --------
@@ -173,7 +174,9 @@ def invert(
     one iterate no call measured, kept where the iteration was still improving (else the best
     measured iterate). With `tol` the max residual |step(x_t) - x_source| of each measured
     iterate is read on the host (the only host read) and the step stops at the first iterate
-    within tol.
+    within tol, or one call sooner where the next refinement is predicted within tol (its
+    last residual times the slowest rate of decrease the step has shown), returning the
+    refinement wherever it is predicted within tol.
 
     Parameters
     ----------
@@ -188,8 +191,8 @@ def invert(
     fixed_point_iters : int, default 0
         Refinements per step after the plain step (0: plain inversion); 1 + k model calls.
     tol : float, optional
-        Stop a step at the first measured iterate whose residual is <= tol (one host read
-        per iterate, only when given).
+        Stop a step at the first measured iterate whose residual is <= tol, or at the next
+        refinement where it is predicted <= tol (one host read per iterate, only when given).
     eta : float, default 0.0
         Must be 0: inversion is deterministic.
     timesteps : sequence of int, optional
