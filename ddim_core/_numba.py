@@ -36,14 +36,19 @@ import numpy as np
 # 4x4x128x128. Hence the guard below.
 PARALLEL_MIN = 1 << 16
 THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))  # type: ignore[attr-defined]
-# The parallel loop's guard: a parallel step slower than BACKOFF_RATIO x the serial loop's
-# best time per element (a stall: a worker thread waiting for a CPU) sends the steps of the
-# next seconds to the serial loop (BACKOFF_S, doubled after each stall in a row up to
-# BACKOFF_MAX_S), then the parallel loop is tried again. Stalls cost 10-300x the serial step
+# The parallel loop's guard: STALLS parallel steps in a row slower than BACKOFF_RATIO x the
+# serial loop's best time per element at their size (a stall: a worker thread waiting for a
+# CPU) send the steps of the next seconds to the serial loop (BACKOFF_S, doubled after each
+# back-off in a row up to BACKOFF_MAX_S), then the parallel loop is tried again. One slow step
+# alone is not a busy machine: the first step after other work (a pipeline's UNet, torch ops
+# whose threads still spin) pays for cold caches and waking threads, 2-7x a warm step
+# (benchmarks/pipeline.py; with one such step enough, its 8x4x128x128 rows backed off to the
+# serial loop for good, at 1.4x the parallel step's time). Stalls cost 10-300x the serial step
 # (a scheduler time slice), a parallel step that pays 0.5-0.8x (up to about 1.5x where fresh
 # output memory faults in), so the ratio tells them apart. (The load average cannot tell: it
 # counts this process's own worker threads, which spin after each parallel step.)
 BACKOFF_RATIO = 3.0
+STALLS = 2
 BACKOFF_S = 1.0
 BACKOFF_MAX_S = 64.0
 
@@ -52,9 +57,13 @@ class _Guard:
     """The guard's state, one per process."""
 
     def __init__(self) -> None:
-        self.serial_ns: dict[int, float] = {}  # per itemsize: the serial loop's best ns/element
+        # per `_size_class`: the serial loop's best ns/element at that size (a step whose
+        # arrays fit in cache runs several times faster per element than one from memory:
+        # measured against that, a cache-cold parallel step looked like a stall)
+        self.serial_ns: dict[tuple[int, int], float] = {}
         self.backoff_until = 0.0  # perf_counter time until which steps run serially
         self.backoff_s = BACKOFF_S  # the next back-off
+        self.stalls = 0  # parallel steps in a row that stalled
         self.loaded: set[tuple[bool, int]] = set()  # (parallel, itemsize) of loops run once
 
 
@@ -73,9 +82,15 @@ def _serial_after_fork() -> None:
 os.register_at_fork(after_in_child=_serial_after_fork)
 
 
+def _size_class(n: int, itemsize: int) -> tuple[int, int]:
+    """Steps of one dtype within a factor of two in size, compared with each other."""
+    return (itemsize, n.bit_length())
+
+
 def _choose(n: int, itemsize: int, now: float) -> bool:
     """Whether a step of n elements runs the parallel loop (holding _PARALLEL if so)."""
-    ready = _guard.serial_ns.get(itemsize, math.inf) < math.inf and now >= _guard.backoff_until
+    serial = _guard.serial_ns.get(_size_class(n, itemsize), math.inf)
+    ready = serial < math.inf and now >= _guard.backoff_until
     return n >= PARALLEL_MIN and THREADS > 1 and ready and _PARALLEL.acquire(blocking=False)
 
 
@@ -84,16 +99,21 @@ def _observe(parallel: bool, n: int, itemsize: int, elapsed: float) -> None:
     step (it loads the loop and starts the threads) is not counted."""
     if (parallel, itemsize) not in _guard.loaded:
         _guard.loaded.add((parallel, itemsize))
-        _guard.serial_ns.setdefault(itemsize, math.inf)
         return
     per = elapsed * 1e9 / n
+    size = _size_class(n, itemsize)
+    serial = _guard.serial_ns.get(size, math.inf)
     if not parallel:
-        _guard.serial_ns[itemsize] = min(per, _guard.serial_ns[itemsize])
-    elif per > BACKOFF_RATIO * _guard.serial_ns[itemsize]:
-        _guard.backoff_until = time.perf_counter() + _guard.backoff_s
-        _guard.backoff_s = min(2.0 * _guard.backoff_s, BACKOFF_MAX_S)
+        _guard.serial_ns[size] = min(per, serial)
+    elif per > BACKOFF_RATIO * serial:
+        _guard.stalls += 1
+        if _guard.stalls >= STALLS:
+            _guard.backoff_until = time.perf_counter() + _guard.backoff_s
+            _guard.backoff_s = min(2.0 * _guard.backoff_s, BACKOFF_MAX_S)
+            _guard.stalls = 0
     else:
         _guard.backoff_s = BACKOFF_S
+        _guard.stalls = 0
 
 
 def _step_loop(x, m, z, prev, x0, c, clip, r, noise, reclip):  # type: ignore[no-untyped-def]

@@ -291,8 +291,8 @@ def test_numba_parallel_loop_backs_off_after_a_stall(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Large steps take the parallel loop once the serial loop has a time per element, until
-    a parallel step stalls (> BACKOFF_RATIO x serial): then the serial
-    loop for BACKOFF_S, doubled per stall in a row, reset by a parallel step that pays."""
+    STALLS parallel steps in a row stall (> BACKOFF_RATIO x serial): then the serial loop for
+    BACKOFF_S, doubled per back-off in a row, reset by a parallel step that pays."""
     pytest.importorskip("numba")
     from ddim_core import _numba
 
@@ -316,17 +316,60 @@ def test_numba_parallel_loop_backs_off_after_a_stall(
     _numba._observe(True, n, 4, 1.0)  # the parallel loop's first step: not counted
     _numba._observe(True, n, 4, n * 0.6e-9)  # pays
     assert choose()
-    _numba._observe(True, n, 4, n * 10e-9)  # a stall
+    _numba._observe(True, n, 4, n * 10e-9)  # one slow step (a cold first step): no back-off
+    assert choose()
+    _numba._observe(True, n, 4, n * 0.6e-9)  # pays: the count starts again
+    _numba._observe(True, n, 4, n * 10e-9)
+    assert choose()
+    _numba._observe(True, n, 4, n * 10e-9)  # STALLS in a row: a stall
     assert not choose()
     clock[0] += _numba.BACKOFF_S
     assert choose()
-    _numba._observe(True, n, 4, n * 10e-9)  # a stall again: twice as long
+    for _ in range(_numba.STALLS):
+        _numba._observe(True, n, 4, n * 10e-9)  # a stall again: twice as long
     clock[0] += _numba.BACKOFF_S
     assert not choose()
     clock[0] += _numba.BACKOFF_S
     assert choose()
     _numba._observe(True, n, 4, n * 0.6e-9)
     assert _numba._guard.backoff_s == _numba.BACKOFF_S
+
+
+def test_numba_guard_compares_a_parallel_step_with_serial_steps_of_its_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small step runs from cache several times faster per element than a large one from
+    memory. Measured against a small step's serial time, a large cache-cold parallel step
+    looked like a stall and sent a pipeline to the serial loop for good (the benchmark's
+    8x4x128x128 rows ran serially after its 1x4x64x64 rows). Each size class has its own
+    serial time: a large step runs the parallel loop only once the serial loop has run at its
+    size, and is a stall only against that."""
+    pytest.importorskip("numba")
+    from ddim_core import _numba
+
+    clock = [100.0]
+    monkeypatch.setattr(_numba.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_numba, "THREADS", 2)
+    monkeypatch.setattr(_numba, "_guard", _numba._Guard())
+    small, large = _numba.PARALLEL_MIN, 8 * _numba.PARALLEL_MIN
+
+    def choose(n: int) -> bool:
+        chosen = _numba._choose(n, 4, clock[0])
+        if chosen:
+            _numba._PARALLEL.release()
+        return chosen
+
+    _numba._observe(False, small, 4, 1.0)  # loading
+    _numba._observe(True, small, 4, 1.0)  # loading
+    _numba._observe(False, small, 4, small * 0.1e-9)  # from cache: 0.1 ns per element
+    assert choose(small) and not choose(large)  # no serial time at the large size yet
+    _numba._observe(False, large, 4, large * 0.3e-9)  # from memory
+    assert choose(large)
+    _numba._observe(True, large, 4, large * 0.4e-9)  # cache-cold, slower than serial: no stall
+    assert choose(large) and _numba._guard.backoff_s == _numba.BACKOFF_S
+    for _ in range(_numba.STALLS):
+        _numba._observe(True, large, 4, large * 10e-9)  # a real stall
+    assert not choose(large) and not choose(small)
 
 
 _FORK_AFTER_PARALLEL = """
@@ -339,7 +382,7 @@ x = np.ones(_numba.PARALLEL_MIN, np.float32)
 out = (np.empty_like(x), np.empty_like(x))
 ran = []
 _numba._observe = lambda parallel, *args: ran.append(parallel)
-_numba._guard.serial_ns[4] = 1.0  # the parallel loop may run at once
+_numba._guard.serial_ns[_numba._size_class(x.size, 4)] = 1.0  # the parallel loop may run now
 for _ in range(3):
     dc.step(plan, x, 500, x, out=out)
 assert ran[-1], ran  # the parent ran the parallel loop (its threads started)
