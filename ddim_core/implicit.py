@@ -32,7 +32,11 @@ cheap and safe:
 3. Safeguards: an update that is not finite or is longer than `CAP` plain steps becomes the
    plain step; every measured iterate's residual max |F(x) - x_s| is kept per sample with the
    best iterate; the last refinement (which no call measures) is returned only where the
-   iteration was still improving and it is finite, else the best measured iterate.
+   iteration was still improving and it is finite, else the best measured iterate. Where the
+   model is not finite at an iterate, that sample's next iterate is its best measured
+   iterate's plain step, halved each time it fails (a backtracking line search), and the
+   failed iterate enters Anderson's history as the best one (a zero difference, dropped): a
+   model that fails only in a region the iteration overshot into recovers.
 
 Counting: with `refinements = k`, the first model call is the step itself, taken at the warm
 start (at the first step it is plain inversion's call, and its fixed-point update is plain
@@ -402,6 +406,8 @@ def solve_step(
     (c_work,) = _exact(xp, src, c)
     y = backends.cast(xp, warm_start(src, frame, trail), dtype)
     best, best_x0, best_res, improving = y, None, None, None
+    best_r: Any = None
+    damping: Any = None  # per sample: the step back after a failed iterate, halved each time
     ys: list[Array] = []
     rs: list[Array] = []
     residual: float | None = None
@@ -420,17 +426,32 @@ def solve_step(
             ratio = xp.where(shrank, res, one) / xp.where(shrank, last_res, one)
             rate = ratio if rate is None else xp.maximum(rate, ratio)
         last_res = res
+        r = c_work * (x_fwd - src)  # g(y) = y - r: the plain step
+        y_work = backends.cast(xp, y, work)
         if best_res is None:
             best_x0, best_res, improving = x0, res, xp.isfinite(res)
+            best_r, damping = r, xp.ones_like(res)
         else:
             improving = res < best_res
             mask = _sample_mask(improving, y.ndim, xp)
             best, best_x0 = xp.where(mask, y, best), xp.where(mask, x0, best_x0)
+            best_r = xp.where(mask, r, best_r)
             best_res = xp.where(improving, res, best_res)
-        best, best_x0, best_res = (backends.materialize(a) for a in (best, best_x0, best_res))
-        ys = [*ys, backends.cast(xp, y, work)][-(history + 1) :]
-        rs = [*rs, c_work * (x_fwd - src)][-(history + 1) :]  # g(y) = y - r: the plain step
-        y = backends.cast(xp, backends.materialize(_anderson(ys, rs, xp)), dtype)
+        best, best_x0, best_res, best_r = (
+            backends.materialize(a) for a in (best, best_x0, best_res, best_r)
+        )
+        # a failed iterate (model not finite there) enters the history as the best measured
+        # one (a zero difference, which Anderson drops); the next iterate is the best one's
+        # plain step, halved each time a sample fails (a backtracking line search)
+        failed = ~xp.isfinite(res)
+        damping = xp.where(failed, 0.5 * damping, damping)
+        back = _sample_mask(failed, y.ndim, xp)
+        best_work = backends.cast(xp, best, work)
+        ys = [*ys, xp.where(back, best_work, y_work)][-(history + 1) :]
+        rs = [*rs, xp.where(back, best_r, r)][-(history + 1) :]
+        retreat = best_work - _sample_mask(damping, y.ndim, xp) * best_r
+        y = xp.where(back, retreat, _anderson(ys, rs, xp))
+        y = backends.cast(xp, backends.materialize(y), dtype)
         if tol is not None or backends.is_host_numpy(best_res):
             # each sample's residual: its best measured one, or where it takes the refinement
             # no call has measured (`_takes_refinement`), the predicted one

@@ -163,6 +163,27 @@ def test_a_model_failing_on_the_solvers_iterates_leaves_no_nan() -> None:
     assert np.all(np.isfinite(z))
 
 
+def test_a_step_recovers_from_a_region_where_the_model_fails() -> None:
+    """A model NaN beyond some radius, which the plain step overshoots (eps = -10 y, so the
+    plain step from x_s lands at -3.4 x_s, the solution at x_s / 5): the next iterate goes
+    back to the best one's plain step, halved, and the step converges (it wasted every call
+    on NaN before)."""
+    frame = implicit.Frame(1.0, 1.0, 0.5, 0.9)
+    x_src = np.random.default_rng(7).standard_normal((4, 3))
+    radius = 2.0 * np.abs(x_src).max(axis=1, keepdims=True)
+
+    def forward(y):
+        eps = np.where(np.abs(y).max(axis=1, keepdims=True) > radius, np.nan, -10.0 * y)
+        return y - frame.h * eps, y
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = implicit.solve_step(forward, x_src, frame, 6, 1e-12)
+    assert out.residual is not None and out.residual <= 1e-12
+    assert np.abs(forward(out.x_t)[0] - x_src).max() <= 1e-12
+    assert out.calls <= 5
+
+
 def test_tol_stops_on_the_predicted_residual() -> None:
     """With tol a step returns the refinement no call has measured where the residual just
     measured, times the slowest rate the step has shown, is within tol: one call fewer than
