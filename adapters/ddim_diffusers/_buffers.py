@@ -25,6 +25,7 @@ from typing import Any
 
 SIZE = 4  # a pipeline step needs two free buffers while the last step's sample is held
 MIN_BYTES = 1 << 17  # smaller blocks come from malloc's bins: no page faults to save
+_COUNT = "_storage_Use_Count"  # torch's count of a storage's users (no pool without it)
 
 
 def _holders(buf: Any) -> tuple[int, int, int]:
@@ -34,7 +35,7 @@ def _holders(buf: Any) -> tuple[int, int, int]:
 
 
 def _use_count(cdata: int) -> int:
-    return int(sys.modules["torch"]._C._storage_Use_Count(cdata))
+    return int(getattr(sys.modules["torch"]._C, _COUNT)(cdata))
 
 
 class OutputPool:
@@ -83,6 +84,3 @@ def outputs(local: threading.local, model_output: Any, sample: Any, noise: Any) 
     if pool is None or pool.key != key:
         pool = local.pool = OutputPool(key)
     return pool.take(sample), pool.take(sample)
-
-
-_COUNT = "_storage_Use_Count"
