@@ -58,8 +58,8 @@ class _Guard:
 
     def __init__(self) -> None:
         # per `_size_class`: the serial loop's best ns/element at that size (a step whose
-        # arrays fit in cache runs several times faster per element than one from memory:
-        # measured against that, a cache-cold parallel step looked like a stall)
+        # arrays fit in cache runs up to 2x faster per element than one from memory: against
+        # that, a large cache-cold parallel step looked like a stall)
         self.serial_ns: dict[tuple[int, int], float] = {}
         self.backoff_until = 0.0  # perf_counter time until which steps run serially
         self.backoff_s = BACKOFF_S  # the next back-off
