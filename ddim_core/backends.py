@@ -324,9 +324,12 @@ def overlaps(a: Array, b: Array) -> bool:
 def _byte_span(x: Array) -> tuple[int, int] | None:
     """[first, last) byte addresses an array's elements occupy, or None when unknown."""
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor) and x.is_contiguous():
-        start = x.data_ptr()  # the common case, cheaply (out= checks run every step)
-        return (start, start + x.nbytes)
+    if torch is not None and isinstance(x, torch.Tensor):
+        if x.layout != torch.strided:
+            return None  # sparse: no data pointer (its own storage, never a dense buffer's)
+        if x.is_contiguous():
+            start = x.data_ptr()  # the common case, cheaply (out= checks run every step)
+            return (start, start + x.nbytes)
     if hasattr(x, "data_ptr") and hasattr(x, "stride"):  # torch
         if x.numel() == 0:
             return (0, 0)

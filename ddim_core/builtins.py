@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
+from . import _buffers, backends
 from .hookspecs import hookimpl
 
 
@@ -293,8 +293,7 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
     if not plain:
         return _torch_step(x, m, z, c, clip, out)
     if out is None:
-        torch = sys.modules["torch"]
-        prev, x0 = torch.empty_like(x), torch.empty_like(x)
+        prev, x0 = _buffers.outputs(sys.modules["torch"], x)  # reused once nothing holds them
     else:
         prev, x0 = out
     z_view = None if z is None else z.numpy()
@@ -354,7 +353,8 @@ def _is(weight: Any, value: float) -> bool:
 
 def _aliases(out: Any, inputs: tuple[Any, ...]) -> bool:
     """An output buffer sharing memory with an input would be read after being written."""
-    ptrs = {a.data_ptr() for a in inputs if a is not None}
+    strided = sys.modules["torch"].strided  # a sparse input has no data pointer of its own
+    ptrs = {a.data_ptr() for a in inputs if a is not None and a.layout == strided}
     return any(o.data_ptr() in ptrs for o in out)
 
 

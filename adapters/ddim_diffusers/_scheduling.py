@@ -21,11 +21,9 @@ from typing import Any
 import numpy as np
 
 import ddim_core as dc
-from ddim_core import backends, kernels, plugins
+from ddim_core import backends, kernels
 from ddim_core.config import BETA_SCHEDULES, check_int, load_json_object
 from ddim_core.plugins import standard_normal
-
-from . import _buffers
 
 NOT_SET = (
     "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the "
@@ -272,14 +270,6 @@ class SchedulerCore:
             self._local.noise = buf
         return buf
 
-    def _out_buffers(self, model_output: Any, sample: Any, noise: Any) -> Any:
-        """Reused output buffers for this step (`_buffers`), or None: fresh outputs."""
-        if self._ddim_config.thresholding or backends.compiling():
-            return None  # no fused kernel to write into them
-        if plugins.step_kernel(sample) is None:  # e.g. blocked (DDIM_CORE_BLOCK_PLUGINS)
-            return None
-        return _buffers.outputs(self._local, model_output, sample, noise)
-
     def _require_plan(self) -> dc.Plan:
         if self._plan is None:
             raise ValueError(NOT_SET)
@@ -358,7 +348,6 @@ class ForwardScheduler(SchedulerCore):
             noise=noise,
             # DDIMPipeline passes None, which diffusers reads as False
             use_clipped_model_output=bool(use_clipped_model_output or False),
-            out=self._out_buffers(model_output, sample, noise),
         )
         return self._output(out, return_dict)
 
@@ -429,10 +418,7 @@ class InverseScheduler(SchedulerCore):
     def _step(self, model_output: Any, timestep: Any, sample: Any, return_dict: bool) -> Any:
         """One DDIM inversion step up to `timestep` (deterministic)."""
         plan = self._require_plan()
-        t = self._timestep_for(timestep, sample)
-        out = dc.inverse_step(
-            plan, model_output, t, sample, out=self._out_buffers(model_output, sample, None)
-        )
+        out = dc.inverse_step(plan, model_output, self._timestep_for(timestep, sample), sample)
         return self._output(out, return_dict)
 
 

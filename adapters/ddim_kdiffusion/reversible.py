@@ -73,7 +73,8 @@ def sample_edict(
     Raises
     ------
     ValueError
-        A repeated sigma, or a state made by another method, parameter or sigma list.
+        A repeated sigma, two sigmas too far apart for one step, or a state made by another
+        method, parameter or sigma list.
     TypeError
         A model or callback that is not callable, extra_args not a mapping, x not floating.
 
@@ -132,7 +133,8 @@ def sample_edict_inverse(
     Raises
     ------
     ValueError
-        A repeated sigma, or sigmas that are not ascending.
+        A repeated sigma, two sigmas too far apart for one step, or sigmas that are not
+        ascending.
     TypeError
         A model or callback that is not callable, extra_args not a mapping, x not floating.
 
@@ -190,7 +192,8 @@ def sample_bdia(
     Raises
     ------
     ValueError
-        A repeated sigma, or a state made by another method, parameter or sigma list.
+        A repeated sigma, two sigmas too far apart for one step, or a state made by another
+        method, parameter or sigma list.
     TypeError
         A model or callback that is not callable, extra_args not a mapping, x not floating.
 
@@ -250,7 +253,8 @@ def sample_bdia_inverse(
     Raises
     ------
     ValueError
-        A repeated sigma, or sigmas that are not ascending.
+        A repeated sigma, two sigmas too far apart for one step, or sigmas that are not
+        ascending.
     TypeError
         A model or callback that is not callable, extra_args not a mapping, x not floating.
 
@@ -305,7 +309,8 @@ def sample_belm(
     Raises
     ------
     ValueError
-        A repeated sigma, or a state made by another method, parameter or sigma list.
+        A repeated sigma, two sigmas too far apart for one step, or a state made by another
+        method, parameter or sigma list.
     TypeError
         A model or callback that is not callable, extra_args not a mapping, x not floating.
 
@@ -362,7 +367,8 @@ def sample_belm_inverse(
     Raises
     ------
     ValueError
-        A repeated sigma, or sigmas that are not ascending.
+        A repeated sigma, two sigmas too far apart for one step, or sigmas that are not
+        ascending.
     TypeError
         A model or callback that is not callable, extra_args not a mapping, x not floating.
 

@@ -1,6 +1,7 @@
-"""ddim_diffusers' steps write into reused CPU buffers (ddim_diffusers._buffers): the pipeline
-call pattern reuses a few, every output equals a fresh step's, and a buffer anything still holds
-(the output, a view, a NumPy array, a DLPack capsule, its storage) is never written again."""
+"""Fused torch CPU steps write into reused buffers (ddim_core._buffers), through diffusers'
+scheduler API and ddim_core's own: the pipeline call pattern reuses a few, every output equals a
+fresh step's, and a buffer anything still holds (the output, a view, a NumPy array, a DLPack
+capsule, its storage) is never written again."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any
 import ddim_diffusers as dd
 import numpy as np
 import pytest
-from ddim_diffusers import _buffers
 
 import ddim_core as dc
+from ddim_core import _buffers
 
 torch = pytest.importorskip("torch")
 
@@ -31,10 +32,15 @@ def _pairs(seed: int = 0) -> tuple[Any, Any]:
     return torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
 
 
+@pytest.fixture(autouse=True)
+def _no_pool_yet() -> None:
+    _buffers._local.pool = None
+
+
 def _fresh(scheduler: Any, eps: Any, t: Any, x: Any, **kwargs: Any) -> Any:
-    """The same step with fresh outputs (ddim_core's own, no pool)."""
-    plan = scheduler._plan
-    return dc.step(plan, eps, int(t), x, **kwargs)
+    """The same step into fresh buffers (the same fused kernel, no pool)."""
+    out = (torch.empty_like(x), torch.empty_like(x))
+    return dc.step(scheduler._plan, eps, int(t), x, out=out, **kwargs)
 
 
 def test_pipeline_pattern_reuses_a_few_buffers_and_equals_fresh_steps() -> None:
@@ -49,7 +55,7 @@ def test_pipeline_pattern_reuses_a_few_buffers_and_equals_fresh_steps() -> None:
         seen |= {out.prev_sample.data_ptr(), out.pred_original_sample.data_ptr()}
         x = out.prev_sample
     assert len(seen) <= 4  # `out` holds both outputs of the last step while the next runs
-    assert len(scheduler._local.pool.bufs) <= _buffers.SIZE
+    assert len(_buffers._local.pool.bufs) <= _buffers.SIZE
 
 
 def test_inverse_steps_take_the_pool_too() -> None:
@@ -57,7 +63,8 @@ def test_inverse_steps_take_the_pool_too() -> None:
     x, eps = _pairs(1)
     seen = set()
     for t in scheduler.timesteps:
-        ref = dc.inverse_step(scheduler._plan, eps, int(t), x)
+        fresh = (torch.empty_like(x), torch.empty_like(x))
+        ref = dc.inverse_step(scheduler._plan, eps, int(t), x, out=fresh)
         out = scheduler.step(eps, t, x)
         assert torch.equal(out.prev_sample, ref.prev_sample)
         seen.add(out.prev_sample.data_ptr())
@@ -178,7 +185,7 @@ def test_outputs_held_by_the_caller_keep_the_pool_bounded() -> None:
         x = out.prev_sample
     ptrs = {o.pred_original_sample.data_ptr() for o in kept}
     assert len(ptrs) == len(kept)
-    assert len(scheduler._local.pool.bufs) == _buffers.SIZE
+    assert len(_buffers._local.pool.bufs) == _buffers.SIZE
 
 
 def test_threads_have_their_own_pools() -> None:
@@ -234,17 +241,16 @@ def test_steps_outside_the_plain_case_allocate_as_before(case: str) -> None:
         eps = eps.double()
     elif case == "strided":
         x = x.transpose(2, 3)
-    assert scheduler._out_buffers(eps, x, None) is None
     out = scheduler.step(eps, scheduler.timesteps[0], x)
-    assert getattr(scheduler._local, "pool", None) is None
+    assert _buffers._local.pool is None
     assert out.prev_sample.shape == x.shape
 
 
 @pytest.mark.parametrize("sparse", ["model_output", "variance_noise"])
 def test_sparse_inputs_allocate_as_before(sparse: str) -> None:
-    """A sparse model_output or variance_noise has no data pointer for out='s overlap check:
-    pooled steps raised 'Cannot access data pointer of Tensor that doesn't have storage',
-    where fresh outputs worked."""
+    """A sparse model_output or variance_noise has no data pointer: out='s overlap check
+    raised 'Cannot access data pointer of Tensor that doesn't have storage' from inside torch
+    (pooled steps passed out= then), where fresh outputs worked."""
     scheduler = _scheduler()
     x, eps = _pairs(13)
     noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(14))
@@ -254,8 +260,8 @@ def test_sparse_inputs_allocate_as_before(sparse: str) -> None:
         noise = noise.to_sparse()
     t = scheduler.timesteps[0]
     out = scheduler.step(eps, t, x, eta=0.5, variance_noise=noise)
-    assert getattr(scheduler._local, "pool", None) is None
-    ref = _fresh(scheduler, eps, t, x, eta=0.5, noise=noise)
+    assert _buffers._local.pool is None
+    ref = _fresh(scheduler, eps, t, x, eta=0.5, noise=noise)  # out= checks take sparse too
     assert torch.equal(out.prev_sample, ref.prev_sample)
 
 
@@ -293,9 +299,9 @@ def test_no_pool_where_the_fused_kernels_are_blocked(monkeypatch: pytest.MonkeyP
         scheduler = _scheduler()
         x, eps = _pairs(9)
         out = scheduler.step(eps, scheduler.timesteps[0], x)
-        ref = _fresh(scheduler, eps, scheduler.timesteps[0], x)
+        ref = dc.step(scheduler._plan, eps, int(scheduler.timesteps[0]), x)  # no kernel: no out=
         assert torch.allclose(out.prev_sample, ref.prev_sample, rtol=0, atol=1e-6)
-        assert getattr(scheduler._local, "pool", None) is None
+        assert _buffers._local.pool is None
     finally:
         monkeypatch.delenv("DDIM_CORE_BLOCK_PLUGINS")
         plugins.manager.cache_clear()
@@ -309,7 +315,7 @@ def test_no_pool_where_torch_cannot_count_storage_users(monkeypatch: pytest.Monk
     x, eps = _pairs(12)
     t = scheduler.timesteps[0]
     out = scheduler.step(eps, t, x)
-    assert getattr(scheduler._local, "pool", None) is None
+    assert _buffers._local.pool is None
     assert torch.equal(out.prev_sample, _fresh(scheduler, eps, t, x).prev_sample)
 
 
@@ -323,3 +329,23 @@ def test_buffers_are_made_on_the_samples_device_whatever_the_default() -> None:
         torch.set_default_device(None)
     assert out.prev_sample.device.type == "cpu"
     assert torch.equal(out.prev_sample, _fresh(scheduler, eps, scheduler.timesteps[0], x)[0])
+
+
+def test_core_loops_take_the_pool_too() -> None:
+    """ddim_core.sample (ComfyUI's and k-diffusion's loops step through it) reuses buffers
+    as the diffusers API does, with the numbers of steps into fresh buffers."""
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 20)
+    x_t, eps = _pairs(15)
+    seen: set[int] = set()
+
+    def model(x: Any, t: int) -> Any:
+        seen.add(x.data_ptr())
+        return eps
+
+    x0 = dc.sample(model, x_t, plan.config, timesteps=plan.timesteps)
+    x = x_t
+    for t in plan.timesteps:
+        x = dc.step(plan, eps, t, x, out=(torch.empty_like(x), torch.empty_like(x)))[0]
+    assert torch.equal(x0, x)
+    assert len(seen) <= 4  # x_T and the few buffers the loop's samples cycle through
+    assert _buffers._local.pool is not None and len(_buffers._local.pool.bufs) <= _buffers.SIZE

@@ -1,0 +1,73 @@
+"""Fused torch steps write into reused CPU buffers, once nothing outside holds them.
+
+A sampling loop drops each step's outputs a step or two later (`x = step(...).prev_sample`).
+Fresh CPU tensors of a latent's size come from mmap or a trimmed heap, so the first write to
+every page faults: at 8x4x128x128 float32 that nearly doubles the time of a step
+(benchmarks/pipeline.py). So the numba kernel for torch tensors (`builtins`) writes into
+buffers of its own and hands out a `detach()`ed alias of each. A buffer is reused only when
+its storage is held by nothing but the pool: no tensor, view, NumPy array, DLPack capsule or
+storage object anywhere (torch counts the tensors sharing a storage; Python counts the
+storage object's holders), and only while its storage still has the memory it was made with:
+`share_memory_()` moves it into shared memory that another process may map without any count
+here (a `torch.multiprocessing` queue). Its numbers never change while a user can see them.
+
+The kernel asks only for plain, contiguous float32/float64 CPU tensors without grad
+(accelerators have caching allocators already) of at least `MIN_BYTES`; each thread keeps
+its own pool of at most `SIZE` buffers of one shape, dtype and inference mode (the last it
+stepped), freed when the thread ends.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+SIZE = 4  # a loop's step needs two free buffers while the last step's outputs are held
+MIN_BYTES = 1 << 17  # smaller blocks come from malloc's bins: no page faults to save
+_COUNT = "_storage_Use_Count"  # torch's count of a storage's users (no pool without it)
+_local = threading.local()
+
+
+def _holders(buf: Any) -> tuple[int, int, int]:
+    """(tensors sharing buf's storage, Python references to its storage object, its memory)."""
+    storage = buf.untyped_storage()
+    return _use_count(storage._cdata), sys.getrefcount(storage), storage.data_ptr()
+
+
+def _use_count(cdata: int) -> int:
+    return int(getattr(sys.modules["torch"]._C, _COUNT)(cdata))
+
+
+class OutputPool:
+    """One thread's output buffers for one (shape, dtype, inference mode)."""
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self.bufs: list[tuple[Any, tuple[int, int, int]]] = []  # (buffer, its holders when free)
+
+    def take(self, like: Any) -> Any:
+        """A free buffer shaped like `like` (a new one if none is free), as a detached alias."""
+        for buf, free in self.bufs:
+            if _holders(buf) == free:
+                return buf.detach()
+        torch = sys.modules["torch"]
+        buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+        _holders(buf)  # the storage object exists from here on: count it alike every time
+        self.bufs.append((buf, _holders(buf)))
+        del self.bufs[:-SIZE]  # buffers still held elsewhere are forgotten, not reused
+        return buf.detach()
+
+
+def outputs(torch: Any, x: Any) -> tuple[Any, Any]:
+    """Two output tensors like `x`, a plain contiguous CPU tensor without grad (the kernel has
+    checked): from this thread's pool where `x` is large enough and torch counts storage
+    users, else fresh."""
+    plain = type(x) is torch.Tensor and hasattr(torch._C, _COUNT)  # subclasses keep theirs
+    if not plain or x.numel() * x.element_size() < MIN_BYTES:
+        return torch.empty_like(x), torch.empty_like(x)
+    key = (x.shape, x.dtype, torch.is_inference_mode_enabled())
+    pool: OutputPool | None = getattr(_local, "pool", None)
+    if pool is None or pool.key != key:
+        pool = _local.pool = OutputPool(key)
+    return pool.take(x), pool.take(x)
