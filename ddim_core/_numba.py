@@ -220,7 +220,7 @@ def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) 
     start = time.perf_counter()
     parallel = _choose(n, itemsize, start)
     try:
-        if parallel:
+        if parallel and numba.get_num_threads() != THREADS:  # numba's count is per thread
             numba.set_num_threads(THREADS)
         _pass(x, m, z, c, clip, prev, x0, parallel)
     finally:
