@@ -52,12 +52,16 @@ class OutputPool:
     def take(self, like: Any) -> tuple[Any, Any, Any, Any]:
         """Two free buffers shaped like `like` (new ones where fewer are free), as detached
         aliases, and the NumPy views of the two buffers (for the kernel alone)."""
-        found = []
-        for entry in self.bufs:  # one scan finds both
+        free = []
+        for i, entry in enumerate(self.bufs):  # one scan finds both
             if _holders(entry[0]) == entry[1]:
-                found.append(entry)
-                if len(found) == 2:
+                free.append(i)
+                if len(free) == 2:
                     break
+        found = [self.bufs[i] for i in free]
+        for i in reversed(free):  # to the end: the caller holds them through the next step
+            del self.bufs[i]
+        self.bufs += found
         while len(found) < 2:
             found.append(self._new(like))
         (a, _, a_view), (b, _, b_view) = found

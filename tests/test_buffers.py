@@ -58,6 +58,23 @@ def test_pipeline_pattern_reuses_a_few_buffers_and_equals_fresh_steps() -> None:
     assert len(_buffers._local.pool.bufs) <= _buffers.SIZE
 
 
+def test_pipeline_pattern_checks_two_buffers_a_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buffers a step takes go to the end of the pool: the next step (the caller still holds
+    them) finds the two free ones first, checking two buffers, not four."""
+    scheduler = _scheduler()
+    x, eps = _pairs(16)
+    checks = []
+    holders = _buffers._holders
+    monkeypatch.setattr(_buffers, "_holders", lambda buf: checks.append(1) or holders(buf))
+    counts = []
+    for t in scheduler.timesteps:
+        checks.clear()
+        out = scheduler.step(eps, t, x)
+        counts.append(len(checks))
+        x = out.prev_sample
+    assert counts[2:] == [2] * (len(counts) - 2)  # the first two steps make the four buffers
+
+
 def test_inverse_steps_take_the_pool_too() -> None:
     scheduler = _scheduler(dd.DDIMInverseScheduler)
     x, eps = _pairs(1)
