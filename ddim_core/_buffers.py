@@ -67,6 +67,16 @@ class OutputPool:
         (a, _, a_view), (b, _, b_view) = found
         return a.detach(), b.detach(), a_view, b_view
 
+    def view_of(self, x: Any) -> Any:
+        """A NumPy array of x's elements: the view of the buffer x starts at (a step's sample
+        is mostly the last step's output), else x.numpy(). x, contiguous and of the pool's
+        shape and dtype, then has exactly the view's memory, whatever became of the buffer."""
+        ptr = x.data_ptr()
+        for _, free, view in self.bufs:
+            if free[2] == ptr:
+                return view
+        return x.numpy()
+
     def _new(self, like: Any) -> tuple[Any, tuple[int, int, int], Any]:
         torch = sys.modules["torch"]
         buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
@@ -78,16 +88,18 @@ class OutputPool:
         return entry
 
 
-def outputs(torch: Any, x: Any) -> tuple[Any, Any, Any, Any]:
+def outputs(torch: Any, x: Any) -> tuple[Any, Any, tuple[Any, Any, Any]]:
     """Two output tensors like `x`, a plain contiguous CPU tensor without grad (the kernel has
-    checked), and their NumPy views: from this thread's pool where `x` is large enough and
-    torch counts storage users, else fresh."""
+    checked), and the NumPy arrays of x and the two outputs: from this thread's pool where `x`
+    is large enough and torch counts storage users, else fresh."""
     plain = type(x) is torch.Tensor and hasattr(torch._C, _COUNT)  # subclasses keep theirs
     if not plain or x.numel() * x.element_size() < MIN_BYTES:
         prev, x0 = torch.empty_like(x), torch.empty_like(x)
-        return prev, x0, prev.numpy(), x0.numpy()
+        return prev, x0, (x.numpy(), prev.numpy(), x0.numpy())
     key = (x.shape, x.dtype, torch.is_inference_mode_enabled())
     pool: OutputPool | None = getattr(_local, "pool", None)
     if pool is None or pool.key != key:
         pool = _local.pool = OutputPool(key)
-    return pool.take(x)
+    x_view = pool.view_of(x)  # before take: a buffer take makes is not x's
+    prev, x0, prev_view, x0_view = pool.take(x)
+    return prev, x0, (x_view, prev_view, x0_view)

@@ -179,6 +179,22 @@ def test_an_output_shared_with_another_process_is_never_written_again(strategy: 
         assert torch.equal(view, expected)
 
 
+def test_a_sample_moved_to_shared_memory_is_read_where_it_is_now() -> None:
+    """The kernel reads a step's sample through the NumPy view of the pool buffer it starts
+    at; a last output moved into shared memory (its buffer's old memory freed) is read from
+    its new memory, with a fresh step's numbers."""
+    scheduler = _scheduler()
+    x, eps = _pairs(17)
+    for t in scheduler.timesteps:
+        x.share_memory_()
+        ref = _fresh(scheduler, eps, t, x)
+        junk = [torch.full(SHAPE, 7.0) for _ in range(4)]  # may take the freed memory
+        out = scheduler.step(eps, t, x)
+        assert torch.equal(out.prev_sample, ref.prev_sample)
+        x = out.prev_sample
+        del junk
+
+
 def test_return_dict_false_tuples_are_held_too() -> None:
     scheduler = _scheduler()
     x, eps = _pairs(8)
