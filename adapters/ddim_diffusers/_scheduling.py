@@ -222,8 +222,8 @@ class SchedulerCore:
         counter moved); a write torch's counter does not see (through `.data` or DLPack) is
         not seen here either, as autograd does not see it. A CPU value is read as it is (a
         read is free there), and nothing is assumed while torch.compile traces."""
-        device = getattr(getattr(timestep, "device", None), "type", "cpu")
-        if device != "cpu" and not backends.compiling():
+        # only torch builds tables of 0-d views (`_base`): `is_cpu` is torch's device check
+        if not getattr(timestep, "is_cpu", True) and not backends.compiling():
             known = _built_value(self._state().built, timestep)
             if known is not None:
                 return known
