@@ -100,6 +100,6 @@ def outputs(torch: Any, x: Any) -> tuple[Any, Any, tuple[Any, Any, Any]]:
     pool: OutputPool | None = getattr(_local, "pool", None)
     if pool is None or pool.key != key:
         pool = _local.pool = OutputPool(key)
-    x_view = pool.view_of(x)  # before take: a buffer take makes is not x's
+    x_view = pool.view_of(x)  # before take, which may forget the buffer x starts at
     prev, x0, prev_view, x0_view = pool.take(x)
     return prev, x0, (x_view, prev_view, x0_view)
