@@ -27,16 +27,16 @@ SIZE = 4  # a loop's step needs two free buffers while the last step's outputs a
 MIN_BYTES = 1 << 17  # smaller blocks come from malloc's bins: no page faults to save
 _COUNT = "_storage_Use_Count"  # torch's count of a storage's users (no pool without it)
 _local = threading.local()
+_use_count: Any = None  # torch._C._storage_Use_Count
 
 
 def _holders(buf: Any) -> tuple[int, int, int]:
     """(tensors sharing buf's storage, Python references to its storage object, its memory)."""
+    global _use_count
+    if _use_count is None:  # bound on first use: torch is not imported here
+        _use_count = getattr(sys.modules["torch"]._C, _COUNT)
     storage = buf.untyped_storage()
     return _use_count(storage._cdata), sys.getrefcount(storage), storage.data_ptr()
-
-
-def _use_count(cdata: int) -> int:
-    return int(getattr(sys.modules["torch"]._C, _COUNT)(cdata))
 
 
 class OutputPool:
@@ -44,30 +44,62 @@ class OutputPool:
 
     def __init__(self, key: tuple[Any, ...]) -> None:
         self.key = key
-        self.bufs: list[tuple[Any, tuple[int, int, int]]] = []  # (buffer, its holders when free)
+        # (buffer, its holders when free, its NumPy view): the view holds the buffer tensor,
+        # not its storage, and the holders are counted with it in place. The view is valid
+        # while the storage keeps the memory it was made with: the last holder number.
+        self.bufs: list[tuple[Any, tuple[int, int, int], Any]] = []
 
-    def take(self, like: Any) -> Any:
-        """A free buffer shaped like `like` (a new one if none is free), as a detached alias."""
-        for buf, free in self.bufs:
-            if _holders(buf) == free:
-                return buf.detach()
+    def take(self, like: Any) -> tuple[Any, Any, Any, Any]:
+        """Two free buffers shaped like `like` (new ones where fewer are free), as detached
+        aliases, and the NumPy views of the two buffers (for the kernel alone)."""
+        free = []
+        for i, entry in enumerate(self.bufs):  # one scan finds both
+            if _holders(entry[0]) == entry[1]:
+                free.append(i)
+                if len(free) == 2:
+                    break
+        found = [self.bufs[i] for i in free]
+        for i in reversed(free):  # to the end: the caller holds them through the next step
+            del self.bufs[i]
+        self.bufs += found
+        while len(found) < 2:
+            found.append(self._new(like))
+        (a, _, a_view), (b, _, b_view) = found
+        return a.detach(), b.detach(), a_view, b_view
+
+    def view_of(self, x: Any) -> Any:
+        """A NumPy array of x's elements: the view of the buffer x starts at (a step's sample
+        is mostly the last step's output), else x.numpy(). x, contiguous and of the pool's
+        shape and dtype, then has exactly the view's memory, whatever became of the buffer."""
+        ptr = x.data_ptr()
+        for _, free, view in self.bufs:
+            if free[2] == ptr:
+                return view
+        return x.numpy()
+
+    def _new(self, like: Any) -> tuple[Any, tuple[int, int, int], Any]:
         torch = sys.modules["torch"]
         buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+        view = buf.numpy()
         _holders(buf)  # the storage object exists from here on: count it alike every time
-        self.bufs.append((buf, _holders(buf)))
+        entry = (buf, _holders(buf), view)
+        self.bufs.append(entry)
         del self.bufs[:-SIZE]  # buffers still held elsewhere are forgotten, not reused
-        return buf.detach()
+        return entry
 
 
-def outputs(torch: Any, x: Any) -> tuple[Any, Any]:
+def outputs(torch: Any, x: Any) -> tuple[Any, Any, tuple[Any, Any, Any]]:
     """Two output tensors like `x`, a plain contiguous CPU tensor without grad (the kernel has
-    checked): from this thread's pool where `x` is large enough and torch counts storage
-    users, else fresh."""
+    checked), and the NumPy arrays of x and the two outputs: from this thread's pool where `x`
+    is large enough and torch counts storage users, else fresh."""
     plain = type(x) is torch.Tensor and hasattr(torch._C, _COUNT)  # subclasses keep theirs
     if not plain or x.numel() * x.element_size() < MIN_BYTES:
-        return torch.empty_like(x), torch.empty_like(x)
+        prev, x0 = torch.empty_like(x), torch.empty_like(x)
+        return prev, x0, (x.numpy(), prev.numpy(), x0.numpy())
     key = (x.shape, x.dtype, torch.is_inference_mode_enabled())
     pool: OutputPool | None = getattr(_local, "pool", None)
     if pool is None or pool.key != key:
         pool = _local.pool = OutputPool(key)
-    return pool.take(x), pool.take(x)
+    x_view = pool.view_of(x)  # before take, which may forget the buffer x starts at
+    prev, x0, prev_view, x0_view = pool.take(x)
+    return prev, x0, (x_view, prev_view, x0_view)

@@ -292,12 +292,13 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
         plain = plain and not _aliases(out, (x, m, z))
     if not plain:
         return _torch_step(x, m, z, c, clip, out)
-    if out is None:
-        prev, x0 = _buffers.outputs(sys.modules["torch"], x)  # reused once nothing holds them
+    if out is None:  # reused once nothing holds them, with NumPy views kept beside them
+        prev, x0, (x_view, prev_view, x0_view) = _buffers.outputs(sys.modules["torch"], x)
     else:
         prev, x0 = out
+        x_view, prev_view, x0_view = x.numpy(), prev.numpy(), x0.numpy()
     z_view = None if z is None else z.numpy()
-    _numba().run(x.numpy(), m.numpy(), z_view, c, clip, prev.numpy(), x0.numpy())
+    _numba().run(x_view, m.numpy(), z_view, c, clip, prev_view, x0_view)
     return prev, x0
 
 

@@ -58,6 +58,23 @@ def test_pipeline_pattern_reuses_a_few_buffers_and_equals_fresh_steps() -> None:
     assert len(_buffers._local.pool.bufs) <= _buffers.SIZE
 
 
+def test_pipeline_pattern_checks_two_buffers_a_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buffers a step takes go to the end of the pool: the next step (the caller still holds
+    them) finds the two free ones first, checking two buffers, not four."""
+    scheduler = _scheduler()
+    x, eps = _pairs(16)
+    checks = []
+    holders = _buffers._holders
+    monkeypatch.setattr(_buffers, "_holders", lambda buf: checks.append(1) or holders(buf))
+    counts = []
+    for t in scheduler.timesteps:
+        checks.clear()
+        out = scheduler.step(eps, t, x)
+        counts.append(len(checks))
+        x = out.prev_sample
+    assert counts[2:] == [2] * (len(counts) - 2)  # the first two steps make the four buffers
+
+
 def test_inverse_steps_take_the_pool_too() -> None:
     scheduler = _scheduler(dd.DDIMInverseScheduler)
     x, eps = _pairs(1)
@@ -160,6 +177,22 @@ def test_an_output_shared_with_another_process_is_never_written_again(strategy: 
         del out, storage
     for view, expected in received:
         assert torch.equal(view, expected)
+
+
+def test_a_sample_moved_to_shared_memory_is_read_where_it_is_now() -> None:
+    """The kernel reads a step's sample through the NumPy view of the pool buffer it starts
+    at; a last output moved into shared memory (its buffer's old memory freed) is read from
+    its new memory, with a fresh step's numbers."""
+    scheduler = _scheduler()
+    x, eps = _pairs(17)
+    for t in scheduler.timesteps:
+        x.share_memory_()
+        ref = _fresh(scheduler, eps, t, x)
+        junk = [torch.full(SHAPE, 7.0) for _ in range(4)]  # may take the freed memory
+        out = scheduler.step(eps, t, x)
+        assert torch.equal(out.prev_sample, ref.prev_sample)
+        x = out.prev_sample
+        del junk
 
 
 def test_return_dict_false_tuples_are_held_too() -> None:

@@ -373,6 +373,32 @@ def test_numba_guard_compares_a_parallel_step_with_serial_steps_of_its_size(
     assert not choose(large) and not choose(small)
 
 
+def test_numba_parallel_step_runs_with_its_threads_whatever_this_thread_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numba's thread count is set only where it differs (it is per thread): a count the
+    caller lowered on this thread is raised to THREADS again for the parallel loop."""
+    numba = pytest.importorskip("numba")
+    from ddim_core import _numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread here")
+    seen = []
+    monkeypatch.setattr(_numba, "THREADS", 2)
+    monkeypatch.setattr(_numba, "_choose", lambda *a: _numba._PARALLEL.acquire(blocking=False))
+    monkeypatch.setattr(_numba, "_pass", lambda *a: seen.append(numba.get_num_threads()))
+    x = np.zeros(8, np.float32)
+    row = coefficients.fused_form(coefficients.Row(0.6, 0.8, 0.5, 0.25, 0.0), "epsilon", False)
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            numba.set_num_threads(threads)
+            _numba.run(x, x, None, row, None, x.copy(), x.copy())
+    finally:
+        numba.set_num_threads(before)
+    assert seen == [2, 2, 2]
+
+
 _FORK_AFTER_PARALLEL = """
 import multiprocessing
 import numpy as np

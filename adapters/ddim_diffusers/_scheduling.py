@@ -222,8 +222,8 @@ class SchedulerCore:
         counter moved); a write torch's counter does not see (through `.data` or DLPack) is
         not seen here either, as autograd does not see it. A CPU value is read as it is (a
         read is free there), and nothing is assumed while torch.compile traces."""
-        device = getattr(getattr(timestep, "device", None), "type", "cpu")
-        if device != "cpu" and not backends.compiling():
+        # only torch builds tables of 0-d views (`_base`): `is_cpu` is torch's device check
+        if not getattr(timestep, "is_cpu", True) and not backends.compiling():
             known = _built_value(self._state().built, timestep)
             if known is not None:
                 return known
@@ -498,6 +498,10 @@ def timestep_for(timestep: Any, sample: Any) -> Any:
     """A timestep the core takes with `sample`: Python ints as they are; an array of another
     library (torch `scheduler.timesteps` entries with NumPy or JAX samples) or on another
     device (diffusers' `timesteps.to(sample.device)`) is brought to the sample's."""
+    if type(timestep) is type(sample) and getattr(timestep, "device", 0) == getattr(
+        sample, "device", 1
+    ):
+        return timestep  # the pipeline's case (checked first): one library, one device
     if isinstance(timestep, bool | np.bool_ | float | str | bytes) or timestep is None:
         raise TypeError(
             f"timestep must be an integer (an int, or an integer array of one or one per "
@@ -505,10 +509,6 @@ def timestep_for(timestep: Any, sample: Any) -> Any:
         )
     if isinstance(timestep, int | np.integer):
         return int(timestep)
-    if type(timestep) is type(sample) and getattr(timestep, "device", 0) == getattr(
-        sample, "device", 1
-    ):
-        return timestep  # the pipeline's case: one library, one device
     xp = backends.namespace(sample=sample)
     try:
         if backends.namespace(timestep=timestep) is xp:
