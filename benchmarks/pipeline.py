@@ -6,6 +6,8 @@ fixed model output, per-step microseconds (median over repeats): `ddim_diffusers
 DDIMScheduler against diffusers' own, eager and with its `step` under torch.compile (compile
 time reported apart), at eta 0 and at eta 1 with a torch.Generator; the memory floor of one
 step (read x_t and the model output, write two outputs) and one normal draw, in the same run.
+At eta 1 the same repeats also time our eta 0 loop: "noise cost / draw" is (eta 1 step - eta 0
+step) / one normal draw, the noise's whole cost in draws (1.00: the draw and nothing else).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .tables import noise_cost
 
 SHAPES = [(1, 4, 64, 64), (8, 4, 128, 128), (16, 4, 128, 128)]
 SMOKE_SHAPES = [(1, 4, 8, 8)]
@@ -57,6 +61,8 @@ def bench(
         "ddim_diffusers": lambda: _loop(ours, ours.step, out, x, eta, gen),
         "diffusers": lambda: _loop(theirs, theirs.step, out, x, eta, gen),
     }
+    if eta:  # what the noise adds, against eta 0 in the same repeats (machine noise alike)
+        fns["ddim_diffusers eta 0"] = lambda: _loop(ours, ours.step, out, x, 0.0, gen)
     result: dict[str, Any] = {"shape": shape, "eta": eta}
     if compiled:
         step = torch.compile(theirs.step)
@@ -100,11 +106,90 @@ def run(
     return rows
 
 
+def bench_model(shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    """The loop with a model call before each step, as in a pipeline: a 3x3 convolution stands
+    in for the UNet (its output a fresh tensor each step, the caches holding the model's work,
+    not the last step's). Per-step microseconds of the step alone (the model untimed), median
+    over the steps of the median repeat: ddim_diffusers, diffusers eager and the floor (the
+    step's memory: copies of the latent and the model output after the same call), eta 0."""
+    import ddim_diffusers
+    import diffusers
+    import torch
+
+    ours, theirs = ddim_diffusers.DDIMScheduler(), diffusers.DDIMScheduler()
+    for s in (ours, theirs):
+        s.set_timesteps(STEPS)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    weight = 0.1 * torch.randn(shape[1], shape[1], 3, 3, generator=g)
+    o1, o2 = torch.empty_like(x), torch.empty_like(x)
+
+    def floor(eps: Any, t: Any, lat: Any) -> Any:
+        o1.copy_(lat)
+        o2.copy_(eps)
+        return lat
+
+    steps: dict[str, Callable[[Any, Any, Any], Any]] = {
+        "ddim_diffusers": lambda eps, t, lat: ours.step(eps, t, lat).prev_sample,
+        "diffusers": lambda eps, t, lat: theirs.step(eps, t, lat).prev_sample,
+        "floor": floor,
+    }
+
+    def loop(step: Callable[[Any, Any, Any], Any]) -> float:
+        lat, times = x, []
+        for t in ours.timesteps:
+            eps = torch.nn.functional.conv2d(lat, weight, padding=1)
+            t0 = time.perf_counter_ns()
+            lat = step(eps, t, lat)
+            times.append((time.perf_counter_ns() - t0) / 1e3)
+        return statistics.median(times)
+
+    samples: dict[str, list[float]] = {n: [] for n in steps}
+    for step in steps.values():
+        loop(step)
+    for _ in range(repeats):  # interleaved, as in `bench`
+        for n, step in steps.items():
+            samples[n].append(loop(step))
+    return {"shape": shape, "us": {n: statistics.median(v) for n, v in samples.items()}}
+
+
+def run_model(smoke: bool, repeats: int) -> list[dict[str, Any]]:
+    """`bench_model` over the shapes (torch CPU, eta 0)."""
+    import torch
+
+    torch.set_grad_enabled(False)
+    rows = [bench_model(shape, repeats) for shape in (SMOKE_SHAPES if smoke else SHAPES)]
+    for r in rows:
+        us = r["us"]
+        print(
+            f"pipeline with a model {r['shape']}: {us['ddim_diffusers']:.1f} us/step "
+            f"(diffusers {us['diffusers']:.1f})",
+            flush=True,
+        )
+    return rows
+
+
+def markdown_model(rows: list[dict[str, Any]]) -> str:
+    """The `bench_model` rows as a markdown table."""
+    lines = [
+        "| shape | ddim_diffusers | diffusers | floor | ours / diffusers | ours / floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        us = r["us"]
+        ours = us["ddim_diffusers"]
+        lines.append(
+            f"| {'x'.join(map(str, r['shape']))} | {ours:.1f} | {us['diffusers']:.1f} | "
+            f"{us['floor']:.1f} | {ours / us['diffusers']:.2f} | {ours / us['floor']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| shape | eta | ddim_diffusers | diffusers | diffusers compiled | floor | normal draw "
-        "| ours / diffusers | ours / compiled | ours / floor | compile s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ours / diffusers | ours / compiled | ours / floor | noise cost / draw | compile s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         us = r["us"]
@@ -117,7 +202,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{us['floor']:.1f} | {us['normal draw']:.1f} | "
             f"{us['ddim_diffusers'] / us['diffusers']:.2f} | "
             f"{vs_compiled} | "
-            f"{us['ddim_diffusers'] / us['floor']:.2f} | "
+            f"{us['ddim_diffusers'] / us['floor']:.2f} | {noise_cost(us)} | "
             f"{r.get('compile_s', float('nan')):.1f} |"
         )
     return "\n".join(lines) + "\n"

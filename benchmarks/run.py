@@ -221,6 +221,13 @@ PIPELINE_HEADER = (
 )
 
 
+MODEL_HEADER = (
+    "The same loop with a model call before each step (a 3x3 convolution standing in for the "
+    "UNet, untimed; its output a fresh tensor each step), eta 0: microseconds of the step alone, "
+    "its caches holding the model's work as in a pipeline:\n\n"
+)
+
+
 def markdown(rows: list[Row], loops: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"ddim-core benchmark: {meta['machine']}; torch {meta['torch']}, numpy {meta['numpy']}, "
@@ -307,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
     pipeline_rows = pipeline.run(args.smoke, repeats)
+    model_rows = pipeline.run_model(args.smoke, repeats)
     loop_shape = (1, 4, 8, 8) if args.smoke else (1, 4, 64, 64)
     loops = [
         {"library": lib, "shape": loop_shape, **bench_loop(lib, loop_shape, repeats)}
@@ -326,11 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = PIPELINE_HEADER + pipeline.markdown(pipeline_rows) + "\n" + markdown(rows, loops, meta)
+    text = (
+        PIPELINE_HEADER
+        + pipeline.markdown(pipeline_rows)
+        + "\n"
+        + MODEL_HEADER
+        + pipeline.markdown_model(model_rows)
+        + "\n"
+        + markdown(rows, loops, meta)
+    )
     (out / "results.md").write_text(text)
     data = {
         "meta": meta,
         "pipeline": pipeline_rows,
+        "pipeline_model": model_rows,
         "steps": [dataclasses.asdict(r) | {"ratios": r.ratios()} for r in rows],
         "loops": loops,
     }

@@ -87,13 +87,19 @@ def meta_line(data: dict[str, Any]) -> str:
     )
 
 
+def noise_cost(us: dict[str, float]) -> str:
+    """(eta 1 step - eta 0 step) / one normal draw, all from the same repeats; "-" at eta 0."""
+    eta0 = us.get("ddim_diffusers eta 0")
+    return "-" if eta0 is None else f"{(us['ddim_diffusers'] - eta0) / us['normal draw']:.2f}"
+
+
 def pipeline_table(data: dict[str, Any]) -> str:
     """The pipeline call pattern (diffusers' default config, clip on; `t` from
     `scheduler.timesteps`): ddim_diffusers against diffusers eager and compiled, per step."""
     lines = [
         "| shape | eta | ddim_diffusers | diffusers | diffusers compiled | floor "
-        "| ours / diffusers | ours / compiled | ours / floor | compile s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ours / diffusers | ours / compiled | ours / floor | noise cost / draw | compile s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in data.get("pipeline", []):
         us = r["us"]
@@ -102,6 +108,24 @@ def pipeline_table(data: dict[str, Any]) -> str:
             f"| {_shape(r)} | {r['eta']:g} | {ours:.0f} | {us['diffusers']:.0f} | "
             f"{'-' if comp is None else f'{comp:.0f}'} | {us['floor']:.0f} | "
             f"{ours / us['diffusers']:.2f} | {'-' if comp is None else f'{ours / comp:.2f}'} | "
-            f"{ours / us['floor']:.2f} | {r.get('compile_s', float('nan')):.1f} |"
+            f"{ours / us['floor']:.2f} | {noise_cost(us)} | "
+            f"{r.get('compile_s', float('nan')):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def pipeline_model_table(data: dict[str, Any]) -> str:
+    """The pipeline call pattern with a model call before each step (`pipeline.bench_model`):
+    the step alone, ddim_diffusers against diffusers eager and the floor."""
+    lines = [
+        "| shape | ddim_diffusers | diffusers | floor | ours / diffusers | ours / floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data.get("pipeline_model", []):
+        us = r["us"]
+        ours = us["ddim_diffusers"]
+        lines.append(
+            f"| {_shape(r)} | {ours:.0f} | {us['diffusers']:.0f} | {us['floor']:.0f} | "
+            f"{ours / us['diffusers']:.2f} | {ours / us['floor']:.2f} |"
         )
     return "\n".join(lines)

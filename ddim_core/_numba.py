@@ -44,10 +44,13 @@ THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0)
 # whose threads still spin) pays for cold caches and waking threads, 2-7x a warm step
 # (benchmarks/pipeline.py; with one such step enough, its 8x4x128x128 rows backed off to the
 # serial loop for good, at 1.4x the parallel step's time). Stalls cost 10-300x the serial step
-# (a scheduler time slice), a parallel step that pays 0.5-0.8x (up to about 1.5x where fresh
-# output memory faults in), so the ratio tells them apart. (The load average cannot tell: it
-# counts this process's own worker threads, which spin after each parallel step.)
-BACKOFF_RATIO = 3.0
+# (a scheduler time slice), a parallel step that pays 0.5-0.8x warm, and up to about 4.5x the
+# serial best where it runs from memory while that best ran from cache: at 16x4x128x128 in the
+# pipeline benchmark, 626-933 us against a serial best of 216 us, which at a ratio of 3 sent
+# its steps to the serial loop for good (487 us a step, where the parallel loop takes 190 us).
+# So the ratio tells them apart. (The load average cannot tell: it counts this process's own
+# worker threads, which spin after each parallel step.)
+BACKOFF_RATIO = 8.0
 STALLS = 2
 BACKOFF_S = 1.0
 BACKOFF_MAX_S = 64.0

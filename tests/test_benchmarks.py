@@ -39,7 +39,12 @@ def test_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
     assert {r["eta"] for r in pipe} == {0.0, 1.0}
     for r in pipe:
         assert {"ddim_diffusers", "diffusers", "floor", "normal draw"} <= set(r["us"])
+        # eta 1 rows time our eta 0 loop in the same repeats: the noise's cost in draws
+        assert ("ddim_diffusers eta 0" in r["us"]) == (r["eta"] > 0)
     assert "| 1x4x8x8 | 0 |" in table and "pipeline call pattern" in table
+    (with_model,) = data["pipeline_model"]
+    assert {"ddim_diffusers", "diffusers", "floor"} == set(with_model["us"])
+    assert "a model call before each step" in table
 
 
 def test_smoke_run_never_overwrites_the_committed_results() -> None:
@@ -57,3 +62,11 @@ def test_smoke_run_never_overwrites_the_committed_results() -> None:
     assert (
         written.name == "results.json" and written.exists() and written.parent != committed.parent
     )
+
+
+def test_noise_cost_is_what_eta_1_adds_in_draws() -> None:
+    from benchmarks import tables
+
+    us = {"ddim_diffusers": 330.0, "ddim_diffusers eta 0": 100.0, "normal draw": 200.0}
+    assert tables.noise_cost(us) == "1.15"
+    assert tables.noise_cost({"ddim_diffusers": 100.0, "normal draw": 200.0}) == "-"

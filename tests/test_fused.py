@@ -335,6 +335,38 @@ def test_numba_parallel_loop_backs_off_after_a_stall(
     assert _numba._guard.backoff_s == _numba.BACKOFF_S
 
 
+def test_numba_guard_lets_parallel_steps_from_memory_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parallel step from memory, measured against a serial best that ran from cache, takes
+    up to ~4.5x that best per element (16x4x128x128 in the pipeline benchmark: 626-933 us
+    against 216 us); steps like that, however many in a row, are no stall (at a ratio of 3
+    they sent the benchmark's steps to the serial loop for good, at 2.6x the parallel time).
+    A stall (a worker waiting for a CPU: 10-300x) still backs off."""
+    pytest.importorskip("numba")
+    from ddim_core import _numba
+
+    clock = [100.0]
+    monkeypatch.setattr(_numba.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_numba, "THREADS", 2)
+    monkeypatch.setattr(_numba, "_guard", _numba._Guard())
+    n = _numba.PARALLEL_MIN
+
+    def choose() -> bool:
+        chosen = _numba._choose(n, 4, clock[0])
+        if chosen:
+            _numba._PARALLEL.release()
+        return chosen
+
+    _numba._observe(False, n, 4, 1.0)  # loading the serial loop: not counted
+    _numba._observe(False, n, 4, n * 1e-9)  # serial best: 1 ns per element
+    _numba._observe(True, n, 4, 1.0)  # loading the parallel loop: not counted
+    for _ in range(4 * _numba.STALLS):
+        _numba._observe(True, n, 4, n * 4.5e-9)  # from memory
+        assert choose()
+    for _ in range(_numba.STALLS):
+        _numba._observe(True, n, 4, n * 12e-9)  # a stall
+    assert not choose()
+
+
 def test_numba_guard_compares_a_parallel_step_with_serial_steps_of_its_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
