@@ -222,6 +222,8 @@ def _generated(name: str) -> str:
         "benchmark-readme": lambda: tables.readme_table(tables.load()),
         "benchmark-steps": lambda: tables.steps_table(tables.load()),
         "benchmark-loops": lambda: tables.loops_table(tables.load()),
+        "benchmark-pipeline": lambda: tables.pipeline_table(tables.load()),
+        "benchmark-pipeline-model": lambda: tables.pipeline_model_table(tables.load()),
         "config-options": _options_table,
     }
     if name not in makers:
