@@ -241,7 +241,8 @@ def _use_threads() -> None:
     global _num_threads
     if _num_threads() != THREADS:
         numba.set_num_threads(THREADS)
-    _num_threads = getattr(numba.np.ufunc.parallel, "_get_num_threads", numba.get_num_threads)
+    if _num_threads is numba.get_num_threads:  # once: numba's threads run from here on
+        _num_threads = getattr(numba.np.ufunc.parallel, "_get_num_threads", _num_threads)
 
 
 _num_threads: Any = numba.get_num_threads

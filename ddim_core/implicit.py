@@ -466,7 +466,7 @@ def solve_step(
                     best = backends.materialize(xp.where(_sample_mask(take, y.ndim, xp), y, best))
                 return _solution(best, best_x0, calls, residual, src, frame, trail, xp)
     # the last refinement, which no call measures: only where the iteration still improved
-    keep = improving & xp.all(xp.reshape(xp.isfinite(y), (y.shape[0], -1)), axis=1)
+    keep = improving & _finite_rows(y, xp)
     x_t = backends.materialize(xp.where(_sample_mask(keep, y.ndim, xp), y, best))
     return _solution(x_t, best_x0, calls, residual, src, frame, trail, xp)
 
@@ -479,8 +479,7 @@ def _takes_refinement(
     residual improved on the best before it, `y` is finite, and the predicted residual of `y`
     (the last measured residual times the slowest rate r_j / r_j-1 the step has shown) is
     <= tol."""
-    finite = xp.all(xp.reshape(xp.isfinite(y), (y.shape[0], -1)), axis=1)
-    return improving & finite & (predicted <= tol)
+    return improving & _finite_rows(y, xp) & (predicted <= tol)
 
 
 def _solution(
@@ -590,6 +589,11 @@ def lstsq_mgs(columns: list[Array], rhs: Array, xp: Namespace) -> list[Array]:
             s = s - r[j][p] * gamma[p]
         gamma[j] = xp.where(kept[j], s / r[j][j], xp.zeros_like(s))
     return gamma
+
+
+def _finite_rows(y: Array, xp: Namespace) -> Array:
+    """Per batch element, whether every value of y is finite."""
+    return xp.all(xp.reshape(xp.isfinite(y), (y.shape[0], -1)), axis=1)
 
 
 def _norm(a: Array, xp: Namespace) -> Array:

@@ -11,6 +11,7 @@ hold for either. On float64 samples the kernels equal the reference bit for bit.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -287,28 +288,45 @@ def test_numba_disk_cache_keeps_serial_and_parallel_loops_apart(tmp_path) -> Non
     assert run("parallel") == ["_step_parallel loaded", "_folded_parallel loaded"]
 
 
-def test_numba_parallel_loop_backs_off_after_a_stall(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Large steps take the parallel loop once the serial loop has a time per element, until
-    STALLS parallel steps in a row stall (> BACKOFF_RATIO x serial): then the serial loop for
-    BACKOFF_S, doubled per back-off in a row, reset by a parallel step that pays."""
+class _GuardClock:
+    """The numba guard on a fake clock (`now`), fresh, with 2 threads."""
+
+    def __init__(self, numba_module: Any) -> None:
+        self.numba = numba_module
+        self.now = 100.0
+
+    def choose(self, n: int) -> bool:
+        """Whether a float32 step of n elements would run the parallel loop now."""
+        chosen = bool(self.numba._choose(n, 4, self.now))
+        if chosen:
+            self.numba._PARALLEL.release()
+        return chosen
+
+
+@pytest.fixture
+def guard(monkeypatch: pytest.MonkeyPatch) -> _GuardClock:
     pytest.importorskip("numba")
     from ddim_core import _numba
 
-    clock = [100.0]
-    monkeypatch.setattr(_numba.time, "perf_counter", lambda: clock[0])
+    clock = _GuardClock(_numba)
+    monkeypatch.setattr(_numba.time, "perf_counter", lambda: clock.now)
     monkeypatch.setattr(_numba, "THREADS", 2)
     monkeypatch.setattr(_numba, "_guard", _numba._Guard())
+    return clock
+
+
+def test_numba_parallel_loop_backs_off_after_a_stall(guard: _GuardClock) -> None:
+    """Large steps take the parallel loop once the serial loop has a time per element, until
+    STALLS parallel steps in a row stall (> BACKOFF_RATIO x serial): then the serial loop for
+    BACKOFF_S, doubled per back-off in a row, reset by a parallel step that pays."""
+    from ddim_core import _numba
+
     n = _numba.PARALLEL_MIN
 
     def choose() -> bool:
-        chosen = _numba._choose(n, 4, clock[0])
-        if chosen:
-            _numba._PARALLEL.release()
-        return chosen
+        return guard.choose(n)
 
-    assert not _numba._choose(n - 1, 4, clock[0])
+    assert not _numba._choose(n - 1, 4, guard.now)
     _numba._observe(False, n, 4, 1.0)  # the serial loop's first step (loading it): not counted
     assert not choose()
     _numba._observe(False, n, 4, n * 1e-9)  # 1 ns per element
@@ -323,38 +341,30 @@ def test_numba_parallel_loop_backs_off_after_a_stall(
     assert choose()
     _numba._observe(True, n, 4, n * 10e-9)  # STALLS in a row: a stall
     assert not choose()
-    clock[0] += _numba.BACKOFF_S
+    guard.now += _numba.BACKOFF_S
     assert choose()
     for _ in range(_numba.STALLS):
         _numba._observe(True, n, 4, n * 10e-9)  # a stall again: twice as long
-    clock[0] += _numba.BACKOFF_S
+    guard.now += _numba.BACKOFF_S
     assert not choose()
-    clock[0] += _numba.BACKOFF_S
+    guard.now += _numba.BACKOFF_S
     assert choose()
     _numba._observe(True, n, 4, n * 0.6e-9)
     assert _numba._guard.backoff_s == _numba.BACKOFF_S
 
 
-def test_numba_guard_lets_parallel_steps_from_memory_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_numba_guard_lets_parallel_steps_from_memory_run(guard: _GuardClock) -> None:
     """A parallel step from memory, measured against a serial best that ran from cache, takes
     up to ~4.5x that best per element (16x4x128x128 in the pipeline benchmark: 626-933 us
     against 216 us); steps like that, however many in a row, are no stall (at a ratio of 3
     they sent the benchmark's steps to the serial loop for good, at 2.6x the parallel time).
     A stall (a worker waiting for a CPU: 10-300x) still backs off."""
-    pytest.importorskip("numba")
     from ddim_core import _numba
 
-    clock = [100.0]
-    monkeypatch.setattr(_numba.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(_numba, "THREADS", 2)
-    monkeypatch.setattr(_numba, "_guard", _numba._Guard())
     n = _numba.PARALLEL_MIN
 
     def choose() -> bool:
-        chosen = _numba._choose(n, 4, clock[0])
-        if chosen:
-            _numba._PARALLEL.release()
-        return chosen
+        return guard.choose(n)
 
     _numba._observe(False, n, 4, 1.0)  # loading the serial loop: not counted
     _numba._observe(False, n, 4, n * 1e-9)  # serial best: 1 ns per element
@@ -368,7 +378,7 @@ def test_numba_guard_lets_parallel_steps_from_memory_run(monkeypatch: pytest.Mon
 
 
 def test_numba_guard_compares_a_parallel_step_with_serial_steps_of_its_size(
-    monkeypatch: pytest.MonkeyPatch,
+    guard: _GuardClock,
 ) -> None:
     """A small step runs from cache up to 2x faster per element than a large one from
     memory (0.17 against 0.3 ns per element in the benchmark's float32 steps). Measured
@@ -377,20 +387,10 @@ def test_numba_guard_compares_a_parallel_step_with_serial_steps_of_its_size(
     serially after its 1x4x64x64 rows). Each size class has its own serial time: a large step
     runs the parallel loop only once the serial loop has run at its size, and is a stall only
     against that."""
-    pytest.importorskip("numba")
     from ddim_core import _numba
 
-    clock = [100.0]
-    monkeypatch.setattr(_numba.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(_numba, "THREADS", 2)
-    monkeypatch.setattr(_numba, "_guard", _numba._Guard())
     small, large = _numba.PARALLEL_MIN, 8 * _numba.PARALLEL_MIN
-
-    def choose(n: int) -> bool:
-        chosen = _numba._choose(n, 4, clock[0])
-        if chosen:
-            _numba._PARALLEL.release()
-        return chosen
+    choose = guard.choose
 
     _numba._observe(False, small, 4, 1.0)  # loading
     _numba._observe(True, small, 4, 1.0)  # loading
