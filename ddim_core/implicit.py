@@ -36,7 +36,10 @@ cheap and safe:
    model is not finite at an iterate, that sample's next iterate is its best measured
    iterate's plain step, halved each time it fails (a backtracking line search), and the
    failed iterate enters Anderson's history as the best one (a zero difference, dropped): a
-   model that fails only in a region the iteration overshot into recovers.
+   model that fails only in a region the iteration overshot into recovers. Where the warm
+   start itself fails (no iterate measured finite yet), the next iterate is halfway back to
+   plain inversion's point, and halfway again at each failure: a trail that extrapolated
+   into such a region recovers too.
 
 Counting: with `refinements = k`, the first model call is the step itself, taken at the warm
 start (at the first step it is plain inversion's call, and its fixed-point update is plain
@@ -405,6 +408,7 @@ def solve_step(
         c = frame.c
     (c_work,) = _exact(xp, src, c)
     y = backends.cast(xp, warm_start(src, frame, trail), dtype)
+    anchor = warm_start(src, frame, Trail())  # plain inversion's point: a failed start goes back
     best, best_x0, best_res, improving = y, None, None, None
     best_r: Any = None
     damping: Any = None  # per sample: the step back after a failed iterate, halved each time
@@ -442,14 +446,21 @@ def solve_step(
         )
         # a failed iterate (model not finite there) enters the history as the best measured
         # one (a zero difference, which Anderson drops); the next iterate is the best one's
-        # plain step, halved each time a sample fails (a backtracking line search)
+        # plain step, halved each time a sample fails (a backtracking line search). Where no
+        # iterate has been finite yet (the warm start failed), it is halfway back to plain
+        # inversion's point instead, and halfway again at each failure
         failed = ~xp.isfinite(res)
         damping = xp.where(failed, 0.5 * damping, damping)
         back = _sample_mask(failed, y.ndim, xp)
         best_work = backends.cast(xp, best, work)
         ys = [*ys, xp.where(back, best_work, y_work)][-(history + 1) :]
         rs = [*rs, xp.where(back, best_r, r)][-(history + 1) :]
-        retreat = best_work - _sample_mask(damping, y.ndim, xp) * best_r
+        shrink = _sample_mask(damping, y.ndim, xp)
+        retreat = xp.where(
+            _sample_mask(xp.isfinite(best_res), y.ndim, xp),
+            best_work - shrink * best_r,
+            anchor + shrink * (best_work - anchor),
+        )
         y = xp.where(back, retreat, _anderson(ys, rs, xp))
         y = backends.cast(xp, backends.materialize(y), dtype)
         if tol is not None or backends.is_host_numpy(best_res):
@@ -522,9 +533,10 @@ def _anderson(ys: list[Array], rs: list[Array], xp: Namespace) -> Array:
     d_r: list[Array] = []
     for j in reversed(range(len(ys) - 1)):  # newest first: they win where columns conflict
         dy = flat(ys[j + 1] - ys[j])
-        usable = _max_abs(dy, xp) > noise
-        d_y.append(dy)
         dr = flat(rs[j + 1] - rs[j])
+        # a failed start's residual is not finite: no secant through it
+        usable = (_max_abs(dy, xp) > noise) & xp.isfinite(_max_abs(dr, xp))
+        d_y.append(dy)
         d_r.append(xp.where(_column(usable, xp), dr, xp.zeros_like(dr)))
     gamma = lstsq_mgs(d_r, flat(r_k), xp)
     step = -flat(r_k)
