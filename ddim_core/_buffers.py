@@ -9,7 +9,12 @@ its storage is held by nothing but the pool: no tensor, view, NumPy array, DLPac
 storage object anywhere (torch counts the tensors sharing a storage; Python counts the
 storage object's holders), and only while its storage still has the memory it was made with:
 `share_memory_()` moves it into shared memory that another process may map without any count
-here (a `torch.multiprocessing` queue). Its numbers never change while a user can see them.
+here (a `torch.multiprocessing` queue), and `resize_` gives it new memory (of a new size).
+Its numbers never change while a user can see them.
+
+The kernel reads and writes the tensors through NumPy arrays over their memory (`host_view`),
+not `Tensor.numpy()`: that marks the storage as never resizable, so a caller's
+`latents.resize_(...)` would raise after a step, where diffusers' tensors stay resizable.
 
 The kernel asks only for plain, contiguous float32/float64 CPU tensors without grad
 (accelerators have caching allocators already) of at least `MIN_BYTES`; each thread keeps
@@ -23,20 +28,62 @@ import sys
 import threading
 from typing import Any
 
+import numpy as np
+
 SIZE = 4  # a loop's step needs two free buffers while the last step's outputs are held
 MIN_BYTES = 1 << 17  # smaller blocks come from malloc's bins: no page faults to save
 _COUNT = "_storage_Use_Count"  # torch's count of a storage's users (no pool without it)
 _local = threading.local()
 _use_count: Any = None  # torch._C._storage_Use_Count
+_TYPESTR: dict[Any, str] = {}  # torch dtype -> NumPy's array interface typestr
 
 
-def _holders(buf: Any) -> tuple[int, int, int]:
-    """(tensors sharing buf's storage, Python references to its storage object, its memory)."""
+def _holders(buf: Any) -> tuple[int, int, int, int]:
+    """(tensors sharing buf's storage, Python references to its storage object, its memory:
+    address and size)."""
     global _use_count
     if _use_count is None:  # bound on first use: torch is not imported here
         _use_count = getattr(sys.modules["torch"]._C, _COUNT)
     storage = buf.untyped_storage()
-    return _use_count(storage._cdata), sys.getrefcount(storage), storage.data_ptr()
+    refs = sys.getrefcount(storage)
+    return _use_count(storage._cdata), refs, storage.data_ptr(), storage.nbytes()
+
+
+class _Memory:
+    """An array interface over a CPU tensor's memory (NumPy keeps it as the array's base)."""
+
+    __slots__ = ("__array_interface__",)
+
+    def __init__(self, t: Any, typestr: str) -> None:
+        self.__array_interface__ = {
+            "data": (t.data_ptr(), False),
+            "shape": tuple(t.shape),
+            "typestr": typestr,
+            "version": 3,
+        }
+
+
+def host_view(t: Any) -> Any:
+    """A NumPy array over the memory of `t`, a contiguous float32/float64 CPU tensor, for the
+    kernel: what `t.numpy()` gives, except that the storage stays resizable (module
+    docstring). The array does not keep `t` alive: it is valid while `t` has this memory (the
+    call it is made for, or while the pool's check holds). Anything else (a tensor with the
+    negative bit, another dtype) goes through `t.numpy()`, which checks it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> t = torch.arange(4.0)
+    >>> host_view(t).tolist(), t.resize_(8).shape
+    ([0.0, 1.0, 2.0, 3.0], torch.Size([8]))
+    """
+    if not _TYPESTR:
+        torch = sys.modules["torch"]
+        _TYPESTR.update({torch.float32: "<f4", torch.float64: "<f8"})
+    typestr = _TYPESTR.get(t.dtype)
+    if typestr is None or sys.byteorder != "little" or t.is_neg() or not t.is_cpu:
+        return t.numpy()
+    return np.asarray(_Memory(t, typestr))
 
 
 class OutputPool:
@@ -44,10 +91,10 @@ class OutputPool:
 
     def __init__(self, key: tuple[Any, ...]) -> None:
         self.key = key
-        # (buffer, its holders when free, its NumPy view): the view holds the buffer tensor,
-        # not its storage, and the holders are counted with it in place. The view is valid
-        # while the storage keeps the memory it was made with: the last holder number.
-        self.bufs: list[tuple[Any, tuple[int, int, int], Any]] = []
+        # (buffer, its holders when free, its NumPy view): the view holds nothing of the
+        # buffer, and is valid while the storage keeps the memory it was made with (the
+        # holders' last two numbers).
+        self.bufs: list[tuple[Any, tuple[int, int, int, int], Any]] = []
 
     def take(self, like: Any) -> tuple[Any, Any, Any, Any]:
         """Two free buffers shaped like `like` (new ones where fewer are free), as detached
@@ -69,18 +116,19 @@ class OutputPool:
 
     def view_of(self, x: Any) -> Any:
         """A NumPy array of x's elements: the view of the buffer x starts at (a step's sample
-        is mostly the last step's output), else x.numpy(). x, contiguous and of the pool's
-        shape and dtype, then has exactly the view's memory, whatever became of the buffer."""
+        is mostly the last step's output), else `host_view(x)`. x, contiguous and of the
+        pool's shape and dtype, then has exactly the view's memory, whatever became of the
+        buffer."""
         ptr = x.data_ptr()
         for _, free, view in self.bufs:
             if free[2] == ptr:
                 return view
-        return x.numpy()
+        return host_view(x)
 
-    def _new(self, like: Any) -> tuple[Any, tuple[int, int, int], Any]:
+    def _new(self, like: Any) -> tuple[Any, tuple[int, int, int, int], Any]:
         torch = sys.modules["torch"]
         buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
-        view = buf.numpy()
+        view = host_view(buf)
         _holders(buf)  # the storage object exists from here on: count it alike every time
         entry = (buf, _holders(buf), view)
         self.bufs.append(entry)
@@ -95,7 +143,7 @@ def outputs(torch: Any, x: Any) -> tuple[Any, Any, tuple[Any, Any, Any]]:
     plain = type(x) is torch.Tensor and hasattr(torch._C, _COUNT)  # subclasses keep theirs
     if not plain or x.numel() * x.element_size() < MIN_BYTES:
         prev, x0 = torch.empty_like(x), torch.empty_like(x)
-        return prev, x0, (x.numpy(), prev.numpy(), x0.numpy())
+        return prev, x0, (host_view(x), host_view(prev), host_view(x0))
     key = (x.shape, x.dtype, torch.is_inference_mode_enabled())
     pool: OutputPool | None = getattr(_local, "pool", None)
     if pool is None or pool.key != key:

@@ -296,9 +296,9 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
         prev, x0, (x_view, prev_view, x0_view) = _buffers.outputs(sys.modules["torch"], x)
     else:
         prev, x0 = out
-        x_view, prev_view, x0_view = x.numpy(), prev.numpy(), x0.numpy()
-    z_view = None if z is None else z.numpy()
-    _numba().run(x_view, m.numpy(), z_view, c, clip, prev_view, x0_view)
+        x_view, prev_view, x0_view = (_buffers.host_view(a) for a in (x, prev, x0))
+    z_view = None if z is None else _buffers.host_view(z)
+    _numba().run(x_view, _buffers.host_view(m), z_view, c, clip, prev_view, x0_view)
     return prev, x0
 
 

@@ -382,3 +382,63 @@ def test_core_loops_take_the_pool_too() -> None:
     assert torch.equal(x0, x)
     assert len(seen) <= 4  # x_T and the few buffers the loop's samples cycle through
     assert _buffers._local.pool is not None and len(_buffers._local.pool.bufs) <= _buffers.SIZE
+
+
+def _resizable(t: Any) -> bool:
+    """Whether t's storage can still be resized (resized and put back, as a caller might)."""
+    shape = tuple(t.shape)
+    try:
+        t.resize_(2 * t.numel())
+    except RuntimeError:
+        return False
+    t.resize_(shape)
+    return True
+
+
+@pytest.mark.parametrize("shape", [SHAPE, (1, 4, 8, 8)])  # pooled, and fresh outputs
+def test_a_step_leaves_every_tensor_resizable_as_diffusers_does(shape: tuple[int, ...]) -> None:
+    """`Tensor.numpy()` marks a storage as never resizable: the kernel's views of the sample,
+    the model output, the noise and both outputs (pool buffers and out=) made a caller's
+    `latents.resize_(...)` raise 'Trying to resize storage that is not resizable' after a
+    fused step, where diffusers' tensors stay resizable."""
+    import diffusers
+
+    g = torch.Generator().manual_seed(18)
+    x, eps, noise = (torch.randn(shape, generator=g) for _ in range(3))
+    ours, theirs = _scheduler(), _scheduler(diffusers.DDIMScheduler)
+    t = ours.timesteps[1]
+    out = ours.step(eps, t, x, eta=1.0, variance_noise=noise)
+    ref = theirs.step(eps.clone(), t, x.clone(), eta=1.0, variance_noise=noise.clone())
+    assert torch.allclose(out.prev_sample, ref.prev_sample, rtol=0, atol=1e-6)
+    given = (torch.empty(shape), torch.empty(shape))
+    dc.step(ours._plan, eps, int(t), x, out=given)
+    tensors = [x, eps, noise, out.prev_sample, out.pred_original_sample, *given]
+    assert all(_resizable(a) for a in [*ref.values(), x, eps, noise])  # diffusers'
+    assert all(_resizable(a) for a in tensors)
+
+
+def test_outputs_resized_by_the_caller_are_never_written_again() -> None:
+    """A caller may now resize an output: its storage gets new memory, so its buffer (which
+    shares that storage) no longer has the memory its view was made with. Grown, shrunk back
+    (possibly at the old address) or shrunk below its size and dropped, such a buffer is
+    never reused, later steps have a fresh step's numbers, and what the caller kept stays."""
+    scheduler = _scheduler(steps=20)
+    x, eps = _pairs(19)
+    kept = []
+    for i, t in enumerate(scheduler.timesteps):
+        ref = _fresh(scheduler, eps, t, x)
+        out = scheduler.step(eps, t, x)
+        assert torch.equal(out.prev_sample, ref.prev_sample)
+        assert torch.equal(out.pred_original_sample, ref.pred_original_sample)
+        for a in out.values():  # a reused buffer has its whole memory
+            assert a.untyped_storage().nbytes() == a.numel() * a.element_size()
+        x0 = out.pred_original_sample
+        x0.resize_(2 * x0.numel())  # new, larger memory for the buffer's storage too
+        if i % 3 == 0:
+            x0.resize_(SHAPE)  # back to its size, in memory it reuses or not
+            kept.append((x0, ref.pred_original_sample))
+        elif i % 3 == 1:
+            x0.untyped_storage().resize_(x0.element_size())  # smaller than the buffer: dropped
+        x = out.prev_sample
+        del out, x0
+    assert all(torch.equal(a, b) for a, b in kept)
