@@ -116,9 +116,9 @@ class OutputPool:
 
     def view_of(self, x: Any) -> Any:
         """A NumPy array of x's elements: the view of the buffer x starts at (a step's sample
-        is mostly the last step's output), else `host_view(x)`. x, contiguous and of the
-        pool's shape and dtype, then has exactly the view's memory, whatever became of the
-        buffer."""
+        is mostly the last step's output), else `host_view(x)`. x, contiguous, of the pool's
+        shape and dtype and without the negative bit (the kernel resolves it), then has
+        exactly the view's values, whatever became of the buffer."""
         ptr = x.data_ptr()
         for _, free, view in self.bufs:
             if free[2] == ptr:

@@ -281,14 +281,18 @@ class TorchKernel:
 
 def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
     """numba's pass for plain contiguous CPU tensors with a row of floats; anything else goes
-    to the eager kernel. Checks cheapest first: this runs once per pipeline step."""
+    to the eager kernel. A tensor with the negative bit holds -values in its memory, which the
+    kernel's NumPy views would read as they are: such an input is resolved (copied), such an
+    output goes to the eager kernel. Checks cheapest first: this runs once per pipeline step."""
+    x, m = x.resolve_neg(), m.resolve_neg()  # themselves unless negative
+    z = None if z is None else z.resolve_neg()
     plain = (out is not None or x.numel() >= NUMBA_MIN_ELEMENTS) and type(c.x0_x) is float
     plain = plain and x.is_cpu and x.is_contiguous() and m.is_contiguous()
     plain = plain and not (x.requires_grad or m.requires_grad)
     if plain and z is not None:
         plain = z.is_contiguous() and not z.requires_grad
     if plain and out is not None:
-        plain = all(o.is_contiguous() and o.dtype == x.dtype for o in out)
+        plain = all(o.is_contiguous() and o.dtype == x.dtype and not o.is_neg() for o in out)
         plain = plain and not _aliases(out, (x, m, z))
     if not plain:
         return _torch_step(x, m, z, c, clip, out)

@@ -442,3 +442,29 @@ def test_outputs_resized_by_the_caller_are_never_written_again() -> None:
         x = out.prev_sample
         del out, x0
     assert all(torch.equal(a, b) for a, b in kept)
+
+
+def test_tensors_with_the_negative_bit_are_read_and_written_as_their_values() -> None:
+    """A tensor with the negative bit (`torch._neg_view`) holds -values in its memory. A
+    sample that was such a view of the last step's output was read through the pool's view of
+    that buffer as it is (the other sign), and such a model output, noise or out= made the
+    step raise (`Tensor.numpy()` refuses them); now inputs are resolved, outputs eager."""
+    scheduler = _scheduler()
+    x, eps = _pairs(20)
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(21))
+    t0, t = scheduler.timesteps[:2]
+    held = scheduler.step(eps, t0, x).prev_sample
+    ref = _fresh(scheduler, eps, t, -held)
+    out = scheduler.step(eps, t, torch._neg_view(held))
+    assert torch.equal(out.prev_sample, ref.prev_sample)
+    ref = _fresh(scheduler, eps, t, x, eta=1.0, noise=noise)
+    for i in range(3):  # the sample, the model output, the noise as negative views
+        args = [x, eps, noise]
+        args[i] = torch._neg_view(-args[i])
+        out = scheduler.step(args[1], t, args[0], eta=1.0, variance_noise=args[2])
+        assert torch.equal(out.prev_sample, ref.prev_sample)
+        assert torch.equal(out.pred_original_sample, ref.pred_original_sample)
+    given = (torch._neg_view(torch.empty(SHAPE)), torch.empty(SHAPE))
+    out = dc.step(scheduler._plan, eps, int(t), x, eta=1.0, noise=noise, out=given)
+    assert out.prev_sample is given[0]  # the eager kernel's: equal within rounding
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(out, ref, strict=True))
