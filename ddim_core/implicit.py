@@ -434,7 +434,9 @@ def solve_step(
         y_work = backends.cast(xp, y, work)
         if best_res is None:
             best_x0, best_res, improving = x0, res, xp.isfinite(res)
-            best_r, damping = r, xp.ones_like(res)
+            # a failed start's residual enters the history as NaN: inf - inf warns in NumPy
+            best_r = xp.where(xp.isfinite(r), r, xp.full_like(r, math.nan))
+            damping = xp.ones_like(res)
         else:
             improving = res < best_res
             mask = _sample_mask(improving, y.ndim, xp)

@@ -4,6 +4,7 @@ them, Stable Diffusion's schedule; round trips over guidance, step count, dtype 
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -184,23 +185,25 @@ def test_a_step_recovers_from_a_region_where_the_model_fails() -> None:
     assert out.calls <= 5
 
 
-def test_a_warm_start_where_the_model_fails_retreats_to_plain_inversions_point() -> None:
-    """A trail that extrapolates into a region where the model is NaN (eps = -y / 2 within
-    a radius around x_s, NaN beyond; the trail's eps are far off): the first call fails, the
-    next iterate goes halfway back to x_s, and the step converges there instead of returning
-    the failed warm start (which it did before: every later iterate was NaN)."""
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_warm_start_where_the_model_fails_retreats_to_plain_inversions_point(bad: float) -> None:
+    """A trail that extrapolates into a region where the model is NaN or infinite (eps = -y / 2
+    within a radius around x_s, `bad` beyond; the trail's eps are far off): the first call
+    fails, the next iterate goes halfway back to x_s, and the step converges there instead of
+    returning the failed warm start (which it did before: every later iterate was NaN). An
+    infinite residual in Anderson's history made NumPy warn (inf - inf) until it became NaN."""
     frame = implicit.Frame(1.0, 1.0, 0.5, 0.9)
     x_src = np.random.default_rng(8).standard_normal((4, 3))
     radius = 2.0 * np.abs(x_src).max(axis=1, keepdims=True)
 
     def forward(y):
-        eps = np.where(np.abs(y - x_src).max(axis=1, keepdims=True) > radius, np.nan, -y / 2)
+        eps = np.where(np.abs(y - x_src).max(axis=1, keepdims=True) > radius, bad, -y / 2)
         return y - frame.h * eps, y
 
     far = 20.0 * radius * np.ones_like(x_src)  # the trail: eps far off, so the start is too
     trail = implicit.Trail((0.3, 0.4, 0.5), (far, 2 * far, 3 * far))
     start = implicit.warm_start(x_src, frame, trail)
-    assert np.all(np.isnan(forward(start)[0]))  # the warm start fails for every sample
+    assert not np.any(np.isfinite(forward(start)[0]))  # the warm start fails for every sample
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = implicit.solve_step(forward, x_src, frame, 8, 1e-12, trail)
