@@ -39,7 +39,8 @@ cheap and safe:
    model that fails only in a region the iteration overshot into recovers. Where the warm
    start itself fails (no iterate measured finite yet), the next iterate is halfway back to
    plain inversion's point, and halfway again at each failure: a trail that extrapolated
-   into such a region recovers too.
+   into such a region recovers too. A warm start beyond the sample dtype's range (infinite
+   once rounded to it, whence no step back could return) starts at plain inversion's point.
 
 Counting: with `refinements = k`, the first model call is the step itself, taken at the warm
 start (at the first step it is plain inversion's call, and its fixed-point update is plain
@@ -407,8 +408,10 @@ def solve_step(
             raise ValueError("a step without a frame needs its preconditioner c")
         c = frame.c
     (c_work,) = _exact(xp, src, c)
-    y = backends.cast(xp, warm_start(src, frame, trail), dtype)
     anchor = warm_start(src, frame, Trail())  # plain inversion's point: a failed start goes back
+    warm = warm_start(src, frame, trail)
+    fits = _max_abs(warm, xp) <= xp.finfo(dtype).max  # else (overflowed) the start is anchor
+    y = backends.cast(xp, xp.where(_sample_mask(fits, warm.ndim, xp), warm, anchor), dtype)
     best, best_x0, best_res, improving = y, None, None, None
     best_r: Any = None
     damping: Any = None  # per sample: the step back after a failed iterate, halved each time

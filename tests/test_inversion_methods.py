@@ -212,6 +212,30 @@ def test_a_warm_start_where_the_model_fails_retreats_to_plain_inversions_point(b
     assert np.all(np.isfinite(out.trail.eps[-1]))
 
 
+def test_a_warm_start_beyond_the_samples_dtype_starts_at_plain_inversions_point() -> None:
+    """float16 samples are iterated in float32: a trail whose extrapolation lies beyond
+    float16's range gave a warm start that is infinite once rounded, halfway between it and
+    plain inversion's point is infinite too, so every iterate failed and the step returned
+    x_t = inf. Such a sample starts at plain inversion's point instead (and NumPy does not
+    warn of an overflowing cast)."""
+    frame = implicit.Frame(1.0, 1.0, 0.5, 0.9)
+    x_src = np.random.default_rng(9).standard_normal((4, 3)).astype(np.float16)
+
+    def forward(y):
+        eps = -y.astype(np.float32) / 2
+        return (y - frame.h * eps).astype(np.float16), y
+
+    far = np.full(x_src.shape, 7e4, dtype=np.float32)  # float32's eps, as a trail holds them
+    far[0] = 0.1  # one sample's start fits
+    trail = implicit.Trail((0.3, 0.4, 0.5), (far, 2 * far, 3 * far))
+    assert np.abs(implicit.warm_start(x_src.astype(np.float32), frame, trail)).max() > 7e4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = implicit.solve_step(forward, x_src, frame, 8, 1e-3, trail)
+    assert np.all(np.isfinite(out.x_t)) and out.residual is not None and out.residual <= 1e-3
+    assert np.abs(forward(out.x_t)[0].astype(np.float32) - x_src).max() <= 1e-3
+
+
 def test_tol_stops_on_the_predicted_residual() -> None:
     """With tol a step returns the refinement no call has measured where the residual just
     measured, times the slowest rate the step has shown, is within tol: one call fewer than
