@@ -136,6 +136,18 @@ def test_out_buffers_are_written_and_returned(library: str) -> None:
         dc.step(plan, m, 500, x, out=(x, x0))  # a kernel would read what it overwrote
 
 
+@pytest.mark.parametrize("library", [lib for lib in _libraries() if lib != "torch-eager"])
+def test_out_buffers_of_an_empty_batch(library: str) -> None:
+    """An empty batch has no memory to share: every empty tensor's data pointer is 0, which
+    the torch kernel's alias check took for the outputs sharing the inputs' memory, so
+    out= raised 'out= needs a fused kernel' where the step without out= worked."""
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x, m, prev, x0 = _arrays(library, "float32", (0, 4, 8, 8), 4)
+    got = dc.step(plan, m, 500, x, out=(prev, x0))
+    assert got.prev_sample is prev and got.pred_original_sample is x0
+    assert tuple(got.prev_sample.shape) == (0, 4, 8, 8)
+
+
 def test_out_needs_a_fused_kernel() -> None:
     strict = pytest.importorskip("array_api_strict")
     plan = dc.make_plan(dc.DDIMConfig(), 10)
