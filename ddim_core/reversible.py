@@ -57,7 +57,7 @@ from .sampling import Model, StepInfo, _call, _check_loop, _progress
 from .steps import inverse_step, step
 
 Callback = Callable[[StepInfo], Any] | None
-Origin = tuple[str, tuple[int, ...], float | None]
+Origin = tuple[str, tuple[int, ...], float | None, DDIMConfig]
 
 
 class State(tuple):  # type: ignore[type-arg]
@@ -213,7 +213,7 @@ def sample_edict(
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
     _check_loop(model, _pair(state)[0], callback)
     _check_linear(plan, "EDICT")
-    _check_origin(state, ("edict", plan.timesteps, mix), "sample_edict")
+    _check_origin(state, ("edict", plan.timesteps, mix, config), "sample_edict")
     x, y, xp, work, dtype = _state_pairs(state, precision, dtype)
     k = _constants(xp, work)
     p_, q_ = k(mix), k(1.0 - mix)
@@ -310,7 +310,7 @@ def invert_edict(
         eps_y, _ = _eps(model, y.hi, t, i, c, plan, xp, check_finite, dtype)
         x = _materialized(cw.divide(cw.combine([(one, x_mid), (minus_b, eps_y)], xp), a, xp))
         _report(callback, i, t, x.hi, x0, 2, xp, dtype)
-    return State(x.hi, y.hi, dtype, (x.lo, y.lo), ("edict", plan.timesteps, mix))
+    return State(x.hi, y.hi, dtype, (x.lo, y.lo), ("edict", plan.timesteps, mix, config))
 
 
 # --- BDIA ----------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ def sample_bdia(
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
     _check_loop(model, _pair(state)[0], callback)
-    _check_origin(state, ("bdia", plan.timesteps, g), "sample_bdia")
+    _check_origin(state, ("bdia", plan.timesteps, g, config), "sample_bdia")
     z_prev, z, xp, work, dtype = _start(
         model, state, plan, callback, check_finite, precision, dtype
     )
@@ -470,7 +470,7 @@ def invert_bdia(
         rest = cw.combine([(one, z_next), (k(-1.0), forward), (k(g), back)], xp)
         return cw.divide(rest, k(g), xp), x0
 
-    origin = ("bdia", plan.timesteps, g)
+    origin = ("bdia", plan.timesteps, g, config)
     return _invert_two_step(
         model, x_0, plan, update, progress, callback, check_finite, origin, precision
     )
@@ -544,7 +544,7 @@ def sample_belm(
     plan = _plan(config, num_inference_steps, timesteps)
     _check_loop(model, _pair(state)[0], callback)
     _check_linear(plan, "BELM")
-    _check_origin(state, ("belm", plan.timesteps, None), "sample_belm")
+    _check_origin(state, ("belm", plan.timesteps, None, config), "sample_belm")
     z_prev, z, xp, work, dtype = _start(
         model, state, plan, callback, check_finite, precision, dtype
     )
@@ -625,7 +625,7 @@ def invert_belm(
         rest = cw.combine([(k(1.0), z_next), (k(-b), z), (k(-e), eps)], xp)
         return cw.divide(rest, k(a), xp), x0
 
-    origin = ("belm", plan.timesteps, None)
+    origin = ("belm", plan.timesteps, None, config)
     return _invert_two_step(
         model, x_0, plan, update, progress, callback, check_finite, origin, precision
     )
@@ -878,17 +878,23 @@ def _check_gamma(gamma: Any) -> float:
 
 
 def _check_origin(state: Any, expected: Origin, where: str) -> None:
-    """A State made by `invert_*` must come from the same method, plan and parameter."""
+    """A State made by `invert_*` must come from the same method, plan, parameter and config
+    (the config sets the levels and the step: another one lands elsewhere)."""
     origin = getattr(state, "origin", None) if isinstance(state, State) else None
     if origin is None:
         return
-    method, timesteps, option = origin
+    method, timesteps, option, config = origin
     if (method, tuple(timesteps), option) != (expected[0], tuple(expected[1]), expected[2]):
         raise ValueError(
             f"{where} got a state made by invert_{method} over timesteps {tuple(timesteps)}"
             f"{_option(method, option)}; it returns to x_0 only with invert_{expected[0]}'s "
             f"own plan and parameter: timesteps {tuple(expected[1])}"
             f"{_option(expected[0], expected[2])}"
+        )
+    if config != expected[3]:
+        raise ValueError(
+            f"{where} got a state made by invert_{method} under {config!r}; it returns to x_0 "
+            f"only under that config, got config={expected[3]!r}"
         )
 
 

@@ -228,12 +228,13 @@ def test_state_pickles_with_its_dtype_and_low_words() -> None:
 def test_mismatched_states_are_refused() -> None:
     """A state from another method, plan or parameter, or two arrays that do not pair, is an
     error naming what made it, not an x_0 far from the data (BDIA's state through EDICT's
-    sampler gave 7.8e2 for data of scale 2)."""
+    sampler gave 7.8e2 for data of scale 2); a deep copy is the same state."""
+    import copy
     import pickle
 
     x0 = real_data(4)
     bdia = R.invert_bdia(COND, x0, SD, 5, gamma=0.5)
-    assert bdia.origin == ("bdia", dc.make_plan(SD, 5).timesteps, 0.5)
+    assert bdia.origin == ("bdia", dc.make_plan(SD, 5).timesteps, 0.5, SD)
     assert pickle.loads(pickle.dumps(bdia)).origin == bdia.origin
     with pytest.raises(ValueError, match="sample_edict got a state made by invert_bdia"):
         R.sample_edict(COND, bdia, SD, 5)
@@ -247,12 +248,32 @@ def test_mismatched_states_are_refused() -> None:
     with pytest.raises(ValueError, match="made by invert_edict"):
         R.sample_belm(COND, edict.scaled(1.0, 1.0), SD, 5)
     np.testing.assert_array_equal(R.sample_bdia(COND, bdia, SD, 5, gamma=0.5), x0)
+    np.testing.assert_array_equal(R.sample_bdia(COND, copy.deepcopy(bdia), SD, 5, gamma=0.5), x0)
     with pytest.raises(ValueError, match=r"share one shape and dtype, got \(4, 2\) float64 and"):
         R.sample_bdia(COND, (x0, x0[:2]), SD, 5)
     with pytest.raises(ValueError, match="share one shape and dtype"):
         R.sample_belm(COND, (x0, x0.astype(np.float32)), SD, 5)
     with pytest.raises(TypeError, match=r"dtype must be a real floating dtype .* got 'float32'"):
         R.sample_belm(COND, x0, SD, 5, dtype="float32")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize(
+    "change",
+    [{"beta_end": 0.014}, {"prediction_type": "v_prediction"}, {"rescale_betas_zero_snr": True}],
+)
+def test_a_state_is_refused_under_another_config(method: str, change: dict) -> None:
+    """Another config over the same timesteps has other levels or another step: sampling the
+    state under it landed far from x_0 without a sign. It is an error naming both configs; an
+    equal config returns x_0."""
+    invert, sample, _ = METHODS[method]
+    x0 = real_data(4)
+    state = invert(COND, x0, SD, 5)
+    other = SD.replace(**change)
+    assert dc.make_plan(other, 5).timesteps == dc.make_plan(SD, 5).timesteps
+    with pytest.raises(ValueError, match=rf"invert_{method} under DDIMConfig\(.*got config="):
+        sample(COND, state, other, 5)
+    np.testing.assert_array_equal(sample(COND, state, SD.replace(), 5), x0)
 
 
 def test_float64_precision_where_the_library_makes_float32_of_it() -> None:

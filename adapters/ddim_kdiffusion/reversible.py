@@ -549,7 +549,8 @@ def _invert(
     second_scale = levels.scales[0 if name == "edict" else 1]
     ve = state.scaled(levels.scales[0], second_scale, divide=True)  # compensated
     option = None if state.origin is None else state.origin[2]
-    return reversible.State(ve[0], ve[1], ve.dtype, ve.lo, (name, _key(levels.sigmas), option))
+    origin = (name, _key(levels.sigmas), option, levels.config)
+    return reversible.State(ve[0], ve[1], ve.dtype, ve.lo, origin)
 
 
 def _stepped(sigmas: Array, name: str, *, ascending: bool) -> list[float]:
@@ -598,7 +599,7 @@ def _core_origin(name: str, state: tuple[Array, Array], levels: _Levels) -> Any:
     origin = getattr(state, "origin", None) if isinstance(state, reversible.State) else None
     if origin is None:
         return None
-    method, key, option = origin
+    method, key, option = origin[:3]
     if tuple(key) != _key(levels.sigmas):
         made = np.asarray(key, dtype=np.int64).view(np.float64)[::-1].tolist()
         raise ValueError(
@@ -606,7 +607,7 @@ def _core_origin(name: str, state: tuple[Array, Array], levels: _Levels) -> Any:
             f"{made}; it returns to x_0 only over those sigmas, flipped, not over "
             f"{levels.sigmas}"
         )
-    return method, levels.timesteps, option  # the core checks the method and option
+    return method, levels.timesteps, option, levels.config  # the core checks method, option
 
 
 def _shows_progress(disable: bool | None) -> bool:
