@@ -46,7 +46,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
         Shapes that differ, an alpha array of another shape, or a NaN or infinite alpha
         number (alpha arrays are not read on the host).
     TypeError
-        Dtypes that differ or are not real floating, or an alpha of another kind.
+        Dtypes that differ or are not real floating, or an alpha of another kind (an alpha
+        array must be real floating or integer).
 
     Examples
     --------
@@ -110,6 +111,8 @@ def _alpha(alpha: Any, like: Array, xp: Any) -> Array:
             "alpha must be a number or an array of the samples' library, got "
             f"{type(alpha).__name__}"
         ) from None
+    if not xp.isdtype(alpha.dtype, ("real floating", "integral")):
+        raise TypeError(f"alpha must be real, got an array of dtype {alpha.dtype}")
     if alpha.ndim > 1 or (alpha.ndim == 1 and alpha.shape[0] not in (1, batch)):
         raise ValueError(f"alpha has shape {tuple(alpha.shape)}; expected () or ({batch},)")
     values = xp.astype(alpha, like.dtype)

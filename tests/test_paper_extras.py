@@ -201,6 +201,13 @@ def test_slerp_degenerate_pairs_and_arguments() -> None:
     for bad in (math.nan, math.inf):
         with pytest.raises(ValueError, match=r"alpha=.* must be a finite number"):
             dc.slerp(a, a, bad)
+    # a complex or boolean alpha array was cast to float: imaginary part dropped, True as 1
+    for bad in (np.array([0.5 + 1j]), np.array(True)):
+        with pytest.raises(
+            TypeError, match=f"alpha must be real, got an array of dtype {bad.dtype}"
+        ):
+            dc.slerp(a, a, bad)
+    np.testing.assert_array_equal(dc.slerp(a, -a, np.array([1])), -a)  # integers are real
 
 
 # --- quadratic timesteps -----------------------------------------------------------------
