@@ -164,6 +164,10 @@ def test_embeddings_are_checked_before_the_unet_runs() -> None:
     numpy_state = reversible.State(LATENTS.numpy(), LATENTS.numpy(), np.float32)
     with pytest.raises(TypeError, match="prompt_embeds is a torch array but noise is a numpy"):
         dd.sample_latents(pipe, numpy_state, method="bdia", num_inference_steps=2, **GUIDED)
+    state = reversible.invert_bdia(lambda x, t: 0.1 * x, LATENTS, dd.ddim_config(PIPE.scheduler), 2)
+    for method in ("exact", "plain"):  # was "x must be an array ..., got State" from the loop
+        with pytest.raises(ValueError, match=f"state of invert_bdia, which method='{method}'"):
+            dd.sample_latents(pipe, state, method=method, num_inference_steps=2, **GUIDED)
     bad = {**GUIDED, "negative_prompt_embeds": torch.zeros(3, 5, 8)}
     message = "negative_prompt_embeds has batch 3; expected 1 or the batch of latents, 2"
     with pytest.raises(ValueError, match=message):

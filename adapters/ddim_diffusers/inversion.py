@@ -295,7 +295,8 @@ def sample_latents(
     Raises
     ------
     TypeError, ValueError
-        As `invert_latents`, for `noise` in place of `latents`.
+        As `invert_latents`, for `noise` in place of `latents`; ValueError for a reversible
+        method's state with method "exact" or "plain".
 
     Examples
     --------
@@ -321,6 +322,12 @@ def sample_latents(
         guidance_rescale,
     )
     method = _check_method(method)
+    if isinstance(noise, reversible.State) and method not in _REVERSIBLE:
+        made = "" if noise.origin is None else f" of invert_{noise.origin[0]}"
+        raise ValueError(
+            f"noise is a reversible sampler's state{made}, which method={method!r} cannot "
+            f"sample: pass the method invert_latents used, one of {_REVERSIBLE}"
+        )
     n = num_inference_steps
     if method in _REVERSIBLE:
         sample = getattr(reversible, f"sample_{method}")
