@@ -196,7 +196,8 @@ def test_one_sigma_is_no_step_and_a_repeat_is_refused(name: str) -> None:
 @pytest.mark.parametrize("name", METHODS)
 def test_bad_arguments_are_named_as_sample_ddim_names_them(name: str) -> None:
     """model, callback, extra_args and x were passed on unchecked (`'int' object is not
-    callable`, `argument after ** must be a mapping`)."""
+    callable`, `argument after ** must be a mapping`, `tuple index out of range` for a 0-d
+    x)."""
     sigmas = get_sigmas_ddim(CONFIG, 3, xp=np)
     x = np.ones((1, 2))
     for fn in (getattr(kr, f"sample_{name}"), getattr(kr, f"sample_{name}_inverse")):
@@ -209,6 +210,8 @@ def test_bad_arguments_are_named_as_sample_ddim_names_them(name: str) -> None:
             fn(denoiser, x, s, extra_args=[1])
         with pytest.raises(TypeError, match="real floating-point"):
             fn(denoiser, np.ones((1, 2), dtype=np.int64), s)
+        with pytest.raises(ValueError, match=r"x must have a batch axis.*got a 0-d array"):
+            fn(denoiser, np.ones(()), s)  # was an IndexError from x.shape[0]
     with pytest.raises(ValueError, match="a state is a pair of arrays, got 3 items"):
         getattr(kr, f"sample_{name}")(denoiser, (x, x, x), sigmas)
 

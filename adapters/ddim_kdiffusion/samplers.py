@@ -341,8 +341,8 @@ MAX_SIGMA = 1e150  # alpha_bar = 1 / (1 + sigma^2) must be computable in float64
 
 
 def _check_call(model: Any, x: Array, extra_args: Any, callback: Any) -> dict[str, Any]:
-    """A sampler's arguments besides sigmas: callable model and callback, a real floating x,
-    a mapping of extra_args (returned as a dict)."""
+    """A sampler's arguments besides sigmas: callable model and callback, a real floating x
+    with a batch axis, a mapping of extra_args (returned as a dict)."""
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, sigma, **extra_args), got {model!r}")
     if callback is not None and not callable(callback):
@@ -353,6 +353,10 @@ def _check_call(model: Any, x: Array, extra_args: Any, callback: Any) -> dict[st
         raise TypeError("x must be an array, got None")
     if not backends.is_real_floating(backends.namespace(x=x), x):
         raise TypeError(f"x must be a real floating-point array, got dtype {x.dtype}")
+    if x.ndim == 0:
+        raise ValueError(
+            "x must have a batch axis (the model gets one sigma per batch element), got a 0-d array"
+        )
     return {} if extra_args is None else dict(extra_args)
 
 
