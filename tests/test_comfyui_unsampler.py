@@ -4,6 +4,8 @@ denoiser on VE latents; where end_at_step stops; the reversible SAMPLER function
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from ddim_comfyui import unsampler as U
@@ -90,3 +92,17 @@ def test_reversible_sampler_functions_sample_from_noise() -> None:
 def test_bad_method() -> None:
     with pytest.raises(ValueError, match="method='euler'"):
         U.unsample(denoiser, LATENT, SIGMAS.flip(0), "euler")
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 8, 8), (1, 4, 16, 16)])
+def test_resampler_refuses_a_resized_or_rebatched_latent(shape: tuple[int, ...]) -> None:
+    """LatentUpscale or RepeatLatentBatch keep the Unsampler's state beside samples of another
+    shape: a clear error, not a broadcasting error from inside ComfyUI's sampling."""
+    info = {"method": "ddim_exact", "sigmas": SIGMAS, "clean": torch.zeros(1, 4, 8, 8)}
+    latent = {"samples": torch.zeros(shape), U.STATE_KEY: info}
+
+    def guide(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("not reached")
+
+    with pytest.raises(ValueError, match=rf"shape {re.escape(str(shape))}.* \(1, 4, 8, 8\)"):
+        U.run_resampler(None, 1.0, [], [], latent, guide=guide)

@@ -156,3 +156,26 @@ def test_reversible_sampler_nodes_sample(comfy) -> None:  # type: ignore[no-unty
         comfy, model, noise, _node(comfy, "DDIMCoreEDICTSampler", p=0.93), down, empty
     )
     assert bool(torch.isfinite(edict).all())
+
+
+@needs_comfyui
+def test_resampler_refuses_a_latent_resized_after_unsampling(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """ComfyUI's LatentUpscale and RepeatLatentBatch copy the Unsampler's state beside samples
+    of another shape: the Resampler names both shapes (it was a broadcasting RuntimeError from
+    ComfyUI's model_sampling)."""
+    model = _model(comfy)
+    noised = _unsample(comfy, model, model.model.diffusion_model.latent(8, seed=5), "bdia")
+    for changed in (
+        comfy.nodes.LatentUpscale().upscale(noised, "nearest-exact", 128, 128, "disabled")[0],
+        comfy.nodes.RepeatLatentBatch().repeat(noised, 2)[0],
+    ):
+        with pytest.raises(ValueError, match=r"Unsampler \(ddim-core\) inverted .*1, 4, 8, 8"):
+            _node(
+                comfy,
+                "DDIMCoreResampler",
+                model=model,
+                cfg=3.0,
+                positive=_cond(),
+                negative=_cond(),
+                latent=changed,
+            )

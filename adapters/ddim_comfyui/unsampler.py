@@ -416,7 +416,8 @@ def run_resampler(
     Raises
     ------
     ValueError
-        A latent that did not come from the Unsampler.
+        A latent that did not come from the Unsampler, or whose samples changed batch size or
+        size since (LatentUpscale, RepeatLatentBatch and the like keep the Unsampler's state).
 
     Examples
     --------
@@ -426,6 +427,7 @@ def run_resampler(
     info = latent.get(STATE_KEY)
     if not isinstance(info, dict) or not {"method", "clean"} <= info.keys():
         raise ValueError("the Resampler takes the latent an Unsampler (ddim-core) returned")
+    _check_same_size(latent["samples"], info["clean"])
 
     def function(
         m: Denoiser,
@@ -443,6 +445,16 @@ def run_resampler(
     )
     out = {k: v for k, v in latent.items() if k != STATE_KEY}
     return {**out, "samples": samples}
+
+
+def _check_same_size(samples: Any, clean: Any) -> None:
+    """Refuse samples of another batch size or width and height than the Unsampler's input."""
+    got, want = tuple(samples.shape), tuple(clean.shape)
+    if got[:1] + got[2:] != want[:1] + want[2:]:
+        raise ValueError(
+            f"the Resampler's latent has samples of shape {got}, but the Unsampler (ddim-core) "
+            f"inverted a latent of shape {want}; resample it before resizing or rebatching"
+        )
 
 
 def _edict_sampler(p: float) -> tuple[Any, dict[str, Any]]:
