@@ -221,6 +221,7 @@ def test_node_schemas_as_data() -> None:
     assert "fixed_point_iters + 1" in iters.tooltip  # the call cost
     spacing = next(p for n in core.NODES for p in n.inputs if p.name == "spacing")
     assert spacing.options == TIMESTEP_SPACINGS
+    assert all(option in spacing.tooltip for option in TIMESTEP_SPACINGS), spacing.tooltip
     fn, options = core.run_node("DDIMCoreSampler", eta=0.5, s_noise=0.9)
     assert fn is core.sample_ddim_core and options == {"eta": 0.5, "s_noise": 0.9}
     with pytest.raises(ValueError, match="unknown node"):

@@ -106,3 +106,9 @@ def test_resampler_refuses_a_resized_or_rebatched_latent(shape: tuple[int, ...])
 
     with pytest.raises(ValueError, match=rf"shape {re.escape(str(shape))}.* \(1, 4, 8, 8\)"):
         U.run_resampler(None, 1.0, [], [], latent, guide=guide)
+
+
+def test_resampler_model_tooltip_says_it_samples() -> None:
+    (spec,) = [n for n in U.NODES if n.node_id == "DDIMCoreResampler"]
+    (model,) = [p for p in spec.inputs if p.name == "model"]
+    assert "sample back" in model.tooltip and "invert" not in model.tooltip

@@ -213,7 +213,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
         Anything with ``get_model_object("model_sampling").sigmas``.
     steps : int
     spacing : str
-        "leading", "trailing" or "linspace".
+        One of `ddim_core.config.TIMESTEP_SPACINGS`: "leading", "trailing", "linspace" or
+        "quadratic".
     steps_offset : int
     denoise : float
         In [0, 1].
@@ -427,7 +428,8 @@ NODES = (
                 "trailing",
                 options=TIMESTEP_SPACINGS,
                 tooltip="Where the timesteps fall, as diffusers' timestep_spacing: trailing "
-                "starts at the noisiest level; leading and linspace are the older rules.",
+                "starts at the noisiest level; leading and linspace are the older rules; "
+                "quadratic is the DDIM paper's, denser toward the clean end.",
             ),
             Param(
                 "steps_offset",

@@ -606,7 +606,7 @@ def _nodes() -> tuple[Any, ...]:
             "Resampler (ddim-core)",
             f"{CATEGORY}/inversion",
             (
-                model,
+                Param("model", "MODEL", tooltip="The model to sample back with (the Unsampler's)."),
                 cfg,
                 positive,
                 negative,
