@@ -86,6 +86,10 @@ def test_inverse_sampler_takes_either_order_and_inverts_exactly_by_default() -> 
         back = core.sample_ddim_core(model, z, down, extra_args=args, disable=True)
         assert float((back - x0).abs().max()) <= 1e-5
         assert 10 < calls <= 10 * (core.INVERSION_ITERS + 2)
+    comfy_flip = up.clone()
+    comfy_flip[0] = 0.0001  # ComfyUI's FlipSigmas: its Euler steps cannot start at 0
+    z = core.sample_ddim_core_inverse(model, x0, comfy_flip, extra_args=args, disable=True)
+    assert torch.equal(z, a) and float(comfy_flip[0]) == 0.0001  # the input is left as is
     plain = core.sample_ddim_core_inverse(model, x0, up, args, None, True, fixed_point_iters=0)
     back = core.sample_ddim_core(model, plain, down, extra_args=args, disable=True)
     assert float((back - x0).abs().max()) > 1e-2

@@ -29,6 +29,8 @@ CATEGORY = "sampling/custom_sampling"
 # 8 refinements cap a step at 9 calls where it is out of reach, as with a half-precision model).
 INVERSION_ITERS = 8
 INVERSION_TOL = 1e-6
+# ComfyUI's FlipSigmas makes a first sigma of 0 this (its Euler steps would divide by 0)
+FLIP_SIGMAS_ZERO = 1e-4
 
 
 def sample_ddim_core(
@@ -166,7 +168,9 @@ def sample_ddim_core_inverse(
     """DDIM inversion for ComfyUI (`ddim_kdiffusion.sample_ddim_inverse`), exact by default.
 
     Ascending sigmas are walked as they are; descending ones (a stock scheduler's) in reverse,
-    from the clean end up to the noisiest level.
+    from the clean end up to the noisiest level. A first sigma of 1e-4, which ComfyUI's
+    FlipSigmas puts in place of 0, counts as 0: x is the clean latent, and sampling back down
+    to 0 returns it.
 
     Parameters
     ----------
@@ -193,6 +197,9 @@ def sample_ddim_core_inverse(
     """
     if len(sigmas) >= 2 and float(sigmas[0]) > float(sigmas[-1]):
         sigmas = flip_sigmas(sigmas)
+    elif len(sigmas) >= 2 and abs(float(sigmas[0]) - FLIP_SIGMAS_ZERO) < 1e-9:
+        sigmas = sigmas.clone() if hasattr(sigmas, "clone") else sigmas.copy()
+        sigmas[0] = 0.0
     return sample_ddim_inverse(
         model, x, sigmas, extra_args, callback, disable, fixed_point_iters, tol or None
     )
