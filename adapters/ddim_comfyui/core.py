@@ -212,7 +212,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     denoise < 1 the plan has int(steps / denoise) steps and the last steps + 1 sigmas are kept,
     as ComfyUI's BasicScheduler does. The plan has at most one step per training timestep (len
     of the table, 1000 for SD): more steps, or steps / denoise above that, give the plan of
-    that many (all of it, or its last steps), as ComfyUI's ddim_uniform caps its steps.
+    that many (all of it, or its last steps), as ComfyUI's ddim_uniform caps its steps; with
+    leading spacing, that many less steps_offset (whose last timestep is then the table's).
 
     Parameters
     ----------
@@ -255,6 +256,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     if denoise <= 0.0:
         return table.new_zeros((0,))
     total = min(steps if denoise >= 1.0 else int(steps / denoise), table.shape[0])
+    if spacing == "leading" and total == table.shape[0]:  # its last timestep: total - 1 + offset
+        total = max(total - steps_offset, 1)
     alphas_cumprod = 1.0 / (1.0 + table.double() ** 2)
     sigmas = get_sigmas_ddim(
         alphas_cumprod, total, spacing=spacing, steps_offset=steps_offset, set_alpha_to_one=True
