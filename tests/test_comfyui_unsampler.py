@@ -112,3 +112,11 @@ def test_resampler_model_tooltip_says_it_samples() -> None:
     (spec,) = [n for n in U.NODES if n.node_id == "DDIMCoreResampler"]
     (model,) = [p for p in spec.inputs if p.name == "model"]
     assert "sample back" in model.tooltip and "invert" not in model.tooltip
+
+
+def test_end_at_step_tooltip_says_when_ksampleradvanced_shares_the_schedule() -> None:
+    """KSamplerAdvanced's simple scheduler is trailing spacing only where steps divide 1000
+    (tests/test_comfyui_unsampler_integration.py measures both cases)."""
+    (spec,) = [n for n in U.NODES if n.node_id == "DDIMCoreUnsampler"]
+    (end,) = [p for p in spec.inputs if p.name == "end_at_step"]
+    assert "simple scheduler" in end.tooltip and "divide 1000" in end.tooltip

@@ -179,3 +179,35 @@ def test_resampler_refuses_a_latent_resized_after_unsampling(comfy) -> None:  # 
                 negative=_cond(),
                 latent=changed,
             )
+
+
+@needs_comfyui
+def test_ksampleradvanced_returns_the_latent_where_simple_is_trailing(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The stock KSamplerAdvanced (ddim_core, simple, add_noise off, start_at_step =
+    end_at_step) samples ddim_exact's latent back where steps divide 1000; at 30 steps simple
+    rounds its timesteps down where trailing rounds them, and the round trip misses."""
+    model = _model(comfy)
+    x0 = model.model.diffusion_model.latent(8, seed=7)
+    misses = {}
+    for steps in (20, 30):
+        noised = _node(
+            comfy,
+            "DDIMCoreUnsampler",
+            model=model,
+            steps=steps,
+            end_at_step=5,
+            cfg=3.0,
+            method="ddim_exact",
+            spacing="trailing",
+            positive=_cond(),
+            negative=_cond(),
+            latent_image={"samples": x0},
+            fixed_point_iters=8,
+            tol=1e-6,
+        )
+        back = comfy.nodes.KSamplerAdvanced().sample(
+            model, "disable", 0, steps, 3.0, "ddim_core", "simple", _cond(), _cond(), noised,
+            5, 10000, "disable",
+        )[0]["samples"]  # fmt: skip
+        misses[steps] = float((back - x0).abs().max())
+    assert misses[20] <= 1e-5 < 1e-4 < misses[30]
