@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from test_comfyui_integration import (  # noqa: F401  (comfy is a fixture)
+    FlowNet,
     _advanced,
     _cond,
     _model,
@@ -211,3 +212,33 @@ def test_ksampleradvanced_returns_the_latent_where_simple_is_trailing(comfy) -> 
         )[0]["samples"]  # fmt: skip
         misses[steps] = float((back - x0).abs().max())
     assert misses[20] <= 1e-5 < 1e-4 < misses[30]
+
+
+@needs_comfyui
+def test_unsampler_on_a_rectified_flow_model(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """On a FLOW model end_at_step 0 climbs to sigma 1, where ComfyUI's LATENT is x / (1 - 1):
+    a clear error (it returned NaN); from end_at_step 1 the round trip is exact."""
+    import torch
+
+    cpu = torch.device("cpu")
+    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
+    base = comfy.model_base.BaseModel(
+        config, model_type=comfy.model_base.ModelType.FLOW, device=cpu
+    )
+    base.diffusion_model = FlowNet()
+    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    with pytest.raises(ValueError, match=r"end_at_step=0 climbs to sigma 1, .*rectified-flow"):
+        _unsample(comfy, model, x0, "ddim_exact")
+    for method in ("ddim_exact", "bdia"):
+        noised = _unsample(comfy, model, x0, method, end_at_step=1)
+        back = _node(
+            comfy,
+            "DDIMCoreResampler",
+            model=model,
+            cfg=3.0,
+            positive=_cond(),
+            negative=_cond(),
+            latent=noised,
+        )
+        assert float((back["samples"] - x0).abs().max()) <= 1e-5, method

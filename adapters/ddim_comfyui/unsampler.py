@@ -22,6 +22,7 @@ Everything here runs without ComfyUI and is tested in CI; `nodes` wraps it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -361,6 +362,11 @@ def run_unsampler(
         The LATENT: the noised "samples" and `STATE_KEY` (with the input's samples, "clean",
         which a noise mask keeps when resampling).
 
+    Raises
+    ------
+    ValueError
+        A rectified-flow model climbed to sigma 1 (see `_check_below_pure_noise`).
+
     Examples
     --------
     >>> run_unsampler.__name__  # it runs inside ComfyUI, given `guide` by nodes.py
@@ -370,6 +376,7 @@ def run_unsampler(
 
     sigmas = ddim_sigmas(model, steps, spacing, 0, 1.0)
     up = inversion_sigmas(sigmas, end_at_step)
+    _check_below_pure_noise(model, float(up[-1]), end_at_step)
     info: dict[str, Any] = {}
 
     def function(
@@ -389,6 +396,21 @@ def run_unsampler(
     samples = guide(model, positive, negative, cfg, latent_image, function, up)
     info["clean"] = latent_image["samples"]
     return {**latent_image, "samples": samples, STATE_KEY: info}
+
+
+def _check_below_pure_noise(model: Any, sigma: float, end_at_step: int) -> None:
+    """Refuse to climb to sigma 1 on a rectified-flow model (model_sampling CONST: SD3, Flux):
+    ComfyUI hands the result on as x / (1 - sigma) (CONST.inverse_noise_scaling), which is
+    infinite there, and every later node would see NaN."""
+    const = getattr(sys.modules.get("comfy.model_sampling"), "CONST", None)
+    if const is None or sigma < 1.0:
+        return
+    if isinstance(model.get_model_object("model_sampling"), const):
+        raise ValueError(
+            f"Unsampler: end_at_step={end_at_step} climbs to sigma {sigma:g}, pure noise on a "
+            "rectified-flow model (SD3, Flux), which ComfyUI's LATENT (x / (1 - sigma)) cannot "
+            "hold; use end_at_step >= 1"
+        )
 
 
 def run_resampler(
