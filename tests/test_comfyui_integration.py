@@ -294,6 +294,16 @@ def test_rectified_flow_models_take_eta_0_and_refuse_eta_above(comfy) -> None:  
         ValueError, match=r"eta=0\.5 > 0 .*\(model_type FLOW.*eta 0.*euler_ancestral"
     ):
         _advanced(comfy, model, noise, ddim, sigmas, empty)
+    # inverting up to sigma 1: ComfyUI's LATENT x / (1 - 1) was NaN; below 1 it is exact
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    with pytest.raises(ValueError, match=r"climb to 1, pure noise .*SplitSigmas"):
+        _advanced(comfy, model, off, inverse, sigmas.flip(0), x0)
+    low = comfy.custom.SplitSigmas().get_sigmas(sigmas, 1)[1]
+    z = _advanced(comfy, model, off, inverse, low.flip(0), x0)
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    assert float((_advanced(comfy, model, off, ddim, low, z) - x0).abs().max()) <= 1e-5
 
 
 @needs_comfyui

@@ -122,7 +122,8 @@ def test_eta_noise_comes_from_comfyuis_seed() -> None:
 
 def test_eta_above_0_is_refused_on_rectified_flow_models(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """ComfyUI's denoiser wraps the model whose model_sampling is a CONST for rectified-flow
-    models (SD3, Flux); DDIM's stochastic step is not theirs, so eta > 0 is an error there."""
+    models (SD3, Flux); DDIM's stochastic step is not theirs, so eta > 0 is an error there,
+    as is inverting up to sigma 1 (ComfyUI's LATENT x / (1 - sigma): NaN before)."""
     CONST = type("CONST", (), {})
     monkeypatch.setitem(sys.modules, "comfy.model_sampling", types.SimpleNamespace(CONST=CONST))
     flow = types.SimpleNamespace(
@@ -138,7 +139,12 @@ def test_eta_above_0_is_refused_on_rectified_flow_models(monkeypatch) -> None:  
     ):
         core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)
     assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.0)).all()
+    up = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)  # a flow schedule's, up to pure noise
+    with pytest.raises(ValueError, match=r"climb to 1, pure noise .*SplitSigmas"):
+        core.sample_ddim_core_inverse(model, x, up, extra, None, True)
+    assert torch.isfinite(core.sample_ddim_core_inverse(model, x, up[:-1], extra, None, True)).all()
     flow.model_sampling = object()  # an EPS / V model: any eta
+    assert torch.isfinite(core.sample_ddim_core_inverse(model, x, up, extra, None, True)).all()
     assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)).all()
 
 

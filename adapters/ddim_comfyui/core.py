@@ -103,17 +103,24 @@ def _check_not_rectified_flow(model: Any, eta: float) -> None:
     s_next^2 / s in flow coordinates where DDIM's is sigma_next^2 / sigma in VE ones. eta = 0
     is exact on both (it is euler there).
     """
+    kind = _rectified_flow_type(model)
+    if kind is not None:
+        raise ValueError(
+            f"DDIM Sampler: eta={eta} > 0 is not supported on a rectified-flow model "
+            f"(model_type {kind}, model_sampling CONST: SD3, Flux, ...); use eta 0 "
+            "(deterministic DDIM, which equals euler there) or ComfyUI's euler_ancestral"
+        )
+
+
+def _rectified_flow_type(model: Any) -> str | None:
+    """The model_type name of the rectified-flow model (model_sampling CONST) under ComfyUI's
+    denoiser wrappers, "?" without one; None for any other model."""
     const = getattr(sys.modules.get("comfy.model_sampling"), "CONST", None)
     while const is not None and model is not None:  # KSamplerX0Inpaint -> CFGGuider -> model
-        sampling = getattr(model, "model_sampling", None)
-        if isinstance(sampling, const):
-            kind = getattr(getattr(model, "model_type", None), "name", "?")
-            raise ValueError(
-                f"DDIM Sampler: eta={eta} > 0 is not supported on a rectified-flow model "
-                f"(model_type {kind}, model_sampling CONST: SD3, Flux, ...); use eta 0 "
-                "(deterministic DDIM, which equals euler there) or ComfyUI's euler_ancestral"
-            )
+        if isinstance(getattr(model, "model_sampling", None), const):
+            return str(getattr(getattr(model, "model_type", None), "name", "?"))
         model = getattr(model, "inner_model", None)
+    return None
 
 
 def seeded_noise_sampler(x: Any, seed: int | None) -> Callable[[Any, Any], Any] | None:
@@ -186,6 +193,11 @@ def sample_ddim_core_inverse(
     array
         The inverted latent, at the noisiest sigma.
 
+    Raises
+    ------
+    ValueError
+        The sigmas climb to 1 or above on a rectified-flow model (ComfyUI would divide by 0).
+
     Examples
     --------
     >>> import torch, ddim_core as dc
@@ -200,6 +212,12 @@ def sample_ddim_core_inverse(
     elif len(sigmas) >= 2 and abs(float(sigmas[0]) - FLIP_SIGMAS_ZERO) < 1e-9:
         sigmas = sigmas.clone() if hasattr(sigmas, "clone") else sigmas.copy()
         sigmas[0] = 0.0
+    if len(sigmas) >= 2 and float(sigmas[-1]) >= 1.0 and _rectified_flow_type(model) is not None:
+        raise ValueError(
+            f"DDIM Inversion Sampler: the sigmas climb to {float(sigmas[-1]):g}, pure noise on a "
+            "rectified-flow model (SD3, Flux), which ComfyUI's LATENT (x / (1 - sigma)) cannot "
+            "hold; stop below 1 (SplitSigmas at step 1)"
+        )
     return sample_ddim_inverse(
         model, x, sigmas, extra_args, callback, disable, fixed_point_iters, tol or None
     )
