@@ -294,6 +294,16 @@ def test_rectified_flow_models_take_eta_0_and_refuse_eta_above(comfy) -> None:  
         ValueError, match=r"eta=0\.5 > 0 .*\(model_type FLOW.*eta 0.*euler_ancestral"
     ):
         _advanced(comfy, model, noise, ddim, sigmas, empty)
+    # inverting up to sigma 1: ComfyUI's LATENT x / (1 - 1) was NaN; below 1 it is exact
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    with pytest.raises(ValueError, match=r"climb to 1, pure noise .*SplitSigmas"):
+        _advanced(comfy, model, off, inverse, sigmas.flip(0), x0)
+    low = comfy.custom.SplitSigmas().get_sigmas(sigmas, 1)[1]
+    z = _advanced(comfy, model, off, inverse, low.flip(0), x0)
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    assert float((_advanced(comfy, model, off, ddim, low, z) - x0).abs().max()) <= 1e-5
 
 
 @needs_comfyui
@@ -398,3 +408,20 @@ def test_shim_in_removes_only_the_shim_it_wrote(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="left as is"), shim_in(root):
         pass
     assert (target / "__init__.py").read_text() == "# someone else's\n"
+
+
+@needs_comfyui
+def test_inversion_with_comfyuis_own_flip_sigmas_is_exact(comfy) -> None:  # type: ignore[no-untyped-def]
+    """ComfyUI's FlipSigmas starts at 0.0001 in place of 0; the DDIM Inversion Sampler counts
+    that as the clean latent's 0, so sampling back down to 0 returns the latent (it was off by
+    about 1e-4 times the noise: 1.4e-4 at the `simple` scheduler's 20 steps)."""
+    model = _model(comfy)
+    x0 = model.model.diffusion_model.latent(8, seed=3)
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    down = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
+    up = comfy.custom.FlipSigmas().get_sigmas(down)[0]
+    assert float(up[0]) == pytest.approx(1e-4)
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    z = _advanced(comfy, model, off, inverse, up, x0)
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    assert float((_advanced(comfy, model, off, ddim, down, z) - x0).abs().max()) <= 1e-5

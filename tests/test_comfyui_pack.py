@@ -86,6 +86,10 @@ def test_inverse_sampler_takes_either_order_and_inverts_exactly_by_default() -> 
         back = core.sample_ddim_core(model, z, down, extra_args=args, disable=True)
         assert float((back - x0).abs().max()) <= 1e-5
         assert 10 < calls <= 10 * (core.INVERSION_ITERS + 2)
+    comfy_flip = up.clone()
+    comfy_flip[0] = 0.0001  # ComfyUI's FlipSigmas: its Euler steps cannot start at 0
+    z = core.sample_ddim_core_inverse(model, x0, comfy_flip, extra_args=args, disable=True)
+    assert torch.equal(z, a) and float(comfy_flip[0]) == 0.0001  # the input is left as is
     plain = core.sample_ddim_core_inverse(model, x0, up, args, None, True, fixed_point_iters=0)
     back = core.sample_ddim_core(model, plain, down, extra_args=args, disable=True)
     assert float((back - x0).abs().max()) > 1e-2
@@ -118,7 +122,8 @@ def test_eta_noise_comes_from_comfyuis_seed() -> None:
 
 def test_eta_above_0_is_refused_on_rectified_flow_models(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """ComfyUI's denoiser wraps the model whose model_sampling is a CONST for rectified-flow
-    models (SD3, Flux); DDIM's stochastic step is not theirs, so eta > 0 is an error there."""
+    models (SD3, Flux); DDIM's stochastic step is not theirs, so eta > 0 is an error there,
+    as is inverting up to sigma 1 (ComfyUI's LATENT x / (1 - sigma): NaN before)."""
     CONST = type("CONST", (), {})
     monkeypatch.setitem(sys.modules, "comfy.model_sampling", types.SimpleNamespace(CONST=CONST))
     flow = types.SimpleNamespace(
@@ -134,7 +139,12 @@ def test_eta_above_0_is_refused_on_rectified_flow_models(monkeypatch) -> None:  
     ):
         core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)
     assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.0)).all()
+    up = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)  # a flow schedule's, up to pure noise
+    with pytest.raises(ValueError, match=r"climb to 1, pure noise .*SplitSigmas"):
+        core.sample_ddim_core_inverse(model, x, up, extra, None, True)
+    assert torch.isfinite(core.sample_ddim_core_inverse(model, x, up[:-1], extra, None, True)).all()
     flow.model_sampling = object()  # an EPS / V model: any eta
+    assert torch.isfinite(core.sample_ddim_core_inverse(model, x, up, extra, None, True)).all()
     assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)).all()
 
 
@@ -198,6 +208,22 @@ def test_schedule_caps_its_plan_at_the_training_timesteps() -> None:
     assert torch.equal(schedule(20, 0.02), full[-21:])  # exactly 1000
 
 
+def test_schedule_cap_leaves_room_for_leadings_steps_offset() -> None:
+    """Leading spacing with steps_offset 1 (the tooltip's advice for SD 1.x) at steps / denoise
+    of 1000 or more: the 999-step plan, whose last timestep is 999 (the 1000-step plan's would
+    be 1000, past the table: it raised, naming a steps_offset the user had not changed)."""
+    ab = dc.schedule(dc.DDIMConfig()).alphas_cumprod
+    model = FakeModel(types.SimpleNamespace(sigmas=torch.tensor(np.sqrt((1 - ab) / ab))))
+    full = core.ddim_sigmas(model, 999, "leading", 1, 1.0)
+    assert full.shape == (1000,) and float(full[0]) == pytest.approx(
+        float(model.model_sampling.sigmas[999])
+    )
+    assert torch.equal(core.ddim_sigmas(model, 1000, "leading", 1, 1.0), full)
+    assert torch.equal(core.ddim_sigmas(model, 20, "leading", 1, 0.01), full[-21:])
+    with pytest.raises(ValueError, match="steps_offset=999"):  # a plan of 1 step is not 20
+        core.ddim_sigmas(model, 20, "leading", 999, 1.0)
+
+
 def _node(node_id: str) -> core.NodeSpec:
     return next(n for n in core.NODES if n.node_id == node_id)
 
@@ -221,6 +247,7 @@ def test_node_schemas_as_data() -> None:
     assert "fixed_point_iters + 1" in iters.tooltip  # the call cost
     spacing = next(p for n in core.NODES for p in n.inputs if p.name == "spacing")
     assert spacing.options == TIMESTEP_SPACINGS
+    assert all(option in spacing.tooltip for option in TIMESTEP_SPACINGS), spacing.tooltip
     fn, options = core.run_node("DDIMCoreSampler", eta=0.5, s_noise=0.9)
     assert fn is core.sample_ddim_core and options == {"eta": 0.5, "s_noise": 0.9}
     with pytest.raises(ValueError, match="unknown node"):

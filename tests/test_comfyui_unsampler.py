@@ -4,6 +4,10 @@ denoiser on VE latents; where end_at_step stops; the reversible SAMPLER function
 
 from __future__ import annotations
 
+import re
+import sys
+import types
+
 import numpy as np
 import pytest
 from ddim_comfyui import unsampler as U
@@ -90,3 +94,59 @@ def test_reversible_sampler_functions_sample_from_noise() -> None:
 def test_bad_method() -> None:
     with pytest.raises(ValueError, match="method='euler'"):
         U.unsample(denoiser, LATENT, SIGMAS.flip(0), "euler")
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 8, 8), (1, 4, 16, 16)])
+def test_resampler_refuses_a_resized_or_rebatched_latent(shape: tuple[int, ...]) -> None:
+    """LatentUpscale or RepeatLatentBatch keep the Unsampler's state beside samples of another
+    shape: a clear error, not a broadcasting error from inside ComfyUI's sampling."""
+    info = {"method": "ddim_exact", "sigmas": SIGMAS, "clean": torch.zeros(1, 4, 8, 8)}
+    latent = {"samples": torch.zeros(shape), U.STATE_KEY: info}
+
+    def guide(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("not reached")
+
+    with pytest.raises(ValueError, match=rf"shape {re.escape(str(shape))}.* \(1, 4, 8, 8\)"):
+        U.run_resampler(None, 1.0, [], [], latent, guide=guide)
+
+
+def test_resampler_model_tooltip_says_it_samples() -> None:
+    (spec,) = [n for n in U.NODES if n.node_id == "DDIMCoreResampler"]
+    (model,) = [p for p in spec.inputs if p.name == "model"]
+    assert "sample back" in model.tooltip and "invert" not in model.tooltip
+
+
+def test_end_at_step_tooltip_says_when_ksampleradvanced_shares_the_schedule() -> None:
+    """KSamplerAdvanced's simple scheduler is trailing spacing only where steps divide 1000
+    (tests/test_comfyui_unsampler_integration.py measures both cases)."""
+    (spec,) = [n for n in U.NODES if n.node_id == "DDIMCoreUnsampler"]
+    (end,) = [p for p in spec.inputs if p.name == "end_at_step"]
+    assert "simple scheduler" in end.tooltip and "divide 1000" in end.tooltip
+
+
+def test_unsampler_refuses_pure_noise_on_rectified_flow_models(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On SD3 / Flux (model_sampling CONST) end_at_step 0 climbs to sigma 1, where ComfyUI's
+    LATENT x / (1 - sigma) is infinite: it returned NaN; now a clear error before any model
+    call. end_at_step 1 stops below 1 and runs, as does an EPS model with the same table."""
+    CONST = type("CONST", (), {"sigmas": torch.arange(1, 1001, dtype=torch.float32) / 1000})
+    monkeypatch.setitem(sys.modules, "comfy.model_sampling", types.SimpleNamespace(CONST=CONST))
+    sampling = CONST()
+    model = types.SimpleNamespace(get_model_object=lambda name: sampling)
+    tops = []
+
+    def guide(model, positive, negative, cfg, latent, function, sigmas):  # type: ignore[no-untyped-def]
+        tops.append(float(sigmas[-1]))
+        return latent["samples"]
+
+    def unsampler(end_at_step: int) -> dict:  # type: ignore[type-arg]
+        latent = {"samples": torch.zeros(1, 4, 2, 2)}
+        args = (model, 20, end_at_step, 1.0, "ddim_exact", "trailing", [], [], latent, 8, 1e-6)
+        return U.run_unsampler(*args, guide=guide)
+
+    with pytest.raises(ValueError, match=r"end_at_step=0 climbs to sigma 1, .*end_at_step >= 1"):
+        unsampler(0)
+    assert tops == []
+    unsampler(1)
+    sampling = types.SimpleNamespace(sigmas=CONST.sigmas)  # not CONST
+    unsampler(0)
+    assert tops == [pytest.approx(0.95), 1.0]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from test_comfyui_integration import (  # noqa: F401  (comfy is a fixture)
+    FlowNet,
     _advanced,
     _cond,
     _model,
@@ -156,3 +157,88 @@ def test_reversible_sampler_nodes_sample(comfy) -> None:  # type: ignore[no-unty
         comfy, model, noise, _node(comfy, "DDIMCoreEDICTSampler", p=0.93), down, empty
     )
     assert bool(torch.isfinite(edict).all())
+
+
+@needs_comfyui
+def test_resampler_refuses_a_latent_resized_after_unsampling(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """ComfyUI's LatentUpscale and RepeatLatentBatch copy the Unsampler's state beside samples
+    of another shape: the Resampler names both shapes (it was a broadcasting RuntimeError from
+    ComfyUI's model_sampling)."""
+    model = _model(comfy)
+    noised = _unsample(comfy, model, model.model.diffusion_model.latent(8, seed=5), "bdia")
+    for changed in (
+        comfy.nodes.LatentUpscale().upscale(noised, "nearest-exact", 128, 128, "disabled")[0],
+        comfy.nodes.RepeatLatentBatch().repeat(noised, 2)[0],
+    ):
+        with pytest.raises(ValueError, match=r"Unsampler \(ddim-core\) inverted .*1, 4, 8, 8"):
+            _node(
+                comfy,
+                "DDIMCoreResampler",
+                model=model,
+                cfg=3.0,
+                positive=_cond(),
+                negative=_cond(),
+                latent=changed,
+            )
+
+
+@needs_comfyui
+def test_ksampleradvanced_returns_the_latent_where_simple_is_trailing(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The stock KSamplerAdvanced (ddim_core, simple, add_noise off, start_at_step =
+    end_at_step) samples ddim_exact's latent back where steps divide 1000; at 30 steps simple
+    rounds its timesteps down where trailing rounds them, and the round trip misses."""
+    model = _model(comfy)
+    x0 = model.model.diffusion_model.latent(8, seed=7)
+    misses = {}
+    for steps in (20, 30):
+        noised = _node(
+            comfy,
+            "DDIMCoreUnsampler",
+            model=model,
+            steps=steps,
+            end_at_step=5,
+            cfg=3.0,
+            method="ddim_exact",
+            spacing="trailing",
+            positive=_cond(),
+            negative=_cond(),
+            latent_image={"samples": x0},
+            fixed_point_iters=8,
+            tol=1e-6,
+        )
+        back = comfy.nodes.KSamplerAdvanced().sample(
+            model, "disable", 0, steps, 3.0, "ddim_core", "simple", _cond(), _cond(), noised,
+            5, 10000, "disable",
+        )[0]["samples"]  # fmt: skip
+        misses[steps] = float((back - x0).abs().max())
+    assert misses[20] <= 1e-5 < 1e-4 < misses[30]
+
+
+@needs_comfyui
+def test_unsampler_on_a_rectified_flow_model(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """On a FLOW model end_at_step 0 climbs to sigma 1, where ComfyUI's LATENT is x / (1 - 1):
+    a clear error (it returned NaN); from end_at_step 1 the round trip is exact."""
+    import torch
+
+    cpu = torch.device("cpu")
+    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
+    base = comfy.model_base.BaseModel(
+        config, model_type=comfy.model_base.ModelType.FLOW, device=cpu
+    )
+    base.diffusion_model = FlowNet()
+    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    with pytest.raises(ValueError, match=r"end_at_step=0 climbs to sigma 1, .*rectified-flow"):
+        _unsample(comfy, model, x0, "ddim_exact")
+    for method in ("ddim_exact", "bdia"):
+        noised = _unsample(comfy, model, x0, method, end_at_step=1)
+        back = _node(
+            comfy,
+            "DDIMCoreResampler",
+            model=model,
+            cfg=3.0,
+            positive=_cond(),
+            negative=_cond(),
+            latent=noised,
+        )
+        assert float((back["samples"] - x0).abs().max()) <= 1e-5, method

@@ -29,6 +29,8 @@ CATEGORY = "sampling/custom_sampling"
 # 8 refinements cap a step at 9 calls where it is out of reach, as with a half-precision model).
 INVERSION_ITERS = 8
 INVERSION_TOL = 1e-6
+# ComfyUI's FlipSigmas makes a first sigma of 0 this (its Euler steps would divide by 0)
+FLIP_SIGMAS_ZERO = 1e-4
 
 
 def sample_ddim_core(
@@ -101,17 +103,24 @@ def _check_not_rectified_flow(model: Any, eta: float) -> None:
     s_next^2 / s in flow coordinates where DDIM's is sigma_next^2 / sigma in VE ones. eta = 0
     is exact on both (it is euler there).
     """
+    kind = _rectified_flow_type(model)
+    if kind is not None:
+        raise ValueError(
+            f"DDIM Sampler: eta={eta} > 0 is not supported on a rectified-flow model "
+            f"(model_type {kind}, model_sampling CONST: SD3, Flux, ...); use eta 0 "
+            "(deterministic DDIM, which equals euler there) or ComfyUI's euler_ancestral"
+        )
+
+
+def _rectified_flow_type(model: Any) -> str | None:
+    """The model_type name of the rectified-flow model (model_sampling CONST) under ComfyUI's
+    denoiser wrappers, "?" without one; None for any other model."""
     const = getattr(sys.modules.get("comfy.model_sampling"), "CONST", None)
     while const is not None and model is not None:  # KSamplerX0Inpaint -> CFGGuider -> model
-        sampling = getattr(model, "model_sampling", None)
-        if isinstance(sampling, const):
-            kind = getattr(getattr(model, "model_type", None), "name", "?")
-            raise ValueError(
-                f"DDIM Sampler: eta={eta} > 0 is not supported on a rectified-flow model "
-                f"(model_type {kind}, model_sampling CONST: SD3, Flux, ...); use eta 0 "
-                "(deterministic DDIM, which equals euler there) or ComfyUI's euler_ancestral"
-            )
+        if isinstance(getattr(model, "model_sampling", None), const):
+            return str(getattr(getattr(model, "model_type", None), "name", "?"))
         model = getattr(model, "inner_model", None)
+    return None
 
 
 def seeded_noise_sampler(x: Any, seed: int | None) -> Callable[[Any, Any], Any] | None:
@@ -166,7 +175,9 @@ def sample_ddim_core_inverse(
     """DDIM inversion for ComfyUI (`ddim_kdiffusion.sample_ddim_inverse`), exact by default.
 
     Ascending sigmas are walked as they are; descending ones (a stock scheduler's) in reverse,
-    from the clean end up to the noisiest level.
+    from the clean end up to the noisiest level. A first sigma of 1e-4, which ComfyUI's
+    FlipSigmas puts in place of 0, counts as 0: x is the clean latent, and sampling back down
+    to 0 returns it.
 
     Parameters
     ----------
@@ -182,6 +193,11 @@ def sample_ddim_core_inverse(
     array
         The inverted latent, at the noisiest sigma.
 
+    Raises
+    ------
+    ValueError
+        The sigmas climb to 1 or above on a rectified-flow model (ComfyUI would divide by 0).
+
     Examples
     --------
     >>> import torch, ddim_core as dc
@@ -193,6 +209,15 @@ def sample_ddim_core_inverse(
     """
     if len(sigmas) >= 2 and float(sigmas[0]) > float(sigmas[-1]):
         sigmas = flip_sigmas(sigmas)
+    elif len(sigmas) >= 2 and abs(float(sigmas[0]) - FLIP_SIGMAS_ZERO) < 1e-9:
+        sigmas = sigmas.clone() if hasattr(sigmas, "clone") else sigmas.copy()
+        sigmas[0] = 0.0
+    if len(sigmas) >= 2 and float(sigmas[-1]) >= 1.0 and _rectified_flow_type(model) is not None:
+        raise ValueError(
+            f"DDIM Inversion Sampler: the sigmas climb to {float(sigmas[-1]):g}, pure noise on a "
+            "rectified-flow model (SD3, Flux), which ComfyUI's LATENT (x / (1 - sigma)) cannot "
+            "hold; stop below 1 (SplitSigmas at step 1)"
+        )
     return sample_ddim_inverse(
         model, x, sigmas, extra_args, callback, disable, fixed_point_iters, tol or None
     )
@@ -205,7 +230,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     denoise < 1 the plan has int(steps / denoise) steps and the last steps + 1 sigmas are kept,
     as ComfyUI's BasicScheduler does. The plan has at most one step per training timestep (len
     of the table, 1000 for SD): more steps, or steps / denoise above that, give the plan of
-    that many (all of it, or its last steps), as ComfyUI's ddim_uniform caps its steps.
+    that many (all of it, or its last steps), as ComfyUI's ddim_uniform caps its steps; with
+    leading spacing, that many less steps_offset (whose last timestep is then the table's).
 
     Parameters
     ----------
@@ -213,7 +239,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
         Anything with ``get_model_object("model_sampling").sigmas``.
     steps : int
     spacing : str
-        "leading", "trailing" or "linspace".
+        One of `ddim_core.config.TIMESTEP_SPACINGS`: "leading", "trailing", "linspace" or
+        "quadratic".
     steps_offset : int
     denoise : float
         In [0, 1].
@@ -247,6 +274,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     if denoise <= 0.0:
         return table.new_zeros((0,))
     total = min(steps if denoise >= 1.0 else int(steps / denoise), table.shape[0])
+    if spacing == "leading" and total == table.shape[0]:  # its last timestep: total - 1 + offset
+        total = max(total - steps_offset, 1)
     alphas_cumprod = 1.0 / (1.0 + table.double() ** 2)
     sigmas = get_sigmas_ddim(
         alphas_cumprod, total, spacing=spacing, steps_offset=steps_offset, set_alpha_to_one=True
@@ -427,7 +456,8 @@ NODES = (
                 "trailing",
                 options=TIMESTEP_SPACINGS,
                 tooltip="Where the timesteps fall, as diffusers' timestep_spacing: trailing "
-                "starts at the noisiest level; leading and linspace are the older rules.",
+                "starts at the noisiest level; leading and linspace are the older rules; "
+                "quadratic is the DDIM paper's, denser toward the clean end.",
             ),
             Param(
                 "steps_offset",

@@ -8,8 +8,11 @@ the DDIM plan's sigmas from 0 up to the level where a sampler starting at step `
 begins (0: all the way to sigma_max), by
 
 - "ddim_exact" (default): DDIM inversion solved exactly per step (1 + fixed_point_iters model
-  calls per step, fewer with tol), so DDIM sampling from the result (KSamplerAdvanced with
-  ddim_core, start_at_step = end_at_step, add_noise off) returns the latent;
+  calls per step, fewer with tol), so DDIM sampling from the result on the same schedule
+  returns the latent: the DDIM Schedule from step end_at_step (SplitSigmas) in
+  SamplerCustomAdvanced with DisableNoise, or KSamplerAdvanced with ddim_core, add_noise off,
+  start_at_step = end_at_step and the simple scheduler, which is trailing spacing only where
+  steps divide 1000 (at 30 steps the round trip misses by 2e-3);
 - "ddim_plain": plain DDIM inversion (one call per step; sampling does not return);
 - "edict", "bdia", "belm": `ddim_core.reversible`; their second array travels in the latent
   dict (`STATE_KEY`), and `resample` (the Resampler node) samples the state back exactly.
@@ -19,6 +22,7 @@ Everything here runs without ComfyUI and is tested in CI; `nodes` wraps it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -358,6 +362,11 @@ def run_unsampler(
         The LATENT: the noised "samples" and `STATE_KEY` (with the input's samples, "clean",
         which a noise mask keeps when resampling).
 
+    Raises
+    ------
+    ValueError
+        A rectified-flow model climbed to sigma 1 (see `_check_below_pure_noise`).
+
     Examples
     --------
     >>> run_unsampler.__name__  # it runs inside ComfyUI, given `guide` by nodes.py
@@ -367,6 +376,7 @@ def run_unsampler(
 
     sigmas = ddim_sigmas(model, steps, spacing, 0, 1.0)
     up = inversion_sigmas(sigmas, end_at_step)
+    _check_below_pure_noise(model, float(up[-1]), end_at_step)
     info: dict[str, Any] = {}
 
     def function(
@@ -386,6 +396,21 @@ def run_unsampler(
     samples = guide(model, positive, negative, cfg, latent_image, function, up)
     info["clean"] = latent_image["samples"]
     return {**latent_image, "samples": samples, STATE_KEY: info}
+
+
+def _check_below_pure_noise(model: Any, sigma: float, end_at_step: int) -> None:
+    """Refuse to climb to sigma 1 on a rectified-flow model (model_sampling CONST: SD3, Flux):
+    ComfyUI hands the result on as x / (1 - sigma) (CONST.inverse_noise_scaling), which is
+    infinite there, and every later node would see NaN."""
+    const = getattr(sys.modules.get("comfy.model_sampling"), "CONST", None)
+    if const is None or sigma < 1.0:
+        return
+    if isinstance(model.get_model_object("model_sampling"), const):
+        raise ValueError(
+            f"Unsampler: end_at_step={end_at_step} climbs to sigma {sigma:g}, pure noise on a "
+            "rectified-flow model (SD3, Flux), which ComfyUI's LATENT (x / (1 - sigma)) cannot "
+            "hold; use end_at_step >= 1"
+        )
 
 
 def run_resampler(
@@ -416,7 +441,8 @@ def run_resampler(
     Raises
     ------
     ValueError
-        A latent that did not come from the Unsampler.
+        A latent that did not come from the Unsampler, or whose samples changed batch size or
+        size since (LatentUpscale, RepeatLatentBatch and the like keep the Unsampler's state).
 
     Examples
     --------
@@ -426,6 +452,7 @@ def run_resampler(
     info = latent.get(STATE_KEY)
     if not isinstance(info, dict) or not {"method", "clean"} <= info.keys():
         raise ValueError("the Resampler takes the latent an Unsampler (ddim-core) returned")
+    _check_same_size(latent["samples"], info["clean"])
 
     def function(
         m: Denoiser,
@@ -443,6 +470,16 @@ def run_resampler(
     )
     out = {k: v for k, v in latent.items() if k != STATE_KEY}
     return {**out, "samples": samples}
+
+
+def _check_same_size(samples: Any, clean: Any) -> None:
+    """Refuse samples of another batch size or width and height than the Unsampler's input."""
+    got, want = tuple(samples.shape), tuple(clean.shape)
+    if got[:1] + got[2:] != want[:1] + want[2:]:
+        raise ValueError(
+            f"the Resampler's latent has samples of shape {got}, but the Unsampler (ddim-core) "
+            f"inverted a latent of shape {want}; resample it before resizing or rebatching"
+        )
 
 
 def _edict_sampler(p: float) -> tuple[Any, dict[str, Any]]:
@@ -541,7 +578,8 @@ def _nodes() -> tuple[Any, ...]:
                     10000,
                     1,
                     tooltip="Stop noising at the level where sampling starts at this step "
-                    "(KSamplerAdvanced's start_at_step); 0: all the way to pure noise.",
+                    "(KSamplerAdvanced's start_at_step; its simple scheduler is trailing "
+                    "spacing only where steps divide 1000); 0: all the way to pure noise.",
                 ),
                 cfg,
                 Param(
@@ -594,7 +632,7 @@ def _nodes() -> tuple[Any, ...]:
             "Resampler (ddim-core)",
             f"{CATEGORY}/inversion",
             (
-                model,
+                Param("model", "MODEL", tooltip="The model to sample back with (the Unsampler's)."),
                 cfg,
                 positive,
                 negative,
