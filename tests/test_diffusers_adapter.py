@@ -140,6 +140,35 @@ def test_from_config_of_any_diffusers_scheduler(source) -> None:  # type: ignore
 
 
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
+def test_config_rewritten_after_construction_is_followed(ours, theirs) -> None:  # type: ignore[no-untyped-def]
+    """StableDiffusionPipeline.__init__ (and ~20 other pipelines) rewrite an old scheduler
+    config in place, steps_offset=1 and clip_sample=False, through `_internal_dict`; diffusers'
+    scheduler reads its config at every set_timesteps and step, so it follows. Ours kept the
+    constructor's options: other timesteps and a clipped x_0, silently."""
+    from diffusers.configuration_utils import FrozenDict
+
+    x = torch.full((1, 2), 3.0, dtype=torch.float64)
+    results = []
+    for cls in (ours, theirs):
+        scheduler = cls()  # clip_sample=True, steps_offset=0, as old configs and scripts
+        for key, value in (("steps_offset", 1), ("clip_sample", False)):
+            new_config = dict(scheduler.config)  # pipeline_stable_diffusion.py, verbatim
+            new_config[key] = value
+            scheduler._internal_dict = FrozenDict(new_config)
+        scheduler.set_timesteps(5)
+        timesteps = scheduler.timesteps.tolist()
+        first = scheduler.step(torch.zeros_like(x), scheduler.timesteps[0], x)
+        scheduler.register_to_config(prediction_type="sample")  # after set_timesteps
+        second = scheduler.step(x, scheduler.timesteps[1], x)
+        results.append((timesteps, first.pred_original_sample, second.pred_original_sample))
+    (ours_ts, ours_x0, ours_x0b), (theirs_ts, theirs_x0, theirs_x0b) = results
+    assert ours_ts == theirs_ts == [801, 601, 401, 201, 1][:: -1 if ours._inverse else 1]
+    assert float(theirs_x0b.max()) == 3.0  # sample prediction, unclipped
+    assert torch.allclose(ours_x0, theirs_x0, rtol=1e-5) and float(ours_x0.max()) > 1.0
+    assert torch.equal(ours_x0b, theirs_x0b)
+
+
+@pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_save_and_load_both_ways(ours, theirs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = {"timestep_spacing": "trailing", "prediction_type": "v_prediction", "clip_sample": False}
     ours(**cfg, prev_timestep="stride").save_pretrained(tmp_path / "ours")

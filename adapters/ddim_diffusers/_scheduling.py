@@ -60,6 +60,7 @@ class SchedulerCore:
 
     order = 1
     _inverse = False
+    config: Any  # the host's ConfigMixin.config
 
     @classmethod
     def _dict_from_json_file(cls, json_file: str | os.PathLike[str]) -> dict[str, Any]:
@@ -83,7 +84,7 @@ class SchedulerCore:
         super().register_to_config(**options)  # type: ignore[misc]
 
     def _setup(self, options: dict[str, Any]) -> None:
-        self._ddim_config = ddim_config(type(self).__name__, options)
+        self._core = (self.config, ddim_config(type(self).__name__, options))
         self._schedule = dc.schedule(self._ddim_config)
         self._local = threading.local()
         every = np.arange(self._ddim_config.num_train_timesteps)
@@ -91,6 +92,34 @@ class SchedulerCore:
         self._shared = _PlanState(None, None, self._int_table(order, None))
         self._refresh_tables()
         self.init_noise_sigma = 1.0
+
+    @property
+    def _ddim_config(self) -> dc.DDIMConfig:
+        """The core config of the host config as it is now (see `_follow_config`)."""
+        return self._follow_config()
+
+    def _follow_config(self) -> dc.DDIMConfig:
+        """The core config, following the host config: diffusers' scheduler reads its config
+        at every set_timesteps and step, and pipelines rewrite it after construction
+        (StableDiffusionPipeline sets steps_offset=1 and clip_sample=False through
+        `_internal_dict`). The options rewritten (values replaced, found by identity) take
+        effect from then on, in this thread's plan too; the tables stay those built at
+        construction, as diffusers' do."""
+        config = self.config
+        seen, core = self._core
+        if config is seen:
+            return core
+        changed = {
+            k: v for k, v in config.items() if k in _FIELDS and (k not in seen or seen[k] is not v)
+        }
+        if changed:
+            current = {k: getattr(core, k) for k in _FIELDS}
+            core = ddim_config(type(self).__name__, {**current, **changed})
+        self._core = (config, core)
+        plan = self._plan
+        if plan is not None and plan.config != core:
+            self._set_state(plan=dc.Plan(core, plan.schedule, plan.timesteps, plan.prev_timesteps))
+        return core
 
     # --- the plan: per thread --------------------------------------------------------------
     # diffusers keeps the plan in the scheduler, so threads sharing one (serving engines)
@@ -273,6 +302,7 @@ class SchedulerCore:
     def _require_plan(self) -> dc.Plan:
         if self._plan is None:
             raise ValueError(NOT_SET)
+        self._follow_config()  # a config rewritten since set_timesteps applies from now
         return self._plan
 
 
@@ -425,11 +455,13 @@ class InverseScheduler(SchedulerCore):
 # --- helpers ---------------------------------------------------------------------------------
 
 
+_FIELDS = frozenset(f.name for f in dataclasses.fields(dc.DDIMConfig))
+
+
 def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
     """The core config of the constructor options, rejecting what diffusers rejects the way
     diffusers does (an unknown beta_schedule is NotImplementedError)."""
-    fields = {f.name for f in dataclasses.fields(dc.DDIMConfig)}
-    kwargs = {k: v for k, v in options.items() if k in fields}
+    kwargs = {k: v for k, v in options.items() if k in _FIELDS}
     betas = kwargs.get("trained_betas")
     if betas is None and kwargs.get("beta_schedule") not in BETA_SCHEDULES:
         raise NotImplementedError(

@@ -264,6 +264,28 @@ def test_swapping_in_and_back_out_through_configs(tmp_path: Any) -> None:
     assert inverse.config.timestep_spacing == "trailing"
 
 
+def test_config_rewritten_after_construction_is_followed() -> None:
+    """mindone's StableDiffusionPipeline.__init__ rewrites an old config (steps_offset=1,
+    clip_sample=False) through `_internal_dict`, which mindone's scheduler reads when it runs;
+    ours kept the constructor's options."""
+    from mindone.diffusers.configuration_utils import FrozenDict
+
+    x = mindspore.tensor(np.full((1, 2), 3.0, dtype=np.float32))
+    results = []
+    for cls in (DDIMScheduler, TheirScheduler):
+        scheduler = cls()
+        for key, value in (("steps_offset", 1), ("clip_sample", False)):
+            new_config = dict(scheduler.config)
+            new_config[key] = value
+            scheduler._internal_dict = FrozenDict(new_config)
+        scheduler.set_timesteps(5)
+        x0 = scheduler.step(x * 0, scheduler.timesteps[0], x)[1].asnumpy()
+        results.append((scheduler.timesteps.asnumpy().tolist(), x0))
+    (ours_ts, ours_x0), (theirs_ts, theirs_x0) = results
+    assert ours_ts == theirs_ts == [801, 601, 401, 201, 1]
+    assert np.allclose(ours_x0, theirs_x0, rtol=1e-5) and ours_x0.max() > 1.0
+
+
 def test_register_into_mindone() -> None:
     import mindone.diffusers as md
 
