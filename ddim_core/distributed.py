@@ -1534,7 +1534,7 @@ def command(name: str, argv: Sequence[str]) -> int:
         missing source, a bad option: before any cluster is started; a source with NaN: when
         the run meets it); 1 after a one-line error when the run fails (a model or its factory
         raised, a worker died); 130 when interrupted (the chunks done are kept).
-        argparse exits by itself for ``--help`` (0) and bad arguments (2).
+        argparse exits by itself for ``--help`` (0) and bad arguments (2, after one line).
 
     Examples
     --------
@@ -1545,8 +1545,10 @@ def command(name: str, argv: Sequence[str]) -> int:
     ...                            "--scheduler", "tcp://scheduler:8786"])  # doctest: +SKIP
     0
     """
+    from .cli import ArgumentParser  # a bad argument: one line, not argparse's usage block
+
     kind = name.removesuffix("-dataset")
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"ddim-core {name}",
         description=(
             f"DDIM-{'invert' if kind == 'invert' else 'sample from'} every item of SOURCE (a "

@@ -99,6 +99,11 @@ BAD = [
     (["plot-schedule", "out"], "argument FILE.png"),
     (["demo", "--bogus"], "--bogus"),
     ([], "COMMAND"),
+    # the commands with parsers of their own: one line too, not argparse's usage block
+    (["check"], "TARGET"),
+    (["check", "x:y", "--kind", "nope"], "argument --kind"),
+    (["invert-dataset", "x.npy", "z.zarr", "--steps", "abc"], "argument --steps"),
+    (["sample-dataset", "x.npy", "z.zarr"], "--steps"),
 ]
 
 

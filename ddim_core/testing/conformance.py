@@ -13,7 +13,6 @@ that cannot be loaded.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import sys
@@ -145,7 +144,9 @@ def _run_area(area: str, run: Callable[[], Finding]) -> Finding:
 
 def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> int:
     """The command line of `ddim-core check`."""
-    parser = argparse.ArgumentParser(
+    from ..cli import ArgumentParser  # a bad argument: one line, not argparse's usage block
+
+    parser = ArgumentParser(
         prog=prog,
         description="Check a DDIM scheduler or sampler against exact DDIM, area by area.",
     )
