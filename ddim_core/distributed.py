@@ -897,6 +897,7 @@ def _run(
         )
     if workers is not None:
         workers = check_int("workers", workers, low=1)
+    _check_own_arguments(kind, options)
     job = prepare(
         kind,
         model_factory,
@@ -912,6 +913,19 @@ def _run(
     )
     with _client(client, workers, cluster_options or {}) as dask_client:
         return _submit(dask_client, job, resources, progress)
+
+
+def _check_own_arguments(kind: str, options: Mapping[str, Any]) -> None:
+    """Loop options that are the run's own arguments (`--option seed=1`, or seed= to an
+    inversion) are refused by name, before Python's "got multiple values" could be."""
+    for name in sorted(set(options) & {"chunk", "method", "model_id", "seed"}):
+        if name == "seed" and kind == "invert":
+            raise TypeError("seed= is not an option of an inversion: it draws no noise")
+        flag = "--" + name.replace("_", "-")
+        raise TypeError(
+            f"loop option {name}= is an argument of the run itself: pass {name}= "
+            f"(command line: {flag}), not a loop option"
+        )
 
 
 def prepare(
