@@ -1548,7 +1548,8 @@ def command(name: str, argv: Sequence[str]) -> int:
         missing source, a bad option: before any cluster is started; a source with NaN: when
         the run meets it); 1 after a one-line error when the run fails (a model or its factory
         raised, a worker died); 130 when interrupted (the chunks done are kept).
-        argparse exits by itself for ``--help`` (0) and bad arguments (2, after one line).
+        argparse exits by itself for ``--help`` (0), bad arguments and a ``--config`` that
+        cannot be read (2, after one line naming the argument).
 
     Examples
     --------
@@ -1609,8 +1610,12 @@ def command(name: str, argv: Sequence[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = parser.parse_args(list(argv))
     try:
-        options = _cli_options(args, kind)
         config = DDIMConfig.from_file(args.config) if args.config else DDIMConfig()
+    except (OSError, ValueError, TypeError) as e:  # missing, a folder, not JSON, a bad option
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        parser.error(f"argument --config: {args.config!r}: {why}")
+    try:
+        options = _cli_options(args, kind)
         _run(
             kind,
             args.model,

@@ -104,6 +104,8 @@ BAD = [
     (["check", "x:y", "--kind", "nope"], "argument --kind"),
     (["invert-dataset", "x.npy", "z.zarr", "--steps", "abc"], "argument --steps"),
     (["sample-dataset", "x.npy", "z.zarr"], "--steps"),
+    (["invert-dataset", "x.npy", "z.zarr", "--steps", "5", "--config", "missing.json"], "--config"),
+    (["sample-dataset", "x.npy", "z.zarr", "--steps", "5", "--config", "."], "--config"),
 ]
 
 
