@@ -99,6 +99,7 @@ BAD = [
     (["plot-schedule", "out"], "argument FILE.png"),
     (["demo", "--bogus"], "--bogus"),
     ([], "COMMAND"),
+    (["--bogus"], "unrecognized arguments: --bogus"),  # not "required: COMMAND"
     # the commands with parsers of their own: one line too, not argparse's usage block
     (["check"], "TARGET"),
     (["check", "x:y", "--kind", "nope"], "argument --kind"),
