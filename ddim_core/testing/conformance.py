@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .backends import Unavailable
 from .findings import FAIL, UNSUPPORTED, Finding
 from .targets import KINDS, Crash, Sampler, Scheduler, Unsupported, load, wrap
 
@@ -133,12 +134,14 @@ def check(
 
 
 def _run_area(area: str, run: Callable[[], Finding]) -> Finding:
-    """The area's finding; a target that raises where it must not (Crash) fails the area."""
+    """The area's finding; a target that raises where it must not (Crash) fails the area; a
+    backend that cannot make the area's arrays (JAX without x64: no float64) leaves it
+    unsupported."""
     try:
         return run()
     except Crash as e:
         return Finding(area, FAIL, str(e))
-    except Unsupported as e:
+    except (Unsupported, Unavailable) as e:
         return Finding(area, UNSUPPORTED, str(e))
 
 
