@@ -307,3 +307,13 @@ def test_the_check_runs_as_a_command() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "timesteps  pass" in out.stdout
+
+
+def test_a_sampler_on_array_api_strict_arrays_is_checked() -> None:
+    """The check's Gaussian denoiser called sigma.reshape, which array-api-strict arrays do
+    not have: every value area of any sampler failed there, the sampler's fault or not."""
+    pytest.importorskip("array_api_strict")
+    r = check(
+        "ddim_kdiffusion:sample_ddim", backend="array_api_strict", areas=["step values: sample"]
+    )
+    assert r.conformant, r.text()
