@@ -569,6 +569,13 @@ def _need_matplotlib(parser: ArgumentParser, option: str, path: str) -> None:
         )
 
 
+def _help_or_version(option: str) -> bool:
+    """-h, or --help or --version as argparse reads them (a prefix such as --vers too)."""
+    return option == "-h" or (
+        len(option) > 2 and any(name.startswith(option) for name in ("--help", "--version"))
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `ddim-core` command line.
 
@@ -599,6 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         return adapter_command(argv[0], argv[1:])
     parser = _parser()
+    if (
+        argv
+        and all(a[:1] == "-" and a != "--" for a in argv)
+        and not any(map(_help_or_version, argv))
+    ):
+        # options alone: argparse would report the missing COMMAND, not the options it ignored
+        parser.error(f"unrecognized arguments: {' '.join(argv)}")
     args = parser.parse_args(argv)
     sub = parser.commands[args.command]
     if args.command == "plugins":

@@ -897,6 +897,7 @@ def _run(
         )
     if workers is not None:
         workers = check_int("workers", workers, low=1)
+    _check_own_arguments(kind, options)
     job = prepare(
         kind,
         model_factory,
@@ -912,6 +913,19 @@ def _run(
     )
     with _client(client, workers, cluster_options or {}) as dask_client:
         return _submit(dask_client, job, resources, progress)
+
+
+def _check_own_arguments(kind: str, options: Mapping[str, Any]) -> None:
+    """Loop options that are the run's own arguments (`--option seed=1`, or seed= to an
+    inversion) are refused by name, before Python's "got multiple values" could be."""
+    for name in sorted(set(options) & {"chunk", "method", "model_id", "seed"}):
+        if name == "seed" and kind == "invert":
+            raise TypeError("seed= is not an option of an inversion: it draws no noise")
+        flag = "--" + name.replace("_", "-")
+        raise TypeError(
+            f"loop option {name}= is an argument of the run itself: pass {name}= "
+            f"(command line: {flag}), not a loop option"
+        )
 
 
 def prepare(
@@ -1534,7 +1548,8 @@ def command(name: str, argv: Sequence[str]) -> int:
         missing source, a bad option: before any cluster is started; a source with NaN: when
         the run meets it); 1 after a one-line error when the run fails (a model or its factory
         raised, a worker died); 130 when interrupted (the chunks done are kept).
-        argparse exits by itself for ``--help`` (0) and bad arguments (2).
+        argparse exits by itself for ``--help`` (0), bad arguments and a ``--config`` that
+        cannot be read (2, after one line naming the argument).
 
     Examples
     --------
@@ -1545,8 +1560,10 @@ def command(name: str, argv: Sequence[str]) -> int:
     ...                            "--scheduler", "tcp://scheduler:8786"])  # doctest: +SKIP
     0
     """
+    from .cli import ArgumentParser  # a bad argument: one line, not argparse's usage block
+
     kind = name.removesuffix("-dataset")
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"ddim-core {name}",
         description=(
             f"DDIM-{'invert' if kind == 'invert' else 'sample from'} every item of SOURCE (a "
@@ -1593,8 +1610,12 @@ def command(name: str, argv: Sequence[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = parser.parse_args(list(argv))
     try:
-        options = _cli_options(args, kind)
         config = DDIMConfig.from_file(args.config) if args.config else DDIMConfig()
+    except (OSError, ValueError, TypeError) as e:  # missing, a folder, not JSON, a bad option
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        parser.error(f"argument --config: {args.config!r}: {why}")
+    try:
+        options = _cli_options(args, kind)
         _run(
             kind,
             args.model,

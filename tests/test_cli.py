@@ -99,6 +99,14 @@ BAD = [
     (["plot-schedule", "out"], "argument FILE.png"),
     (["demo", "--bogus"], "--bogus"),
     ([], "COMMAND"),
+    (["--bogus"], "unrecognized arguments: --bogus"),  # not "required: COMMAND"
+    # the commands with parsers of their own: one line too, not argparse's usage block
+    (["check"], "TARGET"),
+    (["check", "x:y", "--kind", "nope"], "argument --kind"),
+    (["invert-dataset", "x.npy", "z.zarr", "--steps", "abc"], "argument --steps"),
+    (["sample-dataset", "x.npy", "z.zarr"], "--steps"),
+    (["invert-dataset", "x.npy", "z.zarr", "--steps", "5", "--config", "missing.json"], "--config"),
+    (["sample-dataset", "x.npy", "z.zarr", "--steps", "5", "--config", "."], "--config"),
 ]
 
 

@@ -5,6 +5,7 @@ and that docs/testing.md holds the reports the check prints."""
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 from typing import Any
@@ -115,6 +116,53 @@ def test_the_kind_is_guessed_from_the_name_not_from_a_missing_eta() -> None:
     assert guess_kind(diffusers.DDIMInverseScheduler) == "inverse"
     assert guess_kind(ReferenceInverseScheduler) == "inverse"
     assert guess_kind(dd.DDIMScheduler) == "scheduler"
+
+
+class ListTimesteps(ReferenceScheduler):
+    """A scheduler whose `timesteps` is a Python list."""
+
+    @property
+    def timesteps(self) -> Any:
+        return [int(t) for t in super().timesteps]
+
+
+class JaxTimesteps(ReferenceScheduler):
+    """A JAX port: its `timesteps` is a JAX array (whose type lives in jaxlib)."""
+
+    @property
+    def timesteps(self) -> Any:
+        import jax.numpy as jnp
+
+        return jnp.asarray(super().timesteps)
+
+
+def test_the_backend_is_guessed_from_jax_or_list_timesteps() -> None:
+    """A JAX array's type lives in jaxlib, a list's in builtins: both were taken for array
+    libraries of those names, and the check crashed (no `asarray` in them)."""
+    from ddim_core.testing.targets import wrap
+
+    pytest.importorskip("jax")
+    assert wrap(JaxTimesteps).backend.name == "jax"
+    assert wrap(ListTimesteps).backend.name == "torch"  # the default: torch is installed
+    r = check(ListTimesteps, areas=["timesteps", "step values: epsilon"])
+    assert r.conformant, r.text()
+    # host syncs: the check crashed ('list' object has no attribute 'device'); now the area
+    # runs (and fails: the NumPy reference reads the meta tensors back to the host)
+    (syncs,) = check(ListTimesteps, areas=["host syncs"]).findings
+    assert syncs.verdict == "FAIL" and "reads a value back to the host" in syncs.detail
+
+
+def test_a_backend_without_float64_leaves_the_value_areas_unsupported() -> None:
+    """JAX without x64 cannot make float64 arrays: the areas that need them say so, where
+    the check crashed with a traceback (backends.Unavailable) before."""
+    pytest.importorskip("jax")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    target = "ddim_core.testing.reference:ReferenceScheduler"
+    area = ["--area", "step values: epsilon", "--area", "timesteps"]
+    command = [sys.executable, "-m", "ddim_core", "check", target, "--backend", "jax", *area]
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert "step values: epsilon  unsupported  jax has no float64" in out.stdout
 
 
 BAD_TARGETS = [
@@ -259,3 +307,13 @@ def test_the_check_runs_as_a_command() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "timesteps  pass" in out.stdout
+
+
+def test_a_sampler_on_array_api_strict_arrays_is_checked() -> None:
+    """The check's Gaussian denoiser called sigma.reshape, which array-api-strict arrays do
+    not have: every value area of any sampler failed there, the sampler's fault or not."""
+    pytest.importorskip("array_api_strict")
+    r = check(
+        "ddim_kdiffusion:sample_ddim", backend="array_api_strict", areas=["step values: sample"]
+    )
+    assert r.conformant, r.text()

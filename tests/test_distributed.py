@@ -240,6 +240,14 @@ def test_command_line(client: Any, tmp_path: Path, capsys: pytest.CaptureFixture
     assert rc == 2 and len(err.splitlines()) == 1 and "does not exist" in err
     rc = cli.main(["sample-dataset", *sample, "--resources", "GPU"])
     assert rc == 2 and "--resources 'GPU' must be NAME=VALUE" in capsys.readouterr().err
+    for option, says in [
+        ("chunk=3", "--chunk"),
+        ("seed=1", "--seed"),
+        ('model_id="m"', "--model-id"),
+    ]:
+        rc = cli.main(["sample-dataset", *sample, "--option", option])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"loop option {option.split('=')[0]}= " in err and says in err, err
 
 
 # --- errors during the run: one clear line ---------------------------------------------------
@@ -379,6 +387,9 @@ class Unpicklable:
         ({"factory": 42}, TypeError, "model_factory must be"),
         ({"factory": Unpicklable()}, TypeError, "cannot be pickled"),
         ({"client": 3.5}, TypeError, "client must be a distributed.Client"),
+        # the run's own arguments, not loop options (`--option seed=1` on the command line):
+        # a Python "got multiple values for keyword argument" before
+        ({"seed": 1}, TypeError, "seed= is not an option of an inversion"),
     ],
 )
 def test_bad_arguments(npy: Path, kwargs: dict[str, Any], error: type, match: str) -> None:

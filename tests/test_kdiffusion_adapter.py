@@ -341,3 +341,22 @@ def test_a_dtype_that_is_not_real_floating_is_refused() -> None:
     with pytest.raises(TypeError, match=r"xp must be an array library.*got 3"):
         dk.get_sigmas_ddim(config, 4, xp=3)
     assert dk.get_sigmas_ddim(config, 4, xp=np, dtype="float32").dtype == np.float32
+
+
+@pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse])
+def test_the_model_sees_sigmas_in_the_samples_dtype_on_numpy_too(sampler: Any) -> None:
+    """k-diffusion's `sigmas[i] * s_in` is in the sample's dtype for torch (a 0-d sigma does
+    not promote); NumPy promotes to the sigmas' dtype, so a float16 loop on float64 sigmas
+    gave the model float64 sigmas and came back float64."""
+    sigmas = dk.get_sigmas_ddim(CONFIG, 4, spacing="trailing", xp=np)[:-1]
+    if sampler is dk.sample_ddim_inverse:
+        sigmas = sigmas[::-1].copy()
+    seen = []
+
+    def model(x: Any, sigma: Any) -> Any:
+        seen.append(sigma.dtype)
+        return 0.5 * x / (1.0 + sigma[:, None] ** 2)
+
+    x = np.ones((2, 3), dtype=np.float16)
+    out = sampler(model, x, sigmas, disable=True)
+    assert out.dtype == np.float16 and set(seen) == {np.dtype(np.float16)}

@@ -109,7 +109,7 @@ def sample_ddim(
     with _no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             if denoised is None:
-                denoised = _denoised(model, x, sigmas[i] * s_in, extra_args)
+                denoised = _denoised(model, x, _batch(sigmas[i], s_in), extra_args)
             _report(callback, x, i, sigmas[i], denoised)
             z = None
             if eta > 0 and levels[i + 1] > 0:
@@ -189,9 +189,9 @@ def sample_ddim_inverse(
             src, dst, c = levels[i], levels[i + 1], rows[i]
             sigma = sigmas[i + 1]
             if dst == src:  # zero-length: the identity
-                _report(callback, x, i, sigma, _denoised(model, x, sigma * s_in, extra_args))
+                _report(callback, x, i, sigma, _denoised(model, x, _batch(sigma, s_in), extra_args))
                 continue
-            eps_at = functools.partial(_eps_at, model, sigma * s_in, dst, extra_args)
+            eps_at = functools.partial(_eps_at, model, _batch(sigma, s_in), dst, extra_args)
             if not iters:
                 # the model sees the source sample expressed at the destination level
                 eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
@@ -496,6 +496,15 @@ def _eps_at(
     """(eps, denoised) of the model at noise level `level` (sigma: its batch array) on y."""
     denoised = _denoised(model, y, sigma, extra_args)
     return (y - denoised) / level, denoised
+
+
+def _batch(sigma: Array, s_in: Array) -> Array:
+    """k-diffusion's `sigma * s_in`, in s_in's (the sample's) dtype on every library: torch
+    keeps it (a 0-d sigma does not promote), NumPy would take the sigmas' dtype."""
+    out = sigma * s_in
+    if out.dtype != s_in.dtype:
+        out = backends.cast(backends.namespace(s_in=s_in), out, s_in.dtype)
+    return out
 
 
 def _ones_like_batch(x: Array) -> Array:

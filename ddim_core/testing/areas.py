@@ -605,8 +605,8 @@ def host_syncs(target: Scheduler) -> Finding:
         except Unsupported as e:
             return Finding(area, UNSUPPORTED, str(e))
         ts = instance.timesteps
-        if ts.device != meta:
-            ts = ts.to(meta)
+        if isinstance(ts, torch.Tensor) and ts.device != meta:
+            ts = ts.to(meta)  # a list of ints is stepped with its ints
         x = torch.zeros(SHAPE, device=meta)
         try:
             for t in ts:

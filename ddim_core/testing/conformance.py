@@ -13,7 +13,6 @@ that cannot be loaded.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import sys
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .backends import Unavailable
 from .findings import FAIL, UNSUPPORTED, Finding
 from .targets import KINDS, Crash, Sampler, Scheduler, Unsupported, load, wrap
 
@@ -134,18 +134,22 @@ def check(
 
 
 def _run_area(area: str, run: Callable[[], Finding]) -> Finding:
-    """The area's finding; a target that raises where it must not (Crash) fails the area."""
+    """The area's finding; a target that raises where it must not (Crash) fails the area; a
+    backend that cannot make the area's arrays (JAX without x64: no float64) leaves it
+    unsupported."""
     try:
         return run()
     except Crash as e:
         return Finding(area, FAIL, str(e))
-    except Unsupported as e:
+    except (Unsupported, Unavailable) as e:
         return Finding(area, UNSUPPORTED, str(e))
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> int:
     """The command line of `ddim-core check`."""
-    parser = argparse.ArgumentParser(
+    from ..cli import ArgumentParser  # a bad argument: one line, not argparse's usage block
+
+    parser = ArgumentParser(
         prog=prog,
         description="Check a DDIM scheduler or sampler against exact DDIM, area by area.",
     )

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ddim_core import backends
 from ddim_core.config import DDIMConfig
 
 from . import reference
@@ -36,7 +37,8 @@ def gaussian_denoiser(mu: float, s: float) -> Callable[..., Any]:
     """E[x_0 | x] for x_0 ~ N(mu, s^2 I) and x = x_0 + sigma * noise, on any backend."""
 
     def model(x: Any, sigma: Any, **extra_args: Any) -> Any:
-        sig = sigma.reshape((-1,) + (1,) * (len(x.shape) - 1))
+        xp = backends.namespace(sigma=sigma)  # array-api-strict arrays have no .reshape
+        sig = xp.reshape(sigma, (-1,) + (1,) * (len(x.shape) - 1))
         return mu + (s * s) / (s * s + sig * sig) * (x - mu)
 
     return model

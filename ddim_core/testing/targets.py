@@ -22,6 +22,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -318,13 +319,19 @@ def _given_backend(name: str) -> Backend:
 
 
 def _scheduler_backend(cls: Any) -> Backend:
-    """The array library of the class's `timesteps` after set_timesteps(10)."""
+    """The array library of the class's `timesteps` after set_timesteps(10); the default
+    where they are no library's array (a list)."""
     try:
         instance = cls()
         instance.set_timesteps(10)
         module = type(instance.timesteps).__module__.partition(".")[0]
     except Exception:
         return _default_backend()
+    module = {"jaxlib": "jax"}.get(module, module)  # JAX arrays are jaxlib types
+    lib = sys.modules.get(module)
+    known = any(b.name == module for b in BACKENDS)
+    if not known and not (hasattr(lib, "asarray") or hasattr(lib, "tensor")):
+        return _default_backend()  # e.g. builtins (a list): no array library
     return backend(module)
 
 
