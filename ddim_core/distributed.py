@@ -1200,6 +1200,13 @@ class _client:
         self.owned: list[Any] = []
 
     def __enter__(self) -> Any:
+        try:
+            return self._open()
+        except BaseException:  # a `with` whose __enter__ raises calls no __exit__
+            self.__exit__()  # closes what was opened before the failure
+            raise
+
+    def _open(self) -> Any:
         dask = _dask()
         if self.given is None:
             cluster = local_cluster(self.workers, **self.options)

@@ -527,3 +527,42 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(
     out, err = capsys.readouterr()
     assert out.strip() == report.summary() and "1 model load on 1 worker" in out
     assert "invert-dataset: 100%" in err  # the bar
+
+
+@pytest.mark.parametrize("fails", ["Client", "wait_for_workers"])
+def test_what_the_client_context_opened_is_closed_when_opening_fails(
+    monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """A `with` whose __enter__ raises calls no __exit__: the LocalCluster the run had just
+    started (or the connection it had made) stayed open when the Client or the wait for
+    workers failed (an interrupt while waiting, a scheduler that refuses)."""
+    from ddim_core import distributed
+
+    closed: list[str] = []
+
+    class Thing:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def close(self) -> None:
+            closed.append(self.name)
+
+        def wait_for_workers(self, n: int) -> None:
+            raise KeyboardInterrupt
+
+    def client(target: Any) -> Any:
+        if fails == "Client":
+            raise OSError("refused")
+        return Thing("client")
+
+    fake = type("FakeDask", (), {"Client": staticmethod(client)})
+    monkeypatch.setattr(distributed, "_dask", lambda: fake)
+    monkeypatch.setattr(distributed, "local_cluster", lambda *a, **k: Thing("cluster"))
+    if fails == "Client":
+        with pytest.raises(OSError, match="refused"), distributed._client(None, 1, {}):
+            pass
+        assert closed == ["cluster"]
+    else:
+        with pytest.raises(KeyboardInterrupt), distributed._client("tcp://scheduler:8786", 2, {}):
+            pass
+        assert closed == ["client"]
