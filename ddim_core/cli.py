@@ -15,10 +15,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
+from ._arguments import ArgumentParser as ArgumentParser  # public here: adapters use it
 from .analytic import DEMO_MEANS, DEMO_STDS, GaussianMixture
 from .config import BETA_SCHEDULES, TIMESTEP_SPACINGS, DDIMConfig
 from .plans import make_plan
@@ -356,33 +357,6 @@ def adapter_command(name: str, args: list[str]) -> int:
         )
         return 2
     return commands[name].run_command(args, prog=f"ddim-core {name}")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with a bad argument reported as one line on stderr (exit status 2).
-
-    `commands` holds the subcommands' parsers by name, so that a check made after parsing
-    reports its error under the subcommand's name.
-
-    Examples
-    --------
-    >>> parser = ArgumentParser(prog="demo")
-    >>> _ = parser.add_argument("--n", type=int)
-    >>> parser.parse_args(["--n", "x"])  # doctest: +SKIP
-    demo: error: argument --n: invalid int value: 'x' (see demo --help)
-    """
-
-    commands: dict[str, ArgumentParser]
-
-    def error(self, message: str) -> NoReturn:
-        """Print `message` as one line naming the program, then exit with status 2.
-
-        Parameters
-        ----------
-        message : str
-            argparse's message (it names the argument).
-        """
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -1567,7 +1567,7 @@ def command(name: str, argv: Sequence[str]) -> int:
     ...                            "--scheduler", "tcp://scheduler:8786"])  # doctest: +SKIP
     0
     """
-    from .cli import ArgumentParser  # a bad argument: one line, not argparse's usage block
+    from ._arguments import ArgumentParser  # a bad argument: one line, not argparse's usage
 
     kind = name.removesuffix("-dataset")
     parser = ArgumentParser(

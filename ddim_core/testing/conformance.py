@@ -147,7 +147,7 @@ def _run_area(area: str, run: Callable[[], Finding]) -> Finding:
 
 def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> int:
     """The command line of `ddim-core check`."""
-    from ..cli import ArgumentParser  # a bad argument: one line, not argparse's usage block
+    from .._arguments import ArgumentParser  # a bad argument: one line, not a usage block
 
     parser = ArgumentParser(
         prog=prog,
