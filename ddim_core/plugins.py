@@ -32,7 +32,8 @@ BLOCK_ENV = "DDIM_CORE_BLOCK_PLUGINS"
 BUILTINS = tuple(builtins.PLUGINS)
 
 
-_kernels: dict[tuple[type, Any], Any] = {}  # step_kernel's answers, per array type and dtype
+# step_kernel's answers, per array type and dtype (emptied when plugins come or go)
+_kernels: dict[tuple[type, Any], Any] = {}
 
 
 class PluginWarning(UserWarning):
@@ -63,6 +64,7 @@ class _Manager(pluggy.PluginManager):
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         self.version += 1
+        _kernels.clear()  # the kernel found may be the unregistered plugin's
         return super().unregister(plugin, name)
 
     def add_hookcall_monitoring(self, before: Any, after: Any) -> Callable[[], None]:
@@ -72,6 +74,7 @@ class _Manager(pluggy.PluginManager):
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         self.version += 1
+        _kernels.clear()  # the new plugin may offer a kernel
         name = super().register(plugin, name)
         if name is not None:  # None: blocked
             for caller in self.get_hookcallers(plugin) or []:

@@ -455,6 +455,44 @@ def test_step_kernel_hook_is_used_and_may_decline(fresh) -> None:  # type: ignor
     np.testing.assert_allclose(declined, reference.step(plan, m3, 500, x3)[0], rtol=1e-14)
 
 
+def test_a_kernel_of_a_plugin_left_out_or_unregistered_is_no_longer_used(fresh) -> None:  # type: ignore[no-untyped-def]
+    """step_kernel's cached answer follows registrations: a plugin unregistered (by hand, or
+    after raising in another hook) has its kernel forgotten, one registered later is asked."""
+    calls: list[str] = []
+
+    class Kernel:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @hookimpl
+        def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+            def kernel(x, m, z, c, clip, out):  # type: ignore[no-untyped-def]
+                calls.append(self.name)
+                return None  # declined: the reference runs
+
+            return kernel
+
+        @hookimpl
+        def ddim_core_array_namespace(self, array):  # type: ignore[no-untyped-def]
+            raise RuntimeError("bug in a plugin")
+
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x = np.ones((2, 2))
+    dc.step(plan, x, 500, x)
+    fresh.register(Kernel("late"), name="late")  # registered after the kernel was looked up
+    dc.step(plan, x, 500, x)
+    assert calls == ["late"]
+    with pytest.warns(plugins.PluginWarning, match="'late' raised in ddim_core_array_namespace"):
+        plugins.array_namespace(bytearray(1))
+    dc.step(plan, x, 500, x)
+    assert calls == ["late"]
+    fresh.register(Kernel("by-hand"), name="by-hand")
+    dc.step(plan, x, 500, x)
+    fresh.unregister(name="by-hand")
+    dc.step(plan, x, 500, x)
+    assert calls == ["late", "by-hand"]
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
