@@ -120,15 +120,17 @@ def _observe(parallel: bool, n: int, itemsize: int, elapsed: float) -> None:
 
 
 def _step_loop(x, m, z, prev, x0, c, clip, r, noise, reclip):  # type: ignore[no-untyped-def]
+    # A weight of 0 leaves its term out, as the reference's `kernels.affine` does (0 * inf is
+    # NaN; 0 * x - b * u can turn u's -0.0 into 0.0).
     x0_x, x0_m, x0_div, eps_x, eps_m, eps_div, sb, d, sigma = c
     for i in numba.prange(x.shape[0]):
         xi = np.float64(x[i])
         mi = np.float64(m[i])
-        a = (x0_x * xi - x0_m * mi) / x0_div
+        a = (x0_x * xi - x0_m * mi if x0_x != 0.0 else -x0_m * mi) / x0_div
         if clip:  # keeps NaN (comparisons with NaN are false), as the reference's clip does
             a = -r if a < -r else (r if a > r else a)
         u = a if reclip else mi
-        e = (eps_x * xi - eps_m * u) / eps_div
+        e = (eps_x * xi - eps_m * u if eps_x != 0.0 else -eps_m * u) / eps_div
         b = sb * a + d * e
         if noise:
             b = b + sigma * np.float64(z[i])
@@ -139,15 +141,17 @@ def _step_loop(x, m, z, prev, x0, c, clip, r, noise, reclip):  # type: ignore[no
 def _folded_loop(x, m, z, prev, x0, k, r, noise, reclip):  # type: ignore[no-untyped-def]
     # x0 = ax x - am m, clipped to [-r, r] (r = inf: no clip); x_b = ca x0 + cx x + cm m
     # (+ s z). Comparisons with NaN are false, so NaN stays NaN, as in the reference's clip.
+    # A multiplier of 0 (eq. (9)'s structural zeros) leaves its term out, as the reference
+    # does: 0 * inf would be NaN.
     ax, am, ca, cx, cm, s = k[0], k[1], k[2], k[3], k[4], k[5]
     lo = -r
     for i in numba.prange(x.shape[0]):
         xi = x[i]
         mi = m[i]
-        a = ax * xi - am * mi
+        a = ax * xi - am * mi if ax != 0 else -am * mi
         a = lo if a < lo else a
         a = r if a > r else a
-        b = ca * a + cx * xi
+        b = ca * a + cx * xi if cx != 0 else ca * a
         if not reclip:  # eps_pred from the model output (else from the clipped x0_pred)
             b = b + cm * mi
         if noise:

@@ -251,6 +251,35 @@ def test_float32_clip_limit_and_non_finite_inputs_like_the_reference(
     assert np.nanmax(x0) == np.float32(1.1) and np.nanmin(x0) == -np.float32(1.1)
 
 
+@pytest.mark.parametrize(  # CuPy's kernel still multiplies by the zeros (not checked on a GPU)
+    "library", [lib for lib in _libraries() if lib not in ("torch-eager", "cupy")]
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample"])
+def test_a_weight_of_zero_leaves_out_its_term_like_the_reference(
+    library: str, dtype: str, prediction_type: str
+) -> None:
+    """eq. (9)'s structural zero weights (epsilon: eps_pred is the model output; sample: x0_pred
+    is) leave out their term, as the reference does: an infinite sample gives what the
+    reference gives (inf, or finite after the clip), not 0 * inf = NaN; on float64 bit for bit
+    (the sign of a zero included)."""
+    for clip in (False, True):
+        plan = dc.make_plan(dc.DDIMConfig(clip_sample=clip, prediction_type=prediction_type), 10)
+        x, m = _arrays(library, dtype, (2, 4, 8, 8), 2)
+        x[0, 0, 0, 0], x[1, 0, 0, 0] = float("inf"), -float("inf")
+        m[0, 0, 0, 1], x[0, 0, 0, 1] = -0.0, 3.0  # sample: x0_pred is -0.0 itself
+        fused = dc.step(plan, m, 500, x)
+        with reference_path():
+            ref = dc.step(plan, m, 500, x)
+        for a, b in zip(fused, ref, strict=True):
+            a, b = to_numpy(a, dtype=None), to_numpy(b, dtype=None)
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+            np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+            if dtype == "float64":
+                np.testing.assert_array_equal(a, b)
+
+
 _LOOP_KINDS = """
 import sys
 import warnings
