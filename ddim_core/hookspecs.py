@@ -194,10 +194,10 @@ def ddim_core_step_kernel(sample: Any) -> Any:
     for a timestep array that cannot be read without a sync), `clip` the clip range r or None,
     `noise` an array or None, and `out` None or a pair of arrays (x_prev, x0_pred) to write
     into. It returns (x_prev, x0_pred) in the sample's dtype, or None for inputs it does not
-    take (the reference array-API path then runs). Kernels must equal the reference to
-    rounding; one that computes the FusedRow's formulas in float64 in their order, leaving out
-    the terms whose weight is 0.0 as the reference does (0 * inf is NaN), equals it bit for bit
-    on float64 samples.
+    take (the reference array-API path then runs); anything else is a TypeError naming it.
+    Kernels must equal the reference to rounding; one that computes the FusedRow's formulas
+    in float64 in their order, leaving out the terms whose weight is 0.0 as the reference does
+    (0 * inf is NaN), equals it bit for bit on float64 samples.
 
     A kernel may also have a device-table form, ``kernel.gather(x_t, model_output, noise,
     table, timesteps, eps_from_x0, clip, out)``: `table` the (T, 9) float64 array of every

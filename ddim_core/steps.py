@@ -315,6 +315,8 @@ def _dispatch(
         arrays = (model_output, sample, noise)
         fused = _fused(kernel, key, (t, t_arr), arrays, use_clipped, clip, out, xp)
         if fused is not None:
+            if not (isinstance(fused, tuple | list) and len(fused) == 2):
+                _wrong_kernel_result(kernel, fused)
             return StepOutput(*fused)
     if out is not None:
         raise TypeError(
@@ -325,6 +327,15 @@ def _dispatch(
     x_t, m, z = backends.to_work_dtype(xp, sample, model_output, noise)
     x_b, x0 = kernels.ddim_update(x_t, m, row, config, z, use_clipped, xp=xp)
     return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
+
+
+def _wrong_kernel_result(kernel: Any, result: Any) -> None:
+    """Raise the TypeError for a plugin kernel that returned neither a pair nor None."""
+    name = f"{getattr(kernel, '__module__', '?')}.{getattr(kernel, '__qualname__', kernel)}"
+    raise TypeError(
+        f"the fused step kernel {name} (a ddim_core_step_kernel plugin's) returned "
+        f"{type(result).__name__} {result!r:.80}; a kernel returns (x_prev, x0_pred) or None"
+    )
 
 
 def _fused(

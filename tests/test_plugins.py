@@ -493,6 +493,21 @@ def test_a_kernel_of_a_plugin_left_out_or_unregistered_is_no_longer_used(fresh) 
     assert calls == ["late", "by-hand"]
 
 
+def test_a_kernel_returning_neither_a_pair_nor_none_is_named_in_the_error(fresh) -> None:  # type: ignore[no-untyped-def]
+    class Kernel:
+        @hookimpl
+        def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+            def odd_kernel(x, m, z, c, clip, out):  # type: ignore[no-untyped-def]
+                return 3
+
+            return odd_kernel
+
+    fresh.register(Kernel(), name="odd")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    with pytest.raises(TypeError, match=r"kernel .*odd_kernel .*returned int 3; a kernel returns"):
+        dc.step(plan, np.ones(2), 500, np.ones(2))
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
