@@ -329,8 +329,11 @@ def _torch_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) ->
     if _is(c.x0_x, 0.0) and _is(c.x0_m, -1.0) and _is(c.x0_div, 1.0) and clip is None:
         x0 = m if x0_buf is None else x0_buf.copy_(m)  # sample prediction: x0_pred is m
     else:
-        x0 = torch.mul(x, c.x0_x, out=x0_buf)
-        _axpy(x0, m, -c.x0_m)
+        if _is(c.x0_x, 0.0):  # x_t's term left out, as the reference does (0 * inf is NaN)
+            x0 = torch.mul(m, -c.x0_m, out=x0_buf)
+        else:
+            x0 = torch.mul(x, c.x0_x, out=x0_buf)
+            _axpy(x0, m, -c.x0_m)
         if not _is(c.x0_div, 1.0):
             x0.div_(c.x0_div)
         if clip is not None:
