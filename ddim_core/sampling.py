@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from . import backends, coefficients, implicit, plugins
 from .backends import Array, Namespace
 from .coefficients import StepKey
-from .config import DDIMConfig, check_int
+from .config import DDIMConfig, check_bool, check_int
 from .plans import make_plan
 from .steps import check_eta, inverse_step, step
 
@@ -335,6 +335,8 @@ def _call(
         )
     if check_finite is None:
         check_finite = backends.is_host_numpy(out)
+    elif not isinstance(check_finite, bool):
+        raise TypeError(f"check_finite must be True, False or None, got {check_finite!r}")
     if check_finite and not bool(xp.all(xp.isfinite(out))):
         raise ValueError(f"{where} contains NaN or Inf")
     return out
@@ -347,7 +349,7 @@ def _noise(noise: Any, generator: Any, i: int, t: int, x: Array) -> Array:
 
 
 def _progress(items: Sequence[int], enabled: bool, desc: str) -> Iterable[int]:
-    if not enabled:
+    if not check_bool("progress", enabled):
         return items
     try:
         from tqdm.auto import tqdm

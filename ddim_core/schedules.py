@@ -128,12 +128,19 @@ def schedule(config: DDIMConfig) -> Schedule:
     -------
     Schedule
 
+    Raises
+    ------
+    TypeError
+        `config` is not a DDIMConfig.
+
     Examples
     --------
     >>> import ddim_core as dc
     >>> schedule(dc.DDIMConfig()) is schedule(dc.DDIMConfig())
     True
     """
+    if not isinstance(config, DDIMConfig):
+        raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
     return _schedule(
         config.num_train_timesteps,
         config.beta_start,

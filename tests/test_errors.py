@@ -128,3 +128,23 @@ def test_no_nan_from_finite_input_at_eta_one() -> None:
 def test_schedule_argument_type() -> None:
     with pytest.raises(TypeError, match="expected a DDIMConfig, Schedule or Plan"):
         dc.add_noise("linear", X, X, 5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [3, "linear", None, PLAN])
+def test_schedule_of_a_non_config(value) -> None:
+    # dc.schedule(3) raised AttributeError: 'int' object has no attribute 'num_train_timesteps'
+    with pytest.raises(TypeError, match=r"config must be a DDIMConfig, got "):
+        dc.schedule(value)
+
+
+def test_sample_progress_must_be_a_bool() -> None:
+    model = lambda x, t: x  # noqa: E731
+    for loop in (dc.sample, dc.invert):
+        with pytest.raises(TypeError, match=r"progress must be True or False, got .yes."):
+            loop(model, X, dc.DDIMConfig(), 3, progress="yes")
+
+
+def test_check_finite_must_be_a_bool_or_none() -> None:
+    # check_finite="no" was truthy: it turned the check on
+    with pytest.raises(TypeError, match="check_finite must be True, False or None, got 'no'"):
+        dc.sample(lambda x, t: x, X, dc.DDIMConfig(), 3, check_finite="no")
