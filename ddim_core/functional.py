@@ -9,7 +9,9 @@
 argument to jax.jit). The state holds only arrays: the plan's coefficient rows, cast once by
 `init` to the sample's dtype and device, its timesteps and the step index. So `step` is pure
 array code with no Python branch on values and no host read, and a whole loop runs under
-`jax.lax.scan` / `jax.jit`, `torch.compile(fullgraph=True)` and on torch's meta device.
+`jax.lax.scan` / `jax.jit`, `torch.compile(fullgraph=True)` and on torch's meta device. Under
+torch.compile, call `init` outside the compiled function (it builds the state from the plan's
+host tables, which Dynamo does not trace); under jax.jit it may run inside.
 
 Nothing can be mismatched: each scheduler has its own state type, so a state used with another
 scheduler is a TypeError (checked on the type, also while tracing), and eta > 0 without noise
