@@ -46,6 +46,19 @@ def _unsample(comfy: Any, model: Any, x: Any, method: str, end_at_step: int = 0)
     )
 
 
+def _resample(comfy: Any, model: Any, latent: Any) -> Any:  # noqa: F811
+    """The Resampler on the Unsampler's LATENT (cfg 3, as `_unsample`)."""
+    return _node(
+        comfy,
+        "DDIMCoreResampler",
+        model=model,
+        cfg=3.0,
+        positive=_cond(),
+        negative=_cond(),
+        latent=latent,
+    )
+
+
 @needs_comfyui
 def test_the_nodes_load_as_v3_nodes_with_tooltips(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     from comfy_api.latest import io
@@ -68,15 +81,7 @@ def test_unsampler_then_resampler_returns_the_latent(comfy, method: str, bound: 
     model = _model(comfy)
     x0 = model.model.diffusion_model.latent(8, seed=5)
     noised = _unsample(comfy, model, x0, method)
-    back = _node(
-        comfy,
-        "DDIMCoreResampler",
-        model=model,
-        cfg=3.0,
-        positive=_cond(),
-        negative=_cond(),
-        latent=noised,
-    )
+    back = _resample(comfy, model, noised)
     assert "ddim_core_inversion" not in back
     assert float((back["samples"] - x0).abs().max()) <= bound
 
@@ -94,15 +99,7 @@ def test_a_noise_mask_keeps_the_latent_outside_it(comfy, method: str) -> None:  
     mask[..., :2, :] = 1.0  # the top half is unsampled and resampled
     latent = {"samples": x0, "noise_mask": mask}
     noised = _unsample(comfy, model, latent, method)
-    back = _node(
-        comfy,
-        "DDIMCoreResampler",
-        model=model,
-        cfg=3.0,
-        positive=_cond(),
-        negative=_cond(),
-        latent=noised,
-    )["samples"]
+    back = _resample(comfy, model, noised)["samples"]
     assert float((back[..., :2, :] - x0[..., :2, :]).abs().max()) <= 1e-5
     assert torch.equal(back[..., 2:, :], x0[..., 2:, :])
 
@@ -112,15 +109,7 @@ def test_plain_unsampling_does_not_return(comfy) -> None:  # type: ignore[no-unt
     model = _model(comfy)
     x0 = model.model.diffusion_model.latent(8, seed=6)
     noised = _unsample(comfy, model, x0, "ddim_plain")
-    back = _node(
-        comfy,
-        "DDIMCoreResampler",
-        model=model,
-        cfg=3.0,
-        positive=_cond(),
-        negative=_cond(),
-        latent=noised,
-    )
+    back = _resample(comfy, model, noised)
     assert float((back["samples"] - x0).abs().max()) > 1e-2
 
 
@@ -171,15 +160,7 @@ def test_resampler_refuses_a_latent_resized_after_unsampling(comfy) -> None:  # 
         comfy.nodes.RepeatLatentBatch().repeat(noised, 2)[0],
     ):
         with pytest.raises(ValueError, match=r"Unsampler \(ddim-core\) inverted .*1, 4, 8, 8"):
-            _node(
-                comfy,
-                "DDIMCoreResampler",
-                model=model,
-                cfg=3.0,
-                positive=_cond(),
-                negative=_cond(),
-                latent=changed,
-            )
+            _resample(comfy, model, changed)
 
 
 @needs_comfyui
@@ -232,13 +213,5 @@ def test_unsampler_on_a_rectified_flow_model(comfy) -> None:  # type: ignore[no-
         _unsample(comfy, model, x0, "ddim_exact")
     for method in ("ddim_exact", "bdia"):
         noised = _unsample(comfy, model, x0, method, end_at_step=1)
-        back = _node(
-            comfy,
-            "DDIMCoreResampler",
-            model=model,
-            cfg=3.0,
-            positive=_cond(),
-            negative=_cond(),
-            latent=noised,
-        )
+        back = _resample(comfy, model, noised)
         assert float((back["samples"] - x0).abs().max()) <= 1e-5, method
