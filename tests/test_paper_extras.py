@@ -118,6 +118,22 @@ def test_rescale_keeps_the_conditional_spread() -> None:
         dc.rescale_noise_cfg(g, c[:, :8], 0.5)
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_rescale_noise_cfg_of_huge_and_tiny_float32_is_finite_and_right(scale: float) -> None:
+    """The squares in the std overflowed to inf above about 1e19 in float32 (a NaN output) and
+    underflowed to 0 below about 1e-19 (the spread taken for zero): each sample is scaled by
+    its largest |entry| first. Empty sample axes have nothing to rescale."""
+    rng = np.random.default_rng(7)
+    g = (rng.standard_normal((3, 4, 5)) * 3.0 * scale).astype(np.float32)
+    c = (rng.standard_normal((3, 4, 5)) * scale).astype(np.float32)
+    got = dc.rescale_noise_cfg(g, c, 0.7)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    want = reference_rescale(g.astype(np.float64), c.astype(np.float64), 0.7)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    empty = np.ones((2, 0), dtype=np.float32)
+    assert dc.rescale_noise_cfg(empty, empty, 0.7).shape == (2, 0)
+
+
 def test_guidance_refuses_bad_scales_and_rescales() -> None:
     """A NaN scale or a rescale outside [0, 1] is an error naming the argument, never a
     silent NaN; integer outputs are a TypeError, not a backend's AttributeError."""
@@ -181,6 +197,20 @@ def test_slerp_walks_the_great_circle(alpha: float, seed: int, scale: float) -> 
     cos = lambda u, v: np.sum(u * v, axis=1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)  # noqa: E731
     theta = np.arccos(np.clip(cos(a, b), -1, 1))
     np.testing.assert_allclose(np.arccos(np.clip(cos(a, x), -1, 1)), alpha * theta, atol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_slerp_of_huge_and_tiny_float32_is_finite_and_right(scale: float) -> None:
+    """The squares in the norms overflowed to inf above about 1e19 in float32 and underflowed
+    to 0 below about 1e-19: either way the samples were taken for zero and the result was the
+    chord, not the arc. Each row is scaled by its largest |entry| first."""
+    rng = np.random.default_rng(8)
+    a = (rng.standard_normal((3, 4, 8)) * scale).astype(np.float32)
+    b = (rng.standard_normal((3, 4, 8)) * scale).astype(np.float32)
+    got = dc.slerp(a, b, 0.3)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    want = reference_slerp(a.astype(np.float64), b.astype(np.float64), 0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_slerp_degenerate_pairs_and_arguments() -> None:
