@@ -258,6 +258,24 @@ def test_mismatched_states_are_refused() -> None:
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
+def test_bad_arrays_are_named_by_their_argument(method: str) -> None:
+    """The checks named every array "x" (the plain loops' argument), and a state with a None
+    in it was an AttributeError from inside the loop."""
+    invert, sample, _ = METHODS[method]
+    x = np.zeros((2, 2))
+    with pytest.raises(TypeError, match="x_0 must be a real floating-point array, got dtype"):
+        invert(COND, np.zeros((2, 2), dtype=np.int64), SD, 5)
+    with pytest.raises(TypeError, match="x_0 must be an array"):
+        invert(COND, [[0.0, 0.0]], SD, 5)
+    with pytest.raises(TypeError, match="state must be an array"):
+        sample(COND, [x, x], SD, 5)
+    with pytest.raises(TypeError, match=r"state\[1\] must be an array, got None"):
+        sample(COND, (x, None), SD, 5)
+    with pytest.raises(TypeError, match=r"state\[1\] must be an array .* got list"):
+        sample(COND, (x, x.tolist()), SD, 5)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize(
     "change",
     [{"beta_end": 0.014}, {"prediction_type": "v_prediction"}, {"rescale_betas_zero_snr": True}],
