@@ -80,8 +80,14 @@ def test_ode_solution_only_where_known() -> None:
         guided(mixture, mixture.component(0), 3.0).ode_solution(np.zeros((1, 1)), 0.5)
     with pytest.raises(ValueError, match=r"rescale=1.5 must be in \[0, 1\]"):
         guided(UNCOND, COND, 3.0, rescale=1.5)
-    with pytest.raises(TypeError, match="scale must be a finite real number"):
+    with pytest.raises(ValueError, match="scale=nan must be a finite number"):
         guided(UNCOND, COND, math.nan)
+    with pytest.raises(TypeError, match="scale must be a real number, got '3'"):
+        guided(UNCOND, COND, "3")
+    # NumPy scalars are real numbers (np.float32 and np.int64 were refused, np.float64 not)
+    for scale in (np.float32(7.5), np.int64(7)):
+        model = guided(UNCOND, COND, scale)
+        assert model.scale == float(scale) and type(model.scale) is float
 
 
 # --- guidance rescale --------------------------------------------------------------------
