@@ -35,9 +35,10 @@ def cfg(uncond: Array, cond: Array, scale: float) -> Array:
     Raises
     ------
     TypeError
-        A `scale` that is not a real number (an array included: the scale is a host number).
+        A `scale` that is not a real number (an array included: the scale is a host number),
+        outputs of different libraries or not real floating.
     ValueError
-        A NaN or infinite `scale`.
+        A NaN or infinite `scale`, or outputs of different shapes.
 
     Examples
     --------
@@ -46,10 +47,25 @@ def cfg(uncond: Array, cond: Array, scale: float) -> Array:
     array([7.5, 7.5])
     """
     w = check_real("scale", scale)
+    xp = backends.namespace(uncond=uncond, cond=cond)
+    _check_outputs(xp, ("uncond", uncond), ("cond", cond))
     if w == 1.0:
         return cond
-    (w_exact,) = backends.exact_scalars(backends.namespace(uncond=uncond, cond=cond), (w,), cond)
+    (w_exact,) = backends.exact_scalars(xp, (w,), cond)
     return uncond + w_exact * (cond - uncond)
+
+
+def _check_outputs(xp: Namespace, *named: tuple[str, Array]) -> None:
+    """Two model outputs: real floating arrays of one shape."""
+    for name, x in named:
+        if not backends.is_real_floating(xp, x):
+            raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
+    (name_a, a), (name_b, b) = named
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; "
+            "they must be equal"
+        )
 
 
 def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: float) -> Array:
@@ -94,14 +110,7 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     """
     phi = check_rescale("guidance_rescale", guidance_rescale)
     xp = backends.namespace(noise_guided=noise_guided, noise_cond=noise_cond)
-    for name, x in (("noise_guided", noise_guided), ("noise_cond", noise_cond)):
-        if not backends.is_real_floating(xp, x):
-            raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
-    if tuple(noise_guided.shape) != tuple(noise_cond.shape):
-        raise ValueError(
-            f"noise_guided has shape {tuple(noise_guided.shape)} but noise_cond has shape "
-            f"{tuple(noise_cond.shape)}; they must be equal"
-        )
+    _check_outputs(xp, ("noise_guided", noise_guided), ("noise_cond", noise_cond))
     if noise_guided.ndim < 2:
         raise ValueError(
             f"model outputs must have a batch axis and at least one more, got shape "

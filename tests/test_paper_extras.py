@@ -148,6 +148,13 @@ def test_guidance_refuses_bad_scales_and_rescales() -> None:
         dc.guidance.cfg(g, c, math.nan)
     with pytest.raises(TypeError, match="scale must be a real number"):
         dc.guidance.cfg(g, c, np.array([2.0, 3.0]))
+    # outputs that do not pair: a NumPy broadcast error, an integer sum, or (at scale 1) no
+    # check at all, where they are now errors naming the arguments
+    with pytest.raises(ValueError, match=r"uncond has shape \(1, 4\) but cond has shape \(4,\)"):
+        dc.guidance.cfg(g, c[0], 7.5)
+    for scale in (1.0, 7.5):
+        with pytest.raises(TypeError, match="cond must be a real floating array, got dtype int"):
+            dc.guidance.cfg(g, np.ones((1, 4), dtype=np.int64), scale)
     with pytest.raises(ValueError, match=r"guidance_rescale=1.5 must be in \[0, 1\]"):
         dc.rescale_noise_cfg(g, c, 1.5)
     with pytest.raises(TypeError, match="noise_guided must be a real floating array"):
