@@ -51,7 +51,7 @@ from . import backends, coefficients, kernels
 from . import compensated as cw
 from .backends import Array, Namespace
 from .coefficients import Row, StepKey
-from .config import DDIMConfig, check_nonnegative
+from .config import DDIMConfig, check_nonnegative, check_real
 from .plans import FINAL, Plan, make_plan
 from .sampling import Model, StepInfo, _call, _check_loop, _progress
 from .steps import inverse_step, step
@@ -115,6 +115,13 @@ class State(tuple):  # type: ignore[type-arg]
         -------
         State
 
+        Raises
+        ------
+        TypeError
+            A factor that is not a real number.
+        ValueError
+            A factor that is zero, NaN or infinite.
+
         Examples
         --------
         >>> import numpy as np
@@ -126,6 +133,9 @@ class State(tuple):  # type: ignore[type-arg]
         >>> back[0].tolist(), abs(float(back.lo[0][0])) < 1e-30
         ([0.7], True)
         """
+        for name, factor in (("first", first), ("second", second)):
+            if check_real(name, factor) == 0.0:
+                raise ValueError(f"{name}={factor!r} must be a nonzero factor")
         xp = backends.namespace(first=self[0], second=self[1])
         k = _constants(xp, self[0].dtype)
         lo = (None, None) if self.lo is None else self.lo
