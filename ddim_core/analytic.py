@@ -293,7 +293,8 @@ class GaussianMixture:
         Raises
         ------
         ValueError
-            The mixture has more than one component.
+            The mixture has more than one component; a level outside [0, 1], or NaN (`ab_T` =
+            0, pure noise, only with `ab_0` = 1).
 
         Examples
         --------
@@ -306,6 +307,8 @@ class GaussianMixture:
             raise ValueError("the closed-form ODE solution is for a single Gaussian")
         mu, s = self.means[0], float(self.stds[0])
         if ab_0 == 1.0:
+            if not 0.0 <= ab_T <= 1.0:  # also refuses NaN
+                raise ValueError(f"ab_T={ab_T!r} must be in [0, 1] (an alpha_bar)")
             scale = s / math.sqrt(ab_T * s**2 + 1.0 - ab_T)
             x_0: np.ndarray = mu + scale * (x_T - math.sqrt(ab_T) * mu)
             return x_0

@@ -313,3 +313,6 @@ def test_guided_ode_solution_refuses_levels_outside_0_1() -> None:
     with pytest.raises(ValueError, match=r"ab_T=0.0 must be in \(0, 1\]"):
         COND.ode_solution(np.zeros((1, 2)), 0.0, 0.5)
     np.testing.assert_allclose(COND.ode_solution(np.zeros((1, 2)), 0.0), COND.means)
+    for bad in (-0.5, 1.5, math.nan):  # to the data: "math domain error" or a silent NaN
+        with pytest.raises(ValueError, match=r"ab_T=.* must be in \[0, 1\]"):
+            COND.ode_solution(np.zeros((1, 2)), bad)
