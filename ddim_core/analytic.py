@@ -26,7 +26,7 @@ import numpy as np
 
 from . import backends, guidance
 from .backends import Array
-from .config import DDIMConfig, check_nonnegative
+from .config import DDIMConfig, check_nonnegative, check_real
 from .schedules import Schedule, alphas_cumprod, schedule
 
 # The demo's data (`ddim-core demo`, the default model of ddim_core.distributed): narrow, well
@@ -293,7 +293,8 @@ class GaussianMixture:
         Raises
         ------
         ValueError
-            The mixture has more than one component.
+            The mixture has more than one component; a level outside [0, 1], or NaN (`ab_T` =
+            0, pure noise, only with `ab_0` = 1).
 
         Examples
         --------
@@ -306,6 +307,8 @@ class GaussianMixture:
             raise ValueError("the closed-form ODE solution is for a single Gaussian")
         mu, s = self.means[0], float(self.stds[0])
         if ab_0 == 1.0:
+            if not 0.0 <= ab_T <= 1.0:  # also refuses NaN
+                raise ValueError(f"ab_T={ab_T!r} must be in [0, 1] (an alpha_bar)")
             scale = s / math.sqrt(ab_T * s**2 + 1.0 - ab_T)
             x_0: np.ndarray = mu + scale * (x_T - math.sqrt(ab_T) * mu)
             return x_0
@@ -425,9 +428,9 @@ def guided(uncond: Model, cond: Model, scale: float, *, rescale: float = 0.0) ->
     Raises
     ------
     TypeError
-        Models that are not callable, or a scale that is not a finite number.
+        Models that are not callable, or a scale that is not a real number.
     ValueError
-        A rescale outside [0, 1].
+        A NaN or infinite scale, or a rescale outside [0, 1].
 
     Examples
     --------
@@ -443,12 +446,11 @@ def guided(uncond: Model, cond: Model, scale: float, *, rescale: float = 0.0) ->
     """
     if not (callable(uncond) and callable(cond)):
         raise TypeError("uncond and cond must be models callable as model(x, t)")
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
-        raise TypeError(f"scale must be a finite real number, got {scale!r}")
+    w = check_real("scale", scale)
     phi = check_nonnegative("rescale", rescale)
     if phi > 1.0:
         raise ValueError(f"rescale={rescale} must be in [0, 1]")
-    return Guided(uncond, cond, float(scale), phi)
+    return Guided(uncond, cond, w, phi)
 
 
 def _guided_flow(

@@ -9,6 +9,7 @@ outputs of any prediction type and any backend; no host read.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import backends
@@ -34,9 +35,10 @@ def cfg(uncond: Array, cond: Array, scale: float) -> Array:
     Raises
     ------
     TypeError
-        A `scale` that is not a real number (an array included: the scale is a host number).
+        A `scale` that is not a real number (an array included: the scale is a host number),
+        outputs of different libraries or not real floating.
     ValueError
-        A NaN or infinite `scale`.
+        A NaN or infinite `scale`, or outputs of different shapes.
 
     Examples
     --------
@@ -45,10 +47,25 @@ def cfg(uncond: Array, cond: Array, scale: float) -> Array:
     array([7.5, 7.5])
     """
     w = check_real("scale", scale)
+    xp = backends.namespace(uncond=uncond, cond=cond)
+    _check_outputs(xp, ("uncond", uncond), ("cond", cond))
     if w == 1.0:
         return cond
-    (w_exact,) = backends.exact_scalars(backends.namespace(uncond=uncond, cond=cond), (w,), cond)
+    (w_exact,) = backends.exact_scalars(xp, (w,), cond)
     return uncond + w_exact * (cond - uncond)
+
+
+def _check_outputs(xp: Namespace, *named: tuple[str, Array]) -> None:
+    """Two model outputs: real floating arrays of one shape."""
+    for name, x in named:
+        if not backends.is_real_floating(xp, x):
+            raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
+    (name_a, a), (name_b, b) = named
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; "
+            "they must be equal"
+        )
 
 
 def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: float) -> Array:
@@ -93,20 +110,13 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     """
     phi = check_rescale("guidance_rescale", guidance_rescale)
     xp = backends.namespace(noise_guided=noise_guided, noise_cond=noise_cond)
-    for name, x in (("noise_guided", noise_guided), ("noise_cond", noise_cond)):
-        if not backends.is_real_floating(xp, x):
-            raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
-    if tuple(noise_guided.shape) != tuple(noise_cond.shape):
-        raise ValueError(
-            f"noise_guided has shape {tuple(noise_guided.shape)} but noise_cond has shape "
-            f"{tuple(noise_cond.shape)}; they must be equal"
-        )
+    _check_outputs(xp, ("noise_guided", noise_guided), ("noise_cond", noise_cond))
     if noise_guided.ndim < 2:
         raise ValueError(
             f"model outputs must have a batch axis and at least one more, got shape "
             f"{tuple(noise_guided.shape)}"
         )
-    if phi == 0.0:
+    if phi == 0.0 or math.prod(noise_guided.shape[1:]) == 0:  # nothing to rescale
         return noise_guided
     work = backends.work_dtype(xp, noise_guided.dtype)
     guided, cond = backends.cast(xp, noise_guided, work), backends.cast(xp, noise_cond, work)
@@ -149,10 +159,20 @@ def check_rescale(name: str, value: Any) -> float:
 
 def _std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:
     """std(a) / std(b) per sample (over every axis but the first, kept for broadcasting); 1
-    where std(b) = 0. The ratio of population and of sample standard deviations is the same."""
+    where std(b) = 0. The ratio of population and of sample standard deviations is the same.
+    Each sample is divided by its largest |entry| before the std, so that the squares neither
+    overflow (float32 above about 1e19) nor underflow to zero; the scales come back as a ratio."""
     axes = tuple(range(1, a.ndim))
-    std_a = xp.std(a, axis=axes, keepdims=True)
-    std_b = xp.std(b, axis=axes, keepdims=True)
+    big_a = _max_abs(a, axes, xp=xp)
+    big_b = _max_abs(b, axes, xp=xp)
+    std_a = xp.std(a / big_a, axis=axes, keepdims=True)
+    std_b = xp.std(b / big_b, axis=axes, keepdims=True)
     spread = std_b > 0
     one = xp.ones_like(std_b)
-    return xp.where(spread, std_a / xp.where(spread, std_b, one), one)
+    return xp.where(spread, std_a / xp.where(spread, std_b, one) * (big_a / big_b), one)
+
+
+def _max_abs(x: Array, axes: tuple[int, ...], *, xp: Namespace) -> Array:
+    """max |x| per sample over `axes` (kept for broadcasting); 1 where it is 0."""
+    big = xp.max(xp.abs(x), axis=axes, keepdims=True)
+    return xp.where(big > 0, big, xp.ones_like(big))

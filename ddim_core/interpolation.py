@@ -75,7 +75,7 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     flat_a, flat_b = xp.reshape(a, rows), xp.reshape(b, rows)
     u_a, u_b = _unit(flat_a, xp), _unit(flat_b, xp)
     theta = 2.0 * xp.atan2(_norm(u_a - u_b, xp), _norm(u_a + u_b, xp))
-    arc = (theta > 0) & (theta < math.pi) & (_norm(flat_a, xp) > 0) & (_norm(flat_b, xp) > 0)
+    arc = (theta > 0) & (theta < math.pi) & (_norm(u_a, xp) > 0) & (_norm(u_b, xp) > 0)
     sin = xp.sin(xp.where(arc, theta, xp.ones_like(theta)))
     w_a = xp.where(arc, xp.sin((1.0 - t) * theta) / sin, 1.0 - t)
     w_b = xp.where(arc, xp.sin(t * theta) / sin, t)
@@ -87,12 +87,17 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
 
 
 def _norm(x: Array, xp: Any) -> Array:
-    """|x| of each row of a (batch, D) array: shape (batch,)."""
+    """|x| of each row of a (batch, D) array of entries at most about 1: shape (batch,)."""
     return xp.sqrt(xp.sum(x * x, axis=1))
 
 
 def _unit(x: Array, xp: Any) -> Array:
-    """x / |x| per row; a zero row stays zero."""
+    """x / |x| per row; a zero row stays zero. Each row is first divided by its largest |entry|,
+    so that the squares neither overflow (float32 above about 1e19) nor underflow to zero."""
+    if x.shape[1] == 0:
+        return x
+    big = xp.max(xp.abs(x), axis=1, keepdims=True)
+    x = x / xp.where(big > 0, big, xp.ones_like(big))
     n = xp.reshape(_norm(x, xp), (-1, 1))
     return x / xp.where(n > 0, n, xp.ones_like(n))
 

@@ -51,7 +51,7 @@ from . import backends, coefficients, kernels
 from . import compensated as cw
 from .backends import Array, Namespace
 from .coefficients import Row, StepKey
-from .config import DDIMConfig, check_nonnegative
+from .config import DDIMConfig, check_nonnegative, check_real
 from .plans import FINAL, Plan, make_plan
 from .sampling import Model, StepInfo, _call, _check_loop, _progress
 from .steps import inverse_step, step
@@ -115,6 +115,13 @@ class State(tuple):  # type: ignore[type-arg]
         -------
         State
 
+        Raises
+        ------
+        TypeError
+            A factor that is not a real number.
+        ValueError
+            A factor that is zero, NaN or infinite.
+
         Examples
         --------
         >>> import numpy as np
@@ -126,6 +133,9 @@ class State(tuple):  # type: ignore[type-arg]
         >>> back[0].tolist(), abs(float(back.lo[0][0])) < 1e-30
         ([0.7], True)
         """
+        for name, factor in (("first", first), ("second", second)):
+            if check_real(name, factor) == 0.0:
+                raise ValueError(f"{name}={factor!r} must be a nonzero factor")
         xp = backends.namespace(first=self[0], second=self[1])
         k = _constants(xp, self[0].dtype)
         lo = (None, None) if self.lo is None else self.lo
@@ -211,7 +221,7 @@ def sample_edict(
     True
     """
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
-    _check_loop(model, _pair(state)[0], callback)
+    _check_loop(model, _pair(state)[0], callback, "state")
     _check_linear(plan, "EDICT")
     _check_origin(state, ("edict", plan.timesteps, mix, config), "sample_edict")
     x, y, xp, work, dtype = _state_pairs(state, precision, dtype)
@@ -291,7 +301,7 @@ def invert_edict(
     (dtype('float64'), dtype('float32'))
     """
     plan, mix = _plan(config, num_inference_steps, timesteps), _check_p(p)
-    _check_loop(model, x_0, callback)
+    _check_loop(model, x_0, callback, "x_0")
     _check_linear(plan, "EDICT")
     xp = backends.namespace(x_0=x_0)
     work, dtype = _dtypes(xp, x_0.dtype, precision, None)
@@ -382,7 +392,7 @@ def sample_bdia(
     True
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
-    _check_loop(model, _pair(state)[0], callback)
+    _check_loop(model, _pair(state)[0], callback, "state")
     _check_origin(state, ("bdia", plan.timesteps, g, config), "sample_bdia")
     z_prev, z, xp, work, dtype = _start(
         model, state, plan, callback, check_finite, precision, dtype
@@ -459,7 +469,7 @@ def invert_bdia(
     (dtype('float64'), dtype('float32'))
     """
     plan, g = _plan(config, num_inference_steps, timesteps), _check_gamma(gamma)
-    _check_loop(model, x_0, callback)
+    _check_loop(model, x_0, callback, "x_0")
 
     def update(
         z_next: cw.Pair, z: cw.Pair, out: Array, i: int, t: int, k: Constants, xp: Namespace
@@ -542,7 +552,7 @@ def sample_belm(
     True
     """
     plan = _plan(config, num_inference_steps, timesteps)
-    _check_loop(model, _pair(state)[0], callback)
+    _check_loop(model, _pair(state)[0], callback, "state")
     _check_linear(plan, "BELM")
     _check_origin(state, ("belm", plan.timesteps, None, config), "sample_belm")
     z_prev, z, xp, work, dtype = _start(
@@ -611,7 +621,7 @@ def invert_belm(
     (dtype('float64'), dtype('float32'))
     """
     plan = _plan(config, num_inference_steps, timesteps)
-    _check_loop(model, x_0, callback)
+    _check_loop(model, x_0, callback, "x_0")
     _check_linear(plan, "BELM")
 
     def update(
@@ -730,7 +740,7 @@ def _state_pairs(
     """A state (or one x_T for both) as two compensated pairs in the work dtype (a State's low
     words included), the namespace, the work dtype and the samples' dtype."""
     first, second = _pair(state)
-    xp = backends.namespace(first=first, second=second)
+    xp = backends.namespace(**{"state[0]": first, "state[1]": second})
     if tuple(first.shape) != tuple(second.shape) or first.dtype != second.dtype:
         raise ValueError(
             f"a state's two arrays must share one shape and dtype, got {tuple(first.shape)} "
@@ -855,6 +865,9 @@ def _pair(state: State | tuple[Array, Array] | Array) -> tuple[Array, Array]:
     if isinstance(state, tuple):
         if len(state) != 2:
             raise ValueError(f"a state is a pair of arrays, got {len(state)} items")
+        for j, array in enumerate(state):
+            if array is None:
+                raise TypeError(f"state[{j}] must be an array, got None")
         return state[0], state[1]
     return state, state
 

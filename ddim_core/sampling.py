@@ -291,17 +291,18 @@ def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
     return iters
 
 
-def _check_loop(model: Any, x: Any, callback: Any) -> None:
-    """The arguments every loop takes: a callable model and callback, an array x."""
+def _check_loop(model: Any, x: Any, callback: Any, name: str = "x") -> None:
+    """The arguments every loop takes: a callable model and callback, an array x (the
+    argument `name`)."""
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable with a StepInfo, got {callback!r}")
     if x is None:
-        raise TypeError("x must be an array (the starting sample), got None")
-    xp = backends.namespace(x=x)
+        raise TypeError(f"{name} must be an array (the starting sample), got None")
+    xp = backends.namespace(**{name: x})
     if not backends.is_real_floating(xp, x):
-        raise TypeError(f"x must be a real floating-point array, got dtype {x.dtype}")
+        raise TypeError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
 
 
 def _check_noise_list(noise: Any, n: int) -> None:

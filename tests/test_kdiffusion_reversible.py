@@ -214,6 +214,11 @@ def test_bad_arguments_are_named_as_sample_ddim_names_them(name: str) -> None:
             fn(denoiser, np.ones(()), s)  # was an IndexError from x.shape[0]
     with pytest.raises(ValueError, match="a state is a pair of arrays, got 3 items"):
         getattr(kr, f"sample_{name}")(denoiser, (x, x, x), sigmas)
+    # a None in the state was an AttributeError, a list named the adapter's local "second"
+    with pytest.raises(TypeError, match=rf"sample_{name}: x\[1\] must be an array, got None"):
+        getattr(kr, f"sample_{name}")(denoiser, (x, None), sigmas)
+    with pytest.raises(TypeError, match=r"x\[1\] must be an array .* got list"):
+        getattr(kr, f"sample_{name}")(denoiser, (x, x.tolist()), sigmas)
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -80,8 +80,14 @@ def test_ode_solution_only_where_known() -> None:
         guided(mixture, mixture.component(0), 3.0).ode_solution(np.zeros((1, 1)), 0.5)
     with pytest.raises(ValueError, match=r"rescale=1.5 must be in \[0, 1\]"):
         guided(UNCOND, COND, 3.0, rescale=1.5)
-    with pytest.raises(TypeError, match="scale must be a finite real number"):
+    with pytest.raises(ValueError, match="scale=nan must be a finite number"):
         guided(UNCOND, COND, math.nan)
+    with pytest.raises(TypeError, match="scale must be a real number, got '3'"):
+        guided(UNCOND, COND, "3")
+    # NumPy scalars are real numbers (np.float32 and np.int64 were refused, np.float64 not)
+    for scale in (np.float32(7.5), np.int64(7)):
+        model = guided(UNCOND, COND, scale)
+        assert model.scale == float(scale) and type(model.scale) is float
 
 
 # --- guidance rescale --------------------------------------------------------------------
@@ -118,6 +124,22 @@ def test_rescale_keeps_the_conditional_spread() -> None:
         dc.rescale_noise_cfg(g, c[:, :8], 0.5)
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_rescale_noise_cfg_of_huge_and_tiny_float32_is_finite_and_right(scale: float) -> None:
+    """The squares in the std overflowed to inf above about 1e19 in float32 (a NaN output) and
+    underflowed to 0 below about 1e-19 (the spread taken for zero): each sample is scaled by
+    its largest |entry| first. Empty sample axes have nothing to rescale."""
+    rng = np.random.default_rng(7)
+    g = (rng.standard_normal((3, 4, 5)) * 3.0 * scale).astype(np.float32)
+    c = (rng.standard_normal((3, 4, 5)) * scale).astype(np.float32)
+    got = dc.rescale_noise_cfg(g, c, 0.7)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    want = reference_rescale(g.astype(np.float64), c.astype(np.float64), 0.7)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    empty = np.ones((2, 0), dtype=np.float32)
+    assert dc.rescale_noise_cfg(empty, empty, 0.7).shape == (2, 0)
+
+
 def test_guidance_refuses_bad_scales_and_rescales() -> None:
     """A NaN scale or a rescale outside [0, 1] is an error naming the argument, never a
     silent NaN; integer outputs are a TypeError, not a backend's AttributeError."""
@@ -126,6 +148,13 @@ def test_guidance_refuses_bad_scales_and_rescales() -> None:
         dc.guidance.cfg(g, c, math.nan)
     with pytest.raises(TypeError, match="scale must be a real number"):
         dc.guidance.cfg(g, c, np.array([2.0, 3.0]))
+    # outputs that do not pair: a NumPy broadcast error, an integer sum, or (at scale 1) no
+    # check at all, where they are now errors naming the arguments
+    with pytest.raises(ValueError, match=r"uncond has shape \(1, 4\) but cond has shape \(4,\)"):
+        dc.guidance.cfg(g, c[0], 7.5)
+    for scale in (1.0, 7.5):
+        with pytest.raises(TypeError, match="cond must be a real floating array, got dtype int"):
+            dc.guidance.cfg(g, np.ones((1, 4), dtype=np.int64), scale)
     with pytest.raises(ValueError, match=r"guidance_rescale=1.5 must be in \[0, 1\]"):
         dc.rescale_noise_cfg(g, c, 1.5)
     with pytest.raises(TypeError, match="noise_guided must be a real floating array"):
@@ -181,6 +210,20 @@ def test_slerp_walks_the_great_circle(alpha: float, seed: int, scale: float) -> 
     cos = lambda u, v: np.sum(u * v, axis=1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)  # noqa: E731
     theta = np.arccos(np.clip(cos(a, b), -1, 1))
     np.testing.assert_allclose(np.arccos(np.clip(cos(a, x), -1, 1)), alpha * theta, atol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_slerp_of_huge_and_tiny_float32_is_finite_and_right(scale: float) -> None:
+    """The squares in the norms overflowed to inf above about 1e19 in float32 and underflowed
+    to 0 below about 1e-19: either way the samples were taken for zero and the result was the
+    chord, not the arc. Each row is scaled by its largest |entry| first."""
+    rng = np.random.default_rng(8)
+    a = (rng.standard_normal((3, 4, 8)) * scale).astype(np.float32)
+    b = (rng.standard_normal((3, 4, 8)) * scale).astype(np.float32)
+    got = dc.slerp(a, b, 0.3)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    want = reference_slerp(a.astype(np.float64), b.astype(np.float64), 0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_slerp_degenerate_pairs_and_arguments() -> None:
@@ -270,3 +313,6 @@ def test_guided_ode_solution_refuses_levels_outside_0_1() -> None:
     with pytest.raises(ValueError, match=r"ab_T=0.0 must be in \(0, 1\]"):
         COND.ode_solution(np.zeros((1, 2)), 0.0, 0.5)
     np.testing.assert_allclose(COND.ode_solution(np.zeros((1, 2)), 0.0), COND.means)
+    for bad in (-0.5, 1.5, math.nan):  # to the data: "math domain error" or a silent NaN
+        with pytest.raises(ValueError, match=r"ab_T=.* must be in \[0, 1\]"):
+            COND.ode_solution(np.zeros((1, 2)), bad)

@@ -225,6 +225,19 @@ def test_state_pickles_with_its_dtype_and_low_words() -> None:
     np.testing.assert_array_equal(R.sample_bdia(guided(MIXTURE, COND, 3.0), again, SD, 10), x0)
 
 
+def test_state_scaled_refuses_bad_factors() -> None:
+    """A zero or NaN factor gave a NaN state without a word, a string was read as a number."""
+    state = R.State(np.array([0.7]), np.array([0.3]), np.float64)
+    with pytest.raises(ValueError, match=r"first=0\.0 must be a nonzero factor"):
+        state.scaled(0.0, 1.0, divide=True)
+    with pytest.raises(ValueError, match="second=nan must be a finite number"):
+        state.scaled(1.0, float("nan"))
+    for bad in ("2", True):
+        with pytest.raises(TypeError, match="first must be a real number"):
+            state.scaled(bad, 1.0)
+    np.testing.assert_array_equal(state.scaled(np.float32(2.0), 1.0)[0], [1.4])
+
+
 def test_mismatched_states_are_refused() -> None:
     """A state from another method, plan or parameter, or two arrays that do not pair, is an
     error naming what made it, not an x_0 far from the data (BDIA's state through EDICT's
@@ -255,6 +268,24 @@ def test_mismatched_states_are_refused() -> None:
         R.sample_belm(COND, (x0, x0.astype(np.float32)), SD, 5)
     with pytest.raises(TypeError, match=r"dtype must be a real floating dtype .* got 'float32'"):
         R.sample_belm(COND, x0, SD, 5, dtype="float32")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_bad_arrays_are_named_by_their_argument(method: str) -> None:
+    """The checks named every array "x" (the plain loops' argument), and a state with a None
+    in it was an AttributeError from inside the loop."""
+    invert, sample, _ = METHODS[method]
+    x = np.zeros((2, 2))
+    with pytest.raises(TypeError, match="x_0 must be a real floating-point array, got dtype"):
+        invert(COND, np.zeros((2, 2), dtype=np.int64), SD, 5)
+    with pytest.raises(TypeError, match="x_0 must be an array"):
+        invert(COND, [[0.0, 0.0]], SD, 5)
+    with pytest.raises(TypeError, match="state must be an array"):
+        sample(COND, [x, x], SD, 5)
+    with pytest.raises(TypeError, match=r"state\[1\] must be an array, got None"):
+        sample(COND, (x, None), SD, 5)
+    with pytest.raises(TypeError, match=r"state\[1\] must be an array .* got list"):
+        sample(COND, (x, x.tolist()), SD, 5)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

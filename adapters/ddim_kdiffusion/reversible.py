@@ -487,6 +487,11 @@ def _sample(
     state_given = isinstance(x, tuple)
     if state_given and len(x) != 2:
         raise ValueError(f"sample_{name}: a state is a pair of arrays, got {len(x)} items")
+    if state_given:
+        for j, array in enumerate(x):
+            if array is None:
+                raise TypeError(f"sample_{name}: x[{j}] must be an array, got None")
+        backends.namespace(**{"x[0]": x[0], "x[1]": x[1]})  # one library
     extra = _check_call(model, x[0] if state_given else x, extra_args, callback)
     descending = _stepped(sigmas, name, ascending=False)
     if len(descending) < 2:
