@@ -27,7 +27,7 @@ import numpy as np
 from . import backends, guidance
 from .backends import Array
 from .config import DDIMConfig, check_nonnegative, check_real
-from .schedules import Schedule, alphas_cumprod, schedule
+from .schedules import Schedule, _table, schedule
 
 # The demo's data (`ddim-core demo`, the default model of ddim_core.distributed): narrow, well
 # separated components in 2-D, where plain inversion fails near the boundaries between them.
@@ -262,7 +262,7 @@ class GaussianMixture:
         index, no host-to-device copy) as for an array t (a gather), so both give
         bit-identical outputs."""
         device = backends.device(x)
-        table = alphas_cumprod(self.schedule, xp=xp, device=device, dtype=x.dtype)
+        table = _table(self.schedule, "alphas_cumprod", xp, device, x.dtype)  # cached, shared
         if isinstance(t, int | np.integer):
             return xp.reshape(table[int(t)], (1, 1, 1))
         return xp.reshape(backends.take_rows(table, t, xp), (-1, 1, 1))

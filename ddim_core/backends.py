@@ -447,6 +447,50 @@ def check_range_on_device(x: Array, size: int, message: str) -> Array:
     return x
 
 
+def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) -> Array:
+    """x, with no element in `excluded` checked where x lives, without waiting for it, as
+    `check_range_on_device` does (torch's asynchronous assert, a Dask check in the graph; JAX
+    under jit has none).
+
+    Parameters
+    ----------
+    x : array
+        Integer indices (timesteps), already range-checked.
+    excluded : tuple of int
+        The values that are not allowed (rows where no step can be taken).
+    message : str
+        What the failed check says.
+
+    Returns
+    -------
+    array
+        `x` itself, or for Dask a lazy array that checks each block when computed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.array([999, 0])
+    >>> check_excluded_on_device(t, (1,), "cannot step at timestep 1") is t
+    True
+    """
+    if not excluded:
+        return x
+    if array_api_compat.is_torch_array(x):
+        torch = sys.modules["torch"]
+        hit = torch.isin(x, _torch_integers(excluded, x.device))
+        torch._assert_async(~(hit if hit.ndim == 0 else hit.any()), message)
+    elif array_api_compat.is_dask_array(x):
+        lazy: Any = x
+        return lazy.map_blocks(_check_excluded_block, excluded, message, dtype=x.dtype)
+    return x
+
+
+def _check_excluded_block(block: np.ndarray, excluded: tuple[int, ...], message: str) -> np.ndarray:
+    if block.size and np.isin(block, excluded).any():
+        raise ValueError(message)
+    return block
+
+
 def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
     """`table[indices]` along axis 0 for checked, non-negative integer indices of any shape
     (flattened): torch's `index_select` directly, where array-api-compat's `take` adds three
@@ -959,3 +1003,8 @@ def _tracing(result: Any) -> bool:
     if jax is not None and isinstance(first, jax.core.Tracer):
         return True
     return compiling()
+
+
+@device_cache  # uploaded once per device, not at every step
+def _torch_integers(values: tuple[int, ...], device: Any) -> Array:
+    return sys.modules["torch"].tensor(values, device=device)

@@ -49,7 +49,7 @@ import numpy as np
 from . import backends
 from .analytic import DEMO_MEANS, DEMO_STDS, GaussianMixture
 from .backends import Array
-from .config import DDIMConfig, check_int
+from .config import DDIMConfig, check_int, check_nonnegative
 from .plans import make_plan
 
 FORMAT = 1  # version of the target layout and of the records
@@ -63,6 +63,7 @@ METHODS: dict[str, dict[str, str]] = {
 }
 DEFAULT_METHOD = "ddim"
 DEFAULT_MODEL = "ddim_core.distributed:analytic_model"
+_WORKER_TIMEOUT_S = 600.0  # waiting for the `workers` of a given cluster: a clear error, no hang
 
 # Loop options that cannot cross to the workers, and why.
 _REFUSED = {
@@ -284,6 +285,7 @@ def invert_dataset(
     chunk: int | None = None,
     method: str = DEFAULT_METHOD,
     workers: int | None = None,
+    worker_timeout: float | None = _WORKER_TIMEOUT_S,
     resources: Mapping[str, float] | None = None,
     model_id: str | None = None,
     progress: bool = False,
@@ -325,6 +327,9 @@ def invert_dataset(
     workers : int, optional
         Without a client, the LocalCluster's size; with a client or an address, wait until
         that many workers are connected.
+    worker_timeout : float or None, default 600
+        Seconds to wait for those `workers` (with a client or an address); None waits
+        without limit.
     resources : mapping of str to float, optional
         Dask resources each task needs, e.g. ``{"GPU": 1}`` with one worker per GPU.
     model_id : str, optional
@@ -347,16 +352,19 @@ def invert_dataset(
     ------
     TypeError
         `client`, `config` or `model_factory` of the wrong kind (or a factory that cannot be
-        pickled); `n`, `chunk` or `workers` not an integer; a loop option refused, unknown to
-        the method, or not plain data to be recorded; a source that is not floating point.
+        pickled); `n`, `chunk` or `workers` not an integer, `worker_timeout` not a number; a
+        loop option refused, unknown to the method, or not plain data to be recorded; a
+        source that is not floating point.
     ValueError
-        `n`, `chunk` or `workers` out of range; an unknown method; a source that cannot be
-        read as an array; a target that is or holds the source, that ddim-core did not
-        write, or that holds another layout (kind, items, item shape, dtype, chunk); a chunk
-        of the source holding NaN or Inf (unless ``check_finite=False``), found when the
-        chunk runs.
+        `n`, `chunk`, `workers` or `worker_timeout` out of range; an unknown method; a
+        source that cannot be read as an array; a target that is or holds the source, that
+        ddim-core did not write, or that holds another layout (kind, items, item shape,
+        dtype, chunk); a chunk of the source holding NaN or Inf (unless
+        ``check_finite=False``), found when the chunk runs.
     FileNotFoundError
         The source does not exist.
+    TimeoutError
+        Fewer than `workers` workers connected within `worker_timeout` seconds.
     ImportError
         dask.distributed or zarr (the `distributed` extra) is missing, or the model factory
         or method cannot be imported.
@@ -401,6 +409,7 @@ def invert_dataset(
         chunk=chunk,
         method=method,
         workers=workers,
+        worker_timeout=worker_timeout,
         resources=resources,
         model_id=model_id,
         progress=progress,
@@ -420,6 +429,7 @@ def sample_dataset(
     chunk: int | None = None,
     method: str = DEFAULT_METHOD,
     workers: int | None = None,
+    worker_timeout: float | None = _WORKER_TIMEOUT_S,
     resources: Mapping[str, float] | None = None,
     model_id: str | None = None,
     progress: bool = False,
@@ -456,6 +466,8 @@ def sample_dataset(
     method : str, default "ddim"
         A name in ``METHODS["sample"]`` ("ddim": `ddim_core.sample`) or "module:function".
     workers : int, optional
+        As in `invert_dataset`.
+    worker_timeout : float or None, default 600
         As in `invert_dataset`.
     resources : mapping of str to float, optional
         Dask resources each task needs, e.g. ``{"GPU": 1}``.
@@ -522,6 +534,7 @@ def sample_dataset(
         chunk=chunk,
         method=method,
         workers=workers,
+        worker_timeout=worker_timeout,
         resources=resources,
         model_id=model_id,
         progress=progress,
@@ -889,6 +902,7 @@ def _run(
     seed: int | None,
     options: dict[str, Any],
     cluster_options: Mapping[str, Any] | None = None,
+    worker_timeout: float | None = _WORKER_TIMEOUT_S,
 ) -> Report:
     if not (client is None or isinstance(client, (str, _dask().Client))):
         raise TypeError(
@@ -897,6 +911,8 @@ def _run(
         )
     if workers is not None:
         workers = check_int("workers", workers, low=1)
+    if worker_timeout is not None and check_nonnegative("worker_timeout", worker_timeout) == 0:
+        raise ValueError("worker_timeout=0 must be a number of seconds > 0, or None: no limit")
     _check_own_arguments(kind, options)
     job = prepare(
         kind,
@@ -911,7 +927,7 @@ def _run(
         seed=seed,
         **options,
     )
-    with _client(client, workers, cluster_options or {}) as dask_client:
+    with _client(client, workers, cluster_options or {}, worker_timeout) as dask_client:
         return _submit(dask_client, job, resources, progress)
 
 
@@ -1195,8 +1211,14 @@ class _client:
     """The Dask client to use, as a context: a LocalCluster of our own (closed at the end),
     a connection to an address (closed, the cluster left running), or the caller's client."""
 
-    def __init__(self, client: Any, workers: int | None, options: Mapping[str, Any]) -> None:
-        self.given, self.workers, self.options = client, workers, options
+    def __init__(
+        self,
+        client: Any,
+        workers: int | None,
+        options: Mapping[str, Any],
+        timeout: float | None = None,
+    ) -> None:
+        self.given, self.workers, self.options, self.timeout = client, workers, options, timeout
         self.owned: list[Any] = []
 
     def __enter__(self) -> Any:
@@ -1220,7 +1242,14 @@ class _client:
         else:
             client = self.given
         if self.workers is not None:
-            client.wait_for_workers(self.workers)
+            try:
+                client.wait_for_workers(self.workers, timeout=self.timeout)
+            except TimeoutError as e:  # dask's says "Only 0/2 workers arrived after 5.0"
+                raise TimeoutError(
+                    f"fewer than workers={self.workers} workers connected within "
+                    f"worker_timeout={self.timeout} s ({e}); start more workers, or pass a "
+                    "larger worker_timeout (None: no limit)"
+                ) from None
         return client
 
     def __exit__(self, *exc: object) -> None:
@@ -1592,6 +1621,13 @@ def command(name: str, argv: Sequence[str]) -> int:
     parser.add_argument("--config", help="a scheduler_config.json (default: DDIMConfig())")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler's address")
     parser.add_argument("--workers", type=int, help="LocalCluster size, or workers to wait for")
+    parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=_WORKER_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long to wait for --workers on --scheduler (default 600)",
+    )
     parser.add_argument("--chunk", type=int, help="items per task (default: about 4 MiB)")
     parser.add_argument("--method", default=DEFAULT_METHOD, help="a method name or module:function")
     parser.add_argument(
@@ -1634,6 +1670,7 @@ def command(name: str, argv: Sequence[str]) -> int:
             chunk=args.chunk,
             method=args.method,
             workers=args.workers,
+            worker_timeout=args.worker_timeout,
             resources=_pairs(args.resources, float, "--resources") or None,
             model_id=args.model_id,
             progress=not args.quiet,

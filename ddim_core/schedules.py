@@ -2,7 +2,8 @@
 
 Tables are computed once per configuration, in float64, with array API functions on the host
 (NumPy through array-api-compat), and only cast where they meet a sample. `betas()` and
-`alphas_cumprod()` hand them out in any namespace, device and dtype, cached.
+`alphas_cumprod()` hand them out in any namespace, device and dtype, cached (read-only, or a copy
+where the library has no read-only arrays).
 """
 
 from __future__ import annotations
@@ -259,7 +260,9 @@ def betas(
     Returns
     -------
     array
-        Cached per (schedule, namespace, device, dtype): do not modify it.
+        Read-only where the library has read-only arrays (NumPy, JAX; cached and shared),
+        else a copy of the cached table (torch, CuPy, ...): writing into it changes no later
+        call.
 
     Examples
     --------
@@ -268,7 +271,7 @@ def betas(
     >>> b.shape, float(b[0]), float(b[-1])
     ((1000,), 0.0001, 0.02)
     """
-    return _table(as_schedule(config), "betas", xp, device, dtype)
+    return _handed_out(_table(as_schedule(config), "betas", xp, device, dtype))
 
 
 def alphas_cumprod(
@@ -294,7 +297,7 @@ def alphas_cumprod(
     Returns
     -------
     array
-        Cached: do not modify it.
+        As `betas`: read-only, or a copy that later calls do not see.
 
     Examples
     --------
@@ -303,7 +306,15 @@ def alphas_cumprod(
     >>> ab.dtype, bool(ab[0] > ab[-1])
     (dtype('float32'), True)
     """
-    return _table(as_schedule(config), "alphas_cumprod", xp, device, dtype)
+    return _handed_out(_table(as_schedule(config), "alphas_cumprod", xp, device, dtype))
+
+
+def _handed_out(table: Array) -> Array:
+    """The cached table itself where no one can write into it, else a copy: a write into a
+    shared torch (CuPy, ...) table would change every later call's table."""
+    if not backends.writable(table):
+        return table
+    return backends.namespace(table=table).asarray(table, copy=True)
 
 
 def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype: Any) -> Array:

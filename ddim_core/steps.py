@@ -417,10 +417,10 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
     values = backends.host_integers(t_arr)
     found = coefficients.table(key)
     if values is None:  # on a device: checked there, asynchronously, where the backend can
-        steps = key.plan.inverse_timesteps if key.inverse else key.plan.timesteps
-        coefficients.check_timesteps(found, list(steps))
         size = found.values.shape[0]
-        return None, backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
+        t_arr = backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
+        excluded = tuple(sorted(found.invalid))
+        return None, backends.check_excluded_on_device(t_arr, excluded, _invalid(found))
     coefficients.check_timesteps(found, values)
     if values and all(v == values[0] for v in values):
         return values[0], None
@@ -428,6 +428,17 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
 
 
 _RANGE = "a timestep is outside [0, num_train_timesteps={size})"
+
+
+def _invalid(found: coefficients.Table) -> str:
+    """The message of the device check that no timestep is one where a step cannot be taken."""
+    if not found.invalid:
+        return ""
+    rows = sorted(found.invalid)
+    if len(rows) == 1:
+        return f"cannot step at timestep {rows[0]}: {found.invalid[rows[0]]}"
+    listed = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    return f"cannot step at timesteps {listed} (at {rows[0]}: {found.invalid[rows[0]]})"
 
 
 def _noise_coefficients(

@@ -150,3 +150,31 @@ def test_unsampler_refuses_pure_noise_on_rectified_flow_models(monkeypatch) -> N
     sampling = types.SimpleNamespace(sigmas=CONST.sigmas)  # not CONST
     unsampler(0)
     assert tops == [pytest.approx(0.95), 1.0]
+
+
+def test_unsampler_takes_the_schedule_nodes_steps_offset() -> None:
+    """The DDIM Schedule node has steps_offset and the Unsampler had not: its schedule was
+    always steps_offset 0, so a leading schedule with offset 1 (SD 1.x) could not be matched.
+    Now the input is the schedule node's own (tooltip, default, range), last among the
+    Unsampler's inputs (saved workflows keep widget values in order), and reaches the sigmas."""
+    from ddim_comfyui import core
+
+    (unsampler,) = [n for n in U.NODES if n.node_id == "DDIMCoreUnsampler"]
+    (schedule,) = [n for n in core.NODES if n.node_id == "DDIMCoreSchedule"]
+    (offset,) = [p for p in schedule.inputs if p.name == "steps_offset"]
+    assert unsampler.inputs[-1] == offset and offset.default == 0
+    sampling = types.SimpleNamespace(sigmas=((1 - TABLE) / TABLE).sqrt())
+    model = types.SimpleNamespace(get_model_object=lambda name: sampling)
+    climbed = []
+
+    def guide(model, positive, negative, cfg, latent, function, sigmas):  # type: ignore[no-untyped-def]
+        climbed.append(sigmas)
+        return latent["samples"]
+
+    latent = {"samples": torch.zeros(1, 4, 2, 2)}
+    for steps_offset in (0, 1):
+        args = (model, 20, 0, 1.0, "ddim_exact", "leading", [], [], latent, 8, 1e-6, steps_offset)
+        U.run_unsampler(*args, guide=guide)
+        want = core.ddim_sigmas(model, 20, "leading", steps_offset, 1.0).flip(0)
+        torch.testing.assert_close(climbed[-1], want, rtol=0, atol=0)
+    assert not torch.equal(climbed[0], climbed[1])

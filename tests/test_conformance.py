@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 
 from ddim_core import cli
@@ -116,6 +117,47 @@ def test_the_kind_is_guessed_from_the_name_not_from_a_missing_eta() -> None:
     assert guess_kind(diffusers.DDIMInverseScheduler) == "inverse"
     assert guess_kind(ReferenceInverseScheduler) == "inverse"
     assert guess_kind(dd.DDIMScheduler) == "scheduler"
+
+
+class OutStep(ReferenceScheduler):
+    """The reference scheduler with an out= argument: the results written into the buffers
+    (or, `ignores`, out= taken and left unwritten; `differs`, written off by one ulp)."""
+
+    ignores = differs = False
+
+    def step(self, *args: Any, out: Any = None, **kwargs: Any) -> Any:
+        kwargs["return_dict"] = False
+        prev, x0 = super().step(*args, **kwargs)
+        if out is None or self.ignores:
+            return prev, x0
+        out[0][...] = np.nextafter(prev, np.inf) if self.differs else prev
+        out[1][...] = x0
+        return out[0], out[1]
+
+
+class OutIgnored(OutStep):
+    ignores = True
+
+
+class OutDiffers(OutStep):
+    differs = True
+
+
+def test_out_buffers_are_checked_where_step_takes_out() -> None:
+    """`ddim-core check` never passed out= to a step that takes it: a step that ignored its
+    buffers, or computed other values with them, passed. Now the area "out= buffers" compares
+    each step with and without out= and reads the buffers; n/a where step takes no out=."""
+    area = ["out= buffers"]
+    (good,) = check(OutStep, backend="numpy", areas=area).findings
+    assert good.verdict == "pass", good.detail
+    (ignored,) = check(OutIgnored, backend="numpy", areas=area).findings
+    assert ignored.verdict == "FAIL" and "out[0] (prev_sample)" in ignored.detail
+    (differs,) = check(OutDiffers, backend="numpy", areas=area).findings
+    assert (
+        differs.verdict == "FAIL" and "the prev_sample returned with out= is not" in differs.detail
+    )
+    (plain,) = check(ReferenceScheduler, backend="numpy", areas=area).findings
+    assert (plain.verdict, plain.detail) == ("n/a", "step takes no out=")
 
 
 class ListTimesteps(ReferenceScheduler):

@@ -377,6 +377,8 @@ class Unpicklable:
         ({"chunk": 0}, ValueError, "chunk must be >= 1"),
         ({"chunk": 2.5}, TypeError, "chunk must be an integer"),
         ({"workers": 0}, ValueError, "workers must be >= 1"),
+        ({"worker_timeout": 0}, ValueError, "worker_timeout=0 must be a number of seconds > 0"),
+        ({"worker_timeout": "5s"}, TypeError, "worker_timeout must be a real number"),
         ({"method": "nope"}, ValueError, "unknown invert method 'nope'; known: ddim"),
         ({"callback": print}, TypeError, "callback= is not supported for datasets"),
         ({"progres": True}, TypeError, "bad loop options"),
@@ -529,6 +531,22 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(
     assert "invert-dataset: 100%" in err  # the bar
 
 
+def test_waiting_for_workers_that_never_come_times_out(npy: Path) -> None:
+    """workers=K with a client waited for K workers without limit: a scheduler with no
+    workers hung the run forever. Now it waits worker_timeout seconds, then a TimeoutError
+    names both."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as empty,
+        pytest.raises(TimeoutError, match=r"workers=1 .* worker_timeout=0.5 s"),
+    ):
+        within_timeout(
+            _invert, npy, npy.parent / "out.zarr", client=empty, workers=1, worker_timeout=0.5
+        )
+
+
 @pytest.mark.parametrize("fails", ["Client", "wait_for_workers"])
 def test_what_the_client_context_opened_is_closed_when_opening_fails(
     monkeypatch: pytest.MonkeyPatch, fails: str
@@ -547,7 +565,7 @@ def test_what_the_client_context_opened_is_closed_when_opening_fails(
         def close(self) -> None:
             closed.append(self.name)
 
-        def wait_for_workers(self, n: int) -> None:
+        def wait_for_workers(self, n: int, timeout: float | None) -> None:
             raise KeyboardInterrupt
 
     def client(target: Any) -> Any:

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ddim_core as dc
-from ddim_core import builtins, functional
+from ddim_core import backends, builtins, functional
 from ddim_core.testing import reference
 
 torch = pytest.importorskip("torch")
@@ -136,6 +136,30 @@ def test_dask_timestep_out_of_range_fails_at_compute() -> None:
     lazy = dc.step(PLAN, x, da.from_array(np.array([1000, 900])), x).prev_sample
     with pytest.raises(ValueError, match="outside"):
         lazy.compute()
+
+
+def test_device_timestep_arrays_are_checked_per_step_not_per_plan() -> None:
+    """inverse_step with prediction_type="sample" cannot step up to the plan's first timestep
+    (from the clean level); a timestep array the host cannot read (Dask, JAX under jit, a GPU
+    tensor) refused every step for it, the valid ones too. Now the valid steps are taken and
+    the invalid one fails where the array is checked (at compute for Dask)."""
+    da = pytest.importorskip("dask.array")
+    config = dc.DDIMConfig(prediction_type="sample", clip_sample=False)
+    plan = dc.make_plan(config, 10)
+    x, m = np.ones((2, 3)), np.full((2, 3), 0.5)
+    t = plan.inverse_timesteps[3]
+    want = dc.inverse_step(plan, m, t, x).prev_sample
+    dm, dx = da.from_array(m), da.from_array(x)
+    lazy = dc.inverse_step(plan, dm, da.from_array(np.array([t, t])), dx)
+    np.testing.assert_allclose(lazy.prev_sample.compute(), want)
+    bad = dc.inverse_step(plan, dm, da.from_array(np.array([t, 0])), dx)
+    with pytest.raises(ValueError, match="cannot step at timestep 0: alpha_bar = 1"):
+        bad.prev_sample.compute()
+    with pytest.raises(RuntimeError, match="cannot step at timestep 0"):  # torch's device assert
+        backends.check_excluded_on_device(torch.tensor([t, 0]), (0,), "cannot step at timestep 0")
+    jax, jnp = pytest.importorskip("jax"), pytest.importorskip("jax.numpy")
+    jitted = jax.jit(lambda m, t, x: dc.inverse_step(plan, m, t, x).prev_sample)
+    np.testing.assert_allclose(jitted(jnp.asarray(m), jnp.asarray(t), jnp.asarray(x)), want)
 
 
 def test_zero_snr_refusal_is_not_bypassed_by_arrays() -> None:

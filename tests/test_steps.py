@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from helpers import Backend, assert_close, make_rng
@@ -164,7 +166,28 @@ def test_schedule_tables_in_any_namespace(backend: Backend) -> None:
     ab = dc.alphas_cumprod(cfg, xp=xp, device=device, dtype=xb.dtype)
     assert ab.dtype == xb.dtype and backend.device_of(ab) == device
     assert_close(backend, ab, dc.schedule(cfg).alphas_cumprod, "float32")
-    assert dc.alphas_cumprod(cfg, xp=xp, device=device, dtype=xb.dtype) is ab  # cached
+    assert_close(
+        backend, dc.alphas_cumprod(cfg, xp=xp, device=device, dtype=xb.dtype), ab, "float32"
+    )
+
+
+def test_schedule_tables_handed_out_cannot_be_corrupted(backend: Backend) -> None:
+    """The tables are cached per namespace, device and dtype; torch's was handed out as the
+    cached tensor itself, so a user's in-place write changed every later call's table. Now a
+    table is read-only (NumPy; JAX arrays are immutable) or a copy."""
+    import array_api_compat
+
+    cfg = CONFIGS["eps"]
+    xb = backend.array(np.zeros(2), "float32")
+    xp = array_api_compat.array_namespace(xb)
+    device = backend.device_of(xb)
+    for table in (dc.alphas_cumprod, dc.betas):
+        got = table(cfg, xp=xp, device=device, dtype=xb.dtype)
+        with contextlib.suppress(ValueError, TypeError):  # read-only (NumPy), immutable (JAX)
+            got[0] = 5.0
+        again = table(cfg, xp=xp, device=device, dtype=xb.dtype)
+        want = getattr(dc.schedule(cfg), table.__name__)
+        assert_close(backend, again, want, "float32")
 
 
 def test_device_tables_are_cached_for_unhashable_devices() -> None:

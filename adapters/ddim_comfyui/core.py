@@ -367,6 +367,17 @@ def _inversion_sampler(fixed_point_iters: int, tol: float) -> tuple[Any, dict[st
     return sample_ddim_core_inverse, {"fixed_point_iters": fixed_point_iters, "tol": tol}
 
 
+STEPS_OFFSET = Param(  # the DDIM Schedule's and the Unsampler's (the same schedule)
+    "steps_offset",
+    "INT",
+    0,
+    0,
+    1000,
+    1,
+    tooltip="Shift of every timestep (diffusers' steps_offset; leading spacing only, 1 for "
+    "Stable Diffusion 1.x).",
+)
+
 NODES = (
     NodeSpec(
         "DDIMCoreSampler",
@@ -459,16 +470,7 @@ NODES = (
                 "starts at the noisiest level; leading and linspace are the older rules; "
                 "quadratic is the DDIM paper's, denser toward the clean end.",
             ),
-            Param(
-                "steps_offset",
-                "INT",
-                0,
-                0,
-                1000,
-                1,
-                tooltip="Shift of every timestep (diffusers' steps_offset; leading spacing "
-                "only, 1 for Stable Diffusion 1.x).",
-            ),
+            STEPS_OFFSET,
             Param(
                 "denoise",
                 "FLOAT",

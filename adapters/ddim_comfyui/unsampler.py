@@ -326,6 +326,7 @@ def run_unsampler(
     latent_image: dict[str, Any],
     fixed_point_iters: int,
     tol: float,
+    steps_offset: int = 0,
     *,
     guide: Guide,
 ) -> dict[str, Any]:
@@ -353,6 +354,8 @@ def run_unsampler(
         Refinements per step of "ddim_exact".
     tol : float
         Its tolerance (0: every refinement).
+    steps_offset : int, default 0
+        The schedule's steps_offset (leading spacing only), as the DDIM Schedule node's.
     guide : callable
         Runs a sampler function under ComfyUI's CFG (given by `ddim_comfyui.nodes`).
 
@@ -374,7 +377,7 @@ def run_unsampler(
     """
     from .core import ddim_sigmas
 
-    sigmas = ddim_sigmas(model, steps, spacing, 0, 1.0)
+    sigmas = ddim_sigmas(model, steps, spacing, steps_offset, 1.0)
     up = inversion_sigmas(sigmas, end_at_step)
     _check_below_pure_noise(model, float(up[-1]), end_at_step)
     info: dict[str, Any] = {}
@@ -497,7 +500,7 @@ def _belm_sampler() -> tuple[Any, dict[str, Any]]:
 def _nodes() -> tuple[Any, ...]:
     from ddim_core.config import TIMESTEP_SPACINGS
 
-    from .core import CATEGORY, NodeSpec, Param
+    from .core import CATEGORY, STEPS_OFFSET, NodeSpec, Param
 
     model = Param("model", "MODEL", tooltip="The model to invert with (its own schedule).")
     positive = Param("positive", "CONDITIONING", tooltip="The prompt's conditioning.")
@@ -620,6 +623,7 @@ def _nodes() -> tuple[Any, ...]:
                     1e-6,
                     tooltip="ddim_exact: stop refining a step once its error is at most tol.",
                 ),
+                STEPS_OFFSET,  # last: saved workflows keep their widget values in order
             ),
             "LATENT",
             "Invert a latent to the noise a sampler turns back into it (as ComfyUI_Noise's "

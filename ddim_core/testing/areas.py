@@ -585,6 +585,50 @@ def per_sample_timesteps(target: Scheduler) -> Finding:
     return _run(area, target, prop, strategy, "one timestep per sample, float64")
 
 
+# --- out= buffers ------------------------------------------------------------------------------
+
+
+def out_buffers(target: Scheduler) -> Finding:
+    """Where `step` takes out=: every step of 10-step plans (clipped or not; float32 and
+    float64) with out= buffers equals the step without them, written into the buffers."""
+    area = "out= buffers"
+    if "out" not in target.step_params:
+        return Finding(area, NA, "step takes no out=")
+    b, checked = target.backend, 0
+    for config, dtype in itertools.product(
+        (DDIMConfig(clip_sample=False), DDIMConfig()), ("float32", "float64")
+    ):
+        if not b.supports(dtype):
+            continue
+        try:
+            s = setup(target, config, 10, own=False)
+        except Unsupported:
+            continue
+        x, m, _ = draw_inputs(checked, SHAPE)
+        for t in s.steps:
+            xb, mb = b.array(x, dtype), b.array(m, dtype)
+            want = target.step(s.instance, mb, t, xb)
+            buffers = (b.array(np.zeros(SHAPE), dtype), b.array(np.zeros(SHAPE), dtype))
+            where = f"{describe(config)}, {dtype}, step from t={t}"
+            try:
+                got = target.step(s.instance, mb, t, xb, out=buffers)
+            except Crash as e:
+                return Finding(area, FAIL, f"{where} with out=: {e}")
+            for name, i in (("prev_sample", 0), ("pred_original_sample", 1)):
+                if want[i] is None:
+                    continue
+                expected = to_numpy(want[i])
+                results = ((f"the {name} returned", got[i]), (f"out[{i}] ({name})", buffers[i]))
+                for what, value in results:
+                    if value is None or not np.array_equal(to_numpy(value), expected, True):
+                        why = f"{what} with out= is not the {name} of the step without out="
+                        return Finding(area, FAIL, f"{where}: {why}")
+            checked += 1
+    if not checked:
+        return Finding(area, UNSUPPORTED, "no configuration taken")
+    return Finding(area, PASS, f"{checked} steps with out= equal those without, in the buffers")
+
+
 # --- host syncs --------------------------------------------------------------------------------
 
 
@@ -706,6 +750,7 @@ def all_areas(target: Scheduler) -> list[Callable[[], Finding]]:
         lambda: dtypes(target),
         lambda: nan_inf(target),
         lambda: per_sample_timesteps(target),
+        lambda: out_buffers(target),
         lambda: host_syncs(target),
         lambda: thread_safety(target),
     ]

@@ -37,6 +37,7 @@ AREAS = (
     "dtypes",
     "NaN/Inf",
     "per-sample timesteps",
+    "out= buffers",
     "host syncs",
     "thread safety",
 )

@@ -347,6 +347,7 @@ def all_areas(target: Sampler) -> list[Callable[[], Finding]]:
         lambda: dtypes(target),
         lambda: nan_inf(target),
         lambda: Finding("per-sample timesteps", NA, "the batch shares the sigmas"),
+        lambda: Finding("out= buffers", NA, "a sampler returns its result"),
         lambda: host_syncs(target),
         lambda: thread_safety(target),
     ]

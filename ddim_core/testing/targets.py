@@ -173,10 +173,12 @@ class Scheduler:
         eta: float = 0.0,
         noise: Any = None,
         use_clipped: bool = False,
+        out: Any = None,
     ) -> tuple[Any, Any]:
         """(prev_sample, pred_original_sample or None) of one step; a forward step's eta,
-        noise (passed as variance_noise) and use_clipped_model_output where given."""
-        kwargs: dict[str, Any] = {}
+        noise (passed as variance_noise) and use_clipped_model_output where given; `out`
+        (buffers for the two results) passed as out= where given."""
+        kwargs: dict[str, Any] = {} if out is None else {"out": out}
         if not self.inverse:
             if eta:
                 if "variance_noise" not in self.step_params:
