@@ -82,7 +82,16 @@ def sample_ddim(
     Returns
     -------
     array
-        The sample at the last sigma.
+        The sample at the last sigma, in x's dtype (k-diffusion's own samplers take the
+        dtype of a model or noise that answers in a wider one).
+
+    Raises
+    ------
+    TypeError
+        A model, callback or noise_sampler that is not callable, or an x that is not real
+        floating.
+    ValueError
+        Sigmas that are not 1-D, finite, >= 0 and descending, or eta / s_noise < 0.
 
     Examples
     --------
@@ -99,6 +108,11 @@ def sample_ddim(
     levels = _levels(sigmas, ascending=False)
     eta = check_nonnegative("eta", eta)
     s_noise = check_nonnegative("s_noise", s_noise)
+    if noise_sampler is not None and not callable(noise_sampler):
+        raise TypeError(
+            "noise_sampler must be callable as noise_sampler(sigma, sigma_next) -> noise, "
+            f"got {noise_sampler!r}"
+        )
     if len(levels) < 2:
         return x  # no step
     if eta > 0 and noise_sampler is None:
@@ -161,7 +175,7 @@ def sample_ddim_inverse(
     Returns
     -------
     array
-        The latent at the last (largest) sigma.
+        The latent at the last (largest) sigma, in x's dtype.
 
     Examples
     --------
@@ -432,10 +446,11 @@ _INVERSE = dc.DDIMConfig(prediction_type="epsilon", clip_sample=False)
 
 def _transfer(x: Array, model_output: Array, c: Row, kind: dc.DDIMConfig, noise: Any) -> Array:
     """x_k at level a -> x_k at level b: to VP (x * sqrt abar_a), the core's DDIM update,
-    back to VE (/ sqrt abar_b)."""
+    back to VE (/ sqrt abar_b), in x's dtype (a model or noise in another dtype does not
+    promote the sample, as in ddim_core's loops)."""
     xp = backends.namespace(x=x)
     x_b, _ = kernels.ddim_update(x * c.sqrt_ab_from, model_output, c, kind, noise, False, xp=xp)
-    return x_b / c.sqrt_ab_to
+    return backends.cast(xp, x_b / c.sqrt_ab_to, x.dtype)
 
 
 def _report(
