@@ -205,12 +205,18 @@ def timestep(state: DDIMState) -> Array:
     -------
     array
 
+    Raises
+    ------
+    ValueError
+        An index past the plan where it can be read without a sync (host arrays).
+
     Examples
     --------
     >>> import numpy as np, ddim_core as dc
     >>> int(timestep(init(Scheduler(dc.DDIMConfig(), 10), like=np.zeros(1))))
     900
     """
+    _check_index(state)
     return _at(state.timesteps, state.index)
 
 
@@ -305,6 +311,11 @@ def _check_state(state: DDIMState, sample: Array, xp: Any) -> None:
             f"state was made for {state.coefficients.dtype} work and the sample is "
             f"{sample.dtype} (works in {want}); call init(scheduler, like=sample)"
         )
+    _check_index(state)
+
+
+def _check_index(state: DDIMState) -> None:
+    """Where the index is free to read (host arrays), a step of the plan remains."""
     index = backends.host_integers(state.index)
     steps = state.timesteps.shape[0]
     if index is not None and not 0 <= index[0] < steps:

@@ -191,3 +191,7 @@ def test_bad_scheduler_arguments_are_named() -> None:
         F.step(CONFIG, state, x, x)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"state\.index=-1 must be in \[0, 2\)"):
         F.step(scheduler, state._replace(index=np.asarray(-1)), x, x)
+    torch = pytest.importorskip("torch")  # timestep past the end raised torch's IndexError
+    done = F.init(scheduler, like=torch.ones(3))._replace(index=torch.tensor(2))
+    with pytest.raises(ValueError, match=r"state\.index=2 must be in \[0, 2\)"):
+        F.timestep(done)
