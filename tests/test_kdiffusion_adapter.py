@@ -405,3 +405,29 @@ def test_a_noise_sampler_that_is_not_callable_is_refused_by_name() -> None:
         dk.sample_ddim(
             lambda x, s: x, torch.ones(1, 2), torch.tensor([1.0, 0.0]), eta=1.0, noise_sampler=3
         )
+
+
+@pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse])
+def test_sigmas_of_another_library_than_x_are_taken(sampler: Any) -> None:
+    """The sigmas are read to the host once; the model's `sigma * s_in` is built from those
+    levels (as the reversible samplers do), so JAX sigmas with a torch x gave "unsupported
+    operand type(s) for *: 'ArrayImpl' and 'Tensor'" where NumPy sigmas worked."""
+    jnp = pytest.importorskip("jax.numpy")
+    sigmas = dk.get_sigmas_ddim(CONFIG, 4, spacing="trailing", dtype=torch.float64)
+    if sampler is dk.sample_ddim_inverse:
+        sigmas = sigmas.flip(0)
+    seen: list[torch.Tensor] = []
+
+    def model(x: Any, sigma: Any) -> Any:
+        seen.append(sigma)
+        return 0.5 * x / (1 + sigma[:, None] ** 2)
+
+    x = torch.ones(2, 3)
+    want = sampler(model, x, sigmas, disable=True)
+    expected, seen[:] = list(seen), []
+    got = sampler(model, x, jnp.asarray(sigmas.numpy()), disable=True)
+    assert torch.equal(got, want)
+    assert len(seen) == len(expected) and all(map(torch.equal, seen, expected))
+    s_in = torch.ones(2)  # k-diffusion's sigmas[i] * s_in, bit for bit
+    assert all(any(torch.equal(a, s * s_in) for s in sigmas) for a in seen)
+    assert {a.dtype for a in seen} == {torch.float32}

@@ -123,7 +123,7 @@ def sample_ddim(
     with _no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             if denoised is None:
-                denoised = _denoised(model, x, _batch(sigmas[i], s_in), extra_args)
+                denoised = _denoised(model, x, s_in * levels[i], extra_args)
             _report(callback, x, i, sigmas[i], denoised)
             z = None
             if eta > 0 and levels[i + 1] > 0:
@@ -203,9 +203,9 @@ def sample_ddim_inverse(
             src, dst, c = levels[i], levels[i + 1], rows[i]
             sigma = sigmas[i + 1]
             if dst == src:  # zero-length: the identity
-                _report(callback, x, i, sigma, _denoised(model, x, _batch(sigma, s_in), extra_args))
+                _report(callback, x, i, sigma, _denoised(model, x, s_in * dst, extra_args))
                 continue
-            eps_at = functools.partial(_eps_at, model, _batch(sigma, s_in), dst, extra_args)
+            eps_at = functools.partial(_eps_at, model, s_in * dst, dst, extra_args)
             if not iters:
                 # the model sees the source sample expressed at the destination level
                 eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
@@ -513,16 +513,10 @@ def _eps_at(
     return (y - denoised) / level, denoised
 
 
-def _batch(sigma: Array, s_in: Array) -> Array:
-    """k-diffusion's `sigma * s_in`, in s_in's (the sample's) dtype on every library: torch
-    keeps it (a 0-d sigma does not promote), NumPy would take the sigmas' dtype."""
-    out = sigma * s_in
-    if out.dtype != s_in.dtype:
-        out = backends.cast(backends.namespace(s_in=s_in), out, s_in.dtype)
-    return out
-
-
 def _ones_like_batch(x: Array) -> Array:
+    """k-diffusion's `s_in`. The model gets `s_in * level` with the level a host float (the
+    sigma read once): the values of `sigmas[i] * s_in`, in the sample's dtype on every library
+    (NumPy would promote to the sigmas' dtype) and for sigmas of any library."""
     xp = backends.namespace(x=x)
     return xp.ones((x.shape[0],), dtype=x.dtype, device=backends.device(x))
 
