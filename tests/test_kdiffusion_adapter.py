@@ -431,3 +431,13 @@ def test_sigmas_of_another_library_than_x_are_taken(sampler: Any) -> None:
     s_in = torch.ones(2)  # k-diffusion's sigmas[i] * s_in, bit for bit
     assert all(any(torch.equal(a, s * s_in) for s in sigmas) for a in seen)
     assert {a.dtype for a in seen} == {torch.float32}
+
+
+@pytest.mark.parametrize(("index", "bad"), [(2, float("nan")), (0, 1.5), (3, -0.1)])
+def test_a_table_value_outside_0_1_is_named(index: int, bad: float) -> None:
+    """It said only "alphas_cumprod must be a non-empty table of values in [0, 1]"."""
+    table = torch.tensor([0.99, 0.9, 0.5, 0.1], dtype=torch.float64)
+    table[index] = bad
+    match = rf"values in \[0, 1\], got alphas_cumprod\[{index}\] = {bad}"
+    with pytest.raises(ValueError, match=match):
+        dk.get_sigmas_ddim(table, 2)
