@@ -88,6 +88,8 @@ class Scheduler:
     ------
     ValueError
         inverse with eta > 0, or `num_inference_steps` disagreeing with `timesteps`.
+    TypeError
+        `timesteps` that is not a sequence of integers (as `make_plan`).
 
     Examples
     --------
@@ -122,6 +124,9 @@ class Scheduler:
         if self.timesteps is None:
             plan = make_plan(self.config, self.num_inference_steps)
         else:
+            given = self.timesteps  # tuple() would split a string and fail on an integer
+            if isinstance(given, str | bytes) or not hasattr(given, "__iter__"):
+                raise TypeError(f"timesteps must be a sequence of integers, got {given!r}")
             plan = make_plan(self.config, timesteps=self._descending(tuple(self.timesteps)))
             if self.num_inference_steps not in (None, plan.num_inference_steps):
                 raise ValueError(
@@ -200,12 +205,18 @@ def timestep(state: DDIMState) -> Array:
     -------
     array
 
+    Raises
+    ------
+    ValueError
+        An index past the plan where it can be read without a sync (host arrays).
+
     Examples
     --------
     >>> import numpy as np, ddim_core as dc
     >>> int(timestep(init(Scheduler(dc.DDIMConfig(), 10), like=np.zeros(1))))
     900
     """
+    _check_index(state)
     return _at(state.timesteps, state.index)
 
 
@@ -246,9 +257,10 @@ def step(
     Raises
     ------
     TypeError
-        `state` was made by `init` for another scheduler.
+        `scheduler` is not a `Scheduler`, or `state` was made by `init` for another one.
     ValueError
-        eta > 0 without `noise` (at trace time under jit).
+        eta > 0 without `noise` (at trace time under jit), or an index past the plan where
+        it can be read without a sync (host arrays).
 
     Examples
     --------
@@ -265,6 +277,8 @@ def step(
     >>> bool(np.allclose(x, y))
     True
     """
+    if not isinstance(scheduler, Scheduler):
+        raise TypeError(f"scheduler must be a functional.Scheduler, got {type(scheduler).__name__}")
     made_for = getattr(type(state), "scheduler", None)  # a class attribute: no array read
     if made_for is not scheduler and made_for != scheduler:
         raise TypeError(
@@ -297,10 +311,18 @@ def _check_state(state: DDIMState, sample: Array, xp: Any) -> None:
             f"state was made for {state.coefficients.dtype} work and the sample is "
             f"{sample.dtype} (works in {want}); call init(scheduler, like=sample)"
         )
+    _check_index(state)
+
+
+def _check_index(state: DDIMState) -> None:
+    """Where the index is free to read (host arrays), a step of the plan remains."""
     index = backends.host_integers(state.index)
     steps = state.timesteps.shape[0]
     if index is not None and not 0 <= index[0] < steps:
-        raise ValueError(f"state.index={index[0]}: the plan has {steps} steps, all taken")
+        taken = ", all taken" if index[0] >= steps else ""
+        raise ValueError(
+            f"state.index={index[0]} must be in [0, {steps}): the plan has {steps} steps{taken}"
+        )
 
 
 @functools.lru_cache(maxsize=256)  # bounded: a process making schedulers without end

@@ -110,8 +110,15 @@ class Schedule(backends.Registered):
             An empty table or values outside [0, 1].
         """
         ab = np.array(alphas_cumprod, dtype=np.float64).reshape(-1)
-        if ab.size == 0 or not np.all((ab >= 0.0) & (ab <= 1.0)):
+        if ab.size == 0:
             raise ValueError("alphas_cumprod must be a non-empty table of values in [0, 1]")
+        outside = np.flatnonzero(~((ab >= 0.0) & (ab <= 1.0)))  # NaN included
+        if outside.size:
+            i = int(outside[0])
+            raise ValueError(
+                "alphas_cumprod must be a table of values in [0, 1], "
+                f"got alphas_cumprod[{i}] = {ab[i]}"
+            )
         betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
         final = 1.0 if set_alpha_to_one else float(ab[0])
         return cls(betas=betas, alphas_cumprod=ab, final_alpha_cumprod=final)

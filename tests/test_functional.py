@@ -143,7 +143,9 @@ def test_state_and_sample_must_agree() -> None:
     state = F.init(scheduler, like=x)
     for _ in range(2):
         state, x = F.step(scheduler, state, 0.1 * x, x)
-    with pytest.raises(ValueError, match=r"state\.index=2: the plan has 2 steps"):
+    with pytest.raises(
+        ValueError, match=r"state\.index=2 must be in \[0, 2\): the plan has 2 steps, all taken"
+    ):
         F.step(scheduler, state, 0.1 * x, x)
     with pytest.raises(TypeError, match="like must be a real floating-point array"):
         F.init(scheduler, like=np.ones(3, dtype=np.int64))
@@ -169,3 +171,27 @@ def test_states_outlive_the_bounded_class_cache() -> None:
     assert type(F.init(scheduler, like=x)) is not type(state)  # evicted: a new class
     state, y = F.step(scheduler, state, 0.1 * x, x)
     assert int(state.index) == 1 and y.shape == x.shape
+
+
+def test_bad_scheduler_arguments_are_named() -> None:
+    """Scheduler(config, timesteps=5) raised "'int' object is not iterable" and timesteps="900"
+    "timesteps must be an integer, got '9'" (the string was split into characters); a config
+    passed to step as the scheduler was reported as a state made for another scheduler; a
+    negative index was "all taken"."""
+    with pytest.raises(TypeError, match="timesteps must be a sequence of integers, got 5"):
+        F.Scheduler(CONFIG, timesteps=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="timesteps must be a sequence of integers, got '900'"):
+        F.Scheduler(CONFIG, timesteps="900", inverse=True)  # type: ignore[arg-type]
+    scheduler = F.Scheduler(CONFIG, 2)
+    x = np.ones(3)
+    state = F.init(scheduler, like=x)
+    with pytest.raises(
+        TypeError, match=r"scheduler must be a functional\.Scheduler, got DDIMConfig"
+    ):
+        F.step(CONFIG, state, x, x)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"state\.index=-1 must be in \[0, 2\)"):
+        F.step(scheduler, state._replace(index=np.asarray(-1)), x, x)
+    torch = pytest.importorskip("torch")  # timestep past the end raised torch's IndexError
+    done = F.init(scheduler, like=torch.ones(3))._replace(index=torch.tensor(2))
+    with pytest.raises(ValueError, match=r"state\.index=2 must be in \[0, 2\)"):
+        F.timestep(done)

@@ -360,3 +360,84 @@ def test_the_model_sees_sigmas_in_the_samples_dtype_on_numpy_too(sampler: Any) -
     x = np.ones((2, 3), dtype=np.float16)
     out = sampler(model, x, sigmas, disable=True)
     assert out.dtype == np.float16 and set(seen) == {np.dtype(np.float16)}
+
+
+@pytest.mark.parametrize(
+    ("x_dtype", "out_dtype", "noise_dtype"),
+    [
+        (torch.float16, torch.float32, torch.float16),  # a half x, a model answering in float32
+        (torch.float32, torch.float64, torch.float32),
+        (torch.float32, torch.float32, torch.float64),  # noise_sampler in another dtype
+    ],
+)
+def test_samples_stay_in_xs_dtype_whatever_the_model_and_noise_dtypes(
+    x_dtype: torch.dtype, out_dtype: torch.dtype, noise_dtype: torch.dtype
+) -> None:
+    """A model that answers a half x in float32 (or float32 in float64), or noise in another
+    dtype, gave a float32 (float64) result from sample_ddim and plain sample_ddim_inverse,
+    while the exact inverse, the reversible samplers and ddim_core's loops keep x's dtype."""
+    sigmas = dk.get_sigmas_ddim(CONFIG, 5, spacing="trailing")
+
+    def model(x: Any, sigma: Any) -> Any:
+        return (0.5 * x / (1 + sigma[:, None] ** 2)).to(out_dtype)
+
+    def noise(sigma: Any, sigma_next: Any) -> Any:
+        return torch.zeros(2, 3, dtype=noise_dtype)
+
+    x = torch.ones(2, 3, dtype=x_dtype)
+    seen: list[torch.dtype] = []
+    outs = [
+        dk.sample_ddim(model, x * sigmas[0], sigmas, disable=True),
+        dk.sample_ddim(model, x * sigmas[0], sigmas, disable=True, eta=1.0, noise_sampler=noise),
+        dk.sample_ddim_inverse(model, x, sigmas.flip(0), disable=True),
+        dk.sample_ddim_inverse(model, x, sigmas.flip(0), disable=True, fixed_point_iters=2),
+        dk.sample_ddim(
+            model, x, sigmas, disable=True, callback=lambda d: seen.append(d["x"].dtype)
+        ),
+    ]
+    assert [out.dtype for out in outs] == [x_dtype] * len(outs)
+    assert set(seen) == {x_dtype}
+
+
+def test_a_noise_sampler_that_is_not_callable_is_refused_by_name() -> None:
+    """It raised "'int' object is not callable" from inside the loop."""
+    with pytest.raises(TypeError, match=r"noise_sampler must be callable.*got 3"):
+        dk.sample_ddim(
+            lambda x, s: x, torch.ones(1, 2), torch.tensor([1.0, 0.0]), eta=1.0, noise_sampler=3
+        )
+
+
+@pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse])
+def test_sigmas_of_another_library_than_x_are_taken(sampler: Any) -> None:
+    """The sigmas are read to the host once; the model's `sigma * s_in` is built from those
+    levels (as the reversible samplers do), so JAX sigmas with a torch x gave "unsupported
+    operand type(s) for *: 'ArrayImpl' and 'Tensor'" where NumPy sigmas worked."""
+    jnp = pytest.importorskip("jax.numpy")
+    sigmas = dk.get_sigmas_ddim(CONFIG, 4, spacing="trailing", dtype=torch.float64)
+    if sampler is dk.sample_ddim_inverse:
+        sigmas = sigmas.flip(0)
+    seen: list[torch.Tensor] = []
+
+    def model(x: Any, sigma: Any) -> Any:
+        seen.append(sigma)
+        return 0.5 * x / (1 + sigma[:, None] ** 2)
+
+    x = torch.ones(2, 3)
+    want = sampler(model, x, sigmas, disable=True)
+    expected, seen[:] = list(seen), []
+    got = sampler(model, x, jnp.asarray(sigmas.numpy()), disable=True)
+    assert torch.equal(got, want)
+    assert len(seen) == len(expected) and all(map(torch.equal, seen, expected))
+    s_in = torch.ones(2)  # k-diffusion's sigmas[i] * s_in, bit for bit
+    assert all(any(torch.equal(a, s * s_in) for s in sigmas) for a in seen)
+    assert {a.dtype for a in seen} == {torch.float32}
+
+
+@pytest.mark.parametrize(("index", "bad"), [(2, float("nan")), (0, 1.5), (3, -0.1)])
+def test_a_table_value_outside_0_1_is_named(index: int, bad: float) -> None:
+    """It said only "alphas_cumprod must be a non-empty table of values in [0, 1]"."""
+    table = torch.tensor([0.99, 0.9, 0.5, 0.1], dtype=torch.float64)
+    table[index] = bad
+    match = rf"values in \[0, 1\], got alphas_cumprod\[{index}\] = {bad}"
+    with pytest.raises(ValueError, match=match):
+        dk.get_sigmas_ddim(table, 2)

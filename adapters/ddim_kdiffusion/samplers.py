@@ -82,7 +82,16 @@ def sample_ddim(
     Returns
     -------
     array
-        The sample at the last sigma.
+        The sample at the last sigma, in x's dtype (k-diffusion's own samplers take the
+        dtype of a model or noise that answers in a wider one).
+
+    Raises
+    ------
+    TypeError
+        A model, callback or noise_sampler that is not callable, or an x that is not real
+        floating.
+    ValueError
+        Sigmas that are not 1-D, finite, >= 0 and descending, or eta / s_noise < 0.
 
     Examples
     --------
@@ -99,6 +108,11 @@ def sample_ddim(
     levels = _levels(sigmas, ascending=False)
     eta = check_nonnegative("eta", eta)
     s_noise = check_nonnegative("s_noise", s_noise)
+    if noise_sampler is not None and not callable(noise_sampler):
+        raise TypeError(
+            "noise_sampler must be callable as noise_sampler(sigma, sigma_next) -> noise, "
+            f"got {noise_sampler!r}"
+        )
     if len(levels) < 2:
         return x  # no step
     if eta > 0 and noise_sampler is None:
@@ -109,7 +123,7 @@ def sample_ddim(
     with _no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             if denoised is None:
-                denoised = _denoised(model, x, _batch(sigmas[i], s_in), extra_args)
+                denoised = _denoised(model, x, s_in * levels[i], extra_args)
             _report(callback, x, i, sigmas[i], denoised)
             z = None
             if eta > 0 and levels[i + 1] > 0:
@@ -161,7 +175,7 @@ def sample_ddim_inverse(
     Returns
     -------
     array
-        The latent at the last (largest) sigma.
+        The latent at the last (largest) sigma, in x's dtype.
 
     Examples
     --------
@@ -189,9 +203,9 @@ def sample_ddim_inverse(
             src, dst, c = levels[i], levels[i + 1], rows[i]
             sigma = sigmas[i + 1]
             if dst == src:  # zero-length: the identity
-                _report(callback, x, i, sigma, _denoised(model, x, _batch(sigma, s_in), extra_args))
+                _report(callback, x, i, sigma, _denoised(model, x, s_in * dst, extra_args))
                 continue
-            eps_at = functools.partial(_eps_at, model, _batch(sigma, s_in), dst, extra_args)
+            eps_at = functools.partial(_eps_at, model, s_in * dst, dst, extra_args)
             if not iters:
                 # the model sees the source sample expressed at the destination level
                 eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
@@ -432,10 +446,11 @@ _INVERSE = dc.DDIMConfig(prediction_type="epsilon", clip_sample=False)
 
 def _transfer(x: Array, model_output: Array, c: Row, kind: dc.DDIMConfig, noise: Any) -> Array:
     """x_k at level a -> x_k at level b: to VP (x * sqrt abar_a), the core's DDIM update,
-    back to VE (/ sqrt abar_b)."""
+    back to VE (/ sqrt abar_b), in x's dtype (a model or noise in another dtype does not
+    promote the sample, as in ddim_core's loops)."""
     xp = backends.namespace(x=x)
     x_b, _ = kernels.ddim_update(x * c.sqrt_ab_from, model_output, c, kind, noise, False, xp=xp)
-    return x_b / c.sqrt_ab_to
+    return backends.cast(xp, x_b / c.sqrt_ab_to, x.dtype)
 
 
 def _report(
@@ -498,16 +513,10 @@ def _eps_at(
     return (y - denoised) / level, denoised
 
 
-def _batch(sigma: Array, s_in: Array) -> Array:
-    """k-diffusion's `sigma * s_in`, in s_in's (the sample's) dtype on every library: torch
-    keeps it (a 0-d sigma does not promote), NumPy would take the sigmas' dtype."""
-    out = sigma * s_in
-    if out.dtype != s_in.dtype:
-        out = backends.cast(backends.namespace(s_in=s_in), out, s_in.dtype)
-    return out
-
-
 def _ones_like_batch(x: Array) -> Array:
+    """k-diffusion's `s_in`. The model gets `s_in * level` with the level a host float (the
+    sigma read once): the values of `sigmas[i] * s_in`, in the sample's dtype on every library
+    (NumPy would promote to the sigmas' dtype) and for sigmas of any library."""
     xp = backends.namespace(x=x)
     return xp.ones((x.shape[0],), dtype=x.dtype, device=backends.device(x))
 
