@@ -157,11 +157,17 @@ def test_reversible_samplers_in_float64_equal_numpy_and_return_exactly(method: s
 
 
 def test_exact_inversion_with_refinements_equals_numpy() -> None:
-    """The solver's host constants reach float64 tensors exactly (it was 1.2e-8 off NumPy)."""
+    """The solver's host constants reach float64 tensors exactly (rounded to float32, as
+    MindSpore rounds Python floats, the inversion is 4.8e-7 off NumPy here; it was 1.2e-8 at
+    N = 20). N = 50: at guidance 3 and N = 20 some of these points have no inverse (the
+    residual stops at a nonzero minimum, docs/inversion-methods.md), where the solver's least
+    squares is near singular and amplifies the two libraries' last-bit differences by up to
+    1 / sqrt(eps): 1.9e-10 at a point the iteration left at 119, an agreement that depended on
+    which iterates the warm start happened to produce."""
     model = dc.guided(MIXTURE, MIXTURE.component(0), 3.0)
     x0 = MIXTURE.sample_data(8, np.random.default_rng(4))
-    got = dc.invert(model, MS.array(x0), MIXTURE_CONFIG, 20, fixed_point_iters=2)
-    want = dc.invert(model, x0, MIXTURE_CONFIG, 20, fixed_point_iters=2)
+    got = dc.invert(model, MS.array(x0), MIXTURE_CONFIG, 50, fixed_point_iters=2)
+    want = dc.invert(model, x0, MIXTURE_CONFIG, 50, fixed_point_iters=2)
     np.testing.assert_allclose(read(got), want, rtol=0, atol=1e-12)
 
 
