@@ -291,6 +291,9 @@ def _extrapolated(trail: Trail, frame: Frame, order: int) -> Array:
     if len(trail.eps) < 2:
         return eps
     xp = backends.namespace(eps=eps)
+    if eps.ndim == 0:  # one value: extrapolated as a batch of one (the degree check is per sample)
+        lifted = Trail(trail.sigmas, tuple(xp.reshape(e, (1,)) for e in trail.eps))
+        return xp.reshape(_extrapolated(lifted, frame, order), ())
     thetas = [math.atan(s) for s in trail.sigmas]
     target = math.atan(frame.sigma_to) if math.isfinite(frame.sigma_to) else math.pi / 2
     reach = (target - thetas[-1]) / (thetas[-1] - thetas[-2])

@@ -435,6 +435,19 @@ def test_warm_start_takes_per_sample_the_degree_that_predicted_the_last_step() -
     assert abs(quadratic_only[0, 0] / frame.h - cubic(target)) > 1e-4
 
 
+def test_warm_start_of_a_single_value_takes_the_chosen_degree() -> None:
+    """A 0-d sample (one value, no batch axis) is one sample: the degree check one step back
+    used to read a batch axis it does not have (IndexError)."""
+    sigmas = (0.3, 0.45, 0.6, 0.75, 0.9, 1.05)
+    trail = implicit.Trail()
+    for s in sigmas:
+        trail = trail.extend(s, np.array(math.atan(s) ** 3))
+    frame = implicit.Frame(1.0, 1.0, 1.05, 1.2)
+    start = implicit.warm_start(np.array(0.0), frame, trail)
+    assert start.shape == ()
+    np.testing.assert_allclose(start / frame.h, math.atan(1.2) ** 3, rtol=1e-9)
+
+
 def test_warm_start_falls_back_on_uneven_or_non_finite_trails() -> None:
     """Uneven spacings (the Lagrange weights would be large) take the linear extrapolation;
     a non-finite extrapolation takes the last solved eps, so the warm start stays finite."""
