@@ -304,18 +304,25 @@ def _extrapolated(trail: Trail, frame: Frame, order: int) -> Array:
         guess = e1 + k * (e1 - e0)
     else:
         guess = _lagrange(xp, thetas[-3:], trail.eps[-3:], target)
-        best = None  # the error one step back of the degree chosen so far, per sample
-        for p in range(2, min(order, even - 2) + 1):  # p + 2 points: degree p checked
-            back = _lagrange(xp, thetas[-p - 2 : -1], trail.eps[-p - 2 : -1], thetas[-1])
-            error = _max_abs(back - eps, xp)
-            if best is None:  # the quadratic's: what a higher degree must beat
-                best = error
-                continue
-            higher = _lagrange(xp, thetas[-p - 1 :], trail.eps[-p - 1 :], target)
-            better = error < best
-            guess = xp.where(_sample_mask(better, eps.ndim, xp), higher, guess)
-            best = xp.where(better, error, best)
+        higher_degrees = range(3, min(order, even - 2) + 1)  # degree p: p + 2 points checked
+        if higher_degrees:  # else no check is needed: the quadratic it is
+            best = _error_one_step_back(xp, thetas, trail.eps, 2)  # what a degree must beat
+            for p in higher_degrees:
+                error = _error_one_step_back(xp, thetas, trail.eps, p)
+                higher = _lagrange(xp, thetas[-p - 1 :], trail.eps[-p - 1 :], target)
+                better = error < best
+                guess = xp.where(_sample_mask(better, eps.ndim, xp), higher, guess)
+                best = xp.where(better, error, best)
     return xp.where(xp.isfinite(guess), guess, eps)
+
+
+def _error_one_step_back(
+    xp: Namespace, thetas: list[float], eps: tuple[Array, ...], degree: int
+) -> Array:
+    """Per sample, max |error| of the polynomial of `degree` through the degree + 1 points
+    before the last, at the last point: how well it would have predicted the last step."""
+    back = _lagrange(xp, thetas[-degree - 2 : -1], eps[-degree - 2 : -1], thetas[-1])
+    return _max_abs(back - eps[-1], xp)
 
 
 def _even_points(thetas: list[float]) -> int:

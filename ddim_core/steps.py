@@ -12,6 +12,7 @@ plugin's fused kernel computing `coefficients.fused_form` of the same row.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -419,8 +420,7 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
     if values is None:  # on a device: checked there, asynchronously, where the backend can
         size = found.values.shape[0]
         t_arr = backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
-        excluded = tuple(sorted(found.invalid))
-        return None, backends.check_excluded_on_device(t_arr, excluded, _invalid(found))
+        return None, backends.check_excluded_on_device(t_arr, *_excluded(key))
     coefficients.check_timesteps(found, values)
     if values and all(v == values[0] for v in values):
         return values[0], None
@@ -430,15 +430,19 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
 _RANGE = "a timestep is outside [0, num_train_timesteps={size})"
 
 
-def _invalid(found: coefficients.Table) -> str:
-    """The message of the device check that no timestep is one where a step cannot be taken."""
+@functools.lru_cache(maxsize=256)
+def _excluded(key: StepKey) -> tuple[tuple[int, ...], str]:
+    """The timesteps of a plan where no step can be taken, and the device check's message that
+    none is given: once per plan, not at every step."""
+    found = coefficients.table(key)
     if not found.invalid:
-        return ""
+        return (), ""
     rows = sorted(found.invalid)
     if len(rows) == 1:
-        return f"cannot step at timestep {rows[0]}: {found.invalid[rows[0]]}"
+        return tuple(rows), f"cannot step at timestep {rows[0]}: {found.invalid[rows[0]]}"
     listed = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
-    return f"cannot step at timesteps {listed} (at {rows[0]}: {found.invalid[rows[0]]})"
+    first = f"{rows[0]}: {found.invalid[rows[0]]}"
+    return tuple(rows), f"cannot step at timesteps {listed} (at {first})"
 
 
 def _noise_coefficients(
