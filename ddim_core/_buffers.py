@@ -38,13 +38,13 @@ _use_count: Any = None  # torch._C._storage_Use_Count
 _TYPESTR: dict[Any, str] = {}  # torch dtype -> NumPy's array interface typestr
 
 
-def _holders(buf: Any) -> tuple[int, int, int, int]:
-    """(tensors sharing buf's storage, Python references to its storage object, its memory:
-    address and size)."""
+def _holders(storage: Any) -> tuple[int, int, int, int]:
+    """(tensors sharing a buffer's storage, Python references to its storage object, its
+    memory: address and size). torch keeps one storage object per storage (a tensor's
+    `untyped_storage()` is always the same object): the pool keeps it beside the buffer."""
     global _use_count
     if _use_count is None:  # bound on first use: torch is not imported here
         _use_count = getattr(sys.modules["torch"]._C, _COUNT)
-    storage = buf.untyped_storage()
     refs = sys.getrefcount(storage)
     return _use_count(storage._cdata), refs, storage.data_ptr(), storage.nbytes()
 
@@ -54,100 +54,117 @@ class _Memory:
 
     __slots__ = ("__array_interface__",)
 
-    def __init__(self, t: Any, typestr: str) -> None:
+    def __init__(self, address: int, length: int, typestr: str) -> None:
         self.__array_interface__ = {
-            "data": (t.data_ptr(), False),
-            "shape": tuple(t.shape),
+            "data": (address, False),
+            "shape": (length,),
             "typestr": typestr,
             "version": 3,
         }
 
 
 def host_view(t: Any) -> Any:
-    """A NumPy array over the memory of `t`, a contiguous float32/float64 CPU tensor, for the
-    kernel: what `t.numpy()` gives, except that the storage stays resizable (module
-    docstring). The array does not keep `t` alive: it is valid while `t` has this memory (the
-    call it is made for, or while the pool's check holds). Anything else (a tensor with the
-    negative bit, another dtype) goes through `t.numpy()`, which checks it.
+    """A flat NumPy array over the memory of `t`, a contiguous float32/float64 CPU tensor, for
+    the kernel: what `t.numpy().ravel()` gives, except that the storage stays resizable (module
+    docstring). The array holds nothing of `t`: it is an address, a length and a dtype, valid
+    while `t` has this memory (the call it is made for). So one array serves every tensor at
+    that address, length and dtype, and is cached (a step's tensors mostly come back to the
+    same few addresses: the pool's buffers, the model's outputs). Anything else (a tensor with
+    the negative bit, another dtype) goes through `t.numpy()`, which checks it.
 
     Examples
     --------
     >>> import torch
-    >>> t = torch.arange(4.0)
+    >>> t = torch.arange(4.0).reshape(2, 2)
     >>> host_view(t).tolist(), t.resize_(8).shape
     ([0.0, 1.0, 2.0, 3.0], torch.Size([8]))
     """
-    if not _TYPESTR:
-        torch = sys.modules["torch"]
-        _TYPESTR.update({torch.float32: "<f4", torch.float64: "<f8"})
-    typestr = _TYPESTR.get(t.dtype)
-    if typestr is None or sys.byteorder != "little" or t.is_neg() or not t.is_cpu:
-        return t.numpy()
-    return np.asarray(_Memory(t, typestr))
+    key = (t.data_ptr(), t.numel(), t.dtype)
+    view = _VIEWS.get(key)
+    if view is None:
+        if not _TYPESTR:
+            torch = sys.modules["torch"]
+            _TYPESTR.update({torch.float32: "<f4", torch.float64: "<f8"})
+        typestr = _TYPESTR.get(t.dtype)
+        if typestr is None or sys.byteorder != "little" or t.is_neg() or not t.is_cpu:
+            return t.numpy().ravel()
+        view = np.asarray(_Memory(key[0], key[1], typestr))
+        if len(_VIEWS) >= VIEWS:
+            _VIEWS.clear()
+        _VIEWS[key] = view
+    return view
+
+
+VIEWS = 64  # cached views (address, length, dtype): a few per loop, cleared when full
+_VIEWS: dict[tuple[int, int, Any], Any] = {}
 
 
 class OutputPool:
     """One thread's output buffers for one (shape, dtype, inference mode)."""
 
-    def __init__(self, key: tuple[Any, ...]) -> None:
-        self.key = key
-        # (buffer, its holders when free, its NumPy view): the view holds nothing of the
-        # buffer, and is valid while the storage keeps the memory it was made with (the
-        # holders' last two numbers).
-        self.bufs: list[tuple[Any, tuple[int, int, int, int], Any]] = []
+    def __init__(self, shape: Any, dtype: Any, inference: bool) -> None:
+        self.shape, self.dtype, self.inference = shape, dtype, inference
+        # (buffer, its storage object, its holders when free, its flat NumPy view): reused
+        # while the holders are what they were when it was made (nothing else holds it, and
+        # its storage has the memory it was made with: the view's)
+        self.bufs: list[tuple[Any, Any, tuple[int, int, int, int], Any]] = []
 
     def take(self, like: Any) -> tuple[Any, Any, Any, Any]:
         """Two free buffers shaped like `like` (new ones where fewer are free), as detached
-        aliases, and the NumPy views of the two buffers (for the kernel alone)."""
+        aliases (x_prev's, x0_pred's), and their views. The two go to the end, x_prev's last:
+        a loop holds x_prev through the next step (its sample) and drops x0_pred, so the next
+        step's first two buffers are free, and it checks two. (x_prev then alternates between
+        two buffers, x0_pred between two.)"""
+        bufs = self.bufs
+        if len(bufs) >= 2:  # a loop's steady state, checked first
+            x0, prev = bufs[0], bufs[1]
+            if _holders(x0[1]) == x0[2] and _holders(prev[1]) == prev[2]:
+                del bufs[:2]
+                bufs += (x0, prev)
+                return prev[0].detach(), x0[0].detach(), prev[3], x0[3]
         free = []
-        for i, entry in enumerate(self.bufs):  # one scan finds both
-            if _holders(entry[0]) == entry[1]:
+        for i, entry in enumerate(bufs):  # one scan finds both
+            if _holders(entry[1]) == entry[2]:
                 free.append(i)
                 if len(free) == 2:
                     break
-        found = [self.bufs[i] for i in free]
-        for i in reversed(free):  # to the end: the caller holds them through the next step
-            del self.bufs[i]
-        self.bufs += found
+        found = [bufs.pop(i) for i in reversed(free)][::-1]
         while len(found) < 2:
             found.append(self._new(like))
-        (a, _, a_view), (b, _, b_view) = found
-        return a.detach(), b.detach(), a_view, b_view
+        bufs += found
+        del bufs[:-SIZE]  # buffers still held elsewhere are forgotten, not reused
+        (x0_buf, _, _, x0_view), (prev_buf, _, _, prev_view) = found
+        return prev_buf.detach(), x0_buf.detach(), prev_view, x0_view
 
-    def view_of(self, x: Any) -> Any:
-        """A NumPy array of x's elements: the view of the buffer x starts at (a step's sample
-        is mostly the last step's output), else `host_view(x)`. x, contiguous, of the pool's
-        shape and dtype and without the negative bit (the kernel resolves it), then has
-        exactly the view's values, whatever became of the buffer."""
-        ptr = x.data_ptr()
-        for _, free, view in self.bufs:
-            if free[2] == ptr:
-                return view
-        return host_view(x)
-
-    def _new(self, like: Any) -> tuple[Any, tuple[int, int, int, int], Any]:
+    def _new(self, like: Any) -> tuple[Any, Any, tuple[int, int, int, int], Any]:
         torch = sys.modules["torch"]
         buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
-        view = host_view(buf)
-        _holders(buf)  # the storage object exists from here on: count it alike every time
-        entry = (buf, _holders(buf), view)
-        self.bufs.append(entry)
-        del self.bufs[:-SIZE]  # buffers still held elsewhere are forgotten, not reused
-        return entry
+        made = (buf, buf.untyped_storage())  # held by one tuple, as in `bufs` when checked
+        free = _holders(made[1])
+        return (buf, made[1], free, host_view(buf))
 
 
-def outputs(torch: Any, x: Any) -> tuple[Any, Any, tuple[Any, Any, Any]]:
+def outputs(torch: Any, x: Any) -> tuple[Any, Any, Any, Any]:
     """Two output tensors like `x`, a plain contiguous CPU tensor without grad (the kernel has
-    checked), and the NumPy arrays of x and the two outputs: from this thread's pool where `x`
-    is large enough and torch counts storage users, else fresh."""
-    plain = type(x) is torch.Tensor and hasattr(torch._C, _COUNT)  # subclasses keep theirs
-    if not plain or x.numel() * x.element_size() < MIN_BYTES:
-        prev, x0 = torch.empty_like(x), torch.empty_like(x)
-        return prev, x0, (host_view(x), host_view(prev), host_view(x0))
-    key = (x.shape, x.dtype, torch.is_inference_mode_enabled())
+    checked), and their flat NumPy views: from this thread's pool where `x` is large enough
+    and torch counts storage users, else fresh."""
     pool: OutputPool | None = getattr(_local, "pool", None)
-    if pool is None or pool.key != key:
-        pool = _local.pool = OutputPool(key)
-    x_view = pool.view_of(x)  # before take, which may forget the buffer x starts at
-    prev, x0, prev_view, x0_view = pool.take(x)
-    return prev, x0, (x_view, prev_view, x0_view)
+    inference = torch.is_inference_mode_enabled()
+    if (
+        pool is not None
+        and pool.shape == x.shape
+        and pool.dtype == x.dtype
+        and pool.inference == inference
+        and type(x) is torch.Tensor
+    ):  # the pool's kind: large enough, torch counts (checked when it was made)
+        return pool.take(x)
+    if type(x) is not torch.Tensor or x.numel() * x.element_size() < MIN_BYTES or not _counts():
+        prev, x0 = torch.empty_like(x), torch.empty_like(x)  # subclasses keep theirs
+        return prev, x0, host_view(prev), host_view(x0)
+    pool = _local.pool = OutputPool(x.shape, x.dtype, inference)
+    return pool.take(x)
+
+
+def _counts() -> bool:
+    """Whether this torch counts a storage's users (no pool without it)."""
+    return hasattr(sys.modules["torch"]._C, _COUNT)

@@ -17,7 +17,6 @@ parallel step that stalled (a busy machine: see BACKOFF_RATIO).
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import threading
@@ -86,15 +85,18 @@ os.register_at_fork(after_in_child=_serial_after_fork)
 
 
 def _size_class(n: int, itemsize: int) -> tuple[int, int]:
-    """Steps of one dtype within a factor of two in size, compared with each other."""
+    """Steps of one dtype within a factor of two in size, compared with each other (computed
+    inline where it runs once per step)."""
     return (itemsize, n.bit_length())
 
 
 def _choose(n: int, itemsize: int, now: float) -> bool:
-    """Whether a step of n elements runs the parallel loop (holding _PARALLEL if so)."""
-    serial = _guard.serial_ns.get(_size_class(n, itemsize), math.inf)
-    ready = serial < math.inf and now >= _guard.backoff_until
-    return n >= PARALLEL_MIN and THREADS > 1 and ready and _PARALLEL.acquire(blocking=False)
+    """Whether a step of n elements runs the parallel loop (holding _PARALLEL if so): once the
+    serial loop's time at its size is known, and not while backing off."""
+    if n < PARALLEL_MIN or THREADS < 2 or now < _guard.backoff_until:
+        return False
+    known = (itemsize, n.bit_length()) in _guard.serial_ns  # `_size_class`
+    return known and _PARALLEL.acquire(blocking=False)
 
 
 def _observe(parallel: bool, n: int, itemsize: int, elapsed: float) -> None:
@@ -104,7 +106,7 @@ def _observe(parallel: bool, n: int, itemsize: int, elapsed: float) -> None:
         _guard.loaded.add((parallel, itemsize))
         return
     per = elapsed * 1e9 / n
-    size = _size_class(n, itemsize)
+    size = (itemsize, n.bit_length())  # `_size_class`
     serial = _guard.serial_ns.get(size, math.inf)
     if not parallel:
         _guard.serial_ns[size] = min(per, serial)
@@ -179,7 +181,6 @@ _folded_parallel = numba.njit(cache=True, nogil=True, parallel=True)(
 )
 
 
-@functools.lru_cache(maxsize=4096)
 def folded(c: Any) -> np.ndarray:
     """A FusedRow of Python floats as float32 multipliers (ax, am, ca, cx, cm, s), computed in
     float64 and rounded once:
@@ -196,6 +197,19 @@ def folded(c: Any) -> np.ndarray:
     >>> folded(fused_form(Row(0.6, 0.8, 0.5, 0.25, 0.0), "epsilon", False)).tolist()
     [1.6666666269302368, 1.3333333730697632, 0.5, 0.0, 0.25, 0.0]
     """
+    found = _FOLDED.get(id(c))  # rows are cached objects: found by identity, not hashed
+    if found is not None and found[0] is c:
+        return found[1]
+    if len(_FOLDED) >= 4096:
+        _FOLDED.clear()
+    _FOLDED[id(c)] = found = (c, _fold(c))  # c kept: its id is not reused while cached
+    return found[1]
+
+
+_FOLDED: dict[int, tuple[Any, np.ndarray]] = {}
+
+
+def _fold(c: Any) -> np.ndarray:
     x0_x, x0_m, x0_div, eps_x, eps_m, eps_div, sb, d, sigma = c[:9]
     k = d / eps_div
     ca, cm = (sb - k * eps_m, 0.0) if c.eps_from_x0 else (sb, -k * eps_m)
@@ -217,17 +231,19 @@ def step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
             return None
         if any(np.may_share_memory(o, a) for o in out for a in arrays):
             return None
-    run(x, m, z, c, clip, prev, x0)
+    zf = None if z is None else z.ravel()
+    run(x.ravel(), m.ravel(), zf, c, clip, prev.ravel(), x0.ravel())
     return prev, x0
 
 
 def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) -> None:
-    """The pass itself, on C-contiguous arrays of one shape, outputs not overlapping inputs."""
-    n, itemsize = x.size, x.dtype.itemsize
+    """The pass itself, on flat C-contiguous arrays of one length and dtype, outputs not
+    overlapping inputs."""
+    n, itemsize = x.shape[0], x.itemsize
     start = time.perf_counter()
     parallel = _choose(n, itemsize, start)
     try:
-        if parallel:
+        if parallel and (_num_threads() != THREADS or _num_threads is numba.get_num_threads):
             _use_threads()
         _pass(x, m, z, c, clip, prev, x0, parallel)
     finally:
@@ -255,30 +271,28 @@ _num_threads: Any = numba.get_num_threads
 def _pass(
     x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any, parallel: bool
 ) -> None:
-    flat = x.ravel()
     noise = z is not None
-    zf = z.ravel() if noise else flat
+    z = z if noise else x
     if x.dtype == np.float32:
-        k, r = folded(c), _limit32(clip)
         loop32 = _folded_parallel if parallel else _folded_serial
-        loop32(flat, m.ravel(), zf, prev.ravel(), x0.ravel(), k, r, noise, c.eps_from_x0)
+        found, r = _FOLDED.get(id(c)), _LIMITS.get(clip)  # `folded`, `_limit32`, inline
+        k = found[1] if found is not None and found[0] is c else folded(c)
+        r = _limit32(clip) if r is None else r
+        loop32(x, m, z, prev, x0, k, r, noise, c.eps_from_x0)
     else:
         loop = _step_parallel if parallel else _step_serial
-        loop(
-            flat,
-            m.ravel(),
-            zf,
-            prev.ravel(),
-            x0.ravel(),
-            c[:9],
-            clip is not None,
-            0.0 if clip is None else float(clip),
-            noise,
-            bool(c.eps_from_x0),
-        )
+        limit = 0.0 if clip is None else float(clip)
+        loop(x, m, z, prev, x0, c[:9], clip is not None, limit, noise, bool(c.eps_from_x0))
 
 
-@functools.lru_cache(maxsize=64)
 def _limit32(clip: float | None) -> Any:
     """The clip limit as the reference applies it to float32 (rounded; no clip: inf)."""
-    return np.float32(np.inf if clip is None else clip)
+    found = _LIMITS.get(clip)
+    if found is None:
+        if len(_LIMITS) >= 64:
+            _LIMITS.clear()
+        found = _LIMITS[clip] = np.float32(np.inf if clip is None else clip)
+    return found
+
+
+_LIMITS: dict[float | None, Any] = {}

@@ -86,7 +86,7 @@ def namespace(**arrays: Array) -> Namespace:
 
 _NAMESPACES: dict[type, Namespace] = {}  # array-api-compat's answer depends on the type only
 # Types whose device check is cheap: NumPy (always the CPU) and torch (`.device` compares).
-_SAME_DEVICE: dict[type, Callable[[Array, tuple[Array | None, ...]], bool]] = {}
+SAME_DEVICE: dict[type, Callable[[Array, tuple[Array | None, ...]], bool]] = {}
 
 
 def fast_namespace(first: Array, *others: Array | None) -> Namespace | None:
@@ -110,7 +110,7 @@ def fast_namespace(first: Array, *others: Array | None) -> Namespace | None:
     'array_api_compat.numpy'
     """
     kind = type(first)
-    same_device = _SAME_DEVICE.get(kind)
+    same_device = SAME_DEVICE.get(kind)
     if same_device is None:
         return None
     for x in others:
@@ -120,6 +120,11 @@ def fast_namespace(first: Array, *others: Array | None) -> Namespace | None:
 
 
 def _torch_same_device(first: Array, others: tuple[Array | None, ...]) -> bool:
+    if first.is_cpu:  # the common case, without making device objects
+        for x in others:  # noqa: SIM110 (a loop, not all(...): this runs on every step)
+            if x is not None and not x.is_cpu:
+                return False
+        return True
     device = first.device
     for x in others:  # noqa: SIM110 (a loop, not all(...): this runs on every step)
         if x is not None and x.device != device:
@@ -165,9 +170,9 @@ def _namespace_of(name: str, x: Array) -> Namespace:
         pass
     else:
         if type(x) is np.ndarray:
-            _SAME_DEVICE[np.ndarray] = lambda first, others: True  # always the CPU
+            SAME_DEVICE[np.ndarray] = lambda first, others: True  # always the CPU
         elif array_api_compat.is_torch_array(x):
-            _SAME_DEVICE[type(x)] = _torch_same_device
+            SAME_DEVICE[type(x)] = _torch_same_device
         return xp
     xp = _namespace_fallback(x)
     if xp is None:

@@ -12,7 +12,6 @@ imported).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import sys
 from typing import Any
@@ -297,22 +296,28 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
         plain = plain and not _aliases(out, (x, m, z))
     if not plain:
         return _torch_step(x, m, z, c, clip, out)
-    if out is None:  # reused once nothing holds them, with NumPy views kept beside them
-        prev, x0, (x_view, prev_view, x0_view) = _buffers.outputs(sys.modules["torch"], x)
+    view = _buffers.host_view  # flat NumPy arrays over the tensors' memory
+    if out is None:  # reused once nothing holds them
+        prev, x0, prev_view, x0_view = _buffers.outputs(sys.modules["torch"], x)
     else:
         prev, x0 = out
-        x_view, prev_view, x0_view = (_buffers.host_view(a) for a in (x, prev, x0))
-    z_view = None if z is None else _buffers.host_view(z)
-    _numba().run(x_view, _buffers.host_view(m), z_view, c, clip, prev_view, x0_view)
+        prev_view, x0_view = view(prev), view(x0)
+    z_view = None if z is None else view(z)
+    (_numba_module or _numba()).run(view(x), view(m), z_view, c, clip, prev_view, x0_view)
     return prev, x0
 
 
-@functools.cache
 def _numba() -> Any:
     """ddim_core._numba, imported on first use (numba loads then), then from this cache."""
-    from . import _numba
+    global _numba_module
+    if _numba_module is None:
+        from . import _numba as module
 
-    return _numba
+        _numba_module = module
+    return _numba_module
+
+
+_numba_module: Any = None
 
 
 def _torch_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:

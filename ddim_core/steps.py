@@ -111,6 +111,10 @@ def step(
     >>> x.shape, x.dtype
     ((2, 3), dtype('float64'))
     """
+    if out is None and type(eta) is float and eta == 0.0:
+        done = _seen_step(plan, False, use_clipped_model_output, model_output, timestep, sample)
+        if done is not None:
+            return done
     eta = check_eta(eta)
     if eta > 0.0 and noise is None:
         raise ValueError(f"eta={eta} > 0 needs a `noise` array (standard normal, like sample)")
@@ -166,6 +170,10 @@ def inverse_step(
     >>> np.allclose(dc.step(plan, eps, t, x1).prev_sample, x0)  # the same output undoes it
     True
     """
+    if out is None:
+        done = _seen_step(plan, True, False, model_output, timestep, sample)
+        if done is not None:
+            return done
     key = StepKey(_check_plan(plan), 0.0, True)
     return _dispatch(key, model_output, timestep, sample, None, False, out)
 
@@ -318,16 +326,101 @@ def _dispatch(
         if fused is not None:
             if not (isinstance(fused, tuple | list) and len(fused) == 2):
                 _wrong_kernel_result(kernel, fused)
+            if t is not None and noise is None and out is None and key.eta == 0.0:
+                _remember(key, use_clipped, sample, t, clip)
             return StepOutput(*fused)
     if out is not None:
         raise TypeError(
             "out= needs a fused kernel (torch, NumPy with numba, CuPy; float32/float64, no "
             "thresholding, C-contiguous buffers that do not overlap the inputs)"
         )
+    return _reference(key, model_output, (t, t_arr), sample, noise, use_clipped, xp)
+
+
+def _reference(
+    key: StepKey,
+    model_output: Array,
+    timestep: tuple[int | None, Any],
+    sample: Array,
+    noise: Array | None,
+    use_clipped: bool,
+    xp: Namespace,
+) -> StepOutput:
+    """The reference array-API step (`kernels.ddim_update`) of checked arrays: with the row of
+    an int timestep, or rows gathered on the device for a timestep array."""
+    t, t_arr = timestep
     row = coefficients.row(key, t) if t is not None else coefficients.gather(key, t_arr, sample, xp)
     x_t, m, z = backends.to_work_dtype(xp, sample, model_output, noise)
-    x_b, x0 = kernels.ddim_update(x_t, m, row, config, z, use_clipped, xp=xp)
+    x_b, x0 = kernels.ddim_update(x_t, m, row, key.plan.config, z, use_clipped, xp=xp)
     return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
+
+
+# The steps `_dispatch` has taken on a fused kernel with a Python-int timestep, eta 0, no out=:
+# per (plan, inverse, use_clipped, array type, dtype) the FusedRow of each timestep seen (so
+# checked) and the clip limit. A pipeline's steps are all of this kind: `_seen_step` takes
+# them again with only the checks that depend on the arrays.
+_SEEN: dict[tuple[Any, ...], tuple[dict[int, coefficients.FusedRow], float | None]] = {}
+_SEEN_MAX = 256  # signatures kept (a few per plan in use), cleared when full
+
+
+def _remember(key: StepKey, use_clipped: bool, sample: Array, t: int, clip: float | None) -> None:
+    """Record a fused step of `_dispatch` that `_seen_step` may take from now on."""
+    if type(key.plan) is not Plan or type(use_clipped) is not bool:
+        return
+    if type(sample) not in backends.SAME_DEVICE:  # not NumPy or torch: no cheap device check
+        return
+    signature = (key.plan, key.inverse, use_clipped, type(sample), sample.dtype)
+    found = _SEEN.get(signature)
+    if found is None:
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        found = _SEEN[signature] = ({}, clip)
+    found[0][t] = coefficients.fused_row(key, t, use_clipped)
+
+
+def _seen_step(
+    plan: Any, inverse: bool, use_clipped: Any, model_output: Any, t: Any, sample: Any
+) -> StepOutput | None:
+    """A step of a kind `_dispatch` has already taken on a fused kernel (`_remember`): the same
+    kernel on the same row, after the checks that depend on the arrays (one type, dtype, shape
+    and device; not compiling), which `_dispatch` would repeat. None for anything else: then
+    `_dispatch` checks everything and says what is wrong. The pipeline's step costs the kernel
+    and about 2 us here, where `_dispatch` takes 5 (benchmarks/pipeline.py)."""
+    if backends.compiling():  # torch.compile fuses the reference (and traces no `type(t)`)
+        return None
+    kind = type(sample)
+    if type(t) is not int or type(model_output) is not kind or type(plan) is not Plan:
+        return None
+    same_device = backends.SAME_DEVICE.get(kind)  # NumPy or torch (else never remembered)
+    if same_device is None or type(use_clipped) is not bool:
+        return None
+    dtype = sample.dtype
+    try:
+        found = _SEEN.get((plan, inverse, use_clipped, kind, dtype))
+    except TypeError:  # an unhashable dtype
+        return None
+    if found is None:
+        return None
+    rows, clip = found
+    c = rows.get(t)
+    if (
+        c is None
+        or model_output.dtype != dtype
+        or model_output.shape != sample.shape
+        or not same_device(sample, (model_output,))
+    ):
+        return None
+    kernel = plugins.step_kernel(sample)  # the current one (plugins may have changed)
+    if kernel is None:
+        return None
+    fused = kernel(sample, model_output, None, c, clip, None)
+    if type(fused) in (tuple, list) and len(fused) == 2:
+        return tuple.__new__(StepOutput, fused)
+    if fused is not None:
+        _wrong_kernel_result(kernel, fused)
+    xp = backends.namespace(sample=sample)  # declined: the reference, as `_dispatch` runs it
+    key = StepKey(plan, 0.0, inverse)
+    return _reference(key, model_output, (t, None), sample, None, use_clipped, xp)
 
 
 def _wrong_kernel_result(kernel: Any, result: Any) -> None:

@@ -6,12 +6,14 @@ read, and equal the reference path."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from helpers import reference_path
 
 import ddim_core as dc
-from ddim_core import builtins, plugins
+from ddim_core import builtins, plugins, steps
 from ddim_core.hookspecs import hookimpl
 
 torch = pytest.importorskip("torch")
@@ -83,7 +85,6 @@ def test_tensor_timesteps_take_the_fused_path(dtype, fused_calls: list[int]) -> 
 def test_per_sample_and_device_rows_equal_the_reference() -> None:
     """Distinct per-sample timesteps (CPU) and unreadable timesteps (meta) take rows gathered
     on the device into the eager kernel; values within the reference's tolerance, no read."""
-    from helpers import reference_path
 
     g = torch.Generator().manual_seed(1)
     x, m, z = (torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
@@ -192,3 +193,122 @@ def test_narrow_integer_timestep_arrays_on_a_device_gather_their_rows(dtype) -> 
     assert out[0].shape == x.shape and out[0].device.type == "meta"
     noisy = dc.add_noise(PLAN, x.to("meta"), x.to("meta"), t.to("meta"))
     assert noisy.shape == x.shape
+
+
+# --- the steps `_dispatch` has taken, taken again (steps._seen_step) -------------------------
+
+
+def _outcome(call) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
+    """What a step call gives: its outputs as NumPy arrays, or its error's type and message."""
+    try:
+        out = call()
+    except (TypeError, ValueError) as e:
+        return (type(e), str(e))
+    return tuple(np.asarray(a.detach() if isinstance(a, torch.Tensor) else a) for a in out)
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    if len(a) != len(b) or any(isinstance(v, type) for v in a) != any(
+        isinstance(v, type) for v in b
+    ):
+        return False
+    return all(
+        (np.array_equal(u, v, equal_nan=True) and u.dtype == v.dtype)
+        if isinstance(u, np.ndarray)
+        else u == v
+        for u, v in zip(a, b, strict=True)
+    )
+
+
+ONE = dc.make_plan(dc.DDIMConfig(steps_offset=1), 10)  # leading: its last timestep is 1
+CONFIGS = [
+    CONFIG,
+    dc.DDIMConfig(clip_sample=False),
+    dc.DDIMConfig(prediction_type="v_prediction", timestep_spacing="trailing"),
+    dc.DDIMConfig(prediction_type="sample", clip_sample_range=0.5, set_alpha_to_one=False),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_steps_taken_again_skip_dispatch_and_equal_it(
+    config: dc.DDIMConfig, library: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step of a kind `_dispatch` has taken on a fused kernel (Python-int timestep, eta 0,
+    no out=) is taken again without it: the same kernel on the same row, bit for bit, forward
+    and inverse, with and without use_clipped_model_output."""
+    plan = dc.make_plan(config, 10)
+    g = np.random.default_rng(0)
+    x, m = (g.standard_normal((2, 4, 8, 8)).astype(dtype) for _ in range(2))
+    if library == "torch":
+        x, m = torch.from_numpy(x), torch.from_numpy(m)
+    calls = []
+    dispatch = steps._dispatch
+    monkeypatch.setattr(steps, "_dispatch", lambda *a: calls.append(1) or dispatch(*a))
+
+    def loop() -> list[Any]:
+        outs = []
+        for t in plan.timesteps:
+            for clipped in (False, True):
+                outs.append(dc.step(plan, m, t, x, use_clipped_model_output=clipped))
+            outs.append(dc.inverse_step(plan, m, t, x))
+        return outs
+
+    first = loop()
+    assert len(calls) == 3 * len(plan.timesteps)
+    again = loop()
+    assert len(calls) == 3 * len(plan.timesteps)  # none the second time
+    for a, b in zip(first, again, strict=True):
+        assert _same(_outcome(lambda a=a: a), _outcome(lambda b=b: b))
+
+
+def test_steps_taken_again_check_what_dispatch_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a kind of step has been taken (`_seen_step` knows its plan, array type and dtype),
+    every other call gives exactly what `_dispatch` alone gives: the same outputs, or the same
+    error. A bool timestep is not timestep 1, a use_clipped_model_output of 1 is not True, a
+    plan timestep's row is not another timestep's, and a kernel blocked since is not used."""
+    g = torch.Generator().manual_seed(3)
+    x, m = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(2))
+    t0 = PLAN.timesteps[2]
+    calls = [
+        lambda: dc.step(PLAN, m, t0, x),
+        lambda: dc.step(PLAN, m.double(), t0, x),
+        lambda: dc.step(PLAN, m[:1], t0, x),
+        lambda: dc.step(PLAN, m.numpy(), t0, x),
+        lambda: dc.step(PLAN, m, True, x),
+        lambda: dc.step(PLAN, m, 1, x),
+        lambda: dc.step(PLAN, m, 3, x),
+        lambda: dc.step(PLAN, m, 1000, x),
+        lambda: dc.step(PLAN, m, np.int64(t0), x),
+        lambda: dc.step(PLAN, m, t0, x, use_clipped_model_output=1),
+        lambda: dc.step(PLAN, m, t0, x, use_clipped_model_output=np.bool_(True)),
+        lambda: dc.step(PLAN, m, t0, x, eta=0),
+        lambda: dc.step(PLAN, m, t0, x, eta=-0.0),
+        lambda: dc.step(PLAN, m, t0, x, eta=float("nan")),
+        lambda: dc.step(PLAN, m, t0, x.transpose(2, 3)),
+        lambda: dc.step(PLAN, m, t0, x.requires_grad_(False).clone().requires_grad_(True)),
+        lambda: dc.step(PLAN, m, t0, None),
+        lambda: dc.step(PLAN, None, t0, x),
+        lambda: dc.step(dc.make_plan(CONFIG, 20), m, t0, x),  # a plan never seen
+        lambda: dc.step(PLAN.timesteps, m, t0, x),
+        lambda: dc.inverse_step(PLAN, m, t0, x),
+        lambda: dc.inverse_step(PLAN, m, True, x),
+        lambda: dc.step(ONE, m, True, x),  # not timestep 1, whose row is seen
+        lambda: dc.step(ONE, m, 1, x, use_clipped_model_output=1),
+    ]
+    for plan in (PLAN, ONE):  # every row of these plans' steps seen
+        for t in plan.timesteps:
+            dc.step(plan, m, t, x)
+            dc.step(plan, m, t, x, use_clipped_model_output=True)
+            dc.inverse_step(plan, m, t, x)
+    taken = [_outcome(call) for call in calls]
+    monkeypatch.setattr(steps, "_seen_step", lambda *a: None)  # `_dispatch` alone
+    alone = [_outcome(call) for call in calls]
+    assert all(_same(a, b) for a, b in zip(taken, alone, strict=True))
+    monkeypatch.undo()
+    fused = dc.step(PLAN, m, t0, x).prev_sample
+    with reference_path():  # the fused kernels blocked since: the kind seen is not fused
+        got = dc.step(PLAN, m, t0, x).prev_sample
+        want = dc.step(dc.make_plan(CONFIG, 20), m, t0, x).prev_sample  # a plan never seen
+    assert torch.equal(got, want) and not torch.equal(fused, want)

@@ -251,6 +251,11 @@ class SchedulerCore:
         counter moved); a write torch's counter does not see (through `.data` or DLPack) is
         not seen here either, as autograd does not see it. A CPU value is read as it is (a
         read is free there), and nothing is assumed while torch.compile traces."""
+        if type(timestep) is int:
+            return timestep
+        value = _host_int64(timestep)
+        if value is not None:
+            return value
         # only torch builds tables of 0-d views (`_base`): `is_cpu` is torch's device check
         if not getattr(timestep, "is_cpu", True) and not backends.compiling():
             known = _built_value(self._state().built, timestep)
@@ -300,10 +305,13 @@ class SchedulerCore:
         return buf
 
     def _require_plan(self) -> dc.Plan:
-        if self._plan is None:
+        if self.config is not self._core[0]:
+            self._follow_config()  # a config rewritten since set_timesteps applies from now
+        state = getattr(self._local, "state", None)  # `_state()`, inline: once per step
+        plan = (self._shared if state is None else state).plan
+        if plan is None:
             raise ValueError(NOT_SET)
-        self._follow_config()  # a config rewritten since set_timesteps applies from now
-        return self._plan
+        return plan
 
 
 class ForwardScheduler(SchedulerCore):
@@ -494,6 +502,26 @@ def _custom_timesteps(timesteps: Any) -> list[int]:
     return [check_int("timesteps", t) for t in timesteps]
 
 
+def _host_int64(timestep: Any) -> int | None:
+    """The value of a 0-d int64 torch CPU tensor (a pipeline's `t` of a CPU
+    `scheduler.timesteps`), read on the host where that is free (not while torch.compile
+    traces), so that the step takes the Python-int path; None for anything else.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _host_int64(torch.tensor(981)), _host_int64(torch.tensor([981])), _host_int64(981)
+    (981, None, None)
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or type(timestep) is not torch.Tensor or timestep.dtype is not torch.int64:
+        return None
+    if timestep.ndim or not timestep.is_cpu or torch.compiler.is_compiling():
+        return None
+    value: int = timestep.item()
+    return value
+
+
 def _built_value(built: tuple[Any, tuple[int, ...], int] | None, timestep: Any) -> int | None:
     """The host value of `timestep` when it is a 0-d view into the built table (torch's
     `_base`, `storage_offset` and shared `_version` say so without reading the device), else
@@ -575,10 +603,17 @@ def make_output(cls: Any, prev_sample: Any, pred_original_sample: Any) -> Any:
         fast = _FAST_OUTPUTS[cls] = _direct_matches(cls)
     if not fast or prev_sample is None or pred_original_sample is None:
         return cls(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
-    return _direct(cls, prev_sample, pred_original_sample)
+    out = cls.__new__(cls)  # what `_direct` does, inline: this runs once per pipeline step
+    _set_item(out, "prev_sample", prev_sample)
+    _set_item(out, "pred_original_sample", pred_original_sample)
+    attributes = out.__dict__
+    attributes["prev_sample"] = prev_sample
+    attributes["pred_original_sample"] = pred_original_sample
+    return out
 
 
 _FAST_OUTPUTS: dict[type, bool] = {}
+_set_item = collections.OrderedDict.__setitem__
 
 
 def _direct(cls: Any, prev_sample: Any, pred_original_sample: Any) -> Any:
