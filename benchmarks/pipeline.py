@@ -7,7 +7,9 @@ DDIMScheduler against diffusers' own, eager and with its `step` under torch.comp
 time reported apart), at eta 0 and at eta 1 with a torch.Generator; the memory floor of one
 step (read x_t and the model output, write two outputs) and one normal draw, in the same run.
 At eta 1 the same repeats also time our eta 0 loop: "noise cost / draw" is (eta 1 step - eta 0
-step) / one normal draw, the noise's whole cost in draws (1.00: the draw and nothing else).
+step) / one normal draw, the noise's whole cost in draws (1.00: the draw and nothing else). At
+eta 0 (CPU) they also time our loop with numba's pass skipped: "call" is what a step costs
+around the pass.
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ def _loop(scheduler: Any, step: Callable[..., Any], out: Any, x: Any, eta: float
     for t in scheduler.timesteps:
         x = step(out, t, x, **kwargs).prev_sample
     return x
+
+
+def _without_pass(fn: Callable[[], Any]) -> Any:
+    """fn() with numba's pass skipped (its outputs left as they were): the per-step cost of
+    the call around the pass (checks, timestep, buffers, dispatch, the output object)."""
+    try:
+        from ddim_core import _numba
+    except ImportError:  # no numba: no pass to skip
+        return fn()
+    saved = _numba._pass
+    _numba._pass = lambda *args: None
+    try:
+        return fn()
+    finally:
+        _numba._pass = saved
 
 
 def _median_us_per_step(fn: Callable[[], Any], repeats: int, sync: Callable[[], Any]) -> float:
@@ -63,6 +80,10 @@ def bench(
     }
     if eta:  # what the noise adds, against eta 0 in the same repeats (machine noise alike)
         fns["ddim_diffusers eta 0"] = lambda: _loop(ours, ours.step, out, x, 0.0, gen)
+    elif device == "cpu":  # everything but numba's pass: what the call costs around it
+        fns["ddim_diffusers call"] = lambda: _without_pass(
+            lambda: _loop(ours, ours.step, out, x, eta, gen)
+        )
     result: dict[str, Any] = {"shape": shape, "eta": eta}
     if compiled:
         step = torch.compile(theirs.step)

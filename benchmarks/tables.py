@@ -95,17 +95,20 @@ def noise_cost(us: dict[str, float]) -> str:
 
 def pipeline_table(data: dict[str, Any]) -> str:
     """The pipeline call pattern (diffusers' default config, clip on; `t` from
-    `scheduler.timesteps`): ddim_diffusers against diffusers eager and compiled, per step."""
+    `scheduler.timesteps`): ddim_diffusers against diffusers eager and compiled, per step;
+    "call": ddim_diffusers with numba's pass skipped (what the step costs around it)."""
     lines = [
-        "| shape | eta | ddim_diffusers | diffusers | diffusers compiled | floor "
+        "| shape | eta | ddim_diffusers | call | diffusers | diffusers compiled | floor "
         "| ours / diffusers | ours / compiled | ours / floor | noise cost / draw | compile s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in data.get("pipeline", []):
         us = r["us"]
         ours, comp = us["ddim_diffusers"], us.get("diffusers compiled")
+        call = us.get("ddim_diffusers call")
         lines.append(
-            f"| {_shape(r)} | {r['eta']:g} | {ours:.0f} | {us['diffusers']:.0f} | "
+            f"| {_shape(r)} | {r['eta']:g} | {ours:.0f} | "
+            f"{'-' if call is None else f'{call:.0f}'} | {us['diffusers']:.0f} | "
             f"{'-' if comp is None else f'{comp:.0f}'} | {us['floor']:.0f} | "
             f"{ours / us['diffusers']:.2f} | {'-' if comp is None else f'{ours / comp:.2f}'} | "
             f"{ours / us['floor']:.2f} | {noise_cost(us)} | "

@@ -12,9 +12,12 @@ storage object's holders), and only while its storage still has the memory it wa
 here (a `torch.multiprocessing` queue), and `resize_` gives it new memory (of a new size).
 Its numbers never change while a user can see them.
 
-The kernel reads and writes the tensors through NumPy arrays over their memory (`host_view`),
-not `Tensor.numpy()`: that marks the storage as never resizable, so a caller's
+The kernel reads and writes the tensors through flat NumPy arrays over their memory
+(`host_view`), not `Tensor.numpy()`: that marks the storage as never resizable, so a caller's
 `latents.resize_(...)` would raise after a step, where diffusers' tensors stay resizable.
+Such an array is an address, a length and a dtype: one is made per (address, length, dtype)
+and kept, as the pool keeps its buffers' storage objects. A step checks two buffers and
+makes two aliases; it allocates nothing of the sample's size.
 
 The kernel asks only for plain, contiguous float32/float64 CPU tensors without grad
 (accelerators have caching allocators already) of at least `MIN_BYTES`; each thread keeps

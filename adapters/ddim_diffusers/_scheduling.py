@@ -244,13 +244,13 @@ class SchedulerCore:
         )
 
     def _timestep_for(self, timestep: Any, sample: Any) -> Any:
-        """`timestep_for`, except that on an accelerator an element of the `timesteps` table
-        set_timesteps built (the pipeline's `for t in scheduler.timesteps`) is the Python int
-        it holds: known on the host, so the step reads no device value and takes the fused
-        path with host coefficients. A table written in place is not trusted (its version
-        counter moved); a write torch's counter does not see (through `.data` or DLPack) is
-        not seen here either, as autograd does not see it. A CPU value is read as it is (a
-        read is free there), and nothing is assumed while torch.compile traces."""
+        """`timestep_for`, except that the pipeline's `t in scheduler.timesteps` becomes the
+        Python int it holds, so that the step takes the fused path with host coefficients: on
+        the CPU read as it is (free there: `_host_int64`); on an accelerator, an element of
+        the `timesteps` table set_timesteps built is known on the host without reading the
+        device. A table written in place is not trusted (its version counter moved); a write
+        torch's counter does not see (through `.data` or DLPack) is not seen here either, as
+        autograd does not see it. Nothing is read or assumed while torch.compile traces."""
         if type(timestep) is int:
             return timestep
         value = _host_int64(timestep)
