@@ -416,8 +416,10 @@ def _seen_step(
     fused = kernel(sample, model_output, None, c, clip, None)
     if type(fused) in (tuple, list) and len(fused) == 2:
         return tuple.__new__(StepOutput, fused)
-    if fused is not None:
-        _wrong_kernel_result(kernel, fused)
+    if fused is not None:  # a pair of another type (a NamedTuple) is taken, as `_dispatch` does
+        if not (isinstance(fused, tuple | list) and len(fused) == 2):
+            _wrong_kernel_result(kernel, fused)
+        return StepOutput(*fused)
     xp = backends.namespace(sample=sample)  # declined: the reference, as `_dispatch` runs it
     key = StepKey(plan, 0.0, inverse)
     return _reference(key, model_output, (t, None), sample, None, use_clipped, xp)

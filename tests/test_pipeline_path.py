@@ -5,6 +5,7 @@ read, and equal the reference path."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 from typing import Any
 
@@ -312,3 +313,29 @@ def test_steps_taken_again_check_what_dispatch_checks(monkeypatch: pytest.Monkey
         got = dc.step(PLAN, m, t0, x).prev_sample
         want = dc.step(dc.make_plan(CONFIG, 20), m, t0, x).prev_sample  # a plan never seen
     assert torch.equal(got, want) and not torch.equal(fused, want)
+
+
+def test_steps_taken_again_take_a_pair_of_any_tuple_type() -> None:
+    """A plugin kernel's pair may be any tuple or list of two (a NamedTuple, a StepOutput), as
+    `_dispatch` takes it: a step taken again gives the same, not the wrong-result TypeError."""
+    Pair = collections.namedtuple("Pair", "prev x0")
+
+    class Kernel:
+        @hookimpl(tryfirst=True)
+        def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+            def kernel(x, m, z, c, clip, out):  # type: ignore[no-untyped-def]
+                return Pair(x + 1.0, x - 1.0)
+
+            return kernel if isinstance(sample, np.ndarray) else None
+
+    plugins.manager.cache_clear()
+    plugins.manager().register(Kernel(), name="namedtuple-kernel")
+    try:
+        plan = dc.make_plan(dc.DDIMConfig(clip_sample=False), 7)
+        x, m = np.random.default_rng(0).standard_normal((2, 2, 4))
+        outs = [dc.step(plan, m, plan.timesteps[1], x) for _ in range(3)]
+    finally:
+        plugins.manager.cache_clear()
+    for out in outs:
+        assert type(out) is dc.StepOutput
+        assert np.array_equal(out.prev_sample, x + 1.0) and np.array_equal(out[1], x - 1.0)
