@@ -72,8 +72,10 @@ def host_view(t: Any) -> Any:
     docstring). The array holds nothing of `t`: it is an address, a length and a dtype, valid
     while `t` has this memory (the call it is made for). So one array serves every tensor at
     that address, length and dtype, and is cached (a step's tensors mostly come back to the
-    same few addresses: the pool's buffers, the model's outputs). Anything else (a tensor with
-    the negative bit, another dtype) goes through `t.numpy()`, which checks it.
+    same few addresses: the pool's buffers, the model's outputs). Another dtype goes through
+    `t.numpy()`, which checks it. A tensor with the negative bit must be resolved first (the
+    kernel does): a view cached for its address reads the memory as it is, without the sign
+    (only a first call at an address goes through `t.numpy()`, which refuses it).
 
     Examples
     --------
