@@ -169,6 +169,21 @@ def test_config_rewritten_after_construction_is_followed(ours, theirs) -> None: 
 
 
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
+def test_a_step_before_set_timesteps_says_so_whatever_the_config(ours, theirs) -> None:  # type: ignore[no-untyped-def]
+    """A step before set_timesteps raises the not-set ValueError first, as diffusers' does, also
+    after the config was rewritten (here to an option ddim_core refuses): not the option's."""
+    from ddim_diffusers._scheduling import NOT_SET
+    from diffusers.configuration_utils import FrozenDict
+
+    x = torch.zeros(1, 2)
+    scheduler = ours()
+    scheduler._internal_dict = FrozenDict({**scheduler.config, "clip_sample_range": -1.0})
+    with pytest.raises(ValueError) as raised:
+        scheduler.step(x, 1, x)
+    assert str(raised.value) == NOT_SET
+
+
+@pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_save_and_load_both_ways(ours, theirs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = {"timestep_spacing": "trailing", "prediction_type": "v_prediction", "clip_sample": False}
     ours(**cfg, prev_timestep="stride").save_pretrained(tmp_path / "ours")

@@ -306,6 +306,8 @@ class SchedulerCore:
 
     def _require_plan(self) -> dc.Plan:
         if self.config is not self._core[0]:
+            if self._plan is None:  # no plan is said first, as in diffusers, not a bad option
+                raise ValueError(NOT_SET)
             self._follow_config()  # a config rewritten since set_timesteps applies from now
         state = getattr(self._local, "state", None)  # `_state()`, inline: once per step
         plan = (self._shared if state is None else state).plan
