@@ -207,18 +207,21 @@ def markdown_model(rows: list[dict[str, Any]]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    """The `bench` rows as a markdown table ("call": our loop with numba's pass skipped)."""
     lines = [
-        "| shape | eta | ddim_diffusers | diffusers | diffusers compiled | floor | normal draw "
-        "| ours / diffusers | ours / compiled | ours / floor | noise cost / draw | compile s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| shape | eta | ddim_diffusers | call | diffusers | diffusers compiled | floor "
+        "| normal draw | ours / diffusers | ours / compiled | ours / floor | noise cost / draw "
+        "| compile s |",
+        "| --- | --- |" + " ---: |" * 11,
     ]
     for r in rows:
         us = r["us"]
         comp = us.get("diffusers compiled")
-        ours = us["ddim_diffusers"]
+        ours, call = us["ddim_diffusers"], us.get("ddim_diffusers call")
         vs_compiled = "-" if comp is None else f"{ours / comp:.2f}"
         lines.append(
             f"| {'x'.join(map(str, r['shape']))} | {r['eta']:g} | {us['ddim_diffusers']:.1f} | "
+            f"{'-' if call is None else f'{call:.1f}'} | "
             f"{us['diffusers']:.1f} | {'-' if comp is None else f'{comp:.1f}'} | "
             f"{us['floor']:.1f} | {us['normal draw']:.1f} | "
             f"{us['ddim_diffusers'] / us['diffusers']:.2f} | "
