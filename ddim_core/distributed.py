@@ -1623,10 +1623,10 @@ def command(name: str, argv: Sequence[str]) -> int:
     parser.add_argument("--workers", type=int, help="LocalCluster size, or workers to wait for")
     parser.add_argument(
         "--worker-timeout",
-        type=float,
+        type=_seconds_or_none,
         default=_WORKER_TIMEOUT_S,
         metavar="SECONDS",
-        help="how long to wait for --workers on --scheduler (default 600)",
+        help="how long to wait for --workers on --scheduler (default 600; none: no limit)",
     )
     parser.add_argument("--chunk", type=int, help="items per task (default: about 4 MiB)")
     parser.add_argument("--method", default=DEFAULT_METHOD, help="a method name or module:function")
@@ -1693,6 +1693,25 @@ def command(name: str, argv: Sequence[str]) -> int:
         )
         return 130
     return 0
+
+
+def _seconds_or_none(text: str) -> float | None:
+    """--worker-timeout's value: a number of seconds, or "none" (no limit: worker_timeout=None,
+    which a float cannot say). Range errors are worker_timeout's own.
+
+    Examples
+    --------
+    >>> _seconds_or_none("90"), _seconds_or_none("None")
+    (90.0, None)
+    """
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds or 'none' (no limit)"
+        ) from None
 
 
 def _cli_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:

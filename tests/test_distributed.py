@@ -25,7 +25,7 @@ pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
 
 import ddim_core as dc  # noqa: E402
-from ddim_core import cli  # noqa: E402
+from ddim_core import cli, distributed  # noqa: E402
 from ddim_core.distributed import (  # noqa: E402
     METHODS,
     analytic_model,
@@ -545,6 +545,31 @@ def test_waiting_for_workers_that_never_come_times_out(npy: Path) -> None:
         within_timeout(
             _invert, npy, npy.parent / "out.zarr", client=empty, workers=1, worker_timeout=0.5
         )
+
+
+@pytest.mark.parametrize(("given", "timeout"), [("none", None), ("None", None), ("90", 90.0)])
+def test_the_command_line_can_say_no_worker_timeout(
+    monkeypatch: pytest.MonkeyPatch, npy: Path, given: str, timeout: float | None
+) -> None:
+    """worker_timeout=None (no limit) had no command-line form: --worker-timeout took floats
+    only. "none" now says it; anything else that is not a number is one line, exit 2."""
+    seen: list[Any] = []
+    monkeypatch.setattr(distributed, "_run", lambda *a, **kw: seen.append(kw["worker_timeout"]))
+    argv = ["invert-dataset", str(npy), str(npy.parent / "out.zarr"), "--steps", "5"]
+    assert cli.main([*argv, "--worker-timeout", given]) == 0
+    assert seen == [timeout]
+
+
+def test_a_worker_timeout_that_is_not_a_number_is_one_line(
+    npy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["invert-dataset", str(npy), str(npy.parent / "out.zarr"), "--steps", "5"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--worker-timeout", "forever"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--worker-timeout" in err and "'forever' is not a number of seconds or 'none'" in err
+    assert len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("fails", ["Client", "wait_for_workers"])
