@@ -24,9 +24,10 @@ KSAMPLER_NAMES = ("ddim_core",)
 CATEGORY = "sampling/custom_sampling"
 
 # Exact inversion by default: refinements per step, and the residual that ends them early
-# (tol 1e-6 is about float32's floor; on the guided test bed of benchmarks/inversion.py,
-# float32 at 20 and 50 steps reaches 2e-6 in 3.1 to 3.8 model calls per step on average;
-# 8 refinements cap a step at 9 calls where it is out of reach, as with a half-precision model).
+# (tol 1e-6 is about float32's floor; on the test bed of benchmarks/inversion.py, float32
+# with tol 2e-6 takes 2.0 to 3.8 model calls per step on average, guidance 1 to 7.5, 20 and
+# 50 steps: the "exact k=30, tol" rows of benchmarks/results/inversion.md; 8 refinements cap
+# a step at 9 calls where tol is out of reach, as with a half-precision model).
 INVERSION_ITERS = 8
 INVERSION_TOL = 1e-6
 # ComfyUI's FlipSigmas makes a first sigma of 0 this (its Euler steps would divide by 0)
