@@ -83,7 +83,8 @@ def step(
         Re-derive eps_pred from the clipped x0_pred (diffusers' option of the same name).
     out : tuple of two arrays, optional
         Buffers to write (x_prev, x0_pred) into; only fused kernels take them (torch, NumPy
-        with numba, CuPy; a Python int timestep, no thresholding, no overlap with the inputs).
+        with numba, CuPy; a Python int timestep, no thresholding, no overlap with the inputs,
+        model_output and noise in the sample's dtype).
 
     Returns
     -------
@@ -464,12 +465,18 @@ def _fused(
 def _check_out(out: Any, xp: Namespace, sample: Array, *inputs: Array | None) -> None:
     """`out=(x_prev, x0_pred)`: two writable arrays of the sample's library, device, shape
     and dtype that share no memory with the inputs or each other (else a kernel would write
-    outside a buffer, or read what it has overwritten)."""
+    outside a buffer, or read what it has overwritten); model_output and noise in the
+    sample's dtype (a fused kernel takes one)."""
     if not isinstance(out, tuple | list) or len(out) != 2:
         raise TypeError(
             f"out must be a pair (x_prev, x0_pred) of arrays, got {type(out).__name__}"
             + (f" of length {len(out)}" if isinstance(out, tuple | list) else "")
         )
+    for input_name, a in (("model_output", inputs[0]), ("noise", inputs[1])):
+        if a is not None and a.dtype != sample.dtype:  # the fused kernels take one dtype
+            raise TypeError(
+                f"out= needs {input_name} in the sample's dtype {sample.dtype}, got {a.dtype}"
+            )
     for name, buf in zip(("out[0]", "out[1]"), out, strict=True):
         try:
             backends.namespace(sample=sample, **{name.replace("[", "_").rstrip("]"): buf})

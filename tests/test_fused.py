@@ -158,6 +158,24 @@ def test_out_needs_a_fused_kernel() -> None:
         dc.step(plan, x, 500, x, out=(strict.zeros((2, 2)), strict.zeros((2, 2))))
 
 
+@pytest.mark.parametrize("other", ["float16", "float64"])
+def test_out_with_a_model_output_or_noise_of_another_dtype_names_it(other: str) -> None:
+    """out= with a float32 sample and a float16 (or float64) model output or noise said
+    'out= needs a fused kernel (...; float32/float64, ...)': the sample is float32, and the
+    message named neither the argument nor its dtype. It now says which one differs."""
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x = np.zeros((2, 2), np.float32)
+    out = (np.empty_like(x), np.empty_like(x))
+    with pytest.raises(
+        TypeError, match=f"out= needs model_output in the sample's dtype float32, got {other}"
+    ):
+        dc.step(plan, x.astype(other), 500, x, out=out)
+    with pytest.raises(
+        TypeError, match=f"out= needs noise in the sample's dtype float32, got {other}"
+    ):
+        dc.step(plan, x, 500, x, eta=1.0, noise=x.astype(other), out=out)
+
+
 @pytest.mark.parametrize("contiguous", [True, False], ids=["numba", "eager"])
 def test_torch_fused_allocates_only_its_outputs(contiguous: bool) -> None:
     torch = pytest.importorskip("torch")
