@@ -399,6 +399,31 @@ def test_samples_stay_in_xs_dtype_whatever_the_model_and_noise_dtypes(
     assert set(seen) == {x_dtype}
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_sampling_steps_are_computed_in_float32_and_rounded_once(
+    dtype: torch.dtype,
+) -> None:
+    """A sample_ddim step on a half x with a half model output ran its arithmetic in half
+    precision (x times sqrt(abar), then the update): over a ulp from the exact step of the
+    same inputs, where ddim_core computes half precision in float32 and rounds once."""
+    sigmas = torch.tensor([14.6, 3.0, 1.0, 0.3, 0.03], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 4, 16, 16, generator=gen, dtype=torch.float64) * sigmas[0]).to(dtype)
+
+    def model(x: Any, sigma: Any) -> Any:  # the same output for the half and exact runs
+        return (x.double() * 0.1 + 0.2).to(dtype)
+
+    for i in range(len(sigmas) - 1):
+        pair = sigmas[i : i + 2]
+        got = dk.sample_ddim(model, x, pair, disable=True)
+        exact = dk.sample_ddim(lambda x, s: model(x, s).double(), x.double(), pair, disable=True)
+        binade = torch.exp2(torch.floor(torch.log2(exact.abs().clamp(min=1e-30))))
+        half_ulp = 0.5 * torch.finfo(dtype).eps * binade
+        float32_error = 4 * 2.0**-24 * float(x.double().abs().max())  # where terms cancel
+        assert bool(((got.double() - exact).abs() <= 1.01 * half_ulp + float32_error).all()), i
+        x = got
+
+
 def test_a_noise_sampler_that_is_not_callable_is_refused_by_name() -> None:
     """It raised "'int' object is not callable" from inside the loop."""
     with pytest.raises(TypeError, match=r"noise_sampler must be callable.*got 3"):

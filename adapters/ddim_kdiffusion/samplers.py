@@ -447,9 +447,11 @@ _INVERSE = dc.DDIMConfig(prediction_type="epsilon", clip_sample=False)
 def _transfer(x: Array, model_output: Array, c: Row, kind: dc.DDIMConfig, noise: Any) -> Array:
     """x_k at level a -> x_k at level b: to VP (x * sqrt abar_a), the core's DDIM update,
     back to VE (/ sqrt abar_b), in x's dtype (a model or noise in another dtype does not
-    promote the sample, as in ddim_core's loops)."""
+    promote the sample, as in ddim_core's loops); half precision is computed in float32 and
+    rounded once, as ddim_core's steps are."""
     xp = backends.namespace(x=x)
-    x_b, _ = kernels.ddim_update(x * c.sqrt_ab_from, model_output, c, kind, noise, False, xp=xp)
+    x_w, m, z = backends.to_work_dtype(xp, x, model_output, noise)
+    x_b, _ = kernels.ddim_update(x_w * c.sqrt_ab_from, m, c, kind, z, False, xp=xp)
     return backends.cast(xp, x_b / c.sqrt_ab_to, x.dtype)
 
 
