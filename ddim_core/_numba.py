@@ -85,8 +85,7 @@ os.register_at_fork(after_in_child=_serial_after_fork)
 
 
 def _size_class(n: int, itemsize: int) -> tuple[int, int]:
-    """Steps of one dtype within a factor of two in size, compared with each other (computed
-    inline where it runs once per step)."""
+    """Steps of one dtype within a factor of two in size, compared with each other."""
     return (itemsize, n.bit_length())
 
 
@@ -95,7 +94,7 @@ def _choose(n: int, itemsize: int, now: float) -> bool:
     serial loop's time at its size is known, and not while backing off."""
     if n < PARALLEL_MIN or THREADS < 2 or now < _guard.backoff_until:
         return False
-    known = (itemsize, n.bit_length()) in _guard.serial_ns  # `_size_class`
+    known = _size_class(n, itemsize) in _guard.serial_ns
     return known and _PARALLEL.acquire(blocking=False)
 
 
@@ -106,7 +105,7 @@ def _observe(parallel: bool, n: int, itemsize: int, elapsed: float) -> None:
         _guard.loaded.add((parallel, itemsize))
         return
     per = elapsed * 1e9 / n
-    size = (itemsize, n.bit_length())  # `_size_class`
+    size = _size_class(n, itemsize)
     serial = _guard.serial_ns.get(size, math.inf)
     if not parallel:
         _guard.serial_ns[size] = min(per, serial)
@@ -275,10 +274,7 @@ def _pass(
     z = z if noise else x
     if x.dtype == np.float32:
         loop32 = _folded_parallel if parallel else _folded_serial
-        found, r = _FOLDED.get(id(c)), _LIMITS.get(clip)  # `folded`, `_limit32`, inline
-        k = found[1] if found is not None and found[0] is c else folded(c)
-        r = _limit32(clip) if r is None else r
-        loop32(x, m, z, prev, x0, k, r, noise, c.eps_from_x0)
+        loop32(x, m, z, prev, x0, folded(c), _limit32(clip), noise, c.eps_from_x0)
     else:
         loop = _step_parallel if parallel else _step_serial
         limit = 0.0 if clip is None else float(clip)

@@ -303,7 +303,7 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
         prev, x0 = out
         prev_view, x0_view = view(prev), view(x0)
     z_view = None if z is None else view(z)
-    (_numba_module or _numba()).run(view(x), view(m), z_view, c, clip, prev_view, x0_view)
+    _numba().run(view(x), view(m), z_view, c, clip, prev_view, x0_view)
     return prev, x0
 
 

@@ -325,11 +325,10 @@ def _dispatch(
         arrays = (model_output, sample, noise)
         fused = _fused(kernel, key, (t, t_arr), arrays, use_clipped, clip, out, xp)
         if fused is not None:
-            if not (isinstance(fused, tuple | list) and len(fused) == 2):
-                _wrong_kernel_result(kernel, fused)
+            done = _kernel_output(kernel, fused)
             if t is not None and noise is None and out is None and key.eta == 0.0:
                 _remember(key, use_clipped, sample, t, clip)
-            return StepOutput(*fused)
+            return done
     if out is not None:
         raise TypeError(
             "out= needs a fused kernel (torch, NumPy with numba, CuPy; float32/float64, no "
@@ -415,15 +414,18 @@ def _seen_step(
     if kernel is None:
         return None
     fused = kernel(sample, model_output, None, c, clip, None)
-    if type(fused) in (tuple, list) and len(fused) == 2:
-        return tuple.__new__(StepOutput, fused)
-    if fused is not None:  # a pair of another type (a NamedTuple) is taken, as `_dispatch` does
-        if not (isinstance(fused, tuple | list) and len(fused) == 2):
-            _wrong_kernel_result(kernel, fused)
-        return StepOutput(*fused)
+    if fused is not None:
+        return _kernel_output(kernel, fused)
     xp = backends.namespace(sample=sample)  # declined: the reference, as `_dispatch` runs it
     key = StepKey(plan, 0.0, inverse)
     return _reference(key, model_output, (t, None), sample, None, use_clipped, xp)
+
+
+def _kernel_output(kernel: Any, fused: Any) -> StepOutput:
+    """A kernel's (x_prev, x0_pred), any tuple or list of two, as a StepOutput."""
+    if not (isinstance(fused, tuple | list) and len(fused) == 2):
+        _wrong_kernel_result(kernel, fused)
+    return tuple.__new__(StepOutput, fused)
 
 
 def _wrong_kernel_result(kernel: Any, result: Any) -> None:

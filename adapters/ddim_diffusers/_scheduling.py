@@ -309,8 +309,7 @@ class SchedulerCore:
             if self._plan is None:  # no plan is said first, as in diffusers, not a bad option
                 raise ValueError(NOT_SET)
             self._follow_config()  # a config rewritten since set_timesteps applies from now
-        state = getattr(self._local, "state", None)  # `_state()`, inline: once per step
-        plan = (self._shared if state is None else state).plan
+        plan = self._state().plan
         if plan is None:
             raise ValueError(NOT_SET)
         return plan
@@ -605,17 +604,10 @@ def make_output(cls: Any, prev_sample: Any, pred_original_sample: Any) -> Any:
         fast = _FAST_OUTPUTS[cls] = _direct_matches(cls)
     if not fast or prev_sample is None or pred_original_sample is None:
         return cls(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
-    out = cls.__new__(cls)  # what `_direct` does, inline: this runs once per pipeline step
-    _set_item(out, "prev_sample", prev_sample)
-    _set_item(out, "pred_original_sample", pred_original_sample)
-    attributes = out.__dict__
-    attributes["prev_sample"] = prev_sample
-    attributes["pred_original_sample"] = pred_original_sample
-    return out
+    return _direct(cls, prev_sample, pred_original_sample)
 
 
 _FAST_OUTPUTS: dict[type, bool] = {}
-_set_item = collections.OrderedDict.__setitem__
 
 
 def _direct(cls: Any, prev_sample: Any, pred_original_sample: Any) -> Any:
