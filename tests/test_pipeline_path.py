@@ -27,8 +27,10 @@ PLAN = dc.make_plan(CONFIG, 20)
 @pytest.fixture(autouse=True)
 def _numba_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests use small arrays; the numba kernel must run on them too (by default it
-    leaves steps below builtins.NUMBA_MIN_ELEMENTS to the reference path)."""
+    leaves steps below builtins.NUMBA_MIN_ELEMENTS to the reference path). Each starts with no
+    step seen: plans are cached, so an earlier test's steps of the same plan would be."""
     monkeypatch.setattr(builtins, "NUMBA_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(steps, "_SEEN", {})
 
 
 class _CountFusedSteps:

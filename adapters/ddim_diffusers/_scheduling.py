@@ -612,10 +612,15 @@ _FAST_OUTPUTS: dict[type, bool] = {}
 
 def _direct(cls: Any, prev_sample: Any, pred_original_sample: Any) -> Any:
     out = cls.__new__(cls)
-    collections.OrderedDict.__setitem__(out, "prev_sample", prev_sample)
-    collections.OrderedDict.__setitem__(out, "pred_original_sample", pred_original_sample)
-    out.__dict__.update(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+    _set_item(out, "prev_sample", prev_sample)
+    _set_item(out, "pred_original_sample", pred_original_sample)
+    attributes = out.__dict__
+    attributes["prev_sample"] = prev_sample
+    attributes["pred_original_sample"] = pred_original_sample
     return out
+
+
+_set_item = collections.OrderedDict.__setitem__  # bound once: a step builds one output
 
 
 def _direct_matches(cls: Any) -> bool:
