@@ -396,13 +396,15 @@ def solve_step(
     *,
     c: float | None = None,
     history: int = 3,
+    dtype: Any = None,
 ) -> Solution:
     """Find x_t with forward(x_t) = x_src per batch element: the warm start, then `refinements`
     Anderson refinements of the plain step (1 + refinements calls of `forward`, fewer when the
     residual reaches `tol`; see the module docstring).
 
     `forward` maps a sample at the destination level to the source level (one model call),
-    returning (x_prev, x0_pred) as `steps.step` does.
+    returning (x_prev, x0_pred) as `steps.step` does (x_prev in the iterates' dtype or their
+    work dtype).
     `c` is the preconditioner (`Frame.c` by default). Without a frame (see `frame`) the step
     starts from x_src and hands the trail on unchanged; then `c` must be given.
 
@@ -411,7 +413,8 @@ def solve_step(
     forward : callable
         ``forward(y) -> (x_prev, x0_pred)``: the forward step from the destination level.
     x_src : array
-        The source sample (the target of the forward step).
+        The source sample (the target of the forward step), in `dtype` or, for a half
+        `dtype`, in float32.
     frame : Frame or None
         The step's levels and coordinates.
     refinements : int
@@ -426,6 +429,10 @@ def solve_step(
         The preconditioner; `frame.c` when not given.
     history : int, default 3
         Iterates the Anderson update combines.
+    dtype : dtype, optional
+        The iterates' dtype (what `forward` gets, and the result's): x_src's by default. A half
+        dtype with a float32 x_src keeps a target formed in float32 unrounded (k-diffusion's
+        VE sample taken to VP units).
 
     Returns
     -------
@@ -435,6 +442,8 @@ def solve_step(
     ------
     ValueError
         No frame and no `c`.
+    TypeError
+        A `dtype` that is neither x_src's dtype nor one whose work dtype x_src's is.
 
     Examples
     --------
@@ -448,8 +457,10 @@ def solve_step(
     """
     xp = backends.namespace(x_src=x_src)
     trail = Trail() if trail is None else trail
+    dtype = _iterates_dtype(xp, x_src, dtype)
     if 0 in tuple(x_src.shape):  # nothing to solve (and no model call): as empty a result
-        return Solution(x_src, x_src, 0, None, trail)
+        empty = backends.cast(xp, x_src, dtype)
+        return Solution(empty, empty, 0, None, trail)
     if x_src.ndim == 0:  # one value: solved as a batch of one
         lifted = solve_step(
             lambda y: tuple(xp.reshape(a, (1,)) for a in forward(xp.reshape(y, ()))),
@@ -460,10 +471,10 @@ def solve_step(
             trail,
             c=c,
             history=history,
+            dtype=dtype,
         )
         x_t, x0 = (xp.reshape(a, ()) for a in lifted[:2])
         return lifted._replace(x_t=x_t, x0=x0)
-    dtype = x_src.dtype
     work = backends.work_dtype(xp, dtype)
     src = backends.cast(xp, x_src, work)
     if c is None:
@@ -552,6 +563,24 @@ def solve_step(
     keep = improving & _finite_rows(y, xp)
     x_t = backends.materialize(xp.where(_sample_mask(keep, y.ndim, xp), y, best))
     return _solution(x_t, best_x0, calls, residual, src, frame, trail, xp)
+
+
+def _iterates_dtype(xp: Namespace, x_src: Array, dtype: Any) -> Any:
+    """The iterates' dtype: x_src's, or a `dtype` whose work dtype x_src is in (a half dtype's
+    target kept in float32)."""
+    if dtype is None or dtype == x_src.dtype:
+        return x_src.dtype
+    try:
+        works_in_it = backends.work_dtype(xp, dtype) == x_src.dtype
+        allowed = works_in_it and xp.isdtype(dtype, "real floating")
+    except (TypeError, ValueError):  # not a floating dtype of xp
+        allowed = False
+    if not allowed:
+        raise TypeError(
+            f"dtype must be x_src's dtype ({x_src.dtype}) or a half-precision dtype computed in "
+            f"it, got {dtype!r}"
+        )
+    return dtype
 
 
 def _takes_refinement(

@@ -290,6 +290,41 @@ def test_tol_stops_on_the_predicted_residual() -> None:
     assert any(np.array_equal(half.x_t, y) for y in seen)
 
 
+def test_a_half_dtype_solves_for_a_float32_target_unrounded() -> None:
+    """solve_step(..., dtype=float16) with a float32 x_src: the iterates (what forward gets,
+    and the result) are float16, the target is not rounded to float16 first (k-diffusion's
+    VE sample taken to VP units in float32). Where the preconditioner is exact, the solve is
+    the exact solution rounded once; a float16 target (rounded first) misses it."""
+    frame = implicit.Frame(1.0, 1.0, 0.5, 0.9)
+    x_src = np.random.default_rng(7).standard_normal((4, 64)).astype(np.float32)
+    slope = np.float32(1.0 / frame.c)  # forward's slope: the plain step solves exactly
+    seen: list[np.dtype] = []
+
+    def forward(y):
+        seen.append(y.dtype)
+        return y.astype(np.float32) * slope, y
+
+    out = implicit.solve_step(forward, x_src, frame, 2, None, dtype=np.float16)
+    assert out.x_t.dtype == np.float16 and set(seen) == {np.dtype(np.float16)}
+    once = (x_src / slope).astype(np.float16)
+    assert np.array_equal(out.x_t, once)
+    rounded_first = implicit.solve_step(forward, x_src.astype(np.float16), frame, 2, None)
+    assert not np.array_equal(rounded_first.x_t, once)
+    empty = implicit.solve_step(forward, x_src[:0], frame, 2, None, dtype=np.float16)
+    assert empty.x_t.dtype == np.float16
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, "float16"])
+def test_an_iterate_dtype_the_target_is_not_computed_in_is_refused_by_name(dtype) -> None:
+    """Only x_src's dtype, or a half dtype for a float32 x_src, has iterates the target can be
+    measured against without rounding it again."""
+    x_src = np.ones((2, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"dtype must be x_src's dtype \(float32\).*got"):
+        implicit.solve_step(
+            lambda y: (y, y), x_src, implicit.Frame(1.0, 1.0, 0.5, 0.9), 1, None, dtype=dtype
+        )
+
+
 def test_tol_predicts_nothing_from_failed_iterates() -> None:
     """A model that returns NaN (or Inf) on some iterates gives no rate to predict from: with
     tol too (the predicted stop) no failed iterate or refinement of one is returned."""

@@ -7,7 +7,9 @@ k-diffusion's own `DiscreteEpsDDPMDenoiser(..., quantize=True)`.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -420,6 +422,57 @@ def test_half_precision_sampling_steps_are_computed_in_float32_and_rounded_once(
         binade = torch.exp2(torch.floor(torch.log2(exact.abs().clamp(min=1e-30))))
         half_ulp = 0.5 * torch.finfo(dtype).eps * binade
         float32_error = 4 * 2.0**-24 * float(x.double().abs().max())  # where terms cancel
+        assert bool(((got.double() - exact).abs() <= 1.01 * half_ulp + float32_error).all()), i
+        x = got
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("answers_in", ["x's dtype", "float32"])
+@pytest.mark.parametrize("k", [0, 4])
+def test_half_precision_inversion_steps_are_computed_in_float32_and_rounded_once(
+    dtype: torch.dtype, answers_in: str, k: int
+) -> None:
+    """A sample_ddim_inverse step on a half x formed its intermediates in half precision: the
+    model's point x * sqrt(abar_s / abar_t) and eps = (y - denoised) / sigma (plain), and the
+    target x * sqrt(abar_s) and the forward step (y - h eps) * sqrt(abar_s) the exact solve
+    measures (k > 0): over a ulp from the exact step of the same inputs, where ddim_core
+    computes half precision in float32 and rounds once.
+
+    The model answers alike in the half and exact runs: plain, it predicts the same x0
+    everywhere (the runs evaluate it at differently rounded points); exact, it is the denoiser
+    of N(0, 1) data, y / (1 + sigma^2), at levels where that is a power of two (exact in every
+    dtype), so the solver's preconditioner is exact and its half iterates settle."""
+    if k == 0:
+        sigmas = torch.tensor([0.0, 0.03, 0.3, 1.0, 3.0, 14.6], dtype=torch.float64)
+    else:  # 1 + sigma^2 = 2, 4, 8, 64
+        levels = [0.3, *(math.sqrt(2.0**j - 1) for j in (1, 2, 3, 6))]
+        sigmas = torch.tensor(levels, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 16, 16, generator=gen, dtype=torch.float64).to(dtype)
+    x0 = (torch.randn(2, 4, 16, 16, generator=gen, dtype=torch.float64) * 0.5).to(dtype)
+    answer = dtype if answers_in == "x's dtype" else torch.float32
+
+    for i in range(len(sigmas) - 1):
+        pair = sigmas[i : i + 2]
+        shrink = 2.0 ** -round(math.log2(1.0 + float(pair[1]) ** 2))  # the denoiser's factor
+
+        def model(y: Any, sigma: Any, exact: bool = False, shrink: float = shrink) -> Any:
+            out = x0.double() if k == 0 else y.double() * shrink
+            return out if exact else out.to(answer)
+
+        got = dk.sample_ddim_inverse(model, x, pair, disable=True, fixed_point_iters=k)
+        exact = dk.sample_ddim_inverse(
+            functools.partial(model, exact=True),
+            x.double(),
+            pair,
+            disable=True,
+            fixed_point_iters=k,
+        )
+        assert got.dtype == dtype
+        binade = torch.exp2(torch.floor(torch.log2(exact.abs().clamp(min=1e-30))))
+        half_ulp = 0.5 * torch.finfo(dtype).eps * binade
+        size = max(float(x.double().abs().max()), float(exact.abs().max()))
+        float32_error = 4 * 2.0**-24 * size  # where terms cancel
         assert bool(((got.double() - exact).abs() <= 1.01 * half_ulp + float32_error).all()), i
         x = got
 

@@ -155,7 +155,10 @@ def sample_ddim_inverse(
     refinements, 1 + k model calls per step, fewer once the largest residual is <= tol. The
     residual is measured on the VP sample (x * sqrt(abar) = x / sqrt(1 + sigma^2)), as
     ddim_core.invert measures it, so a tol means the same in both. A zero-length step is the
-    identity (one model call, for the callback).
+    identity (one model call, for the callback). Half precision is computed in float32 and
+    rounded once per step to x's dtype, which the model sees (the exact solve's iterates, each
+    rounded once); the exact solve's residual is then measured in float32 against the
+    unrounded target, where ddim_core.invert measures its forward step rounded to x's dtype.
 
     Parameters
     ----------
@@ -198,6 +201,7 @@ def sample_ddim_inverse(
     rows = _coefficients(levels, 0.0, inverse=True)
     s_in = _ones_like_batch(x)
     trail = implicit.Trail()
+    xp = backends.namespace(x=x)
     with _no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             src, dst, c = levels[i], levels[i + 1], rows[i]
@@ -205,25 +209,30 @@ def sample_ddim_inverse(
             if dst == src:  # zero-length: the identity
                 _report(callback, x, i, sigma, _denoised(model, x, s_in * dst, extra_args))
                 continue
+            (x_w,) = backends.to_work_dtype(xp, x)  # half precision is computed in float32
             eps_at = functools.partial(_eps_at, model, s_in * dst, dst, extra_args)
             if not iters:
-                # the model sees the source sample expressed at the destination level
-                eps, denoised = eps_at(x * (c.sqrt_ab_from / c.sqrt_ab_to))
+                # the model sees the source sample expressed at the destination level (rounded
+                # to x's dtype); eps is formed from that point unrounded
+                y = x_w * (c.sqrt_ab_from / c.sqrt_ab_to)
+                eps, denoised = eps_at(backends.cast(xp, y, x.dtype), y)
                 _report(callback, x, i, sigma, denoised)
                 x = _transfer(x, eps, c, _INVERSE, None)
                 continue
             # in VE coordinates the forward DDIM step dst -> src is y - (dst - src) eps(y); the
-            # source and the residual in VP units (times s = sqrt(abar_src)), as ddim_core.invert
+            # source and the residual in VP units (times s = sqrt(abar_src)), as ddim_core.invert,
+            # both in the work dtype: the solve measures its iterates (in x's dtype) unrounded
             s = c.sqrt_ab_from
 
             def forward(
                 y: Array, eps_at: Any = eps_at, h: float = dst - src, s: float = s
             ) -> tuple[Array, Array]:
                 eps, denoised = eps_at(y)
-                return (y - h * eps) * s, denoised
+                (y_w,) = backends.to_work_dtype(xp, y)
+                return (y_w - h * eps) * s, denoised
 
             frame = implicit.Frame(1.0 / s, 1.0, src, dst, start=1.0 / c.sqrt_ab_to)
-            solved = implicit.solve_step(forward, x * s, frame, iters, tol, trail)
+            solved = implicit.solve_step(forward, x_w * s, frame, iters, tol, trail, dtype=x.dtype)
             _report(callback, x, i, sigma, solved.x0)
             x, trail = solved.x_t, solved.trail
     return x
@@ -508,11 +517,22 @@ def _converted(host: np.ndarray, xp: Any, device: Any, dtype: Any, of_table: boo
 
 
 def _eps_at(
-    model: Callable[..., Array], sigma: Array, level: float, extra_args: dict[str, Any], y: Array
+    model: Callable[..., Array],
+    sigma: Array,
+    level: float,
+    extra_args: dict[str, Any],
+    y: Array,
+    y_work: Array | None = None,
 ) -> tuple[Array, Array]:
-    """(eps, denoised) of the model at noise level `level` (sigma: its batch array) on y."""
+    """(eps, denoised) of the model at noise level `level` (sigma: its batch array) on y.
+
+    eps = (y - denoised) / level is formed in y's work dtype (float32 for half precision, so a
+    half step rounds once, at its end), from `y_work` where given: the point y was rounded from.
+    """
+    if y_work is None:
+        (y_work,) = backends.to_work_dtype(backends.namespace(y=y), y)
     denoised = _denoised(model, y, sigma, extra_args)
-    return (y - denoised) / level, denoised
+    return (y_work - denoised) / level, denoised
 
 
 def _ones_like_batch(x: Array) -> Array:
