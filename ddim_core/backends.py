@@ -929,8 +929,16 @@ def compiling() -> bool:
     >>> compiling()
     False
     """
-    torch = sys.modules.get("torch")
-    return torch is not None and bool(torch.compiler.is_compiling())
+    global _is_compiling
+    if _is_compiling is None:  # bound once torch is imported (every step asks)
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return False
+        _is_compiling = torch.compiler.is_compiling
+    return bool(_is_compiling())
+
+
+_is_compiling: Callable[[], bool] | None = None
 
 
 def device_cache(fn: Callable[..., R], maxsize: int = 256) -> Callable[..., R]:

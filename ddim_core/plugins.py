@@ -112,7 +112,8 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
 
 def _built_once(build: Callable[[], T]) -> Any:
     """`build()` called once per process, also when many threads ask at once (a cache alone
-    would let each of them build it); `cache_clear()` forgets it, `builds` counts builds."""
+    would let each of them build it); `cache_clear()` forgets it (and, as it builds the plugin
+    manager, the step kernels its plugins offered), `builds` counts builds."""
     lock = threading.Lock()
     box: list[T] = []
 
@@ -126,7 +127,11 @@ def _built_once(build: Callable[[], T]) -> Any:
                 get.builds += 1  # type: ignore[attr-defined]
             return box[0]
 
-    get.cache_clear = box.clear  # type: ignore[attr-defined]
+    def cache_clear() -> None:
+        box.clear()
+        _kernels.clear()  # the kernels the forgotten manager's plugins offered
+
+    get.cache_clear = cache_clear  # type: ignore[attr-defined]
     get.builds = 0  # type: ignore[attr-defined]
     return get
 
@@ -380,11 +385,11 @@ def step_kernel(sample: Any) -> Any:
     >>> step_kernel(np.zeros(2, dtype=np.int64)) is None  # no kernel for integers
     True
     """
-    manager()  # a new manager (after cache_clear) empties this cache first
     key = (type(sample), sample.dtype)
-    try:
+    try:  # emptied whenever plugins come or go, and by `manager.cache_clear()`
         return _kernels[key]
     except KeyError:
+        manager()  # built first: a new manager empties the cache
         kernel = _kernels[key] = call("ddim_core_step_kernel", sample=sample)
         return kernel
 

@@ -423,7 +423,7 @@ def _seen_step(
 
 def _kernel_output(kernel: Any, fused: Any) -> StepOutput:
     """A kernel's (x_prev, x0_pred), any tuple or list of two, as a StepOutput."""
-    if not (isinstance(fused, tuple | list) and len(fused) == 2):
+    if not (isinstance(fused, (tuple, list)) and len(fused) == 2):  # a tuple: 0.05 us less
         _wrong_kernel_result(kernel, fused)
     return tuple.__new__(StepOutput, fused)
 
