@@ -6,7 +6,8 @@ For step sizes from 1x4x8x8 to 32x4x128x128 (float32, clip on, eta 0): the media
 fused step with the serial loop and with the parallel loop (all the threads this process may
 use, whatever the load: the stall guard off), both writing into `out=` buffers (the loops
 alone), and of a step as shipped, fused and on the reference array-API path (the fused plugins
-blocked), each allocating its outputs; first on the machine as it is, then beside `--busy`
+blocked), each allocating its outputs, the four in turns within each repeat; first on the
+machine as it is, then beside `--busy`
 CPU-bound processes. `_numba.PARALLEL_MIN` is chosen from the quiet run (the smallest size from
 which parallel beats serial by 10 %); the busy run checks that the fused path is never slower
 than the reference there.
@@ -21,13 +22,14 @@ threads.md / threads.json into --out (default: a temporary directory).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +54,43 @@ def _spin(stop: Any) -> None:
         sum(range(10000))
 
 
-def _median_us(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
+def _inner(fn: Callable[[], Any], repeats: int, budget_s: float) -> int:
+    """Calls of `fn` per timed repeat for `repeats` repeats in about `budget_s` (after two
+    warm-up calls)."""
     fn()
     fn()
     t0 = time.perf_counter()
     fn()
-    inner = max(1, int(budget_s / repeats / max(time.perf_counter() - t0, 1e-7)))
-    times = []
+    return max(1, int(budget_s / repeats / max(time.perf_counter() - t0, 1e-7)))
+
+
+def _us(fn: Callable[[], Any], inner: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter_ns() - t0) / inner / 1e3
+
+
+# a step to time and the setting it runs in (a context manager factory)
+Case = tuple[Callable[[], Any], Callable[[], contextlib.AbstractContextManager[Any]]]
+
+
+def _in_turns(cases: dict[str, Case], repeats: int, budget_s: float) -> dict[str, float]:
+    """Median microseconds per call of each case's step, run in its setting, the cases taking
+    turns within each repeat (about `budget_s` per case): beside busy processes this
+    process's share of the CPUs drifts over seconds, and timed one after the other the cases
+    would see different shares."""
+    inner = {}
+    for name, (fn, setting) in cases.items():
+        with setting():
+            inner[name] = _inner(fn, repeats, budget_s)
+    times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter_ns() - t0) / inner / 1e3)
-    return statistics.median(times)
+        for name, (fn, setting) in cases.items():
+            with setting():
+                fn()  # untimed: a first step after a plugin change rebuilds the plugin manager
+                times[name].append(_us(fn, inner[name]))
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def settle_allocator() -> None:
@@ -91,24 +117,30 @@ def measure(repeats: int, budget_s: float) -> list[dict[str, Any]]:
         def step_out(x: np.ndarray = x, m: np.ndarray = m, out: Any = out) -> Any:
             return dc.step(plan, m, 500, x, out=out)
 
-        times = {}
-        saved = _numba._choose
-        try:  # each loop forced, whatever the load and the stall guard
-            for name, parallel in (("serial", False), ("parallel", True)):
-                _numba._choose = _forced(parallel)
-                times[name] = _median_us(step_out, repeats, budget_s)
-        finally:
-            _numba._choose = saved
-        times["fused"] = _median_us(step, repeats, budget_s)
-        with _reference_path():
-            times["reference"] = _median_us(step, repeats, budget_s)
+        times = _in_turns(
+            {
+                "serial": (step_out, lambda: _forced(False)),  # each loop forced, whatever the
+                "parallel": (step_out, lambda: _forced(True)),  # load and the stall guard
+                "fused": (step, contextlib.nullcontext),
+                "reference": (step, _reference_path),
+            },
+            repeats,
+            budget_s,
+        )
         rows.append({"shape": shape, "elements": int(np.prod(shape)), **times})
         print("x".join(map(str, shape)), {k: round(v, 1) for k, v in times.items()}, flush=True)
     return rows
 
 
-def _forced(parallel: bool) -> Callable[..., bool]:
-    return lambda *args: parallel and _numba._PARALLEL.acquire()
+@contextlib.contextmanager
+def _forced(parallel: bool) -> Iterator[None]:
+    """numba's parallel (or serial) loop for every step meanwhile."""
+    saved = _numba._choose
+    _numba._choose = lambda *args: parallel and _numba._PARALLEL.acquire()
+    try:
+        yield
+    finally:
+        _numba._choose = saved
 
 
 class _reference_path:

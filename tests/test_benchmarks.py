@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,37 @@ def test_noise_cost_is_what_eta_1_adds_in_draws() -> None:
     us = {"ddim_diffusers": 330.0, "ddim_diffusers eta 0": 100.0, "normal draw": 200.0}
     assert tables.noise_cost(us) == "1.15"
     assert tables.noise_cost({"ddim_diffusers": 100.0, "normal draw": 200.0}) == "-"
+
+
+def test_threads_cases_take_turns_each_in_its_setting() -> None:
+    """benchmarks.threads times its cases in turns within each repeat (a busy machine's share
+    of the CPUs drifts over seconds), each step run only inside its own setting, and reports
+    one median per case."""
+    pytest.importorskip("numba")
+    import contextlib
+
+    from benchmarks import threads
+
+    log: list[str] = []
+    inside: list[str] = []
+
+    def setting(name: str) -> Any:
+        @contextlib.contextmanager
+        def enter() -> Any:
+            inside.append(name)
+            log.append(name)
+            yield
+            inside.pop()
+
+        return enter
+
+    def step(name: str) -> Any:
+        def fn() -> None:
+            assert inside == [name]
+
+        return fn
+
+    cases = {n: (step(n), setting(n)) for n in ("a", "b", "c")}
+    medians = threads._in_turns(cases, repeats=4, budget_s=0.001)
+    assert list(medians) == ["a", "b", "c"] and all(v >= 0.0 for v in medians.values())
+    assert log == ["a", "b", "c"] + ["a", "b", "c"] * 4  # sized once each, then in turns
