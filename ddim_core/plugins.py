@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import itertools
 import os
 import threading
 import warnings
@@ -34,6 +35,19 @@ BUILTINS = tuple(builtins.PLUGINS)
 
 # step_kernel's answers, per array type and dtype (emptied when plugins come or go)
 _kernels: dict[tuple[type, Any], Any] = {}
+# Guards storing a looked-up kernel against `_forget_kernels`: `_forgotten[0]` counts the
+# emptyings, so a lookup under way when plugins went (on another thread) is not stored.
+_kernels_lock = threading.Lock()
+_forgotten = [0]
+# Manager versions, unique (`next` is atomic where `+= 1` on threads may lose a count).
+_versions = itertools.count(1)
+
+
+def _forget_kernels() -> None:
+    """Empty step_kernel's cache, and have a lookup under way not store its answer."""
+    with _kernels_lock:
+        _forgotten[0] += 1
+        _kernels.clear()
 
 
 class PluginWarning(UserWarning):
@@ -60,29 +74,33 @@ class _Manager(pluggy.PluginManager):
     raises comes out of the hook call as `_PluginFailed` naming the plugin, for `call`."""
 
     monitored = False  # add_hookcall_monitoring / enable_tracing: every call through pluggy
-    version = 0  # counts registrations and unregistrations (`_direct` caches per version)
+    version = 0  # new after each registration, unregistration (`_direct` caches per version)
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
-        self.version += 1
-        _kernels.clear()  # the kernel found may be the unregistered plugin's
-        return super().unregister(plugin, name)
+        try:
+            return super().unregister(plugin, name)
+        finally:  # after: a call meanwhile (another thread's) may have read the plugin's hooks
+            self.version = next(_versions)
+            _forget_kernels()  # the kernel found may be the unregistered plugin's
 
     def add_hookcall_monitoring(self, before: Any, after: Any) -> Callable[[], None]:
         self.monitored = True
-        self.version += 1
+        self.version = next(_versions)
         return super().add_hookcall_monitoring(before, after)
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
-        self.version += 1
-        _kernels.clear()  # the new plugin may offer a kernel
-        name = super().register(plugin, name)
-        if name is not None:  # None: blocked
-            for caller in self.get_hookcallers(plugin) or []:
-                for impl in caller.get_hookimpls():
-                    if impl.plugin is plugin:  # pluggy reads `function` at each call
-                        guarded = _guard(impl, caller.name)
-                        impl.function = guarded  # type: ignore[misc]  # declared Final
-        return name
+        try:
+            name = super().register(plugin, name)
+            if name is not None:  # None: blocked
+                for caller in self.get_hookcallers(plugin) or []:
+                    for impl in caller.get_hookimpls():
+                        if impl.plugin is plugin:  # pluggy reads `function` at each call
+                            guarded = _guard(impl, caller.name)
+                            impl.function = guarded  # type: ignore[misc]  # declared Final
+            return name
+        finally:  # after, as in unregister
+            self.version = next(_versions)
+            _forget_kernels()  # the new plugin may offer a kernel
 
 
 def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
@@ -129,7 +147,7 @@ def _built_once(build: Callable[[], T]) -> Any:
 
     def cache_clear() -> None:
         box.clear()
-        _kernels.clear()  # the kernels the forgotten manager's plugins offered
+        _forget_kernels()  # the kernels the forgotten manager's plugins offered
 
     get.cache_clear = cache_clear  # type: ignore[attr-defined]
     get.builds = 0  # type: ignore[attr-defined]
@@ -152,7 +170,7 @@ def manager() -> pluggy.PluginManager:
     >>> manager().has_plugin("numpy")
     True
     """
-    _kernels.clear()  # kernels found by an earlier manager
+    _forget_kernels()  # kernels found by an earlier manager
     pm = _Manager(PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in blocked():
@@ -267,8 +285,9 @@ def _direct(pm: _Manager, hook: str) -> list[tuple[Callable[..., Any], tuple[str
     calls them (last registered first, tryfirst/trylast sorted), when calling them in a loop
     is what pluggy does (no wrappers, no call monitoring): the loop saves pluggy's ~2 us per
     call on the per-step hooks (noise). Else None: pluggy calls it."""
+    version = pm.version  # read first: a change meanwhile (another thread's) outdates it
     found = _direct_calls.get(hook)
-    if found is not None and found[0] == pm.version and found[1] is pm:
+    if found is not None and found[0] == version and found[1] is pm:
         direct: list[tuple[Callable[..., Any], tuple[str, ...]]] | None = found[2]
         return direct
     caller = getattr(pm.hook, hook)
@@ -277,7 +296,7 @@ def _direct(pm: _Manager, hook: str) -> list[tuple[Callable[..., Any], tuple[str
     plain = spec is not None and spec.opts.get("firstresult") and not pm.monitored
     plain = plain and not any(i.wrapper or i.hookwrapper for i in impls)
     direct = [(i.function, tuple(i.argnames)) for i in reversed(impls)] if plain else None
-    _direct_calls[hook] = (pm.version, pm, direct)
+    _direct_calls[hook] = (version, pm, direct)
     return direct
 
 
@@ -390,7 +409,11 @@ def step_kernel(sample: Any) -> Any:
         return _kernels[key]
     except KeyError:
         manager()  # built first: a new manager empties the cache
-        kernel = _kernels[key] = call("ddim_core_step_kernel", sample=sample)
+        forgotten = _forgotten[0]
+        kernel = call("ddim_core_step_kernel", sample=sample)
+        with _kernels_lock:
+            if _forgotten[0] == forgotten:  # no plugin came or went meanwhile
+                _kernels[key] = kernel
         return kernel
 
 

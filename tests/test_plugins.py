@@ -15,11 +15,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pluggy
 import pytest
 from helpers import Backend, to_numpy
 
@@ -491,6 +493,78 @@ def test_a_kernel_of_a_plugin_left_out_or_unregistered_is_no_longer_used(fresh) 
     fresh.unregister(name="by-hand")
     dc.step(plan, x, 500, x)
     assert calls == ["late", "by-hand"]
+
+
+class _SlowKernel:
+    """Offers `kernel` for every sample, once `go` is set (`entered` says it was asked)."""
+
+    def __init__(self) -> None:
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    @staticmethod
+    def kernel(x, m, z, c, clip, out):  # type: ignore[no-untyped-def]
+        return None
+
+    @hookimpl
+    def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+        self.entered.set()
+        assert self.go.wait(30)
+        return self.kernel
+
+
+@pytest.mark.parametrize("change", ["unregister", "set_blocked", "cache_clear", "rebuilt"])
+def test_a_kernel_looked_up_while_its_plugin_goes_is_not_kept(fresh, change) -> None:  # type: ignore[no-untyped-def]
+    """A step on another thread asking the plugin for its kernel while the plugin is
+    unregistered (blocked, or its manager replaced: `manager.cache_clear()`, and a new one
+    built by a step meanwhile) may use that kernel, but it is not cached: it stored it after
+    the cache was emptied, and every later step used the gone plugin's kernel."""
+    slow = _SlowKernel()
+    fresh.register(slow, name="slow")
+    sample = np.ones(3, dtype=np.float32)
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.append(plugins.step_kernel(sample)))
+    thread.start()
+    try:
+        assert slow.entered.wait(30)
+        if change == "unregister":
+            fresh.unregister(name="slow")
+        elif change == "set_blocked":
+            fresh.set_blocked("slow")
+        else:
+            plugins.manager.cache_clear()  # the new manager has no "slow"
+            if change == "rebuilt":
+                assert plugins.step_kernel(sample) is not slow.kernel
+    finally:
+        slow.go.set()
+        thread.join(30)
+    assert got == [slow.kernel]  # the step under way
+    assert plugins.step_kernel(sample) is not slow.kernel
+
+
+def test_a_plugin_unregistered_is_asked_no_more_by_a_call_made_meanwhile(
+    fresh, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A hook call (or kernel lookup) made while pluggy removes a plugin, as another thread's
+    may be, found the manager's version already counted: the hook's implementations (or the
+    kernel) it read then, the plugin's among them, were kept for every later call."""
+    slow = _SlowKernel()
+    slow.go.set()
+    fresh.register(_Answer("gone", []), name="gone")
+    fresh.register(slow, name="slow")
+    sample = np.ones(3, dtype=np.float32)
+    remove = pluggy.HookCaller._remove_plugin
+
+    def meanwhile(caller, plugin):  # type: ignore[no-untyped-def]
+        plugins.array_namespace(bytearray(1))
+        plugins.step_kernel(sample)
+        return remove(caller, plugin)
+
+    for name in ("slow", "gone"):  # each checked before another change empties the caches
+        monkeypatch.setattr(pluggy.HookCaller, "_remove_plugin", meanwhile)
+        fresh.unregister(name=name)
+        monkeypatch.undo()
+        assert plugins.step_kernel(sample) is not slow.kernel
+        assert plugins.array_namespace(bytearray(1)) == ("gone" if name == "slow" else None)
 
 
 def test_a_kernel_returning_neither_a_pair_nor_none_is_named_in_the_error(fresh) -> None:  # type: ignore[no-untyped-def]
