@@ -573,7 +573,7 @@ def _iterates_dtype(xp: Namespace, x_src: Array, dtype: Any) -> Any:
     try:
         works_in_it = backends.work_dtype(xp, dtype) == x_src.dtype
         allowed = works_in_it and xp.isdtype(dtype, "real floating")
-    except (TypeError, ValueError):  # not a floating dtype of xp
+    except (TypeError, ValueError, AttributeError):  # finfo's answers to no dtype of xp
         allowed = False
     if not allowed:
         raise TypeError(

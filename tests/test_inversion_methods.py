@@ -314,7 +314,7 @@ def test_a_half_dtype_solves_for_a_float32_target_unrounded() -> None:
     assert empty.x_t.dtype == np.float16
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.int32, "float16"])
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, "float16", 3, object()])
 def test_an_iterate_dtype_the_target_is_not_computed_in_is_refused_by_name(dtype) -> None:
     """Only x_src's dtype, or a half dtype for a float32 x_src, has iterates the target can be
     measured against without rounding it again."""
