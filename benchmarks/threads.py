@@ -134,13 +134,15 @@ def measure(repeats: int, budget_s: float) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def _forced(parallel: bool) -> Iterator[None]:
-    """numba's parallel (or serial) loop for every step meanwhile."""
-    saved = _numba._choose
+    """numba's parallel (or serial) loop for every step meanwhile, recorded in a guard of its
+    own: the shipped step's guard (timed in turns with these) sees only its own steps."""
+    saved = _numba._choose, _numba._guard
     _numba._choose = lambda *args: parallel and _numba._PARALLEL.acquire()
+    _numba._guard = _numba._Guard()
     try:
         yield
     finally:
-        _numba._choose = saved
+        _numba._choose, _numba._guard = saved
 
 
 class _reference_path:

@@ -105,3 +105,25 @@ def test_threads_cases_take_turns_each_in_its_setting() -> None:
     medians = threads._in_turns(cases, repeats=4, budget_s=0.001)
     assert list(medians) == ["a", "b", "c"] and all(v >= 0.0 for v in medians.values())
     assert log == ["a", "b", "c"] + ["a", "b", "c"] * 4  # sized once each, then in turns
+
+
+def test_forced_loops_leave_the_shipped_steps_guard_alone() -> None:
+    """The serial and parallel cases, timed in turns with the step as shipped, recorded their
+    steps in the stall guard the shipped step decides by: forced parallel steps stalling
+    beside busy processes sent the shipped step to the serial loop (a back-off of up to 64 s)
+    without its own stalls and retries, flattering it."""
+    pytest.importorskip("numba")
+    import copy
+
+    from benchmarks import threads
+    from ddim_core import _numba
+
+    shipped = _numba._guard
+    before = copy.deepcopy(vars(shipped))
+    n = _numba.PARALLEL_MIN
+    for parallel in (False, True):
+        with threads._forced(parallel):
+            for _ in range(3):  # a serial best, then parallel steps 1 s each: stalls
+                _numba._observe(False, n, 4, 1e-6)
+                _numba._observe(parallel, n, 4, 1.0)
+    assert _numba._guard is shipped and vars(shipped) == before
