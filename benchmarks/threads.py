@@ -79,14 +79,17 @@ def _in_turns(cases: dict[str, Case], repeats: int, budget_s: float) -> dict[str
     """Median microseconds per call of each case's step, run in its setting, the cases taking
     turns within each repeat (about `budget_s` per case): beside busy processes this
     process's share of the CPUs drifts over seconds, and timed one after the other the cases
-    would see different shares."""
+    would see different shares. The order rotates from repeat to repeat: a case that always
+    ran right after the forced parallel loop would share the CPUs with its spinning workers."""
     inner = {}
     for name, (fn, setting) in cases.items():
         with setting():
             inner[name] = _inner(fn, repeats, budget_s)
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, (fn, setting) in cases.items():
+    names = list(cases)
+    for r in range(repeats):  # each repeat starts one case later: no case always follows
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # the same one
+            fn, setting = cases[name]
             with setting():
                 fn()  # untimed: a first step after a plugin change rebuilds the plugin manager
                 times[name].append(_us(fn, inner[name]))
@@ -190,7 +193,8 @@ def markdown(quiet: list[dict[str, Any]], busy: list[dict[str, Any]], n_busy: in
     lines += [
         "",
         f"Steps under {builtins.NUMBA_MIN_ELEMENTS} elements run the reference path on both sides "
-        "(numba is not even imported): their ratio is the machine's noise.",
+        "(numba is not even imported; the step as shipped first asks the numba plugin's kernel, "
+        "which declines them): their ratio is that call and the machine's noise.",
         "",
         f"suggested PARALLEL_MIN from the quiet run: {suggested_threshold(quiet)}",
     ]

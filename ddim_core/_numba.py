@@ -28,12 +28,12 @@ import numba
 import numpy as np
 
 # Elements per step from which the parallel loop may run (benchmarks/threads.py, float32, the
-# loops alone on out= buffers, 2-core machine, quiet: serial / parallel 34 / 27 us at
-# 1x4x128x128 (65,536 elements), 84 / 60 at 4x4x128x128, 392 / 217 at 16x, 1544 / 685 at
+# loops alone on out= buffers, 2-core machine, quiet: serial / parallel 32 / 29 us at
+# 1x4x128x128 (65,536 elements), 88 / 66 at 4x4x128x128, 301 / 153 at 16x, 868 / 504 at
 # 32x; smaller steps lose to the threads' start-up; benchmarks/results/threads.md, whose runs
 # put the 10 % gain at 65,536 to 524,288 elements on this shared machine). Beside busy
 # processes a parallel loop waits a whole scheduler time slice (8 ms) for its worker: 8,000 us
-# where serial takes 414 at 16x4x128x128. Hence the guard below.
+# where serial takes 161 at 8x4x128x128. Hence the guard below.
 PARALLEL_MIN = 1 << 16
 THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))  # type: ignore[attr-defined]
 # The parallel loop's guard: STALLS parallel steps in a row slower than BACKOFF_RATIO x the

@@ -75,8 +75,9 @@ def test_noise_cost_is_what_eta_1_adds_in_draws() -> None:
 
 def test_threads_cases_take_turns_each_in_its_setting() -> None:
     """benchmarks.threads times its cases in turns within each repeat (a busy machine's share
-    of the CPUs drifts over seconds), each step run only inside its own setting, and reports
-    one median per case."""
+    of the CPUs drifts over seconds), starting one case later each repeat (none always follows
+    the same one), each step run only inside its own setting, and reports one median per
+    case."""
     pytest.importorskip("numba")
     import contextlib
 
@@ -104,7 +105,9 @@ def test_threads_cases_take_turns_each_in_its_setting() -> None:
     cases = {n: (step(n), setting(n)) for n in ("a", "b", "c")}
     medians = threads._in_turns(cases, repeats=4, budget_s=0.001)
     assert list(medians) == ["a", "b", "c"] and all(v >= 0.0 for v in medians.values())
-    assert log == ["a", "b", "c"] + ["a", "b", "c"] * 4  # sized once each, then in turns
+    sizing, turns = log[:3], [log[i : i + 3] for i in range(3, len(log), 3)]
+    assert sizing == ["a", "b", "c"]  # sized once each, then in turns, rotating
+    assert turns == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
 
 
 def test_forced_loops_leave_the_shipped_steps_guard_alone() -> None:
