@@ -454,6 +454,9 @@ def solve_step(
     >>> out = solve_step(forward, np.array([[1.0]]), f, 2, None)
     >>> out.calls, bool(abs(forward(out.x_t)[0] - 1.0).max() < 1e-12)
     (3, True)
+    >>> target = np.array([[1.0]], dtype=np.float32)  # a float16 solve, its target unrounded
+    >>> solve_step(forward, target, f, 2, None, dtype=np.float16).x_t.dtype
+    dtype('float16')
     """
     xp = backends.namespace(x_src=x_src)
     trail = Trail() if trail is None else trail

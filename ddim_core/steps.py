@@ -423,7 +423,8 @@ def _seen_step(
 
 def _kernel_output(kernel: Any, fused: Any) -> StepOutput:
     """A kernel's (x_prev, x0_pred), any tuple or list of two, as a StepOutput."""
-    if not (isinstance(fused, (tuple, list)) and len(fused) == 2):  # a tuple: 0.05 us less
+    if not (isinstance(fused, (tuple, list)) and len(fused) == 2):  # not `tuple | list`: a
+        # union object is built on every call, once per step here
         _wrong_kernel_result(kernel, fused)
     return tuple.__new__(StepOutput, fused)
 

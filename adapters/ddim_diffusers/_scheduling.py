@@ -514,21 +514,13 @@ def _host_int64(timestep: Any) -> int | None:
     >>> _host_int64(torch.tensor(981)), _host_int64(torch.tensor([981])), _host_int64(981)
     (981, None, None)
     """
-    if type(timestep) is not _TENSOR_INT64[0]:
-        if _TENSOR_INT64[0] is not None or "torch" not in sys.modules:
-            return None
-        torch = sys.modules["torch"]  # imported since: its names bound once (every step asks)
-        _TENSOR_INT64[:] = (torch.Tensor, torch.int64)
-        return _host_int64(timestep)
-    if timestep.dtype is not _TENSOR_INT64[1] or timestep.ndim or not timestep.is_cpu:
+    torch = sys.modules.get("torch")
+    if torch is None or type(timestep) is not torch.Tensor or timestep.dtype is not torch.int64:
         return None
-    if backends.compiling():
+    if timestep.ndim or not timestep.is_cpu or backends.compiling():
         return None
     value: int = timestep.item()
     return value
-
-
-_TENSOR_INT64: list[Any] = [None, None]  # torch.Tensor, torch.int64 once torch is imported
 
 
 def _built_value(built: tuple[Any, tuple[int, ...], int] | None, timestep: Any) -> int | None:

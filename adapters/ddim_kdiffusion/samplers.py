@@ -227,8 +227,8 @@ def sample_ddim_inverse(
             def forward(
                 y: Array, eps_at: Any = eps_at, h: float = dst - src, s: float = s
             ) -> tuple[Array, Array]:
-                eps, denoised = eps_at(y)
                 (y_w,) = backends.to_work_dtype(xp, y)
+                eps, denoised = eps_at(y, y_w)
                 return (y_w - h * eps) * s, denoised
 
             frame = implicit.Frame(1.0 / s, 1.0, src, dst, start=1.0 / c.sqrt_ab_to)
@@ -522,15 +522,14 @@ def _eps_at(
     level: float,
     extra_args: dict[str, Any],
     y: Array,
-    y_work: Array | None = None,
+    y_work: Array,
 ) -> tuple[Array, Array]:
     """(eps, denoised) of the model at noise level `level` (sigma: its batch array) on y.
 
-    eps = (y - denoised) / level is formed in y's work dtype (float32 for half precision, so a
-    half step rounds once, at its end), from `y_work` where given: the point y was rounded from.
+    eps = (y_work - denoised) / level is formed in the work dtype (float32 for half precision,
+    so a half step rounds once, at its end): `y_work` is y in it, or the point y was rounded
+    from.
     """
-    if y_work is None:
-        (y_work,) = backends.to_work_dtype(backends.namespace(y=y), y)
     denoised = _denoised(model, y, sigma, extra_args)
     return (y_work - denoised) / level, denoised
 
