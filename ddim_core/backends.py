@@ -929,16 +929,11 @@ def compiling() -> bool:
     >>> compiling()
     False
     """
-    global _is_compiling
-    if _is_compiling is None:  # bound once torch is imported (every step asks)
-        torch = sys.modules.get("torch")
-        if torch is None:
-            return False
-        _is_compiling = torch.compiler.is_compiling
-    return bool(_is_compiling())
-
-
-_is_compiling: Callable[[], bool] | None = None
+    # Looked up per call: a getter bound to a module global on the first call would, where
+    # that call comes inside torch.compile's first trace, leave the global's None as a guard
+    # that fails at the next call (the whole compiled loop compiled twice)
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())
 
 
 def device_cache(fn: Callable[..., R], maxsize: int = 256) -> Callable[..., R]:

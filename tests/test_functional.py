@@ -103,6 +103,37 @@ def test_torch_compile_fullgraph_equals_eager() -> None:
     assert torch.equal(compiled(state, x), eager)
 
 
+@pytest.mark.slow
+def test_torch_compile_compiles_a_loop_once_in_a_fresh_process() -> None:
+    """The compiled loop is compiled once: backends.compiling bound torch's getter to a
+    module global on its first call, and where that call came inside the first trace, the
+    global's None was a guard that the bound getter failed at the next call (a second compile
+    of the whole loop, model included)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    code = (
+        "import torch, ddim_core as dc\n"
+        "from ddim_core import functional as F\n"
+        "from torch._dynamo.utils import counters\n"
+        "scheduler = F.Scheduler(dc.DDIMConfig(), 3)\n"
+        "x = torch.ones(2, 3)\n"
+        "state = F.init(scheduler, like=x)\n"
+        "def loop(state, x):\n"
+        "    for _ in range(3):\n"
+        "        state, x = F.step(scheduler, state, 0.5 * x, x)\n"
+        "    return x\n"
+        "compiled = torch.compile(loop, fullgraph=True)\n"
+        "for _ in range(3):\n"
+        "    compiled(state, x)\n"
+        "print(counters['stats']['unique_graphs'])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1"]
+
+
 def test_state_pickles_and_steps_in_another_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A state (a class made per scheduler) pickles, for checkpoints and worker processes."""
     import pickle
