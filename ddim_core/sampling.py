@@ -10,14 +10,13 @@ start, then k Anderson refinements), so that sampling maps the result back onto 
 from __future__ import annotations
 
 import itertools
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from . import backends, coefficients, implicit, plugins
 from .backends import Array, Namespace
 from .coefficients import StepKey
-from .config import DDIMConfig, check_bool, check_int
+from .config import DDIMConfig, check_bool, check_int, check_real
 from .plans import make_plan
 from .steps import check_eta, inverse_step, step
 
@@ -215,9 +214,9 @@ def invert(
     Raises
     ------
     ValueError
-        eta != 0, fixed_point_iters < 0, tol <= 0, or as `sample`.
+        eta != 0, fixed_point_iters < 0, tol <= 0 or not finite, or as `sample`.
     TypeError
-        As `sample`.
+        A tol that is not a real number (True included), or as `sample`.
 
     Examples
     --------
@@ -268,7 +267,7 @@ def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
     fixed_point_iters : int
         Refinements per step; must be an integer >= 0.
     tol : float or None
-        Must be a number > 0, or None.
+        Must be a finite real number > 0 (not a bool), or None.
 
     Returns
     -------
@@ -278,7 +277,8 @@ def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
     Raises
     ------
     TypeError, ValueError
-        Naming the bad option.
+        Naming the bad option: a tol that is not a real number (True, a string) is a
+        TypeError; one <= 0, NaN or infinite a ValueError.
 
     Examples
     --------
@@ -286,7 +286,8 @@ def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:
     10
     """
     iters = check_int("fixed_point_iters", fixed_point_iters, low=0)
-    if tol is not None and not (isinstance(tol, numbers.Real) and float(tol) > 0):
+    # check_real: True is no tolerance, and inf stops every step at its first iterate
+    if tol is not None and check_real("tol", tol) <= 0:
         raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
     return iters
 

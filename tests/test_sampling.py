@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from helpers import Backend, assert_close
 
 import ddim_core as dc
 from ddim_core.analytic import GaussianMixture
-from ddim_core.sampling import StepInfo, invert, sample
+from ddim_core.sampling import StepInfo, check_fixed_point, invert, sample
 
 CONFIG = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
 MIXTURE = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]], [0.3, 0.3, 0.3], CONFIG)
@@ -116,6 +117,21 @@ def test_bad_loop_input() -> None:
         invert(MIXTURE, x, CONFIG, 5, eta=0.5)
     with pytest.raises(ValueError, match="needs `noise` or `generator`"):
         sample(MIXTURE, x, CONFIG, 5, eta=0.5)
+
+
+def test_tol_is_a_finite_number() -> None:
+    """tol=True was taken as tol=1.0 and tol=inf as no tolerance at all: each step stopped at
+    its first iterate (20 refinements allowed, none made), 0.5 away from the input after
+    sampling back, with no error."""
+    x = MIXTURE.sample_data(4, np.random.default_rng(9))
+    with pytest.raises(TypeError, match="tol must be a real number, got True"):
+        invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=20, tol=True)
+    with pytest.raises(TypeError, match="tol must be a real number, got '1e-6'"):
+        invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=20, tol="1e-6")  # type: ignore[arg-type]
+    for bad in (math.inf, math.nan):
+        with pytest.raises(ValueError, match=f"tol={bad} must be a finite number"):
+            invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=20, tol=bad)
+    assert check_fixed_point(3, np.float32(1e-6)) == 3
 
 
 def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
