@@ -207,6 +207,8 @@ def timestep(state: DDIMState) -> Array:
 
     Raises
     ------
+    TypeError
+        `state` is not a `DDIMState`.
     ValueError
         An index past the plan where it can be read without a sync (host arrays).
 
@@ -216,6 +218,8 @@ def timestep(state: DDIMState) -> Array:
     >>> int(timestep(init(Scheduler(dc.DDIMConfig(), 10), like=np.zeros(1))))
     900
     """
+    if not isinstance(state, DDIMState):  # a type check: no array read, also while tracing
+        raise TypeError(f"state must be a DDIMState from init(), got {type(state).__name__}")
     _check_index(state)
     return _at(state.timesteps, state.index)
 

@@ -208,7 +208,7 @@ def test_bad_scheduler_arguments_are_named() -> None:
     """Scheduler(config, timesteps=5) raised "'int' object is not iterable" and timesteps="900"
     "timesteps must be an integer, got '9'" (the string was split into characters); a config
     passed to step as the scheduler was reported as a state made for another scheduler; a
-    negative index was "all taken"."""
+    negative index was "all taken"; timestep() of anything but a state raised AttributeError."""
     with pytest.raises(TypeError, match="timesteps must be a sequence of integers, got 5"):
         F.Scheduler(CONFIG, timesteps=5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="timesteps must be a sequence of integers, got '900'"):
@@ -222,6 +222,9 @@ def test_bad_scheduler_arguments_are_named() -> None:
         F.step(CONFIG, state, x, x)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"state\.index=-1 must be in \[0, 2\)"):
         F.step(scheduler, state._replace(index=np.asarray(-1)), x, x)
+    for bad in (None, (1, 2, 3), scheduler):  # AttributeError: no attribute 'index'
+        with pytest.raises(TypeError, match="state must be a DDIMState from init"):
+            F.timestep(bad)  # type: ignore[arg-type]
     torch = pytest.importorskip("torch")  # timestep past the end raised torch's IndexError
     done = F.init(scheduler, like=torch.ones(3))._replace(index=torch.tensor(2))
     with pytest.raises(ValueError, match=r"state\.index=2 must be in \[0, 2\)"):
