@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import ddim_core as dc
 from ddim_core.testing import (
     BACKENDS,
+    TINY,
     TOLERANCE,
     Backend,
     assert_array_close,
@@ -158,6 +159,52 @@ def test_tolerances_scale_with_dtype_and_magnitude() -> None:
         assert_array_close(np.array([1e-6 + 5e-6]), np.array([1e-6]), "float32", magnitude=0.1)
     with pytest.raises(AssertionError, match="not finite"):
         assert_array_close(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_subnormal_results_are_held_to_the_dtypes_spacing(dtype: str) -> None:
+    """Under the smallest normal number a dtype's spacing is fixed (2**-24 for float16): the
+    exact value correctly rounded passes, whatever the magnitude (a bound relative to 1.7e-6
+    in float16 asked for less than half that spacing: the dev profile's counterexample, a
+    float16 step at scale 1e-3), and a few spacings off still fails."""
+    tiny = np.finfo(dtype).tiny
+    spacing = tiny * np.finfo(dtype).eps
+    exact = np.array([1.6902615e-06 / 6.103515625e-05, -0.3, 0.0049]) * tiny
+    got = exact.astype(dtype)
+    assert np.abs(got - exact).max() > 0.3 * spacing  # rounding shows
+    for magnitude in (0.0, 3.6e-6 / 6.103515625e-05 * tiny):
+        assert_array_close(got, exact, magnitude=magnitude)
+    off = np.array(got, dtype=np.float64)  # its last element 4x the bound off
+    off[-1] += 4 * TOLERANCE[dtype] * tiny
+    with pytest.raises(AssertionError, match="x the tolerance"):
+        assert_array_close(off.astype(dtype), exact, dtype, magnitude=0.0)
+    for name in ("float16", "float32", "float64"):
+        assert TINY[name] == np.finfo(name).tiny
+    assert TINY["bfloat16"] == TINY["float32"]  # float32's exponent range
+
+
+@pytest.mark.parametrize("thresholding", [False, True])
+def test_a_clip_passes_the_rounding_of_large_terms_through(thresholding: bool) -> None:
+    """float32 terms of size ~1e3 cancelling to an x0_pred inside the clip range round by
+    ~1e-5 of 1 (the dev profile's counterexample: off by 1.7e-5, held to 1.5e-5 while the
+    size was capped at the range's end); where x0_pred is far beyond the range it is the
+    range's end exactly, and held to that: 1e-4 off fails."""
+    config = dc.DDIMConfig(timestep_spacing="trailing", thresholding=thresholding)
+    plan = dc.make_plan(config, 10)
+    ab = reference.level(plan, 99)
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((4, 3, 8, 8)) * 1e3
+    u = rng.uniform(-0.9, 0.9, m.shape)
+    u[:, 0] *= 100  # a channel far beyond the range (any dtype's rounding of it): clipped
+    x = (np.sqrt(1 - ab) * m + np.sqrt(ab) * u).astype(np.float32)
+    m = m.astype(np.float32)
+    got = dc.step(plan, m, 99, x)
+    assert_step_close(got, plan, m, 99, x)
+    clipped = np.abs(reference.step(plan, m, 99, x)[1]) == 1.0
+    assert clipped.sum() > 100
+    off = got.pred_original_sample + np.where(clipped, np.float32(1e-4), np.float32(0.0))
+    with pytest.raises(AssertionError, match="pred_original_sample"):
+        assert_step_close((got.prev_sample, off), plan, m, 99, x)
 
 
 @pytest.mark.parametrize(

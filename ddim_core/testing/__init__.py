@@ -30,6 +30,7 @@ from typing import Any
 
 _SUBMODULES = ("assertions", "backends", "conformance", "reference", "strategies", "targets")
 _NAMES = {
+    "TINY": "assertions",
     "TOLERANCE": "assertions",
     "assert_array_close": "assertions",
     "assert_inverse_step_close": "assertions",

@@ -4,10 +4,13 @@ much.
 
     assert_step_close(my_scheduler.step(m, t, x), plan, m, t, x)   # arrays of any backend
 
-The bound is elementwise: |got - exact| <= TOLERANCE[dtype] * scale * (|exact| + magnitude).
-`assert_array_close` takes magnitude 1 by default, i.e. max |got - exact| / (1 + |exact|);
-the step assertions take the magnitude of the step's terms (`reference.magnitude`), so a
-result that cancels to nearly 0 is held to what its inputs allow, and nothing looser.
+The bound is elementwise: |got - exact| <= TOLERANCE[dtype] * scale * (|exact| + magnitude),
+and never below TOLERANCE[dtype] * scale * TINY[dtype]: under the dtype's smallest normal
+number its spacing stops shrinking (subnormals), so a bound relative to a smaller value would
+reject the exact result correctly rounded. `assert_array_close` takes magnitude 1 by default,
+i.e. max |got - exact| / (1 + |exact|); the step assertions take the magnitude of the step's
+terms (`reference.magnitude`), so a result that cancels to nearly 0 is held to what its inputs
+allow, and nothing looser.
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ TOLERANCE: dict[str, float] = {
     "float32": 1e-5,
     "float16": 2e-3,
     "bfloat16": 2e-2,
+}
+
+
+# Each dtype's smallest normal number (finfo.tiny): below it the spacing is TINY * eps, so
+# TOLERANCE * TINY allows as many ulps there as TOLERANCE does relative to larger values.
+TINY: dict[str, float] = {
+    "float64": 2.0**-1022,
+    "float32": 2.0**-126,
+    "float16": 2.0**-14,
+    "bfloat16": 2.0**-126,
 }
 
 
@@ -85,18 +98,28 @@ def assert_array_close(
     what: str = "value",
     context: str = "",
 ) -> None:
-    """|actual - expected| <= tolerance(dtype) * scale * (|expected| + magnitude) elementwise,
-    actual finite wherever expected is, and the same NaN, +Inf or -Inf wherever expected is
-    not. dtype: actual's unless given. On torch's meta device (no values) the shape only. A
-    failure names the worst element and the margin."""
+    """|actual - expected| <= tolerance(dtype) * scale * max(|expected| + magnitude, TINY[dtype])
+    elementwise, actual finite wherever expected is, and the same NaN, +Inf or -Inf wherever
+    expected is not. dtype: actual's unless given. On torch's meta device (no values) the shape
+    only. A failure names the worst element and the margin.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> assert_array_close(np.float32([1.0, 2.0]), [1.0, 2.0 + 1e-6])  # within 1e-5 * (2 + 1)
+    >>> exact = 1.6902615e-06  # under float16's smallest normal: its spacing is 2**-24
+    >>> assert_array_close(np.float16([exact]), [exact], magnitude=3.6e-6)  # rounded: passes
+    """
     shape = tuple(getattr(actual, "shape", np.shape(actual)))
     where = f" ({context})" if context else ""
     assert shape == np.shape(expected), f"{what}: shape {shape}, expected {np.shape(expected)}"
     if _is_meta(actual):
         return
     got, want = to_numpy(actual), np.asarray(to_numpy(expected), dtype=np.float64)
-    tol = tolerance(dtype if dtype is not None else getattr(actual, "dtype", "float64")) * scale
-    bound = tol * (np.abs(want) + np.broadcast_to(np.asarray(magnitude, np.float64), want.shape))
+    name = dtype_name(dtype if dtype is not None else getattr(actual, "dtype", "float64"))
+    tol = tolerance(name) * scale
+    size = np.abs(want) + np.broadcast_to(np.asarray(magnitude, np.float64), want.shape)
+    bound = tol * np.maximum(size, TINY[name])  # subnormal results: the dtype's fixed spacing
     finite = np.isfinite(want)
     same = (got == want) | (np.isnan(got) & np.isnan(want))
     bad = np.where(finite, ~np.isfinite(got), ~same)
@@ -135,7 +158,8 @@ def assert_step_close(
 ) -> None:
     """A step's result (prev_sample, or a (prev_sample, pred_original_sample) pair or output
     object) equals exact DDIM's step of the same inputs, arrays of any backend, within
-    tolerance(dtype) * scale * (|exact| + magnitude of the step's terms).
+    tolerance(dtype) * scale * (|exact| + magnitude of the step's terms), never below
+    tolerance(dtype) * scale * TINY[dtype] (`assert_array_close`).
 
     `plan`: a `reference.Plan` or `ddim_core.Plan` (its t_prev and table are used), or a
     `(config, num_inference_steps)` pair. `timestep`: an int, or one per sample.
