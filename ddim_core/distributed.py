@@ -999,12 +999,12 @@ def prepare(
     Raises
     ------
     ValueError
-        An unknown `kind` or method; a bad plan (`n`, `timesteps`); `chunk` < 1; a source
-        that cannot be read as an array; a target that is or holds the source, that
+        An unknown `kind` or method; a bad plan (`n`, `timesteps`); `chunk` < 1; `seed` < 0;
+        a source that cannot be read as an array; a target that is or holds the source, that
         ddim-core did not write, or that holds another layout.
     TypeError
-        `config` is not a DDIMConfig; a bad model factory, `model_id`, `chunk` or loop
-        option; a source that is not floating point.
+        `config` is not a DDIMConfig; a bad model factory, `model_id`, `chunk`, `seed` or
+        loop option; a source that is not floating point.
     FileNotFoundError
         The source does not exist.
     ImportError
@@ -1036,6 +1036,9 @@ def prepare(
     if not isinstance(config, DDIMConfig):
         raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
     make_plan(config, n, timesteps=loop_options.get("timesteps"))  # checks n and timesteps
+    # NumPy integers as int: the records are JSON, written after the result arrays
+    n = None if n is None else check_int("num_inference_steps", n)
+    seed = None if seed is None else check_int("seed", seed, low=0)
     factory, identity = _model_spec(model_factory, model_id)
     function, options, recorded = _method(kind, method, loop_options)
     source_path, shape, dtype = _source(source)

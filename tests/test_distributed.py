@@ -609,3 +609,35 @@ def test_what_the_client_context_opened_is_closed_when_opening_fails(
         with pytest.raises(KeyboardInterrupt), distributed._client("tcp://scheduler:8786", 2, {}):
             pass
         assert closed == ["client"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [("invert", {"n": np.int64(3)}), ("sample", {"n": 3, "seed": np.int64(2)})],
+)
+def test_numpy_integers_are_recorded_as_integers(
+    tmp_path: Path, npy: Path, kind: str, options: dict[str, Any]
+) -> None:
+    """n=np.int64(3) (dc.invert takes it) or prepare(seed=np.int64(2)) reached the target's
+    attributes as NumPy integers: Zarr's "Object of type int64 is not JSON serializable",
+    after the result arrays were created, so that every later run called the target one
+    "ddim-core did not write"."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    target = tmp_path / "z.zarr"
+    n, seed = options["n"], options.get("seed")
+    job = prepare(kind, None, npy, target, CONFIG, n, chunk=5, seed=seed)
+    assert type(job.n) is int and (seed is None or type(job.seed) is int)
+    assert run_chunk(job, 0).computed
+    plain = prepare(kind, None, npy, target, CONFIG, int(n), chunk=5, seed=seed and int(seed))
+    assert plain.run_digest == job.run_digest and not run_chunk(plain, 0).computed
+
+
+def test_prepare_refuses_a_negative_seed(npy: Path) -> None:
+    """prepare(seed=-1) was accepted, and every chunk then failed inside NumPy's
+    default_rng((-1, c))."""
+    from ddim_core.distributed import prepare
+
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        prepare("sample", None, npy, npy.parent / "out.zarr", CONFIG, 3, seed=-1)
+    assert not (npy.parent / "out.zarr").exists()
