@@ -331,7 +331,8 @@ def invert_dataset(
         Seconds to wait for those `workers` (with a client or an address); None waits
         without limit.
     resources : mapping of str to float, optional
-        Dask resources each task needs, e.g. ``{"GPU": 1}`` with one worker per GPU.
+        Dask resources each task needs, e.g. ``{"GPU": 1}`` with one worker per GPU; only
+        with a `client` whose workers declare them (a run's own cluster declares none).
     model_id : str, optional
         The model's identity in the records and in the workers' model cache (default: the
         factory's name; pass a new one when the weights behind the same name change, so that
@@ -352,15 +353,15 @@ def invert_dataset(
     ------
     TypeError
         `client`, `config` or `model_factory` of the wrong kind (or a factory that cannot be
-        pickled); `n`, `chunk` or `workers` not an integer, `worker_timeout` not a number; a
-        loop option refused, unknown to the method, or not plain data to be recorded; a
-        source that is not floating point.
+        pickled); `n`, `chunk` or `workers` not an integer, `worker_timeout` not a number,
+        `resources` not a mapping of names to numbers; a loop option refused, unknown to the
+        method, or not plain data to be recorded; a source that is not floating point.
     ValueError
-        `n`, `chunk`, `workers` or `worker_timeout` out of range; an unknown method; a
-        source that cannot be read as an array; a target that is or holds the source, that
-        ddim-core did not write, or that holds another layout (kind, items, item shape,
-        dtype, chunk); a chunk of the source holding NaN or Inf (unless
-        ``check_finite=False``), found when the chunk runs.
+        `n`, `chunk`, `workers`, `worker_timeout` or `resources` out of range, or
+        `resources` without a `client`; an unknown method; a source that cannot be read as
+        an array; a target that is or holds the source, that ddim-core did not write, or
+        that holds another layout (kind, items, item shape, dtype, chunk); a chunk of the
+        source holding NaN or Inf (unless ``check_finite=False``), found when the chunk runs.
     FileNotFoundError
         The source does not exist.
     TimeoutError
@@ -470,7 +471,7 @@ def sample_dataset(
     worker_timeout : float or None, default 600
         As in `invert_dataset`.
     resources : mapping of str to float, optional
-        Dask resources each task needs, e.g. ``{"GPU": 1}``.
+        As in `invert_dataset`: only with a `client` whose workers declare them.
     model_id : str, optional
         As in `invert_dataset`.
     progress : bool, default False
@@ -914,6 +915,7 @@ def _run(
     if worker_timeout is not None and check_nonnegative("worker_timeout", worker_timeout) == 0:
         raise ValueError("worker_timeout=0 must be a number of seconds > 0, or None: no limit")
     _check_own_arguments(kind, options)
+    resources = _check_resources(resources, client)
     job = prepare(
         kind,
         model_factory,
@@ -942,6 +944,30 @@ def _check_own_arguments(kind: str, options: Mapping[str, Any]) -> None:
             f"loop option {name}= is an argument of the run itself: pass {name}= "
             f"(command line: {flag}), not a loop option"
         )
+
+
+def _check_resources(resources: Any, client: Any) -> dict[str, float] | None:
+    """Resources Dask can meet: a mapping of names to amounts >= 0, and a cluster whose
+    workers may declare them (Dask waits forever for a worker that has them)."""
+    if not resources:
+        return None
+    if not isinstance(resources, Mapping):
+        raise TypeError(
+            f"resources must be a mapping of name to amount, e.g. {{'GPU': 1}}, got {resources!r}"
+        )
+    checked = {}
+    for name, amount in resources.items():
+        if not isinstance(name, str):
+            raise TypeError(f"resources names must be strings, got {name!r}")
+        checked[name] = check_nonnegative(f"resources[{name!r}]", amount)
+    if client is None:
+        raise ValueError(
+            f"resources={dict(resources)} need workers that declare them, and the run's own "
+            "local_cluster declares none (its chunks would wait forever): pass client= (CLI: "
+            "--scheduler) of a cluster whose workers do, e.g. `dask worker ADDRESS "
+            "--resources GPU=1`"
+        )
+    return checked
 
 
 def prepare(

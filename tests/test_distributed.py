@@ -392,6 +392,11 @@ class Unpicklable:
         # the run's own arguments, not loop options (`--option seed=1` on the command line):
         # a Python "got multiple values for keyword argument" before
         ({"seed": 1}, TypeError, "seed= is not an option of an inversion"),
+        # resources Dask cannot meet: a ValueError from dict() or a run that waits forever
+        ({"resources": "GPU"}, TypeError, "resources must be a mapping of name to amount"),
+        ({"resources": {1: 1}}, TypeError, "resources names must be strings, got 1"),
+        ({"resources": {"GPU": "x"}}, TypeError, r"resources\['GPU'\] must be a real number"),
+        ({"resources": {"GPU": -1}}, ValueError, r"resources\['GPU'\]=-1 must be a finite"),
     ],
 )
 def test_bad_arguments(npy: Path, kwargs: dict[str, Any], error: type, match: str) -> None:
@@ -640,4 +645,15 @@ def test_prepare_refuses_a_negative_seed(npy: Path) -> None:
 
     with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
         prepare("sample", None, npy, npy.parent / "out.zarr", CONFIG, 3, seed=-1)
+    assert not (npy.parent / "out.zarr").exists()
+
+
+def test_resources_without_a_cluster_that_declares_them_are_refused(npy: Path) -> None:
+    """resources={"GPU": 1} with no client: the run's own local_cluster declares no
+    resources, so Dask never scheduled a chunk and the run waited forever (CLI: --resources
+    without --scheduler)."""
+    with pytest.raises(ValueError, match=r"resources=\{'GPU': 1\} .* own local_cluster"):
+        within_timeout(
+            _invert, npy, npy.parent / "out.zarr", client=None, workers=1, resources={"GPU": 1}
+        )
     assert not (npy.parent / "out.zarr").exists()
