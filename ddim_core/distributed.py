@@ -781,21 +781,17 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
 
 
 def _arrays(job: Job) -> tuple[Any, Any, Any]:
-    """(source, result, done) of a job: Zarr handles opened once per worker and layout (a
-    .npy source is mapped again each time: the file may have been rewritten)."""
+    """(source, result, done) of a job: the target's Zarr handles opened once per worker and
+    layout; the source opened each time (under a kept handle, a source written again with
+    other chunks or another Zarr format was read through its old metadata)."""
     layout = (job.items, job.item_shape, job.dtype, job.chunk)
-    if job.source.endswith(".npy"):
-        source = _open_source(job.source, layout)
-    else:
-        source = _open_cached(job.source, layout, "source")
+    source = _open_source(job.source, layout)
     result, done = (_open_cached(job.target, layout, name) for name in ("result", "done"))
     return source, result, done
 
 
 @functools.lru_cache(maxsize=64)
 def _open_cached(path: str, layout: tuple[Any, ...], what: str) -> Any:
-    if what == "source":
-        return _open_source(path, layout)
     return _zarr().open_group(store=path, mode="r+")[what]
 
 

@@ -657,3 +657,25 @@ def test_resources_without_a_cluster_that_declares_them_are_refused(npy: Path) -
             _invert, npy, npy.parent / "out.zarr", client=None, workers=1, resources={"GPU": 1}
         )
     assert not (npy.parent / "out.zarr").exists()
+
+
+def test_a_zarr_source_rewritten_between_runs_is_read_as_it_is_now(tmp_path: Path) -> None:
+    """A worker kept its Zarr source handle (metadata included) for every later run of the same
+    path and layout: a source written again (here as Zarr format 2, or with other chunks) was
+    read through the old metadata, i.e. the fill value 0 where the keys changed (a silent
+    wrong result), or a reshape error from deep in Zarr where the chunks did."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    source = tmp_path / "x.zarr"
+    model = analytic_model(CONFIG)
+    for i, (chunks, zarr_format) in enumerate([((4, 2), 3), ((4, 2), 2), ((3, 2), 3)]):
+        x = np.random.default_rng(i).standard_normal((8, 2))
+        options = {"chunks": chunks, "zarr_format": zarr_format, "overwrite": True}
+        zarr.create_array(store=str(source), shape=x.shape, dtype=x.dtype, **options)[...] = x
+        target = tmp_path / f"z{i}.zarr"
+        job = prepare("invert", None, source, target, CONFIG, 3, chunk=4)
+        for c in range(job.chunks):
+            run_chunk(job, c)
+        assert np.array_equal(
+            result(target), chunked(lambda c, xs: dc.invert(model, xs, CONFIG, 3), x, 4)
+        )
