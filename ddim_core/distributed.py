@@ -1209,6 +1209,13 @@ def local_cluster(
     distributed.LocalCluster
         The cluster, started; close it (or use it as a context manager) when done.
 
+    Raises
+    ------
+    TypeError
+        `workers` is not an integer.
+    ValueError
+        `workers` < 1.
+
     Examples
     --------
     >>> from distributed import Client
@@ -1220,6 +1227,8 @@ def local_cluster(
     """
     import dask
 
+    if workers is not None:  # 0 is no "default", -1 no cluster
+        workers = check_int("workers", workers, low=1)
     options: dict[str, Any] = {
         "n_workers": workers or os.cpu_count() or 1,
         "threads_per_worker": 1,

@@ -679,3 +679,21 @@ def test_a_zarr_source_rewritten_between_runs_is_read_as_it_is_now(tmp_path: Pat
         assert np.array_equal(
             result(target), chunked(lambda c, xs: dc.invert(model, xs, CONFIG, 3), x, 4)
         )
+
+
+@pytest.mark.parametrize(
+    ("workers", "error", "match"),
+    [
+        (0, ValueError, "workers must be >= 1, got 0"),
+        (-1, ValueError, "workers must be >= 1, got -1"),
+        (2.5, TypeError, "workers must be an integer, got 2.5"),
+        ("2", TypeError, "workers must be an integer, got '2'"),
+    ],
+)
+def test_local_cluster_refuses_a_bad_number_of_workers(
+    workers: Any, error: type, match: str
+) -> None:
+    """local_cluster(0) started one worker per core (0 read as "default"), -1 a cluster of
+    no workers (a run on it waits forever), 2.5 or "2" a KeyError('comm') from Dask."""
+    with pytest.raises(error, match=match):
+        local_cluster(workers, processes=False).close()
