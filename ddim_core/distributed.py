@@ -358,10 +358,11 @@ def invert_dataset(
         method, or not plain data to be recorded; a source that is not floating point.
     ValueError
         `n`, `chunk`, `workers`, `worker_timeout` or `resources` out of range, or
-        `resources` without a `client`; an unknown method; a source that cannot be read as
-        an array; a target that is or holds the source, that ddim-core did not write, or
-        that holds another layout (kind, items, item shape, dtype, chunk); a chunk of the
-        source holding NaN or Inf (unless ``check_finite=False``), found when the chunk runs.
+        `resources` without a `client`; an unknown method; a loop option NaN or Inf (the
+        records are JSON); a source that cannot be read as an array; a target that is or
+        holds the source, that ddim-core did not write, or that holds another layout (kind,
+        items, item shape, dtype, chunk); a chunk of the source holding NaN or Inf (unless
+        ``check_finite=False``), found when the chunk runs.
     FileNotFoundError
         The source does not exist.
     TimeoutError
@@ -1403,6 +1404,16 @@ def _method(
         raise TypeError(
             f"loop options must be plain data (numbers, strings, lists) to be recorded: {e}"
         ) from None
+    except ValueError:  # NaN or Inf, which JSON cannot hold; json's message names no option
+        for name, value in recorded.items():
+            try:
+                _json(value)
+            except ValueError:
+                raise ValueError(
+                    f"loop option {name}={value!r} cannot be recorded: the records are JSON, "
+                    "which holds no NaN or Inf; pass a finite number"
+                ) from None
+        raise
     if kind == "invert":
         from .sampling import check_fixed_point
 

@@ -383,6 +383,9 @@ class Unpicklable:
         ({"callback": print}, TypeError, "callback= is not supported for datasets"),
         ({"progres": True}, TypeError, "bad loop options"),
         ({"fixed_point_iters": 2, "tol": -1.0}, ValueError, "tol=-1.0 must be a number > 0"),
+        # NaN and Inf: JSON's "Out of range float values are not JSON compliant" named none
+        ({"tol": float("inf")}, ValueError, "loop option tol=inf cannot be recorded"),
+        ({"eta": float("nan")}, ValueError, "loop option eta=nan cannot be recorded"),
         ({"factory": "no_colon"}, ValueError, "must be 'module:function'"),
         ({"factory": "no_such_module_17:load"}, ImportError, "cannot import 'no_such_module_17'"),
         ({"factory": "ddim_core:no_such_factory"}, ImportError, "has no 'no_such_factory'"),
