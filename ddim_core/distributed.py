@@ -97,6 +97,8 @@ def register_method(kind: str, name: str, function: str) -> None:
     ------
     ValueError
         `kind` is neither "invert" nor "sample", or `function` is not "module:function".
+    TypeError
+        `name` is not a non-empty string, or `function` is not a string.
 
     Examples
     --------
@@ -112,6 +114,10 @@ def register_method(kind: str, name: str, function: str) -> None:
     """
     if kind not in METHODS:
         raise ValueError(f"kind must be one of {sorted(METHODS)}, got {kind!r}")
+    if not (isinstance(name, str) and name):
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    if not isinstance(function, str):  # the workers import it by name
+        raise TypeError(f"function must be 'module:function' (a string), got {function!r}")
     _check_spec("method", function)
     METHODS[kind][name] = function
 

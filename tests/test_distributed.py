@@ -700,3 +700,24 @@ def test_local_cluster_refuses_a_bad_number_of_workers(
     no workers (a run on it waits forever), 2.5 or "2" a KeyError('comm') from Dask."""
     with pytest.raises(error, match=match):
         local_cluster(workers, processes=False).close()
+
+
+@pytest.mark.parametrize(
+    ("name", "function", "error", "match"),
+    [
+        ("x", dc.invert, TypeError, r"function must be 'module:function' .*, got <function"),
+        (3, "ddim_core.sampling:invert", TypeError, "name must be a non-empty string, got 3"),
+        ("", "ddim_core.sampling:invert", TypeError, "name must be a non-empty string, got ''"),
+    ],
+)
+def test_register_method_refuses_what_method_cannot_name(
+    name: Any, function: Any, error: type, match: str
+) -> None:
+    """register_method("invert", "x", dc.invert) raised AttributeError('function' object has
+    no attribute 'partition'); a name no `method=` can give (3, "") was registered."""
+    from ddim_core.distributed import register_method
+
+    before = dict(METHODS["invert"])
+    with pytest.raises(error, match=match):
+        register_method("invert", name, function)
+    assert METHODS["invert"] == before
