@@ -732,7 +732,10 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     Raises
     ------
     ValueError
-        The chunk's source items hold NaN or Inf (unless the option ``check_finite=False``).
+        `index` out of range; the chunk's source items hold NaN or Inf (unless the option
+        ``check_finite=False``).
+    TypeError
+        `index` is not an integer.
     RuntimeError
         The model factory raised (`worker_model`). The loop's and the model's own errors
         pass through as they are.
@@ -757,6 +760,8 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     True
     """
     start = time.perf_counter()
+    # -1 would run the empty items [-chunk:0] and record them in the last chunk's row
+    index = check_int("index", index, low=0, high=job.chunks - 1)
     source, result, done = _arrays(job)
     a, b = index * job.chunk, min((index + 1) * job.chunk, job.items)
     x = np.ascontiguousarray(source[a:b])

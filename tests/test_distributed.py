@@ -721,3 +721,30 @@ def test_register_method_refuses_what_method_cannot_name(
     with pytest.raises(error, match=match):
         register_method("invert", name, function)
     assert METHODS["invert"] == before
+
+
+def tenth(config: dc.DDIMConfig) -> Any:
+    """A model factory whose model takes empty batches too."""
+    return lambda x, t: 0.1 * x
+
+
+@pytest.mark.parametrize(
+    ("index", "error", "match"),
+    [
+        (-1, ValueError, r"index must be in \[0, 2\], got -1"),
+        (3, ValueError, r"index must be in \[0, 2\], got 3"),
+        (1.0, TypeError, "index must be an integer, got 1.0"),
+    ],
+)
+def test_run_chunk_refuses_an_index_out_of_range(
+    tmp_path: Path, npy: Path, index: Any, error: type, match: str
+) -> None:
+    """run_chunk(job, -1) ran the loop on the empty items [-4:0] and wrote its record into the
+    last chunk's row: done_records then called chunk 2 done, its result all NaN. 3 and 1.0
+    were Zarr's BoundsCheckError and a slice TypeError."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    job = prepare("invert", tenth, npy, tmp_path / "z.zarr", CONFIG, 3, chunk=4)
+    with pytest.raises(error, match=match):
+        run_chunk(job, index)
+    assert done_records(tmp_path / "z.zarr") == [None, None, None]
