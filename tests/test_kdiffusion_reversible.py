@@ -266,3 +266,24 @@ def test_a_jump_no_beta_can_hold_is_refused_by_name(name: str) -> None:
     with pytest.raises(ValueError, match=r"sigmas\[1\] = 1.0 and sigmas\[2\] = 1000000000.0 are"):
         invert(denoiser, x, np.array([0.0, 1.0, 1e9]))
     assert np.isfinite(sample(denoiser, x * 1e8, np.array([1e8, 1.0, 0.0]))).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_samplers_build_no_autograd_graph_like_k_diffusions(name: str) -> None:
+    """k-diffusion's samplers run under torch.no_grad(), as sample_ddim does: a denoiser with
+    parameters that require grad gave a state, low words and x_0 carrying a graph of every
+    step (its memory kept alive, an OOM at real sizes)."""
+    torch = pytest.importorskip("torch")
+    weight = torch.nn.Parameter(torch.tensor(0.9, dtype=torch.float64))
+
+    def model(x, sigma):  # type: ignore[no-untyped-def]
+        return weight * x / (1 + sigma[:, None] ** 2)
+
+    sigmas = torch.from_numpy(get_sigmas_ddim(CONFIG, 5, xp=np))
+    x0 = torch.tensor([[0.3, -0.2], [0.1, 0.4]], dtype=torch.float64)
+    sample, invert = getattr(kr, f"sample_{name}"), getattr(kr, f"sample_{name}_inverse")
+    state = invert(model, x0, sigmas.flip(0), disable=True)
+    assert state.lo is not None
+    outs = [*state, *state.lo, sample(model, state, sigmas), sample(model, x0 * sigmas[0], sigmas)]
+    assert all(not out.requires_grad and out.grad_fn is None for out in outs)
+    assert torch.is_grad_enabled()

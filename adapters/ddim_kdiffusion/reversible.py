@@ -4,11 +4,12 @@
     x0_again = sample_bdia(model, state, sigmas)               # descending; == x0
 
 k-diffusion's conventions: `model(x, sigma * s_in, **extra_args)` returns the denoised x0 from
-VE latents, callback dicts (x, i, sigma, sigma_hat, denoised), tqdm's `disable`. The maths is
-`ddim_core.reversible`'s: the sigma list becomes a plan over its own levels (abar = 1 / (1 +
-sigma^2), one timestep per level) and the denoiser an eps model, so the adapter only
-translates. `sample_*` take a plain x_T (x * sigma_max) or the state an inverse returned (a
-tuple of VE latents, which remembers its dtype); the inverses return that state.
+VE latents, callback dicts (x, i, sigma, sigma_hat, denoised), tqdm's `disable`, no autograd
+graph (torch tensors run under torch.no_grad()). The maths is `ddim_core.reversible`'s: the
+sigma list becomes a plan over its own levels (abar = 1 / (1 + sigma^2), one timestep per
+level) and the denoiser an eps model, so the adapter only translates. `sample_*` take a plain
+x_T (x * sigma_max) or the state an inverse returned (a tuple of VE latents, which remembers
+its dtype); the inverses return that state.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import ddim_core as dc
 from ddim_core import backends, reversible
 from ddim_core.sampling import StepInfo
 
-from .samplers import _check_call, _levels
+from .samplers import _check_call, _levels, _no_grad
 
 Array = Any
 Denoiser = Callable[..., Array]
@@ -511,17 +512,18 @@ def _sample(
     else:
         state, like, dtype, start = x * levels.scales[0], x, x.dtype, x
     sample = getattr(reversible, f"sample_{name}")
-    x0 = sample(
-        _eps_model(model, levels, extra, like, dtype),
-        state,
-        levels.config,
-        timesteps=levels.timesteps,
-        callback=_report(levels, callback, False, start, sigmas),
-        progress=_shows_progress(disable),
-        precision=precision,
-        **options,
-    )
-    return x0 / levels.scales[-1]
+    with _no_grad(like):  # as k-diffusion's samplers: no autograd graph
+        x0 = sample(
+            _eps_model(model, levels, extra, like, dtype),
+            state,
+            levels.config,
+            timesteps=levels.timesteps,
+            callback=_report(levels, callback, False, start, sigmas),
+            progress=_shows_progress(disable),
+            precision=precision,
+            **options,
+        )
+        return x0 / levels.scales[-1]
 
 
 def _invert(
@@ -541,18 +543,19 @@ def _invert(
         return x  # no step: sample_* over the same sigma returns x too
     levels = _Levels(ascending[::-1])
     invert = getattr(reversible, f"invert_{name}")
-    state: reversible.State = invert(
-        _eps_model(model, levels, extra, x, x.dtype),
-        x * levels.scales[-1],
-        levels.config,
-        timesteps=levels.timesteps,
-        callback=_report(levels, callback, True, x, sigmas),
-        progress=_shows_progress(disable),
-        precision=precision,
-        **options,
-    )
-    second_scale = levels.scales[0 if name == "edict" else 1]
-    ve = state.scaled(levels.scales[0], second_scale, divide=True)  # compensated
+    with _no_grad(x):  # as k-diffusion's samplers: no autograd graph
+        state: reversible.State = invert(
+            _eps_model(model, levels, extra, x, x.dtype),
+            x * levels.scales[-1],
+            levels.config,
+            timesteps=levels.timesteps,
+            callback=_report(levels, callback, True, x, sigmas),
+            progress=_shows_progress(disable),
+            precision=precision,
+            **options,
+        )
+        second_scale = levels.scales[0 if name == "edict" else 1]
+        ve = state.scaled(levels.scales[0], second_scale, divide=True)  # compensated
     option = None if state.origin is None else state.origin[2]
     origin = (name, _key(levels.sigmas), option, levels.config)
     return reversible.State(ve[0], ve[1], ve.dtype, ve.lo, origin)
