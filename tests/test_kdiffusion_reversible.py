@@ -5,6 +5,7 @@ round trips, k-diffusion's callback; any array backend (NumPy here, torch where 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
@@ -287,3 +288,21 @@ def test_samplers_build_no_autograd_graph_like_k_diffusions(name: str) -> None:
     outs = [*state, *state.lo, sample(model, state, sigmas), sample(model, x0 * sigmas[0], sigmas)]
     assert all(not out.requires_grad and out.grad_fn is None for out in outs)
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("first", [slice(0, 1), 0])
+def test_a_denoiser_answering_in_another_shape_is_refused(name: str, first: Any) -> None:
+    """A denoised x of another shape that broadcasts against x (one batch element, or no
+    batch axis) was taken silently, the whole batch stepped with it; sample_ddim refuses it."""
+    sigmas = get_sigmas_ddim(CONFIG, 4, xp=np)
+    x = np.array([[0.3, -0.2], [0.1, 0.4]])
+
+    def model(x_ve, sigma):  # type: ignore[no-untyped-def]
+        return denoiser(x_ve, sigma)[first]  # (1, 2) or (2,) for x of shape (2, 2)
+
+    sample, invert = getattr(kr, f"sample_{name}"), getattr(kr, f"sample_{name}_inverse")
+    with pytest.raises(ValueError, match=r"the model returned shape \((1, 2|2,)\)"):
+        sample(model, x * sigmas[0], sigmas)
+    with pytest.raises(ValueError, match=r"the model returned shape \((1, 2|2,)\)"):
+        invert(model, x, sigmas[::-1].copy())

@@ -26,7 +26,7 @@ import ddim_core as dc
 from ddim_core import backends, reversible
 from ddim_core.sampling import StepInfo
 
-from .samplers import _check_call, _levels, _no_grad
+from .samplers import _check_call, _denoised, _levels, _no_grad
 
 Array = Any
 Denoiser = Callable[..., Array]
@@ -438,7 +438,7 @@ def _eps_model(
         k = levels.level(t)
         sigma = levels.sigmas[k]
         x_ve = x_vp / levels.scales[k]
-        denoised = model(x_ve, s_in * sigma, **extra_args)
+        denoised = _denoised(model, x_ve, s_in * sigma, extra_args)  # shaped like x, checked
         return (x_ve - denoised) / sigma
 
     return eps
