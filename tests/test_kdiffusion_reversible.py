@@ -306,3 +306,32 @@ def test_a_denoiser_answering_in_another_shape_is_refused(name: str, first: Any)
         sample(model, x * sigmas[0], sigmas)
     with pytest.raises(ValueError, match=r"the model returned shape \((1, 2|2,)\)"):
         invert(model, x, sigmas[::-1].copy())
+
+
+@pytest.mark.parametrize("name", ["bdia", "belm"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_eps_is_formed_in_float32(name: str, dtype: str) -> None:
+    """The denoiser's eps = (x - denoised) / sigma was formed in half precision, so one step
+    from a plain half x_T (DDIM's step) was several ulps from the exact step of the same
+    inputs (2 to 4 times sample_ddim's error); formed in float32, the step rounds once, as
+    sample_ddim's does. The levels' sqrt(abar) are powers of 2, so VE <-> VP is exact and the
+    model sees the same x in the half and the exact run."""
+    torch = pytest.importorskip("torch")
+    half = getattr(torch, dtype)
+    noise = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def model(x, sigma, exact=False):  # type: ignore[no-untyped-def]
+        out = (x.double() * 0.1 + 0.2).to(half)  # the same answer in both runs
+        return out.double() if exact else out
+
+    sample = getattr(kr, f"sample_{name}")
+    for high, low in ((63.0, 15.0), (15.0, 3.0), (3.0, 0.0)):  # 1 + sigma^2 = 64, 16, 4, 1
+        pair = torch.tensor([high, low], dtype=torch.float64).sqrt()
+        x = (noise * pair[0]).to(half)
+        got = sample(model, x, pair, disable=True)
+        exact = sample(lambda y, s: model(y, s, exact=True), x.double(), pair, disable=True)
+        assert got.dtype == half
+        binade = torch.exp2(torch.floor(torch.log2(exact.abs().clamp(min=1e-30))))
+        half_ulp = 0.5 * torch.finfo(half).eps * binade
+        float32_error = 4 * 2.0**-24 * float(x.double().abs().max())  # where terms cancel
+        assert bool(((got.double() - exact).abs() <= 1.01 * half_ulp + float32_error).all())

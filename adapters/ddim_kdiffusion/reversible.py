@@ -430,16 +430,21 @@ def _eps_model(
     model: Denoiser, levels: _Levels, extra_args: dict[str, Any], x_like: Array, dtype: Any
 ) -> Callable[[Array, int], Array]:
     """The denoiser as ddim_core's eps model on VP samples: eps = (x_ve - D(x_ve, sigma)) /
-    sigma at the timestep's level; sigma * s_in in the samples' dtype, as the latents."""
+    sigma at the timestep's level; sigma * s_in in the samples' dtype, as the latents. eps is
+    formed in the work dtype (float32 for half precision, as `sample_ddim`'s steps), from
+    the VE point the model sees rounded to the samples' dtype."""
     xp = backends.namespace(x=x_like)
     s_in = xp.ones((x_like.shape[0],), dtype=dtype, device=backends.device(x_like))
 
     def eps(x_vp: Array, t: int) -> Array:
         k = levels.level(t)
         sigma = levels.sigmas[k]
-        x_ve = x_vp / levels.scales[k]
-        denoised = _denoised(model, x_ve, s_in * sigma, extra_args)  # shaped like x, checked
-        return (x_ve - denoised) / sigma
+        (x_w,) = backends.to_work_dtype(xp, x_vp)
+        x_ve = x_w / levels.scales[k]
+        seen = backends.cast(xp, x_ve, x_vp.dtype)
+        denoised = _denoised(model, seen, s_in * sigma, extra_args)  # shaped like x, checked
+        (denoised_w,) = backends.to_work_dtype(xp, denoised)
+        return (x_ve - denoised_w) / sigma
 
     return eps
 
