@@ -307,6 +307,33 @@ def test_rectified_flow_models_take_eta_0_and_refuse_eta_above(comfy) -> None:  
 
 
 @needs_comfyui
+def test_inversion_on_a_rectified_flow_model_takes_any_order(comfy) -> None:  # type: ignore[no-untyped-def]
+    """A FLOW model's latent enters a sampler as (1 - sigmas[0]) x0 and leaves divided by
+    1 - sigmas[-1]; the DDIM Inversion Sampler given a stock scheduler's descending sigmas
+    or FlipSigmas' (0.0001 for 0) inverts as from the ascending ones (they missed the latent
+    by 1.7 and 1.7e-4 in a round trip)."""
+    import torch
+
+    cpu = torch.device("cpu")
+    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
+    flow = comfy.model_base.ModelType.FLOW
+    base = comfy.model_base.BaseModel(config, model_type=flow, device=cpu)
+    base.diffusion_model = FlowNet()
+    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
+    low = comfy.custom.SplitSigmas().get_sigmas(sigmas, 1)[1]  # below sigma 1
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    want = _advanced(comfy, model, off, inverse, low.flip(0), x0)
+    for up in (low, comfy.custom.FlipSigmas().get_sigmas(low)[0]):
+        z = _advanced(comfy, model, off, inverse, up, x0)
+        assert rel(z, want) <= TOLERANCE["float32"]
+        assert float((_advanced(comfy, model, off, ddim, low, z) - x0).abs().max()) <= 1e-5
+
+
+@needs_comfyui
 def test_inversion_is_exact_by_default(comfy) -> None:  # type: ignore[no-untyped-def]
     """DDIM Schedule -> Flip -> DDIM Inversion Sampler with its defaults in
     SamplerCustomAdvanced (DisableNoise), then the DDIM Sampler back: the input again."""

@@ -148,6 +148,32 @@ def test_eta_above_0_is_refused_on_rectified_flow_models(monkeypatch) -> None:  
     assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)).all()
 
 
+def test_inverse_sampler_on_a_flow_model_takes_descending_and_flipsigmas_lists(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On a rectified-flow model ComfyUI hands a sampler x = (1 - sigmas[0]) x0 (no noise)
+    and divides its result by 1 - sigmas[-1]. A stock scheduler's descending list and
+    FlipSigmas' (0.0001 for 0) give the ascending list's latent: they gave x0 scaled by
+    1 - sigma_max (a round trip off by 1.7) and by 1 - 1e-4."""
+    CONST = type("CONST", (), {})
+    monkeypatch.setitem(sys.modules, "comfy.model_sampling", types.SimpleNamespace(CONST=CONST))
+    flow = types.SimpleNamespace(model_sampling=CONST())
+    model = ComfyStyleDenoiser()
+    model.inner_model = types.SimpleNamespace(inner_model=flow)  # type: ignore[attr-defined]
+    x0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    up = torch.linspace(0.0, 0.9, 10, dtype=torch.float64)
+
+    def comfy_run(sigmas: torch.Tensor) -> torch.Tensor:  # KSAMPLER.sample, CONST, no noise
+        x = (1 - sigmas[0]) * x0
+        extra = {"denoise_mask": None}
+        z = core.sample_ddim_core_inverse(model, x, sigmas, extra, None, True, 3, 0.0)
+        return z / (1 - sigmas[-1])
+
+    want = comfy_run(up)
+    comfy_flip = up.clone()
+    comfy_flip[0] = 0.0001
+    for sigmas in (up.flip(0), comfy_flip):
+        assert float((comfy_run(sigmas) - want).abs().max()) <= 1e-9 * float(want.abs().max())
+
+
 class FakeModel:
     def __init__(self, model_sampling: object) -> None:
         self.model_sampling = model_sampling

@@ -178,7 +178,8 @@ def sample_ddim_core_inverse(
     Ascending sigmas are walked as they are; descending ones (a stock scheduler's) in reverse,
     from the clean end up to the noisiest level. A first sigma of 1e-4, which ComfyUI's
     FlipSigmas puts in place of 0, counts as 0: x is the clean latent, and sampling back down
-    to 0 returns it.
+    to 0 returns it. On a rectified-flow model, whose latent ComfyUI scales by 1 - sigmas[0]
+    on the way in and divides by 1 - sigmas[-1] on the way out, both orders give the same.
 
     Parameters
     ----------
@@ -208,20 +209,32 @@ def sample_ddim_core_inverse(
     >>> z.shape
     torch.Size([1, 2])
     """
+    given = sigmas
     if len(sigmas) >= 2 and float(sigmas[0]) > float(sigmas[-1]):
         sigmas = flip_sigmas(sigmas)
     elif len(sigmas) >= 2 and abs(float(sigmas[0]) - FLIP_SIGMAS_ZERO) < 1e-9:
         sigmas = sigmas.clone() if hasattr(sigmas, "clone") else sigmas.copy()
         sigmas[0] = 0.0
-    if len(sigmas) >= 2 and float(sigmas[-1]) >= 1.0 and _rectified_flow_type(model) is not None:
+    flow = len(sigmas) >= 2 and _rectified_flow_type(model) is not None
+    if flow and float(sigmas[-1]) >= 1.0:
         raise ValueError(
             f"DDIM Inversion Sampler: the sigmas climb to {float(sigmas[-1]):g}, pure noise on a "
             "rectified-flow model (SD3, Flux), which ComfyUI's LATENT (x / (1 - sigma)) cannot "
             "hold; stop below 1 (SplitSigmas at step 1)"
         )
-    return sample_ddim_inverse(
+    if flow:  # ComfyUI gave x at the given first sigma, (1 - sigma) x0, and divides by 1 - last
+        x = _flow_rescaled(x, float(given[0]), float(sigmas[0]))
+    z = sample_ddim_inverse(
         model, x, sigmas, extra_args, callback, disable, fixed_point_iters, tol or None
     )
+    return _flow_rescaled(z, float(sigmas[-1]), float(given[-1])) if flow else z
+
+
+def _flow_rescaled(x: Any, sigma: float, to: float) -> Any:
+    """A rectified-flow latent (1 - sigma) x0 + ... at level `sigma` as ComfyUI holds one at
+    level `to`: the walk's ends differ from the given list's where it was flipped (a stock
+    scheduler's descending sigmas) or began at FlipSigmas' 1e-4 for 0."""
+    return x if sigma == to else x * ((1.0 - to) / (1.0 - sigma))
 
 
 def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise: float) -> Any:
