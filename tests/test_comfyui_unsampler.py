@@ -91,6 +91,21 @@ def test_reversible_sampler_functions_sample_from_noise() -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["edict", "bdia", "belm"])
+def test_reversible_sampler_functions_take_repeated_sigmas(name: str) -> None:
+    """A repeated sigma (ComfyUI's simple scheduler at many steps and low denoise) is a
+    zero-length step, the identity, as in ComfyUI's samplers: the result is the list's without
+    the repeat, and the callback's last index is the given list's last step (it was
+    ValueError 'needs distinct sigmas')."""
+    fn = getattr(U, f"sample_{name}_core")
+    repeated = torch.cat([SIGMAS[:3], SIGMAS[2:3], SIGMAS[2:3], SIGMAS[3:]])
+    x_T = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    steps: list[int] = []
+    out = fn(denoiser, x_T * SIGMAS[0], repeated, EXTRA, lambda d: steps.append(d["i"]), True)
+    assert torch.equal(out, fn(denoiser, x_T * SIGMAS[0], SIGMAS, EXTRA, disable=True))
+    assert steps[-1] == len(repeated) - 2 and steps == sorted(steps)
+
+
 def test_bad_method() -> None:
     with pytest.raises(ValueError, match="method='euler'"):
         U.unsample(denoiser, LATENT, SIGMAS.flip(0), "euler")

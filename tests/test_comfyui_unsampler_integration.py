@@ -149,6 +149,29 @@ def test_reversible_sampler_nodes_sample(comfy) -> None:  # type: ignore[no-unty
 
 
 @needs_comfyui
+def test_reversible_sampler_nodes_take_the_simple_schedulers_repeats(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """BasicScheduler's simple at 500 steps, denoise 0.3 repeats sigmas (euler takes them as
+    zero-length steps): the EDICT / BDIA / BELM Sampler nodes sample over them as over the
+    list without repeats (they raised 'needs distinct sigmas')."""
+    import torch
+
+    model = _model(comfy)
+    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 500, 0.3)[0]
+    distinct = torch.unique_consecutive(sigmas)
+    assert len(distinct) < len(sigmas)
+    noise = comfy.custom.RandomNoise().get_noise(3)[0]
+    x = model.model.diffusion_model.latent(4, seed=4)
+    for node_id, inputs in (
+        ("DDIMCoreEDICTSampler", {"p": 0.93}),
+        ("DDIMCoreBDIASampler", {"gamma": 1.0}),
+        ("DDIMCoreBELMSampler", {}),
+    ):
+        sampler = _node(comfy, node_id, **inputs)
+        out = _advanced(comfy, model, noise, sampler, sigmas, x)
+        assert torch.equal(out, _advanced(comfy, model, noise, sampler, distinct, x)), node_id
+
+
+@needs_comfyui
 def test_resampler_refuses_a_latent_resized_after_unsampling(comfy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     """ComfyUI's LatentUpscale and RepeatLatentBatch copy the Unsampler's state beside samples
     of another shape: the Resampler names both shapes (it was a broadcasting RuntimeError from

@@ -29,6 +29,7 @@ from typing import Any
 from ddim_kdiffusion import reversible as kr
 from ddim_kdiffusion import sample_ddim, sample_ddim_inverse
 
+from ddim_core import backends
 from ddim_core.reversible import State
 
 METHODS = ("ddim_exact", "ddim_plain", "edict", "bdia", "belm")
@@ -205,7 +206,7 @@ def sample_edict_core(
     x : array
         x_T (VE latents).
     sigmas : array
-        Descending.
+        Descending; a repeated sigma (a zero-length step) is skipped, as the identity.
     extra_args, callback, disable
         ComfyUI's sampler arguments, forwarded.
     p : float, default 0.93
@@ -225,6 +226,7 @@ def sample_edict_core(
     >>> sample_edict_core(denoiser, np.ones((1, 2)) * 2.0, sigmas, disable=True).shape
     (1, 2)
     """
+    sigmas, callback = _distinct(sigmas, callback)
     return kr.sample_edict(model, x, sigmas, extra_args, callback, disable, p=p)
 
 
@@ -246,7 +248,7 @@ def sample_bdia_core(
     x : array
         x_T (VE latents).
     sigmas : array
-        Descending.
+        Descending; a repeated sigma (a zero-length step) is skipped, as the identity.
     extra_args, callback, disable
         ComfyUI's sampler arguments, forwarded.
     gamma : float, default 1.0
@@ -266,6 +268,7 @@ def sample_bdia_core(
     >>> sample_bdia_core(denoiser, np.ones((1, 2)) * 2.0, sigmas, disable=True).shape
     (1, 2)
     """
+    sigmas, callback = _distinct(sigmas, callback)
     return kr.sample_bdia(model, x, sigmas, extra_args, callback, disable, gamma=gamma)
 
 
@@ -286,7 +289,7 @@ def sample_belm_core(
     x : array
         x_T (VE latents).
     sigmas : array
-        Descending.
+        Descending; a repeated sigma (a zero-length step) is skipped, as the identity.
     extra_args, callback, disable
         ComfyUI's sampler arguments, forwarded.
 
@@ -304,7 +307,30 @@ def sample_belm_core(
     >>> sample_belm_core(denoiser, np.ones((1, 2)) * 2.0, sigmas, disable=True).shape
     (1, 2)
     """
+    sigmas, callback = _distinct(sigmas, callback)
     return kr.sample_belm(model, x, sigmas, extra_args, callback, disable)
+
+
+def _distinct(sigmas: Any, callback: Any) -> tuple[Any, Any]:
+    """The sigmas without repeats, and the callback with each step's index in the given list.
+
+    A repeated sigma is a zero-length step, the identity in ComfyUI's samplers (its simple
+    scheduler makes them at many steps and low denoise); the two-step reversible samplers
+    have no such step, so it is dropped, and the step leaving the level reports the last
+    index of the run (so ComfyUI's progress ends at its total).
+    """
+    levels = backends.to_host(sigmas).tolist()  # one read, as the samplers' own
+    keep = [i for i, s in enumerate(levels) if i == 0 or s != levels[i - 1]]
+    if len(keep) == len(levels):
+        return sigmas, callback
+    kept = sigmas[keep]
+    if callback is None:
+        return kept, None
+
+    def report(d: dict[str, Any]) -> Any:
+        return callback({**d, "i": keep[d["i"] + 1] - 1})
+
+    return kept, report
 
 
 # --- the nodes, as data (nodes.py builds ComfyUI's classes and gives `guide`) -----------------
