@@ -301,6 +301,25 @@ def test_install_and_uninstall_on_a_fake_checkout(tmp_path: Path, capsys) -> Non
     assert "nothing to remove" in capsys.readouterr().out
 
 
+def test_uninstall_leaves_what_install_did_not_write(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A file or folder someone put in the shim folder stays, and so does the shim (it was
+    removed with them); Python's __pycache__ goes with the shim."""
+    root = _fake_comfyui(tmp_path / "ComfyUI")
+    shim = install.install(root)
+    (shim / "__pycache__").mkdir()
+    (shim / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"")
+    (shim / "workflows").mkdir()
+    (shim / "workflows" / "mine.json").write_text("{}")
+    assert install.main(["uninstall", str(root)]) == 2
+    assert "also holds ['workflows']" in capsys.readouterr().err
+    assert (shim / "workflows" / "mine.json").read_text() == "{}"
+    assert (shim / "__init__.py").is_file()
+    (shim / "workflows" / "mine.json").unlink()
+    (shim / "workflows").rmdir()
+    assert install.main(["uninstall", str(root)]) == 0
+    assert not shim.exists()
+
+
 def test_install_refuses_what_is_not_comfyui(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert install.main(["install", str(tmp_path)]) == 2
     assert "python -m ddim_comfyui install: " in capsys.readouterr().err

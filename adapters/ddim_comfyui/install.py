@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 SHIM_DIR = "ddim-core-comfyui"
+WRITTEN = ("__init__.py", "__pycache__")  # all a shim folder holds: install's file, its bytecode
 MARKER = "# ddim-core-comfyui shim (written by `ddim-core comfyui install`)"
 SHIM = f'''{MARKER}
 """ddim-core's ComfyUI node pack; the nodes live in the pip-installed package ddim_comfyui.
@@ -77,7 +78,8 @@ def install(comfyui_dir: str | os.PathLike[str]) -> Path:
 
 
 def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
-    """Remove the shim folder (only one this command wrote).
+    """Remove the shim folder (only one this command wrote, holding only its __init__.py and
+    Python's __pycache__: anything else in it was put there by someone else).
 
     Parameters
     ----------
@@ -92,7 +94,7 @@ def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
     Raises
     ------
     ValueError
-        Not a ComfyUI checkout, or the folder was not written by `install`.
+        Not a ComfyUI checkout, the folder was not written by `install`, or it holds more.
 
     Examples
     --------
@@ -104,6 +106,12 @@ def uninstall(comfyui_dir: str | os.PathLike[str]) -> Path | None:
     if not (target.exists() or target.is_symlink()):
         return None
     _check_ours(target)
+    others = sorted(p.name for p in target.iterdir() if p.name not in WRITTEN)
+    if others:
+        raise ValueError(
+            f"{target} also holds {others}, which `ddim-core comfyui install` did not write; "
+            "left as is (move them out, then uninstall again)"
+        )
     shutil.rmtree(target)
     return target
 
