@@ -95,6 +95,21 @@ def test_inverse_sampler_takes_either_order_and_inverts_exactly_by_default() -> 
     assert float((back - x0).abs().max()) > 1e-2
 
 
+def test_inverse_sampler_takes_numpy_sigmas_in_either_order() -> None:
+    """Any array library, as ddim_kdiffusion.sample_ddim_inverse: descending NumPy sigmas were
+    an AttributeError ('numpy.ndarray' object has no attribute 'flip')."""
+    down = get_sigmas_ddim(CONFIG, 10, xp=np)
+    x0 = np.random.default_rng(1).standard_normal((3, 4))
+
+    def model(x, sigma, **extra_args):  # type: ignore[no-untyped-def]
+        return 0.5 * x / (1.0 + sigma[:, None] ** 2)
+
+    up = core.run_node("DDIMCoreFlipSigmas", sigmas=down)
+    assert np.array_equal(up, down[::-1])
+    a = core.sample_ddim_core_inverse(model, x0, up, disable=True)
+    assert np.array_equal(core.sample_ddim_core_inverse(model, x0, down, disable=True), a)
+
+
 def test_eta_noise_comes_from_comfyuis_seed() -> None:
     """ComfyUI passes its seed in extra_args["seed"] (DisableNoise: 0) and its ancestral
     samplers draw one torch.randn like x per step from a generator on x's device seeded with

@@ -305,11 +305,12 @@ def flip_sigmas(sigmas: Any) -> Any:
 
     Parameters
     ----------
-    sigmas : torch.Tensor
+    sigmas : array
+        A torch tensor (ComfyUI's SIGMAS) or another library's 1-D array.
 
     Returns
     -------
-    torch.Tensor
+    array
 
     Examples
     --------
@@ -317,7 +318,7 @@ def flip_sigmas(sigmas: Any) -> Any:
     >>> flip_sigmas(torch.tensor([2.0, 1.0, 0.0])).tolist()
     [0.0, 1.0, 2.0]
     """
-    return sigmas.flip(0)
+    return sigmas.flip(0) if hasattr(sigmas, "flip") else sigmas[::-1]  # torch has no [::-1]
 
 
 # --- node schemas, as data ------------------------------------------------------------------
