@@ -26,7 +26,7 @@ import numpy as np
 
 from . import backends, guidance
 from .backends import Array
-from .config import DDIMConfig, check_nonnegative, check_real
+from .config import DDIMConfig, check_int, check_nonnegative, check_real
 from .schedules import Schedule, _table, schedule
 
 # The demo's data (`ddim-core demo`, the default model of ddim_core.distributed): narrow, well
@@ -139,12 +139,19 @@ class GaussianMixture:
         Parameters
         ----------
         k : int
-            The component's index.
+            The component's index in [-K, K) (negative: from the end, as in a list).
 
         Returns
         -------
         GaussianMixture
             One Gaussian, on the same schedule and prediction type.
+
+        Raises
+        ------
+        TypeError
+            `k` is not an integer.
+        ValueError
+            `k` outside [-K, K).
 
         Examples
         --------
@@ -153,6 +160,8 @@ class GaussianMixture:
         >>> mixture.component(1).means.tolist()
         [[2.0]]
         """
+        size = self.means.shape[0]
+        k = check_int("k", k, low=-size, high=size - 1) % size  # k=-1 sliced [-1:0], empty
         return dataclasses.replace(
             self, means=self.means[k : k + 1], stds=self.stds[k : k + 1], weights=np.ones(1)
         )

@@ -316,3 +316,18 @@ def test_guided_ode_solution_refuses_levels_outside_0_1() -> None:
     for bad in (-0.5, 1.5, math.nan):  # to the data: "math domain error" or a silent NaN
         with pytest.raises(ValueError, match=r"ab_T=.* must be in \[0, 1\]"):
             COND.ode_solution(np.zeros((1, 2)), bad)
+
+
+def test_component_index_is_checked_and_negative_counts_from_the_end() -> None:
+    """component(-1) and component(K) were empty mixtures (K=0) that failed on their first call
+    with NumPy's 'zero-size array to reduction operation'; component(True) was component 1."""
+    mixture = GaussianMixture.create([[0.0], [2.0], [5.0]], [0.3, 0.3, 0.4], CONFIG)
+    assert mixture.component(-1).means.tolist() == [[5.0]]
+    assert mixture.component(-3).stds.tolist() == [0.3]
+    assert mixture.component(np.int64(1)).means.tolist() == [[2.0]]
+    for k in (3, -4):
+        with pytest.raises(ValueError, match=rf"k must be in \[-3, 2\], got {k}"):
+            mixture.component(k)
+    for k in (True, 1.5, "0"):
+        with pytest.raises(TypeError, match="k must be an integer"):
+            mixture.component(k)  # type: ignore[arg-type]
