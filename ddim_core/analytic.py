@@ -119,7 +119,8 @@ class GaussianMixture:
         w = np.ones_like(s) if weights is None else _parameter("weights", weights).reshape(-1)
         if w.shape != s.shape or not np.all(w > 0):
             raise ValueError(f"weights must be {s.shape[0]} positive numbers, got {w.tolist()}")
-        return cls(mu, s, w / w.sum(), schedule(config), config.prediction_type)
+        mu, s, w = _read_only(mu), _read_only(s), _read_only(w / w.sum())
+        return cls(mu, s, w, schedule(config), config.prediction_type)
 
     def __repr__(self) -> str:
         k, d = self.means.shape
@@ -162,8 +163,9 @@ class GaussianMixture:
         """
         size = self.means.shape[0]
         k = check_int("k", k, low=-size, high=size - 1) % size  # k=-1 sliced [-1:0], empty
+        one = _read_only(np.ones(1))
         return dataclasses.replace(
-            self, means=self.means[k : k + 1], stds=self.stds[k : k + 1], weights=np.ones(1)
+            self, means=self.means[k : k + 1], stds=self.stds[k : k + 1], weights=one
         )
 
     def sample_data(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -526,11 +528,18 @@ def _parameter(name: str, values: Any) -> np.ndarray:
     """Host float64 parameters, finite and small enough that their squares are (the
     responsibilities square distances); TypeError/ValueError naming `name` otherwise."""
     try:
-        array = np.asarray(values, dtype=np.float64)
+        array = np.array(values, dtype=np.float64)  # a copy: the caller's array stays theirs
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} must be numbers in a regular (rectangular) shape: {e}") from None
     if not np.all(np.isfinite(array)) or np.any(np.abs(array) > 1e150):
         raise ValueError(f"{name} must be finite numbers of magnitude <= 1e150")
+    return array
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """`array` made read-only: the device copies of a mixture's parameters are cached, so a
+    write to them would be seen on the host but not by the model."""
+    array.flags.writeable = False
     return array
 
 

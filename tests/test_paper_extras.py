@@ -331,3 +331,19 @@ def test_component_index_is_checked_and_negative_counts_from_the_end() -> None:
     for k in (True, 1.5, "0"):
         with pytest.raises(TypeError, match="k must be an integer"):
             mixture.component(k)  # type: ignore[arg-type]
+
+
+def test_a_mixture_keeps_its_own_parameters() -> None:
+    """create kept the caller's means array itself: writing to it afterwards changed
+    `model.means` but not the model's output (its device copy was cached), so the two
+    disagreed silently. The parameters are now private read-only copies."""
+    means = np.array([[0.0], [3.0]])
+    model = GaussianMixture.create(means, [0.5, 0.5], CONFIG)
+    x = np.zeros((1, 1))
+    before = model(x, 500)
+    means[:] = 10.0
+    assert model.means.tolist() == [[0.0], [3.0]]
+    np.testing.assert_array_equal(model(x, 500), before)
+    for array in (model.means, model.stds, model.weights, model.component(1).means):
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 1.0
