@@ -13,6 +13,7 @@ would shrink it. On any backend, no host read.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from . import backends
@@ -105,11 +106,13 @@ def _unit(x: Array, xp: Any) -> Array:
 def _alpha(alpha: Any, like: Array, xp: Any) -> Array:
     """alpha as a (batch,) array in the work dtype on like's device."""
     batch = like.shape[0]
-    if isinstance(alpha, int | float) and not isinstance(alpha, bool):
+    if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):  # NumPy scalars too
         if not math.isfinite(alpha):
             raise ValueError(f"alpha={alpha!r} must be a finite number (0: x_a, 1: x_b)")
         return xp.full((batch,), float(alpha), dtype=like.dtype, device=backends.device(like))
     try:
+        if alpha is None:  # namespace() skips None
+            raise TypeError
         backends.namespace(x=like, alpha=alpha)
     except TypeError:
         raise TypeError(

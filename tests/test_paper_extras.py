@@ -253,6 +253,20 @@ def test_slerp_degenerate_pairs_and_arguments() -> None:
     np.testing.assert_array_equal(dc.slerp(a, -a, np.array([1])), -a)  # integers are real
 
 
+def test_slerp_checks_numpy_scalar_and_none_alphas() -> None:
+    """A NumPy float32 or float16 alpha (from np.linspace(..., dtype=np.float32)) was taken for
+    an array and never checked: NaN or Inf gave a NaN result silently, where a float64 one
+    (a float subclass) was refused; alpha=None was an AttributeError on 'dtype'."""
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    for bad in (np.float32("nan"), np.float16("inf"), np.float64("nan")):
+        with pytest.raises(ValueError, match=r"alpha=.* must be a finite number"):
+            dc.slerp(a, b, bad)
+    with pytest.raises(TypeError, match=r"alpha must be a number or an array.*got NoneType"):
+        dc.slerp(a, b, None)
+    for alpha in (np.float32(0.5), np.int8(1)):
+        np.testing.assert_allclose(dc.slerp(a, b, alpha), dc.slerp(a, b, float(alpha)))
+
+
 # --- quadratic timesteps -----------------------------------------------------------------
 
 
