@@ -58,6 +58,8 @@ def cfg(uncond: Array, cond: Array, scale: float) -> Array:
 def _check_outputs(xp: Namespace, *named: tuple[str, Array]) -> None:
     """Two model outputs: real floating arrays of one shape."""
     for name, x in named:
+        if x is None:  # namespace() skips None: a model that returned nothing
+            raise TypeError(f"{name} must be a real floating array, got None")
         if not backends.is_real_floating(xp, x):
             raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
     (name_a, a), (name_b, b) = named

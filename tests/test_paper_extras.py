@@ -165,6 +165,18 @@ def test_guidance_refuses_bad_scales_and_rescales() -> None:
         broken(np.zeros((1, UNCOND.dim)), 500)
 
 
+def test_guidance_names_a_missing_output() -> None:
+    """A model that returns None (a forgotten `return`) was an AttributeError on 'dtype' from
+    inside cfg and rescale_noise_cfg; now a TypeError naming the output."""
+    g = np.ones((1, 2))
+    with pytest.raises(TypeError, match="uncond must be a real floating array, got None"):
+        guided(lambda x, t: None, COND, 3.0)(np.zeros((1, COND.dim)), 500)
+    with pytest.raises(TypeError, match="cond must be a real floating array, got None"):
+        dc.guidance.cfg(g, None, 1.0)
+    with pytest.raises(TypeError, match="noise_cond must be a real floating array, got None"):
+        dc.rescale_noise_cfg(g, None, 0.5)
+
+
 # --- slerp -------------------------------------------------------------------------------
 
 
