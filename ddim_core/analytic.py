@@ -182,7 +182,20 @@ class GaussianMixture:
         -------
         numpy.ndarray
             (n, D).
+
+        Raises
+        ------
+        TypeError
+            `n` is not an integer, or `rng` not a Generator (`numpy.random.default_rng(seed)`).
+        ValueError
+            `n` < 0.
         """
+        n = check_int("n", n, low=0)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                "rng must be a numpy.random.Generator (numpy.random.default_rng(seed)), got "
+                f"{type(rng).__name__}"
+            )
         k = rng.choice(self.weights.shape[0], size=n, p=self.weights)
         return self.means[k] + self.stds[k, None] * rng.standard_normal((n, self.dim))
 

@@ -373,3 +373,16 @@ def test_a_mixture_keeps_its_own_parameters() -> None:
     for array in (model.means, model.stds, model.weights, model.component(1).means):
         with pytest.raises(ValueError, match="read-only"):
             array[...] = 1.0
+
+
+def test_sample_data_checks_its_arguments() -> None:
+    """A seed for rng was an AttributeError ('int' object has no attribute 'choice'), n=-1
+    NumPy's 'negative dimensions', n=2.5 a TypeError from inside rng.choice."""
+    rng = np.random.default_rng(0)
+    assert COND.sample_data(0, rng).shape == (0, 2)
+    with pytest.raises(TypeError, match=r"rng must be a numpy.random.Generator.*got int"):
+        COND.sample_data(3, 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n must be >= 0, got -1"):
+        COND.sample_data(-1, rng)
+    with pytest.raises(TypeError, match=r"n must be an integer, got 2\.5"):
+        COND.sample_data(2.5, rng)  # type: ignore[arg-type]
