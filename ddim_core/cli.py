@@ -176,8 +176,10 @@ def plot_demo(results: dict[str, Any], path: str) -> None:
     right.legend()
     fig.suptitle("ddim-core demo: a 2-D Gaussian mixture sampled with DDIM")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120)
+    finally:  # a path that cannot be written leaves no open figure behind
+        plt.close(fig)
 
 
 def plot_schedule(config: DDIMConfig, num_inference_steps: int, path: str) -> None:
@@ -222,8 +224,10 @@ def plot_schedule(config: DDIMConfig, num_inference_steps: int, path: str) -> No
     bottom.set(xlabel="timestep t", ylabel="SNR")
     bottom.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120)
+    finally:  # a path that cannot be written leaves no open figure behind
+        plt.close(fig)
 
 
 def _pyplot() -> Any:
@@ -543,6 +547,14 @@ def _need_matplotlib(parser: ArgumentParser, option: str, path: str) -> None:
         )
 
 
+def _write_image(parser: ArgumentParser, option: str, path: str, draw: Callable[[], None]) -> None:
+    """Run `draw`; a file its folder will not take (read-only, a name too long) is one line."""
+    try:
+        draw()
+    except OSError as e:
+        parser.error(f"argument {option}: cannot write {path!r}: {e.strerror or e}")
+
+
 def _help_or_version(option: str) -> bool:
     """-h, or --help or --version as argparse reads them (a prefix such as --vers too)."""
     return option == "-h" or (
@@ -598,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.steps, args.spacing, args.points, args.seed, echo=lambda s: print(s, flush=True)
         )
         if args.plot:
-            plot_demo(results, args.plot)
+            _write_image(sub, "--plot", args.plot, lambda: plot_demo(results, args.plot))
             print(f"\nwrote {args.plot}")
     else:
         _need_matplotlib(sub, "FILE.png", args.output)
@@ -612,8 +624,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             make_plan(config, args.steps)
         except ValueError as e:  # e.g. a first step at zero SNR with epsilon prediction
             sub.error(f"argument --steps: cannot plan {args.steps} steps of this schedule: {e}")
-        plot_schedule(config, args.steps, args.output)
-        print(f"wrote {args.output}")
+        output = args.output
+        _write_image(sub, "FILE.png", output, lambda: plot_schedule(config, args.steps, output))
+        print(f"wrote {output}")
     return 0
 
 

@@ -236,3 +236,24 @@ def test_plugins_show_whether_their_libraries_import(fresh, capsys, monkeypatch)
     for name in ("cupy", "jax", "torch", "numba"):  # checked, never imported
         if name not in imported:
             assert name not in sys.modules
+
+
+def test_an_image_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """An image path whose folder exists but which cannot be written (here a name longer than
+    the file system allows) ended in a traceback from PIL's open, exit status 1, and left the
+    figure open in pyplot."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    name = "a" * 300 + ".png"
+    for argv, option in (
+        (["demo", "--steps", "2", "--points", "3", "--plot", name], "argument --plot"),
+        (["plot-schedule", name], "argument FILE.png"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1, err
+        assert f"{option}: cannot write {name!r}" in err
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []  # plot_demo and plot_schedule closed their figures
