@@ -21,7 +21,7 @@ import numpy as np
 
 from ._arguments import ArgumentParser as ArgumentParser  # public here: adapters use it
 from .analytic import DEMO_MEANS, DEMO_STDS, GaussianMixture
-from .config import BETA_SCHEDULES, TIMESTEP_SPACINGS, DDIMConfig
+from .config import BETA_SCHEDULES, TIMESTEP_SPACINGS, DDIMConfig, check_int
 from .plans import make_plan
 from .sampling import StepInfo, invert, sample
 
@@ -49,12 +49,12 @@ def demo(
     ----------
     steps : sequence of int
         Step counts N, each in [1, 1000].
-    spacing : {"trailing", "leading", "linspace"}
+    spacing : {"trailing", "leading", "linspace", "quadratic"}
         The timestep spacing of the plans.
     points : int
-        How many 2-D points to sample.
+        How many 2-D points to sample, at least 1.
     seed : int
-        Seed of the NumPy generator that draws x_T.
+        Seed of the NumPy generator that draws x_T, at least 0.
     echo : callable, optional
         Called with the header, then with each row as soon as it is computed (the command
         line passes `print`).
@@ -70,7 +70,9 @@ def demo(
     Raises
     ------
     ValueError
-        A step count outside [1, 1000], or a bad spacing.
+        A step count outside [1, 1000], a bad spacing, points < 1 or seed < 0.
+    TypeError
+        A step count, `points` or `seed` that is not an integer.
 
     Examples
     --------
@@ -80,6 +82,7 @@ def demo(
     >>> results["exact"][0] < 1e-5 < results["plain"][0]
     True
     """
+    points, seed = check_int("points", points, low=1), check_int("seed", seed, low=0)
     config = DDIMConfig(timestep_spacing=spacing, clip_sample=False)
     for n in steps:
         make_plan(config, n)  # checks every step count before any work

@@ -257,3 +257,16 @@ def test_an_image_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, caps
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []  # plot_demo and plot_schedule closed their figures
+
+
+def test_demo_checks_points_and_seed_before_any_work(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """demo(points=0) failed after the 1000-step reference with NumPy's 'zero-size array to
+    reduction operation maximum', points=-1 or 2.5 and seed=-1 with NumPy's own errors."""
+    monkeypatch.setattr(cli, "sample", lambda *a, **k: pytest.fail("computed before checking"))
+    for kw, error, message in (
+        ({"points": 0}, ValueError, "points must be >= 1, got 0"),
+        ({"points": 2.5}, TypeError, r"points must be an integer, got 2\.5"),
+        ({"seed": -1}, ValueError, "seed must be >= 0, got -1"),
+    ):
+        with pytest.raises(error, match=message):
+            cli.demo([2], **kw)
