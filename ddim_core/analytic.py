@@ -272,6 +272,8 @@ class GaussianMixture:
             raise TypeError(f"t must be an int or an integer array like x: {e}") from None
         if not backends.is_kind(xp, t, "integral") or t.ndim > 1:
             raise TypeError(f"t must be an integer scalar or (batch,) array, got {t.dtype}")
+        if t.ndim == 1 and t.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"t has shape {tuple(t.shape)}; expected () or ({x.shape[0]},)")
         values = backends.host_integers(t)
         if values is not None:
             bad = [v for v in values if not 0 <= v < size]

@@ -386,3 +386,13 @@ def test_sample_data_checks_its_arguments() -> None:
         COND.sample_data(-1, rng)
     with pytest.raises(TypeError, match=r"n must be an integer, got 2\.5"):
         COND.sample_data(2.5, rng)  # type: ignore[arg-type]
+
+
+def test_a_timestep_array_of_another_batch_is_named() -> None:
+    """Per-sample timesteps of another length than the batch were NumPy's 'operands could not
+    be broadcast together with shapes (2,1,2) (3,1,2)' from inside the responsibilities."""
+    x = np.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"t has shape \(3,\); expected \(\) or \(2,\)"):
+        COND(x, np.array([1, 2, 3]))
+    for t in (np.array([5]), np.array([5, 5]), np.array(5)):
+        np.testing.assert_array_equal(COND(x, t), COND(x, 5))
