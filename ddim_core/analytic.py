@@ -320,7 +320,7 @@ class GaussianMixture:
         ------
         ValueError
             The mixture has more than one component; a level outside [0, 1], or NaN (`ab_T` =
-            0, pure noise, only with `ab_0` = 1).
+            0, pure noise, only with `ab_0` = 1); `x_T` not of shape (..., D).
 
         Examples
         --------
@@ -332,13 +332,14 @@ class GaussianMixture:
         if self.means.shape[0] != 1:
             raise ValueError("the closed-form ODE solution is for a single Gaussian")
         mu, s = self.means[0], float(self.stds[0])
+        x_T = _flow_input(x_T, self.dim)
         if ab_0 == 1.0:
             if not 0.0 <= ab_T <= 1.0:  # also refuses NaN
                 raise ValueError(f"ab_T={ab_T!r} must be in [0, 1] (an alpha_bar)")
             scale = s / math.sqrt(ab_T * s**2 + 1.0 - ab_T)
             x_0: np.ndarray = mu + scale * (x_T - math.sqrt(ab_T) * mu)
             return x_0
-        return _guided_flow(mu, s, mu, s, 1.0, np.asarray(x_T, dtype=np.float64), ab_T, ab_0)
+        return _guided_flow(mu, s, mu, s, 1.0, x_T, ab_T, ab_0)
 
 
 Model = Callable[[Array, Any], Array]
@@ -407,7 +408,8 @@ class Guided:
         ------
         ValueError
             Not two single Gaussians of one schedule, or a rescale (`exact` is False); a level
-            outside (0, 1] (alpha_bar = 0, a zero-SNR end, included).
+            outside (0, 1] (alpha_bar = 0, a zero-SNR end, included); `x_T` not of shape
+            (..., D).
 
         Examples
         --------
@@ -426,7 +428,7 @@ class Guided:
             )
         u, c = self.uncond, self.cond
         assert isinstance(u, GaussianMixture) and isinstance(c, GaussianMixture)
-        x = np.asarray(x_T, dtype=np.float64)
+        x = _flow_input(x_T, c.dim)
         return _guided_flow(
             u.means[0], float(u.stds[0]), c.means[0], float(c.stds[0]), self.scale, x, ab_T, ab_0
         )
@@ -528,6 +530,16 @@ def _guided_flow(
     p0, pT = float(phi(np.asarray(sig_0))), float(phi(np.asarray(sig_T)))
     out: np.ndarray = math.sqrt(ab_0) * p0 * (x_ve / pT + integral)
     return out
+
+
+def _flow_input(x_T: Any, dim: int) -> np.ndarray:
+    """x_T as host float64 samples of shape (..., dim): NumPy would broadcast (n, 1) silently."""
+    x = np.asarray(x_T, dtype=np.float64)
+    if x.ndim == 0 or x.shape[-1] != dim:
+        raise ValueError(
+            f"x_T has shape {x.shape}; expected (..., {dim}), samples of dimension {dim}"
+        )
+    return x
 
 
 @backends.device_cache

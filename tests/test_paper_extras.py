@@ -396,3 +396,18 @@ def test_a_timestep_array_of_another_batch_is_named() -> None:
         COND(x, np.array([1, 2, 3]))
     for t in (np.array([5]), np.array([5, 5]), np.array(5)):
         np.testing.assert_array_equal(COND(x, t), COND(x, 5))
+
+
+def test_ode_solution_refuses_samples_of_another_dimension() -> None:
+    """x_T of shape (n, 1) for a 2-D model was broadcast over both coordinates, a silent wrong
+    result; (n, 3) was NumPy's 'operands could not be broadcast together'."""
+    model = guided(UNCOND, COND, 3.0)
+    for solve in (COND.ode_solution, model.ode_solution):
+        for shape in ((4, 1), (4, 3), ()):
+            for ab_0 in (1.0, 0.9):
+                with pytest.raises(
+                    ValueError, match=rf"x_T has shape \({shape[0] if shape else ''}"
+                ):
+                    solve(np.zeros(shape), 0.5, ab_0)
+        assert solve(np.zeros(2), 0.5).shape == (2,)  # one sample of shape (D,)
+        assert solve([[0.0, 0.0]], 0.5, 0.9).shape == (1, 2)
