@@ -160,6 +160,38 @@ def test_out_buffers_are_checked_where_step_takes_out() -> None:
     assert (plain.verdict, plain.detail) == ("n/a", "step takes no out=")
 
 
+class WritesIntoItsInput(ReferenceScheduler):
+    """The reference scheduler, except that step writes its result into `into` (an input)."""
+
+    into = "sample"
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, **kwargs: Any) -> Any:
+        kwargs["return_dict"] = False
+        prev, x0 = super().step(model_output, timestep, sample, **kwargs)
+        given = {"sample": sample, "model_output": model_output}[self.into]
+        np.asarray(given)[...] = prev  # a view of a CPU tensor too
+        return prev.copy(), x0.copy()
+
+
+class WritesIntoItsModelOutput(WritesIntoItsInput):
+    into = "model_output"
+
+
+def test_a_step_that_writes_into_its_inputs_fails() -> None:
+    """A step that overwrote the caller's sample or model_output (in place) passed every value
+    area: the suite compared its results on inputs it never read back; the only area to fail
+    was thread safety (its loops share the first sample), a wrong diagnosis. Now the value
+    areas read the inputs back after each step and name the one changed."""
+    area = ["step values: epsilon"]
+    for cls, name in ((WritesIntoItsInput, "sample"), (WritesIntoItsModelOutput, "model_output")):
+        for backend in ("numpy", "torch"):
+            (found,) = check(cls, backend=backend, areas=area).findings
+            assert found.verdict == "FAIL", (cls, backend, found)
+            assert f"writes into its {name} (in place)" in found.detail, found.detail
+    (plain,) = check(ReferenceScheduler, backend="torch", areas=area).findings
+    assert plain.verdict == "pass", plain.detail
+
+
 class ListTimesteps(ReferenceScheduler):
     """A scheduler whose `timesteps` is a Python list."""
 

@@ -104,18 +104,29 @@ def step_matches(
     eta: float = 0.0,
     use_clipped: bool = False,
 ) -> None:
-    """One step of the target from t on seeded inputs equals exact DDIM's (Divergence)."""
+    """One step of the target from t on seeded inputs equals exact DDIM's, and leaves its
+    inputs as they were (Divergence)."""
     x, m, z = draw_inputs(seed, SHAPE, dtype, scale)
     b = target.backend
+    given = {"model_output": b.array(m, dtype), "sample": b.array(x, dtype)}
+    if eta:
+        given["variance_noise"] = b.array(z, dtype)
+    before = {name: np.array(to_numpy(a), copy=True) for name, a in given.items()}
     got = target.step(
         s.instance,
-        b.array(m, dtype),
+        given["model_output"],
         t,
-        b.array(x, dtype),
+        given["sample"],
         eta=eta,
-        noise=b.array(z, dtype) if eta else None,
+        noise=given.get("variance_noise"),
         use_clipped=use_clipped,
     )
+    for name, a in given.items():  # a caller reuses its arrays (a pipeline its latents)
+        if not np.array_equal(to_numpy(a), before[name], equal_nan=True):
+            raise Divergence(
+                f"step writes into its {name} (in place): {describe(s.plan.config)}, "
+                f"{n_steps(s.plan.num_inference_steps)}, step from t={t}, eta={eta}, {dtype}"
+            )
     try:
         assert_step_close(
             got,
