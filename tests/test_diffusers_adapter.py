@@ -107,6 +107,19 @@ def test_step_before_set_timesteps_raises_diffusers_error() -> None:
         assert str(ours.value) == str(theirs.value)
 
 
+def test_custom_timesteps_in_the_wrong_order_name_the_order_each_class_runs() -> None:
+    forward, inverse = dd.DDIMScheduler(), dd.DDIMInverseScheduler()
+    forward.set_timesteps(timesteps=[900, 500, 100])
+    inverse.set_timesteps(timesteps=[100, 500, 900])  # the order the inverse loop runs
+    assert inverse.timesteps.tolist() == [100, 500, 900]
+    with pytest.raises(ValueError, match=r"strictly decreasing, got \[100, 500, 900\]"):
+        forward.set_timesteps(timesteps=[100, 500, 900])
+    with pytest.raises(ValueError, match=r"strictly increasing, got \[900, 500, 100\]"):
+        inverse.set_timesteps(timesteps=[900, 500, 100])
+    with pytest.raises(ValueError, match=r"strictly increasing, got \[5, 5\]"):
+        inverse.set_timesteps(timesteps=[5, 5])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import os
 import sys
 import threading
@@ -228,7 +229,14 @@ class SchedulerCore:
         custom = None
         if timesteps is not None:
             custom = _custom_timesteps(timesteps)
-            custom = custom[::-1] if self._inverse else custom
+            if self._inverse:
+                # the core checks the forward order; name the order the caller gave
+                if any(a >= b for a, b in itertools.pairwise(custom)):
+                    raise ValueError(
+                        f"timesteps must be strictly increasing, got {custom} "
+                        f"({type(self).__name__} runs them in its loop's order)"
+                    )
+                custom = custom[::-1]
         plan = self._with_schedule(
             dc.make_plan(self._ddim_config, num_inference_steps, timesteps=custom)
         )
