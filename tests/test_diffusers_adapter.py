@@ -181,6 +181,22 @@ def test_config_rewritten_after_construction_is_followed(ours, theirs) -> None: 
     assert torch.equal(ours_x0b, theirs_x0b)
 
 
+@pytest.mark.parametrize("cls", [dd.DDIMScheduler, dd.DDIMInverseScheduler])
+def test_prev_timestep_registered_back_to_the_default_is_followed(cls) -> None:  # type: ignore[no-untyped-def]
+    """register_to_config(prev_timestep="plan") on a "stride" scheduler was dropped (the
+    default stays out of new configs), so the config and the steps stayed "stride"."""
+    x = torch.full((1, 2), 0.5, dtype=torch.float64)
+    scheduler = cls(prev_timestep="stride", timestep_spacing="trailing", clip_sample=False)
+    scheduler.register_to_config(prev_timestep="plan")
+    plan = cls(timestep_spacing="trailing", clip_sample=False)
+    outputs = []
+    for s in (scheduler, plan):
+        s.set_timesteps(3)
+        outputs.append(s.step(torch.zeros_like(x), s.timesteps[1], x).prev_sample)
+    assert scheduler.config.get("prev_timestep", "plan") == "plan"
+    assert torch.equal(outputs[0], outputs[1])
+
+
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_a_step_before_set_timesteps_says_so_whatever_the_config(ours, theirs) -> None:  # type: ignore[no-untyped-def]
     """A step before set_timesteps raises the not-set ValueError first, as diffusers' does, also

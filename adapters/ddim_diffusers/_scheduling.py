@@ -74,8 +74,10 @@ class SchedulerCore:
     def register_to_config(self, **options: Any) -> None:
         """The host's config registration, except that prev_timestep enters the config only
         when it is not the default: our scheduler_config.json then loads into the host's own
-        classes without a warning, and a "stride" config still reads back as "stride"."""
-        if options.get("prev_timestep") == "plan":
+        classes without a warning, and a "stride" config still reads back as "stride" (and
+        "plan" registered over it is recorded, so that it applies)."""
+        recorded = getattr(self, "config", None) or {}
+        if options.get("prev_timestep") == "plan" and "prev_timestep" not in recorded:
             del options["prev_timestep"]
         defaults = options.get("_use_default_values")
         if isinstance(defaults, list) and "prev_timestep" in defaults:
