@@ -206,9 +206,15 @@ def _rescale_zero_terminal_snr(betas: Array, *, xp: Namespace) -> Array:
     """Lin et al. 2023, Algorithm 1: shift sqrt(alpha_bar) so the last step has zero SNR."""
     s = xp.sqrt(xp.cumulative_prod(1.0 - betas))
     s0, s_last = s[0], s[-1]
+    if not float(s0) > float(s_last):  # host table: the shift would divide by zero
+        raise ValueError(
+            "rescale_betas_zero_snr=True needs alpha_bar to fall from t = 0 to t = T - 1, but "
+            f"both are {float(s0) ** 2!r} (betas too small to change 1 - beta in float64)"
+        )
     s = (s - s_last) * s0 / (s0 - s_last)
     ab = s**2
-    alphas = xp.concat([ab[:1], ab[1:] / ab[:-1]])
+    # Where alpha_bar has underflowed to 0 it stays 0 (beta = 1), not 0 / 0.
+    alphas = xp.concat([ab[:1], ab[1:] / xp.where(ab[:-1] > 0.0, ab[:-1], 1.0)])
     return 1.0 - alphas
 
 

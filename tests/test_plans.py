@@ -138,6 +138,44 @@ def test_alpha_bar_in_unit_interval_and_decreasing(config: dc.DDIMConfig) -> Non
         assert ab[-1] > 0
 
 
+def test_zero_snr_rescale_of_a_schedule_that_underflows_stays_finite() -> None:
+    """betas near 1 drive alpha_bar to exactly 0 before the last step; rescaling then divided
+    0 by 0 (NaN betas, NaN samples from every step). Past the underflow alpha_bar stays 0:
+    beta = 1, as the schedule without rescaling has it."""
+    config = dc.DDIMConfig(
+        beta_start=0.1,
+        beta_end=0.999999,
+        rescale_betas_zero_snr=True,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+    )
+    sched = dc.schedule(config)
+    plain = dc.schedule(config.replace(rescale_betas_zero_snr=False))
+    assert np.isfinite(sched.betas).all() and np.isfinite(sched.alphas_cumprod).all()
+    zero = plain.alphas_cumprod == 0.0
+    assert zero.any() and (sched.alphas_cumprod[zero] == 0.0).all()
+    assert (sched.betas[1:][zero[:-1]] == 1.0).all()
+    plan = dc.make_plan(config, 10)
+    x = np.ones((1, 3))
+    for t in plan.timesteps:
+        x = dc.step(plan, np.zeros_like(x), t, x).prev_sample
+    assert np.isfinite(x).all()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"trained_betas": (0.5, 1e-17), "num_train_timesteps": 2},
+        {"beta_start": 1e-17, "beta_end": 1e-17, "num_train_timesteps": 10},
+    ],
+)
+def test_zero_snr_rescale_of_a_flat_schedule_is_refused(options) -> None:  # type: ignore[no-untyped-def]
+    """alpha_bar_0 == alpha_bar_{T-1}: Algorithm 1 divides by their difference (NaN tables)."""
+    config = dc.DDIMConfig(rescale_betas_zero_snr=True, prediction_type="v_prediction", **options)
+    with pytest.raises(ValueError, match="rescale_betas_zero_snr=True needs alpha_bar"):
+        dc.schedule(config)
+
+
 def test_an_unpickled_plan_in_another_process_steps_with_its_own_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Plans reach their tables through a process-unique uid; an unpickled plan takes a new
     one (the pickled number is another plan's in the loading process: a 10-step plan read
