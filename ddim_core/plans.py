@@ -240,12 +240,14 @@ def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
     if config.timestep_spacing == "linspace":
         ts = np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
     elif config.timestep_spacing == "leading":
-        ts = (np.arange(n) * (T // n))[::-1].astype(np.int64) + config.steps_offset
+        ts = (np.arange(n) * (T // n))[::-1].astype(np.int64)
     elif config.timestep_spacing == "quadratic":
-        ts = np.array(quadratic_timesteps(T, n)[::-1], dtype=np.int64) + config.steps_offset
+        ts = np.array(quadratic_timesteps(T, n)[::-1], dtype=np.int64)
     else:  # trailing
         ts = (np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1)[:n]
-    out = tuple(int(t) for t in ts)
+    # The offset is added in Python ints: in int64 a large one wraps round below T.
+    offset = config.steps_offset if config.timestep_spacing in ("leading", "quadratic") else 0
+    out = tuple(int(t) + offset for t in ts)
     if out[0] >= T:
         raise ValueError(
             f"steps_offset={config.steps_offset} moves the first timestep to {out[0]}, past "

@@ -90,6 +90,16 @@ def test_steps_offset_past_the_end_is_rejected() -> None:
         dc.make_plan(dc.DDIMConfig(steps_offset=1), 1000)
 
 
+@pytest.mark.parametrize("spacing", ["leading", "quadratic"])
+@pytest.mark.parametrize("offset", [2**63 - 100, 2**63, 10**30])
+def test_a_steps_offset_past_int64_is_rejected_not_wrapped(spacing: str, offset: int) -> None:
+    """Added in int64, such an offset wrapped round to a negative first timestep (a plan
+    (-9223372036854775408, 9223372036854775708) taken without a word) or overflowed in NumPy."""
+    config = dc.DDIMConfig(steps_offset=offset, timestep_spacing=spacing)
+    with pytest.raises(ValueError, match=f"steps_offset={offset} moves the first timestep"):
+        dc.make_plan(config, 2)
+
+
 def test_zero_snr_epsilon_first_step_is_rejected() -> None:
     config = dc.DDIMConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
     with pytest.raises(ValueError, match="cannot step at timestep 999: alpha_bar = 0 there"):
