@@ -100,6 +100,18 @@ def test_a_steps_offset_past_int64_is_rejected_not_wrapped(spacing: str, offset:
         dc.make_plan(config, 2)
 
 
+@pytest.mark.parametrize(
+    ("T", "n", "offset"), [(1000, 10, 0), (1000, 16, 1), (100, 60, 3), (5, 1, 0)]
+)
+def test_reference_plan_of_the_quadratic_spacing_is_quadratic(T: int, n: int, offset: int) -> None:
+    """ddim_core.testing.reference took every spacing but leading and trailing for linspace: a
+    quadratic config gave linspace timesteps (999, 888, ..., 0), silently."""
+    from ddim_core.testing import reference
+
+    config = dc.DDIMConfig(num_train_timesteps=T, timestep_spacing="quadratic", steps_offset=offset)
+    assert reference.make_plan(config, n).pairs == dc.make_plan(config, n).pairs
+
+
 def test_zero_snr_epsilon_first_step_is_rejected() -> None:
     config = dc.DDIMConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
     with pytest.raises(ValueError, match="cannot step at timestep 999: alpha_bar = 0 there"):

@@ -17,8 +17,10 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
+import math
 import threading
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -80,7 +82,8 @@ Model = Callable[[np.ndarray, Any], np.ndarray]
 def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
     """The n timesteps of config's spacing, descending (Lin et al. 2023, table 2), as diffusers'
     `set_timesteps` computes them (a float `arange` for "trailing"), without the spurious last
-    -1 that diffusers' trailing spacing gives for 62 of 1000 step counts.
+    -1 that diffusers' trailing spacing gives for 62 of 1000 step counts; "quadratic" (not in
+    diffusers) as the DDIM paper's appendix D.2 writes it.
 
     ValueError where no plan exists: n outside [1, T], or steps_offset past T - 1.
     """
@@ -91,11 +94,24 @@ def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
         ts = [k * (T // n) + config.steps_offset for k in reversed(range(n))]
     elif config.timestep_spacing == "trailing":
         ts = (np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1)[:n].tolist()
+    elif config.timestep_spacing == "quadratic":
+        ts = [tau + config.steps_offset for tau in reversed(_quadratic(T, n))]
     else:  # linspace
         ts = np.linspace(0, T - 1, n).round()[::-1].astype(np.int64).tolist()
     if ts[0] >= T:
         raise ValueError(f"steps_offset={config.steps_offset} moves timestep {ts[0]} past T - 1")
     return tuple(int(t) for t in ts)
+
+
+def _quadratic(T: int, n: int) -> list[int]:
+    """Song et al. 2021, appendix D.2: tau_k = floor(0.8 T k^2 / (n - 1)^2), ascending, exact in
+    rationals; a tau not above its predecessor taken one past it (ddim_core's documented rule)."""
+    c = Fraction(4 * T, 5 * (n - 1) ** 2) if n > 1 else Fraction(0)
+    taus: list[int] = []
+    for k in range(n):
+        tau = math.floor(c * k * k)
+        taus.append(tau if not taus or tau > taus[-1] else taus[-1] + 1)
+    return taus
 
 
 @dataclasses.dataclass(frozen=True)
