@@ -105,7 +105,18 @@ class Plan(backends.Registered):
         Returns
         -------
         int
+
+        Raises
+        ------
+        TypeError
+            `t` is not an integer.
+        ValueError
+            `t` outside [0, num_train_timesteps).
         """
+        T = self.schedule.num_train_timesteps
+        return self._prev(check_int("t", t, low=0, high=T - 1))
+
+    def _prev(self, t: int) -> int:
         if self.config.prev_timestep == "stride":
             prev = t - self.schedule.num_train_timesteps // self.num_inference_steps
             return max(prev, FINAL)
@@ -195,9 +206,7 @@ def _plan(config: DDIMConfig, n: int | None, custom: tuple[int, ...] | None) -> 
     sched = schedule(config)
     plan = Plan(config, sched, ts, ())
     prev = (
-        tuple(plan.prev_timestep(t) for t in ts)
-        if config.prev_timestep == "stride"
-        else ((*ts[1:], FINAL))
+        tuple(plan._prev(t) for t in ts) if config.prev_timestep == "stride" else ((*ts[1:], FINAL))
     )
     plan = dataclasses.replace(plan, prev_timesteps=prev)
     _check_first_step(plan)
@@ -319,6 +328,6 @@ def _check_first_step(plan: Plan) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _prev_table(plan: Plan) -> np.ndarray:
-    table = np.array([plan.prev_timestep(t) for t in range(plan.schedule.num_train_timesteps)])
+    table = np.array([plan._prev(t) for t in range(plan.schedule.num_train_timesteps)])
     table.setflags(write=False)
     return table

@@ -59,6 +59,25 @@ def test_custom_timesteps_and_off_plan_prev() -> None:
     assert plan.prev_timestep(10) == dc.FINAL
 
 
+@pytest.mark.parametrize("rule", ["plan", "stride"])
+@pytest.mark.parametrize(
+    ("t", "error", "match"),
+    [
+        (1000, ValueError, r"t must be in \[0, 999\], got 1000"),
+        (-5, ValueError, r"t must be in \[0, 999\], got -5"),
+        (2.5, TypeError, "t must be an integer, got 2.5"),
+        (None, TypeError, "t must be an integer, got None"),
+    ],
+)
+def test_prev_timestep_of_a_timestep_outside_the_model_is_refused(rule, t, error, match) -> None:  # type: ignore[no-untyped-def]
+    """Plan.prev_timestep answered t = 5000 with 900 (4900 by the stride rule) and 2.5 with 0,
+    and None with a '<' comparison TypeError from bisect."""
+    plan = dc.make_plan(dc.DDIMConfig(prev_timestep=rule), 10)
+    with pytest.raises(error, match=match):
+        plan.prev_timestep(t)
+    assert plan.prev_timestep(np.int64(905)) == (900 if rule == "plan" else 805)
+
+
 def test_plans_are_cached() -> None:
     c = dc.DDIMConfig()
     assert dc.make_plan(c, 25) is dc.make_plan(c, 25)
