@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backends
 from .backends import Array, Namespace
-from .config import DDIMConfig
+from .config import DDIMConfig, check_int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -70,7 +70,15 @@ class Schedule(backends.Registered):
         Returns
         -------
         float
+
+        Raises
+        ------
+        TypeError
+            `t` is not an integer.
+        ValueError
+            `t` outside [-1, T).
         """
+        t = check_int("t", t, low=-1, high=self.num_train_timesteps - 1)
         return self.final_alpha_cumprod if t < 0 else float(self.alphas_cumprod[t])
 
     def levels(self, timesteps: np.ndarray) -> np.ndarray:
@@ -119,7 +127,8 @@ class Schedule(backends.Registered):
                 "alphas_cumprod must be a table of values in [0, 1], "
                 f"got alphas_cumprod[{i}] = {ab[i]}"
             )
-        betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
+        # Past a level of 0 the level stays 0: beta = 1 there, not 0 / 0.
+        betas = 1.0 - ab / np.concatenate([[1.0], np.where(ab[:-1] > 0.0, ab[:-1], 1.0)])
         final = 1.0 if set_alpha_to_one else float(ab[0])
         return cls(betas=betas, alphas_cumprod=ab, final_alpha_cumprod=final)
 

@@ -265,3 +265,26 @@ def test_leading_rules_agree_except_where_the_stride_reaches_the_offset() -> Non
                     -1,
                     offset - 1000 // n,
                 ), n
+
+
+@pytest.mark.parametrize(
+    ("t", "error", "match"),
+    [
+        (1000, ValueError, r"t must be in \[-1, 999\], got 1000"),
+        (-2, ValueError, r"t must be in \[-1, 999\], got -2"),
+        (2.5, TypeError, "t must be an integer, got 2.5"),
+    ],
+)
+def test_schedule_alpha_bar_outside_the_table_is_refused(t, error, match) -> None:  # type: ignore[no-untyped-def]
+    """Schedule.alpha_bar(1000) and (2.5) were NumPy IndexErrors, (-2) the final level."""
+    sched = dc.schedule(dc.DDIMConfig())
+    with pytest.raises(error, match=match):
+        sched.alpha_bar(t)
+    assert (sched.alpha_bar(-1), sched.alpha_bar(np.int64(999))) == (1.0, sched.alphas_cumprod[-1])
+
+
+def test_schedule_from_a_table_that_reaches_zero_has_finite_betas() -> None:
+    """A zero terminal SNR table ending in two zeros gave beta = 0 / 0 = NaN (and a warning)."""
+    with np.errstate(all="raise"):
+        sched = dc.Schedule.from_alphas_cumprod([0.9, 0.5, 0.0, 0.0])
+    assert sched.betas.tolist() == pytest.approx([0.1, 1 - 0.5 / 0.9, 1.0, 1.0])
