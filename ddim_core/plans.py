@@ -284,11 +284,20 @@ def quadratic_timesteps(T: int, n: int) -> list[int]:
     list of int
         Ascending; `spaced_timesteps` adds steps_offset and reverses them.
 
+    Raises
+    ------
+    TypeError
+        T or n not an integer.
+    ValueError
+        T < 1, or n outside [1, T].
+
     Examples
     --------
     >>> quadratic_timesteps(1000, 10)
     [0, 9, 39, 88, 158, 246, 355, 483, 632, 800]
     """
+    T = check_int("T", T, low=1)
+    n = _check_num_steps(n, T)
     if n == 1:
         return [0]
     taus: list[int] = []

@@ -288,3 +288,21 @@ def test_schedule_from_a_table_that_reaches_zero_has_finite_betas() -> None:
     with np.errstate(all="raise"):
         sched = dc.Schedule.from_alphas_cumprod([0.9, 0.5, 0.0, 0.0])
     assert sched.betas.tolist() == pytest.approx([0.1, 1 - 0.5 / 0.9, 1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        ((1000, 0), ValueError, r"num_inference_steps must be in \[1, 1000\], got 0"),
+        ((10, 20), ValueError, r"num_inference_steps must be in \[1, 10\], got 20"),
+        ((0, 1), ValueError, "T must be >= 1, got 0"),
+        ((10.5, 3), TypeError, "T must be an integer, got 10.5"),
+    ],
+)
+def test_quadratic_timesteps_outside_its_domain_is_refused(args, error, match) -> None:  # type: ignore[no-untyped-def]
+    """quadratic_timesteps(1000, 0) was [], (10, 20) timesteps up to 19 of a 10-step model,
+    (10.5, 3) floats [0.0, 2.0, 8.0]."""
+    from ddim_core.plans import quadratic_timesteps
+
+    with pytest.raises(error, match=match):
+        quadratic_timesteps(*args)
