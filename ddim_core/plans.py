@@ -234,6 +234,8 @@ def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
 
     Raises
     ------
+    TypeError
+        `config` is not a DDIMConfig, or n is not an integer.
     ValueError
         n out of range, or a steps_offset that moves the first timestep past T - 1.
 
@@ -244,6 +246,8 @@ def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
     ...  for s in ("leading", "trailing", "linspace")]
     [(750, 500, 250, 0), (999, 749, 499, 249), (999, 666, 333, 0)]
     """
+    if not isinstance(config, DDIMConfig):
+        raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
     T = config.num_train_timesteps
     _check_num_steps(n, T)
     if config.timestep_spacing == "linspace":

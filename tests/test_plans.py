@@ -306,3 +306,13 @@ def test_quadratic_timesteps_outside_its_domain_is_refused(args, error, match) -
 
     with pytest.raises(error, match=match):
         quadratic_timesteps(*args)
+
+
+@pytest.mark.parametrize("config", [None, {"timestep_spacing": "trailing"}])
+def test_spaced_timesteps_of_something_not_a_config_is_refused(config) -> None:  # type: ignore[no-untyped-def]
+    """spaced_timesteps(None, 4) was AttributeError: 'NoneType' object has no attribute
+    'num_train_timesteps' (a dict of options the same)."""
+    with pytest.raises(
+        TypeError, match=f"config must be a DDIMConfig, got {type(config).__name__}"
+    ):
+        dc.spaced_timesteps(config, 4)
