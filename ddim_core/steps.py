@@ -481,6 +481,8 @@ def _check_out(out: Any, xp: Namespace, sample: Array, *inputs: Array | None) ->
                 f"out= needs {input_name} in the sample's dtype {sample.dtype}, got {a.dtype}"
             )
     for name, buf in zip(("out[0]", "out[1]"), out, strict=True):
+        if buf is None:  # `namespace` skips None: it would fail later on `buf.shape`
+            raise TypeError(f"{name} must be an array, got None")
         try:
             backends.namespace(sample=sample, **{name.replace("[", "_").rstrip("]"): buf})
         except (TypeError, ValueError) as e:

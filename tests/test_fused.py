@@ -158,6 +158,18 @@ def test_out_needs_a_fused_kernel() -> None:
         dc.step(plan, x, 500, x, out=(strict.zeros((2, 2)), strict.zeros((2, 2))))
 
 
+@pytest.mark.parametrize("which", [0, 1])
+def test_out_with_none_for_a_buffer_names_it(which: int) -> None:
+    """out=(buffer, None) (or (None, buffer)) was AttributeError: 'NoneType' object has no
+    attribute 'shape' from deep in the out= checks; it is the TypeError naming out[i]."""
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x = np.zeros((2, 2))
+    out: list[Any] = [np.empty_like(x), np.empty_like(x)]
+    out[which] = None
+    with pytest.raises(TypeError, match=rf"out\[{which}\] must be an array, got None"):
+        dc.step(plan, x, 500, x, out=tuple(out))
+
+
 @pytest.mark.parametrize("other", ["float16", "float64"])
 def test_out_with_a_model_output_or_noise_of_another_dtype_names_it(other: str) -> None:
     """out= with a float32 sample and a float16 (or float64) model output or noise said
