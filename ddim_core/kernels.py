@@ -374,7 +374,7 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     Parameters
     ----------
     x0_pred : array
-        (batch, ...).
+        (batch, ...): a 1-D array is a batch of scalars, a 0-d one a single sample.
     ratio : float
         The quantile, in (0, 1].
     max_value : float
@@ -394,7 +394,7 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     dtype = x0_pred.dtype
     if math.prod(x0_pred.shape) == 0:
         return x0_pred  # an empty batch: nothing to threshold
-    batch = x0_pred.shape[0] if x0_pred.ndim >= 2 else 1
+    batch = x0_pred.shape[0] if x0_pred.ndim >= 1 else 1  # 1-D: a batch of scalars
     flat = xp.reshape(x0_pred, (batch, -1))
     if xp.finfo(dtype).bits < 32:
         flat = xp.astype(flat, xp.float32)

@@ -214,3 +214,20 @@ def test_device_tables_are_cached_for_unhashable_devices() -> None:
     assert table(Device(0), (1, 1)) is table(Device(0), (1, 1))
     assert table(Device(1), (1, 1)) == [1, 1] and calls == [0, 1]
     assert table(Device(0), [1, 1]) == [0, 0] and calls == [0, 1, 0]  # a list: uncached
+
+
+def test_thresholding_of_a_1d_batch_is_per_element() -> None:
+    """A 1-D sample is a batch of scalars (a timestep array of shape (n,) gives each its own
+    step), but dynamic thresholding took the whole vector as one sample: one element's x0_pred
+    depended on the others' (x0 [0.5, 4, -2, 1.5] became [0.17, 1, -0.67, 0.5], not the
+    reference's [0.5, 1, -1, 1]). Each element is now thresholded on its own."""
+    cfg = dc.DDIMConfig(
+        prediction_type="sample", thresholding=True, sample_max_value=3.0, clip_sample=False
+    )
+    plan, rplan = dc.make_plan(cfg, 10), ref.make_plan(cfg, 10)
+    x, m = np.array([0.5, 4.0, -2.0, 1.0]), np.array([0.5, 4.0, -2.0, 1.5])
+    for t in (901, np.array([901, 801, 901, 901])):
+        got = dc.step(plan, m, t, x)
+        want = ref.per_sample(rplan, m, [901, 801, 901, 901] if np.ndim(t) else [t] * 4, x)
+        np.testing.assert_allclose(got.pred_original_sample, want[1], rtol=1e-14)
+        np.testing.assert_allclose(got.prev_sample, want[0], rtol=1e-14)
