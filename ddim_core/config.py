@@ -173,9 +173,12 @@ def check_real(name: str, value: Any) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    scale = float(value)
+    try:
+        scale = float(value)
+    except OverflowError:  # an int past float's range: not a finite float either
+        scale = math.inf
     if not math.isfinite(scale):
-        raise ValueError(f"{name}={value!r} must be a finite number")
+        raise ValueError(f"{name}={value!r:.40} must be a finite number")
     return scale
 
 

@@ -59,6 +59,15 @@ def test_bad_eta(eta, error) -> None:
         dc.step(PLAN, X, 900, X, eta=eta, noise=X)
 
 
+def test_an_integer_too_large_for_a_float_is_a_value_error() -> None:
+    """eta=10**400 (and invert's tol=10**400) was OverflowError: int too large to convert to
+    float, from inside the check; it is the ValueError for a number that is not finite."""
+    with pytest.raises(ValueError, match=r"eta=1000.* must be a finite number"):
+        dc.step(PLAN, X, 900, X, eta=10**400, noise=X)
+    with pytest.raises(ValueError, match=r"tol=1000.* must be a finite number"):
+        dc.invert(lambda x, t: x, X, dc.DDIMConfig(), 10, fixed_point_iters=1, tol=10**400)
+
+
 def test_eta_without_noise() -> None:
     with pytest.raises(ValueError, match=r"eta=0\.5 > 0 needs a `noise` array"):
         dc.step(PLAN, X, 900, X, eta=0.5)
