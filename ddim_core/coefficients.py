@@ -204,7 +204,8 @@ def table(key: StepKey | LevelsKey) -> Table:
         variance = kernels.ddim_variance(a, b)
     variance = np.where((a < b) & (a < 1.0), variance, 0.0)  # no noise when b is not cleaner
     sigma = key.eta * np.sqrt(variance)  # sigma_t, eq. (16)
-    direction_sq = 1.0 - b - sigma**2
+    with np.errstate(over="ignore"):  # a huge eta: -inf, refused below as any negative value
+        direction_sq = 1.0 - b - sigma**2
     direction = np.sqrt(np.where(direction_sq < 0.0, 0.0, direction_sq))
     values = np.stack([np.sqrt(a), np.sqrt(1.0 - a), np.sqrt(b), direction, sigma], axis=1)
     values.setflags(write=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from helpers import TOLERANCE, rel
@@ -76,6 +78,16 @@ def test_eta_without_noise() -> None:
 def test_eta_too_large_is_not_a_silent_nan() -> None:
     with pytest.raises(ValueError, match=r"eta=3\.0 makes 1 - alpha_bar_prev - sigma_t"):
         dc.step(PLAN, X, 900, X, eta=3.0, noise=X)
+
+
+def test_eta_past_float_range_squared_is_the_value_error_without_a_warning() -> None:
+    """eta=1e200 squares past float64's range: RuntimeWarning: overflow encountered in square
+    (an exception where warnings are errors) came before the ValueError saying eta is too
+    large; now only the ValueError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"eta=1e\+200 makes 1 - alpha_bar_prev - sigma_t"):
+            dc.step(PLAN, X, 900, X, eta=1e200, noise=X)
 
 
 @pytest.mark.parametrize("t", [-1, 1000])
