@@ -354,8 +354,8 @@ def _byte_span(x: Array) -> tuple[int, int] | None:
 def host_integers(x: Array) -> list[int] | None:
     """The values of an integer array the host reads for free: NumPy, a torch tensor on the
     CPU outside torch.compile, a concrete JAX array on the CPU, a MindSpore tensor on the
-    CPU. None for anything else: reading a device array waits for it, a lazy one computes it,
-    a traced one has none.
+    CPU, an array-api-strict array on its CPU device. None for anything else: reading a
+    device array waits for it, a lazy one computes it, a traced one has none.
 
     Parameters
     ----------
@@ -383,7 +383,17 @@ def host_integers(x: Array) -> list[int] | None:
     mindspore = sys.modules.get("mindspore")  # (its device: "CPU", "Ascend:0", "GPU:0")
     if mindspore and isinstance(x, mindspore.Tensor) and str(x.device).partition(":")[0] == "CPU":
         return list(x.asnumpy().reshape(-1).tolist())
+    if _on_strict_cpu(x):  # NumPy underneath; its other devices stand for accelerators
+        return list(np.from_dlpack(x).reshape(-1).tolist())
     return None
+
+
+def _on_strict_cpu(x: Array) -> bool:
+    """Whether x is an array-api-strict array on its CPU device."""
+    strict = sys.modules.get("array_api_strict")
+    if strict is None or not type(x).__module__.startswith("array_api_strict."):
+        return False
+    return bool(x.device == strict.Device())  # (its Array class is not exported)
 
 
 def host_int(x: Array) -> int | None:

@@ -103,6 +103,23 @@ def test_timestep_array_out_of_range_on_host() -> None:
         dc.step(PLAN, X, np.array([900, 1000]), X)
 
 
+def test_array_api_strict_timestep_array_is_checked() -> None:
+    """array-api-strict timestep arrays (NumPy underneath, on its CPU device: free to read)
+    were not checked: [1000, 5] was IndexError: index 1000 is out of bounds from its take, and
+    an inverse step with sample prediction from the clean level gave inf without a word, where
+    a NumPy array gets the ValueError. They are now read and checked as NumPy's are."""
+    strict = pytest.importorskip("array_api_strict")
+    x = strict.ones((2, 3))
+    with pytest.raises(ValueError, match=r"timestep=1000 is outside \[0, num_train_timesteps"):
+        dc.step(PLAN, x, strict.asarray([1000, 5]), x)
+    with pytest.raises(ValueError, match=r"timestep=1000 is outside \[0, num_train_timesteps"):
+        dc.add_noise(PLAN, x, x, strict.asarray([1000, 5]))
+    plan = dc.make_plan(dc.DDIMConfig(prediction_type="sample"), 10)
+    first = plan.inverse_timesteps[0]
+    with pytest.raises(ValueError, match="cannot recover the noise"):
+        dc.inverse_step(plan, x, strict.asarray([first, first + 1]), x)
+
+
 def test_timestep_array_dtype_and_shape() -> None:
     with pytest.raises(TypeError, match="timestep array must have an integer dtype"):
         dc.step(PLAN, X, np.array([900.0, 800.0]), X)
