@@ -287,7 +287,7 @@ def _check_tensor(x: Any, name: str = "x") -> Tensor:
 
 def _via_float32(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """Run `fn` in float32 on bfloat16 tensors (the CPU has no bfloat16 kernels for it) and
-    cast a floating result back to bfloat16."""
+    cast a floating result back to bfloat16, unless the call named its result's dtype."""
 
     @functools.wraps(fn)
     def wrapped(x: Any, *args: Any, **kwargs: Any) -> Tensor:
@@ -297,7 +297,9 @@ def _via_float32(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         args = tuple(a.astype(float32) if isinstance(a, _TENSOR) and a.dtype == bfloat16 else a
                      for a in args)  # fmt: skip
         result = fn(x.astype(float32), *args, **kwargs)
-        return result.astype(bfloat16) if result.dtype == float32 else result
+        if result.dtype != float32 or kwargs.get("dtype") is not None:
+            return result
+        return result.astype(bfloat16)
 
     return wrapped
 

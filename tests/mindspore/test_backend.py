@@ -497,3 +497,14 @@ def test_sampling_with_eta_and_a_mindspore_generator() -> None:
         MIXTURE, read(x_T), MIXTURE_CONFIG, 6, eta=1.0, generator=np.random.default_rng(1)
     )
     np.testing.assert_allclose(read(with_np), on_numpy, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["sum", "prod", "cumulative_sum", "cumulative_prod"])
+def test_an_explicit_dtype_is_kept_on_bfloat16(name: str) -> None:
+    """dtype= names the result's dtype; bfloat16 input (computed in float32) is no exception."""
+    x = xp.asarray(np.array([1.5, 2.0, 0.25]), dtype=xp.bfloat16)
+    got = getattr(xp, name)(x, dtype=xp.float32)
+    assert got.dtype == xp.float32
+    expected = {"sum": 3.75, "prod": 0.75, "cumulative_sum": [1.5, 3.5, 3.75],
+                "cumulative_prod": [1.5, 3.0, 0.75]}[name]  # fmt: skip
+    np.testing.assert_array_equal(read(got), expected)
