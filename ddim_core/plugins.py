@@ -376,7 +376,9 @@ def standard_normal(
             f"cannot draw noise for a {type(like).__module__}.{type(like).__qualname__} sample; "
             "built in: numpy.random.Generator (any sample library), torch.Generator or a list "
             "with one per batch element (torch samples), a JAX PRNG key (JAX samples), "
-            "cupy.random.Generator (CuPy samples); other generators need a plugin (see "
+            "cupy.random.Generator (CuPy samples), mindspore.Generator, None or a list of "
+            "them or of numpy Generators, one per batch element (MindSpore samples); other "
+            "generators need a plugin (see "
             "ddim_core.hookspecs)"
             + (
                 f"; got a list of {len(generator)} for noise of shape {tuple(shape)}"

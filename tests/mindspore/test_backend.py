@@ -508,3 +508,10 @@ def test_an_explicit_dtype_is_kept_on_bfloat16(name: str) -> None:
     expected = {"sum": 3.75, "prod": 0.75, "cumulative_sum": [1.5, 3.5, 3.75],
                 "cumulative_prod": [1.5, 3.0, 0.75]}[name]  # fmt: skip
     np.testing.assert_array_equal(read(got), expected)
+
+
+@pytest.mark.parametrize("generator", [42, [mindspore.Generator()] * 2])
+def test_a_generator_that_cannot_draw_names_what_mindspore_takes(generator: object) -> None:
+    """The error lists MindSpore's generators (an int, or a list of 2 for a batch of 3)."""
+    with pytest.raises(TypeError, match=r"mindspore\.Generator.*\(MindSpore samples\)"):
+        plugins.standard_normal(generator, (3, 2, 2), like=_like())
