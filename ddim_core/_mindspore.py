@@ -355,7 +355,7 @@ def expand_dims(x: Tensor, /, *, axis: int = 0) -> Tensor:
 
 def squeeze(x: Tensor, /, axis: int | tuple[int, ...]) -> Tensor:
     _check_tensor(x)
-    axes = axis if isinstance(axis, tuple) else (axis,)
+    axes = _axis(axis, x.ndim) if isinstance(axis, tuple) else (_axis(axis, x.ndim),)
     if builtins.any(x.shape[a] != 1 for a in axes):
         raise ValueError(f"cannot squeeze axis {axis} of shape {tuple(x.shape)}")
     shape = [s for i, s in enumerate(x.shape) if i not in {a % x.ndim for a in axes}]

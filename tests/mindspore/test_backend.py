@@ -515,3 +515,9 @@ def test_a_generator_that_cannot_draw_names_what_mindspore_takes(generator: obje
     """The error lists MindSpore's generators (an int, or a list of 2 for a batch of 3)."""
     with pytest.raises(TypeError, match=r"mindspore\.Generator.*\(MindSpore samples\)"):
         plugins.standard_normal(generator, (3, 2, 2), like=_like())
+
+
+@pytest.mark.parametrize("axis", [2, -3, (0, 5)])
+def test_squeeze_with_an_axis_out_of_range_is_a_value_error(axis: object) -> None:
+    with pytest.raises(ValueError, match="out of range for a 2-d tensor"):
+        xp.squeeze(xp.ones((1, 1)), axis)
