@@ -251,6 +251,27 @@ def device(x: Array) -> Any:
     return array_api_compat.device(x)
 
 
+def default_device(xp: Namespace) -> Any:
+    """The device `xp` puts an array made without `device=` on: the library's default, which a
+    context can change (torch's ``with torch.device(...)``, ``jax.default_device``), so a
+    cache keyed on ``device=None`` keys on this instead. None while JAX traces.
+
+    Parameters
+    ----------
+    xp : namespace
+
+    Returns
+    -------
+    object
+
+    Examples
+    --------
+    >>> default_device(HOST_XP)
+    'cpu'
+    """
+    return device(xp.empty(0))
+
+
 def is_host_numpy(x: Array) -> bool:
     """True for NumPy arrays: their values can be read without a device sync.
 

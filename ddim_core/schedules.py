@@ -349,13 +349,19 @@ def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype:
     if not floating:
         raise TypeError(f"dtype must be a real floating dtype of {xp.__name__}, got {dtype!r}")
     try:
-        return _cached_table(sched, name, xp, device, dtype)
+        where = backends.default_device(xp) if device is None else device  # (the cache key)
+        return _cached_table(sched, name, xp, device, dtype, where)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"device={device!r} is not a device of {xp.__name__} ({e})") from None
 
 
 @backends.device_cache
-def _cached_table(sched: Schedule, name: str, xp: Namespace, device: Any, dtype: Any) -> Array:
+def _cached_table(
+    sched: Schedule, name: str, xp: Namespace, device: Any, dtype: Any, where: Any
+) -> Array:
+    """The table of `_table`, cached per schedule, namespace, device, dtype and the device
+    `where` it lands on (`device`, or the default device a context has set: device=None
+    leaves JAX arrays uncommitted, as the user asked)."""
     table = backends.from_host(getattr(sched, name), xp, device=device, dtype=dtype)
     if backends.is_host_numpy(table):
         table.setflags(write=False)  # shared through the cache: keep it immutable

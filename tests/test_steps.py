@@ -190,6 +190,20 @@ def test_schedule_tables_handed_out_cannot_be_corrupted(backend: Backend) -> Non
         assert_close(backend, again, want, "float32")
 
 
+def test_schedule_tables_without_device_follow_the_default_device() -> None:
+    """device=None is the library's default device, which a context can change (torch's
+    `with torch.device("meta")`): the table cached under None was handed out on whichever
+    device the first call found, a meta tensor to later CPU calls and the reverse."""
+    torch = pytest.importorskip("torch")
+    cfg = dc.DDIMConfig(beta_end=0.0125)  # a schedule of its own: nothing cached yet
+    with torch.device("meta"):
+        assert dc.betas(cfg, xp=torch).device.type == "meta"
+    assert dc.betas(cfg, xp=torch).device.type == "cpu"
+    assert dc.alphas_cumprod(cfg, xp=torch).device.type == "cpu"
+    with torch.device("meta"):
+        assert dc.alphas_cumprod(cfg, xp=torch).device.type == "meta"
+
+
 def test_device_tables_are_cached_for_unhashable_devices() -> None:
     """CuPy's Device defines == without a hash: tables on it are still built once (keyed by
     the device's type and id), not rebuilt and uploaded at every step."""
