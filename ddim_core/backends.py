@@ -293,8 +293,10 @@ def is_host_numpy(x: Array) -> bool:
 
 
 def writable(x: Array) -> bool:
-    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays), True for
-    any other array (an `out=` buffer is then written).
+    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays) or that are
+    broadcast views (a stride of 0 along an axis of more than one element: torch's `expand`,
+    which torch cannot write into), True for any other array (an `out=` buffer is then
+    written).
 
     Parameters
     ----------
@@ -314,7 +316,13 @@ def writable(x: Array) -> bool:
     flags = getattr(x, "flags", None)
     if isinstance(x, np.ndarray) and flags is not None:
         return bool(flags.writeable)
-    return not array_api_compat.is_jax_array(x)
+    if array_api_compat.is_jax_array(x):
+        return False
+    stride = getattr(x, "stride", None)  # torch's strides (in elements); CuPy's, in bytes
+    strides = stride() if callable(stride) else getattr(x, "strides", None)
+    if not isinstance(strides, tuple) or 0 in tuple(x.shape):  # (empty: no element shared)
+        return True
+    return not any(n > 1 and st == 0 for n, st in zip(x.shape, strides, strict=False))
 
 
 def overlaps(a: Array, b: Array) -> bool:
