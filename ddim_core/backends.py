@@ -325,6 +325,30 @@ def writable(x: Array) -> bool:
     return not any(n > 1 and st == 0 for n, st in zip(x.shape, strides, strict=False))
 
 
+def records_gradient(x: Array) -> bool:
+    """True for a torch tensor that autograd records (it requires grad, outside
+    `torch.no_grad`): torch's out= operations cannot take one.
+
+    Parameters
+    ----------
+    x : array or None
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> records_gradient(np.zeros(1))
+    False
+    """
+    torch = sys.modules.get("torch")  # (imported by the caller's arrays, if torch)
+    if torch is None or not isinstance(x, torch.Tensor):
+        return False
+    return bool(x.requires_grad and torch.is_grad_enabled())
+
+
 def overlaps(a: Array, b: Array) -> bool:
     """Whether two arrays may share memory (NumPy's bounds check; for torch, CuPy and other
     libraries exposing a data pointer, the byte ranges their strides can reach). Arrays of

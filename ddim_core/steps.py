@@ -84,7 +84,7 @@ def step(
     out : tuple of two arrays, optional
         Buffers to write (x_prev, x0_pred) into; only fused kernels take them (torch, NumPy
         with numba, CuPy; a Python int timestep, no thresholding, no overlap with the inputs,
-        model_output and noise in the sample's dtype).
+        model_output and noise in the sample's dtype, no input that autograd records).
 
     Returns
     -------
@@ -475,7 +475,12 @@ def _check_out(out: Any, xp: Namespace, sample: Array, *inputs: Array | None) ->
             f"out must be a pair (x_prev, x0_pred) of arrays, got {type(out).__name__}"
             + (f" of length {len(out)}" if isinstance(out, tuple | list) else "")
         )
-    for input_name, a in (("model_output", inputs[0]), ("noise", inputs[1])):
+    for input_name, a in (("sample", sample), ("model_output", inputs[0]), ("noise", inputs[1])):
+        if backends.records_gradient(a):  # torch's out= ops raise deep inside the kernel
+            raise ValueError(
+                f"out= cannot record gradients: {input_name} requires grad; call without out= "
+                "(or under torch.no_grad())"
+            )
         if a is not None and a.dtype != sample.dtype:  # the fused kernels take one dtype
             raise TypeError(
                 f"out= needs {input_name} in the sample's dtype {sample.dtype}, got {a.dtype}"

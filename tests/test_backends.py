@@ -24,3 +24,21 @@ def test_a_torch_broadcast_view_is_not_a_writable_out_buffer() -> None:
     assert backends.writable(torch.empty(3).expand(0, 2, 3))  # empty: nothing is shared
     with pytest.raises(ValueError, match=r"out\[0\] is read-only"):
         dc.step(PLAN, x * 0.5, 500, x, out=(torch.empty(3).expand(2, 3), torch.empty(2, 3)))
+
+
+def test_out_with_torch_inputs_that_record_gradients_says_so() -> None:
+    """torch's out= operations cannot record gradients: with a sample requiring grad, out= was
+    torch's RuntimeError 'mul(): functions with out=... arguments don't support automatic
+    differentiation' from inside ddim_core.builtins. Now a ValueError names the argument; under
+    torch.no_grad() (nothing recorded) out= is written as before."""
+    torch = pytest.importorskip("torch")
+    x = torch.ones(2, 3, requires_grad=True)
+    out = (torch.empty(2, 3), torch.empty(2, 3))
+    with pytest.raises(ValueError, match="out= cannot record gradients: sample requires grad"):
+        dc.step(PLAN, torch.ones(2, 3), 500, x, out=out)
+    with pytest.raises(ValueError, match="model_output requires grad"):
+        dc.step(PLAN, x * 0.5, 500, torch.ones(2, 3), out=out)
+    with torch.no_grad():
+        got = dc.step(PLAN, x * 0.5, 500, x, out=out)
+    assert got.prev_sample is out[0]
+    assert torch.allclose(out[0], dc.step(PLAN, x * 0.5, 500, x).prev_sample)
