@@ -352,7 +352,9 @@ def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype:
         where = backends.default_device(xp) if device is None else device  # (the cache key)
         return _cached_table(sched, name, xp, device, dtype, where)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"device={device!r} is not a device of {xp.__name__} ({e})") from None
+        raise ValueError(  # (the library's reason says which: a device, or a dtype it lacks)
+            f"device={device!r} with dtype={dtype!r} is not supported by {xp.__name__} ({e})"
+        ) from None
 
 
 @backends.device_cache

@@ -186,3 +186,17 @@ def test_check_finite_must_be_a_bool_or_none() -> None:
     # check_finite="no" was truthy: it turned the check on
     with pytest.raises(TypeError, match="check_finite must be True, False or None, got 'no'"):
         dc.sample(lambda x, t: x, X, dc.DDIMConfig(), 3, check_finite="no")
+
+
+def test_table_dtype_a_device_lacks_names_the_dtype() -> None:
+    """alphas_cumprod on array-api-strict's no_float64 device with the default float64 said
+    "device=... is not a device of array_api_strict": the device is one; the dtype is not one
+    it has. The message now names both, and the library's reason."""
+    xs = pytest.importorskip("array_api_strict")
+    device = xs.Device("no_float64")
+    with pytest.raises(ValueError, match=r"dtype=array_api_strict\.float64") as info:
+        dc.alphas_cumprod(dc.DDIMConfig(), xp=xs, device=device)
+    assert "is not a device of" not in str(info.value)
+    assert "does not support" in str(info.value)  # array-api-strict's own reason
+    with pytest.raises(ValueError, match="device='nope'"):
+        dc.betas(dc.DDIMConfig(), device="nope")
