@@ -383,8 +383,9 @@ def _byte_span(x: Array) -> tuple[int, int] | None:
     """[first, last) byte addresses an array's elements occupy, or None when unknown."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
-        if x.layout != torch.strided:
-            return None  # sparse: no data pointer (its own storage, never a dense buffer's)
+        if x.layout != torch.strided or x.is_meta:
+            return None  # sparse: no data pointer (its own storage, never a dense buffer's);
+            # meta: no memory (every data pointer is 0)
         if x.is_contiguous():
             start = x.data_ptr()  # the common case, cheaply (out= checks run every step)
             return (start, start + x.nbytes)

@@ -367,10 +367,11 @@ def _is(weight: Any, value: float) -> bool:
 
 def _aliases(out: Any, inputs: tuple[Any, ...]) -> bool:
     """An output buffer sharing memory with an input would be read after being written. An
-    empty tensor has none to share (its data pointer is 0, as every other empty one's)."""
+    empty tensor has none to share (its data pointer is 0, as every other empty one's), nor
+    has a meta tensor."""
     strided = sys.modules["torch"].strided  # a sparse input has no data pointer of its own
     ptrs = {a.data_ptr() for a in inputs if a is not None and a.layout == strided}
-    return any(o.data_ptr() in ptrs for o in out if o.numel())
+    return any(o.data_ptr() in ptrs for o in out if o.numel() and not o.is_meta)  # (meta: 0)
 
 
 # Steps smaller than this (elements) leave numba alone unless out= asks for a fused kernel: the

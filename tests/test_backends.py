@@ -42,3 +42,17 @@ def test_out_with_torch_inputs_that_record_gradients_says_so() -> None:
         got = dc.step(PLAN, x * 0.5, 500, x, out=out)
     assert got.prev_sample is out[0]
     assert torch.allclose(out[0], dc.step(PLAN, x * 0.5, 500, x).prev_sample)
+
+
+def test_out_buffers_on_the_meta_device() -> None:
+    """Meta tensors have no memory: every data pointer is 0, so `overlaps` (and the torch
+    kernel's alias check) took any two for sharing memory, and out= on 'meta' (shape-only dry
+    runs) raised 'out[0] shares memory with sample'. Only the same tensor overlaps now."""
+    torch = pytest.importorskip("torch")
+    x = torch.ones(2, 3, device="meta")
+    out = (torch.empty(2, 3, device="meta"), torch.empty(2, 3, device="meta"))
+    assert not backends.overlaps(out[0], x) and backends.overlaps(x, x)
+    got = dc.step(PLAN, x * 0.5, 500, x, out=out)
+    assert got.prev_sample is out[0] and got.pred_original_sample is out[1]
+    with pytest.raises(ValueError, match=r"out\[0\] shares memory with sample"):
+        dc.step(PLAN, x * 0.5, 500, x, out=(x, out[1]))
