@@ -76,9 +76,11 @@ def namespace(**arrays: Array) -> Namespace:
                 f"{name} is a {_library(other)} array but {first_name} is a {_library(xp)} "
                 "array; pass arrays from one library"
             )
-        if device(x) != device(first):
+        where, first_where = device(x), device(first)
+        if where != first_where and where is not None and first_where is not None:
+            # (None: traced under jax.jit, on whichever device the computation runs)
             raise ValueError(
-                f"{name} is on device {device(x)!r} but {first_name} is on {device(first)!r}; "
+                f"{name} is on device {where!r} but {first_name} is on {first_where!r}; "
                 "move them to one device"
             )
     return xp

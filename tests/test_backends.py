@@ -56,3 +56,21 @@ def test_out_buffers_on_the_meta_device() -> None:
     assert got.prev_sample is out[0] and got.pred_original_sample is out[1]
     with pytest.raises(ValueError, match=r"out\[0\] shares memory with sample"):
         dc.step(PLAN, x * 0.5, 500, x, out=(x, out[1]))
+
+
+def test_jax_jit_with_a_concrete_array_beside_traced_ones() -> None:
+    """Under jax.jit a traced array has no device (None) while an array closed over has one:
+    `namespace` compared them and raised 'timestep is on device None but sample is on
+    CpuDevice(id=0); move them to one device' for arrays that are on one device."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    m = 0.5 * x
+    t = jnp.asarray([901, 801])
+    want = dc.step(PLAN, m, t, x).prev_sample
+    got = jax.jit(lambda t: dc.step(PLAN, m, t, x).prev_sample)(t)  # x, m: constants
+    assert jnp.allclose(got, want)
+    got = jax.jit(lambda x: dc.step(PLAN, m, t, x).prev_sample)(x)  # m, t: constants
+    assert jnp.allclose(got, want)
+    got = jax.jit(lambda x: dc.add_noise(PLAN, x, m, t))(x)
+    assert jnp.allclose(got, dc.add_noise(PLAN, x, m, t))
