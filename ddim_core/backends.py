@@ -572,7 +572,8 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
     table : array
         At least one dimension.
     indices : array
-        Integers in [0, table.shape[0]), already checked.
+        Integers in [0, table.shape[0]), already checked (JAX under jit: unchecked, and one
+        out of range, a negative one included, gathers NaN).
     xp : namespace
 
     Returns
@@ -593,6 +594,8 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
         if flat.dtype not in (torch.int64, torch.int32):  # what index_select takes
             flat = flat.to(torch.int64)
         return torch.index_select(table, 0, flat)
+    if array_api_compat.is_jax_array(flat):  # unread under jit: out of range gathers NaN, but
+        flat = xp.where(flat < 0, table.shape[0], flat)  # take wraps a negative index
     return xp.take(table, flat, axis=0)
 
 

@@ -74,3 +74,17 @@ def test_jax_jit_with_a_concrete_array_beside_traced_ones() -> None:
     assert jnp.allclose(got, want)
     got = jax.jit(lambda x: dc.add_noise(PLAN, x, m, t))(x)
     assert jnp.allclose(got, dc.add_noise(PLAN, x, m, t))
+
+
+def test_jax_jit_negative_timestep_gathers_nan_not_the_last_level() -> None:
+    """Under jax.jit timesteps cannot be read, and one out of range gathers NaN (documented:
+    `check_range_on_device`). A negative one wrapped instead: t = -1 silently stepped from
+    timestep 999, add_noise noised at 999."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = jnp.ones((2, 3))
+    step = jax.jit(lambda t: dc.step(PLAN, 0.5 * x, t, x).prev_sample)
+    got = step(jnp.asarray([-1, 901]))
+    assert bool(jnp.isnan(got[0]).all()) and not bool(jnp.isnan(got[1]).any())
+    noised = jax.jit(lambda t: dc.add_noise(PLAN, x, x, t))(jnp.asarray([-1, 5]))
+    assert bool(jnp.isnan(noised[0]).all()) and not bool(jnp.isnan(noised[1]).any())
