@@ -269,10 +269,8 @@ class FlowNet:
         return ((x - x0) / s).to(xc.dtype)
 
 
-@needs_comfyui
-def test_rectified_flow_models_take_eta_0_and_refuse_eta_above(comfy) -> None:  # type: ignore[no-untyped-def]
-    """On a FLOW model (model_sampling CONST) DDIM at eta 0 equals euler; eta > 0 is a clear
-    error (DDIM's stochastic step is not ComfyUI's RF euler_ancestral there)."""
+def _flow_model(comfy: types.SimpleNamespace) -> Any:
+    """A ComfyUI FLOW model (model_sampling CONST, as SD3 and Flux) around FlowNet, on the CPU."""
     import torch
 
     cpu = torch.device("cpu")
@@ -280,7 +278,16 @@ def test_rectified_flow_models_take_eta_0_and_refuse_eta_above(comfy) -> None:  
     flow = comfy.model_base.ModelType.FLOW
     base = comfy.model_base.BaseModel(config, model_type=flow, device=cpu)
     base.diffusion_model = FlowNet()
-    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    return comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+
+
+@needs_comfyui
+def test_rectified_flow_models_take_eta_0_and_refuse_eta_above(comfy) -> None:  # type: ignore[no-untyped-def]
+    """On a FLOW model (model_sampling CONST) DDIM at eta 0 equals euler; eta > 0 is a clear
+    error (DDIM's stochastic step is not ComfyUI's RF euler_ancestral there)."""
+    import torch
+
+    model = _flow_model(comfy)
     sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
     noise = comfy.custom.RandomNoise().get_noise(42)[0]
     empty = torch.zeros(1, 4, 8, 8)
@@ -314,12 +321,7 @@ def test_inversion_on_a_rectified_flow_model_takes_any_order(comfy) -> None:  # 
     by 1.7 and 1.7e-4 in a round trip)."""
     import torch
 
-    cpu = torch.device("cpu")
-    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
-    flow = comfy.model_base.ModelType.FLOW
-    base = comfy.model_base.BaseModel(config, model_type=flow, device=cpu)
-    base.diffusion_model = FlowNet()
-    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    model = _flow_model(comfy)
     sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
     low = comfy.custom.SplitSigmas().get_sigmas(sigmas, 1)[1]  # below sigma 1
     off = comfy.custom.DisableNoise().get_noise()[0]
