@@ -244,7 +244,7 @@ def invert(
                 check = check_finite if next(n) == 0 else False  # the solver's own iterates: no
                 return step(plan, _call(model, y, t, i, xp, check), t, y)
 
-            row = coefficients.row(StepKey(plan, 0.0, True), t)
+            row = _inverse_row(plan, t)
             c = implicit.vp_preconditioner(row)
             frame = implicit.frame(row)
             solved = implicit.solve_step(forward, x, frame, iters, tol, trail, c=c, history=history)
@@ -256,6 +256,15 @@ def invert(
         if callback is not None:
             callback(StepInfo(i, t, x, x0, calls, residual))
     return x
+
+
+def _inverse_row(plan: Any, t: int) -> coefficients.Row:
+    """The inverse step's Row up to `t`, read off the forward step from `t` (eta = 0: the
+    same two levels, swapped). Exact inversion only ever takes the forward step, so only its
+    validity counts: prediction_type='sample' cannot take plain inversion's step from
+    alpha_bar = 1, but the forward step down to there is fine."""
+    f = coefficients.row(StepKey(plan, 0.0, False), t)
+    return coefficients.Row(f.sqrt_ab_to, f.direction, f.sqrt_ab_from, f.sqrt_1m_ab_from, 0.0)
 
 
 def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:

@@ -170,3 +170,19 @@ def test_exact_inversion_of_empty_batches_and_single_values(shape, lib) -> None:
             back = dc.sample(model, z, config, 10)
             assert float(abs(back - x)) <= 1e-12
     assert all(info.model_calls == 0 for info in infos) == (0 in shape)
+
+
+@pytest.mark.parametrize("spacing", ["trailing", "leading"])
+def test_exact_inversion_of_sample_prediction_from_the_clean_level(spacing: str) -> None:
+    """prediction_type='sample' with set_alpha_to_one=True: plain inversion cannot leave
+    alpha_bar = 1 (no noise is recoverable there), but exact inversion only takes the forward
+    step, which can. It raised plain inversion's 'cannot step at timestep 99' (the inverse
+    row was read only for its levels)."""
+    config = CONFIG.replace(prediction_type="sample", timestep_spacing=spacing)
+    model = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], config)
+    x0 = sample(model, np.random.default_rng(4).standard_normal((50, 2)), config, 30)
+    z = invert(model, x0, config, 30, fixed_point_iters=30, tol=1e-10)
+    assert np.abs(sample(model, z, config, 30) - x0).max() <= 1e-6
+    with pytest.raises(ValueError, match="cannot step at timestep"):
+        invert(model, x0, config, 30)  # plain inversion still cannot
+
