@@ -176,6 +176,12 @@ def vp_preconditioner(row: Row) -> float:
     -------
     float
 
+    Raises
+    ------
+    ValueError
+        A step from alpha_bar = 1 straight to alpha_bar = 0 (zero terminal SNR in one step):
+        its forward step returns the model's x0_pred, of slope 0 in x_t, and has no inverse.
+
     Examples
     --------
     >>> import ddim_core as dc
@@ -185,7 +191,14 @@ def vp_preconditioner(row: Row) -> float:
     >>> round(vp_preconditioner(row), 6) == round(frame(row).c, 6)
     True
     """
-    return 1.0 / float(row.sqrt_ab_from * row.sqrt_ab_to + row.sqrt_1m_ab_from * row.direction)
+    slope = float(row.sqrt_ab_from * row.sqrt_ab_to + row.sqrt_1m_ab_from * row.direction)
+    if slope <= 0.0:
+        raise ValueError(
+            "exact inversion cannot solve a step from alpha_bar = 1 straight to alpha_bar = 0 "
+            "(zero terminal SNR in one step): its forward step returns the model's x0_pred "
+            "whatever x_T is; take more than one step, or plain inversion"
+        )
+    return 1.0 / slope
 
 
 class Trail(NamedTuple):

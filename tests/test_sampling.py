@@ -186,3 +186,15 @@ def test_exact_inversion_of_sample_prediction_from_the_clean_level(spacing: str)
     with pytest.raises(ValueError, match="cannot step at timestep"):
         invert(model, x0, config, 30)  # plain inversion still cannot
 
+
+def test_exact_inversion_refuses_one_step_from_clean_to_zero_snr() -> None:
+    """One step from alpha_bar = 1 straight to alpha_bar = 0 (zero terminal SNR): the forward
+    step returns the model's x0_pred, whose slope in x_T is cos(pi / 2) = 0, so it has no
+    inverse. It raised ZeroDivisionError from implicit.vp_preconditioner."""
+    config = CONFIG.replace(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    model = GaussianMixture.create([[1.0, 0.0]], [0.5], config)
+    x0 = np.zeros((2, 2))
+    with pytest.raises(ValueError, match="alpha_bar = 1 straight to alpha_bar = 0"):
+        invert(model, x0, config, 1, fixed_point_iters=3)
+    z = invert(model, x0, config, 2, fixed_point_iters=30, tol=1e-12)  # two steps invert
+    assert np.abs(sample(model, z, config, 2) - x0).max() <= 1e-9
