@@ -582,6 +582,9 @@ def invert_belm(
 ) -> State:
     """O-BELM inversion: z_{N-1} by plain DDIM inversion of x_0, then `sample_belm`'s step
     solved for z_{k-1} (explicit: divide by (h / H)^2). Returns (z_0, z_1); 1 call per step.
+    Where the last step does not move (set_alpha_to_one=False and a plan ending at t = 0:
+    h = 0), it gives z_N = z_{N-1}: z_{N-1} = x_0, the plain inversion starts a step earlier,
+    and the loop makes one call (and one callback) fewer.
 
     Parameters
     ----------
@@ -636,8 +639,12 @@ def invert_belm(
         return cw.divide(rest, k(a), xp), x0
 
     origin = ("belm", plan.timesteps, None, config)
+    # a last step that does not move (alpha_bar_0 to alpha_bar_0: set_alpha_to_one=False, a
+    # plan ending at t = 0) has weight (h / H)^2 = 0 on z_{N-2}: it fixes z_{N-1} = x_0 instead
+    n = plan.num_inference_steps
+    still = int(n > 1 and _level(plan, n) == _level(plan, n - 1))
     return _invert_two_step(
-        model, x_0, plan, update, progress, callback, check_finite, origin, precision
+        model, x_0, plan, update, progress, callback, check_finite, origin, precision, still
     )
 
 
@@ -686,17 +693,20 @@ def _invert_two_step(
     check_finite: bool | None,
     origin: Origin,
     precision: str | None,
+    still: int = 0,
 ) -> State:
     """Invert a two-step sampler: z_{N-1} by plain DDIM inversion of z_N = x_0, then
     z_{k-1} = update(z_{k+1}, z_k, model(z_k, L_k), ...) for k = N-1 .. 1 (step index i = k),
-    the states compensated pairs (the model and `update`'s transfers see z_k's hi)."""
+    the states compensated pairs (the model and `update`'s transfers see z_k's hi). With
+    `still` = 1 the last step does not move (z_{N-1} = z_N = x_0, no model call): the same
+    from N - 1."""
     name = origin[0].upper()
     xp = backends.namespace(x_0=x_0)
     work, dtype = _dtypes(xp, x_0.dtype, precision, None)
     k = _constants(xp, work)
-    n = plan.num_inference_steps
+    n = plan.num_inference_steps - still
     z_next = cw.Pair.of(backends.cast(xp, x_0, work), xp)
-    last = plan.timesteps[-1]
+    last = plan.timesteps[n - 1]
     out = _evaluate(model, z_next.hi, last, 0, xp, check_finite, dtype)
     first, x0 = inverse_step(plan, out, last, z_next.hi)
     z = cw.Pair.of(backends.materialize(first), xp)

@@ -314,3 +314,21 @@ def test_float64_precision_where_the_library_makes_float32_of_it() -> None:
     x0 = jax.numpy.ones((2, 2), dtype=jax.numpy.float32)
     with jax.enable_x64(False), pytest.raises(ValueError, match="enable jax_enable_x64"):
         R.invert_bdia(guided(MIXTURE, COND, 3.0), x0, SD, 5, precision="float64")
+
+
+@pytest.mark.parametrize("spacing", ["leading", "linspace"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_last_step_that_does_not_move(method: str, spacing: str) -> None:
+    """set_alpha_to_one=False with a plan ending at t = 0: the last step goes from alpha_bar_0
+    to alpha_bar_0 and does not move. BELM's weight of z_{k-1} is (h / H)^2 = 0 there, so
+    invert_belm divided by zero and returned NaN; now z_{N-1} = x_0 (what that step gives) and
+    the inversion starts one step earlier."""
+    config = dc.DDIMConfig(clip_sample=False, set_alpha_to_one=False, timestep_spacing=spacing)
+    mixture = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], config)
+    model = guided(mixture, mixture.component(0), 3.0)
+    x0 = real_data(16)
+    invert, sample, _ = METHODS[method]
+    for n in (1, 2, 10):
+        state = invert(model, x0, config, n)
+        assert all(np.isfinite(a).all() for a in state)
+        assert np.array_equal(sample(model, state, config, n), x0)
