@@ -83,6 +83,7 @@ from typing import Any, NamedTuple
 from . import backends
 from .backends import Array, Namespace
 from .coefficients import Row
+from .config import check_int, check_real
 
 CAP = 10.0  # the longest update accepted, in plain (fixed-point) steps
 REACH = 2.0  # the warm start extrapolates at most this many times the last change of eps
@@ -454,9 +455,10 @@ def solve_step(
     Raises
     ------
     ValueError
-        No frame and no `c`.
+        No frame and no `c`; refinements < 0, history < 1, tol <= 0 or not finite.
     TypeError
-        A `dtype` that is neither x_src's dtype nor one whose work dtype x_src's is.
+        A `dtype` that is neither x_src's dtype nor one whose work dtype x_src's is; a
+        refinements or history that is not an integer, a tol that is not a real number.
 
     Examples
     --------
@@ -471,6 +473,10 @@ def solve_step(
     >>> solve_step(forward, target, f, 2, None, dtype=np.float16).x_t.dtype
     dtype('float16')
     """
+    refinements = check_int("refinements", refinements, low=0)
+    history = check_int("history", history, low=1)
+    if tol is not None and check_real("tol", tol) <= 0:  # else it never stops, or at once
+        raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
     xp = backends.namespace(x_src=x_src)
     trail = Trail() if trail is None else trail
     dtype = _iterates_dtype(xp, x_src, dtype)

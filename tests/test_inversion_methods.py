@@ -500,3 +500,23 @@ def test_warm_start_falls_back_on_uneven_or_non_finite_trails() -> None:
     with np.errstate(over="ignore", invalid="ignore"):
         start = implicit.warm_start(x_src, frame, bad)
     np.testing.assert_allclose(start, 0.1 * 1.7e308)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"refinements": -1}, ValueError, "refinements must be >= 0"),
+        ({"refinements": 2.0}, TypeError, "refinements must be an integer"),
+        ({"tol": -1.0}, ValueError, "tol=-1.0 must be a number > 0"),
+        ({"tol": math.nan}, ValueError, "tol=nan must be a finite number"),
+        ({"tol": True}, TypeError, "tol must be a real number"),
+        ({"history": 0}, ValueError, "history must be >= 1"),
+    ],
+)
+def test_solve_step_refuses_bad_options_by_name(options, error, message) -> None:  # type: ignore[no-untyped-def]
+    """solve_step is public: refinements=-1 raised TypeError from inside (None & bool), a
+    negative or NaN tol never stopped, history=0 quietly dropped Anderson."""
+    frame = implicit.Frame(1.0, 1.0, 0.0, 0.5)
+    args = {"refinements": 2, "tol": None, **options}
+    with pytest.raises(error, match=message):
+        implicit.solve_step(lambda y: (y - 0.25 * y, y), np.ones((1, 1)), frame, **args)
