@@ -70,7 +70,8 @@ def test_sampling_error_is_first_order() -> None:
 
 @pytest.mark.parametrize("prediction", ["sample", "v_prediction"])
 def test_exact_inversion_other_prediction_types(prediction: str) -> None:
-    # sample prediction cannot invert from alpha_bar = 1: end at alpha_bar_0 instead
+    # plain inversion of sample prediction cannot start at alpha_bar = 1 (exact inversion can:
+    # test_exact_inversion_of_sample_prediction_from_the_clean_level); end at alpha_bar_0 here
     config = CONFIG.replace(prediction_type=prediction, set_alpha_to_one=False)
     model = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], config)
     x0 = sample(model, np.random.default_rng(4).standard_normal((50, 2)), config, 30)
