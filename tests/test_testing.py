@@ -58,6 +58,8 @@ def test_configs_vary_only_what_is_named() -> None:
     check()
     with pytest.raises(ValueError, match="unknown options"):
         dst.configs("num_steps")
+    with pytest.raises(ValueError, match=r"unknown options \['clip_sampel'\]"):
+        dst.configs(clip_sampel=False)  # a misspelt fixed option was dropped: it varied
 
 
 @given(bad=dst.invalid_configs())
@@ -147,6 +149,31 @@ def test_a_failure_names_config_timestep_element_and_size() -> None:
         "float32",
     ):
         assert part in message, message
+
+
+def test_per_sample_timesteps_are_one_per_batch_element() -> None:
+    """Timesteps that are neither one nor one per sample are an error, not a partial check:
+    with 3 timesteps for a batch of 2 the third compared empty arrays (a pass), with 2 for a
+    batch of 3 the third sample was never compared."""
+    plan = reference.make_plan(dc.DDIMConfig(clip_sample=False), 10)
+    x, m = np.random.default_rng(0).standard_normal((2, 3, 2, 4))
+    good = reference.per_sample(plan, m, [899, 799, 699], x)
+    assert_step_close(good, plan, m, [899, 799, 699], x)
+    for wrong, rows in (([899, 799], 3), ([899, 799, 699, 599], 3)):
+        with pytest.raises(ValueError, match=f"{len(wrong)} timesteps for a batch of {rows}"):
+            assert_step_close(good, plan, m, wrong, x)
+
+
+def test_per_sample_steps_on_the_meta_device_compare_shapes() -> None:
+    """On torch's meta device each sample's row is compared by shape, as a whole batch is:
+    the whole batch was compared with one sample's shape, a failure for any correct step."""
+    torch = pytest.importorskip("torch")
+    plan = reference.make_plan(dc.DDIMConfig(clip_sample=False), 10)
+    x, m = np.random.default_rng(0).standard_normal((2, 2, 2, 4))
+    meta = torch.empty((2, 2, 4), device="meta")
+    assert_step_close((meta, meta), plan, m, [899, 799], x)
+    with pytest.raises(AssertionError, match="shape"):
+        assert_step_close((meta[:, :1], meta), plan, m, [899, 799], x)
 
 
 def test_tolerances_scale_with_dtype_and_magnitude() -> None:

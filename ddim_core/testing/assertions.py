@@ -162,7 +162,8 @@ def assert_step_close(
     tolerance(dtype) * scale * TINY[dtype] (`assert_array_close`).
 
     `plan`: a `reference.Plan` or `ddim_core.Plan` (its t_prev and table are used), or a
-    `(config, num_inference_steps)` pair. `timestep`: an int, or one per sample.
+    `(config, num_inference_steps)` pair. `timestep`: an int, or one per sample (another
+    count is a ValueError).
     """
     if isinstance(plan, tuple):
         plan = reference.make_plan(*plan)
@@ -173,6 +174,10 @@ def assert_step_close(
     ts = [int(t) for t in np.asarray(to_numpy(timestep, np.int64)).reshape(-1)]
     if len(ts) == 1:
         rows: list[Any] = [(slice(None), ts[0])]
+    elif len(ts) != len(x):  # rows past the batch would compare empty arrays, or none
+        raise ValueError(
+            f"timestep: {len(ts)} timesteps for a batch of {len(x)}; give one, or one per sample"
+        )
     else:
         rows = [(slice(i, i + 1), t) for i, t in enumerate(ts)]
         prev, x0 = (a if a is None or _is_meta(a) else to_numpy(a, None) for a in (prev, x0))
@@ -196,7 +201,7 @@ def assert_step_close(
         ):
             if value is None:
                 continue
-            part = value if len(ts) == 1 or _is_meta(value) else value[i]
+            part = value if len(ts) == 1 else value[i]  # a meta row: its shape
             assert_array_close(
                 part, exact, dtype, scale=scale, magnitude=size_, what=name, context=context
             )

@@ -82,8 +82,8 @@ def configs(*vary: str, **fixed: Any) -> SearchStrategy[dc.DDIMConfig]:
     values; zero SNR draws sample or v prediction (epsilon cannot take the first step of a
     trailing plan there) unless prediction_type is fixed.
     """
-    unknown = sorted(set(vary) - set(ORDER))
-    if unknown:
+    unknown = sorted((set(vary) | set(fixed)) - set(ORDER))
+    if unknown:  # a misspelt fixed option would be dropped, and the option vary
         raise ValueError(f"unknown options {unknown}; options: {list(ORDER)}")
     names = set(vary or (set(ORDER) - set(fixed)))
     return _configs(frozenset(names), tuple(fixed.items()))
