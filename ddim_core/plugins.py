@@ -3,8 +3,10 @@
 Built-in backends and adapters are entry points of the ddim-core distribution itself, loaded
 the same way as a third party's. Hooks are called by pluggy (firstresult, ordering, wrappers
 as pluggy defines them); each hook implementation is guarded when it is registered, so a
-plugin that fails to import, fails pluggy's validation (`check_pending()` included) or raises
-in a hook is reported with a `PluginWarning` naming it and left out; the core keeps working.
+plugin that fails to import, fails pluggy's validation (`check_pending()` included), raises
+in a hook or answers what its hook does not allow (`ddim_core_adapter` no Adapter,
+`ddim_core_step_kernel` nothing callable) is reported with a `PluginWarning` naming it and
+left out; the core keeps working.
 `DDIM_CORE_BLOCK_PLUGINS=name1,name2` blocks plugins by entry-point name.
 """
 
@@ -62,11 +64,26 @@ class PluginWarning(UserWarning):
 
 
 class _PluginFailed(Exception):
-    """A hook implementation raised; the original exception is the __cause__."""
+    """A hook implementation raised (the original exception is the __cause__), or returned
+    what its hook does not allow (`what`: the answer, described)."""
 
-    def __init__(self, plugin: str, hook: str) -> None:
+    def __init__(self, plugin: str, hook: str, what: str = "") -> None:
         super().__init__(plugin, hook)
-        self.plugin, self.hook = plugin, hook
+        self.plugin, self.hook, self.what = plugin, hook, what
+
+    def warn(self) -> None:
+        if self.what:
+            _warn(self.plugin, f"returned {self.what}", None)
+        else:
+            _warn(self.plugin, f"raised in {self.hook}", self.__cause__)
+
+
+# What a hook may answer besides None, checked where the answer is not on a per-step path
+# (an adapter's is read by every `ddim-core` command, a kernel's once per type and dtype).
+_ANSWERS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "ddim_core_adapter": ("an Adapter", lambda answer: isinstance(answer, Adapter)),
+    "ddim_core_step_kernel": ("a callable", callable),
+}
 
 
 class _Manager(pluggy.PluginManager):
@@ -108,6 +125,7 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
     also those of its code after the yield)."""
     fn: Callable[..., Any] = impl.function
     plugin = impl.plugin_name
+    kind, allowed = _ANSWERS.get(hook, ("anything", lambda answer: True))
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -117,6 +135,13 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
         except Exception as exc:
             raise _PluginFailed(plugin, hook) from exc
 
+    def guarded_answer(*args: Any, **kwargs: Any) -> Any:
+        answer = guarded(*args, **kwargs)
+        if answer is not None and not allowed(answer):
+            what = f"{type(answer).__name__} {answer!r:.60} in {hook}, not None or {kind}"
+            raise _PluginFailed(plugin, hook, what)
+        return answer
+
     def guarded_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         try:
             return (yield from fn(*args, **kwargs))
@@ -125,7 +150,11 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
         except Exception as exc:
             raise _PluginFailed(plugin, hook) from exc
 
-    return functools.wraps(fn)(guarded_wrapper if impl.wrapper or impl.hookwrapper else guarded)
+    if impl.wrapper or impl.hookwrapper:
+        return functools.wraps(fn)(guarded_wrapper)
+    if hook in _ANSWERS:
+        return functools.wraps(fn)(guarded_answer)
+    return functools.wraps(fn)(guarded)
 
 
 def _built_once(build: Callable[[], T]) -> Any:
@@ -223,7 +252,9 @@ def _check_pending(pm: pluggy.PluginManager) -> None:
 
 def _warn(name: str, what: str, exc: BaseException | None) -> None:
     warnings.warn(
-        f"ddim-core plugin {name!r} {what}: {type(exc).__name__}: {exc}; it is skipped "
+        f"ddim-core plugin {name!r} {what}"
+        + (f": {type(exc).__name__}: {exc}" if exc is not None else "")
+        + f"; it is skipped "
         f"(set {BLOCK_ENV}={name} to silence this)",
         PluginWarning,
         stacklevel=3,
@@ -266,7 +297,7 @@ def call(hook: str, only: str | None = None, **kwargs: Any) -> Any:
                         return result
                 return None
             except _PluginFailed as failed:  # as below: left out, and asked again without it
-                _warn(failed.plugin, f"raised in {failed.hook}", failed.__cause__)
+                failed.warn()
                 pm.unregister(name=failed.plugin)
     while True:
         caller = getattr(pm.hook, hook)
@@ -276,7 +307,7 @@ def call(hook: str, only: str | None = None, **kwargs: Any) -> Any:
         try:
             return caller(**kwargs)
         except _PluginFailed as failed:
-            _warn(failed.plugin, f"raised in {failed.hook}", failed.__cause__)
+            failed.warn()
             pm.unregister(name=failed.plugin)
 
 

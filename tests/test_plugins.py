@@ -582,6 +582,37 @@ def test_a_kernel_returning_neither_a_pair_nor_none_is_named_in_the_error(fresh)
         dc.step(plan, np.ones(2), 500, np.ones(2))
 
 
+def test_a_plugin_returning_garbage_is_warned_about_and_left_out(fresh) -> None:  # type: ignore[no-untyped-def]
+    """An adapter hook answering no Adapter broke `adapters()`, hence `ddim-core plugins` and
+    every `ddim-core` command (AttributeError); a kernel hook answering no callable broke
+    every step ('int' object is not callable). Both are left out as a raising plugin is."""
+
+    class Garbage:
+        @hookimpl
+        def ddim_core_adapter(self):  # type: ignore[no-untyped-def]
+            return "not an adapter"
+
+    class NoKernel:
+        @hookimpl
+        def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+            return 3
+
+    fresh.register(Garbage(), name="garbage")
+    with pytest.warns(plugins.PluginWarning, match="'garbage' returned str 'not an adapter'"):
+        assert "diffusers" in plugins.adapters()
+    assert not fresh.has_plugin("garbage")
+    fresh.register(Garbage(), name="garbage")
+    with pytest.warns(plugins.PluginWarning, match="'garbage' returned"):
+        assert "garbage" not in {row["name"] for row in plugins.describe()}
+    fresh.register(NoKernel(), name="no-kernel")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    with pytest.warns(plugins.PluginWarning, match="'no-kernel' returned int 3 .*a callable"):
+        got = dc.step(plan, np.ones(2), 500, np.ones(2))
+    want = reference.step(plan, np.ones(2), 500, np.ones(2))[0]
+    np.testing.assert_allclose(got.prev_sample, want, rtol=1e-12)
+    assert not fresh.has_plugin("no-kernel")
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
