@@ -365,6 +365,27 @@ def test_the_docs_page_holds_the_reports_the_check_prints() -> None:
         )
 
 
+def test_a_target_in_the_current_directory_is_found_as_python_m_finds_it(
+    tmp_path: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    """The `ddim-core` console script's sys.path starts at its bin directory, not the current
+    one: `ddim-core check my_scheduler:Mine` next to my_scheduler.py said "cannot import
+    'my_scheduler'" (exit 2) where `python -m ddim_core check` found it."""
+    (tmp_path / "my_ddim_scheduler.py").write_text(
+        "from ddim_core.testing.reference import ReferenceScheduler as Mine\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    script_path = [p for p in sys.path if p not in ("", os.getcwd())]
+    monkeypatch.setattr(sys, "path", script_path)
+    try:
+        args = ["check", "my_ddim_scheduler:Mine", "--area", "timesteps"]
+        assert cli.main(args) == 0, capsys.readouterr().err
+    finally:
+        sys.modules.pop("my_ddim_scheduler", None)
+    assert "timesteps  pass" in capsys.readouterr().out
+    assert sys.path == script_path  # the directory is taken for the check only
+
+
 def test_the_check_runs_as_a_command() -> None:
     out = subprocess.run(
         [
