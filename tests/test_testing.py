@@ -151,6 +151,15 @@ def test_a_failure_names_config_timestep_element_and_size() -> None:
         assert part in message, message
 
 
+def test_backends_of_unknown_names_are_named_in_the_error() -> None:
+    """A misspelt backend said "no backend runs float64 here", as if none were installed."""
+    with pytest.raises(ValueError, match=r"unknown backends \['pytorch'\]; backends: numpy, "):
+        dst.backends(only=["numpy", "pytorch"])
+    with pytest.raises(ValueError, match=r"unknown backends \['jaxx'\]"):
+        dst.backends(exclude=["jaxx"])
+    dst.backends(only=["numpy"])
+
+
 def test_per_sample_timesteps_are_one_per_batch_element() -> None:
     """Timesteps that are neither one nor one per sample are an error, not a partial check:
     with 3 timesteps for a batch of 2 the third compared empty arrays (a pass), with 2 for a

@@ -30,7 +30,7 @@ from ddim_core.config import (
     PREV_TIMESTEP_RULES,
 )
 
-from .backends import FLOAT_DTYPES, Backend, round_to, runnable
+from .backends import BACKENDS, FLOAT_DTYPES, Backend, round_to, runnable
 
 # Bounded and derandomized: the same examples on every run, for CI (profile "ddim-core-ci").
 CI = settings(
@@ -241,6 +241,10 @@ def backends(
 ) -> SearchStrategy[Backend]:
     """A backend of the matrix (library and device) that runs here and holds `dtype`; `only`
     (names) limits the choice, and the libraries imported, to those."""
+    known = [b.name for b in BACKENDS]
+    unknown = sorted(set(exclude).union(only or ()) - set(known))
+    if unknown:  # else a misspelt name reads as "no backend runs here"
+        raise ValueError(f"unknown backends {unknown}; backends: {', '.join(known)}")
     found = runnable(dtype=dtype, exclude=exclude, only=only)
     if not found:
         raise ValueError(f"no backend runs {dtype} here")
