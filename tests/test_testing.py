@@ -173,6 +173,17 @@ def test_per_sample_timesteps_are_one_per_batch_element() -> None:
             assert_step_close(good, plan, m, wrong, x)
 
 
+def test_timesteps_outside_the_training_range_are_named() -> None:
+    """A timestep outside [0, num_train_timesteps) is a ValueError naming it: 1000 was NumPy's
+    IndexError, and -1 read the table's last level (a check against the wrong step)."""
+    plan = reference.make_plan(dc.DDIMConfig(clip_sample=False), 10)
+    x, m = np.random.default_rng(0).standard_normal((2, 2, 3))
+    good = reference.per_sample(plan, m, [899, 799], x)
+    for wrong in (1000, -1, [899, 1000]):
+        with pytest.raises(ValueError, match=r"timestep: \[(1000|-1)\] outside \[0, 1000\)"):
+            assert_step_close(good, plan, m, wrong, x)
+
+
 def test_per_sample_steps_on_the_meta_device_compare_shapes() -> None:
     """On torch's meta device each sample's row is compared by shape, as a whole batch is:
     the whole batch was compared with one sample's shape, a failure for any correct step."""

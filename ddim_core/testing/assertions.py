@@ -163,7 +163,7 @@ def assert_step_close(
 
     `plan`: a `reference.Plan` or `ddim_core.Plan` (its t_prev and table are used), or a
     `(config, num_inference_steps)` pair. `timestep`: an int, or one per sample (another
-    count is a ValueError).
+    count, or one outside [0, num_train_timesteps), is a ValueError).
     """
     if isinstance(plan, tuple):
         plan = reference.make_plan(*plan)
@@ -172,6 +172,10 @@ def assert_step_close(
     x, m = to_numpy(sample), to_numpy(model_output)
     z = None if noise is None or eta == 0 or inverse else to_numpy(noise)
     ts = [int(t) for t in np.asarray(to_numpy(timestep, np.int64)).reshape(-1)]
+    steps = plan.config.num_train_timesteps
+    outside = [t for t in ts if not 0 <= t < steps]
+    if outside:  # else NumPy's IndexError, or a negative index read from the table's end
+        raise ValueError(f"timestep: {outside} outside [0, {steps}) (num_train_timesteps)")
     if len(ts) == 1:
         rows: list[Any] = [(slice(None), ts[0])]
     elif len(ts) != len(x):  # rows past the batch would compare empty arrays, or none
