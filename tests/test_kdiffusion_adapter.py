@@ -519,3 +519,23 @@ def test_a_table_value_outside_0_1_is_named(index: int, bad: float) -> None:
     match = rf"values in \[0, 1\], got alphas_cumprod\[{index}\] = {bad}"
     with pytest.raises(ValueError, match=match):
         dk.get_sigmas_ddim(table, 2)
+
+
+def test_a_noise_sampler_that_returns_none_is_refused_not_skipped() -> None:
+    """eta = 1 with a noise_sampler returning None sampled without noise (the eta = 1
+    direction, no variance: a silently wrong sample); k-diffusion raises there too."""
+    sigmas = torch.tensor([2.0, 1.0, 0.5, 0.0])
+    with pytest.raises(TypeError, match=r"noise_sampler returned None"):
+        dk.sample_ddim(
+            lambda x, s: 0.5 * x, torch.ones(1, 2), sigmas, eta=1.0, noise_sampler=lambda a, b: None
+        )
+
+
+@pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse])
+def test_a_model_that_returns_none_is_named(sampler: Any) -> None:
+    """It raised "AttributeError: 'NoneType' object has no attribute 'shape'"."""
+    sigmas = torch.tensor([2.0, 1.0, 0.0])
+    if sampler is dk.sample_ddim_inverse:
+        sigmas = sigmas.flip(0)
+    with pytest.raises(TypeError, match=r"the model returned None"):
+        sampler(lambda x, s: None, torch.ones(1, 2), sigmas, disable=True)

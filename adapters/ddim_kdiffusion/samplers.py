@@ -125,13 +125,12 @@ def sample_ddim(
             if denoised is None:
                 denoised = _denoised(model, x, s_in * levels[i], extra_args)
             _report(callback, x, i, sigmas[i], denoised)
-            z = None
+            noise = None
             if eta > 0 and levels[i + 1] > 0:
                 assert noise_sampler is not None
-                z = noise_sampler(sigmas[i], sigmas[i + 1])
+                noise = _checked_noise(noise_sampler(sigmas[i], sigmas[i + 1]), x) * s_noise
             if levels[i + 1] == levels[i]:
                 continue  # zero-length: x, its level and so the model output stay
-            noise = None if z is None else _checked_noise(z, x) * s_noise
             x, denoised = _transfer(x, denoised, rows[i], _SAMPLE, noise), None
     return x
 
@@ -386,6 +385,8 @@ def _check_call(model: Any, x: Array, extra_args: Any, callback: Any) -> dict[st
 def _denoised(model: Callable[..., Array], x: Array, sigma: Array, extra: dict[str, Any]) -> Array:
     """model(x, sigma, **extra), checked: an array of x's library, device and shape."""
     out = model(x, sigma, **extra)
+    if out is None:  # namespace skips None
+        raise TypeError("the model returned None; it must return the denoised x, shaped like x")
     try:
         backends.namespace(x=x, denoised=out)
     except (TypeError, ValueError) as e:
@@ -399,6 +400,9 @@ def _denoised(model: Callable[..., Array], x: Array, sigma: Array, extra: dict[s
 
 
 def _checked_noise(z: Array, x: Array) -> Array:
+    """noise_sampler's output, checked: an array of x's library, device and shape."""
+    if z is None:  # namespace skips None: the step would silently go without noise
+        raise TypeError("noise_sampler returned None; it must return noise shaped like x")
     try:
         backends.namespace(x=x, noise=z)
     except (TypeError, ValueError) as e:
