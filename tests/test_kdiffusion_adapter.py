@@ -539,3 +539,22 @@ def test_a_model_that_returns_none_is_named(sampler: Any) -> None:
         sigmas = sigmas.flip(0)
     with pytest.raises(TypeError, match=r"the model returned None"):
         sampler(lambda x, s: None, torch.ones(1, 2), sigmas, disable=True)
+
+
+@pytest.mark.parametrize(
+    ("source", "options"),
+    [
+        ("config", {"device": "nope"}),
+        ("table", {"device": "nope"}),
+        ("config", {"xp": np, "device": "gpu"}),
+        ("table", {"xp": np, "device": "gpu"}),
+    ],
+)
+def test_a_device_the_library_lacks_is_named(source: str, options: dict[str, Any]) -> None:
+    """device="nope" gave torch's RuntimeError 'Expected one of cpu, cuda, ... device type at
+    start of device string: nope' (NumPy's ValueError "Unsupported device for NumPy: 'gpu'"),
+    naming no argument, where dc.alphas_cumprod(..., device=) names it."""
+    config = dc.DDIMConfig()
+    first = config if source == "config" else torch.from_numpy(dc.schedule(config).alphas_cumprod)
+    with pytest.raises(ValueError, match=rf"device={options['device']!r}.* is not supported"):
+        dk.get_sigmas_ddim(first, 4, **options)

@@ -322,7 +322,10 @@ def get_sigmas_ddim(
         return _converted(host, table_xp, device, dtype, of_table)
     out_xp = _result_namespace(xp)
     if dtype is None:  # the library's default floating dtype
-        dtype = out_xp.asarray(0.0, device=device).dtype
+        try:
+            dtype = out_xp.asarray(0.0, device=device).dtype
+        except (ValueError, RuntimeError) as e:
+            raise _device_error(out_xp, device, dtype, e) from None
     return _converted(host, out_xp, device, dtype)
 
 
@@ -512,12 +515,20 @@ def _converted(host: np.ndarray, xp: Any, device: Any, dtype: Any, of_table: boo
         floating = backends.is_real_floating(xp, out)
     except TypeError:  # not a dtype of xp's library
         floating = False
+    except (ValueError, RuntimeError) as e:  # not a device of it (torch: RuntimeError)
+        raise _device_error(xp, device, dtype, e) from None
     if not floating:
         raise TypeError(
             f"{where} must be a real floating dtype of {xp.__name__}, got {dtype!r}; "
             "pass dtype= (e.g. float32)"
         )
     return out
+
+
+def _device_error(xp: Any, device: Any, dtype: Any, e: Exception) -> ValueError:
+    """As ddim_core's tables say it: the library's own reason names a device or a dtype."""
+    with_dtype = "" if dtype is None else f" with dtype={dtype!r}"
+    return ValueError(f"device={device!r}{with_dtype} is not supported by {xp.__name__} ({e})")
 
 
 def _eps_at(
