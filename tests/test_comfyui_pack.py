@@ -493,3 +493,13 @@ def test_v1_nodes_and_sampler_list_registration(fake_comfy) -> None:  # type: ig
     assert fake_comfy.samplers.SAMPLER_NAMES.count("ddim_core") == 1
     assert fake_comfy.k_sampling.sample_ddim_core is core.sample_ddim_core
     assert not hasattr(fake_comfy.k_sampling, "sample_ddim_core_inverse")
+
+
+def test_schedule_at_denoise_0_is_empty_float32_on_the_cpu_too() -> None:
+    """denoise 0 returned an empty tensor in the table's dtype on its device (float64 here),
+    where the docstring and ComfyUI's BasicScheduler give float32 on the CPU."""
+    ab = dc.schedule(dc.DDIMConfig()).alphas_cumprod
+    model = FakeModel(types.SimpleNamespace(sigmas=torch.tensor(np.sqrt((1 - ab) / ab))))
+    for denoise in (0.0, 1.0):
+        out = core.ddim_sigmas(model, 10, "trailing", 0, denoise)
+        assert (out.dtype, out.device.type) == (torch.float32, "cpu")

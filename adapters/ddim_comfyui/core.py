@@ -285,8 +285,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
             "DDIM Schedule needs a model with a discrete noise schedule (model_sampling.sigmas); "
             f"got {type(model_sampling).__name__}"
         )
-    if denoise <= 0.0:
-        return table.new_zeros((0,))
+    if denoise <= 0.0:  # no step; float32 on the CPU, as the plan's sigmas
+        return table.new_zeros((0,)).float().cpu()
     total = min(steps if denoise >= 1.0 else int(steps / denoise), table.shape[0])
     if spacing == "leading" and total == table.shape[0]:  # its last timestep: total - 1 + offset
         total = max(total - steps_offset, 1)
