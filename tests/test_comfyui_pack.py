@@ -503,3 +503,12 @@ def test_schedule_at_denoise_0_is_empty_float32_on_the_cpu_too() -> None:
     for denoise in (0.0, 1.0):
         out = core.ddim_sigmas(model, 10, "trailing", 0, denoise)
         assert (out.dtype, out.device.type) == (torch.float32, "cpu")
+
+
+@pytest.mark.parametrize("eta", [None, "0.5"])
+def test_sampler_refuses_an_eta_that_is_not_a_number_by_name(eta: object) -> None:
+    """It raised "'>' not supported between instances of 'NoneType' and 'int'" before
+    sample_ddim's own check, naming no argument."""
+    sigmas = torch.tensor([1.0, 0.0])
+    with pytest.raises(TypeError, match=r"eta must be a real number"):
+        core.sample_ddim_core(lambda x, s: 0 * x, torch.ones(1, 2), sigmas, eta=eta, disable=True)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from typing import Any
 
 from ddim_kdiffusion import get_sigmas_ddim, sample_ddim, sample_ddim_inverse
 
-from ddim_core.config import TIMESTEP_SPACINGS
+from ddim_core.config import TIMESTEP_SPACINGS, check_nonnegative
 from ddim_core.plugins import standard_normal
 
 # The stock KSampler's list: sampling only. It always adds noise before sampling, so inversion
@@ -72,8 +72,10 @@ def sample_ddim_core(
 
     Raises
     ------
+    TypeError
+        An eta that is not a real number.
     ValueError
-        eta > 0 on a rectified-flow model (see `_check_not_rectified_flow`).
+        eta > 0 on a rectified-flow model (see `_check_not_rectified_flow`), or eta < 0.
 
     Examples
     --------
@@ -88,6 +90,7 @@ def sample_ddim_core(
     >>> torch.equal(run(7), run(7)), torch.equal(run(7), run(8))
     (True, False)
     """
+    eta = check_nonnegative("eta", eta)  # before it is compared here
     if eta > 0:
         _check_not_rectified_flow(model, eta)
     if eta > 0 and noise_sampler is None:
