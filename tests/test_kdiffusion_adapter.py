@@ -558,3 +558,11 @@ def test_a_device_the_library_lacks_is_named(source: str, options: dict[str, Any
     first = config if source == "config" else torch.from_numpy(dc.schedule(config).alphas_cumprod)
     with pytest.raises(ValueError, match=rf"device={options['device']!r}.* is not supported"):
         dk.get_sigmas_ddim(first, 4, **options)
+
+
+@pytest.mark.parametrize(("n", "error"), [(0, ValueError), (1001, ValueError), (2.5, TypeError)])
+def test_a_bad_step_count_is_named_n(n: Any, error: type) -> None:
+    """get_sigmas_ddim's step count is `n`: its errors said num_inference_steps, a name the
+    caller never wrote."""
+    with pytest.raises(error, match=r"^n must be"):
+        dk.get_sigmas_ddim(dc.DDIMConfig(), n)

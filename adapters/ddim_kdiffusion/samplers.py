@@ -28,7 +28,7 @@ import numpy as np
 import ddim_core as dc
 from ddim_core import backends, coefficients, implicit, kernels
 from ddim_core.coefficients import LevelsKey, Row
-from ddim_core.config import check_nonnegative
+from ddim_core.config import check_int, check_nonnegative
 from ddim_core.plugins import standard_normal
 from ddim_core.sampling import check_fixed_point
 
@@ -283,11 +283,13 @@ def get_sigmas_ddim(
     Raises
     ------
     ValueError
-        The plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite; or a
-        table that is not 1-D, has fewer than 2 levels or increases with t.
+        The plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite; a
+        table that is not 1-D, has fewer than 2 levels or increases with t; n outside
+        [1, num_train_timesteps]; a device the result's library does not have.
     TypeError
         A `dtype` (or, without one, a table's dtype) that is not real floating in the
-        result's library, or an `xp` that is not an array library.
+        result's library, an `xp` that is not an array library, or an n that is not an
+        integer.
 
     Examples
     --------
@@ -306,6 +308,7 @@ def get_sigmas_ddim(
     changes = {"timestep_spacing": spacing, "steps_offset": steps_offset}
     changes["set_alpha_to_one"] = set_alpha_to_one
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
+    n = check_int("n", n, low=1, high=config.num_train_timesteps)  # named as the caller knows it
     plan = dc.make_plan(config, n)
     schedule = plan.schedule if table is None else _schedule_of(table, config)
     ab = np.array([*(schedule.alpha_bar(t) for t in plan.timesteps), schedule.final_alpha_cumprod])
