@@ -16,6 +16,7 @@ OUT=benchmarks/results/gpu
 [ -d "$WHEELS" ] || { echo "no $WHEELS/: run 'make gpu-wheels' on a machine with network" >&2; exit 2; }
 "$PY" -c "import torch, cupy; assert torch.cuda.is_available(), 'torch sees no CUDA device'"
 TARGET=$(mktemp -d)
+trap 'rm -rf "$TARGET"' EXIT  # diffusers and its dependencies: over 100 MB
 # The packages under test at their pins always; their dependencies only where the machine lacks
 # them (a newer huggingface_hub shadowing the machine's own breaks its transformers and peft,
 # which diffusers imports when they are there).
