@@ -31,7 +31,7 @@ import numpy as np
 import ddim_core as dc
 from ddim_core import coefficients, plugins
 
-from . import pipeline
+from . import out_dir, pipeline, positive_int
 
 SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64), (1, 4, 128, 128), (8, 4, 128, 128), (16, 4, 128, 128)]
 SMOKE_SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64)]
@@ -290,8 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         help="directory for results.md / results.json (default: benchmarks/results, or a "
         "temporary directory with --smoke, so a smoke run never overwrites the committed results)",
     )
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--repeats", type=positive_int, default=None)
     args = parser.parse_args(argv)
+    if args.out is None:
+        default = Path(__file__).parent / "results"
+        out = Path(tempfile.mkdtemp(prefix="ddim-bench-")) if args.smoke else default
+    else:
+        out = Path(args.out)
+    out = out_dir(parser, out)
     import diffusers
     import torch
 
@@ -328,12 +334,6 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": repeats,
         "smoke": args.smoke,
     }
-    if args.out is None:
-        default = Path(__file__).parent / "results"
-        out = Path(tempfile.mkdtemp(prefix="ddim-bench-")) if args.smoke else default
-    else:
-        out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     text = (
         PIPELINE_HEADER
         + pipeline.markdown(pipeline_rows)

@@ -38,6 +38,8 @@ import numpy as np
 import ddim_core as dc
 from ddim_core import _numba, builtins, plugins
 
+from . import out_dir, positive_int
+
 SHAPES = [
     (1, 4, 8, 8),
     (1, 4, 64, 64),
@@ -204,9 +206,11 @@ def markdown(quiet: list[dict[str, Any]], busy: list[dict[str, Any]], n_busy: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.threads", description=__doc__)
     parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes beside the run")
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=positive_int, default=9)
     parser.add_argument("--out", default=None, help="directory (default: a temporary one)")
     args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="ddim-threads-"))
+    out = out_dir(parser, out)
     quiet = measure(args.repeats, 0.3)
     stop = multiprocessing.Event()
     spinners = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(args.busy)]
@@ -219,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
         for p in spinners:
             p.join()
     text = markdown(quiet, busy, args.busy)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="ddim-threads-"))
-    out.mkdir(parents=True, exist_ok=True)
     (out / "threads.md").write_text(text)
     (out / "threads.json").write_text(json.dumps({"quiet": quiet, "busy": busy}, indent=1))
     print(text)

@@ -130,3 +130,36 @@ def test_forced_loops_leave_the_shipped_steps_guard_alone() -> None:
                 _numba._observe(False, n, 4, 1e-6)
                 _numba._observe(parallel, n, 4, 1.0)
     assert _numba._guard is shipped and vars(shipped) == before
+
+
+@pytest.mark.parametrize("module", ["run", "threads", "gpu"])
+@pytest.mark.parametrize("bad", [["--repeats", "0"], ["--repeats", "-1"], ["--out", "FILE"]])
+def test_bad_repeats_or_out_are_refused_before_any_timing(
+    module: str, bad: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`--repeats 0` ran the default number of repeats (`python -m benchmarks`) or died in
+    ZeroDivisionError / StatisticsError, `--repeats -1` in StatisticsError, and an `--out`
+    that cannot be a directory failed with a traceback after all the timings (minutes). Now
+    each is a usage error naming the option, before anything is timed."""
+    import importlib
+
+    from benchmarks import pipeline
+
+    mod = importlib.import_module(f"benchmarks.{module}" + (".__main__" if module == "gpu" else ""))
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("timings started")
+
+    for name in ("bench_step", "measure"):
+        if hasattr(mod, name):
+            monkeypatch.setattr(mod, name, timed)
+    monkeypatch.setattr(pipeline, "run", timed)
+    (tmp_path / "FILE").write_text("")
+    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in bad]
+    if module == "gpu":  # --out is required there; main() reads sys.argv
+        argv = ["--out", str(tmp_path / "out"), *argv]
+        monkeypatch.setattr(sys, "argv", ["python -m benchmarks.gpu", *argv])
+    with pytest.raises(SystemExit) as exc:
+        mod.main() if module == "gpu" else mod.main(["--smoke", *argv] if module == "run" else argv)
+    assert exc.value.code == 2
+    assert bad[0] in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import ddim_core as dc
-from benchmarks import pipeline
+from benchmarks import out_dir, pipeline, positive_int
 
 SHAPES = [(1, 4, 64, 64), (1, 4, 128, 128), (16, 4, 128, 128)]
 
@@ -56,8 +56,9 @@ def fused_step(library: str, shape: tuple[int, ...], repeats: int) -> dict[str, 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=positive_int, default=9)
     args = parser.parse_args()
+    out = out_dir(parser, Path(args.out))
     rows = pipeline.run(False, args.repeats, device="cuda")
     steps = [fused_step(lib, s, args.repeats) for lib in ("torch", "cupy") for s in SHAPES]
     lines = ["Pipeline call pattern on CUDA tensors:", "", pipeline.markdown(rows), ""]
@@ -71,8 +72,6 @@ def main() -> int:
             f"| {r['library']} | {'x'.join(map(str, r['shape']))} | {us['int t']:.1f} | "
             f"{us['device t']:.1f} | {us['floor']:.1f} |"
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "gpu.md").write_text("\n".join(lines) + "\n")
     (out / "gpu.json").write_text(json.dumps({"pipeline": rows, "steps": steps}, indent=1))
     print("\n".join(lines))
