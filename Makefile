@@ -69,6 +69,7 @@ gpu-wheels:
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 		--platform manylinux2014_x86_64 --platform any \
 		-d .gpu-wheels -r requirements/gpu.txt
+	rm -f .gpu-wheels/ddim_core-*.whl  # one wheel of the project (two: pip cannot choose)
 	$(PYTHON) -m pip wheel --quiet --no-deps -w .gpu-wheels .
 
 test-gpu:

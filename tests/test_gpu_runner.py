@@ -29,6 +29,9 @@ if args[:2] == ["-m", "pip"]:
         f.write(" ".join(args))
 if args[:2] == ["-m", "pytest"]:
     sys.exit(int(os.environ["FAKE_PYTEST_STATUS"]))
+if args[:1] == ["-c"] and "get_device_name" in args[1]:
+    print("name")
+    print("Fake GPU")
 """
 
 
@@ -66,3 +69,28 @@ def test_run_sh_removes_its_install_directory(tmp_path: Path, tests_status: int)
     assert done.returncode == tests_status, done.stderr
     assert "installed from .gpu-wheels: array-api-compat==" in done.stdout
     assert list(tmp.iterdir()) == []
+
+
+def test_run_sh_names_the_device_without_nvidia_smi(tmp_path: Path) -> None:
+    """Where nvidia-smi fails (or is missing), the committed device.csv was emptied (the
+    redirect truncates it before `|| true`); torch names the device instead."""
+    repo = _checkout(tmp_path)
+    out = repo / "benchmarks" / "results" / "gpu"
+    out.mkdir(parents=True)
+    (out / "device.csv").write_text("name\nNVIDIA H100\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nexit 9\n")
+    smi.chmod(0o755)
+    env = os.environ | {
+        "PYTHON": str(tmp_path / "python"),
+        "FAKE_PYTEST_STATUS": "0",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu/run.sh"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "device.csv").read_text() == "name\nFake GPU\n"
