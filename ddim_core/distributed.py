@@ -33,10 +33,12 @@ import functools
 import hashlib
 import importlib
 import inspect
+import io
 import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -1366,7 +1368,8 @@ def _model_spec(
             f"or None; got {type(factory).__name__}"
         )
     try:
-        pickled = _dask_pickle(factory)
+        _dask_pickle(factory)
+        pickled = _stable_pickle(factory)
     except Exception as e:
         raise TypeError(f"model_factory {factory!r} cannot be pickled for the workers: {e}") from e
     name = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', '?')}"
@@ -1482,6 +1485,31 @@ def _dask_pickle(obj: Any) -> bytes:
     _dask()
     pickled: bytes = importlib.import_module("cloudpickle").dumps(obj)
     return pickled
+
+
+# cloudpickle names each class it sends by value (one defined in a script) by a uuid4 drawn
+# anew in every process
+_CLASS_TRACKER_ID = re.compile("[0-9a-f]{12}4[0-9a-f]{19}")
+
+
+def _stable_pickle(obj: Any) -> bytes:
+    """obj pickled as for the workers, but the same bytes in every process: the model's
+    identity in the records (a rerun from a new process must find its chunks done). Never
+    unpickled: a set's items in a fixed order (their order is the hash seed's), cloudpickle's
+    per-process class ids left out."""
+    cloudpickle = importlib.import_module("cloudpickle")
+
+    class Pickler(cloudpickle.Pickler):  # type: ignore[misc, name-defined]
+        def persistent_id(self, x: Any) -> Any:
+            if isinstance(x, (set, frozenset)):
+                return (type(x).__name__, sorted(_stable_pickle(item) for item in x))
+            if isinstance(x, str) and _CLASS_TRACKER_ID.fullmatch(x):
+                return "class-tracker-id"
+            return None
+
+    out = io.BytesIO()
+    Pickler(out).dump(obj)
+    return out.getvalue()
 
 
 def _location(path: str | os.PathLike[str]) -> str:
