@@ -368,9 +368,9 @@ def invert_dataset(
         `n`, `chunk`, `workers`, `worker_timeout` or `resources` out of range, or
         `resources` without a `client`; an unknown method; a loop option NaN or Inf (the
         records are JSON); a source that cannot be read as an array; a target that is or
-        holds the source, that ddim-core did not write, or that holds another layout (kind,
-        items, item shape, dtype, chunk); a chunk of the source holding NaN or Inf (unless
-        ``check_finite=False``), found when the chunk runs.
+        holds the source, that ddim-core did not write (or another version of it wrote), or
+        that holds another layout (kind, items, item shape, dtype, chunk); a chunk of the
+        source holding NaN or Inf (unless ``check_finite=False``), found when the chunk runs.
     FileNotFoundError
         The source does not exist.
     TimeoutError
@@ -1037,7 +1037,8 @@ def prepare(
     ValueError
         An unknown `kind` or method; a bad plan (`n`, `timesteps`); `chunk` < 1; `seed` < 0;
         a source that cannot be read as an array; a target that is or holds the source, that
-        ddim-core did not write, or that holds another layout.
+        ddim-core did not write (or another version of it wrote), or that holds another
+        layout.
     TypeError
         `config` is not a DDIMConfig; a bad model factory, `model_id`, `chunk`, `seed` or
         loop option; a source that is not floating point.
@@ -1626,6 +1627,13 @@ def _prepare_target(
         meta: dict[str, Any] = {"layout": layout, "runs": {}}
     else:
         meta = _meta(group, name)
+        written = meta["layout"].get("format")
+        if written != FORMAT:  # its layout and records may mean other things
+            raise ValueError(
+                f"target {name} was written by another version of ddim-core (format "
+                f"{written!r}; this one reads and writes format {FORMAT}). Choose another "
+                "target, or delete this one to start again"
+            )
         if meta["layout"] != layout:
             old, new = meta["layout"], layout
             raise ValueError(

@@ -792,3 +792,19 @@ def test_a_script_s_factory_is_the_same_model_in_every_process(tmp_path: Path, n
 
     first, again = run("1"), run("2")
     assert first[1] == "True" and again == [first[0], "False"]  # same model, chunk 0 done
+
+
+def test_a_target_of_another_format_is_refused_as_such(tmp_path: Path, npy: Path) -> None:
+    """A target written by another version (another FORMAT) was refused with the same layout
+    on both sides ('holds invert results for 10 items ...; this run makes invert results for
+    10 items ...'), or a KeyError when its layout had other fields."""
+    from ddim_core.distributed import prepare
+
+    target = tmp_path / "out.zarr"
+    prepare("invert", None, npy, target, CONFIG, 3, chunk=5)
+    group = zarr.open_group(target, mode="r+")
+    meta = group.attrs["ddim_core"]
+    for layout in ({**meta["layout"], "format": 2}, {"format": 2, "items": 10}):
+        group.attrs["ddim_core"] = {**meta, "layout": layout}
+        with pytest.raises(ValueError, match=r"another version of ddim-core \(format 2; this"):
+            prepare("invert", None, npy, target, CONFIG, 3, chunk=5)
