@@ -1072,9 +1072,12 @@ def prepare(
         raise ValueError(f"kind must be one of {sorted(METHODS)}, got {kind!r}")
     if not isinstance(config, DDIMConfig):
         raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
-    make_plan(config, n, timesteps=loop_options.get("timesteps"))  # checks n and timesteps
-    # NumPy integers as int: the records are JSON, written after the result arrays
-    n = None if n is None else check_int("num_inference_steps", n)
+    # named as the caller knows them (make_plan says num_inference_steps); NumPy integers
+    # as int: the records are JSON, written after the result arrays
+    if (n is None) == (loop_options.get("timesteps") is None):
+        raise ValueError(f"give exactly one of n and the loop option timesteps, got n={n!r}")
+    n = None if n is None else check_int("n", n, low=1, high=config.num_train_timesteps)
+    make_plan(config, n, timesteps=loop_options.get("timesteps"))  # checks timesteps
     seed = None if seed is None else check_int("seed", seed, low=0)
     factory, identity = _model_spec(model_factory, model_id)
     function, options, recorded = _method(kind, method, loop_options)
@@ -1757,7 +1760,7 @@ def command(name: str, argv: Sequence[str]) -> int:
             args.source,
             args.target,
             config,
-            args.steps,
+            check_int("--steps", args.steps, low=1, high=config.num_train_timesteps),
             client=args.scheduler,
             chunk=args.chunk,
             method=args.method,

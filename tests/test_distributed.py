@@ -373,7 +373,9 @@ class Unpicklable:
     ("kwargs", "error", "match"),
     [
         ({"config": {"timestep_spacing": "trailing"}}, TypeError, "config must be a DDIMConfig"),
-        ({"n": 0}, ValueError, "num_inference_steps"),
+        ({"n": 0}, ValueError, r"^n must be in \[1, 1000\], got 0$"),
+        ({"n": 2.5}, TypeError, "^n must be an integer, got 2.5$"),
+        ({"n": None}, ValueError, "give exactly one of n and the loop option timesteps"),
         ({"chunk": 0}, ValueError, "chunk must be >= 1"),
         ({"chunk": 2.5}, TypeError, "chunk must be an integer"),
         ({"workers": 0}, ValueError, "workers must be >= 1"),
@@ -808,3 +810,13 @@ def test_a_target_of_another_format_is_refused_as_such(tmp_path: Path, npy: Path
         group.attrs["ddim_core"] = {**meta, "layout": layout}
         with pytest.raises(ValueError, match=r"another version of ddim-core \(format 2; this"):
             prepare("invert", None, npy, target, CONFIG, 3, chunk=5)
+
+
+def test_the_command_line_names_steps(tmp_path: Path, npy: Path, capsys: Any) -> None:
+    """--steps 0 said 'num_inference_steps must be in [1, 1000], got 0', a name the command
+    line does not have."""
+    out = tmp_path / "out.zarr"
+    assert distributed.command("invert-dataset", [str(npy), str(out), "--steps", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "ddim-core invert-dataset: error: --steps must be in [1, 1000], got 0\n"
+    )
