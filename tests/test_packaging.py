@@ -9,6 +9,7 @@ pinned test environment). `all` installs every extra but cupy (it needs CUDA).
 from __future__ import annotations
 
 import email
+import re
 import subprocess
 import sys
 import tarfile
@@ -88,3 +89,13 @@ def test_all_extra_has_every_extra_that_installs_here() -> None:
     included = set(spec.partition("[")[2].rstrip("]").split(","))
     # cupy needs CUDA; mindspore and mindone need NumPy 1.x (their own environment)
     assert included == set(extras) - {"all", "cupy", "mindspore", "mindone"}
+
+
+def test_distributed_extra_installs_what_the_dataset_commands_use() -> None:
+    # `ddim-core invert-dataset` / `sample-dataset` show a tqdm bar unless --quiet: the extra
+    # the README names for them must bring tqdm, or the documented command ends in an error
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    names = {re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0] for spec in extras["distributed"]}
+    assert {"distributed", "zarr", "tqdm"} <= names
