@@ -107,6 +107,19 @@ sys.exit(1 if failed else 0)
 """
 
 
+def test_diffusers_guide_register_example_prints_true(tmp_path: Path) -> None:
+    # the example illustrates what the prose says register() does: each line it prints is True
+    pytest.importorskip("diffusers")
+    page = ROOT / "docs" / "guides" / "diffusers.md"
+    (code,) = [c for _, lang, c, _ in blocks(page) if lang == "python" and ".register()" in c]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "adapters")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True"] * code.count("print("), done.stdout
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_code_blocks_run(page: Path, tmp_path: Path) -> None:
     runnable, skipped = [], []
