@@ -915,7 +915,10 @@ def _run(
     cluster_options: Mapping[str, Any] | None = None,
     worker_timeout: float | None = _WORKER_TIMEOUT_S,
 ) -> Report:
-    if not (client is None or isinstance(client, (str, _dask().Client))):
+    dask = _dask()  # and tqdm for the bar: a missing extra fails before anything is written
+    if progress:
+        _tqdm()
+    if not (client is None or isinstance(client, (str, dask.Client))):
         raise TypeError(
             "client must be a distributed.Client, a scheduler address or None, got "
             f"{type(client).__name__}"
@@ -1312,11 +1315,15 @@ class _client:
 def _bar(total: int, kind: str, enabled: bool) -> Any:
     if not enabled:
         return None
+    return _tqdm()(total=total, desc=f"{kind}-dataset", unit="chunk", file=sys.stderr)
+
+
+def _tqdm() -> Any:
     try:
         from tqdm.auto import tqdm
     except ImportError:
         raise ImportError("progress=True needs tqdm: pip install 'ddim-core[progress]'") from None
-    return tqdm(total=total, desc=f"{kind}-dataset", unit="chunk", file=sys.stderr)
+    return tqdm
 
 
 # --- checks and records -----------------------------------------------------------------------

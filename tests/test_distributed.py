@@ -410,6 +410,24 @@ def test_bad_arguments(npy: Path, kwargs: dict[str, Any], error: type, match: st
     assert not (npy.parent / "out.zarr").exists()  # nothing was written
 
 
+@pytest.mark.parametrize(
+    ("missing", "progress", "match"),
+    [
+        (("distributed",), False, "needs dask.distributed and zarr"),
+        (("tqdm", "tqdm.auto"), True, "progress=True needs tqdm"),
+    ],
+)
+def test_a_missing_library_fails_before_any_work(
+    npy: Path, monkeypatch: pytest.MonkeyPatch, missing: tuple[str, ...], progress: bool, match: str
+) -> None:
+    # before: the target group was written (and, for tqdm, a local cluster started) first
+    for name in missing:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=match):
+        _invert(npy, npy.parent / "out.zarr", client=None, progress=progress)
+    assert not (npy.parent / "out.zarr").exists()
+
+
 def test_bad_sources_and_targets(tmp_path: Path, npy: Path) -> None:
     out = tmp_path / "out.zarr"
     with pytest.raises(FileNotFoundError, match="does not exist"):
