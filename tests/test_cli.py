@@ -270,3 +270,12 @@ def test_demo_checks_points_and_seed_before_any_work(monkeypatch) -> None:  # ty
     ):
         with pytest.raises(error, match=message):
             cli.demo([2], **kw)
+
+
+def test_the_command_line_page_names_every_command() -> None:
+    # docs/cli.md is where a user looks a command up: each one `ddim-core --help` lists
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text("utf-8")
+    commands = (*cli.COMMANDS, *cli.DATASET_COMMANDS, *cli._adapter_commands())
+    assert [name for name in commands if f"ddim-core {name}" not in page] == []
