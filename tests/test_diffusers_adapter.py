@@ -181,6 +181,26 @@ def test_config_rewritten_after_construction_is_followed(ours, theirs) -> None: 
     assert torch.equal(ours_x0b, theirs_x0b)
 
 
+@pytest.mark.parametrize(("ours", "theirs"), CLASSES)
+def test_config_attribute_written_before_set_timesteps_is_followed(ours, theirs) -> None:  # type: ignore[no-untyped-def]
+    """`scheduler.config.timestep_spacing = "leading"` (LEdits++'s invert() does it; so do
+    scripts) replaces the config's attribute alone: diffusers' FrozenDict lets it through and
+    its scheduler reads options as attributes, so it follows. Ours read the items: the
+    constructor's timesteps and a clipped x_0, silently."""
+    x = torch.full((1, 2), 3.0, dtype=torch.float64)
+    results = []
+    for cls in (ours, theirs):
+        scheduler = cls()
+        scheduler.config.timestep_spacing = "trailing"
+        scheduler.config.clip_sample = False
+        scheduler.set_timesteps(4)
+        out = scheduler.step(torch.zeros_like(x), scheduler.timesteps[0], x)
+        results.append((scheduler.timesteps.tolist(), out.pred_original_sample))
+    (ours_ts, ours_x0), (theirs_ts, theirs_x0) = results
+    assert ours_ts == theirs_ts == [999, 749, 499, 249][:: -1 if ours._inverse else 1]
+    assert torch.allclose(ours_x0, theirs_x0, rtol=1e-5) and float(ours_x0.max()) > 1.0
+
+
 @pytest.mark.parametrize("cls", [dd.DDIMScheduler, dd.DDIMInverseScheduler])
 def test_prev_timestep_registered_back_to_the_default_is_followed(cls) -> None:  # type: ignore[no-untyped-def]
     """register_to_config(prev_timestep="plan") on a "stride" scheduler was dropped (the

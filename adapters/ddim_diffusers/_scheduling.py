@@ -87,7 +87,11 @@ class SchedulerCore:
         super().register_to_config(**options)  # type: ignore[misc]
 
     def _setup(self, options: dict[str, Any]) -> None:
-        self._core = (self.config, ddim_config(type(self).__name__, options))
+        self._core = (
+            self.config,
+            _host_options(self.config),
+            ddim_config(type(self).__name__, options),
+        )
         self._schedule = dc.schedule(self._ddim_config)
         self._local = threading.local()
         every = np.arange(self._ddim_config.num_train_timesteps)
@@ -101,24 +105,25 @@ class SchedulerCore:
         """The core config of the host config as it is now (see `_follow_config`)."""
         return self._follow_config()
 
-    def _follow_config(self) -> dc.DDIMConfig:
+    def _follow_config(self, attributes: bool = False) -> dc.DDIMConfig:
         """The core config, following the host config: diffusers' scheduler reads its config
         at every set_timesteps and step, and pipelines rewrite it after construction
         (StableDiffusionPipeline sets steps_offset=1 and clip_sample=False through
         `_internal_dict`). The options rewritten (values replaced, found by identity) take
         effect from then on, in this thread's plan too; the tables stay those built at
-        construction, as diffusers' do."""
+        construction, as diffusers' do. A write to an attribute of the same config
+        (`config.timestep_spacing = "leading"`, which diffusers' FrozenDict lets through) is
+        looked for only where `attributes` is true (set_timesteps), not at every step."""
         config = self.config
-        seen, core = self._core
-        if config is seen:
+        seen, before, core = self._core
+        if config is seen and not attributes:
             return core
-        changed = {
-            k: v for k, v in config.items() if k in _FIELDS and (k not in seen or seen[k] is not v)
-        }
+        now = _host_options(config)
+        changed = {k: v for k, v in now.items() if before.get(k, _ABSENT) is not v}
         if changed:
             current = {k: getattr(core, k) for k in _FIELDS}
             core = ddim_config(type(self).__name__, {**current, **changed})
-        self._core = (config, core)
+        self._core = (config, now, core)
         plan = self._plan
         if plan is not None and plan.config != core:
             self._set_state(plan=dc.Plan(core, plan.schedule, plan.timesteps, plan.prev_timesteps))
@@ -240,7 +245,9 @@ class SchedulerCore:
                     )
                 custom = custom[::-1]
         plan = self._with_schedule(
-            dc.make_plan(self._ddim_config, num_inference_steps, timesteps=custom)
+            dc.make_plan(
+                self._follow_config(attributes=True), num_inference_steps, timesteps=custom
+            )
         )
         order = plan.inverse_timesteps if self._inverse else plan.timesteps
         timesteps = self._int_table(np.asarray(order, dtype=np.int64), device)
@@ -475,6 +482,14 @@ class InverseScheduler(SchedulerCore):
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(dc.DDIMConfig))
+_ABSENT = object()
+
+
+def _host_options(config: Any) -> dict[str, Any]:
+    """The core options as the host's scheduler reads them: as attributes of its config (a
+    diffusers FrozenDict keeps each item as an attribute too, and a write to the attribute
+    changes what the scheduler reads, not the item)."""
+    return {k: v for k in _FIELDS if (v := getattr(config, k, _ABSENT)) is not _ABSENT}
 
 
 def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
