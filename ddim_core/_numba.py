@@ -221,19 +221,28 @@ def step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
     """One fused pass over C-contiguous NumPy arrays with a FusedRow of Python floats
     (anything else: None, the reference runs)."""
     arrays = (x, m) if z is None else (x, m, z)
-    if not all(a.flags.c_contiguous for a in arrays) or not isinstance(c.x0_x, float):
+    if not all(a.flags.c_contiguous and type(a) in FLAT for a in arrays):
+        return None
+    if not isinstance(c.x0_x, float):
         return None
     if out is None:
         prev, x0 = np.empty_like(x), np.empty_like(x)
     else:
         prev, x0 = out
-        if not all(o.flags.c_contiguous and o.dtype == x.dtype and o.shape == x.shape for o in out):
+        if not all(
+            o.flags.c_contiguous and type(o) in FLAT and o.dtype == x.dtype and o.shape == x.shape
+            for o in out
+        ):
             return None
         if any(np.may_share_memory(o, a) for o in out for a in arrays):
             return None
     zf = None if z is None else z.ravel()
     run(x.ravel(), m.ravel(), zf, c, clip, prev.ravel(), x0.ravel())
     return prev, x0
+
+
+# The array types the pass takes: numba types no MaskedArray, and a matrix stays 2-d raveled
+FLAT = (np.ndarray, np.memmap)
 
 
 def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) -> None:

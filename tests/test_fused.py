@@ -150,6 +150,26 @@ def test_out_buffers_of_an_empty_batch(library: str) -> None:
     assert tuple(got.prev_sample.shape) == (0, 4, 8, 8)
 
 
+@pytest.mark.parametrize("wrap", ["masked sample", "masked model_output", "masked noise", "matrix"])
+def test_numba_leaves_numpy_subclasses_it_cannot_take_to_the_reference(wrap: str) -> None:
+    """numba types no MaskedArray, and a matrix stays 2-d when raveled: such an input reached
+    the numba pass (NumbaTypeError, TypingError from inside numba) where the reference takes
+    it. They go to the reference now, with its numbers."""
+    pytest.importorskip("numba")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x, m, z = _arrays("numpy", "float64", (2, 6), 3)
+    if wrap == "matrix":
+        x, m, z = np.asmatrix(x), np.asmatrix(m), np.asmatrix(z)
+    else:
+        which = ["sample", "model_output", "noise"].index(wrap.split()[1])
+        x, m, z = [np.ma.asarray(a) if i == which else a for i, a in enumerate((x, m, z))]
+    got = dc.step(plan, m, 500, x, eta=0.5, noise=z)
+    with reference_path():
+        want = dc.step(plan, m, 500, x, eta=0.5, noise=z)
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(np.asarray(g), np.asarray(w))
+
+
 def test_out_needs_a_fused_kernel() -> None:
     strict = pytest.importorskip("array_api_strict")
     plan = dc.make_plan(dc.DDIMConfig(), 10)
