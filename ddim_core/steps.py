@@ -84,7 +84,7 @@ def step(
     out : tuple of two arrays, optional
         Buffers to write (x_prev, x0_pred) into; only fused kernels take them (torch, NumPy
         with numba, CuPy; a Python int timestep, no thresholding, no overlap with the inputs,
-        model_output and noise in the sample's dtype, no input that autograd records).
+        model_output and noise in the sample's dtype, no input or buffer that autograd records).
 
     Returns
     -------
@@ -499,6 +499,11 @@ def _check_out(out: Any, xp: Namespace, sample: Array, *inputs: Array | None) ->
             )
         if not backends.writable(buf):
             raise ValueError(f"{name} is read-only; out= buffers must be writable")
+        if backends.records_gradient(buf):  # numba's views would write it unseen by autograd
+            raise ValueError(
+                f"out= cannot record gradients: {name} requires grad; pass a buffer that does "
+                "not (or call under torch.no_grad())"
+            )
         for other_name, other in (
             ("sample", sample),
             ("model_output", inputs[0]),

@@ -44,6 +44,29 @@ def test_out_with_torch_inputs_that_record_gradients_says_so() -> None:
     assert torch.allclose(out[0], dc.step(PLAN, x * 0.5, 500, x).prev_sample)
 
 
+@pytest.mark.parametrize("contiguous", [True, False], ids=["numba", "eager"])
+def test_an_out_buffer_that_records_gradients_is_refused(contiguous: bool) -> None:
+    """An out= buffer requiring grad (grad mode on): the numba pass wrote it through NumPy
+    views, which autograd does not see (no version bump), so a graph that had saved it gave
+    gradients of the new values, silently; the eager kernel raised torch's 'mul(): functions
+    with out=... arguments don't support automatic differentiation' from inside
+    ddim_core.builtins. Now a ValueError names the buffer; under torch.no_grad() it is written
+    as torch writes it."""
+    torch = pytest.importorskip("torch")
+    n = 1 << 15  # numba's size (builtins.NUMBA_MIN_ELEMENTS does not apply with out=)
+    x = torch.ones(2, n) if contiguous else torch.ones(n, 2).T
+    buf = torch.zeros(2, n, requires_grad=True)
+    with pytest.raises(ValueError, match=r"out= cannot record gradients: out\[0\] requires grad"):
+        dc.step(PLAN, x * 0.5, 500, x, out=(buf, torch.empty(2, n)))
+    assert buf._version == 0 and not buf.detach().any()  # not written
+    with pytest.raises(ValueError, match=r"out\[1\] requires grad"):
+        dc.step(PLAN, x * 0.5, 500, x, out=(torch.empty(2, n), buf[:]))
+    with torch.no_grad():
+        got = dc.step(PLAN, x * 0.5, 500, x, out=(buf, torch.empty(2, n)))
+    assert got.prev_sample is buf
+    assert torch.equal(buf.detach(), dc.step(PLAN, x * 0.5, 500, x).prev_sample)
+
+
 def test_out_buffers_on_the_meta_device() -> None:
     """Meta tensors have no memory: every data pointer is 0, so `overlaps` (and the torch
     kernel's alias check) took any two for sharing memory, and out= on 'meta' (shape-only dry
