@@ -295,7 +295,8 @@ def is_host_numpy(x: Array) -> bool:
 
 
 def writable(x: Array) -> bool:
-    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays) or that are
+    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays; a torch
+    inference tensor outside `torch.inference_mode`, which torch refuses to write) or that are
     broadcast views (a stride of 0 along an axis of more than one element: torch's `expand`,
     which torch cannot write into), True for any other array (an `out=` buffer is then
     written).
@@ -320,6 +321,9 @@ def writable(x: Array) -> bool:
         return bool(flags.writeable)
     if array_api_compat.is_jax_array(x):
         return False
+    torch = sys.modules.get("torch")  # (imported by the caller's arrays, if torch)
+    if torch is not None and isinstance(x, torch.Tensor) and x.is_inference():
+        return bool(torch.is_inference_mode_enabled())
     stride = getattr(x, "stride", None)  # torch's strides (in elements); CuPy's, in bytes
     strides = stride() if callable(stride) else getattr(x, "strides", None)
     if not isinstance(strides, tuple) or 0 in tuple(x.shape):  # (empty: no element shared)

@@ -67,6 +67,26 @@ def test_an_out_buffer_that_records_gradients_is_refused(contiguous: bool) -> No
     assert torch.equal(buf.detach(), dc.step(PLAN, x * 0.5, 500, x).prev_sample)
 
 
+@pytest.mark.parametrize("contiguous", [True, False], ids=["numba", "eager"])
+def test_an_inference_tensor_is_no_out_buffer_outside_inference_mode(contiguous: bool) -> None:
+    """torch refuses writes into a tensor made under torch.inference_mode once outside it: the
+    eager kernel raised 'Inplace update to inference tensor outside InferenceMode is not
+    allowed' from inside ddim_core.builtins (the numba pass wrote it through NumPy views). Now
+    `writable` says False (out[0] is read-only) in both; inside inference mode it is written."""
+    torch = pytest.importorskip("torch")
+    n = 1 << 15
+    x = torch.ones(2, n) if contiguous else torch.ones(n, 2).T
+    with torch.inference_mode():
+        out = (torch.empty(2, n), torch.empty(2, n))
+    assert not backends.writable(out[0])
+    with pytest.raises(ValueError, match=r"out\[0\] is read-only"):
+        dc.step(PLAN, x * 0.5, 500, x, out=out)
+    with torch.inference_mode():
+        assert backends.writable(out[0])
+        got = dc.step(PLAN, x * 0.5, 500, x, out=out)
+    assert got.prev_sample is out[0]
+
+
 def test_out_buffers_on_the_meta_device() -> None:
     """Meta tensors have no memory: every data pointer is 0, so `overlaps` (and the torch
     kernel's alias check) took any two for sharing memory, and out= on 'meta' (shape-only dry
