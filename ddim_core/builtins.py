@@ -154,7 +154,8 @@ def _plain_buffer(torch: Any, out: Any, shape: tuple[int, ...], like: Any) -> bo
 
 class JaxNoise:
     """A JAX PRNG key (typed or raw uint32): `jax.random.normal(fold_in(key, draw))`, so every
-    draw of a loop is distinct and the whole loop stays a pure function of the key.
+    draw of a loop is distinct and the whole loop stays a pure function of the key; placed as
+    the sample is (its device, or its sharding) where the sample is committed to one.
 
     Examples
     --------
@@ -193,7 +194,10 @@ class JaxNoise:
         raw = generator.dtype == np.uint32 and generator.shape == (2,)
         if not (typed or raw):
             return None
-        return jax.random.normal(jax.random.fold_in(generator, draw), shape, dtype=like.dtype)
+        z = jax.random.normal(jax.random.fold_in(generator, draw), shape, dtype=like.dtype)
+        if isinstance(like, jax.core.Tracer) or not like.committed:
+            return z  # placed by the traced computation, or where JAX moves it
+        return jax.device_put(z, like.sharding)  # the key's device need not be the sample's
 
 
 class CupyNoise:

@@ -679,6 +679,43 @@ def test_jax_key_folds_in_the_draw_index() -> None:
         assert bool((first == again).all()) and not bool((first == second).all())
 
 
+def test_jax_key_draws_where_the_sample_is() -> None:
+    """A sample placed on a second device (or sharded over two), noise from a JAX key: the
+    draw came on the default device, so dc.sample's first noisy step raised 'noise is on
+    device CpuDevice(id=0) but model_output is on CpuDevice(id=1)' (the key being all a caller
+    gives, nothing could be moved). The draw now takes the sample's placement. Two CPU
+    devices need a fresh process (XLA_FLAGS is read when jax starts)."""
+    pytest.importorskip("jax")
+    code = """
+        import jax, jax.numpy as jnp, numpy as np
+        import ddim_core as dc
+        from ddim_core import plugins
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        devices = jax.devices()
+        assert len(devices) == 2, devices
+        config = dc.DDIMConfig()
+        sharded = NamedSharding(Mesh(np.array(devices), ("b",)), PartitionSpec("b"))
+        for where in (devices[1], sharded):
+            x = jax.device_put(jnp.full((2, 3), 0.5), where)
+            z = plugins.standard_normal(jax.random.key(0), (2, 3), like=x, draw=0)
+            assert z.sharding == x.sharding, (z.sharding, x.sharding)
+            y = dc.sample(lambda x, t: 0.1 * x, x, config, 3, eta=1.0, generator=jax.random.key(0))
+            assert y.sharding == x.sharding, (y.sharding, x.sharding)
+        x = jnp.full((2, 3), 0.5)  # uncommitted: the draw stays uncommitted, as JAX places it
+        assert not plugins.standard_normal(jax.random.key(0), (2, 3), like=x, draw=0).committed
+        print("ok")
+    """
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_cupy_generator_draws_on_the_gpu() -> None:
     cupy = pytest.importorskip("cupy")
     try:
