@@ -331,6 +331,33 @@ def writable(x: Array) -> bool:
     return not any(n > 1 and st == 0 for n, st in zip(x.shape, strides, strict=False))
 
 
+def check_known_shape(name: str, x: Array) -> None:
+    """Raise where a dimension of `x` is unknown: None (the array API's unknown size) or NaN
+    (Dask before its chunk sizes are computed), which no shape check or broadcast can take.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    x : array
+
+    Raises
+    ------
+    ValueError
+        A dimension is unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_known_shape("sample", np.zeros((2, 3)))
+    """
+    if any(n is None or (isinstance(n, float) and n != n) for n in x.shape):  # n != n: NaN
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)} with unknown sizes; compute them first "
+            "(dask: x.compute_chunk_sizes())"
+        )
+
+
 def records_gradient(x: Array) -> bool:
     """True for a torch tensor that autograd records (it requires grad, outside
     `torch.no_grad`): torch's out= operations cannot take one.

@@ -313,6 +313,7 @@ def _check_loop(model: Any, x: Any, callback: Any, name: str = "x") -> None:
     xp = backends.namespace(**{name: x})
     if not backends.is_real_floating(xp, x):
         raise TypeError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
+    backends.check_known_shape(name, x)
 
 
 def _check_noise_list(noise: Any, n: int) -> None:

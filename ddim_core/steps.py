@@ -691,6 +691,7 @@ def _arrays(**arrays: Array | None) -> Namespace:
     for name, a in [(first_name, first), *rest]:
         if not backends.is_real_floating(xp, a):
             raise TypeError(f"{name} must be a real floating-point array, got dtype {a.dtype}")
+        backends.check_known_shape(name, a)
     for name, a in rest:
         if a.shape != first.shape and tuple(a.shape) != tuple(first.shape):
             raise ValueError(

@@ -200,3 +200,26 @@ def test_table_dtype_a_device_lacks_names_the_dtype() -> None:
     assert "does not support" in str(info.value)  # array-api-strict's own reason
     with pytest.raises(ValueError, match="device='nope'"):
         dc.betas(dc.DDIMConfig(), device="nope")
+
+
+def test_a_dask_array_of_unknown_shape_is_named() -> None:
+    """Dask arrays whose chunk sizes are unknown (after boolean indexing) have NaN in their
+    shape: step said 'model_output has shape (nan, 3) but sample has shape (nan, 3); they must be
+    equal', the same array twice (and dc.add_noise, dc.sample) went on to array-api-compat's
+    clip and its TypeError "'float' object cannot be interpreted as an integer". Now a
+    ValueError names the argument and the way out (compute_chunk_sizes)."""
+    da = pytest.importorskip("dask.array")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    base = da.from_array(np.full((4, 3), 0.5), chunks=2)
+    x = base[base[:, 0] > 0]
+    match = r"(sample|model_output) has shape \(nan, 3\) with unknown sizes.*compute_chunk_sizes"
+    with pytest.raises(ValueError, match=match):
+        dc.step(plan, x * 0.5, 500, x)
+    with pytest.raises(ValueError, match=match):
+        dc.inverse_step(plan, x, 500, x)
+    with pytest.raises(ValueError, match=r"original_samples has shape \(nan, 3\) with unknown"):
+        dc.add_noise(plan, x, x, 500)
+    with pytest.raises(ValueError, match=r"x has shape \(nan, 3\) with unknown sizes"):
+        dc.sample(lambda x, t: 0.1 * x, x, plan.config, 3)
+    known = x.compute_chunk_sizes()
+    assert dc.step(plan, known * 0.5, 500, known).prev_sample.compute().shape == (4, 3)
