@@ -295,8 +295,7 @@ def is_host_numpy(x: Array) -> bool:
 
 
 def writable(x: Array) -> bool:
-    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays; a torch
-    inference tensor outside `torch.inference_mode`, which torch refuses to write) or that are
+    """False for arrays known to be read-only (NumPy's writeable flag; JAX arrays) or that are
     broadcast views (a stride of 0 along an axis of more than one element: torch's `expand`,
     which torch cannot write into), True for any other array (an `out=` buffer is then
     written).
@@ -321,9 +320,6 @@ def writable(x: Array) -> bool:
         return bool(flags.writeable)
     if array_api_compat.is_jax_array(x):
         return False
-    torch = sys.modules.get("torch")  # (imported by the caller's arrays, if torch)
-    if torch is not None and isinstance(x, torch.Tensor) and x.is_inference():
-        return bool(torch.is_inference_mode_enabled())
     stride = getattr(x, "stride", None)  # torch's strides (in elements); CuPy's, in bytes
     strides = stride() if callable(stride) else getattr(x, "strides", None)
     if not isinstance(strides, tuple) or 0 in tuple(x.shape):  # (empty: no element shared)
@@ -356,6 +352,31 @@ def check_known_shape(name: str, x: Array) -> None:
             f"{name} has shape {tuple(x.shape)} with unknown sizes; compute them first "
             "(dask: x.compute_chunk_sizes())"
         )
+
+
+def inference_outside(x: Array) -> bool:
+    """True for a torch inference tensor (made under `torch.inference_mode`) outside inference
+    mode, where torch refuses to write into it (an `out=` buffer cannot be written now; a table
+    may still be written later, inside the mode, so `writable` stays True for it).
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> inference_outside(np.zeros(1))
+    False
+    """
+    torch = sys.modules.get("torch")  # (imported by the caller's arrays, if torch)
+    if torch is None or not isinstance(x, torch.Tensor) or not x.is_inference():
+        return False
+    return not torch.is_inference_mode_enabled()
 
 
 def records_gradient(x: Array) -> bool:

@@ -499,6 +499,11 @@ def _check_out(out: Any, xp: Namespace, sample: Array, *inputs: Array | None) ->
             )
         if not backends.writable(buf):
             raise ValueError(f"{name} is read-only; out= buffers must be writable")
+        if backends.inference_outside(buf):  # the eager kernel's writes would raise in torch
+            raise ValueError(
+                f"{name} is an inference tensor, which torch does not write outside "
+                "torch.inference_mode(); pass another buffer or step inside the mode"
+            )
         if backends.records_gradient(buf):  # numba's views would write it unseen by autograd
             raise ValueError(
                 f"out= cannot record gradients: {name} requires grad; pass a buffer that does "
