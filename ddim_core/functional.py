@@ -107,6 +107,11 @@ class Scheduler:
     inverse: bool = False
     use_clipped_model_output: bool = False
     timesteps: tuple[int, ...] | None = None
+    # The fields as text, for step's check that a state was made for this scheduler: under
+    # torch.compile a float field that changed between calls (eta per request) is symbolic,
+    # and Dynamo cannot take the dataclass == of it (InternalTorchDynamoError); a string is
+    # a constant to it
+    _identity: str = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -135,6 +140,8 @@ class Scheduler:
                 )
         set_("num_inference_steps", plan.num_inference_steps)
         set_("timesteps", plan.inverse_timesteps if self.inverse else plan.timesteps)
+        fields = (self.num_inference_steps, self.eta, self.inverse, use_clipped, self.timesteps)
+        set_("_identity", repr((dataclasses.astuple(self.config), *fields)))
 
     @property
     def plan(self) -> Plan:
@@ -284,7 +291,8 @@ def step(
     if not isinstance(scheduler, Scheduler):
         raise TypeError(f"scheduler must be a functional.Scheduler, got {type(scheduler).__name__}")
     made_for = getattr(type(state), "scheduler", None)  # a class attribute: no array read
-    if made_for is not scheduler and made_for != scheduler:
+    same = made_for is scheduler or getattr(made_for, "_identity", None) == scheduler._identity
+    if not same and made_for != scheduler:  # == after: schedulers equal as values (-0.0, 0.0)
         raise TypeError(
             f"state was not made by init() for this scheduler ({scheduler!r}); "
             "call init(scheduler, like=x) and pass its state"

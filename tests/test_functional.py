@@ -134,6 +134,28 @@ def test_torch_compile_compiles_a_loop_once_in_a_fresh_process() -> None:
     assert run.stdout.split() == ["1"]
 
 
+@pytest.mark.slow
+def test_torch_compile_takes_a_scheduler_made_per_call() -> None:
+    """A compiled step given a scheduler made per call (a server's request) whose eta changed
+    between calls: torch.compile made eta symbolic, and the third call, with a scheduler equal
+    to the first but another object, raised InternalTorchDynamoError ('SymNodeVariable() is
+    not a constant') from the check that the state was made for this scheduler."""
+    torch = pytest.importorskip("torch")
+
+    def denoise(scheduler, state, x, z):  # type: ignore[no-untyped-def]
+        return F.step(scheduler, state, 0.3 * x, x, noise=z)
+
+    compiled = torch.compile(denoise, fullgraph=True)
+    x = torch.from_numpy(X_T)
+    for eta in (0.0, 0.5, 0.0):
+        scheduler = F.Scheduler(CONFIG, 4, eta=eta)
+        state = F.init(scheduler, like=x)
+        got, want = compiled(scheduler, state, x, x), denoise(scheduler, state, x, x)
+        assert torch.equal(got[1], want[1]) and int(got[0].index) == 1
+    state = F.init(F.Scheduler(CONFIG, 4), like=X_T)  # equal as values, other text
+    F.step(F.Scheduler(CONFIG, 4, eta=-0.0), state, X_T, X_T)
+
+
 def test_state_pickles_and_steps_in_another_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A state (a class made per scheduler) pickles, for checkpoints and worker processes."""
     import pickle
