@@ -1124,6 +1124,32 @@ def _device_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     return tuple(key)
 
 
+def uncommitted(x: Array) -> bool:
+    """True for a concrete JAX array that is not committed to a device (made without
+    ``device=``, as ``jnp.ones`` or ``jax.random.normal`` make it); jax.jit takes committed
+    and uncommitted arguments as different signatures. Nothing is imported here.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    bool
+        False for other libraries' arrays and for JAX tracers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> uncommitted(np.zeros(1))
+    False
+    """
+    jax = sys.modules.get("jax")
+    if jax is None or not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+        return False
+    return not x.committed
+
+
 def _tracing(result: Any) -> bool:
     """True while a JAX trace or a torch.compile trace builds `result` (framework already
     imported by the caller's arrays: nothing is imported here)."""

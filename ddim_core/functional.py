@@ -191,7 +191,10 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
     xp = backends.namespace(like=like)
     if not backends.is_real_floating(xp, like):
         raise TypeError(f"like must be a real floating-point array, got dtype {like.dtype}")
-    device = backends.device(like)
+    # An uncommitted JAX array (jax.random.normal's, jnp.ones') makes an uncommitted state: a
+    # committed state beside an uncommitted sample is another signature to jax.jit than the
+    # committed arrays the first step returns (the jitted step, model included, compiled twice)
+    device = None if backends.uncommitted(like) else backends.device(like)
     dtype = backends.work_dtype(xp, like.dtype)
     return _state_type(scheduler)(
         coefficients=backends.from_host(found.values[ts], xp, device=device, dtype=dtype),

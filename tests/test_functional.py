@@ -88,6 +88,24 @@ def test_eta_without_noise_is_refused_while_tracing() -> None:
         noisy(jax.numpy.asarray(X_T))
 
 
+def test_jitted_step_compiles_once_from_an_uncommitted_sample() -> None:
+    """init(like=x) with x uncommitted (jax.random.normal's, jnp.ones') committed the state to
+    x's device: the first step's arguments (committed state, uncommitted sample) were another
+    signature than the committed arrays it returns, so the jitted step, model and all, was
+    compiled twice. The state is now committed where `like` is."""
+    jax = pytest.importorskip("jax")
+    scheduler = F.Scheduler(CONFIG, 4)
+    step = jax.jit(lambda state, x: F.step(scheduler, state, 0.1 * x, x))
+    x = jax.random.normal(jax.random.key(0), (2, 3))
+    state = F.init(scheduler, like=x)
+    assert not x.committed and not any(a.committed for a in state)
+    for _ in range(4):
+        state, x = step(state, x)
+    assert step._cache_size() == 1  # one compile
+    x = jax.device_put(x, jax.devices()[0])
+    assert all(a.committed for a in F.init(scheduler, like=x))
+
+
 def _torch_model(x, t):
     return 0.5 * x * (1 + t.to(x.dtype) / 1000)
 
