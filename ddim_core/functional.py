@@ -87,7 +87,8 @@ class Scheduler:
     Raises
     ------
     ValueError
-        inverse with eta > 0, or `num_inference_steps` disagreeing with `timesteps`.
+        inverse with eta > 0, `num_inference_steps` disagreeing with `timesteps`, or
+        `timesteps` out of the visiting order (decreasing; increasing when `inverse`).
     TypeError
         `timesteps` that is not a sequence of integers (as `make_plan`).
 
@@ -132,7 +133,7 @@ class Scheduler:
             given = self.timesteps  # tuple() would split a string and fail on an integer
             if isinstance(given, str | bytes) or not hasattr(given, "__iter__"):
                 raise TypeError(f"timesteps must be a sequence of integers, got {given!r}")
-            plan = make_plan(self.config, timesteps=self._descending(tuple(self.timesteps)))
+            plan = self._custom_plan(tuple(given))
             if self.num_inference_steps not in (None, plan.num_inference_steps):
                 raise ValueError(
                     f"num_inference_steps={self.num_inference_steps} but {plan.num_inference_steps}"
@@ -147,6 +148,17 @@ class Scheduler:
     def plan(self) -> Plan:
         """The timestep plan of the loop (`make_plan` caches it)."""
         return make_plan(self.config, timesteps=self._descending(self.timesteps or ()))
+
+    def _custom_plan(self, visits: tuple[Any, ...]) -> Plan:
+        try:
+            return make_plan(self.config, timesteps=self._descending(visits))
+        except ValueError as e:  # make_plan saw them reversed: name the order given here
+            if not (self.inverse and "strictly decreasing" in str(e)):
+                raise
+        raise ValueError(
+            f"timesteps must be strictly increasing with inverse=True (the order the "
+            f"inversion visits them), got {list(visits)}"
+        )
 
     def _descending(self, visits: tuple[int, ...]) -> tuple[int, ...]:
         return visits[::-1] if self.inverse else visits

@@ -253,6 +253,14 @@ def test_bad_scheduler_arguments_are_named() -> None:
         F.Scheduler(CONFIG, timesteps=5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="timesteps must be a sequence of integers, got '900'"):
         F.Scheduler(CONFIG, timesteps="900", inverse=True)  # type: ignore[arg-type]
+    with pytest.raises(  # said 'strictly decreasing, got [100, 500, 900]', reversed
+        ValueError,
+        match=r"strictly increasing with inverse=True \(the order the inversion visits them\), "
+        r"got \[900, 500, 100\]",
+    ):
+        F.Scheduler(CONFIG, timesteps=(900, 500, 100), inverse=True)
+    with pytest.raises(ValueError, match=r"strictly decreasing, got \[100, 500\]"):
+        F.Scheduler(CONFIG, timesteps=(100, 500))
     scheduler = F.Scheduler(CONFIG, 2)
     x = np.ones(3)
     state = F.init(scheduler, like=x)
