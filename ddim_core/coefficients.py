@@ -414,7 +414,10 @@ def _gather(key: StepKey | Schedule, timesteps: Array, like: Array, xp: Namespac
     dtype = backends.work_dtype(xp, like.dtype)
     values = device_table(key, xp, backends.device(like), dtype)
     rows = backends.take_rows(values, timesteps, xp)
-    return [backends.broadcast_to_sample(rows[:, k], like.ndim, xp) for k in range(values.shape[1])]
+    columns = [rows[:, k] for k in range(values.shape[1])]
+    if like.ndim == 0:  # one row of shape (1,): a 0-d sample stays 0-d, as in `fused_gather`
+        return [xp.reshape(col, ()) for col in columns]
+    return [backends.broadcast_to_sample(col, like.ndim, xp) for col in columns]
 
 
 @backends.device_cache

@@ -245,3 +245,22 @@ def test_thresholding_of_a_1d_batch_is_per_element() -> None:
         want = ref.per_sample(rplan, m, [901, 801, 901, 901] if np.ndim(t) else [t] * 4, x)
         np.testing.assert_allclose(got.pred_original_sample, want[1], rtol=1e-14)
         np.testing.assert_allclose(got.prev_sample, want[0], rtol=1e-14)
+
+
+def test_zero_d_sample_with_a_device_timestep_stays_0d() -> None:
+    """A 0-d sample with a timestep the host does not read (Dask, JAX under jit, a GPU
+    tensor) took rows gathered as shape (1,): step, inverse_step, add_noise and get_velocity
+    returned shape (1,) instead of (). The rows are now 0-d for a 0-d sample."""
+    da = pytest.importorskip("dask.array")
+    plan = dc.make_plan(CONFIGS["v-threshold"], 10)
+    t = plan.timesteps[1]
+    x, m = np.array(1.5), np.array(0.3)
+    want = ref.step(plan, m.reshape(1), t, x.reshape(1))
+    got = dc.step(plan, da.from_array(m), da.from_array(np.array(t)), da.from_array(x))
+    assert [g.shape for g in got] == [(), ()]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.compute(), w[0], rtol=1e-14)
+    inv = dc.inverse_step(plan, da.from_array(m), da.from_array(np.array(t)), da.from_array(x))
+    assert [g.shape for g in inv] == [(), ()]
+    for f in (dc.add_noise, dc.get_velocity):
+        assert f(plan, da.from_array(x), da.from_array(m), da.from_array(np.array(t))).shape == ()
