@@ -399,6 +399,7 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     if xp.finfo(dtype).bits < 32:
         flat = xp.astype(flat, xp.float32)
     s = quantile(xp.abs(flat), ratio, xp=xp)
+    max_value = min(max_value, float(xp.finfo(flat.dtype).max))  # 1e300 in float32: a no-op
     # torch.clamp(min=1, max=...) order; clip, not maximum(s, 1.0): array-api-compat's
     # scalar promotion there calls torch.result_type, which torch.compile cannot trace
     s = xp.clip(s, min=1.0, max=max_value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import numpy as np
 import pytest
@@ -264,3 +265,25 @@ def test_zero_d_sample_with_a_device_timestep_stays_0d() -> None:
     assert [g.shape for g in inv] == [(), ()]
     for f in (dc.add_noise, dc.get_velocity):
         assert f(plan, da.from_array(x), da.from_array(m), da.from_array(np.array(t))).shape == ()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_thresholding_max_value_past_the_dtype_range(backend: Backend, dtype: str) -> None:
+    """sample_max_value=1e300 (no cap) with a float32 or float16 sample: clamping s to it
+    raised torch's 'value cannot be converted to type float without overflow' (NumPy: an
+    overflow RuntimeWarning). It is now taken within the dtype's range, as clip_sample_range
+    is: the cap is a no-op there."""
+    cfg = dc.DDIMConfig(
+        prediction_type="sample", thresholding=True, sample_max_value=1e300, clip_sample=False
+    )
+    plan = dc.make_plan(cfg, 10)
+    x, out, _ = inputs(5)
+    x, out = 4 * x, 4 * out
+    t = plan.timesteps[3]
+    x_r, out_r = (a.astype(dtype).astype(np.float64) for a in (x, out))
+    expected = ref.step(plan, out_r, t, x_r)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = dc.step(plan, backend.array(out, dtype), t, backend.array(x, dtype))
+    for g, e in zip(got, expected, strict=True):
+        assert_close(backend, g, e, dtype)
