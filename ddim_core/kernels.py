@@ -400,9 +400,10 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
         flat = xp.astype(flat, xp.float32)
     s = quantile(xp.abs(flat), ratio, xp=xp)
     max_value = min(max_value, float(xp.finfo(flat.dtype).max))  # 1e300 in float32: a no-op
-    # torch.clamp(min=1, max=...) order; clip, not maximum(s, 1.0): array-api-compat's
-    # scalar promotion there calls torch.result_type, which torch.compile cannot trace
-    s = xp.clip(s, min=1.0, max=max_value)
+    # torch.clamp(min=1, max=...) order: below 1, max wins (the array API leaves clip with
+    # min > max unspecified; array-api-strict raises). clip, not maximum(s, 1.0): array-api-
+    # compat's scalar promotion there calls torch.result_type, which torch.compile cannot trace
+    s = xp.clip(s, min=min(1.0, max_value), max=max_value)
     s = xp.reshape(s, (batch, 1))
     flat = xp.minimum(xp.maximum(flat, -s), s) / s
     return xp.astype(xp.reshape(flat, x0_pred.shape), dtype)

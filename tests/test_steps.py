@@ -287,3 +287,24 @@ def test_thresholding_max_value_past_the_dtype_range(backend: Backend, dtype: st
         got = dc.step(plan, backend.array(out, dtype), t, backend.array(x, dtype))
     for g, e in zip(got, expected, strict=True):
         assert_close(backend, g, e, dtype)
+
+
+def test_thresholding_max_value_below_one(backend: Backend) -> None:
+    """sample_max_value < 1 (the config takes any value > 0): s is clamped to [1, max] in
+    torch.clamp's order, so s = max_value (diffusers, the reference). array-api-strict's clip
+    raised 'min must be less than or equal to max' (the array API leaves min > max
+    unspecified); the bounds given to clip are now ordered."""
+    cfg = dc.DDIMConfig(
+        prediction_type="sample",
+        thresholding=True,
+        sample_max_value=0.5,
+        dynamic_thresholding_ratio=0.5,
+        clip_sample=False,
+    )
+    plan = dc.make_plan(cfg, 10)
+    x, out, _ = inputs(6)
+    t = plan.timesteps[3]
+    expected = ref.step(plan, out, t, x)
+    got = dc.step(plan, backend.array(out), t, backend.array(x))
+    for g, e in zip(got, expected, strict=True):
+        assert_close(backend, g, e, "float64")
