@@ -167,6 +167,26 @@ def test_unsampler_refuses_pure_noise_on_rectified_flow_models(monkeypatch) -> N
     assert tops == [pytest.approx(0.95), 1.0]
 
 
+def test_unsampler_on_rectified_flow_at_one_step_names_steps(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """steps 1 has only the step from pure noise, whatever end_at_step (kept below steps): the
+    error said "end_at_step=1 climbs to sigma 1 ... use end_at_step >= 1" to a user who had
+    set end_at_step 1. It now says steps 1 cannot stop below 1 and to use steps >= 2."""
+    CONST = type("CONST", (), {"sigmas": torch.arange(1, 1001, dtype=torch.float32) / 1000})
+    monkeypatch.setitem(sys.modules, "comfy.model_sampling", types.SimpleNamespace(CONST=CONST))
+    sampling = CONST()
+    model = types.SimpleNamespace(get_model_object=lambda name: sampling)
+
+    def guide(model, positive, negative, cfg, latent, function, sigmas):  # type: ignore[no-untyped-def]
+        raise AssertionError("no model call")
+
+    latent = {"samples": torch.zeros(1, 4, 2, 2)}
+    for end_at_step in (0, 1, 5):
+        args = (model, 1, end_at_step, 1.0, "ddim_exact", "trailing", [], [], latent, 8, 1e-6)
+        with pytest.raises(ValueError, match=r"steps=1 .*sigma 1, .*steps >= 2") as info:
+            U.run_unsampler(*args, guide=guide)
+        assert "use end_at_step >= 1" not in str(info.value)
+
+
 def test_unsampler_takes_the_schedule_nodes_steps_offset() -> None:
     """The DDIM Schedule node has steps_offset and the Unsampler had not: its schedule was
     always steps_offset 0, so a leading schedule with offset 1 (SD 1.x) could not be matched.

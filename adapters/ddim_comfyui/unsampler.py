@@ -405,7 +405,7 @@ def run_unsampler(
 
     sigmas = ddim_sigmas(model, steps, spacing, steps_offset, 1.0)
     up = inversion_sigmas(sigmas, end_at_step)
-    _check_below_pure_noise(model, float(up[-1]), end_at_step)
+    _check_below_pure_noise(model, float(up[-1]), steps, end_at_step)
     info: dict[str, Any] = {}
 
     def function(
@@ -427,18 +427,23 @@ def run_unsampler(
     return {**latent_image, "samples": samples, STATE_KEY: info}
 
 
-def _check_below_pure_noise(model: Any, sigma: float, end_at_step: int) -> None:
+def _check_below_pure_noise(model: Any, sigma: float, steps: int, end_at_step: int) -> None:
     """Refuse to climb to sigma 1 on a rectified-flow model (model_sampling CONST: SD3, Flux):
     ComfyUI hands the result on as x / (1 - sigma) (CONST.inverse_noise_scaling), which is
-    infinite there, and every later node would see NaN."""
+    infinite there, and every later node would see NaN. One step goes there whatever
+    end_at_step (`inversion_sigmas` keeps one step), so the advice names steps then."""
     const = getattr(sys.modules.get("comfy.model_sampling"), "CONST", None)
     if const is None or sigma < 1.0:
         return
     if isinstance(model.get_model_object("model_sampling"), const):
+        what, fix = (
+            (f"end_at_step={end_at_step}", "use end_at_step >= 1")
+            if steps > 1
+            else (f"steps={steps} (its one step)", "use steps >= 2 and end_at_step >= 1")
+        )
         raise ValueError(
-            f"Unsampler: end_at_step={end_at_step} climbs to sigma {sigma:g}, pure noise on a "
-            "rectified-flow model (SD3, Flux), which ComfyUI's LATENT (x / (1 - sigma)) cannot "
-            "hold; use end_at_step >= 1"
+            f"Unsampler: {what} climbs to sigma {sigma:g}, pure noise on a rectified-flow "
+            "model (SD3, Flux), which ComfyUI's LATENT (x / (1 - sigma)) cannot hold; " + fix
         )
 
 
