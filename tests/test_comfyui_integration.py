@@ -454,3 +454,28 @@ def test_inversion_with_comfyuis_own_flip_sigmas_is_exact(comfy) -> None:  # typ
     z = _advanced(comfy, model, off, inverse, up, x0)
     ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
     assert float((_advanced(comfy, model, off, ddim, down, z) - x0).abs().max()) <= 1e-5
+
+
+@needs_comfyui
+def test_inversion_keeps_the_latent_outside_a_noise_mask(comfy) -> None:  # type: ignore[no-untyped-def]
+    """SamplerCustom (add_noise off) with a latent noise mask: ComfyUI's euler over FlipSigmas
+    leaves the latent as is outside the mask, and so does the DDIM Inversion Sampler now (it
+    moved it by 4.1), so sampling back returns the whole latent."""
+    import torch
+
+    model = _model(comfy)
+    x0 = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.5
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[..., :2, :] = 1.0
+    down = _schedule(comfy, model, 10)
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+
+    def custom(sampler: Any, sigmas: Any, latent: Any) -> Any:
+        args = (model, False, 0, 1.0, _cond(), _cond(), sampler, sigmas, latent)
+        return comfy.custom.SamplerCustom().sample(*args)[0]
+
+    z = custom(inverse, down.flip(0), {"samples": x0, "noise_mask": mask})
+    assert torch.equal(z["samples"][..., 2:, :], x0[..., 2:, :])
+    back = custom(ddim, down, z)["samples"]
+    assert float((back - x0).abs().max()) <= 1e-5

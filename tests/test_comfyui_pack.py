@@ -95,6 +95,35 @@ def test_inverse_sampler_takes_either_order_and_inverts_exactly_by_default() -> 
     assert float((back - x0).abs().max()) > 1e-2
 
 
+def test_inverse_sampler_keeps_the_latent_outside_a_noise_mask() -> None:
+    """With SetLatentNoiseMask's mask ComfyUI's denoiser (KSamplerX0Inpaint) shows the model
+    the latent outside the mask and returns it there as x0, so its samplers leave the latent
+    as is there (euler over FlipSigmas does). The inversion moved it (by 4.1 on the real
+    ComfyUI test bed): its steps start from the sample scaled to the next level, not from x.
+    Sampling back then kept the moved values outside (they are its input latent)."""
+    inner = ComfyStyleDenoiser()
+
+    def masked(latent):  # type: ignore[no-untyped-def]
+        def model(x, sigma, denoise_mask, model_options={}, seed=None):  # type: ignore[no-untyped-def]  # noqa: B006
+            keep = 1.0 - denoise_mask
+            out = inner(x * denoise_mask + latent * keep, sigma, None)
+            return out * denoise_mask + latent * keep
+
+        return model
+
+    down = get_sigmas_ddim(CONFIG, 10, dtype=torch.float64)
+    x0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]]).expand(3, 4)
+    args = {"denoise_mask": mask}
+    for iters in (core.INVERSION_ITERS, 0):
+        z = core.sample_ddim_core_inverse(
+            masked(x0), x0, down.flip(0), args, None, True, fixed_point_iters=iters
+        )
+        assert torch.equal(z[:, 2:], x0[:, 2:]), iters
+    back = core.sample_ddim_core(masked(z), z, down, extra_args=args, disable=True)
+    assert torch.equal(back[:, 2:], x0[:, 2:])
+
+
 def test_inverse_sampler_takes_numpy_sigmas_in_either_order() -> None:
     """Any array library, as ddim_kdiffusion.sample_ddim_inverse: descending NumPy sigmas were
     an AttributeError ('numpy.ndarray' object has no attribute 'flip')."""

@@ -183,6 +183,8 @@ def sample_ddim_core_inverse(
     FlipSigmas puts in place of 0, counts as 0: x is the clean latent, and sampling back down
     to 0 returns it. On a rectified-flow model, whose latent ComfyUI scales by 1 - sigmas[0]
     on the way in and divides by 1 - sigmas[-1] on the way out, both orders give the same.
+    Outside a latent noise mask (``extra_args["denoise_mask"]``) the latent is kept, as
+    ComfyUI's samplers keep it there.
 
     Parameters
     ----------
@@ -225,12 +227,26 @@ def sample_ddim_core_inverse(
             "rectified-flow model (SD3, Flux), which ComfyUI's LATENT (x / (1 - sigma)) cannot "
             "hold; stop below 1 (SplitSigmas at step 1)"
         )
+    latent = x
     if flow:  # ComfyUI gave x at the given first sigma, (1 - sigma) x0, and divides by 1 - last
         x = _flow_rescaled(x, float(given[0]), float(sigmas[0]))
     z = sample_ddim_inverse(
         model, x, sigmas, extra_args, callback, disable, fixed_point_iters, tol or None
     )
-    return _flow_rescaled(z, float(sigmas[-1]), float(given[-1])) if flow else z
+    if flow:
+        z = _flow_rescaled(z, float(sigmas[-1]), float(given[-1]))
+    return _outside_mask_kept(z, latent, given, flow, (extra_args or {}).get("denoise_mask"))
+
+
+def _outside_mask_kept(z: Any, latent: Any, given: Any, flow: bool, mask: Any) -> Any:
+    """z with the latent outside ComfyUI's noise mask, as its samplers leave it there: its
+    denoiser returns the latent there as x0, where DDIM inversion's steps (which start from
+    the sample scaled to the next level) would move it."""
+    if mask is None or len(given) < 2:
+        return z
+    if flow:  # the latent as ComfyUI holds one at the last sigma
+        latent = _flow_rescaled(latent, float(given[0]), float(given[-1]))
+    return z * mask + latent * (1.0 - mask)
 
 
 def _flow_rescaled(x: Any, sigma: float, to: float) -> Any:
