@@ -847,6 +847,41 @@ def exact_scalars(xp: Namespace, values: S, like: Array) -> S:
     return values._make(items) if hasattr(values, "_make") else type(values)(items)
 
 
+def traced_bounds(xp: Namespace, like: Array, *bounds: float) -> tuple[Any, ...]:
+    """Host-float bounds for `xp.clip` of `like`: the floats themselves, or 0-d arrays of
+    like's dtype on its device while torch.compile traces.
+
+    There a config float that changed between calls of the compiled function is symbolic, and
+    array-api-compat's torch clip runs `math.isnan` on scalar bounds, which Dynamo cannot
+    trace under fullgraph; array bounds take torch.clamp's tensor form (the same values). The
+    eager path keeps its floats: no array is made per step.
+
+    Parameters
+    ----------
+    xp : namespace
+        The namespace of `like`.
+    like : array
+        The array to be clipped.
+    *bounds : float
+        The bounds (host or, under torch.compile, symbolic floats).
+
+    Returns
+    -------
+    tuple
+        One bound per argument.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> traced_bounds(HOST_XP, np.zeros(1), -1.0, 1.0)  # not tracing: the floats as given
+    (-1.0, 1.0)
+    """
+    if not compiling():
+        return bounds
+    where = device(like)
+    return tuple(xp.asarray(b, dtype=like.dtype, device=where) for b in bounds)
+
+
 def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> Array:
     """Move a host float64 table into `xp` on `device`, converted to `dtype` on the way.
 

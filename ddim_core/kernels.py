@@ -362,7 +362,7 @@ def clip(x0_pred: Array, limit: float, *, xp: Namespace) -> Array:
     array([-1. ,  0.5,  1. ])
     """
     limit = min(limit, float(xp.finfo(x0_pred.dtype).max))  # 1e300 for float32: no overflow
-    return xp.clip(x0_pred, -limit, limit)
+    return xp.clip(x0_pred, *backends.traced_bounds(xp, x0_pred, -limit, limit))
 
 
 def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) -> Array:
@@ -403,7 +403,8 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     # torch.clamp(min=1, max=...) order: below 1, max wins (the array API leaves clip with
     # min > max unspecified; array-api-strict raises). clip, not maximum(s, 1.0): array-api-
     # compat's scalar promotion there calls torch.result_type, which torch.compile cannot trace
-    s = xp.clip(s, min=min(1.0, max_value), max=max_value)
+    low, high = backends.traced_bounds(xp, s, min(1.0, max_value), max_value)
+    s = xp.clip(s, min=low, max=high)
     s = xp.reshape(s, (batch, 1))
     flat = xp.minimum(xp.maximum(flat, -s), s) / s
     return xp.astype(xp.reshape(flat, x0_pred.shape), dtype)

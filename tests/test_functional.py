@@ -7,6 +7,8 @@ torch's meta device and its float16 twin on CPU (tests/test_no_sync.py)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from helpers import reference_path
@@ -172,6 +174,40 @@ def test_torch_compile_takes_a_scheduler_made_per_call() -> None:
         assert torch.equal(got[1], want[1]) and int(got[0].index) == 1
     state = F.init(F.Scheduler(CONFIG, 4), like=X_T)  # equal as values, other text
     F.step(F.Scheduler(CONFIG, 4, eta=-0.0), state, X_T, X_T)
+
+
+@pytest.mark.slow
+def test_torch_compile_takes_config_floats_changed_between_calls() -> None:
+    """A compiled step given schedulers whose clip_sample_range, sample_max_value (also below
+    1) or dynamic_thresholding_ratio changed between calls: torch.compile made the float
+    symbolic at the recompile, and kernels.clip and kernels.threshold failed under fullgraph
+    ('Unsupported torch.* op returned non-Tensor': array-api-compat's clip runs math.isnan on
+    scalar bounds). Now each call equals eager, and each float changes the step."""
+    torch = pytest.importorskip("torch")
+
+    def denoise(scheduler, state, x):  # type: ignore[no-untyped-def]
+        return F.step(scheduler, state, 0.3 * x, x)[1]
+
+    compiled = torch.compile(denoise, fullgraph=True)
+    x = torch.from_numpy(X_T) / 10  # x0_pred of the first step within about [-3, 3]
+    clipped = CONFIG.replace(clip_sample=True)
+    thresholded = CONFIG.replace(thresholding=True)
+    configs = [
+        clipped,
+        clipped.replace(clip_sample_range=2.0),
+        thresholded,
+        thresholded.replace(sample_max_value=0.5),
+        thresholded.replace(sample_max_value=50.0, dynamic_thresholding_ratio=0.7),
+    ]
+    results = []
+    for config in configs:
+        scheduler = F.Scheduler(config, 4)
+        state = F.init(scheduler, like=x)
+        got, want = compiled(scheduler, state, x), denoise(scheduler, state, x)
+        assert torch.equal(got, want), config
+        results.append(got)
+    for a, b in itertools.pairwise(results):
+        assert not torch.equal(a, b)  # each changed float reached the step
 
 
 def test_state_pickles_and_steps_in_another_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
