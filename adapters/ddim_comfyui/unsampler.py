@@ -84,6 +84,15 @@ def unsample(
     The dict holds the method, the sigmas (descending, for sampling back) and, for the
     reversible methods, the state's second array and its samples' dtype.
 
+    Outside a latent noise mask (``extra_args["denoise_mask"]``) the latent is returned as
+    given (z * mask + x * (1 - mask), as the DDIM Inversion Sampler's), as ComfyUI's samplers
+    leave it where the mask is 0 (its denoiser returns it there as x0), where inversion's
+    steps move it; so a DDIM sampler given the result as its latent keeps it there too (near
+    a soft mask edge that path is inexact: ComfyUI's model sees the result's samples there,
+    not x). The reversible states go with the values the inversion reached, and DDIM needs
+    them at a soft edge, so the dict also holds those ("unmasked") and the result ("shown"),
+    from which `resample` returns exactly by every method.
+
     Parameters
     ----------
     model : callable
@@ -123,12 +132,17 @@ def unsample(
         invert = getattr(kr, f"sample_{method}_inverse")
         state = invert(model, x, sigmas, args, callback, disable)
         info |= {"partner": state[1], "dtype": state.dtype, "lo": state.lo}  # lo: exactness
-        return state[0], info
-    iters = fixed_point_iters if method == "ddim_exact" else 0
-    z = sample_ddim_inverse(
-        model, x, sigmas, args, callback, disable, iters, tol if iters else None
-    )
-    return z, info
+        z = state[0]
+    else:
+        iters = fixed_point_iters if method == "ddim_exact" else 0
+        z = sample_ddim_inverse(
+            model, x, sigmas, args, callback, disable, iters, tol if iters else None
+        )
+    mask = args.get("denoise_mask")
+    if mask is None:
+        return z, info
+    shown = z * mask + x * (1.0 - mask)  # as the DDIM Inversion Sampler (core.py) keeps it
+    return shown, info | {"unmasked": z, "shown": shown}
 
 
 def resample(
@@ -140,7 +154,9 @@ def resample(
     disable: bool | None = None,
 ) -> Any:
     """The clean latent back from an unsampled one and its `info`: DDIM for the DDIM methods,
-    the method's own sampler from the state for the reversible ones.
+    the method's own sampler from the state for the reversible ones. Under a noise mask both
+    start from where the inversion reached (`unsample` returned the latent outside the mask
+    in its place), with x's changes since added.
 
     Parameters
     ----------
@@ -169,6 +185,8 @@ def resample(
     True
     """
     method, sigmas, args = _check_method(info["method"]), info["sigmas"], extra_args or {}
+    if "shown" in info:  # from where the inversion reached, with x's changes since added
+        x = info["unmasked"] + (x - info["shown"])
     if method in REVERSIBLE:
         state = State(x, info["partner"], info["dtype"], info.get("lo"))
         return getattr(kr, f"sample_{method}")(model, state, sigmas, args, callback, disable)
@@ -388,7 +406,8 @@ def run_unsampler(
     Returns
     -------
     dict
-        The LATENT: the noised "samples" and `STATE_KEY` (with the input's samples, "clean",
+        The LATENT: the noised "samples" (the input's where a noise mask is 0, as ComfyUI's
+        samplers leave them: `unsample`) and `STATE_KEY` (with the input's samples, "clean",
         which a noise mask keeps when resampling).
 
     Raises
