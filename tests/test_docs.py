@@ -326,3 +326,62 @@ def test_install_commands_never_run() -> None:
     assert INSTALLS.search("ddim-core plugins\n.venv/bin/pip install x")
     assert INSTALLS.search("make demo")
     assert not INSTALLS.search("ddim-core demo --steps 5\necho make")
+
+
+# --- every name a package exports (`__all__`) --------------------------------------------------
+
+# The page of the API reference that lists each exporting package's names.
+EXPORT_PAGES = {
+    "ddim_core": "ddim_core.md",
+    "ddim_core.testing": "testing.md",
+    "ddim_diffusers": "adapters.md",
+    "ddim_kdiffusion": "adapters.md",
+    "ddim_mindone": "adapters.md",
+}
+
+
+def _package_file(package: str) -> Path:
+    top, *rest = package.split(".")
+    return PACKAGES[top].joinpath(*rest, "__init__.py")
+
+
+def exports(package: str) -> dict[str, str | None]:
+    """Each name of a package's `__all__` and the module that defines it (None: a submodule),
+    read statically: `from .mod import name` lines, and the name-to-module dicts
+    (`_EXPORTS`, `_NAMES`) behind the lazy packages' `__getattr__`."""
+    tree = ast.parse(_package_file(package).read_text(encoding="utf-8"))
+    source: dict[str, str | None] = {}
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            for alias in node.names:
+                name = alias.asname or alias.name
+                source[name] = f"{package}.{node.module}" if node.module else None
+        target = node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and isinstance(node, ast.Assign):
+            value = ast.literal_eval(node.value) if target.id != "__all__" else None
+            if target.id in ("_EXPORTS", "_NAMES"):
+                source |= {k: f"{package}.{v.lstrip('.')}" for k, v in value.items()}
+            elif target.id == "_SUBMODULES":
+                source |= dict.fromkeys(value)
+    mod = importlib.import_module(package)
+    names = list(mod.__all__)
+    return {name: source.get(name) for name in names}
+
+
+EXPORTING = sorted(EXPORT_PAGES)
+
+
+def _defined_in(module: str) -> Path:
+    top, *rest = module.split(".")
+    return PACKAGES[top].joinpath(*rest[:-1], rest[-1] + ".py") if rest else _package_file(top)
+
+
+@pytest.mark.parametrize("package", EXPORTING)
+def test_api_reference_lists_every_exported_name(package: str) -> None:
+    # the package's page names each of its exports, so `from package import name` is findable
+    page = (ROOT / "docs" / "api" / EXPORT_PAGES[package]).read_text(encoding="utf-8")
+    missing = [
+        n for n in exports(package) if f"`{n}`" not in page and f"`{package}.{n}`" not in page
+    ]
+    assert missing == []
