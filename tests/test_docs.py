@@ -273,7 +273,13 @@ def test_docstrings_numpy_style(module: str, path: Path) -> None:
     assert docstring_problems(path) == []
 
 
-DOCTEST_MODULES = [m for m, _ in MODULES if m != "ddim_comfyui.nodes"]  # imports comfy
+# the testing toolkit is a subpackage: its modules' examples run too
+TESTING_MODULES = [
+    f"ddim_core.testing.{p.stem}"
+    for p in sorted((ROOT / "ddim_core" / "testing").glob("*.py"))
+    if not p.stem.startswith("_")
+]
+DOCTEST_MODULES = [m for m, _ in MODULES if m != "ddim_comfyui.nodes"] + TESTING_MODULES
 
 
 class _PackageFinder(doctest.DocTestFinder):
@@ -375,6 +381,26 @@ EXPORTING = sorted(EXPORT_PAGES)
 def _defined_in(module: str) -> Path:
     top, *rest = module.split(".")
     return PACKAGES[top].joinpath(*rest[:-1], rest[-1] + ".py") if rest else _package_file(top)
+
+
+@pytest.mark.parametrize("package", EXPORTING)
+def test_exported_names_have_full_docstrings(package: str) -> None:
+    # what `docstring_problems` asks of public modules, asked of every exported function and
+    # class wherever it is defined (a private module, a subpackage) and however it loads
+    problems = []
+    for name, module in exports(package).items():
+        if module is None:
+            continue
+        path = _defined_in(module)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if not any(
+            isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name == name for n in tree.body
+        ):
+            continue  # a constant, or a host library's class re-exported as is
+        problems += [
+            f"{module}.{p}" for p in docstring_problems(path) if re.match(rf"{name}[.:]", p)
+        ]
+    assert problems == []
 
 
 @pytest.mark.parametrize("package", EXPORTING)

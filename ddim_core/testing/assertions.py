@@ -47,7 +47,29 @@ TINY: dict[str, float] = {
 
 
 def tolerance(dtype: Any) -> float:
-    """TOLERANCE of a dtype given by name or as any library's dtype object."""
+    """TOLERANCE of a dtype given by name or as any library's dtype object.
+
+    Parameters
+    ----------
+    dtype : str or dtype
+        A floating dtype: its name ("float32") or any library's dtype object.
+
+    Returns
+    -------
+    float
+        The largest error allowed per unit of magnitude.
+
+    Raises
+    ------
+    ValueError
+        If the dtype is not one of TOLERANCE's floating dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> tolerance(np.float32), tolerance("float64")
+    (1e-05, 1e-12)
+    """
     name = dtype_name(dtype)
     if name not in TOLERANCE:
         raise ValueError(f"no tolerance for dtype {name!r}; floating dtypes: {list(TOLERANCE)}")
@@ -57,7 +79,24 @@ def tolerance(dtype: Any) -> float:
 def rel(ours: Any, theirs: Any) -> float:
     """The largest relative difference max |ours - theirs| / (1 + |theirs|), elementwise, of two
     arrays of any backend of the same shape (float64). NaN when either holds a NaN, so that
-    `rel(...) <= limit` fails."""
+    `rel(...) <= limit` fails.
+
+    Parameters
+    ----------
+    ours, theirs : array
+        Arrays of any backend, of the same shape.
+
+    Returns
+    -------
+    float
+        The largest relative difference (0.0 for empty arrays).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rel(np.array([1.0, 3.0]), np.array([1.0, 2.0]))
+    0.3333333333333333
+    """
     a, b = to_numpy(ours), to_numpy(theirs)
     assert a.shape == b.shape, f"shapes differ: {a.shape} and {b.shape}"
     if a.size == 0:
@@ -102,6 +141,29 @@ def assert_array_close(
     elementwise, actual finite wherever expected is, and the same NaN, +Inf or -Inf wherever
     expected is not. dtype: actual's unless given. On torch's meta device (no values) the shape
     only. A failure names the worst element and the margin.
+
+    Parameters
+    ----------
+    actual : array
+        The values to check, of any backend.
+    expected : array_like
+        The exact values (float64), of actual's shape.
+    dtype : str or dtype, optional
+        The dtype whose tolerance applies; actual's by default.
+    scale : float
+        A factor on the tolerance.
+    magnitude : float or array_like
+        The size of the terms that add up to `expected`, elementwise or one for all.
+    what : str
+        The name of the values in a failure's message.
+    context : str
+        What a failure's message adds in parentheses (config, step, ...).
+
+    Raises
+    ------
+    AssertionError
+        If a shape differs, or an element is off by more than its bound or has not the
+        expected's NaN/Inf.
 
     Examples
     --------
@@ -164,6 +226,45 @@ def assert_step_close(
     `plan`: a `reference.Plan` or `ddim_core.Plan` (its t_prev and table are used), or a
     `(config, num_inference_steps)` pair. `timestep`: an int, or one per sample (another
     count, or one outside [0, num_train_timesteps), is a ValueError).
+
+    Parameters
+    ----------
+    got : array, tuple or output object
+        The step's result: prev_sample, (prev_sample, pred_original_sample), or an object
+        with those attributes.
+    plan : reference.Plan, ddim_core.Plan or tuple
+        The plan stepped on, or `(config, num_inference_steps)`.
+    model_output, timestep, sample : array or int
+        The step's inputs.
+    eta : float
+        The step's eta.
+    noise : array, optional
+        The noise the step added when eta > 0.
+    use_clipped_model_output : bool
+        As the step's option of that name.
+    inverse : bool
+        Whether the step is an inverse step (`assert_inverse_step_close`).
+    dtype : str or dtype, optional
+        The dtype whose tolerance applies; prev_sample's by default.
+    scale : float
+        A factor on the tolerance.
+
+    Raises
+    ------
+    ValueError
+        If a timestep is outside [0, num_train_timesteps), or there are neither one nor one
+        per sample.
+    AssertionError
+        If prev_sample or pred_original_sample differs from exact DDIM's beyond the bound.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> x, m = np.ones((1, 4), np.float32), np.full((1, 4), 0.5, np.float32)
+    >>> t = int(plan.timesteps[0])
+    >>> assert_step_close(dc.step(plan, m, t, x), plan, m, t, x)
     """
     if isinstance(plan, tuple):
         plan = reference.make_plan(*plan)
@@ -215,7 +316,24 @@ def assert_inverse_step_close(
     got: Any, plan: Any, model_output: Any, timestep: Any, sample: Any, **kwargs: Any
 ) -> None:
     """`assert_step_close` of an inverse step: from the level of the plan's t_prev of
-    `timestep` up to `timestep`, the model evaluated at `timestep` on the source sample."""
+    `timestep` up to `timestep`, the model evaluated at `timestep` on the source sample.
+
+    Parameters
+    ----------
+    got, plan, model_output, timestep, sample
+        As `assert_step_close`'s.
+    **kwargs
+        `assert_step_close`'s keyword arguments (eta does not apply: inversion is eta = 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> x, m = np.ones((1, 4), np.float32), np.full((1, 4), 0.5, np.float32)
+    >>> t = int(plan.timesteps[-1])
+    >>> assert_inverse_step_close(dc.inverse_step(plan, m, t, x), plan, m, t, x)
+    """
     assert_step_close(got, plan, model_output, timestep, sample, inverse=True, **kwargs)
 
 
@@ -223,7 +341,30 @@ def assert_timesteps_equal(
     got: Sequence[int] | Any, config: DDIMConfig, n: int, *, inverse: bool = False
 ) -> None:
     """The timesteps a scheduler visits for n steps of `config` are exact DDIM's plan (the
-    forward plan mirrored for inversion); a failure names the first differing index."""
+    forward plan mirrored for inversion); a failure names the first differing index.
+
+    Parameters
+    ----------
+    got : sequence of int or array
+        The timesteps the scheduler visits.
+    config : DDIMConfig
+        The scheduler's config.
+    n : int
+        The number of inference steps.
+    inverse : bool
+        Whether `got` is an inverse scheduler's (ascending) timesteps.
+
+    Raises
+    ------
+    AssertionError
+        If the timesteps differ from the plan's, naming the first index that does.
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> config = dc.DDIMConfig(timestep_spacing="trailing")
+    >>> assert_timesteps_equal([999, 899, 799, 699, 599, 499, 399, 299, 199, 99], config, 10)
+    """
     want = list(reference.spaced_timesteps(config, n))
     want = want[::-1] if inverse else want
     have = [int(t) for t in np.asarray(to_numpy(got, np.int64)).reshape(-1)]

@@ -38,7 +38,16 @@ def skip(reason: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class Backend:
     """An array library (a module), optionally one of its devices, and what it needs to run
-    beyond the library itself (`requires`: "cuda" for torch's CUDA device, "cupy-gpu")."""
+    beyond the library itself (`requires`: "cuda" for torch's CUDA device, "cupy-gpu").
+
+    Examples
+    --------
+    >>> numpy = Backend("numpy", "numpy")
+    >>> numpy.unavailable() is None, numpy.supports("bfloat16")
+    (True, False)
+    >>> numpy.array([1.0, 2.0], "float32")
+    array([1., 2.], dtype=float32)
+    """
 
     name: str
     module: str
@@ -63,7 +72,13 @@ class Backend:
         return self.device != "meta"
 
     def unavailable(self) -> str | None:
-        """Why this backend cannot run here (library missing, no GPU), or None."""
+        """Why this backend cannot run here (library missing, no GPU), or None.
+
+        Returns
+        -------
+        str or None
+            The reason, or None when it runs here.
+        """
         if importlib.util.find_spec(self.module.partition(".")[0]) is None:
             return f"{self.module} is not installed"
         if self.requires is not None and not _requirement_met(self.requires):
@@ -72,7 +87,18 @@ class Backend:
 
     def supports(self, dtype: str) -> bool:
         """Whether arrays of `dtype` can be made here (bfloat16: torch and JAX; float16: not
-        array-api-strict; float64: not on `no_float64`, and JAX only with x64 enabled)."""
+        array-api-strict; float64: not on `no_float64`, and JAX only with x64 enabled).
+
+        Parameters
+        ----------
+        dtype : str
+            A floating dtype's name.
+
+        Returns
+        -------
+        bool
+            Whether this backend makes arrays of it.
+        """
         if dtype == "bfloat16":
             return self.module in ("torch", "jax")
         if dtype == "float64":
@@ -84,13 +110,37 @@ class Backend:
         return True
 
     def dtype(self, name: str) -> Any:
-        """The library's dtype object called `name`."""
+        """The library's dtype object called `name`.
+
+        Parameters
+        ----------
+        name : str
+            A dtype's name ("float32").
+
+        Returns
+        -------
+        dtype
+            The library's dtype object.
+        """
         if self.module == "jax":
             return getattr(self.lib.numpy, name)
         return getattr(self.lib, name)
 
     def array(self, values: Any, dtype: str = "float64") -> Any:
-        """A backend array holding `values` (NumPy float64 or int64) converted to `dtype`."""
+        """A backend array holding `values` (NumPy float64 or int64) converted to `dtype`.
+
+        Parameters
+        ----------
+        values : array_like
+            The values, on the host.
+        dtype : str
+            The array's dtype's name.
+
+        Returns
+        -------
+        array
+            An array of this backend, on its device.
+        """
         values = np.asarray(values)
         if not self.supports(dtype):
             skip(f"{self.name} has no {dtype}")
@@ -114,11 +164,33 @@ class Backend:
         return make(values.astype(dtype))
 
     def int_array(self, values: Any) -> Any:
-        """An int64 backend array of `values`."""
+        """An int64 backend array of `values`.
+
+        Parameters
+        ----------
+        values : array_like
+            Integer values, on the host.
+
+        Returns
+        -------
+        array
+            An int64 array of this backend, on its device.
+        """
         return self.array(np.asarray(values, dtype=np.int64), "int64")
 
     def device_of(self, x: Any) -> Any:
-        """The device of an array of this backend."""
+        """The device of an array of this backend.
+
+        Parameters
+        ----------
+        x : array
+            An array of this backend.
+
+        Returns
+        -------
+        device
+            Its device, as the library names it.
+        """
         from ddim_core import backends
 
         return backends.device(x)
@@ -152,7 +224,27 @@ def runnable(
 ) -> list[Backend]:
     """The BACKENDS to draw from with Hypothesis' `st.sampled_from` (which cannot skip a single
     example): those that run here, hold values (not torch:meta) and support `dtype`, minus
-    `exclude` (names), among `only` (names) when given."""
+    `exclude` (names), among `only` (names) when given.
+
+    Parameters
+    ----------
+    dtype : str
+        The dtype the backends must support.
+    exclude : collection of str
+        Backend names to leave out.
+    only : collection of str, optional
+        Backend names to choose among.
+
+    Returns
+    -------
+    list of Backend
+        Those backends, in BACKENDS' order.
+
+    Examples
+    --------
+    >>> [b.name for b in runnable(only=["numpy"])]
+    ['numpy']
+    """
     out = []
     for b in BACKENDS:
         if b.name in exclude or (only is not None and b.name not in only):
@@ -198,7 +290,26 @@ def to_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
     """The values of an array of any backend (NumPy, torch incl. autograd and GPU tensors, JAX,
     Dask, CuPy, array-api-strict on any device, MindSpore) as a NumPy array in `dtype`: float64,
     the reference dtype, unless given; None keeps the array's dtype (bfloat16, which NumPy
-    lacks, becomes float32). torch's meta tensors have no values: reading one raises."""
+    lacks, becomes float32). torch's meta tensors have no values: reading one raises.
+
+    Parameters
+    ----------
+    x : array
+        An array of any backend.
+    dtype : dtype or None
+        The NumPy dtype of the result; None keeps the array's.
+
+    Returns
+    -------
+    numpy.ndarray
+        The values, on the host.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_numpy(np.float32([0.5, 1.5]))
+    array([0.5, 1.5])
+    """
     module = type(x).__module__
     if module.startswith("torch"):
         x = x.detach().cpu()
@@ -222,7 +333,25 @@ def to_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
 
 def round_to(values: Any, dtype: str) -> np.ndarray:
     """float64 `values` rounded to `dtype` and back to float64: what an array of that dtype
-    holds, so that a reference computed from them does not count input rounding as error."""
+    holds, so that a reference computed from them does not count input rounding as error.
+
+    Parameters
+    ----------
+    values : array_like
+        float64 values.
+    dtype : str
+        A floating dtype's name (bfloat16 included).
+
+    Returns
+    -------
+    numpy.ndarray
+        The rounded values, as float64.
+
+    Examples
+    --------
+    >>> round_to([0.1], "float16")
+    array([0.09997559])
+    """
     values = np.asarray(values, dtype=np.float64)
     if dtype == "bfloat16":
         try:

@@ -107,7 +107,36 @@ def check(
     areas: Sequence[str] | None = None,
 ) -> Report:
     """Run the conformance suite against `target` ("module:attr", or the class or function
-    itself); `areas`: only those (names from AREAS)."""
+    itself); `areas`: only those (names from AREAS).
+
+    Parameters
+    ----------
+    target : str or class or callable
+        A diffusers-style scheduler class, inverse scheduler class or k-diffusion-style
+        sampler, or "module:attr" naming one.
+    kind : str, optional
+        What the target is, when it cannot be guessed.
+    backend : str, optional
+        The name of the backend (in BACKENDS) to run on.
+    areas : sequence of str, optional
+        Only these areas (names from AREAS); all by default.
+
+    Returns
+    -------
+    Report
+        One finding per area: pass, fail (with why) or unsupported.
+
+    Raises
+    ------
+    ValueError
+        If an area is not in AREAS.
+
+    Examples
+    --------
+    >>> report = check("ddim_core.testing.reference:ReferenceScheduler", areas=["timesteps"])
+    >>> [(f.area, f.verdict) for f in report.findings]
+    [('timesteps', 'pass')]
+    """
     from . import areas as scheduler_areas
     from . import sampler_areas
 

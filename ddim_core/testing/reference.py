@@ -472,7 +472,26 @@ class ReferenceScheduler:
     """diffusers' `DDIMScheduler` API computed by this module: NumPy float64, t_prev from the
     plan, a thread-safe shared instance (each thread steps on the plan it set). Assigning
     `alphas_cumprod` makes it step on that table. Checks itself conformant:
-    `ddim-core check ddim_core.testing.reference:ReferenceScheduler`."""
+    `ddim-core check ddim_core.testing.reference:ReferenceScheduler`.
+
+    Parameters
+    ----------
+    num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, clip_sample, \
+set_alpha_to_one, steps_offset, prediction_type, thresholding, dynamic_thresholding_ratio, \
+clip_sample_range, sample_max_value, timestep_spacing, rescale_betas_zero_snr
+        diffusers' DDIMScheduler options, with its defaults (see `ddim_core.DDIMConfig`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scheduler = ReferenceScheduler(timestep_spacing="trailing")
+    >>> scheduler.set_timesteps(10)
+    >>> scheduler.timesteps[:3]
+    array([999, 899, 799])
+    >>> x = np.ones((1, 4))
+    >>> scheduler.step(np.zeros((1, 4)), 999, x).prev_sample.shape
+    (1, 4)
+    """
 
     order = 1
     init_noise_sigma = 1.0
@@ -510,6 +529,7 @@ class ReferenceScheduler:
 
     @property
     def final_alpha_cumprod(self) -> Any:
+        """alpha_bar past the last step (1 with set_alpha_to_one, else alpha_bar_0)."""
         return self._boundary
 
     @final_alpha_cumprod.setter
@@ -522,10 +542,12 @@ class ReferenceScheduler:
 
     @property
     def num_inference_steps(self) -> int | None:
+        """The number of steps set by this thread (else the last set), or None before any."""
         return self._state().num_inference_steps
 
     @property
     def timesteps(self) -> np.ndarray:
+        """The plan's timesteps in run order (int64), every training timestep before any."""
         return self._state().timesteps
 
     def set_timesteps(
@@ -534,7 +556,17 @@ class ReferenceScheduler:
         device: Any = None,
         timesteps: Sequence[int] | None = None,
     ) -> None:
-        """The plan of num_inference_steps steps, or of custom `timesteps` (run order)."""
+        """The plan of num_inference_steps steps, or of custom `timesteps` (run order).
+
+        Parameters
+        ----------
+        num_inference_steps : int, optional
+            The number of steps (when `timesteps` is not given).
+        device : any
+            Ignored (NumPy, on the host); taken for diffusers' signature.
+        timesteps : sequence of int, optional
+            Custom timesteps, in run order.
+        """
         custom = None if timesteps is None else [int(t) for t in timesteps]
         if custom is not None and self._inverse:
             custom = custom[::-1]
@@ -567,7 +599,28 @@ class ReferenceScheduler:
         variance_noise: Any = None,
         return_dict: bool = True,
     ) -> Any:
-        """One forward step (eta > 0: `variance_noise` or a draw from a NumPy `generator`)."""
+        """One forward step (eta > 0: `variance_noise` or a draw from a NumPy `generator`).
+
+        Parameters
+        ----------
+        model_output, timestep, sample
+            The model's output at `timestep` (an int, or one per sample) on `sample`.
+        eta : float
+            The step's eta (0: deterministic DDIM).
+        use_clipped_model_output : bool
+            Recompute the model output from the clipped x_0 (diffusers' option).
+        generator : numpy.random.Generator, optional
+            Where noise is drawn when eta > 0 and no `variance_noise` is given.
+        variance_noise : array_like, optional
+            The noise to add when eta > 0.
+        return_dict : bool
+            Whether to return a StepOutput rather than a tuple.
+
+        Returns
+        -------
+        StepOutput or tuple
+            prev_sample and pred_original_sample, in the sample's floating dtype.
+        """
         plan = self._plan()
         out, x = np.asarray(model_output, np.float64), np.asarray(sample, np.float64)
         noise = None
@@ -603,12 +656,24 @@ class ReferenceScheduler:
 
 class ReferenceInverseScheduler(ReferenceScheduler):
     """diffusers' `DDIMInverseScheduler` API on the reference: the mirrored plan, each step from
-    the forward plan's t_prev up to t with the model evaluated at t."""
+    the forward plan's t_prev up to t with the model evaluated at t.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scheduler = ReferenceInverseScheduler(timestep_spacing="trailing")
+    >>> scheduler.set_timesteps(10)
+    >>> scheduler.timesteps[:3]
+    array([ 99, 199, 299])
+    >>> scheduler.step(np.zeros((1, 4)), 99, np.ones((1, 4))).prev_sample.shape
+    (1, 4)
+    """
 
     _inverse = True
 
     @property
     def initial_alpha_cumprod(self) -> Any:
+        """alpha_bar before the first inverse step (the forward scheduler's final one)."""
         return self._boundary
 
     @initial_alpha_cumprod.setter
@@ -618,7 +683,20 @@ class ReferenceInverseScheduler(ReferenceScheduler):
     def step(  # type: ignore[override]
         self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = True
     ) -> Any:
-        """One inverse step up to `timestep`."""
+        """One inverse step up to `timestep`.
+
+        Parameters
+        ----------
+        model_output, timestep, sample
+            The model's output at `timestep` (an int, or one per sample) on `sample`.
+        return_dict : bool
+            Whether to return a StepOutput rather than a tuple.
+
+        Returns
+        -------
+        StepOutput or tuple
+            prev_sample (the sample at `timestep`) and pred_original_sample.
+        """
         plan = self._plan()
         out, x = np.asarray(model_output, np.float64), np.asarray(sample, np.float64)
         ts = np.asarray(timestep).reshape(-1)
