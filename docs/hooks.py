@@ -241,7 +241,9 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 def public_names() -> list[str]:
     """Dotted paths of every public module-level function, class and constant of the
-    packages (found statically, so no host framework is imported)."""
+    packages (found statically, so no host framework is imported), and of the public methods
+    a public class takes from a private base of ours (ddim_diffusers' SchedulerCore), which
+    have no entry of their own elsewhere."""
     import griffe
 
     names: list[str] = []
@@ -257,7 +259,23 @@ def public_names() -> list[str]:
                     stack.append(member)
                 elif module is not root:
                     names.append(member.path)
+                    if member.is_class:
+                        names += _privately_inherited(member)
     return sorted(names)
+
+
+def _privately_inherited(cls: Any) -> list[str]:
+    """The public methods and properties `cls` inherits from a class in a private module or
+    a private class of ours; not from `._base`, the stand-ins for the host's own classes."""
+    names = []
+    for name, alias in cls.inherited_members.items():
+        owner = alias.target.parent.path
+        private = any(part.startswith("_") for part in owner.split("."))
+        if name.startswith("_") or not private or "._base." in owner + ".":
+            continue
+        if alias.target.is_function:
+            names.append(f"{cls.path}.{name}")
+    return names
 
 
 def on_post_build(config: Any) -> None:

@@ -75,7 +75,13 @@ class SchedulerCore:
         """The host's config registration, except that prev_timestep enters the config only
         when it is not the default: our scheduler_config.json then loads into the host's own
         classes without a warning, and a "stride" config still reads back as "stride" (and
-        "plan" registered over it is recorded, so that it applies)."""
+        "plan" registered over it is recorded, so that it applies).
+
+        Parameters
+        ----------
+        **options
+            The config entries to record, as the host's `register_to_config` takes them.
+        """
         recorded = getattr(self, "config", None) or {}
         if options.get("prev_timestep") == "plan" and "prev_timestep" not in recorded:
             del options["prev_timestep"]
@@ -221,7 +227,20 @@ class SchedulerCore:
     # --- diffusers API -----------------------------------------------------------------------
 
     def scale_model_input(self, sample: Any, timestep: Any = None) -> Any:
-        """DDIM does not scale the model input (diffusers' interface)."""
+        """DDIM does not scale the model input (diffusers' interface).
+
+        Parameters
+        ----------
+        sample : array
+            The model's input.
+        timestep : int or array, optional
+            Ignored.
+
+        Returns
+        -------
+        array
+            `sample`, as it is.
+        """
         return sample
 
     def set_timesteps(
@@ -232,7 +251,25 @@ class SchedulerCore:
     ) -> None:
         """Choose the plan: `num_inference_steps` with the configured spacing, or explicit
         `timesteps` (in the order the scheduler runs them). `device`: where the torch
-        `timesteps` tensor lives."""
+        `timesteps` tensor lives.
+
+        Parameters
+        ----------
+        num_inference_steps : int, optional
+            The number of steps (when `timesteps` is not given).
+        device : str or torch.device, optional
+            Where the `timesteps` tensor lives.
+        timesteps : list of int, optional
+            Explicit timesteps, in the order the scheduler runs them.
+
+        Raises
+        ------
+        TypeError
+            If `timesteps` is not a sequence of integers.
+        ValueError
+            If the steps or timesteps do not make a plan (see `ddim_core.make_plan`), or an
+            inverse scheduler's `timesteps` are not strictly increasing.
+        """
         custom = None
         if timesteps is not None:
             custom = _custom_timesteps(timesteps)
@@ -281,13 +318,43 @@ class SchedulerCore:
         return timestep_for(timestep, sample)
 
     def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
-        """q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, per-sample timesteps."""
+        """q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, per-sample timesteps.
+
+        Parameters
+        ----------
+        original_samples : array
+            x_0.
+        noise : array
+            The noise, of x_0's shape.
+        timesteps : int or array
+            t: one, or one per sample.
+
+        Returns
+        -------
+        array
+            x_t, in x_0's dtype and on its device.
+        """
         return dc.add_noise(
             self._schedule, original_samples, noise, timestep_for(timesteps, original_samples)
         )
 
     def get_velocity(self, sample: Any, noise: Any, timesteps: Any) -> Any:
-        """The v-prediction target sqrt(abar_t) noise - sqrt(1 - abar_t) x_0."""
+        """The v-prediction target sqrt(abar_t) noise - sqrt(1 - abar_t) x_0.
+
+        Parameters
+        ----------
+        sample : array
+            x_0.
+        noise : array
+            The noise, of x_0's shape.
+        timesteps : int or array
+            t: one, or one per sample.
+
+        Returns
+        -------
+        array
+            v, in x_0's dtype and on its device.
+        """
         return dc.get_velocity(self._schedule, sample, noise, timestep_for(timesteps, sample))
 
     def __len__(self) -> int:
