@@ -168,13 +168,19 @@ def test_skipped_blocks_say_why() -> None:
 
 
 def public_modules() -> list[tuple[str, Path]]:
-    """(dotted name, file) of every public module of ddim_core and the adapters."""
+    """(dotted name, file) of every public module of ddim_core and the adapters, and of their
+    public subpackages (ddim_core.testing)."""
     out = []
-    for package, folder in PACKAGES.items():
+    folders = [(package, folder) for package, folder in PACKAGES.items()]
+    while folders:
+        package, folder = folders.pop(0)
         for path in sorted(folder.glob("*.py")):
             if path.stem == "__main__" or (path.stem.startswith("_") and path.stem != "__init__"):
                 continue
             out.append((package if path.stem == "__init__" else f"{package}.{path.stem}", path))
+        for sub in sorted(folder.iterdir()):
+            if (sub / "__init__.py").exists() and not sub.name.startswith("_"):
+                folders.append((f"{package}.{sub.name}", sub))
     return out
 
 
@@ -271,18 +277,31 @@ def _method_problems(node: ast.ClassDef) -> list[str]:
     return problems
 
 
+# Modules of ddim_core.testing whose public helpers (area runners, strategies, the reference's
+# functions) still lack sections; their exported names are checked by
+# test_exported_names_have_full_docstrings. Remove a module from here once it passes.
+SECTIONS_TO_DO = {
+    "ddim_core.testing.areas",
+    "ddim_core.testing.conformance",
+    "ddim_core.testing.pytest_plugin",
+    "ddim_core.testing.reference",
+    "ddim_core.testing.sampler_areas",
+    "ddim_core.testing.strategies",
+    "ddim_core.testing.suite",
+    "ddim_core.testing.targets",
+}
+
+
 @pytest.mark.parametrize("module,path", MODULES, ids=[m for m, _ in MODULES])
 def test_docstrings_numpy_style(module: str, path: Path) -> None:
-    assert docstring_problems(path) == []
+    problems = docstring_problems(path)
+    if module in SECTIONS_TO_DO:
+        assert problems, f"{module} is complete now: remove it from SECTIONS_TO_DO"
+        pytest.xfail(f"{len(problems)} docstring sections to write: {problems[:3]} ...")
+    assert problems == []
 
 
-# the testing toolkit is a subpackage: its modules' examples run too
-TESTING_MODULES = [
-    f"ddim_core.testing.{p.stem}"
-    for p in sorted((ROOT / "ddim_core" / "testing").glob("*.py"))
-    if not p.stem.startswith("_")
-]
-DOCTEST_MODULES = [m for m, _ in MODULES if m != "ddim_comfyui.nodes"] + TESTING_MODULES
+DOCTEST_MODULES = [m for m, _ in MODULES if m != "ddim_comfyui.nodes"]  # imports comfy
 
 
 class _PackageFinder(doctest.DocTestFinder):
@@ -312,7 +331,8 @@ def test_docstring_examples_run(module: str, tmp_path: Path, monkeypatch) -> Non
 def test_api_reference_has_a_page_for_every_public_module() -> None:
     pages = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "docs" / "api").glob("*.md"))
     documented = set(re.findall(r"^::: ([\w.]+)", pages, re.MULTILINE))
-    wanted = {m for m, _ in MODULES if "." in m} - {"ddim_diffusers", "ddim_kdiffusion"}
+    # packages (their __init__) are listed by test_api_reference_lists_every_exported_name
+    wanted = {m for m, path in MODULES if path.name != "__init__.py"}
     assert sorted(wanted - documented) == []
 
 

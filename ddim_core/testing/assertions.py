@@ -105,7 +105,23 @@ def rel(ours: Any, theirs: Any) -> float:
 
 
 def describe(config: DDIMConfig) -> str:
-    """A config as its non-default options: DDIMConfig(timestep_spacing='trailing', ...)."""
+    """A config as its non-default options: DDIMConfig(timestep_spacing='trailing', ...).
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        The config.
+
+    Returns
+    -------
+    str
+        Its non-default options, as a constructor call.
+
+    Examples
+    --------
+    >>> describe(DDIMConfig(timestep_spacing="trailing"))
+    "DDIMConfig(timestep_spacing='trailing')"
+    """
     parts = []
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
@@ -119,7 +135,23 @@ def describe(config: DDIMConfig) -> str:
 
 
 def n_steps(n: int) -> str:
-    """ "1 step", "10 steps"."""
+    """ "1 step", "10 steps".
+
+    Parameters
+    ----------
+    n : int
+        A number of steps.
+
+    Returns
+    -------
+    str
+        The number and the noun.
+
+    Examples
+    --------
+    >>> n_steps(1), n_steps(10)
+    ('1 step', '10 steps')
+    """
     return f"{n} step" if n == 1 else f"{n} steps"
 
 

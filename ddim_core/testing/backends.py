@@ -24,11 +24,38 @@ FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 class Unavailable(RuntimeError):
-    """A backend (library, device or dtype) that cannot run here; under pytest a skip."""
+    """A backend (library, device or dtype) that cannot run here; under pytest a skip.
+
+    Examples
+    --------
+    >>> raise Unavailable("cupy is not installed")
+    Traceback (most recent call last):
+    ...
+    ddim_core.testing.backends.Unavailable: cupy is not installed
+    """
 
 
 def skip(reason: str) -> None:
-    """pytest.skip under pytest (imported already), else raise Unavailable."""
+    """pytest.skip under pytest (imported already), else raise Unavailable.
+
+    Parameters
+    ----------
+    reason : str
+        Why the test cannot run here.
+
+    Raises
+    ------
+    Unavailable
+        Outside pytest (under pytest, pytest's Skipped).
+
+    Examples
+    --------
+    In a test or a strategy, where the backend cannot run (under pytest the test is
+    skipped, elsewhere `Unavailable` says why)::
+
+        if not cuda_available:
+            skip("torch:cuda needs cuda")
+    """
     pytest = sys.modules.get("pytest")
     if pytest is not None:
         pytest.skip(reason)
@@ -212,7 +239,23 @@ BACKENDS = [
 
 def backend(name: str) -> Backend:
     """The backend of the matrix called `name`, or a plain one for another library's module
-    (e.g. "mindspore")."""
+    (e.g. "mindspore").
+
+    Parameters
+    ----------
+    name : str
+        A name from BACKENDS, or a library's module name.
+
+    Returns
+    -------
+    Backend
+        That backend.
+
+    Examples
+    --------
+    >>> backend("torch:meta").device
+    'meta'
+    """
     for b in BACKENDS:
         if b.name == name:
             return b
@@ -366,7 +409,24 @@ def round_to(values: Any, dtype: str) -> np.ndarray:
 
 
 def dtype_name(dtype: Any) -> str:
-    """ "float32" for np.float32, torch.float32, jnp.float32, "float32", an array's dtype..."""
+    """ "float32" for np.float32, torch.float32, jnp.float32, "float32", an array's dtype...
+
+    Parameters
+    ----------
+    dtype : str, type or dtype
+        Any library's dtype, scalar type or dtype name.
+
+    Returns
+    -------
+    str
+        Its lower-case name.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dtype_name(np.float32), dtype_name(np.dtype("float16")), dtype_name("bfloat16")
+    ('float32', 'float16', 'bfloat16')
+    """
     if isinstance(dtype, type):  # a scalar type: np.float32, jnp.float32
         dtype = np.dtype(dtype)
     name = str(getattr(dtype, "name", dtype)).rpartition(".")[2]

@@ -10,7 +10,13 @@ PASS, FAIL, UNSUPPORTED, NA = "pass", "FAIL", "unsupported", "n/a"
 @dataclasses.dataclass(frozen=True)
 class Finding:
     """The area, its verdict (pass, FAIL, unsupported, n/a) and the first counterexample
-    (shrunk), or what was checked, or why it does not apply."""
+    (shrunk), or what was checked, or why it does not apply.
+
+    Examples
+    --------
+    >>> Finding("timesteps", PASS, "30 configs")
+    Finding(area='timesteps', verdict='pass', detail='30 configs')
+    """
 
     area: str
     verdict: str
