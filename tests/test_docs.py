@@ -287,7 +287,6 @@ SECTIONS_TO_DO = {
     "ddim_core.testing.reference",
     "ddim_core.testing.sampler_areas",
     "ddim_core.testing.strategies",
-    "ddim_core.testing.suite",
     "ddim_core.testing.targets",
 }
 

@@ -24,11 +24,38 @@ __all__ = ["FAIL", "NA", "PASS", "UNSUPPORTED", "AllUnsupported", "Divergence", 
 
 
 class Divergence(AssertionError):
-    """A counterexample: the target differs from exact DDIM (the message says how)."""
+    """A counterexample: the target differs from exact DDIM (the message says how).
+
+    An area's property raises it; `search` catches it and returns its message, shrunk.
+
+    Examples
+    --------
+    >>> from hypothesis import strategies as st
+    >>> def prop(n):
+    ...     if n > 10:
+    ...         raise Divergence(f"{n} is off")
+    >>> search(prop, st.integers(0, 100))
+    '11 is off'
+    """
 
 
 class AllUnsupported(Exception):
-    """Every example drawn was one the target does not take."""
+    """Every example drawn was one the target does not take.
+
+    `search` raises it when the property raised `Unsupported` for every example, so that the
+    area's verdict is "unsupported" rather than a pass on nothing.
+
+    Examples
+    --------
+    >>> from hypothesis import strategies as st
+    >>> def prop(n):
+    ...     raise Unsupported("no such option")
+    >>> try:
+    ...     search(prop, st.integers())
+    ... except AllUnsupported:
+    ...     print("unsupported")
+    unsupported
+    """
 
 
 def search(
@@ -36,7 +63,41 @@ def search(
 ) -> str | None:
     """Run `prop` over `strategy`: None when no counterexample is found, else the message of
     the first one, shrunk. Examples the target does not take (`Unsupported`) are skipped;
-    AllUnsupported when all are. Derandomized (the same examples every run), no database."""
+    AllUnsupported when all are. Derandomized (the same examples every run), no database.
+
+    Parameters
+    ----------
+    prop : callable
+        The property: takes one drawn example, raises `Divergence` (or `Crash`) for a
+        counterexample and `Unsupported` for an example the target does not take.
+    strategy : hypothesis.strategies.SearchStrategy
+        Where the examples are drawn from.
+    examples : int, optional
+        The most examples to draw (Hypothesis' max_examples). Default 25.
+
+    Returns
+    -------
+    str or None
+        None when every example passes; else the shrunk counterexample's message (a `Crash`
+        names the example it raised for), or "not deterministic: ..." when an example failed
+        and then passed when run again.
+
+    Raises
+    ------
+    AllUnsupported
+        If the property raised `Unsupported` for every example drawn.
+
+    Examples
+    --------
+    >>> from hypothesis import strategies as st
+    >>> def prop(n):
+    ...     if n * n > 50:
+    ...         raise Divergence(f"{n}**2 = {n * n} > 50")
+    >>> search(prop, st.integers(0, 100))
+    '8**2 = 64 > 50'
+    >>> search(prop, st.integers(0, 7)) is None
+    True
+    """
 
     @settings(
         max_examples=examples,
@@ -71,7 +132,24 @@ def search(
 
 
 def case_text(case: Any) -> str:
-    """A drawn example in words: configs by their non-default options."""
+    """A drawn example in words: configs by their non-default options.
+
+    Parameters
+    ----------
+    case : object
+        A drawn example: a DDIMConfig, a tuple or list of parts, or any other value.
+
+    Returns
+    -------
+    str
+        Configs as `describe` writes them, tuples and lists as their parts joined by ", ",
+        anything else as its repr.
+
+    Examples
+    --------
+    >>> case_text((DDIMConfig(timestep_spacing="trailing"), 10))
+    "DDIMConfig(timestep_spacing='trailing'), 10"
+    """
     if isinstance(case, DDIMConfig):
         return describe(case)
     if isinstance(case, tuple | list):
@@ -82,7 +160,33 @@ def case_text(case: Any) -> str:
 def inputs(
     seed: int, shape: tuple[int, ...], dtype: str = "float64", scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standard normal (sample, model output, noise) times `scale`, rounded to `dtype`."""
+    """Standard normal (sample, model output, noise) times `scale`, rounded to `dtype`.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the NumPy generator the three arrays are drawn from.
+    shape : tuple of int
+        Shape of each array.
+    dtype : str, optional
+        A floating dtype's name (bfloat16 included) the values are rounded to. Default
+        "float64".
+    scale : float, optional
+        Factor the standard normal values are multiplied by. Default 1.0.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (sample, model output, noise), float64 arrays holding values exact in `dtype`.
+
+    Examples
+    --------
+    >>> x, m, z = inputs(0, (2,), "float16")
+    >>> x
+    array([ 0.12573242, -0.13208008])
+    >>> bool((x.astype(np.float16).astype(np.float64) == x).all())
+    True
+    """
     rng = np.random.default_rng(seed)
     x, m, z = (round_to(scale * rng.standard_normal(shape), dtype) for _ in range(3))
     return x, m, z
