@@ -283,7 +283,6 @@ def _method_problems(node: ast.ClassDef) -> list[str]:
 SECTIONS_TO_DO = {
     "ddim_core.testing.areas",
     "ddim_core.testing.conformance",
-    "ddim_core.testing.pytest_plugin",
     "ddim_core.testing.reference",
     "ddim_core.testing.sampler_areas",
     "ddim_core.testing.strategies",

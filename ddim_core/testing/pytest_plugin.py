@@ -25,7 +25,32 @@ from .backends import BACKENDS, Backend
 
 def backend_params(*, module: str | None = None) -> list[Any]:
     """BACKENDS (or those of one library) as pytest params, each marked to skip where it
-    cannot run (library missing, no GPU)."""
+    cannot run (library missing, no GPU).
+
+    Parameters
+    ----------
+    module : str, optional
+        Only the backends of this library (a `Backend.module`, e.g. "torch"). Default: all.
+
+    Returns
+    -------
+    list of pytest.param
+        One param per backend, its id the backend's name; a backend that requires a GPU is
+        marked skipif, decided when this is called.
+
+    Examples
+    --------
+    >>> [p.id for p in backend_params(module="array_api_strict")]
+    ['array_api_strict', 'array_api_strict:device1', 'array_api_strict:no_float64']
+
+    In a test module, for a test that takes its own backend argument:
+
+    >>> from ddim_core.testing.backends import to_numpy
+    >>> @pytest.mark.parametrize("b", backend_params(module="numpy"))
+    ... def test_zeros(b):
+    ...     assert to_numpy(b.array([0.0], "float32")).tolist() == [0.0]
+    >>> test_zeros(BACKENDS[0])  # what pytest runs for the "numpy" param
+    """
     params = []
     for b in BACKENDS:
         if module is not None and b.module != module:
@@ -40,6 +65,21 @@ def backend_params(*, module: str | None = None) -> list[Any]:
 
 @pytest.hookimpl(tryfirst=True)  # before Hypothesis' plugin loads --hypothesis-profile
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the Hypothesis profiles `ddim-core-ci` and `ddim-core-dev` (pytest calls this
+    hook once, before collecting); nothing when Hypothesis is not installed.
+
+    Parameters
+    ----------
+    config : pytest.Config
+        pytest's config (not used: the profiles do not depend on it).
+
+    Examples
+    --------
+    >>> from hypothesis import settings
+    >>> pytest_configure(None)
+    >>> settings.get_profile("ddim-core-ci").max_examples
+    30
+    """
     if importlib.util.find_spec("hypothesis") is None:
         return
     from hypothesis import settings
@@ -52,7 +92,32 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(params=[pytest.param(b, id=b.name) for b in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> Backend:
-    """One backend of the matrix (skips where it cannot run: library missing, no GPU)."""
+    """One backend of the matrix (skips where it cannot run: library missing, no GPU).
+
+    Parameters
+    ----------
+    request : pytest.FixtureRequest
+        pytest's request; its `param` is the backend (one of BACKENDS).
+
+    Returns
+    -------
+    Backend
+        The backend, when it can run here.
+
+    Raises
+    ------
+    pytest.skip.Exception
+        If it cannot (the library is missing, or the GPU it needs is absent): the test skips.
+
+    Examples
+    --------
+    A test that takes `backend` runs once per backend of the matrix:
+
+    >>> from ddim_core.testing.backends import to_numpy
+    >>> def test_round_trip(backend):
+    ...     assert to_numpy(backend.array([1.5], "float32")).tolist() == [1.5]
+    >>> test_round_trip(BACKENDS[0])  # what pytest passes for the "numpy" param
+    """
     b: Backend = request.param
     reason = b.unavailable()
     if reason is not None:
@@ -63,7 +128,30 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 @pytest.fixture
 def xp(backend: Backend) -> Any:
     """The array namespace of `backend` (array-API compatible: array-api-compat's wrapper for
-    NumPy, torch, Dask, CuPy; the library itself for JAX and array-api-strict)."""
+    NumPy, torch, Dask, CuPy; the library itself for JAX and array-api-strict).
+
+    Parameters
+    ----------
+    backend : Backend
+        The `backend` fixture's value.
+
+    Returns
+    -------
+    module
+        The namespace its arrays belong to.
+
+    Examples
+    --------
+    A test asks for `xp` and `device` to make arrays on each backend:
+
+    >>> def test_sum(xp, device):
+    ...     x = xp.asarray([1.0, 2.0], device=device)
+    ...     assert float(xp.sum(x)) == 3.0
+    >>> numpy = BACKENDS[0]  # what the fixtures give for the "numpy" backend:
+    >>> xp.__wrapped__(numpy).__name__
+    'array_api_compat.numpy'
+    >>> test_sum(xp.__wrapped__(numpy), device.__wrapped__(numpy))
+    """
     from ddim_core import backends
 
     return backends.namespace(x=backend.array([0.0], "float32"))
@@ -71,14 +159,45 @@ def xp(backend: Backend) -> Any:
 
 @pytest.fixture
 def device(backend: Backend) -> Any:
-    """The device `backend` makes its arrays on."""
+    """The device `backend` makes its arrays on.
+
+    Parameters
+    ----------
+    backend : Backend
+        The `backend` fixture's value.
+
+    Returns
+    -------
+    object
+        The device of an array the backend makes (that library's device object).
+
+    Examples
+    --------
+    >>> device.__wrapped__(BACKENDS[0])  # the "numpy" backend
+    'cpu'
+    """
     return backend.device_of(backend.array([0.0], "float32"))
 
 
 @pytest.fixture
 def reference_scheduler() -> Callable[..., Any]:
     """`reference_scheduler(**options)`: a `ReferenceScheduler` (diffusers' DDIMScheduler API,
-    exact DDIM in NumPy float64); `reference_scheduler(inverse=True, ...)` the inverse one."""
+    exact DDIM in NumPy float64); `reference_scheduler(inverse=True, ...)` the inverse one.
+
+    Returns
+    -------
+    callable
+        `make(inverse=False, **options)`: a new `ReferenceScheduler`, or with inverse=True a
+        `ReferenceInverseScheduler`, constructed with `options` (DDIMConfig's fields).
+
+    Examples
+    --------
+    >>> def test_trailing(reference_scheduler):
+    ...     s = reference_scheduler(timestep_spacing="trailing")
+    ...     s.set_timesteps(5)
+    ...     assert s.timesteps.tolist() == [999, 799, 599, 399, 199]
+    >>> test_trailing(reference_scheduler.__wrapped__())  # what pytest passes
+    """
     from .reference import ReferenceInverseScheduler, ReferenceScheduler
 
     def make(inverse: bool = False, **options: Any) -> Any:
