@@ -46,7 +46,38 @@ AREAS = (
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """The findings of one target, in area order."""
+    """The findings of one target, in area order.
+
+    Attributes
+    ----------
+    target : str
+        The TARGET as given ("module:attr"), or the target's name when given as an object.
+    name : str
+        The target's qualified name.
+    kind : str
+        "scheduler", "inverse scheduler", "sampler" or "inverse sampler".
+    backend : str
+        The name of the backend whose arrays the target was given.
+    findings : tuple of Finding
+        One per area checked, in AREAS order.
+    seconds : float
+        How long the areas took.
+
+    Examples
+    --------
+    >>> report = Report(
+    ...     "my_package:MyDDIM", "my_package.MyDDIM", "scheduler", "numpy",
+    ...     (Finding("timesteps", "pass", "30 configs"),
+    ...      Finding("eta noise", FAIL, "the variance differs at t=999")),
+    ...     seconds=1.5,
+    ... )
+    >>> report.conformant
+    False
+    >>> print(report.table())
+    area       verdict  first counterexample (shrunk)
+    timesteps  pass     30 configs
+    eta noise  FAIL     the variance differs at t=999
+    """
 
     target: str
     name: str
@@ -57,10 +88,23 @@ class Report:
 
     @property
     def conformant(self) -> bool:
+        """Whether no area fails (unsupported and n/a areas do not count against it)."""
         return not any(f.verdict == FAIL for f in self.findings)
 
     def table(self, width: int = 100) -> str:
-        """The findings as a plain-text table, details wrapped under their column."""
+        """The findings as a plain-text table, details wrapped under their column.
+
+        Parameters
+        ----------
+        width : int, optional
+            The line width details are wrapped to (at least 30 characters are left for the
+            detail column). Default 100.
+
+        Returns
+        -------
+        str
+            A header line and one row per finding: area, verdict, detail.
+        """
         area_w = max(len(f.area) for f in self.findings)
         verdict_w = max(len("verdict"), *(len(f.verdict) for f in self.findings))
         indent = area_w + verdict_w + 4
@@ -72,7 +116,13 @@ class Report:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        """The findings as a Markdown table."""
+        """The findings as a Markdown table.
+
+        Returns
+        -------
+        str
+            A header and one row per finding, FAIL verdicts in bold, "|" in details escaped.
+        """
         rows = ["| area | verdict | first counterexample (shrunk) |", "| --- | --- | --- |"]
         for f in self.findings:
             detail = f.detail.replace("|", "\\|")
@@ -81,12 +131,32 @@ class Report:
         return "\n".join(rows)
 
     def summary(self) -> str:
+        """The report's last line: conformant or not, and which areas fail.
+
+        Returns
+        -------
+        str
+            "conformant: yes (no area fails)", or "conformant: no (N areas fail: ...)".
+        """
         failed = [f.area for f in self.findings if f.verdict == FAIL]
         if not failed:
             return "conformant: yes (no area fails)"
         return f"conformant: no ({len(failed)} areas fail: {', '.join(failed)})"
 
     def text(self, fmt: str = "text") -> str:
+        """The whole report, as `ddim-core check` prints it: the target, the table, the summary.
+
+        Parameters
+        ----------
+        fmt : str, optional
+            "markdown" for a Markdown table; anything else ("text", the default) for a
+            plain-text one.
+
+        Returns
+        -------
+        str
+            The report.
+        """
         head = (
             f"ddim-core check {self.target}\n"
             f"target: {self.name} ({self.kind}, {self.backend} arrays)"
@@ -177,7 +247,33 @@ def _run_area(area: str, run: Callable[[], Finding]) -> Finding:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> int:
-    """The command line of `ddim-core check`."""
+    """The command line of `ddim-core check`: run the suite on TARGET and print the report.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (TARGET, --kind, --backend, --format, --area); default sys.argv[1:].
+    prog : str, optional
+        The program name used in usage and error messages. Default "ddim-core check".
+
+    Returns
+    -------
+    int
+        The exit status: 0 when no area fails, 1 when one does, 2 when TARGET cannot be loaded
+        or wrapped, or Hypothesis is not installed (the error goes to stderr).
+
+    Examples
+    --------
+    >>> main(["ddim_core.testing.reference:ReferenceScheduler", "--area", "timesteps"])
+    ddim-core check ddim_core.testing.reference:ReferenceScheduler
+    target: ddim_core.testing.reference.ReferenceScheduler (scheduler, numpy arrays)
+    <BLANKLINE>
+    area       verdict  first counterexample (shrunk)
+    timesteps  pass     every N of T = 1000, every spacing, steps_offset 0 and 1; random T
+    <BLANKLINE>
+    conformant: yes (no area fails)
+    0
+    """
     from .._arguments import ArgumentParser  # a bad argument: one line, not a usage block
 
     parser = ArgumentParser(
