@@ -285,7 +285,6 @@ SECTIONS_TO_DO = {
     "ddim_core.testing.reference",
     "ddim_core.testing.sampler_areas",
     "ddim_core.testing.strategies",
-    "ddim_core.testing.targets",
 }
 
 

@@ -40,15 +40,62 @@ DEFAULTS = DDIMConfig()
 
 class Unsupported(Exception):
     """The target rejects this input (an option it lacks, a constructor or set_timesteps that
-    raises): the example is skipped, not failed."""
+    raises): the example is skipped, not failed.
+
+    Examples
+    --------
+    >>> s = wrap(reference.ReferenceScheduler)
+    >>> try:
+    ...     s.make(DDIMConfig(prev_timestep="stride"))
+    ... except Unsupported as e:
+    ...     print(e)
+    takes no prev_timestep
+    """
 
 
 class Crash(AssertionError):
-    """The target raised where it must not (in step, or when sharing an instance)."""
+    """The target raised where it must not (in step, or when sharing an instance).
+
+    An AssertionError: the area fails, with this message as its counterexample.
+
+    Examples
+    --------
+    >>> class Broken(reference.ReferenceScheduler):
+    ...     def step(self, *args, **kwargs):
+    ...         raise RuntimeError("shape mismatch")
+    >>> s = wrap(Broken)
+    >>> instance = s.make(DDIMConfig())
+    >>> s.set_timesteps(instance, 10)[:3]
+    [900, 800, 700]
+    >>> try:
+    ...     s.step(instance, np.zeros(2), 900, np.ones(2))
+    ... except Crash as e:
+    ...     print(e)
+    step raises RuntimeError: shape mismatch
+    """
 
 
 def describe_error(exc: BaseException) -> str:
-    """`TypeName: first line of the message` (at most 160 characters)."""
+    """`TypeName: first line of the message` (at most 160 characters).
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception.
+
+    Returns
+    -------
+    str
+        Its type's name and its message's first line, or the name alone when the message is
+        empty; cut to 157 characters and "..." when longer than 160.
+
+    Examples
+    --------
+    >>> describe_error(ValueError("bad eta\\nmore lines"))
+    'ValueError: bad eta'
+    >>> describe_error(RuntimeError())
+    'RuntimeError'
+    """
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
@@ -56,7 +103,33 @@ def describe_error(exc: BaseException) -> str:
 
 def load(spec: str) -> Any:
     """The object `module:attr` names (attr may be dotted); ValueError when the module
-    cannot be imported (it raises, or has a syntax error) or lacks attr."""
+    cannot be imported (it raises, or has a syntax error) or lacks attr.
+
+    Parameters
+    ----------
+    spec : str
+        "module:attr", e.g. "diffusers:DDIMScheduler".
+
+    Returns
+    -------
+    object
+        The attribute.
+
+    Raises
+    ------
+    ValueError
+        If `spec` is not of the form module:attr, the module cannot be imported (whatever it
+        raises), or it lacks the attribute.
+
+    Examples
+    --------
+    >>> load("ddim_core.config:DDIMConfig")
+    <class 'ddim_core.config.DDIMConfig'>
+    >>> load("ddim_core.config:NoSuchClass")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'ddim_core.config' has no attribute 'NoSuchClass'
+    """
     module_name, colon, attr = spec.partition(":")
     if not colon or not module_name or not attr:
         raise ValueError(
@@ -77,7 +150,32 @@ def load(spec: str) -> Any:
 def guess_kind(obj: Any) -> str:
     """scheduler / inverse (a class with "inverse" in its name) / sampler / inverse-sampler
     (a function with "inverse" in its name). A step without eta is no evidence: many forward
-    schedulers (Euler, DPM-Solver) take none."""
+    schedulers (Euler, DPM-Solver) take none.
+
+    Parameters
+    ----------
+    obj : object
+        The target: a scheduler class or a sampler function.
+
+    Returns
+    -------
+    str
+        One of KINDS.
+
+    Raises
+    ------
+    ValueError
+        If `obj` is a class without step and set_timesteps, or neither a class nor callable.
+
+    Examples
+    --------
+    >>> guess_kind(reference.ReferenceInverseScheduler)
+    'inverse'
+    >>> def sample_inverse_ddim(model, x, sigmas):
+    ...     return x
+    >>> guess_kind(sample_inverse_ddim)
+    'inverse-sampler'
+    """
     if inspect.isclass(obj):
         _need_scheduler(obj)
         return "inverse" if "inverse" in obj.__name__.lower() else "scheduler"
@@ -106,7 +204,30 @@ def _parameters(fn: Any) -> dict[str, inspect.Parameter]:
 
 @dataclasses.dataclass
 class Scheduler:
-    """A diffusers-style scheduler class, forward or inverse, on one array library."""
+    """A diffusers-style scheduler class, forward or inverse, on one array library.
+
+    The areas drive the class through it: `make` an instance for a config, `set_timesteps`,
+    `step`; what the class does not take is `Unsupported`, what it raises in step a `Crash`.
+
+    Attributes
+    ----------
+    cls : type
+        The scheduler class.
+    inverse : bool
+        Whether it is an inverse scheduler (its step goes from t_prev up to t).
+    backend : Backend
+        The array library its inputs are made in.
+
+    Examples
+    --------
+    >>> s = Scheduler(reference.ReferenceScheduler, False, backend("numpy"))
+    >>> instance = s.make(DDIMConfig(timestep_spacing="trailing"))
+    >>> s.set_timesteps(instance, 5)
+    [999, 799, 599, 399, 199]
+    >>> prev_sample, x0 = s.step(instance, np.zeros(2), 999, np.ones(2))
+    >>> x0  # noise 0 predicted: x_t / sqrt(alpha_bar_t) = 157.4, clipped to 1 (clip_sample)
+    array([1., 1.])
+    """
 
     cls: Any
     inverse: bool
@@ -124,17 +245,46 @@ class Scheduler:
 
     @property
     def name(self) -> str:
+        """The class's module and qualified name."""
         return f"{self.cls.__module__}.{self.cls.__qualname__}"
 
     def accepts(self, config: DDIMConfig) -> bool:
         """Whether every option of `config` that differs from the default is one the class
-        takes (ddim-core's own prev_timestep must be "plan": exact DDIM)."""
+        takes (ddim-core's own prev_timestep must be "plan": exact DDIM).
+
+        Parameters
+        ----------
+        config : DDIMConfig
+            The config an area would make an instance for.
+
+        Returns
+        -------
+        bool
+            True when the class's constructor takes all of its non-default options.
+        """
         if config.prev_timestep != "plan":
             return False
         return all(name in self.options for name in _changed(config) if name != "prev_timestep")
 
     def make(self, config: DDIMConfig) -> Any:
-        """An instance configured as `config` (Unsupported when the class rejects it)."""
+        """An instance configured as `config` (Unsupported when the class rejects it).
+
+        Parameters
+        ----------
+        config : DDIMConfig
+            The config; its non-default options are passed to the constructor.
+
+        Returns
+        -------
+        object
+            The instance.
+
+        Raises
+        ------
+        Unsupported
+            If the class takes not every non-default option (`accepts`), or its constructor
+            raises for them.
+        """
         if not self.accepts(config):
             missing = sorted(n for n in _changed(config) if n not in self.options)
             raise Unsupported(f"takes no {', '.join(missing) or 'prev_timestep'}")
@@ -152,7 +302,27 @@ class Scheduler:
 
     def set_timesteps(self, instance: Any, n: int, device: Any = None) -> list[int]:
         """set_timesteps(n) (Unsupported when it raises); the timesteps it sets (none read
-        when `device` is given: they may have no values there)."""
+        when `device` is given: they may have no values there).
+
+        Parameters
+        ----------
+        instance : object
+            An instance of the class.
+        n : int
+            The number of inference steps.
+        device : object, optional
+            Passed as set_timesteps' device when given.
+
+        Returns
+        -------
+        list of int
+            The timesteps it set, or [] when `device` is given.
+
+        Raises
+        ------
+        Unsupported
+            If set_timesteps raises.
+        """
         kwargs = {"device": device} if device is not None else {}
         try:
             instance.set_timesteps(n, **kwargs)
@@ -161,6 +331,18 @@ class Scheduler:
         return [] if device is not None else self.timesteps(instance)
 
     def timesteps(self, instance: Any) -> list[int]:
+        """The instance's `timesteps` as Python ints, read in NumPy whatever their library.
+
+        Parameters
+        ----------
+        instance : object
+            An instance on which set_timesteps was called.
+
+        Returns
+        -------
+        list of int
+            Its timesteps, flattened.
+        """
         return [int(t) for t in np.asarray(to_numpy(instance.timesteps, np.int64)).reshape(-1)]
 
     def step(
@@ -177,7 +359,40 @@ class Scheduler:
     ) -> tuple[Any, Any]:
         """(prev_sample, pred_original_sample or None) of one step; a forward step's eta,
         noise (passed as variance_noise) and use_clipped_model_output where given; `out`
-        (buffers for the two results) passed as out= where given."""
+        (buffers for the two results) passed as out= where given.
+
+        Parameters
+        ----------
+        instance : object
+            An instance on which set_timesteps was called.
+        model_output : array
+            The model's output at `t`.
+        t : int or array
+            The timestep.
+        sample : array
+            x_t.
+        eta : float, optional
+            DDIM's eta (forward steps only; passed with `noise` when nonzero). Default 0.
+        noise : array, optional
+            The draw passed as variance_noise when eta is nonzero.
+        use_clipped : bool, optional
+            Pass use_clipped_model_output=True (forward steps only). Default False.
+        out : object, optional
+            Passed as out= when given.
+
+        Returns
+        -------
+        tuple
+            (prev_sample, pred_original_sample), the latter None when step returns none.
+
+        Raises
+        ------
+        Unsupported
+            If eta or use_clipped is asked for and step takes no variance_noise or
+            use_clipped_model_output, or if step itself raises Unsupported.
+        Crash
+            If step raises anything else.
+        """
         kwargs: dict[str, Any] = {} if out is None else {"out": out}
         if not self.inverse:
             if eta:
@@ -204,11 +419,27 @@ class Scheduler:
 
     @property
     def boundary_name(self) -> str:
+        """The attribute holding the level past the last step: final_alpha_cumprod, or
+        initial_alpha_cumprod for an inverse scheduler."""
         return "initial_alpha_cumprod" if self.inverse else "final_alpha_cumprod"
 
     def table(self, instance: Any, config: DDIMConfig) -> Schedule:
         """The alpha_bar table the instance steps on (its `alphas_cumprod` and final /
-        initial level, read in float64), or exact DDIM's when it has none."""
+        initial level, read in float64), or exact DDIM's when it has none.
+
+        Parameters
+        ----------
+        instance : object
+            An instance of the class.
+        config : DDIMConfig
+            The config it was made for (exact DDIM's table comes from it).
+
+        Returns
+        -------
+        Schedule
+            The instance's table, or exact DDIM's when it has no `alphas_cumprod` or one of
+            another length; the boundary level is exact DDIM's when it has none.
+        """
         exact = schedule(config)
         values = getattr(instance, "alphas_cumprod", None)
         if values is None:
@@ -226,7 +457,14 @@ class Scheduler:
 
     def promote(self, instance: Any) -> None:
         """Its tables in float64 where it lets them be assigned (torch or NumPy), so that the
-        value areas compare the maths of a step, not the precision of its tables."""
+        value areas compare the maths of a step, not the precision of its tables.
+
+        Parameters
+        ----------
+        instance : object
+            An instance of the class; its `alphas_cumprod` and boundary level are replaced
+            in place where they can be (an instance that refuses keeps its own).
+        """
         for name in ("alphas_cumprod", self.boundary_name):
             value = getattr(instance, name, None)
             if value is None:
@@ -253,7 +491,24 @@ def _changed(config: DDIMConfig) -> list[str]:
 
 @dataclasses.dataclass
 class Sampler:
-    """A k-diffusion-style sampler function `fn(model, x, sigmas, ...)`."""
+    """A k-diffusion-style sampler function `fn(model, x, sigmas, ...)`.
+
+    Attributes
+    ----------
+    fn : callable
+        The sampler: `fn(model, x, sigmas, ...)` with `model(x, sigma * ones(batch))` the
+        denoised x_0.
+    inverse : bool
+        Whether it inverts (sigmas ascend).
+    backend : Backend
+        The array library its inputs are made in.
+
+    Examples
+    --------
+    >>> s = Sampler(reference.kdiffusion_sample, False, backend("numpy"))
+    >>> s.run(lambda x, sigma: 0 * x, np.ones((1, 2)), np.array([1.0, 0.0]))
+    array([[0., 0.]])
+    """
 
     fn: Callable[..., Any]
     inverse: bool
@@ -264,6 +519,7 @@ class Sampler:
 
     @property
     def name(self) -> str:
+        """The function's module and qualified name."""
         return f"{getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', self.fn)}"
 
     def run(
@@ -275,6 +531,43 @@ class Sampler:
         eta: float = 0.0,
         noise_sampler: Callable[[Any, Any], Any] | None = None,
     ) -> Any:
+        """The sampler run on `x` down (or up) `sigmas`, its progress bar off (`disable`) and
+        eta 0 unless given (ancestral samplers default to eta 1).
+
+        Parameters
+        ----------
+        model : callable
+            `model(x, sigma * ones(batch))`: the denoised x_0.
+        x : array
+            The starting sample.
+        sigmas : array
+            The levels, descending to sample, ascending to invert.
+        eta : float, optional
+            DDIM's eta; when nonzero passed with `noise_sampler`. Default 0.
+        noise_sampler : callable, optional
+            `noise_sampler(sigma, sigma_next)`: a step's noise draw.
+
+        Returns
+        -------
+        array
+            What the sampler returns.
+
+        Raises
+        ------
+        Unsupported
+            If eta is nonzero and the function takes no eta and noise_sampler, or if it
+            raises Unsupported.
+        Crash
+            If the function raises anything else.
+
+        Examples
+        --------
+        >>> s = Sampler(reference.kdiffusion_sample, False, backend("numpy"))
+        >>> s.run(lambda x, sigma: 0 * x, np.ones((1, 2)), np.array([1.0, 0.0]), eta=1.0)
+        Traceback (most recent call last):
+        ...
+        ddim_core.testing.targets.Unsupported: takes no eta and noise_sampler
+        """
         kwargs: dict[str, Any] = {}
         if "disable" in self.params:
             kwargs["disable"] = True
@@ -297,7 +590,41 @@ class Sampler:
 
 def wrap(obj: Any, kind: str | None = None, backend_name: str | None = None) -> Scheduler | Sampler:
     """The target wrapped for the suite; kind and array library guessed unless given.
-    ValueError for a kind the target does not fit, or a backend that cannot run here."""
+    ValueError for a kind the target does not fit, or a backend that cannot run here.
+
+    Parameters
+    ----------
+    obj : object
+        The target: a scheduler class or a sampler function (see `load`).
+    kind : str, optional
+        One of KINDS; guessed by `guess_kind` when not given.
+    backend_name : str, optional
+        The backend its inputs are made in (a name in BACKENDS, or an installed library's
+        module). Default: a scheduler's, the library of its timesteps after
+        set_timesteps(10); a sampler's, torch when installed, else NumPy.
+
+    Returns
+    -------
+    Scheduler or Sampler
+        The wrapped target.
+
+    Raises
+    ------
+    ValueError
+        If `kind` is not one of KINDS or does not fit the target (a scheduler kind needs a
+        class with step and set_timesteps, a sampler kind a function), or the backend cannot
+        run here.
+
+    Examples
+    --------
+    >>> s = wrap(reference.ReferenceScheduler)
+    >>> type(s).__name__, s.inverse, s.backend.name
+    ('Scheduler', False, 'numpy')
+    >>> wrap(reference.ReferenceScheduler, "sampler")
+    Traceback (most recent call last):
+    ...
+    ValueError: kind='sampler' needs a sampler function, got <class '...ReferenceScheduler'>
+    """
     kind = kind or guess_kind(obj)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
