@@ -284,7 +284,6 @@ SECTIONS_TO_DO = {
     "ddim_core.testing.areas",
     "ddim_core.testing.reference",
     "ddim_core.testing.sampler_areas",
-    "ddim_core.testing.strategies",
 }
 
 

@@ -81,6 +81,37 @@ def configs(*vary: str, **fixed: Any) -> SearchStrategy[dc.DDIMConfig]:
     Valid combinations: trained_betas (drawn for 1 config in 10) have num_train_timesteps
     values; zero SNR draws sample or v prediction (epsilon cannot take the first step of a
     trailing plan there) unless prediction_type is fixed.
+
+    Parameters
+    ----------
+    *vary : str
+        Names of the DDIMConfig options to draw; none: every option not in `fixed`.
+    **fixed : Any
+        Options set to a value, or drawn from a strategy when the value is one.
+
+    Returns
+    -------
+    SearchStrategy of DDIMConfig
+        The configs; each drawn option shrinks to its default.
+
+    Raises
+    ------
+    ValueError
+        If `vary` or `fixed` names an option DDIMConfig does not have.
+
+    Examples
+    --------
+    >>> from hypothesis import given
+    >>> @CI
+    ... @given(configs("clip_sample", "beta_schedule", prediction_type="v_prediction"))
+    ... def check(config):
+    ...     assert config.prediction_type == "v_prediction"
+    ...     assert config.num_train_timesteps == 1000  # not varied: the default
+    >>> check()
+    >>> configs("clip_samples")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown options ['clip_samples']; options: [...]
     """
     unknown = sorted((set(vary) | set(fixed)) - set(ORDER))
     if unknown:  # a misspelt fixed option would be dropped, and the option vary
@@ -90,7 +121,18 @@ def configs(*vary: str, **fixed: Any) -> SearchStrategy[dc.DDIMConfig]:
 
 
 def all_configs() -> SearchStrategy[dc.DDIMConfig]:
-    """`configs()`: every option varies."""
+    """`configs()`: every option varies.
+
+    Returns
+    -------
+    SearchStrategy of DDIMConfig
+        Configs drawing every option (valid combinations, see `configs`).
+
+    Examples
+    --------
+    >>> all_configs()
+    _configs(vary=frozenset({...}), fixed=())
+    """
     return configs()
 
 
@@ -117,7 +159,27 @@ def _configs(
 
 
 def betas(n: int) -> SearchStrategy[tuple[float, ...]]:
-    """n betas in (0, 1): a linear ramp with seeded jitter (a custom table, trained_betas)."""
+    """n betas in (0, 1): a linear ramp with seeded jitter (a custom table, trained_betas).
+
+    Parameters
+    ----------
+    n : int
+        How many betas: the config's num_train_timesteps.
+
+    Returns
+    -------
+    SearchStrategy of tuple of float
+        Tables of `n` betas, each in (0, 1).
+
+    Examples
+    --------
+    >>> from hypothesis import given
+    >>> @CI
+    ... @given(betas(5))
+    ... def check(table):
+    ...     assert len(table) == 5 and all(0 < b < 1 for b in table)
+    >>> check()
+    """
 
     def build(low: float, high: float, seed: int) -> tuple[float, ...]:
         ramp = np.linspace(low, high, n)
@@ -129,7 +191,17 @@ def betas(n: int) -> SearchStrategy[tuple[float, ...]]:
 
 @dataclasses.dataclass(frozen=True)
 class InvalidConfig:
-    """Options DDIMConfig must reject, the error it must raise and the option it must name."""
+    """Options DDIMConfig must reject, the error it must raise and the option it must name.
+
+    Examples
+    --------
+    >>> bad = InvalidConfig({"steps_offset": -1}, ValueError, "steps_offset")
+    >>> try:
+    ...     dc.DDIMConfig(**bad.options)
+    ... except bad.error as e:
+    ...     print(bad.option in str(e))
+    True
+    """
 
     options: dict[str, Any]
     error: type[Exception]
@@ -182,7 +254,28 @@ INVALID: tuple[tuple[str, Any, type[Exception]], ...] = (
 
 def invalid_configs() -> SearchStrategy[InvalidConfig]:
     """A valid config's options with one option made invalid (`INVALID`): for error tests,
-    `pytest.raises(bad.error, match=bad.option): DDIMConfig(**bad.options)`."""
+    `pytest.raises(bad.error, match=bad.option): DDIMConfig(**bad.options)`.
+
+    Returns
+    -------
+    SearchStrategy of InvalidConfig
+        Each with the full options of a drawn valid config, one of them replaced by a value
+        of `INVALID`, and the error and option name DDIMConfig must report.
+
+    Examples
+    --------
+    >>> from hypothesis import given
+    >>> @CI
+    ... @given(invalid_configs())
+    ... def check(bad):
+    ...     try:
+    ...         dc.DDIMConfig(**bad.options)
+    ...     except bad.error as e:
+    ...         assert bad.option in str(e)
+    ...     else:
+    ...         raise AssertionError(f"{bad.option} accepted")
+    >>> check()
+    """
 
     def spoil(config: dc.DDIMConfig, bad: tuple[str, Any, type[Exception]]) -> InvalidConfig:
         options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
@@ -201,7 +294,30 @@ def plans(
 ) -> SearchStrategy[dc.Plan]:
     """ddim_core plans of drawn configs (default: every option) and step counts (default:
     1 .. num_train_timesteps); combinations without a plan (steps_offset past T - 1, zero SNR
-    with epsilon prediction at the first step) are rejected."""
+    with epsilon prediction at the first step) are rejected.
+
+    Parameters
+    ----------
+    configs : SearchStrategy of DDIMConfig, optional
+        The configs to plan for; default `all_configs()`.
+    steps : SearchStrategy of int, optional
+        The number of inference steps (capped at the config's num_train_timesteps);
+        default: 1 .. num_train_timesteps.
+
+    Returns
+    -------
+    SearchStrategy of ddim_core.Plan
+        The plans.
+
+    Examples
+    --------
+    >>> from hypothesis import given
+    >>> @CI
+    ... @given(plans(configs("timestep_spacing"), steps=st.integers(1, 10)))
+    ... def check(plan):
+    ...     assert len(plan.timesteps) == plan.num_inference_steps <= 10
+    >>> check()
+    """
     return _plans(all_configs() if configs is None else configs, steps)
 
 
@@ -220,19 +336,74 @@ def _plans(
 
 def timesteps(plan: Any, *, off_plan: bool = False) -> SearchStrategy[int]:
     """A timestep of the plan; with off_plan any t in [0, T) (per-sample timesteps may fall
-    between plan timesteps)."""
+    between plan timesteps).
+
+    Parameters
+    ----------
+    plan : ddim_core.Plan or reference.Plan
+        The plan (anything with `timesteps` and `config`).
+    off_plan : bool
+        Draw any training timestep, not only the plan's.
+
+    Returns
+    -------
+    SearchStrategy of int
+        The timesteps; on the plan they shrink to its first (the noisiest).
+
+    Examples
+    --------
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 5)
+    >>> timesteps(plan)
+    sampled_from((800, 600, 400, 200, 0))
+    >>> timesteps(plan, off_plan=True)
+    integers(min_value=0, max_value=999)
+    """
     if off_plan:
         return st.integers(0, plan.config.num_train_timesteps - 1)
     return st.sampled_from(plan.timesteps)
 
 
 def per_sample_timesteps(plan: Any, batch: int) -> SearchStrategy[list[int]]:
-    """`batch` timesteps of the plan, one per sample (repeats allowed)."""
+    """`batch` timesteps of the plan, one per sample (repeats allowed).
+
+    Parameters
+    ----------
+    plan : ddim_core.Plan or reference.Plan
+        The plan (anything with `timesteps`).
+    batch : int
+        The batch size: how many timesteps.
+
+    Returns
+    -------
+    SearchStrategy of list of int
+        Lists of `batch` timesteps of the plan.
+
+    Examples
+    --------
+    >>> from hypothesis import given
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 5)
+    >>> @CI
+    ... @given(per_sample_timesteps(plan, 3))
+    ... def check(ts):
+    ...     assert len(ts) == 3 and set(ts) <= {800, 600, 400, 200, 0}
+    >>> check()
+    """
     return st.lists(st.sampled_from(plan.timesteps), min_size=batch, max_size=batch)
 
 
 def etas() -> SearchStrategy[float]:
-    """eta in [0, 1]: 0 (DDIM), 1 (DDPM-like) and values between."""
+    """eta in [0, 1]: 0 (DDIM), 1 (DDPM-like) and values between.
+
+    Returns
+    -------
+    SearchStrategy of float
+        The etas, shrinking to 0.
+
+    Examples
+    --------
+    >>> etas()
+    one_of(sampled_from([0.0, 1.0]), floats(min_value=0.0, max_value=1.0))
+    """
     return st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0))
 
 
@@ -240,7 +411,36 @@ def backends(
     dtype: str = "float64", exclude: Sequence[str] = (), only: Sequence[str] | None = None
 ) -> SearchStrategy[Backend]:
     """A backend of the matrix (library and device) that runs here and holds `dtype`; `only`
-    (names) limits the choice, and the libraries imported, to those."""
+    (names) limits the choice, and the libraries imported, to those.
+
+    Parameters
+    ----------
+    dtype : str
+        The dtype the backends must hold.
+    exclude : sequence of str
+        Backend names to leave out.
+    only : sequence of str, optional
+        Backend names to choose among (default: all of BACKENDS).
+
+    Returns
+    -------
+    SearchStrategy of Backend
+        The runnable backends, in BACKENDS' order.
+
+    Raises
+    ------
+    ValueError
+        If `exclude` or `only` names an unknown backend, or no backend runs `dtype` here.
+
+    Examples
+    --------
+    >>> backends(only=["numpy"])
+    just(Backend(name='numpy', module='numpy', device=None, requires=None))
+    >>> backends(only=["nummpy"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown backends ['nummpy']; backends: numpy, ...
+    """
     known = [b.name for b in BACKENDS]
     unknown = sorted(set(exclude).union(only or ()) - set(known))
     if unknown:  # else a misspelt name reads as "no backend runs here"
@@ -252,14 +452,39 @@ def backends(
 
 
 def dtypes(backend: Backend) -> SearchStrategy[str]:
-    """A floating dtype the backend holds."""
+    """A floating dtype the backend holds.
+
+    Parameters
+    ----------
+    backend : Backend
+        The backend.
+
+    Returns
+    -------
+    SearchStrategy of str
+        Names of the FLOAT_DTYPES it supports.
+
+    Examples
+    --------
+    >>> from .backends import backend
+    >>> dtypes(backend("numpy"))
+    sampled_from(['float64', 'float32', 'float16'])
+    """
     return st.sampled_from([d for d in FLOAT_DTYPES if backend.supports(d)])
 
 
 @dataclasses.dataclass(frozen=True)
 class StepInputs:
     """A step's sample, model output and noise as NumPy float64 values already rounded to
-    `dtype` (what the reference takes), and the backend that holds them (`arrays()`)."""
+    `dtype` (what the reference takes), and the backend that holds them (`arrays()`).
+
+    Examples
+    --------
+    >>> from .backends import backend
+    >>> inputs = StepInputs(backend("numpy"), "float32", *np.ones((3, 2)))
+    >>> [a.dtype.name for a in inputs.arrays()]
+    ['float32', 'float32', 'float32']
+    """
 
     backend: Backend
     dtype: str
@@ -268,7 +493,13 @@ class StepInputs:
     noise: np.ndarray
 
     def arrays(self) -> tuple[Any, Any, Any]:
-        """(sample, model_output, noise) as arrays of the backend, in `dtype`, on its device."""
+        """(sample, model_output, noise) as arrays of the backend, in `dtype`, on its device.
+
+        Returns
+        -------
+        tuple of three arrays
+            The sample, model output and noise, converted by `Backend.array`.
+        """
         make = self.backend.array
         return (
             make(self.sample, self.dtype),
@@ -285,7 +516,35 @@ def step_inputs(
     scales: Sequence[float] = (1.0,),
 ) -> SearchStrategy[StepInputs]:
     """Standard normal sample, model output and noise of `shape` times a drawn scale, on a drawn
-    backend (default: every runnable one) in a dtype it holds (default: any)."""
+    backend (default: every runnable one) in a dtype it holds (default: any).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The arrays' shape.
+    backends : SearchStrategy of Backend, optional
+        The backends; default `backends(dtype="float32")` (every runnable one).
+    dtypes : SearchStrategy of str, optional
+        The dtypes; default any the drawn backend holds (draws it does not hold are
+        rejected).
+    scales : sequence of float
+        The factors the standard normal values are drawn times.
+
+    Returns
+    -------
+    SearchStrategy of StepInputs
+        The inputs, their values rounded to the drawn dtype.
+
+    Examples
+    --------
+    >>> from hypothesis import given
+    >>> @CI
+    ... @given(step_inputs((2, 3), backends=backends(only=["numpy"]), scales=(1.0, 10.0)))
+    ... def check(inputs):
+    ...     sample, model_output, noise = inputs.arrays()
+    ...     assert sample.shape == (2, 3) and sample.dtype.name == inputs.dtype
+    >>> check()
+    """
     return _step_inputs(shape, backends, dtypes, tuple(scales))
 
 
@@ -312,7 +571,29 @@ def _step_inputs(
 def problems(draw: st.DrawFn, max_components: int = 3) -> tuple[dc.GaussianMixture, dc.DDIMConfig]:
     """A random Gaussian mixture (1 .. max_components components, std >= 0.3, 1 to 3
     dimensions) with its exact denoiser as the model, and a config (no clipping) it predicts
-    in; sample prediction ends at alpha_bar_0."""
+    in; sample prediction ends at alpha_bar_0.
+
+    Parameters
+    ----------
+    max_components : int
+        The most mixture components drawn (Hypothesis passes `draw` itself).
+
+    Returns
+    -------
+    SearchStrategy of tuple of (GaussianMixture, DDIMConfig)
+        The mixtures, each with the config its denoiser predicts in.
+
+    Examples
+    --------
+    >>> from hypothesis import given
+    >>> @CI
+    ... @given(problems(max_components=2))
+    ... def check(problem):
+    ...     mixture, config = problem
+    ...     assert not config.clip_sample and mixture.prediction_type == config.prediction_type
+    ...     assert 1 <= len(mixture.means) <= 2
+    >>> check()
+    """
     prediction = draw(st.sampled_from(PREDICTION_TYPES))
     config = dc.DDIMConfig(
         beta_schedule=draw(st.sampled_from(BETA_SCHEDULES)),
