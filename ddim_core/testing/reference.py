@@ -85,7 +85,34 @@ def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:
     -1 that diffusers' trailing spacing gives for 62 of 1000 step counts; "quadratic" (not in
     diffusers) as the DDIM paper's appendix D.2 writes it.
 
-    ValueError where no plan exists: n outside [1, T], or steps_offset past T - 1.
+    Parameters
+    ----------
+    config : DDIMConfig
+        Its num_train_timesteps T, timestep_spacing and steps_offset are used.
+    n : int
+        The number of inference steps, in [1, T].
+
+    Returns
+    -------
+    tuple of int
+        The n timesteps, descending.
+
+    Raises
+    ------
+    ValueError
+        Where no plan exists: n is not an integer in [1, T], or steps_offset moves a
+        timestep past T - 1.
+
+    Examples
+    --------
+    >>> spaced_timesteps(DDIMConfig(), 5)
+    (800, 600, 400, 200, 0)
+    >>> spaced_timesteps(DDIMConfig(timestep_spacing="trailing"), 5)
+    (999, 799, 599, 399, 199)
+    >>> spaced_timesteps(DDIMConfig(), 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_inference_steps must be an integer in [1, 1000], got 0
     """
     T = config.num_train_timesteps
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= T:
@@ -117,7 +144,16 @@ def _quadratic(T: int, n: int) -> list[int]:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """The timesteps of one run and the level each step moves to (t_prev; FINAL = -1 is the
-    clean level: alpha_bar 1 with set_alpha_to_one, else alpha_bar_0)."""
+    clean level: alpha_bar 1 with set_alpha_to_one, else alpha_bar_0).
+
+    Examples
+    --------
+    >>> plan = make_plan(DDIMConfig(), 4)
+    >>> plan.num_inference_steps, plan.pairs
+    (4, ((750, 500), (500, 250), (250, 0), (0, -1)))
+    >>> plan.inverse_pairs[0]
+    (-1, 0)
+    """
 
     config: DDIMConfig
     schedule: Schedule
@@ -126,6 +162,7 @@ class Plan:
 
     @property
     def num_inference_steps(self) -> int:
+        """The number of steps: how many timesteps the plan has."""
         return len(self.timesteps)
 
     @property
@@ -145,7 +182,24 @@ class Plan:
 
     def prev_timestep(self, t: int) -> int:
         """Where a forward step from t lands: the next plan timestep below t (FINAL past the
-        last), or with config.prev_timestep == "stride" diffusers' t - T // N."""
+        last), or with config.prev_timestep == "stride" diffusers' t - T // N.
+
+        Parameters
+        ----------
+        t : int
+            The timestep the step starts from (a plan timestep, or any other).
+
+        Returns
+        -------
+        int
+            The timestep it lands on, FINAL (-1) past the last.
+
+        Examples
+        --------
+        >>> plan = make_plan(DDIMConfig(), 4)
+        >>> plan.prev_timestep(750), plan.prev_timestep(600), plan.prev_timestep(0)
+        (500, 500, -1)
+        """
         if self.config.prev_timestep == "stride":
             return max(t - self.config.num_train_timesteps // self.num_inference_steps, FINAL)
         ascending = self.inverse_timesteps
@@ -161,7 +215,39 @@ def make_plan(
     schedule: Schedule | None = None,
 ) -> Plan:
     """The plan of n steps of config's spacing (or of custom descending `timesteps`), on
-    config's float64 table or on `schedule`."""
+    config's float64 table or on `schedule`.
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        The options: the spacing, and the table unless `schedule` is given.
+    n : int, optional
+        The number of steps of config's spacing (`spaced_timesteps`).
+    timesteps : sequence of int, optional
+        Custom timesteps, descending, instead of `n`.
+    schedule : Schedule, optional
+        The alpha_bar table to step on (default: config's, `ddim_core.schedule`).
+
+    Returns
+    -------
+    Plan
+        The timesteps and each step's t_prev.
+
+    Raises
+    ------
+    ValueError
+        If both or neither of `n` and `timesteps` are given, or no plan of `n` steps exists
+        (`spaced_timesteps`).
+
+    Examples
+    --------
+    >>> make_plan(DDIMConfig(), timesteps=[900, 500, 100]).pairs
+    ((900, 500), (500, 100), (100, -1))
+    >>> make_plan(DDIMConfig(), 10, timesteps=[900])
+    Traceback (most recent call last):
+    ...
+    ValueError: give exactly one of n and timesteps
+    """
     if (n is None) == (timesteps is None):
         raise ValueError("give exactly one of n and timesteps")
     if timesteps is None:
@@ -175,13 +261,52 @@ def make_plan(
 
 
 def level(plan: Any, t: int) -> float:
-    """alpha_bar_t of the plan's table; t < 0 is the final (clean) level."""
+    """alpha_bar_t of the plan's table; t < 0 is the final (clean) level.
+
+    Parameters
+    ----------
+    plan : Plan or ddim_core.Plan
+        The plan whose `schedule` is read.
+    t : int
+        The timestep; negative (FINAL) for the level past the last step.
+
+    Returns
+    -------
+    float
+        alpha_bar_t.
+
+    Examples
+    --------
+    >>> plan = make_plan(DDIMConfig(), 4)
+    >>> level(plan, 0), level(plan, FINAL)
+    (0.9999, 1.0)
+    >>> level(make_plan(DDIMConfig(set_alpha_to_one=False), 4), FINAL)
+    0.9999
+    """
     s = plan.schedule
     return float(s.final_alpha_cumprod) if t < 0 else float(s.alphas_cumprod[t])
 
 
 def schedule_from_table(alphas_cumprod: Any, final_alpha_cumprod: float) -> Schedule:
-    """A Schedule on a given alpha_bar table (e.g. another library's), read in float64."""
+    """A Schedule on a given alpha_bar table (e.g. another library's), read in float64.
+
+    Parameters
+    ----------
+    alphas_cumprod : array_like
+        The alpha_bar table, one value per training timestep.
+    final_alpha_cumprod : float
+        alpha_bar past the last step.
+
+    Returns
+    -------
+    Schedule
+        The table, with the betas it implies.
+
+    Examples
+    --------
+    >>> schedule_from_table([0.9, 0.45], 1.0).betas
+    array([0.1, 0.5])
+    """
     ab = np.asarray(alphas_cumprod, dtype=np.float64).reshape(-1)
     betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
     return Schedule(betas=betas, alphas_cumprod=ab, final_alpha_cumprod=float(final_alpha_cumprod))
@@ -191,7 +316,29 @@ def schedule_from_table(alphas_cumprod: Any, final_alpha_cumprod: float) -> Sche
 
 
 def x0_eps(x: np.ndarray, out: np.ndarray, ab: float, prediction: str) -> tuple[Any, Any]:
-    """Eq. (9): (x0_pred, eps_pred) from the model output at level ab."""
+    """Eq. (9): (x0_pred, eps_pred) from the model output at level ab.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        The sample at level ab.
+    out : numpy.ndarray
+        The model output on it.
+    ab : float
+        alpha_bar of the sample's level.
+    prediction : str
+        What the model predicts: "epsilon", "sample" or "v_prediction".
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray)
+        x0_pred and eps_pred.
+
+    Examples
+    --------
+    >>> x0_eps(np.array([1.0]), np.array([0.0]), 0.25, "epsilon")
+    (array([2.]), array([0.]))
+    """
     if prediction == "epsilon":
         return (x - np.sqrt(1 - ab) * out) / np.sqrt(ab), out
     if prediction == "sample":
@@ -200,7 +347,27 @@ def x0_eps(x: np.ndarray, out: np.ndarray, ab: float, prediction: str) -> tuple[
 
 
 def threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
-    """Dynamic thresholding (Saharia et al. 2022), per batch element."""
+    """Dynamic thresholding (Saharia et al. 2022), per batch element.
+
+    Parameters
+    ----------
+    x0 : numpy.ndarray
+        x0_pred, batch first.
+    ratio : float
+        The quantile of |x0| each element's threshold s is taken at.
+    max_value : float
+        The largest s (the smallest is 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        x0 clipped to [-s, s] and divided by s.
+
+    Examples
+    --------
+    >>> threshold(np.array([[0.5, 3.0]]), 1.0, 2.0)
+    array([[0.25, 1.  ]])
+    """
     flat = x0.reshape(x0.shape[0], -1)
     s = np.quantile(np.abs(flat), ratio, axis=1, method="linear")
     s = np.minimum(np.maximum(s, 1.0), max_value)[:, None]
@@ -209,7 +376,25 @@ def threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
 
 
 def process_x0(config: Any, x0: np.ndarray) -> np.ndarray:
-    """The config's thresholding, else its clip_sample, else nothing. `config` may be a plan."""
+    """The config's thresholding, else its clip_sample, else nothing. `config` may be a plan.
+
+    Parameters
+    ----------
+    config : DDIMConfig or Plan
+        The options (a plan's `config`).
+    x0 : numpy.ndarray
+        x0_pred.
+
+    Returns
+    -------
+    numpy.ndarray
+        x0_pred thresholded, clipped, or as it is.
+
+    Examples
+    --------
+    >>> process_x0(DDIMConfig(), np.array([-3.0, 0.5]))
+    array([-1. ,  0.5])
+    """
     cfg = getattr(config, "config", config)
     if cfg.thresholding:
         return threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
@@ -220,7 +405,25 @@ def process_x0(config: Any, x0: np.ndarray) -> np.ndarray:
 
 
 def sigma(ab_from: float, ab_to: float, eta: float) -> float:
-    """Eq. (16): eta * sqrt((1 - ab_to) / (1 - ab_from)) * sqrt(1 - ab_from / ab_to)."""
+    """Eq. (16): eta * sqrt((1 - ab_to) / (1 - ab_from)) * sqrt(1 - ab_from / ab_to).
+
+    Parameters
+    ----------
+    ab_from, ab_to : float
+        alpha_bar of the step's source and destination levels.
+    eta : float
+        The step's eta (0: deterministic DDIM, 1: DDPM's posterior variance).
+
+    Returns
+    -------
+    float
+        The standard deviation of the noise the step adds.
+
+    Examples
+    --------
+    >>> round(sigma(0.5, 0.8, 1.0) ** 2, 12), sigma(0.5, 0.8, 0.0)
+    (0.15, 0.0)
+    """
     if eta == 0:
         return 0.0
     return float(eta * np.sqrt((1 - ab_to) / (1 - ab_from) * (1 - ab_from / ab_to)))
@@ -237,7 +440,46 @@ def transfer(
     noise: np.ndarray | None = None,
     use_clipped: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. (12) from level ab_from to ab_to: (x_to, x0_pred)."""
+    """Eq. (12) from level ab_from to ab_to: (x_to, x0_pred).
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        prediction_type, and the clipping or thresholding of x0_pred (`process_x0`).
+    out : numpy.ndarray
+        The model output on `x`.
+    ab_from, ab_to : float
+        alpha_bar of the source and destination levels.
+    x : numpy.ndarray
+        The sample at ab_from.
+    eta : float
+        The step's eta (`sigma`).
+    noise : numpy.ndarray, optional
+        The standard normal draw, needed when the step's sigma is above 0.
+    use_clipped : bool
+        Recompute eps_pred from the processed x0_pred (diffusers' use_clipped_model_output).
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray)
+        x_to, the sample at ab_to, and x0_pred.
+
+    Raises
+    ------
+    ValueError
+        If eta gives a sigma above 0 and `noise` is None.
+
+    Examples
+    --------
+    A model predicting no noise moves x0_pred = x / sqrt(ab_from) to the clean level:
+
+    >>> transfer(DDIMConfig(clip_sample=False), np.zeros(2), 0.25, 1.0, np.ones(2))
+    (array([2., 2.]), array([2., 2.]))
+    >>> transfer(DDIMConfig(), np.zeros(2), 0.25, 0.5, np.ones(2), eta=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: eta=1.0 > 0 needs noise
+    """
     x0, eps = x0_eps(x, out, ab_from, config.prediction_type)
     x0 = process_x0(config, x0)
     if use_clipped:
@@ -261,7 +503,37 @@ def step(
     use_clipped: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A forward step from t to the plan's t_prev, eq. (12) with sigma from eq. (16):
-    (x_prev, x0_pred)."""
+    (x_prev, x0_pred).
+
+    Parameters
+    ----------
+    plan : Plan or ddim_core.Plan
+        The plan: config, table and t_prev.
+    out : numpy.ndarray
+        The model output at t on `x`.
+    t : int
+        The timestep the step starts from.
+    x : numpy.ndarray
+        The sample at t.
+    eta : float
+        The step's eta.
+    noise : numpy.ndarray, optional
+        The standard normal draw, needed when eta > 0.
+    use_clipped : bool
+        Recompute eps_pred from the processed x0_pred.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray)
+        x_prev, the sample at the plan's t_prev, and x0_pred.
+
+    Examples
+    --------
+    >>> plan = make_plan(DDIMConfig(clip_sample=False), 4)
+    >>> x_prev, x0 = step(plan, np.zeros(3), 0, np.ones(3))
+    >>> np.allclose(x_prev, 1 / np.sqrt(level(plan, 0))), np.array_equal(x_prev, x0)
+    (True, True)
+    """
     ab_t, ab_prev = level(plan, t), level(plan, plan.prev_timestep(t))
     return transfer(
         plan.config, out, ab_t, ab_prev, x, eta=eta, noise=noise, use_clipped=use_clipped
@@ -270,7 +542,34 @@ def step(
 
 def inverse_step(plan: Any, out: np.ndarray, t: int, x: np.ndarray) -> tuple[Any, Any]:
     """From the level of prev_timestep(t) up to t, the model evaluated at t on the source
-    sample (diffusers' and null-text inversion's convention): (x_t, x0_pred)."""
+    sample (diffusers' and null-text inversion's convention): (x_t, x0_pred).
+
+    Parameters
+    ----------
+    plan : Plan or ddim_core.Plan
+        The plan: config, table and t_prev.
+    out : numpy.ndarray
+        The model output at t on `x`.
+    t : int
+        The timestep the step goes up to.
+    x : numpy.ndarray
+        The sample at the plan's prev_timestep(t).
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray)
+        x_t and x0_pred.
+
+    Examples
+    --------
+    With the same model output, an inverse step undoes a forward step:
+
+    >>> plan = make_plan(DDIMConfig(clip_sample=False), 4)
+    >>> x, out = np.array([0.3, -1.2]), np.array([0.5, 0.1])
+    >>> x_prev = step(plan, out, 500, x)[0]
+    >>> np.allclose(inverse_step(plan, out, 500, x_prev)[0], x)
+    True
+    """
     return transfer(plan.config, out, level(plan, plan.prev_timestep(t)), level(plan, t), x)
 
 
@@ -285,7 +584,40 @@ def per_sample(
     use_clipped: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`step` (or `inverse_step`) of sample i from timesteps[i], stacked: a step with an array
-    of per-sample timesteps."""
+    of per-sample timesteps.
+
+    Parameters
+    ----------
+    plan : Plan or ddim_core.Plan
+        The plan.
+    out : numpy.ndarray
+        The model outputs, batch first.
+    timesteps : sequence of int
+        One timestep per sample.
+    x : numpy.ndarray
+        The samples, batch first.
+    eta : float
+        The steps' eta (forward steps).
+    noise : numpy.ndarray, optional
+        The standard normal draws, batch first, needed when eta > 0.
+    inverse : bool
+        Take inverse steps (`inverse_step`; eta, noise and use_clipped are not used).
+    use_clipped : bool
+        Recompute eps_pred from the processed x0_pred (forward steps).
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray)
+        The stacked x_prev (or x_t) and x0_pred.
+
+    Examples
+    --------
+    >>> plan = make_plan(DDIMConfig(), 4)
+    >>> x, out = np.ones((2, 3)), np.full((2, 3), 0.5)
+    >>> both = per_sample(plan, out, [750, 250], x)[0]
+    >>> np.array_equal(both[1:], step(plan, out[1:], 250, x[1:])[0])
+    True
+    """
     rows = []
     for i, t in enumerate(timesteps):
         if inverse:
@@ -312,7 +644,39 @@ def magnitude(
     """The size of the terms `transfer` adds up, elementwise, for x_to and x0_pred: the same
     formulas on absolute values with every difference made a sum. Rounding in any correct
     implementation is a few units of its dtype's precision times this, so tolerances scale
-    with it (a result that cancels to nearly 0 is not held to a bound it cannot meet)."""
+    with it (a result that cancels to nearly 0 is not held to a bound it cannot meet).
+
+    Parameters
+    ----------
+    config : DDIMConfig
+        prediction_type and the clipping or thresholding of x0_pred.
+    out : numpy.ndarray
+        The model output on `x`.
+    ab_from, ab_to : float
+        alpha_bar of the source and destination levels.
+    x : numpy.ndarray
+        The sample at ab_from.
+    eta : float
+        The step's eta.
+    noise : numpy.ndarray, optional
+        The standard normal draw (its size is added when the step's sigma is above 0).
+    use_clipped : bool
+        Whether eps_pred is recomputed from the processed x0_pred.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray)
+        The sizes of x_to and x0_pred, elementwise.
+
+    Examples
+    --------
+    Terms of size 1 that cancel to x0_pred = 0:
+
+    >>> config = DDIMConfig(clip_sample=False)
+    >>> x, out = np.full(1, np.sqrt(0.5)), np.ones(1)
+    >>> transfer(config, out, 0.5, 1.0, x)[1], magnitude(config, out, 0.5, 1.0, x)[1]
+    (array([0.]), array([2.]))
+    """
     a, b = np.abs(np.asarray(x, dtype=np.float64)), np.abs(np.asarray(out, dtype=np.float64))
     s0, s1 = np.sqrt(ab_from), np.sqrt(1 - ab_from)
     kind = config.prediction_type
@@ -378,7 +742,35 @@ def sample(
     noise: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """DDIM sampling along the plan: x = step(plan, model(x, t), t, x) for each t; with eta > 0
-    noise[i] is the standard normal draw of step i."""
+    noise[i] is the standard normal draw of step i.
+
+    Parameters
+    ----------
+    model : callable
+        model(x, t), the model output at timestep t on x.
+    x_T : numpy.ndarray
+        The starting noise, at the plan's first timestep.
+    plan : Plan or ddim_core.Plan
+        The plan.
+    eta : float
+        Each step's eta.
+    noise : sequence of numpy.ndarray, optional
+        One standard normal draw per step, needed when eta > 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        The sample at the final level.
+
+    Examples
+    --------
+    A model predicting no noise scales x_T to the clean level, 1 / sqrt(alpha_bar_T):
+
+    >>> plan = make_plan(DDIMConfig(clip_sample=False), 10)
+    >>> x_0 = sample(lambda x, t: np.zeros_like(x), np.ones(2), plan)
+    >>> np.allclose(x_0, 1 / np.sqrt(level(plan, plan.timesteps[0])))
+    True
+    """
     x = np.asarray(x_T, dtype=np.float64)
     for i, t in enumerate(plan.timesteps):
         z = None if noise is None else noise[i]
@@ -387,7 +779,32 @@ def sample(
 
 
 def invert(model: Model, x_0: np.ndarray, plan: Any) -> np.ndarray:
-    """Plain DDIM inversion along the mirrored plan, the model at the destination timestep."""
+    """Plain DDIM inversion along the mirrored plan, the model at the destination timestep.
+
+    Parameters
+    ----------
+    model : callable
+        model(x, t), the model output at timestep t on x.
+    x_0 : numpy.ndarray
+        The clean sample, at the final level.
+    plan : Plan or ddim_core.Plan
+        The forward plan (inverted along `inverse_timesteps`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The sample at the plan's first timestep.
+
+    Examples
+    --------
+    With a model whose output does not depend on x, inversion undoes sampling:
+
+    >>> plan = make_plan(DDIMConfig(clip_sample=False), 10)
+    >>> model = lambda x, t: np.full_like(x, 0.1)
+    >>> x_T = np.array([0.5, -1.0])
+    >>> np.allclose(invert(model, sample(model, x_T, plan), plan), x_T)
+    True
+    """
     x = np.asarray(x_0, dtype=np.float64)
     for t in plan.inverse_timesteps:
         x = inverse_step(plan, np.asarray(model(x, t), dtype=np.float64), t, x)[0]
@@ -396,7 +813,23 @@ def invert(model: Model, x_0: np.ndarray, plan: Any) -> np.ndarray:
 
 def sigmas(plan: Any) -> np.ndarray:
     """k-diffusion's sigmas of a plan, sqrt((1 - abar) / abar) at each timestep, then the final
-    level (0 with set_alpha_to_one)."""
+    level (0 with set_alpha_to_one).
+
+    Parameters
+    ----------
+    plan : Plan or ddim_core.Plan
+        The plan.
+
+    Returns
+    -------
+    numpy.ndarray
+        num_inference_steps + 1 sigmas, descending.
+
+    Examples
+    --------
+    >>> sigmas(make_plan(DDIMConfig(), 2))
+    array([3.44296711, 0.0100005 , 0.        ])
+    """
     ab = np.array([*(level(plan, t) for t in plan.timesteps), level(plan, FINAL)])
     return np.asarray(np.sqrt((1.0 - ab) / ab))
 
@@ -418,7 +851,33 @@ def kdiffusion_sample(
     """DDIM down descending `sigmas` in k-diffusion's variance-exploding form: x_k =
     x / sqrt(abar), sigma = sqrt((1 - abar) / abar), `model(x_k, sigma * ones(batch))` the
     denoised x_0. With eta > 0 noise[i] is step i's draw (steps into sigma 0 take none). A
-    repeated sigma is a zero-length step."""
+    repeated sigma is a zero-length step.
+
+    Parameters
+    ----------
+    model : callable
+        model(x, sigma), the denoised x_0 at the batch's sigmas.
+    x : numpy.ndarray
+        The sample at sigmas[0], batch first, in k-diffusion's scale.
+    sigmas : sequence of float
+        The levels, descending.
+    eta : float
+        Each step's eta.
+    noise : sequence of numpy.ndarray or None, optional
+        One standard normal draw per step, needed when eta > 0 (not for a step into 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        The sample at sigmas[-1].
+
+    Examples
+    --------
+    A model denoising to 0 scales x by each step's ratio of sigmas:
+
+    >>> kdiffusion_sample(lambda x, s: np.zeros_like(x), np.ones((1, 2)), [2.0, 1.0])
+    array([[0.5, 0.5]])
+    """
     x = np.asarray(x, dtype=np.float64)
     ones = np.ones(x.shape[0])
     for i, (a, b) in enumerate(itertools.pairwise(float(s) for s in sigmas)):
@@ -437,7 +896,30 @@ def kdiffusion_invert(
 ) -> np.ndarray:
     """Plain DDIM inversion up ascending `sigmas` in k-diffusion's form: the model at the
     destination level on the source sample (scaled to that level), as diffusers' inverse
-    scheduler evaluates it."""
+    scheduler evaluates it.
+
+    Parameters
+    ----------
+    model : callable
+        model(x, sigma), the denoised x_0 at the batch's sigmas.
+    x : numpy.ndarray
+        The sample at sigmas[0], batch first, in k-diffusion's scale.
+    sigmas : sequence of float
+        The levels, ascending.
+
+    Returns
+    -------
+    numpy.ndarray
+        The sample at sigmas[-1].
+
+    Examples
+    --------
+    >>> zero = lambda x, s: np.zeros_like(x)
+    >>> kdiffusion_invert(zero, np.ones((1, 2)), [1.0, 1.0])  # a zero-length step
+    array([[1., 1.]])
+    >>> kdiffusion_invert(zero, np.ones((1, 2)), [1.0, 2.0]).round(4)
+    array([[1.7906, 1.7906]])
+    """
     x = np.asarray(x, dtype=np.float64)
     ones = np.ones(x.shape[0])
     for a, b in itertools.pairwise(float(s) for s in sigmas):
@@ -462,7 +944,13 @@ class _State(NamedTuple):
 
 
 class StepOutput(NamedTuple):
-    """diffusers' DDIMSchedulerOutput fields."""
+    """diffusers' DDIMSchedulerOutput fields.
+
+    Examples
+    --------
+    >>> StepOutput(np.ones(1), np.zeros(1)).prev_sample
+    array([1.])
+    """
 
     prev_sample: np.ndarray
     pred_original_sample: np.ndarray
