@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ddim_core import cli
+from ddim_core.testing import reference
 from ddim_core.testing.conformance import AREAS, Report, check, main
 from ddim_core.testing.reference import ReferenceInverseScheduler, ReferenceScheduler
 from ddim_core.testing.targets import guess_kind
@@ -116,6 +117,9 @@ def test_the_kind_is_guessed_from_the_name_not_from_a_missing_eta() -> None:
     assert guess_kind(diffusers.EulerDiscreteScheduler) == "scheduler"
     assert guess_kind(diffusers.DDIMInverseScheduler) == "inverse"
     assert guess_kind(ReferenceInverseScheduler) == "inverse"
+    # "invert" names are inverting samplers too (reference.kdiffusion_invert was a "sampler")
+    assert guess_kind(reference.kdiffusion_invert) == "inverse-sampler"
+    assert guess_kind(reference.kdiffusion_sample) == "sampler"
     assert guess_kind(dd.DDIMScheduler) == "scheduler"
 
 

@@ -148,8 +148,9 @@ def load(spec: str) -> Any:
 
 
 def guess_kind(obj: Any) -> str:
-    """scheduler / inverse (a class with "inverse" in its name) / sampler / inverse-sampler
-    (a function with "inverse" in its name). A step without eta is no evidence: many forward
+    """scheduler / inverse (a class with "inverse", "inversion" or "invert" in its name) /
+    sampler / inverse-sampler (a function so named: `sample_ddim_inverse`, `invert_edict`).
+    A step without eta is no evidence: many forward
     schedulers (Euler, DPM-Solver) take none.
 
     Parameters
@@ -175,14 +176,20 @@ def guess_kind(obj: Any) -> str:
     ...     return x
     >>> guess_kind(sample_inverse_ddim)
     'inverse-sampler'
+    >>> guess_kind(reference.kdiffusion_invert)
+    'inverse-sampler'
     """
     if inspect.isclass(obj):
         _need_scheduler(obj)
-        return "inverse" if "inverse" in obj.__name__.lower() else "scheduler"
+        return "inverse" if _inverting(obj.__name__) else "scheduler"
     if callable(obj):
-        name = getattr(obj, "__name__", "")
-        return "inverse-sampler" if "inverse" in name.lower() else "sampler"
+        return "inverse-sampler" if _inverting(getattr(obj, "__name__", "")) else "sampler"
     raise ValueError(f"{obj!r} is neither a scheduler class nor a sampler function")
+
+
+def _inverting(name: str) -> bool:
+    """Whether a target's name says it inverts ("inverse" covers "inversion" too: "invers")."""
+    return "invers" in name.lower() or "invert" in name.lower()
 
 
 def _need_scheduler(obj: Any, kind: str | None = None) -> None:
