@@ -246,7 +246,34 @@ def _outside_mask_kept(z: Any, latent: Any, given: Any, flow: bool, mask: Any) -
         return z
     if flow:  # the latent as ComfyUI holds one at the last sigma
         latent = _flow_rescaled(latent, float(given[0]), float(given[-1]))
-    return z * mask + latent * (1.0 - mask)
+    return masked(z, latent, mask)
+
+
+def masked(z: Any, x: Any, mask: Any) -> Any:
+    """z where ComfyUI's noise mask is 1, x where it is 0 (blended at soft edges), as its
+    samplers combine a result with the latent they were given.
+
+    Parameters
+    ----------
+    z : array
+        The sampler's result.
+    x : array
+        The latent it was given (at the result's level).
+    mask : array
+        ComfyUI's ``denoise_mask``, broadcastable to z, in [0, 1].
+
+    Returns
+    -------
+    array
+        ``z * mask + x * (1 - mask)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> masked(np.array([5.0, 5.0, 5.0]), np.zeros(3), np.array([1.0, 0.5, 0.0])).tolist()
+    [5.0, 2.5, 0.0]
+    """
+    return z * mask + x * (1.0 - mask)
 
 
 def _flow_rescaled(x: Any, sigma: float, to: float) -> Any:

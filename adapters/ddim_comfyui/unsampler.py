@@ -32,6 +32,8 @@ from ddim_kdiffusion import sample_ddim, sample_ddim_inverse
 from ddim_core import backends
 from ddim_core.reversible import State
 
+from .core import masked
+
 METHODS = ("ddim_exact", "ddim_plain", "edict", "bdia", "belm")
 REVERSIBLE = ("edict", "bdia", "belm")
 STATE_KEY = "ddim_core_inversion"  # what a latent dict carries from the Unsampler
@@ -141,7 +143,7 @@ def unsample(
     mask = args.get("denoise_mask")
     if mask is None:
         return z, info
-    shown = z * mask + x * (1.0 - mask)  # as the DDIM Inversion Sampler (core.py) keeps it
+    shown = masked(z, x, mask)  # as the DDIM Inversion Sampler keeps it
     return shown, info | {"unmasked": z, "shown": shown}
 
 
