@@ -49,7 +49,34 @@ VARY = (
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """A configured instance with its plan set, and exact DDIM's plan on its table."""
+    """A configured instance with its plan set, and exact DDIM's plan on its table.
+
+    Made by `setup`: the value areas step `instance` from each of `steps` and compare the
+    result with exact DDIM's step on `plan`.
+
+    Attributes
+    ----------
+    instance : object
+        The target's instance, set_timesteps(n) called on it (its tables promoted to float64
+        for the value areas).
+    plan : reference.Plan
+        Exact DDIM's plan of n steps, on the instance's alpha_bar table (value areas) or on
+        the config's exact one.
+    steps : tuple of int
+        The plan timesteps the value areas step from (inverting: up to): those `comparable`
+        keeps.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> s = setup(wrap(reference.ReferenceScheduler), DDIMConfig(), 4)
+    >>> s.instance.timesteps
+    array([750, 500, 250,   0])
+    >>> s.plan.pairs
+    ((750, 500), (500, 250), (250, 0), (0, -1))
+    >>> s.steps
+    (750, 500, 250, 0)
+    """
 
     instance: Any
     plan: reference.Plan
@@ -58,8 +85,58 @@ class Setup:
 
 def setup(target: Scheduler, config: DDIMConfig, n: int, *, own: bool = True) -> Setup:
     """Build and set_timesteps(n) the target; with `own` (the value areas) promote its tables
-    to float64 and take exact DDIM on them, else (dtypes, NaN/Inf) on exact tables.
-    Unsupported when it rejects them or when no step is comparable (see `comparable`)."""
+    to float64 and take exact DDIM on them, else (dtypes, out= buffers) on exact tables.
+    Unsupported when it rejects them or when no step is comparable (see `comparable`).
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+    config : DDIMConfig
+        The options the instance is made with.
+    n : int
+        The number of inference steps passed to set_timesteps.
+    own : bool, optional
+        True (the value areas): the instance's tables are promoted to float64
+        (`Scheduler.promote`) and exact DDIM's plan is taken on its own alpha_bar table, so
+        that a step's maths is compared, not its table's precision. False: the instance keeps
+        its tables, the plan is on `config`'s exact float64 table. Default True.
+
+    Returns
+    -------
+    Setup
+        The instance, exact DDIM's plan and the steps to compare.
+
+    Raises
+    ------
+    Unsupported
+        If the target rejects `config` or set_timesteps(n) (`Scheduler.make`,
+        `Scheduler.set_timesteps`), no exact plan of n steps exists (steps_offset moves a
+        timestep past T - 1), or no step of the plan is comparable.
+
+    Examples
+    --------
+    Linspace timesteps are no multiples of T // N: only the last step, to the clean level,
+    goes where diffusers' stride rule goes. With zero terminal SNR, epsilon prediction cannot
+    step from t = 999 (alpha_bar 0):
+
+    >>> from ddim_core.testing.targets import wrap
+    >>> target = wrap(reference.ReferenceScheduler)
+    >>> setup(target, DDIMConfig(timestep_spacing="linspace"), 10).steps
+    (0,)
+    >>> zero_snr = DDIMConfig(**reference.SCHEDULES["zero_snr"], timestep_spacing="trailing")
+    >>> setup(target, zero_snr, 10).steps
+    (899, 799, 699, 599, 499, 399, 299, 199, 99)
+
+    The one inverse step of a 1-step plan starts from the clean level (alpha_bar 1), where
+    sample prediction cannot give the noise:
+
+    >>> inverse = wrap(reference.ReferenceInverseScheduler)
+    >>> setup(inverse, DDIMConfig(prediction_type="sample"), 1)
+    Traceback (most recent call last):
+    ...
+    ddim_core.testing.targets.Unsupported: no comparable step
+    """
     instance = target.make(config)
     target.set_timesteps(instance, n)
     if own:
@@ -76,13 +153,62 @@ def setup(target: Scheduler, config: DDIMConfig, n: int, *, own: bool = True) ->
 
 
 def stride_prev(plan: reference.Plan, t: int) -> int:
-    """diffusers' t_prev: t - T // N (the clean level below 0)."""
+    """diffusers' t_prev: t - T // N (the clean level below 0).
+
+    Parameters
+    ----------
+    plan : reference.Plan
+        The plan: its T (num_train_timesteps) and N (num_inference_steps) are used.
+    t : int
+        The timestep a forward step starts from.
+
+    Returns
+    -------
+    int
+        t - T // N, or reference.FINAL (-1, the clean level) where that is lower.
+
+    Examples
+    --------
+    >>> plan = reference.make_plan(DDIMConfig(timestep_spacing="linspace"), 10)
+    >>> plan.timesteps[:3]
+    (999, 888, 777)
+    >>> stride_prev(plan, 999), plan.prev_timestep(999)
+    (899, 888)
+    >>> stride_prev(plan, 0)
+    -1
+    """
     return max(t - plan.config.num_train_timesteps // plan.num_inference_steps, reference.FINAL)
 
 
 def comparable(plan: reference.Plan, inverse: bool) -> tuple[int, ...]:
     """Plan timesteps whose step both t_prev rules agree on and eq. (9) can take (not epsilon
-    at alpha_bar 0, not sample prediction from alpha_bar 1)."""
+    at alpha_bar 0, not sample prediction from alpha_bar 1).
+
+    Parameters
+    ----------
+    plan : reference.Plan
+        Exact DDIM's plan.
+    inverse : bool
+        Whether the steps are inverse ones: eq. (9) is then solved at the level of t_prev
+        (where an inverse step starts), else at t's.
+
+    Returns
+    -------
+    tuple of int
+        The plan timesteps, in the plan's (descending) order, whose t_prev is also
+        `stride_prev`'s, that are below T and whose source level `kernels.unrecoverable`
+        accepts for the config's prediction type.
+
+    Examples
+    --------
+    >>> comparable(reference.make_plan(DDIMConfig(), 4), inverse=False)
+    (750, 500, 250, 0)
+    >>> comparable(reference.make_plan(DDIMConfig(timestep_spacing="linspace"), 4), False)
+    (0,)
+    >>> plan = reference.make_plan(DDIMConfig(prediction_type="sample"), 4)
+    >>> comparable(plan, inverse=True)  # the step up from the clean level is left out
+    (750, 500, 250)
+    """
     found = []
     for t, prev in plan.pairs:
         source = reference.level(plan, prev if inverse else t)
@@ -105,7 +231,60 @@ def step_matches(
     use_clipped: bool = False,
 ) -> None:
     """One step of the target from t on seeded inputs equals exact DDIM's, and leaves its
-    inputs as they were (Divergence)."""
+    inputs as they were (Divergence).
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class.
+    s : Setup
+        The instance and exact DDIM's plan (`setup`).
+    t : int
+        The timestep to step from (inverting: up to), one of `s.steps`.
+    seed : int
+        Seed of the sample, model output and noise (`suite.inputs`, shape SHAPE).
+    dtype : str, optional
+        The dtype the inputs are made in; the results are compared within its tolerance.
+        Default "float64".
+    scale : float, optional
+        Factor of the standard normal inputs (3 sends x0_pred past the clipping range).
+        Default 1.0.
+    eta : float, optional
+        DDIM's eta; when nonzero the noise is passed as variance_noise. Default 0.
+    use_clipped : bool, optional
+        Pass use_clipped_model_output=True. Default False.
+
+    Raises
+    ------
+    Divergence
+        If the step writes into one of its inputs, or its prev_sample or
+        pred_original_sample differs from exact DDIM's by more than the tolerance
+        (`assertions.assert_step_close`; the message names the config, the step, the element
+        and the size of the error).
+    Unsupported
+        If the target's step takes no variance_noise (eta given) or
+        use_clipped_model_output (`Scheduler.step`).
+    Crash
+        If the target's step raises.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> target = wrap(reference.ReferenceScheduler)
+    >>> step_matches(target, setup(target, DDIMConfig(), 10), 500, seed=0, eta=1.0)
+    >>> class OffBy1e4(reference.ReferenceScheduler):
+    ...     def step(self, *args, **kwargs):
+    ...         prev, x0 = super().step(*args, **{**kwargs, "return_dict": False})
+    ...         return prev * (1 + 1e-4), x0
+    >>> off = wrap(OffBy1e4)
+    >>> try:
+    ...     step_matches(off, setup(off, DDIMConfig(), 10), 500, seed=0)
+    ... except Divergence as e:
+    ...     print(e)
+    prev_sample[0, 2, 1, 3] = 1.3756918 but exact DDIM gives 1.3755542: off by 0.00014
+    (relative 0.0001), 5e+07 x the tolerance 2.8e-12 (DDIMConfig(), 10 steps, step 500 -> 400,
+    eta=0.0, float64, shape (2, 3, 4, 4))
+    """
     x, m, z = draw_inputs(seed, SHAPE, dtype, scale)
     b = target.backend
     given = {"model_output": b.array(m, dtype), "sample": b.array(x, dtype)}
@@ -174,7 +353,44 @@ def _run(
 
 def timesteps(target: Scheduler) -> Finding:
     """set_timesteps(N) for every N of a 1000-step model, every spacing, steps_offset 0 and 1,
-    then random num_train_timesteps: the timesteps are exact DDIM's plan (mirrored to invert)."""
+    then random num_train_timesteps: the timesteps are exact DDIM's plan (mirrored to invert).
+
+    A spacing and offset the target does not take (its constructor or set_timesteps(10)
+    raises) is left out and named; set_timesteps raising for another N is a difference. The
+    random configs are drawn only when the sweep finds no difference.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "timesteps": pass (what was checked, and what was not taken); FAIL with the
+        first difference found and, per spacing and offset, how many N in 1..1000 differ; or
+        unsupported when the target takes none of the configs.
+
+    Examples
+    --------
+    diffusers' trailing rule, round(arange(T, 0, -T / N)) - 1, gives 62 of the 1000 step
+    counts an extra timestep, -1 (the reference scheduler passes: every N of every spacing,
+    about ten seconds):
+
+    >>> from ddim_core.testing.targets import wrap
+    >>> class DiffusersTrailing:
+    ...     def __init__(self, timestep_spacing="leading"):
+    ...         if timestep_spacing != "trailing":
+    ...             raise ValueError("trailing spacing only")
+    ...     def set_timesteps(self, n):
+    ...         self.timesteps = (np.round(np.arange(1000, 0, -1000 / n)) - 1).astype(int)
+    ...     def step(self, model_output, timestep, sample):
+    ...         raise NotImplementedError
+    >>> found = timesteps(wrap(DiffusersTrailing, backend_name="numpy"))
+    >>> print(found.verdict, found.detail)
+    FAIL DDIMConfig(timestep_spacing='trailing'), N=61: 62 timesteps, not 61: [-1] not in the
+    plan; step counts N in 1..1000 that differ: trailing steps_offset=0: 62 (not taken: ...)
+    """
     area = "timesteps"
     failures: list[tuple[str, int, str]] = []  # (spacing, N, message)
     counted: dict[tuple[str, int], int] = {}
@@ -244,7 +460,38 @@ def _timesteps_differ(target: Scheduler, instance: Any, config: DDIMConfig, n: i
 
 def previous_timestep(target: Scheduler) -> Finding:
     """Where each step of a whole plan goes (forward: its t_prev; inverse: the level it
-    starts from), read off a probe step, for every spacing: the plan's next timestep."""
+    starts from), read off a probe step, for every spacing: the plan's next timestep.
+
+    The probe: epsilon prediction, model output 0 and a sample of sqrt(alpha_bar) / 2 at the
+    source level, so that the result names the level the target used. Up to 20 plans of 1 to
+    1000 steps (steps_offset 0 or 1) per spacing; a spacing the target takes no config of is left
+    out.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "previous timestep": pass naming the spacings checked; FAIL with the first step
+        that goes elsewhere per spacing; or unsupported when no spacing is taken.
+
+    Examples
+    --------
+    diffusers' rule t_prev = t - T // N is the plan's next timestep for leading spacing only:
+
+    >>> from ddim_core.testing.targets import wrap
+    >>> class StridePrev(reference.ReferenceScheduler):  # takes no steps_offset
+    ...     def __init__(self, timestep_spacing="leading"):
+    ...         super().__init__(timestep_spacing=timestep_spacing)
+    ...         self.config = self.config.replace(prev_timestep="stride")
+    >>> found = previous_timestep(wrap(StridePrev))
+    >>> print(found.verdict, found.detail)
+    FAIL trailing, N=3: the step from t=666 goes to t=333; the plan's next timestep is 332;
+    linspace, N=2: the step from t=999 goes to t=499; the plan's next timestep is 0
+    """
     area = "previous timestep"
     found, checked = [], []
     for spacing in SPACINGS:
@@ -312,7 +559,38 @@ def _probe_plan(target: Scheduler, spacing: str, n: int, offset: int) -> None:
 
 
 def step_values(target: Scheduler, prediction: str) -> Finding:
-    """float64 steps of random configs in one prediction type, eta 0, no clipping."""
+    """float64 steps of random configs in one prediction type, eta 0, no clipping.
+
+    Up to 40 configs (schedule, table options, spacing, offset), plans of 1 to 50 steps,
+    one comparable step each on seeded inputs (`step_matches`), against exact DDIM on the
+    target's own alpha_bar table.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+    prediction : str
+        The prediction type: "epsilon", "sample" or "v_prediction".
+
+    Returns
+    -------
+    Finding
+        Area "step values: <prediction>": pass; FAIL with the first divergence, shrunk; or
+        unsupported when the target takes none of the configs drawn.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> step_values(wrap(reference.ReferenceScheduler), "epsilon")
+    Finding(area='step values: epsilon', verdict='pass', detail='random configs, float64')
+    >>> class OffBy1e4(reference.ReferenceScheduler):
+    ...     def step(self, *args, **kwargs):
+    ...         prev, x0 = super().step(*args, **{**kwargs, "return_dict": False})
+    ...         return prev * (1 + 1e-4), x0
+    >>> found = step_values(wrap(OffBy1e4), "sample")
+    >>> print(found.verdict, found.detail)
+    FAIL prev_sample[...] = ... but exact DDIM gives ...: off by ... (relative 0.0001), ...
+    """
     area = f"step values: {prediction}"
 
     def prop(case: tuple[DDIMConfig, int, int, int]) -> None:
@@ -326,7 +604,30 @@ def step_values(target: Scheduler, prediction: str) -> Finding:
 
 def clipping(target: Scheduler) -> Finding:
     """clip_sample (random ranges) and dynamic thresholding (random ratio and bound), inputs
-    of scale 1 and 3, with use_clipped_model_output."""
+    of scale 1 and 3, with use_clipped_model_output.
+
+    Random configs of every prediction type, float64, one comparable step each
+    (`step_matches`); use_clipped_model_output for forward schedulers only.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "clipping and thresholding": pass; FAIL with the first divergence, shrunk; or
+        unsupported when the target takes none of the configs drawn.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> print(clipping(wrap(reference.ReferenceScheduler)).verdict)
+    pass
+    >>> clipping(wrap(reference.ReferenceInverseScheduler)).detail
+    'clip_sample and thresholding, float64'
+    """
     area = "clipping and thresholding"
     processing = st.one_of(
         st.fixed_dictionaries(
@@ -359,7 +660,36 @@ def clipping(target: Scheduler) -> Finding:
 
 def eta_noise(target: Scheduler) -> Finding:
     """eta in (0, 1] with given noise (variance_noise), with and without
-    use_clipped_model_output."""
+    use_clipped_model_output.
+
+    Random configs of every prediction type, float64, one comparable step each
+    (`step_matches`).
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class.
+
+    Returns
+    -------
+    Finding
+        Area "eta noise": pass; FAIL with the first divergence, shrunk; n/a for an inverse
+        scheduler; unsupported when step takes no variance_noise or the target takes none of
+        the configs drawn.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> eta_noise(wrap(reference.ReferenceScheduler))
+    Finding(area='eta noise', verdict='pass', detail='eta in (0, 1], float64')
+    >>> eta_noise(wrap(reference.ReferenceInverseScheduler))
+    Finding(area='eta noise', verdict='n/a', detail='inversion is deterministic')
+    >>> class NoNoise(reference.ReferenceScheduler):
+    ...     def step(self, model_output, timestep, sample, return_dict=True):
+    ...         return super().step(model_output, timestep, sample, return_dict=return_dict)
+    >>> eta_noise(wrap(NoNoise))
+    Finding(area='eta noise', verdict='unsupported', detail='step takes no variance_noise')
+    """
     area = "eta noise"
     if target.inverse:
         return Finding(area, NA, "inversion is deterministic")
@@ -385,7 +715,32 @@ def eta_noise(target: Scheduler) -> Finding:
 def inverse_mirror(target: Scheduler) -> Finding:
     """Invert with the target, then sample with exact DDIM along the forward plan, with a model
     whose output depends on t only (each inverse step is then the exact inverse of a forward
-    step): x_0 comes back."""
+    step): x_0 comes back.
+
+    Random configs (no clipping, no zero SNR) and plans of 1 to 50 steps, float64, on the
+    target's own table; x_0 must come back within TOLERANCE["float64"] * N /
+    sqrt(min alpha_bar), relative.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class.
+
+    Returns
+    -------
+    Finding
+        Area "inverse mirror": pass; FAIL with how far from x_0 the round trip lands,
+        shrunk; n/a for a forward scheduler; unsupported when the target takes none of the
+        configs drawn.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> inverse_mirror(wrap(reference.ReferenceInverseScheduler)).verdict
+    'pass'
+    >>> inverse_mirror(wrap(reference.ReferenceScheduler)).detail
+    'a forward scheduler (check its inverse class)'
+    """
     area = "inverse mirror"
     if not target.inverse:
         return Finding(area, NA, "a forward scheduler (check its inverse class)")
@@ -429,7 +784,35 @@ def inverse_mirror(target: Scheduler) -> Finding:
 def dtypes(target: Scheduler) -> Finding:
     """alpha_bar tables within 1 ulp of exact in their own dtype; float32 (and float16,
     bfloat16 where the library has them) steps on the target's own tables against exact
-    DDIM, in the input's dtype."""
+    DDIM, in the input's dtype.
+
+    The tables: `alphas_cumprod` of every schedule in SCHEDULES. The steps: up to 15 random
+    configs per dtype, eta 0 or 1 (0 inverting), against exact DDIM on the config's exact table
+    within the dtype's tolerance; a step must return the dtype it is given.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "dtypes": pass naming the dtypes stepped in; or FAIL with the worst table entry
+        and each dtype's first divergence, joined by "; ".
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> dtypes(wrap(reference.ReferenceScheduler))  # NumPy has no bfloat16
+    Finding(area='dtypes', verdict='pass', detail='tables; float32, float16 steps')
+    >>> class Float64Out(reference.ReferenceScheduler):
+    ...     def step(self, *args, **kwargs):
+    ...         prev, x0 = super().step(*args, **{**kwargs, "return_dict": False})
+    ...         return prev.astype(np.float64), x0
+    >>> print(dtypes(wrap(Float64Out)).detail)
+    a float32 step returns float64; a float16 step returns float64
+    """
     area = "dtypes"
     problems = []
     table = _table_error(target)
@@ -512,7 +895,42 @@ def nan_inf(target: Scheduler) -> Finding:
     """The first two and the last step of plans of 1 to 50 steps of every schedule (zero SNR
     included), spacing and prediction type, eta 0 and 1, float64 and float32: finite wherever
     exact DDIM is. Swept in order of the step count, so the first counterexample found is
-    the one with the fewest steps."""
+    the one with the fewest steps.
+
+    Configs the target does not take, or that have no exact plan, are skipped; the steps are
+    the `comparable` ones, on seeded inputs.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse (inverse steps at eta 0 only).
+
+    Returns
+    -------
+    Finding
+        Area "NaN/Inf": pass with the number of steps taken; or FAIL naming the first step
+        with a NaN or Inf in prev_sample and how many of all the steps were not finite.
+
+    Raises
+    ------
+    Crash
+        If the target's step raises (`conformance.check` reports the area FAIL).
+    Unsupported
+        If the target's step takes no variance_noise: the eta 1 steps cannot be taken, and
+        the area is reported unsupported.
+
+    Examples
+    --------
+    A scheduler taking clip_sample only (the linear schedule, leading spacing, epsilon
+    prediction; the whole sweep of the reference scheduler takes about two seconds):
+
+    >>> from ddim_core.testing.targets import wrap
+    >>> class Narrow(reference.ReferenceScheduler):
+    ...     def __init__(self, clip_sample=True):
+    ...         super().__init__(clip_sample=clip_sample)
+    >>> nan_inf(wrap(Narrow))
+    Finding(area='NaN/Inf', verdict='pass', detail='588 steps finite')
+    """
     area = "NaN/Inf"
     total, bad, first = 0, 0, None
     b = target.backend
@@ -566,7 +984,37 @@ def nan_inf(target: Scheduler) -> Finding:
 
 def per_sample_timesteps(target: Scheduler) -> Finding:
     """A step with an integer array of one timestep per batch element (each sample from its
-    own t), against exact DDIM per sample."""
+    own t), against exact DDIM per sample.
+
+    A first step with two timesteps on ones tells whether the target takes an array at all;
+    then random configs of every prediction type, float64, each sample of the batch from a
+    comparable step of its own.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "per-sample timesteps": pass; FAIL naming the timesteps and the divergence,
+        shrunk; or unsupported when step rejects an array of timesteps (with what it raised)
+        or the target takes none of the configs drawn.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> per_sample_timesteps(wrap(reference.ReferenceScheduler)).verdict
+    'pass'
+    >>> class OneTimestep(reference.ReferenceScheduler):
+    ...     def step(self, model_output, timestep, sample, **kwargs):
+    ...         return super().step(model_output, int(timestep), sample, **kwargs)
+    >>> found = per_sample_timesteps(wrap(OneTimestep))
+    >>> print(found.verdict, found.detail)
+    unsupported step with an array of timesteps: TypeError: only 0-dimensional arrays can be
+    converted to Python scalars
+    """
     area = "per-sample timesteps"
     b = target.backend
     try:
@@ -601,7 +1049,43 @@ def per_sample_timesteps(target: Scheduler) -> Finding:
 
 def out_buffers(target: Scheduler) -> Finding:
     """Where `step` takes out=: every step of 10-step plans (clipped or not; float32 and
-    float64) with out= buffers equals the step without them, written into the buffers."""
+    float64) with out= buffers equals the step without them, written into the buffers.
+
+    Both the results returned and the buffers must equal, exactly, the step without out=
+    (prev_sample, and pred_original_sample where the step returns one).
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "out= buffers": pass with the number of steps checked; FAIL naming the step and
+        the result that differs, or what a step with out= raised; n/a when step takes no
+        out=; unsupported when no config or dtype is taken.
+
+    Raises
+    ------
+    Crash
+        If the target's step without out= raises (`conformance.check` reports the area FAIL).
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> out_buffers(wrap(reference.ReferenceScheduler))
+    Finding(area='out= buffers', verdict='n/a', detail='step takes no out=')
+    >>> class OutStep(reference.ReferenceScheduler):
+    ...     def step(self, *args, out=None, **kwargs):
+    ...         prev, x0 = super().step(*args, **{**kwargs, "return_dict": False})
+    ...         if out is not None:
+    ...             out[0][...], out[1][...] = prev, x0
+    ...             prev, x0 = out
+    ...         return prev, x0
+    >>> out_buffers(wrap(OutStep)).detail
+    '40 steps with out= equal those without, in the buffers'
+    """
     area = "out= buffers"
     if "out" not in target.step_params:
         return Finding(area, NA, "step takes no out=")
@@ -645,7 +1129,40 @@ def out_buffers(target: Scheduler) -> Finding:
 
 def host_syncs(target: Scheduler) -> Finding:
     """A 10-step loop on torch's meta device (no values: any read back to the host raises),
-    timesteps from set_timesteps(device='meta') as a pipeline passes them, eta 0 and 1."""
+    timesteps from set_timesteps(device='meta') as a pipeline passes them, eta 0 and 1.
+
+    Each step must return a tensor of the sample's shape on the meta device; eta 1 (forward
+    schedulers only) passes the sample as its noise.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, on the torch backend.
+
+    Returns
+    -------
+    Finding
+        Area "host syncs": pass; FAIL with what a step raised (a read back to the host);
+        n/a on any other backend than torch; unsupported when the default config or
+        set_timesteps is not taken.
+
+    Raises
+    ------
+    Divergence
+        If a step returns a tensor of another shape, or off the meta device.
+
+    Examples
+    --------
+    The reference scheduler computes in NumPy, so each step reads its tensors back:
+
+    >>> from ddim_core.testing.targets import wrap
+    >>> host_syncs(wrap(reference.ReferenceScheduler, backend_name="numpy")).verdict
+    'n/a'
+    >>> found = host_syncs(wrap(reference.ReferenceScheduler, backend_name="torch"))
+    >>> print(found.verdict, found.detail)
+    FAIL step(..., t, sample) with t from timesteps on the sample's device reads a value back
+    to the host: TypeError: can't convert meta device type tensor to numpy. ...
+    """
     area = "host syncs"
     if target.backend.module != "torch":
         return Finding(area, NA, f"needs torch tensors ({target.backend.name} arrays)")
@@ -688,7 +1205,42 @@ THREADS = 8
 
 def thread_safety(target: Scheduler) -> Finding:
     """One instance shared by threads, each calling set_timesteps(n) with its own n and
-    running its loop, against the same loops run one after another."""
+    running its loop, against the same loops run one after another.
+
+    THREADS threads, plans of 4 to 25 steps, 3 rounds, the interpreter switching threads
+    every microsecond so that races show in every run.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "thread safety": pass; FAIL when a thread raises or gets another result than
+        the serial loop; unsupported when the default config is not taken.
+
+    Raises
+    ------
+    Crash
+        If the target's step raises in the serial loops (`conformance.check` reports the
+        area FAIL).
+
+    Examples
+    --------
+    The reference scheduler keeps each thread's plan; one that keeps the last plan set by
+    any thread steps other threads on it:
+
+    >>> from ddim_core.testing.targets import wrap
+    >>> thread_safety(wrap(reference.ReferenceScheduler)).detail
+    '8 threads, each its own plan, 3 rounds'
+    >>> class OnePlan(reference.ReferenceScheduler):
+    ...     def _state(self):
+    ...         return self._last
+    >>> thread_safety(wrap(OnePlan)).verdict
+    'FAIL'
+    """
     area = "thread safety"
     b = target.backend
     steps = [4 + 3 * i for i in range(THREADS)]
@@ -748,7 +1300,29 @@ def _in_threads(fn: Callable[[int], Any], n: int) -> tuple[list[Any], list[BaseE
 
 
 def all_areas(target: Scheduler) -> list[Callable[[], Finding]]:
-    """The areas in report order, each ready to run."""
+    """The areas in report order, each ready to run.
+
+    Parameters
+    ----------
+    target : Scheduler
+        The wrapped scheduler class, forward or inverse.
+
+    Returns
+    -------
+    list of callable
+        One function per name of `conformance.AREAS`, in that order, each returning the
+        area's `Finding` when called.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.conformance import AREAS
+    >>> from ddim_core.testing.targets import wrap
+    >>> runs = all_areas(wrap(reference.ReferenceScheduler))
+    >>> len(runs) == len(AREAS)
+    True
+    >>> runs[AREAS.index("out= buffers")]()
+    Finding(area='out= buffers', verdict='n/a', detail='step takes no out=')
+    """
     return [
         lambda: timesteps(target),
         lambda: previous_timestep(target),

@@ -34,7 +34,31 @@ VARY = ("beta_schedule", "beta_start", "beta_end", "timestep_spacing", "steps_of
 
 
 def gaussian_denoiser(mu: float, s: float) -> Callable[..., Any]:
-    """E[x_0 | x] for x_0 ~ N(mu, s^2 I) and x = x_0 + sigma * noise, on any backend."""
+    """E[x_0 | x] for x_0 ~ N(mu, s^2 I) and x = x_0 + sigma * noise, on any backend.
+
+    Parameters
+    ----------
+    mu : float
+        The data's mean.
+    s : float
+        The data's standard deviation.
+
+    Returns
+    -------
+    callable
+        `model(x, sigma, **extra_args)`: mu + s^2 / (s^2 + sigma^2) * (x - mu), sigma one
+        level per batch element (extra arguments, as k-diffusion passes, are ignored).
+
+    Examples
+    --------
+    >>> model = gaussian_denoiser(0.0, 1.0)
+    >>> model(np.array([[2.0, -2.0]]), np.array([1.0]))  # halfway to the mean at sigma = s
+    array([[ 1., -1.]])
+    >>> model(np.array([[2.0, -2.0]]), np.array([0.0]))  # sigma 0: x is clean
+    array([[ 2., -2.]])
+    >>> gaussian_denoiser(1.0, 1.0)(np.array([[3.0]]), np.array([1.0]))
+    array([[2.]])
+    """
 
     def model(x: Any, sigma: Any, **extra_args: Any) -> Any:
         xp = backends.namespace(sigma=sigma)  # array-api-strict arrays have no .reshape
@@ -46,7 +70,31 @@ def gaussian_denoiser(mu: float, s: float) -> Callable[..., Any]:
 
 def t_only_denoiser(seed: int, shape: tuple[int, ...]) -> Callable[..., Any]:
     """A denoiser whose implied noise (x - D) / sigma depends on sigma only: each inverse
-    step is then the exact inverse of a forward one."""
+    step is then the exact inverse of a forward one.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the noise; each level (sigma of the batch's first element, rounded to 1e-6)
+        draws its own standard normal array from it.
+    shape : tuple of int
+        The shape of the samples (and of the noise).
+
+    Returns
+    -------
+    callable
+        `model(x, sigma, **extra_args)`: x - sigma * eps(sigma), on NumPy arrays or torch
+        tensors (the noise made in x's dtype and device).
+
+    Examples
+    --------
+    >>> model = t_only_denoiser(0, (1, 2))
+    >>> sigma = np.array([0.5])
+    >>> x, y = np.zeros((1, 2)), np.ones((1, 2))
+    >>> eps_x, eps_y = (x - model(x, sigma)) / 0.5, (y - model(y, sigma)) / 0.5
+    >>> bool(np.allclose(eps_x, eps_y)), eps_x.round(4)
+    (True, array([[ 0.9482, -1.1175]]))
+    """
 
     def eps(level: float) -> np.ndarray:
         return np.random.default_rng([seed, round(level * 1e6)]).standard_normal(shape)
@@ -89,7 +137,62 @@ def loop_matches(
     dtype: str = "float64",
     eta: float = 0.0,
 ) -> None:
-    """The target's loop over a plan's sigmas equals exact DDIM's (Divergence)."""
+    """The target's loop over a plan's sigmas equals exact DDIM's (Divergence).
+
+    The plan's sigmas (`reference.sigmas`, ascending to invert), a seeded start (sigma_max
+    times standard normal to sample, standard normal to invert) and one seeded noise draw
+    per step served by noise_sampler; the result must have the input's dtype and equal
+    `reference.kdiffusion_sample` / `kdiffusion_invert` within TOLERANCE[dtype] * n *
+    (|exact| + 1 + sigma_max).
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function, forward or inverse.
+    config : DDIMConfig
+        The options of the plan (schedule, spacing, offset).
+    n : int
+        The number of steps.
+    seed : int
+        Seed of the start and of the noise draws.
+    mu : float
+        The mean of the data the Gaussian denoiser is exact for.
+    s : float
+        Its standard deviation.
+    dtype : str, optional
+        The dtype of x (sigmas in float32 for float16 and bfloat16). Default "float64".
+    eta : float, optional
+        DDIM's eta (passed with noise_sampler when nonzero). Default 0.
+
+    Raises
+    ------
+    Divergence
+        If the loop returns another dtype than x's, or values off exact DDIM's by more than
+        the tolerance (`assertions.assert_array_close`; the message names the config, the
+        element and the size of the error).
+    Unsupported
+        If no plan of n steps exists for `config`, or eta is nonzero and the sampler takes
+        no eta and noise_sampler (`Sampler.run`).
+    Crash
+        If the sampler raises.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> def sample_euler(model, x, sigmas):  # DDIM with eta 0 in this form
+    ...     for i in range(len(sigmas) - 1):
+    ...         d = (x - model(x, sigmas[i : i + 1])) / sigmas[i]
+    ...         x = x + d * (sigmas[i + 1] - sigmas[i])
+    ...     return x
+    >>> euler = wrap(sample_euler, backend_name="numpy")
+    >>> loop_matches(euler, DDIMConfig(), 10, seed=0, mu=0.5, s=1.0, dtype="float32")
+    >>> reference_loop = wrap(reference.kdiffusion_sample, backend_name="numpy")
+    >>> try:
+    ...     loop_matches(reference_loop, DDIMConfig(), 10, seed=0, mu=0.5, s=1.0, dtype="float32")
+    ... except Divergence as e:
+    ...     print(e)
+    DDIMConfig(), 10 steps, mu=0.5, s=1, eta=0.0, float32: a float32 loop returns float64
+    """
     b = target.backend
     sig = _sigmas(config, n, target.inverse)
     rng = np.random.default_rng(seed)
@@ -140,6 +243,40 @@ def _run(area: str, prop: Callable[[Any], None], strategy: Any, checked: str) ->
 
 
 def step_values(target: Sampler) -> Finding:
+    """The sampler's loop (sampling or inverting) with an exact Gaussian denoiser, float64,
+    against exact DDIM's.
+
+    Up to 30 random configs (schedule, betas, spacing, offset), plans of 1 to 30 steps,
+    denoisers of data N(mu, s^2 I) with mu in [-1, 1] and s in [0.3, 2] (`loop_matches`).
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "step values: sample": pass; FAIL with the first divergence, shrunk; or
+        unsupported when no config drawn has a plan the sampler takes.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> def sample_euler(model, x, sigmas):  # DDIM with eta 0 in this form
+    ...     for i in range(len(sigmas) - 1):
+    ...         d = (x - model(x, sigmas[i : i + 1])) / sigmas[i]
+    ...         x = x + d * (sigmas[i + 1] - sigmas[i])
+    ...     return x
+    >>> step_values(wrap(sample_euler, backend_name="numpy")).verdict
+    'pass'
+    >>> def sample_euler_but_last(model, x, sigmas):  # stops one step short
+    ...     return sample_euler(model, x, sigmas[:-1])
+    >>> found = step_values(wrap(sample_euler_but_last, backend_name="numpy"))
+    >>> print(found.verdict, found.detail)
+    FAIL x[...] = ... but exact DDIM gives ...: off by ... (relative ...), ... x the tolerance
+    ... (DDIMConfig(clip_sample=False), 1 step, mu=0, s=1, eta=0.0, float64)
+    """
     area = "step values: sample"
     what = "invert" if target.inverse else "sample"
 
@@ -150,6 +287,39 @@ def step_values(target: Sampler) -> Finding:
 
 
 def eta_noise(target: Sampler) -> Finding:
+    """eta in (0, 1], each step's noise drawn by the caller's noise_sampler, against exact
+    DDIM with the same draws.
+
+    Random configs and Gaussian denoisers as in `step_values`, float64.
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function.
+
+    Returns
+    -------
+    Finding
+        Area "eta noise": pass; FAIL with the first divergence, shrunk; n/a for an inverse
+        sampler; unsupported when the function takes no eta and noise_sampler.
+
+    Examples
+    --------
+    The reference loop, its noise drawn by noise_sampler, passes; a sampler without eta is
+    unsupported:
+
+    >>> from ddim_core.testing.targets import wrap
+    >>> def sample_ddim(model, x, sigmas, eta=0.0, noise_sampler=None):
+    ...     steps = zip(sigmas[:-1], sigmas[1:])
+    ...     draws = [noise_sampler(a, b) for a, b in steps] if eta else None
+    ...     return reference.kdiffusion_sample(model, x, sigmas, eta=eta, noise=draws)
+    >>> eta_noise(wrap(sample_ddim, backend_name="numpy")).verdict
+    'pass'
+    >>> eta_noise(wrap(reference.kdiffusion_sample, backend_name="numpy")).detail
+    'takes no eta and noise_sampler'
+    >>> eta_noise(wrap(reference.kdiffusion_invert, backend_name="numpy")).verdict
+    'n/a'
+    """
     area = "eta noise"
     if target.inverse:
         return Finding(area, NA, "inversion is deterministic")
@@ -165,6 +335,31 @@ def eta_noise(target: Sampler) -> Finding:
 
 
 def inverse_mirror(target: Sampler) -> Finding:
+    """Invert with the sampler, then sample with exact DDIM down the same sigmas, with a
+    denoiser whose implied noise depends on sigma only (`t_only_denoiser`): x_0 comes back.
+
+    Random configs and plans of 1 to 30 steps, float64; x_0 must come back within
+    TOLERANCE["float64"] * n * (1 + sigma_max), relative.
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function.
+
+    Returns
+    -------
+    Finding
+        Area "inverse mirror": pass; FAIL with how far from x_0 the round trip lands,
+        shrunk; n/a for a forward sampler.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> inverse_mirror(wrap(reference.kdiffusion_invert, backend_name="numpy")).verdict
+    'pass'
+    >>> inverse_mirror(wrap(reference.kdiffusion_sample, backend_name="numpy")).verdict
+    'n/a'
+    """
     area = "inverse mirror"
     if not target.inverse:
         return Finding(area, NA, "a forward sampler (check the inverse one)")
@@ -188,6 +383,33 @@ def inverse_mirror(target: Sampler) -> Finding:
 
 
 def dtypes(target: Sampler) -> Finding:
+    """float32 loops (and float16, bfloat16 where the library has them; their sigmas in
+    float32) against exact DDIM within the dtype's tolerance, returning the input's dtype.
+
+    Up to 15 random configs and Gaussian denoisers per dtype (`loop_matches`).
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "dtypes": pass naming the dtypes; or FAIL with each dtype's first divergence,
+        joined by "; ".
+
+    Examples
+    --------
+    The reference loop computes in float64 whatever it is given:
+
+    >>> from ddim_core.testing.targets import wrap
+    >>> found = dtypes(wrap(reference.kdiffusion_sample, backend_name="numpy"))
+    >>> print(found.verdict, found.detail)
+    FAIL DDIMConfig(clip_sample=False), 1 step, mu=0, s=1, eta=0.0, float32: a float32 loop
+    returns float64; DDIMConfig(clip_sample=False), 1 step, mu=0, s=1, eta=0.0, float16: a
+    float16 loop returns float64
+    """
     area = "dtypes"
     found = []
     halves = [d for d in ("float16", "bfloat16") if target.backend.supports(d)]
@@ -209,7 +431,38 @@ def dtypes(target: Sampler) -> Finding:
 
 def nan_inf(target: Sampler) -> Finding:
     """Loops of 1 to 30 steps of every schedule, spacing and eta 0 / 1, float32 and float64,
-    from sigma_max up to 1e4: finite."""
+    from sigma_max up to 1e4: finite.
+
+    The denoiser of N(0, I) data, noise_sampler drawing ones; inverse samplers at eta 0,
+    from a standard normal x. Loops the sampler does not take (eta) are skipped.
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "NaN/Inf": pass with the number of loops run; or FAIL naming the first loop
+        with a NaN or Inf in its result.
+
+    Raises
+    ------
+    Crash
+        If the sampler raises (`conformance.check` reports the area FAIL).
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> def sample_euler(model, x, sigmas):  # DDIM with eta 0 in this form
+    ...     for i in range(len(sigmas) - 1):
+    ...         d = (x - model(x, sigmas[i : i + 1])) / sigmas[i]
+    ...         x = x + d * (sigmas[i + 1] - sigmas[i])
+    ...     return x
+    >>> nan_inf(wrap(sample_euler, backend_name="numpy"))
+    Finding(area='NaN/Inf', verdict='pass', detail='540 loops finite')
+    """
     area = "NaN/Inf"
     b = target.backend
     total = 0
@@ -263,7 +516,43 @@ def _constant(value: Any, *args: Any) -> Any:
 def host_syncs(target: Sampler) -> Finding:
     """Loops of 5 and 10 steps on torch tensors that record every read back to the host (a
     sync on a GPU): reading the sigmas once before the loop is fine, reads that grow with the
-    number of steps are not."""
+    number of steps are not.
+
+    Reads recorded: `HOST_READS` (item, tolist, numpy, cpu, __array__, __bool__,
+    __float__, __int__, __index__) on the sigmas, the sample or anything computed from them.
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function, on the torch backend.
+
+    Returns
+    -------
+    Finding
+        Area "host syncs": pass with the reads per loop; FAIL when a 10-step loop reads more
+        often than a 5-step one; n/a on any other backend than torch; unsupported when the
+        sampler raises on the tensor subclass.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> def sample_euler(model, x, sigmas):  # DDIM with eta 0 in this form
+    ...     for i in range(len(sigmas) - 1):
+    ...         d = (x - model(x, sigmas[i : i + 1])) / sigmas[i]
+    ...         x = x + d * (sigmas[i + 1] - sigmas[i])
+    ...     return x
+    >>> host_syncs(wrap(sample_euler, backend_name="numpy")).verdict
+    'n/a'
+    >>> host_syncs(wrap(sample_euler, backend_name="torch")).detail
+    '0 host reads per loop, none per step'
+    >>> def sample_euler_floats(model, x, sigmas):  # reads two sigmas a step
+    ...     for i in range(len(sigmas) - 1):
+    ...         s, s_next = sigmas[i].item(), sigmas[i + 1].item()
+    ...         x = x + (x - model(x, sigmas[i : i + 1])) / s * (s_next - s)
+    ...     return x
+    >>> print(host_syncs(wrap(sample_euler_floats, backend_name="torch")).detail)
+    reads back to the host 10 times in 5 steps and 20 in 10 (item): a sync per step on a GPU
+    """
     area = "host syncs"
     if target.backend.module != "torch":
         return Finding(area, NA, f"needs torch tensors ({target.backend.name} arrays)")
@@ -304,6 +593,32 @@ def host_syncs(target: Sampler) -> Finding:
 
 
 def thread_safety(target: Sampler) -> Finding:
+    """THREADS concurrent calls, each with its own sigmas (plans of 3 to 10 steps), start and
+    denoiser, against the same calls made one after another.
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function, forward or inverse.
+
+    Returns
+    -------
+    Finding
+        Area "thread safety": pass; or FAIL with what a concurrent call raised, or when a
+        result differs from the serial call's.
+
+    Raises
+    ------
+    Crash
+        If the sampler raises in the serial calls (`conformance.check` reports the area
+        FAIL).
+
+    Examples
+    --------
+    >>> from ddim_core.testing.targets import wrap
+    >>> thread_safety(wrap(reference.kdiffusion_sample, backend_name="numpy"))
+    Finding(area='thread safety', verdict='pass', detail='8 concurrent calls')
+    """
     from .areas import THREADS, _in_threads
 
     area = "thread safety"
@@ -332,7 +647,31 @@ def thread_safety(target: Sampler) -> Finding:
 
 
 def all_areas(target: Sampler) -> list[Callable[[], Finding]]:
-    """The areas in report order (those of schedulers, some not applicable)."""
+    """The areas in report order (those of schedulers, some not applicable).
+
+    Parameters
+    ----------
+    target : Sampler
+        The wrapped sampler function, forward or inverse.
+
+    Returns
+    -------
+    list of callable
+        One function per name of `conformance.AREAS`, in that order, each returning the
+        area's `Finding` when called; the areas that do not apply to a sampler (timesteps,
+        previous timestep, epsilon and v_prediction values, clipping, per-sample timesteps,
+        out= buffers) return n/a.
+
+    Examples
+    --------
+    >>> from ddim_core.testing.conformance import AREAS
+    >>> from ddim_core.testing.targets import wrap
+    >>> runs = all_areas(wrap(reference.kdiffusion_sample, backend_name="numpy"))
+    >>> len(runs) == len(AREAS)
+    True
+    >>> runs[AREAS.index("timesteps")]()
+    Finding(area='timesteps', verdict='n/a', detail="a sampler takes the caller's sigmas")
+    """
     sigmas = "a sampler takes the caller's sigmas"
     denoised = "k-diffusion models return the denoised x_0: see step values: sample"
     return [
