@@ -1038,7 +1038,8 @@ def prepare(
     Raises
     ------
     ValueError
-        An unknown `kind` or method; a bad plan (`n`, `timesteps`); `chunk` < 1; `seed` < 0;
+        An unknown `kind` or method; a bad plan (`n`, `timesteps`); a bad `eta`, `history`,
+        `fixed_point_iters` or `tol` of the ddim loops; `chunk` < 1; `seed` < 0;
         a source that cannot be read as an array; a target that is or holds the source, that
         ddim-core did not write (or another version of it wrote), or that holds another
         layout.
@@ -1444,7 +1445,21 @@ def _method(
 
         if "fixed_point_iters" in recorded:
             check_fixed_point(recorded["fixed_point_iters"], recorded.get("tol"))
+    if function == known[DEFAULT_METHOD]:
+        _check_ddim_options(kind, recorded)
     return function, options, recorded
+
+
+def _check_ddim_options(kind: str, options: Mapping[str, Any]) -> None:
+    """The checks `ddim_core.sample` / `invert` make of eta and history, made here so that a
+    bad value fails before the target is created and a cluster started, not on every worker."""
+    from .steps import check_eta
+
+    eta = check_eta(options.get("eta", 0.0))
+    if kind == "invert":
+        if eta != 0:
+            raise ValueError(f"eta={options['eta']}: inversion is deterministic, eta must be 0")
+        check_int("history", options.get("history", 3), low=1)
 
 
 def _json(data: Any) -> str:

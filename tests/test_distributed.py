@@ -671,6 +671,29 @@ def test_prepare_refuses_a_negative_seed(npy: Path) -> None:
     assert not (npy.parent / "out.zarr").exists()
 
 
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        ("sample", {"eta": -1.0}, r"eta=-1.0 must be a finite number >= 0"),
+        ("invert", {"eta": 1.0}, r"eta=1.0: inversion is deterministic, eta must be 0"),
+        ("invert", {"history": 0}, r"history must be >= 1, got 0"),
+    ],
+)
+def test_prepare_refuses_bad_ddim_loop_options(
+    npy: Path, kind: str, options: dict[str, Any], message: str
+) -> None:
+    """`sample-dataset --eta -1`, `invert-dataset --option eta=1` or `--option history=0`
+    passed prepare, which created the target and recorded the run; the cluster was started and
+    each chunk then failed on a worker (docs/distributed.md: a bad option fails before any
+    cluster is started)."""
+    from ddim_core.distributed import prepare
+
+    target = npy.parent / "out.zarr"
+    with pytest.raises(ValueError, match=message):
+        prepare(kind, None, npy, target, CONFIG, 3, **options)
+    assert not target.exists()
+
+
 def test_resources_without_a_cluster_that_declares_them_are_refused(npy: Path) -> None:
     """resources={"GPU": 1} with no client: the run's own local_cluster declares no
     resources, so Dask never scheduled a chunk and the run waited forever (CLI: --resources
