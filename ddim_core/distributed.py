@@ -1724,8 +1724,14 @@ def command(name: str, argv: Sequence[str]) -> int:
             "dask.distributed, chunk by chunk; a rerun computes only chunks not done."
         ),
     )
-    parser.add_argument("source", metavar="SOURCE")
-    parser.add_argument("target", metavar="TARGET")
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a Zarr array (GROUP/NAME inside a group) or a .npy file, items on the first axis",
+    )
+    parser.add_argument(
+        "target", metavar="TARGET", help="the Zarr group to write (its array `result`)"
+    )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,

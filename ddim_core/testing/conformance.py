@@ -289,7 +289,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> in
         help="array library the target takes, a backend name such as torch or numpy "
         "(default: guessed from its timesteps; torch for samplers when installed)",
     )
-    parser.add_argument("--format", choices=("text", "markdown"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "markdown"),
+        default="text",
+        help="text: an aligned table; markdown: the table of docs/testing.md (default: text)",
+    )
     parser.add_argument(
         "--area",
         action="append",
