@@ -233,6 +233,37 @@ def test_a_step_before_set_timesteps_says_so_whatever_the_config(ours, theirs) -
 
 
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
+def test_tables_assigned_as_python_floats_or_lists_step_like_diffusers(ours, theirs) -> None:  # type: ignore[no-untyped-def]
+    """`scheduler.final_alpha_cumprod = 0.5` (or a list as `alphas_cumprod`) is taken by
+    diffusers' scheduler, which indexes it as it is; ours raised AttributeError ('float'
+    object has no attribute 'dtype') from deep inside the setter."""
+    boundary = "final_alpha_cumprod" if ours is dd.DDIMScheduler else "initial_alpha_cumprod"
+    table = np.linspace(0.999, 0.01, 1000).tolist()
+    x = torch.tensor([[0.5, -1.5]], dtype=torch.float64)
+    results = []
+    for cls in (ours, theirs):
+        scheduler = cls(clip_sample=False, set_alpha_to_one=False)
+        scheduler.set_timesteps(10)
+        scheduler.alphas_cumprod = table
+        setattr(scheduler, boundary, 0.9995)  # above alpha_bar_0: diffusers' step is finite
+        t = scheduler.timesteps[-1 if ours is dd.DDIMScheduler else 0]  # the boundary step
+        results.append(scheduler.step(0.1 * x, t, x).prev_sample)
+    assert float(getattr(scheduler, boundary)) == pytest.approx(0.9995)
+    assert torch.allclose(results[0], results[1], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("cls", [dd.DDIMScheduler, dd.DDIMInverseScheduler])
+@pytest.mark.parametrize("level", [1.5, -0.1, float("nan")])
+def test_a_boundary_level_outside_0_1_is_refused(cls, level: float) -> None:  # type: ignore[no-untyped-def]
+    """An alpha_bar past the ends of the table outside [0, 1] made every step through it NaN,
+    silently (alphas_cumprod's setter refuses such values; the boundary's did not)."""
+    boundary = "final_alpha_cumprod" if cls is dd.DDIMScheduler else "initial_alpha_cumprod"
+    scheduler = cls()
+    with pytest.raises(ValueError, match=f"{boundary} must be in \\[0, 1\\], got"):
+        setattr(scheduler, boundary, torch.tensor(level))
+
+
+@pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_save_and_load_both_ways(ours, theirs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = {"timestep_spacing": "trailing", "prediction_type": "v_prediction", "clip_sample": False}
     ours(**cfg, prev_timestep="stride").save_pretrained(tmp_path / "ours")

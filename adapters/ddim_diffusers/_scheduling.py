@@ -208,6 +208,9 @@ class SchedulerCore:
 
     def _set_boundary_level(self, value: Any) -> None:
         level = float(backends.to_host(value).reshape(()))
+        if not 0.0 <= level <= 1.0:  # NaN included: every step through it would be NaN
+            name = "initial_alpha_cumprod" if self._inverse else "final_alpha_cumprod"
+            raise ValueError(f"{name} must be in [0, 1], got {level}")
         if not _same_table(
             np.asarray(level), value, np.asarray(self._schedule.final_alpha_cumprod)
         ):
@@ -731,8 +734,10 @@ def _direct_matches(cls: Any) -> bool:
 
 
 def _same_table(table: np.ndarray, given: Any, exact: np.ndarray) -> bool:
-    """Whether `given` (as float64 `table`) is `exact` rounded to given's dtype."""
+    """Whether `given` (as float64 `table`) is `exact` rounded to given's dtype (a Python float
+    or list, which has none, as it is: diffusers' attributes take those too)."""
     if table.shape != exact.shape:
         return False
-    rounded = exact.astype(np.float32) if "float32" in str(given.dtype).lower() else exact
+    dtype = str(getattr(given, "dtype", "")).lower()
+    rounded = exact.astype(np.float32) if "float32" in dtype else exact
     return bool(np.array_equal(table, rounded.astype(np.float64)))
