@@ -531,6 +531,34 @@ def test_works_without_diffusers_and_returns_tuples(tmp_path: Path) -> None:
     assert out.stdout.strip() == "ok"
 
 
+def test_copies_and_pickles_without_diffusers() -> None:
+    """Without diffusers (the stand-in ConfigMixin), copy.deepcopy and pickle of a scheduler
+    raised TypeError ('a scheduler config is read-only'): they rebuild the read-only config
+    item by item. diffusers' FrozenDict copies, and the schedulers' own __getstate__ is there
+    for copies."""
+    code = textwrap.dedent(
+        """
+        import copy, pickle, sys
+        sys.modules["diffusers"] = None  # importing diffusers fails
+        import numpy as np
+        import ddim_diffusers as dd
+        s = dd.DDIMScheduler(timestep_spacing="trailing", clip_sample=False)
+        s.config.prediction_type = "sample"  # an attribute write, as diffusers' FrozenDict takes
+        s.set_timesteps(10)
+        x = np.linspace(-1.0, 1.0, 6).reshape(2, 3)
+        want = s.step(x * 0.1, 999, x)[0]
+        for other in (copy.deepcopy(s), pickle.loads(pickle.dumps(s)), copy.copy(s)):
+            assert dict(other.config) == dict(s.config)
+            assert other.config.prediction_type == "sample"
+            assert np.array_equal(other.step(x * 0.1, 999, x)[0], want)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
 def test_step_output_is_the_output_its_constructor_builds() -> None:
     """`step` builds diffusers' DDIMSchedulerOutput directly (its checks cost ~4 us a step):
     the object equals one from the constructor in type, items, attributes, indexing, to_tuple

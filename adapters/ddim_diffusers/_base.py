@@ -36,6 +36,11 @@ class FrozenConfig(dict[str, Any]):
 
     __setitem__ = __delitem__ = update = pop = setdefault = clear = _readonly
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy and pickle rebuild a dict item by item, which a read-only one refuses: build it
+        # whole instead, with the attributes written since (`config.prediction_type = ...`)
+        return (type(self), (dict(self),), self.__dict__ or None)
+
 
 def register_to_config(init: Callable[..., None]) -> Callable[..., None]:
     """Record every constructor argument (defaults included) as the instance's config."""
