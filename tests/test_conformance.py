@@ -416,3 +416,144 @@ def test_a_sampler_on_array_api_strict_arrays_is_checked() -> None:
         "ddim_kdiffusion:sample_ddim", backend="array_api_strict", areas=["step values: sample"]
     )
     assert r.conformant, r.text()
+
+
+class ShortOnMeta(ReferenceScheduler):
+    """Steps meta tensors without reading them, but returns one sample of the batch."""
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, **kwargs: Any) -> Any:
+        return sample[:1], None
+
+
+class OffMeta(ReferenceScheduler):
+    """Returns a CPU tensor for a sample on the meta device."""
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, **kwargs: Any) -> Any:
+        return torch.zeros(sample.shape), None
+
+
+def test_host_syncs_fails_a_step_of_another_shape_or_device() -> None:
+    """host syncs raised Divergence outside any search: `check` (and `ddim-core check`)
+    ended in a traceback where the area should FAIL."""
+    short = check(ShortOnMeta, backend="torch", areas=["host syncs"])
+    assert verdicts(short) == {"host syncs": "FAIL"}, short.text()
+    assert "shape (1, 3, 4, 4) for an input of shape (2, 3, 4, 4)" in detail(short, "host syncs")
+    off = check(OffMeta, backend="torch", areas=["host syncs"])
+    assert verdicts(off) == {"host syncs": "FAIL"}, off.text()
+    assert "returns a tensor on cpu" in detail(off, "host syncs")
+
+
+class ReturnsNothing(ReferenceScheduler):
+    """Forgets to return its step."""
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        super().step(*args, **kwargs)
+
+
+class FlatInverse(ReferenceInverseScheduler):
+    """Returns its steps flattened."""
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, **kwargs: Any) -> Any:
+        prev, _ = super().step(model_output, timestep, sample, return_dict=False)
+        return prev.reshape(-1), None
+
+
+class NoTimesteps(ReferenceScheduler):
+    """set_timesteps sets none."""
+
+    timesteps = None
+
+    def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
+        pass
+
+
+def sample_nothing(model: Any, x: Any, sigmas: Any) -> Any:
+    reference.kdiffusion_sample(model, x, sigmas)  # forgets to return
+
+
+def invert_flat(model: Any, x: Any, sigmas: Any) -> Any:
+    return reference.kdiffusion_invert(model, x, sigmas).reshape(-1)
+
+
+def test_a_result_that_is_no_array_of_the_inputs_shape_fails() -> None:
+    """A step or loop returning None (or timesteps left None) made `check` raise
+    AttributeError, TypeError or IndexError from the areas that read the result as an array,
+    and pass the value areas (None was not compared); a flattened result raised ValueError in
+    inverse mirror. Each is now a FAIL of every area that runs the target, naming it."""
+    cases: list[tuple[Any, list[str], str]] = [
+        (
+            ReturnsNothing,
+            ["previous timestep", "step values: epsilon", "dtypes", "NaN/Inf", "thread safety"],
+            "step returns NoneType as prev_sample, not an array",
+        ),
+        (
+            FlatInverse,
+            ["previous timestep", "inverse mirror", "per-sample timesteps"],
+            "step returns prev_sample of shape (",
+        ),
+        (
+            NoTimesteps,
+            ["step values: sample", "dtypes", "NaN/Inf", "per-sample timesteps"],
+            "timesteps after set_timesteps are no integers (NoneType",
+        ),
+        (sample_nothing, ["step values: sample", "dtypes", "NaN/Inf"], "returns NoneType as x"),
+        (invert_flat, ["step values: sample", "inverse mirror"], "returns x of shape (96,)"),
+    ]
+    for target, areas, message in cases:
+        r = check(target, backend="numpy", areas=areas)
+        assert verdicts(r) == dict.fromkeys(areas, "FAIL"), r.text()
+        assert all(message in f.detail for f in r.findings), r.text()
+
+
+class NoVarianceNoise(ReferenceScheduler):
+    """A step without eta and variance_noise (deterministic DDIM only)."""
+
+    def step(  # type: ignore[override]
+        self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = True
+    ) -> Any:
+        return super().step(model_output, timestep, sample, return_dict=return_dict)
+
+
+def test_nan_inf_checks_eta_0_without_variance_noise() -> None:
+    """The first eta = 1 step raised Unsupported out of the whole sweep: the area read
+    unsupported and the eta 0 steps were never checked."""
+    r = check(NoVarianceNoise, areas=["NaN/Inf"])
+    assert verdicts(r) == {"NaN/Inf": "pass"}, r.text()
+    steps = int(detail(r, "NaN/Inf").split()[0])
+    full = int(detail(check(ReferenceScheduler, areas=["NaN/Inf"]), "NaN/Inf").split()[0])
+    assert 2 * steps == full  # every eta 0 step of the sweep
+    assert "(not taken: eta=1.0: step takes no variance_noise)" in detail(r, "NaN/Inf")
+
+
+def sample_euler(model: Any, x: Any, sigmas: Any) -> Any:
+    """Euler (DDIM at eta 0) in any dtype; NumPy promotes float16 x by float32 sigmas."""
+    for i in range(len(sigmas) - 1):
+        d = (x - model(x, sigmas[i : i + 1])) / sigmas[i]
+        x = x + d * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+def test_a_half_precision_loop_may_return_its_sigmas_float32() -> None:
+    """dtypes gives half-precision loops float32 sigmas (as ComfyUI and k-diffusion's
+    get_sigmas_* do) and failed a sampler returning float32 there; k-diffusion's own Euler,
+    Heun and LMS do (their to_d divides by sigma as a 4-d float32 tensor). float64 still
+    fails."""
+    r = check(sample_euler, backend="numpy", areas=["dtypes"])
+    assert verdicts(r) == {"dtypes": "pass"}, r.text()
+
+    def sample_euler_float64(model: Any, x: Any, sigmas: Any) -> Any:
+        return sample_euler(model, x, sigmas).astype(np.float64)
+
+    r = check(sample_euler_float64, backend="numpy", areas=["dtypes"])
+    assert verdicts(r) == {"dtypes": "FAIL"}, r.text()
+    assert "a float16 loop (sigmas float32) returns float64" in detail(r, "dtypes")
+
+
+@pytest.mark.slow
+def test_kdiffusion_samplers_pass_dtypes() -> None:
+    """k-diffusion's sample_euler returns float32 for a float16 x and float32 sigmas."""
+    import kdiffusion_loader
+
+    sampling, _ = kdiffusion_loader.load()
+    r = check(sampling.sample_euler, backend="torch", areas=["dtypes"])
+    assert r.conformant, r.text()

@@ -28,7 +28,7 @@ from .backends import to_numpy
 from .strategies import configs, etas
 from .suite import FAIL, NA, PASS, UNSUPPORTED, AllUnsupported, Divergence, Finding, search
 from .suite import inputs as draw_inputs
-from .targets import Crash, Scheduler, Unsupported, describe_error
+from .targets import Crash, Malformed, Scheduler, Unsupported, describe_error
 
 SHAPE = (2, 3, 4, 4)
 SPACINGS = ("leading", "trailing", "linspace")
@@ -909,15 +909,14 @@ def nan_inf(target: Scheduler) -> Finding:
     -------
     Finding
         Area "NaN/Inf": pass with the number of steps taken; or FAIL naming the first step
-        with a NaN or Inf in prev_sample and how many of all the steps were not finite.
+        with a NaN or Inf in prev_sample and how many of all the steps were not finite;
+        either noting the steps not taken (eta 1 when step takes no variance_noise); or
+        unsupported when no step is taken.
 
     Raises
     ------
     Crash
         If the target's step raises (`conformance.check` reports the area FAIL).
-    Unsupported
-        If the target's step takes no variance_noise: the eta 1 steps cannot be taken, and
-        the area is reported unsupported.
 
     Examples
     --------
@@ -930,9 +929,18 @@ def nan_inf(target: Scheduler) -> Finding:
     ...         super().__init__(clip_sample=clip_sample)
     >>> nan_inf(wrap(Narrow))
     Finding(area='NaN/Inf', verdict='pass', detail='588 steps finite')
+
+    A step without variance_noise is checked at eta 0:
+
+    >>> class NoNoise(Narrow):
+    ...     def step(self, model_output, timestep, sample, return_dict=True):
+    ...         return super().step(model_output, timestep, sample, return_dict=return_dict)
+    >>> print(nan_inf(wrap(NoNoise)).detail)
+    294 steps finite (not taken: eta=1.0: step takes no variance_noise)
     """
     area = "NaN/Inf"
     total, bad, first = 0, 0, None
+    not_taken: set[str] = set()
     b = target.backend
     instances: dict[DDIMConfig, Any] = {}
     for n, options, spacing, prediction in itertools.product(
@@ -953,12 +961,16 @@ def nan_inf(target: Scheduler) -> Finding:
         picked = sorted(set(steps[:2] + steps[-1:]), key=steps.index)
         etas = (0.0, 1.0) if not target.inverse else (0.0,)
         for t, dtype, eta in itertools.product(picked, ("float32", "float64"), etas):
-            total += 1
             x, m, z = draw_inputs(t, SHAPE, dtype)
             noise = b.array(z, dtype) if eta else None
-            out = target.step(
-                instance, b.array(m, dtype), t, b.array(x, dtype), eta=eta, noise=noise
-            )
+            try:
+                out = target.step(
+                    instance, b.array(m, dtype), t, b.array(x, dtype), eta=eta, noise=noise
+                )
+            except Unsupported as e:  # eta 1 without variance_noise: the eta 0 steps still run
+                not_taken.add(f"eta={eta}: {e}")
+                continue
+            total += 1
             values = to_numpy(out[0])
             if np.all(np.isfinite(values)):
                 continue
@@ -974,9 +986,12 @@ def nan_inf(target: Scheduler) -> Finding:
                     f"{describe(config)}, {n_steps(n)}, {arrow} {src} -> {dst}, eta={eta}, "
                     f"{dtype}: {kind} in {n_bad} of {values.size} elements of prev_sample"
                 )
+    note = f" (not taken: {'; '.join(sorted(not_taken))})" if not_taken else ""
     if first:
-        return Finding(area, FAIL, f"{first}; {bad} of {total} steps not finite")
-    return Finding(area, PASS, f"{total} steps finite")
+        return Finding(area, FAIL, f"{first}; {bad} of {total} steps not finite{note}")
+    if not total:
+        return Finding(area, UNSUPPORTED, f"no step taken{note}")
+    return Finding(area, PASS, f"{total} steps finite{note}")
 
 
 # --- per-sample timesteps ----------------------------------------------------------------------
@@ -1022,6 +1037,8 @@ def per_sample_timesteps(target: Scheduler) -> Finding:
         ts = b.int_array(list(s.steps[:2]))
         x = b.array(np.ones((2, 3, 4, 4)))
         target.step(s.instance, x, ts, x)
+    except Malformed:
+        raise  # it takes the array, and returns no step of it: a failure
     except (Crash, Unsupported) as e:
         cause = describe_error(e.__cause__) if e.__cause__ else str(e)
         return Finding(area, UNSUPPORTED, f"step with an array of timesteps: {cause}")
@@ -1142,14 +1159,15 @@ def host_syncs(target: Scheduler) -> Finding:
     Returns
     -------
     Finding
-        Area "host syncs": pass; FAIL with what a step raised (a read back to the host);
-        n/a on any other backend than torch; unsupported when the default config or
-        set_timesteps is not taken.
+        Area "host syncs": pass; FAIL with what a step raised (a read back to the host), or
+        when it returns a tensor off the meta device; n/a on any other backend than torch;
+        unsupported when the default config or set_timesteps is not taken.
 
     Raises
     ------
-    Divergence
-        If a step returns a tensor of another shape, or off the meta device.
+    Malformed
+        If a step returns no tensor of the sample's shape (`conformance.check` reports the
+        area FAIL).
 
     Examples
     --------
@@ -1176,16 +1194,25 @@ def host_syncs(target: Scheduler) -> Finding:
             target.set_timesteps(instance, 10, **device)
         except Unsupported as e:
             return Finding(area, UNSUPPORTED, str(e))
-        ts = instance.timesteps
-        if isinstance(ts, torch.Tensor) and ts.device != meta:
-            ts = ts.to(meta)  # a list of ints is stepped with its ints
+        ts = getattr(instance, "timesteps", None)
+        if not isinstance(ts, torch.Tensor):
+            ts = target.timesteps(instance)  # a list of ints is stepped with its ints
+        elif ts.device != meta:
+            ts = ts.to(meta)
         x = torch.zeros(SHAPE, device=meta)
         try:
             for t in ts:
                 out = target.step(instance, x, t, x, eta=eta, noise=x if eta else None)[0]
-                if out.device != meta or tuple(out.shape) != SHAPE:
-                    raise Divergence(f"step returns {tuple(out.shape)} on {out.device}")
+                if out.device != meta:  # the wrapper checks its shape
+                    return Finding(
+                        area,
+                        FAIL,
+                        (f"eta={eta}: " if eta else "")
+                        + f"a step on the meta device returns a tensor on {out.device}",
+                    )
                 x = out
+        except Malformed:
+            raise  # no read back to the host: conformance.check reports it as it is
         except Crash as e:
             cause = describe_error(e.__cause__) if e.__cause__ else str(e)
             return Finding(

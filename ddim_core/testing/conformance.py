@@ -235,12 +235,15 @@ def check(
 
 
 def _run_area(area: str, run: Callable[[], Finding]) -> Finding:
-    """The area's finding; a target that raises where it must not (Crash) fails the area; a
-    backend that cannot make the area's arrays (JAX without x64: no float64) leaves it
-    unsupported."""
+    """The area's finding; a target that raises where it must not or returns no array of its
+    input's shape (Crash), or a counterexample found outside a Hypothesis search
+    (Divergence), fails the area with its message; a backend that cannot make the area's
+    arrays (JAX without x64: no float64) leaves it unsupported."""
+    from .suite import Divergence  # Hypothesis: imported once the check runs
+
     try:
         return run()
-    except Crash as e:
+    except (Crash, Divergence) as e:
         return Finding(area, FAIL, str(e))
     except (Unsupported, Unavailable) as e:
         return Finding(area, UNSUPPORTED, str(e))

@@ -27,7 +27,7 @@ from .assertions import TOLERANCE, assert_array_close, describe, n_steps, rel
 from .backends import round_to, to_numpy
 from .strategies import configs, etas
 from .suite import FAIL, NA, PASS, UNSUPPORTED, AllUnsupported, Divergence, Finding, search
-from .targets import Crash, Sampler, Unsupported, describe_error
+from .targets import Crash, Malformed, Sampler, Unsupported, describe_error
 
 SHAPE = (2, 3, 4, 4)
 VARY = ("beta_schedule", "beta_start", "beta_end", "timestep_spacing", "steps_offset")
@@ -160,16 +160,18 @@ def loop_matches(
     s : float
         Its standard deviation.
     dtype : str, optional
-        The dtype of x (sigmas in float32 for float16 and bfloat16). Default "float64".
+        The dtype of x (sigmas in float32 for float16 and bfloat16, as k-diffusion's
+        get_sigmas_* and ComfyUI make them). Default "float64".
     eta : float, optional
         DDIM's eta (passed with noise_sampler when nonzero). Default 0.
 
     Raises
     ------
     Divergence
-        If the loop returns another dtype than x's, or values off exact DDIM's by more than
-        the tolerance (`assertions.assert_array_close`; the message names the config, the
-        element and the size of the error).
+        If the loop returns another dtype than x's (half precision: than x's or the sigmas'
+        float32, which k-diffusion's Euler, Heun and LMS return there), or values off exact
+        DDIM's by more than the tolerance (`assertions.assert_array_close`; the message
+        names the config, the element and the size of the error).
     Unsupported
         If no plan of n steps exists for `config`, or eta is nonzero and the sampler takes
         no eta and noise_sampler (`Sampler.run`).
@@ -214,8 +216,11 @@ def loop_matches(
     else:
         exact = reference.kdiffusion_sample(model, x, sig, eta=eta, noise=draws)
     context = f"{describe(config)}, {n_steps(n)}, mu={mu:.3g}, s={s:.3g}, eta={eta}, {dtype}"
-    if str(got.dtype).rpartition(".")[2] != dtype:
-        raise Divergence(f"{context}: a {dtype} loop returns {got.dtype}")
+    # half precision: x's dtype or the sigmas' float32 (k-diffusion's Euler, Heun and LMS
+    # divide by sigma as a 4-d float32 tensor and return float32; ComfyUI casts either back)
+    if str(got.dtype).rpartition(".")[2] not in (dtype, sigma_dtype):
+        sigmas_note = f" (sigmas {sigma_dtype})" if sigma_dtype != dtype else ""
+        raise Divergence(f"{context}: a {dtype} loop{sigmas_note} returns {got.dtype}")
     try:
         # rounding of iterates as large as sigma_max * noise, at most once per step
         size = 1.0 + float(sig.max())
@@ -384,7 +389,8 @@ def inverse_mirror(target: Sampler) -> Finding:
 
 def dtypes(target: Sampler) -> Finding:
     """float32 loops (and float16, bfloat16 where the library has them; their sigmas in
-    float32) against exact DDIM within the dtype's tolerance, returning the input's dtype.
+    float32) against exact DDIM within the dtype's tolerance, returning the input's dtype
+    (half precision: or the sigmas' float32, as k-diffusion's own samplers do).
 
     Up to 15 random configs and Gaussian denoisers per dtype (`loop_matches`).
 
@@ -408,7 +414,18 @@ def dtypes(target: Sampler) -> Finding:
     >>> print(found.verdict, found.detail)
     FAIL DDIMConfig(clip_sample=False), 1 step, mu=0, s=1, eta=0.0, float32: a float32 loop
     returns float64; DDIMConfig(clip_sample=False), 1 step, mu=0, s=1, eta=0.0, float16: a
-    float16 loop returns float64
+    float16 loop (sigmas float32) returns float64
+
+    An Euler loop in NumPy returns float32 for float16 x and float32 sigmas (NumPy promotes
+    by the sigma), as k-diffusion's sample_euler does in torch:
+
+    >>> def sample_euler(model, x, sigmas):  # DDIM with eta 0 in this form
+    ...     for i in range(len(sigmas) - 1):
+    ...         d = (x - model(x, sigmas[i : i + 1])) / sigmas[i]
+    ...         x = x + d * (sigmas[i + 1] - sigmas[i])
+    ...     return x
+    >>> dtypes(wrap(sample_euler, backend_name="numpy"))
+    Finding(area='dtypes', verdict='pass', detail='float32, float16 loops')
     """
     area = "dtypes"
     found = []
@@ -444,8 +461,9 @@ def nan_inf(target: Sampler) -> Finding:
     Returns
     -------
     Finding
-        Area "NaN/Inf": pass with the number of loops run; or FAIL naming the first loop
-        with a NaN or Inf in its result.
+        Area "NaN/Inf": pass with the number of loops run and those not taken (eta 1 when
+        the sampler takes no eta and noise_sampler); FAIL naming the first loop with a NaN
+        or Inf in its result; or unsupported when no loop is taken.
 
     Raises
     ------
@@ -460,12 +478,13 @@ def nan_inf(target: Sampler) -> Finding:
     ...         d = (x - model(x, sigmas[i : i + 1])) / sigmas[i]
     ...         x = x + d * (sigmas[i + 1] - sigmas[i])
     ...     return x
-    >>> nan_inf(wrap(sample_euler, backend_name="numpy"))
-    Finding(area='NaN/Inf', verdict='pass', detail='540 loops finite')
+    >>> print(nan_inf(wrap(sample_euler, backend_name="numpy")).detail)
+    540 loops finite (not taken: eta=1.0: takes no eta and noise_sampler)
     """
     area = "NaN/Inf"
     b = target.backend
     total = 0
+    not_taken: set[str] = set()
     for n, schedule, spacing, dtype, eta in itertools.product(
         range(1, 31),
         ("linear", "scaled_linear", "squaredcos_cap_v2"),
@@ -489,7 +508,8 @@ def nan_inf(target: Sampler) -> Finding:
                 eta=eta,
                 noise_sampler=functools.partial(_constant, ones),
             )
-        except Unsupported:
+        except Unsupported as e:  # eta 1 without eta and noise_sampler: eta 0 still runs
+            not_taken.add(f"eta={eta}: {e}")
             continue
         total += 1
         values = to_numpy(got)
@@ -501,7 +521,10 @@ def nan_inf(target: Sampler) -> Finding:
                 f"{describe(config)}, {n_steps(n)}, eta={eta}, {dtype}: {kind} in "
                 f"{int((~np.isfinite(values)).sum())} of {values.size} elements",
             )
-    return Finding(area, PASS, f"{total} loops finite")
+    note = f" (not taken: {'; '.join(sorted(not_taken))})" if not_taken else ""
+    if not total:
+        return Finding(area, UNSUPPORTED, f"no loop taken{note}")
+    return Finding(area, PASS, f"{total} loops finite{note}")
 
 
 HOST_READS = frozenset(
@@ -532,6 +555,12 @@ def host_syncs(target: Sampler) -> Finding:
         Area "host syncs": pass with the reads per loop; FAIL when a 10-step loop reads more
         often than a 5-step one; n/a on any other backend than torch; unsupported when the
         sampler raises on the tensor subclass.
+
+    Raises
+    ------
+    Malformed
+        If the sampler returns no tensor of x's shape (`conformance.check` reports the area
+        FAIL).
 
     Examples
     --------
@@ -577,6 +606,8 @@ def host_syncs(target: Sampler) -> Finding:
         reads.clear()
         try:
             target.run(gaussian_denoiser(0.0, 1.0), x, sig)
+        except Malformed:
+            raise  # it ran on the subclass: conformance.check reports what it returned
         except Crash as e:
             cause = describe_error(e.__cause__) if e.__cause__ else str(e)
             return Finding(area, UNSUPPORTED, f"fails on a torch.Tensor subclass: {cause}")

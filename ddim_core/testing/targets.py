@@ -75,6 +75,42 @@ class Crash(AssertionError):
     """
 
 
+class Malformed(Crash):
+    """The target returned what no caller can use: a step or loop result that is no array or
+    not of its input's shape, or timesteps that are not integers.
+
+    A `Crash`: the area fails with this message; the areas that read a Crash as something
+    more particular (host syncs: a read back to the host) let it through as it is.
+
+    Examples
+    --------
+    >>> class ReturnsNothing(reference.ReferenceScheduler):
+    ...     def step(self, *args, **kwargs):
+    ...         super().step(*args, **kwargs)  # forgets to return
+    >>> s = wrap(ReturnsNothing)
+    >>> instance = s.make(DDIMConfig())
+    >>> s.set_timesteps(instance, 10)[:1]
+    [900]
+    >>> try:
+    ...     s.step(instance, np.zeros(2), 900, np.ones(2))
+    ... except Malformed as e:
+    ...     print(e)
+    step returns NoneType as prev_sample, not an array
+    """
+
+
+def _need_array(value: Any, like: Any, what: str, who: str = "") -> None:
+    """Malformed unless `value` is an array (it has a shape and a dtype) of `like`'s shape:
+    the areas read results as arrays, and DDIM keeps the sample's shape."""
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        raise Malformed(f"{who}returns {type(value).__name__} as {what}, not an array")
+    if tuple(value.shape) != tuple(like.shape):
+        raise Malformed(
+            f"{who}returns {what} of shape {tuple(value.shape)} for an input of shape "
+            f"{tuple(like.shape)}"
+        )
+
+
 def describe_error(exc: BaseException) -> str:
     """`TypeName: first line of the message` (at most 160 characters).
 
@@ -349,8 +385,21 @@ class Scheduler:
         -------
         list of int
             Its timesteps, flattened.
+
+        Raises
+        ------
+        Malformed
+            If they cannot be read as integers (None, or not set).
         """
-        return [int(t) for t in np.asarray(to_numpy(instance.timesteps, np.int64)).reshape(-1)]
+        values = None
+        try:
+            values = getattr(instance, "timesteps", None)
+            return [int(t) for t in np.asarray(to_numpy(values, np.int64)).reshape(-1)]
+        except Exception as e:  # None, or what is no array of numbers
+            raise Malformed(
+                f"timesteps after set_timesteps are no integers ({type(values).__name__}: "
+                f"{describe_error(e)})"
+            ) from e
 
     def step(
         self,
@@ -399,6 +448,9 @@ class Scheduler:
             use_clipped_model_output, or if step itself raises Unsupported.
         Crash
             If step raises anything else.
+        Malformed
+            If step returns no array as prev_sample (or pred_original_sample), or one of
+            another shape than `sample`.
         """
         kwargs: dict[str, Any] = {} if out is None else {"out": out}
         if not self.inverse:
@@ -419,10 +471,15 @@ class Scheduler:
         except Exception as e:
             raise Crash(f"step raises {describe_error(e)}") from e
         if hasattr(result, "prev_sample"):
-            return result.prev_sample, getattr(result, "pred_original_sample", None)
-        if isinstance(result, tuple | list):
-            return result[0], (result[1] if len(result) > 1 else None)
-        return result, None
+            prev, x0 = result.prev_sample, getattr(result, "pred_original_sample", None)
+        elif isinstance(result, tuple | list) and result:
+            prev, x0 = result[0], (result[1] if len(result) > 1 else None)
+        else:
+            prev, x0 = result, None
+        _need_array(prev, sample, "prev_sample", "step ")
+        if x0 is not None:
+            _need_array(x0, sample, "pred_original_sample", "step ")
+        return prev, x0
 
     @property
     def boundary_name(self) -> str:
@@ -566,6 +623,8 @@ class Sampler:
             raises Unsupported.
         Crash
             If the function raises anything else.
+        Malformed
+            If it returns no array, or one of another shape than `x`.
 
         Examples
         --------
@@ -585,11 +644,13 @@ class Sampler:
         elif "eta" in self.params:
             kwargs["eta"] = 0.0  # ancestral samplers default to eta = 1
         try:
-            return self.fn(model, x, sigmas, **kwargs)
+            result = self.fn(model, x, sigmas, **kwargs)
         except Unsupported:
             raise
         except Exception as e:
             raise Crash(f"raises {describe_error(e)}") from e
+        _need_array(result, x, "x")
+        return result
 
 
 # --- loading -------------------------------------------------------------------------------------
