@@ -17,6 +17,7 @@ Caches live beside the functions they serve, keyed by typed keys (`StepKey`, `Le
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -412,7 +413,10 @@ def noise_table(schedule: Schedule) -> np.ndarray:
 
 def _gather(key: StepKey | Schedule, timesteps: Array, like: Array, xp: Namespace) -> list[Array]:
     dtype = backends.work_dtype(xp, like.dtype)
-    values = device_table(key, xp, backends.device(like), dtype)
+    if backends.compiling():  # the table built outside the trace: a constant of the graph
+        values = _traced_table(key, xp, backends.device(like), dtype)
+    else:
+        values = device_table(key, xp, backends.device(like), dtype)
     rows = backends.take_rows(values, timesteps, xp)
     columns = [rows[:, k] for k in range(values.shape[1])]
     if like.ndim == 0:  # one row of shape (1,): a 0-d sample stays 0-d, as in `fused_gather`
@@ -450,6 +454,100 @@ def device_table(key: StepKey | Schedule, xp: Namespace, device: Any, dtype: Any
     """
     values = noise_table(key) if isinstance(key, Schedule) else table(key).values
     return backends.from_host(values, xp, device=device, dtype=dtype)
+
+
+def traced_key(key: StepKey) -> tuple[int, float, bool]:
+    """A StepKey as plain constants for a `backends.host_constant` function while
+    torch.compile traces.
+
+    There a plan passed to the compiled function whose uid changed between calls is a
+    symbolic int, which such a function cannot take: `operator.index` makes it a constant
+    again, guarded on its value (one graph per plan). A symbolic eta equal to 0 (the default,
+    and every inversion) is made the constant 0.0 the same way; another symbolic eta stays
+    symbolic, and torch.compile says so.
+
+    Parameters
+    ----------
+    key : StepKey
+        The plan, eta and direction.
+
+    Returns
+    -------
+    tuple
+        (the plan's uid, eta, inverse).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(), 10)
+    >>> traced_key(StepKey(plan, 0.0, True)) == (plan.uid, 0.0, True)
+    True
+    """
+    eta = 0.0 if key.eta == 0.0 else key.eta
+    return operator.index(key.plan.uid), eta, key.inverse
+
+
+@backends.host_constant
+def invalid_rows(uid: int, eta: float, inverse: bool) -> tuple[int, tuple[tuple[int, str], ...]]:
+    """The table length and its rows where no step can be taken, with the reason, as plain
+    values (`table` of the registered plan `uid`): what a traced step checks a timestep
+    against without the table, which torch.compile does not trace.
+
+    Parameters
+    ----------
+    uid : int
+        The plan's `uid`.
+    eta : float
+        The eta of eq. (16).
+    inverse : bool
+        The direction.
+
+    Returns
+    -------
+    tuple
+        (num_train_timesteps, ((row, reason), ...) in ascending row order).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> plan = dc.make_plan(dc.DDIMConfig(rescale_betas_zero_snr=True), 10)  # epsilon
+    >>> size, rows = invalid_rows(plan.uid, 0.0, False)
+    >>> size, [row for row, reason in rows]  # alpha_bar_999 = 0: x_0 cannot be recovered
+    (1000, [999])
+    """
+    found = table(StepKey(backends.registered(uid), eta, inverse))
+    return int(found.values.shape[0]), tuple(sorted(found.invalid.items()))
+
+
+def _traced_table(key: StepKey | Schedule, xp: Namespace, device: Any, dtype: Any) -> Array:
+    """`device_table` while torch.compile traces: made by a host_constant function of plain
+    arguments, so that the table is a constant of the graph (its NumPy code is not traced)."""
+    if isinstance(key, Schedule):
+        return _host_device_table(operator.index(key.uid), None, False, xp, device, dtype)
+    return _host_device_table(*traced_key(key), xp, device, dtype)
+
+
+@backends.host_constant
+def _host_device_table(
+    uid: int, eta: float | None, inverse: bool, xp: Namespace, device: Any, dtype: Any
+) -> Array:
+    # Cached here (`device_cache` keeps nothing while compiling): torch registers the result
+    # as a graph attribute named after this function, once per tensor object, so a graph that
+    # gathers from one table at several steps must get the same tensor each time.
+    cache_key = (uid, eta, inverse, xp.__name__, device, dtype)
+    found = _TRACED_TABLES.get(cache_key)
+    if found is None:
+        owner = backends.registered(uid)  # a Schedule (eta None) or a Plan
+        key = owner if eta is None else StepKey(owner, eta, inverse)
+        values = noise_table(key) if isinstance(key, Schedule) else table(key).values
+        found = backends.from_host(values, xp, device=device, dtype=dtype)
+        if len(_TRACED_TABLES) >= 256:
+            _TRACED_TABLES.clear()
+        _TRACED_TABLES[cache_key] = found
+    return found
+
+
+_TRACED_TABLES: dict[tuple[Any, ...], Array] = {}
 
 
 # --- the fused form, for fused kernels ----------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import operator
 from typing import Any, NamedTuple
 
 from . import backends, coefficients, kernels, plugins
@@ -100,6 +101,15 @@ def step(
         eta > 0 without `noise`, shapes that differ, a timestep outside
         [0, num_train_timesteps), or a step that cannot be taken there (epsilon prediction at
         a zero-SNR level; eta so large that 1 - alpha_bar_prev - sigma_t^2 < 0).
+
+    Notes
+    -----
+    ``torch.compile(step)`` (and `inverse_step`) compiles one graph per plan and kind of
+    timestep (int, 0-d or (batch,) tensor), so past torch's recompile limit (8) of them use
+    `ddim_core.functional`. There an int timestep is gathered on the device like a tensor one
+    (one graph for every timestep of the plan); an eta other than 0 that changes between
+    calls is not supported. Results equal the eager reference step (fused kernels are not
+    traced: they agree within rounding).
 
     Examples
     --------
@@ -525,6 +535,8 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
     checked where it can be read: device values cannot be read without a sync, so then the
     plan's own timesteps are checked instead."""
     if isinstance(timestep, int) and not isinstance(timestep, bool):
+        if backends.compiling():
+            return None, _traced_int(key, timestep, sample, xp)
         return int(timestep), None
     if (
         getattr(timestep, "ndim", None) == 0
@@ -538,11 +550,11 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
         return int(timestep), None
     t_arr = _timestep_array(timestep, sample, xp)
     values = backends.host_integers(t_arr)
-    found = coefficients.table(key)
-    if values is None:  # on a device: checked there, asynchronously, where the backend can
-        size = found.values.shape[0]
+    if values is None:  # on a device or traced: checked there, asynchronously, where it can be
+        size, invalid = _invalid_rows(key)
         t_arr = backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
-        return None, backends.check_excluded_on_device(t_arr, *_excluded(key))
+        return None, backends.check_excluded_on_device(t_arr, *_excluded(invalid))
+    found = coefficients.table(key)
     coefficients.check_timesteps(found, values)
     if values and all(v == values[0] for v in values):
         return values[0], None
@@ -552,19 +564,46 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
 _RANGE = "a timestep is outside [0, num_train_timesteps={size})"
 
 
+def _traced_int(key: StepKey, t: int, sample: Array, xp: Namespace) -> Array:
+    """An int timestep while torch.compile traces, checked as `coefficients.check_timesteps`
+    checks it, as a 0-d array on the sample's device whose row `_reference` gathers there.
+
+    An int that changed between calls of the compiled function is symbolic: the host table
+    cannot be read at it, and making it a constant would compile one graph per timestep (past
+    torch's recompile limit in a loop). The comparisons below only guard on their outcome, so
+    one graph serves every valid timestep of the plan."""
+    size, invalid = _invalid_rows(key)
+    if not 0 <= t < size:  # (the message reads t: operator.index makes it a constant)
+        raise ValueError(f"timestep={operator.index(t)} is outside [0, num_train_timesteps={size})")
+    for row, reason in invalid:
+        if t == row:
+            raise ValueError(f"cannot step at timestep {row}: {reason}")
+    return xp.full((), t, dtype=xp.int64, device=backends.device(sample))  # (asarray: a guard on t)
+
+
+def _invalid_rows(key: StepKey) -> tuple[int, tuple[tuple[int, str], ...]]:
+    """`coefficients.invalid_rows` of the key: its table's length and unusable rows."""
+    if backends.compiling():
+        return coefficients.invalid_rows(*coefficients.traced_key(key))
+    return _host_invalid_rows(key)
+
+
 @functools.lru_cache(maxsize=256)
-def _excluded(key: StepKey) -> tuple[tuple[int, ...], str]:
+def _host_invalid_rows(key: StepKey) -> tuple[int, tuple[tuple[int, str], ...]]:
+    return coefficients.invalid_rows(key.plan.uid, key.eta, key.inverse)
+
+
+@functools.lru_cache(maxsize=256)
+def _excluded(invalid: tuple[tuple[int, str], ...]) -> tuple[tuple[int, ...], str]:
     """The timesteps of a plan where no step can be taken, and the device check's message that
     none is given: once per plan, not at every step."""
-    found = coefficients.table(key)
-    if not found.invalid:
+    if not invalid:
         return (), ""
-    rows = sorted(found.invalid)
+    rows = tuple(row for row, _ in invalid)
     if len(rows) == 1:
-        return tuple(rows), f"cannot step at timestep {rows[0]}: {found.invalid[rows[0]]}"
+        return rows, f"cannot step at timestep {rows[0]}: {invalid[0][1]}"
     listed = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
-    first = f"{rows[0]}: {found.invalid[rows[0]]}"
-    return tuple(rows), f"cannot step at timesteps {listed} (at {first})"
+    return rows, f"cannot step at timesteps {listed} (at {rows[0]}: {invalid[0][1]})"
 
 
 def _noise_coefficients(

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import TOLERANCE, Backend, assert_close, backend_params, make_rng, rel
+from helpers import (
+    TOLERANCE,
+    Backend,
+    assert_close,
+    backend_params,
+    make_rng,
+    reference_path,
+    rel,
+)
 
 import ddim_core as dc
 from ddim_core import functional as F
@@ -100,6 +108,35 @@ def test_torch_compile_fullgraph_step_and_loop(dtype: str) -> None:
     got = torch.compile(one, fullgraph=True)(x, m)
     for a, b in zip(got, one(x, m), strict=True):
         assert rel(a, b) <= TOLERANCE[dtype]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fullgraph", [False, True])
+def test_torch_compile_of_step_itself_takes_each_plan(fullgraph: bool) -> None:
+    """torch.compile(dc.step) and torch.compile(dc.inverse_step), given the plan as an
+    argument: a second plan (another step count, another config) or a second int timestep
+    made the plan's uid and the timestep symbolic at the recompile, and the host row lookup
+    failed ('assume_constant_result argument conversion failed'); a tensor timestep failed at
+    once (the plan's table traced: bisect). Now every call equals eager's reference step bit
+    for bit (the same ops: backend aot_eager), and the loop reuses one graph per plan."""
+    torch._dynamo.reset()
+    x, m = torch.from_numpy(X), torch.from_numpy(OUT)
+    other = CONFIG.replace(prediction_type="v_prediction", clip_sample_range=0.5)
+    plans = [dc.make_plan(CONFIG, 10), dc.make_plan(CONFIG, 20), dc.make_plan(other, 10)]
+    for fn in (dc.step, dc.inverse_step):
+        compiled = torch.compile(fn, fullgraph=fullgraph, backend="aot_eager")
+        for plan, arrays in zip([*plans, plans[0]], (2, 1, 0, 0), strict=True):
+            ts = plan.timesteps if fn is dc.step else plan.inverse_timesteps
+            timesteps = [ts[0], ts[1], ts[2], torch.tensor(ts[3]), torch.tensor(ts[4:6])]
+            for t in timesteps[: 3 + arrays]:  # a graph per plan and kind: 7 of torch's 8
+                got = compiled(plan, m, t, x)
+                with reference_path():
+                    want = fn(plan, m, t, x)
+                for g, w in zip(got, want, strict=True):
+                    assert torch.equal(g, w), (fn.__name__, plan, t)
+    # the eager ValueError (under fullgraph, torch's Unsupported quotes it: no eager fallback)
+    with pytest.raises((ValueError, torch._dynamo.exc.Unsupported), match="=1000 is outside"):
+        torch.compile(dc.step, fullgraph=fullgraph, backend="aot_eager")(plans[0], m, 1000, x)
 
 
 @pytest.mark.slow
