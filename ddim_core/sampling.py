@@ -192,6 +192,7 @@ def invert(
     tol : float, optional
         Stop a step at the first measured iterate whose residual is <= tol, or at the next
         refinement where it is predicted <= tol (one host read per iterate, only when given).
+        Only with fixed_point_iters >= 1: there is nothing to stop in plain inversion.
     eta : float, default 0.0
         Must be 0: inversion is deterministic.
     timesteps : sequence of int, optional
@@ -214,7 +215,8 @@ def invert(
     Raises
     ------
     ValueError
-        eta != 0, fixed_point_iters < 0, tol <= 0 or not finite, or as `sample`.
+        eta != 0, fixed_point_iters < 0, tol <= 0 or not finite, a tol with
+        fixed_point_iters=0, or as `sample`.
     TypeError
         A tol that is not a real number (True included), or as `sample`.
 
@@ -233,6 +235,11 @@ def invert(
     if check_eta(eta) != 0:
         raise ValueError(f"eta={eta}: inversion is deterministic, eta must be 0")
     iters = check_fixed_point(fixed_point_iters, tol)
+    if tol is not None and iters == 0:  # tol stops refinements: with none it would do nothing
+        raise ValueError(
+            f"tol={tol!r} needs fixed_point_iters >= 1, got 0: tol stops a step's refinements "
+            "and plain inversion makes none; give fixed_point_iters >= 1, or tol=None"
+        )
     history = check_int("history", history, low=1)
     xp = backends.namespace(x=x)
     trail = implicit.Trail()

@@ -135,6 +135,19 @@ def test_tol_is_a_finite_number() -> None:
     assert check_fixed_point(3, np.float32(1e-6)) == 3
 
 
+def test_tol_without_refinements_is_an_error() -> None:
+    """invert(..., fixed_point_iters=0, tol=1e-6) ignored tol silently: tol stops a step's
+    refinements, and 0 makes none (plain inversion, one model call per step). tol's default
+    None tells the two apart; the combination is now a ValueError naming both."""
+    x = MIXTURE.sample_data(4, np.random.default_rng(9))
+    with pytest.raises(ValueError, match=r"tol=1e-06 needs fixed_point_iters >= 1, got 0"):
+        invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=0, tol=1e-6)
+    with pytest.raises(ValueError, match="fixed_point_iters >= 1"):
+        invert(MIXTURE, x, CONFIG, 5, tol=1e-6)  # fixed_point_iters' default is 0
+    plain = invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=0, tol=None)
+    assert np.array_equal(plain, invert(MIXTURE, x, CONFIG, 5))
+
+
 def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("tqdm")
     x_T = np.random.default_rng(8).standard_normal((4, 2))
