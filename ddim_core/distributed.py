@@ -1451,8 +1451,9 @@ def _method(
 
 
 def _check_ddim_options(kind: str, options: Mapping[str, Any]) -> None:
-    """The checks `ddim_core.sample` / `invert` make of eta and history, made here so that a
+    """The checks `ddim_core.sample` / `invert` make of eta, history and tol, made here so that a
     bad value fails before the target is created and a cluster started, not on every worker."""
+    from .sampling import check_fixed_point, check_tol_used
     from .steps import check_eta
 
     eta = check_eta(options.get("eta", 0.0))
@@ -1460,6 +1461,8 @@ def _check_ddim_options(kind: str, options: Mapping[str, Any]) -> None:
         if eta != 0:
             raise ValueError(f"eta={options['eta']}: inversion is deterministic, eta must be 0")
         check_int("history", options.get("history", 3), low=1)
+        tol = options.get("tol")
+        check_tol_used(check_fixed_point(options.get("fixed_point_iters", 0), tol), tol)
 
 
 def _json(data: Any) -> str:

@@ -234,12 +234,7 @@ def invert(
     _check_loop(model, x, callback)
     if check_eta(eta) != 0:
         raise ValueError(f"eta={eta}: inversion is deterministic, eta must be 0")
-    iters = check_fixed_point(fixed_point_iters, tol)
-    if tol is not None and iters == 0:  # tol stops refinements: with none it would do nothing
-        raise ValueError(
-            f"tol={tol!r} needs fixed_point_iters >= 1, got 0: tol stops a step's refinements "
-            "and plain inversion makes none; give fixed_point_iters >= 1, or tol=None"
-        )
+    iters = check_tol_used(check_fixed_point(fixed_point_iters, tol), tol)
     history = check_int("history", history, low=1)
     xp = backends.namespace(x=x)
     trail = implicit.Trail()
@@ -272,6 +267,43 @@ def _inverse_row(plan: Any, t: int) -> coefficients.Row:
     alpha_bar = 1, but the forward step down to there is fine."""
     f = coefficients.row(StepKey(plan, 0.0, False), t)
     return coefficients.Row(f.sqrt_ab_to, f.direction, f.sqrt_ab_from, f.sqrt_1m_ab_from, 0.0)
+
+
+def check_tol_used(iters: int, tol: Any) -> int:
+    """`iters`, after checking that a given `tol` has refinements to stop: `invert`'s tol
+    with fixed_point_iters=0 would do nothing, silently.
+
+    Parameters
+    ----------
+    iters : int
+        fixed_point_iters, as `check_fixed_point` returns it.
+    tol : float or None
+        The tolerance given (checked by `check_fixed_point`).
+
+    Returns
+    -------
+    int
+        `iters`.
+
+    Raises
+    ------
+    ValueError
+        A tol with iters == 0.
+
+    Examples
+    --------
+    >>> check_tol_used(3, 1e-6), check_tol_used(0, None)
+    (3, 0)
+    >>> check_tol_used(0, 1e-6)
+    Traceback (most recent call last):
+    ValueError: tol=1e-06 needs fixed_point_iters >= 1, got 0: ...
+    """
+    if tol is not None and iters == 0:
+        raise ValueError(
+            f"tol={tol!r} needs fixed_point_iters >= 1, got 0: tol stops a step's refinements "
+            "and plain inversion makes none; give fixed_point_iters >= 1, or tol=None"
+        )
+    return iters
 
 
 def check_fixed_point(fixed_point_iters: Any, tol: Any) -> int:

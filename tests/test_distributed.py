@@ -861,3 +861,14 @@ def test_the_command_line_names_steps(tmp_path: Path, npy: Path, capsys: Any) ->
     assert capsys.readouterr().err == (
         "ddim-core invert-dataset: error: --steps must be in [1, 1000], got 0\n"
     )
+
+
+def test_prepare_refuses_tol_without_refinements(npy: Path) -> None:
+    """invert's tol with fixed_point_iters=0 is an error (it would stop nothing): refused before
+    the target is created, as the other loop options are."""
+    from ddim_core.distributed import prepare
+
+    target = npy.parent / "out.zarr"
+    with pytest.raises(ValueError, match=r"tol=1e-06 needs fixed_point_iters >= 1"):
+        prepare("invert", None, npy, target, CONFIG, 3, tol=1e-6)
+    assert not target.exists()
