@@ -1185,6 +1185,26 @@ def uncommitted(x: Array) -> bool:
     return not x.committed
 
 
+def is_lazy(x: Array) -> bool:
+    """True for a Dask array: its values exist only once its graph is computed.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_lazy(np.zeros(1))
+    False
+    """
+    return bool(array_api_compat.is_dask_array(x))
+
+
 def _tracing(result: Any) -> bool:
     """True while a JAX trace or a torch.compile trace builds `result` (framework already
     imported by the caller's arrays: nothing is imported here)."""

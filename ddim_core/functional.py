@@ -47,7 +47,7 @@ class DDIMState(NamedTuple):
     timesteps : array
         (N,) integer: the timestep of each step (inversion: the destination).
     index : array
-        () integer: the next step.
+        () integer: the next step (a NumPy one beside Dask arrays, checked at each call).
 
     Examples
     --------
@@ -59,7 +59,7 @@ class DDIMState(NamedTuple):
 
     coefficients: Array  # (N, 5): the Row of each step of the plan, in the work dtype
     timesteps: Array  # (N,) integer: the timestep of each step (inversion: the destination)
-    index: Array  # () integer: the next step
+    index: Array  # () integer: the next step (NumPy beside Dask: read for free)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,10 +208,13 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
     # committed arrays the first step returns (the jitted step, model included, compiled twice)
     device = None if backends.uncommitted(like) else backends.device(like)
     dtype = backends.work_dtype(xp, like.dtype)
+    # A Dask index is read only when the graph runs (a step past the plan's end was an
+    # IndexError inside Dask): a NumPy one is read for free by every call's check
+    index = np.asarray(0) if backends.is_lazy(like) else xp.asarray(0, device=device)
     return _state_type(scheduler)(
         coefficients=backends.from_host(found.values[ts], xp, device=device, dtype=dtype),
         timesteps=xp.asarray(ts.tolist(), device=device),
-        index=xp.asarray(0, device=device),
+        index=index,
     )
 
 
@@ -232,7 +235,8 @@ def timestep(state: DDIMState) -> Array:
     TypeError
         `state` is not a `DDIMState`.
     ValueError
-        An index past the plan where it can be read without a sync (host arrays).
+        An index past the plan where it can be read without a sync (host arrays, and the
+        NumPy index of a Dask state).
 
     Examples
     --------
@@ -286,7 +290,7 @@ def step(
         `scheduler` is not a `Scheduler`, or `state` was made by `init` for another one.
     ValueError
         eta > 0 without `noise` (at trace time under jit), or an index past the plan where
-        it can be read without a sync (host arrays).
+        it can be read without a sync (host arrays, and the NumPy index of a Dask state).
 
     Examples
     --------
@@ -370,6 +374,9 @@ def _rebuild_state(scheduler: Scheduler, arrays: tuple[Array, ...]) -> DDIMState
 
 
 def _at(values: Array, index: Array) -> Array:
-    """values[index] as a gather: indexing with a 0-d array would read it back (torch.compile)."""
+    """values[index] as a gather: indexing with a 0-d array would read it back (torch.compile).
+    A NumPy index (a Dask state's) is reshaped by NumPy: Dask's reshape takes only its own."""
     xp = backends.namespace(values=values)
-    return xp.take(values, xp.reshape(index, (1,)), axis=0)[0, ...]
+    on_host = isinstance(index, (np.ndarray, np.generic))  # (a tuple: torch.compile traces it)
+    flat = np.reshape(index, (1,)) if on_host else xp.reshape(index, (1,))
+    return xp.take(values, flat, axis=0)[0, ...]

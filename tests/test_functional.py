@@ -313,3 +313,25 @@ def test_bad_scheduler_arguments_are_named() -> None:
     done = F.init(scheduler, like=torch.ones(3))._replace(index=torch.tensor(2))
     with pytest.raises(ValueError, match=r"state\.index=2 must be in \[0, 2\)"):
         F.timestep(done)
+
+
+def test_dask_step_past_the_end_is_refused_at_call_time() -> None:
+    """On Dask the index was a lazy array: a step (or timestep) past the plan's end was
+    accepted and failed at compute time with an IndexError from inside Dask. Its index is
+    now host-side (read for free), so both are the ValueError of NumPy, at call time, and
+    the loop still equals NumPy's."""
+    da = pytest.importorskip("dask.array")
+    scheduler = F.Scheduler(CONFIG, 2)
+    x = y = X_T
+    lazy = da.from_array(X_T, chunks=(4, 2))
+    state, lazy_state = F.init(scheduler, like=x), F.init(scheduler, like=lazy)
+    for _ in range(2):
+        state, x = F.step(scheduler, state, MODEL(x, F.timestep(state)), x)
+        t = F.timestep(lazy_state)
+        lazy_state, lazy = F.step(scheduler, lazy_state, MODEL(lazy, t), lazy)
+    assert np.array_equal(lazy.compute(), x) and not np.array_equal(x, y)
+    past = r"state\.index=2 must be in \[0, 2\): the plan has 2 steps, all taken"
+    with pytest.raises(ValueError, match=past):
+        F.step(scheduler, lazy_state, 0.1 * lazy, lazy)
+    with pytest.raises(ValueError, match=past):
+        F.timestep(lazy_state)
