@@ -135,6 +135,32 @@ def test_bad_constructor_arguments_raise_like_diffusers(kwargs: dict, error: typ
             ours(**kwargs)
 
 
+ARGUMENT_ERRORS = [
+    ((), {"clip_sampel": True}),  # an unknown option (DDIMInverseScheduler takes **kwargs)
+    (tuple(range(20)), {}),  # too many positional arguments
+    ((1,), {"num_train_timesteps": 3}),  # one option twice
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), ARGUMENT_ERRORS)
+def test_argument_errors_name_the_public_class(args: tuple, kwargs: dict) -> None:
+    """DDIMScheduler(clip_sampel=True) said "ForwardScheduler.__init__() got an unexpected
+    keyword argument", naming the internal class; diffusers names DDIMScheduler. Without
+    diffusers (the stand-ins, as ddim_mindone's classes use without mindone) the message
+    named no class. Now each names the class the user called, as diffusers does."""
+    import ddim_mindone.schedulers as mindone  # its stand-ins fail before MindSpore is needed
+
+    for ours in (*(c for c, _ in CLASSES), mindone.DDIMScheduler, mindone.DDIMInverseScheduler):
+        try:
+            getattr(diffusers, ours.__name__)(*args, **kwargs)
+        except TypeError as e:
+            want = str(e).split("(", 1)[0]  # diffusers' "DDIMScheduler.__init__"
+        else:
+            continue  # diffusers takes it (DDIMInverseScheduler's **kwargs): so do we
+        with pytest.raises(TypeError, match=rf"^{want}\(\) (got|takes)"):
+            ours(*args, **kwargs)
+
+
 # --- config files and the registry -------------------------------------------------------
 
 

@@ -48,7 +48,11 @@ def register_to_config(init: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(init)
     def wrapped(self: ConfigMixin, *args: Any, **kwargs: Any) -> None:
-        bound = signature.bind(self, *args, **kwargs)
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:  # bind's message names no class: call init for Python's, which does
+            init(self, *args, **kwargs)  # (the same signature: it fails before its body runs)
+            raise
         bound.apply_defaults()
         options = {k: v for k, v in bound.arguments.items() if k != "self"}
         options.pop("kwargs", None)

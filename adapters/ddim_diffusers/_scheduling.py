@@ -2,10 +2,11 @@
 (`ddim_diffusers.schedulers`) and mindone.diffusers' (`ddim_mindone.schedulers`) share.
 
 A host class puts one of `ForwardScheduler` / `InverseScheduler` before its host's
-SchedulerMixin and ConfigMixin, decorates `__init__` with the host's `register_to_config`,
-defines the public `step` with the host's `return_dict` default, and says how tables and
-outputs are made (`_float_table`, `_int_table`, `_output_class`). So every number a step
-computes comes from ddim_core, and no behaviour is written twice.
+SchedulerMixin and ConfigMixin, decorates `__init__` (named after the public class by
+`init_of`) with the host's `register_to_config`, defines the public `step` with the host's
+`return_dict` default, and says how tables and outputs are made (`_float_table`,
+`_int_table`, `_output_class`). So every number a step computes comes from ddim_core, and no
+behaviour is written twice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import itertools
 import os
 import sys
 import threading
+import types
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -560,6 +563,33 @@ def _host_options(config: Any) -> dict[str, Any]:
     diffusers FrozenDict keeps each item as an attribute too, and a write to the attribute
     changes what the scheduler reads, not the item)."""
     return {k: v for k in _FIELDS if (v := getattr(config, k, _ABSENT)) is not _ABSENT}
+
+
+def init_of(owner: str, init: Callable[..., None]) -> Callable[..., None]:
+    """A copy of `init` (`ForwardScheduler.__init__` or `InverseScheduler.__init__`) that
+    Python names `owner.__init__` in its argument errors (an unknown option, too many
+    positional arguments), as diffusers names its class: the user called `owner`.
+
+    Parameters
+    ----------
+    owner : str
+        The public class's name ("DDIMScheduler").
+    init : function
+        The shared constructor; its code, defaults and signature are kept.
+
+    Returns
+    -------
+    function
+        For the public class to decorate with its host's `register_to_config`.
+    """
+    named = types.FunctionType(
+        init.__code__, init.__globals__, init.__name__, init.__defaults__, init.__closure__
+    )
+    named.__kwdefaults__ = init.__kwdefaults__
+    named.__annotations__ = dict(init.__annotations__)  # (inspect.signature reads them)
+    named.__doc__, named.__module__ = init.__doc__, init.__module__
+    named.__qualname__ = f"{owner}.__init__"  # what the errors name
+    return named
 
 
 def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:

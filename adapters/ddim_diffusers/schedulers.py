@@ -26,7 +26,7 @@ from ._compat import (
     SchedulerMixin,
     register_to_config,
 )
-from ._scheduling import ForwardScheduler, InverseScheduler
+from ._scheduling import ForwardScheduler, InverseScheduler, init_of
 
 
 @dataclasses.dataclass
@@ -88,7 +88,7 @@ class DDIMScheduler(_DiffusersTables, ForwardScheduler, SchedulerMixin, ConfigMi
     """
 
     _compatibles = COMPATIBLES
-    __init__ = register_to_config(ForwardScheduler.__init__)  # type: ignore[no-untyped-call]
+    __init__ = register_to_config(init_of("DDIMScheduler", ForwardScheduler.__init__))  # type: ignore[no-untyped-call]
 
     def step(
         self,
@@ -172,7 +172,7 @@ class DDIMInverseScheduler(_DiffusersTables, InverseScheduler, SchedulerMixin, C
     """
 
     _compatibles: list[str] = []  # as diffusers' DDIMInverseScheduler  # noqa: RUF012
-    __init__ = register_to_config(InverseScheduler.__init__)  # type: ignore[no-untyped-call]
+    __init__ = register_to_config(init_of("DDIMInverseScheduler", InverseScheduler.__init__))  # type: ignore[no-untyped-call]
 
     def step(
         self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = RETURN_DICT

@@ -19,7 +19,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from ddim_diffusers._scheduling import ForwardScheduler, InverseScheduler
+from ddim_diffusers._scheduling import ForwardScheduler, InverseScheduler, init_of
 
 from ._compat import COMPATIBLES, BaseOutput, ConfigMixin, SchedulerMixin, register_to_config
 
@@ -88,7 +88,7 @@ class DDIMScheduler(_MindSporeTables, ForwardScheduler, SchedulerMixin, ConfigMi
     """
 
     _compatibles = COMPATIBLES
-    __init__ = register_to_config(ForwardScheduler.__init__)
+    __init__ = register_to_config(init_of("DDIMScheduler", ForwardScheduler.__init__))
 
     def set_timesteps(  # type: ignore[override]  # mindone's signature: no device
         self, num_inference_steps: int | None = None, timesteps: list[int] | None = None
@@ -185,7 +185,7 @@ class DDIMInverseScheduler(_MindSporeTables, InverseScheduler, SchedulerMixin, C
     """
 
     _compatibles: list[str] = []  # as mindone's DDIMInverseScheduler  # noqa: RUF012
-    __init__ = register_to_config(InverseScheduler.__init__)
+    __init__ = register_to_config(init_of("DDIMInverseScheduler", InverseScheduler.__init__))
 
     def set_timesteps(  # type: ignore[override]  # mindone's signature: no device
         self, num_inference_steps: int | None = None, timesteps: list[int] | None = None
