@@ -360,3 +360,27 @@ def test_the_plugin_serves_a_users_test_suite(pytester: pytest.Pytester) -> None
     )
     here = [b for b in BACKENDS if b.unavailable() is None]
     result.assert_outcomes(passed=3 + len(here), skipped=len(BACKENDS) - len(here))
+
+
+def test_the_checkers_gaussian_denoiser_does_not_warn_on_half_precision_levels() -> None:
+    """`ddim-core check ddim_kdiffusion:sample_ddim --backend numpy` printed "RuntimeWarning:
+    overflow encountered in multiply" from sampler_areas.gaussian_denoiser: float16 sigmas
+    above 256 square past float16's largest value, so a user could take the checker's own
+    warning for one of their sampler. The denoiser now gives the same value without it; a
+    warning of the caller's own arithmetic still shows."""
+    import warnings
+
+    from ddim_kdiffusion import sample_ddim
+
+    from ddim_core.testing import sampler_areas
+    from ddim_core.testing.targets import wrap
+
+    model = sampler_areas.gaussian_denoiser(1.0, 1.0)
+    x, sigma = np.full((1, 2), 3000.0, np.float16), np.array([2576.0], np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model(x, sigma).tolist() == [[1.0, 1.0]]  # s^2 / (s^2 + sigma^2) is 0 here
+        found = sampler_areas.dtypes(wrap(sample_ddim, backend_name="numpy"))
+    assert found.verdict == "pass", found.detail
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        model(x, sigma) * x * x  # the caller's overflow is the caller's to see
