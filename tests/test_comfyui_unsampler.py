@@ -262,3 +262,23 @@ def test_unsample_keeps_the_latent_outside_a_noise_mask(
     assert float((back - LATENT).abs().max()) <= bound
     if method == "ddim_exact" and edge == 1.0:  # a soft edge shows the model noised there
         assert float((ddim - LATENT).abs().max()) <= bound
+
+
+def test_the_guide_says_which_nodes_run_node_runs() -> None:
+    """docs/guides/comfyui.md said `core.run_node` computes what a node does, but it runs
+    only the four nodes of `core.NODES`: the EDICT/BDIA/BELM Samplers, Unsampler and
+    Resampler (`unsampler.NODES`) are unknown to it. The guide now says which nodes it runs
+    and where the other five are."""
+    from pathlib import Path
+
+    from ddim_comfyui import core
+
+    for spec in U.NODES:
+        with pytest.raises(ValueError, match="unknown node"):
+            core.run_node(spec.node_id)
+    guide = Path(__file__).parents[1] / "docs" / "guides" / "comfyui.md"
+    section = guide.read_text(encoding="utf-8").split("## Without ComfyUI")[1]
+    prose = " ".join(section.split("```")[0].split())
+    words = {4: "four", 5: "five"}
+    assert f"runs the {words[len(core.NODES)]} nodes of `core.NODES`" in prose
+    assert f"The other {words[len(U.NODES)]} are `unsampler.NODES`" in prose

@@ -571,13 +571,14 @@ _BY_ID = {spec.node_id: spec for spec in NODES}
 
 
 def run_node(node_id: str, **inputs: Any) -> tuple[Any, dict[str, Any]] | Any:
-    """What a node computes: (sampler function, its options) for the sampler nodes, SIGMAS for
-    the others. The comfy layer wraps sampler functions in `comfy.samplers.KSAMPLER`.
+    """What a node of `NODES` computes: (sampler function, its options) for the sampler nodes,
+    SIGMAS for the others. The comfy layer wraps sampler functions in `comfy.samplers.KSAMPLER`.
+    The nodes of `unsampler.NODES` are not run here: each has its own `NodeSpec.run`.
 
     Parameters
     ----------
     node_id : str
-        A `NodeSpec.node_id`.
+        The `NodeSpec.node_id` of one of `NODES`.
     **inputs
         The node's inputs by name.
 
