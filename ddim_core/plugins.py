@@ -33,6 +33,15 @@ BLOCK_ENV = "DDIM_CORE_BLOCK_PLUGINS"
 # The built-in backend plugins, registered directly when ddim-core runs from a source tree
 # whose entry points are not installed.
 BUILTINS = tuple(builtins.PLUGINS)
+# What each built-in noise plugin draws from, by its name, for standard_normal's TypeError
+_DRAWS = {
+    "numpy": "numpy.random.Generator (any sample library)",
+    "torch": "torch.Generator or a list with one per batch element (torch samples)",
+    "jax": "a JAX PRNG key (JAX samples)",
+    "cupy": "cupy.random.Generator (CuPy samples)",
+    "mindspore": "mindspore.Generator, None or a list of them or of numpy Generators, one per "
+    "batch element (MindSpore samples)",
+}
 
 
 # step_kernel's answers, per array type and dtype (emptied when plugins come or go)
@@ -405,12 +414,7 @@ def standard_normal(
         raise TypeError(
             f"generator of type {type(generator).__module__}.{type(generator).__qualname__} "
             f"cannot draw noise for a {type(like).__module__}.{type(like).__qualname__} sample; "
-            "built in: numpy.random.Generator (any sample library), torch.Generator or a list "
-            "with one per batch element (torch samples), a JAX PRNG key (JAX samples), "
-            "cupy.random.Generator (CuPy samples), mindspore.Generator, None or a list of "
-            "them or of numpy Generators, one per batch element (MindSpore samples); other "
-            "generators need a plugin (see "
-            "ddim_core.hookspecs)"
+            f"{_built_in_draws()}; other generators need a plugin (see ddim_core.hookspecs)"
             + (
                 f"; got a list of {len(generator)} for noise of shape {tuple(shape)}"
                 if isinstance(generator, list | tuple)
@@ -418,6 +422,15 @@ def standard_normal(
             )
         )
     return z
+
+
+def _built_in_draws() -> str:
+    """The generators the registered built-in plugins draw from, and the blocked ones."""
+    pm = manager()
+    blocked = [name for name in _DRAWS if pm.is_blocked(name)]
+    found = [draws for name, draws in _DRAWS.items() if pm.has_plugin(name)]
+    text = "built in: " + (", ".join(found) or "none")
+    return text + (f"; blocked by {BLOCK_ENV}: {', '.join(blocked)}" if blocked else "")
 
 
 def step_kernel(sample: Any) -> Any:

@@ -733,6 +733,25 @@ def test_unknown_generator_is_a_clear_type_error() -> None:
         plugins.standard_normal(object(), (2,), like=np.zeros(2))
 
 
+def test_the_generator_error_lists_only_the_registered_built_ins(
+    monkeypatch: pytest.MonkeyPatch, fresh: object
+) -> None:
+    """With DDIM_CORE_BLOCK_PLUGINS=numpy a NumPy Generator cannot draw, and the TypeError
+    still listed numpy.random.Generator as built in. Now the list is of the registered
+    built-ins, and the blocked ones are named as blocked."""
+    with pytest.raises(TypeError, match=r"built in: numpy\.random\.Generator \(any sample"):
+        plugins.standard_normal(object(), (2,), like=np.zeros(2))
+    monkeypatch.setenv(plugins.BLOCK_ENV, "numpy,jax")
+    plugins.manager.cache_clear()
+    with pytest.raises(TypeError) as caught:
+        plugins.standard_normal(np.random.default_rng(0), (2,), like=np.zeros(2))
+    message = str(caught.value)
+    built_in = message.partition("built in: ")[2].partition("; blocked")[0]
+    assert "torch.Generator" in built_in and "cupy.random.Generator" in built_in
+    assert "numpy.random.Generator" not in built_in and "JAX" not in built_in
+    assert f"; blocked by {plugins.BLOCK_ENV}: numpy, jax;" in message
+
+
 def test_sample_with_a_torch_generator_uses_the_torch_plugin() -> None:
     torch = pytest.importorskip("torch")
     config = dc.DDIMConfig(clip_sample=False)
