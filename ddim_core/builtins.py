@@ -469,7 +469,8 @@ class MindSporeBackend:
     (mindspore.Generator or numpy Generator, as mindone's `randn_tensor` takes). A single numpy
     Generator is `NumpyNoise`'s. MindSpore 2.10 has no CPU kernel for generator-driven normal
     draws, so a mindspore.Generator keys a NumPy Philox stream with its (seed, offset) and
-    advances its offset: reproducible from `manual_seed`, the same numbers on every device.
+    advances its offset: reproducible from `manual_seed`, the same numbers on every device,
+    and each draw a stream of its own.
 
     Examples
     --------
@@ -554,9 +555,12 @@ class MindSporeBackend:
 def _host_normal(mindspore: Any, generator: Any, shape: tuple[int, ...]) -> np.ndarray:
     """float64 standard normals on the host from a numpy or a mindspore Generator."""
     if isinstance(generator, mindspore.Generator):
-        # MindSpore's own random ops read and advance the generator the same way
+        # MindSpore's own random ops read and advance the generator the same way. (seed,
+        # offset) is the Philox key, not its counter: counter + 1 is the same stream 4 numbers
+        # on, so the next draw would be this one shifted
         seed, offset = (int(v) for v in generator._step(mindspore.tensor(1, mindspore.int64)))
-        generator = np.random.Generator(np.random.Philox(key=seed % 2**64, counter=offset))
+        key = [seed % 2**64, offset % 2**64]
+        generator = np.random.Generator(np.random.Philox(key=np.array(key, dtype=np.uint64)))
     values: np.ndarray = generator.standard_normal(shape)
     return values
 

@@ -477,6 +477,19 @@ def test_mindspore_generator_is_reproducible_and_advances() -> None:
     assert abs(a.mean()) < 1.5 and 0.2 < a.std() < 3
 
 
+@pytest.mark.parametrize("gen", ["own", "default"])
+def test_consecutive_mindspore_generator_draws_are_not_shifted_copies(gen: str) -> None:
+    """A loop's steps draw one after another: step k + 1's noise must not be step k's moved by
+    a few elements (a Philox counter advanced by 1 is the same stream 4 numbers on)."""
+    g = mindspore.Generator() if gen == "own" else None
+    (g or mindspore).manual_seed(3)
+    like = _like()
+    a, b = (read(plugins.standard_normal(g, (3, 2, 2), like=like)).ravel() for _ in range(2))
+    for shift in range(1, a.size):
+        assert not np.array_equal(a[shift:], b[: a.size - shift]), shift
+    assert not np.isin(b, a).any()
+
+
 def test_no_generator_draws_from_mindsporess_default_generator() -> None:
     mindspore.manual_seed(12)
     a = read(plugins.standard_normal(None, (3, 2, 2), like=_like()))
