@@ -301,6 +301,8 @@ def test_bad_inverse_arguments() -> None:
         dk.sample_ddim_inverse(lambda x, s: x, np.zeros((1, 2)), up[::-1].copy())
     with pytest.raises(ValueError, match="fixed_point_iters must be >= 0, got -1"):
         dk.sample_ddim_inverse(lambda x, s: x, np.zeros((1, 2)), up, fixed_point_iters=-1)
+    with pytest.raises(ValueError, match=r"tol=1e-06 needs fixed_point_iters >= 1, got 0"):
+        dk.sample_ddim_inverse(lambda x, s: x, np.zeros((1, 2)), up, tol=1e-6)  # as dc.invert
     with pytest.raises(TypeError, match="eta > 0 needs noise_sampler"):
         dk.sample_ddim(lambda x, s: x, np.zeros((1, 2)), np.asarray([1.0, 0.5]), eta=1.0)
     with pytest.raises(ImportError, match="pass xp=numpy"), pytest.MonkeyPatch.context() as mp:

@@ -231,7 +231,14 @@ def sample_ddim_core_inverse(
     if flow:  # ComfyUI gave x at the given first sigma, (1 - sigma) x0, and divides by 1 - last
         x = _flow_rescaled(x, float(given[0]), float(sigmas[0]))
     z = sample_ddim_inverse(
-        model, x, sigmas, extra_args, callback, disable, fixed_point_iters, tol or None
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        fixed_point_iters,
+        (tol or None) if fixed_point_iters else None,  # the widget's tol has nothing to stop
     )
     if flow:
         z = _flow_rescaled(z, float(sigmas[-1]), float(given[-1]))

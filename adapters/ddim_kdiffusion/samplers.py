@@ -30,7 +30,7 @@ from ddim_core import backends, coefficients, implicit, kernels
 from ddim_core.coefficients import LevelsKey, Row
 from ddim_core.config import check_int, check_nonnegative
 from ddim_core.plugins import standard_normal
-from ddim_core.sampling import check_fixed_point
+from ddim_core.sampling import check_fixed_point, check_tol_used
 
 Array = Any
 
@@ -172,7 +172,8 @@ def sample_ddim_inverse(
     fixed_point_iters : int, default 0
         Refinements per step for the exact solve (1 + k model calls per step).
     tol : float, optional
-        Stop a step's solve once its residual is <= tol.
+        Stop a step's solve once its residual is <= tol; only with fixed_point_iters >= 1
+        (as in `ddim_core.invert`).
 
     Returns
     -------
@@ -194,7 +195,7 @@ def sample_ddim_inverse(
     """
     extra_args = _check_call(model, x, extra_args, callback)
     levels = _levels(sigmas, ascending=True)
-    iters = check_fixed_point(fixed_point_iters, tol)
+    iters = check_tol_used(check_fixed_point(fixed_point_iters, tol), tol)
     if len(levels) < 2:
         return x  # no step
     rows = _coefficients(levels, 0.0, inverse=True)
