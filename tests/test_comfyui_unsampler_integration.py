@@ -268,3 +268,60 @@ def test_unsampler_keeps_its_input_outside_a_noise_mask(comfy, method: str, edge
         assert float((back - x0).abs().max()) <= 1e-5
     if (method, edge) == ("ddim_exact", 1.0):
         assert float((custom - x0).abs().max()) <= 1e-5
+
+
+@needs_comfyui
+@pytest.mark.parametrize("method", ["ddim_exact", "bdia"])
+def test_flow_unsampler_keeps_its_input_outside_a_noise_mask(comfy, method: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """On a FLOW model ComfyUI divides a sampler's result by 1 - sigmas[-1]; the Unsampler's
+    LATENT outside SetLatentNoiseMask's mask was the input times 1 / (1 - sigma_top) (12 at
+    12 steps, end_at_step 1), and SamplerCustom with the DDIM Sampler on the same schedule,
+    given that LATENT, kept it there (off by 17). Now both keep the input there, as the DDIM
+    Inversion Sampler and ComfyUI's euler over FlipSigmas do, and the Resampler still returns
+    the whole latent (a batch of 2, a mask per sample)."""
+    import torch
+
+    cpu = torch.device("cpu")
+    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
+    base = comfy.model_base.BaseModel(
+        config, model_type=comfy.model_base.ModelType.FLOW, device=cpu
+    )
+    base.diffusion_model = FlowNet()
+    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    x0 = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.5
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, :2, :], mask[1, :, :, 1:] = 1.0, 1.0
+    outside = mask.expand_as(x0) == 0
+    latent = {"samples": x0, "noise_mask": mask}
+    noised = _node(
+        comfy,
+        "DDIMCoreUnsampler",
+        model=model,
+        steps=12,
+        end_at_step=1,
+        cfg=1.0,
+        method=method,
+        spacing="trailing",
+        positive=_cond(),
+        negative=_cond(),
+        latent_image=latent,
+        fixed_point_iters=8,
+        tol=1e-6,
+    )
+    assert float((noised["samples"] - x0)[outside].abs().max()) <= 1e-6
+    back = _resample(comfy, model, noised)["samples"]
+    assert float((back - x0).abs().max()) <= 1e-5
+    if method == "ddim_exact":
+        down = _node(
+            comfy,
+            "DDIMCoreSchedule",
+            model=model,
+            steps=12,
+            spacing="trailing",
+            steps_offset=0,
+            denoise=1.0,
+        )
+        ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+        args = (model, False, 0, 1.0, _cond(), _cond(), ddim, down[1:], noised)
+        custom = comfy.custom.SamplerCustom().sample(*args)[0]["samples"]
+        assert float((custom - x0).abs().max()) <= 1e-5

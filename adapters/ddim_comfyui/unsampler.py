@@ -32,7 +32,7 @@ from ddim_kdiffusion import sample_ddim, sample_ddim_inverse
 from ddim_core import backends
 from ddim_core.reversible import State
 
-from .core import masked
+from .core import _flow_rescaled, _rectified_flow_type, masked
 
 METHODS = ("ddim_exact", "ddim_plain", "edict", "bdia", "belm")
 REVERSIBLE = ("edict", "bdia", "belm")
@@ -87,9 +87,11 @@ def unsample(
     reversible methods, the state's second array and its samples' dtype.
 
     Outside a latent noise mask (``extra_args["denoise_mask"]``) the latent is returned as
-    given (z * mask + x * (1 - mask), as the DDIM Inversion Sampler's), as ComfyUI's samplers
-    leave it where the mask is 0 (its denoiser returns it there as x0), where inversion's
-    steps move it; so a DDIM sampler given the result as its latent keeps it there too (near
+    given (z * mask + x * (1 - mask), as the DDIM Inversion Sampler's; on a rectified-flow
+    model x at the top sigma's scale, (1 - sigmas[-1]) / (1 - sigmas[0]) times x, which
+    ComfyUI divides by 1 - sigmas[-1]), as ComfyUI's samplers leave it where the mask is 0
+    (its denoiser returns it there as x0), where inversion's steps move it; so a DDIM sampler
+    given the result as its latent keeps it there too (near
     a soft mask edge that path is inexact: ComfyUI's model sees the result's samples there,
     not x). The reversible states go with the values the inversion reached, and DDIM needs
     them at a soft edge, so the dict also holds those ("unmasked") and the result ("shown"),
@@ -143,6 +145,9 @@ def unsample(
     mask = args.get("denoise_mask")
     if mask is None:
         return z, info
+    if _rectified_flow_type(model) is not None and len(sigmas) >= 2:
+        # ComfyUI divides the result by 1 - sigmas[-1]: x as it holds one at the top level
+        x = _flow_rescaled(x, float(sigmas[0]), float(sigmas[-1]))
     shown = masked(z, x, mask)  # as the DDIM Inversion Sampler keeps it
     return shown, info | {"unmasked": z, "shown": shown}
 
