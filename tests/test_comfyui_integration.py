@@ -479,3 +479,128 @@ def test_inversion_keeps_the_latent_outside_a_noise_mask(comfy) -> None:  # type
     assert torch.equal(z["samples"][..., 2:, :], x0[..., 2:, :])
     back = custom(ddim, down, z)["samples"]
     assert float((back - x0).abs().max()) <= 1e-5
+
+
+class GuidedUNet(AnalyticUNet):
+    """AnalyticUNet whose output moves with the conditioning (0.1 times the mean of its
+    context), so that classifier-free guidance at cfg != 1 with two conds changes the result;
+    any batch of timesteps (clamped to the mixture's 0 to 999)."""
+
+    def __call__(self, xc, t, context=None, control=None, transformer_options=None, **kw):  # type: ignore[no-untyped-def]
+        import torch
+
+        b = xc.shape[0]
+        steps = t.clamp(0, 999)  # an EDM model's timesteps are log sigmas
+        eps = torch.cat(
+            [
+                super(GuidedUNet, self).__call__(xc[i : i + 1], steps[i : i + 1]).double()
+                for i in range(b)
+            ]
+        )
+        shift = context.double().mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
+        return (eps + 0.1 * shift).to(xc.dtype)
+
+
+def _typed_model(comfy: types.SimpleNamespace, model_type: str, zsnr: bool = False) -> Any:
+    """A ModelPatcher around a GuidedUNet with ComfyUI's model_sampling of `model_type`."""
+    import torch
+
+    cpu = torch.device("cpu")
+    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
+    if zsnr:
+        config.sampling_settings = {"zsnr": True}
+    kind = getattr(comfy.model_base.ModelType, model_type)
+    base = comfy.model_base.BaseModel(config, model_type=kind, device=cpu)
+    base.diffusion_model = GuidedUNet()
+    return comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+
+
+def _conds(value: float) -> Any:
+    import torch
+
+    return [[torch.full((1, 1, 8), value), {}]]
+
+
+@needs_comfyui
+@pytest.mark.parametrize(
+    ("model_type", "zsnr"),
+    [("EPS", False), ("V_PREDICTION", False), ("V_PREDICTION", True), ("EDM", False)],
+)
+def test_ddim_core_equals_euler_and_euler_ancestral_on_every_model_sampling(  # type: ignore[no-untyped-def]
+    comfy, model_type: str, zsnr: bool
+) -> None:
+    """DDIM at eta 0 is euler and at 0 < eta <= 1 euler_ancestral of the same eta and s_noise
+    (SamplerEulerAncestral, the same seed) on EPS, V_PREDICTION (with zsnr: sigma_max 4519)
+    and EDM models: a batch of 2 under cfg 5 with two conds."""
+    import torch
+
+    model = _typed_model(comfy, model_type, zsnr)
+    x = torch.zeros(2, 4, 4, 4)
+    pos, neg = _conds(1.0), _conds(-1.0)
+
+    def ksampler(name: str) -> Any:
+        args = (model, 11, 8, 5.0, name, "karras", pos, neg, {"samples": x})
+        return comfy.nodes.KSampler().sample(*args, denoise=1.0)[0]["samples"]
+
+    euler = ksampler("euler")
+    assert rel(ksampler("ddim_core"), euler) <= TOLERANCE["float32"]
+    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "normal", 8, 1.0)[0]
+    for eta, s_noise in ((1.0, 1.0), (0.5, 0.7)):
+        outs = []
+        for sampler in (
+            _node(comfy, "DDIMCoreSampler", eta=eta, s_noise=s_noise),
+            comfy.custom.SamplerEulerAncestral().get_sampler(eta, s_noise)[0],
+        ):
+            args = (model, True, 42, 5.0, pos, neg, sampler, sigmas, {"samples": x})
+            outs.append(comfy.custom.SamplerCustom().sample(*args)[0]["samples"])
+        assert rel(*outs) <= TOLERANCE["float32"], (eta, s_noise)
+
+
+@needs_comfyui
+def test_stock_ksamplers_with_ddim_core_equal_euler_on_batches_and_masks(comfy) -> None:  # type: ignore[no-untyped-def]
+    """The stock KSampler with ddim_core under every scheduler of comfy.samplers at denoise
+    0.6, on a batch of 3 with a noise mask per sample, equals euler (and ComfyUI's own "ddim"
+    without a mask); KSamplerAdvanced too, with start_at_step, end_at_step and
+    return_with_leftover_noise; its progress bar counts every step."""
+    import comfy.utils as comfy_utils  # `comfy` is the fixture here
+    import torch
+
+    model = _model(comfy)
+    unet = model.model.diffusion_model
+    x = torch.cat([unet.latent(4, seed=s) for s in (1, 2, 3)])
+    mask = torch.zeros(3, 1, 4, 4)
+    mask[0, :, :2], mask[1, :, :, 1:], mask[2] = 1.0, 1.0, 0.5
+    for scheduler in comfy.samplers.SCHEDULER_NAMES:
+        for latent in ({"samples": x}, {"samples": x, "noise_mask": mask}):
+            outs = {
+                name: comfy.nodes.KSampler().sample(
+                    model, 7, 6, 1.0, name, scheduler, _cond(), _cond(), latent, denoise=0.6
+                )[0]["samples"]
+                for name in ("euler", "ddim_core", "ddim")
+            }
+            assert rel(outs["ddim_core"], outs["euler"]) <= TOLERANCE["float32"], scheduler
+            if "noise_mask" not in latent:  # ComfyUI's ddim: euler, random noise in a mask
+                assert rel(outs["ddim_core"], outs["ddim"]) <= TOLERANCE["float32"]
+            else:
+                assert torch.equal(outs["ddim_core"][0, :, 2:], x[0, :, 2:])
+    steps = []
+    update = comfy_utils.ProgressBar.update_absolute
+
+    def counted(self: Any, value: Any, total: Any = None, preview: Any = None) -> Any:
+        steps.append((value, total))
+        return update(self, value, total, preview)
+
+    for start, end, leftover in ((0, 6, "enable"), (4, 8, "enable"), (3, 10000, "disable")):
+        for add_noise in ("enable", "disable"):
+            outs = {}
+            for name in ("euler", "ddim_core"):
+                steps.clear()
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr(comfy_utils.ProgressBar, "update_absolute", counted)
+                    outs[name] = comfy.nodes.KSamplerAdvanced().sample(
+                        model, add_noise, 5, 10, 1.0, name, "normal", _cond(), _cond(),
+                        {"samples": x}, start, end, leftover,
+                    )[0]["samples"]  # fmt: skip
+                n = min(end, 10) - start
+                assert steps == [(i + 1, n) for i in range(n)], name
+            assert rel(outs["ddim_core"], outs["euler"]) <= TOLERANCE["float32"], (start, end)
