@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backends
 from .backends import Array, Namespace
-from .config import DDIMConfig, check_int
+from .config import DDIMConfig, check_bool, check_int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -114,9 +114,12 @@ class Schedule(backends.Registered):
 
         Raises
         ------
+        TypeError
+            `set_alpha_to_one` is not a bool.
         ValueError
             An empty table or values outside [0, 1].
         """
+        set_alpha_to_one = check_bool("set_alpha_to_one", set_alpha_to_one)
         ab = np.array(alphas_cumprod, dtype=np.float64).reshape(-1)
         if ab.size == 0:
             raise ValueError("alphas_cumprod must be a non-empty table of values in [0, 1]")
@@ -129,6 +132,8 @@ class Schedule(backends.Registered):
             )
         # Past a level of 0 the level stays 0: beta = 1 there, not 0 / 0.
         betas = 1.0 - ab / np.concatenate([[1.0], np.where(ab[:-1] > 0.0, ab[:-1], 1.0)])
+        ab.setflags(write=False)  # as a config's: device copies are cached per schedule
+        betas.setflags(write=False)
         final = 1.0 if set_alpha_to_one else float(ab[0])
         return cls(betas=betas, alphas_cumprod=ab, final_alpha_cumprod=final)
 

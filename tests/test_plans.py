@@ -316,3 +316,24 @@ def test_spaced_timesteps_of_something_not_a_config_is_refused(config) -> None: 
         TypeError, match=f"config must be a DDIMConfig, got {type(config).__name__}"
     ):
         dc.spaced_timesteps(config, 4)
+
+
+def test_schedule_from_a_table_is_read_only_like_a_configs() -> None:
+    """Schedule.from_alphas_cumprod handed out writable tables (a config's are read-only):
+    a write into them changed `alpha_bar` and `add_noise` but not the cached
+    `dc.alphas_cumprod(schedule)`, so the two disagreed from then on."""
+    sched = dc.Schedule.from_alphas_cumprod([0.9, 0.5, 0.1])
+    assert dc.alphas_cumprod(sched).tolist() == [0.9, 0.5, 0.1]
+    for table in (sched.alphas_cumprod, sched.betas):
+        assert not table.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            table[0] = 0.2
+    assert sched.alpha_bar(0) == float(dc.alphas_cumprod(sched)[0]) == 0.9
+
+
+@pytest.mark.parametrize("flag", [1, "no", None])
+def test_schedule_from_a_table_refuses_a_set_alpha_to_one_that_is_not_a_bool(flag) -> None:  # type: ignore[no-untyped-def]
+    """set_alpha_to_one="no" (or 1, None) was taken by truth value: "no" gave the final
+    level 1, as True does."""
+    with pytest.raises(TypeError, match=f"set_alpha_to_one must be True or False, got {flag!r}"):
+        dc.Schedule.from_alphas_cumprod([0.9, 0.5], set_alpha_to_one=flag)
