@@ -25,7 +25,7 @@ import numpy as np
 
 from . import backends, kernels
 from .backends import Array, Namespace
-from .plans import Plan
+from .plans import FINAL, Plan
 from .schedules import Schedule
 
 # 1 - abar_b - sigma^2 may round to a tiny negative number at eta = 1; below this it is an error.
@@ -216,11 +216,23 @@ def table(key: StepKey | LevelsKey) -> Table:
             f"eta={key.eta} makes 1 - alpha_bar_prev - sigma_t^2 = {direction_sq[i]:.3g} < 0 "
             "(its square root would be NaN); use a smaller eta (eta <= 1 is always valid)"
         )
+    # An inverse step's level a is its t_prev's, not that of the timestep it is indexed by.
+    left = key.plan.prev_table() if isinstance(key, StepKey) and key.inverse else None
     for level in (0.0, 1.0):
         reason = kernels.unrecoverable(level, prediction_type)
         if reason is not None:
-            invalid.update({i: reason for i in np.flatnonzero(a == level).tolist()})
+            for i in np.flatnonzero(a == level).tolist():
+                invalid[i] = reason if left is None else _leaving(int(left[i]), level, reason)
     return Table(values, invalid)
+
+
+def _leaving(t_prev: int, level: float, reason: str) -> str:
+    """Why an inverse step cannot leave the level of `t_prev` (and, for the clean level of
+    set_alpha_to_one=True, how to move it)."""
+    why = reason.replace("there", f"at t_prev = {t_prev}, the level the step up to it leaves", 1)
+    if t_prev == FINAL and level == 1.0:
+        why += "; set_alpha_to_one=False makes that level alpha_bar_0 instead"
+    return why
 
 
 def row(key: StepKey, t: int) -> Row:

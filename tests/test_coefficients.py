@@ -111,3 +111,24 @@ def test_unusable_rows_name_the_reason() -> None:
         coefficients.row(StepKey(v_plan, 0.0, False), 1000)
     with pytest.raises(ValueError, match="use a smaller eta"):
         coefficients.row(StepKey(v_plan, 3.0, False), v_plan.timesteps[1])
+
+
+def test_an_inverse_step_from_the_clean_level_names_that_level() -> None:
+    """Inverting a sample-prediction model with set_alpha_to_one=True said "cannot step at
+    timestep 0: alpha_bar = 1 there (the clean level)", where alpha_bar_0 = 0.9999: the level
+    at 1 is t_prev = -1's, which the step leaves, and set_alpha_to_one=False moves it."""
+    config = dc.DDIMConfig(prediction_type="sample")
+    plan = dc.make_plan(config, 10)
+    first = plan.inverse_timesteps[0]
+    message = (
+        rf"cannot step at timestep {first}: alpha_bar = 1 at t_prev = -1, the level the step up "
+        r"to it leaves \(the clean level\), where prediction_type='sample' cannot recover the "
+        r"noise .*; set_alpha_to_one=False makes that level alpha_bar_0 instead"
+    )
+    with pytest.raises(ValueError, match=message):
+        dc.inverse_step(plan, np.zeros(2), first, np.zeros(2))
+    fixed = dc.make_plan(config.replace(set_alpha_to_one=False), 10)
+    assert np.isfinite(dc.inverse_step(fixed, np.ones(2), first, np.ones(2)).prev_sample).all()
+    zero_snr = dc.make_plan(dc.DDIMConfig(rescale_betas_zero_snr=True), 10)  # forward: unchanged
+    with pytest.raises(ValueError, match=r"cannot step at timestep 999: alpha_bar = 0 there"):
+        coefficients.row(StepKey(zero_snr, 0.0, False), 999)
