@@ -18,7 +18,7 @@ import bisect
 import dataclasses
 import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 import numpy as np
@@ -152,7 +152,8 @@ def make_plan(
     num_inference_steps : int, optional
         N in [1, num_train_timesteps].
     timesteps : sequence of int, optional
-        Custom timesteps, strictly decreasing, in [0, num_train_timesteps).
+        Custom timesteps, strictly decreasing, in [0, num_train_timesteps): a list, tuple or
+        1-D integer array of any library (a tensor is read to the host once).
 
     Returns
     -------
@@ -316,8 +317,11 @@ def _check_num_steps(n: Any, T: int) -> int:
 
 
 def _custom_timesteps(timesteps: Sequence[int], T: int) -> tuple[int, ...]:
-    if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__iter__"):
+    if isinstance(timesteps, str | bytes | Mapping | Set) or not hasattr(timesteps, "__iter__"):
         raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+    if hasattr(timesteps, "dtype") and not isinstance(timesteps, np.ndarray):
+        # a tensor of any library (diffusers' scheduler.timesteps): configuration data, read once
+        timesteps = backends.to_host(timesteps, dtype=None)
     if getattr(timesteps, "ndim", 1) != 1:
         raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")  # type: ignore[attr-defined]
     ts = tuple(check_int("timesteps", t) for t in timesteps)

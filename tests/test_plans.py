@@ -337,3 +337,19 @@ def test_schedule_from_a_table_refuses_a_set_alpha_to_one_that_is_not_a_bool(fla
     level 1, as True does."""
     with pytest.raises(TypeError, match=f"set_alpha_to_one must be True or False, got {flag!r}"):
         dc.Schedule.from_alphas_cumprod([0.9, 0.5], set_alpha_to_one=flag)
+
+
+def test_custom_timesteps_as_a_tensor_or_an_unordered_collection() -> None:
+    """diffusers' `scheduler.timesteps` (an int64 tensor) as custom timesteps was refused with
+    'timesteps must be an integer, got tensor(900)'; a dict or set passed, its iteration order
+    taken as the plan's."""
+    torch = pytest.importorskip("torch")
+    config = dc.DDIMConfig()
+    want = dc.make_plan(config, timesteps=[900, 500, 100])
+    got = dc.make_plan(config, timesteps=torch.tensor([900, 500, 100]))
+    assert got.timesteps == want.timesteps and got.prev_timesteps == want.prev_timesteps
+    with pytest.raises(TypeError, match=r"timesteps must be an integer, got np.float32\(900.0\)"):
+        dc.make_plan(config, timesteps=torch.tensor([900.0, 500.0]))
+    for unordered in ({900: 0, 500: 0}, {900, 500}, frozenset({900, 500})):
+        with pytest.raises(TypeError, match="timesteps must be a sequence of integers"):
+            dc.make_plan(config, timesteps=unordered)
