@@ -316,14 +316,14 @@ def _check_num_steps(n: Any, T: int) -> int:
     return check_int("num_inference_steps", n, low=1, high=T)
 
 
-def _custom_timesteps(timesteps: Sequence[int], T: int) -> tuple[int, ...]:
+def _custom_timesteps(timesteps: Any, T: int) -> tuple[int, ...]:
     if isinstance(timesteps, str | bytes | Mapping | Set) or not hasattr(timesteps, "__iter__"):
         raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
     if hasattr(timesteps, "dtype") and not isinstance(timesteps, np.ndarray):
         # a tensor of any library (diffusers' scheduler.timesteps): configuration data, read once
         timesteps = backends.to_host(timesteps, dtype=None)
     if getattr(timesteps, "ndim", 1) != 1:
-        raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")  # type: ignore[attr-defined]
+        raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")
     ts = tuple(check_int("timesteps", t) for t in timesteps)
     if not ts:
         raise ValueError("timesteps must not be empty")
