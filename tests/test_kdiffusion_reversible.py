@@ -358,3 +358,21 @@ def test_round_trip_is_bit_for_bit_where_the_state_sits_on_rounding_ties(name: s
     x32, down = torch.from_numpy(x0).float(), torch.from_numpy(sigmas)
     state32 = invert(model, x32, down.flip(0))
     assert torch.equal(sample(model, state32, down), x32)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_an_inverse_state_written_in_place_is_sampled_as_written(name: str) -> None:
+    """sample_* resumes from the inverse's own VP state only while the returned arrays are as
+    the inverse returned them: an edit in place (here the first sample moved) is sampled from,
+    as a state rebuilt from the edited arrays is, not ignored."""
+    sigmas = get_sigmas_ddim(CONFIG, 10, xp=np)
+    x0 = MIXTURE.component(0).sample_data(8, np.random.default_rng(2))
+    sample, invert = getattr(kr, f"sample_{name}"), getattr(kr, f"sample_{name}_inverse")
+    state = invert(denoiser, x0, sigmas[::-1].copy())
+    state[0][0] += 0.25
+    rebuilt = reversible.State(
+        state[0].copy(), state[1].copy(), state.dtype, state.lo, state.origin
+    )
+    got = sample(denoiser, state, sigmas)
+    assert np.array_equal(got, sample(denoiser, rebuilt, sigmas))
+    assert not np.allclose(got[0], x0[0])

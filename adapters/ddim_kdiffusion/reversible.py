@@ -512,6 +512,10 @@ def _sample(
         lo, origin = getattr(x, "lo", None), _core_origin(name, x, levels)
         kept = reversible.State(first, second, dtype, lo, origin)  # sample_* checks the origin
         vp = x.vp if isinstance(x, _State) else None  # the inverse's own, as returned
+        if vp is not None and not _unwritten(
+            x, vp.scaled(levels.scales[0], second_scale, divide=True)
+        ):
+            vp = None  # its arrays were written since: start from them as they are
         if vp is None:
             state: Any = kept.scaled(levels.scales[0], second_scale)  # compensated
         else:
@@ -568,6 +572,16 @@ def _invert(
     option = None if state.origin is None else state.origin[2]
     origin = (name, _key(levels.sigmas), option, levels.config)
     return _State(ve[0], ve[1], ve.dtype, ve.lo, origin, vp=state)
+
+
+def _unwritten(given: reversible.State, ve: reversible.State) -> bool:
+    """Whether the inverse's VE arrays are as `ve`, scaled again from its VP state, gives them:
+    an in-place edit since (a user's, ComfyUI's noise mask) is then taken, not the kept state."""
+    if (given.lo is None) != (ve.lo is None):
+        return False
+    pairs = [(given[0], ve[0]), (given[1], ve[1]), *zip(given.lo or (), ve.lo or (), strict=True)]
+    xp = backends.namespace(x=given[0])
+    return all(bool(xp.all(a == b)) for a, b in pairs)  # a host read, once per loop
 
 
 class _State(reversible.State):
