@@ -84,7 +84,8 @@ def unsample(
     """(noised latent, what resampling needs) for a clean VE latent x over ascending sigmas.
 
     The dict holds the method, the sigmas (descending, for sampling back) and, for the
-    reversible methods, the state's second array and its samples' dtype.
+    reversible methods, the state's second array, its samples' dtype and the inverse's state
+    (`resample` resumes from it while the latent is the one returned: to the last bit).
 
     Outside a latent noise mask (``extra_args["denoise_mask"]``) the latent is returned as
     given (z * mask + x * (1 - mask), as the DDIM Inversion Sampler's; on a rectified-flow
@@ -136,6 +137,7 @@ def unsample(
         invert = getattr(kr, f"sample_{method}_inverse")
         state = invert(model, x, sigmas, args, callback, disable)
         info |= {"partner": state[1], "dtype": state.dtype, "lo": state.lo}  # lo: exactness
+        info["state"] = state  # (its VP state: the Resampler's round trip to the last bit)
         z = state[0]
     else:
         iters = fixed_point_iters if method == "ddim_exact" else 0
@@ -195,7 +197,9 @@ def resample(
     if "shown" in info:  # from where the inversion reached, with x's changes since added
         x = info["unmasked"] + (x - info["shown"])
     if method in REVERSIBLE:
-        state = State(x, info["partner"], info["dtype"], info.get("lo"))
+        state = kr.resumed(
+            State(x, info["partner"], info["dtype"], info.get("lo")), info.get("state")
+        )
         return getattr(kr, f"sample_{method}")(model, state, sigmas, args, callback, disable)
     return sample_ddim(model, x, sigmas, args, callback, disable)
 
