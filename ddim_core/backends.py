@@ -1185,6 +1185,34 @@ def uncommitted(x: Array) -> bool:
     return not x.committed
 
 
+def made_dtype(xp: Namespace, dtype: Any) -> Any:
+    """The dtype `xp` makes of a request for `dtype`: JAX without x64 makes float32 of float64
+    (warning), and `jax_enable_x64` can be switched at any time, so a cache of arrays keys on
+    this, not on the dtype asked for. Nothing is imported here.
+
+    Parameters
+    ----------
+    xp : namespace
+    dtype : dtype of `xp`
+
+    Returns
+    -------
+    dtype
+        `dtype` itself for other libraries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> made_dtype(xp, xp.float64) is xp.float64
+    True
+    """
+    jax = sys.modules.get("jax")
+    if jax is None or not array_api_compat.is_jax_namespace(xp):
+        return dtype
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
 def is_lazy(x: Array) -> bool:
     """True for a Dask array: its values exist only once its graph is computed.
 

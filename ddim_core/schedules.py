@@ -355,7 +355,8 @@ def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype:
         raise TypeError(f"dtype must be a real floating dtype of {xp.__name__}, got {dtype!r}")
     try:
         where = backends.default_device(xp) if device is None else device  # (the cache key)
-        return _cached_table(sched, name, xp, device, dtype, where)
+        made = backends.made_dtype(xp, dtype)  # (the cache key: JAX's x64 may switch)
+        return _cached_table(sched, name, xp, device, dtype, where, made)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(  # (the library's reason says which: a device, or a dtype it lacks)
             f"device={device!r} with dtype={dtype!r} is not supported by {xp.__name__} ({e})"
@@ -364,11 +365,11 @@ def _table(sched: Schedule, name: str, xp: Namespace | None, device: Any, dtype:
 
 @backends.device_cache
 def _cached_table(
-    sched: Schedule, name: str, xp: Namespace, device: Any, dtype: Any, where: Any
+    sched: Schedule, name: str, xp: Namespace, device: Any, dtype: Any, where: Any, made: Any
 ) -> Array:
-    """The table of `_table`, cached per schedule, namespace, device, dtype and the device
+    """The table of `_table`, cached per schedule, namespace, device, dtype, the device
     `where` it lands on (`device`, or the default device a context has set: device=None
-    leaves JAX arrays uncommitted, as the user asked)."""
+    leaves JAX arrays uncommitted, as the user asked) and the dtype `made` of the request."""
     table = backends.from_host(getattr(sched, name), xp, device=device, dtype=dtype)
     if backends.is_host_numpy(table):
         table.setflags(write=False)  # shared through the cache: keep it immutable

@@ -132,3 +132,19 @@ def test_jax_jit_negative_timestep_gathers_nan_not_the_last_level() -> None:
     assert bool(jnp.isnan(got[0]).all()) and not bool(jnp.isnan(got[1]).any())
     noised = jax.jit(lambda t: dc.add_noise(PLAN, x, x, t))(jnp.asarray([-1, 5]))
     assert bool(jnp.isnan(noised[0]).all()) and not bool(jnp.isnan(noised[1]).any())
+
+
+def test_jax_schedule_table_follows_x64_switched_on_later() -> None:
+    """JAX without x64 makes float32 of a float64 request. `alphas_cumprod(xp=jnp)` cached that
+    table under the float64 it was asked for, so after `jax_enable_x64` was switched on the
+    same call returned the float32 table (float32 rounding of a float64 table, silently)."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    config = dc.DDIMConfig(beta_end=0.0191)  # a schedule no other test has cached
+    with jax.enable_x64(False), pytest.warns(UserWarning, match="float64"):
+        assert dc.alphas_cumprod(config, xp=jnp).dtype == jnp.float32
+    with jax.enable_x64(True):
+        table = dc.alphas_cumprod(config, xp=jnp)
+        assert table.dtype == jnp.float64
+        assert (table == jnp.asarray(dc.alphas_cumprod(config))).all()
+        assert dc.betas(config, xp=jnp, dtype=jnp.float64).dtype == jnp.float64
