@@ -1213,6 +1213,28 @@ def made_dtype(xp: Namespace, dtype: Any) -> Any:
     return jax.dtypes.canonicalize_dtype(dtype)
 
 
+def jax_traced(x: Array) -> bool:
+    """True for an array that jax.jit (or lax.scan, ...) is tracing: it has no value to read
+    on the host. Nothing is imported here.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> jax_traced(np.zeros(1))
+    False
+    """
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.core.Tracer)
+
+
 def is_lazy(x: Array) -> bool:
     """True for a Dask array: its values exist only once its graph is computed.
 

@@ -455,7 +455,8 @@ def solve_step(
     Raises
     ------
     ValueError
-        No frame and no `c`; refinements < 0, history < 1, tol <= 0 or not finite.
+        No frame and no `c`; refinements < 0, history < 1, tol <= 0 or not finite; a tol
+        under jax.jit (a host read).
     TypeError
         A `dtype` that is neither x_src's dtype nor one whose work dtype x_src's is; a
         refinements or history that is not an integer, a tol that is not a real number.
@@ -478,6 +479,11 @@ def solve_step(
     if tol is not None and check_real("tol", tol) <= 0:  # else it never stops, or at once
         raise ValueError(f"tol={tol!r} must be a number > 0 (or None)")
     xp = backends.namespace(x_src=x_src)
+    if tol is not None and backends.jax_traced(x_src):
+        raise ValueError(
+            f"tol={tol!r} reads each iterate's residual on the host, which jax.jit cannot "
+            "trace; pass tol=None under jit (fixed_point_iters refinements, no host read)"
+        )
     trail = Trail() if trail is None else trail
     dtype = _iterates_dtype(xp, x_src, dtype)
     if 0 in tuple(x_src.shape):  # nothing to solve (and no model call): as empty a result

@@ -115,7 +115,8 @@ def sample(
     TypeError
         `model` is not callable, or returns an array of another library.
     ValueError
-        eta > 0 without noise; a model output of the wrong shape or with NaN/Inf; a bad plan.
+        eta > 0 without noise; a model output of the wrong shape or with NaN/Inf; a bad plan;
+        check_finite=True under jax.jit (a host read).
 
     Examples
     --------
@@ -216,7 +217,7 @@ def invert(
     ------
     ValueError
         eta != 0, fixed_point_iters < 0, tol <= 0 or not finite, a tol with
-        fixed_point_iters=0, or as `sample`.
+        fixed_point_iters=0, a tol under jax.jit (a host read), or as `sample`.
     TypeError
         A tol that is not a real number (True included), or as `sample`.
 
@@ -388,6 +389,11 @@ def _call(
         check_finite = backends.is_host_numpy(out)
     elif not isinstance(check_finite, bool):
         raise TypeError(f"check_finite must be True, False or None, got {check_finite!r}")
+    elif check_finite and backends.jax_traced(out):
+        raise ValueError(
+            "check_finite=True reads a flag on the host at every step, which jax.jit cannot "
+            "trace; pass check_finite=None or False under jit (and check the result after)"
+        )
     if check_finite and not bool(xp.all(xp.isfinite(out))):
         raise ValueError(f"{where} contains NaN or Inf")
     return out

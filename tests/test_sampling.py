@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,3 +214,27 @@ def test_exact_inversion_refuses_one_step_from_clean_to_zero_snr() -> None:
         invert(model, x0, config, 1, fixed_point_iters=3)
     z = invert(model, x0, config, 2, fixed_point_iters=30, tol=1e-12)  # two steps invert
     assert np.abs(sample(model, z, config, 2) - x0).max() <= 1e-9
+
+
+@pytest.mark.parametrize(
+    ("loop", "options", "name"),
+    [
+        ("sample", {"check_finite": True}, "check_finite=True"),
+        ("invert", {"check_finite": True}, "check_finite=True"),
+        ("invert", {"fixed_point_iters": 2, "tol": 1e-4}, "tol=0.0001"),
+    ],
+)
+def test_host_reads_asked_for_under_jax_jit_are_a_clear_error(
+    loop: str, options: dict[str, Any], name: str
+) -> None:
+    """A whole loop runs under jax.jit, but check_finite=True and tol read a value on the host
+    at every step, which a trace cannot: they failed deep inside JAX with
+    TracerBoolConversionError / ConcretizationTypeError instead of naming the option."""
+    jax = pytest.importorskip("jax")
+    config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    run = getattr(dc, loop)
+    x = jax.numpy.ones((2, 3))
+    with pytest.raises(ValueError, match=rf"{re.escape(name)}.*jax\.jit"):
+        jax.jit(lambda x: run(lambda y, t: 0.5 * y, x, config, 3, **options))(x)
+    # outside jit the same options read the host as documented
+    assert run(lambda y, t: 0.5 * y, x, config, 3, **options).shape == (2, 3)
