@@ -234,7 +234,9 @@ def as_namespace(xp: Any) -> Namespace:
 
 
 def device(x: Array) -> Any:
-    """The device an array lives on (array-api-compat's portable accessor).
+    """The device an array lives on (array-api-compat's portable accessor): where arrays made
+    for it go. A JAX array over several devices gives the sharding that keeps a whole copy on
+    each of them (its own splits axis 0, which a table or constant of another shape lacks).
 
     Parameters
     ----------
@@ -250,7 +252,25 @@ def device(x: Array) -> Any:
     >>> device(np.zeros(1))
     'cpu'
     """
-    return array_api_compat.device(x)
+    where = array_api_compat.device(x)
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(where, jax.sharding.Sharding):  # several devices
+        return _replicated(where)
+    return where
+
+
+@functools.lru_cache(maxsize=64)
+def _replicated(sharding: Any) -> Any:
+    """The fully replicated sharding over the devices of a JAX `sharding` (equal for every
+    split of one mesh, so that `namespace` sees arrays split differently as on one device)."""
+    if sharding.is_fully_replicated:
+        return sharding
+    jax = sys.modules["jax"]
+    mesh = getattr(sharding, "mesh", None)
+    if not isinstance(mesh, jax.sharding.Mesh):  # another kind of sharding: its devices in order
+        devices = sorted(sharding.device_set, key=lambda d: d.id)
+        mesh = jax.sharding.Mesh(np.array(devices), ("devices",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
 def default_device(xp: Namespace) -> Any:

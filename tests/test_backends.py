@@ -3,6 +3,11 @@ judge before a fused kernel writes (torch's own errors come from deep inside a k
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 import ddim_core as dc
@@ -148,3 +153,52 @@ def test_jax_schedule_table_follows_x64_switched_on_later() -> None:
         assert table.dtype == jnp.float64
         assert (table == jnp.asarray(dc.alphas_cumprod(config))).all()
         assert dc.betas(config, xp=jnp, dtype=jnp.float64).dtype == jnp.float64
+
+
+def test_jax_sample_sharded_over_devices() -> None:
+    """A sample split over three devices (its batch axis sharded): tables and constants were
+    put on `device(sample)`, its sharding, which splits axis 0 of arrays of any shape, so a
+    per-sample step, add_noise and GaussianMixture raised IndivisibleError from inside JAX
+    (the (1000, 5) table over 3 devices) and functional.init a ValueError about
+    with_sharding_constraint (its 0-d index). They now go where the sample's devices each
+    hold a whole copy. Three CPU devices need a fresh process (XLA_FLAGS is read when jax
+    starts)."""
+    pytest.importorskip("jax")
+    code = """
+        import jax, jax.numpy as jnp, numpy as np
+        import ddim_core as dc
+        from ddim_core import functional as F
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        assert len(jax.devices()) == 3, jax.devices()
+        split = NamedSharding(Mesh(np.array(jax.devices()), ("b",)), PartitionSpec("b"))
+        config = dc.DDIMConfig(timestep_spacing="trailing", thresholding=True)
+        plan = dc.make_plan(config, 4)
+        x_host = np.linspace(-1.0, 1.0, 18, dtype=np.float32).reshape(6, 3)
+        t_host = np.array([999, 749, 499, 249, 999, 749])
+        x, t = jax.device_put(x_host, split), jax.device_put(t_host, split)
+
+        def same(got, want):
+            assert got.sharding == x.sharding, (got.sharding, x.sharding)
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+
+        want = dc.step(plan, 0.5 * x_host, t_host, x_host).prev_sample
+        same(dc.step(plan, 0.5 * x, t, x).prev_sample, want)
+        same(dc.add_noise(config, x, x, t), dc.add_noise(config, x_host, x_host, t_host))
+        scheduler = F.Scheduler(config, 4)
+        state = F.init(scheduler, like=x)
+        assert int(F.timestep(state)) == 999
+        state, y = F.step(scheduler, state, 0.5 * x, x)
+        same(y, dc.step(plan, 0.5 * x_host, 999, x_host).prev_sample)
+        model = dc.GaussianMixture.create([[0.0, 0.0, 0.0]], [0.5], config)
+        same(model(x, t), model(x_host, t_host))
+        print("ok")
+    """
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=3"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
