@@ -30,7 +30,7 @@ from . import backends, coefficients, kernels
 from .backends import Array
 from .coefficients import Row, StepKey
 from .config import DDIMConfig, check_bool
-from .plans import Plan, make_plan
+from .plans import Plan, _sequence, make_plan
 from .steps import check_eta, checked_arrays
 
 
@@ -80,17 +80,20 @@ class Scheduler:
         Walk the mirrored plan (inversion; eta must be 0).
     use_clipped_model_output : bool, default False
         As in `ddim_core.step`.
-    timesteps : tuple of int, optional
-        A custom plan, in visiting order (ascending when `inverse`). Reads back as the tuple
-        of timesteps the loop visits.
+    timesteps : sequence of int or integer array, optional
+        A custom plan, in visiting order (ascending when `inverse`), as `make_plan` takes it
+        (an array of any library is read once). Reads back as the tuple of timesteps the loop
+        visits.
 
     Raises
     ------
     ValueError
         inverse with eta > 0, `num_inference_steps` disagreeing with `timesteps`, or
-        `timesteps` out of the visiting order (decreasing; increasing when `inverse`).
+        `timesteps` out of the visiting order (decreasing; increasing when `inverse`) or not
+        1-D.
     TypeError
-        `timesteps` that is not a sequence of integers (as `make_plan`).
+        `timesteps` that is not a sequence of integers, or is a mapping or set (as
+        `make_plan`).
 
     Examples
     --------
@@ -130,10 +133,9 @@ class Scheduler:
         if self.timesteps is None:
             plan = make_plan(self.config, self.num_inference_steps)
         else:
-            given = self.timesteps  # tuple() would split a string and fail on an integer
-            if isinstance(given, str | bytes) or not hasattr(given, "__iter__"):
-                raise TypeError(f"timesteps must be a sequence of integers, got {given!r}")
-            plan = self._custom_plan(tuple(given))
+            # as make_plan takes them (a tensor read once; no string, mapping or set), then
+            # reversed for an inversion
+            plan = self._custom_plan(tuple(_sequence(self.timesteps)))
             if self.num_inference_steps not in (None, plan.num_inference_steps):
                 raise ValueError(
                     f"num_inference_steps={self.num_inference_steps} but {plan.num_inference_steps}"

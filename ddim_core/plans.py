@@ -317,14 +317,7 @@ def _check_num_steps(n: Any, T: int) -> int:
 
 
 def _custom_timesteps(timesteps: Any, T: int) -> tuple[int, ...]:
-    if isinstance(timesteps, str | bytes | Mapping | Set) or not hasattr(timesteps, "__iter__"):
-        raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
-    if hasattr(timesteps, "dtype") and not isinstance(timesteps, np.ndarray):
-        # a tensor of any library (diffusers' scheduler.timesteps): configuration data, read once
-        timesteps = backends.to_host(timesteps, dtype=None)
-    if getattr(timesteps, "ndim", 1) != 1:
-        raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")
-    ts = tuple(check_int("timesteps", t) for t in timesteps)
+    ts = tuple(check_int("timesteps", t) for t in _sequence(timesteps))
     if not ts:
         raise ValueError("timesteps must not be empty")
     out_of_range = [t for t in ts if not 0 <= t < T]
@@ -333,6 +326,19 @@ def _custom_timesteps(timesteps: Any, T: int) -> tuple[int, ...]:
     if any(a <= b for a, b in itertools.pairwise(ts)):
         raise ValueError(f"timesteps must be strictly decreasing, got {list(ts)}")
     return ts
+
+
+def _sequence(timesteps: Any) -> Any:
+    """Custom timesteps as a 1-D sequence (not yet checked as integers): a tensor of any
+    library read to the host; a string, a mapping or a set (no order) refused."""
+    if isinstance(timesteps, str | bytes | Mapping | Set) or not hasattr(timesteps, "__iter__"):
+        raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+    if hasattr(timesteps, "dtype") and not isinstance(timesteps, np.ndarray):
+        # a tensor of any library (diffusers' scheduler.timesteps): configuration data, read once
+        timesteps = backends.to_host(timesteps, dtype=None)
+    if getattr(timesteps, "ndim", 1) != 1:
+        raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")
+    return timesteps
 
 
 def _check_first_step(plan: Plan) -> None:

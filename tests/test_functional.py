@@ -335,3 +335,21 @@ def test_dask_step_past_the_end_is_refused_at_call_time() -> None:
         F.step(scheduler, lazy_state, 0.1 * lazy, lazy)
     with pytest.raises(ValueError, match=past):
         F.timestep(lazy_state)
+
+
+def test_scheduler_custom_timesteps_as_a_tensor_or_an_unordered_collection() -> None:
+    """make_plan reads a tensor of any library as custom timesteps and refuses a dict or set
+    (unordered), but Scheduler split them with tuple() first: a JAX or torch array was refused
+    with 'timesteps must be an integer, got Array(999, ...)', a dict was taken in its
+    iteration order silently, a set failed on the order hashing gave it."""
+    jnp = pytest.importorskip("jax").numpy
+    config = dc.DDIMConfig()
+    for inverse, given in ((False, [900, 500, 100]), (True, [100, 500, 900])):
+        want = F.Scheduler(config, timesteps=tuple(given), inverse=inverse)
+        got = F.Scheduler(config, timesteps=jnp.asarray(given), inverse=inverse)
+        assert got == want and got.timesteps == want.timesteps
+    for unordered in ({900: 0, 500: 0}, {900, 500, 100}, frozenset({900, 500})):
+        with pytest.raises(TypeError, match="timesteps must be a sequence of integers"):
+            F.Scheduler(config, timesteps=unordered)
+    with pytest.raises(ValueError, match=r"timesteps must be 1-D, got shape \(1, 2\)"):
+        F.Scheduler(config, timesteps=jnp.asarray([[900, 500]]))
