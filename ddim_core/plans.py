@@ -162,7 +162,8 @@ def make_plan(
     Raises
     ------
     TypeError
-        `config` is not a DDIMConfig, or a timestep is not an integer.
+        `config` is not a DDIMConfig, `timesteps` is not a sequence (a mapping, a set, an
+        array traced by jax.jit), or a timestep is not an integer.
     ValueError
         Neither or both of `num_inference_steps` and `timesteps`; out of range values; a first
         step that cannot be taken (epsilon prediction at zero terminal SNR).
@@ -333,6 +334,11 @@ def _sequence(timesteps: Any) -> Any:
     library read to the host; a string, a mapping or a set (no order) refused."""
     if isinstance(timesteps, str | bytes | Mapping | Set) or not hasattr(timesteps, "__iter__"):
         raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+    if backends.jax_traced(timesteps):
+        raise TypeError(
+            "timesteps are traced by jax.jit, but a plan is configuration read on the host: "
+            "make it outside the jitted function, or pass timesteps as a static argument"
+        )
     if hasattr(timesteps, "dtype") and not isinstance(timesteps, np.ndarray):
         # a tensor of any library (diffusers' scheduler.timesteps): configuration data, read once
         timesteps = backends.to_host(timesteps, dtype=None)

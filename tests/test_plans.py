@@ -353,3 +353,15 @@ def test_custom_timesteps_as_a_tensor_or_an_unordered_collection() -> None:
     for unordered in ({900: 0, 500: 0}, {900, 500}, frozenset({900, 500})):
         with pytest.raises(TypeError, match="timesteps must be a sequence of integers"):
             dc.make_plan(config, timesteps=unordered)
+
+
+def test_custom_timesteps_traced_by_jax_jit_are_a_clear_error() -> None:
+    """A plan is configuration read on the host: custom timesteps traced by jax.jit failed
+    inside JAX with TracerArrayConversionError (from `np.asarray` of the tracer) instead of
+    naming the argument and what to do."""
+    jax = pytest.importorskip("jax")
+    ts = jax.numpy.asarray([999, 500])
+    config = dc.DDIMConfig()
+    with pytest.raises(TypeError, match=r"timesteps are traced by jax\.jit.*static"):
+        jax.jit(lambda ts: dc.make_plan(config, timesteps=ts).num_inference_steps)(ts)
+    assert dc.make_plan(config, timesteps=ts).timesteps == (999, 500)  # concrete: read
