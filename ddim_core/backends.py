@@ -1279,10 +1279,7 @@ def _tracing(result: Any) -> bool:
     """True while a JAX trace or a torch.compile trace builds `result` (framework already
     imported by the caller's arrays: nothing is imported here)."""
     first = result[0] if isinstance(result, tuple) else result
-    jax = sys.modules.get("jax")
-    if jax is not None and isinstance(first, jax.core.Tracer):
-        return True
-    return compiling()
+    return jax_traced(first) or compiling()
 
 
 @device_cache  # uploaded once per device, not at every step
