@@ -7,7 +7,8 @@ benchmark table (from benchmarks/results/results.json) and the demo's output (ev
 the times). The docs build draws the rest (tables and plots) from the code itself.
 
 Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff.*`), diffusers'
-own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`), `ddim-core demo`.
+own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`), benchmarks/results/
+threads.json (`threads.*`), `ddim-core demo`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def check(prefix: str, figures: dict[str, Any]) -> None:
 
 
 def test_markers_name_known_figures() -> None:
-    known = {"parity", "kdiff", "plans", "bench"}
+    known = {"parity", "kdiff", "plans", "bench", "threads"}
     for page in PAGES:
         for _, key in MARKER.findall(page.read_text(encoding="utf-8")):
             assert key.split(".")[0] in known, f"{page.name}: unknown figure {key}"
@@ -109,6 +110,19 @@ def test_benchmark_figures() -> None:
             "ratio_numpy": loops["numpy"]["ddim-core"] / loops["numpy"]["diffusers"],
         },
     )
+
+
+def test_threads_figures() -> None:
+    """The parallel loop's speed-up over the serial one (quiet machine), at the sizes that
+    take it (`_numba.PARALLEL_MIN` elements and up), from `python -m benchmarks.threads`."""
+    import json
+
+    pytest.importorskip("numba")
+    from ddim_core._numba import PARALLEL_MIN
+
+    quiet = json.loads((ROOT / "benchmarks/results/threads.json").read_text())["quiet"]
+    speedups = [r["serial"] / r["parallel"] for r in quiet if r["elements"] >= PARALLEL_MIN]
+    check("threads", {"speedup_min": min(speedups), "speedup_max": max(speedups)})
 
 
 def _blocks(name: str) -> list[str]:
