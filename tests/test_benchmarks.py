@@ -4,6 +4,7 @@ Timings are reported, never asserted."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
     assert "a model call before each step" in table
 
 
-def test_smoke_run_never_overwrites_the_committed_results() -> None:
+def test_smoke_run_never_overwrites_the_committed_results(tmp_path: Path) -> None:
     committed = ROOT / "benchmarks" / "results" / "results.json"
     before = committed.read_bytes() if committed.exists() else None
     done = subprocess.run(
@@ -57,12 +58,14 @@ def test_smoke_run_never_overwrites_the_committed_results() -> None:
         check=True,
         capture_output=True,
         text=True,
-    )
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # its temporary directory goes there,
+    )  # not into the machine's /tmp for good
     assert (committed.read_bytes() if committed.exists() else None) == before
     written = Path(done.stdout.strip().splitlines()[-1].split(" and ")[-1])
     assert (
         written.name == "results.json" and written.exists() and written.parent != committed.parent
     )
+    assert written.parent.parent == tmp_path
 
 
 def test_noise_cost_is_what_eta_1_adds_in_draws() -> None:
