@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +37,7 @@ __all__ = [
     "make_rng",
     "reference_path",
     "rel",
+    "run_on_jax_cpu_devices",
     "runnable",
     "to_numpy",
 ]
@@ -75,3 +79,18 @@ def reference_path() -> Iterator[None]:
         else:
             os.environ[plugins.BLOCK_ENV] = saved
         plugins.manager.cache_clear()
+
+
+def run_on_jax_cpu_devices(code: str, devices: int) -> None:
+    """Run `code` (dedented) in a fresh Python on `devices` JAX CPU devices and assert that
+    it exits 0 having printed only "ok" (its stderr's tail is the failure message). A fresh
+    process, because XLA_FLAGS is read once, when jax starts."""
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -3,12 +3,8 @@ judge before a fused kernel writes (torch's own errors come from deep inside a k
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
+from helpers import run_on_jax_cpu_devices
 
 import ddim_core as dc
 from ddim_core import backends
@@ -193,12 +189,4 @@ def test_jax_sample_sharded_over_devices() -> None:
         same(model(x, t), model(x_host, t_host))
         print("ok")
     """
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=3"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
-        check=False,
-    )
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    run_on_jax_cpu_devices(code, devices=3)

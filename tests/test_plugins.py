@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pluggy
 import pytest
-from helpers import Backend, to_numpy
+from helpers import Backend, run_on_jax_cpu_devices, to_numpy
 
 import ddim_core as dc
 from ddim_core import backends, coefficients, hookspecs, plugins
@@ -705,15 +705,7 @@ def test_jax_key_draws_where_the_sample_is() -> None:
         assert not plugins.standard_normal(jax.random.key(0), (2, 3), like=x, draw=0).committed
         print("ok")
     """
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
-        check=False,
-    )
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    run_on_jax_cpu_devices(code, devices=2)
 
 
 def test_cupy_generator_draws_on_the_gpu() -> None:
