@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from test_comfyui_integration import (  # noqa: F401  (comfy is a fixture)
-    FlowNet,
     _advanced,
     _cond,
+    _flow_model,
     _model,
     _node,
     _schedule,
@@ -224,13 +224,7 @@ def test_unsampler_on_a_rectified_flow_model(comfy) -> None:  # type: ignore[no-
     a clear error (it returned NaN); from end_at_step 1 the round trip is exact."""
     import torch
 
-    cpu = torch.device("cpu")
-    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
-    base = comfy.model_base.BaseModel(
-        config, model_type=comfy.model_base.ModelType.FLOW, device=cpu
-    )
-    base.diffusion_model = FlowNet()
-    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    model = _flow_model(comfy)
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
     with pytest.raises(ValueError, match=r"end_at_step=0 climbs to sigma 1, .*rectified-flow"):
         _unsample(comfy, model, x0, "ddim_exact")
@@ -281,13 +275,7 @@ def test_flow_unsampler_keeps_its_input_outside_a_noise_mask(comfy, method: str)
     the whole latent (a batch of 2, a mask per sample)."""
     import torch
 
-    cpu = torch.device("cpu")
-    config = comfy.models_base.BASE({"disable_unet_model_creation": True})
-    base = comfy.model_base.BaseModel(
-        config, model_type=comfy.model_base.ModelType.FLOW, device=cpu
-    )
-    base.diffusion_model = FlowNet()
-    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    model = _flow_model(comfy)
     x0 = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.5
     mask = torch.zeros(2, 1, 4, 4)
     mask[0, :, :2, :], mask[1, :, :, 1:] = 1.0, 1.0
