@@ -27,15 +27,24 @@ NEW_NODES = (
 )
 
 
-def _unsample(comfy: Any, model: Any, x: Any, method: str, end_at_step: int = 0) -> Any:  # noqa: F811  # noqa: F811
+def _unsample(
+    comfy: Any,  # noqa: F811
+    model: Any,
+    x: Any,
+    method: str,
+    end_at_step: int = 0,
+    *,
+    steps: int = 20,
+    cfg: float = 3.0,
+) -> Any:
     """The Unsampler on x: a latent's samples, or a whole LATENT dict."""
     return _node(
         comfy,
         "DDIMCoreUnsampler",
         model=model,
-        steps=20,
+        steps=steps,
         end_at_step=end_at_step,
-        cfg=3.0,
+        cfg=cfg,
         method=method,
         spacing="trailing",
         positive=_cond(),
@@ -47,7 +56,7 @@ def _unsample(comfy: Any, model: Any, x: Any, method: str, end_at_step: int = 0)
 
 
 def _resample(comfy: Any, model: Any, latent: Any) -> Any:  # noqa: F811
-    """The Resampler on the Unsampler's LATENT (cfg 3, as `_unsample`)."""
+    """The Resampler on the Unsampler's LATENT (cfg 3, `_unsample`'s default)."""
     return _node(
         comfy,
         "DDIMCoreResampler",
@@ -195,21 +204,7 @@ def test_ksampleradvanced_returns_the_latent_where_simple_is_trailing(comfy) -> 
     x0 = model.model.diffusion_model.latent(8, seed=7)
     misses = {}
     for steps in (20, 30):
-        noised = _node(
-            comfy,
-            "DDIMCoreUnsampler",
-            model=model,
-            steps=steps,
-            end_at_step=5,
-            cfg=3.0,
-            method="ddim_exact",
-            spacing="trailing",
-            positive=_cond(),
-            negative=_cond(),
-            latent_image={"samples": x0},
-            fixed_point_iters=8,
-            tol=1e-6,
-        )
+        noised = _unsample(comfy, model, x0, "ddim_exact", end_at_step=5, steps=steps)
         back = comfy.nodes.KSamplerAdvanced().sample(
             model, "disable", 0, steps, 3.0, "ddim_core", "simple", _cond(), _cond(), noised,
             5, 10000, "disable",
@@ -281,34 +276,12 @@ def test_flow_unsampler_keeps_its_input_outside_a_noise_mask(comfy, method: str)
     mask[0, :, :2, :], mask[1, :, :, 1:] = 1.0, 1.0
     outside = mask.expand_as(x0) == 0
     latent = {"samples": x0, "noise_mask": mask}
-    noised = _node(
-        comfy,
-        "DDIMCoreUnsampler",
-        model=model,
-        steps=12,
-        end_at_step=1,
-        cfg=1.0,
-        method=method,
-        spacing="trailing",
-        positive=_cond(),
-        negative=_cond(),
-        latent_image=latent,
-        fixed_point_iters=8,
-        tol=1e-6,
-    )
+    noised = _unsample(comfy, model, latent, method, end_at_step=1, steps=12, cfg=1.0)
     assert float((noised["samples"] - x0)[outside].abs().max()) <= 1e-6
     back = _resample(comfy, model, noised)["samples"]
     assert float((back - x0).abs().max()) <= 1e-5
     if method == "ddim_exact":
-        down = _node(
-            comfy,
-            "DDIMCoreSchedule",
-            model=model,
-            steps=12,
-            spacing="trailing",
-            steps_offset=0,
-            denoise=1.0,
-        )
+        down = _schedule(comfy, model, 12)
         ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
         args = (model, False, 0, 1.0, _cond(), _cond(), ddim, down[1:], noised)
         custom = comfy.custom.SamplerCustom().sample(*args)[0]["samples"]
