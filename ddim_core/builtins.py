@@ -146,10 +146,13 @@ def _per_sample(gens: list[Any] | tuple[Any, ...], shape: tuple[int, ...]) -> li
 
 
 def _plain_buffer(torch: Any, out: Any, shape: tuple[int, ...], like: Any) -> bool:
-    """Whether `out` is a torch tensor to draw `like`'s noise into in place."""
+    """Whether `out` is a torch tensor to draw `like`'s noise into in place (not an inference
+    tensor outside torch.inference_mode: torch does not write those there)."""
     if type(out) is not torch.Tensor or out.dtype != like.dtype or out.device != like.device:
         return False
-    return tuple(out.shape) == shape and out.is_contiguous() and not out.requires_grad
+    if tuple(out.shape) != shape or not out.is_contiguous() or out.requires_grad:
+        return False
+    return not out.is_inference() or torch.is_inference_mode_enabled()
 
 
 class JaxNoise:

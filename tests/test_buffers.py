@@ -321,6 +321,22 @@ def test_noise_drawn_into_a_buffer_has_randns_numbers(
     assert torch.equal(z, ref)
 
 
+def test_noise_for_an_inference_buffer_outside_inference_mode_is_drawn_fresh() -> None:
+    """An inference tensor (made under torch.inference_mode) is not written outside the mode:
+    the torch plugin's `normal_` into it raised, so no plugin drew (TypeError). It draws
+    torch.randn's numbers into a new tensor instead."""
+    from ddim_core.plugins import standard_normal
+
+    with torch.inference_mode():
+        buf = torch.empty(SHAPE)
+    z = standard_normal(torch.Generator().manual_seed(5), SHAPE, like=torch.zeros(SHAPE), out=buf)
+    assert torch.equal(z, torch.randn(SHAPE, generator=torch.Generator().manual_seed(5)))
+    assert not z.is_inference()
+    with torch.inference_mode():  # inside the mode it is written as any buffer
+        z = standard_normal(torch.Generator().manual_seed(5), SHAPE, like=buf, out=buf)
+    assert z.data_ptr() == buf.data_ptr()
+
+
 def test_no_pool_where_the_fused_kernels_are_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
     """DDIM_CORE_BLOCK_PLUGINS=torch-fused leaves no kernel to write into buffers: steps
     allocate (was TypeError: out= needs a fused kernel)."""

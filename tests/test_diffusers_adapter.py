@@ -641,3 +641,25 @@ def test_eta_noise_is_drawn_into_one_buffer_with_the_numbers_of_fresh_draws() ->
     assert len(buffers) == 1
     scheduler.step(a.double(), scheduler.timesteps[0], a.double(), eta=1.0, generator=g)
     assert scheduler._local.noise.dtype == torch.float64
+
+
+@pytest.mark.parametrize("seeded", ["generator", "global"])
+def test_eta_noise_after_a_step_under_inference_mode_draws_outside_it(seeded: str) -> None:
+    """A noise buffer made under torch.inference_mode is an inference tensor, which torch does
+    not write outside the mode: a later step outside it raised TypeError (no plugin could draw
+    the noise: the torch plugin's `normal_` into the buffer raised). It draws diffusers'
+    numbers instead."""
+    torch = pytest.importorskip("torch")
+    scheduler = dd.DDIMScheduler()
+    scheduler.set_timesteps(5)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = scheduler.timesteps[0]
+    with torch.inference_mode():
+        scheduler.step(x, t, x, eta=1.0, generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(7)
+    g = torch.Generator().manual_seed(7) if seeded == "generator" else None
+    out = scheduler.step(x, t, x, eta=1.0, generator=g)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    ref = scheduler.step(x, t, x, eta=1.0, variance_noise=z)
+    assert not out.prev_sample.is_inference()
+    assert torch.equal(out.prev_sample, ref.prev_sample)

@@ -389,7 +389,8 @@ class SchedulerCore:
             or buf.shape != like.shape
             or buf.dtype != like.dtype
             or buf.device != like.device
-        ):
+            or (buf.is_inference() and not torch.is_inference_mode_enabled())
+        ):  # (an inference tensor, made under torch.inference_mode, is not written outside)
             buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
             self._local.noise = buf
         return buf
