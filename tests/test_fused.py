@@ -208,6 +208,38 @@ def test_out_with_a_model_output_or_noise_of_another_dtype_names_it(other: str) 
         dc.step(plan, x, 500, x, eta=1.0, noise=x.astype(other), out=out)
 
 
+@pytest.mark.parametrize("transform", ["vmap", "jvp", "functionalize", "fake"])
+def test_torch_tensors_without_memory_of_their_own_take_the_eager_kernel(transform: str) -> None:
+    """torch.func's transforms and FakeTensorMode hand the step tensors with no memory at
+    their data pointer (none, or 0): numba's pass raised from inside torch ('Cannot access
+    data pointer of Tensor that doesn't have storage') or NumPy ('data is NULL'), where the
+    reference step runs. The eager kernel takes them, with the reference's numbers."""
+    torch = pytest.importorskip("torch")
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
+    x = torch.randn(3, 2, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def f(xi: Any) -> Any:
+        return dc.step(plan, 0.3 * xi, 500, xi).prev_sample
+
+    with reference_path():
+        ref = torch.stack([f(xi) for xi in x])
+    if transform == "vmap":
+        got = torch.func.vmap(f)(x)
+    elif transform == "jvp":
+        got = torch.stack([torch.func.jvp(f, (xi,), (torch.ones_like(xi),))[0] for xi in x])
+    elif transform == "functionalize":
+        got = torch.stack([torch.func.functionalize(f)(xi) for xi in x])
+    else:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        first = x[0]
+        with FakeTensorMode() as mode:
+            fake = f(mode.from_tensor(first))
+        assert fake.shape == x[0].shape and fake.dtype == x.dtype
+        return
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("contiguous", [True, False], ids=["numba", "eager"])
 def test_torch_fused_allocates_only_its_outputs(contiguous: bool) -> None:
     torch = pytest.importorskip("torch")
