@@ -604,3 +604,77 @@ def test_stock_ksamplers_with_ddim_core_equal_euler_on_batches_and_masks(comfy) 
                 n = min(end, 10) - start
                 assert steps == [(i + 1, n) for i in range(n)], name
             assert rel(outs["ddim_core"], outs["euler"]) <= TOLERANCE["float32"], (start, end)
+
+
+def _spied(comfy: types.SimpleNamespace, sampler: Any, seen: list[Any]) -> Any:
+    """The SAMPLER with its function's dtypes recorded in `seen`: the latent each step starts
+    from (the callback's x), then the function's result (before ComfyUI's float32 cast)."""
+    function = sampler.sampler_function
+
+    def run(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):  # type: ignore[no-untyped-def]
+        def report(d: dict[str, Any]) -> None:
+            seen.append(d["x"].dtype)
+            if callback is not None:
+                callback(d)
+
+        out = function(model, x, sigmas, extra_args, report, disable, **options)
+        seen.append(out.dtype)
+        return out
+
+    return comfy.samplers.KSAMPLER(run, sampler.extra_options, sampler.inpaint_options)
+
+
+def _half_runs(
+    comfy: types.SimpleNamespace, model: Any, sampler: Any, sigmas: Any, x: Any
+) -> tuple[list[Any], Any, Any]:
+    """`sampler` from x in bfloat16 (its dtypes, its latent) and from the same values in
+    float32 (the latent), in SamplerCustomAdvanced with DisableNoise (seed 0)."""
+    import torch
+
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    seen: list[Any] = []
+    half = _advanced(comfy, model, off, _spied(comfy, sampler, seen), sigmas, x.bfloat16())
+    full = _advanced(comfy, model, off, sampler, sigmas, x.bfloat16().to(torch.float32))
+    return seen, half, full
+
+
+@needs_comfyui
+def test_half_precision_latents_step_in_comfyuis_dtype(comfy) -> None:  # type: ignore[no-untyped-def]
+    """A bfloat16 latent: ComfyUI's euler and euler_ancestral step it in float32 from the first
+    step on (x + d * dt promotes the latent with the model's float32 denoised and the float32
+    sigmas), and so do the DDIM Sampler (eta 0 and 1) and the DDIM Inversion Sampler (as
+    euler over the flipped sigmas): the same dtype at every step and out. Kept in bfloat16,
+    ours missed its float32 run by 2.0e-2 (max abs; eta 1: 1.7e-2) where euler misses its
+    own by 6.3e-3 (euler_ancestral 8.2e-3); now by 2.0e-3 (6.8e-3), within 1e-2 of theirs
+    (8.1e-3, 5.3e-3: their model is given the sigmas in bfloat16, ours in float32)."""
+    import torch
+
+    model = _model(comfy)
+    unet = model.model.diffusion_model
+    down = _schedule(comfy, model, 20)
+    up = _node(comfy, "DDIMCoreFlipSigmas", sigmas=down)
+    x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5)) * float(down[0])
+    bf16, f32 = torch.bfloat16, torch.float32
+    stepped = [bf16] + [f32] * 20  # x at each of the 20 steps, then the result
+    for eta, theirs in ((0.0, "euler"), (1.0, "euler_ancestral")):
+        ours = _node(comfy, "DDIMCoreSampler", eta=eta, s_noise=1.0)
+        seen, half, full = _half_runs(comfy, model, ours, down, x_T)
+        seen_c, half_c, full_c = _half_runs(
+            comfy, model, comfy.samplers.sampler_object(theirs), down, x_T
+        )
+        assert seen_c == stepped and seen == seen_c, (theirs, seen)
+        ours_off = float((half - full).abs().max())
+        theirs_off = float((half_c - full_c).abs().max())
+        assert float((full - full_c).abs().max()) <= 1e-5  # float32: the same sampler
+        assert ours_off <= theirs_off and ours_off <= 7e-3, (eta, ours_off, theirs_off)
+        assert float((half - half_c).abs().max()) <= 1e-2
+    x0 = unet.latent(8, seed=3)
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    seen, z, z_full = _half_runs(comfy, model, inverse, up, x0)
+    seen_c, _, _ = _half_runs(comfy, model, comfy.samplers.sampler_object("euler"), up, x0)
+    assert seen_c == stepped and seen == seen_c, seen
+    assert float((z - z_full).abs().max()) <= 1e-4  # was 0.95 in bfloat16 steps
+    forward = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    back = _advanced(comfy, model, off, forward, down, z)
+    assert float((back - x0.bfloat16().float()).abs().max()) <= 1e-5  # was 3.0e-2

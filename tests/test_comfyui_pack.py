@@ -541,3 +541,66 @@ def test_sampler_refuses_an_eta_that_is_not_a_number_by_name(eta: object) -> Non
     sigmas = torch.tensor([1.0, 0.0])
     with pytest.raises(TypeError, match=r"eta must be a real number"):
         core.sample_ddim_core(lambda x, s: 0 * x, torch.ones(1, 2), sigmas, eta=eta, disable=True)  # type: ignore[arg-type]
+
+
+def _recording(answer: torch.dtype | None) -> tuple[list[tuple[torch.dtype, torch.dtype]], object]:
+    """A denoiser of N(0, 1) data answering in `answer` (None: x's dtype), recording the dtypes
+    of the x and sigma it is given."""
+    given: list[tuple[torch.dtype, torch.dtype]] = []
+
+    def model(x: torch.Tensor, sigma: torch.Tensor, **extra_args: object) -> torch.Tensor:
+        given.append((x.dtype, sigma.dtype))
+        out = x.float() / (1 + sigma.float()[:, None] ** 2)
+        return out.to(x.dtype if answer is None else answer)
+
+    return given, model
+
+
+@pytest.mark.parametrize("latent", [torch.float16, torch.bfloat16, torch.float32])
+def test_samplers_step_a_latent_in_comfyuis_dtype(latent: torch.dtype) -> None:
+    """ComfyUI's euler gives x + d * dt: the latent promoted with the model's denoised and the
+    sigmas. With a float32 model (as ComfyUI's) a half latent is float32 from step 1 on, the
+    first model call seeing it as given; the callback's x too. A float32 latent is as before,
+    to the last bit. (They stayed in half precision at every step.)"""
+    sigmas = get_sigmas_ddim(CONFIG, 5)
+    x = (torch.randn(2, 4, generator=torch.Generator().manual_seed(0)) * sigmas[0]).to(latent)
+    after = torch.promote_types(latent, torch.float32)
+    for function, up in ((core.sample_ddim_core, False), (core.sample_ddim_core_inverse, True)):
+        for options in ({}, {"eta": 1.0}) if not up else ({}, {"fixed_point_iters": 0}):
+            given, model = _recording(torch.float32)
+            reported: list[torch.dtype] = []
+            out = function(
+                model,
+                x,
+                core.flip_sigmas(sigmas) if up else sigmas,
+                {"seed": 1},
+                lambda d, reported=reported: reported.append(d["x"].dtype),
+                True,
+                **options,
+            )
+            assert out.dtype == after, (function.__name__, options)
+            assert reported == [latent] + [after] * 4
+            assert given[0][0] == latent and {g[0] for g in given[1:]} == {after}
+    if latent == torch.float32:  # as ddim_kdiffusion's own samplers, unwrapped
+        _, model = _recording(torch.float32)
+        ref = core.sample_ddim(model, x, sigmas, disable=True)
+        assert torch.equal(core.sample_ddim_core(model, x, sigmas, disable=True), ref)
+        up = core.flip_sigmas(sigmas)
+        iters, tol = core.INVERSION_ITERS, core.INVERSION_TOL
+        ref = core.sample_ddim_inverse(model, x, up, None, None, True, iters, tol)
+        assert torch.equal(core.sample_ddim_core_inverse(model, x, up, disable=True), ref)
+
+
+def test_a_half_answering_model_keeps_a_half_latent_over_half_sigmas() -> None:
+    """bfloat16 latent, model output and sigmas promote to bfloat16, as in ComfyUI's euler:
+    the first call (guessed float32) starts the run again in bfloat16, one model call more.
+    bfloat16 latent and output over float32 sigmas: float32 (ComfyUI's sigmas are)."""
+    sigmas = get_sigmas_ddim(CONFIG, 5)
+    x = (torch.randn(2, 4, generator=torch.Generator().manual_seed(0)) * sigmas[0]).bfloat16()
+    given, model = _recording(None)
+    out = core.sample_ddim_core(model, x, sigmas.bfloat16(), disable=True)
+    assert out.dtype == torch.bfloat16 and len(given) == 5 + 1
+    assert {g[0] for g in given} == {torch.bfloat16}
+    given, model = _recording(None)
+    out = core.sample_ddim_core(model, x, sigmas, disable=True)
+    assert out.dtype == torch.float32 and len(given) == 5

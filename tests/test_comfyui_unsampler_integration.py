@@ -96,6 +96,23 @@ def test_unsampler_then_resampler_returns_the_latent(comfy, method: str, bound: 
 
 
 @needs_comfyui
+@pytest.mark.parametrize("method", ["ddim_exact", "edict", "bdia", "belm"])
+def test_a_half_precision_latent_returns_too(comfy, method: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A bfloat16 latent: the Unsampler's LATENT is float32 (ComfyUI's samplers step a half
+    latent in float32; DDIM inversion stepped it in bfloat16), and the Resampler starts from
+    it as it is (it rounded it to the input's bfloat16): back by 2.5e-6 (ddim_exact) and to
+    the last bit (reversible), where they missed by 3.1e-2, 9.4e-2, 3.1e-2, 5.5e-2."""
+    import torch
+
+    model = _model(comfy)
+    x0 = model.model.diffusion_model.latent(8, seed=5).bfloat16()
+    noised = _unsample(comfy, model, x0, method)
+    assert noised["samples"].dtype == torch.float32
+    back = _resample(comfy, model, noised)["samples"]
+    assert float((back - x0.float()).abs().max()) <= 1e-5
+
+
+@needs_comfyui
 @pytest.mark.parametrize("method", ["ddim_exact", "bdia"])
 def test_a_noise_mask_keeps_the_latent_outside_it(comfy, method: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     """With SetLatentNoiseMask's mask, Unsampler -> Resampler gives the latent back: inside

@@ -99,9 +99,12 @@ def _starting_at(model: Any, start: Any, function: Any) -> Any:
     latent image (with no noise)."""
 
     def run(m: Any, x: Any, sigmas: Any, *args: Any, **kwargs: Any) -> Any:
-        image = model.model.process_latent_in(start.to(x))
+        # in start's own dtype, as ComfyUI's samplers take a LATENT (x has the latent's it
+        # was given in place of start: a half one would round start, the Unsampler's float32)
+        image = model.model.process_latent_in(start.to(x.device))
         scaling = model.get_model_object("model_sampling").noise_scaling
-        return function(m, scaling(sigmas[0], x.new_zeros(x.shape), image), sigmas, *args, **kwargs)
+        zeros = image.new_zeros(x.shape)
+        return function(m, scaling(sigmas[0], zeros, image), sigmas, *args, **kwargs)
 
     return run
 

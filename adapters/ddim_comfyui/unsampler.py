@@ -32,7 +32,7 @@ from ddim_kdiffusion import sample_ddim, sample_ddim_inverse
 from ddim_core import backends
 from ddim_core.reversible import State
 
-from .core import _flow_rescaled, _rectified_flow_type, masked
+from .core import _flow_rescaled, _rectified_flow_type, masked, stepped_as_comfyui
 
 METHODS = ("ddim_exact", "ddim_plain", "edict", "bdia", "belm")
 REVERSIBLE = ("edict", "bdia", "belm")
@@ -141,9 +141,13 @@ def unsample(
         z = state[0]
     else:
         iters = fixed_point_iters if method == "ddim_exact" else 0
-        z = sample_ddim_inverse(
-            model, x, sigmas, args, callback, disable, iters, tol if iters else None
-        )
+
+        def run(model: Denoiser, x: Any, callback: Any) -> Any:
+            return sample_ddim_inverse(
+                model, x, sigmas, args, callback, disable, iters, tol if iters else None
+            )
+
+        z = stepped_as_comfyui(run, model, x, sigmas, callback)  # a half latent: float32
     mask = args.get("denoise_mask")
     if mask is None:
         return z, info
@@ -201,7 +205,11 @@ def resample(
             State(x, info["partner"], info["dtype"], info.get("lo")), info.get("state")
         )
         return getattr(kr, f"sample_{method}")(model, state, sigmas, args, callback, disable)
-    return sample_ddim(model, x, sigmas, args, callback, disable)
+
+    def run(model: Denoiser, x: Any, callback: Any) -> Any:
+        return sample_ddim(model, x, sigmas, args, callback, disable)
+
+    return stepped_as_comfyui(run, model, x, sigmas, callback)  # a half latent: float32
 
 
 def _check_method(method: str) -> str:
