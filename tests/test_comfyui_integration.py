@@ -656,13 +656,14 @@ def test_half_precision_latents_step_in_comfyuis_dtype(comfy) -> None:  # type: 
     x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5)) * float(down[0])
     bf16, f32 = torch.bfloat16, torch.float32
     stepped = [bf16] + [f32] * 20  # x at each of the 20 steps, then the result
+    ours_stepped = [f32] * 21  # the same values (bfloat16 ones are float32's), promoted first
     for eta, theirs in ((0.0, "euler"), (1.0, "euler_ancestral")):
         ours = _node(comfy, "DDIMCoreSampler", eta=eta, s_noise=1.0)
         seen, half, full = _half_runs(comfy, model, ours, down, x_T)
         seen_c, half_c, full_c = _half_runs(
             comfy, model, comfy.samplers.sampler_object(theirs), down, x_T
         )
-        assert seen_c == stepped and seen == seen_c, (theirs, seen)
+        assert seen_c == stepped and seen == ours_stepped, (theirs, seen)
         ours_off = float((half - full).abs().max())
         theirs_off = float((half_c - full_c).abs().max())
         assert float((full - full_c).abs().max()) <= 1e-5  # float32: the same sampler
@@ -672,7 +673,7 @@ def test_half_precision_latents_step_in_comfyuis_dtype(comfy) -> None:  # type: 
     inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
     seen, z, z_full = _half_runs(comfy, model, inverse, up, x0)
     seen_c, _, _ = _half_runs(comfy, model, comfy.samplers.sampler_object("euler"), up, x0)
-    assert seen_c == stepped and seen == seen_c, seen
+    assert seen_c == stepped and seen == ours_stepped, seen
     assert float((z - z_full).abs().max()) <= 1e-4  # was 0.95 in bfloat16 steps
     forward = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
     off = comfy.custom.DisableNoise().get_noise()[0]

@@ -559,9 +559,9 @@ def _recording(answer: torch.dtype | None) -> tuple[list[tuple[torch.dtype, torc
 @pytest.mark.parametrize("latent", [torch.float16, torch.bfloat16, torch.float32])
 def test_samplers_step_a_latent_in_comfyuis_dtype(latent: torch.dtype) -> None:
     """ComfyUI's euler gives x + d * dt: the latent promoted with the model's denoised and the
-    sigmas. With a float32 model (as ComfyUI's) a half latent is float32 from step 1 on, the
-    first model call seeing it as given; the callback's x too. A float32 latent is as before,
-    to the last bit. (They stayed in half precision at every step.)"""
+    sigmas. With a float32 model (as ComfyUI's) a half latent is float32 from step 1 on; here
+    from the start (the same values: the model and the callback see it in float32). A float32
+    latent is as before, to the last bit. (They stayed in half precision at every step.)"""
     sigmas = get_sigmas_ddim(CONFIG, 5)
     x = (torch.randn(2, 4, generator=torch.Generator().manual_seed(0)) * sigmas[0]).to(latent)
     after = torch.promote_types(latent, torch.float32)
@@ -579,8 +579,8 @@ def test_samplers_step_a_latent_in_comfyuis_dtype(latent: torch.dtype) -> None:
                 **options,
             )
             assert out.dtype == after, (function.__name__, options)
-            assert reported == [latent] + [after] * 4
-            assert given[0][0] == latent and {g[0] for g in given[1:]} == {after}
+            assert reported == [after] * 5
+            assert {g[0] for g in given} == {after}
     if latent == torch.float32:  # as ddim_kdiffusion's own samplers, unwrapped
         _, model = _recording(torch.float32)
         ref = core.sample_ddim(model, x, sigmas, disable=True)
@@ -591,16 +591,18 @@ def test_samplers_step_a_latent_in_comfyuis_dtype(latent: torch.dtype) -> None:
         assert torch.equal(core.sample_ddim_core_inverse(model, x, up, disable=True), ref)
 
 
-def test_a_half_answering_model_keeps_a_half_latent_over_half_sigmas() -> None:
-    """bfloat16 latent, model output and sigmas promote to bfloat16, as in ComfyUI's euler:
-    the first call (guessed float32) starts the run again in bfloat16, one model call more.
-    bfloat16 latent and output over float32 sigmas: float32 (ComfyUI's sigmas are)."""
+def test_a_half_latent_steps_in_the_sigmas_dtype_promoted_to_float32() -> None:
+    """Whatever the model answers in: float32 over float32 or half sigmas, float64 over
+    float64 sigmas; a single sigma (no step) returns the latent as given."""
     sigmas = get_sigmas_ddim(CONFIG, 5)
     x = (torch.randn(2, 4, generator=torch.Generator().manual_seed(0)) * sigmas[0]).bfloat16()
-    given, model = _recording(None)
-    out = core.sample_ddim_core(model, x, sigmas.bfloat16(), disable=True)
-    assert out.dtype == torch.bfloat16 and len(given) == 5 + 1
-    assert {g[0] for g in given} == {torch.bfloat16}
-    given, model = _recording(None)
-    out = core.sample_ddim_core(model, x, sigmas, disable=True)
-    assert out.dtype == torch.float32 and len(given) == 5
+    for given_sigmas, expected in (
+        (sigmas.bfloat16(), torch.float32),
+        (sigmas, torch.float32),
+        (sigmas.double(), torch.float64),
+    ):
+        given, model = _recording(None)
+        out = core.sample_ddim_core(model, x, given_sigmas, disable=True)
+        assert out.dtype == expected and len(given) == 5
+        assert {g[0] for g in given} == {expected}
+    assert core.sample_ddim_core(model, x, sigmas[:1], disable=True).dtype == torch.bfloat16

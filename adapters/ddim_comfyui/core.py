@@ -95,120 +95,46 @@ def sample_ddim_core(
         _check_not_rectified_flow(model, eta)
     if eta > 0 and noise_sampler is None:  # drawn in x's own dtype, as ComfyUI's are
         noise_sampler = seeded_noise_sampler(x, (extra_args or {}).get("seed"))
-
-    def run(model: Any, x: Any, callback: Any) -> Any:
-        return sample_ddim(
-            model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler
-        )
-
-    return stepped_as_comfyui(run, model, x, sigmas, callback)
+    x = stepped_as_comfyui(x, sigmas)
+    return sample_ddim(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler)
 
 
-class _Promoted(Exception):
-    """`_FirstCallAsGiven` found the model's output promoting the latent to `dtype`, not to
-    the dtype guessed; raised before any step, so the run starts again in `dtype`."""
-
-    def __init__(self, dtype: Any) -> None:
-        super().__init__(dtype)
-        self.dtype = dtype
-
-
-class _FirstCallAsGiven:
-    """The model, its first call on the latent in the dtype it was given (as ComfyUI's first
-    step sees it), checking that its output promotes that dtype (with the sigmas') to `guess`.
-
-    `inner_model` lets `_rectified_flow_type` walk through to the model."""
-
-    def __init__(self, model: Any, given: Any, sigmas_dtype: Any, guess: Any) -> None:
-        self.inner_model = model
-        self.given, self.sigmas_dtype, self.guess = given, sigmas_dtype, guess
-        self.first = True
-
-    def __call__(self, x: Any, sigma: Any, **extra_args: Any) -> Any:
-        if not self.first:
-            return self.inner_model(x, sigma, **extra_args)
-        self.first = False
-        out = self.inner_model(x.to(self.given), sigma, **extra_args)
-        dtype = _comfyui_step_dtype(self.given, self.sigmas_dtype, getattr(out, "dtype", None))
-        if dtype != self.guess:
-            raise _Promoted(dtype)
-        return out
-
-
-def _comfyui_step_dtype(given: Any, sigmas_dtype: Any, denoised_dtype: Any) -> Any:
-    """The dtype of ComfyUI's x + d * dt, d = (x - denoised) / sigma: torch's promotion of the
-    latent's dtype with the model output's and the sigmas' (k-diffusion's append_dims makes
-    sigma a dimensioned tensor, which takes part in promotion)."""
-    import torch  # a torch latent: torch is loaded
-
-    dtype = torch.promote_types(given, sigmas_dtype)
-    return dtype if denoised_dtype is None else torch.promote_types(dtype, denoised_dtype)
-
-
-def stepped_as_comfyui(
-    run: Callable[[Any, Any, Any], Any], model: Any, x: Any, sigmas: Any, callback: Any
-) -> Any:
-    """``run(model, x, callback)`` with a half-precision latent in the dtype ComfyUI's samplers
-    step it in: ddim_core keeps the sample's dtype, so the pack hands it that dtype.
+def stepped_as_comfyui(x: Any, sigmas: Any) -> Any:
+    """A float16 or bfloat16 latent in the dtype ComfyUI's own samplers step it in: float32
+    (float64 over float64 sigmas); any other latent, or a single sigma (no step), as given.
 
     ComfyUI's euler-style updates (euler, euler_ancestral, its ddim) give x + d * dt, torch's
-    type promotion of the latent with the model's denoised and the sigmas. Its models answer
+    type promotion of the latent with the model's denoised and the sigmas; its models answer
     in float32 (BaseModel casts the diffusion model's output with .float()) and its sigmas are
-    float32, so a float16 or bfloat16 latent is float32 from the first step on, while that
-    step's model call sees the latent as given. So here: x in the promoted dtype, guessed from
-    a float32 model output; the first model call sees x in its own dtype, and the callback
-    gets it as given at step 0, as ComfyUI's does. A model answering otherwise (in half
-    precision, say) makes its first call raise before any step and the run start again in
-    the dtype its output promotes to (one model call more). float32 and float64 latents run
-    as given (ComfyUI's models answer in float32, which does not widen them).
+    float32, so a half latent is float32 from the first step on. ddim_core keeps the sample's
+    dtype, so the pack hands it the latent promoted (exactly: a half value is a float32 one).
 
     Parameters
     ----------
-    run : callable
-        ``run(model, x, callback)``: the sampler over the sigmas.
-    model, x, sigmas, callback
-        ComfyUI's sampler arguments.
+    x : torch.Tensor
+        The latent ComfyUI gives the sampler.
+    sigmas : torch.Tensor
+        The sampler's sigmas.
 
     Returns
     -------
-    array
-        What `run` returns.
+    torch.Tensor
 
     Examples
     --------
     >>> import torch
     >>> sigmas = torch.tensor([2.0, 1.0, 0.0])
-    >>> def model(x, sigma):  # a float32 model, as ComfyUI's
-    ...     return (x / 2).float()
-    >>> def run(model, x, callback):
-    ...     return x - model(x, sigmas[:1])
-    >>> stepped_as_comfyui(run, model, torch.ones(1, 2, dtype=torch.bfloat16), sigmas, None).dtype
+    >>> stepped_as_comfyui(torch.ones(1, 2, dtype=torch.bfloat16), sigmas).dtype
     torch.float32
+    >>> stepped_as_comfyui(torch.ones(1, 2, dtype=torch.bfloat16), sigmas[:1]).dtype
+    torch.bfloat16
     """
     torch: Any = sys.modules.get("torch")
-    half = torch is not None and isinstance(x, torch.Tensor)
-    if not half or x.dtype not in (torch.float16, torch.bfloat16) or len(sigmas) < 2:
-        return run(model, x, callback)  # (no step: x as given, as ComfyUI's samplers return)
-    sigmas_dtype = getattr(sigmas, "dtype", torch.float32)
-    guess = _comfyui_step_dtype(x.dtype, sigmas_dtype, torch.float32)
-    report = _given_at_first_step(callback, x)
-    try:
-        first = _FirstCallAsGiven(model, x.dtype, sigmas_dtype, guess)
-        return run(first, x.to(guess), report)
-    except _Promoted as e:
-        return run(model, x.to(e.dtype), report)
-
-
-def _given_at_first_step(callback: Any, x: Any) -> Any:
-    """The callback, given the latent as it came at step 0 (ComfyUI's first step reports x
-    before its update promotes it)."""
-    if callback is None:
-        return None
-
-    def report(d: dict[str, Any]) -> Any:
-        return callback({**d, "x": x} if d.get("i") == 0 else d)
-
-    return report
+    if torch is None or not isinstance(x, torch.Tensor) or len(sigmas) < 2:
+        return x
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        return x
+    return x.to(torch.promote_types(torch.float32, getattr(sigmas, "dtype", torch.float32)))
 
 
 def _check_not_rectified_flow(model: Any, eta: float) -> None:
@@ -343,20 +269,16 @@ def sample_ddim_core_inverse(
     latent = x
     if flow:  # ComfyUI gave x at the given first sigma, (1 - sigma) x0, and divides by 1 - last
         x = _flow_rescaled(x, float(given[0]), float(sigmas[0]))
-
-    def run(model: Any, x: Any, callback: Any) -> Any:
-        return sample_ddim_inverse(
-            model,
-            x,
-            sigmas,
-            extra_args,
-            callback,
-            disable,
-            fixed_point_iters,
-            (tol or None) if fixed_point_iters else None,  # the widget's tol has nothing to stop
-        )
-
-    z = stepped_as_comfyui(run, model, x, sigmas, callback)
+    z = sample_ddim_inverse(
+        model,
+        stepped_as_comfyui(x, sigmas),
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        fixed_point_iters,
+        (tol or None) if fixed_point_iters else None,  # the widget's tol has nothing to stop
+    )
     if flow:
         z = _flow_rescaled(z, float(sigmas[-1]), float(given[-1]))
     return _outside_mask_kept(z, latent, given, flow, (extra_args or {}).get("denoise_mask"))

@@ -141,13 +141,10 @@ def unsample(
         z = state[0]
     else:
         iters = fixed_point_iters if method == "ddim_exact" else 0
-
-        def run(model: Denoiser, x: Any, callback: Any) -> Any:
-            return sample_ddim_inverse(
-                model, x, sigmas, args, callback, disable, iters, tol if iters else None
-            )
-
-        z = stepped_as_comfyui(run, model, x, sigmas, callback)  # a half latent: float32
+        x = stepped_as_comfyui(x, sigmas)  # a half latent: float32, as ComfyUI's samplers
+        z = sample_ddim_inverse(
+            model, x, sigmas, args, callback, disable, iters, tol if iters else None
+        )
     mask = args.get("denoise_mask")
     if mask is None:
         return z, info
@@ -206,10 +203,8 @@ def resample(
         )
         return getattr(kr, f"sample_{method}")(model, state, sigmas, args, callback, disable)
 
-    def run(model: Denoiser, x: Any, callback: Any) -> Any:
-        return sample_ddim(model, x, sigmas, args, callback, disable)
-
-    return stepped_as_comfyui(run, model, x, sigmas, callback)  # a half latent: float32
+    x = stepped_as_comfyui(x, sigmas)  # a half latent: float32, as ComfyUI's samplers
+    return sample_ddim(model, x, sigmas, args, callback, disable)
 
 
 def _check_method(method: str) -> str:
