@@ -376,3 +376,28 @@ def test_an_inverse_state_written_in_place_is_sampled_as_written(name: str) -> N
     got = sample(denoiser, state, sigmas)
     assert np.array_equal(got, sample(denoiser, rebuilt, sigmas))
     assert not np.allclose(got[0], x0[0])
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_round_trip_is_bit_for_bit_over_sigmas_ending_above_0(name: str, dtype: str) -> None:
+    """Over a sigma list whose last sigma is not 0, x_0 is scaled into VP (x * sqrt(abar),
+    which rounds, several x to one value) and back out by dividing: the round trip missed x_0
+    by 1 ulp in 4.5% to 6.6% of the words, in every dtype, guided or not (the core's own VP
+    round trip exact). The inverse keeps its x_0, returned where the core lands on the VP x_0
+    it started from; copies and `resumed` states included."""
+    torch = pytest.importorskip("torch")
+    kind = getattr(torch, dtype)
+    down = torch.from_numpy(get_sigmas_ddim(CONFIG, 10, xp=np))[:-1]  # ends at sigma 0.34
+    x0 = torch.from_numpy(MIXTURE.component(0).sample_data(256, np.random.default_rng(1)))
+    x0 = x0.to(kind)
+
+    def model(x, sigma):  # type: ignore[no-untyped-def]
+        return torch.from_numpy(denoiser(x.double().numpy(), sigma.double().numpy())).to(x.dtype)
+
+    sample, invert = getattr(kr, f"sample_{name}"), getattr(kr, f"sample_{name}_inverse")
+    state = invert(model, x0, down.flip(0), disable=True)
+    rebuilt = reversible.State(state[0].clone(), state[1], state.dtype, state.lo, state.origin)
+    for given in (state, copy.deepcopy(state), kr.resumed(rebuilt, state)):
+        back = sample(model, given, down, disable=True)
+        assert back.dtype == kind and torch.equal(back, x0)

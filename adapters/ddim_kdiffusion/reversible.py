@@ -490,7 +490,7 @@ def _sample(
     precision: str | None,
     **options: Any,
 ) -> Array:
-    state_given = isinstance(x, tuple)
+    state_given, given = isinstance(x, tuple), None
     if state_given and len(x) != 2:
         raise ValueError(f"sample_{name}: a state is a pair of arrays, got {len(x)} items")
     if state_given:
@@ -520,6 +520,7 @@ def _sample(
             state: Any = kept.scaled(levels.scales[0], second_scale)  # compensated
         else:
             state = reversible.State(vp[0], vp[1], vp.dtype, vp.lo, origin)
+            given = x.given
         like, start = first, (first if name == "edict" else second)
         start = backends.cast(backends.namespace(x=start), start, dtype)  # as later steps' x
     else:
@@ -536,7 +537,7 @@ def _sample(
             precision=precision,
             **options,
         )
-        return x0 / levels.scales[-1]
+        return _to_ve(x0, levels.scales[-1], given)
 
 
 def _invert(
@@ -557,9 +558,12 @@ def _invert(
     levels = _Levels(ascending[::-1])
     invert = getattr(reversible, f"invert_{name}")
     with _no_grad(x):  # as k-diffusion's samplers: no autograd graph
+        x_vp, given = x * levels.scales[-1], None
+        if levels.scales[-1] != 1.0:  # x * scale rounds: keep x to return it exactly
+            given = (backends.namespace(x=x).asarray(x, copy=True), x_vp)
         state: reversible.State = invert(
             _eps_model(model, levels, extra, x, x.dtype),
-            x * levels.scales[-1],
+            x_vp,
             levels.config,
             timesteps=levels.timesteps,
             callback=_report(levels, callback, True, x, sigmas),
@@ -571,14 +575,28 @@ def _invert(
         ve = state.scaled(levels.scales[0], second_scale, divide=True)  # compensated
     option = None if state.origin is None else state.origin[2]
     origin = (name, _key(levels.sigmas), option, levels.config)
-    return _State(ve[0], ve[1], ve.dtype, ve.lo, origin, vp=state)
+    return _State(ve[0], ve[1], ve.dtype, ve.lo, origin, vp=state, given=given)
+
+
+def _to_ve(x0: Array, scale: float, given: tuple[Array, Array] | None) -> Array:
+    """x_0 from VP to VE latents: x0 / scale, or the inverse's x_0 where the core returned
+    the VP x_0 the inverse started from (`given`: the two). x * scale rounds, several x to
+    one VP value (the scale is below 1), so dividing missed x_0 by an ulp in a few percent of
+    the words, in every dtype; only scale 1 (sigma 0 at x_0) is exact."""
+    ve = x0 / scale
+    if given is None or given[1].shape != x0.shape or given[1].dtype != x0.dtype:
+        return ve
+    xp = backends.namespace(x=x0)
+    return xp.where(x0 == given[1], given[0], ve)  # elementwise: no host read
 
 
 def resumed(state: reversible.State, inverse_state: Any) -> reversible.State:
     """`state`, rebuilt from the arrays an inverse returned (ComfyUI's Resampler rebuilds it
     from a LATENT), with that inverse's own VP state, which `sample_*` resume from while the
     arrays are still the inverse's: scaled back from the arrays alone, BDIA's round trip misses
-    x_0 by tens of ulps under guidance.
+    x_0 by tens of ulps under guidance. The inverse's x_0 comes along too, returned where the
+    core lands on it: over sigmas starting above 0, x_0 scaled to VP and back missed it by an
+    ulp.
 
     Parameters
     ----------
@@ -607,7 +625,8 @@ def resumed(state: reversible.State, inverse_state: Any) -> reversible.State:
     vp = getattr(inverse_state, "vp", None)
     if vp is None:
         return state
-    return _State(state[0], state[1], state.dtype, state.lo, state.origin, vp=vp)
+    given = getattr(inverse_state, "given", None)
+    return _State(state[0], state[1], state.dtype, state.lo, state.origin, vp=vp, given=given)
 
 
 def _unwritten(given: reversible.State, ve: reversible.State) -> bool:
@@ -626,9 +645,11 @@ class _State(reversible.State):
     only to about 2^-2p of its size, and BDIA's states hold many words exactly halfway between
     two floats (hi + lo a rounding tie), where that error moves hi by an ulp and the model
     sees another input than the inverse saw: the round trip missed x_0 by tens of ulps under
-    guidance, in float32 and float64."""
+    guidance, in float32 and float64. `given`: the inverse's x_0 (a copy) and the VP x_0 it
+    started the core from, for sigma lists whose first sigma is not 0 (`_to_ve`)."""
 
     vp: reversible.State | None
+    given: tuple[Array, Array] | None
 
     def __new__(
         cls,
@@ -638,14 +659,16 @@ class _State(reversible.State):
         lo: tuple[Array, Array] | None = None,
         origin: Any = None,
         vp: reversible.State | None = None,
+        given: tuple[Array, Array] | None = None,
     ) -> _State:
         state: _State = super().__new__(cls, first, second, dtype, lo, origin)  # type: ignore[assignment]
-        state.vp = vp
+        state.vp, state.given = vp, given
         return state
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle (and copy) with the core's state."""
-        return (_State, (self[0], self[1], self.dtype, self.lo, self.origin, self.vp))
+        """Pickle (and copy) with the core's state and the inverse's x_0."""
+        args = (self[0], self[1], self.dtype, self.lo, self.origin, self.vp, self.given)
+        return (_State, args)
 
 
 def _stepped(sigmas: Array, name: str, *, ascending: bool) -> list[float]:
