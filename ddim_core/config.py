@@ -225,9 +225,16 @@ def _betas(name: str, value: Any) -> tuple[float, ...] | None:
         betas = tuple(float(b) for b in value)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} must be a sequence of real numbers: {e}") from None
-    bad = [b for b in betas if not 0.0 < b < 1.0]
-    if not betas or bad:
-        raise ValueError(f"{name} must be a non-empty sequence of values in (0, 1); got {bad[:3]}")
+    if not betas:
+        raise ValueError(f"{name} must be a non-empty sequence of values in (0, 1]; got none")
+    for i, b in enumerate(betas):
+        if b == 1.0 and i < len(betas) - 1:
+            raise ValueError(
+                f"{name}[{i}]={b}: only the last beta may be 1 (zero terminal SNR); a 1 before "
+                "it makes every later level alpha_bar = 0"
+            )
+        if not 0.0 < b <= 1.0:
+            raise ValueError(f"{name}[{i}]={b} must be in (0, 1] (1 only as the last value)")
     return betas
 
 
@@ -291,8 +298,9 @@ class DDIMConfig:
     trained_betas: tuple[float, ...] | None = _option(
         None,
         _betas,
-        "betas taken as given, one per training timestep, each in (0, 1); they override "
-        "beta_start, beta_end and beta_schedule",
+        "betas taken as given, one per training timestep, each in (0, 1), the last in (0, 1] "
+        "(1: zero terminal SNR, as rescale_betas_zero_snr makes); they override beta_start, "
+        "beta_end and beta_schedule",
     )
     clip_sample: bool = _option(
         True,

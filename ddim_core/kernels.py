@@ -330,7 +330,8 @@ def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
     """
     if prediction_type == "epsilon" and alpha_bar == 0.0:
         return (
-            "alpha_bar = 0 there (zero terminal SNR, rescale_betas_zero_snr=True), where "
+            "alpha_bar = 0 there (zero terminal SNR: rescale_betas_zero_snr=True, or a last "
+            "trained beta of 1), where "
             "prediction_type='epsilon' cannot recover x_0 (division by sqrt(alpha_bar) = 0); "
             "use 'v_prediction' or 'sample'"
         )

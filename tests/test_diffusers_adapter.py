@@ -372,6 +372,42 @@ def test_step_parity_every_core_config(config: dc.DDIMConfig, precision: str) ->
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize(("ours_cls", "theirs_cls"), CLASSES)
+def test_zero_snr_trained_betas_step_like_diffusers(ours_cls, theirs_cls, precision: str) -> None:  # type: ignore[no-untyped-def]
+    """A table whose last beta is 1 (rescale_betas_zero_snr's, given as trained_betas) was
+    refused: each beta had to be in (0, 1). diffusers takes it; so do we, with its numbers.
+    Still refused, as in diffusers' own test file: beta_end = 2, 2 betas for 1000 steps."""
+    core = dc.DDIMConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    betas = dc.schedule(core).betas.tolist()
+    assert betas[-1] == 1.0
+    cfg = {"trained_betas": betas, "timestep_spacing": "trailing", "clip_sample": False}
+    cfg["prediction_type"] = "v_prediction"
+    float64 = precision == "float64"
+    dtype = torch.float64 if float64 else torch.float32
+    theirs, exact = theirs_cls(**cfg), theirs_cls(**cfg)
+    ours = ours_cls(**cfg, prev_timestep="stride")
+    share_tables(ours, exact)
+    if float64:
+        share_tables(ours, theirs)
+    for s in (theirs, exact, ours):
+        s.set_timesteps(10)
+    assert ours.timesteps.tolist() == theirs.timesteps.tolist()
+    gen = torch.Generator().manual_seed(0)
+    for t in theirs.timesteps:
+        x, out = (torch.randn(2, 3, 4, 4, generator=gen, dtype=dtype) for _ in range(2))
+        mine = ours.step(out, t, x).prev_sample
+        if float64:
+            assert_parity(mine, theirs.step(out, t, x).prev_sample)
+            continue
+        ref = exact.step(out.double(), t, x.double()).prev_sample
+        assert_parity(mine, theirs.step(out, t, x).prev_sample, ref)
+    with pytest.raises(ValueError, match="beta_end"):
+        ours_cls(beta_end=2.0)
+    with pytest.raises(ValueError, match="trained_betas has 2 values"):
+        ours_cls(trained_betas=[0.1, 0.2])
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("steps", [10, 50])
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 @pytest.mark.parametrize("eta", [0.0, 1.0])

@@ -365,3 +365,61 @@ def test_custom_timesteps_traced_by_jax_jit_are_a_clear_error() -> None:
     with pytest.raises(TypeError, match=r"timesteps are traced by jax\.jit.*static"):
         jax.jit(lambda ts: dc.make_plan(config, timesteps=ts).num_inference_steps)(ts)
     assert dc.make_plan(config, timesteps=ts).timesteps == (999, 500)  # concrete: read
+
+
+ZERO_SNR_V = dc.DDIMConfig(
+    rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction"
+)
+
+
+def _as_trained_betas(config: dc.DDIMConfig) -> dc.DDIMConfig:
+    """The same schedule given as trained_betas (rescale_betas_zero_snr off)."""
+    betas = tuple(dc.schedule(config).betas.tolist())
+    return config.replace(rescale_betas_zero_snr=False, trained_betas=betas)
+
+
+def test_a_zero_snr_table_given_as_trained_betas_is_the_same_scheduler() -> None:
+    """rescale_betas_zero_snr=True ends its betas with 1.0; the same betas given as
+    trained_betas were refused (each beta had to be in (0, 1)), where diffusers takes them."""
+    given = _as_trained_betas(ZERO_SNR_V)
+    assert given.trained_betas is not None and given.trained_betas[-1] == 1.0
+    ours, theirs = dc.schedule(given), dc.schedule(ZERO_SNR_V)
+    assert np.array_equal(ours.alphas_cumprod, theirs.alphas_cumprod)
+    assert ours.final_alpha_cumprod == theirs.final_alpha_cumprod
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((2, 3))
+    for eta in (0.0, 1.0):
+        a, b = dc.make_plan(given, 10), dc.make_plan(ZERO_SNR_V, 10)
+        assert a.pairs == b.pairs
+        x = y = rng.standard_normal((2, 3))
+        for t in a.timesteps:
+            out, z = 0.3 * x - 0.1, rng.standard_normal(x.shape)
+            x = dc.step(a, out, t, x, eta=eta, noise=z).prev_sample
+            y = dc.step(b, out, t, y, eta=eta, noise=z).prev_sample
+            assert np.array_equal(x, y)
+    x = y = x0
+    for t in a.inverse_timesteps:
+        x = dc.inverse_step(a, 0.3 * x, t, x).prev_sample
+        y = dc.inverse_step(b, 0.3 * y, t, y).prev_sample
+        assert np.array_equal(x, y)
+    for config in (ZERO_SNR_V, given):  # epsilon cannot leave alpha_bar = 0: the same error
+        with pytest.raises(ValueError, match="cannot step at timestep 999: alpha_bar = 0 there"):
+            dc.make_plan(config.replace(prediction_type="epsilon"), 10)
+
+
+@pytest.mark.parametrize(
+    ("betas", "match"),
+    [
+        ((1.0, 0.5), r"trained_betas\[0\]=1.0: only the last beta may be 1"),
+        ((0.5, 1.0, 1.0), r"trained_betas\[1\]=1.0: only the last beta may be 1"),
+        ((0.5, 0.0), r"trained_betas\[1\]=0.0"),
+        ((0.5, 1.5), r"trained_betas\[1\]=1.5"),
+        ((0.5, -0.1), r"trained_betas\[1\]=-0.1"),
+        ((0.5, float("nan")), r"trained_betas\[1\]=nan"),
+    ],
+)
+def test_trained_betas_of_one_before_the_last_are_refused(betas, match) -> None:  # type: ignore[no-untyped-def]
+    """A beta of 1 before the last makes every later level alpha_bar = 0 (several levels of
+    zero SNR, which no model is trained on); betas outside (0, 1] are not probabilities."""
+    with pytest.raises(ValueError, match=match):
+        dc.DDIMConfig(num_train_timesteps=len(betas), trained_betas=betas)
