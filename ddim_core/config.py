@@ -334,8 +334,9 @@ class DDIMConfig:
     )
     dynamic_thresholding_ratio: float = _option(
         0.995,
-        _real(0.0, 1.0, high_open=False),
-        "quantile of |x_0| per sample that sets the dynamic threshold s; in (0, 1]",
+        _real(0.0, 1.0, low_open=False, high_open=False),
+        "quantile of |x_0| per sample that sets the dynamic threshold s; in [0, 1] (0: the "
+        "smallest |x_0|)",
     )
     clip_sample_range: float = _option(
         1.0,

@@ -377,7 +377,7 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     x0_pred : array
         (batch, ...): a 1-D array is a batch of scalars, a 0-d one a single sample.
     ratio : float
-        The quantile, in (0, 1].
+        The quantile, in [0, 1].
     max_value : float
         The largest threshold.
     xp : array namespace

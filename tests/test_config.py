@@ -93,6 +93,7 @@ def test_bumblebee_aliases() -> None:
         ({"beta_end": float("nan")}, ValueError, "beta_end"),
         ({"clip_sample_range": -1.0}, ValueError, "clip_sample_range"),
         ({"dynamic_thresholding_ratio": 1.5}, ValueError, "dynamic_thresholding_ratio"),
+        ({"dynamic_thresholding_ratio": -0.1}, ValueError, r"dynamic_thresholding_ratio .*\[0"),
         ({"trained_betas": [1.0, 0.5]}, ValueError, r"trained_betas\[0\]=1.0: only the last"),
         ({"trained_betas": [0.5, 1.5]}, ValueError, r"trained_betas\[1\]=1.5 .* \(0, 1\]"),
         ({"trained_betas": []}, ValueError, "trained_betas must be a non-empty"),

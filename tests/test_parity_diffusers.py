@@ -79,6 +79,40 @@ def test_step_parity(config: dc.DDIMConfig, precision: str) -> None:
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("pred", ["epsilon", "sample"])
+def test_thresholding_at_ratio_zero_steps_like_diffusers(pred: str, precision: str) -> None:
+    """dynamic_thresholding_ratio=0 (s from the smallest |x_0| of each sample, clamped to
+    [1, sample_max_value]) was refused, ratios had to be in (0, 1]; diffusers takes it."""
+    float64 = precision == "float64"
+    dtype = np.float64 if float64 else np.float32
+    config = dc.DDIMConfig(
+        thresholding=True,
+        dynamic_thresholding_ratio=0.0,
+        sample_max_value=1.5,
+        prediction_type=pred,
+        prev_timestep="stride",
+    )
+    scheduler = diffusers_scheduler(config, float64)
+    exact = diffusers_scheduler(config, True)
+    plan = plan_on_their_table(config, scheduler)
+    rng = np.random.default_rng(0)
+    for t in plan.timesteps:
+        x, out = (3.0 * rng.standard_normal(SHAPE).astype(dtype) for _ in range(2))
+        if pred == "sample":  # every |x_0| > 1: the quantile 0 sets s, not the clamp to 1
+            out = np.sign(out) * (1.2 + 0.1 * np.abs(out))
+        ours = dc.step(plan, out, t, x)
+        args = [torch.from_numpy(a) for a in (out, x)]
+        theirs = scheduler.step(args[0], t, args[1])
+        theirs64 = None if float64 else exact.step(args[0].double(), t, args[1].double())
+        for name in ("prev_sample", "pred_original_sample"):
+            assert_parity(
+                getattr(ours, name),
+                getattr(theirs, name),
+                None if float64 else getattr(theirs64, name),
+            )
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("sched", list(SCHEDULES))
 @pytest.mark.parametrize("spacing", ["leading", "trailing"])
 @pytest.mark.parametrize("pred", ["epsilon", "sample", "v_prediction"])

@@ -240,7 +240,7 @@ INVALID: tuple[tuple[str, Any, type[Exception]], ...] = (
     ("prediction_type", "x0", ValueError),
     ("prediction_type", None, TypeError),
     ("thresholding", "no", TypeError),
-    ("dynamic_thresholding_ratio", 0.0, ValueError),
+    ("dynamic_thresholding_ratio", -0.1, ValueError),
     ("dynamic_thresholding_ratio", 1.5, ValueError),
     ("clip_sample_range", 0.0, ValueError),
     ("clip_sample_range", -1.0, ValueError),
