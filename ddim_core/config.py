@@ -346,7 +346,9 @@ class DDIMConfig:
     sample_max_value: float = _option(
         1.0,
         _real(0.0, math.inf),
-        "largest dynamic threshold: s is clamped to [1, sample_max_value]; > 0",
+        "largest dynamic threshold: s is clamped to [1, sample_max_value]; > 0, and a step "
+        "refuses one below the smallest normal number of its work dtype (float32 for half "
+        "precision), where s would be 0 and x_0 NaN",
     )
     timestep_spacing: str = _option(
         "leading",

@@ -386,6 +386,14 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     -------
     array
 
+    Raises
+    ------
+    ValueError
+        `max_value` below the smallest normal number of the dtype the threshold is computed
+        in (checked on the host, before any array work): s would round to 0 (or, where a
+        backend flushes subnormals to zero, XLA's CPU and GPU kernels, become 0) and x0_pred
+        0 / 0 = NaN.
+
     Examples
     --------
     >>> import numpy as np, array_api_compat.numpy as xp
@@ -393,6 +401,7 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     array([[0.25, 1.  ]])
     """
     dtype = x0_pred.dtype
+    _check_max_value(max_value, dtype, xp=xp)
     if math.prod(x0_pred.shape) == 0:
         return x0_pred  # an empty batch: nothing to threshold
     batch = x0_pred.shape[0] if x0_pred.ndim >= 1 else 1  # 1-D: a batch of scalars
@@ -409,6 +418,22 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
     s = xp.reshape(s, (batch, 1))
     flat = xp.minimum(xp.maximum(flat, -s), s) / s
     return xp.astype(xp.reshape(flat, x0_pred.shape), dtype)
+
+
+def _check_max_value(max_value: float, dtype: Any, *, xp: Namespace) -> None:
+    """A threshold cap s <= max_value that is a normal number in the work dtype (a host float
+    and a dtype: no array read)."""
+    info = xp.finfo(backends.work_dtype(xp, dtype))
+    tiny = float(info.smallest_normal)
+    if max_value < tiny:
+        # "float32" whatever the library ("torch.float32", "array_api_strict.float32")
+        work, given = (str(d).rsplit(".", 1)[-1] for d in (info.dtype, xp.finfo(dtype).dtype))
+        where = work if work == given else f"{work}, where {given} samples are thresholded"
+        raise ValueError(
+            f"sample_max_value={max_value!r} is below {tiny!r}, the smallest normal number of "
+            f"{where}: the threshold s would be 0 there (or flushed to 0) and x0_pred 0 / 0 = "
+            "NaN; use a larger sample_max_value"
+        )
 
 
 def quantile(a: Array, q: float, *, xp: Namespace) -> Array:

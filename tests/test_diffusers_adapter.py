@@ -407,6 +407,21 @@ def test_zero_snr_trained_betas_step_like_diffusers(ours_cls, theirs_cls, precis
         ours_cls(trained_betas=[0.1, 0.2])
 
 
+def test_thresholding_max_value_that_is_zero_in_the_dtype_is_refused() -> None:
+    """diffusers divides 0 by 0 (NaN x_0) where sample_max_value rounds to 0 in the sample's
+    dtype; the adapter's step and its _threshold_sample raise the core's ValueError."""
+    ours = dd.DDIMScheduler(thresholding=True, sample_max_value=1e-46)
+    ours.set_timesteps(10)
+    x = torch.ones(2, 3, 4, 4) * 3.0
+    match = r"sample_max_value=1e-46 is below .* float32"
+    with pytest.raises(ValueError, match=match):
+        ours.step(x, ours.timesteps[0], x)
+    with pytest.raises(ValueError, match=match + ", where float16 samples"):
+        ours._threshold_sample(x.half())
+    theirs = diffusers.DDIMScheduler(thresholding=True, sample_max_value=1e-46)
+    assert torch.isnan(theirs._threshold_sample(x)).all()  # what the error replaces
+
+
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("steps", [10, 50])
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])

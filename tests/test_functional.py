@@ -90,6 +90,25 @@ def test_eta_without_noise_is_refused_while_tracing() -> None:
         noisy(jax.numpy.asarray(X_T))
 
 
+def test_thresholding_max_value_that_is_zero_in_float32_is_refused_while_tracing() -> None:
+    """sample_max_value=1e-40 (subnormal in float32, flushed to 0 by XLA) gave NaN from the
+    jitted step, silently; the eager and compiled steps (torch.compile, aot_eager) raise the
+    same ValueError as `ddim_core.step` (checked on the config float and the dtype: nothing
+    is read from the traced arrays)."""
+    jax = pytest.importorskip("jax")
+    torch = pytest.importorskip("torch")
+    scheduler = F.Scheduler(CONFIG.replace(thresholding=True, sample_max_value=1e-40), 10)
+    match = r"sample_max_value=1e-40 is below 1.17549435\d*e-38, .* of float32"
+    x = jax.numpy.asarray(X_T, dtype=jax.numpy.float32)
+    with pytest.raises(ValueError, match=match):
+        jax.jit(lambda state, x: F.step(scheduler, state, x, x))(F.init(scheduler, like=x), x)
+    x_t = torch.from_numpy(X_T).float()
+    state = F.init(scheduler, like=x_t)
+    for run in (F.step, torch.compile(F.step, backend="aot_eager")):
+        with pytest.raises(ValueError, match=match):
+            run(scheduler, state, x_t, x_t)
+
+
 def test_jitted_step_compiles_once_from_an_uncommitted_sample() -> None:
     """init(like=x) with x uncommitted (jax.random.normal's, jnp.ones') committed the state to
     x's device: the first step's arguments (committed state, uncommitted sample) were another

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import Backend, assert_close, make_rng
+from helpers import Backend, assert_close, make_rng, to_numpy
 
 import ddim_core as dc
 from ddim_core.testing import reference as ref
@@ -308,3 +308,32 @@ def test_thresholding_max_value_below_one(backend: Backend) -> None:
     got = dc.step(plan, backend.array(out), t, backend.array(x))
     for g, e in zip(got, expected, strict=True):
         assert_close(backend, g, e, "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_thresholding_max_value_below_the_work_dtypes_normals_is_refused(
+    backend: Backend, dtype: str
+) -> None:
+    """sample_max_value so small that it rounds to 0 in the dtype thresholding runs in
+    (float32 for half precision) made s = 0 and x0_pred 0 / 0 = NaN, silently (as diffusers);
+    a subnormal one did too where subnormals are flushed to zero (XLA on CPU: NaN from 1e-38
+    down in float32). Now a ValueError naming the option, its value and the dtype's smallest
+    normal, before any array work; the smallest normal itself thresholds to finite values."""
+    from ddim_core import backends
+
+    x, out, _ = inputs(7)
+    x_b, out_b = backend.array(x, dtype), backend.array(out, dtype)
+    xp = backends.namespace(x=x_b)
+    work = backends.work_dtype(xp, x_b.dtype)
+    tiny = float(xp.finfo(work).smallest_normal)
+    cfg = dc.DDIMConfig(prediction_type="sample", thresholding=True, clip_sample=False)
+    t = dc.make_plan(cfg, 10).timesteps[3]
+    for value in (tiny / 4, 5e-324, tiny * (1 - 2**-20)):
+        plan = dc.make_plan(cfg.replace(sample_max_value=value), 10)
+        with pytest.raises(ValueError, match=rf"sample_max_value={value!r} .*{tiny!r}") as e:
+            dc.step(plan, out_b, t, x_b)
+        work_name = "float64" if dtype == "float64" else "float32"
+        assert f"smallest normal number of {work_name}" in str(e.value)
+    got = dc.step(dc.make_plan(cfg.replace(sample_max_value=tiny), 10), out_b, t, x_b)
+    for a in got:
+        assert not backend.has_values or np.isfinite(to_numpy(a)).all()
