@@ -15,13 +15,16 @@ host tables, which Dynamo does not trace); under jax.jit it may run inside.
 
 Nothing can be mismatched: each scheduler has its own state type, so a state used with another
 scheduler is a TypeError (checked on the type, also while tracing), and eta > 0 without noise
-is a ValueError at trace time.
+is a ValueError at trace time. An index outside the plan is a ValueError where it is free to
+read (host arrays); where it is not (traced by jax.jit or torch.compile, on a device), the
+step gives NaN, never the step of another index.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -231,6 +234,8 @@ def timestep(state: DDIMState) -> Array:
     Returns
     -------
     array
+        The integer dtype's minimum when ``state.index`` is outside [0, N) and cannot be read
+        to raise (traced, on a device): no timestep of the plan.
 
     Raises
     ------
@@ -249,7 +254,8 @@ def timestep(state: DDIMState) -> Array:
     if not isinstance(state, DDIMState):  # a type check: no array read, also while tracing
         raise TypeError(f"state must be a DDIMState from init(), got {type(state).__name__}")
     _check_index(state)
-    return _at(state.timesteps, state.index)
+    xp = backends.namespace(timesteps=state.timesteps)
+    return _at(state.timesteps, state.index, xp.iinfo(state.timesteps.dtype).min)
 
 
 def step(
@@ -284,7 +290,9 @@ def step(
     state : DDIMState
         With the index advanced.
     prev_sample : array
-        x_prev, in the sample's dtype.
+        x_prev, in the sample's dtype; all NaN when ``state.index`` is outside [0, N) and
+        cannot be read to raise (traced by jax.jit or torch.compile, on a device): never the
+        step of another index.
 
     Raises
     ------
@@ -324,7 +332,7 @@ def step(
     xp = checked_arrays(sample=sample, model_output=model_output, noise=noise)
     _check_state(state, sample, xp)
     x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
-    values = _at(state.coefficients, state.index)
+    values = _at(state.coefficients, state.index, math.nan)  # outside the plan: NaN x_prev
     row = Row(*(values[k] for k in range(len(Row._fields))))
     use_clipped = scheduler.use_clipped_model_output
     x_prev, _ = kernels.ddim_update(x_t, out, row, scheduler.config, z, use_clipped, xp=xp)
@@ -375,10 +383,19 @@ def _rebuild_state(scheduler: Scheduler, arrays: tuple[Array, ...]) -> DDIMState
     return _state_type(scheduler)(*arrays)
 
 
-def _at(values: Array, index: Array) -> Array:
-    """values[index] as a gather: indexing with a 0-d array would read it back (torch.compile).
-    A NumPy index (a Dask state's) is reshaped by NumPy: Dask's reshape takes only its own."""
+def _at(values: Array, index: Array, outside: float) -> Array:
+    """values[index] as a gather, or `outside` everywhere for an index out of [0, N).
+
+    Indexing with a 0-d array would read it back (torch.compile). A traced index cannot raise
+    (`_check_index` raises where the index is free to read), and a gather would wrap a
+    negative one (the row of another step) or fail on the device: the gather takes
+    index mod N, always in range, and `where` puts `outside` (NaN for coefficients) over the
+    row of an index outside. A NumPy index (a Dask state's) is reshaped by NumPy: Dask's
+    reshape takes only its own."""
     xp = backends.namespace(values=values)
+    n = values.shape[0]
+    inside = (index >= 0) & (index < n)
     on_host = isinstance(index, (np.ndarray, np.generic))  # (a tuple: torch.compile traces it)
-    flat = np.reshape(index, (1,)) if on_host else xp.reshape(index, (1,))
-    return xp.take(values, flat, axis=0)[0, ...]
+    flat = np.reshape(index % n, (1,)) if on_host else xp.reshape(index % n, (1,))
+    row = xp.take(values, flat, axis=0)[0, ...]
+    return xp.where(inside, row, xp.full_like(row, outside))

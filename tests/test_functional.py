@@ -127,6 +127,54 @@ def test_jitted_step_compiles_once_from_an_uncommitted_sample() -> None:
     assert all(a.committed for a in F.init(scheduler, like=x))
 
 
+OUT_OF_RANGE = (-1, -3, -10, -11, 10, 11, 2**31 - 1)  # the plans below have 10 steps
+
+
+def test_an_index_out_of_range_under_jit_gives_nan_not_another_step() -> None:
+    """A traced index cannot raise: -1 .. -10 took rows from the end (jnp.take wraps them),
+    a silently wrong step. Every index outside [0, N) now gives NaN x_prev, and timestep()
+    the integer dtype's minimum (no plan timestep); indices inside are unchanged."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    scheduler = F.Scheduler(CONFIG, 10)
+    x = jnp.asarray(X_T, dtype=jnp.float32)
+    state = F.init(scheduler, like=x)
+    step = jax.jit(lambda state, x: F.step(scheduler, state, 0.5 * x, x)[1])
+    timestep = jax.jit(F.timestep)
+    for i in range(10):
+        at = state._replace(index=jnp.asarray(i))
+        eager = F.step(scheduler, at, 0.5 * x, x)[1]  # XLA fuses the jitted one: 1 ulp apart
+        np.testing.assert_allclose(step(at, x), eager, rtol=1e-6, atol=1e-6)
+        assert int(timestep(at)) == scheduler.timesteps[i]
+    for i in OUT_OF_RANGE:
+        at = state._replace(index=jnp.asarray(i, dtype=state.index.dtype))
+        assert np.isnan(np.asarray(step(at, x))).all(), i
+        assert int(timestep(at)) == jnp.iinfo(state.timesteps.dtype).min, i
+        with pytest.raises(ValueError, match=rf"state.index={i} must be in \[0, 10\)"):
+            F.step(scheduler, at, 0.5 * x, x)  # eager: read for free, refused
+
+
+@pytest.mark.slow
+def test_an_index_out_of_range_under_torch_compile_gives_nan() -> None:
+    """The same under torch.compile (the index is a traced tensor there): -1 took the last
+    row, 10 raised IndexError from the gather (on CUDA an asynchronous device assert)."""
+    torch = pytest.importorskip("torch")
+    scheduler = F.Scheduler(CONFIG, 10)
+    x = torch.from_numpy(X_T)
+    state = F.init(scheduler, like=x)
+
+    def step(state, x):  # type: ignore[no-untyped-def]
+        return F.step(scheduler, state, 0.5 * x, x)[1], F.timestep(state)
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    for i in (0, 9):
+        at = state._replace(index=torch.tensor(i))
+        assert torch.equal(compiled(at, x)[0], step(at, x)[0])
+    for i in (-1, -11, 10):
+        got, t = compiled(state._replace(index=torch.tensor(i)), x)
+        assert torch.isnan(got).all() and int(t) == torch.iinfo(state.timesteps.dtype).min, i
+
+
 def _torch_model(x, t):
     return 0.5 * x * (1 + t.to(x.dtype) / 1000)
 
