@@ -253,7 +253,8 @@ def timestep(state: DDIMState) -> Array:
     """
     if not isinstance(state, DDIMState):  # a type check: no array read, also while tracing
         raise TypeError(f"state must be a DDIMState from init(), got {type(state).__name__}")
-    _check_index(state)
+    if _check_index(state):
+        return _at(state.timesteps, state.index)
     xp = backends.namespace(timesteps=state.timesteps)
     return _at(state.timesteps, state.index, xp.iinfo(state.timesteps.dtype).min)
 
@@ -330,18 +331,19 @@ def step(
         raise ValueError(f"scheduler.eta={scheduler.eta} > 0 needs `noise` (standard normal)")
     noise = noise if scheduler.eta > 0.0 else None
     xp = checked_arrays(sample=sample, model_output=model_output, noise=noise)
-    _check_state(state, sample, xp)
+    checked = _check_state(state, sample, xp)  # the index read (else the gather is guarded)
     x_t, out, z = backends.to_work_dtype(xp, sample, model_output, noise)
-    values = _at(state.coefficients, state.index, math.nan)  # outside the plan: NaN x_prev
+    values = _at(state.coefficients, state.index, None if checked else math.nan)  # NaN x_prev
     row = Row(*(values[k] for k in range(len(Row._fields))))
     use_clipped = scheduler.use_clipped_model_output
     x_prev, _ = kernels.ddim_update(x_t, out, row, scheduler.config, z, use_clipped, xp=xp)
     return state._replace(index=state.index + 1), backends.cast(xp, x_prev, sample.dtype)
 
 
-def _check_state(state: DDIMState, sample: Array, xp: Any) -> None:
+def _check_state(state: DDIMState, sample: Array, xp: Any) -> bool:
     """The state's arrays are of the sample's library and work dtype (static facts, no value
-    read), and where the index is free to read (host arrays), a step of the plan remains."""
+    read), and where the index is free to read (host arrays), a step of the plan remains;
+    whether the index was read."""
     try:
         backends.namespace(sample=sample, state=state.coefficients)
     except (TypeError, ValueError) as e:
@@ -352,11 +354,12 @@ def _check_state(state: DDIMState, sample: Array, xp: Any) -> None:
             f"state was made for {state.coefficients.dtype} work and the sample is "
             f"{sample.dtype} (works in {want}); call init(scheduler, like=sample)"
         )
-    _check_index(state)
+    return _check_index(state)
 
 
-def _check_index(state: DDIMState) -> None:
-    """Where the index is free to read (host arrays), a step of the plan remains."""
+def _check_index(state: DDIMState) -> bool:
+    """Where the index is free to read (host arrays), a step of the plan remains; whether it
+    was read (else `_at` guards the gather)."""
     index = backends.host_integers(state.index)
     steps = state.timesteps.shape[0]
     if index is not None and not 0 <= index[0] < steps:
@@ -364,6 +367,7 @@ def _check_index(state: DDIMState) -> None:
         raise ValueError(
             f"state.index={index[0]} must be in [0, {steps}): the plan has {steps} steps{taken}"
         )
+    return index is not None
 
 
 @functools.lru_cache(maxsize=256)  # bounded: a process making schedulers without end
@@ -383,8 +387,9 @@ def _rebuild_state(scheduler: Scheduler, arrays: tuple[Array, ...]) -> DDIMState
     return _state_type(scheduler)(*arrays)
 
 
-def _at(values: Array, index: Array, outside: float) -> Array:
-    """values[index] as a gather, or `outside` everywhere for an index out of [0, N).
+def _at(values: Array, index: Array, outside: float | None = None) -> Array:
+    """values[index] as a gather; with `outside` (an index that could not be checked), that
+    value everywhere for an index out of [0, N).
 
     Indexing with a 0-d array would read it back (torch.compile). A traced index cannot raise
     (`_check_index` raises where the index is free to read), and a gather would wrap a
@@ -394,8 +399,11 @@ def _at(values: Array, index: Array, outside: float) -> Array:
     reshape takes only its own."""
     xp = backends.namespace(values=values)
     n = values.shape[0]
-    inside = (index >= 0) & (index < n)
+    at = index if outside is None else index % n
     on_host = isinstance(index, (np.ndarray, np.generic))  # (a tuple: torch.compile traces it)
-    flat = np.reshape(index % n, (1,)) if on_host else xp.reshape(index % n, (1,))
+    flat = np.reshape(at, (1,)) if on_host else xp.reshape(at, (1,))
     row = xp.take(values, flat, axis=0)[0, ...]
+    if outside is None:
+        return row
+    inside = (index >= 0) & (index < n)
     return xp.where(inside, row, xp.full_like(row, outside))
