@@ -1783,6 +1783,13 @@ def command(name: str, argv: Sequence[str]) -> int:
     except (OSError, ValueError, TypeError) as e:  # missing, a folder, not JSON, a bad option
         why = e.strerror if isinstance(e, OSError) and e.strerror else e
         parser.error(f"argument --config: {args.config!r}: {why}")
+    # --model and --method modules are found as `python -m` finds them, in the current
+    # directory first (the console script's sys.path starts at its own bin directory); the
+    # command's own workers are spawned with this sys.path
+    here = os.getcwd()
+    added = "" not in sys.path and here not in sys.path
+    if added:
+        sys.path.insert(0, here)
     try:
         options = _cli_options(args, kind)
         _run(
@@ -1818,6 +1825,9 @@ def command(name: str, argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        if added:
+            sys.path.remove(here)
     return 0
 
 

@@ -300,6 +300,31 @@ def test_the_command_s_own_cluster_logs_no_worker_traceback(tmp_path: Path, npy:
     ]
 
 
+def test_a_model_in_the_current_directory_is_found_as_python_m_finds_it(
+    tmp_path: Path, npy: Path
+) -> None:
+    """The `ddim-core` console script's sys.path starts at its bin directory, not the current
+    one: `ddim-core invert-dataset ... --model my_models:load` next to my_models.py said
+    "cannot import 'my_models'" (exit 2) where `python -m ddim_core` found it (as `ddim-core
+    check` does). The command's own workers find it too."""
+    bin_dir, here = tmp_path / "bin", tmp_path / "work"
+    bin_dir.mkdir()
+    here.mkdir()
+    (bin_dir / "ddim-core").write_text(  # what pip writes for [project.scripts]
+        "import sys\nfrom ddim_core.cli import main\n"
+        "if __name__ == '__main__':\n    sys.exit(main())\n"
+    )
+    (here / "my_ddim_models.py").write_text(
+        "from ddim_core.distributed import analytic_model as load\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    command = [sys.executable, str(bin_dir / "ddim-core"), "invert-dataset", str(npy), "z.zarr"]
+    command += ["--steps", "3", "--workers", "1", "--quiet", "--model", "my_ddim_models:load"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=here, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert np.isfinite(result(here / "z.zarr")).all()
+
+
 def test_nan_in_the_source_is_blamed_on_the_source(client: Any, tmp_path: Path) -> None:
     from ddim_core.distributed import prepare, run_chunk
 
