@@ -1643,16 +1643,10 @@ def _prepare_target(
     except Exception as e:
         raise ValueError(f"target {name} cannot be opened as a Zarr group: {e}") from e
     if "ddim_core" not in group.attrs and not list(group.keys()):
-        chunks = -(-layout["items"] // layout["chunk"])
-        group.create_array(
-            "result",
-            shape=shape,
-            chunks=(layout["chunk"], *shape[1:]),
-            dtype=dtype,
-            fill_value=np.nan,
-        )
-        group.create_array("done", shape=(chunks, 80), chunks=(1, 80), dtype="uint8", fill_value=0)
         meta: dict[str, Any] = {"layout": layout, "runs": {}}
+        # marked ours before its arrays: a run stopped between the two is a target a rerun
+        # finishes, not "a Zarr group that ddim-core did not write"
+        group.attrs["ddim_core"] = meta
     else:
         meta = _meta(group, name)
         written = meta["layout"].get("format")
@@ -1668,6 +1662,17 @@ def _prepare_target(
                 f"target {name} holds {_describe(old)}; this run makes {_describe(new)}. "
                 "Choose another target, or delete this one to start again"
             )
+    if "done" not in group:  # new, or stopped before its records: no chunk is done yet
+        if "result" not in group:
+            group.create_array(
+                "result",
+                shape=shape,
+                chunks=(layout["chunk"], *shape[1:]),
+                dtype=dtype,
+                fill_value=np.nan,
+            )
+        chunks = -(-layout["items"] // layout["chunk"])
+        group.create_array("done", shape=(chunks, 80), chunks=(1, 80), dtype="uint8", fill_value=0)
     meta["runs"][run_digest] = run
     meta["last_run"] = run_digest
     group.attrs["ddim_core"] = meta

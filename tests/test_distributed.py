@@ -493,6 +493,35 @@ def test_a_target_of_another_layout_is_refused(client: Any, tmp_path: Path, npy:
         sample_dataset(None, npy, target, CONFIG, 3, client=client, chunk=5)
 
 
+@pytest.mark.parametrize("stop_at", ["result", "done"])
+def test_a_target_stopped_while_it_was_created_is_finished_by_a_rerun(
+    tmp_path: Path, npy: Path, monkeypatch: pytest.MonkeyPatch, stop_at: str
+) -> None:
+    """Ctrl-C (or a full disk) while the first run created its target, after the group but
+    before its record: every rerun said "target ... is a Zarr group that ddim-core did not
+    write; choose another target" about the command's own target."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    create = zarr.Group.create_array
+
+    def stopped(self: Any, name: str, **kwargs: Any) -> Any:
+        if name == stop_at:
+            raise KeyboardInterrupt
+        return create(self, name, **kwargs)
+
+    target = tmp_path / "z.zarr"
+    monkeypatch.setattr(zarr.Group, "create_array", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("invert", None, npy, target, CONFIG, 3, chunk=5)
+    monkeypatch.undo()
+    job = prepare("invert", None, npy, target, CONFIG, 3, chunk=5)
+    assert done_records(target) == [None, None]
+    for c in range(2):
+        run_chunk(job, c)
+    expected = dc.invert(analytic_model(CONFIG), np.load(npy), CONFIG, 3)
+    assert np.array_equal(result(target), expected)
+
+
 def test_methods_plug_in_by_name(client: Any, tmp_path: Path, npy: Path) -> None:
     """A method registered by name runs with its own defaults recorded (issue 14's solvers
     register here, or ride on `method=` of ddim_core.invert once it takes one)."""
