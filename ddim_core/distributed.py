@@ -1860,6 +1860,9 @@ def _cli_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     named = ("fixed_point_iters", "tol") if kind == "invert" else ("eta",)
     for key in named:
         if getattr(args, key) is not None:
+            if key in options:  # two values for one option: neither is silently dropped
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(f"--option {key}=... and {flag} both given; give one")
             options[key] = getattr(args, key)
     return options
 

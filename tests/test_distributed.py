@@ -926,3 +926,24 @@ def test_prepare_refuses_tol_without_refinements(npy: Path) -> None:
     with pytest.raises(ValueError, match=r"tol=1e-06 needs fixed_point_iters >= 1"):
         prepare("invert", None, npy, target, CONFIG, 3, tol=1e-6)
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "kind,given",
+    [
+        ("sample", ["--option", "eta=1", "--eta", "0"]),
+        ("invert", ["--fixed-point-iters", "3", "--option", "fixed_point_iters=5"]),
+        ("invert", ["--option", "tol=1e-3", "--tol", "1e-6", "--fixed-point-iters", "3"]),
+    ],
+)
+def test_an_option_given_twice_is_refused(
+    tmp_path: Path, npy: Path, capsys: Any, kind: str, given: list[str]
+) -> None:
+    """`--option eta=1 --eta 0` ran with eta 0: the named flag replaced the --option value
+    without a word (the record said eta 0, the user asked for 1 too)."""
+    out = tmp_path / "out.zarr"
+    argv = [str(npy), str(out), "--steps", "3", "--quiet", *given]
+    assert distributed.command(f"{kind}-dataset", argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "both given; give one" in err, err
+    assert not out.exists()
