@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 
@@ -32,3 +36,27 @@ class ArgumentParser(argparse.ArgumentParser):
             argparse's message (it names the argument).
         """
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def current_directory_importable() -> Iterator[None]:
+    """Modules in the current directory importable meanwhile, as `python -m` finds them: a
+    console script's sys.path starts at its own bin directory (a command's `module:name`
+    arguments name the user's modules).
+
+    Examples
+    --------
+    >>> import os, sys
+    >>> with current_directory_importable():
+    ...     os.getcwd() in sys.path or "" in sys.path
+    True
+    """
+    here = os.getcwd()
+    added = "" not in sys.path and here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(here)

@@ -1721,7 +1721,7 @@ def command(name: str, argv: Sequence[str]) -> int:
     ...                            "--scheduler", "tcp://scheduler:8786"])  # doctest: +SKIP
     0
     """
-    from ._arguments import ArgumentParser  # a bad argument: one line, not argparse's usage
+    from ._arguments import ArgumentParser, current_directory_importable  # (one-line errors)
 
     kind = name.removesuffix("-dataset")
     parser = ArgumentParser(
@@ -1788,35 +1788,31 @@ def command(name: str, argv: Sequence[str]) -> int:
     except (OSError, ValueError, TypeError) as e:  # missing, a folder, not JSON, a bad option
         why = e.strerror if isinstance(e, OSError) and e.strerror else e
         parser.error(f"argument --config: {args.config!r}: {why}")
-    # --model and --method modules are found as `python -m` finds them, in the current
-    # directory first (the console script's sys.path starts at its own bin directory); the
-    # command's own workers are spawned with this sys.path
-    here = os.getcwd()
-    added = "" not in sys.path and here not in sys.path
-    if added:
-        sys.path.insert(0, here)
     try:
-        options = _cli_options(args, kind)
-        _run(
-            kind,
-            args.model,
-            args.source,
-            args.target,
-            config,
-            check_int("--steps", args.steps, low=1, high=config.num_train_timesteps),
-            client=args.scheduler,
-            chunk=args.chunk,
-            method=args.method,
-            workers=args.workers,
-            worker_timeout=args.worker_timeout,
-            resources=_pairs(args.resources, float, "--resources") or None,
-            model_id=args.model_id,
-            progress=not args.quiet,
-            seed=None if kind == "invert" else check_int("--seed", args.seed, low=0),
-            options=options,
-            # the error comes back as one line: no worker log of it (with its traceback)
-            cluster_options={"silence_logs": logging.CRITICAL},
-        )
+        # --model and --method modules as `python -m` finds them (the current directory
+        # first); the command's own workers are spawned with this sys.path
+        with current_directory_importable():
+            options = _cli_options(args, kind)
+            _run(
+                kind,
+                args.model,
+                args.source,
+                args.target,
+                config,
+                check_int("--steps", args.steps, low=1, high=config.num_train_timesteps),
+                client=args.scheduler,
+                chunk=args.chunk,
+                method=args.method,
+                workers=args.workers,
+                worker_timeout=args.worker_timeout,
+                resources=_pairs(args.resources, float, "--resources") or None,
+                model_id=args.model_id,
+                progress=not args.quiet,
+                seed=None if kind == "invert" else check_int("--seed", args.seed, low=0),
+                options=options,
+                # the error comes back as one line: no worker log of it (with its traceback)
+                cluster_options={"silence_logs": logging.CRITICAL},
+            )
     except (ValueError, TypeError, ImportError, OSError) as e:
         print(f"ddim-core {name}: error: {e}", file=sys.stderr)
         return 2
@@ -1830,9 +1826,6 @@ def command(name: str, argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 130
-    finally:
-        if added:
-            sys.path.remove(here)
     return 0
 
 

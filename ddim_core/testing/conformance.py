@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 import sys
 import textwrap
 import time
@@ -277,7 +276,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> in
     conformant: yes (no area fails)
     0
     """
-    from .._arguments import ArgumentParser  # a bad argument: one line, not a usage block
+    from .._arguments import ArgumentParser, current_directory_importable  # (one-line errors)
 
     parser = ArgumentParser(
         prog=prog,
@@ -309,20 +308,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> in
     if importlib.util.find_spec("hypothesis") is None:
         print(f"{prog}: error: needs Hypothesis: pip install 'ddim-core[testing]'", file=sys.stderr)
         return 2
-    # TARGET's module is found as `python -m` finds it, in the current directory first: the
-    # console script's sys.path starts at its own bin directory
-    here = os.getcwd()
-    added = "" not in sys.path and here not in sys.path
-    if added:
-        sys.path.insert(0, here)
     try:
-        report = check(args.target, kind=args.kind, backend=args.backend, areas=args.area)
+        with current_directory_importable():  # TARGET's module, as `python -m` finds it
+            report = check(args.target, kind=args.kind, backend=args.backend, areas=args.area)
     except (ImportError, ValueError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    finally:
-        if added:
-            sys.path.remove(here)
     print(report.text(args.format))
     return 0 if report.conformant else 1
 
