@@ -1,0 +1,397 @@
+"""ddim_diffusers' schedulers inside diffusers' Stable Diffusion pipelines, swapped in as users
+do (`pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`), against diffusers'
+own classes swapped in the same way: StableDiffusionPipeline, Img2Img, Inpaint (4- and 9-channel
+UNets), DiffEdit (its `inverse_scheduler` is a DDIMInverseScheduler) and SDXL.
+
+The components are tiny random-weight models built here (32x32 images, 4 inference steps, as
+diffusers' fast tests): no tokenizer or text encoder is downloaded, the prompts are given as
+embeddings. Everything runs on the CPU in float32, seeded.
+
+Tolerance: each output must be within max(1e-5 * (1 + max|theirs|), 2 * sensitivity) of
+diffusers', where sensitivity is how far diffusers' own output moves when every UNet output is
+scaled by 1 + 2**-23 (one float32 ulp: the rounding two float32 computations may differ by).
+1e-5 * (1 + |ref|) is the float32 bound of the step parity tests (tests/parity.py): our
+coefficients are float64 rounded at the sample, diffusers' come from a float32 cumulative
+product (up to T u = 6e-5 relative apart, docs/accuracy.md). The sensitivity is asserted to
+be small itself (<= 1e-3 * (1 + max|theirs|)), so the bound cannot become vacuous; a wrong
+timestep, level, noise draw or option gives differences of 1e-2 and more. In float64, with both
+schedulers on diffusers' table (tests/parity.py's share_tables), the latents agree to 1e-10.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("transformers")  # diffusers' Stable Diffusion pipelines import it
+import ddim_diffusers as dd  # noqa: E402
+from parity import share_tables  # noqa: E402
+
+STEPS = 4
+SIZE = 32  # pixels; the VAE halves it
+EMBED = 8  # cross-attention width (the text embeddings' last axis)
+ULP = 2.0**-23
+DTYPES = ["float32", "float64"]
+# Stable Diffusion's scheduler_config.json (steps_offset given, as the checkpoints give it)
+SD_CONFIG = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
+# --- tiny components ---------------------------------------------------------------------
+
+
+def _unet(in_channels: int = 4, sdxl: bool = False) -> Any:
+    torch.manual_seed(0)
+    extra: dict[str, Any] = {}
+    if sdxl:  # SDXL's added conditioning: pooled text embedding and 6 size/crop numbers
+        extra = {
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 4,
+            "projection_class_embeddings_input_dim": 6 * 4 + EMBED,
+        }
+    return diffusers.UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=SIZE // 2,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=EMBED,
+        attention_head_dim=2,
+        norm_num_groups=2,
+        **extra,
+    ).eval()
+
+
+def _vae() -> Any:
+    torch.manual_seed(0)
+    return diffusers.AutoencoderKL(
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=2,
+    ).eval()
+
+
+@functools.cache
+def _pipeline(name: str, dtype: str) -> Any:
+    """The pipeline `name` in `dtype`, its scheduler diffusers' DDIMScheduler on SD_CONFIG."""
+    scheduler = diffusers.DDIMScheduler(**SD_CONFIG)
+    common = {"vae": _vae(), "scheduler": scheduler, "tokenizer": None, "text_encoder": None}
+    sd = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    if name == "sdxl":
+        pipe = diffusers.StableDiffusionXLPipeline(
+            unet=_unet(sdxl=True),
+            tokenizer_2=None,
+            text_encoder_2=None,
+            add_watermarker=False,
+            **common,
+        )
+    elif name == "diffedit":
+        inverse = diffusers.DDIMInverseScheduler.from_config(scheduler.config)
+        pipe = diffusers.StableDiffusionDiffEditPipeline(
+            unet=_unet(), inverse_scheduler=inverse, **common, **sd
+        )
+    else:
+        cls = {
+            "text2img": diffusers.StableDiffusionPipeline,
+            "img2img": diffusers.StableDiffusionImg2ImgPipeline,
+            "inpaint": diffusers.StableDiffusionInpaintPipeline,
+            "inpaint9": diffusers.StableDiffusionInpaintPipeline,
+        }[name]
+        pipe = cls(unet=_unet(9 if name == "inpaint9" else 4), **common, **sd)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(getattr(torch, dtype))
+
+
+def _tensor(pipe: Any, *shape: int, seed: int) -> Any:
+    """Standard normal numbers in the pipeline's dtype (SDXL does not cast embeddings)."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    return x.to(pipe.unet.dtype)
+
+
+def _embeds(pipe: Any, seed: int = 10) -> dict[str, Any]:
+    """A prompt's and a negative prompt's text embeddings (5 tokens)."""
+    return {
+        "prompt_embeds": _tensor(pipe, 1, 5, EMBED, seed=seed),
+        "negative_prompt_embeds": _tensor(pipe, 1, 5, EMBED, seed=seed + 1),
+    }
+
+
+def _image(pipe: Any) -> Any:
+    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(12))
+    return x.to(pipe.unet.dtype)
+
+
+def _mask() -> Any:
+    mask = torch.zeros(1, 1, SIZE, SIZE)
+    return mask.index_fill(2, torch.arange(SIZE // 4, 3 * SIZE // 4), 1.0)
+
+
+# --- running a pipeline with a scheduler --------------------------------------------------
+
+
+def _swap(pipe: Any, ours: bool, options: dict[str, Any]) -> None:
+    """Swap the scheduler(s) in as a user does: the class's from_config of the pipeline's; in
+    float64 both classes on diffusers' alpha_bar table (cast to float64)."""
+    base = dict(diffusers.DDIMScheduler(**SD_CONFIG).config)
+    theirs_options = {k: v for k, v in options.items() if k != "prev_timestep"}  # ours alone
+    mine = dd.DDIMScheduler.from_config(base, **options)
+    theirs = diffusers.DDIMScheduler.from_config(base, **theirs_options)
+    pairs = [("scheduler", mine, theirs)]
+    if hasattr(pipe, "inverse_scheduler"):
+        pairs.append(
+            (
+                "inverse_scheduler",
+                dd.DDIMInverseScheduler.from_config(mine.config),
+                diffusers.DDIMInverseScheduler.from_config(theirs.config),
+            )
+        )
+    for attribute, a, b in pairs:
+        if pipe.unet.dtype == torch.float64:
+            share_tables(a, b)
+        setattr(pipe, attribute, a if ours else b)
+
+
+@functools.cache
+def _perturbing(unet: Any) -> list[bool]:
+    """A switch that scales every output of `unet` by 1 + ULP while on."""
+    switch = [False]
+
+    def hook(module: Any, args: Any, output: Any) -> None:
+        if switch[0]:
+            output[0].mul_(1 + ULP)  # a tuple or a UNet2DConditionOutput
+
+    unet.register_forward_hook(hook)
+    return switch
+
+
+def _outputs(
+    name: str, dtype: str, call: Callable[[Any], Any], options: dict[str, Any]
+) -> Iterator[np.ndarray]:
+    """ours, theirs and (float32) theirs with perturbed UNet outputs, as float64 arrays."""
+    pipe = _pipeline(name, dtype)
+    switch = _perturbing(pipe.unet)
+    runs = [(True, False), (False, False)] + [(False, True)] * (dtype == "float32")
+    for ours, perturb in runs:
+        _swap(pipe, ours, options)
+        switch[0] = perturb
+        try:
+            with torch.no_grad():
+                out = call(pipe)
+        finally:
+            switch[0] = False
+        yield np.asarray(out, dtype=np.float64)
+
+
+def assert_agree(name: str, dtype: str, call: Callable[[Any], Any], **options: Any) -> float:
+    """Run `call(pipe)` with ours and with diffusers' scheduler(s); return the difference."""
+    ours, theirs, *perturbed = _outputs(name, dtype, call, options)
+    assert ours.shape == theirs.shape and np.isfinite(theirs).all()
+    scale = 1 + float(np.abs(theirs).max())
+    difference = float(np.abs(ours - theirs).max())
+    print(f"{name} {dtype} {options}: max |ours - theirs| {difference:.2e}, scale {scale:.1f}")
+    if dtype == "float64":
+        assert difference <= 1e-10 * scale, difference
+        return difference
+    sensitivity = float(np.abs(perturbed[0] - theirs).max())
+    assert sensitivity <= 1e-3 * scale, sensitivity  # else the tolerance says little
+    assert difference <= max(1e-5 * scale, 2 * sensitivity), (difference, sensitivity)
+    return difference
+
+
+def _generator(seed: int = 0) -> Any:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- StableDiffusionPipeline ---------------------------------------------------------------
+
+
+def _text2img(steps: int = STEPS, **kwargs: Any) -> Callable[[Any], Any]:
+    output_type = kwargs.pop("output_type", "latent")
+
+    def call(pipe: Any) -> Any:
+        return pipe(
+            **_embeds(pipe),
+            height=SIZE,
+            width=SIZE,
+            num_inference_steps=steps,
+            generator=_generator(),
+            output_type=output_type,
+            **kwargs,
+        ).images
+
+    return call
+
+
+TEXT2IMG: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "eta0": ({"guidance_scale": 1.0}, {}),
+    "eta1-generator": ({"eta": 1.0, "guidance_scale": 1.0}, {}),
+    "guidance": ({"guidance_scale": 5.0, "eta": 0.5}, {}),
+    "clip-sample": ({"guidance_scale": 5.0}, {"clip_sample": True}),
+    "clip-sample-2": ({"guidance_scale": 5.0}, {"clip_sample": True, "clip_sample_range": 2.0}),
+    "v-prediction": ({"guidance_scale": 5.0}, {"prediction_type": "v_prediction"}),
+    "images-np": ({"guidance_scale": 5.0, "eta": 1.0, "output_type": "np"}, {}),
+    "leading-zero-snr": (
+        {"guidance_scale": 5.0, "guidance_rescale": 0.7},
+        {"rescale_betas_zero_snr": True, "timestep_spacing": "leading"},
+    ),
+    "trailing-zero-snr-v": (
+        {"guidance_scale": 5.0, "guidance_rescale": 0.7, "eta": 1.0},
+        {
+            "rescale_betas_zero_snr": True,
+            "timestep_spacing": "trailing",
+            "prediction_type": "v_prediction",
+        },
+    ),
+    # 3 does not divide 1000: diffusers' t - T // N rule, which prev_timestep="stride" keeps
+    "trailing-3-steps-stride": (
+        {"guidance_scale": 5.0, "steps": 3},
+        {"timestep_spacing": "trailing", "prev_timestep": "stride"},
+    ),
+    # linspace steps by (T - 1) / (N - 1), not T // N: diffusers' rule again (docs/accuracy.md)
+    "linspace-stride": (
+        {"guidance_scale": 5.0},
+        {"timestep_spacing": "linspace", "prev_timestep": "stride"},
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(TEXT2IMG))
+def test_stable_diffusion(case: str, dtype: str) -> None:
+    kwargs, options = TEXT2IMG[case]
+    assert_agree("text2img", dtype, _text2img(**kwargs), **options)
+
+
+# --- Img2Img and Inpaint: timesteps sliced by strength, add_noise ----------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("strength", [0.3, 0.75])
+def test_img2img(strength: float, dtype: str) -> None:
+    def call(pipe: Any) -> Any:
+        return pipe(
+            **_embeds(pipe),
+            image=_image(pipe),
+            strength=strength,  # 0.3: the last step of 4 alone; 0.75: the last 3
+            num_inference_steps=STEPS,
+            guidance_scale=5.0,
+            eta=1.0,
+            generator=_generator(),
+            output_type="latent",
+        ).images
+
+    assert_agree("img2img", dtype, call)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "strength"), [("inpaint", 1.0), ("inpaint9", 0.75)])
+def test_inpaint(name: str, strength: float, dtype: str) -> None:
+    """A 4-channel UNet: the known region is add_noise'd to each step's level; 9 channels:
+    the mask and the masked image's latents go into the UNet."""
+
+    def call(pipe: Any) -> Any:
+        return pipe(
+            **_embeds(pipe),
+            image=_image(pipe),
+            mask_image=_mask(),
+            height=SIZE,
+            width=SIZE,
+            strength=strength,
+            num_inference_steps=STEPS,
+            guidance_scale=5.0,
+            eta=1.0,
+            generator=_generator(),
+            output_type="latent",
+        ).images
+
+    assert_agree(name, dtype, call)
+
+
+# --- DiffEdit: DDIMInverseScheduler --------------------------------------------------------
+
+
+def _diffedit(pipe: Any) -> Any:
+    """DiffEdit's three calls: the mask (add_noise at the encoding strength), the inversion
+    (inverse_scheduler, with its noise regularization reading alphas_cumprod[t]), the edit."""
+    source, target = _embeds(pipe), _embeds(pipe, seed=20)
+    mask = pipe.generate_mask(
+        image=_image(pipe),
+        source_prompt_embeds=source["prompt_embeds"],
+        source_negative_prompt_embeds=source["negative_prompt_embeds"],
+        target_prompt_embeds=target["prompt_embeds"],
+        target_negative_prompt_embeds=target["negative_prompt_embeds"],
+        num_maps_per_mask=2,
+        num_inference_steps=STEPS,
+        generator=_generator(),
+        output_type="pt",
+    )
+    inverted = pipe.invert(
+        **source,
+        image=_image(pipe),
+        inpaint_strength=0.75,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        num_reg_steps=1,
+        num_auto_corr_rolls=2,
+        generator=_generator(1),
+    ).latents
+    edited = pipe(
+        **target,
+        mask_image=mask,
+        image_latents=inverted,
+        inpaint_strength=0.75,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        generator=_generator(2),
+        output_type="latent",
+    ).images
+    return torch.cat([inverted.flatten(), edited.flatten()])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_diffedit_inverse_scheduler(dtype: str) -> None:
+    assert_agree("diffedit", dtype, _diffedit)
+
+
+# --- Stable Diffusion XL -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stable_diffusion_xl(dtype: str) -> None:
+    def call(pipe: Any) -> Any:
+        pooled = {
+            "pooled_prompt_embeds": _tensor(pipe, 1, EMBED, seed=13),
+            "negative_pooled_prompt_embeds": _tensor(pipe, 1, EMBED, seed=14),
+        }
+        return pipe(
+            **_embeds(pipe),
+            **pooled,
+            height=SIZE,
+            width=SIZE,
+            num_inference_steps=STEPS,
+            guidance_scale=5.0,
+            guidance_rescale=0.7,
+            eta=1.0,
+            generator=_generator(),
+            output_type="latent",
+        ).images
+
+    assert_agree("sdxl", dtype, call, timestep_spacing="trailing")
