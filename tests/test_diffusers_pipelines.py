@@ -225,14 +225,17 @@ def _generator(seed: int = 0) -> Any:
 
 def _text2img(steps: int = STEPS, **kwargs: Any) -> Callable[[Any], Any]:
     output_type = kwargs.pop("output_type", "latent")
+    images = kwargs.get("num_images_per_prompt", 1)
 
     def call(pipe: Any) -> Any:
+        # several images: a list of generators, one per image (the step draws from each)
+        generator = [_generator(i) for i in range(images)] if images > 1 else _generator()
         return pipe(
             **_embeds(pipe),
             height=SIZE,
             width=SIZE,
             num_inference_steps=steps,
-            generator=_generator(),
+            generator=generator,
             output_type=output_type,
             **kwargs,
         ).images
@@ -244,6 +247,7 @@ TEXT2IMG: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "eta0": ({"guidance_scale": 1.0}, {}),
     "eta1-generator": ({"eta": 1.0, "guidance_scale": 1.0}, {}),
     "guidance": ({"guidance_scale": 5.0, "eta": 0.5}, {}),
+    "generator-list": ({"guidance_scale": 5.0, "eta": 1.0, "num_images_per_prompt": 2}, {}),
     "clip-sample": ({"guidance_scale": 5.0}, {"clip_sample": True}),
     "clip-sample-2": ({"guidance_scale": 5.0}, {"clip_sample": True, "clip_sample_range": 2.0}),
     "v-prediction": ({"guidance_scale": 5.0}, {"prediction_type": "v_prediction"}),
@@ -278,6 +282,33 @@ TEXT2IMG: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 def test_stable_diffusion(case: str, dtype: str) -> None:
     kwargs, options = TEXT2IMG[case]
     assert_agree("text2img", dtype, _text2img(**kwargs), **options)
+
+
+def test_config_a_pipeline_rewrote_swaps_in_as_into_diffusers_class() -> None:
+    """StableDiffusionPipeline.__init__ rewrites an old config in place (steps_offset=1,
+    clip_sample=False) but leaves both in `_use_default_values`, so diffusers' from_config
+    of it goes back to the defaults (steps_offset 0, clip_sample True): diffusers' behaviour,
+    which ours must share, or the swap would change the timesteps."""
+    old = diffusers.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085)
+    with pytest.warns(FutureWarning, match="steps_offset"):  # its "outdated config" warnings
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=_vae(),
+            text_encoder=None,
+            tokenizer=None,
+            unet=_unet(),
+            scheduler=old,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    assert (pipe.scheduler.config.steps_offset, pipe.scheduler.config.clip_sample) == (1, False)
+    found = []
+    for cls in (dd.DDIMScheduler, diffusers.DDIMScheduler):
+        swapped = cls.from_config(pipe.scheduler.config)
+        swapped.set_timesteps(STEPS)
+        config = swapped.config
+        found.append((config.steps_offset, config.clip_sample, swapped.timesteps.tolist()))
+    assert found[0] == found[1] == (0, True, [750, 500, 250, 0])
 
 
 # --- Img2Img and Inpaint: timesteps sliced by strength, add_noise ----------------------------
