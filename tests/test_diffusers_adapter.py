@@ -88,9 +88,11 @@ def test_private_members_published_code_calls() -> None:
     a, b = dd.DDIMScheduler(set_alpha_to_one=False), diffusers.DDIMScheduler(set_alpha_to_one=False)
     share_tables(a, b)  # diffusers' float32 arithmetic loses 1.6e-4 relative at (20, 0)
     for t, prev in ((999, 979), (500, 480), (20, 0), (10, -10)):
-        ours = a._get_variance(t, prev)
-        assert ours.dtype == torch.float32  # diffusers' table dtype
-        assert float(ours) == pytest.approx(float(b._get_variance(t, prev)), rel=2**-23)
+        ours, theirs = a._get_variance(t, prev), b._get_variance(t, prev)
+        assert ours.dtype == theirs.dtype == torch.float64  # the table's dtype (shared: float64)
+        assert float(ours) == pytest.approx(float(theirs), rel=2**-23)
+    own = dd.DDIMScheduler()._get_variance(500, 480)
+    assert own.dtype == diffusers.DDIMScheduler()._get_variance(500, 480).dtype == torch.float32
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
     cfg = {"thresholding": True, "sample_max_value": 2.0, "dynamic_thresholding_ratio": 0.9}
     a, b = dd.DDIMScheduler(**cfg), diffusers.DDIMScheduler(**cfg)
@@ -276,6 +278,41 @@ def test_tables_assigned_as_python_floats_or_lists_step_like_diffusers(ours, the
         results.append(scheduler.step(0.1 * x, t, x).prev_sample)
     assert float(getattr(scheduler, boundary)) == pytest.approx(0.9995)
     assert torch.allclose(results[0], results[1], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(("ours", "theirs"), CLASSES)
+@pytest.mark.parametrize("table_first", [True, False])
+def test_tables_assigned_as_arrays_read_back_as_assigned(ours, theirs, table_first: bool) -> None:  # type: ignore[no-untyped-def]
+    """diffusers keeps an `alphas_cumprod` or boundary level assigned as an array as it is, and
+    published pipelines read them back with `_get_variance` (CycleDiffusion's posterior_sample
+    and compute_noise, LEdits++'s compute_noise_ddim). Ours read back float32 tables (and a
+    float32 variance), whatever was assigned: a float64 pipeline's numbers were rounded to
+    float32 (1.7e-8 relative after CycleDiffusion's 4 steps, where diffusers' is exact)."""
+    boundary = "final_alpha_cumprod" if ours is dd.DDIMScheduler else "initial_alpha_cumprod"
+    table = theirs(set_alpha_to_one=False).alphas_cumprod.double() * (1 - 2**-30)
+    level = table[0].clone()
+    x = torch.tensor([[0.5, -1.5]], dtype=torch.float64)
+    results = []
+    for cls in (ours, theirs):
+        scheduler = cls(clip_sample=False, set_alpha_to_one=False)
+        scheduler.set_timesteps(10)
+        assignments = [("alphas_cumprod", table), (boundary, level)]
+        for name, value in assignments if table_first else assignments[::-1]:
+            setattr(scheduler, name, value)
+        assert scheduler.alphas_cumprod is table and getattr(scheduler, boundary) is level
+        t = scheduler.timesteps[-1 if ours is dd.DDIMScheduler else 0]  # the boundary step
+        step = scheduler.step(0.1 * x, t, x).prev_sample
+        forward = cls is dd.DDIMScheduler  # (DDIMInverseScheduler has no _get_variance)
+        variance = [scheduler._get_variance(900, p) for p in (800, -1)] if forward else []
+        results.append((step, variance))
+    (ours_step, ours_variance), (theirs_step, _) = results
+    assert torch.allclose(ours_step, theirs_step, rtol=1e-12, atol=0)
+    if ours is dd.DDIMScheduler:
+        a = table[900]
+        for variance, b in zip(ours_variance, (table[800], level), strict=True):
+            assert variance.dtype == torch.float64  # as diffusers: the table's dtype
+            exact = (1 - b) / (1 - a) * (1 - a / b)  # eq. (16) / eta^2
+            assert float(variance) == pytest.approx(float(exact), rel=1e-14)
 
 
 @pytest.mark.parametrize("cls", [dd.DDIMScheduler, dd.DDIMInverseScheduler])

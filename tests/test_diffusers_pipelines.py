@@ -426,3 +426,37 @@ def test_stable_diffusion_xl(dtype: str) -> None:
         ).images
 
     assert_agree("sdxl", dtype, call, timestep_spacing="trailing")
+
+
+# --- CycleDiffusion's own functions: the scheduler internals published pipelines read -------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cycle_diffusion_internals(dtype: str) -> None:
+    """CycleDiffusionPipeline's posterior_sample and compute_noise read alphas_cumprod[t],
+    final_alpha_cumprod, _get_variance(t, prev) and config.clip_sample with its tensor
+    timesteps, and its loop steps with variance_noise; it needs a text encoder and tokenizer
+    (prompts as strings), so its loop is run here without the UNet, as the pipeline runs it."""
+    from diffusers.pipelines.deprecated.stable_diffusion_variants import pipeline_cycle_diffusion
+
+    cd = pipeline_cycle_diffusion
+    results = []
+    for ours in (True, False):
+        cls = dd.DDIMScheduler if ours else diffusers.DDIMScheduler
+        scheduler = cls.from_config(dict(diffusers.DDIMScheduler(**SD_CONFIG).config))
+        if dtype == "float64":
+            share_tables(scheduler, diffusers.DDIMScheduler(**SD_CONFIG))
+        scheduler.set_timesteps(STEPS)
+        clean = _tensor(_pipeline("text2img", dtype), 1, 4, 8, 8, seed=30)
+        latents = clean
+        generator = _generator(3)
+        for t in scheduler.timesteps:
+            source = cd.posterior_sample(scheduler, latents, t, clean, generator, 0.1)
+            noise_pred = 0.3 * source + 0.1  # a model
+            noise = cd.compute_noise(scheduler, source, latents, t, noise_pred, 0.1)
+            latents = scheduler.step(noise_pred, t, latents, eta=0.1, variance_noise=noise)[0]
+        results.append(np.asarray(latents, dtype=np.float64))
+    ours_out, theirs_out = results
+    scale = 1 + float(np.abs(theirs_out).max())
+    limit = 1e-10 if dtype == "float64" else 1e-5
+    assert float(np.abs(ours_out - theirs_out).max()) <= limit * scale

@@ -190,12 +190,13 @@ class SchedulerCore:
         s = self._schedule
         self.betas = self._float_table(s.betas)
         self.alphas = self._float_table(1.0 - s.betas)
-        self._alphas_cumprod = self._float_table(s.alphas_cumprod)
+        self._alphas_cumprod = self._built_alphas_cumprod = self._float_table(s.alphas_cumprod)
         self._boundary = self._float_table(np.asarray(s.final_alpha_cumprod))
 
     @property
     def alphas_cumprod(self) -> Any:
-        """alpha_bar_t for every training timestep (float32, as diffusers)."""
+        """alpha_bar_t for every training timestep (float32, as diffusers; an array assigned
+        reads back as it was assigned, as diffusers keeps it)."""
         return self._alphas_cumprod
 
     @alphas_cumprod.setter
@@ -205,8 +206,11 @@ class SchedulerCore:
             self._alphas_cumprod = value
             return
         given = dc.Schedule.from_alphas_cumprod(table)
+        # the boundary level stays, and so does what it reads back as (an array assigned too)
         self._use_schedule(
-            dataclasses.replace(given, final_alpha_cumprod=self._schedule.final_alpha_cumprod)
+            dataclasses.replace(given, final_alpha_cumprod=self._schedule.final_alpha_cumprod),
+            alphas_cumprod=_as_assigned(value),
+            boundary=self._boundary,
         )
 
     def _set_boundary_level(self, value: Any) -> None:
@@ -217,11 +221,24 @@ class SchedulerCore:
         if not _same_table(
             np.asarray(level), value, np.asarray(self._schedule.final_alpha_cumprod)
         ):
-            self._use_schedule(dataclasses.replace(self._schedule, final_alpha_cumprod=level))
+            self._use_schedule(
+                dataclasses.replace(self._schedule, final_alpha_cumprod=level),
+                alphas_cumprod=self._alphas_cumprod,  # the table stays, as it reads back
+                boundary=_as_assigned(value),
+            )
 
-    def _use_schedule(self, schedule: dc.Schedule) -> None:
+    def _use_schedule(
+        self, schedule: dc.Schedule, *, alphas_cumprod: Any = None, boundary: Any = None
+    ) -> None:
+        """Step on `schedule` from now on. `alphas_cumprod` and `boundary`: what those tables
+        read back as (diffusers' scheduler keeps an array assigned to them as it is, and
+        pipelines read them: CycleDiffusion, LEdits++); None: float tables of `schedule`."""
         self._schedule = schedule
         self._refresh_tables()
+        if alphas_cumprod is not None:
+            self._alphas_cumprod = alphas_cumprod
+        if boundary is not None:
+            self._boundary = boundary
         if self._plan is not None:
             self._set_state(plan=self._with_schedule(self._plan))
 
@@ -482,10 +499,17 @@ class ForwardScheduler(SchedulerCore):
         return self._output(out, return_dict)
 
     def _get_variance(self, timestep: Any, prev_timestep: Any) -> Any:
-        """sigma_t^2 / eta^2 of eq. (16) between two timesteps (prev < 0: the final level)."""
+        """sigma_t^2 / eta^2 of eq. (16) between two timesteps (prev < 0: the final level), in
+        `alphas_cumprod`'s dtype and on its device, as diffusers' (a float64 table assigned:
+        float64)."""
         a = self._schedule.alpha_bar(int(timestep))
         b = self._schedule.alpha_bar(max(int(prev_timestep), dc.FINAL))
-        return self._float_table(np.asarray(kernels.ddim_variance(a, b)))
+        variance = np.asarray(kernels.ddim_variance(a, b))
+        table = self._alphas_cumprod
+        if table is self._built_alphas_cumprod or not hasattr(table, "dtype"):
+            return self._float_table(variance)  # our table, or a Python sequence assigned
+        xp = backends.namespace(alphas_cumprod=table)
+        return backends.from_host(variance, xp, device=backends.device(table), dtype=table.dtype)
 
     def _threshold_sample(self, sample: Any) -> Any:
         """Dynamic thresholding of a predicted x_0 (Imagen), per batch element."""
@@ -762,6 +786,13 @@ def _direct_matches(cls: Any) -> bool:
     built, direct = make(prev_sample=a, pred_original_sample=b), _direct(cls, a, b)
     same_items = list(built.items()) == list(direct.items())
     return same_items and vars(built) == vars(direct) and built.to_tuple() == direct.to_tuple()
+
+
+def _as_assigned(value: Any) -> Any:
+    """What a table assigned reads back as: an array as it is (its library, dtype and device,
+    as diffusers keeps it); None for a Python float or sequence (the float table, as before:
+    pipelines index it with tensors and take its dtype)."""
+    return value if hasattr(value, "dtype") else None
 
 
 def _same_table(table: np.ndarray, given: Any, exact: np.ndarray) -> bool:

@@ -7,7 +7,8 @@ Same constructor arguments, defaults, attributes and methods as diffusers 0.42's
   arrays as well as torch tensors (outputs in the sample's library, device and dtype);
 - the step maths runs on float64 coefficients, cast where they meet the sample.
 `alphas_cumprod` & co. are float32 tables like diffusers'; assigning a different table to
-`alphas_cumprod` makes the scheduler step on that table.
+`alphas_cumprod` makes the scheduler step on that table, and an array assigned to it (or to the
+boundary level) reads back as assigned, as diffusers' does (`_get_variance` in its dtype).
 """
 
 from __future__ import annotations
