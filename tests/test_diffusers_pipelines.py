@@ -96,14 +96,20 @@ def _pipeline(name: str, dtype: str) -> Any:
     scheduler = diffusers.DDIMScheduler(**SD_CONFIG)
     common = {"vae": _vae(), "scheduler": scheduler, "tokenizer": None, "text_encoder": None}
     sd = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    if name == "sdxl":
-        pipe = diffusers.StableDiffusionXLPipeline(
+    if name in ("sdxl", "sdxl-img2img"):
+        cls = {
+            "sdxl": diffusers.StableDiffusionXLPipeline,
+            "sdxl-img2img": diffusers.StableDiffusionXLImg2ImgPipeline,
+        }[name]
+        pipe = cls(
             unet=_unet(sdxl=True),
             tokenizer_2=None,
             text_encoder_2=None,
             add_watermarker=False,
             **common,
         )
+        if name == "sdxl-img2img":  # the 6 size numbers, not the aesthetic scores
+            pipe.register_to_config(requires_aesthetics_score=False)
     elif name == "diffedit":
         inverse = diffusers.DDIMInverseScheduler.from_config(scheduler.config)
         pipe = diffusers.StableDiffusionDiffEditPipeline(
@@ -466,3 +472,28 @@ def test_cycle_diffusion_internals(dtype: str) -> None:
     scale = 1 + float(np.abs(theirs_out).max())
     limit = 1e-10 if dtype == "float64" else 1e-5
     assert float(np.abs(ours_out - theirs_out).max()) <= limit * scale
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("start", [None, 0.5])
+def test_stable_diffusion_xl_img2img(start: float | None, dtype: str) -> None:
+    """strength 0.75 (timesteps sliced, add_noise), or the refiner's denoising_start = 0.5
+    (the timesteps below the cutoff, on latents given as the image, no add_noise)."""
+
+    def call(pipe: Any) -> Any:
+        image = _tensor(pipe, 1, 4, SIZE // 2, SIZE // 2, seed=15) if start else _image(pipe)
+        return pipe(
+            **_embeds(pipe),
+            pooled_prompt_embeds=_tensor(pipe, 1, EMBED, seed=13),
+            negative_pooled_prompt_embeds=_tensor(pipe, 1, EMBED, seed=14),
+            image=image,
+            strength=0.75,
+            denoising_start=start,
+            num_inference_steps=STEPS,
+            guidance_scale=5.0,
+            eta=1.0,
+            generator=_generator(),
+            output_type="latent",
+        ).images
+
+    assert_agree("sdxl-img2img", dtype, call)
