@@ -50,6 +50,15 @@ SD_CONFIG = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One torch thread: on models this small, threads cost more than they give (2 cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --- tiny components ---------------------------------------------------------------------
 
 
