@@ -165,3 +165,25 @@ def test_the_core_imports_no_adapter_and_array_api_compat_in_one_module() -> Non
         if module != "ddim_core.backends":
             assert "array_api_compat" not in tops, f"{module} imports array_api_compat"
     assert "array_api_compat" in {n.partition(".")[0] for n in graph["ddim_core.backends"]}
+
+
+def test_the_mindone_schedulers_without_mindspore_name_the_extra() -> None:
+    """ddim_mindone imports without MindSpore (its plugin and output class need none), but its
+    schedulers make MindSpore tables: constructing one without MindSpore ended in "No module
+    named 'mindspore'" raised from inside ddim_diffusers' setup. It is an ImportError naming
+    the extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['mindspore'] = None  # not installed, wherever these tests run\n"
+        "from ddim_mindone import DDIMInverseScheduler, DDIMScheduler\n"
+        "for cls in (DDIMScheduler, DDIMInverseScheduler):\n"
+        "    try:\n"
+        "        cls()\n"
+        "    except ImportError as e:\n"
+        "        print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout + out.stderr
+    for line in lines:
+        assert line.startswith("ImportError ") and "pip install 'ddim-core[mindone]'" in line

@@ -48,20 +48,29 @@ class DDIMSchedulerOutput(BaseOutput):  # type: ignore[misc]
     pred_original_sample: Any = None
 
 
+def _mindspore() -> Any:
+    """The mindspore module, or an ImportError naming the extra that installs it (the
+    constructor is the first to need it: this package itself imports without it)."""
+    try:
+        import mindspore
+    except ImportError:
+        raise ImportError(
+            "ddim_mindone's schedulers make MindSpore tensors, and MindSpore is not installed: "
+            "pip install 'ddim-core[mindone]'"
+        ) from None
+    return mindspore
+
+
 class _MindSporeTables:
     """Tables as mindone makes them: MindSpore tensors (float32 values, int64 timesteps)."""
 
     _output_class = DDIMSchedulerOutput
 
     def _float_table(self, values: np.ndarray) -> Any:
-        import mindspore
-
-        return mindspore.tensor(np.asarray(values, dtype=np.float32))
+        return _mindspore().tensor(np.asarray(values, dtype=np.float32))
 
     def _int_table(self, values: np.ndarray, device: Any) -> Any:
-        import mindspore
-
-        return mindspore.tensor(np.ascontiguousarray(values, dtype=np.int64))
+        return _mindspore().tensor(np.ascontiguousarray(values, dtype=np.int64))
 
 
 class DDIMScheduler(_MindSporeTables, ForwardScheduler, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
