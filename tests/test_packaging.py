@@ -99,3 +99,47 @@ def test_distributed_extra_installs_what_the_dataset_commands_use() -> None:
     ]
     names = {re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0] for spec in extras["distributed"]}
     assert {"distributed", "zarr", "tqdm"} <= names
+
+
+# the distribution that provides each host module a documented command imports
+HOST_DISTRIBUTIONS = {"diffusers": "diffusers", "k_diffusion": "k-diffusion"}
+
+
+def _sh_blocks(page: Path) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+
+
+def test_install_lines_before_a_check_install_its_target() -> None:
+    """A block that says `pip install 'ddim-core[EXTRAS]'` and then `ddim-core check
+    module:attr` installs the library of `module`: the README's and docs/testing.md's
+    `pip install 'ddim-core[testing]'` + `ddim-core check diffusers:DDIMScheduler`, run as
+    written, ended in "cannot import 'diffusers'" (the testing extra has no diffusers)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+
+    def installed(names: str) -> set[str]:
+        out: set[str] = set()
+        for extra in names.split(","):
+            for spec in extras[extra.strip()]:
+                name = re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0]
+                out |= (
+                    installed(spec.partition("[")[2].rstrip("]")) if name == "ddim-core" else {name}
+                )
+        return out
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    checked = 0
+    for page in pages:
+        for block in _sh_blocks(page):
+            install = re.search(r"pip install '?\"?ddim-core\[([\w,-]+)\]", block)
+            for module in re.findall(r"^ddim-core check (\w+)[.:]", block, re.M):
+                if install is None or module.startswith("ddim_"):
+                    continue
+                checked += 1
+                need = HOST_DISTRIBUTIONS.get(module, module)
+                assert need in installed(install[1]), (
+                    f"{page.name}: `pip install 'ddim-core[{install[1]}]'` then "
+                    f"`ddim-core check {module}:...`, but those extras do not install {need}"
+                )
+    assert checked >= 2  # the README's and docs/testing.md's
