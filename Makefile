@@ -70,6 +70,7 @@ gpu-wheels:
 		--platform manylinux2014_x86_64 --platform any \
 		-d .gpu-wheels -r requirements/gpu.txt
 	rm -f .gpu-wheels/ddim_core-*.whl  # one wheel of the project (two: pip cannot choose)
+	rm -rf build  # an older in-tree build's modules would reach the wheel
 	$(PYTHON) -m pip wheel --quiet --no-deps -w .gpu-wheels .
 
 test-gpu:

@@ -29,12 +29,22 @@ PACKAGES = ("ddim_core", "ddim_diffusers", "ddim_kdiffusion", "ddim_comfyui", "d
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("build")
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(ROOT)],
-        check=True,
+    subprocess.run(  # the sdist, then the wheel from it (as pip builds from PyPI): a stale
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],  # build/ in this
+        check=True,  # tree (an older in-tree build's modules) cannot reach the wheel
         capture_output=True,
     )
     return out
+
+
+def test_wheel_modules_are_this_trees(dist: Path) -> None:
+    """Every module in the wheel is a file of this tree (no module of an older build)."""
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        modules = [n for n in archive.namelist() if n.endswith(".py")]
+    assert modules
+    stale = [n for n in modules if not (ROOT / n).exists() and not (ROOT / "adapters" / n).exists()]
+    assert stale == []
 
 
 def test_wheel_carries_license_and_py_typed(dist: Path) -> None:
