@@ -60,6 +60,21 @@ def test_same_constructor_arguments_and_defaults(ours, theirs) -> None:  # type:
 
 
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
+def test_subclass_of_diffusers_class_running_none_of_its_code(ours, theirs) -> None:  # type: ignore[no-untyped-def]
+    """Ours subclass diffusers' classes, so pipelines that test `isinstance(scheduler,
+    DDIMScheduler)` (LEdits++, Bria) take them for one; every name diffusers' class defines
+    itself (methods, properties, `order`, `_compatibles`, ...) is defined by a class before it
+    in ours' MRO, so no attribute lookup reaches diffusers' scheduler code."""
+    assert issubclass(ours, theirs) and isinstance(ours(), theirs)
+    mro = ours.__mro__
+    before = mro[: mro.index(theirs)]
+    own = vars(theirs)
+    assert {"__init__", "step", "set_timesteps", "order"} <= set(own)  # the listing is real
+    missing = [name for name in own if not any(name in vars(cls) for cls in before)]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_same_attributes_before_and_after_set_timesteps(ours, theirs) -> None:  # type: ignore[no-untyped-def]
     a, b = ours(), theirs()
     assert (a.order, a.init_noise_sigma, a.num_inference_steps, len(a)) == (
@@ -611,6 +626,9 @@ def test_works_without_diffusers_and_returns_tuples(tmp_path: Path) -> None:
         import ddim_core as dc
         import ddim_diffusers as dd
         assert not dd.HAVE_DIFFUSERS and "torch" not in sys.modules
+        from ddim_diffusers import _base
+        assert issubclass(dd.DDIMScheduler, _base.DDIMSchedulerBase)  # in place of diffusers'
+        assert issubclass(dd.DDIMInverseScheduler, _base.DDIMInverseSchedulerBase)
         s = dd.DDIMScheduler(timestep_spacing="trailing", clip_sample=False)
         s.set_timesteps(10)
         assert isinstance(s.timesteps, np.ndarray) and s.timesteps[0] == 999

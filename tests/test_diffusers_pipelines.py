@@ -525,3 +525,112 @@ def test_stable_diffusion_xl_img2img(start: float | None, dtype: str) -> None:
         ).images
 
     assert_agree("sdxl-img2img", dtype, call)
+
+
+# --- LEdits++: pipelines that test isinstance(scheduler, DDIMScheduler) ----------------------
+
+
+def _clip(directory: str) -> tuple[Any, Any]:
+    """A tiny CLIP tokenizer (a 3-token vocabulary written to `directory`) and a random CLIP
+    text encoder of width EMBED: LEdits++ encodes its empty negative prompt itself."""
+    import json
+    import os
+
+    import transformers
+
+    vocab, merges = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
+    with open(vocab, "w", encoding="utf-8") as f:
+        json.dump({"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2}, f)
+    with open(merges, "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(vocab, merges, model_max_length=5)
+    torch.manual_seed(0)
+    config = transformers.CLIPTextConfig(
+        vocab_size=3,
+        hidden_size=EMBED,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=5,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    return tokenizer, transformers.CLIPTextModel(config).eval()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ledits_pp_keeps_ours_and_edits_like_diffusers(
+    dtype: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """LEditsPPPipelineStableDiffusion replaces any scheduler that is not a diffusers
+    DDIMScheduler (or DPMSolverMultistepScheduler) with DPMSolverMultistepScheduler at
+    construction, and its compute_noise raises NotImplementedError for others: ours, a subclass
+    of diffusers' class, is kept. `invert` (edit-friendly DDPM inversion through its own
+    compute_noise_ddim: alphas_cumprod[t], final_alpha_cumprod, _get_variance, stride
+    prev_timestep on "leading" spacing, set through a config attribute) then `__call__` with an
+    editing embedding give diffusers' DDIMScheduler's latents, in the file's tolerances.
+
+    diffusers 0.42's `invert` calls `add_noise(x0, noise, torch.Tensor([t]))`, a float32
+    timestep, which diffusers' DDIMScheduler refuses (IndexError, as ours refuses it:
+    TypeError); both schedulers here take it as the integer the pipeline means."""
+    tokenizer, text_encoder = _clip(str(tmp_path_factory.mktemp("clip")))
+    base = dict(diffusers.DDIMScheduler(**SD_CONFIG).config)
+    reference = diffusers.DDIMScheduler(**SD_CONFIG)
+    unet, vae = _unet(), _vae()
+    switch = _perturbing(unet)
+    image = torch.rand(1, 3, SIZE, SIZE, generator=_generator(12)).to(getattr(torch, dtype))
+    edit = torch.randn(1, 5, EMBED, generator=_generator(3)).to(getattr(torch, dtype))
+
+    def run(cls: Any, perturb: bool = False) -> np.ndarray:
+        scheduler = cls.from_config(base)
+        if dtype == "float64":
+            share_tables(scheduler, reference)
+        add_noise = type(scheduler).add_noise
+        scheduler.add_noise = lambda x, noise, t: add_noise(scheduler, x, noise, t.long())
+        pipe = diffusers.LEditsPPPipelineStableDiffusion(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        assert pipe.scheduler is scheduler  # kept, not replaced by DPMSolverMultistepScheduler
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(getattr(torch, dtype))
+        switch[0] = perturb
+        try:
+            with torch.no_grad():
+                pipe.invert(
+                    image=image, num_inversion_steps=STEPS, skip=0.25, generator=_generator()
+                )
+                out = pipe(
+                    editing_prompt_embeds=edit,
+                    edit_guidance_scale=3.0,
+                    use_intersect_mask=False,
+                    generator=_generator(1),
+                    output_type="latent",
+                ).images
+        finally:
+            switch[0] = False
+        return np.asarray(out, dtype=np.float64)
+
+    ours, theirs = run(dd.DDIMScheduler), run(diffusers.DDIMScheduler)
+    assert ours.shape == theirs.shape and np.isfinite(theirs).all()
+    scale = 1 + float(np.abs(theirs).max())
+    difference = float(np.abs(ours - theirs).max())
+    if dtype == "float64":
+        print(f"ledits++ {dtype}: |ours - theirs| {difference:.1e}, scale {scale:.1f}")
+        assert difference <= 1e-10 * scale, difference
+        return
+    sensitivity = float(np.abs(run(diffusers.DDIMScheduler, perturb=True) - theirs).max())
+    tolerance = max(1e-5 * scale, 2 * sensitivity)
+    print(
+        f"ledits++ {dtype}: |ours - theirs| {difference:.1e}, scale {scale:.1f}, "
+        f"sensitivity {sensitivity:.1e}, tolerance {tolerance:.1e}"
+    )
+    assert sensitivity <= 1e-3 * scale, sensitivity  # else the tolerance says little
+    assert difference <= tolerance, (difference, sensitivity)

@@ -1,6 +1,8 @@
 """Drop-in replacements for diffusers' DDIMScheduler and DDIMInverseScheduler, computed by
-ddim_core. With diffusers installed they subclass its SchedulerMixin and ConfigMixin; without
-it (mindone-style hosts) they stand on a small base of our own and `step` returns a tuple.
+ddim_core. With diffusers installed they subclass its DDIMScheduler and DDIMInverseScheduler
+(pipelines that test `isinstance` take them for those), defining every name those define;
+without it (mindone-style hosts) they stand on a small base of our own and `step` returns a
+tuple.
 
     from ddim_diffusers import DDIMScheduler
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)

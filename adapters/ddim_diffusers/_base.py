@@ -140,6 +140,16 @@ class SchedulerMixin:
         return [type(self)]
 
 
+class DDIMSchedulerBase(SchedulerMixin, ConfigMixin):
+    """Where diffusers' DDIMScheduler stands among ddim_diffusers.DDIMScheduler's bases when
+    diffusers is not installed: the two mixins, nothing of its own."""
+
+
+class DDIMInverseSchedulerBase(SchedulerMixin, ConfigMixin):
+    """Where diffusers' DDIMInverseScheduler stands among ddim_diffusers.DDIMInverseScheduler's
+    bases when diffusers is not installed: the two mixins, nothing of its own."""
+
+
 class BaseOutput:
     """A dataclass output that also indexes like a tuple (`out[0]`) and by name (`out["x"]`)."""
 

@@ -23,8 +23,8 @@ from ._compat import (
     HAVE_DIFFUSERS,
     RETURN_DICT,
     BaseOutput,
-    ConfigMixin,
-    SchedulerMixin,
+    DDIMInverseSchedulerBase,
+    DDIMSchedulerBase,
     register_to_config,
 )
 from ._scheduling import ForwardScheduler, InverseScheduler, init_of
@@ -66,12 +66,14 @@ class _DiffusersTables:
         return _int_array(values, device)
 
 
-class DDIMScheduler(_DiffusersTables, ForwardScheduler, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
+class DDIMScheduler(_DiffusersTables, ForwardScheduler, DDIMSchedulerBase):  # type: ignore[misc]
     """Denoising diffusion implicit models (Song et al. 2021): diffusers' DDIMScheduler API.
 
     The constructor takes diffusers' options (`DDIMConfig`'s, under the same names) and
     `prev_timestep`; `from_config`, `from_pretrained`, `save_pretrained` and `compatibles`
-    are the host's (diffusers', or the stand-ins without it).
+    are the host's (diffusers', or the stand-ins without it). With diffusers it is a subclass
+    of diffusers' DDIMScheduler (`isinstance` checks in pipelines pass) that defines every
+    name that class defines, so none of its code runs.
 
     Examples
     --------
@@ -146,8 +148,9 @@ class DDIMScheduler(_DiffusersTables, ForwardScheduler, SchedulerMixin, ConfigMi
         )
 
 
-class DDIMInverseScheduler(_DiffusersTables, InverseScheduler, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
-    """DDIM inversion (x_0 -> x_T): diffusers' DDIMInverseScheduler API (see InverseScheduler).
+class DDIMInverseScheduler(_DiffusersTables, InverseScheduler, DDIMInverseSchedulerBase):  # type: ignore[misc]
+    """DDIM inversion (x_0 -> x_T): diffusers' DDIMInverseScheduler API (see InverseScheduler);
+    with diffusers, a subclass of its DDIMInverseScheduler defining every name that defines.
 
     Its timesteps are the forward plan's, ascending; each step goes up from the level of the
     plan timestep before `timestep` (the clean level before the first) to `timestep`.
