@@ -69,6 +69,11 @@ class State(tuple):  # type: ignore[type-arg]
     gamma) when `invert_*` did, or None: `sample_*` refuse a state made by another method,
     plan or parameter, which would return something else than x_0 without a sign.
 
+    Raises
+    ------
+    TypeError, ValueError
+        A `lo` that is not None or a pair of arrays of the state's library and shapes.
+
     Examples
     --------
     >>> import numpy as np
@@ -91,7 +96,7 @@ class State(tuple):  # type: ignore[type-arg]
     ) -> State:
         state = super().__new__(cls, (first, second))
         state.dtype = dtype
-        state.lo = lo
+        state.lo = None if lo is None else _check_low_words(lo, first, second)
         state.origin = origin
         return state
 
@@ -774,6 +779,28 @@ def _constants(xp: Namespace, work: Any) -> Constants:
     """Host constants rounded to the work dtype and split (`compensated.Constant`)."""
     width = cw.bits(xp, work)
     return lambda value: cw.Constant.of(value, width)
+
+
+def _check_low_words(lo: Any, first: Array, second: Array) -> tuple[Array, Array]:
+    """A State's `lo` as a pair of arrays of its arrays' library and shapes: one rebuilt by
+    hand (after moving the arrays, or editing the batch) failed deep in the loop, as an
+    IndexError, an AttributeError or a broadcast error."""
+    if not isinstance(lo, tuple | list) or len(lo) != 2:
+        size = f" of {len(lo)}" if isinstance(lo, tuple | list) else ""
+        raise ValueError(
+            f"lo must be None or a pair of arrays (the low words of the state's two arrays), "
+            f"got a {type(lo).__name__}{size}"
+        )
+    for j, (low, high) in enumerate(zip(lo, (first, second), strict=True)):
+        if low is None:
+            raise TypeError(f"lo[{j}] must be an array, got None")
+        backends.namespace(**{f"lo[{j}]": low, f"state[{j}]": high})
+        if high is not None and tuple(low.shape) != tuple(high.shape):
+            raise ValueError(
+                f"lo[{j}] has shape {tuple(low.shape)}, state[{j}] {tuple(high.shape)}: the "
+                "low words must be shaped like their array"
+            )
+    return lo[0], lo[1]
 
 
 def _materialized(pair: cw.Pair) -> cw.Pair:

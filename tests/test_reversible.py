@@ -332,3 +332,35 @@ def test_a_last_step_that_does_not_move(method: str, spacing: str) -> None:
         state = invert(model, x0, config, n)
         assert all(np.isfinite(a).all() for a in state)
         assert np.array_equal(sample(model, state, config, n), x0)
+
+
+def test_a_states_low_words_are_checked_where_it_is_made() -> None:
+    """A State rebuilt by hand with a bad `lo` (one word, None, a list, another shape) failed
+    deep in the loop: an IndexError, an AttributeError, NumPy's broadcast error. It is an
+    error naming `lo` at construction; a good rebuild returns x_0."""
+    x0 = real_data(4)
+    state = R.invert_bdia(COND, x0, SD, 5)
+    first, second, lo = state[0], state[1], state.lo
+    bad = [
+        ((lo[0],), ValueError, "lo must be None or a pair of arrays .* got a tuple of 1"),
+        ((None, lo[1]), TypeError, r"lo\[0\] must be an array, got None"),
+        ((lo[0], lo[1].tolist()), TypeError, r"lo\[1\] must be an array .* got list"),
+        ((lo[0], lo[1][:, :1].repeat(3, 1)), ValueError, r"lo\[1\] has shape \(4, 3\)"),
+        ((lo[0], torch_or_numpy(lo[1])), TypeError, r"state\[1\] is a numpy array but lo\[1\]"),
+    ]
+    for low, error, message in bad:
+        with pytest.raises(error, match=message):
+            R.State(first, second, state.dtype, low, state.origin)
+    rebuilt = R.State(first.copy(), second.copy(), state.dtype, list(lo), state.origin)
+    np.testing.assert_array_equal(R.sample_bdia(COND, rebuilt, SD, 5), x0)
+
+
+def torch_or_numpy(array: np.ndarray):  # type: ignore[no-untyped-def]
+    """`array` in another library than NumPy (torch, else array-api-strict)."""
+    try:
+        import torch
+    except ImportError:
+        import array_api_strict
+
+        return array_api_strict.asarray(array)
+    return torch.from_numpy(array)
