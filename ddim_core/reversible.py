@@ -205,7 +205,7 @@ def sample_edict(
     check_finite : bool, optional
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
-        The arithmetic dtype (default: the state's).
+        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
         State's, else the arrays').
@@ -376,7 +376,7 @@ def sample_bdia(
     check_finite : bool, optional
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
-        The arithmetic dtype (default: the state's).
+        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
         State's, else the arrays').
@@ -536,7 +536,7 @@ def sample_belm(
     check_finite : bool, optional
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
-        The arithmetic dtype (default: the state's).
+        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
         State's, else the arrays').
@@ -762,6 +762,13 @@ def _state_pairs(
             f"{first.dtype} and {tuple(second.shape)} {second.dtype}"
         )
     work, dtype = _dtypes(xp, second.dtype, precision, _samples_dtype(state, dtype))
+    made = isinstance(state, State) and state.origin is not None
+    if made and work != second.dtype:  # its steps' coefficients rounded to another dtype
+        raise ValueError(
+            f"precision={precision!r}: the state was made in {second.dtype} arithmetic, and "
+            "sampled in another it lands away from x_0 (by 1e-4 under guidance); pass "
+            "precision=None (the state's own)"
+        )
     lo = getattr(state, "lo", None) if isinstance(state, State) else None
     pairs = [
         cw.Pair.of(
