@@ -319,6 +319,8 @@ def _in_memory(t: Any) -> bool:
     """Whether `t`'s elements lie in memory at its data pointer, for the NumPy views: not a
     tensor of torch.func's transforms (vmap, jvp: no storage; functionalize), FakeTensorMode
     or a wrapper subclass, whose data pointer is none or 0 (a tensor of no elements may be 0)."""
+    if type(t) is not sys.modules["torch"].Tensor and hasattr(t, "fake_mode"):
+        return False  # a FakeTensor: asking its data pointer warns (an error in later torch)
     try:
         return bool(t.data_ptr() != 0 or t.numel() == 0)
     except RuntimeError:  # "Cannot access data pointer of Tensor that doesn't have storage"

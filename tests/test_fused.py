@@ -208,6 +208,7 @@ def test_out_with_a_model_output_or_noise_of_another_dtype_names_it(other: str) 
         dc.step(plan, x, 500, x, eta=1.0, noise=x.astype(other), out=out)
 
 
+@pytest.mark.filterwarnings("error:Accessing the data pointer")  # of a FakeTensor: not asked
 @pytest.mark.parametrize("transform", ["vmap", "jvp", "functionalize", "fake"])
 def test_torch_tensors_without_memory_of_their_own_take_the_eager_kernel(transform: str) -> None:
     """torch.func's transforms and FakeTensorMode hand the step tensors with no memory at
