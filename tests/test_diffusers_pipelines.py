@@ -245,6 +245,20 @@ def _generator(seed: int = 0) -> Any:
     return torch.Generator().manual_seed(seed)
 
 
+def _latents(pipe: Any, **options: Any) -> Any:
+    """The pipeline's latents for the test prompt embeddings at guidance 5 and eta 1, with the
+    file's step count and generator, and `options`."""
+    return pipe(
+        **_embeds(pipe),
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        eta=1.0,
+        generator=_generator(),
+        output_type="latent",
+        **options,
+    ).images
+
+
 def test_perturbation_covers_diffusers_table_rounding() -> None:
     ours = dd.DDIMScheduler(**SD_CONFIG).alphas_cumprod.double()
     theirs = diffusers.DDIMScheduler(**SD_CONFIG).alphas_cumprod.double()
@@ -350,16 +364,8 @@ def test_config_a_pipeline_rewrote_swaps_in_as_into_diffusers_class() -> None:
 @pytest.mark.parametrize("strength", [0.3, 0.75])
 def test_img2img(strength: float, dtype: str) -> None:
     def call(pipe: Any) -> Any:
-        return pipe(
-            **_embeds(pipe),
-            image=_image(pipe),
-            strength=strength,  # 0.3: the last step of 4 alone; 0.75: the last 3
-            num_inference_steps=STEPS,
-            guidance_scale=5.0,
-            eta=1.0,
-            generator=_generator(),
-            output_type="latent",
-        ).images
+        # strength 0.3: the last step of 4 alone; 0.75: the last 3
+        return _latents(pipe, image=_image(pipe), strength=strength)
 
     assert_agree("img2img", dtype, call)
 
@@ -371,19 +377,9 @@ def test_inpaint(name: str, strength: float, dtype: str) -> None:
     the mask and the masked image's latents go into the UNet."""
 
     def call(pipe: Any) -> Any:
-        return pipe(
-            **_embeds(pipe),
-            image=_image(pipe),
-            mask_image=_mask(),
-            height=SIZE,
-            width=SIZE,
-            strength=strength,
-            num_inference_steps=STEPS,
-            guidance_scale=5.0,
-            eta=1.0,
-            generator=_generator(),
-            output_type="latent",
-        ).images
+        return _latents(
+            pipe, image=_image(pipe), mask_image=_mask(), height=SIZE, width=SIZE, strength=strength
+        )
 
     assert_agree(name, dtype, call)
 
@@ -452,18 +448,7 @@ def test_stable_diffusion_xl(dtype: str) -> None:
             "pooled_prompt_embeds": _tensor(pipe, 1, EMBED, seed=13),
             "negative_pooled_prompt_embeds": _tensor(pipe, 1, EMBED, seed=14),
         }
-        return pipe(
-            **_embeds(pipe),
-            **pooled,
-            height=SIZE,
-            width=SIZE,
-            num_inference_steps=STEPS,
-            guidance_scale=5.0,
-            guidance_rescale=0.7,
-            eta=1.0,
-            generator=_generator(),
-            output_type="latent",
-        ).images
+        return _latents(pipe, **pooled, height=SIZE, width=SIZE, guidance_rescale=0.7)
 
     assert_agree("sdxl", dtype, call, timestep_spacing="trailing")
 
@@ -510,19 +495,14 @@ def test_stable_diffusion_xl_img2img(start: float | None, dtype: str) -> None:
 
     def call(pipe: Any) -> Any:
         image = _tensor(pipe, 1, 4, SIZE // 2, SIZE // 2, seed=15) if start else _image(pipe)
-        return pipe(
-            **_embeds(pipe),
+        return _latents(
+            pipe,
             pooled_prompt_embeds=_tensor(pipe, 1, EMBED, seed=13),
             negative_pooled_prompt_embeds=_tensor(pipe, 1, EMBED, seed=14),
             image=image,
             strength=0.75,
             denoising_start=start,
-            num_inference_steps=STEPS,
-            guidance_scale=5.0,
-            eta=1.0,
-            generator=_generator(),
-            output_type="latent",
-        ).images
+        )
 
     assert_agree("sdxl-img2img", dtype, call)
 
