@@ -223,17 +223,23 @@ def _outputs(
 def assert_agree(name: str, dtype: str, call: Callable[[Any], Any], **options: Any) -> float:
     """Run `call(pipe)` with ours and with diffusers' scheduler(s); return the difference."""
     ours, theirs, *perturbed = _outputs(name, dtype, call, options)
+    return _assert_close(f"{name} {dtype} {options}", ours, theirs, perturbed)
+
+
+def _assert_close(label: str, ours: Any, theirs: Any, perturbed: list[Any]) -> float:
+    """Our output against diffusers' (float64: `perturbed` empty) within the module's
+    tolerance (module docstring); the difference."""
     assert ours.shape == theirs.shape and np.isfinite(theirs).all()
     scale = 1 + float(np.abs(theirs).max())
     difference = float(np.abs(ours - theirs).max())
-    if dtype == "float64":
-        print(f"{name} {dtype} {options}: |ours - theirs| {difference:.1e}, scale {scale:.1f}")
+    if not perturbed:  # float64, shared tables
+        print(f"{label}: |ours - theirs| {difference:.1e}, scale {scale:.1f}")
         assert difference <= 1e-10 * scale, difference
         return difference
     sensitivity = float(np.abs(perturbed[0] - theirs).max())
     tolerance = max(1e-5 * scale, 2 * sensitivity)
     print(
-        f"{name} {dtype} {options}: |ours - theirs| {difference:.1e}, scale {scale:.1f}, "
+        f"{label}: |ours - theirs| {difference:.1e}, scale {scale:.1f}, "
         f"sensitivity {sensitivity:.1e}, tolerance {tolerance:.1e}"
     )
     assert sensitivity <= 1e-3 * scale, sensitivity  # else the tolerance says little
@@ -599,18 +605,5 @@ def test_ledits_pp_keeps_ours_and_edits_like_diffusers(
         return np.asarray(out, dtype=np.float64)
 
     ours, theirs = run(dd.DDIMScheduler), run(diffusers.DDIMScheduler)
-    assert ours.shape == theirs.shape and np.isfinite(theirs).all()
-    scale = 1 + float(np.abs(theirs).max())
-    difference = float(np.abs(ours - theirs).max())
-    if dtype == "float64":
-        print(f"ledits++ {dtype}: |ours - theirs| {difference:.1e}, scale {scale:.1f}")
-        assert difference <= 1e-10 * scale, difference
-        return
-    sensitivity = float(np.abs(run(diffusers.DDIMScheduler, perturb=True) - theirs).max())
-    tolerance = max(1e-5 * scale, 2 * sensitivity)
-    print(
-        f"ledits++ {dtype}: |ours - theirs| {difference:.1e}, scale {scale:.1f}, "
-        f"sensitivity {sensitivity:.1e}, tolerance {tolerance:.1e}"
-    )
-    assert sensitivity <= 1e-3 * scale, sensitivity  # else the tolerance says little
-    assert difference <= tolerance, (difference, sensitivity)
+    perturbed = [] if dtype == "float64" else [run(diffusers.DDIMScheduler, perturb=True)]
+    _assert_close(f"ledits++ {dtype}", ours, theirs, perturbed)
