@@ -1788,6 +1788,13 @@ def command(name: str, argv: Sequence[str]) -> int:
     except (OSError, ValueError, TypeError) as e:  # missing, a folder, not JSON, a bad option
         why = e.strerror if isinstance(e, OSError) and e.strerror else e
         parser.error(f"argument --config: {args.config!r}: {why}")
+    if not args.quiet:
+        try:
+            _tqdm()
+        except ImportError:
+            parser.error(
+                "the progress bar needs tqdm: pip install 'ddim-core[progress]', or pass --quiet"
+            )
     try:
         # --model and --method modules as `python -m` finds them (the current directory
         # first); the command's own workers are spawned with this sys.path

@@ -928,6 +928,22 @@ def test_prepare_refuses_tol_without_refinements(npy: Path) -> None:
     assert not target.exists()
 
 
+def test_a_missing_progress_bar_names_quiet(
+    tmp_path: Path, npy: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without tqdm the command said "progress=True needs tqdm", the Python argument, where a
+    user of the command passes --quiet; now it says both, as a usage error, before any work."""
+    for name in ("tqdm", "tqdm.auto"):
+        monkeypatch.setitem(sys.modules, name, None)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(SystemExit) as exc:
+        distributed.command("invert-dataset", [str(npy), str(out), "--steps", "3"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --quiet" in err and "[progress]" in err, err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "kind,given",
     [
