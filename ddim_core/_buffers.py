@@ -75,7 +75,9 @@ def host_view(t: Any) -> Any:
     same few addresses: the pool's buffers, the model's outputs). Another dtype goes through
     `t.numpy()`, which checks it. A tensor with the negative bit must be resolved first (the
     kernel does): a view cached for its address reads the memory as it is, without the sign
-    (only a first call at an address goes through `t.numpy()`, which refuses it).
+    (only a first call at an address goes through `t.numpy()`, which refuses it). None for a
+    tensor whose elements are not in memory at its data pointer (torch.func's vmap, jvp and
+    functionalize, FakeTensorMode, wrapper subclasses): the eager kernel takes those.
 
     Examples
     --------
@@ -84,7 +86,14 @@ def host_view(t: Any) -> Any:
     >>> host_view(t).tolist(), t.resize_(8).shape
     ([0.0, 1.0, 2.0, 3.0], torch.Size([8]))
     """
-    key = (t.data_ptr(), t.numel(), t.dtype)
+    if type(t) is not sys.modules["torch"].Tensor and hasattr(t, "fake_mode"):
+        return None  # a FakeTensor: asking its data pointer warns (an error in later torch)
+    try:
+        key = (t.data_ptr(), t.numel(), t.dtype)
+    except RuntimeError:  # torch.func's vmap / jvp: "... Tensor that doesn't have storage"
+        return None
+    if key[0] == 0 and key[1]:  # functionalize, wrapper subclasses: no memory there
+        return None
     view = _VIEWS.get(key)
     if view is None:
         if not _TYPESTR:

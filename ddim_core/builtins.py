@@ -298,33 +298,22 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
     plain = plain and not (x.requires_grad or m.requires_grad)
     if plain and z is not None:
         plain = z.is_contiguous() and not z.requires_grad
-    plain = plain and _in_memory(x) and _in_memory(m) and (z is None or _in_memory(z))
+    view = _buffers.host_view  # flat NumPy arrays over the tensors' memory (None: none)
     if plain and out is not None:
         plain = all(o.is_contiguous() and o.dtype == x.dtype and not o.is_neg() for o in out)
-        plain = plain and all(map(_in_memory, out)) and not _aliases(out, (x, m, z))
-    if not plain:
-        return _torch_step(x, m, z, c, clip, out)
-    view = _buffers.host_view  # flat NumPy arrays over the tensors' memory
+        out_views = [view(o) for o in out] if plain else []
+        plain = plain and all(v is not None for v in out_views)
+        plain = plain and not _aliases(out, (x, m, z))
+    x_view, m_view = (view(x), view(m)) if plain else (None, None)
+    z_view = None if z is None or not plain else view(z)
+    if x_view is None or m_view is None or (z is not None and z_view is None):
+        return _torch_step(x, m, z, c, clip, out)  # (not plain, or an input without memory)
     if out is None:  # reused once nothing holds them
         prev, x0, prev_view, x0_view = _buffers.outputs(sys.modules["torch"], x)
     else:
-        prev, x0 = out
-        prev_view, x0_view = view(prev), view(x0)
-    z_view = None if z is None else view(z)
-    _numba().run(view(x), view(m), z_view, c, clip, prev_view, x0_view)
+        (prev, x0), (prev_view, x0_view) = out, out_views
+    _numba().run(x_view, m_view, z_view, c, clip, prev_view, x0_view)
     return prev, x0
-
-
-def _in_memory(t: Any) -> bool:
-    """Whether `t`'s elements lie in memory at its data pointer, for the NumPy views: not a
-    tensor of torch.func's transforms (vmap, jvp: no storage; functionalize), FakeTensorMode
-    or a wrapper subclass, whose data pointer is none or 0 (a tensor of no elements may be 0)."""
-    if type(t) is not sys.modules["torch"].Tensor and hasattr(t, "fake_mode"):
-        return False  # a FakeTensor: asking its data pointer warns (an error in later torch)
-    try:
-        return bool(t.data_ptr() != 0 or t.numel() == 0)
-    except RuntimeError:  # "Cannot access data pointer of Tensor that doesn't have storage"
-        return False
 
 
 def _numba() -> Any:
