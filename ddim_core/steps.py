@@ -122,8 +122,11 @@ def step(
     >>> x.shape, x.dtype
     ((2, 3), dtype('float64'))
     """
-    if out is None and type(eta) is float and eta == 0.0:
-        done = _seen_step(plan, False, use_clipped_model_output, model_output, timestep, sample)
+    if out is None and type(eta) is float and (eta == 0.0 or noise is not None):
+        z = noise if eta else None
+        done = _seen_step(
+            plan, False, use_clipped_model_output, model_output, timestep, sample, eta, z
+        )
         if done is not None:
             return done
     eta = check_eta(eta)
@@ -182,7 +185,7 @@ def inverse_step(
     True
     """
     if out is None:
-        done = _seen_step(plan, True, False, model_output, timestep, sample)
+        done = _seen_step(plan, True, False, model_output, timestep, sample, 0.0, None)
         if done is not None:
             return done
     key = StepKey(_check_plan(plan), 0.0, True)
@@ -336,7 +339,7 @@ def _dispatch(
         fused = _fused(kernel, key, (t, t_arr), arrays, use_clipped, clip, out, xp)
         if fused is not None:
             done = _kernel_output(kernel, fused)
-            if t is not None and noise is None and out is None and key.eta == 0.0:
+            if t is not None and out is None:
                 _remember(key, use_clipped, sample, t, clip)
             return done
     if out is not None:
@@ -365,10 +368,10 @@ def _reference(
     return StepOutput(backends.cast(xp, x_b, sample.dtype), backends.cast(xp, x0, sample.dtype))
 
 
-# The steps `_dispatch` has taken on a fused kernel with a Python-int timestep, eta 0, no out=:
-# per (plan, inverse, use_clipped, array type, dtype) the FusedRow of each timestep seen (so
-# checked) and the clip limit. A pipeline's steps are all of this kind: `_seen_step` takes
-# them again with only the checks that depend on the arrays.
+# The steps `_dispatch` has taken on a fused kernel with a Python-int timestep, no out=: per
+# (plan, inverse, use_clipped, array type, dtype, eta) the FusedRow of each timestep seen (so
+# checked) and the clip limit. A pipeline's steps are all of this kind (eta > 0: with the
+# noise it drew): `_seen_step` takes them again with only the checks that depend on the arrays.
 _SEEN: dict[tuple[Any, ...], tuple[dict[int, coefficients.FusedRow], float | None]] = {}
 _SEEN_MAX = 256  # signatures kept (a few per plan in use), cleared when full
 
@@ -379,7 +382,7 @@ def _remember(key: StepKey, use_clipped: bool, sample: Array, t: int, clip: floa
         return
     if type(sample) not in backends.SAME_DEVICE:  # not NumPy or torch: no cheap device check
         return
-    signature = (key.plan, key.inverse, use_clipped, type(sample), sample.dtype)
+    signature = (key.plan, key.inverse, use_clipped, type(sample), sample.dtype, key.eta)
     found = _SEEN.get(signature)
     if found is None:
         if len(_SEEN) >= _SEEN_MAX:
@@ -389,13 +392,21 @@ def _remember(key: StepKey, use_clipped: bool, sample: Array, t: int, clip: floa
 
 
 def _seen_step(
-    plan: Any, inverse: bool, use_clipped: Any, model_output: Any, t: Any, sample: Any
+    plan: Any,
+    inverse: bool,
+    use_clipped: Any,
+    model_output: Any,
+    t: Any,
+    sample: Any,
+    eta: float,
+    noise: Any,
 ) -> StepOutput | None:
     """A step of a kind `_dispatch` has already taken on a fused kernel (`_remember`): the same
     kernel on the same row, after the checks that depend on the arrays (one type, dtype, shape
     and device; not compiling), which `_dispatch` would repeat. None for anything else: then
     `_dispatch` checks everything and says what is wrong. The pipeline's step costs the kernel
-    and about 2 us here, where `_dispatch` takes 5 (benchmarks/pipeline.py)."""
+    and about 2 us here, where `_dispatch` takes 5 (benchmarks/pipeline.py). `noise` is None
+    at eta 0; at eta > 0 it must be given (else None here, and `_dispatch` says so)."""
     if backends.compiling():  # torch.compile fuses the reference (and traces no `type(t)`)
         return None
     kind = type(sample)
@@ -406,10 +417,10 @@ def _seen_step(
         return None
     dtype = sample.dtype
     try:
-        found = _SEEN.get((plan, inverse, use_clipped, kind, dtype))
+        found = _SEEN.get((plan, inverse, use_clipped, kind, dtype, eta))
     except TypeError:  # an unhashable dtype
         return None
-    if found is None:
+    if found is None or (noise is None) != (eta == 0.0):
         return None
     rows, clip = found
     c = rows.get(t)
@@ -417,18 +428,24 @@ def _seen_step(
         c is None
         or model_output.dtype != dtype
         or model_output.shape != sample.shape
-        or not same_device(sample, (model_output,))
+        or not (noise is None or _like(noise, kind, dtype, sample.shape))
+        or not same_device(sample, (model_output, noise))
     ):
         return None
     kernel = plugins.step_kernel(sample)  # the current one (plugins may have changed)
     if kernel is None:
         return None
-    fused = kernel(sample, model_output, None, c, clip, None)
+    fused = kernel(sample, model_output, noise, c, clip, None)
     if fused is not None:
         return _kernel_output(kernel, fused)
     xp = backends.namespace(sample=sample)  # declined: the reference, as `_dispatch` runs it
-    key = StepKey(plan, 0.0, inverse)
-    return _reference(key, model_output, (t, None), sample, None, use_clipped, xp)
+    key = StepKey(plan, eta, inverse)
+    return _reference(key, model_output, (t, None), sample, noise, use_clipped, xp)
+
+
+def _like(a: Any, kind: Any, dtype: Any, shape: Any) -> bool:
+    """Whether `a` is an array of type `kind`, `dtype` and `shape` (a seen step's noise)."""
+    return type(a) is kind and a.dtype == dtype and a.shape == shape
 
 
 def _kernel_output(kernel: Any, fused: Any) -> StepOutput:

@@ -238,14 +238,14 @@ CONFIGS = [
 def test_steps_taken_again_skip_dispatch_and_equal_it(
     config: dc.DDIMConfig, library: str, dtype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A step of a kind `_dispatch` has taken on a fused kernel (Python-int timestep, eta 0,
-    no out=) is taken again without it: the same kernel on the same row, bit for bit, forward
-    and inverse, with and without use_clipped_model_output."""
+    """A step of a kind `_dispatch` has taken on a fused kernel (Python-int timestep, no out=)
+    is taken again without it: the same kernel on the same row, bit for bit, forward and
+    inverse, with and without use_clipped_model_output, at eta 0 and (with noise) 0.5 and 1."""
     plan = dc.make_plan(config, 10)
     g = np.random.default_rng(0)
-    x, m = (g.standard_normal((2, 4, 8, 8)).astype(dtype) for _ in range(2))
+    x, m, z = (g.standard_normal((2, 4, 8, 8)).astype(dtype) for _ in range(3))
     if library == "torch":
-        x, m = torch.from_numpy(x), torch.from_numpy(m)
+        x, m, z = torch.from_numpy(x), torch.from_numpy(m), torch.from_numpy(z)
     calls = []
     dispatch = steps._dispatch
     monkeypatch.setattr(steps, "_dispatch", lambda *a: calls.append(1) or dispatch(*a))
@@ -255,13 +255,18 @@ def test_steps_taken_again_skip_dispatch_and_equal_it(
         for t in plan.timesteps:
             for clipped in (False, True):
                 outs.append(dc.step(plan, m, t, x, use_clipped_model_output=clipped))
+                for eta in (0.5, 1.0):
+                    call = dc.step(
+                        plan, m, t, x, eta=eta, noise=z, use_clipped_model_output=clipped
+                    )
+                    outs.append(call)
             outs.append(dc.inverse_step(plan, m, t, x))
         return outs
 
     first = loop()
-    assert len(calls) == 3 * len(plan.timesteps)
+    assert len(calls) == 7 * len(plan.timesteps)
     again = loop()
-    assert len(calls) == 3 * len(plan.timesteps)  # none the second time
+    assert len(calls) == 7 * len(plan.timesteps)  # none the second time
     for a, b in zip(first, again, strict=True):
         assert _same(_outcome(lambda a=a: a), _outcome(lambda b=b: b))
 
@@ -272,9 +277,21 @@ def test_steps_taken_again_check_what_dispatch_checks(monkeypatch: pytest.Monkey
     error. A bool timestep is not timestep 1, a use_clipped_model_output of 1 is not True, a
     plan timestep's row is not another timestep's, and a kernel blocked since is not used."""
     g = torch.Generator().manual_seed(3)
-    x, m = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(2))
+    x, m, z = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
     t0 = PLAN.timesteps[2]
     calls = [
+        lambda: dc.step(PLAN, m, t0, x, eta=1.0, noise=z),
+        lambda: dc.step(PLAN, m, t0, x, eta=1.0),  # no noise
+        lambda: dc.step(PLAN, m, t0, x, eta=0.0, noise=z),  # noise unused at eta 0
+        lambda: dc.step(PLAN, m, t0, x, eta=0.5, noise=z),  # an eta never seen
+        lambda: dc.step(PLAN, m, t0, x, eta=1.0, noise=z.double()),
+        lambda: dc.step(PLAN, m, t0, x, eta=1.0, noise=z[:1]),
+        lambda: dc.step(PLAN, m, t0, x, eta=1.0, noise=z.numpy()),
+        lambda: dc.step(PLAN, m, t0, x, eta=1.0, noise=z.transpose(2, 3)),
+        lambda: dc.step(PLAN, m, t0, x, eta=1.0, noise=z.to("meta")),
+        lambda: dc.step(PLAN, m, t0, x, eta=1.0, noise=None),
+        lambda: dc.step(PLAN, m, t0, x, eta=float("inf"), noise=z),
+        lambda: dc.step(PLAN, m, 1, x, eta=1.0, noise=z),
         lambda: dc.step(PLAN, m, t0, x),
         lambda: dc.step(PLAN, m.double(), t0, x),
         lambda: dc.step(PLAN, m[:1], t0, x),
@@ -303,6 +320,7 @@ def test_steps_taken_again_check_what_dispatch_checks(monkeypatch: pytest.Monkey
     for plan in (PLAN, ONE):  # every row of these plans' steps seen
         for t in plan.timesteps:
             dc.step(plan, m, t, x)
+            dc.step(plan, m, t, x, eta=1.0, noise=z)
             dc.step(plan, m, t, x, use_clipped_model_output=True)
             dc.inverse_step(plan, m, t, x)
     taken = [_outcome(call) for call in calls]
