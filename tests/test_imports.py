@@ -187,3 +187,19 @@ def test_the_mindone_schedulers_without_mindspore_name_the_extra() -> None:
     assert len(lines) == 2, out.stdout + out.stderr
     for line in lines:
         assert line.startswith("ImportError ") and "pip install 'ddim-core[mindone]'" in line
+
+
+def test_the_mindone_schedulers_without_mindone_stand_where_mindones_classes_would() -> None:
+    """With mindone, ddim_mindone's classes subclass mindone's DDIMScheduler /
+    DDIMInverseScheduler (tests/mindspore/test_mindone.py); without it, the stand-ins that
+    ddim_diffusers' classes use without diffusers take those places in the MRO."""
+    code = (
+        "import sys\n"
+        "sys.modules['mindone'] = None  # not installed, wherever these tests run\n"
+        "from ddim_diffusers import _base\n"
+        "import ddim_mindone as dm\n"
+        "print(dm.HAVE_MINDONE, issubclass(dm.DDIMScheduler, _base.DDIMSchedulerBase),\n"
+        "      issubclass(dm.DDIMInverseScheduler, _base.DDIMInverseSchedulerBase))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr

@@ -7,7 +7,8 @@ diffusers API on MindSpore tensors), computed by ddim_core:
 As mindone's own: `step` returns a tuple by default, `set_timesteps(num_inference_steps)`
 takes no device, tables and `timesteps` are MindSpore tensors, noise comes from a NumPy
 Generator (or a mindspore.Generator). With mindone installed the classes subclass its
-SchedulerMixin and ConfigMixin; without it, ddim_diffusers' small stand-ins. The names load
+DDIMScheduler and DDIMInverseScheduler (pipelines that test `isinstance` take them for those),
+defining every name those define; without it, ddim_diffusers' small stand-ins. The names load
 lazily (PEP 562), so the plugin module `ddim_mindone.plugin` imports neither.
 """
 

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 from ddim_diffusers._scheduling import ForwardScheduler, InverseScheduler, init_of
 
-from ._compat import COMPATIBLES, BaseOutput, ConfigMixin, SchedulerMixin, register_to_config
+from ._compat import (
+    COMPATIBLES,
+    BaseOutput,
+    DDIMInverseSchedulerBase,
+    DDIMSchedulerBase,
+    register_to_config,
+)
 
 
 @dataclasses.dataclass
@@ -73,13 +79,15 @@ class _MindSporeTables:
         return _mindspore().tensor(np.ascontiguousarray(values, dtype=np.int64))
 
 
-class DDIMScheduler(_MindSporeTables, ForwardScheduler, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
+class DDIMScheduler(_MindSporeTables, ForwardScheduler, DDIMSchedulerBase):  # type: ignore[misc]
     """Denoising diffusion implicit models (Song et al. 2021): mindone.diffusers'
     DDIMScheduler API on MindSpore tensors.
 
     The constructor takes mindone's (diffusers') options and `prev_timestep`; `from_config`,
     `from_pretrained`, `save_pretrained` and `compatibles` are mindone's (ddim_diffusers'
-    stand-ins without it). The examples need MindSpore (docs/mindspore.md has more, run by
+    stand-ins without it). With mindone it is a subclass of mindone's DDIMScheduler
+    (`isinstance` checks in pipelines pass) that defines every name that class defines, so
+    none of its code runs. The examples need MindSpore (docs/mindspore.md has more, run by
     ``make test-mindspore``).
 
     Examples
@@ -175,9 +183,10 @@ class DDIMScheduler(_MindSporeTables, ForwardScheduler, SchedulerMixin, ConfigMi
         )
 
 
-class DDIMInverseScheduler(_MindSporeTables, InverseScheduler, SchedulerMixin, ConfigMixin):  # type: ignore[misc]
+class DDIMInverseScheduler(_MindSporeTables, InverseScheduler, DDIMInverseSchedulerBase):  # type: ignore[misc]
     """DDIM inversion (x_0 -> x_T): mindone.diffusers' DDIMInverseScheduler API on MindSpore
-    tensors; the inverse plan mirrors the forward plan (see InverseScheduler).
+    tensors; the inverse plan mirrors the forward plan (see InverseScheduler). With mindone,
+    a subclass of its DDIMInverseScheduler defining every name that defines.
 
     Examples
     --------

@@ -247,6 +247,49 @@ def test_drop_in_api() -> None:
         DDIMScheduler().step(x, 1, x)
 
 
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [(DDIMScheduler, TheirScheduler), (DDIMInverseScheduler, TheirInverse)]
+)
+def test_subclass_of_mindones_class_running_none_of_its_code(ours: Any, theirs: Any) -> None:
+    """Ours subclass mindone's classes, so pipelines that test `isinstance(scheduler,
+    DDIMScheduler)` (LEdits++, Bria) take them for one; every name mindone's class defines
+    itself (methods, `order`, `_compatibles`, `ignore_for_config`, ...) is defined by a class
+    before it in ours' MRO, so no attribute lookup reaches mindone's scheduler code."""
+    assert issubclass(ours, theirs) and isinstance(ours(), theirs)
+    mro = ours.__mro__
+    before = mro[: mro.index(theirs)]
+    own = vars(theirs)
+    assert {"__init__", "step", "set_timesteps", "order"} <= set(own)  # the listing is real
+    missing = [name for name in own if not any(name in vars(cls) for cls in before)]
+    assert not missing, missing
+
+
+def test_ledits_pp_takes_ours_for_a_ddim_scheduler() -> None:
+    """mindone's LEdits++ dispatches on `isinstance(scheduler, DDIMScheduler)`: its
+    constructor replaces any other scheduler with DPMSolverMultistepScheduler, and its
+    `compute_noise` (the edit-friendly inversion's noise) raised NotImplementedError for ours.
+    On ours it now reads our tables and `_get_variance`, matching mindone's scheduler."""
+    from mindone.diffusers.pipelines.ledits_pp import pipeline_leditspp_stable_diffusion as ledits
+
+    theirs, mine = _pair(SD, 10)
+    none = dict.fromkeys(["vae", "text_encoder", "tokenizer", "unet", "safety_checker"])
+    pipe = ledits.LEditsPPPipelineStableDiffusion(
+        **none, scheduler=mine, feature_extractor=None, requires_safety_checker=False
+    )
+    assert pipe.scheduler is mine  # not replaced by a DPMSolverMultistepScheduler
+    rng = np.random.default_rng(4)
+    latents, prev_latents, noise_pred = (
+        _tensor(rng.standard_normal(SHAPE), mindspore.float32) for _ in range(3)
+    )
+    for t in (mine.timesteps[0], mine.timesteps[-1]):
+        got, want = (
+            ledits.compute_noise(s, prev_latents, latents, t, noise_pred, 1.0)
+            for s in (mine, theirs)
+        )
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_swapping_in_and_back_out_through_configs(tmp_path: Any) -> None:
     mine = DDIMScheduler.from_config(TheirScheduler(**SD).config, timestep_spacing="trailing")
     mine.save_pretrained(tmp_path)
