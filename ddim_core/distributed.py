@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -1237,6 +1238,9 @@ def local_cluster(
         `workers` is not an integer.
     ValueError
         `workers` < 1.
+    KeyboardInterrupt
+        Ctrl-C while the cluster starts: held until it has started, then raised once the
+        cluster is closed again (so no half-started cluster is left behind).
 
     Examples
     --------
@@ -1260,7 +1264,38 @@ def local_cluster(
     options.update(kwargs)
     env = {"MALLOC_TRIM_THRESHOLD_": None, **(environ or {})}
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
-        return _dask().LocalCluster(**options)
+        return _start_uninterrupted(lambda: _dask().LocalCluster(**options))
+
+
+def _start_uninterrupted(start: Callable[[], Any]) -> Any:
+    """`start()` (which returns something to close) with Ctrl-C (SIGINT) held until it
+    returns: then what it started is closed and KeyboardInterrupt raised.
+
+    A LocalCluster interrupted inside its constructor is left half started, its workers in
+    Status.init, where nothing can close it: distributed's atexit hook `close_clusters` then
+    fails on it with a traceback (AssertionError: Status.init) after the command's own exit
+    message. Only the main thread takes signals; a SIGINT handler other than Python's default
+    is left alone.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return start()
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        started = start()
+        if held:
+            started.close()
+    except Exception:
+        if not held:
+            raise
+        # else the interrupt, not what it caused: in a terminal Ctrl-C also reaches the
+        # worker processes, and a worker still starting dies of it ("Nanny failed to start")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+    return started
 
 
 class _client:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,92 @@ def test_the_command_s_own_cluster_logs_no_worker_traceback(tmp_path: Path, npy:
         "ddim-core invert-dataset: error: RuntimeError: model factory "
         "test_distributed:failing_factory failed: RuntimeError('weights not found')"
     ]
+
+
+# The LocalCluster's nanny waits, once it has said so, until the test has sent SIGINT: the
+# interrupt lands while the cluster's constructor runs, however slow the machine.
+HELD_START = """
+import asyncio, os, sys
+from distributed.nanny import Nanny
+from ddim_core.cli import main
+
+starting, sent = sys.argv[1:3]
+start_unsafe = Nanny.start_unsafe
+
+async def held_start(self):
+    open(starting, "w").close()
+    while not os.path.exists(sent):
+        await asyncio.sleep(0.01)
+    return await start_unsafe(self)
+
+Nanny.start_unsafe = held_start
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a subprocess is POSIX")
+def test_ctrl_c_while_the_cluster_starts_is_one_line_and_status_130(
+    tmp_path: Path, npy: Path
+) -> None:
+    """SIGINT while the command's LocalCluster was starting left it half started (its
+    worker in Status.init): after "interrupted" and status 130, distributed's atexit hook
+    printed a traceback ending in AssertionError: Status.init."""
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    starting, sent = tmp_path / "starting", tmp_path / "sent"
+    command = [sys.executable, "-c", HELD_START, str(starting), str(sent), "invert-dataset"]
+    command += [str(npy), str(tmp_path / "z.zarr"), "--steps", "3", "--workers", "1", "--quiet"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not starting.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert starting.exists(), "the cluster never started"
+        process.send_signal(signal.SIGINT)
+        sent.touch()
+        _, err = process.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        process.kill()
+    assert "Traceback" not in err, err
+    assert err.splitlines() == [
+        "ddim-core invert-dataset: interrupted; the chunks done are kept: run the same "
+        "command again to go on"
+    ]
+    assert process.returncode == 130
+
+
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+    reason="SIGINT has a handler of its own here",
+)
+def test_an_interrupt_held_while_starting_closes_what_started() -> None:
+    """Ctrl-C during `start` comes after it, as KeyboardInterrupt, with what started closed;
+    also when `start` failed of it (a worker process killed by the same Ctrl-C)."""
+    closed: list[str] = []
+
+    class Cluster:
+        def close(self) -> None:
+            closed.append("cluster")
+
+    def start() -> Cluster:
+        signal.raise_signal(signal.SIGINT)
+        closed.append("started")
+        return Cluster()
+
+    def failing(interrupted: bool = True) -> Cluster:
+        if interrupted:
+            signal.raise_signal(signal.SIGINT)
+        raise RuntimeError("Nanny failed to start.")
+
+    with pytest.raises(KeyboardInterrupt):
+        distributed._start_uninterrupted(start)
+    assert closed == ["started", "cluster"]
+    with pytest.raises(KeyboardInterrupt):
+        distributed._start_uninterrupted(failing)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert isinstance(distributed._start_uninterrupted(Cluster), Cluster)
+    with pytest.raises(RuntimeError, match="Nanny"):  # no Ctrl-C: the failure itself
+        distributed._start_uninterrupted(lambda: failing(interrupted=False))
 
 
 def test_a_model_in_the_current_directory_is_found_as_python_m_finds_it(
