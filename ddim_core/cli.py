@@ -48,7 +48,7 @@ def demo(
     Parameters
     ----------
     steps : sequence of int
-        Step counts N, each in [1, 1000].
+        Step counts N, each in [1, 1000], each once (one row per step count).
     spacing : {"trailing", "leading", "linspace", "quadratic"}
         The timestep spacing of the plans.
     points : int
@@ -70,7 +70,7 @@ def demo(
     Raises
     ------
     ValueError
-        A step count outside [1, 1000], a bad spacing, points < 1 or seed < 0.
+        A step count outside [1, 1000] or given twice, a bad spacing, points < 1 or seed < 0.
     TypeError
         A step count, `points` or `seed` that is not an integer.
 
@@ -86,6 +86,11 @@ def demo(
     config = DDIMConfig(timestep_spacing=spacing, clip_sample=False)
     for n in steps:
         make_plan(config, n)  # checks every step count before any work
+    repeated = _repeated(steps)
+    if repeated is not None:
+        raise ValueError(
+            f"steps must be distinct (one row each), got {repeated} more than once in {list(steps)}"
+        )
     model = GaussianMixture.create(MEANS, STDS, config)
     rng = np.random.default_rng(seed)
     x_T = rng.standard_normal((points, 2))
@@ -128,6 +133,16 @@ def demo(
             results[key].append(float(value))
         results["samples"][n] = x_0
     return header + "\n" + "\n".join(rows), results
+
+
+def _repeated(values: Sequence[int]) -> int | None:
+    """The first value given a second time, or None."""
+    seen: set[int] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 def plot_demo(results: dict[str, Any], path: str) -> None:
@@ -413,7 +428,7 @@ def _parser() -> ArgumentParser:
         nargs="+",
         default=list(DEMO_STEPS),
         metavar="N",
-        help="step counts to compare, each in [1, 1000] (default: %(default)s)",
+        help="step counts to compare, each in [1, 1000] and given once (default: %(default)s)",
     )
     p.add_argument(
         "--spacing",
@@ -607,6 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "plugins":
         print(plugins_table())
     elif args.command == "demo":
+        repeated = _repeated(args.steps)
+        if repeated is not None:
+            sub.error(f"argument --steps: {repeated} given more than once (one row per step count)")
         if args.plot:
             _need_matplotlib(sub, "--plot", args.plot)
         _, results = demo(

@@ -89,6 +89,7 @@ def test_an_adapters_command_is_reached_through_the_plugins(fresh, capsys) -> No
 BAD = [
     (["demo", "--steps", "0"], "argument --steps"),
     (["demo", "--steps", "x"], "argument --steps"),
+    (["demo", "--steps", "5", "10", "5"], "argument --steps: 5 given more than once"),
     (["demo", "--points", "0"], "argument --points"),
     (["demo", "--seed", "-1"], "argument --seed"),
     (["demo", "--plot", "out.nosuchformat"], "argument --plot"),
@@ -294,6 +295,14 @@ def test_demo_checks_points_and_seed_before_any_work(monkeypatch) -> None:  # ty
     ):
         with pytest.raises(error, match=message):
             cli.demo([2], **kw)
+
+
+def test_demo_refuses_a_step_count_given_twice(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`ddim-core demo --steps 5 5` printed the same row twice, and demo([5, 5]) returned one
+    sample set for two rows (results["samples"] is keyed by step count)."""
+    monkeypatch.setattr(cli, "sample", lambda *a, **k: pytest.fail("computed before checking"))
+    with pytest.raises(ValueError, match=r"steps must be distinct .* got 5 more than once"):
+        cli.demo([5, 10, 5])
 
 
 def test_the_command_line_page_names_every_command() -> None:
