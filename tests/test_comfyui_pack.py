@@ -354,8 +354,9 @@ def test_uninstall_leaves_what_install_did_not_write(tmp_path: Path, capsys) -> 
     (shim / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"")
     (shim / "workflows").mkdir()
     (shim / "workflows" / "mine.json").write_text("{}")
-    assert install.main(["uninstall", str(root)]) == 2
-    assert "also holds ['workflows']" in capsys.readouterr().err
+    assert install.main(["uninstall", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "python -m ddim_comfyui uninstall: error: " in err and "also holds ['workflows']" in err
     assert (shim / "workflows" / "mine.json").read_text() == "{}"
     assert (shim / "__init__.py").is_file()
     (shim / "workflows" / "mine.json").unlink()
@@ -365,32 +366,35 @@ def test_uninstall_leaves_what_install_did_not_write(tmp_path: Path, capsys) -> 
 
 
 def test_install_refuses_what_is_not_comfyui(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Not a ComfyUI checkout: a bad argument (status 2); a shim folder this command did not
+    write: it cannot do it (status 1)."""
     assert install.main(["install", str(tmp_path)]) == 2
-    assert "python -m ddim_comfyui install: " in capsys.readouterr().err
+    assert "python -m ddim_comfyui install: error: " in capsys.readouterr().err
     assert install.main(["uninstall", str(tmp_path)]) == 2
     assert "is not a ComfyUI checkout" in capsys.readouterr().err
     root = _fake_comfyui(tmp_path / "ComfyUI")
     foreign = root / "custom_nodes" / install.SHIM_DIR
     foreign.mkdir()
     (foreign / "__init__.py").write_text("# someone else's\n")
-    assert install.main(["uninstall", str(root)]) == 2
+    assert install.main(["uninstall", str(root)]) == 1
     assert foreign.exists()
-    assert install.main(["install", str(root)]) == 2
+    assert install.main(["install", str(root)]) == 1
     assert "was not written by `ddim-core comfyui install`; left as is" in capsys.readouterr().err
     assert (foreign / "__init__.py").read_text() == "# someone else's\n"
     (foreign / "__init__.py").unlink()
-    assert install.main(["install", str(root)]) == 2  # an empty folder of that name
+    assert install.main(["install", str(root)]) == 1  # an empty folder of that name
     assert list(foreign.iterdir()) == []
     foreign.rmdir()
     foreign.write_text("a file\n")
-    assert install.main(["install", str(root)]) == 2
-    assert install.main(["uninstall", str(root)]) == 2
+    assert install.main(["install", str(root)]) == 1
+    assert install.main(["uninstall", str(root)]) == 1
     assert foreign.read_text() == "a file\n"
 
 
 def test_install_reports_odd_checkouts_in_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    """custom_nodes a file, a shim folder that is a link to an installed one, or whose
-    __init__.py is not UTF-8: exit status 2 and one line, never a traceback."""
+    """custom_nodes a file (not a checkout: exit status 2), a shim folder that is a link to an
+    installed one, or whose __init__.py is not UTF-8 (refused: 1): one line, never a
+    traceback."""
     root = _fake_comfyui(tmp_path / "ComfyUI")
     (root / "custom_nodes").rmdir()
     (root / "custom_nodes").write_text("")
@@ -401,14 +405,47 @@ def test_install_reports_odd_checkouts_in_one_line(tmp_path: Path, capsys) -> No
     shim = install.install(other)
     (linked / "custom_nodes" / install.SHIM_DIR).symlink_to(shim)
     for action in ("uninstall", "install"):
-        assert install.main([action, str(linked)]) == 2
+        assert install.main([action, str(linked)]) == 1
         assert "was not written by" in capsys.readouterr().err
     assert (shim / "__init__.py").is_file()
     (shim / "__init__.py").write_bytes(b"\xff\xfe\x00bad")
     for action in ("install", "uninstall"):
-        assert install.main([action, str(other)]) == 2
+        assert install.main([action, str(other)]) == 1
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and "was not written by" in err[0]
+
+
+@pytest.mark.parametrize("action", ["install", "uninstall"])
+def test_install_errors_read_as_the_other_commands(
+    action: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`PROG ACTION: error: ...`, one line on stderr, as `ddim-core check` and `ddim-core
+    demo` print theirs: status 2 for a bad argument, 1 when it cannot be done. They read
+    `ddim-core comfyui install: COMFYUI_DIR=...` (no "error:"), status 2 for both."""
+    prog = "ddim-core comfyui"
+    root = _fake_comfyui(tmp_path / "ComfyUI")
+    shim = root / "custom_nodes" / install.SHIM_DIR
+    if action == "uninstall":
+        install.install(root)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(shim))
+
+    cases = [
+        ([action, str(tmp_path / "nothing")], 2, "is not a ComfyUI checkout"),
+        ([action, str(root)], 1, f"[Errno 13] Permission denied: {str(shim)!r}"),
+    ]
+    for argv, status, message in cases:
+        with monkeypatch.context() as patch:
+            if status == 1:  # the file system refuses (as root, chmod would not)
+                patch.setattr(Path, "mkdir", refused)
+                patch.setattr(install.shutil, "rmtree", refused)
+            assert install.main(argv, prog=prog) == status
+        out = capsys.readouterr()
+        lines = out.err.splitlines()
+        assert out.out == "" and len(lines) == 1, out
+        assert lines[0].startswith(f"{prog} {action}: error: ") and message in lines[0]
+    assert shim.exists() == (action == "uninstall")  # nothing written, nothing removed
 
 
 def test_python_m_ddim_comfyui_installs_and_uninstalls(tmp_path: Path) -> None:
@@ -440,7 +477,7 @@ def test_ddim_core_comfyui_runs_the_node_packs_command(tmp_path: Path, capsys) -
     assert main(["comfyui", "uninstall", str(root)]) == 0
     assert "removed" in capsys.readouterr().out
     assert main(["comfyui", "install", str(tmp_path)]) == 2
-    assert "ddim-core comfyui install: COMFYUI_DIR=" in capsys.readouterr().err
+    assert "ddim-core comfyui install: error: COMFYUI_DIR=" in capsys.readouterr().err
 
 
 @pytest.fixture

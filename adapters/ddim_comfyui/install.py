@@ -138,8 +138,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ddim_comfyui"
     Returns
     -------
     int
-        0 when done; 2 (after one line on stderr) when COMFYUI_DIR is not a ComfyUI checkout,
-        its shim folder was not written by this command, or the file system refuses.
+        The exit status, as for the other `ddim-core` commands (one line on stderr, `PROG
+        ACTION: error: ...`, before a status other than 0): 0 when done; 2 for a bad argument
+        (COMFYUI_DIR is not a ComfyUI checkout); 1 when the command cannot do it: the shim
+        folder was not written by this command or holds more, or the file system refuses.
 
     Examples
     --------
@@ -158,15 +160,27 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ddim_comfyui"
     )
     parser.add_argument("comfyui_dir", metavar="COMFYUI_DIR", help="a ComfyUI checkout")
     args = parser.parse_args(argv)
+    name = f"{prog} {args.action}"
+    try:
+        _checkout(args.comfyui_dir)
+    except ValueError as e:  # a bad argument
+        return _error(name, e, 2)
+    except OSError as e:  # e.g. COMFYUI_DIR cannot be read
+        return _error(name, e, 1)
     try:
         done = (
             install(args.comfyui_dir) if args.action == "install" else uninstall(args.comfyui_dir)
         )
-    except (ValueError, OSError) as e:  # OSError: e.g. custom_nodes/ not writable
-        print(f"{prog} {args.action}: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:  # a folder it did not write; custom_nodes/ not writable
+        return _error(name, e, 1)
     if args.action == "install":
         print(f"wrote {done}; restart ComfyUI to load the DDIM nodes")
     else:
         print(f"removed {done}" if done else "nothing to remove")
     return 0
+
+
+def _error(prog: str, error: Exception, status: int) -> int:
+    """Print `error` as the other commands do (one line on stderr) and return `status`."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return status
