@@ -371,6 +371,9 @@ def threshold(x0_pred: Array, ratio: float, max_value: float, *, xp: Namespace) 
 
     s = the `ratio` quantile of |x0_pred| over each sample, clamped to [1, max_value];
     x0_pred is clipped to [-s, s] and divided by s. Half precision is computed in float32.
+    An infinite quantile (x0_pred holding inf, as from a float16 model output that
+    overflowed) is s = max_value, so infinities clip to +-1 and the rest stays finite
+    (diffusers' torch.quantile gives NaN there, and a NaN sample).
 
     Parameters
     ----------
@@ -440,7 +443,12 @@ def quantile(a: Array, q: float, *, xp: Namespace) -> Array:
     """The q-quantile along the last axis with linear interpolation (torch.quantile's rule).
 
     The array API has no quantile: sort, then interpolate between the two neighbouring order
-    statistics at position q * (n - 1), computed on the host.
+    statistics at position q * (n - 1), computed on the host. Infinite neighbours give the
+    limit of the interpolation on the extended reals, where torch.quantile and np.quantile
+    give NaN (inf - inf in their lerp): two equal ones (inf, inf) their value, a finite one
+    below inf inf, -inf below a finite one -inf, a position on an order statistic that
+    statistic; only -inf below inf strictly between them is NaN. Finite neighbours give the
+    same bits as before.
 
     Parameters
     ----------
@@ -458,14 +466,20 @@ def quantile(a: Array, q: float, *, xp: Namespace) -> Array:
     --------
     >>> import numpy as np, array_api_compat.numpy as xp
     >>> quantile(np.array([1.0, 2.0, 3.0, 4.0]), 0.5, xp=xp)
-    np.float64(2.5)
+    array(2.5)
+    >>> quantile(np.array([1.0, 2.0, np.inf, np.inf]), 0.5, xp=xp)
+    array(inf)
     """
     n = a.shape[-1]
     pos = q * (n - 1)
     lo = math.floor(pos)
-    hi = min(lo + 1, n - 1)
     frac = pos - lo
+    # pos on an order statistic: that statistic alone (0 * (inf - x) would be NaN)
+    hi = min(lo + 1, n - 1) if frac > 0 else lo
     ordered = xp.sort(a, axis=-1)
     low, high = ordered[..., lo], ordered[..., hi]
     (frac,) = backends.exact_scalars(xp, (frac,), a)
-    return low + frac * (high - low)
+    between = low + frac * (high - low)
+    # equal neighbours (inf - inf is NaN) and -inf below a finite one (-inf + inf is NaN)
+    # are their low one; a finite one below inf already gives inf
+    return xp.where((low == high) | (xp.isinf(low) & xp.isfinite(high)), low, between)

@@ -337,3 +337,78 @@ def test_thresholding_max_value_below_the_work_dtypes_normals_is_refused(
     got = dc.step(dc.make_plan(cfg.replace(sample_max_value=tiny), 10), out_b, t, x_b)
     for a in got:
         assert not backend.has_values or np.isfinite(to_numpy(a)).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.995, 1.0])
+def test_thresholding_of_an_infinite_x0_pred(backend: Backend, dtype: str, ratio: float) -> None:
+    """x0_pred holding inf (a float16 model output that overflowed): the quantile took
+    low + frac * (high - low) with both neighbours inf, inf - inf = NaN, and the whole sample
+    became NaN (as diffusers', whose torch.quantile gives NaN whenever a neighbour is inf).
+    An infinite quantile is now inf, so s = sample_max_value: infinities clip to +-1 and the
+    rest is finite, the reference's values with inf taken as 1e30; where the quantile's
+    neighbours are finite, the values are the reference's (and diffusers') as before."""
+    cfg = dc.DDIMConfig(
+        prediction_type="sample",
+        thresholding=True,
+        sample_max_value=3.0,
+        dynamic_thresholding_ratio=ratio,
+        clip_sample=False,
+    )
+    plan = dc.make_plan(cfg, 10)
+    inf = np.inf
+    out = np.array(
+        [
+            [[inf, inf], [inf, inf]],
+            [[-inf, -inf], [-inf, -inf]],
+            [[inf, -inf], [1.0, 2.0]],
+            [[inf, 0.5], [1.0, 2.0]],
+            [[inf, inf], [1.0, 2.0]],
+            [[-inf, 0.5], [1.0, 2.0]],
+        ]
+    )
+    x = np.ones_like(out)
+    t = plan.timesteps[3]
+    want = ref.threshold(np.where(np.isinf(out), np.sign(out) * 1e30, out), ratio, 3.0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pred_epsilon is inf - inf: not what is checked
+        got = dc.step(plan, backend.array(out, dtype), t, backend.array(x, dtype))
+        assert_close(backend, got.pred_original_sample, want, dtype)  # lazy (Dask): read here
+
+
+def test_quantile_with_infinite_order_statistics() -> None:
+    """kernels.quantile on the extended reals (NaN from inf - inf before): equal infinite
+    neighbours their value, a finite one below inf inf, -inf below a finite one -inf, a
+    position on an order statistic below inf that statistic (0 * inf); -inf below inf, with
+    nothing between them to choose, NaN, as torch.quantile and np.quantile."""
+    import array_api_compat.numpy as xp
+
+    from ddim_core import kernels
+
+    inf = np.inf
+    rows = np.array(
+        [
+            [1.0, 2.0, inf, inf],
+            [-inf, -inf, 1.0, 2.0],
+            [-inf, 1.0, 2.0, 3.0],
+            [0.5, 1.0, 2.0, inf],
+            [-inf, -inf, inf, inf],
+            [1.0, 2.0, 3.0, 4.0],
+        ]
+    )
+    with np.errstate(invalid="ignore"):
+        got = {q: kernels.quantile(rows, q, xp=xp) for q in (0.0, 0.5, 2 / 3, 0.9, 1.0)}
+    want = {
+        0.0: [1.0, -inf, -inf, 0.5, -inf, 1.0],
+        0.5: [inf, -inf, 1.5, 1.5, np.nan, 2.5],
+        2 / 3: [inf, 1.0, 2.0, 2.0, inf, 3.0],
+        0.9: [inf, 1.7, 2.7, inf, inf, 3.7],
+        1.0: [inf, 2.0, 3.0, inf, inf, 4.0],
+    }
+    for q, w in want.items():
+        np.testing.assert_allclose(got[q], w, rtol=1e-15, err_msg=str(q))  # inf, NaN: equal
+    finite = rows[-1:]
+    for q in (0.0, 0.3, 0.5, 0.995, 1.0):  # finite rows: np.quantile's values, as before
+        np.testing.assert_allclose(
+            kernels.quantile(finite, q, xp=xp), np.quantile(finite, q, axis=1), rtol=1e-15
+        )
