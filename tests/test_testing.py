@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 import ddim_core as dc
@@ -46,6 +46,23 @@ def test_configs_are_valid_combinations(config: dc.DDIMConfig, data: st.DataObje
     assert plan.num_inference_steps == n
     if config.trained_betas is not None:
         assert len(config.trained_betas) == config.num_train_timesteps
+
+
+def test_configs_draw_zero_terminal_snr_tables_and_ratios_below_one_half() -> None:
+    """DDIMConfig takes a trained_betas table whose last beta is 1 (zero terminal SNR) and a
+    dynamic_thresholding_ratio anywhere in [0, 1], but configs() drew neither: its tables had
+    every beta in (0, 1), its ratios were in [0.5, 1]. Both are drawn now, a zero-terminal
+    table with a prediction type that can step at alpha_bar = 0 (as rescale_betas_zero_snr)."""
+    search = settings(dst.CI, max_examples=300)
+
+    def zero_terminal(config: dc.DDIMConfig) -> bool:
+        return config.trained_betas is not None and config.trained_betas[-1] == 1.0
+
+    table = find(dst.configs(), zero_terminal, settings=search)
+    assert table.prediction_type in ("v_prediction", "sample")
+    assert dc.schedule(table).alphas_cumprod[-1] == 0.0
+    low = find(dst.configs(), lambda c: c.dynamic_thresholding_ratio < 0.5, settings=search)
+    assert 0.0 <= low.dynamic_thresholding_ratio < 0.5
 
 
 def test_configs_vary_only_what_is_named() -> None:

@@ -62,7 +62,7 @@ OPTIONS: dict[str, SearchStrategy[Any]] = {
     "steps_offset": st.integers(0, 1),
     "prediction_type": st.sampled_from(PREDICTION_TYPES),
     "thresholding": st.booleans(),
-    "dynamic_thresholding_ratio": _or_default("dynamic_thresholding_ratio", st.floats(0.5, 1.0)),
+    "dynamic_thresholding_ratio": _or_default("dynamic_thresholding_ratio", st.floats(0.0, 1.0)),
     "clip_sample_range": _or_default("clip_sample_range", st.floats(0.5, 4.0)),
     "sample_max_value": _or_default("sample_max_value", st.floats(1.0, 4.0)),
     # diffusers' spacings: the toolkit checks against diffusers' semantics (ddim_core's own
@@ -78,8 +78,9 @@ def configs(*vary: str, **fixed: Any) -> SearchStrategy[dc.DDIMConfig]:
     """DDIMConfigs varying the options named in `vary` (all options when none are named; the
     rest keep their defaults), with `fixed` options set to a value or drawn from a strategy.
 
-    Valid combinations: trained_betas (drawn for 1 config in 10) have num_train_timesteps
-    values; zero SNR draws sample or v prediction (epsilon cannot take the first step of a
+    Valid combinations: trained_betas (drawn for 1 config in 5, half of them ending in a
+    beta of 1: zero terminal SNR) have num_train_timesteps values; zero SNR (rescaled or
+    such a table) draws sample or v prediction (epsilon cannot take the first step of a
     trailing plan there) unless prediction_type is fixed.
 
     Parameters
@@ -149,17 +150,22 @@ def _configs(
         elif name in vary and name != "trained_betas":
             options[name] = draw(OPTIONS[name], label=name)
     if options.get("rescale_betas_zero_snr"):
-        if "prediction_type" in vary and "prediction_type" not in given:
-            options["prediction_type"] = draw(st.sampled_from(["v_prediction", "sample"]))
         options["num_train_timesteps"] = max(options.get("num_train_timesteps", 1000), 2)
     custom = "trained_betas" in vary and "trained_betas" not in given
-    if custom and draw(st.integers(0, 9), label="trained_betas?") == 9:
+    if custom and draw(st.integers(0, 4), label="trained_betas?") == 4:
         options["trained_betas"] = draw(betas(options.get("num_train_timesteps", 1000)))
+    table = options.get("trained_betas")
+    zero_snr = options.get("rescale_betas_zero_snr") or (table is not None and table[-1] == 1.0)
+    if zero_snr and "prediction_type" in vary and "prediction_type" not in given:
+        options["prediction_type"] = draw(st.sampled_from(["v_prediction", "sample"]))
     return dc.DDIMConfig(**options)
 
 
 def betas(n: int) -> SearchStrategy[tuple[float, ...]]:
-    """n betas in (0, 1): a linear ramp with seeded jitter (a custom table, trained_betas).
+    """n betas in (0, 1): a linear ramp with seeded jitter (a custom table, trained_betas);
+    for half the tables of n >= 2 the last beta is 1 instead (zero terminal SNR:
+    alpha_bar_{T-1} = 0, as rescale_betas_zero_snr makes, which DDIMConfig takes in the last
+    place only).
 
     Parameters
     ----------
@@ -169,7 +175,8 @@ def betas(n: int) -> SearchStrategy[tuple[float, ...]]:
     Returns
     -------
     SearchStrategy of tuple of float
-        Tables of `n` betas, each in (0, 1).
+        Tables of `n` betas, each in (0, 1) but the last, in (0, 1]; shrinking to a table
+        without a 1.
 
     Examples
     --------
@@ -177,16 +184,19 @@ def betas(n: int) -> SearchStrategy[tuple[float, ...]]:
     >>> @CI
     ... @given(betas(5))
     ... def check(table):
-    ...     assert len(table) == 5 and all(0 < b < 1 for b in table)
+    ...     assert len(table) == 5 and all(0 < b < 1 for b in table[:-1]) and 0 < table[-1] <= 1
     >>> check()
     """
 
-    def build(low: float, high: float, seed: int) -> tuple[float, ...]:
+    def build(low: float, high: float, seed: int, zero_terminal: bool) -> tuple[float, ...]:
         ramp = np.linspace(low, high, n)
         jitter = 1.0 + 0.2 * (np.random.default_rng(seed).random(n) - 0.5)
-        return tuple((ramp * jitter).tolist())
+        table = (ramp * jitter).tolist()
+        return tuple([*table[:-1], 1.0] if zero_terminal else table)
 
-    return st.builds(build, st.floats(1e-5, 1e-3), st.floats(5e-3, 3e-2), st.integers(0, 2**16))
+    zero_terminal = st.booleans() if n >= 2 else st.just(False)  # (1,): no level above 0
+    ranges = (st.floats(1e-5, 1e-3), st.floats(5e-3, 3e-2))
+    return st.builds(build, *ranges, st.integers(0, 2**16), zero_terminal)
 
 
 @dataclasses.dataclass(frozen=True)
