@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from . import backends
+
 SIZE = 4  # a loop's step needs two free buffers while the last step's outputs are held
 MIN_BYTES = 1 << 17  # smaller blocks come from malloc's bins: no page faults to save
 _COUNT = "_storage_Use_Count"  # torch's count of a storage's users (no pool without it)
@@ -96,6 +98,11 @@ def host_view(t: Any) -> Any:
         return None
     view = _VIEWS.get(key)
     if view is None:
+        # A functional view's data pointer is its offset from 0 (a few bytes up to its
+        # storage's size), no address: its storage says so (asked on a miss only: no real
+        # tensor's address is that low, so a cached key is never such an offset)
+        if backends.tensor_address(t) is None:
+            return None
         if not _TYPESTR:
             torch = sys.modules["torch"]
             _TYPESTR.update({torch.float32: "<f4", torch.float64: "<f8"})

@@ -460,14 +460,17 @@ def _byte_span(x: Array) -> tuple[int, int] | None:
         if x.layout != torch.strided or x.is_meta:
             return None  # sparse: no data pointer (its own storage, never a dense buffer's);
             # meta: no memory (every data pointer is 0)
-        if x.is_contiguous():
-            start = x.data_ptr()  # the common case, cheaply (out= checks run every step)
+        start = tensor_address(x)
+        if start is None:
+            return None
+        if x.is_contiguous():  # the common case, cheaply (out= checks run every step)
             return (start, start + x.nbytes)
-    if hasattr(x, "data_ptr") and hasattr(x, "stride"):  # torch
+    elif hasattr(x, "data_ptr") and hasattr(x, "stride"):  # torch-like
+        start = x.data_ptr()
+    if hasattr(x, "data_ptr") and hasattr(x, "stride"):
         if x.numel() == 0:
             return (0, 0)
         size = x.element_size()
-        start = x.data_ptr()
         reach = sum((n - 1) * st for n, st in zip(x.shape, x.stride(), strict=True) if n)
         low = start + min(0, reach) * size
         return (low, start + max(0, reach) * size + size)
@@ -477,6 +480,42 @@ def _byte_span(x: Array) -> tuple[int, int] | None:
         reach = sum((n - 1) * st for n, st in zip(x.shape, x.strides, strict=True) if n)
         return (ptr + min(0, reach), ptr + max(0, reach) + x.itemsize)
     return None
+
+
+def tensor_address(t: Any) -> int | None:
+    """The data pointer of a torch tensor whose elements are in memory there; None for one
+    whose elements are not: torch.func's vmap and jvp (no storage), functionalize (an invalid
+    storage, and a data pointer that is the view's offset from 0), FakeTensorMode, meta and
+    wrapper subclasses (storage at address 0). Asks the storage, as torch's own data pointer
+    cannot tell a functional view's offset from an address.
+
+    Parameters
+    ----------
+    t : torch.Tensor
+
+    Returns
+    -------
+    int or None
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(2)
+    >>> tensor_address(x) == x.data_ptr(), tensor_address(torch.empty(0))
+    (True, 0)
+    >>> tensor_address(torch.zeros(2, device="meta")) is None
+    True
+    """
+    if type(t) is not sys.modules["torch"].Tensor and hasattr(t, "fake_mode"):
+        return None  # a FakeTensor: asking its data pointer warns (an error in later torch)
+    try:
+        base = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # functionalize; vmap, jvp
+        return None
+    if base == 0 and t.numel():
+        return None
+    address: int = t.data_ptr()
+    return address
 
 
 def host_integers(x: Array) -> list[int] | None:

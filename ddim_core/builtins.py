@@ -339,6 +339,9 @@ def _torch_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) ->
     if out is not None:
         if _aliases(out, (x, m, z)):
             return None
+        if _without_memory((*out, x, m, z)):  # vmap has no batching rule for torch.mul(out=)
+            prev, x0 = _torch_step(x, m, z, c, clip, None)
+            return out[0].copy_(prev), out[1].copy_(x0)  # fresh results: no alias is read
         prev_buf, x0_buf = out
     if _is(c.x0_x, 0.0) and _is(c.x0_m, -1.0) and _is(c.x0_div, 1.0) and clip is None:
         x0 = m if x0_buf is None else x0_buf.copy_(m)  # sample prediction: x0_pred is m
@@ -374,13 +377,27 @@ def _is(weight: Any, value: float) -> bool:
     return isinstance(weight, float) and weight == value
 
 
+def _without_memory(tensors: tuple[Any, ...]) -> bool:
+    """Whether a tensor's elements are not in memory at its data pointer (torch.func's vmap,
+    jvp, functionalize; FakeTensor; wrapper subclasses; meta): `backends.tensor_address`."""
+    return any(t is not None and backends.tensor_address(t) is None for t in tensors)
+
+
 def _aliases(out: Any, inputs: tuple[Any, ...]) -> bool:
     """An output buffer sharing memory with an input would be read after being written. An
     empty tensor has none to share (its data pointer is 0, as every other empty one's), nor
-    has a meta tensor."""
+    has a meta tensor. A tensor whose elements are not in memory (torch.func's vmap, jvp,
+    functionalize; FakeTensor; wrapper subclasses: `backends.tensor_address` None) aliases
+    only itself."""
     strided = sys.modules["torch"].strided  # a sparse input has no data pointer of its own
-    ptrs = {a.data_ptr() for a in inputs if a is not None and a.layout == strided}
-    return any(o.data_ptr() in ptrs for o in out if o.numel() and not o.is_meta)  # (meta: 0)
+    address = backends.tensor_address
+    ptrs = {address(a) for a in inputs if a is not None and a.layout == strided} - {None}
+    for o in out:
+        if any(o is a for a in inputs):
+            return True
+        if o.numel() and not o.is_meta and address(o) in ptrs:  # (meta: 0)
+            return True
+    return False
 
 
 # Steps smaller than this (elements) leave numba alone unless out= asks for a fused kernel: the

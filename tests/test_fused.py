@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import subprocess
 import sys
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -239,6 +241,91 @@ def test_torch_tensors_without_memory_of_their_own_take_the_eager_kernel(transfo
         assert fake.shape == x[0].shape and fake.dtype == x.dtype
         return
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("error:Accessing the data pointer")  # of a FakeTensor: not asked
+@pytest.mark.parametrize("transform", ["vmap", "jvp", "functionalize", "fake"])
+def test_out_buffers_of_torch_tensors_without_memory_of_their_own(transform: str) -> None:
+    """step(..., out=) under torch.func's transforms: vmap raised from inside torch ('Cannot
+    access data pointer of Tensor that doesn't have storage', the out= overlap check; past it,
+    the eager kernel's torch.mul(out=) has no batching rule), functionalize said 'out[0]
+    shares memory with sample' (every such tensor's data pointer is 0). Overlap is now
+    unknown there, so only the same tensor aliases, and the eager kernel writes fresh results
+    into the buffers: the reference's numbers, in the buffers."""
+    torch = pytest.importorskip("torch")
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
+    gen = torch.Generator().manual_seed(0)
+    x, z = (torch.randn(3, 2, 4, 8, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+
+    def f(xi: Any, zi: Any, prev: Any, x0: Any) -> Any:
+        got = dc.step(plan, 0.3 * xi, 500, xi, eta=0.5, noise=zi, out=(prev, x0))
+        assert got.prev_sample is prev and got.pred_original_sample is x0
+        return prev, x0
+
+    with reference_path():
+        ref = [
+            dc.step(plan, 0.3 * xi, 500, xi, eta=0.5, noise=zi) for xi, zi in zip(x, z, strict=True)
+        ]
+    want = [torch.stack([r[i] for r in ref]) for i in range(2)]
+    bufs = (torch.empty_like(x), torch.empty_like(x))
+    if transform == "vmap":
+        got = torch.func.vmap(f)(x, z, *bufs)
+    elif transform == "jvp":
+
+        def g(xi: Any, zi: Any) -> Any:
+            return f(xi, zi, torch.empty_like(xi), torch.empty_like(xi))
+
+        pairs = [
+            torch.func.jvp(g, (xi, zi), (torch.ones_like(xi), zi))[0]
+            for xi, zi in zip(x, z, strict=True)
+        ]
+        got = [torch.stack([p[i] for p in pairs]) for i in range(2)]
+    elif transform == "functionalize":
+        pairs = [torch.func.functionalize(f)(*a) for a in zip(x, z, *bufs, strict=True)]
+        got = [torch.stack([p[i] for p in pairs]) for i in range(2)]
+    else:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        firsts = [a[0] for a in (x, z, *bufs)]
+        with FakeTensorMode() as mode:
+            fake = f(*(mode.from_tensor(a) for a in firsts))
+        assert all(a.shape == x[0].shape and a.dtype == x.dtype for a in fake)
+        return
+    for g_, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g_, w, rtol=0, atol=1e-12)
+    if transform != "jvp":
+        for b, w in zip(bufs, want, strict=True):  # written through the transform
+            torch.testing.assert_close(b, w, rtol=0, atol=1e-12)
+
+
+def test_functional_views_are_not_read_as_memory() -> None:
+    """Under torch.func.functionalize a view's data pointer is its offset from 0 (x[1]: 64),
+    not an address: numba's pass took such inputs and out= buffers as memory there, and
+    crashed the process (segfault; without out=, a large sample raised from torch's
+    storage in the buffer pool after reading it). `backends.tensor_address` asks the storage:
+    they take the eager kernel, with the step's numbers. Run in a child: the crash was one."""
+    pytest.importorskip("torch")
+    code = """
+        import torch, ddim_core as dc
+        plan = dc.make_plan(dc.DDIMConfig(), 10)
+        x = torch.randn(4, 2, 4, dtype=torch.float64)
+        b = torch.zeros(6, 2, 4, dtype=torch.float64)
+        f = lambda xi, mi, p, q: dc.step(plan, mi, 500, xi, out=(p, q))
+        got = torch.func.functionalize(f)(x[1], x[3], b[4], b[5])
+        want = dc.step(plan, x[3], 500, x[1])
+        for g, w, o in zip(got, want, (b[4], b[5])):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-14)
+            torch.testing.assert_close(o, w, rtol=0, atol=1e-14)
+        big = torch.randn(4, 4, 64, 64, dtype=torch.float64)  # past NUMBA_MIN_ELEMENTS
+        g = lambda xi, mi: dc.step(plan, mi, 500, xi).prev_sample
+        got = torch.func.functionalize(g)(big[1], big[3])
+        torch.testing.assert_close(got, g(big[1], big[3]), rtol=0, atol=1e-14)
+        print("ok")
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("contiguous", [True, False], ids=["numba", "eager"])
