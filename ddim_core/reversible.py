@@ -426,13 +426,17 @@ def invert_bdia(
     check_finite: bool | None = None,
     precision: str | None = None,
 ) -> State:
-    """BDIA inversion: z_{N-1} by plain DDIM inversion of x_0 (any value would do: sampling
-    from the state reproduces it), then `sample_bdia`'s step solved for z_{k-1}:
+    """BDIA inversion: z_{N-1} by plain DDIM inversion of x_0, then `sample_bdia`'s step
+    solved for z_{k-1}:
 
         z_{k-1} = (z_{k+1} - phi_{k->k+1}(z_k) + gamma phi_{k->k-1}(z_k)) / gamma.
 
     Returns (z_0, z_1) = (x_T, x_{T-1}); 1 model call per step. Division by gamma amplifies
-    rounding in z_0 (by up to (1 / gamma)^N); sampling damps it back.
+    rounding in z_0 (by up to (1 / gamma)^N); sampling damps it back. The round trip would be
+    exact from any z_{N-1} (each step solved back is undone by sampling), but z_{N-1} is what
+    makes z_0 a noise latent, so it is the plain inversion's: with sample prediction and
+    set_alpha_to_one=True that starts at alpha_bar = 1, where the noise is 0 / 0, and is
+    refused (`_invert_two_step`).
 
     Parameters
     ----------
@@ -589,7 +593,8 @@ def invert_belm(
     solved for z_{k-1} (explicit: divide by (h / H)^2). Returns (z_0, z_1); 1 call per step.
     Where the last step does not move (set_alpha_to_one=False and a plan ending at t = 0:
     h = 0), it gives z_N = z_{N-1}: z_{N-1} = x_0, the plain inversion starts a step earlier,
-    and the loop makes one call (and one callback) fewer.
+    and the loop makes one call (and one callback) fewer. As `invert_bdia`, sample prediction
+    with set_alpha_to_one=True is refused: the plain inversion would start at alpha_bar = 1.
 
     Parameters
     ----------
@@ -706,10 +711,17 @@ def _invert_two_step(
     `still` = 1 the last step does not move (z_{N-1} = z_N = x_0, no model call): the same
     from N - 1."""
     name = origin[0].upper()
+    n = plan.num_inference_steps - still
+    if plan.config.prediction_type == "sample" and _level(plan, n) == 1.0:
+        raise ValueError(
+            f"{name} inversion takes z_{{N-1}} from plain DDIM inversion of x_0, which with "
+            "prediction_type='sample' and set_alpha_to_one=True starts at alpha_bar = 1 (the "
+            "clean level), where the noise is 0 / 0; pass set_alpha_to_one=False (the last "
+            "level is then alpha_bar_0)"
+        )
     xp = backends.namespace(x_0=x_0)
     work, dtype = _dtypes(xp, x_0.dtype, precision, None)
     k = _constants(xp, work)
-    n = plan.num_inference_steps - still
     z_next = cw.Pair.of(backends.cast(xp, x_0, work), xp)
     last = plan.timesteps[n - 1]
     out = _evaluate(model, z_next.hi, last, 0, xp, check_finite, dtype)

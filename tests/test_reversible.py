@@ -384,3 +384,23 @@ def test_a_state_is_sampled_in_the_arithmetic_that_made_it(method: str) -> None:
     # a plain tuple (no origin) is the caller's to sample as asked
     state = invert(model, x0, SD, 20)
     assert sample(model, tuple(state), SD, 20, precision="float64").dtype == np.float32
+
+
+@pytest.mark.parametrize("method", ["bdia", "belm"])
+def test_sample_prediction_with_alpha_to_one_is_refused_as_the_docstring_says(method: str) -> None:
+    """invert_bdia's docstring said any z_{N-1} would do, yet sample prediction with
+    set_alpha_to_one=True failed in the plain DDIM inversion that makes z_{N-1}, with
+    inverse_step's message (no word of BDIA / BELM). Any z_{N-1} would give an exact round
+    trip, but z_0 is a noise latent only from the plain inversion's, which starts at
+    alpha_bar = 1 there (noise 0 / 0): the refusal is kept, documented and named."""
+    config = dc.DDIMConfig(
+        clip_sample=False,
+        timestep_spacing="trailing",
+        prediction_type="sample",
+        set_alpha_to_one=True,
+    )
+    model = dc.GaussianMixture.create([[1.0]], [0.5], config)
+    invert = getattr(R, f"invert_{method}")
+    with pytest.raises(ValueError, match=rf"{method.upper()} inversion .* set_alpha_to_one=False"):
+        invert(model, np.array([[0.5]]), config, 10)
+    invert(model, np.array([[0.5]]), config.replace(set_alpha_to_one=False), 10)  # taken
