@@ -72,11 +72,17 @@ prediction knows nothing of the rounding (it took float16 at guidance 7.5 from 4
 Half precision is iterated in float32 and measured at the iterates rounded to the sample's
 dtype (what the sampler will see). Everything is array-API code over the batch: no host read
 unless `tol` is given (or the arrays are NumPy's, where reading is free).
+
+A step whose refinements run out above `tol` returns its best iterate all the same; the loops
+(`ddim_core.invert`, `ddim_kdiffusion.sample_ddim_inverse`) collect such steps in a
+`Shortfalls` and warn once per loop (`ToleranceWarning`), from the residuals `tol` already
+reads. Without `tol` nothing is compared, and nothing is read to compare.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -379,6 +385,92 @@ def _exact(xp: Namespace, like: Array, *values: float) -> tuple[Any, ...]:
     """Host floats as operands that lose nothing against `like` (`backends.exact_scalars`:
     MindSpore rounds Python floats to float32 against float64 tensors)."""
     return backends.exact_scalars(xp, values, like)
+
+
+class ToleranceWarning(RuntimeWarning):
+    """Exact inversion with `tol`: some step used every refinement and ended above tol, so the
+    result does not map back onto its input within tol. Issued once per inversion loop.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", ToleranceWarning)  # accept a best-effort inversion
+    """
+
+
+class Shortfalls:
+    """The steps of one inversion loop that ended above `tol`, and the one warning about them.
+
+    Parameters
+    ----------
+    tol : float or None
+        The loop's tolerance; None: nothing is recorded (no threshold, and no residual read).
+    fixed_point_iters : int
+        The loop's refinements per step (named in the warning).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> short = Shortfalls(1e-9, 4)
+    >>> short.record(0, "timestep 499", 5, 3e-9)
+    >>> short.record(1, "timestep 999", 2, 1e-10)     # within tol: not a shortfall
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     short.warn()
+    >>> print(caught[0].message)  # doctest: +NORMALIZE_WHITESPACE
+    exact inversion: 1 of 2 steps ended above tol=1e-09, the worst step 0 (timestep 499) at
+    residual 3e-09 after 5 model calls (fixed_point_iters=4, all used); sampling the result
+    returns the input only to about that. Give more fixed_point_iters or a larger tol (or
+    check the model: guidance, precision)
+    """
+
+    def __init__(self, tol: float | None, fixed_point_iters: int) -> None:
+        self.tol, self.iters = tol, fixed_point_iters
+        self.steps, self.above = 0, 0
+        self.worst: tuple[float, int, str, int] | None = None
+
+    def record(self, index: int, where: str, calls: int, residual: float | None) -> None:
+        """Count one solved step; keep it where its residual is above tol.
+
+        Parameters
+        ----------
+        index : int
+            The step's index in the loop.
+        where : str
+            The step's place, for the warning ("timestep 499", "sigma 0.5 -> 1.2").
+        calls : int
+            The model calls it made.
+        residual : float or None
+            Its `Solution.residual` (a float whenever tol is given).
+        """
+        self.steps += 1
+        if self.tol is None or residual is None or not residual > self.tol:  # NaN is above
+            return
+        self.above += 1
+        if self.worst is None or not residual <= self.worst[0]:
+            self.worst = (residual, index, where, calls)
+
+    def warn(self, stacklevel: int = 2) -> None:
+        """Issue the loop's one `ToleranceWarning`, if a step ended above tol.
+
+        Parameters
+        ----------
+        stacklevel : int, default 2
+            As `warnings.warn`'s, counted from the caller of `warn`.
+        """
+        if self.worst is None:
+            return
+        residual, index, where, calls = self.worst
+        warnings.warn(
+            f"exact inversion: {self.above} of {self.steps} steps ended above tol={self.tol:g}, "
+            f"the worst step {index} ({where}) at residual {residual:.3g} after {calls} model "
+            f"calls (fixed_point_iters={self.iters}, all used); sampling the result returns "
+            "the input only to about that. Give more fixed_point_iters or a larger tol (or "
+            "check the model: guidance, precision)",
+            ToleranceWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 class Solution(NamedTuple):

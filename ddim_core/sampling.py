@@ -193,7 +193,9 @@ def invert(
     tol : float, optional
         Stop a step at the first measured iterate whose residual is <= tol, or at the next
         refinement where it is predicted <= tol (one host read per iterate, only when given).
-        Only with fixed_point_iters >= 1: there is nothing to stop in plain inversion.
+        Only with fixed_point_iters >= 1: there is nothing to stop in plain inversion. A step
+        that uses every refinement and ends above tol keeps its best iterate, and the loop
+        warns (below).
     eta : float, default 0.0
         Must be 0: inversion is deterministic.
     timesteps : sequence of int, optional
@@ -221,6 +223,14 @@ def invert(
     TypeError
         A tol that is not a real number (True included), or as `sample`.
 
+    Warns
+    -----
+    ddim_core.implicit.ToleranceWarning
+        With `tol`: once per call, when a step used every refinement and its residual is still
+        above tol (e.g. few steps under strong guidance), naming the worst step, its timestep,
+        residual and model calls; the callback's `StepInfo.residual` has every step's. Without
+        `tol` nothing is compared (and nothing read), so nothing is warned.
+
     Examples
     --------
     >>> import numpy as np, ddim_core as dc
@@ -239,6 +249,7 @@ def invert(
     history = check_int("history", history, low=1)
     xp = backends.namespace(x=x)
     trail = implicit.Trail()
+    short = implicit.Shortfalls(tol, iters)
     for i, t in enumerate(_progress(plan.inverse_timesteps, progress, "DDIM inversion")):
         if iters:
             counter = itertools.count()
@@ -252,12 +263,14 @@ def invert(
             frame = implicit.frame(row)
             solved = implicit.solve_step(forward, x, frame, iters, tol, trail, c=c, history=history)
             y, x0, calls, residual, trail = solved
+            short.record(i, f"timestep {t}", calls, residual)
         else:
             y, x0 = inverse_step(plan, _call(model, x, t, i, xp, check_finite), t, x)
             calls, residual = 1, None
         x = backends.materialize(y)
         if callback is not None:
             callback(StepInfo(i, t, x, x0, calls, residual))
+    short.warn(stacklevel=2)
     return x
 
 

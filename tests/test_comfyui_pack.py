@@ -10,6 +10,7 @@ import importlib.metadata
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -643,3 +644,23 @@ def test_a_half_latent_steps_in_the_sigmas_dtype_promoted_to_float32() -> None:
         assert out.dtype == expected and len(given) == 5
         assert {g[0] for g in given} == {expected}
     assert core.sample_ddim_core(model, x, sigmas[:1], disable=True).dtype == torch.bfloat16
+
+
+def test_inverse_sampler_warns_once_per_run_when_a_step_ends_above_tol() -> None:
+    """The DDIM Inversion Sampler's steps that run out of refinements above tol are reported
+    once per run (not per step) as a ToleranceWarning; tol 0 (every refinement) checks
+    nothing and warns nothing."""
+    from ddim_core.implicit import ToleranceWarning
+
+    model = ComfyStyleDenoiser()
+    up = get_sigmas_ddim(CONFIG, 10, dtype=torch.float64).flip(0)
+    x0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    args = {"denoise_mask": None}
+    fn, options = core.run_node("DDIMCoreInversionSampler", fixed_point_iters=2, tol=1e-300)
+    with pytest.warns(ToleranceWarning, match="fixed_point_iters=2") as caught:
+        fn(model, x0, up, extra_args=args, disable=True, **options)
+    assert len(caught) == 1 and "10 of 10 steps" in str(caught[0].message)
+    fn, options = core.run_node("DDIMCoreInversionSampler", fixed_point_iters=2, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn(model, x0, up, extra_args=args, disable=True, **options)

@@ -155,6 +155,8 @@ def test_no_solver_warning_and_no_nan_on_degenerate_models() -> None:
     models = [lambda x, t: 0.5 * x, lambda x, t: x * 0.0 + 1.0, lambda x, t: x * 0.0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # tol=1e-300 runs every refinement: the loop's report of that is not a solver warning
+        warnings.simplefilter("ignore", implicit.ToleranceWarning)
         for m in models:
             z = dc.invert(m, x0, SD, 10, fixed_point_iters=5, tol=1e-300)
             assert np.all(np.isfinite(z))
@@ -520,3 +522,71 @@ def test_solve_step_refuses_bad_options_by_name(options, error, message) -> None
     args = {"refinements": 2, "tol": None, **options}
     with pytest.raises(error, match=message):
         implicit.solve_step(lambda y: (y - 0.25 * y, y), np.ones((1, 1)), frame, **args)
+
+
+def stalled_inversion() -> tuple[Guided, np.ndarray, dc.DDIMConfig]:
+    """The sampler's own output at 2 trailing steps under guidance 3: 6 refinements leave the
+    first step's residual at 4.2e-2 (the inverse path bends between the classes)."""
+    config = SD.replace(timestep_spacing="trailing")
+    m = model(3.0)
+    x0 = dc.sample(m, np.random.default_rng(0).standard_normal((8, 2)), config, 2)
+    return m, x0, config
+
+
+def test_a_step_ending_above_tol_warns_once_per_loop() -> None:
+    """A step that ran out of refinements above tol returned its best iterate silently (the
+    residual only in the callback). Now the loop warns once, naming the worst step, its
+    timestep, residual, calls and the options; the result is the same as unwarned."""
+    m, x0, config = stalled_inversion()
+    infos: list[StepInfo] = []
+    with pytest.warns(implicit.ToleranceWarning) as caught:
+        z = dc.invert(m, x0, config, 2, fixed_point_iters=6, tol=1e-8, callback=infos.append)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    worst = max(infos, key=lambda i: i.residual)
+    assert worst.residual > 1e-2 and worst.model_calls == 7
+    text = str(caught[0].message)
+    for part in (
+        "1 of 2 steps",
+        "tol=1e-08",
+        f"step {worst.step_index} (timestep {worst.timestep})",
+        f"residual {worst.residual:.3g}",
+        "7 model calls",
+        "fixed_point_iters=6",
+    ):
+        assert part in text, (part, text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", implicit.ToleranceWarning)
+        again = dc.invert(m, x0, config, 2, fixed_point_iters=6, tol=1e-8)
+    np.testing.assert_array_equal(z, again)
+
+
+def test_no_tolerance_warning_without_tol_or_within_it() -> None:
+    """Without tol nothing is compared (the same stalled step); a tol every step reaches, or
+    a tol-less loop that still reads NumPy residuals, warns nothing."""
+    m, x0, config = stalled_inversion()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dc.invert(m, x0, config, 2, fixed_point_iters=6)
+        dc.invert(m, x0, config, 2, fixed_point_iters=30, tol=1e-8)
+
+
+def test_kdiffusion_inverse_warns_once_naming_the_sigmas() -> None:
+    """ddim_kdiffusion.sample_ddim_inverse runs the same solver: one warning per call (not per
+    step), the worst step named by its sigmas."""
+    dk = pytest.importorskip("ddim_kdiffusion")
+    m, x0, config = stalled_inversion()
+    table = m.cond.schedule.alphas_cumprod
+
+    def denoiser(x, sigma):  # type: ignore[no-untyped-def]
+        ab = 1.0 / (1.0 + float(sigma[0]) ** 2)
+        t = int(np.argmin(np.abs(table - ab)))
+        return x - float(sigma[0]) * m(x * np.sqrt(ab), t)
+
+    up = dk.get_sigmas_ddim(config, 2, xp=np)[::-1].copy()
+    with pytest.warns(implicit.ToleranceWarning) as caught:
+        dk.sample_ddim_inverse(denoiser, x0, up, disable=True, fixed_point_iters=6, tol=1e-8)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert "sigma " in str(caught[0].message) and "fixed_point_iters=6" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dk.sample_ddim_inverse(denoiser, x0, up, disable=True, fixed_point_iters=6)

@@ -232,7 +232,7 @@ def sample_ddim_core_inverse(
     fixed_point_iters : int, default INVERSION_ITERS
         Refinements per step: at most fixed_point_iters + 1 model calls per step.
     tol : float, optional
-        Stop refining once the residual is <= tol; None or 0: every refinement.
+        Stop refining once the residual is <= tol; None or 0: every refinement (and no check).
 
     Returns
     -------
@@ -243,6 +243,13 @@ def sample_ddim_core_inverse(
     ------
     ValueError
         The sigmas climb to 1 or above on a rectified-flow model (ComfyUI would divide by 0).
+
+    Warns
+    -----
+    ddim_core.implicit.ToleranceWarning
+        Once per run, where a step used every refinement and ended above a tol > 0 (as
+        `ddim_kdiffusion.sample_ddim_inverse`). The default tol is about float32's floor: with
+        a half-precision model, or strong guidance at few steps, it can be out of reach.
 
     Examples
     --------
@@ -543,7 +550,8 @@ NODES = (
                 1e-6,
                 tooltip="Stop refining a step once its largest error (the forward step of the "
                 "result against the input, at the clean latent's scale) is at most tol; 0 runs "
-                "every refinement.",
+                "every refinement. Steps still above tol after every refinement are reported "
+                "once per run (a ToleranceWarning in the console).",
             ),
         ),
         "SAMPLER",

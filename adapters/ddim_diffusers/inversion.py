@@ -201,6 +201,12 @@ def invert_latents(
         guidance numbers, embeddings whose batch is neither 1 nor the latents' (see
         `guided_unet`).
 
+    Warns
+    -----
+    ddim_core.implicit.ToleranceWarning
+        "exact" with `tol`: once per call, where a step used every refinement and ended above
+        tol (`ddim_core.invert`).
+
     Examples
     --------
     >>> import types, numpy as np

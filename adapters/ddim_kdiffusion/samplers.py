@@ -180,6 +180,12 @@ def sample_ddim_inverse(
     array
         The latent at the last (largest) sigma, in x's dtype.
 
+    Warns
+    -----
+    ddim_core.implicit.ToleranceWarning
+        With `tol`, once per call, when a step used every refinement and ended above tol
+        (as `ddim_core.invert`), naming the worst step's sigmas, residual and model calls.
+
     Examples
     --------
     >>> import numpy as np, ddim_core as dc
@@ -201,6 +207,7 @@ def sample_ddim_inverse(
     rows = _coefficients(levels, 0.0, inverse=True)
     s_in = _ones_like_batch(x)
     trail = implicit.Trail()
+    short = implicit.Shortfalls(tol, iters)
     xp = backends.namespace(x=x)
     with _no_grad(x):
         for i in _trange(len(levels) - 1, disable):
@@ -235,6 +242,8 @@ def sample_ddim_inverse(
             solved = implicit.solve_step(forward, x_w * s, frame, iters, tol, trail, dtype=x.dtype)
             _report(callback, x, i, sigma, solved.x0)
             x, trail = solved.x_t, solved.trail
+            short.record(i, f"sigma {src:.6g} -> {dst:.6g}", solved.calls, solved.residual)
+    short.warn(stacklevel=2)
     return x
 
 
