@@ -37,7 +37,10 @@ data: x_0 back bit for bit in float64, float32, float16 and bfloat16 (plain floa
 gave 3.5e-12..5.4e-12 in float64 and 3.5e-4..8.6e-4 in float32). A plain tuple of the arrays
 (low words dropped) starts one rounding off, which the guided sampler amplifies. The cost:
 a few dozen elementwise operations per update instead of a handful (no model call, no host
-read); so the default needs no float64, which some devices lack.
+read); so the default needs no float64, which some devices lack. A `precision` narrower than
+the arrays' own working dtype ("float32" for float64 data) is a ValueError: it would round
+x_0 (or x_T, or the state) to it on the way in, about 6e-8 relative, and the round trip would
+miss x_0 by that.
 """
 
 from __future__ import annotations
@@ -205,7 +208,8 @@ def sample_edict(
     check_finite : bool, optional
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
-        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own).
+        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own);
+        not narrower than the arrays' own (float32 would round float64 arrays).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
         State's, else the arrays').
@@ -288,7 +292,7 @@ def invert_edict(
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
         The arithmetic dtype (default: x_0's, float32 for half precision); the state is
-        returned in it.
+        returned in it. Not narrower than x_0's own (float32 would round float64 data).
 
     Returns
     -------
@@ -309,7 +313,7 @@ def invert_edict(
     _check_loop(model, x_0, callback, "x_0")
     _check_linear(plan, "EDICT")
     xp = backends.namespace(x_0=x_0)
-    work, dtype = _dtypes(xp, x_0.dtype, precision, None)
+    work, dtype = _dtypes(xp, x_0.dtype, precision, None, "x_0")
     k = _constants(xp, work)
     p_, minus_q = k(mix), k(-(1.0 - mix))
     one = k(1.0)
@@ -376,7 +380,8 @@ def sample_bdia(
     check_finite : bool, optional
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
-        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own).
+        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own);
+        not narrower than the arrays' own (float32 would round float64 arrays).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
         State's, else the arrays').
@@ -460,7 +465,7 @@ def invert_bdia(
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
         The arithmetic dtype (default: x_0's, float32 for half precision); the state is
-        returned in it.
+        returned in it. Not narrower than x_0's own (float32 would round float64 data).
 
     Returns
     -------
@@ -540,7 +545,8 @@ def sample_belm(
     check_finite : bool, optional
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
-        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own).
+        The arithmetic dtype (default: the state's; a state `invert_*` made only in its own);
+        not narrower than the arrays' own (float32 would round float64 arrays).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
         State's, else the arrays').
@@ -616,7 +622,7 @@ def invert_belm(
         As in `ddim_core.sample`.
     precision : {None, "float32", "float64"}, optional
         The arithmetic dtype (default: x_0's, float32 for half precision); the state is
-        returned in it.
+        returned in it. Not narrower than x_0's own (float32 would round float64 data).
 
     Returns
     -------
@@ -720,7 +726,7 @@ def _invert_two_step(
             "level is then alpha_bar_0)"
         )
     xp = backends.namespace(x_0=x_0)
-    work, dtype = _dtypes(xp, x_0.dtype, precision, None)
+    work, dtype = _dtypes(xp, x_0.dtype, precision, None, "x_0")
     k = _constants(xp, work)
     z_next = cw.Pair.of(backends.cast(xp, x_0, work), xp)
     last = plan.timesteps[n - 1]
@@ -753,7 +759,7 @@ def _start(
         z_prev, z, xp, work, dtype = _state_pairs(state, precision, dtype)
         return z_prev, z, xp, work, dtype
     xp = backends.namespace(x_T=state)
-    work, dtype = _dtypes(xp, state.dtype, precision, dtype)
+    work, dtype = _dtypes(xp, state.dtype, precision, dtype, "x_T")
     t = plan.timesteps[0]
     z_prev = backends.cast(xp, state, work)
     z, x0 = step(plan, _evaluate(model, z_prev, t, 0, xp, check_finite, dtype), t, z_prev)
@@ -781,6 +787,9 @@ def _state_pairs(
             "sampled in another it lands away from x_0 (by 1e-4 under guidance); pass "
             "precision=None (the state's own)"
         )
+    _check_narrowing(
+        xp, second.dtype, work, precision, "state" if isinstance(state, tuple) else "x_T"
+    )
     lo = getattr(state, "lo", None) if isinstance(state, State) else None
     pairs = [
         cw.Pair.of(
@@ -881,10 +890,13 @@ def _report(
 PRECISIONS = (None, "float32", "float64")
 
 
-def _dtypes(xp: Namespace, given: Any, precision: str | None, dtype: Any) -> tuple[Any, Any]:
+def _dtypes(
+    xp: Namespace, given: Any, precision: str | None, dtype: Any, name: str | None = None
+) -> tuple[Any, Any]:
     """(arithmetic dtype, samples' dtype): the samples' dtype is `dtype` or the input's; the
     arithmetic runs in `precision` ("float32" or "float64") when given, else in the input's
-    working dtype (float32 for half precision)."""
+    working dtype (float32 for half precision). With `name` (the input's), a precision
+    narrower than that working dtype is refused (`_check_narrowing`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
     samples = given if dtype is None else dtype
@@ -902,7 +914,26 @@ def _dtypes(xp: Namespace, given: Any, precision: str | None, dtype: Any) -> tup
             "precision='float64': this array library makes float32 of float64 here (JAX: "
             "enable jax_enable_x64); use precision=None for the compensated default"
         )
+    if name is not None:
+        _check_narrowing(xp, given, work, precision, name)
     return work, samples
+
+
+def _check_narrowing(
+    xp: Namespace, given: Any, work: Any, precision: str | None, name: str
+) -> None:
+    """A `precision` narrower than the input's working dtype would round the input to it on
+    the way in (float64 data in float32: x_0 back only to about 6e-8 relative), against the
+    samplers' promise of x_0 to the last bit: refused, with the ways out."""
+    own = backends.work_dtype(xp, given)
+    if precision is None or cw.bits(xp, work) >= cw.bits(xp, own):
+        return
+    raise ValueError(
+        f"precision={precision!r} is narrower than {name}'s {given} arithmetic: it would round "
+        f"{name} to {precision} (about {float(xp.finfo(work).eps) / 2:.0e} relative) and the "
+        f"round trip would miss x_0 by that; pass precision=None (the arrays' own) or a wider "
+        f"one, or give {name} in {precision}"
+    )
 
 
 def _has_float64(xp: Namespace) -> bool:
