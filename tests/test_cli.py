@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -20,6 +21,17 @@ def test_demo_table() -> None:
     assert [int(r[0]) for r in rows] == [10, 50]
     assert results["sample_error"][1] < results["sample_error"][0]
     assert max(results["exact"]) <= 1e-5 < min(results["plain"])
+
+
+def test_demo_reports_a_short_round_trip_in_its_table_not_a_warning(capfd) -> None:  # type: ignore[no-untyped-def]
+    """At 5 steps exact inversion cannot reach the demo's tol: its row says so (the exact
+    trip column); the ToleranceWarning the loop issues is not printed above it as well."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, results = cli.demo([5], points=30)
+    assert results["exact"][0] > 1e-3
+    assert cli.main(["demo", "--steps", "5", "--points", "30"]) == 0
+    assert "Warning" not in capfd.readouterr().err
 
 
 def _valid_png(path) -> bool:
