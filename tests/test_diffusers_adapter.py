@@ -330,6 +330,118 @@ def test_tables_assigned_as_arrays_read_back_as_assigned(ours, theirs, table_fir
             assert float(variance) == pytest.approx(float(exact), rel=1e-14)
 
 
+IN_PLACE = {  # what users and tools write into a scheduler's table
+    "zero_terminal_snr": lambda table: table.__setitem__(-1, 0.0),
+    "mul_": lambda table: table.mul_(0.9),
+    "copy_": lambda table: table.copy_(torch.linspace(0.9999, 0.001, len(table))),
+}
+
+
+def _table_readers(scheduler, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    """Everything diffusers computes from `alphas_cumprod`: steps (the boundary's, a middle
+    one, the one at t = 999) and, for DDIMScheduler, add_noise, get_velocity, _get_variance."""
+    ts = scheduler.timesteps
+    out = [scheduler.step(0.1 * x, t, x).prev_sample for t in (ts[0], ts[5], ts[-1])]
+    if hasattr(scheduler, "final_alpha_cumprod"):
+        t = torch.tensor([999, 500])
+        out += [scheduler.add_noise(x, 0.1 * x, t), scheduler.get_velocity(x, 0.1 * x, t)]
+        out += [scheduler._get_variance(999, 899), scheduler._get_variance(99, -1)]
+    return out
+
+
+@pytest.mark.parametrize(("ours", "theirs"), CLASSES)
+@pytest.mark.parametrize("edit", list(IN_PLACE))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_table_written_in_place_steps_like_diffusers(ours, theirs, edit: str, dtype) -> None:  # type: ignore[no-untyped-def]
+    """diffusers' scheduler indexes `alphas_cumprod` in every step, add_noise, get_velocity
+    and _get_variance, so a write into the table (zero terminal SNR's `alphas_cumprod[-1] =
+    0`, a `mul_`) applies from the next call. Ours read an assigned table when it was assigned
+    and stepped on the old values after such a write (2e-2 relative off after `copy_`).
+    Both schedulers here hold diffusers' table (float32), or its float64 copy, written once."""
+    boundary = "final_alpha_cumprod" if ours is dd.DDIMScheduler else "initial_alpha_cumprod"
+    config = {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}
+    a, b = (cls(**config, prediction_type="v_prediction") for cls in (ours, theirs))
+    table, level = b.alphas_cumprod.to(dtype), getattr(b, boundary).to(dtype)
+    x = torch.tensor([[0.5, -1.5], [1.0, 0.25]], dtype=dtype)
+    for scheduler in (a, b):
+        scheduler.set_timesteps(10)
+        scheduler.alphas_cumprod = table
+        setattr(scheduler, boundary, level)
+    before = _table_readers(a, x)  # (ours has read the table and cached what it made of it)
+    IN_PLACE[edit](table)
+    limit = FLOAT64_LIMIT if dtype is torch.float64 else TOLERANCE["float32"]
+    ours_after, theirs_after = _table_readers(a, x), _table_readers(b, x)
+    for mine, expected in zip(ours_after, theirs_after, strict=True):
+        assert mine.dtype == expected.dtype and rel(mine, expected) <= limit
+    # (the write moved some output by more than the limit: the parity above sees it)
+    assert any(rel(old, new) > limit for old, new in zip(before, ours_after, strict=True))
+
+
+@pytest.mark.parametrize("cls", [dd.DDIMScheduler, dd.DDIMInverseScheduler])
+@pytest.mark.parametrize("edit", list(IN_PLACE))
+@pytest.mark.parametrize("one", [True, False])
+def test_its_own_table_written_in_place_is_as_if_assigned(cls, edit: str, one: bool) -> None:  # type: ignore[no-untyped-def]
+    """A write into the scheduler's own float32 table (none assigned) applies as well: the
+    scheduler computes what it does with the written table assigned. As in diffusers, whose
+    boundary level is a view `alphas_cumprod[0]` with set_alpha_to_one=False, a write into
+    the first entry moves that level too."""
+    boundary = "final_alpha_cumprod" if cls is dd.DDIMScheduler else "initial_alpha_cumprod"
+    written, assigned = (
+        cls(clip_sample=False, set_alpha_to_one=one, prediction_type="v_prediction")
+        for _ in range(2)
+    )
+    x = torch.tensor([[0.5, -1.5], [1.0, 0.25]])
+    for scheduler in (written, assigned):
+        scheduler.set_timesteps(10)
+    _table_readers(written, x)
+    IN_PLACE[edit](written.alphas_cumprod)
+    assigned.alphas_cumprod = written.alphas_cumprod.clone()
+    setattr(assigned, boundary, getattr(written, boundary).clone())
+    assert float(getattr(assigned, boundary)) == (1.0 if one else float(written.alphas_cumprod[0]))
+    for mine, expected in zip(_table_readers(written, x), _table_readers(assigned, x), strict=True):
+        assert torch.equal(mine, expected)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_follows_writes_into_its_own_table(how: str) -> None:
+    """A copied torch table starts a version counter of its own (at 1): after the original's
+    table had been written 3 times, the copy's writes went unseen until its count passed 3."""
+    import copy
+    import pickle
+
+    scheduler = dd.DDIMScheduler(clip_sample=False)
+    scheduler.set_timesteps(10)
+    x = torch.tensor([[0.5, -1.5]])
+    for _ in range(3):
+        scheduler.alphas_cumprod.mul_(1.0)
+    scheduler.step(0.1 * x, 901, x)
+    clone = copy.deepcopy(scheduler) if how == "deepcopy" else pickle.loads(pickle.dumps(scheduler))
+    clone.alphas_cumprod.mul_(0.9)  # the clone's count: 1, 2, 3 (the original's when copied)
+    clone.alphas_cumprod.mul_(1.0)
+    expected = dd.DDIMScheduler(clip_sample=False)
+    expected.set_timesteps(10)
+    expected.alphas_cumprod = clone.alphas_cumprod.clone()
+    got = clone.step(0.1 * x, 901, x).prev_sample
+    assert torch.equal(got, expected.step(0.1 * x, 901, x).prev_sample)
+
+
+def test_a_numpy_table_written_in_place_is_followed() -> None:
+    """NumPy arrays keep no version counter: a NumPy table is compared by its bytes (4 KB) at
+    each call instead."""
+    scheduler = dd.DDIMScheduler(clip_sample=False, prediction_type="v_prediction")
+    scheduler.set_timesteps(10)
+    scheduler.alphas_cumprod = table = scheduler.alphas_cumprod.numpy().copy()
+    x = np.array([[0.5, -1.5]], dtype=np.float32)
+    step = scheduler.step(0.1 * x, 999 - 99, x).prev_sample
+    table *= np.float32(0.9)
+    expected = dd.DDIMScheduler(clip_sample=False, prediction_type="v_prediction")
+    expected.set_timesteps(10)
+    expected.alphas_cumprod = table.copy()
+    again = scheduler.step(0.1 * x, 999 - 99, x).prev_sample
+    assert np.array_equal(again, expected.step(0.1 * x, 999 - 99, x).prev_sample)
+    assert not np.array_equal(again, step)
+
+
 @pytest.mark.parametrize("cls", [dd.DDIMScheduler, dd.DDIMInverseScheduler])
 @pytest.mark.parametrize("level", [1.5, -0.1, float("nan")])
 def test_a_boundary_level_outside_0_1_is_refused(cls, level: float) -> None:  # type: ignore[no-untyped-def]

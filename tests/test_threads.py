@@ -84,3 +84,37 @@ def test_plugin_manager_is_built_once_under_concurrent_first_use() -> None:
         assert all(np.array_equal(g, got[0]) for g in got)
         assert plugins.manager.builds == before + 1
         assert len(set(_run_in_threads(lambda i: id(plugins.manager())))) == 1
+
+
+@pytest.mark.parametrize("write", ["in_place", "assigned"])
+def test_a_table_written_in_one_thread_applies_in_every_thread(write: str) -> None:
+    """Each thread steps on its own plan, but on the scheduler's one table, as diffusers'
+    threads do: a table written in place or assigned by one thread applies to the next steps
+    of a thread that set its plan before. That thread kept stepping on the table its plan was
+    made with."""
+    shared = dd.DDIMScheduler(clip_sample=False)
+    expected = dd.DDIMScheduler(clip_sample=False)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    planned, written, got = threading.Event(), threading.Event(), []
+
+    def other() -> None:
+        shared.set_timesteps(10)
+        planned.set()
+        written.wait(60)
+        got.append(shared.step(0.1 * x, 901, x).prev_sample)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    planned.wait(60)
+    shared.set_timesteps(10)
+    if write == "in_place":
+        shared.alphas_cumprod.mul_(0.9)
+    else:
+        shared.alphas_cumprod = shared.alphas_cumprod * 0.9
+    mine = shared.step(0.1 * x, 901, x).prev_sample  # (this thread reads the table first)
+    written.set()
+    thread.join(60)
+    expected.alphas_cumprod = expected.alphas_cumprod * 0.9
+    expected.set_timesteps(10)
+    assert torch.equal(mine, expected.step(0.1 * x, 901, x).prev_sample)
+    assert torch.equal(got[0], mine)

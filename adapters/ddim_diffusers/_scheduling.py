@@ -183,6 +183,10 @@ class SchedulerCore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
+        # a torch table copied starts a version counter of its own: read it again first
+        for seen in ("_table_seen", "_boundary_seen"):
+            if type(state.get(seen)) is int:
+                setattr(self, seen, -1)
 
     # --- tables ------------------------------------------------------------------------------
 
@@ -191,12 +195,22 @@ class SchedulerCore:
         self.betas = self._float_table(s.betas)
         self.alphas = self._float_table(1.0 - s.betas)
         self._alphas_cumprod = self._built_alphas_cumprod = self._float_table(s.alphas_cumprod)
-        self._boundary = self._float_table(np.asarray(s.final_alpha_cumprod))
+        table = self._alphas_cumprod
+        if s.final_alpha_cumprod == s.alphas_cumprod[0] and _fingerprint(table) is not None:
+            # set_alpha_to_one=False: a view of alpha_bar_0, as diffusers' `alphas_cumprod[0]`
+            # (torch, NumPy: tables whose writes are followed), which a write there moves
+            self._boundary = table[0, ...]
+        else:
+            self._boundary = self._float_table(np.asarray(s.final_alpha_cumprod))
+        self._table_seen = _fingerprint(self._alphas_cumprod)
+        self._boundary_seen = _fingerprint(self._boundary)
 
     @property
     def alphas_cumprod(self) -> Any:
         """alpha_bar_t for every training timestep (float32, as diffusers; an array assigned
-        reads back as it was assigned, as diffusers keeps it)."""
+        reads back as it was assigned, as diffusers keeps it). Written in place (a torch
+        tensor or a NumPy array), it is read again before the next step, add_noise,
+        get_velocity or _get_variance, as diffusers reads its table at each of them."""
         return self._alphas_cumprod
 
     @alphas_cumprod.setter
@@ -204,6 +218,7 @@ class SchedulerCore:
         table = backends.to_host(value)
         if _same_table(table, value, self._schedule.alphas_cumprod):  # moved or cast: keep exact
             self._alphas_cumprod = value
+            self._table_seen = _fingerprint(value)
             return
         given = dc.Schedule.from_alphas_cumprod(table)
         # the boundary level stays, and so does what it reads back as (an array assigned too)
@@ -212,33 +227,58 @@ class SchedulerCore:
             alphas_cumprod=_as_assigned(value),
             boundary=self._boundary,
         )
+        self._table_seen = _fingerprint(self._alphas_cumprod)
+
+    def _follow_tables(self) -> None:
+        """Take an in-place write to `alphas_cumprod` (`alphas_cumprod[-1] = 0`, `mul_`) since
+        it was last read: diffusers' scheduler indexes it at every step, so such a write
+        applies from the next one. Seen through `_fingerprint` (for torch tables one int, read
+        inline in `_require_plan`); the table is read again only when it changed, and the
+        boundary level with it where that changed too: diffusers' is the view
+        `alphas_cumprod[0]` with set_alpha_to_one=False (and ours), which a write into the
+        table's first entry moves. A boundary array of its own is read when assigned."""
+        if _fingerprint(self._alphas_cumprod) == self._table_seen:
+            return
+        self.alphas_cumprod = self._alphas_cumprod
+        if _fingerprint(self._boundary) != self._boundary_seen:
+            self._take_boundary_level(self._boundary)
 
     def _set_boundary_level(self, value: Any) -> None:
+        self._follow_tables()  # (the table stays as it is now, writes included)
+        self._take_boundary_level(value)
+
+    def _take_boundary_level(self, value: Any) -> None:
         level = float(backends.to_host(value).reshape(()))
         if not 0.0 <= level <= 1.0:  # NaN included: every step through it would be NaN
             name = "initial_alpha_cumprod" if self._inverse else "final_alpha_cumprod"
             raise ValueError(f"{name} must be in [0, 1], got {level}")
-        if not _same_table(
-            np.asarray(level), value, np.asarray(self._schedule.final_alpha_cumprod)
-        ):
+        if _same_table(np.asarray(level), value, np.asarray(self._schedule.final_alpha_cumprod)):
+            # moved or cast (or diffusers' own `alphas_cumprod[0]` view): keep the exact level;
+            # the array reads back as assigned, and is followed
+            if hasattr(value, "dtype"):
+                self._boundary = value
+        else:
             self._use_schedule(
                 dataclasses.replace(self._schedule, final_alpha_cumprod=level),
                 alphas_cumprod=self._alphas_cumprod,  # the table stays, as it reads back
                 boundary=_as_assigned(value),
             )
+        self._boundary_seen = _fingerprint(self._boundary)
 
     def _use_schedule(
         self, schedule: dc.Schedule, *, alphas_cumprod: Any = None, boundary: Any = None
     ) -> None:
         """Step on `schedule` from now on. `alphas_cumprod` and `boundary`: what those tables
         read back as (diffusers' scheduler keeps an array assigned to them as it is, and
-        pipelines read them: CycleDiffusion, LEdits++); None: float tables of `schedule`."""
+        pipelines read them: CycleDiffusion, LEdits++); None: float tables of `schedule`.
+        A table kept is followed from where it was last read (`_follow_tables`)."""
+        seen = self._table_seen, self._boundary_seen
         self._schedule = schedule
         self._refresh_tables()
         if alphas_cumprod is not None:
-            self._alphas_cumprod = alphas_cumprod
+            self._alphas_cumprod, self._table_seen = alphas_cumprod, seen[0]
         if boundary is not None:
-            self._boundary = boundary
+            self._boundary, self._boundary_seen = boundary, seen[1]
         if self._plan is not None:
             self._set_state(plan=self._with_schedule(self._plan))
 
@@ -357,6 +397,7 @@ class SchedulerCore:
         array
             x_t, in x_0's dtype and on its device.
         """
+        self._follow_tables()
         return dc.add_noise(
             self._schedule, original_samples, noise, timestep_for(timesteps, original_samples)
         )
@@ -378,6 +419,7 @@ class SchedulerCore:
         array
             v, in x_0's dtype and on its device.
         """
+        self._follow_tables()
         return dc.get_velocity(self._schedule, sample, noise, timestep_for(timesteps, sample))
 
     def __len__(self) -> int:
@@ -413,6 +455,12 @@ class SchedulerCore:
         return buf
 
     def _require_plan(self) -> dc.Plan:
+        seen = self._table_seen  # (`_fingerprint`, inline: this runs at every step)
+        if type(seen) is int:  # a torch table, as in pipelines: one version read (~0.1 us)
+            if self._alphas_cumprod._version != seen:
+                self._follow_tables()
+        elif seen is not None and self._alphas_cumprod.tobytes() != seen:  # NumPy (~0.2 us)
+            self._follow_tables()
         if self.config is not self._core[0]:
             if self._plan is None:  # no plan is said first, as in diffusers, not a bad option
                 raise ValueError(NOT_SET)
@@ -420,6 +468,9 @@ class SchedulerCore:
         plan = self._state().plan
         if plan is None:
             raise ValueError(NOT_SET)
+        if plan.schedule is not self._schedule:  # another thread's table: it is shared
+            plan = self._with_schedule(plan)
+            self._set_state(plan=plan)
         return plan
 
 
@@ -502,6 +553,7 @@ class ForwardScheduler(SchedulerCore):
         """sigma_t^2 / eta^2 of eq. (16) between two timesteps (prev < 0: the final level), in
         `alphas_cumprod`'s dtype and on its device, as diffusers' (a float64 table assigned:
         float64)."""
+        self._follow_tables()
         a = self._schedule.alpha_bar(int(timestep))
         b = self._schedule.alpha_bar(max(int(prev_timestep), dc.FINAL))
         variance = np.asarray(kernels.ddim_variance(a, b))
@@ -703,6 +755,31 @@ def _version(table: Any) -> int | None:
     except (AttributeError, RuntimeError):
         return None
     return version if type(version) is int else None
+
+
+def _fingerprint(table: Any) -> object:
+    """What an in-place write to `table` changes, read without a device sync: torch's version
+    counter (an int, bumped by every in-place op on the tensor or a view of it); a NumPy
+    array's bytes (no counter there: a 4 KB copy and compare for 1000 float32 values, ~0.2
+    us); None elsewhere (a torch inference tensor, CuPy, MindSpore: no counter, and their
+    values are not read at every step, which could mean a device sync: read when assigned;
+    JAX arrays cannot be written).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> t, a = torch.zeros(3), np.zeros(3, dtype=np.float32)
+    >>> before = _fingerprint(t), _fingerprint(a)
+    >>> t[0], a[0] = 1.0, 1.0
+    >>> before == (_fingerprint(t), _fingerprint(a))
+    False
+    """
+    if type(table) is np.ndarray:
+        return table.tobytes()
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(table, torch.Tensor):
+        return None
+    return _version(table)  # (an int: SchedulerCore._require_plan reads it inline then)
 
 
 def timestep_for(timestep: Any, sample: Any) -> Any:

@@ -9,6 +9,8 @@ Same constructor arguments, defaults, attributes and methods as diffusers 0.42's
 `alphas_cumprod` & co. are float32 tables like diffusers'; assigning a different table to
 `alphas_cumprod` makes the scheduler step on that table, and an array assigned to it (or to the
 boundary level) reads back as assigned, as diffusers' does (`_get_variance` in its dtype).
+A torch or NumPy table written in place (`alphas_cumprod[-1] = 0.0`) is followed from the next
+call, as diffusers reads its table at every step.
 """
 
 from __future__ import annotations
