@@ -94,3 +94,17 @@ def run_on_jax_cpu_devices(code: str, devices: int) -> None:
         check=False,
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def assert_defines_every_name_of(ours: type, theirs: type) -> None:
+    """`ours` subclasses `theirs` (a host library's scheduler, for pipelines' isinstance
+    checks) and every name `theirs` defines itself (methods, properties, `order`,
+    `_compatibles`, ...) is defined by a class before it in ours' MRO, so no attribute lookup
+    reaches its scheduler code."""
+    assert issubclass(ours, theirs) and isinstance(ours(), theirs)
+    mro = ours.__mro__
+    before = mro[: mro.index(theirs)]
+    own = vars(theirs)
+    assert {"__init__", "step", "set_timesteps", "order"} <= set(own)  # the listing is real
+    missing = [name for name in own if not any(name in vars(cls) for cls in before)]
+    assert not missing, missing
