@@ -5,6 +5,7 @@ tests/test_comfyui_integration.py (needs COMFYUI_PATH)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.metadata
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import types
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -644,6 +646,57 @@ def test_a_half_latent_steps_in_the_sigmas_dtype_promoted_to_float32() -> None:
         assert out.dtype == expected and len(given) == 5
         assert {g[0] for g in given} == {expected}
     assert core.sample_ddim_core(model, x, sigmas[:1], disable=True).dtype == torch.bfloat16
+
+
+class HalfUNetDenoiser(ComfyStyleDenoiser):
+    """ComfyStyleDenoiser on a float32 latent with its UNet in `dtype` (as BaseModel.get_dtype
+    reports it, under an `inner_model`): the c_in-scaled input rounded to it, and an eps that
+    carries up to an ulp of rounding that changes with any input (a network's accumulated
+    rounding), deterministic in the input. Counts its calls."""
+
+    def __init__(self, dtype: Any) -> None:
+        super().__init__()
+        self.dtype, self.calls = dtype, 0
+        self.inner_model = types.SimpleNamespace(get_dtype=lambda: dtype, manual_cast_dtype=None)
+
+    def __call__(self, x, sigma, denoise_mask, model_options={}, seed=None):  # type: ignore[no-untyped-def]  # noqa: B006
+        self.calls += 1
+        t = int(np.abs(np.log(float(sigma[0])) - self.log_sigmas).argmin())
+        c_in = 1 / (1 + sigma[:, None] ** 2) ** 0.5
+        xc = (x * c_in).to(torch.float16)
+        eps = self.gm(xc.double(), t)
+        digest = hashlib.blake2b(xc.numpy().tobytes(), digest_size=8).digest()
+        ulp = torch.exp2(torch.floor(torch.log2(eps.abs() + 1e-30)) - 10)
+        rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        eps = (eps + torch.from_numpy(rng.uniform(-0.5, 0.5, tuple(eps.shape))) * ulp).half()
+        return x - sigma[:, None] * eps.float()
+
+
+def test_inverse_sampler_stops_a_half_precision_models_stalled_steps() -> None:
+    """The DDIM Inversion Sampler's defaults (8 refinements, tol 1e-6) on a float16 model with
+    float32 latents: the model's rounding keeps every step's residual near 1e-3, so every step
+    spent all 9 model calls and the run warned "all used". The sampler now reads the model's
+    dtype and stops a step whose residual has stalled: a few calls a step, the warning says
+    it stalled (a larger tol helps, more refinements do not). The same model reported as
+    float32 keeps every refinement, as before."""
+    from ddim_core.implicit import ToleranceWarning
+
+    up = get_sigmas_ddim(CONFIG, 10, dtype=torch.float32).flip(0)
+    x0 = torch.randn(64, 4, generator=torch.Generator().manual_seed(2)) * 0.5
+    fn, options = core.run_node(
+        "DDIMCoreInversionSampler", fixed_point_iters=core.INVERSION_ITERS, tol=core.INVERSION_TOL
+    )
+    calls = {}
+    for dtype in (torch.float16, torch.float32):
+        model = HalfUNetDenoiser(dtype)
+        with pytest.warns(ToleranceWarning) as caught:
+            fn(model, x0, up, extra_args={"denoise_mask": None}, disable=True, **options)
+        calls[dtype] = model.calls / 10
+        assert ("stalled: its residual stopped" in str(caught[0].message)) == (
+            dtype == torch.float16
+        )
+    assert calls[torch.float32] == core.INVERSION_ITERS + 1
+    assert calls[torch.float16] <= 6
 
 
 def test_inverse_sampler_warns_once_per_run_when_a_step_ends_above_tol() -> None:

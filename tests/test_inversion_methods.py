@@ -4,8 +4,10 @@ them, Stable Diffusion's schedule; round trips over guidance, step count, dtype 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -314,6 +316,63 @@ def test_a_half_dtype_solves_for_a_float32_target_unrounded() -> None:
     assert not np.array_equal(rounded_first.x_t, once)
     empty = implicit.solve_step(forward, x_src[:0], frame, 2, None, dtype=np.float16)
     assert empty.x_t.dtype == np.float16
+
+
+def _floored(frame: implicit.Frame, x_src: np.ndarray, seen: list[float]) -> Any:
+    """A forward step whose model output carries up to an ulp of float16 rounding that changes
+    with any input (a half-precision network's accumulated rounding), deterministic in the
+    input: its residual levels off near 1e-4, far above float32's floor."""
+
+    def forward(y):  # type: ignore[no-untyped-def]
+        seed = int.from_bytes(hashlib.blake2b(y.tobytes(), digest_size=8).digest(), "little")
+        eps = -y / 2
+        ulp = np.exp2(np.floor(np.log2(np.abs(eps) + 1e-30)) - 10)
+        noise = np.random.default_rng(seed).uniform(-0.5, 0.5, y.shape) * ulp
+        eps = (eps + noise).astype(np.float16).astype(np.float32)
+        out = y - np.float32(frame.h) * eps
+        seen.append(float(np.abs(out - x_src).max()))
+        return out, y
+
+    return forward
+
+
+def test_a_step_stalled_at_the_models_precision_floor_stops_refining() -> None:
+    """A float32 step whose model rounds its output to float16 (ComfyUI's half-precision models
+    on float32 latents): the residual levels off after a few calls, far above tol = 1e-6, and
+    every refinement was spent (9 calls of 8 refinements) for nothing. With stall=True the
+    step stops once two refinements have not cut its best residual by 1.5, and returns its
+    best measured iterate, whose residual it reports. Off by default: a float32 model's step
+    that does not converge stalls alike, and may still converge."""
+    frame = implicit.Frame(1.0, 1.0, 0.5, 0.9)
+    x_src = np.random.default_rng(11).standard_normal((1, 256)).astype(np.float32)
+    seen: list[float] = []
+    forward = _floored(frame, x_src, seen)
+    out = implicit.solve_step(forward, x_src, frame, 8, 1e-6, stall=True)
+    assert out.calls == len(seen) <= 5
+    assert out.residual is not None and out.residual == min(seen) > 1e-6
+    seen.clear()
+    forward(out.x_t)
+    assert seen == [out.residual]  # the best measured iterate
+    for tol in (1e-6, None):  # without stall, or without tol (nothing read): all used
+        seen.clear()
+        implicit.solve_step(forward, x_src, frame, 8, tol)
+        assert len(seen) == 9
+    seen.clear()
+    implicit.solve_step(forward, x_src, frame, 8, None, stall=True)
+    assert len(seen) == 9
+
+
+def test_a_step_at_float32s_own_floor_is_not_stalled() -> None:
+    """A float32 model at the data's own rounding (a few ulps, just above tol) may level off
+    for a refinement or two and then reach tol: below STALL_ULPS ulps of the work dtype nothing
+    is called stalled, so such steps keep their iterates and calls (the benchmark's float32
+    rows at tol 1e-6 and 2e-6, bit for bit)."""
+    floor = implicit.STALL_ULPS * float(np.finfo(np.float32).eps)
+    assert implicit._stalled([1e-3, 5e-4, 5e-4, 5e-4], floor)
+    assert not implicit._stalled([1e-3, 2.03e-6, 2.03e-6, 2.03e-6], floor)  # float32's floor
+    assert not implicit._stalled([1.0, 0.3, 0.3, 0.3], floor)  # not converging: keeps going
+    assert not implicit._stalled([1e-3, 8e-4, 5e-4], floor)  # cut by 2 in two refinements
+    assert not implicit._stalled([1e-3, 5e-4], floor)  # too few refinements to tell
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.int32, "float16", 3, object()])

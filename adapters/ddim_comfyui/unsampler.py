@@ -32,7 +32,13 @@ from ddim_kdiffusion import sample_ddim, sample_ddim_inverse
 from ddim_core import backends
 from ddim_core.reversible import State
 
-from .core import _flow_rescaled, _rectified_flow_type, masked, stepped_as_comfyui
+from .core import (
+    _flow_rescaled,
+    _rectified_flow_type,
+    computes_in_half,
+    masked,
+    stepped_as_comfyui,
+)
 
 METHODS = ("ddim_exact", "ddim_plain", "edict", "bdia", "belm")
 REVERSIBLE = ("edict", "bdia", "belm")
@@ -143,7 +149,15 @@ def unsample(
         iters = fixed_point_iters if method == "ddim_exact" else 0
         x = stepped_as_comfyui(x, sigmas)  # a half latent: float32, as ComfyUI's samplers
         z = sample_ddim_inverse(
-            model, x, sigmas, args, callback, disable, iters, tol if iters else None
+            model,
+            x,
+            sigmas,
+            args,
+            callback,
+            disable,
+            iters,
+            tol if iters else None,
+            stall=computes_in_half(model),  # a float16 / bfloat16 model's floor
         )
     mask = args.get("denoise_mask")
     if mask is None:

@@ -144,6 +144,8 @@ def sample_ddim_inverse(
     disable: bool | None = None,
     fixed_point_iters: int = 0,
     tol: float | None = None,
+    *,
+    stall: bool = False,
 ) -> Array:
     """DDIM inversion up ascending `sigmas` (may start at 0; repeats allowed).
 
@@ -174,6 +176,10 @@ def sample_ddim_inverse(
     tol : float, optional
         Stop a step's solve once its residual is <= tol; only with fixed_point_iters >= 1
         (as in `ddim_core.invert`).
+    stall : bool, default False
+        With tol, also stop a step whose residual has stalled above tol
+        (`ddim_core.implicit.solve_step`): for a model computed in float16 / bfloat16, whose
+        output's rounding keeps the residual above a float32 tol.
 
     Returns
     -------
@@ -239,7 +245,9 @@ def sample_ddim_inverse(
                 return (y_w - h * eps) * s, denoised
 
             frame = implicit.Frame(1.0 / s, 1.0, src, dst, start=1.0 / c.sqrt_ab_to)
-            solved = implicit.solve_step(forward, x_w * s, frame, iters, tol, trail, dtype=x.dtype)
+            solved = implicit.solve_step(
+                forward, x_w * s, frame, iters, tol, trail, dtype=x.dtype, stall=stall
+            )
             _report(callback, x, i, sigma, solved.x0)
             x, trail = solved.x_t, solved.trail
             short.record(i, f"sigma {src:.6g} -> {dst:.6g}", solved.calls, solved.residual)
