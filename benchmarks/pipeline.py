@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import tables
 from .tables import noise_cost
 
 SHAPES = [(1, 4, 64, 64), (8, 4, 128, 128), (16, 4, 128, 128)]
@@ -125,6 +126,62 @@ def run(
                 flush=True,
             )
     return rows
+
+
+HALF_SHAPES = [(1, 4, 64, 64), (1, 4, 128, 128)]  # SD 1.x and SDXL latents
+HALF_DTYPES = ["float16", "bfloat16"]
+
+
+def bench_half(shape: tuple[int, ...], dtype: str, eta: float, repeats: int) -> dict[str, Any]:
+    """The call pattern of `bench` in half precision (latents and model output in `dtype`, as
+    a pipeline run in float16 / bfloat16 gives them; eta 1: a torch.Generator's noise in that
+    dtype on both sides): ddim_diffusers against diffusers eager, per step, interleaved."""
+    import ddim_diffusers
+    import diffusers
+    import torch
+
+    ours, theirs = ddim_diffusers.DDIMScheduler(), diffusers.DDIMScheduler()
+    for s in (ours, theirs):
+        s.set_timesteps(STEPS)
+    g = torch.Generator().manual_seed(0)
+    x, out = (torch.randn(shape, generator=g).to(getattr(torch, dtype)) for _ in range(2))
+    gen = torch.Generator().manual_seed(1)
+    fns = {
+        "ddim_diffusers": lambda: _loop(ours, ours.step, out, x, eta, gen),
+        "diffusers": lambda: _loop(theirs, theirs.step, out, x, eta, gen),
+    }
+    samples: dict[str, list[float]] = {n: [] for n in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for n, fn in fns.items():
+            samples[n].append(_median_us_per_step(fn, 1, lambda: None))
+    us = {n: statistics.median(v) for n, v in samples.items()}
+    return {"shape": shape, "dtype": dtype, "eta": eta, "us": us}
+
+
+def run_half(smoke: bool, repeats: int) -> list[dict[str, Any]]:
+    """`bench_half` over the half-precision shapes and dtypes, eta 0 and 1 (torch CPU)."""
+    import torch
+
+    torch.set_grad_enabled(False)
+    rows = []
+    for shape in SMOKE_SHAPES if smoke else HALF_SHAPES:
+        for dtype in HALF_DTYPES:
+            for eta in (0.0, 1.0):
+                rows.append(bench_half(shape, dtype, eta, repeats))
+                us = rows[-1]["us"]
+                print(
+                    f"pipeline {shape} {dtype} eta={eta}: {us['ddim_diffusers']:.1f} us/step "
+                    f"(diffusers {us['diffusers']:.1f})",
+                    flush=True,
+                )
+    return rows
+
+
+def markdown_half(rows: list[dict[str, Any]]) -> str:
+    """The `bench_half` rows as a markdown table (the README's, `tables.pipeline_half_table`)."""
+    return tables.pipeline_half_table({"pipeline_half": rows}) + "\n"
 
 
 def bench_model(shape: tuple[int, ...], repeats: int) -> dict[str, Any]:

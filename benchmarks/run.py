@@ -228,6 +228,13 @@ MODEL_HEADER = (
 )
 
 
+HALF_HEADER = (
+    "The same call pattern in half precision (latents, model output and eta 1 noise in float16 "
+    "or bfloat16, as a pipeline run in that dtype gives them), torch CPU, eta 0 and 1: "
+    "microseconds per step:\n\n"
+)
+
+
 def markdown(rows: list[Row], loops: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"ddim-core benchmark: {meta['machine']}; torch {meta['torch']}, numpy {meta['numpy']}, "
@@ -321,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
     pipeline_rows = pipeline.run(args.smoke, repeats)
     model_rows = pipeline.run_model(args.smoke, repeats)
+    half_rows = pipeline.run_half(args.smoke, repeats)
     loop_shape = (1, 4, 8, 8) if args.smoke else (1, 4, 64, 64)
     loops = [
         {"library": lib, "shape": loop_shape, **bench_loop(lib, loop_shape, repeats)}
@@ -341,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         + MODEL_HEADER
         + pipeline.markdown_model(model_rows)
         + "\n"
+        + HALF_HEADER
+        + pipeline.markdown_half(half_rows)
+        + "\n"
         + markdown(rows, loops, meta)
     )
     (out / "results.md").write_text(text)
@@ -348,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": meta,
         "pipeline": pipeline_rows,
         "pipeline_model": model_rows,
+        "pipeline_half": half_rows,
         "steps": [dataclasses.asdict(r) | {"ratios": r.ratios()} for r in rows],
         "loops": loops,
     }

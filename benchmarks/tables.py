@@ -132,3 +132,20 @@ def pipeline_model_table(data: dict[str, Any]) -> str:
             f"{ours / us['diffusers']:.2f} | {ours / us['floor']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def pipeline_half_table(data: dict[str, Any]) -> str:
+    """The pipeline call pattern in float16 / bfloat16 (`pipeline.bench_half`): ddim_diffusers
+    against diffusers eager, per step."""
+    lines = [
+        "| shape | dtype | eta | ddim_diffusers | diffusers | ours / diffusers |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in data.get("pipeline_half", []):
+        us = r["us"]
+        ours = us["ddim_diffusers"]
+        lines.append(
+            f"| {_shape(r)} | {r['dtype']} | {r['eta']:g} | {ours:.0f} | "
+            f"{us['diffusers']:.0f} | {ours / us['diffusers']:.2f} |"
+        )
+    return "\n".join(lines)

@@ -47,6 +47,12 @@ def test_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
     (with_model,) = data["pipeline_model"]
     assert {"ddim_diffusers", "diffusers", "floor"} == set(with_model["us"])
     assert "a model call before each step" in table
+    half = data["pipeline_half"]
+    assert {(r["dtype"], r["eta"]) for r in half} == {
+        (d, e) for d in ("float16", "bfloat16") for e in (0.0, 1.0)
+    }
+    assert all({"ddim_diffusers", "diffusers"} == set(r["us"]) for r in half)
+    assert "| 1x4x8x8 | bfloat16 | 1 |" in table and "half precision" in table
 
 
 def test_smoke_run_never_overwrites_the_committed_results(tmp_path: Path) -> None:

@@ -156,6 +156,13 @@ def test_readme_pipeline_model_table_is_results_json() -> None:
         assert block.strip() == tables.pipeline_model_table(_results())
 
 
+def test_readme_pipeline_half_table_is_results_json() -> None:
+    from benchmarks import tables
+
+    for block in _blocks("benchmark-pipeline-half"):
+        assert block.strip() == tables.pipeline_half_table(_results())
+
+
 def test_gpu_tables_are_the_gpu_run() -> None:
     """The GPU tables in docs/ are benchmarks/results/gpu/gpu.md's (`make test-gpu`)."""
     text = (ROOT / "benchmarks" / "results" / "gpu" / "gpu.md").read_text(encoding="utf-8")

@@ -107,6 +107,63 @@ def test_fused_equals_reference(library: str, dtype: str, config: dc.DDIMConfig)
                 assert np.all(np.abs(b - e_k) <= bound), (t, eta, clipped, inverse)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: f"{c.prediction_type}-clip{int(c.clip_sample)}"
+)
+def test_half_precision_torch_steps_equal_the_reference_within_one_rounding(
+    dtype: str, config: dc.DDIMConfig
+) -> None:
+    """float16 / bfloat16 CPU tensors take the float32 kernel on float32 copies, rounded once
+    to the sample's dtype, as the reference (float32 work dtype) rounds once: the two differ
+    by at most one unit in the last place of the dtype, both are within 8 of the exact
+    result's summed terms, and out= buffers get the same numbers."""
+    torch = pytest.importorskip("torch")
+    plan = dc.make_plan(config, 10)
+    half = getattr(torch, dtype)
+    x, m, z = (torch.from_numpy(a).to(half) for a in _arrays("numpy", "float32", (2, 3, 5, 7), 3))
+    assert plugins.step_kernel(x) is builtins._torch_step_half
+    eps = torch.finfo(half).eps
+    tiny = torch.finfo(half).tiny * eps  # the smallest subnormal's spacing
+    host = [a.double().numpy() for a in (x, m, z)]
+    for t, eta, clipped in itertools.product(plan.timesteps, (0.0, 0.7), (False, True)):
+        args = {"eta": eta, "noise": z, "use_clipped_model_output": clipped}
+        got = dc.step(plan, m, t, x, **args)
+        bufs = (torch.empty_like(x), torch.empty_like(x))
+        into = dc.step(plan, m, t, x, out=bufs, **args)
+        with reference_path():
+            want = dc.step(plan, m, t, x, **args)
+        exact, bounds = _exact_and_bounds(plan, t, host, eta, clipped, False, "float64")
+        for a, a_out, b, e_k, bound in zip(got, into, want, exact, bounds, strict=True):
+            assert a.dtype == b.dtype == half
+            assert torch.equal(a, a_out)
+            a64, b64 = a.double().numpy(), b.double().numpy()
+            one = eps * np.maximum(np.abs(a64), np.abs(b64)) + tiny
+            assert np.all(np.abs(a64 - b64) <= one), (t, eta, clipped)
+            within = bound / np.finfo("float64").eps * eps + one  # 8 ulps of dtype, + rounding
+            assert np.all(np.abs(a64 - e_k) <= within), (t, eta, clipped)
+
+
+def test_half_precision_torch_steps_leave_autograd_and_other_devices_to_the_reference() -> None:
+    """A half-precision input that requires grad, or one off the CPU (meta), is not copied to
+    float32 by the kernel: the reference runs (gradients flow; a meta step stays meta)."""
+    torch = pytest.importorskip("torch")
+    plan = dc.make_plan(CONFIGS[1], 10)
+    x, m = (torch.from_numpy(a).half() for a in _arrays("numpy", "float32", (2, 3), 2))
+    t = plan.timesteps[3]
+    assert builtins._torch_step_half(x.to("meta"), m.to("meta"), None, None, 1.0, None) is None
+    x.requires_grad_()
+    assert builtins._torch_step_half(x, m, None, None, 1.0, None) is None
+    out = dc.step(plan, m, t, x)
+    with reference_path():
+        want = dc.step(plan, m, t, x)
+    assert torch.equal(out.prev_sample, want.prev_sample)
+    out.prev_sample.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float16
+    meta = dc.step(plan, m.to("meta"), t, x.detach().to("meta"))
+    assert meta.prev_sample.device.type == "meta" and meta.prev_sample.dtype == torch.float16
+
+
 def _exact_and_bounds(plan, t, host, eta, clipped, inverse, dtype):  # type: ignore[no-untyped-def]
     """float64 results on the inputs, and 8 ulps (of dtype) of the summed terms' size."""
     x, m, z = host
