@@ -112,7 +112,7 @@ from typing import Any, NamedTuple
 from . import backends
 from .backends import Array, Namespace
 from .coefficients import Row
-from .config import check_int, check_real
+from .config import check_bool, check_int, check_real
 
 CAP = 10.0  # the longest update accepted, in plain (fixed-point) steps
 REACH = 2.0  # the warm start extrapolates at most this many times the last change of eps
@@ -416,6 +416,38 @@ def _exact(xp: Namespace, like: Array, *values: float) -> tuple[Any, ...]:
     """Host floats as operands that lose nothing against `like` (`backends.exact_scalars`:
     MindSpore rounds Python floats to float32 against float64 tensors)."""
     return backends.exact_scalars(xp, values, like)
+
+
+def resolve_stall(stall: bool | None, x: Array, *, xp: Namespace) -> bool:
+    """The stall stop of an inversion loop over samples like `x`: `stall` as given (checked),
+    or for None whether `x` is half precision (float16 / bfloat16, computed in float32: the
+    rounding of its iterates floors the residual above a float32 tol).
+
+    Parameters
+    ----------
+    stall : bool or None
+    x : array
+        The loop's sample.
+    xp : array namespace
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    TypeError
+        `stall` neither a bool nor None.
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> resolve_stall(None, np.zeros(2, np.float16), xp=xp), resolve_stall(None, np.zeros(2), xp=xp)
+    (True, False)
+    """
+    if stall is None:
+        return bool(backends.work_dtype(xp, x.dtype) != x.dtype)
+    return check_bool("stall", stall)
 
 
 class ToleranceWarning(RuntimeWarning):

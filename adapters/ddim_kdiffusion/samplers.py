@@ -145,7 +145,7 @@ def sample_ddim_inverse(
     fixed_point_iters: int = 0,
     tol: float | None = None,
     *,
-    stall: bool = False,
+    stall: bool | None = None,
 ) -> Array:
     """DDIM inversion up ascending `sigmas` (may start at 0; repeats allowed).
 
@@ -176,10 +176,12 @@ def sample_ddim_inverse(
     tol : float, optional
         Stop a step's solve once its residual is <= tol; only with fixed_point_iters >= 1
         (as in `ddim_core.invert`).
-    stall : bool, default False
+    stall : bool, optional
         With tol, also stop a step whose residual has stalled above tol
         (`ddim_core.implicit.solve_step`): for a model computed in float16 / bfloat16, whose
-        output's rounding keeps the residual above a float32 tol.
+        output's rounding keeps the residual above a float32 tol. None (default): on for a
+        float16 / bfloat16 `x` (`ddim_core.implicit.resolve_stall`), off otherwise; pass True
+        for a half-precision model stepping float32 latents (as the ComfyUI pack does).
 
     Returns
     -------
@@ -215,6 +217,7 @@ def sample_ddim_inverse(
     trail = implicit.Trail()
     short = implicit.Shortfalls(tol, iters)
     xp = backends.namespace(x=x)
+    stall = implicit.resolve_stall(stall, x, xp=xp)
     with _no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             src, dst, c = levels[i], levels[i + 1], rows[i]
