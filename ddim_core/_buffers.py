@@ -94,13 +94,11 @@ def host_view(t: Any) -> Any:
         key = (t.data_ptr(), t.numel(), t.dtype)
     except RuntimeError:  # torch.func's vmap / jvp: "... Tensor that doesn't have storage"
         return None
-    if key[0] == 0 and key[1]:  # functionalize, wrapper subclasses: no memory there
-        return None
     view = _VIEWS.get(key)
     if view is None:
-        # A functional view's data pointer is its offset from 0 (a few bytes up to its
-        # storage's size), no address: its storage says so (asked on a miss only: no real
-        # tensor's address is that low, so a cached key is never such an offset)
+        # Functionalize and wrapper subclasses: a data pointer of 0, or a functional view's
+        # offset from 0 (a few bytes up to its storage's size), no address: its storage says
+        # so (asked on a miss only: such a key is never cached, so never found)
         if backends.tensor_address(t) is None:
             return None
         if not _TYPESTR:

@@ -12,6 +12,7 @@ imported).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from typing import Any
@@ -278,24 +279,22 @@ class TorchKernel:
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(sample, torch.Tensor):
             return None
+        single = _torch_step_numba if importlib.util.find_spec("numba") else _torch_step
         if sample.dtype in (torch.float16, torch.bfloat16):
-            return _torch_step_half
+            return functools.partial(_torch_step_half, single)  # chosen once, not per step
         if sample.dtype not in (torch.float32, torch.float64):
             return None
-        return _torch_step_float32_or_64()
+        return single
 
 
-def _torch_step_float32_or_64() -> Any:
-    """The kernel for float32/float64 torch tensors: numba's pass where numba is installed."""
-    return _torch_step_numba if importlib.util.find_spec("numba") is not None else _torch_step
-
-
-def _torch_step_half(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) -> Any:
-    """float16 / bfloat16 CPU tensors: the float32 kernel on float32 copies of the inputs
-    (float32 is the reference's working dtype for half precision), its outputs rounded once to
-    the sample's dtype, so within one rounding of the reference (which rounds once too). The
-    reference's ten or so float32 ops and five casts become three casts in, one pass and two
-    out. Elsewhere (an accelerator, autograd) None: the reference runs."""
+def _torch_step_half(
+    single: Any, x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any
+) -> Any:
+    """float16 / bfloat16 CPU tensors: `single`, the float32 kernel, on float32 copies of the
+    inputs (float32 is the reference's working dtype for half precision), its outputs rounded
+    once to the sample's dtype, so within one rounding of the reference (which rounds once
+    too). The reference's ten or so float32 ops and five casts become three casts in, one pass
+    and two out. Elsewhere (an accelerator, autograd) None: the reference runs."""
     if not (x.is_cpu and m.is_cpu and (z is None or z.is_cpu)):
         return None
     if x.requires_grad or m.requires_grad or (z is not None and z.requires_grad):
@@ -303,7 +302,7 @@ def _torch_step_half(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: An
     if out is not None and (_aliases(out, (x, m, z)) or any(o.dtype != x.dtype for o in out)):
         return None
     z32 = None if z is None else z.float()
-    prev, x0 = _torch_step_float32_or_64()(x.float(), m.float(), z32, c, clip, None)
+    prev, x0 = single(x.float(), m.float(), z32, c, clip, None)
     if out is None:
         return prev.to(x.dtype), x0.to(x.dtype)
     return out[0].copy_(prev), out[1].copy_(x0)

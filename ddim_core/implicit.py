@@ -74,7 +74,8 @@ dtype (what the sampler will see). Everything is array-API code over the batch: 
 unless `tol` is given (or the arrays are NumPy's, where reading is free).
 
 With `tol` and `stall` (a model computed in half precision: the ComfyUI adapter turns it on
-for a float16 / bfloat16 model), a step also stops where it has stalled above tol: its best
+for a float16 / bfloat16 model, and the loops, `resolve_stall`, for float16 / bfloat16
+samples), a step also stops where it has stalled above tol: its best
 residual is in (STALL_ULPS ulps of the work dtype, STALL_BELOW] = (1.2e-4, 1e-2] in float32,
 and the last STALL_REFINEMENTS (2) refinements cut it by less than a factor STALL (1.5). It
 returns its best measured iterate, as at tol, decided on the residuals tol reads anyway. A
@@ -86,7 +87,7 @@ and 50 steps, an eps that carries up to an ulp of float16 / bfloat16 rounding th
 with any input, as a network's does). With the stall stop, guided samples took 4.6 to 6.7
 calls a step in float16 and 4.6 to 7.3 in bfloat16 (a floor above 1e-2 is not caught), round
 trips 0.87 to 1.14 and 0.83 to 1.17 times as large (geometric means over 3 seeds; the same
-floor, sampled by fewer calls). Not on by default: a float32 or float64 model's step that
+floor, sampled by fewer calls). Not on for float32 / float64 samples: a float32 or float64 model's step that
 does not converge (real data under strong guidance) can level off in the same band for two
 refinements and still converge later; stopped there, 6 of 28,000 float32 steps inverted one
 point at a time (tol 1e-6, guidance 3 and 7.5) ended at up to 1e-2, and single round trips
