@@ -79,22 +79,16 @@ samples), a step also stops where it has stalled above tol: its best
 residual is in (STALL_ULPS ulps of the work dtype, STALL_BELOW] = (1.2e-4, 1e-2] in float32,
 and the last STALL_REFINEMENTS (2) refinements cut it by less than a factor STALL (1.5). It
 returns its best measured iterate, as at tol, decided on the residuals tol reads anyway. A
-half-precision model on float32 latents rounds its output to ~1e-3 relative, so the residual
-levels off after 2 to 4 calls at 1e-4 to 5e-3 (float16) or 1e-3 to 3e-2 (bfloat16) on
-unit-scale data under guidance 1 to 7.5, and tol = 1e-6 is out of reach: with 8 refinements
-every step made all 9 calls (8.6 to 8.8 a step: a 2-D mixture, 256 points as one latent, 20
-and 50 steps, an eps that carries up to an ulp of float16 / bfloat16 rounding that changes
-with any input, as a network's does). With the stall stop, guided samples took 4.6 to 6.7
-calls a step in float16 and 4.6 to 7.3 in bfloat16 (a floor above 1e-2 is not caught), round
-trips 0.87 to 1.14 and 0.83 to 1.17 times as large (geometric means over 3 seeds; the same
-floor, sampled by fewer calls). Not on for float32 / float64 samples: a float32 or float64 model's step that
-does not converge (real data under strong guidance) can level off in the same band for two
-refinements and still converge later; stopped there, 6 of 28,000 float32 steps inverted one
-point at a time (tol 1e-6, guidance 3 and 7.5) ended at up to 1e-2, and single round trips
-went from 1e-8 to 2e-3. Nor is it safe for a model rounded element by element (each output a
-function of its own input only), whose iteration can hit an exact fixed point after a
-plateau: stopped at the plateau, a bfloat16 round trip at guidance 1 was 2.8 times as large
-(1.6e-5 instead of 5.8e-6).
+half-precision model (or sample) rounds to ~1e-3 relative, so the residual levels off after a
+few calls far above tol = 1e-6, and every refinement was spent for nothing. With the stall
+stop a step ends where it levels off: tests/test_inversion_methods.py (float16 samples, 20
+steps, tol 1e-6, 8 refinements) measures 105 model calls where every refinement takes 166
+(`ddim_core.invert`) and 100 against 180 (k-diffusion), and tests/test_comfyui_integration.py
+in a real ComfyUI (a float16 model on float32 latents) 102 against 180, for a round trip of
+1.4e-3 against 2.2e-3. Not on for float32 / float64 samples: a step that does not converge
+(real data under strong guidance) can level off in the same band for two refinements and
+still converge later, and a model rounded element by element (each output a function of its
+own input only) can reach an exact fixed point after a plateau.
 
 A step that ends above `tol` (its refinements run out, or it stalled) returns its best
 iterate all the same; the loops (`ddim_core.invert`, `ddim_kdiffusion.sample_ddim_inverse`)

@@ -28,9 +28,9 @@ CATEGORY = "sampling/custom_sampling"
 # with tol 2e-6 takes 2.0 to 3.8 model calls per step on average, guidance 1 to 7.5, 20 and
 # 50 steps: the "exact k=30, tol" rows of benchmarks/results/inversion.md; 8 refinements cap
 # a step at 9 calls where tol is out of reach). A float16 / bfloat16 model's residual levels
-# off at 1e-4 to 3e-2, out of tol's reach: for it the samplers stop a step that has stalled
-# (`computes_in_half`, solve_step's stall), 4.6 to 7.3 calls a step instead of 8.6 to 8.8 on
-# the test bed of ddim_core.implicit, round trips 0.83 to 1.17 times as large.
+# off far above tol: for it the samplers stop a step that has stalled (`computes_in_half`,
+# solve_step's stall): 102 model calls for 20 steps instead of 180 in a real ComfyUI
+# (tests/test_comfyui_integration.py), round trip 1.4e-3 instead of 2.2e-3.
 INVERSION_ITERS = 8
 INVERSION_TOL = 1e-6
 # ComfyUI's FlipSigmas makes a first sigma of 0 this (its Euler steps would divide by 0)
@@ -591,8 +591,8 @@ NODES = (
                 1e-6,
                 tooltip="Stop refining a step once its largest error (the forward step of the "
                 "result against the input, at the clean latent's scale) is at most tol; 0 runs "
-                "every refinement. A float16 / bfloat16 model's error levels off near 1e-3 "
-                "(1e-2 for bfloat16): such a step stops once it has stalled. Steps still above "
+                "every refinement. A float16 / bfloat16 model's error levels off far above 1e-6 "
+                "(its output's rounding): such a step stops once it has stalled. Steps still above "
                 "tol are reported once per run (a ToleranceWarning in the console).",
             ),
         ),
