@@ -195,6 +195,19 @@ def test_eta_above_0_is_refused_on_rectified_flow_models(monkeypatch) -> None:  
     assert torch.isfinite(core.sample_ddim_core(model, x, sigmas, extra, None, True, 0.3)).all()
 
 
+def test_a_wrapper_chain_that_loops_back_ends(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A model whose `inner_model` chain comes back to itself (a wrapper that wraps itself):
+    the model walks end after a few wrappers, where the rectified-flow check looped forever."""
+    CONST = type("CONST", (), {})
+    monkeypatch.setitem(sys.modules, "comfy.model_sampling", types.SimpleNamespace(CONST=CONST))
+    loop = types.SimpleNamespace()
+    loop.inner_model = types.SimpleNamespace(inner_model=loop)
+    assert core._rectified_flow_type(loop) is None
+    assert not core.computes_in_half(loop)
+    flow = types.SimpleNamespace(model_sampling=CONST())  # found within the walk
+    assert core._rectified_flow_type(types.SimpleNamespace(inner_model=flow)) == "?"
+
+
 def test_inverse_sampler_on_a_flow_model_takes_descending_and_flipsigmas_lists(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """On a rectified-flow model ComfyUI hands a sampler x = (1 - sigmas[0]) x0 (no noise)
     and divides its result by 1 - sigmas[-1]. A stock scheduler's descending list and

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ddim_kdiffusion import get_sigmas_ddim, sample_ddim, sample_ddim_inverse
@@ -181,25 +181,33 @@ def computes_in_half(model: Any) -> bool:
     >>> computes_in_half(types.SimpleNamespace(inner_model=base)), computes_in_half(len)
     (True, False)
     """
-    for _ in range(8):  # the wrappers are a few deep
-        get_dtype = getattr(model, "get_dtype", None)
+    for inner in _wrapped(model):
+        get_dtype = getattr(inner, "get_dtype", None)
         if callable(get_dtype):
-            dtype = getattr(model, "manual_cast_dtype", None) or get_dtype()
+            dtype = getattr(inner, "manual_cast_dtype", None) or get_dtype()
             return str(dtype).removeprefix("torch.") in ("float16", "bfloat16")
-        model = getattr(model, "inner_model", None)
-        if model is None:
-            break
     return False
+
+
+def _wrapped(model: Any) -> Iterator[Any]:
+    """`model` and the models under it by `inner_model` (KSamplerX0Inpaint -> CFGGuider ->
+    BaseModel), at most 8 deep: a chain that loops back ends there."""
+    for _ in range(8):
+        if model is None:
+            return
+        yield model
+        model = getattr(model, "inner_model", None)
 
 
 def _rectified_flow_type(model: Any) -> str | None:
     """The model_type name of the rectified-flow model (model_sampling CONST) under ComfyUI's
     denoiser wrappers, "?" without one; None for any other model."""
     const = getattr(sys.modules.get("comfy.model_sampling"), "CONST", None)
-    while const is not None and model is not None:  # KSamplerX0Inpaint -> CFGGuider -> model
-        if isinstance(getattr(model, "model_sampling", None), const):
-            return str(getattr(getattr(model, "model_type", None), "name", "?"))
-        model = getattr(model, "inner_model", None)
+    if const is None:
+        return None
+    for inner in _wrapped(model):
+        if isinstance(getattr(inner, "model_sampling", None), const):
+            return str(getattr(getattr(inner, "model_type", None), "name", "?"))
     return None
 
 
