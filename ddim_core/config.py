@@ -184,8 +184,10 @@ def check_real(name: str, value: Any) -> float:
 
 def _unalias(key: str, value: Any) -> Any:
     if isinstance(value, str):
-        name = value.lstrip(":")  # Bumblebee atoms may arrive as ":quadratic"
-        return _VALUE_ALIASES.get(key, {}).get(name, value)
+        # Bumblebee atoms may arrive as ":quadratic", or as ":linear" (its default): any atom
+        # names a value, ours or one of its aliases.
+        name = value.lstrip(":")
+        return _VALUE_ALIASES.get(key, {}).get(name, name if value.startswith(":") else value)
     return value
 
 

@@ -75,6 +75,20 @@ def test_bumblebee_aliases() -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"beta_schedule": ":linear"}, DDIMConfig()),  # Bumblebee's default atom
+        ({"beta_schedule": ":scaled_linear"}, DDIMConfig(beta_schedule="scaled_linear")),
+        ({"beta_schedule": ":squaredcos_cap_v2"}, DDIMConfig(beta_schedule="squaredcos_cap_v2")),
+        ({"prediction_type": ":v_prediction"}, DDIMConfig(prediction_type="v_prediction")),
+        ({"timestep_spacing": ":trailing"}, DDIMConfig(timestep_spacing="trailing")),
+    ],
+)
+def test_bumblebee_atoms_of_our_own_names(data, expected) -> None:
+    assert DDIMConfig.from_dict(data) == expected
+
+
+@pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
         ({"beta_schedule": "cosine"}, ValueError, "beta_schedule='cosine'.*linear"),
