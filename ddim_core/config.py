@@ -27,6 +27,7 @@ DIFFUSERS_SPACINGS = TIMESTEP_SPACINGS[:3]
 PREV_TIMESTEP_RULES = ("plan", "stride")
 
 # Bumblebee (elixir-nx) names -> ours; values that say what they mean -> diffusers' values.
+_LEGACY_ONE = "set_alpha_to_zero"  # DDIMInverseScheduler's before diffusers 0.18
 _KEY_ALIASES = {
     "num_train_steps": "num_train_timesteps",
     "timesteps_offset": "steps_offset",
@@ -447,7 +448,9 @@ class DDIMConfig:
         """Build from diffusers' or Bumblebee's keys; unknown keys are ignored with a warning.
 
         Keys starting with "_" (`_class_name`, `_diffusers_version`) are metadata and ignored
-        silently.
+        silently. The key `set_alpha_to_zero` of DDIMInverseScheduler configs saved by diffusers
+        before 0.18 sets `set_alpha_to_one` to its value (a FutureWarning says so), as diffusers
+        reads it.
 
         Parameters
         ----------
@@ -473,7 +476,7 @@ class DDIMConfig:
         for raw_key, raw_value in data.items():
             key = _KEY_ALIASES.get(raw_key, raw_key)
             if key not in known:
-                if not str(raw_key).startswith("_"):
+                if not str(raw_key).startswith("_") and raw_key != _LEGACY_ONE:
                     unknown.append(raw_key)
                 continue
             kwargs[key] = _unalias(key, raw_value)
@@ -482,6 +485,15 @@ class DDIMConfig:
                 f"DDIMConfig ignores unknown config keys: {sorted(map(str, unknown))}",
                 stacklevel=2,
             )
+        legacy = data.get(_LEGACY_ONE)
+        if legacy is not None:  # what diffusers' DDIMInverseScheduler does with the key
+            warnings.warn(
+                f"{_LEGACY_ONE}={legacy!r} (a DDIMInverseScheduler config of diffusers < 0.18) "
+                f"is read as set_alpha_to_one={legacy!r}, as diffusers reads it",
+                FutureWarning,
+                stacklevel=2,
+            )
+            kwargs["set_alpha_to_one"] = check_bool(_LEGACY_ONE, legacy)
         return cls(**kwargs)
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:

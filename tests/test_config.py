@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pydoc
+import warnings
 
 import numpy as np
 import pytest
@@ -219,3 +220,20 @@ def test_integer_options_take_numpy_integers_as_int() -> None:
 def test_replace_validates_again() -> None:
     with pytest.raises(ValueError, match="steps_offset must be >= 0"):
         DDIMConfig().replace(steps_offset=-1)
+
+
+def test_legacy_set_alpha_to_zero_is_read_as_diffusers_reads_it() -> None:
+    """A DDIMInverseScheduler config saved by diffusers < 0.18 has `set_alpha_to_zero`, which
+    diffusers' DDIMInverseScheduler reads as set_alpha_to_one (FutureWarning): the core reads it
+    the same way, where it ignored it (set_alpha_to_one left True: another end level)."""
+    old = {"_class_name": "DDIMInverseScheduler", "set_alpha_to_zero": False}
+    with pytest.warns(FutureWarning, match=r"set_alpha_to_zero=False .* set_alpha_to_one=False"):
+        config = DDIMConfig.from_dict(old)
+    assert config.set_alpha_to_one is False
+    with pytest.warns(FutureWarning):  # it wins over set_alpha_to_one, as in diffusers
+        assert DDIMConfig.from_dict({**old, "set_alpha_to_one": True}).set_alpha_to_one is False
+    with pytest.warns(FutureWarning), pytest.raises(TypeError, match="set_alpha_to_zero"):
+        DDIMConfig.from_dict({"set_alpha_to_zero": "no"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # None: as if absent, as in diffusers
+        assert DDIMConfig.from_dict({"set_alpha_to_zero": None}).set_alpha_to_one is True
