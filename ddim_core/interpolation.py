@@ -18,6 +18,7 @@ from typing import Any
 
 from . import backends
 from .backends import Array
+from .config import check_real
 
 
 def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
@@ -47,8 +48,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
         Shapes that differ, an alpha array of another shape, or a NaN or infinite alpha
         number (alpha arrays are not read on the host).
     TypeError
-        Dtypes that differ or are not real floating, or an alpha of another kind (an alpha
-        array must be real floating or integer).
+        A sample that is None, dtypes that differ or are not real floating, or an alpha of
+        another kind (an alpha array must be real floating or integer).
 
     Examples
     --------
@@ -57,6 +58,9 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     array([[0.7071, 0.7071]])
     """
     xp = backends.namespace(x_a=x_a, x_b=x_b)
+    for name, x in (("x_a", x_a), ("x_b", x_b)):
+        if x is None:  # namespace() skips None: a loader or model that returned nothing
+            raise TypeError(f"{name} must be a real floating array, got None")
     if tuple(x_a.shape) != tuple(x_b.shape):
         raise ValueError(
             f"x_a has shape {tuple(x_a.shape)} but x_b has shape {tuple(x_b.shape)}; they must "
@@ -107,9 +111,8 @@ def _alpha(alpha: Any, like: Array, xp: Any) -> Array:
     """alpha as a (batch,) array in the work dtype on like's device."""
     batch = like.shape[0]
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):  # NumPy scalars too
-        if not math.isfinite(alpha):
-            raise ValueError(f"alpha={alpha!r} must be a finite number (0: x_a, 1: x_b)")
-        return xp.full((batch,), float(alpha), dtype=like.dtype, device=backends.device(like))
+        t = check_real("alpha", alpha)  # an int past float's range too
+        return xp.full((batch,), t, dtype=like.dtype, device=backends.device(like))
     try:
         if alpha is None:  # namespace() skips None
             raise TypeError

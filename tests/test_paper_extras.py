@@ -279,6 +279,19 @@ def test_slerp_checks_numpy_scalar_and_none_alphas() -> None:
         np.testing.assert_allclose(dc.slerp(a, b, alpha), dc.slerp(a, b, float(alpha)))
 
 
+def test_slerp_names_a_missing_sample_and_an_int_alpha_past_float() -> None:
+    """slerp(x, None, ...) (a model or loader that returned nothing) was an AttributeError on
+    'shape', and an int alpha past float's range (10**400) an OverflowError from
+    math.isfinite, where cfg and the other host numbers give a TypeError / ValueError."""
+    a = np.array([[1.0, 0.0]])
+    with pytest.raises(TypeError, match="x_b must be a real floating array, got None"):
+        dc.slerp(a, None, 0.5)
+    with pytest.raises(TypeError, match="x_a must be a real floating array, got None"):
+        dc.slerp(None, a, 0.5)
+    with pytest.raises(ValueError, match=r"alpha=1000.* must be a finite number"):
+        dc.slerp(a, a, 10**400)
+
+
 # --- quadratic timesteps -----------------------------------------------------------------
 
 
