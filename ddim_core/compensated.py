@@ -11,7 +11,8 @@ hi (the rounded state the model is called on) bit for bit but in rare ties, so t
 the same inputs both ways and the round trip is exact to the last bit of the samples.
 
 Everything is array-API arithmetic (+, -, * on arrays and host scalars), so it runs on every
-backend and in every floating dtype, without FMA. Host constants enter rounded to the working
+backend, in float32 and float64, without FMA (half precision is computed in float32, as the
+samplers do: the products refuse it). Host constants enter rounded to the working
 dtype (`Constant`), split once on the host. Exact while no partial product overflows or
 underflows (normal numbers with |x| below about 2^996 in float64, 2^115 in float32; a
 subnormal element is off by at most the smallest subnormal).
@@ -57,6 +58,11 @@ class Constant(NamedTuple):
         Returns
         -------
         Constant
+
+        Raises
+        ------
+        ValueError
+            `bits` is not 32 or 64.
         """
         kind = np.float32 if bits == 32 else np.float64
         v = kind(value)
@@ -67,6 +73,11 @@ class Constant(NamedTuple):
 
 def _splitter(bits: int) -> float:
     """Dekker's splitting factor 2^ceil(p / 2) + 1 for a p-bit significand."""
+    if bits not in (32, 64):  # float64's factor is inf in float16: the low words came out NaN
+        raise ValueError(
+            f"bits must be 32 or 64 (compensated arithmetic works in float32 or float64; "
+            f"compute half precision in float32), got {bits}"
+        )
     return 4097.0 if bits == 32 else 134217729.0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
+import pytest
 from helpers import Backend, to_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -70,3 +71,16 @@ def test_pairs_stay_normalised() -> None:
         k = cw.Constant.of(c, 64)
         z = cw.combine([(k, z), (cw.Constant.of(-c / 2, 64), rng.standard_normal(64))], xp)
         np.testing.assert_array_equal(z.hi + z.lo, z.hi)
+
+
+def test_half_precision_is_refused_not_nan() -> None:
+    """A float16 array gave a NaN low word (Dekker's float64 splitter, 2^27 + 1, is inf in
+    float16) and Constant.of(value, 16) a float64 constant, silently; the module said it ran in
+    every floating dtype. Half precision is computed in float32 (as the samplers do)."""
+    xp = backends.HOST_XP
+    x = np.array([0.1, 3.0], dtype=np.float16)
+    with pytest.raises(ValueError, match=r"bits must be 32 or 64.*got 16"):
+        cw.product(cw.Constant.of(0.1, 32), x, xp)
+    with pytest.raises(ValueError, match=r"bits must be 32 or 64.*got 16"):
+        cw.Constant.of(0.1, 16)
+    assert cw.add(cw.Pair.of(x, xp), cw.Pair.of(x, xp), xp).hi.dtype == np.float16  # TwoSum
