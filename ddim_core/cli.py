@@ -50,7 +50,7 @@ def demo(
     Parameters
     ----------
     steps : sequence of int
-        Step counts N, each in [1, 1000], each once (one row per step count).
+        Step counts N, at least one, each in [1, 1000], each once (one row per step count).
     spacing : {"trailing", "leading", "linspace", "quadratic"}
         The timestep spacing of the plans.
     points : int
@@ -72,9 +72,10 @@ def demo(
     Raises
     ------
     ValueError
-        A step count outside [1, 1000] or given twice, a bad spacing, points < 1 or seed < 0.
+        No step count, a step count outside [1, 1000] or given twice, a bad spacing,
+        points < 1 or seed < 0.
     TypeError
-        A step count, `points` or `seed` that is not an integer.
+        `steps` not a sequence, or a step count, `points` or `seed` that is not an integer.
 
     Examples
     --------
@@ -85,6 +86,14 @@ def demo(
     True
     """
     points, seed = check_int("points", points, low=1), check_int("seed", seed, low=0)
+    try:
+        steps = list(steps)  # read once: an iterator would be used up by the checks below
+    except TypeError:
+        raise TypeError(
+            f"steps must be a sequence of step counts, got {type(steps).__name__}"
+        ) from None
+    if not steps:
+        raise ValueError(f"steps must name at least one step count, got {steps}")
     config = DDIMConfig(timestep_spacing=spacing, clip_sample=False)
     for n in steps:
         make_plan(config, n)  # checks every step count before any work

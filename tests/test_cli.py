@@ -317,6 +317,20 @@ def test_demo_refuses_a_step_count_given_twice(monkeypatch) -> None:  # type: ig
         cli.demo([5, 10, 5])
 
 
+def test_demo_takes_steps_once_and_refuses_none(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """demo(steps) read `steps` twice: an iterator (a generator of step counts) was used up by
+    the checks and gave a table with no rows, silently; steps=[] computed the 1000-step
+    reference for an empty table (plot_demo then failed inside matplotlib), and steps=5 was
+    "'int' object is not iterable"."""
+    _, results = cli.demo(iter([2, 3]), points=5)
+    assert results["steps"] == [2.0, 3.0] and list(results["samples"]) == [2, 3]
+    monkeypatch.setattr(cli, "sample", lambda *a, **k: pytest.fail("computed before checking"))
+    with pytest.raises(ValueError, match=r"steps must name at least one step count, got \[\]"):
+        cli.demo([])
+    with pytest.raises(TypeError, match="steps must be a sequence of step counts, got int"):
+        cli.demo(5)
+
+
 def test_the_command_line_page_names_every_command() -> None:
     # docs/cli.md is where a user looks a command up: each one `ddim-core --help` lists
     from pathlib import Path
