@@ -27,8 +27,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     `alpha` is a number or an array of shape () or (batch,) in the samples' library. Where the
     two samples are parallel (theta = 0) the result is the linear interpolation (the limit of
     the arc); exactly opposite samples (theta = pi) and a zero sample have no single great
-    circle and give their linear interpolation too. Half precision is computed in float32.
-    Samples of shape (D,) are one batch element.
+    circle and give their linear interpolation too (and its derivative, under autograd). Half
+    precision is computed in float32. Samples of shape (D,) are one batch element.
 
     Parameters
     ----------
@@ -79,7 +79,9 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     rows = (a.shape[0], math.prod(a.shape[1:]))  # not -1: an empty batch has no such size
     flat_a, flat_b = xp.reshape(a, rows), xp.reshape(b, rows)
     u_a, u_b = _unit(flat_a, xp), _unit(flat_b, xp)
-    theta = 2.0 * xp.atan2(_norm(u_a - u_b, xp), _norm(u_a + u_b, xp))
+    d, s = _norm(u_a - u_b, xp), _norm(u_a + u_b, xp)
+    s = xp.where((d > 0) | (s > 0), s, xp.ones_like(s))  # atan2(0, 0) has no derivative
+    theta = 2.0 * xp.atan2(d, s)
     arc = (theta > 0) & (theta < math.pi) & (_norm(u_a, xp) > 0) & (_norm(u_b, xp) > 0)
     sin = xp.sin(xp.where(arc, theta, xp.ones_like(theta)))
     w_a = xp.where(arc, xp.sin((1.0 - t) * theta) / sin, 1.0 - t)
@@ -92,8 +94,13 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
 
 
 def _norm(x: Array, xp: Any) -> Array:
-    """|x| of each row of a (batch, D) array of entries at most about 1: shape (batch,)."""
-    return xp.sqrt(xp.sum(x * x, axis=1))
+    """|x| of each row of a (batch, D) array of entries at most about 1: shape (batch,). A zero
+    row's derivative is 0: sqrt's is infinite at 0, and where() would pass 0 * inf = NaN back
+    from a branch it did not take (parallel, opposite or zero samples, under autograd)."""
+    squares = xp.sum(x * x, axis=1)
+    nonzero = squares > 0
+    root = xp.sqrt(xp.where(nonzero, squares, xp.ones_like(squares)))
+    return xp.where(nonzero, root, xp.zeros_like(squares))
 
 
 def _unit(x: Array, xp: Any) -> Array:

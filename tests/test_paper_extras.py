@@ -292,6 +292,34 @@ def test_slerp_names_a_missing_sample_and_an_int_alpha_past_float() -> None:
         dc.slerp(a, a, 10**400)
 
 
+def test_slerp_gradient_is_finite_where_it_falls_back_to_the_chord() -> None:
+    """Under torch autograd, slerp of parallel or opposite samples (slerp(x, x, t): two equal
+    seeds) or of two zero samples gave NaN gradients: sqrt and atan2 at 0 have no derivative,
+    and where() passed 0 * inf back from the branch it did not take. The value there is the
+    chord's, and so is its derivative (the arc differs from it only to second order in theta);
+    the value itself is unchanged, bit for bit."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    base = torch.from_numpy(rng.standard_normal((2, 5)))
+    for other in (base, -base, 2.0 * base, torch.zeros_like(base)):
+        x_a = base.clone().requires_grad_()
+        x_b = other.clone().requires_grad_()
+        dc.slerp(x_a, x_b, 0.3).sum().backward()
+        assert x_a.grad is not None and x_b.grad is not None
+        torch.testing.assert_close(x_a.grad, torch.full_like(base, 0.7))
+        torch.testing.assert_close(x_b.grad, torch.full_like(base, 0.3))
+    zero = torch.zeros(2, 5, dtype=torch.float64, requires_grad=True)
+    dc.slerp(zero, zero, 0.3).sum().backward()
+    assert zero.grad is not None and bool(torch.isfinite(zero.grad).all())
+    x_a, x_b = (torch.from_numpy(rng.standard_normal((3, 4))).requires_grad_() for _ in "ab")
+    got = dc.slerp(x_a, x_b, 0.3)
+    np.testing.assert_array_equal(
+        got.detach().numpy(), dc.slerp(x_a.detach().numpy(), x_b.detach().numpy(), 0.3)
+    )
+    got.sum().backward()
+    assert x_a.grad is not None and bool(torch.isfinite(x_a.grad).all())
+
+
 # --- quadratic timesteps -----------------------------------------------------------------
 
 
