@@ -85,15 +85,21 @@ def _missing_host(code: str) -> str | None:
     return None
 
 
+# A python block that warns (a RuntimeWarning such as ddim_core's ToleranceWarning, a
+# UserWarning) shows a reader following the page what the page does not: it fails; a block
+# that means to show a warning catches it (docs/inversion.md).
 RUNNER = r"""
-import os, subprocess, sys, traceback
+import os, subprocess, sys, traceback, warnings
 blocks = {blocks!r}
 failed = 0
 for line, lang, code in blocks:
     where = f"{page}:{{line}}"
     if lang == "python":
         try:
-            exec(compile(code, where, "exec"), {{"__name__": "__main__"}})
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                warnings.simplefilter("error", UserWarning)
+                exec(compile(code, where, "exec"), {{"__name__": "__main__"}})
         except BaseException:
             failed += 1
             print(f"FAILED {{where}}", flush=True)
