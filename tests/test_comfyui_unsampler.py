@@ -284,6 +284,31 @@ def test_the_guide_says_which_nodes_run_node_runs() -> None:
     assert f"The other {words[len(U.NODES)]} are `unsampler.NODES`" in prose
 
 
+def test_the_guides_node_table_names_every_input() -> None:
+    """docs/guides/comfyui.md's node table left the Unsampler's steps_offset out (the README
+    lists it): a reader wiring the node from the guide met an input the page does not name.
+    Every input a node declares is named in its row."""
+    from pathlib import Path
+
+    from ddim_comfyui import core
+
+    guide = Path(__file__).parents[1] / "docs" / "guides" / "comfyui.md"
+    rows = {
+        cells[0].strip(" *"): cells[2]
+        for line in guide.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| **")
+        for cells in [line.strip("|").split("|")]
+    }
+    for spec in (*core.NODES, *U.NODES):
+        assert spec.display_name in rows, spec.display_name
+        missing = [
+            i.name
+            for i in spec.inputs
+            if not re.search(rf"\b{re.escape(i.name)}\b", rows[spec.display_name])
+        ]
+        assert not missing, f"{spec.display_name}: {missing} not in the guide's table"
+
+
 @pytest.mark.parametrize("method", U.REVERSIBLE)
 def test_resample_returns_the_latent_to_the_last_bit_under_guidance(method: str) -> None:
     """resample rebuilt the reversible state from the LATENT's arrays, scaled back to VP only
