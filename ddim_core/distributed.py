@@ -1891,7 +1891,13 @@ def _seconds_or_none(text: str) -> float | None:
 
 
 def _cli_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
-    options: dict[str, Any] = _pairs(args.option, json.loads, "--option")
+    options: dict[str, Any] = _pairs(
+        args.option,
+        json.loads,
+        "--option",
+        "the value must be JSON (a number, true, false, null, or a string quoted: "
+        "NAME='\"text\"'): ",
+    )
     named = ("fixed_point_iters", "tol") if kind == "invert" else ("eta",)
     for key in named:
         if getattr(args, key) is not None:
@@ -1902,7 +1908,11 @@ def _cli_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     return options
 
 
-def _pairs(items: Sequence[str], convert: Callable[[str], Any], flag: str) -> dict[str, Any]:
+def _pairs(
+    items: Sequence[str], convert: Callable[[str], Any], flag: str, what: str = ""
+) -> dict[str, Any]:
+    """NAME=VALUE items as a dict; `what` says how a value is written (json's own error
+    message does not say that the value is JSON)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -1911,7 +1921,7 @@ def _pairs(items: Sequence[str], convert: Callable[[str], Any], flag: str) -> di
         try:
             out[key] = convert(value)
         except ValueError as e:
-            raise ValueError(f"{flag} {item!r}: {e}") from None
+            raise ValueError(f"{flag} {item!r}: {what}{e}") from None
     return out
 
 

@@ -251,6 +251,21 @@ def test_command_line(client: Any, tmp_path: Path, capsys: pytest.CaptureFixture
         assert rc == 2 and f"loop option {option.split('=')[0]}= " in err and says in err, err
 
 
+@pytest.mark.parametrize("option", ["history=abc", "method=exact", "tol=1e-"])
+def test_option_value_that_is_not_json_says_so(option: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`--option history=abc` (the help says NAME=JSON) ended with `--option 'history=abc':
+    Expecting value: line 1 column 1 (char 0)`, json's words, which do not say that the value
+    must be JSON nor how to write a string in it. The line now says both."""
+    source = tmp_path / "x.npy"
+    np.save(source, np.zeros((2, 2)))
+    args = [str(source), str(tmp_path / "out.zarr"), "--steps", "5", "--option", option]
+    rc = cli.main(["invert-dataset", *args, "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert f"--option {option!r}: the value must be JSON" in err, err
+    assert "quoted" in err, err
+
+
 # --- errors during the run: one clear line ---------------------------------------------------
 
 
