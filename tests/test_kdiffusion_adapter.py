@@ -281,6 +281,32 @@ def test_register_adds_the_samplers_to_k_diffusion_sampling() -> None:
     assert K_SAMPLING.sample_ddim_inverse is dk.sample_ddim_inverse
 
 
+def test_register_where_k_diffusion_cannot_import_says_what_to_install(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """k-diffusion's package `__init__` imports its training modules (scikit-image,
+    torchvision, clean-fid, ...), so where one is missing (a --no-deps install, which the guide
+    recommended) `register()` ended in `ModuleNotFoundError: No module named 'skimage'` from
+    inside k_diffusion/augmentation.py. It now says that register() needs k_diffusion
+    importable, why it is not, and what to install; the samplers themselves need no
+    k-diffusion."""
+    package = tmp_path / "k_diffusion"
+    package.mkdir()
+    (package / "__init__.py").write_text("from . import augmentation, sampling\n")
+    (package / "augmentation.py").write_text("import no_such_training_dependency\n")
+    (package / "sampling.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "k_diffusion" or m.startswith("k_diffusion.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ImportError) as caught:
+        dk.register()
+    message = str(caught.value)
+    assert "register() needs k_diffusion.sampling importable" in message, message
+    assert "no_such_training_dependency" in message, message
+    assert "pip install 'ddim-core[kdiffusion]'" in message, message
+    assert "ddim_kdiffusion.sample_ddim" in message, message
+
+
 @pytest.mark.parametrize(
     ("sigmas", "match"),
     [

@@ -361,12 +361,28 @@ def register() -> list[str]:
     list of str
         The names added.
 
+    Raises
+    ------
+    ImportError
+        `k_diffusion.sampling` cannot be imported: k-diffusion is not installed, or its
+        package `__init__`, which imports its training modules too, misses one of their
+        dependencies (a --no-deps install).
+
     Examples
     --------
     >>> register()[:3]  # doctest: +SKIP
     ['sample_ddim', 'sample_ddim_inverse', 'get_sigmas_ddim']
     """
-    import k_diffusion.sampling as sampling
+    try:
+        import k_diffusion.sampling as sampling
+    except ImportError as e:
+        raise ImportError(
+            f"register() needs k_diffusion.sampling importable, and importing it failed "
+            f"({type(e).__name__}: {e}): k-diffusion's package imports its training modules "
+            "too, so install it with its dependencies: pip install 'ddim-core[kdiffusion]'. "
+            "The samplers need no k-diffusion: call ddim_kdiffusion.sample_ddim (and the "
+            "others) directly"
+        ) from e
 
     from . import reversible
 
