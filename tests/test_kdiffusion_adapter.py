@@ -281,6 +281,28 @@ def test_register_adds_the_samplers_to_k_diffusion_sampling() -> None:
     assert K_SAMPLING.sample_ddim_inverse is dk.sample_ddim_inverse
 
 
+def test_the_docs_name_every_sampler_register_adds() -> None:
+    """README.md said `register()` adds "the three functions" and the guide named three, where
+    it adds the reversible samplers and their inverses too (nine names): each is named."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    readme = root.joinpath("README.md").read_text(encoding="utf-8")
+    guide = root.joinpath("docs", "guides", "k-diffusion.md").read_text(encoding="utf-8")
+    says = {
+        "README.md": readme.split("## k-diffusion")[1].split("\n## ")[0],
+        "k-diffusion.md": guide.split("## Register with k-diffusion")[1],
+    }
+    names = dk.register()
+    assert len(names) == 9
+    for page, text in says.items():
+        named = set(re.findall(r"\b(?:sample|get)_\w+", text))
+        for name in names:  # "sample_edict / sample_bdia / sample_belm (and _inverse)"
+            base = name.removesuffix("_inverse")
+            assert name in named or (base in named and "_inverse" in text), (page, name)
+        assert "the three functions" not in text, page
+
+
 def test_register_where_k_diffusion_cannot_import_says_what_to_install(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
