@@ -163,6 +163,16 @@ def test_sigmas_are_a_tensor_on_the_device_asked_for_like_k_diffusions() -> None
     assert np.array_equal(dk.get_sigmas_ddim(table, 5, xp=np), exact)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+@pytest.mark.parametrize("dtype", [None, torch.float32])
+def test_sigmas_on_a_device_torch_lacks_is_a_value_error_naming_it(dtype: Any) -> None:
+    """`get_sigmas_ddim(config, n, device="cuda")` on a CPU-only torch ended in torch's
+    `AssertionError: Torch not compiled with CUDA enabled` (from the probe of the default
+    dtype), where the same call with dtype= gave the ValueError naming the device."""
+    with pytest.raises(ValueError, match=r"device='cuda'.* is not supported by"):
+        dk.get_sigmas_ddim(CONFIG, 5, device="cuda", dtype=dtype)
+
+
 def _requires_grad_denoiser() -> tuple[torch.nn.Parameter, Callable[..., torch.Tensor]]:
     weight = torch.nn.Parameter(torch.tensor(0.9, dtype=torch.float64))
     return weight, lambda x, sigma: weight * x / (1 + sigma[:, None] ** 2)

@@ -345,10 +345,10 @@ def get_sigmas_ddim(
         of_table, dtype = dtype is None, table.dtype if dtype is None else dtype
         return _converted(host, table_xp, device, dtype, of_table)
     out_xp = _result_namespace(xp)
-    if dtype is None:  # the library's default floating dtype
+    if dtype is None:  # the library's default floating dtype (on that device: it may lack one)
         try:
             dtype = out_xp.asarray(0.0, device=device).dtype
-        except (ValueError, RuntimeError) as e:
+        except (ValueError, RuntimeError, AssertionError) as e:  # CPU-only torch: Assertion
             raise _device_error(out_xp, device, dtype, e) from None
     return _converted(host, out_xp, device, dtype)
 
