@@ -341,6 +341,27 @@ def test_xp_and_device_fixtures(backend: Backend, xp, device) -> None:  # type: 
         np.testing.assert_array_equal(to_numpy(a), [1.0, 2.0])
 
 
+def test_the_page_says_which_backends_hold_no_values_or_no_float64() -> None:
+    """docs/testing.md listed the `backend` fixture's matrix and said `xp.asarray(values,
+    device=device)`, so a user's test written from it (float64 values, checked with
+    assert_step_close) failed on torch:meta (no values) and array_api_strict:no_float64 (no
+    float64), with nothing on the page saying how to tell them. The page now names
+    `backend.has_values` and `backend.supports("float64")`, which say it."""
+    from pathlib import Path
+
+    page = Path(__file__).parents[1] / "docs" / "testing.md"
+    section = " ".join(page.read_text(encoding="utf-8").split("## The pytest plugin")[1].split())
+    assert "`backend.has_values` is False" in section
+    assert '`backend.supports("float64")` is False' in section
+    by_name = {b.name: b for b in BACKENDS}
+    assert not by_name["torch:meta"].has_values
+    assert all(b.has_values for b in BACKENDS if b.name != "torch:meta")
+    strict = by_name["array_api_strict:no_float64"]
+    assert not strict.supports("float64") and strict.supports("float32")
+    if strict.unavailable() is None:
+        assert strict.array([1.0], "float32").shape == (1,)
+
+
 def test_the_plugin_serves_a_users_test_suite(pytester: pytest.Pytester) -> None:
     """A user's tests get the fixtures and the bounded profile from the plugin alone."""
     pytester.makepyfile(
