@@ -479,8 +479,8 @@ def _parser() -> ArgumentParser:
     q.add_argument(
         "--config",
         metavar="JSON",
-        help="a diffusers scheduler_config.json to draw (then --beta-schedule, --spacing and "
-        "--zero-snr are not allowed)",
+        help="a diffusers scheduler_config.json (or a folder with one) to draw (then "
+        "--beta-schedule, --spacing and --zero-snr are not allowed)",
     )
     q.add_argument(
         "--beta-schedule",

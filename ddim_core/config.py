@@ -545,12 +545,15 @@ class DDIMConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> DDIMConfig:
-        """From a JSON file, e.g. a diffusers checkpoint's `scheduler/scheduler_config.json`.
+        """From a JSON file, e.g. a diffusers checkpoint's `scheduler/scheduler_config.json`, or
+        from a folder holding one: the scheduler's folder, or a pipeline's (its `scheduler/`),
+        as diffusers' `from_pretrained` takes them.
 
         Parameters
         ----------
         path : str or path-like
-            The file.
+            The file, or a folder with `scheduler_config.json` or
+            `scheduler/scheduler_config.json`.
 
         Returns
         -------
@@ -561,23 +564,48 @@ class DDIMConfig:
         TypeError
             `path` is not a str or path-like.
         OSError
-            The file cannot be read.
+            The file cannot be read; FileNotFoundError for a folder without either file.
         ValueError
-            Its content is not one JSON object of valid options.
+            Its content is not one JSON object of valid options, or the file is larger than a
+            config can be (found before it is read: a model's weights given by mistake).
 
         Examples
         --------
         >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "scheduler_config.json")
+        >>> folder = tempfile.mkdtemp()
+        >>> path = os.path.join(folder, "scheduler_config.json")
         >>> _ = DDIMConfig(steps_offset=1).to_json(path)
-        >>> DDIMConfig.from_file(path).steps_offset
-        1
+        >>> DDIMConfig.from_file(path).steps_offset, DDIMConfig.from_file(folder).steps_offset
+        (1, 1)
         """
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if os.path.isdir(path):
+            path = _config_in(os.fspath(path))
+        limit = 4 * JSON_MAX_BYTES + 3  # UTF-8: at most 4 bytes a character, and a BOM
         with open(path, "rb") as f:
-            return cls.from_dict(load_json_object(f.read(), str(path)))
+            size = os.fstat(f.fileno()).st_size
+            data = b"" if size > limit else f.read(limit + 1)  # (a pipe: no size, read so far)
+        if max(size, len(data)) > limit:
+            raise ValueError(
+                f"{path} is {max(size, len(data))} bytes; a config is at most {JSON_MAX_BYTES} "
+                "characters (a scheduler_config.json, not a model's weights)"
+            )
+        return cls.from_dict(load_json_object(data, str(path)))
 
+
+def _config_in(folder: str) -> str:
+    """The scheduler_config.json of a scheduler's folder or of a pipeline's (its scheduler/)."""
+    tried = [os.path.join(folder, *parts, CONFIG_NAME) for parts in ((), ("scheduler",))]
+    for candidate in tried:
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(
+        f"{folder} is a folder without a scheduler config: neither {tried[0]} nor {tried[1]} exists"
+    )
+
+
+CONFIG_NAME = "scheduler_config.json"  # diffusers' name, in a scheduler's folder
 
 # Bounds for configuration files: a scheduler config is a flat object of a few dozen keys.
 JSON_MAX_BYTES = 1 << 24  # trained_betas for 10**6 steps fit

@@ -1784,7 +1784,9 @@ def command(name: str, argv: Sequence[str]) -> int:
     )
     parser.add_argument("--model-id", help="the model's identity in the records")
     parser.add_argument("--steps", type=int, required=True, help="inference steps")
-    parser.add_argument("--config", help="a scheduler_config.json (default: DDIMConfig())")
+    parser.add_argument(
+        "--config", help="a scheduler_config.json, or a folder with one (default: DDIMConfig())"
+    )
     parser.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler's address")
     parser.add_argument("--workers", type=int, help="LocalCluster size, or workers to wait for")
     parser.add_argument(

@@ -237,3 +237,46 @@ def test_legacy_set_alpha_to_zero_is_read_as_diffusers_reads_it() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # None: as if absent, as in diffusers
         assert DDIMConfig.from_dict({"set_alpha_to_zero": None}).set_alpha_to_one is True
+
+
+def test_from_file_takes_a_scheduler_or_pipeline_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A folder, as diffusers' from_pretrained takes it (the scheduler's, or a pipeline's with
+    its scheduler/), gave IsADirectoryError; a folder without a config says which files it
+    looked for."""
+    c = DDIMConfig(steps_offset=1, timestep_spacing="trailing")
+    (tmp_path / "scheduler").mkdir()
+    c.to_json(tmp_path / "scheduler" / "scheduler_config.json")
+    assert DDIMConfig.from_file(tmp_path) == c  # the pipeline's folder
+    assert DDIMConfig.from_file(str(tmp_path / "scheduler")) == c  # the scheduler's
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty .*scheduler_config\.json.*scheduler"):
+        DDIMConfig.from_file(tmp_path / "empty")
+
+
+def test_from_file_refuses_a_file_too_large_before_reading_it(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A model's weights given for the config (`unet/diffusion_pytorch_model.safetensors`, GBs)
+    were read whole into memory before the size check; the file's size is checked first."""
+    import ddim_core.config as config_module
+
+    monkeypatch.setattr(config_module, "JSON_MAX_BYTES", 100)
+    big = tmp_path / "weights.safetensors"
+    big.write_bytes(b"\0" * 1000)
+    reads: list[int] = []
+    real_open = open
+
+    def recording_open(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        f = real_open(path, mode, *args, **kwargs)
+        read = f.read
+        f.read = lambda n=-1: reads.append(n) or read(n)  # type: ignore[method-assign]
+        return f
+
+    monkeypatch.setattr("builtins.open", recording_open)
+    with pytest.raises(
+        ValueError, match=r"weights\.safetensors is 1000 bytes; a config is at most 100"
+    ):
+        DDIMConfig.from_file(big)
+    assert reads == []
+    small = tmp_path / "scheduler_config.json"
+    small.write_text('{"steps_offset": 2}')
+    assert DDIMConfig.from_file(small).steps_offset == 2
+    assert reads == [404]  # 4 bytes a character at most, a BOM, and one more
