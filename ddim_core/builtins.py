@@ -194,7 +194,9 @@ class JaxNoise:
         jax = sys.modules.get("jax")
         if jax is None or not isinstance(generator, jax.Array) or not isinstance(like, jax.Array):
             return None
-        typed = jax.dtypes.issubdtype(generator.dtype, jax.dtypes.prng_key)
+        # one key only: fold_in raises on a batch of keys, and a plugin that raises is
+        # unregistered for the process (`plugins.call`); a batch gets the caller's TypeError
+        typed = jax.dtypes.issubdtype(generator.dtype, jax.dtypes.prng_key) and not generator.shape
         raw = generator.dtype == np.uint32 and generator.shape == (2,)
         if not (typed or raw):
             return None

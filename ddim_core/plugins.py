@@ -37,7 +37,7 @@ BUILTINS = tuple(builtins.PLUGINS)
 _DRAWS = {
     "numpy": "numpy.random.Generator (any sample library)",
     "torch": "torch.Generator or a list with one per batch element (torch samples)",
-    "jax": "a JAX PRNG key (JAX samples)",
+    "jax": "a single JAX PRNG key, not a batch of them (JAX samples)",
     "cupy": "cupy.random.Generator (CuPy samples)",
     "mindspore": "mindspore.Generator, None or a list of them or of numpy Generators, one per "
     "batch element (MindSpore samples)",

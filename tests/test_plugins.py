@@ -679,6 +679,25 @@ def test_jax_key_folds_in_the_draw_index() -> None:
         assert bool((first == again).all()) and not bool((first == second).all())
 
 
+def test_a_batch_of_jax_keys_is_refused_and_keeps_the_jax_plugin(fresh: object) -> None:
+    """dc.sample(..., eta=1.0, generator=jax.random.split(key, 2)) (a key per batch element,
+    as a list of torch.Generators is): the built-in JAX plugin passed the key array to fold_in,
+    which raised, so it was warned about as a broken plugin and unregistered for the rest of
+    the process, and every later draw from a single, valid key raised 'cannot draw noise'.
+    Only a single key (typed of shape (), or raw uint32 of shape (2,)) is the plugin's now; a
+    batch of keys gets the TypeError naming the generator, and the plugin stays."""
+    jax = pytest.importorskip("jax")
+    x = jax.numpy.ones((2, 3), dtype=jax.numpy.float32)
+    config = dc.DDIMConfig()
+    keys = jax.random.split(jax.random.key(0), 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", plugins.PluginWarning)
+        with pytest.raises(TypeError, match=r"PRNGKeyArray cannot draw noise.*single JAX PRNG key"):
+            dc.sample(lambda x, t: 0.1 * x, x, config, 3, eta=1.0, generator=keys)
+        y = dc.sample(lambda x, t: 0.1 * x, x, config, 3, eta=1.0, generator=jax.random.key(0))
+    assert y.shape == x.shape and bool(jax.numpy.isfinite(y).all())
+
+
 def test_jax_key_draws_where_the_sample_is() -> None:
     """A sample placed on a second device (or sharded over two), noise from a JAX key: the
     draw came on the default device, so dc.sample's first noisy step raised 'noise is on
