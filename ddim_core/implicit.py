@@ -49,6 +49,8 @@ cheap and safe:
    plain inversion's point, and halfway again at each failure: a trail that extrapolated
    into such a region recovers too. A warm start beyond the sample dtype's range (infinite
    once rounded to it, whence no step back could return) starts at plain inversion's point.
+   A sample whose model failed at every call of the step is NaN, as in plain inversion: no
+   iterate of it was measured, and a device loop reads nothing to warn with.
 
 Counting: with `refinements = k`, the first model call is the step itself, taken at the warm
 start (at the first step it is plain inversion's call, and its fixed-point update is plain
@@ -781,8 +783,12 @@ def solve_step(
                 if take is not None:
                     best = backends.materialize(xp.where(_sample_mask(take, y.ndim, xp), y, best))
                 return _solution(best, best_x0, calls, residual, src, frame, trail, xp)
-    # the last refinement, which no call measures: only where the iteration still improved
+    # the last refinement, which no call measures: only where the iteration still improved;
+    # NaN where no iterate was measured finite (the model failed at every call), as plain
+    # inversion gives, not a point no call validated (a device loop reads nothing to warn)
     keep = improving & _finite_rows(y, xp)
+    failed_all = _sample_mask(~xp.isfinite(best_res), y.ndim, xp)
+    best = xp.where(failed_all, xp.full_like(best, math.nan), best)
     x_t = backends.materialize(xp.where(_sample_mask(keep, y.ndim, xp), y, best))
     return _solution(x_t, best_x0, calls, residual, src, frame, trail, xp)
 

@@ -184,6 +184,29 @@ def test_a_model_failing_on_the_solvers_iterates_leaves_no_nan() -> None:
     assert np.all(np.isfinite(z))
 
 
+def test_a_model_that_fails_at_every_iterate_gives_nan_not_a_finite_guess() -> None:
+    """A model NaN at every call for one sample (a broken model, or a torch / JAX loop, where
+    check_finite is off by default): exact inversion returned a finite x_T for it, the warm
+    start or plain inversion's point that no call had measured, silently (no tol, no
+    warning), where plain inversion returns NaN, so checking the result after the loop (the
+    advice for device loops) could not see the failure. Such a sample is NaN now; the others
+    are what they are inverted alone."""
+    m = model(3.0)
+    x0 = COND.sample_data(3, np.random.default_rng(4))
+
+    def broken_first(x, t):
+        return m(x, t) + np.where(np.arange(x.shape[0]) == 0, np.nan, 0.0)[:, None]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the model's own NaN arithmetic
+        plain = dc.invert(broken_first, x0, SD, 10, check_finite=False)
+        for k in (1, 3):
+            z = dc.invert(broken_first, x0, SD, 10, fixed_point_iters=k, check_finite=False)
+            assert np.all(np.isnan(plain[0])) and np.all(np.isnan(z[0]))
+            alone = dc.invert(m, x0[1:], SD, 10, fixed_point_iters=k)
+            np.testing.assert_allclose(z[1:], alone, rtol=1e-12, atol=1e-12)
+
+
 def test_a_step_recovers_from_a_region_where_the_model_fails() -> None:
     """A model NaN beyond some radius, which the plain step overshoots (eps = -10 y, so the
     plain step from x_s lands at -3.4 x_s, the solution at x_s / 5): the next iterate goes
