@@ -6,7 +6,8 @@ as pluggy defines them); each hook implementation is guarded when it is register
 plugin that fails to import, fails pluggy's validation (`check_pending()` included), raises
 in a hook or answers what its hook does not allow (`ddim_core_adapter` no Adapter,
 `ddim_core_step_kernel` nothing callable) is reported with a `PluginWarning` naming it and
-left out; the core keeps working.
+left out; the core keeps working. A built-in's noise draw is not guarded: what it raises is
+its caller's error (a generator torch refuses under torch.func.vmap), and reaches the caller.
 `DDIM_CORE_BLOCK_PLUGINS=name1,name2` blocks plugins by entry-point name.
 """
 
@@ -119,6 +120,8 @@ class _Manager(pluggy.PluginManager):
             name = super().register(plugin, name)
             if name is not None:  # None: blocked
                 for caller in self.get_hookcallers(plugin) or []:
+                    if _callers_error(plugin, caller.name):
+                        continue
                     for impl in caller.get_hookimpls():
                         if impl.plugin is plugin:  # pluggy reads `function` at each call
                             guarded = _guard(impl, caller.name)
@@ -127,6 +130,15 @@ class _Manager(pluggy.PluginManager):
         finally:  # after, as in unregister
             self.version = next(_versions)
             _forget_kernels()  # the new plugin may offer a kernel
+
+
+def _callers_error(plugin: object, hook: str) -> bool:
+    """Whether what `plugin` raises in `hook` is its caller's error, left unguarded: a
+    built-in's noise draw raises for the arguments it was given (torch refusing a random call
+    under torch.func.vmap), which the caller must see as raised; guarded, it would be taken for
+    a broken plugin and the built-in unregistered for the process."""
+    built_in = any(plugin is p for p in builtins.PLUGINS.values())
+    return built_in and hook == "ddim_core_standard_normal"
 
 
 def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:

@@ -698,6 +698,28 @@ def test_a_batch_of_jax_keys_is_refused_and_keeps_the_jax_plugin(fresh: object) 
     assert y.shape == x.shape and bool(jax.numpy.isfinite(y).all())
 
 
+def test_a_built_in_draw_that_raises_raises_to_the_caller_and_stays(fresh: object) -> None:
+    """dc.sample(..., eta=1.0, generator=torch.Generator()) under torch.func.vmap (whose
+    default randomness="error" refuses random calls): torch's RuntimeError inside the built-in
+    torch plugin made plugins.call warn of a broken plugin and unregister it for the process,
+    so the call raised 'cannot draw noise' instead of torch's advice, and every later draw
+    from a torch.Generator, outside vmap too, raised the same. A built-in draw raises for its
+    caller's arguments: the error now reaches the caller as raised, and the plugin stays."""
+    torch = pytest.importorskip("torch")
+    config = dc.DDIMConfig()
+
+    def run(x):
+        g = torch.Generator().manual_seed(0)
+        return dc.sample(lambda x, t: 0.1 * x, x, config, 3, eta=1.0, generator=g)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", plugins.PluginWarning)
+        with pytest.raises(RuntimeError, match="randomness"):
+            torch.func.vmap(run)(torch.ones(2, 3))
+        y = run(torch.ones(2, 3))
+    assert y.shape == (2, 3) and bool(torch.isfinite(y).all())
+
+
 def test_jax_key_draws_where_the_sample_is() -> None:
     """A sample placed on a second device (or sharded over two), noise from a JAX key: the
     draw came on the default device, so dc.sample's first noisy step raised 'noise is on
