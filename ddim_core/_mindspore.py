@@ -373,6 +373,8 @@ def take(x: Tensor, indices: Tensor, /, *, axis: int | None = None) -> Tensor:
     indices = _check_tensor(indices, "indices")
     if not isdtype(indices.dtype, "integral"):
         raise TypeError(f"indices must have an integer dtype, got {indices.dtype}")
+    if indices.dtype not in (int16, int32, int64):  # the CPU's Gather takes no other index dtype
+        indices = indices.astype(int64)
     if axis is None:
         if x.ndim != 1:
             raise ValueError("take needs axis= for a tensor of more than one dimension")

@@ -445,6 +445,19 @@ def test_take_never_clamps_an_index() -> None:
         read(xp.take(table, MS.int_array([7]), axis=0))
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int16", "uint8", "uint16", "uint32", "uint64"])
+def test_take_and_per_sample_timesteps_of_every_integer_dtype(dtype: str) -> None:
+    """The CPU's Gather takes int32 / int64 indices only: int8 and unsigned indices were a
+    kernel TypeError from deep inside MindSpore (add_noise with uint8 timesteps)."""
+    table = MS.array(np.arange(200.0))
+    got = xp.take(table, mindspore.tensor([120, 3], getattr(mindspore, dtype)), axis=0)
+    np.testing.assert_array_equal(read(got), [120.0, 3.0])
+    t = mindspore.tensor([120, 7], getattr(mindspore, dtype))
+    x, noise = MS.array(np.ones((2, 3))), MS.array(np.full((2, 3), 0.5))
+    want = dc.add_noise(MIXTURE_CONFIG, x, noise, MS.int_array([120, 7]))
+    np.testing.assert_array_equal(read(dc.add_noise(MIXTURE_CONFIG, x, noise, t)), read(want))
+
+
 # --- noise ------------------------------------------------------------------------------------
 
 
