@@ -15,7 +15,9 @@ kernels that exist on the CPU. What it takes care of:
   rejects NumPy arrays) and then onto the device: "CPU", "Ascend" or "GPU" (an optional ":N"
   is ignored: MindSpore places work on its configured device id);
 - `take` uses `ops.gather`, which raises for out-of-range indices (`mindspore.numpy.take`
-  clamps them silently).
+  clamps them silently);
+- NaN: `clip`, `maximum` and `minimum` propagate it (MindSpore's kernels can return the
+  bound), and `sort` puts it last, as NumPy does (`ops.topk` leaves it anywhere).
 MindSpore runs operations asynchronously: the error of a failed kernel surfaces at the next
 read of a result. Functions here check what they can on the host (dtypes, shapes, axes)
 before launching anything, so their errors are raised where they are called.
@@ -457,14 +459,26 @@ def _binary(name: str, op: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Any,
     return fn
 
 
+def _keep_nan(x: Tensor, result: Tensor) -> Tensor:
+    """`result` with NaN where `x` is NaN: MindSpore's clamp, maximum and minimum can return
+    the other operand (clip(NaN, -1, 1) is -1), where the array API propagates NaN."""
+    if not isdtype(x.dtype, "real floating"):
+        return result
+    return ops.where(ops.isnan(x), x, result)
+
+
+def _nan_propagating(op: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    return lambda a, b: _keep_nan(b, _keep_nan(a, op(a, b)))
+
+
 add = _binary("add", lambda a, b: a + b)
 subtract = _binary("subtract", lambda a, b: a - b)
 multiply = _binary("multiply", lambda a, b: a * b)
 divide = _binary("divide", lambda a, b: a / b)
 pow = _binary("pow", ops.pow)
 atan2 = _binary("atan2", ops.atan2)
-maximum = _binary("maximum", ops.maximum)
-minimum = _binary("minimum", ops.minimum)
+maximum = _binary("maximum", _nan_propagating(ops.maximum))
+minimum = _binary("minimum", _nan_propagating(ops.minimum))
 less = _binary("less", ops.less)
 less_equal = _binary("less_equal", ops.less_equal)
 greater = _binary("greater", ops.greater)
@@ -493,7 +507,7 @@ def clip(x: Tensor, /, min: Any = None, max: Any = None) -> Tensor:
     work = x.astype(float32) if x.dtype == bfloat16 else x
     low = None if min is None else _operand(min, work)
     high = None if max is None else _operand(max, work)
-    result = ops.clamp(work, low, high)
+    result = _keep_nan(work, ops.clamp(work, low, high))
     return result.astype(bfloat16) if x.dtype == bfloat16 else result
 
 
@@ -593,7 +607,19 @@ def _sorted(x: Tensor, axis: int, descending: builtins.bool) -> tuple[Tensor, Te
     if x.ndim == 0:
         return x, zeros((), dtype=int64, device=x.device)
     n = x.shape[axis]
-    return ops.topk(x, n, dim=axis, largest=descending, sorted=True)  # type: ignore[no-any-return]
+    if not isdtype(x.dtype, "real floating"):
+        return ops.topk(x, n, dim=axis, largest=descending, sorted=True)  # type: ignore[no-any-return]
+    # topk does not order NaN: sort it as inf, then put NaN back at the places of the largest
+    # values (after inf ascending, first descending: NumPy's and torch's order)
+    nan = ops.isnan(x)
+    values, indices = ops.topk(ops.where(nan, _operand(math.inf, x), x), n, dim=axis,
+                               largest=descending, sorted=True)  # fmt: skip
+    count = ops.sum(nan.astype(int64), axis, True)
+    shape = [1] * x.ndim
+    shape[axis] = n
+    rank = ops.reshape(asarray(np.arange(n), device=x.device), tuple(shape))
+    largest = rank < count if descending else rank >= n - count
+    return ops.where(largest, _operand(math.nan, x), values), indices
 
 
 @_via_float32

@@ -458,6 +458,45 @@ def test_take_and_per_sample_timesteps_of_every_integer_dtype(dtype: str) -> Non
     np.testing.assert_array_equal(read(dc.add_noise(MIXTURE_CONFIG, x, noise, t)), read(want))
 
 
+NAN_CASES = {
+    "clip": (lambda v: np.clip(v, -1.0, 1.0), lambda x: xp.clip(x, -1.0, 1.0)),
+    "clip-arrays": (
+        lambda v: np.clip(v, -np.ones(5), np.ones(5)),
+        lambda x: xp.clip(x, xp.full_like(x, -1.0), xp.full_like(x, 1.0)),
+    ),
+    "maximum": (lambda v: np.maximum(v, 0.0), lambda x: xp.maximum(x, 0.0)),
+    "minimum": (lambda v: np.minimum(0.0, v), lambda x: xp.minimum(0.0, x)),
+    "sort": (np.sort, xp.sort),
+}
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", list(NAN_CASES))
+def test_nan_propagates_and_sorts_last_as_on_numpy(name: str, dtype: str) -> None:
+    """MindSpore's clamp, maximum and minimum returned the bound for NaN (clip(NaN, -1, 1) was
+    -1), and ops.topk left NaN anywhere in a sort (the non-NaN values unsorted around it)."""
+    host = np.array([3.0, np.nan, -2.0, 0.5, np.inf])
+    expected, fn = NAN_CASES[name]
+    got = fn(MS.array(host, dtype))
+    assert got.dtype == getattr(mindspore, dtype)
+    np.testing.assert_array_equal(read(got), expected(host))
+
+
+@pytest.mark.parametrize("options", [{}, {"thresholding": True}, {"prediction_type": "sample"}])
+def test_a_nan_model_output_stays_nan_as_on_numpy(options: dict) -> None:
+    """With clip_sample (the default) or thresholding, a NaN in the model's output gave a
+    finite x0 (the clip bound) on MindSpore, and with thresholding a finite sample where
+    NumPy's is NaN: a model failure hidden."""
+    plan = dc.make_plan(dc.DDIMConfig(**options), 10)
+    x = np.random.default_rng(3).standard_normal((2, 1, 8, 8))
+    out = x.copy()
+    out[0, 0, 3, 3] = np.nan
+    want = dc.step(plan, out, 900, x)
+    got = dc.step(plan, MS.array(out), 900, MS.array(x))
+    np.testing.assert_array_equal(read(got.pred_original_sample), want.pred_original_sample)
+    np.testing.assert_array_equal(read(got.prev_sample), want.prev_sample)
+
+
 # --- noise ------------------------------------------------------------------------------------
 
 
