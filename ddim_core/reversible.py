@@ -1045,6 +1045,12 @@ def _check_origin(state: Any, expected: Origin, where: str) -> None:
     if origin is None:
         return
     method, timesteps, option, config = origin
+    if not _names_timesteps(origin):  # its plan is no timesteps: an adapter's key, unreadable
+        raise ValueError(
+            f"{where} got a state made over a sigma list (ddim_kdiffusion.reversible's "
+            f"sample_{method}_inverse, in VE latents), not by invert_{method}; sample it with "
+            f"that module's sample_{method} over the same sigmas, flipped"
+        )
     if (method, tuple(timesteps), option) != (expected[0], tuple(expected[1]), expected[2]):
         raise ValueError(
             f"{where} got a state made by invert_{method} over timesteps {tuple(timesteps)}"
@@ -1057,6 +1063,20 @@ def _check_origin(state: Any, expected: Origin, where: str) -> None:
             f"{where} got a state made by invert_{method} under {config!r}; it returns to x_0 "
             f"only under that config, got config={expected[3]!r}"
         )
+
+
+def _names_timesteps(origin: Origin) -> bool:
+    """Whether an origin's plan is timesteps of its config (`invert_*`'s), not another key
+    (the k-diffusion adapter's holds its sigmas' float64 bits, each far above any timestep).
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> _names_timesteps(("bdia", (801, 1), 1.0, dc.DDIMConfig()))
+    True
+    """
+    timesteps, config = origin[1], origin[3]
+    return all(0 <= t < config.num_train_timesteps for t in timesteps)
 
 
 def _option(method: str, value: float | None) -> str:

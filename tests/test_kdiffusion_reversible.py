@@ -144,7 +144,7 @@ def test_a_state_from_another_method_or_sigma_list_is_refused() -> None:
     sigmas = get_sigmas_ddim(CONFIG, 6, xp=np)
     x0 = np.array([[0.3, -0.2]])
     state = kr.sample_bdia_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True)
-    with pytest.raises(ValueError, match="made by invert_bdia"):
+    with pytest.raises(ValueError, match=r"made by sample_bdia_inverse with gamma=1\.0; it"):
         kr.sample_edict(denoiser, state, sigmas, disable=True)
     with pytest.raises(ValueError, match="made by sample_bdia_inverse over other sigmas"):
         kr.sample_bdia(denoiser, state, get_sigmas_ddim(CONFIG, 7, xp=np), disable=True)
@@ -401,3 +401,35 @@ def test_round_trip_is_bit_for_bit_over_sigmas_ending_above_0(name: str, dtype: 
     for given in (state, copy.deepcopy(state), kr.resumed(rebuilt, state)):
         back = sample(model, given, down, disable=True)
         assert back.dtype == kind and torch.equal(back, x0)
+
+
+def test_a_state_of_the_other_api_or_method_is_refused_in_its_own_terms() -> None:
+    """A state of the core's invert_bdia (VP samples over timesteps) given to k-diffusion's
+    sample_bdia was refused as made "by sample_bdia_inverse over other sigmas [9.83e-322,
+    ...]" (its timesteps read as float64 bits); the adapter's state given to the core's
+    sample_bdia as made "over timesteps (4639742292901765029, ...)" (the sigmas' bits); and a
+    BDIA state given to k-diffusion's sample_edict, or another gamma, named invert_bdia and
+    timesteps (4, 3, 2, 1, 0), which the caller never passed. Each names what made the state
+    in the caller's terms and where it samples."""
+    sigmas = get_sigmas_ddim(CONFIG, 5, xp=np)
+    x0 = np.array([[0.3, -0.2]])
+    core = reversible.invert_bdia(MODEL, x0, CONFIG, 5)
+    message = (
+        r"sample_bdia got a state made by ddim_core\.reversible\.invert_bdia over timesteps "
+        r"\(999, 799, 599, 399, 199\), not by sample_bdia_inverse over sigmas"
+    )
+    with pytest.raises(ValueError, match=message):
+        kr.sample_bdia(denoiser, core, sigmas, disable=True)
+    ours = kr.sample_bdia_inverse(denoiser, x0, sigmas[::-1].copy(), disable=True)
+    message = r"sample_bdia got a state made over a sigma list \(ddim_kdiffusion"
+    with pytest.raises(ValueError, match=message):
+        reversible.sample_bdia(MODEL, ours, CONFIG, 5)
+    message = r"sample_edict got a state made by sample_bdia_inverse with gamma=1\.0; it returns"
+    with pytest.raises(ValueError, match=message + r" to x_0 only with sample_bdia\(gamma=1\.0\)"):
+        kr.sample_edict(denoiser, ours, sigmas, disable=True)
+    with pytest.raises(ValueError, match=r"only with sample_bdia\(gamma=1\.0\), not gamma=0\.5"):
+        kr.sample_bdia(denoiser, ours, sigmas, disable=True, gamma=0.5)
+    with pytest.raises(ValueError, match=r"gamma=0 must be in \(0, 1\]"):
+        kr.sample_bdia(denoiser, ours, sigmas, disable=True, gamma=0)
+    assert np.array_equal(kr.sample_bdia(denoiser, ours, sigmas, disable=True), x0)
+    assert np.array_equal(reversible.sample_bdia(MODEL, core, CONFIG, 5), x0)

@@ -509,7 +509,7 @@ def _sample(
         first, second = x
         second_scale = levels.scales[0 if name == "edict" else 1]
         dtype = getattr(x, "dtype", first.dtype)
-        lo, origin = getattr(x, "lo", None), _core_origin(name, x, levels)
+        lo, origin = getattr(x, "lo", None), _core_origin(name, x, levels, options)
         kept = reversible.State(first, second, dtype, lo, origin)  # sample_* checks the origin
         vp = x.vp if isinstance(x, _State) else None  # the inverse's own, as returned
         if vp is not None and not _unwritten(
@@ -711,21 +711,47 @@ def _key(sigmas: list[float]) -> tuple[int, ...]:
     return tuple(np.asarray(sigmas, dtype=np.float64).view(np.int64).tolist())
 
 
-def _core_origin(name: str, state: tuple[Array, Array], levels: _Levels) -> Any:
-    """The core's origin for a state given to sample_<name> over `levels`, once its sigma
-    list is checked to be the one it was made over; None for a state without an origin."""
+def _core_origin(
+    name: str, state: tuple[Array, Array], levels: _Levels, options: dict[str, Any]
+) -> Any:
+    """The core's origin for a state given to sample_<name> over `levels` with `options` (p
+    or gamma), once it is checked, in this module's terms, to be the state of
+    sample_<name>_inverse over those sigmas with that option; None for a state without an
+    origin. (The core's own check would name invert_* and the levels' timesteps.)"""
     origin = getattr(state, "origin", None) if isinstance(state, reversible.State) else None
     if origin is None:
         return None
-    method, key, option = origin[:3]
+    method, key, made = origin[:3]
+    if reversible._names_timesteps(origin):
+        raise ValueError(
+            f"sample_{name} got a state made by ddim_core.reversible.invert_{method} over "
+            f"timesteps {tuple(key)}, not by sample_{name}_inverse over sigmas (its arrays are "
+            f"VP samples, not VE latents): sample it with ddim_core.reversible.sample_{method}"
+        )
     if tuple(key) != _key(levels.sigmas):
-        made = np.asarray(key, dtype=np.int64).view(np.float64)[::-1].tolist()
+        given = np.asarray(key, dtype=np.int64).view(np.float64)[::-1].tolist()
         raise ValueError(
             f"sample_{name} got a state made by sample_{method}_inverse over other sigmas "
-            f"{made}; it returns to x_0 only over those sigmas, flipped, not over "
+            f"{given}; it returns to x_0 only over those sigmas, flipped, not over "
             f"{levels.sigmas}"
         )
-    return method, levels.timesteps, option, levels.config  # the core checks method, option
+    option = {"edict": "p", "bdia": "gamma"}.get(method)
+    own = "" if option is None else f"{option}={made}"
+    if method != name:
+        raise ValueError(
+            f"sample_{name} got a state made by sample_{method}_inverse"
+            f"{own and ' with ' + own}; it returns to x_0 only with sample_{method}"
+            f"{own and f'({own})'}"
+        )
+    if option is not None:
+        check = reversible._check_p if option == "p" else reversible._check_gamma
+        if check(options[option]) != made:
+            raise ValueError(
+                f"sample_{name} got a state made by sample_{method}_inverse with {own}; it "
+                f"returns to x_0 only with sample_{method}({own}), not "
+                f"{option}={options[option]}"
+            )
+    return method, levels.timesteps, made, levels.config  # the core checks the config
 
 
 def _shows_progress(disable: bool | None) -> bool:
