@@ -1,10 +1,13 @@
-"""Print the figures of docs/inversion-methods.md's table "How their samples differ from
-DDIM's" (checked by tests/test_figures.py): `.venv/bin/python tests/reversible_report.py`.
+"""Print the figures of docs/inversion-methods.md's reversible samplers (checked by
+tests/test_figures.py): `.venv/bin/python tests/reversible_report.py`.
 
-Each sampler from the same 256 x_T (seed 0) on Stable Diffusion's schedule, against the exact
-flow map of one Gaussian N((1.5, -0.5), 0.5^2 I) from the plan's first timestep to
-alpha_bar_0 (`GaussianMixture.ode_solution`): the largest distance |x_0 - exact| of each.
-tests/test_reversible.py asserts the orderings the page draws from them.
+The table "How their samples differ from DDIM's": each sampler from the same 256 x_T (seed 0)
+on Stable Diffusion's schedule, against the exact flow map of one Gaussian N((1.5, -0.5),
+0.5^2 I) from the plan's first timestep to alpha_bar_0 (`GaussianMixture.ode_solution`): the
+largest distance |x_0 - exact| of each (tests/test_reversible.py asserts the orderings the page
+draws from them). On the benchmark's bed for the reversible samplers (guidance 7.5, N = 20, its
+200 real points, `benchmarks/inversion.py`): the largest |x_T| BDIA's inverse gives at gamma =
+0.5, and how far sampling lands from the float32 x_0 from the float64 state rounded to float32.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 
 import ddim_core as dc
 from ddim_core import reversible
-from ddim_core.analytic import GaussianMixture
+from ddim_core.analytic import GaussianMixture, guided
 
 SD = dc.DDIMConfig(
     beta_schedule="scaled_linear",
@@ -49,11 +52,36 @@ def measure() -> dict[str, float]:
     return out
 
 
+def measure_bed() -> dict[str, float]:
+    """`bdia_half_x_T`: the largest |x_T| of BDIA's inverse at gamma = 0.5 (float64 data);
+    `rounded_min`, `rounded_max`: the least and largest, over EDICT, BDIA and BELM, of the
+    round trip's max |x_0 - sample(round(state))| for float32 data inverted in float64
+    arithmetic, its state rounded to float32 (no low words)."""
+    mixture = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]], [0.3] * 3, SD)
+    model = guided(mixture, mixture.component(0), 7.5)
+    x_0 = mixture.component(0).sample_data(200, np.random.default_rng(95))  # w = 7.5, N = 20
+    state = reversible.invert_bdia(model, x_0, SD, 20, gamma=0.5)
+    out = {"bdia_half_x_T": float(np.abs(state[0]).max())}
+    x_0 = x_0.astype(np.float32)
+    misses = []
+    for name in ("edict", "bdia", "belm"):
+        invert, sample = (getattr(reversible, f"{way}_{name}") for way in ("invert", "sample"))
+        state = invert(model, x_0, SD, 20, precision="float64")
+        rounded = (state[0].astype(np.float32), state[1].astype(np.float32))
+        misses.append(float(np.abs(sample(model, rounded, SD, 20) - x_0).max()))
+    out["rounded_min"], out["rounded_max"] = min(misses), max(misses)
+    return out
+
+
 def main() -> None:
     f = measure()
     print("| N | " + " | ".join(SAMPLERS) + " |")
     for n in STEPS:
         print(f"| {n} | " + " | ".join(f"{f[f'ode_{s}_{n}']:.1e}" for s in SAMPLERS) + " |")
+    bed = measure_bed()
+    print(f"BDIA gamma = 0.5, largest |x_T|: {bed['bdia_half_x_T']:.1e}")
+    low, high = bed["rounded_min"], bed["rounded_max"]
+    print(f"rounded float64 state: x_0 missed by {low:.1e} to {high:.1e}")
 
 
 if __name__ == "__main__":

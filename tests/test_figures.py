@@ -86,7 +86,7 @@ def test_reversible_figures() -> None:
     written by hand, unmarked, and no longer matched a run (EDICT 1.7 at N = 10 for 1.6)."""
     import reversible_report
 
-    check("reversible", reversible_report.measure())
+    check("reversible", {**reversible_report.measure(), **reversible_report.measure_bed()})
 
 
 def test_plan_figures() -> None:
