@@ -307,6 +307,9 @@ def _torch_step_half(
     prev, x0 = single(x.float(), m.float(), z32, c, clip, None)
     if out is None:
         return prev.to(x.dtype), x0.to(x.dtype)
+    # rounded before the copy where a buffer has the negative bit: torch's float32 -> float16
+    # copy_ into such a view drops the bit (the buffer got -values)
+    prev, x0 = (r.to(x.dtype) if o.is_neg() else r for r, o in zip((prev, x0), out, strict=True))
     return out[0].copy_(prev), out[1].copy_(x0)
 
 

@@ -145,6 +145,28 @@ def test_half_precision_torch_steps_equal_the_reference_within_one_rounding(
             assert np.all(np.abs(a64 - e_k) <= within), (t, eta, clipped)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_out_buffers_with_the_negative_bit_get_the_step_values(
+    dtype: str,
+) -> None:
+    """An out= buffer with the negative bit (`torch._neg_view`) of a float16 sample was
+    written with the opposite sign: torch's float32 -> float16 `copy_` into such a view drops
+    the bit (torch 2.13 CPU). The kernel's float32 results are rounded to the sample's dtype
+    before they are copied in, so every buffer gets the values of the step without out=."""
+    torch = pytest.importorskip("torch")
+    plan = dc.make_plan(CONFIGS[0], 10)
+    half = getattr(torch, dtype)
+    x, m = (torch.from_numpy(a).to(half) for a in _arrays("numpy", "float32", (2, 3, 5), 2))
+    t = plan.timesteps[2]
+    want = dc.step(plan, m, t, x)
+    for which in (0, 1):
+        bufs = [torch.empty_like(x), torch.empty_like(x)]
+        bufs[which] = torch._neg_view(torch.empty_like(x))
+        got = dc.step(plan, m, t, x, out=tuple(bufs))
+        assert got[which] is bufs[which]
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), which
+
+
 def test_half_precision_torch_steps_leave_autograd_and_other_devices_to_the_reference() -> None:
     """A half-precision input that requires grad, or one off the CPU (meta), is not copied to
     float32 by the kernel: the reference runs (gradients flow; a meta step stays meta)."""
