@@ -631,8 +631,9 @@ def check_range_on_device(x: Array, size: int, message: str) -> Array:
 
 def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) -> Array:
     """x, with no element in `excluded` checked where x lives, without waiting for it, as
-    `check_range_on_device` does (torch's asynchronous assert, a Dask check in the graph; JAX
-    under jit has none).
+    `check_range_on_device` does (torch's asynchronous assert, a Dask check in the graph). JAX
+    under jit has none: there an excluded element becomes -1, which `take_rows` gathers as NaN
+    (documented), where its row would step to a finite, wrong sample (x0_pred = inf, clipped).
 
     Parameters
     ----------
@@ -646,7 +647,8 @@ def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) 
     Returns
     -------
     array
-        `x` itself, or for Dask a lazy array that checks each block when computed.
+        `x` itself, for Dask a lazy array that checks each block when computed, for JAX `x`
+        (in a signed dtype) with -1 at the excluded elements.
 
     Examples
     --------
@@ -664,6 +666,11 @@ def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) 
     elif array_api_compat.is_dask_array(x):
         lazy: Any = x
         return lazy.map_blocks(_check_excluded_block, excluded, message, dtype=x.dtype)
+    elif array_api_compat.is_jax_array(x):
+        jnp = sys.modules["jax"].numpy
+        if not jnp.issubdtype(x.dtype, jnp.signedinteger):  # (an unsigned one cannot hold -1)
+            x = x.astype(jnp.int64 if x.dtype.itemsize == 8 else jnp.int32)
+        return jnp.where(jnp.isin(x, jnp.asarray(excluded)), -1, x)
     return x
 
 

@@ -135,6 +135,25 @@ def test_jax_jit_negative_timestep_gathers_nan_not_the_last_level() -> None:
     assert bool(jnp.isnan(noised[0]).all()) and not bool(jnp.isnan(noised[1]).any())
 
 
+@pytest.mark.parametrize("dtype", ["int32", "uint16"])
+def test_jax_jit_timestep_where_no_step_can_be_taken_gives_nan(dtype: str) -> None:
+    """Under jax.jit a timestep where no step can be taken (epsilon prediction at a zero-SNR
+    level) cannot be refused, and is documented to give NaN (README). It stepped with the
+    row's numbers instead: x0_pred = inf, clipped to 1 by the default clip_sample, so a
+    finite, wrong sample came back that no NaN check after the loop could find. Such a
+    timestep now gathers NaN, as one out of range does; the other samples are unchanged."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    plan = dc.make_plan(dc.DDIMConfig(rescale_betas_zero_snr=True), 10)  # epsilon, clipped
+    x = jnp.ones((2, 3))
+    step = jax.jit(lambda t: dc.step(plan, 0.5 * x, t, x))
+    got = step(jnp.asarray([999, 901], dtype=dtype))
+    for a, b in zip(got, dc.step(plan, 0.5 * x[1:], 901, x[1:]), strict=True):
+        assert bool(jnp.isnan(a[0]).all()), a
+        assert bool(jnp.array_equal(a[1:], b))
+    assert bool(jnp.isnan(step(jnp.asarray(999, dtype=dtype)).prev_sample).all())
+
+
 def test_jax_schedule_table_follows_x64_switched_on_later() -> None:
     """JAX without x64 makes float32 of a float64 request. `alphas_cumprod(xp=jnp)` cached that
     table under the float64 it was asked for, so after `jax_enable_x64` was switched on the
