@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import operator
 import sys
 import weakref
 from collections.abc import Callable
@@ -631,9 +632,10 @@ def check_range_on_device(x: Array, size: int, message: str) -> Array:
 
 def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) -> Array:
     """x, with no element in `excluded` checked where x lives, without waiting for it, as
-    `check_range_on_device` does (torch's asynchronous assert, a Dask check in the graph). JAX
-    under jit has none: there an excluded element becomes -1, which `take_rows` gathers as NaN
-    (documented), where its row would step to a finite, wrong sample (x0_pred = inf, clipped).
+    `check_range_on_device` does (torch's asynchronous assert, a Dask check in the graph).
+    Other libraries (JAX under jit, CuPy, array-api-strict's devices other than its CPU) have
+    none: there an excluded element becomes -1, which `take_rows` gathers as NaN (documented),
+    where its row would step to a finite, wrong sample (x0_pred = inf, clipped).
 
     Parameters
     ----------
@@ -647,8 +649,8 @@ def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) 
     Returns
     -------
     array
-        `x` itself, for Dask a lazy array that checks each block when computed, for JAX `x`
-        (in a signed dtype) with -1 at the excluded elements.
+        `x` itself (NumPy, torch), for Dask a lazy array that checks each block when
+        computed, for other libraries `x` (in a signed dtype) with -1 at the excluded elements.
 
     Examples
     --------
@@ -671,6 +673,11 @@ def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) 
         if not jnp.issubdtype(x.dtype, jnp.signedinteger):  # (an unsigned one cannot hold -1)
             x = x.astype(jnp.int64 if x.dtype.itemsize == 8 else jnp.int32)
         return jnp.where(jnp.isin(x, jnp.asarray(excluded)), -1, x)
+    elif not is_host_numpy(x):  # no check (CuPy, array-api-strict's devices): NaN, as for JAX
+        xp = namespace(timestep=x)
+        x = x if x.dtype == xp.int64 else xp.astype(x, xp.int64)
+        hit = functools.reduce(operator.or_, (x == row for row in excluded))
+        return xp.where(hit, xp.full_like(x, -1), x)
     return x
 
 
@@ -690,8 +697,9 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
     table : array
         At least one dimension.
     indices : array
-        Integers in [0, table.shape[0]), already checked (JAX under jit: unchecked, and one
-        out of range, a negative one included, gathers NaN).
+        Integers in [0, table.shape[0]), already checked where they can be read (NumPy, Dask)
+        or on the device (torch). Elsewhere (JAX under jit, CuPy, array-api-strict's devices
+        other than its CPU) unchecked: one out of range, a negative one included, gathers NaN.
     xp : namespace
 
     Returns
@@ -714,7 +722,21 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
         return torch.index_select(table, 0, flat)
     if array_api_compat.is_jax_array(flat):  # unread under jit: out of range gathers NaN, but
         flat = xp.where(flat < 0, table.shape[0], flat)  # take wraps a negative index
+    elif not (is_host_numpy(flat) or is_lazy(flat)):
+        return _take_or_nan(table, flat, xp)
     return xp.take(table, flat, axis=0)
+
+
+def _take_or_nan(table: Array, flat: Array, xp: Namespace) -> Array:
+    """`take` of indices no check has read (CuPy, array-api-strict's devices other than its
+    CPU, ...), with NaN rows for those outside [0, len(table)), where CuPy's take wraps them
+    to another row and array-api-strict's raises from inside NumPy."""
+    if flat.dtype != xp.int64:  # (an unsigned or narrow dtype cannot compare with -1 or T)
+        flat = xp.astype(flat, xp.int64)
+    valid = (flat >= 0) & (flat < table.shape[0])
+    rows = xp.take(table, xp.where(valid, flat, xp.zeros_like(flat)), axis=0)
+    valid = xp.reshape(valid, (-1, *([1] * (table.ndim - 1))))
+    return xp.where(valid, rows, xp.full_like(rows, float("nan")))
 
 
 def _check_block(block: np.ndarray, size: int, message: str) -> np.ndarray:

@@ -154,6 +154,33 @@ def test_jax_jit_timestep_where_no_step_can_be_taken_gives_nan(dtype: str) -> No
     assert bool(jnp.isnan(step(jnp.asarray(999, dtype=dtype)).prev_sample).all())
 
 
+@pytest.mark.parametrize("dtype", ["int64", "uint8"])
+def test_unread_timesteps_out_of_range_or_excluded_gather_nan_not_another_row(dtype: str) -> None:
+    """Timestep arrays on a device with no check (array-api-strict's devices other than its
+    CPU stand for accelerators, as CuPy's GPU does) are not read. There t = -1 took the
+    table's last row (stepped from T - 1, add_noise noised at T - 1: silently), t = T raised
+    NumPy's IndexError, and a timestep where no step can be taken stepped to a finite, wrong
+    sample. Each gathers NaN now, as under jax.jit; the other samples are unchanged."""
+    xs = pytest.importorskip("array_api_strict")
+    np = pytest.importorskip("numpy")
+    device, cpu = xs.Device("device1"), xs.Device("CPU_DEVICE")
+    config = dc.DDIMConfig(num_train_timesteps=200)  # every timestep below fits in uint8
+    plan = dc.make_plan(config, 10)
+    zero_snr = dc.make_plan(config.replace(rescale_betas_zero_snr=True), 10)  # epsilon
+    x, host = xs.asarray(np.ones((2, 3)), device=device), np.ones((1, 3))
+    bad = [(plan, 200), (plan, 255), (zero_snr, 199)] + [(plan, -1)] * (dtype == "int64")
+    for p, t in bad:
+        t_arr = xs.asarray(np.array([t, 101], dtype=dtype), device=device)
+        got = dc.step(p, 0.5 * x, t_arr, x)
+        for a, b in zip(got, dc.step(p, 0.5 * host, 101, host), strict=True):
+            a = np.from_dlpack(xs.asarray(a, device=cpu))
+            assert np.isnan(a[0]).all(), (t, a)
+            np.testing.assert_array_equal(a[1:], b)
+    t_arr = xs.asarray(np.array([255 if dtype == "uint8" else -1, 5], dtype=dtype), device=device)
+    noised = np.from_dlpack(xs.asarray(dc.add_noise(plan, x, x, t_arr), device=cpu))
+    assert np.isnan(noised[0]).all() and not np.isnan(noised[1]).any()
+
+
 def test_jax_schedule_table_follows_x64_switched_on_later() -> None:
     """JAX without x64 makes float32 of a float64 request. `alphas_cumprod(xp=jnp)` cached that
     table under the float64 it was asked for, so after `jax_enable_x64` was switched on the
