@@ -557,3 +557,63 @@ def test_kdiffusion_samplers_pass_dtypes() -> None:
     sampling, _ = kdiffusion_loader.load()
     r = check(sampling.sample_euler, backend="torch", areas=["dtypes"])
     assert r.conformant, r.text()
+
+
+class FinalLevelIgnoresSetAlphaToOne(ReferenceScheduler):
+    """final_alpha_cumprod alpha_bar_0 whatever set_alpha_to_one says, and steps on it: every
+    step agrees with its own table, whose last level is wrong."""
+
+    def __init__(
+        self,
+        beta_schedule: str = "linear",
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        rescale_betas_zero_snr: bool = False,
+        set_alpha_to_one: bool = True,
+    ) -> None:
+        super().__init__(
+            beta_schedule=beta_schedule,
+            beta_start=beta_start,
+            beta_end=beta_end,
+            rescale_betas_zero_snr=rescale_betas_zero_snr,
+            set_alpha_to_one=set_alpha_to_one,
+        )
+        self.final_alpha_cumprod = self.alphas_cumprod[0]
+
+
+class FinalLevelAlwaysOne(FinalLevelIgnoresSetAlphaToOne):
+    """final_alpha_cumprod 1 even with set_alpha_to_one=False."""
+
+    def __init__(self, set_alpha_to_one: bool = True) -> None:
+        super().__init__(set_alpha_to_one=set_alpha_to_one)
+        self.final_alpha_cumprod = 1.0
+
+
+class InverseInitialLevelIgnoresSetAlphaToOne(ReferenceInverseScheduler):
+    """initial_alpha_cumprod alpha_bar_0 whatever set_alpha_to_one says."""
+
+    def __init__(self, set_alpha_to_one: bool = True) -> None:
+        super().__init__(set_alpha_to_one=set_alpha_to_one)
+        self.initial_alpha_cumprod = self.alphas_cumprod[0]
+
+
+def test_dtypes_checks_the_level_past_the_last_step() -> None:
+    """The value areas step on the target's own table, its final (inverse: initial) level
+    included, and the table check read alphas_cumprod only: a final_alpha_cumprod that
+    ignores set_alpha_to_one passed every value area, and dtypes only where its random
+    steps happened on the last one, as a float32 error."""
+    cases = [
+        (FinalLevelIgnoresSetAlphaToOne, "final_alpha_cumprod = 0.9999 with set_alpha_to_one=True"),
+        (FinalLevelAlwaysOne, "final_alpha_cumprod = 1 with set_alpha_to_one=False"),
+        (
+            InverseInitialLevelIgnoresSetAlphaToOne,
+            "initial_alpha_cumprod = 0.9999 with set_alpha_to_one=True",
+        ),
+    ]
+    for target, message in cases:
+        r = check(target, backend="numpy", areas=["dtypes"])
+        assert verdicts(r) == {"dtypes": "FAIL"}, r.text()
+        assert message in detail(r, "dtypes"), r.text()
+    for target in (ReferenceScheduler, ReferenceInverseScheduler):
+        r = check(target, backend="numpy", areas=["dtypes"])
+        assert verdicts(r) == {"dtypes": "pass"}, r.text()

@@ -790,7 +790,9 @@ def dtypes(target: Scheduler) -> Finding:
     bfloat16 where the library has them) steps on the target's own tables against exact
     DDIM, in the input's dtype.
 
-    The tables: `alphas_cumprod` of every schedule in SCHEDULES. The steps: up to 15 random
+    The tables: `alphas_cumprod` of every schedule in SCHEDULES, and the level past the last
+    step (`final_alpha_cumprod`; inverse: `initial_alpha_cumprod`) with set_alpha_to_one True
+    and False, which the value areas take from the target. The steps: up to 15 random
     configs per dtype, eta 0 or 1 (0 inverting), against exact DDIM on the config's exact table
     within the dtype's tolerance; a step must return the dtype it is given.
 
@@ -819,9 +821,7 @@ def dtypes(target: Scheduler) -> Finding:
     """
     area = "dtypes"
     problems = []
-    table = _table_error(target)
-    if table:
-        problems.append(table)
+    problems += [e for e in (_table_error(target), _boundary_error(target)) if e]
     halves = [d for d in ("float16", "bfloat16") if target.backend.supports(d)]
     for dtype in ("float32", *halves):
 
@@ -890,6 +890,29 @@ def _table_error(target: Scheduler) -> str | None:
         f"{dtype} alphas_cumprod off by up to {rel_error:.2g} relative ({name}: "
         f"alphas_cumprod[{t}] = {have_t:.9g}, exact {exact_t:.9g})"
     )
+
+
+def _boundary_error(target: Scheduler) -> str | None:
+    """The level past the last step (final_alpha_cumprod; inverse: initial_alpha_cumprod),
+    set_alpha_to_one True and False, when off exact DDIM's by more than 1 ulp: the value
+    areas step on the target's own level, so that a wrong one shows only here."""
+    name = target.boundary_name
+    for flag in (True, False):
+        config = DDIMConfig(set_alpha_to_one=flag)
+        try:
+            instance = target.make(config)
+        except Unsupported:
+            continue
+        value = getattr(instance, name, None)
+        if value is None:
+            return None
+        have = float(to_numpy(value).reshape(-1)[0])
+        exact = reference.config_schedule(config).final_alpha_cumprod
+        dtype = str(getattr(value, "dtype", "float64"))
+        ulp = float(np.spacing(np.float32(exact) if "32" in dtype else np.float64(exact)))
+        if not abs(have - exact) <= ulp:
+            return f"{name} = {have:.9g} with set_alpha_to_one={flag}, exact {exact:.9g}"
+    return None
 
 
 # --- NaN / Inf ---------------------------------------------------------------------------------
