@@ -617,3 +617,51 @@ def test_dtypes_checks_the_level_past_the_last_step() -> None:
     for target in (ReferenceScheduler, ReferenceInverseScheduler):
         r = check(target, backend="numpy", areas=["dtypes"])
         assert verdicts(r) == {"dtypes": "pass"}, r.text()
+
+
+class IgnoresTrainedBetas(ReferenceScheduler):
+    """Steps on the named schedule's table whatever trained_betas says."""
+
+    def __init__(
+        self,
+        beta_schedule: str = "linear",
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        rescale_betas_zero_snr: bool = False,
+        trained_betas: Any = None,
+    ) -> None:
+        super().__init__(
+            beta_schedule=beta_schedule,
+            beta_start=beta_start,
+            beta_end=beta_end,
+            rescale_betas_zero_snr=rescale_betas_zero_snr,
+        )
+
+
+class FixedLinearRange(IgnoresTrainedBetas):
+    """A linear schedule from 0.0001 to 0.02 whatever beta_start and beta_end say."""
+
+    def __init__(
+        self,
+        beta_schedule: str = "linear",
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        rescale_betas_zero_snr: bool = False,
+    ) -> None:
+        if beta_schedule == "linear":
+            beta_start, beta_end = 0.0001, 0.02
+        super().__init__(beta_schedule, beta_start, beta_end, rescale_betas_zero_snr)
+
+
+def test_dtypes_checks_tables_of_other_betas() -> None:
+    """The value areas step on the target's own table, and the table check read the four
+    named schedules only: a table that ignores trained_betas, or a linear one that ignores
+    beta_start and beta_end, was seen only where dtypes' random steps drew such a config."""
+    cases = [
+        (IgnoresTrainedBetas, "(trained_betas: alphas_cumprod["),
+        (FixedLinearRange, "(linear, beta_start=0.0005, beta_end=0.03: alphas_cumprod["),
+    ]
+    for target, message in cases:
+        r = check(target, backend="numpy", areas=["dtypes"])
+        assert verdicts(r) == {"dtypes": "FAIL"}, r.text()
+        assert message in detail(r, "dtypes"), r.text()

@@ -33,6 +33,14 @@ from .targets import Crash, Malformed, Scheduler, Unsupported, describe_error
 SHAPE = (2, 3, 4, 4)
 SPACINGS = ("leading", "trailing", "linspace")
 SCHEDULES = reference.SCHEDULES
+# the tables dtypes reads: the value areas step on the target's own, so that only these show
+# one built from the wrong options (betas of another range, trained_betas ignored)
+TABLES: dict[str, dict[str, Any]] = {
+    **SCHEDULES,
+    "linear, beta_start=0.0005, beta_end=0.03": {"beta_start": 0.0005, "beta_end": 0.03},
+    "T = 500": {"num_train_timesteps": 500},
+    "trained_betas": {"trained_betas": tuple(np.geomspace(1e-4, 0.03, 1000).tolist())},
+}
 # what the value areas vary besides what each fixes
 VARY = (
     "beta_schedule",
@@ -790,7 +798,8 @@ def dtypes(target: Scheduler) -> Finding:
     bfloat16 where the library has them) steps on the target's own tables against exact
     DDIM, in the input's dtype.
 
-    The tables: `alphas_cumprod` of every schedule in SCHEDULES, and the level past the last
+    The tables: `alphas_cumprod` of every schedule in SCHEDULES, of other betas (a linear
+    range, T = 500, trained_betas: TABLES), and the level past the last
     step (`final_alpha_cumprod`; inverse: `initial_alpha_cumprod`) with set_alpha_to_one True
     and False, which the value areas take from the target. The steps: up to 15 random
     configs per dtype, eta 0 or 1 (0 inverting), against exact DDIM on the config's exact table
@@ -858,9 +867,9 @@ def _same_dtype(target: Scheduler, s: Setup, t: int, dtype: str) -> None:
 
 
 def _table_error(target: Scheduler) -> str | None:
-    """The worst alpha_bar table entry over the SCHEDULES, when off by more than 1 ulp."""
+    """The worst alpha_bar table entry over the TABLES, when off by more than 1 ulp."""
     worst: tuple[float, str, int, float, float, str] | None = None
-    for name, options in SCHEDULES.items():
+    for name, options in TABLES.items():
         config = DDIMConfig(**options)
         try:
             instance = target.make(config)
@@ -908,7 +917,9 @@ def _boundary_error(target: Scheduler) -> str | None:
             return None
         have = float(to_numpy(value).reshape(-1)[0])
         exact = reference.config_schedule(config).final_alpha_cumprod
-        dtype = str(getattr(value, "dtype", "float64"))
+        # a level taken from a float32 table (alphas_cumprod[0]) is held to float32's ulp
+        table = getattr(instance, "alphas_cumprod", None)
+        dtype = f"{getattr(value, 'dtype', 'float64')} {getattr(table, 'dtype', '')}"
         ulp = float(np.spacing(np.float32(exact) if "32" in dtype else np.float64(exact)))
         if not abs(have - exact) <= ulp:
             return f"{name} = {have:.9g} with set_alpha_to_one={flag}, exact {exact:.9g}"
