@@ -665,3 +665,17 @@ def test_dtypes_checks_tables_of_other_betas() -> None:
         r = check(target, backend="numpy", areas=["dtypes"])
         assert verdicts(r) == {"dtypes": "FAIL"}, r.text()
         assert message in detail(r, "dtypes"), r.text()
+
+
+def test_a_step_that_raises_is_named_with_its_config_and_step() -> None:
+    """NaN/Inf reported a step that raised as 'step raises RuntimeError: boom' with no config,
+    step or dtype, and the value areas as the drawn example (config, steps, seed, pick) with
+    no timestep: the user could not tell which step of which plan raised."""
+    r = check(RaisingStep, backend="numpy", areas=["NaN/Inf", "step values: epsilon"])
+    assert detail(r, "NaN/Inf").startswith(
+        "step raises RuntimeError: boom at DDIMConfig(clip_sample=False), 1 step, "
+        "step 0 -> -1, eta=0.0, float32"
+    ), r.text()
+    assert ", 1 step, step 0 -> -1, eta=0.0, float64 (" in detail(r, "step values: epsilon"), (
+        r.text()
+    )

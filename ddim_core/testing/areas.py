@@ -299,15 +299,18 @@ def step_matches(
     if eta:
         given["variance_noise"] = b.array(z, dtype)
     before = {name: np.array(to_numpy(a), copy=True) for name, a in given.items()}
-    got = target.step(
-        s.instance,
-        given["model_output"],
-        t,
-        given["sample"],
-        eta=eta,
-        noise=given.get("variance_noise"),
-        use_clipped=use_clipped,
-    )
+    try:
+        got = target.step(
+            s.instance,
+            given["model_output"],
+            t,
+            given["sample"],
+            eta=eta,
+            noise=given.get("variance_noise"),
+            use_clipped=use_clipped,
+        )
+    except Crash as e:  # the drawn example that `search` adds names no timestep
+        raise _at(e, s.plan, t, target.inverse, eta, dtype) from e.__cause__
     for name, a in given.items():  # a caller reuses its arrays (a pipeline its latents)
         if not np.array_equal(to_numpy(a), before[name], equal_nan=True):
             raise Divergence(
@@ -329,6 +332,16 @@ def step_matches(
         )
     except AssertionError as e:
         raise Divergence(str(e)) from None
+
+
+def _at(e: Crash, plan: reference.Plan, t: int, inverse: bool, eta: float, dtype: str) -> Crash:
+    """`e` (a Crash, or a Malformed) naming the step it was raised at, as a divergence does."""
+    src, dst = (plan.prev_timestep(t), t) if inverse else (t, plan.prev_timestep(t))
+    where = (
+        f"{describe(plan.config)}, {n_steps(plan.num_inference_steps)}, "
+        f"{'inverse step' if inverse else 'step'} {src} -> {dst}, eta={eta}, {dtype}"
+    )
+    return type(e)(f"{e} at {where}")
 
 
 def _value_cases(**fixed: Any) -> st.SearchStrategy[Any]:
@@ -1008,6 +1021,8 @@ def nan_inf(target: Scheduler) -> Finding:
             except Unsupported as e:  # eta 1 without variance_noise: the eta 0 steps still run
                 not_taken.add(f"eta={eta}: {e}")
                 continue
+            except Crash as e:
+                raise _at(e, plan, t, target.inverse, eta, dtype) from e.__cause__
             total += 1
             values = to_numpy(out[0])
             if np.all(np.isfinite(values)):
