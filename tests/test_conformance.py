@@ -671,7 +671,11 @@ def test_a_step_that_raises_is_named_with_its_config_and_step() -> None:
     """NaN/Inf reported a step that raised as 'step raises RuntimeError: boom' with no config,
     step or dtype, and the value areas as the drawn example (config, steps, seed, pick) with
     no timestep: the user could not tell which step of which plan raised."""
-    r = check(RaisingStep, backend="numpy", areas=["NaN/Inf", "step values: epsilon"])
+    areas = ["previous timestep", "NaN/Inf", "step values: epsilon"]
+    r = check(RaisingStep, backend="numpy", areas=areas)
+    assert detail(r, "previous timestep").startswith(
+        "step raises RuntimeError: boom at DDIMConfig(), 1 step, step 0 -> -1, eta=0.0, float64"
+    ), r.text()
     assert detail(r, "NaN/Inf").startswith(
         "step raises RuntimeError: boom at DDIMConfig(clip_sample=False), 1 step, "
         "step 0 -> -1, eta=0.0, float32"

@@ -553,7 +553,10 @@ def _probe_plan(target: Scheduler, spacing: str, n: int, offset: int) -> None:
         prev = plan.prev_timestep(t)
         source = prev if target.inverse else t
         x = np.full((1, 2, 1, 1), 0.5 * np.sqrt(reference.level(plan, source)))
-        out = to_numpy(target.step(instance, zeros, t, target.backend.array(x))[0])
+        try:
+            out = to_numpy(target.step(instance, zeros, t, target.backend.array(x))[0])
+        except Crash as e:
+            raise _at(e, plan, t, target.inverse, 0.0, "float64") from e.__cause__
         if target.inverse:  # out = sqrt(ab_t) x / sqrt(ab_source')
             measured = reference.level(plan, t) * (x[0, 0, 0, 0] / out[0, 0, 0, 0]) ** 2
         else:  # out = sqrt(ab_prev') / 2
