@@ -32,11 +32,12 @@ The model is called on hi, in the samples' dtype. The updates are affine, so the
 reproduces every state to about 2^-2p, its hi bit for bit: the model sees the same inputs both
 ways and the guided model's Jacobian never gets to amplify the updates' rounding. `invert_*`
 returns the state as a `State` (hi arrays, with the low words in `State.lo`), which remembers
-the samples' dtype; `sample_*` returns x_0 in it. Measured at guidance 7.5, 20 steps, real
-data: x_0 back bit for bit in float64, float32, float16 and bfloat16 (plain float arithmetic
-gave 3.5e-12..5.4e-12 in float64 and 3.5e-4..8.6e-4 in float32). A plain tuple of the arrays
-(low words dropped) starts one rounding off, which the guided sampler amplifies. The cost:
-a few dozen elementwise operations per update instead of a handful (no model call, no host
+the samples' dtype; `sample_*` returns x_0 in it. At guidance 7.5, 20 steps, real data: x_0
+back bit for bit in float64, float32, float16 and bfloat16 (`benchmarks/inversion.py`), where
+a single rounding of the state (float64 rounded to float32) moves the sample about 1e-3
+(`tests/reversible_report.py`, quoted in docs/inversion-methods.md). A plain tuple of the
+arrays (low words dropped) starts one rounding off, which the guided sampler amplifies. The
+cost: a few dozen elementwise operations per update instead of a handful (no model call, no host
 read); so the default needs no float64, which some devices lack. A `precision` narrower than
 the arrays' own working dtype ("float32" for float64 data) is a ValueError: it would round
 x_0 (or x_T, or the state) to it on the way in, about 6e-8 relative, and the round trip would
@@ -45,10 +46,10 @@ miss x_0 by that.
 Under `jax.jit`: `State` is a JAX pytree node (registered once jax is imported; the core never
 imports it), so a State passes into and out of a jitted function whole, and the loops run
 traced. But XLA rounds the compensated products differently from eager execution, so a jitted
-round trip is exact only to about the working precision (float32, 5 to 20 steps, guidance 3:
-BDIA 0.0, EDICT 1e-8, BELM 3e-6), a state made under jit and sampled eagerly (or the reverse)
-misses x_0 by up to 2e-5, and EDICT's compile time grows fast with the steps (8 s at 3 steps,
-87 s at 5). For x_0 to the last bit, run these loops eagerly and jit the model.
+round trip, or a state made under jit and sampled eagerly (or the reverse), is exact only to
+about the working precision (`tests/reversible_report.py` measures it, docs/inversion-methods.md
+quotes it), and EDICT's compile time grows fast with the steps. For x_0 to the last bit, run
+these loops eagerly and jit the model.
 """
 
 from __future__ import annotations
@@ -431,7 +432,12 @@ def sample_bdia(
     num_inference_steps : int, optional
         N; give this or `timesteps`.
     gamma : float, default 1.0
-        BDIA's gamma, in (0, 1].
+        BDIA's gamma, in (0, 1]. Keep it near 1: the inverse's x_T grows like
+        (1 / gamma)^N, and once that passes what the compensated state carries (about 2p
+        bits) the round trip misses x_0 with no error (float16 data: x_T past float16's
+        range, whatever the precision). With a small gamma take fewer steps, or for float32
+        data ``precision="float64"``; docs/inversion-methods.md quotes
+        `tests/reversible_report.py`'s measurements.
     timesteps : sequence of int, optional
         A custom plan, strictly decreasing.
     callback : callable, optional
@@ -515,7 +521,12 @@ def invert_bdia(
     num_inference_steps : int, optional
         N; give this or `timesteps`.
     gamma : float, default 1.0
-        BDIA's gamma, in (0, 1].
+        BDIA's gamma, in (0, 1]. Keep it near 1: the inverse's x_T grows like
+        (1 / gamma)^N, and once that passes what the compensated state carries (about 2p
+        bits) the round trip misses x_0 with no error (float16 data: x_T past float16's
+        range, whatever the precision). With a small gamma take fewer steps, or for float32
+        data ``precision="float64"``; docs/inversion-methods.md quotes
+        `tests/reversible_report.py`'s measurements.
     timesteps : sequence of int, optional
         A custom plan, strictly decreasing (walked backwards).
     callback : callable, optional

@@ -7,10 +7,16 @@ on Stable Diffusion's schedule, against the exact flow map of one Gaussian N((1.
 largest distance |x_0 - exact| of each (tests/test_reversible.py asserts the orderings the page
 draws from them). On the benchmark's bed for the reversible samplers (guidance 7.5, N = 20, its
 200 real points, `benchmarks/inversion.py`): the largest |x_T| BDIA's inverse gives at gamma =
-0.5, and how far sampling lands from the float32 x_0 from the float64 state rounded to float32.
+0.5, how far sampling lands from the float32 x_0 from the float64 state rounded to float32, and
+where a small gamma's growth of x_T outruns the compensated state (`measure_gamma`). Under
+`jax.jit` (`measure_jit`, JAX only): the round trips of the docs' example mixture at guidance 3,
+at 2 (EDICT) and 5 steps, which keeps the compiles to seconds.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +63,7 @@ def measure_bed() -> dict[str, float]:
     `rounded_min`, `rounded_max`: the least and largest, over EDICT, BDIA and BELM, of the
     round trip's max |x_0 - sample(round(state))| for float32 data inverted in float64
     arithmetic, its state rounded to float32 (no low words)."""
-    mixture = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]], [0.3] * 3, SD)
-    model = guided(mixture, mixture.component(0), 7.5)
-    x_0 = mixture.component(0).sample_data(200, np.random.default_rng(95))  # w = 7.5, N = 20
+    model, x_0 = _bed()
     state = reversible.invert_bdia(model, x_0, SD, 20, gamma=0.5)
     out = {"bdia_half_x_T": float(np.abs(state[0]).max())}
     x_0 = x_0.astype(np.float32)
@@ -73,6 +77,82 @@ def measure_bed() -> dict[str, float]:
     return out
 
 
+def _bed() -> tuple[Any, np.ndarray]:
+    """The benchmark's bed: guidance 7.5 for class 0 of three, its 200 real points (float64)."""
+    mixture = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]], [0.3] * 3, SD)
+    model = guided(mixture, mixture.component(0), 7.5)
+    return model, mixture.component(0).sample_data(200, np.random.default_rng(95))
+
+
+def _bdia_trip(model: Any, x_0: np.ndarray, gamma: float, n: int) -> tuple[float, float]:
+    """(largest |x_T|, largest |x_0 - sample_bdia(invert_bdia(x_0))|) at gamma over n steps."""
+    state = reversible.invert_bdia(model, x_0, SD, n, gamma=gamma)
+    back = reversible.sample_bdia(model, state, SD, n, gamma=gamma)
+    return float(np.abs(state[0]).max()), float(np.abs(back - x_0).max())
+
+
+def measure_gamma() -> dict[str, float]:
+    """BDIA with a small gamma on the bed: x_T grows like (1 / gamma)^N and, once that passes
+    what the compensated state carries, the round trip misses x_0. `gamma_<dtype>_<N>_x_T`,
+    `gamma_<dtype>_<N>_miss`: float32 data at gamma = 0.5, float64 data at gamma = 0.1;
+    `gamma_float16_fails`: the fewest steps at which inverting float16 data at gamma = 0.5
+    fails (x_T past float16's largest, the model's output not finite)."""
+    model, x_0 = _bed()
+    out = {}
+    for dtype, gamma, steps in (("float32", 0.5, (50, 70)), ("float64", 0.1, (40, 50))):
+        for n in steps:
+            x_T, miss = _bdia_trip(model, x_0.astype(dtype), gamma, n)
+            out[f"gamma_{dtype}_{n}_x_T"], out[f"gamma_{dtype}_{n}_miss"] = x_T, miss
+    half, n = x_0.astype(np.float16), 2
+    with warnings.catch_warnings():  # the overflow this looks for
+        warnings.simplefilter("ignore", RuntimeWarning)
+        while np.isfinite(
+            reversible.invert_bdia(model, half, SD, n, gamma=0.5, check_finite=False)[0]
+        ).all():
+            n += 1
+    out["gamma_float16_fails"] = n
+    return out
+
+
+def measure_jit() -> dict[str, float]:
+    """Under `jax.jit`, float32, the docs' example (16 points, guidance 3): `<method>`, the
+    round trip jitted both ways (EDICT at 2 steps, BDIA and BELM at 5); `eager`, the same
+    eagerly (largest of the three); `mixed_min`, `mixed_max`: a state made under jit sampled
+    eagerly, or the reverse, least and largest miss over the methods (keys `<name>`, marked
+    `reversible_jit.<name>`)."""
+    import jax
+    import jax.numpy as jnp
+
+    mixture = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]], [0.3] * 3, SD)
+    model = guided(mixture, mixture.component(0), 3.0)
+    rng = np.random.default_rng(0)
+    x_0 = jnp.asarray(mixture.component(0).sample_data(16, rng).astype(np.float32))
+    out, eager, mixed = {}, [], []
+    for name, n in (("edict", 2), ("bdia", 5), ("belm", 5)):
+        invert, sample = (getattr(reversible, f"{way}_{name}") for way in ("invert", "sample"))
+
+        def inv(x: Any, invert: Any = invert, n: int = n) -> Any:
+            return invert(model, x, SD, n)
+
+        def smp(s: Any, sample: Any = sample, n: int = n) -> Any:
+            return sample(model, s, SD, n)
+
+        state, jit_state = inv(x_0), jax.jit(inv)(x_0)
+
+        def miss(x: Any) -> float:
+            return float(jnp.abs(x - x_0).max())
+
+        out[name] = miss(jax.jit(smp)(jit_state))
+        eager.append(miss(smp(state)))
+        mixed += [miss(smp(jit_state)), miss(jax.jit(smp)(state))]
+    out["eager"], out["mixed_min"], out["mixed_max"] = (
+        max(eager),
+        min(mixed),
+        max(mixed),
+    )
+    return out
+
+
 def main() -> None:
     f = measure()
     print("| N | " + " | ".join(SAMPLERS) + " |")
@@ -82,6 +162,10 @@ def main() -> None:
     print(f"BDIA gamma = 0.5, largest |x_T|: {bed['bdia_half_x_T']:.1e}")
     low, high = bed["rounded_min"], bed["rounded_max"]
     print(f"rounded float64 state: x_0 missed by {low:.1e} to {high:.1e}")
+    for key, value in measure_gamma().items():
+        print(f"BDIA {key}: {value:.1e}")
+    for key, value in measure_jit().items():
+        print(f"jax.jit {key}: {value:.1e}")
 
 
 if __name__ == "__main__":

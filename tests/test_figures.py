@@ -7,9 +7,9 @@ benchmark table (from benchmarks/results/results.json) and the demo's output (ev
 the times). The docs build draws the rest (tables and plots) from the code itself.
 
 Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff.*`),
-tests/reversible_report.py (`reversible.*`), diffusers' own timesteps (`plans.*`),
-benchmarks/results/results.json (`bench.*`), benchmarks/results/threads.json (`threads.*`),
-`ddim-core demo`.
+tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit), diffusers'
+own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`),
+benchmarks/results/threads.json (`threads.*`), `ddim-core demo`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def check(prefix: str, figures: dict[str, Any]) -> None:
 
 
 def test_markers_name_known_figures() -> None:
-    known = {"parity", "kdiff", "reversible", "plans", "bench", "threads"}
+    known = {"parity", "kdiff", "reversible", "reversible_jit", "plans", "bench", "threads"}
     for page in PAGES:
         for _, key in MARKER.findall(page.read_text(encoding="utf-8")):
             assert key.split(".")[0] in known, f"{page.name}: unknown figure {key}"
@@ -83,10 +83,25 @@ def test_kdiffusion_figures() -> None:
 
 def test_reversible_figures() -> None:
     """docs/inversion-methods.md's table of the reversible samplers against the exact ODE was
-    written by hand, unmarked, and no longer matched a run (EDICT 1.7 at N = 10 for 1.6)."""
+    written by hand, unmarked, and no longer matched a run (EDICT 1.7 at N = 10 for 1.6); the
+    limit of BDIA's small gamma (x_T growing like (1 / gamma)^N) was not stated."""
     import reversible_report
 
-    check("reversible", {**reversible_report.measure(), **reversible_report.measure_bed()})
+    gamma = reversible_report.measure_gamma()
+    figures = {**reversible_report.measure(), **reversible_report.measure_bed(), **gamma}
+    check("reversible", figures)
+    written = {key for _, key, _ in quoted("reversible")}
+    assert {f"reversible.{key}" for key in gamma} <= written, "the page omits gamma's limit"
+
+
+@pytest.mark.slow
+def test_reversible_jit_figures() -> None:
+    """The page's jax.jit round trips were 'BDIA 0.0, EDICT 1e-8, BELM 3e-6' at '5 to 20
+    steps' (EDICT at 2), with 87-second compiles no script ran; measured at 2 and 5 steps."""
+    pytest.importorskip("jax")
+    import reversible_report
+
+    check("reversible_jit", reversible_report.measure_jit())
 
 
 def test_plan_figures() -> None:
