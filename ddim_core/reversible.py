@@ -135,6 +135,8 @@ class State(tuple):  # type: ignore[type-arg]
         Returns
         -------
         State
+            Its arrays (and low words) in the arithmetic dtype: float32 for half-precision
+            arrays, whose `dtype` it keeps.
 
         Raises
         ------
@@ -158,14 +160,17 @@ class State(tuple):  # type: ignore[type-arg]
             if check_real(name, factor) == 0.0:
                 raise ValueError(f"{name}={factor!r} must be a nonzero factor")
         xp = backends.namespace(first=self[0], second=self[1])
-        k = _constants(xp, self[0].dtype)
+        work = backends.work_dtype(xp, self[0].dtype)  # half arrays (a plain tuple): float32
+        k = _constants(xp, work)
         lo = (None, None) if self.lo is None else self.lo
+        wide = [
+            [None if a is None else backends.cast(xp, a, work) for a in hi_lo]
+            for hi_lo in zip(self, lo, strict=True)
+        ]
         pairs = [
             _materialized(cw.divide(pair, k(f), xp) if divide else cw.scale(k(f), pair, xp))
             for f, pair in zip(
-                (first, second),
-                (cw.Pair.of(hi, xp, low) for hi, low in zip(self, lo, strict=True)),
-                strict=True,
+                (first, second), (cw.Pair.of(hi, xp, low) for hi, low in wide), strict=True
             )
         ]
         lows = (pairs[0].lo, pairs[1].lo)

@@ -476,3 +476,19 @@ def test_state_registers_lazily_never_importing_jax() -> None:
         "assert len(jax.tree_util.tree_leaves(s)) == 2\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_state_scaled_of_half_arrays_works_in_float32(dtype: str) -> None:
+    """State.scaled of a state holding the data's half arrays (State(a, b, float16), or a
+    plain tuple the k-diffusion adapter wraps) raised 'bits must be 32 or 64 ... got 16' from
+    the compensated products (NaN low words in float16 before): it works in float32, the
+    arithmetic dtype of half data, as the same arrays in float32 scale."""
+    torch = pytest.importorskip("torch")
+    half = getattr(torch, dtype)
+    a, b = torch.tensor([0.7, -3.1], dtype=half), torch.tensor([0.3, 2.5], dtype=half)
+    got = R.State(a, b, half).scaled(1 / 3, 7.0)
+    want = R.State(a.float(), b.float(), half).scaled(1 / 3, 7.0)
+    assert got.dtype == half and got.lo is not None
+    for x, y in zip((*got, *got.lo), (*want, *want.lo), strict=True):
+        assert x.dtype == torch.float32 and torch.equal(x, y)
