@@ -667,6 +667,35 @@ def test_dtypes_checks_tables_of_other_betas() -> None:
         assert message in detail(r, "dtypes"), r.text()
 
 
+class HalfTables(ReferenceScheduler):
+    """Its tables and final level rounded to float16: each within 1 ulp of exact in float16."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.alphas_cumprod = np.asarray(self.alphas_cumprod, dtype=np.float16)
+        self.final_alpha_cumprod = np.float16(self.final_alpha_cumprod)
+
+
+class HalfTablesIgnoringTrainedBetas(IgnoresTrainedBetas):
+    def __init__(self, trained_betas: Any = None) -> None:
+        super().__init__(trained_betas=trained_betas)
+        self.alphas_cumprod = np.asarray(self.alphas_cumprod, dtype=np.float16)
+
+
+def test_half_precision_tables_are_held_to_their_own_ulp() -> None:
+    """dtypes holds tables and the final level to 1 ulp of exact in their dtype (the docs), but
+    picked float32's ulp by '"32" in dtype' and float64's for anything else: a float16 table
+    rounded once from exact failed ('float16 alphas_cumprod off by up to 0.00059 relative',
+    within float16's ulp there), and its final level would have next. A float16 table built
+    from the wrong betas still fails."""
+    r = check(HalfTables, backend="numpy", areas=["dtypes"])
+    assert verdicts(r) == {"dtypes": "pass"}, r.text()
+    r = check(HalfTablesIgnoringTrainedBetas, backend="numpy", areas=["dtypes"])
+    assert verdicts(r) == {"dtypes": "FAIL"}, r.text()
+    assert "float16 alphas_cumprod off by" in detail(r, "dtypes"), r.text()
+    assert "(trained_betas: alphas_cumprod[" in detail(r, "dtypes"), r.text()
+
+
 def test_a_step_that_raises_is_named_with_its_config_and_step() -> None:
     """NaN/Inf reported a step that raised as 'step raises RuntimeError: boom' with no config,
     step or dtype, and the value areas as the drawn example (config, steps, seed, pick) with

@@ -899,8 +899,7 @@ def _table_error(target: Scheduler) -> str | None:
         exact = reference.config_schedule(config).alphas_cumprod
         if have.shape != exact.shape:
             return f"{name}: alphas_cumprod has {have.size} entries, T = {exact.size}"
-        ulp = np.spacing(np.abs(exact).astype(np.float32 if "32" in dtype else np.float64))
-        ulp = ulp.astype(np.float64)
+        ulp = _ulp(exact, dtype)
         error = np.abs(have - exact)
         if np.all(error <= ulp):
             continue
@@ -936,10 +935,23 @@ def _boundary_error(target: Scheduler) -> str | None:
         # a level taken from a float32 table (alphas_cumprod[0]) is held to float32's ulp
         table = getattr(instance, "alphas_cumprod", None)
         dtype = f"{getattr(value, 'dtype', 'float64')} {getattr(table, 'dtype', '')}"
-        ulp = float(np.spacing(np.float32(exact) if "32" in dtype else np.float64(exact)))
+        ulp = float(_ulp(np.asarray([exact]), dtype)[0])
         if not abs(have - exact) <= ulp:
             return f"{name} = {have:.9g} with set_alpha_to_one={flag}, exact {exact:.9g}"
     return None
+
+
+def _ulp(exact: np.ndarray, dtypes: str) -> np.ndarray:
+    """1 ulp of each exact value in the coarsest dtype `dtypes` names (any library's spelling:
+    "torch.float16", "Float32", "bfloat16"), float64's when it names none (a Python float)."""
+    names = dtypes.lower()
+    magnitude = np.abs(np.asarray(exact, dtype=np.float64))
+    if "bfloat16" in names:  # float32's exponent range, 8 significant bits: 2^16 float32 ulps
+        return np.spacing(magnitude.astype(np.float32)).astype(np.float64) * 2.0**16
+    for bits, kind in (("16", np.float16), ("32", np.float32)):
+        if f"float{bits}" in names:
+            return np.spacing(magnitude.astype(kind)).astype(np.float64)
+    return np.spacing(magnitude)
 
 
 # --- NaN / Inf ---------------------------------------------------------------------------------
