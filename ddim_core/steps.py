@@ -84,8 +84,9 @@ def step(
         Re-derive eps_pred from the clipped x0_pred (diffusers' option of the same name).
     out : tuple of two arrays, optional
         Buffers to write (x_prev, x0_pred) into; only fused kernels take them (torch, NumPy
-        with numba, CuPy; a Python int timestep, no thresholding, no overlap with the inputs,
-        model_output and noise in the sample's dtype, no input or buffer that autograd records).
+        with numba, CuPy; a Python int timestep, on torch also a timestep array; no
+        thresholding, no overlap with the inputs, model_output and noise in the sample's dtype,
+        no input or buffer that autograd records).
         Under torch.func's vmap, jvp and functionalize the buffers are written with copies of
         fresh results (memory there is unknown: only the same tensor counts as overlapping);
         under vmap they must be batched like the inputs.

@@ -221,6 +221,19 @@ def test_out_buffers_are_written_and_returned(library: str) -> None:
         dc.step(plan, m, 500, x, out=(x, x0))  # a kernel would read what it overwrote
 
 
+def test_torch_out_buffers_take_a_timestep_per_sample() -> None:
+    """torch's out= takes a timestep array as the docstring says (one timestep per sample,
+    coefficients gathered on the device): the buffers hold the step without out=."""
+    torch = pytest.importorskip("torch")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x, m, prev, x0 = _arrays("torch", "float32", (2, 4, 8, 8), 4)
+    t = torch.tensor([plan.timesteps[0], plan.timesteps[7]])
+    got = dc.step(plan, m, t, x, out=(prev, x0))
+    assert got.prev_sample is prev and got.pred_original_sample is x0
+    for g, w in zip(got, dc.step(plan, m, t, x), strict=True):
+        assert torch.equal(g, w)
+
+
 @pytest.mark.parametrize("library", [lib for lib in _libraries() if lib != "torch-eager"])
 def test_out_buffers_of_an_empty_batch(library: str) -> None:
     """An empty batch has no memory to share: every empty tensor's data pointer is 0, which
