@@ -243,7 +243,8 @@ def timestep(state: DDIMState) -> Array:
         `state` is not a `DDIMState`.
     ValueError
         An index past the plan where it can be read without a sync (host arrays, and the
-        NumPy index of a Dask state).
+        NumPy index of a Dask state), or an index that is not 0-d (a state batched by
+        `jax.vmap`).
 
     Examples
     --------
@@ -300,8 +301,9 @@ def step(
     TypeError
         `scheduler` is not a `Scheduler`, or `state` was made by `init` for another one.
     ValueError
-        eta > 0 without `noise` (at trace time under jit), or an index past the plan where
-        it can be read without a sync (host arrays, and the NumPy index of a Dask state).
+        eta > 0 without `noise` (at trace time under jit), an index past the plan where it
+        can be read without a sync (host arrays, and the NumPy index of a Dask state), or an
+        index that is not 0-d (a state batched by `jax.vmap`).
 
     Examples
     --------
@@ -360,6 +362,13 @@ def _check_state(state: DDIMState, sample: Array, xp: Any) -> bool:
 def _check_index(state: DDIMState) -> bool:
     """Where the index is free to read (host arrays), a step of the plan remains; whether it
     was read (else `_at` guards the gather)."""
+    # a static shape, also while tracing: jax.vmap's default out_axes=0 batches a shared state
+    shape = tuple(getattr(state.index, "shape", ()))
+    if shape:
+        raise ValueError(
+            f"state.index must be 0-d, got shape {shape}: a state batched by jax.vmap "
+            "(out_axes=(None, 0) keeps a shared state unbatched; in_axes=0 maps a batched one)"
+        )
     index = backends.host_integers(state.index)
     steps = state.timesteps.shape[0]
     if index is not None and not 0 <= index[0] < steps:

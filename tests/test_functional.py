@@ -420,3 +420,27 @@ def test_scheduler_custom_timesteps_as_a_tensor_or_an_unordered_collection() -> 
             F.Scheduler(config, timesteps=unordered)
     with pytest.raises(ValueError, match=r"timesteps must be 1-D, got shape \(1, 2\)"):
         F.Scheduler(config, timesteps=jnp.asarray([[900, 500]]))
+
+
+def test_a_state_batched_by_vmap_out_axes_is_named() -> None:
+    """jax.vmap(step, in_axes=(None, 0)) with the default out_axes=0 returns the shared state
+    batched (index of shape (B,)): the next step, eager or mapped again, failed inside JAX
+    ('cannot reshape array of shape (3,) (size 3) into shape (1,)')."""
+    jax = pytest.importorskip("jax")
+    scheduler = F.Scheduler(CONFIG, 4)
+    x = jax.numpy.ones((3, 2))
+    mapped = jax.vmap(lambda state, y: F.step(scheduler, state, 0.1 * y, y), in_axes=(None, 0))
+    state, x = mapped(F.init(scheduler, like=x[0]), x)
+    assert state.index.shape == (3,)
+    for call in (lambda: mapped(state, x), lambda: F.step(scheduler, state, x, x)):
+        with pytest.raises(ValueError, match=r"state\.index must be 0-d, got shape \(3,\)"):
+            call()
+    with pytest.raises(ValueError, match=r"state\.index must be 0-d, got shape \(2,\)"):
+        F.timestep(F.init(scheduler, like=X_T)._replace(index=np.array([0, 1])))
+    # mapped with out_axes=(None, 0), the shared state steps on
+    shared = jax.vmap(
+        lambda state, y: F.step(scheduler, state, 0.1 * y, y), in_axes=(None, 0), out_axes=(None, 0)
+    )
+    state, x = shared(F.init(scheduler, like=x[0]), x)
+    state, x = shared(state, x)
+    assert int(state.index) == 2
