@@ -353,6 +353,18 @@ def test_bad_sigmas(sigmas: list[float], match: str) -> None:
         dk.sample_ddim(lambda x, s: x, np.zeros((1, 2)), np.asarray(sigmas))
 
 
+@pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse])
+@pytest.mark.parametrize("dtype", [np.complex128, np.bool_])
+def test_sigmas_that_are_not_real_numbers_are_refused(sampler: Any, dtype: Any) -> None:
+    """Complex sigmas were read as their real parts (a NumPy ComplexWarning, then a sample at
+    other levels than asked), booleans as 1 and 0; x of those dtypes is refused already."""
+    sigmas = np.asarray([0.0, 1.0 + 2.0j] if dtype is np.complex128 else [False, True], dtype)
+    if sampler is dk.sample_ddim:
+        sigmas = sigmas[::-1].copy()
+    with pytest.raises(TypeError, match=f"sigmas must be real numbers, got dtype {sigmas.dtype}"):
+        sampler(lambda x, s: x, np.zeros((1, 2)), sigmas, disable=True)
+
+
 def test_bad_inverse_arguments() -> None:
     up = np.asarray([0.0, 1.0])
     with pytest.raises(ValueError, match=r"ascending \(inversion\)"):

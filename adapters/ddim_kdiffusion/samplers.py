@@ -88,8 +88,8 @@ def sample_ddim(
     Raises
     ------
     TypeError
-        A model, callback or noise_sampler that is not callable, or an x that is not real
-        floating.
+        A model, callback or noise_sampler that is not callable, an x that is not real
+        floating, or sigmas that are not real numbers (complex or boolean).
     ValueError
         Sigmas that are not 1-D, finite, >= 0 and descending, or eta / s_noise < 0.
 
@@ -456,9 +456,12 @@ def _checked_noise(z: Array, x: Array) -> Array:
 
 
 def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
-    """The sigmas as host floats (one read), checked: 1-D, finite, >= 0, and descending for
+    """The sigmas as host floats (one read), checked: real, 1-D, finite, >= 0, and descending for
     sampling or ascending for inversion, repeats allowed (zero-length steps)."""
-    backends.namespace(sigmas=sigmas)
+    xp = backends.namespace(sigmas=sigmas)
+    if not (backends.is_real_floating(xp, sigmas) or backends.is_kind(xp, sigmas, "integral")):
+        # the host read would keep a complex sigma's real part and a boolean's 0 or 1
+        raise TypeError(f"sigmas must be real numbers, got dtype {sigmas.dtype}")
     if sigmas.ndim != 1:
         raise ValueError(f"sigmas must be a 1-D array, got shape {tuple(sigmas.shape)}")
     levels = [float(s) for s in backends.to_host(sigmas)]
