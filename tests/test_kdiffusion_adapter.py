@@ -178,6 +178,27 @@ def _requires_grad_denoiser() -> tuple[torch.nn.Parameter, Callable[..., torch.T
     return weight, lambda x, sigma: weight * x / (1 + sigma[:, None] ** 2)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_default_noise_is_k_diffusions_from_the_same_global_seed(layout: str) -> None:
+    """Without a noise_sampler both draw from torch's global generator, k-diffusion with
+    torch.randn_like(x), whose values follow x's memory layout: a channels_last latent (or any
+    strided view) got other noise than sample_euler_ancestral from the same seed."""
+    sigmas = dk.get_sigmas_ddim(CONFIG, 8, spacing="trailing", dtype=torch.float64)
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x = x * sigmas[0]
+
+    def model(x: Any, sigma: Any) -> Any:
+        return torch.tanh(x / (1 + sigma[:, None, None, None] ** 2).sqrt())
+
+    outs = []
+    for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
+        torch.manual_seed(11)
+        outs.append(sampler(model, x, sigmas, disable=True, eta=1.0, s_noise=0.8))
+    assert rel(outs[0], outs[1]) <= LIMIT[torch.float64]
+
+
 def test_samplers_build_no_autograd_graph_like_k_diffusions() -> None:
     """k-diffusion's samplers run under torch.no_grad(): a model with parameters that require
     grad gives an output without a graph (and no memory kept for one)."""

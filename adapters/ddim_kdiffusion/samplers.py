@@ -77,7 +77,8 @@ def sample_ddim(
     s_noise : float, default 1.0
         Scale of the added noise.
     noise_sampler : callable, optional
-        ``noise_sampler(sigma, sigma_next) -> noise``; default: torch's global generator.
+        ``noise_sampler(sigma, sigma_next) -> noise``; default (torch tensors):
+        ``torch.randn_like(x)`` from torch's global generator, k-diffusion's default.
 
     Returns
     -------
@@ -603,6 +604,11 @@ def _ones_like_batch(x: Array) -> Array:
 def _default_noise_sampler(x: Array) -> Callable[[Array, Array], Array]:
     """k-diffusion's default: fresh standard normal noise like x from the global generator
     (torch tensors; other libraries need an explicit noise_sampler)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        # torch.randn_like, as k-diffusion draws it: its values follow x's memory layout, so a
+        # contiguous draw differs for a channels_last (or strided) x from the same seed
+        return lambda sigma, sigma_next: torch.randn_like(x)
 
     def draw(sigma: Array, sigma_next: Array) -> Array:
         try:
