@@ -130,6 +130,11 @@ class LevelsKey(NamedTuple):
     """Transfers between given alpha_bar levels (k-diffusion sigma lists): row i goes from
     `alpha_bar_from[i]` to `alpha_bar_to[i]`.
 
+    `one_minus_from` / `one_minus_to`, when given, are 1 - alpha_bar at the same levels,
+    computed by the caller without cancellation (k-diffusion: sigma^2 / (1 + sigma^2)): for a
+    level within a float64 rounding of 1 (sigma below about 1e-4), 1 - alpha_bar loses its
+    digits, and below about 1e-8 it is 0.
+
     Examples
     --------
     >>> from ddim_core.coefficients import LevelsKey, table
@@ -141,6 +146,8 @@ class LevelsKey(NamedTuple):
     alpha_bar_to: tuple[float, ...]
     eta: float
     prediction_type: str
+    one_minus_from: tuple[float, ...] | None = None
+    one_minus_to: tuple[float, ...] | None = None
 
 
 class Table(NamedTuple):
@@ -198,17 +205,27 @@ def table(key: StepKey | LevelsKey) -> Table:
         alpha_bar_prev = sched.levels(plan.prev_table())  # the plan's t_prev, never a stride
         a, b = (alpha_bar_prev, alpha_bar_t) if key.inverse else (alpha_bar_t, alpha_bar_prev)
         prediction_type = plan.config.prediction_type
+        a_c, b_c = 1.0 - a, 1.0 - b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            variance = kernels.ddim_variance(a, b)
+        cleaner = (a < b) & (a < 1.0)
     else:
         a, b = np.array(key.alpha_bar_from), np.array(key.alpha_bar_to)
         prediction_type = key.prediction_type
-    with np.errstate(divide="ignore", invalid="ignore"):
-        variance = kernels.ddim_variance(a, b)
-    variance = np.where((a < b) & (a < 1.0), variance, 0.0)  # no noise when b is not cleaner
+        a_c = 1.0 - a if key.one_minus_from is None else np.array(key.one_minus_from)
+        b_c = 1.0 - b if key.one_minus_to is None else np.array(key.one_minus_to)
+        # eq. (16), its 1 - a / b as (b - a) / b, the gap taken where it does not cancel: from
+        # the complements near the clean level, from the levels themselves near pure noise
+        gap = np.where(a_c < b, a_c - b_c, b - a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            variance = b_c / a_c * (gap / b)
+        cleaner = a_c > b_c
+    variance = np.where(cleaner, variance, 0.0)  # no noise when b is not cleaner
     sigma = key.eta * np.sqrt(variance)  # sigma_t, eq. (16)
     with np.errstate(over="ignore"):  # a huge eta: -inf, refused below as any negative value
-        direction_sq = 1.0 - b - sigma**2
+        direction_sq = b_c - sigma**2
     direction = np.sqrt(np.where(direction_sq < 0.0, 0.0, direction_sq))
-    values = np.stack([np.sqrt(a), np.sqrt(1.0 - a), np.sqrt(b), direction, sigma], axis=1)
+    values = np.stack([np.sqrt(a), np.sqrt(a_c), np.sqrt(b), direction, sigma], axis=1)
     values.setflags(write=False)
     invalid = {}
     for i in np.flatnonzero(direction_sq < -DIRECTION_ROUNDING).tolist():
@@ -218,10 +235,10 @@ def table(key: StepKey | LevelsKey) -> Table:
         )
     # An inverse step's level a is its t_prev's, not that of the timestep it is indexed by.
     left = key.plan.prev_table() if isinstance(key, StepKey) and key.inverse else None
-    for level in (0.0, 1.0):
+    for level, at in ((0.0, a == 0.0), (1.0, a_c == 0.0)):
         reason = kernels.unrecoverable(level, prediction_type)
         if reason is not None:
-            for i in np.flatnonzero(a == level).tolist():
+            for i in np.flatnonzero(at).tolist():
                 invalid[i] = reason if left is None else _leaving(int(left[i]), level, reason)
     return Table(values, invalid)
 

@@ -199,6 +199,44 @@ def test_default_noise_is_k_diffusions_from_the_same_global_seed(layout: str) ->
     assert rel(outs[0], outs[1]) <= LIMIT[torch.float64]
 
 
+def _smooth_denoiser(x: Any, sigma: Any) -> Any:
+    return torch.tanh(x / (1 + sigma[:, None] ** 2).sqrt()) * 0.8 + 0.1
+
+
+@pytest.mark.parametrize("sigma_min", [1e-6, 1e-9])
+def test_small_sigmas_keep_the_parity_with_k_diffusion(sigma_min: float) -> None:
+    """1 - alpha_bar = 1 - 1 / (1 + sigma^2) cancels for small sigmas: with Karras sigmas down
+    to 1e-6 sample_ddim was 1.7e-7 from sample_euler in float64 (1e-9 allowed), and below
+    about 1e-8 (alpha_bar rounds to 1) it refused the step ('alpha_bar = 1 there'), where
+    k-diffusion steps; plain inversion was 2e-6 (1e-6) and 2e-3 (1e-9) from its VE form."""
+    sigmas = K_SAMPLING.get_sigmas_karras(30, sigma_min, 80.0).double()
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = dk.sample_ddim(_smooth_denoiser, x * sigmas[0], sigmas, disable=True)
+    theirs = K_SAMPLING.sample_euler(_smooth_denoiser, x * sigmas[0], sigmas, disable=True)
+    assert rel(ours, theirs) <= LIMIT[torch.float64]
+    outs = []
+    for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
+        gen = torch.Generator().manual_seed(1)
+
+        def noise(sigma, sigma_next, gen=gen):  # type: ignore[no-untyped-def]
+            return torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+        outs.append(
+            sampler(
+                _smooth_denoiser, x * sigmas[0], sigmas, disable=True, eta=1.0, noise_sampler=noise
+            )
+        )
+    assert rel(outs[0], outs[1]) <= LIMIT[torch.float64]
+    up = sigmas[:-1].flip(0)[:6]  # plain inversion: y - (s_b - s_a) eps at s_b on y
+    expected = x
+    for s_a, s_b in zip(up[:-1].tolist(), up[1:].tolist(), strict=True):
+        y = expected * math.sqrt((1 + s_b**2) / (1 + s_a**2))
+        eps = (y - _smooth_denoiser(y, torch.full((4,), s_b, dtype=x.dtype))) / s_b
+        expected = expected + (s_b - s_a) * eps
+    got = dk.sample_ddim_inverse(_smooth_denoiser, x, up, disable=True)
+    assert rel(got, expected) <= LIMIT[torch.float64]
+
+
 def test_samplers_build_no_autograd_graph_like_k_diffusions() -> None:
     """k-diffusion's samplers run under torch.no_grad(): a model with parameters that require
     grad gives an output without a graph (and no memory kept for one)."""

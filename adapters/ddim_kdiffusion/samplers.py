@@ -485,10 +485,13 @@ def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
 
 def _coefficients(levels: list[float], eta: float, *, inverse: bool) -> list[Row]:
     """The core's Rows between consecutive sigma levels (host float64, computed and checked
-    once per loop): abar = 1 / (1 + sigma^2). Zero-length steps take no row (never checked)."""
-    ab = (1.0 / (1.0 + np.asarray(levels) ** 2)).tolist()
+    once per loop): abar = 1 / (1 + sigma^2), and 1 - abar = sigma^2 / (1 + sigma^2), exact
+    where 1 - abar would cancel (small sigmas). Zero-length steps take no row (never checked)."""
+    sq = np.asarray(levels) ** 2
+    ab, one_minus = (1.0 / (1.0 + sq)).tolist(), (sq / (1.0 + sq)).tolist()
     kind = _INVERSE if inverse else _SAMPLE
-    found = coefficients.table(LevelsKey(tuple(ab[:-1]), tuple(ab[1:]), eta, kind.prediction_type))
+    pairs = (tuple(ab[:-1]), tuple(ab[1:]), tuple(one_minus[:-1]), tuple(one_minus[1:]))
+    found = coefficients.table(LevelsKey(*pairs[:2], eta, kind.prediction_type, *pairs[2:]))
     invalid = [i for i in found.invalid if levels[i] != levels[i + 1]]
     if invalid:
         i = min(invalid)
