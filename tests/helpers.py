@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+import ddim_core as dc
 from ddim_core.testing.assertions import TOLERANCE, assert_array_close, rel
 from ddim_core.testing.backends import BACKENDS, Backend, runnable, to_numpy
 from ddim_core.testing.pytest_plugin import backend_params
 
 __all__ = [
     "BACKENDS",
+    "SD",
     "TOLERANCE",
     "Backend",
     "assert_close",
@@ -41,6 +43,17 @@ __all__ = [
     "runnable",
     "to_numpy",
 ]
+
+# Stable Diffusion's scheduler_config.json (SD 1.x / 2.x), as the inversion and reversible
+# tests and tests/reversible_report.py take it
+SD = dc.DDIMConfig(
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    beta_end=0.012,
+    steps_offset=1,
+    set_alpha_to_one=False,
+    clip_sample=False,
+)
 
 
 def assert_close(

@@ -19,19 +19,12 @@ import warnings
 from typing import Any
 
 import numpy as np
+from helpers import SD
 
 import ddim_core as dc
 from ddim_core import reversible
 from ddim_core.analytic import GaussianMixture, guided
 
-SD = dc.DDIMConfig(
-    beta_schedule="scaled_linear",
-    beta_start=0.00085,
-    beta_end=0.012,
-    steps_offset=1,
-    set_alpha_to_one=False,
-    clip_sample=False,
-)
 STEPS = (10, 20, 50, 100)
 SAMPLERS = {
     "ddim": lambda model, x_T, n: dc.sample(model, x_T, SD, n),

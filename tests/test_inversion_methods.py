@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import Backend, to_numpy
+from helpers import SD, Backend, to_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,14 +21,6 @@ from ddim_core.analytic import GaussianMixture, Guided, guided
 from ddim_core.backends import HOST_XP
 from ddim_core.sampling import StepInfo
 
-SD = dc.DDIMConfig(
-    beta_schedule="scaled_linear",
-    beta_start=0.00085,
-    beta_end=0.012,
-    steps_offset=1,
-    set_alpha_to_one=False,
-    clip_sample=False,
-)
 MIXTURE = GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.5]], [0.3, 0.3, 0.3], SD)
 COND = MIXTURE.component(0)
 BACKENDS = [
