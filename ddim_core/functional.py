@@ -86,7 +86,8 @@ class Scheduler:
     timesteps : sequence of int or integer array, optional
         A custom plan, in visiting order (ascending when `inverse`), as `make_plan` takes it
         (an array of any library is read once). Reads back as the tuple of timesteps the loop
-        visits.
+        visits. `dataclasses.replace` derives them again from the new config, step count and
+        direction, unless they were given.
 
     Raises
     ------
@@ -133,7 +134,10 @@ class Scheduler:
                 "use_clipped_model_output=True: inversion steps have no such option "
                 "(ddim_core.inverse_step); it applies to forward steps only"
             )
-        if self.timesteps is None:
+        derived = self.timesteps is None or (
+            type(self.timesteps) is _Derived and self.num_inference_steps is not None
+        )  # (dataclasses.replace hands back the derived ones: derive them again)
+        if derived:
             plan = make_plan(self.config, self.num_inference_steps)
         else:
             # as make_plan takes them (a tensor read once; no string, mapping or set), then
@@ -145,7 +149,8 @@ class Scheduler:
                     " timesteps were given; give one of them, or both in agreement"
                 )
         set_("num_inference_steps", plan.num_inference_steps)
-        set_("timesteps", plan.inverse_timesteps if self.inverse else plan.timesteps)
+        visits = plan.inverse_timesteps if self.inverse else plan.timesteps
+        set_("timesteps", _Derived(visits) if derived else visits)
         fields = (self.num_inference_steps, self.eta, self.inverse, use_clipped, self.timesteps)
         set_("_identity", repr((dataclasses.astuple(self.config), *fields)))
 
@@ -167,6 +172,15 @@ class Scheduler:
 
     def _descending(self, visits: tuple[int, ...]) -> tuple[int, ...]:
         return visits[::-1] if self.inverse else visits
+
+
+class _Derived(tuple):  # type: ignore[type-arg]
+    """Timesteps a Scheduler derived from its config and step count (a tuple, equal and
+    hashing as one): `dataclasses.replace` passes them to the new Scheduler, which derives
+    them again from its own config and step count, where it kept the old plan's (another
+    config's timesteps, silently)."""
+
+    __slots__ = ()
 
 
 def init(scheduler: Scheduler, *, like: Array) -> DDIMState:

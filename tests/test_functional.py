@@ -7,6 +7,7 @@ torch's meta device and its float16 twin on CPU (tests/test_no_sync.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -444,3 +445,18 @@ def test_a_state_batched_by_vmap_out_axes_is_named() -> None:
     state, x = shared(F.init(scheduler, like=x[0]), x)
     state, x = shared(state, x)
     assert int(state.index) == 2
+
+
+def test_dataclasses_replace_derives_the_timesteps_again() -> None:
+    """`dataclasses.replace` hands the derived timesteps to the new Scheduler: a new config
+    kept the old plan's timesteps silently, a new step count or direction raised about
+    timesteps the caller never gave. They are derived again; given timesteps stay given."""
+    s = F.Scheduler(dc.DDIMConfig(), 4)
+    trailing = dc.DDIMConfig(timestep_spacing="trailing")
+    assert dataclasses.replace(s, config=trailing) == F.Scheduler(trailing, 4)
+    assert dataclasses.replace(s, config=trailing).timesteps == (999, 749, 499, 249)
+    assert dataclasses.replace(s, num_inference_steps=8) == F.Scheduler(dc.DDIMConfig(), 8)
+    assert dataclasses.replace(s, inverse=True).timesteps == (0, 250, 500, 750)
+    assert dataclasses.replace(s, eta=0.5).timesteps == s.timesteps
+    custom = F.Scheduler(dc.DDIMConfig(), timesteps=[900, 500, 100])
+    assert dataclasses.replace(custom, config=trailing).timesteps == (900, 500, 100)
