@@ -35,12 +35,15 @@ class StepInfo(NamedTuple):
     sample : array
         The sample after the step.
     pred_original_sample : array
-        x0_pred of the step.
+        x0_pred of the step. Exact inversion: that of the best iterate a model call measured,
+        whose residual `residual` is; `sample` may be one refinement past it, which no call
+        measured (taken only where the iteration still improved: `ddim_core.implicit`).
     model_calls : int
         Model calls the step made (exact inversion: one plus the solver's).
     residual : float or None
-        Exact inversion: max |step(x_t) - x_source| when it was read to the host, else None
-        (with `tol`, where the step stopped on a predicted residual, the prediction).
+        Exact inversion: max |step(x_t) - x_source| of that measured iterate when it was read
+        to the host, else None (with `tol`, where the step stopped on a predicted residual,
+        the prediction).
 
     Examples
     --------
