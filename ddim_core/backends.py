@@ -548,12 +548,19 @@ def host_integers(x: Array) -> list[int] | None:
     jax_on_cpu = array_api_compat.is_jax_array(x) and not _tracing(x)
     if jax_on_cpu and all(d.platform == "cpu" for d in x.devices()):
         return list(np.asarray(x).reshape(-1).tolist())
-    mindspore = sys.modules.get("mindspore")  # (its device: "CPU", "Ascend:0", "GPU:0")
-    if mindspore and isinstance(x, mindspore.Tensor) and str(x.device).partition(":")[0] == "CPU":
+    if _on_mindspore_cpu(x):
         return list(x.asnumpy().reshape(-1).tolist())
     if _on_strict_cpu(x):  # NumPy underneath; its other devices stand for accelerators
         return list(np.from_dlpack(x).reshape(-1).tolist())
     return None
+
+
+def _on_mindspore_cpu(x: Array) -> bool:
+    """Whether x is a MindSpore tensor on the CPU (its devices: "CPU", "Ascend:0", "GPU:0")."""
+    mindspore = sys.modules.get("mindspore")
+    if mindspore is None or not isinstance(x, mindspore.Tensor):
+        return False
+    return str(x.device).partition(":")[0] == "CPU"
 
 
 def _on_strict_cpu(x: Array) -> bool:
@@ -730,10 +737,7 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
 def _checked_on_host(x: Array) -> bool:
     """Whether `host_integers` reads x (array-api-strict's CPU, MindSpore's CPU), so that its
     values were checked there: `_take_or_nan`'s five more operations a step are not needed."""
-    mindspore = sys.modules.get("mindspore")
-    if mindspore and isinstance(x, mindspore.Tensor):
-        return str(x.device).partition(":")[0] == "CPU"
-    return _on_strict_cpu(x)
+    return _on_mindspore_cpu(x) or _on_strict_cpu(x)
 
 
 def _take_or_nan(table: Array, flat: Array, xp: Namespace) -> Array:
