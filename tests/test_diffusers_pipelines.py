@@ -1,7 +1,7 @@
 """ddim_diffusers' schedulers inside diffusers' Stable Diffusion pipelines, swapped in as users
 do (`pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`), against diffusers'
 own classes swapped in the same way: StableDiffusionPipeline, Img2Img, Inpaint (4- and 9-channel
-UNets), DiffEdit (its `inverse_scheduler` is a DDIMInverseScheduler) and SDXL; and
+UNets), DiffEdit (its `inverse_scheduler` is a DDIMInverseScheduler), Panorama and SDXL; and
 CycleDiffusion's own functions, which read the scheduler's tables and `_get_variance`.
 
 The components are tiny random-weight models built here (32x32 images, 4 inference steps, as
@@ -134,6 +134,7 @@ def _pipeline(name: str, dtype: str) -> Any:
             "img2img": diffusers.StableDiffusionImg2ImgPipeline,
             "inpaint": diffusers.StableDiffusionInpaintPipeline,
             "inpaint9": diffusers.StableDiffusionInpaintPipeline,
+            "panorama": diffusers.StableDiffusionPanoramaPipeline,
         }[name]
         pipe = cls(unet=_unet(9 if name == "inpaint9" else 4), **common, **sd)
     pipe.set_progress_bar_config(disable=True)
@@ -442,6 +443,18 @@ def _diffedit_edit(pipe: Any) -> Any:
 def test_diffedit_inverse_scheduler(stage: str, dtype: str) -> None:
     call = _diffedit_mask_and_inversion if stage == "mask-and-inversion" else _diffedit_edit
     assert_agree("diffedit", dtype, call)
+
+
+# --- MultiDiffusion panorama: DDIMScheduler is its default --------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panorama_saves_and_restores_the_scheduler_state_per_view(dtype: str) -> None:
+    """StableDiffusionPanoramaPipeline keeps each view's scheduler state as
+    `copy.deepcopy(scheduler.__dict__)` and restores it with `scheduler.__dict__.update(...)`
+    around every step. A width of 592 pixels is two 64-wide latent windows (its `get_views`
+    divides by 8 whatever the VAE's factor), so two views step on overlapping latents."""
+    assert_agree("panorama", dtype, lambda pipe: _latents(pipe, height=SIZE, width=592))
 
 
 # --- Stable Diffusion XL -------------------------------------------------------------------

@@ -74,6 +74,35 @@ def test_single_thread_behaviour_and_copies_are_unchanged() -> None:
     assert len(s.timesteps) == 8
 
 
+@pytest.mark.parametrize("cls", [dd.DDIMScheduler, dd.DDIMInverseScheduler])
+def test_a_deepcopy_of_the_attributes_keeps_this_threads_plan(cls) -> None:
+    """StableDiffusionPanoramaPipeline saves a scheduler's state as
+    `copy.deepcopy(scheduler.__dict__)` and restores it with `__dict__.update`: the copy holds
+    the plan of the thread that took it, even where another thread set a plan since."""
+    s = cls()
+    s.set_timesteps(20)
+    ready, other_set = threading.Event(), threading.Event()
+
+    def other() -> None:
+        ready.wait(timeout=60)
+        s.set_timesteps(4)
+        other_set.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    ready.set()
+    other_set.wait(timeout=60)
+    thread.join(timeout=60)
+    saved = copy.deepcopy(s.__dict__)
+    s.__dict__.update(saved)
+    assert s.num_inference_steps == 20 and len(s.timesteps) == 20
+    x = torch.ones(1, 4)
+    fresh = cls()
+    fresh.set_timesteps(20)
+    t = s.timesteps[1]
+    assert torch.equal(s.step(0.1 * x, t, x).prev_sample, fresh.step(0.1 * x, t, x).prev_sample)
+
+
 def test_plugin_manager_is_built_once_under_concurrent_first_use() -> None:
     x = np.ones((4, 2))
     plan = dc.make_plan(dc.DDIMConfig(), 10)

@@ -46,6 +46,20 @@ class _PlanState:
     built: tuple[Any, tuple[int, ...], int] | None = None
 
 
+class _ThreadState(threading.local):
+    """A scheduler's per-thread state: the plan the thread set (`state`) and its eta noise
+    buffer (`noise`).
+
+    A copy is a fresh one holding the copying thread's plan: StableDiffusionPanoramaPipeline
+    keeps each view's scheduler state as `copy.deepcopy(scheduler.__dict__)` and puts it back
+    with `scheduler.__dict__.update(...)`, and a `threading.local` cannot be copied.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = getattr(self, "state", None)
+        return (type(self), (), None if state is None else {"state": state})
+
+
 class SchedulerCore:
     """What the forward and inverse schedulers share: schedule, plan, tables, noise maths.
 
@@ -102,7 +116,7 @@ class SchedulerCore:
             ddim_config(type(self).__name__, options),
         )
         self._schedule = dc.schedule(self._ddim_config)
-        self._local = threading.local()
+        self._local = _ThreadState()
         every = np.arange(self._ddim_config.num_train_timesteps)
         order = every if self._inverse else every[::-1]
         self._shared = _PlanState(None, None, self._int_table(order, None))
@@ -182,7 +196,7 @@ class SchedulerCore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._local = threading.local()
+        self._local = _ThreadState()
         # a torch table copied starts a version counter of its own: read it again first
         for seen in ("_table_seen", "_boundary_seen"):
             if type(state.get(seen)) is int:
