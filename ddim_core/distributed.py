@@ -369,9 +369,10 @@ def invert_dataset(
         `n`, `chunk`, `workers`, `worker_timeout` or `resources` out of range, or
         `resources` without a `client`; an unknown method; a loop option NaN or Inf (the
         records are JSON); a source that cannot be read as an array; a target that is or
-        holds the source, that ddim-core did not write (or another version of it wrote), or
-        that holds another layout (kind, items, item shape, dtype, chunk); a chunk of the
-        source holding NaN or Inf (unless ``check_finite=False``), found when the chunk runs.
+        holds the source, a folder of other files, a Zarr group that ddim-core did not write
+        (or another version of it wrote), or that holds another layout (kind, items, item
+        shape, dtype, chunk); a chunk of the source holding NaN or Inf (unless
+        ``check_finite=False``), found when the chunk runs.
     FileNotFoundError
         The source does not exist.
     TimeoutError
@@ -1041,9 +1042,9 @@ def prepare(
     ValueError
         An unknown `kind` or method; a bad plan (`n`, `timesteps`); a bad `eta`, `history`,
         `fixed_point_iters` or `tol` of the ddim loops; `chunk` < 1; `seed` < 0;
-        a source that cannot be read as an array; a target that is or holds the source, that
-        ddim-core did not write (or another version of it wrote), or that holds another
-        layout.
+        a source that cannot be read as an array; a target that is or holds the source, a
+        folder of other files, a Zarr group that ddim-core did not write (or another version
+        of it wrote), or that holds another layout.
     TypeError
         `config` is not a DDIMConfig; a bad model factory, `model_id`, `chunk`, `seed` or
         loop option; a source that is not floating point.
@@ -1673,6 +1674,13 @@ def _prepare_target(
     """Create the target group, or check that an existing one has this run's layout; record
     the run (the client is the only writer of the attributes)."""
     zarr = _zarr()
+    others = _foreign_files(path)
+    if others:  # mode="a" would make the folder a group, our arrays among the user's files
+        raise ValueError(
+            f"target {name} is a folder that is not a Zarr group (it holds "
+            f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): name a new "
+            "folder (or an empty one) for the result"
+        )
     try:
         group = zarr.open_group(store=path, mode="a")
     except Exception as e:
@@ -1711,6 +1719,16 @@ def _prepare_target(
     meta["runs"][run_digest] = run
     meta["last_run"] = run_digest
     group.attrs["ddim_core"] = meta
+
+
+def _foreign_files(path: str) -> list[str]:
+    """The entries of a local folder at `path` that holds no Zarr metadata (zarr.json, or
+    Zarr 2's .zgroup / .zarray), sorted; [] for a Zarr node, an empty folder, no folder or
+    a URL."""
+    if "://" in path or not os.path.isdir(path):
+        return []
+    names = sorted(os.listdir(path))
+    return [] if {"zarr.json", ".zgroup", ".zarray"} & set(names) else names
 
 
 def _describe(layout: Mapping[str, Any]) -> str:

@@ -1065,3 +1065,20 @@ def test_an_option_given_twice_is_refused(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "both given; give one" in err, err
     assert not out.exists()
+
+
+def test_a_folder_that_is_no_zarr_group_is_not_written_into(tmp_path: Path, npy: Path) -> None:
+    """A target naming an existing folder of other files (a typo, `~/data`) was made a Zarr
+    group in place: zarr.json, result/ and done/ written among the user's files (with a
+    ZarrUserWarning per file), where a target is "a Zarr group, created when missing". An
+    empty folder (made beforehand) is still a target."""
+    from ddim_core.distributed import prepare
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"data is a folder that is not a Zarr group .*notes\.txt"):
+        prepare("invert", None, npy, folder, CONFIG, 3)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    assert prepare("invert", None, npy, tmp_path / "empty", CONFIG, 3).chunks == 1
