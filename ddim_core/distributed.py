@@ -777,7 +777,7 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     if job.options.get("check_finite") is not False and not np.isfinite(x).all():
         bad = a + int(np.argmin(np.isfinite(x.reshape(len(x), -1)).all(axis=1)))
         unfinished = " (an earlier run's result is NaN where its chunks are not done yet)"
-        raise ValueError(
+        raise _SourceError(
             f"source {job.source} has NaN or Inf in item {bad}"
             f"{unfinished if job.source.endswith('/result') else ''}; fix the source, or pass "
             "check_finite=False to give the model these items anyway"
@@ -794,6 +794,11 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     result[a:b] = backends.to_host(y, dtype=x.dtype)
     done[index] = np.frombuffer(record + job.token, dtype=np.uint8)
     return ChunkResult(index, True, counted.calls, time.perf_counter() - start, built)
+
+
+class _SourceError(ValueError):
+    """A chunk's source items hold NaN or Inf: bad input, found by the run (the command line
+    exits with status 2 for it, 1 for the other errors of a chunk)."""
 
 
 def _arrays(job: Job) -> tuple[Any, Any, Any]:
@@ -916,7 +921,11 @@ def _run(
     options: dict[str, Any],
     cluster_options: Mapping[str, Any] | None = None,
     worker_timeout: float | None = _WORKER_TIMEOUT_S,
+    started: Callable[[], None] | None = None,
 ) -> Report:
+    """Check the arguments, prepare the job, start or reach the cluster and run the chunks;
+    `started()` is called once the chunks are submitted (from then on, an error is the run's,
+    not the arguments')."""
     dask = _dask()  # and tqdm for the bar: a missing extra fails before anything is written
     if progress:
         _tqdm()
@@ -945,6 +954,8 @@ def _run(
         **options,
     )
     with _client(client, workers, cluster_options or {}, worker_timeout) as dask_client:
+        if started is not None:
+            started()
         return _submit(dask_client, job, resources, progress)
 
 
@@ -1850,6 +1861,7 @@ def command(name: str, argv: Sequence[str]) -> int:
             parser.error(
                 "the progress bar needs tqdm: pip install 'ddim-core[progress]', or pass --quiet"
             )
+    running: list[bool] = []  # set once the chunks are submitted: errors then are the run's
     try:
         # --model and --method modules as `python -m` finds them (the current directory
         # first); the command's own workers are spawned with this sys.path
@@ -1874,11 +1886,14 @@ def command(name: str, argv: Sequence[str]) -> int:
                 options=options,
                 # the error comes back as one line: no worker log of it (with its traceback)
                 cluster_options={"silence_logs": logging.CRITICAL},
+                started=lambda: running.append(True),
             )
-    except (ValueError, TypeError, ImportError, OSError) as e:
-        print(f"ddim-core {name}: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # the run failed: the model's or its factory's errors, Dask's
+    except Exception as e:
+        bad_input = (ValueError, TypeError, ImportError, OSError)
+        if isinstance(e, _SourceError) or (isinstance(e, bad_input) and not running):
+            print(f"ddim-core {name}: error: {e}", file=sys.stderr)
+            return 2
+        # the run failed: the model's or its factory's errors (a model's ValueError too), Dask's
         print(f"ddim-core {name}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

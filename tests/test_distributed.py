@@ -1082,3 +1082,35 @@ def test_a_folder_that_is_no_zarr_group_is_not_written_into(tmp_path: Path, npy:
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
     (tmp_path / "empty").mkdir()
     assert prepare("invert", None, npy, tmp_path / "empty", CONFIG, 3).chunks == 1
+
+
+def wrong_shape_model(config: dc.DDIMConfig) -> Any:
+    """A model with a broadcasting bug: NumPy raises ValueError in it on the worker."""
+
+    def model(x: Any, t: Any) -> Any:
+        return x + np.zeros(3)
+
+    return model
+
+
+def test_a_model_s_value_error_is_a_failed_run_status_1(
+    client: Any, tmp_path: Path, npy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model raising ValueError on a worker (a NumPy broadcasting bug, the loop's "model
+    output contains NaN") exited with status 2, bad input, and no error type, where the docs
+    say a model that raises on a worker is a failed run, status 1. A source with NaN found
+    by the run stays status 2."""
+    args = [str(npy), str(tmp_path / "z.zarr"), "--steps", "3", "--quiet"]
+    args += ["--scheduler", client.scheduler.address]
+    model = ["--model", f"{__name__}:wrong_shape_model"]
+    assert within_timeout(cli.main, ["invert-dataset", *args, *model]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ddim-core invert-dataset: error: ValueError: operands could not be")
+    assert len(err.splitlines()) == 1, err
+    bad = np.load(npy)
+    bad[3, 0] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    args = [str(tmp_path / "bad.npy"), str(tmp_path / "b.zarr"), *args[2:]]
+    assert within_timeout(cli.main, ["invert-dataset", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ddim-core invert-dataset: error: source ") and "item 3" in err, err
