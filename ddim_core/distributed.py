@@ -1498,12 +1498,17 @@ def _method(
 
 
 def _check_ddim_options(kind: str, options: Mapping[str, Any]) -> None:
-    """The checks `ddim_core.sample` / `invert` make of eta, history and tol, made here so that a
-    bad value fails before the target is created and a cluster started, not on every worker."""
+    """The checks `ddim_core.sample` / `invert` make of eta, history, tol, check_finite and
+    stall, made here so that a bad value fails before the target is created and a cluster
+    started, not on every worker."""
     from .sampling import check_fixed_point, check_tol_used
     from .steps import check_eta
 
     eta = check_eta(options.get("eta", 0.0))
+    for flag in ("check_finite", "stall") if kind == "invert" else ("check_finite",):
+        value = options.get(flag)
+        if not (value is None or isinstance(value, bool)):  # `--option check_finite=0`
+            raise TypeError(f"{flag} must be True, False or None, got {value!r}")
     if kind == "invert":
         if eta != 0:
             raise ValueError(f"eta={options['eta']}: inversion is deterministic, eta must be 0")

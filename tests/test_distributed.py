@@ -1114,3 +1114,22 @@ def test_a_model_s_value_error_is_a_failed_run_status_1(
     assert within_timeout(cli.main, ["invert-dataset", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ddim-core invert-dataset: error: source ") and "item 3" in err, err
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [("invert", {"check_finite": 0}), ("sample", {"check_finite": "no"}), ("invert", {"stall": 1})],
+)
+def test_prepare_refuses_flags_that_are_not_bools(
+    npy: Path, kind: str, options: dict[str, Any]
+) -> None:
+    """`--option check_finite=0` (JSON 0, not false) passed prepare, which created the target;
+    the cluster was started and every chunk then failed on a worker with the loop's
+    TypeError, where a bad option fails before any cluster is started."""
+    from ddim_core.distributed import prepare
+
+    target = npy.parent / "out.zarr"
+    ((name, value),) = options.items()
+    with pytest.raises(TypeError, match=f"{name} must be True, False or None, got {value!r}"):
+        prepare(kind, None, npy, target, CONFIG, 3, **options)
+    assert not target.exists()
