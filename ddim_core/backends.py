@@ -424,6 +424,24 @@ def records_gradient(x: Array) -> bool:
     return bool(x.requires_grad and torch.is_grad_enabled())
 
 
+def forward_ad_active() -> bool:
+    """True while a `torch.autograd.forward_ad.dual_level` is open: then torch tensors may
+    carry tangents, which only torch's own ops propagate (dual tensors do not require grad:
+    `records_gradient` says False), and torch's out= ops raise for them.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> forward_ad_active()
+    False
+    """
+    torch = sys.modules.get("torch")  # (imported by the caller's arrays, if torch)
+    return torch is not None and torch.autograd.forward_ad._current_level >= 0
+
+
 def overlaps(a: Array, b: Array) -> bool:
     """Whether two arrays may share memory (NumPy's bounds check; for torch, CuPy and other
     libraries exposing a data pointer, the byte ranges their strides can reach). Arrays of

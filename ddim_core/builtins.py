@@ -317,13 +317,15 @@ def _torch_step_numba(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: A
     """numba's pass for plain contiguous CPU tensors with a row of floats; anything else goes
     to the eager kernel. A tensor with the negative bit holds -values in its memory, which the
     kernel's NumPy views would read as they are: such an input is resolved (copied), such an
-    output goes to the eager kernel. Checks cheapest first: this runs once per pipeline step."""
+    output goes to the eager kernel, as do tensors that may carry forward-mode tangents (dual
+    tensors do not require grad; torch's ops propagate their tangents). Checks cheapest
+    first: this runs once per pipeline step."""
     if x.is_neg() or m.is_neg() or (z is not None and z.is_neg()):  # is_neg: 0.1 us
         x, m = x.resolve_neg(), m.resolve_neg()  # themselves unless negative
         z = None if z is None else z.resolve_neg()
     plain = (out is not None or x.numel() >= NUMBA_MIN_ELEMENTS) and type(c.x0_x) is float
     plain = plain and x.is_cpu and x.is_contiguous() and m.is_contiguous()
-    plain = plain and not (x.requires_grad or m.requires_grad)
+    plain = plain and not (x.requires_grad or m.requires_grad or backends.forward_ad_active())
     if plain and z is not None:
         plain = z.is_contiguous() and not z.requires_grad
     view = _buffers.host_view  # flat NumPy arrays over the tensors' memory (None: none)
@@ -367,7 +369,8 @@ def _torch_step(x: Any, m: Any, z: Any, c: Any, clip: float | None, out: Any) ->
     if out is not None:
         if _aliases(out, (x, m, z)):
             return None
-        if _without_memory((*out, x, m, z)):  # vmap has no batching rule for torch.mul(out=)
+        # vmap has no batching rule for torch.mul(out=), forward-mode AD no formula
+        if _without_memory((*out, x, m, z)) or backends.forward_ad_active():
             prev, x0 = _torch_step(x, m, z, c, clip, None)
             return out[0].copy_(prev), out[1].copy_(x0)  # fresh results: no alias is read
         prev_buf, x0_buf = out

@@ -89,7 +89,8 @@ def step(
         no input or buffer that autograd records).
         Under torch.func's vmap, jvp and functionalize the buffers are written with copies of
         fresh results (memory there is unknown: only the same tensor counts as overlapping);
-        under vmap they must be batched like the inputs.
+        under vmap they must be batched like the inputs. Inside a
+        torch.autograd.forward_ad.dual_level too (the copies carry the tangents).
 
     Returns
     -------

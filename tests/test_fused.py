@@ -209,6 +209,43 @@ def _exact_and_bounds(plan, t, host, eta, clipped, inverse, dtype):  # type: ign
     return [exact.prev_sample, exact.pred_original_sample], [8 * ulp * size, 8 * ulp * size0]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("pooled", [False, True], ids=["small", "pooled"])
+def test_forward_mode_tangents_flow_through_the_torch_steps(dtype: str, pooled: bool) -> None:
+    """Dual tensors of torch.autograd.forward_ad do not require grad, so numba's pass (and the
+    half-precision float32 copies) took them and returned outputs without a tangent (None,
+    where the reference has d x_prev / d x_t); with out= numba wrote no tangent and the eager
+    kernel raised torch's NotImplementedError for mul_out. Now they take torch's ops (with
+    out=, fresh results copied into the buffers, as under torch.func.jvp)."""
+    torch = pytest.importorskip("torch")
+    fw = torch.autograd.forward_ad
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=False), 10)
+    shape = (2, 4, 64, 64) if pooled else (2, 3)
+    x, m, z, dx = (a.to(getattr(torch, dtype)) for a in _arrays("torch", "float32", shape, 4))
+    t = plan.timesteps[3]
+
+    def tangents():  # type: ignore[no-untyped-def]
+        with fw.dual_level():
+            out = dc.step(plan, m, t, fw.make_dual(x, dx), eta=0.5, noise=z)
+            return [fw.unpack_dual(a) for a in out]
+
+    got = tangents()
+    with reference_path():
+        want = tangents()
+    for a, b in zip(got, want, strict=True):
+        assert a.tangent is not None and b.tangent is not None
+        assert torch.allclose(a.tangent.double(), b.tangent.double(), rtol=1e-2, atol=1e-5)
+        assert torch.allclose(a.primal.double(), b.primal.double(), rtol=1e-2, atol=1e-5)
+    with fw.dual_level():  # out= too: the buffers get the values and the tangents
+        bufs = (torch.empty_like(x), torch.empty_like(x))
+        out = dc.step(plan, m, t, fw.make_dual(x, dx), eta=0.5, noise=z, out=bufs)
+        assert out.prev_sample is bufs[0] and out.pred_original_sample is bufs[1]
+        for a, b in zip((fw.unpack_dual(a) for a in out), want, strict=True):
+            assert a.tangent is not None
+            assert torch.allclose(a.tangent.double(), b.tangent.double(), rtol=1e-2, atol=1e-5)
+            assert torch.allclose(a.primal.double(), b.primal.double(), rtol=1e-2, atol=1e-5)
+
+
 @pytest.mark.parametrize("library", [lib for lib in _libraries() if lib != "torch-eager"])
 def test_out_buffers_are_written_and_returned(library: str) -> None:
     plan = dc.make_plan(dc.DDIMConfig(), 10)
