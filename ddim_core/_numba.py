@@ -251,27 +251,33 @@ def run(x: Any, m: Any, z: Any, c: Any, clip: float | None, prev: Any, x0: Any) 
     n, itemsize = x.shape[0], x.itemsize
     start = time.perf_counter()
     parallel = _choose(n, itemsize, start)
+    callers = THREADS  # this thread's numba count before the step
     try:
         if parallel and (_num_threads() != THREADS or _num_threads is numba.get_num_threads):
-            _use_threads()
+            callers = _use_threads()
         _pass(x, m, z, c, clip, prev, x0, parallel)
     finally:
         if parallel:
+            if callers != THREADS:  # given back: the caller's own numba code runs with it
+                numba.set_num_threads(callers)
             _PARALLEL.release()
     if n >= PARALLEL_MIN:  # the sizes the guard decides for (an empty batch has no rate)
         _observe(parallel, n, itemsize, time.perf_counter() - start)
 
 
-def _use_threads() -> None:
+def _use_threads() -> int:
     """numba's thread count on this thread (numba's count is per thread) set to THREADS where
-    it differs: set_num_threads took 1-4 us a step. numba.get_num_threads takes two locks
-    first (to start numba's threads); once it has run, numba's C getter is asked directly
-    where this numba has one (about 0.15 us against 1)."""
+    it differs (set_num_threads took 1-4 us a step); the count it had is returned, for `run`
+    to give back. numba.get_num_threads takes two locks first (to start numba's threads);
+    once it has run, numba's C getter is asked directly where this numba has one (about
+    0.15 us against 1)."""
     global _num_threads
-    if _num_threads() != THREADS:
+    callers: int = _num_threads()
+    if callers != THREADS:
         numba.set_num_threads(THREADS)
     if _num_threads is numba.get_num_threads:  # once: numba's threads run from here on
         _num_threads = getattr(numba.np.ufunc.parallel, "_get_num_threads", _num_threads)
+    return callers
 
 
 _num_threads: Any = numba.get_num_threads

@@ -777,6 +777,37 @@ def test_numba_parallel_step_runs_with_its_threads_whatever_this_thread_set(
     assert seen == [2, 2, 2]
 
 
+def test_numba_parallel_step_gives_this_thread_its_thread_count_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A count the caller set on this thread (numba.set_num_threads(1), for its own parallel
+    functions) was left at THREADS after a parallel step: the caller's later numba code ran
+    on every thread. The parallel loop still runs with THREADS; the caller's count is back
+    after it."""
+    numba = pytest.importorskip("numba")
+    from ddim_core import _numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread here")
+    seen = []
+    monkeypatch.setattr(_numba, "THREADS", 2)
+    monkeypatch.setattr(_numba, "_choose", lambda *a: _numba._PARALLEL.acquire(blocking=False))
+    monkeypatch.setattr(_numba, "_pass", lambda *a: seen.append(numba.get_num_threads()))
+    x = np.zeros(8, np.float32)
+    row = coefficients.fused_form(coefficients.Row(0.6, 0.8, 0.5, 0.25, 0.0), "epsilon", False)
+    before = numba.get_num_threads()
+    after = []
+    try:
+        for threads in (1, 2, 1):
+            numba.set_num_threads(threads)
+            _numba.run(x, x, None, row, None, x.copy(), x.copy())
+            after.append(numba.get_num_threads())
+    finally:
+        numba.set_num_threads(before)
+    assert seen == [2, 2, 2]
+    assert after == [1, 2, 1]
+
+
 _FORK_AFTER_PARALLEL = """
 import multiprocessing
 import numpy as np
