@@ -251,10 +251,10 @@ class CupyNoise:
 
 
 class TorchKernel:
-    """torch tensors, float32/float64. On the CPU with numba installed: numba's single pass on
-    the tensors' memory (zero-copy NumPy views). Elsewhere (GPU, autograd, no numba): eager,
-    the fewest kernels, in place on the outputs, so a step allocates its two outputs and
-    nothing else (nothing with `out`).
+    """torch tensors, float32/float64. On the CPU with numba installed (and its plugin, "numba",
+    not blocked): numba's single pass on the tensors' memory (zero-copy NumPy views).
+    Elsewhere (GPU, autograd, no numba): eager, the fewest kernels, in place on the outputs,
+    so a step allocates its two outputs and nothing else (nothing with `out`).
 
     Examples
     --------
@@ -281,12 +281,20 @@ class TorchKernel:
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(sample, torch.Tensor):
             return None
-        single = _torch_step_numba if importlib.util.find_spec("numba") else _torch_step
+        single = _torch_step_numba if _numba_allowed() else _torch_step
         if sample.dtype in (torch.float16, torch.bfloat16):
             return functools.partial(_torch_step_half, single)  # chosen once, not per step
         if sample.dtype not in (torch.float32, torch.float64):
             return None
         return single
+
+
+def _numba_allowed() -> bool:
+    """Whether numba is installed and its plugin ("numba") is not blocked or unregistered:
+    blocking it keeps numba off CPU torch steps too (asked once per type and dtype)."""
+    from . import plugins  # (it imports this module)
+
+    return importlib.util.find_spec("numba") is not None and plugins.manager().has_plugin("numba")
 
 
 def _torch_step_half(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -207,6 +208,44 @@ def _exact_and_bounds(plan, t, host, eta, clipped, inverse, dtype):  # type: ign
         size = size + np.abs(c.sigma * noise)
     ulp = np.finfo(dtype).eps
     return [exact.prev_sample, exact.pred_original_sample], [8 * ulp * size, 8 * ulp * size0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_blocking_the_numba_plugin_keeps_numba_off_torch_steps(dtype: str) -> None:
+    """DDIM_CORE_BLOCK_PLUGINS=numba blocked numba's plugin for NumPy, but torch-fused still
+    ran numba's pass on CPU tensors (importing numba), where the plugin table says numba
+    serves NumPy and torch CPU. With it blocked, CPU torch steps take the eager kernel."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    x, m = (
+        torch.from_numpy(a).to(getattr(torch, dtype))
+        for a in _arrays("numpy", "float32", (2, 3), 2)
+    )
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    with reference_path():
+        want = dc.step(plan, m, 500, x)
+    with _blocked("numba"):
+        kernel = plugins.step_kernel(x)
+        got = dc.step(plan, m, 500, x)
+    assert getattr(kernel, "args", (kernel,))[0] is builtins._torch_step  # (half: a partial)
+    assert torch.allclose(got.prev_sample, want.prev_sample, rtol=1e-2, atol=1e-6)
+    assert getattr(plugins.step_kernel(x), "args", (None,))[0] is not builtins._torch_step
+
+
+@contextlib.contextmanager
+def _blocked(name: str):  # type: ignore[no-untyped-def]
+    """Plugin `name` blocked through DDIM_CORE_BLOCK_PLUGINS on a fresh manager, then not."""
+    saved = os.environ.get(plugins.BLOCK_ENV)
+    os.environ[plugins.BLOCK_ENV] = name
+    plugins.manager.cache_clear()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[plugins.BLOCK_ENV]
+        else:
+            os.environ[plugins.BLOCK_ENV] = saved
+        plugins.manager.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
