@@ -103,6 +103,11 @@ class _Manager(pluggy.PluginManager):
     monitored = False  # add_hookcall_monitoring / enable_tracing: every call through pluggy
     version = 0  # new after each registration, unregistration (`_direct` caches per version)
 
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        # name -> (plugin, "distribution version") of the entry points loaded, for `describe`
+        self.distributions: dict[str, tuple[object, str]] = {}
+
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         try:
             return super().unregister(plugin, name)
@@ -225,9 +230,16 @@ def manager() -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     for name in blocked():
         pm.set_blocked(name)
-    for ep in importlib.metadata.entry_points(group=PROJECT):
-        if not (pm.is_blocked(ep.name) or pm.has_plugin(ep.name)):
-            _load(pm, ep)
+    # ddim-core's own first: a third party's entry point cannot take a built-in's name
+    for ep in sorted(importlib.metadata.entry_points(group=PROJECT), key=_third_party):
+        if pm.is_blocked(ep.name):
+            continue
+        if pm.has_plugin(ep.name):
+            taken = pm.distributions.get(ep.name, (None, "?"))[1]
+            what = f"of {_distribution(ep)} takes the name of a plugin of {taken}"
+            _warn(ep.name, what, None, hint=False)  # blocking the name would block both
+            continue
+        _load(pm, ep)
     if not any(pm.has_plugin(name) or pm.is_blocked(name) for name in BUILTINS):
         for name, plugin in builtins.PLUGINS.items():
             pm.register(plugin, name=name)
@@ -251,9 +263,22 @@ def blocked() -> list[str]:
     return [n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()]
 
 
-def _load(pm: pluggy.PluginManager, ep: importlib.metadata.EntryPoint) -> None:
+def _distribution(ep: importlib.metadata.EntryPoint) -> str:
+    """The "name version" of the distribution declaring `ep`."""
+    return f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
+
+
+def _third_party(ep: importlib.metadata.EntryPoint) -> bool:
+    """Whether `ep` is not ddim-core's own (a sort key: ddim-core's own come first)."""
+    name = ep.dist.name if ep.dist else ""
+    return name.lower().replace("_", "-") != "ddim-core"
+
+
+def _load(pm: _Manager, ep: importlib.metadata.EntryPoint) -> None:
     try:
-        pm.register(ep.load(), name=ep.name)
+        plugin = ep.load()
+        if pm.register(plugin, name=ep.name) is not None:
+            pm.distributions[ep.name] = (plugin, _distribution(ep))
     except Exception as exc:  # a third party's bug must not break the core
         _warn(ep.name, f"failed to load from {ep.value!r}", exc)
 
@@ -271,12 +296,12 @@ def _check_pending(pm: pluggy.PluginManager) -> None:
             return
 
 
-def _warn(name: str, what: str, exc: BaseException | None) -> None:
+def _warn(name: str, what: str, exc: BaseException | None, hint: bool = True) -> None:
     warnings.warn(
         f"ddim-core plugin {name!r} {what}"
         + (f": {type(exc).__name__}: {exc}" if exc is not None else "")
-        + f"; it is skipped "
-        f"(set {BLOCK_ENV}={name} to silence this)",
+        + "; it is skipped"
+        + (f" (set {BLOCK_ENV}={name} to silence this)" if hint else ""),
         PluginWarning,
         stacklevel=3,
     )
@@ -609,13 +634,26 @@ def register_adapters(*names: str) -> list[str]:
     return done
 
 
+def _registered_from(pm: pluggy.PluginManager, name: str, plugin: object) -> str:
+    """Where the plugin registered as `name` came from, for `describe`: the distribution of
+    the entry point that loaded it, ddim-core for a built-in registered from a source tree,
+    else "registered at run time" (by `register`, as docs/plugins.md's example is)."""
+    loaded, distribution = getattr(pm, "distributions", {}).get(name, (None, ""))
+    if loaded is plugin:
+        return str(distribution)
+    if builtins.PLUGINS.get(name) is plugin:
+        return "ddim-core (source tree)"
+    return "registered at run time"
+
+
 def describe() -> list[dict[str, Any]]:
     """One row per registered plugin, sorted by name.
 
     Returns
     -------
     list of dict
-        ``name``, ``distribution`` ("ddim-core 0.1.0"), ``hooks`` (the hook names it
+        ``name``, ``distribution`` (of the entry point that loaded it, "ddim-core 0.1.0";
+        "registered at run time" for one registered by hand), ``hooks`` (the hook names it
         implements), ``requires`` (library -> importable, from the plugin's `requires` and an
         adapter's host; checked without importing), ``adapter`` (its `Adapter` or None) and
         ``host_importable`` (None for a plugin that is no adapter).
@@ -627,10 +665,6 @@ def describe() -> list[dict[str, Any]]:
     ({'numpy': True}, ['ddim_core_standard_normal'])
     """
     pm = manager()
-    dists = {
-        ep.name: f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
-        for ep in importlib.metadata.entry_points(group=PROJECT)
-    }
     rows = []
     for name in sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None):
         adapter = next(iter(call("ddim_core_adapter", only=name)), None)
@@ -644,7 +678,7 @@ def describe() -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": name,
-                "distribution": dists.get(name, "ddim-core (source tree)"),
+                "distribution": _registered_from(pm, name, plugin),
                 "hooks": hooks,
                 "requires": needs,
                 "adapter": adapter,

@@ -256,6 +256,74 @@ def test_builtins_and_adapters_come_from_ddim_cores_own_entry_points() -> None:
     assert hosts == {"diffusers": "diffusers", "k-diffusion": "k_diffusion", "comfyui": "comfy"}
 
 
+SHADOW = """
+from ddim_core.hookspecs import hookimpl
+
+@hookimpl
+def ddim_core_standard_normal(generator, shape, like, draw):
+    return None  # answers nothing: where it replaced a plugin, that plugin's generators fail
+"""
+
+
+@pytest.fixture(scope="module")
+def clashing_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three distributions whose entry points take names already taken: `numpy` (a built-in's)
+    and `dup` twice."""
+    tmp = tmp_path_factory.mktemp("clashing")
+    target = tmp / "site"
+    wheels = [
+        _wheel(tmp, "ddim_shadow_plugin", SHADOW, {"numpy": "ddim_shadow_plugin"}),
+        _wheel(tmp, "ddim_dup_a", SHADOW, {"dup": "ddim_dup_a"}),
+        _wheel(tmp, "ddim_dup_b", SHADOW, {"dup": "ddim_dup_b"}),
+    ]
+    subprocess.run([*PIP_INSTALL, "--target", str(target), *map(str, wheels)], check=True)
+    return target
+
+
+@needs_install
+def test_an_entry_point_taking_a_taken_name_is_warned_about_and_listed_truthfully(
+    clashing_site: Path,
+) -> None:
+    """A third party's `numpy` entry point (on sys.path before ddim-core) replaced the built-in
+    numpy plugin without a word, and `ddim-core plugins` listed it as ddim-core's; of two `dup`
+    entry points one was dropped silently and the other's distribution listed. The built-ins
+    keep their names, a clash is warned about naming both distributions, and the listing
+    names the distribution whose plugin is registered."""
+    out = _run(
+        clashing_site,
+        """
+        import json
+        import numpy as np
+        from ddim_core import builtins, plugins
+        z = plugins.standard_normal(np.random.default_rng(0), (2,), like=np.zeros(2))
+        rows = {row["name"]: row for row in plugins.describe()}
+        dup = plugins.manager().get_plugin("dup").__name__
+        print(json.dumps({
+            "numpy": plugins.manager().get_plugin("numpy") is builtins.PLUGINS["numpy"],
+            "numpy_dist": rows["numpy"]["distribution"],
+            "dup_module": dup,
+            "dup_dist": rows["dup"]["distribution"],
+        }))
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["numpy"] and result["numpy_dist"].startswith("ddim-core ")
+    assert result["dup_dist"] == f"{result['dup_module']} 0.1"
+    assert "plugin 'numpy' of ddim_shadow_plugin 0.1" in out.stderr
+    assert "plugin 'dup' of ddim_dup_" in out.stderr
+    assert "DDIM_CORE_BLOCK_PLUGINS=numpy" not in out.stderr  # blocking would drop both
+
+
+def test_a_plugin_registered_by_hand_is_not_listed_as_ddim_cores(fresh) -> None:  # type: ignore[no-untyped-def]
+    """docs/plugins.md registers its example by hand; `ddim-core plugins` listed it under the
+    distribution "ddim-core (source tree)"."""
+    fresh.register(_Answer("by-hand", []), name="by-hand")
+    rows = {row["name"]: row for row in plugins.describe()}
+    assert rows["by-hand"]["distribution"] == "registered at run time"
+    assert rows["numpy"]["distribution"].startswith("ddim-core")
+
+
 # --- in-process: hooks and failure handling ------------------------------------------------
 
 
