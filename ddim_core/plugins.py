@@ -5,7 +5,8 @@ the same way as a third party's. Hooks are called by pluggy (firstresult, orderi
 as pluggy defines them); each hook implementation is guarded when it is registered, so a
 plugin that fails to import, fails pluggy's validation (`check_pending()` included), raises
 in a hook or answers what its hook does not allow (`ddim_core_adapter` no Adapter,
-`ddim_core_step_kernel` nothing callable) is reported with a `PluginWarning` naming it and
+`ddim_core_step_kernel` nothing callable, `ddim_core_standard_normal` no array of `like`'s
+library and of `shape`) is reported with a `PluginWarning` naming it and
 left out; the core keeps working. A built-in's noise draw is not guarded: what it raises is
 its caller's error (a generator torch refuses under torch.func.vmap), and reaches the caller.
 `DDIM_CORE_BLOCK_PLUGINS=name1,name2` blocks plugins by entry-point name.
@@ -176,11 +177,35 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
         except Exception as exc:
             raise _PluginFailed(plugin, hook) from exc
 
+    def guarded_noise(*args: Any) -> Any:  # pluggy and `call` pass the arguments by position
+        answer = guarded(*args)
+        if answer is not None:
+            wrong = _not_noise(answer, dict(zip(impl.argnames, args, strict=False)))
+            if wrong:
+                raise _PluginFailed(plugin, hook, f"{wrong} in {hook}")
+        return answer
+
     if impl.wrapper or impl.hookwrapper:
         return functools.wraps(fn)(guarded_wrapper)
+    if hook == "ddim_core_standard_normal":  # a third party's: the built-ins' go unguarded
+        return functools.wraps(fn)(guarded_noise)
     if hook in _ANSWERS:
         return functools.wraps(fn)(guarded_answer)
     return functools.wraps(fn)(guarded)
+
+
+def _not_noise(answer: Any, given: dict[str, Any]) -> str:
+    """What is wrong with a noise plugin's `answer` to the arguments `given` ("" if nothing):
+    not an array of `like`'s library, or not of `shape`. Caught here, it would reach the step
+    as the caller's error ("noise has shape ..." where the caller passed no noise)."""
+    like, shape = given.get("like"), given.get("shape")
+    try:
+        backends.namespace(noise=answer, like=like)
+    except (TypeError, ValueError) as exc:  # not an array, another library or device
+        return f"a {type(answer).__module__}.{type(answer).__qualname__} ({exc})"
+    if shape is not None and tuple(answer.shape) != tuple(shape):
+        return f"noise of shape {tuple(answer.shape)} for shape {tuple(shape)}"
+    return ""
 
 
 def _built_once(build: Callable[[], T]) -> Any:

@@ -681,6 +681,45 @@ def test_a_plugin_returning_garbage_is_warned_about_and_left_out(fresh) -> None:
     assert not fresh.has_plugin("no-kernel")
 
 
+class _CounterGenerator:
+    """A third party's generator: only its plugin draws from it."""
+
+
+@pytest.mark.parametrize(
+    ("answer", "returned"),
+    [
+        (lambda shape, like: [0.0] * shape[-1], "returned a builtins.list"),
+        (
+            lambda shape, like: np.zeros(shape[1:], like.dtype),
+            r"returned noise of shape \(2,\) for shape \(3, 2\)",
+        ),
+        (lambda shape, like: 3.0, "returned a builtins.float"),
+    ],
+)
+def test_a_noise_plugin_answering_no_noise_like_the_sample_is_named_and_left_out(
+    fresh, answer, returned
+) -> None:  # type: ignore[no-untyped-def]
+    """A third party's noise of the wrong library or shape went into the step: the
+    sample's error blamed the caller ("noise must be an array ... got list", "noise has shape
+    (2,) but model_output has shape (3, 2)", with no noise passed; numpy noise for a torch
+    sample: "pass arrays from one library"); it is now reported naming the plugin and left
+    out, as an adapter hook's garbage is."""
+
+    class WrongNoise:
+        @hookimpl
+        def ddim_core_standard_normal(self, generator, shape, like, draw):  # type: ignore[no-untyped-def]
+            return answer(shape, like) if isinstance(generator, _CounterGenerator) else None
+
+    fresh.register(WrongNoise(), name="wrong-noise")
+    like = np.zeros((3, 2), np.float32)
+    with (
+        pytest.warns(plugins.PluginWarning, match=f"'wrong-noise' {returned}"),
+        pytest.raises(TypeError, match="cannot draw noise"),
+    ):
+        plugins.standard_normal(_CounterGenerator(), (3, 2), like=like)
+    assert not fresh.has_plugin("wrong-noise")
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
