@@ -122,6 +122,7 @@ class _Manager(pluggy.PluginManager):
         return super().add_hookcall_monitoring(before, after)
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
+        _check_not_registered(self, plugin, name)
         try:
             name = super().register(plugin, name)
             if name is not None:  # None: blocked
@@ -136,6 +137,27 @@ class _Manager(pluggy.PluginManager):
         finally:  # after, as in unregister
             self.version = next(_versions)
             _forget_kernels()  # the new plugin may offer a kernel
+
+
+def _check_not_registered(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:
+    """Raise ValueError naming the name and plugin where registering `plugin` as `name` would
+    register one of them twice (pluggy's own error lists every registered plugin)."""
+    if plugin is None:  # pluggy ignores it
+        return
+    name = name or pm.get_canonical_name(plugin)
+    taken = pm.get_plugin(name)
+    if taken is not None:
+        raise ValueError(
+            f"a ddim-core plugin named {name!r} is already registered ({taken!r:.80}); "
+            f"unregister it first (plugins.manager().unregister(name={name!r})) or give "
+            "another name"
+        )
+    other = pm.get_name(plugin)
+    if other is not None:
+        raise ValueError(
+            f"ddim-core plugin {plugin!r:.80} is already registered, as {other!r}; a plugin "
+            f"is registered once (unregister {other!r} first to register it as {name!r})"
+        )
 
 
 def _callers_error(plugin: object, hook: str) -> bool:

@@ -720,6 +720,23 @@ def test_a_noise_plugin_answering_no_noise_like_the_sample_is_named_and_left_out
     assert not fresh.has_plugin("wrong-noise")
 
 
+def test_registering_a_name_or_plugin_twice_is_a_short_error_naming_both(fresh) -> None:  # type: ignore[no-untyped-def]
+    """Running docs/plugins.md's `register(mynoise, name="mynoise")` twice (a notebook cell
+    run again) gave pluggy's ValueError, whose message went on with every registered plugin
+    (the dict of all of them, numpy's, torch's, the adapters' modules ...)."""
+    plugin = _Answer("twice", [])
+    fresh.register(plugin, name="twice")
+    with pytest.raises(ValueError, match="plugin named 'twice' is already registered") as info:
+        fresh.register(_Answer("again", []), name="twice")
+    assert "numpy" not in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="already registered, as 'twice'") as info:
+        fresh.register(plugin, name="other")
+    assert "numpy" not in str(info.value) and "\n" not in str(info.value)
+    assert fresh.get_plugin("twice") is plugin and not fresh.has_plugin("other")
+    fresh.set_blocked("blocked")
+    assert fresh.register(_Answer("blocked", []), name="blocked") is None  # pluggy's, as before
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
