@@ -619,6 +619,12 @@ def requirements(plugin: object) -> dict[str, bool]:
     Returns
     -------
     dict of str to bool
+        Empty for a plugin without `requires` or with ``requires = None``.
+
+    Raises
+    ------
+    TypeError
+        `requires` is neither None, a str nor an iterable of them.
 
     Examples
     --------
@@ -627,9 +633,18 @@ def requirements(plugin: object) -> dict[str, bool]:
     >>> requirements(Plugin())
     {'json': True, 'no_such_module_here': False}
     """
-    names = getattr(plugin, "requires", ())
+    names = getattr(plugin, "requires", None)
+    if names is None:
+        return {}
     if isinstance(names, str):
         names = (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise TypeError(
+            f"a plugin's `requires` is a tuple of import names, got {type(names).__name__} "
+            f"{names!r:.60}"
+        ) from None
     return {str(name): importable(str(name)) for name in names}
 
 
@@ -719,7 +734,12 @@ def describe() -> list[dict[str, Any]]:
         if plugin is None:  # raised in ddim_core_adapter: warned about and unregistered
             continue
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
-        needs = requirements(plugin)
+        try:
+            needs = requirements(plugin)
+        except TypeError as exc:  # one plugin's bad `requires` must not break the listing
+            message = f"ddim-core plugin {name!r}: {exc}; listed without it"
+            warnings.warn(message, PluginWarning, stacklevel=2)
+            needs = {}
         if adapter is not None:
             needs.setdefault(adapter.host, host_importable(adapter))
         rows.append(

@@ -737,6 +737,26 @@ def test_registering_a_name_or_plugin_twice_is_a_short_error_naming_both(fresh) 
     assert fresh.register(_Answer("blocked", []), name="blocked") is None  # pluggy's, as before
 
 
+@pytest.mark.parametrize("requires", [None, 3])
+def test_a_plugin_s_bad_requires_does_not_break_the_listing(fresh, requires) -> None:  # type: ignore[no-untyped-def]
+    """`requires = None` (no libraries) or a non-iterable made `describe()`, hence `ddim-core
+    plugins`, raise "TypeError: 'NoneType' object is not iterable", naming no plugin and
+    listing none. None is no requirement; anything else is warned about naming the plugin,
+    which is listed without it."""
+
+    class Plugin(_Answer):
+        pass
+
+    Plugin.requires = requires  # type: ignore[attr-defined]
+    fresh.register(Plugin("req", []), name="req")
+    if requires is None:
+        rows = {row["name"]: row for row in plugins.describe()}
+    else:
+        with pytest.warns(plugins.PluginWarning, match="plugin 'req'.*got int 3"):
+            rows = {row["name"]: row for row in plugins.describe()}
+    assert rows["req"]["requires"] == {} and rows["numpy"]["requires"] == {"numpy": True}
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
