@@ -63,6 +63,14 @@ class Adapter:
         The adapter's command line, called as ``command(args, prog)`` by
         `ddim-core NAME ARGS...` and returning the exit status.
 
+    Raises
+    ------
+    TypeError
+        A field of another type: `name` and `host` non-empty str, `provides` a tuple or
+        list of str, `register` (and `command` unless None) a callable or a
+        "module:function" str. Raised in a plugin's `ddim_core_adapter`, the plugin is
+        reported and left out.
+
     Examples
     --------
     >>> adapter = Adapter("demo", "json", ("nothing",), register="json:dumps")
@@ -75,6 +83,28 @@ class Adapter:
     provides: tuple[str, ...]
     register: Callable[[], Any] | str
     command: Callable[[list[str], str], int] | str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("name", "host"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"Adapter {field} must be a non-empty str, got {value!r:.60}")
+        provides = self.provides
+        if not isinstance(provides, tuple | list) or not all(isinstance(p, str) for p in provides):
+            raise TypeError(
+                f"Adapter {self.name!r}: provides must be a tuple of str, got "
+                f"{type(provides).__name__} {provides!r:.60}"
+            )
+        object.__setattr__(self, "provides", tuple(provides))  # frozen: hashable as declared
+        for field in ("register", "command"):
+            value = getattr(self, field)
+            if field == "command" and value is None:
+                continue
+            if not (callable(value) or (isinstance(value, str) and ":" in value)):
+                raise TypeError(
+                    f"Adapter {self.name!r}: {field} must be a callable or a "
+                    f'"module:function" str, got {type(value).__name__} {value!r:.60}'
+                )
 
     def run_register(self) -> Any:
         """Call `register`; a "module:function" string is imported first.

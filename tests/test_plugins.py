@@ -757,6 +757,37 @@ def test_a_plugin_s_bad_requires_does_not_break_the_listing(fresh, requires) -> 
     assert rows["req"]["requires"] == {} and rows["numpy"]["requires"] == {"numpy": True}
 
 
+@pytest.mark.parametrize(
+    ("fields", "wrong"),
+    [
+        ({"provides": "one string"}, "provides must be a tuple of str, got str"),
+        ({"provides": ("x", 3)}, "provides must be a tuple of str"),
+        ({"register": "json.dumps"}, 'register must be a callable or a "module:function"'),
+        ({"command": 3}, "command must be a callable"),
+        ({"host": None}, "host must be a non-empty str"),
+    ],
+)
+def test_an_adapter_with_fields_of_the_wrong_kind_is_named_and_left_out(
+    fresh, fields, wrong
+) -> None:  # type: ignore[no-untyped-def]
+    """A third party's Adapter with `provides="one string"` was listed by `ddim-core plugins`
+    as "provides o, n, e,  , s, ..."; `register="json.dumps"` (no colon) failed only when
+    registering ("No module named 'json.dumps'"); host=None broke the listing (AttributeError
+    from find_spec(None)). Adapter checks its fields, and the plugin is left out naming it."""
+    given = {"name": "odd", "host": "json", "provides": ("x",), "register": "json:dumps"}
+
+    class Odd:
+        @hookimpl
+        def ddim_core_adapter(self):  # type: ignore[no-untyped-def]
+            return Adapter(**{**given, **fields})
+
+    fresh.register(Odd(), name="odd")
+    with pytest.warns(plugins.PluginWarning, match=f"'odd' raised in ddim_core_adapter.*{wrong}"):
+        assert "odd" not in plugins.adapters()
+    assert not fresh.has_plugin("odd")
+    assert Adapter(**{**given, "provides": ["x", "y"]}).provides == ("x", "y")
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
