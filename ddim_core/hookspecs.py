@@ -117,7 +117,7 @@ class Adapter:
         object
             What `register` returns (the adapters return the names they registered).
         """
-        return _resolve(self.register)()
+        return _resolve(self.register, self.name, "register")()
 
     def run_command(self, args: list[str], prog: str) -> int:
         """Run `command` with the command-line arguments after the adapter's name.
@@ -141,15 +141,25 @@ class Adapter:
         """
         if self.command is None:
             raise ValueError(f"adapter {self.name!r} has no command line")
-        return int(_resolve(self.command)(args, prog))
+        return int(_resolve(self.command, self.name, "command")(args, prog))
 
 
-def _resolve(target: Callable[..., Any] | str) -> Callable[..., Any]:
-    """A callable, or the function a "module:function" string names (imported now)."""
+def _resolve(target: Callable[..., Any] | str, adapter: str, field: str) -> Callable[..., Any]:
+    """A callable, or the function a "module:function" string names (imported now); one
+    that names no module or function is an ImportError naming the adapter and field."""
     if not isinstance(target, str):
         return target
     module, _, attr = target.partition(":")
-    function: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    where = f"adapter {adapter!r}: {field} {target!r} names"
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # a module it imports is missing: that error says which
+            raise
+        raise ModuleNotFoundError(f"{where} no module {module!r}", name=module) from None
+    function: Callable[..., Any] | None = getattr(imported, attr, None)
+    if not callable(function):
+        raise ImportError(f"{where} no function: {module!r} has no callable {attr!r}")
     return function
 
 

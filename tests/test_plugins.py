@@ -788,6 +788,17 @@ def test_an_adapter_with_fields_of_the_wrong_kind_is_named_and_left_out(
     assert Adapter(**{**given, "provides": ["x", "y"]}).provides == ("x", "y")
 
 
+def test_an_adapter_naming_a_missing_function_says_which_adapter() -> None:
+    """`ddim-core NAME` of an adapter whose command "json:nonexistent" names nothing raised
+    "AttributeError: module 'json' has no attribute 'nonexistent'", naming no adapter."""
+    adapter = Adapter("odd", "json", (), register="json:nonexistent", command="no_such_mod:main")
+    with pytest.raises(ImportError, match="adapter 'odd': register 'json:nonexistent' names no"):
+        adapter.run_register()
+    with pytest.raises(ModuleNotFoundError, match="adapter 'odd': command 'no_such_mod:main'"):
+        adapter.run_command([], "ddim-core odd")
+    assert isinstance(Adapter("ok", "os", (), register="os:getcwd").run_register(), str)
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
