@@ -24,7 +24,7 @@ an adapter hook with no Adapter, a kernel hook with nothing callable or a noise 
 array of `like`'s library and of `shape`, is reported with a
 warning naming it and unregistered, and the call goes on as if it had never been
 registered; a plugin implementing a `ddim_core_*` hook not declared here (a misspelling) is
-reported and unregistered when the plugins are loaded.
+reported and unregistered when it is registered (from its entry point, or by hand).
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ class _Manager(pluggy.PluginManager):
                         if impl.plugin is plugin:  # pluggy reads `function` at each call
                             guarded = _guard(impl, caller.name)
                             impl.function = guarded  # type: ignore[misc]  # declared Final
-            return name
+                _check_pending(self)  # a misspelled hook, also in a plugin registered by hand
+            return name if name is None or self.has_plugin(name) else None
         finally:  # after, as in unregister
             self.version = next(_versions)
             _forget_kernels()  # the new plugin may offer a kernel

@@ -799,6 +799,22 @@ def test_an_adapter_naming_a_missing_function_says_which_adapter() -> None:
     assert isinstance(Adapter("ok", "os", (), register="os:getcwd").run_register(), str)
 
 
+def test_a_plugin_registered_by_hand_with_a_misspelled_hook_is_reported(fresh) -> None:  # type: ignore[no-untyped-def]
+    """pluggy's check_pending() ran only when the entry points were loaded: a plugin registered
+    by hand (docs/plugins.md's way to try one) implementing `ddim_core_standard_normel` stayed
+    registered without a word, and its generator then had "cannot draw noise"."""
+
+    class Typo:
+        @hookimpl
+        def ddim_core_standard_normel(self, generator, shape, like, draw):  # type: ignore[no-untyped-def]
+            raise AssertionError("never called")
+
+    with pytest.warns(plugins.PluginWarning, match="'typo' failed validation.*standard_normel"):
+        assert fresh.register(Typo(), name="typo") is None
+    assert not fresh.has_plugin("typo")
+    assert fresh.register(_Answer("fine", []), name="fine") == "fine"
+
+
 def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ddim")
