@@ -712,3 +712,24 @@ def test_a_step_that_raises_is_named_with_its_config_and_step() -> None:
     assert ", 1 step, step 0 -> -1, eta=0.0, float64 (" in detail(r, "step values: epsilon"), (
         r.text()
     )
+
+
+class RejectsLinspace(ReferenceScheduler):
+    """The reference scheduler, except that set_timesteps takes no linspace spacing (as
+    diffusers' inverse scheduler does)."""
+
+    def set_timesteps(self, num_inference_steps: Any = None, *args: Any, **kwargs: Any) -> None:
+        if self.config.timestep_spacing == "linspace":
+            raise ValueError("linspace is not supported")
+        super().set_timesteps(num_inference_steps, *args, **kwargs)
+
+
+def test_a_spacing_set_timesteps_rejects_is_left_out_of_the_random_configs() -> None:
+    """A scheduler whose set_timesteps raises for linspace (right on leading and trailing)
+    failed the timesteps area: the sweep left linspace out ("not taken"), then the random
+    configs drew it and reported `set_timesteps(1) raises ValueError`, where the docs say
+    inputs the target rejects are skipped, not failed."""
+    (found,) = check(RejectsLinspace, backend="numpy", areas=["timesteps"]).findings
+    assert found.verdict == "pass", found.detail
+    assert "not taken: linspace: ValueError: linspace is not supported" in found.detail
+
