@@ -733,3 +733,38 @@ def test_a_spacing_set_timesteps_rejects_is_left_out_of_the_random_configs() -> 
     assert found.verdict == "pass", found.detail
     assert "not taken: linspace: ValueError: linspace is not supported" in found.detail
 
+
+class CastsOutputs(ReferenceScheduler):
+    """The reference scheduler, except that step returns `which` result in float32 (x0:
+    pred_original_sample) whatever the input's dtype."""
+
+    which = "x0"
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, **kwargs: Any) -> Any:
+        kwargs["return_dict"] = False
+        prev, x0 = super().step(model_output, timestep, sample, **kwargs)
+        if self.which == "x0":
+            return prev, x0.astype(np.float32)
+        return prev.astype(np.float32), x0
+
+
+class CastsPrevSample(CastsOutputs):
+    which = "prev"
+
+
+def test_a_step_returning_another_dtype_is_named() -> None:
+    """A float32 step whose pred_original_sample came back float64 passed every area (the
+    dtypes area read prev_sample's dtype only); a float64 step returning float32 failed the
+    value areas as `off by 2.9e-08 ... float64`, never naming the dtype. Each step of the
+    value and dtypes areas now checks both results keep the input's dtype."""
+    area = ["step values: epsilon", "dtypes"]
+    x0 = {f.area: f for f in check(CastsOutputs, backend="numpy", areas=area).findings}
+    assert x0["dtypes"].verdict == "FAIL", x0["dtypes"].detail
+    assert "a float16 step returns pred_original_sample float32" in x0["dtypes"].detail
+    assert x0["step values: epsilon"].verdict == "FAIL"
+    assert (
+        "a float64 step returns pred_original_sample float32" in x0["step values: epsilon"].detail
+    )
+    (prev,) = check(CastsPrevSample, backend="numpy", areas=area[:1]).findings
+    assert prev.verdict == "FAIL" and "a float64 step returns prev_sample float32" in prev.detail
+

@@ -24,7 +24,7 @@ from ddim_core.config import DDIMConfig
 
 from . import reference
 from .assertions import TOLERANCE, assert_step_close, describe, n_steps, rel
-from .backends import to_numpy
+from .backends import dtype_name, to_numpy
 from .strategies import configs, etas
 from .suite import FAIL, NA, PASS, UNSUPPORTED, AllUnsupported, Divergence, Finding, search
 from .suite import inputs as draw_inputs
@@ -316,6 +316,13 @@ def step_matches(
             raise Divergence(
                 f"step writes into its {name} (in place): {describe(s.plan.config)}, "
                 f"{n_steps(s.plan.num_inference_steps)}, step from t={t}, eta={eta}, {dtype}"
+            )
+    for name, result in zip(("prev_sample", "pred_original_sample"), got, strict=True):
+        if result is not None and dtype_name(result.dtype) != dtype:  # else held to the tolerance
+            raise Divergence(  # of its own dtype, or failed naming no dtype
+                f"a {dtype} step returns {name} {dtype_name(result.dtype)}: "
+                f"{describe(s.plan.config)}, {n_steps(s.plan.num_inference_steps)}, "
+                f"step from t={t}, eta={eta}"
             )
     try:
         assert_step_close(
