@@ -768,3 +768,32 @@ def test_a_step_returning_another_dtype_is_named() -> None:
     (prev,) = check(CastsPrevSample, backend="numpy", areas=area[:1]).findings
     assert prev.verdict == "FAIL" and "a float64 step returns prev_sample float32" in prev.detail
 
+
+class IgnoresUseClipped(ReferenceScheduler):
+    """The reference scheduler, except that step ignores use_clipped_model_output."""
+
+    def step(  # type: ignore[override]
+        self,
+        model_output: Any,
+        timestep: Any,
+        sample: Any,
+        eta: float = 0.0,
+        use_clipped_model_output: bool = False,
+        generator: Any = None,
+        variance_noise: Any = None,
+        return_dict: bool = True,
+    ) -> Any:
+        return super().step(
+            model_output, timestep, sample, eta, False, generator, variance_noise, return_dict
+        )
+
+
+def test_a_counterexample_names_use_clipped_model_output() -> None:
+    """The clipping area's counterexample for a step that ignores use_clipped_model_output
+    named the config, step and eta but not use_clipped_model_output=True, the one input that
+    made it differ: the message could not be reproduced from."""
+    (found,) = check(
+        IgnoresUseClipped, backend="numpy", areas=["clipping and thresholding"]
+    ).findings
+    assert found.verdict == "FAIL", found.detail
+    assert "use_clipped_model_output=True" in found.detail, found.detail

@@ -329,7 +329,8 @@ def assert_step_close(
         context = (
             f"{describe(plan.config)}, {n_steps(plan.num_inference_steps)}, "
             f"{'inverse step' if inverse else 'step'} {src} -> {dst}, eta={eta}, "
-            f"{dtype_name(dtype)}, shape {tuple(x.shape)}"
+            + ("use_clipped_model_output=True, " if use_clipped_model_output else "")
+            + f"{dtype_name(dtype)}, shape {tuple(x.shape)}"
             + (f", sample {i.start}" if len(ts) > 1 else "")
         )
         for name, value, exact, size_ in (
