@@ -422,3 +422,21 @@ def test_the_checkers_gaussian_denoiser_does_not_warn_on_half_precision_levels()
     assert found.verdict == "pass", found.detail
     with pytest.warns(RuntimeWarning, match="overflow"):
         model(x, sigma) * x * x  # the caller's overflow is the caller's to see
+
+
+def test_a_result_in_another_dtype_than_its_sample_fails() -> None:
+    """A float32 step returning float16 results (off by a relative 5e-4, 50 x float32's
+    tolerance) passed assert_step_close: the tolerance is the result's dtype's, float16's. A
+    result of the sample's library in another dtype now fails, naming both dtypes; `dtype=`
+    still compares results with inputs given in float64."""
+    config = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
+    plan = reference.make_plan(config, 10)
+    x, m = np.random.default_rng(0).standard_normal((2, 2, 4)).astype(np.float32)
+    prev, x0 = reference.step(plan, m.astype(np.float64), 899, x.astype(np.float64))
+    half = ((prev * (1 + 5e-4)).astype(np.float16), x0.astype(np.float16))
+    with pytest.raises(AssertionError, match="prev_sample is float16, the sample float32"):
+        assert_step_close(half, plan, m, 899, x)
+    with pytest.raises(AssertionError, match="pred_original_sample is float64, the sample"):
+        assert_step_close((prev.astype(np.float32), x0), plan, m, 899, x)
+    assert_step_close((prev.astype(np.float32), x0.astype(np.float32)), plan, m, 899, x)
+    assert_step_close(prev.astype(np.float32), plan, m, 899, x.astype(np.float64), dtype="float32")

@@ -277,7 +277,9 @@ def assert_step_close(
     inverse : bool
         Whether the step is an inverse step (`assert_inverse_step_close`).
     dtype : str or dtype, optional
-        The dtype whose tolerance applies; prev_sample's by default.
+        The dtype whose tolerance applies; prev_sample's by default, which must then be the
+        sample's where both are arrays of one library (give `dtype` to compare a result with
+        inputs given in another dtype, e.g. NumPy float64 values).
     scale : float
         A factor on the tolerance.
 
@@ -287,7 +289,8 @@ def assert_step_close(
         If a timestep is outside [0, num_train_timesteps), or there are neither one nor one
         per sample.
     AssertionError
-        If prev_sample or pred_original_sample differs from exact DDIM's beyond the bound.
+        If prev_sample or pred_original_sample differs from exact DDIM's beyond the bound,
+        or (no `dtype` given) is of another dtype than the sample of its library.
 
     Examples
     --------
@@ -301,6 +304,8 @@ def assert_step_close(
     if isinstance(plan, tuple):
         plan = reference.make_plan(*plan)
     prev, x0 = _outputs(got)
+    if dtype is None:
+        _keeps_dtype(sample, (("prev_sample", prev), ("pred_original_sample", x0)))
     dtype = dtype if dtype is not None else getattr(prev, "dtype", "float64")
     x, m = to_numpy(sample), to_numpy(model_output)
     z = None if noise is None or eta == 0 or inverse else to_numpy(noise)
@@ -411,6 +416,22 @@ def assert_timesteps_equal(
         f"{describe(config)}, {n_steps(n)}{' (inverse)' if inverse else ''}: timesteps[{i}] is "
         f"{shown}, the plan has {expect} ({len(have)} timesteps, the plan {len(want)})"
     )
+
+
+def _keeps_dtype(sample: Any, results: Sequence[tuple[str, Any]]) -> None:
+    """A result of the sample's library in another dtype fails: the default tolerance, the
+    result's own dtype's, would hold a float32 step returning float16 to float16's."""
+    want = getattr(sample, "dtype", None)
+    for name, value in results:
+        if want is None or value is None or not hasattr(value, "dtype"):
+            continue
+        if type(value).__module__.partition(".")[0] != type(sample).__module__.partition(".")[0]:
+            continue  # e.g. NumPy float64 inputs of a torch step: no dtype to compare
+        if dtype_name(value.dtype) != dtype_name(want):
+            raise AssertionError(
+                f"{name} is {dtype_name(value.dtype)}, the sample {dtype_name(want)}: a step "
+                "returns its input's dtype (dtype= compares a result with inputs of another)"
+            )
 
 
 def _outputs(got: Any) -> tuple[Any, Any]:
