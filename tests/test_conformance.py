@@ -797,3 +797,25 @@ def test_a_counterexample_names_use_clipped_model_output() -> None:
     ).findings
     assert found.verdict == "FAIL", found.detail
     assert "use_clipped_model_output=True" in found.detail, found.detail
+
+
+class HalfSkipsClipping(ReferenceScheduler):
+    """The reference scheduler, except that a float16 step neither clips nor thresholds (a
+    half-precision path that forgets them)."""
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, **kwargs: Any) -> Any:
+        if np.asarray(sample).dtype != np.float16:
+            return super().step(model_output, timestep, sample, **kwargs)
+        options = {k: v for k, v in vars(self.config).items() if k != "prev_timestep"}
+        plain = ReferenceScheduler(**{**options, "clip_sample": False, "thresholding": False})
+        plain.set_timesteps(self.num_inference_steps)
+        return plain.step(model_output, timestep, sample, **kwargs)
+
+
+def test_dtypes_steps_clip_and_threshold() -> None:
+    """A step whose float16 path skipped clip_sample and thresholding passed every area: the
+    value areas (which clip) step in float64 only, and the dtypes area's float16 steps were
+    all clip_sample=False. The dtypes area now draws clip_sample and thresholding."""
+    (found,) = check(HalfSkipsClipping, backend="numpy", areas=["dtypes"]).findings
+    assert found.verdict == "FAIL", found.detail
+    assert "float16" in found.detail and "float32" not in found.detail, found.detail

@@ -829,8 +829,9 @@ def dtypes(target: Scheduler) -> Finding:
     range, T = 500, trained_betas: TABLES), and the level past the last
     step (`final_alpha_cumprod`; inverse: `initial_alpha_cumprod`) with set_alpha_to_one True
     and False, which the value areas take from the target. The steps: up to 15 random
-    configs per dtype, eta 0 or 1 (0 inverting), against exact DDIM on the config's exact table
-    within the dtype's tolerance; a step must return the dtype it is given.
+    configs per dtype (clip_sample and thresholding drawn too), eta 0 or 1 (0 inverting),
+    against exact DDIM on the config's exact table within the dtype's tolerance; a step must
+    return the dtype it is given.
 
     Parameters
     ----------
@@ -870,7 +871,9 @@ def dtypes(target: Scheduler) -> Finding:
 
         strategy = st.tuples(
             _value_cases(
-                prediction_type=configs().map(lambda c: c.prediction_type), clip_sample=False
+                prediction_type=configs().map(lambda c: c.prediction_type),
+                clip_sample=st.booleans(),
+                thresholding=st.booleans(),
             ),
             st.sampled_from([0.0, 1.0]),
         )
