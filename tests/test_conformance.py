@@ -819,3 +819,39 @@ def test_dtypes_steps_clip_and_threshold() -> None:
     (found,) = check(HalfSkipsClipping, backend="numpy", areas=["dtypes"]).findings
     assert found.verdict == "FAIL", found.detail
     assert "float16" in found.detail and "float32" not in found.detail, found.detail
+
+
+class TorchFloat64Table(ReferenceScheduler):
+    """Its linear tables torch's float64 product of torch's float64 linspace (diffusers'
+    recipe, in float64): a few float64 ulps from NumPy's, from linspace's other rounding."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        c = self.config
+        if c.beta_schedule == "linear" and c.trained_betas is None:
+            betas = torch.linspace(
+                c.beta_start, c.beta_end, c.num_train_timesteps, dtype=torch.float64
+            )
+            self.alphas_cumprod = torch.cumprod(1.0 - betas, 0).numpy()
+
+
+class Float32BetasTable(ReferenceScheduler):
+    """Its float64 table the product of betas rounded to float32: about 1e-7 relative off."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        betas = reference.config_schedule(self.config).betas.astype(np.float32)
+        self.alphas_cumprod = np.cumprod(1.0 - betas.astype(np.float64))
+
+
+def test_a_float64_table_rounded_another_way_passes() -> None:
+    """A scheduler building its table as diffusers does, in float64 (torch.linspace,
+    torch.cumprod) failed dtypes: 'float64 alphas_cumprod off by up to 7.9e-16 relative (...
+    = 5.17572249e-05, exact 5.17572249e-05)': 3.5 float64 ulps from NumPy's linspace and
+    product, which 'exact' is, 1000 x under the float64 step tolerance. float64 tables are now
+    held to TOLERANCE['float64'] relative (others to 1 ulp); one from float32 betas fails."""
+    r = check(TorchFloat64Table, backend="numpy", areas=["dtypes"])
+    assert verdicts(r) == {"dtypes": "pass"}, r.text()
+    r = check(Float32BetasTable, backend="numpy", areas=["dtypes"])
+    assert verdicts(r) == {"dtypes": "FAIL"}, r.text()
+    assert "float64 alphas_cumprod off by" in detail(r, "dtypes"), r.text()

@@ -821,7 +821,8 @@ def inverse_mirror(target: Scheduler) -> Finding:
 
 
 def dtypes(target: Scheduler) -> Finding:
-    """alpha_bar tables within 1 ulp of exact in their own dtype; float32 (and float16,
+    """alpha_bar tables within 1 ulp of exact in their own dtype (float64 ones within
+    TOLERANCE["float64"] relative: exact is NumPy's product, a few ulps off); float32 (and float16,
     bfloat16 where the library has them) steps on the target's own tables against exact
     DDIM, in the input's dtype.
 
@@ -897,7 +898,8 @@ def _same_dtype(target: Scheduler, s: Setup, t: int, dtype: str) -> None:
 
 
 def _table_error(target: Scheduler) -> str | None:
-    """The worst alpha_bar table entry over the TABLES, when off by more than 1 ulp."""
+    """The worst alpha_bar table entry over the TABLES, when off by more than 1 ulp (float64:
+    TOLERANCE["float64"] relative, the step's)."""
     worst: tuple[float, str, int, float, float, str] | None = None
     for name, options in TABLES.items():
         config = DDIMConfig(**options)
@@ -914,6 +916,8 @@ def _table_error(target: Scheduler) -> str | None:
         if have.shape != exact.shape:
             return f"{name}: alphas_cumprod has {have.size} entries, T = {exact.size}"
         ulp = _ulp(exact, dtype)
+        if dtype_name(dtype) == "float64":  # exact is NumPy's rounding: another linspace or
+            ulp = np.maximum(ulp, TOLERANCE["float64"] * exact)  # product order differs by ulps
         error = np.abs(have - exact)
         if np.all(error <= ulp):
             continue
