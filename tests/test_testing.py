@@ -440,3 +440,26 @@ def test_a_result_in_another_dtype_than_its_sample_fails() -> None:
         assert_step_close((prev.astype(np.float32), x0), plan, m, 899, x)
     assert_step_close((prev.astype(np.float32), x0.astype(np.float32)), plan, m, 899, x)
     assert_step_close(prev.astype(np.float32), plan, m, 899, x.astype(np.float64), dtype="float32")
+
+
+def test_the_plugin_imports_no_hypothesis_in_a_run_that_does_not_use_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """The plugin (loaded by every pytest run once ddim-core is installed) imported Hypothesis
+    and ddim_core.testing.strategies in pytest_configure of every run, to register its
+    profiles: a project that uses neither paid for the imports on each start (and Hypothesis'
+    own plugin, which stays idle while Hypothesis is not imported, then ran its hooks),
+    where the plugin says nothing imports Hypothesis before a test asks for it. The profiles
+    are now registered where a run asks for one (--hypothesis-profile) or has imported
+    Hypothesis already."""
+    pytester.makepyfile(
+        test_plain="""
+        import sys
+
+        def test_nothing_imported():
+            assert "hypothesis" not in sys.modules
+            assert "ddim_core.testing.strategies" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "ddim_core.testing.pytest_plugin", "-q")
+    result.assert_outcomes(passed=1)

@@ -15,6 +15,7 @@ Nothing here imports Hypothesis or an array library before a test asks for it.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -64,14 +65,16 @@ def backend_params(*, module: str | None = None) -> list[Any]:
 
 
 @pytest.hookimpl(tryfirst=True)  # before Hypothesis' plugin loads --hypothesis-profile
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure(config: pytest.Config | None) -> None:
     """Register the Hypothesis profiles `ddim-core-ci` and `ddim-core-dev` (pytest calls this
-    hook once, before collecting); nothing when Hypothesis is not installed.
+    hook once, before collecting) where the run asks for a profile (`--hypothesis-profile`)
+    or has imported Hypothesis already (a conftest); nothing else: a run that does not use
+    Hypothesis does not import it (nor ddim_core's strategies) for them.
 
     Parameters
     ----------
-    config : pytest.Config
-        pytest's config (not used: the profiles do not depend on it).
+    config : pytest.Config or None
+        pytest's config: its `--hypothesis-profile` option is read (None: register).
 
     Examples
     --------
@@ -81,6 +84,9 @@ def pytest_configure(config: pytest.Config) -> None:
     30
     """
     if importlib.util.find_spec("hypothesis") is None:
+        return
+    asked = config is None or config.getoption("hypothesis_profile", None) is not None
+    if not asked and "hypothesis" not in sys.modules:  # this plugin loads in every pytest run
         return
     from hypothesis import settings
 
