@@ -97,8 +97,40 @@ def test_all_extra_has_every_extra_that_installs_here() -> None:
     ]
     (spec,) = extras["all"]
     included = set(spec.partition("[")[2].rstrip("]").split(","))
-    # cupy needs CUDA; mindspore and mindone need NumPy 1.x (their own environment)
-    assert included == set(extras) - {"all", "cupy", "mindspore", "mindone"}
+    # cupy needs CUDA; mindspore, mindone and kdiffusion need NumPy 1.x (their own environment)
+    assert included == set(extras) - {"all", "cupy"} - NUMPY1_EXTRAS
+
+
+# Extras whose libraries need NumPy 1.x: mindone pins numpy<2, MindSpore 2.10's wheels are built
+# against NumPy 1.x, and k-diffusion 0.1.1 needs dctorch, whose every release pins numpy<2.
+NUMPY1_EXTRAS = {"mindspore", "mindone", "kdiffusion"}
+
+
+def test_all_extra_leaves_out_the_extras_that_need_numpy_1() -> None:
+    """jax 0.5 on needs NumPy 2: with kdiffusion in `all`, `pip install 'ddim-core[all]'`
+    backtracked through dctorch, clean-fid, accelerate and jaxlib releases (86 MB each) for
+    more than 15 minutes without finishing."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    (spec,) = extras["all"]
+    included = set(spec.partition("[")[2].rstrip("]").split(","))
+    assert "jax" in included
+    assert included & NUMPY1_EXTRAS == set()
+
+
+def test_extras_that_install_mindspore_pin_numpy_1() -> None:
+    """mindspore 2.10.0 allows any numpy>=1.25 but its wheels are built against NumPy 1.x:
+    `pip install "ddim-core[mindspore]"` (docs/mindspore.md) into a fresh environment brought
+    NumPy 2.4.6, and MindSpore's first operation (`Tensor * 0.1`) raised SystemError
+    ("numpy.core.multiarray failed to import")."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    for extra, specs in extras.items():
+        names = {re.split(r"[\s<>=!~;\[]", s, maxsplit=1)[0]: s for s in specs}
+        if "mindspore" in names:
+            assert names.get("numpy", "").replace(" ", "") == "numpy<2", extra
 
 
 def test_distributed_extra_installs_what_the_dataset_commands_use() -> None:
