@@ -1859,6 +1859,12 @@ def command(name: str, argv: Sequence[str]) -> int:
     except (OSError, ValueError, TypeError) as e:  # missing, a folder, not JSON, a bad option
         why = e.strerror if isinstance(e, OSError) and e.strerror else e
         parser.error(f"argument --config: {args.config!r}: {why}")
+    try:  # the extra the command needs (it brings tqdm too) before the progress bar's
+        _dask()
+        _zarr()
+    except ImportError as e:
+        print(f"ddim-core {name}: error: {e}", file=sys.stderr)
+        return 2
     if not args.quiet:
         try:
             _tqdm()

@@ -1046,6 +1046,23 @@ def test_a_missing_progress_bar_names_quiet(
     assert not out.exists()
 
 
+def test_without_the_distributed_extra_the_command_names_it_first(
+    tmp_path: Path, npy: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only `pip install ddim-core` (no dask.distributed, zarr or tqdm), `ddim-core
+    invert-dataset a.npy b.zarr --steps 5` said "the progress bar needs tqdm: pip install
+    'ddim-core[progress]'": installing that only led to the next error. The extra the command
+    needs, `distributed` (which brings tqdm too), is named first."""
+    for name in ("distributed", "tqdm", "tqdm.auto"):
+        monkeypatch.setitem(sys.modules, name, None)
+    out = tmp_path / "out.zarr"
+    status = distributed.command("invert-dataset", [str(npy), str(out), "--steps", "3"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "ddim-core[distributed]" in err, err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "kind,given",
     [
