@@ -700,7 +700,7 @@ def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) 
         return jnp.where(jnp.isin(x, jnp.asarray(excluded)), -1, x)
     elif not is_host_numpy(x):  # no check (CuPy, array-api-strict's devices): NaN, as for JAX
         xp = namespace(timestep=x)
-        x = x if x.dtype == xp.int64 else xp.astype(x, xp.int64)
+        x = _signed(x, xp)
         hit = functools.reduce(operator.or_, (x == row for row in excluded))
         return xp.where(hit, xp.full_like(x, -1), x)
     return x
@@ -762,12 +762,21 @@ def _take_or_nan(table: Array, flat: Array, xp: Namespace) -> Array:
     """`take` of indices no check has read (CuPy, array-api-strict's devices other than its
     CPU, ...), with NaN rows for those outside [0, len(table)), where CuPy's take wraps them
     to another row and array-api-strict's raises from inside NumPy."""
-    if flat.dtype != xp.int64:  # (an unsigned or narrow dtype cannot compare with -1 or T)
-        flat = xp.astype(flat, xp.int64)
+    flat = _signed(flat, xp)
     valid = (flat >= 0) & (flat < table.shape[0])
     rows = xp.take(table, xp.where(valid, flat, xp.zeros_like(flat)), axis=0)
     valid = xp.reshape(valid, (-1, *([1] * (table.ndim - 1))))
     return xp.where(valid, rows, xp.full_like(rows, float("nan")))
+
+
+def _signed(x: Array, xp: Namespace) -> Array:
+    """Integer indices in a signed dtype that holds -1 and every table row (an unsigned or
+    narrow one cannot compare with them): int32 or int64 as they are, unsigned 32/64-bit in
+    int64, the rest in int32 (not int64: devices without 64-bit types, array-api-strict's
+    `no_x64`, have no int64 to cast to)."""
+    if x.dtype in (xp.int32, xp.int64):
+        return x
+    return xp.astype(x, xp.int64 if x.dtype in (xp.uint32, xp.uint64) else xp.int32)
 
 
 def _check_block(block: np.ndarray, size: int, message: str) -> np.ndarray:

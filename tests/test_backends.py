@@ -259,3 +259,39 @@ def test_jax_sample_sharded_over_devices() -> None:
         print("ok")
     """
     run_on_jax_cpu_devices(code, devices=3)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8"])
+def test_unread_timesteps_on_a_device_without_64_bit_integers(dtype: str) -> None:
+    """array-api-strict's `no_x64` device has neither float64 nor int64 (as devices without
+    64-bit types): a float32 sample there stepped from a Python int, but a timestep array
+    (int32, or any other integer dtype) raised array-api-strict's 'Device ... does not support
+    dtype=int64' from inside take_rows' NaN guard (and the check for excluded timesteps), which
+    cast the indices to int64. A signed 32-bit dtype holds -1 and every row: the steps gather
+    as on `device1`, NaN where no step can be taken."""
+    xs = pytest.importorskip("array_api_strict")
+    np = pytest.importorskip("numpy")
+    device, cpu = xs.Device("no_x64"), xs.Device("CPU_DEVICE")
+    config = dc.DDIMConfig(num_train_timesteps=200)  # every timestep below fits in uint8
+    plan = dc.make_plan(config, 10)
+    zero_snr = dc.make_plan(config.replace(rescale_betas_zero_snr=True), 10)  # epsilon
+    x = xs.asarray(np.ones((2, 3), dtype=np.float32), device=device)
+    host = np.ones((1, 3), dtype=np.float32)
+    bad = [(dc.step, plan, 200), (dc.step, plan, 255), (dc.step, zero_snr, 199)]
+    bad += [(dc.inverse_step, plan, 200), (dc.inverse_step, plan, 255)]  # (199: a step)
+    for step, p, t in bad:
+        t_arr = xs.asarray(np.array([t, 101], dtype=dtype), device=device)
+        got, want = step(p, 0.5 * x, t_arr, x), step(p, 0.5 * host, 101, host)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == xs.float32 and a.device == device
+            a = np.from_dlpack(xs.asarray(a, device=cpu))
+            assert np.isnan(a[0]).all(), (t, a)
+            np.testing.assert_array_equal(a[1:], b)
+    t_arr = xs.asarray(np.array([255, 5], dtype=dtype), device=device)
+    for got, want in [
+        (dc.add_noise(plan, x, x, t_arr), dc.add_noise(plan, host, host, 5)),
+        (dc.get_velocity(plan, x, x, t_arr), dc.get_velocity(plan, host, host, 5)),
+    ]:
+        got = np.from_dlpack(xs.asarray(got, device=cpu))
+        assert np.isnan(got[0]).all()
+        np.testing.assert_array_equal(got[1:], want)
