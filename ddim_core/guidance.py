@@ -64,6 +64,8 @@ def _check_outputs(xp: Namespace, *named: tuple[str, Array]) -> None:
             raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
     (name_a, a), (name_b, b) = named
     if tuple(a.shape) != tuple(b.shape):
+        for name, x in named:  # NaN (Dask's unknown size) is unequal to itself: say so
+            backends.check_known_shape(name, x)
         raise ValueError(
             f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; "
             "they must be equal"
@@ -96,8 +98,8 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     Raises
     ------
     ValueError
-        A `guidance_rescale` outside [0, 1] or non-finite, shapes that differ, or no axis
-        beyond the batch.
+        A `guidance_rescale` outside [0, 1] or non-finite, shapes that differ (or unknown
+        sizes that cannot be compared: Dask's NaN), or no axis beyond the batch.
     TypeError
         Arrays of different libraries or not real floating, or a non-number
         `guidance_rescale`.

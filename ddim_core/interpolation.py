@@ -45,8 +45,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     Raises
     ------
     ValueError
-        Shapes that differ, an alpha array of another shape, or a NaN or infinite alpha
-        number (alpha arrays are not read on the host).
+        Shapes that differ or are unknown (Dask's NaN sizes), an alpha array of another shape,
+        or a NaN or infinite alpha number (alpha arrays are not read on the host).
     TypeError
         A sample that is None, dtypes that differ or are not real floating, or an alpha of
         another kind (an alpha array must be real floating or integer).
@@ -61,6 +61,7 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     for name, x in (("x_a", x_a), ("x_b", x_b)):
         if x is None:  # namespace() skips None: a loader or model that returned nothing
             raise TypeError(f"{name} must be a real floating array, got None")
+        backends.check_known_shape(name, x)  # (Dask: its batch size makes the alphas)
     if tuple(x_a.shape) != tuple(x_b.shape):
         raise ValueError(
             f"x_a has shape {tuple(x_a.shape)} but x_b has shape {tuple(x_b.shape)}; they must "

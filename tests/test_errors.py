@@ -223,3 +223,27 @@ def test_a_dask_array_of_unknown_shape_is_named() -> None:
         dc.sample(lambda x, t: 0.1 * x, x, plan.config, 3)
     known = x.compute_chunk_sizes()
     assert dc.step(plan, known * 0.5, 500, known).prev_sample.compute().shape == (4, 3)
+
+
+def test_a_dask_array_of_unknown_shape_is_named_by_guidance_and_slerp() -> None:
+    """Dask arrays whose chunk sizes are unknown (after boolean indexing): rescale_noise_cfg
+    and guided's cfg of two such arrays said 'noise_guided has shape (nan, 3) but noise_cond
+    has shape (nan, 3); they must be equal', the same shape twice and no way out, and slerp
+    failed inside Dask's full ('Can not perform automatic rechunking with unknown (nan) chunk
+    sizes', a backend traceback). They name the argument and compute_chunk_sizes, as step
+    does; rescale of one array with itself (one shape object) still builds its graph."""
+    da = pytest.importorskip("dask.array")
+    from ddim_core.guidance import cfg
+
+    base = da.from_array(np.full((4, 3), 0.5), chunks=2)
+    x, y = base[base[:, 0] > 0], base[base[:, 1] > 0]
+    with pytest.raises(ValueError, match=r"noise_guided has shape \(nan, 3\) with unknown sizes"):
+        dc.rescale_noise_cfg(x, y, 0.5)
+    with pytest.raises(ValueError, match=r"uncond has shape \(nan, 3\) with unknown sizes"):
+        cfg(x, y, 7.5)
+    for a, b in [(x, x), (x, y)]:
+        with pytest.raises(ValueError, match=r"x_a has shape \(nan, 3\) with unknown.*chunk_sizes"):
+            dc.slerp(a, b, 0.5)
+    assert dc.rescale_noise_cfg(x, x, 0.5).compute().shape == (4, 3)
+    known = x.compute_chunk_sizes()
+    assert dc.slerp(known, known, 0.5).compute().shape == (4, 3)
