@@ -169,11 +169,26 @@ def _std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:
     axes = tuple(range(1, a.ndim))
     big_a = _max_abs(a, axes, xp=xp)
     big_b = _max_abs(b, axes, xp=xp)
-    std_a = xp.std(a / big_a, axis=axes, keepdims=True)
-    std_b = xp.std(b / big_b, axis=axes, keepdims=True)
+    std_a = _std(a / big_a, axes, xp=xp)
+    std_b = _std(b / big_b, axes, xp=xp)
     spread = std_b > 0
     one = xp.ones_like(std_b)
     return xp.where(spread, std_a / xp.where(spread, std_b, one) * (big_a / big_b), one)
+
+
+def _std(x: Array, axes: tuple[int, ...], *, xp: Namespace) -> Array:
+    """std over `axes` (kept) per sample, with derivative 0 for a sample with no spread:
+    sqrt's is infinite at 0, and where() would pass 0 * inf = NaN back from the branch it did
+    not take (jax.grad; torch's std takes 0 itself). Such a sample's std is taken of a ramp
+    instead, and dropped; the others' are xp.std's own, bit for bit."""
+    size = math.prod(x.shape[1:])
+    if size < 2:  # one value per sample: no spread, nothing to differentiate
+        return xp.zeros_like(x)
+    spread = xp.var(x, axis=axes, keepdims=True) > 0
+    ramp = xp.arange(size, dtype=x.dtype, device=backends.device(x))
+    safe = xp.where(spread, x, xp.reshape(ramp, (1, *x.shape[1:])))
+    std = xp.std(safe, axis=axes, keepdims=True)
+    return xp.where(spread, std, xp.zeros_like(std))
 
 
 def _max_abs(x: Array, axes: tuple[int, ...], *, xp: Namespace) -> Array:

@@ -140,6 +140,43 @@ def test_rescale_noise_cfg_of_huge_and_tiny_float32_is_finite_and_right(scale: f
     assert dc.rescale_noise_cfg(empty, empty, 0.7).shape == (2, 0)
 
 
+def test_rescale_gradient_is_finite_where_a_sample_has_no_spread() -> None:
+    """Under jax.grad, rescale_noise_cfg of a sample with zero spread (a constant guided or
+    conditional output: a zero-initialised output layer) gave NaN gradients for both
+    arguments: jnp.std's sqrt has no derivative at 0, and where() passed 0 * inf back from
+    the branch it did not take (torch's std backward gives 0 there). A guided sample with no
+    spread is left as it is (derivative 1, none to the conditional one); a conditional one
+    with no spread scales by 0 (its std's derivative taken as 0, as torch takes it). Other
+    samples' gradients are unchanged, and the values too."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    g0, c0 = rng.standard_normal((3, 2, 4)) * 3.0, rng.standard_normal((3, 2, 4))
+    g0[0], c0[1] = 0.5, -2.0  # no spread: the guided sample 0, the conditional sample 1
+    g = torch.from_numpy(g0).requires_grad_()
+    c = torch.from_numpy(c0).requires_grad_()
+    got = dc.rescale_noise_cfg(g, c, 0.7)
+    want = dc.rescale_noise_cfg(g0, c0, 0.7)
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-14)
+    got.sum().backward()
+    assert g.grad is not None and c.grad is not None
+    assert bool(torch.isfinite(g.grad).all() and torch.isfinite(c.grad).all())
+    torch.testing.assert_close(g.grad[0], torch.ones_like(g.grad[0]))
+    torch.testing.assert_close(c.grad[0], torch.zeros_like(c.grad[0]))
+    torch.testing.assert_close(g.grad[1], torch.full_like(g.grad[1], 0.3))
+    torch.testing.assert_close(c.grad[1], torch.zeros_like(c.grad[1]))
+    g2 = torch.from_numpy(g0[2:]).requires_grad_()
+    c2 = torch.from_numpy(c0[2:]).requires_grad_()
+    dc.rescale_noise_cfg(g2, c2, 0.7).sum().backward()
+    torch.testing.assert_close(g.grad[2:], g2.grad)
+    torch.testing.assert_close(c.grad[2:], c2.grad)
+    jax = pytest.importorskip("jax")
+    grads = jax.grad(lambda g, c: dc.rescale_noise_cfg(g, c, 0.7).sum(), argnums=(0, 1))
+    for expected, got_jax in zip(
+        (g.grad, c.grad), grads(g0.astype(np.float32), c0.astype(np.float32)), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(got_jax), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_guidance_refuses_bad_scales_and_rescales() -> None:
     """A NaN scale or a rescale outside [0, 1] is an error naming the argument, never a
     silent NaN; integer outputs are a TypeError, not a backend's AttributeError."""
