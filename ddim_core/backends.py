@@ -237,7 +237,10 @@ def as_namespace(xp: Any) -> Namespace:
 def device(x: Array) -> Any:
     """The device an array lives on (array-api-compat's portable accessor): where arrays made
     for it go. A JAX array over several devices gives the sharding that keeps a whole copy on
-    each of them (its own splits axis 0, which a table or constant of another shape lacks).
+    each of them (its own splits axis 0, which a table or constant of another shape lacks). An
+    uncommitted JAX array (made without ``device=``: ``jnp.ones``, ``jax.random.normal``)
+    gives None, as a traced one does: JAX computes it where the committed arguments are, and
+    arrays made for it stay uncommitted, as JAX's own results from it.
 
     Parameters
     ----------
@@ -257,6 +260,8 @@ def device(x: Array) -> Any:
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(where, jax.sharding.Sharding):  # several devices
         return _replicated(where)
+    if jax is not None and uncommitted(x):  # JAX moves it to where the other arrays are
+        return None
     return where
 
 
@@ -292,7 +297,11 @@ def default_device(xp: Namespace) -> Any:
     >>> default_device(HOST_XP)
     'cpu'
     """
-    return device(xp.empty(0))
+    where = array_api_compat.device(xp.empty(0))  # (not device(): JAX's is uncommitted)
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(where, jax.sharding.Sharding):
+        return _replicated(where)
+    return where
 
 
 def is_host_numpy(x: Array) -> bool:

@@ -295,3 +295,54 @@ def test_unread_timesteps_on_a_device_without_64_bit_integers(dtype: str) -> Non
         got = np.from_dlpack(xs.asarray(got, device=cpu))
         assert np.isnan(got[0]).all()
         np.testing.assert_array_equal(got[1:], want)
+
+
+def test_jax_uncommitted_arrays_beside_a_sample_on_another_device() -> None:
+    """A sample committed to a second device (jax.device_put(x, devices[1])) beside arrays made
+    without device= (jnp.asarray timesteps, jnp.ones model outputs or noise, alpha), which JAX
+    computes on the committed array's device: each was refused with 'timestep is on device
+    CpuDevice(id=0) but sample is on CpuDevice(id=1); move them to one device' (in sample and
+    invert, every model whose output is made fresh). An uncommitted array is placed nowhere
+    (device() None, as a traced one); the results are on the sample's device and equal the
+    one-device results, and two committed devices are still refused. Two CPU devices need a
+    fresh process (XLA_FLAGS is read when jax starts)."""
+    pytest.importorskip("jax")
+    code = """
+        import jax, jax.numpy as jnp, numpy as np
+        import ddim_core as dc
+        d0, d1 = jax.devices()
+        config = dc.DDIMConfig(clip_sample=False)
+        plan = dc.make_plan(config, 10)
+        x_host = np.linspace(-1.0, 1.0, 6, dtype=np.float32).reshape(2, 3)
+        x, t_host = jax.device_put(x_host, d1), np.array([901, 801])
+        loose, t = jnp.asarray(0.5 * x_host), jnp.asarray(t_host)  # uncommitted
+
+        def same(got, want):
+            assert got.devices() == {d1}, got.devices()
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+
+        want = dc.step(plan, 0.5 * x_host, t_host, x_host, eta=1.0, noise=0.5 * x_host)
+        got = dc.step(plan, loose, t, x, eta=1.0, noise=loose)
+        same(got.prev_sample, want.prev_sample)
+        want = dc.inverse_step(plan, 0.5 * x_host, t_host, x_host).prev_sample
+        same(dc.inverse_step(plan, loose, t, x).prev_sample, want)
+        same(dc.add_noise(config, x, loose, t), dc.add_noise(config, x_host, 0.5 * x_host, t_host))
+        want = dc.get_velocity(config, x_host, 0.5 * x_host, t_host)
+        same(dc.get_velocity(config, x, loose, t), want)
+        want = dc.slerp(x_host, 0.5 * x_host + 1.0, np.array([0.25, 0.5], np.float32))
+        got = dc.slerp(x, loose + 1.0, jnp.asarray([0.25, 0.5], dtype=jnp.float32))
+        same(got, want)
+        same(dc.rescale_noise_cfg(x, loose, 0.7), dc.rescale_noise_cfg(x_host, 0.5 * x_host, 0.7))
+        model = lambda x, t: jnp.full((2, 3), 0.1, dtype=jnp.float32)  # made fresh: uncommitted
+        one = jnp.asarray(x_host)  # the same on one device
+        same(dc.sample(model, x, config, 5), np.asarray(dc.sample(model, one, config, 5)))
+        same(dc.invert(model, x, config, 5), np.asarray(dc.invert(model, one, config, 5)))
+        try:
+            dc.step(plan, jax.device_put(0.5 * x_host, d0), 901, x)
+        except ValueError as e:
+            assert "move them to one device" in str(e), e
+        else:
+            raise AssertionError("two committed devices were taken")
+        print("ok")
+    """
+    run_on_jax_cpu_devices(code, 2)
