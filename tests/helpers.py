@@ -76,13 +76,13 @@ FUSED_PLUGINS = ("numba", "torch-fused", "cupy-fused")
 
 
 @contextlib.contextmanager
-def reference_path() -> Iterator[None]:
-    """Run ddim_core's reference array-API step: the fused-kernel plugins blocked (through the
-    public DDIM_CORE_BLOCK_PLUGINS switch, on a fresh plugin manager), then restored."""
+def blocked(*names: str) -> Iterator[None]:
+    """Plugins `names` blocked (besides those already blocked) through the public
+    DDIM_CORE_BLOCK_PLUGINS switch, on a fresh plugin manager, then restored."""
     from ddim_core import plugins
 
     saved = os.environ.get(plugins.BLOCK_ENV)
-    os.environ[plugins.BLOCK_ENV] = ",".join(filter(None, [saved, *FUSED_PLUGINS]))
+    os.environ[plugins.BLOCK_ENV] = ",".join(filter(None, [saved, *names]))
     plugins.manager.cache_clear()
     try:
         yield
@@ -92,6 +92,11 @@ def reference_path() -> Iterator[None]:
         else:
             os.environ[plugins.BLOCK_ENV] = saved
         plugins.manager.cache_clear()
+
+
+def reference_path() -> contextlib.AbstractContextManager[None]:
+    """Run ddim_core's reference array-API step: the fused-kernel plugins blocked."""
+    return blocked(*FUSED_PLUGINS)
 
 
 def run_on_jax_cpu_devices(code: str, devices: int) -> None:

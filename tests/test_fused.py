@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import reference_path, to_numpy
+from helpers import blocked, reference_path, to_numpy
 
 import ddim_core as dc
 from ddim_core import builtins, coefficients, plugins
@@ -224,28 +223,12 @@ def test_blocking_the_numba_plugin_keeps_numba_off_torch_steps(dtype: str) -> No
     plan = dc.make_plan(dc.DDIMConfig(), 10)
     with reference_path():
         want = dc.step(plan, m, 500, x)
-    with _blocked("numba"):
+    with blocked("numba"):
         kernel = plugins.step_kernel(x)
         got = dc.step(plan, m, 500, x)
     assert getattr(kernel, "args", (kernel,))[0] is builtins._torch_step  # (half: a partial)
     assert torch.allclose(got.prev_sample, want.prev_sample, rtol=1e-2, atol=1e-6)
     assert getattr(plugins.step_kernel(x), "args", (None,))[0] is not builtins._torch_step
-
-
-@contextlib.contextmanager
-def _blocked(name: str):  # type: ignore[no-untyped-def]
-    """Plugin `name` blocked through DDIM_CORE_BLOCK_PLUGINS on a fresh manager, then not."""
-    saved = os.environ.get(plugins.BLOCK_ENV)
-    os.environ[plugins.BLOCK_ENV] = name
-    plugins.manager.cache_clear()
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[plugins.BLOCK_ENV]
-        else:
-            os.environ[plugins.BLOCK_ENV] = saved
-        plugins.manager.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
@@ -790,39 +773,13 @@ def test_numba_guard_compares_a_parallel_step_with_serial_steps_of_its_size(
     assert not choose(large) and not choose(small)
 
 
-def test_numba_parallel_step_runs_with_its_threads_whatever_this_thread_set(
+def test_numba_parallel_step_runs_with_its_threads_and_gives_the_count_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """numba's thread count is set only where it differs (it is per thread): a count the
-    caller lowered on this thread is raised to THREADS again for the parallel loop."""
-    numba = pytest.importorskip("numba")
-    from ddim_core import _numba
-
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba runs one thread here")
-    seen = []
-    monkeypatch.setattr(_numba, "THREADS", 2)
-    monkeypatch.setattr(_numba, "_choose", lambda *a: _numba._PARALLEL.acquire(blocking=False))
-    monkeypatch.setattr(_numba, "_pass", lambda *a: seen.append(numba.get_num_threads()))
-    x = np.zeros(8, np.float32)
-    row = coefficients.fused_form(coefficients.Row(0.6, 0.8, 0.5, 0.25, 0.0), "epsilon", False)
-    before = numba.get_num_threads()
-    try:
-        for threads in (1, 2, 1):
-            numba.set_num_threads(threads)
-            _numba.run(x, x, None, row, None, x.copy(), x.copy())
-    finally:
-        numba.set_num_threads(before)
-    assert seen == [2, 2, 2]
-
-
-def test_numba_parallel_step_gives_this_thread_its_thread_count_back(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A count the caller set on this thread (numba.set_num_threads(1), for its own parallel
-    functions) was left at THREADS after a parallel step: the caller's later numba code ran
-    on every thread. The parallel loop still runs with THREADS; the caller's count is back
-    after it."""
+    """numba's thread count is per thread: a count the caller lowered on this thread
+    (numba.set_num_threads(1), for its own parallel functions) is raised to THREADS for the
+    parallel loop (set only where it differs), and given back after it (it was left at
+    THREADS: the caller's later numba code ran on every thread)."""
     numba = pytest.importorskip("numba")
     from ddim_core import _numba
 
