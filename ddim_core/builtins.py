@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -292,9 +293,16 @@ class TorchKernel:
 def _numba_allowed() -> bool:
     """Whether numba is installed and its plugin ("numba") is not blocked or unregistered:
     blocking it keeps numba off CPU torch steps too (asked once per type and dtype)."""
-    from . import plugins  # (it imports this module)
+    return importlib.util.find_spec("numba") is not None and _numba_registered()
 
-    return importlib.util.find_spec("numba") is not None and plugins.manager().has_plugin("numba")
+
+def _registered_until_told() -> bool:
+    return True
+
+
+# Whether the "numba" plugin is registered: set by ddim_core.plugins, which imports this
+# module (this module cannot import it back: an import cycle); until then, numba if installed
+_numba_registered: Callable[[], bool] = _registered_until_told
 
 
 def _torch_step_half(

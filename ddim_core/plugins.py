@@ -295,6 +295,15 @@ def manager() -> pluggy.PluginManager:
     return pm
 
 
+def _numba_plugin_registered() -> bool:
+    """Whether the "numba" plugin is registered (not blocked): torch-fused runs numba's pass
+    only then (`builtins._numba_registered`)."""
+    return bool(manager().has_plugin("numba"))
+
+
+builtins._numba_registered = _numba_plugin_registered  # (builtins cannot import this module)
+
+
 def blocked() -> list[str]:
     """Plugin names blocked by the environment variable `DDIM_CORE_BLOCK_PLUGINS`.
 
