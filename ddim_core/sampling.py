@@ -92,11 +92,12 @@ def sample(
     eta : float, default 0.0
         0 is deterministic DDIM; > 0 adds noise (needs `noise` or `generator`).
     noise : callable or sequence of arrays, optional
-        The noise of step i: ``noise(i, t)`` or ``noise[i]``.
+        The noise of step i: ``noise(i, t)`` or ``noise[i]`` (not with `generator`).
     generator : optional
-        Draws the noise through the backend plugins: a ``numpy.random.Generator`` (any
-        library: drawn on the host, moved to the sample's device), a ``torch.Generator``, a
-        JAX PRNG key (folded with i), a ``cupy.random.Generator``.
+        Draws the noise through the backend plugins (not with `noise`): a
+        ``numpy.random.Generator`` (any library: drawn on the host, moved to the sample's
+        device), a ``torch.Generator``, a JAX PRNG key (folded with i), a
+        ``cupy.random.Generator``.
     timesteps : sequence of int, optional
         A custom plan, strictly decreasing.
     callback : callable, optional
@@ -118,8 +119,8 @@ def sample(
     TypeError
         `model` is not callable, or returns an array of another library.
     ValueError
-        eta > 0 without noise; a model output of the wrong shape or with NaN/Inf; a bad plan;
-        check_finite=True under jax.jit (a host read).
+        eta > 0 without noise; both `noise` and `generator`; a model output of the wrong shape
+        or with NaN/Inf; a bad plan; check_finite=True under jax.jit (a host read).
 
     Examples
     --------
@@ -136,6 +137,11 @@ def sample(
     eta = check_eta(eta)
     if eta > 0 and noise is None and generator is None:
         raise ValueError(f"eta={eta} > 0 needs `noise` or `generator`")
+    if noise is not None and generator is not None:  # one would be ignored, silently
+        raise ValueError(
+            "pass `noise` or `generator`, not both: the steps' noise comes from one of them "
+            f"(got noise={type(noise).__name__} and generator={type(generator).__name__})"
+        )
     if eta > 0 and noise is not None and not callable(noise):
         _check_noise_list(noise, plan.num_inference_steps)
     xp = backends.namespace(x=x)

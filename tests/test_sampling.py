@@ -102,6 +102,16 @@ def test_eta_with_generator_and_noise_list_agree() -> None:
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("eta", [1.0, 0.0])
+def test_noise_and_generator_together_are_refused(eta: float) -> None:
+    """Both given, the noise list was used and the generator ignored without a word (eta 0
+    too: neither is read there, and the call says two different things)."""
+    x_T = np.random.default_rng(6).standard_normal((8, 2))
+    noises = [np.zeros((8, 2))] * 10
+    with pytest.raises(ValueError, match="pass `noise` or `generator`, not both"):
+        sample(MIXTURE, x_T, CONFIG, 10, eta=eta, noise=noises, generator=np.random.default_rng(7))
+
+
 def test_bad_loop_input() -> None:
     x = np.zeros((4, 2))
     with pytest.raises(TypeError, match="model must be callable"):
