@@ -661,6 +661,7 @@ def _timestep_array(timestep: Any, sample: Array, xp: Namespace) -> Array:
     if not backends.is_kind(xp, timestep, "integral"):
         raise TypeError(f"timestep array must have an integer dtype, got {timestep.dtype}")
     batch = sample.shape[0] if sample.ndim else 1
+    backends.check_known_shape("timestep", timestep)  # (Dask's NaN: no batch to compare)
     if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch)):
         raise ValueError(
             f"timestep array has shape {tuple(timestep.shape)}; expected () or ({batch},), one "

@@ -225,6 +225,24 @@ def test_a_dask_array_of_unknown_shape_is_named() -> None:
     assert dc.step(plan, known * 0.5, 500, known).prev_sample.compute().shape == (4, 3)
 
 
+def test_a_dask_timestep_array_of_unknown_size_is_named() -> None:
+    """Per-sample Dask timesteps of unknown size (after boolean indexing) said 'timestep array
+    has shape (nan,); expected () or (4,)', not what is unknown nor the way out, where an
+    unknown sample's shape names compute_chunk_sizes."""
+    da = pytest.importorskip("dask.array")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x = da.from_array(np.full((4, 3), 0.5), chunks=2)
+    ts = da.from_array(np.array([500, 400, 300, 200]), chunks=2)
+    unknown = ts[ts > 0]
+    match = r"timestep has shape \(nan,\) with unknown sizes.*compute_chunk_sizes"
+    with pytest.raises(ValueError, match=match):
+        dc.step(plan, x * 0.5, unknown, x)
+    with pytest.raises(ValueError, match=match):
+        dc.add_noise(plan, x, x, unknown)
+    got = dc.step(plan, x * 0.5, unknown.compute_chunk_sizes(), x).prev_sample.compute()
+    assert np.array_equal(got, dc.step(plan, x * 0.5, ts, x).prev_sample.compute())
+
+
 def test_a_dask_array_of_unknown_shape_is_named_by_guidance_and_slerp() -> None:
     """Dask arrays whose chunk sizes are unknown (after boolean indexing): rescale_noise_cfg
     and guided's cfg of two such arrays said 'noise_guided has shape (nan, 3) but noise_cond
