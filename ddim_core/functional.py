@@ -222,10 +222,11 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
     xp = backends.namespace(like=like)
     if not backends.is_real_floating(xp, like):
         raise TypeError(f"like must be a real floating-point array, got dtype {like.dtype}")
-    # An uncommitted JAX array (jax.random.normal's, jnp.ones') makes an uncommitted state: a
-    # committed state beside an uncommitted sample is another signature to jax.jit than the
-    # committed arrays the first step returns (the jitted step, model included, compiled twice)
-    device = None if backends.uncommitted(like) else backends.device(like)
+    # An uncommitted JAX array (jax.random.normal's, jnp.ones') makes an uncommitted state
+    # (`device` is None for it): a committed state beside an uncommitted sample is another
+    # signature to jax.jit than the committed arrays the first step returns (the jitted step,
+    # model included, compiled twice)
+    device = backends.device(like)
     dtype = backends.work_dtype(xp, like.dtype)
     # A Dask index is read only when the graph runs (a step past the plan's end was an
     # IndexError inside Dask): a NumPy one is read for free by every call's check

@@ -185,8 +185,7 @@ def _std(x: Array, axes: tuple[int, ...], *, xp: Namespace) -> Array:
     if size < 2:  # one value per sample: no spread, nothing to differentiate
         return xp.zeros_like(x)
     spread = xp.var(x, axis=axes, keepdims=True) > 0
-    where = None if backends.uncommitted(x) else backends.device(x)  # (JAX: as x, uncommitted)
-    ramp = xp.arange(size, dtype=x.dtype, device=where)
+    ramp = xp.arange(size, dtype=x.dtype, device=backends.device(x))  # (uncommitted JAX: None)
     safe = xp.where(spread, x, xp.reshape(ramp, (1, *x.shape[1:])))
     std = xp.std(safe, axis=axes, keepdims=True)
     return xp.where(spread, std, xp.zeros_like(std))
