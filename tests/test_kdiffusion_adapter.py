@@ -697,3 +697,16 @@ def test_a_bad_step_count_is_named_n(n: Any, error: type) -> None:
     caller never wrote."""
     with pytest.raises(error, match=r"^n must be"):
         dk.get_sigmas_ddim(dc.DDIMConfig(), n)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_a_zero_terminal_snr_config_is_named_as_k_diffusions_limit(prediction_type: str) -> None:
+    """The sigmas do not depend on the prediction type, but from an epsilon config the core's
+    plan check answered first: "prediction_type='epsilon' cannot recover x_0 ...; use
+    'v_prediction' or 'sample'", advice that only led to this error (a VE sigma list cannot
+    start at alpha_bar = 0 whatever the model predicts)."""
+    config = dc.DDIMConfig(
+        rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type=prediction_type
+    )
+    with pytest.raises(ValueError, match=r"zero terminal SNR\), whose sigma is infinite"):
+        dk.get_sigmas_ddim(config, 10, xp=np)

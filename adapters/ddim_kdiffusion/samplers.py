@@ -331,7 +331,9 @@ def get_sigmas_ddim(
     changes["set_alpha_to_one"] = set_alpha_to_one
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
     n = check_int("n", n, low=1, high=config.num_train_timesteps)  # named as the caller knows it
-    plan = dc.make_plan(config, n)
+    # the sigmas need only the plan's timesteps and schedule: v_prediction has no level the
+    # core's first-step check refuses, so zero terminal SNR reaches the VE check below
+    plan = dc.make_plan(config.replace(prediction_type="v_prediction"), n)
     schedule = plan.schedule if table is None else _schedule_of(table, config)
     ab = np.array([*(schedule.alpha_bar(t) for t in plan.timesteps), schedule.final_alpha_cumprod])
     if np.any(ab <= 0.0):
