@@ -457,3 +457,21 @@ def test_a_plain_tuple_of_half_arrays_is_sampled_in_float32(name: str, dtype: st
     wide = sample(model, reversible.State(a.float(), b.float(), half), sigmas, disable=True)
     assert got.dtype == half and bool(torch.isfinite(got).all())
     assert torch.equal(got, wide)
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("order", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_a_plain_tuple_of_two_dtypes_is_refused_as_the_core_refuses_it(
+    name: str, order: tuple[Any, Any]
+) -> None:
+    """(float32, float64) arrays were scaled into the first array's dtype before the core's
+    check ("a state's two arrays must share one shape and dtype") could see them: the float64
+    array was rounded to float32 and sampled without a word (the other order widened the
+    float32 one), where ddim_core.reversible.sample_* refuses the same tuple."""
+    sigmas = get_sigmas_ddim(CONFIG, 4, xp=np)
+    a, b = (np.full((1, 2), 3.0 + 1e-12, dtype) for dtype in order)
+    match = r"a state's two arrays must share one shape and dtype"
+    with pytest.raises(ValueError, match=match):
+        reversible.sample_bdia(lambda x, t: x, (a, b), CONFIG, 4)  # the core, as a reference
+    with pytest.raises(ValueError, match=match):
+        getattr(kr, f"sample_{name}")(denoiser, (a, b), sigmas, disable=True)
