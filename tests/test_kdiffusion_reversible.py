@@ -475,3 +475,39 @@ def test_a_plain_tuple_of_two_dtypes_is_refused_as_the_core_refuses_it(
         reversible.sample_bdia(lambda x, t: x, (a, b), CONFIG, 4)  # the core, as a reference
     with pytest.raises(ValueError, match=match):
         getattr(kr, f"sample_{name}")(denoiser, (a, b), sigmas, disable=True)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_an_inverse_state_of_jax_arrays_passes_through_jax_whole(name: str) -> None:
+    """The inverses return a subclass of the core's State, and JAX's pytree registration of
+    State does not cover subclasses: jax.device_put(state) raised "... _State is not a valid
+    JAX type", a jitted inverse raised it for its result, and a jitted sample_* got the state
+    stacked into one (2, ...) array ("Incompatible shapes for broadcasting"), as the core's
+    State was before it was registered. It is a pytree node too: its arrays, low words, the
+    core's state and the inverse's x_0 are leaves; an eager round trip after device_put is
+    exact to the bit, jitted BDIA and BELM loops to about float32's precision (as the core's,
+    docs/inversion-methods.md; EDICT's coupled sequences amplify XLA's other roundings)."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    sigmas = get_sigmas_ddim(CONFIG, 4, xp=np)
+    up = sigmas[::-1].copy()
+
+    def model(x, sigma):  # type: ignore[no-untyped-def]
+        return 0.5 * x / (1.0 + sigma[:, None] ** 2) + 0.1 * jnp.tanh(x)
+
+    x0 = jnp.asarray(np.random.default_rng(0).standard_normal((3, 2)), dtype=jnp.float32)
+    inverse = getattr(kr, f"sample_{name}_inverse")
+    sample = getattr(kr, f"sample_{name}")
+    state = inverse(model, x0, up, disable=True)
+    moved = jax.device_put(state)
+    assert type(moved) is type(state) and moved.dtype == state.dtype
+    assert moved.origin == state.origin
+    assert bool(jnp.all(sample(model, moved, sigmas, disable=True) == x0))
+    traced = jax.jit(lambda x: inverse(model, x, up, disable=True))(x0)
+    assert type(traced) is type(state) and traced.origin == state.origin
+    back = jax.jit(lambda s: sample(model, s, sigmas, disable=True))(traced)
+    assert back.shape == x0.shape and back.dtype == x0.dtype
+    if name == "edict":  # its coupled sequences amplify XLA's other roundings (1e-4 here)
+        assert bool(jnp.all(jnp.isfinite(back)))
+    else:
+        assert float(jnp.abs(back - x0).max()) <= 1e-5

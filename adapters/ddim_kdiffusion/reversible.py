@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -638,8 +639,10 @@ def resumed(state: reversible.State, inverse_state: Any) -> reversible.State:
 
 def _unwritten(given: reversible.State, ve: reversible.State) -> bool:
     """Whether the inverse's VE arrays are as `ve`, scaled again from its VP state, gives them:
-    an in-place edit since (a user's, ComfyUI's noise mask) is then taken, not the kept state."""
-    if (given.lo is None) != (ve.lo is None):
+    an in-place edit since (a user's, ComfyUI's noise mask) is then taken, not the kept state.
+    Under jax.jit nothing can be read: the arrays are taken (jitted loops are not exact to the
+    bit anyway, docs/inversion-methods.md)."""
+    if (given.lo is None) != (ve.lo is None) or backends.jax_traced(given[0]):
         return False
     pairs = [(given[0], ve[0]), (given[1], ve[1]), *zip(given.lo or (), ve.lo or (), strict=True)]
     xp = backends.namespace(x=given[0])
@@ -670,12 +673,49 @@ class _State(reversible.State):
     ) -> _State:
         state: _State = super().__new__(cls, first, second, dtype, lo, origin)  # type: ignore[assignment]
         state.vp, state.given = vp, given
+        if not _PYTREE:  # jax imported since: register before jax.jit can see one
+            _register_pytree()
         return state
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle (and copy) with the core's state and the inverse's x_0."""
         args = (self[0], self[1], self.dtype, self.lo, self.origin, self.vp, self.given)
         return (_State, args)
+
+
+_PYTREE: list[bool] = []  # [True] once _State is a JAX pytree node
+_PYTREE_LOCK = threading.Lock()
+
+
+def _register_pytree() -> bool:
+    """Make `_State` a JAX pytree node, as the core makes `State` (a registration does not
+    cover subclasses: unregistered, jax.device_put refused the inverses' states and jax.jit
+    stacked them into one array), if jax is imported (never importing it): the arrays, low
+    words, the core's state and the inverse's x_0 are the leaves; dtype and origin static."""
+    jax = sys.modules.get("jax")
+    if _PYTREE or jax is None or not hasattr(jax, "tree_util"):  # (jax still importing)
+        return bool(_PYTREE)
+    with _PYTREE_LOCK:
+        if not _PYTREE:
+            jax.tree_util.register_pytree_node(_State, _flatten, _unflatten)
+            _PYTREE.append(True)
+    return True
+
+
+def _flatten(state: _State) -> tuple[tuple[Any, ...], tuple[Any, Any]]:
+    return (state[0], state[1], state.lo, state.vp, state.given), (state.dtype, state.origin)
+
+
+def _unflatten(aux: tuple[Any, Any], children: Any) -> _State:
+    """A _State of `children` as they are: jax passes tracers or placeholders, not arrays to
+    check (so not through State's checks)."""
+    state: _State = tuple.__new__(_State, (children[0], children[1]))
+    state.dtype, state.origin = aux
+    state.lo, state.vp, state.given = children[2], children[3], children[4]
+    return state
+
+
+_register_pytree()
 
 
 def _stepped(sigmas: Array, name: str, *, ascending: bool) -> list[float]:
