@@ -58,7 +58,7 @@ import math
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import backends, coefficients, kernels
@@ -912,10 +912,11 @@ def _materialized(pair: cw.Pair) -> cw.Pair:
     return cw.Pair(backends.materialize(pair.hi), backends.materialize(pair.lo))
 
 
-def _steps(plan: Plan, progress: bool, name: str) -> list[tuple[int, int]]:
-    """(step index, timestep) of the steps after the first."""
+def _steps(plan: Plan, progress: bool, name: str) -> Iterable[tuple[int, int]]:
+    """(step index, timestep) of the steps after the first, through the bar: not listed up
+    front, which would run the bar to its end before the first step."""
     pairs = list(enumerate(plan.timesteps))[1:]
-    return list(_progress(pairs, progress, name))  # type: ignore[arg-type]
+    return _progress(pairs, progress, name)  # type: ignore[arg-type,return-value]
 
 
 def _evaluate(

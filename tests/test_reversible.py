@@ -484,3 +484,33 @@ def test_state_scaled_of_half_arrays_works_in_float32(dtype: str) -> None:
     assert got.dtype == half and got.lo is not None
     for x, y in zip((*got, *got.lo), (*want, *want.lo), strict=True):
         assert x.dtype == torch.float32 and torch.equal(x, y)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_progress_bar_advances_with_the_steps(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar of every loop moves as its steps run: sample_bdia and sample_belm listed the
+    bar's items up front, which ran it to 100% before the first model call."""
+    tqdm_auto = pytest.importorskip("tqdm.auto")
+    events: list[str] = []
+
+    def bar(items, desc):  # type: ignore[no-untyped-def]
+        for item in items:
+            events.append("bar")
+            yield item
+
+    def model(x, t):  # type: ignore[no-untyped-def]
+        events.append("model")
+        return COND(x, t)
+
+    monkeypatch.setattr(tqdm_auto, "tqdm", bar)
+    invert, sample, _ = METHODS[method]
+    x_0 = real_data(4)
+    state = invert(COND, x_0, SD, 5)
+    for run in (
+        lambda: invert(model, x_0, SD, 5, progress=True),
+        lambda: sample(model, state, SD, 5, progress=True),
+    ):
+        events.clear()
+        run()
+        first, last = events.index("bar"), len(events) - 1 - events[::-1].index("bar")
+        assert "model" in events[first:last], events  # steps run between the bar's items
