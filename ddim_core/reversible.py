@@ -65,7 +65,7 @@ from . import backends, coefficients, kernels
 from . import compensated as cw
 from .backends import Array, Namespace
 from .coefficients import Row, StepKey
-from .config import DDIMConfig, check_nonnegative, check_real
+from .config import DDIMConfig, check_real
 from .plans import FINAL, Plan, make_plan
 from .sampling import Model, StepInfo, _call, _check_loop, _progress
 from .steps import inverse_step, step
@@ -1042,14 +1042,14 @@ def _plan(config: DDIMConfig, n: int | None, timesteps: Sequence[int] | None) ->
 
 
 def _check_p(p: Any) -> float:
-    value = check_nonnegative("p", p)
+    value = check_real("p", p)  # a real, finite number; then the interval, negatives too
     if not 0.0 < value <= 1.0:
         raise ValueError(f"p={p} must be in (0, 1]")
     return value
 
 
 def _check_gamma(gamma: Any) -> float:
-    value = check_nonnegative("gamma", gamma)
+    value = check_real("gamma", gamma)  # as p: negatives get the interval
     if not 0.0 < value <= 1.0:
         raise ValueError(f"gamma={gamma} must be in (0, 1] (gamma = 0 is DDIM, not invertible)")
     return value

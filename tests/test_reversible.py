@@ -514,3 +514,12 @@ def test_progress_bar_advances_with_the_steps(method: str, monkeypatch: pytest.M
         run()
         first, last = events.index("bar"), len(events) - 1 - events[::-1].index("bar")
         assert "model" in events[first:last], events  # steps run between the bar's items
+
+
+@pytest.mark.parametrize("option", ["p", "gamma"])
+def test_a_negative_p_or_gamma_names_the_interval(option: str) -> None:
+    """p=-0.5 was refused as 'must be a finite number >= 0', where 0 is refused too: the
+    message names (0, 1], as for 0 and 1.5."""
+    invert = R.invert_edict if option == "p" else R.invert_bdia
+    with pytest.raises(ValueError, match=rf"{option}=-0.5 must be in \(0, 1\]"):
+        invert(COND, np.zeros((2, 2)), SD, 5, **{option: -0.5})
