@@ -154,7 +154,9 @@ def inverse_step(
 
     As in diffusers' `DDIMInverseScheduler` and null-text inversion, `model_output` is the
     model evaluated at the destination `timestep` on the source `sample`. Without clipping,
-    `inverse_step` undoes `step` given the same model output.
+    `inverse_step` undoes `step` given the same epsilon or sample prediction; not the same
+    v-prediction, which each reads against the sample it is applied to, at its level (x_t
+    forward, the source here, as diffusers does).
 
     Parameters
     ----------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -248,3 +249,22 @@ def test_host_reads_asked_for_under_jax_jit_are_a_clear_error(
         jax.jit(lambda x: run(lambda y, t: 0.5 * y, x, config, 3, **options))(x)
     # outside jit the same options read the host as documented
     assert run(lambda y, t: 0.5 * y, x, config, 3, **options).shape == (2, 3)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_which_inverse_step_undoes_step_as_docs_inversion_says(prediction_type: str) -> None:
+    """docs/inversion.md and inverse_step said the same model output undoes `step` without
+    clipping: true for epsilon and sample, not for v_prediction, whose output is read against
+    the sample it is applied to (x_t forward, the source backward, as diffusers'
+    DDIMInverseScheduler reads it): 0.1 off at 10 steps. The page says so."""
+    config = dc.DDIMConfig(clip_sample=False, prediction_type=prediction_type)
+    plan = dc.make_plan(config, 10)
+    x, out = np.random.default_rng(0).standard_normal((2, 3, 2))
+    t = plan.timesteps[-2]
+    back = dc.inverse_step(plan, out, t, dc.step(plan, out, t, x).prev_sample).prev_sample
+    undone = bool(np.abs(back - x).max() < 1e-12)
+    assert undone == (prediction_type != "v_prediction")
+    page = (Path(__file__).parent.parent / "docs" / "inversion.md").read_text(encoding="utf-8")
+    said = " ".join(page.split("## Step by step", 1)[1].split("```", 1)[0].split())
+    assert "undoes `step` given the same model output" in said
+    assert "not a v-prediction" in said
