@@ -310,6 +310,23 @@ def test_schedule_cap_leaves_room_for_leadings_steps_offset() -> None:
         core.ddim_sigmas(model, 20, "leading", 999, 1.0)
 
 
+def test_schedule_cap_leaves_room_for_quadratics_steps_offset() -> None:
+    """Quadratic spacing adds steps_offset too (`ddim_core.plans.spaced_timesteps`), and its
+    1000-step plan is every timestep: with steps_offset 1 at steps / denoise of 1000 or more,
+    the 999-step plan, as leading's (it raised, naming a steps_offset the user had not
+    changed, at 20 steps and denoise 0.01)."""
+    ab = dc.schedule(dc.DDIMConfig()).alphas_cumprod
+    model = FakeModel(types.SimpleNamespace(sigmas=torch.tensor(np.sqrt((1 - ab) / ab))))
+    full = core.ddim_sigmas(model, 999, "quadratic", 1, 1.0)
+    assert full.shape == (1000,) and float(full[0]) == pytest.approx(
+        float(model.model_sampling.sigmas[999])
+    )
+    assert torch.equal(core.ddim_sigmas(model, 1000, "quadratic", 1, 1.0), full)
+    assert torch.equal(core.ddim_sigmas(model, 20, "quadratic", 1, 0.01), full[-21:])
+    tooltip = next(p for p in _node("DDIMCoreSchedule").inputs if p.name == "steps_offset").tooltip
+    assert "quadratic" in tooltip
+
+
 def _node(node_id: str) -> core.NodeSpec:
     return next(n for n in core.NODES if n.node_id == node_id)
 

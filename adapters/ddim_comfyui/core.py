@@ -393,7 +393,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     as ComfyUI's BasicScheduler does. The plan has at most one step per training timestep (len
     of the table, 1000 for SD): more steps, or steps / denoise above that, give the plan of
     that many (all of it, or its last steps), as ComfyUI's ddim_uniform caps its steps; with
-    leading spacing, that many less steps_offset (whose last timestep is then the table's).
+    leading or quadratic spacing (which add steps_offset), that many less steps_offset (whose
+    last timestep is then the table's).
 
     Parameters
     ----------
@@ -436,7 +437,8 @@ def ddim_sigmas(model: Any, steps: int, spacing: str, steps_offset: int, denoise
     if denoise <= 0.0:  # no step; float32 on the CPU, as the plan's sigmas
         return table.new_zeros((0,)).float().cpu()
     total = min(steps if denoise >= 1.0 else int(steps / denoise), table.shape[0])
-    if spacing == "leading" and total == table.shape[0]:  # its last timestep: total - 1 + offset
+    if spacing in ("leading", "quadratic") and total == table.shape[0]:
+        # every timestep, the last total - 1 + offset: room for the offset
         total = max(total - steps_offset, 1)
     alphas_cumprod = 1.0 / (1.0 + table.double() ** 2)
     sigmas = get_sigmas_ddim(
@@ -537,8 +539,8 @@ STEPS_OFFSET = Param(  # the DDIM Schedule's and the Unsampler's (the same sched
     0,
     1000,
     1,
-    tooltip="Shift of every timestep (diffusers' steps_offset; leading spacing only, 1 for "
-    "Stable Diffusion 1.x).",
+    tooltip="Shift of every timestep (diffusers' steps_offset; leading and quadratic spacing "
+    "only, 1 for Stable Diffusion 1.x).",
 )
 
 NODES = (
@@ -649,8 +651,8 @@ NODES = (
             ),
         ),
         "SIGMAS",
-        "The sigmas of diffusers' DDIM timesteps (leading / trailing / linspace) on the model's "
-        "own schedule, ending in 0.",
+        "The sigmas of diffusers' DDIM timesteps (leading / trailing / linspace) or the DDIM "
+        "paper's quadratic ones on the model's own schedule, ending in 0.",
         ddim_sigmas,
     ),
     NodeSpec(

@@ -427,7 +427,8 @@ def run_unsampler(
     tol : float
         Its tolerance (0: every refinement).
     steps_offset : int, default 0
-        The schedule's steps_offset (leading spacing only), as the DDIM Schedule node's.
+        The schedule's steps_offset (leading and quadratic spacing only), as the DDIM
+        Schedule node's.
     guide : callable
         Runs a sampler function under ComfyUI's CFG (given by `ddim_comfyui.nodes`).
 
