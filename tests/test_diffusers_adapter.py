@@ -131,6 +131,17 @@ def test_custom_timesteps_in_the_wrong_order_name_the_order_each_class_runs() ->
         inverse.set_timesteps(timesteps=[5, 5])
 
 
+@pytest.mark.parametrize("cls", ["DDIMScheduler", "DDIMInverseScheduler"])
+@pytest.mark.parametrize("timesteps", [{1, 2, 3}, frozenset({1, 2, 3}), {900: 0, 100: 0}])
+def test_custom_timesteps_without_an_order_are_refused(cls: str, timesteps: object) -> None:
+    """A set or a mapping of timesteps has no order of its own, and dc.make_plan refuses one;
+    set_timesteps(timesteps=...) took it in iteration order (hash order for a set: {1, 2, 3}
+    ran as [1, 2, 3], {100, 500, 900} raised 'strictly decreasing, got [100, 900, 500]')."""
+    scheduler = getattr(dd, cls)()
+    with pytest.raises(TypeError, match="timesteps must be a sequence of integers, got"):
+        scheduler.set_timesteps(timesteps=timesteps)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [

@@ -19,7 +19,7 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Set
 from typing import Any
 
 import numpy as np
@@ -714,7 +714,8 @@ def _custom_timesteps(timesteps: Any) -> list[int]:
                 f"shape {host.shape}"
             )
         return [int(t) for t in host.tolist()]
-    if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__iter__"):
+    # a set or a mapping has no order of its own (dc.make_plan refuses them alike)
+    if isinstance(timesteps, str | bytes | Mapping | Set) or not hasattr(timesteps, "__iter__"):
         raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
     return [check_int("timesteps", t) for t in timesteps]
 
