@@ -93,7 +93,21 @@ class Schedule(backends.Registered):
         -------
         numpy.ndarray
             float64, shaped like `timesteps`.
+
+        Raises
+        ------
+        TypeError
+            `timesteps` are not integers.
+        ValueError
+            A timestep outside [-1, T) (T would read the final level, T + 1 past the table).
         """
+        timesteps = np.asarray(timesteps)
+        if timesteps.dtype.kind not in "iu":  # (bool is not an integer here, as in check_int)
+            raise TypeError(f"timesteps must be integers, got dtype {timesteps.dtype}")
+        T = self.num_train_timesteps
+        outside = timesteps[(timesteps < -1) | (timesteps >= T)]
+        if outside.size:
+            raise ValueError(f"timesteps must be in [-1, {T - 1}], got {int(outside[0])}")
         table = np.concatenate([self.alphas_cumprod, [self.final_alpha_cumprod]])
         return table[np.where(timesteps < 0, table.shape[0] - 1, timesteps)]
 

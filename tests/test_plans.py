@@ -283,6 +283,27 @@ def test_schedule_alpha_bar_outside_the_table_is_refused(t, error, match) -> Non
     assert (sched.alpha_bar(-1), sched.alpha_bar(np.int64(999))) == (1.0, sched.alphas_cumprod[-1])
 
 
+@pytest.mark.parametrize(
+    ("timesteps", "error", "match"),
+    [
+        ([0, 1000], ValueError, r"timesteps must be in \[-1, 999\], got 1000"),
+        ([-7], ValueError, r"timesteps must be in \[-1, 999\], got -7"),
+        ([1001], ValueError, r"timesteps must be in \[-1, 999\], got 1001"),
+        ([1.5], TypeError, "timesteps must be integers, got dtype float64"),
+        ([True], TypeError, "timesteps must be integers, got dtype bool"),
+    ],
+)
+def test_schedule_levels_outside_the_table_are_refused(timesteps, error, match) -> None:  # type: ignore[no-untyped-def]
+    """Schedule.levels as Schedule.alpha_bar: t = 1000 and t = -7 gave the final level 1.0
+    without a word, 1001 and 1.5 NumPy IndexErrors, True alpha_bar_1."""
+    sched = dc.schedule(dc.DDIMConfig())
+    with pytest.raises(error, match=match):
+        sched.levels(np.array(timesteps))
+    found = sched.levels(np.array([[-1, 0], [999, 5]]))
+    assert found.dtype == np.float64
+    assert found.tolist() == [[1.0, sched.alpha_bar(0)], [sched.alpha_bar(999), sched.alpha_bar(5)]]
+
+
 def test_schedule_from_a_table_that_reaches_zero_has_finite_betas() -> None:
     """A zero terminal SNR table ending in two zeros gave beta = 0 / 0 = NaN (and a warning)."""
     with np.errstate(all="raise"):
