@@ -131,10 +131,15 @@ class Schedule(backends.Registered):
         TypeError
             `set_alpha_to_one` is not a bool.
         ValueError
-            An empty table or values outside [0, 1].
+            Not a 1-D table of numbers, an empty one, or values outside [0, 1].
         """
         set_alpha_to_one = check_bool("set_alpha_to_one", set_alpha_to_one)
-        ab = np.array(alphas_cumprod, dtype=np.float64).reshape(-1)
+        try:  # (to_host: a torch table on a device, with grad, or in bfloat16 too)
+            ab = np.array(backends.to_host(alphas_cumprod), dtype=np.float64)  # a copy: frozen
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"alphas_cumprod must be a 1-D table of numbers: {e}") from None
+        if ab.ndim != 1:
+            raise ValueError(f"alphas_cumprod must be 1-D, got shape {ab.shape}")
         if ab.size == 0:
             raise ValueError("alphas_cumprod must be a non-empty table of values in [0, 1]")
         outside = np.flatnonzero(~((ab >= 0.0) & (ab <= 1.0)))  # NaN included

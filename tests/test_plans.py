@@ -352,6 +352,36 @@ def test_schedule_from_a_table_is_read_only_like_a_configs() -> None:
     assert sched.alpha_bar(0) == float(dc.alphas_cumprod(sched)[0]) == 0.9
 
 
+def test_schedule_from_a_torch_table_of_any_kind() -> None:
+    """Schedule.from_alphas_cumprod takes 'another library's table', but a torch table that
+    requires grad was torch's RuntimeError "Can't call numpy() on Tensor that requires grad",
+    a bfloat16 one "TypeError: Got unsupported ScalarType BFloat16"."""
+    torch = pytest.importorskip("torch")
+    ab = dc.alphas_cumprod(dc.DDIMConfig())
+    given = torch.tensor(ab, requires_grad=True)
+    assert np.array_equal(dc.Schedule.from_alphas_cumprod(given).alphas_cumprod, ab)
+    half = torch.tensor(ab, dtype=torch.bfloat16)
+    assert np.array_equal(
+        dc.Schedule.from_alphas_cumprod(half).alphas_cumprod, half.float().numpy().astype(float)
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        (np.full((10, 100), 0.5), r"alphas_cumprod must be 1-D, got shape \(10, 100\)"),
+        (0.5, r"alphas_cumprod must be 1-D, got shape \(\)"),
+        ([[0.9, 0.8], [0.7]], "alphas_cumprod must be a 1-D table of numbers: "),
+        ([0.9, "a"], "alphas_cumprod must be a 1-D table of numbers: "),
+    ],
+)
+def test_schedule_from_a_table_that_is_not_one_is_refused(table, match) -> None:  # type: ignore[no-untyped-def]
+    """A (10, 100) table was read as 1000 timesteps and a number as a 1-step table, without a
+    word; a ragged list or a string in it was NumPy's ValueError, naming no argument."""
+    with pytest.raises(ValueError, match=match):
+        dc.Schedule.from_alphas_cumprod(table)
+
+
 @pytest.mark.parametrize("flag", [1, "no", None])
 def test_schedule_from_a_table_refuses_a_set_alpha_to_one_that_is_not_a_bool(flag) -> None:  # type: ignore[no-untyped-def]
     """set_alpha_to_one="no" (or 1, None) was taken by truth value: "no" gave the final
