@@ -166,7 +166,9 @@ def make_plan(
         array traced by jax.jit), or a timestep is not an integer.
     ValueError
         Neither or both of `num_inference_steps` and `timesteps`; out of range values; a first
-        step that cannot be taken (epsilon prediction at zero terminal SNR).
+        step that cannot be taken (epsilon prediction at zero terminal SNR); custom timesteps
+        with prev_timestep="stride" where a stride lands between them (other than the
+        spacing's own timesteps, as diffusers does).
 
     Examples
     --------
@@ -193,7 +195,9 @@ def _make_plan(options: tuple[Any, ...], n: int | None, timesteps: Sequence[int]
     if (n is None) == (timesteps is None):
         raise ValueError("give exactly one of num_inference_steps and timesteps")
     if timesteps is not None:
-        return _plan(config, None, _custom_timesteps(timesteps, config.num_train_timesteps))
+        custom = _custom_timesteps(timesteps, config.num_train_timesteps)
+        _check_stride(config, custom)
+        return _plan(config, None, custom)
     return _plan(config, _check_num_steps(n, config.num_train_timesteps), None)
 
 
@@ -327,6 +331,27 @@ def _custom_timesteps(timesteps: Any, T: int) -> tuple[int, ...]:
     if any(a <= b for a, b in itertools.pairwise(ts)):
         raise ValueError(f"timesteps must be strictly decreasing, got {list(ts)}")
     return ts
+
+
+def _check_stride(config: DDIMConfig, custom: tuple[int, ...]) -> None:
+    """The stride t - T // N is diffusers' rule for its own spacings: of other timesteps, a step
+    that lands between them leaves a level the next step does not start from."""
+    if config.prev_timestep != "stride":
+        return
+    T, n = config.num_train_timesteps, len(custom)
+    try:
+        if custom == spaced_timesteps(config, n):
+            return
+    except ValueError:  # (an offset past T - 1: not its own timesteps)
+        pass
+    for t, after in zip(custom, (*custom[1:], FINAL), strict=True):
+        if max(t - T // n, FINAL) != after:
+            raise ValueError(
+                f'prev_timestep="stride" takes t - num_train_timesteps // N, diffusers\' rule '
+                f"for its own {config.timestep_spacing!r} timesteps; of the custom timesteps "
+                f"{list(custom)} (N = {n}) the step from {t} would land on "
+                f'{max(t - T // n, FINAL)}, not on {after}: use prev_timestep="plan"'
+            )
 
 
 def _sequence(timesteps: Any) -> Any:

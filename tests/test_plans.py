@@ -352,6 +352,24 @@ def test_schedule_from_a_table_is_read_only_like_a_configs() -> None:
     assert sched.alpha_bar(0) == float(dc.alphas_cumprod(sched)[0]) == 0.9
 
 
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_stride_rule_takes_only_its_own_spacings_timesteps(spacing: str) -> None:
+    """prev_timestep="stride" with custom timesteps took t - T // N between them: timesteps
+    [900, 500, 100] stepped 900 -> 567, then the model at 500 on a sample at level 567
+    (Align Your Steps' [999, 845, ...]: 999 -> 899), silently. The stride is diffusers' rule
+    for its own spacings: those timesteps (functional.Scheduler passes them) still take it."""
+    config = dc.DDIMConfig(timestep_spacing=spacing, prev_timestep="stride")
+    for custom in ([900, 500, 100], [999, 845, 730, 587, 443, 310, 193, 116, 53, 13]):
+        with pytest.raises(ValueError, match=r'prev_timestep="stride".*prev_timestep="plan"'):
+            dc.make_plan(config, timesteps=custom)
+        assert dc.make_plan(config.replace(prev_timestep="plan"), timesteps=custom).timesteps
+    for n in (1, 3, 10, 61):
+        spaced = dc.make_plan(config, n)
+        assert dc.make_plan(config, timesteps=spaced.timesteps).pairs == spaced.pairs
+    # where every stride lands on the next timestep, the two rules are one
+    assert dc.make_plan(config, timesteps=[998, 665, 332]).prev_timesteps == (665, 332, -1)
+
+
 def test_schedule_from_a_torch_table_of_any_kind() -> None:
     """Schedule.from_alphas_cumprod takes 'another library's table', but a torch table that
     requires grad was torch's RuntimeError "Can't call numpy() on Tensor that requires grad",
