@@ -548,9 +548,10 @@ def tensor_address(t: Any) -> int | None:
 
 def host_integers(x: Array) -> list[int] | None:
     """The values of an integer array the host reads for free: NumPy, a torch tensor on the
-    CPU outside torch.compile, a concrete JAX array on the CPU, a MindSpore tensor on the
-    CPU, an array-api-strict array on its CPU device. None for anything else: reading a
-    device array waits for it, a lazy one computes it, a traced one has none.
+    CPU outside torch.compile and torch.func transforms, a concrete JAX array on the CPU, a
+    MindSpore tensor on the CPU, an array-api-strict array on its CPU device. None for
+    anything else: reading a device array waits for it, a lazy one computes it, a traced or
+    batched one has none.
 
     Parameters
     ----------
@@ -570,7 +571,7 @@ def host_integers(x: Array) -> list[int] | None:
     """
     if isinstance(x, (np.ndarray, np.generic)):  # (a tuple: torch.compile traces it)
         return list(np.reshape(x, -1).tolist())
-    if array_api_compat.is_torch_array(x) and x.device.type == "cpu" and not compiling():
+    if array_api_compat.is_torch_array(x) and x.device.type == "cpu" and not _transformed(x):
         return list(x.reshape(-1).tolist())
     jax_on_cpu = array_api_compat.is_jax_array(x) and not _tracing(x)
     if jax_on_cpu and all(d.platform == "cpu" for d in x.devices()):
@@ -580,6 +581,16 @@ def host_integers(x: Array) -> list[int] | None:
     if _on_strict_cpu(x):  # NumPy underneath; its other devices stand for accelerators
         return list(np.from_dlpack(x).reshape(-1).tolist())
     return None
+
+
+def _transformed(x: Array) -> bool:
+    """Whether a torch tensor has no values to read: traced by torch.compile, or wrapped by a
+    torch.func transform (vmap's batched tensors have no storage; their .tolist() raises)."""
+    if compiling():  # (first: Dynamo need not trace the functorch query)
+        return True
+    functorch = getattr(sys.modules["torch"]._C, "_functorch", None)
+    wrapped = getattr(functorch, "is_functorch_wrapped_tensor", None)
+    return wrapped is not None and bool(wrapped(x))
 
 
 def _on_mindspore_cpu(x: Array) -> bool:

@@ -447,6 +447,31 @@ def test_a_state_batched_by_vmap_out_axes_is_named() -> None:
     assert int(state.index) == 2
 
 
+def test_torch_func_vmap_maps_a_batched_state() -> None:
+    """torch.func.vmap over per-sample states (jax.vmap's in_axes=0): the index read for the
+    range check called .tolist() on vmap's batched tensor, which has no storage
+    (RuntimeError 'Cannot access data pointer of Tensor that doesn't have storage'). A
+    batched index is not read (as under torch.compile): each sample takes its own step."""
+    torch = pytest.importorskip("torch")
+    from torch.func import vmap
+
+    scheduler = F.Scheduler(CONFIG, 4)
+    x = torch.as_tensor(X_T[:2])
+    one = F.init(scheduler, like=x[0])
+    index = torch.tensor([0, 2])
+    batched = one._replace(
+        coefficients=one.coefficients.expand(2, -1, -1),
+        timesteps=one.timesteps.expand(2, -1),
+        index=index,
+    )
+    state, got = vmap(lambda s, y: F.step(scheduler, s, 0.1 * y, y))(batched, x)
+    assert state.index.tolist() == [1, 3]
+    assert vmap(F.timestep)(batched).tolist() == [999, 499]
+    for i in range(2):
+        _, expected = F.step(scheduler, one._replace(index=index[i]), 0.1 * x[i], x[i])
+        assert torch.equal(got[i], expected)
+
+
 def test_dataclasses_replace_derives_the_timesteps_again() -> None:
     """`dataclasses.replace` hands the derived timesteps to the new Scheduler: a new config
     kept the old plan's timesteps silently, a new step count or direction raised about
