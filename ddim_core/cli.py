@@ -555,8 +555,8 @@ def _schedule_config(args: argparse.Namespace, parser: ArgumentParser) -> DDIMCo
         parser.error(f"argument {given[0]}: not allowed with --config (the config sets it)")
     try:
         return DDIMConfig.from_file(os.fspath(args.config))
-    except FileNotFoundError:
-        parser.error(f"argument --config: no such file: {args.config!r}")
+    except FileNotFoundError as e:  # without strerror: a folder holding no config (says so)
+        parser.error(f"argument --config: {f'no such file: {args.config!r}' if e.strerror else e}")
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         parser.error(f"argument --config: cannot read {args.config!r}: {e}")
     except (TypeError, ValueError) as e:

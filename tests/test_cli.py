@@ -142,11 +142,15 @@ def test_a_config_that_cannot_be_read_or_conflicts(tmp_path, monkeypatch, capsys
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "wrong.json").write_text('{"beta_schedule": "cosine"}')
     (tmp_path / "good.json").write_text('{"beta_schedule": "scaled_linear"}')
+    (tmp_path / "empty").mkdir()
     cases = [
         (["--config", "bad.json"], "argument --config: 'bad.json': bad.json is not valid JSON"),
         (["--config", "wrong.json"], "argument --config:"),
         (["--config", "good.json", "--spacing", "trailing"], "argument --spacing: not allowed"),
         (["--config", "good.json", "--zero-snr"], "argument --zero-snr: not allowed"),
+        (["--config", "missing.json"], "argument --config: no such file: 'missing.json'"),
+        # a folder that exists: not 'no such file', but which files it lacks
+        (["--config", "empty"], "empty is a folder without a scheduler config: neither"),
     ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_:
