@@ -630,8 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         # options alone: argparse would report the missing COMMAND, not the options it ignored
         parser.error(f"unrecognized arguments: {' '.join(argv)}")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     sub = parser.commands[args.command]
+    if unknown:  # after the command, the command's own: its help lists what it takes
+        (sub if argv[0] == args.command else parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     if args.command == "plugins":
         print(plugins_table())
     elif args.command == "demo":

@@ -136,6 +136,29 @@ def test_a_bad_argument_is_one_line_naming_it(argv, names, tmp_path, monkeypatch
     assert len(lines) == 1 and names in lines[0] and "error:" in lines[0]
 
 
+@pytest.mark.parametrize(
+    "argv,prog",
+    [
+        (["demo", "--stepss", "5"], "ddim-core demo"),
+        (["plot-schedule", "a.png", "b.png"], "ddim-core plot-schedule"),
+        (["plugins", "extra"], "ddim-core plugins"),
+        (["--bogus", "plugins"], "ddim-core"),  # before the command: ddim-core's own
+    ],
+)
+def test_an_unrecognized_argument_points_to_the_help_that_lists_the_options(
+    argv, prog, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """`ddim-core demo --stepss 5` said 'ddim-core: error: unrecognized arguments: --stepss 5
+    (see ddim-core --help)', whose help lists the commands, not demo's options: every other
+    bad argument of a command is reported under the command's name."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"{prog}: error: unrecognized arguments: "), err
+    assert err[0].endswith(f"(see {prog} --help)"), err
+
+
 def test_a_config_that_cannot_be_read_or_conflicts(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
