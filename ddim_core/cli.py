@@ -605,7 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status: 0 on success, 2 for a bad argument (after one line on stderr).
+        The exit status: 0 on success, 2 for a bad argument (after one line on stderr), 1
+        when the reader of stdout went away (`ddim-core plugins | head -1`).
 
     Examples
     --------
@@ -613,7 +614,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     DDIM on a 2-D mixture ...
     0
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # the reader closed the pipe (| head -1): no traceback for that
+        _silence_stdout()
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device: Python flushes it once more at exit, where the
+    closed pipe would raise (and print) again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced (captured): nothing to flush to
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "check":  # the conformance suite (needs Hypothesis): its own parser
         from .testing.conformance import main as check
 

@@ -64,6 +64,21 @@ def test_module_entry_point() -> None:
     assert "exact trip" in out.stdout
 
 
+@pytest.mark.parametrize("argv", [["plugins"], ["demo", "--steps", "3", "5", "--points", "5"]])
+def test_a_reader_that_stops_early_gets_no_traceback(argv) -> None:  # type: ignore[no-untyped-def]
+    """`ddim-core plugins | head -1`: the reader gone, the next write raised BrokenPipeError
+    and the command ended with its traceback on stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ddim_core", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes before anything is written
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait() == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 @pytest.fixture
 def fresh() -> object:
     """A new plugin manager for the test, and another one after it."""
