@@ -285,9 +285,9 @@ def get_sigmas_ddim(
     n : int
         The number of steps.
     spacing : str, optional
-        "leading", "trailing" or "linspace".
+        "leading", "trailing", "linspace" or "quadratic" (the DDIM paper's).
     steps_offset : int, optional
-        Added to the leading spacing's timesteps.
+        Added to the leading and quadratic spacings' timesteps.
     set_alpha_to_one : bool, optional
         Whether the last sigma is 0.
     device, dtype : optional

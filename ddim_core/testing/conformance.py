@@ -135,12 +135,14 @@ class Report:
         Returns
         -------
         str
-            "conformant: yes (no area fails)", or "conformant: no (N areas fail: ...)".
+            "conformant: yes (no area fails)", or "conformant: no (N areas fail: ...)" ("1
+            area fails: ..." for one).
         """
         failed = [f.area for f in self.findings if f.verdict == FAIL]
         if not failed:
             return "conformant: yes (no area fails)"
-        return f"conformant: no ({len(failed)} areas fail: {', '.join(failed)})"
+        count = "1 area fails" if len(failed) == 1 else f"{len(failed)} areas fail"
+        return f"conformant: no ({count}: {', '.join(failed)})"
 
     def text(self, fmt: str = "text") -> str:
         """The whole report, as `ddim-core check` prints it: the target, the table, the summary.
