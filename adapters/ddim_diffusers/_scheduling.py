@@ -78,6 +78,10 @@ class SchedulerCore:
 
     order = 1
     _inverse = False
+    # the array eta > 0 noise is drawn like (dtype, device): diffusers' randn_tensor takes
+    # model_output's, mindone's the sample's (a float32 sample with float16 model output
+    # gets float32 noise there)
+    _noise_like = "model_output"
     config: Any  # the host's ConfigMixin.config
 
     @classmethod
@@ -536,7 +540,8 @@ class ForwardScheduler(SchedulerCore):
 
         With eta > 0 the noise is `variance_noise`, or drawn from `generator` (a
         torch.Generator or a list of them, a numpy Generator, a JAX key, ...; None: torch's
-        global generator) in model_output's dtype, as diffusers' `randn_tensor` does.
+        global generator) in model_output's dtype, as diffusers' `randn_tensor` does (the
+        sample's where the host's `_noise_like` says so, as mindone's).
         """
         plan = self._require_plan()
         noise = None
@@ -549,8 +554,9 @@ class ForwardScheduler(SchedulerCore):
             noise = variance_noise
             if noise is None:
                 shape = tuple(model_output.shape)
-                out = self._noise_buffer(model_output)
-                noise = standard_normal(generator, shape, like=model_output, out=out)
+                like = sample if self._noise_like == "sample" else model_output
+                out = self._noise_buffer(like)
+                noise = standard_normal(generator, shape, like=like, out=out)
         out = dc.step(
             plan,
             model_output,

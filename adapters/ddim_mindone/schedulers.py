@@ -6,9 +6,10 @@ the behaviour is ddim_diffusers' `_scheduling`, shared), with mindone's conventi
 - `set_timesteps(num_inference_steps, timesteps=None)`: no device argument;
 - `betas`, `alphas`, `alphas_cumprod`, `final_alpha_cumprod` are float32 MindSpore tensors and
   `timesteps` an int64 MindSpore tensor, as mindone's;
-- with eta > 0, noise from `generator`: a NumPy Generator or a list with one per batch
-  element (mindone's `randn_tensor`: the same numbers), a mindspore.Generator, or None
-  (MindSpore's default generator, seeded by `mindspore.manual_seed`).
+- with eta > 0, noise in the sample's dtype (as mindone's) from `generator`: a NumPy
+  Generator or a list with one per batch element (mindone's `randn_tensor`: the same
+  numbers), a mindspore.Generator, or None (MindSpore's default generator, seeded by
+  `mindspore.manual_seed`).
 And ddim_core's: `prev_timestep="plan"` (exact for every spacing; "stride" is mindone's rule),
 float64 coefficients, one timestep per batch element.
 """
@@ -71,6 +72,7 @@ class _MindSporeTables:
     """Tables as mindone makes them: MindSpore tensors (float32 values, int64 timesteps)."""
 
     _output_class = DDIMSchedulerOutput
+    _noise_like = "sample"  # mindone draws eta noise in the sample's dtype
 
     def _float_table(self, values: np.ndarray) -> Any:
         return _mindspore().tensor(np.asarray(values, dtype=np.float32))
@@ -156,6 +158,7 @@ class DDIMScheduler(_MindSporeTables, ForwardScheduler, DDIMSchedulerBase):  # t
         generator : optional
             With eta > 0: a NumPy Generator or a list with one per batch element (mindone's
             `randn_tensor`), a mindspore.Generator, or None (MindSpore's default generator).
+            The noise is drawn in the sample's dtype, as mindone's.
         variance_noise : mindspore.Tensor, optional
             The noise itself, instead of a generator.
         return_dict : bool, default False

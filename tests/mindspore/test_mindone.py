@@ -131,6 +131,22 @@ def test_zero_terminal_snr_with_eta_1_stays_finite_where_mindone_gives_nan() -> 
     assert np.isnan(b[0]).any()
 
 
+def test_eta_noise_is_drawn_in_the_samples_dtype_as_mindones() -> None:
+    """A float16 model output on a float32 sample: mindone draws the eta noise in the sample's
+    dtype (float32), diffusers in the model output's; ours takes mindone's, so the noise is not
+    rounded to float16 on the way."""
+    mine = DDIMScheduler(clip_sample=False)
+    mine.set_timesteps(10)
+    t = mine.timesteps[0]
+    x = _tensor(np.random.default_rng(1).standard_normal(SHAPE), mindspore.float32)
+    output = (x * 0.1).astype(mindspore.float16)
+    got = mine.step(output, t, x, eta=1.0, generator=np.random.default_rng(5))[0]
+    noise = _tensor(np.random.default_rng(5).standard_normal(SHAPE), mindspore.float32)
+    expected = mine.step(output, t, x, eta=1.0, variance_noise=noise)[0]
+    assert got.dtype == mindspore.float32
+    assert np.array_equal(got.asnumpy(), expected.asnumpy())
+
+
 @pytest.mark.parametrize("case", ["sd-leading", "trailing-v-zero-snr", "default-clip"])
 def test_float16_steps_are_within_a_few_ulps_of_mindone(case: str) -> None:
     """One step from the same float16 inputs: ddim_core computes in float32 and rounds once
