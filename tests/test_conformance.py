@@ -411,6 +411,20 @@ def test_the_check_runs_as_a_command() -> None:
     assert "timesteps  pass" in out.stdout
 
 
+def test_the_command_leaves_no_hypothesis_folder_in_the_current_directory(tmp_path: Any) -> None:
+    """Hypothesis caches the constants of the local modules it finds (the `ddim-core` script,
+    an editable install) under its home directory, `.hypothesis/` in the current directory
+    by default: `ddim-core check` run in a user's project left a `.hypothesis/` folder there
+    (34 files), although the check keeps no example database."""
+    env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_STORAGE_DIRECTORY"}
+    command = [sys.executable, "-m", "ddim_core", "check"]
+    command += ["ddim_core.testing.reference:ReferenceScheduler", "--area", "timesteps"]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "timesteps  pass" in out.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_sampler_on_array_api_strict_arrays_is_checked() -> None:
     """The check's Gaussian denoiser called sigma.reshape, which array-api-strict arrays do
     not have: every value area of any sampler failed there, the sampler's fault or not."""

@@ -13,12 +13,14 @@ that cannot be loaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import sys
+import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .backends import Unavailable
@@ -250,6 +252,21 @@ def _run_area(area: str, run: Callable[[], Finding]) -> Finding:
         return Finding(area, UNSUPPORTED, str(e))
 
 
+@contextlib.contextmanager
+def _scratch_hypothesis_home() -> Iterator[None]:
+    """Hypothesis caches the constants of local modules under its home directory,
+    `.hypothesis/` in the current directory unless told otherwise: the command keeps it in a
+    temporary directory, so that it writes nothing where it is run."""
+    from hypothesis import configuration
+
+    with tempfile.TemporaryDirectory(prefix="ddim-core-check-") as home:
+        configuration.set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:  # back to HYPOTHESIS_STORAGE_DIRECTORY or the default
+            configuration.set_hypothesis_home_dir(None)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> int:
     """The command line of `ddim-core check`: run the suite on TARGET and print the report.
 
@@ -311,7 +328,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "ddim-core check") -> in
         print(f"{prog}: error: needs Hypothesis: pip install 'ddim-core[testing]'", file=sys.stderr)
         return 2
     try:
-        with current_directory_importable():  # TARGET's module, as `python -m` finds it
+        # TARGET's module, as `python -m` finds it
+        with current_directory_importable(), _scratch_hypothesis_home():
             report = check(args.target, kind=args.kind, backend=args.backend, areas=args.area)
     except (ImportError, ValueError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
