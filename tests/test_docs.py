@@ -126,6 +126,20 @@ def test_diffusers_guide_register_example_prints_true(tmp_path: Path) -> None:
     assert done.stdout.split() == ["True"] * code.count("print("), done.stdout
 
 
+def test_readme_plugins_output_is_what_the_command_prints() -> None:
+    """README's `$ ddim-core plugins` block lacked the mindspore and mindone plugins, the
+    mindone adapter and the comfyui adapter's command: each line must be the command's, up to
+    whether a library is installed here (and so the column widths)."""
+    from ddim_core.cli import plugins_table
+
+    def lines(text: str) -> list[str]:
+        text = re.sub(r"\b(importable|not installed)\b", "?", text)
+        return [" ".join(line.split()) for line in text.strip().splitlines()]
+
+    (code,) = [c for _, lang, c, _ in blocks(ROOT / "README.md") if "$ ddim-core plugins" in c]
+    assert lines(code.removeprefix("$ ddim-core plugins\n")) == lines(plugins_table())
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_code_blocks_run(page: Path, tmp_path: Path) -> None:
     runnable, skipped = [], []
