@@ -380,3 +380,16 @@ def test_the_command_line_page_names_every_command() -> None:
     page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text("utf-8")
     commands = (*cli.COMMANDS, *cli.DATASET_COMMANDS, *cli._adapter_commands())
     assert [name for name in commands if f"ddim-core {name}" not in page] == []
+
+
+def test_the_readme_quotes_the_line_a_bad_argument_prints(capsys) -> None:  # type: ignore[no-untyped-def]
+    """README quoted `ddim-core demo --steps 0`'s error without the "(see ddim-core demo
+    --help)" that ends the line the command prints."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    quoted = readme.split("(`ddim-core demo --steps 0`: `", 1)[1].split("`)", 1)[0]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--steps", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == quoted
