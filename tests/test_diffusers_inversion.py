@@ -177,3 +177,27 @@ def test_embeddings_are_checked_before_the_unet_runs() -> None:
     with pytest.raises(ValueError, match="prompt_embeds is a 0-d array"):
         dd.guided_unet(pipe.unet, torch.tensor(1.0))
     assert not calls
+
+
+@pytest.mark.parametrize(
+    ("negative", "message"),
+    [
+        (torch.zeros(1, 7, 8), r"shape \(1, 7, 8\) but prompt_embeds has shape \(1, 5, 8\)"),
+        (torch.zeros(1, 5, 6), r"shape \(1, 5, 6\) but prompt_embeds has shape \(1, 5, 8\)"),
+        (torch.zeros(1, 5, 8, dtype=torch.float64), "dtype torch.float64 but prompt_embeds"),
+    ],
+)
+def test_embeddings_that_cannot_be_batched_together_are_named(negative, message) -> None:  # type: ignore[no-untyped-def]
+    """uncond and cond go into one 2B batch: other token counts or widths (a negative prompt
+    encoded to another length) were a RuntimeError from torch.concat at the first UNet call,
+    another dtype one from inside the UNet; diffusers' pipelines refuse both shapes with a
+    ValueError. Now a ValueError naming both arguments, before any UNet call."""
+    calls: list[object] = []
+    pipe = types.SimpleNamespace(unet=lambda *a, **k: calls.append(a), scheduler=PIPE.scheduler)
+    cond = torch.zeros(1, 5, 8)
+    with pytest.raises(ValueError, match=f"negative_prompt_embeds has {message}"):
+        dd.guided_unet(pipe.unet, cond, negative, 7.5)
+    for fn in (dd.invert_latents, dd.sample_latents):
+        with pytest.raises(ValueError, match=f"negative_prompt_embeds has {message}"):
+            fn(pipe, LATENTS, prompt_embeds=cond, negative_prompt_embeds=negative)
+    assert not calls

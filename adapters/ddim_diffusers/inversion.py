@@ -72,7 +72,8 @@ def guided_unet(
         `guidance_scale` or `guidance_rescale` that is not a real number.
     ValueError
         A NaN or infinite `guidance_scale`, a `guidance_rescale` outside [0, 1], embeddings
-        without a batch axis or on two devices; when the model is called, embeddings whose
+        without a batch axis or on two devices, or of shapes past the batch axis or dtypes
+        that differ (they go into one batch); when the model is called, embeddings whose
         batch is neither 1 nor the latents'.
 
     Examples
@@ -198,8 +199,8 @@ def invert_latents(
         (the UNet's), or guidance numbers that are not real numbers.
     ValueError
         An unknown method, `fixed_point_iters` or `tol` with a method other than "exact", bad
-        guidance numbers, embeddings whose batch is neither 1 nor the latents' (see
-        `guided_unet`).
+        guidance numbers, embeddings whose batch is neither 1 nor the latents' or that do not
+        fit one batch (see `guided_unet`).
 
     Warns
     -----
@@ -377,6 +378,21 @@ def _check_embeddings(embeds: dict[str, Any]) -> None:
     for name, value in embeds.items():
         if value is not None and value.ndim == 0:
             raise ValueError(f"{name} is a 0-d array; expected a batch axis (batch, tokens, dim)")
+    cond, uncond = embeds["prompt_embeds"], embeds["negative_prompt_embeds"]
+    if uncond is None:
+        return
+    # both go into one 2B batch of the UNet: all but the batch axis, and the dtype, must agree
+    if tuple(uncond.shape[1:]) != tuple(cond.shape[1:]) or uncond.ndim != cond.ndim:
+        raise ValueError(
+            f"negative_prompt_embeds has shape {tuple(uncond.shape)} but prompt_embeds has "
+            f"shape {tuple(cond.shape)}; they must be equal past the batch axis (encode both "
+            "prompts to the same number of tokens)"
+        )
+    if uncond.dtype != cond.dtype:
+        raise ValueError(
+            f"negative_prompt_embeds has dtype {uncond.dtype} but prompt_embeds {cond.dtype}; "
+            "pass both in one dtype (the UNet's)"
+        )
 
 
 def _check_method(method: str) -> str:
