@@ -249,6 +249,28 @@ def test_config_attribute_written_before_set_timesteps_is_followed(ours, theirs)
     assert torch.allclose(ours_x0, theirs_x0, rtol=1e-5) and float(ours_x0.max()) > 1.0
 
 
+def test_an_inverse_scheduler_ignores_forward_only_options_of_the_config() -> None:
+    """DDIMInverseScheduler.from_config(pipe.scheduler.config) (DiffEdit's and Pix2Pix-Zero's
+    docs) of a forward config with thresholding=True: diffusers keeps the options its inverse
+    class does not take (thresholding, dynamic_thresholding_ratio, sample_max_value) in the
+    config and ignores them. Ours read them back from the config and thresholded every
+    inversion step's x_0: another inversion, silently."""
+    forward = diffusers.DDIMScheduler(
+        thresholding=True, sample_max_value=1.0, dynamic_thresholding_ratio=0.5
+    )
+    x = torch.full((1, 4, 2, 2), 3.0, dtype=torch.float64)
+    results = []
+    for cls in (dd.DDIMInverseScheduler, diffusers.DDIMInverseScheduler):
+        scheduler = cls.from_config(forward.config, clip_sample=False)
+        assert scheduler.config.thresholding  # kept in the config, as diffusers keeps it
+        scheduler.set_timesteps(4)
+        results.append(scheduler.step(torch.zeros_like(x), scheduler.timesteps[1], x))
+    ours, theirs = results
+    assert torch.allclose(ours.pred_original_sample, theirs.pred_original_sample, rtol=1e-5)
+    assert torch.allclose(ours.prev_sample, theirs.prev_sample, rtol=1e-5)
+    assert float(theirs.pred_original_sample.max()) > 1.0  # not thresholded
+
+
 @pytest.mark.parametrize("cls", [dd.DDIMScheduler, dd.DDIMInverseScheduler])
 def test_prev_timestep_registered_back_to_the_default_is_followed(cls) -> None:  # type: ignore[no-untyped-def]
     """register_to_config(prev_timestep="plan") on a "stride" scheduler was dropped (the

@@ -82,6 +82,9 @@ class SchedulerCore:
     # model_output's, mindone's the sample's (a float32 sample with float16 model output
     # gets float32 noise there)
     _noise_like = "model_output"
+    # core options the host's class does not take: left at their defaults, not read from the
+    # config (from_config keeps a config's other options there, and the host ignores them)
+    _not_options: frozenset[str] = frozenset()
     config: Any  # the host's ConfigMixin.config
 
     @classmethod
@@ -116,7 +119,7 @@ class SchedulerCore:
     def _setup(self, options: dict[str, Any]) -> None:
         self._core = (
             self.config,
-            _host_options(self.config),
+            _host_options(self.config, self._not_options),
             ddim_config(type(self).__name__, options),
         )
         self._schedule = dc.schedule(self._ddim_config)
@@ -145,7 +148,7 @@ class SchedulerCore:
         seen, before, core = self._core
         if config is seen and not attributes:
             return core
-        now = _host_options(config)
+        now = _host_options(config, self._not_options)
         changed = {k: v for k, v in now.items() if before.get(k, _ABSENT) is not v}
         if changed:
             current = {k: getattr(core, k) for k in _FIELDS}
@@ -600,6 +603,9 @@ class InverseScheduler(SchedulerCore):
     """
 
     _inverse = True
+    # a forward config's thresholding (DDIMInverseScheduler.from_config(pipe.scheduler.config)):
+    # diffusers' inverse scheduler takes none, and ignores them
+    _not_options = frozenset({"thresholding", "dynamic_thresholding_ratio", "sample_max_value"})
     ignore_for_config = ["kwargs"]  # noqa: RUF012 (as diffusers')
     _deprecated_kwargs = ["set_alpha_to_zero"]  # noqa: RUF012 (as diffusers')
 
@@ -655,11 +661,12 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(dc.DDIMConfig))
 _ABSENT = object()
 
 
-def _host_options(config: Any) -> dict[str, Any]:
+def _host_options(config: Any, skip: frozenset[str]) -> dict[str, Any]:
     """The core options as the host's scheduler reads them: as attributes of its config (a
     diffusers FrozenDict keeps each item as an attribute too, and a write to the attribute
-    changes what the scheduler reads, not the item)."""
-    return {k: v for k in _FIELDS if (v := getattr(config, k, _ABSENT)) is not _ABSENT}
+    changes what the scheduler reads, not the item), less `skip` (options the class does not
+    take)."""
+    return {k: v for k in _FIELDS - skip if (v := getattr(config, k, _ABSENT)) is not _ABSENT}
 
 
 def init_of(owner: str, init: Callable[..., None]) -> Callable[..., None]:
