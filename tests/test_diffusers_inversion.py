@@ -77,6 +77,20 @@ def test_the_schedule_is_the_pipelines() -> None:
     )
 
 
+def test_the_schedule_follows_an_option_written_on_the_config() -> None:
+    """`scheduler.config.timestep_spacing = "trailing"` (LEdits++'s invert() writes the
+    spacing so on the pipeline's scheduler) changes the attribute alone, which diffusers'
+    scheduler reads: it visits trailing timesteps. ddim_config read the config's items, so
+    inversion and sampling went on leading timesteps, not the pipeline's."""
+    theirs = diffusers.DDIMScheduler.from_config(SD_SCHEDULER)
+    theirs.config.timestep_spacing = "trailing"
+    theirs.set_timesteps(4)
+    config = dd.ddim_config(theirs)
+    assert config.timestep_spacing == "trailing"
+    assert dc.make_plan(config, 4).timesteps == tuple(theirs.timesteps.tolist())
+    assert dd.ddim_config(dict(theirs.config)).timestep_spacing == "leading"  # a mapping: items
+
+
 @torch.no_grad()
 def test_guidance_is_the_pipelines() -> None:
     """uncond + w (cond - uncond), the halves of one 2B batch, and the rescale."""

@@ -116,7 +116,9 @@ def guided_unet(
 def ddim_config(scheduler_or_config: Any) -> dc.DDIMConfig:
     """The DDIMConfig of a pipeline's scheduler (ours, diffusers' DDIM, or any scheduler whose
     config has the schedule's keys, e.g. Stable Diffusion's PNDMScheduler), or of a config
-    mapping; keys DDIMConfig does not have are left out.
+    mapping; keys DDIMConfig does not have are left out. A scheduler's options are read as
+    its scheduler reads them: as the config's attributes (an attribute written on the config
+    included).
 
     Parameters
     ----------
@@ -137,7 +139,10 @@ def ddim_config(scheduler_or_config: Any) -> dc.DDIMConfig:
         return found
     config = getattr(scheduler_or_config, "config", scheduler_or_config)
     known = {f.name for f in dataclasses.fields(dc.DDIMConfig)}
-    return dc.DDIMConfig.from_dict({k: v for k, v in dict(config).items() if k in known})
+    # diffusers' schedulers read options as the config's attributes, which a write such as
+    # LEdits++'s `scheduler.config.timestep_spacing = "leading"` changes alone
+    options = {k: getattr(config, k, v) for k, v in dict(config).items() if k in known}
+    return dc.DDIMConfig.from_dict(options)
 
 
 def invert_latents(
