@@ -215,3 +215,11 @@ def test_embeddings_that_cannot_be_batched_together_are_named(negative, message)
         with pytest.raises(ValueError, match=f"negative_prompt_embeds has {message}"):
             fn(pipe, LATENTS, prompt_embeds=cond, negative_prompt_embeds=negative)
     assert not calls
+
+
+def test_latents_none_is_named() -> None:
+    """latents=None (or noise=None: an unset variable) was an AttributeError ('NoneType' object
+    has no attribute 'ndim') from the batch check."""
+    for fn, name in ((dd.invert_latents, "latents"), (dd.sample_latents, "noise")):
+        with pytest.raises(TypeError, match=f"{name} must be an array of the UNet's library"):
+            fn(PIPE, None, num_inference_steps=2, **GUIDED)

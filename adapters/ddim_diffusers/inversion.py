@@ -364,8 +364,10 @@ def _setup(
     config = ddim_config(pipe.scheduler)
     model = guided_unet(pipe.unet, prompt_embeds, negative, scale, rescale)
     embeds = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative}
-    backends.namespace(**sample, **embeds)  # one library (the UNet's) and device
     ((name, x),) = sample.items()
+    if x is None:  # namespace() skips None
+        raise TypeError(f"{name} must be an array of the UNet's library, got None")
+    backends.namespace(**sample, **embeds)  # one library (the UNet's) and device
     for key, value in embeds.items():
         if value is not None and x.ndim:
             _batch(key, value, x.shape[0], name)
