@@ -223,3 +223,12 @@ def test_latents_none_is_named() -> None:
     for fn, name in ((dd.invert_latents, "latents"), (dd.sample_latents, "noise")):
         with pytest.raises(TypeError, match=f"{name} must be an array of the UNet's library"):
             fn(PIPE, None, num_inference_steps=2, **GUIDED)
+
+
+def test_tol_without_refinements_is_an_error() -> None:
+    """method="exact", fixed_point_iters=0, tol=1e-6 dropped tol silently (plain inversion, no
+    residual checked), where ddim_core.invert refuses the pair."""
+    with pytest.raises(ValueError, match="tol=1e-06 needs fixed_point_iters >= 1, got 0"):
+        dd.invert_latents(
+            PIPE, LATENTS, num_inference_steps=2, fixed_point_iters=0, tol=1e-6, **GUIDED
+        )

@@ -256,7 +256,7 @@ def invert_latents(
         config,
         n,
         fixed_point_iters=iters,
-        tol=tol if iters else None,
+        tol=tol,  # (None for "plain", checked above; with 0 iters: ddim_core says so)
         callback=callback,
         progress=progress,
         **method_options,
