@@ -7,9 +7,11 @@ DDIMScheduler against diffusers' own, eager and with its `step` under torch.comp
 time reported apart), at eta 0 and at eta 1 with a torch.Generator; the memory floor of one
 step (read x_t and the model output, write two outputs) and one normal draw, in the same run.
 At eta 1 the same repeats also time our eta 0 loop: "noise cost / draw" is (eta 1 step - eta 0
-step) / one normal draw, the noise's whole cost in draws (1.00: the draw and nothing else). At
-eta 0 (CPU) they also time our loop with numba's pass skipped: "call" is what a step costs
-around the pass.
+step) / one normal draw, the noise's whole cost in draws (1.00: the draw and nothing else), and
+our eta 0 loop with a draw of the latent's size before each step: "after a draw" is the same
+ratio against that eta 0 step (its loop less one draw), which starts with its caches as an
+eta 1 step's pass finds them, the draw's milliseconds after the last step. At eta 0 (CPU) they
+also time our loop with numba's pass skipped: "call" is what a step costs around the pass.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ SMOKE_SHAPES = [(1, 4, 8, 8)]
 STEPS = 50
 
 
-def _loop(scheduler: Any, step: Callable[..., Any], out: Any, x: Any, eta: float, gen: Any) -> Any:
+def _loop(
+    scheduler: Any,
+    step: Callable[..., Any],
+    out: Any,
+    x: Any,
+    eta: float,
+    gen: Any,
+    before: Callable[[], Any] = lambda: None,
+) -> Any:
     kwargs = {"eta": eta, "generator": gen} if eta else {}
     for t in scheduler.timesteps:
+        before()
         x = step(out, t, x, **kwargs).prev_sample
     return x
 
@@ -81,6 +92,13 @@ def bench(
     }
     if eta:  # what the noise adds, against eta 0 in the same repeats (machine noise alike)
         fns["ddim_diffusers eta 0"] = lambda: _loop(ours, ours.step, out, x, 0.0, gen)
+
+        def draw() -> Any:
+            return torch.randn(shape, generator=gen, device=device)
+
+        fns["ddim_diffusers eta 0 after a draw"] = lambda: _loop(
+            ours, ours.step, out, x, 0.0, gen, before=draw
+        )
     elif device == "cpu":  # everything but numba's pass: what the call costs around it
         fns["ddim_diffusers call"] = lambda: _without_pass(
             lambda: _loop(ours, ours.step, out, x, eta, gen)
@@ -264,12 +282,13 @@ def markdown_model(rows: list[dict[str, Any]]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The `bench` rows as a markdown table ("call": our loop with numba's pass skipped)."""
+    """The `bench` rows as a markdown table ("call": our loop with numba's pass skipped; "after
+    a draw": the noise's cost against eta 0 after a draw, `tables.noise_cost`)."""
     lines = [
         "| shape | eta | ddim_diffusers | call | diffusers | diffusers compiled | floor "
         "| normal draw | ours / diffusers | ours / compiled | ours / floor | noise cost / draw "
-        "| compile s |",
-        "| --- | --- |" + " ---: |" * 11,
+        "| after a draw | compile s |",
+        "| --- | --- |" + " ---: |" * 12,
     ]
     for r in rows:
         us = r["us"]
@@ -284,6 +303,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{us['ddim_diffusers'] / us['diffusers']:.2f} | "
             f"{vs_compiled} | "
             f"{us['ddim_diffusers'] / us['floor']:.2f} | {noise_cost(us)} | "
-            f"{r.get('compile_s', float('nan')):.1f} |"
+            f"{noise_cost(us, after_a_draw=True)} | {r.get('compile_s', float('nan')):.1f} |"
         )
     return "\n".join(lines) + "\n"

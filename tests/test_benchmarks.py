@@ -80,6 +80,11 @@ def test_noise_cost_is_what_eta_1_adds_in_draws() -> None:
     us = {"ddim_diffusers": 330.0, "ddim_diffusers eta 0": 100.0, "normal draw": 200.0}
     assert tables.noise_cost(us) == "1.15"
     assert tables.noise_cost({"ddim_diffusers": 100.0, "normal draw": 200.0}) == "-"
+    # not timed (runs before it, eta 0): "-"
+    assert tables.noise_cost(us, after_a_draw=True) == "-"
+    # after a draw: against that loop's step less one draw (310 - 200 = 110 us; 220 above)
+    us["ddim_diffusers eta 0 after a draw"] = 310.0
+    assert tables.noise_cost(us, after_a_draw=True) == "1.10"
 
 
 def test_threads_cases_take_turns_each_in_its_setting() -> None:
