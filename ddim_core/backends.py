@@ -16,6 +16,7 @@ import functools
 import itertools
 import operator
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -1331,6 +1332,52 @@ def uncommitted(x: Array) -> bool:
     if jax is None or not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
         return False
     return not x.committed
+
+
+def register_pytree(
+    cls: type, flatten: Callable[[Any], Any], unflatten: Callable[[Any, Any], Any]
+) -> bool:
+    """Make `cls` a JAX pytree node, once, if jax is imported (never importing it): call it at
+    import and wherever a `cls` is made, so one made after jax's import is registered before
+    jax.jit can see it (once registered, a set lookup). A registration does not cover
+    subclasses: each class registers itself.
+
+    Parameters
+    ----------
+    cls : type
+        The class.
+    flatten, unflatten : callable
+        ``jax.tree_util.register_pytree_node``'s: ``flatten(obj) -> (leaves, aux)`` and
+        ``unflatten(aux, leaves) -> obj``.
+
+    Returns
+    -------
+    bool
+        Whether `cls` is registered (False: jax is not imported yet).
+
+    Examples
+    --------
+    >>> class Pair(tuple):
+    ...     pass
+    >>> def flatten(p):
+    ...     return tuple(p), None
+    >>> register_pytree(Pair, flatten, lambda aux, leaves: Pair(leaves)) in (True, False)
+    True
+    """
+    if cls in _PYTREES:
+        return True
+    jax = sys.modules.get("jax")
+    if jax is None or not hasattr(jax, "tree_util"):  # (jax still importing)
+        return False
+    with _PYTREE_LOCK:
+        if cls not in _PYTREES:
+            jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+            _PYTREES.add(cls)
+    return True
+
+
+_PYTREES: set[type] = set()  # the classes register_pytree has made JAX pytree nodes
+_PYTREE_LOCK = threading.Lock()
 
 
 def made_dtype(xp: Namespace, dtype: Any) -> Any:

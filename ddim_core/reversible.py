@@ -55,8 +55,6 @@ these loops eagerly and jit the model.
 from __future__ import annotations
 
 import math
-import sys
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -108,8 +106,7 @@ class State(tuple):  # type: ignore[type-arg]
         lo: tuple[Array, Array] | None = None,
         origin: Origin | None = None,
     ) -> State:
-        if not _PYTREE:  # jax imported since: register before jax.jit can see a State
-            _register_pytree()
+        backends.register_pytree(State, _flatten, _unflatten)  # jax imported since
         state = super().__new__(cls, (first, second))
         state.dtype = dtype
         state.lo = None if lo is None else _check_low_words(lo, first, second)
@@ -177,37 +174,6 @@ class State(tuple):  # type: ignore[type-arg]
         return State(pairs[0].hi, pairs[1].hi, self.dtype, lows, self.origin)
 
 
-_PYTREE: list[bool] = []  # [True] once State is a JAX pytree node
-_PYTREE_LOCK = threading.Lock()
-
-
-def _register_pytree() -> bool:
-    """Make `State` a JAX pytree node, if jax is imported (never importing it): its arrays, the
-    low words included, are the leaves; dtype, whether it has low words, and origin the static
-    part. So a State passes into and out of `jax.jit` whole (unregistered, jax.jit stacked it
-    into one array, dropping the low words, dtype and origin). Called at import and by every
-    new State; once registered, at no cost.
-
-    Returns
-    -------
-    bool
-        Whether State is registered (False: jax not imported yet).
-
-    Examples
-    --------
-    >>> _register_pytree() in (True, False)
-    True
-    """
-    jax = sys.modules.get("jax")
-    if _PYTREE or jax is None or not hasattr(jax, "tree_util"):  # (jax still importing)
-        return bool(_PYTREE)
-    with _PYTREE_LOCK:
-        if not _PYTREE:
-            jax.tree_util.register_pytree_node(State, _flatten, _unflatten)
-            _PYTREE.append(True)
-    return True
-
-
 def _flatten(state: State) -> tuple[tuple[Array, ...], tuple[Any, bool, Origin | None]]:
     lo = () if state.lo is None else tuple(state.lo)
     return (state[0], state[1], *lo), (state.dtype, state.lo is not None, state.origin)
@@ -223,7 +189,10 @@ def _unflatten(aux: tuple[Any, bool, Origin | None], leaves: Sequence[Any]) -> S
     return state
 
 
-_register_pytree()
+# A State passes into and out of jax.jit whole, its arrays, the low words included, the leaves;
+# dtype, whether it has low words, and origin static (unregistered, jax.jit stacked it into one
+# array, dropping the low words, dtype and origin).
+backends.register_pytree(State, _flatten, _unflatten)
 
 
 # --- EDICT ---------------------------------------------------------------------------------

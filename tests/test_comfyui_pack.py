@@ -294,37 +294,25 @@ def test_schedule_caps_its_plan_at_the_training_timesteps() -> None:
     assert torch.equal(schedule(20, 0.02), full[-21:])  # exactly 1000
 
 
-def test_schedule_cap_leaves_room_for_leadings_steps_offset() -> None:
-    """Leading spacing with steps_offset 1 (the tooltip's advice for SD 1.x) at steps / denoise
-    of 1000 or more: the 999-step plan, whose last timestep is 999 (the 1000-step plan's would
-    be 1000, past the table: it raised, naming a steps_offset the user had not changed)."""
+@pytest.mark.parametrize("spacing", ["leading", "quadratic"])
+def test_schedule_cap_leaves_room_for_the_steps_offset(spacing: str) -> None:
+    """Leading and quadratic spacing add steps_offset (`ddim_core.plans.spaced_timesteps`);
+    with steps_offset 1 (the tooltip's advice for SD 1.x) at steps / denoise of 1000 or more:
+    the 999-step plan, whose last timestep is 999 (the 1000-step plan's would be 1000, past
+    the table: it raised, naming a steps_offset the user had not changed; quadratic's at 20
+    steps and denoise 0.01 too, until the cap left it room as leading's)."""
     ab = dc.schedule(dc.DDIMConfig()).alphas_cumprod
     model = FakeModel(types.SimpleNamespace(sigmas=torch.tensor(np.sqrt((1 - ab) / ab))))
-    full = core.ddim_sigmas(model, 999, "leading", 1, 1.0)
+    full = core.ddim_sigmas(model, 999, spacing, 1, 1.0)
     assert full.shape == (1000,) and float(full[0]) == pytest.approx(
         float(model.model_sampling.sigmas[999])
     )
-    assert torch.equal(core.ddim_sigmas(model, 1000, "leading", 1, 1.0), full)
-    assert torch.equal(core.ddim_sigmas(model, 20, "leading", 1, 0.01), full[-21:])
+    assert torch.equal(core.ddim_sigmas(model, 1000, spacing, 1, 1.0), full)
+    assert torch.equal(core.ddim_sigmas(model, 20, spacing, 1, 0.01), full[-21:])
     with pytest.raises(ValueError, match="steps_offset=999"):  # a plan of 1 step is not 20
-        core.ddim_sigmas(model, 20, "leading", 999, 1.0)
-
-
-def test_schedule_cap_leaves_room_for_quadratics_steps_offset() -> None:
-    """Quadratic spacing adds steps_offset too (`ddim_core.plans.spaced_timesteps`), and its
-    1000-step plan is every timestep: with steps_offset 1 at steps / denoise of 1000 or more,
-    the 999-step plan, as leading's (it raised, naming a steps_offset the user had not
-    changed, at 20 steps and denoise 0.01)."""
-    ab = dc.schedule(dc.DDIMConfig()).alphas_cumprod
-    model = FakeModel(types.SimpleNamespace(sigmas=torch.tensor(np.sqrt((1 - ab) / ab))))
-    full = core.ddim_sigmas(model, 999, "quadratic", 1, 1.0)
-    assert full.shape == (1000,) and float(full[0]) == pytest.approx(
-        float(model.model_sampling.sigmas[999])
-    )
-    assert torch.equal(core.ddim_sigmas(model, 1000, "quadratic", 1, 1.0), full)
-    assert torch.equal(core.ddim_sigmas(model, 20, "quadratic", 1, 0.01), full[-21:])
+        core.ddim_sigmas(model, 20, spacing, 999, 1.0)
     tooltip = next(p for p in _node("DDIMCoreSchedule").inputs if p.name == "steps_offset").tooltip
-    assert "quadratic" in tooltip
+    assert spacing in tooltip
 
 
 def _node(node_id: str) -> core.NodeSpec:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -673,33 +672,13 @@ class _State(reversible.State):
     ) -> _State:
         state: _State = super().__new__(cls, first, second, dtype, lo, origin)  # type: ignore[assignment]
         state.vp, state.given = vp, given
-        if not _PYTREE:  # jax imported since: register before jax.jit can see one
-            _register_pytree()
+        backends.register_pytree(_State, _flatten, _unflatten)  # jax imported since
         return state
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle (and copy) with the core's state and the inverse's x_0."""
         args = (self[0], self[1], self.dtype, self.lo, self.origin, self.vp, self.given)
         return (_State, args)
-
-
-_PYTREE: list[bool] = []  # [True] once _State is a JAX pytree node
-_PYTREE_LOCK = threading.Lock()
-
-
-def _register_pytree() -> bool:
-    """Make `_State` a JAX pytree node, as the core makes `State` (a registration does not
-    cover subclasses: unregistered, jax.device_put refused the inverses' states and jax.jit
-    stacked them into one array), if jax is imported (never importing it): the arrays, low
-    words, the core's state and the inverse's x_0 are the leaves; dtype and origin static."""
-    jax = sys.modules.get("jax")
-    if _PYTREE or jax is None or not hasattr(jax, "tree_util"):  # (jax still importing)
-        return bool(_PYTREE)
-    with _PYTREE_LOCK:
-        if not _PYTREE:
-            jax.tree_util.register_pytree_node(_State, _flatten, _unflatten)
-            _PYTREE.append(True)
-    return True
 
 
 def _flatten(state: _State) -> tuple[tuple[Any, ...], tuple[Any, Any]]:
@@ -715,7 +694,10 @@ def _unflatten(aux: tuple[Any, Any], children: Any) -> _State:
     return state
 
 
-_register_pytree()
+# As the core's State (a registration does not cover subclasses: unregistered, jax.device_put
+# refused the inverses' states and jax.jit stacked them into one array): the arrays, low words,
+# the core's state and the inverse's x_0 are the leaves; dtype and origin static.
+backends.register_pytree(_State, _flatten, _unflatten)
 
 
 def _stepped(sigmas: Array, name: str, *, ascending: bool) -> list[float]:
