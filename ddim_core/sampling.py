@@ -193,7 +193,10 @@ def invert(
     model : callable
         ``model(x, t) -> array`` as in `sample`.
     x : array
-        x_0, the sample to invert.
+        x_0, the sample to invert. Its first axis is the batch: with fixed_point_iters, each
+        batch element is solved on its own (its own Anderson update and residual), so a
+        single sample is shaped (1, ...) (a (D,) array is D one-value samples, each solved
+        alone).
     config : DDIMConfig
         The scheduler options.
     num_inference_steps : int, optional
