@@ -780,7 +780,8 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
         raise _SourceError(
             f"source {job.source} has NaN or Inf in item {bad}"
             f"{unfinished if job.source.endswith('/result') else ''}; fix the source, or pass "
-            "check_finite=False to give the model these items anyway"
+            "check_finite=False (on the command line: --option check_finite=false) to give the "
+            "model these items anyway"
         )
     model, built = worker_model(job.factory, job.model_id, job.config)
     counted = _Counted(model)

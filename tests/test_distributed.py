@@ -1116,7 +1116,7 @@ def test_a_model_s_value_error_is_a_failed_run_status_1(
     """A model raising ValueError on a worker (a NumPy broadcasting bug, the loop's "model
     output contains NaN") exited with status 2, bad input, and no error type, where the docs
     say a model that raises on a worker is a failed run, status 1. A source with NaN found
-    by the run stays status 2."""
+    by the run stays status 2, and names the command line's way past it."""
     args = [str(npy), str(tmp_path / "z.zarr"), "--steps", "3", "--quiet"]
     args += ["--scheduler", client.scheduler.address]
     model = ["--model", f"{__name__}:wrong_shape_model"]
@@ -1131,6 +1131,10 @@ def test_a_model_s_value_error_is_a_failed_run_status_1(
     assert within_timeout(cli.main, ["invert-dataset", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ddim-core invert-dataset: error: source ") and "item 3" in err, err
+    # the way past it, as the command line takes it (check_finite=False is Python's)
+    assert "--option check_finite=false" in err, err
+    past = [*args[:1], str(tmp_path / "p.zarr"), *args[2:], "--option", "check_finite=false"]
+    assert within_timeout(cli.main, ["invert-dataset", *past]) == 0
 
 
 @pytest.mark.parametrize(
