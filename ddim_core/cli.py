@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
@@ -321,8 +322,14 @@ def plugins_table() -> str:
                 f"  {r['adapter'].name:<{width}}  host {r['adapter'].host}: {status}; "
                 f"provides {provides}{command}"
             )
-    blocked = ", ".join(plugins.blocked()) or "none"
-    lines.append(f"\nblocked by {plugins.BLOCK_ENV}: {blocked}")
+    # a name no built-in or installed plugin has (a typo, a package's name for its plugin's)
+    # blocks nothing here (it may still block one registered by hand later): said
+    known = {*plugins.BUILTINS, *(ep.name for ep in entry_points(group=plugins.PROJECT))}
+    names = [
+        n if n in known else f"{n} (no built-in or installed plugin has this name)"
+        for n in plugins.blocked()
+    ]
+    lines.append(f"\nblocked by {plugins.BLOCK_ENV}: {', '.join(names) or 'none'}")
     return "\n".join(lines)
 
 

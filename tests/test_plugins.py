@@ -243,6 +243,16 @@ def test_cli_lists_plugins_hooks_and_hosts(site: Path) -> None:
         site, "from ddim_core.cli import main; main(['plugins'])", DDIM_CORE_BLOCK_PLUGINS="tiny"
     )
     assert "blocked by DDIM_CORE_BLOCK_PLUGINS: tiny" in blocked.stdout
+    # a name no plugin has (the package's, not its plugin's) blocks nothing, and is said so
+    typo = _run(
+        site,
+        "from ddim_core.cli import main; main(['plugins'])",
+        DDIM_CORE_BLOCK_PLUGINS="ddim_tiny_plugin,numpy",
+    )
+    assert (
+        "blocked by DDIM_CORE_BLOCK_PLUGINS: ddim_tiny_plugin (no built-in or installed plugin "
+        "has this name), numpy" in typo.stdout
+    ), typo.stdout
 
 
 @needs_install
