@@ -463,3 +463,19 @@ def test_the_plugin_imports_no_hypothesis_in_a_run_that_does_not_use_it(
     )
     result = pytester.runpytest_subprocess("-p", "ddim_core.testing.pytest_plugin", "-q")
     result.assert_outcomes(passed=1)
+
+
+def test_the_reference_thresholds_a_0d_sample_as_one_sample() -> None:
+    """A 0-d sample with thresholding=True, which dc.step takes as a single sample
+    (kernels.threshold), was an IndexError from reference.threshold's `x0.shape[0]`, so
+    reference.step and ReferenceScheduler failed on what the core steps; assert_step_close
+    failed on any 0-d sample (`m[:]` of a 0-d array), and with thresholding in
+    reference.magnitude too."""
+    plan = dc.make_plan(dc.DDIMConfig(thresholding=True, sample_max_value=1.5), 10)
+    x, m = np.asarray(0.5), np.asarray(3.0)
+    prev, x0 = reference.step(plan, m, 900, x)
+    one = reference.step(plan, m.reshape(1), 900, x.reshape(1))
+    assert (prev.shape, x0.shape) == ((), ())
+    np.testing.assert_array_equal(prev, one[0][0])
+    np.testing.assert_array_equal(x0, one[1][0])
+    assert_step_close(dc.step(plan, m, 900, x), plan, m, 900, x)

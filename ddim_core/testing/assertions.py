@@ -315,7 +315,7 @@ def assert_step_close(
     if outside:  # else NumPy's IndexError, or a negative index read from the table's end
         raise ValueError(f"timestep: {outside} outside [0, {steps}) (num_train_timesteps)")
     if len(ts) == 1:
-        rows: list[Any] = [(slice(None), ts[0])]
+        rows: list[Any] = [(..., ts[0])]  # `...`, not `:`, indexes a 0-d sample too
     elif len(ts) != len(x):  # rows past the batch would compare empty arrays, or none
         raise ValueError(
             f"timestep: {len(ts)} timesteps for a batch of {len(x)}; give one, or one per sample"

@@ -352,7 +352,7 @@ def threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
     Parameters
     ----------
     x0 : numpy.ndarray
-        x0_pred, batch first.
+        x0_pred, batch first (0-d: a single sample, as the core takes it).
     ratio : float
         The quantile of |x0| each element's threshold s is taken at.
     max_value : float
@@ -368,7 +368,7 @@ def threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
     >>> threshold(np.array([[0.5, 3.0]]), 1.0, 2.0)
     array([[0.25, 1.  ]])
     """
-    flat = x0.reshape(x0.shape[0], -1)
+    flat = x0.reshape(x0.shape[0] if x0.ndim else 1, -1)
     s = np.quantile(np.abs(flat), ratio, axis=1, method="linear")
     s = np.minimum(np.maximum(s, 1.0), max_value)[:, None]
     out: np.ndarray = (np.clip(flat, -s, s) / s).reshape(x0.shape)
@@ -716,7 +716,8 @@ def _clipped_size(config: DDIMConfig, v: np.ndarray, size: np.ndarray) -> np.nda
     proportion to |v| / s."""
     if not config.thresholding:
         return _through_clip(v, size, config.clip_sample_range)
-    flat_v, flat = v.reshape(v.shape[0], -1), size.reshape(size.shape[0], -1)
+    batch = v.shape[0] if v.ndim else 1  # 0-d: a single sample, as in `threshold`
+    flat_v, flat = v.reshape(batch, -1), size.reshape(batch, -1)
     q = np.quantile(np.abs(flat_v), config.dynamic_thresholding_ratio, axis=1, method="linear")
     s = np.clip(q, 1.0, config.sample_max_value)[:, None]
     q_size = flat.max(axis=1, keepdims=True)
