@@ -290,7 +290,7 @@ def plugins_table() -> str:
     >>> "numpy: importable" in table, "blocked by DDIM_CORE_BLOCK_PLUGINS" in table
     (True, True)
     """
-    from . import plugins
+    from . import hookspecs, plugins
 
     rows = plugins.describe()
     needs = {
@@ -324,7 +324,7 @@ def plugins_table() -> str:
             )
     # a name no built-in or installed plugin has (a typo, a package's name for its plugin's)
     # blocks nothing here (it may still block one registered by hand later): said
-    known = {*plugins.BUILTINS, *(ep.name for ep in entry_points(group=plugins.PROJECT))}
+    known = {*plugins.BUILTINS, *(ep.name for ep in entry_points(group=hookspecs.PROJECT))}
     names = [
         n if n in known else f"{n} (no built-in or installed plugin has this name)"
         for n in plugins.blocked()
