@@ -820,11 +820,7 @@ def _state_pairs(
     words included), the namespace, the work dtype and the samples' dtype."""
     first, second = _pair(state)
     xp = backends.namespace(**{"state[0]": first, "state[1]": second})
-    if tuple(first.shape) != tuple(second.shape) or first.dtype != second.dtype:
-        raise ValueError(
-            f"a state's two arrays must share one shape and dtype, got {tuple(first.shape)} "
-            f"{first.dtype} and {tuple(second.shape)} {second.dtype}"
-        )
+    _check_state_arrays(first, second)
     work, dtype = _dtypes(xp, second.dtype, precision, _samples_dtype(state, dtype))
     made = isinstance(state, State) and state.origin is not None
     if made and work != second.dtype:  # its steps' coefficients rounded to another dtype
@@ -844,6 +840,16 @@ def _state_pairs(
         for j, hi in enumerate((first, second))
     ]
     return pairs[0], pairs[1], xp, work, dtype
+
+
+def _check_state_arrays(first: Array, second: Array, who: str = "") -> None:
+    """A state's two arrays share one shape and dtype (`who`, the caller's name, starts the
+    message): a pair of mixed dtypes would be cast to one and land away from x_0."""
+    if tuple(first.shape) != tuple(second.shape) or first.dtype != second.dtype:
+        raise ValueError(
+            f"{who}a state's two arrays must share one shape and dtype, got "
+            f"{tuple(first.shape)} {first.dtype} and {tuple(second.shape)} {second.dtype}"
+        )
 
 
 Constants = Callable[[float], cw.Constant]

@@ -473,7 +473,7 @@ def test_a_plain_tuple_of_two_dtypes_is_refused_as_the_core_refuses_it(
     match = r"a state's two arrays must share one shape and dtype"
     with pytest.raises(ValueError, match=match):
         reversible.sample_bdia(lambda x, t: x, (a, b), CONFIG, 4)  # the core, as a reference
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=f"sample_{name}: {match}"):  # the sampler's name first
         getattr(kr, f"sample_{name}")(denoiser, (a, b), sigmas, disable=True)
 
 

@@ -498,13 +498,8 @@ def _sample(
             if array is None:
                 raise TypeError(f"sample_{name}: x[{j}] must be an array, got None")
         backends.namespace(**{"x[0]": x[0], "x[1]": x[1]})  # one library
-        first, second = x
-        if tuple(first.shape) != tuple(second.shape) or first.dtype != second.dtype:
-            # as the core refuses it: scaling into VP would cast the second to the first's dtype
-            raise ValueError(
-                f"sample_{name}: a state's two arrays must share one shape and dtype, got "
-                f"{tuple(first.shape)} {first.dtype} and {tuple(second.shape)} {second.dtype}"
-            )
+        # as the core refuses it: scaling into VP would cast the second to the first's dtype
+        reversible._check_state_arrays(x[0], x[1], f"sample_{name}: ")
     extra = _check_call(model, x[0] if state_given else x, extra_args, callback)
     descending = _stepped(sigmas, name, ascending=False)
     if len(descending) < 2:
