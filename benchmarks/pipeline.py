@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from . import tables
-from .tables import noise_cost
 
 SHAPES = [(1, 4, 64, 64), (8, 4, 128, 128), (16, 4, 128, 128)]
 SMOKE_SHAPES = [(1, 4, 8, 8)]
@@ -266,43 +265,11 @@ def run_model(smoke: bool, repeats: int) -> list[dict[str, Any]]:
 
 
 def markdown_model(rows: list[dict[str, Any]]) -> str:
-    """The `bench_model` rows as a markdown table."""
-    lines = [
-        "| shape | ddim_diffusers | diffusers | floor | ours / diffusers | ours / floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        us = r["us"]
-        ours = us["ddim_diffusers"]
-        lines.append(
-            f"| {'x'.join(map(str, r['shape']))} | {ours:.1f} | {us['diffusers']:.1f} | "
-            f"{us['floor']:.1f} | {ours / us['diffusers']:.2f} | {ours / us['floor']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+    """The `bench_model` rows as a markdown table (`tables.pipeline_model_table`, one decimal)."""
+    return tables.pipeline_model_table({"pipeline_model": rows}, digits=1) + "\n"
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The `bench` rows as a markdown table ("call": our loop with numba's pass skipped; "after
-    a draw": the noise's cost against eta 0 after a draw, `tables.noise_cost`)."""
-    lines = [
-        "| shape | eta | ddim_diffusers | call | diffusers | diffusers compiled | floor "
-        "| normal draw | ours / diffusers | ours / compiled | ours / floor | noise cost / draw "
-        "| after a draw | compile s |",
-        "| --- | --- |" + " ---: |" * 12,
-    ]
-    for r in rows:
-        us = r["us"]
-        comp = us.get("diffusers compiled")
-        ours, call = us["ddim_diffusers"], us.get("ddim_diffusers call")
-        vs_compiled = "-" if comp is None else f"{ours / comp:.2f}"
-        lines.append(
-            f"| {'x'.join(map(str, r['shape']))} | {r['eta']:g} | {us['ddim_diffusers']:.1f} | "
-            f"{'-' if call is None else f'{call:.1f}'} | "
-            f"{us['diffusers']:.1f} | {'-' if comp is None else f'{comp:.1f}'} | "
-            f"{us['floor']:.1f} | {us['normal draw']:.1f} | "
-            f"{us['ddim_diffusers'] / us['diffusers']:.2f} | "
-            f"{vs_compiled} | "
-            f"{us['ddim_diffusers'] / us['floor']:.2f} | {noise_cost(us)} | "
-            f"{noise_cost(us, after_a_draw=True)} | {r.get('compile_s', float('nan')):.1f} |"
-        )
-    return "\n".join(lines) + "\n"
+    """The `bench` rows as a markdown table (`tables.pipeline_table`, one decimal, with the
+    time of one normal draw)."""
+    return tables.pipeline_table({"pipeline": rows}, digits=1, draw_column=True) + "\n"

@@ -100,35 +100,44 @@ def noise_cost(us: dict[str, float], after_a_draw: bool = False) -> str:
     return f"{(us['ddim_diffusers'] - eta0) / draw:.2f}"
 
 
-def pipeline_table(data: dict[str, Any]) -> str:
+def _us(value: float | None, digits: int) -> str:
+    """A time in microseconds, "-" where the run did not take it."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def pipeline_table(data: dict[str, Any], digits: int = 0, draw_column: bool = False) -> str:
     """The pipeline call pattern (diffusers' default config, clip on; `t` from
     `scheduler.timesteps`): ddim_diffusers against diffusers eager and compiled, per step;
     "call": ddim_diffusers with numba's pass skipped (what the step costs around it); the
-    noise's cost in draws against eta 0, and against eta 0 after a draw (`noise_cost`)."""
+    noise's cost in draws against eta 0, and against eta 0 after a draw (`noise_cost`).
+    `digits`: decimals of the times (the README 0, results.md 1); `draw_column`: the time of
+    one normal draw too (results.md)."""
+    draw = " | normal draw" if draw_column else ""
     lines = [
-        "| shape | eta | ddim_diffusers | call | diffusers | diffusers compiled | floor "
-        "| ours / diffusers | ours / compiled | ours / floor | noise cost / draw "
+        "| shape | eta | ddim_diffusers | call | diffusers | diffusers compiled | floor"
+        f"{draw} | ours / diffusers | ours / compiled | ours / floor | noise cost / draw "
         "| after a draw | compile s |",
-        "| --- | --- |" + " ---: |" * 11,
+        "| --- | --- |" + " ---: |" * (12 if draw_column else 11),
     ]
     for r in data.get("pipeline", []):
         us = r["us"]
         ours, comp = us["ddim_diffusers"], us.get("diffusers compiled")
-        call = us.get("ddim_diffusers call")
+        times = [ours, us.get("ddim_diffusers call"), us["diffusers"], comp, us["floor"]]
+        times += [us["normal draw"]] if draw_column else []
         lines.append(
-            f"| {_shape(r)} | {r['eta']:g} | {ours:.0f} | "
-            f"{'-' if call is None else f'{call:.0f}'} | {us['diffusers']:.0f} | "
-            f"{'-' if comp is None else f'{comp:.0f}'} | {us['floor']:.0f} | "
-            f"{ours / us['diffusers']:.2f} | {'-' if comp is None else f'{ours / comp:.2f}'} | "
+            f"| {_shape(r)} | {r['eta']:g} | "
+            + "".join(f"{_us(t, digits)} | " for t in times)
+            + f"{ours / us['diffusers']:.2f} | {'-' if comp is None else f'{ours / comp:.2f}'} | "
             f"{ours / us['floor']:.2f} | {noise_cost(us)} | {noise_cost(us, after_a_draw=True)} | "
             f"{r.get('compile_s', float('nan')):.1f} |"
         )
     return "\n".join(lines)
 
 
-def pipeline_model_table(data: dict[str, Any]) -> str:
+def pipeline_model_table(data: dict[str, Any], digits: int = 0) -> str:
     """The pipeline call pattern with a model call before each step (`pipeline.bench_model`):
-    the step alone, ddim_diffusers against diffusers eager and the floor."""
+    the step alone, ddim_diffusers against diffusers eager and the floor (`digits`: decimals
+    of the times)."""
     lines = [
         "| shape | ddim_diffusers | diffusers | floor | ours / diffusers | ours / floor |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -136,9 +145,11 @@ def pipeline_model_table(data: dict[str, Any]) -> str:
     for r in data.get("pipeline_model", []):
         us = r["us"]
         ours = us["ddim_diffusers"]
+        times = (ours, us["diffusers"], us["floor"])
         lines.append(
-            f"| {_shape(r)} | {ours:.0f} | {us['diffusers']:.0f} | {us['floor']:.0f} | "
-            f"{ours / us['diffusers']:.2f} | {ours / us['floor']:.2f} |"
+            f"| {_shape(r)} | "
+            + "".join(f"{_us(t, digits)} | " for t in times)
+            + f"{ours / us['diffusers']:.2f} | {ours / us['floor']:.2f} |"
         )
     return "\n".join(lines)
 
