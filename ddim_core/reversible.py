@@ -450,7 +450,7 @@ def sample_bdia(
     )
     k = _constants(xp, work)
     g_, minus_g, one = k(g), k(-g), k(1.0)
-    for i, t in _steps(plan, progress, "BDIA"):
+    for i, t in _steps(plan, progress, "BDIA", int(not isinstance(state, tuple))):
         out = _evaluate(model, z.hi, t, i, xp, check_finite, dtype)
         forward, x0 = step(plan, out, t, z.hi)
         back = inverse_step(plan, out, plan.timesteps[i - 1], z.hi).prev_sample
@@ -620,7 +620,7 @@ def sample_belm(
         model, state, plan, callback, check_finite, precision, dtype
     )
     k = _constants(xp, work)
-    for i, t in _steps(plan, progress, "BELM"):
+    for i, t in _steps(plan, progress, "BELM", int(not isinstance(state, tuple))):
         c = _forward_row(plan, t)
         eps, x0 = _eps(model, z.hi, t, i, c, plan, xp, check_finite, dtype)
         a, b, e = (k(v) for v in _belm_weights(plan, i))
@@ -780,7 +780,8 @@ def _invert_two_step(
     first, x0 = inverse_step(plan, out, last, z_next.hi)
     z = cw.Pair.of(backends.materialize(first), xp)
     _report(callback, 0, last, z.hi, x0, 1, xp, dtype)
-    for j, i in enumerate(_progress(list(range(n - 1, 0, -1)), progress, f"{name} inversion")):
+    rest = _progress(list(range(n - 1, 0, -1)), progress, f"{name} inversion", done=1)
+    for j, i in enumerate(rest):
         t = plan.timesteps[i]
         out = _evaluate(model, z.hi, t, j + 1, xp, check_finite, dtype)
         z_prev, x0 = update(z_next, z, out, i, t, k, xp)
@@ -887,11 +888,12 @@ def _materialized(pair: cw.Pair) -> cw.Pair:
     return cw.Pair(backends.materialize(pair.hi), backends.materialize(pair.lo))
 
 
-def _steps(plan: Plan, progress: bool, name: str) -> Iterable[tuple[int, int]]:
+def _steps(plan: Plan, progress: bool, name: str, done: int) -> Iterable[tuple[int, int]]:
     """(step index, timestep) of the steps after the first, through the bar: not listed up
-    front, which would run the bar to its end before the first step."""
+    front, which would run the bar to its end before the first step. `done`: 1 where the
+    first step was taken (from a plain x_T, `_start`), counted in the bar; 0 from a state."""
     pairs = list(enumerate(plan.timesteps))[1:]
-    return _progress(pairs, progress, name)  # type: ignore[arg-type,return-value]
+    return _progress(pairs, progress, name, done)  # type: ignore[arg-type,return-value]
 
 
 def _evaluate(

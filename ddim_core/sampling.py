@@ -440,12 +440,17 @@ def _noise(noise: Any, generator: Any, i: int, t: int, x: Array) -> Array:
     return plugins.standard_normal(generator, tuple(x.shape), like=x, draw=i)
 
 
-def _progress(items: Sequence[int], enabled: bool, desc: str) -> Iterable[int]:
+def _progress(items: Sequence[int], enabled: bool, desc: str, done: int = 0) -> Iterable[int]:
+    """`items` through a tqdm bar when enabled; `done` steps already taken before it (the
+    reversible two-step samplers' first step) are counted in it as done."""
     if not check_bool("progress", enabled):
         return items
     try:
         from tqdm.auto import tqdm
     except ImportError:
         raise ImportError("progress=True needs tqdm: pip install 'ddim-core[progress]'") from None
+    if done:
+        counted: Iterable[int] = tqdm(items, desc=desc, initial=done, total=len(items) + done)
+        return counted
     bar: Iterable[int] = tqdm(items, desc=desc)
     return bar

@@ -184,6 +184,28 @@ def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     assert "EDICT: 100%" in err and "EDICT inversion: 100%" in err and "BDIA inversion" in err
 
 
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_the_progress_bar_counts_every_step_taken(
+    method: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BDIA's and BELM's first step (plain DDIM inversion of x_0; DDIM's step from a plain
+    x_T) runs before their loop, and the bar left it out: 'BDIA inversion: 4/4' for 5 steps
+    and 5 model calls (EDICT's said 5/5). A state skips that step: the bar counts what runs."""
+    pytest.importorskip("tqdm")
+    invert, sample, _ = METHODS[method]
+    x = real_data(4)
+    state = invert(COND, x, SD, 5)
+    for run, steps in (
+        (lambda: invert(COND, x, SD, 5, progress=True), 5),
+        (lambda: sample(COND, x, SD, 5, progress=True), 5),
+        (lambda: sample(COND, state, SD, 5, progress=True), 5 if method == "edict" else 4),
+    ):
+        capsys.readouterr()
+        run()
+        last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+        assert "100%" in last and f" {steps}/{steps} " in last, last
+
+
 def test_bad_options() -> None:
     x = np.zeros((2, 2))
     clipped = SD.replace(clip_sample=True)
@@ -493,7 +515,7 @@ def test_progress_bar_advances_with_the_steps(method: str, monkeypatch: pytest.M
     tqdm_auto = pytest.importorskip("tqdm.auto")
     events: list[str] = []
 
-    def bar(items, desc):  # type: ignore[no-untyped-def]
+    def bar(items, desc, **counts):  # type: ignore[no-untyped-def]
         for item in items:
             events.append("bar")
             yield item
