@@ -231,6 +231,35 @@ def test_bad_options() -> None:
         R.invert_belm(COND, x, zero_snr, 5)
 
 
+@pytest.mark.parametrize("method", ["edict", "belm"])
+def test_a_zero_snr_start_names_the_timestep_and_the_ways_out(method: str) -> None:
+    """A zero-SNR plan for EDICT or BELM said only 'needs alpha_bar > 0 at every timestep (no
+    zero-SNR end)': not which timestep, what makes it zero, nor what to do. The message names
+    the plan's first timestep, the option, and the ways out (a plan starting below it, or
+    BDIA, which steps from there: the round trip below)."""
+    invert, sample, _ = METHODS[method]
+    config = dc.DDIMConfig(
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        prediction_type="v_prediction",
+        clip_sample=False,
+    )
+    gauss = GaussianMixture.create([[0.5, -0.5]], [0.3], config)
+    x0 = gauss.sample_data(4, np.random.default_rng(0))
+    for run in (
+        lambda: invert(gauss, x0, config, 10),
+        lambda: sample(gauss, x0, config, timesteps=[999, 500, 0]),
+    ):
+        with pytest.raises(ValueError) as caught:
+            run()
+        message = str(caught.value)
+        assert "the plan starts at timestep 999, where alpha_bar = 0" in message, message
+        assert "rescale_betas_zero_snr=True" in message and "timestep_spacing='leading'" in message
+        assert "BDIA" in message
+    state = R.invert_bdia(gauss, x0, config, 10)  # the way out the message names
+    np.testing.assert_array_equal(R.sample_bdia(gauss, state, config, 10), x0)
+
+
 def test_state_pickles_with_its_dtype_and_low_words() -> None:
     import pickle
 
