@@ -1818,7 +1818,9 @@ def command(name: str, argv: Sequence[str]) -> int:
         "Gaussian mixture)",
     )
     parser.add_argument("--model-id", help="the model's identity in the records")
-    parser.add_argument("--steps", type=int, required=True, help="inference steps")
+    parser.add_argument(
+        "--steps", type=int, help="inference steps (or --option timesteps=[...], the steps' list)"
+    )
     parser.add_argument(
         "--config", help="a scheduler_config.json, or a folder with one (default: DDIMConfig())"
     )
@@ -1855,6 +1857,13 @@ def command(name: str, argv: Sequence[str]) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = parser.parse_args(list(argv))
+    timesteps = any(item.partition("=")[0] == "timesteps" for item in args.option)
+    if (args.steps is None) != timesteps:  # n or timesteps, as in ddim_core.invert / sample
+        parser.error(
+            "--steps and --option timesteps=... both given; give one"
+            if timesteps
+            else "the following arguments are required: --steps (or --option timesteps=[...])"
+        )
     try:
         config = DDIMConfig.from_file(args.config) if args.config else DDIMConfig()
     except (OSError, ValueError, TypeError) as e:  # missing, a folder, not JSON, a bad option
@@ -1885,7 +1894,9 @@ def command(name: str, argv: Sequence[str]) -> int:
                 args.source,
                 args.target,
                 config,
-                check_int("--steps", args.steps, low=1, high=config.num_train_timesteps),
+                None
+                if args.steps is None
+                else check_int("--steps", args.steps, low=1, high=config.num_train_timesteps),
                 client=args.scheduler,
                 chunk=args.chunk,
                 method=args.method,

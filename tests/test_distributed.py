@@ -1154,3 +1154,31 @@ def test_prepare_refuses_flags_that_are_not_bools(
     with pytest.raises(TypeError, match=f"{name} must be True, False or None, got {value!r}"):
         prepare(kind, None, npy, target, CONFIG, 3, **options)
     assert not target.exists()
+
+
+def test_the_command_line_runs_a_list_of_timesteps(
+    client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--option timesteps=[999,500,1]` (the help: "--option NAME=JSON, another loop option";
+    the Python call takes n or timesteps) was refused whatever the user did: --steps was
+    required, and --steps with timesteps is "give exactly one of n and the loop option
+    timesteps, got n=10". --steps may now be left out for timesteps; both are one line."""
+    x = np.random.default_rng(3).standard_normal((6, 2))
+    source, target = tmp_path / "x.npy", tmp_path / "z.zarr"
+    np.save(source, x)
+    timesteps = [999, 500, 1]
+    argv = [str(source), str(target), "--chunk", "3", "--quiet"]
+    address = ["--scheduler", client.scheduler.address]
+    option = ["--option", "timesteps=[999, 500, 1]"]
+    assert within_timeout(cli.main, ["invert-dataset", *argv, *address, *option]) == 0
+    model = analytic_model(dc.DDIMConfig())
+    expected = chunked(
+        lambda c, xs: dc.invert(model, xs, dc.DDIMConfig(), timesteps=timesteps), x, 3
+    )
+    assert np.array_equal(result(target), expected)
+    assert [r["steps"] for r in done_records(target)] == [None, None]
+    for given, says in [(["--steps", "3", *option], "both given"), ([], "required: --steps")]:
+        with pytest.raises(SystemExit) as exit_:
+            distributed.command("sample-dataset", [*argv, *given])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and says in err, err
