@@ -716,9 +716,9 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
 
     The task a dataset run submits once per chunk; called directly, it computes one chunk in
     this process (to debug a chunk, or to time the work without Dask). The result is written
-    whole before the record, and both Zarr writes replace files atomically (temp file +
-    rename), so a worker killed at any point leaves the chunk either done or not done, never
-    half done.
+    whole before the record (a chunk done before from other inputs is marked not done
+    first), and the Zarr writes replace files atomically (temp file + rename), so a worker
+    killed at any point leaves the chunk either done or not done, never half done.
 
     Parameters
     ----------
@@ -792,7 +792,10 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     y = _import(job.function)(
         counted, x if prepare is None else prepare(x), job.config, job.n, **options
     )
-    result[a:b] = backends.to_host(y, dtype=x.dtype)
+    out = backends.to_host(y, dtype=x.dtype)
+    if any(row):  # done from other inputs: its record must not outlive the result it names
+        done[index] = np.zeros(len(row), dtype=np.uint8)
+    result[a:b] = out
     done[index] = np.frombuffer(record + job.token, dtype=np.uint8)
     return ChunkResult(index, True, counted.calls, time.perf_counter() - start, built)
 

@@ -1182,3 +1182,53 @@ def test_the_command_line_runs_a_list_of_timesteps(
             distributed.command("sample-dataset", [*argv, *given])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.count("\n") == 1 and says in err, err
+
+
+class _DiesAfterWriting:
+    """A Zarr array whose writes land, then kill the task (a worker killed between a chunk's
+    result and its record)."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.array[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.array[key] = value
+        raise KeyboardInterrupt("killed after the result was written")
+
+
+def test_a_chunk_killed_after_its_result_is_not_done_from_its_old_inputs(
+    tmp_path: Path, npy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk done from config A, recomputed from config B and killed between the result
+    write and the record, kept A's record over B's result: a rerun with A skipped it ("done")
+    and the target held B's numbers where done_records said A (the docs: "a chunk is either
+    done or not"). Its record is now cleared before its result is replaced."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    x = np.random.default_rng(4).standard_normal((10, 2))
+    np.save(npy, x)
+    target = tmp_path / "out.zarr"
+    other = dc.DDIMConfig(timestep_spacing="leading", clip_sample=False)
+    first = prepare("invert", None, npy, target, CONFIG, 5, chunk=5)
+    assert [run_chunk(first, c).computed for c in range(2)] == [True, True]
+    second = prepare("invert", None, npy, target, other, 5, chunk=5)
+    arrays = distributed._arrays
+
+    def dying(job: Any) -> Any:
+        source, out, done = arrays(job)
+        return source, _DiesAfterWriting(out), done
+
+    monkeypatch.setattr(distributed, "_arrays", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_chunk(second, 0)
+    monkeypatch.undo()
+    model = analytic_model(CONFIG)
+    assert not np.array_equal(result(target)[:5], dc.invert(model, x[:5], CONFIG, 5))
+    assert done_records(target)[0] is None  # B's numbers, not A's: not done
+    again = prepare("invert", None, npy, target, CONFIG, 5, chunk=5)
+    assert [run_chunk(again, c).computed for c in range(2)] == [True, False]
+    expected = chunked(lambda c, xs: dc.invert(model, xs, CONFIG, 5), x, 5)
+    assert np.array_equal(result(target), expected)
