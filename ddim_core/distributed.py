@@ -1491,6 +1491,9 @@ def _method(
                     "which holds no NaN or Inf; pass a finite number"
                 ) from None
         raise
+    for p in signature.parameters.values():  # eta=0 is eta=0.0: one record, as in the config
+        if type(recorded.get(p.name)) is int and _floating(p.annotation):
+            recorded[p.name] = float(recorded[p.name])
     if kind == "invert":
         from .sampling import check_fixed_point
 
@@ -1499,6 +1502,13 @@ def _method(
     if function == known[DEFAULT_METHOD]:
         _check_ddim_options(kind, recorded)
     return function, options, recorded
+
+
+def _floating(annotation: Any) -> bool:
+    """Whether a parameter's annotation ("float", "float | None", float) takes floats and no
+    ints: its int values are recorded as floats."""
+    words = set(re.findall(r"\w+", str(annotation)))
+    return "float" in words and "int" not in words
 
 
 def _check_ddim_options(kind: str, options: Mapping[str, Any]) -> None:

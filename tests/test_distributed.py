@@ -1232,3 +1232,26 @@ def test_a_chunk_killed_after_its_result_is_not_done_from_its_old_inputs(
     assert [run_chunk(again, c).computed for c in range(2)] == [True, False]
     expected = chunked(lambda c, xs: dc.invert(model, xs, CONFIG, 5), x, 5)
     assert np.array_equal(result(target), expected)
+
+
+def test_an_integer_float_option_is_the_same_record(tmp_path: Path, npy: Path) -> None:
+    """`eta=0` (or `--option eta=0`, JSON's int) after a run with the default eta 0.0 (or
+    `--eta 0`) recomputed every chunk: the records held 0 and 0.0, two options where the loop
+    runs one (the config's numbers are recorded as floats already). Options annotated float
+    record their ints as floats."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    target = tmp_path / "out.zarr"
+    job = prepare("sample", None, npy, target, CONFIG, 5, chunk=5, seed=0)
+    assert [run_chunk(job, c).computed for c in range(2)] == [True, True]
+    for options in ({"eta": 0}, {"eta": 0.0}, {}):
+        job = prepare("sample", None, npy, target, CONFIG, 5, chunk=5, seed=0, **options)
+        assert [run_chunk(job, c).computed for c in range(2)] == [False, False], options
+    assert all(r is not None and r["options"]["eta"] == 0.0 for r in done_records(target))
+    invert = tmp_path / "invert.zarr"
+    exact = {"fixed_point_iters": 2, "tol": 1.0}
+    job = prepare("invert", None, npy, invert, CONFIG, 5, chunk=5, **exact)
+    assert [run_chunk(job, c).computed for c in range(2)] == [True, True]
+    job = prepare("invert", None, npy, invert, CONFIG, 5, chunk=5, **{**exact, "tol": 1})
+    assert [run_chunk(job, c).computed for c in range(2)] == [False, False]
+    assert job.options["tol"] == 1 and type(job.options["tol"]) is int  # passed on as given
