@@ -768,7 +768,9 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     index = check_int("index", index, low=0, high=job.chunks - 1)
     source, result, done = _arrays(job)
     a, b = index * job.chunk, min((index + 1) * job.chunk, job.items)
-    x = np.ascontiguousarray(source[a:b])
+    # a .npy source's items are its file's pages mapped read-only: torch.from_numpy warns
+    # that writing to them is undefined, so the model gets a copy, as from a Zarr source
+    x = np.require(source[a:b], requirements=["C", "W"])
     record = job.run_digest + _chunk_digest(job.run_digest, index, a, b, x)
     row = np.asarray(done[index], dtype=np.uint8).tobytes()
     if row[:64] == record:

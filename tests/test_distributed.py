@@ -1255,3 +1255,45 @@ def test_an_integer_float_option_is_the_same_record(tmp_path: Path, npy: Path) -
     job = prepare("invert", None, npy, invert, CONFIG, 5, chunk=5, **{**exact, "tol": 1})
     assert [run_chunk(job, c).computed for c in range(2)] == [False, False]
     assert job.options["tol"] == 1 and type(job.options["tol"]) is int  # passed on as given
+
+
+SEEN_WRITABLE: list[bool] = []  # what from_numpy_model's asarray was given
+
+
+def from_numpy_model(config: dc.DDIMConfig) -> Any:
+    """The docs' recipe on the CPU: asarray brings each chunk to torch with torch.from_numpy."""
+    torch = pytest.importorskip("torch")
+    model = analytic_model(config)
+
+    class Model:
+        def asarray(self, x: np.ndarray) -> Any:
+            SEEN_WRITABLE.append(x.flags.writeable)
+            return torch.from_numpy(x)
+
+        def __call__(self, x: Any, t: Any) -> Any:
+            return model(x, t)
+
+    return Model()
+
+
+def test_a_npy_source_s_items_reach_the_model_writable(tmp_path: Path, npy: Path) -> None:
+    """From a .npy source, the model's asarray got the file's pages, mapped read-only:
+    torch.from_numpy (the docs' recipe) warned "The given NumPy array is not writable ...
+    writing to this tensor will result in undefined behavior" (once per worker process),
+    where a Zarr source's items were a fresh array. They are now a copy, as from Zarr."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    pytest.importorskip("torch")
+    x = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
+    np.save(npy, x)
+    factory = f"{__name__}:from_numpy_model"
+    job = prepare("invert", factory, npy, tmp_path / "out.zarr", CONFIG, 5, chunk=5)
+    SEEN_WRITABLE.clear()
+    assert [run_chunk(job, c).computed for c in range(2)] == [True, True]
+    assert SEEN_WRITABLE == [True, True]
+    model = from_numpy_model(CONFIG)
+    expected = chunked(
+        lambda c, xs: dc.invert(model, model.asarray(xs.copy()), CONFIG, 5).numpy(), x, 5
+    )
+    assert np.array_equal(result(tmp_path / "out.zarr"), expected)
+    assert np.array_equal(np.load(npy), x)  # the source untouched
