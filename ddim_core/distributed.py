@@ -573,7 +573,10 @@ def done_records(target: str | os.PathLike[str]) -> list[dict[str, Any] | None]:
     Raises
     ------
     ValueError
-        `target` is a Zarr group that ddim-core did not write.
+        `target` is a Zarr group that ddim-core did not write, or no Zarr group (a Zarr
+        array, such as the target's ``result``, or another file).
+    FileNotFoundError
+        `target` does not exist.
     ImportError
         zarr is missing.
 
@@ -588,7 +591,16 @@ def done_records(target: str | os.PathLike[str]) -> list[dict[str, Any] | None]:
     ...     "records.zarr")]
     [('invert', 10, 'ddim_core.distributed:analytic_model'), None]
     """
-    group = _zarr().open_group(store=_location(target), mode="r")
+    path = _location(target)
+    if "://" not in path and not os.path.exists(path):
+        raise FileNotFoundError(f"target {target} does not exist")
+    try:
+        group = _zarr().open_group(store=path, mode="r")
+    except Exception:  # zarr's words for an array: "An array already exists in store ..."
+        raise ValueError(
+            f"target {target} is not a Zarr group (a Zarr array or another file): give the "
+            "group a dataset run wrote, not its result"
+        ) from None
     runs = _meta(group, str(target))["runs"]
     rows = np.asarray(group["done"][...])
     return [runs.get(bytes(row[:32]).hex()) if row.any() else None for row in rows]

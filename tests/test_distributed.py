@@ -1297,3 +1297,20 @@ def test_a_npy_source_s_items_reach_the_model_writable(tmp_path: Path, npy: Path
     )
     assert np.array_equal(result(tmp_path / "out.zarr"), expected)
     assert np.array_equal(np.load(npy), x)  # the source untouched
+
+
+def test_done_records_of_what_is_no_target_says_so(tmp_path: Path, npy: Path) -> None:
+    """done_records(TARGET/result), the array the docs read the results from, said zarr's
+    "An array already exists in store file:///.../result at path ." (a ContainsArrayError, for
+    a read); a .npy file "No group found in store". Both now say that the target is no Zarr
+    group, and a missing target that it does not exist."""
+    from ddim_core.distributed import prepare
+
+    target = tmp_path / "out.zarr"
+    prepare("invert", None, npy, target, CONFIG, 5, chunk=5)
+    assert done_records(target) == [None, None]
+    for wrong in (target / "result", npy):
+        with pytest.raises(ValueError, match=r"^target .* is not a Zarr group \(a Zarr array"):
+            done_records(wrong)
+    with pytest.raises(FileNotFoundError, match=r"^target .*missing.zarr does not exist$"):
+        done_records(tmp_path / "missing.zarr")
