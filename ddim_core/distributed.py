@@ -1283,6 +1283,10 @@ def local_cluster(
     """
     import dask
 
+    # distributed's config defaults are loaded by its import: dask.config.set of a
+    # distributed.* key before it would be undone on exit with them, leaving no "distributed"
+    # config at all (KeyError: 'distributed' when the cluster closes)
+    _dask()
     if workers is not None:  # 0 is no "default", -1 no cluster
         workers = check_int("workers", workers, low=1)
     options: dict[str, Any] = {

@@ -1314,3 +1314,22 @@ def test_done_records_of_what_is_no_target_says_so(tmp_path: Path, npy: Path) ->
             done_records(wrong)
     with pytest.raises(FileNotFoundError, match=r"^target .*missing.zarr does not exist$"):
         done_records(tmp_path / "missing.zarr")
+
+
+def test_local_cluster_works_before_distributed_is_imported() -> None:
+    """`from ddim_core.distributed import local_cluster; local_cluster(1).close()` in a new
+    process (distributed not imported yet) failed with KeyError: 'distributed': the cluster's
+    dask.config.set of distributed.nanny.pre-spawn-environ, made before distributed loaded its
+    config defaults, took them away again on exit, and the cluster read them as it closed."""
+    code = (
+        "import sys; from ddim_core.distributed import local_cluster; "
+        "assert 'distributed' not in sys.modules; "
+        "cluster = local_cluster(1, processes=False); cluster.close(); "
+        "import dask; print(dask.config.get('distributed.scheduler.allowed-failures'))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0 and "KeyError" not in out.stderr, out.stderr
+    assert out.stdout.split() == ["3"], out.stdout
