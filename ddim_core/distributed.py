@@ -326,7 +326,8 @@ def invert_dataset(
         The number of inference steps; give this or the loop option `timesteps`.
     client : distributed.Client, str or None, optional
         A `distributed.Client`, a scheduler address, or None for a `local_cluster` of
-        `workers` processes (one thread each; default: one per core), closed at the end.
+        `workers` processes (one thread each; default: one per core this process may run
+        on), closed at the end.
     chunk : int, optional
         Items per task (and per Zarr chunk of the result): the batch the model sees.
         Default: about 4 MiB of source.
@@ -1238,7 +1239,8 @@ def local_cluster(
     workers: int | None = None, *, environ: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> Any:
     """The LocalCluster a run starts when given no client: `workers` processes (default: one
-    per core) of one thread each, with glibc's malloc left to its own rules.
+    per core this process may run on) of one thread each, with glibc's malloc left to its own
+    rules.
 
     Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in their workers, which turns off glibc's
     dynamic mmap threshold: every temporary array over 128 KiB is then mapped and unmapped
@@ -1248,7 +1250,9 @@ def local_cluster(
     Parameters
     ----------
     workers : int, optional
-        Worker processes; default: one per core.
+        Worker processes; default: one per core this process may run on, as Dask counts
+        them (`dask.system.CPU_COUNT`: its CPU affinity and cgroup quota, e.g. a SLURM job's
+        cores, not all the machine's).
     environ : mapping of str to value, optional
         Variables added to the workers' environment before they start (glibc reads MALLOC_*
         only then; a value None unsets one).
@@ -1282,6 +1286,7 @@ def local_cluster(
     [1, 1]
     """
     import dask
+    from dask.system import CPU_COUNT  # not os.cpu_count(): the machine's, affinity ignored
 
     # distributed's config defaults are loaded by its import: dask.config.set of a
     # distributed.* key before it would be undone on exit with them, leaving no "distributed"
@@ -1290,7 +1295,7 @@ def local_cluster(
     if workers is not None:  # 0 is no "default", -1 no cluster
         workers = check_int("workers", workers, low=1)
     options: dict[str, Any] = {
-        "n_workers": workers or os.cpu_count() or 1,
+        "n_workers": workers or CPU_COUNT,
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": ":0",

@@ -1333,3 +1333,24 @@ def test_local_cluster_works_before_distributed_is_imported() -> None:
     )
     assert out.returncode == 0 and "KeyError" not in out.stderr, out.stderr
     assert out.stdout.split() == ["3"], out.stdout
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 cores"
+)
+def test_the_default_cluster_counts_the_cores_this_process_may_run_on() -> None:
+    """local_cluster() (a run without a client) started os.cpu_count() workers, the machine's
+    cores: in a SLURM job given 4 cores of a 64-core node, 64 worker processes, each building
+    the model. It now starts one per core the process may run on (Dask's CPU_COUNT: affinity
+    and cgroup quota), here one, pinned to a single core."""
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from ddim_core.distributed import local_cluster; "
+        "cluster = local_cluster(processes=False); print(len(cluster.workers)); cluster.close()"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"], out.stdout
