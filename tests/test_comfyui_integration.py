@@ -192,6 +192,41 @@ def _schedule(comfy: types.SimpleNamespace, model: Any, steps: int) -> Any:
     )
 
 
+def _round_trip(
+    comfy: types.SimpleNamespace, model: Any, x0: Any, **options: Any
+) -> tuple[float, int]:
+    """DDIM Schedule (20 steps) -> DDIM Flip Sigmas -> DDIM Inversion Sampler (`options`) in
+    SamplerCustomAdvanced with DisableNoise, then the DDIM Sampler at eta 0 back down: the
+    round trip's max abs error and the model calls the inversion took."""
+    unet = model.model.diffusion_model
+    down = _schedule(comfy, model, 20)
+    up = _node(comfy, "DDIMCoreFlipSigmas", sigmas=down)
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    inverse = _node(comfy, "DDIMCoreInversionSampler", **options)
+    unet.calls = 0
+    z = _advanced(comfy, model, off, inverse, up, x0)
+    calls = unet.calls
+    forward = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    back = _advanced(comfy, model, off, forward, down, z)
+    return float((back - x0).abs().max()), calls
+
+
+def _stock_ksamplers(
+    comfy: types.SimpleNamespace, model: Any, x: Any
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """The stock KSampler with euler and with ddim_core at `simple`, 500 steps, denoise 0.3
+    (repeated sigmas): their latents out and model calls, by sampler name."""
+    unet = model.model.diffusion_model
+    outs, calls = {}, {}
+    for name in ("euler", "ddim_core"):
+        unet.calls = 0
+        outs[name] = comfy.nodes.KSampler().sample(
+            model, 7, 500, 1.0, name, "simple", _cond(), _cond(), {"samples": x}, denoise=0.3
+        )[0]["samples"]
+        calls[name] = unet.calls
+    return outs, calls
+
+
 @needs_comfyui
 def test_pack_loads_with_comfyuis_loader_as_v3_nodes(comfy) -> None:  # type: ignore[no-untyped-def]
     assert comfy.loaded is True
@@ -351,12 +386,7 @@ def test_inversion_is_exact_by_default(comfy) -> None:  # type: ignore[no-untype
     from ddim_comfyui import core
 
     model = _model(comfy)
-    unet = model.model.diffusion_model
-    down = _schedule(comfy, model, 20)
-    up = _node(comfy, "DDIMCoreFlipSigmas", sigmas=down)
-    off = comfy.custom.DisableNoise().get_noise()[0]
-    forward = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
-    x0 = unet.latent(8, seed=3)
+    x0 = model.model.diffusion_model.latent(8, seed=3)
     schema = comfy.nodes.NODE_CLASS_MAPPINGS["DDIMCoreInversionSampler"].GET_SCHEMA()
     defaults = {i.id: i.default for i in schema.inputs}
     assert defaults == {"fixed_point_iters": core.INVERSION_ITERS, "tol": core.INVERSION_TOL}
@@ -366,15 +396,58 @@ def test_inversion_is_exact_by_default(comfy) -> None:  # type: ignore[no-untype
         ("one refinement", {"fixed_point_iters": 1, "tol": 0.0}),
         ("plain", {"fixed_point_iters": 0, "tol": 0.0}),
     ):
-        inverse = _node(comfy, "DDIMCoreInversionSampler", **options)
-        unet.calls = 0
-        z = _advanced(comfy, model, off, inverse, up, x0)
-        calls[label] = unet.calls
-        back = _advanced(comfy, model, off, forward, down, z)
-        trips[label] = float((back - x0).abs().max())
+        trips[label], calls[label] = _round_trip(comfy, model, x0, **options)
     assert trips["exact"] <= 1e-5 < 1e-2 < trips["one refinement"] < trips["plain"]
     assert calls["plain"] == 20 and calls["one refinement"] == 20 * 2
     assert 20 < calls["exact"] <= 20 * (core.INVERSION_ITERS + 1)
+
+
+@needs_comfyui
+def test_readme_figures(comfy) -> None:  # type: ignore[no-untyped-def]
+    """The README's figures measured in ComfyUI, marked `comfyui.*` and checked as
+    tests/test_figures.py checks the others (they were unmarked and those of an earlier
+    inversion: 2.7e-6 in 104 model calls with the defaults, one refinement in 60, and a half
+    precision model's 7.5e-4 in 183 calls, more than the 180 that 8 refinements allow)."""
+    import torch
+    from ddim_comfyui import core
+    from test_figures import check
+
+    from ddim_core.implicit import ToleranceWarning
+
+    model = _model(comfy)
+    unet = model.model.diffusion_model
+    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "normal", 20, 1.0)[0]
+    x = unet.latent(8, seed=1)
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    seeded = comfy.custom.RandomNoise().get_noise(42)[0]
+    ddim = _node(comfy, "DDIMCoreSampler", eta=1.0, s_noise=1.0)
+    first, second = (_advanced(comfy, model, off, ddim, sigmas, x) for _ in range(2))
+    ours = _advanced(comfy, model, seeded, ddim, sigmas, x)
+    ancestral = comfy.samplers.sampler_object("euler_ancestral")
+    theirs = _advanced(comfy, model, seeded, ancestral, sigmas, x)
+    figures: dict[str, Any] = {
+        "repeat": float((first - second).abs().max()),
+        "ancestral": rel(ours, theirs),
+        "ancestral_std": float(theirs.std()),
+    }
+    x0 = unet.latent(8, seed=3)
+    defaults = {"fixed_point_iters": core.INVERSION_ITERS, "tol": core.INVERSION_TOL}
+    for key, options in (
+        ("exact", defaults),
+        ("one", {"fixed_point_iters": 1, "tol": 0.0}),
+        ("plain", {"fixed_point_iters": 0, "tol": 0.0}),
+    ):
+        figures[f"trip_{key}"], figures[f"calls_{key}"] = _round_trip(comfy, model, x0, **options)
+    outs, calls = _stock_ksamplers(comfy, model, x0)
+    figures["ksampler"] = float((outs["ddim_core"] - outs["euler"]).abs().max())
+    figures["ksampler_calls"], figures["euler_calls"] = calls["ddim_core"], calls["euler"]
+    big = unet.latent(64, seed=3)
+    with warnings.catch_warnings():  # a step or two end above tol (float16: all of them)
+        warnings.simplefilter("ignore", ToleranceWarning)
+        figures["trip_64"], figures["calls_64"] = _round_trip(comfy, model, big, **defaults)
+        unet.dtype = torch.float16  # ComfyUI runs the model in float16: its input and output
+        figures["trip_half"], figures["calls_half"] = _round_trip(comfy, model, big, **defaults)
+    check("comfyui", figures)
 
 
 @needs_comfyui
@@ -429,14 +502,7 @@ def test_sigma_lists_comfyuis_samplers_accept(comfy) -> None:  # type: ignore[no
     model = _model(comfy)
     unet = model.model.diffusion_model
     x = unet.latent(4, seed=4)
-    outs, calls = {}, {}
-    for name in ("euler", "ddim_core"):
-        unet.calls = 0
-        ksampler = comfy.nodes.KSampler()
-        outs[name] = ksampler.sample(
-            model, 7, 500, 1.0, name, "simple", _cond(), _cond(), {"samples": x}, denoise=0.3
-        )[0]["samples"]
-        calls[name] = unet.calls
+    outs, calls = _stock_ksamplers(comfy, model, x)
     sigmas = comfy.samplers.calculate_sigmas(
         model.get_model_object("model_sampling"), "simple", 1666
     )

@@ -9,7 +9,8 @@ the times). The docs build draws the rest (tables and plots) from the code itsel
 Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff.*`),
 tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit), diffusers'
 own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`),
-benchmarks/results/threads.json (`threads.*`), `ddim-core demo`.
+benchmarks/results/threads.json (`threads.*`), `ddim-core demo`; a real ComfyUI (`comfyui.*`:
+tests/test_comfyui_integration.py::test_readme_figures, run where COMFYUI_PATH is set).
 """
 
 from __future__ import annotations
@@ -61,7 +62,16 @@ def check(prefix: str, figures: dict[str, Any]) -> None:
 
 
 def test_markers_name_known_figures() -> None:
-    known = {"parity", "kdiff", "reversible", "reversible_jit", "plans", "bench", "threads"}
+    known = {
+        "parity",
+        "kdiff",
+        "reversible",
+        "reversible_jit",
+        "plans",
+        "bench",
+        "threads",
+        "comfyui",
+    }
     for page in PAGES:
         for _, key in MARKER.findall(page.read_text(encoding="utf-8")):
             assert key.split(".")[0] in known, f"{page.name}: unknown figure {key}"
