@@ -451,6 +451,49 @@ def test_readme_figures(comfy) -> None:  # type: ignore[no-untyped-def]
 
 
 @needs_comfyui
+def test_half_precision_figures(comfy) -> None:  # type: ignore[no-untyped-def]
+    """docs/guides/comfyui.md's half-precision figures (markers `comfyui_half.*`): a bfloat16
+    latent against its float32 run (the guide said 2.0e-3 at eta 0, where promoting it before
+    the first step gives the float32 run itself, and 6.8e-3 at eta 1, 2.5e-6 for inversion),
+    and a float16 model's inversion with and without the stall stop."""
+    import torch
+    from ddim_comfyui import core
+    from test_figures import check
+
+    from ddim_core.implicit import ToleranceWarning
+
+    model = _model(comfy)
+    unet = model.model.diffusion_model
+    down = _schedule(comfy, model, 20)
+    x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5)) * float(down[0])
+    figures: dict[str, Any] = {}
+    for key, eta, theirs in (("eta0", 0.0, "euler"), ("eta1", 1.0, "ancestral")):
+        _, half, full = _half_runs(
+            comfy, model, _node(comfy, "DDIMCoreSampler", eta=eta, s_noise=1.0), down, x_T
+        )
+        figures[key] = float((half - full).abs().max())
+        stock = comfy.samplers.sampler_object("euler" if eta == 0 else "euler_ancestral")
+        _, half, full = _half_runs(comfy, model, stock, down, x_T)
+        figures[theirs] = float((half - full).abs().max())
+    x0 = unet.latent(8, seed=3)
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    _, z, _ = _half_runs(comfy, model, inverse, _node(comfy, "DDIMCoreFlipSigmas", sigmas=down), x0)
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    forward = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    back = _advanced(comfy, model, off, forward, down, z)
+    figures["inversion"] = float((back - x0.bfloat16().float()).abs().max())
+    unet.dtype = torch.float16  # as test_inversion_of_a_half_precision_model_stops_...
+    unet.network_like = True
+    defaults = {"fixed_point_iters": core.INVERSION_ITERS, "tol": core.INVERSION_TOL}
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("ignore", ToleranceWarning)  # float16's floor is above tol
+        figures["trip_stall"], figures["calls_stall"] = _round_trip(comfy, model, x0, **defaults)
+        patch.setattr(core, "computes_in_half", lambda model: False)  # no stall stop
+        figures["trip_every"], figures["calls_every"] = _round_trip(comfy, model, x0, **defaults)
+    check("comfyui_half", figures)
+
+
+@needs_comfyui
 def test_inversion_of_a_half_precision_model_stops_where_its_residual_stalls(comfy) -> None:  # type: ignore[no-untyped-def]
     """A model ComfyUI runs in float16 (its input cast to float16, its output rounded there,
     the latents float32): the DDIM Inversion Sampler with its defaults stops refining steps
@@ -763,8 +806,9 @@ def test_half_precision_latents_step_in_comfyuis_dtype(comfy) -> None:  # type: 
     sigmas), and so do the DDIM Sampler (eta 0 and 1) and the DDIM Inversion Sampler (as
     euler over the flipped sigmas): the same dtype at every step and out. Kept in bfloat16,
     ours missed its float32 run by 2.0e-2 (max abs; eta 1: 1.7e-2) where euler misses its
-    own by 6.3e-3 (euler_ancestral 8.2e-3); now by 2.0e-3 (6.8e-3), within 1e-2 of theirs
-    (8.1e-3, 5.3e-3: their model is given the sigmas in bfloat16, ours in float32)."""
+    own by 6.3e-3 (euler_ancestral 8.2e-3); promoted before the first step, by 0 (eta 1: 7.0e-3,
+    its noise drawn in bfloat16 as euler_ancestral's), within 1e-2 of theirs (their model is
+    given the sigmas in bfloat16, ours in float32). test_half_precision_figures: the guide's."""
     import torch
 
     model = _model(comfy)
@@ -786,6 +830,7 @@ def test_half_precision_latents_step_in_comfyuis_dtype(comfy) -> None:  # type: 
         theirs_off = float((half_c - full_c).abs().max())
         assert float((full - full_c).abs().max()) <= 1e-5  # float32: the same sampler
         assert ours_off <= theirs_off and ours_off <= 7e-3, (eta, ours_off, theirs_off)
+        assert eta > 0 or ours_off == 0.0  # eta 0: the float32 run (eta 1 draws bfloat16 noise)
         assert float((half - half_c).abs().max()) <= 1e-2
     x0 = unet.latent(8, seed=3)
     inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)

@@ -9,8 +9,9 @@ the times). The docs build draws the rest (tables and plots) from the code itsel
 Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff.*`),
 tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit), diffusers'
 own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`),
-benchmarks/results/threads.json (`threads.*`), `ddim-core demo`; a real ComfyUI (`comfyui.*`:
-tests/test_comfyui_integration.py::test_readme_figures, run where COMFYUI_PATH is set).
+benchmarks/results/threads.json (`threads.*`), `ddim-core demo`; a real ComfyUI (`comfyui.*`,
+`comfyui_half.*`: tests/test_comfyui_integration.py::test_readme_figures and
+test_half_precision_figures, run where COMFYUI_PATH is set).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def test_markers_name_known_figures() -> None:
         "bench",
         "threads",
         "comfyui",
+        "comfyui_half",
     }
     for page in PAGES:
         for _, key in MARKER.findall(page.read_text(encoding="utf-8")):
