@@ -385,6 +385,34 @@ def _host_noise_row(uid: int, t: int) -> tuple[float, ...]:
     return tuple(values[t].tolist())
 
 
+def noise_size(schedule: Schedule) -> int:
+    """The schedule's number of training timesteps, through its `uid`: torch.compile cannot
+    read a table's shape off a Schedule that `schedule(config)` made while it traced (a
+    constant of the graph).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The schedule.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> import ddim_core as dc
+    >>> noise_size(dc.schedule(dc.DDIMConfig(num_train_timesteps=500)))
+    500
+    """
+    return _host_noise_size(schedule.uid)
+
+
+@backends.host_constant
+def _host_noise_size(uid: int) -> int:
+    return int(noise_table(backends.registered(uid)).shape[0])
+
+
 def noise_gather(schedule: Schedule, timesteps: Array, like: Array, xp: Namespace) -> list[Array]:
     """`noise_row` for an integer array of timesteps, gathered on `like`'s device.
 

@@ -182,7 +182,7 @@ def schedule(config: DDIMConfig) -> Schedule:
     """
     if not isinstance(config, DDIMConfig):
         raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
-    return _schedule(
+    return _host_schedule(
         config.num_train_timesteps,
         config.beta_start,
         config.beta_end,
@@ -191,6 +191,13 @@ def schedule(config: DDIMConfig) -> Schedule:
         config.rescale_betas_zero_snr,
         config.set_alpha_to_one,
     )
+
+
+@backends.host_constant
+def _host_schedule(*options: Any) -> Schedule:
+    """`_schedule`, which torch.compile runs eagerly and keeps as a constant: it would trace
+    the function the lru_cache wraps, NumPy code it cannot trace."""
+    return _schedule(*options)
 
 
 @functools.lru_cache(maxsize=64)

@@ -639,7 +639,7 @@ def _noise_coefficients(
     t_arr = _timestep_array(timesteps, sample, xp)
     values = backends.host_integers(t_arr)
     if values is None:
-        size = sched.num_train_timesteps
+        size = coefficients.noise_size(sched)
         t_arr = backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
     else:
         coefficients.check_timesteps(

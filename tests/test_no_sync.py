@@ -177,3 +177,22 @@ def test_torch_compile_fullgraph_with_thresholding() -> None:
     assert rel(torch.compile(one, fullgraph=True)(x, m), one(x, m)) <= TOLERANCE["float64"]
     compiled = torch.compile(functional, fullgraph=True)(state, m, x)
     assert rel(compiled, functional(state, m, x)) <= TOLERANCE["float64"]
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_add_noise_and_velocity_of_a_config() -> None:
+    """add_noise / get_velocity given a DDIMConfig (their documented first argument, as a
+    training step passes it) failed under torch.compile(fullgraph=True): Dynamo traced the
+    function behind schedule()'s lru_cache, NumPy code it cannot trace ('Unsupported ndarray
+    attribute access'), where a Plan or a Schedule compiled. The schedule is now a constant of
+    the graph, and a timestep tensor is range-checked against its size read by uid."""
+    torch._dynamo.reset()
+    x, z = torch.from_numpy(X), torch.from_numpy(NOISE)
+    for fn in (dc.add_noise, dc.get_velocity):
+        for t in (torch.tensor([999, 5]), torch.tensor(500)):
+
+            def noised(x, z, t, fn=fn):  # type: ignore[no-untyped-def]
+                return fn(CONFIG, x, z, t)
+
+            got = torch.compile(noised, fullgraph=True, backend="aot_eager")(x, z, t)
+            assert torch.equal(got, noised(x, z, t)), (fn.__name__, t)
