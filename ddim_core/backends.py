@@ -589,6 +589,13 @@ def _transformed(x: Array) -> bool:
     torch.func transform (vmap's batched tensors have no storage; their .tolist() raises)."""
     if compiling():  # (first: Dynamo need not trace the functorch query)
         return True
+    return _functorch_wrapped(x)
+
+
+def _functorch_wrapped(x: Array) -> bool:
+    """Whether a torch tensor is wrapped by a torch.func transform outside torch.compile:
+    vmap's batched tensors have no value to read and no batching rule for torch's device
+    assert."""
     functorch = getattr(sys.modules["torch"]._C, "_functorch", None)
     wrapped = getattr(functorch, "is_functorch_wrapped_tensor", None)
     return wrapped is not None and bool(wrapped(x))
@@ -632,7 +639,10 @@ def host_int(x: Array) -> int | None:
     if isinstance(x, np.ndarray):
         return int(x)
     if x.__class__.__module__ == "torch" and x.is_cpu and not compiling():
-        return int(x.item())
+        try:
+            return int(x.item())
+        except RuntimeError:  # batched by torch.func.vmap: no value (host_integers: None)
+            pass
     values = host_integers(x)
     return None if values is None else values[0]
 
@@ -640,9 +650,10 @@ def host_int(x: Array) -> int | None:
 def check_range_on_device(x: Array, size: int, message: str) -> Array:
     """x, with 0 <= x < size checked where x lives, without waiting for it: torch's
     asynchronous device assert (reported at the next synchronisation), a Dask check that runs
-    with the graph. Other libraries (JAX under jit) have no such check: a value out of range
-    there gathers NaN (JAX) and is documented. Values the host reads for free are checked
-    there instead (`host_integers`).
+    with the graph. Other libraries (JAX under jit) and torch.func.vmap's batched tensors (the
+    assert has no batching rule) have no such check: a value out of range there gathers NaN
+    (`take_rows`) and is documented. Values the host reads for free are checked there instead
+    (`host_integers`).
 
     Parameters
     ----------
@@ -666,7 +677,7 @@ def check_range_on_device(x: Array, size: int, message: str) -> Array:
     >>> check_range_on_device(t, 1000, "timestep out of range") is t
     True
     """
-    if array_api_compat.is_torch_array(x):
+    if array_api_compat.is_torch_array(x) and (compiling() or not _functorch_wrapped(x)):
         torch = sys.modules["torch"]
         ok = (x >= 0) & (x < size)
         torch._assert_async(ok if ok.ndim == 0 else ok.all(), message)  # (0-d: one launch less)
@@ -679,9 +690,10 @@ def check_range_on_device(x: Array, size: int, message: str) -> Array:
 def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) -> Array:
     """x, with no element in `excluded` checked where x lives, without waiting for it, as
     `check_range_on_device` does (torch's asynchronous assert, a Dask check in the graph).
-    Other libraries (JAX under jit, CuPy, array-api-strict's devices other than its CPU) have
-    none: there an excluded element becomes -1, which `take_rows` gathers as NaN (documented),
-    where its row would step to a finite, wrong sample (x0_pred = inf, clipped).
+    Other libraries (JAX under jit, CuPy, array-api-strict's devices other than its CPU) and
+    torch.func.vmap's batched tensors have none: there an excluded element becomes -1, which
+    `take_rows` gathers as NaN (documented), where its row would step to a finite, wrong
+    sample (x0_pred = inf, clipped).
 
     Parameters
     ----------
@@ -707,7 +719,7 @@ def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) 
     """
     if not excluded:
         return x
-    if array_api_compat.is_torch_array(x):
+    if array_api_compat.is_torch_array(x) and (compiling() or not _functorch_wrapped(x)):
         torch = sys.modules["torch"]
         hit = torch.isin(x, _torch_integers(excluded, x.device))
         torch._assert_async(~(hit if hit.ndim == 0 else hit.any()), message)
@@ -744,8 +756,9 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
         At least one dimension.
     indices : array
         Integers in [0, table.shape[0]), already checked where they can be read (NumPy, Dask)
-        or on the device (torch). Elsewhere (JAX under jit, CuPy, array-api-strict's devices
-        other than its CPU) unchecked: one out of range, a negative one included, gathers NaN.
+        or on the device (torch). Elsewhere (JAX under jit, torch.func.vmap, CuPy,
+        array-api-strict's devices other than its CPU) unchecked: one out of range, a
+        negative one included, gathers NaN.
     xp : namespace
 
     Returns
@@ -761,7 +774,7 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
     [[4, 5]]
     """
     flat = xp.reshape(indices, (-1,))
-    if array_api_compat.is_torch_array(table):
+    if array_api_compat.is_torch_array(table) and (compiling() or not _functorch_wrapped(flat)):
         torch = sys.modules["torch"]
         if flat.dtype not in (torch.int64, torch.int32):  # what index_select takes
             flat = flat.to(torch.int64)

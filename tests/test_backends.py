@@ -135,6 +135,37 @@ def test_jax_jit_negative_timestep_gathers_nan_not_the_last_level() -> None:
     assert bool(jnp.isnan(noised[0]).all()) and not bool(jnp.isnan(noised[1]).any())
 
 
+def test_torch_func_vmap_over_per_sample_timesteps_as_jax_vmap() -> None:
+    """torch.func.vmap of a step, add_noise or get_velocity over (timestep, sample) pairs, as
+    jax.vmap takes them: the 0-d batched timestep was read with .item() ("We don't support vmap
+    over calling .item()"), and a timestep array hit torch's device assert, which has no
+    batching rule ("Batching rule not implemented for aten::_assert_async.msg"). Each pair now
+    equals the batched call; a timestep out of range, or where no step can be taken, gathers
+    NaN for its own sample (as under jax.vmap and jax.jit, documented), never another row."""
+    torch = pytest.importorskip("torch")
+    vmap = torch.func.vmap
+    x = torch.linspace(-1.0, 1.0, 12, dtype=torch.float64).reshape(3, 4)
+    t = torch.tensor([900, 501, 0])
+    config = dc.DDIMConfig()
+    for fn in (
+        lambda t, x: dc.step(PLAN, 0.5 * x, t, x).prev_sample,
+        lambda t, x: dc.inverse_step(PLAN, 0.5 * x, t, x).prev_sample,
+        lambda t, x: dc.add_noise(config, x, 0.5 * x, t),
+        lambda t, x: dc.get_velocity(config, x, 0.5 * x, t),
+    ):
+        want = fn(t, x)
+        assert torch.equal(vmap(fn)(t, x), want)
+        for i in range(3):  # a 0-d timestep, read as an int where it is not batched
+            assert torch.equal(vmap(fn, in_dims=(None, 0))(t[i], x), fn(t[i], x))
+        got = vmap(fn)(torch.tensor([1000, -1, 0]), x)
+        assert bool(got[:2].isnan().all()) and torch.equal(got[2], want[2])
+    plan = dc.make_plan(dc.DDIMConfig(rescale_betas_zero_snr=True), timesteps=[998, 500, 0])
+    got = vmap(lambda t, x: dc.step(plan, 0.5 * x, t, x).prev_sample)(
+        t.new_tensor([999, 998, 0]), x
+    )
+    assert bool(got[0].isnan().all()) and not bool(got[1:].isnan().any())
+
+
 @pytest.mark.parametrize("dtype", ["int32", "uint16"])
 def test_jax_jit_timestep_where_no_step_can_be_taken_gives_nan(dtype: str) -> None:
     """Under jax.jit a timestep where no step can be taken (epsilon prediction at a zero-SNR
