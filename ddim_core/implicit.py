@@ -485,9 +485,11 @@ class Shortfalls:
     ...     short.warn()
     >>> print(caught[0].message)  # doctest: +NORMALIZE_WHITESPACE
     exact inversion: 1 of 2 steps ended above tol=1e-09, the worst step 0 (timestep 499) at
-    residual 3e-09 after 5 model calls (fixed_point_iters=4, all used); sampling the result
-    returns the input only to about that. Give more fixed_point_iters or a larger tol (or
-    check the model: guidance, precision)
+    residual 3e-09 (its best measured iterate) after 5 model calls (fixed_point_iters=4, all
+    used); sampling the result returns the input to about that, or closer where the step
+    returns its last refinement (no call measures it; taken where the residual was still
+    falling). Give more fixed_point_iters or a larger tol (or check the model: guidance,
+    precision)
     >>> short = Shortfalls(1e-6, 8)
     >>> short.record(0, "timestep 499", 4, 3e-4)      # 4 of 9 calls: stalled
     >>> with warnings.catch_warnings(record=True) as caught:
@@ -495,11 +497,13 @@ class Shortfalls:
     ...     short.warn()
     >>> print(caught[0].message)  # doctest: +NORMALIZE_WHITESPACE
     exact inversion: 1 of 1 steps ended above tol=1e-06, the worst step 0 (timestep 499) at
-    residual 0.0003 after 4 model calls (stalled: its residual stopped decreasing; 1 of 1
-    steps above tol stalled, fixed_point_iters=8); sampling the result returns the input only
-    to about that. A stalled residual is the model's precision floor (a float16 / bfloat16
-    model) or a step too hard to solve (strong guidance, few steps): more fixed_point_iters
-    do not help; give a larger tol (about that residual) or more steps
+    residual 0.0003 (its best measured iterate) after 4 model calls (stalled: its residual
+    stopped decreasing; 1 of 1 steps above tol stalled, fixed_point_iters=8); sampling the
+    result returns the input to about that, or closer where the step returns its last
+    refinement (no call measures it; taken where the residual was still falling). A stalled
+    residual is the model's precision floor (a float16 / bfloat16 model) or a step too hard
+    to solve (strong guidance, few steps): more fixed_point_iters do not help; give a larger
+    tol (about that residual) or more steps
     """
 
     def __init__(self, tol: float | None, fixed_point_iters: int) -> None:
@@ -561,8 +565,10 @@ class Shortfalls:
             )
         warnings.warn(
             f"exact inversion: {self.above} of {self.steps} steps ended above tol={self.tol:g}, "
-            f"the worst step {index} ({where}) at residual {residual:.3g} after {calls} model "
-            f"calls ({how}); sampling the result returns the input only to about that. " + advice,
+            f"the worst step {index} ({where}) at residual {residual:.3g} (its best measured "
+            f"iterate) after {calls} model calls ({how}); sampling the result returns the "
+            "input to about that, or closer where the step returns its last refinement (no "
+            "call measures it; taken where the residual was still falling). " + advice,
             ToleranceWarning,
             stacklevel=stacklevel + 1,
         )
@@ -630,7 +636,8 @@ def solve_step(
     c : float, optional
         The preconditioner; `frame.c` when not given.
     history : int, default 3
-        Iterates the Anderson update combines.
+        Past iterates the Anderson update combines with the newest (its secant
+        differences); 0: the plain fixed-point iteration.
     dtype : dtype, optional
         The iterates' dtype (what `forward` gets, and the result's): x_src's by default. A half
         dtype with a float32 x_src keeps a target formed in float32 unrounded (k-diffusion's

@@ -207,8 +207,9 @@ def invert(
         Stop a step at the first measured iterate whose residual is <= tol, or at the next
         refinement where it is predicted <= tol (one host read per iterate, only when given).
         Only with fixed_point_iters >= 1: there is nothing to stop in plain inversion. A step
-        that uses every refinement and ends above tol keeps its best iterate, and the loop
-        warns (below).
+        that uses every refinement and ends above tol returns its last refinement where the
+        residual was still falling (no call measures it), else its best measured iterate,
+        and the loop warns (below) with the best measured residual.
     eta : float, default 0.0
         Must be 0: inversion is deterministic.
     timesteps : sequence of int, optional
@@ -221,7 +222,8 @@ def invert(
         As in `sample` (the model's first call of a step; the solver's own iterates are not
         checked).
     history : int, default 3
-        Iterates the Anderson update combines.
+        Past iterates the Anderson update combines with the newest (its secant
+        differences); 0: the plain fixed-point iteration.
     stall : bool, optional
         With tol, also stop a step whose residual has stalled above tol
         (`ddim_core.implicit.solve_step`): the rounding of a half-precision sample floors it
@@ -385,6 +387,13 @@ def _check_loop(model: Any, x: Any, callback: Any, name: str = "x") -> None:
         raise TypeError(f"callback must be callable with a StepInfo, got {callback!r}")
     if x is None:
         raise TypeError(f"{name} must be an array (the starting sample), got None")
+    if isinstance(x, tuple):  # a State, or a pair, where one array goes
+        raise TypeError(
+            f"{name} must be an array (the starting sample), got a {type(x).__name__} of "
+            f"{len(x)} items; a two-step sampler's state (ddim_core.reversible.State, a pair "
+            "of arrays) is sampled by the ddim_core.reversible.sample_edict / sample_bdia / "
+            "sample_belm of the method that made it"
+        )
     xp = backends.namespace(**{name: x})
     if not backends.is_real_floating(xp, x):
         raise TypeError(f"{name} must be a real floating-point array, got dtype {x.dtype}")

@@ -574,3 +574,15 @@ def test_a_negative_p_or_gamma_names_the_interval(option: str) -> None:
     invert = R.invert_edict if option == "p" else R.invert_bdia
     with pytest.raises(ValueError, match=rf"{option}=-0.5 must be in \(0, 1\]"):
         invert(COND, np.zeros((2, 2)), SD, 5, **{option: -0.5})
+
+
+@pytest.mark.parametrize("loop", [dc.sample, dc.invert])
+def test_a_state_given_to_the_one_step_loops_names_the_samplers_that_take_it(loop) -> None:
+    """dc.sample / dc.invert given a two-step sampler's State (a tuple of two arrays) said only
+    "x must be an array (numpy, torch, ...), got State", not where a State goes."""
+    x_0 = np.zeros((1, 2))
+    state = R.invert_bdia(lambda x, t: 0 * x, x_0, SD, 4)
+    with pytest.raises(TypeError, match=r"got a State of 2 items; .*reversible\.sample_edict"):
+        loop(lambda x, t: 0 * x, state, SD, 4)
+    with pytest.raises(TypeError, match=r"x_0 must be an array .*got a tuple of 2 items"):
+        R.invert_belm(lambda x, t: 0 * x, (x_0, x_0), SD, 4)  # a pair where x_0 goes
