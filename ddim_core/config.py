@@ -320,8 +320,8 @@ class DDIMConfig:
     steps_offset: int = _option(
         0,
         functools.partial(check_int, low=0),
-        'added to every inference timestep of the "leading" spacing (Stable Diffusion uses 1); '
-        ">= 0",
+        'added to every inference timestep of the "leading" and "quadratic" spacings, not to '
+        '"trailing" or "linspace" (as in diffusers); Stable Diffusion uses 1; >= 0',
     )
     prediction_type: str = _option(
         "epsilon",

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from ddim_core import DDIMConfig
-from ddim_core.config import check_bool, check_int
+from ddim_core import DDIMConfig, make_plan
+from ddim_core.config import TIMESTEP_SPACINGS, check_bool, check_int
 
 
 def test_defaults_are_diffusers_defaults() -> None:
@@ -209,6 +209,17 @@ def test_check_bool_accepts_only_bools() -> None:
     for value in (1, 0, "yes", None, np.bool_(True)):
         with pytest.raises(TypeError, match="flag must be True or False"):
             check_bool("flag", value)
+
+
+@pytest.mark.parametrize("spacing", TIMESTEP_SPACINGS)
+def test_steps_offset_doc_names_the_spacings_it_moves(spacing: str) -> None:
+    """The steps_offset option said it moves the "leading" spacing's timesteps, where
+    make_plan adds it to the "quadratic" spacing's too (as timestep_spacing's doc says)."""
+    doc = {name: doc for name, _, doc in DDIMConfig.options()}["steps_offset"]
+    base = DDIMConfig(timestep_spacing=spacing)
+    moved = make_plan(base.replace(steps_offset=1), 10).timesteps != make_plan(base, 10).timesteps
+    added = doc.partition(" spacings, not to ")[0]
+    assert (f'"{spacing}"' in added) == moved and f'"{spacing}"' in doc, doc
 
 
 def test_integer_options_take_numpy_integers_as_int() -> None:
