@@ -111,14 +111,17 @@ class GaussianMixture:
             raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
         mu = _parameter("means", means)
         s = _parameter("stds", stds).reshape(-1)
-        if mu.ndim != 2 or mu.size == 0 or s.shape[0] != mu.shape[0] or not np.all(s > 0):
+        if mu.ndim != 2 or mu.size == 0 or s.shape[0] != mu.shape[0]:
             raise ValueError(
-                f"means must be (K, D) and stds K positive numbers; got means of shape "
-                f"{mu.shape} and stds of shape {s.shape}"
+                f"means must be (K, D) and stds K numbers; got means of shape {mu.shape} and "
+                f"stds of shape {s.shape}"
             )
         w = np.ones_like(s) if weights is None else _parameter("weights", weights).reshape(-1)
-        if w.shape != s.shape or not np.all(w > 0):
-            raise ValueError(f"weights must be {s.shape[0]} positive numbers, got {w.tolist()}")
+        if w.shape != s.shape:
+            raise ValueError(f"weights must be K = {s.shape[0]} numbers, got {w.tolist()}")
+        for name, values in (("stds", s), ("weights", w)):
+            if not np.all(values > 0):
+                raise ValueError(f"{name} must be > 0, got {values.tolist()}")
         mu, s, w = _read_only(mu), _read_only(s), _read_only(w / w.sum())
         return cls(mu, s, w, schedule(config), config.prediction_type)
 

@@ -233,6 +233,23 @@ def test_loop_and_model_arguments_are_checked() -> None:
         _clear(info.value, name)
 
 
+@pytest.mark.parametrize(
+    ("stds", "weights", "message"),
+    [
+        ([0.3, 0.0], None, r"stds must be > 0, got \[0\.3, 0\.0\]"),
+        ([0.3, -0.3], None, r"stds must be > 0, got \[0\.3, -0\.3\]"),
+        ([0.3, 0.3], [1.0, 0.0], r"weights must be > 0, got \[1\.0, 0\.0\]"),
+        ([0.3, 0.3], [1.0], r"weights must be K = 2 numbers, got \[1\.0\]"),
+        ([0.3], None, r"means must be \(K, D\) and stds K numbers; got means of shape \(2, 1\)"),
+    ],
+)
+def test_a_mixture_s_bad_parameter_is_named_with_its_values(stds, weights, message) -> None:
+    """A zero or negative std was 'means must be (K, D) and stds K positive numbers; got means
+    of shape (2, 1) and stds of shape (2,)': shapes that agree, and not the value at fault."""
+    with pytest.raises(ValueError, match=f"^{message}"):
+        dc.GaussianMixture.create([[-2.0], [2.0]], stds, CONFIG, weights)
+
+
 def test_functional_cannot_be_mismatched() -> None:
     s = functional.Scheduler(CONFIG, 5)
     x = np.zeros((1, 3))
