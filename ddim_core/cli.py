@@ -3,13 +3,15 @@
 COMFYUI_DIR` (the ComfyUI node pack's).
 
 A bad argument ends the command with one line naming it on stderr and exit status 2, never a
-traceback; `--plot` and `plot-schedule` check for matplotlib before computing anything.
+traceback; `--plot` and `plot-schedule` check that matplotlib is installed and writes the
+image's format here (.pgf needs a TeX system) before computing anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -579,9 +581,22 @@ def _need_matplotlib(parser: ArgumentParser, option: str, path: str) -> None:
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = FigureCanvasBase.get_supported_filetypes()
-    if os.path.splitext(path)[1][1:].lower() not in formats:
+    extension = os.path.splitext(path)[1][1:].lower()
+    if extension not in formats:
         parser.error(
             f"argument {option}: matplotlib cannot write {path!r}; use one of {sorted(formats)}"
+        )
+    # A format listed may still fail (.pgf without a TeX system, text.usetex without LaTeX):
+    # a figure with text, written to memory, finds out before the work.
+    from matplotlib.figure import Figure
+
+    probe = Figure()
+    probe.text(0.5, 0.5, "ddim-core")
+    try:
+        probe.savefig(io.BytesIO(), format=extension)
+    except (RuntimeError, OSError, ValueError) as e:
+        parser.error(
+            f"argument {option}: matplotlib cannot write {path!r}: {' '.join(str(e).split())}"
         )
 
 

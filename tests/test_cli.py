@@ -289,6 +289,28 @@ def test_plot_checks_matplotlib_before_computing(monkeypatch, capsys) -> None:  
     assert "needs matplotlib" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["demo", "plot-schedule"])
+def test_an_image_format_matplotlib_cannot_write_here_is_found_before_computing(
+    command, tmp_path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """`ddim-core demo --plot demo.pgf` (a format matplotlib lists) on a machine without TeX
+    computed the whole demo, then ended in a traceback from matplotlib's pgf backend:
+    RuntimeError: 'xelatex' not found; plot-schedule the same."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no TeX system to be found
+    monkeypatch.setattr(cli, "demo", lambda *a, **k: pytest.fail("computed before checking"))
+    monkeypatch.setattr(cli, "make_plan", lambda *a, **k: pytest.fail("planned before checking"))
+    option = {"demo": "--plot", "plot-schedule": "FILE.png"}[command]
+    argv = ["demo", "--plot", "out.pgf"] if command == "demo" else ["plot-schedule", "out.pgf"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert f"argument {option}: matplotlib cannot write 'out.pgf': " in err
+    assert "latex" in err and not (tmp_path / "out.pgf").exists()
+
+
 def test_demo_prints_each_row_as_it_is_computed() -> None:
     lines: list[str] = []
     cli.demo([5, 10], points=20, echo=lines.append)
