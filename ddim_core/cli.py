@@ -78,7 +78,8 @@ def demo(
         No step count, a step count outside [1, 1000] or given twice, a bad spacing,
         points < 1 or seed < 0.
     TypeError
-        `steps` not a sequence, or a step count, `points` or `seed` that is not an integer.
+        `steps` not a sequence (a string included), a step count, `points` or `seed` that is
+        not an integer, or a spacing that is not a string.
 
     Examples
     --------
@@ -89,7 +90,12 @@ def demo(
     True
     """
     points, seed = check_int("points", points, low=1), check_int("seed", seed, low=0)
+    if spacing not in TIMESTEP_SPACINGS:
+        error = ValueError if isinstance(spacing, str) else TypeError
+        raise error(f"spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
     try:
+        if isinstance(steps, str | bytes):  # "10" would be the step counts 1 and 0
+            raise TypeError
         steps = list(steps)  # read once: an iterator would be used up by the checks below
     except TypeError:
         raise TypeError(
@@ -98,8 +104,8 @@ def demo(
     if not steps:
         raise ValueError(f"steps must name at least one step count, got {steps}")
     config = DDIMConfig(timestep_spacing=spacing, clip_sample=False)
-    for n in steps:
-        make_plan(config, n)  # checks every step count before any work
+    for n in steps:  # every step count checked before any work
+        make_plan(config, check_int("steps", n, low=1, high=config.num_train_timesteps))
     repeated = _repeated(steps)
     if repeated is not None:
         raise ValueError(

@@ -395,6 +395,26 @@ def test_demo_takes_steps_once_and_refuses_none(monkeypatch) -> None:  # type: i
         cli.demo(5)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"steps": [10, 0]}, ValueError, r"steps must be in \[1, 1000\], got 0"),
+        ({"steps": [1001]}, ValueError, r"steps must be in \[1, 1000\], got 1001"),
+        ({"steps": [2.0]}, TypeError, r"steps must be an integer, got 2\.0"),
+        ({"steps": "10"}, TypeError, "steps must be a sequence of step counts, got str"),
+        ({"spacing": "Trailing"}, ValueError, r"spacing must be one of \('leading', .*'Trailing'"),
+        ({"spacing": None}, TypeError, r"spacing must be one of \('leading', .*None"),
+    ],
+)
+def test_demo_names_its_own_arguments(monkeypatch, kwargs, error, message) -> None:  # type: ignore[no-untyped-def]
+    """demo(steps=[0]) said 'num_inference_steps must be in [1, 1000], got 0' and
+    demo(spacing="Trailing") 'timestep_spacing=...', the names of make_plan's and DDIMConfig's
+    arguments, not demo's; steps="10" was 'num_inference_steps must be an integer, got '1''."""
+    monkeypatch.setattr(cli, "sample", lambda *a, **k: pytest.fail("computed before checking"))
+    with pytest.raises(error, match=f"^{message}"):
+        cli.demo(**{"steps": [5], **kwargs})
+
+
 def test_the_command_line_page_names_every_command() -> None:
     # docs/cli.md is where a user looks a command up: each one `ddim-core --help` lists
     from pathlib import Path
