@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 from ddim_core import cli, plugins
@@ -309,6 +310,26 @@ def test_an_image_format_matplotlib_cannot_write_here_is_found_before_computing(
     assert exit_.value.code == 2 and err.count("\n") == 1, err
     assert f"argument {option}: matplotlib cannot write 'out.pgf': " in err
     assert "latex" in err and not (tmp_path / "out.pgf").exists()
+
+
+def test_the_plot_leaves_out_the_reference_s_zero_sampling_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`ddim-core demo --steps 500 1000 --plot demo.png`: the 1000-step row's sampling error is
+    0 (it is the reference), which the log axes drew as a line plunging to the axis' floor just
+    right of the 500-step point, as if the error vanished there."""
+    figure = pytest.importorskip("matplotlib.figure")
+    drawn = []
+    monkeypatch.setattr(figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    _, results = cli.demo([500, 1000], points=3)
+    assert results["sample_error"][1] == 0.0
+    cli.plot_demo(results, "demo.png")
+    (line,) = [
+        line
+        for ax in drawn[0].axes
+        for line in ax.get_lines()
+        if line.get_label() == "sampling error vs 1000 steps"
+    ]
+    y = np.asarray(line.get_ydata(), dtype=float)
+    assert y[0] == results["sample_error"][0] and np.isnan(y[1]), y
 
 
 def test_demo_prints_each_row_as_it_is_computed() -> None:
