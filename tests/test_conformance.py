@@ -685,12 +685,18 @@ def test_dtypes_checks_tables_of_other_betas() -> None:
 
 
 class HalfTables(ReferenceScheduler):
-    """Its tables and final level rounded to float16: each within 1 ulp of exact in float16."""
+    """Its tables and final level rounded to float16: each within 1 ulp of exact in float16.
+    It steps on the exact tables (its steps on float16 ones are off, as they must be)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.alphas_cumprod = np.asarray(self.alphas_cumprod, dtype=np.float16)
         self.final_alpha_cumprod = np.float16(self.final_alpha_cumprod)
+
+    def _plan(self) -> reference.Plan:
+        plan = self._state().plan
+        assert plan is not None
+        return plan
 
 
 class HalfTablesIgnoringTrainedBetas(IgnoresTrainedBetas):
@@ -872,3 +878,47 @@ def test_a_float64_table_rounded_another_way_passes() -> None:
     r = check(Float32BetasTable, backend="numpy", areas=["dtypes"])
     assert verdicts(r) == {"dtypes": "FAIL"}, r.text()
     assert "float64 alphas_cumprod off by" in detail(r, "dtypes"), r.text()
+
+
+class PassesItsOptionsOn(ReferenceScheduler):
+    """A subclass that passes its options and step's on as **kwargs, and halves eta (a bug
+    only the eta areas can see)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, **kwargs: Any) -> Any:
+        kwargs["eta"] = kwargs.get("eta", 0.0) / 2
+        return super().step(model_output, timestep, sample, **kwargs)
+
+
+class PassesStepOptionsToAStepWithoutThem(ReferenceScheduler):
+    """step(..., **kwargs) passed on to a step that takes no eta nor variance_noise."""
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, **kwargs: Any) -> Any:
+        return self._plain(model_output, timestep, sample, **kwargs)
+
+    def _plain(
+        self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = True
+    ) -> Any:
+        return super().step(model_output, timestep, sample, return_dict=return_dict)
+
+
+def test_a_class_taking_kwargs_is_given_its_options() -> None:
+    """A scheduler whose __init__ or step takes **kwargs (a subclass passing them on) was
+    reported conformant with nothing checked: every config with an option changed was 'takes
+    no clip_sample' (unsupported), and eta 'step takes no variance_noise'. A **kwargs takes
+    what the base class's method takes; a TypeError naming a step option passed on is
+    unsupported, not a failure."""
+    areas = ["step values: epsilon", "clipping and thresholding", "eta noise"]
+    r = check(PassesItsOptionsOn, backend="numpy", areas=areas)
+    assert verdicts(r) == {
+        "step values: epsilon": "pass",
+        "clipping and thresholding": "pass",
+        "eta noise": "FAIL",
+    }, r.text()
+    assert "(random configs" not in detail(r, "step values: epsilon")  # not 'takes none of'
+    areas = ["eta noise", "NaN/Inf"]
+    r = check(PassesStepOptionsToAStepWithoutThem, backend="numpy", areas=areas)
+    assert verdicts(r) == {"eta noise": "unsupported", "NaN/Inf": "pass"}, r.text()
+    assert "not taken: eta=1.0: step takes no eta" in detail(r, "NaN/Inf")

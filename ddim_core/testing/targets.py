@@ -11,9 +11,12 @@ conformance suite drives every kind the same way.
   `model(x, sigma * ones(batch))` returning the denoised x_0; sigmas descend to sample and
   ascend to invert (a name containing "inverse" marks an inverse sampler).
 
-Options a class does not take (missing from its constructor) are left at their defaults;
-configs that need them, and inputs the target rejects (constructor or set_timesteps raises),
-are skipped as unsupported. An exception from `step` is a failure.
+Options a class does not take (missing from its constructor, and, where that takes **kwargs,
+from its base class's it passes them on to) are left at their defaults; configs that need
+them, and inputs the target rejects (constructor or set_timesteps raises), are skipped as
+unsupported. A `step(..., **kwargs)` is likewise given its base class's step options,
+unsupported where it raises a TypeError naming one. Any other exception from `step` is a
+failure.
 """
 
 from __future__ import annotations
@@ -235,6 +238,22 @@ def _need_scheduler(obj: Any, kind: str | None = None) -> None:
         raise ValueError(f"{given}{name} is not a scheduler class (with step and set_timesteps)")
 
 
+def _named(cls: Any, method: str) -> set[str]:
+    """The names `cls.<method>` takes by keyword; where it also takes **kwargs (a subclass
+    passing them on to its base's method), those the base class's method takes as well."""
+    names: set[str] = set()
+    for klass in inspect.getmro(cls):
+        if method not in vars(klass) or klass is object:
+            continue
+        found = _parameters(getattr(klass, method))
+        names |= {
+            n for n, p in found.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in found.values()):
+            break
+    return names
+
+
 def _parameters(fn: Any) -> dict[str, inspect.Parameter]:
     try:
         return dict(inspect.signature(fn).parameters)
@@ -277,13 +296,12 @@ class Scheduler:
     backend: Backend
 
     def __post_init__(self) -> None:
-        init = _parameters(self.cls.__init__)
-        self.options = {
-            name
-            for name, p in init.items()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self"
-        }
-        self.step_params = set(_parameters(self.cls.step))
+        self.options = _named(self.cls, "__init__") - {"self"}
+        own = set(_parameters(self.cls.step))
+        self.step_params = _named(self.cls, "step")
+        # what a step(..., **kwargs) passes on to its base class's: a TypeError naming one of
+        # these is Unsupported, as an option missing from the signature is
+        self.forwarded = self.step_params - own
         self.set_timesteps_params = set(_parameters(self.cls.set_timesteps))
 
     @property
@@ -468,6 +486,11 @@ class Scheduler:
             result = instance.step(model_output, t, sample, **kwargs)
         except Unsupported:
             raise
+        except TypeError as e:
+            rejected = [n for n in sorted(self.forwarded & set(kwargs)) if f"'{n}'" in str(e)]
+            if rejected:  # passed on by step(..., **kwargs) to a step that takes no such option
+                raise Unsupported(f"step takes no {rejected[0]}") from None
+            raise Crash(f"step raises {describe_error(e)}") from e
         except Exception as e:
             raise Crash(f"step raises {describe_error(e)}") from e
         if hasattr(result, "prev_sample"):
