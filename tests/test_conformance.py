@@ -922,3 +922,14 @@ def test_a_class_taking_kwargs_is_given_its_options() -> None:
     r = check(PassesStepOptionsToAStepWithoutThem, backend="numpy", areas=areas)
     assert verdicts(r) == {"eta noise": "unsupported", "NaN/Inf": "pass"}, r.text()
     assert "not taken: eta=1.0: step takes no eta" in detail(r, "NaN/Inf")
+
+
+def test_a_step_returning_another_library_is_named_as_such() -> None:
+    """A step given torch tensors that returns NumPy arrays of the same dtype failed dtypes
+    with 'a float32 step returns float32': the dtypes were compared as strings, torch.float32
+    against float32, and the message named two equal dtypes. It names the two libraries."""
+    r = check(ReferenceScheduler, backend="torch", areas=["dtypes"])
+    assert verdicts(r) == {"dtypes": "FAIL"}, r.text()
+    found = detail(r, "dtypes")
+    assert "a float32 step of a torch.Tensor returns a numpy.ndarray (float32)" in found, found
+    assert "a float32 step returns float32" not in found, found

@@ -894,7 +894,10 @@ def _same_dtype(target: Scheduler, s: Setup, t: int, dtype: str) -> None:
     x = b.array(np.zeros(SHAPE), dtype)
     out = target.step(s.instance, x, t, x)[0]
     if str(out.dtype) != str(x.dtype):
-        raise Divergence(f"a {dtype} step returns {out.dtype}")
+        if dtype_name(out.dtype) != dtype:
+            raise Divergence(f"a {dtype} step returns {out.dtype}")
+        given, got = (f"{type(a).__module__}.{type(a).__qualname__}" for a in (x, out))
+        raise Divergence(f"a {dtype} step of a {given} returns a {got} ({out.dtype})")
 
 
 def _table_error(target: Scheduler) -> str | None:
