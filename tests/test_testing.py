@@ -479,3 +479,22 @@ def test_the_reference_thresholds_a_0d_sample_as_one_sample() -> None:
     np.testing.assert_array_equal(prev, one[0][0])
     np.testing.assert_array_equal(x0, one[1][0])
     assert_step_close(dc.step(plan, m, 900, x), plan, m, 900, x)
+
+
+def test_the_reference_scheduler_keeps_a_bfloat16_sample_s_dtype() -> None:
+    """A bfloat16 sample of JAX (or ml_dtypes), NumPy's dtype kind "V", came back float64 from
+    ReferenceScheduler and ReferenceInverseScheduler, so `ddim-core check` of the reference
+    with --backend jax (JAX_ENABLE_X64=1) failed dtypes: 'a bfloat16 step returns float64'."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.asarray([[0.5, -1.25]], dtype=ml_dtypes.bfloat16)
+    for cls in (reference.ReferenceScheduler, reference.ReferenceInverseScheduler):
+        scheduler = cls(clip_sample=False)
+        scheduler.set_timesteps(10)
+        t = int(scheduler.timesteps[0])
+        prev, x0 = scheduler.step(x, t, x, return_dict=False)
+        assert (prev.dtype, x0.dtype) == (x.dtype, x.dtype), cls
+        plan = reference.make_plan(scheduler.config, 10)
+        exact = (reference.inverse_step if scheduler._inverse else reference.step)(
+            plan, x.astype(np.float64), t, x.astype(np.float64)
+        )[0]
+        np.testing.assert_array_equal(prev, exact.astype(ml_dtypes.bfloat16))

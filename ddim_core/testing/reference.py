@@ -1197,7 +1197,9 @@ class ReferenceInverseScheduler(ReferenceScheduler):
 
 
 def _output(result: tuple[np.ndarray, np.ndarray], sample: Any, return_dict: bool) -> Any:
-    """The float64 results rounded once to the sample's dtype."""
+    """The float64 results rounded once to the sample's floating dtype (ml_dtypes' bfloat16,
+    JAX's, included: NumPy's kind "V"), else float64."""
     dtype = np.asarray(sample).dtype
-    prev, x0 = (np.asarray(a, dtype=dtype if dtype.kind == "f" else np.float64) for a in result)
+    floating = dtype.kind == "f" or dtype.name == "bfloat16"
+    prev, x0 = (np.asarray(a, dtype=dtype if floating else np.float64) for a in result)
     return StepOutput(prev, x0) if return_dict else (prev, x0)
