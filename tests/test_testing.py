@@ -498,3 +498,12 @@ def test_the_reference_scheduler_keeps_a_bfloat16_sample_s_dtype() -> None:
             plan, x.astype(np.float64), t, x.astype(np.float64)
         )[0]
         np.testing.assert_array_equal(prev, exact.astype(ml_dtypes.bfloat16))
+
+
+def test_a_failure_against_an_exact_zero_says_relative_inf() -> None:
+    """A value off an exact 0 was reported 'relative 1e+297' (its error over 1e-300): it is
+    'relative inf'; against a nonzero exact value the relative error is as before."""
+    with pytest.raises(AssertionError, match=r"off by 0\.001 \(relative inf\), 100 x"):
+        assert_array_close(np.float32([1e-3]), [0.0])
+    with pytest.raises(AssertionError, match=r"off by 0\.5 \(relative 0\.25\)"):
+        assert_array_close(np.float32([2.5]), [2.0])

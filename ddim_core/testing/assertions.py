@@ -231,7 +231,7 @@ def assert_array_close(
         i = tuple(int(k) for k in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
         raise AssertionError(
             f"{what}{list(i)} = {got[i]:.8g} but exact DDIM gives {want[i]:.8g}: off by "
-            f"{err[i]:.2g} (relative {err[i] / max(abs(want[i]), 1e-300):.2g}), "
+            f"{err[i]:.2g} (relative {err[i] / abs(want[i]) if want[i] else np.inf:.2g}), "
             f"{ratio[i]:.3g} x the tolerance {bound[i]:.2g}{where}"
         )
 
