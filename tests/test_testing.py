@@ -507,3 +507,20 @@ def test_a_failure_against_an_exact_zero_says_relative_inf() -> None:
         assert_array_close(np.float32([1e-3]), [0.0])
     with pytest.raises(AssertionError, match=r"off by 0\.5 \(relative 0\.25\)"):
         assert_array_close(np.float32([2.5]), [2.0])
+
+
+def test_the_reference_scheduler_names_a_generator_it_cannot_draw_from() -> None:
+    """step(..., eta=1, generator=torch.Generator()), as a diffusers pipeline calls it, was an
+    AttributeError ('torch._C.Generator' object has no attribute 'standard_normal'): it is a
+    TypeError naming the argument and what to pass instead; a NumPy generator draws."""
+    torch = pytest.importorskip("torch")
+    scheduler = reference.ReferenceScheduler()
+    scheduler.set_timesteps(10)
+    x = np.ones((1, 4))
+    with pytest.raises(
+        TypeError, match=r"generator must be a numpy\.random\.Generator .* got torch"
+    ):
+        scheduler.step(x, 900, x, eta=1.0, generator=torch.Generator())
+    a = scheduler.step(x, 900, x, eta=1.0, generator=np.random.default_rng(0)).prev_sample
+    b = scheduler.step(x, 900, x, eta=1.0, generator=np.random.default_rng(0)).prev_sample
+    np.testing.assert_array_equal(a, b)

@@ -1099,7 +1099,8 @@ clip_sample_range, sample_max_value, timestep_spacing, rescale_betas_zero_snr
         use_clipped_model_output : bool
             Recompute the model output from the clipped x_0 (diffusers' option).
         generator : numpy.random.Generator, optional
-            Where noise is drawn when eta > 0 and no `variance_noise` is given.
+            Where noise is drawn when eta > 0 and no `variance_noise` is given (another
+            library's generator, torch's, is a TypeError: pass its draw as variance_noise).
         variance_noise : array_like, optional
             The noise to add when eta > 0.
         return_dict : bool
@@ -1109,6 +1110,11 @@ clip_sample_range, sample_max_value, timestep_spacing, rescale_betas_zero_snr
         -------
         StepOutput or tuple
             prev_sample and pred_original_sample, in the sample's floating dtype.
+
+        Raises
+        ------
+        TypeError
+            If eta > 0 draws noise from a `generator` that is no numpy.random.Generator.
         """
         plan = self._plan()
         out, x = np.asarray(model_output, np.float64), np.asarray(sample, np.float64)
@@ -1118,6 +1124,12 @@ clip_sample_range, sample_max_value, timestep_spacing, rescale_betas_zero_snr
                 noise = np.asarray(variance_noise, np.float64)
             else:
                 rng = generator if generator is not None else np.random.default_rng()
+                if not isinstance(rng, np.random.Generator):
+                    raise TypeError(
+                        f"generator must be a numpy.random.Generator (the reference draws its "
+                        f"noise in NumPy), got {type(rng).__module__}.{type(rng).__qualname__}; "
+                        "or pass the noise as variance_noise"
+                    )
                 noise = rng.standard_normal(x.shape)
         result = self._apply(plan, out, timestep, x, eta, noise, bool(use_clipped_model_output))
         return _output(result, sample, return_dict)
