@@ -157,6 +157,32 @@ def test_bad_constructor_arguments_raise_like_diffusers(kwargs: dict, error: typ
             ours(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "unread", [{"beta_schedule": "cubic"}, {"beta_start": -1.0, "beta_end": 2.0}]
+)
+@pytest.mark.parametrize(("ours_cls", "theirs_cls"), CLASSES)
+def test_schedule_options_beside_trained_betas_are_not_read(ours_cls, theirs_cls, unread) -> None:  # type: ignore[no-untyped-def]
+    """With trained_betas, diffusers reads neither beta_schedule nor beta_start / beta_end
+    (any value goes, as the NotImplementedError above says: "or pass trained_betas"); ours
+    refused them all the same (ValueError: beta_schedule='cubic' is not supported). They are
+    taken now, kept in the config as given, and the numbers are diffusers'."""
+    betas = dc.schedule(dc.DDIMConfig(beta_schedule="scaled_linear")).betas.tolist()
+    cfg = {"trained_betas": betas, "clip_sample": False, **unread}
+    ours, theirs = ours_cls(**cfg), theirs_cls(**cfg)
+    for key, value in unread.items():
+        assert ours.config[key] == theirs.config[key] == value
+    # the table of the betas given (float32 rounding apart), then both on diffusers' table
+    assert torch.allclose(ours.alphas_cumprod, theirs.alphas_cumprod, rtol=1e-5, atol=0)
+    share_tables(ours, theirs)
+    ours.set_timesteps(10)
+    theirs.set_timesteps(10)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in theirs.timesteps:
+        assert_parity(ours.step(0.3 * x, t, x).prev_sample, theirs.step(0.3 * x, t, x).prev_sample)
+    again = ours_cls.from_config(ours.config)
+    assert again.config[next(iter(unread))] == next(iter(unread.values()))
+
+
 ARGUMENT_ERRORS = [
     ((), {"clip_sampel": True}),  # an unknown option (DDIMInverseScheduler takes **kwargs)
     (tuple(range(20)), {}),  # too many positional arguments

@@ -698,9 +698,15 @@ def init_of(owner: str, init: Callable[..., None]) -> Callable[..., None]:
 
 def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
     """The core config of the constructor options, rejecting what diffusers rejects the way
-    diffusers does (an unknown beta_schedule is NotImplementedError)."""
+    diffusers does (an unknown beta_schedule is NotImplementedError). Beside trained_betas,
+    diffusers reads neither beta_schedule nor beta_start / beta_end: a value of those the
+    core would refuse is left at the core's default (the host config keeps it as given)."""
     kwargs = {k: v for k, v in options.items() if k in _FIELDS}
     betas = kwargs.get("trained_betas")
+    if betas is not None:
+        for name in ("beta_schedule", "beta_start", "beta_end"):
+            if name in kwargs and not _valid_option(name, kwargs[name]):
+                del kwargs[name]
     if betas is None and kwargs.get("beta_schedule") not in BETA_SCHEDULES:
         raise NotImplementedError(
             f"beta_schedule={kwargs.get('beta_schedule')!r} is not implemented for {class_name}; "
@@ -715,6 +721,15 @@ def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
             raise ValueError(f"trained_betas must be 1-D, got shape {host.shape}")
         kwargs["trained_betas"] = tuple(host.tolist())
     return dc.DDIMConfig(**kwargs)
+
+
+def _valid_option(name: str, value: Any) -> bool:
+    """Whether DDIMConfig takes `value` for its option `name`."""
+    try:
+        dc.DDIMConfig(**{name: value})
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _custom_timesteps(timesteps: Any) -> list[int]:
