@@ -730,14 +730,16 @@ def checked_arrays(sample: Array, model_output: Array, noise: Array | None = Non
 
 
 def _clip_range(config: DDIMConfig, xp: Namespace, sample: Array) -> float:
-    """clip_sample_range, at most the sample dtype's largest value (1e300 stays a no-op)."""
+    """clip_sample_range, at most the largest value of the dtype x0_pred is clipped in (1e300
+    stays a no-op): the sample's, float32 for half precision (`backends.work_dtype`), as
+    `kernels.clip` takes it in the reference, not float16's 65504."""
     key = (config.clip_sample_range, sample.dtype)
     try:
         found = _CLIP_RANGES.get(key)
     except TypeError:  # an unhashable dtype
-        return min(config.clip_sample_range, float(xp.finfo(sample.dtype).max))
+        return _dtype_limit(config.clip_sample_range, xp, sample.dtype)
     if found is None:
-        found = min(config.clip_sample_range, float(xp.finfo(sample.dtype).max))
+        found = _dtype_limit(config.clip_sample_range, xp, sample.dtype)
         if len(_CLIP_RANGES) > 1024:
             _CLIP_RANGES.clear()
         _CLIP_RANGES[key] = found
@@ -745,6 +747,11 @@ def _clip_range(config: DDIMConfig, xp: Namespace, sample: Array) -> float:
 
 
 _CLIP_RANGES: dict[tuple[float, Any], float] = {}  # (range, dtype): range within the dtype
+
+
+def _dtype_limit(limit: float, xp: Namespace, dtype: Any) -> float:
+    """`limit`, at most the largest value of `dtype`'s work dtype."""
+    return min(limit, float(xp.finfo(backends.work_dtype(xp, dtype)).max))
 
 
 def _require(**arrays: Array | None) -> None:

@@ -146,6 +146,29 @@ def test_half_precision_torch_steps_equal_the_reference_within_one_rounding(
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_clip_range_beyond_the_dtype_is_clipped_in_float32(dtype: str) -> None:
+    """A clip_sample_range past float16's largest value (1e300, the docs' no-op) clipped the
+    fused half-precision step's float32 x0_pred at 65504, where the reference clips in float32
+    (`kernels.clip`): float16 x_t = 60000, eps = -60000 at t = 901 gave x_prev -58912 (x0_pred
+    clipped to 65504), the reference +61088 (x0_pred inf once rounded to float16); an infinite
+    model output gave a finite x0_pred. Both paths now give the reference's numbers."""
+    torch = pytest.importorskip("torch")
+    half = getattr(torch, dtype)
+    plan = dc.make_plan(dc.DDIMConfig(clip_sample=True, clip_sample_range=1e300), 10)
+    x = torch.tensor([1.0, 2.0, 60000.0, 3.0e38], dtype=half)
+    m = torch.tensor([-float("inf"), 0.5, -60000.0, -3.0e38], dtype=half)
+    for t in (901, 501):
+        fused = dc.step(plan, m, t, x)
+        into = dc.step(plan, m, t, x, out=(torch.empty_like(x), torch.empty_like(x)))
+        with reference_path():
+            ref = dc.step(plan, m, t, x)
+        for a, a_out, b in zip(fused, into, ref, strict=True):
+            assert torch.equal(a_out, a), (t, a_out, a)
+            eps = torch.finfo(half).eps  # one rounding apart at most (inf equals inf only)
+            torch.testing.assert_close(a, b, rtol=eps, atol=0.0, msg=lambda e, t=t: f"{t}: {e}")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_out_buffers_with_the_negative_bit_get_the_step_values(
     dtype: str,
 ) -> None:
