@@ -351,8 +351,9 @@ def _dispatch(
             return done
     if out is not None:
         raise TypeError(
-            "out= needs a fused kernel (torch, NumPy with numba, CuPy; float32/float64, no "
-            "thresholding, C-contiguous buffers that do not overlap the inputs)"
+            "out= needs a fused kernel (torch; CuPy; NumPy with numba, its inputs and buffers "
+            "C-contiguous and a Python-int timestep; float32/float64, no thresholding, buffers "
+            "that do not overlap the inputs)"
         )
     return _reference(key, model_output, (t, t_arr), sample, noise, use_clipped, xp)
 

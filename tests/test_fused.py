@@ -356,6 +356,25 @@ def test_out_needs_a_fused_kernel() -> None:
         dc.step(plan, x, 500, x, out=(strict.zeros((2, 2)), strict.zeros((2, 2))))
 
 
+@pytest.mark.parametrize("case", ["transposed sample", "timestep per sample"])
+def test_out_that_numba_declines_says_what_numpy_needs(case: str) -> None:
+    """NumPy out= with a transposed sample (C-contiguous buffers) or a timestep per sample was
+    told '... C-contiguous buffers that do not overlap the inputs': the buffers were fine; the
+    numba kernel takes only C-contiguous inputs and a Python-int timestep. The message says so."""
+    pytest.importorskip("numba")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    x = np.ones((3, 4))
+    t: Any = plan.timesteps[1]
+    if case == "transposed sample":
+        x = np.ones((4, 3)).T
+    else:
+        t = np.array(plan.timesteps[:3])
+    bufs = (np.empty((3, 4)), np.empty((3, 4)))
+    need = "its inputs and buffers C-contiguous and a Python-int timestep"
+    with pytest.raises(TypeError, match=need):
+        dc.step(plan, np.zeros((3, 4)), t, x, out=bufs)
+
+
 @pytest.mark.parametrize("which", [0, 1])
 def test_out_with_none_for_a_buffer_names_it(which: int) -> None:
     """out=(buffer, None) (or (None, buffer)) was AttributeError: 'NoneType' object has no
