@@ -11,8 +11,9 @@ tests/test_fused.py's cases (the reference path: 2.1; the test allows 8).
 Compiled once per dtype for a serial and a parallel loop and cached on disk (numba's
 cache=True). The parallel loop runs only where the work pays for the threads (`PARALLEL_MIN`
 elements, measured by benchmarks/threads.py) and with at most as many threads as this process
-may run on, one parallel step at a time, and backs off to the serial loop for a while after a
-parallel step that stalled (a busy machine: see BACKOFF_RATIO).
+may run on (its CPU affinity on Linux; elsewhere the machine's CPUs), one parallel step at a
+time, and backs off to the serial loop for a while after a parallel step that stalled (a busy
+machine: see BACKOFF_RATIO).
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ import numpy as np
 # processes a parallel loop waits a whole scheduler time slice (8 ms) for its worker: 8,000 us
 # where serial takes 161 at 8x4x128x128. Hence the guard below.
 PARALLEL_MIN = 1 << 16
-THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))  # type: ignore[attr-defined]
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on: its affinity where the OS tells it (Linux; macOS and
+    Windows have no os.sched_getaffinity), else the machine's."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+THREADS = max(1, min(numba.config.NUMBA_NUM_THREADS, _cpus()))  # type: ignore[attr-defined]
 # The parallel loop's guard: STALLS parallel steps in a row slower than BACKOFF_RATIO x the
 # serial loop's best time per element at their size (a stall: a worker thread waiting for a
 # CPU) send the steps of the next seconds to the serial loop (BACKOFF_S, doubled after each
@@ -82,7 +92,8 @@ def _serial_after_fork() -> None:
     _guard.backoff_until = math.inf
 
 
-os.register_at_fork(after_in_child=_serial_after_fork)
+if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
+    os.register_at_fork(after_in_child=_serial_after_fork)
 
 
 def _size_class(n: int, itemsize: int) -> tuple[int, int]:

@@ -889,6 +889,46 @@ def test_numba_forked_child_steps_serially() -> None:
     assert done.stdout.split() == ["0"], done.stderr
 
 
+_WITHOUT_AFFINITY = """
+import os
+import sys
+import numba
+import numpy as np
+import ddim_core as dc
+del os.sched_getaffinity  # as on macOS and Windows (imported above: random's fork hook)
+if sys.argv[1] == "windows":
+    del os.register_at_fork
+plan = dc.make_plan(dc.DDIMConfig(clip_sample=True), 10)
+x = np.linspace(-2.0, 2.0, 12).reshape(3, 4)
+m = 0.5 * x[::-1].copy()
+want = dc.step(plan, m, 500, x)  # the reference path (12 elements: numba left unimported)
+got = dc.step(plan, m, 500, x, out=(np.empty_like(x), np.empty_like(x)))  # numba's pass
+from ddim_core import _numba
+assert _numba.THREADS == min(numba.config.NUMBA_NUM_THREADS, os.cpu_count()), _numba.THREADS
+assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("system", ["macos", "windows"])
+def test_numba_kernel_loads_where_os_has_no_cpu_affinity(system: str) -> None:
+    """ddim_core._numba read os.sched_getaffinity (Linux only) and called os.register_at_fork
+    (not on Windows) when it was imported: on macOS and Windows the first NumPy step of 16,384
+    elements or more (or any with out=), and every CPU torch step of that size, raised
+    AttributeError: module 'os' has no attribute 'sched_getaffinity'. There the thread count
+    is os.cpu_count()'s (numba's own default does the same), and no fork hook is registered
+    where there is no fork."""
+    pytest.importorskip("numba")
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_AFFINITY, system],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ok"], done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_cupy_device_timesteps_read_their_row_in_the_kernel(dtype: str) -> None:
     """A timestep array on the GPU (0-d, as pipelines pass, or one per sample) takes the
