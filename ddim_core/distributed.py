@@ -595,8 +595,9 @@ def done_records(target: str | os.PathLike[str]) -> list[dict[str, Any] | None]:
     path = _location(target)
     if "://" not in path and not os.path.exists(path):
         raise FileNotFoundError(f"target {target} does not exist")
+    zarr = _zarr()  # (outside the try: zarr missing is the ImportError documented)
     try:
-        group = _zarr().open_group(store=path, mode="r")
+        group = zarr.open_group(store=path, mode="r")
     except Exception:  # zarr's words for an array: "An array already exists in store ..."
         raise ValueError(
             f"target {target} is not a Zarr group (a Zarr array or another file): give the "

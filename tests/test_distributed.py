@@ -1316,6 +1316,20 @@ def test_done_records_of_what_is_no_target_says_so(tmp_path: Path, npy: Path) ->
         done_records(tmp_path / "missing.zarr")
 
 
+def test_done_records_without_zarr_names_the_install(
+    tmp_path: Path, npy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """done_records with zarr missing raised 'target ... is not a Zarr group': the ImportError
+    of zarr's import, caught with zarr's own errors, in place of the documented ImportError."""
+    from ddim_core.distributed import prepare
+
+    target = tmp_path / "out.zarr"
+    prepare("invert", None, npy, target, CONFIG, 5, chunk=5)
+    monkeypatch.setitem(sys.modules, "zarr", None)
+    with pytest.raises(ImportError, match=r"pip install 'ddim-core\[distributed\]'"):
+        done_records(target)
+
+
 def test_local_cluster_works_before_distributed_is_imported() -> None:
     """`from ddim_core.distributed import local_cluster; local_cluster(1).close()` in a new
     process (distributed not imported yet) failed with KeyError: 'distributed': the cluster's
