@@ -518,9 +518,22 @@ def test_the_reference_scheduler_names_a_generator_it_cannot_draw_from() -> None
     scheduler.set_timesteps(10)
     x = np.ones((1, 4))
     with pytest.raises(
-        TypeError, match=r"generator must be a numpy\.random\.Generator .* got torch"
+        TypeError, match=r"generator must be a numpy\.random\.Generator or RandomState .* got torch"
     ):
         scheduler.step(x, 900, x, eta=1.0, generator=torch.Generator())
     a = scheduler.step(x, 900, x, eta=1.0, generator=np.random.default_rng(0)).prev_sample
     b = scheduler.step(x, 900, x, eta=1.0, generator=np.random.default_rng(0)).prev_sample
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_reference_scheduler_draws_from_a_numpy_random_state() -> None:
+    """step(..., eta=1, generator=np.random.RandomState(0)), NumPy's legacy generator, drew
+    its noise (it has standard_normal) until the generator check took only
+    numpy.random.Generator: then a TypeError. It draws, as the same seed's standard_normal."""
+    scheduler = reference.ReferenceScheduler()
+    scheduler.set_timesteps(10)
+    x = np.ones((1, 4))
+    got = scheduler.step(x, 900, x, eta=1.0, generator=np.random.RandomState(0)).prev_sample
+    noise = np.random.RandomState(0).standard_normal(x.shape)
+    want = scheduler.step(x, 900, x, eta=1.0, variance_noise=noise).prev_sample
+    np.testing.assert_array_equal(got, want)

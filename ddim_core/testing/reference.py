@@ -1098,7 +1098,7 @@ clip_sample_range, sample_max_value, timestep_spacing, rescale_betas_zero_snr
             The step's eta (0: deterministic DDIM).
         use_clipped_model_output : bool
             Recompute the model output from the clipped x_0 (diffusers' option).
-        generator : numpy.random.Generator, optional
+        generator : numpy.random.Generator or numpy.random.RandomState, optional
             Where noise is drawn when eta > 0 and no `variance_noise` is given (another
             library's generator, torch's, is a TypeError: pass its draw as variance_noise).
         variance_noise : array_like, optional
@@ -1114,7 +1114,8 @@ clip_sample_range, sample_max_value, timestep_spacing, rescale_betas_zero_snr
         Raises
         ------
         TypeError
-            If eta > 0 draws noise from a `generator` that is no numpy.random.Generator.
+            If eta > 0 draws noise from a `generator` that is not NumPy's (a Generator or a
+            RandomState).
         """
         plan = self._plan()
         out, x = np.asarray(model_output, np.float64), np.asarray(sample, np.float64)
@@ -1124,10 +1125,11 @@ clip_sample_range, sample_max_value, timestep_spacing, rescale_betas_zero_snr
                 noise = np.asarray(variance_noise, np.float64)
             else:
                 rng = generator if generator is not None else np.random.default_rng()
-                if not isinstance(rng, np.random.Generator):
+                if not isinstance(rng, np.random.Generator | np.random.RandomState):
                     raise TypeError(
-                        f"generator must be a numpy.random.Generator (the reference draws its "
-                        f"noise in NumPy), got {type(rng).__module__}.{type(rng).__qualname__}; "
+                        "generator must be a numpy.random.Generator or RandomState (the "
+                        "reference draws its noise in NumPy), got "
+                        f"{type(rng).__module__}.{type(rng).__qualname__}; "
                         "or pass the noise as variance_noise"
                     )
                 noise = rng.standard_normal(x.shape)
