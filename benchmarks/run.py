@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 import ddim_core as dc
-from ddim_core import coefficients, plugins
+from ddim_core import builtins, coefficients, plugins
 
-from . import out_dir, pipeline, positive_int
+from . import out_dir, pipeline, positive_int, tables
 
 SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64), (1, 4, 128, 128), (8, 4, 128, 128), (16, 4, 128, 128)]
 SMOKE_SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64)]
@@ -167,7 +167,14 @@ def bench_step(
     kernel = plugins.step_kernel(x)
     key = coefficients.StepKey(plan, eta if noisy else 0.0, direction != "forward")
     row = coefficients.fused_row(key, T, False)
-    fns["kernel"] = lambda: kernel(x, m, z if noisy else None, row, 1.0 if clip else None, None)
+
+    def kernel_step() -> Any:
+        return kernel(x, m, z if noisy else None, row, 1.0 if clip else None, None)
+
+    # only a kernel that takes the step: numba's leaves NumPy steps under NUMBA_MIN_ELEMENTS
+    # without out= to the reference path (None at once, which is no kernel time)
+    if kernel is not None and kernel_step() is not None:
+        fns["kernel"] = kernel_step
     fns["floor"] = _floor(t_x, t_m, t_z if noisy else None, t_o1, t_o2)
     if eta and direction == "forward":
         fns["normal draw"] = draw
@@ -252,8 +259,8 @@ def markdown(rows: list[Row], loops: list[dict[str, Any]], meta: dict[str, Any])
         lines.append(
             f"| {r.library} | {'x'.join(map(str, r.shape))} | {r.direction[:3]} | {r.eta:g} | "
             f"{'on' if r.clip else 'off'} | {t['ddim-core']:.1f} | {t['ddim-core out=']:.1f} | "
-            f"{t['kernel']:.1f} | {t['adapter']:.1f} | {t['diffusers']:.1f} | {t['floor']:.1f} | "
-            f"{q['ddim-core/diffusers']:.2f} | {q['ddim-core/floor']:.2f} | "
+            f"{tables._us(t.get('kernel'), 1)} | {t['adapter']:.1f} | {t['diffusers']:.1f} | "
+            f"{t['floor']:.1f} | {q['ddim-core/diffusers']:.2f} | {q['ddim-core/floor']:.2f} | "
             f"{q['ddim-core out=/floor']:.2f} | {mib['ddim-core']:.2f} / "
             f"{mib.get('diffusers', float('nan')):.2f} |"
         )
@@ -273,10 +280,12 @@ def markdown(rows: list[Row], loops: list[dict[str, Any]], meta: dict[str, Any])
         "",
         "kernel: the fused kernel alone on precomputed coefficients; ddim-core minus "
         "kernel is the fixed per-step cost of the public step (validation, coefficient "
-        "lookup, dispatch). out=: the step writing into given buffers. floor: one pass "
-        "reading the inputs and writing two outputs into existing buffers (torch copy_, "
-        "2 threads, on the same memory). diffusers works on torch only: its column in "
-        "NumPy rows is its torch time for the same shape. Normal draws (eta = 1): "
+        "lookup, dispatch); - where the step takes no kernel (numba leaves NumPy steps under "
+        f"{builtins.NUMBA_MIN_ELEMENTS} elements to the reference path). out=: the step "
+        "writing into given buffers. floor: one pass reading the inputs and writing two "
+        "outputs into existing buffers (torch copy_, 2 threads, on the same memory). "
+        "diffusers works on torch only: its column in NumPy rows is its torch time for the "
+        "same shape. Normal draws (eta = 1): "
         + ", ".join(
             f"{'x'.join(map(str, r.shape))} {r.library} {r.times_us['normal draw']:.1f}"
             for r in rows

@@ -46,7 +46,8 @@ def readme_table(data: dict[str, Any]) -> str:
 
 
 def steps_table(data: dict[str, Any]) -> str:
-    """Every measured step: both directions, eta, clipping, every implementation."""
+    """Every measured step: both directions, eta, clipping, every implementation ("-" in
+    *kernel* where the step takes no fused kernel)."""
     lines = [
         "| library | shape | direction | eta | clip | ddim-core | out= | kernel | adapter "
         "| diffusers | floor | core / diffusers | core / floor |",
@@ -57,7 +58,8 @@ def steps_table(data: dict[str, Any]) -> str:
         lines.append(
             f"| {r['library']} | {_shape(r)} | {r['direction']} | {r['eta']:g} | "
             f"{'on' if r['clip'] else 'off'} | {t['ddim-core']:.1f} | {t['ddim-core out=']:.1f} | "
-            f"{t['kernel']:.1f} | {t['adapter']:.1f} | {t['diffusers']:.1f} | {t['floor']:.1f} | "
+            f"{_us(t.get('kernel'), 1)} | {t['adapter']:.1f} | {t['diffusers']:.1f} | "
+            f"{t['floor']:.1f} | "
             f"{q['ddim-core/diffusers']:.2f} | {q['ddim-core/floor']:.2f} |"
         )
     return "\n".join(lines)

@@ -87,6 +87,29 @@ def test_noise_cost_is_what_eta_1_adds_in_draws() -> None:
     assert tables.noise_cost(us, after_a_draw=True) == "1.10"
 
 
+def test_the_kernel_column_is_empty_where_the_step_takes_no_kernel() -> None:
+    """The *kernel* column timed numba's kernel declining a NumPy step under
+    NUMBA_MIN_ELEMENTS without out= (it returns None at once; the step runs the reference
+    path): 0.1 us at 1x4x8x8, against 12.8 for the step, as if the fused pass were free and
+    all the rest fixed cost. Such a step has no kernel time; the tables print "-"."""
+    pytest.importorskip("numba")
+    import dataclasses
+
+    from benchmarks import run, tables
+
+    small = run.bench_step("numpy", (1, 4, 8, 8), "forward", 0.0, False, 1, 0.001)
+    big = run.bench_step("numpy", (1, 4, 64, 64), "forward", 0.0, False, 1, 0.001)
+    assert "kernel" not in small.times_us and "kernel/floor" not in small.ratios()
+    assert big.times_us["kernel"] > 0 and "kernel/floor" in big.ratios()
+    rows = [dataclasses.asdict(r) | {"ratios": r.ratios()} for r in (small, big)]
+    docs = tables.steps_table({"steps": rows}).splitlines()[2:]
+    meta = {"machine": "m", "torch": "t", "numpy": "n", "diffusers": "d", "repeats": 1}
+    md = [line for line in run.markdown([small, big], [], meta).splitlines() if "| numpy |" in line]
+    for small_line, big_line in (docs, md):
+        assert small_line.split(" | ")[7] == "-"  # library, shape, dir, eta, clip, core, out=
+        assert float(big_line.split(" | ")[7]) > 0
+
+
 def test_threads_cases_take_turns_each_in_its_setting() -> None:
     """benchmarks.threads times its cases in turns within each repeat (a busy machine's share
     of the CPUs drifts over seconds), starting one case later each repeat (none always follows
