@@ -43,6 +43,8 @@ import numpy as np
 import ddim_core as dc
 from ddim_core import distributed
 
+from . import out_dir, positive_int
+
 CONFIG = dc.DDIMConfig(timestep_spacing="trailing", clip_sample=False)
 WORKLOADS = {
     "points": {"item": (2,), "items": 400_000, "chunk": 20_000},
@@ -293,14 +295,14 @@ def _markdown(data: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--out", type=Path, help="where to write (default: a temporary dir)")
     parser.add_argument("--local", choices=sorted(WORKLOADS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.local:  # one workload's in-process timings, as JSON (run by _local_in_subprocess)
         print(json.dumps(_local(args.local, args.smoke, 1 if args.smoke else args.repeats)))
         return 0
-    out = args.out or Path(tempfile.mkdtemp(prefix="ddim-dist-results-"))
+    out = out_dir(parser, args.out or Path(tempfile.mkdtemp(prefix="ddim-dist-results-")))
     data = run(args.smoke, 1 if args.smoke else args.repeats, out)
     print(_markdown(data))
     print(f"wrote {out / 'distributed.md'} and {out / 'distributed.json'}")

@@ -33,7 +33,7 @@ from ddim_core import reversible
 from ddim_core.analytic import GaussianMixture
 from ddim_core.sampling import StepInfo
 
-from . import baseline_anderson
+from . import baseline_anderson, out_dir
 
 SD = dc.DDIMConfig(
     beta_schedule="scaled_linear",
@@ -369,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a few cases (CI)")
     parser.add_argument("--out", default=None, help="directory for inversion.md / .json")
     args = parser.parse_args(argv)
+    if args.out is None:
+        default = Path(__file__).parent / "results"
+        out = Path(tempfile.mkdtemp(prefix="ddim-inversion-")) if args.smoke else default
+    else:
+        out = Path(args.out)
+    out = out_dir(parser, out)  # before the minutes of the run
     import torch
 
     torch.set_grad_enabled(False)
@@ -400,12 +406,6 @@ def main(argv: list[str] | None = None) -> int:
         "points": points,
         "smoke": args.smoke,
     }
-    if args.out is None:
-        default = Path(__file__).parent / "results"
-        out = Path(tempfile.mkdtemp(prefix="ddim-inversion-")) if args.smoke else default
-    else:
-        out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "inversion.md").write_text(markdown(rows, meta))
     decided = [{"target": t["target"], "met": t["met"]} for t in targets(rows)]
     payload = {"meta": meta, "rows": rows, "targets": decided}
