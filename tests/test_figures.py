@@ -9,7 +9,8 @@ the times). The docs build draws the rest (tables and plots) from the code itsel
 Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff.*`),
 tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit), diffusers'
 own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`),
-benchmarks/results/threads.json (`threads.*`), `ddim-core demo`; a real ComfyUI (`comfyui.*`,
+benchmarks/results/threads.json (`threads.*`), benchmarks/results/inversion.json
+(`inversion.*`), `ddim-core demo`; a real ComfyUI (`comfyui.*`,
 `comfyui_half.*`: tests/test_comfyui_integration.py::test_readme_figures and
 test_half_precision_figures, run where COMFYUI_PATH is set).
 """
@@ -71,6 +72,7 @@ def test_markers_name_known_figures() -> None:
         "plans",
         "bench",
         "threads",
+        "inversion",
         "comfyui",
         "comfyui_half",
     }
@@ -159,6 +161,77 @@ def test_threads_figures() -> None:
     quiet = json.loads((ROOT / "benchmarks/results/threads.json").read_text())["quiet"]
     speedups = [r["serial"] / r["parallel"] for r in quiet if r["elements"] >= PARALLEL_MIN]
     check("threads", {"speedup_min": min(speedups), "speedup_max": max(speedups)})
+
+
+def test_inversion_figures() -> None:
+    """The figures around the README's inversion table (the issue's targets) and in
+    docs/inversion-methods.md, from `python -m benchmarks.inversion`'s committed run: they were
+    written unmarked, and one no longer matched it (guided samples at guidance 1 with
+    `fixed_point_iters=2`: 1.3e-15 written, 1.8e-15 in the run)."""
+    import json
+
+    rows = json.loads((ROOT / "benchmarks/results/inversion.json").read_text())["rows"]
+
+    def cells(
+        field: str,
+        data: str,
+        methods: tuple[str, ...],
+        dtypes: tuple[str, ...] = ("float64",),
+        guidance: tuple[float, ...] = (3.0, 7.5),
+        steps: tuple[int, ...] = (20, 50),
+    ) -> list[float]:
+        found = [
+            r[field]
+            for r in rows
+            if r["data"] == data
+            and r["method"] in methods
+            and r["dtype"] in dtypes
+            and r["guidance"] in guidance
+            and r["steps"] in steps
+        ]
+        assert found, (field, data, methods, dtypes, guidance, steps)
+        return found
+
+    def one(field: str, data: str, method: str, w: float) -> float:
+        (value,) = cells(field, data, (method,), guidance=(w,), steps=(50,))
+        return value
+
+    k1, k2, k30 = "exact k=1", "exact k=2", "exact k=30, tol"
+    bound, per_image = "exact k=30, tol 1e-9, per image", "exact k=30, tol, per image"
+    f32, half = ("float32",), ("float16", "bfloat16")
+    anderson = cells("calls_per_step", "samples", ("Anderson 0.1 (k=20, tol)",), f32)
+    anderson_error = cells("error", "samples", ("Anderson 0.1 (k=20, tol)",), f32)
+    check(
+        "inversion",
+        {
+            "samples_k2_w3": one("error", "samples", k2, 3.0),
+            "samples_k2_w75": one("error", "samples", k2, 7.5),
+            "samples_k2_w1": one("error", "samples", k2, 1.0),
+            "samples_k1_w3": one("error", "samples", k1, 3.0),
+            "real_k2_w3": one("error", "real", k2, 3.0),
+            "real_bound_w3": one("error", "real", bound, 3.0),
+            "real_bound_w3_calls": one("calls_per_step", "real", bound, 3.0),
+            "real_bound_w1": one("error", "real", bound, 1.0),
+            "real_bound_w1_calls": one("calls_per_step", "real", bound, 1.0),
+            "real_per_image_w3": one("error", "real", per_image, 3.0),
+            "real_per_image_w3_calls": one("calls_per_step", "real", per_image, 3.0),
+            "real_k30_w3": one("error", "real", k30, 3.0),
+            "real_k30_w3_calls": one("calls_per_step", "real", k30, 3.0),
+            "float32_k2_worst": max(cells("error", "samples", (k2,), f32)),
+            "float32_k1_n50_worst": max(cells("error", "samples", (k1,), f32, steps=(50,))),
+            "float32_k1_n20_worst": max(cells("error", "samples", (k1,), f32, steps=(20,))),
+            "anderson_calls_min": min(anderson),
+            "anderson_calls_max": max(anderson),
+            "anderson_error_min": min(anderson_error),
+            "anderson_error_max": max(anderson_error),
+            "samples_k30_worst": max(cells("error", "samples", (k30,))),
+            "samples_k30_calls_min": min(cells("calls_per_step", "samples", (k30,))),
+            "samples_k30_calls_max": max(cells("calls_per_step", "samples", (k30,))),
+            "half_k1_ulps": max(cells("ulps", "samples", (k1,), half)),
+            "half_fixed_ulps": max(cells("ulps", "samples", (k1, k2), half)),
+            "half_tol_ulps": max(cells("ulps", "samples", (k30,), half)),
+        },
+    )
 
 
 def _blocks(name: str) -> list[str]:
