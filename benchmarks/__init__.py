@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 
@@ -23,3 +24,14 @@ def out_dir(parser: argparse.ArgumentParser, path: Path) -> Path:
     except OSError as exc:
         parser.error(f"--out {str(path)!r} cannot be a directory: {exc.strerror}")
     return path
+
+
+def require(parser: argparse.ArgumentParser, modules: tuple[str, ...], extras: str) -> None:
+    """A usage error naming what is missing of `modules` (and the extras that install them)
+    before anything is measured, not a traceback part-way through the run."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        parser.error(
+            f"needs {', '.join(missing)}, which cannot be imported here "
+            f"(pip install 'ddim-core[{extras}]')"
+        )

@@ -10,6 +10,7 @@ each repeat; the memory floor of the same step (a pass reading its inputs and wr
 outputs into existing buffers: `copy_`/`copyto`) measured in the same run; every time's ratio
 to diffusers and to the floor; the peak extra memory of one step; a 50-step loop with a
 trivial model. Writes results.md and results.json into --out (default benchmarks/results).
+Needs torch, diffusers and numba (pip install 'ddim-core[diffusers,numba]').
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import ddim_core as dc
 from ddim_core import builtins, coefficients, plugins
 
-from . import out_dir, pipeline, positive_int, tables
+from . import out_dir, pipeline, positive_int, require, tables
 
 SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64), (1, 4, 128, 128), (8, 4, 128, 128), (16, 4, 128, 128)]
 SMOKE_SHAPES = [(1, 4, 8, 8), (1, 4, 64, 64)]
@@ -308,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=positive_int, default=None)
     args = parser.parse_args(argv)
+    # the NumPy rows time out= and the fused kernel: numba's (without it the run failed there,
+    # after every torch row)
+    require(parser, ("torch", "diffusers", "numba"), "diffusers,numba")
     if args.out is None:
         default = Path(__file__).parent / "results"
         out = Path(tempfile.mkdtemp(prefix="ddim-bench-")) if args.smoke else default

@@ -19,6 +19,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def test_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
+    pytest.importorskip("numba")
     subprocess.run(
         [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -56,6 +57,7 @@ def test_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
 
 
 def test_smoke_run_never_overwrites_the_committed_results(tmp_path: Path) -> None:
+    pytest.importorskip("numba")
     committed = ROOT / "benchmarks" / "results" / "results.json"
     before = committed.read_bytes() if committed.exists() else None
     done = subprocess.run(
@@ -72,6 +74,29 @@ def test_smoke_run_never_overwrites_the_committed_results(tmp_path: Path) -> Non
         written.name == "results.json" and written.exists() and written.parent != committed.parent
     )
     assert written.parent.parent == tmp_path
+
+
+@pytest.mark.parametrize("missing", ["torch", "diffusers", "numba"])
+def test_a_missing_dependency_is_named_before_any_timing(
+    missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Without numba (an optional extra) `python -m benchmarks` timed every torch row (minutes
+    in a full run) and then died in a TypeError at the first NumPy row's out= step, writing
+    nothing; without diffusers or torch, a ModuleNotFoundError traceback. Now a usage error
+    names what is missing and the extras that install it, before anything is timed."""
+    from benchmarks import run
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("timings started")
+
+    monkeypatch.setattr(run, "bench_step", timed)
+    monkeypatch.setitem(sys.modules, missing, None)  # not importable
+    with pytest.raises(SystemExit) as exc:
+        run.main(["--smoke", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"needs {missing}, which cannot be imported here" in err
+    assert "pip install 'ddim-core[diffusers,numba]'" in err
 
 
 def test_noise_cost_is_what_eta_1_adds_in_draws() -> None:
