@@ -10,9 +10,9 @@ Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff
 tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit), diffusers'
 own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`),
 benchmarks/results/threads.json (`threads.*`), benchmarks/results/inversion.json
-(`inversion.*`), `ddim-core demo`; a real ComfyUI (`comfyui.*`,
-`comfyui_half.*`: tests/test_comfyui_integration.py::test_readme_figures and
-test_half_precision_figures, run where COMFYUI_PATH is set).
+(`inversion.*`), benchmarks/results/gpu/ (`gpu.*`, `make test-gpu`), `ddim-core demo`; a real
+ComfyUI (`comfyui.*`, `comfyui_half.*`: tests/test_comfyui_integration.py::test_readme_figures
+and test_half_precision_figures, run where COMFYUI_PATH is set).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def test_markers_name_known_figures() -> None:
         "bench",
         "threads",
         "inversion",
+        "gpu",
         "comfyui",
         "comfyui_half",
     }
@@ -230,6 +231,36 @@ def test_inversion_figures() -> None:
             "half_k1_ulps": max(cells("ulps", "samples", (k1,), half)),
             "half_fixed_ulps": max(cells("ulps", "samples", (k1, k2), half)),
             "half_tol_ulps": max(cells("ulps", "samples", (k30,), half)),
+        },
+    )
+
+
+def test_gpu_figures() -> None:
+    """docs/performance.md's account of the GPU run (`make test-gpu`), from its committed
+    output: what eta 1 adds to our step was written 52-56 us, where the run's eta 1 rows give
+    51.4 to 55.6 (our eta 1 step less our eta 0 step of the same repeats, as *noise cost /
+    draw* takes it)."""
+    import json
+
+    gpu = ROOT / "benchmarks" / "results" / "gpu"
+    rows = [r["us"] for r in json.loads((gpu / "gpu.json").read_text())["pipeline"]]
+    adds = [
+        us["ddim_diffusers"] - us["ddim_diffusers eta 0"]
+        for us in rows
+        if "ddim_diffusers eta 0" in us
+    ]
+    draws = [us["normal draw"] for us in rows if "ddim_diffusers eta 0" in us]
+    summary = (gpu / "tests.txt").read_text().strip().splitlines()[-1]
+    passed = re.search(r"(\d+) passed", summary)
+    assert adds and passed, summary
+    check(
+        "gpu",
+        {
+            "eta1_adds_min": min(adds),
+            "eta1_adds_max": max(adds),
+            "draw_min": min(draws),
+            "draw_max": max(draws),
+            "tests_passed": int(passed.group(1)),
         },
     )
 
