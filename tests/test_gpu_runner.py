@@ -94,3 +94,35 @@ def test_run_sh_names_the_device_without_nvidia_smi(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert (out / "device.csv").read_text() == "name\nFake GPU\n"
+
+
+def test_run_sh_names_wheels_built_for_another_python(tmp_path: Path) -> None:
+    """Wheels from `make gpu-wheels` for another CPython than the GPU machine's (GPU_PYVER,
+    3.12 by default) failed pip's offline install as 'Could not find a version that
+    satisfies the requirement PyYAML==6.0.3 (from versions: none)', which does not say why;
+    and docs/performance.md ran `make gpu-wheels && make test-gpu` both on the offline GPU
+    machine, where the download cannot run. run.sh names the wheels' Python and the make
+    command before installing anything; abi3 wheels (any later CPython) are no mismatch, nor
+    are wheels of what the machine has and run.sh leaves out."""
+    import importlib.metadata as md
+
+    repo = _checkout(tmp_path)
+    wheels = repo / ".gpu-wheels"
+    here = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    (wheels / "array_api_strict-2.6.1-cp38-abi3-manylinux_2_17_x86_64.whl").touch()
+    (wheels / f"array_api_compat-1.16.0-{here}-{here}-manylinux_2_17_x86_64.whl").touch()
+    md.version("packaging")  # the machine has it: run.sh installs no wheel of it
+    (wheels / "packaging-26.3-cp39-cp39-manylinux_2_17_x86_64.whl").touch()
+    env = os.environ | {"PYTHON": str(tmp_path / "python"), "FAKE_PYTEST_STATUS": "0"}
+    env.pop("PYTHONPATH", None)
+    run = ["bash", "benchmarks/gpu/run.sh"]
+    done = subprocess.run(run, cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr  # this Python's and abi3 wheels: installed
+    (wheels / "pluggy-1.7.0-cp39-cp39-manylinux_2_17_x86_64.whl").touch()  # always installed
+    done = subprocess.run(run, cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert f".gpu-wheels/ holds wheels for cp39, not for this Python ({here})" in done.stderr
+    assert f"make gpu-wheels GPU_PYVER={here[2:]}" in done.stderr
+    assert "installed from" not in done.stdout
+    page = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert "make gpu-wheels && make test-gpu" not in page

@@ -2,6 +2,7 @@
 # GPU checks: the CuPy and torch-CUDA tests and the benchmark, on a machine with an NVIDIA GPU.
 #
 #   make gpu-wheels      # here (with network): wheels of what a GPU box may lack -> .gpu-wheels/
+#                        # for the GPU machine's Python: GPU_PYVER=312 (the default) is CPython 3.12
 #   make test-gpu        # there (offline): installs them, runs the tests and the benchmark
 #
 # The GPU machine's Python is expected to have torch (CUDA), CuPy, JAX, pytest and hypothesis;
@@ -20,11 +21,15 @@ trap 'rm -rf "$TARGET"' EXIT  # diffusers and its dependencies: over 100 MB
 # The packages under test at their pins always; their dependencies only where the machine lacks
 # them (a newer huggingface_hub shadowing the machine's own breaks its transformers and peft,
 # which diffusers imports when they are there).
-WANT=$("$PY" - <<'PYEOF'
+WANT=$(WHEELS="$WHEELS" "$PY" - <<'PYEOF'
+import glob
 import importlib.metadata as md
+import os
 import re
+import sys
 
 always = {"array-api-compat", "array-api-strict", "diffusers", "pluggy"}
+want = {}
 for line in open("requirements/gpu.txt"):
     req = line.split("#")[0].strip()
     if not req:
@@ -36,7 +41,25 @@ for line in open("requirements/gpu.txt"):
     except md.PackageNotFoundError:
         have = False
     if name in always or not have:
-        print(req)
+        want[name] = req
+# wheels of these built for another CPython (make gpu-wheels' GPU_PYVER) would fail pip's
+# offline install as "no matching distribution", which does not say why
+here = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+other = set()
+for path in glob.glob(os.path.join(os.environ["WHEELS"], "*.whl")):
+    project, *_, python, abi, _platform = os.path.basename(path)[: -len(".whl")].split("-")
+    tags = [t for t in python.split(".") if t.startswith("cp")]
+    wanted = re.sub(r"[-_.]+", "-", project).lower() in want
+    if wanted and tags and abi != "abi3" and here not in tags:  # abi3: any later CPython
+        other.update(tags)
+if other:
+    print(
+        f"{os.environ['WHEELS']}/ holds wheels for {', '.join(sorted(other))}, not for this "
+        f"Python ({here}): run 'make gpu-wheels GPU_PYVER={here[2:]}' on a machine with network",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+print("\n".join(want.values()))
 PYEOF
 )
 # shellcheck disable=SC2086  # one requirement per word
