@@ -99,6 +99,36 @@ def test_a_missing_dependency_is_named_before_any_timing(
     assert "pip install 'ddim-core[diffusers,numba]'" in err
 
 
+@pytest.mark.parametrize("missing", ["cupy", "diffusers"])
+def test_the_gpu_benchmark_names_a_missing_dependency_before_any_timing(
+    missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`python -m benchmarks.gpu` (what run.sh runs; its docstring gives the command) on a
+    machine without CuPy timed the whole pipeline table and the torch steps (minutes), then
+    died in ModuleNotFoundError at the first CuPy step, writing nothing. It names what is
+    missing first, as `python -m benchmarks` does."""
+    import importlib
+
+    from benchmarks import pipeline
+
+    gpu = importlib.import_module("benchmarks.gpu.__main__")
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("timings started")
+
+    monkeypatch.setattr(pipeline, "run", timed)
+    monkeypatch.setattr(gpu, "fused_step", timed)
+    monkeypatch.setitem(sys.modules, missing, None)  # not importable
+    monkeypatch.setattr(sys, "argv", ["python -m benchmarks.gpu", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        gpu.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    needs = err.split("error: needs ", 1)[1].split(", which cannot be imported here")[0]
+    assert missing in needs.split(", ")  # (with cupy where this machine has none)
+    assert "pip install 'ddim-core[diffusers,cupy]'" in err
+
+
 def test_noise_cost_is_what_eta_1_adds_in_draws() -> None:
     from benchmarks import tables
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import ddim_core as dc
-from benchmarks import out_dir, pipeline, positive_int
+from benchmarks import out_dir, pipeline, positive_int, require
 
 SHAPES = [(1, 4, 64, 64), (1, 4, 128, 128), (16, 4, 128, 128)]
 
@@ -59,6 +59,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=positive_int, default=9)
     args = parser.parse_args()
     out = out_dir(parser, Path(args.out))
+    require(parser, ("torch", "cupy", "diffusers"), "diffusers,cupy")  # before minutes of timings
     rows = pipeline.run(False, args.repeats, device="cuda")
     steps = [fused_step(lib, s, args.repeats) for lib in ("torch", "cupy") for s in SHAPES]
     lines = ["Pipeline call pattern on CUDA tensors:", "", pipeline.markdown(rows), ""]
