@@ -126,3 +126,16 @@ def test_run_sh_names_wheels_built_for_another_python(tmp_path: Path) -> None:
     assert "installed from" not in done.stdout
     page = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
     assert "make gpu-wheels && make test-gpu" not in page
+
+
+def test_the_gpu_page_says_how_the_run_times_a_step() -> None:
+    """docs/performance.md said every GPU time is wall clock over 100 steps between
+    synchronisations; the pipeline table's are over its 50-step loop
+    (`benchmarks.pipeline.STEPS`), the dc.step table's over 100 calls."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import pipeline
+    from benchmarks.gpu import __main__ as gpu
+
+    page = " ".join((ROOT / "docs" / "performance.md").read_text(encoding="utf-8").split())
+    assert f"over a {pipeline.STEPS}-step loop (the pipeline call pattern)" in page
+    assert f"or {gpu.CALLS} `dc.step` calls (one step), median of {gpu.REPEATS} repeats" in page

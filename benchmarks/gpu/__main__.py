@@ -13,6 +13,8 @@ import ddim_core as dc
 from benchmarks import out_dir, pipeline, positive_int, require
 
 SHAPES = [(1, 4, 64, 64), (1, 4, 128, 128), (16, 4, 128, 128)]
+CALLS = 100  # dc.step calls timed between two synchronisations (the pipeline: its loop)
+REPEATS = 9  # run.sh's: the median of that many
 
 
 def fused_step(library: str, shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
@@ -45,10 +47,10 @@ def fused_step(library: str, shape: tuple[int, ...], repeats: int) -> dict[str, 
         for _ in range(repeats):
             sync()
             t0 = time.perf_counter_ns()
-            for _ in range(100):
+            for _ in range(CALLS):
                 fn()
             sync()
-            times.append((time.perf_counter_ns() - t0) / 100 / 1e3)
+            times.append((time.perf_counter_ns() - t0) / CALLS / 1e3)
         us[name] = statistics.median(times)
     return {"library": library, "shape": shape, "us": us}
 
@@ -56,7 +58,7 @@ def fused_step(library: str, shape: tuple[int, ...], repeats: int) -> dict[str, 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--repeats", type=positive_int, default=9)
+    parser.add_argument("--repeats", type=positive_int, default=REPEATS)
     args = parser.parse_args()
     out = out_dir(parser, Path(args.out))
     require(parser, ("torch", "cupy", "diffusers"), "diffusers,cupy")  # before minutes of timings
