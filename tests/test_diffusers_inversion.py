@@ -217,6 +217,69 @@ def test_embeddings_that_cannot_be_batched_together_are_named(negative, message)
     assert not calls
 
 
+POOLED = {"text_embeds": torch.zeros(1, 8), "time_ids": torch.zeros(1, 6)}
+
+
+@pytest.mark.parametrize(
+    ("added", "negative", "error", "message"),
+    [
+        (POOLED, None, ValueError, "added_cond_kwargs under guidance needs negative_added"),
+        (None, POOLED, ValueError, "negative_added_cond_kwargs given without added_cond"),
+        ([1], POOLED, TypeError, "added_cond_kwargs must be a mapping of names to arrays"),
+        (POOLED, {"text_embeds": torch.zeros(1, 8)}, ValueError, r"has keys \['text_embeds'\]"),
+        (
+            POOLED,
+            {**POOLED, "time_ids": torch.zeros(1, 5)},
+            ValueError,
+            r"negative_added_cond_kwargs\['time_ids'\] has shape \(1, 5\) but",
+        ),
+        (
+            {**POOLED, "time_ids": np.zeros((1, 6))},
+            POOLED,
+            TypeError,
+            r"added_cond_kwargs\['time_ids'\] is a numpy array but prompt_embeds is a torch",
+        ),
+        ({**POOLED, "time_ids": None}, POOLED, TypeError, r"\['time_ids'\] must be an array"),
+        ({**POOLED, "time_ids": torch.tensor(1.0)}, POOLED, ValueError, "is a 0-d array"),
+        (
+            {**POOLED, "time_ids": torch.zeros(3, 6)},
+            POOLED,
+            ValueError,
+            r"added_cond_kwargs\['time_ids'\] has batch 3; expected 1 or the batch of",
+        ),
+    ],
+)
+def test_added_conditioning_is_checked_before_the_unet_runs(added, negative, error, message):  # type: ignore[no-untyped-def]
+    """SDXL's added conditioning (added_cond_kwargs / negative_added_cond_kwargs): under
+    guidance both, of the same keys and shapes past the batch axis, arrays of the UNet's
+    library with a batch that fits: errors naming the argument and key before any UNet call."""
+    calls: list[object] = []
+    pipe = types.SimpleNamespace(unet=lambda *a, **k: calls.append(a), scheduler=PIPE.scheduler)
+    options = {"added_cond_kwargs": added, "negative_added_cond_kwargs": negative}
+    for fn in (dd.invert_latents, dd.sample_latents):
+        with pytest.raises(error, match=message):
+            fn(pipe, LATENTS, num_inference_steps=2, **GUIDED, **options)
+    assert not calls
+
+
+@torch.no_grad()
+def test_added_conditioning_without_guidance_goes_with_the_prompt() -> None:
+    """Unguided (no negative embeddings, or guidance_scale <= 1), the prompt's added
+    conditioning goes to the UNet batched to the latents' and the negative's is not read."""
+    seen: list[dict[str, object]] = []
+
+    def unet(x, t, encoder_hidden_states, added_cond_kwargs):  # type: ignore[no-untyped-def]
+        seen.append(added_cond_kwargs)
+        return types.SimpleNamespace(sample=0 * x + added_cond_kwargs["text_embeds"].sum())
+
+    for scale, negative in ((7.5, None), (1.0, UNCOND)):
+        dd.guided_unet(unet, COND, negative, scale, 0.0, POOLED, {"other": None})(LATENTS, 10)
+        assert {k: tuple(v.shape) for k, v in seen[-1].items()} == {  # type: ignore[union-attr]
+            "text_embeds": (2, 8),
+            "time_ids": (2, 6),
+        }
+
+
 def test_latents_none_is_named() -> None:
     """latents=None (or noise=None: an unset variable) was an AttributeError ('NoneType' object
     has no attribute 'ndim') from the batch check."""

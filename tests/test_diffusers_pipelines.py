@@ -526,6 +526,44 @@ def test_stable_diffusion_xl_img2img(start: float | None, dtype: str) -> None:
     assert_agree("sdxl-img2img", dtype, call)
 
 
+def test_sdxl_latents_invert_and_sample_as_the_pipeline_runs_its_unet() -> None:
+    """invert_latents / sample_latents through an SDXL UNet: its added conditioning (pooled
+    embeddings and time ids, the negative prompt's first in the 2B batch) is taken as
+    `added_cond_kwargs` / `negative_added_cond_kwargs`. Before, the helpers passed unknown
+    keywords on to the loop (TypeError: unexpected keyword 'added_cond_kwargs'), and
+    guided_unet handed them to the UNet unbatched. Sampling equals the pipeline's own latents
+    (float64, eta 0, guidance 5 with rescale 0.7); BDIA inverts them and samples them back to
+    the bit in float64."""
+    pipe = _pipeline("sdxl", "float64")
+    pipe.scheduler = dd.DDIMScheduler.from_config(diffusers.DDIMScheduler(**SD_CONFIG).config)
+    pooled, negative_pooled = (_tensor(pipe, 1, EMBED, seed=s) for s in (13, 14))
+    time_ids = torch.tensor([[SIZE, SIZE, 0, 0, SIZE, SIZE]], dtype=torch.float64)  # as given
+    noise = _tensor(pipe, 1, 4, SIZE // 2, SIZE // 2, seed=16)
+    guidance = {**_embeds(pipe), "guidance_scale": 5.0, "guidance_rescale": 0.7}
+    with torch.no_grad():
+        theirs = pipe(
+            **guidance,
+            pooled_prompt_embeds=pooled,
+            negative_pooled_prompt_embeds=negative_pooled,
+            num_inference_steps=STEPS,
+            latents=noise,
+            height=SIZE,
+            width=SIZE,
+            output_type="latent",
+        ).images
+        added = {
+            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids},
+            "negative_added_cond_kwargs": {"text_embeds": negative_pooled, "time_ids": time_ids},
+            "num_inference_steps": STEPS,
+            **guidance,
+        }
+        ours = dd.sample_latents(pipe, noise, method="plain", **added)
+        _assert_close("sdxl sample_latents", ours.numpy(), theirs.numpy(), [])
+        state = dd.invert_latents(pipe, theirs, method="bdia", **added)
+        back = dd.sample_latents(pipe, state, method="bdia", **added)
+    assert torch.equal(back, theirs)
+
+
 # --- LEdits++: pipelines that test isinstance(scheduler, DDIMScheduler) ----------------------
 
 

@@ -20,7 +20,7 @@ DDIMInverseScheduler's result), and the samplers that invert exactly by construc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ddim_core as dc
@@ -37,6 +37,8 @@ def guided_unet(
     negative_prompt_embeds: Any = None,
     guidance_scale: float = 7.5,
     guidance_rescale: float = 0.0,
+    added_cond_kwargs: Mapping[str, Any] | None = None,
+    negative_added_cond_kwargs: Mapping[str, Any] | None = None,
     **unet_kwargs: Any,
 ) -> Callable[[Any, Any], Any]:
     """model(x, t) for ddim_core's loops: the UNet's output (the scheduler's prediction type)
@@ -57,8 +59,15 @@ def guided_unet(
         w; at most 1: no guidance, the conditional UNet alone (as diffusers' pipelines).
     guidance_rescale : float, default 0.0
         Lin et al.'s phi (`ddim_core.rescale_noise_cfg`).
+    added_cond_kwargs : mapping of str to array, optional
+        The UNet's added conditioning for the prompt, each array of batch 1 or the latents'
+        (SDXL: ``{"text_embeds": pooled_prompt_embeds, "time_ids": add_time_ids}``), batched
+        beside `prompt_embeds`.
+    negative_added_cond_kwargs : mapping of str to array, optional
+        The same for the negative prompt (SDXL: the negative pooled embeddings and time
+        ids), the same keys; required with `added_cond_kwargs` under guidance.
     **unet_kwargs
-        Passed to the UNet.
+        Passed to the UNet as given.
 
     Returns
     -------
@@ -72,9 +81,11 @@ def guided_unet(
         `guidance_scale` or `guidance_rescale` that is not a real number.
     ValueError
         A NaN or infinite `guidance_scale`, a `guidance_rescale` outside [0, 1], embeddings
-        without a batch axis or on two devices, or of shapes past the batch axis or dtypes
-        that differ (they go into one batch); when the model is called, embeddings whose
-        batch is neither 1 nor the latents'.
+        (or added conditioning arrays) without a batch axis or on two devices, or of shapes
+        past the batch axis or dtypes that differ (they go into one batch); added
+        conditioning of other keys than its negative's, a negative one without the other, or
+        none under guidance; when the model is called, embeddings whose batch is neither 1
+        nor the latents'.
 
     Examples
     --------
@@ -89,20 +100,43 @@ def guided_unet(
     >>> model = guided_unet(pipe.unet, cond, uncond, 3.0)
     >>> model(np.zeros((2, 1, 1, 1)), 10).ravel().round(6).tolist()   # 0 + 3 * (0.2 - 0)
     [0.6, 0.6]
+
+    SDXL's UNet takes the pooled embeddings and the size numbers beside them:
+
+    >>> def unet_xl(x, t, encoder_hidden_states, added_cond_kwargs):
+    ...     pooled = added_cond_kwargs["text_embeds"].reshape(-1, 1, 1, 1)
+    ...     return types.SimpleNamespace(sample=unet(x, t, encoder_hidden_states).sample + pooled)
+    >>> added = {"text_embeds": np.full((1, 1), 0.1), "time_ids": np.zeros((1, 6))}
+    >>> negative = {"text_embeds": np.zeros((1, 1)), "time_ids": np.zeros((1, 6))}
+    >>> model = guided_unet(unet_xl, cond, uncond, 3.0, 0.0, added, negative)
+    >>> model(np.zeros((2, 1, 1, 1)), 10).ravel().round(6).tolist()   # 3 * (0.3 - 0)
+    [0.9, 0.9]
     """
     guidance_scale = check_real("guidance_scale", guidance_scale)
     guidance_rescale = guidance.check_rescale("guidance_rescale", guidance_rescale)
     _check_embeddings(
         {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
     )
+    guided = negative_prompt_embeds is not None and guidance_scale > 1.0
+    _check_added(prompt_embeds, added_cond_kwargs, negative_added_cond_kwargs, guided)
 
     def model(x: Any, t: Any) -> Any:
-        cond = _batch("prompt_embeds", prompt_embeds, x.shape[0])
-        if negative_prompt_embeds is None or guidance_scale <= 1.0:
-            return unet(x, t, encoder_hidden_states=cond, **unet_kwargs).sample
-        uncond = _batch("negative_prompt_embeds", negative_prompt_embeds, x.shape[0])
+        size = x.shape[0]
+        cond = _batch("prompt_embeds", prompt_embeds, size)
+        added = _batch_added("added_cond_kwargs", added_cond_kwargs, size)
+        if not guided:
+            return unet(x, t, encoder_hidden_states=cond, **added, **unet_kwargs).sample
+        uncond = _batch("negative_prompt_embeds", negative_prompt_embeds, size)
+        if added:  # the negative's first, as the prompt's embeddings: one 2B batch
+            negative = _batch_added("negative_added_cond_kwargs", negative_added_cond_kwargs, size)
+            added = {
+                "added_cond_kwargs": {
+                    key: _concat(negative["added_cond_kwargs"][key], value)
+                    for key, value in added["added_cond_kwargs"].items()
+                }
+            }
         both = unet(
-            _concat(x, x), t, encoder_hidden_states=_concat(uncond, cond), **unet_kwargs
+            _concat(x, x), t, encoder_hidden_states=_concat(uncond, cond), **added, **unet_kwargs
         ).sample
         out_uncond, out_cond = both[: x.shape[0]], both[x.shape[0] :]
         out = guidance.cfg(out_uncond, out_cond, guidance_scale)
@@ -153,6 +187,8 @@ def invert_latents(
     negative_prompt_embeds: Any = None,
     guidance_scale: float = 7.5,
     guidance_rescale: float = 0.0,
+    added_cond_kwargs: Mapping[str, Any] | None = None,
+    negative_added_cond_kwargs: Mapping[str, Any] | None = None,
     num_inference_steps: int = 50,
     method: str = "exact",
     fixed_point_iters: int | None = None,
@@ -177,6 +213,8 @@ def invert_latents(
         Clean latents.
     prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
         As in `guided_unet`.
+    added_cond_kwargs, negative_added_cond_kwargs
+        As in `guided_unet` (SDXL's pooled embeddings and time ids).
     num_inference_steps : int, default 50
         N.
     method : str, default "exact"
@@ -236,6 +274,7 @@ def invert_latents(
         negative_prompt_embeds,
         guidance_scale,
         guidance_rescale,
+        (added_cond_kwargs, negative_added_cond_kwargs),
     )
     method = _check_method(method)
     n = num_inference_steps
@@ -271,6 +310,8 @@ def sample_latents(
     negative_prompt_embeds: Any = None,
     guidance_scale: float = 7.5,
     guidance_rescale: float = 0.0,
+    added_cond_kwargs: Mapping[str, Any] | None = None,
+    negative_added_cond_kwargs: Mapping[str, Any] | None = None,
     num_inference_steps: int = 50,
     method: str = "exact",
     callback: Callable[[dc.StepInfo], Any] | None = None,
@@ -288,6 +329,8 @@ def sample_latents(
         What `invert_latents` returned (or any x_T for "exact" / "plain").
     prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
         As in `guided_unet`.
+    added_cond_kwargs, negative_added_cond_kwargs
+        As in `guided_unet` (SDXL's pooled embeddings and time ids).
     num_inference_steps : int, default 50
         N.
     method : str, default "exact"
@@ -332,6 +375,7 @@ def sample_latents(
         negative_prompt_embeds,
         guidance_scale,
         guidance_rescale,
+        (added_cond_kwargs, negative_added_cond_kwargs),
     )
     method = _check_method(method)
     if isinstance(noise, reversible.State) and method not in _REVERSIBLE:
@@ -358,12 +402,16 @@ def _setup(
     negative: Any,
     scale: float,
     rescale: float,
+    added: tuple[Mapping[str, Any] | None, Mapping[str, Any] | None],
 ) -> tuple[dc.DDIMConfig, Callable[[Any, Any], Any]]:
     """The schedule and the guided model, after checking the sample (latents or noise, by
-    name) and the embeddings up front: one library and device, batches that fit."""
+    name), the embeddings and the added conditioning up front: one library and device,
+    batches that fit."""
     config = ddim_config(pipe.scheduler)
-    model = guided_unet(pipe.unet, prompt_embeds, negative, scale, rescale)
+    model = guided_unet(pipe.unet, prompt_embeds, negative, scale, rescale, *added)
     embeds = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative}
+    for name, kw in zip(("added_cond_kwargs", "negative_added_cond_kwargs"), added, strict=True):
+        embeds.update({f"{name}[{k!r}]": v for k, v in (kw or {}).items()})
     ((name, x),) = sample.items()
     if x is None:  # namespace() skips None
         raise TypeError(f"{name} must be an array of the UNet's library, got None")
@@ -386,20 +434,82 @@ def _check_embeddings(embeds: dict[str, Any]) -> None:
         if value is not None and value.ndim == 0:
             raise ValueError(f"{name} is a 0-d array; expected a batch axis (batch, tokens, dim)")
     cond, uncond = embeds["prompt_embeds"], embeds["negative_prompt_embeds"]
-    if uncond is None:
+    if uncond is not None:
+        _check_pair(
+            ("prompt_embeds", cond),
+            ("negative_prompt_embeds", uncond),
+            " (encode both prompts to the same number of tokens)",
+        )
+
+
+def _check_pair(cond: tuple[str, Any], uncond: tuple[str, Any], hint: str) -> None:
+    """A conditional and an unconditional array (by name) that go into one 2B batch of the
+    UNet: all but the batch axis, and the dtype, must agree."""
+    (c_name, c), (u_name, u) = cond, uncond
+    if tuple(u.shape[1:]) != tuple(c.shape[1:]) or u.ndim != c.ndim:
+        raise ValueError(
+            f"{u_name} has shape {tuple(u.shape)} but {c_name} has shape {tuple(c.shape)}; "
+            f"they must be equal past the batch axis{hint}"
+        )
+    if u.dtype != c.dtype:
+        raise ValueError(
+            f"{u_name} has dtype {u.dtype} but {c_name} {c.dtype}; pass both in one dtype "
+            "(the UNet's)"
+        )
+
+
+def _check_added(prompt_embeds: Any, added: Any, negative: Any, guided: bool) -> None:
+    """Added conditioning (SDXL's pooled embeddings and time ids): mappings of arrays of the
+    embeddings' library and device, each with a batch axis; the negative's of the same keys,
+    shapes past the batch axis and dtypes (they go into one 2B batch), and given under
+    guidance."""
+    for name, value in (("added_cond_kwargs", added), ("negative_added_cond_kwargs", negative)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(
+                f"{name} must be a mapping of names to arrays (SDXL: text_embeds, time_ids), "
+                f"got {type(value).__name__}"
+            )
+    if added is None:
+        if negative is not None:
+            raise ValueError(
+                "negative_added_cond_kwargs given without added_cond_kwargs: pass the "
+                "prompt's added conditioning too"
+            )
         return
-    # both go into one 2B batch of the UNet: all but the batch axis, and the dtype, must agree
-    if tuple(uncond.shape[1:]) != tuple(cond.shape[1:]) or uncond.ndim != cond.ndim:
+    if guided and negative is None:
         raise ValueError(
-            f"negative_prompt_embeds has shape {tuple(uncond.shape)} but prompt_embeds has "
-            f"shape {tuple(cond.shape)}; they must be equal past the batch axis (encode both "
-            "prompts to the same number of tokens)"
+            "added_cond_kwargs under guidance needs negative_added_cond_kwargs, the negative "
+            "prompt's (SDXL: its pooled embeddings as text_embeds, and its time ids)"
         )
-    if uncond.dtype != cond.dtype:
+    if guided and set(negative) != set(added):
         raise ValueError(
-            f"negative_prompt_embeds has dtype {uncond.dtype} but prompt_embeds {cond.dtype}; "
-            "pass both in one dtype (the UNet's)"
+            f"negative_added_cond_kwargs has keys {sorted(negative)} but added_cond_kwargs "
+            f"{sorted(added)}; they must be the same"
         )
+    given = {"added_cond_kwargs": added, "negative_added_cond_kwargs": negative if guided else {}}
+    arrays = {f"{name}[{k!r}]": v for name, kw in given.items() for k, v in kw.items()}
+    for name, value in arrays.items():
+        if value is None:  # namespace() skips None
+            raise TypeError(f"{name} must be an array of the UNet's library, got None")
+    backends.namespace(prompt_embeds=prompt_embeds, **arrays)  # one library and device
+    for name, value in arrays.items():
+        if value.ndim == 0:
+            raise ValueError(f"{name} is a 0-d array; expected a batch axis")
+    if not guided:
+        return
+    for key, value in added.items():
+        _check_pair(
+            (f"added_cond_kwargs[{key!r}]", value),
+            (f"negative_added_cond_kwargs[{key!r}]", negative[key]),
+            "",
+        )
+
+
+def _batch_added(name: str, added: Mapping[str, Any] | None, size: int) -> dict[str, Any]:
+    """``{name: arrays for size latents}`` for the UNet call, or nothing where not given."""
+    if added is None:
+        return {}
+    return {"added_cond_kwargs": {k: _batch(f"{name}[{k!r}]", v, size) for k, v in added.items()}}
 
 
 def _check_method(method: str) -> str:
