@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import backends, kernels
-from .config import DDIMConfig, check_int
+from .config import DDIMConfig, check_bool, check_int
 from .schedules import Schedule, schedule
 
 FINAL = -1  # t_prev of the last step: the clean level past t = 0
@@ -140,6 +140,7 @@ def make_plan(
     num_inference_steps: int | None = None,
     *,
     timesteps: Sequence[int] | None = None,
+    check_first_step: bool = True,
 ) -> Plan:
     """The plan for `num_inference_steps` steps of `config`'s spacing, or for custom `timesteps`.
 
@@ -154,6 +155,11 @@ def make_plan(
     timesteps : sequence of int, optional
         Custom timesteps, strictly decreasing, in [0, num_train_timesteps): a list, tuple or
         1-D integer array of any library (a tensor is read to the host once).
+    check_first_step : bool, default True
+        Refuse a plan whose first step cannot be taken (epsilon prediction at a zero-SNR
+        first timestep: x_0 is not recoverable there). False leaves that to the step, which
+        refuses that timestep alone: for a plan entered below its first step (img2img) or
+        walked backwards (inversion's steps up), as diffusers' schedulers take it.
 
     Returns
     -------
@@ -166,7 +172,8 @@ def make_plan(
         array traced by jax.jit), or a timestep is not an integer.
     ValueError
         Neither or both of `num_inference_steps` and `timesteps`; out of range values; a first
-        step that cannot be taken (epsilon prediction at zero terminal SNR); custom timesteps
+        step that cannot be taken (epsilon prediction at zero terminal SNR; unless
+        `check_first_step` is False); custom timesteps
         with prev_timestep="stride" where a stride lands between them (other than the
         spacing's own timesteps, as diffusers does).
 
@@ -177,28 +184,38 @@ def make_plan(
     (750, 500, 250, 0)
     >>> dc.make_plan(dc.DDIMConfig(), timesteps=[900, 500, 100]).prev_timesteps
     (500, 100, -1)
+    >>> zero_snr = dc.DDIMConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    >>> dc.make_plan(zero_snr, 4, check_first_step=False).timesteps  # img2img enters below 999
+    (999, 749, 499, 249)
     """
     if not isinstance(config, DDIMConfig):
         raise TypeError(f"config must be a DDIMConfig, got {type(config).__name__}")
     # The options as plain values: torch.compile before 2.13 cannot hand a dataclass to a
     # host_constant function ("can't reconstruct arbitrary frozen dataclass instances").
     options = tuple(getattr(config, name) for name in _OPTIONS)
-    return _make_plan(options, num_inference_steps, timesteps)
+    check_first_step = check_bool("check_first_step", check_first_step)
+    return _make_plan(options, num_inference_steps, timesteps, check_first_step)
 
 
 _OPTIONS = tuple(f.name for f in dataclasses.fields(DDIMConfig))
 
 
 @backends.host_constant
-def _make_plan(options: tuple[Any, ...], n: int | None, timesteps: Sequence[int] | None) -> Plan:
+def _make_plan(
+    options: tuple[Any, ...], n: int | None, timesteps: Sequence[int] | None, check_first: bool
+) -> Plan:
     config = _config(options)
     if (n is None) == (timesteps is None):
         raise ValueError("give exactly one of num_inference_steps and timesteps")
     if timesteps is not None:
         custom = _custom_timesteps(timesteps, config.num_train_timesteps)
         _check_stride(config, custom)
-        return _plan(config, None, custom)
-    return _plan(config, _check_num_steps(n, config.num_train_timesteps), None)
+        plan = _plan(config, None, custom)
+    else:
+        plan = _plan(config, _check_num_steps(n, config.num_train_timesteps), None)
+    if check_first:
+        _check_first_step(plan)
+    return plan
 
 
 @functools.lru_cache(maxsize=256)
@@ -214,9 +231,7 @@ def _plan(config: DDIMConfig, n: int | None, custom: tuple[int, ...] | None) -> 
     prev = (
         tuple(plan._prev(t) for t in ts) if config.prev_timestep == "stride" else ((*ts[1:], FINAL))
     )
-    plan = dataclasses.replace(plan, prev_timesteps=prev)
-    _check_first_step(plan)
-    return plan
+    return dataclasses.replace(plan, prev_timesteps=prev)
 
 
 def spaced_timesteps(config: DDIMConfig, n: int) -> tuple[int, ...]:

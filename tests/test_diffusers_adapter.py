@@ -624,6 +624,40 @@ def test_zero_snr_trained_betas_step_like_diffusers(ours_cls, theirs_cls, precis
         ours_cls(trained_betas=[0.1, 0.2])
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_zero_snr_epsilon_inverts_and_enters_below_999_like_diffusers(precision: str) -> None:
+    """rescale_betas_zero_snr with epsilon prediction and trailing spacing: alpha_bar = 0 at
+    999, where x_0 cannot be recovered. set_timesteps refused the whole plan, so
+    DDIMInverseScheduler (whose last step goes up to 999: x_999 = eps) and img2img (which
+    enters below 999) could not run, where diffusers' classes do. Now both step like
+    diffusers, and only the step down from 999 is refused, by step, with the plan's message
+    (diffusers returns inf there)."""
+    cfg = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "clip_sample": False}
+    dtype = torch.float64 if precision == "float64" else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    for ours_cls, theirs_cls in CLASSES:
+        ours, theirs, exact = ours_cls(**cfg), theirs_cls(**cfg), theirs_cls(**cfg)
+        share_tables(ours, exact)
+        if precision == "float64":
+            share_tables(ours, theirs)
+        for s in (ours, theirs, exact):
+            s.set_timesteps(5)
+        assert ours.timesteps.tolist() == theirs.timesteps.tolist()
+        inverse = ours_cls is dd.DDIMInverseScheduler
+        x = torch.randn(2, 3, 4, 4, generator=gen, dtype=dtype)
+        mine = x
+        for t in theirs.timesteps[0 if inverse else 1 :]:  # forward: img2img's entry below 999
+            out = torch.randn(2, 3, 4, 4, generator=gen, dtype=dtype)
+            ref = exact.step(out.double(), t, mine.double()).prev_sample
+            got = theirs.step(out, t, mine).prev_sample
+            mine = ours.step(out, t, mine).prev_sample
+            assert_parity(mine, got, None if precision == "float64" else ref)
+        if not inverse:
+            assert not torch.isfinite(theirs.step(out, 999, x).prev_sample).any()
+            with pytest.raises(ValueError, match="cannot step at timestep 999: alpha_bar = 0"):
+                ours.step(out, ours.timesteps[0], x)
+
+
 def test_thresholding_max_value_that_is_zero_in_the_dtype_is_refused() -> None:
     """diffusers divides 0 by 0 (NaN x_0) where sample_max_value rounds to 0 in the sample's
     dtype; the adapter's step and its _threshold_sample raise the core's ValueError."""

@@ -445,6 +445,23 @@ def test_diffedit_inverse_scheduler(stage: str, dtype: str) -> None:
     assert_agree("diffedit", dtype, call)
 
 
+ZERO_SNR_EPSILON = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["img2img", "diffedit-inversion", "diffedit-edit"])
+def test_zero_snr_epsilon_where_no_step_goes_down_from_999(case: str, dtype: str) -> None:
+    """A zero-SNR epsilon config (alpha_bar = 0 at 999): our set_timesteps refused the plan,
+    whose first step cannot recover x_0, so img2img at strength 0.75 and DiffEdit (which enter
+    below 999, and whose inversion steps up to 999) failed where diffusers' run."""
+    if case == "img2img":
+        name, call = "img2img", lambda pipe: _latents(pipe, image=_image(pipe), strength=0.75)
+    else:
+        stage = _diffedit_mask_and_inversion if case == "diffedit-inversion" else _diffedit_edit
+        name, call = "diffedit", stage
+    assert_agree(name, dtype, call, **ZERO_SNR_EPSILON)
+
+
 # --- MultiDiffusion panorama: DDIMScheduler is its default --------------------------------
 
 

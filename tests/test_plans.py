@@ -138,6 +138,26 @@ def test_zero_snr_epsilon_first_step_is_rejected() -> None:
     dc.make_plan(config.replace(prediction_type="v_prediction"), 10)
 
 
+def test_a_plan_whose_first_step_cannot_be_taken_is_left_to_the_step_on_request() -> None:
+    """check_first_step=False (what diffusers' schedulers need: img2img enters below 999, an
+    inverse never steps down from it): the same cached plan, and the step at 999 alone is
+    refused, with the plan check's message; the steps below it are taken."""
+    config = dc.DDIMConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    plan = dc.make_plan(config, 4, check_first_step=False)
+    assert plan.timesteps == (999, 749, 499, 249)
+    assert dc.make_plan(config, 4, check_first_step=False) is plan
+    v = config.replace(prediction_type="v_prediction")
+    assert dc.make_plan(v, 4, check_first_step=False) is dc.make_plan(v, 4)
+    x = np.full((1, 2), 0.5)
+    with pytest.raises(ValueError, match="cannot step at timestep 999: alpha_bar = 0 there"):
+        dc.step(plan, x, 999, x)
+    assert np.isfinite(dc.step(plan, x, 749, x).prev_sample).all()
+    eps = np.full((1, 2), 0.3)  # the step up to 999 (alpha_bar 0 there): x_999 = eps
+    np.testing.assert_array_equal(dc.inverse_step(plan, eps, 999, x).prev_sample, eps)
+    with pytest.raises(TypeError, match="check_first_step must be"):
+        dc.make_plan(config, 4, check_first_step="no")  # type: ignore[arg-type]
+
+
 configs = dst.configs(
     "num_train_timesteps",
     "timestep_spacing",

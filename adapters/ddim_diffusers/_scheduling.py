@@ -351,7 +351,9 @@ class SchedulerCore:
         TypeError
             If `timesteps` is not a sequence of integers.
         ValueError
-            If the steps or timesteps do not make a plan (see `ddim_core.make_plan`), or an
+            If the steps or timesteps do not make a plan (see `ddim_core.make_plan`; a first
+            step that cannot be taken, epsilon prediction at a zero-SNR timestep, is refused
+            by `step` at that timestep, as img2img and inversion never take it), or an
             inverse scheduler's `timesteps` are not strictly increasing.
         """
         custom = None
@@ -365,11 +367,11 @@ class SchedulerCore:
                         f"({type(self).__name__} runs them in its loop's order)"
                     )
                 custom = custom[::-1]
-        plan = self._with_schedule(
-            dc.make_plan(
-                self._follow_config(attributes=True), num_inference_steps, timesteps=custom
-            )
-        )
+        # a first step that cannot be taken (epsilon prediction at zero SNR) is refused by
+        # `step` at that timestep alone: img2img enters below it, the inverse never takes it
+        config = self._follow_config(attributes=True)
+        plan = dc.make_plan(config, num_inference_steps, timesteps=custom, check_first_step=False)
+        plan = self._with_schedule(plan)
         order = plan.inverse_timesteps if self._inverse else plan.timesteps
         timesteps = self._int_table(np.asarray(order, dtype=np.int64), device)
         version = _version(timesteps)
