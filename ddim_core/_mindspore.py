@@ -17,7 +17,9 @@ kernels that exist on the CPU. What it takes care of:
 - `take` uses `ops.gather`, which raises for out-of-range indices (`mindspore.numpy.take`
   clamps them silently);
 - NaN: `clip`, `maximum` and `minimum` propagate it (MindSpore's kernels can return the
-  bound), and `sort` puts it last, as NumPy does (`ops.topk` leaves it anywhere).
+  bound), so do the reductions `max` and `min` (`ops.amax` and `ops.amin` skip a NaN that
+  does not come first), and `sort` puts it last, as NumPy does (`ops.topk` leaves it
+  anywhere).
 MindSpore runs operations asynchronously: the error of a failed kernel surfaces at the next
 read of a result. Functions here check what they can on the host (dtypes, shapes, axes)
 before launching anything, so their errors are raised where they are called.
@@ -570,12 +572,20 @@ def std(
 
 @_via_float32
 def max(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
-    return ops.amax(x, _axis(axis, x.ndim), keepdims)
+    return _nan_reduced(x, ops.amax(x, _axis(axis, x.ndim), keepdims), axis, keepdims)
 
 
 @_via_float32
 def min(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
-    return ops.amin(x, _axis(axis, x.ndim), keepdims)
+    return _nan_reduced(x, ops.amin(x, _axis(axis, x.ndim), keepdims), axis, keepdims)
+
+
+def _nan_reduced(x: Tensor, result: Tensor, axis: Any, keepdims: builtins.bool) -> Tensor:
+    """`result` of a max or min reduction, NaN where the elements reduced hold a NaN: ops.amax
+    and ops.amin return NaN only when it comes first (max([1, NaN, 2]) is 2)."""
+    if not isdtype(x.dtype, "real floating"):
+        return result
+    return ops.where(ops.any(ops.isnan(x), axis, keepdims), _operand(math.nan, result), result)
 
 
 def all(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
