@@ -351,6 +351,8 @@ def concat(arrays: Sequence[Tensor], /, *, axis: int | None = 0) -> Tensor:
 
 def stack(arrays: Sequence[Tensor], /, *, axis: int = 0) -> Tensor:
     arrays = [_check_tensor(a, "arrays") for a in arrays]
+    if builtins.any(a.dtype == bfloat16 for a in arrays):  # the CPU has no bfloat16 Stack
+        return ops.cat([ops.expand_dims(a, axis) for a in arrays], axis)
     return ops.stack(arrays, axis)
 
 

@@ -275,6 +275,8 @@ UNARY = {
     "take": (lambda v: v[:, [2, 0]], lambda x: xp.take(x, MS.int_array([2, 0]), axis=1)),
     "reshape": (lambda v: v.reshape(6, -1), lambda x: xp.reshape(x, (6, -1))),
     "concat": (lambda v: np.concatenate([v, v], 1), lambda x: xp.concat([x, x], axis=1)),
+    "stack": (lambda v: np.stack([v, 2 * v], 1), lambda x: xp.stack([x, 2 * x], axis=1)),
+    "stack-last": (lambda v: np.stack([v, v], -1), lambda x: xp.stack([x, x], axis=-1)),
     "astype": (lambda v: v, lambda x: xp.astype(xp.astype(x, xp.float64), x.dtype)),
     "isfinite": (np.isfinite, xp.isfinite),
     "all": (lambda v: np.all(v > -3), lambda x: xp.all(x > -3)),
