@@ -17,9 +17,9 @@ kernels that exist on the CPU. What it takes care of:
 - `take` uses `ops.gather`, which raises for out-of-range indices (`mindspore.numpy.take`
   clamps them silently);
 - NaN: `clip`, `maximum` and `minimum` propagate it (MindSpore's kernels can return the
-  bound), so do the reductions `max` and `min` (`ops.amax` and `ops.amin` skip a NaN that
-  does not come first), and `sort` puts it last, as NumPy does (`ops.topk` leaves it
-  anywhere).
+  bound), so do `sign` (`ops.sign(NaN)` is 0) and the reductions `max` and `min`
+  (`ops.amax` and `ops.amin` skip a NaN that does not come first), and `sort` puts it
+  last, as NumPy does (`ops.topk` leaves it anywhere).
 MindSpore runs operations asynchronously: the error of a failed kernel surfaces at the next
 read of a result. Functions here check what they can on the host (dtypes, shapes, axes)
 before launching anything, so their errors are raised where they are called.
@@ -445,7 +445,7 @@ def isinf(x: Tensor, /) -> Tensor:
 
 @_via_float32
 def sign(x: Tensor, /) -> Tensor:
-    return ops.sign(x)
+    return _keep_nan(x, ops.sign(x))  # ops.sign(NaN) is 0
 
 
 def negative(x: Tensor, /) -> Tensor:

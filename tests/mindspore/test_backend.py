@@ -469,6 +469,7 @@ NAN_CASES = {
     "maximum": (lambda v: np.maximum(v, 0.0), lambda x: xp.maximum(x, 0.0)),
     "minimum": (lambda v: np.minimum(0.0, v), lambda x: xp.minimum(0.0, x)),
     "sort": (np.sort, xp.sort),
+    "sign": (np.sign, xp.sign),
     "max": (np.max, xp.max),
     "min": (np.min, xp.min),
     "max-axis": (
