@@ -491,6 +491,20 @@ def test_nan_propagates_and_sorts_last_as_on_numpy(name: str, dtype: str) -> Non
     np.testing.assert_array_equal(read(got), expected(host))
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_out_buffers_are_the_documented_type_error(inverse: bool) -> None:
+    """step / inverse_step with MindSpore out= buffers raised AttributeError ('Tensor' object
+    has no attribute 'element_size') from the buffers' overlap check, where the docstring
+    says out= where no fused kernel applies is a TypeError (MindSpore has none)."""
+    plan = dc.make_plan(MIXTURE_CONFIG, 10)
+    x = MS.array(np.ones((2, 3)), "float32")
+    out = (MS.array(np.zeros((2, 3)), "float32"), MS.array(np.zeros((2, 3)), "float32"))
+    with pytest.raises(TypeError, match="out= needs a fused kernel"):
+        (dc.inverse_step if inverse else dc.step)(plan, 0.1 * x, 900, x, out=out)
+    with pytest.raises(ValueError, match=r"out\[0\] shares memory with sample"):
+        (dc.inverse_step if inverse else dc.step)(plan, 0.1 * x, 900, x, out=(x, out[1]))
+
+
 def test_exact_inversion_of_a_model_failing_on_one_entry_is_nan_as_on_numpy() -> None:
     """The max reduction skipped a NaN that did not come first (max([1, NaN, 2]) was 2), so
     exact inversion measured a finite residual for a sample whose model output held a NaN:
