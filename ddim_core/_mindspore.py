@@ -239,7 +239,8 @@ def empty_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor
 def arange(
     start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None, device: Any = None
 ) -> Tensor:
-    host = np.arange(start, stop, step) if stop is not None else np.arange(start)
+    # stop None: `start` is the stop, and `step` still applies (the array API's arange)
+    host = np.arange(start, stop, step) if stop is not None else np.arange(0, start, step)
     if dtype is None and host.dtype.kind == "f":
         dtype = float32
     return asarray(host, dtype=dtype, device=device)

@@ -404,6 +404,21 @@ def test_creation_functions() -> None:
         xp.asarray("abc")
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "want"),
+    [
+        ((10,), {"step": 3}, [0, 3, 6, 9]),
+        ((2.0,), {"step": 0.5}, [0.0, 0.5, 1.0, 1.5]),
+        ((5,), {"step": -1}, []),
+        ((1, 7, 2), {}, [1, 3, 5]),
+    ],
+)
+def test_arange_takes_its_step_without_a_stop(args: tuple, kwargs: dict, want: list) -> None:
+    """xp.arange(10, step=3) gave 0..9: without `stop` the step was dropped (np.arange(start)),
+    where the array API (and NumPy's np.arange(0, 10, 3)) gives [0, 3, 6, 9]."""
+    np.testing.assert_array_equal(read(xp.arange(*args, **kwargs)), want)
+
+
 def test_dtype_helpers() -> None:
     assert xp.isdtype(xp.bfloat16, "real floating") and not xp.isdtype(xp.int64, "real floating")
     assert xp.isdtype(xp.int32, ("bool", "integral")) and xp.isdtype(xp.bool, "bool")
