@@ -529,11 +529,20 @@ def where(condition: Tensor, x1: Any, x2: Any, /) -> Tensor:
 # --- reductions, sorting, scans ------------------------------------------------------------------
 
 
+def _reduce(op: Callable[..., Tensor], x: Tensor, axis: Any, keepdims: builtins.bool) -> Tensor:
+    """`op` over `axis` (checked on the host). axis=() reduces nothing, as the array API's
+    reductions (x itself), where MindSpore's take () for every axis (sum(x, axis=()) was a
+    scalar)."""
+    if isinstance(axis, tuple) and not axis:
+        return x
+    return op(x, _axis(axis, x.ndim), keepdims)
+
+
 @_via_float32
 def sum(
     x: Tensor, /, *, axis: Any = None, dtype: Any = None, keepdims: builtins.bool = False
 ) -> Tensor:
-    result = ops.sum(x, _axis(axis, x.ndim), keepdims)
+    result = _reduce(ops.sum, x, axis, keepdims)
     return result if dtype is None else result.astype(dtype)
 
 
@@ -541,13 +550,13 @@ def sum(
 def prod(
     x: Tensor, /, *, axis: Any = None, dtype: Any = None, keepdims: builtins.bool = False
 ) -> Tensor:
-    result = ops.prod(x, _axis(axis, x.ndim), keepdims)
+    result = _reduce(ops.prod, x, axis, keepdims)
     return result if dtype is None else result.astype(dtype)
 
 
 @_via_float32
 def mean(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
-    return ops.mean(x, _axis(axis, x.ndim), keepdims)
+    return _reduce(ops.mean, x, axis, keepdims)
 
 
 @_via_float32
@@ -575,12 +584,12 @@ def std(
 
 @_via_float32
 def max(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
-    return _nan_reduced(x, ops.amax(x, _axis(axis, x.ndim), keepdims), axis, keepdims)
+    return _nan_reduced(x, _reduce(ops.amax, x, axis, keepdims), axis, keepdims)
 
 
 @_via_float32
 def min(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
-    return _nan_reduced(x, ops.amin(x, _axis(axis, x.ndim), keepdims), axis, keepdims)
+    return _nan_reduced(x, _reduce(ops.amin, x, axis, keepdims), axis, keepdims)
 
 
 def _nan_reduced(x: Tensor, result: Tensor, axis: Any, keepdims: builtins.bool) -> Tensor:
@@ -588,17 +597,18 @@ def _nan_reduced(x: Tensor, result: Tensor, axis: Any, keepdims: builtins.bool) 
     and ops.amin return NaN only when it comes first (max([1, NaN, 2]) is 2)."""
     if not isdtype(x.dtype, "real floating"):
         return result
-    return ops.where(ops.any(ops.isnan(x), axis, keepdims), _operand(math.nan, result), result)
+    nan = _reduce(ops.any, ops.isnan(x), axis, keepdims)
+    return ops.where(nan, _operand(math.nan, result), result)
 
 
 def all(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
     _check_tensor(x)
-    return ops.all(x if x.dtype == bool else not_equal(x, 0), _axis(axis, x.ndim), keepdims)
+    return _reduce(ops.all, x if x.dtype == bool else not_equal(x, 0), axis, keepdims)
 
 
 def any(x: Tensor, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Tensor:
     _check_tensor(x)
-    return ops.any(x if x.dtype == bool else not_equal(x, 0), _axis(axis, x.ndim), keepdims)
+    return _reduce(ops.any, x if x.dtype == bool else not_equal(x, 0), axis, keepdims)
 
 
 @_via_float32

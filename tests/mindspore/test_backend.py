@@ -520,6 +520,17 @@ def test_out_buffers_are_the_documented_type_error(inverse: bool) -> None:
         (dc.inverse_step if inverse else dc.step)(plan, 0.1 * x, 900, x, out=(x, out[1]))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
+@pytest.mark.parametrize("name", ["sum", "prod", "mean", "max", "min", "all", "any"])
+def test_a_reduction_over_no_axis_reduces_nothing(name: str, dtype: str) -> None:
+    """xp.sum(x, axis=()) (axes = tuple(range(1, x.ndim)) of a 1-D batch) was the sum of
+    every element, a scalar: MindSpore's reductions take () for all axes, where the array API
+    and NumPy reduce none (x itself, its shape kept)."""
+    host = np.array([[1.5, np.nan, 0.0], [-2.0, 3.0, 4.0]])
+    got = getattr(xp, name)(MS.array(host, dtype), axis=())
+    np.testing.assert_array_equal(read(got), getattr(np, name)(host, axis=()))
+
+
 def test_exact_inversion_of_a_model_failing_on_one_entry_is_nan_as_on_numpy() -> None:
     """The max reduction skipped a NaN that did not come first (max([1, NaN, 2]) was 2), so
     exact inversion measured a finite residual for a sample whose model output held a NaN:
