@@ -20,6 +20,9 @@ kernels that exist on the CPU. What it takes care of:
   bound), so do `sign` (`ops.sign(NaN)` is 0) and the reductions `max` and `min`
   (`ops.amax` and `ops.amin` skip a NaN that does not come first), and `sort` puts it
   last, as NumPy does (`ops.topk` leaves it anywhere).
+- reductions: axis=() reduces nothing, and a reduction over zero elements is its identity
+  (max and min: a ValueError), where MindSpore's take () for all axes and its CPU kernels
+  return uninitialized memory for zero elements.
 MindSpore runs operations asynchronously: the error of a failed kernel surfaces at the next
 read of a result. Functions here check what they can on the host (dtypes, shapes, axes)
 before launching anything, so their errors are raised where they are called.
@@ -532,10 +535,37 @@ def where(condition: Tensor, x1: Any, x2: Any, /) -> Tensor:
 def _reduce(op: Callable[..., Tensor], x: Tensor, axis: Any, keepdims: builtins.bool) -> Tensor:
     """`op` over `axis` (checked on the host). axis=() reduces nothing, as the array API's
     reductions (x itself), where MindSpore's take () for every axis (sum(x, axis=()) was a
-    scalar)."""
+    scalar). A reduction over zero elements is its identity (sum 0, prod 1, all True, any
+    False; mean NaN), and max or min a ValueError, as NumPy's: MindSpore's CPU kernels
+    return uninitialized memory there (any of nothing was True)."""
     if isinstance(axis, tuple) and not axis:
         return x
+    axes = range(x.ndim) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+    reduced = {a % builtins.max(x.ndim, 1) for a in _axis(tuple(axes), x.ndim)}
+    if x.ndim and math.prod(x.shape[a] for a in reduced) == 0:
+        if op not in _EMPTY:  # ops.amax, ops.amin
+            raise ValueError(
+                f"{op.__name__.removeprefix('a')} of zero elements has no value (axis {axis} "
+                f"of a tensor of shape {tuple(x.shape)})"
+            )
+        value, kind = _EMPTY[op]
+        dtype = (bool if kind == "bool" else int64 if isdtype(x.dtype, ("bool", "integral"))
+                 and kind == "sum" else x.dtype)  # fmt: skip
+        shape = [
+            1 if i in reduced else n for i, n in enumerate(x.shape) if keepdims or i not in reduced
+        ]
+        return full(tuple(shape), value, dtype=dtype, device=x.device)
     return op(x, _axis(axis, x.ndim), keepdims)
+
+
+# what a reduction over zero elements gives (the array API's; NumPy's), and its dtype's kind
+_EMPTY = {
+    ops.sum: (0, "sum"),
+    ops.prod: (1, "sum"),
+    ops.mean: (math.nan, "mean"),
+    ops.all: (True, "bool"),
+    ops.any: (False, "bool"),
+}
 
 
 @_via_float32
@@ -569,9 +599,9 @@ def var(
     _axis(axes, x.ndim)
     if not axes:  # nothing reduced: each element is its own mean
         return x - x
-    deviation = x - ops.mean(x, axes, True)
+    deviation = x - _reduce(ops.mean, x, axes, True)
     n = math.prod(x.shape[a] for a in axes)
-    return ops.sum(deviation * deviation, axes, keepdims) / _operand(n - correction, x)
+    return _reduce(ops.sum, deviation * deviation, axes, keepdims) / _operand(n - correction, x)
 
 
 @_via_float32

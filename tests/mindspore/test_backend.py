@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import mindspore
 import numpy as np
@@ -529,6 +530,35 @@ def test_a_reduction_over_no_axis_reduces_nothing(name: str, dtype: str) -> None
     host = np.array([[1.5, np.nan, 0.0], [-2.0, 3.0, 4.0]])
     got = getattr(xp, name)(MS.array(host, dtype), axis=())
     np.testing.assert_array_equal(read(got), getattr(np, name)(host, axis=()))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize("name", ["sum", "prod", "mean", "all", "any", "var", "std"])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_a_reduction_over_zero_elements_is_its_identity(
+    name: str, dtype: str, keepdims: bool
+) -> None:
+    """MindSpore's CPU reductions over an empty axis returned uninitialized memory (sum
+    4.7e-310, prod [1, 0], any True, mean and var +-inf): the array API's and NumPy's are sum
+    0, prod 1, any False, all True, and NaN for mean, var and std."""
+    host = np.zeros((2, 0, 3))
+    x = MS.array(host, dtype)
+    with (
+        np.errstate(invalid="ignore", divide="ignore"),
+        pytest.warns() if name in ("mean", "var", "std") else nullcontext(),
+    ):
+        want = getattr(np, name)(host, axis=1, keepdims=keepdims)
+    got = getattr(xp, name)(x, axis=1, keepdims=keepdims)
+    assert tuple(got.shape) == want.shape
+    np.testing.assert_array_equal(read(got), want)
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_max_or_min_of_zero_elements_is_a_value_error(name: str) -> None:
+    """As NumPy's (zero-size array to reduction operation ... which has no identity), where
+    MindSpore's kernels returned uninitialized memory."""
+    with pytest.raises(ValueError, match=f"{name} of zero elements has no value"):
+        getattr(xp, name)(MS.array(np.zeros((2, 0))), axis=1)
 
 
 def test_exact_inversion_of_a_model_failing_on_one_entry_is_nan_as_on_numpy() -> None:
