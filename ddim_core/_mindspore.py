@@ -659,8 +659,8 @@ def argsort(
 
 def _sorted(x: Tensor, axis: int, descending: builtins.bool) -> tuple[Tensor, Tensor]:
     _axis(axis, x.ndim)
-    if x.ndim == 0:
-        return x, zeros((), dtype=int64, device=x.device)
+    if x.ndim == 0 or 0 in x.shape:  # (ops.topk raises for an empty axis)
+        return x, zeros(tuple(x.shape), dtype=int64, device=x.device)
     n = x.shape[axis]
     if not isdtype(x.dtype, "real floating"):
         return ops.topk(x, n, dim=axis, largest=descending, sorted=True)  # type: ignore[no-any-return]
@@ -708,7 +708,8 @@ def _scan(
         if x.ndim != 1:
             raise ValueError("axis= is required for a tensor of more than one dimension")
         axis = 0
-    result = op(x, _axis(axis, x.ndim))
+    # an empty tensor is its own scan (the CPU's CumSum fails on one)
+    result = x if 0 in x.shape else op(x, _axis(axis, x.ndim))
     if include:
         shape = list(x.shape)
         shape[axis] = 1

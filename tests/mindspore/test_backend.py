@@ -553,6 +553,31 @@ def test_a_reduction_over_zero_elements_is_its_identity(
     np.testing.assert_array_equal(read(got), want)
 
 
+@pytest.mark.parametrize("shape", [(2, 0), (0, 3)])
+@pytest.mark.parametrize(
+    "name", ["sort", "argsort", "cumulative_sum", "cumulative_prod", "cumulative_sum-initial"]
+)
+def test_sorts_and_scans_of_an_empty_tensor_are_empty_as_on_numpy(name: str, shape: tuple) -> None:
+    """sort / argsort along an empty axis raised ops.topk's 'For TopK, the check range left
+    must be smaller than right number' ValueError and cumulative_sum the CPU's 'Launch kernel
+    failed, name:Default/CumSum-op0' RuntimeError, where NumPy gives empty results (and
+    include_initial its initial value)."""
+    host = np.zeros(shape)
+    fn, _, initial = name.partition("-")
+    kwargs = {"include_initial": True} if initial else {}
+    got = getattr(xp, fn)(MS.array(host), axis=1, **kwargs)
+    want = {
+        "sort": lambda: np.sort(host, axis=1),
+        "argsort": lambda: np.argsort(host, axis=1),
+        "cumulative_sum": lambda: np.cumsum(host, axis=1),
+        "cumulative_prod": lambda: np.cumprod(host, axis=1),
+    }[fn]()
+    if initial:  # (NumPy 1.x has no cumulative_sum)
+        want = np.concatenate([np.zeros((shape[0], 1)), want], axis=1)
+    assert tuple(got.shape) == want.shape
+    np.testing.assert_array_equal(read(got), want)
+
+
 @pytest.mark.parametrize("name", ["max", "min"])
 def test_max_or_min_of_zero_elements_is_a_value_error(name: str) -> None:
     """As NumPy's (zero-size array to reduction operation ... which has no identity), where
