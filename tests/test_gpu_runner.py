@@ -128,6 +128,24 @@ def test_run_sh_names_wheels_built_for_another_python(tmp_path: Path) -> None:
     assert "make gpu-wheels && make test-gpu" not in page
 
 
+def test_run_sh_takes_wheels_for_this_python_beside_another_pythons(tmp_path: Path) -> None:
+    """run.sh's remedy for wheels of another CPython is `make gpu-wheels GPU_PYVER=...`,
+    which downloads into .gpu-wheels/ beside the wheels already there: run.sh then still
+    stopped, naming the old wheels and the command just run, where pip's offline install
+    picks this Python's wheel of each project."""
+    repo = _checkout(tmp_path)
+    wheels = repo / ".gpu-wheels"
+    here = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    (wheels / "pluggy-1.7.0-cp39-cp39-manylinux_2_17_x86_64.whl").touch()  # the first try
+    (wheels / f"pluggy-1.7.0-{here}-{here}-manylinux_2_17_x86_64.whl").touch()  # the remedy
+    env = os.environ | {"PYTHON": str(tmp_path / "python"), "FAKE_PYTEST_STATUS": "0"}
+    env.pop("PYTHONPATH", None)
+    run = ["bash", "benchmarks/gpu/run.sh"]
+    done = subprocess.run(run, cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "pluggy==1.7.0" in done.stdout.split("installed from .gpu-wheels:")[1]
+
+
 def test_the_gpu_page_says_how_the_run_times_a_step() -> None:
     """docs/performance.md said every GPU time is wall clock over 100 steps between
     synchronisations; the pipeline table's are over its 50-step loop

@@ -42,16 +42,22 @@ for line in open("requirements/gpu.txt"):
         have = False
     if name in always or not have:
         want[name] = req
-# wheels of these built for another CPython (make gpu-wheels' GPU_PYVER) would fail pip's
-# offline install as "no matching distribution", which does not say why
+# wheels of these built only for another CPython (make gpu-wheels' GPU_PYVER) would fail
+# pip's offline install as "no matching distribution", which does not say why; a project with
+# a wheel for this one as well (an earlier GPU_PYVER's left beside it) installs
 here = f"cp{sys.version_info[0]}{sys.version_info[1]}"
-other = set()
+fits, others = set(), {}
 for path in glob.glob(os.path.join(os.environ["WHEELS"], "*.whl")):
     project, *_, python, abi, _platform = os.path.basename(path)[: -len(".whl")].split("-")
+    project = re.sub(r"[-_.]+", "-", project).lower()
     tags = [t for t in python.split(".") if t.startswith("cp")]
-    wanted = re.sub(r"[-_.]+", "-", project).lower() in want
-    if wanted and tags and abi != "abi3" and here not in tags:  # abi3: any later CPython
-        other.update(tags)
+    if project not in want:
+        continue
+    if not tags or abi == "abi3" or here in tags:  # abi3: any later CPython
+        fits.add(project)
+    else:
+        others.setdefault(project, set()).update(tags)
+other = set().union(*(tags for project, tags in others.items() if project not in fits))
 if other:
     print(
         f"{os.environ['WHEELS']}/ holds wheels for {', '.join(sorted(other))}, not for this "
