@@ -708,8 +708,9 @@ def _scan(
         if x.ndim != 1:
             raise ValueError("axis= is required for a tensor of more than one dimension")
         axis = 0
+    _axis(axis, x.ndim)  # (an empty tensor's too)
     # an empty tensor is its own scan (the CPU's CumSum fails on one)
-    result = x if 0 in x.shape else op(x, _axis(axis, x.ndim))
+    result = x if 0 in x.shape else op(x, axis)
     if include:
         shape = list(x.shape)
         shape[axis] = 1

@@ -578,6 +578,17 @@ def test_sorts_and_scans_of_an_empty_tensor_are_empty_as_on_numpy(name: str, sha
     np.testing.assert_array_equal(read(got), want)
 
 
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("name", ["cumulative_sum", "cumulative_prod"])
+def test_a_scan_of_an_empty_tensor_checks_its_axis(name: str, initial: bool) -> None:
+    """An empty tensor is its own scan, but an axis out of range is still named, as for a
+    tensor with elements (NumPy: AxisError): the empty one returned itself for axis=5, or
+    with include_initial raised IndexError ('list assignment index out of range')."""
+    for host in (np.zeros((2, 0)), np.zeros((2, 2))):
+        with pytest.raises(ValueError, match="axis 5 is out of range for a 2-d tensor"):
+            getattr(xp, name)(MS.array(host), axis=5, include_initial=initial)
+
+
 @pytest.mark.parametrize("name", ["max", "min"])
 def test_max_or_min_of_zero_elements_is_a_value_error(name: str) -> None:
     """As NumPy's (zero-size array to reduction operation ... which has no identity), where
