@@ -485,9 +485,6 @@ def overlaps(a: Array, b: Array) -> bool:
 def _byte_span(x: Array) -> tuple[int, int] | None:
     """[first, last) byte addresses an array's elements occupy, or None when unknown."""
     torch = sys.modules.get("torch")
-    # torch-like: data_ptr(), stride() in elements and element_size() (MindSpore's tensors
-    # have the first two only: unknown, as any other library's)
-    torch_like = all(hasattr(x, name) for name in ("data_ptr", "stride", "element_size"))
     if torch is not None and isinstance(x, torch.Tensor):
         if x.layout != torch.strided or x.is_meta:
             return None  # sparse: no data pointer (its own storage, never a dense buffer's);
@@ -497,8 +494,13 @@ def _byte_span(x: Array) -> tuple[int, int] | None:
             return None
         if x.is_contiguous():  # the common case, cheaply (out= checks run every step)
             return (start, start + x.nbytes)
-    elif torch_like:
-        start = x.data_ptr()
+        torch_like = True
+    else:
+        # torch-like: data_ptr(), stride() in elements and element_size() (MindSpore's
+        # tensors have the first two only: unknown, as any other library's)
+        torch_like = all(hasattr(x, name) for name in ("data_ptr", "stride", "element_size"))
+        if torch_like:
+            start = x.data_ptr()
     if torch_like:
         if x.numel() == 0:
             return (0, 0)

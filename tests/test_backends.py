@@ -103,6 +103,36 @@ def test_out_buffers_on_the_meta_device() -> None:
         dc.step(PLAN, x * 0.5, 500, x, out=(x, out[1]))
 
 
+def test_contiguous_torch_buffers_take_the_fast_overlap_check() -> None:
+    """`overlaps` runs at every out= step for each buffer against the sample, model output,
+    noise and the other buffer (seven calls). The MindSpore fix (c71ee2e) probed every array
+    for data_ptr, stride and element_size (three hasattr) before the torch branch, so
+    contiguous torch tensors, the common case meant to be cheap, paid them too: about 5 us
+    of a 32 us torch out= step at 1x4x8x8. Torch tensors take no probe; strided ones still
+    get their reach, and an array with a data pointer but no element size (MindSpore's)
+    overlaps only itself."""
+    import sys
+    import types
+
+    torch = pytest.importorskip("torch")
+    probes: list[object] = []
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        if event == "c_call" and arg is hasattr:
+            probes.append(arg)
+
+    a, b = torch.zeros(2, 8), torch.zeros(2, 8)
+    sys.setprofile(profile)
+    try:
+        shared = backends.overlaps(a, a[1:]), backends.overlaps(a, b)
+    finally:
+        sys.setprofile(None)
+    assert shared == (True, False) and not probes
+    assert backends.overlaps(a.T, a[1]) and not backends.overlaps(a[0, ::2], a[1, ::2])
+    like = types.SimpleNamespace(data_ptr=lambda: 8, stride=lambda: (1,), shape=(2,))
+    assert not backends.overlaps(like, types.SimpleNamespace(**vars(like)))
+
+
 def test_jax_jit_with_a_concrete_array_beside_traced_ones() -> None:
     """Under jax.jit a traced array has no device (None) while an array closed over has one:
     `namespace` compared them and raised 'timestep is on device None but sample is on
