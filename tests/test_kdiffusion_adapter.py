@@ -710,3 +710,43 @@ def test_a_zero_terminal_snr_config_is_named_as_k_diffusions_limit(prediction_ty
     )
     with pytest.raises(ValueError, match=r"zero terminal SNR\), whose sigma is infinite"):
         dk.get_sigmas_ddim(config, 10, xp=np)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64, torch.bool])
+@pytest.mark.parametrize(
+    ("sampler", "options"),
+    [
+        (dk.sample_ddim, {}),
+        (dk.sample_ddim, {"eta": 1.0}),
+        (dk.sample_ddim_inverse, {}),
+        (dk.sample_ddim_inverse, {"fixed_point_iters": 2}),
+    ],
+)
+def test_a_model_or_noise_that_is_not_real_floating_is_refused(
+    dtype: torch.dtype, sampler: Any, options: dict[str, Any]
+) -> None:
+    """A model answering in complex64 (or int64, bool) was stepped with its imaginary part
+    dropped (one ComplexWarning) or its integers taken as the denoised x, and so was a
+    noise_sampler's noise, where the reversible samplers and ddim_core's loops refuse a model
+    output that is not real floating."""
+    sigmas = torch.tensor([2.0, 1.0, 0.5])
+    if sampler is dk.sample_ddim_inverse:
+        sigmas = sigmas.flip(0)
+    x = torch.ones(2, 3)
+
+    def noise(sigma: Any, sigma_next: Any) -> Any:
+        return torch.zeros(2, 3)
+
+    with pytest.raises(TypeError, match=rf"the model returned dtype {dtype}; .* real floating"):
+        sampler(lambda x, s: x.to(dtype), x, sigmas, disable=True, **options)
+    if "eta" in options:
+        with pytest.raises(TypeError, match=rf"noise_sampler returned dtype {dtype}; .* real"):
+            sampler(
+                lambda x, s: 0.5 * x,
+                x,
+                sigmas,
+                disable=True,
+                noise_sampler=lambda a, b: noise(a, b).to(dtype),
+                **options,
+            )
+        sampler(lambda x, s: 0.5 * x, x, sigmas, disable=True, noise_sampler=noise, **options)

@@ -90,7 +90,8 @@ def sample_ddim(
     ------
     TypeError
         A model, callback or noise_sampler that is not callable, an x that is not real
-        floating, or sigmas that are not real numbers (complex or boolean).
+        floating, sigmas that are not real numbers (complex or boolean), or a model or
+        noise_sampler output of another library or device, or not real floating.
     ValueError
         Sigmas that are not 1-D, finite, >= 0 and descending, or eta / s_noise < 0.
 
@@ -429,14 +430,20 @@ def _check_call(model: Any, x: Array, extra_args: Any, callback: Any) -> dict[st
 
 
 def _denoised(model: Callable[..., Array], x: Array, sigma: Array, extra: dict[str, Any]) -> Array:
-    """model(x, sigma, **extra), checked: an array of x's library, device and shape."""
+    """model(x, sigma, **extra), checked: an array of x's library, device and shape, in a real
+    floating dtype."""
     out = model(x, sigma, **extra)
     if out is None:  # namespace skips None
         raise TypeError("the model returned None; it must return the denoised x, shaped like x")
     try:
-        backends.namespace(x=x, denoised=out)
+        xp = backends.namespace(x=x, denoised=out)
     except (TypeError, ValueError) as e:
         raise TypeError(f"the model's output: {e}") from None
+    if not backends.is_real_floating(xp, out):  # a step would drop an imaginary part
+        raise TypeError(
+            f"the model returned dtype {out.dtype}; it must return the denoised x in a real "
+            "floating dtype"
+        )
     if tuple(out.shape) != tuple(x.shape):
         raise ValueError(
             f"the model returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}; "
@@ -446,13 +453,18 @@ def _denoised(model: Callable[..., Array], x: Array, sigma: Array, extra: dict[s
 
 
 def _checked_noise(z: Array, x: Array) -> Array:
-    """noise_sampler's output, checked: an array of x's library, device and shape."""
+    """noise_sampler's output, checked: an array of x's library, device and shape, in a real
+    floating dtype."""
     if z is None:  # namespace skips None: the step would silently go without noise
         raise TypeError("noise_sampler returned None; it must return noise shaped like x")
     try:
-        backends.namespace(x=x, noise=z)
+        xp = backends.namespace(x=x, noise=z)
     except (TypeError, ValueError) as e:
         raise TypeError(f"noise_sampler's output: {e}") from None
+    if not backends.is_real_floating(xp, z):
+        raise TypeError(
+            f"noise_sampler returned dtype {z.dtype}; it must return noise in a real floating dtype"
+        )
     if tuple(z.shape) != tuple(x.shape):
         raise ValueError(f"noise_sampler returned shape {tuple(z.shape)}; x has {tuple(x.shape)}")
     return z
