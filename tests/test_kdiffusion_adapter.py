@@ -699,6 +699,21 @@ def test_a_bad_step_count_is_named_n(n: Any, error: type) -> None:
         dk.get_sigmas_ddim(dc.DDIMConfig(), n)
 
 
+@pytest.mark.parametrize(
+    ("spacing", "error", "match"),
+    [
+        ("Trailing", ValueError, r"^spacing='Trailing' is not supported; choose one of"),
+        (1, TypeError, r"^spacing must be a string, one of"),
+    ],
+)
+def test_a_bad_spacing_is_named_spacing(spacing: Any, error: type, match: str) -> None:
+    """get_sigmas_ddim's spacing is `spacing`: its errors said timestep_spacing (the
+    DDIMConfig option it sets), a name the caller never wrote."""
+    for first in (dc.DDIMConfig(), torch.from_numpy(dc.alphas_cumprod(dc.DDIMConfig()))):
+        with pytest.raises(error, match=match):
+            dk.get_sigmas_ddim(first, 4, spacing=spacing)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_a_zero_terminal_snr_config_is_named_as_k_diffusions_limit(prediction_type: str) -> None:
     """The sigmas do not depend on the prediction type, but from an epsilon config the core's

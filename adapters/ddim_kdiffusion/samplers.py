@@ -17,6 +17,7 @@ k-diffusion's do; torch is never imported here (a torch tensor means torch is lo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import sys
@@ -308,11 +309,12 @@ def get_sigmas_ddim(
     ValueError
         The plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite; a
         table that is not 1-D, has fewer than 2 levels or increases with t; n outside
-        [1, num_train_timesteps]; a device the result's library does not have.
+        [1, num_train_timesteps]; a spacing not listed above; a device the result's library
+        does not have.
     TypeError
         A `dtype` (or, without one, a table's dtype) that is not real floating in the
-        result's library, an `xp` that is not an array library, or an n that is not an
-        integer.
+        result's library, an `xp` that is not an array library, an n that is not an
+        integer, or a spacing that is not a string.
 
     Examples
     --------
@@ -328,6 +330,9 @@ def get_sigmas_ddim(
         table_xp = backends.namespace(alphas_cumprod=table)
         size = _check_table(backends.to_host(table)).shape[0]
         config = dc.DDIMConfig(num_train_timesteps=size)
+    if spacing is not None:  # checked as DDIMConfig checks it, under the name the caller wrote
+        (option,) = (f for f in dataclasses.fields(dc.DDIMConfig) if f.name == "timestep_spacing")
+        option.metadata["check"]("spacing", spacing)
     changes = {"timestep_spacing": spacing, "steps_offset": steps_offset}
     changes["set_alpha_to_one"] = set_alpha_to_one
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
