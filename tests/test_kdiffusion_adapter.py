@@ -714,6 +714,26 @@ def test_a_bad_spacing_is_named_spacing(spacing: Any, error: type, match: str) -
             dk.get_sigmas_ddim(first, 4, spacing=spacing)
 
 
+@pytest.mark.parametrize("first", ["config dict", "scheduler", None])
+def test_a_first_argument_that_is_no_config_or_table_says_what_to_pass(first: Any) -> None:
+    """get_sigmas_ddim(scheduler.config, 50), a diffusers config dict, said "alphas_cumprod
+    must be an array (numpy, torch, ...), got FrozenDict" (None: "expected at least one array
+    among ['alphas_cumprod']"), naming neither the argument nor the DDIMConfig it takes."""
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DDIMScheduler()
+    given = {"config dict": scheduler.config, "scheduler": scheduler, None: None}[first]
+    match = (
+        rf"^alphas_cumprod_or_config must be a DDIMConfig or an alphas_cumprod array, got "
+        rf"{type(given).__name__}: pass .*alphas_cumprod.*DDIMConfig\.from_dict"
+    )
+    with pytest.raises(TypeError, match=match):
+        dk.get_sigmas_ddim(given, 10)
+    if first == "config dict":  # what the message says to do
+        sigmas = dk.get_sigmas_ddim(dc.DDIMConfig.from_dict(given), 10, xp=np)
+        table = dk.get_sigmas_ddim(scheduler.alphas_cumprod.double(), 10)  # float32 values
+        assert rel(table, sigmas) <= TOLERANCE["float32"]
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_a_zero_terminal_snr_config_is_named_as_k_diffusions_limit(prediction_type: str) -> None:
     """The sigmas do not depend on the prediction type, but from an epsilon config the core's

@@ -312,8 +312,9 @@ def get_sigmas_ddim(
         [1, num_train_timesteps]; a spacing not listed above; a device the result's library
         does not have.
     TypeError
-        A `dtype` (or, without one, a table's dtype) that is not real floating in the
-        result's library, an `xp` that is not an array library, an n that is not an
+        A first argument that is neither a DDIMConfig nor an array (a config dict, a
+        scheduler), a `dtype` (or, without one, a table's dtype) that is not real floating
+        in the result's library, an `xp` that is not an array library, an n that is not an
         integer, or a spacing that is not a string.
 
     Examples
@@ -327,7 +328,7 @@ def get_sigmas_ddim(
         config, table = alphas_cumprod_or_config, None
     else:
         table = alphas_cumprod_or_config
-        table_xp = backends.namespace(alphas_cumprod=table)
+        table_xp = _table_namespace(table)
         size = _check_table(backends.to_host(table)).shape[0]
         config = dc.DDIMConfig(num_train_timesteps=size)
     if spacing is not None:  # checked as DDIMConfig checks it, under the name the caller wrote
@@ -652,6 +653,20 @@ def _trange(n: int, disable: bool | None) -> Any:
     except ImportError:
         return range(n)
     return trange(n, disable=disable)
+
+
+def _table_namespace(table: Any) -> Any:
+    """The namespace of get_sigmas_ddim's table, or a TypeError saying what it takes (a config
+    dict, a scheduler or a model wrapper are near misses)."""
+    try:
+        return backends.namespace(alphas_cumprod=table)
+    except TypeError as e:
+        raise TypeError(
+            "alphas_cumprod_or_config must be a DDIMConfig or an alphas_cumprod array, got "
+            f"{type(table).__name__}: pass a model's or scheduler's table (e.g. "
+            "model.inner_model.alphas_cumprod) or, for a diffusers config dict, "
+            "ddim_core.DDIMConfig.from_dict(scheduler.config)"
+        ) from e
 
 
 def _schedule_of(table: Array, config: dc.DDIMConfig) -> dc.Schedule:
