@@ -424,6 +424,14 @@ def test_sigmas_that_are_not_real_numbers_are_refused(sampler: Any, dtype: Any) 
         sampler(lambda x, s: x, np.zeros((1, 2)), sigmas, disable=True)
 
 
+@pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse, dk.sample_edict])
+def test_sigmas_none_is_named(sampler: Any) -> None:
+    """sigmas=None (an unset schedule) said "expected at least one array among ['sigmas']",
+    where x=None says "x must be an array, got None"."""
+    with pytest.raises(TypeError, match=r"^sigmas must be a 1-D array of noise levels, got None"):
+        sampler(lambda x, s: x, np.zeros((1, 2)), None, disable=True)
+
+
 def test_bad_inverse_arguments() -> None:
     up = np.asarray([0.0, 1.0])
     with pytest.raises(ValueError, match=r"ascending \(inversion\)"):

@@ -479,6 +479,8 @@ def _checked_noise(z: Array, x: Array) -> Array:
 def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
     """The sigmas as host floats (one read), checked: real, 1-D, finite, >= 0, and descending for
     sampling or ascending for inversion, repeats allowed (zero-length steps)."""
+    if sigmas is None:  # namespace skips None
+        raise TypeError("sigmas must be a 1-D array of noise levels, got None")
     xp = backends.namespace(sigmas=sigmas)
     if not (backends.is_real_floating(xp, sigmas) or backends.is_kind(xp, sigmas, "integral")):
         # the host read would keep a complex sigma's real part and a boolean's 0 or 1
