@@ -254,7 +254,9 @@ def sample_edict_core(
     sigmas : array
         Descending; a repeated sigma (a zero-length step) is skipped, as the identity.
     extra_args, callback, disable
-        ComfyUI's sampler arguments, forwarded.
+        ComfyUI's sampler arguments, forwarded. Sigmas ending at 0 with a noise mask
+        (``extra_args["denoise_mask"]``): ComfyUI's latent image (``model.latent_image``)
+        where the mask is 0, as its samplers leave it.
     p : float, default 0.93
         EDICT's mixing weight.
 
@@ -273,7 +275,8 @@ def sample_edict_core(
     (1, 2)
     """
     sigmas, callback = _distinct(sigmas, callback)
-    return kr.sample_edict(model, x, sigmas, extra_args, callback, disable, p=p)
+    z = kr.sample_edict(model, x, sigmas, extra_args, callback, disable, p=p)
+    return _latent_outside_mask(model, z, sigmas, extra_args)
 
 
 def sample_bdia_core(
@@ -296,7 +299,9 @@ def sample_bdia_core(
     sigmas : array
         Descending; a repeated sigma (a zero-length step) is skipped, as the identity.
     extra_args, callback, disable
-        ComfyUI's sampler arguments, forwarded.
+        ComfyUI's sampler arguments, forwarded. Sigmas ending at 0 with a noise mask
+        (``extra_args["denoise_mask"]``): ComfyUI's latent image (``model.latent_image``)
+        where the mask is 0, as its samplers leave it.
     gamma : float, default 1.0
         BDIA's gamma.
 
@@ -315,7 +320,8 @@ def sample_bdia_core(
     (1, 2)
     """
     sigmas, callback = _distinct(sigmas, callback)
-    return kr.sample_bdia(model, x, sigmas, extra_args, callback, disable, gamma=gamma)
+    z = kr.sample_bdia(model, x, sigmas, extra_args, callback, disable, gamma=gamma)
+    return _latent_outside_mask(model, z, sigmas, extra_args)
 
 
 def sample_belm_core(
@@ -337,7 +343,9 @@ def sample_belm_core(
     sigmas : array
         Descending; a repeated sigma (a zero-length step) is skipped, as the identity.
     extra_args, callback, disable
-        ComfyUI's sampler arguments, forwarded.
+        ComfyUI's sampler arguments, forwarded. Sigmas ending at 0 with a noise mask
+        (``extra_args["denoise_mask"]``): ComfyUI's latent image (``model.latent_image``)
+        where the mask is 0, as its samplers leave it.
 
     Returns
     -------
@@ -354,7 +362,21 @@ def sample_belm_core(
     (1, 2)
     """
     sigmas, callback = _distinct(sigmas, callback)
-    return kr.sample_belm(model, x, sigmas, extra_args, callback, disable)
+    z = kr.sample_belm(model, x, sigmas, extra_args, callback, disable)
+    return _latent_outside_mask(model, z, sigmas, extra_args)
+
+
+def _latent_outside_mask(model: Any, z: Any, sigmas: Any, extra_args: Any) -> Any:
+    """z with ComfyUI's latent image where its noise mask is 0 (blended at soft edges), for a
+    sampler that ends at sigma 0, as ComfyUI's samplers end there: its denoiser (`model`, which
+    holds the latent as `latent_image`) returns the latent there as x0, and their last step
+    lands on x0. The reversible samplers' two coupled sequences do not (EDICT kept noise
+    there: 11.7 max abs at 10 steps from sigma 14.6). Anything else is z as given."""
+    mask = (extra_args or {}).get("denoise_mask")
+    latent = getattr(model, "latent_image", None)
+    if mask is None or latent is None or len(sigmas) < 2 or float(sigmas[-1]) != 0.0:
+        return z
+    return masked(z, latent, mask)
 
 
 def _distinct(sigmas: Any, callback: Any) -> tuple[Any, Any]:
