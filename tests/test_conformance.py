@@ -846,12 +846,13 @@ def test_dtypes_steps_clip_and_threshold() -> None:
 
 class TorchFloat64Table(ReferenceScheduler):
     """Its linear tables torch's float64 product of torch's float64 linspace (diffusers'
-    recipe, in float64): a few float64 ulps from NumPy's, from linspace's other rounding."""
+    recipe, in float64): a few float64 ulps from NumPy's, from linspace's other rounding.
+    Zero-SNR configs keep the reference table (their rescale is another recipe)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         c = self.config
-        if c.beta_schedule == "linear" and c.trained_betas is None:
+        if c.beta_schedule == "linear" and c.trained_betas is None and not c.rescale_betas_zero_snr:
             betas = torch.linspace(
                 c.beta_start, c.beta_end, c.num_train_timesteps, dtype=torch.float64
             )
