@@ -248,6 +248,10 @@ def test_a_backend_without_float64_leaves_the_value_areas_unsupported() -> None:
 
 BAD_TARGETS = [
     (["ddim_diffusers:DDIMScheduler", "--backend", "foo"], "backend 'foo' cannot run here"),
+    (  # a package that exists, a module of it that does not (a typo in a plugin's module)
+        ["ddim_kdiffusion:sample_ddim", "--backend", "numpy.nope"],
+        "backend 'numpy.nope' cannot run here (numpy.nope is not installed)",
+    ),
     (["ddim_kdiffusion:sample_ddim", "--kind", "scheduler"], "is not a scheduler class"),
     (["ddim_diffusers:DDIMScheduler", "--kind", "sampler"], "needs a sampler function"),
     (["raises_on_import:X"], "cannot import 'raises_on_import': RuntimeError: no"),

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ddim_core.config import DDIMConfig
+from ddim_core.plugins import importable
 from ddim_core.schedules import Schedule, schedule
 
 from . import reference
@@ -729,9 +730,14 @@ def wrap(obj: Any, kind: str | None = None, backend_name: str | None = None) -> 
 
 
 def _given_backend(name: str) -> Backend:
-    """The backend called `name` (one of BACKENDS, or an installed library's module)."""
+    """The backend called `name` (one of BACKENDS, or an installed library's module). A module
+    of a package (`mypackage.arrays`) is looked up itself, not only its package: the backend is
+    used next, so importing the package to find it costs nothing (`Backend.unavailable` does
+    not, and a missing module left every area unsupported, the check passing)."""
     chosen = backend(name)
     why = chosen.unavailable()
+    if why is None and not importable(chosen.module):
+        why = f"{chosen.module} is not installed"
     if why is not None:
         known = ", ".join(b.name for b in BACKENDS)
         raise ValueError(f"backend {name!r} cannot run here ({why}); backends: {known}")
