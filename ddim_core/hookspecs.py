@@ -21,7 +21,7 @@ Hooks are called through pluggy: plugins are asked in turn, last registered firs
 hooks the first result that is not None wins and later plugins are not asked;
 `ddim_core_adapter` collects one result per plugin. A plugin that raises in a hook, or answers
 an adapter hook with no Adapter, a kernel hook with nothing callable or a noise hook with no
-array of `like`'s library and of `shape`, is reported with a
+array of `like`'s library, of `shape` and real floating, is reported with a
 warning naming it and unregistered, and the call goes on as if it had never been
 registered; a plugin implementing a `ddim_core_*` hook not declared here (a misspelling) is
 reported and unregistered when it is registered (from its entry point, or by hand).

@@ -6,7 +6,7 @@ as pluggy defines them); each hook implementation is guarded when it is register
 plugin that fails to import, fails pluggy's validation (`check_pending()` included), raises
 in a hook or answers what its hook does not allow (`ddim_core_adapter` no Adapter,
 `ddim_core_step_kernel` nothing callable, `ddim_core_standard_normal` no array of `like`'s
-library and of `shape`) is reported with a `PluginWarning` naming it and
+library, of `shape` and real floating) is reported with a `PluginWarning` naming it and
 left out; the core keeps working. A built-in's noise draw is not guarded: what it raises is
 its caller's error (a generator torch refuses under torch.func.vmap), and reaches the caller.
 `DDIM_CORE_BLOCK_PLUGINS=name1,name2` blocks plugins by entry-point name.
@@ -219,15 +219,19 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
 
 def _not_noise(answer: Any, given: dict[str, Any]) -> str:
     """What is wrong with a noise plugin's `answer` to the arguments `given` ("" if nothing):
-    not an array of `like`'s library, or not of `shape`. Caught here, it would reach the step
-    as the caller's error ("noise has shape ..." where the caller passed no noise)."""
+    not an array of `like`'s library, not of `shape`, or not real floating (another floating
+    dtype than `like`'s is cast by the step). Caught here, it would reach the step as the
+    caller's error ("noise has shape ..." where the caller passed no noise)."""
     like, shape = given.get("like"), given.get("shape")
     try:
-        backends.namespace(noise=answer, like=like)
+        xp = backends.namespace(noise=answer, like=like)
     except (TypeError, ValueError) as exc:  # not an array, another library or device
         return f"a {type(answer).__module__}.{type(answer).__qualname__} ({exc})"
     if shape is not None and tuple(answer.shape) != tuple(shape):
         return f"noise of shape {tuple(answer.shape)} for shape {tuple(shape)}"
+    if not backends.is_real_floating(xp, answer):
+        sample = "" if like is None else f" for a {like.dtype} sample"  # (an impl without like)
+        return f"noise of dtype {answer.dtype}{sample}, not real floating"
     return ""
 
 

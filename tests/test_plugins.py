@@ -704,6 +704,9 @@ class _CounterGenerator:
             r"returned noise of shape \(2,\) for shape \(3, 2\)",
         ),
         (lambda shape, like: 3.0, "returned a builtins.float"),
+        (lambda shape, like: np.zeros(shape, np.int64), "returned noise of dtype int64 for"),
+        (lambda shape, like: np.zeros(shape, np.complex64), "returned noise of dtype complex64"),
+        (lambda shape, like: np.zeros(shape, bool), "returned noise of dtype bool for a float32"),
     ],
 )
 def test_a_noise_plugin_answering_no_noise_like_the_sample_is_named_and_left_out(
@@ -712,8 +715,9 @@ def test_a_noise_plugin_answering_no_noise_like_the_sample_is_named_and_left_out
     """A third party's noise of the wrong library or shape went into the step: the
     sample's error blamed the caller ("noise must be an array ... got list", "noise has shape
     (2,) but model_output has shape (3, 2)", with no noise passed; numpy noise for a torch
-    sample: "pass arrays from one library"); it is now reported naming the plugin and left
-    out, as an adapter hook's garbage is."""
+    sample: "pass arrays from one library"; integer, complex or boolean noise: "noise must be
+    a real floating-point array"); it is now reported naming the plugin and left out, as an
+    adapter hook's garbage is."""
 
     class WrongNoise:
         @hookimpl
