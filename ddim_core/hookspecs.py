@@ -61,7 +61,7 @@ class Adapter:
         `plugins.register_adapters`).
     command : callable or str, optional
         The adapter's command line, called as ``command(args, prog)`` by
-        `ddim-core NAME ARGS...` and returning the exit status.
+        `ddim-core NAME ARGS...` and returning the exit status (None: 0, as for `sys.exit`).
 
     Raises
     ------
@@ -132,16 +132,26 @@ class Adapter:
         Returns
         -------
         int
-            The exit status.
+            The exit status: what `command` returns, 0 for None (as `sys.exit`).
 
         Raises
         ------
         ValueError
             The adapter has no command.
+        TypeError
+            `command` returned neither an int nor None.
         """
         if self.command is None:
             raise ValueError(f"adapter {self.name!r} has no command line")
-        return int(_resolve(self.command, self.name, "command")(args, prog))
+        status = _resolve(self.command, self.name, "command")(args, prog)
+        if status is None:  # a main(argv) that returns nothing: success, as sys.exit(None)
+            return 0
+        if not isinstance(status, int):
+            raise TypeError(
+                f"adapter {self.name!r}: command returned {type(status).__name__} "
+                f"{status!r:.60}; a command returns its exit status (an int) or None"
+            )
+        return int(status)
 
 
 def _resolve(target: Callable[..., Any] | str, adapter: str, field: str) -> Callable[..., Any]:

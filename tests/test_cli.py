@@ -112,6 +112,27 @@ def test_an_adapters_command_is_reached_through_the_plugins(fresh, capsys) -> No
     assert "unknown command 'nope'" in err and "fake" in err and len(calls) == 1
 
 
+def test_an_adapters_command_returning_nothing_succeeds_and_a_non_status_is_named(fresh) -> None:  # type: ignore[no-untyped-def]
+    """An adapter's command that returned None after running (a `main(argv)` with no return,
+    which `sys.exit` takes for 0) made `ddim-core NAME` end in int()'s TypeError ("int()
+    argument must be ... not 'NoneType'"), naming no adapter; None is now status 0, as for
+    sys.exit, and another answer a TypeError naming the adapter and what it returned."""
+    answers = [None, "done", 2.5]
+
+    class Plugin:
+        @hookimpl
+        def ddim_core_adapter(self) -> Adapter:
+            return Adapter("fake", "json", (), lambda: None, command=lambda a, p: answers[0])
+
+    fresh.register(Plugin(), name="fake")
+    assert cli.main(["fake", "x"]) == 0
+    for answer in answers[1:]:
+        answers[0] = answer
+        message = f"adapter 'fake': command returned {type(answer).__name__} "
+        with pytest.raises(TypeError, match=message):
+            cli.main(["fake", "x"])
+
+
 # --- bad arguments, --version, help, plots, plugins ------------------------------------------
 
 BAD = [
