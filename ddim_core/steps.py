@@ -346,6 +346,7 @@ def _dispatch(
         fused = _fused(kernel, key, (t, t_arr), arrays, use_clipped, clip, out, xp)
         if fused is not None:
             done = _kernel_output(kernel, fused)
+            _check_kernel_arrays(kernel, done, sample)  # here, not in `_seen_step`: once a kind
             if t is not None and out is None:
                 _remember(key, use_clipped, sample, t, clip)
             return done
@@ -464,12 +465,27 @@ def _kernel_output(kernel: Any, fused: Any) -> StepOutput:
     return tuple.__new__(StepOutput, fused)
 
 
-def _wrong_kernel_result(kernel: Any, result: Any) -> None:
+def _check_kernel_arrays(kernel: Any, done: StepOutput, sample: Array) -> None:
+    """A kernel's (x_prev, x0_pred) are arrays of the sample's library, shape and dtype (the
+    hook's promise): else a TypeError naming the kernel, not a wrong, broadcast sample later."""
+    kind = type(sample)
+    for name, a in zip(("x_prev", "x0_pred"), done, strict=True):
+        if not (isinstance(a, kind) or isinstance(sample, type(a))):
+            _wrong_kernel_result(kernel, done, f"{name} a {type(a).__name__} for a {kind.__name__}")
+        if tuple(a.shape) != tuple(sample.shape) or a.dtype != sample.dtype:
+            got = f"{tuple(a.shape)} {a.dtype}"
+            _wrong_kernel_result(
+                kernel, done, f"{name} {got} for {tuple(sample.shape)} {sample.dtype}"
+            )
+
+
+def _wrong_kernel_result(kernel: Any, result: Any, why: str = "") -> None:
     """Raise the TypeError for a plugin kernel that returned neither a pair nor None."""
     name = f"{getattr(kernel, '__module__', '?')}.{getattr(kernel, '__qualname__', kernel)}"
+    got = why or f"{type(result).__name__} {result!r:.80}"
     raise TypeError(
-        f"the fused step kernel {name} (a ddim_core_step_kernel plugin's) returned "
-        f"{type(result).__name__} {result!r:.80}; a kernel returns (x_prev, x0_pred) or None"
+        f"the fused step kernel {name} (a ddim_core_step_kernel plugin's) returned {got}; a "
+        "kernel returns (x_prev, x0_pred) of the sample's library, shape and dtype, or None"
     )
 
 

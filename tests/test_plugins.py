@@ -660,6 +660,34 @@ def test_a_kernel_returning_neither_a_pair_nor_none_is_named_in_the_error(fresh)
         dc.step(plan, np.ones(2), 500, np.ones(2))
 
 
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        (lambda x: (x[:1], x[:1]), r"x_prev \(1,\) float64 for \(2,\) float64"),
+        (lambda x: (x, x.astype(np.float32)), r"x0_pred \(2,\) float32 for \(2,\) float64"),
+        (lambda x: (x.tolist(), x), "x_prev a list for a ndarray"),
+    ],
+)
+def test_a_kernel_returning_arrays_unlike_the_sample_is_named(fresh, returned, message) -> None:  # type: ignore[no-untyped-def]
+    """The hook promises a TypeError for a kernel answering anything but (x_prev, x0_pred) in
+    the sample's dtype; only "a pair" was checked: a kernel returning arrays of another shape
+    gave a wrong, broadcast sample (0.78 off in a review's probe), another library's failed
+    later inside the model."""
+
+    class Kernel:
+        @hookimpl
+        def ddim_core_step_kernel(self, sample):  # type: ignore[no-untyped-def]
+            def odd_kernel(x, m, z, c, clip, out):  # type: ignore[no-untyped-def]
+                return returned(x)
+
+            return odd_kernel
+
+    fresh.register(Kernel(), name="odd")
+    plan = dc.make_plan(dc.DDIMConfig(), 10)
+    with pytest.raises(TypeError, match=r"kernel .*odd_kernel .*returned " + message):
+        dc.step(plan, np.ones(2), 500, np.ones(2))
+
+
 def test_a_plugin_returning_garbage_is_warned_about_and_left_out(fresh) -> None:  # type: ignore[no-untyped-def]
     """An adapter hook answering no Adapter broke `adapters()`, hence `ddim-core plugins` and
     every `ddim-core` command (AttributeError); a kernel hook answering no callable broke
