@@ -1,11 +1,12 @@
 """Fused torch CPU steps write into reused buffers (ddim_core._buffers), through diffusers'
 scheduler API and ddim_core's own: the pipeline call pattern reuses a few, every output equals a
 fresh step's, and a buffer anything still holds (the output, a view, a NumPy array, a DLPack
-capsule, its storage) is never written again."""
+capsule, its storage, a weak reference to it) is never written again."""
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -154,6 +155,26 @@ def test_a_held_output_is_never_written_again(kind: str) -> None:
         del out, x0
     for read, expected in held:
         assert torch.equal(read(), expected)
+
+
+def test_a_weak_reference_to_an_output_never_reads_a_later_steps_numbers() -> None:
+    """A weak reference to an output's storage (a WeakKeyDictionary of storages, a
+    weakref.finalize) dies with the output once a caller drops it, as with fresh outputs, or
+    reads the numbers it had: the pool keeps the storage object alive, and reused its buffer
+    while such a reference read a later step's numbers."""
+    scheduler = _scheduler()
+    x, eps = _pairs(18)
+    held = []
+    for t in scheduler.timesteps:
+        out = scheduler.step(eps, t, x)
+        x0 = out.pred_original_sample
+        held.append((weakref.ref(x0.untyped_storage()), x0.clone()))
+        x = out.prev_sample
+        del out, x0
+    for ref, expected in held:
+        storage = ref()
+        assert storage is None or torch.equal(torch.empty(0).set_(storage, 0, SHAPE), expected)
+    assert len(_buffers._local.pool.bufs) <= _buffers.SIZE
 
 
 @pytest.mark.parametrize("strategy", ["fd", "filename"])
