@@ -12,7 +12,9 @@ alive, so a weak reference that a fresh output's drop would have killed reads on
 while its storage still has the memory it was made with: `share_memory_()` moves it into
 shared memory that another process may map without any count here (a `torch.multiprocessing`
 queue), and `resize_` gives it new memory (of a new size). Its numbers never change while a
-user can see them.
+user can see them. A buffer a caller read through `Tensor.numpy()` (or `np.asarray`), which
+marks its storage as never resizable, is not reused either: later outputs stay resizable, as
+fresh tensors are.
 
 The kernel reads and writes the tensors through flat NumPy arrays over their memory
 (`host_view`), not `Tensor.numpy()`: that marks the storage as never resizable, so a caller's
@@ -46,17 +48,18 @@ _use_count: Any = None  # torch._C._storage_Use_Count
 _TYPESTR: dict[Any, str] = {}  # torch dtype -> NumPy's array interface typestr
 
 
-def _holders(storage: Any) -> tuple[int, int, int, int, int]:
+def _holders(storage: Any) -> tuple[int, int, int, int, int, bool]:
     """(tensors sharing a buffer's storage, Python references to its storage object, weak
-    references to it, its memory: address and size). torch keeps one storage object per
-    storage (a tensor's `untyped_storage()` is always the same object): the pool keeps it
-    beside the buffer."""
+    references to it, its memory: address and size, whether it is resizable). torch keeps one
+    storage object per storage (a tensor's `untyped_storage()` is always the same object): the
+    pool keeps it beside the buffer."""
     global _use_count
     if _use_count is None:  # bound on first use: torch is not imported here
         _use_count = getattr(sys.modules["torch"]._C, _COUNT)
     refs = sys.getrefcount(storage)
     weak = getweakrefcount(storage)
-    return _use_count(storage._cdata), refs, weak, storage.data_ptr(), storage.nbytes()
+    memory = storage.data_ptr(), storage.nbytes(), storage.resizable()
+    return _use_count(storage._cdata), refs, weak, *memory
 
 
 class _Memory:
@@ -131,7 +134,7 @@ class OutputPool:
         # (buffer, its storage object, its holders when free, its flat NumPy view): reused
         # while the holders are what they were when it was made (nothing else holds it, and
         # its storage has the memory it was made with: the view's)
-        self.bufs: list[tuple[Any, Any, tuple[int, int, int, int, int], Any]] = []
+        self.bufs: list[tuple[Any, Any, tuple[int, int, int, int, int, bool], Any]] = []
 
     def take(self, like: Any) -> tuple[Any, Any, Any, Any]:
         """Two free buffers shaped like `like` (new ones where fewer are free), as detached
@@ -160,7 +163,7 @@ class OutputPool:
         (x0_buf, _, _, x0_view), (prev_buf, _, _, prev_view) = found
         return prev_buf.detach(), x0_buf.detach(), prev_view, x0_view
 
-    def _new(self, like: Any) -> tuple[Any, Any, tuple[int, int, int, int, int], Any]:
+    def _new(self, like: Any) -> tuple[Any, Any, tuple[int, int, int, int, int, bool], Any]:
         torch = sys.modules["torch"]
         buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
         made = (buf, buf.untyped_storage())  # held by one tuple, as in `bufs` when checked

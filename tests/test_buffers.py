@@ -474,6 +474,24 @@ def test_a_step_leaves_every_tensor_resizable_as_diffusers_does(shape: tuple[int
     assert all(_resizable(a) for a in tensors)
 
 
+def test_an_output_a_caller_read_as_numpy_leaves_later_outputs_resizable() -> None:
+    """A caller's `Tensor.numpy()` (or np.asarray) marks that output's storage as never
+    resizable, for good: once the output was dropped its buffer was reused, so outputs of
+    later steps, which the caller never read as NumPy, refused `resize_` where fresh ones (and
+    diffusers') resize. Such a buffer is not handed out again."""
+    scheduler = _scheduler()
+    x, eps = _pairs(20)
+    for i, t in enumerate(scheduler.timesteps):
+        out = scheduler.step(eps, t, x)
+        if i == 1:
+            out.prev_sample.numpy(), np.asarray(out.pred_original_sample)
+        else:
+            assert _resizable(out.prev_sample) and _resizable(out.pred_original_sample), i
+        x = out.prev_sample
+        del out
+    assert len(_buffers._local.pool.bufs) <= _buffers.SIZE
+
+
 def test_outputs_resized_by_the_caller_are_never_written_again() -> None:
     """A caller may now resize an output: its storage gets new memory, so its buffer (which
     shares that storage) no longer has the memory its view was made with. Grown, shrunk back
