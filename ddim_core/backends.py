@@ -597,6 +597,13 @@ def _transformed(x: Array) -> bool:
     return _functorch_wrapped(x)
 
 
+def _torch_device_op(x: Array) -> bool:
+    """Whether x is a torch tensor that takes torch's device-side ops (the asynchronous
+    assert, index_select): eager or compiled, not batched by a torch.func transform (no
+    batching rule for the assert)."""
+    return array_api_compat.is_torch_array(x) and (compiling() or not _functorch_wrapped(x))
+
+
 def _functorch_wrapped(x: Array) -> bool:
     """Whether a torch tensor is wrapped by a torch.func transform outside torch.compile:
     vmap's batched tensors have no value to read and no batching rule for torch's device
@@ -682,7 +689,7 @@ def check_range_on_device(x: Array, size: int, message: str) -> Array:
     >>> check_range_on_device(t, 1000, "timestep out of range") is t
     True
     """
-    if array_api_compat.is_torch_array(x) and (compiling() or not _functorch_wrapped(x)):
+    if _torch_device_op(x):
         torch = sys.modules["torch"]
         ok = (x >= 0) & (x < size)
         torch._assert_async(ok if ok.ndim == 0 else ok.all(), message)  # (0-d: one launch less)
@@ -724,7 +731,7 @@ def check_excluded_on_device(x: Array, excluded: tuple[int, ...], message: str) 
     """
     if not excluded:
         return x
-    if array_api_compat.is_torch_array(x) and (compiling() or not _functorch_wrapped(x)):
+    if _torch_device_op(x):
         torch = sys.modules["torch"]
         hit = torch.isin(x, _torch_integers(excluded, x.device))
         torch._assert_async(~(hit if hit.ndim == 0 else hit.any()), message)
@@ -779,7 +786,7 @@ def take_rows(table: Array, indices: Array, xp: Namespace) -> Array:
     [[4, 5]]
     """
     flat = xp.reshape(indices, (-1,))
-    if array_api_compat.is_torch_array(table) and (compiling() or not _functorch_wrapped(flat)):
+    if array_api_compat.is_torch_array(table) and _torch_device_op(flat):
         torch = sys.modules["torch"]
         if flat.dtype not in (torch.int64, torch.int32):  # what index_select takes
             flat = flat.to(torch.int64)

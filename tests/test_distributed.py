@@ -1330,6 +1330,14 @@ def test_done_records_without_zarr_names_the_install(
         done_records(target)
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """`python -c code` in a fresh process on this one's import path (nothing imported yet)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
 def test_local_cluster_works_before_distributed_is_imported() -> None:
     """`from ddim_core.distributed import local_cluster; local_cluster(1).close()` in a new
     process (distributed not imported yet) failed with KeyError: 'distributed': the cluster's
@@ -1341,10 +1349,7 @@ def test_local_cluster_works_before_distributed_is_imported() -> None:
         "cluster = local_cluster(1, processes=False); cluster.close(); "
         "import dask; print(dask.config.get('distributed.scheduler.allowed-failures'))"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
+    out = _python(code)
     assert out.returncode == 0 and "KeyError" not in out.stderr, out.stderr
     assert out.stdout.split() == ["3"], out.stdout
 
@@ -1362,9 +1367,6 @@ def test_the_default_cluster_counts_the_cores_this_process_may_run_on() -> None:
         "from ddim_core.distributed import local_cluster; "
         "cluster = local_cluster(processes=False); print(len(cluster.workers)); cluster.close()"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
+    out = _python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1"], out.stdout
