@@ -17,7 +17,6 @@ k-diffusion's do; torch is never imported here (a torch tensor means torch is lo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import math
 import sys
@@ -29,7 +28,7 @@ import numpy as np
 import ddim_core as dc
 from ddim_core import backends, coefficients, implicit, kernels
 from ddim_core.coefficients import LevelsKey, Row
-from ddim_core.config import check_int, check_nonnegative
+from ddim_core.config import TIMESTEP_SPACINGS, _choice, check_int, check_nonnegative
 from ddim_core.plugins import standard_normal
 from ddim_core.sampling import check_fixed_point, check_tol_used
 
@@ -332,8 +331,7 @@ def get_sigmas_ddim(
         size = _check_table(backends.to_host(table)).shape[0]
         config = dc.DDIMConfig(num_train_timesteps=size)
     if spacing is not None:  # checked as DDIMConfig checks it, under the name the caller wrote
-        (option,) = (f for f in dataclasses.fields(dc.DDIMConfig) if f.name == "timestep_spacing")
-        option.metadata["check"]("spacing", spacing)
+        _choice(TIMESTEP_SPACINGS)("spacing", spacing)
     changes = {"timestep_spacing": spacing, "steps_offset": steps_offset}
     changes["set_alpha_to_one"] = set_alpha_to_one
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
