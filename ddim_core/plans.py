@@ -389,10 +389,18 @@ def _sequence(timesteps: Any) -> Any:
 
 def _check_first_step(plan: Plan) -> None:
     """Refuse a plan whose first step cannot recover x_0 (zero SNR with epsilon prediction)."""
+    problem = _first_step_problem(plan)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+@functools.lru_cache(maxsize=256)
+def _first_step_problem(plan: Plan) -> str | None:
+    """Why the plan's first step cannot be taken, or None: once per plan (make_plan runs the
+    check at each call, a functional Scheduler's `plan` at each step)."""
     t = plan.timesteps[0]
     reason = kernels.unrecoverable(plan.schedule.alpha_bar(t), plan.config.prediction_type)
-    if reason is not None:
-        raise ValueError(f"cannot step at timestep {t}: {reason}")
+    return None if reason is None else f"cannot step at timestep {t}: {reason}"
 
 
 @functools.lru_cache(maxsize=256)
