@@ -34,6 +34,8 @@ _KEY_ALIASES = {
     "clip_denoised_sample": "clip_sample",
     "alpha_clip_strategy": "set_alpha_to_one",
 }
+# Bumblebee's options that are per-call step arguments here (not config): its name -> ours.
+_STEP_OPTIONS = {"eta": "eta", "rederive_noise": "use_clipped_model_output"}
 _VALUE_ALIASES: dict[str, dict[Any, Any]] = {
     "beta_schedule": {"quadratic": "scaled_linear", "squared_cosine": "squaredcos_cap_v2"},
     "prediction_type": {"noise": "epsilon", "angular_velocity": "v_prediction"},
@@ -447,6 +449,10 @@ class DDIMConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> DDIMConfig:
         """Build from diffusers' or Bumblebee's keys; unknown keys are ignored with a warning.
 
+        Bumblebee's `eta` and `rederive_noise` are step options here, not config: they are
+        left out with a warning that names them as `eta` and `use_clipped_model_output`, the
+        arguments of `step` and `functional.Scheduler` that take them.
+
         Keys starting with "_" (`_class_name`, `_diffusers_version`) are metadata and ignored
         silently. The key `set_alpha_to_zero` of DDIMInverseScheduler configs saved by diffusers
         before 0.18 sets `set_alpha_to_one` to its value (a FutureWarning says so), as diffusers
@@ -473,8 +479,12 @@ class DDIMConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         unknown = []
+        step_options: dict[str, Any] = {}
         for raw_key, raw_value in data.items():
             key = _KEY_ALIASES.get(raw_key, raw_key)
+            if raw_key in _STEP_OPTIONS:
+                step_options[raw_key] = raw_value
+                continue
             if key not in known:
                 if not str(raw_key).startswith("_") and raw_key != _LEGACY_ONE:
                     unknown.append(raw_key)
@@ -483,6 +493,15 @@ class DDIMConfig:
         if unknown:
             warnings.warn(
                 f"DDIMConfig ignores unknown config keys: {sorted(map(str, unknown))}",
+                stacklevel=2,
+            )
+        if step_options:
+            given = ", ".join(f"{k}={v!r}" for k, v in step_options.items())
+            ours = ", ".join(f"{_STEP_OPTIONS[k]}={v!r}" for k, v in step_options.items())
+            warnings.warn(
+                f"DDIMConfig leaves out Bumblebee's step options {given}: pass them per call, "
+                f"as {ours} to ddim_core.step or ddim_core.functional.Scheduler (eta also to "
+                "ddim_core.sample)",
                 stacklevel=2,
             )
         legacy = data.get(_LEGACY_ONE)

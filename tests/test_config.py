@@ -75,6 +75,24 @@ def test_bumblebee_aliases() -> None:
     ) == (DDIMConfig(beta_schedule="squaredcos_cap_v2"))
 
 
+def test_bumblebee_step_options_are_named_with_where_they_go() -> None:
+    # Bumblebee's eta and rederive_noise (= diffusers' use_clipped_model_output) are step
+    # options here: the warning says so instead of calling Bumblebee's own keys unknown.
+    data = {"num_train_steps": 500, "eta": 0.5, "rederive_noise": True, "skip_prk_steps": True}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c = DDIMConfig.from_dict(data)
+    assert c == DDIMConfig(num_train_timesteps=500)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    unknown = next(m for m in messages if "unknown" in m)
+    assert "skip_prk_steps" in unknown
+    assert "eta" not in unknown and "rederive_noise" not in unknown
+    steps = next(m for m in messages if "unknown" not in m)
+    assert "eta=0.5" in steps and "rederive_noise=True" in steps
+    assert "use_clipped_model_output=True" in steps and "functional.Scheduler" in steps
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
