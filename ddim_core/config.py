@@ -14,7 +14,7 @@ import numbers
 import os
 import textwrap
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from typing import Any
 
 # Tables are host float64 arrays of T entries; real models use T <= 4000.
@@ -224,7 +224,8 @@ def _real(low: float, high: float, *, low_open: bool = True, high_open: bool = T
 def _betas(name: str, value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None
-    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+    # (a set has no order: its betas would be read in hash order)
+    if isinstance(value, (str, bytes, Mapping, Set)) or not hasattr(value, "__iter__"):
         raise TypeError(f"{name} must be a sequence of floats or None, got {type(value).__name__}")
     try:
         betas = tuple(float(b) for b in value)

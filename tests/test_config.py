@@ -131,6 +131,12 @@ def test_bumblebee_atoms_of_our_own_names(data, expected) -> None:
         ({"trained_betas": [0.5, 1.5]}, ValueError, r"trained_betas\[1\]=1.5 .* \(0, 1\]"),
         ({"trained_betas": []}, ValueError, "trained_betas must be a non-empty"),
         ({"trained_betas": "0.1"}, TypeError, "trained_betas"),
+        # a set has no order: its betas would be taken in hash order, a wrong schedule
+        (
+            {"trained_betas": set(np.linspace(1e-4, 0.02, 1000).tolist())},
+            TypeError,
+            "trained_betas must be a sequence of floats or None, got set",
+        ),
         ({"trained_betas": [0.1] * 10}, ValueError, "trained_betas has 10 values"),
     ],
 )
