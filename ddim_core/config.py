@@ -628,7 +628,7 @@ def _config_in(folder: str) -> str:
 CONFIG_NAME = "scheduler_config.json"  # diffusers' name, in a scheduler's folder
 
 # Bounds for configuration files: a scheduler config is a flat object of a few dozen keys.
-JSON_MAX_BYTES = 1 << 24  # trained_betas for 10**6 steps fit
+JSON_MAX_BYTES = 1 << 25  # to_json of 10**6 trained_betas fits: at most 29 characters a beta
 JSON_MAX_DEPTH = 32
 JSON_MAX_DIGITS = 64
 

@@ -315,3 +315,20 @@ def test_from_file_refuses_a_file_too_large_before_reading_it(tmp_path, monkeypa
     small.write_text('{"steps_offset": 2}')
     assert DDIMConfig.from_file(small).steps_offset == 2
     assert reads == [404]  # 4 bytes a character at most, a BOM, and one more
+
+
+def test_to_json_of_the_largest_trained_betas_fits_what_from_json_reads() -> None:
+    """to_json of num_train_timesteps = MAX_TRAIN_TIMESTEPS trained betas (26 MB for a linear
+    range) was longer than the JSON_MAX_BYTES that from_json / from_file read, so such a config
+    did not read back. Measured per beta on a small config with the longest repr a beta in
+    (0, 1) has, and extrapolated (the full size takes seconds to write and parse)."""
+    from ddim_core.config import JSON_MAX_BYTES, MAX_TRAIN_TIMESTEPS
+
+    longest = 2.2250738585072014e-308  # 23 characters, as long as a float's repr gets here
+
+    def size(n: int) -> int:
+        config = DDIMConfig(num_train_timesteps=n, trained_betas=[longest] * n)
+        return len(config.to_json())
+
+    per_beta = size(3) - size(2)
+    assert size(2) + (MAX_TRAIN_TIMESTEPS - 2) * per_beta <= JSON_MAX_BYTES
