@@ -78,8 +78,9 @@ def rescale_noise_cfg(noise_guided: Array, noise_cond: Array, guidance_rescale: 
     of the conditional one, then mix `guidance_rescale` of it with the rest of the guided output.
 
     The arguments of diffusers' pipelines' `rescale_noise_cfg`, on any backend. A guided output
-    with zero spread (std 0) is left as it is rather than divided by zero. Half precision is
-    computed in float32.
+    with zero spread (std 0) is left as it is rather than divided by zero; a NaN or infinite
+    entry in either output makes its sample NaN, as in diffusers. Half precision is computed
+    in float32.
 
     Parameters
     ----------
@@ -163,7 +164,8 @@ def check_rescale(name: str, value: Any) -> float:
 
 def _std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:
     """std(a) / std(b) per sample (over every axis but the first, kept for broadcasting); 1
-    where std(b) = 0. The ratio of population and of sample standard deviations is the same.
+    where std(b) = 0; NaN where either std is (a NaN or infinite entry), as std's own ratio.
+    The ratio of population and of sample standard deviations is the same.
     Each sample is divided by its largest |entry| before the std, so that the squares neither
     overflow (float32 above about 1e19) nor underflow to zero; the scales come back as a ratio."""
     axes = tuple(range(1, a.ndim))
@@ -171,7 +173,7 @@ def _std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:
     big_b = _max_abs(b, axes, xp=xp)
     std_a = _std(a / big_a, axes, xp=xp)
     std_b = _std(b / big_b, axes, xp=xp)
-    spread = std_b > 0
+    spread = std_b != 0  # (not > 0: a NaN std is no zero spread)
     one = xp.ones_like(std_b)
     return xp.where(spread, std_a / xp.where(spread, std_b, one) * (big_a / big_b), one)
 
@@ -184,7 +186,7 @@ def _std(x: Array, axes: tuple[int, ...], *, xp: Namespace) -> Array:
     size = math.prod(x.shape[1:])
     if size < 2:  # one value per sample: no spread, nothing to differentiate
         return xp.zeros_like(x)
-    spread = xp.var(x, axis=axes, keepdims=True) > 0
+    spread = xp.var(x, axis=axes, keepdims=True) != 0  # NaN (a NaN or inf entry) stays NaN
     ramp = xp.arange(size, dtype=x.dtype, device=backends.device(x))  # (uncommitted JAX: None)
     safe = xp.where(spread, x, xp.reshape(ramp, (1, *x.shape[1:])))
     std = xp.std(safe, axis=axes, keepdims=True)

@@ -140,6 +140,26 @@ def test_rescale_noise_cfg_of_huge_and_tiny_float32_is_finite_and_right(scale: f
     assert dc.rescale_noise_cfg(empty, empty, 0.7).shape == (2, 0)
 
 
+def test_rescale_noise_cfg_keeps_a_nan_or_inf_output_nan(backend: Backend) -> None:
+    """A NaN in the conditional output (a float16 UNet overflowing) came out of
+    rescale_noise_cfg as finite numbers: its sample's std was taken for a zero spread
+    (NaN > 0 is False), so the rescaled part was 0 and guidance_rescale=1 gave an all-zero
+    prediction, no NaN left to see. The sample is NaN now, as diffusers' rescale_noise_cfg
+    makes it (a NaN or inf in either output); the other samples are unchanged."""
+    rng = np.random.default_rng(9)
+    g, c = rng.standard_normal((3, 2, 4)) * 3.0, rng.standard_normal((3, 2, 4))
+    want = reference_rescale(g, c, 1.0)
+    for bad in (math.nan, math.inf, -math.inf):
+        for which in ("guided", "cond"):
+            g1, c1 = g.copy(), c.copy()
+            (g1 if which == "guided" else c1)[0, 1, 2] = bad
+            got = dc.rescale_noise_cfg(backend.array(g1), backend.array(c1), 1.0)
+            if backend.has_values:
+                out = to_numpy(got)
+                assert np.isnan(out[0]).all(), (bad, which)
+                np.testing.assert_allclose(out[1:], want[1:], rtol=1e-12)
+
+
 def test_rescale_gradient_is_finite_where_a_sample_has_no_spread() -> None:
     """Under jax.grad, rescale_noise_cfg of a sample with zero spread (a constant guided or
     conditional output: a zero-initialised output layer) gave NaN gradients for both
