@@ -45,8 +45,8 @@ def slerp(x_a: Array, x_b: Array, alpha: Any) -> Array:
     Raises
     ------
     ValueError
-        Shapes that differ or are unknown (Dask's NaN sizes), an alpha array of another shape,
-        or a NaN or infinite alpha number (alpha arrays are not read on the host).
+        Shapes that differ or are unknown (Dask's NaN sizes), an alpha array of another shape
+        or device, or a NaN or infinite alpha number (alpha arrays are not read on the host).
     TypeError
         A sample that is None, dtypes that differ or are not real floating, or an alpha of
         another kind (an alpha array must be real floating or integer).
@@ -124,7 +124,7 @@ def _alpha(alpha: Any, like: Array, xp: Any) -> Array:
     try:
         if alpha is None:  # namespace() skips None
             raise TypeError
-        backends.namespace(x=like, alpha=alpha)
+        backends.namespace(x_a=like, alpha=alpha)  # (a device mismatch names x_a)
     except TypeError:
         raise TypeError(
             "alpha must be a number or an array of the samples' library, got "

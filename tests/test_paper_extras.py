@@ -336,6 +336,16 @@ def test_slerp_checks_numpy_scalar_and_none_alphas() -> None:
         np.testing.assert_allclose(dc.slerp(a, b, alpha), dc.slerp(a, b, float(alpha)))
 
 
+def test_slerp_names_x_a_for_an_alpha_on_another_device() -> None:
+    """An alpha tensor on another device than the samples (a CPU torch.linspace with CUDA
+    latents) was refused as "alpha is on device ... but x is on ...": slerp has no argument
+    x. The message names x_a."""
+    torch = pytest.importorskip("torch")
+    x = torch.ones((2, 3), device="meta")
+    with pytest.raises(ValueError, match=r"alpha is on device .*cpu.* but x_a is on .*meta"):
+        dc.slerp(x, x, torch.tensor([0.25, 0.75]))
+
+
 def test_slerp_names_a_missing_sample_and_an_int_alpha_past_float() -> None:
     """slerp(x, None, ...) (a model or loader that returned nothing) was an AttributeError on
     'shape', and an int alpha past float's range (10**400) an OverflowError from
