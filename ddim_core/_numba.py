@@ -12,8 +12,8 @@ Compiled once per dtype for a serial and a parallel loop and cached on disk (num
 cache=True). The parallel loop runs only where the work pays for the threads (`PARALLEL_MIN`
 elements, measured by benchmarks/threads.py) and with at most as many threads as this process
 may run on (its CPU affinity on Linux; elsewhere the machine's CPUs), one parallel step at a
-time, and backs off to the serial loop for a while after a parallel step that stalled (a busy
-machine: see BACKOFF_RATIO).
+time, and backs off to the serial loop for a while after two (`STALLS`) parallel steps in a
+row that stalled (a busy machine: see BACKOFF_RATIO).
 """
 
 from __future__ import annotations

@@ -787,6 +787,30 @@ def test_numba_guard_lets_parallel_steps_from_memory_run(guard: _GuardClock) -> 
     assert not choose()
 
 
+def test_the_pages_say_how_many_stalls_the_guard_backs_off_after() -> None:
+    """docs/performance.md and _numba's docstring said the serial loop runs 'after a parallel
+    step that stalled', where the guard waits for STALLS (two) in a row, as the README says: one
+    slow step alone is a cold first step, no busy machine (the test above)."""
+    pytest.importorskip("numba")
+    import re
+    from pathlib import Path
+
+    from ddim_core import _numba
+
+    root = Path(__file__).resolve().parent.parent
+    count = {2: "two", 3: "three", 4: "four"}[_numba.STALLS]
+    said = f"after {count} parallel steps in a row that stalled"
+    texts = {
+        "README.md": (root / "README.md").read_text(encoding="utf-8"),
+        "docs/performance.md": (root / "docs" / "performance.md").read_text(encoding="utf-8"),
+        "ddim_core/_numba.py": _numba.__doc__ or "",
+    }
+    for name, text in texts.items():
+        flat = re.sub(r"\(`\w+`\) ", "", " ".join(text.split()))  # "two (`STALLS`) steps"
+        found = re.findall(r"after (?:a|\w+) parallel steps?(?: in a row)? that stalled", flat)
+        assert found and set(found) == {said}, (name, found)
+
+
 def test_numba_guard_compares_a_parallel_step_with_serial_steps_of_its_size(
     guard: _GuardClock,
 ) -> None:
