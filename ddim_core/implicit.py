@@ -637,7 +637,7 @@ def solve_step(
         The preconditioner; `frame.c` when not given.
     history : int, default 3
         Past iterates the Anderson update combines with the newest (its secant
-        differences); 0: the plain fixed-point iteration.
+        differences), at least 1.
     dtype : dtype, optional
         The iterates' dtype (what `forward` gets, and the result's): x_src's by default. A half
         dtype with a float32 x_src keeps a target formed in float32 unrounded (k-diffusion's

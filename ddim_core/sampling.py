@@ -223,7 +223,7 @@ def invert(
         checked).
     history : int, default 3
         Past iterates the Anderson update combines with the newest (its secant
-        differences); 0: the plain fixed-point iteration.
+        differences), at least 1.
     stall : bool, optional
         With tol, also stop a step whose residual has stalled above tol
         (`ddim_core.implicit.solve_step`): the rounding of a half-precision sample floors it
@@ -239,10 +239,11 @@ def invert(
     Raises
     ------
     ValueError
-        eta != 0, fixed_point_iters < 0, tol <= 0 or not finite, a tol with
+        eta != 0, fixed_point_iters < 0, history < 1, tol <= 0 or not finite, a tol with
         fixed_point_iters=0, a tol under jax.jit (a host read), or as `sample`.
     TypeError
-        A tol that is not a real number (True included), or as `sample`.
+        A tol that is not a real number (True included), a fixed_point_iters or history that
+        is not an integer, a stall neither a bool nor None, or as `sample`.
 
     Warns
     -----

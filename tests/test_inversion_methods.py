@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import warnings
 from typing import Any
 
@@ -649,6 +650,33 @@ def test_solve_step_refuses_bad_options_by_name(options, error, message) -> None
     args = {"refinements": 2, "tol": None, **options}
     with pytest.raises(error, match=message):
         implicit.solve_step(lambda y: (y - 0.25 * y, y), np.ones((1, 1)), frame, **args)
+
+
+@pytest.mark.parametrize("loop", ["invert", "solve_step"])
+def test_the_history_docs_name_the_least_history_the_loops_take(loop: str) -> None:
+    """invert's and solve_step's `history` docs said 0 gives the plain fixed-point iteration,
+    which both refuse (history must be >= 1, as the test above checks): the docs name the
+    least history taken, which is, and the one below it is refused."""
+    frame = implicit.Frame(1.0, 1.0, 0.0, 0.5)
+    config = SD.replace(timestep_spacing="trailing")
+    run = {
+        "invert": lambda h: dc.invert(
+            model(1.0), np.ones((2, 2)), config, 3, fixed_point_iters=2, history=h
+        ),
+        "solve_step": lambda h: (
+            implicit.solve_step(
+                lambda y: (y - 0.25 * y, y), np.ones((1, 1)), frame, 2, None, history=h
+            ).x_t
+        ),
+    }[loop]
+    doc = (dc.invert if loop == "invert" else implicit.solve_step).__doc__ or ""
+    described = re.search(r"\n    history : int.*\n((?:        .*\n)+)", doc)
+    assert described is not None
+    least = re.search(r"at least (\d+)", " ".join(described.group(1).split()))
+    assert least is not None, described.group(1)  # before: "0: the plain fixed-point iteration"
+    assert np.isfinite(run(int(least.group(1)))).all()
+    with pytest.raises(ValueError, match=f"history must be >= {least.group(1)}"):
+        run(int(least.group(1)) - 1)
 
 
 def stalled_inversion() -> tuple[Guided, np.ndarray, dc.DDIMConfig]:
