@@ -19,6 +19,8 @@ from typing import Any
 
 _EXPORTS = {
     "HAVE_MINDONE": "._compat",
+    # the base class DiffusionPipeline.from_pretrained looks for in a component's library
+    "SchedulerMixin": "._compat",
     "DDIMScheduler": ".schedulers",
     "DDIMInverseScheduler": ".schedulers",
     "DDIMSchedulerOutput": ".schedulers",

@@ -298,6 +298,13 @@ def register() -> list[str]:
     return list(names)
 
 
+# a pipeline's save_pretrained records a component's class under its module: the package,
+# which mindone's DiffusionPipeline.from_pretrained imports to find the class again and its
+# SchedulerMixin (exported there) to know how to load it
+for _cls in (DDIMScheduler, DDIMInverseScheduler, DDIMSchedulerOutput):
+    _cls.__module__ = "ddim_mindone"
+
+
 def _scheduler_classes(module: Any) -> list[Any]:
     """The classes a lazily loading module exports (loaded now; one that fails is skipped)."""
     found = []

@@ -382,3 +382,21 @@ def test_in_a_mindone_pipeline() -> None:
     err = float(np.abs(images["ours"] - images["theirs"]).max())
     _record("DDIMPipeline image max abs difference (eta=1, [0, 1] scale)", err)
     assert err <= 1e-5
+
+
+def test_a_saved_pipeline_reloads_with_our_scheduler(tmp_path: Any) -> None:
+    """mindone's DiffusionPipeline.save_pretrained records our scheduler as
+    ["ddim_mindone.schedulers", "DDIMScheduler"], and from_pretrained, looking in that module
+    for a base class it knows, found none: "cannot be loaded as it does not seem to have any
+    of the loading methods". The classes are recorded under the package, which exports
+    mindone's SchedulerMixin (as ddim_diffusers does for diffusers). DDPMPipeline keeps the
+    scheduler it is given (DDIMPipeline converts it to mindone's class)."""
+    from mindone.diffusers import DDPMPipeline
+
+    pipe = DDPMPipeline(unet=None, scheduler=TheirScheduler())
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["scheduler"] == ["ddim_mindone", "DDIMScheduler"]
+    loaded = DDPMPipeline.from_pretrained(tmp_path, unet=None).scheduler
+    assert type(loaded) is DDIMScheduler and loaded.config.timestep_spacing == "trailing"
