@@ -194,6 +194,31 @@ def _unalias(key: str, value: Any) -> Any:
     return value
 
 
+def _read(check: Callable[[str, Any], Any], key: str, raw_key: str, raw_value: Any) -> Any:
+    """Option `key`, given as `raw_key`: raw_value (Bumblebee's atoms made ours) checked by
+    `check`, its errors naming the key and the value as the config wrote them."""
+    value = _unalias(key, raw_value)
+    try:
+        return check(raw_key, value)
+    except (TypeError, ValueError) as error:
+        atoms = ", ".join(f":{name}" for name in _VALUE_ALIASES.get(key, {}))
+        if raw_key != key and atoms:  # Bumblebee's key (alpha_clip_strategy): its values
+            kind = ValueError if isinstance(raw_value, str) else TypeError
+            raise kind(
+                f"{raw_key}={raw_value!r} is not supported; choose one of {atoms} "
+                f"(Bumblebee's values of {key})"
+            ) from None
+        shown = error
+        if value is not raw_value:  # an atom (":cosine"): the error again, with it as written
+            try:
+                check(raw_key, raw_value)
+            except (TypeError, ValueError) as as_written:
+                shown = as_written
+        if atoms:
+            raise type(shown)(f"{shown}; Bumblebee's {atoms} are read too") from None
+        raise shown from None
+
+
 def _choice(options: tuple[str, ...]) -> Any:
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str):
@@ -473,12 +498,24 @@ class DDIMConfig:
         TypeError
             `data` is not a mapping, or an option has the wrong type.
         ValueError
-            An option has a bad value.
+            An option has a bad value, or Bumblebee's key and diffusers' (`num_train_steps`
+            and `num_train_timesteps`) give one option different values. Errors name the key
+            and the value as `data` has them.
+
+        Examples
+        --------
+        >>> DDIMConfig.from_dict({"num_train_steps": 500, "alpha_clip_strategy": ":alpha_zero"})
+        DDIMConfig(num_train_timesteps=500, set_alpha_to_one=False)
+        >>> DDIMConfig.from_dict({"alpha_clip_strategy": ":ones"})
+        Traceback (most recent call last):
+        ...
+        ValueError: alpha_clip_strategy=':ones' is not supported; choose one of :one, ...
         """
         if not isinstance(data, Mapping):
             raise TypeError(f"config data must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
+        checks = {f.name: f.metadata["check"] for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
+        written: dict[str, str] = {}  # option -> the key the config gave it under
         unknown = []
         step_options: dict[str, Any] = {}
         for raw_key, raw_value in data.items():
@@ -486,11 +523,18 @@ class DDIMConfig:
             if raw_key in _STEP_OPTIONS:
                 step_options[raw_key] = raw_value
                 continue
-            if key not in known:
+            if key not in checks:
                 if not str(raw_key).startswith("_") and raw_key != _LEGACY_ONE:
                     unknown.append(raw_key)
                 continue
-            kwargs[key] = _unalias(key, raw_value)
+            value = _read(checks[key], key, raw_key, raw_value)
+            if key in written and kwargs[key] != value:  # Bumblebee's name and diffusers'
+                first = written[key]
+                raise ValueError(
+                    f"{first}={data[first]!r} and {raw_key}={raw_value!r} both set {key} "
+                    "but disagree; give one of them"
+                )
+            kwargs[key], written[key] = value, raw_key
         if unknown:
             warnings.warn(
                 f"DDIMConfig ignores unknown config keys: {sorted(map(str, unknown))}",
@@ -514,7 +558,13 @@ class DDIMConfig:
                 stacklevel=2,
             )
             kwargs["set_alpha_to_one"] = check_bool(_LEGACY_ONE, legacy)
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ValueError as error:  # a rule between options, which it names as ours
+            aliased = [f"{k} is {v} here" for k, v in written.items() if k != v and k in str(error)]
+            if not aliased:
+                raise
+            raise ValueError(f"{error} ({', '.join(aliased)})") from None
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """JSON text in diffusers' format; also written to `path` when given.

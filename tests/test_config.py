@@ -94,6 +94,58 @@ def test_bumblebee_step_options_are_named_with_where_they_go() -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "error", "match"),
+    [
+        (
+            {"alpha_clip_strategy": ":ones"},
+            ValueError,
+            r"^alpha_clip_strategy=':ones' is not supported; choose one of :one, :alpha_zero",
+        ),
+        ({"alpha_clip_strategy": 1}, TypeError, r"^alpha_clip_strategy=1 .* :one, :alpha_zero"),
+        ({"num_train_steps": 0}, ValueError, r"^num_train_steps must be in \[1, 1000000\], got 0"),
+        ({"num_train_steps": 10.0}, TypeError, r"^num_train_steps must be an integer, got 10.0"),
+        ({"timesteps_offset": -1}, ValueError, r"^timesteps_offset must be >= 0, got -1"),
+        ({"clip_denoised_sample": "yes"}, TypeError, r"^clip_denoised_sample must be True or"),
+        (
+            {"beta_schedule": ":cosine"},
+            ValueError,
+            r"^beta_schedule=':cosine' is not supported; choose one of .*'linear'.*:quadratic",
+        ),
+        ({"prediction_type": ":nois"}, ValueError, r"^prediction_type=':nois' .*:noise"),
+        ({"timestep_spacing": ":uniform"}, ValueError, r"^timestep_spacing=':uniform' .*trailing"),
+        (
+            {"num_train_steps": 500, "num_train_timesteps": 1000},
+            ValueError,
+            r"^num_train_steps=500 and num_train_timesteps=1000 both set num_train_timesteps",
+        ),
+        (
+            {"alpha_clip_strategy": ":alpha_zero", "set_alpha_to_one": True},
+            ValueError,
+            r"^alpha_clip_strategy=':alpha_zero' and set_alpha_to_one=True both set",
+        ),
+        (
+            {"num_train_steps": 10, "trained_betas": [0.1] * 5},
+            ValueError,
+            r"num_train_timesteps is 10; .*\(num_train_timesteps is num_train_steps here\)$",
+        ),
+    ],
+)
+def test_bumblebee_keys_and_atoms_are_named_as_written(data, error, match) -> None:
+    """A bad value under Bumblebee's key or as an atom was named by diffusers' option and the
+    value with its colon dropped ("set_alpha_to_one must be True or False, got 'ones'" for
+    alpha_clip_strategy=":ones"), and two names of one option that disagreed were read as the
+    later one, silently."""
+    with pytest.raises(error, match=match):
+        DDIMConfig.from_dict(data)
+
+
+def test_bumblebee_keys_that_agree_with_diffusers_keys_are_read() -> None:
+    data = {"num_train_steps": 500, "num_train_timesteps": 500, "alpha_clip_strategy": ":one"}
+    data |= {"set_alpha_to_one": True, "clip_denoised_sample": False, "clip_sample": False}
+    assert DDIMConfig.from_dict(data) == DDIMConfig(num_train_timesteps=500, clip_sample=False)
+
+
+@pytest.mark.parametrize(
     ("data", "expected"),
     [
         ({"beta_schedule": ":linear"}, DDIMConfig()),  # Bumblebee's default atom
