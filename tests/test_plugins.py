@@ -923,6 +923,27 @@ def test_jax_key_folds_in_the_draw_index() -> None:
         assert bool((first == again).all()) and not bool((first == second).all())
 
 
+def test_sample_with_a_jax_key_draws_step_i_from_fold_in_of_i() -> None:
+    """docs/backends.md: sample(..., generator=key) draws step i's noise as
+    jax.random.normal(fold_in(key, i)), i the loop's step (0, 1, ...), not its timestep: the
+    draw index the README's hook table says the JAX plugin folds in."""
+    jax = pytest.importorskip("jax")
+    config = dc.DDIMConfig(clip_sample=False)
+    x = jax.numpy.full((2, 3), 0.5, dtype=jax.numpy.float32)
+    timesteps = [int(t) for t in dc.make_plan(config, 4).timesteps]
+
+    def given(key: object, folded: list[int]) -> object:
+        noise = [jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype) for i in folded]
+        return dc.sample(lambda x, t: 0.1 * x, x, config, 4, eta=1.0, noise=noise)
+
+    for key in (jax.random.PRNGKey(0), jax.random.key(0)):
+        y = dc.sample(lambda x, t: 0.1 * x, x, config, 4, eta=1.0, generator=key)
+        assert bool((y == given(key, [0, 1, 2, 3])).all())
+        assert not bool((y == given(key, timesteps)).all())  # not fold_in(key, timestep)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "backends.md").read_text("utf-8")
+    assert "`jax.random.normal(fold_in(key, i))`, i = 0, 1, ... the loop's step" in page
+
+
 def test_a_batch_of_jax_keys_is_refused_and_keeps_the_jax_plugin(fresh: object) -> None:
     """dc.sample(..., eta=1.0, generator=jax.random.split(key, 2)) (a key per batch element,
     as a list of torch.Generators is): the built-in JAX plugin passed the key array to fold_in,
