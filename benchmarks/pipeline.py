@@ -145,6 +145,77 @@ def run(
     return rows
 
 
+def _call_after(scheduler: Any, out: Any, x: Any, before: Callable[[], Any]) -> float:
+    """Median microseconds of the pipeline step with numba's pass skipped, timed per step right
+    after an untimed `before()` (which may take a step with its pass)."""
+
+    def timed(t: Any) -> float:
+        t0 = time.perf_counter_ns()
+        scheduler.step(out, t, x)
+        return (time.perf_counter_ns() - t0) / 1e3
+
+    times = []
+    for t in scheduler.timesteps:
+        before()
+        times.append(_without_pass(lambda t=t: timed(t)))
+    return float(statistics.median(times))
+
+
+def bench_call(shape: tuple[int, ...], repeats: int) -> dict[str, Any] | None:
+    """What the Python around the pass costs inside a loop, and why: the pipeline step with
+    numba's pass skipped ("call", eta 0, torch CPU), timed per step alone and right after each
+    of: a single-threaded NumPy copy of the step's bytes (x_t and the model output into two
+    buffers: the caches as a pass leaves them, no threads), torch's own parallel `copy_` of
+    the same bytes, and our step with its pass (numba's parallel loop). Median microseconds
+    over the steps of the median repeat; None without numba."""
+    try:
+        from ddim_core import _numba  # noqa: F401 (the pass to skip)
+    except ImportError:
+        return None
+    import ddim_diffusers
+    import numpy as np
+    import torch
+
+    ours = ddim_diffusers.DDIMScheduler()
+    ours.set_timesteps(STEPS)
+    g = torch.Generator().manual_seed(0)
+    x, out = (torch.randn(shape, generator=g) for _ in range(2))
+    o1, o2 = torch.empty_like(x), torch.empty_like(x)
+    views = [a.numpy() for a in (x, out, o1, o2)]
+
+    def serial_copy() -> None:
+        np.copyto(views[2], views[0])
+        np.copyto(views[3], views[1])
+
+    before: dict[str, Callable[[], Any]] = {
+        "alone": lambda: None,
+        "after a serial copy": serial_copy,
+        "after a parallel copy": lambda: (o1.copy_(x), o2.copy_(out)),
+        "after a pass": lambda: ours.step(out, ours.timesteps[0], x),
+    }
+    samples: dict[str, list[float]] = {n: [] for n in before}
+    for fn in before.values():
+        _call_after(ours, out, x, fn)
+    for _ in range(repeats):  # interleaved, as in `bench`
+        for n, fn in before.items():
+            samples[n].append(_call_after(ours, out, x, fn))
+    return {"shape": shape, "us": {n: statistics.median(v) for n, v in samples.items()}}
+
+
+def run_call(smoke: bool, repeats: int) -> list[dict[str, Any]]:
+    """`bench_call` over the shapes (torch CPU, eta 0); no rows without numba."""
+    import torch
+
+    torch.set_grad_enabled(False)
+    rows = [bench_call(shape, repeats) for shape in (SMOKE_SHAPES if smoke else SHAPES)]
+    return [r for r in rows if r is not None]
+
+
+def markdown_call(rows: list[dict[str, Any]]) -> str:
+    """The `bench_call` rows as a markdown table (`tables.pipeline_call_table`, one decimal)."""
+    return tables.pipeline_call_table({"pipeline_call": rows}, digits=1) + "\n"
+
+
 HALF_SHAPES = [(1, 4, 64, 64), (1, 4, 128, 128)]  # SD 1.x and SDXL latents
 HALF_DTYPES = ["float16", "bfloat16"]
 

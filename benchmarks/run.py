@@ -236,6 +236,13 @@ MODEL_HEADER = (
 )
 
 
+CALL_HEADER = (
+    "The Python around the pass inside a loop: the same step with numba's pass skipped, eta 0, "
+    "timed per step alone and right after a single-threaded NumPy copy of the step's bytes, "
+    "torch's parallel copy_ of them, and our step with its pass: microseconds per step:\n\n"
+)
+
+
 HALF_HEADER = (
     "The same call pattern in half precision (latents, model output and eta 1 noise in float16 "
     "or bfloat16, as a pipeline run in that dtype gives them), torch CPU, eta 0 and 1: "
@@ -341,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
     pipeline_rows = pipeline.run(args.smoke, repeats)
     model_rows = pipeline.run_model(args.smoke, repeats)
+    call_rows = pipeline.run_call(args.smoke, repeats)
     half_rows = pipeline.run_half(args.smoke, repeats)
     loop_shape = (1, 4, 8, 8) if args.smoke else (1, 4, 64, 64)
     loops = [
@@ -362,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         + MODEL_HEADER
         + pipeline.markdown_model(model_rows)
         + "\n"
+        + CALL_HEADER
+        + pipeline.markdown_call(call_rows)
+        + "\n"
         + HALF_HEADER
         + pipeline.markdown_half(half_rows)
         + "\n"
@@ -372,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": meta,
         "pipeline": pipeline_rows,
         "pipeline_model": model_rows,
+        "pipeline_call": call_rows,
         "pipeline_half": half_rows,
         "steps": [dataclasses.asdict(r) | {"ratios": r.ratios()} for r in rows],
         "loops": loops,

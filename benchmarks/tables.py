@@ -156,6 +156,29 @@ def pipeline_model_table(data: dict[str, Any], digits: int = 0) -> str:
     return "\n".join(lines)
 
 
+def pipeline_call_table(data: dict[str, Any], digits: int = 0) -> str:
+    """The Python around the pass inside a loop (`pipeline.bench_call`): the pipeline step with
+    numba's pass skipped, alone and right after a single-threaded copy of the step's bytes,
+    torch's parallel copy of them and our step with its pass (`digits`: decimals of the
+    times)."""
+    names = ("alone", "after a serial copy", "after a parallel copy", "after a pass")
+    lines = [
+        "| shape | call alone | after a serial copy | after a parallel copy | after a pass "
+        "| serial copy / alone | parallel copy / alone | pass / alone |",
+        "| --- |" + " ---: |" * 7,
+    ]
+    for r in data.get("pipeline_call", []):
+        us = r["us"]
+        times = [us[n] for n in names]
+        lines.append(
+            f"| {_shape(r)} | "
+            + "".join(f"{_us(t, digits)} | " for t in times)
+            + " | ".join(f"{t / times[0]:.2f}" for t in times[1:])
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def pipeline_half_table(data: dict[str, Any]) -> str:
     """The pipeline call pattern in float16 / bfloat16 (`pipeline.bench_half`): ddim_diffusers
     against diffusers eager, per step."""

@@ -224,6 +224,7 @@ def _generated(name: str) -> str:
         "benchmark-loops": lambda: tables.loops_table(tables.load()),
         "benchmark-pipeline": lambda: tables.pipeline_table(tables.load()),
         "benchmark-pipeline-model": lambda: tables.pipeline_model_table(tables.load()),
+        "benchmark-pipeline-call": lambda: tables.pipeline_call_table(tables.load()),
         "config-options": _options_table,
     }
     if name not in makers:

@@ -48,6 +48,10 @@ def test_smoke_run_writes_markdown_and_json(tmp_path: Path) -> None:
     (with_model,) = data["pipeline_model"]
     assert {"ddim_diffusers", "diffusers", "floor"} == set(with_model["us"])
     assert "a model call before each step" in table
+    (call,) = data["pipeline_call"]  # the Python around the pass, after what might slow it
+    names = {"alone", "after a serial copy", "after a parallel copy", "after a pass"}
+    assert names == set(call["us"]) and all(v > 0 for v in call["us"].values())
+    assert "The Python around the pass inside a loop" in table
     half = data["pipeline_half"]
     assert {(r["dtype"], r["eta"]) for r in half} == {
         (d, e) for d in ("float16", "bfloat16") for e in (0.0, 1.0)

@@ -296,6 +296,13 @@ def test_readme_pipeline_model_table_is_results_json() -> None:
         assert block.strip() == tables.pipeline_model_table(_results())
 
 
+def test_readme_pipeline_call_table_is_results_json() -> None:
+    from benchmarks import tables
+
+    for block in _blocks("benchmark-pipeline-call"):
+        assert block.strip() == tables.pipeline_call_table(_results())
+
+
 def test_readme_pipeline_half_table_is_results_json() -> None:
     from benchmarks import tables
 
