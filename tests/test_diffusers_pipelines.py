@@ -66,11 +66,11 @@ def _one_thread() -> Iterator[None]:
 # --- tiny components ---------------------------------------------------------------------
 
 
-def _unet(in_channels: int = 4, sdxl: bool = False) -> Any:
+def _unet(in_channels: int = 4, sdxl: bool = False, time_cond_proj_dim: int | None = None) -> Any:
     torch.manual_seed(0)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"time_cond_proj_dim": time_cond_proj_dim}
     if sdxl:  # SDXL's added conditioning: pooled text embedding and 6 size/crop numbers
-        extra = {
+        extra |= {
             "addition_embed_type": "text_time",
             "addition_time_embed_dim": 4,
             "projection_class_embeddings_input_dim": 6 * 4 + EMBED,
@@ -579,6 +579,96 @@ def test_sdxl_latents_invert_and_sample_as_the_pipeline_runs_its_unet() -> None:
         state = dd.invert_latents(pipe, theirs, method="bdia", **added)
         back = dd.sample_latents(pipe, state, method="bdia", **added)
     assert torch.equal(back, theirs)
+
+
+@pytest.mark.parametrize("scale", [5.0, 1.0])
+def test_latents_of_a_guidance_distilled_unet_are_the_pipelines(scale: float) -> None:
+    """A guidance-distilled UNet (LCM-style: `time_cond_proj_dim` in its config) takes the
+    guidance scale as an embedding of w - 1 (`timestep_cond`) and runs once, conditional
+    alone: StableDiffusionPipeline turns classifier-free guidance off for it. Before,
+    guided_unet ran it on the 2B batch and guided, and passed no `timestep_cond` (latents
+    0.26 (scale 1) to 2.3 (scale 5) away from the pipeline's). sample_latents now gives the
+    pipeline's latents (float64, within 1e-13, measured equal; eta 0, two latents from one
+    prompt; the embedding of an odd width is zero padded), exact inversion gives the
+    pipeline's noise back, and BDIA samples its state back to the bit."""
+    unet = _unet(time_cond_proj_dim=7).to(torch.float64)
+    pipe = diffusers.StableDiffusionPipeline(
+        unet=unet,
+        vae=_vae().to(torch.float64),
+        scheduler=dd.DDIMScheduler(**SD_CONFIG),
+        tokenizer=None,
+        text_encoder=None,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    noise = _tensor(pipe, 2, 4, SIZE // 2, SIZE // 2, seed=16)
+    embeds = {**_embeds(pipe), "guidance_scale": scale, "guidance_rescale": 0.7}
+    with torch.no_grad():
+        theirs = pipe(
+            **embeds,
+            num_images_per_prompt=2,
+            num_inference_steps=STEPS,
+            latents=noise,
+            output_type="latent",
+        ).images
+        for method in ("plain", "exact"):
+            ours = dd.sample_latents(
+                pipe, noise, num_inference_steps=STEPS, method=method, **embeds
+            )
+            difference = float((ours - theirs).abs().max())
+            assert difference <= 1e-13 * (1 + float(theirs.abs().max())), (method, difference)
+        # a random UNet's fixed point contracts slowly: 30 refinements leave 7e-8
+        z = dd.invert_latents(
+            pipe, theirs, num_inference_steps=STEPS, fixed_point_iters=100, **embeds
+        )
+        assert float((z - noise).abs().max()) <= 1e-12  # the pipeline's noise (measured 2e-15)
+        back = dd.sample_latents(pipe, z, num_inference_steps=STEPS, **embeds)
+        assert float((back - theirs).abs().max()) <= 1e-12  # measured 9e-15
+        state = dd.invert_latents(pipe, theirs, num_inference_steps=STEPS, method="bdia", **embeds)
+        back = dd.sample_latents(pipe, state, num_inference_steps=STEPS, method="bdia", **embeds)
+    assert torch.equal(back, theirs)
+
+
+def test_sdxl_latents_of_a_guidance_distilled_unet_are_the_pipelines() -> None:
+    """The same through StableDiffusionXLPipeline: the added conditioning of the prompt alone
+    beside `timestep_cond` (before: 1.6 away from the pipeline's latents)."""
+    pipe = diffusers.StableDiffusionXLPipeline(
+        unet=_unet(sdxl=True, time_cond_proj_dim=8),
+        vae=_vae(),
+        scheduler=dd.DDIMScheduler(**SD_CONFIG),
+        tokenizer=None,
+        text_encoder=None,
+        tokenizer_2=None,
+        text_encoder_2=None,
+        add_watermarker=False,
+    ).to(torch.float64)
+    pipe.set_progress_bar_config(disable=True)
+    pooled, negative_pooled = (_tensor(pipe, 1, EMBED, seed=s) for s in (13, 14))
+    time_ids = torch.tensor([[SIZE, SIZE, 0, 0, SIZE, SIZE]], dtype=torch.float64)
+    noise = _tensor(pipe, 1, 4, SIZE // 2, SIZE // 2, seed=16)
+    embeds = {**_embeds(pipe), "guidance_scale": 5.0, "num_inference_steps": STEPS}
+    with torch.no_grad():
+        theirs = pipe(
+            **embeds,
+            pooled_prompt_embeds=pooled,
+            negative_pooled_prompt_embeds=negative_pooled,
+            latents=noise,
+            height=SIZE,
+            width=SIZE,
+            output_type="latent",
+        ).images
+        ours = dd.sample_latents(
+            pipe,
+            noise,
+            method="plain",
+            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+            negative_added_cond_kwargs={"text_embeds": negative_pooled, "time_ids": time_ids},
+            **embeds,
+        )
+    difference = float((ours - theirs).abs().max())
+    assert difference <= 1e-13 * (1 + float(theirs.abs().max())), difference
 
 
 # --- LEdits++: pipelines that test isinstance(scheduler, DDIMScheduler) ----------------------

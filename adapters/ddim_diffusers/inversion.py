@@ -7,7 +7,8 @@
     again = sample_latents(pipe, noise, num_inference_steps=50, **embeds)   # == latents
 
 The UNet runs as diffusers' pipelines run it: the unconditional and conditional halves in one
-batch of 2B, combined by `ddim_core.guided`'s formula, with the optional guidance rescale.
+batch of 2B, combined by `ddim_core.guided`'s formula, with the optional guidance rescale; a
+guidance-distilled (LCM-style) UNet once, the scale embedded as its ``timestep_cond``.
 The schedule is the pipeline scheduler's config (its diffusers keys), so inversion and
 sampling visit the same timesteps. Any array library the UNet takes (torch; MindSpore through
 its ddim_core plugin). Methods: "exact" DDIM inversion (`ddim_core.invert` with
@@ -45,20 +46,27 @@ def guided_unet(
     under classifier-free guidance, uncond and cond in one batch of 2B (guidance_scale <= 1,
     as diffusers' pipelines' `do_classifier_free_guidance`, or no
     negative embeddings: the conditional UNet alone). Embeddings with batch 1 serve every
-    latent.
+    latent. A guidance-distilled UNet (LCM-style: ``unet.config.time_cond_proj_dim`` set)
+    takes the scale as an input and is not guided, as diffusers' Stable Diffusion and SDXL
+    pipelines run it: one call, the conditional embeddings alone, with ``timestep_cond``
+    the sinusoidal embedding of 1000 (guidance_scale - 1) of that width (float32, then the
+    latents' dtype), at any guidance_scale; the negative embeddings and guidance_rescale go
+    unused.
 
     Parameters
     ----------
     unet : callable
-        ``unet(x, t, encoder_hidden_states=...).sample`` (a diffusers UNet).
+        ``unet(x, t, encoder_hidden_states=...).sample`` (a diffusers UNet); its
+        ``config.time_cond_proj_dim``, where not None, marks it guidance-distilled.
     prompt_embeds : array
         The conditional embeddings, batch 1 or the latents'.
     negative_prompt_embeds : array, optional
-        The unconditional ones; None: no guidance.
+        The unconditional ones; None: no guidance (unused by a guidance-distilled UNet).
     guidance_scale : float, default 7.5
-        w; at most 1: no guidance, the conditional UNet alone (as diffusers' pipelines).
+        w; at most 1: no guidance, the conditional UNet alone (as diffusers' pipelines). A
+        guidance-distilled UNet gets it as ``timestep_cond`` instead.
     guidance_rescale : float, default 0.0
-        Lin et al.'s phi (`ddim_core.rescale_noise_cfg`).
+        Lin et al.'s phi (`ddim_core.rescale_noise_cfg`); unused without guidance.
     added_cond_kwargs : mapping of str to array, optional
         The UNet's added conditioning for the prompt, each array of batch 1 or the latents'
         (SDXL: ``{"text_embeds": pooled_prompt_embeds, "time_ids": add_time_ids}``), batched
@@ -67,7 +75,8 @@ def guided_unet(
         The same for the negative prompt (SDXL: the negative pooled embeddings and time
         ids), the same keys; required with `added_cond_kwargs` under guidance.
     **unet_kwargs
-        Passed to the UNet as given.
+        Passed to the UNet as given (a ``timestep_cond`` given here replaces the one made
+        from `guidance_scale`).
 
     Returns
     -------
@@ -111,21 +120,51 @@ def guided_unet(
     >>> model = guided_unet(unet_xl, cond, uncond, 3.0, 0.0, added, negative)
     >>> model(np.zeros((2, 1, 1, 1)), 10).ravel().round(6).tolist()   # 3 * (0.3 - 0)
     [0.9, 0.9]
+
+    A guidance-distilled UNet runs once, on the prompt alone, the scale in ``timestep_cond``:
+
+    >>> class DistilledUNet:
+    ...     config = {"time_cond_proj_dim": 4}   # (sin, sin, cos, cos) of 1000 (w - 1) f_k
+    ...     def __call__(self, x, t, encoder_hidden_states, timestep_cond):
+    ...         features = timestep_cond[:, 1].reshape(-1, 1, 1, 1)   # f_1 = 1e-4
+    ...         out = unet(x, t, encoder_hidden_states).sample
+    ...         return types.SimpleNamespace(sample=out + features)
+    >>> model = guided_unet(DistilledUNet(), cond, uncond, 3.0)
+    >>> model(np.zeros((2, 1, 1, 1)), 10).ravel().round(6).tolist()   # 0.2 + sin(0.2)
+    [0.398669, 0.398669]
     """
     guidance_scale = check_real("guidance_scale", guidance_scale)
     guidance_rescale = guidance.check_rescale("guidance_rescale", guidance_rescale)
     _check_embeddings(
         {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
     )
-    guided = negative_prompt_embeds is not None and guidance_scale > 1.0
+    config = getattr(unet, "config", None)
+    if isinstance(config, Mapping):
+        proj_dim = config.get("time_cond_proj_dim")
+    else:
+        proj_dim = getattr(config, "time_cond_proj_dim", None)
+    distilled = proj_dim is not None  # guidance is the UNet's own: one conditional call
+    guided = not distilled and negative_prompt_embeds is not None and guidance_scale > 1.0
     _check_added(prompt_embeds, added_cond_kwargs, negative_added_cond_kwargs, guided)
+    embedded: dict[tuple[Any, ...], Any] = {}  # timestep_cond by batch, dtype and device
+
+    def timestep_cond(x: Any) -> dict[str, Any]:
+        if proj_dim is None or "timestep_cond" in unet_kwargs:
+            return {}
+        xp, where = backends.namespace(x=x), backends.device(x)
+        key = (x.shape[0], x.dtype, where)
+        if key not in embedded:
+            made = _scale_embedding(xp, guidance_scale - 1.0, proj_dim, x.shape[0])
+            embedded[key] = xp.asarray(backends.cast(xp, made, x.dtype), device=where)
+        return {"timestep_cond": embedded[key]}
 
     def model(x: Any, t: Any) -> Any:
         size = x.shape[0]
         cond = _batch("prompt_embeds", prompt_embeds, size)
         added = _batch_added("added_cond_kwargs", added_cond_kwargs, size)
         if not guided:
-            return unet(x, t, encoder_hidden_states=cond, **added, **unet_kwargs).sample
+            kwargs = {**added, **timestep_cond(x), **unet_kwargs}
+            return unet(x, t, encoder_hidden_states=cond, **kwargs).sample
         uncond = _batch("negative_prompt_embeds", negative_prompt_embeds, size)
         if added:  # the negative's first, as the prompt's embeddings: one 2B batch
             negative = _batch_added("negative_added_cond_kwargs", negative_added_cond_kwargs, size)
@@ -212,7 +251,8 @@ def invert_latents(
     latents : array
         Clean latents.
     prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
-        As in `guided_unet`.
+        As in `guided_unet` (a guidance-distilled UNet, ``unet.config.time_cond_proj_dim``
+        set, runs unguided with the scale as its ``timestep_cond``, as the pipelines run it).
     added_cond_kwargs, negative_added_cond_kwargs
         As in `guided_unet` (SDXL's pooled embeddings and time ids).
     num_inference_steps : int, default 50
@@ -328,7 +368,8 @@ def sample_latents(
     noise : array or ddim_core.reversible.State
         What `invert_latents` returned (or any x_T for "exact" / "plain").
     prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale
-        As in `guided_unet`.
+        As in `guided_unet` (a guidance-distilled UNet, ``unet.config.time_cond_proj_dim``
+        set, runs unguided with the scale as its ``timestep_cond``, as the pipelines run it).
     added_cond_kwargs, negative_added_cond_kwargs
         As in `guided_unet` (SDXL's pooled embeddings and time ids).
     num_inference_steps : int, default 50
@@ -516,6 +557,23 @@ def _check_method(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"method={method!r}: choose one of {METHODS}")
     return method
+
+
+def _scale_embedding(xp: Any, w: float, dim: int, size: int) -> Any:
+    """A guidance-distilled UNet's `timestep_cond` for guidance weight `w` (the scale less 1),
+    `size` rows of `dim`: VDM's sinusoidal features of 1000 w, the sines of 1000 w f_k then
+    their cosines, f_k = 10000**(-k / (dim // 2 - 1)), a zero column past them for odd `dim`.
+    float32 on `xp`'s default device, every operation in the order diffusers' pipelines use,
+    so that the rows are theirs to the bit."""
+    half = dim // 2
+    rate = xp.log(xp.asarray(10000.0, dtype=xp.float32)) / (half - 1)
+    frequencies = xp.exp(xp.arange(half, dtype=xp.float32) * -rate)
+    weights = xp.broadcast_to(xp.asarray([w], dtype=xp.float32) * 1000.0, (size,))
+    angles = weights[:, None] * frequencies[None, :]
+    columns = [xp.sin(angles), xp.cos(angles)]
+    if dim % 2:
+        columns.append(xp.zeros((size, 1), dtype=xp.float32))
+    return xp.concat(columns, axis=1)
 
 
 def _batch(name: str, embeds: Any, size: int, of: str = "latents") -> Any:
