@@ -290,7 +290,7 @@ def _host_row(uid: int, eta: float, inverse: bool, t: int) -> tuple[float, ...]:
     return tuple(found.values[t].tolist())
 
 
-def check_timesteps(found: Table, timesteps: list[int]) -> None:
+def check_timesteps(found: Table, timesteps: list[int], name: str = "timestep") -> None:
     """Check timesteps against a table.
 
     Parameters
@@ -299,6 +299,8 @@ def check_timesteps(found: Table, timesteps: list[int]) -> None:
         The table.
     timesteps : list of int
         The timesteps to check.
+    name : str
+        The caller's argument they came from, for the message.
 
     Raises
     ------
@@ -315,7 +317,7 @@ def check_timesteps(found: Table, timesteps: list[int]) -> None:
     size = found.values.shape[0]
     for t in timesteps:
         if not 0 <= t < size:
-            raise ValueError(f"timestep={t} is outside [0, num_train_timesteps={size})")
+            raise ValueError(f"{name}={t} is outside [0, num_train_timesteps={size})")
         if t in found.invalid:
             raise ValueError(f"cannot step at timestep {t}: {found.invalid[t]}")
 
@@ -354,7 +356,7 @@ def gather(key: StepKey, timesteps: Array, like: Array, xp: Namespace) -> Row:
     return Row(*_gather(key, timesteps, like, xp))
 
 
-def noise_row(schedule: Schedule, t: int) -> tuple[float, ...]:
+def noise_row(schedule: Schedule, t: int, name: str = "timestep") -> tuple[float, ...]:
     """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) of the forward process q(x_t | x_0).
 
     Parameters
@@ -363,6 +365,8 @@ def noise_row(schedule: Schedule, t: int) -> tuple[float, ...]:
         The schedule.
     t : int
         The timestep.
+    name : str
+        The caller's argument `t` came from, for the message of a `t` outside the table.
 
     Returns
     -------
@@ -375,13 +379,13 @@ def noise_row(schedule: Schedule, t: int) -> tuple[float, ...]:
     >>> round(a * a + b * b, 12)
     1.0
     """
-    return _host_noise_row(schedule.uid, t)
+    return _host_noise_row(schedule.uid, t, name)
 
 
 @backends.host_constant
-def _host_noise_row(uid: int, t: int) -> tuple[float, ...]:
+def _host_noise_row(uid: int, t: int, name: str) -> tuple[float, ...]:
     values = noise_table(backends.registered(uid))
-    check_timesteps(Table(values, {}), [t])
+    check_timesteps(Table(values, {}), [t], name)
     return tuple(values[t].tolist())
 
 

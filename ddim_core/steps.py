@@ -235,7 +235,9 @@ def add_noise(
     """
     _require(original_samples=original_samples, noise=noise)
     xp = _arrays(original_samples=original_samples, noise=noise)
-    sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, original_samples, xp)
+    sqrt_ab, sqrt_1m_ab = _noise_coefficients(
+        schedule_of, timesteps, original_samples, xp, "original_samples"
+    )
     x0, eps = backends.to_work_dtype(xp, original_samples, noise)
     sqrt_ab, sqrt_1m_ab = backends.exact_scalars(xp, (sqrt_ab, sqrt_1m_ab), x0)
     return backends.cast(xp, sqrt_ab * x0 + sqrt_1m_ab * eps, original_samples.dtype)
@@ -277,7 +279,7 @@ def get_velocity(
     """
     _require(sample=sample, noise=noise)
     xp = _arrays(sample=sample, noise=noise)
-    sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, sample, xp)
+    sqrt_ab, sqrt_1m_ab = _noise_coefficients(schedule_of, timesteps, sample, xp, "sample")
     x0, eps = backends.to_work_dtype(xp, sample, noise)
     sqrt_ab, sqrt_1m_ab = backends.exact_scalars(xp, (sqrt_ab, sqrt_1m_ab), x0)
     return backends.cast(xp, sqrt_ab * eps - sqrt_1m_ab * x0, sample.dtype)
@@ -593,7 +595,7 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
     values = backends.host_integers(t_arr)
     if values is None:  # on a device or traced: checked there, asynchronously, where it can be
         size, invalid = _invalid_rows(key)
-        t_arr = backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
+        t_arr = backends.check_range_on_device(t_arr, size, _range("timestep", size))
         return None, backends.check_excluded_on_device(t_arr, *_excluded(invalid))
     found = coefficients.table(key)
     coefficients.check_timesteps(found, values)
@@ -602,7 +604,9 @@ def _timestep(key: StepKey, timestep: Any, sample: Array, xp: Namespace) -> tupl
     return None, t_arr
 
 
-_RANGE = "a timestep is outside [0, num_train_timesteps={size})"
+def _range(name: str, size: int) -> str:
+    """The message of a device check that every value of `name` is in [0, size)."""
+    return f"{name} has a value outside [0, num_train_timesteps={size})"
 
 
 def _traced_int(key: StepKey, t: int, sample: Array, xp: Namespace) -> Array:
@@ -648,42 +652,52 @@ def _excluded(invalid: tuple[tuple[int, str], ...]) -> tuple[tuple[int, ...], st
 
 
 def _noise_coefficients(
-    schedule_of: DDIMConfig | Schedule | Plan, timesteps: Any, sample: Array, xp: Namespace
+    schedule_of: DDIMConfig | Schedule | Plan,
+    timesteps: Any,
+    sample: Array,
+    xp: Namespace,
+    sample_name: str,
 ) -> tuple[Any, ...] | list[Array]:
+    """The coefficients of add_noise / get_velocity at `timesteps`; errors name `timesteps`
+    and `sample` as `sample_name`, the arguments the caller wrote."""
     sched = as_schedule(schedule_of)
     if isinstance(timesteps, numbers.Integral) and not isinstance(timesteps, bool):
-        return coefficients.noise_row(sched, int(timesteps))
-    t_arr = _timestep_array(timesteps, sample, xp)
+        return coefficients.noise_row(sched, int(timesteps), "timesteps")
+    t_arr = _timestep_array(timesteps, sample, xp, "timesteps", sample_name)
     values = backends.host_integers(t_arr)
     if values is None:
         size = coefficients.noise_size(sched)
-        t_arr = backends.check_range_on_device(t_arr, size, _RANGE.format(size=size))
+        t_arr = backends.check_range_on_device(t_arr, size, _range("timesteps", size))
     else:
         coefficients.check_timesteps(
-            coefficients.Table(coefficients.noise_table(sched), {}), values
+            coefficients.Table(coefficients.noise_table(sched), {}), values, "timesteps"
         )
         if values and all(v == values[0] for v in values):
-            return coefficients.noise_row(sched, values[0])
+            return coefficients.noise_row(sched, values[0], "timesteps")
     return coefficients.noise_gather(sched, t_arr, sample, xp)
 
 
-def _timestep_array(timestep: Any, sample: Array, xp: Namespace) -> Array:
+def _timestep_array(
+    timestep: Any, sample: Array, xp: Namespace, name: str = "timestep", sample_name: str = "sample"
+) -> Array:
+    """`timestep` checked as an integer array of `sample`'s library and device, of shape () or
+    (batch,); errors name them `name` and `sample_name`, as the caller wrote them."""
     try:
         if timestep is None:
             raise TypeError
-        backends.namespace(sample=sample, timestep=timestep)
+        backends.namespace(**{sample_name: sample, name: timestep})
     except TypeError:
         raise TypeError(
-            "timestep must be a Python int or an integer array of the sample's library, got "
-            f"{type(timestep).__name__}"
+            f"{name} must be a Python int or an integer array of {sample_name}'s array library, "
+            f"got {type(timestep).__name__}"
         ) from None
     if not backends.is_kind(xp, timestep, "integral"):
-        raise TypeError(f"timestep array must have an integer dtype, got {timestep.dtype}")
+        raise TypeError(f"{name} array must have an integer dtype, got {timestep.dtype}")
     batch = sample.shape[0] if sample.ndim else 1
-    backends.check_known_shape("timestep", timestep)  # (Dask's NaN: no batch to compare)
+    backends.check_known_shape(name, timestep)  # (Dask's NaN: no batch to compare)
     if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch)):
         raise ValueError(
-            f"timestep array has shape {tuple(timestep.shape)}; expected () or ({batch},), one "
+            f"{name} array has shape {tuple(timestep.shape)}; expected () or ({batch},), one "
             "timestep per batch element"
         )
     return timestep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -112,7 +113,7 @@ def test_array_api_strict_timestep_array_is_checked() -> None:
     x = strict.ones((2, 3))
     with pytest.raises(ValueError, match=r"timestep=1000 is outside \[0, num_train_timesteps"):
         dc.step(PLAN, x, strict.asarray([1000, 5]), x)
-    with pytest.raises(ValueError, match=r"timestep=1000 is outside \[0, num_train_timesteps"):
+    with pytest.raises(ValueError, match=r"timesteps=1000 is outside \[0, num_train_timesteps"):
         dc.add_noise(PLAN, x, x, strict.asarray([1000, 5]))
     plan = dc.make_plan(dc.DDIMConfig(prediction_type="sample"), 10)
     first = plan.inverse_timesteps[0]
@@ -127,6 +128,51 @@ def test_timestep_array_dtype_and_shape() -> None:
         dc.step(PLAN, X, np.array([900, 800, 700]), X)
     with pytest.raises(TypeError, match="timestep must be a Python int or an integer array"):
         dc.step(PLAN, X, "900", X)
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+@pytest.mark.parametrize(
+    ("fn", "x0"), [("add_noise", "original_samples"), ("get_velocity", "sample")]
+)
+def test_add_noise_and_get_velocity_name_timesteps_and_their_x0(
+    fn: str, x0: str, adapter: bool
+) -> None:
+    """add_noise(config, original_samples, noise, timesteps) and get_velocity(config, sample,
+    noise, timesteps), and the diffusers scheduler's methods of those arguments, said
+    'timestep must be ...', 'timestep=1000 is outside ...' and, for timesteps on another
+    device than original_samples, 'timestep is on device meta but sample is on ...': names
+    of step's arguments, not theirs."""
+    torch = pytest.importorskip("torch")
+    da = pytest.importorskip("dask.array")
+    if adapter:
+        from ddim_diffusers import DDIMScheduler
+
+        call = getattr(DDIMScheduler(), fn)
+    else:
+        call = functools.partial(getattr(dc, fn), dc.DDIMConfig())
+    x = torch.zeros((2, 3))
+    cases = [
+        (None, TypeError, r"^timesteps must be "),
+        (1.5, TypeError, r"^timesteps must be "),
+        (torch.tensor([9.0, 8.0]), TypeError, r"^timesteps (array )?must have an integer dtype"),
+        (torch.tensor([9, 8, 7]), ValueError, r"^timesteps array has shape \(3,\)"),
+        (1000, ValueError, r"^timesteps=1000 is outside \[0, num_train_timesteps=1000\)"),
+        (torch.tensor([5, -1]), ValueError, r"^timesteps=-1 is outside \[0, num_train_"),
+        (
+            torch.tensor([9, 8], device="meta"),
+            ValueError,
+            rf"^timesteps is on .*meta.* {x0} (is )?on",
+        ),
+    ]
+    for timesteps, error, match in cases:
+        with pytest.raises(error, match=match):
+            call(x, x, timesteps)
+    if not adapter:  # another library than x_0's (the adapter brings it over)
+        with pytest.raises(TypeError, match=rf"^timesteps must be .* of {x0}'s array library"):
+            call(x, x, np.array([9, 8]))
+    lazy = da.from_array(np.zeros((2, 3)), chunks=1)  # checked where Dask computes
+    with pytest.raises(ValueError, match=r"^timesteps has a value outside \[0, num_train_"):
+        call(lazy, lazy, da.from_array(np.array([9, 1000]), chunks=1)).compute()
 
 
 def test_plan_type() -> None:
@@ -234,10 +280,10 @@ def test_a_dask_timestep_array_of_unknown_size_is_named() -> None:
     x = da.from_array(np.full((4, 3), 0.5), chunks=2)
     ts = da.from_array(np.array([500, 400, 300, 200]), chunks=2)
     unknown = ts[ts > 0]
-    match = r"timestep has shape \(nan,\) with unknown sizes.*compute_chunk_sizes"
-    with pytest.raises(ValueError, match=match):
+    match = r"{} has shape \(nan,\) with unknown sizes.*compute_chunk_sizes"
+    with pytest.raises(ValueError, match=match.format("timestep")):
         dc.step(plan, x * 0.5, unknown, x)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match.format("timesteps")):  # add_noise's argument
         dc.add_noise(plan, x, x, unknown)
     got = dc.step(plan, x * 0.5, unknown.compute_chunk_sizes(), x).prev_sample.compute()
     assert np.array_equal(got, dc.step(plan, x * 0.5, ts, x).prev_sample.compute())

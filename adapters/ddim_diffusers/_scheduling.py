@@ -422,7 +422,10 @@ class SchedulerCore:
         """
         self._follow_tables()
         return dc.add_noise(
-            self._schedule, original_samples, noise, timestep_for(timesteps, original_samples)
+            self._schedule,
+            original_samples,
+            noise,
+            timestep_for(timesteps, original_samples, "timesteps", "original_samples"),
         )
 
     def get_velocity(self, sample: Any, noise: Any, timesteps: Any) -> Any:
@@ -443,7 +446,9 @@ class SchedulerCore:
             v, in x_0's dtype and on its device.
         """
         self._follow_tables()
-        return dc.get_velocity(self._schedule, sample, noise, timestep_for(timesteps, sample))
+        return dc.get_velocity(
+            self._schedule, sample, noise, timestep_for(timesteps, sample, "timesteps")
+        )
 
     def __len__(self) -> int:
         return int(self._ddim_config.num_train_timesteps)
@@ -827,39 +832,49 @@ def _fingerprint(table: Any) -> object:
     return _version(table)  # (an int: SchedulerCore._require_plan reads it inline then)
 
 
-def timestep_for(timestep: Any, sample: Any) -> Any:
+def timestep_for(
+    timestep: Any, sample: Any, name: str = "timestep", sample_name: str = "sample"
+) -> Any:
     """A timestep the core takes with `sample`: Python ints as they are; an array of another
     library (torch `scheduler.timesteps` entries with NumPy or JAX samples) or on another
-    device (diffusers' `timesteps.to(sample.device)`) is brought to the sample's."""
+    device (diffusers' `timesteps.to(sample.device)`) is brought to the sample's. Errors name
+    them `name` and `sample_name`, the caller's arguments (a missing sample is left to the
+    core, which names it)."""
     if type(timestep) is type(sample) and getattr(timestep, "device", 0) == getattr(
         sample, "device", 1
     ):
         return timestep  # the pipeline's case (checked first): one library, one device
     if isinstance(timestep, bool | np.bool_ | float | str | bytes) or timestep is None:
         raise TypeError(
-            f"timestep must be an integer (an int, or an integer array of one or one per "
+            f"{name} must be an integer (an int, or an integer array of one or one per "
             f"sample), got {timestep!r}"
         )
     if isinstance(timestep, int | np.integer):
         return int(timestep)
-    xp = backends.namespace(sample=sample)
+    if sample is None:
+        return timestep  # the core's error names the missing array
+    xp = backends.namespace(**{sample_name: sample})
     try:
-        if backends.namespace(timestep=timestep) is xp:
+        if backends.namespace(**{name: timestep}) is xp:
             if backends.device(timestep) == backends.device(sample):
                 return timestep
             try:
                 return timestep.to(backends.device(sample))
             except (NotImplementedError, RuntimeError) as e:
                 raise ValueError(
-                    f"timestep is on {backends.device(timestep)} and sample on "
-                    f"{backends.device(sample)}, and it cannot be moved ({e}); call "
-                    "set_timesteps(device=...) with the sample's device"
+                    f"{name} is on {backends.device(timestep)} and {sample_name} on "
+                    f"{backends.device(sample)}, and it cannot be moved ({e}); "
+                    + (
+                        "call set_timesteps(device=...) with the sample's device"
+                        if name == "timestep"
+                        else f"pass {name} on {sample_name}'s device"
+                    )
                 ) from None
     except TypeError:
         pass
     host = backends.to_host(timestep, None)
     if host.dtype.kind not in "iu":
-        raise TypeError(f"timestep must have an integer dtype, got {host.dtype}")
+        raise TypeError(f"{name} must have an integer dtype, got {host.dtype}")
     if host.ndim == 0:
         return int(host)
     return xp.asarray(host, device=backends.device(sample))
