@@ -880,6 +880,26 @@ def timestep_for(
     return xp.asarray(host, device=backends.device(sample))
 
 
+def list_in_compatibles(mixin: type, ours: type) -> None:
+    """Make the host's `mixin` (its SchedulerMixin) list `ours` in the `compatibles` of every
+    scheduler class compatible with DDIMScheduler, whenever that class was imported, and of
+    a DDIMScheduler (the host's and ours). The host's lookup goes by names in its own module,
+    where `ours`, also named DDIMScheduler, is not found. Idempotent."""
+    original = mixin.__dict__["_get_compatibles"].__func__
+    if getattr(original, "_ddim_core", False):
+        return
+
+    def _get_compatibles(cls: type) -> list[type]:
+        found = list(original(cls))
+        peers = getattr(cls, "_compatibles", [])
+        if ("DDIMScheduler" in peers or cls.__name__ == "DDIMScheduler") and ours not in found:
+            found.append(ours)
+        return found
+
+    _get_compatibles._ddim_core = True  # type: ignore[attr-defined]
+    mixin._get_compatibles = classmethod(_get_compatibles)  # type: ignore[attr-defined]
+
+
 def make_output(cls: Any, prev_sample: Any, pred_original_sample: Any) -> Any:
     """`cls(prev_sample=..., pred_original_sample=...)`, built directly where that gives the same
     object: diffusers' BaseOutput (an OrderedDict dataclass) spends ~4 us per step in its

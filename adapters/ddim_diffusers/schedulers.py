@@ -29,7 +29,7 @@ from ._compat import (
     DDIMSchedulerBase,
     register_to_config,
 )
-from ._scheduling import ForwardScheduler, InverseScheduler, init_of
+from ._scheduling import ForwardScheduler, InverseScheduler, init_of, list_in_compatibles
 
 
 @dataclasses.dataclass
@@ -239,20 +239,7 @@ def register() -> list[str]:
     for name, cls in names.items():
         for module in (diffusers, diffusers.schedulers):
             setattr(module, name, cls)
-    original = Mixin.__dict__["_get_compatibles"].__func__
-    if not getattr(original, "_ddim_core", False):
-
-        def _get_compatibles(cls: type) -> list[type]:
-            found = list(original(cls))
-            peers = getattr(cls, "_compatibles", [])
-            if ("DDIMScheduler" in peers or cls.__name__ == "DDIMScheduler") and (
-                DDIMScheduler not in found
-            ):
-                found.append(DDIMScheduler)
-            return found
-
-        _get_compatibles._ddim_core = True  # type: ignore[attr-defined]
-        Mixin._get_compatibles = classmethod(_get_compatibles)  # type: ignore[assignment]
+    list_in_compatibles(Mixin, DDIMScheduler)
     for value in vars(diffusers.schedulers).values():  # the lists of classes already imported
         peers = getattr(value, "_compatibles", None)
         if (

@@ -20,7 +20,12 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from ddim_diffusers._scheduling import ForwardScheduler, InverseScheduler, init_of
+from ddim_diffusers._scheduling import (
+    ForwardScheduler,
+    InverseScheduler,
+    init_of,
+    list_in_compatibles,
+)
 
 from ._compat import (
     COMPATIBLES,
@@ -260,7 +265,8 @@ def register() -> list[str]:
 
     They become `mindone.diffusers.DDIMCoreScheduler` / `DDIMCoreInverseScheduler` (also in
     `mindone.diffusers.schedulers`), and every mindone scheduler compatible with
-    DDIMScheduler lists DDIMCoreScheduler in its `compatibles`. Idempotent.
+    DDIMScheduler, mindone's DDIMScheduler and ours list ours in their `compatibles`.
+    Idempotent.
 
     Returns
     -------
@@ -282,11 +288,13 @@ def register() -> list[str]:
     """
     import mindone.diffusers
     import mindone.diffusers.schedulers
+    from mindone.diffusers.schedulers.scheduling_utils import SchedulerMixin as Mixin
 
     names = {"DDIMCoreScheduler": DDIMScheduler, "DDIMCoreInverseScheduler": DDIMInverseScheduler}
     for name, cls in names.items():
         for module in (mindone.diffusers, mindone.diffusers.schedulers):
             setattr(module, name, cls)
+    list_in_compatibles(Mixin, DDIMScheduler)  # as ddim_diffusers: ours lists itself too
     for value in _scheduler_classes(mindone.diffusers.schedulers):
         peers = getattr(value, "_compatibles", None)
         if (

@@ -348,6 +348,11 @@ def test_register_into_mindone() -> None:
     assert md.DDIMCoreScheduler is DDIMScheduler
     assert md.schedulers.DDIMCoreInverseScheduler is DDIMInverseScheduler
     assert md.PNDMScheduler._compatibles.count("DDIMCoreScheduler") == 1
+    # as ddim_diffusers.register(): ours is compatible with itself and mindone's DDIMScheduler
+    # (mindone's lookup by name in its module found only its own class called DDIMScheduler)
+    for scheduler in (DDIMScheduler(), TheirScheduler(), md.PNDMScheduler()):
+        assert scheduler.compatibles.count(DDIMScheduler) == 1, type(scheduler)
+    assert TheirScheduler in DDIMScheduler().compatibles
     from ddim_core import plugins
 
     assert plugins.register_adapters("mindone") == ["mindone"]
