@@ -743,6 +743,34 @@ def test_per_sample_timesteps_and_other_array_libraries() -> None:
     assert rel(jx, dc.step(plan, out, 500, x).prev_sample) <= TOLERANCE["float64"]
 
 
+def test_one_jax_key_at_every_step_draws_what_sample_draws() -> None:
+    """scheduler.step(..., eta=1, generator=key) drew jax.random.normal(fold_in(key, 0)) at
+    every step: a JAX key is a value that no draw advances, so a loop passing one key (as it
+    would a torch.Generator) added the same noise at every step. The step from the plan's
+    i-th timestep now folds in i, as dc.sample(generator=key) does: that loop gives
+    dc.sample's result, and a repeated call the same noise (nothing hidden advances)."""
+    jax = pytest.importorskip("jax")
+    config = dc.DDIMConfig(clip_sample=False)
+    scheduler = dd.DDIMScheduler(clip_sample=False)
+    scheduler.set_timesteps(4)
+    x = jax.numpy.full((2, 3), 0.5, dtype=jax.numpy.float32)
+    for key in (jax.random.PRNGKey(0), jax.random.key(0)):
+        y = x
+        for t in scheduler.timesteps:
+            y = scheduler.step(0.1 * y, t, y, eta=1.0, generator=key, return_dict=False)[0]
+        want = dc.sample(lambda x, t: 0.1 * x, x, config, 4, eta=1.0, generator=key)
+        assert bool((y == want).all())
+        t = scheduler.timesteps[2]  # a repeated call: the same noise
+        again = [scheduler.step(0.1 * x, t, x, eta=1.0, generator=key)[0] for _ in range(2)]
+        assert bool((again[0] == again[1]).all())
+        # per-sample timesteps fold in the index of their largest (here t_1)
+        both = jax.numpy.asarray([int(scheduler.timesteps[1]), int(scheduler.timesteps[3])])
+        z = jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype)
+        plan = dc.make_plan(config, 4)
+        noisy = scheduler.step(0.1 * x, both, x, eta=1.0, generator=key).prev_sample
+        assert bool((noisy == dc.step(plan, 0.1 * x, both, x, eta=1.0, noise=z).prev_sample).all())
+
+
 # --- a real pipeline -----------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ behaviour is written twice.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import itertools
@@ -551,9 +552,11 @@ class ForwardScheduler(SchedulerCore):
         With eta > 0 the noise is `variance_noise`, or drawn from `generator` (a
         torch.Generator or a list of them, a numpy Generator, a JAX key, ...; None: torch's
         global generator) in model_output's dtype, as diffusers' `randn_tensor` does (the
-        sample's where the host's `_noise_like` says so, as mindone's).
+        sample's where the host's `_noise_like` says so, as mindone's), with `_draw_index` as
+        the draw's index (a JAX key folds it in; stateful generators ignore it).
         """
         plan = self._require_plan()
+        t = self._timestep_for(timestep, sample)
         noise = None
         if eta > 0:
             if variance_noise is not None and generator is not None:
@@ -566,11 +569,12 @@ class ForwardScheduler(SchedulerCore):
                 shape = tuple(model_output.shape)
                 like = sample if self._noise_like == "sample" else model_output
                 out = self._noise_buffer(like)
-                noise = standard_normal(generator, shape, like=like, out=out)
+                draw = _draw_index(plan, t)
+                noise = standard_normal(generator, shape, like=like, draw=draw, out=out)
         out = dc.step(
             plan,
             model_output,
-            self._timestep_for(timestep, sample),
+            t,
             sample,
             eta=eta,
             noise=noise,
@@ -737,6 +741,21 @@ def _valid_option(name: str, value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _draw_index(plan: dc.Plan, timestep: Any) -> int:
+    """The draw index of a step's noise: how many of the plan's timesteps lie above the step's
+    (above the largest, for one per batch element), i for the plan's t_i, the index
+    `dc.sample` draws step i with. A JAX key is a value that no draw advances: folding in i
+    gives each step of a loop that passes one key fresh noise, `dc.sample(generator=key)`'s,
+    as a function of the key and the timestep only. 0 for a timestep array the host cannot
+    read for free (on an accelerator, traced)."""
+    if not isinstance(timestep, int):
+        values = backends.host_integers(timestep)
+        if not values:
+            return 0
+        timestep = max(values)
+    return len(plan.timesteps) - bisect.bisect_right(plan.inverse_timesteps, timestep)
 
 
 def _custom_timesteps(timesteps: Any) -> list[int]:

@@ -123,6 +123,11 @@ class DDIMScheduler(_DiffusersTables, ForwardScheduler, DDIMSchedulerBase):  # t
         generator : optional
             With eta > 0: a torch.Generator (or one per batch element), a NumPy Generator, a JAX
             key, ...; None draws from torch's global generator (as diffusers' `randn_tensor`).
+            A JAX key is a value no draw advances: the step from the plan's i-th timestep
+            draws ``jax.random.normal(fold_in(key, i))``, as ``ddim_core.sample(...,
+            generator=key)`` does, so one key passed at every step gives each step fresh
+            noise, and the same call the same noise. A timestep array the host cannot read
+            (on an accelerator, under ``jax.jit``) draws with i = 0: split the key per step.
         variance_noise : array, optional
             The noise itself, instead of a generator.
         return_dict : bool
