@@ -164,7 +164,8 @@ def check_rescale(name: str, value: Any) -> float:
 
 def _std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:
     """std(a) / std(b) per sample (over every axis but the first, kept for broadcasting); 1
-    where std(b) = 0; NaN where either std is (a NaN or infinite entry), as std's own ratio.
+    where std(b) = 0; NaN where either std is (a NaN or infinite entry), as std's own ratio,
+    std(b) = 0 included.
     The ratio of population and of sample standard deviations is the same.
     Each sample is divided by its largest |entry| before the std, so that the squares neither
     overflow (float32 above about 1e19) nor underflow to zero; the scales come back as a ratio."""
@@ -175,7 +176,8 @@ def _std_ratio(a: Array, b: Array, *, xp: Namespace) -> Array:
     std_b = _std(b / big_b, axes, xp=xp)
     spread = std_b != 0  # (not > 0: a NaN std is no zero spread)
     one = xp.ones_like(std_b)
-    return xp.where(spread, std_a / xp.where(spread, std_b, one) * (big_a / big_b), one)
+    kept = xp.where(xp.isnan(std_a), std_a, one)  # a zero spread keeps a NaN of std(a)
+    return xp.where(spread, std_a / xp.where(spread, std_b, one) * (big_a / big_b), kept)
 
 
 def _std(x: Array, axes: tuple[int, ...], *, xp: Namespace) -> Array:
@@ -184,8 +186,8 @@ def _std(x: Array, axes: tuple[int, ...], *, xp: Namespace) -> Array:
     not take (jax.grad; torch's std takes 0 itself). Such a sample's std is taken of a ramp
     instead, and dropped; the others' are xp.std's own, bit for bit."""
     size = math.prod(x.shape[1:])
-    if size < 2:  # one value per sample: no spread, nothing to differentiate
-        return xp.zeros_like(x)
+    if size < 2:  # one value per sample: no spread, nothing to differentiate (NaN stays NaN)
+        return x * 0
     spread = xp.var(x, axis=axes, keepdims=True) != 0  # NaN (a NaN or inf entry) stays NaN
     ramp = xp.arange(size, dtype=x.dtype, device=backends.device(x))  # (uncommitted JAX: None)
     safe = xp.where(spread, x, xp.reshape(ramp, (1, *x.shape[1:])))

@@ -160,6 +160,26 @@ def test_rescale_noise_cfg_keeps_a_nan_or_inf_output_nan(backend: Backend) -> No
                 np.testing.assert_allclose(out[1:], want[1:], rtol=1e-12)
 
 
+def test_rescale_noise_cfg_keeps_a_nan_or_inf_output_nan_beside_a_zero_spread(
+    backend: Backend,
+) -> None:
+    """A NaN or inf in the conditional output came out finite where the guided sample had no
+    spread (all zeros, or one value per sample): the zero-spread rule left the guided sample
+    as it was, where the docstring says a NaN or inf in either output makes its sample NaN (as
+    diffusers' NaN / 0 does). The sample is NaN now; the others are left as they were."""
+    for shape in ((3, 2, 4), (3, 1)):
+        for bad in (math.nan, math.inf, -math.inf):
+            for which in ("guided", "cond"):
+                g, c = np.zeros(shape), np.ones(shape)
+                g[1:] = 2.0
+                (g if which == "guided" else c).reshape(3, -1)[0, -1] = bad
+                got = dc.rescale_noise_cfg(backend.array(g), backend.array(c), 0.7)
+                if backend.has_values:
+                    out = to_numpy(got)
+                    assert np.isnan(out[0]).all(), (shape, bad, which)
+                    np.testing.assert_array_equal(out[1:], g[1:])
+
+
 def test_rescale_gradient_is_finite_where_a_sample_has_no_spread() -> None:
     """Under jax.grad, rescale_noise_cfg of a sample with zero spread (a constant guided or
     conditional output: a zero-initialised output layer) gave NaN gradients for both
