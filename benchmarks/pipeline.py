@@ -16,6 +16,7 @@ also time our loop with numba's pass skipped: "call" is what a step costs around
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -51,12 +52,17 @@ def _without_pass(fn: Callable[[], Any]) -> Any:
         from ddim_core import _numba
     except ImportError:  # no numba: no pass to skip
         return fn()
-    saved = _numba._pass
+    saved, guard = _numba._pass, _numba._guard
     _numba._pass = lambda *args: None
+    # The stall guard decides these steps as the shipped one but records them in a copy: a
+    # skipped pass taken for a serial step (during a back-off) set a serial best 100x too
+    # fast, and every later parallel step at its size stalled against it.
+    _numba._guard = copy.copy(guard)
+    _numba._guard.serial_ns, _numba._guard.loaded = dict(guard.serial_ns), set(guard.loaded)
     try:
         return fn()
     finally:
-        _numba._pass = saved
+        _numba._pass, _numba._guard = saved, guard
 
 
 def _median_us_per_step(fn: Callable[[], Any], repeats: int, sync: Callable[[], Any]) -> float:

@@ -228,6 +228,40 @@ def test_forced_loops_leave_the_shipped_steps_guard_alone() -> None:
     assert _numba._guard is shipped and vars(shipped) == before
 
 
+def test_skipped_passes_leave_the_shipped_steps_guard_alone(monkeypatch: Any) -> None:
+    """The "call" timings (numba's pass skipped) recorded their steps in the stall guard: a
+    skipped step taken serially (during a back-off, beside busy processes) set the serial best
+    at its size some 100x too fast, and from then on every real parallel step there counted as
+    a stall, the guard backing off again and again (up to 64 s a time) for the rest of the
+    run: the columns timed after it ("after a pass", the half-precision rows) ran the serial
+    loop. The skipped steps now record in a copy of the guard."""
+    pytest.importorskip("numba")
+    torch = pytest.importorskip("torch")
+    import copy
+    import math
+    import time
+
+    import ddim_diffusers
+
+    from benchmarks import pipeline
+    from ddim_core import _numba
+
+    guard = _numba._Guard()
+    monkeypatch.setattr(_numba, "_guard", guard)
+    shape = (1, 4, 128, 128)  # a size the guard decides for
+    assert math.prod(shape) >= _numba.PARALLEL_MIN
+    scheduler = ddim_diffusers.DDIMScheduler()
+    scheduler.set_timesteps(10)
+    x, out = torch.randn(shape), torch.randn(shape)
+    for t in scheduler.timesteps[:3]:  # the loop loaded, a serial best
+        scheduler.step(out, t, x)
+    guard.backoff_until = time.perf_counter() + 600.0  # a back-off: serial steps
+    before = copy.deepcopy(vars(guard))
+    for t in scheduler.timesteps:
+        pipeline._without_pass(lambda t=t: scheduler.step(out, t, x))
+    assert _numba._guard is guard and vars(guard) == before
+
+
 @pytest.mark.parametrize("module", ["run", "threads", "gpu", "inversion", "distributed"])
 @pytest.mark.parametrize("bad", [["--repeats", "0"], ["--repeats", "-1"], ["--out", "FILE"]])
 def test_bad_repeats_or_out_are_refused_before_any_timing(
