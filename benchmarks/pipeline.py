@@ -172,8 +172,8 @@ def bench_call(shape: tuple[int, ...], repeats: int) -> dict[str, Any] | None:
     numba's pass skipped ("call", eta 0, torch CPU), timed per step alone and right after each
     of: a single-threaded NumPy copy of the step's bytes (x_t and the model output into two
     buffers: the caches as a pass leaves them, no threads), torch's own parallel `copy_` of
-    the same bytes, and our step with its pass (numba's parallel loop). Median microseconds
-    over the steps of the median repeat; None without numba."""
+    the same bytes, and our step with its pass (numba's parallel loop), no model call.
+    Microseconds: the median over repeats of each repeat's median step; None without numba."""
     try:
         from ddim_core import _numba  # noqa: F401 (the pass to skip)
     except ImportError:
@@ -281,8 +281,8 @@ def markdown_half(rows: list[dict[str, Any]]) -> str:
 def bench_model(shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
     """The loop with a model call before each step, as in a pipeline: a 3x3 convolution stands
     in for the UNet (its output a fresh tensor each step, the caches holding the model's work,
-    not the last step's). Per-step microseconds of the step alone (the model untimed), median
-    over the steps of the median repeat: ddim_diffusers, diffusers eager and the floor (the
+    not the last step's). Per-step microseconds of the step alone (the model untimed), the median
+    over repeats of each repeat's median step: ddim_diffusers, diffusers eager and the floor (the
     step's memory: copies of the latent and the model output after the same call), eta 0."""
     import ddim_diffusers
     import diffusers
