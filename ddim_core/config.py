@@ -36,6 +36,16 @@ _KEY_ALIASES = {
 }
 # Bumblebee's options that are per-call step arguments here (not config): its name -> ours.
 _STEP_OPTIONS = {"eta": "eta", "rederive_noise": "use_clipped_model_output"}
+
+
+def _per_call_default(key: str, value: Any) -> bool:
+    """Whether Bumblebee's step option `key` has the value the per-call argument defaults to
+    (eta 0, rederive_noise false): then leaving it out changes nothing."""
+    if isinstance(value, bool):
+        return key == "rederive_noise" and value is False
+    return key == "eta" and isinstance(value, int | float) and value == 0
+
+
 _VALUE_ALIASES: dict[str, dict[Any, Any]] = {
     "beta_schedule": {"quadratic": "scaled_linear", "squared_cosine": "squaredcos_cap_v2"},
     "prediction_type": {"noise": "epsilon", "angular_velocity": "v_prediction"},
@@ -476,8 +486,9 @@ class DDIMConfig:
         """Build from diffusers' or Bumblebee's keys; unknown keys are ignored with a warning.
 
         Bumblebee's `eta` and `rederive_noise` are step options here, not config: they are
-        left out with a warning that names them as `eta` and `use_clipped_model_output`, the
-        arguments of `step` and `functional.Scheduler` that take them.
+        left out, with a warning that names them as `eta` and `use_clipped_model_output`, the
+        arguments of `step` and `functional.Scheduler` that take them, unless they have those
+        arguments' defaults (eta 0, rederive_noise false: Bumblebee's defaults too).
 
         Keys starting with "_" (`_class_name`, `_diffusers_version`) are metadata and ignored
         silently. The key `set_alpha_to_zero` of DDIMInverseScheduler configs saved by diffusers
@@ -521,7 +532,8 @@ class DDIMConfig:
         for raw_key, raw_value in data.items():
             key = _KEY_ALIASES.get(raw_key, raw_key)
             if raw_key in _STEP_OPTIONS:
-                step_options[raw_key] = raw_value
+                if not _per_call_default(raw_key, raw_value):
+                    step_options[raw_key] = raw_value
                 continue
             if key not in checks:
                 if not str(raw_key).startswith("_") and raw_key != _LEGACY_ONE:

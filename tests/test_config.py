@@ -94,6 +94,25 @@ def test_bumblebee_step_options_are_named_with_where_they_go() -> None:
 
 
 @pytest.mark.parametrize(
+    "options",
+    [{"eta": 0.0}, {"eta": 0}, {"rederive_noise": False}, {"eta": 0.0, "rederive_noise": False}],
+)
+def test_bumblebee_step_options_at_their_defaults_are_read_silently(options: dict) -> None:
+    # Bumblebee's defaults are the per-call defaults here: nothing to pass, nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert DDIMConfig.from_dict({"num_train_steps": 500, **options}) == DDIMConfig(
+            num_train_timesteps=500
+        )
+
+
+@pytest.mark.parametrize("options", [{"eta": 1e-3}, {"eta": False}, {"rederive_noise": 0}])
+def test_bumblebee_step_options_off_their_defaults_still_warn(options: dict) -> None:
+    with pytest.warns(UserWarning, match="step options"):
+        DDIMConfig.from_dict(options)
+
+
+@pytest.mark.parametrize(
     ("data", "error", "match"),
     [
         (
