@@ -10,7 +10,9 @@ Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff
 tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit), diffusers'
 own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`),
 benchmarks/results/threads.json (`threads.*`), benchmarks/results/inversion.json
-(`inversion.*`), benchmarks/results/gpu/ (`gpu.*`, `make test-gpu`), `ddim-core demo`; a real
+(`inversion.*`), benchmarks/results/gpu/ (`gpu.*`, `make test-gpu`),
+benchmarks/results/mindspore.json (`mindspore.*`, from tests/mindspore/mindone_report.py, which
+tests/mindspore/test_mindone.py re-measures), `ddim-core demo`; a real
 ComfyUI (`comfyui.*`, `comfyui_half.*`: tests/test_comfyui_integration.py::test_readme_figures
 and test_half_precision_figures, run where COMFYUI_PATH is set).
 """
@@ -76,6 +78,7 @@ def test_markers_name_known_figures() -> None:
         "gpu",
         "comfyui",
         "comfyui_half",
+        "mindspore",
     }
     for page in PAGES:
         for _, key in MARKER.findall(page.read_text(encoding="utf-8")):
@@ -263,6 +266,20 @@ def test_gpu_figures() -> None:
             "tests_passed": int(passed.group(1)),
         },
     )
+
+
+def test_mindspore_figures() -> None:
+    """The parity figures against mindone.diffusers in README.md and docs/mindspore.md were
+    written unmarked with no script behind them; they are
+    tests/mindspore/mindone_report.py's committed run (the MindSpore environment re-measures
+    them: test_mindone.py::test_figures_are_the_pages_figures). "Bit for bit" is exactly 0."""
+    import json
+
+    run = json.loads((ROOT / "benchmarks/results/mindspore.json").read_text())
+    assert run["mindone"].startswith("0.5."), run["mindone"]
+    figures = run["figures"]
+    check("mindspore", figures)
+    assert figures["float64"] == figures["inverse_float64"] == 0.0
 
 
 def _blocks(name: str) -> list[str]:

@@ -83,14 +83,3 @@ class MindSporeBackend:
 @pytest.fixture
 def backend() -> MindSporeBackend:
     return MindSporeBackend()
-
-
-# Parity figures against mindone.diffusers (test_mindone.py), printed after the run.
-FIGURES: dict[str, float] = {}
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.section("ddim_mindone against mindone.diffusers 0.5")
-        for name, value in FIGURES.items():
-            terminalreporter.write_line(f"{name}: {value:.3g}")

@@ -1,132 +1,48 @@
 """ddim_mindone against mindone.diffusers 0.5's DDIMScheduler and DDIMInverseScheduler.
 
-Parity (the figures are printed at the end of the run, `conftest.FIGURES`):
+Parity (mindone_report.py runs the comparisons; README.md and docs/mindspore.md quote its
+figures, from benchmarks/results/mindspore.json, and test_figures_are_the_pages_figures
+re-measures them):
 - float32 within 1e-5 relative (both on their own float32 tables: mindone computes its table
   in float32 on the device, ddim_core in float64 on the host);
 - float16 within a few ulps of mindone's float16 result;
 - float64 on shared tables: both schedulers given the same float64 alphas_cumprod, <= 1e-10;
 - eta > 0 with NumPy Generators of the same seed (mindone draws its noise from them).
-mindone computes the previous timestep as t - T // N: "leading" plans agree with that rule,
-other spacings are compared with prev_timestep="stride".
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import mindone_report
 import mindspore
 import numpy as np
 import pytest
-from conftest import FIGURES
 from ddim_mindone import DDIMInverseScheduler, DDIMScheduler, DDIMSchedulerOutput, register
 from helpers import assert_defines_every_name_of
 from mindone.diffusers import DDIMInverseScheduler as TheirInverse
 from mindone.diffusers import DDIMScheduler as TheirScheduler
-
-import ddim_core as dc
-
-SD = {  # a Stable Diffusion pipeline's scheduler options
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-}
-CASES: dict[str, dict[str, Any]] = {
-    "sd-leading": SD,
-    "default-clip": {},
-    "trailing-v-zero-snr": {
-        **SD,
-        "timestep_spacing": "trailing",
-        "prediction_type": "v_prediction",
-        "rescale_betas_zero_snr": True,
-        "steps_offset": 0,
-    },
-    "linspace-sample-clip": {"timestep_spacing": "linspace", "prediction_type": "sample"},
-    "squaredcos-threshold": {
-        "beta_schedule": "squaredcos_cap_v2",
-        "thresholding": True,
-        "sample_max_value": 1.5,
-    },
-}
-SHAPE = (2, 4, 8, 8)
-DTYPES = {"float32": mindspore.float32, "float16": mindspore.float16}
-
-
-def _pair(options: dict[str, Any], steps: int, inverse: bool = False) -> tuple[Any, Any]:
-    theirs = (TheirInverse if inverse else TheirScheduler)(**options)
-    stride = options.get("timestep_spacing", "leading") != "leading"
-    mine = (DDIMInverseScheduler if inverse else DDIMScheduler).from_config(
-        theirs.config, prev_timestep="stride" if stride else "plan"
-    )
-    for s in (theirs, mine):
-        s.set_timesteps(steps)
-    np.testing.assert_array_equal(mine.timesteps.asnumpy(), theirs.timesteps.asnumpy())
-    return theirs, mine
-
-
-def _tensor(values: np.ndarray, dtype: Any) -> Any:
-    return mindspore.tensor(values, dtype=dtype)
-
-
-def _loop(scheduler: Any, x: Any, outputs: list[np.ndarray], dtype: Any, **step: Any) -> list:
-    """Step through the plan with given model outputs; the per-step results (NumPy)."""
-    results = []
-    seed = step.pop("seed", None)
-    generator = None if seed is None else np.random.default_rng(seed)
-    for t, out in zip(scheduler.timesteps, outputs, strict=True):
-        if generator is not None:
-            step["generator"] = generator
-        prev, _ = scheduler.step(_tensor(out, dtype), t, x, **step)
-        results.append(prev.astype(mindspore.float64).asnumpy())
-        x = prev
-    return results
-
-
-def _outputs(n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(SHAPE) for _ in range(n)]
-
-
-def _relative(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    return max(float(np.abs(x - y).max() / np.abs(y).max()) for x, y in zip(a, b, strict=True))
-
-
-def _record(key: str, value: float) -> None:
-    FIGURES[key] = max(FIGURES.get(key, 0.0), value)
-
+from mindone_report import CASES, SD, SHAPE, loop, model_outputs, pair, tensor
 
 # --- parity ----------------------------------------------------------------------------------
 
 
-ETA_CASES = [(case, eta) for case in CASES for eta in (0.0, 1.0)]
-ETA_CASES[ETA_CASES.index(("trailing-v-zero-snr", 1.0))] = ("trailing-v-zero-snr", 0.5)
-
-
-@pytest.mark.parametrize(("case", "eta"), ETA_CASES)
+@pytest.mark.parametrize(("case", "eta"), mindone_report.ETA_CASES)
 def test_float32_steps_agree_with_mindone(case: str, eta: float) -> None:
-    theirs, mine = _pair(CASES[case], 10)
-    x_T = _tensor(np.random.default_rng(1).standard_normal(SHAPE), mindspore.float32)
-    outputs = _outputs(10)
-    step = {"eta": eta, "seed": 5} if eta else {}
-    a = _loop(mine, x_T, outputs, mindspore.float32, **step)
-    b = _loop(theirs, x_T, outputs, mindspore.float32, **step)
-    err = _relative(a, b)
-    _record("float32 max relative error" + (", eta>0 NumPy Generator" if eta else ""), err)
-    assert err <= 1e-5
+    assert mindone_report.float32_error(case, eta) <= 1e-5
 
 
 def test_zero_terminal_snr_with_eta_1_stays_finite_where_mindone_gives_nan() -> None:
     """At eta = 1, 1 - abar_prev - sigma^2 is 0 in exact arithmetic; mindone's float32 rounds it
     below 0 and takes its square root (NaN from the first step); ddim_core clamps that rounding
     (coefficients.DIRECTION_ROUNDING)."""
-    theirs, mine = _pair(CASES["trailing-v-zero-snr"], 10)
-    x_T = _tensor(np.random.default_rng(1).standard_normal(SHAPE), mindspore.float32)
-    outputs = _outputs(10)
-    a = _loop(mine, x_T, outputs, mindspore.float32, eta=1.0, seed=5)
-    b = _loop(theirs, x_T, outputs, mindspore.float32, eta=1.0, seed=5)
+    theirs, mine = pair(CASES["trailing-v-zero-snr"], 10)
+    x_T = tensor(np.random.default_rng(1).standard_normal(SHAPE), mindspore.float32)
+    outputs = model_outputs(10)
+    a = loop(mine, x_T, outputs, mindspore.float32, eta=1.0, seed=5)
+    b = loop(theirs, x_T, outputs, mindspore.float32, eta=1.0, seed=5)
     assert all(np.isfinite(v).all() for v in a)
     assert np.isnan(b[0]).any()
 
@@ -138,86 +54,64 @@ def test_eta_noise_is_drawn_in_the_samples_dtype_as_mindones() -> None:
     mine = DDIMScheduler(clip_sample=False)
     mine.set_timesteps(10)
     t = mine.timesteps[0]
-    x = _tensor(np.random.default_rng(1).standard_normal(SHAPE), mindspore.float32)
+    x = tensor(np.random.default_rng(1).standard_normal(SHAPE), mindspore.float32)
     output = (x * 0.1).astype(mindspore.float16)
     got = mine.step(output, t, x, eta=1.0, generator=np.random.default_rng(5))[0]
-    noise = _tensor(np.random.default_rng(5).standard_normal(SHAPE), mindspore.float32)
+    noise = tensor(np.random.default_rng(5).standard_normal(SHAPE), mindspore.float32)
     expected = mine.step(output, t, x, eta=1.0, variance_noise=noise)[0]
     assert got.dtype == mindspore.float32
     assert np.array_equal(got.asnumpy(), expected.asnumpy())
 
 
-@pytest.mark.parametrize("case", ["sd-leading", "trailing-v-zero-snr", "default-clip"])
+@pytest.mark.parametrize("case", mindone_report.FLOAT16_CASES)
 def test_float16_steps_are_within_a_few_ulps_of_mindone(case: str) -> None:
     """One step from the same float16 inputs: ddim_core computes in float32 and rounds once
     (within 1 ulp of the exact float64 result); mindone computes in float16 (a few ulps at
     the sample's scale from ours)."""
-    theirs, mine = _pair(CASES[case], 10)
-    rng = np.random.default_rng(2)
-    for t in mine.timesteps:
-        x, out = (rng.standard_normal(SHAPE).astype(np.float16) for _ in range(2))
-        a, b = (
-            s.step(_tensor(out, mindspore.float16), t, _tensor(x, mindspore.float16))[0]
-            .asnumpy()
-            .astype(np.float64)
-            for s in (mine, theirs)
-        )
-        exact = mine.step(out.astype(np.float64), int(t), x.astype(np.float64))[0]
-        own_ulps = np.abs(a - exact) / np.spacing(np.abs(exact).astype(np.float16))
-        scale_ulps = np.abs(a - b).max() / np.spacing(np.float16(np.abs(b).max()))
-        _record("float16: ours from the exact result, max ulps", float(own_ulps.max()))
-        _record("float16: ours from mindone's, max ulps at the sample's scale", float(scale_ulps))
-        assert own_ulps.max() <= 1.0 and scale_ulps <= 4
-
-
-def _shared_tables(options: dict[str, Any], *schedulers: Any) -> None:
-    """Both schedulers on ddim_core's float64 alpha_bar table (mindone's own is float32)."""
-    sched = dc.schedule(dc.DDIMConfig(**options))
-    table = mindspore.tensor(sched.alphas_cumprod)
-    final = mindspore.tensor(sched.final_alpha_cumprod, dtype=mindspore.float64)
-    for s in schedulers:
-        s.alphas_cumprod = table
-        if hasattr(s, "initial_alpha_cumprod"):
-            s.initial_alpha_cumprod = final
-        else:
-            s.final_alpha_cumprod = final
+    own_ulps, scale_ulps = mindone_report.float16_ulps(case)
+    assert own_ulps <= 1.0 and scale_ulps <= 4
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("eta", [0.0, 0.5])
 def test_float64_on_shared_tables_agrees_to_1e10(case: str, eta: float) -> None:
-    theirs, mine = _pair(CASES[case], 10)
-    _shared_tables(CASES[case], theirs, mine)
-    x_T = _tensor(np.random.default_rng(4).standard_normal(SHAPE), mindspore.float64)
-    outputs = _outputs(10, 5)
-    step = {"eta": eta, "seed": 6} if eta else {}
-    a = _loop(mine, x_T, outputs, mindspore.float64, **step)
-    b = _loop(theirs, x_T, outputs, mindspore.float64, **step)
-    err = _relative(a, b)
-    _record("float64 max relative error, shared tables" + (", eta=0.5" if eta else ""), err)
-    assert err <= 1e-10
+    assert mindone_report.float64_error(case, eta) <= 1e-10
 
 
-@pytest.mark.parametrize("case", ["sd-leading", "trailing-v-zero-snr", "default-clip"])
+@pytest.mark.parametrize("case", mindone_report.INVERSE_CASES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_inverse_scheduler_agrees_with_mindone(case: str, dtype: str) -> None:
-    theirs, mine = _pair(CASES[case], 10, inverse=True)
-    if dtype == "float64":
-        _shared_tables(CASES[case], theirs, mine)
-    x_0 = _tensor(np.random.default_rng(7).standard_normal(SHAPE) * 0.5, getattr(mindspore, dtype))
-    outputs = _outputs(10, 8)
-    a = _loop(mine, x_0, outputs, getattr(mindspore, dtype))
-    b = _loop(theirs, x_0, outputs, getattr(mindspore, dtype))
-    err = _relative(a, b)
-    shared = ", shared tables" if dtype == "float64" else ""
-    _record(f"inverse {dtype} max relative error{shared}", err)
+    err = mindone_report.inverse_error(case, dtype)
     assert err <= (1e-5 if dtype == "float32" else 1e-10)
 
 
+def test_in_a_mindone_pipeline() -> None:
+    """mindone's DDIMPipeline with `pipe.scheduler = DDIMScheduler.from_config(...)`: the same
+    image as with mindone's scheduler (mindone_report.pipeline_difference)."""
+    err, pipe = mindone_report.pipeline_difference()
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    assert err <= 1e-5
+
+
+def test_figures_are_the_pages_figures() -> None:
+    """README.md and docs/mindspore.md quoted these figures with no script behind them; a fresh
+    `mindone_report.measure()` gives each as the pages write it, and so does the committed run
+    (benchmarks/results/mindspore.json, which tests/test_figures.py checks in the main
+    environment). The pages say "bit for bit" of float64: those are exactly 0."""
+    import test_figures
+
+    fresh = mindone_report.measure()
+    committed = json.loads(Path(mindone_report.RESULTS).read_text())["figures"]
+    assert committed.keys() == fresh.keys()
+    test_figures.check("mindspore", fresh)
+    test_figures.check("mindspore", committed)
+    assert fresh["float64"] == fresh["inverse_float64"] == 0.0
+
+
 def test_add_noise_agrees_with_mindone() -> None:
-    theirs, mine = _pair(SD, 10)
+    theirs, mine = pair(SD, 10)
     rng = np.random.default_rng(9)
-    x0, noise = (_tensor(rng.standard_normal(SHAPE), mindspore.float32) for _ in range(2))
+    x0, noise = (tensor(rng.standard_normal(SHAPE), mindspore.float32) for _ in range(2))
     t = mindspore.tensor(np.array([999, 10], dtype=np.int64))
     a = mine.add_noise(x0, noise, t).asnumpy()
     b = theirs.add_noise(x0, noise, t).asnumpy()
@@ -229,8 +123,8 @@ def test_timesteps_out_of_range_raise_where_mindone_wraps_or_fails_in_a_kernel(
     timesteps: list[int],
 ) -> None:
     """A CPU timestep tensor is checked on the host: -1 is not row 999, 1000 no Gather error."""
-    _, mine = _pair(SD, 10)
-    x = _tensor(np.zeros(SHAPE), mindspore.float32)
+    _, mine = pair(SD, 10)
+    x = tensor(np.zeros(SHAPE), mindspore.float32)
     t = mindspore.tensor(np.array(timesteps, dtype=np.int64))
     with pytest.raises(ValueError, match=r"is outside \[0, num_train_timesteps=1000\)"):
         mine.add_noise(x, x, t)
@@ -251,7 +145,7 @@ def test_drop_in_api() -> None:
     assert isinstance(mine.timesteps, mindspore.Tensor) and mine.timesteps.dtype == mindspore.int64
     assert mine.alphas_cumprod.dtype == mindspore.float32
     assert isinstance(mine.final_alpha_cumprod, mindspore.Tensor)
-    x = _tensor(np.zeros(SHAPE), mindspore.float32)
+    x = tensor(np.zeros(SHAPE), mindspore.float32)
     out = mine.step(x, mine.timesteps[0], x)
     assert isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], mindspore.Tensor)
     full = mine.step(x, int(mine.timesteps[1]), x, return_dict=True)
@@ -282,7 +176,7 @@ def test_ledits_pp_takes_ours_for_a_ddim_scheduler() -> None:
     On ours it now reads our tables and `_get_variance`, matching mindone's scheduler."""
     from mindone.diffusers.pipelines.ledits_pp import pipeline_leditspp_stable_diffusion as ledits
 
-    theirs, mine = _pair(SD, 10)
+    theirs, mine = pair(SD, 10)
     none = dict.fromkeys(["vae", "text_encoder", "tokenizer", "unet", "safety_checker"])
     pipe = ledits.LEditsPPPipelineStableDiffusion(
         **none, scheduler=mine, feature_extractor=None, requires_safety_checker=False
@@ -290,7 +184,7 @@ def test_ledits_pp_takes_ours_for_a_ddim_scheduler() -> None:
     assert pipe.scheduler is mine  # not replaced by a DPMSolverMultistepScheduler
     rng = np.random.default_rng(4)
     latents, prev_latents, noise_pred = (
-        _tensor(rng.standard_normal(SHAPE), mindspore.float32) for _ in range(3)
+        tensor(rng.standard_normal(SHAPE), mindspore.float32) for _ in range(3)
     )
     for t in (mine.timesteps[0], mine.timesteps[-1]):
         got, want = (
@@ -356,37 +250,6 @@ def test_register_into_mindone() -> None:
     from ddim_core import plugins
 
     assert plugins.register_adapters("mindone") == ["mindone"]
-
-
-def test_in_a_mindone_pipeline() -> None:
-    """mindone's DDIMPipeline with `pipe.scheduler = DDIMScheduler.from_config(...)`: the same
-    image as with mindone's scheduler. The model is a small stand-in (mindone's UNets need
-    kernels MindSpore lacks on the CPU, e.g. Arange), registered like a mindone model."""
-    from mindone.diffusers import DDIMPipeline, ModelMixin
-    from mindone.diffusers.configuration_utils import ConfigMixin, register_to_config
-
-    class TinyUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
-        @register_to_config  # type: ignore[untyped-decorator]
-        def __init__(self, sample_size: int = 8, in_channels: int = 3) -> None:
-            super().__init__()
-            self.scale = mindspore.Parameter(mindspore.tensor(0.3, mindspore.float32))
-
-        def construct(self, x: Any, t: Any) -> tuple[Any]:
-            return (x * self.scale + mindspore.ops.cos(t.astype(x.dtype) / 100.0),)
-
-    pipe = DDIMPipeline(unet=TinyUNet(), scheduler=TheirScheduler())
-    images = {}
-    for name in ("theirs", "ours"):
-        if name == "ours":
-            pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        generator = np.random.default_rng(0)
-        images[name] = pipe(
-            batch_size=2, generator=generator, num_inference_steps=5, eta=1.0, output_type="np"
-        )[0]
-    assert isinstance(pipe.scheduler, DDIMScheduler)
-    err = float(np.abs(images["ours"] - images["theirs"]).max())
-    _record("DDIMPipeline image max abs difference (eta=1, [0, 1] scale)", err)
-    assert err <= 1e-5
 
 
 def test_a_saved_pipeline_reloads_with_our_scheduler(tmp_path: Any) -> None:
