@@ -1089,7 +1089,7 @@ def from_host(values: np.ndarray, xp: Namespace, *, device: Any, dtype: Any) -> 
     return xp.asarray(values.tolist(), dtype=dtype, device=device)
 
 
-def to_host(x: Any, dtype: Any = np.float64) -> np.ndarray:
+def to_host(x: Any, dtype: Any = np.float64, *, name: str = "the array") -> np.ndarray:
     """A NumPy copy of configuration data (tables, sigma lists, timesteps) given as an array
     of any library or a sequence: an explicit host read, never made on the step path.
 
@@ -1097,23 +1097,47 @@ def to_host(x: Any, dtype: Any = np.float64) -> np.ndarray:
     ----------
     x : array or sequence
     dtype : numpy dtype, default float64
+    name : str, default "the array"
+        The caller's name for `x`, in the error for an array whose values the host cannot
+        read.
 
     Returns
     -------
     numpy.ndarray
 
+    Raises
+    ------
+    ValueError
+        `x` is on a device whose values the host cannot read (torch's meta device, which
+        holds shapes but no values; an array-api-strict device other than its CPU).
+
     Examples
     --------
     >>> to_host([1, 2]).dtype
     dtype('float64')
+    >>> import torch
+    >>> to_host(torch.zeros(2, device="meta"), name="alphas_cumprod")
+    Traceback (most recent call last):
+    ...
+    ValueError: alphas_cumprod is on device 'meta', whose values the host cannot read (...
     """
-    if hasattr(x, "detach"):  # torch: leave autograd and the device
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: widen exactly
-            x = x.float()
-    elif hasattr(x, "get") and not isinstance(x, np.ndarray):  # CuPy
-        x = x.get()
-    return np.asarray(x, dtype=dtype)
+    given = x
+    try:
+        if hasattr(x, "detach"):  # torch: leave autograd and the device
+            x = x.detach().cpu()
+            if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: widen exactly
+                x = x.float()
+        elif hasattr(x, "get") and not isinstance(x, np.ndarray):  # CuPy
+            x = x.get()
+        return np.asarray(x, dtype=dtype)
+    except (NotImplementedError, RuntimeError) as e:  # (bad values raise TypeError, ValueError)
+        where = str(getattr(given, "device", "cpu"))
+        if where == "cpu":  # (a library's own failure, not its device's)
+            raise
+        raise ValueError(
+            f"{name} is on device {where!r}, whose values the host cannot read ({e}): pass "
+            "it as a list, a NumPy array or an array on the CPU"
+        ) from None
 
 
 def broadcast_to_sample(coefficient: Array, ndim: int, xp: Namespace) -> Array:

@@ -175,7 +175,8 @@ def make_plan(
         step that cannot be taken (epsilon prediction at zero terminal SNR; unless
         `check_first_step` is False); custom timesteps
         with prev_timestep="stride" where a stride lands between them (other than the
-        spacing's own timesteps, as diffusers does).
+        spacing's own timesteps, as diffusers does); `timesteps` on a device whose values
+        the host cannot read (torch's meta device).
 
     Examples
     --------
@@ -381,7 +382,7 @@ def _sequence(timesteps: Any) -> Any:
         )
     if hasattr(timesteps, "dtype") and not isinstance(timesteps, np.ndarray):
         # a tensor of any library (diffusers' scheduler.timesteps): configuration data, read once
-        timesteps = backends.to_host(timesteps, dtype=None)
+        timesteps = backends.to_host(timesteps, dtype=None, name="timesteps")
     if getattr(timesteps, "ndim", 1) != 1:
         raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")
     return timesteps

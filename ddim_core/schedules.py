@@ -131,11 +131,12 @@ class Schedule(backends.Registered):
         TypeError
             `set_alpha_to_one` is not a bool.
         ValueError
-            Not a 1-D table of numbers, an empty one, or values outside [0, 1].
+            Not a 1-D table of numbers, an empty one, or values outside [0, 1]; a table on a
+            device whose values the host cannot read (torch's meta device).
         """
         set_alpha_to_one = check_bool("set_alpha_to_one", set_alpha_to_one)
-        try:  # (to_host: a torch table on a device, with grad, or in bfloat16 too)
-            ab = np.array(backends.to_host(alphas_cumprod), dtype=np.float64)  # a copy: frozen
+        try:  # (to_host: a torch table on a device, with grad, or in bfloat16 too; a copy: frozen)
+            ab = np.array(backends.to_host(alphas_cumprod, name="it"), dtype=np.float64)
         except (TypeError, ValueError) as e:
             raise ValueError(f"alphas_cumprod must be a 1-D table of numbers: {e}") from None
         if ab.ndim != 1:

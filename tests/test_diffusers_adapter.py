@@ -118,6 +118,26 @@ def test_step_before_set_timesteps_raises_diffusers_error() -> None:
         assert str(ours.value) == str(theirs.value)
 
 
+def test_configuration_on_the_meta_device_names_its_argument() -> None:
+    """set_timesteps(timesteps=...), an assigned alphas_cumprod or final_alpha_cumprod and
+    trained_betas on torch's meta device (shapes, no values) raised torch's
+    NotImplementedError 'Cannot copy out of meta tensor; no data!' from inside the host read,
+    naming neither the argument nor its device."""
+    torch = pytest.importorskip("torch")
+    scheduler = dd.DDIMScheduler()
+    with pytest.raises(ValueError, match="timesteps is on device 'meta', whose values the host"):
+        scheduler.set_timesteps(timesteps=torch.tensor([900, 500], device="meta"))
+    table = torch.linspace(0.99, 0.01, 1000, device="meta")
+    with pytest.raises(ValueError, match="alphas_cumprod is on device 'meta', whose values"):
+        scheduler.alphas_cumprod = table
+    with pytest.raises(ValueError, match="final_alpha_cumprod is on device 'meta', whose"):
+        scheduler.final_alpha_cumprod = torch.tensor(1.0, device="meta")
+    with pytest.raises(ValueError, match="initial_alpha_cumprod is on device 'meta', whose"):
+        dd.DDIMInverseScheduler().initial_alpha_cumprod = torch.tensor(1.0, device="meta")
+    with pytest.raises(TypeError, match="trained_betas must be a 1-D sequence of floats: it is on"):
+        dd.DDIMScheduler(trained_betas=torch.full((1000,), 0.01, device="meta"))
+
+
 def test_custom_timesteps_in_the_wrong_order_name_the_order_each_class_runs() -> None:
     forward, inverse = dd.DDIMScheduler(), dd.DDIMInverseScheduler()
     forward.set_timesteps(timesteps=[900, 500, 100])

@@ -484,6 +484,19 @@ def test_a_dtype_that_is_not_real_floating_is_refused() -> None:
     assert dk.get_sigmas_ddim(config, 4, xp=np, dtype="float32").dtype == np.float32
 
 
+def test_a_table_or_sigmas_on_the_meta_device_are_named() -> None:
+    """A table or sigmas on torch's meta device (shapes, no values) raised torch's
+    NotImplementedError 'Cannot copy out of meta tensor; no data!' from inside the host read,
+    naming neither the argument nor its device."""
+    table = torch.linspace(0.99, 0.01, 1000, device="meta")
+    with pytest.raises(ValueError, match="alphas_cumprod is on device 'meta', whose values"):
+        dk.get_sigmas_ddim(table, 4)
+    sigmas = torch.tensor([14.6, 1.0, 0.0], device="meta")
+    x = torch.zeros(1, 2, device="meta")
+    with pytest.raises(ValueError, match="sigmas is on device 'meta', whose values the host"):
+        dk.sample_ddim(lambda x, sigma: x, x, sigmas, disable=True)
+
+
 @pytest.mark.parametrize("sampler", [dk.sample_ddim, dk.sample_ddim_inverse])
 def test_the_model_sees_sigmas_in_the_samples_dtype_on_numpy_too(sampler: Any) -> None:
     """k-diffusion's `sigmas[i] * s_in` is in the sample's dtype for torch (a 0-d sigma does

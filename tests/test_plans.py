@@ -456,6 +456,28 @@ def test_custom_timesteps_traced_by_jax_jit_are_a_clear_error() -> None:
     assert dc.make_plan(config, timesteps=ts).timesteps == (999, 500)  # concrete: read
 
 
+def test_configuration_the_host_cannot_read_names_its_argument() -> None:
+    """Custom timesteps or a table on torch's meta device (shapes, no values) raised torch's
+    NotImplementedError 'Cannot copy out of meta tensor; no data!' from inside the host read,
+    and one on an array-api-strict device other than its CPU a RuntimeError, naming neither
+    the argument nor its device."""
+    torch = pytest.importorskip("torch")
+    strict = pytest.importorskip("array_api_strict")
+    config = dc.DDIMConfig()
+    device1 = strict.Device("device1")
+    for timesteps, device in (
+        (torch.tensor([999, 500], device="meta"), "'meta'"),
+        (strict.asarray([999, 500], device=device1), r"\"array_api_strict\.Device\('device1'\)\""),
+    ):
+        with pytest.raises(ValueError, match=f"timesteps is on device {device}, whose values the"):
+            dc.make_plan(config, timesteps=timesteps)
+    table = torch.tensor([0.9, 0.5], device="meta")
+    with pytest.raises(
+        ValueError, match="alphas_cumprod must be a 1-D table of numbers: it is on device 'meta'"
+    ):
+        dc.Schedule.from_alphas_cumprod(table)
+
+
 ZERO_SNR_V = dc.DDIMConfig(
     rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction"
 )

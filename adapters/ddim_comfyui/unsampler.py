@@ -387,7 +387,7 @@ def _distinct(sigmas: Any, callback: Any) -> tuple[Any, Any]:
     have no such step, so it is dropped, and the step leaving the level reports the last
     index of the run (so ComfyUI's progress ends at its total).
     """
-    levels = backends.to_host(sigmas).tolist()  # one read, as the samplers' own
+    levels = backends.to_host(sigmas, name="sigmas").tolist()  # one read, as the samplers' own
     keep = [i for i, s in enumerate(levels) if i == 0 or s != levels[i - 1]]
     if len(keep) == len(levels):
         return sigmas, callback

@@ -237,7 +237,7 @@ class SchedulerCore:
 
     @alphas_cumprod.setter
     def alphas_cumprod(self, value: Any) -> None:
-        table = backends.to_host(value)
+        table = backends.to_host(value, name="alphas_cumprod")
         if _same_table(table, value, self._schedule.alphas_cumprod):  # moved or cast: keep exact
             self._alphas_cumprod = value
             self._table_seen = _fingerprint(value)
@@ -270,9 +270,9 @@ class SchedulerCore:
         self._take_boundary_level(value)
 
     def _take_boundary_level(self, value: Any) -> None:
-        level = float(backends.to_host(value).reshape(()))
+        name = "initial_alpha_cumprod" if self._inverse else "final_alpha_cumprod"
+        level = float(backends.to_host(value, name=name).reshape(()))
         if not 0.0 <= level <= 1.0:  # NaN included: every step through it would be NaN
-            name = "initial_alpha_cumprod" if self._inverse else "final_alpha_cumprod"
             raise ValueError(f"{name} must be in [0, 1], got {level}")
         if _same_table(np.asarray(level), value, np.asarray(self._schedule.final_alpha_cumprod)):
             # moved or cast (or diffusers' own `alphas_cumprod[0]` view): keep the exact level;
@@ -725,7 +725,7 @@ def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
         )
     if betas is not None:
         try:
-            host = backends.to_host(betas)
+            host = backends.to_host(betas, name="it")
         except (TypeError, ValueError) as e:
             raise TypeError(f"trained_betas must be a 1-D sequence of floats: {e}") from None
         if host.ndim != 1:
@@ -761,7 +761,7 @@ def _draw_index(plan: dc.Plan, timestep: Any) -> int:
 def _custom_timesteps(timesteps: Any) -> list[int]:
     """set_timesteps(timesteps=...): integers (a list, or an integer array of any library)."""
     if hasattr(timesteps, "dtype"):
-        host = backends.to_host(timesteps, None)
+        host = backends.to_host(timesteps, None, name="timesteps")
         if host.dtype.kind not in "iu" or host.ndim != 1:
             raise TypeError(
                 f"timesteps must be a 1-D sequence of integers, got dtype {host.dtype} and "
@@ -891,7 +891,7 @@ def timestep_for(
                 ) from None
     except TypeError:
         pass
-    host = backends.to_host(timestep, None)
+    host = backends.to_host(timestep, None, name=name)
     if host.dtype.kind not in "iu":
         raise TypeError(f"{name} must have an integer dtype, got {host.dtype}")
     if host.ndim == 0:

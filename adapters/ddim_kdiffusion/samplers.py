@@ -328,7 +328,7 @@ def get_sigmas_ddim(
     else:
         table = alphas_cumprod_or_config
         table_xp = _table_namespace(table)
-        size = _check_table(backends.to_host(table)).shape[0]
+        size = _check_table(backends.to_host(table, name="alphas_cumprod")).shape[0]
         config = dc.DDIMConfig(num_train_timesteps=size)
     if spacing is not None:  # checked as DDIMConfig checks it, under the name the caller wrote
         _choice(TIMESTEP_SPACINGS)("spacing", spacing)
@@ -485,7 +485,7 @@ def _levels(sigmas: Array, *, ascending: bool) -> list[float]:
         raise TypeError(f"sigmas must be real numbers, got dtype {sigmas.dtype}")
     if sigmas.ndim != 1:
         raise ValueError(f"sigmas must be a 1-D array, got shape {tuple(sigmas.shape)}")
-    levels = [float(s) for s in backends.to_host(sigmas)]
+    levels = [float(s) for s in backends.to_host(sigmas, name="sigmas")]
     for i, s in enumerate(levels):
         if not (math.isfinite(s) and s >= 0):
             raise ValueError(f"sigmas must be finite and >= 0, got sigmas[{i}] = {s}")
@@ -670,7 +670,7 @@ def _table_namespace(table: Any) -> Any:
 
 
 def _schedule_of(table: Array, config: dc.DDIMConfig) -> dc.Schedule:
-    host = _check_table(backends.to_host(table))
+    host = _check_table(backends.to_host(table, name="alphas_cumprod"))
     return dc.Schedule.from_alphas_cumprod(host, set_alpha_to_one=config.set_alpha_to_one)
 
 
