@@ -235,10 +235,13 @@ def table(key: StepKey | LevelsKey) -> Table:
         )
     # An inverse step's level a is its t_prev's, not that of the timestep it is indexed by.
     left = key.plan.prev_table() if isinstance(key, StepKey) and key.inverse else None
+    betas = key.plan.schedule.betas if isinstance(key, StepKey) else None
     for level, at in ((0.0, a == 0.0), (1.0, a_c == 0.0)):
-        reason = kernels.unrecoverable(level, prediction_type)
-        if reason is not None:
-            for i in np.flatnonzero(at).tolist():
+        for i in np.flatnonzero(at).tolist():
+            t = i if left is None else int(left[i])  # (the final level, -1: its own)
+            beta = None if betas is None or t < 0 else float(betas[t])  # (a level 0's cause)
+            reason = kernels.unrecoverable(level, prediction_type, beta=beta)
+            if reason is not None:
                 invalid[i] = reason if left is None else _leaving(int(left[i]), level, reason)
     return Table(values, invalid)
 

@@ -306,7 +306,40 @@ def ddim_variance(alpha_bar_from: Any, alpha_bar_to: Any) -> Any:
     return (1.0 - b) / (1.0 - a) * (1.0 - a / b)
 
 
-def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
+def zero_level_cause(beta: float) -> str:
+    """Why a schedule's alpha_bar_t is 0, from its beta_t: zero terminal SNR where beta_t is 1
+    (a beta of 1 makes the level 0; a schedule's table past a level of 0 has betas of 1), else
+    float64 underflow of the cumulative product of (1 - beta) (many train timesteps or large
+    betas). Host floats only.
+
+    Parameters
+    ----------
+    beta : float
+        beta_t of the timestep whose level is 0 (for the final level, beta_0).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> zero_level_cause(1.0)
+    'zero terminal SNR: rescale_betas_zero_snr=True, or a last trained beta of 1'
+    >>> zero_level_cause(0.9)[:37]
+    'alpha_bar underflowed to 0 in float64'
+    """
+    if beta == 1.0:
+        return "zero terminal SNR: rescale_betas_zero_snr=True, or a last trained beta of 1"
+    return (
+        "alpha_bar underflowed to 0 in float64: the schedule's cumulative product of "
+        "(1 - beta) reaches 0 with no beta of 1; fewer train timesteps or smaller betas keep "
+        "it above 0"
+    )
+
+
+def unrecoverable(
+    alpha_bar: float, prediction_type: str, *, beta: float | None = None
+) -> str | None:
     """Why eq. (9) cannot be solved at level `alpha_bar` for this prediction type, or None.
 
     epsilon divides by sqrt(alpha_bar) (zero terminal SNR: alpha_bar = 0); sample divides by
@@ -318,6 +351,9 @@ def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
         The level.
     prediction_type : str
         "epsilon", "sample" or "v_prediction".
+    beta : float, optional
+        The schedule's beta at the level's timestep: the reason for a level of 0 names its
+        cause (`zero_level_cause`). Without it, it names zero terminal SNR.
 
     Returns
     -------
@@ -329,9 +365,9 @@ def unrecoverable(alpha_bar: float, prediction_type: str) -> str | None:
     (True, False)
     """
     if prediction_type == "epsilon" and alpha_bar == 0.0:
+        cause = zero_level_cause(1.0 if beta is None else beta)
         return (
-            "alpha_bar = 0 there (zero terminal SNR: rescale_betas_zero_snr=True, or a last "
-            "trained beta of 1), where "
+            f"alpha_bar = 0 there ({cause}), where "
             "prediction_type='epsilon' cannot recover x_0 (division by sqrt(alpha_bar) = 0); "
             "use 'v_prediction' or 'sample'"
         )

@@ -172,7 +172,8 @@ def make_plan(
         array traced by jax.jit), or a timestep is not an integer.
     ValueError
         Neither or both of `num_inference_steps` and `timesteps`; out of range values; a first
-        step that cannot be taken (epsilon prediction at zero terminal SNR; unless
+        step that cannot be taken (epsilon prediction at alpha_bar = 0: zero terminal SNR, or a
+        schedule whose alpha_bar underflowed to 0 in float64; unless
         `check_first_step` is False); custom timesteps
         with prev_timestep="stride" where a stride lands between them (other than the
         spacing's own timesteps, as diffusers does); `timesteps` on a device whose values
@@ -399,8 +400,10 @@ def _check_first_step(plan: Plan) -> None:
 def _first_step_problem(plan: Plan) -> str | None:
     """Why the plan's first step cannot be taken, or None: once per plan (make_plan runs the
     check at each call, a functional Scheduler's `plan` at each step)."""
-    t = plan.timesteps[0]
-    reason = kernels.unrecoverable(plan.schedule.alpha_bar(t), plan.config.prediction_type)
+    t, schedule = plan.timesteps[0], plan.schedule
+    reason = kernels.unrecoverable(
+        schedule.alpha_bar(t), plan.config.prediction_type, beta=float(schedule.betas[t])
+    )
     return None if reason is None else f"cannot step at timestep {t}: {reason}"
 
 

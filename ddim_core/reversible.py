@@ -1088,10 +1088,10 @@ def _check_linear(plan: Plan, name: str) -> None:
         )
     first = plan.timesteps[0]
     if plan.schedule.alpha_bar(first) <= 0.0:
+        cause = kernels.zero_level_cause(float(plan.schedule.betas[first]))
         raise ValueError(
             f"{name} needs alpha_bar > 0 at every timestep, but the plan starts at timestep "
-            f"{first}, where alpha_bar = 0 (zero terminal SNR: rescale_betas_zero_snr=True, or "
-            f"a last trained beta of 1), and {name}'s step divides by sqrt(alpha_bar): start "
-            "the plan below it (timestep_spacing='leading', or timesteps=), or use BDIA "
-            "(invert_bdia / sample_bdia), which steps from there"
+            f"{first}, where alpha_bar = 0 ({cause}), and {name}'s step divides by "
+            "sqrt(alpha_bar): start the plan below it (timestep_spacing='leading', or "
+            "timesteps=), or use BDIA (invert_bdia / sample_bdia), which steps from there"
         )

@@ -764,7 +764,20 @@ def test_a_zero_terminal_snr_config_is_named_as_k_diffusions_limit(prediction_ty
     config = dc.DDIMConfig(
         rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type=prediction_type
     )
-    with pytest.raises(ValueError, match=r"zero terminal SNR\), whose sigma is infinite"):
+    with pytest.raises(
+        ValueError,
+        match=r"zero terminal SNR: rescale_betas_zero_snr=True, or a last trained beta of 1\), "
+        "whose sigma is infinite",
+    ):
+        dk.get_sigmas_ddim(config, 10, xp=np)
+
+
+def test_a_level_that_underflowed_to_0_is_not_named_zero_snr() -> None:
+    """Linear betas to 0.9 over 10000 train timesteps (no beta of 1) take alpha_bar to 0.0 in
+    float64 from timestep 5555: the sigmas' error named zero terminal SNR and told the user
+    to drop rescale_betas_zero_snr, which the config does not set."""
+    config = dc.DDIMConfig(num_train_timesteps=10_000, beta_end=0.9)
+    with pytest.raises(ValueError, match=r"alpha_bar = 0 \(alpha_bar underflowed to 0 in float"):
         dk.get_sigmas_ddim(config, 10, xp=np)
 
 

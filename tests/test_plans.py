@@ -478,6 +478,28 @@ def test_configuration_the_host_cannot_read_names_its_argument() -> None:
         dc.Schedule.from_alphas_cumprod(table)
 
 
+def test_a_level_that_underflowed_to_0_is_not_blamed_on_zero_snr() -> None:
+    """Linear betas to 0.9 over 10000 train timesteps (no beta of 1) take alpha_bar to 0.0 in
+    float64 from timestep 5555: epsilon steps from there (the plan's first-step check, a step,
+    an inverse step leaving such a level) blamed 'zero terminal SNR:
+    rescale_betas_zero_snr=True, or a last trained beta of 1', neither of which the config
+    has. They say the level underflowed; a zero-SNR config keeps its message."""
+    config = dc.DDIMConfig(num_train_timesteps=10_000, beta_end=0.9)
+    assert float(dc.schedule(config).alphas_cumprod[5555]) == 0.0
+    underflow = r"alpha_bar = 0 there \(alpha_bar underflowed to 0 in float64: the schedule's "
+    with pytest.raises(ValueError, match="cannot step at timestep 9000: " + underflow):
+        dc.make_plan(config, 10)
+    plan = dc.make_plan(config, 10, check_first_step=False)
+    x = np.zeros((1, 2))
+    with pytest.raises(ValueError, match=underflow):
+        dc.step(plan, x, 9000, x)
+    with pytest.raises(ValueError, match=r"at t_prev = 7000, the level .*underflowed to 0"):
+        dc.inverse_step(plan, x, 8000, x)
+    zero_snr = dc.DDIMConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    with pytest.raises(ValueError, match=r"\(zero terminal SNR: rescale_betas_zero_snr=True"):
+        dc.make_plan(zero_snr, 10)
+
+
 ZERO_SNR_V = dc.DDIMConfig(
     rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction"
 )

@@ -232,6 +232,24 @@ def test_bad_options() -> None:
 
 
 @pytest.mark.parametrize("method", ["edict", "belm"])
+def test_a_start_where_alpha_bar_underflowed_is_not_blamed_on_zero_snr(method: str) -> None:
+    """Linear betas to 0.9 over 10000 train timesteps (no beta of 1) take alpha_bar to 0.0 in
+    float64 from timestep 5555; EDICT or BELM starting there blamed 'zero terminal SNR:
+    rescale_betas_zero_snr=True, or a last trained beta of 1', neither of which the config
+    has (v prediction: the plan's own check passes it)."""
+    invert, _, _ = METHODS[method]
+    config = dc.DDIMConfig(
+        num_train_timesteps=10_000,
+        beta_end=0.9,
+        prediction_type="v_prediction",
+        clip_sample=False,
+    )
+    x = np.zeros((1, 2))
+    with pytest.raises(ValueError, match=r"at timestep 9000, where alpha_bar = 0 \(alpha_bar "):
+        invert(COND, x, config, 10)
+
+
+@pytest.mark.parametrize("method", ["edict", "belm"])
 def test_a_zero_snr_start_names_the_timestep_and_the_ways_out(method: str) -> None:
     """A zero-SNR plan for EDICT or BELM said only 'needs alpha_bar > 0 at every timestep (no
     zero-SNR end)': not which timestep, what makes it zero, nor what to do. The message names

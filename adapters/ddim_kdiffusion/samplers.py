@@ -341,11 +341,12 @@ def get_sigmas_ddim(
     plan = dc.make_plan(config.replace(prediction_type="v_prediction"), n)
     schedule = plan.schedule if table is None else _schedule_of(table, config)
     ab = np.array([*(schedule.alpha_bar(t) for t in plan.timesteps), schedule.final_alpha_cumprod])
-    if np.any(ab <= 0.0):
+    if np.any(ab <= 0.0):  # (the levels fall along the plan: its first is 0)
+        cause = kernels.zero_level_cause(float(schedule.betas[plan.timesteps[0]]))
         raise ValueError(
-            "the plan starts at alpha_bar = 0 (zero terminal SNR), whose sigma is infinite: "
+            f"the plan starts at alpha_bar = 0 ({cause}), whose sigma is infinite: "
             "k-diffusion's VE samplers cannot start there; sample with ddim_core.sample, or "
-            "use a schedule without rescale_betas_zero_snr"
+            "use a schedule whose alpha_bar stays above 0"
         )
     host = np.sqrt((1.0 - ab) / ab)
     if table is not None and xp is None:
