@@ -380,6 +380,33 @@ def test_inversion_on_a_rectified_flow_model_takes_any_order(comfy) -> None:  # 
 
 
 @needs_comfyui
+def test_a_half_flow_latent_inverts_exactly_from_ascending_sigmas(comfy) -> None:  # type: ignore[no-untyped-def]
+    """docs/guides/comfyui.md: a bfloat16 latent on a FLOW model round-trips exactly from
+    ascending sigmas (the pack's Flip, ComfyUI's FlipSigmas), while from a stock scheduler's
+    descending ones ComfyUI rounds (1 - sigmas[0]) x0 to bfloat16 first: about 1e-2 off."""
+    import torch
+
+    model = _flow_model(comfy)
+    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
+    low = comfy.custom.SplitSigmas().get_sigmas(sigmas, 1)[1]  # below sigma 1
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    x0 = (torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5).bfloat16()
+    misses = {}
+    for label, up in (
+        ("flip", _node(comfy, "DDIMCoreFlipSigmas", sigmas=low)),
+        ("FlipSigmas", comfy.custom.FlipSigmas().get_sigmas(low)[0]),
+        ("descending", low),
+    ):
+        z = _advanced(comfy, model, off, inverse, up, x0)
+        back = _advanced(comfy, model, off, ddim, low, z)
+        misses[label] = float((back - x0.float()).abs().max())
+    assert misses["flip"] <= 1e-5 and misses["FlipSigmas"] <= 1e-5, misses
+    assert 1e-3 < misses["descending"] < 2e-2, misses
+
+
+@needs_comfyui
 def test_inversion_is_exact_by_default(comfy) -> None:  # type: ignore[no-untyped-def]
     """DDIM Schedule -> Flip -> DDIM Inversion Sampler with its defaults in
     SamplerCustomAdvanced (DisableNoise), then the DDIM Sampler back: the input again."""

@@ -266,7 +266,9 @@ def sample_ddim_core_inverse(
     from the clean end up to the noisiest level. A first sigma of 1e-4, which ComfyUI's
     FlipSigmas puts in place of 0, counts as 0: x is the clean latent, and sampling back down
     to 0 returns it. On a rectified-flow model, whose latent ComfyUI scales by 1 - sigmas[0]
-    on the way in and divides by 1 - sigmas[-1] on the way out, both orders give the same.
+    on the way in and divides by 1 - sigmas[-1] on the way out, both orders give the same,
+    but for a float16 or bfloat16 latent: ComfyUI hands descending sigmas' (1 - sigmas[0]) x0
+    rounded to the latent's dtype, which no rescaling undoes (ascending ones give x0 itself).
     Outside a latent noise mask (``extra_args["denoise_mask"]``) the latent is kept, as
     ComfyUI's samplers keep it there.
 
