@@ -12,7 +12,8 @@ begins (0: all the way to sigma_max), by
   returns the latent: the DDIM Schedule from step end_at_step (SplitSigmas) in
   SamplerCustomAdvanced with DisableNoise, or KSamplerAdvanced with ddim_core, add_noise off,
   start_at_step = end_at_step and the simple scheduler, which is trailing spacing only where
-  steps divide 1000 (at 30 steps the round trip misses by 2e-3);
+  steps divide 1000 (elsewhere, 30 steps for one, its timesteps are not the inversion's and the
+  round trip misses by far more than the exact inversion's tolerance);
 - "ddim_plain": plain DDIM inversion (one call per step; sampling does not return);
 - "edict", "bdia", "belm": `ddim_core.reversible`; their second array travels in the latent
   dict (`STATE_KEY`), and `resample` (the Resampler node) samples the state back exactly.
