@@ -234,7 +234,12 @@ def sample_edict(
     num_inference_steps : int, optional
         N; give this or `timesteps`.
     p : float, default 0.93
-        EDICT's mixing weight, in (0, 1].
+        EDICT's mixing weight, in (0, 1]. The inverse divides x - y by about p^2 a step, so
+        x_T - y_T grows with the steps, and once that passes what the compensated state
+        carries (about twice the working precision's bits) the round trip misses x_0 with no
+        error: float32 data at p = 0.93 after a hundred or more steps. For many steps raise
+        p, or for float32 data pass ``precision="float64"``; docs/inversion-methods.md quotes
+        `tests/reversible_report.py`'s measurements.
     timesteps : sequence of int, optional
         A custom plan, strictly decreasing.
     callback : callable, optional
@@ -317,7 +322,12 @@ def invert_edict(
     num_inference_steps : int, optional
         N; give this or `timesteps`.
     p : float, default 0.93
-        EDICT's mixing weight, in (0, 1].
+        EDICT's mixing weight, in (0, 1]. The inverse divides x - y by about p^2 a step, so
+        x_T - y_T grows with the steps, and once that passes what the compensated state
+        carries (about twice the working precision's bits) the round trip misses x_0 with no
+        error: float32 data at p = 0.93 after a hundred or more steps. For many steps raise
+        p, or for float32 data pass ``precision="float64"``; docs/inversion-methods.md quotes
+        `tests/reversible_report.py`'s measurements.
     timesteps : sequence of int, optional
         A custom plan, strictly decreasing (walked backwards).
     callback : callable, optional

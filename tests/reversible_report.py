@@ -8,7 +8,8 @@ largest distance |x_0 - exact| of each (tests/test_reversible.py asserts the ord
 draws from them). On the benchmark's bed for the reversible samplers (guidance 7.5, N = 20, its
 200 real points, `benchmarks/inversion.py`): the largest |x_T| BDIA's inverse gives at gamma =
 0.5, how far sampling lands from the float32 x_0 from the float64 state rounded to float32, and
-where a small gamma's growth of x_T outruns the compensated state (`measure_gamma`). Under
+where a small gamma's growth of x_T outruns the compensated state (`measure_gamma`), and
+where EDICT's x_T - y_T, growing with the steps, does (`measure_edict`). Under
 `jax.jit` (`measure_jit`, JAX only): the round trips of the docs' example mixture at guidance 3,
 at 2 (EDICT) and 5 steps, which keeps the compiles to seconds.
 """
@@ -107,6 +108,30 @@ def measure_gamma() -> dict[str, float]:
     return out
 
 
+def measure_edict() -> dict[str, float]:
+    """EDICT's inverse over many steps on the bed: undoing the mixing divides x - y by about
+    p^2 a step, and once x_T - y_T passes what the compensated state carries the round trip
+    misses x_0. `edict_<dtype>_<N>_x_T`, `edict_<dtype>_<N>_miss`: the largest |x_T - y_T| and
+    |x_0 - sample_edict(invert_edict(x_0))| at p = 0.93 (float32 data at 100, 200 and 300
+    steps, float64 data at 400); `edict_p97_300_x_T`, `edict_p97_300_miss`: float32 data at
+    p = 0.97, 300 steps."""
+    model, x_0 = _bed()
+    out = {}
+    for key, dtype, p, n in (
+        ("float32_100", "float32", 0.93, 100),
+        ("float32_200", "float32", 0.93, 200),
+        ("float32_300", "float32", 0.93, 300),
+        ("float64_400", "float64", 0.93, 400),
+        ("p97_300", "float32", 0.97, 300),
+    ):
+        x = x_0.astype(dtype)
+        state = reversible.invert_edict(model, x, SD, n, p=p)
+        back = reversible.sample_edict(model, state, SD, n, p=p)
+        out[f"edict_{key}_x_T"] = float(np.abs(state[0] - state[1]).max())
+        out[f"edict_{key}_miss"] = float(np.abs(back - x).max())
+    return out
+
+
 def measure_jit() -> dict[str, float]:
     """Under `jax.jit`, float32, the docs' example (16 points, guidance 3): `<method>`, the
     round trip jitted both ways (EDICT at 2 steps, BDIA and BELM at 5); `eager`, the same
@@ -157,6 +182,8 @@ def main() -> None:
     print(f"rounded float64 state: x_0 missed by {low:.1e} to {high:.1e}")
     for key, value in measure_gamma().items():
         print(f"BDIA {key}: {value:.1e}")
+    for key, value in measure_edict().items():
+        print(f"EDICT {key}: {value:.1e}")
     for key, value in measure_jit().items():
         print(f"jax.jit {key}: {value:.1e}")
 
