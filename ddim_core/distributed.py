@@ -94,7 +94,8 @@ def register_method(kind: str, name: str, function: str) -> None:
     function : str
         "module:function", importable on the workers, with the signature of
         `ddim_core.invert` / `ddim_core.sample`:
-        ``fn(model, x, config, num_inference_steps, **options) -> array``.
+        ``fn(model, x, config, num_inference_steps, **options) -> array``, the array shaped
+        like x (one result per item).
 
     Raises
     ------
@@ -751,7 +752,7 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
     ------
     ValueError
         `index` out of range; the chunk's source items hold NaN or Inf (unless the option
-        ``check_finite=False``).
+        ``check_finite=False``); the method returned an array not shaped like the chunk.
     TypeError
         `index` is not an integer.
     RuntimeError
@@ -809,6 +810,12 @@ def run_chunk(job: Job, index: int) -> ChunkResult:
         counted, x if prepare is None else prepare(x), job.config, job.n, **options
     )
     out = backends.to_host(y, dtype=x.dtype)
+    if out.shape != x.shape:  # written as it is, fewer items would be broadcast: no error
+        raise ValueError(
+            f"method {job.function} returned shape {out.shape} for chunk {index} of shape "
+            f"{x.shape}: a dataset method returns one result per item, shaped like its input "
+            "(a pair of arrays, such as ddim_core.reversible's states, does not fit a result)"
+        )
     if any(row):  # done from other inputs: its record must not outlive the result it names
         done[index] = np.zeros(len(row), dtype=np.uint8)
     result[a:b] = out

@@ -648,6 +648,31 @@ def twice_inverted(model: Any, x: Any, config: Any, n: Any, *, scale: float = 1.
     return dc.invert(model, dc.invert(model, x, config, n), config, n) * scale
 
 
+def first_item_inverted(model: Any, x: Any, config: Any, n: Any) -> Any:
+    """A method for the test that returns fewer items than it is given."""
+    return dc.invert(model, x, config, n)[:1]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [f"{__name__}:first_item_inverted", "ddim_core.reversible:invert_bdia"],
+)
+def test_a_result_not_shaped_like_its_chunk_is_refused(
+    tmp_path: Path, npy: Path, method: str
+) -> None:
+    """A method returning one item for a chunk of five had it broadcast into all five rows of
+    the result, silently, and the chunk recorded done; a reversible sampler's state (a pair)
+    failed with NumPy's 'could not broadcast input array from shape (2,2,2) into shape
+    (5,2)', naming neither the method nor what it must return."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    target = tmp_path / "z.zarr"
+    job = prepare("invert", None, npy, target, CONFIG, 3, chunk=5, method=method)
+    with pytest.raises(ValueError, match=r"returned shape \((1|2, 5), 2\) for chunk 0 of shape"):
+        run_chunk(job, 0)
+    assert done_records(target) == [None, None]
+
+
 def test_importing_pulls_in_neither_dask_nor_zarr() -> None:
     code = (
         "import sys, json, ddim_core, ddim_core.cli, ddim_core.distributed\n"
