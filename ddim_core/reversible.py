@@ -253,7 +253,7 @@ def sample_edict(
         not narrower than the arrays' own (float32 would round float64 arrays).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
-        State's, else the arrays').
+        State's, else the arrays'; a state `invert_*` made only in its own).
 
     Returns
     -------
@@ -435,7 +435,7 @@ def sample_bdia(
         not narrower than the arrays' own (float32 would round float64 arrays).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
-        State's, else the arrays').
+        State's, else the arrays'; a state `invert_*` made only in its own).
 
     Returns
     -------
@@ -605,7 +605,7 @@ def sample_belm(
         not narrower than the arrays' own (float32 would round float64 arrays).
     dtype : dtype, optional
         The samples' dtype: the model is called in it and x_0 returned in it (default: the
-        State's, else the arrays').
+        State's, else the arrays'; a state `invert_*` made only in its own).
 
     Returns
     -------
@@ -839,6 +839,12 @@ def _state_pairs(
             f"precision={precision!r}: the state was made in {second.dtype} arithmetic, and "
             "sampled in another it lands away from x_0 (by 1e-4 under guidance); pass "
             "precision=None (the state's own)"
+        )
+    if made and isinstance(state, State) and dtype != state.dtype:  # the model sees other x
+        raise ValueError(
+            f"dtype={dtype!r}: the state was made calling the model in {state.dtype}, and with "
+            "the model called in another dtype it lands away from x_0 (far in half precision); "
+            "pass dtype=None (the state's own) and cast x_0 afterwards"
         )
     _check_narrowing(
         xp, second.dtype, work, precision, "state" if isinstance(state, tuple) else "x_T"
