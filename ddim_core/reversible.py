@@ -36,12 +36,14 @@ the samples' dtype; `sample_*` returns x_0 in it. At guidance 7.5, 20 steps, rea
 back bit for bit in float64, float32, float16 and bfloat16 (`benchmarks/inversion.py`), where
 a single rounding of the state (float64 rounded to float32) moves the sample about 1e-3
 (`tests/reversible_report.py`, quoted in docs/inversion-methods.md). A plain tuple of the
-arrays (low words dropped) starts one rounding off, which the guided sampler amplifies. The
-cost: a few dozen elementwise operations per update instead of a handful (no model call, no host
-read); so the default needs no float64, which some devices lack. A `precision` narrower than
-the arrays' own working dtype ("float32" for float64 data) is a ValueError: it would round
-x_0 (or x_T, or the state) to it on the way in, about 6e-8 relative, and the round trip would
-miss x_0 by that.
+arrays (low words dropped) starts one rounding off, which the guided sampler amplifies. Not
+without limits (docs/inversion-methods.md measures them): BDIA at a small gamma and EDICT over
+many steps grow the state past what it carries, and BELM's float32 round trip can miss a few
+entries (``precision="float64"`` keeps them). The cost: a few dozen elementwise operations per
+update instead of a handful (no model call, no host read); so the default needs no float64,
+which some devices lack. A `precision` narrower than the arrays' own working dtype ("float32"
+for float64 data) is a ValueError: it would round x_0 (or x_T, or the state) to it on the way
+in, about 6e-8 relative, and the round trip would miss x_0 by that.
 
 Under `jax.jit`: `State` is a JAX pytree node (registered once jax is imported; the core never
 imports it), so a State passes into and out of a jitted function whole, and the loops run

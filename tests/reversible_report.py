@@ -9,7 +9,8 @@ draws from them). On the benchmark's bed for the reversible samplers (guidance 7
 200 real points, `benchmarks/inversion.py`): the largest |x_T| BDIA's inverse gives at gamma =
 0.5, how far sampling lands from the float32 x_0 from the float64 state rounded to float32, and
 where a small gamma's growth of x_T outruns the compensated state (`measure_gamma`), and
-where EDICT's x_T - y_T, growing with the steps, does (`measure_edict`). Under
+where EDICT's x_T - y_T, growing with the steps, does (`measure_edict`); BELM's float32
+round trip at 50 and 999 steps (`measure_belm`). Under
 `jax.jit` (`measure_jit`, JAX only): the round trips of the docs' example mixture at guidance 3,
 at 2 (EDICT) and 5 steps, which keeps the compiles to seconds.
 """
@@ -132,6 +133,24 @@ def measure_edict() -> dict[str, float]:
     return out
 
 
+def measure_belm() -> dict[str, float]:
+    """BELM's round trip on the bed, float32 data, where it is not to the last bit:
+    `belm_float32_<N>_miss`, the largest |x_0 - sample_belm(invert_belm(x_0))| at 50 and 999
+    steps, and `belm_float32_<N>_entries`, how many entries miss; `belm_precision64_999_miss`,
+    the same at 999 steps with ``precision="float64"``."""
+    model, x_0 = _bed()
+    x = x_0.astype(np.float32)
+    out = {}
+    for n, precision in ((50, None), (999, None), (999, "float64")):
+        state = reversible.invert_belm(model, x, SD, n, precision=precision)
+        miss = np.abs(reversible.sample_belm(model, state, SD, n) - x)
+        key = f"belm_float32_{n}" if precision is None else f"belm_precision64_{n}"
+        out[f"{key}_miss"] = float(miss.max())
+        if precision is None:
+            out[f"{key}_entries"] = float((miss > 0).sum())
+    return out
+
+
 def measure_jit() -> dict[str, float]:
     """Under `jax.jit`, float32, the docs' example (16 points, guidance 3): `<method>`, the
     round trip jitted both ways (EDICT at 2 steps, BDIA and BELM at 5); `eager`, the same
@@ -184,6 +203,8 @@ def main() -> None:
         print(f"BDIA {key}: {value:.1e}")
     for key, value in measure_edict().items():
         print(f"EDICT {key}: {value:.1e}")
+    for key, value in measure_belm().items():
+        print(f"BELM {key}: {value:.1e}")
     for key, value in measure_jit().items():
         print(f"jax.jit {key}: {value:.1e}")
 
