@@ -5,6 +5,7 @@ and that docs/testing.md holds the reports the check prints."""
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import subprocess
 import sys
@@ -938,3 +939,39 @@ def test_a_step_returning_another_library_is_named_as_such() -> None:
     found = detail(r, "dtypes")
     assert "a float32 step of a torch.Tensor returns a numpy.ndarray (float32)" in found, found
     assert "a float32 step returns float32" not in found, found
+
+
+def _sample_with_eta(model: Any, x: Any, sigmas: Any, eta: float = 0.0, noise_sampler: Any = None):
+    """A NumPy k-diffusion-style DDIM sampler taking eta and noise_sampler."""
+    draws = [noise_sampler(a, b) for a, b in itertools.pairwise(sigmas)] if eta else None
+    return reference.kdiffusion_sample(model, x, sigmas, eta=eta, noise=draws)
+
+
+def sample_passing_kwargs_on(model: Any, x: Any, sigmas: Any, **kwargs: Any) -> Any:
+    return _sample_with_eta(model, x, sigmas, **kwargs)
+
+
+def sample_passing_a_wrong_eta_on(model: Any, x: Any, sigmas: Any, **kwargs: Any) -> Any:
+    if kwargs.get("eta"):
+        kwargs["eta"] = kwargs["eta"] / 2
+    return _sample_with_eta(model, x, sigmas, **kwargs)
+
+
+def sample_passing_kwargs_to_a_sampler_without_eta(model: Any, x: Any, sigmas: Any, **kwargs: Any):
+    return reference.kdiffusion_sample(model, x, sigmas, **kwargs)
+
+
+def test_a_sampler_taking_kwargs_is_given_eta() -> None:
+    """A sampler fn(model, x, sigmas, **kwargs) passing them on to one that takes eta and
+    noise_sampler was reported 'eta noise: unsupported (takes no eta and noise_sampler)' and
+    'conformant: yes', eta never run, however wrong its eta steps. Its **kwargs is given eta
+    and noise_sampler; a TypeError naming one is unsupported, not a failure."""
+    areas = ["eta noise", "NaN/Inf"]
+    r = check(sample_passing_kwargs_on, backend="numpy", areas=areas)
+    assert verdicts(r) == {"eta noise": "pass", "NaN/Inf": "pass"}, r.text()
+    assert "not taken" not in detail(r, "NaN/Inf"), r.text()
+    r = check(sample_passing_a_wrong_eta_on, backend="numpy", areas=["eta noise"])
+    assert verdicts(r) == {"eta noise": "FAIL"}, r.text()
+    r = check(sample_passing_kwargs_to_a_sampler_without_eta, backend="numpy", areas=areas)
+    assert verdicts(r) == {"eta noise": "unsupported", "NaN/Inf": "pass"}, r.text()
+    assert "not taken: eta=1.0: takes no eta and noise_sampler" in detail(r, "NaN/Inf"), r.text()

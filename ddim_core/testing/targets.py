@@ -15,8 +15,9 @@ Options a class does not take (missing from its constructor, and, where that tak
 from its base class's it passes them on to) are left at their defaults; configs that need
 them, and inputs the target rejects (constructor or set_timesteps raises), are skipped as
 unsupported. A `step(..., **kwargs)` is likewise given its base class's step options,
-unsupported where it raises a TypeError naming one. Any other exception from `step` is a
-failure.
+unsupported where it raises a TypeError naming one, and a sampler taking **kwargs is given
+eta and noise_sampler on the same terms. Any other exception from `step` (or the sampler) is
+a failure.
 """
 
 from __future__ import annotations
@@ -603,7 +604,15 @@ class Sampler:
     backend: Backend
 
     def __post_init__(self) -> None:
-        self.params = set(_parameters(self.fn))
+        found = _parameters(self.fn)
+        self.params = set(found)
+        # a fn(model, x, sigmas, **kwargs) passing them on to a sampler may take eta and
+        # noise_sampler: they are given where eta is asked for, Unsupported where a TypeError
+        # names one
+        self.forwarded: set[str] = set()
+        if any(p.kind is p.VAR_KEYWORD for p in found.values()):
+            self.forwarded = {"eta", "noise_sampler"} - self.params
+            self.params |= self.forwarded
 
     @property
     def name(self) -> str:
@@ -643,8 +652,9 @@ class Sampler:
         Raises
         ------
         Unsupported
-            If eta is nonzero and the function takes no eta and noise_sampler, or if it
-            raises Unsupported.
+            If eta is nonzero and the function takes no eta and noise_sampler (one taking
+            **kwargs is given them, and takes none where it raises a TypeError naming one), or
+            if it raises Unsupported.
         Crash
             If the function raises anything else.
         Malformed
@@ -665,12 +675,16 @@ class Sampler:
             if "eta" not in self.params or "noise_sampler" not in self.params:
                 raise Unsupported("takes no eta and noise_sampler")
             kwargs.update(eta=eta, noise_sampler=noise_sampler)
-        elif "eta" in self.params:
+        elif "eta" in self.params - self.forwarded:
             kwargs["eta"] = 0.0  # ancestral samplers default to eta = 1
         try:
             result = self.fn(model, x, sigmas, **kwargs)
         except Unsupported:
             raise
+        except TypeError as e:
+            if any(f"'{n}'" in str(e) for n in self.forwarded & set(kwargs)):
+                raise Unsupported("takes no eta and noise_sampler") from None
+            raise Crash(f"raises {describe_error(e)}") from e
         except Exception as e:
             raise Crash(f"raises {describe_error(e)}") from e
         _need_array(result, x, "x")
