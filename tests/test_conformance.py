@@ -257,6 +257,13 @@ BAD_TARGETS = [
     (["ddim_diffusers:DDIMScheduler", "--kind", "sampler"], "needs a sampler function"),
     (["raises_on_import:X"], "cannot import 'raises_on_import': RuntimeError: no"),
     (["bad_syntax:X"], "cannot import 'bad_syntax': SyntaxError"),
+    (  # a scheduler instance, as a pipeline holds one: its repr is its config, many lines
+        ["an_instance:scheduler"],
+        "an instance of ddim_diffusers.DDIMScheduler, not a scheduler class: name the class "
+        "(ddim_diffusers:DDIMScheduler)",
+    ),
+    (["an_instance:scheduler", "--kind", "inverse"], "an instance of ddim_diffusers"),
+    (["an_instance:scheduler", "--kind", "sampler"], "an instance of ddim_diffusers"),
 ]
 
 
@@ -266,6 +273,9 @@ def test_a_target_that_cannot_be_checked_is_one_line_and_exit_2(
 ) -> None:
     (tmp_path / "raises_on_import.py").write_text("raise RuntimeError('no')\n")
     (tmp_path / "bad_syntax.py").write_text("def f(:\n")
+    (tmp_path / "an_instance.py").write_text(
+        "from ddim_diffusers import DDIMScheduler\nscheduler = DDIMScheduler()\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert cli.main(["check", *args, "--area", "timesteps"]) == 2
     out = capsys.readouterr()

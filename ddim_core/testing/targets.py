@@ -207,7 +207,8 @@ def guess_kind(obj: Any) -> str:
     Raises
     ------
     ValueError
-        If `obj` is a class without step and set_timesteps, or neither a class nor callable.
+        If `obj` is a class without step and set_timesteps, an instance of a scheduler class,
+        or neither a class nor callable.
 
     Examples
     --------
@@ -223,9 +224,29 @@ def guess_kind(obj: Any) -> str:
     if inspect.isclass(obj):
         _need_scheduler(obj)
         return "inverse" if _inverting(obj.__name__) else "scheduler"
+    _need_no_instance(obj)
     if callable(obj):
         return "inverse-sampler" if _inverting(getattr(obj, "__name__", "")) else "sampler"
-    raise ValueError(f"{obj!r} is neither a scheduler class nor a sampler function")
+    raise ValueError(f"{_short(obj)} is neither a scheduler class nor a sampler function")
+
+
+def _short(obj: Any) -> str:
+    """`obj` named in one line: its qualified name, or its repr's first line (a diffusers
+    scheduler's repr is its config, many lines of JSON), cut to 80 characters."""
+    text = getattr(obj, "__qualname__", None) or (repr(obj).splitlines() or [""])[0]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _need_no_instance(obj: Any) -> None:
+    """ValueError for an instance of a scheduler class (`scheduler = DDIMScheduler()`, as a
+    pipeline holds one): the check makes its own instance for every config it draws."""
+    cls = type(obj)
+    if not inspect.isclass(obj) and hasattr(cls, "step") and hasattr(cls, "set_timesteps"):
+        raise ValueError(
+            f"an instance of {cls.__module__}.{cls.__qualname__}, not a scheduler class: name "
+            f"the class ({cls.__module__}:{cls.__qualname__}); the check makes an instance for "
+            "every config it draws"
+        )
 
 
 def _inverting(name: str) -> bool:
@@ -234,8 +255,9 @@ def _inverting(name: str) -> bool:
 
 
 def _need_scheduler(obj: Any, kind: str | None = None) -> None:
+    _need_no_instance(obj)
     if not (inspect.isclass(obj) and hasattr(obj, "step") and hasattr(obj, "set_timesteps")):
-        name = getattr(obj, "__qualname__", repr(obj))
+        name = _short(obj)
         given = f"kind={kind!r}: " if kind else ""
         raise ValueError(f"{given}{name} is not a scheduler class (with step and set_timesteps)")
 
@@ -718,8 +740,8 @@ def wrap(obj: Any, kind: str | None = None, backend_name: str | None = None) -> 
     ------
     ValueError
         If `kind` is not one of KINDS or does not fit the target (a scheduler kind needs a
-        class with step and set_timesteps, a sampler kind a function), or the backend cannot
-        run here.
+        class with step and set_timesteps, a sampler kind a function; an instance of a
+        scheduler class fits neither), or the backend cannot run here.
 
     Examples
     --------
@@ -738,6 +760,7 @@ def wrap(obj: Any, kind: str | None = None, backend_name: str | None = None) -> 
     if kind in ("scheduler", "inverse"):
         _need_scheduler(obj, kind)
         return Scheduler(obj, kind == "inverse", given or _scheduler_backend(obj))
+    _need_no_instance(obj)
     if inspect.isclass(obj) or not callable(obj):
         raise ValueError(f"kind={kind!r} needs a sampler function, got {obj!r}")
     return Sampler(obj, kind == "inverse-sampler", given or _default_backend())
