@@ -357,6 +357,19 @@ def test_rectified_flow_models_take_eta_0_and_refuse_eta_above(comfy) -> None:  
     assert float((_advanced(comfy, model, off, ddim, low, z) - x0).abs().max()) <= 1e-5
 
 
+def _flow_round_trip(comfy):  # type: ignore[no-untyped-def]
+    """A FLOW model, the simple scheduler's 20 sigmas below sigma 1 (descending), DisableNoise,
+    and the DDIM Inversion Sampler (exact, tol 1e-6) and DDIM Sampler (eta 0) that invert
+    along them and sample back."""
+    model = _flow_model(comfy)
+    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
+    low = comfy.custom.SplitSigmas().get_sigmas(sigmas, 1)[1]
+    off = comfy.custom.DisableNoise().get_noise()[0]
+    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
+    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    return model, low, off, inverse, ddim
+
+
 @needs_comfyui
 def test_inversion_on_a_rectified_flow_model_takes_any_order(comfy) -> None:  # type: ignore[no-untyped-def]
     """A FLOW model's latent enters a sampler as (1 - sigmas[0]) x0 and leaves divided by
@@ -365,12 +378,7 @@ def test_inversion_on_a_rectified_flow_model_takes_any_order(comfy) -> None:  # 
     by 1.7 and 1.7e-4 in a round trip)."""
     import torch
 
-    model = _flow_model(comfy)
-    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
-    low = comfy.custom.SplitSigmas().get_sigmas(sigmas, 1)[1]  # below sigma 1
-    off = comfy.custom.DisableNoise().get_noise()[0]
-    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
-    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    model, low, off, inverse, ddim = _flow_round_trip(comfy)
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
     want = _advanced(comfy, model, off, inverse, low.flip(0), x0)
     for up in (low, comfy.custom.FlipSigmas().get_sigmas(low)[0]):
@@ -386,12 +394,7 @@ def test_a_half_flow_latent_inverts_exactly_from_ascending_sigmas(comfy) -> None
     descending ones ComfyUI rounds (1 - sigmas[0]) x0 to bfloat16 first: about 1e-2 off."""
     import torch
 
-    model = _flow_model(comfy)
-    sigmas = comfy.custom.BasicScheduler().get_sigmas(model, "simple", 20, 1.0)[0]
-    low = comfy.custom.SplitSigmas().get_sigmas(sigmas, 1)[1]  # below sigma 1
-    off = comfy.custom.DisableNoise().get_noise()[0]
-    inverse = _node(comfy, "DDIMCoreInversionSampler", fixed_point_iters=8, tol=1e-6)
-    ddim = _node(comfy, "DDIMCoreSampler", eta=0.0, s_noise=1.0)
+    model, low, off, inverse, ddim = _flow_round_trip(comfy)
     x0 = (torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5).bfloat16()
     misses = {}
     for label, up in (

@@ -543,6 +543,25 @@ def test_stable_diffusion_xl_img2img(start: float | None, dtype: str) -> None:
     assert_agree("sdxl-img2img", dtype, call)
 
 
+def _sdxl_conditioning(pipe: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """SDXL's added conditioning of a prompt and its negative as the pipeline takes it (pooled
+    embeddings, the size), as invert_latents / sample_latents take it (`added_cond_kwargs`,
+    the time ids the pipeline makes of that size), and an x_T."""
+    pooled, negative_pooled = (_tensor(pipe, 1, EMBED, seed=s) for s in (13, 14))
+    time_ids = torch.tensor([[SIZE, SIZE, 0, 0, SIZE, SIZE]], dtype=torch.float64)
+    pipeline_kwargs = {
+        "pooled_prompt_embeds": pooled,
+        "negative_pooled_prompt_embeds": negative_pooled,
+        "height": SIZE,
+        "width": SIZE,
+    }
+    added_kwargs = {
+        "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids},
+        "negative_added_cond_kwargs": {"text_embeds": negative_pooled, "time_ids": time_ids},
+    }
+    return pipeline_kwargs, added_kwargs, _tensor(pipe, 1, 4, SIZE // 2, SIZE // 2, seed=16)
+
+
 def test_sdxl_latents_invert_and_sample_as_the_pipeline_runs_its_unet() -> None:
     """invert_latents / sample_latents through an SDXL UNet: its added conditioning (pooled
     embeddings and time ids, the negative prompt's first in the 2B batch) is taken as
@@ -553,27 +572,17 @@ def test_sdxl_latents_invert_and_sample_as_the_pipeline_runs_its_unet() -> None:
     the bit in float64."""
     pipe = _pipeline("sdxl", "float64")
     pipe.scheduler = dd.DDIMScheduler.from_config(diffusers.DDIMScheduler(**SD_CONFIG).config)
-    pooled, negative_pooled = (_tensor(pipe, 1, EMBED, seed=s) for s in (13, 14))
-    time_ids = torch.tensor([[SIZE, SIZE, 0, 0, SIZE, SIZE]], dtype=torch.float64)  # as given
-    noise = _tensor(pipe, 1, 4, SIZE // 2, SIZE // 2, seed=16)
+    pipeline_kwargs, added_kwargs, noise = _sdxl_conditioning(pipe)
     guidance = {**_embeds(pipe), "guidance_scale": 5.0, "guidance_rescale": 0.7}
     with torch.no_grad():
         theirs = pipe(
             **guidance,
-            pooled_prompt_embeds=pooled,
-            negative_pooled_prompt_embeds=negative_pooled,
+            **pipeline_kwargs,
             num_inference_steps=STEPS,
             latents=noise,
-            height=SIZE,
-            width=SIZE,
             output_type="latent",
         ).images
-        added = {
-            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids},
-            "negative_added_cond_kwargs": {"text_embeds": negative_pooled, "time_ids": time_ids},
-            "num_inference_steps": STEPS,
-            **guidance,
-        }
+        added = {**added_kwargs, "num_inference_steps": STEPS, **guidance}
         ours = dd.sample_latents(pipe, noise, method="plain", **added)
         _assert_close("sdxl sample_latents", ours.numpy(), theirs.numpy(), [])
         state = dd.invert_latents(pipe, theirs, method="bdia", **added)
@@ -645,28 +654,11 @@ def test_sdxl_latents_of_a_guidance_distilled_unet_are_the_pipelines() -> None:
         add_watermarker=False,
     ).to(torch.float64)
     pipe.set_progress_bar_config(disable=True)
-    pooled, negative_pooled = (_tensor(pipe, 1, EMBED, seed=s) for s in (13, 14))
-    time_ids = torch.tensor([[SIZE, SIZE, 0, 0, SIZE, SIZE]], dtype=torch.float64)
-    noise = _tensor(pipe, 1, 4, SIZE // 2, SIZE // 2, seed=16)
+    pipeline_kwargs, added_kwargs, noise = _sdxl_conditioning(pipe)
     embeds = {**_embeds(pipe), "guidance_scale": 5.0, "num_inference_steps": STEPS}
     with torch.no_grad():
-        theirs = pipe(
-            **embeds,
-            pooled_prompt_embeds=pooled,
-            negative_pooled_prompt_embeds=negative_pooled,
-            latents=noise,
-            height=SIZE,
-            width=SIZE,
-            output_type="latent",
-        ).images
-        ours = dd.sample_latents(
-            pipe,
-            noise,
-            method="plain",
-            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
-            negative_added_cond_kwargs={"text_embeds": negative_pooled, "time_ids": time_ids},
-            **embeds,
-        )
+        theirs = pipe(**embeds, **pipeline_kwargs, latents=noise, output_type="latent").images
+        ours = dd.sample_latents(pipe, noise, method="plain", **added_kwargs, **embeds)
     difference = float((ours - theirs).abs().max())
     assert difference <= 1e-13 * (1 + float(theirs.abs().max())), difference
 
