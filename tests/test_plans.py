@@ -268,9 +268,10 @@ def test_an_unpickled_plan_in_another_process_steps_with_its_own_rows(tmp_path) 
 def test_leading_rules_agree_except_where_the_stride_reaches_the_offset() -> None:
     """What README and docs/accuracy.md say of the two t_prev rules with leading spacing:
     they agree for every N unless T // N <= steps_offset, where only the last step differs
-    (the stride rule to steps_offset - T // N, the plan to the final level)."""
-    for offset in (0, 1):
-        config = dc.DDIMConfig(steps_offset=offset)
+    (the stride rule to steps_offset - T // N, the plan to the final level), at the same
+    level (alpha_bar_0, set_alpha_to_one=False) only where the stride lands on t = 0."""
+    for offset in (0, 1, 2, 5):
+        config = dc.DDIMConfig(steps_offset=offset, set_alpha_to_one=False)
         for n in range(1, 1001):
             try:
                 plan = dc.make_plan(config, n)
@@ -285,6 +286,8 @@ def test_leading_rules_agree_except_where_the_stride_reaches_the_offset() -> Non
                     -1,
                     offset - 1000 // n,
                 ), n
+                levels = [p.schedule.alpha_bar(p.prev_timesteps[-1]) for p in (plan, stride)]
+                assert (levels[0] == levels[1]) == (1000 // n == offset), (offset, n)
 
 
 @pytest.mark.parametrize(
