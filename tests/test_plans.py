@@ -265,6 +265,25 @@ def test_an_unpickled_plan_in_another_process_steps_with_its_own_rows(tmp_path) 
     assert registered(copied.uid) is copied and registered(plan.uid) is plan
 
 
+def test_where_the_stride_rule_leaves_the_trailing_and_linspace_plans() -> None:
+    """What README and docs/accuracy.md say of diffusers' stride rule: it leaves the plan for
+    trailing spacing exactly where N does not divide T, and for linspace at every N from 2 to
+    T - 1, dividing or not (10 steps: 999 -> 899, where the plan goes to 888)."""
+    T = 1000
+    for spacing, leaves in (
+        ("trailing", lambda n: T % n != 0),
+        ("linspace", lambda n: 1 < n < T),
+    ):
+        config = dc.DDIMConfig(timestep_spacing=spacing)
+        for n in range(1, T + 1):
+            plan = dc.make_plan(config, n)
+            stride = dc.make_plan(config.replace(prev_timestep="stride"), n)
+            assert (plan.pairs != stride.pairs) == leaves(n), (spacing, n)
+    linspace = dc.DDIMConfig(timestep_spacing="linspace")
+    assert dc.make_plan(linspace, 10).pairs[0] == (999, 888)
+    assert dc.make_plan(linspace.replace(prev_timestep="stride"), 10).pairs[0] == (999, 899)
+
+
 def test_leading_rules_agree_except_where_the_stride_reaches_the_offset() -> None:
     """What README and docs/accuracy.md say of the two t_prev rules with leading spacing:
     they agree for every N unless T // N <= steps_offset, where only the last step differs
