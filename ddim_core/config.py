@@ -262,6 +262,12 @@ def _betas(name: str, value: Any) -> tuple[float, ...] | None:
     # (a set has no order: its betas would be read in hash order)
     if isinstance(value, (str, bytes, Mapping, Set)) or not hasattr(value, "__iter__"):
         raise TypeError(f"{name} must be a sequence of floats or None, got {type(value).__name__}")
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        from . import backends  # (lazily: config is imported before any backend)
+
+        # an array of any library (a scheduler's betas tensor): read to the host once, not
+        # value by value (a device sync each, torch's grad warning, a meta tensor's RuntimeError)
+        value = backends.to_host(value, dtype=None, name=name)
     try:
         betas = tuple(float(b) for b in value)
     except (TypeError, ValueError) as e:
@@ -297,8 +303,9 @@ class DDIMConfig:
     TypeError
         An option of the wrong type (bool and int are not interchangeable).
     ValueError
-        An option with a bad value, or `trained_betas` whose length is not
-        `num_train_timesteps`.
+        An option with a bad value, `trained_betas` whose length is not
+        `num_train_timesteps`, or `trained_betas` on a device whose values the host cannot read
+        (torch's meta device; an array of any library is read to the host once).
 
     Examples
     --------

@@ -27,6 +27,19 @@ def test_defaults_are_diffusers_defaults() -> None:
     assert c.prev_timestep == "plan"
 
 
+def test_trained_betas_as_a_tensor_are_read_once() -> None:
+    """A scheduler's betas tensor with autograd on (a learned schedule) as trained_betas: read
+    value by value, with torch's UserWarning 'Converting a tensor with requires_grad=True to
+    a scalar may lead to unexpected behavior' (an error where warnings are errors), and on an
+    accelerator with one device sync a value; now read to the host once."""
+    torch = pytest.importorskip("torch")
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = DDIMConfig(trained_betas=betas)
+    assert config.trained_betas == tuple(betas.detach().numpy().tolist())
+
+
 def test_frozen_and_hashable() -> None:
     c = DDIMConfig(trained_betas=[0.1] * 1000)
     assert isinstance(c.trained_betas, tuple)

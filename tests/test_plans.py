@@ -498,6 +498,10 @@ def test_configuration_the_host_cannot_read_names_its_argument() -> None:
         ValueError, match="alphas_cumprod must be a 1-D table of numbers: it is on device 'meta'"
     ):
         dc.Schedule.from_alphas_cumprod(table)
+    # trained_betas on the meta device: torch's RuntimeError 'Tensor.item() cannot be called
+    # on meta tensors', from reading the betas one by one
+    with pytest.raises(ValueError, match="trained_betas is on device 'meta', whose values the"):
+        dc.DDIMConfig(trained_betas=torch.full((1000,), 0.01, device="meta"))
 
 
 def test_a_level_that_underflowed_to_0_is_not_blamed_on_zero_snr() -> None:
