@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import itertools
 import json
 import os
 import sys
@@ -681,11 +682,12 @@ def _main(argv: list[str]) -> int:
         # options alone: argparse would report the missing COMMAND, not the options it ignored
         parser.error(f"unrecognized arguments: {' '.join(argv)}")
     args, unknown = parser.parse_known_args(argv)
+    if argv[0] != args.command:  # options before the command (ddim-core takes none there)
+        before = itertools.takewhile(lambda a: a.startswith("-"), argv)
+        parser.error(f"unrecognized arguments: {' '.join(before)}")
     sub = parser.commands[args.command]
     if unknown:  # after the command, the command's own: its help lists what it takes
-        (sub if argv[0] == args.command else parser).error(
-            f"unrecognized arguments: {' '.join(unknown)}"
-        )
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "plugins":
         print(plugins_table())
     elif args.command == "demo":

@@ -180,6 +180,10 @@ def test_a_bad_argument_is_one_line_naming_it(argv, names, tmp_path, monkeypatch
         (["plot-schedule", "a.png", "b.png"], "ddim-core plot-schedule"),
         (["plugins", "extra"], "ddim-core plugins"),
         (["--bogus", "plugins"], "ddim-core"),  # before the command: ddim-core's own
+        # before a command with a parser of its own (a KeyError traceback before)
+        (["-v", "check", "diffusers:DDIMScheduler"], "ddim-core"),
+        (["-v", "comfyui", "install", "ComfyUI"], "ddim-core"),
+        (["-v", "invert-dataset", "x.npy", "z.zarr"], "ddim-core"),
     ],
 )
 def test_an_unrecognized_argument_points_to_the_help_that_lists_the_options(
@@ -194,6 +198,8 @@ def test_an_unrecognized_argument_points_to_the_help_that_lists_the_options(
     assert exit_.value.code == 2 and len(err) == 1, err
     assert err[0].startswith(f"{prog}: error: unrecognized arguments: "), err
     assert err[0].endswith(f"(see {prog} --help)"), err
+    if argv[0] == "-v":  # only the options before the command, not the command's arguments
+        assert err[0] == f"{prog}: error: unrecognized arguments: -v (see {prog} --help)", err
 
 
 def test_a_config_that_cannot_be_read_or_conflicts(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
