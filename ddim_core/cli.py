@@ -429,7 +429,9 @@ def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
 def _image_path(text: str) -> str:
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"folder {folder!r} does not exist")
+        exists = os.path.exists(folder)  # a file: not a folder that "does not exist"
+        problem = f"{folder!r} is not a folder" if exists else f"folder {folder!r} does not exist"
+        raise argparse.ArgumentTypeError(problem)
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give an image file to write")
     if not os.path.splitext(text)[1]:

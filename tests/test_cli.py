@@ -251,6 +251,22 @@ def test_an_image_path_that_is_a_folder_is_refused_up_front(tmp_path, monkeypatc
         assert out.err.count("\n") == 1 and f"{option}: 'd.png' is a folder" in out.err
 
 
+def test_an_image_path_under_a_file_is_not_called_missing(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`--plot notes.txt/demo.png`, under a file that exists, said "folder '.../notes.txt'
+    does not exist"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("")
+    for argv, option in (
+        (["demo", "--steps", "2", "--plot", "notes.txt/a.png"], "argument --plot"),
+        (["plot-schedule", "notes.txt/a.png"], "argument FILE.png"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        out = capsys.readouterr()
+        assert exit_.value.code == 2 and out.out == "" and out.err.count("\n") == 1
+        assert f"{option}: {str(tmp_path / 'notes.txt')!r} is not a folder" in out.err
+
+
 def test_help_lists_every_command(capsys) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--help"])
