@@ -391,7 +391,8 @@ def adapter_command(name: str, args: list[str]) -> int:
     Returns
     -------
     int
-        The command's exit status; 2 (after one line on stderr) for an unknown name.
+        The command's exit status; 2 (after one line on stderr) for an unknown name (the
+        line names the plugins `DDIM_CORE_BLOCK_PLUGINS` blocks, whose commands are unknown).
 
     Examples
     --------
@@ -402,10 +403,14 @@ def adapter_command(name: str, args: list[str]) -> int:
 
     commands = {a.name: a for a in plugins.adapters().values() if a.command is not None}
     if name not in commands:
+        # a blocked plugin's command is unknown here: said, as the plugin may be the one
+        blocked = plugins.blocked()
+        hint = f"{plugins.BLOCK_ENV} blocks {', '.join(blocked)}; " if blocked else ""
         print(
             f"ddim-core: error: unknown command {name!r}; commands: "
             f"{', '.join(COMMANDS + DATASET_COMMANDS)}; "
-            f"from adapters: {', '.join(sorted(commands)) or 'none'} (see `ddim-core plugins`)",
+            f"from adapters: {', '.join(sorted(commands)) or 'none'} "
+            f"({hint}see `ddim-core plugins`)",
             file=sys.stderr,
         )
         return 2

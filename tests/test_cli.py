@@ -112,6 +112,24 @@ def test_an_adapters_command_is_reached_through_the_plugins(fresh, capsys) -> No
     assert "unknown command 'nope'" in err and "fake" in err and len(calls) == 1
 
 
+@pytest.fixture
+def comfyui_blocked(monkeypatch) -> object:  # type: ignore[no-untyped-def]
+    """A plugin manager built with DDIM_CORE_BLOCK_PLUGINS=comfyui, and a new one after it."""
+    monkeypatch.setenv(plugins.BLOCK_ENV, "comfyui")
+    plugins.manager.cache_clear()
+    yield plugins.manager()
+    plugins.manager.cache_clear()
+
+
+def test_the_command_of_a_blocked_plugin_is_said_to_be_blocked(comfyui_blocked, capsys) -> None:  # type: ignore[no-untyped-def]
+    """With DDIM_CORE_BLOCK_PLUGINS=comfyui (keeping ComfyUI's nodes off), `ddim-core comfyui
+    uninstall DIR` said only "unknown command 'comfyui' ... from adapters: none", not why."""
+    assert cli.main(["comfyui", "uninstall", "ComfyUI"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "unknown command 'comfyui'" in err[0], err
+    assert "(DDIM_CORE_BLOCK_PLUGINS blocks comfyui; see `ddim-core plugins`)" in err[0], err
+
+
 def test_an_adapters_command_returning_nothing_succeeds_and_a_non_status_is_named(fresh) -> None:  # type: ignore[no-untyped-def]
     """An adapter's command that returned None after running (a `main(argv)` with no return,
     which `sys.exit` takes for 0) made `ddim-core NAME` end in int()'s TypeError ("int()
