@@ -205,12 +205,15 @@ def plot_demo(results: dict[str, Any], path: str) -> None:
         else:
             ax.tick_params(labelleft=False)
     right = fig.add_subplot(grid[1, :])
-    steps = results["steps"]
-    error = np.asarray(results["sample_error"])  # 0 at 1000 steps (the reference): not drawn,
-    error = np.where(error > 0, error, np.nan)  # where log axes would draw a line to the floor
+    order = np.argsort(results["steps"])  # --steps 20 5 10: lines drawn left to right
+    steps = np.asarray(results["steps"])[order]
+    error = np.asarray(results["sample_error"])[order]  # 0 at 1000 steps (the reference): not
+    error = np.where(error > 0, error, np.nan)  # drawn, where log axes would draw a line down
     right.loglog(steps, error, "o-", label="sampling error vs 1000 steps")
-    right.loglog(steps, results["plain"], "s-", label="plain inversion round trip")
-    exact = np.maximum(results["exact"], 1e-17)
+    right.loglog(
+        steps, np.asarray(results["plain"])[order], "s-", label="plain inversion round trip"
+    )
+    exact = np.maximum(np.asarray(results["exact"])[order], 1e-17)
     right.loglog(steps, exact, "^-", label="exact inversion round trip")
     right.set(xlabel="steps N", ylabel="max abs error", title="error against steps")
     right.set_xticks(steps, [str(int(s)) for s in steps])

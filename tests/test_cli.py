@@ -393,6 +393,27 @@ def test_the_plot_leaves_out_the_reference_s_zero_sampling_error(monkeypatch) ->
     assert y[0] == results["sample_error"][0] and np.isnan(y[1]), y
 
 
+def test_the_plot_draws_its_lines_in_order_of_steps(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`ddim-core demo --steps 20 5 10 --plot demo.png` drew each line of "error against
+    steps" through the points in the order given (20, 5, 10), zigzagging back and forth across
+    the log axis; each point stays its step count's."""
+    figure = pytest.importorskip("matplotlib.figure")
+    drawn = []
+    monkeypatch.setattr(figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    _, results = cli.demo([20, 5, 10], points=3)
+    cli.plot_demo(results, "demo.png")
+    lines = {line.get_label(): line for ax in drawn[0].axes for line in ax.get_lines()}
+    expected = {
+        "sampling error vs 1000 steps": results["sample_error"],
+        "plain inversion round trip": results["plain"],
+        "exact inversion round trip": np.maximum(results["exact"], 1e-17),
+    }
+    for label, values in expected.items():
+        x, y = (np.asarray(v, dtype=float) for v in lines[label].get_data())
+        assert list(x) == [5.0, 10.0, 20.0], (label, x)
+        assert list(y) == [values[1], values[2], values[0]], (label, y)
+
+
 def test_demo_prints_each_row_as_it_is_computed() -> None:
     lines: list[str] = []
     cli.demo([5, 10], points=20, echo=lines.append)
