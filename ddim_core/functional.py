@@ -11,7 +11,8 @@ argument to jax.jit). The state holds only arrays: the plan's coefficient rows, 
 array code with no Python branch on values and no host read, and a whole loop runs under
 `jax.lax.scan` / `jax.jit`, `torch.compile(fullgraph=True)` and on torch's meta device. Under
 torch.compile, call `init` outside the compiled function (it builds the state from the plan's
-host tables, which Dynamo does not trace); under jax.jit it may run inside.
+host tables, which Dynamo does not trace: inside, a RuntimeError); under jax.jit it may run
+inside.
 
 Nothing can be mismatched: each scheduler has its own state type, so a state used with another
 scheduler is a TypeError (checked on the type, also while tracing), and eta > 0 without noise
@@ -205,6 +206,9 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
         `scheduler` is not a `Scheduler`.
     ValueError
         A plan step that cannot be taken (as `ddim_core.step`).
+    RuntimeError
+        Called while torch.compile traces (call it outside the compiled function; under
+        ``fullgraph=True`` torch.compile reports this error). `jax.jit` may trace it.
 
     Examples
     --------
@@ -215,6 +219,12 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
     """
     if not isinstance(scheduler, Scheduler):
         raise TypeError(f"scheduler must be a functional.Scheduler, got {type(scheduler).__name__}")
+    if backends.compiling():  # Dynamo would trace the host tables' NumPy (an internal error)
+        raise RuntimeError(
+            "init() cannot run under torch.compile: it builds the state from the plan's host "
+            "tables, which Dynamo does not trace; call state = init(scheduler, like=x) outside "
+            "the compiled function and pass the state in"
+        )
     plan = scheduler.plan
     found = coefficients.table(StepKey(plan, scheduler.eta, scheduler.inverse))
     ts = np.array(scheduler.timesteps, dtype=np.int64)

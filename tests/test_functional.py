@@ -191,6 +191,29 @@ def test_torch_compile_fullgraph_equals_eager() -> None:
     assert torch.equal(compiled(state, x), eager)
 
 
+def test_init_under_torch_compile_is_refused_by_name() -> None:
+    """init inside the compiled function (where jax.jit takes it) failed, under
+    fullgraph=True, with torch's InternalTorchDynamoError and an empty NotImplementedError
+    message: Dynamo traced the plan's host tables (coefficients.table). init now raises a
+    RuntimeError saying to call it outside, which torch.compile reports."""
+    torch = pytest.importorskip("torch")
+    scheduler = F.Scheduler(CONFIG, 3)
+
+    def loop(x):  # type: ignore[no-untyped-def]
+        state = F.init(scheduler, like=x)
+        for _ in range(3):
+            state, x = F.step(scheduler, state, 0.5 * x, x)
+        return x
+
+    compiled = torch.compile(loop, fullgraph=True, backend="eager")
+    with pytest.raises(
+        torch._dynamo.exc.Unsupported,
+        match=r"init\(\) cannot run under torch\.compile: .* call state = init\(scheduler, "
+        r"like=x\) outside the compiled function",
+    ):
+        compiled(torch.ones(2, 3))
+
+
 @pytest.mark.slow
 def test_torch_compile_compiles_a_loop_once_in_a_fresh_process() -> None:
     """The compiled loop is compiled once: backends.compiling bound torch's getter to a
