@@ -269,7 +269,7 @@ def timestep(state: DDIMState) -> Array:
     ValueError
         An index past the plan where it can be read without a sync (host arrays, and the
         NumPy index of a Dask state), or an index that is not 0-d (a state batched by
-        `jax.vmap`).
+        `jax.vmap` or `torch.func.vmap`).
 
     Examples
     --------
@@ -328,7 +328,7 @@ def step(
     ValueError
         eta > 0 without `noise` (at trace time under jit), an index past the plan where it
         can be read without a sync (host arrays, and the NumPy index of a Dask state), or an
-        index that is not 0-d (a state batched by `jax.vmap`).
+        index that is not 0-d (a state batched by `jax.vmap` or `torch.func.vmap`).
 
     Examples
     --------
@@ -387,12 +387,14 @@ def _check_state(state: DDIMState, sample: Array, xp: Any) -> bool:
 def _check_index(state: DDIMState) -> bool:
     """Where the index is free to read (host arrays), a step of the plan remains; whether it
     was read (else `_at` guards the gather)."""
-    # a static shape, also while tracing: jax.vmap's default out_axes=0 batches a shared state
+    # a static shape, also while tracing: the default out_axes=0 of jax.vmap (out_dims=0 of
+    # torch.func.vmap) batches a shared state
     shape = tuple(getattr(state.index, "shape", ()))
     if shape:
         raise ValueError(
-            f"state.index must be 0-d, got shape {shape}: a state batched by jax.vmap "
-            "(out_axes=(None, 0) keeps a shared state unbatched; in_axes=0 maps a batched one)"
+            f"state.index must be 0-d, got shape {shape}: a state batched by jax.vmap or "
+            "torch.func.vmap (out_axes=(None, 0), torch's out_dims=(None, 0), keeps a shared "
+            "state unbatched; in_axes=0, torch's in_dims=0, maps a batched one)"
         )
     index = backends.host_integers(state.index)
     steps = state.timesteps.shape[0]

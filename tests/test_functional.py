@@ -495,6 +495,33 @@ def test_torch_func_vmap_maps_a_batched_state() -> None:
         assert torch.equal(got[i], expected)
 
 
+def test_a_state_batched_by_torch_func_vmap_out_dims_is_named() -> None:
+    """torch.func.vmap(step, in_dims=(None, 0)) with the default out_dims=0 returns the shared
+    state batched, as jax.vmap does: the next step's ValueError named jax.vmap's out_axes and
+    in_axes only, which torch.func.vmap has not (its arguments are out_dims and in_dims)."""
+    torch = pytest.importorskip("torch")
+    from torch.func import vmap
+
+    scheduler = F.Scheduler(CONFIG, 4)
+    x = torch.as_tensor(X_T[:3])
+    mapped = vmap(lambda state, y: F.step(scheduler, state, 0.1 * y, y), in_dims=(None, 0))
+    state, x = mapped(F.init(scheduler, like=x[0]), x)
+    assert state.index.shape == (3,)
+    match = (
+        r"state\.index must be 0-d, got shape \(3,\): a state batched by jax\.vmap or "
+        r"torch\.func\.vmap \(.*out_dims=\(None, 0\).*in_dims=0"
+    )
+    for call in (lambda: mapped(state, x), lambda: F.step(scheduler, state, x, x)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    shared = vmap(
+        lambda state, y: F.step(scheduler, state, 0.1 * y, y), in_dims=(None, 0), out_dims=(None, 0)
+    )
+    state, x = shared(F.init(scheduler, like=x[0]), x)
+    state, x = shared(state, x)
+    assert int(state.index) == 2
+
+
 def test_dataclasses_replace_derives_the_timesteps_again() -> None:
     """`dataclasses.replace` hands the derived timesteps to the new Scheduler: a new config
     kept the old plan's timesteps silently, a new step count or direction raised about
