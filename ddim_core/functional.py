@@ -35,7 +35,7 @@ from .backends import Array
 from .coefficients import Row, StepKey
 from .config import DDIMConfig, check_bool
 from .plans import Plan, _sequence, make_plan
-from .steps import check_eta, checked_arrays
+from .steps import _require, check_eta, checked_arrays
 
 
 class DDIMState(NamedTuple):
@@ -203,7 +203,7 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
     Raises
     ------
     TypeError
-        `scheduler` is not a `Scheduler`.
+        `scheduler` is not a `Scheduler`, or `like` is not a real floating-point array.
     ValueError
         A plan step that cannot be taken (as `ddim_core.step`).
     RuntimeError
@@ -229,6 +229,7 @@ def init(scheduler: Scheduler, *, like: Array) -> DDIMState:
     found = coefficients.table(StepKey(plan, scheduler.eta, scheduler.inverse))
     ts = np.array(scheduler.timesteps, dtype=np.int64)
     coefficients.check_timesteps(found, ts.tolist())
+    _require(like=like)
     xp = backends.namespace(like=like)
     if not backends.is_real_floating(xp, like):
         raise TypeError(f"like must be a real floating-point array, got dtype {like.dtype}")

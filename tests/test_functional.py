@@ -347,6 +347,8 @@ def test_state_and_sample_must_agree() -> None:
         F.step(scheduler, state, 0.1 * x, x)
     with pytest.raises(TypeError, match="like must be a real floating-point array"):
         F.init(scheduler, like=np.ones(3, dtype=np.int64))
+    with pytest.raises(TypeError, match=r"^like must be an array, got None$"):
+        F.init(scheduler, like=None)  # said "expected at least one array among ['like']"
 
 
 def test_inverse_scheduler_refuses_use_clipped_model_output() -> None:
