@@ -266,7 +266,7 @@ def timestep(state: DDIMState) -> Array:
     Raises
     ------
     TypeError
-        `state` is not a `DDIMState`.
+        `state` is not a `DDIMState`, or its index is not an integer array.
     ValueError
         An index past the plan where it can be read without a sync (host arrays, and the
         NumPy index of a Dask state), or an index that is not 0-d (a state batched by
@@ -325,7 +325,8 @@ def step(
     Raises
     ------
     TypeError
-        `scheduler` is not a `Scheduler`, or `state` was made by `init` for another one.
+        `scheduler` is not a `Scheduler`, `state` was made by `init` for another one, or its
+        index is not an integer array.
     ValueError
         eta > 0 without `noise` (at trace time under jit), an index past the plan where it
         can be read without a sync (host arrays, and the NumPy index of a Dask state), or an
@@ -396,6 +397,20 @@ def _check_index(state: DDIMState) -> bool:
             f"state.index must be 0-d, got shape {shape}: a state batched by jax.vmap or "
             "torch.func.vmap (out_axes=(None, 0), torch's out_dims=(None, 0), keeps a shared "
             "state unbatched; in_axes=0, torch's in_dims=0, maps a batched one)"
+        )
+    # A Python int or a float index failed inside torch or NumPy; a bool one was a step.
+    # (isdtype uncached: is_kind's cache, filled while torch.compile traces, was a guard that
+    # failed at the next call, a second compile)
+    dtype = getattr(state.index, "dtype", None)
+    try:
+        xp = backends.namespace(index=state.index)
+        integral = dtype is not None and bool(xp.isdtype(dtype, "integral"))
+    except TypeError:
+        integral = False
+    if not integral:
+        raise TypeError(
+            f"state.index must be a 0-d integer array, got {state.index!r}; to start at step "
+            "k, pass state._replace(index=state.index + k)"
         )
     index = backends.host_integers(state.index)
     steps = state.timesteps.shape[0]

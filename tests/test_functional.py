@@ -408,6 +408,35 @@ def test_bad_scheduler_arguments_are_named() -> None:
         F.timestep(done)
 
 
+def test_an_index_that_is_not_an_integer_array_is_named() -> None:
+    """A state whose index was set by hand to a Python int (to start at step k) raised torch's
+    "reshape(): argument 'input' (position 1) must be Tensor, not int"; a float index NumPy's
+    'Cannot cast array data' or torch's index_select error, and a bool one took step 1
+    silently. Each is a TypeError naming the index and the way to move it."""
+    torch = pytest.importorskip("torch")
+    scheduler = F.Scheduler(CONFIG, 4)
+    match = (
+        r"state\.index must be a 0-d integer array, got .*; to start at step k, pass "
+        r"state\._replace\(index=state\.index \+ k\)"
+    )
+    bad = [
+        (torch.ones(3), 2),
+        (torch.ones(3), torch.tensor(1.0)),
+        (np.ones(3), np.asarray(1.0)),
+        (np.ones(3), np.asarray(True)),
+    ]
+    for x, index in bad:
+        state = F.init(scheduler, like=x)._replace(index=index)
+        with pytest.raises(TypeError, match=match):
+            F.step(scheduler, state, x, x)
+        with pytest.raises(TypeError, match=match):
+            F.timestep(state)
+    state = F.init(scheduler, like=torch.ones(3))
+    moved = state._replace(index=state.index + 2)
+    assert int(F.timestep(moved)) == scheduler.timesteps[2]
+    assert int(F.step(scheduler, moved, torch.ones(3), torch.ones(3))[0].index) == 3
+
+
 def test_dask_step_past_the_end_is_refused_at_call_time() -> None:
     """On Dask the index was a lazy array: a step (or timestep) past the plan's end was
     accepted and failed at compute time with an IndexError from inside Dask. Its index is
