@@ -8,7 +8,8 @@ in a hook or answers what its hook does not allow (`ddim_core_adapter` no Adapte
 `ddim_core_step_kernel` nothing callable, `ddim_core_standard_normal` no array of `like`'s
 library, of `shape` and real floating) is reported with a `PluginWarning` naming it and
 left out; the core keeps working. A built-in's noise draw is not guarded: what it raises is
-its caller's error (a generator torch refuses under torch.func.vmap), and reaches the caller.
+its caller's error (a generator torch refuses under torch.func.vmap), and reaches the caller
+(a wrapper passing it on is not blamed for it).
 `DDIM_CORE_BLOCK_PLUGINS=name1,name2` blocks plugins by entry-point name.
 """
 
@@ -193,11 +194,30 @@ def _guard(impl: pluggy.HookImpl, hook: str) -> Callable[..., Any]:
         return answer
 
     def guarded_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        # what the wrapped implementations raised, given to the wrapper (thrown in by
+        # pluggy, or in an old-style wrapper's Result): passed on, it is theirs (a built-in
+        # draw's is its caller's error), not the wrapper's own
+        passed: list[BaseException] = []
+        wrapper = fn(*args, **kwargs)
         try:
-            return (yield from fn(*args, **kwargs))
+            sent = next(wrapper)
+            while True:
+                try:
+                    received = yield sent
+                except BaseException as exc:
+                    passed.append(exc)
+                    sent = wrapper.throw(exc)
+                else:
+                    if isinstance(received, pluggy.Result) and received.exception is not None:
+                        passed.append(received.exception)
+                    sent = wrapper.send(received)
+        except StopIteration as stop:
+            return stop.value
         except _PluginFailed:
             raise
         except Exception as exc:
+            if any(exc is p for p in passed):
+                raise
             raise _PluginFailed(plugin, hook) from exc
 
     def guarded_noise(*args: Any) -> Any:  # pluggy and `call` pass the arguments by position

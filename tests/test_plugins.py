@@ -985,6 +985,61 @@ def test_a_built_in_draw_that_raises_raises_to_the_caller_and_stays(fresh: objec
     assert y.shape == (2, 3) and bool(torch.isfinite(y).all())
 
 
+@pytest.mark.parametrize("style", ["wrapper", "hookwrapper"])
+def test_a_wrapper_passing_on_a_built_in_draws_error_stays(fresh, style: str) -> None:  # type: ignore[no-untyped-def]
+    """A third party's pass-through wrapper around ddim_core_standard_normal (wrapper=True
+    returning what it yields, or an old-style hookwrapper reading outcome.get_result()), and a
+    torch.Generator draw under torch.func.vmap: the built-in torch draw's RuntimeError (the
+    caller's error), passed on by the wrapper, was taken for the wrapper's own: plugins.call
+    warned that 'tracer' raised in ddim_core_standard_normal and unregistered it for the
+    process. What a wrapper passes on from the implementations it wraps is theirs: it reaches
+    the caller as raised and the wrapper stays; one raising on its own is still left out."""
+    torch = pytest.importorskip("torch")
+    calls: list[str] = []
+
+    class Tracer:
+        if style == "wrapper":
+
+            @hookimpl(wrapper=True)
+            def ddim_core_standard_normal(self, generator, shape, like, draw):  # type: ignore[no-untyped-def]
+                calls.append("draw")
+                return (yield)
+        else:
+
+            @hookimpl(hookwrapper=True)
+            def ddim_core_standard_normal(self, generator, shape, like, draw):  # type: ignore[no-untyped-def]
+                calls.append("draw")
+                outcome = yield
+                outcome.get_result()
+
+    fresh.register(Tracer(), name="tracer")
+    g = torch.Generator().manual_seed(0)
+
+    def draw(x):  # type: ignore[no-untyped-def]
+        return plugins.standard_normal(g, tuple(x.shape), like=x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", plugins.PluginWarning)
+        warnings.simplefilter("ignore", pluggy.PluggyTeardownRaisedWarning)  # old-style's
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="randomness"):
+                torch.func.vmap(draw)(torch.zeros(3, 2))
+            assert fresh.has_plugin("tracer")
+        assert draw(torch.zeros(3, 2)).shape == (3, 2)
+    assert calls == ["draw"] * 3
+
+    class Raising:
+        @hookimpl(wrapper=True)
+        def ddim_core_standard_normal(self, generator, shape, like, draw):  # type: ignore[no-untyped-def]
+            yield
+            raise RuntimeError("a bug of its own")
+
+    fresh.register(Raising(), name="raising")
+    with pytest.warns(plugins.PluginWarning, match="'raising' raised"):
+        assert draw(torch.zeros(3, 2)).shape == (3, 2)
+    assert not fresh.has_plugin("raising") and fresh.has_plugin("tracer")
+
+
 def test_jax_key_draws_where_the_sample_is() -> None:
     """A sample placed on a second device (or sharded over two), noise from a JAX key: the
     draw came on the default device, so dc.sample's first noisy step raised 'noise is on
