@@ -109,13 +109,17 @@ class _Manager(pluggy.PluginManager):
         super().__init__(project_name)
         # name -> (plugin, "distribution version") of the entry points loaded, for `describe`
         self.distributions: dict[str, tuple[object, str]] = {}
+        # pluggy's (un)registration is not thread-safe: threads leaving out the same broken
+        # plugin at once would remove it twice (pluggy's "plugin ... not found")
+        self.lock = threading.RLock()
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
-        try:
-            return super().unregister(plugin, name)
-        finally:  # after: a call meanwhile (another thread's) may have read the plugin's hooks
-            self.version = next(_versions)
-            _forget_kernels()  # the kernel found may be the unregistered plugin's
+        with self.lock:
+            try:
+                return super().unregister(plugin, name)
+            finally:  # after: a call meanwhile (another thread's) may have read its hooks
+                self.version = next(_versions)
+                _forget_kernels()  # the kernel found may be the unregistered plugin's
 
     def add_hookcall_monitoring(self, before: Any, after: Any) -> Callable[[], None]:
         self.monitored = True
@@ -123,6 +127,10 @@ class _Manager(pluggy.PluginManager):
         return super().add_hookcall_monitoring(before, after)
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
+        with self.lock:
+            return self._register(plugin, name)
+
+    def _register(self, plugin: object, name: str | None) -> str | None:
         _check_not_registered(self, plugin, name)
         try:
             name = super().register(plugin, name)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -983,6 +984,54 @@ def test_a_built_in_draw_that_raises_raises_to_the_caller_and_stays(fresh: objec
             torch.func.vmap(run)(torch.ones(2, 3))
         y = run(torch.ones(2, 3))
     assert y.shape == (2, 3) and bool(torch.isfinite(y).all())
+
+
+def test_threads_leaving_out_one_broken_plugin_each_get_their_noise(fresh, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two threads drawing noise (a threaded server's requests) while a third party's noise
+    plugin raises: each was told to leave it out and both unregistered it at once; pluggy's
+    unregister is not thread-safe, so the thread that came second got pluggy's 'ValueError:
+    plugin <...Broken object> not found' where the docs promise a PluginWarning and the rest
+    working (also 'dictionary changed size during iteration' when another thread registered
+    meanwhile). The manager now registers and unregisters under one lock: the second finds
+    the plugin gone. The patched get_hookcallers widens the window to make the race sure."""
+    meet = threading.Barrier(2, timeout=10)
+
+    class Broken:
+        @hookimpl
+        def ddim_core_standard_normal(self, generator, shape, like, draw):  # type: ignore[no-untyped-def]
+            meet.wait()  # both threads are in the hook before either leaves it out
+            raise RuntimeError("broken plugin")
+
+    fresh.register(Broken(), name="broken")
+    get_hookcallers = fresh.get_hookcallers
+
+    def slow_get_hookcallers(plugin):  # type: ignore[no-untyped-def]
+        found = get_hookcallers(plugin)
+        time.sleep(0.05)  # the other thread reads the callers too, before this one removes
+        return found
+
+    monkeypatch.setattr(fresh, "get_hookcallers", slow_get_hookcallers)
+    results: list[object] = []
+
+    def draw() -> None:
+        try:
+            results.append(plugins.standard_normal(np.random.default_rng(0), (2,), np.zeros(2)))
+        except Exception as exc:  # the failure this test reports
+            results.append(exc)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", plugins.PluginWarning)
+        threads = [threading.Thread(target=draw) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    expected = np.random.default_rng(0).standard_normal(2)
+    assert len(results) == 2
+    for got in results:
+        assert isinstance(got, np.ndarray), got
+        np.testing.assert_array_equal(got, expected)
+    assert not fresh.has_plugin("broken")
 
 
 @pytest.mark.parametrize("style", ["wrapper", "hookwrapper"])
