@@ -331,7 +331,10 @@ def plugins_table() -> str:
         if r["adapter"] is not None:
             status = "importable" if r["host_importable"] else "not installed"
             provides = ", ".join(r["adapter"].provides)
-            command = f"; command: ddim-core {r['adapter'].name}" if r["adapter"].command else ""
+            name = r["adapter"].name
+            command = f"; command: ddim-core {name}" if r["adapter"].command else ""
+            if command and name in COMMANDS + DATASET_COMMANDS:  # the built-in runs
+                command = f"; command: none ({name!r} is ddim-core's own command)"
             lines.append(
                 f"  {r['adapter'].name:<{width}}  host {r['adapter'].host}: {status}; "
                 f"provides {provides}{command}"
@@ -554,10 +557,13 @@ def _parser() -> ArgumentParser:
 
 
 def _adapter_commands() -> list[str]:
-    """The names of the adapters' commands (found through the plugins; nothing imported)."""
+    """The names of the adapters' commands (found through the plugins; nothing imported),
+    less those named as ddim-core's own commands (the built-in runs: `_main`)."""
     from . import plugins
 
-    return sorted(a.name for a in plugins.adapters().values() if a.command is not None)
+    own = COMMANDS + DATASET_COMMANDS
+    adapters = plugins.adapters().values()
+    return sorted(a.name for a in adapters if a.command is not None and a.name not in own)
 
 
 def _schedule_config(args: argparse.Namespace, parser: ArgumentParser) -> DDIMConfig:

@@ -51,7 +51,8 @@ class Adapter:
     Attributes
     ----------
     name : str
-        Short name ("diffusers"); also the `ddim-core NAME ...` command of `command`.
+        Short name ("diffusers"); also the `ddim-core NAME ...` command of `command` (unless
+        it is one of ddim-core's own commands, "plugins" or "demo" say: that one runs).
     host : str
         The host's import name, checked for importability without importing it.
     provides : tuple of str

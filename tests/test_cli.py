@@ -130,6 +130,30 @@ def test_the_command_of_a_blocked_plugin_is_said_to_be_blocked(comfyui_blocked, 
     assert "(DDIM_CORE_BLOCK_PLUGINS blocks comfyui; see `ddim-core plugins`)" in err[0], err
 
 
+@pytest.mark.parametrize("name", ["plugins", "demo", "invert-dataset"])
+def test_an_adapters_command_named_as_a_built_in_one_breaks_nothing(fresh, capsys, name) -> None:  # type: ignore[no-untyped-def]
+    """A third party's Adapter with a command, named as one of ddim-core's own commands
+    ("plugins", "demo", "invert-dataset"): building the parser added a second subcommand of
+    that name, so `ddim-core plugins` (where an author looks to see what went wrong), `ddim-core
+    --help` and `ddim-core demo` all ended in argparse's traceback 'ArgumentError: argument
+    COMMAND: conflicting subparser: plugins'. The built-in command runs (as the dispatch
+    already chose), and `ddim-core plugins` says the adapter's command cannot be reached."""
+
+    class Plugin:
+        @hookimpl
+        def ddim_core_adapter(self) -> Adapter:
+            return Adapter(name, "json", ("x",), lambda: None, command=lambda a, p: 7)
+
+    fresh.register(Plugin(), name="clash")
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert f"command: none ({name!r} is ddim-core's own command)" in out
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0 and "plugins" in capsys.readouterr().out
+    assert name not in cli._adapter_commands()
+
+
 def test_an_adapters_command_returning_nothing_succeeds_and_a_non_status_is_named(fresh) -> None:  # type: ignore[no-untyped-def]
     """An adapter's command that returned None after running (a `main(argv)` with no return,
     which `sys.exit` takes for 0) made `ddim-core NAME` end in int()'s TypeError ("int()
