@@ -320,7 +320,8 @@ def manager() -> pluggy.PluginManager:
             _warn(ep.name, what, None, hint=False)  # blocking the name would block both
             continue
         _load(pm, ep)
-    if not any(pm.has_plugin(name) or pm.is_blocked(name) for name in BUILTINS):
+    # none loaded: a source tree, its entry points not installed (`register` refuses blocked ones)
+    if not any(pm.has_plugin(name) for name in BUILTINS):
         for name, plugin in builtins.PLUGINS.items():
             pm.register(plugin, name=name)
     _check_pending(pm)

@@ -25,6 +25,7 @@ import numpy as np
 import pluggy
 import pytest
 from helpers import Backend, run_on_jax_cpu_devices, to_numpy
+from helpers import blocked as blocked_plugins
 
 import ddim_core as dc
 from ddim_core import backends, coefficients, hookspecs, plugins
@@ -324,6 +325,26 @@ def test_an_entry_point_taking_a_taken_name_is_warned_about_and_listed_truthfull
     assert "plugin 'numpy' of ddim_shadow_plugin 0.1" in out.stderr
     assert "plugin 'dup' of ddim_dup_" in out.stderr
     assert "DDIM_CORE_BLOCK_PLUGINS=numpy" not in out.stderr  # blocking would drop both
+
+
+def test_blocking_one_built_in_in_a_source_tree_keeps_the_others(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ddim-core run from a source tree whose entry points are not installed registers its
+    built-ins directly, but did so only if none of them was blocked: the reference path's
+    DDIM_CORE_BLOCK_PLUGINS=numba (tests/helpers.py, benchmarks/threads.py) left no built-in
+    at all, so dc.sample(..., eta=1.0, generator=np.random.default_rng(0)) raised 'cannot
+    draw noise ... built in: none'. A blocked built-in is now the only one left out."""
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])  # nothing installed
+    config = dc.DDIMConfig()
+    with blocked_plugins("numba"):
+        pm = plugins.manager()
+        names = {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+        assert names == set(plugins.BUILTINS) - {"numba"}
+        assert pm.is_blocked("numba")
+        rows = {row["name"]: row for row in plugins.describe()}
+        assert rows["numpy"]["distribution"] == "ddim-core (source tree)"
+        x, rng = np.ones((2, 3)), np.random.default_rng(0)
+        y = dc.sample(lambda x, t: 0.1 * x, x, config, 3, eta=1.0, generator=rng)
+        assert y.shape == (2, 3) and np.isfinite(y).all()
 
 
 def test_a_plugin_registered_by_hand_is_not_listed_as_ddim_cores(fresh) -> None:  # type: ignore[no-untyped-def]
