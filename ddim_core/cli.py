@@ -327,6 +327,9 @@ def plugins_table() -> str:
             f"{needs[r['name']]:<{needs_width}}  {hooks}"
         )
     lines.append("\nadapters:")
+    used: dict[str, str] = {}  # adapter name -> the plugin whose adapter is used
+    for plugin, adapter in plugins.adapter_plugins():
+        used.setdefault(adapter.name, plugin)
     for r in rows:
         if r["adapter"] is not None:
             status = "importable" if r["host_importable"] else "not installed"
@@ -335,6 +338,8 @@ def plugins_table() -> str:
             command = f"; command: ddim-core {name}" if r["adapter"].command else ""
             if command and name in COMMANDS + DATASET_COMMANDS:  # the built-in runs
                 command = f"; command: none ({name!r} is ddim-core's own command)"
+            if used.get(name, r["name"]) != r["name"]:  # `plugins.adapters` says so too
+                command = f"; not used: plugin {used[name]!r} has an adapter of that name"
             lines.append(
                 f"  {r['adapter'].name:<{width}}  host {r['adapter'].host}: {status}; "
                 f"provides {provides}{command}"

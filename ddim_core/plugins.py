@@ -593,6 +593,9 @@ def step_kernel(sample: Any) -> Any:
 def adapters() -> dict[str, Adapter]:
     """Every registered adapter, by name.
 
+    Of adapters sharing a name the first registered plugin's is used (a built-in's before a
+    third party's, as for entry-point names); the others are reported with a `PluginWarning`.
+
     Returns
     -------
     dict of str to Adapter
@@ -602,7 +605,39 @@ def adapters() -> dict[str, Adapter]:
     >>> adapters()["diffusers"].host
     'diffusers'
     """
-    return {a.name: a for a in call("ddim_core_adapter")}
+    found: dict[str, tuple[str, Adapter]] = {}
+    for plugin, adapter in adapter_plugins():
+        first = found.setdefault(adapter.name, (plugin, adapter))[0]
+        if first != plugin:
+            warnings.warn(
+                f"ddim-core plugin {plugin!r}: its adapter {adapter.name!r} is left out, plugin "
+                f"{first!r} (registered before it) has an adapter of that name",
+                PluginWarning,
+                stacklevel=2,
+            )
+    return {name: adapter for name, (_, adapter) in found.items()}
+
+
+def adapter_plugins() -> list[tuple[str, Adapter]]:
+    """Each registered adapter with the name of the plugin offering it, in the order the
+    plugins were registered (ddim-core's own first).
+
+    Returns
+    -------
+    list of (str, Adapter)
+
+    Examples
+    --------
+    >>> ("diffusers", adapters()["diffusers"]) in adapter_plugins()
+    True
+    """
+    pm = manager()
+    found = []
+    for name, plugin in pm.list_name_plugin():
+        hooks = pm.get_hookcallers(plugin) if plugin is not None else None
+        if any(caller.name == "ddim_core_adapter" for caller in hooks or []):
+            found += [(name, adapter) for adapter in call("ddim_core_adapter", only=name)]
+    return found
 
 
 def host_importable(adapter: Adapter) -> bool:

@@ -154,6 +154,30 @@ def test_an_adapters_command_named_as_a_built_in_one_breaks_nothing(fresh, capsy
     assert name not in cli._adapter_commands()
 
 
+def test_an_adapter_named_as_another_plugins_is_reported_and_shown_unused(fresh, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A third party's Adapter named "diffusers" (a fork of the built-in one) with a command:
+    plugins.adapters() kept the built-in's without a word, so register_adapters("diffusers")
+    ran the built-in, `ddim-core diffusers` said 'unknown command', and `ddim-core plugins`
+    listed the fork's line as 'command: ddim-core diffusers'. The first registered adapter of
+    a name is used (a built-in before a third party's, as for entry-point names); another of
+    that name is reported with a PluginWarning, and the listing says it is not used."""
+
+    class Fork:
+        @hookimpl
+        def ddim_core_adapter(self) -> Adapter:
+            return Adapter("diffusers", "json", ("fork",), lambda: None, lambda a, p: 5)
+
+    fresh.register(Fork(), name="fork")
+    left_out = "plugin 'fork': its adapter 'diffusers' is left out, plugin 'diffusers'"
+    with pytest.warns(plugins.PluginWarning, match=left_out):
+        assert plugins.adapters()["diffusers"].host == "diffusers"
+    with pytest.warns(plugins.PluginWarning, match="adapter 'diffusers'"):
+        assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "provides fork" in x)
+    assert "command: ddim-core diffusers" not in line and "not used" in line, line
+
+
 def test_an_adapters_command_returning_nothing_succeeds_and_a_non_status_is_named(fresh) -> None:  # type: ignore[no-untyped-def]
     """An adapter's command that returned None after running (a `main(argv)` with no return,
     which `sys.exit` takes for 0) made `ddim-core NAME` end in int()'s TypeError ("int()
