@@ -45,8 +45,9 @@ which some devices lack. A `precision` narrower than the arrays' own working dty
 for float64 data) is a ValueError: it would round x_0 (or x_T, or the state) to it on the way
 in, about 6e-8 relative, and the round trip would miss x_0 by that.
 
-Under `jax.jit`: `State` is a JAX pytree node (registered once jax is imported; the core never
-imports it), so a State passes into and out of a jitted function whole, and the loops run
+Under `jax.jit`: `State` is a JAX pytree node (the core never imports jax: registered at this
+module's import or a State's making once jax is imported, so import jax before making a State
+to jit), so a State passes into and out of a jitted function whole, and the loops run
 traced. But XLA rounds the compensated products differently from eager execution, so a jitted
 round trip, or a state made under jit and sampled eagerly (or the reverse), is exact only to
 about the working precision (`tests/reversible_report.py` measures it, docs/inversion-methods.md
