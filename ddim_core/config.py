@@ -405,7 +405,7 @@ class DDIMConfig:
         'table 2): "leading" k * (T // N) + steps_offset; "trailing" round(T - k * T / N) - 1; '
         '"linspace" round(linspace(0, T - 1, N)); not in diffusers: "quadratic" '
         "floor(0.8 T k^2 / (N - 1)^2) + steps_offset (Song et al. 2021, appendix D.2), a "
-        "timestep that repeats its predecessor moved up by one",
+        "timestep not above its predecessor moved to one above it",
     )
     rescale_betas_zero_snr: bool = _option(
         False,
