@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -835,6 +836,67 @@ def test_a_counterexample_names_use_clipped_model_output() -> None:
     ).findings
     assert found.verdict == "FAIL", found.detail
     assert "use_clipped_model_output=True" in found.detail, found.detail
+
+
+def _signed_quantile_threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
+    """reference.threshold with s the quantile of x_0 rather than of |x_0|."""
+    flat = x0.reshape(x0.shape[0], -1)
+    s = np.minimum(np.maximum(np.quantile(flat, ratio, axis=1), 1.0), max_value)[:, None]
+    out: np.ndarray = (np.clip(flat, -s, s) / s).reshape(x0.shape)
+    return out
+
+
+class SignedQuantile(ReferenceScheduler):
+    """A port without trained_betas, rescale_betas_zero_snr and squaredcos_cap_v2, whose
+    dynamic thresholding takes its s as the quantile of x_0, not of |x_0|."""
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        clip_sample: bool = True,
+        clip_sample_range: float = 1.0,
+        set_alpha_to_one: bool = True,
+        steps_offset: int = 0,
+        prediction_type: str = "epsilon",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        timestep_spacing: str = "leading",
+    ) -> None:
+        if beta_schedule not in ("linear", "scaled_linear"):
+            raise NotImplementedError(beta_schedule)
+        super().__init__(
+            num_train_timesteps=num_train_timesteps,
+            beta_start=beta_start,
+            beta_end=beta_end,
+            beta_schedule=beta_schedule,
+            clip_sample=clip_sample,
+            clip_sample_range=clip_sample_range,
+            set_alpha_to_one=set_alpha_to_one,
+            steps_offset=steps_offset,
+            prediction_type=prediction_type,
+            thresholding=thresholding,
+            dynamic_thresholding_ratio=dynamic_thresholding_ratio,
+            sample_max_value=sample_max_value,
+            timestep_spacing=timestep_spacing,
+        )
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        with mock.patch.object(reference, "threshold", _signed_quantile_threshold):
+            return super().step(*args, **kwargs)
+
+
+def test_thresholding_is_checked_where_table_options_are_not_taken() -> None:
+    """The clipping area drew clip_sample and thresholding configs from one strategy: for a
+    class that takes no table options, most thresholding draws were skipped (their schedule
+    not taken) and 1 of its 40 examples thresholded, so a quantile of x_0 rather than |x_0|
+    passed. Each kind now has its own examples."""
+    (found,) = check(SignedQuantile, backend="numpy", areas=["clipping and thresholding"]).findings
+    assert found.verdict == "FAIL", found.detail
+    assert "thresholding=True" in found.detail, found.detail
 
 
 class HalfSkipsClipping(ReferenceScheduler):
