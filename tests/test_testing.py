@@ -4,6 +4,7 @@ the NumPy float64 reference, the magnitude-scaled assertions and the pytest plug
 from __future__ import annotations
 
 import dataclasses
+import re
 import textwrap
 
 import numpy as np
@@ -506,6 +507,21 @@ def test_a_failure_against_an_exact_zero_says_relative_inf() -> None:
     with pytest.raises(AssertionError, match=r"off by 0\.001 \(relative inf\), 100 x"):
         assert_array_close(np.float32([1e-3]), [0.0])
     with pytest.raises(AssertionError, match=r"off by 0\.5 \(relative 0\.25\)"):
+        assert_array_close(np.float32([2.5]), [2.0])
+
+
+def test_a_failure_prints_the_two_values_apart() -> None:
+    """A float64 value off by a relative 5e-9 (float32 sigmas inside a float64 sampler) was
+    reported 'x[0] = 2.3252633 but exact DDIM gives 2.3252633': eight digits, the same for
+    both. The values are printed with the digits that tell them apart; eight where they do."""
+    exact = 2.32526331234
+    with pytest.raises(AssertionError) as e:
+        assert_array_close(np.array([exact * (1 + 5e-9)]), [exact], what="x")
+    found = re.match(r"x\[0\] = (\S+) but exact DDIM gives (\S+):", str(e.value))
+    assert found is not None, str(e.value)
+    got, want = found.groups()
+    assert got != want and float(want) == pytest.approx(exact, rel=1e-10), str(e.value)
+    with pytest.raises(AssertionError, match=r"= 2\.5 but exact DDIM gives 2: off by 0\.5"):
         assert_array_close(np.float32([2.5]), [2.0])
 
 

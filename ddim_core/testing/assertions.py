@@ -229,9 +229,12 @@ def assert_array_close(
         ratio = np.where(bound > 0, err / bound, np.where(err > 0, np.inf, 0.0))
     if ratio.size and float(ratio.max()) > 1.0:
         i = tuple(int(k) for k in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+        relative = err[i] / abs(want[i]) if want[i] else np.inf
+        # eight digits, or as many as tell the two apart (a float64 off by a relative 1e-9)
+        digits = int(min(17, max(8, 2 - np.floor(np.log10(relative))))) if relative else 8
         raise AssertionError(
-            f"{what}{list(i)} = {got[i]:.8g} but exact DDIM gives {want[i]:.8g}: off by "
-            f"{err[i]:.2g} (relative {err[i] / abs(want[i]) if want[i] else np.inf:.2g}), "
+            f"{what}{list(i)} = {got[i]:.{digits}g} but exact DDIM gives "
+            f"{want[i]:.{digits}g}: off by {err[i]:.2g} (relative {relative:.2g}), "
             f"{ratio[i]:.3g} x the tolerance {bound[i]:.2g}{where}"
         )
 
