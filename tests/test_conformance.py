@@ -899,6 +899,22 @@ def test_thresholding_is_checked_where_table_options_are_not_taken() -> None:
     assert "thresholding=True" in found.detail, found.detail
 
 
+class HalfwayTimesteps(ReferenceScheduler):
+    """The reference scheduler, its timesteps float64 and half a step up (900.5, 800.5, ...)."""
+
+    @property
+    def timesteps(self) -> np.ndarray:
+        return super().timesteps + 0.5
+
+
+def test_timesteps_that_are_not_integers_fail() -> None:
+    """The timesteps area read a scheduler's timesteps cast to int64: 900.5 as 900, so a
+    scheduler whose timesteps were all half a step off passed it."""
+    (found,) = check(HalfwayTimesteps, backend="numpy", areas=["timesteps"]).findings
+    assert found.verdict == "FAIL", found.detail
+    assert "is not an integer" in found.detail, found.detail
+
+
 class HalfSkipsClipping(ReferenceScheduler):
     """The reference scheduler, except that a float16 step neither clips nor thresholds (a
     half-precision path that forgets them)."""

@@ -510,6 +510,17 @@ def test_a_failure_against_an_exact_zero_says_relative_inf() -> None:
         assert_array_close(np.float32([2.5]), [2.0])
 
 
+def test_timesteps_that_are_not_integers_are_named() -> None:
+    """Float timesteps were cast to int64 before the comparison: 900.5 read as 900, so a
+    scheduler feeding its model 900.5 (a linspace spacing that forgot to round) passed. A
+    fractional timestep fails, named; integral floats (900.0) pass as before."""
+    config = dc.DDIMConfig()
+    exact = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0, 300.0, 200.0, 100.0, 0.0]
+    assert_timesteps_equal(np.array(exact), config, 10)
+    with pytest.raises(AssertionError, match=r"timesteps\[1\] = 800\.5 is not an integer"):
+        assert_timesteps_equal(np.array([900.0, 800.5, *exact[2:]]), config, 10)
+
+
 def test_a_failure_prints_the_two_values_apart() -> None:
     """A float64 value off by a relative 5e-9 (float32 sigmas inside a float64 sampler) was
     reported 'x[0] = 2.3252633 but exact DDIM gives 2.3252633': eight digits, the same for

@@ -408,7 +408,12 @@ def assert_timesteps_equal(
     """
     want = list(reference.spaced_timesteps(config, n))
     want = want[::-1] if inverse else want
-    have = [int(t) for t in np.asarray(to_numpy(got, np.int64)).reshape(-1)]
+    try:
+        have = timestep_ints(got)
+    except ValueError as e:
+        raise AssertionError(
+            f"{describe(config)}, {n_steps(n)}{' (inverse)' if inverse else ''}: {e}"
+        ) from None
     if have == want:
         return
     i = next((k for k, (a, b) in enumerate(zip(have, want, strict=False)) if a != b), None)
@@ -419,6 +424,44 @@ def assert_timesteps_equal(
         f"{describe(config)}, {n_steps(n)}{' (inverse)' if inverse else ''}: timesteps[{i}] is "
         f"{shown}, the plan has {expect} ({len(have)} timesteps, the plan {len(want)})"
     )
+
+
+def timestep_ints(got: Sequence[int] | Any) -> list[int]:
+    """Timesteps of any backend as Python ints, refusing fractional ones (a cast would read
+    900.5 as 900).
+
+    Parameters
+    ----------
+    got : sequence of int or array
+        The timesteps, of any backend, integers or floats holding integers.
+
+    Returns
+    -------
+    list of int
+        The timesteps, flattened.
+
+    Raises
+    ------
+    ValueError
+        If a timestep is not an integer (fractional, NaN or infinite), naming the first.
+
+    Examples
+    --------
+    >>> timestep_ints(np.array([900.0, 800.0]))
+    [900, 800]
+    >>> timestep_ints([900, 800.5])
+    Traceback (most recent call last):
+    ...
+    ValueError: timesteps[1] = 800.5 is not an integer
+    """
+    values = np.asarray(to_numpy(got, None)).reshape(-1)
+    if values.dtype.kind not in "iub":
+        exact = values.astype(np.float64)
+        whole = np.isfinite(exact) & (exact == np.round(exact))
+        if not whole.all():
+            i = int(np.argmin(whole))
+            raise ValueError(f"timesteps[{i}] = {exact[i]:g} is not an integer")
+    return [int(t) for t in values.astype(np.int64)]
 
 
 def _keeps_dtype(sample: Any, results: Sequence[tuple[str, Any]]) -> None:

@@ -37,6 +37,7 @@ from ddim_core.plugins import importable
 from ddim_core.schedules import Schedule, schedule
 
 from . import reference
+from .assertions import timestep_ints
 from .backends import BACKENDS, Backend, backend, to_numpy
 
 KINDS = ("scheduler", "inverse", "sampler", "inverse-sampler")
@@ -436,8 +437,8 @@ class Scheduler:
         values = None
         try:
             values = getattr(instance, "timesteps", None)
-            return [int(t) for t in np.asarray(to_numpy(values, np.int64)).reshape(-1)]
-        except Exception as e:  # None, or what is no array of numbers
+            return timestep_ints(values)
+        except Exception as e:  # None, what is no array of numbers, or 900.5
             raise Malformed(
                 f"timesteps after set_timesteps are no integers ({type(values).__name__}: "
                 f"{describe_error(e)})"
