@@ -510,6 +510,18 @@ def test_a_failure_against_an_exact_zero_says_relative_inf() -> None:
         assert_array_close(np.float32([2.5]), [2.0])
 
 
+def test_a_config_given_as_the_plan_is_named() -> None:
+    """assert_step_close(got, config, ...), the config without its step count, was
+    "AttributeError: 'DDIMConfig' object has no attribute 'config'" from inside: a TypeError
+    now names plan and what it takes."""
+    config = dc.DDIMConfig(clip_sample=False)
+    x, m = np.ones((1, 4)), np.full((1, 4), 0.5)
+    got = dc.step(dc.make_plan(config, 10), m, 900, x)
+    with pytest.raises(TypeError, match=r"plan must be .* got DDIMConfig; pass \(config, num"):
+        assert_step_close(got, config, m, 900, x)
+    assert_step_close(got, (config, 10), m, 900, x)
+
+
 def test_timesteps_that_are_not_integers_are_named() -> None:
     """Float timesteps were cast to int64 before the comparison: 900.5 read as 900, so a
     scheduler feeding its model 900.5 (a linspace spacing that forgot to round) passed. A

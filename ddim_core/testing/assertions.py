@@ -288,6 +288,9 @@ def assert_step_close(
 
     Raises
     ------
+    TypeError
+        If `plan` is none of a plan and a (config, num_inference_steps) pair (a config
+        alone).
     ValueError
         If a timestep is outside [0, num_train_timesteps), or there are neither one nor one
         per sample.
@@ -306,6 +309,12 @@ def assert_step_close(
     """
     if isinstance(plan, tuple):
         plan = reference.make_plan(*plan)
+    if not (hasattr(plan, "config") and hasattr(plan, "prev_timestep")):
+        raise TypeError(
+            "plan must be a reference.Plan, a ddim_core.Plan or a (config, "
+            f"num_inference_steps) pair, got {type(plan).__name__}"
+            + ("; pass (config, num_inference_steps)" if isinstance(plan, DDIMConfig) else "")
+        )
     prev, x0 = _outputs(got)
     if dtype is None:
         _keeps_dtype(sample, (("prev_sample", prev), ("pred_original_sample", x0)))
