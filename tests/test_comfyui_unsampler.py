@@ -329,3 +329,18 @@ def test_resample_returns_the_latent_to_the_last_bit_under_guidance(method: str)
     x0 = mixture.component(0).sample_data(64, np.random.default_rng(1))
     z, info = U.unsample(denoiser, x0, sigmas[::-1].copy(), method, disable=True)
     assert np.array_equal(U.resample(denoiser, z.copy(), info, disable=True), x0)
+
+
+def test_the_guide_says_which_ksampleradvanced_schedule_returns_the_latent() -> None:
+    """docs/guides/comfyui.md said KSamplerAdvanced with the DDIM Sampler "on the same
+    schedule" returns ddim_exact's latent, but KSamplerAdvanced takes a scheduler, not the
+    DDIM Schedule: only `simple` with steps that divide 1000 is the Unsampler's trailing
+    schedule (the end_at_step tooltip and the README say so; at 30 steps the round trip
+    misses, tests/test_comfyui_unsampler_integration.py). The guide now names them."""
+    from pathlib import Path
+
+    guide = Path(__file__).parents[1] / "docs" / "guides" / "comfyui.md"
+    text = " ".join(guide.read_text(encoding="utf-8").split())
+    claim = text.split("`ddim_exact` solves each DDIM inversion step")[1].split("`ddim_plain`")[0]
+    assert "KSamplerAdvanced" in claim
+    assert "`simple` scheduler" in claim and "divide 1000" in claim
