@@ -344,3 +344,20 @@ def test_the_guide_says_which_ksampleradvanced_schedule_returns_the_latent() -> 
     claim = text.split("`ddim_exact` solves each DDIM inversion step")[1].split("`ddim_plain`")[0]
     assert "KSamplerAdvanced" in claim
     assert "`simple` scheduler" in claim and "divide 1000" in claim
+
+
+def test_end_at_step_at_or_past_steps_is_documented() -> None:
+    """end_at_step >= steps climbs one step (as ComfyUI_Noise's Unsampler: at least one
+    step), but KSamplerAdvanced with start_at_step = steps returns its latent as is, so the
+    documented round trip (start_at_step = end_at_step) missed by 0.30 at 20 steps with
+    end_at_step 20, where the tooltip said the Unsampler stops "at the level where sampling
+    starts at this step". The tooltip and the guide now say what it does there."""
+    from pathlib import Path
+
+    (spec,) = [n for n in U.NODES if n.node_id == "DDIMCoreUnsampler"]
+    (end,) = [p for p in spec.inputs if p.name == "end_at_step"]
+    assert len(U.inversion_sigmas(SIGMAS, len(SIGMAS) - 1)) == 2  # one step at steps
+    assert "steps or more: one step" in end.tooltip and "below steps" in end.tooltip
+    guide = Path(__file__).parents[1] / "docs" / "guides" / "comfyui.md"
+    text = " ".join(guide.read_text(encoding="utf-8").split())
+    assert "returns the latent for an end_at_step below steps" in text

@@ -684,7 +684,9 @@ def _nodes() -> tuple[Any, ...]:
                     1,
                     tooltip="Stop noising at the level where sampling starts at this step "
                     "(KSamplerAdvanced's start_at_step; its simple scheduler is trailing "
-                    "spacing only where steps divide 1000); 0: all the way to pure noise.",
+                    "spacing only where steps divide 1000); 0: all the way to pure noise; "
+                    "steps or more: one step, as ComfyUI_Noise's (a sampler starting at step "
+                    "steps leaves that latent as is: use end_at_step below steps).",
                 ),
                 cfg,
                 Param(
