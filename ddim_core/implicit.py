@@ -102,6 +102,7 @@ refinements. Without `tol` nothing is compared, and nothing is read to compare.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -122,6 +123,8 @@ STALL = 1.5
 STALL_REFINEMENTS = 2
 STALL_BELOW = 1e-2
 STALL_ULPS = 1024
+# the packages whose frames a ToleranceWarning skips: the core, and its adapters calling a loop
+OWN_PACKAGES = ("ddim_core", "ddim_diffusers", "ddim_kdiffusion", "ddim_comfyui", "ddim_mindone")
 
 
 class Frame(NamedTuple):
@@ -539,7 +542,9 @@ class Shortfalls:
         Parameters
         ----------
         stacklevel : int, default 2
-            As `warnings.warn`'s, counted from the caller of `warn`.
+            As `warnings.warn`'s, counted from the caller of `warn`; then moved past the
+            frames of ddim-core's packages (`OWN_PACKAGES`: an adapter calling a core loop),
+            so that the warning names the user's line.
         """
         if self.worst is None:
             return
@@ -570,8 +575,22 @@ class Shortfalls:
             "input to about that, or closer where the step returns its last refinement (no "
             "call measures it; taken where the residual was still falling). " + advice,
             ToleranceWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=_outside_own_packages(stacklevel + 1),
         )
+
+
+def _outside_own_packages(stacklevel: int) -> int:
+    """`stacklevel` for a `warnings.warn` in this function's caller, moved past the frames of
+    `OWN_PACKAGES` (an adapter calling a core loop) to the user's code."""
+    try:
+        frame = sys._getframe(stacklevel)  # level 1, the caller, is frame 1 here
+    except ValueError:  # deeper than the stack: warnings.warn takes it as it is
+        return stacklevel
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        OWN_PACKAGES
+    ):
+        stacklevel, frame = stacklevel + 1, frame.f_back
+    return stacklevel
 
 
 class Solution(NamedTuple):

@@ -295,3 +295,15 @@ def test_tol_without_refinements_is_an_error() -> None:
         dd.invert_latents(
             PIPE, LATENTS, num_inference_steps=2, fixed_point_iters=0, tol=1e-6, **GUIDED
         )
+
+
+def test_tolerance_warning_names_the_callers_line() -> None:
+    """invert_latents' ToleranceWarning was attributed to ddim_diffusers/inversion.py (the line
+    calling ddim_core.invert), not to the user's call as ddim_core.invert's and
+    sample_ddim_inverse's are: a filter by module missed it, and the report pointed into the
+    library."""
+    with torch.no_grad(), pytest.warns(dc.implicit.ToleranceWarning) as caught:
+        dd.invert_latents(
+            PIPE, LATENTS, num_inference_steps=2, fixed_point_iters=1, tol=1e-12, **GUIDED
+        )
+    assert len(caught) == 1 and caught[0].filename == __file__, caught[0].filename
