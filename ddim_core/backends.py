@@ -434,6 +434,32 @@ def records_gradient(x: Array) -> bool:
     return bool(x.requires_grad and torch.is_grad_enabled())
 
 
+def no_grad(x: Array) -> Any:
+    """`torch.no_grad()` for a torch tensor `x`, else a context that does nothing: a loop the
+    adapters run without an autograd graph, as k-diffusion's samplers and diffusers' pipelines
+    do (a model whose parameters require grad would otherwise keep every call's activations).
+
+    Parameters
+    ----------
+    x : array
+        The loop's sample.
+
+    Returns
+    -------
+    context manager
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with no_grad(np.zeros(1)):
+    ...     pass
+    """
+    torch = sys.modules.get("torch")  # (imported by the caller's arrays, if torch)
+    if torch is not None and isinstance(x, torch.Tensor):
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
 def forward_ad_active() -> bool:
     """True while a `torch.autograd.forward_ad.dual_level` is open: then torch tensors may
     carry tangents, which only torch's own ops propagate (dual tensors do not require grad:

@@ -307,3 +307,27 @@ def test_tolerance_warning_names_the_callers_line() -> None:
             PIPE, LATENTS, num_inference_steps=2, fixed_point_iters=1, tol=1e-12, **GUIDED
         )
     assert len(caught) == 1 and caught[0].filename == __file__, caught[0].filename
+
+
+@pytest.mark.parametrize("method", ["exact", "plain", "bdia"])
+def test_inversion_builds_no_autograd_graph_like_the_pipelines(method: str) -> None:
+    """invert_latents and sample_latents called outside torch.no_grad() (a UNet whose
+    parameters require grad, as a loaded pipeline's do) returned tensors carrying an autograd
+    graph of every UNet call of the loop (the activations kept alive: out of memory at Stable
+    Diffusion's size), and with tol torch warned 'Converting a tensor with requires_grad=True
+    to a scalar' at each residual read; diffusers' pipelines (and their invert methods) run
+    under torch.no_grad()."""
+    assert any(p.requires_grad for p in PIPE.unet.parameters())
+    options = {"fixed_point_iters": 2, "tol": 1e-12} if method == "exact" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", dc.implicit.ToleranceWarning)
+        noise = dd.invert_latents(
+            PIPE, LATENTS, num_inference_steps=2, method=method, **options, **GUIDED
+        )
+        back = dd.sample_latents(PIPE, noise, num_inference_steps=2, method=method, **GUIDED)
+    parts = [*noise, back] if isinstance(noise, reversible.State) else [noise, back]
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            assert not part.requires_grad and part.grad_fn is None
+    assert torch.is_grad_enabled()

@@ -242,7 +242,9 @@ def invert_latents(
     "exact" (default): 1 + fixed_point_iters UNet calls per step, fewer with `tol`;
     "plain": one call; "edict" (2 calls, p=0.93), "bdia" (1 call, gamma=1.0), "belm" (1
     call); `method_options` go to the method (e.g. precision="float64" for the reversible
-    ones, history= for "exact").
+    ones, history= for "exact"). Torch latents are inverted under torch.no_grad(), as
+    diffusers' pipelines run (no autograd graph; for gradients, call `ddim_core.invert` with
+    `guided_unet`'s model).
 
     Parameters
     ----------
@@ -323,23 +325,24 @@ def invert_latents(
             f"fixed_point_iters={fixed_point_iters!r}, tol={tol!r}: these refine "
             f'method="exact"; method={method!r} takes neither'
         )
-    if method in _REVERSIBLE:
-        invert = getattr(reversible, f"invert_{method}")
-        return invert(
-            model, latents, config, n, callback=callback, progress=progress, **method_options
+    with backends.no_grad(latents):  # as diffusers' pipelines: no autograd graph
+        if method in _REVERSIBLE:
+            invert = getattr(reversible, f"invert_{method}")
+            return invert(
+                model, latents, config, n, callback=callback, progress=progress, **method_options
+            )
+        iters = 0 if method == "plain" else (2 if fixed_point_iters is None else fixed_point_iters)
+        return dc.invert(
+            model,
+            latents,
+            config,
+            n,
+            fixed_point_iters=iters,
+            tol=tol,  # (None for "plain", checked above; with 0 iters: ddim_core says so)
+            callback=callback,
+            progress=progress,
+            **method_options,
         )
-    iters = 0 if method == "plain" else (2 if fixed_point_iters is None else fixed_point_iters)
-    return dc.invert(
-        model,
-        latents,
-        config,
-        n,
-        fixed_point_iters=iters,
-        tol=tol,  # (None for "plain", checked above; with 0 iters: ddim_core says so)
-        callback=callback,
-        progress=progress,
-        **method_options,
-    )
 
 
 def sample_latents(
@@ -359,7 +362,8 @@ def sample_latents(
     **method_options: Any,
 ) -> Any:
     """Clean latents from `invert_latents`' result (x_T, or a reversible method's state) by
-    the same method's sampler (DDIM for "exact" and "plain"), same guidance, same steps.
+    the same method's sampler (DDIM for "exact" and "plain"), same guidance, same steps; under
+    torch.no_grad() for torch, as `invert_latents`.
 
     Parameters
     ----------
@@ -426,14 +430,15 @@ def sample_latents(
             f"sample: pass the method invert_latents used, one of {_REVERSIBLE}"
         )
     n = num_inference_steps
-    if method in _REVERSIBLE:
-        sample = getattr(reversible, f"sample_{method}")
-        return sample(
+    with backends.no_grad(sample_array):  # as diffusers' pipelines: no autograd graph
+        if method in _REVERSIBLE:
+            sample = getattr(reversible, f"sample_{method}")
+            return sample(
+                model, noise, config, n, callback=callback, progress=progress, **method_options
+            )
+        return dc.sample(
             model, noise, config, n, callback=callback, progress=progress, **method_options
         )
-    return dc.sample(
-        model, noise, config, n, callback=callback, progress=progress, **method_options
-    )
 
 
 def _setup(

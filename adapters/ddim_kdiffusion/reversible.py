@@ -26,7 +26,7 @@ import ddim_core as dc
 from ddim_core import backends, reversible
 from ddim_core.sampling import StepInfo
 
-from .samplers import _check_call, _denoised, _levels, _no_grad
+from .samplers import _check_call, _denoised, _levels
 
 Array = Any
 Denoiser = Callable[..., Array]
@@ -528,7 +528,7 @@ def _sample(
     else:
         state, like, dtype, start = x * levels.scales[0], x, x.dtype, x
     sample = getattr(reversible, f"sample_{name}")
-    with _no_grad(like):  # as k-diffusion's samplers: no autograd graph
+    with backends.no_grad(like):  # as k-diffusion's samplers: no autograd graph
         x0 = sample(
             _eps_model(model, levels, extra, like, dtype),
             state,
@@ -559,7 +559,7 @@ def _invert(
         return x  # no step: sample_* over the same sigma returns x too
     levels = _Levels(ascending[::-1])
     invert = getattr(reversible, f"invert_{name}")
-    with _no_grad(x):  # as k-diffusion's samplers: no autograd graph
+    with backends.no_grad(x):  # as k-diffusion's samplers: no autograd graph
         x_vp, given = x * levels.scales[-1], None
         if levels.scales[-1] != 1.0:  # x * scale rounds: keep x to return it exactly
             given = (backends.namespace(x=x).asarray(x, copy=True), x_vp)

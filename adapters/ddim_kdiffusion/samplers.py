@@ -16,7 +16,6 @@ k-diffusion's do; torch is never imported here (a torch tensor means torch is lo
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import sys
@@ -122,7 +121,7 @@ def sample_ddim(
     rows = _coefficients(levels, eta, inverse=False)
     s_in = _ones_like_batch(x)
     denoised = None  # the model at (x, sigmas[i]), kept over a zero-length step
-    with _no_grad(x):
+    with backends.no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             if denoised is None:
                 denoised = _denoised(model, x, s_in * levels[i], extra_args)
@@ -220,7 +219,7 @@ def sample_ddim_inverse(
     short = implicit.Shortfalls(tol, iters)
     xp = backends.namespace(x=x)
     stall = implicit.resolve_stall(stall, x, xp=xp)
-    with _no_grad(x):
+    with backends.no_grad(x):
         for i in _trange(len(levels) - 1, disable):
             src, dst, c = levels[i], levels[i + 1], rows[i]
             sigma = sigmas[i + 1]
@@ -549,14 +548,6 @@ def _report(
     """k-diffusion's callback dict (sigma_hat = sigma: no churn)."""
     if callback is not None:
         callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-
-
-def _no_grad(x: Array) -> Any:
-    """torch.no_grad() for a torch tensor, as k-diffusion's samplers run, else nothing."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        return torch.no_grad()
-    return contextlib.nullcontext()
 
 
 def _result_namespace(lib: Any) -> Any:
