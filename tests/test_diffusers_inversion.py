@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import types
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -331,3 +332,29 @@ def test_inversion_builds_no_autograd_graph_like_the_pipelines(method: str) -> N
         if isinstance(part, torch.Tensor):
             assert not part.requires_grad and part.grad_fn is None
     assert torch.is_grad_enabled()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("method", ["exact", "bdia"])
+def test_custom_timesteps_take_the_place_of_the_step_count(method: str) -> None:
+    """invert_latents(pipe, latents, timesteps=[...]) (a custom plan, as a pipeline's
+    `timesteps=` argument) raised 'give exactly one of num_inference_steps and timesteps': the
+    step count defaulted to 50, so the user had to pass num_inference_steps=None as well. The
+    plan is now the timesteps' (and both given is still refused)."""
+    plan = dc.make_plan(dd.ddim_config(PIPE.scheduler), 3)
+    custom = list(plan.timesteps)
+    noise = dd.invert_latents(PIPE, LATENTS, method=method, timesteps=custom, **GUIDED)
+    back = dd.sample_latents(PIPE, noise, method=method, timesteps=custom, **GUIDED)
+    by_count = dd.invert_latents(PIPE, LATENTS, method=method, num_inference_steps=3, **GUIDED)
+    for a, b in zip(reversible_parts(noise), reversible_parts(by_count), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(
+        back, dd.sample_latents(PIPE, by_count, num_inference_steps=3, method=method, **GUIDED)
+    )
+    with pytest.raises(ValueError, match="exactly one of num_inference_steps and timesteps"):
+        dd.invert_latents(PIPE, LATENTS, num_inference_steps=3, timesteps=custom, **GUIDED)
+
+
+def reversible_parts(result: Any) -> list[Any]:
+    """A reversible method's state as its arrays, or x_T alone."""
+    return list(result) if isinstance(result, reversible.State) else [result]

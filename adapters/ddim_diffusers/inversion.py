@@ -228,7 +228,7 @@ def invert_latents(
     guidance_rescale: float = 0.0,
     added_cond_kwargs: Mapping[str, Any] | None = None,
     negative_added_cond_kwargs: Mapping[str, Any] | None = None,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     method: str = "exact",
     fixed_point_iters: int | None = None,
     tol: float | None = None,
@@ -257,8 +257,9 @@ def invert_latents(
         set, runs unguided with the scale as its ``timestep_cond``, as the pipelines run it).
     added_cond_kwargs, negative_added_cond_kwargs
         As in `guided_unet` (SDXL's pooled embeddings and time ids).
-    num_inference_steps : int, default 50
-        N.
+    num_inference_steps : int, optional
+        N: 50 unless `timesteps` (a custom plan, in `method_options`) is given, as a
+        pipeline's `timesteps=` takes the place of its step count.
     method : str, default "exact"
         One of METHODS.
     fixed_point_iters : int, optional
@@ -319,7 +320,7 @@ def invert_latents(
         (added_cond_kwargs, negative_added_cond_kwargs),
     )
     method = _check_method(method)
-    n = num_inference_steps
+    n = _steps(num_inference_steps, method_options)
     if method != "exact" and (fixed_point_iters is not None or tol is not None):
         raise ValueError(
             f"fixed_point_iters={fixed_point_iters!r}, tol={tol!r}: these refine "
@@ -355,7 +356,7 @@ def sample_latents(
     guidance_rescale: float = 0.0,
     added_cond_kwargs: Mapping[str, Any] | None = None,
     negative_added_cond_kwargs: Mapping[str, Any] | None = None,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     method: str = "exact",
     callback: Callable[[dc.StepInfo], Any] | None = None,
     progress: bool = False,
@@ -376,8 +377,9 @@ def sample_latents(
         set, runs unguided with the scale as its ``timestep_cond``, as the pipelines run it).
     added_cond_kwargs, negative_added_cond_kwargs
         As in `guided_unet` (SDXL's pooled embeddings and time ids).
-    num_inference_steps : int, default 50
-        N.
+    num_inference_steps : int, optional
+        N: 50 unless `timesteps` (a custom plan, in `method_options`) is given, as a
+        pipeline's `timesteps=` takes the place of its step count.
     method : str, default "exact"
         The method `invert_latents` used.
     callback : callable, optional
@@ -429,7 +431,7 @@ def sample_latents(
             f"noise is a reversible sampler's state{made}, which method={method!r} cannot "
             f"sample: pass the method invert_latents used, one of {_REVERSIBLE}"
         )
-    n = num_inference_steps
+    n = _steps(num_inference_steps, method_options)
     with backends.no_grad(sample_array):  # as diffusers' pipelines: no autograd graph
         if method in _REVERSIBLE:
             sample = getattr(reversible, f"sample_{method}")
@@ -439,6 +441,14 @@ def sample_latents(
         return dc.sample(
             model, noise, config, n, callback=callback, progress=progress, **method_options
         )
+
+
+def _steps(num_inference_steps: int | None, method_options: Mapping[str, Any]) -> int | None:
+    """N for the loop: as given, else 50 where no custom `timesteps` are (the loop refuses
+    both, so None leaves the plan to them)."""
+    if num_inference_steps is None and method_options.get("timesteps") is None:
+        return 50
+    return num_inference_steps
 
 
 def _setup(
