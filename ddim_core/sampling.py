@@ -120,7 +120,8 @@ def sample(
         `model` is not callable, or returns an array of another library.
     ValueError
         eta > 0 without noise; both `noise` and `generator`; a model output of the wrong shape
-        or with NaN/Inf; a bad plan; check_finite=True under jax.jit (a host read).
+        or with NaN/Inf (named as the input's where the sample the model was given has them
+        too); a bad plan; check_finite=True under jax.jit (a host read).
 
     Examples
     --------
@@ -440,6 +441,12 @@ def _call(
             "trace; pass check_finite=None or False under jit (and check the result after)"
         )
     if check_finite and not bool(xp.all(xp.isfinite(out))):
+        if not bool(xp.all(xp.isfinite(x))):  # (read only here: the error's cause)
+            given = "x, the loop's input," if i == 0 else f"the sample at step {i}"
+            raise ValueError(
+                f"{given} contains NaN or Inf (timestep {t}), which the model's output "
+                "carries; the loop needs a finite sample"
+            )
         raise ValueError(f"{where} contains NaN or Inf")
     return out
 

@@ -113,6 +113,22 @@ def test_noise_and_generator_together_are_refused(eta: float) -> None:
         sample(MIXTURE, x_T, CONFIG, 10, eta=eta, noise=noises, generator=np.random.default_rng(7))
 
 
+def test_a_non_finite_input_is_named_as_the_input() -> None:
+    """sample or invert given an x with an Inf (a bad latent, not a bad model) said "model
+    output at step 0 (timestep 999) contains NaN or Inf", blaming the model for what it was
+    given: the input is named where it is not finite (read only once the output is not)."""
+    x = np.zeros((4, 2))
+    x[1, 0] = np.inf
+    given = r"x, the loop's input, contains NaN or Inf \(timestep {}\)"
+    with np.errstate(invalid="ignore"):  # (the mixture's own softmax of an Inf)
+        with pytest.raises(ValueError, match=given.format(999)):
+            sample(MIXTURE, x, CONFIG, 5)
+        with pytest.raises(ValueError, match=given.format(199)):
+            invert(MIXTURE, x, CONFIG, 5, fixed_point_iters=2)
+    with pytest.raises(ValueError, match=r"model output at step 0 \(timestep 999\) contains"):
+        sample(lambda x, t: x * np.inf, np.ones((4, 2)), CONFIG, 5)  # the model's own
+
+
 def test_bad_loop_input() -> None:
     x = np.zeros((4, 2))
     with pytest.raises(TypeError, match="model must be callable"):
