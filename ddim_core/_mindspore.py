@@ -7,7 +7,8 @@ is the namespace: every function ddim_core, its loops, the analytic model and th
 kernels that exist on the CPU. What it takes care of:
 - Python scalars: MindSpore rounds a Python float to float32 when it meets a float64 tensor;
   here scalars become 0-d tensors of the array's dtype first, so float64 stays exact (the
-  core does the same for its coefficients: `rounds_python_floats` below);
+  core does the same for its coefficients: `rounds_python_floats` below); a float met by an
+  integer tensor becomes a float32 one, as MindSpore promotes it (not truncated);
 - bfloat16: the CPU has kernels only to cast, reshape, slice, concatenate and for + - * /;
   every other function computes in float32 and casts back (on every device, so results do
   not depend on where they ran);
@@ -275,10 +276,19 @@ def eye(
 
 
 def _operand(value: Any, like: Tensor) -> Any:
-    """A Python scalar as a 0-d tensor of like's dtype on its device (exact for float64)."""
+    """A Python scalar as a 0-d tensor of like's dtype on its device (exact for float64); a
+    float met by an integer or bool tensor as a float32 one (an int met by a bool tensor: an
+    int64 one), which the operation promotes to, as MindSpore's own `t * 0.5`, NumPy and torch
+    do: of like's dtype it was truncated (multiply(t, 0.5) was 0)."""
     if isinstance(value, _TENSOR):
         return value
-    return asarray(np.asarray(value), dtype=like.dtype, device=like.device)
+    host = np.asarray(value)
+    dtype = like.dtype
+    if host.dtype.kind == "f" and not isdtype(dtype, "real floating"):
+        dtype = float32
+    elif host.dtype.kind in "iu" and dtype == bool:
+        dtype = int64
+    return asarray(host, dtype=dtype, device=like.device)
 
 
 def _pair(x1: Any, x2: Any) -> tuple[Tensor, Tensor]:

@@ -326,6 +326,50 @@ def test_atan2_takes_python_scalars_and_keeps_float64() -> None:
     np.testing.assert_allclose(read(got), np.arctan2(y, -0.5), rtol=1e-15, atol=0)
 
 
+SCALAR_OPERATIONS = [
+    "add",
+    "multiply",
+    "divide",
+    "pow",
+    "maximum",
+    "less",
+    "equal",
+    "where",
+    "clip",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "scalar"),
+    [
+        *[
+            (name, dtype, 0.5)
+            for name in SCALAR_OPERATIONS
+            for dtype in ["int64", "int32", "uint8", "bool"]
+            if (name, dtype) != ("clip", "bool")  # (the array API clips numeric arrays only)
+        ],
+        *[(name, "bool", 2) for name in ["add", "multiply", "less", "equal"]],
+    ],
+)
+def test_a_python_scalar_is_not_truncated_to_an_integer_tensors_dtype(
+    name: str, dtype: str, scalar: float
+) -> None:
+    """A Python float met an integer (or bool) tensor as a 0-d tensor of the tensor's dtype:
+    multiply(t, 0.5) was 0, divide(t, 0.5) a division by 0 (inf), less(t, 0.5) compared with 0
+    (and an int met a bool tensor as True). It is a float (an int) now, as MindSpore's own
+    `t * 0.5`, NumPy and torch take it."""
+    values = np.array([0, 1, 2, 3]).astype(dtype)
+    args = {
+        "where": lambda a, above: (above, a, scalar),
+        "clip": lambda a, above: (a, scalar, 2.5),
+    }.get(name, lambda a, above: (a, scalar))
+    numpy_function = np.power if name == "pow" else getattr(np, name)  # (NumPy 1.x: no np.pow)
+    want = numpy_function(*args(values, values > 1))
+    got = getattr(xp, name)(*args(xp.asarray(values), xp.asarray(values > 1))).asnumpy()
+    assert got.dtype.kind == want.dtype.kind, (got, want)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_slerp_and_guidance_rescale_equal_numpy() -> None:
     """ddim_core.slerp (atan2), cfg and rescale_noise_cfg (std) run on MindSpore tensors, as
     exact in float64 as NumPy (w and phi are not rounded to float32), and so does
