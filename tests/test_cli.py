@@ -303,34 +303,30 @@ def test_the_command_line_prints_no_traceback_for_bad_arguments() -> None:
     assert done.stderr.strip().count("\n") == 0
 
 
-def test_an_image_path_that_is_a_folder_is_refused_up_front(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        # a folder where the image would go
+        ("d.png", "'d.png' is a folder"),
+        # under a file that exists: it said "folder '.../notes.txt' does not exist"
+        ("notes.txt/a.png", "'{tmp}/notes.txt' is not a folder"),
+    ],
+)
+def test_an_image_path_that_cannot_be_written_is_refused_up_front(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch, capsys, path, problem
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "d.png").mkdir()
-    for argv, option in (
-        (["demo", "--steps", "2", "--plot", "d.png"], "argument --plot"),
-        (["plot-schedule", "d.png"], "argument FILE.png"),
-    ):
-        with pytest.raises(SystemExit) as exit_:
-            cli.main(argv)
-        out = capsys.readouterr()
-        assert exit_.value.code == 2 and out.out == ""
-        assert out.err.count("\n") == 1 and f"{option}: 'd.png' is a folder" in out.err
-
-
-def test_an_image_path_under_a_file_is_not_called_missing(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    """`--plot notes.txt/demo.png`, under a file that exists, said "folder '.../notes.txt'
-    does not exist"."""
-    monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("")
     for argv, option in (
-        (["demo", "--steps", "2", "--plot", "notes.txt/a.png"], "argument --plot"),
-        (["plot-schedule", "notes.txt/a.png"], "argument FILE.png"),
+        (["demo", "--steps", "2", "--plot", path], "argument --plot"),
+        (["plot-schedule", path], "argument FILE.png"),
     ):
         with pytest.raises(SystemExit) as exit_:
             cli.main(argv)
         out = capsys.readouterr()
         assert exit_.value.code == 2 and out.out == "" and out.err.count("\n") == 1
-        assert f"{option}: {str(tmp_path / 'notes.txt')!r} is not a folder" in out.err
+        assert f"{option}: {problem.format(tmp=tmp_path)}" in out.err, out.err
 
 
 def test_help_lists_every_command(capsys) -> None:  # type: ignore[no-untyped-def]
