@@ -11,6 +11,7 @@ tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit
 own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`),
 benchmarks/results/threads.json (`threads.*`), benchmarks/results/inversion.json
 (`inversion.*`), benchmarks/results/gpu/ (`gpu.*`, `make test-gpu`),
+benchmarks/results/distributed.json (`distributed.*`),
 benchmarks/results/mindspore.json (`mindspore.*`, from tests/mindspore/mindone_report.py, which
 tests/mindspore/test_mindone.py re-measures), `ddim-core demo`; a real
 ComfyUI (`comfyui.*`, `comfyui_half.*`: tests/test_comfyui_integration.py::test_readme_figures
@@ -79,6 +80,7 @@ def test_markers_name_known_figures() -> None:
         "comfyui",
         "comfyui_half",
         "mindspore",
+        "distributed",
     }
     for page in PAGES:
         for _, key in MARKER.findall(page.read_text(encoding="utf-8")):
@@ -277,6 +279,42 @@ def test_gpu_figures() -> None:
             "draw_min": min(draws),
             "draw_max": max(draws),
             "tests_passed": int(passed.group(1)),
+        },
+    )
+
+
+def test_distributed_figures() -> None:
+    """docs/distributed.md's table of what a dataset run costs and the figures around it were
+    written unmarked; they are `python -m benchmarks.distributed`'s committed run (malloc
+    tuned, as the page's table says, but for the loop under glibc's own rules)."""
+    import json
+
+    run = json.loads((ROOT / "benchmarks/results/distributed.json").read_text())
+    rows = {r["workload"]: r for r in run["rows"]}
+    points, latents = rows["points"]["tuned"], rows["latents"]["tuned"]
+    check(
+        "distributed",
+        {
+            "points_loop_k": points["loop_items_per_s"] / 1000,
+            "points_1_k": points["workers"]["1"]["items_per_s"] / 1000,
+            "points_2_k": points["workers"]["2"]["items_per_s"] / 1000,
+            "points_overhead": points["overhead_ms_per_chunk"],
+            "points_loop_ms": points["loop_ms_per_chunk"],
+            "points_rerun": points["rerun_ms_per_chunk"],
+            "points_speedup": points["speedup_2_workers"],
+            "latents_loop": latents["loop_items_per_s"],
+            "latents_1": latents["workers"]["1"]["items_per_s"],
+            "latents_2": latents["workers"]["2"]["items_per_s"],
+            "latents_overhead": latents["overhead_ms_per_chunk"],
+            "latents_loop_ms": latents["loop_ms_per_chunk"],
+            "latents_rerun": latents["rerun_ms_per_chunk"],
+            "latents_speedup": latents["speedup_2_workers"],
+            "latents_loop_default": rows["latents"]["default"]["loop_items_per_s"],
+            "latents_tuned_speedup": (
+                latents["loop_items_per_s"] / rows["latents"]["default"]["loop_items_per_s"]
+            ),
+            "load_before": run["meta"]["load_before"][0],
+            "load_after": run["meta"]["load_after"][0],
         },
     )
 
