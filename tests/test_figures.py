@@ -171,7 +171,9 @@ def test_benchmark_figures() -> None:
 
 def test_threads_figures() -> None:
     """The parallel loop's speed-up over the serial one (quiet machine), at the sizes that
-    take it (`_numba.PARALLEL_MIN` elements and up), from `python -m benchmarks.threads`."""
+    take it (`_numba.PARALLEL_MIN` elements and up), from `python -m benchmarks.threads`; and
+    the reference path's step at the smallest shape, which numba leaves to it (the README said
+    'about 40 us', from no run)."""
     import json
 
     pytest.importorskip("numba")
@@ -179,7 +181,16 @@ def test_threads_figures() -> None:
 
     quiet = json.loads((ROOT / "benchmarks/results/threads.json").read_text())["quiet"]
     speedups = [r["serial"] / r["parallel"] for r in quiet if r["elements"] >= PARALLEL_MIN]
-    check("threads", {"speedup_min": min(speedups), "speedup_max": max(speedups)})
+    smallest = min(quiet, key=lambda r: r["elements"])
+    check(
+        "threads",
+        {
+            "speedup_min": min(speedups),
+            "speedup_max": max(speedups),
+            "reference_small": smallest["reference"],
+        },
+    )
+    assert "reference_small" in {key.split(".")[1] for _, key, _ in quoted("threads")}
 
 
 def test_inversion_figures() -> None:
