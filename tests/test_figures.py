@@ -7,7 +7,8 @@ benchmark table (from benchmarks/results/results.json) and the demo's output (ev
 the times). The docs build draws the rest (tables and plots) from the code itself.
 
 Scripts: tests/parity_report.py (`parity.*`), tests/kdiffusion_report.py (`kdiff.*`),
-tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit), diffusers'
+tests/reversible_report.py (`reversible.*`, and `reversible_jit.*` under jax.jit),
+tests/stall_report.py (`stall.*`), diffusers'
 own timesteps (`plans.*`), benchmarks/results/results.json (`bench.*`),
 benchmarks/results/threads.json (`threads.*`), benchmarks/results/inversion.json
 (`inversion.*`), benchmarks/results/gpu/ (`gpu.*`, `make test-gpu`),
@@ -81,6 +82,7 @@ def test_markers_name_known_figures() -> None:
         "comfyui_half",
         "mindspore",
         "distributed",
+        "stall",
     }
     for page in PAGES:
         for _, key in MARKER.findall(page.read_text(encoding="utf-8")):
@@ -125,6 +127,17 @@ def test_reversible_figures() -> None:
     # and said BELM's float32 round trip is bit for bit: on the bed it misses entries from 50
     # steps (one by 2.9e-11), three by up to 9.3e-6 at 999
     assert {f"reversible.{key}" for key in belm} <= written, "the page omits BELM's misses"
+
+
+def test_stall_figures() -> None:
+    """docs/inversion.md's figures of the stall stop on float16 samples (model calls with and
+    without it) were a test's docstring, unmarked; tests/stall_report.py measures them."""
+    pytest.importorskip("torch")
+    import stall_report
+
+    figures = stall_report.measure()
+    check("stall", figures)
+    assert {f"stall.{key}" for key in figures} <= {key for _, key, _ in quoted("stall")}
 
 
 @pytest.mark.slow

@@ -385,38 +385,17 @@ def test_half_precision_samples_stop_stalled_steps_by_default(loop: str) -> None
     a step). By default (stall=None) a stalled step stops there, with about the same round
     trip (measured: 105 model calls for 20 steps against 166, and 100 against 180); float32
     samples keep every iterate and call (stall=None is stall=False there), and a stall that is
-    not a bool is refused by name."""
+    not a bool is refused by name (tests/stall_report.py runs both loops, and measures the
+    figures docs/inversion.md quotes)."""
     torch = pytest.importorskip("torch")
-    config = dc.DDIMConfig(clip_sample=False, timestep_spacing="trailing")
-    gm = dc.GaussianMixture.create([[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3], config)
-    data = gm.sample_data(256, np.random.default_rng(5))
+    if loop == "sample_ddim_inverse":
+        pytest.importorskip("ddim_kdiffusion")
+    import stall_report
 
-    def model(x, t):  # type: ignore[no-untyped-def]
-        return gm(x.double(), t).to(x.dtype)
+    data = stall_report.bed()[3]
 
     def run(x, stall):  # type: ignore[no-untyped-def]
-        infos: list[Any] = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", implicit.ToleranceWarning)
-            if loop == "invert":
-                kw = {"fixed_point_iters": 8, "tol": 1e-6, "callback": infos.append}
-                z = dc.invert(model, x, config, 20, stall=stall, **kw)
-                return z, sum(i.model_calls for i in infos), dc.sample(model, z, config, 20)
-            dk = pytest.importorskip("ddim_kdiffusion")
-            table = gm.schedule.alphas_cumprod
-            calls = [0]
-
-            def denoiser(x, sigma):  # type: ignore[no-untyped-def]
-                calls[0] += 1
-                ab = 1.0 / (1.0 + float(sigma[0]) ** 2)
-                t = int(np.argmin(np.abs(table - ab)))
-                return x - float(sigma[0]) * model(x * math.sqrt(ab), t)
-
-            sigmas = dk.get_sigmas_ddim(config, 20)
-            kw = {"disable": True, "fixed_point_iters": 8, "tol": 1e-6, "stall": stall}
-            z = dk.sample_ddim_inverse(denoiser, x, sigmas.flip(0), **kw)
-            n = calls[0]
-            return z, n, dk.sample_ddim(denoiser, z, sigmas, disable=True)
+        return stall_report.run(loop, x, stall)
 
     half = torch.from_numpy(data).half()
     _, calls0, back0 = run(half, False)
