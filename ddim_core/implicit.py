@@ -21,13 +21,12 @@ cheap and safe:
    with two steps, where the step in theta is more than REACH times the last one, or where
    the last two spacings differ by more than REACH: linearly, reaching at most REACH times
    the last change; where not finite: the last solved eps. The first step starts from x_s.
-   Second order instead of first cut the warm start's residual about fivefold and the round
-   trip at guidance 3, N = 50, float64, 1 + 2 calls from 1.7e-9 to 3e-10. The degree chosen
-   one step back took real data inverted one point at a time with tol = 1e-9 from 3.14 to
-   2.88 calls per step (16-D mixture: 3.05 to 2.77); without tol it is not used: a degree
-   chosen one step back is sometimes wrong where a path bends, and a fixed number of calls
-   cannot make up for it (1 + 1 calls on the demo's mixture, N = 50: 6.6e-3 became 2.6e-2,
-   though 1 + 3 calls went from 2.2e-5 to 9.2e-6).
+   Second order instead of first cuts the warm start's residual, and so the round trip at
+   a fixed number of calls. The degree chosen one step back saves calls where `tol` stops
+   the step; without tol it is not used: a degree chosen one step back is sometimes wrong
+   where a path bends, and a fixed number of calls cannot make up for it. (These choices
+   were measured on code since changed; the current figures are the README's, from
+   `benchmarks/inversion.py`.)
 2. Anderson acceleration (type II; Walker & Ni 2011) of the fixed-point map
    g(x) = x - c (F(x) - x_s): a multisecant quasi-Newton update from the step's last
    `history` iterates. c is the inverse of F's slope for data of unit variance,
