@@ -1016,3 +1016,28 @@ def test_eta_noise_after_a_step_under_inference_mode_draws_outside_it(seeded: st
     ref = scheduler.step(x, t, x, eta=1.0, variance_noise=z)
     assert not out.prev_sample.is_inference()
     assert torch.equal(out.prev_sample, ref.prev_sample)
+
+
+@pytest.mark.parametrize(
+    ("noise", "error", "message"),
+    [
+        (np.zeros((2, 4, 8, 8), np.float32), TypeError, "is a numpy array but model_output is a"),
+        (torch.zeros(1, 4, 8, 8), ValueError, r"has shape \(1, 4, 8, 8\) but model_output has"),
+        (torch.zeros(2, 4, 8, 8, dtype=torch.int64), TypeError, "must be a real floating-point"),
+        ([0.0, 0.0], TypeError, "must be an array"),
+    ],
+)
+def test_a_bad_variance_noise_is_named_as_the_caller_passed_it(noise, error, message) -> None:  # type: ignore[no-untyped-def]
+    """step(..., eta=1.0, variance_noise=z) with a z of another library, batch or dtype (or
+    not an array) was refused as 'noise ...', the core's name for it, which the caller never
+    passed; a step that does not use it (eta = 0) ignores it, as diffusers does."""
+    scheduler = dd.DDIMScheduler()
+    scheduler.set_timesteps(4)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(error, match=f"^variance_noise {message}"):
+        scheduler.step(x, 501, x, eta=1.0, variance_noise=noise)
+    deterministic = scheduler.step(x, 501, x, eta=0.0, variance_noise=noise).prev_sample
+    assert torch.equal(deterministic, scheduler.step(x, 501, x).prev_sample)
+    # where the sample is the cause, the sample is still named, as the core names it
+    with pytest.raises(ValueError, match=r"^sample has shape"):
+        scheduler.step(x, 501, x[:1], eta=1.0, variance_noise=torch.zeros_like(x))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import ddim_core as dc
-from ddim_core import backends, kernels
+from ddim_core import backends, kernels, steps
 from ddim_core.config import BETA_SCHEDULES, check_int, load_json_object
 from ddim_core.plugins import standard_normal
 
@@ -571,16 +571,23 @@ class ForwardScheduler(SchedulerCore):
                 out = self._noise_buffer(like)
                 draw = _draw_index(plan, t)
                 noise = standard_normal(generator, shape, like=like, draw=draw, out=out)
-        out = dc.step(
-            plan,
-            model_output,
-            t,
-            sample,
-            eta=eta,
-            noise=noise,
-            # DDIMPipeline passes None, which diffusers reads as False
-            use_clipped_model_output=bool(use_clipped_model_output or False),
-        )
+        try:
+            out = dc.step(
+                plan,
+                model_output,
+                t,
+                sample,
+                eta=eta,
+                noise=noise,
+                # DDIMPipeline passes None, which diffusers reads as False
+                use_clipped_model_output=bool(use_clipped_model_output or False),
+            )
+        except (TypeError, ValueError):
+            if noise is not None and noise is variance_noise:
+                # the core's check of its arrays again, naming the caller's argument where the
+                # core says `noise` (only here, on the way out: nothing on a step that succeeds)
+                steps._arrays(model_output=model_output, sample=sample, variance_noise=noise)
+            raise
         return self._output(out, return_dict)
 
     def _get_variance(self, timestep: Any, prev_timestep: Any) -> Any:

@@ -140,8 +140,13 @@ class DDIMScheduler(_DiffusersTables, ForwardScheduler, DDIMSchedulerBase):  # t
 
         Raises
         ------
+        TypeError
+            `model_output`, `sample` or (eta > 0) `variance_noise` is not a real
+            floating-point array, or they are arrays of two libraries (the message names
+            the argument).
         ValueError
-            `set_timesteps` was not called, or both `generator` and `variance_noise` were given.
+            `set_timesteps` was not called, both `generator` and `variance_noise` were given,
+            or the arrays differ in shape or device.
         """
         return self._step(
             model_output,
