@@ -187,12 +187,43 @@ def test_schedule_options_beside_trained_betas_are_not_read(ours_cls, theirs_cls
     refused them all the same (ValueError: beta_schedule='cubic' is not supported). They are
     taken now, kept in the config as given, and the numbers are diffusers'."""
     betas = dc.schedule(dc.DDIMConfig(beta_schedule="scaled_linear")).betas.tolist()
-    cfg = {"trained_betas": betas, "clip_sample": False, **unread}
+    _assert_unread_and_stepping_like_diffusers(
+        ours_cls, theirs_cls, {"trained_betas": betas}, unread
+    )
+
+
+@pytest.mark.parametrize(
+    "unread", [{"beta_start": None, "beta_end": None}, {"beta_start": 0.0, "beta_end": 2.0}]
+)
+@pytest.mark.parametrize(("ours_cls", "theirs_cls"), CLASSES)
+def test_beta_range_beside_the_cosine_schedule_is_not_read(ours_cls, theirs_cls, unread) -> None:  # type: ignore[no-untyped-def]
+    """squaredcos_cap_v2 has no beta range: diffusers reads neither beta_start nor beta_end
+    with it (any value goes, None included); ours refused a value it would refuse for a
+    linear schedule (TypeError: beta_start must be a real number, got None; ValueError:
+    beta_start must be in (0.0, 1.0), got 0.0). They are taken now, kept in the config as
+    given, and the numbers are diffusers'; a linear schedule still refuses them."""
+    cosine = {"beta_schedule": "squaredcos_cap_v2"}
+    # alpha_bar falls to 2.4e-9: diffusers' float32 cumulative product drifts up to its T u
+    # bound there (docs/accuracy.md; 1.3e-5 measured), ours is the cosine table exactly
+    _assert_unread_and_stepping_like_diffusers(ours_cls, theirs_cls, cosine, unread, 1000 * 2**-24)
+    assert torch.equal(
+        ours_cls(**cosine, **unread).alphas_cumprod, ours_cls(**cosine).alphas_cumprod
+    )
+    with pytest.raises((TypeError, ValueError), match="beta_start must be"):
+        ours_cls(**unread)
+
+
+def _assert_unread_and_stepping_like_diffusers(  # type: ignore[no-untyped-def]
+    ours_cls, theirs_cls, schedule, unread, rtol=1e-5
+) -> None:
+    """Options `unread` beside `schedule` are kept in the config as given, the table is
+    diffusers' within `rtol`, and the steps are diffusers' (on diffusers' table)."""
+    cfg = {**schedule, "clip_sample": False, **unread}
     ours, theirs = ours_cls(**cfg), theirs_cls(**cfg)
     for key, value in unread.items():
         assert ours.config[key] == theirs.config[key] == value
-    # the table of the betas given (float32 rounding apart), then both on diffusers' table
-    assert torch.allclose(ours.alphas_cumprod, theirs.alphas_cumprod, rtol=1e-5, atol=0)
+    # the table (float32 rounding apart, within rtol), then both on diffusers' table
+    assert torch.allclose(ours.alphas_cumprod, theirs.alphas_cumprod, rtol=rtol, atol=0)
     share_tables(ours, theirs)
     ours.set_timesteps(10)
     theirs.set_timesteps(10)

@@ -717,14 +717,19 @@ def init_of(owner: str, init: Callable[..., None]) -> Callable[..., None]:
 def ddim_config(class_name: str, options: dict[str, Any]) -> dc.DDIMConfig:
     """The core config of the constructor options, rejecting what diffusers rejects the way
     diffusers does (an unknown beta_schedule is NotImplementedError). Beside trained_betas,
-    diffusers reads neither beta_schedule nor beta_start / beta_end: a value of those the
-    core would refuse is left at the core's default (the host config keeps it as given)."""
+    diffusers reads neither beta_schedule nor beta_start / beta_end, and beside
+    squaredcos_cap_v2 neither beta_start nor beta_end: a value of those the core would
+    refuse is left at the core's default (the host config keeps it as given)."""
     kwargs = {k: v for k, v in options.items() if k in _FIELDS}
     betas = kwargs.get("trained_betas")
+    unread: tuple[str, ...] = ()
     if betas is not None:
-        for name in ("beta_schedule", "beta_start", "beta_end"):
-            if name in kwargs and not _valid_option(name, kwargs[name]):
-                del kwargs[name]
+        unread = ("beta_schedule", "beta_start", "beta_end")
+    elif kwargs.get("beta_schedule") == "squaredcos_cap_v2":
+        unread = ("beta_start", "beta_end")
+    for name in unread:
+        if name in kwargs and not _valid_option(name, kwargs[name]):
+            del kwargs[name]
     if betas is None and kwargs.get("beta_schedule") not in BETA_SCHEDULES:
         raise NotImplementedError(
             f"beta_schedule={kwargs.get('beta_schedule')!r} is not implemented for {class_name}; "
