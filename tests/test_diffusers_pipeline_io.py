@@ -86,6 +86,18 @@ def test_saved_pipeline_reloads_with_our_class_in_a_fresh_process(tmp_path: Path
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_ddim_pipeline_runs_diffusers_class_unless_ours_is_assigned() -> None:
+    """What docs/guides/diffusers.md says: DDIMPipeline's constructor turns the scheduler it is
+    given into diffusers' own DDIMScheduler (from_config), so ours goes in by assignment after
+    construction; DDPMPipeline keeps the scheduler it is given."""
+    ours = dd.DDIMScheduler(timestep_spacing="trailing")
+    pipe = diffusers.DDIMPipeline(unet=_unet(), scheduler=ours)
+    assert type(pipe.scheduler) is diffusers.DDIMScheduler
+    pipe.scheduler = ours
+    assert pipe.scheduler is ours
+    assert diffusers.DDPMPipeline(unet=_unet(), scheduler=ours).scheduler is ours
+
+
 @pytest.mark.parametrize("ours", [dd.DDIMScheduler, dd.DDIMInverseScheduler])
 def test_our_config_loads_into_diffusers_without_warnings(tmp_path: Path, ours, caplog) -> None:
     ours(timestep_spacing="trailing", clip_sample=False).save_pretrained(tmp_path)
