@@ -696,9 +696,12 @@ def _timestep_array(
     batch = sample.shape[0] if sample.ndim else 1
     backends.check_known_shape(name, timestep)  # (Dask's NaN: no batch to compare)
     if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch)):
+        # an empty one: a pipeline's plan cut to nothing (img2img's strength x steps < 1)
+        empty = tuple(timestep.shape) == (0,)
+        hint = "; an img2img strength too low for its steps leaves none" if empty else ""
         raise ValueError(
             f"{name} array has shape {tuple(timestep.shape)}; expected () or ({batch},), one "
-            "timestep per batch element"
+            f"timestep per batch element{hint}"
         )
     return timestep
 

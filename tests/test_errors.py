@@ -130,6 +130,18 @@ def test_timestep_array_dtype_and_shape() -> None:
         dc.step(PLAN, X, "900", X)
 
 
+def test_an_empty_timestep_array_says_what_empties_it() -> None:
+    """Stable Diffusion's img2img pipeline at a strength too low for its steps (0.1 of 4)
+    cuts its plan to nothing and hands add_noise an empty timesteps array (diffusers' own
+    scheduler returns an empty batch): the error said only 'has shape (0,); expected () or
+    (1,)', not what leaves a pipeline no timestep."""
+    x = np.zeros((1, 4))
+    with pytest.raises(ValueError, match=r"shape \(0,\); .*strength too low for its steps"):
+        dc.add_noise(dc.DDIMConfig(), x, x, np.zeros(0, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"shape \(0, 1\); expected \(\) or \(2,\), one ti"):
+        dc.step(PLAN, X, np.zeros((0, 1), dtype=np.int64), X)  # no strength there
+
+
 @pytest.mark.parametrize("adapter", [False, True])
 @pytest.mark.parametrize(
     ("fn", "x0"), [("add_noise", "original_samples"), ("get_velocity", "sample")]
