@@ -256,6 +256,31 @@ def test_samplers_build_no_autograd_graph_like_k_diffusions() -> None:
     assert torch.is_grad_enabled()
 
 
+def test_eta_above_one_is_sample_euler_ancestral_until_it_would_clamp() -> None:
+    """The docs' claim for eta > 1: sample_euler_ancestral's numbers while no step's sigma_up
+    exceeds sigma_next (200 fine steps at eta 1.1); where k-diffusion clamps it (eta 1.3
+    over the same sigmas, or 1.2 over 20 coarse steps) DDIM is undefined, and sample_ddim
+    refuses the step before any model call."""
+    model, _, table = kdiffusion_denoiser(torch.float64)
+    fine = dk.get_sigmas_ddim(table, 200, spacing="trailing")
+    x = kdiffusion_x_T(fine, torch.float64)
+    outs = []
+    for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
+        gen = torch.Generator().manual_seed(7)
+
+        def noise(sigma, sigma_next, gen=gen):  # type: ignore[no-untyped-def]
+            return torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+        outs.append(sampler(model, x, fine, disable=True, eta=1.1, noise_sampler=noise))
+    assert rel(outs[0], outs[1]) <= LIMIT[x.dtype]
+    coarse = dk.get_sigmas_ddim(table, 20, spacing="trailing")
+    for sigmas, eta in ((fine, 1.3), (coarse, 1.2)):
+        counted = _counting(model)
+        with pytest.raises(ValueError, match=rf"cannot step from sigma .*eta={eta}"):
+            dk.sample_ddim(counted, x, sigmas, disable=True, eta=eta)
+        assert counted.calls == 0
+
+
 def _counting(model: Callable[..., Any]) -> Any:
     def counted(*args: Any, **kwargs: Any) -> Any:
         counted.calls += 1  # type: ignore[attr-defined]

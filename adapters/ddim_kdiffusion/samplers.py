@@ -73,6 +73,9 @@ def sample_ddim(
         Disable the tqdm progress bar.
     eta : float, default 0.0
         0 equals k-diffusion's `sample_euler`; 0 < eta <= 1 its `sample_euler_ancestral`.
+        Above 1 it equals `sample_euler_ancestral` as long as every step's sigma_up stays
+        <= sigma_next; a step where k-diffusion clamps sigma_up to sigma_next (DDIM's
+        variance would exceed 1 - alpha_bar_prev) is refused before the first model call.
     s_noise : float, default 1.0
         Scale of the added noise.
     noise_sampler : callable, optional
@@ -89,10 +92,13 @@ def sample_ddim(
     ------
     TypeError
         A model, callback or noise_sampler that is not callable, an x that is not real
-        floating, sigmas that are not real numbers (complex or boolean), or a model or
-        noise_sampler output of another library or device, or not real floating.
+        floating, sigmas that are not real numbers (complex or boolean), a model or
+        noise_sampler output of another library or device, or not real floating, or
+        eta > 0 without a noise_sampler for an x that is not a torch tensor.
     ValueError
-        Sigmas that are not 1-D, finite, >= 0 and descending, or eta / s_noise < 0.
+        Sigmas that are not 1-D, finite, >= 0 and descending, eta / s_noise < 0, an eta > 1
+        too large for a step (above), a 0-d x, or a model or noise_sampler output not
+        shaped like x.
 
     Examples
     --------
