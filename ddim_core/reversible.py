@@ -283,7 +283,8 @@ def sample_edict(
     for i, t in enumerate(_progress(plan.timesteps, progress, "EDICT")):
         c = _forward_row(plan, t)
         a, b = (k(v) for v in _linear(c))
-        eps_y, x0 = _eps(model, y.hi, t, i, c, plan, xp, check_finite, dtype)
+        given = _given(state, 1) if i == 0 else None
+        eps_y, x0 = _eps(model, y.hi, t, i, c, plan, xp, check_finite, dtype, given)
         x_mid = cw.combine([(a, x), (b, eps_y)], xp)
         eps_x, _ = _eps(model, x_mid.hi, t, i, c, plan, xp, check_finite, dtype)
         y_mid = cw.combine([(a, y), (b, eps_x)], xp)
@@ -373,7 +374,8 @@ def invert_edict(
         minus_b = k(-b.value)
         y_mid = cw.divide(cw.combine([(one, y), (minus_q, x)], xp), p_, xp)
         x_mid = cw.divide(cw.combine([(one, x), (minus_q, y_mid)], xp), p_, xp)
-        eps_x, x0 = _eps(model, x_mid.hi, t, i, c, plan, xp, check_finite, dtype)
+        given = _given() if i == 0 else None  # x_mid: x_0 unmixed
+        eps_x, x0 = _eps(model, x_mid.hi, t, i, c, plan, xp, check_finite, dtype, given)
         y = _materialized(cw.divide(cw.combine([(one, y_mid), (minus_b, eps_x)], xp), a, xp))
         eps_y, _ = _eps(model, y.hi, t, i, c, plan, xp, check_finite, dtype)
         x = _materialized(cw.divide(cw.combine([(one, x_mid), (minus_b, eps_y)], xp), a, xp))
@@ -464,7 +466,8 @@ def sample_bdia(
     k = _constants(xp, work)
     g_, minus_g, one = k(g), k(-g), k(1.0)
     for i, t in _steps(plan, progress, "BDIA", int(not isinstance(state, tuple))):
-        out = _evaluate(model, z.hi, t, i, xp, check_finite, dtype)
+        given = _given(state, 1) if i == 1 and isinstance(state, tuple) else None
+        out = _evaluate(model, z.hi, t, i, xp, check_finite, dtype, given)
         forward, x0 = step(plan, out, t, z.hi)
         back = inverse_step(plan, out, plan.timesteps[i - 1], z.hi).prev_sample
         z_prev, z = z, cw.combine([(g_, z_prev), (one, forward), (minus_g, back)], xp)
@@ -635,7 +638,8 @@ def sample_belm(
     k = _constants(xp, work)
     for i, t in _steps(plan, progress, "BELM", int(not isinstance(state, tuple))):
         c = _forward_row(plan, t)
-        eps, x0 = _eps(model, z.hi, t, i, c, plan, xp, check_finite, dtype)
+        given = _given(state, 1) if i == 1 and isinstance(state, tuple) else None
+        eps, x0 = _eps(model, z.hi, t, i, c, plan, xp, check_finite, dtype, given)
         a, b, e = (k(v) for v in _belm_weights(plan, i))
         z_prev, z = z, cw.combine([(a, z_prev), (b, z), (e, eps)], xp)
         _report(callback, i, t, z.hi, x0, 1, xp, dtype)
@@ -789,7 +793,7 @@ def _invert_two_step(
     k = _constants(xp, work)
     z_next = cw.Pair.of(backends.cast(xp, x_0, work), xp)
     last = plan.timesteps[n - 1]
-    out = _evaluate(model, z_next.hi, last, 0, xp, check_finite, dtype)
+    out = _evaluate(model, z_next.hi, last, 0, xp, check_finite, dtype, _given())
     first, x0 = inverse_step(plan, out, last, z_next.hi)
     z = cw.Pair.of(backends.materialize(first), xp)
     _report(callback, 0, last, z.hi, x0, 1, xp, dtype)
@@ -822,7 +826,8 @@ def _start(
     work, dtype = _dtypes(xp, state.dtype, precision, dtype, "x_T")
     t = plan.timesteps[0]
     z_prev = backends.cast(xp, state, work)
-    z, x0 = step(plan, _evaluate(model, z_prev, t, 0, xp, check_finite, dtype), t, z_prev)
+    out = _evaluate(model, z_prev, t, 0, xp, check_finite, dtype, _given(state))
+    z, x0 = step(plan, out, t, z_prev)
     _report(callback, 0, t, z, x0, 1, xp, dtype)
     return cw.Pair.of(z_prev, xp), cw.Pair.of(backends.materialize(z), xp), xp, work, dtype
 
@@ -916,11 +921,20 @@ def _steps(plan: Plan, progress: bool, name: str, done: int) -> Iterable[tuple[i
 
 
 def _evaluate(
-    model: Model, x: Array, t: int, i: int, xp: Namespace, check_finite: bool | None, dtype: Any
+    model: Model,
+    x: Array,
+    t: int,
+    i: int,
+    xp: Namespace,
+    check_finite: bool | None,
+    dtype: Any,
+    given: str | None = None,
 ) -> Array:
     """The model at (x, t), called with x in the samples' dtype, its output in x's (work)
-    dtype."""
-    out = _call(model, backends.cast(xp, x, dtype), t, i, xp, check_finite)
+    dtype. `given` names x where it is not finite: the caller's argument (`_given`), else
+    None, a sample the loop made."""
+    named = f"the sample at step {i}" if given is None else given
+    out = _call(model, backends.cast(xp, x, dtype), t, i, xp, check_finite, named)
     return backends.cast(xp, out, x.dtype)
 
 
@@ -934,13 +948,21 @@ def _eps(
     xp: Namespace,
     check_finite: bool | None,
     dtype: Any,
+    given: str | None = None,
 ) -> tuple[Array, Array]:
     """(eps, x0_pred) of the model at (x, t), eq. (9), in x's (work) dtype."""
-    out = _evaluate(model, x, t, i, xp, check_finite, dtype)
+    out = _evaluate(model, x, t, i, xp, check_finite, dtype, given)
     x0, eps = kernels.predict_x0_eps(
         x, out, c.sqrt_ab_from, c.sqrt_1m_ab_from, plan.config.prediction_type
     )
     return eps, x0
+
+
+def _given(state: Any = None, j: int = 0) -> str:
+    """How a non-finite model input that is the caller's own argument is named: x_0 of
+    `invert_*` (no `state`), or the `state` of `sample_*` (`state[j]` of a pair)."""
+    name = "x_0" if state is None else f"state[{j}]" if isinstance(state, tuple) else "state"
+    return f"{name}, the loop's input,"
 
 
 def _linear(c: Row) -> tuple[float, float]:

@@ -415,9 +415,17 @@ def _check_noise_list(noise: Any, n: int) -> None:
 
 
 def _call(
-    model: Model, x: Array, t: int, i: int, xp: Namespace, check_finite: bool | None
+    model: Model,
+    x: Array,
+    t: int,
+    i: int,
+    xp: Namespace,
+    check_finite: bool | None,
+    given: str | None = None,
 ) -> Array:
-    """model(x, t), checked: same library, device, shape and a floating dtype; finite values."""
+    """model(x, t), checked: same library, device, shape and a floating dtype; finite values.
+    `given` names x where it is not finite (default: the loop's input x at step 0, else the
+    sample at step i)."""
     out = model(x, t)
     where = f"model output at step {i} (timestep {t})"
     if out is None:
@@ -442,7 +450,8 @@ def _call(
         )
     if check_finite and not bool(xp.all(xp.isfinite(out))):
         if not bool(xp.all(xp.isfinite(x))):  # (read only here: the error's cause)
-            given = "x, the loop's input," if i == 0 else f"the sample at step {i}"
+            if given is None:
+                given = "x, the loop's input," if i == 0 else f"the sample at step {i}"
             raise ValueError(
                 f"{given} contains NaN or Inf (timestep {t}), which the model's output "
                 "carries; the loop needs a finite sample"

@@ -353,6 +353,29 @@ def test_bad_arrays_are_named_by_their_argument(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_non_finite_input_is_named_by_its_argument(method: str) -> None:
+    """A NaN in x_0 or in the state was named "x, the loop's input" (the plain loops'
+    argument), and a State's own array "the sample at step 1", as if the loop had made it:
+    each is named as the caller passed it; a sample the loop made keeps its step."""
+    invert, sample, _ = METHODS[method]
+    x = np.zeros((2, 2))
+    x[1, 0] = np.nan
+    state = invert(COND, np.zeros((2, 2)), SD, 5)
+    given = r"{}, the loop's input, contains NaN or Inf"
+    with np.errstate(invalid="ignore"):  # (the mixture's own softmax of a NaN)
+        with pytest.raises(ValueError, match=given.format("x_0")):
+            invert(COND, x, SD, 5)
+        with pytest.raises(ValueError, match=given.format("state")):
+            sample(COND, x, SD, 5)
+        with pytest.raises(ValueError, match=given.format(r"state\[1\]")):
+            sample(COND, R.State(state[0], x, state.dtype, None, state.origin), SD, 5)
+        with pytest.raises(ValueError, match=given.format(r"state\[1\]")):
+            sample(COND, (state[0], x), SD, 5)
+        with pytest.raises(ValueError, match=r"the sample at step [012] contains NaN or Inf"):
+            sample(COND, (x, state[1]), SD, 5)  # state[0] reaches the model mixed in
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize(
     "change",
     [{"beta_end": 0.014}, {"prediction_type": "v_prediction"}, {"rescale_betas_zero_snr": True}],
