@@ -1121,7 +1121,11 @@ def prepare(
     if (n is None) == (loop_options.get("timesteps") is None):
         raise ValueError(f"give exactly one of n and the loop option timesteps, got n={n!r}")
     n = None if n is None else check_int("n", n, low=1, high=config.num_train_timesteps)
-    make_plan(config, n, timesteps=loop_options.get("timesteps"))  # checks timesteps
+    plan = make_plan(config, n, timesteps=loop_options.get("timesteps"))  # checks timesteps
+    if loop_options.get("timesteps") is not None:
+        # a NumPy array, a tensor (a diffusers scheduler's `timesteps`) or a range, as the
+        # loops take them: recorded, and sent to the workers, as the list of its ints
+        loop_options["timesteps"] = list(plan.timesteps)
     seed = None if seed is None else check_int("seed", seed, low=0)
     factory, identity = _model_spec(model_factory, model_id)
     function, options, recorded = _method(kind, method, loop_options)

@@ -1209,6 +1209,34 @@ def test_the_command_line_runs_a_list_of_timesteps(
         assert exit_.value.code == 2 and err.count("\n") == 1 and says in err, err
 
 
+@pytest.mark.parametrize("kind", ["numpy", "torch", "range"])
+def test_timesteps_as_the_loops_take_them(kind: str, tmp_path: Path) -> None:
+    """timesteps=np.array([999, 500, 1]), a tensor (a diffusers scheduler's `timesteps`) or a
+    range, which ddim_core.invert takes, was refused by the dataset runs ("loop options must
+    be plain data ... (ndarray) is not JSON data"): the record was made of the value as
+    given. It is now recorded, and sent to the workers, as its list of ints: the same record
+    as the list's, and the result the single-process loop's on the same value."""
+    x = np.random.default_rng(5).standard_normal((5, 2))
+    source, target = tmp_path / "x.npy", tmp_path / "z.zarr"
+    np.save(source, x)
+    timesteps: Any = {
+        "numpy": lambda: np.array([999, 500, 1]),
+        "torch": lambda: pytest.importorskip("torch").tensor([999, 500, 1]),
+        "range": lambda: range(999, 0, -499),
+    }[kind]()
+    job = distributed.prepare("invert", None, source, target, CONFIG, chunk=3, timesteps=timesteps)
+    assert [distributed.run_chunk(job, c).computed for c in range(job.chunks)] == [True, True]
+    assert job.options["timesteps"] == [int(t) for t in timesteps]
+    model = analytic_model(CONFIG)
+    expected = chunked(lambda c, xs: dc.invert(model, xs, CONFIG, timesteps=timesteps), x, 3)
+    assert np.array_equal(result(target), expected)
+    again = distributed.prepare(
+        "invert", None, source, target, CONFIG, chunk=3, timesteps=[int(t) for t in timesteps]
+    )
+    assert again.run_digest == job.run_digest
+    assert [distributed.run_chunk(again, c).computed for c in range(again.chunks)] == [False] * 2
+
+
 class _DiesAfterWriting:
     """A Zarr array whose writes land, then kill the task (a worker killed between a chunk's
     result and its record)."""
