@@ -1110,7 +1110,8 @@ def prepare(
         ...
     ValueError: target latents-noise.zarr holds invert results for 5 items of shape (4, 8, 8)
     in float32, chunks of 2; this run makes invert results for 5 items of shape (4, 8, 8) in
-    float32, chunks of 3. Choose another target, or delete this one to start again
+    float32, chunks of 3. To go on with it, pass chunk=2 (command line: --chunk 2); or choose
+    another target, or delete this one to start again
     """
     if kind not in METHODS:
         raise ValueError(f"kind must be one of {sorted(METHODS)}, got {kind!r}")
@@ -1766,9 +1767,17 @@ def _prepare_target(
             )
         if meta["layout"] != layout:
             old, new = meta["layout"], layout
+            # only the chunk differs (a rerun without the first run's --chunk): its done
+            # chunks are kept by passing that chunk again, not by deleting them
+            resume = (
+                f"To go on with it, pass chunk={old['chunk']} (command line: --chunk "
+                f"{old['chunk']}); or choose another target"
+                if {**old, "chunk": new["chunk"]} == new
+                else "Choose another target"
+            )
             raise ValueError(
                 f"target {name} holds {_describe(old)}; this run makes {_describe(new)}. "
-                "Choose another target, or delete this one to start again"
+                f"{resume}, or delete this one to start again"
             )
     if "done" not in group:  # new, or stopped before its records: no chunk is done yet
         if "result" not in group:

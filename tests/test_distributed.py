@@ -595,6 +595,32 @@ def test_a_target_of_another_layout_is_refused(client: Any, tmp_path: Path, npy:
         sample_dataset(None, npy, target, CONFIG, 3, client=client, chunk=5)
 
 
+def test_a_target_of_another_chunk_says_which_chunk_goes_on_with_it(
+    tmp_path: Path, npy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rerun of an interrupted `--chunk 5` run without --chunk (the default chunk is
+    another) was told only "Choose another target, or delete this one to start again": the
+    way to keep the chunks done, the first run's chunk, went unsaid. When only the chunk
+    differs the error now names it, for Python and the command line; a target of another
+    layout is refused as before."""
+    from ddim_core.distributed import prepare, run_chunk
+
+    target = tmp_path / "z.zarr"
+    job = prepare("invert", None, npy, target, CONFIG, 3, chunk=5)
+    run_chunk(job, 0)  # interrupted after its first chunk
+    with pytest.raises(ValueError, match=r"chunks of 10\. To go on with it, pass chunk=5 "):
+        prepare("invert", None, npy, target, CONFIG, 3)
+    argv = [str(npy), str(target), "--steps", "3", "--quiet"]
+    assert distributed.command("invert-dataset", argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass chunk=5 (command line: --chunk 5)" in err, err
+    again = prepare("invert", None, npy, target, CONFIG, 3, chunk=5)
+    assert [run_chunk(again, c).computed for c in range(again.chunks)] == [False, True]
+    with pytest.raises(ValueError, match="Choose another target, or delete") as refused:
+        prepare("sample", None, npy, target, CONFIG, 3)
+    assert "pass chunk" not in str(refused.value)
+
+
 @pytest.mark.parametrize("stop_at", ["result", "done"])
 def test_a_target_stopped_while_it_was_created_is_finished_by_a_rerun(
     tmp_path: Path, npy: Path, monkeypatch: pytest.MonkeyPatch, stop_at: str
