@@ -264,21 +264,28 @@ def test_eta_above_one_is_sample_euler_ancestral_until_it_would_clamp() -> None:
     model, _, table = kdiffusion_denoiser(torch.float64)
     fine = dk.get_sigmas_ddim(table, 200, spacing="trailing")
     x = kdiffusion_x_T(fine, torch.float64)
-    outs = []
-    for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
-        gen = torch.Generator().manual_seed(7)
-
-        def noise(sigma, sigma_next, gen=gen):  # type: ignore[no-untyped-def]
-            return torch.randn(x.shape, generator=gen, dtype=x.dtype)
-
-        outs.append(sampler(model, x, fine, disable=True, eta=1.1, noise_sampler=noise))
-    assert rel(outs[0], outs[1]) <= LIMIT[x.dtype]
+    ours, theirs = _ours_and_ancestral(model, x, fine, 1.1, seed=7)
+    assert rel(ours, theirs) <= LIMIT[x.dtype]
     coarse = dk.get_sigmas_ddim(table, 20, spacing="trailing")
     for sigmas, eta in ((fine, 1.3), (coarse, 1.2)):
         counted = _counting(model)
         with pytest.raises(ValueError, match=rf"cannot step from sigma .*eta={eta}"):
             dk.sample_ddim(counted, x, sigmas, disable=True, eta=eta)
         assert counted.calls == 0
+
+
+def _ours_and_ancestral(model: Any, x: Any, sigmas: Any, eta: float, seed: int) -> list[Any]:
+    """sample_ddim's and k-diffusion's sample_euler_ancestral's results at `eta`, each
+    drawing its noise from a torch.Generator seeded alike."""
+    outs = []
+    for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
+        gen = torch.Generator().manual_seed(seed)
+
+        def noise(sigma, sigma_next, gen=gen):  # type: ignore[no-untyped-def]
+            return torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+        outs.append(sampler(model, x, sigmas, disable=True, eta=eta, noise_sampler=noise))
+    return outs
 
 
 def _counting(model: Callable[..., Any]) -> Any:
@@ -305,15 +312,8 @@ def test_repeated_sigmas_are_zero_length_steps_as_in_k_diffusion() -> None:
     at_zero = sigmas[[0, 1, 2, 3, 4, 5, 6, 6]]  # (k-diffusion's Euler divides by 0 there)
     assert torch.equal(ours, dk.sample_ddim(model, x, at_zero, disable=True))
     assert rel(ours, K_SAMPLING.sample_euler(model, x, repeated, disable=True)) <= LIMIT[x.dtype]
-    outs = []
-    for sampler in (dk.sample_ddim, K_SAMPLING.sample_euler_ancestral):
-        gen = torch.Generator().manual_seed(3)
-
-        def noise(sigma, sigma_next, gen=gen):  # type: ignore[no-untyped-def]
-            return torch.randn(x.shape, generator=gen, dtype=x.dtype)
-
-        outs.append(sampler(model, x, repeated, disable=True, eta=1.0, noise_sampler=noise))
-    assert rel(outs[0], outs[1]) <= LIMIT[x.dtype]  # one noise stream, read alike
+    ours_1, theirs_1 = _ours_and_ancestral(model, x, repeated, 1.0, seed=3)
+    assert rel(ours_1, theirs_1) <= LIMIT[x.dtype]  # one noise stream, read alike
     up = at_zero.flip(0)[[0, 1, 1, 2, 3, 4, 4, 5, 6, 7]]
     x0 = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     for k in (0, 3):
