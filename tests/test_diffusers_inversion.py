@@ -358,3 +358,17 @@ def test_custom_timesteps_take_the_place_of_the_step_count(method: str) -> None:
 def reversible_parts(result: Any) -> list[Any]:
     """A reversible method's state as its arrays, or x_T alone."""
     return list(result) if isinstance(result, reversible.State) else [result]
+
+
+def test_latents_that_require_grad_keep_the_graph_they_ask_for() -> None:
+    """invert_latents / sample_latents run under torch.no_grad() as the pipelines do, but a
+    caller optimising through them (noise optimisation: noise that requires grad) asked for
+    the graph: 42ddd83 dropped it, so backward() failed with torch's 'element 0 of tensors
+    does not require grad' far from the cause."""
+    noise = LATENTS.clone().requires_grad_(True)
+    back = dd.sample_latents(PIPE, noise, num_inference_steps=2, method="plain", **GUIDED)
+    back.square().sum().backward()
+    assert noise.grad is not None and bool(noise.grad.abs().sum() > 0)
+    latents = LATENTS.clone().requires_grad_(True)
+    z = dd.invert_latents(PIPE, latents, num_inference_steps=2, method="plain", **GUIDED)
+    assert z.requires_grad and z.grad_fn is not None

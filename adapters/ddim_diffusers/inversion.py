@@ -20,6 +20,7 @@ DDIMInverseScheduler's result), and the samplers that invert exactly by construc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -243,7 +244,8 @@ def invert_latents(
     "plain": one call; "edict" (2 calls, p=0.93), "bdia" (1 call, gamma=1.0), "belm" (1
     call); `method_options` go to the method (e.g. precision="float64" for the reversible
     ones, history= for "exact"). Torch latents are inverted under torch.no_grad(), as
-    diffusers' pipelines run (no autograd graph; for gradients, call `ddim_core.invert` with
+    diffusers' pipelines run (no autograd graph of the UNet's calls), unless they require
+    grad themselves: then the graph is built, as asked (or call `ddim_core.invert` with
     `guided_unet`'s model).
 
     Parameters
@@ -326,7 +328,7 @@ def invert_latents(
             f"fixed_point_iters={fixed_point_iters!r}, tol={tol!r}: these refine "
             f'method="exact"; method={method!r} takes neither'
         )
-    with backends.no_grad(latents):  # as diffusers' pipelines: no autograd graph
+    with _without_graph(latents):
         if method in _REVERSIBLE:
             invert = getattr(reversible, f"invert_{method}")
             return invert(
@@ -364,7 +366,7 @@ def sample_latents(
 ) -> Any:
     """Clean latents from `invert_latents`' result (x_T, or a reversible method's state) by
     the same method's sampler (DDIM for "exact" and "plain"), same guidance, same steps; under
-    torch.no_grad() for torch, as `invert_latents`.
+    torch.no_grad() for torch unless the noise requires grad, as `invert_latents`.
 
     Parameters
     ----------
@@ -432,7 +434,7 @@ def sample_latents(
             f"sample: pass the method invert_latents used, one of {_REVERSIBLE}"
         )
     n = _steps(num_inference_steps, method_options)
-    with backends.no_grad(sample_array):  # as diffusers' pipelines: no autograd graph
+    with _without_graph(sample_array):
         if method in _REVERSIBLE:
             sample = getattr(reversible, f"sample_{method}")
             return sample(
@@ -441,6 +443,15 @@ def sample_latents(
         return dc.sample(
             model, noise, config, n, callback=callback, progress=progress, **method_options
         )
+
+
+def _without_graph(x: Any) -> Any:
+    """torch.no_grad() as diffusers' pipelines run (a UNet whose parameters require grad would
+    keep every call's activations), unless `x` requires grad: a caller optimising through
+    the loop (noise optimisation) asked for the graph."""
+    if backends.records_gradient(x):
+        return contextlib.nullcontext()
+    return backends.no_grad(x)
 
 
 def _steps(num_inference_steps: int | None, method_options: Mapping[str, Any]) -> int | None:
