@@ -1153,7 +1153,7 @@ def to_host(x: Any, dtype: Any = np.float64, *, name: str = "the array") -> np.n
             x = x.detach().cpu()
             if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: widen exactly
                 x = x.float()
-        elif hasattr(x, "get") and not isinstance(x, np.ndarray):  # CuPy
+        elif type(x).__module__.partition(".")[0] == "cupy":  # (not any `get`: a pandas Series')
             x = x.get()
         return np.asarray(x, dtype=dtype)
     except (NotImplementedError, RuntimeError) as e:  # (bad values raise TypeError, ValueError)

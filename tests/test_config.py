@@ -40,6 +40,31 @@ def test_trained_betas_as_a_tensor_are_read_once() -> None:
     assert config.trained_betas == tuple(betas.detach().numpy().tolist())
 
 
+class _SeriesLike:
+    """What a pandas Series shows: dtype, shape, iteration, __array__ and a get(key)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values, self.dtype, self.shape = values, values.dtype, values.shape
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.values)
+
+    def __array__(self, dtype=None, copy=None):  # type: ignore[no-untyped-def]
+        return self.values if dtype is None else self.values.astype(dtype)
+
+    def get(self, key, default=None):  # type: ignore[no-untyped-def]
+        return default
+
+
+def test_trained_betas_with_a_get_method_are_not_taken_for_cupy() -> None:
+    """A pandas Series of betas (dtype, shape and a get(key) method) went through
+    backends.to_host since efdfbda, which took anything with a `get` for a CuPy array and
+    called get(): TypeError "get() missing 1 required positional argument: 'key'", naming
+    neither trained_betas nor the cause, where the Series was read before."""
+    betas = np.linspace(1e-4, 0.02, 1000)
+    assert DDIMConfig(trained_betas=_SeriesLike(betas)).trained_betas == tuple(betas.tolist())
+
+
 def test_frozen_and_hashable() -> None:
     c = DDIMConfig(trained_betas=[0.1] * 1000)
     assert isinstance(c.trained_betas, tuple)
