@@ -633,10 +633,14 @@ def adapter_plugins() -> list[tuple[str, Adapter]]:
     """
     pm = manager()
     found = []
-    for name, plugin in pm.list_name_plugin():
-        hooks = pm.get_hookcallers(plugin) if plugin is not None else None
-        if any(caller.name == "ddim_core_adapter" for caller in hooks or []):
-            found += [(name, adapter) for adapter in call("ddim_core_adapter", only=name)]
+    # under the manager's lock: pluggy's name lookups iterate its registry, which another
+    # thread leaving out a broken plugin would change meanwhile (reentrant: a plugin left out
+    # here is unregistered under it)
+    with pm.lock:
+        for name, plugin in pm.list_name_plugin():
+            hooks = pm.get_hookcallers(plugin) if plugin is not None else None
+            if any(caller.name == "ddim_core_adapter" for caller in hooks or []):
+                found += [(name, adapter) for adapter in call("ddim_core_adapter", only=name)]
     return found
 
 
@@ -806,8 +810,11 @@ def describe() -> list[dict[str, Any]]:
     """
     pm = manager()
     rows = []
+    adapters_of: dict[str, Adapter] = {}
+    for owner, found in adapter_plugins():  # (each plugin's first)
+        adapters_of.setdefault(owner, found)
     for name in sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None):
-        adapter = next(iter(call("ddim_core_adapter", only=name)), None)
+        adapter = adapters_of.get(name)
         plugin = pm.get_plugin(name)
         if plugin is None:  # raised in ddim_core_adapter: warned about and unregistered
             continue
