@@ -899,6 +899,24 @@ def test_thresholding_is_checked_where_table_options_are_not_taken() -> None:
     assert "thresholding=True" in found.detail, found.detail
 
 
+class NoThresholding(ReferenceScheduler):
+    """The reference scheduler, refusing thresholding (a port that has not written it)."""
+
+    def __init__(self, *args: Any, thresholding: bool = False, **kwargs: Any) -> None:
+        if thresholding:
+            raise NotImplementedError("thresholding")
+        super().__init__(*args, **kwargs)
+
+
+def test_a_pass_says_which_kind_was_not_taken() -> None:
+    """Since clip and thresholding got their own examples, a class refusing every
+    thresholding draw passed the area as 'clip_sample and thresholding, float64', claiming
+    thresholding it never ran: the kind not taken is now said."""
+    (found,) = check(NoThresholding, backend="numpy", areas=["clipping and thresholding"]).findings
+    assert found.verdict == "pass", found.detail
+    assert found.detail.endswith("(thresholding: not taken)"), found.detail
+
+
 class HalfwayTimesteps(ReferenceScheduler):
     """The reference scheduler, its timesteps float64 and half a step up (900.5, 800.5, ...)."""
 

@@ -702,7 +702,13 @@ def clipping(target: Scheduler) -> Finding:
         return failed[0]
     if all(f.verdict == UNSUPPORTED for f in findings):
         return findings[0]
-    return Finding(area, PASS, checked)
+    # a kind whose every draw the target refused passed nothing: said, not claimed
+    untaken = [
+        kind
+        for kind, f in zip(("clip_sample", "thresholding"), findings, strict=True)
+        if f.verdict == UNSUPPORTED
+    ]
+    return Finding(area, PASS, checked + "".join(f" ({k}: not taken)" for k in untaken))
 
 
 def eta_noise(target: Scheduler) -> Finding:
