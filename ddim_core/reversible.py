@@ -237,12 +237,8 @@ def sample_edict(
     num_inference_steps : int, optional
         N; give this or `timesteps`.
     p : float, default 0.93
-        EDICT's mixing weight, in (0, 1]. The inverse divides x - y by about p^2 a step, so
-        x_T - y_T grows with the steps, and once that passes what the compensated state
-        carries (about twice the working precision's bits) the round trip misses x_0 with no
-        error: float32 data at p = 0.93 after a hundred or more steps. For many steps raise
-        p, or for float32 data pass ``precision="float64"``; docs/inversion-methods.md quotes
-        `tests/reversible_report.py`'s measurements.
+        EDICT's mixing weight, in (0, 1]: the inverse's (`invert_edict` says how many steps
+        float32 data takes at a given p).
     timesteps : sequence of int, optional
         A custom plan, strictly decreasing.
     callback : callable, optional
